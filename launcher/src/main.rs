@@ -1,0 +1,113 @@
+//! `gospelib`: the one binary of the platform.
+//!
+//! - `gospelib serve` runs every part in one process (Phase 1);
+//!   `gospelib serve --only <name>[,<name>]` runs the chosen parts (Phase 2).
+//! - `gospelib migrate` applies the PostgreSQL migrations.
+//!
+//! Configuration comes from `GOSPELIB_*` variables, checked before anything starts: a bad
+//! configuration prints every problem and exits with status 2.
+
+mod parts;
+mod settings;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gospelib_kit::config::{ConfigError, Env};
+use gospelib_kit::migrations;
+use gospelib_kit::server::{AppSpec, build_app, serve, shutdown_signal};
+use gospelib_kit::stores::{StoreClients, postgres_pool};
+
+use settings::{MigrateSettings, ServeSettings};
+
+#[derive(Debug, Parser)]
+#[command(name = "gospelib", version, about = "The GospeLib platform: one binary, every part.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the platform over HTTP until SIGTERM/SIGINT.
+    Serve {
+        /// Run only these parts (comma-separated); all of them when absent.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Apply the pending PostgreSQL migrations, then exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    gospelib_kit::telemetry::init_json_logs();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gospelib: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = Env::from_process();
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { only } => run_serve(&env, &only).await,
+            Command::Migrate => run_migrate(&env).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(config) = error.downcast_ref::<ConfigError>() {
+                eprint!("gospelib: {config}");
+                return ExitCode::from(2);
+            }
+            eprintln!("gospelib: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
+    let settings = ServeSettings::read(env)?;
+    let chosen = parts::select(only)?;
+    let clients = StoreClients::new(&settings.stores).context("store clients")?;
+    if settings.migrate_on_start {
+        let applied = migrations::migrate(&clients.postgres)
+            .await
+            .context("migrations at start-up")?;
+        tracing::info!(applied, "migrations applied");
+    }
+    let whole_platform = only.is_empty();
+    let (subgraphs, dependencies) = parts::assemble(&chosen, whole_platform, &clients);
+    let (app, _metrics) = build_app(AppSpec {
+        service: "gospelib".to_owned(),
+        subgraphs,
+        dependencies,
+        max_body_bytes: settings.max_body_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(
+        address = %settings.listen,
+        parts = ?chosen.iter().map(|p| p.name).collect::<Vec<_>>(),
+        "gospelib serving"
+    );
+    serve(listener, app, shutdown_signal(), settings.shutdown_grace).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_migrate(env: &Env) -> anyhow::Result<()> {
+    let settings = MigrateSettings::read(env)?;
+    let pool = postgres_pool(&settings.postgres, 2).context("PostgreSQL URL")?;
+    let applied = migrations::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+    tracing::info!(applied, "migrations applied");
+    println!("migrations: {applied} applied, database up to date");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The launcher's typed configuration, read from `GOSPELIB_*` variables and validated before
+//! anything starts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use gospelib_kit::config::{ConfigError, ConfigReader, Env, StoreUrls};
+use gospelib_kit::server::DEFAULT_MAX_BODY_BYTES;
+
+/// Settings of `gospelib serve`.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// `GOSPELIB_ROUTER_LISTEN`, else `127.0.0.1:$GOSPELIB_ROUTER_PORT` (port 4000 by default).
+    pub listen: SocketAddr,
+    /// `GOSPELIB_MAX_BODY_BYTES` (default 2 MiB).
+    pub max_body_bytes: usize,
+    /// `GOSPELIB_SHUTDOWN_GRACE_SECS`: how long in-flight requests may run after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `GOSPELIB_MIGRATE_ON_START`: apply pending migrations before serving.
+    pub migrate_on_start: bool,
+    pub stores: StoreUrls,
+}
+
+impl ServeSettings {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let mut reader = ConfigReader::new(env);
+        let port = reader.port("GOSPELIB_ROUTER_PORT", 4000);
+        let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.unwrap_or(4000));
+        let listen = reader.socket_addr("GOSPELIB_ROUTER_LISTEN", default_listen);
+        let max_body_bytes = reader.number(
+            "GOSPELIB_MAX_BODY_BYTES",
+            DEFAULT_MAX_BODY_BYTES as u64,
+            1024,
+            64 * 1024 * 1024,
+        );
+        let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
+        let migrate_on_start = reader.flag("GOSPELIB_MIGRATE_ON_START", false);
+        let stores = StoreUrls::read(&mut reader);
+        reader.finish()?;
+        let present = "every value is present once finish() succeeded";
+        Ok(Self {
+            listen: listen.expect(present),
+            max_body_bytes: usize::try_from(max_body_bytes.expect(present)).expect("fits"),
+            shutdown_grace: Duration::from_secs(grace.expect(present)),
+            migrate_on_start: migrate_on_start.expect(present),
+            stores: stores.expect(present),
+        })
+    }
+}
+
+/// Settings of `gospelib migrate`: only the database.
+#[derive(Debug, Clone)]
+pub struct MigrateSettings {
+    pub postgres: url::Url,
+}
+
+impl MigrateSettings {
+    pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        let mut reader = ConfigReader::new(env);
+        let postgres = reader.required_url(
+            "GOSPELIB_PG_URL",
+            "postgres://gospelib@127.0.0.1:55432/gospelib",
+            &["postgres", "postgresql"],
+        );
+        reader.finish()?;
+        Ok(Self {
+            postgres: postgres.expect("present once finish() succeeded"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stores() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("GOSPELIB_PG_URL", "postgres://g@127.0.0.1:1/g"),
+            ("GOSPELIB_REDIS_URL", "redis://127.0.0.1:2"),
+            ("GOSPELIB_FALKORDB_URL", "falkor://127.0.0.1:3"),
+            ("GOSPELIB_TYPESENSE_URL", "http://127.0.0.1:4"),
+            ("GOSPELIB_TYPESENSE_API_KEY", "k"),
+        ]
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_4000() {
+        let settings = ServeSettings::read(&Env::from_pairs(stores())).unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(settings.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(!settings.migrate_on_start);
+    }
+
+    #[test]
+    fn the_port_variable_moves_the_listener_and_listen_overrides_it() {
+        let mut pairs = stores();
+        pairs.push(("GOSPELIB_ROUTER_PORT", "4100"));
+        let settings = ServeSettings::read(&Env::from_pairs(pairs.clone())).unwrap();
+        assert_eq!(settings.listen.port(), 4100);
+        pairs.push(("GOSPELIB_ROUTER_LISTEN", "0.0.0.0:8080"));
+        let settings = ServeSettings::read(&Env::from_pairs(pairs)).unwrap();
+        assert_eq!(settings.listen, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn each_bad_launcher_variable_is_named() {
+        for (name, value, expected) in [
+            ("GOSPELIB_ROUTER_PORT", "http", "a TCP port number"),
+            ("GOSPELIB_ROUTER_LISTEN", "4000", "an IP address and port"),
+            ("GOSPELIB_MAX_BODY_BYTES", "12", "a whole number from 1024"),
+            ("GOSPELIB_SHUTDOWN_GRACE_SECS", "-1", "a whole number from 0 to 600"),
+            ("GOSPELIB_MIGRATE_ON_START", "sometimes", "true or false"),
+        ] {
+            let mut pairs = stores();
+            pairs.push((name, value));
+            let error = ServeSettings::read(&Env::from_pairs(pairs)).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{error}");
+            let line = error.problems[0].to_string();
+            assert!(line.starts_with(&format!("{name} has a bad value")), "{line}");
+            assert!(line.contains(expected), "{line}");
+        }
+    }
+
+    #[test]
+    fn migrate_needs_only_the_database() {
+        let error = MigrateSettings::read(&Env::default()).unwrap_err();
+        assert_eq!(error.problems.len(), 1);
+        assert_eq!(error.problems[0].variable, "GOSPELIB_PG_URL");
+        MigrateSettings::read(&Env::from_pairs([("GOSPELIB_PG_URL", "postgres://x@h/d")])).unwrap();
+    }
+}

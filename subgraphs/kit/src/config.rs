@@ -1,0 +1,489 @@
+//! Typed configuration read from `GOSPELIB_*` environment variables and validated at start-up.
+//!
+//! A [`ConfigReader`] reads from an [`Env`] snapshot (the process environment, or a map in tests),
+//! collects *every* problem instead of stopping at the first, and [`ConfigReader::finish`] turns
+//! them into one [`ConfigError`] whose lines each name the variable and the expected form.
+//! Values of secret variables (URLs with credentials, API keys) are never echoed back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use url::Url;
+
+/// A snapshot of environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The `GOSPELIB_*` variables of this process.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars()
+                .filter(|(key, _)| key.starts_with("GOSPELIB_"))
+                .collect(),
+        }
+    }
+
+    /// An environment made of the given pairs (tests, tools).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The raw value of a variable; an empty value counts as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Why one variable was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Missing,
+    /// The value did not parse; `shown` is the value, or `None` when the variable is secret.
+    Malformed {
+        shown: Option<String>,
+        reason: String,
+    },
+}
+
+/// One refused variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub variable: String,
+    pub expected: String,
+    pub problem: Problem,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.problem {
+            Problem::Missing => write!(
+                f,
+                "{} is not set: expected {}",
+                self.variable, self.expected
+            ),
+            Problem::Malformed {
+                shown: Some(value),
+                reason,
+            } => write!(
+                f,
+                "{} has a bad value {value:?} ({reason}): expected {}",
+                self.variable, self.expected
+            ),
+            Problem::Malformed { shown: None, reason } => write!(
+                f,
+                "{} has a bad value ({reason}; value hidden, it may hold a secret): expected {}",
+                self.variable, self.expected
+            ),
+        }
+    }
+}
+
+/// Every problem found in the configuration, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a variable's value may be shown in an error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Plain,
+    Secret,
+}
+
+/// Reads typed values, remembering every problem until [`ConfigReader::finish`].
+pub struct ConfigReader<'a> {
+    env: &'a Env,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<'a> ConfigReader<'a> {
+    pub fn new(env: &'a Env) -> Self {
+        Self {
+            env,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A required value parsed by `parse`; `None` (and a recorded problem) when absent or bad.
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        visibility: Visibility,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.env.get(name) {
+            None => {
+                self.record(name, expected, Problem::Missing);
+                None
+            }
+            Some(raw) => self.parse_value(name, expected, visibility, raw, parse),
+        }
+    }
+
+    /// An optional value parsed by `parse`, `default` when unset; `None` only when malformed.
+    pub fn optional<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.env.get(name) {
+            None => Some(default),
+            Some(raw) => self.parse_value(name, expected, Visibility::Plain, raw, parse),
+        }
+    }
+
+    /// A required URL whose scheme is one of `schemes`.
+    pub fn required_url(&mut self, name: &str, example: &str, schemes: &[&str]) -> Option<Url> {
+        let expected = format!("a URL such as {example}");
+        self.required(name, &expected, Visibility::Secret, |raw| {
+            parse_url(raw, schemes)
+        })
+    }
+
+    /// A required non-empty secret string (API keys, signing keys).
+    pub fn required_secret(&mut self, name: &str, expected: &str) -> Option<String> {
+        self.required(name, expected, Visibility::Secret, |raw| Ok(raw.to_owned()))
+    }
+
+    /// An optional TCP port, `default` when unset.
+    pub fn port(&mut self, name: &str, default: u16) -> Option<u16> {
+        self.optional(
+            name,
+            "a TCP port number between 1 and 65535",
+            default,
+            parse_port,
+        )
+    }
+
+    /// An optional socket address (`127.0.0.1:4000`), `default` when unset.
+    pub fn socket_addr(&mut self, name: &str, default: SocketAddr) -> Option<SocketAddr> {
+        self.optional(
+            name,
+            "an IP address and port such as 127.0.0.1:4000",
+            default,
+            |raw| SocketAddr::from_str(raw).map_err(|e| e.to_string()),
+        )
+    }
+
+    /// An optional boolean (`true`/`false`/`1`/`0`), `default` when unset.
+    pub fn flag(&mut self, name: &str, default: bool) -> Option<bool> {
+        self.optional(name, "true or false", default, |raw| {
+            match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err("not a boolean".to_owned()),
+            }
+        })
+    }
+
+    /// An optional whole number in `min..=max`, `default` when unset.
+    pub fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> Option<u64> {
+        let expected = format!("a whole number from {min} to {max}");
+        self.optional(name, &expected, default, |raw| {
+            let value: u64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| "not a whole number".to_owned())?;
+            if (min..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err("out of range".to_owned())
+            }
+        })
+    }
+
+    /// Records a problem found by the caller's own cross-field checks.
+    pub fn reject(&mut self, name: &str, expected: &str, reason: &str) {
+        self.record(
+            name,
+            expected,
+            Problem::Malformed {
+                shown: self.env.get(name).map(str::to_owned),
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    /// The raw value of a variable, for cross-field checks.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.env.get(name)
+    }
+
+    /// `Ok` when every value was good, otherwise all the problems.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
+    }
+
+    fn parse_value<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        visibility: Visibility,
+        raw: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(raw.trim()) {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                let shown = (visibility == Visibility::Plain).then(|| raw.to_owned());
+                self.record(name, expected, Problem::Malformed { shown, reason });
+                None
+            }
+        }
+    }
+
+    fn record(&mut self, name: &str, expected: &str, problem: Problem) {
+        self.problems.push(ConfigProblem {
+            variable: name.to_owned(),
+            expected: expected.to_owned(),
+            problem,
+        });
+    }
+}
+
+fn parse_port(raw: &str) -> Result<u16, String> {
+    match raw.parse::<u16>() {
+        Ok(0) => Err("port 0 is not allowed".to_owned()),
+        Ok(port) => Ok(port),
+        Err(_) => Err("not a port number".to_owned()),
+    }
+}
+
+fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "scheme {:?} is not one of {}",
+            url.scheme(),
+            schemes.join(", ")
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_owned());
+    }
+    Ok(url)
+}
+
+/// Where the shared stores are: the variables every service may read.
+#[derive(Debug, Clone)]
+pub struct StoreUrls {
+    /// `GOSPELIB_PG_URL`
+    pub postgres: Url,
+    /// `GOSPELIB_REDIS_URL`: the cache, rate limits and streams.
+    pub redis: Url,
+    /// `GOSPELIB_FALKORDB_URL`: the graph server (a separate instance from the cache).
+    pub falkordb: Url,
+    /// `GOSPELIB_TYPESENSE_URL`
+    pub typesense: Url,
+    /// `GOSPELIB_TYPESENSE_API_KEY`
+    pub typesense_api_key: String,
+}
+
+impl StoreUrls {
+    /// Reads the store variables; problems go to `reader`.
+    pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
+        let postgres = reader.required_url(
+            "GOSPELIB_PG_URL",
+            "postgres://gospelib@127.0.0.1:55432/gospelib",
+            &["postgres", "postgresql"],
+        );
+        let redis = reader.required_url(
+            "GOSPELIB_REDIS_URL",
+            "redis://127.0.0.1:56379",
+            &["redis", "rediss"],
+        );
+        let falkordb = reader.required_url(
+            "GOSPELIB_FALKORDB_URL",
+            "falkor://127.0.0.1:56380 or redis://127.0.0.1:56380",
+            &["falkor", "falkors", "redis", "rediss"],
+        );
+        let typesense = reader.required_url(
+            "GOSPELIB_TYPESENSE_URL",
+            "http://127.0.0.1:58108",
+            &["http", "https"],
+        );
+        let typesense_api_key = reader.required_secret(
+            "GOSPELIB_TYPESENSE_API_KEY",
+            "the Typesense admin API key (any non-empty string the server was started with)",
+        );
+        Some(Self {
+            postgres: postgres?,
+            redis: redis?,
+            falkordb: falkordb?,
+            typesense: typesense?,
+            typesense_api_key: typesense_api_key?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good_stores() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("GOSPELIB_PG_URL", "postgres://gospelib@127.0.0.1:55432/gospelib"),
+            ("GOSPELIB_REDIS_URL", "redis://127.0.0.1:56379"),
+            ("GOSPELIB_FALKORDB_URL", "falkor://127.0.0.1:56380"),
+            ("GOSPELIB_TYPESENSE_URL", "http://127.0.0.1:58108"),
+            ("GOSPELIB_TYPESENSE_API_KEY", "k"),
+        ]
+    }
+
+    fn read_stores(env: &Env) -> Result<StoreUrls, ConfigError> {
+        let mut reader = ConfigReader::new(env);
+        let stores = StoreUrls::read(&mut reader);
+        reader.finish()?;
+        Ok(stores.expect("no problems means every value is present"))
+    }
+
+    #[test]
+    fn good_store_variables_are_accepted() {
+        let stores = read_stores(&Env::from_pairs(good_stores())).unwrap();
+        assert_eq!(stores.redis.port(), Some(56379));
+        assert_eq!(stores.falkordb.scheme(), "falkor");
+    }
+
+    #[test]
+    fn each_missing_store_variable_is_named_with_its_expected_form() {
+        for (missing, _) in good_stores() {
+            let env = Env::from_pairs(good_stores().into_iter().filter(|(k, _)| *k != missing));
+            let error = read_stores(&env).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{error}");
+            let line = error.problems[0].to_string();
+            assert!(
+                line.starts_with(&format!("{missing} is not set: expected ")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_with_the_wrong_scheme_is_refused_without_echoing_it() {
+        let mut pairs = good_stores();
+        pairs[0] = ("GOSPELIB_PG_URL", "mysql://root:hunter2@db/x");
+        let error = read_stores(&Env::from_pairs(pairs)).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("GOSPELIB_PG_URL has a bad value"), "{text}");
+        assert!(text.contains("scheme \"mysql\""), "{text}");
+        assert!(text.contains("postgres://"), "{text}");
+        assert!(!text.contains("hunter2"), "a secret leaked: {text}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let env = Env::from_pairs([
+            ("GOSPELIB_REDIS_URL", "not a url"),
+            ("GOSPELIB_ROUTER_PORT", "70000"),
+        ]);
+        let mut reader = ConfigReader::new(&env);
+        StoreUrls::read(&mut reader);
+        reader.port("GOSPELIB_ROUTER_PORT", 4000);
+        let error = reader.finish().unwrap_err();
+        let names: Vec<_> = error.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "GOSPELIB_PG_URL",
+                "GOSPELIB_REDIS_URL",
+                "GOSPELIB_FALKORDB_URL",
+                "GOSPELIB_TYPESENSE_URL",
+                "GOSPELIB_TYPESENSE_API_KEY",
+                "GOSPELIB_ROUTER_PORT"
+            ]
+        );
+        assert!(error.to_string().contains(
+            "GOSPELIB_ROUTER_PORT has a bad value \"70000\" (not a port number): expected a TCP port"
+        ));
+    }
+
+    #[test]
+    fn plain_values_are_parsed_or_defaulted() {
+        let env = Env::from_pairs([
+            ("GOSPELIB_A_FLAG", "yes"),
+            ("GOSPELIB_A_NUMBER", "12"),
+            ("GOSPELIB_A_LISTEN", "127.0.0.1:9"),
+            ("GOSPELIB_EMPTY", "  "),
+        ]);
+        let mut reader = ConfigReader::new(&env);
+        assert_eq!(reader.flag("GOSPELIB_A_FLAG", false), Some(true));
+        assert_eq!(reader.number("GOSPELIB_A_NUMBER", 1, 1, 100), Some(12));
+        assert_eq!(reader.port("GOSPELIB_EMPTY", 4000), Some(4000));
+        assert_eq!(
+            reader.socket_addr("GOSPELIB_A_LISTEN", "0.0.0.0:1".parse().unwrap()),
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        reader.finish().unwrap();
+    }
+
+    #[test]
+    fn bad_plain_values_name_variable_value_and_form() {
+        let env = Env::from_pairs([
+            ("GOSPELIB_A_FLAG", "maybe"),
+            ("GOSPELIB_A_NUMBER", "500"),
+            ("GOSPELIB_A_LISTEN", "localhost"),
+            ("GOSPELIB_A_PORT", "0"),
+        ]);
+        let mut reader = ConfigReader::new(&env);
+        reader.flag("GOSPELIB_A_FLAG", false);
+        reader.number("GOSPELIB_A_NUMBER", 1, 1, 100);
+        reader.socket_addr("GOSPELIB_A_LISTEN", "0.0.0.0:1".parse().unwrap());
+        reader.port("GOSPELIB_A_PORT", 1);
+        let lines: Vec<String> = reader
+            .finish()
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "GOSPELIB_A_FLAG has a bad value \"maybe\" (not a boolean): expected true or false",
+                "GOSPELIB_A_NUMBER has a bad value \"500\" (out of range): expected a whole number from 1 to 100",
+                "GOSPELIB_A_LISTEN has a bad value \"localhost\" (invalid socket address syntax): expected an IP address and port such as 127.0.0.1:4000",
+                "GOSPELIB_A_PORT has a bad value \"0\" (port 0 is not allowed): expected a TCP port number between 1 and 65535",
+            ]
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! GraphQL over HTTP for one subgraph: `POST` with a JSON body, `GET` with query parameters
+//! (queries only: a mutation over `GET` is refused with 405).
+//!
+//! The response is `application/graphql-response+json` when the client accepts it (then a
+//! request that could not be executed at all gets 400) and `application/json` otherwise (always
+//! 200 once the request was understood). Requests that are not GraphQL at all get an HTTP error
+//! with a GraphQL error body whose code is `INVALID_REQUEST`.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::OperationType;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::errors::{ErrorCode, code_of};
+use crate::metrics::Metrics;
+use crate::subgraph::Subgraph;
+
+const JSON: &str = "application/json";
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// What the handlers need: the subgraph and the process's metrics.
+#[derive(Clone)]
+pub struct GraphQlEndpoint {
+    pub subgraph: Subgraph,
+    pub metrics: Metrics,
+}
+
+/// The response media types a client may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphQlResponseJson,
+    Json,
+}
+
+impl MediaType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::GraphQlResponseJson => GRAPHQL_RESPONSE_JSON,
+            Self::Json => JSON,
+        }
+    }
+}
+
+/// Picks the response type from `Accept`; `None` when the client accepts neither.
+fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(accept) = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Some(MediaType::Json);
+    };
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|part| part.split(';').next().unwrap_or("").trim())
+        .collect();
+    if types.contains(&GRAPHQL_RESPONSE_JSON) {
+        Some(MediaType::GraphQlResponseJson)
+    } else if types
+        .iter()
+        .any(|t| [JSON, "application/*", "*/*"].contains(t))
+    {
+        Some(MediaType::Json)
+    } else {
+        None
+    }
+}
+
+/// An HTTP-level refusal with a GraphQL error body.
+pub fn request_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code.as_str() } }]
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+/// `POST /graphql`.
+pub async fn post(
+    State(endpoint): State<Arc<GraphQlEndpoint>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(media_type) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    // Only JSON bodies: this also stops cross-site form posts (CSRF), which cannot send JSON.
+    if content_type.as_deref() != Some(JSON) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InvalidRequest,
+            "the request body must be JSON with Content-Type: application/json",
+        );
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                &format!("the body is not a GraphQL request: {error}"),
+            );
+        }
+    };
+    execute(&endpoint, request, media_type).await
+}
+
+/// The query parameters of `GET /graphql`.
+#[derive(Debug, Deserialize)]
+pub struct GetParams {
+    query: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+/// `GET /graphql?query=…`.
+pub async fn get(
+    State(endpoint): State<Arc<GraphQlEndpoint>>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(media_type) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let Ok(Query(params)) = params else {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "malformed query string",
+        );
+    };
+    let request = match request_from_params(params) {
+        Ok(request) => request,
+        Err(message) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                &message,
+            );
+        }
+    };
+    if is_mutation(&request) {
+        return request_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidRequest,
+            "mutations are only accepted over POST",
+        );
+    }
+    execute(&endpoint, request, media_type).await
+}
+
+fn request_from_params(params: GetParams) -> Result<async_graphql::Request, String> {
+    let query = params.query.filter(|q| !q.trim().is_empty());
+    let Some(query) = query else {
+        return Err("missing the `query` parameter".to_owned());
+    };
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
+        request = request.operation_name(name);
+    }
+    if let Some(text) = params.variables.filter(|v| !v.is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("`variables` is not JSON: {e}"))?;
+        if !value.is_object() && !value.is_null() {
+            return Err("`variables` must be a JSON object".to_owned());
+        }
+        request = request.variables(async_graphql::Variables::from_json(value));
+    }
+    if let Some(text) = params.extensions.filter(|v| !v.is_empty()) {
+        request.extensions = serde_json::from_str(&text)
+            .map_err(|e| format!("`extensions` is not a JSON object: {e}"))?;
+    }
+    Ok(request)
+}
+
+/// Whether the operation the request selects is a mutation (unparsable documents are left to
+/// the executor, which reports them as GraphQL errors).
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let selected = match &request.operation_name {
+        Some(name) => document
+            .operations
+            .iter()
+            .find(|(op_name, _)| op_name.is_some_and(|n| n.as_str() == name))
+            .map(|(_, op)| op.node.ty),
+        None => document.operations.iter().next().map(|(_, op)| op.node.ty),
+    };
+    selected == Some(OperationType::Mutation)
+}
+
+async fn execute(
+    endpoint: &GraphQlEndpoint,
+    request: async_graphql::Request,
+    media_type: MediaType,
+) -> Response {
+    if request.query.trim().is_empty() {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "missing the `query` field",
+        );
+    }
+    let response = endpoint.subgraph.executor.execute(request).await;
+    for error in &response.errors {
+        endpoint
+            .metrics
+            .count_graphql_error(&endpoint.subgraph.name, code_of(error));
+    }
+    // Under graphql-response+json a request that produced no data at all is a client error.
+    let status = if media_type == MediaType::GraphQlResponseJson
+        && response.data == async_graphql::Value::Null
+        && response.is_err()
+    {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let body = match serde_json::to_vec(&response) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, "could not serialise a GraphQL response");
+            return request_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::InternalError,
+                crate::errors::INTERNAL_MESSAGE,
+            );
+        }
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, media_type.as_str())],
+        body,
+    )
+        .into_response()
+}
+
+fn not_acceptable() -> Response {
+    request_error(
+        StatusCode::NOT_ACCEPTABLE,
+        ErrorCode::InvalidRequest,
+        "acceptable response types are application/graphql-response+json and application/json",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn negotiation_prefers_graphql_response_json() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(&accept("application/graphql-response+json, application/json;q=0.9")),
+            Some(MediaType::GraphQlResponseJson)
+        );
+        assert_eq!(negotiate(&accept("text/html, */*;q=0.8")), Some(MediaType::Json));
+        assert_eq!(negotiate(&accept("text/html")), None);
+    }
+
+    #[test]
+    fn mutations_are_detected_for_the_selected_operation() {
+        let doc = "query A { a } mutation B { b }";
+        let request = |name: &str| async_graphql::Request::new(doc).operation_name(name);
+        assert!(!is_mutation(&request("A")));
+        assert!(is_mutation(&request("B")));
+        assert!(is_mutation(&async_graphql::Request::new("mutation { b }")));
+        assert!(!is_mutation(&async_graphql::Request::new("{ a }")));
+    }
+}

@@ -1,0 +1,17 @@
+//! The kit every GospeLib subgraph is built with: typed configuration, the HTTP server
+//! (GraphQL over HTTP, health, readiness, metrics, graceful shutdown), JSON logs with request
+//! identity, the error-code catalog, store connections with their readiness probes, and the
+//! PostgreSQL migrations.
+
+pub mod config;
+pub mod errors;
+pub mod graphql_http;
+pub mod metrics;
+pub mod migrations;
+pub mod server;
+pub mod stores;
+pub mod subgraph;
+pub mod telemetry;
+
+pub use errors::ErrorCode;
+pub use subgraph::{GraphQlExecutor, Subgraph};

@@ -1,0 +1,128 @@
+//! Prometheus metrics of one process: HTTP requests, their latency, server errors and the
+//! GraphQL errors returned per subgraph and code. `/metrics` renders them as Prometheus text.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: sub-millisecond resolution for cached reads, up to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process's metrics; cheap to clone (every field is shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    server_errors: IntCounterVec,
+    latency: HistogramVec,
+    graphql_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Metrics labelled with the process's service name (`gospelib`, `content`, …).
+    pub fn new(service: &str) -> Self {
+        let labels = std::iter::once(("service".to_owned(), service.to_owned())).collect();
+        let registry =
+            Registry::new_custom(Some("gospelib".to_owned()), Some(labels)).expect("valid prefix");
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests served"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let server_errors = IntCounterVec::new(
+            Opts::new(
+                "http_server_errors_total",
+                "HTTP responses with a 5xx status",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request to response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let graphql_errors = IntCounterVec::new(
+            Opts::new(
+                "graphql_errors_total",
+                "GraphQL errors returned, by subgraph and extensions.code",
+            ),
+            &["subgraph", "code"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(server_errors.clone()),
+            Box::new(latency.clone()),
+            Box::new(graphql_errors.clone()),
+        ] {
+            registry.register(collector).expect("metric registered once");
+        }
+        Self {
+            registry,
+            requests,
+            server_errors,
+            latency,
+            graphql_errors,
+        }
+    }
+
+    /// Records one finished HTTP request.
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        if status >= 500 {
+            self.server_errors.with_label_values(&[route]).inc();
+        }
+        self.latency.with_label_values(&[route]).observe(seconds);
+    }
+
+    /// Records one GraphQL error returned by `subgraph` (code `NONE` when it has none).
+    pub fn count_graphql_error(&self, subgraph: &str, code: Option<&str>) {
+        self.graphql_errors
+            .with_label_values(&[subgraph, code.unwrap_or("NONE")])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("Prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_requests_errors_and_latency() {
+        let metrics = Metrics::new("test");
+        metrics.observe_request("/graphql", "POST", 200, 0.002);
+        metrics.observe_request("/graphql", "POST", 503, 0.3);
+        metrics.count_graphql_error("content", Some("BOOK_NOT_FOUND"));
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"gospelib_http_requests_total{method="POST",route="/graphql",service="test",status="200"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"gospelib_http_server_errors_total{route="/graphql",service="test"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"gospelib_http_request_duration_seconds_bucket{route="/graphql",service="test",le="0.0025"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"gospelib_graphql_errors_total{code="BOOK_NOT_FOUND",service="test",subgraph="content"} 1"#
+        ), "{text}");
+    }
+}

@@ -1,0 +1,29 @@
+//! PostgreSQL migrations (`migrations/` at the workspace root), embedded in the binary and
+//! applied forward only. Each domain owns its own PostgreSQL schema.
+
+use sqlx::PgPool;
+use sqlx::migrate::{MigrateError, Migrator};
+
+/// Every migration of the workspace, in order.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies the migrations not yet applied; returns how many ran.
+pub async fn migrate(pool: &PgPool) -> Result<usize, MigrateError> {
+    let before = applied_count(pool).await?;
+    MIGRATOR.run(pool).await?;
+    let after = applied_count(pool).await?;
+    Ok(after - before)
+}
+
+async fn applied_count(pool: &PgPool) -> Result<usize, MigrateError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}

@@ -1,0 +1,264 @@
+//! The HTTP server of a GospeLib process: the subgraphs it hosts, `/health`, `/ready`,
+//! `/metrics`, request identity and metrics around every request, and graceful shutdown.
+//!
+//! Routes:
+//! - `/subgraphs/<name>/graphql` (GET, POST) for each hosted subgraph, and `/graphql` as well
+//!   when a process serves exactly one subgraph on its own;
+//! - `/health`: liveness, 200 while the process runs;
+//! - `/ready`: 200 when every required store answers, 503 naming the failing ones;
+//! - `/metrics`: Prometheus text.
+
+use std::collections::HashSet;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::errors::ErrorCode;
+use crate::graphql_http::{self, GraphQlEndpoint, request_error};
+use crate::metrics::Metrics;
+use crate::stores::{Dependency, Need, check_readiness};
+use crate::subgraph::Subgraph;
+use crate::telemetry::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, request_id_from, trace_id_from};
+
+/// The largest request body accepted unless configured otherwise (`GOSPELIB_MAX_BODY_BYTES`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// What one process serves.
+pub struct AppSpec {
+    /// The process's name in metrics (`gospelib`, or a subgraph's name when alone).
+    pub service: String,
+    pub subgraphs: Vec<Subgraph>,
+    /// Stores the process needs beyond its subgraphs' own.
+    pub dependencies: Vec<Dependency>,
+    pub max_body_bytes: usize,
+}
+
+/// State of the `/ready` and `/metrics` handlers.
+#[derive(Clone)]
+struct ProcessState {
+    metrics: Metrics,
+    dependencies: Arc<Vec<Dependency>>,
+}
+
+/// State of the middleware around every request.
+#[derive(Clone)]
+struct ObserveState {
+    metrics: Metrics,
+    /// Route labels for metrics; any other path is counted as `other`.
+    known_paths: Arc<HashSet<String>>,
+}
+
+/// Builds the process's router. Returns it with the metrics it records into.
+pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
+    let metrics = Metrics::new(&spec.service);
+    let dependencies = merge_dependencies(&spec);
+    let mut known_paths: HashSet<String> = ["/health", "/ready", "/metrics"]
+        .map(str::to_owned)
+        .into();
+    let mut app = Router::new();
+    let alone = spec.subgraphs.len() == 1;
+    for subgraph in spec.subgraphs {
+        let path = format!("/subgraphs/{}/graphql", subgraph.name);
+        let endpoint = Arc::new(GraphQlEndpoint {
+            subgraph,
+            metrics: metrics.clone(),
+        });
+        let routes = axum::routing::get(graphql_http::get)
+            .post(graphql_http::post)
+            .with_state(endpoint);
+        if alone {
+            app = app.route("/graphql", routes.clone());
+            known_paths.insert("/graphql".to_owned());
+        }
+        app = app.route(&path, routes);
+        known_paths.insert(path);
+    }
+    let process = ProcessState {
+        metrics: metrics.clone(),
+        dependencies: Arc::new(dependencies),
+    };
+    let observe_state = ObserveState {
+        metrics: metrics.clone(),
+        known_paths: Arc::new(known_paths),
+    };
+    let app = app
+        .merge(
+            Router::new()
+                .route("/health", get(health))
+                .route("/ready", get(ready))
+                .route("/metrics", get(render_metrics))
+                .with_state(process),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn(refuse_oversized_bodies))
+        .layer(DefaultBodyLimit::max(spec.max_body_bytes))
+        .layer(middleware::from_fn_with_state(observe_state, observe));
+    (app, metrics)
+}
+
+/// Every store the process depends on, once each; `Required` wins over `Optional`.
+fn merge_dependencies(spec: &AppSpec) -> Vec<Dependency> {
+    let mut merged: Vec<Dependency> = Vec::new();
+    let all = spec
+        .dependencies
+        .iter()
+        .chain(spec.subgraphs.iter().flat_map(|s| s.dependencies.iter()));
+    for dependency in all {
+        match merged
+            .iter_mut()
+            .find(|d| d.probe.store() == dependency.probe.store())
+        {
+            Some(existing) => {
+                if dependency.need == Need::Required {
+                    existing.need = Need::Required;
+                }
+            }
+            None => merged.push(dependency.clone()),
+        }
+    }
+    merged
+}
+
+/// Runs each request inside a `request` span with its ids, records its metrics and logs it.
+async fn observe(State(state): State<ObserveState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (request_id, trace_id) = {
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        (
+            request_id_from(header(REQUEST_ID_HEADER)),
+            trace_id_from(header(TRACEPARENT_HEADER)),
+        )
+    };
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let route = if state.known_paths.contains(&path) {
+        path.clone()
+    } else {
+        "other".to_owned()
+    };
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        trace_id = %trace_id,
+        method = %method,
+        path = %path
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .observe_request(&route, &method, status, elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Turns axum's plain-text 413 into a GraphQL error body.
+async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return request_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidRequest,
+            "the request body is larger than this server accepts",
+        );
+    }
+    response
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<ProcessState>) -> Response {
+    let readiness = check_readiness(&state.dependencies).await;
+    let status = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        tracing::warn!(failing = ?readiness.failing, "not ready");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
+}
+
+async fn render_metrics(State(state): State<ProcessState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    request_error(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest,
+        "no such route",
+    )
+}
+
+/// Serves `app` until `shutdown` completes, then stops accepting and lets in-flight requests
+/// finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = draining_tx.send(true);
+        })
+        .into_future();
+    let deadline = async move {
+        let _ = draining_rx.wait_for(|draining| *draining).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

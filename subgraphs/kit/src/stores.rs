@@ -1,0 +1,354 @@
+//! Connections to the shared stores and the probes `/ready` runs against them.
+//!
+//! Each probe asks its server a real question (`SELECT 1`, `PING`, `GRAPH.LIST`, Typesense
+//! `/health`) with a short timeout. A store is registered as [`Need::Required`] (down → not
+//! ready) or [`Need::Optional`] (down → ready but degraded, e.g. a cache the service can do
+//! without).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+pub use sqlx::postgres::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use url::Url;
+
+/// How long one probe may take before the store counts as down.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A boxed future, so probes can live behind `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One store a service depends on, checked by `/ready`.
+pub trait StoreProbe: Send + Sync {
+    /// The store's name as `/ready` reports it (`postgres`, `redis`, `falkordb`, `typesense`).
+    fn store(&self) -> &str;
+    /// `Ok` when the store answers; otherwise what went wrong.
+    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Whether the service can work without a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Required,
+    Optional,
+}
+
+/// A probe with its [`Need`].
+#[derive(Clone)]
+pub struct Dependency {
+    pub probe: Arc<dyn StoreProbe>,
+    pub need: Need,
+}
+
+impl Dependency {
+    pub fn required(probe: impl StoreProbe + 'static) -> Self {
+        Self {
+            probe: Arc::new(probe),
+            need: Need::Required,
+        }
+    }
+
+    pub fn optional(probe: impl StoreProbe + 'static) -> Self {
+        Self {
+            probe: Arc::new(probe),
+            need: Need::Optional,
+        }
+    }
+}
+
+/// One store's state in a readiness report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum StoreState {
+    Ok,
+    /// An optional store is down: the service answers without it.
+    Degraded {
+        error: String,
+    },
+    Down {
+        error: String,
+    },
+}
+
+/// What `/ready` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    /// `ready`, `degraded` or `unavailable`.
+    pub status: &'static str,
+    /// Required stores that are down, by name.
+    pub failing: Vec<String>,
+    pub stores: std::collections::BTreeMap<String, StoreState>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.failing.is_empty()
+    }
+}
+
+/// Runs every probe at once, each bounded by [`PROBE_TIMEOUT`].
+pub async fn check_readiness(dependencies: &[Dependency]) -> Readiness {
+    let mut checks = tokio::task::JoinSet::new();
+    for dependency in dependencies.iter().cloned() {
+        checks.spawn(async move {
+            let outcome = match tokio::time::timeout(PROBE_TIMEOUT, dependency.probe.check()).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            };
+            (dependency, outcome)
+        });
+    }
+    let mut stores = std::collections::BTreeMap::new();
+    let mut failing = Vec::new();
+    let mut degraded = false;
+    while let Some(joined) = checks.join_next().await {
+        let (dependency, outcome) = match joined {
+            Ok(pair) => pair,
+            Err(panic) => {
+                tracing::error!(error = %panic, "a readiness probe panicked");
+                continue;
+            }
+        };
+        let name = dependency.probe.store().to_owned();
+        let state = match (outcome, dependency.need) {
+            (Ok(()), _) => StoreState::Ok,
+            (Err(error), Need::Optional) => {
+                degraded = true;
+                StoreState::Degraded { error }
+            }
+            (Err(error), Need::Required) => {
+                failing.push(name.clone());
+                StoreState::Down { error }
+            }
+        };
+        stores.insert(name, state);
+    }
+    failing.sort();
+    let status = match (failing.is_empty(), degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    Readiness {
+        status,
+        failing,
+        stores,
+    }
+}
+
+/// A PostgreSQL pool that connects lazily, so a service starts even while the database is down
+/// (readiness then says so).
+pub fn postgres_pool(url: &Url, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(PROBE_TIMEOUT)
+        .connect_lazy(url.as_str())
+}
+
+/// A Redis client for a `redis://` URL, or for FalkorDB's `falkor://` form of it.
+pub fn redis_client(url: &Url) -> redis::RedisResult<redis::Client> {
+    let mut url = url.clone();
+    let scheme = match url.scheme() {
+        "falkor" => Some("redis"),
+        "falkors" => Some("rediss"),
+        _ => None,
+    };
+    if let Some(scheme) = scheme {
+        // `set_scheme` refuses some special-scheme changes; rebuilding from text always works.
+        let text = format!("{scheme}{}", &url.as_str()[url.scheme().len()..]);
+        url = Url::parse(&text).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "bad URL",
+                e.to_string(),
+            ))
+        })?;
+    }
+    redis::Client::open(url.as_str())
+}
+
+/// `SELECT 1` on PostgreSQL.
+pub struct PostgresProbe {
+    pub pool: PgPool,
+}
+
+impl StoreProbe for PostgresProbe {
+    fn store(&self) -> &str {
+        "postgres"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `PING` on a Redis server.
+pub struct RedisProbe {
+    pub name: String,
+    pub client: redis::Client,
+}
+
+impl StoreProbe for RedisProbe {
+    fn store(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut connection = self
+                .client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let pong: String = redis::cmd("PING")
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| e.to_string())?;
+            if pong == "PONG" {
+                Ok(())
+            } else {
+                Err(format!("unexpected PING answer {pong:?}"))
+            }
+        })
+    }
+}
+
+/// `GRAPH.LIST` on FalkorDB: answers only when the graph module is loaded.
+pub struct FalkorDbProbe {
+    pub client: redis::Client,
+}
+
+impl StoreProbe for FalkorDbProbe {
+    fn store(&self) -> &str {
+        "falkordb"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut connection = self
+                .client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let _graphs: Vec<String> = redis::cmd("GRAPH.LIST")
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    }
+}
+
+/// Typesense's `GET /health`, which answers `{"ok": true}` once the server is ready.
+pub struct TypesenseProbe {
+    pub base_url: Url,
+    pub http: reqwest::Client,
+}
+
+impl StoreProbe for TypesenseProbe {
+    fn store(&self) -> &str {
+        "typesense"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let url = self.base_url.join("health").map_err(|e| e.to_string())?;
+            let response = self
+                .http
+                .get(url)
+                .timeout(PROBE_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+            if status.is_success() && body["ok"] == serde_json::Value::Bool(true) {
+                Ok(())
+            } else {
+                Err(format!("health answered {status} {body}"))
+            }
+        })
+    }
+}
+
+/// Why the store clients could not be made (a malformed URL; nothing is connected yet).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreClientError {
+    #[error("PostgreSQL URL: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("{store} URL: {source}")]
+    Redis {
+        store: &'static str,
+        source: redis::RedisError,
+    },
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Typesense's address and admin key, with a pooled HTTP client.
+#[derive(Clone)]
+pub struct TypesenseClient {
+    pub base_url: Url,
+    pub api_key: String,
+    pub http: reqwest::Client,
+}
+
+/// Clients for every shared store, made once per process and shared by all its parts.
+/// Each connects lazily, so a store that is down makes `/ready` fail rather than start-up.
+#[derive(Clone)]
+pub struct StoreClients {
+    pub postgres: PgPool,
+    /// The Redis cache (also rate limits and streams).
+    pub redis: redis::Client,
+    /// FalkorDB, a separate server from the cache.
+    pub falkordb: redis::Client,
+    pub typesense: TypesenseClient,
+}
+
+impl StoreClients {
+    pub fn new(urls: &crate::config::StoreUrls) -> Result<Self, StoreClientError> {
+        let redis_error = |store| move |source| StoreClientError::Redis { store, source };
+        Ok(Self {
+            postgres: postgres_pool(&urls.postgres, 10)?,
+            redis: redis_client(&urls.redis).map_err(redis_error("Redis"))?,
+            falkordb: redis_client(&urls.falkordb).map_err(redis_error("FalkorDB"))?,
+            typesense: TypesenseClient {
+                base_url: urls.typesense.clone(),
+                api_key: urls.typesense_api_key.clone(),
+                http: reqwest::Client::builder()
+                    .connect_timeout(PROBE_TIMEOUT)
+                    .build()?,
+            },
+        })
+    }
+
+    /// Every store as a required dependency (the one-process node runs beside them all).
+    pub fn all_dependencies(&self) -> Vec<Dependency> {
+        vec![
+            Dependency::required(PostgresProbe {
+                pool: self.postgres.clone(),
+            }),
+            Dependency::required(RedisProbe {
+                name: "redis".to_owned(),
+                client: self.redis.clone(),
+            }),
+            Dependency::required(FalkorDbProbe {
+                client: self.falkordb.clone(),
+            }),
+            Dependency::required(TypesenseProbe {
+                base_url: self.typesense.base_url.clone(),
+                http: self.typesense.http.clone(),
+            }),
+        ]
+    }
+}
