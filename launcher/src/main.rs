@@ -22,7 +22,11 @@ use gospelib_kit::stores::{StoreClients, postgres_pool};
 use settings::{MigrateSettings, ServeSettings};
 
 #[derive(Debug, Parser)]
-#[command(name = "gospelib", version, about = "The GospeLib platform: one binary, every part.")]
+#[command(
+    name = "gospelib",
+    version,
+    about = "The GospeLib platform: one binary, every part."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -75,7 +75,11 @@ mod tests {
     fn an_unknown_part_is_refused_with_the_known_ones() {
         let error = select(&["nonesuch".to_owned()]).err().unwrap();
         assert_eq!(error.name, "nonesuch");
-        assert!(error.to_string().contains("unknown part \"nonesuch\" in --only"));
+        assert!(
+            error
+                .to_string()
+                .contains("unknown part \"nonesuch\" in --only")
+        );
     }
 
     #[test]

@@ -108,7 +108,11 @@ mod tests {
             ("GOSPELIB_ROUTER_PORT", "http", "a TCP port number"),
             ("GOSPELIB_ROUTER_LISTEN", "4000", "an IP address and port"),
             ("GOSPELIB_MAX_BODY_BYTES", "12", "a whole number from 1024"),
-            ("GOSPELIB_SHUTDOWN_GRACE_SECS", "-1", "a whole number from 0 to 600"),
+            (
+                "GOSPELIB_SHUTDOWN_GRACE_SECS",
+                "-1",
+                "a whole number from 0 to 600",
+            ),
             ("GOSPELIB_MIGRATE_ON_START", "sometimes", "true or false"),
         ] {
             let mut pairs = stores();
@@ -116,7 +120,10 @@ mod tests {
             let error = ServeSettings::read(&Env::from_pairs(pairs)).unwrap_err();
             assert_eq!(error.problems.len(), 1, "{error}");
             let line = error.problems[0].to_string();
-            assert!(line.starts_with(&format!("{name} has a bad value")), "{line}");
+            assert!(
+                line.starts_with(&format!("{name} has a bad value")),
+                "{line}"
+            );
             assert!(line.contains(expected), "{line}");
         }
     }

@@ -84,7 +84,10 @@ impl fmt::Display for ConfigProblem {
                 "{} has a bad value {value:?} ({reason}): expected {}",
                 self.variable, self.expected
             ),
-            Problem::Malformed { shown: None, reason } => write!(
+            Problem::Malformed {
+                shown: None,
+                reason,
+            } => write!(
                 f,
                 "{} has a bad value ({reason}; value hidden, it may hold a secret): expected {}",
                 self.variable, self.expected
@@ -362,7 +365,10 @@ mod tests {
 
     fn good_stores() -> Vec<(&'static str, &'static str)> {
         vec![
-            ("GOSPELIB_PG_URL", "postgres://gospelib@127.0.0.1:55432/gospelib"),
+            (
+                "GOSPELIB_PG_URL",
+                "postgres://gospelib@127.0.0.1:55432/gospelib",
+            ),
             ("GOSPELIB_REDIS_URL", "redis://127.0.0.1:56379"),
             ("GOSPELIB_FALKORDB_URL", "falkor://127.0.0.1:56380"),
             ("GOSPELIB_TYPESENSE_URL", "http://127.0.0.1:58108"),

@@ -96,7 +96,13 @@ pub async fn post(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     // Only JSON bodies: this also stops cross-site form posts (CSRF), which cannot send JSON.
     if content_type.as_deref() != Some(JSON) {
         return request_error(
@@ -147,11 +153,7 @@ pub async fn get(
     let request = match request_from_params(params) {
         Ok(request) => request,
         Err(message) => {
-            return request_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidRequest,
-                &message,
-            );
+            return request_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, &message);
         }
     };
     if is_mutation(&request) {
@@ -174,8 +176,8 @@ fn request_from_params(params: GetParams) -> Result<async_graphql::Request, Stri
         request = request.operation_name(name);
     }
     if let Some(text) = params.variables.filter(|v| !v.is_empty()) {
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| format!("`variables` is not JSON: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("`variables` is not JSON: {e}"))?;
         if !value.is_object() && !value.is_null() {
             return Err("`variables` must be a JSON object".to_owned());
         }
@@ -243,12 +245,7 @@ async fn execute(
             );
         }
     };
-    (
-        status,
-        [(header::CONTENT_TYPE, media_type.as_str())],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, media_type.as_str())], body).into_response()
 }
 
 fn not_acceptable() -> Response {
@@ -273,10 +270,15 @@ mod tests {
     fn negotiation_prefers_graphql_response_json() {
         assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
         assert_eq!(
-            negotiate(&accept("application/graphql-response+json, application/json;q=0.9")),
+            negotiate(&accept(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
             Some(MediaType::GraphQlResponseJson)
         );
-        assert_eq!(negotiate(&accept("text/html, */*;q=0.8")), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(&accept("text/html, */*;q=0.8")),
+            Some(MediaType::Json)
+        );
         assert_eq!(negotiate(&accept("text/html")), None);
     }
 

@@ -62,7 +62,9 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(graphql_errors.clone()),
         ] {
-            registry.register(collector).expect("metric registered once");
+            registry
+                .register(collector)
+                .expect("metric registered once");
         }
         Self {
             registry,
@@ -113,16 +115,19 @@ mod tests {
         metrics.count_graphql_error("content", Some("BOOK_NOT_FOUND"));
         let text = metrics.render();
         assert!(text.contains(
-            r#"gospelib_http_requests_total{method="POST",route="/graphql",service="test",status="200"} 1"#
+            r#"gospelib_http_requests_total{method="POST",route="/graphql",status="200",service="test"} 1"#
         ), "{text}");
-        assert!(text.contains(
-            r#"gospelib_http_server_errors_total{route="/graphql",service="test"} 1"#
-        ), "{text}");
+        assert!(
+            text.contains(
+                r#"gospelib_http_server_errors_total{route="/graphql",service="test"} 1"#
+            ),
+            "{text}"
+        );
         assert!(text.contains(
             r#"gospelib_http_request_duration_seconds_bucket{route="/graphql",service="test",le="0.0025"} 1"#
         ), "{text}");
         assert!(text.contains(
-            r#"gospelib_graphql_errors_total{code="BOOK_NOT_FOUND",service="test",subgraph="content"} 1"#
+            r#"gospelib_graphql_errors_total{code="BOOK_NOT_FOUND",subgraph="content",service="test"} 1"#
         ), "{text}");
     }
 }

@@ -16,9 +16,10 @@ pub async fn migrate(pool: &PgPool) -> Result<usize, MigrateError> {
 }
 
 async fn applied_count(pool: &PgPool) -> Result<usize, MigrateError> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
     if !exists {
         return Ok(0);
     }

@@ -61,9 +61,8 @@ struct ObserveState {
 pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
     let metrics = Metrics::new(&spec.service);
     let dependencies = merge_dependencies(&spec);
-    let mut known_paths: HashSet<String> = ["/health", "/ready", "/metrics"]
-        .map(str::to_owned)
-        .into();
+    let mut known_paths: HashSet<String> =
+        ["/health", "/ready", "/metrics"].map(str::to_owned).into();
     let mut app = Router::new();
     let alone = spec.subgraphs.len() == 1;
     for subgraph in spec.subgraphs {
@@ -201,7 +200,10 @@ async fn ready(State(state): State<ProcessState>) -> Response {
 
 async fn render_metrics(State(state): State<ProcessState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

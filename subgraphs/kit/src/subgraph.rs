@@ -22,12 +22,49 @@ where
     S: SubscriptionType + 'static,
 {
     fn execute(&self, request: async_graphql::Request) -> BoxFuture<'_, async_graphql::Response> {
-        Box::pin(Schema::execute(self, request))
+        Box::pin(async move {
+            let mut response = Schema::execute(self, request).await;
+            fill_nulls_at_error_paths(&mut response);
+            response
+        })
     }
 
     fn federation_sdl(&self) -> String {
         self.sdl_with_options(SDLExportOptions::new().federation())
     }
+}
+
+/// async-graphql leaves a nullable field whose resolver failed out of `data`; the GraphQL spec
+/// says it is `null`. This puts `null` at the path of each such error (only where the key is
+/// missing from an object that exists).
+pub fn fill_nulls_at_error_paths(response: &mut async_graphql::Response) {
+    use async_graphql::{PathSegment, Value};
+    for error in &response.errors {
+        let Some((PathSegment::Field(key), parents)) = error.path.split_last() else {
+            continue;
+        };
+        if let Some(Value::Object(map)) = descend(&mut response.data, parents) {
+            map.entry(async_graphql::Name::new(key))
+                .or_insert(Value::Null);
+        }
+    }
+}
+
+/// The value at `path` inside `value`, if every step exists.
+fn descend<'a>(
+    value: &'a mut async_graphql::Value,
+    path: &[async_graphql::PathSegment],
+) -> Option<&'a mut async_graphql::Value> {
+    use async_graphql::{PathSegment, Value};
+    let mut current = value;
+    for segment in path {
+        current = match (segment, current) {
+            (PathSegment::Field(key), Value::Object(map)) => map.get_mut(key.as_str())?,
+            (PathSegment::Index(index), Value::List(items)) => items.get_mut(*index)?,
+            _ => return None,
+        };
+    }
+    Some(current)
 }
 
 /// One domain's subgraph, ready to be served.

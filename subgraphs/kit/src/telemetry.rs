@@ -13,15 +13,20 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The W3C trace-context header.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
-/// The log filter: `GOSPELIB_LOG` (same syntax as `RUST_LOG`), `info` by default.
+/// The default log filter: `info`, without sqlx's echo of PostgreSQL notices.
+const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
+/// The log filter: `GOSPELIB_LOG` (same syntax as `RUST_LOG`), [`DEFAULT_FILTER`] otherwise.
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("GOSPELIB_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+    EnvFilter::try_from_env("GOSPELIB_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }
 
-/// Installs JSON logging to stdout for the whole process. Call once, at start-up.
+/// Installs JSON logging to stderr for the whole process (stdout stays free for the output of
+/// commands such as reports). Call once, at start-up.
 pub fn init_json_logs() {
     let _ = tracing_subscriber::fmt()
         .json()
+        .with_writer(std::io::stderr)
         .with_env_filter(filter())
         .with_current_span(true)
         .with_span_list(false)
@@ -36,7 +41,7 @@ where
 {
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::new("info"))
+        .with_env_filter(EnvFilter::new(DEFAULT_FILTER))
         .with_current_span(true)
         .with_span_list(false)
         .flatten_event(true)

@@ -1,0 +1,190 @@
+//! The `gospelib` binary as an operator runs it: configuration errors, serve, SIGTERM, migrate.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_gospelib");
+
+const STORE_VARIABLES: [&str; 5] = [
+    "GOSPELIB_PG_URL",
+    "GOSPELIB_REDIS_URL",
+    "GOSPELIB_FALKORDB_URL",
+    "GOSPELIB_TYPESENSE_URL",
+    "GOSPELIB_TYPESENSE_API_KEY",
+];
+
+/// A command with no `GOSPELIB_*` variable but those given.
+fn gospelib(args: &[&str], vars: &[(&str, String)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    command
+}
+
+/// The stack's store variables (exported by scripts/test).
+fn stack_vars() -> Vec<(&'static str, String)> {
+    STORE_VARIABLES
+        .iter()
+        .map(|name| {
+            let value = std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run scripts/test, or source .stack/run/env")
+            });
+            (*name, value)
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_and_names_every_variable() {
+    let output = gospelib(&["serve"], &[("GOSPELIB_ROUTER_PORT", "eighty".to_owned())])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid configuration (6 problems)"),
+        "{stderr}"
+    );
+    for name in STORE_VARIABLES {
+        assert!(
+            stderr.contains(&format!("{name} is not set: expected ")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("GOSPELIB_ROUTER_PORT has a bad value \"eighty\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_unknown_part() {
+    let output = gospelib(&["serve", "--only", "nonesuch"], &stack_vars())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown part \"nonesuch\" in --only"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_answers_health_and_ready_and_stops_cleanly_on_sigterm() {
+    let port = free_port();
+    let mut vars = stack_vars();
+    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
+    let mut child = gospelib(&["serve"], &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (health, ready) = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = reqwest::get(format!("{base}/health")).await {
+                let health = response.status().as_u16();
+                let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                break (health, ready);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gospelib serve did not answer on {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(health, 200);
+    assert_eq!(ready["status"], "ready", "{ready}");
+    for store in ["postgres", "redis", "falkordb", "typesense"] {
+        assert_eq!(ready["stores"][store]["status"], "ok", "{ready}");
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gospelib serve did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+#[test]
+fn migrate_brings_a_fresh_database_up_to_date_once() {
+    let admin_url = std::env::var("GOSPELIB_PG_URL").expect("GOSPELIB_PG_URL (run scripts/test)");
+    let name = format!("gl_test_cli_{}", std::process::id());
+    let psql = |sql: &str| {
+        let status = Command::new("psql")
+            .args(["-X", "-q", &admin_url, "-c", sql])
+            .env("PGOPTIONS", "--client-min-messages=warning")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "psql {sql}");
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {name}"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&name);
+
+    let run = || {
+        let output = gospelib(&["migrate"], &[("GOSPELIB_PG_URL", url.to_string())])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let first = run();
+    assert!(!first.starts_with("migrations: 0 applied"), "{first}");
+    assert_eq!(run(), "migrations: 0 applied, database up to date\n");
+    psql(&format!("DROP DATABASE {name}"));
+}
+
+#[test]
+fn migrate_without_a_database_url_names_the_variable() {
+    let output = gospelib(&["migrate"], &[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("GOSPELIB_PG_URL is not set: expected a URL such as postgres://"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,19 @@
+# Sourced by the project's scripts: checks for the Rust toolchain and the C tools some crates
+# build with, installing the Debian packages that are missing.
+
+require_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || {
+    echo "cargo is not installed: GospeLib builds with the machine's Rust toolchain (rustup, rustc 1.95 or newer)" >&2
+    exit 1
+  }
+  local missing=()
+  command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing build tools: ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}

@@ -1,0 +1,133 @@
+//! Shared by the kit's integration tests: the stack's store URLs, a small test schema, and a
+//! server on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{EmptySubscription, Object, Schema};
+use gospelib_kit::config::{ConfigReader, Env, StoreUrls};
+use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::stores::Dependency;
+use gospelib_kit::{ErrorCode, Subgraph};
+use tokio::sync::oneshot;
+
+/// The stack's URLs from `GOSPELIB_*` (scripts/test exports them after `scripts/stack up`).
+pub fn stack_urls() -> StoreUrls {
+    let env = Env::from_process();
+    let mut reader = ConfigReader::new(&env);
+    let urls = StoreUrls::read(&mut reader);
+    if let Err(error) = reader.finish() {
+        panic!(
+            "these tests need the stack: run scripts/test, or `scripts/stack up` and `source .stack/run/env`\n{error}"
+        );
+    }
+    urls.unwrap()
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    async fn hello(&self, name: Option<String>) -> String {
+        format!("hello {}", name.as_deref().unwrap_or("world"))
+    }
+
+    /// Answers after `ms` milliseconds (for shutdown tests).
+    async fn slow(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+
+    async fn missing_book(&self) -> async_graphql::Result<Option<String>> {
+        Err(ErrorCode::BookNotFound.error("no book 'zzz'"))
+    }
+
+    async fn broken(&self) -> async_graphql::Result<String> {
+        tracing::info!("about to fail");
+        Err(gospelib_kit::errors::internal(
+            "db password=hunter2 timed out",
+        ))
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    async fn touch(&self) -> bool {
+        true
+    }
+}
+
+pub fn test_subgraph(dependencies: Vec<Dependency>) -> Subgraph {
+    Subgraph {
+        name: "test".to_owned(),
+        executor: Arc::new(Schema::new(Query, Mutation, EmptySubscription)),
+        dependencies,
+    }
+}
+
+/// A running server; dropping `shutdown` (or sending on it) starts the graceful shutdown.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.expect("server task")
+    }
+}
+
+pub async fn start(subgraphs: Vec<Subgraph>, dependencies: Vec<Dependency>) -> TestServer {
+    start_with_limit(subgraphs, dependencies, 64 * 1024).await
+}
+
+pub async fn start_with_limit(
+    subgraphs: Vec<Subgraph>,
+    dependencies: Vec<Dependency>,
+    max_body_bytes: usize,
+) -> TestServer {
+    let (app, _metrics) = build_app(AppSpec {
+        service: "test".to_owned(),
+        subgraphs,
+        dependencies,
+        max_body_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(
+        listener,
+        app,
+        async move {
+            let _ = rx.await;
+        },
+        Duration::from_secs(10),
+    ));
+    TestServer {
+        addr,
+        shutdown: Some(tx),
+        task,
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
