@@ -3,7 +3,13 @@
 use std::path::Path;
 
 use anyhow::Context;
+use gospelib_content::graph::{GRAPH_NAME, Graph};
 use gospelib_content::import::{self, ImportOptions};
+use gospelib_content::ingest::{self, Targets};
+use gospelib_kit::config::Env;
+use gospelib_kit::stores::{PROBE_TIMEOUT, TypesenseClient, redis_client};
+
+use crate::settings::read_ingest_settings;
 
 /// `gospelib corpus import`: writes `<data>/corpus` (and the fixture when asked), prints the
 /// report as JSON.
@@ -18,6 +24,29 @@ pub fn run_import(data: &Path, fixture: Option<&Path>) -> anyhow::Result<()> {
         import::write(&import::excerpt(&corpus), fixture, true).context("writing the fixture")?;
         gospelib_content::corpus::load(fixture).context("the fixture does not validate")?;
     }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// `gospelib ingest`: validates the corpus, writes the graph and search, prints the report as
+/// JSON.
+pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let stores = read_ingest_settings(env)?;
+    let targets = Targets {
+        graph: Graph::new(&stores.falkordb, GRAPH_NAME),
+        typesense: TypesenseClient {
+            base_url: stores.typesense.clone(),
+            api_key: stores.typesense_api_key.clone(),
+            http: reqwest::Client::builder()
+                .connect_timeout(PROBE_TIMEOUT)
+                .build()
+                .context("HTTP client")?,
+        },
+        redis: redis_client(&stores.redis).context("GOSPELIB_REDIS_URL")?,
+    };
+    let report = ingest::ingest(corpus, dry_run, &targets)
+        .await
+        .context("ingest")?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -43,6 +43,15 @@ enum Command {
     },
     /// Apply the pending PostgreSQL migrations, then exit.
     Migrate,
+    /// Validate a corpus folder, then write it into FalkorDB and Typesense.
+    Ingest {
+        /// The corpus folder (written by `gospelib corpus import`).
+        #[arg(long, default_value = "data/corpus")]
+        corpus: std::path::PathBuf,
+        /// Validate and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The scripture corpus: import it from the source packages.
     #[command(subcommand)]
     Corpus(CorpusCommand),
@@ -76,6 +85,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { only } => run_serve(&env, &only).await,
             Command::Migrate => run_migrate(&env).await,
+            Command::Ingest { corpus, dry_run } => corpus::run_ingest(&env, &corpus, dry_run).await,
             Command::Corpus(CorpusCommand::Import { data, fixture }) => {
                 corpus::run_import(&data, fixture.as_deref())
             }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use gospelib_kit::config::{ConfigError, ConfigReader, Env, StoreUrls};
+use gospelib_kit::config::{ConfigError, ConfigReader, ContentStoreUrls, Env, StoreUrls};
 use gospelib_kit::server::DEFAULT_MAX_BODY_BYTES;
 
 /// Settings of `gospelib serve`.
@@ -67,6 +67,14 @@ impl MigrateSettings {
             postgres: postgres.expect("present once finish() succeeded"),
         })
     }
+}
+
+/// Settings of `gospelib ingest`: the graph, the cache and search.
+pub fn read_ingest_settings(env: &Env) -> Result<ContentStoreUrls, ConfigError> {
+    let mut reader = ConfigReader::new(env);
+    let stores = ContentStoreUrls::read(&mut reader);
+    reader.finish()?;
+    Ok(stores.expect("present once finish() succeeded"))
 }
 
 #[cfg(test)]

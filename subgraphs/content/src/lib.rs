@@ -6,5 +6,8 @@
 
 pub mod canon;
 pub mod corpus;
+pub mod graph;
 pub mod ids;
 pub mod import;
+pub mod ingest;
+pub mod typesense;

@@ -330,6 +330,30 @@ impl StoreUrls {
             "postgres://gospelib@127.0.0.1:55432/gospelib",
             &["postgres", "postgresql"],
         );
+        let content = ContentStoreUrls::read(reader)?;
+        Some(Self {
+            postgres: postgres?,
+            redis: content.redis,
+            falkordb: content.falkordb,
+            typesense: content.typesense,
+            typesense_api_key: content.typesense_api_key,
+        })
+    }
+}
+
+/// The stores of the content domain alone (the ingest job needs no PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct ContentStoreUrls {
+    pub redis: Url,
+    pub falkordb: Url,
+    pub typesense: Url,
+    pub typesense_api_key: String,
+}
+
+impl ContentStoreUrls {
+    /// Reads `GOSPELIB_REDIS_URL`, `GOSPELIB_FALKORDB_URL`, `GOSPELIB_TYPESENSE_URL` and
+    /// `GOSPELIB_TYPESENSE_API_KEY`; problems go to `reader`.
+    pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let redis = reader.required_url(
             "GOSPELIB_REDIS_URL",
             "redis://127.0.0.1:56379",
@@ -350,7 +374,6 @@ impl StoreUrls {
             "the Typesense admin API key (any non-empty string the server was started with)",
         );
         Some(Self {
-            postgres: postgres?,
             redis: redis?,
             falkordb: falkordb?,
             typesense: typesense?,

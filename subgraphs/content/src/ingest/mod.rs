@@ -1,0 +1,200 @@
+//! `gospelib ingest`: validates a corpus folder, then writes it into FalkorDB (indexes and
+//! constraints first, then batched `UNWIND … MERGE`, idempotent), syncs the Typesense
+//! collections, and moves the content cache to the new content version.
+//!
+//! Every node and edge written carries the run's content version (`v`, a hash of the corpus
+//! files); what a run did not write (content removed from the corpus) is deleted at the end, so
+//! the graph always equals the corpus. Cache keys include the version, so a change of content
+//! can never be served from a stale cache.
+
+mod search_sync;
+mod writes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use gospelib_kit::stores::TypesenseClient;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::corpus::{self, CorpusData, InvalidCorpus};
+use crate::graph::{Graph, GraphError, get_int};
+use crate::typesense::SearchError;
+
+/// The Redis key holding the content version the caches are keyed by.
+pub const VERSION_KEY: &str = "gl:content:version";
+
+/// Node labels, in write order.
+pub const LABELS: [&str; 6] = [
+    "Book",
+    "Chapter",
+    "Passage",
+    "LexiconEntry",
+    "WordAlignment",
+    "Topic",
+];
+/// Edge types.
+pub const EDGE_TYPES: [&str; 9] = [
+    "HAS_CHAPTER",
+    "HAS_VERSE",
+    "NEXT",
+    "RELATED_TO",
+    "HAS_WORD",
+    "DEFINED_BY",
+    "SEE_ALSO",
+    "CITES",
+    "CROSS_REF",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidCorpus),
+    #[error("reading {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Where ingest writes.
+#[derive(Clone)]
+pub struct Targets {
+    pub graph: Graph,
+    pub typesense: TypesenseClient,
+    pub redis: redis::Client,
+}
+
+/// One stage's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: &'static str,
+    pub rows: usize,
+    pub seconds: f64,
+}
+
+/// What a run did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub version: String,
+    pub dry_run: bool,
+    /// The corpus's own counts.
+    pub corpus: BTreeMap<&'static str, usize>,
+    /// Nodes per label and edges per type in the graph after the run.
+    pub nodes: BTreeMap<&'static str, i64>,
+    pub edges: BTreeMap<&'static str, i64>,
+    /// Documents per Typesense collection after the run.
+    pub search: BTreeMap<&'static str, u64>,
+    pub stages: Vec<StageReport>,
+    pub seconds: f64,
+}
+
+/// The content version of a corpus folder: a hash of every file's path and bytes.
+pub fn content_version(dir: &Path) -> Result<String, IngestError> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| IngestError::Io(folder.clone(), e))? {
+            let path = entry
+                .map_err(|e| IngestError::Io(folder.clone(), e))?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut hash = Sha256::new();
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| IngestError::Io(file.clone(), e))?;
+        hash.update(
+            file.strip_prefix(dir)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    Ok(format!("{:x}", hash.finalize())[..16].to_owned())
+}
+
+/// Validates `dir`, then (unless `dry_run`) writes it everywhere. Nothing is written when the
+/// corpus is invalid.
+pub async fn ingest(
+    dir: &Path,
+    dry_run: bool,
+    targets: &Targets,
+) -> Result<IngestReport, IngestError> {
+    let started = Instant::now();
+    let data: CorpusData = corpus::load(dir)?;
+    let version = content_version(dir)?;
+    let mut report = IngestReport {
+        version: version.clone(),
+        dry_run,
+        corpus: corpus::counts(&data),
+        nodes: BTreeMap::new(),
+        edges: BTreeMap::new(),
+        search: BTreeMap::new(),
+        stages: Vec::new(),
+        seconds: 0.0,
+    };
+    if dry_run {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    // Boxed: the two futures are large state machines.
+    report.stages = Box::pin(writes::write_graph(&targets.graph, &data, &version)).await?;
+    report
+        .stages
+        .extend(Box::pin(search_sync::sync(&targets.typesense, &data, &version)).await?);
+    let mut redis = targets.redis.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("SET")
+        .arg(VERSION_KEY)
+        .arg(&version)
+        .query_async(&mut redis)
+        .await?;
+    (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
+    report.search = search_sync::counts(&targets.typesense).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Nodes per label and edges per type, as the graph holds them now.
+pub async fn graph_counts(
+    graph: &Graph,
+) -> Result<(BTreeMap<&'static str, i64>, BTreeMap<&'static str, i64>), GraphError> {
+    let mut nodes = BTreeMap::new();
+    for label in LABELS {
+        let rows = graph
+            .read(
+                &format!("MATCH (n:{label}) RETURN count(n) AS c"),
+                Vec::new(),
+            )
+            .await?;
+        nodes.insert(
+            label,
+            rows.first().and_then(|r| get_int(r, "c")).unwrap_or(0),
+        );
+    }
+    let mut edges = BTreeMap::new();
+    for edge in EDGE_TYPES {
+        let rows = graph
+            .read(
+                &format!("MATCH ()-[e:{edge}]->() RETURN count(e) AS c"),
+                Vec::new(),
+            )
+            .await?;
+        edges.insert(
+            edge,
+            rows.first().and_then(|r| get_int(r, "c")).unwrap_or(0),
+        );
+    }
+    Ok((nodes, edges))
+}
