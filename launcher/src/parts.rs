@@ -16,7 +16,14 @@ pub struct Part {
 }
 
 /// Every part this build contains, in start-up order.
-pub const PARTS: &[Part] = &[];
+pub const PARTS: &[Part] = &[Part {
+    name: gospelib_content::schema::NAME,
+    build: content,
+}];
+
+fn content(clients: &StoreClients) -> Subgraph {
+    gospelib_content::schema::subgraph(clients).0
+}
 
 /// A `--only` name that is not a part of this build.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

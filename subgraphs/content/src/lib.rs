@@ -4,10 +4,14 @@
 //! - [`corpus`]: GospeLib corpus JSON, the format every source is converted into;
 //! - [`import`]: `gospelib corpus import`, from the pinned source packages to corpus JSON.
 
+pub mod cache;
 pub mod canon;
 pub mod corpus;
 pub mod graph;
 pub mod ids;
 pub mod import;
 pub mod ingest;
+pub mod loaders;
+pub mod records;
+pub mod schema;
 pub mod typesense;

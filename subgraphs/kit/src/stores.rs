@@ -312,6 +312,8 @@ pub struct StoreClients {
     pub redis: redis::Client,
     /// FalkorDB, a separate server from the cache.
     pub falkordb: redis::Client,
+    /// FalkorDB's URL, for graph clients of their own.
+    pub falkordb_url: Url,
     pub typesense: TypesenseClient,
 }
 
@@ -322,6 +324,7 @@ impl StoreClients {
             postgres: postgres_pool(&urls.postgres, 10)?,
             redis: redis_client(&urls.redis).map_err(redis_error("Redis"))?,
             falkordb: redis_client(&urls.falkordb).map_err(redis_error("FalkorDB"))?,
+            falkordb_url: urls.falkordb.clone(),
             typesense: TypesenseClient {
                 base_url: urls.typesense.clone(),
                 api_key: urls.typesense_api_key.clone(),

@@ -76,7 +76,8 @@ pub fn parse_entry(id: StrongsId, markup: &str) -> Result<LexiconEntry, ImportEr
             }
             Node::Text(text) => match field.last() {
                 Some(&"lemma") if lemma.is_empty() => lemma = text,
-                Some(&"trans") => transliteration.push_str(&text),
+                // Later forms (an etymology's root word) are not this entry's.
+                Some(&"trans") if transliteration.is_empty() => transliteration = text,
                 Some(&"pron") => pronunciation.push_str(&text),
                 Some(&"def") => definition.push_str(&text),
                 _ => {}
@@ -108,8 +109,9 @@ fn split_usage(definition: &str) -> (String, String) {
     for (i, c) in definition.char_indices() {
         if c == ':' {
             let rest = definition[i + 1..].trim_start();
-            if let Some(usage) = rest.strip_prefix('-') {
-                return (tidy(&definition[..i]), tidy(usage));
+            if rest.starts_with('-') {
+                // Hebrew entries write `:-`, Greek ones `:--`.
+                return (tidy(&definition[..i]), tidy(rest.trim_start_matches('-')));
             }
         }
     }
@@ -119,6 +121,17 @@ fn split_usage(definition: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_greek_entry_keeps_its_own_forms_and_usage() {
+        let markup = r#"<entryFree n="00025">     <orth>ἀγαπάω</orth> <orth type="writing">A)GAPA/W</orth>   <orth rend="bold" type="trans">agapáō</orth>    <pron rend="italic">ag-ap-ah'-o</pron><lb/> <lb/> perhaps from  <orth>ἄγαν</orth> <orth type="writing">A)/GAN</orth>   <orth rend="bold" type="trans">ágan</orth> (much) [or compare <ref target="StrongsGreek:5689">H5689</ref>];<lb/> <def>to love (in a social or moral sense):--(be-)love(-ed). Compare <ref target="StrongsGreek:5368">G5368</ref>. </def> </entryFree>"#;
+        let entry = parse_entry(StrongsId::parse("G25").unwrap(), markup).unwrap();
+        assert_eq!(entry.lemma, "ἀγαπάω");
+        assert_eq!(entry.transliteration, "agapáō");
+        assert_eq!(entry.definition, "to love (in a social or moral sense)");
+        assert_eq!(entry.kjv_usage, "(be-)love(-ed). Compare G5368.");
+        assert_eq!(entry.related, ["G5689", "G5368"]);
+    }
 
     #[test]
     fn an_entry_is_read_field_by_field() {

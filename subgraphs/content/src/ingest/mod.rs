@@ -7,7 +7,7 @@
 //! the graph always equals the corpus. Cache keys include the version, so a change of content
 //! can never be served from a stale cache.
 
-mod search_sync;
+pub mod search_sync;
 mod writes;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,100 @@
+//! The content subgraph's GraphQL schema (Federation 2) and how it is served: each request
+//! gets its own loaders over the shared graph, cache and search clients.
+
+mod errors;
+mod explorer;
+mod paging;
+mod query;
+mod search;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use gospelib_kit::stores::{
+    BoxFuture, Dependency, FalkorDbProbe, RedisProbe, StoreClients, TypesenseClient, TypesenseProbe,
+};
+use gospelib_kit::{GraphQlExecutor, Subgraph};
+
+use crate::cache::Cache;
+use crate::graph::{GRAPH_NAME, Graph};
+use crate::loaders::{Loaders, Stores};
+
+pub use query::Query;
+
+/// The largest query depth the subgraph executes.
+pub const MAX_DEPTH: usize = 16;
+
+pub type ContentSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// The subgraph's name.
+pub const NAME: &str = "content";
+
+/// The content schema with the shared clients every request uses.
+pub struct ContentService {
+    schema: ContentSchema,
+    stores: Stores,
+}
+
+impl ContentService {
+    pub fn new(graph: Graph, cache: Cache, typesense: TypesenseClient) -> Self {
+        let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
+            .enable_federation()
+            .limit_depth(MAX_DEPTH)
+            .data(typesense)
+            .finish();
+        Self {
+            schema,
+            stores: Stores { graph, cache },
+        }
+    }
+
+    /// How many FalkorDB queries this service has run (tests and benchmarks).
+    pub fn graph_queries(&self) -> u64 {
+        self.stores.graph.queries_run()
+    }
+
+    pub fn schema(&self) -> &ContentSchema {
+        &self.schema
+    }
+}
+
+impl GraphQlExecutor for ContentService {
+    fn execute(&self, request: async_graphql::Request) -> BoxFuture<'_, async_graphql::Response> {
+        let request = request.data(Loaders::new(&self.stores));
+        GraphQlExecutor::execute(&self.schema, request)
+    }
+
+    fn federation_sdl(&self) -> String {
+        self.schema.federation_sdl()
+    }
+}
+
+/// The content subgraph on the process's shared store clients, with the service itself (for
+/// its query counter).
+pub fn subgraph(clients: &StoreClients) -> (Subgraph, Arc<ContentService>) {
+    let service = Arc::new(ContentService::new(
+        Graph::new(&clients.falkordb_url, GRAPH_NAME),
+        Cache::new(clients.redis.clone()),
+        clients.typesense.clone(),
+    ));
+    let subgraph = Subgraph {
+        name: NAME.to_owned(),
+        executor: service.clone(),
+        dependencies: vec![
+            Dependency::required(FalkorDbProbe {
+                client: clients.falkordb.clone(),
+            }),
+            // The cache: without it the subgraph answers from FalkorDB, so it is optional.
+            Dependency::optional(RedisProbe {
+                name: "redis".to_owned(),
+                client: clients.redis.clone(),
+            }),
+            Dependency::required(TypesenseProbe {
+                base_url: clients.typesense.base_url.clone(),
+                http: clients.typesense.http.clone(),
+            }),
+        ],
+    };
+    (subgraph, service)
+}

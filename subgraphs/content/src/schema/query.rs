@@ -1,0 +1,300 @@
+//! The root `Query` of the content subgraph and its federation entity resolvers.
+
+use async_graphql::{Context, ID, Object, Result};
+use gospelib_kit::ErrorCode;
+
+use super::errors::{bad_id, graph_down, not_found, page_size, validation};
+use super::explorer::{self, GraphNeighborhood, NodeKind};
+use super::paging::{Page, page, start_after};
+use super::search::{self, SearchFilter, SearchResults};
+use super::types::{Book, Chapter, Corpus, LexiconEntry, Passage, Topic, loaders, topics_in_order};
+use crate::cache;
+use crate::canon;
+use crate::graph::{get_text, text};
+use crate::ids::{ChapterId, PassageId, StrongsId, TopicId, slug};
+
+/// The most ids `passages(ids)` takes.
+const MAX_IDS: usize = 100;
+
+/// A well-formed book id: lower-case letters and digits in hyphen-separated parts.
+fn check_book_id(id: &str) -> Result<()> {
+    let well_formed = !id.is_empty()
+        && id.len() <= 20
+        && id.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(validation(format!(
+            "malformed book id {id:?}: expected e.g. gen, 1-sam, john, 1-ne"
+        )))
+    }
+}
+
+async fn passage_by_id(ctx: &Context<'_>, id: &str) -> Result<Option<Passage>> {
+    let parsed = PassageId::parse(id).map_err(bad_id)?;
+    let record = loaders(ctx)
+        .passages
+        .load_one(parsed.to_string())
+        .await
+        .map_err(graph_down)?;
+    match record {
+        Some(record) => Ok(Some(Passage(record))),
+        None => Err(not_found(ErrorCode::PassageNotFound, "passage", id)),
+    }
+}
+
+async fn book_by_id(ctx: &Context<'_>, id: &str) -> Result<Option<Book>> {
+    check_book_id(id)?;
+    let record = loaders(ctx)
+        .books
+        .load_one(id.to_owned())
+        .await
+        .map_err(graph_down)?;
+    match record {
+        Some(record) => Ok(Some(Book(record))),
+        None => Err(not_found(ErrorCode::BookNotFound, "book", id)),
+    }
+}
+
+async fn chapter_by_id(ctx: &Context<'_>, id: &str) -> Result<Option<Chapter>> {
+    let parsed = ChapterId::parse(id).map_err(bad_id)?;
+    let record = loaders(ctx)
+        .chapters
+        .load_one(parsed.to_string())
+        .await
+        .map_err(graph_down)?;
+    match record {
+        Some(record) => Ok(Some(Chapter(record))),
+        None => Err(not_found(ErrorCode::ChapterNotFound, "chapter", id)),
+    }
+}
+
+async fn lexicon_entry_by_id(ctx: &Context<'_>, id: &str) -> Result<Option<LexiconEntry>> {
+    StrongsId::parse_canonical(id).map_err(bad_id)?;
+    let record = loaders(ctx)
+        .lexicon
+        .load_one(id.to_owned())
+        .await
+        .map_err(graph_down)?;
+    match record {
+        Some(record) => Ok(Some(LexiconEntry(record))),
+        None => Err(not_found(
+            ErrorCode::LexiconEntryNotFound,
+            "lexicon entry",
+            id,
+        )),
+    }
+}
+
+async fn topic_by_id(ctx: &Context<'_>, id: &str) -> Result<Option<Topic>> {
+    TopicId::parse(id).map_err(bad_id)?;
+    let record = loaders(ctx)
+        .topics
+        .load_one(id.to_owned())
+        .await
+        .map_err(graph_down)?;
+    match record {
+        Some(record) => Ok(Some(Topic(record))),
+        None => Err(not_found(ErrorCode::TopicNotFound, "topic", id)),
+    }
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// One verse by id, e.g. `john.3.16`.
+    async fn passage(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Passage>> {
+        passage_by_id(ctx, &id).await
+    }
+
+    /// Several verses by id (at most 100), in the order asked; a missing one is null with a
+    /// `PASSAGE_NOT_FOUND` error at its index.
+    async fn passages(
+        &self,
+        ctx: &Context<'_>,
+        ids: Vec<ID>,
+    ) -> Result<Vec<Result<Option<Passage>>>> {
+        if ids.len() > MAX_IDS {
+            return Err(validation(format!(
+                "`ids` takes at most {MAX_IDS} ids, got {}",
+                ids.len()
+            )));
+        }
+        let mut parsed = Vec::with_capacity(ids.len());
+        for id in &ids {
+            parsed.push(PassageId::parse(id).map_err(bad_id)?.to_string());
+        }
+        let found = loaders(ctx)
+            .passages
+            .load_many(parsed.iter().cloned())
+            .await
+            .map_err(graph_down)?;
+        Ok(parsed
+            .iter()
+            .zip(&ids)
+            .map(|(key, id)| match found.get(key) {
+                Some(record) => Ok(Some(Passage(record.clone()))),
+                None => Err(not_found(ErrorCode::PassageNotFound, "passage", id)),
+            })
+            .collect())
+    }
+
+    /// A chapter by book and number, e.g. `(bookId: "ps", number: 23)`.
+    async fn chapter(
+        &self,
+        ctx: &Context<'_>,
+        book_id: ID,
+        number: i32,
+    ) -> Result<Option<Chapter>> {
+        check_book_id(&book_id)?;
+        if number < 1 {
+            return Err(validation(format!(
+                "`number` must be 1 or more, got {number}"
+            )));
+        }
+        if canon::book(&book_id).is_none() {
+            return Err(not_found(ErrorCode::BookNotFound, "book", &book_id));
+        }
+        chapter_by_id(ctx, &format!("{}.{number}", book_id.as_str())).await
+    }
+
+    /// A book by id, e.g. `gen`, `1-ne`.
+    async fn book(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Book>> {
+        book_by_id(ctx, &id).await
+    }
+
+    /// Every book, in canonical order, optionally of one corpus.
+    async fn books(&self, ctx: &Context<'_>, corpus: Option<Corpus>) -> Result<Vec<Book>> {
+        let ids: Vec<String> = canon::BOOKS
+            .iter()
+            .filter(|b| corpus.is_none_or(|c| canon::Corpus::from(c) == b.corpus))
+            .map(|b| b.id.to_owned())
+            .collect();
+        let found = loaders(ctx)
+            .books
+            .load_many(ids.iter().cloned())
+            .await
+            .map_err(graph_down)?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.get(id).cloned().map(Book))
+            .collect())
+    }
+
+    /// A Strong's entry by id, e.g. `H7225`, `G0026`.
+    async fn lexicon_entry(&self, ctx: &Context<'_>, id: ID) -> Result<Option<LexiconEntry>> {
+        lexicon_entry_by_id(ctx, &id).await
+    }
+
+    /// A topic by id, e.g. `naves:aaron`.
+    async fn topic(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Topic>> {
+        topic_by_id(ctx, &id).await
+    }
+
+    /// Topics in alphabetical order of id, optionally those whose name starts with `prefix`.
+    async fn topics(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+        prefix: Option<String>,
+    ) -> Result<Page<Topic>> {
+        let first = page_size(first, 20)?;
+        let start = start_after(after.as_deref())?;
+        let prefix = format!("naves:{}", slug(prefix.as_deref().unwrap_or("")));
+        if prefix.len() > 100 {
+            return Err(validation("`prefix` is too long"));
+        }
+        let loaders = loaders(ctx);
+        let graph = loaders.stores.graph.clone();
+        let key = format!("topics:{prefix}");
+        let query_prefix = prefix.clone();
+        let ids: Vec<String> = loaders
+            .cached(cache::LISTS, &key, async move {
+                let rows = graph
+                    .read(
+                        "MATCH (t:Topic) WHERE t.id STARTS WITH $prefix RETURN t.id AS id ORDER BY id",
+                        vec![("prefix", text(query_prefix))],
+                    )
+                    .await?;
+                Ok(rows.iter().filter_map(|r| get_text(r, "id")).collect())
+            })
+            .await
+            .map_err(graph_down)?;
+        let slice: Vec<String> = ids.iter().skip(start).take(first).cloned().collect();
+        Ok(page(start, topics_in_order(ctx, &slice).await?, ids.len()))
+    }
+
+    /// Full-text search of passages, typo-tolerant, with facet counts.
+    async fn search(
+        &self,
+        ctx: &Context<'_>,
+        query: String,
+        filter: Option<SearchFilter>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<SearchResults> {
+        search::search(ctx, query, filter, first, after).await
+    }
+
+    /// The neighbourhood of a node for the graph explorer (`depth` 1 or 2).
+    async fn connections(
+        &self,
+        ctx: &Context<'_>,
+        node_id: ID,
+        #[graphql(default = 1)] depth: Option<i32>,
+        #[graphql(default = 50)] first: Option<i32>,
+    ) -> Result<Option<GraphNeighborhood>> {
+        let id = node_id.to_string();
+        match explorer::connections(ctx, node_id, depth, first).await? {
+            Some(found) => Ok(Some(found)),
+            None => {
+                let (code, what) = match NodeKind::of_id(&id) {
+                    Some(NodeKind::Passage) => (ErrorCode::PassageNotFound, "passage"),
+                    Some(NodeKind::Chapter) => (ErrorCode::ChapterNotFound, "chapter"),
+                    Some(NodeKind::Book) => (ErrorCode::BookNotFound, "book"),
+                    Some(NodeKind::LexiconEntry) => {
+                        (ErrorCode::LexiconEntryNotFound, "lexicon entry")
+                    }
+                    Some(NodeKind::Topic) | None => (ErrorCode::TopicNotFound, "topic"),
+                };
+                Err(not_found(code, what, &id))
+            }
+        }
+    }
+
+    #[graphql(entity)]
+    async fn find_passage_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Passage>> {
+        passage_by_id(ctx, &id).await
+    }
+
+    #[graphql(entity)]
+    async fn find_book_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Book>> {
+        book_by_id(ctx, &id).await
+    }
+
+    #[graphql(entity)]
+    async fn find_chapter_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Chapter>> {
+        chapter_by_id(ctx, &id).await
+    }
+
+    #[graphql(entity)]
+    async fn find_lexicon_entry_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<Option<LexiconEntry>> {
+        lexicon_entry_by_id(ctx, &id).await
+    }
+
+    #[graphql(entity)]
+    async fn find_topic_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Topic>> {
+        topic_by_id(ctx, &id).await
+    }
+}

@@ -1,0 +1,199 @@
+//! `search(query, filter, first, after)`: full-text search of passages in Typesense, with
+//! typo tolerance and facet counts; the hits are loaded as Passages through the loaders.
+
+use async_graphql::connection::{Connection, Edge, OpaqueCursor};
+use async_graphql::{Context, ID, InputObject, Result, SimpleObject};
+use gospelib_kit::stores::TypesenseClient;
+use serde_json::Value;
+
+use super::errors::{page_size, search_down, validation};
+use super::paging::{SearchConnectionName, SearchEdgeName, start_after};
+use super::types::{Corpus, FacetCount, Passage, SearchFacet, Testament, passages_in_order};
+use crate::canon;
+use crate::ingest::search_sync::PASSAGES;
+use crate::typesense;
+
+/// The longest query accepted.
+const MAX_QUERY_CHARS: usize = 200;
+
+/// Narrows a search.
+#[derive(InputObject, Default)]
+pub struct SearchFilter {
+    pub corpus: Option<Corpus>,
+    /// Book ids such as `gen`, `john`, `1-ne`.
+    pub book_ids: Option<Vec<ID>>,
+    pub testament: Option<Testament>,
+}
+
+/// Totals and facet counts of a search.
+#[derive(SimpleObject)]
+pub struct SearchInfo {
+    /// How many passages match in all.
+    pub total_count: i32,
+    pub facets: Vec<SearchFacet>,
+}
+
+/// What one hit adds to its passage.
+#[derive(SimpleObject)]
+pub struct SearchHitInfo {
+    /// The verse text with the matched words marked `<mark>…</mark>`.
+    pub highlight: Option<String>,
+}
+
+pub type SearchResults = Connection<
+    OpaqueCursor<usize>,
+    Passage,
+    SearchInfo,
+    SearchHitInfo,
+    SearchConnectionName,
+    SearchEdgeName,
+>;
+
+/// A Typesense filter value, quoted so ids with hyphens stay whole.
+fn quoted(value: &str) -> String {
+    format!("`{value}`")
+}
+
+fn filter_by(filter: &SearchFilter) -> Result<Option<String>> {
+    let mut clauses = Vec::new();
+    if let Some(corpus) = filter.corpus {
+        clauses.push(format!("corpus:={}", canon::Corpus::from(corpus).as_str()));
+    }
+    if let Some(testament) = filter.testament {
+        clauses.push(format!(
+            "testament:={}",
+            canon::Testament::from(testament).as_str()
+        ));
+    }
+    if let Some(ids) = &filter.book_ids {
+        if ids.is_empty() || ids.len() > 100 {
+            return Err(validation("`bookIds` takes 1 to 100 book ids"));
+        }
+        let mut quoted_ids = Vec::new();
+        for id in ids {
+            if canon::book(id).is_none() {
+                return Err(validation(format!(
+                    "unknown book id {:?} in `bookIds`",
+                    id.as_str()
+                )));
+            }
+            quoted_ids.push(quoted(id));
+        }
+        clauses.push(format!("book_id:=[{}]", quoted_ids.join(",")));
+    }
+    Ok((!clauses.is_empty()).then(|| clauses.join(" && ")))
+}
+
+fn facets(result: &Value) -> Vec<SearchFacet> {
+    let field_name = |name: &str| match name {
+        "book_id" => "bookId".to_owned(),
+        other => other.to_owned(),
+    };
+    result["facet_counts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|facet| SearchFacet {
+            field: field_name(facet["field_name"].as_str().unwrap_or_default()),
+            values: facet["counts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| FacetCount {
+                    value: c["value"].as_str().unwrap_or_default().to_owned(),
+                    count: c["count"].as_i64().unwrap_or(0) as i32,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+pub async fn search(
+    ctx: &Context<'_>,
+    query: String,
+    filter: Option<SearchFilter>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<SearchResults> {
+    let query = query.trim().to_owned();
+    if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
+        return Err(validation(format!(
+            "`query` must have 1 to {MAX_QUERY_CHARS} characters"
+        )));
+    }
+    let first = page_size(first, 20)?;
+    let start = start_after(after.as_deref())?;
+    let filter = filter.unwrap_or_default();
+    let filter_by = filter_by(&filter)?;
+    // Typesense pages are fixed-size: fetch the page holding `start`, widened when `start` is
+    // not on a page boundary.
+    let (page, per_page, skip) = if start % first == 0 {
+        (start / first + 1, first, 0)
+    } else {
+        (1, start + first, start)
+    };
+    if per_page > 250 {
+        return Err(validation(
+            "paging this far needs `first` to divide the offset; use a larger `first`",
+        ));
+    }
+    let mut params = vec![
+        ("q", query),
+        ("query_by", "text,reference".to_owned()),
+        ("facet_by", "book_id,corpus,testament".to_owned()),
+        ("max_facet_values", "100".to_owned()),
+        ("num_typos", "2".to_owned()),
+        ("page", page.to_string()),
+        ("per_page", per_page.to_string()),
+        ("highlight_full_fields", "text".to_owned()),
+    ];
+    if let Some(filter_by) = filter_by {
+        params.push(("filter_by", filter_by));
+    }
+    let client = ctx.data_unchecked::<TypesenseClient>();
+    let result = typesense::search(client, PASSAGES, &params)
+        .await
+        .map_err(search_down)?;
+    let hits: Vec<&Value> = result["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(skip)
+        .collect();
+    let ids: Vec<String> = hits
+        .iter()
+        .filter_map(|h| h["document"]["id"].as_str().map(str::to_owned))
+        .collect();
+    let mut highlights: std::collections::HashMap<&str, String> = hits
+        .iter()
+        .filter_map(|h| {
+            let id = h["document"]["id"].as_str()?;
+            let highlight = h["highlights"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["field"] == "text")
+                .and_then(|x| x["value"].as_str().or(x["snippet"].as_str()))?;
+            Some((id, highlight.to_owned()))
+        })
+        .collect();
+    let total = result["found"].as_u64().unwrap_or(0) as usize;
+    let passages = passages_in_order(ctx, &ids).await?;
+    let mut connection = Connection::with_additional_fields(
+        start > 0,
+        start + ids.len() < total,
+        SearchInfo {
+            total_count: total as i32,
+            facets: facets(&result),
+        },
+    );
+    for (i, passage) in passages.into_iter().enumerate() {
+        let highlight = highlights.remove(passage.0.id.as_str());
+        connection.edges.push(Edge::with_additional_fields(
+            OpaqueCursor(start + i),
+            passage,
+            SearchHitInfo { highlight },
+        ));
+    }
+    Ok(connection)
+}
