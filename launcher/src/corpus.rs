@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use gospelib_content::graph::{GRAPH_NAME, Graph};
+use gospelib_content::graph::Graph;
 use gospelib_content::import::{self, ImportOptions};
 use gospelib_content::ingest::{self, Targets};
+use gospelib_content::namespace::Namespace;
 use gospelib_kit::config::Env;
 use gospelib_kit::stores::{PROBE_TIMEOUT, TypesenseClient, redis_client};
 
@@ -32,8 +33,10 @@ pub fn run_import(data: &Path, fixture: Option<&Path>) -> anyhow::Result<()> {
 /// JSON.
 pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Result<()> {
     let stores = read_ingest_settings(env)?;
+    let namespace = Namespace::production();
     let targets = Targets {
-        graph: Graph::new(&stores.falkordb, GRAPH_NAME),
+        graph: Graph::new(&stores.falkordb, &namespace.graph),
+        namespace,
         typesense: TypesenseClient {
             base_url: stores.typesense.clone(),
             api_key: stores.typesense_api_key.clone(),

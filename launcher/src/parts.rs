@@ -22,7 +22,11 @@ pub const PARTS: &[Part] = &[Part {
 }];
 
 fn content(clients: &StoreClients) -> Subgraph {
-    gospelib_content::schema::subgraph(clients).0
+    gospelib_content::schema::subgraph(
+        gospelib_content::namespace::Namespace::production(),
+        clients,
+    )
+    .0
 }
 
 /// A `--only` name that is not a part of this build.

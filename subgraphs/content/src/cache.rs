@@ -1,7 +1,8 @@
 //! The Redis cache in front of FalkorDB.
 //!
-//! Keys are `gl:<kind>:<content version>:<id>` (`gl:passage:3f2a…:john.3.16`); the version is the
-//! one ingest last wrote to `gl:content:version`, read once per request, so content written by a
+//! Keys are `gl:<kind>:<content version>:<id>` (`gl:passage:3f2a…:john.3.16`, `gl` being the
+//! namespace's prefix); the version is the one ingest last wrote to `gl:content:version`, read
+//! once per request, so content written by a
 //! new ingest is never answered from an older cache. Values are JSON with a TTL per kind.
 //!
 //! The cache is optional: when Redis fails, reads count as misses and writes are skipped; the
@@ -17,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use crate::ingest::VERSION_KEY;
+use crate::namespace::Namespace;
 
 /// How long a Redis call may take before the cache is skipped for that call.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -70,14 +71,16 @@ pub const LISTS: Kind = Kind {
 #[derive(Clone)]
 pub struct Cache {
     client: redis::Client,
+    namespace: Namespace,
     connection: Arc<Mutex<Option<MultiplexedConnection>>>,
     failing: Arc<AtomicBool>,
 }
 
 impl Cache {
-    pub fn new(client: redis::Client) -> Self {
+    pub fn new(client: redis::Client, namespace: Namespace) -> Self {
         Self {
             client,
+            namespace,
             connection: Arc::new(Mutex::new(None)),
             failing: Arc::new(AtomicBool::new(false)),
         }
@@ -140,13 +143,17 @@ impl Cache {
 
     /// The content version caches are keyed by (`None` when Redis is down: skip the cache).
     pub async fn version(&self) -> Option<String> {
-        let version: Option<Option<String>> =
-            self.run(redis::cmd("GET").arg(VERSION_KEY), None).await;
+        let version: Option<Option<String>> = self
+            .run(redis::cmd("GET").arg(self.namespace.version_key()), None)
+            .await;
         version.map(|v| v.unwrap_or_else(|| "none".to_owned()))
     }
 
-    fn key(kind: Kind, version: &str, id: &str) -> String {
-        format!("gl:{}:{version}:{id}", kind.prefix)
+    fn key(&self, kind: Kind, version: &str, id: &str) -> String {
+        format!(
+            "{}:{}:{version}:{id}",
+            self.namespace.cache_prefix, kind.prefix
+        )
     }
 
     /// One `MGET` for `ids`; what is absent or unreadable is simply not in the map.
@@ -161,7 +168,7 @@ impl Cache {
         }
         let mut command = redis::cmd("MGET");
         for id in ids {
-            command.arg(Self::key(kind, version, id));
+            command.arg(self.key(kind, version, id));
         }
         let values: Option<Vec<Option<String>>> = self.run(&command, None).await;
         let mut found = HashMap::new();
@@ -190,7 +197,7 @@ impl Cache {
             };
             pipeline
                 .cmd("SET")
-                .arg(Self::key(kind, version, id))
+                .arg(self.key(kind, version, id))
                 .arg(json)
                 .arg("EX")
                 .arg(kind.ttl_seconds)

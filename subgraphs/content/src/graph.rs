@@ -10,9 +10,6 @@ use futures_core::Stream;
 use tokio::sync::OnceCell;
 use url::Url;
 
-/// The graph's name in FalkorDB.
-pub const GRAPH_NAME: &str = "gospelib";
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GraphError {
     #[error("cannot connect to FalkorDB: {0}")]

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod import;
 pub mod ingest;
 pub mod loaders;
+pub mod namespace;
 pub mod records;
 pub mod schema;
 pub mod typesense;

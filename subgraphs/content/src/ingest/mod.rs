@@ -20,10 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::corpus::{self, CorpusData, InvalidCorpus};
 use crate::graph::{Graph, GraphError, get_int};
+use crate::namespace::Namespace;
 use crate::typesense::SearchError;
-
-/// The Redis key holding the content version the caches are keyed by.
-pub const VERSION_KEY: &str = "gl:content:version";
 
 /// Node labels, in write order.
 pub const LABELS: [&str; 6] = [
@@ -64,6 +62,7 @@ pub enum IngestError {
 /// Where ingest writes.
 #[derive(Clone)]
 pub struct Targets {
+    pub namespace: Namespace,
     pub graph: Graph,
     pub typesense: TypesenseClient,
     pub redis: redis::Client,
@@ -151,17 +150,23 @@ pub async fn ingest(
     }
     // Boxed: the two futures are large state machines.
     report.stages = Box::pin(writes::write_graph(&targets.graph, &data, &version)).await?;
-    report
-        .stages
-        .extend(Box::pin(search_sync::sync(&targets.typesense, &data, &version)).await?);
+    report.stages.extend(
+        Box::pin(search_sync::sync(
+            &targets.typesense,
+            &targets.namespace,
+            &data,
+            &version,
+        ))
+        .await?,
+    );
     let mut redis = targets.redis.get_multiplexed_async_connection().await?;
     let _: () = redis::cmd("SET")
-        .arg(VERSION_KEY)
+        .arg(targets.namespace.version_key())
         .arg(&version)
         .query_async(&mut redis)
         .await?;
     (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
-    report.search = search_sync::counts(&targets.typesense).await?;
+    report.search = search_sync::counts(&targets.typesense, &targets.namespace).await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

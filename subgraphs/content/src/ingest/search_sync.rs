@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::StageReport;
 use crate::canon;
 use crate::corpus::CorpusData;
+use crate::namespace::Namespace;
 use crate::typesense::{self, SearchError};
 
 /// The aliases clients search: passages, topics, lexicon.
@@ -100,6 +101,7 @@ async fn load(
 /// Writes the three collections and swaps them in.
 pub async fn sync(
     client: &TypesenseClient,
+    namespace: &Namespace,
     data: &CorpusData,
     version: &str,
 ) -> Result<Vec<StageReport>, SearchError> {
@@ -158,7 +160,7 @@ pub async fn sync(
         load(
             client,
             "search:passages",
-            PASSAGES,
+            &namespace.alias(PASSAGES),
             version,
             passages_schema,
             passages,
@@ -167,7 +169,7 @@ pub async fn sync(
         load(
             client,
             "search:topics",
-            TOPICS,
+            &namespace.alias(TOPICS),
             version,
             topics_schema,
             topics,
@@ -176,7 +178,7 @@ pub async fn sync(
         load(
             client,
             "search:lexicon",
-            LEXICON,
+            &namespace.alias(LEXICON),
             version,
             lexicon_schema,
             lexicon,
@@ -186,10 +188,16 @@ pub async fn sync(
 }
 
 /// Documents per collection alias.
-pub async fn counts(client: &TypesenseClient) -> Result<BTreeMap<&'static str, u64>, SearchError> {
+pub async fn counts(
+    client: &TypesenseClient,
+    namespace: &Namespace,
+) -> Result<BTreeMap<&'static str, u64>, SearchError> {
     let mut counts = BTreeMap::new();
-    for alias in [PASSAGES, TOPICS, LEXICON] {
-        counts.insert(alias, typesense::count(client, alias).await?);
+    for family in [PASSAGES, TOPICS, LEXICON] {
+        counts.insert(
+            family,
+            typesense::count(client, &namespace.alias(family)).await?,
+        );
     }
     Ok(counts)
 }

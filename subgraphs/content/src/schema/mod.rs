@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use gospelib_kit::stores::{
-    BoxFuture, Dependency, FalkorDbProbe, RedisProbe, StoreClients, TypesenseClient, TypesenseProbe,
+    BoxFuture, Dependency, FalkorDbProbe, RedisProbe, StoreClients, TypesenseProbe,
 };
 use gospelib_kit::{GraphQlExecutor, Subgraph};
 
 use crate::cache::Cache;
-use crate::graph::{GRAPH_NAME, Graph};
+use crate::graph::Graph;
 use crate::loaders::{Loaders, Stores};
+use crate::namespace::Namespace;
 
 pub use query::Query;
 
@@ -37,15 +38,20 @@ pub struct ContentService {
 }
 
 impl ContentService {
-    pub fn new(graph: Graph, cache: Cache, typesense: TypesenseClient) -> Self {
+    /// The service for `namespace` on the process's store clients.
+    pub fn new(namespace: Namespace, clients: &StoreClients) -> Self {
         let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
             .enable_federation()
             .limit_depth(MAX_DEPTH)
-            .data(typesense)
+            .data(clients.typesense.clone())
+            .data(namespace.clone())
             .finish();
         Self {
             schema,
-            stores: Stores { graph, cache },
+            stores: Stores {
+                graph: Graph::new(&clients.falkordb_url, &namespace.graph),
+                cache: Cache::new(clients.redis.clone(), namespace),
+            },
         }
     }
 
@@ -72,12 +78,8 @@ impl GraphQlExecutor for ContentService {
 
 /// The content subgraph on the process's shared store clients, with the service itself (for
 /// its query counter).
-pub fn subgraph(clients: &StoreClients) -> (Subgraph, Arc<ContentService>) {
-    let service = Arc::new(ContentService::new(
-        Graph::new(&clients.falkordb_url, GRAPH_NAME),
-        Cache::new(clients.redis.clone()),
-        clients.typesense.clone(),
-    ));
+pub fn subgraph(namespace: Namespace, clients: &StoreClients) -> (Subgraph, Arc<ContentService>) {
+    let service = Arc::new(ContentService::new(namespace, clients));
     let subgraph = Subgraph {
         name: NAME.to_owned(),
         executor: service.clone(),

@@ -1,6 +1,6 @@
 //! The root `Query` of the content subgraph and its federation entity resolvers.
 
-use async_graphql::{Context, ID, Object, Result};
+use async_graphql::{Context, ID, Object, PathSegment, Result};
 use gospelib_kit::ErrorCode;
 
 use super::errors::{bad_id, graph_down, not_found, page_size, validation};
@@ -104,6 +104,26 @@ async fn topic_by_id(ctx: &Context<'_>, id: &str) -> Result<Option<Topic>> {
     }
 }
 
+/// An entity lookup's result: "not found" becomes a plain null.
+fn entity<T>(result: Result<Option<T>>) -> Result<Option<T>> {
+    match result {
+        Err(error) if is_not_found(&error) => Ok(None),
+        other => other,
+    }
+}
+
+fn is_not_found(error: &async_graphql::Error) -> bool {
+    let code = error
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("code"))
+        .and_then(|v| match v {
+            async_graphql::Value::String(s) => Some(s.as_str()),
+            _ => None,
+        });
+    code.is_some_and(|c| c.ends_with("_NOT_FOUND"))
+}
+
 pub struct Query;
 
 #[Object]
@@ -115,11 +135,7 @@ impl Query {
 
     /// Several verses by id (at most 100), in the order asked; a missing one is null with a
     /// `PASSAGE_NOT_FOUND` error at its index.
-    async fn passages(
-        &self,
-        ctx: &Context<'_>,
-        ids: Vec<ID>,
-    ) -> Result<Vec<Result<Option<Passage>>>> {
+    async fn passages(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Passage>>> {
         if ids.len() > MAX_IDS {
             return Err(validation(format!(
                 "`ids` takes at most {MAX_IDS} ids, got {}",
@@ -135,14 +151,23 @@ impl Query {
             .load_many(parsed.iter().cloned())
             .await
             .map_err(graph_down)?;
-        Ok(parsed
-            .iter()
-            .zip(&ids)
-            .map(|(key, id)| match found.get(key) {
-                Some(record) => Ok(Some(Passage(record.clone()))),
-                None => Err(not_found(ErrorCode::PassageNotFound, "passage", id)),
-            })
-            .collect())
+        let mut passages = Vec::with_capacity(ids.len());
+        for (index, (key, id)) in parsed.iter().zip(&ids).enumerate() {
+            match found.get(key) {
+                Some(record) => passages.push(Some(Passage(record.clone()))),
+                None => {
+                    // The error belongs to the missing item, at `[…, "passages", index]`.
+                    let mut error = ctx.set_error_path(
+                        not_found(ErrorCode::PassageNotFound, "passage", id)
+                            .into_server_error(ctx.item.pos),
+                    );
+                    error.path.push(PathSegment::Index(index));
+                    ctx.add_error(error);
+                    passages.push(None);
+                }
+            }
+        }
+        Ok(passages)
     }
 
     /// A chapter by book and number, e.g. `(bookId: "ps", number: 23)`.
@@ -269,19 +294,23 @@ impl Query {
         }
     }
 
+    // Entity resolvers: a representation whose entity does not exist resolves to null without
+    // an error (one missing entity must not fail the router's whole `_entities` batch);
+    // malformed keys and unavailable stores are still errors.
+
     #[graphql(entity)]
     async fn find_passage_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Passage>> {
-        passage_by_id(ctx, &id).await
+        entity(passage_by_id(ctx, &id).await)
     }
 
     #[graphql(entity)]
     async fn find_book_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Book>> {
-        book_by_id(ctx, &id).await
+        entity(book_by_id(ctx, &id).await)
     }
 
     #[graphql(entity)]
     async fn find_chapter_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Chapter>> {
-        chapter_by_id(ctx, &id).await
+        entity(chapter_by_id(ctx, &id).await)
     }
 
     #[graphql(entity)]
@@ -290,11 +319,11 @@ impl Query {
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<Option<LexiconEntry>> {
-        lexicon_entry_by_id(ctx, &id).await
+        entity(lexicon_entry_by_id(ctx, &id).await)
     }
 
     #[graphql(entity)]
     async fn find_topic_by_id(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Topic>> {
-        topic_by_id(ctx, &id).await
+        entity(topic_by_id(ctx, &id).await)
     }
 }

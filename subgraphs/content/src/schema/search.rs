@@ -11,6 +11,7 @@ use super::paging::{SearchConnectionName, SearchEdgeName, start_after};
 use super::types::{Corpus, FacetCount, Passage, SearchFacet, Testament, passages_in_order};
 use crate::canon;
 use crate::ingest::search_sync::PASSAGES;
+use crate::namespace::Namespace;
 use crate::typesense;
 
 /// The longest query accepted.
@@ -151,7 +152,8 @@ pub async fn search(
         params.push(("filter_by", filter_by));
     }
     let client = ctx.data_unchecked::<TypesenseClient>();
-    let result = typesense::search(client, PASSAGES, &params)
+    let alias = ctx.data_unchecked::<Namespace>().alias(PASSAGES);
+    let result = typesense::search(client, &alias, &params)
         .await
         .map_err(search_down)?;
     let hits: Vec<&Value> = result["hits"]
