@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use tokio::sync::OnceCell;
 
 use crate::cache::Cache;
@@ -63,32 +63,39 @@ impl<S: Source> Loader<String> for Cached<S> {
     }
 }
 
+/// A loader that also remembers, for the rest of the request, every value it has loaded.
+pub type RequestLoader<S> = DataLoader<Cached<S>, HashMapCache>;
+
 /// Every loader of one request.
 pub struct Loaders {
-    pub passages: DataLoader<Cached<Passages>>,
-    pub chapters: DataLoader<Cached<Chapters>>,
-    pub books: DataLoader<Cached<Books>>,
-    pub lexicon: DataLoader<Cached<Lexicon>>,
-    pub topics: DataLoader<Cached<Topics>>,
-    pub words: DataLoader<Cached<Words>>,
-    pub cross_refs: DataLoader<Cached<CrossRefs>>,
-    pub passage_topics: DataLoader<Cached<PassageTopics>>,
+    pub passages: RequestLoader<Passages>,
+    pub chapters: RequestLoader<Chapters>,
+    pub books: RequestLoader<Books>,
+    pub lexicon: RequestLoader<Lexicon>,
+    pub topics: RequestLoader<Topics>,
+    pub words: RequestLoader<Words>,
+    pub cross_refs: RequestLoader<CrossRefs>,
+    pub passage_topics: RequestLoader<PassageTopics>,
     pub version: Arc<OnceCell<Option<String>>>,
     pub stores: Stores,
 }
 
-fn loader<S: Source>(
-    stores: &Stores,
-    version: &Arc<OnceCell<Option<String>>>,
-) -> DataLoader<Cached<S>> {
-    DataLoader::new(
+/// How long a loader waits for sibling fields to add their keys before it fetches. Lists of
+/// passages prefetch their fields explicitly (see `schema::prefetch`), so this only has to
+/// gather keys asked for in the same poll.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
+
+fn loader<S: Source>(stores: &Stores, version: &Arc<OnceCell<Option<String>>>) -> RequestLoader<S> {
+    DataLoader::with_cache(
         Cached {
             stores: stores.clone(),
             version: version.clone(),
             source: PhantomData,
         },
         tokio::spawn,
+        HashMapCache::default(),
     )
+    .delay(BATCH_WINDOW)
 }
 
 impl Loaders {

@@ -34,11 +34,18 @@ where
     }
 }
 
-/// async-graphql leaves a nullable field whose resolver failed out of `data`; the GraphQL spec
-/// says it is `null`. This puts `null` at the path of each such error (only where the key is
-/// missing from an object that exists).
+/// async-graphql leaves a field whose resolver failed out of `data` (and answers `null` for an
+/// object all of whose fields failed); the GraphQL spec says the field is `null`. This puts
+/// `null` at the path of each such error (only where the key is missing from an object that
+/// exists). It does not propagate nulls through non-null fields: async-graphql does not record
+/// them, and the router, which knows the schema, does.
 pub fn fill_nulls_at_error_paths(response: &mut async_graphql::Response) {
     use async_graphql::{PathSegment, Value};
+    // When every root field failed, async-graphql answers `data: null` even though execution
+    // ran (the errors have paths): the root is an object whose fields are null.
+    if response.data == Value::Null && response.errors.iter().any(|e| !e.path.is_empty()) {
+        response.data = Value::Object(Default::default());
+    }
     for error in &response.errors {
         let Some((PathSegment::Field(key), parents)) = error.path.split_last() else {
             continue;

@@ -4,6 +4,7 @@
 mod errors;
 mod explorer;
 mod paging;
+mod prefetch;
 mod query;
 mod search;
 mod types;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::errors::{page_size, search_down, validation};
 use super::paging::{SearchConnectionName, SearchEdgeName, start_after};
-use super::types::{Corpus, FacetCount, Passage, SearchFacet, Testament, passages_in_order};
+use super::types::{Corpus, FacetCount, Passage, SearchFacet, Shape, Testament, passages_in_order};
 use crate::canon;
 use crate::ingest::search_sync::PASSAGES;
 use crate::namespace::Namespace;
@@ -180,7 +180,7 @@ pub async fn search(
         })
         .collect();
     let total = result["found"].as_u64().unwrap_or(0) as usize;
-    let passages = passages_in_order(ctx, &ids).await?;
+    let passages = passages_in_order(ctx, &ids, Shape::Connection).await?;
     let mut connection = Connection::with_additional_fields(
         start > 0,
         start + ids.len() < total,

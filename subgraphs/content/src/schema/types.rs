@@ -67,13 +67,45 @@ impl From<Testament> for TestamentKind {
     }
 }
 
-/// Loads passages by id, in order, skipping ids that do not exist.
-pub async fn passages_in_order(ctx: &Context<'_>, ids: &[String]) -> Result<Vec<Passage>> {
+/// Where a list of passages sits in the current field's selection.
+#[derive(Clone, Copy)]
+pub enum Shape {
+    /// The field returns `[Passage]`.
+    List,
+    /// The field returns a connection of passages.
+    Connection,
+}
+
+/// Loads passages by id, in order, skipping ids that do not exist, and prefetches in batches
+/// what the query selects on them.
+pub async fn passages_in_order(
+    ctx: &Context<'_>,
+    ids: &[String],
+    shape: Shape,
+) -> Result<Vec<Passage>> {
     let found = loaders(ctx)
         .passages
         .load_many(ids.iter().cloned())
         .await
         .map_err(graph_down)?;
+    let present: Vec<String> = ids
+        .iter()
+        .filter(|id| found.contains_key(*id))
+        .cloned()
+        .collect();
+    let selection = ctx.look_ahead();
+    let selection = match shape {
+        Shape::List => selection,
+        Shape::Connection => {
+            let through_edges = selection.field("edges").field("node");
+            if through_edges.exists() {
+                through_edges
+            } else {
+                selection.field("nodes")
+            }
+        }
+    };
+    super::prefetch::passages(ctx, &selection, &present).await?;
     Ok(ids
         .iter()
         .filter_map(|id| found.get(id).cloned().map(Passage))
@@ -169,7 +201,11 @@ impl Passage {
             .map_err(graph_down)?
             .unwrap_or_default();
         let ids: Vec<String> = all.iter().skip(start).take(first).cloned().collect();
-        Ok(page(start, passages_in_order(ctx, &ids).await?, all.len()))
+        Ok(page(
+            start,
+            passages_in_order(ctx, &ids, Shape::Connection).await?,
+            all.len(),
+        ))
     }
 
     /// The verse's translated words with the Strong's entries they render (interlinear).
@@ -277,7 +313,7 @@ impl Chapter {
 
     /// Every verse of the chapter, in order.
     async fn verses(&self, ctx: &Context<'_>) -> Result<Vec<Passage>> {
-        passages_in_order(ctx, &self.0.verses).await
+        passages_in_order(ctx, &self.0.verses, Shape::List).await
     }
 }
 
@@ -417,7 +453,7 @@ impl Topic {
             .collect();
         Ok(page(
             start,
-            passages_in_order(ctx, &ids).await?,
+            passages_in_order(ctx, &ids, Shape::Connection).await?,
             self.0.passages.len(),
         ))
     }

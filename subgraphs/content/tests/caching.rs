@@ -1,0 +1,124 @@
+//! The Redis-cached dataloaders: a constant number of FalkorDB queries whatever the number of
+//! verses, none for a repeat, the same answers with Redis down, and a clean error with FalkorDB
+//! down.
+
+mod support;
+
+use gospelib_content::namespace::Namespace;
+use gospelib_content::schema::{self, ContentService};
+use gospelib_kit::stores::{StoreClients, check_readiness};
+use serde_json::json;
+use support::{clients, codes, cold_cache, fixture, ingest_dir, run, urls};
+
+/// A whole chapter, each verse with its cross-references and its words' lexicon entries.
+const CHAPTER: &str = r#"query($book: ID!, $number: Int!) { chapter(bookId: $book, number: $number) {
+    reference verses { id text crossReferences(first: 100) { totalCount edges { node { reference } } }
+                        words { token lexiconEntry { id lemma } } topics { name } } } }"#;
+
+async fn ingested(name: &str) -> Namespace {
+    let namespace = Namespace::isolated(name);
+    ingest_dir(&namespace, &fixture()).await;
+    namespace
+}
+
+/// Clients whose Redis is a port where nothing listens.
+fn clients_without_redis() -> StoreClients {
+    let mut urls = urls();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    urls.redis = format!("redis://127.0.0.1:{closed}").parse().unwrap();
+    StoreClients::new(&urls).unwrap()
+}
+
+#[tokio::test]
+async fn a_chapter_costs_the_same_few_queries_whatever_its_length_and_a_repeat_costs_none() {
+    let namespace = ingested("t_cache_queries").await;
+    let service = ContentService::new(namespace.clone(), &clients());
+    let mut costs = Vec::new();
+    for (book, number, verses) in [
+        ("john", 1, 51),
+        ("john", 1, 51),
+        ("john", 2, 25),
+        ("gen", 3, 24),
+    ] {
+        cold_cache(&namespace).await;
+        let before = service.graph_queries();
+        let cold = run(&service, CHAPTER, json!({"book": book, "number": number})).await;
+        let cost = service.graph_queries() - before;
+        assert!(cold.get("errors").is_none(), "{cold}");
+        assert_eq!(
+            cold["data"]["chapter"]["verses"].as_array().unwrap().len(),
+            verses
+        );
+
+        let before = service.graph_queries();
+        let warm = run(&service, CHAPTER, json!({"book": book, "number": number})).await;
+        assert_eq!(
+            service.graph_queries() - before,
+            0,
+            "a repeat is served from Redis"
+        );
+        assert_eq!(cold, warm, "the cache changes nothing in the answer");
+        costs.push(cost);
+    }
+    // One query each: the chapter, its verses, their words, those words' lexicon entries, their
+    // cross-references, the passages those point to, the topics citing each verse, those topics.
+    assert_eq!(
+        costs,
+        [8, 8, 8, 8],
+        "query counts must not grow with the chapter"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_the_answers_are_the_same_and_ready_says_degraded() {
+    let namespace = ingested("t_cache_redis_down").await;
+    let with_cache = ContentService::new(namespace.clone(), &clients());
+    let without = clients_without_redis();
+    let without_cache = ContentService::new(namespace.clone(), &without);
+    let expected = run(&with_cache, CHAPTER, json!({"book": "ps", "number": 23})).await;
+    let answer = run(&without_cache, CHAPTER, json!({"book": "ps", "number": 23})).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert_eq!(answer, expected);
+
+    let (subgraph, _) = schema::subgraph(namespace, &without);
+    let readiness = check_readiness(&subgraph.dependencies).await;
+    assert!(readiness.is_ready());
+    assert_eq!(readiness.status, "degraded");
+}
+
+#[tokio::test]
+async fn with_falkordb_down_fields_fail_with_upstream_unavailable() {
+    let mut urls = urls();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    urls.falkordb = format!("falkor://127.0.0.1:{closed}").parse().unwrap();
+    let clients = StoreClients::new(&urls).unwrap();
+    let service = ContentService::new(Namespace::isolated("t_cache_falkor_down"), &clients);
+    let response = run(
+        &service,
+        r#"{ passage(id: "john.3.16") { id } book(id: "gen") { id } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["data"],
+        json!({"passage": null, "book": null}),
+        "{response}"
+    );
+    assert_eq!(
+        codes(&response),
+        ["UPSTREAM_UNAVAILABLE", "UPSTREAM_UNAVAILABLE"]
+    );
+    assert_eq!(response["errors"][0]["message"], "FalkorDB is unavailable");
+
+    let (subgraph, _) = schema::subgraph(Namespace::isolated("t_cache_falkor_down"), &clients);
+    let readiness = check_readiness(&subgraph.dependencies).await;
+    assert_eq!(readiness.failing, ["falkordb"]);
+}
