@@ -117,11 +117,14 @@ impl Graph {
         } else {
             graph.query(cypher)
         };
-        let result = builder
-            .with_params(params)
-            .execute()
-            .await
-            .map_err(|e| GraphError::Query(e.to_string()))?;
+        let result = match builder.with_params(params).execute().await {
+            Ok(result) => result,
+            // A graph nothing was ever written to does not exist yet: reading it finds nothing.
+            Err(error) if read_only && error.to_string().contains("empty key") => {
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(GraphError::Query(error.to_string())),
+        };
         let mut stream = result.data;
         let mut rows = Vec::with_capacity(stream.len());
         while let Some(row) = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {

@@ -1,0 +1,156 @@
+//! `gospelib ingest` against real FalkorDB, Typesense and Redis: idempotent, nothing written on
+//! invalid input, removed content pruned, changed content served fresh through the cache.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use gospelib_content::ingest::{self, IngestError, graph_counts};
+use gospelib_content::namespace::Namespace;
+use gospelib_content::schema::ContentService;
+use serde_json::json;
+use support::{clients, fixture, ingest_dir, run, targets};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_string(&value).unwrap()).unwrap();
+}
+
+/// A scratch copy of the fixture.
+fn fixture_copy(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gl-ingest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&fixture(), &dir);
+    dir
+}
+
+#[tokio::test]
+async fn ingesting_twice_writes_the_corpus_once() {
+    let namespace = Namespace::isolated("t_ingest_twice");
+    let first = ingest_dir(&namespace, &fixture()).await;
+    let second = ingest_dir(&namespace, &fixture()).await;
+    assert_eq!(first.nodes, second.nodes);
+    assert_eq!(first.edges, second.edges);
+    assert_eq!(first.search, second.search);
+    assert_eq!(first.version, second.version);
+
+    let corpus = &first.corpus;
+    let passages = (corpus["passages.bible"] + corpus["passages.book-of-mormon"]) as i64;
+    assert_eq!(first.nodes["Passage"], passages);
+    assert_eq!(first.nodes["Book"], 4);
+    assert_eq!(first.nodes["WordAlignment"], corpus["words"] as i64);
+    assert_eq!(first.nodes["LexiconEntry"], corpus["lexicon"] as i64);
+    assert_eq!(first.nodes["Topic"], corpus["topics"] as i64);
+    assert_eq!(first.edges["CROSS_REF"], corpus["crossrefs"] as i64);
+    assert_eq!(first.edges["HAS_WORD"], corpus["words"] as i64);
+    assert_eq!(first.edges["DEFINED_BY"], corpus["words"] as i64);
+    assert_eq!(first.edges["HAS_VERSE"], passages);
+    assert_eq!(first.search["passages"], passages as u64);
+    assert_eq!(first.search["topics"], corpus["topics"] as u64);
+    assert_eq!(first.search["lexicon"], corpus["lexicon"] as u64);
+    let stages: Vec<&str> = first.stages.iter().map(|s| s.stage).collect();
+    assert_eq!(&stages[..3], ["schema", "books", "chapters"]);
+}
+
+#[tokio::test]
+async fn an_invalid_corpus_writes_nothing_and_reports_every_problem() {
+    let dir = fixture_copy("invalid");
+    edit_json(&dir.join("books/john.json"), |v| {
+        v["chapters"][2]["verses"][15]["words"][0]["strongs"] = "G99999".into();
+    });
+    edit_json(&dir.join("topics.json"), |v| {
+        v["topics"][0]["seeAlso"] = json!(["naves:nowhere"]);
+    });
+    let namespace = Namespace::isolated("t_ingest_invalid");
+    let clients = clients();
+    let targets = targets(&namespace, &clients);
+    let error = ingest::ingest(&dir, false, &targets).await.unwrap_err();
+    let IngestError::Invalid(invalid) = error else {
+        panic!("expected an invalid corpus, got {error}");
+    };
+    let paths: Vec<&str> = invalid.issues.iter().map(|i| i.path.as_str()).collect();
+    assert!(
+        paths.contains(&"$.chapters[2].verses[15].words[0].strongs"),
+        "{invalid}"
+    );
+    assert!(paths.contains(&"$.topics[0].seeAlso[0]"), "{invalid}");
+
+    let (nodes, edges) = graph_counts(&targets.graph).await.unwrap();
+    assert!(
+        nodes.values().all(|n| *n == 0),
+        "nothing written: {nodes:?}"
+    );
+    assert!(
+        edges.values().all(|n| *n == 0),
+        "nothing written: {edges:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_dry_run_validates_and_reports_without_writing() {
+    let namespace = Namespace::isolated("t_ingest_dry");
+    let clients = clients();
+    let targets = targets(&namespace, &clients);
+    let report = ingest::ingest(&fixture(), true, &targets).await.unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.corpus["books"], 4);
+    let (nodes, _) = graph_counts(&targets.graph).await.unwrap();
+    assert!(nodes.values().all(|n| *n == 0), "{nodes:?}");
+}
+
+#[tokio::test]
+async fn re_ingested_content_is_served_fresh_and_removed_content_is_gone() {
+    let namespace = Namespace::isolated("t_ingest_fresh");
+    ingest_dir(&namespace, &fixture()).await;
+    let service = ContentService::new(namespace.clone(), &clients());
+    let query = r#"{ passage(id: "john.1.7") { text crossReferences { totalCount } } }"#;
+    let before = run(&service, query, json!({})).await;
+    let cached = run(&service, query, json!({})).await;
+    assert_eq!(before, cached);
+    let refs_before = before["data"]["passage"]["crossReferences"]["totalCount"]
+        .as_u64()
+        .unwrap();
+
+    let dir = fixture_copy("fresh");
+    let mut removed = 0;
+    edit_json(&dir.join("books/john.json"), |v| {
+        v["chapters"][0]["verses"][6]["text"] = "The same came for a witness (edited).".into();
+    });
+    edit_json(&dir.join("crossrefs.json"), |v| {
+        let links = v["links"].as_array_mut().unwrap();
+        let count = links.len();
+        links.retain(|l| l["from"] != "john.1.7");
+        removed = count - links.len();
+    });
+    assert!(removed > 0);
+    ingest_dir(&namespace, &dir).await;
+
+    let after = run(&service, query, json!({})).await;
+    assert_eq!(
+        after["data"]["passage"]["text"],
+        "The same came for a witness (edited)."
+    );
+    assert_eq!(
+        after["data"]["passage"]["crossReferences"]["totalCount"]
+            .as_u64()
+            .unwrap(),
+        refs_before - removed as u64
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
