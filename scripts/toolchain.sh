@@ -17,3 +17,17 @@ require_rust() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
 }
+
+# What `gospelib corpus import` runs: mod2imp (libsword-utils), npm, pip, apt-get download and
+# dpkg-deb. Installs the Debian packages that are missing.
+require_import_tools() {
+  local missing=()
+  command -v mod2imp >/dev/null 2>&1 || missing+=(libsword-utils)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing the corpus import tools: ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+}

@@ -50,6 +50,37 @@ pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Resu
     let report = ingest::ingest(corpus, dry_run, &targets)
         .await
         .context("ingest")?;
+    eprintln!("{}", summary(&report));
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// The report for people: one line per stage, then the graph's and search's counts.
+fn summary(report: &ingest::IngestReport) -> String {
+    let mut text = format!(
+        "ingest of content version {}{} in {:.1} s\n",
+        report.version,
+        if report.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        },
+        report.seconds
+    );
+    for stage in &report.stages {
+        text.push_str(&format!(
+            "  {:<16} {:>9} rows {:>8.2} s\n",
+            stage.stage, stage.rows, stage.seconds
+        ));
+    }
+    for (label, count) in &report.nodes {
+        text.push_str(&format!("  node {label:<14} {count:>9}\n"));
+    }
+    for (edge, count) in &report.edges {
+        text.push_str(&format!("  edge {edge:<14} {count:>9}\n"));
+    }
+    for (collection, count) in &report.search {
+        text.push_str(&format!("  search {collection:<12} {count:>9}\n"));
+    }
+    text
 }

@@ -188,3 +188,117 @@ fn migrate_without_a_database_url_names_the_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_only_content_answers_graphql_alone() {
+    let port = free_port();
+    let mut vars = stack_vars();
+    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
+    let mut child = gospelib(&["serve", "--only", "content"], &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (alone, mounted, ready) = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{base}/health")).await.is_err() {
+            assert!(Instant::now() < deadline, "gospelib serve did not answer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let http = reqwest::Client::new();
+        let ask = |path: &str| {
+            http.post(format!("{base}{path}"))
+                .json(&serde_json::json!({"query": "{ _service { sdl } }"}))
+                .send()
+        };
+        let alone: serde_json::Value = ask("/graphql").await.unwrap().json().await.unwrap();
+        let mounted: serde_json::Value = ask("/subgraphs/content/graphql")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (alone, mounted, ready)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(alone, mounted);
+    let sdl = alone["data"]["_service"]["sdl"].as_str().unwrap();
+    assert!(sdl.contains("type Passage @key(fields: \"id\")"), "{sdl}");
+    // Content needs FalkorDB and Typesense, and Redis only as a cache; not PostgreSQL.
+    let stores: Vec<&String> = ready["stores"].as_object().unwrap().keys().collect();
+    assert_eq!(stores, ["falkordb", "redis", "typesense"], "{ready}");
+}
+
+/// The import, run for real on the pinned packages, gives the design's counts and writes a
+/// fixture identical to the committed one.
+#[test]
+fn corpus_import_converts_the_real_packages_and_reproduces_the_fixture() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let data = root
+        .join("target")
+        .join(format!("import-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    // Reuse downloads the run command may already have fetched (each file is checked by sha256).
+    let downloads = root.join("data/downloads");
+    if downloads.is_dir() {
+        std::fs::create_dir_all(data.join("downloads")).unwrap();
+        for entry in std::fs::read_dir(&downloads).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), data.join("downloads").join(entry.file_name())).unwrap();
+        }
+    }
+    let fixture = data.join("fixture");
+    let output = Command::new(BINARY)
+        .args(["corpus", "import", "--data"])
+        .arg(&data)
+        .arg("--fixture")
+        .arg(&fixture)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["counts"],
+        serde_json::json!({
+            "books": 81, "chapters": 1428, "passages.bible": 31102, "passages.book-of-mormon": 6604,
+            "words": 349308, "lexicon": 14298, "topics": 5322, "crossrefs": 386518
+        })
+    );
+    let committed = root.join("subgraphs/content/fixture");
+    for file in [
+        "books/gen.json",
+        "books/ps.json",
+        "books/john.json",
+        "books/1-ne.json",
+        "lexicon.json",
+        "topics.json",
+        "crossrefs.json",
+    ] {
+        let made = std::fs::read(fixture.join(file)).unwrap();
+        let kept = std::fs::read(committed.join(file)).unwrap();
+        assert!(
+            made == kept,
+            "{file} differs from the committed fixture: regenerate it with `gospelib corpus import --fixture subgraphs/content/fixture`"
+        );
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
