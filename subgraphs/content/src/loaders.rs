@@ -83,7 +83,7 @@ pub struct Loaders {
 /// How long a loader waits for sibling fields to add their keys before it fetches. Lists of
 /// passages prefetch their fields explicitly (see `schema::prefetch`), so this only has to
 /// gather keys asked for in the same poll.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::ZERO;
 
 fn loader<S: Source>(stores: &Stores, version: &Arc<OnceCell<Option<String>>>) -> RequestLoader<S> {
     DataLoader::with_cache(
