@@ -22,11 +22,11 @@ pub enum SearchError {
 
 const KEY_HEADER: &str = "X-TYPESENSE-API-KEY";
 
-/// Sends a request and returns the JSON body of a success.
-async fn send(
+/// Sends a request with the API key; returns the body of a success as text.
+async fn send_text(
     client: &TypesenseClient,
     request: reqwest::RequestBuilder,
-) -> Result<Value, SearchError> {
+) -> Result<String, SearchError> {
     let response = request
         .header(KEY_HEADER, &client.api_key)
         .send()
@@ -37,12 +37,22 @@ async fn send(
         .text()
         .await
         .map_err(|e| SearchError::Unavailable(e.to_string()))?;
-    if !status.is_success() {
-        return Err(SearchError::Refused {
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(SearchError::Refused {
             status: status.as_u16(),
             body,
-        });
+        })
     }
+}
+
+/// Sends a request and returns the JSON body of a success.
+async fn send(
+    client: &TypesenseClient,
+    request: reqwest::RequestBuilder,
+) -> Result<Value, SearchError> {
+    let body = send_text(client, request).await?;
     serde_json::from_str(&body)
         .map_err(|e| SearchError::Unavailable(format!("bad JSON from Typesense: {e}")))
 }
@@ -91,29 +101,15 @@ pub async fn import_documents(
         body.push_str(&document.to_string());
         body.push('\n');
     }
-    let response = client
+    let request = client
         .http
         .post(url(
             client,
             &format!("collections/{collection}/documents/import?action=create"),
         ))
-        .header(KEY_HEADER, &client.api_key)
         .header("Content-Type", "text/plain")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| SearchError::Unavailable(e.without_url().to_string()))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| SearchError::Unavailable(e.to_string()))?;
-    if !status.is_success() {
-        return Err(SearchError::Refused {
-            status: status.as_u16(),
-            body: text,
-        });
-    }
+        .body(body);
+    let text = send_text(client, request).await?;
     let failures: Vec<&str> = text
         .lines()
         .filter(|line| !line.contains("\"success\":true"))

@@ -1,33 +1,10 @@
 //! The committed fixture validates; a corrupted copy reports every problem with its file and
 //! JSON path.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use gospelib_content::corpus;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixture")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    edit(&mut value);
-    std::fs::write(path, serde_json::to_string(&value).unwrap()).unwrap();
-}
+use support::{copy_dir, edit_json, fixture};
 
 #[test]
 fn the_committed_fixture_is_valid_and_has_its_excerpt() {

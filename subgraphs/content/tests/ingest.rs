@@ -3,33 +3,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use gospelib_content::ingest::{self, IngestError, graph_counts};
 use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::ContentService;
 use serde_json::json;
-use support::{clients, fixture, ingest_dir, run, targets};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    edit(&mut value);
-    std::fs::write(path, serde_json::to_string(&value).unwrap()).unwrap();
-}
+use support::{clients, copy_dir, edit_json, fixture, ingest_dir, run, targets};
 
 /// A scratch copy of the fixture.
 fn fixture_copy(name: &str) -> PathBuf {

@@ -323,6 +323,14 @@ pub struct StoreUrls {
 }
 
 impl StoreUrls {
+    /// Reads the store variables alone from `env`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut reader = ConfigReader::new(env);
+        let urls = Self::read(&mut reader);
+        reader.finish()?;
+        Ok(urls.expect("every value is present once finish() succeeded"))
+    }
+
     /// Reads the store variables; problems go to `reader`.
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let postgres = reader.required_url(
@@ -400,10 +408,7 @@ mod tests {
     }
 
     fn read_stores(env: &Env) -> Result<StoreUrls, ConfigError> {
-        let mut reader = ConfigReader::new(env);
-        let stores = StoreUrls::read(&mut reader);
-        reader.finish()?;
-        Ok(stores.expect("no problems means every value is present"))
+        StoreUrls::from_env(env)
     }
 
     #[test]

@@ -7,7 +7,9 @@ use super::errors::{bad_id, graph_down, not_found, page_size, validation};
 use super::explorer::{self, GraphNeighborhood, NodeKind};
 use super::paging::{Page, page, start_after};
 use super::search::{self, SearchFilter, SearchResults};
-use super::types::{Book, Chapter, Corpus, LexiconEntry, Passage, Topic, loaders, topics_in_order};
+use super::types::{
+    Book, Chapter, Corpus, LexiconEntry, Passage, Topic, in_order, loaders, topics_in_order,
+};
 use crate::cache;
 use crate::canon;
 use crate::graph::{get_text, text};
@@ -206,10 +208,7 @@ impl Query {
             .load_many(ids.iter().cloned())
             .await
             .map_err(graph_down)?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| found.get(id).cloned().map(Book))
-            .collect())
+        Ok(in_order(&ids, &found, Book))
     }
 
     /// A Strong's entry by id, e.g. `H7225`, `G0026`.

@@ -1,6 +1,8 @@
 //! The content types: Passage, Book, Chapter, WordAlignment, LexiconEntry, Topic. Every field
 //! that reaches further into the graph goes through the request's loaders.
 
+use std::collections::HashMap;
+
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 
 use super::errors::{graph_down, page_size};
@@ -15,6 +17,17 @@ use crate::records::{
 
 pub fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()
+}
+
+/// The records of `ids` that were found, in the order of `ids`, each wrapped by `wrap`.
+pub fn in_order<V: Clone, T>(
+    ids: &[String],
+    found: &HashMap<String, V>,
+    wrap: impl Fn(V) -> T,
+) -> Vec<T> {
+    ids.iter()
+        .filter_map(|id| found.get(id).cloned().map(&wrap))
+        .collect()
 }
 
 /// A body of scripture.
@@ -106,10 +119,7 @@ pub async fn passages_in_order(
         }
     };
     super::prefetch::passages(ctx, &selection, &present).await?;
-    Ok(ids
-        .iter()
-        .filter_map(|id| found.get(id).cloned().map(Passage))
-        .collect())
+    Ok(in_order(ids, &found, Passage))
 }
 
 async fn one_passage(ctx: &Context<'_>, id: Option<&String>) -> Result<Option<Passage>> {
@@ -271,10 +281,7 @@ impl Book {
             .load_many(ids.iter().cloned())
             .await
             .map_err(graph_down)?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| found.get(id).cloned().map(Chapter))
-            .collect())
+        Ok(in_order(&ids, &found, Chapter))
     }
 }
 
@@ -389,12 +396,7 @@ impl LexiconEntry {
             .load_many(self.0.related.iter().cloned())
             .await
             .map_err(graph_down)?;
-        Ok(self
-            .0
-            .related
-            .iter()
-            .filter_map(|id| found.get(id).cloned().map(LexiconEntry))
-            .collect())
+        Ok(in_order(&self.0.related, &found, LexiconEntry))
     }
 }
 
@@ -405,10 +407,7 @@ pub async fn topics_in_order(ctx: &Context<'_>, ids: &[String]) -> Result<Vec<To
         .load_many(ids.iter().cloned())
         .await
         .map_err(graph_down)?;
-    Ok(ids
-        .iter()
-        .filter_map(|id| found.get(id).cloned().map(Topic))
-        .collect())
+    Ok(in_order(ids, &found, Topic))
 }
 
 /// A topic of Nave's Topical Bible.

@@ -10,7 +10,7 @@ use gospelib_content::ingest::{self, IngestReport, Targets};
 use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::ContentService;
 use gospelib_kit::GraphQlExecutor;
-use gospelib_kit::config::{ConfigReader, Env, StoreUrls};
+use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::stores::StoreClients;
 use serde_json::Value;
 
@@ -19,15 +19,11 @@ pub fn fixture() -> PathBuf {
 }
 
 pub fn urls() -> StoreUrls {
-    let env = Env::from_process();
-    let mut reader = ConfigReader::new(&env);
-    let urls = StoreUrls::read(&mut reader);
-    if let Err(error) = reader.finish() {
+    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
         panic!(
             "these tests need the stack: run scripts/test, or `scripts/stack up` and `source .stack/run/env`\n{error}"
-        );
-    }
-    urls.unwrap()
+        )
+    })
 }
 
 pub fn clients() -> StoreClients {
@@ -96,4 +92,26 @@ pub async fn cold_cache(namespace: &Namespace) {
         .query_async(&mut redis)
         .await
         .unwrap();
+}
+
+/// Copies a folder tree (a scratch copy of the fixture to corrupt or edit).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Rewrites a JSON file through `edit`.
+pub fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_string(&value).unwrap()).unwrap();
 }

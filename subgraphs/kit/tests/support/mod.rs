@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{EmptySubscription, Object, Schema};
-use gospelib_kit::config::{ConfigReader, Env, StoreUrls};
+use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::server::{AppSpec, build_app, serve};
 use gospelib_kit::stores::Dependency;
 use gospelib_kit::{ErrorCode, Subgraph};
@@ -16,15 +16,11 @@ use tokio::sync::oneshot;
 
 /// The stack's URLs from `GOSPELIB_*` (scripts/test exports them after `scripts/stack up`).
 pub fn stack_urls() -> StoreUrls {
-    let env = Env::from_process();
-    let mut reader = ConfigReader::new(&env);
-    let urls = StoreUrls::read(&mut reader);
-    if let Err(error) = reader.finish() {
+    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
         panic!(
             "these tests need the stack: run scripts/test, or `scripts/stack up` and `source .stack/run/env`\n{error}"
-        );
-    }
-    urls.unwrap()
+        )
+    })
 }
 
 pub struct Query;
