@@ -1,0 +1,120 @@
+//! Planning: parse the operation, normalize it against the supergraph (fragments inlined,
+//! `@skip`/`@include` with literal conditions resolved, the chosen operation picked by name),
+//! and plan it. Plans are cached per (supergraph version, normalized operation), in a bounded
+//! least-recently-used map local to the process (plan caches need not be shared between
+//! router pods).
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use hive_router_query_planner::ast::normalization::normalize_operation;
+use hive_router_query_planner::graph::PlannerOverrideContext;
+use hive_router_query_planner::planner::plan_nodes::QueryPlan;
+use hive_router_query_planner::utils::cancellation::CancellationToken;
+use hive_router_query_planner::utils::parsing::safe_parse_operation;
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+
+use crate::supergraph::Supergraph;
+
+/// Why an operation could not be planned; each maps to a GraphQL error for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanningError {
+    /// The document is not GraphQL (a `GRAPHQL_PARSE_FAILED` for the client).
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// The document does not fit the schema, or names no usable operation.
+    #[error("{0}")]
+    Invalid(String),
+    /// The planner could not find a way to resolve the operation.
+    #[error("the operation cannot be planned: {0}")]
+    Unplannable(String),
+}
+
+/// A plan, and the normalized operation it was made for.
+#[derive(Debug)]
+pub struct Planned {
+    /// The normalized operation, printed: also the cache key's second half.
+    pub normalized: String,
+    pub plan: QueryPlan,
+}
+
+/// How many plans are kept unless configured otherwise.
+pub const DEFAULT_PLAN_CACHE_SIZE: usize = 1_000;
+
+/// Cache statistics, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// A plan's cache key: the supergraph's hash and the normalized operation's sha256.
+type PlanKey = (String, [u8; 32]);
+
+/// Plans operations, remembering the most recent plans.
+pub struct PlanCache {
+    plans: Mutex<LruCache<PlanKey, Arc<Planned>>>,
+    stats: Mutex<CacheStats>,
+}
+
+impl PlanCache {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            plans: Mutex::new(LruCache::new(capacity)),
+            stats: Mutex::new(CacheStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        *self.stats.lock().expect("stats lock")
+    }
+
+    /// The plan of `query` (the operation named `operation_name`, or its only one) against
+    /// `supergraph`, from the cache when the same normalized operation was planned before.
+    pub fn plan(
+        &self,
+        supergraph: &Supergraph,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<Arc<Planned>, PlanningError> {
+        let document =
+            safe_parse_operation(query).map_err(|e| PlanningError::Syntax(e.to_string()))?;
+        let planner = supergraph.planner();
+        let normalized = normalize_operation(&planner.supergraph, &document, operation_name)
+            .map_err(|e| PlanningError::Invalid(e.to_string()))?;
+        let printed = normalized.operation.to_string();
+        let key: PlanKey = (
+            supergraph.version.hash.clone(),
+            Sha256::digest(printed.as_bytes()).into(),
+        );
+        if let Some(found) = self
+            .plans
+            .lock()
+            .expect("plan cache lock")
+            .get(&key)
+            .cloned()
+        {
+            self.stats.lock().expect("stats lock").hits += 1;
+            return Ok(found);
+        }
+        self.stats.lock().expect("stats lock").misses += 1;
+        let plan = planner
+            .plan_from_normalized_operation(
+                &normalized.operation,
+                PlannerOverrideContext::default(),
+                &CancellationToken::new(),
+            )
+            .map_err(|e| PlanningError::Unplannable(e.to_string()))?;
+        let planned = Arc::new(Planned {
+            normalized: printed,
+            plan,
+        });
+        self.plans
+            .lock()
+            .expect("plan cache lock")
+            .put(key, planned.clone());
+        Ok(planned)
+    }
+}

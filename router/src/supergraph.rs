@@ -1,0 +1,91 @@
+//! The supergraph a router serves: its SDL, its version (a content hash, plus the registry's
+//! number when it came from the registry), the subgraphs it names with their URLs, and the query
+//! planner built from it. A new supergraph is built whole and swapped in; an invalid one is
+//! refused with the reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
+use hive_router_query_planner::utils::parsing::safe_parse_schema;
+use sha2::{Digest, Sha256};
+
+/// Why a supergraph SDL cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum SupergraphError {
+    #[error("the supergraph SDL does not parse: {0}")]
+    Syntax(String),
+    #[error("the supergraph names no subgraph (no `join__Graph` values with @join__graph)")]
+    NoSubgraphs,
+    #[error("the query planner refuses the supergraph: {0}")]
+    Planner(String),
+}
+
+/// Which supergraph a response was computed with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SupergraphVersion {
+    /// The first 16 hex digits of the SDL's sha256.
+    pub hash: String,
+    /// The registry's version number, when the supergraph came from the registry.
+    pub number: Option<u64>,
+}
+
+impl fmt::Display for SupergraphVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.number {
+            Some(number) => write!(f, "{number}-{}", self.hash),
+            None => f.write_str(&self.hash),
+        }
+    }
+}
+
+/// A parsed, plannable supergraph.
+pub struct Supergraph {
+    pub version: SupergraphVersion,
+    sdl: String,
+    /// Subgraph name → URL, as the supergraph's `@join__graph` directives give them.
+    subgraphs: BTreeMap<String, String>,
+    planner: Planner,
+}
+
+impl Supergraph {
+    /// Parses `sdl` and builds its planner.
+    pub fn parse(sdl: &str, registry_number: Option<u64>) -> Result<Self, SupergraphError> {
+        let document =
+            safe_parse_schema(sdl).map_err(|e| SupergraphError::Syntax(e.to_string()))?;
+        let planner = Planner::new_from_supergraph(&document, QueryPlannerOptions::default())
+            .map_err(|e| SupergraphError::Planner(e.to_string()))?;
+        let subgraphs: BTreeMap<String, String> = planner
+            .supergraph
+            .subgraph_endpoint_map
+            .iter()
+            .map(|(name, url)| (name.clone(), url.clone()))
+            .collect();
+        if subgraphs.is_empty() {
+            return Err(SupergraphError::NoSubgraphs);
+        }
+        let hash = format!("{:x}", Sha256::digest(sdl.as_bytes()))[..16].to_owned();
+        Ok(Self {
+            version: SupergraphVersion {
+                hash,
+                number: registry_number,
+            },
+            sdl: sdl.to_owned(),
+            subgraphs,
+            planner,
+        })
+    }
+
+    pub fn sdl(&self) -> &str {
+        &self.sdl
+    }
+
+    /// Subgraph name → URL.
+    pub fn subgraphs(&self) -> &BTreeMap<String, String> {
+        &self.subgraphs
+    }
+
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+}
