@@ -4,7 +4,14 @@
 //! - [`supergraph`]: the versioned supergraph the router serves (its SDL, content hash, subgraph
 //!   endpoints and query planner);
 //! - [`planning`]: parse → normalize → plan, with plans cached per (supergraph version,
-//!   normalized operation).
+//!   normalized operation);
+//! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree;
+//! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says;
+//! - [`pipeline`]: the stages above in order, for one request.
 
+pub mod execution;
+pub mod pipeline;
 pub mod planning;
+pub mod projection;
 pub mod supergraph;
+pub mod transport;

@@ -8,6 +8,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use hive_router_query_planner::ast::normalization::normalize_operation;
+use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::graph::PlannerOverrideContext;
 use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::utils::cancellation::CancellationToken;
@@ -36,6 +37,8 @@ pub enum PlanningError {
 pub struct Planned {
     /// The normalized operation, printed: also the cache key's second half.
     pub normalized: String,
+    /// The normalized operation: projection shapes the response by it.
+    pub operation: OperationDefinition,
     pub plan: QueryPlan,
 }
 
@@ -109,6 +112,7 @@ impl PlanCache {
             .map_err(|e| PlanningError::Unplannable(e.to_string()))?;
         let planned = Arc::new(Planned {
             normalized: printed,
+            operation: normalized.operation,
             plan,
         });
         self.plans

@@ -1,0 +1,536 @@
+//! Execution of a query plan: fetches at the root and for entities, in sequence and in
+//! parallel, merged into one response tree. Subgraph errors are re-pathed to where the client
+//! will see them; a subgraph that is down or answers garbage costs only the fields it would
+//! have provided, with an `UPSTREAM_UNAVAILABLE` error.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use hive_router_query_planner::ast::selection_item::SelectionItem;
+use hive_router_query_planner::ast::selection_set::SelectionSet;
+use hive_router_query_planner::planner::plan_nodes::{
+    FetchNode, FetchNodePathSegment, FetchRewrite, FlattenNodePathSegment, PlanNode, QueryPlan,
+};
+use serde_json::{Map, Value, json};
+
+use crate::transport::{Transport, TransportError};
+
+/// One step of a path into the response: an object key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathElement {
+    Key(String),
+    Index(usize),
+}
+
+impl PathElement {
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Key(key) => Value::String(key.clone()),
+            Self::Index(index) => json!(index),
+        }
+    }
+}
+
+/// The merged result of every fetch, before it is shaped for the client.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub data: Value,
+    pub errors: Vec<Value>,
+}
+
+struct State<'a> {
+    transport: &'a dyn Transport,
+    variables: &'a Map<String, Value>,
+    data: Mutex<Value>,
+    errors: Mutex<Vec<Value>>,
+}
+
+/// Runs `plan` with the operation's `variables` through `transport`.
+pub async fn execute(
+    plan: &QueryPlan,
+    variables: &Map<String, Value>,
+    transport: &dyn Transport,
+) -> Executed {
+    let state = State {
+        transport,
+        variables,
+        data: Mutex::new(Value::Object(Map::new())),
+        errors: Mutex::new(Vec::new()),
+    };
+    if let Some(node) = &plan.node {
+        run(&state, node).await;
+    }
+    Executed {
+        data: state.data.into_inner().expect("data lock"),
+        errors: state.errors.into_inner().expect("errors lock"),
+    }
+}
+
+fn run<'a>(state: &'a State<'a>, node: &'a PlanNode) -> crate::transport::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        match node {
+            PlanNode::Fetch(fetch) => fetch_node(state, fetch, &[]).await,
+            PlanNode::Flatten(flatten) => match flatten.node.as_ref() {
+                PlanNode::Fetch(fetch) => fetch_node(state, fetch, flatten.path.as_slice()).await,
+                other => unsupported(state, &format!("a {} node inside Flatten", kind(other))),
+            },
+            PlanNode::Sequence(sequence) => {
+                for child in &sequence.nodes {
+                    run(state, child).await;
+                }
+            }
+            PlanNode::Parallel(parallel) => {
+                let children: Vec<_> = parallel
+                    .nodes
+                    .iter()
+                    .map(|child| run(state, child))
+                    .collect();
+                join_all(children).await;
+            }
+            PlanNode::Condition(condition) => {
+                let on = state.variables.get(&condition.condition) == Some(&Value::Bool(true));
+                let branch = if on {
+                    &condition.if_clause
+                } else {
+                    &condition.else_clause
+                };
+                if let Some(branch) = branch {
+                    run(state, branch).await;
+                }
+            }
+            other => unsupported(state, &format!("{} plan nodes", kind(other))),
+        }
+    })
+}
+
+/// Polls every future to completion, concurrently. (They borrow the request's state, so they
+/// are polled together in this task rather than spawned.)
+async fn join_all<'a>(futures: Vec<crate::transport::BoxFuture<'a, ()>>) {
+    let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for slot in pending.iter_mut() {
+            if let Some(future) = slot {
+                if future.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    all_done = false;
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+fn kind(node: &PlanNode) -> &'static str {
+    match node {
+        PlanNode::Fetch(_) => "Fetch",
+        PlanNode::BatchFetch(_) => "BatchFetch",
+        PlanNode::Sequence(_) => "Sequence",
+        PlanNode::Parallel(_) => "Parallel",
+        PlanNode::Flatten(_) => "Flatten",
+        PlanNode::Condition(_) => "Condition",
+        PlanNode::Subscription(_) => "Subscription",
+        PlanNode::Defer(_) => "Defer",
+    }
+}
+
+fn unsupported(state: &State<'_>, what: &str) {
+    state.errors.lock().expect("errors lock").push(json!({
+        "message": format!("this router does not execute {what} yet"),
+        "extensions": { "code": "NOT_IMPLEMENTED" }
+    }));
+}
+
+/// The variables a fetch uses, from the operation's.
+fn fetch_variables(state: &State<'_>, fetch: &FetchNode) -> Map<String, Value> {
+    fetch
+        .variable_usages
+        .iter()
+        .flatten()
+        .filter_map(|name| state.variables.get(name).map(|v| (name.clone(), v.clone())))
+        .collect()
+}
+
+fn upstream_error(subgraph: &str, error: &TransportError, path: Option<Vec<PathElement>>) -> Value {
+    tracing::warn!(subgraph, %error, "subgraph fetch failed");
+    let mut value = json!({
+        "message": format!("subgraph {subgraph:?} is unavailable"),
+        "extensions": { "code": "UPSTREAM_UNAVAILABLE", "serviceName": subgraph }
+    });
+    if let Some(path) = path {
+        value["path"] = Value::Array(path.iter().map(PathElement::to_json).collect());
+    }
+    value
+}
+
+/// Checks that a subgraph's answer is a GraphQL response.
+fn parse_response(subgraph: &str, response: Value) -> Result<(Value, Vec<Value>), TransportError> {
+    let Value::Object(mut body) = response else {
+        return Err(TransportError::Garbage {
+            subgraph: subgraph.to_owned(),
+            reason: "the body is not a JSON object".to_owned(),
+        });
+    };
+    let data = body.remove("data").unwrap_or(Value::Null);
+    let errors = match body.remove("errors") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(errors)) => errors,
+        Some(_) => {
+            return Err(TransportError::Garbage {
+                subgraph: subgraph.to_owned(),
+                reason: "`errors` is not a list".to_owned(),
+            });
+        }
+    };
+    if !data.is_object() && !data.is_null() {
+        return Err(TransportError::Garbage {
+            subgraph: subgraph.to_owned(),
+            reason: "`data` is not an object".to_owned(),
+        });
+    }
+    if data.is_null() && errors.is_empty() {
+        return Err(TransportError::Garbage {
+            subgraph: subgraph.to_owned(),
+            reason: "neither `data` nor `errors`".to_owned(),
+        });
+    }
+    Ok((data, errors))
+}
+
+async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePathSegment]) {
+    if path.is_empty() {
+        root_fetch(state, fetch).await;
+    } else {
+        entity_fetch(state, fetch, path).await;
+    }
+}
+
+async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
+    let request = crate::transport::SubgraphRequest {
+        query: fetch.operation.document_str.clone(),
+        variables: fetch_variables(state, fetch),
+    };
+    let answer = state
+        .transport
+        .send(&fetch.service_name, request)
+        .await
+        .and_then(|response| parse_response(&fetch.service_name, response));
+    match answer {
+        Ok((data, errors)) => {
+            let mut data = data;
+            apply_rewrites(&mut data, fetch.output_rewrites.as_deref());
+            merge(&mut state.data.lock().expect("data lock"), data);
+            state.errors.lock().expect("errors lock").extend(errors);
+        }
+        Err(error) => state
+            .errors
+            .lock()
+            .expect("errors lock")
+            .push(upstream_error(&fetch.service_name, &error, None)),
+    }
+}
+
+/// Where each entity sits in the response, found by walking a flatten path.
+fn entity_locations(data: &Value, path: &[FlattenNodePathSegment]) -> Vec<Vec<PathElement>> {
+    let mut found = Vec::new();
+    walk(data, path, &mut Vec::new(), &mut found);
+    found
+}
+
+fn walk(
+    value: &Value,
+    path: &[FlattenNodePathSegment],
+    at: &mut Vec<PathElement>,
+    found: &mut Vec<Vec<PathElement>>,
+) {
+    let Some((segment, rest)) = path.split_first() else {
+        if value.is_object() {
+            found.push(at.clone());
+        }
+        return;
+    };
+    match segment {
+        FlattenNodePathSegment::Field(name) => {
+            if let Some(child) = value.get(name) {
+                at.push(PathElement::Key(name.clone()));
+                walk(child, rest, at, found);
+                at.pop();
+            }
+        }
+        FlattenNodePathSegment::List => {
+            if let Value::Array(items) = value {
+                for (index, item) in items.iter().enumerate() {
+                    at.push(PathElement::Index(index));
+                    walk(item, rest, at, found);
+                    at.pop();
+                }
+            }
+        }
+        FlattenNodePathSegment::TypeCondition(types) => {
+            let typename = value.get("__typename").and_then(Value::as_str);
+            if typename.is_some_and(|t| types.contains(t)) {
+                walk(value, rest, at, found);
+            }
+        }
+    }
+}
+
+fn get_at<'v>(value: &'v Value, path: &[PathElement]) -> Option<&'v Value> {
+    path.iter()
+        .try_fold(value, |current, element| match element {
+            PathElement::Key(key) => current.get(key),
+            PathElement::Index(index) => current.get(index),
+        })
+}
+
+fn get_at_mut<'v>(value: &'v mut Value, path: &[PathElement]) -> Option<&'v mut Value> {
+    path.iter()
+        .try_fold(value, |current, element| match element {
+            PathElement::Key(key) => current.get_mut(key),
+            PathElement::Index(index) => current.get_mut(index),
+        })
+}
+
+/// The representation of an entity: the fields `requires` selects (its `__typename` and key).
+fn representation(entity: &Value, requires: &SelectionSet) -> Option<Value> {
+    let Value::Object(object) = entity else {
+        return None;
+    };
+    let typename = object.get("__typename").and_then(Value::as_str);
+    let mut out = Map::new();
+    for item in &requires.items {
+        match item {
+            SelectionItem::Field(field) => {
+                let value = object.get(&field.name)?;
+                let value = if field.selections.is_empty() {
+                    value.clone()
+                } else {
+                    match value {
+                        Value::Array(items) => Value::Array(
+                            items
+                                .iter()
+                                .map(|i| representation(i, &field.selections))
+                                .collect::<Option<_>>()?,
+                        ),
+                        Value::Null => Value::Null,
+                        other => representation(other, &field.selections)?,
+                    }
+                };
+                out.insert(field.name.clone(), value);
+            }
+            SelectionItem::InlineFragment(fragment) => {
+                if typename == Some(fragment.type_condition.as_str()) {
+                    let Value::Object(inner) = representation(entity, &fragment.selections)? else {
+                        return None;
+                    };
+                    out.extend(inner);
+                }
+            }
+            SelectionItem::FragmentSpread(_) => return None,
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+async fn entity_fetch(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePathSegment]) {
+    let Some(requires) = &fetch.requires else {
+        unsupported(state, "an entity fetch without `requires`");
+        return;
+    };
+    // Collect the entities and their distinct representations.
+    let (locations, representations, index_of_location) = {
+        let data = state.data.lock().expect("data lock");
+        let locations = entity_locations(&data, path);
+        let mut representations: Vec<Value> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut index_of_location = Vec::with_capacity(locations.len());
+        for location in &locations {
+            let entity = get_at(&data, location).expect("a location just found");
+            let Some(mut representation) = representation(entity, requires) else {
+                index_of_location.push(None);
+                continue;
+            };
+            apply_rewrites(&mut representation, fetch.input_rewrites.as_deref());
+            let key = representation.to_string();
+            let index = *seen.entry(key).or_insert_with(|| {
+                representations.push(representation);
+                representations.len() - 1
+            });
+            index_of_location.push(Some(index));
+        }
+        (locations, representations, index_of_location)
+    };
+    if representations.is_empty() {
+        return;
+    }
+    let mut variables = fetch_variables(state, fetch);
+    variables.insert("representations".to_owned(), Value::Array(representations));
+    let request = crate::transport::SubgraphRequest {
+        query: fetch.operation.document_str.clone(),
+        variables,
+    };
+    let answer = state
+        .transport
+        .send(&fetch.service_name, request)
+        .await
+        .and_then(|response| parse_response(&fetch.service_name, response));
+    let (data, errors) = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            let first = locations.first().cloned();
+            state
+                .errors
+                .lock()
+                .expect("errors lock")
+                .push(upstream_error(&fetch.service_name, &error, first));
+            return;
+        }
+    };
+    let entities = match data.get("_entities") {
+        Some(Value::Array(entities)) => entities.clone(),
+        _ => Vec::new(),
+    };
+    {
+        let mut target = state.data.lock().expect("data lock");
+        for (location, index) in locations.iter().zip(&index_of_location) {
+            let Some(index) = index else { continue };
+            let Some(entity) = entities.get(*index) else {
+                continue;
+            };
+            let mut entity = entity.clone();
+            apply_rewrites(&mut entity, fetch.output_rewrites.as_deref());
+            if let Some(slot) = get_at_mut(&mut target, location) {
+                merge(slot, entity);
+            }
+        }
+    }
+    // `_entities[i].rest` becomes `<each location of representation i>.rest`. Some subgraphs
+    // (async-graphql 7) drop the index: such an error belongs to the entities that came back
+    // null.
+    let mut repathed = Vec::new();
+    for error in errors {
+        let path = error
+            .get("path")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let (indices, rest): (Vec<usize>, Vec<Value>) = match path.as_slice() {
+            [Value::String(root), Value::Number(n), rest @ ..] if root == "_entities" => (
+                n.as_u64().map(|n| n as usize).into_iter().collect(),
+                rest.to_vec(),
+            ),
+            [Value::String(root), rest @ ..] if root == "_entities" => {
+                let failed = (0..entities.len().max(1))
+                    .filter(|i| entities.get(*i).is_none_or(Value::is_null))
+                    .collect();
+                (failed, rest.to_vec())
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        let mut targets: Vec<&Vec<PathElement>> = locations
+            .iter()
+            .zip(&index_of_location)
+            .filter(|(_, i)| i.is_some_and(|i| indices.contains(&i)))
+            .map(|(location, _)| location)
+            .collect();
+        if targets.is_empty() {
+            targets.extend(locations.first());
+        }
+        for location in targets {
+            let mut error = error.clone();
+            let mut full: Vec<Value> = location.iter().map(PathElement::to_json).collect();
+            full.extend(rest.iter().cloned());
+            error["path"] = Value::Array(full);
+            repathed.push(error);
+        }
+    }
+    state.errors.lock().expect("errors lock").extend(repathed);
+}
+
+/// Deep-merges `source` into `target`: objects field by field, lists item by item.
+pub fn merge(target: &mut Value, source: Value) {
+    match (target, source) {
+        (Value::Object(target), Value::Object(source)) => {
+            for (key, value) in source {
+                match target.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        target.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(target), Value::Array(source)) if target.len() == source.len() => {
+            for (existing, value) in target.iter_mut().zip(source) {
+                merge(existing, value);
+            }
+        }
+        (target, source) => {
+            if target.is_null() || !source.is_null() {
+                *target = source;
+            }
+        }
+    }
+}
+
+/// Applies the planner's rewrites (renamed keys, set `__typename`s) to a value.
+fn apply_rewrites(value: &mut Value, rewrites: Option<&[FetchRewrite]>) {
+    for rewrite in rewrites.into_iter().flatten() {
+        match rewrite {
+            FetchRewrite::ValueSetter(setter) => {
+                rewrite_at(value, &setter.path, &mut |slot, key| {
+                    if let Value::Object(object) = slot {
+                        object.insert(key.to_owned(), Value::String(setter.set_value_to.clone()));
+                    }
+                })
+            }
+            FetchRewrite::KeyRenamer(renamer) => {
+                rewrite_at(value, &renamer.path, &mut |slot, key| {
+                    if let Value::Object(object) = slot
+                        && let Some(moved) = object.remove(key)
+                    {
+                        object.insert(renamer.rename_key_to.clone(), moved);
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// Calls `apply(parent, last_key)` at every place `path` reaches (lists are walked through).
+fn rewrite_at(
+    value: &mut Value,
+    path: &[FetchNodePathSegment],
+    apply: &mut dyn FnMut(&mut Value, &str),
+) {
+    if let Value::Array(items) = value {
+        for item in items {
+            rewrite_at(item, path, apply);
+        }
+        return;
+    }
+    match path {
+        [] => {}
+        [FetchNodePathSegment::Key(last)] => apply(value, last),
+        [FetchNodePathSegment::Key(key), rest @ ..] => {
+            if let Some(child) = value.get_mut(key) {
+                rewrite_at(child, rest, apply);
+            }
+        }
+        [FetchNodePathSegment::TypenameEquals(types), rest @ ..] => {
+            let matches = value
+                .get("__typename")
+                .and_then(Value::as_str)
+                .is_some_and(|t| types.contains(t));
+            if matches {
+                rewrite_at(value, rest, apply);
+            }
+        }
+    }
+}

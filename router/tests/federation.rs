@@ -1,0 +1,277 @@
+//! Queries through the router over two in-process subgraphs (products, reviews) built with
+//! async-graphql, compared with the expected JSON: entity joins, aliases, `__typename`,
+//! `@skip`/`@include`, fragments, errors re-pathed to the client's path, and partial results
+//! when a subgraph is down or answers garbage.
+
+use std::sync::Arc;
+
+use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
+use serde_json::{Map, Value, json};
+
+const SDL: &str = include_str!("fixtures/products-reviews.graphql");
+
+// ---- the products subgraph ----
+
+#[derive(SimpleObject, Clone)]
+struct Product {
+    upc: String,
+    name: Option<String>,
+}
+
+fn catalogue() -> Vec<Product> {
+    [("1", "Table"), ("2", "Couch"), ("3", "Chair")]
+        .into_iter()
+        .map(|(upc, name)| Product {
+            upc: upc.into(),
+            name: Some(name.into()),
+        })
+        .collect()
+}
+
+struct ProductsQuery;
+
+#[Object]
+impl ProductsQuery {
+    async fn top_products(&self, #[graphql(default = 5)] first: i32) -> Vec<Product> {
+        catalogue().into_iter().take(first as usize).collect()
+    }
+
+    #[graphql(entity)]
+    async fn find_product_by_upc(&self, upc: String) -> Option<Product> {
+        catalogue().into_iter().find(|p| p.upc == upc)
+    }
+}
+
+// ---- the reviews subgraph ----
+
+struct ReviewedProduct {
+    upc: String,
+}
+
+#[derive(SimpleObject)]
+struct Review {
+    body: Option<String>,
+}
+
+#[Object(name = "Product")]
+impl ReviewedProduct {
+    async fn upc(&self) -> &str {
+        &self.upc
+    }
+
+    async fn reviews(&self) -> async_graphql::Result<Vec<Review>> {
+        match self.upc.as_str() {
+            "3" => Err("reviews of product 3 are unavailable".into()),
+            upc => Ok(vec![Review {
+                body: Some(format!("review of {upc}")),
+            }]),
+        }
+    }
+}
+
+struct ReviewsQuery;
+
+#[Object]
+impl ReviewsQuery {
+    #[graphql(entity)]
+    async fn find_product_by_upc(&self, upc: String) -> ReviewedProduct {
+        ReviewedProduct { upc }
+    }
+
+    /// Not in the supergraph: a subgraph may have more than it exposes.
+    async fn review_count(&self) -> i32 {
+        3
+    }
+}
+
+/// An async-graphql schema as a router-local subgraph.
+struct Local<Q: async_graphql::ObjectType + 'static>(Schema<Q, EmptyMutation, EmptySubscription>);
+
+impl<Q: async_graphql::ObjectType + 'static> LocalSubgraph for Local<Q> {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let request: async_graphql::Request = serde_json::from_value(request).unwrap();
+            serde_json::to_value(self.0.execute(request).await).unwrap()
+        })
+    }
+}
+
+/// A subgraph that answers something that is not GraphQL.
+struct Garbage;
+
+impl LocalSubgraph for Garbage {
+    fn execute(&self, _request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async { json!(["not", "graphql"]) })
+    }
+}
+
+fn products() -> Arc<dyn LocalSubgraph> {
+    Arc::new(Local(
+        Schema::build(ProductsQuery, EmptyMutation, EmptySubscription)
+            .enable_federation()
+            .finish(),
+    ))
+}
+
+fn reviews() -> Arc<dyn LocalSubgraph> {
+    Arc::new(Local(
+        Schema::build(ReviewsQuery, EmptyMutation, EmptySubscription)
+            .enable_federation()
+            .finish(),
+    ))
+}
+
+fn router(transport: InProcess) -> Router {
+    Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))
+}
+
+fn both() -> Router {
+    router(
+        InProcess::default()
+            .with("products", products())
+            .with("reviews", reviews()),
+    )
+}
+
+async fn ask(router: &Router, query: &str, variables: Value) -> Value {
+    let variables: Map<String, Value> = serde_json::from_value(variables).unwrap();
+    let mut response = router
+        .execute(&GraphQlRequest {
+            query: query.to_owned(),
+            operation_name: None,
+            variables,
+        })
+        .await;
+    let version = response
+        .as_object_mut()
+        .unwrap()
+        .remove("extensions")
+        .unwrap();
+    assert_eq!(version["supergraphVersion"].as_str().unwrap().len(), 16);
+    response
+}
+
+#[tokio::test]
+async fn an_entity_join_across_two_subgraphs() {
+    let response = ask(
+        &both(),
+        "{ topProducts(first: 2) { name reviews { body } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response,
+        json!({"data": {"topProducts": [
+            {"name": "Table", "reviews": [{"body": "review of 1"}]},
+            {"name": "Couch", "reviews": [{"body": "review of 2"}]},
+        ]}})
+    );
+}
+
+#[tokio::test]
+async fn aliases_typename_fragments_and_conditions_shape_the_response() {
+    let query = r#"query($withReviews: Boolean!, $skipName: Boolean!) {
+        best: topProducts(first: 1) {
+            kind: __typename
+            ...Names
+            opinions: reviews @include(if: $withReviews) { text: body }
+        }
+    }
+    fragment Names on Product { title: name @skip(if: $skipName) upc }"#;
+    let response = ask(
+        &both(),
+        query,
+        json!({"withReviews": true, "skipName": false}),
+    )
+    .await;
+    assert_eq!(
+        response,
+        json!({"data": {"best": [
+            {"kind": "Product", "title": "Table", "upc": "1", "opinions": [{"text": "review of 1"}]}
+        ]}})
+    );
+    let response = ask(
+        &both(),
+        query,
+        json!({"withReviews": false, "skipName": true}),
+    )
+    .await;
+    assert_eq!(
+        response,
+        json!({"data": {"best": [{"kind": "Product", "upc": "1"}]}})
+    );
+}
+
+#[tokio::test]
+async fn an_entity_error_is_re_pathed_to_the_client_path() {
+    let response = ask(
+        &both(),
+        "{ topProducts { upc reviews { body } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["data"],
+        json!({"topProducts": [
+            {"upc": "1", "reviews": [{"body": "review of 1"}]},
+            {"upc": "2", "reviews": [{"body": "review of 2"}]},
+            {"upc": "3", "reviews": null},
+        ]})
+    );
+    let errors = response["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{response}");
+    assert_eq!(errors[0]["message"], "reviews of product 3 are unavailable");
+    assert_eq!(errors[0]["path"], json!(["topProducts", 2, "reviews"]));
+}
+
+#[tokio::test]
+async fn a_missing_subgraph_costs_only_its_fields() {
+    let router = router(InProcess::default().with("products", products()));
+    let response = ask(
+        &router,
+        "{ topProducts(first: 2) { name reviews { body } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["data"],
+        json!({"topProducts": [{"name": "Table", "reviews": null}, {"name": "Couch", "reviews": null}]})
+    );
+    let error = &response["errors"][0];
+    assert_eq!(error["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(error["extensions"]["serviceName"], "reviews");
+    assert_eq!(error["path"], json!(["topProducts", 0]));
+}
+
+#[tokio::test]
+async fn a_subgraph_answering_garbage_is_upstream_unavailable() {
+    let router = router(
+        InProcess::default()
+            .with("products", Arc::new(Garbage))
+            .with("reviews", reviews()),
+    );
+    let response = ask(&router, "{ topProducts { name } }", json!({})).await;
+    assert_eq!(response["data"], json!({"topProducts": null}));
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+}
+
+#[tokio::test]
+async fn bad_documents_get_codes_and_no_data() {
+    let response = ask(&both(), "{ topProducts { ", json!({})).await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "INVALID_REQUEST"
+    );
+    assert!(response.get("data").is_none());
+    let response = ask(&both(), "{ nothingHere }", json!({})).await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "VALIDATION_ERROR"
+    );
+}
