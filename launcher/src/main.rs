@@ -118,6 +118,7 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let (subgraphs, dependencies) = parts::assemble(&chosen, whole_platform, &clients);
     let (app, _metrics) = build_app(AppSpec {
         service: "gospelib".to_owned(),
+        gateway: None,
         subgraphs,
         dependencies,
         max_body_bytes: settings.max_body_bytes,

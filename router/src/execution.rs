@@ -40,19 +40,24 @@ pub struct Executed {
 
 struct State<'a> {
     transport: &'a dyn Transport,
+    /// Subgraph name → URL.
+    urls: &'a std::collections::BTreeMap<String, String>,
     variables: &'a Map<String, Value>,
     data: Mutex<Value>,
     errors: Mutex<Vec<Value>>,
 }
 
-/// Runs `plan` with the operation's `variables` through `transport`.
+/// Runs `plan` with the operation's `variables` through `transport`, which reaches each
+/// subgraph at its URL in `urls`.
 pub async fn execute(
     plan: &QueryPlan,
     variables: &Map<String, Value>,
     transport: &dyn Transport,
+    urls: &std::collections::BTreeMap<String, String>,
 ) -> Executed {
     let state = State {
         transport,
+        urls,
         variables,
         data: Mutex::new(Value::Object(Map::new())),
         errors: Mutex::new(Vec::new()),
@@ -203,6 +208,22 @@ fn parse_response(subgraph: &str, response: Value) -> Result<(Value, Vec<Value>)
     Ok((data, errors))
 }
 
+async fn send(
+    state: &State<'_>,
+    fetch: &FetchNode,
+    request: crate::transport::SubgraphRequest,
+) -> Result<(Value, Vec<Value>), TransportError> {
+    let url = state
+        .urls
+        .get(&fetch.service_name)
+        .map_or("", String::as_str);
+    let response = state
+        .transport
+        .send(&fetch.service_name, url, request)
+        .await?;
+    parse_response(&fetch.service_name, response)
+}
+
 async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePathSegment]) {
     if path.is_empty() {
         root_fetch(state, fetch).await;
@@ -216,11 +237,7 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
         query: fetch.operation.document_str.clone(),
         variables: fetch_variables(state, fetch),
     };
-    let answer = state
-        .transport
-        .send(&fetch.service_name, request)
-        .await
-        .and_then(|response| parse_response(&fetch.service_name, response));
+    let answer = send(state, fetch, request).await;
     match answer {
         Ok((data, errors)) => {
             let mut data = data;
@@ -375,11 +392,7 @@ async fn entity_fetch(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodeP
         query: fetch.operation.document_str.clone(),
         variables,
     };
-    let answer = state
-        .transport
-        .send(&fetch.service_name, request)
-        .await
-        .and_then(|response| parse_response(&fetch.service_name, response));
+    let answer = send(state, fetch, request).await;
     let (data, errors) = match answer {
         Ok(answer) => answer,
         Err(error) => {

@@ -7,9 +7,11 @@
 //!   normalized operation);
 //! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree;
 //! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says;
-//! - [`pipeline`]: the stages above in order, for one request.
+//! - [`pipeline`]: the stages above in order, for one request;
+//! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service.
 
 pub mod execution;
+pub mod http;
 pub mod pipeline;
 pub mod planning;
 pub mod projection;

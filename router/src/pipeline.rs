@@ -70,8 +70,13 @@ impl Router {
                 });
             }
         };
-        let executed =
-            execution::execute(&planned.plan, &request.variables, self.transport.as_ref()).await;
+        let executed = execution::execute(
+            &planned.plan,
+            &request.variables,
+            self.transport.as_ref(),
+            supergraph.subgraphs(),
+        )
+        .await;
         let mut errors = executed.errors;
         let data = projection::project(
             &planned.operation,

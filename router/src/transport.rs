@@ -36,13 +36,74 @@ pub enum TransportError {
     Garbage { subgraph: String, reason: String },
 }
 
-/// Sends requests to subgraphs by name.
+/// Sends requests to subgraphs by name (and URL, as the supergraph gives it).
 pub trait Transport: Send + Sync {
     fn send<'a>(
         &'a self,
         subgraph: &'a str,
+        url: &'a str,
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>>;
+}
+
+/// Reaches subgraphs over HTTP/1.1 (or h2 where offered) with one pooled client, each request
+/// bounded by a timeout.
+pub struct Http {
+    client: reqwest::Client,
+    timeout: std::time::Duration,
+}
+
+impl Http {
+    pub fn new(timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .pool_max_idle_per_host(64)
+                .build()?,
+            timeout,
+        })
+    }
+}
+
+impl Transport for Http {
+    fn send<'a>(
+        &'a self,
+        subgraph: &'a str,
+        url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<Value, TransportError>> {
+        Box::pin(async move {
+            let unavailable = |reason: String| TransportError::Unavailable {
+                subgraph: subgraph.to_owned(),
+                reason,
+            };
+            let response = self
+                .client
+                .post(url)
+                .timeout(self.timeout)
+                .header(
+                    "accept",
+                    "application/graphql-response+json, application/json",
+                )
+                .json(&request.to_json())
+                .send()
+                .await
+                .map_err(|e| unavailable(e.without_url().to_string()))?;
+            let status = response.status();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| unavailable(e.without_url().to_string()))?;
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(body) => Ok(body),
+                Err(_) if !status.is_success() => Err(unavailable(format!("HTTP {status}"))),
+                Err(error) => Err(TransportError::Garbage {
+                    subgraph: subgraph.to_owned(),
+                    reason: format!("not JSON: {error}"),
+                }),
+            }
+        })
+    }
 }
 
 /// A subgraph the router can call in its own process.
@@ -68,6 +129,7 @@ impl Transport for InProcess {
     fn send<'a>(
         &'a self,
         subgraph: &'a str,
+        _url: &'a str,
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
         Box::pin(async move {

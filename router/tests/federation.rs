@@ -5,124 +5,13 @@
 
 use std::sync::Arc;
 
-use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
+mod support;
+
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
+use gospelib_router::transport::InProcess;
 use serde_json::{Map, Value, json};
-
-const SDL: &str = include_str!("fixtures/products-reviews.graphql");
-
-// ---- the products subgraph ----
-
-#[derive(SimpleObject, Clone)]
-struct Product {
-    upc: String,
-    name: Option<String>,
-}
-
-fn catalogue() -> Vec<Product> {
-    [("1", "Table"), ("2", "Couch"), ("3", "Chair")]
-        .into_iter()
-        .map(|(upc, name)| Product {
-            upc: upc.into(),
-            name: Some(name.into()),
-        })
-        .collect()
-}
-
-struct ProductsQuery;
-
-#[Object]
-impl ProductsQuery {
-    async fn top_products(&self, #[graphql(default = 5)] first: i32) -> Vec<Product> {
-        catalogue().into_iter().take(first as usize).collect()
-    }
-
-    #[graphql(entity)]
-    async fn find_product_by_upc(&self, upc: String) -> Option<Product> {
-        catalogue().into_iter().find(|p| p.upc == upc)
-    }
-}
-
-// ---- the reviews subgraph ----
-
-struct ReviewedProduct {
-    upc: String,
-}
-
-#[derive(SimpleObject)]
-struct Review {
-    body: Option<String>,
-}
-
-#[Object(name = "Product")]
-impl ReviewedProduct {
-    async fn upc(&self) -> &str {
-        &self.upc
-    }
-
-    async fn reviews(&self) -> async_graphql::Result<Vec<Review>> {
-        match self.upc.as_str() {
-            "3" => Err("reviews of product 3 are unavailable".into()),
-            upc => Ok(vec![Review {
-                body: Some(format!("review of {upc}")),
-            }]),
-        }
-    }
-}
-
-struct ReviewsQuery;
-
-#[Object]
-impl ReviewsQuery {
-    #[graphql(entity)]
-    async fn find_product_by_upc(&self, upc: String) -> ReviewedProduct {
-        ReviewedProduct { upc }
-    }
-
-    /// Not in the supergraph: a subgraph may have more than it exposes.
-    async fn review_count(&self) -> i32 {
-        3
-    }
-}
-
-/// An async-graphql schema as a router-local subgraph.
-struct Local<Q: async_graphql::ObjectType + 'static>(Schema<Q, EmptyMutation, EmptySubscription>);
-
-impl<Q: async_graphql::ObjectType + 'static> LocalSubgraph for Local<Q> {
-    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
-        Box::pin(async move {
-            let request: async_graphql::Request = serde_json::from_value(request).unwrap();
-            serde_json::to_value(self.0.execute(request).await).unwrap()
-        })
-    }
-}
-
-/// A subgraph that answers something that is not GraphQL.
-struct Garbage;
-
-impl LocalSubgraph for Garbage {
-    fn execute(&self, _request: Value) -> BoxFuture<'_, Value> {
-        Box::pin(async { json!(["not", "graphql"]) })
-    }
-}
-
-fn products() -> Arc<dyn LocalSubgraph> {
-    Arc::new(Local(
-        Schema::build(ProductsQuery, EmptyMutation, EmptySubscription)
-            .enable_federation()
-            .finish(),
-    ))
-}
-
-fn reviews() -> Arc<dyn LocalSubgraph> {
-    Arc::new(Local(
-        Schema::build(ReviewsQuery, EmptyMutation, EmptySubscription)
-            .enable_federation()
-            .finish(),
-    ))
-}
+use support::{Garbage, SDL, products, reviews};
 
 fn router(transport: InProcess) -> Router {
     Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))

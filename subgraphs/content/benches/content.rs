@@ -155,6 +155,7 @@ async fn main() {
     let (subgraph, _) = schema::subgraph(namespace.clone(), &clients);
     let (app, _) = build_app(AppSpec {
         service: "bench".to_owned(),
+        gateway: None,
         subgraphs: vec![subgraph],
         dependencies: vec![],
         max_body_bytes: 1 << 20,

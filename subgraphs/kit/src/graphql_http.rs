@@ -1,5 +1,5 @@
-//! GraphQL over HTTP for one subgraph: `POST` with a JSON body, `GET` with query parameters
-//! (queries only: a mutation over `GET` is refused with 405).
+//! GraphQL over HTTP for one [`GraphQlService`] (a subgraph, or the router): `POST` with a JSON
+//! body, `GET` with query parameters (queries only: a mutation over `GET` is refused with 405).
 //!
 //! The response is `application/graphql-response+json` when the client accepts it (then a
 //! request that could not be executed at all gets 400) and `application/json` otherwise (always
@@ -15,17 +15,52 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::errors::{ErrorCode, code_of};
+use crate::errors::ErrorCode;
 use crate::metrics::Metrics;
-use crate::subgraph::Subgraph;
+use crate::stores::BoxFuture;
+use crate::subgraph::GraphQlExecutor;
 
 const JSON: &str = "application/json";
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
-/// What the handlers need: the subgraph and the process's metrics.
+pub use axum::http::HeaderName;
+
+/// A GraphQL response body, with any headers the service wants on the HTTP response.
+pub struct ServiceResponse {
+    pub body: serde_json::Value,
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+/// What answers GraphQL requests over HTTP: a subgraph's executor, or the router.
+pub trait GraphQlService: Send + Sync + 'static {
+    fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse>;
+}
+
+/// A subgraph's executor as a service.
+pub struct ExecutorService(pub Arc<dyn GraphQlExecutor>);
+
+impl GraphQlService for ExecutorService {
+    fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
+        Box::pin(async move {
+            let response = self.0.execute(request).await;
+            let body = serde_json::to_value(&response).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not serialise a GraphQL response");
+                serde_json::json!({"errors": [{"message": crate::errors::INTERNAL_MESSAGE,
+                    "extensions": {"code": ErrorCode::InternalError.as_str()}}]})
+            });
+            ServiceResponse {
+                body,
+                headers: Vec::new(),
+            }
+        })
+    }
+}
+
+/// What the handlers need: the service, its name in metrics, and the process's metrics.
 #[derive(Clone)]
 pub struct GraphQlEndpoint {
-    pub subgraph: Subgraph,
+    pub name: String,
+    pub service: Arc<dyn GraphQlService>,
     pub metrics: Metrics,
 }
 
@@ -219,33 +254,35 @@ async fn execute(
             "missing the `query` field",
         );
     }
-    let response = endpoint.subgraph.executor.execute(request).await;
-    for error in &response.errors {
-        endpoint
-            .metrics
-            .count_graphql_error(&endpoint.subgraph.name, code_of(error));
+    let response = endpoint.service.call(request).await;
+    let errors = response.body.get("errors").and_then(|e| e.as_array());
+    for error in errors.into_iter().flatten() {
+        let code = error["extensions"]["code"].as_str();
+        endpoint.metrics.count_graphql_error(&endpoint.name, code);
     }
     // Under graphql-response+json a request that produced no data at all is a client error.
+    let no_data = response
+        .body
+        .get("data")
+        .is_none_or(serde_json::Value::is_null);
     let status = if media_type == MediaType::GraphQlResponseJson
-        && response.data == async_graphql::Value::Null
-        && response.is_err()
+        && no_data
+        && errors.is_some_and(|e| !e.is_empty())
     {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    let body = match serde_json::to_vec(&response) {
-        Ok(body) => body,
-        Err(error) => {
-            tracing::error!(%error, "could not serialise a GraphQL response");
-            return request_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::InternalError,
-                crate::errors::INTERNAL_MESSAGE,
-            );
-        }
-    };
-    (status, [(header::CONTENT_TYPE, media_type.as_str())], body).into_response()
+    let mut http = (
+        status,
+        [(header::CONTENT_TYPE, media_type.as_str())],
+        response.body.to_string(),
+    )
+        .into_response();
+    for (name, value) in response.headers {
+        http.headers_mut().insert(name, value);
+    }
+    http
 }
 
 fn not_acceptable() -> Response {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::errors::ErrorCode;
-use crate::graphql_http::{self, GraphQlEndpoint, request_error};
+use crate::graphql_http::{self, ExecutorService, GraphQlEndpoint, GraphQlService, request_error};
 use crate::metrics::Metrics;
 use crate::stores::{Dependency, Need, check_readiness};
 use crate::subgraph::Subgraph;
@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub struct AppSpec {
     /// The process's name in metrics (`gospelib`, or a subgraph's name when alone).
     pub service: String,
+    /// The router, served at `/graphql`, when the process runs it.
+    pub gateway: Option<Arc<dyn GraphQlService>>,
     pub subgraphs: Vec<Subgraph>,
     /// Stores the process needs beyond its subgraphs' own.
     pub dependencies: Vec<Dependency>,
@@ -64,16 +66,28 @@ pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
     let mut known_paths: HashSet<String> =
         ["/health", "/ready", "/metrics"].map(str::to_owned).into();
     let mut app = Router::new();
-    let alone = spec.subgraphs.len() == 1;
-    for subgraph in spec.subgraphs {
-        let path = format!("/subgraphs/{}/graphql", subgraph.name);
+    let graphql_routes = |name: String, service: Arc<dyn GraphQlService>| {
         let endpoint = Arc::new(GraphQlEndpoint {
-            subgraph,
+            name,
+            service,
             metrics: metrics.clone(),
         });
-        let routes = axum::routing::get(graphql_http::get)
+        axum::routing::get(graphql_http::get)
             .post(graphql_http::post)
-            .with_state(endpoint);
+            .with_state(endpoint)
+    };
+    // `/graphql` is the router's; a process serving one subgraph alone lends it to that one.
+    let alone = spec.gateway.is_none() && spec.subgraphs.len() == 1;
+    if let Some(gateway) = spec.gateway {
+        app = app.route("/graphql", graphql_routes("router".to_owned(), gateway));
+        known_paths.insert("/graphql".to_owned());
+    }
+    for subgraph in spec.subgraphs {
+        let path = format!("/subgraphs/{}/graphql", subgraph.name);
+        let routes = graphql_routes(
+            subgraph.name.clone(),
+            Arc::new(ExecutorService(subgraph.executor.clone())),
+        );
         if alone {
             app = app.route("/graphql", routes.clone());
             known_paths.insert("/graphql".to_owned());

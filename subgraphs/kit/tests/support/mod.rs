@@ -97,6 +97,7 @@ pub async fn start_with_limit(
 ) -> TestServer {
     let (app, _metrics) = build_app(AppSpec {
         service: "test".to_owned(),
+        gateway: None,
         subgraphs,
         dependencies,
         max_body_bytes,

@@ -1,0 +1,108 @@
+//! `gospelib-router --supergraph <file>`: the router alone, in front of subgraphs reached over
+//! HTTP at the URLs the supergraph gives. Listens on `GOSPELIB_ROUTER_LISTEN`
+//! (default `127.0.0.1:4000`) and serves `/graphql`, `/health`, `/ready`, `/metrics`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use gospelib_kit::config::{ConfigReader, Env};
+use gospelib_kit::server::{AppSpec, DEFAULT_MAX_BODY_BYTES, build_app, serve, shutdown_signal};
+use gospelib_router::http::RouterService;
+use gospelib_router::pipeline::Router;
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::Http;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gospelib-router",
+    version,
+    about = "The GospeLib federation router, standalone."
+)]
+struct Cli {
+    /// The supergraph SDL (Federation 2, join spec v0.3–v0.5).
+    #[arg(long)]
+    supergraph: PathBuf,
+}
+
+struct Settings {
+    listen: SocketAddr,
+    max_body_bytes: usize,
+    shutdown_grace: Duration,
+    subgraph_timeout: Duration,
+}
+
+fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
+    let mut reader = ConfigReader::new(env);
+    let listen = reader.socket_addr(
+        "GOSPELIB_ROUTER_LISTEN",
+        "127.0.0.1:4000".parse().expect("valid"),
+    );
+    let max_body = reader.number(
+        "GOSPELIB_MAX_BODY_BYTES",
+        DEFAULT_MAX_BODY_BYTES as u64,
+        1024,
+        64 << 20,
+    );
+    let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
+    let timeout = reader.number("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", 10_000, 1, 600_000);
+    reader.finish()?;
+    let present = "present once finish() succeeded";
+    Ok(Settings {
+        listen: listen.expect(present),
+        max_body_bytes: max_body.expect(present) as usize,
+        shutdown_grace: Duration::from_secs(grace.expect(present)),
+        subgraph_timeout: Duration::from_millis(timeout.expect(present)),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    gospelib_kit::telemetry::init_json_logs();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gospelib-router: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(config) = error.downcast_ref::<gospelib_kit::config::ConfigError>() {
+                eprint!("gospelib-router: {config}");
+                return ExitCode::from(2);
+            }
+            eprintln!("gospelib-router: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = settings(&Env::from_process())?;
+    let sdl = std::fs::read_to_string(&cli.supergraph)
+        .with_context(|| format!("reading {}", cli.supergraph.display()))?;
+    let supergraph =
+        Supergraph::parse(&sdl, None).with_context(|| format!("{}", cli.supergraph.display()))?;
+    let version = supergraph.version.to_string();
+    let transport = Http::new(settings.subgraph_timeout).context("HTTP client")?;
+    let router = Arc::new(Router::new(supergraph, Arc::new(transport)));
+    let (app, _metrics) = build_app(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(RouterService(router))),
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes: settings.max_body_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(address = %settings.listen, supergraph = %version, "gospelib-router serving");
+    serve(listener, app, shutdown_signal(), settings.shutdown_grace).await?;
+    Ok(())
+}

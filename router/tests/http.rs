@@ -1,0 +1,184 @@
+//! The router over HTTP in front of subgraphs over HTTP: the same answers as in process, the
+//! supergraph version in a header, and a subgraph that is down or too slow costing only its
+//! fields while the router stays up.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_kit::Subgraph;
+use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_router::http::{RouterService, VERSION_HEADER};
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{Http, InProcess};
+use serde_json::{Value, json};
+use support::{SDL, products, products_schema, reviews, reviews_schema};
+
+/// Serves an app on a free loopback port until the returned sender is dropped.
+async fn start(spec: AppSpec) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (app, _) = build_app(spec);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    (format!("http://{address}"), stop)
+}
+
+fn subgraph_spec(name: &str, executor: Arc<dyn gospelib_kit::GraphQlExecutor>) -> AppSpec {
+    AppSpec {
+        service: name.to_owned(),
+        gateway: None,
+        subgraphs: vec![Subgraph {
+            name: name.to_owned(),
+            executor,
+            dependencies: Vec::new(),
+        }],
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+    }
+}
+
+/// A router over HTTP whose supergraph points at the given subgraph URLs.
+async fn router_at(
+    products_url: &str,
+    reviews_url: &str,
+    timeout: Duration,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let sdl = SDL
+        .replace("http://127.0.0.1:4001/graphql", products_url)
+        .replace("http://127.0.0.1:4002/graphql", reviews_url);
+    let router = Router::new(
+        Supergraph::parse(&sdl, None).unwrap(),
+        Arc::new(Http::new(timeout).unwrap()),
+    );
+    start(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(RouterService(Arc::new(router)))),
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+    })
+    .await
+}
+
+async fn post(url: &str, query: &str) -> (reqwest::header::HeaderMap, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    (headers, response.json().await.unwrap())
+}
+
+const QUERY: &str = "{ topProducts { upc name reviews { body } } }";
+
+#[tokio::test]
+async fn over_http_the_answers_equal_the_in_process_ones() {
+    let (products_url, _p) = start(subgraph_spec("products", Arc::new(products_schema()))).await;
+    let (reviews_url, _r) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
+    let (router_url, _router) = router_at(
+        &format!("{products_url}/graphql"),
+        &format!("{reviews_url}/graphql"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let (headers, over_http) = post(&router_url, QUERY).await;
+
+    let in_process = Router::new(
+        Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(
+            InProcess::default()
+                .with("products", products())
+                .with("reviews", reviews()),
+        ),
+    )
+    .execute(&GraphQlRequest {
+        query: QUERY.to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(over_http["data"], in_process["data"]);
+    assert_eq!(over_http["errors"], in_process["errors"]);
+    assert_eq!(
+        over_http["data"]["topProducts"][0],
+        json!({"upc": "1", "name": "Table", "reviews": [{"body": "review of 1"}]})
+    );
+    let version = headers[VERSION_HEADER].to_str().unwrap();
+    assert_eq!(over_http["extensions"]["supergraphVersion"], version);
+}
+
+#[tokio::test]
+async fn a_subgraph_that_is_down_or_silent_costs_only_its_fields() {
+    let (products_url, _p) = start(subgraph_spec("products", Arc::new(products_schema()))).await;
+    // Nothing listens here: connection refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (router_url, _router) = router_at(
+        &format!("{products_url}/graphql"),
+        &format!("http://{closed}/graphql"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let (_, body) = post(
+        &router_url,
+        "{ topProducts(first: 1) { name reviews { body } } }",
+    )
+    .await;
+    assert_eq!(
+        body["data"],
+        json!({"topProducts": [{"name": "Table", "reviews": null}]})
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+
+    // Accepts connections and never answers: the per-subgraph timeout ends the wait.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/graphql", silent.local_addr().unwrap());
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let (router_url, _router) = router_at(
+        &format!("{products_url}/graphql"),
+        &silent_url,
+        Duration::from_millis(300),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (_, body) = post(
+        &router_url,
+        "{ topProducts(first: 1) { name reviews { body } } }",
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        body["data"],
+        json!({"topProducts": [{"name": "Table", "reviews": null}]})
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+
+    // The router is still up.
+    let health = reqwest::get(format!("{router_url}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+}

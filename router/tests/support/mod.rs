@@ -1,0 +1,142 @@
+//! Two purpose-built subgraphs (products, reviews) for the router's tests, and an adapter that
+//! runs an async-graphql schema as a router-local subgraph.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
+use gospelib_router::transport::{BoxFuture, LocalSubgraph};
+use serde_json::{Value, json};
+
+/// The supergraph of the two, with placeholder URLs (`http://127.0.0.1:4001/graphql` for
+/// products, `…:4002…` for reviews).
+pub const SDL: &str = include_str!("../fixtures/products-reviews.graphql");
+
+// ---- the products subgraph ----
+
+#[derive(SimpleObject, Clone)]
+struct Product {
+    upc: String,
+    name: Option<String>,
+}
+
+fn catalogue() -> Vec<Product> {
+    [("1", "Table"), ("2", "Couch"), ("3", "Chair")]
+        .into_iter()
+        .map(|(upc, name)| Product {
+            upc: upc.into(),
+            name: Some(name.into()),
+        })
+        .collect()
+}
+
+pub struct ProductsQuery;
+
+#[Object]
+impl ProductsQuery {
+    async fn top_products(&self, #[graphql(default = 5)] first: i32) -> Vec<Product> {
+        catalogue().into_iter().take(first as usize).collect()
+    }
+
+    #[graphql(entity)]
+    async fn find_product_by_upc(&self, upc: String) -> Option<Product> {
+        catalogue().into_iter().find(|p| p.upc == upc)
+    }
+}
+
+// ---- the reviews subgraph ----
+
+struct ReviewedProduct {
+    upc: String,
+}
+
+#[derive(SimpleObject)]
+struct Review {
+    body: Option<String>,
+}
+
+#[Object(name = "Product")]
+impl ReviewedProduct {
+    async fn upc(&self) -> &str {
+        &self.upc
+    }
+
+    async fn reviews(&self) -> async_graphql::Result<Vec<Review>> {
+        match self.upc.as_str() {
+            "3" => Err("reviews of product 3 are unavailable".into()),
+            upc => Ok(vec![Review {
+                body: Some(format!("review of {upc}")),
+            }]),
+        }
+    }
+}
+
+pub struct ReviewsQuery;
+
+#[Object]
+impl ReviewsQuery {
+    #[graphql(entity)]
+    async fn find_product_by_upc(&self, upc: String) -> ReviewedProduct {
+        ReviewedProduct { upc }
+    }
+
+    /// Not in the supergraph: a subgraph may have more than it exposes.
+    async fn review_count(&self) -> i32 {
+        3
+    }
+}
+
+/// An async-graphql schema as a router-local subgraph.
+pub struct Local<Q: async_graphql::ObjectType + 'static>(
+    Schema<Q, EmptyMutation, EmptySubscription>,
+);
+
+impl<Q: async_graphql::ObjectType + 'static> LocalSubgraph for Local<Q> {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let request: async_graphql::Request = serde_json::from_value(request).unwrap();
+            serde_json::to_value(self.0.execute(request).await).unwrap()
+        })
+    }
+}
+
+/// A subgraph that answers something that is not GraphQL.
+pub struct Garbage;
+
+impl LocalSubgraph for Garbage {
+    fn execute(&self, _request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async { json!(["not", "graphql"]) })
+    }
+}
+
+pub fn products() -> Arc<dyn LocalSubgraph> {
+    Arc::new(Local(
+        Schema::build(ProductsQuery, EmptyMutation, EmptySubscription)
+            .enable_federation()
+            .finish(),
+    ))
+}
+
+pub fn reviews() -> Arc<dyn LocalSubgraph> {
+    Arc::new(Local(
+        Schema::build(ReviewsQuery, EmptyMutation, EmptySubscription)
+            .enable_federation()
+            .finish(),
+    ))
+}
+
+pub type ProductsSchema = Schema<ProductsQuery, EmptyMutation, EmptySubscription>;
+pub type ReviewsSchema = Schema<ReviewsQuery, EmptyMutation, EmptySubscription>;
+
+pub fn products_schema() -> ProductsSchema {
+    Schema::build(ProductsQuery, EmptyMutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+}
+
+pub fn reviews_schema() -> ReviewsSchema {
+    Schema::build(ReviewsQuery, EmptyMutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+}
