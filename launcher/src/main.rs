@@ -8,7 +8,9 @@
 //! configuration prints every problem and exits with status 2.
 
 mod corpus;
+mod gateway;
 mod parts;
+mod schema_files;
 mod settings;
 
 use std::process::ExitCode;
@@ -52,9 +54,26 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The schema files: each subgraph's SDL, the composed supergraph.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// The scripture corpus: import it from the source packages.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaCommand {
+    /// Write each subgraph's federation SDL to `<dir>/<name>.graphql`.
+    Export {
+        #[arg(long, default_value = "schema/subgraphs")]
+        dir: std::path::PathBuf,
+    },
+    /// Compose the subgraphs into the supergraph SDL.
+    Compose {
+        #[arg(long, default_value = "schema/supergraph.graphql")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +104,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { only } => run_serve(&env, &only).await,
             Command::Migrate => run_migrate(&env).await,
+            Command::Schema(SchemaCommand::Export { dir }) => schema_files::export(&dir),
+            Command::Schema(SchemaCommand::Compose { out }) => schema_files::compose_to(&out),
             Command::Ingest { corpus, dry_run } => corpus::run_ingest(&env, &corpus, dry_run).await,
             Command::Corpus(CorpusCommand::Import { data, fixture }) => {
                 corpus::run_import(&data, fixture.as_deref())
@@ -116,9 +137,16 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     }
     let whole_platform = only.is_empty();
     let (subgraphs, dependencies) = parts::assemble(&chosen, whole_platform, &clients);
+    // The whole platform in one process: the router at /graphql reaches the subgraphs in
+    // process, on a supergraph composed from their SDLs at start-up.
+    let gateway = if whole_platform {
+        Some(gateway::in_process(&subgraphs, settings.listen).context("the supergraph")?)
+    } else {
+        None
+    };
     let (app, _metrics) = build_app(AppSpec {
         service: "gospelib".to_owned(),
-        gateway: None,
+        gateway,
         subgraphs,
         dependencies,
         max_body_bytes: settings.max_body_bytes,

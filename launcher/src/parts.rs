@@ -13,12 +13,15 @@ pub struct Part {
     pub name: &'static str,
     /// Builds the part's subgraph on the process's shared connections.
     pub build: fn(&StoreClients) -> Subgraph,
+    /// The part's federation SDL, without any store.
+    pub sdl: fn() -> String,
 }
 
 /// Every part this build contains, in start-up order.
 pub const PARTS: &[Part] = &[Part {
     name: gospelib_content::schema::NAME,
     build: content,
+    sdl: gospelib_content::schema::federation_sdl,
 }];
 
 fn content(clients: &StoreClients) -> Subgraph {

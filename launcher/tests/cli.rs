@@ -302,3 +302,52 @@ fn corpus_import_converts_the_real_packages_and_reproduces_the_fixture() {
     }
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+#[test]
+fn serve_routes_graphql_through_the_router_to_the_subgraphs() {
+    let port = free_port();
+    let mut vars = stack_vars();
+    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
+    let mut child = gospelib(&["serve"], &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (version, body) = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{base}/health")).await.is_err() {
+            assert!(Instant::now() < deadline, "gospelib serve did not answer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let response = reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .json(&serde_json::json!({"query": "{ passage(id: \"john.3.99\") { id } book(id: \"Bad!\") { id } }"}))
+            .send()
+            .await
+            .unwrap();
+        let version = response.headers()["x-supergraph-version"].to_str().unwrap().to_owned();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (version, body)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"passage": null, "book": null}),
+        "{body}"
+    );
+    let mut codes: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["extensions"]["code"].as_str().unwrap())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["PASSAGE_NOT_FOUND", "VALIDATION_ERROR"], "{body}");
+    assert_eq!(body["extensions"]["supergraphVersion"], version);
+}

@@ -32,6 +32,14 @@ pub type ContentSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 /// The subgraph's name.
 pub const NAME: &str = "content";
 
+/// The subgraph's federation SDL (what `_service { sdl }` answers); needs no store.
+pub fn federation_sdl() -> String {
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+        .federation_sdl()
+}
+
 /// The content schema with the shared clients every request uses.
 pub struct ContentService {
     schema: ContentSchema,
