@@ -13,12 +13,14 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The tests of this file run one at a time: each starts real servers on ports it picked, and
+/// two picking at once could pick the same.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct IsolatedStack {
@@ -33,16 +35,20 @@ impl IsolatedStack {
             .join("target")
             .join(format!("stack-test-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        Self {
-            dir,
-            ports: [
-                ("GOSPELIB_PG_PORT", free_port()),
-                ("GOSPELIB_REDIS_PORT", free_port()),
-                ("GOSPELIB_FALKORDB_PORT", free_port()),
-                ("GOSPELIB_TYPESENSE_PORT", free_port()),
-                ("GOSPELIB_TYPESENSE_PEERING_PORT", free_port()),
-            ],
-        }
+        // Hold every listener until all five ports are chosen, so no two can be the same.
+        let held: Vec<std::net::TcpListener> = (0..5)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |i: usize| held[i].local_addr().unwrap().port();
+        let ports = [
+            ("GOSPELIB_PG_PORT", port(0)),
+            ("GOSPELIB_REDIS_PORT", port(1)),
+            ("GOSPELIB_FALKORDB_PORT", port(2)),
+            ("GOSPELIB_TYPESENSE_PORT", port(3)),
+            ("GOSPELIB_TYPESENSE_PEERING_PORT", port(4)),
+        ];
+        drop(held);
+        Self { dir, ports }
     }
 
     fn port(&self, variable: &str) -> u16 {
@@ -175,6 +181,7 @@ fn wait_until_gone(pid: u32) {
 
 #[test]
 fn up_is_idempotent_status_tells_the_truth_and_down_stops_what_up_started() {
+    let _serial = one_at_a_time();
     let stack = IsolatedStack::new("idempotent");
     let servers = [
         ("postgres", "GOSPELIB_PG_PORT"),
@@ -241,6 +248,7 @@ fn up_is_idempotent_status_tells_the_truth_and_down_stops_what_up_started() {
 
 #[test]
 fn a_server_found_running_is_reused_and_left_running() {
+    let _serial = one_at_a_time();
     let stack = IsolatedStack::new("reuse");
     let port = stack.port("GOSPELIB_REDIS_PORT");
     let _external = OwnServer::redis(port);
@@ -264,6 +272,7 @@ fn a_server_found_running_is_reused_and_left_running() {
 
 #[test]
 fn a_port_held_by_the_wrong_kind_of_server_is_refused() {
+    let _serial = one_at_a_time();
     let stack = IsolatedStack::new("wrong-kind");
     // A plain Redis where FalkorDB should be: it answers PING but has no graph module.
     let port = stack.port("GOSPELIB_FALKORDB_PORT");

@@ -3,7 +3,8 @@
 //! A request goes through these stages, one module each:
 //! - [`supergraph`]: the versioned supergraph the router serves (its SDL, content hash, subgraph
 //!   endpoints and query planner);
-//! - [`planning`]: parse → normalize → plan, with plans cached per (supergraph version,
+//! - [`validation`]: the operation's size limits and the spec's validation rules;
+//! - [`planning`]: parse → validate → normalize → plan, with plans cached per (supergraph version,
 //!   normalized operation);
 //! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree;
 //! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says;
@@ -17,3 +18,4 @@ pub mod planning;
 pub mod projection;
 pub mod supergraph;
 pub mod transport;
+pub mod validation;

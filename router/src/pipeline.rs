@@ -10,6 +10,40 @@ use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, PlanningError};
 use crate::projection;
 use crate::supergraph::Supergraph;
 use crate::transport::Transport;
+use crate::validation::Limits;
+
+/// The GraphQL errors of a request that could not be planned, with their locations.
+fn planning_errors(error: &PlanningError) -> Value {
+    let error_value = |message: &str, locations: &[(usize, usize)], code: &str| {
+        let mut value = json!({ "message": message, "extensions": { "code": code } });
+        if !locations.is_empty() {
+            value["locations"] = locations
+                .iter()
+                .map(|(line, column)| json!({ "line": line, "column": column }))
+                .collect();
+        }
+        value
+    };
+    match error {
+        PlanningError::Syntax(message) => json!([error_value(
+            &format!("syntax error: {message}"),
+            &[],
+            "INVALID_REQUEST"
+        )]),
+        PlanningError::Limit(problem) => json!([error_value(
+            &problem.message,
+            &problem.locations,
+            "VALIDATION_ERROR"
+        )]),
+        PlanningError::Invalid(problems) => problems
+            .iter()
+            .map(|p| error_value(&p.message, &p.locations, "VALIDATION_ERROR"))
+            .collect(),
+        PlanningError::Unplannable(message) => {
+            json!([error_value(message, &[], "VALIDATION_ERROR")])
+        }
+    }
+}
 
 /// A GraphQL request as the client sent it.
 #[derive(Debug, Clone, Default)]
@@ -27,10 +61,19 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router with the default operation limits.
     pub fn new(supergraph: Supergraph, transport: Arc<dyn Transport>) -> Self {
+        Self::with_limits(supergraph, transport, Limits::default())
+    }
+
+    pub fn with_limits(
+        supergraph: Supergraph,
+        transport: Arc<dyn Transport>,
+        limits: Limits,
+    ) -> Self {
         Self {
             supergraph: RwLock::new(Arc::new(supergraph)),
-            plans: PlanCache::new(DEFAULT_PLAN_CACHE_SIZE),
+            plans: PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, limits),
             transport,
         }
     }
@@ -60,14 +103,7 @@ impl Router {
         ) {
             Ok(planned) => planned,
             Err(error) => {
-                let code = match error {
-                    PlanningError::Syntax(_) => "INVALID_REQUEST",
-                    PlanningError::Invalid(_) | PlanningError::Unplannable(_) => "VALIDATION_ERROR",
-                };
-                return json!({
-                    "errors": [{ "message": error.to_string(), "extensions": { "code": code } }],
-                    "extensions": version,
-                });
+                return json!({ "errors": planning_errors(&error), "extensions": version });
             }
         };
         let executed = execution::execute(

@@ -12,21 +12,25 @@ use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::graph::PlannerOverrideContext;
 use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::utils::cancellation::CancellationToken;
-use hive_router_query_planner::utils::parsing::safe_parse_operation;
+use hive_router_query_planner::utils::parsing::safe_parse_operation_with_token_limit;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 use crate::supergraph::Supergraph;
+use crate::validation::{Limits, Problem, check_limits, validate_operation};
 
-/// Why an operation could not be planned; each maps to a GraphQL error for the client.
+/// Why an operation could not be planned; each maps to GraphQL errors for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanningError {
-    /// The document is not GraphQL (a `GRAPHQL_PARSE_FAILED` for the client).
+    /// The document is not GraphQL.
     #[error("syntax error: {0}")]
     Syntax(String),
-    /// The document does not fit the schema, or names no usable operation.
-    #[error("{0}")]
-    Invalid(String),
+    /// The operation is larger than the limits allow.
+    #[error("{}", .0.message)]
+    Limit(Problem),
+    /// The document breaks the spec's validation rules, or names no usable operation.
+    #[error("{}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
     /// The planner could not find a way to resolve the operation.
     #[error("the operation cannot be planned: {0}")]
     Unplannable(String),
@@ -59,14 +63,21 @@ type PlanKey = (String, [u8; 32]);
 pub struct PlanCache {
     plans: Mutex<LruCache<PlanKey, Arc<Planned>>>,
     stats: Mutex<CacheStats>,
+    limits: Limits,
 }
 
 impl PlanCache {
+    /// A cache of `capacity` plans, with the default operation limits.
     pub fn new(capacity: usize) -> Self {
+        Self::with_limits(capacity, Limits::default())
+    }
+
+    pub fn with_limits(capacity: usize, limits: Limits) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
             plans: Mutex::new(LruCache::new(capacity)),
             stats: Mutex::new(CacheStats::default()),
+            limits,
         }
     }
 
@@ -82,11 +93,34 @@ impl PlanCache {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<Planned>, PlanningError> {
-        let document =
-            safe_parse_operation(query).map_err(|e| PlanningError::Syntax(e.to_string()))?;
+        let document = safe_parse_operation_with_token_limit(query, self.limits.max_tokens)
+            .map_err(|e| {
+                let message = e.to_string();
+                if message.to_lowercase().contains("token limit") {
+                    PlanningError::Limit(Problem {
+                        message: format!(
+                            "the operation has more than the limit of {} tokens",
+                            self.limits.max_tokens
+                        ),
+                        locations: Vec::new(),
+                    })
+                } else {
+                    PlanningError::Syntax(message)
+                }
+            })?;
         let planner = supergraph.planner();
+        let problems = validate_operation(&planner.consumer_schema.document, &document);
+        if !problems.is_empty() {
+            return Err(PlanningError::Invalid(problems));
+        }
+        check_limits(&document, operation_name, &self.limits).map_err(PlanningError::Limit)?;
         let normalized = normalize_operation(&planner.supergraph, &document, operation_name)
-            .map_err(|e| PlanningError::Invalid(e.to_string()))?;
+            .map_err(|e| {
+                PlanningError::Invalid(vec![Problem {
+                    message: e.to_string(),
+                    locations: Vec::new(),
+                }])
+            })?;
         let printed = normalized.operation.to_string();
         let key: PlanKey = (
             supergraph.version.hash.clone(),
