@@ -9,13 +9,15 @@
 //! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree;
 //! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says;
 //! - [`pipeline`]: the stages above in order, for one request;
-//! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service.
+//! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service;
+//! - [`reload`]: a new supergraph swapped in without a restart.
 
 pub mod execution;
 pub mod http;
 pub mod pipeline;
 pub mod planning;
 pub mod projection;
+pub mod reload;
 pub mod supergraph;
 pub mod transport;
 pub mod validation;

@@ -1,6 +1,7 @@
 //! `gospelib-router --supergraph <file>`: the router alone, in front of subgraphs reached over
 //! HTTP at the URLs the supergraph gives. Listens on `GOSPELIB_ROUTER_LISTEN`
-//! (default `127.0.0.1:4000`) and serves `/graphql`, `/health`, `/ready`, `/metrics`.
+//! (default `127.0.0.1:4000`) and serves `/graphql`, `/health`, `/ready`, `/metrics`. The file
+//! is re-read every `GOSPELIB_ROUTER_RELOAD_MS`; a changed, valid supergraph is swapped in.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::Http;
+use gospelib_router::validation::Limits;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +36,8 @@ struct Settings {
     max_body_bytes: usize,
     shutdown_grace: Duration,
     subgraph_timeout: Duration,
+    reload_every: Duration,
+    limits: Limits,
 }
 
 fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
@@ -50,6 +54,32 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
     );
     let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
     let timeout = reader.number("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", 10_000, 1, 600_000);
+    let reload = reader.number("GOSPELIB_ROUTER_RELOAD_MS", 2_000, 100, 3_600_000);
+    let defaults = Limits::default();
+    let max_depth = reader.number(
+        "GOSPELIB_ROUTER_MAX_DEPTH",
+        defaults.max_depth as u64,
+        1,
+        1_000,
+    );
+    let max_aliases = reader.number(
+        "GOSPELIB_ROUTER_MAX_ALIASES",
+        defaults.max_aliases as u64,
+        0,
+        10_000,
+    );
+    let max_root_fields = reader.number(
+        "GOSPELIB_ROUTER_MAX_ROOT_FIELDS",
+        defaults.max_root_fields as u64,
+        1,
+        10_000,
+    );
+    let max_tokens = reader.number(
+        "GOSPELIB_ROUTER_MAX_TOKENS",
+        defaults.max_tokens as u64,
+        10,
+        1_000_000,
+    );
     reader.finish()?;
     let present = "present once finish() succeeded";
     Ok(Settings {
@@ -57,6 +87,13 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         max_body_bytes: max_body.expect(present) as usize,
         shutdown_grace: Duration::from_secs(grace.expect(present)),
         subgraph_timeout: Duration::from_millis(timeout.expect(present)),
+        reload_every: Duration::from_millis(reload.expect(present)),
+        limits: Limits {
+            max_tokens: max_tokens.expect(present) as usize,
+            max_depth: max_depth.expect(present) as usize,
+            max_aliases: max_aliases.expect(present) as usize,
+            max_root_fields: max_root_fields.expect(present) as usize,
+        },
     })
 }
 
@@ -91,7 +128,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Supergraph::parse(&sdl, None).with_context(|| format!("{}", cli.supergraph.display()))?;
     let version = supergraph.version.to_string();
     let transport = Http::new(settings.subgraph_timeout).context("HTTP client")?;
-    let router = Arc::new(Router::new(supergraph, Arc::new(transport)));
+    let router = Arc::new(Router::with_limits(
+        supergraph,
+        Arc::new(transport),
+        settings.limits,
+    ));
+    let watcher = tokio::spawn(gospelib_router::reload::watch_file(
+        router.clone(),
+        cli.supergraph.clone(),
+        settings.reload_every,
+    ));
     let (app, _metrics) = build_app(AppSpec {
         service: "router".to_owned(),
         gateway: Some(Arc::new(RouterService(router))),
@@ -104,5 +150,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(address = %settings.listen, supergraph = %version, "gospelib-router serving");
     serve(listener, app, shutdown_signal(), settings.shutdown_grace).await?;
+    watcher.abort();
     Ok(())
 }

@@ -175,6 +175,17 @@ pub async fn get(
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let has_query = params
+        .as_ref()
+        .is_ok_and(|Query(p)| p.query.as_deref().is_some_and(|q| !q.trim().is_empty()));
+    if crate::graphiql::wants_ide(accept, has_query) {
+        return (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            crate::graphiql::PAGE,
+        )
+            .into_response();
+    }
     let Some(media_type) = negotiate(&headers) else {
         return not_acceptable();
     };

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod errors;
+pub mod graphiql;
 pub mod graphql_http;
 pub mod metrics;
 pub mod migrations;

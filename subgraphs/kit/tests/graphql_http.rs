@@ -263,3 +263,22 @@ async fn metrics_count_requests_latency_and_graphql_errors() {
     assert!(text.contains(r#"gospelib_http_request_duration_seconds_count{route="/subgraphs/test/graphql",service="test"} 3"#), "{text}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn browsers_get_graphiql_at_get_graphql() {
+    let server = start(vec![test_subgraph(vec![])], vec![]).await;
+    let response = reqwest::Client::new()
+        .get(server.url("/graphql"))
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("GraphiQL.createFetcher"), "{page}");
+    server.stop().await.unwrap();
+}
