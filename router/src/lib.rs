@@ -7,13 +7,15 @@
 //! - [`planning`]: parse → validate → normalize → plan, with plans cached per (supergraph version,
 //!   normalized operation);
 //! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree;
-//! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says;
+//! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says,
+//!   with `__schema`/`__type` answered by [`introspection`];
 //! - [`pipeline`]: the stages above in order, for one request;
 //! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service;
 //! - [`reload`]: a new supergraph swapped in without a restart.
 
 pub mod execution;
 pub mod http;
+pub mod introspection;
 pub mod pipeline;
 pub mod planning;
 pub mod projection;

@@ -38,6 +38,7 @@ struct Settings {
     subgraph_timeout: Duration,
     reload_every: Duration,
     limits: Limits,
+    introspection: bool,
 }
 
 fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
@@ -74,6 +75,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         1,
         10_000,
     );
+    let introspection = reader.flag("GOSPELIB_ROUTER_INTROSPECTION", true);
     let max_tokens = reader.number(
         "GOSPELIB_ROUTER_MAX_TOKENS",
         defaults.max_tokens as u64,
@@ -88,6 +90,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         shutdown_grace: Duration::from_secs(grace.expect(present)),
         subgraph_timeout: Duration::from_millis(timeout.expect(present)),
         reload_every: Duration::from_millis(reload.expect(present)),
+        introspection: introspection.expect(present),
         limits: Limits {
             max_tokens: max_tokens.expect(present) as usize,
             max_depth: max_depth.expect(present) as usize,
@@ -128,11 +131,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Supergraph::parse(&sdl, None).with_context(|| format!("{}", cli.supergraph.display()))?;
     let version = supergraph.version.to_string();
     let transport = Http::new(settings.subgraph_timeout).context("HTTP client")?;
-    let router = Arc::new(Router::with_limits(
-        supergraph,
-        Arc::new(transport),
-        settings.limits,
-    ));
+    let mut router = Router::with_limits(supergraph, Arc::new(transport), settings.limits);
+    if !settings.introspection {
+        router = router.without_introspection();
+    }
+    let router = Arc::new(router);
     let watcher = tokio::spawn(gospelib_router::reload::watch_file(
         router.clone(),
         cli.supergraph.clone(),

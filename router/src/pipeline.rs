@@ -12,6 +12,17 @@ use crate::supergraph::Supergraph;
 use crate::transport::Transport;
 use crate::validation::Limits;
 
+/// Whether an operation asks for `__schema` or `__type`.
+fn asks_introspection(
+    operation: &hive_router_query_planner::ast::operation::OperationDefinition,
+) -> bool {
+    use hive_router_query_planner::ast::selection_item::SelectionItem;
+    operation.selection_set.items.iter().any(|item| {
+        matches!(item, SelectionItem::Field(field)
+            if crate::introspection::Introspection::is_introspection_field(&field.name))
+    })
+}
+
 /// The GraphQL errors of a request that could not be planned, with their locations.
 fn planning_errors(error: &PlanningError) -> Value {
     let error_value = |message: &str, locations: &[(usize, usize)], code: &str| {
@@ -58,6 +69,7 @@ pub struct Router {
     supergraph: RwLock<Arc<Supergraph>>,
     plans: PlanCache,
     transport: Arc<dyn Transport>,
+    introspection: bool,
 }
 
 impl Router {
@@ -75,7 +87,14 @@ impl Router {
             supergraph: RwLock::new(Arc::new(supergraph)),
             plans: PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, limits),
             transport,
+            introspection: true,
         }
+    }
+
+    /// Refuses `__schema` and `__type` (for deployments that do not publish their schema).
+    pub fn without_introspection(mut self) -> Self {
+        self.introspection = false;
+        self
     }
 
     /// The supergraph new requests use; requests in flight keep the one they started with.
@@ -106,6 +125,15 @@ impl Router {
                 return json!({ "errors": planning_errors(&error), "extensions": version });
             }
         };
+        if !self.introspection && asks_introspection(&planned.operation) {
+            return json!({
+                "errors": [{
+                    "message": "introspection is disabled on this router",
+                    "extensions": { "code": "FORBIDDEN" }
+                }],
+                "extensions": version,
+            });
+        }
         let executed = execution::execute(
             &planned.plan,
             &request.variables,
@@ -117,6 +145,7 @@ impl Router {
         let data = projection::project(
             &planned.operation,
             &supergraph.planner().supergraph,
+            supergraph.introspection(),
             &executed.data,
             &request.variables,
             &mut errors,

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use hive_router_query_planner::ast::normalization::normalize_operation;
 use hive_router_query_planner::ast::operation::OperationDefinition;
+use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::graph::PlannerOverrideContext;
 use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::utils::cancellation::CancellationToken;
@@ -16,6 +17,7 @@ use hive_router_query_planner::utils::parsing::safe_parse_operation_with_token_l
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use crate::introspection::Introspection;
 use crate::supergraph::Supergraph;
 use crate::validation::{Limits, Problem, check_limits, validate_operation};
 
@@ -137,13 +139,25 @@ impl PlanCache {
             return Ok(found);
         }
         self.stats.lock().expect("stats lock").misses += 1;
-        let plan = planner
-            .plan_from_normalized_operation(
-                &normalized.operation,
-                PlannerOverrideContext::default(),
-                &CancellationToken::new(),
-            )
-            .map_err(|e| PlanningError::Unplannable(e.to_string()))?;
+        // `__schema` and `__type` are answered by the router itself, not planned.
+        let mut to_plan = normalized.operation.clone();
+        to_plan.selection_set.items.retain(|item| {
+            !matches!(item, SelectionItem::Field(field) if Introspection::is_introspection_field(&field.name))
+        });
+        let plan = if to_plan.selection_set.items.is_empty() {
+            QueryPlan {
+                kind: "QueryPlan",
+                node: None,
+            }
+        } else {
+            planner
+                .plan_from_normalized_operation(
+                    &to_plan,
+                    PlannerOverrideContext::default(),
+                    &CancellationToken::new(),
+                )
+                .map_err(|e| PlanningError::Unplannable(e.to_string()))?
+        };
         let planned = Arc::new(Planned {
             normalized: printed,
             operation: normalized.operation,

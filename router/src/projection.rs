@@ -12,8 +12,12 @@ use hive_router_query_planner::state::supergraph_state::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::introspection::Introspection;
+
 struct Shaper<'a> {
     supergraph: &'a SupergraphState,
+    introspection: &'a Introspection,
+    root: &'a str,
     variables: &'a Map<String, Value>,
     /// Errors already in the response (from subgraphs), and those this pass adds.
     errors: &'a mut Vec<Value>,
@@ -23,6 +27,7 @@ struct Shaper<'a> {
 pub fn project(
     operation: &OperationDefinition,
     supergraph: &SupergraphState,
+    introspection: &Introspection,
     data: &Value,
     variables: &Map<String, Value>,
     errors: &mut Vec<Value>,
@@ -34,6 +39,8 @@ pub fn project(
     let source = data.as_object().unwrap_or(&empty);
     let mut shaper = Shaper {
         supergraph,
+        introspection,
+        root,
         variables,
         errors,
     };
@@ -101,11 +108,18 @@ impl Shaper<'_> {
                         continue;
                     }
                     let key = field.alias.clone().unwrap_or_else(|| field.name.clone());
+                    if type_name == self.root && Introspection::is_introspection_field(&field.name)
+                    {
+                        let value = self.introspection.resolve_root(field, self.variables);
+                        out.insert(key, value);
+                        continue;
+                    }
                     if field.name == "__typename" {
-                        let typename = source
-                            .get("__typename")
-                            .cloned()
-                            .unwrap_or_else(|| Value::String(type_name.to_owned()));
+                        // Root types are the supergraph's, whatever a subgraph calls its own.
+                        let typename = match source.get("__typename") {
+                            Some(name) if type_name != self.root => name.clone(),
+                            _ => Value::String(type_name.to_owned()),
+                        };
                         out.insert(key, typename);
                         continue;
                     }

@@ -10,6 +10,8 @@ use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
 use hive_router_query_planner::utils::parsing::safe_parse_schema;
 use sha2::{Digest, Sha256};
 
+use crate::introspection::Introspection;
+
 /// Why a supergraph SDL cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum SupergraphError {
@@ -43,6 +45,7 @@ impl fmt::Display for SupergraphVersion {
 pub struct Supergraph {
     pub version: SupergraphVersion,
     sdl: String,
+    introspection: Introspection,
     /// Subgraph name → URL, as the supergraph's `@join__graph` directives give them.
     subgraphs: BTreeMap<String, String>,
     planner: Planner,
@@ -65,7 +68,9 @@ impl Supergraph {
             return Err(SupergraphError::NoSubgraphs);
         }
         let hash = format!("{:x}", Sha256::digest(sdl.as_bytes()))[..16].to_owned();
+        let introspection = Introspection::new(&planner.consumer_schema.document);
         Ok(Self {
+            introspection,
             version: SupergraphVersion {
                 hash,
                 number: registry_number,
@@ -87,5 +92,10 @@ impl Supergraph {
 
     pub fn planner(&self) -> &Planner {
         &self.planner
+    }
+
+    /// The API schema as introspection answers it.
+    pub fn introspection(&self) -> &Introspection {
+        &self.introspection
     }
 }
