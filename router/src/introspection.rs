@@ -317,8 +317,7 @@ impl Resolver<'_> {
     }
 
     fn skipped(&self, skip_if: &Option<String>, include_if: &Option<String>) -> bool {
-        let on = |name: &String| self.variables.get(name) == Some(&Value::Bool(true));
-        skip_if.as_ref().is_some_and(on) || include_if.as_ref().is_some_and(|n| !on(n))
+        crate::projection::skipped(self.variables, skip_if, include_if)
     }
 
     /// Resolves `selections` on an object of introspection type `typename`, each field by
@@ -484,14 +483,7 @@ impl Resolver<'_> {
                 )
             }
             "inputFields" if def.kind == "INPUT_OBJECT" => {
-                let all = self.include_deprecated(field);
-                Value::Array(
-                    def.input_fields
-                        .iter()
-                        .filter(|v| all || v.deprecation.is_none())
-                        .map(|v| self.input_value(v, &field.selections))
-                        .collect(),
-                )
+                self.input_values(&def.input_fields, field)
             }
             _ => Value::Null,
         }
@@ -501,21 +493,24 @@ impl Resolver<'_> {
         self.object("__Field", selections, &|field| match field.name.as_str() {
             "name" => Value::String(def.name.clone()),
             "description" => json!(def.description),
-            "args" => {
-                let all = self.include_deprecated(field);
-                Value::Array(
-                    def.args
-                        .iter()
-                        .filter(|a| all || a.deprecation.is_none())
-                        .map(|a| self.input_value(a, &field.selections))
-                        .collect(),
-                )
-            }
+            "args" => self.input_values(&def.args, field),
             "type" => self.type_ref(&def.ty, &field.selections),
             "isDeprecated" => Value::Bool(def.deprecation.is_some()),
             "deprecationReason" => json!(def.deprecation),
             _ => Value::Null,
         })
+    }
+
+    /// Arguments or input fields, deprecated ones only when `includeDeprecated: true`.
+    fn input_values(&self, values: &[InputValueDef], field: &FieldSelection) -> Value {
+        let all = self.include_deprecated(field);
+        Value::Array(
+            values
+                .iter()
+                .filter(|v| all || v.deprecation.is_none())
+                .map(|v| self.input_value(v, &field.selections))
+                .collect(),
+        )
     }
 
     fn input_value(&self, def: &InputValueDef, selections: &SelectionSet) -> Value {
@@ -542,16 +537,7 @@ impl Resolver<'_> {
                 "name" => Value::String(def.name.clone()),
                 "description" => json!(def.description),
                 "locations" => json!(def.locations),
-                "args" => {
-                    let all = self.include_deprecated(field);
-                    Value::Array(
-                        def.args
-                            .iter()
-                            .filter(|a| all || a.deprecation.is_none())
-                            .map(|a| self.input_value(a, &field.selections))
-                            .collect(),
-                    )
-                }
+                "args" => self.input_values(&def.args, field),
                 "isRepeatable" => Value::Bool(def.repeatable),
                 _ => Value::Null,
             },

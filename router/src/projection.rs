@@ -14,6 +14,17 @@ use serde_json::{Map, Value, json};
 
 use crate::introspection::Introspection;
 
+/// Whether `@skip(if: $skip_if)` or `@include(if: $include_if)` leaves a selection out, given
+/// the request's variables (normalization has already resolved literal conditions).
+pub fn skipped(
+    variables: &Map<String, Value>,
+    skip_if: &Option<String>,
+    include_if: &Option<String>,
+) -> bool {
+    let on = |name: &String| variables.get(name) == Some(&Value::Bool(true));
+    skip_if.as_ref().is_some_and(on) || include_if.as_ref().is_some_and(|n| !on(n))
+}
+
 struct Shaper<'a> {
     supergraph: &'a SupergraphState,
     introspection: &'a Introspection,
@@ -52,8 +63,7 @@ pub fn project(
 
 impl Shaper<'_> {
     fn skipped(&self, skip_if: &Option<String>, include_if: &Option<String>) -> bool {
-        let variable = |name: &String| self.variables.get(name) == Some(&Value::Bool(true));
-        skip_if.as_ref().is_some_and(variable) || include_if.as_ref().is_some_and(|n| !variable(n))
+        skipped(self.variables, skip_if, include_if)
     }
 
     /// Whether a fragment on `condition` applies to an object of type `runtime`.

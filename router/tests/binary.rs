@@ -7,39 +7,17 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gospelib_kit::Subgraph;
-use gospelib_kit::server::{AppSpec, build_app, serve};
-use support::{SDL, products_schema, reviews_schema};
+use support::{SDL, products_schema, reviews_schema, start, subgraph_spec};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_gospelib-router");
 
+/// A subgraph served over HTTP; returns its `/graphql` URL.
 async fn start_subgraph(
     name: &str,
     executor: Arc<dyn gospelib_kit::GraphQlExecutor>,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let (app, _) = build_app(AppSpec {
-        service: name.to_owned(),
-        gateway: None,
-        subgraphs: vec![Subgraph {
-            name: name.to_owned(),
-            executor,
-            dependencies: Vec::new(),
-        }],
-        dependencies: Vec::new(),
-        max_body_bytes: 1 << 20,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        app,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
-    (url, stop)
+    let (base, stop) = start(subgraph_spec(name, executor)).await;
+    (format!("{base}/graphql"), stop)
 }
 
 struct Child(std::process::Child);

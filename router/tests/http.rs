@@ -7,45 +7,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gospelib_kit::Subgraph;
-use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::server::AppSpec;
 use gospelib_router::http::{RouterService, VERSION_HEADER};
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{Http, InProcess};
 use serde_json::{Value, json};
-use support::{SDL, products, products_schema, reviews, reviews_schema};
-
-/// Serves an app on a free loopback port until the returned sender is dropped.
-async fn start(spec: AppSpec) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let (app, _) = build_app(spec);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        app,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
-    (format!("http://{address}"), stop)
-}
-
-fn subgraph_spec(name: &str, executor: Arc<dyn gospelib_kit::GraphQlExecutor>) -> AppSpec {
-    AppSpec {
-        service: name.to_owned(),
-        gateway: None,
-        subgraphs: vec![Subgraph {
-            name: name.to_owned(),
-            executor,
-            dependencies: Vec::new(),
-        }],
-        dependencies: Vec::new(),
-        max_body_bytes: 1 << 20,
-    }
-}
+use support::{SDL, products, products_schema, reviews, reviews_schema, start, subgraph_spec};
 
 /// A router over HTTP whose supergraph points at the given subgraph URLs.
 async fn router_at(

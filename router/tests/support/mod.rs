@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
+use gospelib_kit::Subgraph;
+use gospelib_kit::server::{AppSpec, build_app, serve};
 use gospelib_router::transport::{BoxFuture, LocalSubgraph};
 use serde_json::{Value, json};
 
@@ -139,4 +142,35 @@ pub fn reviews_schema() -> ReviewsSchema {
     Schema::build(ReviewsQuery, EmptyMutation, EmptySubscription)
         .enable_federation()
         .finish()
+}
+
+/// Serves an app on a free loopback port until the returned sender is dropped.
+pub async fn start(spec: AppSpec) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (app, _) = build_app(spec);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    (format!("http://{address}"), stop)
+}
+
+pub fn subgraph_spec(name: &str, executor: Arc<dyn gospelib_kit::GraphQlExecutor>) -> AppSpec {
+    AppSpec {
+        service: name.to_owned(),
+        gateway: None,
+        subgraphs: vec![Subgraph {
+            name: name.to_owned(),
+            executor,
+            dependencies: Vec::new(),
+        }],
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+    }
 }
