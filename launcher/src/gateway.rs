@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use gospelib_kit::graphql_http::GraphQlService;
 use gospelib_kit::{GraphQlExecutor, Subgraph};
+use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries};
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
@@ -33,10 +34,12 @@ impl LocalSubgraph for Local {
     }
 }
 
-/// The router over `subgraphs`, as the `/graphql` service of a process listening on `listen`.
+/// The router over `subgraphs`, as the `/graphql` service of a process listening on `listen`,
+/// with its persisted queries in `redis`.
 pub fn in_process(
     subgraphs: &[Subgraph],
     listen: SocketAddr,
+    redis: &redis::Client,
 ) -> anyhow::Result<Arc<dyn GraphQlService>> {
     let sdl = crate::schema_files::supergraph(|name| {
         format!("http://{listen}/subgraphs/{name}/graphql")
@@ -48,8 +51,9 @@ pub fn in_process(
             transport.with(&subgraph.name, Arc::new(Local(subgraph.executor.clone())))
         });
     tracing::info!(supergraph = %supergraph.version, "router composed the supergraph in process");
-    Ok(Arc::new(RouterService(Arc::new(Router::new(
-        supergraph,
-        Arc::new(transport),
-    )))))
+    let router = Arc::new(Router::new(supergraph, Arc::new(transport)));
+    let persisted = PersistedQueries::new(redis.clone(), "gl:apq", DEFAULT_TTL);
+    Ok(Arc::new(
+        RouterService::new(router).with_persisted_queries(Arc::new(persisted)),
+    ))
 }

@@ -140,7 +140,10 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process, on a supergraph composed from their SDLs at start-up.
     let gateway = if whole_platform {
-        Some(gateway::in_process(&subgraphs, settings.listen).context("the supergraph")?)
+        Some(
+            gateway::in_process(&subgraphs, settings.listen, &clients.redis)
+                .context("the supergraph")?,
+        )
     } else {
         None
     };

@@ -6,15 +6,42 @@ use std::sync::Arc;
 
 use gospelib_kit::graphql_http::{GraphQlService, ServiceResponse};
 use gospelib_kit::stores::BoxFuture;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
+use crate::apq::{Lookup, PersistedQueries};
 use crate::pipeline::{GraphQlRequest, Router};
 
 /// The response header naming the supergraph version.
 pub const VERSION_HEADER: &str = "x-supergraph-version";
 
-/// The router as the kit's GraphQL service.
-pub struct RouterService(pub Arc<Router>);
+/// The router as the kit's GraphQL service, with automatic persisted queries when a store is
+/// given.
+pub struct RouterService {
+    pub router: Arc<Router>,
+    pub persisted: Option<Arc<PersistedQueries>>,
+}
+
+impl RouterService {
+    pub fn new(router: Arc<Router>) -> Self {
+        Self {
+            router,
+            persisted: None,
+        }
+    }
+
+    pub fn with_persisted_queries(mut self, store: Arc<PersistedQueries>) -> Self {
+        self.persisted = Some(store);
+        self
+    }
+}
+
+/// A response made of one error, before anything ran.
+fn refusal(message: &str, code: &str, version: &str) -> Value {
+    json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }],
+        "extensions": { "supergraphVersion": version },
+    })
+}
 
 impl GraphQlService for RouterService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
@@ -23,14 +50,47 @@ impl GraphQlService for RouterService {
                 Ok(Value::Object(variables)) => variables,
                 _ => Map::new(),
             };
-            let body = self
-                .0
-                .execute(&GraphQlRequest {
-                    query: request.query,
-                    operation_name: request.operation_name,
-                    variables,
-                })
-                .await;
+            let version = self.router.supergraph().version.to_string();
+            let extension = request
+                .extensions
+                .get("persistedQuery")
+                .and_then(|v| serde_json::to_value(v).ok());
+            let mut query = request.query;
+            let refused = match (&extension, &self.persisted) {
+                (None, _) => None,
+                (Some(_), None) => Some(refusal(
+                    "PersistedQueryNotSupported",
+                    "PERSISTED_QUERY_NOT_SUPPORTED",
+                    &version,
+                )),
+                (Some(extension), Some(store)) => match store.resolve(&query, extension).await {
+                    Lookup::Query(found) => {
+                        query = found;
+                        None
+                    }
+                    Lookup::NotFound => Some(refusal(
+                        "PersistedQueryNotFound",
+                        "PERSISTED_QUERY_NOT_FOUND",
+                        &version,
+                    )),
+                    Lookup::Invalid(reason) => Some(refusal(&reason, "INVALID_REQUEST", &version)),
+                },
+            };
+            let body = match refused {
+                Some(body) => body,
+                None if query.trim().is_empty() => {
+                    refusal("missing the `query` field", "INVALID_REQUEST", &version)
+                }
+                None => {
+                    self.router
+                        .execute(&GraphQlRequest {
+                            query,
+                            operation_name: request.operation_name,
+                            variables,
+                        })
+                        .await
+                }
+            };
             let headers = body["extensions"]["supergraphVersion"]
                 .as_str()
                 .and_then(|v| v.parse().ok())

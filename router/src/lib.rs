@@ -10,9 +10,11 @@
 //! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says,
 //!   with `__schema`/`__type` answered by [`introspection`];
 //! - [`pipeline`]: the stages above in order, for one request;
-//! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service;
+//! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service, with
+//!   [`apq`] (automatic persisted queries in Redis);
 //! - [`reload`]: a new supergraph swapped in without a restart.
 
+pub mod apq;
 pub mod execution;
 pub mod http;
 pub mod introspection;

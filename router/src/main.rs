@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use gospelib_kit::config::{ConfigReader, Env};
 use gospelib_kit::server::{AppSpec, DEFAULT_MAX_BODY_BYTES, build_app, serve, shutdown_signal};
+use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
@@ -39,6 +40,8 @@ struct Settings {
     reload_every: Duration,
     limits: Limits,
     introspection: bool,
+    /// Where persisted queries are kept (`GOSPELIB_REDIS_URL`); none without it.
+    redis: Option<url::Url>,
 }
 
 fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
@@ -76,6 +79,17 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         10_000,
     );
     let introspection = reader.flag("GOSPELIB_ROUTER_INTROSPECTION", true);
+    let redis = reader
+        .raw("GOSPELIB_REDIS_URL")
+        .is_some()
+        .then(|| {
+            reader.required_url(
+                "GOSPELIB_REDIS_URL",
+                "redis://127.0.0.1:56379",
+                &["redis", "rediss"],
+            )
+        })
+        .flatten();
     let max_tokens = reader.number(
         "GOSPELIB_ROUTER_MAX_TOKENS",
         defaults.max_tokens as u64,
@@ -91,6 +105,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         subgraph_timeout: Duration::from_millis(timeout.expect(present)),
         reload_every: Duration::from_millis(reload.expect(present)),
         introspection: introspection.expect(present),
+        redis,
         limits: Limits {
             max_tokens: max_tokens.expect(present) as usize,
             max_depth: max_depth.expect(present) as usize,
@@ -136,6 +151,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         router = router.without_introspection();
     }
     let router = Arc::new(router);
+    let mut service = RouterService::new(router.clone());
+    if let Some(redis) = &settings.redis {
+        let client = gospelib_kit::stores::redis_client(redis).context("GOSPELIB_REDIS_URL")?;
+        let store = PersistedQueries::new(client, "gl:apq", gospelib_router::apq::DEFAULT_TTL);
+        service = service.with_persisted_queries(Arc::new(store));
+    }
     let watcher = tokio::spawn(gospelib_router::reload::watch_file(
         router.clone(),
         cli.supergraph.clone(),
@@ -143,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     ));
     let (app, _metrics) = build_app(AppSpec {
         service: "router".to_owned(),
-        gateway: Some(Arc::new(RouterService(router))),
+        gateway: Some(Arc::new(service)),
         subgraphs: Vec::new(),
         dependencies: Vec::new(),
         max_body_bytes: settings.max_body_bytes,

@@ -30,7 +30,7 @@ async fn router_at(
     );
     start(AppSpec {
         service: "router".to_owned(),
-        gateway: Some(Arc::new(RouterService(Arc::new(router)))),
+        gateway: Some(Arc::new(RouterService::new(Arc::new(router)))),
         subgraphs: Vec::new(),
         dependencies: Vec::new(),
         max_body_bytes: 1 << 20,

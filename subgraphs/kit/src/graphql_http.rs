@@ -213,9 +213,15 @@ pub async fn get(
 }
 
 fn request_from_params(params: GetParams) -> Result<async_graphql::Request, String> {
+    let persisted = params
+        .extensions
+        .as_deref()
+        .is_some_and(|e| e.contains("persistedQuery"));
     let query = params.query.filter(|q| !q.trim().is_empty());
-    let Some(query) = query else {
-        return Err("missing the `query` parameter".to_owned());
+    let query = match query {
+        Some(query) => query,
+        None if persisted => String::new(),
+        None => return Err("missing the `query` parameter".to_owned()),
     };
     let mut request = async_graphql::Request::new(query);
     if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
@@ -258,7 +264,8 @@ async fn execute(
     request: async_graphql::Request,
     media_type: MediaType,
 ) -> Response {
-    if request.query.trim().is_empty() {
+    // A persisted query carries its hash instead of its text; the service resolves it.
+    if request.query.trim().is_empty() && !request.extensions.contains_key("persistedQuery") {
         return request_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRequest,

@@ -1,0 +1,116 @@
+//! Automatic persisted queries (Apollo's protocol), stored in Redis so every router pod shares
+//! them: a client sends only `extensions.persistedQuery.sha256Hash`; when the router does not
+//! know the hash it answers `PERSISTED_QUERY_NOT_FOUND`, and the client sends the query with its
+//! hash once, which the router checks and stores.
+//! When Redis is unavailable, lookups miss and stores are skipped: clients fall back to sending
+//! the full query, so nothing fails.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+/// How long a persisted query is kept after it was last stored.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The persisted-query store.
+pub struct PersistedQueries {
+    client: redis::Client,
+    connection: Mutex<Option<MultiplexedConnection>>,
+    prefix: String,
+    ttl: Duration,
+}
+
+/// What a request's `persistedQuery` extension resolves to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The query to run.
+    Query(String),
+    /// The hash is unknown: the client should send the query.
+    NotFound,
+    /// The extension or the query/hash pair is wrong.
+    Invalid(String),
+}
+
+/// The lowercase hex sha256 of a query, as clients compute it.
+pub fn hash_of(query: &str) -> String {
+    format!("{:x}", Sha256::digest(query.as_bytes()))
+}
+
+impl PersistedQueries {
+    /// A store in Redis under keys `<prefix>:<sha256>`.
+    pub fn new(client: redis::Client, prefix: &str, ttl: Duration) -> Self {
+        Self {
+            client,
+            connection: Mutex::new(None),
+            prefix: prefix.to_owned(),
+            ttl,
+        }
+    }
+
+    async fn connection(&self) -> Option<MultiplexedConnection> {
+        let mut slot = self.connection.lock().await;
+        if slot.is_none() {
+            let connect = self.client.get_multiplexed_async_connection();
+            match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
+                Ok(Ok(connection)) => *slot = Some(connection),
+                Ok(Err(error)) => tracing::warn!(%error, "persisted queries: Redis unavailable"),
+                Err(_) => tracing::warn!("persisted queries: Redis did not answer"),
+            }
+        }
+        slot.clone()
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
+        let mut connection = self.connection().await?;
+        match tokio::time::timeout(REDIS_TIMEOUT, command.query_async(&mut connection)).await {
+            Ok(Ok(value)) => Some(value),
+            _ => {
+                *self.connection.lock().await = None;
+                None
+            }
+        }
+    }
+
+    /// Resolves a request's query (possibly empty) and its `persistedQuery` extension
+    /// (`{"version": 1, "sha256Hash": "…"}`).
+    pub async fn resolve(&self, query: &str, extension: &serde_json::Value) -> Lookup {
+        if extension.get("version").and_then(serde_json::Value::as_u64) != Some(1) {
+            return Lookup::Invalid("unsupported persisted query version (only 1 is)".to_owned());
+        }
+        let Some(hash) = extension
+            .get("sha256Hash")
+            .and_then(serde_json::Value::as_str)
+        else {
+            return Lookup::Invalid("the persisted query has no sha256Hash".to_owned());
+        };
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Lookup::Invalid("sha256Hash is not 64 hex digits".to_owned());
+        }
+        let hash = hash.to_ascii_lowercase();
+        let key = format!("{}:{hash}", self.prefix);
+        if query.trim().is_empty() {
+            let found: Option<Option<String>> = self.run(redis::cmd("GET").arg(&key).clone()).await;
+            return match found.flatten() {
+                Some(query) => Lookup::Query(query),
+                None => Lookup::NotFound,
+            };
+        }
+        if hash_of(query) != hash {
+            return Lookup::Invalid("provided sha does not match query".to_owned());
+        }
+        let _: Option<()> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(query)
+                    .arg("EX")
+                    .arg(self.ttl.as_secs())
+                    .clone(),
+            )
+            .await;
+        Lookup::Query(query.to_owned())
+    }
+}

@@ -1,0 +1,168 @@
+//! Automatic persisted queries in the stack's real Redis: unknown hashes, registration, a wrong
+//! hash, sharing between two router instances (as between pods), over HTTP by POST and GET, and
+//! Redis being down.
+
+mod support;
+
+use std::sync::Arc;
+
+use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::graphql_http::GraphQlService;
+use gospelib_kit::server::AppSpec;
+use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries, hash_of};
+use gospelib_router::http::RouterService;
+use gospelib_router::pipeline::Router;
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::InProcess;
+use serde_json::{Value, json};
+use support::{SDL, products, reviews, start};
+
+const QUERY: &str = "{ topProducts(first: 1) { name } }";
+
+fn redis() -> redis::Client {
+    let urls = StoreUrls::from_env(&Env::from_process())
+        .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
+    gospelib_kit::stores::redis_client(&urls.redis).unwrap()
+}
+
+fn service(redis: redis::Client, prefix: &str) -> RouterService {
+    let router = Router::new(
+        Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(
+            InProcess::default()
+                .with("products", products())
+                .with("reviews", reviews()),
+        ),
+    );
+    RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(PersistedQueries::new(
+        redis,
+        prefix,
+        DEFAULT_TTL,
+    )))
+}
+
+/// A prefix of this test run's own, so runs never see each other's entries.
+fn prefix(test: &str) -> String {
+    format!("gl_test_apq:{test}:{}", std::process::id())
+}
+
+async fn call(service: &RouterService, query: &str, hash: &str) -> Value {
+    let mut request = async_graphql::Request::new(query);
+    request.extensions.insert(
+        "persistedQuery".to_owned(),
+        async_graphql::Value::from_json(json!({"version": 1, "sha256Hash": hash})).unwrap(),
+    );
+    service.call(request).await.body
+}
+
+#[tokio::test]
+async fn a_hash_is_unknown_until_registered_then_runs_alone_on_any_instance() {
+    let prefix = prefix("register");
+    let first = service(redis(), &prefix);
+    let hash = hash_of(QUERY);
+
+    let unknown = call(&first, "", &hash).await;
+    assert_eq!(unknown["errors"][0]["message"], "PersistedQueryNotFound");
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+
+    let registered = call(&first, QUERY, &hash).await;
+    assert_eq!(
+        registered["data"],
+        json!({"topProducts": [{"name": "Table"}]})
+    );
+
+    // Another router instance (another pod) shares the store.
+    let second = service(redis(), &prefix);
+    let by_hash = call(&second, "", &hash.to_uppercase()).await;
+    assert_eq!(by_hash["data"], json!({"topProducts": [{"name": "Table"}]}));
+}
+
+#[tokio::test]
+async fn a_hash_that_does_not_match_its_query_is_refused() {
+    let service = service(redis(), &prefix("mismatch"));
+    let wrong = hash_of("{ something else }");
+    let response = call(&service, QUERY, &wrong).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "provided sha does not match query"
+    );
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "INVALID_REQUEST"
+    );
+    assert!(response.get("data").is_none());
+    let response = call(&service, "", "not-a-hash").await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "INVALID_REQUEST"
+    );
+}
+
+#[tokio::test]
+async fn over_http_by_post_and_get() {
+    let service = service(redis(), &prefix("http"));
+    let (base, _stop) = start(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(service)),
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let hash = hash_of(QUERY);
+    let extensions = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});
+    let response = http
+        .post(format!("{base}/graphql"))
+        .json(&json!({"extensions": extensions}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a hash alone is a GraphQL request, not a malformed one"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+
+    http.post(format!("{base}/graphql"))
+        .json(&json!({"query": QUERY, "extensions": extensions}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = http
+        .get(format!("{base}/graphql"))
+        .query(&[("extensions", extensions.to_string())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"], json!({"topProducts": [{"name": "Table"}]}));
+}
+
+#[tokio::test]
+async fn with_redis_down_clients_fall_back_to_full_queries() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = redis::Client::open(format!("redis://{closed}")).unwrap();
+    let service = service(down, &prefix("down"));
+    let hash = hash_of(QUERY);
+    let unknown = call(&service, "", &hash).await;
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+    let full = call(&service, QUERY, &hash).await;
+    assert_eq!(full["data"], json!({"topProducts": [{"name": "Table"}]}));
+}
