@@ -139,6 +139,7 @@ async fn over_http_by_post_and_get() {
         .unwrap();
     let body: Value = http
         .get(format!("{base}/graphql"))
+        .header("apollo-require-preflight", "true")
         .query(&[("extensions", extensions.to_string())])
         .send()
         .await

@@ -159,6 +159,14 @@ pub async fn post(
     execute(&endpoint, request, media_type).await
 }
 
+/// Headers that prove a GET was not forged by another site (a browser only sends them after a
+/// CORS preflight the site would fail).
+pub const PREFLIGHT_HEADERS: [&str; 3] = [
+    "apollo-require-preflight",
+    "x-apollo-operation-name",
+    "graphql-preflight",
+];
+
 /// The query parameters of `GET /graphql`.
 #[derive(Debug, Deserialize)]
 pub struct GetParams {
@@ -189,6 +197,19 @@ pub async fn get(
     let Some(media_type) = negotiate(&headers) else {
         return not_acceptable();
     };
+    // CSRF prevention: a GET is a "simple" request a browser sends cross-site without asking,
+    // so it runs only when it carries a header no form or image tag can set.
+    if !PREFLIGHT_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "a GET request must carry an `apollo-require-preflight`, `x-apollo-operation-name` \
+             or `graphql-preflight` header (CSRF prevention)",
+        );
+    }
     let Ok(Query(params)) = params else {
         return request_error(
             StatusCode::BAD_REQUEST,

@@ -32,6 +32,7 @@ async fn post_executes_a_query_and_get_a_query_with_variables() {
 
     let response = http
         .get(server.url("/graphql"))
+        .header("graphql-preflight", "1")
         .query(&[
             ("query", "query($n: String) { hello(name: $n) }"),
             ("variables", r#"{"n":"Boaz"}"#),
@@ -52,6 +53,7 @@ async fn a_mutation_over_get_is_refused_with_405() {
     let server = start(vec![test_subgraph(vec![])], vec![]).await;
     let response = reqwest::Client::new()
         .get(server.url("/graphql"))
+        .header("graphql-preflight", "1")
         .query(&[("query", "mutation { touch }")])
         .send()
         .await
@@ -112,7 +114,12 @@ async fn requests_that_are_not_graphql_get_http_errors_with_codes() {
         "missing the `query` field"
     );
 
-    let response = http.get(&url).send().await.unwrap();
+    let response = http
+        .get(&url)
+        .header("graphql-preflight", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         json_of(response).await["errors"][0]["message"],
@@ -121,6 +128,7 @@ async fn requests_that_are_not_graphql_get_http_errors_with_codes() {
 
     let response = http
         .get(&url)
+        .header("graphql-preflight", "1")
         .query(&[("query", "{ hello }"), ("variables", "[1]")])
         .send()
         .await
@@ -280,5 +288,27 @@ async fn browsers_get_graphiql_at_get_graphql() {
     );
     let page = response.text().await.unwrap();
     assert!(page.contains("GraphiQL.createFetcher"), "{page}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_get_without_a_preflight_header_is_refused_as_a_possible_csrf() {
+    let server = start(vec![test_subgraph(vec![])], vec![]).await;
+    let response = reqwest::Client::new()
+        .get(server.url("/graphql"))
+        .query(&[("query", "{ hello }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = json_of(response).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_REQUEST");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CSRF"),
+        "{body}"
+    );
     server.stop().await.unwrap();
 }
