@@ -9,7 +9,7 @@ use crate::execution;
 use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, PlanningError};
 use crate::projection;
 use crate::supergraph::Supergraph;
-use crate::transport::Transport;
+use crate::transport::{Deduplicated, Transport};
 use crate::validation::Limits;
 
 /// Whether an operation asks for `__schema` or `__type`.
@@ -86,7 +86,7 @@ impl Router {
         Self {
             supergraph: RwLock::new(Arc::new(supergraph)),
             plans: PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, limits),
-            transport,
+            transport: Arc::new(Deduplicated::new(transport)),
             introspection: true,
         }
     }

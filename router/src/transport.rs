@@ -141,3 +141,66 @@ impl Transport for InProcess {
         })
     }
 }
+
+/// Shares one answer between identical requests to a subgraph that are in flight at the same
+/// time (the same subgraph, query and variables). Mutations are never shared.
+pub struct Deduplicated {
+    inner: Arc<dyn Transport>,
+    in_flight: std::sync::Mutex<HashMap<String, Arc<InFlight>>>,
+    shared: std::sync::atomic::AtomicU64,
+}
+
+type InFlight = tokio::sync::OnceCell<Result<Value, TransportError>>;
+
+impl Deduplicated {
+    pub fn new(inner: Arc<dyn Transport>) -> Self {
+        Self {
+            inner,
+            in_flight: std::sync::Mutex::new(HashMap::new()),
+            shared: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many requests were answered by another's fetch.
+    pub fn shared(&self) -> u64 {
+        self.shared.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Transport for Deduplicated {
+    fn send<'a>(
+        &'a self,
+        subgraph: &'a str,
+        url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<Value, TransportError>> {
+        Box::pin(async move {
+            if request.query.trim_start().starts_with("mutation") {
+                return self.inner.send(subgraph, url, request).await;
+            }
+            let key = format!("{subgraph}\n{}", request.to_json());
+            let (cell, leader) = {
+                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+                match in_flight.get(&key) {
+                    Some(cell) => (cell.clone(), false),
+                    None => {
+                        let cell = Arc::new(InFlight::new());
+                        in_flight.insert(key.clone(), cell.clone());
+                        (cell, true)
+                    }
+                }
+            };
+            let result = cell
+                .get_or_init(|| self.inner.send(subgraph, url, request))
+                .await
+                .clone();
+            if leader {
+                self.in_flight.lock().expect("in-flight lock").remove(&key);
+            } else {
+                self.shared
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        })
+    }
+}

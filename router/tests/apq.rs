@@ -20,8 +20,9 @@ use support::{SDL, products, reviews, start};
 const QUERY: &str = "{ topProducts(first: 1) { name } }";
 
 fn redis() -> redis::Client {
-    let urls = StoreUrls::from_env(&Env::from_process())
-        .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
+    let urls = StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
+        panic!("these tests need the stack: run scripts/test, or source .stack/run/env\n{error}")
+    });
     gospelib_kit::stores::redis_client(&urls.redis).unwrap()
 }
 
