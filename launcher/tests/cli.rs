@@ -47,6 +47,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `gospelib <args>` on a free port with the stack's variables; returns the child, the base URL
+/// and a runtime for the test's HTTP calls, once `/health` answers.
+fn serve(args: &[&str]) -> (std::process::Child, String, tokio::runtime::Runtime) {
+    let port = free_port();
+    let mut vars = stack_vars();
+    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
+    let child = gospelib(args, &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{base}/health")).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gospelib {args:?} did not answer on {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (child, base, runtime)
+}
+
 #[test]
 fn serve_refuses_a_bad_configuration_and_names_every_variable() {
     let output = gospelib(&["serve"], &[("GOSPELIB_ROUTER_PORT", "eighty".to_owned())])
@@ -85,38 +114,20 @@ fn serve_refuses_an_unknown_part() {
 
 #[test]
 fn serve_answers_health_and_ready_and_stops_cleanly_on_sigterm() {
-    let port = free_port();
-    let mut vars = stack_vars();
-    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
-    let mut child = gospelib(&["serve"], &vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (mut child, base, runtime) = serve(&["serve"]);
     let (health, ready) = runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(response) = reqwest::get(format!("{base}/health")).await {
-                let health = response.status().as_u16();
-                let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                break (health, ready);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gospelib serve did not answer on {base}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let health = reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (health, ready)
     });
     assert_eq!(health, 200);
     assert_eq!(ready["status"], "ready", "{ready}");
@@ -191,25 +202,8 @@ fn migrate_without_a_database_url_names_the_variable() {
 
 #[test]
 fn serve_only_content_answers_graphql_alone() {
-    let port = free_port();
-    let mut vars = stack_vars();
-    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
-    let mut child = gospelib(&["serve", "--only", "content"], &vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (mut child, base, runtime) = serve(&["serve", "--only", "content"]);
     let (alone, mounted, ready) = runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{base}/health")).await.is_err() {
-            assert!(Instant::now() < deadline, "gospelib serve did not answer");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let http = reqwest::Client::new();
         let ask = |path: &str| {
             http.post(format!("{base}{path}"))
@@ -305,25 +299,8 @@ fn corpus_import_converts_the_real_packages_and_reproduces_the_fixture() {
 
 #[test]
 fn serve_routes_graphql_through_the_router_to_the_subgraphs() {
-    let port = free_port();
-    let mut vars = stack_vars();
-    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
-    let mut child = gospelib(&["serve"], &vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (mut child, base, runtime) = serve(&["serve"]);
     let (version, body) = runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{base}/health")).await.is_err() {
-            assert!(Instant::now() < deadline, "gospelib serve did not answer");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let response = reqwest::Client::new()
             .post(format!("{base}/graphql"))
             .json(&serde_json::json!({"query": "{ passage(id: \"john.3.99\") { id } book(id: \"Bad!\") { id } }"}))
