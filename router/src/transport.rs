@@ -77,7 +77,7 @@ impl Transport for Http {
                 subgraph: subgraph.to_owned(),
                 reason,
             };
-            let response = self
+            let mut outgoing = self
                 .client
                 .post(url)
                 .timeout(self.timeout)
@@ -85,7 +85,12 @@ impl Transport for Http {
                     "accept",
                     "application/graphql-response+json, application/json",
                 )
-                .json(&request.to_json())
+                .json(&request.to_json());
+            // The subgraph's spans join the client request's trace.
+            if let Some(traceparent) = gospelib_kit::telemetry::outgoing_traceparent() {
+                outgoing = outgoing.header("traceparent", traceparent);
+            }
+            let response = outgoing
                 .send()
                 .await
                 .map_err(|e| unavailable(e.without_url().to_string()))?;

@@ -150,3 +150,74 @@ async fn a_subgraph_that_is_down_or_silent_costs_only_its_fields() {
     let health = reqwest::get(format!("{router_url}/health")).await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn subgraph_requests_join_the_client_trace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A products subgraph that records the headers it receives.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let products_url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buffer).await.unwrap();
+            received.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&received).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if received.len() >= end + 4 + length {
+                    let body = r#"{"data":{"topProducts":[{"name":"Table"}]}}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    socket.write_all(reply.as_bytes()).await.unwrap();
+                    let _ = seen_tx.send(text[..end].to_owned());
+                    return;
+                }
+            }
+        }
+    });
+    let (router_url, _router) = router_at(
+        &products_url,
+        "http://127.0.0.1:9/graphql",
+        Duration::from_secs(5),
+    )
+    .await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body: Value = reqwest::Client::new()
+        .post(format!("{router_url}/graphql"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"query": "{ topProducts { name } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"], json!({"topProducts": [{"name": "Table"}]}));
+    let headers = seen_rx.await.unwrap().to_ascii_lowercase();
+    let traceparent = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent:"))
+        .expect("a traceparent header")
+        .trim()
+        .to_owned();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(
+        parts[1], trace_id,
+        "the subgraph call continues the client's trace"
+    );
+    assert_ne!(parts[2], "00f067aa0ba902b7", "with a span of its own");
+}

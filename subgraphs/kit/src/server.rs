@@ -165,7 +165,9 @@ async fn observe(State(state): State<ObserveState>, request: Request, next: Next
         method = %method,
         path = %path
     );
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = crate::telemetry::TRACE_ID
+        .scope(trace_id, next.run(request).instrument(span.clone()))
+        .await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state

@@ -49,6 +49,22 @@ where
         .finish()
 }
 
+tokio::task_local! {
+    /// The trace id of the request the current task serves, for calls it makes onwards.
+    pub static TRACE_ID: String;
+}
+
+/// A W3C `traceparent` continuing the current request's trace with a new span, if the task is
+/// serving a request.
+pub fn outgoing_traceparent() -> Option<String> {
+    TRACE_ID
+        .try_with(|trace_id| {
+            let span = uuid::Uuid::new_v4().simple().to_string();
+            format!("00-{trace_id}-{}-01", &span[..16])
+        })
+        .ok()
+}
+
 /// The caller's request id when it is safe to log (1–128 characters of `[A-Za-z0-9._:-]`),
 /// otherwise a new UUID.
 pub fn request_id_from(header: Option<&str>) -> String {
