@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gospelib_kit::graphql_http::GraphQlService;
+use gospelib_kit::metrics::Metrics;
 use gospelib_kit::{GraphQlExecutor, Subgraph};
 use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries};
 use gospelib_router::http::RouterService;
@@ -40,6 +41,7 @@ pub fn in_process(
     subgraphs: &[Subgraph],
     listen: SocketAddr,
     redis: &redis::Client,
+    metrics: Metrics,
 ) -> anyhow::Result<Arc<dyn GraphQlService>> {
     let sdl = crate::schema_files::supergraph(|name| {
         format!("http://{listen}/subgraphs/{name}/graphql")
@@ -51,7 +53,7 @@ pub fn in_process(
             transport.with(&subgraph.name, Arc::new(Local(subgraph.executor.clone())))
         });
     tracing::info!(supergraph = %supergraph.version, "router composed the supergraph in process");
-    let router = Arc::new(Router::new(supergraph, Arc::new(transport)));
+    let router = Arc::new(Router::new(supergraph, Arc::new(transport)).with_metrics(metrics));
     let persisted = PersistedQueries::new(redis.clone(), "gl:apq", DEFAULT_TTL);
     Ok(Arc::new(
         RouterService::new(router).with_persisted_queries(Arc::new(persisted)),

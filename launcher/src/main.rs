@@ -18,8 +18,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gospelib_kit::config::{ConfigError, Env};
+use gospelib_kit::metrics::Metrics;
 use gospelib_kit::migrations;
-use gospelib_kit::server::{AppSpec, build_app, serve, shutdown_signal};
+use gospelib_kit::server::{AppSpec, build_app_with_metrics, serve, shutdown_signal};
 use gospelib_kit::stores::{StoreClients, postgres_pool};
 
 use settings::{MigrateSettings, ServeSettings};
@@ -135,25 +136,29 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
             .context("migrations at start-up")?;
         tracing::info!(applied, "migrations applied");
     }
+    let metrics = Metrics::new("gospelib");
     let whole_platform = only.is_empty();
     let (subgraphs, dependencies) = parts::assemble(&chosen, whole_platform, &clients);
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process, on a supergraph composed from their SDLs at start-up.
     let gateway = if whole_platform {
         Some(
-            gateway::in_process(&subgraphs, settings.listen, &clients.redis)
+            gateway::in_process(&subgraphs, settings.listen, &clients.redis, metrics.clone())
                 .context("the supergraph")?,
         )
     } else {
         None
     };
-    let (app, _metrics) = build_app(AppSpec {
-        service: "gospelib".to_owned(),
-        gateway,
-        subgraphs,
-        dependencies,
-        max_body_bytes: settings.max_body_bytes,
-    });
+    let app = build_app_with_metrics(
+        AppSpec {
+            service: "gospelib".to_owned(),
+            gateway,
+            subgraphs,
+            dependencies,
+            max_body_bytes: settings.max_body_bytes,
+        },
+        metrics,
+    );
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

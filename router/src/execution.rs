@@ -40,6 +40,7 @@ pub struct Executed {
 
 struct State<'a> {
     transport: &'a dyn Transport,
+    metrics: Option<&'a gospelib_kit::metrics::Metrics>,
     /// Subgraph name → URL.
     urls: &'a std::collections::BTreeMap<String, String>,
     variables: &'a Map<String, Value>,
@@ -54,9 +55,11 @@ pub async fn execute(
     variables: &Map<String, Value>,
     transport: &dyn Transport,
     urls: &std::collections::BTreeMap<String, String>,
+    metrics: Option<&gospelib_kit::metrics::Metrics>,
 ) -> Executed {
     let state = State {
         transport,
+        metrics,
         urls,
         variables,
         data: Mutex::new(Value::Object(Map::new())),
@@ -217,11 +220,25 @@ async fn send(
         .urls
         .get(&fetch.service_name)
         .map_or("", String::as_str);
-    let response = state
+    let started = std::time::Instant::now();
+    let answer = state
         .transport
         .send(&fetch.service_name, url, request)
-        .await?;
-    parse_response(&fetch.service_name, response)
+        .await
+        .and_then(|response| parse_response(&fetch.service_name, response));
+    if let Some(metrics) = state.metrics {
+        let outcome = match &answer {
+            Ok((_, errors)) if errors.is_empty() => "ok",
+            Ok(_) => "errors",
+            Err(_) => "unavailable",
+        };
+        metrics.observe_subgraph_fetch(
+            &fetch.service_name,
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    answer
 }
 
 async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePathSegment]) {

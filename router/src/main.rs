@@ -12,7 +12,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use gospelib_kit::config::{ConfigReader, Env};
-use gospelib_kit::server::{AppSpec, DEFAULT_MAX_BODY_BYTES, build_app, serve, shutdown_signal};
+use gospelib_kit::metrics::Metrics;
+use gospelib_kit::server::{
+    AppSpec, DEFAULT_MAX_BODY_BYTES, build_app_with_metrics, serve, shutdown_signal,
+};
 use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
@@ -146,7 +149,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Supergraph::parse(&sdl, None).with_context(|| format!("{}", cli.supergraph.display()))?;
     let version = supergraph.version.to_string();
     let transport = Http::new(settings.subgraph_timeout).context("HTTP client")?;
-    let mut router = Router::with_limits(supergraph, Arc::new(transport), settings.limits);
+    let metrics = Metrics::new("router");
+    let mut router = Router::with_limits(supergraph, Arc::new(transport), settings.limits)
+        .with_metrics(metrics.clone());
     if !settings.introspection {
         router = router.without_introspection();
     }
@@ -162,13 +167,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli.supergraph.clone(),
         settings.reload_every,
     ));
-    let (app, _metrics) = build_app(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(service)),
-        subgraphs: Vec::new(),
-        dependencies: Vec::new(),
-        max_body_bytes: settings.max_body_bytes,
-    });
+    let app = build_app_with_metrics(
+        AppSpec {
+            service: "router".to_owned(),
+            gateway: Some(Arc::new(service)),
+            subgraphs: Vec::new(),
+            dependencies: Vec::new(),
+            max_body_bytes: settings.max_body_bytes,
+        },
+        metrics,
+    );
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

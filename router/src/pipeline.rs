@@ -11,6 +11,7 @@ use crate::projection;
 use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::validation::Limits;
+use gospelib_kit::metrics::Metrics;
 
 /// Whether an operation asks for `__schema` or `__type`.
 fn asks_introspection(
@@ -70,6 +71,7 @@ pub struct Router {
     plans: PlanCache,
     transport: Arc<dyn Transport>,
     introspection: bool,
+    metrics: Option<Metrics>,
 }
 
 impl Router {
@@ -88,7 +90,14 @@ impl Router {
             plans: PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, limits),
             transport: Arc::new(Deduplicated::new(transport)),
             introspection: true,
+            metrics: None,
         }
+    }
+
+    /// Records plan cache lookups, operations and subgraph fetches into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Refuses `__schema` and `__type` (for deployments that do not publish their schema).
@@ -115,12 +124,18 @@ impl Router {
     pub async fn execute(&self, request: &GraphQlRequest) -> Value {
         let supergraph = self.supergraph();
         let version = json!({ "supergraphVersion": supergraph.version.to_string() });
-        let planned = match self.plans.plan(
+        let started = std::time::Instant::now();
+        let planned = match self.plans.plan_and_tell(
             &supergraph,
             &request.query,
             request.operation_name.as_deref(),
         ) {
-            Ok(planned) => planned,
+            Ok((planned, hit)) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.count_plan_lookup(hit);
+                }
+                planned
+            }
             Err(error) => {
                 return json!({ "errors": planning_errors(&error), "extensions": version });
             }
@@ -139,6 +154,7 @@ impl Router {
             &request.variables,
             self.transport.as_ref(),
             supergraph.subgraphs(),
+            self.metrics.as_ref(),
         )
         .await;
         let mut errors = executed.errors;
@@ -150,6 +166,13 @@ impl Router {
             &request.variables,
             &mut errors,
         );
+        if let Some(metrics) = &self.metrics {
+            let name = request
+                .operation_name
+                .as_deref()
+                .or(planned.operation.name.as_deref());
+            metrics.observe_operation(name, started.elapsed().as_secs_f64());
+        }
         let mut response = Map::new();
         response.insert("data".to_owned(), data);
         if !errors.is_empty() {

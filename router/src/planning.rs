@@ -95,6 +95,17 @@ impl PlanCache {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<Planned>, PlanningError> {
+        self.plan_and_tell(supergraph, query, operation_name)
+            .map(|(planned, _)| planned)
+    }
+
+    /// Like [`PlanCache::plan`], also saying whether the plan came from the cache.
+    pub fn plan_and_tell(
+        &self,
+        supergraph: &Supergraph,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<(Arc<Planned>, bool), PlanningError> {
         let document = safe_parse_operation_with_token_limit(query, self.limits.max_tokens)
             .map_err(|e| {
                 let message = e.to_string();
@@ -136,7 +147,7 @@ impl PlanCache {
             .cloned()
         {
             self.stats.lock().expect("stats lock").hits += 1;
-            return Ok(found);
+            return Ok((found, true));
         }
         self.stats.lock().expect("stats lock").misses += 1;
         // `__schema` and `__type` are answered by the router itself, not planned.
@@ -167,6 +178,6 @@ impl PlanCache {
             .lock()
             .expect("plan cache lock")
             .put(key, planned.clone());
-        Ok(planned)
+        Ok((planned, false))
     }
 }

@@ -164,3 +164,29 @@ async fn bad_documents_get_codes_and_no_data() {
         "VALIDATION_ERROR"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_plans_operations_and_subgraph_fetches() {
+    let metrics = gospelib_kit::metrics::Metrics::new("t");
+    let router =
+        router(InProcess::default().with("products", products())).with_metrics(metrics.clone());
+    for _ in 0..2 {
+        router
+            .execute(&GraphQlRequest {
+                query: "query Top { topProducts(first: 1) { name reviews { body } } }".to_owned(),
+                ..Default::default()
+            })
+            .await;
+    }
+    let text = metrics.render();
+    let has = |line: &str| assert!(text.contains(line), "missing {line}:\n{text}");
+    has(r#"gospelib_plan_cache_total{result="hit",service="t"} 1"#);
+    has(r#"gospelib_plan_cache_total{result="miss",service="t"} 1"#);
+    has(r#"gospelib_operation_duration_seconds_count{operation="Top",service="t"} 2"#);
+    has(
+        r#"gospelib_subgraph_fetch_duration_seconds_count{outcome="ok",subgraph="products",service="t"} 2"#,
+    );
+    has(
+        r#"gospelib_subgraph_fetch_duration_seconds_count{outcome="unavailable",subgraph="reviews",service="t"} 2"#,
+    );
+}

@@ -18,6 +18,9 @@ pub struct Metrics {
     server_errors: IntCounterVec,
     latency: HistogramVec,
     graphql_errors: IntCounterVec,
+    subgraph_fetches: HistogramVec,
+    plan_cache: IntCounterVec,
+    operations: HistogramVec,
 }
 
 impl Metrics {
@@ -56,11 +59,40 @@ impl Metrics {
             &["subgraph", "code"],
         )
         .expect("valid metric");
+        let subgraph_fetches = HistogramVec::new(
+            HistogramOpts::new(
+                "subgraph_fetch_duration_seconds",
+                "Router fetches from subgraphs, by subgraph and outcome (ok, errors, unavailable)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["subgraph", "outcome"],
+        )
+        .expect("valid metric");
+        let plan_cache = IntCounterVec::new(
+            Opts::new(
+                "plan_cache_total",
+                "Router plan cache lookups, by result (hit, miss)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let operations = HistogramVec::new(
+            HistogramOpts::new(
+                "operation_duration_seconds",
+                "Router operations from plan to response, by operation name",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(server_errors.clone()),
             Box::new(latency.clone()),
             Box::new(graphql_errors.clone()),
+            Box::new(subgraph_fetches.clone()),
+            Box::new(plan_cache.clone()),
+            Box::new(operations.clone()),
         ] {
             registry
                 .register(collector)
@@ -72,7 +104,31 @@ impl Metrics {
             server_errors,
             latency,
             graphql_errors,
+            subgraph_fetches,
+            plan_cache,
+            operations,
         }
+    }
+
+    /// Records one router fetch from a subgraph.
+    pub fn observe_subgraph_fetch(&self, subgraph: &str, outcome: &str, seconds: f64) {
+        self.subgraph_fetches
+            .with_label_values(&[subgraph, outcome])
+            .observe(seconds);
+    }
+
+    /// Records one plan cache lookup.
+    pub fn count_plan_lookup(&self, hit: bool) {
+        self.plan_cache
+            .with_label_values(&[if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    /// Records one routed operation, by name (`anonymous` without one; long names are cut).
+    pub fn observe_operation(&self, name: Option<&str>, seconds: f64) {
+        let name = name.filter(|n| !n.is_empty()).unwrap_or("anonymous");
+        let name: String = name.chars().take(64).collect();
+        self.operations.with_label_values(&[&name]).observe(seconds);
     }
 
     /// Records one finished HTTP request.

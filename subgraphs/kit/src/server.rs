@@ -62,6 +62,12 @@ struct ObserveState {
 /// Builds the process's router. Returns it with the metrics it records into.
 pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
     let metrics = Metrics::new(&spec.service);
+    (build_app_with_metrics(spec, metrics.clone()), metrics)
+}
+
+/// Builds the process's router on metrics made beforehand (so the services it mounts can
+/// record into them too).
+pub fn build_app_with_metrics(spec: AppSpec, metrics: Metrics) -> Router {
     let dependencies = merge_dependencies(&spec);
     let mut known_paths: HashSet<String> =
         ["/health", "/ready", "/metrics"].map(str::to_owned).into();
@@ -103,19 +109,17 @@ pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
         metrics: metrics.clone(),
         known_paths: Arc::new(known_paths),
     };
-    let app = app
-        .merge(
-            Router::new()
-                .route("/health", get(health))
-                .route("/ready", get(ready))
-                .route("/metrics", get(render_metrics))
-                .with_state(process),
-        )
-        .fallback(not_found)
-        .layer(middleware::from_fn(refuse_oversized_bodies))
-        .layer(DefaultBodyLimit::max(spec.max_body_bytes))
-        .layer(middleware::from_fn_with_state(observe_state, observe));
-    (app, metrics)
+    app.merge(
+        Router::new()
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .route("/metrics", get(render_metrics))
+            .with_state(process),
+    )
+    .fallback(not_found)
+    .layer(middleware::from_fn(refuse_oversized_bodies))
+    .layer(DefaultBodyLimit::max(spec.max_body_bytes))
+    .layer(middleware::from_fn_with_state(observe_state, observe))
 }
 
 /// Every store the process depends on, once each; `Required` wins over `Optional`.
