@@ -64,6 +64,10 @@ type PlanKey = (String, [u8; 32]);
 /// Plans operations, remembering the most recent plans.
 pub struct PlanCache {
     plans: Mutex<LruCache<PlanKey, Arc<Planned>>>,
+    /// The same plans by the request's own text (supergraph hash, sha256 of operation name and
+    /// query): a repeated request skips parsing, validation and normalization. Only requests
+    /// that passed them are ever stored, and validation depends on nothing else.
+    by_text: Mutex<LruCache<PlanKey, Arc<Planned>>>,
     stats: Mutex<CacheStats>,
     limits: Limits,
 }
@@ -78,6 +82,7 @@ impl PlanCache {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
             plans: Mutex::new(LruCache::new(capacity)),
+            by_text: Mutex::new(LruCache::new(capacity)),
             stats: Mutex::new(CacheStats::default()),
             limits,
         }
@@ -101,6 +106,39 @@ impl PlanCache {
 
     /// Like [`PlanCache::plan`], also saying whether the plan came from the cache.
     pub fn plan_and_tell(
+        &self,
+        supergraph: &Supergraph,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<(Arc<Planned>, bool), PlanningError> {
+        let text_key: PlanKey = {
+            let mut hash = Sha256::new();
+            hash.update(operation_name.unwrap_or("").as_bytes());
+            hash.update([0]);
+            hash.update(query.as_bytes());
+            (supergraph.version.hash.clone(), hash.finalize().into())
+        };
+        if let Some(found) = self
+            .by_text
+            .lock()
+            .expect("plan cache lock")
+            .get(&text_key)
+            .cloned()
+        {
+            self.stats.lock().expect("stats lock").hits += 1;
+            return Ok((found, true));
+        }
+        let (planned, hit) = self.plan_uncached_text(supergraph, query, operation_name)?;
+        self.by_text
+            .lock()
+            .expect("plan cache lock")
+            .put(text_key, planned.clone());
+        Ok((planned, hit))
+    }
+
+    /// Parse, validate, check limits, normalize, then plan (or find the normalized operation's
+    /// plan).
+    fn plan_uncached_text(
         &self,
         supergraph: &Supergraph,
         query: &str,

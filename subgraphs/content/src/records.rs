@@ -42,17 +42,8 @@ pub struct BookRecord {
     pub chapters: Vec<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LexiconRecord {
-    pub id: String,
-    pub language: String,
-    pub lemma: String,
-    pub transliteration: String,
-    pub pronunciation: String,
-    pub definition: String,
-    pub kjv_usage: String,
-    pub related: Vec<String>,
-}
+/// A lexicon entry as the graph holds it: the corpus's own entry, read back.
+pub type LexiconRecord = crate::corpus::LexiconEntry;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicRecord {
