@@ -5,35 +5,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use gospelib_kit::Subgraph;
 use gospelib_kit::graphql_http::GraphQlService;
 use gospelib_kit::metrics::Metrics;
-use gospelib_kit::{GraphQlExecutor, Subgraph};
 use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries};
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
-use serde_json::{Value, json};
+use gospelib_router::transport::{ExecutorSubgraph, InProcess, Transport};
+use gospelib_router::usage::UsageRecorder;
+use gospelib_schema::contracts::contract_supergraph;
 
-/// A part's executor, called by the router without a socket.
-struct Local(Arc<dyn GraphQlExecutor>);
-
-impl LocalSubgraph for Local {
-    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
-        Box::pin(async move {
-            let request: async_graphql::Request = match serde_json::from_value(request) {
-                Ok(request) => request,
-                Err(error) => {
-                    return json!({"errors": [{"message": format!("bad subgraph request: {error}")}]});
-                }
-            };
-            let response = self.0.execute(request).await;
-            serde_json::to_value(response).unwrap_or_else(|error| {
-                json!({"errors": [{"message": format!("unserialisable response: {error}")}]})
-            })
-        })
-    }
-}
+/// How often the in-process router writes operation usage to Redis.
+const USAGE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The router over `subgraphs`, as the `/graphql` service of a process listening on `listen`,
 /// with its persisted queries in `redis`.
@@ -42,20 +26,43 @@ pub fn in_process(
     listen: SocketAddr,
     redis: &redis::Client,
     metrics: Metrics,
+    partner_key_digests: &[String],
 ) -> anyhow::Result<Arc<dyn GraphQlService>> {
     let sdl = crate::schema_files::supergraph(|name| {
         format!("http://{listen}/subgraphs/{name}/graphql")
     })?;
     let supergraph = Supergraph::parse(&sdl, None).context("the composed supergraph")?;
-    let transport = subgraphs
-        .iter()
-        .fold(InProcess::default(), |transport, subgraph| {
-            transport.with(&subgraph.name, Arc::new(Local(subgraph.executor.clone())))
-        });
+    let transport: Arc<dyn Transport> = Arc::new(subgraphs.iter().fold(
+        InProcess::default(),
+        |transport, subgraph| {
+            transport.with(
+                &subgraph.name,
+                Arc::new(ExecutorSubgraph(subgraph.executor.clone())),
+            )
+        },
+    ));
     tracing::info!(supergraph = %supergraph.version, "router composed the supergraph in process");
-    let router = Arc::new(Router::new(supergraph, Arc::new(transport)).with_metrics(metrics));
+    // Operation usage feeds the registry's check; counts reach Redis every few seconds.
+    let recorder = Arc::new(UsageRecorder::new(redis.clone()));
+    tokio::spawn(recorder.clone().flush_every(USAGE_FLUSH_EVERY));
+    let router = Arc::new(
+        Router::new(supergraph, transport.clone())
+            .with_metrics(metrics.clone())
+            .with_usage_recorder(recorder.clone()),
+    );
     let persisted = PersistedQueries::new(redis.clone(), "gl:apq", DEFAULT_TTL);
-    Ok(Arc::new(
-        RouterService::new(router).with_persisted_queries(Arc::new(persisted)),
-    ))
+    let mut service = RouterService::new(router).with_persisted_queries(Arc::new(persisted));
+    if !partner_key_digests.is_empty() {
+        // Partner API keys see the partner contract of the same supergraph.
+        let contract = contract_supergraph(&sdl, "partner", "partner")?;
+        let partner = Supergraph::parse(&contract, None).context("the partner contract")?;
+        let partner = Router::new(partner, transport)
+            .with_metrics(metrics)
+            .with_usage_recorder(recorder);
+        service = service.with_partner_access(
+            Arc::new(partner),
+            partner_key_digests.iter().cloned().collect(),
+        );
+    }
+    Ok(Arc::new(service))
 }

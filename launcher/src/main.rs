@@ -10,6 +10,7 @@
 mod corpus;
 mod gateway;
 mod parts;
+mod registry;
 mod schema_files;
 mod settings;
 
@@ -75,6 +76,62 @@ enum SchemaCommand {
         #[arg(long, default_value = "schema/supergraph.graphql")]
         out: std::path::PathBuf,
     },
+    /// Compose, diff against a baseline, and fail if a breaking change hits a known operation.
+    Check {
+        /// `latest`, a published version number, or a supergraph file.
+        #[arg(long, default_value = "latest")]
+        against: String,
+        /// The client operations the check protects.
+        #[arg(long, default_value = "client-tests/operations")]
+        operations: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: registry::Format,
+    },
+    /// Check, then store the code's supergraph as the next version.
+    Publish {
+        #[arg(long, default_value = "")]
+        message: String,
+        /// Publish even though the check fails (needs --reason).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why a failing check is overridden.
+        #[arg(long, requires = "force")]
+        reason: Option<String>,
+        #[arg(long, default_value = "client-tests/operations")]
+        operations: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: registry::Format,
+    },
+    /// The published versions, newest first.
+    History {
+        #[arg(long, value_enum, default_value = "text")]
+        format: registry::Format,
+    },
+    /// The classified changes between two published versions.
+    Diff {
+        from: i32,
+        to: i32,
+        #[arg(long, value_enum, default_value = "text")]
+        format: registry::Format,
+    },
+    /// Publish an older version's content as a new version.
+    Rollback {
+        #[arg(long)]
+        to: i32,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Accept the code's supergraph as the CI gate's baseline, with the reason logged.
+    Baseline {
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "schema/baseline.graphql")]
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "schema/BASELINE.md")]
+        log: std::path::PathBuf,
+        #[arg(long, default_value = "client-tests/operations")]
+        operations: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +164,36 @@ fn main() -> ExitCode {
             Command::Migrate => run_migrate(&env).await,
             Command::Schema(SchemaCommand::Export { dir }) => schema_files::export(&dir),
             Command::Schema(SchemaCommand::Compose { out }) => schema_files::compose_to(&out),
+            Command::Schema(SchemaCommand::Check {
+                against,
+                operations,
+                format,
+            }) => registry::run_check(&env, &against, &operations, format).await,
+            Command::Schema(SchemaCommand::Publish {
+                message,
+                force,
+                reason,
+                operations,
+                format,
+            }) => {
+                let force_reason = reason.as_deref().filter(|_| force);
+                registry::run_publish(&env, &message, &operations, force_reason, format).await
+            }
+            Command::Schema(SchemaCommand::History { format }) => {
+                registry::run_history(&env, format).await
+            }
+            Command::Schema(SchemaCommand::Diff { from, to, format }) => {
+                registry::run_diff(&env, from, to, format).await
+            }
+            Command::Schema(SchemaCommand::Rollback { to, message }) => {
+                registry::run_rollback(&env, to, message.as_deref()).await
+            }
+            Command::Schema(SchemaCommand::Baseline {
+                reason,
+                file,
+                log,
+                operations,
+            }) => registry::run_baseline(&env, &file, &log, &operations, &reason).await,
             Command::Ingest { corpus, dry_run } => corpus::run_ingest(&env, &corpus, dry_run).await,
             Command::Corpus(CorpusCommand::Import { data, fixture }) => {
                 corpus::run_import(&data, fixture.as_deref())
@@ -119,6 +206,10 @@ fn main() -> ExitCode {
             if let Some(config) = error.downcast_ref::<ConfigError>() {
                 eprint!("gospelib: {config}");
                 return ExitCode::from(2);
+            }
+            if error.downcast_ref::<registry::CheckFailed>().is_some() {
+                // The report above says why.
+                return ExitCode::FAILURE;
             }
             eprintln!("gospelib: {error:#}");
             ExitCode::FAILURE
@@ -141,10 +232,20 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let (subgraphs, dependencies) = parts::assemble(&chosen, whole_platform, &clients);
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process, on a supergraph composed from their SDLs at start-up.
+    // The whole platform also serves the registry's published supergraphs to routers.
+    let registry_routes = whole_platform.then(|| {
+        gospelib_schema::http::routes(gospelib_schema::store::Store::new(clients.postgres.clone()))
+    });
     let gateway = if whole_platform {
         Some(
-            gateway::in_process(&subgraphs, settings.listen, &clients.redis, metrics.clone())
-                .context("the supergraph")?,
+            gateway::in_process(
+                &subgraphs,
+                settings.listen,
+                &clients.redis,
+                metrics.clone(),
+                &settings.partner_key_digests,
+            )
+            .context("the supergraph")?,
         )
     } else {
         None
@@ -156,6 +257,7 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
             subgraphs,
             dependencies,
             max_body_bytes: settings.max_body_bytes,
+            extra_routes: registry_routes,
         },
         metrics,
     );

@@ -18,6 +18,9 @@ pub struct ServeSettings {
     pub shutdown_grace: Duration,
     /// `GOSPELIB_MIGRATE_ON_START`: apply pending migrations before serving.
     pub migrate_on_start: bool,
+    /// `GOSPELIB_PARTNER_API_KEY_SHA256`: digests of the partners' API keys (comma-separated);
+    /// requests with one of those keys see only the `partner` contract.
+    pub partner_key_digests: Vec<String>,
     pub stores: StoreUrls,
 }
 
@@ -35,6 +38,7 @@ impl ServeSettings {
         );
         let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
         let migrate_on_start = reader.flag("GOSPELIB_MIGRATE_ON_START", false);
+        let partner_key_digests = reader.sha256_list("GOSPELIB_PARTNER_API_KEY_SHA256");
         let stores = StoreUrls::read(&mut reader);
         reader.finish()?;
         let present = "every value is present once finish() succeeded";
@@ -43,6 +47,7 @@ impl ServeSettings {
             max_body_bytes: usize::try_from(max_body_bytes.expect(present)).expect("fits"),
             shutdown_grace: Duration::from_secs(grace.expect(present)),
             migrate_on_start: migrate_on_start.expect(present),
+            partner_key_digests: partner_key_digests.expect(present),
             stores: stores.expect(present),
         })
     }
@@ -122,6 +127,11 @@ mod tests {
                 "a whole number from 0 to 600",
             ),
             ("GOSPELIB_MIGRATE_ON_START", "sometimes", "true or false"),
+            (
+                "GOSPELIB_PARTNER_API_KEY_SHA256",
+                "not-a-digest",
+                "`not-a-digest` is not a sha256 digest",
+            ),
         ] {
             let mut pairs = stores();
             pairs.push((name, value));

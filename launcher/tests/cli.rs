@@ -3,78 +3,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_gospelib");
+mod support;
 
-const STORE_VARIABLES: [&str; 5] = [
-    "GOSPELIB_PG_URL",
-    "GOSPELIB_REDIS_URL",
-    "GOSPELIB_FALKORDB_URL",
-    "GOSPELIB_TYPESENSE_URL",
-    "GOSPELIB_TYPESENSE_API_KEY",
-];
-
-/// A command with no `GOSPELIB_*` variable but those given.
-fn gospelib(args: &[&str], vars: &[(&str, String)]) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (key, value) in vars {
-        command.env(key, value);
-    }
-    command
-}
-
-/// The stack's store variables (exported by scripts/test).
-fn stack_vars() -> Vec<(&'static str, String)> {
-    STORE_VARIABLES
-        .iter()
-        .map(|name| {
-            let value = std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: run scripts/test, or source .stack/run/env")
-            });
-            (*name, value)
-        })
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `gospelib <args>` on a free port with the stack's variables; returns the child, the base URL
-/// and a runtime for the test's HTTP calls, once `/health` answers.
-fn serve(args: &[&str]) -> (std::process::Child, String, tokio::runtime::Runtime) {
-    let port = free_port();
-    let mut vars = stack_vars();
-    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
-    let child = gospelib(args, &vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{base}/health")).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "gospelib {args:?} did not answer on {base}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    (child, base, runtime)
-}
+use support::{BINARY, STORE_VARIABLES, gospelib, serve, stack_vars};
 
 #[test]
 fn serve_refuses_a_bad_configuration_and_names_every_variable() {

@@ -1,12 +1,18 @@
 //! The router over HTTP: the kit's GraphQL-over-HTTP endpoint (methods, content types, status
 //! codes, request ids, metrics, body limits) with the router as its service, and the version
 //! of the supergraph that answered in an `x-supergraph-version` header.
+//!
+//! Partners send an API key (`x-api-key`); a known key is served by the partner router, whose
+//! supergraph is the `partner` contract, so introspection and validation show only the partner
+//! API. An unknown key is refused (`UNAUTHENTICATED`). Keys are configured as sha256 digests.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use gospelib_kit::graphql_http::{GraphQlService, ServiceResponse};
+use gospelib_kit::graphql_http::{ApiKey, GraphQlService, ServiceResponse};
 use gospelib_kit::stores::BoxFuture;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::apq::{Lookup, PersistedQueries};
 use crate::pipeline::{GraphQlRequest, Router};
@@ -19,6 +25,20 @@ pub const VERSION_HEADER: &str = "x-supergraph-version";
 pub struct RouterService {
     pub router: Arc<Router>,
     pub persisted: Option<Arc<PersistedQueries>>,
+    pub partner: Option<PartnerAccess>,
+}
+
+/// The router partners are served by, and the digests of their API keys.
+pub struct PartnerAccess {
+    pub router: Arc<Router>,
+    pub key_digests: HashSet<String>,
+}
+
+impl PartnerAccess {
+    fn accepts(&self, key: &ApiKey) -> bool {
+        let digest = format!("{:x}", Sha256::digest(key.0.as_bytes()));
+        self.key_digests.contains(&digest)
+    }
 }
 
 impl RouterService {
@@ -26,6 +46,30 @@ impl RouterService {
         Self {
             router,
             persisted: None,
+            partner: None,
+        }
+    }
+
+    /// Serves requests with a partner API key (one whose sha256 is in `key_digests`) by
+    /// `router`, the partner contract's.
+    pub fn with_partner_access(
+        mut self,
+        router: Arc<Router>,
+        key_digests: HashSet<String>,
+    ) -> Self {
+        self.partner = Some(PartnerAccess {
+            router,
+            key_digests,
+        });
+        self
+    }
+
+    /// The router a request is for; `None` when its API key is unknown.
+    fn router_for(&self, request: &async_graphql::Request) -> Option<&Arc<Router>> {
+        match (ApiKey::of(request), &self.partner) {
+            (None, _) => Some(&self.router),
+            (Some(key), Some(partner)) if partner.accepts(key) => Some(&partner.router),
+            (Some(_), _) => None,
         }
     }
 
@@ -50,7 +94,15 @@ impl GraphQlService for RouterService {
                 Ok(Value::Object(variables)) => variables,
                 _ => Map::new(),
             };
-            let version = self.router.supergraph().version.to_string();
+            let Some(router) = self.router_for(&request) else {
+                let version = self.router.supergraph().version.to_string();
+                let body = refusal("unknown API key", "UNAUTHENTICATED", &version);
+                return ServiceResponse {
+                    body,
+                    headers: Vec::new(),
+                };
+            };
+            let version = router.supergraph().version.to_string();
             let extension = request
                 .extensions
                 .get("persistedQuery")
@@ -82,7 +134,7 @@ impl GraphQlService for RouterService {
                     refusal("missing the `query` field", "INVALID_REQUEST", &version)
                 }
                 None => {
-                    self.router
+                    router
                         .execute(&GraphQlRequest {
                             query,
                             operation_name: request.operation_name,

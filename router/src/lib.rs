@@ -24,4 +24,5 @@ pub mod projection;
 pub mod reload;
 pub mod supergraph;
 pub mod transport;
+pub mod usage;
 pub mod validation;

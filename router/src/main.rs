@@ -1,7 +1,10 @@
-//! `gospelib-router --supergraph <file>`: the router alone, in front of subgraphs reached over
-//! HTTP at the URLs the supergraph gives. Listens on `GOSPELIB_ROUTER_LISTEN`
-//! (default `127.0.0.1:4000`) and serves `/graphql`, `/health`, `/ready`, `/metrics`. The file
-//! is re-read every `GOSPELIB_ROUTER_RELOAD_MS`; a changed, valid supergraph is swapped in.
+//! `gospelib-router --supergraph <file>` or `--supergraph-url <registry URL>`: the router alone,
+//! in front of subgraphs reached over HTTP at the URLs the supergraph gives. Listens on
+//! `GOSPELIB_ROUTER_LISTEN` (default `127.0.0.1:4000`) and serves `/graphql`, `/health`,
+//! `/ready`, `/metrics`. A file is re-read every `GOSPELIB_ROUTER_RELOAD_MS`; a registry URL is
+//! polled every `GOSPELIB_ROUTER_POLL_MS` with `If-None-Match`; a changed, valid supergraph is
+//! swapped in. With `GOSPELIB_REDIS_URL`, persisted queries and operation usage (for the
+//! registry's check, flushed every `GOSPELIB_ROUTER_USAGE_FLUSH_MS`) live in Redis.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +22,10 @@ use gospelib_kit::server::{
 use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
+use gospelib_router::reload::{fetch_published, poll_registry, watch_file};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::Http;
+use gospelib_router::usage::UsageRecorder;
 use gospelib_router::validation::Limits;
 
 #[derive(Debug, Parser)]
@@ -29,10 +34,82 @@ use gospelib_router::validation::Limits;
     version,
     about = "The GospeLib federation router, standalone."
 )]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["supergraph", "supergraph_url"])))]
 struct Cli {
     /// The supergraph SDL (Federation 2, join spec v0.3–v0.5).
     #[arg(long)]
-    supergraph: PathBuf,
+    supergraph: Option<PathBuf>,
+    /// The registry's supergraph, e.g. `http://127.0.0.1:4000/registry/supergraph`.
+    #[arg(long, env = "GOSPELIB_ROUTER_SUPERGRAPH_URL")]
+    supergraph_url: Option<String>,
+    /// The partner contract's supergraph, served to partner API keys
+    /// (`GOSPELIB_PARTNER_API_KEY_SHA256`).
+    #[arg(long, conflicts_with = "partner_supergraph_url")]
+    partner_supergraph: Option<PathBuf>,
+    /// The registry's partner contract, e.g.
+    /// `http://127.0.0.1:4000/registry/contracts/partner/supergraph`.
+    #[arg(long, env = "GOSPELIB_ROUTER_PARTNER_SUPERGRAPH_URL")]
+    partner_supergraph_url: Option<String>,
+}
+
+/// Where a supergraph comes from, and how it is kept current.
+enum SupergraphSource {
+    /// A file, re-read every `GOSPELIB_ROUTER_RELOAD_MS`.
+    File(PathBuf),
+    /// The registry, polled every `GOSPELIB_ROUTER_POLL_MS` with `If-None-Match`.
+    Registry(String),
+}
+
+impl SupergraphSource {
+    fn from_args(file: Option<PathBuf>, url: Option<String>) -> Option<Self> {
+        match (file, url) {
+            (Some(file), _) => Some(Self::File(file)),
+            (None, Some(url)) => Some(Self::Registry(url)),
+            (None, None) => None,
+        }
+    }
+
+    /// The supergraph now, and the registry's ETag for it.
+    async fn load(&self, client: &reqwest::Client) -> anyhow::Result<(Supergraph, Option<String>)> {
+        match self {
+            Self::File(file) => {
+                let sdl = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let supergraph =
+                    Supergraph::parse(&sdl, None).with_context(|| format!("{}", file.display()))?;
+                Ok((supergraph, None))
+            }
+            Self::Registry(url) => {
+                let published = fetch_published(client, url, None)
+                    .await
+                    .with_context(|| format!("fetching the supergraph from {url}"))?
+                    .with_context(|| format!("{url} answered 304 to a request without ETag"))?;
+                let supergraph = Supergraph::parse(&published.sdl, published.number)
+                    .with_context(|| format!("the supergraph at {url}"))?;
+                Ok((supergraph, published.etag))
+            }
+        }
+    }
+
+    /// Keeps `router` on the source's current supergraph until the task is dropped.
+    fn follow(
+        self,
+        router: Arc<Router>,
+        client: reqwest::Client,
+        etag: Option<String>,
+        settings: &Settings,
+    ) -> tokio::task::JoinHandle<()> {
+        match self {
+            Self::File(file) => tokio::spawn(watch_file(router, file, settings.reload_every)),
+            Self::Registry(url) => tokio::spawn(poll_registry(
+                router,
+                client,
+                url,
+                etag,
+                settings.poll_every,
+            )),
+        }
+    }
 }
 
 struct Settings {
@@ -41,6 +118,10 @@ struct Settings {
     shutdown_grace: Duration,
     subgraph_timeout: Duration,
     reload_every: Duration,
+    poll_every: Duration,
+    usage_flush_every: Duration,
+    /// `GOSPELIB_PARTNER_API_KEY_SHA256`: the digests of the partners' API keys.
+    partner_key_digests: Vec<String>,
     limits: Limits,
     introspection: bool,
     /// Where persisted queries are kept (`GOSPELIB_REDIS_URL`); none without it.
@@ -62,6 +143,9 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
     let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
     let timeout = reader.number("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", 10_000, 1, 600_000);
     let reload = reader.number("GOSPELIB_ROUTER_RELOAD_MS", 2_000, 100, 3_600_000);
+    let poll = reader.number("GOSPELIB_ROUTER_POLL_MS", 10_000, 100, 3_600_000);
+    let partner_keys = reader.sha256_list("GOSPELIB_PARTNER_API_KEY_SHA256");
+    let usage_flush = reader.number("GOSPELIB_ROUTER_USAGE_FLUSH_MS", 10_000, 50, 3_600_000);
     let defaults = Limits::default();
     let max_depth = reader.number(
         "GOSPELIB_ROUTER_MAX_DEPTH",
@@ -107,6 +191,9 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         shutdown_grace: Duration::from_secs(grace.expect(present)),
         subgraph_timeout: Duration::from_millis(timeout.expect(present)),
         reload_every: Duration::from_millis(reload.expect(present)),
+        poll_every: Duration::from_millis(poll.expect(present)),
+        usage_flush_every: Duration::from_millis(usage_flush.expect(present)),
+        partner_key_digests: partner_keys.expect(present),
         introspection: introspection.expect(present),
         redis,
         limits: Limits {
@@ -143,30 +230,69 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = settings(&Env::from_process())?;
-    let sdl = std::fs::read_to_string(&cli.supergraph)
-        .with_context(|| format!("reading {}", cli.supergraph.display()))?;
-    let supergraph =
-        Supergraph::parse(&sdl, None).with_context(|| format!("{}", cli.supergraph.display()))?;
+    let registry = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")?;
+    let source = SupergraphSource::from_args(cli.supergraph, cli.supergraph_url)
+        .context("give --supergraph <file> or --supergraph-url <url>")?;
+    let partner_source =
+        SupergraphSource::from_args(cli.partner_supergraph, cli.partner_supergraph_url);
+    if partner_source.is_some() && settings.partner_key_digests.is_empty() {
+        anyhow::bail!(
+            "a partner supergraph is given but GOSPELIB_PARTNER_API_KEY_SHA256 lists no key"
+        );
+    }
+    let (supergraph, etag) = source.load(&registry).await?;
     let version = supergraph.version.to_string();
     let transport = Http::new(settings.subgraph_timeout).context("HTTP client")?;
     let metrics = Metrics::new("router");
-    let mut router = Router::with_limits(supergraph, Arc::new(transport), settings.limits)
+    let transport: Arc<dyn gospelib_router::transport::Transport> = Arc::new(transport);
+    let mut router = Router::with_limits(supergraph, transport.clone(), settings.limits)
         .with_metrics(metrics.clone());
     if !settings.introspection {
         router = router.without_introspection();
     }
-    let router = Arc::new(router);
-    let mut service = RouterService::new(router.clone());
+    let mut background = Vec::new();
+    let mut persisted = None;
+    let mut usage = None;
     if let Some(redis) = &settings.redis {
         let client = gospelib_kit::stores::redis_client(redis).context("GOSPELIB_REDIS_URL")?;
-        let store = PersistedQueries::new(client, "gl:apq", gospelib_router::apq::DEFAULT_TTL);
-        service = service.with_persisted_queries(Arc::new(store));
+        let recorder = Arc::new(UsageRecorder::new(client.clone()));
+        background.push(tokio::spawn(
+            recorder.clone().flush_every(settings.usage_flush_every),
+        ));
+        router = router.with_usage_recorder(recorder.clone());
+        usage = Some(recorder);
+        persisted = Some(Arc::new(PersistedQueries::new(
+            client,
+            "gl:apq",
+            gospelib_router::apq::DEFAULT_TTL,
+        )));
     }
-    let watcher = tokio::spawn(gospelib_router::reload::watch_file(
-        router.clone(),
-        cli.supergraph.clone(),
-        settings.reload_every,
-    ));
+    let router = Arc::new(router);
+    let mut service = RouterService::new(router.clone());
+    if let Some(store) = persisted {
+        service = service.with_persisted_queries(store);
+    }
+    background.push(source.follow(router.clone(), registry.clone(), etag, &settings));
+    if let Some(partner_source) = partner_source {
+        let (partner_supergraph, partner_etag) = partner_source.load(&registry).await?;
+        let mut partner = Router::with_limits(partner_supergraph, transport, settings.limits)
+            .with_metrics(metrics.clone());
+        if let Some(recorder) = &usage {
+            partner = partner.with_usage_recorder(recorder.clone());
+        }
+        if !settings.introspection {
+            partner = partner.without_introspection();
+        }
+        let partner = Arc::new(partner);
+        background.push(partner_source.follow(partner.clone(), registry, partner_etag, &settings));
+        service = service.with_partner_access(
+            partner,
+            settings.partner_key_digests.iter().cloned().collect(),
+        );
+    }
     let app = build_app_with_metrics(
         AppSpec {
             service: "router".to_owned(),
@@ -174,6 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subgraphs: Vec::new(),
             dependencies: Vec::new(),
             max_body_bytes: settings.max_body_bytes,
+            extra_routes: None,
         },
         metrics,
     );
@@ -182,6 +309,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(address = %settings.listen, supergraph = %version, "gospelib-router serving");
     serve(listener, app, shutdown_signal(), settings.shutdown_grace).await?;
-    watcher.abort();
+    for task in background {
+        task.abort();
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, PlanningError};
 use crate::projection;
 use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
+use crate::usage::UsageRecorder;
 use crate::validation::Limits;
 use gospelib_kit::metrics::Metrics;
 
@@ -72,6 +73,7 @@ pub struct Router {
     transport: Arc<dyn Transport>,
     introspection: bool,
     metrics: Option<Metrics>,
+    usage: Option<Arc<UsageRecorder>>,
 }
 
 impl Router {
@@ -91,12 +93,19 @@ impl Router {
             transport: Arc::new(Deduplicated::new(transport)),
             introspection: true,
             metrics: None,
+            usage: None,
         }
     }
 
     /// Records plan cache lookups, operations and subgraph fetches into `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts each operation's schema coordinates into `recorder` (the registry reads them).
+    pub fn with_usage_recorder(mut self, recorder: Arc<UsageRecorder>) -> Self {
+        self.usage = Some(recorder);
         self
     }
 
@@ -149,6 +158,17 @@ impl Router {
                 "extensions": version,
             });
         }
+        let name = request
+            .operation_name
+            .as_deref()
+            .or(planned.operation.name.as_deref());
+        if let Some(usage) = &self.usage {
+            usage.record(
+                &planned.hash,
+                name.unwrap_or("<anonymous>"),
+                &planned.coordinates,
+            );
+        }
         let executed = execution::execute(
             &planned.plan,
             &request.variables,
@@ -167,10 +187,6 @@ impl Router {
             &mut errors,
         );
         if let Some(metrics) = &self.metrics {
-            let name = request
-                .operation_name
-                .as_deref()
-                .or(planned.operation.name.as_deref());
             metrics.observe_operation(name, started.elapsed().as_secs_f64());
         }
         let mut response = Map::new();

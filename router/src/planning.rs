@@ -46,6 +46,10 @@ pub struct Planned {
     /// The normalized operation: projection shapes the response by it.
     pub operation: OperationDefinition,
     pub plan: QueryPlan,
+    /// The sha256 of `normalized`, in hex: how usage records name the operation.
+    pub hash: String,
+    /// The schema coordinates the operation touches (see [`crate::usage`]).
+    pub coordinates: std::collections::BTreeSet<String>,
 }
 
 /// How many plans are kept unless configured otherwise.
@@ -207,10 +211,13 @@ impl PlanCache {
                 )
                 .map_err(|e| PlanningError::Unplannable(e.to_string()))?
         };
+        let coordinates = crate::usage::coordinates(&normalized.operation, &planner.supergraph);
         let planned = Arc::new(Planned {
+            hash: key.1.iter().map(|byte| format!("{byte:02x}")).collect(),
             normalized: printed,
             operation: normalized.operation,
             plan,
+            coordinates,
         });
         self.plans
             .lock()

@@ -46,3 +46,90 @@ pub async fn watch_file(router: Arc<Router>, path: PathBuf, every: Duration) {
         current = sdl;
     }
 }
+
+/// A supergraph as the registry serves it.
+#[derive(Debug)]
+pub struct Published {
+    pub sdl: String,
+    /// The registry's version number (`x-registry-version`), when it gives one.
+    pub number: Option<u64>,
+    pub etag: Option<String>,
+}
+
+/// Why the registry could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("registry unreachable: {0}")]
+    Unreachable(#[from] reqwest::Error),
+    #[error("registry answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
+/// Fetches the supergraph at `url`; `Ok(None)` when it still has the ETag `etag` (304).
+pub async fn fetch_published(
+    client: &reqwest::Client,
+    url: &str,
+    etag: Option<&str>,
+) -> Result<Option<Published>, FetchError> {
+    let mut request = client.get(url);
+    if let Some(etag) = etag {
+        request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+    }
+    let response = request.send().await?;
+    if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(None);
+    }
+    if !response.status().is_success() {
+        return Err(FetchError::Status(response.status()));
+    }
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let etag = header("etag");
+    let number = header("x-registry-version").and_then(|value| value.parse().ok());
+    let sdl = response.text().await?;
+    Ok(Some(Published { sdl, number, etag }))
+}
+
+/// Polls the registry at `url` every `every` until the task is dropped: a new ETag brings a
+/// new supergraph, swapped in when valid; errors are logged and the current one stays.
+pub async fn poll_registry(
+    router: Arc<Router>,
+    client: reqwest::Client,
+    url: String,
+    mut etag: Option<String>,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let published = match fetch_published(&client, &url, etag.as_deref()).await {
+            Ok(Some(published)) => published,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%url, %error, "cannot poll the registry; keeping the current supergraph");
+                continue;
+            }
+        };
+        let number = published.number;
+        let parsed =
+            tokio::task::spawn_blocking(move || Supergraph::parse(&published.sdl, number)).await;
+        match parsed {
+            Ok(Ok(supergraph)) => {
+                tracing::info!(from = %router.supergraph().version, to = %supergraph.version, "supergraph updated from the registry");
+                router.replace_supergraph(supergraph);
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%url, %error, "refused an invalid supergraph from the registry; keeping the current one");
+            }
+            Err(error) => {
+                tracing::error!(%error, "supergraph parsing panicked; keeping the current one")
+            }
+        }
+        // A refused version is not fetched again until the registry publishes another.
+        etag = published.etag;
+    }
+}

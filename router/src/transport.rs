@@ -7,7 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use gospelib_kit::GraphQlExecutor;
+use serde_json::{Map, Value, json};
 
 /// A boxed future, so transports can live behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -115,6 +116,26 @@ impl Transport for Http {
 pub trait LocalSubgraph: Send + Sync {
     /// Executes `{query, variables}` and returns the GraphQL response as JSON.
     fn execute(&self, request: Value) -> BoxFuture<'_, Value>;
+}
+
+/// A platform subgraph's executor (the kit's [`GraphQlExecutor`]) as a [`LocalSubgraph`].
+pub struct ExecutorSubgraph(pub Arc<dyn GraphQlExecutor>);
+
+impl LocalSubgraph for ExecutorSubgraph {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let request: async_graphql::Request = match serde_json::from_value(request) {
+                Ok(request) => request,
+                Err(error) => {
+                    return json!({"errors": [{"message": format!("bad subgraph request: {error}")}]});
+                }
+            };
+            let response = self.0.execute(request).await;
+            serde_json::to_value(response).unwrap_or_else(|error| {
+                json!({"errors": [{"message": format!("unserialisable response: {error}")}]})
+            })
+        })
+    }
 }
 
 /// Calls co-located subgraphs directly: no socket, no serialisation to bytes.

@@ -34,6 +34,7 @@ async fn router_at(
         subgraphs: Vec::new(),
         dependencies: Vec::new(),
         max_body_bytes: 1 << 20,
+        extra_routes: None,
     })
     .await
 }

@@ -1,5 +1,16 @@
-//! The schema registry. Today: Federation 2 composition of the subgraphs' SDLs into the
-//! supergraph the router serves ([`compose`]). Checks and published versions come with the
-//! registry's own issue.
+//! The schema registry: it makes every change to the supergraph deliberate.
+//!
+//! - [`compose`]: subgraph SDLs → supergraph and API schema (apollo-federation).
+//! - [`diff`]: two API schemas → changes classified breaking / dangerous / safe.
+//! - [`usage`]: which schema coordinates the known client operations touch.
+//! - [`check`]: composition + diff + usage → a report that passes or fails.
+//! - [`contracts`]: the `partner` variant of a supergraph, filtered by `@tag`.
+//! - [`store`]: published versions in PostgreSQL; [`http`]: serving them to routers.
 
+pub mod check;
 pub mod compose;
+pub mod contracts;
+pub mod diff;
+pub mod http;
+pub mod store;
+pub mod usage;

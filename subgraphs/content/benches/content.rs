@@ -159,6 +159,7 @@ async fn main() {
         subgraphs: vec![subgraph],
         dependencies: vec![],
         max_body_bytes: 1 << 20,
+        extra_routes: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -169,6 +169,29 @@ impl<'a> ConfigReader<'a> {
         }
     }
 
+    /// A comma-separated list of sha256 digests (64 lowercase hex digits each), empty when
+    /// unset: how API keys are configured without the keys themselves.
+    pub fn sha256_list(&mut self, name: &str) -> Option<Vec<String>> {
+        self.optional(
+            name,
+            "comma-separated sha256 digests (64 hex digits each)",
+            Vec::new(),
+            |raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|digest| !digest.is_empty())
+                    .map(|digest| {
+                        let valid =
+                            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit());
+                        valid
+                            .then(|| digest.to_ascii_lowercase())
+                            .ok_or_else(|| format!("`{digest}` is not a sha256 digest"))
+                    })
+                    .collect()
+            },
+        )
+    }
+
     /// A required URL whose scheme is one of `schemes`.
     pub fn required_url(&mut self, name: &str, example: &str, schemes: &[&str]) -> Option<Url> {
         let expected = format!("a URL such as {example}");

@@ -156,7 +156,34 @@ pub async fn post(
             );
         }
     };
-    execute(&endpoint, request, media_type).await
+    execute(&endpoint, with_api_key(request, &headers), media_type).await
+}
+
+/// The header partners send their API key in.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The API key a request came with, in the request's data for the service to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey(pub String);
+
+impl ApiKey {
+    /// The key of `request`, when it came with one.
+    pub fn of(request: &async_graphql::Request) -> Option<&ApiKey> {
+        request
+            .data
+            .get(&std::any::TypeId::of::<ApiKey>())
+            .and_then(|value| value.downcast_ref::<ApiKey>())
+    }
+}
+
+fn with_api_key(
+    mut request: async_graphql::Request,
+    headers: &HeaderMap,
+) -> async_graphql::Request {
+    if let Some(key) = headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) {
+        request.data.insert(ApiKey(key.trim().to_owned()));
+    }
+    request
 }
 
 /// Headers that prove a GET was not forged by another site (a browser only sends them after a
@@ -230,7 +257,7 @@ pub async fn get(
             "mutations are only accepted over POST",
         );
     }
-    execute(&endpoint, request, media_type).await
+    execute(&endpoint, with_api_key(request, &headers), media_type).await
 }
 
 fn request_from_params(params: GetParams) -> Result<async_graphql::Request, String> {

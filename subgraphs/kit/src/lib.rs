@@ -13,6 +13,7 @@ pub mod server;
 pub mod stores;
 pub mod subgraph;
 pub mod telemetry;
+pub mod usage;
 
 pub use errors::ErrorCode;
 pub use subgraph::{GraphQlExecutor, Subgraph};

@@ -42,6 +42,9 @@ pub struct AppSpec {
     /// Stores the process needs beyond its subgraphs' own.
     pub dependencies: Vec<Dependency>,
     pub max_body_bytes: usize,
+    /// More routes served beside the GraphQL ones (e.g. the registry's `/registry/...`),
+    /// observed like every other route.
+    pub extra_routes: Option<Router>,
 }
 
 /// State of the `/ready` and `/metrics` handlers.
@@ -100,6 +103,9 @@ pub fn build_app_with_metrics(spec: AppSpec, metrics: Metrics) -> Router {
         }
         app = app.route(&path, routes);
         known_paths.insert(path);
+    }
+    if let Some(extra) = spec.extra_routes {
+        app = app.merge(extra);
     }
     let process = ProcessState {
         metrics: metrics.clone(),

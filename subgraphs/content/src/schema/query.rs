@@ -131,12 +131,14 @@ pub struct Query;
 #[Object]
 impl Query {
     /// One verse by id, e.g. `john.3.16`.
+    #[graphql(tag = "partner")]
     async fn passage(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Passage>> {
         passage_by_id(ctx, &id).await
     }
 
     /// Several verses by id (at most 100), in the order asked; a missing one is null with a
     /// `PASSAGE_NOT_FOUND` error at its index.
+    #[graphql(tag = "partner")]
     async fn passages(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Passage>>> {
         if ids.len() > MAX_IDS {
             return Err(validation(format!(
@@ -173,6 +175,7 @@ impl Query {
     }
 
     /// A chapter by book and number, e.g. `(bookId: "ps", number: 23)`.
+    #[graphql(tag = "partner")]
     async fn chapter(
         &self,
         ctx: &Context<'_>,
@@ -192,11 +195,13 @@ impl Query {
     }
 
     /// A book by id, e.g. `gen`, `1-ne`.
+    #[graphql(tag = "partner")]
     async fn book(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Book>> {
         book_by_id(ctx, &id).await
     }
 
     /// Every book, in canonical order, optionally of one corpus.
+    #[graphql(tag = "partner")]
     async fn books(&self, ctx: &Context<'_>, corpus: Option<Corpus>) -> Result<Vec<Book>> {
         let ids: Vec<String> = canon::BOOKS
             .iter()
@@ -256,6 +261,7 @@ impl Query {
     }
 
     /// Full-text search of passages, typo-tolerant, with facet counts.
+    #[graphql(tag = "partner")]
     async fn search(
         &self,
         ctx: &Context<'_>,

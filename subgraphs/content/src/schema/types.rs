@@ -138,33 +138,43 @@ pub struct Passage(pub PassageRecord);
 #[Object]
 impl Passage {
     /// `bookId.chapter.verse`, e.g. `john.3.16`.
+    #[graphql(tag = "partner")]
     async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
 
     /// "John 3:16".
+    #[graphql(tag = "partner")]
     async fn reference(&self) -> String {
         let title = canon::book(&self.0.book_id).map_or(self.0.book_id.as_str(), |b| b.title);
         format!("{title} {}:{}", self.0.chapter, self.0.verse)
     }
+
+    #[graphql(tag = "partner")]
 
     async fn text(&self) -> &str {
         &self.0.text
     }
 
     /// A canonical heading printed before the verse (the Psalms' titles).
+    #[graphql(tag = "partner")]
     async fn heading(&self) -> Option<&str> {
         self.0.heading.as_deref()
     }
 
     /// The verse number.
+    #[graphql(tag = "partner")]
     async fn verse(&self) -> i32 {
         i32::from(self.0.verse)
     }
 
+    #[graphql(tag = "partner")]
+
     async fn corpus(&self) -> Option<Corpus> {
         canon::book(&self.0.book_id).map(|b| b.corpus.into())
     }
+
+    #[graphql(tag = "partner")]
 
     async fn book(&self, ctx: &Context<'_>) -> Result<Option<Book>> {
         let record = loaders(ctx)
@@ -174,6 +184,8 @@ impl Passage {
             .map_err(graph_down)?;
         Ok(record.map(Book))
     }
+
+    #[graphql(tag = "partner")]
 
     async fn chapter(&self, ctx: &Context<'_>) -> Result<Option<Chapter>> {
         let id = format!("{}.{}", self.0.book_id, self.0.chapter);
@@ -186,16 +198,19 @@ impl Passage {
     }
 
     /// The verse before, in reading order within the corpus.
+    #[graphql(tag = "partner")]
     async fn previous(&self, ctx: &Context<'_>) -> Result<Option<Passage>> {
         one_passage(ctx, self.0.previous.as_ref()).await
     }
 
     /// The verse after, in reading order within the corpus.
+    #[graphql(tag = "partner")]
     async fn next(&self, ctx: &Context<'_>) -> Result<Option<Passage>> {
         one_passage(ctx, self.0.next.as_ref()).await
     }
 
     /// Passages this verse refers to (Treasury of Scripture Knowledge), in the source's order.
+    #[graphql(tag = "partner")]
     async fn cross_references(
         &self,
         ctx: &Context<'_>,

@@ -1,0 +1,415 @@
+//! `gospelib schema check|publish|history|diff|rollback|baseline`: the registry's commands.
+//!
+//! The proposal is always what the code gives (every part's SDL, composed). Known operations
+//! are the documents under `client-tests/operations/` plus, when `GOSPELIB_REDIS_URL` is set,
+//! the operations routers recorded. Published versions live in PostgreSQL (`GOSPELIB_PG_URL`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use gospelib_kit::config::{ConfigReader, Env};
+use gospelib_kit::stores::{postgres_pool, redis_client};
+use gospelib_schema::check::{
+    Baseline, CheckReport, ClientDocument, KnownOperation, check, diff_api_schemas,
+};
+use gospelib_schema::compose::{SubgraphSdl, api_schema};
+use gospelib_schema::contracts::{CONTRACTS, contract_supergraph};
+use gospelib_schema::store::{NewVersion, Store, Version};
+
+use crate::schema_files::{committed_url, subgraph_sdls};
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// The check failed (the report says why): exit status 1 without another message.
+#[derive(Debug, thiserror::Error)]
+#[error("the schema check failed")]
+pub struct CheckFailed;
+
+/// What the registry commands read from the environment.
+struct RegistrySettings {
+    postgres: Option<url::Url>,
+    redis: Option<url::Url>,
+}
+
+impl RegistrySettings {
+    fn read(env: &Env, needs_postgres: bool) -> anyhow::Result<Self> {
+        let mut reader = ConfigReader::new(env);
+        let example = "postgres://gospelib@127.0.0.1:55432/gospelib";
+        let postgres = if needs_postgres || reader.raw("GOSPELIB_PG_URL").is_some() {
+            reader.required_url("GOSPELIB_PG_URL", example, &["postgres", "postgresql"])
+        } else {
+            None
+        };
+        let redis = if reader.raw("GOSPELIB_REDIS_URL").is_some() {
+            reader.required_url(
+                "GOSPELIB_REDIS_URL",
+                "redis://127.0.0.1:56379",
+                &["redis", "rediss"],
+            )
+        } else {
+            None
+        };
+        reader.finish()?;
+        Ok(Self { postgres, redis })
+    }
+
+    fn store(&self) -> anyhow::Result<Store> {
+        let url = self
+            .postgres
+            .as_ref()
+            .context("GOSPELIB_PG_URL is needed to reach published versions")?;
+        Ok(Store::new(
+            postgres_pool(url, 2).context("GOSPELIB_PG_URL")?,
+        ))
+    }
+}
+
+/// `schema check`.
+pub async fn run_check(
+    env: &Env,
+    against: &str,
+    operations: &Path,
+    format: Format,
+) -> anyhow::Result<()> {
+    let settings = RegistrySettings::read(env, against_needs_store(against))?;
+    let baseline = baseline(&settings, against).await?;
+    let report = check_code(&settings, baseline.as_ref(), operations).await?;
+    print_report(&report, format)?;
+    if report.passed {
+        Ok(())
+    } else {
+        Err(CheckFailed.into())
+    }
+}
+
+/// `schema publish`.
+pub async fn run_publish(
+    env: &Env,
+    message: &str,
+    operations: &Path,
+    force_reason: Option<&str>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let settings = RegistrySettings::read(env, true)?;
+    let store = settings.store()?;
+    let latest = store.latest().await?;
+    let baseline = latest.as_ref().map(|version| Baseline {
+        label: format!("version {}", version.number),
+        supergraph: version.supergraph.clone(),
+    });
+    let report = check_code(&settings, baseline.as_ref(), operations).await?;
+    print_report(&report, format)?;
+    let Some(supergraph) = report.supergraph.clone() else {
+        bail!("nothing to publish: composition failed");
+    };
+    if let Some(latest) = &latest
+        && latest.supergraph == supergraph
+    {
+        eprintln!(
+            "unchanged: version {} already has this supergraph",
+            latest.number
+        );
+        return Ok(());
+    }
+    if !report.passed && force_reason.is_none() {
+        eprintln!("refused: the check failed (publish --force --reason \"…\" to publish anyway)");
+        return Err(CheckFailed.into());
+    }
+    let version = publish(
+        &store,
+        subgraph_sdls(committed_url),
+        supergraph,
+        message,
+        force_reason,
+        Some(serde_json::to_value(&report)?),
+        None,
+    )
+    .await?;
+    println!("published version {}", version.number);
+    Ok(())
+}
+
+/// `schema history`.
+pub async fn run_history(env: &Env, format: Format) -> anyhow::Result<()> {
+    let store = RegistrySettings::read(env, true)?.store()?;
+    let versions = store.history().await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&versions)?),
+        Format::Text => {
+            if versions.is_empty() {
+                println!("no version published yet");
+            }
+            for version in versions {
+                let mut notes = Vec::new();
+                if let Some(number) = version.rollback_of {
+                    notes.push(format!("rollback to {number}"));
+                }
+                if let Some(reason) = &version.forced_reason {
+                    notes.push(format!("forced: {reason}"));
+                }
+                println!(
+                    "{:>4}  {}  {}  {}{}",
+                    version.number,
+                    version.published_at,
+                    &version.api_schema_hash[..12],
+                    version.message,
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", notes.join("; "))
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `schema diff <a> <b>`: the classified changes from version `a` to version `b`.
+pub async fn run_diff(env: &Env, from: i32, to: i32, format: Format) -> anyhow::Result<()> {
+    let store = RegistrySettings::read(env, true)?.store()?;
+    let old = store.require(from).await?;
+    let new = store.require(to).await?;
+    let changes = diff_api_schemas(&old.api_schema, &new.api_schema)
+        .map_err(|error| anyhow::anyhow!("versions {from} and {to}: {error}"))?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&changes)?),
+        Format::Text => {
+            println!("version {from} → version {to}: {} change(s)", changes.len());
+            for change in changes {
+                println!(
+                    "  {:<9} {} [{}]",
+                    format!("{:?}", change.criticality),
+                    change.message,
+                    change.coordinate
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `schema rollback --to <n>`: publishes version `n`'s content as a new version.
+pub async fn run_rollback(env: &Env, to: i32, message: Option<&str>) -> anyhow::Result<()> {
+    let store = RegistrySettings::read(env, true)?.store()?;
+    let target = store.require(to).await?;
+    let latest = store.latest().await?;
+    if latest
+        .as_ref()
+        .is_some_and(|l| l.supergraph == target.supergraph)
+    {
+        bail!("the latest version already has version {to}'s supergraph");
+    }
+    let message = message
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("rollback to version {to}"));
+    let version = publish(
+        &store,
+        target.subgraphs.clone(),
+        target.supergraph.clone(),
+        &message,
+        None,
+        None,
+        Some(to),
+    )
+    .await?;
+    println!(
+        "published version {} (the content of version {to})",
+        version.number
+    );
+    Ok(())
+}
+
+/// `schema baseline --reason`: accepts the code's supergraph as the CI gate's new baseline.
+pub async fn run_baseline(
+    env: &Env,
+    file: &Path,
+    log: &Path,
+    operations: &Path,
+    reason: &str,
+) -> anyhow::Result<()> {
+    if reason.trim().is_empty() {
+        bail!("--reason must say why the baseline changes");
+    }
+    let settings = RegistrySettings::read(env, false)?;
+    let baseline = file_baseline(file)?;
+    let report = check_code(&settings, baseline.as_ref(), operations).await?;
+    let Some(supergraph) = &report.supergraph else {
+        print_report(&report, Format::Text)?;
+        bail!("composition failed: nothing to accept");
+    };
+    std::fs::write(file, supergraph).with_context(|| format!("writing {}", file.display()))?;
+    let title = reason.lines().next().unwrap_or(reason);
+    let mut entry = format!("\n## {title}\n\n{reason}\n\n");
+    let breaking: Vec<_> = report
+        .changes
+        .iter()
+        .filter(|c| c.change.criticality == gospelib_schema::diff::Criticality::Breaking)
+        .collect();
+    if breaking.is_empty() {
+        entry.push_str("No breaking change.\n");
+    }
+    for change in breaking {
+        entry.push_str(&format!("- breaking: {}", change.change.message));
+        if !change.breaks.is_empty() {
+            entry.push_str(&format!(" (breaks {})", change.breaks.join(", ")));
+        }
+        entry.push('\n');
+    }
+    let mut text = std::fs::read_to_string(log).unwrap_or_else(|_| {
+        "# Schema baseline changes\n\nEach accepted change to `schema/baseline.graphql`, with its reason.\n"
+            .to_owned()
+    });
+    text.push_str(&entry);
+    std::fs::write(log, text).with_context(|| format!("writing {}", log.display()))?;
+    println!("{} and {} updated", file.display(), log.display());
+    Ok(())
+}
+
+fn against_needs_store(against: &str) -> bool {
+    against == "latest" || against.parse::<i32>().is_ok()
+}
+
+/// The baseline `--against` names: `latest`, a version number, or a supergraph file.
+async fn baseline(settings: &RegistrySettings, against: &str) -> anyhow::Result<Option<Baseline>> {
+    if !against_needs_store(against) {
+        return file_baseline(Path::new(against));
+    }
+    let store = settings.store()?;
+    let version = if against == "latest" {
+        store.latest().await?
+    } else {
+        Some(store.require(against.parse()?).await?)
+    };
+    Ok(version.map(|version| Baseline {
+        label: format!("version {}", version.number),
+        supergraph: version.supergraph,
+    }))
+}
+
+fn file_baseline(path: &Path) -> anyhow::Result<Option<Baseline>> {
+    let supergraph = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the baseline {}", path.display()))?;
+    Ok(Some(Baseline {
+        label: path.display().to_string(),
+        supergraph,
+    }))
+}
+
+/// Checks the code's subgraphs against `baseline`.
+async fn check_code(
+    settings: &RegistrySettings,
+    baseline: Option<&Baseline>,
+    operations: &Path,
+) -> anyhow::Result<CheckReport> {
+    let documents = client_documents(operations)?;
+    let recorded = recorded_operations(settings).await?;
+    Ok(check(
+        &subgraph_sdls(committed_url),
+        baseline,
+        &documents,
+        recorded,
+    )?)
+}
+
+/// Every `.graphql` document under `dir`, sorted by path.
+pub fn client_documents(dir: &Path) -> anyhow::Result<Vec<ClientDocument>> {
+    let mut files = Vec::new();
+    collect_graphql_files(dir, &mut files)
+        .with_context(|| format!("reading client operations under {}", dir.display()))?;
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let source = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            Ok(ClientDocument { source, text })
+        })
+        .collect()
+}
+
+fn collect_graphql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_graphql_files(&path, out)?;
+        } else if path.extension().is_some_and(|ext| ext == "graphql") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The operations routers recorded in Redis, when `GOSPELIB_REDIS_URL` is set.
+async fn recorded_operations(settings: &RegistrySettings) -> anyhow::Result<Vec<KnownOperation>> {
+    let Some(url) = &settings.redis else {
+        return Ok(Vec::new());
+    };
+    let client = redis_client(url).context("GOSPELIB_REDIS_URL")?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("reading recorded operations: Redis at GOSPELIB_REDIS_URL")?;
+    let recorded = gospelib_kit::usage::read_all(&mut connection)
+        .await
+        .context("reading recorded operations")?;
+    Ok(recorded
+        .into_iter()
+        .map(|operation| KnownOperation {
+            source: format!("router:{}", &operation.hash[..12.min(operation.hash.len())]),
+            name: operation.name,
+            count: Some(operation.count),
+            coordinates: operation.coordinates,
+        })
+        .collect())
+}
+
+fn print_report(report: &CheckReport, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Text => print!("{}", report.to_text()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
+    }
+    Ok(())
+}
+
+/// Stores a new version of `subgraphs`/`supergraph`, with its API schema and contracts.
+async fn publish(
+    store: &Store,
+    subgraphs: Vec<SubgraphSdl>,
+    supergraph: String,
+    message: &str,
+    forced_reason: Option<&str>,
+    check_report: Option<serde_json::Value>,
+    rollback_of: Option<i32>,
+) -> anyhow::Result<Version> {
+    let api = api_schema(&supergraph)?;
+    let mut contracts = std::collections::BTreeMap::new();
+    for (name, tag) in CONTRACTS {
+        contracts.insert(
+            (*name).to_owned(),
+            contract_supergraph(&supergraph, name, tag)?,
+        );
+    }
+    Ok(store
+        .publish(NewVersion {
+            subgraphs,
+            supergraph,
+            api_schema: api,
+            contracts,
+            message: message.to_owned(),
+            forced_reason: forced_reason.map(str::to_owned),
+            check_report,
+            rollback_of,
+        })
+        .await?)
+}

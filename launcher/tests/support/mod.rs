@@ -1,0 +1,142 @@
+//! What the launcher's tests share: the `gospelib` binary with chosen variables, the stack's
+//! store variables, a served process, and throwaway PostgreSQL databases.
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_gospelib");
+
+pub const STORE_VARIABLES: [&str; 5] = [
+    "GOSPELIB_PG_URL",
+    "GOSPELIB_REDIS_URL",
+    "GOSPELIB_FALKORDB_URL",
+    "GOSPELIB_TYPESENSE_URL",
+    "GOSPELIB_TYPESENSE_API_KEY",
+];
+
+/// A command with no `GOSPELIB_*` variable but those given.
+pub fn gospelib(args: &[&str], vars: &[(&str, String)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    command
+}
+
+/// The stack's store variables (exported by scripts/test).
+pub fn stack_vars() -> Vec<(&'static str, String)> {
+    STORE_VARIABLES
+        .iter()
+        .map(|name| {
+            let value = std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run scripts/test, or source .stack/run/env")
+            });
+            (*name, value)
+        })
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `gospelib <args>` on a free port with the stack's variables; returns the child, the base URL
+/// and a runtime for the test's HTTP calls, once `/health` answers.
+pub fn serve(args: &[&str]) -> (std::process::Child, String, tokio::runtime::Runtime) {
+    serve_with(args, &[])
+}
+
+/// [`serve`] with some of the stack's variables replaced.
+pub fn serve_with(
+    args: &[&str],
+    overrides: &[(&'static str, String)],
+) -> (std::process::Child, String, tokio::runtime::Runtime) {
+    let port = free_port();
+    let mut vars = stack_vars();
+    vars.retain(|(name, _)| overrides.iter().all(|(replaced, _)| replaced != name));
+    vars.extend(overrides.iter().cloned());
+    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
+    let child = gospelib(args, &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{base}/health")).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gospelib {args:?} did not answer on {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (child, base, runtime)
+}
+
+/// A fresh, migrated PostgreSQL database on the stack's server, dropped with the value.
+pub struct TempDatabase {
+    pub url: url::Url,
+    admin_url: String,
+    name: String,
+}
+
+impl TempDatabase {
+    /// Creates `gl_test_<label>_<pid>` and applies the migrations with `gospelib migrate`.
+    pub fn migrated(label: &str) -> Self {
+        let admin_url =
+            std::env::var("GOSPELIB_PG_URL").expect("GOSPELIB_PG_URL (run scripts/test)");
+        let name = format!("gl_test_{label}_{}", std::process::id());
+        psql(&admin_url, &format!("DROP DATABASE IF EXISTS {name}"));
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        let output = gospelib(&["migrate"], &[("GOSPELIB_PG_URL", url.to_string())])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self {
+            url,
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs one SQL statement with `psql`, asserting it succeeds.
+pub fn psql(url: &str, sql: &str) {
+    let status = Command::new("psql")
+        .args(["-X", "-q", url, "-c", sql])
+        .env("PGOPTIONS", "--client-min-messages=warning")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "psql {sql}");
+}

@@ -1,0 +1,140 @@
+//! The registry over HTTP, for routers and tools:
+//! - `GET /registry/supergraph`: the latest published supergraph;
+//! - `GET /registry/supergraph/{n}`: version `n`;
+//! - `GET /registry/contracts/{name}/supergraph`: the latest version's contract supergraph;
+//! - `GET /registry/versions`: the history, newest first (JSON).
+//!
+//! Supergraphs come as `text/plain` with an `ETag` (version number and content hash) and an
+//! `x-registry-version` header; `If-None-Match` with the current ETag answers 304, so routers
+//! poll cheaply.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::store::{Store, StoreError, Version, content_hash};
+
+/// The registry's routes, to merge into a server.
+pub fn routes(store: Store) -> axum::Router {
+    axum::Router::new()
+        .route("/registry/supergraph", get(latest))
+        .route("/registry/supergraph/{number}", get(by_number))
+        .route("/registry/contracts/{name}/supergraph", get(contract))
+        .route("/registry/versions", get(history))
+        .with_state(store)
+}
+
+async fn latest(State(store): State<Store>, headers: HeaderMap) -> Response {
+    match store.latest().await {
+        Ok(Some(version)) => supergraph_response(&version, None, &headers),
+        Ok(None) => not_found("nothing has been published yet"),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn by_number(
+    State(store): State<Store>,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(number) = number.parse::<i32>() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "a version is a positive whole number",
+        );
+    };
+    match store.get(number).await {
+        Ok(Some(version)) => supergraph_response(&version, None, &headers),
+        Ok(None) => not_found(&format!("version {number} does not exist")),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn contract(
+    State(store): State<Store>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match store.latest().await {
+        Ok(Some(version)) if version.contracts.contains_key(&name) => {
+            supergraph_response(&version, Some(&name), &headers)
+        }
+        Ok(_) => not_found(&format!("no contract named `{name}` has been published")),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn history(State(store): State<Store>) -> Response {
+    match store.history().await {
+        Ok(versions) => Json(versions).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// The supergraph of `version` (or of its contract), honouring `If-None-Match`.
+fn supergraph_response(version: &Version, contract: Option<&str>, headers: &HeaderMap) -> Response {
+    let (sdl, etag) = match contract {
+        None => (
+            version.supergraph.as_str(),
+            format!("\"v{}-{}\"", version.number, &version.supergraph_hash[..16]),
+        ),
+        Some(name) => {
+            let sdl = version.contracts[name].as_str();
+            let hash = content_hash(sdl);
+            (
+                sdl,
+                format!("\"v{}-{name}-{}\"", version.number, &hash[..16]),
+            )
+        }
+    };
+    let etag_value = HeaderValue::from_str(&etag).expect("hex and digits are a valid header");
+    let common = [
+        (header::ETAG, etag_value),
+        (
+            header::HeaderName::from_static("x-registry-version"),
+            HeaderValue::from(version.number),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|candidate| {
+            let candidate = candidate.trim();
+            candidate == "*" || candidate.trim_start_matches("W/") == etag
+        });
+    if matches {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (
+        StatusCode::OK,
+        common,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        sdl.to_owned(),
+    )
+        .into_response()
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn not_found(message: &str) -> Response {
+    problem(StatusCode::NOT_FOUND, message)
+}
+
+fn unavailable(error: StoreError) -> Response {
+    tracing::error!(%error, "registry store failed");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the registry's database is unavailable",
+    )
+}

@@ -1,0 +1,208 @@
+//! Published versions in PostgreSQL (`registry.versions`): immutable, numbered 1, 2, 3… in the
+//! order they were published. Publishing takes a table lock so two publishers never get the
+//! same number; a rollback is a publish of an older version's content under a new number.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use sqlx::types::Json;
+
+use crate::compose::SubgraphSdl;
+
+/// Why the registry store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("registry database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("version {0} does not exist")]
+    NoSuchVersion(i32),
+}
+
+/// A version to publish.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub subgraphs: Vec<SubgraphSdl>,
+    pub supergraph: String,
+    pub api_schema: String,
+    /// Each contract's supergraph SDL, by contract name.
+    pub contracts: BTreeMap<String, String>,
+    pub message: String,
+    /// Why a failing check was overridden, when it was.
+    pub forced_reason: Option<String>,
+    pub check_report: Option<serde_json::Value>,
+    pub rollback_of: Option<i32>,
+}
+
+/// A published version, whole.
+#[derive(Debug, Clone, Serialize)]
+pub struct Version {
+    pub number: i32,
+    pub subgraphs: Vec<SubgraphSdl>,
+    pub supergraph: String,
+    pub supergraph_hash: String,
+    pub api_schema: String,
+    pub api_schema_hash: String,
+    pub contracts: BTreeMap<String, String>,
+    pub message: String,
+    pub forced_reason: Option<String>,
+    pub rollback_of: Option<i32>,
+    /// RFC 3339, UTC.
+    pub published_at: String,
+}
+
+/// One line of `history`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct VersionSummary {
+    pub number: i32,
+    pub supergraph_hash: String,
+    pub api_schema_hash: String,
+    pub message: String,
+    pub forced_reason: Option<String>,
+    pub rollback_of: Option<i32>,
+    pub published_at: String,
+}
+
+type VersionRow = (
+    i32,
+    Json<Vec<SubgraphSdl>>,
+    String,
+    String,
+    String,
+    String,
+    Json<BTreeMap<String, String>>,
+    String,
+    Option<String>,
+    Option<i32>,
+    String,
+);
+
+const PUBLISHED_AT: &str =
+    r#"to_char(published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
+
+/// The sha256 of a text, in hex: how versions name their supergraph and API schema.
+pub fn content_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The registry's versions.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The newest version, if any was published.
+    pub async fn latest(&self) -> Result<Option<Version>, StoreError> {
+        self.fetch_one("ORDER BY number DESC LIMIT 1", None).await
+    }
+
+    /// Version `number`, if it exists.
+    pub async fn get(&self, number: i32) -> Result<Option<Version>, StoreError> {
+        self.fetch_one("WHERE number = $1", Some(number)).await
+    }
+
+    /// Version `number`, or [`StoreError::NoSuchVersion`].
+    pub async fn require(&self, number: i32) -> Result<Version, StoreError> {
+        self.get(number)
+            .await?
+            .ok_or(StoreError::NoSuchVersion(number))
+    }
+
+    async fn fetch_one(
+        &self,
+        clause: &str,
+        number: Option<i32>,
+    ) -> Result<Option<Version>, StoreError> {
+        let sql = format!(
+            "SELECT number, subgraphs, supergraph, supergraph_hash, api_schema, api_schema_hash, \
+             contracts, message, forced_reason, rollback_of, {PUBLISHED_AT} \
+             FROM registry.versions {clause}"
+        );
+        let mut query = sqlx::query_as::<_, VersionRow>(&sql);
+        if let Some(number) = number {
+            query = query.bind(number);
+        }
+        Ok(query.fetch_optional(&self.pool).await?.map(version_of_row))
+    }
+
+    /// Every version, newest first.
+    pub async fn history(&self) -> Result<Vec<VersionSummary>, StoreError> {
+        let sql = format!(
+            "SELECT number, supergraph_hash, api_schema_hash, message, forced_reason, \
+             rollback_of, {PUBLISHED_AT} AS published_at \
+             FROM registry.versions ORDER BY number DESC"
+        );
+        Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+    }
+
+    /// Stores `version` under the next number and returns it.
+    pub async fn publish(&self, version: NewVersion) -> Result<Version, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        // Readers go on; a second publisher waits here until this one commits.
+        sqlx::query("LOCK TABLE registry.versions IN EXCLUSIVE MODE")
+            .execute(&mut *transaction)
+            .await?;
+        let (number,): (i32,) =
+            sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM registry.versions")
+                .fetch_one(&mut *transaction)
+                .await?;
+        sqlx::query(
+            "INSERT INTO registry.versions (number, subgraphs, supergraph, supergraph_hash, \
+             api_schema, api_schema_hash, contracts, message, forced_reason, check_report, \
+             rollback_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(number)
+        .bind(Json(&version.subgraphs))
+        .bind(&version.supergraph)
+        .bind(content_hash(&version.supergraph))
+        .bind(&version.api_schema)
+        .bind(content_hash(&version.api_schema))
+        .bind(Json(&version.contracts))
+        .bind(&version.message)
+        .bind(&version.forced_reason)
+        .bind(version.check_report.as_ref().map(Json))
+        .bind(version.rollback_of)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        self.require(number).await
+    }
+}
+
+fn version_of_row(row: VersionRow) -> Version {
+    let (
+        number,
+        Json(subgraphs),
+        supergraph,
+        supergraph_hash,
+        api_schema,
+        api_schema_hash,
+        Json(contracts),
+        message,
+        forced_reason,
+        rollback_of,
+        published_at,
+    ) = row;
+    Version {
+        number,
+        subgraphs,
+        supergraph,
+        supergraph_hash,
+        api_schema,
+        api_schema_hash,
+        contracts,
+        message,
+        forced_reason,
+        rollback_of,
+        published_at,
+    }
+}
