@@ -432,9 +432,72 @@ fn partner_api_keys_see_only_the_partner_contract() {
 
     let unknown = ask(Some("guessed"), "{ __typename }");
     assert_eq!(
-        unknown["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        unknown["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
         "{unknown}"
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn baseline_accepts_the_codes_supergraph_and_logs_the_reason() {
+    let dir = std::env::temp_dir().join(format!("gl-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let baseline = dir.join("baseline.graphql");
+    let log = dir.join("BASELINE.md");
+    let with_extra = code_supergraph().replace(
+        CONNECTIONS_FIELD,
+        &format!("{CONNECTIONS_FIELD}  extra: String @join__field(graph: CONTENT)\n"),
+    );
+    std::fs::write(&baseline, with_extra).unwrap();
+    let (baseline_arg, log_arg) = (baseline.display().to_string(), log.display().to_string());
+    let output = gospelib(
+        &[
+            "schema",
+            "baseline",
+            "--reason",
+            "extra was never used",
+            "--file",
+            &baseline_arg,
+            "--log",
+            &log_arg,
+        ],
+        &[],
+    )
+    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&baseline).unwrap(),
+        code_supergraph()
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("## extra was never used"), "{logged}");
+    assert!(
+        logged.contains("- breaking: ") && logged.contains("extra"),
+        "{logged}"
+    );
+    let empty_reason = gospelib(
+        &[
+            "schema",
+            "baseline",
+            "--reason",
+            " ",
+            "--file",
+            &baseline_arg,
+            "--log",
+            &log_arg,
+        ],
+        &[],
+    )
+    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    .output()
+    .unwrap();
+    assert!(!empty_reason.status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,7 +4,7 @@
 //!
 //! Partners send an API key (`x-api-key`); a known key is served by the partner router, whose
 //! supergraph is the `partner` contract, so introspection and validation show only the partner
-//! API. An unknown key is refused (`UNAUTHENTICATED`). Keys are configured as sha256 digests.
+//! API. An unknown key is refused (`UNAUTHORIZED`). Keys are configured as sha256 digests.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl GraphQlService for RouterService {
             };
             let Some(router) = self.router_for(&request) else {
                 let version = self.router.supergraph().version.to_string();
-                let body = refusal("unknown API key", "UNAUTHENTICATED", &version);
+                let body = refusal("unknown API key", "UNAUTHORIZED", &version);
                 return ServiceResponse {
                     body,
                     headers: Vec::new(),
