@@ -3,7 +3,8 @@
 //! `GOSPELIB_ROUTER_LISTEN` (default `127.0.0.1:4000`) and serves `/graphql`, `/health`,
 //! `/ready`, `/metrics`. A file is re-read every `GOSPELIB_ROUTER_RELOAD_MS`; a registry URL is
 //! polled every `GOSPELIB_ROUTER_POLL_MS` with `If-None-Match`; a changed, valid supergraph is
-//! swapped in. With `GOSPELIB_REDIS_URL`, persisted queries and operation usage (for the
+//! swapped in. `GOSPELIB_ROUTER_SUBGRAPH_URLS` (`name=url,…`) points subgraphs elsewhere than
+//! the supergraph says (Phase 2: one Service per subgraph). With `GOSPELIB_REDIS_URL`, persisted queries and operation usage (for the
 //! registry's check, flushed every `GOSPELIB_ROUTER_USAGE_FLUSH_MS`) live in Redis.
 
 use std::net::SocketAddr;
@@ -122,6 +123,8 @@ struct Settings {
     usage_flush_every: Duration,
     /// `GOSPELIB_PARTNER_API_KEY_SHA256`: the digests of the partners' API keys.
     partner_key_digests: Vec<String>,
+    /// `GOSPELIB_ROUTER_SUBGRAPH_URLS`: `name=url` pairs replacing the supergraph's URLs.
+    subgraph_urls: std::collections::BTreeMap<String, String>,
     limits: Limits,
     introspection: bool,
     /// Where persisted queries are kept (`GOSPELIB_REDIS_URL`); none without it.
@@ -145,6 +148,12 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
     let reload = reader.number("GOSPELIB_ROUTER_RELOAD_MS", 2_000, 100, 3_600_000);
     let poll = reader.number("GOSPELIB_ROUTER_POLL_MS", 10_000, 100, 3_600_000);
     let partner_keys = reader.sha256_list("GOSPELIB_PARTNER_API_KEY_SHA256");
+    let subgraph_urls = reader.optional(
+        "GOSPELIB_ROUTER_SUBGRAPH_URLS",
+        "comma-separated name=url pairs, e.g. content=http://content:4000/graphql",
+        Default::default(),
+        parse_subgraph_urls,
+    );
     let usage_flush = reader.number("GOSPELIB_ROUTER_USAGE_FLUSH_MS", 10_000, 50, 3_600_000);
     let defaults = Limits::default();
     let max_depth = reader.number(
@@ -194,6 +203,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         poll_every: Duration::from_millis(poll.expect(present)),
         usage_flush_every: Duration::from_millis(usage_flush.expect(present)),
         partner_key_digests: partner_keys.expect(present),
+        subgraph_urls: subgraph_urls.expect(present),
         introspection: introspection.expect(present),
         redis,
         limits: Limits {
@@ -203,6 +213,24 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
             max_root_fields: max_root_fields.expect(present) as usize,
         },
     })
+}
+
+/// `content=http://content:4000/graphql,accounts=…` → name → URL.
+fn parse_subgraph_urls(raw: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, url) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not name=url"))?;
+            let parsed = url::Url::parse(url.trim()).map_err(|e| format!("`{url}`: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("`{url}` is not an http(s) URL"));
+            }
+            Ok((name.trim().to_owned(), url.trim().to_owned()))
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -249,7 +277,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Metrics::new("router");
     let transport: Arc<dyn gospelib_router::transport::Transport> = Arc::new(transport);
     let mut router = Router::with_limits(supergraph, transport.clone(), settings.limits)
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_subgraph_urls(settings.subgraph_urls.clone());
     if !settings.introspection {
         router = router.without_introspection();
     }
@@ -279,7 +308,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(partner_source) = partner_source {
         let (partner_supergraph, partner_etag) = partner_source.load(&registry).await?;
         let mut partner = Router::with_limits(partner_supergraph, transport, settings.limits)
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_subgraph_urls(settings.subgraph_urls.clone());
         if let Some(recorder) = &usage {
             partner = partner.with_usage_recorder(recorder.clone());
         }

@@ -74,6 +74,8 @@ pub struct Router {
     introspection: bool,
     metrics: Option<Metrics>,
     usage: Option<Arc<UsageRecorder>>,
+    /// Subgraph name → URL, replacing the supergraph's for every version served.
+    url_overrides: std::collections::BTreeMap<String, String>,
 }
 
 impl Router {
@@ -94,6 +96,7 @@ impl Router {
             introspection: true,
             metrics: None,
             usage: None,
+            url_overrides: Default::default(),
         }
     }
 
@@ -101,6 +104,20 @@ impl Router {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Reaches the named subgraphs at these URLs instead of the supergraph's, also after a
+    /// reload.
+    pub fn with_subgraph_urls(self, overrides: std::collections::BTreeMap<String, String>) -> Self {
+        let mut supergraph =
+            Arc::into_inner(self.supergraph.into_inner().expect("supergraph lock"))
+                .expect("a router being built is not shared");
+        supergraph.override_urls(&overrides);
+        Self {
+            supergraph: RwLock::new(Arc::new(supergraph)),
+            url_overrides: overrides,
+            ..self
+        }
     }
 
     /// Counts each operation's schema coordinates into `recorder` (the registry reads them).
@@ -121,7 +138,8 @@ impl Router {
     }
 
     /// Swaps in a new supergraph atomically.
-    pub fn replace_supergraph(&self, supergraph: Supergraph) {
+    pub fn replace_supergraph(&self, mut supergraph: Supergraph) {
+        supergraph.override_urls(&self.url_overrides);
         *self.supergraph.write().expect("supergraph lock") = Arc::new(supergraph);
     }
 

@@ -86,6 +86,16 @@ impl Supergraph {
     }
 
     /// Subgraph name → URL.
+    /// Points subgraphs at other URLs than the supergraph gives (Phase 2: each subgraph's own
+    /// Service); names the supergraph does not have are ignored.
+    pub fn override_urls(&mut self, overrides: &BTreeMap<String, String>) {
+        for (name, url) in overrides {
+            if let Some(current) = self.subgraphs.get_mut(name) {
+                current.clone_from(url);
+            }
+        }
+    }
+
     pub fn subgraphs(&self) -> &BTreeMap<String, String> {
         &self.subgraphs
     }

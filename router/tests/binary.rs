@@ -127,3 +127,126 @@ fn bad_configuration_stops_the_router_naming_the_variable() {
         "{stderr}"
     );
 }
+
+/// A stand-in for the registry's `/registry/supergraph`: the current version's SDL with its
+/// ETag and number, 304 for a matching `If-None-Match`; counts the 304s.
+#[derive(Clone, Default)]
+struct FakeRegistry {
+    current: Arc<std::sync::Mutex<(u64, String)>>,
+    not_modified: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn registry_supergraph(
+    axum::extract::State(registry): axum::extract::State<FakeRegistry>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (number, sdl) = registry.current.lock().unwrap().clone();
+    let etag = format!("\"v{number}\"");
+    let headers_out = [
+        ("etag", etag.clone()),
+        ("x-registry-version", number.to_string()),
+    ];
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        registry
+            .not_modified
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return (axum::http::StatusCode::NOT_MODIFIED, headers_out).into_response();
+    }
+    (headers_out, sdl).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_follows_the_registry_and_reaches_subgraphs_at_overridden_urls() {
+    let (products_url, _p) = start_subgraph("products", Arc::new(products_schema())).await;
+    let (reviews_url, _r) = start_subgraph("reviews", Arc::new(reviews_schema())).await;
+    // The published supergraph keeps its own URLs (nothing listens there): the router is told
+    // where the subgraphs really are.
+    let registry = FakeRegistry::default();
+    *registry.current.lock().unwrap() = (1, SDL.to_owned());
+    let app = axum::Router::new()
+        .route(
+            "/registry/supergraph",
+            axum::routing::get(registry_supergraph),
+        )
+        .with_state(registry.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registry_url = format!(
+        "http://{}/registry/supergraph",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _router = Child(
+        Command::new(BINARY)
+            .args(["--supergraph-url", &registry_url])
+            .env("GOSPELIB_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GOSPELIB_ROUTER_POLL_MS", "100")
+            .env(
+                "GOSPELIB_ROUTER_SUBGRAPH_URLS",
+                format!("products={products_url}, reviews={reviews_url}"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (version, body) = loop {
+        if let Some(answer) = ask(&base).await {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "gospelib-router did not answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(version.starts_with("1-"), "{version}");
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"topProducts": [{"name": "Table", "reviews": [{"body": "review of 1"}]}]})
+    );
+
+    // Polling an unchanged registry costs 304s; a new version is swapped in, URLs still
+    // overridden.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        registry
+            .not_modified
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    );
+    *registry.current.lock().unwrap() = (2, format!("{SDL}\n# version 2\n"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (version, body) = ask(&base).await.unwrap();
+        if version.starts_with("2-") {
+            assert_eq!(
+                body["data"]["topProducts"][0]["reviews"][0]["body"],
+                "review of 1"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still on {version}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn malformed_subgraph_urls_are_refused_at_start_up() {
+    let output = Command::new(BINARY)
+        .args(["--supergraph", "/nonexistent"])
+        .env("GOSPELIB_ROUTER_SUBGRAPH_URLS", "content:4000")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("GOSPELIB_ROUTER_SUBGRAPH_URLS has a bad value"),
+        "{stderr}"
+    );
+}
