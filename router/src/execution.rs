@@ -1,7 +1,8 @@
-//! Execution of a query plan: fetches at the root and for entities, in sequence and in
-//! parallel, merged into one response tree. Subgraph errors are re-pathed to where the client
-//! will see them; a subgraph that is down or answers garbage costs only the fields it would
-//! have provided, with an `UPSTREAM_UNAVAILABLE` error.
+//! Execution of a query plan: fetches at the root and for entities (one fetch, or the
+//! planner's batch of several to one subgraph), in sequence and in parallel, merged into one
+//! response tree. Subgraph errors are re-pathed to where the client will see them; a subgraph
+//! that is down or answers garbage costs only the fields it would have provided, with an
+//! `UPSTREAM_UNAVAILABLE` error.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +10,8 @@ use std::sync::Mutex;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
 use hive_router_query_planner::planner::plan_nodes::{
-    FetchNode, FetchNodePathSegment, FetchRewrite, FlattenNodePathSegment, PlanNode, QueryPlan,
+    BatchFetchNode, FetchNode, FetchNodePathSegment, FetchRewrite, FlattenNodePathSegment,
+    PlanNode, QueryPlan,
 };
 use serde_json::{Map, Value, json};
 
@@ -78,6 +80,7 @@ fn run<'a>(state: &'a State<'a>, node: &'a PlanNode) -> crate::transport::BoxFut
     Box::pin(async move {
         match node {
             PlanNode::Fetch(fetch) => fetch_node(state, fetch, &[]).await,
+            PlanNode::BatchFetch(batch) => batch_fetch(state, batch).await,
             PlanNode::Flatten(flatten) => match flatten.node.as_ref() {
                 PlanNode::Fetch(fetch) => fetch_node(state, fetch, flatten.path.as_slice()).await,
                 other => unsupported(state, &format!("a {} node inside Flatten", kind(other))),
@@ -155,11 +158,13 @@ fn unsupported(state: &State<'_>, what: &str) {
     }));
 }
 
-/// The variables a fetch uses, from the operation's.
-fn fetch_variables(state: &State<'_>, fetch: &FetchNode) -> Map<String, Value> {
-    fetch
-        .variable_usages
-        .iter()
+/// The variables a fetch uses (its `variable_usages`), from the operation's.
+fn fetch_variables(
+    state: &State<'_>,
+    usages: Option<&std::collections::BTreeSet<String>>,
+) -> Map<String, Value> {
+    usages
+        .into_iter()
         .flatten()
         .filter_map(|name| state.variables.get(name).map(|v| (name.clone(), v.clone())))
         .collect()
@@ -213,30 +218,23 @@ fn parse_response(subgraph: &str, response: Value) -> Result<(Value, Vec<Value>)
 
 async fn send(
     state: &State<'_>,
-    fetch: &FetchNode,
+    service_name: &str,
     request: crate::transport::SubgraphRequest,
 ) -> Result<(Value, Vec<Value>), TransportError> {
-    let url = state
-        .urls
-        .get(&fetch.service_name)
-        .map_or("", String::as_str);
+    let url = state.urls.get(service_name).map_or("", String::as_str);
     let started = std::time::Instant::now();
     let answer = state
         .transport
-        .send(&fetch.service_name, url, request)
+        .send(service_name, url, request)
         .await
-        .and_then(|response| parse_response(&fetch.service_name, response));
+        .and_then(|response| parse_response(service_name, response));
     if let Some(metrics) = state.metrics {
         let outcome = match &answer {
             Ok((_, errors)) if errors.is_empty() => "ok",
             Ok(_) => "errors",
             Err(_) => "unavailable",
         };
-        metrics.observe_subgraph_fetch(
-            &fetch.service_name,
-            outcome,
-            started.elapsed().as_secs_f64(),
-        );
+        metrics.observe_subgraph_fetch(service_name, outcome, started.elapsed().as_secs_f64());
     }
     answer
 }
@@ -245,20 +243,66 @@ async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePat
     if path.is_empty() {
         root_fetch(state, fetch).await;
     } else {
-        entity_fetch(state, fetch, path).await;
+        let Some(requires) = &fetch.requires else {
+            unsupported(state, "an entity fetch without `requires`");
+            return;
+        };
+        let group = EntityGroup {
+            response_key: "_entities",
+            variable: "representations",
+            paths: vec![path],
+            requires,
+            input_rewrites: fetch.input_rewrites.as_deref(),
+            output_rewrites: fetch.output_rewrites.as_deref(),
+        };
+        entity_fetch(
+            state,
+            &fetch.service_name,
+            &fetch.operation.document_str,
+            fetch.variable_usages.as_ref(),
+            vec![group],
+        )
+        .await;
     }
+}
+
+/// The planner's merge of several entity fetches to one subgraph (in one `Parallel`) into one
+/// request: each alias (`_e0: _entities(representations: $__batch_reps_0)`) resolves the
+/// entities at its paths, exactly as a `Flatten(Fetch)` would.
+async fn batch_fetch(state: &State<'_>, batch: &BatchFetchNode) {
+    let groups = batch
+        .entity_batch
+        .aliases
+        .iter()
+        .map(|alias| EntityGroup {
+            response_key: &alias.alias,
+            variable: &alias.representations_variable_name,
+            paths: alias.merge_paths.iter().map(|p| p.as_slice()).collect(),
+            requires: &alias.requires,
+            input_rewrites: alias.input_rewrites.as_deref(),
+            output_rewrites: alias.output_rewrites.as_deref(),
+        })
+        .collect();
+    entity_fetch(
+        state,
+        &batch.service_name,
+        &batch.operation.document_str,
+        batch.variable_usages.as_ref(),
+        groups,
+    )
+    .await;
 }
 
 async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
     let request = crate::transport::SubgraphRequest {
         query: fetch.operation.document_str.clone(),
-        variables: fetch_variables(state, fetch),
+        variables: fetch_variables(state, fetch.variable_usages.as_ref()),
     };
-    let answer = send(state, fetch, request).await;
+    let answer = send(state, &fetch.service_name, request).await;
     match answer {
         Ok((data, errors)) => {
             let mut data = data;
-            apply_rewrites(&mut data, fetch.output_rewrites.as_deref());
+            apply_rewrites(&mut data, fetch.output_rewrites.as_deref(), &[]);
             merge(&mut state.data.lock().expect("data lock"), data);
             state.errors.lock().expect("errors lock").extend(errors);
         }
@@ -331,8 +375,36 @@ fn get_at_mut<'v>(value: &'v mut Value, path: &[PathElement]) -> Option<&'v mut 
         })
 }
 
+/// The interface types a fetch sends its representations as: the planner marks each with the
+/// input rewrite `__typename` := `T` on `... on T` (an entity interface, or an
+/// `@interfaceObject` in the target subgraph). The entities at the fetch's path carry their
+/// concrete `__typename` ("Book") while the fetch's `requires` and rewrite name the interface
+/// ("Media"); the executor does not hold the supergraph's possible types, so this mark is how it
+/// knows that, for this fetch, every such entity is a `T`. (Without it, `@interfaceObject`
+/// fields were never fetched: no representation matched `... on Media`, and those that matched
+/// `... on Book` went out as `Book`, a type the `@interfaceObject` subgraph does not have.)
+fn interface_heads(input_rewrites: Option<&[FetchRewrite]>) -> Vec<&str> {
+    input_rewrites
+        .into_iter()
+        .flatten()
+        .filter_map(|rewrite| match rewrite {
+            FetchRewrite::ValueSetter(setter) => match setter.path.as_slice() {
+                [
+                    FetchNodePathSegment::TypenameEquals(types),
+                    FetchNodePathSegment::Key(key),
+                ] if key == "__typename" && types.contains(&setter.set_value_to) => {
+                    Some(setter.set_value_to.as_str())
+                }
+                _ => None,
+            },
+            FetchRewrite::KeyRenamer(_) => None,
+        })
+        .collect()
+}
+
 /// The representation of an entity: the fields `requires` selects (its `__typename` and key).
-fn representation(entity: &Value, requires: &SelectionSet) -> Option<Value> {
+/// A fragment applies when its type is the entity's, or one of the fetch's interface `heads`.
+fn representation(entity: &Value, requires: &SelectionSet, heads: &[&str]) -> Option<Value> {
     let Value::Object(object) = entity else {
         return None;
     };
@@ -349,18 +421,20 @@ fn representation(entity: &Value, requires: &SelectionSet) -> Option<Value> {
                         Value::Array(items) => Value::Array(
                             items
                                 .iter()
-                                .map(|i| representation(i, &field.selections))
+                                .map(|i| representation(i, &field.selections, heads))
                                 .collect::<Option<_>>()?,
                         ),
                         Value::Null => Value::Null,
-                        other => representation(other, &field.selections)?,
+                        other => representation(other, &field.selections, heads)?,
                     }
                 };
                 out.insert(field.name.clone(), value);
             }
             SelectionItem::InlineFragment(fragment) => {
-                if typename == Some(fragment.type_condition.as_str()) {
-                    let Value::Object(inner) = representation(entity, &fragment.selections)? else {
+                let condition = fragment.type_condition.as_str();
+                if typename == Some(condition) || heads.contains(&condition) {
+                    let Value::Object(inner) = representation(entity, &fragment.selections, heads)?
+                    else {
                         return None;
                     };
                     out.extend(inner);
@@ -372,77 +446,139 @@ fn representation(entity: &Value, requires: &SelectionSet) -> Option<Value> {
     (!out.is_empty()).then_some(Value::Object(out))
 }
 
-async fn entity_fetch(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePathSegment]) {
-    let Some(requires) = &fetch.requires else {
-        unsupported(state, "an entity fetch without `requires`");
-        return;
-    };
-    // Collect the entities and their distinct representations.
-    let (locations, representations, index_of_location) = {
+/// One set of entities an entity fetch resolves: where they sit in the response, what
+/// represents them, and where the subgraph's answer puts them.
+struct EntityGroup<'a> {
+    /// The key of the subgraph's answer: `_entities`, or a batch alias (`_e0`).
+    response_key: &'a str,
+    /// The variable that carries the representations.
+    variable: &'a str,
+    paths: Vec<&'a [FlattenNodePathSegment]>,
+    requires: &'a SelectionSet,
+    input_rewrites: Option<&'a [FetchRewrite]>,
+    output_rewrites: Option<&'a [FetchRewrite]>,
+}
+
+/// A group's entities: each location, and the index of its (distinct) representation.
+struct Collected {
+    locations: Vec<Vec<PathElement>>,
+    index_of_location: Vec<Option<usize>>,
+}
+
+/// Resolves the entities of `groups` with one request to `service_name`.
+async fn entity_fetch(
+    state: &State<'_>,
+    service_name: &str,
+    operation: &str,
+    variable_usages: Option<&std::collections::BTreeSet<String>>,
+    groups: Vec<EntityGroup<'_>>,
+) {
+    let mut variables = fetch_variables(state, variable_usages);
+    // Collect the entities and their distinct representations, group by group.
+    let mut collected = Vec::with_capacity(groups.len());
+    let mut any = false;
+    {
         let data = state.data.lock().expect("data lock");
-        let locations = entity_locations(&data, path);
-        let mut representations: Vec<Value> = Vec::new();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut index_of_location = Vec::with_capacity(locations.len());
-        for location in &locations {
-            let entity = get_at(&data, location).expect("a location just found");
-            let Some(mut representation) = representation(entity, requires) else {
-                index_of_location.push(None);
-                continue;
-            };
-            apply_rewrites(&mut representation, fetch.input_rewrites.as_deref());
-            let key = representation.to_string();
-            let index = *seen.entry(key).or_insert_with(|| {
-                representations.push(representation);
-                representations.len() - 1
+        for group in &groups {
+            let heads = interface_heads(group.input_rewrites);
+            let locations: Vec<_> = group
+                .paths
+                .iter()
+                .flat_map(|path| entity_locations(&data, path))
+                .collect();
+            let mut representations: Vec<Value> = Vec::new();
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            let mut index_of_location = Vec::with_capacity(locations.len());
+            for location in &locations {
+                let entity = get_at(&data, location).expect("a location just found");
+                let Some(mut representation) = representation(entity, group.requires, &heads)
+                else {
+                    index_of_location.push(None);
+                    continue;
+                };
+                apply_rewrites(&mut representation, group.input_rewrites, &heads);
+                let key = representation.to_string();
+                let index = *seen.entry(key).or_insert_with(|| {
+                    representations.push(representation);
+                    representations.len() - 1
+                });
+                index_of_location.push(Some(index));
+            }
+            any |= !representations.is_empty();
+            variables.insert(group.variable.to_owned(), Value::Array(representations));
+            collected.push(Collected {
+                locations,
+                index_of_location,
             });
-            index_of_location.push(Some(index));
         }
-        (locations, representations, index_of_location)
-    };
-    if representations.is_empty() {
+    }
+    if !any {
         return;
     }
-    let mut variables = fetch_variables(state, fetch);
-    variables.insert("representations".to_owned(), Value::Array(representations));
     let request = crate::transport::SubgraphRequest {
-        query: fetch.operation.document_str.clone(),
+        query: operation.to_owned(),
         variables,
     };
-    let answer = send(state, fetch, request).await;
+    let answer = send(state, service_name, request).await;
     let (data, errors) = match answer {
         Ok(answer) => answer,
         Err(error) => {
-            let first = locations.first().cloned();
+            let first = collected.iter().find_map(|c| c.locations.first()).cloned();
             state
                 .errors
                 .lock()
                 .expect("errors lock")
-                .push(upstream_error(&fetch.service_name, &error, first));
+                .push(upstream_error(service_name, &error, first));
             return;
         }
     };
-    let entities = match data.get("_entities") {
-        Some(Value::Array(entities)) => entities.clone(),
-        _ => Vec::new(),
-    };
+    // The answer is ours: its entities are moved into the response, each cloned only for a
+    // representation shared by several locations (not deep-copied for every location).
+    let mut data = data;
+    let mut answers: Vec<Vec<Value>> = groups
+        .iter()
+        .map(
+            |group| match data.get_mut(group.response_key).map(Value::take) {
+                Some(Value::Array(entities)) => entities,
+                _ => Vec::new(),
+            },
+        )
+        .collect();
+    // Which entities came back null, for the errors below (before they are moved).
+    let nulls: Vec<Vec<bool>> = answers
+        .iter()
+        .map(|entities| entities.iter().map(Value::is_null).collect())
+        .collect();
     {
         let mut target = state.data.lock().expect("data lock");
-        for (location, index) in locations.iter().zip(&index_of_location) {
-            let Some(index) = index else { continue };
-            let Some(entity) = entities.get(*index) else {
-                continue;
-            };
-            let mut entity = entity.clone();
-            apply_rewrites(&mut entity, fetch.output_rewrites.as_deref());
-            if let Some(slot) = get_at_mut(&mut target, location) {
-                merge(slot, entity);
+        for ((group, found), entities) in groups.iter().zip(&collected).zip(&mut answers) {
+            let mut uses = vec![0usize; entities.len()];
+            for index in found.index_of_location.iter().flatten() {
+                if let Some(count) = uses.get_mut(*index) {
+                    *count += 1;
+                }
+            }
+            for (location, index) in found.locations.iter().zip(&found.index_of_location) {
+                let Some(index) = index else { continue };
+                let Some(entity) = entities.get_mut(*index) else {
+                    continue;
+                };
+                uses[*index] -= 1;
+                let mut entity = if uses[*index] == 0 {
+                    entity.take()
+                } else {
+                    entity.clone()
+                };
+                apply_rewrites(&mut entity, group.output_rewrites, &[]);
+                if let Some(slot) = get_at_mut(&mut target, location) {
+                    merge(slot, entity);
+                }
             }
         }
     }
-    // `_entities[i].rest` becomes `<each location of representation i>.rest`. Some subgraphs
-    // (async-graphql 7) drop the index: such an error belongs to the entities that came back
-    // null.
+    // `_entities[i].rest` (or `_e0[i].rest`) becomes `<each location of representation i>.rest`.
+    // Some subgraphs (async-graphql 7) drop the index: such an error belongs to the entities
+    // that came back null. An error that names no group goes to the first entity.
     let mut repathed = Vec::new();
     for error in errors {
         let path = error
@@ -450,27 +586,42 @@ async fn entity_fetch(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodeP
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let (indices, rest): (Vec<usize>, Vec<Value>) = match path.as_slice() {
-            [Value::String(root), Value::Number(n), rest @ ..] if root == "_entities" => (
+        let group = match path.first() {
+            Some(Value::String(root)) => groups.iter().position(|g| g.response_key == root),
+            _ => None,
+        };
+        let (group, indices, rest): (usize, Vec<usize>, Vec<Value>) = match (group, &path[..]) {
+            (Some(group), [_, Value::Number(n), rest @ ..]) => (
+                group,
                 n.as_u64().map(|n| n as usize).into_iter().collect(),
                 rest.to_vec(),
             ),
-            [Value::String(root), rest @ ..] if root == "_entities" => {
-                let failed = (0..entities.len().max(1))
-                    .filter(|i| entities.get(*i).is_none_or(Value::is_null))
+            (Some(group), [_, rest @ ..]) => {
+                let nulls = &nulls[group];
+                let failed = (0..nulls.len().max(1))
+                    .filter(|i| nulls.get(*i).is_none_or(|null| *null))
                     .collect();
-                (failed, rest.to_vec())
+                (group, failed, rest.to_vec())
             }
-            _ => (Vec::new(), Vec::new()),
+            _ => (
+                collected
+                    .iter()
+                    .position(|c| !c.locations.is_empty())
+                    .unwrap_or(0),
+                Vec::new(),
+                Vec::new(),
+            ),
         };
-        let mut targets: Vec<&Vec<PathElement>> = locations
+        let found = &collected[group];
+        let mut targets: Vec<&Vec<PathElement>> = found
+            .locations
             .iter()
-            .zip(&index_of_location)
+            .zip(&found.index_of_location)
             .filter(|(_, i)| i.is_some_and(|i| indices.contains(&i)))
             .map(|(location, _)| location)
             .collect();
         if targets.is_empty() {
-            targets.extend(locations.first());
+            targets.extend(found.locations.first());
         }
         for location in targets {
             let mut error = error.clone();
@@ -509,19 +660,20 @@ pub fn merge(target: &mut Value, source: Value) {
     }
 }
 
-/// Applies the planner's rewrites (renamed keys, set `__typename`s) to a value.
-fn apply_rewrites(value: &mut Value, rewrites: Option<&[FetchRewrite]>) {
+/// Applies the planner's rewrites (renamed keys, set `__typename`s) to a value; a
+/// `TypenameEquals` step on one of the interface `heads` matches its implementations too.
+fn apply_rewrites(value: &mut Value, rewrites: Option<&[FetchRewrite]>, heads: &[&str]) {
     for rewrite in rewrites.into_iter().flatten() {
         match rewrite {
             FetchRewrite::ValueSetter(setter) => {
-                rewrite_at(value, &setter.path, &mut |slot, key| {
+                rewrite_at(value, &setter.path, heads, &mut |slot, key| {
                     if let Value::Object(object) = slot {
                         object.insert(key.to_owned(), Value::String(setter.set_value_to.clone()));
                     }
                 })
             }
             FetchRewrite::KeyRenamer(renamer) => {
-                rewrite_at(value, &renamer.path, &mut |slot, key| {
+                rewrite_at(value, &renamer.path, heads, &mut |slot, key| {
                     if let Value::Object(object) = slot
                         && let Some(moved) = object.remove(key)
                     {
@@ -537,11 +689,12 @@ fn apply_rewrites(value: &mut Value, rewrites: Option<&[FetchRewrite]>) {
 fn rewrite_at(
     value: &mut Value,
     path: &[FetchNodePathSegment],
+    heads: &[&str],
     apply: &mut dyn FnMut(&mut Value, &str),
 ) {
     if let Value::Array(items) = value {
         for item in items {
-            rewrite_at(item, path, apply);
+            rewrite_at(item, path, heads, apply);
         }
         return;
     }
@@ -550,16 +703,19 @@ fn rewrite_at(
         [FetchNodePathSegment::Key(last)] => apply(value, last),
         [FetchNodePathSegment::Key(key), rest @ ..] => {
             if let Some(child) = value.get_mut(key) {
-                rewrite_at(child, rest, apply);
+                rewrite_at(child, rest, heads, apply);
             }
         }
         [FetchNodePathSegment::TypenameEquals(types), rest @ ..] => {
+            // Every representation of an interface-head fetch is one of the head's
+            // implementations (see `interface_heads`).
             let matches = value
                 .get("__typename")
                 .and_then(Value::as_str)
-                .is_some_and(|t| types.contains(t));
+                .is_some_and(|t| types.contains(t))
+                || heads.iter().any(|head| types.contains(*head));
             if matches {
-                rewrite_at(value, rest, apply);
+                rewrite_at(value, rest, heads, apply);
             }
         }
     }

@@ -12,7 +12,10 @@
 //! - [`pipeline`]: the stages above in order, for one request;
 //! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service, with
 //!   [`apq`] (automatic persisted queries in Redis);
-//! - [`reload`]: a new supergraph swapped in without a restart.
+//! - [`reload`]: a new supergraph swapped in without a restart (a file, or the registry polled
+//!   by ETag);
+//! - [`usage`]: the schema coordinates each operation touches, counted into Redis for the
+//!   registry's check.
 
 pub mod apq;
 pub mod execution;
