@@ -15,6 +15,8 @@ use hive_router_query_planner::planner::plan_nodes::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::fingerprint::fingerprint64;
+
 use crate::transport::{Transport, TransportError};
 
 /// One step of a path into the response: an object key or a list index.
@@ -487,7 +489,8 @@ async fn entity_fetch(
                 .flat_map(|path| entity_locations(&data, path))
                 .collect();
             let mut representations: Vec<Value> = Vec::new();
-            let mut seen: HashMap<String, usize> = HashMap::new();
+            // Fingerprint → the representations with it (their equality is checked).
+            let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
             let mut index_of_location = Vec::with_capacity(locations.len());
             for location in &locations {
                 let entity = get_at(&data, location).expect("a location just found");
@@ -497,11 +500,15 @@ async fn entity_fetch(
                     continue;
                 };
                 apply_rewrites(&mut representation, group.input_rewrites, &heads);
-                let key = representation.to_string();
-                let index = *seen.entry(key).or_insert_with(|| {
-                    representations.push(representation);
-                    representations.len() - 1
-                });
+                let same = seen.entry(fingerprint64(&representation)).or_default();
+                let index = match same.iter().find(|&&i| representations[i] == representation) {
+                    Some(&index) => index,
+                    None => {
+                        representations.push(representation);
+                        same.push(representations.len() - 1);
+                        representations.len() - 1
+                    }
+                };
                 index_of_location.push(Some(index));
             }
             any |= !representations.is_empty();

@@ -19,6 +19,7 @@
 
 pub mod apq;
 pub mod execution;
+pub mod fingerprint;
 pub mod http;
 pub mod introspection;
 pub mod pipeline;

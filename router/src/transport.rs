@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use gospelib_kit::GraphQlExecutor;
+
+use crate::fingerprint::request_fingerprint;
 use serde_json::{Map, Value, json};
 
 /// A boxed future, so transports can live behind `dyn`.
@@ -172,7 +174,8 @@ impl Transport for InProcess {
 /// time (the same subgraph, query and variables). Mutations are never shared.
 pub struct Deduplicated {
     inner: Arc<dyn Transport>,
-    in_flight: std::sync::Mutex<HashMap<String, Arc<InFlight>>>,
+    /// In-flight requests by their [`request_fingerprint`].
+    in_flight: std::sync::Mutex<HashMap<u128, Arc<InFlight>>>,
     shared: std::sync::atomic::AtomicU64,
 }
 
@@ -204,29 +207,31 @@ impl Transport for Deduplicated {
             if request.query.trim_start().starts_with("mutation") {
                 return self.inner.send(subgraph, url, request).await;
             }
-            let key = format!("{subgraph}\n{}", request.to_json());
+            let key = request_fingerprint(subgraph, &request.query, &request.variables);
             let (cell, leader) = {
                 let mut in_flight = self.in_flight.lock().expect("in-flight lock");
                 match in_flight.get(&key) {
                     Some(cell) => (cell.clone(), false),
                     None => {
                         let cell = Arc::new(InFlight::new());
-                        in_flight.insert(key.clone(), cell.clone());
+                        in_flight.insert(key, cell.clone());
                         (cell, true)
                     }
                 }
             };
-            let result = cell
-                .get_or_init(|| self.inner.send(subgraph, url, request))
-                .await
-                .clone();
-            if leader {
-                self.in_flight.lock().expect("in-flight lock").remove(&key);
-            } else {
+            cell.get_or_init(|| self.inner.send(subgraph, url, request))
+                .await;
+            if !leader {
                 self.shared
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return cell.get().expect("initialised above").clone();
             }
-            result
+            self.in_flight.lock().expect("in-flight lock").remove(&key);
+            // Nobody joined (the usual case): the answer is the leader's, not copied.
+            match Arc::try_unwrap(cell) {
+                Ok(cell) => cell.into_inner().expect("initialised above"),
+                Err(shared) => shared.get().expect("initialised above").clone(),
+            }
         })
     }
 }

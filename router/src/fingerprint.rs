@@ -1,0 +1,107 @@
+//! Fingerprints of JSON values, computed by walking them (no serialisation, no allocation):
+//! how the executor spots identical representations and the transport identical in-flight
+//! requests, both on the hot path of every request.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::LazyLock;
+
+use serde_json::Value;
+
+/// Feeds `value` to `state`: equal values (same key order) give equal hashes.
+pub fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
+    match value {
+        Value::Null => state.write_u8(0),
+        Value::Bool(flag) => {
+            state.write_u8(1);
+            flag.hash(state);
+        }
+        Value::Number(number) => {
+            state.write_u8(2);
+            number.hash(state);
+        }
+        Value::String(text) => {
+            state.write_u8(3);
+            text.hash(state);
+        }
+        Value::Array(items) => {
+            state.write_u8(4);
+            state.write_usize(items.len());
+            for item in items {
+                hash_value(item, state);
+            }
+        }
+        Value::Object(fields) => {
+            state.write_u8(5);
+            state.write_usize(fields.len());
+            for (key, item) in fields {
+                key.hash(state);
+                hash_value(item, state);
+            }
+        }
+    }
+}
+
+/// A 64-bit fingerprint, for lookups that confirm a match with `==`.
+pub fn fingerprint64(value: &Value) -> u64 {
+    static KEYS: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
+    let mut hasher = KEYS.build_hasher();
+    hash_value(value, &mut hasher);
+    hasher.finish()
+}
+
+/// A 128-bit fingerprint of a subgraph request (two independently keyed SipHash-1-3 runs over
+/// the subgraph name, the query and the variables): used as the identity of the request
+/// itself, where comparing whole requests would cost as much as sending them. Two different
+/// requests share a fingerprint with a probability of about 2^-128.
+pub fn request_fingerprint(
+    subgraph: &str,
+    query: &str,
+    variables: &serde_json::Map<String, Value>,
+) -> u128 {
+    static KEYS: LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
+        LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
+    let run = |keys: &std::hash::RandomState| {
+        let mut hasher = keys.build_hasher();
+        subgraph.hash(&mut hasher);
+        query.hash(&mut hasher);
+        hasher.write_usize(variables.len());
+        for (name, value) in variables {
+            name.hash(&mut hasher);
+            hash_value(value, &mut hasher);
+        }
+        hasher.finish()
+    };
+    (u128::from(run(&KEYS.0)) << 64) | u128::from(run(&KEYS.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn equal_values_share_a_fingerprint_and_different_ones_do_not() {
+        let a = json!({"__typename": "Product", "upc": "1", "dims": [1, 2.5, null, true]});
+        let b = json!({"__typename": "Product", "upc": "1", "dims": [1, 2.5, null, true]});
+        assert_eq!(fingerprint64(&a), fingerprint64(&b));
+        for other in [
+            json!({"__typename": "Product", "upc": "2", "dims": [1, 2.5, null, true]}),
+            json!({"__typename": "Product", "upc": 1, "dims": [1, 2.5, null, true]}),
+            json!({"__typename": "Product", "upc": "1", "dims": [[1, 2.5], null, true]}),
+            json!({"__typename": "Product", "upc": "1"}),
+        ] {
+            assert_ne!(fingerprint64(&a), fingerprint64(&other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_request_fingerprint_covers_subgraph_query_and_variables() {
+        let variables = json!({"n": 1}).as_object().unwrap().clone();
+        let base = request_fingerprint("a", "{ x }", &variables);
+        assert_eq!(base, request_fingerprint("a", "{ x }", &variables));
+        assert_ne!(base, request_fingerprint("b", "{ x }", &variables));
+        assert_ne!(base, request_fingerprint("a", "{ y }", &variables));
+        let other = json!({"n": 2}).as_object().unwrap().clone();
+        assert_ne!(base, request_fingerprint("a", "{ x }", &other));
+    }
+}
