@@ -1,11 +1,11 @@
 //! The `gospelib` binary as an operator runs it: configuration errors, serve, SIGTERM, migrate.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{BINARY, STORE_VARIABLES, gospelib, serve, stack_vars};
+use support::{BINARY, STORE_VARIABLES, TempDatabase, gospelib, serve, stack_vars};
 
 #[test]
 fn serve_refuses_a_bad_configuration_and_names_every_variable() {
@@ -87,37 +87,13 @@ fn serve_answers_health_and_ready_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn migrate_brings_a_fresh_database_up_to_date_once() {
-    let admin_url = std::env::var("GOSPELIB_PG_URL").expect("GOSPELIB_PG_URL (run scripts/test)");
-    let name = format!("gl_test_cli_{}", std::process::id());
-    let psql = |sql: &str| {
-        let status = Command::new("psql")
-            .args(["-X", "-q", &admin_url, "-c", sql])
-            .env("PGOPTIONS", "--client-min-messages=warning")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "psql {sql}");
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {name}"));
-    psql(&format!("CREATE DATABASE {name}"));
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&name);
-
-    let run = || {
-        let output = gospelib(&["migrate"], &[("GOSPELIB_PG_URL", url.to_string())])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
-    let first = run();
+    let database = TempDatabase::empty("cli");
+    let first = database.migrate();
     assert!(!first.starts_with("migrations: 0 applied"), "{first}");
-    assert_eq!(run(), "migrations: 0 applied, database up to date\n");
-    psql(&format!("DROP DATABASE {name}"));
+    assert_eq!(
+        database.migrate(),
+        "migrations: 0 applied, database up to date\n"
+    );
 }
 
 #[test]

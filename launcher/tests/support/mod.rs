@@ -96,8 +96,8 @@ pub struct TempDatabase {
 }
 
 impl TempDatabase {
-    /// Creates `gl_test_<label>_<pid>` and applies the migrations with `gospelib migrate`.
-    pub fn migrated(label: &str) -> Self {
+    /// Creates an empty `gl_test_<label>_<pid>`.
+    pub fn empty(label: &str) -> Self {
         let admin_url =
             std::env::var("GOSPELIB_PG_URL").expect("GOSPELIB_PG_URL (run scripts/test)");
         let name = format!("gl_test_{label}_{}", std::process::id());
@@ -105,7 +105,16 @@ impl TempDatabase {
         psql(&admin_url, &format!("CREATE DATABASE {name}"));
         let mut url = url::Url::parse(&admin_url).unwrap();
         url.set_path(&name);
-        let output = gospelib(&["migrate"], &[("GOSPELIB_PG_URL", url.to_string())])
+        Self {
+            url,
+            admin_url,
+            name,
+        }
+    }
+
+    /// `gospelib migrate` on the database; returns what it printed.
+    pub fn migrate(&self) -> String {
+        let output = gospelib(&["migrate"], &[("GOSPELIB_PG_URL", self.url.to_string())])
             .output()
             .unwrap();
         assert!(
@@ -113,11 +122,14 @@ impl TempDatabase {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        Self {
-            url,
-            admin_url,
-            name,
-        }
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Creates `gl_test_<label>_<pid>` and applies the migrations.
+    pub fn migrated(label: &str) -> Self {
+        let database = Self::empty(label);
+        database.migrate();
+        database
     }
 }
 
