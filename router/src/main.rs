@@ -40,6 +40,9 @@ struct Cli {
     /// The supergraph SDL (Federation 2, join spec v0.3–v0.5).
     #[arg(long)]
     supergraph: Option<PathBuf>,
+    /// Settings as `GOSPELIB_*=value` lines (the variables below); the environment wins.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The registry's supergraph, e.g. `http://127.0.0.1:4000/registry/supergraph`.
     #[arg(long, env = "GOSPELIB_ROUTER_SUPERGRAPH_URL")]
     supergraph_url: Option<String>,
@@ -272,7 +275,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = settings(&Env::from_process())?;
+    let mut env = Env::from_process();
+    if let Some(file) = &cli.config {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the configuration {}", file.display()))?;
+        env = env.under_file(&text, &file.display().to_string())?;
+    }
+    let settings = settings(&env)?;
     let registry = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

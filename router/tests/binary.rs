@@ -250,3 +250,32 @@ fn malformed_subgraph_urls_are_refused_at_start_up() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_config_file_is_read_and_checked_like_the_environment() {
+    let file = std::env::temp_dir().join(format!("gl-router-config-{}.env", std::process::id()));
+    std::fs::write(&file, "# limits\nGOSPELIB_ROUTER_MAX_DEPTH=deep\n").unwrap();
+    let output = Command::new(BINARY)
+        .args(["--supergraph", "/nonexistent", "--config"])
+        .arg(&file)
+        .env_remove("GOSPELIB_ROUTER_MAX_DEPTH")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("GOSPELIB_ROUTER_MAX_DEPTH has a bad value \"deep\""),
+        "{stderr}"
+    );
+    // The environment wins over the file.
+    let output = Command::new(BINARY)
+        .args(["--supergraph", "/nonexistent", "--config"])
+        .arg(&file)
+        .env("GOSPELIB_ROUTER_MAX_DEPTH", "12")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!stderr.contains("GOSPELIB_ROUTER_MAX_DEPTH"), "{stderr}");
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+    std::fs::remove_file(&file).unwrap();
+}

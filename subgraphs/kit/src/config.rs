@@ -40,6 +40,39 @@ impl Env {
         }
     }
 
+    /// `GOSPELIB_*` settings from a file under those of `self`: one `NAME=value` a line, `#`
+    /// comments and blank lines ignored (the format of `.stack/run/env` without `export`).
+    /// The process environment wins, so one variable can override the file.
+    pub fn under_file(mut self, text: &str, file: &str) -> Result<Self, ConfigFileError> {
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((name, value)) = line.split_once('=') else {
+                return Err(ConfigFileError {
+                    file: file.to_owned(),
+                    line: index + 1,
+                    reason: "expected NAME=value".to_owned(),
+                });
+            };
+            let name = name.trim();
+            if !name.starts_with("GOSPELIB_") {
+                return Err(ConfigFileError {
+                    file: file.to_owned(),
+                    line: index + 1,
+                    reason: format!("`{name}` is not a GOSPELIB_* setting"),
+                });
+            }
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            self.vars
+                .entry(name.to_owned())
+                .or_insert_with(|| value.to_owned());
+        }
+        Ok(self)
+    }
+
     /// The raw value of a variable; an empty value counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars
@@ -47,6 +80,15 @@ impl Env {
             .map(String::as_str)
             .filter(|v| !v.trim().is_empty())
     }
+}
+
+/// A configuration file line that is not a setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file} line {line}: {reason}")]
+pub struct ConfigFileError {
+    pub file: String,
+    pub line: usize,
+    pub reason: String,
 }
 
 /// Why one variable was refused.
@@ -415,6 +457,26 @@ impl ContentStoreUrls {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_config_file_sits_under_the_environment() {
+        let file = "# router\nGOSPELIB_ROUTER_LISTEN=0.0.0.0:4000\nexport GOSPELIB_ROUTER_POLL_MS='500'\n\n";
+        let env = Env::from_pairs([("GOSPELIB_ROUTER_LISTEN", "127.0.0.1:9")])
+            .under_file(file, "router.env")
+            .unwrap();
+        assert_eq!(env.get("GOSPELIB_ROUTER_LISTEN"), Some("127.0.0.1:9"));
+        assert_eq!(env.get("GOSPELIB_ROUTER_POLL_MS"), Some("500"));
+        let error = Env::default()
+            .under_file("GOSPELIB_X=1\nPATH=/bin\n", "router.env")
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "router.env line 2: `PATH` is not a GOSPELIB_* setting"
+        );
+        let error = Env::default().under_file("nonsense", "f").unwrap_err();
+        assert_eq!(error.line, 1);
+    }
+
     use super::*;
 
     fn good_stores() -> Vec<(&'static str, &'static str)> {
