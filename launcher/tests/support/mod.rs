@@ -51,7 +51,30 @@ pub fn free_port() -> u16 {
 
 /// `gospelib <args>` on a free port with the stack's variables; returns the child, the base URL
 /// and a runtime for the test's HTTP calls, once `/health` answers.
-pub fn serve(args: &[&str]) -> (std::process::Child, String, tokio::runtime::Runtime) {
+/// A served `gospelib`, killed when dropped (also when a test panics before stopping it).
+pub struct Served(pub std::process::Child);
+
+impl std::ops::Deref for Served {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn serve(args: &[&str]) -> (Served, String, tokio::runtime::Runtime) {
     serve_with(args, &[])
 }
 
@@ -59,17 +82,19 @@ pub fn serve(args: &[&str]) -> (std::process::Child, String, tokio::runtime::Run
 pub fn serve_with(
     args: &[&str],
     overrides: &[(&'static str, String)],
-) -> (std::process::Child, String, tokio::runtime::Runtime) {
+) -> (Served, String, tokio::runtime::Runtime) {
     let port = free_port();
     let mut vars = stack_vars();
     vars.retain(|(name, _)| overrides.iter().all(|(replaced, _)| replaced != name));
     vars.extend(overrides.iter().cloned());
     vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
-    let child = gospelib(args, &vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Served(
+        gospelib(args, &vars)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
