@@ -16,6 +16,8 @@ use hive_router_query_planner::planner::plan_nodes::{
 use serde_json::{Map, Value, json};
 
 use crate::fingerprint::fingerprint64;
+use crate::supergraph::fragment_applies;
+use hive_router_query_planner::state::supergraph_state::SupergraphState;
 
 use crate::transport::{Transport, TransportError};
 
@@ -48,6 +50,8 @@ struct State<'a> {
     /// Subgraph name → URL.
     urls: &'a std::collections::BTreeMap<String, String>,
     variables: &'a Map<String, Value>,
+    /// The supergraph's types: which objects a fragment on an interface or union applies to.
+    supergraph: &'a SupergraphState,
     data: Mutex<Value>,
     errors: Mutex<Vec<Value>>,
 }
@@ -59,6 +63,7 @@ pub async fn execute(
     variables: &Map<String, Value>,
     transport: &dyn Transport,
     urls: &std::collections::BTreeMap<String, String>,
+    supergraph: &SupergraphState,
     metrics: Option<&gospelib_kit::metrics::Metrics>,
 ) -> Executed {
     let state = State {
@@ -66,6 +71,7 @@ pub async fn execute(
         metrics,
         urls,
         variables,
+        supergraph,
         data: Mutex::new(Value::Object(Map::new())),
         errors: Mutex::new(Vec::new()),
     };
@@ -304,7 +310,11 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
     match answer {
         Ok((data, errors)) => {
             let mut data = data;
-            apply_rewrites(&mut data, fetch.output_rewrites.as_deref(), &[]);
+            apply_rewrites(
+                &mut data,
+                fetch.output_rewrites.as_deref(),
+                state.supergraph,
+            );
             merge(&mut state.data.lock().expect("data lock"), data);
             state.errors.lock().expect("errors lock").extend(errors);
         }
@@ -317,15 +327,21 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
 }
 
 /// Where each entity sits in the response, found by walking a flatten path.
-fn entity_locations(data: &Value, path: &[FlattenNodePathSegment]) -> Vec<Vec<PathElement>> {
+/// A type condition step matches the objects a fragment on one of its types applies to.
+fn entity_locations(
+    data: &Value,
+    path: &[FlattenNodePathSegment],
+    supergraph: &SupergraphState,
+) -> Vec<Vec<PathElement>> {
     let mut found = Vec::new();
-    walk(data, path, &mut Vec::new(), &mut found);
+    walk(data, path, supergraph, &mut Vec::new(), &mut found);
     found
 }
 
 fn walk(
     value: &Value,
     path: &[FlattenNodePathSegment],
+    supergraph: &SupergraphState,
     at: &mut Vec<PathElement>,
     found: &mut Vec<Vec<PathElement>>,
 ) {
@@ -339,7 +355,7 @@ fn walk(
         FlattenNodePathSegment::Field(name) => {
             if let Some(child) = value.get(name) {
                 at.push(PathElement::Key(name.clone()));
-                walk(child, rest, at, found);
+                walk(child, rest, supergraph, at, found);
                 at.pop();
             }
         }
@@ -347,15 +363,15 @@ fn walk(
             if let Value::Array(items) = value {
                 for (index, item) in items.iter().enumerate() {
                     at.push(PathElement::Index(index));
-                    walk(item, rest, at, found);
+                    walk(item, rest, supergraph, at, found);
                     at.pop();
                 }
             }
         }
         FlattenNodePathSegment::TypeCondition(types) => {
             let typename = value.get("__typename").and_then(Value::as_str);
-            if typename.is_some_and(|t| types.contains(t)) {
-                walk(value, rest, at, found);
+            if typename.is_some_and(|t| types.iter().any(|c| fragment_applies(supergraph, c, t))) {
+                walk(value, rest, supergraph, at, found);
             }
         }
     }
@@ -377,36 +393,14 @@ fn get_at_mut<'v>(value: &'v mut Value, path: &[PathElement]) -> Option<&'v mut 
         })
 }
 
-/// The interface types a fetch sends its representations as: the planner marks each with the
-/// input rewrite `__typename` := `T` on `... on T` (an entity interface, or an
-/// `@interfaceObject` in the target subgraph). The entities at the fetch's path carry their
-/// concrete `__typename` ("Book") while the fetch's `requires` and rewrite name the interface
-/// ("Media"); the executor does not hold the supergraph's possible types, so this mark is how it
-/// knows that, for this fetch, every such entity is a `T`. (Without it, `@interfaceObject`
-/// fields were never fetched: no representation matched `... on Media`, and those that matched
-/// `... on Book` went out as `Book`, a type the `@interfaceObject` subgraph does not have.)
-fn interface_heads(input_rewrites: Option<&[FetchRewrite]>) -> Vec<&str> {
-    input_rewrites
-        .into_iter()
-        .flatten()
-        .filter_map(|rewrite| match rewrite {
-            FetchRewrite::ValueSetter(setter) => match setter.path.as_slice() {
-                [
-                    FetchNodePathSegment::TypenameEquals(types),
-                    FetchNodePathSegment::Key(key),
-                ] if key == "__typename" && types.contains(&setter.set_value_to) => {
-                    Some(setter.set_value_to.as_str())
-                }
-                _ => None,
-            },
-            FetchRewrite::KeyRenamer(_) => None,
-        })
-        .collect()
-}
-
 /// The representation of an entity: the fields `requires` selects (its `__typename` and key).
-/// A fragment applies when its type is the entity's, or one of the fetch's interface `heads`.
-fn representation(entity: &Value, requires: &SelectionSet, heads: &[&str]) -> Option<Value> {
+/// A fragment applies when its type is the entity's, a union it belongs to or an interface it
+/// implements: an `@interfaceObject` fetch asks `... on Media` of entities that are `Book`s.
+fn representation(
+    entity: &Value,
+    requires: &SelectionSet,
+    supergraph: &SupergraphState,
+) -> Option<Value> {
     let Value::Object(object) = entity else {
         return None;
     };
@@ -423,19 +417,20 @@ fn representation(entity: &Value, requires: &SelectionSet, heads: &[&str]) -> Op
                         Value::Array(items) => Value::Array(
                             items
                                 .iter()
-                                .map(|i| representation(i, &field.selections, heads))
+                                .map(|i| representation(i, &field.selections, supergraph))
                                 .collect::<Option<_>>()?,
                         ),
                         Value::Null => Value::Null,
-                        other => representation(other, &field.selections, heads)?,
+                        other => representation(other, &field.selections, supergraph)?,
                     }
                 };
                 out.insert(field.name.clone(), value);
             }
             SelectionItem::InlineFragment(fragment) => {
                 let condition = fragment.type_condition.as_str();
-                if typename == Some(condition) || heads.contains(&condition) {
-                    let Value::Object(inner) = representation(entity, &fragment.selections, heads)?
+                if typename.is_some_and(|t| fragment_applies(supergraph, condition, t)) {
+                    let Value::Object(inner) =
+                        representation(entity, &fragment.selections, supergraph)?
                     else {
                         return None;
                     };
@@ -482,11 +477,10 @@ async fn entity_fetch(
     {
         let data = state.data.lock().expect("data lock");
         for group in &groups {
-            let heads = interface_heads(group.input_rewrites);
             let locations: Vec<_> = group
                 .paths
                 .iter()
-                .flat_map(|path| entity_locations(&data, path))
+                .flat_map(|path| entity_locations(&data, path, state.supergraph))
                 .collect();
             let mut representations: Vec<Value> = Vec::new();
             // Fingerprint → the representations with it (their equality is checked).
@@ -494,12 +488,13 @@ async fn entity_fetch(
             let mut index_of_location = Vec::with_capacity(locations.len());
             for location in &locations {
                 let entity = get_at(&data, location).expect("a location just found");
-                let Some(mut representation) = representation(entity, group.requires, &heads)
+                let Some(mut representation) =
+                    representation(entity, group.requires, state.supergraph)
                 else {
                     index_of_location.push(None);
                     continue;
                 };
-                apply_rewrites(&mut representation, group.input_rewrites, &heads);
+                apply_rewrites(&mut representation, group.input_rewrites, state.supergraph);
                 let same = seen.entry(fingerprint64(&representation)).or_default();
                 let index = match same.iter().find(|&&i| representations[i] == representation) {
                     Some(&index) => index,
@@ -576,7 +571,7 @@ async fn entity_fetch(
                 } else {
                     entity.clone()
                 };
-                apply_rewrites(&mut entity, group.output_rewrites, &[]);
+                apply_rewrites(&mut entity, group.output_rewrites, state.supergraph);
                 if let Some(slot) = get_at_mut(&mut target, location) {
                     merge(slot, entity);
                 }
@@ -668,19 +663,23 @@ pub fn merge(target: &mut Value, source: Value) {
 }
 
 /// Applies the planner's rewrites (renamed keys, set `__typename`s) to a value; a
-/// `TypenameEquals` step on one of the interface `heads` matches its implementations too.
-fn apply_rewrites(value: &mut Value, rewrites: Option<&[FetchRewrite]>, heads: &[&str]) {
+/// `TypenameEquals` step matches the objects a fragment on one of its types applies to.
+fn apply_rewrites(
+    value: &mut Value,
+    rewrites: Option<&[FetchRewrite]>,
+    supergraph: &SupergraphState,
+) {
     for rewrite in rewrites.into_iter().flatten() {
         match rewrite {
             FetchRewrite::ValueSetter(setter) => {
-                rewrite_at(value, &setter.path, heads, &mut |slot, key| {
+                rewrite_at(value, &setter.path, supergraph, &mut |slot, key| {
                     if let Value::Object(object) = slot {
                         object.insert(key.to_owned(), Value::String(setter.set_value_to.clone()));
                     }
                 })
             }
             FetchRewrite::KeyRenamer(renamer) => {
-                rewrite_at(value, &renamer.path, heads, &mut |slot, key| {
+                rewrite_at(value, &renamer.path, supergraph, &mut |slot, key| {
                     if let Value::Object(object) = slot
                         && let Some(moved) = object.remove(key)
                     {
@@ -696,12 +695,12 @@ fn apply_rewrites(value: &mut Value, rewrites: Option<&[FetchRewrite]>, heads: &
 fn rewrite_at(
     value: &mut Value,
     path: &[FetchNodePathSegment],
-    heads: &[&str],
+    supergraph: &SupergraphState,
     apply: &mut dyn FnMut(&mut Value, &str),
 ) {
     if let Value::Array(items) = value {
         for item in items {
-            rewrite_at(item, path, heads, apply);
+            rewrite_at(item, path, supergraph, apply);
         }
         return;
     }
@@ -710,19 +709,18 @@ fn rewrite_at(
         [FetchNodePathSegment::Key(last)] => apply(value, last),
         [FetchNodePathSegment::Key(key), rest @ ..] => {
             if let Some(child) = value.get_mut(key) {
-                rewrite_at(child, rest, heads, apply);
+                rewrite_at(child, rest, supergraph, apply);
             }
         }
         [FetchNodePathSegment::TypenameEquals(types), rest @ ..] => {
-            // Every representation of an interface-head fetch is one of the head's
-            // implementations (see `interface_heads`).
+            // A `Book` passes a step on `Media` when it implements it (`@interfaceObject`
+            // fetches send `Book`s as `Media`).
             let matches = value
                 .get("__typename")
                 .and_then(Value::as_str)
-                .is_some_and(|t| types.contains(t))
-                || heads.iter().any(|head| types.contains(*head));
+                .is_some_and(|t| types.iter().any(|c| fragment_applies(supergraph, c, t)));
             if matches {
-                rewrite_at(value, rest, heads, apply);
+                rewrite_at(value, rest, supergraph, apply);
             }
         }
     }

@@ -192,6 +192,7 @@ impl Router {
             &request.variables,
             self.transport.as_ref(),
             supergraph.subgraphs(),
+            &supergraph.planner().supergraph,
             self.metrics.as_ref(),
         )
         .await;

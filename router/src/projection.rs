@@ -7,12 +7,11 @@
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
-use hive_router_query_planner::state::supergraph_state::{
-    SupergraphDefinition, SupergraphState, TypeNode,
-};
+use hive_router_query_planner::state::supergraph_state::{SupergraphState, TypeNode};
 use serde_json::{Map, Value, json};
 
 use crate::introspection::Introspection;
+use crate::supergraph::fragment_applies;
 
 /// Whether `@skip(if: $skip_if)` or `@include(if: $include_if)` leaves a selection out, given
 /// the request's variables (normalization has already resolved literal conditions).
@@ -68,26 +67,7 @@ impl Shaper<'_> {
 
     /// Whether a fragment on `condition` applies to an object of type `runtime`.
     fn applies(&self, condition: &str, runtime: &str) -> bool {
-        if condition == runtime {
-            return true;
-        }
-        match self.supergraph.definitions.get(condition) {
-            Some(SupergraphDefinition::Union(union)) => union.types.iter().any(|t| t == runtime),
-            Some(SupergraphDefinition::Interface(_)) => {
-                match self.supergraph.definitions.get(runtime) {
-                    Some(SupergraphDefinition::Object(object)) => object
-                        .join_implements
-                        .iter()
-                        .any(|i| i.interface == condition),
-                    Some(SupergraphDefinition::Interface(interface)) => interface
-                        .join_implements
-                        .iter()
-                        .any(|i| i.interface == condition),
-                    _ => false,
-                }
-            }
-            _ => false,
-        }
+        fragment_applies(self.supergraph, condition, runtime)
     }
 
     /// An object's selected fields; `None` when a non-null field is null (the object is null).

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
+use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, SupergraphState};
 use hive_router_query_planner::utils::parsing::safe_parse_schema;
 use sha2::{Digest, Sha256};
 
@@ -107,5 +108,28 @@ impl Supergraph {
     /// The API schema as introspection answers it.
     pub fn introspection(&self) -> &Introspection {
         &self.introspection
+    }
+}
+
+/// Whether a fragment on `condition` applies to an object whose `__typename` is `runtime`: the
+/// same type, a union it belongs to, or an interface it implements.
+pub fn fragment_applies(supergraph: &SupergraphState, condition: &str, runtime: &str) -> bool {
+    if condition == runtime {
+        return true;
+    }
+    match supergraph.definitions.get(condition) {
+        Some(SupergraphDefinition::Union(union)) => union.types.iter().any(|t| t == runtime),
+        Some(SupergraphDefinition::Interface(_)) => match supergraph.definitions.get(runtime) {
+            Some(SupergraphDefinition::Object(object)) => object
+                .join_implements
+                .iter()
+                .any(|i| i.interface == condition),
+            Some(SupergraphDefinition::Interface(interface)) => interface
+                .join_implements
+                .iter()
+                .any(|i| i.interface == condition),
+            _ => false,
+        },
+        _ => false,
     }
 }
