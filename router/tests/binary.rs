@@ -46,6 +46,39 @@ async fn ask(base: &str) -> Option<(String, serde_json::Value)> {
     Some((version, response.json().await.ok()?))
 }
 
+/// Starts `gospelib-router` with `args` and `vars` on a free port; returns it (killed when
+/// dropped), its base URL, and its first answer to [`ask`].
+async fn start_router(
+    args: &[&str],
+    vars: &[(&str, String)],
+) -> (Child, String, (String, serde_json::Value)) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env("GOSPELIB_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let router = Child(command.spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(answer) = ask(&base).await {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "gospelib-router did not answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    (router, base, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_reloads_a_changed_supergraph_and_refuses_an_invalid_one() {
     let (products_url, _p) = start_subgraph("products", Arc::new(products_schema())).await;
@@ -57,31 +90,12 @@ async fn the_router_reloads_a_changed_supergraph_and_refuses_an_invalid_one() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("supergraph.graphql");
     std::fs::write(&file, &sdl).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _router = Child(
-        Command::new(BINARY)
-            .arg("--supergraph")
-            .arg(&file)
-            .env("GOSPELIB_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("GOSPELIB_ROUTER_RELOAD_MS", "100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (first_version, body) = loop {
-        if let Some(answer) = ask(&base).await {
-            break answer;
-        }
-        assert!(Instant::now() < deadline, "gospelib-router did not answer");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let file_arg = file.display().to_string();
+    let (_router, base, (first_version, body)) = start_router(
+        &["--supergraph", &file_arg],
+        &[("GOSPELIB_ROUTER_RELOAD_MS", "100".to_owned())],
+    )
+    .await;
     assert_eq!(
         body["data"],
         serde_json::json!({"topProducts": [{"name": "Table", "reviews": [{"body": "review of 1"}]}]})
@@ -177,34 +191,17 @@ async fn the_router_follows_the_registry_and_reaches_subgraphs_at_overridden_url
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _router = Child(
-        Command::new(BINARY)
-            .args(["--supergraph-url", &registry_url])
-            .env("GOSPELIB_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("GOSPELIB_ROUTER_POLL_MS", "100")
-            .env(
+    let (_router, base, (version, body)) = start_router(
+        &["--supergraph-url", &registry_url],
+        &[
+            ("GOSPELIB_ROUTER_POLL_MS", "100".to_owned()),
+            (
                 "GOSPELIB_ROUTER_SUBGRAPH_URLS",
                 format!("products={products_url}, reviews={reviews_url}"),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (version, body) = loop {
-        if let Some(answer) = ask(&base).await {
-            break answer;
-        }
-        assert!(Instant::now() < deadline, "gospelib-router did not answer");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            ),
+        ],
+    )
+    .await;
     assert!(version.starts_with("1-"), "{version}");
     assert_eq!(
         body["data"],
