@@ -15,14 +15,15 @@ use serde_json::{Map, Value, json};
 /// A boxed future, so transports can live behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One request to a subgraph.
-#[derive(Debug, Clone)]
+/// One request to a subgraph; it serialises as the GraphQL-over-HTTP body.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SubgraphRequest {
     pub query: String,
     pub variables: Map<String, Value>,
 }
 
 impl SubgraphRequest {
+    /// The request as a JSON value (for in-process subgraphs, which take one).
     pub fn to_json(&self) -> Value {
         serde_json::json!({ "query": self.query, "variables": self.variables })
     }
@@ -88,7 +89,7 @@ impl Transport for Http {
                     "accept",
                     "application/graphql-response+json, application/json",
                 )
-                .json(&request.to_json());
+                .json(&request);
             // The subgraph's spans join the client request's trace.
             if let Some(traceparent) = gospelib_kit::telemetry::outgoing_traceparent() {
                 outgoing = outgoing.header("traceparent", traceparent);
