@@ -4,13 +4,13 @@
 //! are the documents under `client-tests/operations/` plus, when `GOSPELIB_REDIS_URL` is set,
 //! the operations routers recorded. Published versions live in PostgreSQL (`GOSPELIB_PG_URL`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use gospelib_kit::config::{ConfigReader, Env};
 use gospelib_kit::stores::{postgres_pool, redis_client};
 use gospelib_schema::check::{
-    Baseline, CheckReport, ClientDocument, KnownOperation, check, diff_api_schemas,
+    Baseline, CheckReport, KnownOperation, check, client_documents, diff_api_schemas,
 };
 use gospelib_schema::compose::{SubgraphSdl, api_schema};
 use gospelib_schema::contracts::{CONTRACTS, contract_supergraph};
@@ -307,7 +307,8 @@ async fn check_code(
     baseline: Option<&Baseline>,
     operations: &Path,
 ) -> anyhow::Result<CheckReport> {
-    let documents = client_documents(operations)?;
+    let documents = client_documents(operations)
+        .with_context(|| format!("reading client operations under {}", operations.display()))?;
     let recorded = recorded_operations(settings).await?;
     Ok(check(
         &subgraph_sdls(committed_url),
@@ -315,39 +316,6 @@ async fn check_code(
         &documents,
         recorded,
     )?)
-}
-
-/// Every `.graphql` document under `dir`, sorted by path.
-pub fn client_documents(dir: &Path) -> anyhow::Result<Vec<ClientDocument>> {
-    let mut files = Vec::new();
-    collect_graphql_files(dir, &mut files)
-        .with_context(|| format!("reading client operations under {}", dir.display()))?;
-    files.sort();
-    files
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let source = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            Ok(ClientDocument { source, text })
-        })
-        .collect()
-}
-
-fn collect_graphql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect_graphql_files(&path, out)?;
-        } else if path.extension().is_some_and(|ext| ext == "graphql") {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// The operations routers recorded in Redis, when `GOSPELIB_REDIS_URL` is set.

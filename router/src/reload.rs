@@ -25,24 +25,7 @@ pub async fn watch_file(router: Arc<Router>, path: PathBuf, every: Duration) {
         if sdl == current {
             continue;
         }
-        // Parsing builds the planner: CPU work, off the async threads.
-        let parsed = tokio::task::spawn_blocking({
-            let sdl = sdl.clone();
-            move || Supergraph::parse(&sdl, None)
-        })
-        .await;
-        match parsed {
-            Ok(Ok(supergraph)) => {
-                tracing::info!(from = %router.supergraph().version, to = %supergraph.version, "supergraph reloaded");
-                router.replace_supergraph(supergraph);
-            }
-            Ok(Err(error)) => {
-                tracing::error!(path = %path.display(), %error, "refused an invalid supergraph; keeping the current one");
-            }
-            Err(error) => {
-                tracing::error!(%error, "supergraph parsing panicked; keeping the current one")
-            }
-        }
+        swap_in(&router, sdl.clone(), None, &path.display().to_string()).await;
         current = sdl;
     }
 }
@@ -114,22 +97,25 @@ pub async fn poll_registry(
                 continue;
             }
         };
-        let number = published.number;
-        let parsed =
-            tokio::task::spawn_blocking(move || Supergraph::parse(&published.sdl, number)).await;
-        match parsed {
-            Ok(Ok(supergraph)) => {
-                tracing::info!(from = %router.supergraph().version, to = %supergraph.version, "supergraph updated from the registry");
-                router.replace_supergraph(supergraph);
-            }
-            Ok(Err(error)) => {
-                tracing::error!(%url, %error, "refused an invalid supergraph from the registry; keeping the current one");
-            }
-            Err(error) => {
-                tracing::error!(%error, "supergraph parsing panicked; keeping the current one")
-            }
-        }
+        swap_in(&router, published.sdl, published.number, &url).await;
         // A refused version is not fetched again until the registry publishes another.
         etag = published.etag;
+    }
+}
+
+/// Parses `sdl` (off the async threads: parsing builds the planner) and swaps it in when valid;
+/// an invalid one is refused and logged with where it came from, the current one kept.
+async fn swap_in(router: &Router, sdl: String, number: Option<u64>, origin: &str) {
+    match tokio::task::spawn_blocking(move || Supergraph::parse(&sdl, number)).await {
+        Ok(Ok(supergraph)) => {
+            tracing::info!(from = %router.supergraph().version, to = %supergraph.version, %origin, "supergraph reloaded");
+            router.replace_supergraph(supergraph);
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%origin, %error, "refused an invalid supergraph; keeping the current one");
+        }
+        Err(error) => {
+            tracing::error!(%error, "supergraph parsing panicked; keeping the current one")
+        }
     }
 }

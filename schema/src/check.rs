@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::compose::{CompositionIssue, SubgraphSdl, api_schema, compose};
 use crate::diff::{Change, Criticality, diff};
-use crate::usage::{OperationUsage, operation_usage};
+use crate::usage::{OperationUsage, UsageError, documents_in_dir, operation_usage};
 
 /// A client operation the check protects.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +45,14 @@ impl From<OperationUsage> for KnownOperation {
 pub struct ClientDocument {
     pub source: String,
     pub text: String,
+}
+
+/// The client documents under `dir` (every `*.graphql`, recursively, in path order).
+pub fn client_documents(dir: &std::path::Path) -> Result<Vec<ClientDocument>, UsageError> {
+    Ok(documents_in_dir(dir)?
+        .into_iter()
+        .map(|(source, text)| ClientDocument { source, text })
+        .collect())
 }
 
 /// What the check compares the proposal with.
@@ -138,14 +146,18 @@ pub fn check(
     let mut invalid_documents = Vec::new();
     let mut known: Vec<KnownOperation> = Vec::new();
     for document in documents {
-        if let Err(error) = operation_usage(&new_schema, &document.text, &document.source) {
+        let against_new = operation_usage(&new_schema, &document.text, &document.source);
+        if let Err(error) = &against_new {
             invalid_documents.push(InvalidDocument {
                 source: document.source.clone(),
                 error: error.to_string(),
             });
         }
-        let usage_schema = old_schema.as_ref().unwrap_or(&new_schema);
-        if let Ok(operations) = operation_usage(usage_schema, &document.text, &document.source) {
+        let usage = match &old_schema {
+            Some(old) => operation_usage(old, &document.text, &document.source),
+            None => against_new,
+        };
+        if let Ok(operations) = usage {
             known.extend(operations.into_iter().map(KnownOperation::from));
         }
     }

@@ -103,22 +103,29 @@ pub fn operations_in_dir(
     schema: &Valid<Schema>,
     dir: &Path,
 ) -> Result<Vec<OperationUsage>, UsageError> {
+    let mut usages = Vec::new();
+    for (source, text) in documents_in_dir(dir)? {
+        usages.extend(operation_usage(schema, &text, &source)?);
+    }
+    Ok(usages)
+}
+
+/// Every `*.graphql` file under `dir` (recursively), in path order, as (its path relative to
+/// `dir` with `/` separators, its text).
+pub fn documents_in_dir(dir: &Path) -> Result<Vec<(String, String)>, UsageError> {
     let mut files = Vec::new();
     collect_graphql_files(dir, &mut files)?;
     files.sort();
-    let mut usages = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| UsageError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        usages.extend(operation_usage(
-            schema,
-            &text,
-            &relative_source(dir, &file),
-        )?);
-    }
-    Ok(usages)
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).map_err(|source| UsageError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            Ok((relative_source(dir, &file), text))
+        })
+        .collect()
 }
 
 fn collect_graphql_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), UsageError> {
