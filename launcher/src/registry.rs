@@ -39,7 +39,7 @@ struct RegistrySettings {
 impl RegistrySettings {
     fn read(env: &Env, needs_postgres: bool) -> anyhow::Result<Self> {
         let mut reader = ConfigReader::new(env);
-        let example = "postgres://gospelib@127.0.0.1:55432/gospelib";
+        let example = "postgres://gospelib@127.0.0.1:25432/gospelib";
         let postgres = if needs_postgres || reader.raw("GOSPELIB_PG_URL").is_some() {
             reader.required_url("GOSPELIB_PG_URL", example, &["postgres", "postgresql"])
         } else {
@@ -48,7 +48,7 @@ impl RegistrySettings {
         let redis = if reader.raw("GOSPELIB_REDIS_URL").is_some() {
             reader.required_url(
                 "GOSPELIB_REDIS_URL",
-                "redis://127.0.0.1:56379",
+                "redis://127.0.0.1:26379",
                 &["redis", "rediss"],
             )
         } else {

@@ -64,7 +64,7 @@ impl MigrateSettings {
         let mut reader = ConfigReader::new(env);
         let postgres = reader.required_url(
             "GOSPELIB_PG_URL",
-            "postgres://gospelib@127.0.0.1:55432/gospelib",
+            "postgres://gospelib@127.0.0.1:25432/gospelib",
             &["postgres", "postgresql"],
         );
         reader.finish()?;

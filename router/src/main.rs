@@ -184,7 +184,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         .then(|| {
             reader.required_url(
                 "GOSPELIB_REDIS_URL",
-                "redis://127.0.0.1:56379",
+                "redis://127.0.0.1:26379",
                 &["redis", "rediss"],
             )
         })

@@ -400,7 +400,7 @@ impl StoreUrls {
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let postgres = reader.required_url(
             "GOSPELIB_PG_URL",
-            "postgres://gospelib@127.0.0.1:55432/gospelib",
+            "postgres://gospelib@127.0.0.1:25432/gospelib",
             &["postgres", "postgresql"],
         );
         let content = ContentStoreUrls::read(reader)?;
@@ -429,17 +429,17 @@ impl ContentStoreUrls {
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let redis = reader.required_url(
             "GOSPELIB_REDIS_URL",
-            "redis://127.0.0.1:56379",
+            "redis://127.0.0.1:26379",
             &["redis", "rediss"],
         );
         let falkordb = reader.required_url(
             "GOSPELIB_FALKORDB_URL",
-            "falkor://127.0.0.1:56380 or redis://127.0.0.1:56380",
+            "falkor://127.0.0.1:26380 or redis://127.0.0.1:26380",
             &["falkor", "falkors", "redis", "rediss"],
         );
         let typesense = reader.required_url(
             "GOSPELIB_TYPESENSE_URL",
-            "http://127.0.0.1:58108",
+            "http://127.0.0.1:28108",
             &["http", "https"],
         );
         let typesense_api_key = reader.required_secret(
@@ -483,11 +483,11 @@ mod tests {
         vec![
             (
                 "GOSPELIB_PG_URL",
-                "postgres://gospelib@127.0.0.1:55432/gospelib",
+                "postgres://gospelib@127.0.0.1:25432/gospelib",
             ),
-            ("GOSPELIB_REDIS_URL", "redis://127.0.0.1:56379"),
-            ("GOSPELIB_FALKORDB_URL", "falkor://127.0.0.1:56380"),
-            ("GOSPELIB_TYPESENSE_URL", "http://127.0.0.1:58108"),
+            ("GOSPELIB_REDIS_URL", "redis://127.0.0.1:26379"),
+            ("GOSPELIB_FALKORDB_URL", "falkor://127.0.0.1:26380"),
+            ("GOSPELIB_TYPESENSE_URL", "http://127.0.0.1:28108"),
             ("GOSPELIB_TYPESENSE_API_KEY", "k"),
         ]
     }
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn good_store_variables_are_accepted() {
         let stores = read_stores(&Env::from_pairs(good_stores())).unwrap();
-        assert_eq!(stores.redis.port(), Some(56379));
+        assert_eq!(stores.redis.port(), Some(26379));
         assert_eq!(stores.falkordb.scheme(), "falkor");
     }
 
