@@ -13,35 +13,93 @@ use hive_router_query_planner::planner::plan_nodes::{
     BatchFetchNode, FetchNode, FetchNodePathSegment, FetchRewrite, FlattenNodePathSegment,
     PlanNode, QueryPlan,
 };
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use crate::fingerprint::fingerprint64;
 use crate::supergraph::fragment_applies;
+use crate::value::{Object, Value};
 use hive_router_query_planner::state::supergraph_state::SupergraphState;
 
 use crate::transport::{Transport, TransportError};
 
-/// One step of a path into the response: an object key or a list index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathElement {
-    Key(String),
-    Index(usize),
+/// Where entities sit in the response, each as a list of steps: a field's position in its
+/// object, or an item's index in its list. Positions rather than keys, because objects only
+/// grow while a plan runs (fields are added or filled in, never removed), so a position found
+/// before a fetch still holds when its answer is merged, and following it compares no keys.
+#[derive(Debug, Default)]
+struct Locations {
+    steps: Vec<u32>,
+    /// Where each location's steps end in `steps`.
+    ends: Vec<usize>,
 }
 
-impl PathElement {
-    fn to_json(&self) -> Value {
-        match self {
-            Self::Key(key) => Value::String(key.clone()),
-            Self::Index(index) => json!(index),
-        }
+impl Locations {
+    fn len(&self) -> usize {
+        self.ends.len()
     }
+
+    fn get(&self, index: usize) -> Option<&[u32]> {
+        let end = *self.ends.get(index)?;
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        Some(&self.steps[start..end])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u32]> {
+        (0..self.len()).filter_map(|index| self.get(index))
+    }
+
+    fn push(&mut self, location: &[u32]) {
+        self.steps.extend_from_slice(location);
+        self.ends.push(self.steps.len());
+    }
+}
+
+/// The value a location leads to.
+fn get_at<'v>(value: &'v Value, location: &[u32]) -> Option<&'v Value> {
+    location
+        .iter()
+        .try_fold(value, |current, &step| match current {
+            Value::Object(object) => object.entry_at(step as usize).map(|(_, v)| v),
+            Value::Array(items) => items.get(step as usize),
+            _ => None,
+        })
+}
+
+fn get_at_mut<'v>(value: &'v mut Value, location: &[u32]) -> Option<&'v mut Value> {
+    location
+        .iter()
+        .try_fold(value, |current, &step| match current {
+            Value::Object(object) => object.value_at_mut(step as usize),
+            Value::Array(items) => items.get_mut(step as usize),
+            _ => None,
+        })
+}
+
+/// A location as a GraphQL response path (keys and indices), for errors.
+fn response_path(data: &Value, location: &[u32]) -> Vec<serde_json::Value> {
+    let mut path = Vec::with_capacity(location.len());
+    let mut current = Some(data);
+    for &step in location {
+        current = match current {
+            Some(Value::Object(object)) => object.entry_at(step as usize).map(|(key, value)| {
+                path.push(serde_json::Value::String(key.to_string()));
+                value
+            }),
+            Some(Value::Array(items)) => {
+                path.push(json!(step));
+                items.get(step as usize)
+            }
+            _ => None,
+        };
+    }
+    path
 }
 
 /// The merged result of every fetch, before it is shaped for the client.
 #[derive(Debug, Default)]
 pub struct Executed {
     pub data: Value,
-    pub errors: Vec<Value>,
+    pub errors: Vec<serde_json::Value>,
 }
 
 struct State<'a> {
@@ -49,18 +107,18 @@ struct State<'a> {
     metrics: Option<&'a gospelib_kit::metrics::Metrics>,
     /// Subgraph name → URL.
     urls: &'a std::collections::BTreeMap<String, String>,
-    variables: &'a Map<String, Value>,
+    variables: &'a serde_json::Map<String, serde_json::Value>,
     /// The supergraph's types: which objects a fragment on an interface or union applies to.
     supergraph: &'a SupergraphState,
     data: Mutex<Value>,
-    errors: Mutex<Vec<Value>>,
+    errors: Mutex<Vec<serde_json::Value>>,
 }
 
 /// Runs `plan` with the operation's `variables` through `transport`, which reaches each
 /// subgraph at its URL in `urls`.
 pub async fn execute(
     plan: &QueryPlan,
-    variables: &Map<String, Value>,
+    variables: &serde_json::Map<String, serde_json::Value>,
     transport: &dyn Transport,
     urls: &std::collections::BTreeMap<String, String>,
     supergraph: &SupergraphState,
@@ -72,7 +130,7 @@ pub async fn execute(
         urls,
         variables,
         supergraph,
-        data: Mutex::new(Value::Object(Map::new())),
+        data: Mutex::new(Value::Object(Object::new())),
         errors: Mutex::new(Vec::new()),
     };
     if let Some(node) = &plan.node {
@@ -107,7 +165,8 @@ fn run<'a>(state: &'a State<'a>, node: &'a PlanNode) -> crate::transport::BoxFut
                 join_all(children).await;
             }
             PlanNode::Condition(condition) => {
-                let on = state.variables.get(&condition.condition) == Some(&Value::Bool(true));
+                let on = state.variables.get(&condition.condition)
+                    == Some(&serde_json::Value::Bool(true));
                 let branch = if on {
                     &condition.if_clause
                 } else {
@@ -170,28 +229,38 @@ fn unsupported(state: &State<'_>, what: &str) {
 fn fetch_variables(
     state: &State<'_>,
     usages: Option<&std::collections::BTreeSet<String>>,
-) -> Map<String, Value> {
+) -> Object {
     usages
         .into_iter()
         .flatten()
-        .filter_map(|name| state.variables.get(name).map(|v| (name.clone(), v.clone())))
+        .filter_map(|name| {
+            let value = state.variables.get(name)?;
+            Some((name.into(), Value::from(value.clone())))
+        })
         .collect()
 }
 
-fn upstream_error(subgraph: &str, error: &TransportError, path: Option<Vec<PathElement>>) -> Value {
+fn upstream_error(
+    subgraph: &str,
+    error: &TransportError,
+    path: Option<Vec<serde_json::Value>>,
+) -> serde_json::Value {
     tracing::warn!(subgraph, %error, "subgraph fetch failed");
     let mut value = json!({
         "message": format!("subgraph {subgraph:?} is unavailable"),
         "extensions": { "code": "UPSTREAM_UNAVAILABLE", "serviceName": subgraph }
     });
     if let Some(path) = path {
-        value["path"] = Value::Array(path.iter().map(PathElement::to_json).collect());
+        value["path"] = serde_json::Value::Array(path);
     }
     value
 }
 
 /// Checks that a subgraph's answer is a GraphQL response.
-fn parse_response(subgraph: &str, response: Value) -> Result<(Value, Vec<Value>), TransportError> {
+fn parse_response(
+    subgraph: &str,
+    response: Value,
+) -> Result<(Value, Vec<serde_json::Value>), TransportError> {
     let Value::Object(mut body) = response else {
         return Err(TransportError::Garbage {
             subgraph: subgraph.to_owned(),
@@ -201,7 +270,7 @@ fn parse_response(subgraph: &str, response: Value) -> Result<(Value, Vec<Value>)
     let data = body.remove("data").unwrap_or(Value::Null);
     let errors = match body.remove("errors") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(errors)) => errors,
+        Some(Value::Array(errors)) => errors.into_iter().map(Into::into).collect(),
         Some(_) => {
             return Err(TransportError::Garbage {
                 subgraph: subgraph.to_owned(),
@@ -228,7 +297,7 @@ async fn send(
     state: &State<'_>,
     service_name: &str,
     request: crate::transport::SubgraphRequest,
-) -> Result<(Value, Vec<Value>), TransportError> {
+) -> Result<(Value, Vec<serde_json::Value>), TransportError> {
     let url = state.urls.get(service_name).map_or("", String::as_str);
     let started = std::time::Instant::now();
     let answer = state
@@ -326,35 +395,37 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
     }
 }
 
-/// Where each entity sits in the response, found by walking a flatten path.
+/// Finds the entities a flatten path reaches, adding their locations to `found`.
 /// A type condition step matches the objects a fragment on one of its types applies to.
 fn entity_locations(
     data: &Value,
     path: &[FlattenNodePathSegment],
     supergraph: &SupergraphState,
-) -> Vec<Vec<PathElement>> {
-    let mut found = Vec::new();
-    walk(data, path, supergraph, &mut Vec::new(), &mut found);
-    found
+    found: &mut Locations,
+) {
+    walk(data, path, supergraph, &mut Vec::new(), found);
 }
 
 fn walk(
     value: &Value,
     path: &[FlattenNodePathSegment],
     supergraph: &SupergraphState,
-    at: &mut Vec<PathElement>,
-    found: &mut Vec<Vec<PathElement>>,
+    at: &mut Vec<u32>,
+    found: &mut Locations,
 ) {
     let Some((segment, rest)) = path.split_first() else {
         if value.is_object() {
-            found.push(at.clone());
+            found.push(at);
         }
         return;
     };
     match segment {
         FlattenNodePathSegment::Field(name) => {
-            if let Some(child) = value.get(name) {
-                at.push(PathElement::Key(name.clone()));
+            if let Value::Object(object) = value
+                && let Some(position) = object.position(name)
+                && let Some((_, child)) = object.entry_at(position)
+            {
+                at.push(position as u32);
                 walk(child, rest, supergraph, at, found);
                 at.pop();
             }
@@ -362,7 +433,7 @@ fn walk(
         FlattenNodePathSegment::List => {
             if let Value::Array(items) = value {
                 for (index, item) in items.iter().enumerate() {
-                    at.push(PathElement::Index(index));
+                    at.push(index as u32);
                     walk(item, rest, supergraph, at, found);
                     at.pop();
                 }
@@ -377,22 +448,6 @@ fn walk(
     }
 }
 
-fn get_at<'v>(value: &'v Value, path: &[PathElement]) -> Option<&'v Value> {
-    path.iter()
-        .try_fold(value, |current, element| match element {
-            PathElement::Key(key) => current.get(key),
-            PathElement::Index(index) => current.get(index),
-        })
-}
-
-fn get_at_mut<'v>(value: &'v mut Value, path: &[PathElement]) -> Option<&'v mut Value> {
-    path.iter()
-        .try_fold(value, |current, element| match element {
-            PathElement::Key(key) => current.get_mut(key),
-            PathElement::Index(index) => current.get_mut(index),
-        })
-}
-
 /// The representation of an entity: the fields `requires` selects (its `__typename` and key).
 /// A fragment applies when its type is the entity's, a union it belongs to or an interface it
 /// implements: an `@interfaceObject` fetch asks `... on Media` of entities that are `Book`s.
@@ -401,11 +456,21 @@ fn representation(
     requires: &SelectionSet,
     supergraph: &SupergraphState,
 ) -> Option<Value> {
+    let mut out = Object::with_capacity(requires.items.len());
+    add_representation_fields(entity, requires, supergraph, &mut out)?;
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+fn add_representation_fields(
+    entity: &Value,
+    requires: &SelectionSet,
+    supergraph: &SupergraphState,
+    out: &mut Object,
+) -> Option<()> {
     let Value::Object(object) = entity else {
         return None;
     };
     let typename = object.get("__typename").and_then(Value::as_str);
-    let mut out = Map::new();
     for item in &requires.items {
         match item {
             SelectionItem::Field(field) => {
@@ -424,23 +489,18 @@ fn representation(
                         other => representation(other, &field.selections, supergraph)?,
                     }
                 };
-                out.insert(field.name.clone(), value);
+                out.insert(field.name.as_str(), value);
             }
             SelectionItem::InlineFragment(fragment) => {
                 let condition = fragment.type_condition.as_str();
                 if typename.is_some_and(|t| fragment_applies(supergraph, condition, t)) {
-                    let Value::Object(inner) =
-                        representation(entity, &fragment.selections, supergraph)?
-                    else {
-                        return None;
-                    };
-                    out.extend(inner);
+                    add_representation_fields(entity, &fragment.selections, supergraph, out)?;
                 }
             }
             SelectionItem::FragmentSpread(_) => return None,
         }
     }
-    (!out.is_empty()).then_some(Value::Object(out))
+    Some(())
 }
 
 /// One set of entities an entity fetch resolves: where they sit in the response, what
@@ -458,8 +518,19 @@ struct EntityGroup<'a> {
 
 /// A group's entities: each location, and the index of its (distinct) representation.
 struct Collected {
-    locations: Vec<Vec<PathElement>>,
+    locations: Locations,
     index_of_location: Vec<Option<usize>>,
+}
+
+impl Collected {
+    /// The locations of the entities whose representation is one of `indices`.
+    fn locations_of<'c>(&'c self, indices: &'c [usize]) -> impl Iterator<Item = &'c [u32]> {
+        self.locations
+            .iter()
+            .zip(&self.index_of_location)
+            .filter(|(_, i)| i.is_some_and(|i| indices.contains(&i)))
+            .map(|(location, _)| location)
+    }
 }
 
 /// Resolves the entities of `groups` with one request to `service_name`.
@@ -477,16 +548,15 @@ async fn entity_fetch(
     {
         let data = state.data.lock().expect("data lock");
         for group in &groups {
-            let locations: Vec<_> = group
-                .paths
-                .iter()
-                .flat_map(|path| entity_locations(&data, path, state.supergraph))
-                .collect();
+            let mut locations = Locations::default();
+            for path in &group.paths {
+                entity_locations(&data, path, state.supergraph, &mut locations);
+            }
             let mut representations: Vec<Value> = Vec::new();
             // Fingerprint → the representations with it (their equality is checked).
             let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
             let mut index_of_location = Vec::with_capacity(locations.len());
-            for location in &locations {
+            for location in locations.iter() {
                 let entity = get_at(&data, location).expect("a location just found");
                 let Some(mut representation) =
                     representation(entity, group.requires, state.supergraph)
@@ -507,7 +577,7 @@ async fn entity_fetch(
                 index_of_location.push(Some(index));
             }
             any |= !representations.is_empty();
-            variables.insert(group.variable.to_owned(), Value::Array(representations));
+            variables.insert(group.variable, Value::Array(representations));
             collected.push(Collected {
                 locations,
                 index_of_location,
@@ -525,12 +595,11 @@ async fn entity_fetch(
     let (data, errors) = match answer {
         Ok(answer) => answer,
         Err(error) => {
-            let first = collected.iter().find_map(|c| c.locations.first()).cloned();
-            state
-                .errors
-                .lock()
-                .expect("errors lock")
-                .push(upstream_error(service_name, &error, first));
+            let first = collected.iter().find_map(|c| c.locations.get(0));
+            let path = first
+                .map(|location| response_path(&state.data.lock().expect("data lock"), location));
+            let error = upstream_error(service_name, &error, path);
+            state.errors.lock().expect("errors lock").push(error);
             return;
         }
     };
@@ -551,32 +620,33 @@ async fn entity_fetch(
         .iter()
         .map(|entities| entities.iter().map(Value::is_null).collect())
         .collect();
-    {
-        let mut target = state.data.lock().expect("data lock");
-        for ((group, found), entities) in groups.iter().zip(&collected).zip(&mut answers) {
-            let mut uses = vec![0usize; entities.len()];
-            for index in found.index_of_location.iter().flatten() {
-                if let Some(count) = uses.get_mut(*index) {
-                    *count += 1;
-                }
-            }
-            for (location, index) in found.locations.iter().zip(&found.index_of_location) {
-                let Some(index) = index else { continue };
-                let Some(entity) = entities.get_mut(*index) else {
-                    continue;
-                };
-                uses[*index] -= 1;
-                let mut entity = if uses[*index] == 0 {
-                    entity.take()
-                } else {
-                    entity.clone()
-                };
-                apply_rewrites(&mut entity, group.output_rewrites, state.supergraph);
-                if let Some(slot) = get_at_mut(&mut target, location) {
-                    merge(slot, entity);
-                }
+    let mut target = state.data.lock().expect("data lock");
+    for ((group, found), entities) in groups.iter().zip(&collected).zip(&mut answers) {
+        let mut uses = vec![0usize; entities.len()];
+        for index in found.index_of_location.iter().flatten() {
+            if let Some(count) = uses.get_mut(*index) {
+                *count += 1;
             }
         }
+        for (location, index) in found.locations.iter().zip(&found.index_of_location) {
+            let Some(index) = index else { continue };
+            let Some(entity) = entities.get_mut(*index) else {
+                continue;
+            };
+            uses[*index] -= 1;
+            let mut entity = if uses[*index] == 0 {
+                entity.take()
+            } else {
+                entity.clone()
+            };
+            apply_rewrites(&mut entity, group.output_rewrites, state.supergraph);
+            if let Some(slot) = get_at_mut(&mut target, location) {
+                merge(slot, entity);
+            }
+        }
+    }
+    if errors.is_empty() {
+        return;
     }
     // `_entities[i].rest` (or `_e0[i].rest`) becomes `<each location of representation i>.rest`.
     // Some subgraphs (async-graphql 7) drop the index: such an error belongs to the entities
@@ -585,54 +655,52 @@ async fn entity_fetch(
     for error in errors {
         let path = error
             .get("path")
-            .and_then(Value::as_array)
+            .and_then(serde_json::Value::as_array)
             .cloned()
             .unwrap_or_default();
         let group = match path.first() {
-            Some(Value::String(root)) => groups.iter().position(|g| g.response_key == root),
+            Some(serde_json::Value::String(root)) => {
+                groups.iter().position(|g| g.response_key == root)
+            }
             _ => None,
         };
-        let (group, indices, rest): (usize, Vec<usize>, Vec<Value>) = match (group, &path[..]) {
-            (Some(group), [_, Value::Number(n), rest @ ..]) => (
-                group,
-                n.as_u64().map(|n| n as usize).into_iter().collect(),
-                rest.to_vec(),
-            ),
-            (Some(group), [_, rest @ ..]) => {
-                let nulls = &nulls[group];
-                let failed = (0..nulls.len().max(1))
-                    .filter(|i| nulls.get(*i).is_none_or(|null| *null))
-                    .collect();
-                (group, failed, rest.to_vec())
-            }
-            _ => (
-                collected
-                    .iter()
-                    .position(|c| !c.locations.is_empty())
-                    .unwrap_or(0),
-                Vec::new(),
-                Vec::new(),
-            ),
-        };
+        let (group, indices, rest): (usize, Vec<usize>, Vec<serde_json::Value>) =
+            match (group, &path[..]) {
+                (Some(group), [_, serde_json::Value::Number(n), rest @ ..]) => (
+                    group,
+                    n.as_u64().map(|n| n as usize).into_iter().collect(),
+                    rest.to_vec(),
+                ),
+                (Some(group), [_, rest @ ..]) => {
+                    let nulls = &nulls[group];
+                    let failed = (0..nulls.len().max(1))
+                        .filter(|i| nulls.get(*i).is_none_or(|null| *null))
+                        .collect();
+                    (group, failed, rest.to_vec())
+                }
+                _ => (
+                    collected
+                        .iter()
+                        .position(|c| c.locations.len() > 0)
+                        .unwrap_or(0),
+                    Vec::new(),
+                    Vec::new(),
+                ),
+            };
         let found = &collected[group];
-        let mut targets: Vec<&Vec<PathElement>> = found
-            .locations
-            .iter()
-            .zip(&found.index_of_location)
-            .filter(|(_, i)| i.is_some_and(|i| indices.contains(&i)))
-            .map(|(location, _)| location)
-            .collect();
+        let mut targets: Vec<&[u32]> = found.locations_of(&indices).collect();
         if targets.is_empty() {
-            targets.extend(found.locations.first());
+            targets.extend(found.locations.get(0));
         }
         for location in targets {
             let mut error = error.clone();
-            let mut full: Vec<Value> = location.iter().map(PathElement::to_json).collect();
+            let mut full = response_path(&target, location);
             full.extend(rest.iter().cloned());
-            error["path"] = Value::Array(full);
+            error["path"] = serde_json::Value::Array(full);
             repathed.push(error);
         }
     }
+    drop(target);
     state.errors.lock().expect("errors lock").extend(repathed);
 }
 
@@ -643,9 +711,7 @@ pub fn merge(target: &mut Value, source: Value) {
             for (key, value) in source {
                 match target.get_mut(&key) {
                     Some(existing) => merge(existing, value),
-                    None => {
-                        target.insert(key, value);
-                    }
+                    None => target.push_unique(key, value),
                 }
             }
         }
@@ -674,7 +740,7 @@ fn apply_rewrites(
             FetchRewrite::ValueSetter(setter) => {
                 rewrite_at(value, &setter.path, supergraph, &mut |slot, key| {
                     if let Value::Object(object) = slot {
-                        object.insert(key.to_owned(), Value::String(setter.set_value_to.clone()));
+                        object.insert(key, Value::String(setter.set_value_to.as_str().into()));
                     }
                 })
             }
@@ -683,7 +749,7 @@ fn apply_rewrites(
                     if let Value::Object(object) = slot
                         && let Some(moved) = object.remove(key)
                     {
-                        object.insert(renamer.rename_key_to.clone(), moved);
+                        object.insert(renamer.rename_key_to.as_str(), moved);
                     }
                 })
             }

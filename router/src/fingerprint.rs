@@ -5,7 +5,7 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::LazyLock;
 
-use serde_json::Value;
+use crate::value::{Object, Value};
 
 /// Feeds `value` to `state`: equal values (same key order) give equal hashes.
 pub fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
@@ -21,7 +21,7 @@ pub fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
         }
         Value::String(text) => {
             state.write_u8(3);
-            text.hash(state);
+            text.as_str().hash(state);
         }
         Value::Array(items) => {
             state.write_u8(4);
@@ -33,8 +33,8 @@ pub fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
         Value::Object(fields) => {
             state.write_u8(5);
             state.write_usize(fields.len());
-            for (key, item) in fields {
-                key.hash(state);
+            for (key, item) in fields.iter() {
+                key.as_str().hash(state);
                 hash_value(item, state);
             }
         }
@@ -53,11 +53,7 @@ pub fn fingerprint64(value: &Value) -> u64 {
 /// the subgraph name, the query and the variables): used as the identity of the request
 /// itself, where comparing whole requests would cost as much as sending them. Two different
 /// requests share a fingerprint with a probability of about 2^-128.
-pub fn request_fingerprint(
-    subgraph: &str,
-    query: &str,
-    variables: &serde_json::Map<String, Value>,
-) -> u128 {
+pub fn request_fingerprint(subgraph: &str, query: &str, variables: &Object) -> u128 {
     static KEYS: LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
         LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
     let run = |keys: &std::hash::RandomState| {
@@ -65,8 +61,8 @@ pub fn request_fingerprint(
         subgraph.hash(&mut hasher);
         query.hash(&mut hasher);
         hasher.write_usize(variables.len());
-        for (name, value) in variables {
-            name.hash(&mut hasher);
+        for (name, value) in variables.iter() {
+            name.as_str().hash(&mut hasher);
             hash_value(value, &mut hasher);
         }
         hasher.finish()
@@ -77,31 +73,51 @@ pub fn request_fingerprint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn json(value: serde_json::Value) -> Value {
+        value.into()
+    }
+
+    fn object(value: serde_json::Value) -> Object {
+        match json(value) {
+            Value::Object(object) => object,
+            _ => Object::new(),
+        }
+    }
 
     #[test]
     fn equal_values_share_a_fingerprint_and_different_ones_do_not() {
-        let a = json!({"__typename": "Product", "upc": "1", "dims": [1, 2.5, null, true]});
-        let b = json!({"__typename": "Product", "upc": "1", "dims": [1, 2.5, null, true]});
+        let a = json(
+            serde_json::json!({"__typename": "Product", "upc": "1", "dims": [1, 2.5, null, true]}),
+        );
+        let b = json(
+            serde_json::json!({"__typename": "Product", "upc": "1", "dims": [1, 2.5, null, true]}),
+        );
         assert_eq!(fingerprint64(&a), fingerprint64(&b));
         for other in [
-            json!({"__typename": "Product", "upc": "2", "dims": [1, 2.5, null, true]}),
-            json!({"__typename": "Product", "upc": 1, "dims": [1, 2.5, null, true]}),
-            json!({"__typename": "Product", "upc": "1", "dims": [[1, 2.5], null, true]}),
-            json!({"__typename": "Product", "upc": "1"}),
+            json(
+                serde_json::json!({"__typename": "Product", "upc": "2", "dims": [1, 2.5, null, true]}),
+            ),
+            json(
+                serde_json::json!({"__typename": "Product", "upc": 1, "dims": [1, 2.5, null, true]}),
+            ),
+            json(
+                serde_json::json!({"__typename": "Product", "upc": "1", "dims": [[1, 2.5], null, true]}),
+            ),
+            json(serde_json::json!({"__typename": "Product", "upc": "1"})),
         ] {
-            assert_ne!(fingerprint64(&a), fingerprint64(&other), "{other}");
+            assert_ne!(fingerprint64(&a), fingerprint64(&other), "{other:?}");
         }
     }
 
     #[test]
     fn a_request_fingerprint_covers_subgraph_query_and_variables() {
-        let variables = json!({"n": 1}).as_object().unwrap().clone();
+        let variables = object(serde_json::json!({"n": 1}));
         let base = request_fingerprint("a", "{ x }", &variables);
         assert_eq!(base, request_fingerprint("a", "{ x }", &variables));
         assert_ne!(base, request_fingerprint("b", "{ x }", &variables));
         assert_ne!(base, request_fingerprint("a", "{ y }", &variables));
-        let other = json!({"n": 2}).as_object().unwrap().clone();
+        let other = object(serde_json::json!({"n": 2}));
         assert_ne!(base, request_fingerprint("a", "{ x }", &other));
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::apq::{Lookup, PersistedQueries};
-use crate::pipeline::{GraphQlRequest, Router};
+use crate::pipeline::{GraphQlRequest, Response, Router};
 
 /// The response header naming the supergraph version.
 pub const VERSION_HEADER: &str = "x-supergraph-version";
@@ -80,11 +80,29 @@ impl RouterService {
 }
 
 /// A response made of one error, before anything ran.
-fn refusal(message: &str, code: &str, version: &str) -> Value {
-    json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }],
-        "extensions": { "supergraphVersion": version },
-    })
+fn refusal(message: &str, code: &str, version: &str) -> Response {
+    let error = json!({ "message": message, "extensions": { "code": code } });
+    Response::refusal(vec![error], version.to_owned())
+}
+
+/// The response, serialised, with the supergraph version in a header.
+fn service_response(response: Response) -> ServiceResponse {
+    let headers = response
+        .supergraph_version
+        .parse()
+        .map(|value| (axum_header(VERSION_HEADER), value))
+        .into_iter()
+        .collect();
+    ServiceResponse {
+        body: serde_json::to_vec(&response).expect("a response always serialises"),
+        has_data: response.has_data(),
+        error_codes: response
+            .errors
+            .iter()
+            .map(|error| error["extensions"]["code"].as_str().map(str::to_owned))
+            .collect(),
+        headers,
+    }
 }
 
 impl GraphQlService for RouterService {
@@ -96,11 +114,10 @@ impl GraphQlService for RouterService {
             };
             let Some(router) = self.router_for(&request) else {
                 let version = self.router.supergraph().version.to_string();
-                let body = refusal("unknown API key", "UNAUTHORIZED", &version);
-                return ServiceResponse {
-                    body,
-                    headers: Vec::new(),
-                };
+                let mut response =
+                    service_response(refusal("unknown API key", "UNAUTHORIZED", &version));
+                response.headers.clear();
+                return response;
             };
             let version = router.supergraph().version.to_string();
             let extension = request
@@ -128,14 +145,14 @@ impl GraphQlService for RouterService {
                     Lookup::Invalid(reason) => Some(refusal(&reason, "INVALID_REQUEST", &version)),
                 },
             };
-            let body = match refused {
-                Some(body) => body,
+            let response = match refused {
+                Some(response) => response,
                 None if query.trim().is_empty() => {
                     refusal("missing the `query` field", "INVALID_REQUEST", &version)
                 }
                 None => {
                     router
-                        .execute(&GraphQlRequest {
+                        .respond(&GraphQlRequest {
                             query,
                             operation_name: request.operation_name,
                             variables,
@@ -143,13 +160,7 @@ impl GraphQlService for RouterService {
                         .await
                 }
             };
-            let headers = body["extensions"]["supergraphVersion"]
-                .as_str()
-                .and_then(|v| v.parse().ok())
-                .map(|value| (axum_header(VERSION_HEADER), value))
-                .into_iter()
-                .collect();
-            ServiceResponse { body, headers }
+            service_response(response)
         })
     }
 }

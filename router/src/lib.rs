@@ -6,7 +6,8 @@
 //! - [`validation`]: the operation's size limits and the spec's validation rules;
 //! - [`planning`]: parse → validate → normalize → plan, with plans cached per (supergraph version,
 //!   normalized operation);
-//! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree;
+//! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree of
+//!   [`value`]s (the router's own JSON, made for that work);
 //! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says,
 //!   with `__schema`/`__type` answered by [`introspection`];
 //! - [`pipeline`]: the stages above in order, for one request;
@@ -30,3 +31,4 @@ pub mod supergraph;
 pub mod transport;
 pub mod usage;
 pub mod validation;
+pub mod value;

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::execution;
@@ -12,6 +13,7 @@ use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::usage::UsageRecorder;
 use crate::validation::Limits;
+use crate::value;
 use gospelib_kit::metrics::Metrics;
 
 /// Whether an operation asks for `__schema` or `__type`.
@@ -26,7 +28,7 @@ fn asks_introspection(
 }
 
 /// The GraphQL errors of a request that could not be planned, with their locations.
-fn planning_errors(error: &PlanningError) -> Value {
+fn planning_errors(error: &PlanningError) -> Vec<Value> {
     let error_value = |message: &str, locations: &[(usize, usize)], code: &str| {
         let mut value = json!({ "message": message, "extensions": { "code": code } });
         if !locations.is_empty() {
@@ -38,22 +40,22 @@ fn planning_errors(error: &PlanningError) -> Value {
         value
     };
     match error {
-        PlanningError::Syntax(message) => json!([error_value(
+        PlanningError::Syntax(message) => vec![error_value(
             &format!("syntax error: {message}"),
             &[],
-            "INVALID_REQUEST"
-        )]),
-        PlanningError::Limit(problem) => json!([error_value(
+            "INVALID_REQUEST",
+        )],
+        PlanningError::Limit(problem) => vec![error_value(
             &problem.message,
             &problem.locations,
-            "VALIDATION_ERROR"
-        )]),
+            "VALIDATION_ERROR",
+        )],
         PlanningError::Invalid(problems) => problems
             .iter()
             .map(|p| error_value(&p.message, &p.locations, "VALIDATION_ERROR"))
             .collect(),
         PlanningError::Unplannable(message) => {
-            json!([error_value(message, &[], "VALIDATION_ERROR")])
+            vec![error_value(message, &[], "VALIDATION_ERROR")]
         }
     }
 }
@@ -64,6 +66,53 @@ pub struct GraphQlRequest {
     pub query: String,
     pub operation_name: Option<String>,
     pub variables: Map<String, Value>,
+}
+
+/// A GraphQL response: its `data` (none when the request failed before execution), its
+/// errors, and the version of the supergraph that answered (in `extensions`).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub data: Option<value::Value>,
+    pub errors: Vec<Value>,
+    pub supergraph_version: String,
+}
+
+impl Response {
+    /// A response made of errors, before anything ran.
+    pub fn refusal(errors: Vec<Value>, supergraph_version: String) -> Self {
+        Self {
+            data: None,
+            errors,
+            supergraph_version,
+        }
+    }
+
+    /// Whether the response has data that is not null.
+    pub fn has_data(&self) -> bool {
+        self.data.as_ref().is_some_and(|data| !data.is_null())
+    }
+
+    /// The response as `serde_json` (the HTTP layer serialises it directly instead).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a response always serialises")
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(data) = &self.data {
+            map.serialize_entry("data", data)?;
+        }
+        if !self.errors.is_empty() {
+            map.serialize_entry("errors", &self.errors)?;
+        }
+        map.serialize_entry(
+            "extensions",
+            &json!({ "supergraphVersion": self.supergraph_version }),
+        )?;
+        map.end()
+    }
 }
 
 /// The router: the current supergraph, its plans, and the way to the subgraphs.
@@ -147,10 +196,15 @@ impl Router {
         &self.plans
     }
 
-    /// Runs one request; the result is the GraphQL response body.
+    /// Runs one request; the result is the GraphQL response body as JSON.
     pub async fn execute(&self, request: &GraphQlRequest) -> Value {
+        self.respond(request).await.to_json()
+    }
+
+    /// Runs one request.
+    pub async fn respond(&self, request: &GraphQlRequest) -> Response {
         let supergraph = self.supergraph();
-        let version = json!({ "supergraphVersion": supergraph.version.to_string() });
+        let version = supergraph.version.to_string();
         let started = std::time::Instant::now();
         let planned = match self.plans.plan_and_tell(
             &supergraph,
@@ -163,18 +217,14 @@ impl Router {
                 }
                 planned
             }
-            Err(error) => {
-                return json!({ "errors": planning_errors(&error), "extensions": version });
-            }
+            Err(error) => return Response::refusal(planning_errors(&error), version),
         };
         if !self.introspection && asks_introspection(&planned.operation) {
-            return json!({
-                "errors": [{
-                    "message": "introspection is disabled on this router",
-                    "extensions": { "code": "FORBIDDEN" }
-                }],
-                "extensions": version,
+            let error = json!({
+                "message": "introspection is disabled on this router",
+                "extensions": { "code": "FORBIDDEN" }
             });
+            return Response::refusal(vec![error], version);
         }
         let name = request
             .operation_name
@@ -208,12 +258,10 @@ impl Router {
         if let Some(metrics) = &self.metrics {
             metrics.observe_operation(name, started.elapsed().as_secs_f64());
         }
-        let mut response = Map::new();
-        response.insert("data".to_owned(), data);
-        if !errors.is_empty() {
-            response.insert("errors".to_owned(), Value::Array(errors));
+        Response {
+            data: Some(data),
+            errors,
+            supergraph_version: version,
         }
-        response.insert("extensions".to_owned(), version);
-        Value::Object(response)
     }
 }

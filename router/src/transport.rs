@@ -10,7 +10,8 @@ use std::sync::Arc;
 use gospelib_kit::GraphQlExecutor;
 
 use crate::fingerprint::request_fingerprint;
-use serde_json::{Map, Value, json};
+use crate::value::{Object, Value};
+use serde_json::json;
 
 /// A boxed future, so transports can live behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -19,13 +20,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubgraphRequest {
     pub query: String,
-    pub variables: Map<String, Value>,
+    pub variables: Object,
 }
 
 impl SubgraphRequest {
     /// The request as a JSON value (for in-process subgraphs, which take one).
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({ "query": self.query, "variables": self.variables })
+    pub fn into_json(self) -> serde_json::Value {
+        json!({ "query": self.query, "variables": serde_json::Value::from(Value::Object(self.variables)) })
     }
 }
 
@@ -118,14 +119,14 @@ impl Transport for Http {
 /// A subgraph the router can call in its own process.
 pub trait LocalSubgraph: Send + Sync {
     /// Executes `{query, variables}` and returns the GraphQL response as JSON.
-    fn execute(&self, request: Value) -> BoxFuture<'_, Value>;
+    fn execute(&self, request: serde_json::Value) -> BoxFuture<'_, serde_json::Value>;
 }
 
 /// A platform subgraph's executor (the kit's [`GraphQlExecutor`]) as a [`LocalSubgraph`].
 pub struct ExecutorSubgraph(pub Arc<dyn GraphQlExecutor>);
 
 impl LocalSubgraph for ExecutorSubgraph {
-    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+    fn execute(&self, request: serde_json::Value) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
             let request: async_graphql::Request = match serde_json::from_value(request) {
                 Ok(request) => request,
@@ -166,7 +167,7 @@ impl Transport for InProcess {
                 .subgraphs
                 .get(subgraph)
                 .ok_or_else(|| TransportError::UnknownSubgraph(subgraph.to_owned()))?;
-            Ok(target.execute(request.to_json()).await)
+            Ok(Value::from(target.execute(request.into_json()).await))
         })
     }
 }

@@ -53,7 +53,7 @@ async fn call(service: &RouterService, query: &str, hash: &str) -> Value {
         "persistedQuery".to_owned(),
         async_graphql::Value::from_json(json!({"version": 1, "sha256Hash": hash})).unwrap(),
     );
-    service.call(request).await.body
+    service.call(request).await.json()
 }
 
 #[tokio::test]

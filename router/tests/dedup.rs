@@ -8,7 +8,8 @@ use std::time::Duration;
 use gospelib_router::transport::{
     BoxFuture, Deduplicated, InProcess, LocalSubgraph, SubgraphRequest, Transport,
 };
-use serde_json::{Map, Value, json};
+use gospelib_router::value::Object;
+use serde_json::{Value, json};
 
 /// Answers after a pause, counting the requests it really gets.
 struct Slow {
@@ -28,7 +29,7 @@ impl LocalSubgraph for Slow {
 fn request(query: &str) -> SubgraphRequest {
     SubgraphRequest {
         query: query.to_owned(),
-        variables: Map::new(),
+        variables: Object::new(),
     }
 }
 
@@ -47,7 +48,7 @@ async fn identical_fetches_in_flight_are_sent_once() {
         transport.send("s", "", request("{ b }")),
     );
     assert_eq!(a.as_ref().unwrap(), b.as_ref().unwrap());
-    assert_eq!(c.unwrap()["data"]["echo"], "{ b }");
+    assert_eq!(Value::from(c.unwrap())["data"]["echo"], "{ b }");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,

@@ -222,3 +222,31 @@ async fn subgraph_requests_join_the_client_trace() {
     );
     assert_ne!(parts[2], "00f067aa0ba902b7", "with a span of its own");
 }
+
+#[tokio::test]
+async fn fields_come_back_in_the_order_they_were_selected() {
+    let (products_url, _p) = start(subgraph_spec("products", Arc::new(products_schema()))).await;
+    let (reviews_url, _r) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
+    let (router_url, _router) = router_at(
+        &format!("{products_url}/graphql"),
+        &format!("{reviews_url}/graphql"),
+        Duration::from_secs(5),
+    )
+    .await;
+    // Neither alphabetical nor the subgraphs' order: the client's.
+    let body = reqwest::Client::new()
+        .post(format!("{router_url}/graphql"))
+        .json(&json!({ "query": "{ topProducts { upc reviews { body } name } }" }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.starts_with(
+            r#"{"data":{"topProducts":[{"upc":"1","reviews":[{"body":"review of 1"}],"name":"Table"}"#
+        ),
+        "{body}"
+    );
+}

@@ -25,10 +25,38 @@ const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 pub use axum::http::HeaderName;
 
-/// A GraphQL response body, with any headers the service wants on the HTTP response.
+/// A GraphQL response, serialised, with what the HTTP layer needs to know of it (its status
+/// code and error metrics depend on them) and any headers the service wants on it.
 pub struct ServiceResponse {
-    pub body: serde_json::Value,
+    /// The JSON body.
+    pub body: Vec<u8>,
+    /// Whether the body has `data` that is not null.
+    pub has_data: bool,
+    /// The `extensions.code` of each error in the body.
+    pub error_codes: Vec<Option<String>>,
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ServiceResponse {
+    /// A response from its JSON body.
+    pub fn from_json(body: &serde_json::Value) -> Self {
+        let errors = body.get("errors").and_then(serde_json::Value::as_array);
+        Self {
+            body: serde_json::to_vec(body).expect("a JSON value always serialises"),
+            has_data: body.get("data").is_some_and(|data| !data.is_null()),
+            error_codes: errors
+                .into_iter()
+                .flatten()
+                .map(|error| error["extensions"]["code"].as_str().map(str::to_owned))
+                .collect(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The body as JSON (for tests and tools).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// What answers GraphQL requests over HTTP: a subgraph's executor, or the router.
@@ -48,10 +76,7 @@ impl GraphQlService for ExecutorService {
                 serde_json::json!({"errors": [{"message": crate::errors::INTERNAL_MESSAGE,
                     "extensions": {"code": ErrorCode::InternalError.as_str()}}]})
             });
-            ServiceResponse {
-                body,
-                headers: Vec::new(),
-            }
+            ServiceResponse::from_json(&body)
         })
     }
 }
@@ -321,19 +346,15 @@ async fn execute(
         );
     }
     let response = endpoint.service.call(request).await;
-    let errors = response.body.get("errors").and_then(|e| e.as_array());
-    for error in errors.into_iter().flatten() {
-        let code = error["extensions"]["code"].as_str();
-        endpoint.metrics.count_graphql_error(&endpoint.name, code);
+    for code in &response.error_codes {
+        endpoint
+            .metrics
+            .count_graphql_error(&endpoint.name, code.as_deref());
     }
     // Under graphql-response+json a request that produced no data at all is a client error.
-    let no_data = response
-        .body
-        .get("data")
-        .is_none_or(serde_json::Value::is_null);
     let status = if media_type == MediaType::GraphQlResponseJson
-        && no_data
-        && errors.is_some_and(|e| !e.is_empty())
+        && !response.has_data
+        && !response.error_codes.is_empty()
     {
         StatusCode::BAD_REQUEST
     } else {
@@ -342,7 +363,7 @@ async fn execute(
     let mut http = (
         status,
         [(header::CONTENT_TYPE, media_type.as_str())],
-        response.body.to_string(),
+        response.body,
     )
         .into_response();
     for (name, value) in response.headers {

@@ -1,0 +1,359 @@
+//! The JSON the executor works on: subgraph answers are parsed into it, merged, projected and
+//! serialised from it. It differs from `serde_json::Value` where a router's hot path feels it:
+//! objects are small vectors kept in insertion order (a GraphQL response lists fields in the
+//! order they were selected; lookups in objects of a few fields are a short scan), and strings
+//! up to 24 bytes (most keys and many values) live inline, so parsing, copying and freeing a
+//! subgraph's answer allocates little.
+
+use std::fmt;
+
+use compact_str::CompactString;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+/// A JSON string or object key.
+pub type Str = CompactString;
+
+/// A JSON value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(Str),
+    Array(Vec<Value>),
+    Object(Object),
+}
+
+/// A JSON object: its fields in insertion order, keys unique.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Object(Vec<(Str, Value)>);
+
+impl Object {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Where `key` is among the fields.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.0.iter().position(|(k, _)| k == key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The field at `position`.
+    pub fn entry_at(&self, position: usize) -> Option<(&Str, &Value)> {
+        self.0.get(position).map(|(k, v)| (k, v))
+    }
+
+    pub fn value_at_mut(&mut self, position: usize) -> Option<&mut Value> {
+        self.0.get_mut(position).map(|(_, v)| v)
+    }
+
+    /// Sets `key` to `value`: in place when the key is there, else as the last field.
+    pub fn insert(&mut self, key: impl Into<Str> + AsRef<str>, value: Value) {
+        match self.get_mut(key.as_ref()) {
+            Some(slot) => *slot = value,
+            None => self.0.push((key.into(), value)),
+        }
+    }
+
+    /// Adds a field known not to be there yet (a fresh object's distinct keys).
+    pub fn push_unique(&mut self, key: impl Into<Str>, value: Value) {
+        self.0.push((key.into(), value));
+    }
+
+    /// Removes `key`, keeping the other fields' order.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let position = self.position(key)?;
+        Some(self.0.remove(position).1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Str, &Value)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl IntoIterator for Object {
+    type Item = (Str, Value);
+    type IntoIter = std::vec::IntoIter<(Str, Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl FromIterator<(Str, Value)> for Object {
+    fn from_iter<I: IntoIterator<Item = (Str, Value)>>(iter: I) -> Self {
+        let mut object = Object::new();
+        for (key, value) in iter {
+            object.insert(key, value);
+        }
+        object
+    }
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    pub fn is_object(&self) -> bool {
+        matches!(self, Value::Object(_))
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&Object> {
+        match self {
+            Value::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    /// An object's field.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        match self {
+            Value::Object(object) => object.get_mut(key),
+            _ => None,
+        }
+    }
+
+    /// Moves the value out, leaving null.
+    pub fn take(&mut self) -> Value {
+        std::mem::take(self)
+    }
+}
+
+impl From<serde_json::Value> for Value {
+    fn from(value: serde_json::Value) -> Self {
+        match value {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(flag) => Value::Bool(flag),
+            serde_json::Value::Number(number) => Value::Number(number),
+            serde_json::Value::String(text) => Value::String(text.into()),
+            serde_json::Value::Array(items) => {
+                Value::Array(items.into_iter().map(Value::from).collect())
+            }
+            serde_json::Value::Object(fields) => Value::Object(Object::from(fields)),
+        }
+    }
+}
+
+impl From<serde_json::Map<String, serde_json::Value>> for Object {
+    fn from(fields: serde_json::Map<String, serde_json::Value>) -> Self {
+        Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        )
+    }
+}
+
+impl From<Value> for serde_json::Value {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(flag) => serde_json::Value::Bool(flag),
+            Value::Number(number) => serde_json::Value::Number(number),
+            Value::String(text) => serde_json::Value::String(text.into()),
+            Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(Into::into).collect())
+            }
+            Value::Object(fields) => serde_json::Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(key, value)| (key.into(), value.into()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => serializer.serialize_unit(),
+            Value::Bool(flag) => serializer.serialize_bool(*flag),
+            Value::Number(number) => number.serialize(serializer),
+            Value::String(text) => serializer.serialize_str(text),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Value::Object(object) => object.serialize(serializer),
+        }
+    }
+}
+
+impl Serialize for Object {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (key, value) in self.iter() {
+            map.serialize_entry(key.as_str(), value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        Deserialize::deserialize(deserializer)
+    }
+
+    fn visit_bool<E>(self, flag: bool) -> Result<Value, E> {
+        Ok(Value::Bool(flag))
+    }
+
+    fn visit_i64<E>(self, number: i64) -> Result<Value, E> {
+        Ok(Value::Number(number.into()))
+    }
+
+    fn visit_u64<E>(self, number: u64) -> Result<Value, E> {
+        Ok(Value::Number(number.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(number)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("a number that JSON cannot hold"))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Value, E> {
+        Ok(Value::String(text.into()))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Value, E> {
+        Ok(Value::String(text.into()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Object::with_capacity(map.size_hint().unwrap_or(0).min(256));
+        while let Some(key) = map.next_key::<KeyString>()? {
+            let value = map.next_value()?;
+            // A repeated key keeps its last value, as serde_json does.
+            object.insert(key.0, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// An object key, read without an intermediate `String`.
+struct KeyString(Str);
+
+impl<'de> Deserialize<'de> for KeyString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = KeyString;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("an object key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<KeyString, E> {
+                Ok(KeyString(key.into()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parsing_and_printing_round_trip_in_order() {
+        let text =
+            r#"{"z":1,"a":[true,null,-2,2.5,"x"],"m":{"long key that is over 24 bytes":"v"}}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&value).unwrap(), text);
+        let through_serde_json: serde_json::Value = value.clone().into();
+        assert_eq!(Value::from(through_serde_json), value);
+    }
+
+    #[test]
+    fn insert_replaces_in_place_and_remove_keeps_order() {
+        let mut object = Object::new();
+        object.insert("b", Value::Bool(true));
+        object.insert("a", Value::Null);
+        object.insert("b", Value::Bool(false));
+        object.insert("c", Value::Null);
+        assert_eq!(object.remove("a"), Some(Value::Null));
+        let keys: Vec<&str> = object.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["b", "c"]);
+        assert_eq!(object.get("b"), Some(&Value::Bool(false)));
+        assert_eq!(
+            serde_json::Value::from(Value::Object(object)),
+            json!({"b": false, "c": null})
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value() {
+        let value: Value = serde_json::from_str(r#"{"a":1,"a":2}"#).unwrap();
+        assert_eq!(serde_json::to_string(&value).unwrap(), r#"{"a":2}"#);
+    }
+}
