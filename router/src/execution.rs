@@ -4,7 +4,6 @@
 //! that is down or answers garbage costs only the fields it would have provided, with an
 //! `UPSTREAM_UNAVAILABLE` error.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hive_router_query_planner::ast::selection_item::SelectionItem;
@@ -456,7 +455,8 @@ fn representation(
     requires: &SelectionSet,
     supergraph: &SupergraphState,
 ) -> Option<Value> {
-    let mut out = Object::with_capacity(requires.items.len());
+    // A key and `__typename`, mostly inside a fragment on the entity's type.
+    let mut out = Object::with_capacity(requires.items.len().max(4));
     add_representation_fields(entity, requires, supergraph, &mut out)?;
     (!out.is_empty()).then_some(Value::Object(out))
 }
@@ -554,7 +554,7 @@ async fn entity_fetch(
             }
             let mut representations: Vec<Value> = Vec::new();
             // Fingerprint → the representations with it (their equality is checked).
-            let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
+            let mut seen: foldhash::HashMap<u64, Vec<usize>> = Default::default();
             let mut index_of_location = Vec::with_capacity(locations.len());
             for location in locations.iter() {
                 let entity = get_at(&data, location).expect("a location just found");

@@ -41,9 +41,11 @@ pub fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
     }
 }
 
-/// A 64-bit fingerprint, for lookups that confirm a match with `==`.
+/// A 64-bit fingerprint, for lookups that confirm a match with `==` (so a fast hash, foldhash,
+/// does: a collision costs a comparison, never a wrong answer).
 pub fn fingerprint64(value: &Value) -> u64 {
-    static KEYS: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
+    static KEYS: LazyLock<foldhash::fast::RandomState> =
+        LazyLock::new(foldhash::fast::RandomState::default);
     let mut hasher = KEYS.build_hasher();
     hash_value(value, &mut hasher);
     hasher.finish()

@@ -94,7 +94,7 @@ fn service_response(response: Response) -> ServiceResponse {
         .into_iter()
         .collect();
     ServiceResponse {
-        body: serde_json::to_vec(&response).expect("a response always serialises"),
+        body: response.to_bytes(),
         has_data: response.has_data(),
         error_codes: response
             .errors

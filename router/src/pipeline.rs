@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::execution;
@@ -13,7 +12,6 @@ use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::usage::UsageRecorder;
 use crate::validation::Limits;
-use crate::value;
 use gospelib_kit::metrics::Metrics;
 
 /// Whether an operation asks for `__schema` or `__type`.
@@ -68,11 +66,11 @@ pub struct GraphQlRequest {
     pub variables: Map<String, Value>,
 }
 
-/// A GraphQL response: its `data` (none when the request failed before execution), its
-/// errors, and the version of the supergraph that answered (in `extensions`).
+/// A GraphQL response: its `data` (none when the request failed before execution) as JSON
+/// text, its errors, and the version of the supergraph that answered (in `extensions`).
 #[derive(Debug, Clone)]
 pub struct Response {
-    pub data: Option<value::Value>,
+    pub data: Option<Vec<u8>>,
     pub errors: Vec<Value>,
     pub supergraph_version: String,
 }
@@ -89,29 +87,35 @@ impl Response {
 
     /// Whether the response has data that is not null.
     pub fn has_data(&self) -> bool {
-        self.data.as_ref().is_some_and(|data| !data.is_null())
+        self.data.as_deref().is_some_and(|data| data != b"null")
     }
 
-    /// The response as `serde_json` (the HTTP layer serialises it directly instead).
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).expect("a response always serialises")
-    }
-}
-
-impl Serialize for Response {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
+    /// The response body: `{"data":…,"errors":[…],"extensions":{"supergraphVersion":…}}`,
+    /// without `data` when there is none and without `errors` when there are none.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let data_len = self.data.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(data_len + 128);
+        out.push(b'{');
         if let Some(data) = &self.data {
-            map.serialize_entry("data", data)?;
+            out.extend_from_slice(b"\"data\":");
+            out.extend_from_slice(data);
+            out.push(b',');
         }
         if !self.errors.is_empty() {
-            map.serialize_entry("errors", &self.errors)?;
+            out.extend_from_slice(b"\"errors\":");
+            serde_json::to_writer(&mut out, &self.errors).expect("writing to a Vec cannot fail");
+            out.push(b',');
         }
-        map.serialize_entry(
-            "extensions",
-            &json!({ "supergraphVersion": self.supergraph_version }),
-        )?;
-        map.end()
+        let extensions = json!({ "supergraphVersion": self.supergraph_version });
+        out.extend_from_slice(b"\"extensions\":");
+        serde_json::to_writer(&mut out, &extensions).expect("writing to a Vec cannot fail");
+        out.push(b'}');
+        out
+    }
+
+    /// The response body as `serde_json` (the HTTP layer sends [`Response::to_bytes`]).
+    pub fn to_json(&self) -> Value {
+        serde_json::from_slice(&self.to_bytes()).expect("the router writes valid JSON")
     }
 }
 

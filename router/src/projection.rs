@@ -1,18 +1,22 @@
-//! The response the client asked for, built from the merged fetch results: only the selected
-//! fields, under their aliases, in the client's order, `__typename` answered, `@skip`/`@include`
-//! applied with the request's variables, fragments on abstract types matched against each
-//! object's runtime type, and nulls propagated as the GraphQL spec says (a null in a non-null
-//! position makes the nearest nullable parent null, with an error unless one is already there).
+//! The response the client asked for, written as JSON straight from the merged fetch results:
+//! only the selected fields, under their aliases, in the client's order, `__typename` answered,
+//! `@skip`/`@include` applied with the request's variables, fragments on abstract types matched
+//! against each object's runtime type, fields with the same response key merged (the spec's
+//! CollectFields), and nulls propagated as the GraphQL spec says: a null in a non-null
+//! position makes the nearest nullable parent null, with an error unless one is already there.
+//!
+//! No response tree is built: the text is written as the data is walked, and when a non-null
+//! violation nulls a parent, what was written for that parent is cut back and `null` written.
 
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
-use hive_router_query_planner::ast::selection_set::SelectionSet;
+use hive_router_query_planner::ast::selection_set::{FieldSelection, SelectionSet};
 use hive_router_query_planner::state::supergraph_state::{SupergraphState, TypeNode};
 use serde_json::{Map, json};
 
 use crate::introspection::Introspection;
 use crate::supergraph::fragment_applies;
-use crate::value::{Object, Value};
+use crate::value::{Object, Value, write_json, write_json_str};
 
 /// Whether `@skip(if: $skip_if)` or `@include(if: $include_if)` leaves a selection out, given
 /// the request's variables (normalization has already resolved literal conditions).
@@ -42,16 +46,31 @@ fn path_to_json(path: &[Step<'_>]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-struct Shaper<'a> {
+/// A value in a non-null position was null: the nearest nullable parent becomes null.
+struct NonNullViolation;
+
+/// The fields of one object by response key, in the client's order.
+#[derive(Default)]
+struct CollectedFields<'o> {
+    /// Each response key and its first field.
+    fields: Vec<(&'o str, &'o FieldSelection)>,
+    /// Further fields with the key of `fields[i]`, as `(i, field)` (rare: the same key selected
+    /// twice, as with different directives or in two fragments).
+    repeats: Vec<(usize, &'o FieldSelection)>,
+}
+
+struct Writer<'a> {
     supergraph: &'a SupergraphState,
     introspection: &'a Introspection,
     root: &'a str,
     variables: &'a Map<String, serde_json::Value>,
     /// Errors already in the response (from subgraphs), and those this pass adds.
     errors: &'a mut Vec<serde_json::Value>,
+    out: Vec<u8>,
 }
 
-/// Shapes `data` for `operation`; may add errors to `errors`. Returns the response's `data`.
+/// Writes `data` as `operation` shapes it; may add errors to `errors`. Returns the JSON text of
+/// the response's `data`.
 pub fn project(
     operation: &OperationDefinition,
     supergraph: &SupergraphState,
@@ -59,159 +78,227 @@ pub fn project(
     data: &Value,
     variables: &Map<String, serde_json::Value>,
     errors: &mut Vec<serde_json::Value>,
-) -> Value {
+) -> Vec<u8> {
     let Ok(root) = supergraph.root_type_name(operation.operation_kind.as_ref()) else {
-        return Value::Null;
+        return b"null".to_vec();
     };
     let empty = Object::new();
     let source = data.as_object().unwrap_or(&empty);
-    let mut shaper = Shaper {
+    let mut writer = Writer {
         supergraph,
         introspection,
         root,
         variables,
         errors,
+        out: Vec::with_capacity(4096),
     };
-    match shaper.object(&operation.selection_set, root, source, &mut Vec::new()) {
-        Some(object) => Value::Object(object),
-        None => Value::Null,
+    let selections = [&operation.selection_set];
+    if writer
+        .object(&selections, root, source, &mut Vec::new())
+        .is_err()
+    {
+        writer.out.clear();
+        writer.out.extend_from_slice(b"null");
     }
+    writer.out
 }
 
-impl<'a> Shaper<'a> {
+impl<'a> Writer<'a> {
     fn skipped(&self, skip_if: &Option<String>, include_if: &Option<String>) -> bool {
         skipped(self.variables, skip_if, include_if)
     }
 
-    /// Whether a fragment on `condition` applies to an object of type `runtime`.
-    fn applies(&self, condition: &str, runtime: &str) -> bool {
-        fragment_applies(self.supergraph, condition, runtime)
+    /// The fields `selections` select on an object of type `runtime`, grouped by response key.
+    fn collect_fields<'o>(
+        &self,
+        selections: &[&'o SelectionSet],
+        runtime: &str,
+    ) -> CollectedFields<'o> {
+        let mut fields = CollectedFields {
+            fields: Vec::with_capacity(selections[0].items.len()),
+            repeats: Vec::new(),
+        };
+        for selection_set in selections {
+            self.collect_into(selection_set, runtime, &mut fields);
+        }
+        fields
     }
 
-    /// An object's selected fields; `None` when a non-null field is null (the object is null).
-    fn object<'o>(
-        &mut self,
-        selections: &'o SelectionSet,
-        type_name: &str,
-        source: &Object,
-        path: &mut Vec<Step<'o>>,
-    ) -> Option<Object> {
-        let mut out = Object::with_capacity(selections.items.len());
-        self.collect(selections, type_name, source, path, &mut out)?;
-        Some(out)
-    }
-
-    fn collect<'o>(
-        &mut self,
-        selections: &'o SelectionSet,
-        type_name: &str,
-        source: &Object,
-        path: &mut Vec<Step<'o>>,
-        out: &mut Object,
-    ) -> Option<()> {
-        for item in &selections.items {
+    fn collect_into<'o>(
+        &self,
+        selection_set: &'o SelectionSet,
+        runtime: &str,
+        fields: &mut CollectedFields<'o>,
+    ) {
+        for item in &selection_set.items {
             match item {
                 SelectionItem::Field(field) => {
                     if self.skipped(&field.skip_if, &field.include_if) {
                         continue;
                     }
                     let key = field.alias.as_deref().unwrap_or(&field.name);
-                    if type_name == self.root && Introspection::is_introspection_field(&field.name)
-                    {
-                        let value = self.introspection.resolve_root(field, self.variables);
-                        out.insert(key, Value::from(value));
-                        continue;
+                    match fields.fields.iter().position(|(k, _)| *k == key) {
+                        Some(index) => fields.repeats.push((index, field)),
+                        None => fields.fields.push((key, field)),
                     }
-                    if field.name == "__typename" {
-                        // Root types are the supergraph's, whatever a subgraph calls its own.
-                        let typename = match source.get("__typename") {
-                            Some(name) if type_name != self.root => name.clone(),
-                            _ => Value::String(type_name.into()),
-                        };
-                        out.insert(key, typename);
-                        continue;
-                    }
-                    let Some(definition) = self.supergraph.definitions.get(type_name) else {
-                        continue;
-                    };
-                    let Some(field_definition) = definition.fields().get(&field.name) else {
-                        continue;
-                    };
-                    let raw = source.get(key).or_else(|| source.get(&field.name));
-                    path.push(Step::Key(key));
-                    let value =
-                        self.complete(&field_definition.field_type, &field.selections, raw, path);
-                    path.pop();
-                    out.insert(key, value?);
                 }
                 SelectionItem::InlineFragment(fragment) => {
-                    if self.skipped(&fragment.skip_if, &fragment.include_if) {
-                        continue;
-                    }
-                    let runtime = source
-                        .get("__typename")
-                        .and_then(Value::as_str)
-                        .unwrap_or(type_name);
-                    if self.applies(&fragment.type_condition, runtime) {
-                        self.collect(&fragment.selections, runtime, source, path, out)?;
+                    if !self.skipped(&fragment.skip_if, &fragment.include_if)
+                        && fragment_applies(self.supergraph, &fragment.type_condition, runtime)
+                    {
+                        self.collect_into(&fragment.selections, runtime, fields);
                     }
                 }
                 // Normalization inlines every named fragment.
                 SelectionItem::FragmentSpread(_) => {}
             }
         }
-        Some(())
     }
 
-    /// A field's value of type `ty`; `None` when it is null in a non-null position.
+    /// Writes an object's selected fields.
+    fn object<'o>(
+        &mut self,
+        selections: &[&'o SelectionSet],
+        type_name: &str,
+        source: &Object,
+        path: &mut Vec<Step<'o>>,
+    ) -> Result<(), NonNullViolation> {
+        let is_root = type_name == self.root;
+        // The root's type is the supergraph's, whatever a subgraph calls its own.
+        let runtime = match source.get("__typename").and_then(Value::as_str) {
+            Some(typename) if !is_root => typename,
+            _ => type_name,
+        };
+        let definition = self.supergraph.definitions.get(runtime);
+        // Subgraphs mostly answer fields in the order they were asked, so each lookup first
+        // tries the field after the last one found.
+        let mut next = 0;
+        self.out.push(b'{');
+        let mut first = true;
+        let collected = self.collect_fields(selections, runtime);
+        for (index, &(key, field)) in collected.fields.iter().enumerate() {
+            if is_root && Introspection::is_introspection_field(&field.name) {
+                let value = self.introspection.resolve_root(field, self.variables);
+                self.key(key, &mut first);
+                serde_json::to_writer(&mut self.out, &value).expect("writing to a Vec cannot fail");
+                continue;
+            }
+            if field.name == "__typename" {
+                self.key(key, &mut first);
+                match source.get("__typename") {
+                    Some(name) if !is_root => write_json(&mut self.out, name),
+                    _ => write_json_str(&mut self.out, runtime),
+                }
+                continue;
+            }
+            let Some(field_definition) = definition.and_then(|d| d.fields().get(&field.name))
+            else {
+                continue;
+            };
+            let raw = match source.find_from(next, key) {
+                Some((position, value)) => {
+                    next = position + 1;
+                    Some(value)
+                }
+                None => source.get(&field.name),
+            };
+            self.key(key, &mut first);
+            path.push(Step::Key(key));
+            let repeated = collected.repeats.iter().filter(|(i, _)| *i == index);
+            let written = if collected.repeats.is_empty() {
+                self.complete(
+                    &field_definition.field_type,
+                    &[&field.selections],
+                    raw,
+                    path,
+                )
+            } else {
+                // The sub-selections of every field with this key, merged.
+                let merged: Vec<&SelectionSet> = std::iter::once(&field.selections)
+                    .chain(repeated.map(|(_, f)| &f.selections))
+                    .collect();
+                self.complete(&field_definition.field_type, &merged, raw, path)
+            };
+            path.pop();
+            written?;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    /// Writes an object key (and the comma before it, unless it is the first).
+    fn key(&mut self, key: &str, first: &mut bool) {
+        if !*first {
+            self.out.push(b',');
+        }
+        *first = false;
+        write_json_str(&mut self.out, key);
+        self.out.push(b':');
+    }
+
+    /// Writes a field's value of type `ty`; says whether it wrote `null`.
     fn complete<'o>(
         &mut self,
         ty: &TypeNode,
-        selections: &'o SelectionSet,
+        selections: &[&'o SelectionSet],
         raw: Option<&Value>,
         path: &mut Vec<Step<'o>>,
-    ) -> Option<Value> {
+    ) -> Result<bool, NonNullViolation> {
         match ty {
             TypeNode::NonNull(inner) => {
-                let value = self.complete(inner, selections, raw, path)?;
-                if value.is_null() {
+                if self.complete(inner, selections, raw, path)? {
                     self.null_error(path);
-                    None
+                    Err(NonNullViolation)
                 } else {
-                    Some(value)
+                    Ok(false)
                 }
             }
             TypeNode::List(inner) => match raw {
                 Some(Value::Array(items)) => {
-                    let mut out = Vec::with_capacity(items.len());
+                    let start = self.out.len();
+                    self.out.push(b'[');
                     for (index, item) in items.iter().enumerate() {
+                        if index > 0 {
+                            self.out.push(b',');
+                        }
                         path.push(Step::Index(index));
-                        let value = self.complete(inner, selections, Some(item), path);
+                        let written = self.complete(inner, selections, Some(item), path);
                         path.pop();
-                        match value {
-                            Some(value) => out.push(value),
-                            None => return Some(Value::Null),
+                        if written.is_err() {
+                            return Ok(self.cut_to_null(start));
                         }
                     }
-                    Some(Value::Array(out))
+                    self.out.push(b']');
+                    Ok(false)
                 }
-                _ => Some(Value::Null),
+                _ => Ok(self.write_null()),
             },
             TypeNode::Named(name) => match raw {
-                None | Some(Value::Null) => Some(Value::Null),
-                Some(Value::Object(object)) if !selections.items.is_empty() => {
-                    let runtime = object
-                        .get("__typename")
-                        .and_then(Value::as_str)
-                        .unwrap_or(name);
-                    Some(
-                        self.object(selections, runtime, object, path)
-                            .map_or(Value::Null, Value::Object),
-                    )
+                None | Some(Value::Null) => Ok(self.write_null()),
+                Some(Value::Object(object)) if selections.iter().any(|s| !s.items.is_empty()) => {
+                    let start = self.out.len();
+                    match self.object(selections, name, object, path) {
+                        Ok(()) => Ok(false),
+                        Err(NonNullViolation) => Ok(self.cut_to_null(start)),
+                    }
                 }
-                Some(value) => Some(value.clone()),
+                Some(value) => {
+                    write_json(&mut self.out, value);
+                    Ok(false)
+                }
             },
         }
+    }
+
+    fn write_null(&mut self) -> bool {
+        self.out.extend_from_slice(b"null");
+        true
+    }
+
+    /// Replaces what was written from `start` with `null`.
+    fn cut_to_null(&mut self, start: usize) -> bool {
+        self.out.truncate(start);
+        self.write_null()
     }
 
     /// Records that a non-null field is null, unless an error already explains it.

@@ -60,6 +60,17 @@ impl Object {
         self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// `key`'s position and value, trying `hint` first (where the caller expects it).
+    pub fn find_from(&self, hint: usize, key: &str) -> Option<(usize, &Value)> {
+        if let Some((k, value)) = self.0.get(hint)
+            && k == key
+        {
+            return Some((hint, value));
+        }
+        let position = self.position(key)?;
+        Some((position, &self.0[position].1))
+    }
+
     /// The field at `position`.
     pub fn entry_at(&self, position: usize) -> Option<(&Str, &Value)> {
         self.0.get(position).map(|(k, v)| (k, v))
@@ -228,6 +239,75 @@ impl Serialize for Object {
     }
 }
 
+/// Appends `value` as JSON text (what `Serialize` writes, without a serializer in between).
+pub fn write_json(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => {
+            serde_json::to_writer(&mut *out, number).expect("writing to a Vec cannot fail")
+        }
+        Value::String(text) => write_json_str(out, text),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(object) => {
+            out.push(b'{');
+            for (index, (key, item)) in object.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, key);
+                out.push(b':');
+                write_json(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Appends `text` as a JSON string, escaped as serde_json escapes it.
+pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    fn needs_escape(byte: u8) -> bool {
+        byte < 0x20 || byte == b'"' || byte == b'\\'
+    }
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut clean_from = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        if !needs_escape(byte) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[clean_from..index]);
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            control => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(control >> 4)]);
+                out.push(HEX[usize::from(control & 0xf)]);
+            }
+        }
+        clean_from = index + 1;
+    }
+    out.extend_from_slice(&bytes[clean_from..]);
+    out.push(b'"');
+}
+
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(ValueVisitor)
@@ -348,6 +428,21 @@ mod tests {
         assert_eq!(
             serde_json::Value::from(Value::Object(object)),
             json!({"b": false, "c": null})
+        );
+    }
+
+    #[test]
+    fn the_writer_writes_what_serde_json_writes() {
+        let value = json!({
+            "plain": "text", "escapes": "quote \" backslash \\ newline \n tab \t \u{1} \u{1f} bell \u{8} \u{c} é ✓ /",
+            "numbers": [0, -7, 18446744073709551615u64, 2.5, 1e300],
+            "nested": {"a": [true, false, null, {}, []]}
+        });
+        let mut written = Vec::new();
+        write_json(&mut written, &Value::from(value.clone()));
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&value).unwrap()
         );
     }
 

@@ -95,6 +95,31 @@ async fn aliases_typename_fragments_and_conditions_shape_the_response() {
 }
 
 #[tokio::test]
+async fn fields_with_one_response_key_are_merged_into_one() {
+    // Normalization keeps these apart (their directives differ); the response has one `info`
+    // with both sub-selections, and one `name`, where the key was first selected.
+    let query = r#"query($a: Boolean!, $b: Boolean!) {
+        topProducts(first: 1) {
+            info: reviews @include(if: $a) { body }
+            name
+            info: reviews @include(if: $b) { text: body }
+            name @skip(if: $b)
+        }
+    }"#;
+    let response = ask(&both(), query, json!({"a": true, "b": true})).await;
+    assert_eq!(
+        serde_json::to_string(&response).unwrap(),
+        r#"{"data":{"topProducts":[{"info":[{"body":"review of 1","text":"review of 1"}],"name":"Table"}]}}"#
+    );
+    // A skipped field is not collected: `name` is now the first key.
+    let response = ask(&both(), query, json!({"a": false, "b": true})).await;
+    assert_eq!(
+        serde_json::to_string(&response).unwrap(),
+        r#"{"data":{"topProducts":[{"name":"Table","info":[{"text":"review of 1"}]}]}}"#
+    );
+}
+
+#[tokio::test]
 async fn an_entity_error_is_re_pathed_to_the_client_path() {
     let response = ask(
         &both(),
