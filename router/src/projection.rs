@@ -8,6 +8,8 @@
 //! No response tree is built: the text is written as the data is walked, and when a non-null
 //! violation nulls a parent, what was written for that parent is cut back and `null` written.
 
+use std::rc::Rc;
+
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::{FieldSelection, SelectionSet};
@@ -16,7 +18,7 @@ use serde_json::{Map, json};
 
 use crate::introspection::Introspection;
 use crate::supergraph::fragment_applies;
-use crate::value::{Object, Value, write_json, write_json_str};
+use crate::value::{Object, Str, Value, write_json, write_json_str};
 
 /// Whether `@skip(if: $skip_if)` or `@include(if: $include_if)` leaves a selection out, given
 /// the request's variables (normalization has already resolved literal conditions).
@@ -49,15 +51,22 @@ fn path_to_json(path: &[Step<'_>]) -> Vec<serde_json::Value> {
 /// A value in a non-null position was null: the nearest nullable parent becomes null.
 struct NonNullViolation;
 
-/// The fields of one object by response key, in the client's order.
-#[derive(Default)]
-struct CollectedFields<'o> {
-    /// Each response key and its first field.
-    fields: Vec<(&'o str, &'o FieldSelection)>,
-    /// Further fields with the key of `fields[i]`, as `(i, field)` (rare: the same key selected
-    /// twice, as with different directives or in two fragments).
-    repeats: Vec<(usize, &'o FieldSelection)>,
+/// What is written for one response key of an object.
+enum Slot<'a> {
+    /// `__schema` or `__type`, on the root.
+    Introspection(&'a FieldSelection),
+    Typename,
+    /// A field of the type, with the sub-selections of every field that has its response key.
+    Field {
+        name: &'a str,
+        ty: &'a TypeNode,
+        selections: Vec<&'a SelectionSet>,
+    },
 }
+
+/// The response keys an object of one type gets from one selection, in the client's order
+/// (the spec's CollectFields, with each field's type looked up once).
+type Shape<'a> = Rc<Vec<(&'a str, Slot<'a>)>>;
 
 struct Writer<'a> {
     supergraph: &'a SupergraphState,
@@ -66,18 +75,21 @@ struct Writer<'a> {
     variables: &'a Map<String, serde_json::Value>,
     /// Errors already in the response (from subgraphs), and those this pass adds.
     errors: &'a mut Vec<serde_json::Value>,
+    /// Shapes by selection set (its address) and runtime type: objects of one type at one
+    /// place in the query (every review of every product) share one.
+    shapes: foldhash::HashMap<usize, Vec<(Str, Shape<'a>)>>,
     out: Vec<u8>,
 }
 
 /// Writes `data` as `operation` shapes it; may add errors to `errors`. Returns the JSON text of
 /// the response's `data`.
-pub fn project(
-    operation: &OperationDefinition,
-    supergraph: &SupergraphState,
-    introspection: &Introspection,
+pub fn project<'a>(
+    operation: &'a OperationDefinition,
+    supergraph: &'a SupergraphState,
+    introspection: &'a Introspection,
     data: &Value,
-    variables: &Map<String, serde_json::Value>,
-    errors: &mut Vec<serde_json::Value>,
+    variables: &'a Map<String, serde_json::Value>,
+    errors: &'a mut Vec<serde_json::Value>,
 ) -> Vec<u8> {
     let Ok(root) = supergraph.root_type_name(operation.operation_kind.as_ref()) else {
         return b"null".to_vec();
@@ -90,6 +102,7 @@ pub fn project(
         root,
         variables,
         errors,
+        shapes: Default::default(),
         out: Vec::with_capacity(4096),
     };
     let selections = [&operation.selection_set];
@@ -108,27 +121,79 @@ impl<'a> Writer<'a> {
         skipped(self.variables, skip_if, include_if)
     }
 
-    /// The fields `selections` select on an object of type `runtime`, grouped by response key.
-    fn collect_fields<'o>(
-        &self,
-        selections: &[&'o SelectionSet],
-        runtime: &str,
-    ) -> CollectedFields<'o> {
-        let mut fields = CollectedFields {
-            fields: Vec::with_capacity(selections[0].items.len()),
-            repeats: Vec::new(),
+    /// The shape of an object of type `runtime` under `selections`, from the cache when there
+    /// is one selection set (merged ones are rare and built each time).
+    fn shape(&mut self, selections: &[&'a SelectionSet], runtime: &str) -> Shape<'a> {
+        let [selection_set] = selections else {
+            return Rc::new(self.collect_fields(selections, runtime));
         };
-        for selection_set in selections {
-            self.collect_into(selection_set, runtime, &mut fields);
+        let address = std::ptr::from_ref(*selection_set) as usize;
+        if let Some((_, shape)) = self
+            .shapes
+            .get(&address)
+            .and_then(|by_type| by_type.iter().find(|(t, _)| t == runtime))
+        {
+            return shape.clone();
         }
-        fields
+        let shape = Rc::new(self.collect_fields(selections, runtime));
+        self.shapes
+            .entry(address)
+            .or_default()
+            .push((runtime.into(), shape.clone()));
+        shape
     }
 
-    fn collect_into<'o>(
+    /// The response keys `selections` give an object of type `runtime`.
+    fn collect_fields(
         &self,
-        selection_set: &'o SelectionSet,
+        selections: &[&'a SelectionSet],
         runtime: &str,
-        fields: &mut CollectedFields<'o>,
+    ) -> Vec<(&'a str, Slot<'a>)> {
+        let mut fields: Vec<(&'a str, &'a FieldSelection)> =
+            Vec::with_capacity(selections[0].items.len());
+        // Further fields with the key of `fields[i]`, as `(i, field)` (rare: the same key
+        // selected twice, as with different directives or in two fragments).
+        let mut repeats: Vec<(usize, &'a FieldSelection)> = Vec::new();
+        for selection_set in selections {
+            self.collect_into(selection_set, runtime, &mut fields, &mut repeats);
+        }
+        let is_root = runtime == self.root;
+        let definition = self.supergraph.definitions.get(runtime);
+        fields
+            .iter()
+            .enumerate()
+            .filter_map(|(index, &(key, field))| {
+                let slot = if is_root && Introspection::is_introspection_field(&field.name) {
+                    Slot::Introspection(field)
+                } else if field.name == "__typename" {
+                    Slot::Typename
+                } else {
+                    let field_definition = definition?.fields().get(&field.name)?;
+                    let selections = std::iter::once(&field.selections)
+                        .chain(
+                            repeats
+                                .iter()
+                                .filter(|(i, _)| *i == index)
+                                .map(|(_, f)| &f.selections),
+                        )
+                        .collect();
+                    Slot::Field {
+                        name: &field.name,
+                        ty: &field_definition.field_type,
+                        selections,
+                    }
+                };
+                Some((key, slot))
+            })
+            .collect()
+    }
+
+    fn collect_into(
+        &self,
+        selection_set: &'a SelectionSet,
+        runtime: &str,
+        fields: &mut Vec<(&'a str, &'a FieldSelection)>,
+        repeats: &mut Vec<(usize, &'a FieldSelection)>,
     ) {
         for item in &selection_set.items {
             match item {
@@ -137,16 +202,16 @@ impl<'a> Writer<'a> {
                         continue;
                     }
                     let key = field.alias.as_deref().unwrap_or(&field.name);
-                    match fields.fields.iter().position(|(k, _)| *k == key) {
-                        Some(index) => fields.repeats.push((index, field)),
-                        None => fields.fields.push((key, field)),
+                    match fields.iter().position(|(k, _)| *k == key) {
+                        Some(index) => repeats.push((index, field)),
+                        None => fields.push((key, field)),
                     }
                 }
                 SelectionItem::InlineFragment(fragment) => {
                     if !self.skipped(&fragment.skip_if, &fragment.include_if)
                         && fragment_applies(self.supergraph, &fragment.type_condition, runtime)
                     {
-                        self.collect_into(&fragment.selections, runtime, fields);
+                        self.collect_into(&fragment.selections, runtime, fields, repeats);
                     }
                 }
                 // Normalization inlines every named fragment.
@@ -156,12 +221,12 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes an object's selected fields.
-    fn object<'o>(
+    fn object(
         &mut self,
-        selections: &[&'o SelectionSet],
+        selections: &[&'a SelectionSet],
         type_name: &str,
         source: &Object,
-        path: &mut Vec<Step<'o>>,
+        path: &mut Vec<Step<'a>>,
     ) -> Result<(), NonNullViolation> {
         let is_root = type_name == self.root;
         // The root's type is the supergraph's, whatever a subgraph calls its own.
@@ -169,80 +234,57 @@ impl<'a> Writer<'a> {
             Some(typename) if !is_root => typename,
             _ => type_name,
         };
-        let definition = self.supergraph.definitions.get(runtime);
+        let shape = self.shape(selections, runtime);
         // Subgraphs mostly answer fields in the order they were asked, so each lookup first
         // tries the field after the last one found.
         let mut next = 0;
         self.out.push(b'{');
-        let mut first = true;
-        let collected = self.collect_fields(selections, runtime);
-        for (index, &(key, field)) in collected.fields.iter().enumerate() {
-            if is_root && Introspection::is_introspection_field(&field.name) {
-                let value = self.introspection.resolve_root(field, self.variables);
-                self.key(key, &mut first);
-                serde_json::to_writer(&mut self.out, &value).expect("writing to a Vec cannot fail");
-                continue;
+        for (index, (key, slot)) in shape.iter().enumerate() {
+            if index > 0 {
+                self.out.push(b',');
             }
-            if field.name == "__typename" {
-                self.key(key, &mut first);
-                match source.get("__typename") {
+            write_json_str(&mut self.out, key);
+            self.out.push(b':');
+            match slot {
+                Slot::Introspection(field) => {
+                    let value = self.introspection.resolve_root(field, self.variables);
+                    serde_json::to_writer(&mut self.out, &value)
+                        .expect("writing to a Vec cannot fail");
+                }
+                Slot::Typename => match source.get("__typename") {
                     Some(name) if !is_root => write_json(&mut self.out, name),
                     _ => write_json_str(&mut self.out, runtime),
+                },
+                Slot::Field {
+                    name,
+                    ty,
+                    selections,
+                } => {
+                    let raw = match source.find_from(next, key) {
+                        Some((position, value)) => {
+                            next = position + 1;
+                            Some(value)
+                        }
+                        None => source.get(name),
+                    };
+                    path.push(Step::Key(key));
+                    let written = self.complete(ty, selections, raw, path);
+                    path.pop();
+                    written?;
                 }
-                continue;
             }
-            let Some(field_definition) = definition.and_then(|d| d.fields().get(&field.name))
-            else {
-                continue;
-            };
-            let raw = match source.find_from(next, key) {
-                Some((position, value)) => {
-                    next = position + 1;
-                    Some(value)
-                }
-                None => source.get(&field.name),
-            };
-            self.key(key, &mut first);
-            path.push(Step::Key(key));
-            let repeated = collected.repeats.iter().filter(|(i, _)| *i == index);
-            let written = if collected.repeats.is_empty() {
-                self.complete(
-                    &field_definition.field_type,
-                    &[&field.selections],
-                    raw,
-                    path,
-                )
-            } else {
-                // The sub-selections of every field with this key, merged.
-                let merged: Vec<&SelectionSet> = std::iter::once(&field.selections)
-                    .chain(repeated.map(|(_, f)| &f.selections))
-                    .collect();
-                self.complete(&field_definition.field_type, &merged, raw, path)
-            };
-            path.pop();
-            written?;
         }
         self.out.push(b'}');
         Ok(())
     }
 
-    /// Writes an object key (and the comma before it, unless it is the first).
-    fn key(&mut self, key: &str, first: &mut bool) {
-        if !*first {
-            self.out.push(b',');
-        }
-        *first = false;
-        write_json_str(&mut self.out, key);
-        self.out.push(b':');
-    }
-
     /// Writes a field's value of type `ty`; says whether it wrote `null`.
-    fn complete<'o>(
+    fn complete(
         &mut self,
-        ty: &TypeNode,
-        selections: &[&'o SelectionSet],
+        ty: &'a TypeNode,
+        selections: &[&'a SelectionSet],
         raw: Option<&Value>,
-        path: &mut Vec<Step<'o>>,
+        path: &mut Vec<Step<'a>>,
     ) -> Result<bool, NonNullViolation> {
         match ty {
             TypeNode::NonNull(inner) => {
