@@ -8,8 +8,8 @@
 //!   normalized operation);
 //! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree of
 //!   [`value`]s (the router's own JSON, made for that work);
-//! - [`projection`]: that tree shaped as the client asked, nulls propagated as the spec says,
-//!   with `__schema`/`__type` answered by [`introspection`];
+//! - [`projection`]: the response's JSON written straight from that tree as the client asked,
+//!   nulls propagated as the spec says, with `__schema`/`__type` answered by [`introspection`];
 //! - [`pipeline`]: the stages above in order, for one request;
 //! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service, with
 //!   [`apq`] (automatic persisted queries in Redis);

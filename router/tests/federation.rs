@@ -1,7 +1,7 @@
 //! Queries through the router over two in-process subgraphs (products, reviews) built with
 //! async-graphql, compared with the expected JSON: entity joins, aliases, `__typename`,
-//! `@skip`/`@include`, fragments, errors re-pathed to the client's path, and partial results
-//! when a subgraph is down or answers garbage.
+//! `@skip`/`@include`, fragments, errors re-pathed to the client's path, null propagation, and
+//! partial results when a subgraph is down or answers garbage.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ mod support;
 
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::InProcess;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use serde_json::{Map, Value, json};
 use support::{Garbage, SDL, products, reviews};
 
@@ -116,6 +116,37 @@ async fn fields_with_one_response_key_are_merged_into_one() {
     assert_eq!(
         serde_json::to_string(&response).unwrap(),
         r#"{"data":{"topProducts":[{"name":"Table","info":[{"text":"review of 1"}]}]}}"#
+    );
+}
+
+/// A subgraph that always gives the same answer.
+struct Canned(Value);
+
+impl LocalSubgraph for Canned {
+    fn execute(&self, _request: Value) -> BoxFuture<'_, Value> {
+        let answer = self.0.clone();
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test]
+async fn a_null_in_a_non_null_field_nulls_the_nearest_nullable_parent() {
+    // `upc` is `String!`; the list's items (`[Product]`) may be null. The subgraph answers
+    // fields in another order than the client's.
+    let products = Canned(json!({"data": {"topProducts": [
+        {"upc": "1", "name": "Table"},
+        {"upc": null, "name": "Ghost"},
+        {"name": "Lamp", "upc": "3"},
+    ]}}));
+    let router = router(InProcess::default().with("products", Arc::new(products)));
+    let response = ask(&router, "{ topProducts { name upc } }", json!({})).await;
+    assert_eq!(
+        serde_json::to_string(&response).unwrap(),
+        concat!(
+            r#"{"data":{"topProducts":[{"name":"Table","upc":"1"},null,{"name":"Lamp","upc":"3"}]},"#,
+            r#""errors":[{"message":"Cannot return null for non-nullable field","#,
+            r#""path":["topProducts",1,"upc"],"extensions":{"code":"INTERNAL_ERROR"}}]}"#
+        )
     );
 }
 
