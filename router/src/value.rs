@@ -370,7 +370,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Object::with_capacity(map.size_hint().unwrap_or(0).min(256));
+        // JSON gives no size; room for a few fields, and for those an entity merge adds later.
+        let mut object = Object::with_capacity(map.size_hint().unwrap_or(8).min(256));
         while let Some(key) = map.next_key::<KeyString>()? {
             let value = map.next_value()?;
             // A repeated key keeps its last value, as serde_json does.
