@@ -39,6 +39,21 @@ async fn router_at(
     .await
 }
 
+/// Both subgraphs over HTTP and a router over HTTP in front of them: the router's URL, and the
+/// servers' stop signals (dropping them stops the servers).
+async fn router_before_both() -> (String, Vec<tokio::sync::oneshot::Sender<()>>) {
+    let (products_url, products) =
+        start(subgraph_spec("products", Arc::new(products_schema()))).await;
+    let (reviews_url, reviews) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
+    let (router_url, router) = router_at(
+        &format!("{products_url}/graphql"),
+        &format!("{reviews_url}/graphql"),
+        Duration::from_secs(5),
+    )
+    .await;
+    (router_url, vec![products, reviews, router])
+}
+
 async fn post(url: &str, query: &str) -> (reqwest::header::HeaderMap, Value) {
     let response = reqwest::Client::new()
         .post(format!("{url}/graphql"))
@@ -55,14 +70,7 @@ const QUERY: &str = "{ topProducts { upc name reviews { body } } }";
 
 #[tokio::test]
 async fn over_http_the_answers_equal_the_in_process_ones() {
-    let (products_url, _p) = start(subgraph_spec("products", Arc::new(products_schema()))).await;
-    let (reviews_url, _r) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
-    let (router_url, _router) = router_at(
-        &format!("{products_url}/graphql"),
-        &format!("{reviews_url}/graphql"),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (router_url, _servers) = router_before_both().await;
     let (headers, over_http) = post(&router_url, QUERY).await;
 
     let in_process = Router::new(
@@ -225,14 +233,7 @@ async fn subgraph_requests_join_the_client_trace() {
 
 #[tokio::test]
 async fn fields_come_back_in_the_order_they_were_selected() {
-    let (products_url, _p) = start(subgraph_spec("products", Arc::new(products_schema()))).await;
-    let (reviews_url, _r) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
-    let (router_url, _router) = router_at(
-        &format!("{products_url}/graphql"),
-        &format!("{reviews_url}/graphql"),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (router_url, _servers) = router_before_both().await;
     // Neither alphabetical nor the subgraphs' order: the client's.
     let body = reqwest::Client::new()
         .post(format!("{router_url}/graphql"))
