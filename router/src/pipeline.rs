@@ -123,7 +123,8 @@ impl Response {
 pub struct Router {
     supergraph: RwLock<Arc<Supergraph>>,
     plans: PlanCache,
-    transport: Arc<dyn Transport>,
+    /// The way to the subgraphs, sharing identical fetches in flight.
+    transport: Deduplicated,
     introspection: bool,
     metrics: Option<Metrics>,
     usage: Option<Arc<UsageRecorder>>,
@@ -145,7 +146,7 @@ impl Router {
         Self {
             supergraph: RwLock::new(Arc::new(supergraph)),
             plans: PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, limits),
-            transport: Arc::new(Deduplicated::new(transport)),
+            transport: Deduplicated::new(transport),
             introspection: true,
             metrics: None,
             usage: None,
@@ -155,6 +156,7 @@ impl Router {
 
     /// Records plan cache lookups, operations and subgraph fetches into `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.transport.count_shared_into(metrics.clone());
         self.metrics = Some(metrics);
         self
     }
@@ -244,7 +246,7 @@ impl Router {
         let executed = execution::execute(
             &planned.plan,
             &request.variables,
-            self.transport.as_ref(),
+            &self.transport,
             supergraph.subgraphs(),
             &supergraph.planner().supergraph,
             self.metrics.as_ref(),

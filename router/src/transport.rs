@@ -179,6 +179,7 @@ pub struct Deduplicated {
     /// In-flight requests by their [`request_fingerprint`].
     in_flight: std::sync::Mutex<HashMap<u128, Arc<InFlight>>>,
     shared: std::sync::atomic::AtomicU64,
+    metrics: Option<gospelib_kit::metrics::Metrics>,
 }
 
 type InFlight = tokio::sync::OnceCell<Result<Value, TransportError>>;
@@ -189,7 +190,13 @@ impl Deduplicated {
             inner,
             in_flight: std::sync::Mutex::new(HashMap::new()),
             shared: std::sync::atomic::AtomicU64::new(0),
+            metrics: None,
         }
+    }
+
+    /// Counts shared fetches, by subgraph, into `metrics`.
+    pub fn count_shared_into(&mut self, metrics: gospelib_kit::metrics::Metrics) {
+        self.metrics = Some(metrics);
     }
 
     /// How many requests were answered by another's fetch.
@@ -226,6 +233,9 @@ impl Transport for Deduplicated {
             if !leader {
                 self.shared
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(metrics) = &self.metrics {
+                    metrics.count_shared_fetch(subgraph);
+                }
                 return cell.get().expect("initialised above").clone();
             }
             self.in_flight.lock().expect("in-flight lock").remove(&key);

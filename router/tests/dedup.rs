@@ -36,12 +36,14 @@ fn request(query: &str) -> SubgraphRequest {
 #[tokio::test]
 async fn identical_fetches_in_flight_are_sent_once() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let transport = Deduplicated::new(Arc::new(InProcess::default().with(
+    let mut transport = Deduplicated::new(Arc::new(InProcess::default().with(
         "s",
         Arc::new(Slow {
             calls: calls.clone(),
         }),
     )));
+    let metrics = gospelib_kit::metrics::Metrics::new("test");
+    transport.count_shared_into(metrics.clone());
     let (a, b, c) = tokio::join!(
         transport.send("s", "", request("{ a }")),
         transport.send("s", "", request("{ a }")),
@@ -55,6 +57,12 @@ async fn identical_fetches_in_flight_are_sent_once() {
         "two distinct requests, three callers"
     );
     assert_eq!(transport.shared(), 1);
+    let rendered = metrics.render();
+    assert!(
+        rendered
+            .contains(r#"gospelib_subgraph_fetches_shared_total{subgraph="s",service="test"} 1"#),
+        "{rendered}"
+    );
 
     // Once answered, the same request is sent again (nothing is cached).
     transport.send("s", "", request("{ a }")).await.unwrap();

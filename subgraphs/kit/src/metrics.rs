@@ -20,6 +20,7 @@ pub struct Metrics {
     graphql_errors: IntCounterVec,
     subgraph_fetches: HistogramVec,
     plan_cache: IntCounterVec,
+    shared_fetches: IntCounterVec,
     operations: HistogramVec,
 }
 
@@ -76,6 +77,14 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let shared_fetches = IntCounterVec::new(
+            Opts::new(
+                "subgraph_fetches_shared_total",
+                "Router subgraph fetches answered by an identical one already in flight",
+            ),
+            &["subgraph"],
+        )
+        .expect("valid metric");
         let operations = HistogramVec::new(
             HistogramOpts::new(
                 "operation_duration_seconds",
@@ -92,6 +101,7 @@ impl Metrics {
             Box::new(graphql_errors.clone()),
             Box::new(subgraph_fetches.clone()),
             Box::new(plan_cache.clone()),
+            Box::new(shared_fetches.clone()),
             Box::new(operations.clone()),
         ] {
             registry
@@ -106,6 +116,7 @@ impl Metrics {
             graphql_errors,
             subgraph_fetches,
             plan_cache,
+            shared_fetches,
             operations,
         }
     }
@@ -122,6 +133,11 @@ impl Metrics {
         self.plan_cache
             .with_label_values(&[if hit { "hit" } else { "miss" }])
             .inc();
+    }
+
+    /// Records one subgraph fetch answered by an identical one in flight (not sent).
+    pub fn count_shared_fetch(&self, subgraph: &str) {
+        self.shared_fetches.with_label_values(&[subgraph]).inc();
     }
 
     /// Records one routed operation, by name (`anonymous` without one; long names are cut).
