@@ -96,11 +96,7 @@ fn service_response(response: Response) -> ServiceResponse {
     ServiceResponse {
         body: response.to_bytes(),
         has_data: response.has_data(),
-        error_codes: response
-            .errors
-            .iter()
-            .map(|error| error["extensions"]["code"].as_str().map(str::to_owned))
-            .collect(),
+        error_codes: ServiceResponse::error_codes(&response.errors),
         headers,
     }
 }
@@ -114,10 +110,7 @@ impl GraphQlService for RouterService {
             };
             let Some(router) = self.router_for(&request) else {
                 let version = self.router.supergraph().version.to_string();
-                let mut response =
-                    service_response(refusal("unknown API key", "UNAUTHORIZED", &version));
-                response.headers.clear();
-                return response;
+                return service_response(refusal("unknown API key", "UNAUTHORIZED", &version));
             };
             let version = router.supergraph().version.to_string();
             let extension = request

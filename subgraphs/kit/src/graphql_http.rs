@@ -44,13 +44,17 @@ impl ServiceResponse {
         Self {
             body: serde_json::to_vec(body).expect("a JSON value always serialises"),
             has_data: body.get("data").is_some_and(|data| !data.is_null()),
-            error_codes: errors
-                .into_iter()
-                .flatten()
-                .map(|error| error["extensions"]["code"].as_str().map(str::to_owned))
-                .collect(),
+            error_codes: Self::error_codes(errors.map_or(&[], Vec::as_slice)),
             headers: Vec::new(),
         }
+    }
+
+    /// The `extensions.code` of each error.
+    pub fn error_codes(errors: &[serde_json::Value]) -> Vec<Option<String>> {
+        errors
+            .iter()
+            .map(|error| error["extensions"]["code"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// The body as JSON (for tests and tools).
