@@ -127,6 +127,16 @@ async fn the_router_reloads_a_changed_supergraph_and_refuses_an_invalid_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The router stopped with status 2, naming the bad `GOSPELIB_ROUTER_MAX_DEPTH` value.
+fn assert_refused_for_a_bad_depth(output: std::process::Output) {
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("GOSPELIB_ROUTER_MAX_DEPTH has a bad value \"deep\""),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_configuration_stops_the_router_naming_the_variable() {
     let output = Command::new(BINARY)
@@ -134,12 +144,7 @@ fn bad_configuration_stops_the_router_naming_the_variable() {
         .env("GOSPELIB_ROUTER_MAX_DEPTH", "deep")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains("GOSPELIB_ROUTER_MAX_DEPTH has a bad value \"deep\""),
-        "{stderr}"
-    );
+    assert_refused_for_a_bad_depth(output);
 }
 
 /// A stand-in for the registry's `/registry/supergraph`: the current version's SDL with its
@@ -258,12 +263,7 @@ fn a_config_file_is_read_and_checked_like_the_environment() {
         .env_remove("GOSPELIB_ROUTER_MAX_DEPTH")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains("GOSPELIB_ROUTER_MAX_DEPTH has a bad value \"deep\""),
-        "{stderr}"
-    );
+    assert_refused_for_a_bad_depth(output);
     // The environment wins over the file.
     let output = Command::new(BINARY)
         .args(["--supergraph", "/nonexistent", "--config"])

@@ -75,12 +75,29 @@ impl GraphQlService for ExecutorService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
         Box::pin(async move {
             let response = self.0.execute(request).await;
-            let body = serde_json::to_value(&response).unwrap_or_else(|error| {
-                tracing::error!(%error, "could not serialise a GraphQL response");
-                serde_json::json!({"errors": [{"message": crate::errors::INTERNAL_MESSAGE,
-                    "extensions": {"code": ErrorCode::InternalError.as_str()}}]})
-            });
-            ServiceResponse::from_json(&body)
+            // Serialised once, straight to bytes (no intermediate JSON tree).
+            match serde_json::to_vec(&response) {
+                Ok(body) => ServiceResponse {
+                    body,
+                    has_data: response.data != async_graphql::Value::Null,
+                    error_codes: response
+                        .errors
+                        .iter()
+                        .map(|error| match error.extensions.as_ref()?.get("code")? {
+                            async_graphql::Value::String(code) => Some(code.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                    headers: Vec::new(),
+                },
+                Err(error) => {
+                    tracing::error!(%error, "could not serialise a GraphQL response");
+                    ServiceResponse::from_json(&serde_json::json!({"errors": [{
+                        "message": crate::errors::INTERNAL_MESSAGE,
+                        "extensions": {"code": ErrorCode::InternalError.as_str()}
+                    }]}))
+                }
+            }
         })
     }
 }
