@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use url::Url;
 
@@ -381,6 +382,8 @@ pub struct StoreUrls {
     pub redis: Url,
     /// `GOSPELIB_FALKORDB_URL`: the graph server (a separate instance from the cache).
     pub falkordb: Url,
+    /// `GOSPELIB_FALKORDB_TIMEOUT_MS`: the deadline of one FalkorDB read, and of connecting.
+    pub falkordb_timeout: Duration,
     /// `GOSPELIB_TYPESENSE_URL`
     pub typesense: Url,
     /// `GOSPELIB_TYPESENSE_API_KEY`
@@ -408,24 +411,30 @@ impl StoreUrls {
             postgres: postgres?,
             redis: content.redis,
             falkordb: content.falkordb,
+            falkordb_timeout: content.falkordb_timeout,
             typesense: content.typesense,
             typesense_api_key: content.typesense_api_key,
         })
     }
 }
 
+/// The default of `GOSPELIB_FALKORDB_TIMEOUT_MS`.
+pub const DEFAULT_FALKORDB_TIMEOUT_MS: u64 = 2000;
+
 /// The stores of the content domain alone (the ingest job needs no PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct ContentStoreUrls {
     pub redis: Url,
     pub falkordb: Url,
+    /// How long a FalkorDB read (or connect) may take before its fields fail.
+    pub falkordb_timeout: Duration,
     pub typesense: Url,
     pub typesense_api_key: String,
 }
 
 impl ContentStoreUrls {
-    /// Reads `GOSPELIB_REDIS_URL`, `GOSPELIB_FALKORDB_URL`, `GOSPELIB_TYPESENSE_URL` and
-    /// `GOSPELIB_TYPESENSE_API_KEY`; problems go to `reader`.
+    /// Reads `GOSPELIB_REDIS_URL`, `GOSPELIB_FALKORDB_URL`, `GOSPELIB_FALKORDB_TIMEOUT_MS`,
+    /// `GOSPELIB_TYPESENSE_URL` and `GOSPELIB_TYPESENSE_API_KEY`; problems go to `reader`.
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let redis = reader.required_url(
             "GOSPELIB_REDIS_URL",
@@ -436,6 +445,14 @@ impl ContentStoreUrls {
             "GOSPELIB_FALKORDB_URL",
             "falkor://127.0.0.1:26380 or redis://127.0.0.1:26380",
             &["falkor", "falkors", "redis", "rediss"],
+        );
+        // Long enough for the heaviest page query on a loaded node, short enough that a
+        // FalkorDB which stopped answering costs a request seconds, not the router's timeout.
+        let falkordb_timeout_ms = reader.number(
+            "GOSPELIB_FALKORDB_TIMEOUT_MS",
+            DEFAULT_FALKORDB_TIMEOUT_MS,
+            50,
+            60_000,
         );
         let typesense = reader.required_url(
             "GOSPELIB_TYPESENSE_URL",
@@ -449,6 +466,7 @@ impl ContentStoreUrls {
         Some(Self {
             redis: redis?,
             falkordb: falkordb?,
+            falkordb_timeout: Duration::from_millis(falkordb_timeout_ms?),
             typesense: typesense?,
             typesense_api_key: typesense_api_key?,
         })
@@ -501,6 +519,36 @@ mod tests {
         let stores = read_stores(&Env::from_pairs(good_stores())).unwrap();
         assert_eq!(stores.redis.port(), Some(26379));
         assert_eq!(stores.falkordb.scheme(), "falkor");
+        assert_eq!(
+            stores.falkordb_timeout,
+            Duration::from_millis(DEFAULT_FALKORDB_TIMEOUT_MS)
+        );
+    }
+
+    #[test]
+    fn the_falkordb_timeout_is_read_in_milliseconds_and_checked() {
+        let mut pairs = good_stores();
+        pairs.push(("GOSPELIB_FALKORDB_TIMEOUT_MS", "750"));
+        let stores = read_stores(&Env::from_pairs(pairs)).unwrap();
+        assert_eq!(stores.falkordb_timeout, Duration::from_millis(750));
+
+        for bad in ["0", "soon", "600000"] {
+            let mut pairs = good_stores();
+            pairs.push(("GOSPELIB_FALKORDB_TIMEOUT_MS", bad));
+            let error = read_stores(&Env::from_pairs(pairs)).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{error}");
+            let line = error.problems[0].to_string();
+            assert!(
+                line.starts_with(&format!(
+                    "GOSPELIB_FALKORDB_TIMEOUT_MS has a bad value \"{bad}\""
+                )),
+                "{line}"
+            );
+            assert!(
+                line.ends_with("expected a whole number from 50 to 60000"),
+                "{line}"
+            );
+        }
     }
 
     #[test]

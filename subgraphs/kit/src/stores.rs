@@ -314,6 +314,8 @@ pub struct StoreClients {
     pub falkordb: redis::Client,
     /// FalkorDB's URL, for graph clients of their own.
     pub falkordb_url: Url,
+    /// The deadline of one FalkorDB read (`GOSPELIB_FALKORDB_TIMEOUT_MS`), for those clients.
+    pub falkordb_timeout: Duration,
     pub typesense: TypesenseClient,
 }
 
@@ -325,6 +327,7 @@ impl StoreClients {
             redis: redis_client(&urls.redis).map_err(redis_error("Redis"))?,
             falkordb: redis_client(&urls.falkordb).map_err(redis_error("FalkorDB"))?,
             falkordb_url: urls.falkordb.clone(),
+            falkordb_timeout: urls.falkordb_timeout,
             typesense: TypesenseClient {
                 base_url: urls.typesense.clone(),
                 api_key: urls.typesense_api_key.clone(),
@@ -335,13 +338,16 @@ impl StoreClients {
         })
     }
 
-    /// Every store as a required dependency (the one-process node runs beside them all).
+    /// Every store the one-process node runs beside. Redis is optional: what it holds (the
+    /// content cache, persisted queries, usage counts) every part can answer without, so losing
+    /// it makes `/ready` say `degraded` rather than drain every pod at once (the design's rule).
+    /// The others are required.
     pub fn all_dependencies(&self) -> Vec<Dependency> {
         vec![
             Dependency::required(PostgresProbe {
                 pool: self.postgres.clone(),
             }),
-            Dependency::required(RedisProbe {
+            Dependency::optional(RedisProbe {
                 name: "redis".to_owned(),
                 client: self.redis.clone(),
             }),

@@ -135,6 +135,33 @@ async fn an_optional_store_down_leaves_the_service_ready_but_degraded() {
     server.stop().await.unwrap();
 }
 
+/// A cache Redis that accepts connections and never answers (not merely a closed port) must not
+/// take the node out of service: with every store of the one-process node, `/ready` stays 200.
+#[tokio::test]
+async fn a_cache_redis_that_never_answers_leaves_the_node_ready_but_degraded() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut urls = stack_urls();
+    urls.redis = format!("redis://{address}").parse().unwrap();
+    let clients = StoreClients::new(&urls).unwrap();
+    let server = start(vec![test_subgraph(clients.all_dependencies())], vec![]).await;
+
+    let (status, body) = get_json(server.url("/ready")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["failing"], json!([]));
+    assert_eq!(body["stores"]["redis"]["status"], "degraded");
+    assert_eq!(body["stores"]["postgres"]["status"], "ok");
+    server.stop().await.unwrap();
+    holding.abort();
+}
+
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish() {
     let server = start(vec![test_subgraph(vec![])], vec![]).await;
