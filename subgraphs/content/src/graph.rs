@@ -1,14 +1,30 @@
 //! The FalkorDB graph `gospelib`: a lazily connected client that counts the queries it runs
 //! (tests and benchmarks read the count to prove a request costs a constant number of them).
+//!
+//! A server that misbehaves must cost a request no more than its deadline:
+//! - connecting is bounded, and runs in a task of its own that every waiting request shares, so
+//!   one hung connect neither blocks later requests forever nor is repeated by each of them;
+//! - after a failed connect, requests fail at once for [`RECONNECT_DELAY`], then the next one
+//!   connects again (a server that is down is not hammered, and one that is back is used);
+//! - on the serving path ([`Graph::with_deadline`]) every read has a deadline; past it the read
+//!   fails, and the fields it feeds answer `UPSTREAM_UNAVAILABLE`.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use falkordb::{AsyncGraph, FalkorClientBuilder, FalkorConnectionInfo, FalkorValue, Row};
 use futures_core::Stream;
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 use url::Url;
+
+/// How long connecting may take unless [`Graph::with_deadline`] says otherwise (also the
+/// default of `GOSPELIB_FALKORDB_TIMEOUT_MS`).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(2000);
+
+/// After a failed connect, how long requests fail at once before one of them tries again.
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GraphError {
@@ -16,29 +32,68 @@ pub enum GraphError {
     Connect(String),
     #[error("FalkorDB query failed: {0}")]
     Query(String),
+    #[error("FalkorDB did not answer within {0:?}")]
+    Deadline(Duration),
 }
 
 /// Parameters of one query: `$name` → value.
 pub type Params = Vec<(&'static str, FalkorValue)>;
+
+/// What a connect attempt ends with, broadcast to every request waiting on it.
+type ConnectOutcome = Option<Result<AsyncGraph, GraphError>>;
+
+/// Where the shared connection stands. Guarded by a plain mutex that is never held across an
+/// `await`: requests only look at the state, they never wait while holding it.
+enum Connection {
+    /// Nothing connected and nothing connecting; after a failure, `retry_at` is when the next
+    /// request may connect again and `last_error` is what the requests before it are told.
+    Idle {
+        retry_at: Option<Instant>,
+        last_error: Option<GraphError>,
+    },
+    /// A connect is running in its own task; its outcome arrives on the channel.
+    Connecting(watch::Receiver<ConnectOutcome>),
+    Connected(AsyncGraph),
+}
 
 /// A shared, lazily connected handle on the graph; cheap to clone.
 #[derive(Clone)]
 pub struct Graph {
     url: Url,
     name: String,
-    graph: Arc<OnceCell<AsyncGraph>>,
+    /// Bounds every read (`None`: the jobs' handle, whose full-corpus reads may take long).
+    read_deadline: Option<Duration>,
+    /// Bounds connecting, always.
+    connect_deadline: Duration,
+    connection: Arc<Mutex<Connection>>,
     queries: Arc<AtomicU64>,
+    connects: Arc<AtomicU64>,
 }
 
 impl Graph {
     /// A handle on graph `name` at `url` (`falkor://` or `redis://`); nothing connects yet.
+    /// Connecting is bounded by [`DEFAULT_DEADLINE`]; queries are not (jobs such as ingest
+    /// write and count the whole corpus). The serving path adds [`Graph::with_deadline`].
     pub fn new(url: &Url, name: &str) -> Self {
         Self {
             url: url.clone(),
             name: name.to_owned(),
-            graph: Arc::new(OnceCell::new()),
+            read_deadline: None,
+            connect_deadline: DEFAULT_DEADLINE,
+            connection: Arc::new(Mutex::new(Connection::Idle {
+                retry_at: None,
+                last_error: None,
+            })),
             queries: Arc::new(AtomicU64::new(0)),
+            connects: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same handle with every read, and connecting, bounded by `deadline`.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.read_deadline = Some(deadline);
+        self.connect_deadline = deadline;
+        self
     }
 
     /// How many queries this handle (and its clones) has sent.
@@ -46,21 +101,86 @@ impl Graph {
         self.queries.load(Ordering::Relaxed)
     }
 
+    /// How many connects this handle (and its clones) has started.
+    pub fn connects_started(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    fn lock_connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave the state half-written (each update is
+        // one assignment), so a poisoned lock is still usable.
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connected graph: at once when connected, else the outcome of the one connect in
+    /// flight (started here if none is and the reconnect delay has passed).
     async fn handle(&self) -> Result<AsyncGraph, GraphError> {
-        let graph = self
-            .graph
-            .get_or_try_init(|| async {
-                let info = FalkorConnectionInfo::try_from(self.url.as_str())
-                    .map_err(|e| GraphError::Connect(e.to_string()))?;
-                let client = FalkorClientBuilder::new_async()
-                    .with_connection_info(info)
-                    .build()
-                    .await
-                    .map_err(|e| GraphError::Connect(e.to_string()))?;
-                Ok::<_, GraphError>(client.select_graph(&self.name))
-            })
-            .await?;
-        Ok(graph.clone())
+        let mut outcome = {
+            let mut connection = self.lock_connection();
+            match &*connection {
+                Connection::Connected(graph) => return Ok(graph.clone()),
+                Connection::Connecting(outcome) => outcome.clone(),
+                Connection::Idle {
+                    retry_at: Some(retry_at),
+                    last_error,
+                } if Instant::now() < *retry_at => {
+                    return Err(last_error
+                        .clone()
+                        .unwrap_or_else(|| GraphError::Connect("not connected".to_owned())));
+                }
+                Connection::Idle { .. } => {
+                    let outcome = self.start_connect();
+                    *connection = Connection::Connecting(outcome.clone());
+                    outcome
+                }
+            }
+        };
+        // The connect task bounds itself; this bound also covers a task that never got to run.
+        let waited =
+            tokio::time::timeout(self.connect_deadline, outcome.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(settled)) => settled
+                .clone()
+                .unwrap_or_else(|| Err(GraphError::Connect("no outcome".to_owned()))),
+            Ok(Err(_)) => Err(GraphError::Connect("the connect task ended".to_owned())),
+            Err(_) => Err(GraphError::Deadline(self.connect_deadline)),
+        }
+    }
+
+    /// Connects in a task of its own, so a request that gives up (or is cancelled) does not
+    /// abandon the attempt, and records the outcome for every later request.
+    fn start_connect(&self) -> watch::Receiver<ConnectOutcome> {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = watch::channel(None);
+        let url = self.url.clone();
+        let name = self.name.clone();
+        let deadline = self.connect_deadline;
+        let connection = self.connection.clone();
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(deadline, connect(&url, &name, deadline)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(GraphError::Deadline(deadline)),
+            };
+            let next = match &result {
+                Ok(graph) => Connection::Connected(graph.clone()),
+                Err(error) => {
+                    tracing::warn!(%error, "FalkorDB connect failed; retrying after a delay");
+                    Connection::Idle {
+                        retry_at: Some(Instant::now() + RECONNECT_DELAY),
+                        last_error: Some(error.clone()),
+                    }
+                }
+            };
+            *connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+            // Nobody may be waiting any more; the state above is what counts.
+            let _ = sender.send(Some(result));
+        });
+        receiver
     }
 
     /// Makes `id` a unique, indexed property of `label` nodes (idempotent).
@@ -110,6 +230,24 @@ impl Graph {
         params: Params,
         read_only: bool,
     ) -> Result<Vec<Row>, GraphError> {
+        match self.read_deadline {
+            Some(deadline) if read_only => {
+                // Dropping the query on the deadline is safe: the multiplexed connection
+                // discards the late answer when it comes.
+                tokio::time::timeout(deadline, self.run_unbounded(cypher, params, read_only))
+                    .await
+                    .unwrap_or(Err(GraphError::Deadline(deadline)))
+            }
+            _ => self.run_unbounded(cypher, params, read_only).await,
+        }
+    }
+
+    async fn run_unbounded(
+        &self,
+        cypher: &str,
+        params: Params,
+        read_only: bool,
+    ) -> Result<Vec<Row>, GraphError> {
         let mut graph = self.handle().await?;
         self.queries.fetch_add(1, Ordering::Relaxed);
         let builder = if read_only {
@@ -132,6 +270,20 @@ impl Graph {
         }
         Ok(rows)
     }
+}
+
+/// Opens a client on `url` and selects graph `name`; `deadline` bounds the TCP connect (the
+/// caller bounds the whole, handshake and topology probe included).
+async fn connect(url: &Url, name: &str, deadline: Duration) -> Result<AsyncGraph, GraphError> {
+    let info = FalkorConnectionInfo::try_from(url.as_str())
+        .map_err(|e| GraphError::Connect(e.to_string()))?;
+    let client = FalkorClientBuilder::new_async()
+        .with_connection_info(info)
+        .with_connect_timeout(Some(deadline))
+        .build()
+        .await
+        .map_err(|e| GraphError::Connect(e.to_string()))?;
+    Ok(client.select_graph(name))
 }
 
 /// Builds a map value for batched `UNWIND $rows AS r` writes.

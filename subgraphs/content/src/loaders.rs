@@ -1,6 +1,7 @@
 //! Per-request DataLoaders: each batch of keys costs one Redis `MGET`, one FalkorDB query for
 //! the misses (none when everything was cached), and one pipelined `SET … EX` for what was
-//! fetched.
+//! fetched. Ids FalkorDB does not have are cached too, briefly, so asking again for an unknown
+//! id costs no query.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -47,16 +48,23 @@ impl<S: Source> Loader<String> for Cached<S> {
         let Some(version) = self.version().await else {
             return S::fetch(&self.stores.graph, keys.to_vec()).await;
         };
-        let mut found: HashMap<String, S::Value> =
-            self.stores.cache.get_many(S::KIND, version, keys).await;
+        let cached = self.stores.cache.get_many(S::KIND, version, keys).await;
+        let mut found: HashMap<String, S::Value> = cached.found;
         let misses: Vec<String> = keys
             .iter()
-            .filter(|k| !found.contains_key(*k))
+            .filter(|k| !found.contains_key(*k) && !cached.missing.contains(*k))
             .cloned()
             .collect();
         if !misses.is_empty() {
-            let fetched = S::fetch(&self.stores.graph, misses).await?;
-            self.stores.cache.put_many(S::KIND, version, &fetched).await;
+            let fetched = S::fetch(&self.stores.graph, misses.clone()).await?;
+            let absent: Vec<String> = misses
+                .into_iter()
+                .filter(|k| !fetched.contains_key(k))
+                .collect();
+            self.stores
+                .cache
+                .put_many(S::KIND, version, &fetched, &absent)
+                .await;
             found.extend(fetched);
         }
         Ok(found)
@@ -137,16 +145,18 @@ impl Loaders {
         let keys = [key.to_owned()];
         let version = self.version().await;
         if let Some(version) = version {
-            let mut found: HashMap<String, V> =
-                self.stores.cache.get_many(kind, version, &keys).await;
-            if let Some(value) = found.remove(key) {
+            let mut cached = self.stores.cache.get_many::<V>(kind, version, &keys).await;
+            if let Some(value) = cached.found.remove(key) {
                 return Ok(value);
             }
         }
         let value = fetch.await?;
         if let Some(version) = version {
             let values = HashMap::from([(key.to_owned(), value)]);
-            self.stores.cache.put_many(kind, version, &values).await;
+            self.stores
+                .cache
+                .put_many(kind, version, &values, &[])
+                .await;
             return Ok(values.into_values().next().expect("just inserted"));
         }
         Ok(value)

@@ -17,7 +17,7 @@ use gospelib_kit::stores::{
 };
 use gospelib_kit::{GraphQlExecutor, Subgraph};
 
-use crate::cache::Cache;
+use crate::cache::{BreakerSettings, Cache};
 use crate::graph::Graph;
 use crate::loaders::{Loaders, Stores};
 use crate::namespace::Namespace;
@@ -49,6 +49,15 @@ pub struct ContentService {
 impl ContentService {
     /// The service for `namespace` on the process's store clients.
     pub fn new(namespace: Namespace, clients: &StoreClients) -> Self {
+        Self::with_breaker(namespace, clients, BreakerSettings::default())
+    }
+
+    /// The same, with the Redis cache's breaker timed by `breaker` (tests and benchmarks).
+    pub fn with_breaker(
+        namespace: Namespace,
+        clients: &StoreClients,
+        breaker: BreakerSettings,
+    ) -> Self {
         let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
             .enable_federation()
             .limit_depth(MAX_DEPTH)
@@ -58,8 +67,9 @@ impl ContentService {
         Self {
             schema,
             stores: Stores {
-                graph: Graph::new(&clients.falkordb_url, &namespace.graph),
-                cache: Cache::new(clients.redis.clone(), namespace),
+                graph: Graph::new(&clients.falkordb_url, &namespace.graph)
+                    .with_deadline(clients.falkordb_timeout),
+                cache: Cache::with_breaker(clients.redis.clone(), namespace, breaker),
             },
         }
     }
@@ -67,6 +77,11 @@ impl ContentService {
     /// How many FalkorDB queries this service has run (tests and benchmarks).
     pub fn graph_queries(&self) -> u64 {
         self.stores.graph.queries_run()
+    }
+
+    /// The shared clients every request's loaders start from (tests read their counters).
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     pub fn schema(&self) -> &ContentSchema {

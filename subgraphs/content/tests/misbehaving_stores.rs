@@ -1,0 +1,439 @@
+//! Stores that misbehave: a FalkorDB or a Redis that accepts connections and never answers
+//! (not merely a closed port), one that comes back, and a flood of unknown ids.
+//!
+//! Every assertion is about behaviour (answers, error codes, how many connects, probes and
+//! queries were made), never about how long something took; the only clock in here is a guard
+//! that turns a hang into a failure instead of a stuck test run.
+
+mod support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gospelib_content::cache::{BreakerSettings, MISSING, MISSING_TTL_SECONDS};
+use gospelib_content::namespace::Namespace;
+use gospelib_content::schema::{self, ContentService};
+use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::stores::StoreClients;
+use serde_json::{Value, json};
+use support::{clients, codes, cold_cache, fixture, ingest_dir, run, urls};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A few verses with their cross-references: several loaders, so several cache calls.
+const READING: &str = r#"{ chapter(bookId: "ps", number: 23) { reference verses { id text
+    crossReferences(first: 3) { totalCount edges { node { id } } } } } }"#;
+
+/// Turns a hang into a failure; far above anything a working deadline needs.
+async fn unless_hung<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung: a deadline did not apply"))
+}
+
+/// A TCP server that accepts every connection and never answers (a hung store), until told to
+/// forward new connections to a real server (the store coming back).
+struct SilentServer {
+    address: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    forward_to: Arc<Mutex<Option<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let forward_to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let task = tokio::spawn({
+            let accepted = accepted.clone();
+            let forward_to = forward_to.clone();
+            async move {
+                // Held, unanswered, until the server is dropped.
+                let mut held: Vec<TcpStream> = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let target = *forward_to.lock().unwrap();
+                    match target {
+                        Some(target) => {
+                            tokio::spawn(forward(socket, target));
+                        }
+                        None => held.push(socket),
+                    }
+                }
+            }
+        });
+        Self {
+            address,
+            accepted,
+            forward_to,
+            task,
+        }
+    }
+
+    fn url(&self, scheme: &str) -> url::Url {
+        format!("{scheme}://{}", self.address).parse().unwrap()
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// From now on, new connections reach `target`.
+    fn answer_from(&self, target: &url::Url) {
+        let address = format!("{}:{}", target.host_str().unwrap(), target.port().unwrap());
+        *self.forward_to.lock().unwrap() = Some(address.parse().unwrap());
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(mut socket: TcpStream, target: SocketAddr) {
+    if let Ok(mut upstream) = TcpStream::connect(target).await {
+        let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+    }
+}
+
+async fn ingested(name: &str) -> Namespace {
+    let namespace = Namespace::isolated(name);
+    ingest_dir(&namespace, &fixture()).await;
+    namespace
+}
+
+fn clients_with_falkordb(server: &SilentServer, timeout: Duration) -> StoreClients {
+    let mut urls = urls();
+    urls.falkordb = server.url("falkor");
+    urls.falkordb_timeout = timeout;
+    StoreClients::new(&urls).unwrap()
+}
+
+fn clients_with_redis(server: &SilentServer) -> StoreClients {
+    let mut urls = urls();
+    urls.redis = server.url("redis");
+    StoreClients::new(&urls).unwrap()
+}
+
+fn assert_falkordb_unavailable(response: &Value) {
+    assert_eq!(
+        response["data"],
+        json!({"passage": null, "book": null}),
+        "{response}"
+    );
+    assert_eq!(
+        codes(response),
+        ["UPSTREAM_UNAVAILABLE", "UPSTREAM_UNAVAILABLE"]
+    );
+    assert_eq!(response["errors"][0]["message"], "FalkorDB is unavailable");
+}
+
+const TWO_LOOKUPS: &str = r#"{ passage(id: "john.3.16") { id } book(id: "gen") { id } }"#;
+
+#[tokio::test]
+async fn a_falkordb_that_never_answers_fails_its_fields_with_upstream_unavailable() {
+    let falkordb = SilentServer::start().await;
+    let clients = clients_with_falkordb(&falkordb, Duration::from_millis(300));
+    let service = ContentService::new(Namespace::isolated("t_silent_falkor"), &clients);
+
+    let response = unless_hung("a request", run(&service, TWO_LOOKUPS, json!({}))).await;
+    assert_falkordb_unavailable(&response);
+    assert!(
+        falkordb.accepted() >= 1,
+        "the client reached the silent server (not a refused connect)"
+    );
+    assert_eq!(
+        service.stores().graph.connects_started(),
+        1,
+        "both fields waited on the same connect"
+    );
+}
+
+#[tokio::test]
+async fn requests_arriving_during_a_hung_connect_share_it_instead_of_queueing() {
+    let falkordb = SilentServer::start().await;
+    let clients = clients_with_falkordb(&falkordb, Duration::from_millis(300));
+    let service = Arc::new(ContentService::new(
+        Namespace::isolated("t_silent_falkor_many"),
+        &clients,
+    ));
+
+    let responses = unless_hung("concurrent requests", run_at_once(&service, TWO_LOOKUPS, 8)).await;
+    for response in &responses {
+        assert_falkordb_unavailable(response);
+    }
+    assert_eq!(
+        service.stores().graph.connects_started(),
+        1,
+        "sixteen lookups, one connect attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_falkordb_that_starts_answering_is_connected_to_again() {
+    let namespace = ingested("t_falkor_returns").await;
+    // Nothing cached: every answer below has to come from FalkorDB.
+    cold_cache(&namespace).await;
+    let falkordb = SilentServer::start().await;
+    let clients = clients_with_falkordb(&falkordb, Duration::from_millis(300));
+    let service = ContentService::new(namespace, &clients);
+    let response = unless_hung("a request", run(&service, TWO_LOOKUPS, json!({}))).await;
+    assert_falkordb_unavailable(&response);
+
+    falkordb.answer_from(&urls().falkordb);
+    // The failed connect is retried by a later request (after a short delay): poll for it.
+    let answered = unless_hung("reconnecting", async {
+        loop {
+            let response = run(&service, TWO_LOOKUPS, json!({})).await;
+            if response.get("errors").is_none() {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        answered["data"],
+        json!({"passage": {"id": "john.3.16"}, "book": {"id": "gen"}})
+    );
+    assert!(service.stores().graph.connects_started() >= 2);
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_looked_up_in_falkordb_once_then_answered_from_the_cache() {
+    let namespace = ingested("t_negative_cache").await;
+    cold_cache(&namespace).await;
+    let service = ContentService::new(namespace.clone(), &clients());
+    let query = r#"{ passage(id: "gen.99.99") { id } }"#;
+
+    let before = service.graph_queries();
+    let first = run(&service, query, json!({})).await;
+    assert_eq!(codes(&first), ["PASSAGE_NOT_FOUND"], "{first}");
+    assert_eq!(service.graph_queries() - before, 1);
+
+    for _ in 0..5 {
+        let before = service.graph_queries();
+        let again = run(&service, query, json!({})).await;
+        assert_eq!(again, first, "the cache changes nothing in the answer");
+        assert_eq!(
+            service.graph_queries() - before,
+            0,
+            "an id known to be missing costs no FalkorDB query"
+        );
+    }
+
+    // A batch mixing it with a known id: only the id never seen is fetched.
+    let batch = r#"{ passages(ids: ["gen.99.99", "gen.1.1", "gen.98.1"]) { id } }"#;
+    let before = service.graph_queries();
+    let mixed = run(&service, batch, json!({})).await;
+    assert_eq!(
+        mixed["data"]["passages"],
+        json!([null, {"id": "gen.1.1"}, null])
+    );
+    assert_eq!(service.graph_queries() - before, 1);
+    let before = service.graph_queries();
+    assert_eq!(run(&service, batch, json!({})).await, mixed);
+    assert_eq!(service.graph_queries() - before, 0);
+
+    // In Redis: the sentinel, with the short TTL.
+    let mut redis = clients()
+        .redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let version: String = redis::cmd("GET")
+        .arg(namespace.version_key())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let key = format!("{}:passage:{version}:gen.99.99", namespace.cache_prefix);
+    let (value, ttl): (String, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(&key)
+        .cmd("TTL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(value, MISSING);
+    assert!((1..=MISSING_TTL_SECONDS as i64).contains(&ttl), "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn with_a_silent_redis_requests_answer_from_falkordb_and_an_open_breaker_never_waits() {
+    let namespace = ingested("t_silent_redis").await;
+    let expected = run(
+        &ContentService::new(namespace.clone(), &clients()),
+        READING,
+        json!({}),
+    )
+    .await;
+    assert!(expected.get("errors").is_none(), "{expected}");
+
+    let redis = SilentServer::start().await;
+    let breaker = BreakerSettings {
+        call_timeout: Duration::from_millis(200),
+        // Open for the whole test: every request after the first must skip Redis.
+        first_open: Duration::from_secs(3600),
+        longest_open: Duration::from_secs(3600),
+    };
+    let service = Arc::new(ContentService::with_breaker(
+        namespace,
+        &clients_with_redis(&redis),
+        breaker,
+    ));
+    let cache = service.stores().cache.clone();
+
+    let first = unless_hung("the first request", run(&service, READING, json!({}))).await;
+    assert_eq!(first, expected, "answered from FalkorDB");
+    assert!(!cache.is_available(), "the failure opened the breaker");
+    let attempts = cache.redis_attempts();
+    assert!(attempts >= 1);
+    assert_eq!(redis.accepted(), 1);
+
+    let responses = unless_hung(
+        "requests with the breaker open",
+        run_at_once(&service, READING, 20),
+    )
+    .await;
+    for response in responses {
+        assert_eq!(response, expected);
+    }
+    assert_eq!(
+        cache.redis_attempts(),
+        attempts,
+        "twenty requests, not one Redis call"
+    );
+    assert_eq!(redis.accepted(), 1, "and no new connection");
+}
+
+#[tokio::test]
+async fn once_the_breaker_period_ends_one_probe_goes_to_redis_while_the_others_skip_it() {
+    let namespace = ingested("t_redis_probe").await;
+    let redis = SilentServer::start().await;
+    let breaker = BreakerSettings {
+        // The probe hangs this long; the other requests must not wait for it.
+        call_timeout: Duration::from_secs(2),
+        first_open: Duration::from_millis(300),
+        longest_open: Duration::from_secs(3600),
+    };
+    let service = Arc::new(ContentService::with_breaker(
+        namespace,
+        &clients_with_redis(&redis),
+        breaker,
+    ));
+    let cache = service.stores().cache.clone();
+    let first = unless_hung("the first request", run(&service, READING, json!({}))).await;
+    assert!(first.get("errors").is_none(), "{first}");
+    assert!(!cache.is_available());
+    let connections = redis.accepted();
+
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the open period
+    let responses = unless_hung(
+        "requests during a probe",
+        run_at_once(&service, READING, 10),
+    )
+    .await;
+    for response in responses {
+        assert_eq!(response, first);
+    }
+    assert_eq!(
+        redis.accepted(),
+        connections + 1,
+        "ten requests, one probe connection"
+    );
+    assert!(!cache.is_available(), "the failed probe opened it again");
+}
+
+#[tokio::test]
+async fn a_successful_probe_closes_the_breaker_and_the_cache_serves_again() {
+    let namespace = ingested("t_redis_returns").await;
+    let redis = SilentServer::start().await;
+    let breaker = BreakerSettings {
+        call_timeout: Duration::from_millis(200),
+        first_open: Duration::from_millis(300),
+        longest_open: Duration::from_millis(300),
+    };
+    let service = ContentService::with_breaker(namespace, &clients_with_redis(&redis), breaker);
+    let cache = service.stores().cache.clone();
+    unless_hung("the first request", run(&service, READING, json!({}))).await;
+    assert!(!cache.is_available());
+
+    redis.answer_from(&urls().redis);
+    unless_hung("the breaker closing", async {
+        while !cache.is_available() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            run(&service, READING, json!({})).await;
+        }
+    })
+    .await;
+    // Filled by the request that closed it or the next; then a repeat costs no query.
+    run(&service, READING, json!({})).await;
+    let before = service.graph_queries();
+    let warm = run(&service, READING, json!({})).await;
+    assert!(warm.get("errors").is_none(), "{warm}");
+    assert_eq!(service.graph_queries() - before, 0, "served from Redis");
+}
+
+#[tokio::test]
+async fn ready_says_degraded_not_unavailable_when_the_cache_redis_never_answers() {
+    let redis = SilentServer::start().await;
+    let clients = clients_with_redis(&redis);
+    // As `gospelib serve` assembles it: every store of the node, plus the subgraph's own.
+    let (subgraph, _) = schema::subgraph(Namespace::isolated("t_ready_silent_redis"), &clients);
+    let (app, _) = build_app(AppSpec {
+        service: "test".to_owned(),
+        gateway: None,
+        subgraphs: vec![subgraph],
+        dependencies: clients.all_dependencies(),
+        max_body_bytes: 64 * 1024,
+        extra_routes: None,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+
+    let response = unless_hung("/ready", reqwest::get(format!("http://{address}/ready")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["failing"], json!([]));
+    assert_eq!(body["stores"]["redis"]["status"], "degraded");
+    for store in ["postgres", "falkordb", "typesense"] {
+        assert_eq!(body["stores"][store]["status"], "ok", "{body}");
+    }
+    assert!(redis.accepted() >= 1, "the probe reached the silent server");
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// Runs `query` `count` times at once and returns the responses (in completion order).
+async fn run_at_once(
+    service: &Arc<ContentService>,
+    query: &'static str,
+    count: usize,
+) -> Vec<Value> {
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let service = service.clone();
+        requests.spawn(async move { run(&service, query, json!({})).await });
+    }
+    requests.join_all().await
+}
