@@ -114,12 +114,22 @@ enum SchemaCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: registry::Format,
     },
-    /// Publish an older version's content as a new version.
+    /// Check an older version's content against the latest, then publish it as a new version.
     Rollback {
         #[arg(long)]
         to: i32,
         #[arg(long)]
         message: Option<String>,
+        /// Roll back even though the check fails (needs --reason).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why a failing check is overridden.
+        #[arg(long, requires = "force")]
+        reason: Option<String>,
+        #[arg(long, default_value = "client-tests/operations")]
+        operations: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: registry::Format,
     },
     /// Accept the code's supergraph as the CI gate's baseline, with the reason logged.
     Baseline {
@@ -200,8 +210,17 @@ fn main() -> ExitCode {
             Command::Schema(SchemaCommand::Diff { from, to, format }) => {
                 registry::run_diff(&env, from, to, format).await
             }
-            Command::Schema(SchemaCommand::Rollback { to, message }) => {
-                registry::run_rollback(&env, to, message.as_deref()).await
+            Command::Schema(SchemaCommand::Rollback {
+                to,
+                message,
+                force,
+                reason,
+                operations,
+                format,
+            }) => {
+                let force_reason = reason.as_deref().filter(|_| force);
+                let message = message.as_deref();
+                registry::run_rollback(&env, to, message, &operations, force_reason, format).await
             }
             Command::Schema(SchemaCommand::Baseline {
                 reason,

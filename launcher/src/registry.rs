@@ -1,8 +1,11 @@
 //! `gospelib schema check|publish|history|diff|rollback|baseline`: the registry's commands.
 //!
-//! The proposal is always what the code gives (every part's SDL, composed). Known operations
-//! are the documents under `client-tests/operations/` plus, when `GOSPELIB_REDIS_URL` is set,
-//! the operations routers recorded. Published versions live in PostgreSQL (`GOSPELIB_PG_URL`).
+//! The proposal is what the code gives (every part's SDL, composed), or for `rollback` an older
+//! version's content. Known operations are the documents under `client-tests/operations/`
+//! (those under `partner/` also protect the partner contract) plus, when `GOSPELIB_REDIS_URL` is
+//! set, the operations routers recorded. Published versions live in PostgreSQL
+//! (`GOSPELIB_PG_URL`); `publish` and `rollback` store a version only if the one they checked
+//! against is still the latest, and otherwise write nothing and say to check again.
 
 use std::path::Path;
 
@@ -10,11 +13,13 @@ use anyhow::{Context, bail};
 use gospelib_kit::config::{ConfigReader, Env};
 use gospelib_kit::stores::{postgres_pool, redis_client};
 use gospelib_schema::check::{
-    Baseline, CheckReport, KnownOperation, check, client_documents, diff_api_schemas,
+    Baseline, CheckReport, ClientDocument, KnownOperation, check, client_documents,
+    diff_api_schemas,
 };
-use gospelib_schema::compose::{SubgraphSdl, api_schema};
-use gospelib_schema::contracts::{CONTRACTS, contract_supergraph};
-use gospelib_schema::store::{NewVersion, Store, Version};
+use gospelib_schema::publish::{
+    CheckedProposal, PublishError, PublishOutcome, check_publish, check_rollback,
+};
+use gospelib_schema::store::Store;
 
 use crate::schema_files::{committed_url, subgraph_sdls};
 
@@ -97,40 +102,55 @@ pub async fn run_publish(
 ) -> anyhow::Result<()> {
     let settings = RegistrySettings::read(env, true)?;
     let store = settings.store()?;
-    let latest = store.latest().await?;
-    let baseline = latest.as_ref().map(|version| Baseline {
-        label: format!("version {}", version.number),
-        supergraph: version.supergraph.clone(),
-    });
-    let report = check_code(&settings, baseline.as_ref(), operations).await?;
-    print_report(&report, format)?;
-    let Some(supergraph) = report.supergraph.clone() else {
-        bail!("nothing to publish: composition failed");
+    let (documents, recorded) = known_operations(&settings, operations).await?;
+    let proposal =
+        check_publish(&store, subgraph_sdls(committed_url), &documents, recorded).await?;
+    print_report(&proposal.report, format)?;
+    publish_checked(&store, proposal, message, force_reason, "publish").await
+}
+
+/// Publishes a checked proposal, saying what happened; `command` names the command to run
+/// again when another version was published since the check.
+async fn publish_checked(
+    store: &Store,
+    proposal: CheckedProposal,
+    message: &str,
+    force_reason: Option<&str>,
+    command: &str,
+) -> anyhow::Result<()> {
+    let rollback_of = proposal.rollback_of();
+    let outcome = match proposal.publish(store, message, force_reason).await {
+        Ok(outcome) => outcome,
+        Err(conflict @ PublishError::Conflict { .. }) => {
+            eprintln!(
+                "conflict: the registry moved on while this ran; re-run `gospelib schema {command}` \
+                 to check against the latest version"
+            );
+            return Err(conflict.into());
+        }
+        Err(error) => return Err(error.into()),
     };
-    if let Some(latest) = &latest
-        && latest.supergraph == supergraph
-    {
-        eprintln!(
-            "unchanged: version {} already has this supergraph",
-            latest.number
-        );
-        return Ok(());
+    match outcome {
+        PublishOutcome::Published(version) => match rollback_of {
+            Some(to) => println!(
+                "published version {} (the content of version {to})",
+                version.number
+            ),
+            None => println!("published version {}", version.number),
+        },
+        PublishOutcome::Unchanged(latest) => match rollback_of {
+            Some(to) => {
+                bail!("the latest version ({latest}) already has version {to}'s supergraph")
+            }
+            None => eprintln!("unchanged: version {latest} already has this supergraph"),
+        },
+        PublishOutcome::Refused => {
+            eprintln!(
+                "refused: the check failed ({command} --force --reason \"…\" to {command} anyway)"
+            );
+            return Err(CheckFailed.into());
+        }
     }
-    if !report.passed && force_reason.is_none() {
-        eprintln!("refused: the check failed (publish --force --reason \"…\" to publish anyway)");
-        return Err(CheckFailed.into());
-    }
-    let version = publish(
-        &store,
-        subgraph_sdls(committed_url),
-        supergraph,
-        message,
-        force_reason,
-        Some(serde_json::to_value(&report)?),
-        None,
-    )
-    .await?;
-    println!("published version {}", version.number);
     Ok(())
 }
 
@@ -194,35 +214,25 @@ pub async fn run_diff(env: &Env, from: i32, to: i32, format: Format) -> anyhow::
     Ok(())
 }
 
-/// `schema rollback --to <n>`: publishes version `n`'s content as a new version.
-pub async fn run_rollback(env: &Env, to: i32, message: Option<&str>) -> anyhow::Result<()> {
-    let store = RegistrySettings::read(env, true)?.store()?;
-    let target = store.require(to).await?;
-    let latest = store.latest().await?;
-    if latest
-        .as_ref()
-        .is_some_and(|l| l.supergraph == target.supergraph)
-    {
-        bail!("the latest version already has version {to}'s supergraph");
-    }
+/// `schema rollback --to <n>`: checks version `n`'s content against the latest version, then
+/// publishes it as a new version (refused when the check fails, unless forced with a reason).
+pub async fn run_rollback(
+    env: &Env,
+    to: i32,
+    message: Option<&str>,
+    operations: &Path,
+    force_reason: Option<&str>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let settings = RegistrySettings::read(env, true)?;
+    let store = settings.store()?;
+    let (documents, recorded) = known_operations(&settings, operations).await?;
+    let proposal = check_rollback(&store, to, &documents, recorded).await?;
+    print_report(&proposal.report, format)?;
     let message = message
         .map(str::to_owned)
         .unwrap_or_else(|| format!("rollback to version {to}"));
-    let version = publish(
-        &store,
-        target.subgraphs.clone(),
-        target.supergraph.clone(),
-        &message,
-        None,
-        None,
-        Some(to),
-    )
-    .await?;
-    println!(
-        "published version {} (the content of version {to})",
-        version.number
-    );
-    Ok(())
+    publish_checked(&store, proposal, &message, force_reason, "rollback").await
 }
 
 /// `schema baseline --reason`: accepts the code's supergraph as the CI gate's new baseline.
@@ -286,19 +296,16 @@ async fn baseline(settings: &RegistrySettings, against: &str) -> anyhow::Result<
     } else {
         Some(store.require(against.parse()?).await?)
     };
-    Ok(version.map(|version| Baseline {
-        label: format!("version {}", version.number),
-        supergraph: version.supergraph,
-    }))
+    Ok(version.as_ref().map(Baseline::of_version))
 }
 
 fn file_baseline(path: &Path) -> anyhow::Result<Option<Baseline>> {
     let supergraph = std::fs::read_to_string(path)
         .with_context(|| format!("reading the baseline {}", path.display()))?;
-    Ok(Some(Baseline {
-        label: path.display().to_string(),
+    Ok(Some(Baseline::of_supergraph(
+        path.display().to_string(),
         supergraph,
-    }))
+    )))
 }
 
 /// Checks the code's subgraphs against `baseline`.
@@ -307,15 +314,24 @@ async fn check_code(
     baseline: Option<&Baseline>,
     operations: &Path,
 ) -> anyhow::Result<CheckReport> {
-    let documents = client_documents(operations)
-        .with_context(|| format!("reading client operations under {}", operations.display()))?;
-    let recorded = recorded_operations(settings).await?;
+    let (documents, recorded) = known_operations(settings, operations).await?;
     Ok(check(
         &subgraph_sdls(committed_url),
         baseline,
         &documents,
         recorded,
     )?)
+}
+
+/// The client documents under `operations` and the operations routers recorded.
+async fn known_operations(
+    settings: &RegistrySettings,
+    operations: &Path,
+) -> anyhow::Result<(Vec<ClientDocument>, Vec<KnownOperation>)> {
+    let documents = client_documents(operations)
+        .with_context(|| format!("reading client operations under {}", operations.display()))?;
+    let recorded = recorded_operations(settings).await?;
+    Ok((documents, recorded))
 }
 
 /// The operations routers recorded in Redis, when `GOSPELIB_REDIS_URL` is set.
@@ -348,36 +364,4 @@ fn print_report(report: &CheckReport, format: Format) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
     }
     Ok(())
-}
-
-/// Stores a new version of `subgraphs`/`supergraph`, with its API schema and contracts.
-async fn publish(
-    store: &Store,
-    subgraphs: Vec<SubgraphSdl>,
-    supergraph: String,
-    message: &str,
-    forced_reason: Option<&str>,
-    check_report: Option<serde_json::Value>,
-    rollback_of: Option<i32>,
-) -> anyhow::Result<Version> {
-    let api = api_schema(&supergraph)?;
-    let mut contracts = std::collections::BTreeMap::new();
-    for (name, tag) in CONTRACTS {
-        contracts.insert(
-            (*name).to_owned(),
-            contract_supergraph(&supergraph, name, tag)?,
-        );
-    }
-    Ok(store
-        .publish(NewVersion {
-            subgraphs,
-            supergraph,
-            api_schema: api,
-            contracts,
-            message: message.to_owned(),
-            forced_reason: forced_reason.map(str::to_owned),
-            check_report,
-            rollback_of,
-        })
-        .await?)
 }

@@ -1,6 +1,7 @@
 //! The registry on real PostgreSQL: `gospelib schema publish/history/diff/check/rollback` as an
-//! operator runs them, the `/registry/...` endpoints of `gospelib serve`, and a running router
-//! that picks up a newly published version without a restart.
+//! operator runs them (a rollback checked like a publish), two publishes racing (one wins, the
+//! other is told to check again), the `/registry/...` endpoints of `gospelib serve`, and a
+//! running router that picks up a newly published version without a restart.
 
 mod support;
 
@@ -12,8 +13,10 @@ use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::reload::{fetch_published, poll_registry};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::InProcess;
-use gospelib_schema::compose::api_schema;
-use gospelib_schema::store::{NewVersion, Store};
+use gospelib_schema::check::client_documents;
+use gospelib_schema::compose::{SubgraphSdl, api_schema, compose};
+use gospelib_schema::publish::{CheckedProposal, PublishError, PublishOutcome, check_publish};
+use gospelib_schema::store::{NewVersion, Store, StoreError, Version};
 use support::{TempDatabase, gospelib, serve_with};
 
 /// The explorer's root field in the committed supergraph, with its description.
@@ -28,23 +31,58 @@ fn code_supergraph() -> String {
     .unwrap()
 }
 
-/// Publishes `supergraph` straight into the store (standing in for another branch's code).
+/// A version of `supergraph` with no subgraphs, contracts or report.
+fn bare_version(supergraph: String, message: &str) -> NewVersion {
+    NewVersion {
+        subgraphs: Vec::new(),
+        api_schema: api_schema(&supergraph).unwrap(),
+        supergraph,
+        contracts: Default::default(),
+        message: message.to_owned(),
+        forced_reason: None,
+        check_report: None,
+        rollback_of: None,
+    }
+}
+
+/// Publishes `supergraph` straight into the store (standing in for another branch's code),
+/// unchecked, after whatever is the latest version.
 async fn publish_directly(database: &TempDatabase, supergraph: String, message: &str) -> i32 {
     let store = Store::new(postgres_pool(&database.url, 1).unwrap());
+    let latest = store.latest_number().await.unwrap();
     let version = store
-        .publish(NewVersion {
-            subgraphs: Vec::new(),
-            api_schema: api_schema(&supergraph).unwrap(),
-            supergraph,
-            contracts: Default::default(),
-            message: message.to_owned(),
-            forced_reason: None,
-            check_report: None,
-            rollback_of: None,
-        })
+        .publish(bare_version(supergraph, message), latest)
         .await
         .unwrap();
     version.number
+}
+
+/// The committed subgraph SDLs (what the code exports), at the committed URLs; `extra` is added
+/// to the content subgraph's `Query` type.
+fn committed_subgraphs_with_query_field(extra: &str) -> Vec<SubgraphSdl> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/subgraphs");
+    let mut subgraphs: Vec<SubgraphSdl> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "graphql"))
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            SubgraphSdl {
+                url: format!("http://127.0.0.1:4000/subgraphs/{name}/graphql"),
+                sdl: std::fs::read_to_string(&path).unwrap(),
+                name,
+            }
+        })
+        .collect();
+    subgraphs.sort_by(|a, b| a.name.cmp(&b.name));
+    let content = subgraphs.iter_mut().find(|s| s.name == "content").unwrap();
+    let explorer =
+        "\tconnections(nodeId: ID!, depth: Int = 1, first: Int = 50): GraphNeighborhood\n";
+    assert!(content.sdl.contains(explorer));
+    content.sdl = content
+        .sdl
+        .replace(explorer, &format!("{explorer}\t{extra}\n"));
+    subgraphs
 }
 
 struct Outcome {
@@ -240,6 +278,261 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         let first = store.require(1).await.unwrap();
         assert_eq!(first.subgraphs[0].name, "content");
         assert!(first.contracts["partner"].contains("@inaccessible"));
+    });
+}
+
+#[test]
+fn two_publishes_checked_against_the_same_version_race_and_exactly_one_wins() {
+    let database = TempDatabase::migrated("registry_race");
+    let first = schema_command(&database, &["publish", "--message", "first"]);
+    assert!(first.ok, "{}{}", first.stdout, first.stderr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = Store::new(postgres_pool(&database.url, 2).unwrap());
+        let operations = concat!(env!("CARGO_MANIFEST_DIR"), "/../client-tests/operations");
+        let documents = client_documents(std::path::Path::new(operations)).unwrap();
+        let proposal = |field: &str| {
+            let subgraphs = committed_subgraphs_with_query_field(field);
+            let store = store.clone();
+            let documents = documents.clone();
+            async move {
+                check_publish(&store, subgraphs, &documents, Vec::new())
+                    .await
+                    .unwrap()
+            }
+        };
+        // Two branches check against version 1, each adding its own root field.
+        let alpha = proposal("alpha: String").await;
+        let beta = proposal("beta: String").await;
+        for checked in [&alpha, &beta] {
+            assert_eq!(checked.checked_number(), Some(1));
+            assert!(checked.report.passed, "{}", checked.report.to_text());
+        }
+
+        // Both publish at once, each from its own task and connection.
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let race = |proposal: CheckedProposal, message: &'static str| {
+            let store = Store::new(postgres_pool(&database.url, 1).unwrap());
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                proposal.publish(&store, message, None).await
+            })
+        };
+        let (alpha_outcome, beta_outcome) = tokio::join!(race(alpha, "alpha"), race(beta, "beta"));
+        let outcomes = [alpha_outcome.unwrap(), beta_outcome.unwrap()];
+        let winners: Vec<&Version> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Ok(PublishOutcome::Published(version)) => Some(&**version),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        assert_eq!(winners[0].number, 2);
+        let losers: Vec<&PublishError> = outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().err())
+            .collect();
+        assert_eq!(losers.len(), 1, "{outcomes:?}");
+        assert!(
+            matches!(
+                losers[0],
+                PublishError::Conflict {
+                    checked: Some(1),
+                    latest: Some(2)
+                }
+            ),
+            "{:?}",
+            losers[0]
+        );
+        let told = losers[0].to_string();
+        assert!(
+            told.contains("version 2 was published after this check ran against version 1")
+                && told.contains("nothing was written")
+                && told.contains("run the check again"),
+            "{told}"
+        );
+
+        // Exactly one new version, the winner's; nothing of the loser's.
+        let winner = winners[0].message.clone();
+        let history = store.history().await.unwrap();
+        let messages: Vec<&str> = history.iter().map(|v| v.message.as_str()).collect();
+        assert_eq!(messages, [winner.as_str(), "first"]);
+        let latest = store.latest().await.unwrap().unwrap();
+        let winner_field = format!("{winner}: String");
+        assert!(latest.api_schema.contains(&winner_field));
+
+        // The loser checks again, now against version 2 (dropping the winner's field, which
+        // nobody uses), and publishes.
+        let loser_field = if winner == "alpha" {
+            "beta: String"
+        } else {
+            "alpha: String"
+        };
+        let again = proposal(loser_field).await;
+        assert_eq!(again.checked_number(), Some(2));
+        let coordinates: Vec<&str> = again
+            .report
+            .changes
+            .iter()
+            .map(|checked| checked.change.coordinate.as_str())
+            .collect();
+        assert!(
+            coordinates.contains(&format!("Query.{winner}").as_str()),
+            "{coordinates:?}"
+        );
+        assert!(again.report.passed, "{}", again.report.to_text());
+        match again.publish(&store, "again", None).await.unwrap() {
+            PublishOutcome::Published(version) => assert_eq!(version.number, 3),
+            other => panic!("{other:?}"),
+        }
+
+        // Publishing an unchanged supergraph still does nothing.
+        let unchanged = proposal(loser_field).await;
+        match unchanged.publish(&store, "unchanged", None).await.unwrap() {
+            PublishOutcome::Unchanged(latest) => assert_eq!(latest, 3),
+            other => panic!("{other:?}"),
+        }
+
+        // The store itself refuses a stale compare-and-swap, writing nothing.
+        let stale = store
+            .publish(bare_version(code_supergraph(), "stale"), Some(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                stale,
+                StoreError::Conflict {
+                    checked: Some(1),
+                    latest: Some(3)
+                }
+            ),
+            "{stale:?}"
+        );
+        assert_eq!(store.history().await.unwrap().len(), 3);
+        let composed = compose(&committed_subgraphs_with_query_field(loser_field)).unwrap();
+        assert_eq!(store.latest().await.unwrap().unwrap().supergraph, composed);
+    });
+}
+
+#[test]
+fn a_rollback_that_breaks_a_client_operation_is_refused_unless_forced_with_a_reason() {
+    let database = TempDatabase::migrated("registry_rollback");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first = schema_command(&database, &["publish", "--message", "first"]);
+    assert!(first.ok, "{}{}", first.stdout, first.stderr);
+    // Version 2 adds `extra`, which a client operation now uses.
+    let with_extra = code_supergraph().replace(
+        CONNECTIONS_FIELD,
+        &format!("{CONNECTIONS_FIELD}  extra: String @join__field(graph: CONTENT)\n"),
+    );
+    assert_eq!(
+        runtime.block_on(publish_directly(&database, with_extra, "with extra")),
+        2
+    );
+    let operations = std::env::temp_dir().join(format!("gl-rollback-ops-{}", std::process::id()));
+    std::fs::create_dir_all(operations.join("web")).unwrap();
+    std::fs::write(
+        operations.join("web/Extra.graphql"),
+        "query Extra { extra }",
+    )
+    .unwrap();
+    let operations_arg = operations.display().to_string();
+
+    // Rolling back to version 1 would remove `extra`: the check says so and refuses.
+    let refused = schema_command(
+        &database,
+        &["rollback", "--to", "1", "--operations", &operations_arg],
+    );
+    assert!(!refused.ok);
+    assert!(
+        refused.stdout.contains("schema check against version 2"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("breaks Extra (web/Extra.graphql)"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains("refused") && refused.stderr.contains("rollback --force"),
+        "{}",
+        refused.stderr
+    );
+    let json = schema_command(
+        &database,
+        &[
+            "rollback",
+            "--to",
+            "1",
+            "--operations",
+            &operations_arg,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(!json.ok);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["changes"][0]["coordinate"], "Query.extra");
+    assert_eq!(
+        report["changes"][0]["breaks"][0],
+        "Extra (web/Extra.graphql)"
+    );
+    assert_eq!(report["contracts"]["partner"]["passed"], true);
+    let history = schema_command(&database, &["history"]);
+    assert_eq!(history.stdout.lines().count(), 2, "{}", history.stdout);
+
+    // Forced with a reason, it is published (and says why).
+    let forced = schema_command(
+        &database,
+        &[
+            "rollback",
+            "--to",
+            "1",
+            "--operations",
+            &operations_arg,
+            "--force",
+            "--reason",
+            "extra leaked secrets",
+        ],
+    );
+    std::fs::remove_dir_all(&operations).unwrap();
+    assert!(forced.ok, "{}{}", forced.stdout, forced.stderr);
+    assert!(
+        forced
+            .stdout
+            .contains("published version 3 (the content of version 1)"),
+        "{}",
+        forced.stdout
+    );
+    let history = schema_command(&database, &["history"]);
+    let newest = history.stdout.lines().next().unwrap().to_owned();
+    assert!(
+        newest.contains("rollback to 1") && newest.contains("forced: extra leaked secrets"),
+        "{}",
+        history.stdout
+    );
+
+    // Rolling back to what the latest version already has does nothing.
+    let again = schema_command(&database, &["rollback", "--to", "1"]);
+    assert!(!again.ok);
+    assert!(
+        again
+            .stderr
+            .contains("the latest version (3) already has version 1's supergraph"),
+        "{}",
+        again.stderr
+    );
+    runtime.block_on(async {
+        let store = Store::new(postgres_pool(&database.url, 1).unwrap());
+        let third = store.require(3).await.unwrap();
+        assert_eq!(third.supergraph, code_supergraph());
+        assert_eq!(third.rollback_of, Some(1));
+        assert!(third.contracts["partner"].contains("@inaccessible"));
+        assert_eq!(store.history().await.unwrap().len(), 3);
     });
 }
 

@@ -4,10 +4,19 @@
 //! baseline's, each change classified; find the known client operations (the documents under
 //! `client-tests/operations/` and those the router recorded) that touch what each breaking
 //! change affects; make sure every client document still validates against the new schema.
+//!
+//! Then the same for each contract ([`crate::contracts::CONTRACTS`]): the proposed contract's
+//! API schema is diffed against the baseline's contract (as published with it, or derived from
+//! its supergraph by the same rules), and the contract's own client documents (those under
+//! `<contract>/`, e.g. `partner/`) must validate against the proposed contract and protect what
+//! they use in it. A contract the proposal cannot build fails the check, unless no baseline and
+//! no document ever had one.
+//!
 //! The check fails when composition fails, a breaking change affects a known operation, or a
-//! client document no longer validates. Breaking changes nobody uses pass, listed as such.
+//! client document no longer validates, in the whole API or in a contract. Breaking changes
+//! nobody uses pass, listed as such.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use apollo_compiler::Schema;
@@ -15,7 +24,9 @@ use apollo_compiler::validation::Valid;
 use serde::Serialize;
 
 use crate::compose::{CompositionIssue, SubgraphSdl, api_schema, compose};
+use crate::contracts::{CONTRACTS, ContractError, contract_supergraph};
 use crate::diff::{Change, Criticality, diff};
+use crate::store::Version;
 use crate::usage::{OperationUsage, UsageError, documents_in_dir, operation_usage};
 
 /// A client operation the check protects.
@@ -61,6 +72,29 @@ pub struct Baseline {
     /// e.g. `version 7`, `schema/baseline.graphql`.
     pub label: String,
     pub supergraph: String,
+    /// Each contract's supergraph as published with the baseline, by contract name. A contract
+    /// missing here is derived from `supergraph` by the same rules as the proposal's.
+    pub contracts: BTreeMap<String, String>,
+}
+
+impl Baseline {
+    /// A baseline that is only a supergraph (a file): its contracts are derived from it.
+    pub fn of_supergraph(label: impl Into<String>, supergraph: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            supergraph: supergraph.into(),
+            contracts: BTreeMap::new(),
+        }
+    }
+
+    /// A published version, with the contracts it was published with.
+    pub fn of_version(version: &Version) -> Self {
+        Self {
+            label: format!("version {}", version.number),
+            supergraph: version.supergraph.clone(),
+            contracts: version.contracts.clone(),
+        }
+    }
 }
 
 /// One change and the operations it breaks.
@@ -79,15 +113,34 @@ pub struct InvalidDocument {
     pub error: String,
 }
 
+/// The check of one contract (e.g. `partner`): its own diff and its own client documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContractCheck {
+    pub passed: bool,
+    /// What the proposed contract was compared with, e.g. `version 7's partner contract`;
+    /// None when the baseline had no such contract (or there was no baseline).
+    pub against: Option<String>,
+    /// Why the proposal's contract could not be built (the check then fails).
+    pub error: Option<String>,
+    pub changes: Vec<CheckedChange>,
+    /// The contract's client documents that do not validate against the proposed contract.
+    pub invalid_documents: Vec<InvalidDocument>,
+    /// How many of the contract's own client operations protected it.
+    pub known_operations: usize,
+}
+
 /// The whole check.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
     pub passed: bool,
     pub against: Option<String>,
     pub composition_errors: Vec<CompositionIssue>,
+    /// The changes to the whole API schema.
     pub changes: Vec<CheckedChange>,
     pub invalid_documents: Vec<InvalidDocument>,
     pub known_operations: usize,
+    /// Each contract's check, by contract name (absent for a contract nobody has).
+    pub contracts: BTreeMap<String, ContractCheck>,
     /// The proposal's supergraph, when it composed.
     #[serde(skip)]
     pub supergraph: Option<String>,
@@ -112,22 +165,31 @@ pub fn check(
     documents: &[ClientDocument],
     recorded: Vec<KnownOperation>,
 ) -> Result<CheckReport, CheckError> {
-    let supergraph = match compose(subgraphs) {
-        Ok(supergraph) => supergraph,
-        Err(failure) => {
-            return Ok(CheckReport {
-                passed: false,
-                against: baseline.map(|b| b.label.clone()),
-                composition_errors: failure.issues,
-                changes: Vec::new(),
-                invalid_documents: Vec::new(),
-                known_operations: 0,
-                supergraph: None,
-                api_schema: None,
-            });
-        }
-    };
-    let new_api = api_schema(&supergraph).map_err(|e| CheckError::BadProposal(e.0))?;
+    match compose(subgraphs) {
+        Ok(supergraph) => check_supergraph(&supergraph, baseline, documents, recorded),
+        Err(failure) => Ok(CheckReport {
+            passed: false,
+            against: baseline.map(|b| b.label.clone()),
+            composition_errors: failure.issues,
+            changes: Vec::new(),
+            invalid_documents: Vec::new(),
+            known_operations: 0,
+            contracts: BTreeMap::new(),
+            supergraph: None,
+            api_schema: None,
+        }),
+    }
+}
+
+/// Runs the check of an already composed `supergraph` (e.g. an older version, for a rollback)
+/// against `baseline`, as [`check`] does.
+pub fn check_supergraph(
+    supergraph: &str,
+    baseline: Option<&Baseline>,
+    documents: &[ClientDocument],
+    recorded: Vec<KnownOperation>,
+) -> Result<CheckReport, CheckError> {
+    let new_api = api_schema(supergraph).map_err(|e| CheckError::BadProposal(e.0))?;
     let new_schema = parse_api(&new_api).map_err(CheckError::BadProposal)?;
     let old_schema = match baseline {
         Some(baseline) => {
@@ -140,20 +202,68 @@ pub fn check(
         }
         None => None,
     };
+    let whole = check_schema(&new_schema, old_schema.as_ref(), documents, recorded);
 
+    let mut contracts = BTreeMap::new();
+    for (name, tag) in CONTRACTS {
+        let own_documents: Vec<ClientDocument> = documents
+            .iter()
+            .filter(|document| document.source.starts_with(&format!("{name}/")))
+            .cloned()
+            .collect();
+        if let Some(contract) = check_contract(supergraph, baseline, name, tag, &own_documents)? {
+            contracts.insert((*name).to_owned(), contract);
+        }
+    }
+
+    let passed = whole.passed() && contracts.values().all(|contract| contract.passed);
+    Ok(CheckReport {
+        passed,
+        against: baseline.map(|b| b.label.clone()),
+        composition_errors: Vec::new(),
+        changes: whole.changes,
+        invalid_documents: whole.invalid_documents,
+        known_operations: whole.known_operations,
+        contracts,
+        supergraph: Some(supergraph.to_owned()),
+        api_schema: Some(new_api),
+    })
+}
+
+/// The diff and document checks of one API schema (the whole one, or a contract's).
+struct SchemaCheck {
+    changes: Vec<CheckedChange>,
+    invalid_documents: Vec<InvalidDocument>,
+    known_operations: usize,
+}
+
+impl SchemaCheck {
+    fn passed(&self) -> bool {
+        self.invalid_documents.is_empty() && self.changes.iter().all(|c| c.breaks.is_empty())
+    }
+}
+
+/// Diffs `new_schema` against `old_schema`, validates the client `documents` against the new
+/// one, and finds which known operations each breaking change breaks.
+fn check_schema(
+    new_schema: &Valid<Schema>,
+    old_schema: Option<&Valid<Schema>>,
+    documents: &[ClientDocument],
+    recorded: Vec<KnownOperation>,
+) -> SchemaCheck {
     // Client documents: each must validate against the new schema; their usage is read
     // against the schema they were written for (the baseline's, when there is one).
     let mut invalid_documents = Vec::new();
     let mut known: Vec<KnownOperation> = Vec::new();
     for document in documents {
-        let against_new = operation_usage(&new_schema, &document.text, &document.source);
+        let against_new = operation_usage(new_schema, &document.text, &document.source);
         if let Err(error) = &against_new {
             invalid_documents.push(InvalidDocument {
                 source: document.source.clone(),
                 error: error.to_string(),
             });
         }
-        let usage = match &old_schema {
+        let usage = match old_schema {
             Some(old) => operation_usage(old, &document.text, &document.source),
             None => against_new,
         };
@@ -163,8 +273,8 @@ pub fn check(
     }
     known.extend(recorded);
 
-    let changes: Vec<CheckedChange> = match &old_schema {
-        Some(old) => diff(old, &new_schema)
+    let changes: Vec<CheckedChange> = match old_schema {
+        Some(old) => diff(old, new_schema)
             .into_iter()
             .map(|change| {
                 let breaks = operations_broken_by(&change, &known);
@@ -173,17 +283,80 @@ pub fn check(
             .collect(),
         None => Vec::new(),
     };
-    let passed = invalid_documents.is_empty() && changes.iter().all(|c| c.breaks.is_empty());
-    Ok(CheckReport {
-        passed,
-        against: baseline.map(|b| b.label.clone()),
-        composition_errors: Vec::new(),
+    SchemaCheck {
         changes,
         invalid_documents,
         known_operations: known.len(),
-        supergraph: Some(supergraph),
-        api_schema: Some(new_api),
-    })
+    }
+}
+
+/// The check of contract `name` (keeping what is tagged `tag`): the proposal's contract
+/// against the baseline's, protecting the contract's own client `documents`. None when neither
+/// the proposal nor the baseline has the contract and no document needs it.
+fn check_contract(
+    supergraph: &str,
+    baseline: Option<&Baseline>,
+    name: &str,
+    tag: &str,
+    documents: &[ClientDocument],
+) -> Result<Option<ContractCheck>, CheckError> {
+    let old_contract = match baseline {
+        Some(baseline) => baseline_contract(baseline, name, tag)?,
+        None => None,
+    };
+    let against = baseline
+        .filter(|_| old_contract.is_some())
+        .map(|baseline| format!("{}'s {name} contract", baseline.label));
+    let new_contract = contract_supergraph(supergraph, name, tag)
+        .map_err(|error| error.to_string())
+        .and_then(|contract| api_schema(&contract).map_err(|error| error.to_string()))
+        .and_then(|api| parse_api(&api));
+    let new_schema = match new_contract {
+        Ok(schema) => schema,
+        Err(_) if old_contract.is_none() && documents.is_empty() => return Ok(None),
+        Err(error) => {
+            return Ok(Some(ContractCheck {
+                passed: false,
+                against,
+                error: Some(error),
+                changes: Vec::new(),
+                invalid_documents: Vec::new(),
+                known_operations: 0,
+            }));
+        }
+    };
+    let checked = check_schema(&new_schema, old_contract.as_ref(), documents, Vec::new());
+    Ok(Some(ContractCheck {
+        passed: checked.passed(),
+        against,
+        error: None,
+        changes: checked.changes,
+        invalid_documents: checked.invalid_documents,
+        known_operations: checked.known_operations,
+    }))
+}
+
+/// The API schema of the baseline's contract `name`: as published with it, or derived from its
+/// supergraph. None when the baseline keeps nothing for that contract.
+fn baseline_contract(
+    baseline: &Baseline,
+    name: &str,
+    tag: &str,
+) -> Result<Option<Valid<Schema>>, CheckError> {
+    let bad = |message: String| CheckError::BadBaseline {
+        label: format!("{}'s {name} contract", baseline.label),
+        message,
+    };
+    let contract = match baseline.contracts.get(name) {
+        Some(contract) => contract.clone(),
+        None => match contract_supergraph(&baseline.supergraph, name, tag) {
+            Ok(contract) => contract,
+            Err(ContractError::Empty { .. }) => return Ok(None),
+            Err(error) => return Err(bad(error.to_string())),
+        },
+    };
+    let api = api_schema(&contract).map_err(|e| bad(e.0))?;
+    Ok(Some(parse_api(&api).map_err(bad)?))
 }
 
 /// The classified changes from one API schema (SDL) to another.
@@ -219,7 +392,8 @@ fn operations_broken_by(change: &Change, known: &[KnownOperation]) -> Vec<String
 }
 
 impl CheckReport {
-    /// The report for people: one line per change, the broken operations under it.
+    /// The report for people: one line per change, the broken operations under it; then each
+    /// contract's own section.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let against = self.against.as_deref().unwrap_or("nothing (first version)");
@@ -234,39 +408,7 @@ impl CheckReport {
                 let _ = writeln!(out, "  - {issue}");
             }
         }
-        for criticality in [
-            Criticality::Breaking,
-            Criticality::Dangerous,
-            Criticality::Safe,
-        ] {
-            let changes: Vec<&CheckedChange> = self
-                .changes
-                .iter()
-                .filter(|c| c.change.criticality == criticality)
-                .collect();
-            if changes.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "{} {:?} change(s):", changes.len(), criticality);
-            for checked in changes {
-                let mark = match (criticality, checked.breaks.is_empty()) {
-                    (Criticality::Breaking, false) => "✗",
-                    (Criticality::Breaking, true) => "!",
-                    _ => "·",
-                };
-                let _ = writeln!(
-                    out,
-                    "  {mark} {} [{}]",
-                    checked.change.message, checked.change.coordinate
-                );
-                if criticality == Criticality::Breaking && checked.breaks.is_empty() {
-                    let _ = writeln!(out, "      no known operation uses it");
-                }
-                for operation in &checked.breaks {
-                    let _ = writeln!(out, "      breaks {operation}");
-                }
-            }
-        }
+        write_changes(&mut out, &self.changes, "");
         for document in &self.invalid_documents {
             let _ = writeln!(
                 out,
@@ -274,13 +416,93 @@ impl CheckReport {
                 document.source, document.error
             );
         }
+        for (name, contract) in &self.contracts {
+            write_contract(&mut out, name, contract);
+        }
         let verdict = if self.passed { "PASSED" } else { "FAILED" };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{verdict}: {} change(s), {} known operation(s) checked",
             self.changes.len(),
             self.known_operations
         );
+        for (name, contract) in &self.contracts {
+            let verdict = if contract.passed { "passed" } else { "FAILED" };
+            let _ = write!(
+                out,
+                "; {name} contract {verdict}: {} change(s), {} operation(s)",
+                contract.changes.len(),
+                contract.known_operations
+            );
+        }
+        out.push('\n');
         out
+    }
+}
+
+/// The changes grouped breaking, dangerous, safe, each line indented by `indent`.
+fn write_changes(out: &mut String, changes: &[CheckedChange], indent: &str) {
+    for criticality in [
+        Criticality::Breaking,
+        Criticality::Dangerous,
+        Criticality::Safe,
+    ] {
+        let changes: Vec<&CheckedChange> = changes
+            .iter()
+            .filter(|c| c.change.criticality == criticality)
+            .collect();
+        if changes.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{indent}{} {:?} change(s):",
+            changes.len(),
+            criticality
+        );
+        for checked in changes {
+            let mark = match (criticality, checked.breaks.is_empty()) {
+                (Criticality::Breaking, false) => "✗",
+                (Criticality::Breaking, true) => "!",
+                _ => "·",
+            };
+            let _ = writeln!(
+                out,
+                "{indent}  {mark} {} [{}]",
+                checked.change.message, checked.change.coordinate
+            );
+            if criticality == Criticality::Breaking && checked.breaks.is_empty() {
+                let _ = writeln!(out, "{indent}      no known operation uses it");
+            }
+            for operation in &checked.breaks {
+                let _ = writeln!(out, "{indent}      breaks {operation}");
+            }
+        }
+    }
+}
+
+/// One contract's section: what it was compared with, its changes, its invalid documents.
+fn write_contract(out: &mut String, name: &str, contract: &ContractCheck) {
+    let against = contract
+        .against
+        .as_deref()
+        .unwrap_or("nothing (no earlier contract)");
+    let _ = writeln!(
+        out,
+        "{name} contract (what {name} clients see), against {against}:"
+    );
+    if let Some(error) = &contract.error {
+        let _ = writeln!(out, "  ✗ the {name} contract cannot be built: {error}");
+    }
+    if contract.error.is_none() && contract.changes.is_empty() {
+        let _ = writeln!(out, "  no change");
+    }
+    write_changes(out, &contract.changes, "  ");
+    for document in &contract.invalid_documents {
+        let _ = writeln!(
+            out,
+            "  ✗ {} no longer validates against the {name} contract: {}",
+            document.source, document.error
+        );
     }
 }

@@ -6,11 +6,14 @@
 //! - [`check`]: composition + diff + usage → a report that passes or fails.
 //! - [`contracts`]: the `partner` variant of a supergraph, filtered by `@tag`.
 //! - [`store`]: published versions in PostgreSQL; [`http`]: serving them to routers.
+//! - [`publish`]: check against the latest version, then store the next one only if that is
+//!   still the latest (publish and rollback alike).
 
 pub mod check;
 pub mod compose;
 pub mod contracts;
 pub mod diff;
 pub mod http;
+pub mod publish;
 pub mod store;
 pub mod usage;

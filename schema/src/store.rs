@@ -1,6 +1,11 @@
 //! Published versions in PostgreSQL (`registry.versions`): immutable, numbered 1, 2, 3… in the
-//! order they were published. Publishing takes a table lock so two publishers never get the
-//! same number; a rollback is a publish of an older version's content under a new number.
+//! order they were published; a rollback is a publish of an older version's content under a new
+//! number.
+//!
+//! Publishing is a compare-and-swap: the caller names the version its check ran against (the
+//! latest when it looked), and version N+1 is stored only if N is still the latest. Otherwise
+//! nothing is written and [`StoreError::Conflict`] tells the caller to check again. Publishers
+//! take a table lock, so the second of two waits for the first to commit and then sees it.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +23,27 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("version {0} does not exist")]
     NoSuchVersion(i32),
+    /// Another version was published after the check ran: nothing was written.
+    #[error(
+        "{} was published after the check ran against {}: nothing was written; \
+         check again against the latest version",
+        describe_version(*latest),
+        describe_version(*checked)
+    )]
+    Conflict {
+        /// The latest version when the check ran (None: nothing was published then).
+        checked: Option<i32>,
+        /// The latest version now.
+        latest: Option<i32>,
+    },
+}
+
+/// `version N`, or what no version at all means.
+pub(crate) fn describe_version(number: Option<i32>) -> String {
+    match number {
+        Some(number) => format!("version {number}"),
+        None => "no version (an empty registry)".to_owned(),
+    }
 }
 
 /// A version to publish.
@@ -144,21 +170,53 @@ impl Store {
         Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
     }
 
-    /// Stores `version` under the next number and returns it.
-    pub async fn publish(&self, version: NewVersion) -> Result<Version, StoreError> {
+    /// The number of the newest version, if any was published.
+    pub async fn latest_number(&self) -> Result<Option<i32>, StoreError> {
+        let (number,): (Option<i32>,) = sqlx::query_as("SELECT MAX(number) FROM registry.versions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(number)
+    }
+
+    /// Stores `version` as number `checked + 1`, if version `checked` (None: no version at all)
+    /// is still the latest, and returns it; otherwise writes nothing and fails with
+    /// [`StoreError::Conflict`].
+    pub async fn publish(
+        &self,
+        version: NewVersion,
+        checked: Option<i32>,
+    ) -> Result<Version, StoreError> {
+        let number = checked.unwrap_or(0) + 1;
+        match self.insert_if_latest(&version, checked, number).await {
+            Ok(true) => self.require(number).await,
+            Ok(false) => Err(self.conflict(checked).await),
+            // Someone stored the same number without the lock: the same conflict.
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                Err(self.conflict(checked).await)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Inserts `version` as `number` when the latest is still `checked`; false when it is not.
+    async fn insert_if_latest(
+        &self,
+        version: &NewVersion,
+        checked: Option<i32>,
+        number: i32,
+    ) -> Result<bool, sqlx::Error> {
         let mut transaction = self.pool.begin().await?;
-        // Readers go on; a second publisher waits here until this one commits.
+        // Readers go on; a second publisher waits here until this one commits, and its
+        // insert below then sees the version this one stored.
         sqlx::query("LOCK TABLE registry.versions IN EXCLUSIVE MODE")
             .execute(&mut *transaction)
             .await?;
-        let (number,): (i32,) =
-            sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM registry.versions")
-                .fetch_one(&mut *transaction)
-                .await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO registry.versions (number, subgraphs, supergraph, supergraph_hash, \
              api_schema, api_schema_hash, contracts, message, forced_reason, check_report, \
-             rollback_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             rollback_of) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             WHERE (SELECT COALESCE(MAX(number), 0) FROM registry.versions) = $12",
         )
         .bind(number)
         .bind(Json(&version.subgraphs))
@@ -171,10 +229,25 @@ impl Store {
         .bind(&version.forced_reason)
         .bind(version.check_report.as_ref().map(Json))
         .bind(version.rollback_of)
+        .bind(checked.unwrap_or(0))
         .execute(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-        self.require(number).await
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            transaction.commit().await?;
+        } else {
+            transaction.rollback().await?;
+        }
+        Ok(inserted)
+    }
+
+    /// The conflict of a publish checked against `checked`, naming the latest version now.
+    async fn conflict(&self, checked: Option<i32>) -> StoreError {
+        match self.latest_number().await {
+            Ok(latest) => StoreError::Conflict { checked, latest },
+            Err(error) => error,
+        }
     }
 }
 

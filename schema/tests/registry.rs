@@ -1,11 +1,16 @@
-//! The registry's composition errors, the partner contract and the usage-aware check, on
-//! small purpose-built subgraphs and on the committed GospeLib supergraph.
+//! The registry's composition errors, the partner contract and the usage-aware check (of the
+//! whole API and of the partner contract), on small purpose-built subgraphs and on the committed
+//! GospeLib supergraph with the committed client operations.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
-use gospelib_schema::check::{Baseline, ClientDocument, KnownOperation, check};
+use gospelib_schema::check::{
+    Baseline, ClientDocument, KnownOperation, check, check_supergraph, client_documents,
+};
 use gospelib_schema::compose::{SubgraphSdl, api_schema, compose};
 use gospelib_schema::contracts::contract_supergraph;
+use gospelib_schema::diff::Criticality;
 
 const LINK: &str = r#"extend schema @link(url: "https://specs.apollo.dev/federation/v2.5", import: ["@key", "@requires", "@external", "@tag", "@shareable"])"#;
 
@@ -183,10 +188,7 @@ fn the_committed_supergraphs_partner_contract_shows_reading_not_study_tools() {
 // ---- the check: breaking changes × known operations ----
 
 fn baseline_with_isbn() -> Baseline {
-    Baseline {
-        label: "version 1".to_owned(),
-        supergraph: compose(&books("isbn: String")).unwrap(),
-    }
+    Baseline::of_supergraph("version 1", compose(&books("isbn: String")).unwrap())
 }
 
 fn document(source: &str, text: &str) -> ClientDocument {
@@ -209,6 +211,8 @@ fn a_removed_field_no_operation_uses_passes_and_is_listed() {
     )
     .unwrap();
     assert!(report.passed, "{}", report.to_text());
+    // No partner tag and no partner document anywhere: no contract section.
+    assert!(report.contracts.is_empty());
     let removed = &report.changes[0];
     assert_eq!(removed.change.coordinate, "Book.isbn");
     assert!(removed.breaks.is_empty());
@@ -285,4 +289,224 @@ fn a_composition_failure_fails_the_check_with_its_errors() {
     assert!(!report.passed);
     assert!(!report.composition_errors.is_empty());
     assert!(report.to_text().contains("composition failed"));
+}
+
+// ---- the check of the partner contract ----
+
+/// A reading subgraph: partners see passages with their text; the lexicon is the apps'.
+/// `text_tags` are the directives on `Passage.text`.
+fn reading(text_tags: &str) -> Vec<SubgraphSdl> {
+    vec![subgraph(
+        "reading",
+        &format!(
+            r#"type Query {{
+                 passage(id: ID!): Passage @tag(name: "partner")
+                 lexiconEntry(id: ID!): Entry
+               }}
+               type Passage @key(fields: "id") {{
+                 id: ID! @tag(name: "partner")
+                 reference: String! @tag(name: "partner")
+                 text: String! {text_tags}
+                 words: [Entry!]!
+               }}
+               type Entry {{ id: ID! gloss: String! }}"#
+        ),
+    )]
+}
+
+const PARTNER_TAG: &str = r#"@tag(name: "partner")"#;
+
+fn reading_baseline() -> Baseline {
+    Baseline::of_supergraph("version 1", compose(&reading(PARTNER_TAG)).unwrap())
+}
+
+fn partner_reading() -> ClientDocument {
+    document(
+        "partner/Reading.graphql",
+        "query Reading { passage(id: \"john.3.16\") { id reference text } }",
+    )
+}
+
+#[test]
+fn untagging_a_field_a_partner_operation_uses_fails_in_the_partner_contract() {
+    let report = check(
+        &reading(""),
+        Some(&reading_baseline()),
+        &[partner_reading()],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(!report.passed, "{}", report.to_text());
+    // The whole API did not change: only the contract did.
+    assert!(report.changes.is_empty(), "{:?}", report.changes);
+    assert!(report.invalid_documents.is_empty());
+    let partner = &report.contracts["partner"];
+    assert!(!partner.passed);
+    assert_eq!(
+        partner.against.as_deref(),
+        Some("version 1's partner contract")
+    );
+    assert_eq!(partner.changes.len(), 1, "{:?}", partner.changes);
+    let removed = &partner.changes[0];
+    assert_eq!(removed.change.coordinate, "Passage.text");
+    assert_eq!(removed.change.criticality, Criticality::Breaking);
+    assert_eq!(removed.breaks, vec!["Reading (partner/Reading.graphql)"]);
+    assert_eq!(partner.invalid_documents.len(), 1);
+    assert_eq!(
+        partner.invalid_documents[0].source,
+        "partner/Reading.graphql"
+    );
+
+    let text = report.to_text();
+    assert!(
+        text.contains(
+            "partner contract (what partner clients see), against version 1's partner contract"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("    breaks Reading (partner/Reading.graphql)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("partner/Reading.graphql no longer validates against the partner contract"),
+        "{text}"
+    );
+    assert!(text.contains("partner contract FAILED"), "{text}");
+
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["passed"], false);
+    assert_eq!(json["changes"], serde_json::json!([]));
+    let contract = &json["contracts"]["partner"];
+    assert_eq!(contract["passed"], false);
+    assert_eq!(contract["changes"][0]["coordinate"], "Passage.text");
+    assert_eq!(contract["changes"][0]["criticality"], "breaking");
+    assert_eq!(
+        contract["changes"][0]["breaks"][0],
+        "Reading (partner/Reading.graphql)"
+    );
+}
+
+#[test]
+fn only_partner_operations_protect_the_partner_contract() {
+    // The apps read `Passage.text` too, but they do not go through the contract.
+    let web_reading = document(
+        "web/Reading.graphql",
+        "query Reading { passage(id: \"john.3.16\") { text words { gloss } } }",
+    );
+    let partner_reference = document(
+        "partner/Reference.graphql",
+        "query Reference { passage(id: \"john.3.16\") { id reference } }",
+    );
+    let report = check(
+        &reading(""),
+        Some(&reading_baseline()),
+        &[web_reading, partner_reference],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(report.passed, "{}", report.to_text());
+    let partner = &report.contracts["partner"];
+    assert!(partner.passed);
+    assert_eq!(partner.known_operations, 1);
+    assert_eq!(partner.changes[0].change.coordinate, "Passage.text");
+    assert!(partner.changes[0].breaks.is_empty());
+    assert!(report.to_text().contains("  no known operation uses it"));
+}
+
+#[test]
+fn tagging_a_field_for_partners_is_a_safe_change_to_the_contract() {
+    let baseline = Baseline::of_supergraph("version 1", compose(&reading("")).unwrap());
+    let report = check(
+        &reading(PARTNER_TAG),
+        Some(&baseline),
+        &[partner_reading()],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(report.passed, "{}", report.to_text());
+    let partner = &report.contracts["partner"];
+    assert_eq!(partner.changes.len(), 1);
+    assert_eq!(partner.changes[0].change.coordinate, "Passage.text");
+    assert_eq!(partner.changes[0].change.criticality, Criticality::Safe);
+}
+
+#[test]
+fn the_contract_published_with_the_baseline_is_what_the_proposal_is_compared_with() {
+    // The version as published kept `Passage.text` for partners, although its supergraph, by
+    // today's rules, would not: the published contract is what partners saw.
+    let mut baseline = Baseline::of_supergraph("version 1", compose(&reading("")).unwrap());
+    let published = compose(&reading(PARTNER_TAG)).unwrap();
+    baseline.contracts.insert(
+        "partner".to_owned(),
+        contract_supergraph(&published, "partner", "partner").unwrap(),
+    );
+    let report = check(
+        &reading(""),
+        Some(&baseline),
+        &[partner_reading()],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(report.changes.is_empty());
+    let partner = &report.contracts["partner"];
+    assert_eq!(partner.changes[0].change.coordinate, "Passage.text");
+    assert_eq!(
+        partner.changes[0].breaks,
+        vec!["Reading (partner/Reading.graphql)"]
+    );
+    assert!(!report.passed);
+}
+
+#[test]
+fn a_proposal_that_loses_the_partner_contract_fails() {
+    // No partner tag left at all: the contract cannot be built, and partners lose everything.
+    let untagged = reading("").into_iter().map(|mut subgraph| {
+        subgraph.sdl = subgraph.sdl.replace(PARTNER_TAG, "");
+        subgraph
+    });
+    let report = check(
+        &untagged.collect::<Vec<_>>(),
+        Some(&reading_baseline()),
+        &[],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(!report.passed);
+    let partner = &report.contracts["partner"];
+    let error = partner.error.as_deref().unwrap();
+    assert!(error.contains("keeps no root field"), "{error}");
+    assert!(
+        report
+            .to_text()
+            .contains("the partner contract cannot be built"),
+        "{}",
+        report.to_text()
+    );
+}
+
+#[test]
+fn the_committed_supergraph_passes_against_the_baseline_with_every_client_operation() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let documents = client_documents(&root.join("client-tests/operations")).unwrap();
+    let partner_documents = documents
+        .iter()
+        .filter(|document| document.source.starts_with("partner/"))
+        .count();
+    assert!(partner_documents >= 3, "{partner_documents}");
+    let baseline = Baseline::of_supergraph(
+        "schema/baseline.graphql",
+        include_str!("../baseline.graphql"),
+    );
+    let report = check_supergraph(
+        include_str!("../supergraph.graphql"),
+        Some(&baseline),
+        &documents,
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(report.passed, "{}", report.to_text());
+    let partner = &report.contracts["partner"];
+    assert!(partner.passed && partner.invalid_documents.is_empty());
+    assert_eq!(partner.known_operations, partner_documents);
 }

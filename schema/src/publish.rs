@@ -1,0 +1,183 @@
+//! Publishing and rolling back, safely under concurrency: each is a check against the latest
+//! version followed by a compare-and-swap that stores the next version only if the version
+//! checked is still the latest ([`Store::publish`]).
+//!
+//! The two steps are separate so the caller can show the report in between:
+//! [`check_publish`] or [`check_rollback`] gives a [`CheckedProposal`], whose
+//! [`CheckedProposal::publish`] stores it, or refuses it (a failing check without a reason to
+//! force it), or does nothing (the latest version already has this supergraph). When someone
+//! else published in between, nothing is written and [`PublishError::Conflict`] says to check
+//! again.
+
+use std::collections::BTreeMap;
+
+use crate::check::{
+    Baseline, CheckError, CheckReport, ClientDocument, KnownOperation, check, check_supergraph,
+};
+use crate::compose::{InvalidSupergraph, SubgraphSdl, api_schema};
+use crate::contracts::{CONTRACTS, ContractError, contract_supergraph};
+use crate::store::{NewVersion, Store, StoreError, Version, describe_version};
+
+/// Why a publish or rollback did not happen (as opposed to being refused by its check).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Another version was published after the check ran against `checked`: nothing of this
+    /// proposal was written; check again against the latest version.
+    #[error(
+        "{} was published after this check ran against {}: nothing was written; \
+         run the check again against the latest version",
+        describe_version(*latest),
+        describe_version(*checked)
+    )]
+    Conflict {
+        checked: Option<i32>,
+        latest: Option<i32>,
+    },
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error("nothing to publish: composition failed")]
+    NotComposed,
+    #[error("a reason to force a failing check must say something")]
+    EmptyReason,
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    #[error(transparent)]
+    InvalidSupergraph(#[from] InvalidSupergraph),
+}
+
+impl From<StoreError> for PublishError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict { checked, latest } => Self::Conflict { checked, latest },
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// What [`CheckedProposal::publish`] did.
+#[derive(Debug)]
+pub enum PublishOutcome {
+    /// Stored as this new version.
+    Published(Box<Version>),
+    /// The latest version (this number) already has this supergraph: nothing was written.
+    Unchanged(i32),
+    /// The check failed and no reason to force it was given: nothing was written.
+    Refused,
+}
+
+/// A proposal checked against the latest version, publishable while that is still the latest.
+#[derive(Debug)]
+pub struct CheckedProposal {
+    pub report: CheckReport,
+    /// The latest version when the check ran (None: nothing was published yet).
+    pub checked_against: Option<Version>,
+    subgraphs: Vec<SubgraphSdl>,
+    rollback_of: Option<i32>,
+}
+
+impl CheckedProposal {
+    /// The number of the version the check ran against.
+    pub fn checked_number(&self) -> Option<i32> {
+        self.checked_against.as_ref().map(|version| version.number)
+    }
+
+    /// The version a rollback brings back, for a rollback.
+    pub fn rollback_of(&self) -> Option<i32> {
+        self.rollback_of
+    }
+
+    /// Stores the proposal as the next version, if the version it was checked against is still
+    /// the latest. A failing check is refused unless `forced_reason` says why to publish
+    /// anyway; a supergraph the checked version already has is not stored again.
+    pub async fn publish(
+        self,
+        store: &Store,
+        message: &str,
+        forced_reason: Option<&str>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let Some(supergraph) = self.report.supergraph.clone() else {
+            return Err(PublishError::NotComposed);
+        };
+        if let Some(latest) = &self.checked_against
+            && latest.supergraph == supergraph
+        {
+            return Ok(PublishOutcome::Unchanged(latest.number));
+        }
+        if forced_reason.is_some_and(|reason| reason.trim().is_empty()) {
+            return Err(PublishError::EmptyReason);
+        }
+        if !self.report.passed && forced_reason.is_none() {
+            return Ok(PublishOutcome::Refused);
+        }
+        let api_schema = match &self.report.api_schema {
+            Some(api) => api.clone(),
+            None => api_schema(&supergraph)?,
+        };
+        let mut contracts = BTreeMap::new();
+        for (name, tag) in CONTRACTS {
+            contracts.insert(
+                (*name).to_owned(),
+                contract_supergraph(&supergraph, name, tag)?,
+            );
+        }
+        let check_report = serde_json::to_value(&self.report).ok();
+        let checked = self.checked_number();
+        let version = store
+            .publish(
+                NewVersion {
+                    subgraphs: self.subgraphs,
+                    supergraph,
+                    api_schema,
+                    contracts,
+                    message: message.to_owned(),
+                    forced_reason: forced_reason.map(str::to_owned),
+                    check_report,
+                    rollback_of: self.rollback_of,
+                },
+                checked,
+            )
+            .await?;
+        Ok(PublishOutcome::Published(Box::new(version)))
+    }
+}
+
+/// Checks the proposed `subgraphs` against the latest published version, protecting the client
+/// `documents` and the operations routers `recorded`.
+pub async fn check_publish(
+    store: &Store,
+    subgraphs: Vec<SubgraphSdl>,
+    documents: &[ClientDocument],
+    recorded: Vec<KnownOperation>,
+) -> Result<CheckedProposal, PublishError> {
+    let latest = store.latest().await?;
+    let baseline = latest.as_ref().map(Baseline::of_version);
+    let report = check(&subgraphs, baseline.as_ref(), documents, recorded)?;
+    Ok(CheckedProposal {
+        report,
+        checked_against: latest,
+        subgraphs,
+        rollback_of: None,
+    })
+}
+
+/// Checks a rollback to version `to`: its supergraph against the latest version's, as a
+/// publish would be checked, protecting the same operations.
+pub async fn check_rollback(
+    store: &Store,
+    to: i32,
+    documents: &[ClientDocument],
+    recorded: Vec<KnownOperation>,
+) -> Result<CheckedProposal, PublishError> {
+    let target = store.require(to).await?;
+    let latest = store.latest().await?;
+    let baseline = latest.as_ref().map(Baseline::of_version);
+    let report = check_supergraph(&target.supergraph, baseline.as_ref(), documents, recorded)?;
+    Ok(CheckedProposal {
+        report,
+        checked_against: latest,
+        subgraphs: target.subgraphs,
+        rollback_of: Some(to),
+    })
+}
