@@ -1,7 +1,8 @@
 //! The router in the one-process topology: a supergraph composed from the parts' SDLs at
-//! start-up, and a transport that calls each part's executor directly.
+//! start-up (or the registry's latest published version, followed as new ones appear), and a
+//! transport that calls each part's executor directly. The router's settings are the same
+//! typed value `gospelib-router` reads.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,27 +12,45 @@ use gospelib_kit::metrics::Metrics;
 use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries};
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
+use gospelib_router::reload::poll_registry;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{ExecutorSubgraph, InProcess, Transport};
 use gospelib_router::usage::UsageRecorder;
 use gospelib_schema::contracts::contract_supergraph;
 
-/// How often the in-process router writes operation usage to Redis.
-const USAGE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::settings::{ServeSettings, SupergraphSource};
 
-/// The router over `subgraphs`, as the `/graphql` service of a process listening on `listen`,
-/// with its persisted queries in `redis`.
-pub fn in_process(
+/// The supergraphs the in-process router starts on (the whole API, and the partner contract).
+struct Start {
+    supergraph: Supergraph,
+    partner: Option<Supergraph>,
+}
+
+/// What the gateway needs beyond the parts: the settings, the stores, the metrics.
+pub struct GatewayInputs<'a> {
+    pub settings: &'a ServeSettings,
+    pub redis: &'a redis::Client,
+    pub registry: Option<&'a gospelib_schema::store::Store>,
+    pub metrics: Metrics,
+}
+
+/// The router over `subgraphs`, as the `/graphql` service of the process, with its persisted
+/// queries in Redis; also the background tasks that keep it current.
+pub async fn in_process(
     subgraphs: &[Subgraph],
-    listen: SocketAddr,
-    redis: &redis::Client,
-    metrics: Metrics,
-    partner_key_digests: &[String],
-) -> anyhow::Result<Arc<dyn GraphQlService>> {
-    let sdl = crate::schema_files::supergraph(|name| {
-        format!("http://{listen}/subgraphs/{name}/graphql")
-    })?;
-    let supergraph = Supergraph::parse(&sdl, None).context("the composed supergraph")?;
+    inputs: GatewayInputs<'_>,
+) -> anyhow::Result<(Arc<dyn GraphQlService>, Vec<tokio::task::JoinHandle<()>>)> {
+    let settings = inputs.settings;
+    let wants_partner = !settings.partner_key_digests.is_empty();
+    let start = match settings.supergraph_source {
+        SupergraphSource::Code => from_code(settings, wants_partner)?,
+        SupergraphSource::Registry => {
+            let store = inputs
+                .registry
+                .context("GOSPELIB_SUPERGRAPH_SOURCE=registry needs the registry's database")?;
+            from_registry(store, wants_partner).await?
+        }
+    };
     let transport: Arc<dyn Transport> = Arc::new(subgraphs.iter().fold(
         InProcess::default(),
         |transport, subgraph| {
@@ -41,28 +60,113 @@ pub fn in_process(
             )
         },
     ));
-    tracing::info!(supergraph = %supergraph.version, "router composed the supergraph in process");
+    tracing::info!(supergraph = %start.supergraph.version, source = ?settings.supergraph_source, "router ready in process");
     // Operation usage feeds the registry's check; counts reach Redis every few seconds.
-    let recorder = Arc::new(UsageRecorder::new(redis.clone()));
-    tokio::spawn(recorder.clone().flush_every(USAGE_FLUSH_EVERY));
+    let recorder = Arc::new(UsageRecorder::new(inputs.redis.clone()));
+    let mut background = vec![tokio::spawn(
+        recorder
+            .clone()
+            .flush_every(settings.router.usage_flush_every),
+    )];
     let router = Arc::new(
-        Router::new(supergraph, transport.clone())
-            .with_metrics(metrics.clone())
+        Router::from_settings(start.supergraph, transport.clone(), &settings.router)
+            .with_metrics(inputs.metrics.clone())
             .with_usage_recorder(recorder.clone()),
     );
-    let persisted = PersistedQueries::new(redis.clone(), "gl:apq", DEFAULT_TTL);
+    let registry_url = |path: &str| format!("http://{}/registry/{path}", settings.internal_listen);
+    if settings.supergraph_source == SupergraphSource::Registry {
+        background.push(tokio::spawn(poll_registry(
+            router.clone(),
+            registry_client()?,
+            registry_url("supergraph"),
+            None,
+            settings.router.registry_poll_every,
+        )));
+    }
+    let persisted = PersistedQueries::new(inputs.redis.clone(), "gl:apq", DEFAULT_TTL);
     let mut service = RouterService::new(router).with_persisted_queries(Arc::new(persisted));
-    if !partner_key_digests.is_empty() {
+    if let Some(partner) = start.partner {
         // Partner API keys see the partner contract of the same supergraph.
-        let contract = contract_supergraph(&sdl, "partner", "partner")?;
-        let partner = Supergraph::parse(&contract, None).context("the partner contract")?;
-        let partner = Router::new(partner, transport)
-            .with_metrics(metrics)
-            .with_usage_recorder(recorder);
+        let partner = Arc::new(
+            Router::from_settings(partner, transport, &settings.router)
+                .with_metrics(inputs.metrics)
+                .with_usage_recorder(recorder),
+        );
+        if settings.supergraph_source == SupergraphSource::Registry {
+            background.push(tokio::spawn(poll_registry(
+                partner.clone(),
+                registry_client()?,
+                registry_url("contracts/partner/supergraph"),
+                None,
+                settings.router.registry_poll_every,
+            )));
+        }
         service = service.with_partner_access(
-            Arc::new(partner),
-            partner_key_digests.iter().cloned().collect(),
+            partner,
+            settings.partner_key_digests.iter().cloned().collect(),
         );
     }
-    Ok(Arc::new(service))
+    Ok((Arc::new(service), background))
+}
+
+/// The supergraph composed from this binary's parts.
+fn from_code(settings: &ServeSettings, wants_partner: bool) -> anyhow::Result<Start> {
+    let internal = settings.internal_listen;
+    let sdl = crate::schema_files::supergraph(|name| {
+        format!("http://{internal}/subgraphs/{name}/graphql")
+    })?;
+    let supergraph = Supergraph::parse(&sdl, None).context("the composed supergraph")?;
+    let partner = if wants_partner {
+        let contract = contract_supergraph(&sdl, "partner", "partner")?;
+        Some(Supergraph::parse(&contract, None).context("the partner contract")?)
+    } else {
+        None
+    };
+    Ok(Start {
+        supergraph,
+        partner,
+    })
+}
+
+/// The registry's latest published version.
+async fn from_registry(
+    store: &gospelib_schema::store::Store,
+    wants_partner: bool,
+) -> anyhow::Result<Start> {
+    let latest = store
+        .latest()
+        .await
+        .context("reading the registry's latest version")?
+        .context(
+            "GOSPELIB_SUPERGRAPH_SOURCE=registry, but the registry has no published version yet: \
+             run `gospelib schema publish`",
+        )?;
+    let number = u64::try_from(latest.number).ok();
+    let supergraph = Supergraph::parse(&latest.supergraph, number)
+        .with_context(|| format!("the registry's version {}", latest.number))?;
+    let partner = if wants_partner {
+        let contract = latest.contracts.get("partner").with_context(|| {
+            format!(
+                "the registry's version {} has no partner contract",
+                latest.number
+            )
+        })?;
+        Some(
+            Supergraph::parse(contract, number)
+                .with_context(|| format!("the partner contract of version {}", latest.number))?,
+        )
+    } else {
+        None
+    };
+    Ok(Start {
+        supergraph,
+        partner,
+    })
+}
+
+fn registry_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("HTTP client for the registry")
 }

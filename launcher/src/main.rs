@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 use gospelib_kit::config::{ConfigError, Env};
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::migrations;
-use gospelib_kit::server::{AppSpec, build_app_with_metrics, serve, shutdown_signal};
+use gospelib_kit::server::{AppSpec, build_split_apps, serve, shutdown_signal};
 use gospelib_kit::stores::{StoreClients, postgres_pool};
 
 use settings::{MigrateSettings, ServeSettings};
@@ -264,27 +264,28 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let metrics = Metrics::new("gospelib");
     let whole_platform = only.is_empty();
     let (subgraphs, dependencies) = parts::assemble(&chosen, whole_platform, &clients);
+    // The whole platform also serves the registry's published supergraphs to routers (on the
+    // internal listener only).
+    let registry =
+        whole_platform.then(|| gospelib_schema::store::Store::new(clients.postgres.clone()));
+    let registry_routes = registry.clone().map(gospelib_schema::http::routes);
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
-    // process, on a supergraph composed from their SDLs at start-up.
-    // The whole platform also serves the registry's published supergraphs to routers.
-    let registry_routes = whole_platform.then(|| {
-        gospelib_schema::http::routes(gospelib_schema::store::Store::new(clients.postgres.clone()))
-    });
-    let gateway = if whole_platform {
-        Some(
-            gateway::in_process(
-                &subgraphs,
-                settings.listen,
-                &clients.redis,
-                metrics.clone(),
-                &settings.partner_key_digests,
-            )
-            .context("the supergraph")?,
-        )
+    // process.
+    let (gateway, background) = if whole_platform {
+        let inputs = gateway::GatewayInputs {
+            settings: &settings,
+            redis: &clients.redis,
+            registry: registry.as_ref(),
+            metrics: metrics.clone(),
+        };
+        let (service, background) = gateway::in_process(&subgraphs, inputs)
+            .await
+            .context("the supergraph")?;
+        (Some(service), background)
     } else {
-        None
+        (None, Vec::new())
     };
-    let app = build_app_with_metrics(
+    let apps = build_split_apps(
         AppSpec {
             service: "gospelib".to_owned(),
             gateway,
@@ -295,15 +296,51 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         },
         metrics,
     );
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    let public = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let internal = tokio::net::TcpListener::bind(settings.internal_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (GOSPELIB_INTERNAL_LISTEN)",
+                settings.internal_listen
+            )
+        })?;
     tracing::info!(
-        address = %settings.listen,
+        public = %settings.listen,
+        internal = %settings.internal_listen,
         parts = ?chosen.iter().map(|p| p.name).collect::<Vec<_>>(),
         "gospelib serving"
     );
-    serve(listener, app, shutdown_signal(), settings.shutdown_grace).await?;
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (public_result, internal_result) = tokio::join!(
+        serve(
+            public,
+            apps.public,
+            stopped(stop_rx.clone()),
+            settings.shutdown_grace
+        ),
+        serve(
+            internal,
+            apps.internal,
+            stopped(stop_rx),
+            settings.shutdown_grace
+        ),
+    );
+    for task in background {
+        task.abort();
+    }
+    public_result?;
+    internal_result?;
     tracing::info!("stopped");
     Ok(())
 }

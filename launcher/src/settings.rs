@@ -6,12 +6,22 @@ use std::time::Duration;
 
 use gospelib_kit::config::{ConfigError, ConfigReader, ContentStoreUrls, Env, StoreUrls};
 use gospelib_kit::server::DEFAULT_MAX_BODY_BYTES;
+use gospelib_router::settings::RouterSettings;
 
 /// Settings of `gospelib serve`.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
-    /// `GOSPELIB_ROUTER_LISTEN`, else `127.0.0.1:$GOSPELIB_ROUTER_PORT` (port 4000 by default).
+    /// `GOSPELIB_ROUTER_LISTEN`, else `127.0.0.1:$GOSPELIB_ROUTER_PORT` (port 4000 by default):
+    /// the public listener (the router, `/health`, `/ready`).
     pub listen: SocketAddr,
+    /// `GOSPELIB_INTERNAL_LISTEN`, else loopback on the public port + 1: the subgraphs, the
+    /// registry and `/metrics`, for the platform's own parts only.
+    pub internal_listen: SocketAddr,
+    /// The router's settings, as `gospelib-router` reads them.
+    pub router: RouterSettings,
+    /// `GOSPELIB_SUPERGRAPH_SOURCE`: compose the supergraph from the code's parts, or serve the
+    /// registry's latest published version.
+    pub supergraph_source: SupergraphSource,
     /// `GOSPELIB_MAX_BODY_BYTES` (default 2 MiB).
     pub max_body_bytes: usize,
     /// `GOSPELIB_SHUTDOWN_GRACE_SECS`: how long in-flight requests may run after SIGTERM.
@@ -30,6 +40,25 @@ impl ServeSettings {
         let port = reader.port("GOSPELIB_ROUTER_PORT", 4000);
         let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.unwrap_or(4000));
         let listen = reader.socket_addr("GOSPELIB_ROUTER_LISTEN", default_listen);
+        let default_internal = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            listen
+                .map_or(4000, |l| l.port())
+                .checked_add(1)
+                .unwrap_or(4001),
+        );
+        let internal_listen = reader.socket_addr("GOSPELIB_INTERNAL_LISTEN", default_internal);
+        let router = RouterSettings::read(&mut reader);
+        let supergraph_source = reader.optional(
+            "GOSPELIB_SUPERGRAPH_SOURCE",
+            "`code` (compose the parts at start-up) or `registry` (the latest published version)",
+            SupergraphSource::Code,
+            |raw| match raw.trim() {
+                "code" => Ok(SupergraphSource::Code),
+                "registry" => Ok(SupergraphSource::Registry),
+                other => Err(format!("`{other}` is neither `code` nor `registry`")),
+            },
+        );
         let max_body_bytes = reader.number(
             "GOSPELIB_MAX_BODY_BYTES",
             DEFAULT_MAX_BODY_BYTES as u64,
@@ -44,6 +73,9 @@ impl ServeSettings {
         let present = "every value is present once finish() succeeded";
         Ok(Self {
             listen: listen.expect(present),
+            internal_listen: internal_listen.expect(present),
+            router: router.expect(present),
+            supergraph_source: supergraph_source.expect(present),
             max_body_bytes: usize::try_from(max_body_bytes.expect(present)).expect("fits"),
             shutdown_grace: Duration::from_secs(grace.expect(present)),
             migrate_on_start: migrate_on_start.expect(present),
@@ -51,6 +83,15 @@ impl ServeSettings {
             stores: stores.expect(present),
         })
     }
+}
+
+/// Where `gospelib serve` takes the supergraph it routes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupergraphSource {
+    /// Composed from the parts this binary holds, at start-up.
+    Code,
+    /// The registry's latest published version (in PostgreSQL), followed as new ones appear.
+    Registry,
 }
 
 /// Settings of `gospelib migrate`: only the database.
@@ -100,6 +141,9 @@ mod tests {
     fn defaults_listen_on_loopback_4000() {
         let settings = ServeSettings::read(&Env::from_pairs(stores())).unwrap();
         assert_eq!(settings.listen, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(settings.internal_listen, "127.0.0.1:4001".parse().unwrap());
+        assert_eq!(settings.supergraph_source, SupergraphSource::Code);
+        assert_eq!(settings.router, RouterSettings::default());
         assert_eq!(settings.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert!(!settings.migrate_on_start);
     }
@@ -127,6 +171,14 @@ mod tests {
                 "a whole number from 0 to 600",
             ),
             ("GOSPELIB_MIGRATE_ON_START", "sometimes", "true or false"),
+            ("GOSPELIB_INTERNAL_LISTEN", "4001", "an IP address and port"),
+            (
+                "GOSPELIB_SUPERGRAPH_SOURCE",
+                "file",
+                "neither `code` nor `registry`",
+            ),
+            ("GOSPELIB_ROUTER_MAX_COST", "many", "a whole number"),
+            ("GOSPELIB_ROUTER_DEDUPE", "perhaps", "true or false"),
             (
                 "GOSPELIB_PARTNER_API_KEY_SHA256",
                 "not-a-digest",

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{BINARY, STORE_VARIABLES, TempDatabase, gospelib, serve, stack_vars};
+use support::{BINARY, STORE_VARIABLES, TempDatabase, gospelib, serve, serve_with, stack_vars};
 
 #[test]
 fn serve_refuses_a_bad_configuration_and_names_every_variable() {
@@ -108,38 +108,117 @@ fn migrate_without_a_database_url_names_the_variable() {
 }
 
 #[test]
-fn serve_only_content_answers_graphql_alone() {
+fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
     let (mut child, base, runtime) = serve(&["serve", "--only", "content"]);
-    let (alone, mounted, ready) = runtime.block_on(async {
+    let internal = child.internal.clone();
+    let (alone, mounted, public, ready) = runtime.block_on(async {
         let http = reqwest::Client::new();
-        let ask = |path: &str| {
+        let ask = |base: &str, path: &str| {
             http.post(format!("{base}{path}"))
                 .json(&serde_json::json!({"query": "{ _service { sdl } }"}))
                 .send()
         };
-        let alone: serde_json::Value = ask("/graphql").await.unwrap().json().await.unwrap();
-        let mounted: serde_json::Value = ask("/subgraphs/content/graphql")
+        let alone: serde_json::Value = ask(&internal, "/graphql")
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
+        let mounted: serde_json::Value = ask(&internal, "/subgraphs/content/graphql")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // The subgraph is not a client's door: the public listener has no GraphQL without a
+        // router.
+        let public = ask(&base, "/subgraphs/content/graphql")
+            .await
+            .unwrap()
+            .status();
         let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        (alone, mounted, ready)
+        (alone, mounted, public, ready)
     });
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(alone, mounted);
+    assert_eq!(public, 404);
     let sdl = alone["data"]["_service"]["sdl"].as_str().unwrap();
     assert!(sdl.contains("type Passage @key(fields: \"id\")"), "{sdl}");
     // Content needs FalkorDB and Typesense, and Redis only as a cache; not PostgreSQL.
     let stores: Vec<&String> = ready["stores"].as_object().unwrap().keys().collect();
     assert_eq!(stores, ["falkordb", "redis", "typesense"], "{ready}");
+}
+
+/// The public listener serves the router, `/health`, `/ready` and GraphiQL; subgraphs, the
+/// registry and metrics only answer on the internal one.
+#[test]
+fn serve_keeps_subgraphs_registry_and_metrics_off_the_public_listener() {
+    let database = TempDatabase::migrated("public_door");
+    let (mut child, base, runtime) =
+        serve_with(&["serve"], &[("GOSPELIB_PG_URL", database.url.to_string())]);
+    let internal = child.internal.clone();
+    let statuses = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let query = serde_json::json!({"query": "{ __typename }"});
+        let mut statuses = Vec::new();
+        for (listener, url) in [(&base, "public"), (&internal, "internal")] {
+            for path in [
+                "/graphql",
+                "/subgraphs/content/graphql",
+                "/registry/versions",
+                "/metrics",
+                "/health",
+                "/ready",
+            ] {
+                let response = if path.contains("graphql") {
+                    http.post(format!("{listener}{path}"))
+                        .json(&query)
+                        .send()
+                        .await
+                } else {
+                    http.get(format!("{listener}{path}")).send().await
+                };
+                statuses.push(format!(
+                    "{url} {path} {}",
+                    response.unwrap().status().as_u16()
+                ));
+            }
+        }
+        let ide = http
+            .get(format!("{base}/graphql"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(format!("public GraphiQL {}", ide.status().as_u16()));
+        statuses
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        statuses,
+        [
+            "public /graphql 200",
+            "public /subgraphs/content/graphql 404",
+            "public /registry/versions 404",
+            "public /metrics 404",
+            "public /health 200",
+            "public /ready 200",
+            "internal /graphql 404",
+            "internal /subgraphs/content/graphql 200",
+            "internal /registry/versions 200",
+            "internal /metrics 200",
+            "internal /health 200",
+            "internal /ready 200",
+            "public GraphiQL 200",
+        ]
+    );
 }
 
 /// The import, run for real on the pinned packages, gives the design's counts and writes a

@@ -70,6 +70,7 @@ async fn every_client_operation_answers_through_the_router() {
                 query,
                 operation_name: None,
                 variables: variables.as_object().unwrap().clone(),
+                ..Default::default()
             })
             .await;
         assert!(

@@ -539,11 +539,11 @@ fn a_rollback_that_breaks_a_client_operation_is_refused_unless_forced_with_a_rea
 #[test]
 fn the_registry_serves_versions_and_a_polling_router_follows_them() {
     let database = TempDatabase::migrated("registry_http");
-    let (mut child, base, runtime) =
+    let (mut child, _base, runtime) =
         serve_with(&["serve"], &[("GOSPELIB_PG_URL", database.url.to_string())]);
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let url = format!("{base}/registry/supergraph");
+        let url = format!("{}/registry/supergraph", child.internal);
         let nothing = client.get(&url).send().await.unwrap();
         assert_eq!(nothing.status(), 404);
 
@@ -590,7 +590,10 @@ fn the_registry_serves_versions_and_a_polling_router_follows_them() {
             400
         );
         let contract = client
-            .get(format!("{base}/registry/contracts/partner/supergraph"))
+            .get(format!(
+                "{}/registry/contracts/partner/supergraph",
+                child.internal
+            ))
             .send()
             .await
             .unwrap();
@@ -600,7 +603,10 @@ fn the_registry_serves_versions_and_a_polling_router_follows_them() {
         assert!(contract_api.contains("passage(id: ID!)"));
         assert!(!contract_api.contains("lexiconEntry("));
         let unknown = client
-            .get(format!("{base}/registry/contracts/nope/supergraph"))
+            .get(format!(
+                "{}/registry/contracts/nope/supergraph",
+                child.internal
+            ))
             .send()
             .await
             .unwrap();

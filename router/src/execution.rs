@@ -101,7 +101,26 @@ pub struct Executed {
     pub errors: Vec<serde_json::Value>,
 }
 
+/// How a plan's fetches reach the subgraphs, and within what time.
+pub struct Fetching<'a> {
+    pub transport: &'a dyn Transport,
+    /// Subgraph name → URL.
+    pub urls: &'a std::collections::BTreeMap<String, String>,
+    /// The supergraph's types: which objects a fragment on an interface or union applies to.
+    pub supergraph: &'a SupergraphState,
+    pub metrics: Option<&'a gospelib_kit::metrics::Metrics>,
+    /// Headers every subgraph request carries.
+    pub headers: &'a [(String, String)],
+    /// Whether the operation is a mutation (its fetches are never shared).
+    pub mutation: bool,
+    /// How long one fetch may take.
+    pub subgraph_timeout: std::time::Duration,
+    /// When the whole request must be done: no fetch runs past it.
+    pub deadline: tokio::time::Instant,
+}
+
 struct State<'a> {
+    fetching: &'a Fetching<'a>,
     transport: &'a dyn Transport,
     metrics: Option<&'a gospelib_kit::metrics::Metrics>,
     /// Subgraph name → URL.
@@ -113,22 +132,19 @@ struct State<'a> {
     errors: Mutex<Vec<serde_json::Value>>,
 }
 
-/// Runs `plan` with the operation's `variables` through `transport`, which reaches each
-/// subgraph at its URL in `urls`.
+/// Runs `plan` with the operation's (coerced) `variables`, fetching as `fetching` says.
 pub async fn execute(
     plan: &QueryPlan,
     variables: &serde_json::Map<String, serde_json::Value>,
-    transport: &dyn Transport,
-    urls: &std::collections::BTreeMap<String, String>,
-    supergraph: &SupergraphState,
-    metrics: Option<&gospelib_kit::metrics::Metrics>,
+    fetching: &Fetching<'_>,
 ) -> Executed {
     let state = State {
-        transport,
-        metrics,
-        urls,
+        fetching,
+        transport: fetching.transport,
+        metrics: fetching.metrics,
+        urls: fetching.urls,
         variables,
-        supergraph,
+        supergraph: fetching.supergraph,
         data: Mutex::new(Value::Object(Object::new())),
         errors: Mutex::new(Vec::new()),
     };
@@ -245,6 +261,11 @@ fn upstream_error(
     path: Option<Vec<serde_json::Value>>,
 ) -> serde_json::Value {
     tracing::warn!(subgraph, %error, "subgraph fetch failed");
+    upstream_error_quiet(subgraph, path)
+}
+
+/// The client's error for a subgraph that gave no usable answer (logged by the caller).
+fn upstream_error_quiet(subgraph: &str, path: Option<Vec<serde_json::Value>>) -> serde_json::Value {
     let mut value = json!({
         "message": format!("subgraph {subgraph:?} is unavailable"),
         "extensions": { "code": "UPSTREAM_UNAVAILABLE", "serviceName": subgraph }
@@ -299,10 +320,26 @@ async fn send(
 ) -> Result<(Value, Vec<serde_json::Value>), TransportError> {
     let url = state.urls.get(service_name).map_or("", String::as_str);
     let started = std::time::Instant::now();
-    let answer = state
-        .transport
-        .send(service_name, url, request)
-        .await
+    // Every transport, in-process included, answers within the fetch's and the request's time.
+    let fetch_deadline = tokio::time::Instant::now() + state.fetching.subgraph_timeout;
+    let deadline = fetch_deadline.min(state.fetching.deadline);
+    let mut request = request;
+    request.headers = state.fetching.headers.to_vec();
+    request.mutation = state.fetching.mutation;
+    let answer =
+        match tokio::time::timeout_at(deadline, state.transport.send(service_name, url, request))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(_) => Err(TransportError::Unavailable {
+                subgraph: service_name.to_owned(),
+                reason: if deadline == fetch_deadline {
+                    "no answer within the subgraph timeout".to_owned()
+                } else {
+                    "no answer before the request's deadline".to_owned()
+                },
+            }),
+        }
         .and_then(|response| parse_response(service_name, response));
     if let Some(metrics) = state.metrics {
         let outcome = match &answer {
@@ -370,10 +407,10 @@ async fn batch_fetch(state: &State<'_>, batch: &BatchFetchNode) {
 }
 
 async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
-    let request = crate::transport::SubgraphRequest {
-        query: fetch.operation.document_str.clone(),
-        variables: fetch_variables(state, fetch.variable_usages.as_ref()),
-    };
+    let request = crate::transport::SubgraphRequest::query(
+        fetch.operation.document_str.clone(),
+        fetch_variables(state, fetch.variable_usages.as_ref()),
+    );
     let answer = send(state, &fetch.service_name, request).await;
     match answer {
         Ok((data, errors)) => {
@@ -587,19 +624,24 @@ async fn entity_fetch(
     if !any {
         return;
     }
-    let request = crate::transport::SubgraphRequest {
-        query: operation.to_owned(),
-        variables,
-    };
+    let request = crate::transport::SubgraphRequest::query(operation, variables);
     let answer = send(state, service_name, request).await;
     let (data, errors) = match answer {
         Ok(answer) => answer,
         Err(error) => {
-            let first = collected.iter().find_map(|c| c.locations.get(0));
-            let path = first
-                .map(|location| response_path(&state.data.lock().expect("data lock"), location));
-            let error = upstream_error(service_name, &error, path);
-            state.errors.lock().expect("errors lock").push(error);
+            // Every entity the fetch was for lost its fields: each gets the error at its own
+            // path, so none of them is later reported as a spurious non-null violation.
+            tracing::warn!(subgraph = service_name, %error, "subgraph fetch failed");
+            let data = state.data.lock().expect("data lock");
+            let errors: Vec<_> = collected
+                .iter()
+                .flat_map(|c| c.locations.iter())
+                .map(|location| {
+                    upstream_error_quiet(service_name, Some(response_path(&data, location)))
+                })
+                .collect();
+            drop(data);
+            state.errors.lock().expect("errors lock").extend(errors);
             return;
         }
     };

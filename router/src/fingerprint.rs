@@ -52,10 +52,15 @@ pub fn fingerprint64(value: &Value) -> u64 {
 }
 
 /// A 128-bit fingerprint of a subgraph request (two independently keyed SipHash-1-3 runs over
-/// the subgraph name, the query and the variables): used as the identity of the request
+/// the subgraph name, the query, the variables and the headers): used as the identity of the request
 /// itself, where comparing whole requests would cost as much as sending them. Two different
 /// requests share a fingerprint with a probability of about 2^-128.
-pub fn request_fingerprint(subgraph: &str, query: &str, variables: &Object) -> u128 {
+pub fn request_fingerprint(
+    subgraph: &str,
+    query: &str,
+    variables: &Object,
+    headers: &[(String, String)],
+) -> u128 {
     static KEYS: LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
         LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
     let run = |keys: &std::hash::RandomState| {
@@ -66,6 +71,11 @@ pub fn request_fingerprint(subgraph: &str, query: &str, variables: &Object) -> u
         for (name, value) in variables.iter() {
             name.as_str().hash(&mut hasher);
             hash_value(value, &mut hasher);
+        }
+        hasher.write_usize(headers.len());
+        for (name, value) in headers {
+            name.hash(&mut hasher);
+            value.hash(&mut hasher);
         }
         hasher.finish()
     };
@@ -113,13 +123,21 @@ mod tests {
     }
 
     #[test]
-    fn a_request_fingerprint_covers_subgraph_query_and_variables() {
+    fn a_request_fingerprint_covers_subgraph_query_variables_and_headers() {
         let variables = object(serde_json::json!({"n": 1}));
-        let base = request_fingerprint("a", "{ x }", &variables);
-        assert_eq!(base, request_fingerprint("a", "{ x }", &variables));
-        assert_ne!(base, request_fingerprint("b", "{ x }", &variables));
-        assert_ne!(base, request_fingerprint("a", "{ y }", &variables));
+        let none: &[(String, String)] = &[];
+        let base = request_fingerprint("a", "{ x }", &variables, none);
+        assert_eq!(base, request_fingerprint("a", "{ x }", &variables, none));
+        assert_ne!(base, request_fingerprint("b", "{ x }", &variables, none));
+        assert_ne!(base, request_fingerprint("a", "{ y }", &variables, none));
         let other = object(serde_json::json!({"n": 2}));
-        assert_ne!(base, request_fingerprint("a", "{ x }", &other));
+        assert_ne!(base, request_fingerprint("a", "{ x }", &other, none));
+        let caller = |id: &str| vec![("x-caller".to_owned(), id.to_owned())];
+        let alice = request_fingerprint("a", "{ x }", &variables, &caller("alice"));
+        assert_ne!(base, alice);
+        assert_ne!(
+            alice,
+            request_fingerprint("a", "{ x }", &variables, &caller("bob"))
+        );
     }
 }

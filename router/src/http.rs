@@ -149,6 +149,7 @@ impl GraphQlService for RouterService {
                             query,
                             operation_name: request.operation_name,
                             variables,
+                            ..Default::default()
                         })
                         .await
                 }

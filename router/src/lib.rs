@@ -3,9 +3,12 @@
 //! A request goes through these stages, one module each:
 //! - [`supergraph`]: the versioned supergraph the router serves (its SDL, content hash, subgraph
 //!   endpoints and query planner);
-//! - [`validation`]: the operation's size limits and the spec's validation rules;
-//! - [`planning`]: parse → validate → normalize → plan, with plans cached per (supergraph version,
-//!   normalized operation);
+//! - [`limits`]: the operation's size and cost, measured in one linear pass before anything else;
+//! - [`validation`]: the spec's validation rules;
+//! - [`planning`]: parse → limits → validate → normalize → plan, off the async workers and
+//!   within a deadline, with plans cached per (supergraph version, normalized operation);
+//! - [`variables`]: the request's variables coerced as the spec says (defaults, required
+//!   values, input objects, lists, enums, scalars);
 //! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree of
 //!   [`value`]s (the router's own JSON, made for that work);
 //! - [`projection`]: the response's JSON written straight from that tree as the client asked,
@@ -23,12 +26,15 @@ pub mod execution;
 pub mod fingerprint;
 pub mod http;
 pub mod introspection;
+pub mod limits;
 pub mod pipeline;
 pub mod planning;
 pub mod projection;
 pub mod reload;
+pub mod settings;
 pub mod supergraph;
 pub mod transport;
 pub mod usage;
 pub mod validation;
 pub mod value;
+pub mod variables;

@@ -24,10 +24,10 @@ use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::reload::{fetch_published, poll_registry, watch_file};
+use gospelib_router::settings::RouterSettings;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::Http;
 use gospelib_router::usage::UsageRecorder;
-use gospelib_router::validation::Limits;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -110,7 +110,7 @@ impl SupergraphSource {
                 client,
                 url,
                 etag,
-                settings.poll_every,
+                settings.router.registry_poll_every,
             )),
         }
     }
@@ -120,16 +120,11 @@ struct Settings {
     listen: SocketAddr,
     max_body_bytes: usize,
     shutdown_grace: Duration,
-    subgraph_timeout: Duration,
     reload_every: Duration,
-    poll_every: Duration,
-    usage_flush_every: Duration,
     /// `GOSPELIB_PARTNER_API_KEY_SHA256`: the digests of the partners' API keys.
     partner_key_digests: Vec<String>,
-    /// `GOSPELIB_ROUTER_SUBGRAPH_URLS`: `name=url` pairs replacing the supergraph's URLs.
-    subgraph_urls: std::collections::BTreeMap<String, String>,
-    limits: Limits,
-    introspection: bool,
+    /// Limits, deadlines, sharing, introspection, subgraph URLs: the same in `gospelib serve`.
+    router: RouterSettings,
     /// Where persisted queries are kept (`GOSPELIB_REDIS_URL`); none without it.
     redis: Option<url::Url>,
 }
@@ -147,37 +142,9 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         64 << 20,
     );
     let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
-    let timeout = reader.number("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", 10_000, 1, 600_000);
     let reload = reader.number("GOSPELIB_ROUTER_RELOAD_MS", 2_000, 100, 3_600_000);
-    let poll = reader.number("GOSPELIB_ROUTER_POLL_MS", 10_000, 100, 3_600_000);
     let partner_keys = reader.sha256_list("GOSPELIB_PARTNER_API_KEY_SHA256");
-    let subgraph_urls = reader.optional(
-        "GOSPELIB_ROUTER_SUBGRAPH_URLS",
-        "comma-separated name=url pairs, e.g. content=http://content:4000/graphql",
-        Default::default(),
-        parse_subgraph_urls,
-    );
-    let usage_flush = reader.number("GOSPELIB_ROUTER_USAGE_FLUSH_MS", 10_000, 50, 3_600_000);
-    let defaults = Limits::default();
-    let max_depth = reader.number(
-        "GOSPELIB_ROUTER_MAX_DEPTH",
-        defaults.max_depth as u64,
-        1,
-        1_000,
-    );
-    let max_aliases = reader.number(
-        "GOSPELIB_ROUTER_MAX_ALIASES",
-        defaults.max_aliases as u64,
-        0,
-        10_000,
-    );
-    let max_root_fields = reader.number(
-        "GOSPELIB_ROUTER_MAX_ROOT_FIELDS",
-        defaults.max_root_fields as u64,
-        1,
-        10_000,
-    );
-    let introspection = reader.flag("GOSPELIB_ROUTER_INTROSPECTION", true);
+    let router = RouterSettings::read(&mut reader);
     let redis = reader
         .raw("GOSPELIB_REDIS_URL")
         .is_some()
@@ -189,51 +156,17 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
             )
         })
         .flatten();
-    let max_tokens = reader.number(
-        "GOSPELIB_ROUTER_MAX_TOKENS",
-        defaults.max_tokens as u64,
-        10,
-        1_000_000,
-    );
     reader.finish()?;
     let present = "present once finish() succeeded";
     Ok(Settings {
         listen: listen.expect(present),
         max_body_bytes: max_body.expect(present) as usize,
         shutdown_grace: Duration::from_secs(grace.expect(present)),
-        subgraph_timeout: Duration::from_millis(timeout.expect(present)),
         reload_every: Duration::from_millis(reload.expect(present)),
-        poll_every: Duration::from_millis(poll.expect(present)),
-        usage_flush_every: Duration::from_millis(usage_flush.expect(present)),
         partner_key_digests: partner_keys.expect(present),
-        subgraph_urls: subgraph_urls.expect(present),
-        introspection: introspection.expect(present),
+        router: router.expect(present),
         redis,
-        limits: Limits {
-            max_tokens: max_tokens.expect(present) as usize,
-            max_depth: max_depth.expect(present) as usize,
-            max_aliases: max_aliases.expect(present) as usize,
-            max_root_fields: max_root_fields.expect(present) as usize,
-        },
     })
-}
-
-/// `content=http://content:4000/graphql,accounts=…` → name → URL.
-fn parse_subgraph_urls(raw: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, url) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not name=url"))?;
-            let parsed = url::Url::parse(url.trim()).map_err(|e| format!("`{url}`: {e}"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!("`{url}` is not an http(s) URL"));
-            }
-            Ok((name.trim().to_owned(), url.trim().to_owned()))
-        })
-        .collect()
 }
 
 /// jemalloc: requests build and drop many small JSON values, which glibc malloc serves slowly.
@@ -297,15 +230,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let (supergraph, etag) = source.load(&registry).await?;
     let version = supergraph.version.to_string();
-    let transport = Http::new(settings.subgraph_timeout).context("HTTP client")?;
+    let transport = Http::new(settings.router.subgraph_timeout)
+        .context("HTTP client")?
+        .with_max_response_bytes(settings.router.max_subgraph_response_bytes);
     let metrics = Metrics::new("router");
     let transport: Arc<dyn gospelib_router::transport::Transport> = Arc::new(transport);
-    let mut router = Router::with_limits(supergraph, transport.clone(), settings.limits)
-        .with_metrics(metrics.clone())
-        .with_subgraph_urls(settings.subgraph_urls.clone());
-    if !settings.introspection {
-        router = router.without_introspection();
-    }
+    let mut router = Router::from_settings(supergraph, transport.clone(), &settings.router)
+        .with_metrics(metrics.clone());
     let mut background = Vec::new();
     let mut persisted = None;
     let mut usage = None;
@@ -313,7 +244,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let client = gospelib_kit::stores::redis_client(redis).context("GOSPELIB_REDIS_URL")?;
         let recorder = Arc::new(UsageRecorder::new(client.clone()));
         background.push(tokio::spawn(
-            recorder.clone().flush_every(settings.usage_flush_every),
+            recorder
+                .clone()
+                .flush_every(settings.router.usage_flush_every),
         ));
         router = router.with_usage_recorder(recorder.clone());
         usage = Some(recorder);
@@ -331,14 +264,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     background.push(source.follow(router.clone(), registry.clone(), etag, &settings));
     if let Some(partner_source) = partner_source {
         let (partner_supergraph, partner_etag) = partner_source.load(&registry).await?;
-        let mut partner = Router::with_limits(partner_supergraph, transport, settings.limits)
-            .with_metrics(metrics.clone())
-            .with_subgraph_urls(settings.subgraph_urls.clone());
+        let mut partner = Router::from_settings(partner_supergraph, transport, &settings.router)
+            .with_metrics(metrics.clone());
         if let Some(recorder) = &usage {
             partner = partner.with_usage_recorder(recorder.clone());
-        }
-        if !settings.introspection {
-            partner = partner.without_introspection();
         }
         let partner = Arc::new(partner);
         background.push(partner_source.follow(partner.clone(), registry, partner_etag, &settings));

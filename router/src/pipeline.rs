@@ -1,17 +1,20 @@
-//! One request through the router, stage by stage: plan (cached) → execute → project → the
-//! response, which always says which supergraph version answered it.
+//! One request through the router, stage by stage: plan (cached; off the async workers and
+//! within a deadline when not) → coerce the variables → execute (every fetch within the
+//! request's deadline) → project → the response, which always says which supergraph version
+//! answered it.
 
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value, json};
 
-use crate::execution;
+use crate::execution::{self, Fetching};
 use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, PlanningError};
 use crate::projection;
+use crate::settings::RouterSettings;
 use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::usage::UsageRecorder;
-use crate::validation::Limits;
+use crate::validation::{Limits, Problem};
 use gospelib_kit::metrics::Metrics;
 
 /// Whether an operation asks for `__schema` or `__type`.
@@ -55,7 +58,29 @@ fn planning_errors(error: &PlanningError) -> Vec<Value> {
         PlanningError::Unplannable(message) => {
             vec![error_value(message, &[], "VALIDATION_ERROR")]
         }
+        PlanningError::Timeout(_) => {
+            vec![error_value(&error.to_string(), &[], "SERVICE_UNAVAILABLE")]
+        }
     }
+}
+
+/// The request errors of variables that do not fit their definitions.
+fn variable_errors(problems: &[Problem]) -> Vec<Value> {
+    problems
+        .iter()
+        .map(|problem| {
+            let mut value =
+                json!({ "message": problem.message, "extensions": { "code": "VALIDATION_ERROR" } });
+            if !problem.locations.is_empty() {
+                value["locations"] = problem
+                    .locations
+                    .iter()
+                    .map(|(line, column)| json!({ "line": line, "column": column }))
+                    .collect();
+            }
+            value
+        })
+        .collect()
 }
 
 /// A GraphQL request as the client sent it.
@@ -64,6 +89,8 @@ pub struct GraphQlRequest {
     pub query: String,
     pub operation_name: Option<String>,
     pub variables: Map<String, Value>,
+    /// Headers sent with every subgraph request this request makes.
+    pub subgraph_headers: Vec<(String, String)>,
 }
 
 /// A GraphQL response: its `data` (none when the request failed before execution) as JSON
@@ -122,7 +149,7 @@ impl Response {
 /// The router: the current supergraph, its plans, and the way to the subgraphs.
 pub struct Router {
     supergraph: RwLock<Arc<Supergraph>>,
-    plans: PlanCache,
+    plans: Arc<PlanCache>,
     /// The way to the subgraphs, sharing identical fetches in flight.
     transport: Deduplicated,
     introspection: bool,
@@ -130,6 +157,8 @@ pub struct Router {
     usage: Option<Arc<UsageRecorder>>,
     /// Subgraph name → URL, replacing the supergraph's for every version served.
     url_overrides: std::collections::BTreeMap<String, String>,
+    subgraph_timeout: std::time::Duration,
+    request_timeout: std::time::Duration,
 }
 
 impl Router {
@@ -143,14 +172,36 @@ impl Router {
         transport: Arc<dyn Transport>,
         limits: Limits,
     ) -> Self {
-        Self {
+        let settings = RouterSettings {
+            limits,
+            ..RouterSettings::default()
+        };
+        Self::from_settings(supergraph, transport, &settings)
+    }
+
+    /// A router as `settings` say: limits, deadlines, sharing, introspection, subgraph URLs.
+    pub fn from_settings(
+        supergraph: Supergraph,
+        transport: Arc<dyn Transport>,
+        settings: &RouterSettings,
+    ) -> Self {
+        let mut plans = PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, settings.limits);
+        plans.planning_timeout = settings.planning_timeout;
+        let router = Self {
             supergraph: RwLock::new(Arc::new(supergraph)),
-            plans: PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, limits),
-            transport: Deduplicated::new(transport),
-            introspection: true,
+            plans: Arc::new(plans),
+            transport: Deduplicated::new(transport).enabled(settings.dedupe),
+            introspection: settings.introspection,
             metrics: None,
             usage: None,
             url_overrides: Default::default(),
+            subgraph_timeout: settings.subgraph_timeout,
+            request_timeout: settings.request_timeout,
+        };
+        if settings.subgraph_urls.is_empty() {
+            router
+        } else {
+            router.with_subgraph_urls(settings.subgraph_urls.clone())
         }
     }
 
@@ -202,6 +253,11 @@ impl Router {
         &self.plans
     }
 
+    /// The way to the subgraphs (for tests: how many fetches are in flight or were shared).
+    pub fn transport(&self) -> &Deduplicated {
+        &self.transport
+    }
+
     /// Runs one request; the result is the GraphQL response body as JSON.
     pub async fn execute(&self, request: &GraphQlRequest) -> Value {
         self.respond(request).await.to_json()
@@ -212,11 +268,17 @@ impl Router {
         let supergraph = self.supergraph();
         let version = supergraph.version.to_string();
         let started = std::time::Instant::now();
-        let planned = match self.plans.plan_and_tell(
-            &supergraph,
-            &request.query,
-            request.operation_name.as_deref(),
-        ) {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let planned = match self
+            .plans
+            .plan_off_workers(
+                &supergraph,
+                &request.query,
+                request.operation_name.as_deref(),
+                &request.variables,
+            )
+            .await
+        {
             Ok((planned, hit)) => {
                 if let Some(metrics) = &self.metrics {
                     metrics.count_plan_lookup(hit);
@@ -232,6 +294,14 @@ impl Router {
             });
             return Response::refusal(vec![error], version);
         }
+        // The spec's CoerceVariableValues: what the plan, its conditions and the subgraphs see.
+        let variables = match supergraph
+            .input_types()
+            .coerce(&planned.variable_definitions, &request.variables)
+        {
+            Ok(variables) => variables,
+            Err(problems) => return Response::refusal(variable_errors(&problems), version),
+        };
         let name = request
             .operation_name
             .as_deref()
@@ -243,22 +313,24 @@ impl Router {
                 &planned.coordinates,
             );
         }
-        let executed = execution::execute(
-            &planned.plan,
-            &request.variables,
-            &self.transport,
-            supergraph.subgraphs(),
-            &supergraph.planner().supergraph,
-            self.metrics.as_ref(),
-        )
-        .await;
+        let fetching = Fetching {
+            transport: &self.transport,
+            urls: supergraph.subgraphs(),
+            supergraph: &supergraph.planner().supergraph,
+            metrics: self.metrics.as_ref(),
+            headers: &request.subgraph_headers,
+            mutation: planned.is_mutation(),
+            subgraph_timeout: self.subgraph_timeout,
+            deadline,
+        };
+        let executed = execution::execute(&planned.plan, &variables, &fetching).await;
         let mut errors = executed.errors;
         let data = projection::project(
             &planned.operation,
             &supergraph.planner().supergraph,
             supergraph.introspection(),
             &executed.data,
-            &request.variables,
+            &variables,
             &mut errors,
         );
         if let Some(metrics) = &self.metrics {

@@ -1,25 +1,32 @@
-//! Planning: parse the operation, normalize it against the supergraph (fragments inlined,
-//! `@skip`/`@include` with literal conditions resolved, the chosen operation picked by name),
-//! and plan it. Plans are cached per (supergraph version, normalized operation), in a bounded
+//! Planning: parse the operation (a token limit), measure it (size and cost, in one linear
+//! pass), validate it, normalize it against the supergraph (fragments inlined, `@skip`/`@include`
+//! with literal conditions resolved, the chosen operation picked by name), and plan it within a
+//! deadline. Plans are cached per (supergraph version, normalized operation), in a bounded
 //! least-recently-used map local to the process (plan caches need not be shared between
 //! router pods).
+//!
+//! The work of a plan that is not cached yet runs off the async workers
+//! ([`PlanCache::plan_off_workers`]), so a slow one delays only its own request.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
+use graphql_tools::parser::query::{OperationDefinition as ParsedOperation, VariableDefinition};
 use hive_router_query_planner::ast::normalization::normalize_operation;
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::graph::PlannerOverrideContext;
 use hive_router_query_planner::planner::plan_nodes::QueryPlan;
+use hive_router_query_planner::state::supergraph_state::OperationKind;
 use hive_router_query_planner::utils::cancellation::CancellationToken;
 use hive_router_query_planner::utils::parsing::safe_parse_operation_with_token_limit;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 use crate::introspection::Introspection;
+use crate::limits::{Limits, Problem, check_limits};
 use crate::supergraph::Supergraph;
-use crate::validation::{Limits, Problem, check_limits, validate_operation};
+use crate::validation::validate_operation;
 
 /// Why an operation could not be planned; each maps to GraphQL errors for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +43,9 @@ pub enum PlanningError {
     /// The planner could not find a way to resolve the operation.
     #[error("the operation cannot be planned: {0}")]
     Unplannable(String),
+    /// Planning took longer than the deadline allows.
+    #[error("the operation could not be planned within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// A plan, and the normalized operation it was made for.
@@ -50,7 +60,19 @@ pub struct Planned {
     pub hash: String,
     /// The schema coordinates the operation touches (see [`crate::usage`]).
     pub coordinates: std::collections::BTreeSet<String>,
+    /// The operation's variable definitions, which coerce each request's variables.
+    pub variable_definitions: Vec<VariableDefinition<'static, String>>,
 }
+
+impl Planned {
+    /// Whether the operation is a mutation (whose fetches are never shared or repeated).
+    pub fn is_mutation(&self) -> bool {
+        matches!(self.operation.operation_kind, Some(OperationKind::Mutation))
+    }
+}
+
+/// How long planning one operation may take unless configured otherwise.
+pub const DEFAULT_PLANNING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many plans are kept unless configured otherwise.
 pub const DEFAULT_PLAN_CACHE_SIZE: usize = 1_000;
@@ -67,6 +89,8 @@ type PlanKey = (String, [u8; 32]);
 
 /// Plans operations, remembering the most recent plans.
 pub struct PlanCache {
+    /// How long the planner may take for one operation.
+    pub planning_timeout: std::time::Duration,
     plans: Mutex<LruCache<PlanKey, Arc<Planned>>>,
     /// The same plans by the request's own text (supergraph hash, sha256 of operation name and
     /// query): a repeated request skips parsing, validation and normalization. Only requests
@@ -85,6 +109,7 @@ impl PlanCache {
     pub fn with_limits(capacity: usize, limits: Limits) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
+            planning_timeout: DEFAULT_PLANNING_TIMEOUT,
             plans: Mutex::new(LruCache::new(capacity)),
             by_text: Mutex::new(LruCache::new(capacity)),
             stats: Mutex::new(CacheStats::default()),
@@ -104,40 +129,84 @@ impl PlanCache {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<Planned>, PlanningError> {
-        self.plan_and_tell(supergraph, query, operation_name)
+        self.plan_and_tell(supergraph, query, operation_name, &serde_json::Map::new())
             .map(|(planned, _)| planned)
     }
 
-    /// Like [`PlanCache::plan`], also saying whether the plan came from the cache.
+    /// The plan a request's text has already been given, if any (no parsing, no validation).
+    pub fn cached_for_text(
+        &self,
+        supergraph: &Supergraph,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Option<Arc<Planned>> {
+        let key = text_key(supergraph, query, operation_name);
+        let found = self
+            .by_text
+            .lock()
+            .expect("plan cache lock")
+            .get(&key)
+            .cloned()?;
+        self.stats.lock().expect("stats lock").hits += 1;
+        Some(found)
+    }
+
+    /// Like [`PlanCache::plan`], also saying whether the plan came from the cache; `variables`
+    /// are the request's (they may size lists in the cost).
     pub fn plan_and_tell(
         &self,
         supergraph: &Supergraph,
         query: &str,
         operation_name: Option<&str>,
+        variables: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(Arc<Planned>, bool), PlanningError> {
-        let text_key: PlanKey = {
-            let mut hash = Sha256::new();
-            hash.update(operation_name.unwrap_or("").as_bytes());
-            hash.update([0]);
-            hash.update(query.as_bytes());
-            (supergraph.version.hash.clone(), hash.finalize().into())
-        };
-        if let Some(found) = self
-            .by_text
-            .lock()
-            .expect("plan cache lock")
-            .get(&text_key)
-            .cloned()
-        {
-            self.stats.lock().expect("stats lock").hits += 1;
+        if let Some(found) = self.cached_for_text(supergraph, query, operation_name) {
             return Ok((found, true));
         }
-        let (planned, hit) = self.plan_uncached_text(supergraph, query, operation_name)?;
-        self.by_text
-            .lock()
-            .expect("plan cache lock")
-            .put(text_key, planned.clone());
+        let (planned, hit, variable_sized) =
+            self.plan_uncached_text(supergraph, query, operation_name, variables)?;
+        // An operation whose cost depends on its variables is measured again for each request.
+        if !variable_sized {
+            self.by_text
+                .lock()
+                .expect("plan cache lock")
+                .put(text_key(supergraph, query, operation_name), planned.clone());
+        }
         Ok((planned, hit))
+    }
+
+    /// [`PlanCache::plan_and_tell`] on the blocking thread pool, within the planning
+    /// deadline: the async workers keep serving other requests meanwhile. A cached plan is
+    /// returned straight away.
+    pub async fn plan_off_workers(
+        self: &Arc<Self>,
+        supergraph: &Arc<Supergraph>,
+        query: &str,
+        operation_name: Option<&str>,
+        variables: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Arc<Planned>, bool), PlanningError> {
+        if let Some(found) = self.cached_for_text(supergraph, query, operation_name) {
+            return Ok((found, true));
+        }
+        let cache = self.clone();
+        let supergraph = supergraph.clone();
+        let (query, operation_name, variables) = (
+            query.to_owned(),
+            operation_name.map(str::to_owned),
+            variables.clone(),
+        );
+        let work = tokio::task::spawn_blocking(move || {
+            cache.plan_and_tell(&supergraph, &query, operation_name.as_deref(), &variables)
+        });
+        // The planner stops itself at the deadline; parsing, validation and normalization are
+        // bounded by the limits. The margin covers a blocking pool that is busy.
+        match tokio::time::timeout(self.planning_timeout * 2, work).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(PlanningError::Unplannable(format!(
+                "planning failed: {panic}"
+            ))),
+            Err(_) => Err(PlanningError::Timeout(self.planning_timeout)),
+        }
     }
 
     /// Parse, validate, check limits, normalize, then plan (or find the normalized operation's
@@ -147,7 +216,8 @@ impl PlanCache {
         supergraph: &Supergraph,
         query: &str,
         operation_name: Option<&str>,
-    ) -> Result<(Arc<Planned>, bool), PlanningError> {
+        variables: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Arc<Planned>, bool, bool), PlanningError> {
         let document = safe_parse_operation_with_token_limit(query, self.limits.max_tokens)
             .map_err(|e| {
                 let message = e.to_string();
@@ -164,11 +234,21 @@ impl PlanCache {
                 }
             })?;
         let planner = supergraph.planner();
+        // Measured before validation: some validation rules take time that grows faster than
+        // the document, which the limits bound.
+        let measured = check_limits(
+            &document,
+            operation_name,
+            supergraph.shape(),
+            variables,
+            &self.limits,
+        )
+        .map_err(PlanningError::Limit)?;
         let problems = validate_operation(&planner.consumer_schema.document, &document);
         if !problems.is_empty() {
             return Err(PlanningError::Invalid(problems));
         }
-        check_limits(&document, operation_name, &self.limits).map_err(PlanningError::Limit)?;
+        let variable_definitions = variable_definitions(&document, operation_name);
         let normalized = normalize_operation(&planner.supergraph, &document, operation_name)
             .map_err(|e| {
                 PlanningError::Invalid(vec![Problem {
@@ -189,7 +269,7 @@ impl PlanCache {
             .cloned()
         {
             self.stats.lock().expect("stats lock").hits += 1;
-            return Ok((found, true));
+            return Ok((found, true, measured.variable_sized));
         }
         self.stats.lock().expect("stats lock").misses += 1;
         // `__schema` and `__type` are answered by the router itself, not planned.
@@ -207,9 +287,18 @@ impl PlanCache {
                 .plan_from_normalized_operation(
                     &to_plan,
                     PlannerOverrideContext::default(),
-                    &CancellationToken::new(),
+                    &CancellationToken::with_timeout(self.planning_timeout),
                 )
-                .map_err(|e| PlanningError::Unplannable(e.to_string()))?
+                .map_err(|e| {
+                    let message = e.to_string();
+                    if message.to_lowercase().contains("timed out")
+                        || message.to_lowercase().contains("cancel")
+                    {
+                        PlanningError::Timeout(self.planning_timeout)
+                    } else {
+                        PlanningError::Unplannable(message)
+                    }
+                })?
         };
         let coordinates = crate::usage::coordinates(&normalized.operation, &planner.supergraph);
         let planned = Arc::new(Planned {
@@ -218,11 +307,35 @@ impl PlanCache {
             operation: normalized.operation,
             plan,
             coordinates,
+            variable_definitions,
         });
         self.plans
             .lock()
             .expect("plan cache lock")
             .put(key, planned.clone());
-        Ok((planned, false))
+        Ok((planned, false, measured.variable_sized))
+    }
+}
+
+/// A request's text as a cache key: the supergraph's hash, the sha256 of operation name and
+/// query.
+fn text_key(supergraph: &Supergraph, query: &str, operation_name: Option<&str>) -> PlanKey {
+    let mut hash = Sha256::new();
+    hash.update(operation_name.unwrap_or("").as_bytes());
+    hash.update([0]);
+    hash.update(query.as_bytes());
+    (supergraph.version.hash.clone(), hash.finalize().into())
+}
+
+/// The variable definitions of the operation that will run.
+fn variable_definitions(
+    document: &graphql_tools::parser::query::Document<'static, String>,
+    operation_name: Option<&str>,
+) -> Vec<VariableDefinition<'static, String>> {
+    match crate::limits::select_operation(document, operation_name) {
+        Some(ParsedOperation::Query(query)) => query.variable_definitions.clone(),
+        Some(ParsedOperation::Mutation(mutation)) => mutation.variable_definitions.clone(),
+        Some(ParsedOperation::Subscription(s)) => s.variable_definitions.clone(),
+        Some(ParsedOperation::SelectionSet(_)) | None => Vec::new(),
     }
 }

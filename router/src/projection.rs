@@ -5,6 +5,11 @@
 //! CollectFields), and nulls propagated as the GraphQL spec says: a null in a non-null
 //! position makes the nearest nullable parent null, with an error unless one is already there.
 //!
+//! Leaf values are checked against their type as the spec's result coercion says: an enum
+//! value the enum does not have, or a value a built-in scalar cannot represent (a fractional or
+//! out-of-range `Int`, an object where a `String` belongs), becomes `null` with an error, and
+//! so does a leaf where an object belongs.
+//!
 //! No response tree is built: the text is written as the data is walked, and when a non-null
 //! violation nulls a parent, what was written for that parent is cut back and `null` written.
 
@@ -13,7 +18,9 @@ use std::rc::Rc;
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::{FieldSelection, SelectionSet};
-use hive_router_query_planner::state::supergraph_state::{SupergraphState, TypeNode};
+use hive_router_query_planner::state::supergraph_state::{
+    SupergraphDefinition, SupergraphState, TypeNode,
+};
 use serde_json::{Map, json};
 
 use crate::introspection::Introspection;
@@ -324,10 +331,93 @@ impl<'a> Writer<'a> {
                         Err(NonNullViolation) => Ok(self.cut_to_null(start)),
                     }
                 }
-                Some(value) => {
-                    write_json(&mut self.out, value);
-                    Ok(false)
+                Some(value) => match self.leaf_problem(name, value, selections) {
+                    None => {
+                        write_json(&mut self.out, value);
+                        Ok(false)
+                    }
+                    Some(message) => {
+                        self.errors.push(json!({
+                            "message": message,
+                            "path": path_to_json(path),
+                            "extensions": { "code": "INTERNAL_ERROR" }
+                        }));
+                        Ok(self.write_null())
+                    }
+                },
+            },
+        }
+    }
+
+    /// Why `value` cannot be a result of type `name` (the spec's result coercion), if it
+    /// cannot. Custom scalars take any value.
+    fn leaf_problem(
+        &self,
+        name: &str,
+        value: &Value,
+        selections: &[&'a SelectionSet],
+    ) -> Option<String> {
+        let shown = || serde_json::Value::from(value.clone()).to_string();
+        if selections.iter().any(|s| !s.items.is_empty()) {
+            return Some(format!(
+                "{name} cannot represent a non-object value: {}",
+                shown()
+            ));
+        }
+        match name {
+            "Int" => match value {
+                Value::Number(number)
+                    if number.as_i64().is_some_and(|n| i32::try_from(n).is_ok()) =>
+                {
+                    None
                 }
+                Value::Number(number)
+                    if number.as_f64().is_some_and(|f| {
+                        f.fract() == 0.0 && f >= f64::from(i32::MIN) && f <= f64::from(i32::MAX)
+                    }) =>
+                {
+                    None
+                }
+                _ => Some(format!("Int cannot represent value: {}", shown())),
+            },
+            "Float" => match value {
+                Value::Number(_) => None,
+                _ => Some(format!("Float cannot represent value: {}", shown())),
+            },
+            "String" => match value {
+                Value::String(_) => None,
+                _ => Some(format!("String cannot represent value: {}", shown())),
+            },
+            "Boolean" => match value {
+                Value::Bool(_) => None,
+                _ => Some(format!("Boolean cannot represent value: {}", shown())),
+            },
+            "ID" => match value {
+                Value::String(_) => None,
+                Value::Number(number) if number.is_i64() || number.is_u64() => None,
+                _ => Some(format!("ID cannot represent value: {}", shown())),
+            },
+            _ => match self.supergraph.definitions.get(name) {
+                Some(SupergraphDefinition::Enum(enumeration)) => match value {
+                    Value::String(text)
+                        if enumeration.values.iter().any(|v| v.name == text.as_str()) =>
+                    {
+                        None
+                    }
+                    _ => Some(format!(
+                        "Enum \"{name}\" cannot represent value: {}",
+                        shown()
+                    )),
+                },
+                Some(
+                    SupergraphDefinition::Object(_)
+                    | SupergraphDefinition::Interface(_)
+                    | SupergraphDefinition::Union(_),
+                ) => Some(format!(
+                    "{name} cannot represent a non-object value: {}",
+                    shown()
+                )),
+                _ => None,
             },
         }
     }

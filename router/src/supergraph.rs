@@ -12,6 +12,8 @@ use hive_router_query_planner::utils::parsing::safe_parse_schema;
 use sha2::{Digest, Sha256};
 
 use crate::introspection::Introspection;
+use crate::limits::SchemaShape;
+use crate::variables::InputTypes;
 
 /// Why a supergraph SDL cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,10 @@ pub struct Supergraph {
     pub version: SupergraphVersion,
     sdl: String,
     introspection: Introspection,
+    /// The API schema's fields, for the operation's cost.
+    shape: SchemaShape,
+    /// The API schema's input types, which coerce each request's variables.
+    input_types: InputTypes,
     /// Subgraph name → URL, as the supergraph's `@join__graph` directives give them.
     subgraphs: BTreeMap<String, String>,
     planner: Planner,
@@ -70,8 +76,12 @@ impl Supergraph {
         }
         let hash = format!("{:x}", Sha256::digest(sdl.as_bytes()))[..16].to_owned();
         let introspection = Introspection::new(&planner.consumer_schema.document);
+        let shape = SchemaShape::new(&planner.consumer_schema.document);
+        let input_types = InputTypes::new(&planner.consumer_schema.document);
         Ok(Self {
             introspection,
+            shape,
+            input_types,
             version: SupergraphVersion {
                 hash,
                 number: registry_number,
@@ -108,6 +118,16 @@ impl Supergraph {
     /// The API schema as introspection answers it.
     pub fn introspection(&self) -> &Introspection {
         &self.introspection
+    }
+
+    /// The API schema's input types, for the variables of each request.
+    pub fn input_types(&self) -> &InputTypes {
+        &self.input_types
+    }
+
+    /// The API schema's fields as the operation cost sees them.
+    pub fn shape(&self) -> &SchemaShape {
+        &self.shape
     }
 }
 

@@ -21,9 +21,26 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct SubgraphRequest {
     pub query: String,
     pub variables: Object,
+    /// Headers sent with the request (beside the trace context): whatever they carry, such as
+    /// the caller's identity, can change the answer, so they are part of its identity.
+    #[serde(skip)]
+    pub headers: Vec<(String, String)>,
+    /// Whether the request is (part of) a mutation: never shared, never repeated.
+    #[serde(skip)]
+    pub mutation: bool,
 }
 
 impl SubgraphRequest {
+    /// A query with its variables, without headers.
+    pub fn query(query: impl Into<String>, variables: Object) -> Self {
+        Self {
+            query: query.into(),
+            variables,
+            headers: Vec::new(),
+            mutation: false,
+        }
+    }
+
     /// The request as a JSON value (for in-process subgraphs, which take one).
     pub fn into_json(self) -> serde_json::Value {
         json!({ "query": self.query, "variables": serde_json::Value::from(Value::Object(self.variables)) })
@@ -39,6 +56,8 @@ pub enum TransportError {
     Unavailable { subgraph: String, reason: String },
     #[error("subgraph {subgraph:?} answered something that is not a GraphQL response: {reason}")]
     Garbage { subgraph: String, reason: String },
+    #[error("subgraph {subgraph:?} answered more than {limit} bytes")]
+    TooLarge { subgraph: String, limit: usize },
 }
 
 /// Sends requests to subgraphs by name (and URL, as the supergraph gives it).
@@ -52,11 +71,15 @@ pub trait Transport: Send + Sync {
 }
 
 /// Reaches subgraphs over HTTP/1.1 (or h2 where offered) with one pooled client, each request
-/// bounded by a timeout.
+/// bounded by a timeout and each answer by a size.
 pub struct Http {
     client: reqwest::Client,
     timeout: std::time::Duration,
+    max_response_bytes: usize,
 }
+
+/// The largest subgraph answer read unless configured otherwise.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 impl Http {
     pub fn new(timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
@@ -66,8 +89,36 @@ impl Http {
                 .pool_max_idle_per_host(64)
                 .build()?,
             timeout,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
     }
+
+    /// Refuses subgraph answers larger than `bytes` (read no further than that).
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+}
+
+/// Reads a response body of at most `limit` bytes; `None` past it (the rest is not read).
+async fn body_within(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 impl Transport for Http {
@@ -91,6 +142,9 @@ impl Transport for Http {
                     "application/graphql-response+json, application/json",
                 )
                 .json(&request);
+            for (name, value) in &request.headers {
+                outgoing = outgoing.header(name.as_str(), value.as_str());
+            }
             // The subgraph's spans join the client request's trace.
             if let Some(traceparent) = gospelib_kit::telemetry::outgoing_traceparent() {
                 outgoing = outgoing.header("traceparent", traceparent);
@@ -100,10 +154,13 @@ impl Transport for Http {
                 .await
                 .map_err(|e| unavailable(e.without_url().to_string()))?;
             let status = response.status();
-            let bytes = response
-                .bytes()
+            let bytes = body_within(response, self.max_response_bytes)
                 .await
-                .map_err(|e| unavailable(e.without_url().to_string()))?;
+                .map_err(|e| unavailable(e.without_url().to_string()))?
+                .ok_or_else(|| TransportError::TooLarge {
+                    subgraph: subgraph.to_owned(),
+                    limit: self.max_response_bytes,
+                })?;
             match serde_json::from_slice::<Value>(&bytes) {
                 Ok(body) => Ok(body),
                 Err(_) if !status.is_success() => Err(unavailable(format!("HTTP {status}"))),
@@ -120,6 +177,16 @@ impl Transport for Http {
 pub trait LocalSubgraph: Send + Sync {
     /// Executes `{query, variables}` and returns the GraphQL response as JSON.
     fn execute(&self, request: serde_json::Value) -> BoxFuture<'_, serde_json::Value>;
+
+    /// Executes with the headers an HTTP request would carry (by default they are ignored).
+    fn execute_with_headers(
+        &self,
+        request: serde_json::Value,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'_, serde_json::Value> {
+        let _ = headers;
+        self.execute(request)
+    }
 }
 
 /// A platform subgraph's executor (the kit's [`GraphQlExecutor`]) as a [`LocalSubgraph`].
@@ -127,13 +194,24 @@ pub struct ExecutorSubgraph(pub Arc<dyn GraphQlExecutor>);
 
 impl LocalSubgraph for ExecutorSubgraph {
     fn execute(&self, request: serde_json::Value) -> BoxFuture<'_, serde_json::Value> {
+        self.execute_with_headers(request, Vec::new())
+    }
+
+    fn execute_with_headers(
+        &self,
+        request: serde_json::Value,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
-            let request: async_graphql::Request = match serde_json::from_value(request) {
+            let mut request: async_graphql::Request = match serde_json::from_value(request) {
                 Ok(request) => request,
                 Err(error) => {
                     return json!({"errors": [{"message": format!("bad subgraph request: {error}")}]});
                 }
             };
+            if !headers.is_empty() {
+                request.data.insert(ForwardedHeaders(headers));
+            }
             let response = self.0.execute(request).await;
             serde_json::to_value(response).unwrap_or_else(|error| {
                 json!({"errors": [{"message": format!("unserialisable response: {error}")}]})
@@ -141,6 +219,11 @@ impl LocalSubgraph for ExecutorSubgraph {
         })
     }
 }
+
+/// The headers the router sent with an in-process request, in the request's data (where an
+/// HTTP request's would be read from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedHeaders(pub Vec<(String, String)>);
 
 /// Calls co-located subgraphs directly: no socket, no serialisation to bytes.
 #[derive(Default, Clone)]
@@ -160,38 +243,77 @@ impl Transport for InProcess {
         &'a self,
         subgraph: &'a str,
         _url: &'a str,
-        request: SubgraphRequest,
+        mut request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
         Box::pin(async move {
             let target = self
                 .subgraphs
                 .get(subgraph)
                 .ok_or_else(|| TransportError::UnknownSubgraph(subgraph.to_owned()))?;
-            Ok(Value::from(target.execute(request.into_json()).await))
+            let headers = std::mem::take(&mut request.headers);
+            Ok(Value::from(
+                target
+                    .execute_with_headers(request.into_json(), headers)
+                    .await,
+            ))
         })
     }
 }
 
 /// Shares one answer between identical requests to a subgraph that are in flight at the same
-/// time (the same subgraph, query and variables). Mutations are never shared.
+/// time: the same subgraph, query, variables and headers (so two callers with different
+/// identities never share an answer). Mutations are never shared.
+///
+/// An entry lives exactly as long as the fetch that leads it: a guard removes it when the
+/// leading request ends, whether it completed or was dropped (client gone, deadline, shutdown),
+/// so no later request can be handed an old answer. A request that joined a leader that was
+/// dropped fetches for itself.
 pub struct Deduplicated {
     inner: Arc<dyn Transport>,
+    enabled: bool,
     /// In-flight requests by their [`request_fingerprint`].
-    in_flight: std::sync::Mutex<HashMap<u128, Arc<InFlight>>>,
+    in_flight: Arc<std::sync::Mutex<HashMap<u128, Arc<InFlight>>>>,
     shared: std::sync::atomic::AtomicU64,
     metrics: Option<gospelib_kit::metrics::Metrics>,
 }
 
 type InFlight = tokio::sync::OnceCell<Result<Value, TransportError>>;
 
+/// Removes a leader's entry when the leader's request ends, however it ends.
+struct LeaderGuard {
+    in_flight: Arc<std::sync::Mutex<HashMap<u128, Arc<InFlight>>>>,
+    key: u128,
+    cell: Arc<InFlight>,
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        // Only this leader's own entry: a later leader may have replaced it.
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell))
+        {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
 impl Deduplicated {
     pub fn new(inner: Arc<dyn Transport>) -> Self {
         Self {
             inner,
-            in_flight: std::sync::Mutex::new(HashMap::new()),
+            enabled: true,
+            in_flight: Default::default(),
             shared: std::sync::atomic::AtomicU64::new(0),
             metrics: None,
         }
+    }
+
+    /// Sends every request itself when `enabled` is false.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
     }
 
     /// Counts shared fetches, by subgraph, into `metrics`.
@@ -203,6 +325,11 @@ impl Deduplicated {
     pub fn shared(&self) -> u64 {
         self.shared.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// How many fetches are in flight as leaders (for tests: none once all have ended).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.lock().expect("in-flight lock").len()
+    }
 }
 
 impl Transport for Deduplicated {
@@ -213,32 +340,43 @@ impl Transport for Deduplicated {
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
         Box::pin(async move {
-            if request.query.trim_start().starts_with("mutation") {
+            if !self.enabled || request.mutation {
                 return self.inner.send(subgraph, url, request).await;
             }
-            let key = request_fingerprint(subgraph, &request.query, &request.variables);
-            let (cell, leader) = {
+            let key = request_fingerprint(
+                subgraph,
+                &request.query,
+                &request.variables,
+                &request.headers,
+            );
+            let (cell, guard) = {
                 let mut in_flight = self.in_flight.lock().expect("in-flight lock");
                 match in_flight.get(&key) {
-                    Some(cell) => (cell.clone(), false),
+                    Some(cell) => (cell.clone(), None),
                     None => {
                         let cell = Arc::new(InFlight::new());
                         in_flight.insert(key, cell.clone());
-                        (cell, true)
+                        let guard = LeaderGuard {
+                            in_flight: self.in_flight.clone(),
+                            key,
+                            cell: cell.clone(),
+                        };
+                        (cell, Some(guard))
                     }
                 }
             };
+            // A follower whose leader was dropped mid-fetch initialises the cell itself.
             cell.get_or_init(|| self.inner.send(subgraph, url, request))
                 .await;
-            if !leader {
+            let Some(guard) = guard else {
                 self.shared
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(metrics) = &self.metrics {
                     metrics.count_shared_fetch(subgraph);
                 }
                 return cell.get().expect("initialised above").clone();
-            }
-            self.in_flight.lock().expect("in-flight lock").remove(&key);
+            };
+            drop(guard);
             // Nobody joined (the usual case): the answer is the leader's, not copied.
             match Arc::try_unwrap(cell) {
                 Ok(cell) => cell.into_inner().expect("initialised above"),

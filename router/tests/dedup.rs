@@ -1,5 +1,6 @@
-//! Identical subgraph fetches in flight at the same time are sent once; different ones and
-//! mutations are not shared.
+//! Identical subgraph fetches in flight at the same time are sent once; different ones (other
+//! variables, other headers), mutations and fetches with sharing switched off are not; and no
+//! entry outlives the fetch that leads it, even when that fetch is dropped midway.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,10 +28,16 @@ impl LocalSubgraph for Slow {
 }
 
 fn request(query: &str) -> SubgraphRequest {
-    SubgraphRequest {
-        query: query.to_owned(),
-        variables: Object::new(),
-    }
+    SubgraphRequest::query(query, Object::new())
+}
+
+fn slow(calls: &Arc<AtomicUsize>) -> Arc<InProcess> {
+    Arc::new(InProcess::default().with(
+        "s",
+        Arc::new(Slow {
+            calls: calls.clone(),
+        }),
+    ))
 }
 
 #[tokio::test]
@@ -70,7 +77,7 @@ async fn identical_fetches_in_flight_are_sent_once() {
 }
 
 #[tokio::test]
-async fn mutations_are_never_shared() {
+async fn mutations_are_never_shared_whatever_their_text() {
     let calls = Arc::new(AtomicUsize::new(0));
     let transport = Deduplicated::new(Arc::new(InProcess::default().with(
         "s",
@@ -78,12 +85,92 @@ async fn mutations_are_never_shared() {
             calls: calls.clone(),
         }),
     )));
+    // Decided by the operation's type, not by how its text starts.
+    let mutation = |text: &str| SubgraphRequest {
+        mutation: true,
+        ..request(text)
+    };
     let (a, b) = tokio::join!(
-        transport.send("s", "", request("mutation { add }")),
-        transport.send("s", "", request("mutation { add }")),
+        transport.send("s", "", mutation("  # a comment first\n mutation { add }")),
+        transport.send("s", "", mutation("  # a comment first\n mutation { add }")),
     );
     a.unwrap();
     b.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(transport.shared(), 0);
+}
+
+#[tokio::test]
+async fn fetches_with_different_headers_are_not_shared() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let transport = Deduplicated::new(slow(&calls));
+    let as_caller = |caller: &str| SubgraphRequest {
+        headers: vec![("x-gospelib-caller".to_owned(), caller.to_owned())],
+        ..request("{ me }")
+    };
+    let (alice, bob, alice_again) = tokio::join!(
+        transport.send("s", "", as_caller("alice")),
+        transport.send("s", "", as_caller("bob")),
+        transport.send("s", "", as_caller("alice")),
+    );
+    alice.unwrap();
+    bob.unwrap();
+    alice_again.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "alice's twice shared, bob's alone"
+    );
+    assert_eq!(transport.shared(), 1);
+}
+
+#[tokio::test]
+async fn sharing_can_be_switched_off() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let transport = Deduplicated::new(slow(&calls)).enabled(false);
+    let (a, b) = tokio::join!(
+        transport.send("s", "", request("{ a }")),
+        transport.send("s", "", request("{ a }")),
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(transport.shared(), 0);
+}
+
+/// A leader dropped mid-fetch (client gone, deadline) leaves no entry behind: the next
+/// identical request fetches afresh instead of receiving an old or missing answer, and a
+/// request that had joined the dropped leader fetches for itself.
+#[tokio::test]
+async fn a_leader_cancelled_mid_fetch_leaves_nothing_behind() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let transport = Deduplicated::new(slow(&calls));
+    // The leader starts, a follower joins, then the leader is dropped after 20 ms.
+    let leader = tokio::time::timeout(
+        Duration::from_millis(20),
+        transport.send("s", "", request("{ a }")),
+    );
+    let follower = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        transport.send("s", "", request("{ a }")).await
+    };
+    let (leader, follower) = tokio::join!(leader, follower);
+    assert!(leader.is_err(), "the leader was cut off by its timeout");
+    let follower = follower.unwrap();
+    assert_eq!(Value::from(follower)["data"]["echo"], "{ a }");
+    assert_eq!(transport.in_flight(), 0, "no entry outlives its fetch");
+    // The leader's fetch was abandoned and the follower made its own.
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // A leader dropped with nobody waiting: the next request is a fresh fetch.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(20),
+        transport.send("s", "", request("{ b }")),
+    )
+    .await;
+    assert!(dropped.is_err());
+    assert_eq!(transport.in_flight(), 0);
+    let fresh = transport.send("s", "", request("{ b }")).await.unwrap();
+    assert_eq!(Value::from(fresh)["data"]["echo"], "{ b }");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
 }

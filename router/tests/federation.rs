@@ -32,6 +32,7 @@ async fn ask(router: &Router, query: &str, variables: Value) -> Value {
             query: query.to_owned(),
             operation_name: None,
             variables,
+            ..Default::default()
         })
         .await;
     let version = response

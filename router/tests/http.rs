@@ -251,3 +251,110 @@ async fn fields_come_back_in_the_order_they_were_selected() {
         "{body}"
     );
 }
+
+/// Variables per the spec, seen over HTTP: a bad variable is a request error (no `data`), 400
+/// under `application/graphql-response+json` and 200 under `application/json`; a default
+/// applies when the variable is absent, also to `@include`.
+#[tokio::test]
+async fn variables_are_coerced_and_a_bad_one_is_a_request_error() {
+    let (router_url, _servers) = router_before_both().await;
+    let client = reqwest::Client::new();
+    let ask = |accept: &'static str, body: Value| {
+        client
+            .post(format!("{router_url}/graphql"))
+            .header("accept", accept)
+            .json(&body)
+            .send()
+    };
+    let bad = json!({
+        "query": "query Top($n: Int!) { topProducts(first: $n) { name } }",
+        "variables": { "n": "two" }
+    });
+    let strict = ask("application/graphql-response+json", bad.clone())
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 400);
+    let body: Value = strict.json().await.unwrap();
+    assert!(body.get("data").is_none(), "{body}");
+    assert_eq!(
+        body["errors"],
+        json!([{
+            "message": "Variable \"$n\" got invalid value \"two\"; Int cannot represent non-integer value: \"two\"",
+            "locations": [{"line": 1, "column": 11}],
+            "extensions": {"code": "VALIDATION_ERROR"}
+        }])
+    );
+    let legacy = ask("application/json", bad).await.unwrap();
+    assert_eq!(legacy.status(), 200);
+    let legacy: Value = legacy.json().await.unwrap();
+    assert_eq!(legacy["errors"], body["errors"]);
+
+    let missing = json!({ "query": "query Top($n: Int!) { topProducts(first: $n) { name } }" });
+    let body: Value = ask("application/json", missing)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["errors"][0]["message"],
+        "Variable \"$n\" of required type \"Int!\" was not provided."
+    );
+
+    // `$withName` defaults to true: the field is included although no value was sent.
+    let defaults = json!({
+        "query": "query Top($n: Int = 1, $withName: Boolean = true) { topProducts(first: $n) { upc name @include(if: $withName) } }"
+    });
+    let body: Value = ask("application/json", defaults)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["data"],
+        json!({"topProducts": [{"upc": "1", "name": "Table"}]})
+    );
+}
+
+/// A subgraph whose answer is larger than the router reads costs only its fields.
+#[tokio::test]
+async fn a_subgraph_answer_over_the_size_cap_is_refused() {
+    let (products_url, _products) =
+        start(subgraph_spec("products", Arc::new(products_schema()))).await;
+    let (reviews_url, _reviews) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
+    let sdl = SDL
+        .replace(
+            "http://127.0.0.1:4001/graphql",
+            &format!("{products_url}/graphql"),
+        )
+        .replace(
+            "http://127.0.0.1:4002/graphql",
+            &format!("{reviews_url}/graphql"),
+        );
+    let transport = Http::new(Duration::from_secs(5))
+        .unwrap()
+        .with_max_response_bytes(1024);
+    let router = Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport));
+    // Three products' names fit in 1 KiB; their reviews do too; fifty times the same field
+    // under aliases does not.
+    let small = router
+        .execute(&GraphQlRequest {
+            query: "{ topProducts { name } }".to_owned(),
+            ..Default::default()
+        })
+        .await;
+    assert!(small.get("errors").is_none(), "{small}");
+    let aliases: String = (0..25).map(|i| format!("n{i}: name ")).collect();
+    let large = router
+        .execute(&GraphQlRequest {
+            query: format!("{{ topProducts(first: 3) {{ {aliases} }} }}"),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(large["data"], json!({"topProducts": null}), "{large}");
+    assert_eq!(
+        large["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+}

@@ -42,6 +42,7 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
         query: query.clone(),
         operation_name: None,
         variables: json!({ "n": 2 }).as_object().unwrap().clone(),
+        ..Default::default()
     };
     for _ in 0..3 {
         let answer = router.execute(&request).await;

@@ -80,6 +80,7 @@ async fn operations_over_the_limits_are_refused_with_the_limit_named() {
         max_depth: 2,
         max_aliases: 1,
         max_root_fields: 1,
+        max_cost: 1_000,
     };
     let tight_router = router(tight);
     let message = |errors: Vec<Value>| errors[0]["message"].as_str().unwrap().to_owned();

@@ -131,6 +131,7 @@ impl Setup {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
+            ..Default::default()
         };
         let response = self.router.execute(&request).await;
         assert!(response.get("errors").is_none(), "{file}: {response}");

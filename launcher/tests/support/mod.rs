@@ -52,25 +52,29 @@ pub fn free_port() -> u16 {
 /// `gospelib <args>` on a free port with the stack's variables; returns the child, the base URL
 /// and a runtime for the test's HTTP calls, once `/health` answers.
 /// A served `gospelib`, killed when dropped (also when a test panics before stopping it).
-pub struct Served(pub std::process::Child);
+pub struct Served {
+    pub child: std::process::Child,
+    /// The base URL of its internal listener (subgraphs, registry, metrics).
+    pub internal: String,
+}
 
 impl std::ops::Deref for Served {
     type Target = std::process::Child;
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.child
     }
 }
 
 impl std::ops::DerefMut for Served {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
+        &mut self.child
     }
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -84,17 +88,23 @@ pub fn serve_with(
     overrides: &[(&'static str, String)],
 ) -> (Served, String, tokio::runtime::Runtime) {
     let port = free_port();
+    let internal_port = free_port();
     let mut vars = stack_vars();
     vars.retain(|(name, _)| overrides.iter().all(|(replaced, _)| replaced != name));
     vars.extend(overrides.iter().cloned());
     vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
-    let child = Served(
-        gospelib(args, &vars)
+    vars.push((
+        "GOSPELIB_INTERNAL_LISTEN",
+        format!("127.0.0.1:{internal_port}"),
+    ));
+    let child = Served {
+        child: gospelib(args, &vars)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+        internal: format!("http://127.0.0.1:{internal_port}"),
+    };
     let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,11 +2,18 @@
 //! `/metrics`, request identity and metrics around every request, and graceful shutdown.
 //!
 //! Routes:
+//! - `/graphql`: the router, when the process runs one;
 //! - `/subgraphs/<name>/graphql` (GET, POST) for each hosted subgraph, and `/graphql` as well
-//!   when a process serves exactly one subgraph on its own;
+//!   when a process serves exactly one subgraph on its own (and no router);
 //! - `/health`: liveness, 200 while the process runs;
 //! - `/ready`: 200 when every required store answers, 503 naming the failing ones;
 //! - `/metrics`: Prometheus text.
+//!
+//! A process that faces clients splits them over two listeners ([`build_split_apps`]): the
+//! public one serves only the router, `/health` and `/ready` (GraphiQL is the router's `GET`);
+//! the internal one (loopback, or the pod network in Phase 2) serves the subgraphs, the extra
+//! routes (the registry), `/metrics`, `/health` and `/ready`. Subgraph endpoints are never
+//! reachable around the router's limits.
 
 use std::collections::HashSet;
 use std::future::{Future, IntoFuture};
@@ -68,12 +75,75 @@ pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
     (build_app_with_metrics(spec, metrics.clone()), metrics)
 }
 
+/// The two route sets of a process facing clients: what clients may reach, and what only the
+/// platform's own parts reach.
+pub struct SplitApps {
+    pub public: Router,
+    pub internal: Router,
+}
+
+/// Builds the public and the internal app of a process (see the module's documentation).
+pub fn build_split_apps(spec: AppSpec, metrics: Metrics) -> SplitApps {
+    let dependencies = Arc::new(merge_dependencies(&spec));
+    let max_body_bytes = spec.max_body_bytes;
+    let lend_graphql = lends_graphql(&spec);
+    let public_spec = AppSpec {
+        service: spec.service.clone(),
+        gateway: spec.gateway,
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes,
+        extra_routes: None,
+    };
+    let internal_spec = AppSpec {
+        service: spec.service,
+        gateway: None,
+        subgraphs: spec.subgraphs,
+        dependencies: Vec::new(),
+        max_body_bytes,
+        extra_routes: spec.extra_routes,
+    };
+    SplitApps {
+        public: assemble(
+            public_spec,
+            metrics.clone(),
+            dependencies.clone(),
+            false,
+            false,
+        ),
+        internal: assemble(internal_spec, metrics, dependencies, true, lend_graphql),
+    }
+}
+
 /// Builds the process's router on metrics made beforehand (so the services it mounts can
-/// record into them too).
+/// record into them too): every route on one listener, for a process that faces no client
+/// directly (or a test).
 pub fn build_app_with_metrics(spec: AppSpec, metrics: Metrics) -> Router {
-    let dependencies = merge_dependencies(&spec);
+    let dependencies = Arc::new(merge_dependencies(&spec));
+    let lend_graphql = lends_graphql(&spec);
+    assemble(spec, metrics, dependencies, true, lend_graphql)
+}
+
+/// `/graphql` is the router's; a process serving one subgraph alone lends it to that one.
+fn lends_graphql(spec: &AppSpec) -> bool {
+    spec.gateway.is_none() && spec.subgraphs.len() == 1
+}
+
+/// The routes of `spec`, `/health` and `/ready` (checking `dependencies`), `/metrics` when
+/// `with_metrics`, with request observation and body limits around them; the one subgraph also
+/// at `/graphql` when `lend_graphql`.
+fn assemble(
+    spec: AppSpec,
+    metrics: Metrics,
+    dependencies: Arc<Vec<Dependency>>,
+    with_metrics: bool,
+    lend_graphql: bool,
+) -> Router {
     let mut known_paths: HashSet<String> =
         ["/health", "/ready", "/metrics"].map(str::to_owned).into();
+    if !with_metrics {
+        known_paths.remove("/metrics");
+    }
     let mut app = Router::new();
     let graphql_routes = |name: String, service: Arc<dyn GraphQlService>| {
         let endpoint = Arc::new(GraphQlEndpoint {
@@ -85,8 +155,6 @@ pub fn build_app_with_metrics(spec: AppSpec, metrics: Metrics) -> Router {
             .post(graphql_http::post)
             .with_state(endpoint)
     };
-    // `/graphql` is the router's; a process serving one subgraph alone lends it to that one.
-    let alone = spec.gateway.is_none() && spec.subgraphs.len() == 1;
     if let Some(gateway) = spec.gateway {
         app = app.route("/graphql", graphql_routes("router".to_owned(), gateway));
         known_paths.insert("/graphql".to_owned());
@@ -97,7 +165,7 @@ pub fn build_app_with_metrics(spec: AppSpec, metrics: Metrics) -> Router {
             subgraph.name.clone(),
             Arc::new(ExecutorService(subgraph.executor.clone())),
         );
-        if alone {
+        if lend_graphql {
             app = app.route("/graphql", routes.clone());
             known_paths.insert("/graphql".to_owned());
         }
@@ -109,23 +177,23 @@ pub fn build_app_with_metrics(spec: AppSpec, metrics: Metrics) -> Router {
     }
     let process = ProcessState {
         metrics: metrics.clone(),
-        dependencies: Arc::new(dependencies),
+        dependencies,
     };
     let observe_state = ObserveState {
         metrics: metrics.clone(),
         known_paths: Arc::new(known_paths),
     };
-    app.merge(
-        Router::new()
-            .route("/health", get(health))
-            .route("/ready", get(ready))
-            .route("/metrics", get(render_metrics))
-            .with_state(process),
-    )
-    .fallback(not_found)
-    .layer(middleware::from_fn(refuse_oversized_bodies))
-    .layer(DefaultBodyLimit::max(spec.max_body_bytes))
-    .layer(middleware::from_fn_with_state(observe_state, observe))
+    let mut process_routes = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    if with_metrics {
+        process_routes = process_routes.route("/metrics", get(render_metrics));
+    }
+    app.merge(process_routes.with_state(process))
+        .fallback(not_found)
+        .layer(middleware::from_fn(refuse_oversized_bodies))
+        .layer(DefaultBodyLimit::max(spec.max_body_bytes))
+        .layer(middleware::from_fn_with_state(observe_state, observe))
 }
 
 /// Every store the process depends on, once each; `Required` wins over `Optional`.

@@ -1,0 +1,488 @@
+//! How large and how expensive an operation may be, measured before anything else looks at it
+//! (validation, normalization and planning may take time that grows faster than the document).
+//!
+//! One pass over the document measures each fragment once (its depth, aliases, root fields and
+//! cost are remembered by name), so a document of fragments that each spread the next one twice
+//! costs time linear in its length while its measures double: they saturate instead of
+//! overflowing, and the walk stops at the first limit crossed.
+//!
+//! The cost estimates the work an operation asks for: every field costs 1, and what a list
+//! field selects is multiplied by the list's expected size: its `first`, `last` or `limit`
+//! argument (a literal, the request's variable, or the argument's default in the schema), else
+//! [`DEFAULT_LIST_SIZE`]. A connection field sized by such an argument passes the size on to its
+//! `edges` and `nodes` lists.
+
+use std::collections::HashMap;
+
+use graphql_tools::parser::query::{
+    Definition, Document, Field, FragmentDefinition, OperationDefinition, Selection, SelectionSet,
+    TypeCondition, Value,
+};
+use graphql_tools::parser::schema;
+
+/// How large an operation may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Lexical tokens in the document (checked while parsing).
+    pub max_tokens: usize,
+    /// Nesting of selection sets, fragments included.
+    pub max_depth: usize,
+    /// Aliased fields in the executed operation.
+    pub max_aliases: usize,
+    /// Fields at the operation's root.
+    pub max_root_fields: usize,
+    /// The estimated cost (see the module's documentation).
+    pub max_cost: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_tokens: 15_000,
+            max_depth: 15,
+            max_aliases: 30,
+            max_root_fields: 20,
+            max_cost: 50_000,
+        }
+    }
+}
+
+/// The size a list field is assumed to have when no argument says.
+pub const DEFAULT_LIST_SIZE: u64 = 10;
+
+/// The arguments that say how many items a list (or a connection) returns.
+const SIZE_ARGUMENTS: [&str; 3] = ["first", "last", "limit"];
+
+/// The lists of a connection that its size argument sizes.
+const SIZED_CONNECTION_LISTS: [&str; 2] = ["edges", "nodes"];
+
+/// One problem with an operation, as a GraphQL error states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub message: String,
+    /// (line, column) pairs.
+    pub locations: Vec<(usize, usize)>,
+}
+
+/// What the cost needs to know of one field of the API schema.
+#[derive(Debug, Clone)]
+struct FieldShape {
+    /// Whether the field returns a list (at any nesting).
+    list: bool,
+    /// The named type under the list and non-null wrappers.
+    type_name: String,
+    /// The schema's default for a size argument, when it declares one.
+    default_size: Option<u64>,
+}
+
+/// The fields of the API schema's object and interface types, for the cost.
+#[derive(Debug, Default)]
+pub struct SchemaShape {
+    types: HashMap<String, HashMap<String, FieldShape>>,
+    query: Option<String>,
+    mutation: Option<String>,
+    subscription: Option<String>,
+}
+
+impl SchemaShape {
+    pub fn new(api_schema: &schema::Document<'static, String>) -> Self {
+        let mut shape = SchemaShape::default();
+        for definition in &api_schema.definitions {
+            let fields = match definition {
+                schema::Definition::TypeDefinition(schema::TypeDefinition::Object(object)) => {
+                    (&object.name, &object.fields)
+                }
+                schema::Definition::TypeDefinition(schema::TypeDefinition::Interface(iface)) => {
+                    (&iface.name, &iface.fields)
+                }
+                schema::Definition::SchemaDefinition(definition) => {
+                    shape.query.clone_from(&definition.query);
+                    shape.mutation.clone_from(&definition.mutation);
+                    shape.subscription.clone_from(&definition.subscription);
+                    continue;
+                }
+                _ => continue,
+            };
+            let (name, fields) = fields;
+            let fields = fields
+                .iter()
+                .map(|field| {
+                    let default_size = field
+                        .arguments
+                        .iter()
+                        .filter(|a| SIZE_ARGUMENTS.contains(&a.name.as_str()))
+                        .find_map(|a| a.default_value.as_ref().and_then(size_of_literal));
+                    let (list, type_name) = unwrap_type(&field.field_type);
+                    let shape = FieldShape {
+                        list,
+                        type_name,
+                        default_size,
+                    };
+                    (field.name.clone(), shape)
+                })
+                .collect();
+            shape.types.insert(name.clone(), fields);
+        }
+        shape
+    }
+
+    fn root_type(&self, kind: RootKind) -> &str {
+        match kind {
+            RootKind::Query => self.query.as_deref().unwrap_or("Query"),
+            RootKind::Mutation => self.mutation.as_deref().unwrap_or("Mutation"),
+            RootKind::Subscription => self.subscription.as_deref().unwrap_or("Subscription"),
+        }
+    }
+}
+
+fn unwrap_type(ty: &schema::Type<'static, String>) -> (bool, String) {
+    match ty {
+        schema::Type::NamedType(name) => (false, name.clone()),
+        schema::Type::NonNullType(inner) => unwrap_type(inner),
+        schema::Type::ListType(inner) => (true, unwrap_type(inner).1),
+    }
+}
+
+fn size_of_literal(value: &Value<'static, String>) -> Option<u64> {
+    match value {
+        Value::Int(number) => number.as_i64().map(|n| n.max(0) as u64),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RootKind {
+    Query,
+    Mutation,
+    Subscription,
+}
+
+type Doc = Document<'static, String>;
+type Selections = SelectionSet<'static, String>;
+
+/// The operation `operation_name` picks (or the only one), with its root kind.
+pub fn select_operation<'d>(
+    document: &'d Doc,
+    operation_name: Option<&str>,
+) -> Option<&'d OperationDefinition<'static, String>> {
+    let mut operations = document.definitions.iter().filter_map(|d| match d {
+        Definition::Operation(operation) => Some(operation),
+        Definition::Fragment(_) => None,
+    });
+    match operation_name {
+        Some(wanted) => operations.find(|op| operation_name_of(op) == Some(wanted)),
+        None => operations.next(),
+    }
+}
+
+fn operation_name_of<'a>(operation: &'a OperationDefinition<'static, String>) -> Option<&'a str> {
+    match operation {
+        OperationDefinition::SelectionSet(_) => None,
+        OperationDefinition::Query(query) => query.name.as_deref(),
+        OperationDefinition::Mutation(mutation) => mutation.name.as_deref(),
+        OperationDefinition::Subscription(subscription) => subscription.name.as_deref(),
+    }
+}
+
+fn root_of<'o>(operation: &'o OperationDefinition<'static, String>) -> (&'o Selections, RootKind) {
+    match operation {
+        OperationDefinition::SelectionSet(set) => (set, RootKind::Query),
+        OperationDefinition::Query(query) => (&query.selection_set, RootKind::Query),
+        OperationDefinition::Mutation(mutation) => (&mutation.selection_set, RootKind::Mutation),
+        OperationDefinition::Subscription(subscription) => {
+            (&subscription.selection_set, RootKind::Subscription)
+        }
+    }
+}
+
+/// The measures of one selection set (or fragment), saturating.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measures {
+    depth: usize,
+    aliases: u64,
+    /// Root fields, when the set is the root's (fragments spread at the root count theirs).
+    fields: u64,
+    cost: u64,
+}
+
+/// A fragment's measures, or the mark that it is being measured (a spread reaching it again
+/// is a cycle).
+#[derive(Debug, Clone, Copy)]
+enum Memo {
+    InProgress,
+    Done(Measures),
+}
+
+/// What measuring found out beyond the limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measured {
+    /// Whether a variable sizes a list: the cost then differs from request to request.
+    pub variable_sized: bool,
+}
+
+/// Why measuring stopped early.
+enum Stop {
+    Limit(Problem),
+    Cycle(String),
+}
+
+struct Measurer<'d> {
+    shape: &'d SchemaShape,
+    fragments: HashMap<&'d str, &'d FragmentDefinition<'static, String>>,
+    memo: HashMap<&'d str, Memo>,
+    variables: &'d serde_json::Map<String, serde_json::Value>,
+    limits: &'d Limits,
+    /// Where the operation starts, for the refusal's location.
+    position: (usize, usize),
+    variable_sized: bool,
+}
+
+impl<'d> Measurer<'d> {
+    fn refuse(
+        &self,
+        what: &str,
+        found: impl std::fmt::Display,
+        limit: impl std::fmt::Display,
+    ) -> Stop {
+        Stop::Limit(Problem {
+            message: format!("the operation has {found} {what}, more than the limit of {limit}"),
+            locations: vec![self.position],
+        })
+    }
+
+    /// Stops as soon as a measure passes its limit (so a huge document is not walked whole).
+    fn check(&self, measures: &Measures) -> Result<(), Stop> {
+        if measures.depth > self.limits.max_depth {
+            return Err(self.refuse("levels of depth", measures.depth, self.limits.max_depth));
+        }
+        if measures.aliases > self.limits.max_aliases as u64 {
+            return Err(self.refuse("aliases", measures.aliases, self.limits.max_aliases));
+        }
+        if measures.cost > self.limits.max_cost {
+            let found = if measures.cost == u64::MAX {
+                "an unbounded".to_owned()
+            } else {
+                format!("an estimated {}", measures.cost)
+            };
+            return Err(Stop::Limit(Problem {
+                message: format!(
+                    "the operation has {found} cost, more than the limit of {}",
+                    self.limits.max_cost
+                ),
+                locations: vec![self.position],
+            }));
+        }
+        Ok(())
+    }
+
+    fn selection_set(&mut self, set: &'d Selections, parent: &str) -> Result<Measures, Stop> {
+        let mut total = Measures::default();
+        for item in &set.items {
+            let measures = match item {
+                Selection::Field(field) => self.field(field, parent)?,
+                Selection::InlineFragment(fragment) => {
+                    let on = match &fragment.type_condition {
+                        Some(TypeCondition::On(name)) => name.as_str(),
+                        None => parent,
+                    };
+                    self.selection_set(&fragment.selection_set, on)?
+                }
+                Selection::FragmentSpread(spread) => self.fragment(&spread.fragment_name)?,
+            };
+            total.depth = total.depth.max(measures.depth);
+            total.aliases = total.aliases.saturating_add(measures.aliases);
+            total.fields = total.fields.saturating_add(measures.fields);
+            total.cost = total.cost.saturating_add(measures.cost);
+            self.check(&total)?;
+        }
+        Ok(total)
+    }
+
+    fn field(&mut self, field: &'d Field<'static, String>, parent: &str) -> Result<Measures, Stop> {
+        let shape = self
+            .shape
+            .types
+            .get(parent)
+            .and_then(|fields| fields.get(&field.name));
+        let own_alias = u64::from(field.alias.is_some());
+        if field.selection_set.items.is_empty() {
+            return Ok(Measures {
+                depth: 1,
+                aliases: own_alias,
+                fields: 1,
+                cost: 1,
+            });
+        }
+        // An unknown field or type: validation reports it; measure its selections on their own.
+        let child_type = shape.map_or("", |s| s.type_name.as_str());
+        let size = self.size_argument(field, shape);
+        let inner = if shape.is_some_and(|s| !s.list)
+            && let Some(size) = size
+        {
+            // A connection: the size passes to its `edges` and `nodes` lists.
+            self.connection(&field.selection_set, child_type, size)?
+        } else {
+            self.selection_set(&field.selection_set, child_type)?
+        };
+        let multiplier = match shape {
+            Some(shape) if shape.list => size.unwrap_or(DEFAULT_LIST_SIZE),
+            _ => 1,
+        };
+        Ok(Measures {
+            depth: inner.depth.saturating_add(1),
+            aliases: inner.aliases.saturating_add(own_alias),
+            fields: 1,
+            cost: inner
+                .cost
+                .saturating_mul(multiplier.max(1))
+                .saturating_add(1),
+        })
+    }
+
+    /// A connection's selections: its `edges` and `nodes` lists have the connection's size.
+    fn connection(
+        &mut self,
+        set: &'d Selections,
+        type_name: &str,
+        size: u64,
+    ) -> Result<Measures, Stop> {
+        let mut total = Measures::default();
+        for item in &set.items {
+            let measures = match item {
+                Selection::Field(field)
+                    if SIZED_CONNECTION_LISTS.contains(&field.name.as_str())
+                        && !field.selection_set.items.is_empty() =>
+                {
+                    let shape = self
+                        .shape
+                        .types
+                        .get(type_name)
+                        .and_then(|fields| fields.get(&field.name));
+                    let child_type = shape.map_or("", |s| s.type_name.as_str());
+                    let inner = self.selection_set(&field.selection_set, child_type)?;
+                    Measures {
+                        depth: inner.depth.saturating_add(1),
+                        aliases: inner
+                            .aliases
+                            .saturating_add(u64::from(field.alias.is_some())),
+                        fields: 1,
+                        cost: inner.cost.saturating_mul(size.max(1)).saturating_add(1),
+                    }
+                }
+                Selection::Field(field) => self.field(field, type_name)?,
+                Selection::InlineFragment(fragment) => {
+                    let on = match &fragment.type_condition {
+                        Some(TypeCondition::On(name)) => name.as_str(),
+                        None => type_name,
+                    };
+                    self.selection_set(&fragment.selection_set, on)?
+                }
+                Selection::FragmentSpread(spread) => self.fragment(&spread.fragment_name)?,
+            };
+            total.depth = total.depth.max(measures.depth);
+            total.aliases = total.aliases.saturating_add(measures.aliases);
+            total.fields = total.fields.saturating_add(measures.fields);
+            total.cost = total.cost.saturating_add(measures.cost);
+            self.check(&total)?;
+        }
+        Ok(total)
+    }
+
+    /// The size a `first`/`last`/`limit` argument gives: a literal, the request's variable, or
+    /// the schema's default.
+    fn size_argument(
+        &mut self,
+        field: &Field<'static, String>,
+        shape: Option<&FieldShape>,
+    ) -> Option<u64> {
+        let argument = field
+            .arguments
+            .iter()
+            .find(|(name, _)| SIZE_ARGUMENTS.contains(&name.as_str()));
+        let given = match argument.map(|(_, value)| value) {
+            Some(Value::Variable(name)) => {
+                self.variable_sized = true;
+                match self.variables.get(name) {
+                    Some(serde_json::Value::Number(n)) => Some(n.as_u64().unwrap_or(0)),
+                    _ => None,
+                }
+            }
+            Some(literal) => size_of_literal(literal),
+            None => None,
+        };
+        given.or_else(|| shape.and_then(|s| s.default_size))
+    }
+
+    /// A fragment's measures, computed once however often it is spread.
+    fn fragment(&mut self, name: &'d str) -> Result<Measures, Stop> {
+        match self.memo.get(name) {
+            Some(Memo::Done(measures)) => return Ok(*measures),
+            Some(Memo::InProgress) => return Err(Stop::Cycle(name.to_owned())),
+            None => {}
+        }
+        // An unknown fragment: validation reports it.
+        let Some(fragment) = self.fragments.get(name).copied() else {
+            return Ok(Measures::default());
+        };
+        self.memo.insert(name, Memo::InProgress);
+        let TypeCondition::On(on) = &fragment.type_condition;
+        let measures = self.selection_set(&fragment.selection_set, on)?;
+        self.memo.insert(name, Memo::Done(measures));
+        Ok(measures)
+    }
+}
+
+/// Checks the depth, aliases, root fields and cost of the operation that will run, in time
+/// linear in the document. `variables` are the request's (they may size lists).
+pub fn check_limits(
+    document: &Doc,
+    operation_name: Option<&str>,
+    shape: &SchemaShape,
+    variables: &serde_json::Map<String, serde_json::Value>,
+    limits: &Limits,
+) -> Result<Measured, Problem> {
+    let Some(operation) = select_operation(document, operation_name) else {
+        // Validation and normalization report the missing operation.
+        return Ok(Measured::default());
+    };
+    let (set, kind) = root_of(operation);
+    let fragments = document
+        .definitions
+        .iter()
+        .filter_map(|definition| match definition {
+            Definition::Fragment(fragment) => Some((fragment.name.as_str(), fragment)),
+            Definition::Operation(_) => None,
+        })
+        .collect();
+    let mut measurer = Measurer {
+        shape,
+        fragments,
+        memo: HashMap::new(),
+        variables,
+        limits,
+        position: (set.span.0.line, set.span.0.column),
+        variable_sized: false,
+    };
+    let measures = match measurer.selection_set(set, shape.root_type(kind)) {
+        Ok(measures) => measures,
+        Err(Stop::Limit(problem)) => return Err(problem),
+        Err(Stop::Cycle(name)) => {
+            return Err(Problem {
+                message: format!("Cannot spread fragment \"{name}\" within itself."),
+                locations: vec![measurer.position],
+            });
+        }
+    };
+    if measures.fields > limits.max_root_fields as u64 {
+        return Err(Problem {
+            message: format!(
+                "the operation has {} root fields, more than the limit of {}",
+                measures.fields, limits.max_root_fields
+            ),
+            locations: vec![measurer.position],
+        });
+    }
+    Ok(Measured {
+        variable_sized: measurer.variable_sized,
+    })
+}

@@ -1,0 +1,232 @@
+//! The router's own settings (`GOSPELIB_ROUTER_*`), read once and applied by both binaries
+//! that run a router (`gospelib-router`, and `gospelib serve` in one process), so every
+//! documented setting means the same in each.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gospelib_kit::config::ConfigReader;
+
+use crate::limits::Limits;
+
+/// How the router treats requests: limits, deadlines, sharing, introspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// `GOSPELIB_ROUTER_MAX_DEPTH`, `_MAX_ALIASES`, `_MAX_ROOT_FIELDS`, `_MAX_TOKENS`,
+    /// `_MAX_COST`.
+    pub limits: Limits,
+    /// `GOSPELIB_ROUTER_INTROSPECTION`: answer `__schema`/`__type`.
+    pub introspection: bool,
+    /// `GOSPELIB_ROUTER_DEDUPE`: identical subgraph fetches in flight are sent once.
+    pub dedupe: bool,
+    /// `GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS`: one subgraph fetch, any transport.
+    pub subgraph_timeout: Duration,
+    /// `GOSPELIB_ROUTER_REQUEST_TIMEOUT_MS`: a whole request, every fetch included.
+    pub request_timeout: Duration,
+    /// `GOSPELIB_ROUTER_PLANNING_TIMEOUT_MS`: planning one operation.
+    pub planning_timeout: Duration,
+    /// `GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES`: the largest subgraph answer read.
+    pub max_subgraph_response_bytes: usize,
+    /// `GOSPELIB_ROUTER_SUBGRAPH_URLS`: `name=url` pairs replacing the supergraph's URLs.
+    pub subgraph_urls: BTreeMap<String, String>,
+    /// `GOSPELIB_ROUTER_USAGE_FLUSH_MS`: how often operation usage is written to Redis.
+    pub usage_flush_every: Duration,
+    /// `GOSPELIB_ROUTER_POLL_MS`: how often the registry is asked for a new supergraph.
+    pub registry_poll_every: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            introspection: true,
+            dedupe: true,
+            subgraph_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            planning_timeout: crate::planning::DEFAULT_PLANNING_TIMEOUT,
+            max_subgraph_response_bytes: 16 << 20,
+            subgraph_urls: BTreeMap::new(),
+            usage_flush_every: Duration::from_secs(10),
+            registry_poll_every: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RouterSettings {
+    /// Reads every router setting; `None` when one is bad (the reader holds the problems and
+    /// reports them at `finish()`).
+    pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
+        let defaults = Self::default();
+        let millis = |d: Duration| d.as_millis() as u64;
+        let subgraph_timeout = reader.number(
+            "GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS",
+            millis(defaults.subgraph_timeout),
+            1,
+            600_000,
+        );
+        let request_timeout = reader.number(
+            "GOSPELIB_ROUTER_REQUEST_TIMEOUT_MS",
+            millis(defaults.request_timeout),
+            1,
+            600_000,
+        );
+        let planning_timeout = reader.number(
+            "GOSPELIB_ROUTER_PLANNING_TIMEOUT_MS",
+            millis(defaults.planning_timeout),
+            1,
+            600_000,
+        );
+        let max_response = reader.number(
+            "GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES",
+            defaults.max_subgraph_response_bytes as u64,
+            1024,
+            1 << 30,
+        );
+        let subgraph_urls = reader.optional(
+            "GOSPELIB_ROUTER_SUBGRAPH_URLS",
+            "comma-separated name=url pairs, e.g. content=http://content:4001/subgraphs/content/graphql",
+            BTreeMap::new(),
+            parse_subgraph_urls,
+        );
+        let usage_flush = reader.number(
+            "GOSPELIB_ROUTER_USAGE_FLUSH_MS",
+            millis(defaults.usage_flush_every),
+            50,
+            3_600_000,
+        );
+        let poll = reader.number(
+            "GOSPELIB_ROUTER_POLL_MS",
+            millis(defaults.registry_poll_every),
+            100,
+            3_600_000,
+        );
+        let limits = defaults.limits;
+        let max_depth = reader.number(
+            "GOSPELIB_ROUTER_MAX_DEPTH",
+            limits.max_depth as u64,
+            1,
+            1_000,
+        );
+        let max_aliases = reader.number(
+            "GOSPELIB_ROUTER_MAX_ALIASES",
+            limits.max_aliases as u64,
+            0,
+            10_000,
+        );
+        let max_root_fields = reader.number(
+            "GOSPELIB_ROUTER_MAX_ROOT_FIELDS",
+            limits.max_root_fields as u64,
+            1,
+            10_000,
+        );
+        let max_tokens = reader.number(
+            "GOSPELIB_ROUTER_MAX_TOKENS",
+            limits.max_tokens as u64,
+            10,
+            1_000_000,
+        );
+        let max_cost = reader.number("GOSPELIB_ROUTER_MAX_COST", limits.max_cost, 1, u64::MAX / 2);
+        let introspection = reader.flag("GOSPELIB_ROUTER_INTROSPECTION", true);
+        let dedupe = reader.flag("GOSPELIB_ROUTER_DEDUPE", true);
+        Some(Self {
+            limits: Limits {
+                max_tokens: max_tokens? as usize,
+                max_depth: max_depth? as usize,
+                max_aliases: max_aliases? as usize,
+                max_root_fields: max_root_fields? as usize,
+                max_cost: max_cost?,
+            },
+            introspection: introspection?,
+            dedupe: dedupe?,
+            subgraph_timeout: Duration::from_millis(subgraph_timeout?),
+            request_timeout: Duration::from_millis(request_timeout?),
+            planning_timeout: Duration::from_millis(planning_timeout?),
+            max_subgraph_response_bytes: max_response? as usize,
+            subgraph_urls: subgraph_urls?,
+            usage_flush_every: Duration::from_millis(usage_flush?),
+            registry_poll_every: Duration::from_millis(poll?),
+        })
+    }
+}
+
+/// `content=http://content:4001/subgraphs/content/graphql,accounts=…` → name → URL.
+pub fn parse_subgraph_urls(raw: &str) -> Result<BTreeMap<String, String>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, url) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not name=url"))?;
+            let parsed = url::Url::parse(url.trim()).map_err(|e| format!("`{url}`: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("`{url}` is not an http(s) URL"));
+            }
+            Ok((name.trim().to_owned(), url.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gospelib_kit::config::Env;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<RouterSettings, gospelib_kit::config::ConfigError> {
+        let env = Env::from_pairs(pairs.iter().copied());
+        let mut reader = ConfigReader::new(&env);
+        let settings = RouterSettings::read(&mut reader);
+        reader.finish()?;
+        Ok(settings.expect("present once finish() succeeded"))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        assert_eq!(read(&[]).unwrap(), RouterSettings::default());
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let settings = read(&[
+            ("GOSPELIB_ROUTER_MAX_COST", "77"),
+            ("GOSPELIB_ROUTER_DEDUPE", "false"),
+            ("GOSPELIB_ROUTER_PLANNING_TIMEOUT_MS", "5"),
+            ("GOSPELIB_ROUTER_REQUEST_TIMEOUT_MS", "6"),
+            ("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", "7"),
+            ("GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES", "2048"),
+            ("GOSPELIB_ROUTER_INTROSPECTION", "false"),
+            (
+                "GOSPELIB_ROUTER_SUBGRAPH_URLS",
+                "content=http://c:1/graphql",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(settings.limits.max_cost, 77);
+        assert!(!settings.dedupe);
+        assert!(!settings.introspection);
+        assert_eq!(settings.planning_timeout, Duration::from_millis(5));
+        assert_eq!(settings.request_timeout, Duration::from_millis(6));
+        assert_eq!(settings.subgraph_timeout, Duration::from_millis(7));
+        assert_eq!(settings.max_subgraph_response_bytes, 2048);
+        assert_eq!(settings.subgraph_urls["content"], "http://c:1/graphql");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let error = read(&[
+            ("GOSPELIB_ROUTER_MAX_COST", "lots"),
+            ("GOSPELIB_ROUTER_DEDUPE", "maybe"),
+            ("GOSPELIB_ROUTER_SUBGRAPH_URLS", "content"),
+        ])
+        .unwrap_err();
+        let names: Vec<_> = error.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "GOSPELIB_ROUTER_SUBGRAPH_URLS",
+                "GOSPELIB_ROUTER_MAX_COST",
+                "GOSPELIB_ROUTER_DEDUPE"
+            ]
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Requests built to hurt, and subgraphs that misbehave: every request's cost is bounded before
+//! planning (fragments measured once, a cost limit), planning has a deadline, every fetch ends
+//! by the request's deadline whatever the transport, and a failed entity fetch marks each entity
+//! it was for (no spurious non-null errors); leaf values a subgraph gets wrong are `null` with an
+//! error, as the spec's result coercion says.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::settings::RouterSettings;
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
+use gospelib_router::validation::Limits;
+use gospelib_schema::compose::{SubgraphSdl, compose};
+use serde_json::{Map, Value, json};
+use support::{SDL, products, reviews};
+
+/// The committed supergraph of the platform (content's `Passage.next`/`previous` recurse).
+fn platform_supergraph() -> Supergraph {
+    let sdl = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schema/supergraph.graphql"
+    ))
+    .unwrap();
+    Supergraph::parse(&sdl, None).unwrap()
+}
+
+fn demo_router(settings: &RouterSettings) -> Router {
+    Router::from_settings(
+        Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(
+            InProcess::default()
+                .with("products", products())
+                .with("reviews", reviews()),
+        ),
+        settings,
+    )
+}
+
+fn with_limits(limits: Limits) -> RouterSettings {
+    RouterSettings {
+        limits,
+        ..RouterSettings::default()
+    }
+}
+
+async fn ask(router: &Router, query: &str, variables: Value) -> Value {
+    let variables: Map<String, Value> = serde_json::from_value(variables).unwrap();
+    let mut response = router
+        .execute(&GraphQlRequest {
+            query: query.to_owned(),
+            variables,
+            ..Default::default()
+        })
+        .await;
+    response.as_object_mut().unwrap().remove("extensions");
+    response
+}
+
+/// `fragment F0 on Passage { next { ...F1 } previous { ...F1 } } … fragment F<n> { id }`: each
+/// fragment doubles the work of a walk that expands spreads.
+fn doubling_fragments(count: usize) -> String {
+    let mut query = String::from("{ passage(id: \"gen.1.1\") { ...F0 } }\n");
+    for i in 0..count {
+        query.push_str(&format!(
+            "fragment F{i} on Passage {{ next {{ ...F{n} }} previous {{ ...F{n} }} }}\n",
+            n = i + 1
+        ));
+    }
+    query.push_str(&format!("fragment F{count} on Passage {{ id }}\n"));
+    query
+}
+
+#[tokio::test]
+async fn doubling_fragments_are_refused_by_depth_and_by_cost() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    let attack = doubling_fragments(26);
+    let response = ask(&router, &attack, json!({})).await;
+    assert_eq!(
+        response,
+        json!({"errors": [{
+            "message": "the operation has 16 levels of depth, more than the limit of 15",
+            "locations": [{"line": 1, "column": 1}],
+            "extensions": {"code": "VALIDATION_ERROR"}
+        }]})
+    );
+    // With the depth allowed, the cost (which doubles with each fragment) refuses it.
+    let deep_allowed = Limits {
+        max_depth: 1_000,
+        ..Limits::default()
+    };
+    let router = Router::from_settings(
+        platform_supergraph(),
+        Arc::new(InProcess::default()),
+        &with_limits(deep_allowed),
+    );
+    let response = ask(&router, &doubling_fragments(40), json!({})).await;
+    let message = response["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the operation has an estimated ")
+            && message.ends_with(" cost, more than the limit of 50000"),
+        "{response}"
+    );
+    assert!(response.get("data").is_none());
+}
+
+#[tokio::test]
+async fn a_fragment_cycle_is_refused_before_anything_walks_it() {
+    let router = demo_router(&RouterSettings::default());
+    let response = ask(
+        &router,
+        "{ topProducts { ...A } } fragment A on Product { name ...B } fragment B on Product { upc ...A }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "Cannot spread fragment \"A\" within itself."
+    );
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "VALIDATION_ERROR"
+    );
+}
+
+#[tokio::test]
+async fn the_cost_multiplies_lists_by_their_size_arguments() {
+    let router = demo_router(&with_limits(Limits {
+        max_cost: 1_000,
+        ..Limits::default()
+    }));
+    // 1 + 100 × (1 product field + 10 × 1 review field + 1) = 1,201: each product has `reviews`
+    // (a list of the default size, 10) and `name`.
+    let expensive = "{ topProducts(first: 100) { name reviews { body } } }";
+    let response = ask(&router, expensive, json!({})).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation has an estimated 1201 cost, more than the limit of 1000",
+        "{response}"
+    );
+    // (The demo's third product has no reviews to give: its error is an answer, not a refusal.)
+    let cheap = "{ topProducts(first: 50) { name reviews { body } } }";
+    let response = ask(&router, cheap, json!({})).await;
+    assert!(response.get("data").is_some(), "{response}");
+    // Without an argument, the schema's default (`first: Int = 5`) sizes the list.
+    let response = ask(
+        &router,
+        "{ topProducts { name reviews { body } } }",
+        json!({}),
+    )
+    .await;
+    assert!(response.get("data").is_some(), "{response}");
+
+    // A variable sizes the list per request: the same text is measured each time.
+    let sized = "query Top($n: Int) { topProducts(first: $n) { name reviews { body } } }";
+    for (n, refused) in [(50, false), (100, true), (50, false), (100, true)] {
+        let response = ask(&router, sized, json!({ "n": n })).await;
+        assert_eq!(response.get("data").is_none(), refused, "n={n}: {response}");
+    }
+}
+
+#[tokio::test]
+async fn planning_that_overruns_its_deadline_is_refused() {
+    let settings = RouterSettings {
+        planning_timeout: Duration::from_nanos(1),
+        ..RouterSettings::default()
+    };
+    let router = demo_router(&settings);
+    let response = ask(
+        &router,
+        "{ topProducts { name reviews { body } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response,
+        json!({"errors": [{
+            "message": "the operation could not be planned within 1ns",
+            "extensions": {"code": "SERVICE_UNAVAILABLE"}
+        }]})
+    );
+}
+
+/// A subgraph that accepts the request and never answers.
+struct Silent;
+
+impl LocalSubgraph for Silent {
+    fn execute(&self, _request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn an_in_process_subgraph_that_never_answers_costs_only_its_fields() {
+    let settings = RouterSettings {
+        request_timeout: Duration::from_millis(200),
+        ..RouterSettings::default()
+    };
+    let router = Router::from_settings(
+        Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(
+            InProcess::default()
+                .with("products", products())
+                .with("reviews", Arc::new(Silent)),
+        ),
+        &settings,
+    );
+    let response = tokio::time::timeout(
+        Duration::from_secs(20),
+        ask(
+            &router,
+            "{ topProducts { name reviews { body } } }",
+            json!({}),
+        ),
+    )
+    .await
+    .expect("the request's deadline ends it");
+    assert_eq!(response["data"]["topProducts"][0]["name"], "Table");
+    assert_eq!(response["data"]["topProducts"][0]["reviews"], Value::Null);
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+    assert_eq!(router.transport().in_flight(), 0);
+}
+
+// ---- a shelf of items (subgraph `shelf`) whose stock and colour another subgraph owns ----
+
+const SHELF_SDL: &str = r#"
+extend schema @link(url: "https://specs.apollo.dev/federation/v2.5", import: ["@key"])
+type Query { shelf: [Item] }
+type Item @key(fields: "id") { id: ID! }
+"#;
+
+const STOCK_SDL: &str = r#"
+extend schema @link(url: "https://specs.apollo.dev/federation/v2.5", import: ["@key"])
+enum Colour { RED GREEN }
+type Item @key(fields: "id") { id: ID! stock: Int! colour: Colour label: String }
+"#;
+
+/// A subgraph that always gives the same answer.
+struct Canned(Value);
+
+impl LocalSubgraph for Canned {
+    fn execute(&self, _request: Value) -> BoxFuture<'_, Value> {
+        let answer = self.0.clone();
+        Box::pin(async move { answer })
+    }
+}
+
+fn shelf_router(stock: Arc<dyn LocalSubgraph>) -> Router {
+    let subgraph = |name: &str, sdl: &str| SubgraphSdl {
+        name: name.to_owned(),
+        url: format!("http://{name}.invalid/graphql"),
+        sdl: sdl.to_owned(),
+    };
+    let sdl = compose(&[subgraph("shelf", SHELF_SDL), subgraph("stock", STOCK_SDL)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shelf = Canned(json!({"data": {"shelf": [
+        {"__typename": "Item", "id": "1"},
+        {"__typename": "Item", "id": "2"},
+        {"__typename": "Item", "id": "3"}
+    ]}}));
+    Router::new(
+        Supergraph::parse(&sdl, None).unwrap(),
+        Arc::new(
+            InProcess::default()
+                .with("shelf", Arc::new(shelf))
+                .with("stock", stock),
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_failed_entity_fetch_marks_each_entity_and_nothing_else() {
+    let router = shelf_router(Arc::new(Canned(json!(["not", "graphql"]))));
+    let response = ask(&router, "{ shelf { id stock } }", json!({})).await;
+    let error = |index: usize| {
+        json!({
+            "message": "subgraph \"stock\" is unavailable",
+            "extensions": {"code": "UPSTREAM_UNAVAILABLE", "serviceName": "stock"},
+            "path": ["shelf", index]
+        })
+    };
+    assert_eq!(
+        response,
+        json!({
+            "data": {"shelf": [null, null, null]},
+            "errors": [error(0), error(1), error(2)]
+        })
+    );
+}
+
+#[tokio::test]
+async fn leaf_values_the_schema_cannot_represent_are_null_with_an_error() {
+    let stock = Canned(json!({"data": {"_entities": [
+        {"stock": 1, "colour": "RED", "label": "fine"},
+        {"stock": 2.5, "colour": "PURPLE", "label": {"not": "a string"}},
+        {"stock": 3, "colour": 7, "label": "x"}
+    ]}}));
+    let router = shelf_router(Arc::new(stock));
+    let response = ask(&router, "{ shelf { id stock colour label } }", json!({})).await;
+    assert_eq!(
+        response["data"],
+        json!({"shelf": [
+            {"id": "1", "stock": 1, "colour": "RED", "label": "fine"},
+            null,
+            {"id": "3", "stock": 3, "colour": null, "label": "x"}
+        ]})
+    );
+    let messages: Vec<(&str, &Value)> = response["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["message"].as_str().unwrap(), &e["path"]))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                "Int cannot represent value: 2.5",
+                &json!(["shelf", 1, "stock"])
+            ),
+            (
+                "Enum \"Colour\" cannot represent value: 7",
+                &json!(["shelf", 2, "colour"])
+            ),
+        ]
+    );
+}
