@@ -42,7 +42,7 @@ impl Default for Limits {
             max_depth: 15,
             max_aliases: 30,
             max_root_fields: 20,
-            max_cost: 50_000,
+            max_cost: 5_000,
         }
     }
 }
@@ -218,6 +218,10 @@ enum Memo {
 pub struct Measured {
     /// Whether a variable sizes a list: the cost then differs from request to request.
     pub variable_sized: bool,
+    /// The estimated cost (see the module's documentation).
+    pub cost: u64,
+    /// The nesting of selection sets, fragments included.
+    pub depth: usize,
 }
 
 /// Why measuring stopped early.
@@ -484,5 +488,7 @@ pub fn check_limits(
     }
     Ok(Measured {
         variable_sized: measurer.variable_sized,
+        cost: measures.cost,
+        depth: measures.depth,
     })
 }

@@ -1,0 +1,84 @@
+//! How long the router takes to refuse (or plan) hostile documents, before anything reaches a
+//! subgraph: the doubling-fragment attack at 10–40 fragments on the platform's supergraph
+//! (`Passage.next`/`previous`), a deep nesting and a wide alias list, with the default limits.
+//! Prints the median of several runs per document; the time must stay in the low milliseconds
+//! and grow linearly with the document.
+//!
+//! `cargo bench -p gospelib-router --bench hostile`
+
+use std::time::{Duration, Instant};
+
+use gospelib_router::planning::PlanCache;
+use gospelib_router::supergraph::Supergraph;
+
+const RUNS: usize = 7;
+
+fn doubling_fragments(count: usize) -> String {
+    let mut query = String::from("{ passage(id: \"gen.1.1\") { ...F0 } }\n");
+    for i in 0..count {
+        query.push_str(&format!(
+            "fragment F{i} on Passage {{ next {{ ...F{n} }} previous {{ ...F{n} }} }}\n",
+            n = i + 1
+        ));
+    }
+    query.push_str(&format!("fragment F{count} on Passage {{ id }}\n"));
+    query
+}
+
+fn deep_nesting(levels: usize) -> String {
+    let mut query = String::from("{ passage(id: \"gen.1.1\") { ");
+    query.push_str(&"next { ".repeat(levels));
+    query.push_str("id");
+    query.push_str(&" }".repeat(levels + 2));
+    query
+}
+
+fn wide_aliases(count: usize) -> String {
+    let aliases: String = (0..count).map(|i| format!("a{i}: id ")).collect();
+    format!("{{ passage(id: \"gen.1.1\") {{ {aliases} }} }}")
+}
+
+fn measure(supergraph: &Supergraph, name: &str, query: &str) {
+    let mut times = Vec::with_capacity(RUNS);
+    let mut outcome = String::new();
+    for _ in 0..RUNS {
+        // A fresh cache each run: nothing is answered from a previous one.
+        let cache = PlanCache::new(16);
+        let started = Instant::now();
+        let result = cache.plan(supergraph, query, None);
+        times.push(started.elapsed());
+        outcome = match result {
+            Ok(_) => "planned".to_owned(),
+            Err(error) => error.to_string(),
+        };
+    }
+    times.sort();
+    let median: Duration = times[RUNS / 2];
+    println!(
+        "{name:<28} {:>7} bytes  {:>9.3} ms  {}",
+        query.len(),
+        median.as_secs_f64() * 1000.0,
+        outcome.chars().take(90).collect::<String>()
+    );
+}
+
+fn main() {
+    let sdl = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schema/supergraph.graphql"
+    ))
+    .expect("the committed supergraph");
+    let supergraph = Supergraph::parse(&sdl, None).expect("a valid supergraph");
+    println!("document                        size      median  outcome (default limits)");
+    for count in [10, 12, 14, 16, 20, 26, 30, 35, 40] {
+        measure(
+            &supergraph,
+            &format!("doubling fragments × {count}"),
+            &doubling_fragments(count),
+        );
+    }
+    measure(&supergraph, "nesting × 14", &deep_nesting(13));
+    measure(&supergraph, "nesting × 2000", &deep_nesting(2000));
+    measure(&supergraph, "aliases × 30", &wide_aliases(30));
+    measure(&supergraph, "aliases × 3000", &wide_aliases(3000));
+}
