@@ -5,9 +5,24 @@
 //! latency percentiles cold (a fresh cache version each time) and warm (served from Redis),
 //! both in-process (the executor the router calls directly) and over HTTP, plus the FalkorDB
 //! queries each request costs.
+//!
+//! Then the `redis_paused` group: reading-view answers per second from concurrent in-process
+//! requests with the cache answering, with no cache at all (FalkorDB only), and with the cache's
+//! Redis paused (`CLIENT PAUSE … ALL`: it accepts connections and commands and answers none).
+//! The paused Redis is one the benchmark starts itself on a free port (never the stack's, which
+//! other test runs share), and stops at the end.
+//!
+//! `GOSPELIB_BENCH_FIXTURE=1` measures the committed fixture (ingested into a namespace of its
+//! own) instead of the full corpus, for machines where the full import is not available.
 
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use gospelib_content::graph::Graph;
+use gospelib_content::ingest::{self, Targets};
 use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::{self, ContentService};
 use gospelib_kit::GraphQlExecutor;
@@ -15,6 +30,11 @@ use gospelib_kit::config::{ConfigReader, Env, StoreUrls};
 use gospelib_kit::server::{AppSpec, build_app, serve};
 use gospelib_kit::stores::StoreClients;
 use serde_json::json;
+
+/// Concurrent requests in the throughput group (enough to keep both cores busy).
+const THROUGHPUT_WORKERS: usize = 32;
+/// How long each throughput figure is measured; well under the 20 s pause.
+const THROUGHPUT_PERIOD: Duration = Duration::from_secs(6);
 
 const CHAPTER: &str = r#"query { chapter(bookId: "john", number: 3) { reference verses { id reference text
     crossReferences(first: 20) { totalCount edges { node { id reference text } } } } } }"#;
@@ -89,6 +109,138 @@ async fn current_version(clients: &StoreClients, namespace: &Namespace) -> Optio
         .unwrap()
 }
 
+/// Reading-view answers per second from [`THROUGHPUT_WORKERS`] concurrent requests.
+async fn throughput(service: &Arc<ContentService>) -> f64 {
+    let answered = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let until = started + THROUGHPUT_PERIOD;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..THROUGHPUT_WORKERS {
+        let service = service.clone();
+        let answered = answered.clone();
+        workers.spawn(async move {
+            while Instant::now() < until {
+                execute(&service, READING_VIEW).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    workers.join_all().await;
+    answered.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A Redis server of the benchmark's own on a free port, killed when dropped.
+struct OwnRedis {
+    url: url::Url,
+    _child: tokio::process::Child,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (installed by scripts/stack)");
+        let url: url::Url = format!("redis://127.0.0.1:{port}").parse().unwrap();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        for _ in 0..100 {
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut connection).await;
+                if pong.is_ok() {
+                    return Self { url, _child: child };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on {port} did not answer");
+    }
+
+    /// `CLIENT PAUSE <ms> ALL`: every client's commands wait, new connections included.
+    async fn pause(&self, how_long: Duration) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(how_long.as_millis() as u64)
+            .arg("ALL")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+/// The `redis_paused` group: reading-view throughput with the cache answering, with no cache,
+/// and with the cache's Redis paused.
+async fn redis_paused(urls: &StoreUrls, namespace: &Namespace) {
+    let own = OwnRedis::start().await;
+    let mut with_own = urls.clone();
+    with_own.redis = own.url.clone();
+    let cached = Arc::new(ContentService::new(
+        namespace.clone(),
+        &StoreClients::new(&with_own).unwrap(),
+    ));
+    execute(&cached, READING_VIEW).await; // fills the cache
+    let answering = throughput(&cached).await;
+
+    let mut without = urls.clone();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    without.redis = format!("redis://127.0.0.1:{closed}").parse().unwrap();
+    let falkordb_only = Arc::new(ContentService::new(
+        namespace.clone(),
+        &StoreClients::new(&without).unwrap(),
+    ));
+    execute(&falkordb_only, READING_VIEW).await;
+    let uncached = throughput(&falkordb_only).await;
+
+    own.pause(THROUGHPUT_PERIOD + Duration::from_secs(10)).await;
+    let attempts_before = cached.stores().cache.redis_attempts();
+    let paused = throughput(&cached).await;
+    let attempts = cached.stores().cache.redis_attempts() - attempts_before;
+    drop(own);
+
+    println!(
+        "redis_paused: reading view, {THROUGHPUT_WORKERS} concurrent in-process requests, {:?} each:",
+        THROUGHPUT_PERIOD
+    );
+    println!("{:<40} {answering:>8.0} answers/s", "Redis answering");
+    println!(
+        "{:<40} {uncached:>8.0} answers/s",
+        "FalkorDB only (no Redis)"
+    );
+    println!(
+        "{:<40} {paused:>8.0} answers/s ({:.2}x FalkorDB only; {attempts} Redis calls)",
+        "Redis paused",
+        paused / uncached
+    );
+}
+
+/// Ingests the committed fixture into a namespace of the benchmark's own.
+async fn fixture_namespace(clients: &StoreClients) -> Namespace {
+    let namespace = Namespace::isolated("bench_fixture");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixture");
+    let targets = Targets {
+        namespace: namespace.clone(),
+        graph: Graph::new(&clients.falkordb_url, &namespace.graph),
+        typesense: clients.typesense.clone(),
+        redis: clients.redis.clone(),
+    };
+    ingest::ingest(&fixture, false, &targets).await.unwrap();
+    namespace
+}
+
 async fn execute(service: &ContentService, query: &str) -> serde_json::Value {
     let response = service.execute(async_graphql::Request::new(query)).await;
     assert!(response.errors.is_empty(), "{:?}", response.errors);
@@ -106,8 +258,14 @@ async fn main() {
         );
         std::process::exit(2);
     }
-    let clients = StoreClients::new(&urls.unwrap()).unwrap();
-    let namespace = Namespace::production();
+    let urls = urls.unwrap();
+    let clients = StoreClients::new(&urls).unwrap();
+    let namespace = if env.get("GOSPELIB_BENCH_FIXTURE").is_some_and(|v| v != "0") {
+        println!("measuring the committed fixture, not the full corpus");
+        fixture_namespace(&clients).await
+    } else {
+        Namespace::production()
+    };
     let service = ContentService::new(namespace.clone(), &clients);
     let real_version = current_version(&clients, &namespace).await;
     let chapter = execute(&service, CHAPTER).await;
@@ -222,4 +380,6 @@ async fn main() {
         "FalkorDB queries per cold chapter request: {min}..={max}; per warm request: {}",
         warm_queries / 1000
     );
+
+    redis_paused(&urls, &namespace).await;
 }
