@@ -3,22 +3,21 @@
 //! know the hash it answers `PERSISTED_QUERY_NOT_FOUND`, and the client sends the query with its
 //! hash once, which the router checks and stores.
 //! When Redis is unavailable, lookups miss and stores are skipped: clients fall back to sending
-//! the full query, so nothing fails.
+//! the full query, so nothing fails. Redis is reached through the kit's [`RedisLink`] (bounded
+//! calls, no lock held across a wait, a circuit breaker), so a Redis that hangs costs requests
+//! nothing either.
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use gospelib_kit::redis_link::{BreakerSettings, RedisLink};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
 
 /// How long a persisted query is kept after it was last stored.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The persisted-query store.
 pub struct PersistedQueries {
-    client: redis::Client,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    redis: RedisLink,
     prefix: String,
     ttl: Duration,
 }
@@ -43,35 +42,19 @@ impl PersistedQueries {
     /// A store in Redis under keys `<prefix>:<sha256>`.
     pub fn new(client: redis::Client, prefix: &str, ttl: Duration) -> Self {
         Self {
-            client,
-            connection: Mutex::new(None),
+            redis: RedisLink::new(client, "persisted queries", BreakerSettings::default()),
             prefix: prefix.to_owned(),
             ttl,
         }
     }
 
-    async fn connection(&self) -> Option<MultiplexedConnection> {
-        let mut slot = self.connection.lock().await;
-        if slot.is_none() {
-            let connect = self.client.get_multiplexed_async_connection();
-            match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
-                Ok(Ok(connection)) => *slot = Some(connection),
-                Ok(Err(error)) => tracing::warn!(%error, "persisted queries: Redis unavailable"),
-                Err(_) => tracing::warn!("persisted queries: Redis did not answer"),
-            }
-        }
-        slot.clone()
+    /// How many times the store has contacted Redis (tests: an open breaker costs nothing).
+    pub fn redis_attempts(&self) -> u64 {
+        self.redis.attempts()
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
-        let mut connection = self.connection().await?;
-        match tokio::time::timeout(REDIS_TIMEOUT, command.query_async(&mut connection)).await {
-            Ok(Ok(value)) => Some(value),
-            _ => {
-                *self.connection.lock().await = None;
-                None
-            }
-        }
+        self.redis.run(&command).await
     }
 
     /// Resolves a request's query (possibly empty) and its `persistedQuery` extension

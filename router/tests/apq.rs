@@ -5,11 +5,12 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::graphql_http::GraphQlService;
 use gospelib_kit::server::AppSpec;
-use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries, hash_of};
+use gospelib_router::apq::{DEFAULT_TTL, Lookup, PersistedQueries, hash_of};
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
@@ -168,4 +169,38 @@ async fn with_redis_down_clients_fall_back_to_full_queries() {
     );
     let full = call(&service, QUERY, &hash).await;
     assert_eq!(full["data"], json!({"topProducts": [{"name": "Table"}]}));
+}
+
+/// A Redis that accepts connections and never answers costs one bounded attempt: after it the
+/// breaker is open, lookups miss at once (the client sends the query) and Redis is not
+/// contacted again for a while.
+#[tokio::test]
+async fn a_redis_that_never_answers_costs_one_bounded_attempt() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let client = redis::Client::open(format!("redis://{address}")).unwrap();
+    let store = PersistedQueries::new(client, "gl:test:apq", Duration::from_secs(60));
+    let extension = json!({"version": 1, "sha256Hash": hash_of(QUERY)});
+    let lookups = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut found = Vec::new();
+        for _ in 0..5 {
+            found.push(store.resolve("", &extension).await);
+        }
+        found
+    })
+    .await
+    .expect("a silent Redis must not hold lookups");
+    assert!(lookups.iter().all(|lookup| *lookup == Lookup::NotFound));
+    assert_eq!(
+        store.redis_attempts(),
+        1,
+        "the breaker opened after the first"
+    );
+    held.abort();
 }

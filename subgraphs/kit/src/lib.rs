@@ -9,6 +9,7 @@ pub mod graphiql;
 pub mod graphql_http;
 pub mod metrics;
 pub mod migrations;
+pub mod redis_link;
 pub mod server;
 pub mod stores;
 pub mod subgraph;
