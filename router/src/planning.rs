@@ -74,6 +74,10 @@ impl Planned {
 /// How long planning one operation may take unless configured otherwise.
 pub const DEFAULT_PLANNING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How deep braces, brackets and parentheses may nest: the parser's fixed bound (graphql-tools'
+/// recursion limit), refused like the other operation limits.
+const PARSER_NESTING_LIMIT: usize = 50;
+
 /// How many plans are kept unless configured otherwise.
 pub const DEFAULT_PLAN_CACHE_SIZE: usize = 1_000;
 
@@ -221,14 +225,24 @@ impl PlanCache {
         let document = safe_parse_operation_with_token_limit(query, self.limits.max_tokens)
             .map_err(|e| {
                 let message = e.to_string();
-                if message.to_lowercase().contains("token limit") {
+                let lowered = message.to_lowercase();
+                let limit = |message: String| {
                     PlanningError::Limit(Problem {
-                        message: format!(
-                            "the operation has more than the limit of {} tokens",
-                            self.limits.max_tokens
-                        ),
+                        message,
                         locations: Vec::new(),
                     })
+                };
+                if lowered.contains("token limit") {
+                    limit(format!(
+                        "the operation has more than the limit of {} tokens",
+                        self.limits.max_tokens
+                    ))
+                } else if lowered.contains("recursion limit") {
+                    // The parser's own bound on nested braces, brackets and parentheses.
+                    limit(format!(
+                        "the operation has more than the limit of {PARSER_NESTING_LIMIT} nested \
+                         braces, brackets or parentheses"
+                    ))
                 } else {
                     PlanningError::Syntax(message)
                 }

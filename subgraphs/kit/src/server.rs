@@ -191,7 +191,7 @@ fn assemble(
     }
     app.merge(process_routes.with_state(process))
         .fallback(not_found)
-        .layer(middleware::from_fn(refuse_oversized_bodies))
+        .layer(middleware::from_fn(graphql_error_bodies))
         .layer(DefaultBodyLimit::max(spec.max_body_bytes))
         .layer(middleware::from_fn_with_state(observe_state, observe))
 }
@@ -264,17 +264,32 @@ async fn observe(State(state): State<ObserveState>, request: Request, next: Next
     response
 }
 
-/// Turns axum's plain-text 413 into a GraphQL error body.
-async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
+/// Turns axum's plain-text 413 and its empty 405 (a method no route has) into GraphQL error
+/// bodies.
+async fn graphql_error_bodies(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return request_error(
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => request_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidRequest,
             "the request body is larger than this server accepts",
-        );
+        ),
+        // The GraphQL endpoint's own 405 (a mutation over GET) already has a body.
+        StatusCode::METHOD_NOT_ALLOWED
+            if !response.headers().contains_key(header::CONTENT_TYPE) =>
+        {
+            let mut refusal = request_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::InvalidRequest,
+                "this route does not accept that method",
+            );
+            if let Some(allow) = response.headers().get(header::ALLOW) {
+                refusal.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            refusal
+        }
+        _ => response,
     }
-    response
 }
 
 async fn health() -> impl IntoResponse {
