@@ -38,6 +38,20 @@ fn wide_aliases(count: usize) -> String {
     format!("{{ passage(id: \"gen.1.1\") {{ {aliases} }} }}")
 }
 
+fn repeated_field(count: usize) -> String {
+    format!(
+        "{{ passage(id: \"gen.1.1\") {{ {} }} }}",
+        "text ".repeat(count)
+    )
+}
+
+fn repeated_spread(count: usize) -> String {
+    format!(
+        "{{ passage(id: \"gen.1.1\") {{ {} }} }} fragment T on Passage {{ text }}",
+        "...T ".repeat(count)
+    )
+}
+
 fn measure(supergraph: &Supergraph, name: &str, query: &str) {
     let mut times = Vec::with_capacity(RUNS);
     let mut outcome = String::new();
@@ -70,7 +84,7 @@ fn main() {
     .expect("the committed supergraph");
     let supergraph = Supergraph::parse(&sdl, None).expect("a valid supergraph");
     println!("document                        size      median  outcome (default limits)");
-    for count in [10, 12, 14, 16, 20, 26, 30, 35, 40] {
+    for count in [8, 9, 10, 12, 14, 16, 20, 26, 30, 35, 40] {
         measure(
             &supergraph,
             &format!("doubling fragments × {count}"),
@@ -81,4 +95,16 @@ fn main() {
     measure(&supergraph, "nesting × 2000", &deep_nesting(2000));
     measure(&supergraph, "aliases × 30", &wide_aliases(30));
     measure(&supergraph, "aliases × 3000", &wide_aliases(3000));
+    for count in [1000, 2000, 4000] {
+        measure(
+            &supergraph,
+            &format!("same field × {count}"),
+            &repeated_field(count),
+        );
+        measure(
+            &supergraph,
+            &format!("same spread × {count}"),
+            &repeated_spread(count),
+        );
+    }
 }

@@ -83,7 +83,7 @@ async fn doubling_fragments_are_refused_by_cost_and_by_depth() {
     assert_eq!(
         response,
         json!({"errors": [{
-            "message": "the operation has an estimated 6142 cost, more than the limit of 5000",
+            "message": "the operation has an estimated 3070 cost, more than the limit of 3000",
             "locations": [{"line": 1, "column": 1}],
             "extensions": {"code": "VALIDATION_ERROR"}
         }]})
@@ -329,4 +329,41 @@ async fn leaf_values_the_schema_cannot_represent_are_null_with_an_error() {
             ),
         ]
     );
+}
+
+#[tokio::test]
+async fn one_field_selected_thousands_of_times_is_refused_before_validation() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    let repeated = format!(
+        "{{ passage(id: \"gen.1.1\") {{ {} }} }}",
+        "text ".repeat(2000)
+    );
+    let response = ask(&router, &repeated, json!({})).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation selects `text` more than 16 times in one selection set"
+    );
+    // Also through inline fragments and spreads of one fragment.
+    let inline = format!(
+        "{{ passage(id: \"gen.1.1\") {{ {} }} }}",
+        "... on Passage { text } ".repeat(17)
+    );
+    let response = ask(&router, &inline, json!({})).await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "VALIDATION_ERROR"
+    );
+    let spreads = format!(
+        "{{ passage(id: \"gen.1.1\") {{ {} }} }} fragment T on Passage {{ text }}",
+        "...T ".repeat(17)
+    );
+    let response = ask(&router, &spreads, json!({})).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation selects `T` more than 16 times in one selection set"
+    );
+    // Sixteen times is allowed (the spec merges them into one field).
+    let allowed = format!("{{ passage(id: \"gen.1.1\") {{ {} }} }}", "id ".repeat(16));
+    let response = ask(&router, &allowed, json!({})).await;
+    assert!(response.get("data").is_some(), "{response}");
 }
