@@ -244,6 +244,9 @@ struct Measurer<'d> {
     /// Where the operation starts, for the refusal's location.
     position: (usize, usize),
     variable_sized: bool,
+    /// Inside `__schema` or `__type`: the router answers them from memory, so their lists are
+    /// not multiplied (each field still counts, which bounds what a document can expand to).
+    in_introspection: bool,
 }
 
 impl<'d> Measurer<'d> {
@@ -347,6 +350,18 @@ impl<'d> Measurer<'d> {
     }
 
     fn field(&mut self, field: &'d Field<'static, String>, parent: &str) -> Result<Measures, Stop> {
+        let introspection = parent == self.shape.root_type(RootKind::Query)
+            && matches!(field.name.as_str(), "__schema" | "__type");
+        if introspection && !self.in_introspection {
+            // Measured for depth and aliases; its cost is the router's lookups, not fetches.
+            self.in_introspection = true;
+            let measured = self.field(field, parent);
+            self.in_introspection = false;
+            return measured.map(|measures| Measures {
+                cost: 1,
+                ..measures
+            });
+        }
         let shape = self
             .shape
             .types
@@ -373,7 +388,9 @@ impl<'d> Measurer<'d> {
             self.selection_set(&field.selection_set, child_type)?
         };
         let multiplier = match shape {
-            Some(shape) if shape.list => size.unwrap_or(DEFAULT_LIST_SIZE),
+            Some(shape) if shape.list && !self.in_introspection => {
+                size.unwrap_or(DEFAULT_LIST_SIZE)
+            }
             _ => 1,
         };
         Ok(Measures {
@@ -511,6 +528,7 @@ pub fn check_limits(
         limits,
         position: (set.span.0.line, set.span.0.column),
         variable_sized: false,
+        in_introspection: false,
     };
     let measures = match measurer.selection_set(set, shape.root_type(kind)) {
         Ok(measures) => measures,

@@ -19,7 +19,7 @@ use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::{FieldSelection, SelectionSet};
 use hive_router_query_planner::state::supergraph_state::{
-    SupergraphDefinition, SupergraphState, TypeNode,
+    SupergraphDefinition, SupergraphEnumType, SupergraphState, TypeNode,
 };
 use serde_json::{Map, json};
 
@@ -67,8 +67,53 @@ enum Slot<'a> {
     Field {
         name: &'a str,
         ty: &'a TypeNode,
+        /// What the named type under the list and non-null wrappers accepts as a leaf value.
+        leaf: Leaf<'a>,
         selections: Vec<&'a SelectionSet>,
     },
+}
+
+/// What a field's named type accepts as a leaf value (looked up once per shape, not per value).
+#[derive(Clone, Copy)]
+enum Leaf<'a> {
+    Int,
+    Float,
+    String,
+    Boolean,
+    Id,
+    Enum(&'a SupergraphEnumType),
+    /// An object, interface or union: never a leaf.
+    Composite,
+    /// A custom scalar: any value.
+    Custom,
+}
+
+impl<'a> Leaf<'a> {
+    fn of(supergraph: &'a SupergraphState, ty: &TypeNode) -> Self {
+        let mut named = ty;
+        let name = loop {
+            match named {
+                TypeNode::NonNull(inner) | TypeNode::List(inner) => named = inner,
+                TypeNode::Named(name) => break name.as_str(),
+            }
+        };
+        match name {
+            "Int" => Leaf::Int,
+            "Float" => Leaf::Float,
+            "String" => Leaf::String,
+            "Boolean" => Leaf::Boolean,
+            "ID" => Leaf::Id,
+            _ => match supergraph.definitions.get(name) {
+                Some(SupergraphDefinition::Enum(enumeration)) => Leaf::Enum(enumeration),
+                Some(
+                    SupergraphDefinition::Object(_)
+                    | SupergraphDefinition::Interface(_)
+                    | SupergraphDefinition::Union(_),
+                ) => Leaf::Composite,
+                _ => Leaf::Custom,
+            },
+        }
+    }
 }
 
 /// The response keys an object of one type gets from one selection, in the client's order
@@ -187,6 +232,7 @@ impl<'a> Writer<'a> {
                     Slot::Field {
                         name: &field.name,
                         ty: &field_definition.field_type,
+                        leaf: Leaf::of(self.supergraph, &field_definition.field_type),
                         selections,
                     }
                 };
@@ -265,6 +311,7 @@ impl<'a> Writer<'a> {
                 Slot::Field {
                     name,
                     ty,
+                    leaf,
                     selections,
                 } => {
                     let raw = match source.find_from(next, key) {
@@ -275,7 +322,7 @@ impl<'a> Writer<'a> {
                         None => source.get(name),
                     };
                     path.push(Step::Key(key));
-                    let written = self.complete(ty, selections, raw, path);
+                    let written = self.complete(ty, *leaf, selections, raw, path);
                     path.pop();
                     written?;
                 }
@@ -289,13 +336,14 @@ impl<'a> Writer<'a> {
     fn complete(
         &mut self,
         ty: &'a TypeNode,
+        leaf: Leaf<'a>,
         selections: &[&'a SelectionSet],
         raw: Option<&Value>,
         path: &mut Vec<Step<'a>>,
     ) -> Result<bool, NonNullViolation> {
         match ty {
             TypeNode::NonNull(inner) => {
-                if self.complete(inner, selections, raw, path)? {
+                if self.complete(inner, leaf, selections, raw, path)? {
                     self.null_error(path);
                     Err(NonNullViolation)
                 } else {
@@ -311,7 +359,7 @@ impl<'a> Writer<'a> {
                             self.out.push(b',');
                         }
                         path.push(Step::Index(index));
-                        let written = self.complete(inner, selections, Some(item), path);
+                        let written = self.complete(inner, leaf, selections, Some(item), path);
                         path.pop();
                         if written.is_err() {
                             return Ok(self.cut_to_null(start));
@@ -331,7 +379,7 @@ impl<'a> Writer<'a> {
                         Err(NonNullViolation) => Ok(self.cut_to_null(start)),
                     }
                 }
-                Some(value) => match self.leaf_problem(name, value, selections) {
+                Some(value) => match leaf_problem(name, leaf, value, selections) {
                     None => {
                         write_json(&mut self.out, value);
                         Ok(false)
@@ -345,79 +393,6 @@ impl<'a> Writer<'a> {
                         Ok(self.write_null())
                     }
                 },
-            },
-        }
-    }
-
-    /// Why `value` cannot be a result of type `name` (the spec's result coercion), if it
-    /// cannot. Custom scalars take any value.
-    fn leaf_problem(
-        &self,
-        name: &str,
-        value: &Value,
-        selections: &[&'a SelectionSet],
-    ) -> Option<String> {
-        let shown = || serde_json::Value::from(value.clone()).to_string();
-        if selections.iter().any(|s| !s.items.is_empty()) {
-            return Some(format!(
-                "{name} cannot represent a non-object value: {}",
-                shown()
-            ));
-        }
-        match name {
-            "Int" => match value {
-                Value::Number(number)
-                    if number.as_i64().is_some_and(|n| i32::try_from(n).is_ok()) =>
-                {
-                    None
-                }
-                Value::Number(number)
-                    if number.as_f64().is_some_and(|f| {
-                        f.fract() == 0.0 && f >= f64::from(i32::MIN) && f <= f64::from(i32::MAX)
-                    }) =>
-                {
-                    None
-                }
-                _ => Some(format!("Int cannot represent value: {}", shown())),
-            },
-            "Float" => match value {
-                Value::Number(_) => None,
-                _ => Some(format!("Float cannot represent value: {}", shown())),
-            },
-            "String" => match value {
-                Value::String(_) => None,
-                _ => Some(format!("String cannot represent value: {}", shown())),
-            },
-            "Boolean" => match value {
-                Value::Bool(_) => None,
-                _ => Some(format!("Boolean cannot represent value: {}", shown())),
-            },
-            "ID" => match value {
-                Value::String(_) => None,
-                Value::Number(number) if number.is_i64() || number.is_u64() => None,
-                _ => Some(format!("ID cannot represent value: {}", shown())),
-            },
-            _ => match self.supergraph.definitions.get(name) {
-                Some(SupergraphDefinition::Enum(enumeration)) => match value {
-                    Value::String(text)
-                        if enumeration.values.iter().any(|v| v.name == text.as_str()) =>
-                    {
-                        None
-                    }
-                    _ => Some(format!(
-                        "Enum \"{name}\" cannot represent value: {}",
-                        shown()
-                    )),
-                },
-                Some(
-                    SupergraphDefinition::Object(_)
-                    | SupergraphDefinition::Interface(_)
-                    | SupergraphDefinition::Union(_),
-                ) => Some(format!(
-                    "{name} cannot represent a non-object value: {}",
-                    shown()
-                )),
-                _ => None,
             },
         }
     }
@@ -455,4 +430,52 @@ impl<'a> Writer<'a> {
             }));
         }
     }
+}
+
+/// Why `value` cannot be a result of type `name` (the spec's result coercion), if it cannot.
+/// Custom scalars take any value.
+fn leaf_problem(
+    name: &str,
+    leaf: Leaf<'_>,
+    value: &Value,
+    selections: &[&SelectionSet],
+) -> Option<String> {
+    let acceptable = match leaf {
+        _ if selections.iter().any(|s| !s.items.is_empty()) => false,
+        Leaf::Int => match value {
+            Value::Number(number) => match number.as_i64() {
+                Some(n) => i32::try_from(n).is_ok(),
+                None => number.as_f64().is_some_and(|f| {
+                    f.fract() == 0.0 && f >= f64::from(i32::MIN) && f <= f64::from(i32::MAX)
+                }),
+            },
+            _ => false,
+        },
+        Leaf::Float => matches!(value, Value::Number(_)),
+        Leaf::String => matches!(value, Value::String(_)),
+        Leaf::Boolean => matches!(value, Value::Bool(_)),
+        Leaf::Id => match value {
+            Value::String(_) => true,
+            Value::Number(number) => number.is_i64() || number.is_u64(),
+            _ => false,
+        },
+        Leaf::Enum(enumeration) => match value {
+            Value::String(text) => enumeration.values.iter().any(|v| v.name == text.as_str()),
+            _ => false,
+        },
+        Leaf::Composite => false,
+        Leaf::Custom => true,
+    };
+    if acceptable {
+        return None;
+    }
+    let shown = serde_json::Value::from(value.clone()).to_string();
+    Some(match leaf {
+        Leaf::Enum(_) => format!("Enum \"{name}\" cannot represent value: {shown}"),
+        Leaf::Composite => format!("{name} cannot represent a non-object value: {shown}"),
+        _ if selections.iter().any(|s| !s.items.is_empty()) => {
+            format!("{name} cannot represent a non-object value: {shown}")
+        }
+        _ => format!("{name} cannot represent value: {shown}"),
+    })
 }

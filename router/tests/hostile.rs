@@ -367,3 +367,32 @@ async fn one_field_selected_thousands_of_times_is_refused_before_validation() {
     let response = ask(&router, &allowed, json!({})).await;
     assert!(response.get("data").is_some(), "{response}");
 }
+
+/// Introspection is answered from memory, so its lists are not multiplied (the standard
+/// introspection query passes), but every field still counts: fragments that triple inside
+/// `__schema` are refused like any other.
+#[tokio::test]
+async fn introspection_fields_count_without_multiplying_their_lists() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    let mut query = String::from("{ __schema { types { ...T0 } } }\n");
+    for i in 0..12 {
+        query.push_str(&format!(
+            "fragment T{i} on __Type {{ ofType {{ ...T{n} }} interfaces {{ ...T{n} }} possibleTypes {{ ...T{n} }} }}\n",
+            n = i + 1
+        ));
+    }
+    query.push_str("fragment T12 on __Type { name }\n");
+    let response = ask(&router, &query, json!({})).await;
+    let message = response["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("cost, more than the limit of 3000"),
+        "{response}"
+    );
+    let small = ask(
+        &router,
+        "{ __schema { types { name fields { name } } } }",
+        json!({}),
+    )
+    .await;
+    assert!(small["data"]["__schema"]["types"].is_array(), "{small}");
+}
