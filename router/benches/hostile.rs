@@ -9,21 +9,13 @@
 use std::time::{Duration, Instant};
 
 use gospelib_router::planning::PlanCache;
+
+#[path = "../tests/support/attacks.rs"]
+mod attacks;
+use attacks::doubling_fragments;
 use gospelib_router::supergraph::Supergraph;
 
 const RUNS: usize = 7;
-
-fn doubling_fragments(count: usize) -> String {
-    let mut query = String::from("{ passage(id: \"gen.1.1\") { ...F0 } }\n");
-    for i in 0..count {
-        query.push_str(&format!(
-            "fragment F{i} on Passage {{ next {{ ...F{n} }} previous {{ ...F{n} }} }}\n",
-            n = i + 1
-        ));
-    }
-    query.push_str(&format!("fragment F{count} on Passage {{ id }}\n"));
-    query
-}
 
 fn deep_nesting(levels: usize) -> String {
     let mut query = String::from("{ passage(id: \"gen.1.1\") { ");

@@ -326,17 +326,32 @@ impl<'d> Measurer<'d> {
     }
 
     fn selection_set(&mut self, set: &'d Selections, parent: &str) -> Result<Measures, Stop> {
+        self.sized_selection_set(set, parent, None)
+    }
+
+    /// The measures of `set` on type `parent`; when `parent` is a connection sized by its
+    /// field's argument (`connection_size`), its `edges` and `nodes` lists have that size.
+    fn sized_selection_set(
+        &mut self,
+        set: &'d Selections,
+        parent: &str,
+        connection_size: Option<u64>,
+    ) -> Result<Measures, Stop> {
         self.check_repeats(set)?;
         let mut total = Measures::default();
         for item in &set.items {
             let measures = match item {
-                Selection::Field(field) => self.field(field, parent)?,
+                Selection::Field(field) => {
+                    let sized_list = connection_size
+                        .filter(|_| SIZED_CONNECTION_LISTS.contains(&field.name.as_str()));
+                    self.field_sized(field, parent, sized_list)?
+                }
                 Selection::InlineFragment(fragment) => {
                     let on = match &fragment.type_condition {
                         Some(TypeCondition::On(name)) => name.as_str(),
                         None => parent,
                     };
-                    self.selection_set(&fragment.selection_set, on)?
+                    self.sized_selection_set(&fragment.selection_set, on, connection_size)?
                 }
                 Selection::FragmentSpread(spread) => self.fragment(&spread.fragment_name)?,
             };
@@ -349,18 +364,20 @@ impl<'d> Measurer<'d> {
         Ok(total)
     }
 
-    fn field(&mut self, field: &'d Field<'static, String>, parent: &str) -> Result<Measures, Stop> {
+    /// The measures of one field; `list_size` is the size its connection gives it, if any.
+    fn field_sized(
+        &mut self,
+        field: &'d Field<'static, String>,
+        parent: &str,
+        list_size: Option<u64>,
+    ) -> Result<Measures, Stop> {
         let introspection = parent == self.shape.root_type(RootKind::Query)
             && matches!(field.name.as_str(), "__schema" | "__type");
         if introspection && !self.in_introspection {
-            // Measured for depth and aliases; its cost is the router's lookups, not fetches.
             self.in_introspection = true;
-            let measured = self.field(field, parent);
+            let measured = self.field_sized(field, parent, list_size);
             self.in_introspection = false;
-            return measured.map(|measures| Measures {
-                cost: 1,
-                ..measures
-            });
+            return measured;
         }
         let shape = self
             .shape
@@ -378,15 +395,10 @@ impl<'d> Measurer<'d> {
         }
         // An unknown field or type: validation reports it; measure its selections on their own.
         let child_type = shape.map_or("", |s| s.type_name.as_str());
-        let size = self.size_argument(field, shape);
-        let inner = if shape.is_some_and(|s| !s.list)
-            && let Some(size) = size
-        {
-            // A connection: the size passes to its `edges` and `nodes` lists.
-            self.connection(&field.selection_set, child_type, size)?
-        } else {
-            self.selection_set(&field.selection_set, child_type)?
-        };
+        let size = self.size_argument(field, shape).or(list_size);
+        // A sized field that is not a list is a connection: the size passes to its lists.
+        let connection_size = size.filter(|_| shape.is_some_and(|s| !s.list));
+        let inner = self.sized_selection_set(&field.selection_set, child_type, connection_size)?;
         let multiplier = match shape {
             Some(shape) if shape.list && !self.in_introspection => {
                 size.unwrap_or(DEFAULT_LIST_SIZE)
@@ -402,56 +414,6 @@ impl<'d> Measurer<'d> {
                 .saturating_mul(multiplier.max(1))
                 .saturating_add(1),
         })
-    }
-
-    /// A connection's selections: its `edges` and `nodes` lists have the connection's size.
-    fn connection(
-        &mut self,
-        set: &'d Selections,
-        type_name: &str,
-        size: u64,
-    ) -> Result<Measures, Stop> {
-        self.check_repeats(set)?;
-        let mut total = Measures::default();
-        for item in &set.items {
-            let measures = match item {
-                Selection::Field(field)
-                    if SIZED_CONNECTION_LISTS.contains(&field.name.as_str())
-                        && !field.selection_set.items.is_empty() =>
-                {
-                    let shape = self
-                        .shape
-                        .types
-                        .get(type_name)
-                        .and_then(|fields| fields.get(&field.name));
-                    let child_type = shape.map_or("", |s| s.type_name.as_str());
-                    let inner = self.selection_set(&field.selection_set, child_type)?;
-                    Measures {
-                        depth: inner.depth.saturating_add(1),
-                        aliases: inner
-                            .aliases
-                            .saturating_add(u64::from(field.alias.is_some())),
-                        fields: 1,
-                        cost: inner.cost.saturating_mul(size.max(1)).saturating_add(1),
-                    }
-                }
-                Selection::Field(field) => self.field(field, type_name)?,
-                Selection::InlineFragment(fragment) => {
-                    let on = match &fragment.type_condition {
-                        Some(TypeCondition::On(name)) => name.as_str(),
-                        None => type_name,
-                    };
-                    self.selection_set(&fragment.selection_set, on)?
-                }
-                Selection::FragmentSpread(spread) => self.fragment(&spread.fragment_name)?,
-            };
-            total.depth = total.depth.max(measures.depth);
-            total.aliases = total.aliases.saturating_add(measures.aliases);
-            total.fields = total.fields.saturating_add(measures.fields);
-            total.cost = total.cost.saturating_add(measures.cost);
-            self.check(&total)?;
-        }
-        Ok(total)
     }
 
     /// The size a `first`/`last`/`limit` argument gives: a literal, the request's variable, or

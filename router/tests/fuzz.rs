@@ -44,6 +44,7 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
+use support::attacks::doubling_fragments;
 use support::{SDL, products, reviews, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -596,20 +597,6 @@ fn check_graphql_response(case: &Case, body: &Value) -> Result<(), String> {
 }
 
 // ---- seeds: attacks that run every time ----
-
-/// `fragment F0 on Passage { next { ...F1 } previous { ...F1 } } …`: each fragment doubles the
-/// work of a walk that expands spreads (as in `hostile.rs`).
-fn doubling_fragments(count: usize) -> String {
-    let mut query = String::from("{ passage(id: \"gen.1.1\") { ...F0 } }\n");
-    for i in 0..count {
-        query.push_str(&format!(
-            "fragment F{i} on Passage {{ next {{ ...F{n} }} previous {{ ...F{n} }} }}\n",
-            n = i + 1
-        ));
-    }
-    query.push_str(&format!("fragment F{count} on Passage {{ id }}\n"));
-    query
-}
 
 /// `{ topProducts { reviews { next { topProducts … body … } } } }`: `levels` fields around a
 /// leaf (most of them wrong for their types; the limits come before validation).

@@ -16,6 +16,7 @@ use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use gospelib_router::validation::Limits;
 use gospelib_schema::compose::{SubgraphSdl, compose};
 use serde_json::{Map, Value, json};
+use support::attacks::doubling_fragments;
 use support::{SDL, products, reviews};
 
 /// The committed supergraph of the platform (content's `Passage.next`/`previous` recurse).
@@ -58,20 +59,6 @@ async fn ask(router: &Router, query: &str, variables: Value) -> Value {
         .await;
     response.as_object_mut().unwrap().remove("extensions");
     response
-}
-
-/// `fragment F0 on Passage { next { ...F1 } previous { ...F1 } } … fragment F<n> { id }`: each
-/// fragment doubles the work of a walk that expands spreads.
-fn doubling_fragments(count: usize) -> String {
-    let mut query = String::from("{ passage(id: \"gen.1.1\") { ...F0 } }\n");
-    for i in 0..count {
-        query.push_str(&format!(
-            "fragment F{i} on Passage {{ next {{ ...F{n} }} previous {{ ...F{n} }} }}\n",
-            n = i + 1
-        ));
-    }
-    query.push_str(&format!("fragment F{count} on Passage {{ id }}\n"));
-    query
 }
 
 #[tokio::test]
