@@ -95,6 +95,10 @@ type PlanKey = (String, [u8; 32]);
 pub struct PlanCache {
     /// How long the planner may take for one operation.
     pub planning_timeout: std::time::Duration,
+    /// Plans being made at once, at most one per core: a burst of new operations waits here
+    /// (within the planning deadline) instead of taking every core from the requests whose
+    /// plans are cached.
+    planning_slots: Arc<tokio::sync::Semaphore>,
     plans: Mutex<LruCache<PlanKey, Arc<Planned>>>,
     /// The same plans by the request's own text (supergraph hash, sha256 of operation name and
     /// query): a repeated request skips parsing, validation and normalization. Only requests
@@ -112,13 +116,20 @@ impl PlanCache {
 
     pub fn with_limits(capacity: usize, limits: Limits) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
             planning_timeout: DEFAULT_PLANNING_TIMEOUT,
+            planning_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             plans: Mutex::new(LruCache::new(capacity)),
             by_text: Mutex::new(LruCache::new(capacity)),
             stats: Mutex::new(CacheStats::default()),
             limits,
         }
+    }
+
+    /// The slots plans are made in (tests hold them to see a request wait).
+    pub fn planning_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.planning_slots
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -192,6 +203,16 @@ impl PlanCache {
         if let Some(found) = self.cached_for_text(supergraph, query, operation_name) {
             return Ok((found, true));
         }
+        // Waiting for a slot counts against the deadline too.
+        let started = tokio::time::Instant::now();
+        let slot = tokio::time::timeout(
+            self.planning_timeout,
+            self.planning_slots.clone().acquire_owned(),
+        )
+        .await;
+        let Ok(Ok(slot)) = slot else {
+            return Err(PlanningError::Timeout(self.planning_timeout));
+        };
         let cache = self.clone();
         let supergraph = supergraph.clone();
         let (query, operation_name, variables) = (
@@ -200,11 +221,14 @@ impl PlanCache {
             variables.clone(),
         );
         let work = tokio::task::spawn_blocking(move || {
+            // The slot is held while the core is busy, even after the request stopped waiting.
+            let _slot = slot;
             cache.plan_and_tell(&supergraph, &query, operation_name.as_deref(), &variables)
         });
         // The planner stops itself at the deadline; parsing, validation and normalization are
         // bounded by the limits. The margin covers a blocking pool that is busy.
-        match tokio::time::timeout(self.planning_timeout * 2, work).await {
+        let remaining = (self.planning_timeout * 2).saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, work).await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => Err(PlanningError::Unplannable(format!(
                 "planning failed: {panic}"

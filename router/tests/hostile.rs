@@ -383,3 +383,30 @@ async fn introspection_fields_count_without_multiplying_their_lists() {
     .await;
     assert!(small["data"]["__schema"]["types"].is_array(), "{small}");
 }
+
+/// New plans are made in one slot per core: with every slot busy, a new operation waits at
+/// most the planning deadline (then `SERVICE_UNAVAILABLE`), while operations whose plans are
+/// cached are answered at once.
+#[tokio::test]
+async fn a_burst_of_new_operations_waits_for_a_planning_slot_and_cached_ones_do_not() {
+    let settings = RouterSettings {
+        planning_timeout: Duration::from_millis(100),
+        ..RouterSettings::default()
+    };
+    let router = demo_router(&settings);
+    let cached = "{ topProducts { name } }";
+    assert!(ask(&router, cached, json!({})).await.get("data").is_some());
+    let slots = router.plan_cache().planning_slots().clone();
+    let all = u32::try_from(slots.available_permits()).unwrap();
+    let busy = slots.acquire_many(all).await.unwrap();
+    let response = ask(&router, "{ topProducts { upc } }", json!({})).await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{response}"
+    );
+    let response = ask(&router, cached, json!({})).await;
+    assert!(response.get("errors").is_none(), "{response}");
+    drop(busy);
+    let response = ask(&router, "{ topProducts { upc } }", json!({})).await;
+    assert!(response.get("errors").is_none(), "{response}");
+}
