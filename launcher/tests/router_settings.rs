@@ -173,3 +173,99 @@ fn the_registry_can_be_the_supergraph_source() {
     assert!(body["data"]["books"].is_array(), "{body}");
     assert!(body.get("errors").is_none(), "{body}");
 }
+
+/// A FalkorDB that accepts connections and never answers (held open for the test's life), so
+/// the content subgraph's fetches stay in flight until a deadline ends them.
+fn silent_falkordb() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming() {
+            held.push(socket);
+        }
+    });
+    format!("falkor://{address}")
+}
+
+/// The router's own deadline error, as opposed to the subgraph's FalkorDB error.
+fn router_cut_the_fetch(body: &Value) -> bool {
+    body["errors"][0]["message"] == "subgraph \"content\" is unavailable"
+        && body["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
+}
+
+#[test]
+fn the_subgraph_timeout_applies_to_the_in_process_transport() {
+    let falkordb = silent_falkordb();
+    let body = ask_with(
+        &[
+            ("GOSPELIB_FALKORDB_URL", falkordb.as_str()),
+            ("GOSPELIB_FALKORDB_TIMEOUT_MS", "60000"),
+            ("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", "300"),
+        ],
+        r#"{ passage(id: "gen.1.1") { id } }"#,
+    );
+    assert!(router_cut_the_fetch(&body), "{body}");
+}
+
+#[test]
+fn the_request_timeout_applies_to_the_in_process_transport() {
+    let falkordb = silent_falkordb();
+    let body = ask_with(
+        &[
+            ("GOSPELIB_FALKORDB_URL", falkordb.as_str()),
+            ("GOSPELIB_FALKORDB_TIMEOUT_MS", "60000"),
+            ("GOSPELIB_ROUTER_REQUEST_TIMEOUT_MS", "300"),
+        ],
+        r#"{ passage(id: "gen.1.1") { id } }"#,
+    );
+    assert!(router_cut_the_fetch(&body), "{body}");
+}
+
+/// Five identical requests at once, each fetch held in flight by a silent FalkorDB until the
+/// subgraph timeout: with sharing on, four join the first fetch; switched off, none does.
+#[test]
+fn dedupe_can_be_switched_off() {
+    for (dedupe, shared) in [("true", 4), ("false", 0)] {
+        let falkordb = silent_falkordb();
+        let (mut child, base, runtime) = serve_with(
+            &["serve"],
+            &[
+                ("GOSPELIB_FALKORDB_URL", falkordb),
+                ("GOSPELIB_FALKORDB_TIMEOUT_MS", "60000".to_owned()),
+                ("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", "1000".to_owned()),
+                ("GOSPELIB_ROUTER_DEDUPE", dedupe.to_owned()),
+            ],
+        );
+        let internal = child.internal.clone();
+        let metrics = runtime.block_on(async {
+            let client = reqwest::Client::new();
+            let ask = || {
+                client
+                    .post(format!("{base}/graphql"))
+                    .json(&json!({ "query": r#"{ passage(id: "gen.1.1") { id } }"# }))
+                    .send()
+            };
+            let answers = tokio::join!(ask(), ask(), ask(), ask(), ask());
+            for answer in [answers.0, answers.1, answers.2, answers.3, answers.4] {
+                assert_eq!(answer.unwrap().status(), 200);
+            }
+            reqwest::get(format!("{internal}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let counted = metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("gospelib_subgraph_fetches_shared_total{subgraph=\"content\"")
+            })
+            .and_then(|line| line.rsplit(' ').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap());
+        assert_eq!(counted, shared, "GOSPELIB_ROUTER_DEDUPE={dedupe}");
+    }
+}

@@ -321,7 +321,7 @@ impl Deduplicated {
         self.metrics = Some(metrics);
     }
 
-    /// How many requests were answered by another's fetch.
+    /// How many requests joined an identical fetch in flight.
     pub fn shared(&self) -> u64 {
         self.shared.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -365,15 +365,18 @@ impl Transport for Deduplicated {
                     }
                 }
             };
-            // A follower whose leader was dropped mid-fetch initialises the cell itself.
-            cell.get_or_init(|| self.inner.send(subgraph, url, request))
-                .await;
-            let Some(guard) = guard else {
+            // Counted when joining, so a follower cut off by its deadline counts too.
+            if guard.is_none() {
                 self.shared
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(metrics) = &self.metrics {
                     metrics.count_shared_fetch(subgraph);
                 }
+            }
+            // A follower whose leader was dropped mid-fetch initialises the cell itself.
+            cell.get_or_init(|| self.inner.send(subgraph, url, request))
+                .await;
+            let Some(guard) = guard else {
                 return cell.get().expect("initialised above").clone();
             };
             drop(guard);

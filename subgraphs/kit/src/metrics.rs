@@ -80,7 +80,7 @@ impl Metrics {
         let shared_fetches = IntCounterVec::new(
             Opts::new(
                 "subgraph_fetches_shared_total",
-                "Router subgraph fetches answered by an identical one already in flight",
+                "Router subgraph fetches that joined an identical one already in flight",
             ),
             &["subgraph"],
         )
