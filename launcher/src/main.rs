@@ -91,16 +91,8 @@ enum SchemaCommand {
     Publish {
         #[arg(long, default_value = "")]
         message: String,
-        /// Publish even though the check fails (needs --reason).
-        #[arg(long, requires = "reason")]
-        force: bool,
-        /// Why a failing check is overridden.
-        #[arg(long, requires = "force")]
-        reason: Option<String>,
-        #[arg(long, default_value = "client-tests/operations")]
-        operations: std::path::PathBuf,
-        #[arg(long, value_enum, default_value = "text")]
-        format: registry::Format,
+        #[command(flatten)]
+        checked: CheckedPublish,
     },
     /// The published versions, newest first.
     History {
@@ -120,16 +112,8 @@ enum SchemaCommand {
         to: i32,
         #[arg(long)]
         message: Option<String>,
-        /// Roll back even though the check fails (needs --reason).
-        #[arg(long, requires = "reason")]
-        force: bool,
-        /// Why a failing check is overridden.
-        #[arg(long, requires = "force")]
-        reason: Option<String>,
-        #[arg(long, default_value = "client-tests/operations")]
-        operations: std::path::PathBuf,
-        #[arg(long, value_enum, default_value = "text")]
-        format: registry::Format,
+        #[command(flatten)]
+        checked: CheckedPublish,
     },
     /// Accept the code's supergraph as the CI gate's baseline, with the reason logged.
     Baseline {
@@ -142,6 +126,29 @@ enum SchemaCommand {
         #[arg(long, default_value = "client-tests/operations")]
         operations: std::path::PathBuf,
     },
+}
+
+/// How a publish or a rollback is checked, and how a failing check may be overridden.
+#[derive(Debug, clap::Args)]
+struct CheckedPublish {
+    /// Go ahead even though the check fails (needs --reason).
+    #[arg(long, requires = "reason")]
+    force: bool,
+    /// Why a failing check is overridden.
+    #[arg(long, requires = "force")]
+    reason: Option<String>,
+    /// The client operations the check protects.
+    #[arg(long, default_value = "client-tests/operations")]
+    operations: std::path::PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    format: registry::Format,
+}
+
+impl CheckedPublish {
+    /// The reason a failing check is overridden, when it is.
+    fn force_reason(&self) -> Option<&str> {
+        self.reason.as_deref().filter(|_| self.force)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,15 +201,10 @@ fn main() -> ExitCode {
                 operations,
                 format,
             }) => registry::run_check(&env, &against, &operations, format).await,
-            Command::Schema(SchemaCommand::Publish {
-                message,
-                force,
-                reason,
-                operations,
-                format,
-            }) => {
-                let force_reason = reason.as_deref().filter(|_| force);
-                registry::run_publish(&env, &message, &operations, force_reason, format).await
+            Command::Schema(SchemaCommand::Publish { message, checked }) => {
+                let (operations, format) = (&checked.operations, checked.format);
+                registry::run_publish(&env, &message, operations, checked.force_reason(), format)
+                    .await
             }
             Command::Schema(SchemaCommand::History { format }) => {
                 registry::run_history(&env, format).await
@@ -213,14 +215,19 @@ fn main() -> ExitCode {
             Command::Schema(SchemaCommand::Rollback {
                 to,
                 message,
-                force,
-                reason,
-                operations,
-                format,
+                checked,
             }) => {
-                let force_reason = reason.as_deref().filter(|_| force);
-                let message = message.as_deref();
-                registry::run_rollback(&env, to, message, &operations, force_reason, format).await
+                let (operations, format) = (&checked.operations, checked.format);
+                let force_reason = checked.force_reason();
+                registry::run_rollback(
+                    &env,
+                    to,
+                    message.as_deref(),
+                    operations,
+                    force_reason,
+                    format,
+                )
+                .await
             }
             Command::Schema(SchemaCommand::Baseline {
                 reason,
