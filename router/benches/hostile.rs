@@ -12,7 +12,7 @@ use gospelib_router::planning::PlanCache;
 
 #[path = "../tests/support/attacks.rs"]
 mod attacks;
-use attacks::doubling_fragments;
+use attacks::{doubling_fragments, platform_supergraph};
 use gospelib_router::supergraph::Supergraph;
 
 const RUNS: usize = 7;
@@ -69,12 +69,7 @@ fn measure(supergraph: &Supergraph, name: &str, query: &str) {
 }
 
 fn main() {
-    let sdl = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../schema/supergraph.graphql"
-    ))
-    .expect("the committed supergraph");
-    let supergraph = Supergraph::parse(&sdl, None).expect("a valid supergraph");
+    let supergraph = platform_supergraph();
     println!("document                        size      median  outcome (default limits)");
     for count in [8, 9, 10, 12, 14, 16, 20, 26, 30, 35, 40] {
         measure(

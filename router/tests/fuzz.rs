@@ -44,7 +44,7 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
-use support::attacks::doubling_fragments;
+use support::attacks::{doubling_fragments, platform_supergraph};
 use support::{SDL, products, reviews, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,15 +94,6 @@ impl Servers {
             Target::PlatformDeepAllowed => &self.platform_deep_allowed,
         }
     }
-}
-
-fn platform_supergraph() -> Supergraph {
-    let sdl = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../schema/supergraph.graphql"
-    ))
-    .unwrap();
-    Supergraph::parse(&sdl, None).unwrap()
 }
 
 /// The whole HTTP app (the kit's server with the router as its gateway) on a loopback port.

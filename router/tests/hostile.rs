@@ -16,18 +16,8 @@ use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use gospelib_router::validation::Limits;
 use gospelib_schema::compose::{SubgraphSdl, compose};
 use serde_json::{Map, Value, json};
-use support::attacks::doubling_fragments;
+use support::attacks::{doubling_fragments, platform_supergraph};
 use support::{SDL, products, reviews};
-
-/// The committed supergraph of the platform (content's `Passage.next`/`previous` recurse).
-fn platform_supergraph() -> Supergraph {
-    let sdl = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../schema/supergraph.graphql"
-    ))
-    .unwrap();
-    Supergraph::parse(&sdl, None).unwrap()
-}
 
 fn demo_router(settings: &RouterSettings) -> Router {
     Router::from_settings(
