@@ -21,6 +21,9 @@ use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
 use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, SupergraphState};
 
+/// How long one flush may wait on Redis.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The schema coordinates `operation` touches.
 pub fn coordinates(
     operation: &OperationDefinition,
@@ -194,12 +197,24 @@ impl UsageRecorder {
         written
     }
 
+    /// Writes `operations`, all within [`WRITE_TIMEOUT`]: a Redis that never answers delays
+    /// the next flush, not this one for ever (what was not written is kept for it).
     async fn write(&self, operations: &[RecordedOperation]) -> redis::RedisResult<usize> {
-        let mut connection = self.client.get_multiplexed_async_connection().await?;
-        for operation in operations {
-            record(&mut connection, operation).await?;
+        let write = async {
+            let mut connection = self.client.get_multiplexed_async_connection().await?;
+            for operation in operations {
+                record(&mut connection, operation).await?;
+            }
+            Ok(operations.len())
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(written) => written,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer from Redis",
+                format!("within {WRITE_TIMEOUT:?}"),
+            ))),
         }
-        Ok(operations.len())
     }
 
     /// Flushes every `every` until the task is dropped.

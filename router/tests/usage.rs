@@ -105,3 +105,26 @@ async fn counts_survive_redis_being_down_until_the_next_flush() {
     assert!(recorder.flush().await.is_err());
     assert_eq!(recorder.pending(), 2);
 }
+
+/// A Redis that accepts connections and never answers: a flush gives up within its bound and
+/// keeps what it could not write for the next one.
+#[tokio::test]
+async fn a_flush_to_a_redis_that_never_answers_gives_up_and_keeps_the_counts() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in silent.incoming() {
+            held.push(socket);
+        }
+    });
+    let recorder = UsageRecorder::new(redis::Client::open(format!("redis://{address}")).unwrap());
+    let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
+    recorder.record("abc", "Top", &coordinates);
+    recorder.record("abc", "Top", &coordinates);
+    let flushed = tokio::time::timeout(std::time::Duration::from_secs(30), recorder.flush())
+        .await
+        .expect("the flush is bounded");
+    assert!(flushed.is_err());
+    assert_eq!(recorder.pending(), 2, "the counts wait for the next flush");
+}
