@@ -7,7 +7,11 @@
 //! - after a failed connect, requests fail at once for [`RECONNECT_DELAY`], then the next one
 //!   connects again (a server that is down is not hammered, and one that is back is used);
 //! - on the serving path ([`Graph::with_deadline`]) every read has a deadline; past it the read
-//!   fails, and the fields it feeds answer `UPSTREAM_UNAVAILABLE`.
+//!   fails, and the fields it feeds answer `UPSTREAM_UNAVAILABLE`;
+//! - a read that misses its deadline opens a circuit breaker (the kit's [`Breaker`]): for a
+//!   while reads fail at once instead of each waiting the deadline, then one read probes the
+//!   server; its success closes the breaker. A server that accepts and never answers thus costs
+//!   one deadline now and then, not one per request.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use falkordb::{AsyncGraph, FalkorClientBuilder, FalkorConnectionInfo, FalkorValue, Row};
 use futures_core::Stream;
+use gospelib_kit::redis_link::{Admission, Breaker, BreakerSettings};
 use tokio::sync::watch;
 use url::Url;
 
@@ -34,7 +39,14 @@ pub enum GraphError {
     Query(String),
     #[error("FalkorDB did not answer within {0:?}")]
     Deadline(Duration),
+    #[error("FalkorDB missed a deadline recently; reads are skipped until a probe succeeds")]
+    Skipped,
 }
+
+/// How long reads are skipped after one missed its deadline, and the longest after failed
+/// probes (each doubles the period).
+const FIRST_OPEN: Duration = Duration::from_secs(2);
+const LONGEST_OPEN: Duration = Duration::from_secs(30);
 
 /// Parameters of one query: `$name` → value.
 pub type Params = Vec<(&'static str, FalkorValue)>;
@@ -66,6 +78,8 @@ pub struct Graph {
     /// Bounds connecting, always.
     connect_deadline: Duration,
     connection: Arc<Mutex<Connection>>,
+    /// Opened by reads that miss their deadline (serving path only).
+    breaker: Arc<Mutex<Breaker>>,
     queries: Arc<AtomicU64>,
     connects: Arc<AtomicU64>,
 }
@@ -84,6 +98,7 @@ impl Graph {
                 retry_at: None,
                 last_error: None,
             })),
+            breaker: Arc::new(Mutex::new(Breaker::new(breaker_settings(DEFAULT_DEADLINE)))),
             queries: Arc::new(AtomicU64::new(0)),
             connects: Arc::new(AtomicU64::new(0)),
         }
@@ -93,7 +108,15 @@ impl Graph {
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.read_deadline = Some(deadline);
         self.connect_deadline = deadline;
+        self.breaker = Arc::new(Mutex::new(Breaker::new(breaker_settings(deadline))));
         self
+    }
+
+    fn lock_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // Every update under the lock is one assignment: a poisoned lock is still sound.
+        self.breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How many queries this handle (and its clones) has sent.
@@ -232,11 +255,31 @@ impl Graph {
     ) -> Result<Vec<Row>, GraphError> {
         match self.read_deadline {
             Some(deadline) if read_only => {
+                let admission = self.lock_breaker().admit(Instant::now());
+                if admission == Admission::Skip {
+                    return Err(GraphError::Skipped);
+                }
                 // Dropping the query on the deadline is safe: the multiplexed connection
                 // discards the late answer when it comes.
-                tokio::time::timeout(deadline, self.run_unbounded(cypher, params, read_only))
-                    .await
-                    .unwrap_or(Err(GraphError::Deadline(deadline)))
+                let read = self.run_unbounded(cypher, params, read_only);
+                match tokio::time::timeout(deadline, read).await {
+                    Ok(result) => {
+                        // An answer, even an error, shows the server is responsive.
+                        if self.lock_breaker().succeeded(admission) {
+                            tracing::info!("FalkorDB answers again");
+                        }
+                        result
+                    }
+                    Err(_) => {
+                        if self.lock_breaker().failed(admission, Instant::now()) {
+                            tracing::warn!(
+                                ?deadline,
+                                "FalkorDB missed a read deadline: skipping reads for a while"
+                            );
+                        }
+                        Err(GraphError::Deadline(deadline))
+                    }
+                }
             }
             _ => self.run_unbounded(cypher, params, read_only).await,
         }
@@ -269,6 +312,15 @@ impl Graph {
             rows.push(row.map_err(|e| GraphError::Query(e.to_string()))?);
         }
         Ok(rows)
+    }
+}
+
+/// The read breaker of a graph whose reads have `deadline`: a probe has one read to make.
+fn breaker_settings(deadline: Duration) -> BreakerSettings {
+    BreakerSettings {
+        call_timeout: deadline,
+        first_open: FIRST_OPEN,
+        longest_open: LONGEST_OPEN,
     }
 }
 

@@ -437,3 +437,106 @@ async fn run_at_once(
     }
     requests.join_all().await
 }
+
+/// A proxy to a real server that can be paused: while paused, what the client sends is held
+/// back (not lost) until it resumes, as with a server that stops answering for a while.
+struct PausableProxy {
+    address: SocketAddr,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PausableProxy {
+    async fn start(target: &url::Url) -> Self {
+        let target: SocketAddr =
+            format!("{}:{}", target.host_str().unwrap(), target.port().unwrap())
+                .parse()
+                .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let paused = paused.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        continue;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let paused = paused.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        while let Ok(read) = client_read.read(&mut buffer).await {
+                            if read == 0 {
+                                break;
+                            }
+                            while paused.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            if server_write.write_all(&buffer[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    });
+                }
+            }
+        });
+        Self {
+            address,
+            paused,
+            task,
+        }
+    }
+
+    fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+}
+
+impl Drop for PausableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A FalkorDB that stops answering after connecting costs one read deadline: then reads fail
+/// at once without reaching it, until a probe finds it answering again.
+#[tokio::test]
+async fn a_falkordb_that_stops_answering_opens_the_read_breaker() {
+    use gospelib_content::graph::{Graph, GraphError};
+    let proxy = PausableProxy::start(&urls().falkordb).await;
+    let graph = Graph::new(
+        &format!("falkor://{}", proxy.address).parse().unwrap(),
+        "t_breaker",
+    )
+    .with_deadline(Duration::from_millis(300));
+    unless_hung("a warm read", graph.read("RETURN 1", Vec::new()))
+        .await
+        .unwrap();
+
+    proxy.pause(true);
+    let missed = unless_hung("a read", graph.read("RETURN 1", Vec::new())).await;
+    assert!(matches!(missed, Err(GraphError::Deadline(_))), "{missed:?}");
+    let sent = graph.queries_run();
+    for _ in 0..5 {
+        let skipped = unless_hung("a read", graph.read("RETURN 1", Vec::new())).await;
+        assert!(matches!(skipped, Err(GraphError::Skipped)), "{skipped:?}");
+    }
+    assert_eq!(graph.queries_run(), sent, "skipped reads reach nothing");
+
+    // The server answers again; after the breaker's first period a probe closes it.
+    proxy.pause(false);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    unless_hung("the probe", graph.read("RETURN 1", Vec::new()))
+        .await
+        .unwrap();
+    unless_hung("a read", graph.read("RETURN 1", Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(graph.queries_run(), sent + 2);
+}
