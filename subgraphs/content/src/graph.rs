@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use falkordb::{AsyncGraph, FalkorClientBuilder, FalkorConnectionInfo, FalkorValue, Row};
 use futures_core::Stream;
-use gospelib_kit::redis_link::{Admission, Breaker, BreakerSettings};
+use gospelib_kit::breaker::{Admission, Breaker, BreakerSettings};
 use tokio::sync::watch;
 use url::Url;
 

@@ -3,6 +3,7 @@
 //! identity, the error-code catalog, store connections with their readiness probes, and the
 //! PostgreSQL migrations.
 
+pub mod breaker;
 pub mod config;
 pub mod errors;
 pub mod graphiql;
