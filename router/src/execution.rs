@@ -276,6 +276,28 @@ fn upstream_error_quiet(subgraph: &str, path: Option<Vec<serde_json::Value>>) ->
     value
 }
 
+/// A subgraph's error as the client gets it: every error carries an `extensions.code`, and one
+/// the subgraph did not classify is an `INTERNAL_ERROR`.
+fn with_a_code(error: Value) -> serde_json::Value {
+    let mut error = serde_json::Value::from(error);
+    if let Some(object) = error.as_object_mut() {
+        let extensions = object
+            .entry("extensions")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !extensions.is_object() {
+            *extensions = serde_json::Value::Object(Default::default());
+        }
+        if let Some(extensions) = extensions.as_object_mut()
+            && !extensions
+                .get("code")
+                .is_some_and(serde_json::Value::is_string)
+        {
+            extensions.insert("code".to_owned(), "INTERNAL_ERROR".into());
+        }
+    }
+    error
+}
+
 /// Checks that a subgraph's answer is a GraphQL response.
 fn parse_response(
     subgraph: &str,
@@ -290,7 +312,7 @@ fn parse_response(
     let data = body.remove("data").unwrap_or(Value::Null);
     let errors = match body.remove("errors") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(errors)) => errors.into_iter().map(Into::into).collect(),
+        Some(Value::Array(errors)) => errors.into_iter().map(with_a_code).collect(),
         Some(_) => {
             return Err(TransportError::Garbage {
                 subgraph: subgraph.to_owned(),

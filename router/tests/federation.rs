@@ -171,6 +171,8 @@ async fn an_entity_error_is_re_pathed_to_the_client_path() {
     assert_eq!(errors.len(), 1, "{response}");
     assert_eq!(errors[0]["message"], "reviews of product 3 are unavailable");
     assert_eq!(errors[0]["path"], json!(["topProducts", 2, "reviews"]));
+    // The subgraph gave no code: the router's catalogue classifies it.
+    assert_eq!(errors[0]["extensions"]["code"], "INTERNAL_ERROR");
 }
 
 #[tokio::test]

@@ -541,12 +541,9 @@ fn check_graphql_response(case: &Case, body: &Value) -> Result<(), String> {
         let message = error["message"]
             .as_str()
             .ok_or("an error without a string `message`")?;
-        // Beside data, a subgraph's error reaches the client as the subgraph wrote it, code or
-        // none (the demo's subgraphs give none); a refusal's errors are the router's own.
-        let code = match error["extensions"].get("code") {
-            Some(Value::String(code)) => code.as_str(),
-            None if data.is_some() => "",
-            _ => return Err("an error without a string `extensions.code`".to_owned()),
+        // Every error has a code, a subgraph's too (one it did not classify is INTERNAL_ERROR).
+        let Some(Value::String(code)) = error["extensions"].get("code") else {
+            return Err("an error without a string `extensions.code`".to_owned());
         };
         if message.contains("planning failed") {
             return Err("planning panicked".to_owned());
