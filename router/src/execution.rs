@@ -121,13 +121,7 @@ pub struct Fetching<'a> {
 
 struct State<'a> {
     fetching: &'a Fetching<'a>,
-    transport: &'a dyn Transport,
-    metrics: Option<&'a gospelib_kit::metrics::Metrics>,
-    /// Subgraph name → URL.
-    urls: &'a std::collections::BTreeMap<String, String>,
     variables: &'a serde_json::Map<String, serde_json::Value>,
-    /// The supergraph's types: which objects a fragment on an interface or union applies to.
-    supergraph: &'a SupergraphState,
     data: Mutex<Value>,
     errors: Mutex<Vec<serde_json::Value>>,
 }
@@ -140,11 +134,7 @@ pub async fn execute(
 ) -> Executed {
     let state = State {
         fetching,
-        transport: fetching.transport,
-        metrics: fetching.metrics,
-        urls: fetching.urls,
         variables,
-        supergraph: fetching.supergraph,
         data: Mutex::new(Value::Object(Object::new())),
         errors: Mutex::new(Vec::new()),
     };
@@ -340,7 +330,11 @@ async fn send(
     service_name: &str,
     request: crate::transport::SubgraphRequest,
 ) -> Result<(Value, Vec<serde_json::Value>), TransportError> {
-    let url = state.urls.get(service_name).map_or("", String::as_str);
+    let url = state
+        .fetching
+        .urls
+        .get(service_name)
+        .map_or("", String::as_str);
     let started = std::time::Instant::now();
     // Every transport, in-process included, answers within the fetch's and the request's time.
     let fetch_deadline = tokio::time::Instant::now() + state.fetching.subgraph_timeout;
@@ -348,22 +342,24 @@ async fn send(
     let mut request = request;
     request.headers = state.fetching.headers.to_vec();
     request.mutation = state.fetching.mutation;
-    let answer =
-        match tokio::time::timeout_at(deadline, state.transport.send(service_name, url, request))
-            .await
-        {
-            Ok(answer) => answer,
-            Err(_) => Err(TransportError::Unavailable {
-                subgraph: service_name.to_owned(),
-                reason: if deadline == fetch_deadline {
-                    "no answer within the subgraph timeout".to_owned()
-                } else {
-                    "no answer before the request's deadline".to_owned()
-                },
-            }),
-        }
-        .and_then(|response| parse_response(service_name, response));
-    if let Some(metrics) = state.metrics {
+    let answer = match tokio::time::timeout_at(
+        deadline,
+        state.fetching.transport.send(service_name, url, request),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(_) => Err(TransportError::Unavailable {
+            subgraph: service_name.to_owned(),
+            reason: if deadline == fetch_deadline {
+                "no answer within the subgraph timeout".to_owned()
+            } else {
+                "no answer before the request's deadline".to_owned()
+            },
+        }),
+    }
+    .and_then(|response| parse_response(service_name, response));
+    if let Some(metrics) = state.fetching.metrics {
         let outcome = match &answer {
             Ok((_, errors)) if errors.is_empty() => "ok",
             Ok(_) => "errors",
@@ -440,7 +436,7 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
             apply_rewrites(
                 &mut data,
                 fetch.output_rewrites.as_deref(),
-                state.supergraph,
+                state.fetching.supergraph,
             );
             merge(&mut state.data.lock().expect("data lock"), data);
             state.errors.lock().expect("errors lock").extend(errors);
@@ -609,7 +605,7 @@ async fn entity_fetch(
         for group in &groups {
             let mut locations = Locations::default();
             for path in &group.paths {
-                entity_locations(&data, path, state.supergraph, &mut locations);
+                entity_locations(&data, path, state.fetching.supergraph, &mut locations);
             }
             let mut representations: Vec<Value> = Vec::new();
             // Fingerprint → the representations with it (their equality is checked).
@@ -618,12 +614,16 @@ async fn entity_fetch(
             for location in locations.iter() {
                 let entity = get_at(&data, location).expect("a location just found");
                 let Some(mut representation) =
-                    representation(entity, group.requires, state.supergraph)
+                    representation(entity, group.requires, state.fetching.supergraph)
                 else {
                     index_of_location.push(None);
                     continue;
                 };
-                apply_rewrites(&mut representation, group.input_rewrites, state.supergraph);
+                apply_rewrites(
+                    &mut representation,
+                    group.input_rewrites,
+                    state.fetching.supergraph,
+                );
                 let same = seen.entry(fingerprint64(&representation)).or_default();
                 let index = match same.iter().find(|&&i| representations[i] == representation) {
                     Some(&index) => index,
@@ -703,7 +703,11 @@ async fn entity_fetch(
             } else {
                 entity.clone()
             };
-            apply_rewrites(&mut entity, group.output_rewrites, state.supergraph);
+            apply_rewrites(
+                &mut entity,
+                group.output_rewrites,
+                state.fetching.supergraph,
+            );
             if let Some(slot) = get_at_mut(&mut target, location) {
                 merge(slot, entity);
             }

@@ -290,12 +290,7 @@ async fn variables_are_coerced_and_a_bad_one_is_a_request_error() {
     assert_eq!(legacy["errors"], body["errors"]);
 
     let missing = json!({ "query": "query Top($n: Int!) { topProducts(first: $n) { name } }" });
-    let body: Value = ask("application/json", missing)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_of(ask("application/json", missing).await).await;
     assert_eq!(
         body["errors"][0]["message"],
         "Variable \"$n\" of required type \"Int!\" was not provided."
@@ -305,16 +300,16 @@ async fn variables_are_coerced_and_a_bad_one_is_a_request_error() {
     let defaults = json!({
         "query": "query Top($n: Int = 1, $withName: Boolean = true) { topProducts(first: $n) { upc name @include(if: $withName) } }"
     });
-    let body: Value = ask("application/json", defaults)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_of(ask("application/json", defaults).await).await;
     assert_eq!(
         body["data"],
         json!({"topProducts": [{"upc": "1", "name": "Table"}]})
     );
+}
+
+/// The JSON body of a response that arrived.
+async fn json_of(response: reqwest::Result<reqwest::Response>) -> Value {
+    response.unwrap().json().await.unwrap()
 }
 
 /// A subgraph whose answer is larger than the router reads costs only its fields.
