@@ -44,7 +44,7 @@ impl Default for RouterSettings {
             subgraph_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             planning_timeout: crate::planning::DEFAULT_PLANNING_TIMEOUT,
-            max_subgraph_response_bytes: 16 << 20,
+            max_subgraph_response_bytes: crate::transport::DEFAULT_MAX_RESPONSE_BYTES,
             subgraph_urls: BTreeMap::new(),
             usage_flush_every: Duration::from_secs(10),
             registry_poll_every: Duration::from_secs(10),
