@@ -11,6 +11,9 @@ require_rust() {
   }
   local missing=()
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  # OpenSSL's headers, for the svix crate (Clerk webhook signatures) built with native TLS.
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing build tools: ${missing[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -20,16 +20,19 @@ use gospelib_schema::contracts::contract_supergraph;
 
 use crate::settings::{ServeSettings, SupergraphSource};
 
-/// The supergraphs the in-process router starts on (the whole API, and the partner contract).
+/// The supergraphs the in-process router starts on (the whole API, and the partner contract
+/// partners' API keys are served).
 struct Start {
     supergraph: Supergraph,
-    partner: Option<Supergraph>,
+    partner: Supergraph,
 }
 
 /// What the gateway needs beyond the parts: the settings, the stores, the metrics.
 pub struct GatewayInputs<'a> {
     pub settings: &'a ServeSettings,
     pub redis: &'a redis::Client,
+    /// Where partner API keys are looked up.
+    pub postgres: &'a sqlx::PgPool,
     pub registry: Option<&'a gospelib_schema::store::Store>,
     pub metrics: Metrics,
 }
@@ -41,14 +44,13 @@ pub async fn in_process(
     inputs: GatewayInputs<'_>,
 ) -> anyhow::Result<(Arc<dyn GraphQlService>, Vec<tokio::task::JoinHandle<()>>)> {
     let settings = inputs.settings;
-    let wants_partner = !settings.partner_key_digests.is_empty();
     let start = match settings.supergraph_source {
-        SupergraphSource::Code => from_code(settings, wants_partner)?,
+        SupergraphSource::Code => from_code(settings)?,
         SupergraphSource::Registry => {
             let store = inputs
                 .registry
                 .context("GOSPELIB_SUPERGRAPH_SOURCE=registry needs the registry's database")?;
-            from_registry(store, wants_partner).await?
+            from_registry(store).await?
         }
     };
     let transport: Arc<dyn Transport> = Arc::new(subgraphs.iter().fold(
@@ -68,10 +70,12 @@ pub async fn in_process(
             .clone()
             .flush_every(settings.router.usage_flush_every),
     )];
+    let secret = settings.identity.secret.clone();
     let router = Arc::new(
         Router::from_settings(start.supergraph, transport.clone(), &settings.router)
             .with_metrics(inputs.metrics.clone())
-            .with_usage_recorder(recorder.clone()),
+            .with_usage_recorder(recorder.clone())
+            .with_internal_secret(secret.clone()),
     );
     let registry_url = |path: &str| format!("http://{}/registry/{path}", settings.internal_listen);
     if settings.supergraph_source == SupergraphSource::Registry {
@@ -84,44 +88,45 @@ pub async fn in_process(
         )));
     }
     let persisted = PersistedQueries::new(inputs.redis.clone(), "gl:apq", DEFAULT_TTL);
-    let mut service = RouterService::new(router).with_persisted_queries(Arc::new(persisted));
-    if let Some(partner) = start.partner {
-        // Partner API keys see the partner contract of the same supergraph.
-        let partner = Arc::new(
-            Router::from_settings(partner, transport, &settings.router)
-                .with_metrics(inputs.metrics)
-                .with_usage_recorder(recorder),
-        );
-        if settings.supergraph_source == SupergraphSource::Registry {
-            background.push(tokio::spawn(poll_registry(
-                partner.clone(),
-                registry_client()?,
-                registry_url("contracts/partner/supergraph"),
-                None,
-                settings.router.registry_poll_every,
-            )));
-        }
-        service = service.with_partner_access(
-            partner,
-            settings.partner_key_digests.iter().cloned().collect(),
-        );
+    let (identity, identity_tasks) = gospelib_router::identity::start(
+        &settings.identity,
+        Some(inputs.postgres.clone()),
+        Some(inputs.redis.clone()),
+    )
+    .context("session token checks")?;
+    background.extend(identity_tasks);
+    let service = RouterService::new(router)
+        .with_persisted_queries(Arc::new(persisted))
+        .with_identity(identity);
+    // Partner API keys see the partner contract of the same supergraph.
+    let partner = Arc::new(
+        Router::from_settings(start.partner, transport, &settings.router)
+            .with_metrics(inputs.metrics)
+            .with_usage_recorder(recorder)
+            .with_internal_secret(secret),
+    );
+    if settings.supergraph_source == SupergraphSource::Registry {
+        background.push(tokio::spawn(poll_registry(
+            partner.clone(),
+            registry_client()?,
+            registry_url("contracts/partner/supergraph"),
+            None,
+            settings.router.registry_poll_every,
+        )));
     }
+    let service = service.with_partner_router(partner);
     Ok((Arc::new(service), background))
 }
 
 /// The supergraph composed from this binary's parts.
-fn from_code(settings: &ServeSettings, wants_partner: bool) -> anyhow::Result<Start> {
+fn from_code(settings: &ServeSettings) -> anyhow::Result<Start> {
     let internal = settings.internal_listen;
     let sdl = crate::schema_files::supergraph(|name| {
         format!("http://{internal}/subgraphs/{name}/graphql")
     })?;
     let supergraph = Supergraph::parse(&sdl, None).context("the composed supergraph")?;
-    let partner = if wants_partner {
-        let contract = contract_supergraph(&sdl, "partner", "partner")?;
-        Some(Supergraph::parse(&contract, None).context("the partner contract")?)
-    } else {
-        None
-    };
+    let contract = contract_supergraph(&sdl, "partner", "partner")?;
+    let partner = Supergraph::parse(&contract, None).context("the partner contract")?;
     Ok(Start {
         supergraph,
         partner,
@@ -129,10 +134,7 @@ fn from_code(settings: &ServeSettings, wants_partner: bool) -> anyhow::Result<St
 }
 
 /// The registry's latest published version.
-async fn from_registry(
-    store: &gospelib_schema::store::Store,
-    wants_partner: bool,
-) -> anyhow::Result<Start> {
+async fn from_registry(store: &gospelib_schema::store::Store) -> anyhow::Result<Start> {
     let latest = store
         .latest()
         .await
@@ -144,20 +146,14 @@ async fn from_registry(
     let number = u64::try_from(latest.number).ok();
     let supergraph = Supergraph::parse(&latest.supergraph, number)
         .with_context(|| format!("the registry's version {}", latest.number))?;
-    let partner = if wants_partner {
-        let contract = latest.contracts.get("partner").with_context(|| {
-            format!(
-                "the registry's version {} has no partner contract",
-                latest.number
-            )
-        })?;
-        Some(
-            Supergraph::parse(contract, number)
-                .with_context(|| format!("the partner contract of version {}", latest.number))?,
+    let contract = latest.contracts.get("partner").with_context(|| {
+        format!(
+            "the registry's version {} has no partner contract",
+            latest.number
         )
-    } else {
-        None
-    };
+    })?;
+    let partner = Supergraph::parse(contract, number)
+        .with_context(|| format!("the partner contract of version {}", latest.number))?;
     Ok(Start {
         supergraph,
         partner,

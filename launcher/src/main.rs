@@ -3,12 +3,14 @@
 //! - `gospelib serve` runs every part in one process (Phase 1);
 //!   `gospelib serve --only <name>[,<name>]` runs the chosen parts (Phase 2).
 //! - `gospelib migrate` applies the PostgreSQL migrations.
+//! - `gospelib partner-key create|list|revoke` manages partners' API keys.
 //!
 //! Configuration comes from `GOSPELIB_*` variables, checked before anything starts: a bad
 //! configuration prints every problem and exits with status 2.
 
 mod corpus;
 mod gateway;
+mod partner_keys;
 mod parts;
 mod registry;
 mod schema_files;
@@ -62,6 +64,30 @@ enum Command {
     /// The scripture corpus: import it from the source packages.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Partners' API keys: made (shown once), listed, revoked.
+    #[command(subcommand)]
+    PartnerKey(PartnerKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PartnerKeyCommand {
+    /// Make a key for a partner; it is printed once and only its digest is stored.
+    Create {
+        #[arg(long)]
+        partner: String,
+        /// Scopes the key holds (comma-separated), for `@requiresScopes` fields.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: registry::Format,
+    },
+    /// Every key, newest first (never the keys themselves).
+    List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: registry::Format,
+    },
+    /// Revoke a key by its id: every router refuses it within moments.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +265,17 @@ fn main() -> ExitCode {
             Command::Corpus(CorpusCommand::Import { data, fixture }) => {
                 corpus::run_import(&data, fixture.as_deref())
             }
+            Command::PartnerKey(PartnerKeyCommand::Create {
+                partner,
+                scopes,
+                format,
+            }) => partner_keys::run_create(&env, &partner, &scopes, format).await,
+            Command::PartnerKey(PartnerKeyCommand::List { format }) => {
+                partner_keys::run_list(&env, format).await
+            }
+            Command::PartnerKey(PartnerKeyCommand::Revoke { id }) => {
+                partner_keys::run_revoke(&env, &id).await
+            }
         }
     });
     match outcome {
@@ -270,7 +307,11 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new("gospelib");
     let whole_platform = only.is_empty();
-    let (subgraphs, dependencies) = parts::assemble(&chosen, whole_platform, &clients);
+    let inputs = parts::PartInputs {
+        clients: &clients,
+        settings: &settings,
+    };
+    let assembled = parts::assemble(&chosen, whole_platform, &inputs)?;
     // The whole platform also serves the registry's published supergraphs to routers (on the
     // internal listener only).
     let registry =
@@ -278,28 +319,32 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let registry_routes = registry.clone().map(gospelib_schema::http::routes);
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process.
-    let (gateway, background) = if whole_platform {
+    let mut background = assembled.background;
+    let gateway = if whole_platform {
         let inputs = gateway::GatewayInputs {
             settings: &settings,
             redis: &clients.redis,
+            postgres: &clients.postgres,
             registry: registry.as_ref(),
             metrics: metrics.clone(),
         };
-        let (service, background) = gateway::in_process(&subgraphs, inputs)
+        let (service, tasks) = gateway::in_process(&assembled.subgraphs, inputs)
             .await
             .context("the supergraph")?;
-        (Some(service), background)
+        background.extend(tasks);
+        Some(service)
     } else {
-        (None, Vec::new())
+        None
     };
     let apps = build_split_apps(
         AppSpec {
             service: "gospelib".to_owned(),
             gateway,
-            subgraphs,
-            dependencies,
+            subgraphs: assembled.subgraphs,
+            dependencies: assembled.dependencies,
             max_body_bytes: settings.max_body_bytes,
             extra_routes: registry_routes,
+            public_routes: assembled.public_routes,
         },
         metrics,
     );

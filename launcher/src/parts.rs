@@ -3,33 +3,115 @@
 //! Phase 1 runs every part in one process; Phase 2 runs one Deployment per part with
 //! `gospelib serve --only <name>`. A subgraph becomes a part here when its crate exists.
 
-use gospelib_kit::Subgraph;
-use gospelib_kit::stores::Dependency;
+use std::sync::Arc;
+use std::time::Duration;
 
-use gospelib_kit::stores::StoreClients;
+use gospelib_kit::Subgraph;
+use gospelib_kit::caller::CallerGuard;
+use gospelib_kit::config::{ConfigError, ConfigProblem, Problem};
+use gospelib_kit::stores::{Dependency, StoreClients};
+
+use crate::settings::ServeSettings;
+
+/// What a part needs to be built: the process's shared connections and its settings.
+pub struct PartInputs<'a> {
+    pub clients: &'a StoreClients,
+    pub settings: &'a ServeSettings,
+}
+
+/// A part, built: its subgraph, the routes third parties call it on (public), and the tasks
+/// that keep it working in the background.
+pub struct BuiltPart {
+    pub subgraph: Subgraph,
+    pub public_routes: Option<axum::Router>,
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+}
 
 /// One part of the platform.
 pub struct Part {
     pub name: &'static str,
-    /// Builds the part's subgraph on the process's shared connections.
-    pub build: fn(&StoreClients) -> Subgraph,
+    /// Builds the part on the process's shared connections (a missing setting it alone needs
+    /// is a configuration error).
+    pub build: fn(&PartInputs<'_>) -> Result<BuiltPart, ConfigError>,
     /// The part's federation SDL, without any store.
     pub sdl: fn() -> String,
 }
 
 /// Every part this build contains, in start-up order.
-pub const PARTS: &[Part] = &[Part {
-    name: gospelib_content::schema::NAME,
-    build: content,
-    sdl: gospelib_content::schema::federation_sdl,
-}];
+pub const PARTS: &[Part] = &[
+    Part {
+        name: gospelib_content::schema::NAME,
+        build: content,
+        sdl: gospelib_content::schema::federation_sdl,
+    },
+    Part {
+        name: gospelib_accounts::NAME,
+        build: accounts,
+        sdl: gospelib_accounts::federation_sdl,
+    },
+];
 
-fn content(clients: &StoreClients) -> Subgraph {
-    gospelib_content::schema::subgraph(
+fn content(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
+    let (subgraph, _) = gospelib_content::schema::subgraph(
         gospelib_content::namespace::Namespace::production(),
-        clients,
+        inputs.clients,
+    );
+    Ok(BuiltPart {
+        subgraph,
+        public_routes: None,
+        background: Vec::new(),
+    })
+}
+
+/// How often the accounts outbox is relayed to Redis when an inline publish failed.
+const OUTBOX_RELAY_EVERY: Duration = Duration::from_secs(5);
+
+/// Users (Clerk's webhooks, on the public listener) and their devices; the outbox of user
+/// events relayed to `gl:events:users`.
+fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
+    let one_problem = |expected: &str, problem: Problem| ConfigError {
+        problems: vec![ConfigProblem {
+            variable: "GOSPELIB_CLERK_WEBHOOK_SECRET".to_owned(),
+            expected: expected.to_owned(),
+            problem,
+        }],
+    };
+    let clients = inputs.clients;
+    let secret = inputs
+        .settings
+        .clerk_webhook_secret
+        .clone()
+        .ok_or_else(|| {
+            one_problem(
+                "the webhook endpoint's signing secret from Clerk's dashboard (`whsec_…`), \
+             needed by the accounts part",
+                Problem::Missing,
+            )
+        })?;
+    let webhooks = gospelib_accounts::WebhookState::new(
+        clients.postgres.clone(),
+        clients.redis.clone(),
+        gospelib_accounts::WebhookSettings::new(secret),
     )
-    .0
+    .map_err(|error| {
+        one_problem(
+            "a Svix signing secret (`whsec_…`)",
+            Problem::Malformed {
+                shown: None,
+                reason: error.to_string(),
+            },
+        )
+    })?;
+    let relay = tokio::spawn(gospelib_accounts::relay_outbox(
+        clients.postgres.clone(),
+        clients.redis.clone(),
+        OUTBOX_RELAY_EVERY,
+    ));
+    Ok(BuiltPart {
+        subgraph: gospelib_accounts::subgraph(clients),
+        public_routes: Some(gospelib_accounts::webhook_routes(webhooks)),
+        background: vec![relay],
+    })
 }
 
 /// A `--only` name that is not a part of this build.
@@ -65,20 +147,47 @@ pub fn select(only: &[String]) -> Result<Vec<&'static Part>, UnknownPart> {
     Ok(chosen)
 }
 
-/// The subgraphs of the chosen parts and the stores the process must check in `/ready`:
-/// everything, in the one-process topology, because that node runs beside every store.
+/// The chosen parts, built, as one process serves them.
+pub struct Assembled {
+    /// Each behind the caller guard: only a router-signed caller context is believed.
+    pub subgraphs: Vec<Subgraph>,
+    /// The stores `/ready` checks: everything in the one-process topology, because that node
+    /// runs beside every store.
+    pub dependencies: Vec<Dependency>,
+    pub public_routes: Option<axum::Router>,
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+}
+
 pub fn assemble(
     parts: &[&'static Part],
     whole_platform: bool,
-    connections: &StoreClients,
-) -> (Vec<Subgraph>, Vec<Dependency>) {
-    let subgraphs: Vec<Subgraph> = parts.iter().map(|p| (p.build)(connections)).collect();
-    let dependencies = if whole_platform {
-        connections.all_dependencies()
-    } else {
-        Vec::new()
+    inputs: &PartInputs<'_>,
+) -> Result<Assembled, ConfigError> {
+    let mut assembled = Assembled {
+        subgraphs: Vec::new(),
+        dependencies: if whole_platform {
+            inputs.clients.all_dependencies()
+        } else {
+            Vec::new()
+        },
+        public_routes: None,
+        background: Vec::new(),
     };
-    (subgraphs, dependencies)
+    for part in parts {
+        let built = (part.build)(inputs)?;
+        let mut subgraph = built.subgraph;
+        subgraph.executor = Arc::new(CallerGuard::new(
+            subgraph.executor,
+            inputs.settings.identity.secret.clone(),
+        ));
+        assembled.subgraphs.push(subgraph);
+        assembled.public_routes = match (assembled.public_routes, built.public_routes) {
+            (Some(routes), Some(more)) => Some(routes.merge(more)),
+            (routes, more) => routes.or(more),
+        };
+        assembled.background.extend(built.background);
+    }
+    Ok(assembled)
 }
 
 #[cfg(test)]

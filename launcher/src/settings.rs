@@ -4,9 +4,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use gospelib_kit::config::{ConfigError, ConfigReader, ContentStoreUrls, Env, StoreUrls};
+use gospelib_kit::config::{
+    ConfigError, ConfigReader, ContentStoreUrls, Env, StoreUrls, Visibility,
+};
 use gospelib_kit::server::DEFAULT_MAX_BODY_BYTES;
-use gospelib_router::settings::RouterSettings;
+use gospelib_router::settings::{IdentitySettings, RouterSettings};
 
 /// Settings of `gospelib serve`.
 #[derive(Debug, Clone)]
@@ -28,9 +30,12 @@ pub struct ServeSettings {
     pub shutdown_grace: Duration,
     /// `GOSPELIB_MIGRATE_ON_START`: apply pending migrations before serving.
     pub migrate_on_start: bool,
-    /// `GOSPELIB_PARTNER_API_KEY_SHA256`: digests of the partners' API keys (comma-separated);
-    /// requests with one of those keys see only the `partner` contract.
-    pub partner_key_digests: Vec<String>,
+    /// The internal secret (the router signs callers with it, every subgraph checks it) and
+    /// how session tokens are checked. Partner API keys are looked up in PostgreSQL.
+    pub identity: IdentitySettings,
+    /// `GOSPELIB_CLERK_WEBHOOK_SECRET`: the `whsec_…` secret Clerk's webhooks are signed with
+    /// (needed when the accounts part runs).
+    pub clerk_webhook_secret: Option<String>,
     pub stores: StoreUrls,
 }
 
@@ -67,7 +72,24 @@ impl ServeSettings {
         );
         let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
         let migrate_on_start = reader.flag("GOSPELIB_MIGRATE_ON_START", false);
-        let partner_key_digests = reader.sha256_list("GOSPELIB_PARTNER_API_KEY_SHA256");
+        let identity = IdentitySettings::read(&mut reader);
+        let clerk_webhook_secret = reader
+            .raw("GOSPELIB_CLERK_WEBHOOK_SECRET")
+            .is_some()
+            .then(|| {
+                reader.required(
+                    "GOSPELIB_CLERK_WEBHOOK_SECRET",
+                    "the webhook endpoint's signing secret from Clerk's dashboard (`whsec_…`)",
+                    Visibility::Secret,
+                    |raw| {
+                        let raw = raw.trim();
+                        svix::webhooks::Webhook::new(raw)
+                            .map(|_| raw.to_owned())
+                            .map_err(|e| format!("not a Svix signing secret: {e}"))
+                    },
+                )
+            })
+            .flatten();
         let stores = StoreUrls::read(&mut reader);
         reader.finish()?;
         let present = "every value is present once finish() succeeded";
@@ -79,7 +101,8 @@ impl ServeSettings {
             max_body_bytes: usize::try_from(max_body_bytes.expect(present)).expect("fits"),
             shutdown_grace: Duration::from_secs(grace.expect(present)),
             migrate_on_start: migrate_on_start.expect(present),
-            partner_key_digests: partner_key_digests.expect(present),
+            identity: identity.expect(present),
+            clerk_webhook_secret,
             stores: stores.expect(present),
         })
     }
@@ -134,6 +157,10 @@ mod tests {
             ("GOSPELIB_FALKORDB_URL", "falkor://127.0.0.1:3"),
             ("GOSPELIB_TYPESENSE_URL", "http://127.0.0.1:4"),
             ("GOSPELIB_TYPESENSE_API_KEY", "k"),
+            (
+                "GOSPELIB_INTERNAL_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
         ]
     }
 
@@ -179,11 +206,13 @@ mod tests {
             ),
             ("GOSPELIB_ROUTER_MAX_COST", "many", "a whole number"),
             ("GOSPELIB_ROUTER_DEDUPE", "perhaps", "true or false"),
+            ("GOSPELIB_INTERNAL_SECRET", "short", "at least 32 bytes"),
             (
-                "GOSPELIB_PARTNER_API_KEY_SHA256",
-                "not-a-digest",
-                "`not-a-digest` is not a sha256 digest",
+                "GOSPELIB_CLERK_WEBHOOK_SECRET",
+                "whsec_!!!",
+                "not a Svix signing secret",
             ),
+            ("GOSPELIB_AUTH_JWKS_URL", "ftp://x", "a URL"),
         ] {
             let mut pairs = stores();
             pairs.push((name, value));

@@ -15,10 +15,10 @@ fn serve_refuses_a_bad_configuration_and_names_every_variable() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
-        stderr.contains("invalid configuration (6 problems)"),
+        stderr.contains("invalid configuration (7 problems)"),
         "{stderr}"
     );
-    for name in STORE_VARIABLES {
+    for name in STORE_VARIABLES.iter().chain(&["GOSPELIB_INTERNAL_SECRET"]) {
         assert!(
             stderr.contains(&format!("{name} is not set: expected ")),
             "{stderr}"

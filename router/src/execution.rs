@@ -111,12 +111,24 @@ pub struct Fetching<'a> {
     pub metrics: Option<&'a gospelib_kit::metrics::Metrics>,
     /// Headers every subgraph request carries.
     pub headers: &'a [(String, String)],
+    /// The caller each subgraph request carries, signed for that request; `None` for an
+    /// anonymous caller (no header at all).
+    pub caller: Option<SignedCaller<'a>>,
     /// Whether the operation is a mutation (its fetches are never shared).
     pub mutation: bool,
     /// How long one fetch may take.
     pub subgraph_timeout: std::time::Duration,
     /// When the whole request must be done: no fetch runs past it.
     pub deadline: tokio::time::Instant,
+}
+
+/// What a subgraph request needs to carry its caller: the caller, and the secret it is signed
+/// with (see [`gospelib_kit::caller`]).
+#[derive(Clone, Copy)]
+pub struct SignedCaller<'a> {
+    pub caller: &'a gospelib_kit::caller::Caller,
+    pub secret: &'a gospelib_kit::caller::InternalSecret,
+    pub lifetime: std::time::Duration,
 }
 
 struct State<'a> {
@@ -341,6 +353,15 @@ async fn send(
     let deadline = fetch_deadline.min(state.fetching.deadline);
     let mut request = request;
     request.headers = state.fetching.headers.to_vec();
+    if let Some(signed) = state.fetching.caller {
+        // Signed for this request's query: worthless on any other.
+        let header = signed
+            .secret
+            .sign(signed.caller, &request.query, signed.lifetime);
+        request
+            .headers
+            .push((gospelib_kit::caller::CALLER_HEADER.to_owned(), header));
+    }
     request.mutation = state.fetching.mutation;
     let answer = match tokio::time::timeout_at(
         deadline,

@@ -2,19 +2,20 @@
 //! codes, request ids, metrics, body limits) with the router as its service, and the version
 //! of the supergraph that answered in an `x-supergraph-version` header.
 //!
-//! Partners send an API key (`x-api-key`); a known key is served by the partner router, whose
-//! supergraph is the `partner` contract, so introspection and validation show only the partner
-//! API. An unknown key is refused (`UNAUTHORIZED`). Keys are configured as sha256 digests.
+//! Each request's credentials are checked first ([`crate::identity`]): a refused one is HTTP
+//! 401 (`UNAUTHORIZED`, with `WWW-Authenticate`), one that cannot be checked now is 503.
+//! Partners (an API key) are served by the partner router, whose supergraph is the `partner`
+//! contract, so introspection and validation show only the partner API.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use gospelib_kit::graphql_http::{ApiKey, GraphQlService, ServiceResponse};
+use gospelib_kit::caller::ForwardedHeaders;
+use gospelib_kit::graphql_http::{GraphQlService, ServiceResponse};
 use gospelib_kit::stores::BoxFuture;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::apq::{Lookup, PersistedQueries};
+use crate::identity::{Identity, IdentityError};
 use crate::pipeline::{GraphQlRequest, Response, Router};
 
 /// The response header naming the supergraph version.
@@ -25,20 +26,9 @@ pub const VERSION_HEADER: &str = "x-supergraph-version";
 pub struct RouterService {
     pub router: Arc<Router>,
     pub persisted: Option<Arc<PersistedQueries>>,
-    pub partner: Option<PartnerAccess>,
-}
-
-/// The router partners are served by, and the digests of their API keys.
-pub struct PartnerAccess {
-    pub router: Arc<Router>,
-    pub key_digests: HashSet<String>,
-}
-
-impl PartnerAccess {
-    fn accepts(&self, key: &ApiKey) -> bool {
-        let digest = format!("{:x}", Sha256::digest(key.0.as_bytes()));
-        self.key_digests.contains(&digest)
-    }
+    /// The router partners are served by (the partner contract's).
+    pub partner: Option<Arc<Router>>,
+    pub identity: Identity,
 }
 
 impl RouterService {
@@ -47,36 +37,49 @@ impl RouterService {
             router,
             persisted: None,
             partner: None,
+            identity: Identity::default(),
         }
     }
 
-    /// Serves requests with a partner API key (one whose sha256 is in `key_digests`) by
-    /// `router`, the partner contract's.
-    pub fn with_partner_access(
-        mut self,
-        router: Arc<Router>,
-        key_digests: HashSet<String>,
-    ) -> Self {
-        self.partner = Some(PartnerAccess {
-            router,
-            key_digests,
-        });
+    /// Checks credentials with `identity`.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
         self
     }
 
-    /// The router a request is for; `None` when its API key is unknown.
-    fn router_for(&self, request: &async_graphql::Request) -> Option<&Arc<Router>> {
-        match (ApiKey::of(request), &self.partner) {
-            (None, _) => Some(&self.router),
-            (Some(key), Some(partner)) if partner.accepts(key) => Some(&partner.router),
-            (Some(_), _) => None,
-        }
+    /// Serves partners (requests with a valid API key) by `router`, the partner contract's.
+    pub fn with_partner_router(mut self, router: Arc<Router>) -> Self {
+        self.partner = Some(router);
+        self
     }
 
     pub fn with_persisted_queries(mut self, store: Arc<PersistedQueries>) -> Self {
         self.persisted = Some(store);
         self
     }
+}
+
+/// The HTTP answer to a refused or uncheckable credential.
+fn identity_refusal(error: &IdentityError, version: &str) -> ServiceResponse {
+    let (status, code) = match error {
+        IdentityError::Refused(_) => (axum_status(401), "UNAUTHORIZED"),
+        IdentityError::Unavailable(_) => (axum_status(503), "SERVICE_UNAVAILABLE"),
+    };
+    let mut response = service_response(refusal(&error.to_string(), code, version));
+    response.status = Some(status);
+    if matches!(error, IdentityError::Refused(_)) {
+        response.headers.push((
+            gospelib_kit::graphql_http::HeaderName::from_static("www-authenticate"),
+            gospelib_kit::graphql_http::PublicHeaderValue::from_static(
+                "Bearer error=\"invalid_token\"",
+            ),
+        ));
+    }
+    response
+}
+
+fn axum_status(code: u16) -> gospelib_kit::graphql_http::PublicStatusCode {
+    gospelib_kit::graphql_http::PublicStatusCode::from_u16(code).expect("a valid status code")
 }
 
 /// A response made of one error, before anything ran.
@@ -98,6 +101,7 @@ fn service_response(response: Response) -> ServiceResponse {
         has_data: response.has_data(),
         error_codes: ServiceResponse::error_codes(&response.errors),
         headers,
+        status: None,
     }
 }
 
@@ -108,9 +112,22 @@ impl GraphQlService for RouterService {
                 Ok(Value::Object(variables)) => variables,
                 _ => Map::new(),
             };
-            let Some(router) = self.router_for(&request) else {
-                let version = self.router.supergraph().version.to_string();
-                return service_response(refusal("unknown API key", "UNAUTHORIZED", &version));
+            let identified = match self.identity.identify(ForwardedHeaders::of(&request)).await {
+                Ok(identified) => identified,
+                Err(error) => {
+                    let version = self.router.supergraph().version.to_string();
+                    return identity_refusal(&error, &version);
+                }
+            };
+            let router = match (&self.partner, identified.partner) {
+                (_, false) => &self.router,
+                (Some(partner), true) => partner,
+                (None, true) => {
+                    let version = self.router.supergraph().version.to_string();
+                    let error =
+                        IdentityError::Refused("this router serves no partner API".to_owned());
+                    return identity_refusal(&error, &version);
+                }
             };
             let version = router.supergraph().version.to_string();
             let extension = request
@@ -149,6 +166,7 @@ impl GraphQlService for RouterService {
                             query,
                             operation_name: request.operation_name,
                             variables,
+                            caller: identified.caller,
                             ..Default::default()
                         })
                         .await

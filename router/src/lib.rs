@@ -7,6 +7,8 @@
 //! - [`validation`]: the spec's validation rules;
 //! - [`planning`]: parse → limits → validate → normalize → plan, off the async workers and
 //!   within a deadline, with plans cached per (supergraph version, normalized operation);
+//! - [`authorization`]: `@authenticated` and `@requiresScopes`: what the caller may not
+//!   select is left out of the plan and answered `null` with an error;
 //! - [`variables`]: the request's variables coerced as the spec says (defaults, required
 //!   values, input objects, lists, enums, scalars);
 //! - [`execution`]: the plan's fetches, through a [`transport`], merged into one tree of
@@ -20,13 +22,20 @@
 //!   by ETag);
 //! - [`usage`]: the schema coordinates each operation touches, counted into Redis for the
 //!   registry's check.
+//!
+//! Beside them, [`identity`] turns a request's credentials into its caller: [`jwt`] verifies
+//! Clerk session tokens against the issuer's JWKS, [`partner_keys`] checks partners' API keys.
 
 pub mod apq;
+pub mod authorization;
 pub mod execution;
 pub mod fingerprint;
 pub mod http;
+pub mod identity;
 pub mod introspection;
+pub mod jwt;
 pub mod limits;
+pub mod partner_keys;
 pub mod pipeline;
 pub mod planning;
 pub mod projection;
@@ -38,3 +47,6 @@ pub mod usage;
 pub mod validation;
 pub mod value;
 pub mod variables;
+
+/// The message of an internal error (the detail goes to the log only).
+pub const INTERNAL_MESSAGE: &str = gospelib_kit::errors::INTERNAL_MESSAGE;

@@ -24,7 +24,7 @@ use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::reload::{fetch_published, poll_registry, watch_file};
-use gospelib_router::settings::RouterSettings;
+use gospelib_router::settings::{IdentitySettings, RouterSettings};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::Http;
 use gospelib_router::usage::UsageRecorder;
@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long, env = "GOSPELIB_ROUTER_SUPERGRAPH_URL")]
     supergraph_url: Option<String>,
     /// The partner contract's supergraph, served to partner API keys
-    /// (`GOSPELIB_PARTNER_API_KEY_SHA256`).
+    /// (keys looked up in `GOSPELIB_PG_URL`, made with `gospelib partner-key create`).
     #[arg(long, conflicts_with = "partner_supergraph_url")]
     partner_supergraph: Option<PathBuf>,
     /// The registry's partner contract, e.g.
@@ -121,8 +121,11 @@ struct Settings {
     max_body_bytes: usize,
     shutdown_grace: Duration,
     reload_every: Duration,
-    /// `GOSPELIB_PARTNER_API_KEY_SHA256`: the digests of the partners' API keys.
-    partner_key_digests: Vec<String>,
+    /// The internal secret, and how session tokens are checked.
+    identity: IdentitySettings,
+    /// `GOSPELIB_PG_URL`: where partner API keys are looked up; without it, API keys are
+    /// refused.
+    postgres: Option<url::Url>,
     /// Limits, deadlines, sharing, introspection, subgraph URLs: the same in `gospelib serve`.
     router: RouterSettings,
     /// Where persisted queries are kept (`GOSPELIB_REDIS_URL`); none without it.
@@ -143,7 +146,18 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
     );
     let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
     let reload = reader.number("GOSPELIB_ROUTER_RELOAD_MS", 2_000, 100, 3_600_000);
-    let partner_keys = reader.sha256_list("GOSPELIB_PARTNER_API_KEY_SHA256");
+    let identity = IdentitySettings::read(&mut reader);
+    let postgres = reader
+        .raw("GOSPELIB_PG_URL")
+        .is_some()
+        .then(|| {
+            reader.required_url(
+                "GOSPELIB_PG_URL",
+                "postgres://gospelib@127.0.0.1:25432/gospelib",
+                &["postgres", "postgresql"],
+            )
+        })
+        .flatten();
     let router = RouterSettings::read(&mut reader);
     let redis = reader
         .raw("GOSPELIB_REDIS_URL")
@@ -163,7 +177,8 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         max_body_bytes: max_body.expect(present) as usize,
         shutdown_grace: Duration::from_secs(grace.expect(present)),
         reload_every: Duration::from_millis(reload.expect(present)),
-        partner_key_digests: partner_keys.expect(present),
+        identity: identity.expect(present),
+        postgres,
         router: router.expect(present),
         redis,
     })
@@ -223,9 +238,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .context("give --supergraph <file> or --supergraph-url <url>")?;
     let partner_source =
         SupergraphSource::from_args(cli.partner_supergraph, cli.partner_supergraph_url);
-    if partner_source.is_some() && settings.partner_key_digests.is_empty() {
+    if partner_source.is_some() && settings.postgres.is_none() {
         anyhow::bail!(
-            "a partner supergraph is given but GOSPELIB_PARTNER_API_KEY_SHA256 lists no key"
+            "a partner supergraph is given but GOSPELIB_PG_URL is not: partner API keys are \
+             looked up there"
         );
     }
     let (supergraph, etag) = source.load(&registry).await?;
@@ -235,13 +251,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_max_response_bytes(settings.router.max_subgraph_response_bytes);
     let metrics = Metrics::new("router");
     let transport: Arc<dyn gospelib_router::transport::Transport> = Arc::new(transport);
+    let secret = settings.identity.secret.clone();
     let mut router = Router::from_settings(supergraph, transport.clone(), &settings.router)
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_internal_secret(secret.clone());
     let mut background = Vec::new();
     let mut persisted = None;
     let mut usage = None;
+    let mut redis_client = None;
     if let Some(redis) = &settings.redis {
         let client = gospelib_kit::stores::redis_client(redis).context("GOSPELIB_REDIS_URL")?;
+        redis_client = Some(client.clone());
         let recorder = Arc::new(UsageRecorder::new(client.clone()));
         background.push(tokio::spawn(
             recorder
@@ -257,7 +277,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )));
     }
     let router = Arc::new(router);
-    let mut service = RouterService::new(router.clone());
+    let postgres = match &settings.postgres {
+        Some(url) => Some(gospelib_kit::stores::postgres_pool(url, 4).context("GOSPELIB_PG_URL")?),
+        None => None,
+    };
+    let (identity, identity_tasks) =
+        gospelib_router::identity::start(&settings.identity, postgres, redis_client)
+            .context("session token checks")?;
+    background.extend(identity_tasks);
+    let mut service = RouterService::new(router.clone()).with_identity(identity);
     if let Some(store) = persisted {
         service = service.with_persisted_queries(store);
     }
@@ -265,16 +293,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(partner_source) = partner_source {
         let (partner_supergraph, partner_etag) = partner_source.load(&registry).await?;
         let mut partner = Router::from_settings(partner_supergraph, transport, &settings.router)
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_internal_secret(secret);
         if let Some(recorder) = &usage {
             partner = partner.with_usage_recorder(recorder.clone());
         }
         let partner = Arc::new(partner);
         background.push(partner_source.follow(partner.clone(), registry, partner_etag, &settings));
-        service = service.with_partner_access(
-            partner,
-            settings.partner_key_digests.iter().cloned().collect(),
-        );
+        service = service.with_partner_router(partner);
     }
     let app = build_app_with_metrics(
         AppSpec {
@@ -284,6 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dependencies: Vec::new(),
             max_body_bytes: settings.max_body_bytes,
             extra_routes: None,
+            public_routes: None,
         },
         metrics,
     );

@@ -1,14 +1,19 @@
 //! One request through the router, stage by stage: plan (cached; off the async workers and
-//! within a deadline when not) → coerce the variables → execute (every fetch within the
+//! within a deadline when not) → restrict to what the caller may select (see
+//! [`crate::authorization`]) → coerce the variables → execute (every fetch within the
 //! request's deadline) → project → the response, which always says which supergraph version
 //! answered it.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use gospelib_kit::caller::{Caller, InternalSecret};
+use lru::LruCache;
 
 use serde_json::{Map, Value, json};
 
-use crate::execution::{self, Fetching};
-use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, PlanningError};
+use crate::authorization::{Access, Denials};
+use crate::execution::{self, Fetching, SignedCaller};
+use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, Planned, PlanningError};
 use crate::projection;
 use crate::settings::RouterSettings;
 use crate::supergraph::Supergraph;
@@ -91,6 +96,8 @@ pub struct GraphQlRequest {
     pub variables: Map<String, Value>,
     /// Headers sent with every subgraph request this request makes.
     pub subgraph_headers: Vec<(String, String)>,
+    /// Who is calling, as the router established it (anonymous by default).
+    pub caller: Caller,
 }
 
 /// A GraphQL response: its `data` (none when the request failed before execution) as JSON
@@ -159,7 +166,24 @@ pub struct Router {
     url_overrides: std::collections::BTreeMap<String, String>,
     subgraph_timeout: std::time::Duration,
     request_timeout: std::time::Duration,
+    /// Signs the caller into subgraph requests; without it only anonymous requests run.
+    secret: Option<InternalSecret>,
+    caller_lifetime: std::time::Duration,
+    /// The part of each operation each kind of caller may select, with its plan.
+    restricted: Mutex<LruCache<(String, Access), Arc<Restricted>>>,
 }
+
+/// An operation as one kind of caller may run it: the plan of what it may select, and the
+/// fields it may not (answered `null` with an error).
+struct Restricted {
+    /// The operation's full plan, which `denials` point into (kept alive with them).
+    original: Arc<Planned>,
+    permitted: Arc<Planned>,
+    denials: Denials,
+}
+
+/// How many (operation, kind of caller) restrictions are kept.
+const RESTRICTED_CACHE_SIZE: usize = 1_000;
 
 impl Router {
     /// A router with the default operation limits.
@@ -197,12 +221,23 @@ impl Router {
             url_overrides: Default::default(),
             subgraph_timeout: settings.subgraph_timeout,
             request_timeout: settings.request_timeout,
+            secret: None,
+            caller_lifetime: gospelib_kit::caller::DEFAULT_LIFETIME,
+            restricted: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(RESTRICTED_CACHE_SIZE).expect("not zero"),
+            )),
         };
         if settings.subgraph_urls.is_empty() {
             router
         } else {
             router.with_subgraph_urls(settings.subgraph_urls.clone())
         }
+    }
+
+    /// Signs callers into subgraph requests with `secret` (`GOSPELIB_INTERNAL_SECRET`).
+    pub fn with_internal_secret(mut self, secret: InternalSecret) -> Self {
+        self.secret = Some(secret);
+        self
     }
 
     /// Records plan cache lookups, operations and subgraph fetches into `metrics`.
@@ -294,6 +329,32 @@ impl Router {
             });
             return Response::refusal(vec![error], version);
         }
+        // What this caller may select: the rest is answered null with an error, never fetched.
+        let access = Access::of(&request.caller);
+        let restricted = match self.restrict(&supergraph, &planned, access).await {
+            Ok(restricted) => restricted,
+            Err(error) => return Response::refusal(planning_errors(&error), version),
+        };
+        let (to_run, denials) = match &restricted {
+            Some(restricted) => (&restricted.permitted, &restricted.denials),
+            None => (&planned, &*NO_DENIALS),
+        };
+        let signed = match (&self.secret, request.caller.is_anonymous()) {
+            (_, true) => None,
+            (Some(secret), false) => Some(SignedCaller {
+                caller: &request.caller,
+                secret,
+                lifetime: self.caller_lifetime,
+            }),
+            (None, false) => {
+                tracing::error!("a caller was identified but the router has no internal secret");
+                let error = json!({
+                    "message": crate::INTERNAL_MESSAGE,
+                    "extensions": { "code": "INTERNAL_ERROR" }
+                });
+                return Response::refusal(vec![error], version);
+            }
+        };
         // The spec's CoerceVariableValues: what the plan, its conditions and the subgraphs see.
         let variables = match supergraph
             .input_types()
@@ -319,11 +380,12 @@ impl Router {
             supergraph: &supergraph.planner().supergraph,
             metrics: self.metrics.as_ref(),
             headers: &request.subgraph_headers,
+            caller: signed,
             mutation: planned.is_mutation(),
             subgraph_timeout: self.subgraph_timeout,
             deadline,
         };
-        let executed = execution::execute(&planned.plan, &variables, &fetching).await;
+        let executed = execution::execute(&to_run.plan, &variables, &fetching).await;
         let mut errors = executed.errors;
         let data = projection::project(
             &planned.operation,
@@ -331,6 +393,7 @@ impl Router {
             supergraph.introspection(),
             &executed.data,
             &variables,
+            denials,
             &mut errors,
         );
         if let Some(metrics) = &self.metrics {
@@ -342,4 +405,57 @@ impl Router {
             supergraph_version: version,
         }
     }
+
+    /// The restriction of `planned` for callers with `access`, made once per kind of caller
+    /// and operation; `None` when the caller may select all of it.
+    async fn restrict(
+        &self,
+        supergraph: &Arc<Supergraph>,
+        planned: &Arc<Planned>,
+        access: Access,
+    ) -> Result<Option<Arc<Restricted>>, PlanningError> {
+        let rules = supergraph.access_rules();
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        let key = (planned.hash.clone(), access);
+        let cached = self
+            .restricted
+            .lock()
+            .expect("restriction cache lock")
+            .get(&key)
+            .filter(|r| Arc::ptr_eq(&r.original, planned))
+            .cloned();
+        if let Some(restricted) = cached {
+            return Ok(Some(restricted).filter(|r| !r.denials.is_empty()));
+        }
+        let access = &key.1;
+        let planner_supergraph = &supergraph.planner().supergraph;
+        let denials = rules.denials(planner_supergraph, &planned.operation, access);
+        let permitted = if denials.is_empty() {
+            planned.clone()
+        } else {
+            let operation = rules.permitted(planner_supergraph, &planned.operation, access);
+            self.plans
+                .plan_normalized_off_workers(
+                    supergraph,
+                    operation,
+                    planned.variable_definitions.clone(),
+                )
+                .await?
+        };
+        let restricted = Arc::new(Restricted {
+            original: planned.clone(),
+            permitted,
+            denials,
+        });
+        self.restricted
+            .lock()
+            .expect("restriction cache lock")
+            .put(key, restricted.clone());
+        Ok(Some(restricted).filter(|r| !r.denials.is_empty()))
+    }
 }
+
+/// The denials of a caller who may select everything.
+static NO_DENIALS: std::sync::LazyLock<Denials> = std::sync::LazyLock::new(Denials::new);

@@ -203,6 +203,43 @@ impl PlanCache {
         if let Some(found) = self.cached_for_text(supergraph, query, operation_name) {
             return Ok((found, true));
         }
+        let cache = self.clone();
+        let supergraph = supergraph.clone();
+        let (query, operation_name, variables) = (
+            query.to_owned(),
+            operation_name.map(str::to_owned),
+            variables.clone(),
+        );
+        self.off_workers(move || {
+            cache.plan_and_tell(&supergraph, &query, operation_name.as_deref(), &variables)
+        })
+        .await
+    }
+
+    /// The plan of an operation already normalized (the part of one a caller may select, see
+    /// [`crate::authorization`]), on the blocking pool like [`PlanCache::plan_off_workers`].
+    pub async fn plan_normalized_off_workers(
+        self: &Arc<Self>,
+        supergraph: &Arc<Supergraph>,
+        operation: OperationDefinition,
+        variable_definitions: Vec<VariableDefinition<'static, String>>,
+    ) -> Result<Arc<Planned>, PlanningError> {
+        let cache = self.clone();
+        let supergraph = supergraph.clone();
+        self.off_workers(move || {
+            cache
+                .plan_normalized(&supergraph, operation, variable_definitions)
+                .map(|(planned, _)| planned)
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking thread pool once a planning slot is free, within the
+    /// planning deadline.
+    async fn off_workers<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, PlanningError> + Send + 'static,
+    ) -> Result<T, PlanningError> {
         // Waiting for a slot counts against the deadline too.
         let started = tokio::time::Instant::now();
         let slot = tokio::time::timeout(
@@ -213,17 +250,10 @@ impl PlanCache {
         let Ok(Ok(slot)) = slot else {
             return Err(PlanningError::Timeout(self.planning_timeout));
         };
-        let cache = self.clone();
-        let supergraph = supergraph.clone();
-        let (query, operation_name, variables) = (
-            query.to_owned(),
-            operation_name.map(str::to_owned),
-            variables.clone(),
-        );
         let work = tokio::task::spawn_blocking(move || {
             // The slot is held while the core is busy, even after the request stopped waiting.
             let _slot = slot;
-            cache.plan_and_tell(&supergraph, &query, operation_name.as_deref(), &variables)
+            work()
         });
         // The planner stops itself at the deadline; parsing, validation and normalization are
         // bounded by the limits. The margin covers a blocking pool that is busy.
@@ -294,7 +324,21 @@ impl PlanCache {
                     locations: Vec::new(),
                 }])
             })?;
-        let printed = normalized.operation.to_string();
+        let (planned, hit) =
+            self.plan_normalized(supergraph, normalized.operation, variable_definitions)?;
+        Ok((planned, hit, measured.variable_sized))
+    }
+
+    /// The plan of a normalized operation, from the cache when it was planned before; says
+    /// whether it was.
+    fn plan_normalized(
+        &self,
+        supergraph: &Supergraph,
+        operation: OperationDefinition,
+        variable_definitions: Vec<VariableDefinition<'static, String>>,
+    ) -> Result<(Arc<Planned>, bool), PlanningError> {
+        let planner = supergraph.planner();
+        let printed = operation.to_string();
         let key: PlanKey = (
             supergraph.version.hash.clone(),
             Sha256::digest(printed.as_bytes()).into(),
@@ -307,11 +351,11 @@ impl PlanCache {
             .cloned()
         {
             self.stats.lock().expect("stats lock").hits += 1;
-            return Ok((found, true, measured.variable_sized));
+            return Ok((found, true));
         }
         self.stats.lock().expect("stats lock").misses += 1;
         // `__schema` and `__type` are answered by the router itself, not planned.
-        let mut to_plan = normalized.operation.clone();
+        let mut to_plan = operation.clone();
         to_plan.selection_set.items.retain(|item| {
             !matches!(item, SelectionItem::Field(field) if Introspection::is_introspection_field(&field.name))
         });
@@ -338,11 +382,11 @@ impl PlanCache {
                     }
                 })?
         };
-        let coordinates = crate::usage::coordinates(&normalized.operation, &planner.supergraph);
+        let coordinates = crate::usage::coordinates(&operation, &planner.supergraph);
         let planned = Arc::new(Planned {
             hash: key.1.iter().map(|byte| format!("{byte:02x}")).collect(),
             normalized: printed,
-            operation: normalized.operation,
+            operation,
             plan,
             coordinates,
             variable_definitions,
@@ -351,7 +395,7 @@ impl PlanCache {
             .lock()
             .expect("plan cache lock")
             .put(key, planned.clone());
-        Ok((planned, false, measured.variable_sized))
+        Ok((planned, false))
     }
 }
 

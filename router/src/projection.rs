@@ -23,6 +23,7 @@ use hive_router_query_planner::state::supergraph_state::{
 };
 use serde_json::{Map, json};
 
+use crate::authorization::{Denial, Denials, selection_id};
 use crate::introspection::Introspection;
 use crate::supergraph::fragment_applies;
 use crate::value::{Object, Str, Value, write_json, write_json_str};
@@ -64,6 +65,12 @@ enum Slot<'a> {
     Introspection(&'a FieldSelection),
     Typename,
     /// A field of the type, with the sub-selections of every field that has its response key.
+    /// A field the caller may not select (see [`crate::authorization`]): `null`, with its
+    /// error.
+    Denied {
+        ty: &'a TypeNode,
+        denial: &'a Denial,
+    },
     Field {
         name: &'a str,
         ty: &'a TypeNode,
@@ -125,6 +132,8 @@ struct Writer<'a> {
     introspection: &'a Introspection,
     root: &'a str,
     variables: &'a Map<String, serde_json::Value>,
+    /// The fields the caller may not have.
+    denials: &'a Denials,
     /// Errors already in the response (from subgraphs), and those this pass adds.
     errors: &'a mut Vec<serde_json::Value>,
     /// Shapes by selection set (its address) and runtime type: objects of one type at one
@@ -141,6 +150,7 @@ pub fn project<'a>(
     introspection: &'a Introspection,
     data: &Value,
     variables: &'a Map<String, serde_json::Value>,
+    denials: &'a Denials,
     errors: &'a mut Vec<serde_json::Value>,
 ) -> Vec<u8> {
     let Ok(root) = supergraph.root_type_name(operation.operation_kind.as_ref()) else {
@@ -153,6 +163,7 @@ pub fn project<'a>(
         introspection,
         root,
         variables,
+        denials,
         errors,
         shapes: Default::default(),
         out: Vec::with_capacity(4096),
@@ -219,6 +230,12 @@ impl<'a> Writer<'a> {
                     Slot::Introspection(field)
                 } else if field.name == "__typename" {
                     Slot::Typename
+                } else if let Some(denial) = self.denials.get(&selection_id(field)) {
+                    let field_definition = definition?.fields().get(&field.name)?;
+                    Slot::Denied {
+                        ty: &field_definition.field_type,
+                        denial,
+                    }
                 } else {
                     let field_definition = definition?.fields().get(&field.name)?;
                     let selections = std::iter::once(&field.selections)
@@ -308,6 +325,18 @@ impl<'a> Writer<'a> {
                     Some(name) if !is_root => write_json(&mut self.out, name),
                     _ => write_json_str(&mut self.out, runtime),
                 },
+                Slot::Denied { ty, denial } => {
+                    path.push(Step::Key(key));
+                    self.errors.push(json!({
+                        "message": denial.message(),
+                        "path": path_to_json(path),
+                        "extensions": { "code": denial.refusal.code() }
+                    }));
+                    // Null, and a non-null position nulls the parent (the error explains it).
+                    let written = self.complete(ty, Leaf::Custom, &[], None, path);
+                    path.pop();
+                    written?;
+                }
                 Slot::Field {
                     name,
                     ty,

@@ -230,3 +230,69 @@ mod tests {
         );
     }
 }
+
+/// Who may call, and how the caller reaches subgraphs: read by both binaries that run a
+/// router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// `GOSPELIB_INTERNAL_SECRET`: signs the caller context.
+    pub secret: gospelib_kit::caller::InternalSecret,
+    /// `GOSPELIB_AUTH_JWKS_URL`, `GOSPELIB_AUTH_ISSUER` (both, or neither: then session
+    /// tokens are refused) and `GOSPELIB_AUTH_AUDIENCE` (optional).
+    pub sessions: Option<crate::jwt::JwtSettings>,
+}
+
+impl IdentitySettings {
+    pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
+        let secret = reader.internal_secret();
+        let jwks_url = reader
+            .raw("GOSPELIB_AUTH_JWKS_URL")
+            .is_some()
+            .then(|| {
+                reader.required_url(
+                    "GOSPELIB_AUTH_JWKS_URL",
+                    "https://clerk.example.com/.well-known/jwks.json",
+                    &["http", "https"],
+                )
+            })
+            .flatten();
+        let issuer = reader
+            .raw("GOSPELIB_AUTH_ISSUER")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let audience = reader
+            .raw("GOSPELIB_AUTH_AUDIENCE")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let sessions = match (jwks_url, issuer) {
+            (Some(url), Some(issuer)) => Some(crate::jwt::JwtSettings::new(
+                url.to_string(),
+                issuer,
+                audience,
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                reader.reject(
+                    "GOSPELIB_AUTH_ISSUER",
+                    "the issuer session tokens must name, e.g. https://clerk.example.com",
+                    "GOSPELIB_AUTH_JWKS_URL is set, so the issuer is needed too",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                reader.reject(
+                    "GOSPELIB_AUTH_JWKS_URL",
+                    "the issuer's JWKS URL",
+                    "GOSPELIB_AUTH_ISSUER is set, so the JWKS URL is needed too",
+                );
+                None
+            }
+        };
+        Some(Self {
+            secret: secret?,
+            sessions,
+        })
+    }
+}

@@ -3,6 +3,7 @@
 //! planner built from it. A new supergraph is built whole and swapped in; an invalid one is
 //! refused with the reason.
 
+use crate::authorization::AccessRules;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -55,6 +56,8 @@ pub struct Supergraph {
     input_types: InputTypes,
     /// Subgraph name → URL, as the supergraph's `@join__graph` directives give them.
     subgraphs: BTreeMap<String, String>,
+    /// `@authenticated` and `@requiresScopes`, enforced before fetching.
+    access: AccessRules,
     planner: Planner,
 }
 
@@ -78,7 +81,9 @@ impl Supergraph {
         let introspection = Introspection::new(&planner.consumer_schema.document);
         let shape = SchemaShape::new(&planner.consumer_schema.document);
         let input_types = InputTypes::new(&planner.consumer_schema.document);
+        let access = AccessRules::from_supergraph(&document);
         Ok(Self {
+            access,
             introspection,
             shape,
             input_types,
@@ -94,6 +99,11 @@ impl Supergraph {
 
     pub fn sdl(&self) -> &str {
         &self.sdl
+    }
+
+    /// The authorization the supergraph declares.
+    pub fn access_rules(&self) -> &AccessRules {
+        &self.access
     }
 
     /// Subgraph name → URL.

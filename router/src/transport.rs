@@ -221,9 +221,8 @@ impl LocalSubgraph for ExecutorSubgraph {
 }
 
 /// The headers the router sent with an in-process request, in the request's data (where an
-/// HTTP request's would be read from).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardedHeaders(pub Vec<(String, String)>);
+/// HTTP request's are put too): the kit's, so a subgraph reads them the same way either way.
+pub use gospelib_kit::caller::ForwardedHeaders;
 
 /// Calls co-located subgraphs directly: no socket, no serialisation to bytes.
 #[derive(Default, Clone)]

@@ -113,6 +113,7 @@ async fn over_http_by_post_and_get() {
         dependencies: Vec::new(),
         max_body_bytes: 1 << 20,
         extra_routes: None,
+        public_routes: None,
     })
     .await;
     let http = reqwest::Client::new();

@@ -55,7 +55,7 @@ const MAX_URI_BYTES: usize = 32 * 1024;
 /// How long one request may take before it counts as a hang (not a speed requirement).
 const HANG_AFTER: Duration = Duration::from_secs(10);
 /// The statuses the GraphQL endpoint may answer with.
-const EXPECTED_STATUSES: [u16; 7] = [200, 400, 404, 405, 406, 413, 415];
+const EXPECTED_STATUSES: [u16; 8] = [200, 400, 401, 404, 405, 406, 413, 415];
 
 // ---- the servers under test ----
 
@@ -105,6 +105,7 @@ async fn serve_router(router: Router) -> String {
         dependencies: vec![],
         max_body_bytes: MAX_BODY_BYTES,
         extra_routes: None,
+        public_routes: None,
     })
     .await;
     // The servers live as long as the test process.
@@ -492,6 +493,14 @@ fn check_response(case: &Case, response: &HttpResponse) -> Result<(), String> {
     }
     if case.expect == Expect::TooLarge && status != 413 {
         return Err(format!("expected 413, got {status}"));
+    }
+    // Only a credential the router cannot accept (the fuzzer's API keys are never real).
+    let has_credential = case
+        .headers
+        .iter()
+        .any(|(name, value)| *name == "x-api-key" && !value.trim_ascii().is_empty());
+    if status == 401 && !has_credential {
+        return Err("401 for a request without a credential".to_owned());
     }
     if response.content_type.starts_with("text/html") {
         // GraphiQL, for a browser's GET without a query.

@@ -35,6 +35,7 @@ async fn router_at(
         dependencies: Vec::new(),
         max_body_bytes: 1 << 20,
         extra_routes: None,
+        public_routes: None,
     })
     .await
 }

@@ -231,9 +231,24 @@ fn locate(subgraph: &SubgraphSdl, coordinate: &str) -> Option<SdlLocation> {
 #[error("invalid supergraph: {0}")]
 pub struct InvalidSupergraph(pub String);
 
+/// The security features the GospeLib router enforces (see `router/src/authorization.rs`), beside
+/// the core, join, tag and inaccessible specs every supergraph may link. A supergraph linking
+/// another `for: SECURITY` or `for: EXECUTION` feature (`@policy`, `@context`, …) is refused:
+/// the router would silently ignore it.
+const ENFORCED_SECURITY_SPECS: [&str; 2] = [
+    "https://specs.apollo.dev/authenticated/v0.1",
+    "https://specs.apollo.dev/requiresScopes/v0.1",
+];
+
 /// The API schema of a supergraph, as SDL: what clients can query and introspect.
 pub fn api_schema(supergraph_sdl: &str) -> Result<String, InvalidSupergraph> {
-    let supergraph = apollo_federation::Supergraph::new(supergraph_sdl)
+    let mut supported = apollo_federation::default_supported_supergraph_specs();
+    supported.extend(
+        ENFORCED_SECURITY_SPECS
+            .iter()
+            .map(|url| url.parse().expect("a valid spec URL")),
+    );
+    let supergraph = apollo_federation::Supergraph::new_with_spec_check(supergraph_sdl, &supported)
         .map_err(|error| InvalidSupergraph(error.to_string()))?;
     let api = supergraph
         .to_api_schema(ApiSchemaOptions::default())

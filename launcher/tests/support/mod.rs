@@ -15,6 +15,11 @@ pub const STORE_VARIABLES: [&str; 5] = [
     "GOSPELIB_TYPESENSE_API_KEY",
 ];
 
+/// The stack's secrets (scripts/stack makes them): the internal secret every `serve` needs,
+/// and the Clerk webhook secret the accounts part needs.
+pub const SECRET_VARIABLES: [&str; 2] =
+    ["GOSPELIB_INTERNAL_SECRET", "GOSPELIB_CLERK_WEBHOOK_SECRET"];
+
 /// A command with no `GOSPELIB_*` variable but those given.
 pub fn gospelib(args: &[&str], vars: &[(&str, String)]) -> Command {
     let mut command = Command::new(BINARY);
@@ -32,6 +37,7 @@ pub fn gospelib(args: &[&str], vars: &[(&str, String)]) -> Command {
 pub fn stack_vars() -> Vec<(&'static str, String)> {
     STORE_VARIABLES
         .iter()
+        .chain(SECRET_VARIABLES.iter())
         .map(|name| {
             let value = std::env::var(name).unwrap_or_else(|_| {
                 panic!("{name} is not set: run scripts/test, or source .stack/run/env")

@@ -175,5 +175,6 @@ pub fn subgraph_spec(name: &str, executor: Arc<dyn gospelib_kit::GraphQlExecutor
         dependencies: Vec::new(),
         max_body_bytes: 1 << 20,
         extra_routes: None,
+        public_routes: None,
     }
 }

@@ -394,6 +394,7 @@ async fn ready_says_degraded_not_unavailable_when_the_cache_redis_never_answers(
         dependencies: clients.all_dependencies(),
         max_body_bytes: 64 * 1024,
         extra_routes: None,
+        public_routes: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

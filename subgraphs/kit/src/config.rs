@@ -212,29 +212,6 @@ impl<'a> ConfigReader<'a> {
         }
     }
 
-    /// A comma-separated list of sha256 digests (64 lowercase hex digits each), empty when
-    /// unset: how API keys are configured without the keys themselves.
-    pub fn sha256_list(&mut self, name: &str) -> Option<Vec<String>> {
-        self.optional(
-            name,
-            "comma-separated sha256 digests (64 hex digits each)",
-            Vec::new(),
-            |raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|digest| !digest.is_empty())
-                    .map(|digest| {
-                        let valid =
-                            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit());
-                        valid
-                            .then(|| digest.to_ascii_lowercase())
-                            .ok_or_else(|| format!("`{digest}` is not a sha256 digest"))
-                    })
-                    .collect()
-            },
-        )
-    }
-
     /// A required URL whose scheme is one of `schemes`.
     pub fn required_url(&mut self, name: &str, example: &str, schemes: &[&str]) -> Option<Url> {
         let expected = format!("a URL such as {example}");
@@ -246,6 +223,20 @@ impl<'a> ConfigReader<'a> {
     /// A required non-empty secret string (API keys, signing keys).
     pub fn required_secret(&mut self, name: &str, expected: &str) -> Option<String> {
         self.required(name, expected, Visibility::Secret, |raw| Ok(raw.to_owned()))
+    }
+
+    /// `GOSPELIB_INTERNAL_SECRET`: what the router signs each caller context with and every
+    /// subgraph checks it with (at least 32 bytes; the same in every process).
+    pub fn internal_secret(&mut self) -> Option<crate::caller::InternalSecret> {
+        self.required(
+            "GOSPELIB_INTERNAL_SECRET",
+            "a random secret of at least 32 characters, the same in every process \
+             (e.g. `openssl rand -hex 32`)",
+            Visibility::Secret,
+            |raw| {
+                crate::caller::InternalSecret::new(raw.trim().as_bytes()).map_err(|e| e.to_string())
+            },
+        )
     }
 
     /// An optional TCP port, `default` when unset.

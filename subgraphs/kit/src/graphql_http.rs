@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::caller::{CALLER_HEADER, ForwardedHeaders};
 use crate::errors::ErrorCode;
 use crate::metrics::Metrics;
 use crate::stores::BoxFuture;
@@ -23,7 +24,9 @@ use crate::subgraph::GraphQlExecutor;
 const JSON: &str = "application/json";
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
-pub use axum::http::HeaderName;
+pub use axum::http::{
+    HeaderName, HeaderValue as PublicHeaderValue, StatusCode as PublicStatusCode,
+};
 
 /// A GraphQL response, serialised, with what the HTTP layer needs to know of it (its status
 /// code and error metrics depend on them) and any headers the service wants on it.
@@ -35,6 +38,9 @@ pub struct ServiceResponse {
     /// The `extensions.code` of each error in the body.
     pub error_codes: Vec<Option<String>>,
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// The HTTP status the service asks for (a refused credential is 401), instead of the one
+    /// the GraphQL-over-HTTP rules give.
+    pub status: Option<StatusCode>,
 }
 
 impl ServiceResponse {
@@ -46,6 +52,7 @@ impl ServiceResponse {
             has_data: body.get("data").is_some_and(|data| !data.is_null()),
             error_codes: Self::error_codes(errors.map_or(&[], Vec::as_slice)),
             headers: Vec::new(),
+            status: None,
         }
     }
 
@@ -89,6 +96,7 @@ impl GraphQlService for ExecutorService {
                         })
                         .collect(),
                     headers: Vec::new(),
+                    status: None,
                 },
                 Err(error) => {
                     tracing::error!(%error, "could not serialise a GraphQL response");
@@ -202,32 +210,32 @@ pub async fn post(
             );
         }
     };
-    execute(&endpoint, with_api_key(request, &headers), media_type).await
+    execute(
+        &endpoint,
+        with_forwarded_headers(request, &headers),
+        media_type,
+    )
+    .await
 }
 
-/// The header partners send their API key in.
-pub const API_KEY_HEADER: &str = "x-api-key";
+/// The request headers a service may need, handed to it in the request's data as
+/// [`ForwardedHeaders`]: the credentials the router checks (`authorization`, `x-api-key`) and
+/// the caller context a subgraph checks ([`CALLER_HEADER`]). No other header reaches a service.
+pub const FORWARDED_HEADERS: [&str; 3] = ["authorization", "x-api-key", CALLER_HEADER];
 
-/// The API key a request came with, in the request's data for the service to check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey(pub String);
-
-impl ApiKey {
-    /// The key of `request`, when it came with one.
-    pub fn of(request: &async_graphql::Request) -> Option<&ApiKey> {
-        request
-            .data
-            .get(&std::any::TypeId::of::<ApiKey>())
-            .and_then(|value| value.downcast_ref::<ApiKey>())
-    }
-}
-
-fn with_api_key(
+fn with_forwarded_headers(
     mut request: async_graphql::Request,
     headers: &HeaderMap,
 ) -> async_graphql::Request {
-    if let Some(key) = headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) {
-        request.data.insert(ApiKey(key.trim().to_owned()));
+    let forwarded: Vec<(String, String)> = FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.trim().to_owned()))
+        })
+        .collect();
+    if !forwarded.is_empty() {
+        request.data.insert(ForwardedHeaders(forwarded));
     }
     request
 }
@@ -303,7 +311,12 @@ pub async fn get(
             "mutations are only accepted over POST",
         );
     }
-    execute(&endpoint, with_api_key(request, &headers), media_type).await
+    execute(
+        &endpoint,
+        with_forwarded_headers(request, &headers),
+        media_type,
+    )
+    .await
 }
 
 fn request_from_params(params: GetParams) -> Result<async_graphql::Request, String> {
@@ -373,7 +386,9 @@ async fn execute(
             .count_graphql_error(&endpoint.name, code.as_deref());
     }
     // Under graphql-response+json a request that produced no data at all is a client error.
-    let status = if media_type == MediaType::GraphQlResponseJson
+    let status = if let Some(status) = response.status {
+        status
+    } else if media_type == MediaType::GraphQlResponseJson
         && !response.has_data
         && !response.error_codes.is_empty()
     {

@@ -4,6 +4,7 @@
 //! PostgreSQL migrations.
 
 pub mod breaker;
+pub mod caller;
 pub mod config;
 pub mod errors;
 pub mod graphiql;

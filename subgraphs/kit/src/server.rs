@@ -12,7 +12,9 @@
 //! A process that faces clients splits them over two listeners ([`build_split_apps`]): the
 //! public one serves only the router, `/health` and `/ready` (GraphiQL is the router's `GET`);
 //! the internal one (loopback, or the pod network in Phase 2) serves the subgraphs, the extra
-//! routes (the registry), `/metrics`, `/health` and `/ready`. Subgraph endpoints are never
+//! routes (the registry), `/metrics`, `/health` and `/ready`. Third-party webhooks
+//! ([`AppSpec::public_routes`]) are public: their callers are outside, and each checks its
+//! own signature before reading anything. Subgraph endpoints are never
 //! reachable around the router's limits.
 
 use std::collections::HashSet;
@@ -50,8 +52,11 @@ pub struct AppSpec {
     pub dependencies: Vec<Dependency>,
     pub max_body_bytes: usize,
     /// More routes served beside the GraphQL ones (e.g. the registry's `/registry/...`),
-    /// observed like every other route.
+    /// observed like every other route; internal in a split process.
     pub extra_routes: Option<Router>,
+    /// Routes third parties must reach (the signed webhooks, `/webhooks/...`): on the public
+    /// listener of a split process. Each verifies its own signature.
+    pub public_routes: Option<Router>,
 }
 
 /// State of the `/ready` and `/metrics` handlers.
@@ -94,6 +99,7 @@ pub fn build_split_apps(spec: AppSpec, metrics: Metrics) -> SplitApps {
         dependencies: Vec::new(),
         max_body_bytes,
         extra_routes: None,
+        public_routes: spec.public_routes,
     };
     let internal_spec = AppSpec {
         service: spec.service,
@@ -102,6 +108,7 @@ pub fn build_split_apps(spec: AppSpec, metrics: Metrics) -> SplitApps {
         dependencies: Vec::new(),
         max_body_bytes,
         extra_routes: spec.extra_routes,
+        public_routes: None,
     };
     SplitApps {
         public: assemble(
@@ -172,7 +179,10 @@ fn assemble(
         app = app.route(&path, routes);
         known_paths.insert(path);
     }
-    if let Some(extra) = spec.extra_routes {
+    for extra in [spec.extra_routes, spec.public_routes]
+        .into_iter()
+        .flatten()
+    {
         app = app.merge(extra);
     }
     let process = ProcessState {

@@ -30,8 +30,42 @@ where
     }
 
     fn federation_sdl(&self) -> String {
-        self.sdl_with_options(SDLExportOptions::new().federation())
+        import_authenticated(&self.sdl_with_options(SDLExportOptions::new().federation()))
     }
+}
+
+// `@authenticated` on a field or an object type: only signed-in callers (or partners) may
+// select it; the router enforces it before fetching (Federation 2.5's authorization
+// directive). Apply with `#[graphql(directive = authenticated::apply())]`. (A plain comment:
+// a doc comment would become the directive's description in the SDL, which is replaced.)
+#[async_graphql::TypeDirective(location = "FieldDefinition", location = "Object")]
+pub fn authenticated() {}
+
+/// async-graphql links Federation 2.5 but imports `@requiresScopes` only: the schema then
+/// defines `@authenticated` as a directive of its own, which composition would not treat as
+/// federation's. This drops that local definition and imports federation's instead (a no-op
+/// for a schema that does not use it).
+fn import_authenticated(sdl: &str) -> String {
+    let definition = "directive @authenticated on FIELD_DEFINITION | OBJECT";
+    if !sdl.contains(definition) {
+        return sdl.to_owned();
+    }
+    sdl.lines()
+        .filter(|line| line.trim() != definition)
+        .map(|line| {
+            if line.trim_start().starts_with("import: [\"@key\"") {
+                line.replacen(
+                    "\"@requiresScopes\"",
+                    "\"@requiresScopes\", \"@authenticated\"",
+                    1,
+                )
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// async-graphql leaves a field whose resolver failed out of `data` (and answers `null` for an

@@ -102,6 +102,7 @@ pub async fn start_with_limit(
         dependencies,
         max_body_bytes,
         extra_routes: None,
+        public_routes: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

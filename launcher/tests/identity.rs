@@ -1,0 +1,358 @@
+//! Identity end to end, on `gospelib serve` with the real stack: a Clerk `user.created` webhook
+//! (Svix-signed) makes a user; a Clerk session token (RS256, from a local JWKS server) makes
+//! that user the caller; `@authenticated` fields for anonymous and signed-in callers; a
+//! client's own caller header is ignored and a forged one is refused by a subgraph reached
+//! directly; partner keys made, used and revoked with `gospelib partner-key`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, get_current_timestamp};
+use serde_json::{Value, json};
+use support::{Served, gospelib, serve_with, stack_vars};
+
+const ISSUER: &str = "https://clerk.identity.test";
+const KEY_PEM: &[u8] = include_bytes!("../../router/tests/fixtures/jwt/key1.pem");
+const KID: &str = "identity-test-key";
+
+/// A local JWKS endpoint serving the test key; returns its URL.
+async fn jwks_server() -> String {
+    let signing = EncodingKey::from_rsa_pem(KEY_PEM).unwrap();
+    let jwk = Jwk::from_encoding_key(&signing, Algorithm::RS256).unwrap();
+    let AlgorithmParameters::RSA(rsa) = jwk.algorithm else {
+        panic!("an RSA key gives an RSA JWK");
+    };
+    let body = json!({"keys": [{"kty": "RSA", "kid": KID, "use": "sig", "alg": "RS256", "n": rsa.n, "e": rsa.e}]});
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { axum::Json(body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}/.well-known/jwks.json")
+}
+
+/// A Clerk session token for `clerk_id`, valid for a minute.
+fn session_token(clerk_id: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(KID.to_owned());
+    let now = get_current_timestamp();
+    let claims = json!({"sub": clerk_id, "sid": "sess_test", "iss": ISSUER,
+                        "iat": now, "nbf": now - 5, "exp": now + 60});
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(KEY_PEM).unwrap(),
+    )
+    .unwrap()
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `(status, body)` of a GraphQL request with extra headers.
+    async fn ask(&self, headers: &[(&str, &str)], query: &str) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query }));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Delivers a Clerk webhook signed with the stack's secret; returns the status.
+    async fn deliver(&self, message_id: &str, event: &Value) -> u16 {
+        let secret = std::env::var("GOSPELIB_CLERK_WEBHOOK_SECRET").unwrap();
+        let body = serde_json::to_vec(event).unwrap();
+        let timestamp = get_current_timestamp() as i64;
+        let signature = svix::webhooks::Webhook::new(&secret)
+            .unwrap()
+            .sign(message_id, timestamp, &body)
+            .unwrap();
+        self.http
+            .post(format!("{}/webhooks/clerk", self.base))
+            .header("content-type", "application/json")
+            .header("svix-id", message_id)
+            .header("svix-timestamp", timestamp.to_string())
+            .header("svix-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+fn user_created(clerk_id: &str, email: &str) -> Value {
+    let now_ms = get_current_timestamp() * 1000;
+    json!({"type": "user.created", "object": "event", "data": {
+        "id": clerk_id, "object": "user",
+        "email_addresses": [{"id": "idn_1", "email_address": email}],
+        "primary_email_address_id": "idn_1",
+        "first_name": "Ada", "last_name": "Lovelace", "image_url": null,
+        "created_at": now_ms, "updated_at": now_ms
+    }})
+}
+
+fn unique(label: &str) -> String {
+    format!("user_{label}_{}", uuid::Uuid::new_v4().simple())
+}
+
+#[test]
+fn signed_in_users_see_their_own_data_and_anonymous_callers_are_refused_what_needs_a_user() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jwks = runtime.block_on(jwks_server());
+    let (served, base, _serve_runtime) = serve_with(
+        &["serve"],
+        &[
+            ("GOSPELIB_AUTH_JWKS_URL", jwks),
+            ("GOSPELIB_AUTH_ISSUER", ISSUER.to_owned()),
+        ],
+    );
+    let client = Client {
+        base,
+        http: reqwest::Client::new(),
+    };
+    runtime.block_on(async {
+        let (ada, bob) = (unique("ada"), unique("bob"));
+        assert_eq!(
+            client
+                .deliver(
+                    &format!("msg_{ada}"),
+                    &user_created(&ada, "ada@example.com")
+                )
+                .await,
+            200
+        );
+        assert_eq!(
+            client
+                .deliver(
+                    &format!("msg_{bob}"),
+                    &user_created(&bob, "bob@example.com")
+                )
+                .await,
+            200
+        );
+        // The same delivery again changes nothing (and is still acknowledged).
+        assert_eq!(
+            client
+                .deliver(
+                    &format!("msg_{ada}"),
+                    &user_created(&ada, "ada@example.com")
+                )
+                .await,
+            200
+        );
+
+        let me = "{ me { id email firstName } }";
+        let (ada_token, bob_token) = (session_token(&ada), session_token(&bob));
+        let ada_auth = format!("Bearer {ada_token}");
+        let (status, body) = client.ask(&[("authorization", &ada_auth)], me).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["data"]["me"],
+            json!({"id": gospelib_kit::caller::user_id_for_clerk(&ada).to_string(),
+                   "email": "ada@example.com", "firstName": "Ada"})
+        );
+        let bob_auth = format!("Bearer {bob_token}");
+        let (_, body) = client.ask(&[("authorization", &bob_auth)], me).await;
+        assert_eq!(body["data"]["me"]["email"], "bob@example.com");
+
+        // Anonymous: `me` is null, and a mutation that needs a user is refused before fetching.
+        let (status, body) = client.ask(&[], me).await;
+        assert_eq!((status, &body["data"]["me"]), (200, &Value::Null), "{body}");
+        let update = r#"mutation { updateMe(input: { firstName: "Eve" }) { firstName } }"#;
+        let (_, body) = client.ask(&[], update).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+            "{body}"
+        );
+        assert_eq!(body["errors"][0]["path"], json!(["updateMe"]));
+        // Signed in, the same mutation changes the caller's own user only.
+        let (_, body) = client.ask(&[("authorization", &bob_auth)], update).await;
+        assert_eq!(body["data"]["updateMe"]["firstName"], "Eve", "{body}");
+        let (_, body) = client.ask(&[("authorization", &ada_auth)], me).await;
+        assert_eq!(body["data"]["me"]["firstName"], "Ada");
+
+        // A bad token is a 401, never anonymous.
+        let tampered = {
+            let mut parts: Vec<&str> = ada_token.split('.').collect();
+            let forged = base64_url(
+                &json!({"sub": bob, "iss": ISSUER, "exp": get_current_timestamp() + 60}),
+            );
+            parts[1] = &forged;
+            format!("Bearer {}", parts.join("."))
+        };
+        for bad in [
+            tampered.as_str(),
+            "Bearer not-a-token",
+            "Basic YWRhOnNlY3JldA==",
+        ] {
+            let (status, body) = client.ask(&[("authorization", bad)], me).await;
+            assert_eq!(status, 401, "{bad}: {body}");
+            assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
+        }
+
+        // A client's own caller header is ignored: it is not the router's to believe.
+        let forged =
+            gospelib_kit::caller::InternalSecret::new(b"someone else's secret, long enough!!")
+                .unwrap()
+                .sign(
+                    &gospelib_kit::caller::Caller::user(gospelib_kit::caller::user_id_for_clerk(
+                        &ada,
+                    )),
+                    me,
+                    Duration::from_secs(30),
+                );
+        let (status, body) = client.ask(&[("x-gospelib-caller", &forged)], me).await;
+        assert_eq!((status, &body["data"]["me"]), (200, &Value::Null), "{body}");
+        // Sent straight to the subgraph (the internal listener), it is refused.
+        let direct = client
+            .http
+            .post(format!("{}/subgraphs/accounts/graphql", served.internal))
+            .header("x-gospelib-caller", &forged)
+            .json(&json!({ "query": me }))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        assert_eq!(
+            direct["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+            "{direct}"
+        );
+    });
+    drop(served);
+}
+
+fn base64_url(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+/// `gospelib partner-key <args>` with the stack's variables; its stdout.
+fn partner_key(args: &[&str]) -> String {
+    let mut all = vec!["partner-key"];
+    all.extend_from_slice(args);
+    let output = gospelib(&all, &stack_vars()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn partner_keys_see_only_the_partner_contract_and_a_revoked_key_fails_at_once() {
+    let partner = format!("acme-{}", uuid::Uuid::new_v4().simple());
+    let made: Value = serde_json::from_str(&partner_key(&[
+        "create",
+        "--partner",
+        &partner,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let key = made["key"].as_str().unwrap().to_owned();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("glpk_"), "{made}");
+    // Only the digest is kept: the key is in no listing.
+    let listed = partner_key(&["list", "--format", "json"]);
+    assert!(listed.contains(&id) && !listed.contains(&key));
+
+    let (served, base, runtime): (Served, String, _) = serve_with(&["serve"], &[]);
+    let client = Client {
+        base,
+        http: reqwest::Client::new(),
+    };
+    runtime.block_on(async {
+        let root_fields = |body: &Value| -> Vec<String> {
+            body["data"]["__schema"]["queryType"]["fields"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .map(|field| field["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let introspect = "{ __schema { queryType { fields { name } } } }";
+        let (_, apps) = client.ask(&[], introspect).await;
+        assert!(root_fields(&apps).contains(&"lexiconEntry".to_owned()));
+        let (status, partners) = client.ask(&[("x-api-key", &key)], introspect).await;
+        assert_eq!(status, 200, "{partners}");
+        assert_eq!(
+            root_fields(&partners),
+            ["passage", "passages", "chapter", "book", "books", "search"]
+        );
+        let authorization = format!("ApiKey {key}");
+        let (_, body) = client
+            .ask(
+                &[("authorization", &authorization)],
+                "{ lexiconEntry(id: \"H0001\") { id } }",
+            )
+            .await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "VALIDATION_ERROR",
+            "{body}"
+        );
+        let (_, body) = client
+            .ask(
+                &[("x-api-key", &key)],
+                "{ passage(id: \"john.3.16\") { id reference } }",
+            )
+            .await;
+        assert!(
+            body["errors"].as_array().is_none_or(|errors| errors
+                .iter()
+                .all(|e| e["extensions"]["code"] != "VALIDATION_ERROR")),
+            "{body}"
+        );
+        // An unknown key, well-formed or not, is a 401.
+        for unknown in [
+            "glpk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "nonsense",
+        ] {
+            let (status, body) = client
+                .ask(&[("x-api-key", unknown)], "{ books { id } }")
+                .await;
+            assert_eq!(status, 401, "{body}");
+        }
+
+        // Revoked: the running router refuses the key it had cached, within moments.
+        partner_key(&["revoke", &id]);
+        let revoked_at = Instant::now();
+        loop {
+            let (status, _) = client.ask(&[("x-api-key", &key)], "{ books { id } }").await;
+            if status == 401 {
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(3),
+                "a revoked key still works after 3 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(partner_key(&["list"]).contains(&format!("{id}  {partner}")));
+    // Revoking twice is an error that says so.
+    let again = gospelib(&["partner-key", "revoke", &id], &stack_vars())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    drop(served);
+}

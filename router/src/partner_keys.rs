@@ -1,0 +1,345 @@
+//! Partner API keys: made, listed and revoked by `gospelib partner-key`, checked by every
+//! router pod.
+//!
+//! A key (`glpk_` and 43 base64url characters: 256 random bits) is shown once, when it is
+//! made; PostgreSQL (`accounts.partner_keys`) keeps only its sha256, with the partner it
+//! belongs to, its scopes and when it was made or revoked.
+//!
+//! Routers look keys up by digest and keep what they found for a short while
+//! ([`POSITIVE_TTL`]; unknown keys for [`NEGATIVE_TTL`]). Revoking a key publishes its digest on
+//! the Redis channel [`REVOCATIONS_CHANNEL`]; every router following it
+//! ([`PartnerKeys::follow_revocations`]) forgets the key at once, so a revoked key fails within
+//! moments on every pod, and within [`POSITIVE_TTL`] even when Redis is down. Lookups are
+//! bounded ([`MAX_CONCURRENT_LOOKUPS`], each within [`LOOKUP_TIMEOUT`]), so a flood of random
+//! keys cannot take every database connection.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+/// The Redis channel revoked keys' digests (hex) are published on.
+pub const REVOCATIONS_CHANNEL: &str = "gl:partner-keys:revoked";
+/// How long a router trusts a key it found without asking again.
+pub const POSITIVE_TTL: Duration = Duration::from_secs(15);
+/// How long a router remembers that a key does not exist.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Database lookups in flight at once, per router.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 8;
+/// How long one lookup (waiting for its turn included) may take.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Entries kept in a router's cache (beyond it, the cache is emptied and refilled).
+const MAX_CACHED: usize = 10_000;
+/// Every key starts with this, so a leaked one is recognisable (and scannable) as ours.
+pub const KEY_PREFIX: &str = "glpk_";
+
+/// The partner a key belongs to, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub key_id: String,
+    pub partner: String,
+    pub scopes: Vec<String>,
+}
+
+/// A key as `partner-key list` shows it (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerKey {
+    pub id: String,
+    pub partner: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartnerKeyError {
+    #[error("the partner-key store did not answer: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("the partner-key store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("a partner name is 1 to 100 letters, digits, '-', '_' or '.'; got {0:?}")]
+    BadPartner(String),
+    #[error("a scope is 1 to 64 letters, digits, '-', '_', ':' or '.'; got {0:?}")]
+    BadScope(String),
+    #[error("the system's random number generator failed: {0}")]
+    Random(String),
+}
+
+/// The hex sha256 of a key: what is stored and published.
+pub fn digest(key: &str) -> String {
+    format!("{:x}", Sha256::digest(key.as_bytes()))
+}
+
+/// Whether `key` has the shape of one of ours (anything else is refused without a lookup).
+pub fn well_formed(key: &str) -> bool {
+    key.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+struct Cached {
+    owner: Option<KeyOwner>,
+    until: Instant,
+}
+
+/// The keys as one router sees them.
+pub struct PartnerKeys {
+    pool: PgPool,
+    cache: Mutex<HashMap<String, Cached>>,
+    lookups: tokio::sync::Semaphore,
+}
+
+impl PartnerKeys {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            cache: Mutex::new(HashMap::new()),
+            lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
+        }
+    }
+
+    /// The owner of `key`; `None` for a key that does not exist or was revoked.
+    pub async fn find(&self, key: &str) -> Result<Option<KeyOwner>, PartnerKeyError> {
+        if !well_formed(key) {
+            return Ok(None);
+        }
+        let digest = digest(key);
+        if let Some(cached) = self.cached(&digest) {
+            return Ok(cached);
+        }
+        let owner = tokio::time::timeout(LOOKUP_TIMEOUT, async {
+            let _turn = self.lookups.acquire().await.expect("never closed");
+            sqlx::query_as::<_, (String, String, Vec<String>)>(
+                "SELECT id, partner, scopes FROM accounts.partner_keys \
+                 WHERE digest = $1 AND revoked_at IS NULL",
+            )
+            .bind(&digest)
+            .fetch_optional(&self.pool)
+            .await
+        })
+        .await
+        .map_err(|_| PartnerKeyError::Timeout(LOOKUP_TIMEOUT))??
+        .map(|(key_id, partner, scopes)| KeyOwner {
+            key_id,
+            partner,
+            scopes,
+        });
+        let ttl = if owner.is_some() {
+            POSITIVE_TTL
+        } else {
+            NEGATIVE_TTL
+        };
+        let mut cache = self.cache.lock().expect("partner key cache lock");
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(
+            digest,
+            Cached {
+                owner: owner.clone(),
+                until: Instant::now() + ttl,
+            },
+        );
+        Ok(owner)
+    }
+
+    fn cached(&self, digest: &str) -> Option<Option<KeyOwner>> {
+        let cache = self.cache.lock().expect("partner key cache lock");
+        cache
+            .get(digest)
+            .filter(|cached| cached.until > Instant::now())
+            .map(|cached| cached.owner.clone())
+    }
+
+    /// Forgets the key with this digest (a revocation was announced).
+    pub fn forget(&self, digest: &str) {
+        self.cache
+            .lock()
+            .expect("partner key cache lock")
+            .remove(digest);
+    }
+
+    /// Follows revocations on Redis until the task is dropped, reconnecting after a failure.
+    pub async fn follow_revocations(self: std::sync::Arc<Self>, redis: redis::Client) {
+        loop {
+            match self.listen(&redis).await {
+                Ok(()) => tracing::warn!("the partner-key revocation channel closed"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot follow partner-key revocations; retrying")
+                }
+            }
+            // Whatever was missed meanwhile: trust nothing cached from before.
+            self.cache.lock().expect("partner key cache lock").clear();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn listen(&self, redis: &redis::Client) -> redis::RedisResult<()> {
+        use futures_util::StreamExt;
+        let mut pubsub = redis.get_async_pubsub().await?;
+        pubsub.subscribe(REVOCATIONS_CHANNEL).await?;
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            if let Ok(digest) = message.get_payload::<String>() {
+                self.forget(digest.trim());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_partner(partner: &str) -> Result<(), PartnerKeyError> {
+    let fine = !partner.is_empty()
+        && partner.len() <= 100
+        && partner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    fine.then_some(())
+        .ok_or_else(|| PartnerKeyError::BadPartner(partner.to_owned()))
+}
+
+fn check_scope(scope: &str) -> Result<(), PartnerKeyError> {
+    let fine = !scope.is_empty()
+        && scope.len() <= 64
+        && scope
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b));
+    fine.then_some(())
+        .ok_or_else(|| PartnerKeyError::BadScope(scope.to_owned()))
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], PartnerKeyError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| PartnerKeyError::Random(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Makes a key for `partner` with `scopes`; returns it as stored and the key itself (the only
+/// time it is ever seen).
+pub async fn create(
+    pool: &PgPool,
+    partner: &str,
+    scopes: &[String],
+) -> Result<(PartnerKey, String), PartnerKeyError> {
+    check_partner(partner)?;
+    for scope in scopes {
+        check_scope(scope)?;
+    }
+    let key = format!("{KEY_PREFIX}{}", BASE64URL.encode(random_bytes::<32>()?));
+    let id = format!(
+        "pk_{}",
+        random_bytes::<8>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let created_at: String = sqlx::query_scalar(
+        "INSERT INTO accounts.partner_keys (id, digest, partner, scopes) VALUES ($1, $2, $3, $4) \
+         RETURNING to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .bind(&id)
+    .bind(digest(&key))
+    .bind(partner)
+    .bind(scopes)
+    .fetch_one(pool)
+    .await?;
+    Ok((
+        PartnerKey {
+            id,
+            partner: partner.to_owned(),
+            scopes: scopes.to_vec(),
+            created_at,
+            revoked_at: None,
+        },
+        key,
+    ))
+}
+
+/// Every key, newest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<PartnerKey>, PartnerKeyError> {
+    let rows = sqlx::query_as::<_, (String, String, Vec<String>, String, Option<String>)>(
+        "SELECT id, partner, scopes, \
+           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+           to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         FROM accounts.partner_keys ORDER BY created_at DESC, id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, partner, scopes, created_at, revoked_at)| PartnerKey {
+            id,
+            partner,
+            scopes,
+            created_at,
+            revoked_at,
+        })
+        .collect())
+}
+
+/// Revokes the key `id` and tells every router; `false` when there is no such key not yet
+/// revoked. The announcement is best effort: routers that miss it stop trusting the key
+/// within [`POSITIVE_TTL`].
+pub async fn revoke(
+    pool: &PgPool,
+    redis: Option<&redis::Client>,
+    id: &str,
+) -> Result<bool, PartnerKeyError> {
+    let digest: Option<String> = sqlx::query_scalar(
+        "UPDATE accounts.partner_keys SET revoked_at = now() \
+         WHERE id = $1 AND revoked_at IS NULL RETURNING digest",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(digest) = digest else {
+        return Ok(false);
+    };
+    if let Some(redis) = redis {
+        let announced = async {
+            let mut connection = redis.get_multiplexed_async_connection().await?;
+            redis::cmd("PUBLISH")
+                .arg(REVOCATIONS_CHANNEL)
+                .arg(&digest)
+                .query_async::<i64>(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), announced).await {
+            Ok(Ok(routers)) => tracing::info!(routers, "partner key revocation announced"),
+            Ok(Err(error)) => tracing::warn!(%error, "could not announce the revocation"),
+            Err(_) => tracing::warn!("announcing the revocation timed out"),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_key_shape_is_looked_up() {
+        let key = format!("{KEY_PREFIX}{}", BASE64URL.encode([1u8; 32]));
+        assert!(well_formed(&key));
+        assert!(!well_formed("glpk_short"));
+        assert!(!well_formed(&key.replace(KEY_PREFIX, "xxxx_")));
+        assert!(!well_formed(&format!("{key}a")));
+        assert!(!well_formed(""));
+    }
+
+    #[test]
+    fn partner_names_and_scopes_are_checked() {
+        assert!(check_partner("acme-bibles").is_ok());
+        assert!(check_partner("").is_err());
+        assert!(check_partner("a b").is_err());
+        assert!(check_scope("content:read").is_ok());
+        assert!(check_scope("x'; drop").is_err());
+    }
+}

@@ -1,0 +1,440 @@
+//! `@authenticated` and `@requiresScopes` end to end: two subgraphs composed for real
+//! (apollo-federation), each behind the kit's caller guard, called in process by a router
+//! that signs the caller into every fetch. A denied field is `null` with its own error at its
+//! exact path, the rest of the response is intact, and the subgraph never sees the field.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_graphql::{EmptyMutation, EmptySubscription, ID, Object, Schema, SimpleObject};
+use gospelib_kit::GraphQlExecutor;
+use gospelib_kit::caller::{
+    CALLER_HEADER, Caller, CallerGuard, ForwardedHeaders, InternalSecret, user_id_for_clerk,
+};
+use gospelib_kit::subgraph::authenticated;
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
+use gospelib_schema::compose::{SubgraphSdl, compose};
+use serde_json::{Value, json};
+
+// ---- library: books, with a reviewer-only field and a scoped one ----
+
+#[derive(SimpleObject)]
+struct Book {
+    id: ID,
+    title: String,
+    #[graphql(directive = authenticated::apply())]
+    reviews: Option<Vec<String>>,
+    #[graphql(requires_scopes = "commerce:read")]
+    price: Option<i32>,
+}
+
+fn books() -> Vec<Book> {
+    ["1", "2"]
+        .into_iter()
+        .map(|id| Book {
+            id: ID::from(id),
+            title: format!("Book {id}"),
+            reviews: Some(vec![format!("review of {id}")]),
+            price: Some(10),
+        })
+        .collect()
+}
+
+/// Only for signed-in callers, as a type: every field returning it is protected.
+#[derive(SimpleObject)]
+#[graphql(directive = authenticated::apply())]
+struct Ledger {
+    total: i32,
+}
+
+struct LibraryQuery;
+
+#[Object(name = "Query")]
+impl LibraryQuery {
+    async fn books(&self) -> Vec<Book> {
+        books()
+    }
+
+    /// Who the subgraph was told is calling (from the signed context, never the client).
+    async fn whoami(&self, ctx: &async_graphql::Context<'_>) -> Option<String> {
+        Caller::of(ctx).user_id.map(|id| id.to_string())
+    }
+
+    #[graphql(directive = authenticated::apply())]
+    async fn secret(&self) -> Option<String> {
+        Some("the secret".to_owned())
+    }
+
+    async fn book(&self, id: ID) -> Option<Book> {
+        books().into_iter().find(|b| b.id == id)
+    }
+
+    #[graphql(requires_scopes = "admin", requires_scopes = "auditor ledger:read")]
+    async fn audit_note(&self) -> Option<String> {
+        Some("audited".to_owned())
+    }
+
+    async fn ledger(&self) -> Option<Ledger> {
+        Some(Ledger { total: 42 })
+    }
+
+    #[graphql(entity)]
+    async fn book_by_id(&self, id: ID) -> Option<Book> {
+        books().into_iter().find(|b| b.id == id)
+    }
+}
+
+// ---- loans: extends Book with a non-null signed-in-only field ----
+
+struct LoanBook {
+    id: ID,
+}
+
+#[Object(name = "Book")]
+impl LoanBook {
+    async fn id(&self) -> &ID {
+        &self.id
+    }
+
+    #[graphql(directive = authenticated::apply())]
+    async fn loans(&self) -> i32 {
+        3
+    }
+
+    async fn shelf(&self) -> String {
+        format!("shelf {}", self.id.as_str())
+    }
+}
+
+struct LoansQuery;
+
+#[Object(name = "Query")]
+impl LoansQuery {
+    #[graphql(entity)]
+    async fn book_by_id(&self, id: ID) -> LoanBook {
+        LoanBook { id }
+    }
+}
+
+fn secret() -> InternalSecret {
+    InternalSecret::new(b"a test secret of at least thirty-two bytes").unwrap()
+}
+
+/// A subgraph behind the caller guard, recording each query it is sent.
+struct Recorded {
+    executor: Arc<dyn GraphQlExecutor>,
+    queries: Arc<Mutex<Vec<String>>>,
+}
+
+impl LocalSubgraph for Recorded {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        self.execute_with_headers(request, Vec::new())
+    }
+
+    fn execute_with_headers(
+        &self,
+        request: Value,
+        headers: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let mut request: async_graphql::Request = serde_json::from_value(request).unwrap();
+            self.queries.lock().unwrap().push(request.query.clone());
+            request.data.insert(ForwardedHeaders(headers));
+            serde_json::to_value(self.executor.execute(request).await).unwrap()
+        })
+    }
+}
+
+struct Setup {
+    router: Router,
+    library: Arc<Mutex<Vec<String>>>,
+    loans: Arc<Mutex<Vec<String>>>,
+}
+
+fn setup() -> Setup {
+    static SUPERGRAPH: OnceLock<String> = OnceLock::new();
+    let library: Arc<dyn GraphQlExecutor> = Arc::new(
+        Schema::build(LibraryQuery, EmptyMutation, EmptySubscription)
+            .enable_federation()
+            .finish(),
+    );
+    let loans: Arc<dyn GraphQlExecutor> = Arc::new(
+        Schema::build(LoansQuery, EmptyMutation, EmptySubscription)
+            .enable_federation()
+            .finish(),
+    );
+    let sdl = SUPERGRAPH
+        .get_or_init(|| {
+            let subgraph = |name: &str, executor: &Arc<dyn GraphQlExecutor>| SubgraphSdl {
+                name: name.to_owned(),
+                url: format!("http://{name}.invalid/graphql"),
+                sdl: executor.federation_sdl(),
+            };
+            compose(&[subgraph("library", &library), subgraph("loans", &loans)])
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .clone();
+    let recorded = |executor: Arc<dyn GraphQlExecutor>| {
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let subgraph = Recorded {
+            executor: Arc::new(CallerGuard::new(executor, secret())),
+            queries: queries.clone(),
+        };
+        (Arc::new(subgraph), queries)
+    };
+    let (library, library_queries) = recorded(library);
+    let (loans, loan_queries) = recorded(loans);
+    let transport = InProcess::default()
+        .with("library", library)
+        .with("loans", loans);
+    Setup {
+        router: Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport))
+            .with_internal_secret(secret()),
+        library: library_queries,
+        loans: loan_queries,
+    }
+}
+
+fn reader() -> Caller {
+    Caller::user(user_id_for_clerk("user_reader"))
+}
+
+fn partner(scopes: &[&str]) -> Caller {
+    Caller::partner("acme", scopes.iter().map(|s| (*s).to_owned()).collect())
+}
+
+impl Setup {
+    async fn ask(&self, caller: Caller, query: &str) -> Value {
+        let mut response = self
+            .router
+            .execute(&GraphQlRequest {
+                query: query.to_owned(),
+                caller,
+                ..Default::default()
+            })
+            .await;
+        response.as_object_mut().unwrap().remove("extensions");
+        response
+    }
+
+    fn sent(&self) -> String {
+        let library = self.library.lock().unwrap().join("\n");
+        let loans = self.loans.lock().unwrap().join("\n");
+        format!("{library}\n{loans}")
+    }
+}
+
+#[tokio::test]
+async fn the_composed_supergraph_keeps_both_directives() {
+    let setup = setup();
+    let sdl = setup.router.supergraph().sdl().to_owned();
+    assert!(
+        sdl.contains("https://specs.apollo.dev/authenticated/v0.1"),
+        "{sdl}"
+    );
+    assert!(
+        sdl.contains("https://specs.apollo.dev/requiresScopes/v0.1"),
+        "{sdl}"
+    );
+    assert!(!setup.router.supergraph().access_rules().is_empty());
+}
+
+#[tokio::test]
+async fn an_anonymous_caller_gets_nulls_with_errors_and_everything_else() {
+    let setup = setup();
+    let response = setup
+        .ask(
+            Caller::anonymous(),
+            "{ whoami secret books { id title reviews price } }",
+        )
+        .await;
+    assert_eq!(
+        response,
+        json!({
+            "data": {
+                "whoami": null,
+                "secret": null,
+                "books": [
+                    {"id": "1", "title": "Book 1", "reviews": null, "price": null},
+                    {"id": "2", "title": "Book 2", "reviews": null, "price": null},
+                ]
+            },
+            "errors": [
+                {"message": "`Query.secret` is only for signed-in callers", "path": ["secret"],
+                 "extensions": {"code": "UNAUTHORIZED"}},
+                {"message": "`Book.reviews` is only for signed-in callers", "path": ["books", 0, "reviews"],
+                 "extensions": {"code": "UNAUTHORIZED"}},
+                {"message": "`Book.price` is only for signed-in callers", "path": ["books", 0, "price"],
+                 "extensions": {"code": "UNAUTHORIZED"}},
+                {"message": "`Book.reviews` is only for signed-in callers", "path": ["books", 1, "reviews"],
+                 "extensions": {"code": "UNAUTHORIZED"}},
+                {"message": "`Book.price` is only for signed-in callers", "path": ["books", 1, "price"],
+                 "extensions": {"code": "UNAUTHORIZED"}},
+            ]
+        })
+    );
+    let sent = setup.sent();
+    for field in ["secret", "reviews", "price"] {
+        assert!(!sent.contains(field), "{field} was sent: {sent}");
+    }
+}
+
+#[tokio::test]
+async fn a_signed_in_caller_gets_authenticated_fields_but_not_scoped_ones() {
+    let setup = setup();
+    let response = setup
+        .ask(reader(), "{ whoami secret books { reviews price } }")
+        .await;
+    assert_eq!(
+        response["data"],
+        json!({
+            "whoami": user_id_for_clerk("user_reader").to_string(),
+            "secret": "the secret",
+            "books": [
+                {"reviews": ["review of 1"], "price": null},
+                {"reviews": ["review of 2"], "price": null},
+            ]
+        })
+    );
+    let codes: Vec<&str> = response["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["extensions"]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["FORBIDDEN", "FORBIDDEN"], "{response}");
+    assert_eq!(response["errors"][1]["path"], json!(["books", 1, "price"]));
+    assert!(!setup.sent().contains("price"));
+}
+
+#[tokio::test]
+async fn scopes_open_scoped_fields_as_any_one_alternative_requires() {
+    let setup = setup();
+    let query = "{ books { price } auditNote }";
+    let response = setup.ask(partner(&["commerce:read", "admin"]), query).await;
+    assert_eq!(
+        response,
+        json!({"data": {"books": [{"price": 10}, {"price": 10}], "auditNote": "audited"}})
+    );
+    // The second alternative needs both of its scopes.
+    let response = setup.ask(partner(&["auditor"]), "{ auditNote }").await;
+    assert_eq!(response["data"], json!({"auditNote": null}));
+    assert_eq!(response["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    let response = setup
+        .ask(partner(&["auditor", "ledger:read"]), "{ auditNote }")
+        .await;
+    assert_eq!(response, json!({"data": {"auditNote": "audited"}}));
+}
+
+#[tokio::test]
+async fn a_denied_non_null_field_nulls_its_parent_and_the_other_subgraph_is_not_asked() {
+    let setup = setup();
+    let response = setup
+        .ask(
+            Caller::anonymous(),
+            r#"{ book(id: "1") { title loans } books { id } }"#,
+        )
+        .await;
+    // `loans: Int!` cannot be null: the book is (and only the book).
+    assert_eq!(
+        response,
+        json!({
+            "data": {"book": null, "books": [{"id": "1"}, {"id": "2"}]},
+            "errors": [{"message": "`Book.loans` is only for signed-in callers",
+                        "path": ["book", "loans"], "extensions": {"code": "UNAUTHORIZED"}}]
+        })
+    );
+    assert!(
+        setup.loans.lock().unwrap().is_empty(),
+        "the loans subgraph had nothing allowed to answer"
+    );
+    // Signed in, the entity fetch runs.
+    let response = setup.ask(reader(), "{ books { title loans shelf } }").await;
+    assert_eq!(
+        response,
+        json!({"data": {"books": [
+            {"title": "Book 1", "loans": 3, "shelf": "shelf 1"},
+            {"title": "Book 2", "loans": 3, "shelf": "shelf 2"},
+        ]}})
+    );
+}
+
+#[tokio::test]
+async fn a_protected_type_protects_every_field_returning_it() {
+    let setup = setup();
+    let response = setup
+        .ask(Caller::anonymous(), "{ ledger { total } books { id } }")
+        .await;
+    assert_eq!(
+        response["data"],
+        json!({"ledger": null, "books": [{"id": "1"}, {"id": "2"}]})
+    );
+    assert_eq!(response["errors"][0]["path"], json!(["ledger"]));
+    let response = setup.ask(reader(), "{ ledger { total } }").await;
+    assert_eq!(response, json!({"data": {"ledger": {"total": 42}}}));
+}
+
+#[tokio::test]
+async fn fragments_and_aliases_are_denied_where_they_land() {
+    let setup = setup();
+    let response = setup
+        .ask(
+            Caller::anonymous(),
+            "query { first: books { ...B } } fragment B on Book { id hidden: reviews }",
+        )
+        .await;
+    assert_eq!(
+        response["data"],
+        json!({"first": [{"id": "1", "hidden": null}, {"id": "2", "hidden": null}]})
+    );
+    assert_eq!(response["errors"][0]["path"], json!(["first", 0, "hidden"]));
+    // Everything denied: nothing fetched at all.
+    let before = setup.library.lock().unwrap().len();
+    let response = setup.ask(Caller::anonymous(), "{ secret }").await;
+    assert_eq!(response["data"], json!({"secret": null}));
+    assert_eq!(setup.library.lock().unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
+    let setup = setup();
+    let guard = CallerGuard::new(
+        Arc::new(
+            Schema::build(LibraryQuery, EmptyMutation, EmptySubscription)
+                .enable_federation()
+                .finish(),
+        ),
+        secret(),
+    );
+    let ask = |header: String, query: &str| {
+        let mut request = async_graphql::Request::new(query);
+        request
+            .data
+            .insert(ForwardedHeaders(vec![(CALLER_HEADER.to_owned(), header)]));
+        guard.execute(request)
+    };
+    // Signed with another secret.
+    let forged = InternalSecret::new(b"not the platform's secret, but long enough")
+        .unwrap()
+        .sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+    let response = serde_json::to_value(ask(forged, "{ whoami }").await).unwrap();
+    assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
+    assert_eq!(response["data"], Value::Null);
+    // Signed by the router, for another query.
+    let replayed = secret().sign(
+        &reader(),
+        "{ books { id } }",
+        std::time::Duration::from_secs(30),
+    );
+    let response = serde_json::to_value(ask(replayed, "{ whoami }").await).unwrap();
+    assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
+    // The real thing.
+    let good = secret().sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+    let response = serde_json::to_value(ask(good, "{ whoami }").await).unwrap();
+    assert_eq!(
+        response["data"]["whoami"],
+        user_id_for_clerk("user_reader").to_string()
+    );
+    drop(setup);
+}

@@ -1,0 +1,25 @@
+//! The accounts subgraph: GospeLib's users, mirrored from Clerk, and their push devices.
+//!
+//! - [`webhooks`]: `POST /webhooks/clerk`, Clerk's user and session events as Svix-signed
+//!   messages: verified over the raw body before anything is parsed, applied once per
+//!   `svix-id`, never resurrecting a deleted user nor applying a stale update;
+//! - [`signature`]: the Svix signature scheme;
+//! - [`store`]: every SQL statement on `accounts.users` and `accounts.devices`;
+//! - [`outbox`]: user events written in the same transaction as the change they describe and
+//!   relayed to a Redis Stream (`gl:events:users`) afterwards, at least once;
+//! - [`clerk`]: the shapes of Clerk's webhook payloads, normalised;
+//! - [`schema`]: the GraphQL subgraph (Federation 2): `me`, the `User` entity (readable by
+//!   its own user only), `updateMe`, `registerDevice`, `unregisterDevice`.
+//!
+//! PostgreSQL is the source of truth (schema `accounts`); Redis only carries the events.
+
+pub mod clerk;
+pub mod outbox;
+pub mod schema;
+pub mod signature;
+pub mod store;
+pub mod webhooks;
+
+pub use outbox::{DEFAULT_EVENTS_STREAM, RelayError, relay_outbox, relay_pending};
+pub use schema::{AccountsService, NAME, federation_sdl, subgraph};
+pub use webhooks::{WebhookConfigError, WebhookSettings, WebhookState, webhook_routes};

@@ -1,0 +1,94 @@
+//! The mutations' inputs and their validation: names and device fields are checked (and
+//! trimmed) before anything is written.
+
+use async_graphql::{InputObject, Result};
+
+use super::errors::validation;
+use crate::store::Platform;
+
+/// The longest first name, last name or device name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// The longest push token, in characters.
+pub const MAX_TOKEN_CHARS: usize = 4096;
+
+/// Changes to the caller's own profile. An absent field is left as it is; an empty one (after
+/// trimming) is cleared.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct UpdateMeInput {
+    /// At most 100 characters, trimmed.
+    pub first_name: Option<String>,
+    /// At most 100 characters, trimmed.
+    pub last_name: Option<String>,
+}
+
+/// A device to send push notifications to.
+#[derive(InputObject, Debug, Clone)]
+pub struct RegisterDeviceInput {
+    pub platform: Platform,
+    /// The push token (APNs, FCM or Web Push): 1 to 4096 characters. Never readable back.
+    pub token: String,
+    /// A label the user recognises ("Ada's iPhone"): at most 100 characters, trimmed.
+    pub name: Option<String>,
+}
+
+/// A name field, trimmed: `None` when it is empty, an error when it is too long or holds
+/// control characters.
+pub fn name(field: &str, value: &str) -> Result<Option<String>> {
+    let trimmed = value.trim();
+    if trimmed.chars().count() > MAX_NAME_CHARS {
+        return Err(validation(format!(
+            "`{field}` must be at most {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(validation(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
+}
+
+/// A push token: as given, 1 to [`MAX_TOKEN_CHARS`] characters, not blank, no control
+/// characters.
+pub fn token(value: &str) -> Result<&str> {
+    if value.trim().is_empty() {
+        return Err(validation("`token` must not be empty"));
+    }
+    if value.chars().count() > MAX_TOKEN_CHARS {
+        return Err(validation(format!(
+            "`token` must be at most {MAX_TOKEN_CHARS} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(validation("`token` must not contain control characters"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_bounded_and_cleared_when_empty() {
+        assert_eq!(name("firstName", "  Ada ").unwrap(), Some("Ada".into()));
+        assert_eq!(name("firstName", "   ").unwrap(), None);
+        assert_eq!(name("firstName", "").unwrap(), None);
+        let longest = "é".repeat(MAX_NAME_CHARS);
+        assert_eq!(name("firstName", &longest).unwrap(), Some(longest.clone()));
+        assert!(name("firstName", &format!("{longest}x")).is_err());
+        assert!(name("lastName", "a\0b").is_err());
+        assert!(name("lastName", "a\nb").is_err());
+    }
+
+    #[test]
+    fn tokens_are_bounded_and_never_blank() {
+        assert_eq!(token("abc:def").unwrap(), "abc:def");
+        assert!(token("").is_err());
+        assert!(token("   ").is_err());
+        assert!(token(&"t".repeat(MAX_TOKEN_CHARS)).is_ok());
+        assert!(token(&"t".repeat(MAX_TOKEN_CHARS + 1)).is_err());
+        assert!(token("a\0b").is_err());
+    }
+}

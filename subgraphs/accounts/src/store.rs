@@ -1,0 +1,463 @@
+//! Every SQL statement on `accounts.users`, `accounts.devices` and `accounts.webhook_messages`.
+//!
+//! Timestamps stay `timestamptz` in PostgreSQL and leave it as RFC 3339 text in UTC with
+//! millisecond precision (`2026-12-02T10:00:00.000Z`); Clerk's millisecond timestamps enter
+//! it the same way, converted by PostgreSQL, so no date library is needed on this side.
+//!
+//! Functions taking a `&mut PgConnection` run inside the caller's transaction; the ones that
+//! change a user lock its row (`FOR UPDATE`) first, so concurrent changes to one user are
+//! applied one after the other.
+
+use sha2::{Digest, Sha256};
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::clerk::UserProfile;
+
+/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
+macro_rules! rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+
+/// A `bigint` parameter of milliseconds since the epoch as a `timestamptz`.
+macro_rules! from_millis {
+    ($param:literal) => {
+        concat!(
+            "(timestamptz 'epoch' + ",
+            $param,
+            "::bigint * interval '1 millisecond')"
+        )
+    };
+}
+
+/// The most devices one user may register.
+pub const MAX_DEVICES_PER_USER: i64 = 20;
+
+const USER_COLUMNS: &str = concat!(
+    "id, clerk_id, email, first_name, last_name, image_url, ",
+    rfc3339!("created_at"),
+    " AS created_at"
+);
+
+const DEVICE_COLUMNS: &str = concat!(
+    "id, user_id, platform, name, ",
+    rfc3339!("created_at"),
+    " AS created_at, ",
+    rfc3339!("last_seen_at"),
+    " AS last_seen_at"
+);
+
+/// A live (not deleted) user.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub clerk_id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// The platform a device receives pushes on.
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[graphql(name = "DevicePlatform")]
+pub enum Platform {
+    Ios,
+    Android,
+    Web,
+}
+
+impl Platform {
+    /// The value stored in `accounts.devices.platform`.
+    pub const fn as_db(self) -> &'static str {
+        match self {
+            Self::Ios => "IOS",
+            Self::Android => "ANDROID",
+            Self::Web => "WEB",
+        }
+    }
+
+    /// The platform stored as `value`, if it is one.
+    pub fn from_db(value: &str) -> Option<Self> {
+        [Self::Ios, Self::Android, Self::Web]
+            .into_iter()
+            .find(|platform| platform.as_db() == value)
+    }
+}
+
+/// One of a user's devices (never its push token).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct DeviceRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// As stored: `IOS`, `ANDROID` or `WEB` (see [`Platform::from_db`]).
+    pub platform: String,
+    pub name: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub last_seen_at: String,
+}
+
+/// The live users among `ids`.
+pub async fn live_users(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<UserRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM accounts.users WHERE id = ANY($1) AND deleted_at IS NULL"
+    );
+    sqlx::query_as(&sql).bind(ids).fetch_all(pool).await
+}
+
+/// The devices of the users `ids` (live ones only have any), oldest first.
+pub async fn devices_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DeviceRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {DEVICE_COLUMNS} FROM accounts.devices WHERE user_id = ANY($1)
+         ORDER BY created_at, id"
+    );
+    sqlx::query_as(&sql).bind(ids).fetch_all(pool).await
+}
+
+/// Locks the live user `id` for the rest of the transaction; `None` if absent or deleted.
+pub async fn lock_live_user(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM accounts.users WHERE id = $1 AND deleted_at IS NULL
+         FOR UPDATE"
+    );
+    sqlx::query_as(&sql).bind(id).fetch_optional(conn).await
+}
+
+/// Sets a locked user's names; returns the user and when it changed (RFC 3339).
+pub async fn set_names(
+    conn: &mut PgConnection,
+    id: Uuid,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+) -> Result<(UserRow, String), sqlx::Error> {
+    let sql = format!(
+        "UPDATE accounts.users SET first_name = $2, last_name = $3, updated_at = now()
+         WHERE id = $1
+         RETURNING {USER_COLUMNS}, {} AS changed_at",
+        rfc3339!("updated_at")
+    );
+    let row: UserWithTime = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(first_name)
+        .bind(last_name)
+        .fetch_one(conn)
+        .await?;
+    Ok((row.user, row.changed_at))
+}
+
+#[derive(FromRow)]
+struct UserWithTime {
+    #[sqlx(flatten)]
+    user: UserRow,
+    changed_at: String,
+}
+
+/// The SHA-256 of a push token: the key of (user, token).
+pub fn token_digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A device registration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDevice<'a> {
+    pub platform: Platform,
+    pub token: &'a str,
+    pub name: Option<&'a str>,
+}
+
+/// What registering a device came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// The device, new or (same token) the one already registered, now seen again.
+    Device(DeviceRow),
+    /// The user already has [`MAX_DEVICES_PER_USER`] devices.
+    TooMany,
+}
+
+/// Registers `device` for the user `user_id`, whose row the caller has locked (so two
+/// registrations for one user never race past the limit).
+pub async fn register_device(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    device: &NewDevice<'_>,
+) -> Result<Registration, sqlx::Error> {
+    let digest = token_digest(device.token);
+    let sql = format!(
+        "UPDATE accounts.devices
+         SET platform = $3, name = COALESCE($4, name), last_seen_at = now()
+         WHERE user_id = $1 AND token_sha256 = $2
+         RETURNING {DEVICE_COLUMNS}"
+    );
+    let existing: Option<DeviceRow> = sqlx::query_as(&sql)
+        .bind(user_id)
+        .bind(&digest)
+        .bind(device.platform.as_db())
+        .bind(device.name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(existing) = existing {
+        return Ok(Registration::Device(existing));
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts.devices WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if count >= MAX_DEVICES_PER_USER {
+        return Ok(Registration::TooMany);
+    }
+    let sql = format!(
+        "INSERT INTO accounts.devices
+             (id, user_id, platform, token, token_sha256, name, created_at, last_seen_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+         RETURNING {DEVICE_COLUMNS}"
+    );
+    let inserted = sqlx::query_as(&sql)
+        .bind(Uuid::new_v4())
+        .bind(user_id)
+        .bind(device.platform.as_db())
+        .bind(device.token)
+        .bind(&digest)
+        .bind(device.name)
+        .fetch_one(conn)
+        .await?;
+    Ok(Registration::Device(inserted))
+}
+
+/// Removes the device `id` if it belongs to `user_id`; whether it did.
+pub async fn unregister_device(
+    pool: &PgPool,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM accounts.devices WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+// ---- Clerk webhooks ----
+
+/// Records the Svix message `message_id` as applied; `false` if it already was (a
+/// redelivery). A concurrent delivery of the same message waits here until the first one's
+/// transaction ends, then sees the conflict.
+pub async fn record_message(
+    conn: &mut PgConnection,
+    message_id: &str,
+    event_type: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO accounts.webhook_messages (message_id, event_type, received_at)
+         VALUES ($1, $2, now())
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(event_type)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A Clerk user as stored, locked for the transaction.
+#[derive(Debug, Clone, FromRow)]
+struct StoredUser {
+    id: Uuid,
+    deleted: bool,
+    /// The stored Clerk `updated_at` is later than the delivery's.
+    stale: bool,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    image_url: Option<String>,
+}
+
+/// What applying a Clerk user to the store did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    /// A new user; `at` is Clerk's `updated_at` (RFC 3339).
+    Created { id: Uuid, at: String },
+    /// The user's data changed.
+    Updated { id: Uuid, at: String },
+    /// Nothing to do: the same data, a stale delivery, or a deleted user (never resurrected).
+    Unchanged,
+}
+
+/// Applies `profile` (from `user.created` or `user.updated`) to the user with its Clerk id.
+pub async fn upsert_clerk_user(
+    conn: &mut PgConnection,
+    id: Uuid,
+    profile: &UserProfile,
+) -> Result<UpsertOutcome, sqlx::Error> {
+    let select = concat!(
+        "SELECT id, deleted_at IS NOT NULL AS deleted,
+                COALESCE(clerk_updated_at > ",
+        from_millis!("$2"),
+        ", false) AS stale,
+                email, first_name, last_name, image_url
+         FROM accounts.users WHERE clerk_id = $1 FOR UPDATE"
+    );
+    // Two rounds at most: when another transaction inserts the user between our look-up and
+    // our insert, the insert waits for it and does nothing, and the look-up then finds it.
+    for _ in 0..2 {
+        let stored: Option<StoredUser> = sqlx::query_as(select)
+            .bind(&profile.clerk_id)
+            .bind(profile.updated_at_millis)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match stored {
+            Some(stored) => return update_clerk_user(conn, stored, profile).await,
+            None => {
+                let sql = format!(
+                    "INSERT INTO accounts.users
+                         (id, clerk_id, email, first_name, last_name, image_url,
+                          created_at, updated_at, clerk_updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, {}, now(), {})
+                     ON CONFLICT (clerk_id) DO NOTHING
+                     RETURNING {} AS at",
+                    from_millis!("$7"),
+                    from_millis!("$8"),
+                    rfc3339!("clerk_updated_at"),
+                );
+                let at: Option<String> = sqlx::query_scalar(&sql)
+                    .bind(id)
+                    .bind(&profile.clerk_id)
+                    .bind(&profile.email)
+                    .bind(&profile.first_name)
+                    .bind(&profile.last_name)
+                    .bind(&profile.image_url)
+                    .bind(profile.created_at_millis)
+                    .bind(profile.updated_at_millis)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some(at) = at {
+                    return Ok(UpsertOutcome::Created { id, at });
+                }
+            }
+        }
+    }
+    Err(sqlx::Error::Protocol(format!(
+        "the user {} was neither found nor inserted",
+        profile.clerk_id
+    )))
+}
+
+async fn update_clerk_user(
+    conn: &mut PgConnection,
+    stored: StoredUser,
+    profile: &UserProfile,
+) -> Result<UpsertOutcome, sqlx::Error> {
+    if stored.deleted || stored.stale {
+        return Ok(UpsertOutcome::Unchanged);
+    }
+    let changed = (
+        &stored.email,
+        &stored.first_name,
+        &stored.last_name,
+        &stored.image_url,
+    ) != (
+        &profile.email,
+        &profile.first_name,
+        &profile.last_name,
+        &profile.image_url,
+    );
+    // The Clerk `updated_at` moves forward even when nothing we keep changed, so an older
+    // delivery arriving later is still recognised as stale.
+    let sql = format!(
+        "UPDATE accounts.users
+         SET email = $2, first_name = $3, last_name = $4, image_url = $5,
+             clerk_updated_at = {},
+             updated_at = CASE WHEN $7 THEN now() ELSE updated_at END
+         WHERE id = $1
+         RETURNING {} AS at",
+        from_millis!("$6"),
+        rfc3339!("clerk_updated_at"),
+    );
+    let at: String = sqlx::query_scalar(&sql)
+        .bind(stored.id)
+        .bind(&profile.email)
+        .bind(&profile.first_name)
+        .bind(&profile.last_name)
+        .bind(&profile.image_url)
+        .bind(profile.updated_at_millis)
+        .bind(changed)
+        .fetch_one(conn)
+        .await?;
+    Ok(if changed {
+        UpsertOutcome::Updated { id: stored.id, at }
+    } else {
+        UpsertOutcome::Unchanged
+    })
+}
+
+/// Soft-deletes the user with Clerk id `clerk_id` (personal data erased, devices removed);
+/// a user never seen before is stored as a tombstone, so a late `user.created` cannot bring
+/// it to life. Returns when it was deleted (RFC 3339), or `None` if it already was.
+pub async fn delete_clerk_user(
+    conn: &mut PgConnection,
+    id: Uuid,
+    clerk_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO accounts.users AS u (id, clerk_id, created_at, updated_at, deleted_at)
+         VALUES ($1, $2, now(), now(), now())
+         ON CONFLICT (clerk_id) DO UPDATE
+         SET email = NULL, first_name = NULL, last_name = NULL, image_url = NULL,
+             last_signed_in_at = NULL, deleted_at = now(), updated_at = now()
+         WHERE u.deleted_at IS NULL
+         RETURNING u.id, {} AS at",
+        rfc3339!("u.deleted_at")
+    );
+    let deleted: Option<(Uuid, String)> = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(clerk_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((user_id, at)) = deleted else {
+        return Ok(None);
+    };
+    sqlx::query("DELETE FROM accounts.devices WHERE user_id = $1")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(Some(at))
+}
+
+/// Records a sign-in of the live user with Clerk id `clerk_id` at `at_millis` (now when
+/// absent), unless a later one is already recorded. Returns the user and the sign-in time
+/// (RFC 3339) when it moved forward.
+pub async fn record_sign_in(
+    conn: &mut PgConnection,
+    clerk_id: &str,
+    at_millis: Option<i64>,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    let sql = format!(
+        "WITH signed_in AS (SELECT COALESCE({}, now()) AS at)
+         UPDATE accounts.users AS u
+         SET last_signed_in_at = signed_in.at, updated_at = now()
+         FROM signed_in
+         WHERE u.clerk_id = $1 AND u.deleted_at IS NULL
+           AND (u.last_signed_in_at IS NULL OR u.last_signed_in_at < signed_in.at)
+         RETURNING u.id, {} AS at",
+        from_millis!("$2"),
+        rfc3339!("u.last_signed_in_at")
+    );
+    sqlx::query_as(&sql)
+        .bind(clerk_id)
+        .bind(at_millis)
+        .fetch_optional(conn)
+        .await
+}

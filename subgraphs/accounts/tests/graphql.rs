@@ -1,0 +1,399 @@
+//! The accounts GraphQL subgraph against the stack's PostgreSQL: `me`, the `User` entity,
+//! `updateMe`, `registerDevice`, `unregisterDevice`, and who may see or change what.
+
+mod support;
+
+use std::sync::Arc;
+
+use gospelib_accounts::schema::MAX_NAME_CHARS;
+use gospelib_accounts::store::MAX_DEVICES_PER_USER;
+use gospelib_accounts::{AccountsService, federation_sdl};
+use gospelib_kit::GraphQlExecutor;
+use gospelib_kit::caller::{
+    CALLER_HEADER, Caller, CallerGuard, DEFAULT_LIFETIME, ForwardedHeaders, InternalSecret,
+    user_id_for_clerk,
+};
+use serde_json::{Value, json};
+use support::*;
+use uuid::Uuid;
+
+const ME: &str = "{ me { id email firstName lastName imageUrl createdAt devices { id } } }";
+
+const UPDATE_ME: &str = "mutation($input: UpdateMeInput!) {
+    updateMe(input: $input) { id firstName lastName email }
+}";
+
+const REGISTER: &str = "mutation($input: RegisterDeviceInput!) {
+    registerDevice(input: $input) { id platform name createdAt lastSeenAt }
+}";
+
+const UNREGISTER: &str = "mutation($id: ID!) { unregisterDevice(id: $id) }";
+
+const ENTITIES: &str = "query($representations: [_Any!]!) {
+    _entities(representations: $representations) { ... on User { id firstName email } }
+}";
+
+fn as_user(clerk_id: &str) -> Option<Caller> {
+    Some(Caller::user(user_id_for_clerk(clerk_id)))
+}
+
+async fn register(
+    service: &AccountsService,
+    clerk_id: &str,
+    token: &str,
+    name: Option<&str>,
+) -> Value {
+    run_as(
+        service,
+        as_user(clerk_id),
+        REGISTER,
+        json!({"input": {"platform": "IOS", "token": token, "name": name}}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn me_is_the_callers_own_user_and_null_for_anyone_without_one() {
+    let pool = pool().await;
+    let (a, b, stream) = (clerk_id(), clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    create_user(&pool, &b, "Bo", "bo@example.com").await;
+    let service = service(&pool, &stream);
+
+    let anonymous = run_as(&service, None, ME, json!({})).await;
+    assert_eq!(anonymous, json!({"data": {"me": null}}));
+    let partner = run_as(&service, Some(Caller::partner("p1", vec![])), ME, json!({})).await;
+    assert_eq!(partner, json!({"data": {"me": null}}));
+
+    let me = run_as(&service, as_user(&a), ME, json!({})).await;
+    assert_eq!(
+        me,
+        json!({"data": {"me": {
+            "id": a_id.to_string(),
+            "email": "ada@example.com",
+            "firstName": "Ada",
+            "lastName": "Tester",
+            "imageUrl": null,
+            "createdAt": "2023-11-14T22:13:20.000Z",
+            "devices": [],
+        }}})
+    );
+
+    // A signed-in user whose account does not exist (yet), or was deleted.
+    let nobody = run_as(&service, as_user(&clerk_id()), ME, json!({})).await;
+    assert_eq!(nobody, json!({"data": {"me": null}}));
+    sqlx::query(
+        "UPDATE accounts.users SET deleted_at = now(), email = NULL, first_name = NULL,
+         last_name = NULL WHERE clerk_id = $1",
+    )
+    .bind(&b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let deleted = run_as(&service, as_user(&b), ME, json!({})).await;
+    assert_eq!(deleted, json!({"data": {"me": null}}));
+
+    clean_up(&pool, &[&a, &b], &stream).await;
+}
+
+#[tokio::test]
+async fn user_entities_resolve_for_their_own_user_only() {
+    let pool = pool().await;
+    let (a, b, stream) = (clerk_id(), clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    let b_id = create_user(&pool, &b, "Bo", "bo@example.com").await;
+    let service = service(&pool, &stream);
+
+    let representations = json!({"representations": [
+        {"__typename": "User", "id": b_id.to_string()},
+        {"__typename": "User", "id": a_id.to_string()},
+        {"__typename": "User", "id": a_id.to_string()},
+        {"__typename": "User", "id": "not-a-uuid"},
+        {"__typename": "User", "id": Uuid::new_v4().to_string()},
+    ]});
+    let a_row = json!({"id": a_id.to_string(), "firstName": "Ada", "email": "ada@example.com"});
+    let answer = run_as(&service, as_user(&a), ENTITIES, representations.clone()).await;
+    assert_eq!(
+        answer,
+        json!({"data": {"_entities": [null, a_row, a_row, null, null]}})
+    );
+    let anonymous = run_as(&service, None, ENTITIES, representations).await;
+    assert_eq!(
+        anonymous,
+        json!({"data": {"_entities": [null, null, null, null, null]}})
+    );
+
+    clean_up(&pool, &[&a, &b], &stream).await;
+}
+
+#[tokio::test]
+async fn update_me_changes_the_caller_alone_and_appends_its_event() {
+    let pool = pool().await;
+    let (a, b, stream) = (clerk_id(), clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    create_user(&pool, &b, "Bo", "bo@example.com").await;
+    let service = service(&pool, &stream);
+
+    let answer = run_as(
+        &service,
+        as_user(&a),
+        UPDATE_ME,
+        json!({"input": {"firstName": "  Augusta Ada  ", "lastName": ""}}),
+    )
+    .await;
+    assert_eq!(
+        answer,
+        json!({"data": {"updateMe": {
+            "id": a_id.to_string(), "firstName": "Augusta Ada", "lastName": null,
+            "email": "ada@example.com"
+        }}})
+    );
+    // An absent field stays as it is.
+    let answer = run_as(
+        &service,
+        as_user(&a),
+        UPDATE_ME,
+        json!({"input": {"lastName": "King"}}),
+    )
+    .await;
+    assert_eq!(answer["data"]["updateMe"]["firstName"], "Augusta Ada");
+    assert_eq!(answer["data"]["updateMe"]["lastName"], "King");
+    // The same values again: no change, no event.
+    let answer = run_as(
+        &service,
+        as_user(&a),
+        UPDATE_ME,
+        json!({"input": {"firstName": "Augusta Ada"}}),
+    )
+    .await;
+    assert_eq!(answer["data"]["updateMe"]["lastName"], "King");
+
+    let a_row = &stored_users(&pool, &a).await[0];
+    assert_eq!(
+        (a_row.first_name.as_deref(), a_row.last_name.as_deref()),
+        (Some("Augusta Ada"), Some("King"))
+    );
+    let b_row = &stored_users(&pool, &b).await[0];
+    assert_eq!(
+        (b_row.first_name.as_deref(), b_row.last_name.as_deref()),
+        (Some("Bo"), Some("Tester"))
+    );
+
+    let rows = published_outbox_rows(&pool, &stream).await;
+    let events: Vec<_> = rows
+        .iter()
+        .map(|(p, _)| (p["type"].clone(), p["user_id"].clone(), p["email"].clone()))
+        .collect();
+    let expected = (
+        json!("user.updated"),
+        json!(a_id.to_string()),
+        json!("ada@example.com"),
+    );
+    assert_eq!(events, vec![expected.clone(), expected]);
+    assert!(rows.iter().all(|(_, published)| *published));
+    assert_eq!(stream_entries_at_least(&stream, 2).await.len(), 2);
+
+    // Anonymous callers are refused; users without an account too.
+    let input = json!({"input": {"firstName": "X"}});
+    let anonymous = run_as(&service, None, UPDATE_ME, input.clone()).await;
+    assert_eq!(codes(&anonymous), vec!["UNAUTHORIZED"]);
+    let nobody = run_as(&service, as_user(&clerk_id()), UPDATE_ME, input).await;
+    assert_eq!(codes(&nobody), vec!["FORBIDDEN"]);
+
+    clean_up(&pool, &[&a, &b], &stream).await;
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_and_writes_nothing() {
+    let pool = pool().await;
+    let (a, stream) = (clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    let service = service(&pool, &stream);
+
+    let too_long = "x".repeat(MAX_NAME_CHARS + 1);
+    for input in [
+        json!({"firstName": too_long}),
+        json!({"firstName": "Ok", "lastName": too_long}),
+        json!({"firstName": "tab\there"}),
+    ] {
+        let answer = run_as(&service, as_user(&a), UPDATE_ME, json!({ "input": input })).await;
+        assert_eq!(codes(&answer), vec!["VALIDATION_ERROR"], "{answer}");
+    }
+    let row = &stored_users(&pool, &a).await[0];
+    assert_eq!(row.first_name.as_deref(), Some("Ada"));
+
+    for (token, name) in [
+        ("", None),
+        ("   ", None),
+        ("ok-token", Some(too_long.as_str())),
+    ] {
+        let answer = register(&service, &a, token, name).await;
+        assert_eq!(codes(&answer), vec!["VALIDATION_ERROR"], "{answer}");
+    }
+    let huge = "t".repeat(4097);
+    let answer = register(&service, &a, &huge, None).await;
+    assert_eq!(codes(&answer), vec!["VALIDATION_ERROR"]);
+    assert_eq!(device_count(&pool, a_id).await, 0);
+
+    let answer = run_as(
+        &service,
+        as_user(&a),
+        UNREGISTER,
+        json!({"id": "not-a-uuid"}),
+    )
+    .await;
+    assert_eq!(codes(&answer), vec!["VALIDATION_ERROR"]);
+
+    assert!(outbox_rows(&pool, &stream).await.is_empty());
+    clean_up(&pool, &[&a], &stream).await;
+}
+
+#[tokio::test]
+async fn devices_are_registered_once_per_token_and_removed_by_their_owner_only() {
+    let pool = pool().await;
+    let (a, b, stream) = (clerk_id(), clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    let b_id = create_user(&pool, &b, "Bo", "bo@example.com").await;
+    let service = service(&pool, &stream);
+
+    // The same token twice is the same device (the longest token is fine).
+    let token = "f".repeat(4096);
+    let first = register(&service, &a, &token, Some(" Ada's phone ")).await;
+    let device = &first["data"]["registerDevice"];
+    assert_eq!(device["platform"], "IOS");
+    assert_eq!(device["name"], "Ada's phone");
+    let again = register(&service, &a, &token, None).await;
+    assert_eq!(again["data"]["registerDevice"]["id"], device["id"]);
+    assert_eq!(again["data"]["registerDevice"]["name"], "Ada's phone");
+    assert!(
+        again["data"]["registerDevice"]["lastSeenAt"].as_str() >= device["lastSeenAt"].as_str()
+    );
+    assert_eq!(device_count(&pool, a_id).await, 1);
+
+    // The same token for another user is that user's own device.
+    let b_device = register(&service, &b, &token, None).await;
+    let b_device_id = b_device["data"]["registerDevice"]["id"].clone();
+    assert_ne!(b_device_id, device["id"]);
+
+    let me = run_as(&service, as_user(&a), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["devices"], json!([{"id": device["id"]}]));
+
+    // A cannot remove B's device, nor an unknown one; nobody anonymous can.
+    let by_a = run_as(
+        &service,
+        as_user(&a),
+        UNREGISTER,
+        json!({"id": b_device_id}),
+    )
+    .await;
+    assert_eq!(by_a, json!({"data": {"unregisterDevice": false}}));
+    assert_eq!(device_count(&pool, b_id).await, 1);
+    let unknown = json!({"id": Uuid::new_v4().to_string()});
+    let answer = run_as(&service, as_user(&a), UNREGISTER, unknown).await;
+    assert_eq!(answer, json!({"data": {"unregisterDevice": false}}));
+    let anonymous = run_as(&service, None, UNREGISTER, json!({"id": b_device_id})).await;
+    assert_eq!(codes(&anonymous), vec!["UNAUTHORIZED"]);
+
+    // B can, once.
+    let by_b = run_as(
+        &service,
+        as_user(&b),
+        UNREGISTER,
+        json!({"id": b_device_id}),
+    )
+    .await;
+    assert_eq!(by_b, json!({"data": {"unregisterDevice": true}}));
+    let again = run_as(
+        &service,
+        as_user(&b),
+        UNREGISTER,
+        json!({"id": b_device_id}),
+    )
+    .await;
+    assert_eq!(again, json!({"data": {"unregisterDevice": false}}));
+    assert_eq!(device_count(&pool, b_id).await, 0);
+    assert_eq!(device_count(&pool, a_id).await, 1);
+
+    clean_up(&pool, &[&a, &b], &stream).await;
+}
+
+#[tokio::test]
+async fn a_user_has_at_most_twenty_devices() {
+    let pool = pool().await;
+    let (a, stream) = (clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    let service = service(&pool, &stream);
+    for n in 0..MAX_DEVICES_PER_USER {
+        let answer = register(&service, &a, &format!("token-{n}"), None).await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+    }
+    let answer = register(&service, &a, "one-too-many", None).await;
+    assert_eq!(codes(&answer), vec!["VALIDATION_ERROR"]);
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("20")
+    );
+    // Registering a known token again is still fine.
+    let answer = register(&service, &a, "token-3", Some("renamed")).await;
+    assert_eq!(answer["data"]["registerDevice"]["name"], "renamed");
+    assert_eq!(device_count(&pool, a_id).await, MAX_DEVICES_PER_USER);
+    let signed_out = register(&service, &clerk_id(), "t", None).await;
+    assert_eq!(codes(&signed_out), vec!["FORBIDDEN"]);
+
+    clean_up(&pool, &[&a], &stream).await;
+}
+
+#[tokio::test]
+async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
+    let pool = pool().await;
+    let (a, stream) = (clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    let secret = InternalSecret::new(&[42u8; 32]).unwrap();
+    let guarded = CallerGuard::new(Arc::new(service(&pool, &stream)), secret.clone());
+    let query = "{ me { id firstName } }";
+    let execute = |header: Option<String>| {
+        let mut request = async_graphql::Request::new(query);
+        if let Some(header) = header {
+            request = request.data(ForwardedHeaders(vec![(CALLER_HEADER.to_owned(), header)]));
+        }
+        let guarded = &guarded;
+        async move { serde_json::to_value(guarded.execute(request).await).unwrap() }
+    };
+
+    let signed = secret.sign(&Caller::user(a_id), query, DEFAULT_LIFETIME);
+    assert_eq!(
+        execute(Some(signed)).await,
+        json!({"data": {"me": {"id": a_id.to_string(), "firstName": "Ada"}}})
+    );
+    assert_eq!(execute(None).await, json!({"data": {"me": null}}));
+    let forged =
+        InternalSecret::new(&[7u8; 32])
+            .unwrap()
+            .sign(&Caller::user(a_id), query, DEFAULT_LIFETIME);
+    assert_eq!(codes(&execute(Some(forged)).await), vec!["UNAUTHORIZED"]);
+
+    clean_up(&pool, &[&a], &stream).await;
+}
+
+#[test]
+fn the_federation_sdl_declares_the_user_entity_and_hides_push_tokens() {
+    let sdl = federation_sdl();
+    assert!(sdl.contains("type User @key(fields: \"id\")"), "{sdl}");
+    for field in [
+        "me: User",
+        "updateMe(input: UpdateMeInput!): User!",
+        "registerDevice(input: RegisterDeviceInput!): Device!",
+        "unregisterDevice(id: ID!): Boolean!",
+        "enum DevicePlatform",
+    ] {
+        assert!(sdl.contains(field), "{field} missing from\n{sdl}");
+    }
+    let device = sdl
+        .split("type Device")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap();
+    assert!(!device.contains("token"), "{device}");
+}

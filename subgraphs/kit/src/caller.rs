@@ -1,0 +1,397 @@
+//! Who is calling, as the router established it, and how that reaches a subgraph.
+//!
+//! Identity is decided once, at the router (a Clerk session JWT, or a partner API key). The
+//! router hands it to each subgraph request as one header, [`CALLER_HEADER`], signed with the
+//! platform's internal secret (HMAC-SHA256): `v1.<payload>.<mac>`, both parts base64url. The
+//! payload is the [`Caller`] and an expiry a few seconds away; the MAC also covers the sha256 of
+//! the subgraph request's query, so a header copied off one request proves nothing for another.
+//!
+//! Every subgraph is served through a [`CallerGuard`]: a request without the header is
+//! anonymous; one with a header that is malformed, unsigned, tampered with, expired, or signed
+//! for another query is refused with `UNAUTHORIZED` before anything runs. The same check runs
+//! over HTTP and in process (the router's in-process transport passes the header as
+//! [`ForwardedHeaders`] in the request's data, where the HTTP endpoint puts it too).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_graphql::ErrorExtensions;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::errors::ErrorCode;
+use crate::stores::BoxFuture;
+use crate::subgraph::GraphQlExecutor;
+
+/// The header the router signs the caller into.
+pub const CALLER_HEADER: &str = "x-gospelib-caller";
+
+/// How long a signed context is good for unless the router says otherwise.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The longest lifetime a subgraph accepts: a header claiming to live longer is refused.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(120);
+
+/// The shortest internal secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The caller of one request. Anonymous when nobody signed in and no partner key was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The signed-in user (GospeLib's id, see [`user_id_for_clerk`]).
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    /// The Clerk session the user signed in with.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The partner whose API key made the request.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub partner_id: Option<String>,
+    /// The user's plan, once billing knows it.
+    #[serde(rename = "plan", default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// What the caller may do beyond the public API (`@requiresScopes`).
+    #[serde(rename = "scp", default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// A signed-in user.
+    pub fn user(user_id: Uuid) -> Self {
+        Self {
+            user_id: Some(user_id),
+            ..Self::default()
+        }
+    }
+
+    /// A partner's API key.
+    pub fn partner(partner_id: impl Into<String>, scopes: Vec<String>) -> Self {
+        Self {
+            partner_id: Some(partner_id.into()),
+            scopes,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.user_id.is_none() && self.partner_id.is_none()
+    }
+
+    /// The caller of the request a resolver runs for (anonymous when none was put there).
+    pub fn of<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a Caller {
+        static ANONYMOUS: Caller = Caller {
+            user_id: None,
+            session_id: None,
+            partner_id: None,
+            plan: None,
+            scopes: Vec::new(),
+        };
+        ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
+    }
+
+    /// The signed-in user's id, or an `UNAUTHORIZED` error for anyone else.
+    pub fn require_user(&self) -> Result<Uuid, async_graphql::Error> {
+        self.user_id.ok_or_else(|| {
+            async_graphql::Error::new("sign in to do this")
+                .extend_with(|_, e| e.set("code", ErrorCode::Unauthorized.as_str()))
+        })
+    }
+}
+
+/// GospeLib's user id for a Clerk user id: a UUID (version 5) derived from it, so the router
+/// knows the id from the session token alone and the accounts subgraph creates users with it.
+pub fn user_id_for_clerk(clerk_user_id: &str) -> Uuid {
+    /// The namespace of GospeLib user ids (a fixed random UUID; never change it).
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a57_93e4_4b0d_a8c5_1e2f_7d90_b364);
+    Uuid::new_v5(&NAMESPACE, clerk_user_id.as_bytes())
+}
+
+/// The platform's internal secret (`GOSPELIB_INTERNAL_SECRET`), never printed.
+#[derive(Clone)]
+pub struct InternalSecret(Arc<[u8]>);
+
+impl std::fmt::Debug for InternalSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InternalSecret([redacted])")
+    }
+}
+
+impl PartialEq for InternalSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for InternalSecret {}
+
+/// An internal secret that is too short to sign with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the internal secret must be at least {MIN_SECRET_BYTES} bytes long (it is {0})")]
+pub struct SecretTooShort(pub usize);
+
+impl InternalSecret {
+    pub fn new(secret: &[u8]) -> Result<Self, SecretTooShort> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(SecretTooShort(secret.len()));
+        }
+        Ok(Self(secret.into()))
+    }
+
+    fn mac(&self, payload: &str, query: &str) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(b"v1.");
+        mac.update(payload.as_bytes());
+        mac.update(b".");
+        mac.update(&Sha256::digest(query.as_bytes()));
+        mac
+    }
+
+    /// The header value carrying `caller` to a subgraph request for `query`, good for
+    /// `lifetime` from now.
+    pub fn sign(&self, caller: &Caller, query: &str, lifetime: Duration) -> String {
+        let expires = unix_now().saturating_add(lifetime.as_secs().max(1));
+        let payload = SignedPayload {
+            caller: caller.clone(),
+            expires,
+        };
+        let json = serde_json::to_vec(&payload).expect("a caller always serialises");
+        let payload = BASE64URL.encode(json);
+        let mac = self.mac(&payload, query).finalize().into_bytes();
+        format!("v1.{payload}.{}", BASE64URL.encode(mac))
+    }
+
+    /// The caller a header value carries, if the router signed it for `query` and it has
+    /// not expired.
+    pub fn verify(&self, header: &str, query: &str) -> Result<Caller, CallerRefused> {
+        let mut parts = header.trim().split('.');
+        let (Some("v1"), Some(payload), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(CallerRefused::Malformed);
+        };
+        let mac = BASE64URL
+            .decode(mac)
+            .map_err(|_| CallerRefused::Malformed)?;
+        // The signature first: nothing of an unsigned payload is read.
+        self.mac(payload, query)
+            .verify_slice(&mac)
+            .map_err(|_| CallerRefused::BadSignature)?;
+        let json = BASE64URL
+            .decode(payload)
+            .map_err(|_| CallerRefused::Malformed)?;
+        let signed: SignedPayload =
+            serde_json::from_slice(&json).map_err(|_| CallerRefused::Malformed)?;
+        let now = unix_now();
+        if signed.expires < now {
+            return Err(CallerRefused::Expired);
+        }
+        if signed.expires - now > MAX_LIFETIME.as_secs() {
+            return Err(CallerRefused::TooLongLived);
+        }
+        Ok(signed.caller)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignedPayload {
+    #[serde(flatten)]
+    caller: Caller,
+    #[serde(rename = "exp")]
+    expires: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why a caller header was refused.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum CallerRefused {
+    #[error("the caller context is malformed")]
+    Malformed,
+    #[error(
+        "the caller context's signature does not match (not signed by the router, altered, or for another request)"
+    )]
+    BadSignature,
+    #[error("the caller context has expired")]
+    Expired,
+    #[error("the caller context claims a lifetime longer than the router ever gives")]
+    TooLongLived,
+}
+
+/// Headers that came with a subgraph request, in the request's data: the HTTP endpoint puts
+/// the platform's own there, the router's in-process transport those it would have sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedHeaders(pub Vec<(String, String)>);
+
+impl ForwardedHeaders {
+    /// The headers of `request`, if it came with any.
+    pub fn of(request: &async_graphql::Request) -> Option<&ForwardedHeaders> {
+        request
+            .data
+            .get(&std::any::TypeId::of::<ForwardedHeaders>())
+            .and_then(|value| value.downcast_ref::<ForwardedHeaders>())
+    }
+
+    /// The value of the header `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A subgraph's executor behind the caller check: the verified [`Caller`] is in each request's
+/// data for the resolvers ([`Caller::of`]).
+pub struct CallerGuard {
+    inner: Arc<dyn GraphQlExecutor>,
+    secret: InternalSecret,
+}
+
+impl CallerGuard {
+    pub fn new(inner: Arc<dyn GraphQlExecutor>, secret: InternalSecret) -> Self {
+        Self { inner, secret }
+    }
+}
+
+impl GraphQlExecutor for CallerGuard {
+    fn execute(
+        &self,
+        mut request: async_graphql::Request,
+    ) -> BoxFuture<'_, async_graphql::Response> {
+        Box::pin(async move {
+            let header = ForwardedHeaders::of(&request)
+                .and_then(|headers| headers.get(CALLER_HEADER))
+                .map(str::to_owned);
+            let caller = match header {
+                None => Caller::anonymous(),
+                Some(header) => match self.secret.verify(&header, &request.query) {
+                    Ok(caller) => caller,
+                    Err(refused) => {
+                        tracing::warn!(%refused, "refused a subgraph request's caller context");
+                        let mut error = async_graphql::ServerError::new(refused.to_string(), None);
+                        let mut extensions = async_graphql::ErrorExtensionValues::default();
+                        extensions.set("code", ErrorCode::Unauthorized.as_str());
+                        error.extensions = Some(extensions);
+                        return async_graphql::Response::from_errors(vec![error]);
+                    }
+                },
+            };
+            request.data.insert(caller);
+            self.inner.execute(request).await
+        })
+    }
+
+    fn federation_sdl(&self) -> String {
+        self.inner.federation_sdl()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> InternalSecret {
+        InternalSecret::new(&[7u8; 32]).unwrap()
+    }
+
+    fn someone() -> Caller {
+        Caller {
+            user_id: Some(user_id_for_clerk("user_2abc")),
+            session_id: Some("sess_1".into()),
+            scopes: vec!["ai".into()],
+            ..Caller::default()
+        }
+    }
+
+    #[test]
+    fn a_signed_caller_verifies_for_its_query_only() {
+        let header = secret().sign(&someone(), "{ me { id } }", DEFAULT_LIFETIME);
+        assert_eq!(secret().verify(&header, "{ me { id } }"), Ok(someone()));
+        assert_eq!(
+            secret().verify(&header, "{ me { email } }"),
+            Err(CallerRefused::BadSignature)
+        );
+        let other = InternalSecret::new(&[8u8; 32]).unwrap();
+        assert_eq!(
+            other.verify(&header, "{ me { id } }"),
+            Err(CallerRefused::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_tampered_payload_is_refused() {
+        let header = secret().sign(&someone(), "q", DEFAULT_LIFETIME);
+        let mut parts: Vec<String> = header.split('.').map(str::to_owned).collect();
+        let forged = Caller::user(user_id_for_clerk("user_victim"));
+        let forged = SignedPayload {
+            caller: forged,
+            expires: unix_now() + 10,
+        };
+        parts[1] = BASE64URL.encode(serde_json::to_vec(&forged).unwrap());
+        assert_eq!(
+            secret().verify(&parts.join("."), "q"),
+            Err(CallerRefused::BadSignature)
+        );
+        for garbage in ["", "v1", "v1.a", "v2.a.b", "v1.a.b.c", "v1.!!.??"] {
+            assert_eq!(
+                secret().verify(garbage, "q"),
+                Err(CallerRefused::Malformed),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expired_and_overlong_contexts_are_refused() {
+        let secret = secret();
+        let signed_with = |expires: u64| {
+            let payload = BASE64URL.encode(
+                serde_json::to_vec(&SignedPayload {
+                    caller: someone(),
+                    expires,
+                })
+                .unwrap(),
+            );
+            let mac = secret.mac(&payload, "q").finalize().into_bytes();
+            format!("v1.{payload}.{}", BASE64URL.encode(mac))
+        };
+        let now = unix_now();
+        assert_eq!(
+            secret.verify(&signed_with(now - 2), "q"),
+            Err(CallerRefused::Expired)
+        );
+        assert_eq!(
+            secret.verify(&signed_with(now + 3600), "q"),
+            Err(CallerRefused::TooLongLived)
+        );
+        assert!(secret.verify(&signed_with(now + 5), "q").is_ok());
+    }
+
+    #[test]
+    fn short_secrets_are_refused_and_never_printed() {
+        assert_eq!(
+            InternalSecret::new(b"short").unwrap_err(),
+            SecretTooShort(5)
+        );
+        assert_eq!(format!("{:?}", secret()), "InternalSecret([redacted])");
+    }
+
+    #[test]
+    fn clerk_ids_map_to_stable_distinct_uuids() {
+        assert_eq!(user_id_for_clerk("user_a"), user_id_for_clerk("user_a"));
+        assert_ne!(user_id_for_clerk("user_a"), user_id_for_clerk("user_b"));
+    }
+}
