@@ -438,3 +438,100 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
     );
     drop(setup);
 }
+
+/// The library subgraph served over HTTP by the kit, behind the caller guard: its base URL.
+async fn library_over_http() -> String {
+    use gospelib_kit::server::{AppSpec, build_app};
+    let executor: Arc<dyn GraphQlExecutor> = Arc::new(CallerGuard::new(
+        Arc::new(
+            Schema::build(LibraryQuery, EmptyMutation, EmptySubscription)
+                .enable_federation()
+                .finish(),
+        ),
+        secret(),
+    ));
+    let (app, _) = build_app(AppSpec {
+        service: "library".to_owned(),
+        gateway: None,
+        subgraphs: vec![gospelib_kit::Subgraph {
+            name: "library".to_owned(),
+            executor,
+            dependencies: Vec::new(),
+        }],
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+        extra_routes: None,
+        public_routes: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn over_http_the_caller_reaches_the_subgraph_signed_and_a_forged_one_is_refused() {
+    let base = library_over_http().await;
+    // A router whose library subgraph is reached over HTTP.
+    let sdl = setup().router.supergraph().sdl().to_owned();
+    let router = Router::new(
+        Supergraph::parse(&sdl, None).unwrap(),
+        Arc::new(gospelib_router::transport::Http::new(std::time::Duration::from_secs(5)).unwrap()),
+    )
+    .with_internal_secret(secret())
+    .with_subgraph_urls([("library".to_owned(), format!("{base}/graphql"))].into());
+    let response = router
+        .execute(&GraphQlRequest {
+            query: "{ whoami secret }".to_owned(),
+            caller: reader(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        response["data"],
+        json!({"whoami": user_id_for_clerk("user_reader").to_string(), "secret": "the secret"})
+    );
+    // Straight to the subgraph: no header is anonymous, a forged one is refused.
+    let post = |header: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .json(&json!({ "query": "{ whoami }" }));
+        if let Some(header) = header {
+            request = request.header(CALLER_HEADER, header);
+        }
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(post(None).await["data"], json!({"whoami": null}));
+    let forged = InternalSecret::new(b"not the platform's secret, but long enough")
+        .unwrap()
+        .sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+    let refused = post(Some(forged)).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+        "{refused}"
+    );
+    let signed = secret().sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+    assert_eq!(
+        post(Some(signed)).await["data"]["whoami"],
+        user_id_for_clerk("user_reader").to_string()
+    );
+}
+
+#[tokio::test]
+async fn different_callers_never_share_a_fetch() {
+    let setup = setup();
+    let request = |caller: Caller| GraphQlRequest {
+        query: "{ whoami }".to_owned(),
+        caller,
+        ..Default::default()
+    };
+    let ada = Caller::user(user_id_for_clerk("user_ada"));
+    let bob = Caller::user(user_id_for_clerk("user_bob"));
+    let (for_ada, for_bob) = (request(ada.clone()), request(bob.clone()));
+    let (a, b) = tokio::join!(
+        setup.router.execute(&for_ada),
+        setup.router.execute(&for_bob)
+    );
+    assert_eq!(a["data"]["whoami"], ada.user_id.unwrap().to_string());
+    assert_eq!(b["data"]["whoami"], bob.user_id.unwrap().to_string());
+}
