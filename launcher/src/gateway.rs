@@ -11,7 +11,7 @@ use gospelib_kit::graphql_http::GraphQlService;
 use gospelib_kit::metrics::Metrics;
 use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries};
 use gospelib_router::http::RouterService;
-use gospelib_router::pipeline::Router;
+use gospelib_router::pipeline::{PlanEnforcement, Router};
 use gospelib_router::reload::poll_registry;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{ExecutorSubgraph, InProcess, Transport};
@@ -71,11 +71,16 @@ pub async fn in_process(
             .flush_every(settings.router.usage_flush_every),
     )];
     let secret = settings.identity.secret.clone();
+    // Plans: entitlements as scopes, rate limits shared by every router through Redis.
+    let (enforcement, follower) =
+        PlanEnforcement::start(settings.plans.clone(), Some(inputs.redis.clone()));
+    background.extend(follower);
     let router = Arc::new(
         Router::from_settings(start.supergraph, transport.clone(), &settings.router)
             .with_metrics(inputs.metrics.clone())
             .with_usage_recorder(recorder.clone())
-            .with_internal_secret(secret.clone()),
+            .with_internal_secret(secret.clone())
+            .with_plans(enforcement.clone()),
     );
     let registry_url = |path: &str| format!("http://{}/registry/{path}", settings.internal_listen);
     if settings.supergraph_source == SupergraphSource::Registry {
@@ -97,13 +102,15 @@ pub async fn in_process(
     background.extend(identity_tasks);
     let service = RouterService::new(router)
         .with_persisted_queries(Arc::new(persisted))
-        .with_identity(identity);
+        .with_identity(identity)
+        .trusting_forwarded_for(settings.router.trust_forwarded_for);
     // Partner API keys see the partner contract of the same supergraph.
     let partner = Arc::new(
         Router::from_settings(start.partner, transport, &settings.router)
             .with_metrics(inputs.metrics)
             .with_usage_recorder(recorder)
-            .with_internal_secret(secret),
+            .with_internal_secret(secret)
+            .with_plans(enforcement),
     );
     if settings.supergraph_source == SupergraphSource::Registry {
         background.push(tokio::spawn(poll_registry(

@@ -307,9 +307,12 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new("gospelib");
     let whole_platform = only.is_empty();
+    // One signal stops both listeners and the parts' background work.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let inputs = parts::PartInputs {
         clients: &clients,
         settings: &settings,
+        shutdown: stop_rx.clone(),
     };
     let assembled = parts::assemble(&chosen, whole_platform, &inputs)?;
     // The whole platform also serves the registry's published supergraphs to routers (on the
@@ -365,8 +368,6 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         parts = ?chosen.iter().map(|p| p.name).collect::<Vec<_>>(),
         "gospelib serving"
     );
-    // One signal stops both listeners.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

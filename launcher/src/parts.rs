@@ -13,10 +13,12 @@ use gospelib_kit::stores::{Dependency, StoreClients};
 
 use crate::settings::ServeSettings;
 
-/// What a part needs to be built: the process's shared connections and its settings.
+/// What a part needs to be built: the process's shared connections, its settings, and the
+/// signal its background tasks stop on.
 pub struct PartInputs<'a> {
     pub clients: &'a StoreClients,
     pub settings: &'a ServeSettings,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A part, built: its subgraph, the routes third parties call it on (public), and the tasks
@@ -49,6 +51,11 @@ pub const PARTS: &[Part] = &[
         build: accounts,
         sdl: gospelib_accounts::federation_sdl,
     },
+    Part {
+        name: gospelib_billing::NAME,
+        build: billing,
+        sdl: gospelib_billing::federation_sdl,
+    },
 ];
 
 fn content(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
@@ -68,14 +75,18 @@ const OUTBOX_RELAY_EVERY: Duration = Duration::from_secs(5);
 
 /// Users (Clerk's webhooks, on the public listener) and their devices; the outbox of user
 /// events relayed to `gl:events:users`.
-fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
-    let one_problem = |expected: &str, problem: Problem| ConfigError {
+/// One configuration problem of one variable.
+fn one_problem(variable: &str, expected: &str, problem: Problem) -> ConfigError {
+    ConfigError {
         problems: vec![ConfigProblem {
-            variable: "GOSPELIB_CLERK_WEBHOOK_SECRET".to_owned(),
+            variable: variable.to_owned(),
             expected: expected.to_owned(),
             problem,
         }],
-    };
+    }
+}
+
+fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let secret = inputs
         .settings
@@ -83,8 +94,9 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         .clone()
         .ok_or_else(|| {
             one_problem(
+                "GOSPELIB_CLERK_WEBHOOK_SECRET",
                 "the webhook endpoint's signing secret from Clerk's dashboard (`whsec_…`), \
-             needed by the accounts part",
+                 needed by the accounts part",
                 Problem::Missing,
             )
         })?;
@@ -95,6 +107,7 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     )
     .map_err(|error| {
         one_problem(
+            "GOSPELIB_CLERK_WEBHOOK_SECRET",
             "a Svix signing secret (`whsec_…`)",
             Problem::Malformed {
                 shown: None,
@@ -146,6 +159,104 @@ pub fn select(only: &[String]) -> Result<Vec<&'static Part>, UnknownPart> {
     }
     Ok(chosen)
 }
+
+/// Plans and subscriptions (Stripe's webhooks, on the public listener), the trial consumer on
+/// `gl:events:users`, and the outbox of billing events relayed to `gl:events:billing`.
+fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
+    let (clients, settings) = (inputs.clients, inputs.settings);
+    let secret = settings.stripe.webhook_secret.as_deref().ok_or_else(|| {
+        one_problem(
+            "GOSPELIB_STRIPE_WEBHOOK_SECRET",
+            "the webhook endpoint's signing secret from Stripe (`whsec_…`), needed by the \
+             billing part",
+            Problem::Missing,
+        )
+    })?;
+    let webhooks = gospelib_billing::WebhookState::new(
+        clients.postgres.clone(),
+        clients.redis.clone(),
+        secret,
+        settings.plans.clone(),
+    )
+    .map_err(|error| {
+        one_problem(
+            "GOSPELIB_STRIPE_WEBHOOK_SECRET",
+            "a Stripe signing secret (`whsec_…`)",
+            Problem::Malformed {
+                shown: None,
+                reason: error.to_string(),
+            },
+        )
+    })?;
+    let stripe = match &settings.stripe.api_key {
+        Some(key) => {
+            let client = gospelib_billing::HttpStripe::with_options(
+                key,
+                settings.stripe.api_base.as_str().trim_end_matches('/'),
+                STRIPE_TIMEOUT,
+            )
+            .map_err(|error| {
+                one_problem(
+                    "GOSPELIB_STRIPE_API_KEY",
+                    "a Stripe secret or restricted key (`sk_…`, `rk_…`)",
+                    Problem::Malformed {
+                        shown: None,
+                        reason: error.to_string(),
+                    },
+                )
+            })?;
+            Some(Arc::new(client) as Arc<dyn gospelib_billing::StripeApi>)
+        }
+        None => None,
+    };
+    let app = settings.app_url.as_str();
+    let billing_settings = gospelib_billing::BillingSettings {
+        plans: settings.plans.clone(),
+        stripe,
+        success_url: format!("{app}?checkout=success"),
+        cancel_url: format!("{app}?checkout=cancelled"),
+        return_url: app.to_owned(),
+        ..gospelib_billing::BillingSettings::default()
+    };
+    // One consumer name per process: a restarted pod reclaims its own pending entries, and
+    // the others' after they have been idle long enough.
+    let consumer = format!(
+        "billing-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string())
+    );
+    let trial = tokio::spawn({
+        let (pool, redis, plans) = (
+            clients.postgres.clone(),
+            clients.redis.clone(),
+            settings.plans.clone(),
+        );
+        let shutdown = inputs.shutdown.clone();
+        async move {
+            let stats = gospelib_billing::run_trial_consumer(
+                pool,
+                redis,
+                plans,
+                gospelib_billing::TrialConsumerSettings::new(consumer),
+                shutdown,
+            )
+            .await;
+            tracing::info!(?stats, "trial consumer stopped");
+        }
+    });
+    let relay = tokio::spawn(gospelib_billing::relay_outbox(
+        clients.postgres.clone(),
+        clients.redis.clone(),
+        OUTBOX_RELAY_EVERY,
+    ));
+    Ok(BuiltPart {
+        subgraph: gospelib_billing::subgraph(clients, billing_settings),
+        public_routes: Some(gospelib_billing::webhook_routes(webhooks)),
+        background: vec![trial, relay],
+    })
+}
+
+/// How long one call to Stripe's API may take.
+const STRIPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The chosen parts, built, as one process serves them.
 pub struct Assembled {

@@ -36,6 +36,14 @@ pub struct ServeSettings {
     /// `GOSPELIB_CLERK_WEBHOOK_SECRET`: the `whsec_…` secret Clerk's webhooks are signed with
     /// (needed when the accounts part runs).
     pub clerk_webhook_secret: Option<String>,
+    /// Stripe: the webhook secret (needed by the billing part), the API key (checkout and the
+    /// portal answer `SERVICE_UNAVAILABLE` without one) and the API's base URL.
+    pub stripe: StripeSettings,
+    /// `GOSPELIB_APP_URL`: the web app, where Stripe sends users back to.
+    pub app_url: url::Url,
+    /// `GOSPELIB_PLANS_FILE`: plans, prices, entitlements and limits (`config/plans.toml` as
+    /// built by default).
+    pub plans: std::sync::Arc<gospelib_kit::plans::Plans>,
     pub stores: StoreUrls,
 }
 
@@ -90,6 +98,14 @@ impl ServeSettings {
                 )
             })
             .flatten();
+        let plans = reader.plans();
+        let stripe = StripeSettings::read(&mut reader);
+        let app_url = reader.optional(
+            "GOSPELIB_APP_URL",
+            "the web app's URL, e.g. https://app.gospelib.com/",
+            url::Url::parse("http://127.0.0.1:4000/").expect("a valid URL"),
+            |raw| url::Url::parse(raw.trim()).map_err(|e| e.to_string()),
+        );
         let stores = StoreUrls::read(&mut reader);
         reader.finish()?;
         let present = "every value is present once finish() succeeded";
@@ -103,7 +119,69 @@ impl ServeSettings {
             migrate_on_start: migrate_on_start.expect(present),
             identity: identity.expect(present),
             clerk_webhook_secret,
+            plans: plans.expect(present),
+            stripe: stripe.expect(present),
+            app_url: app_url.expect(present),
             stores: stores.expect(present),
+        })
+    }
+}
+
+/// Stripe's settings: secrets, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StripeSettings {
+    /// `GOSPELIB_STRIPE_WEBHOOK_SECRET` (`whsec_…`).
+    pub webhook_secret: Option<String>,
+    /// `GOSPELIB_STRIPE_API_KEY` (`sk_…` or a restricted `rk_…` key).
+    pub api_key: Option<String>,
+    /// `GOSPELIB_STRIPE_API_BASE`: `https://api.stripe.com` unless a test points elsewhere.
+    pub api_base: url::Url,
+}
+
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("api_base", &self.api_base.as_str())
+            .finish()
+    }
+}
+
+impl StripeSettings {
+    fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
+        let secret = |reader: &mut ConfigReader<'_>, name: &str, expected: &str| {
+            reader
+                .raw(name)
+                .is_some()
+                .then(|| reader.required_secret(name, expected))
+                .flatten()
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let webhook_secret = secret(
+            reader,
+            "GOSPELIB_STRIPE_WEBHOOK_SECRET",
+            "the webhook endpoint's signing secret from Stripe (`whsec_…`)",
+        );
+        let api_key = secret(
+            reader,
+            "GOSPELIB_STRIPE_API_KEY",
+            "a Stripe secret or restricted key (`sk_…`, `rk_…`)",
+        );
+        let api_base = reader.optional(
+            "GOSPELIB_STRIPE_API_BASE",
+            "Stripe's API base URL, e.g. https://api.stripe.com",
+            url::Url::parse("https://api.stripe.com").expect("a valid URL"),
+            |raw| gospelib_kit::config::parse_url(raw, &["http", "https"]),
+        )?;
+        Some(Self {
+            webhook_secret,
+            api_key,
+            api_base,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The apps' and partners' real operations (`client-tests/operations/`), each with its
 //! `<name>.variables.json`, run through the router over the committed supergraph against the
 //! content subgraph on the fixture corpus (ingested into a namespace of this test's own).
-//! Every operation must answer without errors and with data for each root field.
+//! Every operation must answer without errors and with data for each root field, asked by a
+//! subscriber whose plan unlocks every feature (the interlinear and the explorer are gated).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use gospelib_content::graph::Graph;
 use gospelib_content::ingest::{Targets, ingest};
 use gospelib_content::namespace::Namespace;
+use gospelib_kit::caller::{Caller, InternalSecret, user_id_for_clerk};
 use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::stores::StoreClients;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
@@ -53,7 +55,15 @@ async fn every_client_operation_answers_through_the_router() {
         Arc::new(
             InProcess::default().with("content", Arc::new(ExecutorSubgraph(content.executor))),
         ),
-    );
+    )
+    .with_internal_secret(InternalSecret::new(&[7; 32]).unwrap());
+    let plans = gospelib_kit::plans::Plans::built_in();
+    let subscriber = Caller {
+        user_id: Some(user_id_for_clerk("user_client_operations")),
+        plan: Some("academic".to_owned()),
+        scopes: plans.plans["academic"].entitlements.clone(),
+        ..Caller::default()
+    };
 
     let mut files = Vec::new();
     operation_files(&repository().join("client-tests/operations"), &mut files);
@@ -70,6 +80,7 @@ async fn every_client_operation_answers_through_the_router() {
                 query,
                 operation_name: None,
                 variables: variables.as_object().unwrap().clone(),
+                caller: subscriber.clone(),
                 ..Default::default()
             })
             .await;

@@ -8,109 +8,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, get_current_timestamp};
+use jsonwebtoken::get_current_timestamp;
 use serde_json::{Value, json};
+use support::clerk::{
+    Client, ISSUER, base64_url, jwks_server, session_token, unique, user_created,
+};
 use support::{Served, gospelib, serve_with, stack_vars};
-
-const ISSUER: &str = "https://clerk.identity.test";
-const KEY_PEM: &[u8] = include_bytes!("../../router/tests/fixtures/jwt/key1.pem");
-const KID: &str = "identity-test-key";
-
-/// A local JWKS endpoint serving the test key; returns its URL.
-async fn jwks_server() -> String {
-    let signing = EncodingKey::from_rsa_pem(KEY_PEM).unwrap();
-    let jwk = Jwk::from_encoding_key(&signing, Algorithm::RS256).unwrap();
-    let AlgorithmParameters::RSA(rsa) = jwk.algorithm else {
-        panic!("an RSA key gives an RSA JWK");
-    };
-    let body = json!({"keys": [{"kty": "RSA", "kid": KID, "use": "sig", "alg": "RS256", "n": rsa.n, "e": rsa.e}]});
-    let app = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { axum::Json(body) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{address}/.well-known/jwks.json")
-}
-
-/// A Clerk session token for `clerk_id`, valid for a minute.
-fn session_token(clerk_id: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(KID.to_owned());
-    let now = get_current_timestamp();
-    let claims = json!({"sub": clerk_id, "sid": "sess_test", "iss": ISSUER,
-                        "iat": now, "nbf": now - 5, "exp": now + 60});
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(KEY_PEM).unwrap(),
-    )
-    .unwrap()
-}
-
-struct Client {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    /// `(status, body)` of a GraphQL request with extra headers.
-    async fn ask(&self, headers: &[(&str, &str)], query: &str) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({ "query": query }));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    /// Delivers a Clerk webhook signed with the stack's secret; returns the status.
-    async fn deliver(&self, message_id: &str, event: &Value) -> u16 {
-        let secret = std::env::var("GOSPELIB_CLERK_WEBHOOK_SECRET").unwrap();
-        let body = serde_json::to_vec(event).unwrap();
-        let timestamp = get_current_timestamp() as i64;
-        let signature = svix::webhooks::Webhook::new(&secret)
-            .unwrap()
-            .sign(message_id, timestamp, &body)
-            .unwrap();
-        self.http
-            .post(format!("{}/webhooks/clerk", self.base))
-            .header("content-type", "application/json")
-            .header("svix-id", message_id)
-            .header("svix-timestamp", timestamp.to_string())
-            .header("svix-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-}
-
-fn user_created(clerk_id: &str, email: &str) -> Value {
-    let now_ms = get_current_timestamp() * 1000;
-    json!({"type": "user.created", "object": "event", "data": {
-        "id": clerk_id, "object": "user",
-        "email_addresses": [{"id": "idn_1", "email_address": email}],
-        "primary_email_address_id": "idn_1",
-        "first_name": "Ada", "last_name": "Lovelace", "image_url": null,
-        "created_at": now_ms, "updated_at": now_ms
-    }})
-}
-
-fn unique(label: &str) -> String {
-    format!("user_{label}_{}", uuid::Uuid::new_v4().simple())
-}
 
 #[test]
 fn signed_in_users_see_their_own_data_and_anonymous_callers_are_refused_what_needs_a_user() {
@@ -238,11 +141,6 @@ fn signed_in_users_see_their_own_data_and_anonymous_callers_are_refused_what_nee
         );
     });
     drop(served);
-}
-
-fn base64_url(value: &Value) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
 }
 
 /// `gospelib partner-key <args>` with the stack's variables; its stdout.

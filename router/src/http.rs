@@ -29,6 +29,8 @@ pub struct RouterService {
     /// The router partners are served by (the partner contract's).
     pub partner: Option<Arc<Router>>,
     pub identity: Identity,
+    /// Whether `x-forwarded-for` names the client (behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 impl RouterService {
@@ -38,7 +40,14 @@ impl RouterService {
             persisted: None,
             partner: None,
             identity: Identity::default(),
+            trust_forwarded_for: false,
         }
+    }
+
+    /// Reads the client's address from `x-forwarded-for` (the router is behind a proxy).
+    pub fn trusting_forwarded_for(mut self, trust: bool) -> Self {
+        self.trust_forwarded_for = trust;
+        self
     }
 
     /// Checks credentials with `identity`.
@@ -90,19 +99,49 @@ fn refusal(message: &str, code: &str, version: &str) -> Response {
 
 /// The response, serialised, with the supergraph version in a header.
 fn service_response(response: Response) -> ServiceResponse {
-    let headers = response
+    let mut headers: Vec<_> = response
         .supergraph_version
         .parse()
         .map(|value| (axum_header(VERSION_HEADER), value))
         .into_iter()
         .collect();
+    let mut status = None;
+    if let Some(decision) = &response.rate_limit {
+        // `RateLimit-*` on every limited answer; a refusal is 429 with `Retry-After`.
+        for (name, value) in crate::rate_limit::headers(decision) {
+            if let Ok(value) = value.parse() {
+                headers.push((axum_header(name), value));
+            }
+        }
+        if !decision.allowed {
+            status = Some(axum_status(429));
+        }
+    }
     ServiceResponse {
         body: response.to_bytes(),
         has_data: response.has_data(),
         error_codes: ServiceResponse::error_codes(&response.errors),
         headers,
-        status: None,
+        status,
     }
+}
+
+/// The client's address: the connection's peer, or, behind a proxy this router trusts, the
+/// address the proxy names last in `x-forwarded-for` (the one it saw; earlier ones are the
+/// client's own word).
+fn client_address(
+    request: &async_graphql::Request,
+    trust_forwarded_for: bool,
+) -> Option<std::net::IpAddr> {
+    let peer = gospelib_kit::graphql_http::PeerAddress::of(request);
+    if !trust_forwarded_for {
+        return peer;
+    }
+    ForwardedHeaders::of(request)
+        .and_then(|headers| headers.get("x-forwarded-for"))
+        .and_then(|list| list.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
+        .or(peer)
 }
 
 impl GraphQlService for RouterService {
@@ -119,6 +158,7 @@ impl GraphQlService for RouterService {
                     return identity_refusal(&error, &version);
                 }
             };
+            let client_address = client_address(&request, self.trust_forwarded_for);
             let router = match (&self.partner, identified.partner) {
                 (_, false) => &self.router,
                 (Some(partner), true) => partner,
@@ -167,6 +207,7 @@ impl GraphQlService for RouterService {
                             operation_name: request.operation_name,
                             variables,
                             caller: identified.caller,
+                            client_address,
                             ..Default::default()
                         })
                         .await

@@ -24,10 +24,12 @@
 //!   registry's check.
 //!
 //! Beside them, [`identity`] turns a request's credentials into its caller: [`jwt`] verifies
-//! Clerk session tokens against the issuer's JWKS, [`partner_keys`] checks partners' API keys.
+//! Clerk session tokens against the issuer's JWKS, [`partner_keys`] checks partners' API keys,
+//! and [`rate_limit`] enforces each plan's rate limits, shared by every pod through Redis.
 
 pub mod apq;
 pub mod authorization;
+pub mod entitlements;
 pub mod execution;
 pub mod fingerprint;
 pub mod http;
@@ -39,6 +41,7 @@ pub mod partner_keys;
 pub mod pipeline;
 pub mod planning;
 pub mod projection;
+pub mod rate_limit;
 pub mod reload;
 pub mod settings;
 pub mod supergraph;

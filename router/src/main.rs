@@ -22,7 +22,7 @@ use gospelib_kit::server::{
 };
 use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
-use gospelib_router::pipeline::Router;
+use gospelib_router::pipeline::{PlanEnforcement, Router};
 use gospelib_router::reload::{fetch_published, poll_registry, watch_file};
 use gospelib_router::settings::{IdentitySettings, RouterSettings};
 use gospelib_router::supergraph::Supergraph;
@@ -128,8 +128,11 @@ struct Settings {
     postgres: Option<url::Url>,
     /// Limits, deadlines, sharing, introspection, subgraph URLs: the same in `gospelib serve`.
     router: RouterSettings,
-    /// Where persisted queries are kept (`GOSPELIB_REDIS_URL`); none without it.
+    /// Where persisted queries, rate limits and operation usage are kept
+    /// (`GOSPELIB_REDIS_URL`); without it each router limits alone.
     redis: Option<url::Url>,
+    /// `GOSPELIB_PLANS_FILE`: plans, entitlements and limits.
+    plans: Arc<gospelib_kit::plans::Plans>,
 }
 
 fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
@@ -159,6 +162,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         })
         .flatten();
     let router = RouterSettings::read(&mut reader);
+    let plans = reader.plans();
     let redis = reader
         .raw("GOSPELIB_REDIS_URL")
         .is_some()
@@ -178,6 +182,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         shutdown_grace: Duration::from_secs(grace.expect(present)),
         reload_every: Duration::from_millis(reload.expect(present)),
         identity: identity.expect(present),
+        plans: plans.expect(present),
         postgres,
         router: router.expect(present),
         redis,
@@ -276,7 +281,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             gospelib_router::apq::DEFAULT_TTL,
         )));
     }
-    let router = Arc::new(router);
+    let (enforcement, follower) =
+        PlanEnforcement::start(settings.plans.clone(), redis_client.clone());
+    background.extend(follower);
+    let router = Arc::new(router.with_plans(enforcement.clone()));
     let postgres = match &settings.postgres {
         Some(url) => Some(gospelib_kit::stores::postgres_pool(url, 4).context("GOSPELIB_PG_URL")?),
         None => None,
@@ -285,7 +293,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         gospelib_router::identity::start(&settings.identity, postgres, redis_client)
             .context("session token checks")?;
     background.extend(identity_tasks);
-    let mut service = RouterService::new(router.clone()).with_identity(identity);
+    let mut service = RouterService::new(router.clone())
+        .with_identity(identity)
+        .trusting_forwarded_for(settings.router.trust_forwarded_for);
     if let Some(store) = persisted {
         service = service.with_persisted_queries(store);
     }
@@ -294,7 +304,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let (partner_supergraph, partner_etag) = partner_source.load(&registry).await?;
         let mut partner = Router::from_settings(partner_supergraph, transport, &settings.router)
             .with_metrics(metrics.clone())
-            .with_internal_secret(secret);
+            .with_internal_secret(secret)
+            .with_plans(enforcement);
         if let Some(recorder) = &usage {
             partner = partner.with_usage_recorder(recorder.clone());
         }

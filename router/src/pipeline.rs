@@ -12,15 +12,18 @@ use lru::LruCache;
 use serde_json::{Map, Value, json};
 
 use crate::authorization::{Access, Denials};
+use crate::entitlements::{ACCESS_QUERY, BILLING_SUBGRAPH, CallerAccess, EntitlementCache};
 use crate::execution::{self, Fetching, SignedCaller};
 use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, Planned, PlanningError};
 use crate::projection;
+use crate::rate_limit::{Decision, RateLimiter};
 use crate::settings::RouterSettings;
 use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::usage::UsageRecorder;
 use crate::validation::{Limits, Problem};
 use gospelib_kit::metrics::Metrics;
+use gospelib_kit::plans::Plans;
 
 /// Whether an operation asks for `__schema` or `__type`.
 fn asks_introspection(
@@ -98,6 +101,8 @@ pub struct GraphQlRequest {
     pub subgraph_headers: Vec<(String, String)>,
     /// Who is calling, as the router established it (anonymous by default).
     pub caller: Caller,
+    /// The client's address: what anonymous callers' rate limits are keyed by.
+    pub client_address: Option<std::net::IpAddr>,
 }
 
 /// A GraphQL response: its `data` (none when the request failed before execution) as JSON
@@ -107,6 +112,8 @@ pub struct Response {
     pub data: Option<Vec<u8>>,
     pub errors: Vec<Value>,
     pub supergraph_version: String,
+    /// The rate limit the request was counted against, if any (its headers; a refusal is 429).
+    pub rate_limit: Option<Decision>,
 }
 
 impl Response {
@@ -116,6 +123,7 @@ impl Response {
             data: None,
             errors,
             supergraph_version,
+            rate_limit: None,
         }
     }
 
@@ -171,6 +179,44 @@ pub struct Router {
     caller_lifetime: std::time::Duration,
     /// The part of each operation each kind of caller may select, with its plan.
     restricted: Mutex<LruCache<(String, Access), Arc<Restricted>>>,
+    /// Plans, limits and entitlements; without them every caller is unlimited and holds only
+    /// the scopes its credential gave.
+    enforcement: Option<PlanEnforcement>,
+}
+
+/// What the router needs to enforce plans: the catalogue, the shared rate limiter, and its
+/// memory of callers' entitlements.
+#[derive(Clone)]
+pub struct PlanEnforcement {
+    pub plans: Arc<Plans>,
+    pub limiter: Arc<RateLimiter>,
+    pub entitlements: Arc<EntitlementCache>,
+}
+
+impl PlanEnforcement {
+    /// Enforcement of `plans` with limits shared through `redis` (each router alone without
+    /// it), and the task that forgets entitlements billing announces as changed.
+    pub fn start(
+        plans: Arc<Plans>,
+        redis: Option<redis::Client>,
+    ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
+        let entitlements = Arc::new(EntitlementCache::new());
+        let follower = redis
+            .clone()
+            .map(|redis| tokio::spawn(entitlements.clone().follow_changes(redis)));
+        let limiter = Arc::new(RateLimiter::new(
+            redis,
+            crate::rate_limit::RateLimitSettings::default(),
+        ));
+        (
+            Self {
+                plans,
+                limiter,
+                entitlements,
+            },
+            follower,
+        )
+    }
 }
 
 /// An operation as one kind of caller may run it: the plan of what it may select, and the
@@ -226,6 +272,7 @@ impl Router {
             restricted: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(RESTRICTED_CACHE_SIZE).expect("not zero"),
             )),
+            enforcement: None,
         };
         if settings.subgraph_urls.is_empty() {
             router
@@ -237,6 +284,12 @@ impl Router {
     /// Signs callers into subgraph requests with `secret` (`GOSPELIB_INTERNAL_SECRET`).
     pub fn with_internal_secret(mut self, secret: InternalSecret) -> Self {
         self.secret = Some(secret);
+        self
+    }
+
+    /// Gives callers their plan's entitlements (as scopes) and rate limits.
+    pub fn with_plans(mut self, enforcement: PlanEnforcement) -> Self {
+        self.enforcement = Some(enforcement);
         self
     }
 
@@ -329,8 +382,25 @@ impl Router {
             });
             return Response::refusal(vec![error], version);
         }
+        // The caller's plan: its scopes and its limits.
+        let caller = self.with_plan(&request.caller, &supergraph).await;
+        let rate_limit = match self
+            .count_against_limits(&caller, request.client_address, &planned, &supergraph)
+            .await
+        {
+            Some(decision) if !decision.allowed => {
+                let error = json!({
+                    "message": "rate limit reached: try again after the time in Retry-After",
+                    "extensions": { "code": "RATE_LIMITED" }
+                });
+                let mut refused = Response::refusal(vec![error], version);
+                refused.rate_limit = Some(decision);
+                return refused;
+            }
+            decision => decision,
+        };
         // What this caller may select: the rest is answered null with an error, never fetched.
-        let access = Access::of(&request.caller);
+        let access = Access::of(&caller);
         let restricted = match self.restrict(&supergraph, &planned, access).await {
             Ok(restricted) => restricted,
             Err(error) => return Response::refusal(planning_errors(&error), version),
@@ -339,10 +409,10 @@ impl Router {
             Some(restricted) => (&restricted.permitted, &restricted.denials),
             None => (&planned, &*NO_DENIALS),
         };
-        let signed = match (&self.secret, request.caller.is_anonymous()) {
+        let signed = match (&self.secret, caller.is_anonymous()) {
             (_, true) => None,
             (Some(secret), false) => Some(SignedCaller {
-                caller: &request.caller,
+                caller: &caller,
                 secret,
                 lifetime: self.caller_lifetime,
             }),
@@ -403,6 +473,7 @@ impl Router {
             data: Some(data),
             errors,
             supergraph_version: version,
+            rate_limit,
         }
     }
 
@@ -455,6 +526,140 @@ impl Router {
             .put(key, restricted.clone());
         Ok(Some(restricted).filter(|r| !r.denials.is_empty()))
     }
+
+    /// `caller` with its plan and scopes: a user's from billing (remembered briefly), a
+    /// partner's key scopes with the partner plan, anonymous callers on the default plan.
+    async fn with_plan(&self, caller: &Caller, supergraph: &Supergraph) -> Caller {
+        let Some(enforcement) = &self.enforcement else {
+            return caller.clone();
+        };
+        let plans = &enforcement.plans;
+        let mut caller = caller.clone();
+        let Some(user) = caller.user_id else {
+            let plan = if caller.partner_id.is_some() {
+                &plans.partner_plan
+            } else {
+                &plans.default_plan
+            };
+            caller.plan = Some(plan.clone());
+            return caller;
+        };
+        let access = match enforcement.entitlements.get(user) {
+            Some(access) => Some(access),
+            None => {
+                let fetched = self.ask_billing(&caller, supergraph).await;
+                if let Some(access) = &fetched {
+                    enforcement.entitlements.put(user, access.clone());
+                }
+                fetched
+            }
+        };
+        let access = access.unwrap_or_else(|| CallerAccess {
+            plan: plans.default_plan.clone(),
+            entitlements: plans.plans[&plans.default_plan].entitlements.clone(),
+        });
+        caller.plan = Some(access.plan);
+        caller.scopes.extend(access.entitlements);
+        caller
+    }
+
+    /// Billing's answer for `caller`, or `None` when it cannot give one (logged).
+    async fn ask_billing(&self, caller: &Caller, supergraph: &Supergraph) -> Option<CallerAccess> {
+        use crate::transport::Transport;
+        let url = supergraph.subgraphs().get(BILLING_SUBGRAPH)?;
+        let secret = self.secret.as_ref()?;
+        let mut request =
+            crate::transport::SubgraphRequest::query(ACCESS_QUERY, Default::default());
+        request.headers.push((
+            gospelib_kit::caller::CALLER_HEADER.to_owned(),
+            secret.sign(caller, ACCESS_QUERY, self.caller_lifetime),
+        ));
+        let answer = tokio::time::timeout(
+            self.subgraph_timeout,
+            self.transport.send(BILLING_SUBGRAPH, url, request),
+        )
+        .await;
+        match answer {
+            Ok(Ok(body)) => CallerAccess::from_response(&serde_json::Value::from(body)),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "billing cannot say the caller's plan; the default applies");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "billing did not say the caller's plan in time; the default applies"
+                );
+                None
+            }
+        }
+    }
+
+    /// Counts the operation against the caller's limits: one request of each bucket whose
+    /// root fields it selects. `None` when no bucket applies (or plans are not enforced).
+    async fn count_against_limits(
+        &self,
+        caller: &Caller,
+        client_address: Option<std::net::IpAddr>,
+        planned: &Planned,
+        supergraph: &Supergraph,
+    ) -> Option<Decision> {
+        let enforcement = self.enforcement.as_ref()?;
+        let root = supergraph
+            .planner()
+            .supergraph
+            .root_type_name(planned.operation.operation_kind.as_ref())
+            .ok()?;
+        let mut buckets: Vec<&str> = Vec::new();
+        for field in root_fields(&planned.operation.selection_set) {
+            if let Some(bucket) = enforcement.plans.bucket_of(&format!("{root}.{field}"))
+                && !buckets.contains(&bucket)
+            {
+                buckets.push(bucket);
+            }
+        }
+        if buckets.is_empty() {
+            return None;
+        }
+        let plan = caller
+            .plan
+            .as_deref()
+            .unwrap_or(&enforcement.plans.default_plan);
+        let allowances = RateLimiter::allowances(&enforcement.plans, plan, &buckets);
+        let subject = match (caller.user_id, &caller.partner_id, client_address) {
+            (Some(user), _, _) => format!("user:{user}"),
+            (None, Some(partner), _) => format!("partner:{partner}"),
+            (None, None, Some(address)) => format!("ip:{address}"),
+            (None, None, None) => "ip:unknown".to_owned(),
+        };
+        Some(enforcement.limiter.check(&subject, &allowances).await)
+    }
+}
+
+/// The names of the fields a selection set selects at its own level (through inline
+/// fragments), each once.
+fn root_fields(
+    selections: &hive_router_query_planner::ast::selection_set::SelectionSet,
+) -> Vec<&str> {
+    use hive_router_query_planner::ast::selection_item::SelectionItem;
+    let mut names = Vec::new();
+    for item in &selections.items {
+        match item {
+            SelectionItem::Field(field) => {
+                if !names.contains(&field.name.as_str()) {
+                    names.push(field.name.as_str());
+                }
+            }
+            SelectionItem::InlineFragment(fragment) => {
+                for name in root_fields(&fragment.selections) {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+            SelectionItem::FragmentSpread(_) => {}
+        }
+    }
+    names
 }
 
 /// The denials of a caller who may select everything.

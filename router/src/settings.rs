@@ -33,6 +33,9 @@ pub struct RouterSettings {
     pub usage_flush_every: Duration,
     /// `GOSPELIB_ROUTER_POLL_MS`: how often the registry is asked for a new supergraph.
     pub registry_poll_every: Duration,
+    /// `GOSPELIB_ROUTER_TRUST_FORWARDED_FOR`: the router is behind a proxy that sets
+    /// `x-forwarded-for`, whose last address is then the client's (anonymous rate limits).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for RouterSettings {
@@ -48,6 +51,7 @@ impl Default for RouterSettings {
             subgraph_urls: BTreeMap::new(),
             usage_flush_every: Duration::from_secs(10),
             registry_poll_every: Duration::from_secs(10),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -128,6 +132,7 @@ impl RouterSettings {
         let max_cost = reader.number("GOSPELIB_ROUTER_MAX_COST", limits.max_cost, 1, u64::MAX / 2);
         let introspection = reader.flag("GOSPELIB_ROUTER_INTROSPECTION", true);
         let dedupe = reader.flag("GOSPELIB_ROUTER_DEDUPE", true);
+        let trust_forwarded_for = reader.flag("GOSPELIB_ROUTER_TRUST_FORWARDED_FOR", false);
         Some(Self {
             limits: Limits {
                 max_tokens: max_tokens? as usize,
@@ -138,6 +143,7 @@ impl RouterSettings {
             },
             introspection: introspection?,
             dedupe: dedupe?,
+            trust_forwarded_for: trust_forwarded_for?,
             subgraph_timeout: Duration::from_millis(subgraph_timeout?),
             request_timeout: Duration::from_millis(request_timeout?),
             planning_timeout: Duration::from_millis(planning_timeout?),

@@ -246,6 +246,7 @@ fn mark_inaccessible(mut schema: Schema, kept: &Kept) -> String {
                     if !kept
                         .fields
                         .contains(&(type_name.clone(), field_name.clone()))
+                        && !field.directives.has("inaccessible")
                     {
                         field.make_mut().directives.push(inaccessible());
                     }
@@ -257,6 +258,7 @@ fn mark_inaccessible(mut schema: Schema, kept: &Kept) -> String {
                     if !kept
                         .fields
                         .contains(&(type_name.clone(), field_name.clone()))
+                        && !field.directives.has("inaccessible")
                     {
                         field.make_mut().directives.push(inaccessible());
                     }
@@ -323,7 +325,11 @@ fn inaccessible() -> Node<Directive> {
     })
 }
 
+/// Marks a type `@inaccessible`, unless it already is (the directive is not repeatable).
 fn push_type_directive(definition: &mut ExtendedType) {
+    if definition.directives().has("inaccessible") {
+        return;
+    }
     let directive = Component::new(Directive {
         name: Name::new_static_unchecked("inaccessible"),
         arguments: Vec::new(),
@@ -359,8 +365,10 @@ fn has_tag<'a>(mut directives: impl Iterator<Item = &'a Node<Directive>>, tag: &
 }
 
 /// Federation's own types (`join__*`, `link__*`) are not the API's: left as they are.
+/// Introspection types and the types of linked features (`join__Graph`, `link__Import`,
+/// `requiresScopes__Scope`, …: a feature's namespace, two underscores, a name).
 fn is_internal(name: &str) -> bool {
-    name.starts_with("join__") || name.starts_with("link__") || name.starts_with("__")
+    name.starts_with("__") || name.contains("__")
 }
 
 fn is_builtin_scalar(name: &str) -> bool {

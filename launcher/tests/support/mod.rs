@@ -2,6 +2,8 @@
 //! store variables, a served process, and throwaway PostgreSQL databases.
 #![allow(dead_code)]
 
+pub mod clerk;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,9 +18,12 @@ pub const STORE_VARIABLES: [&str; 5] = [
 ];
 
 /// The stack's secrets (scripts/stack makes them): the internal secret every `serve` needs,
-/// and the Clerk webhook secret the accounts part needs.
-pub const SECRET_VARIABLES: [&str; 2] =
-    ["GOSPELIB_INTERNAL_SECRET", "GOSPELIB_CLERK_WEBHOOK_SECRET"];
+/// and the Clerk and Stripe webhook secrets the accounts and billing parts need.
+pub const SECRET_VARIABLES: [&str; 3] = [
+    "GOSPELIB_INTERNAL_SECRET",
+    "GOSPELIB_CLERK_WEBHOOK_SECRET",
+    "GOSPELIB_STRIPE_WEBHOOK_SECRET",
+];
 
 /// A command with no `GOSPELIB_*` variable but those given.
 pub fn gospelib(args: &[&str], vars: &[(&str, String)]) -> Command {

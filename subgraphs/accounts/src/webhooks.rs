@@ -120,11 +120,7 @@ impl WebhookState {
         Ok(Self {
             inner: Arc::new(Inner {
                 verifier,
-                outbox: Outbox {
-                    pool,
-                    redis,
-                    stream: settings.stream,
-                },
+                outbox: outbox::outbox(pool, redis, settings.stream),
             }),
         })
     }
@@ -231,13 +227,13 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Outco
     let message_id = message_id(headers)?;
     let delivery = clerk::parse(body)?;
 
-    let mut tx = inner.outbox.pool.begin().await?;
+    let mut tx = inner.outbox.pool().begin().await?;
     if !store::record_message(&mut tx, message_id, &delivery.event_type).await? {
         tx.rollback().await?;
         tracing::info!(message_id, event_type = %delivery.event_type, "Clerk webhook redelivered; already applied");
         return Ok(Outcome::Duplicate);
     }
-    let events = apply(&mut tx, &inner.outbox.stream, &delivery.event).await?;
+    let events = apply(&mut tx, &inner.outbox, &delivery.event).await?;
     tx.commit().await?;
     tracing::info!(message_id, event_type = %delivery.event_type, events, "Clerk webhook applied");
     if events > 0 {
@@ -263,7 +259,7 @@ fn message_id(headers: &HeaderMap) -> Result<&str, Refusal> {
 /// Applies one event in the delivery's transaction; returns how many outbox events it wrote.
 async fn apply(
     conn: &mut PgConnection,
-    stream: &str,
+    outbox: &Outbox,
     event: &ClerkEvent,
 ) -> Result<usize, sqlx::Error> {
     let user_event = match event {
@@ -313,6 +309,6 @@ async fn apply(
         }
         ClerkEvent::Ignored => return Ok(0),
     };
-    outbox::append(conn, stream, &user_event).await?;
+    outbox::append(conn, outbox, &user_event).await?;
     Ok(1)
 }

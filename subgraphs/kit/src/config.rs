@@ -239,6 +239,24 @@ impl<'a> ConfigReader<'a> {
         )
     }
 
+    /// `GOSPELIB_PLANS_FILE`: the plan catalogue (see [`crate::plans`]); the one the binary
+    /// was built with (`config/plans.toml`) when unset.
+    pub fn plans(&mut self) -> Option<std::sync::Arc<crate::plans::Plans>> {
+        let catalogue = self.optional(
+            "GOSPELIB_PLANS_FILE",
+            "the path of a plans file like config/plans.toml",
+            None,
+            |raw| {
+                crate::plans::Plans::from_file(std::path::Path::new(raw.trim()))
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        Some(std::sync::Arc::new(
+            catalogue.unwrap_or_else(crate::plans::Plans::built_in),
+        ))
+    }
+
     /// An optional TCP port, `default` when unset.
     pub fn port(&mut self, name: &str, default: u16) -> Option<u16> {
         self.optional(
@@ -349,7 +367,8 @@ fn parse_port(raw: &str) -> Result<u16, String> {
     }
 }
 
-fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, String> {
+/// A URL whose scheme is one of `schemes`, or why not.
+pub fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
     if !schemes.contains(&url.scheme()) {
         return Err(format!(

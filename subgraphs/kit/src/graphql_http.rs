@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::rejection::ExtensionRejection;
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -176,6 +179,7 @@ pub fn request_error(status: StatusCode, code: ErrorCode, message: &str) -> Resp
 /// `POST /graphql`.
 pub async fn post(
     State(endpoint): State<Arc<GraphQlEndpoint>>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -212,16 +216,47 @@ pub async fn post(
     };
     execute(
         &endpoint,
-        with_forwarded_headers(request, &headers),
+        with_client_address(with_forwarded_headers(request, &headers), peer),
         media_type,
     )
     .await
 }
 
+/// The address of the connection a request came on, in the request's data (the router keys
+/// anonymous callers' rate limits by it; behind a proxy, see `x-forwarded-for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddress(pub std::net::IpAddr);
+
+impl PeerAddress {
+    pub fn of(request: &async_graphql::Request) -> Option<std::net::IpAddr> {
+        request
+            .data
+            .get(&std::any::TypeId::of::<PeerAddress>())
+            .and_then(|value| value.downcast_ref::<PeerAddress>())
+            .map(|peer| peer.0)
+    }
+}
+
+fn with_client_address(
+    mut request: async_graphql::Request,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+) -> async_graphql::Request {
+    if let Ok(ConnectInfo(address)) = peer {
+        request.data.insert(PeerAddress(address.ip()));
+    }
+    request
+}
+
 /// The request headers a service may need, handed to it in the request's data as
 /// [`ForwardedHeaders`]: the credentials the router checks (`authorization`, `x-api-key`) and
 /// the caller context a subgraph checks ([`CALLER_HEADER`]). No other header reaches a service.
-pub const FORWARDED_HEADERS: [&str; 3] = ["authorization", "x-api-key", CALLER_HEADER];
+/// `x-forwarded-for` names the client behind a trusted proxy.
+pub const FORWARDED_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-api-key",
+    "x-forwarded-for",
+    CALLER_HEADER,
+];
 
 fn with_forwarded_headers(
     mut request: async_graphql::Request,
@@ -261,6 +296,7 @@ pub struct GetParams {
 /// `GET /graphql?query=…`.
 pub async fn get(
     State(endpoint): State<Arc<GraphQlEndpoint>>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -313,7 +349,7 @@ pub async fn get(
     }
     execute(
         &endpoint,
-        with_forwarded_headers(request, &headers),
+        with_client_address(with_forwarded_headers(request, &headers), peer),
         media_type,
     )
     .await

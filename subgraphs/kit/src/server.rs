@@ -345,6 +345,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
+    // Each request knows its connection's address (anonymous rate limits are keyed by it).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -48,6 +48,24 @@ struct Cli {
     /// Send once, print the response and exit (non-zero on an error).
     #[arg(long)]
     once: bool,
+    /// A header sent with every request, `name: value` (repeatable), e.g. a session token.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+}
+
+/// The `--header` values as a header map.
+fn header_map(headers: &[String]) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for header in headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("--header {header:?} is not `name: value`"))?;
+        map.insert(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())?,
+            reqwest::header::HeaderValue::from_str(value.trim())?,
+        );
+    }
+    Ok(map)
 }
 
 /// What one worker saw during the measured window.
@@ -103,8 +121,9 @@ fn preview(body: &[u8]) -> String {
     text.chars().take(300).collect()
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+fn client(headers: &reqwest::header::HeaderMap) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .default_headers(headers.clone())
         .http1_only()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
@@ -116,10 +135,11 @@ fn client() -> anyhow::Result<reqwest::Client> {
 async fn worker(
     url: String,
     body: Bytes,
+    headers: reqwest::header::HeaderMap,
     measure_from: Instant,
     measure_until: Instant,
 ) -> anyhow::Result<Tally> {
-    let client = client()?;
+    let client = client(&headers)?;
     let mut tally = Tally::default();
     loop {
         let now = Instant::now();
@@ -166,9 +186,10 @@ async fn main() -> anyhow::Result<()> {
         (None, None) => bail!("give --body FILE or --query QUERY"),
     };
     let body = Bytes::from(body);
+    let headers = header_map(&cli.headers)?;
 
     if cli.once {
-        let client = client()?;
+        let client = client(&headers)?;
         let (latency, outcome) = request(&client, &cli.url, &body).await;
         return match outcome {
             Ok(()) => {
@@ -189,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(worker(
                 cli.url.clone(),
                 body.clone(),
+                headers.clone(),
                 measure_from,
                 measure_until,
             ))

@@ -21,7 +21,7 @@ use gospelib_kit::stores::{
 };
 use gospelib_kit::{GraphQlExecutor, Subgraph};
 
-use crate::outbox::{DEFAULT_EVENTS_STREAM, Outbox};
+use crate::outbox::{self, DEFAULT_EVENTS_STREAM};
 
 pub use input::{MAX_NAME_CHARS, MAX_TOKEN_CHARS, RegisterDeviceInput, UpdateMeInput};
 pub use loaders::Loaders;
@@ -55,11 +55,7 @@ pub struct AccountsService {
 impl AccountsService {
     /// The service on `pool`, sending user events to `stream` through `redis`.
     pub fn new(pool: PgPool, redis: redis::Client, stream: impl Into<String>) -> Self {
-        let outbox = Outbox {
-            pool: pool.clone(),
-            redis,
-            stream: stream.into(),
-        };
+        let outbox = outbox::outbox(pool.clone(), redis, stream);
         let schema = Schema::build(Query, Mutation, EmptySubscription)
             .enable_federation()
             .limit_depth(MAX_DEPTH)

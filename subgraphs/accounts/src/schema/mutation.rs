@@ -42,7 +42,7 @@ impl Mutation {
             .transpose()?;
         let outbox = outbox(ctx)?;
 
-        let mut tx = outbox.pool.begin().await.map_err(store)?;
+        let mut tx = outbox.pool().begin().await.map_err(store)?;
         let current = db::lock_live_user(&mut tx, user_id)
             .await
             .map_err(store)?
@@ -68,7 +68,7 @@ impl Mutation {
             occurred_at: changed_at,
             email: user.email.clone(),
         };
-        outbox::append(&mut tx, &outbox.stream, &event)
+        outbox::append(&mut tx, outbox, &event)
             .await
             .map_err(store)?;
         tx.commit().await.map_err(store)?;
@@ -99,7 +99,7 @@ impl Mutation {
         };
         let outbox = outbox(ctx)?;
 
-        let mut tx = outbox.pool.begin().await.map_err(store)?;
+        let mut tx = outbox.pool().begin().await.map_err(store)?;
         // Locking the user serialises one user's registrations, so the limit holds.
         db::lock_live_user(&mut tx, user_id)
             .await
@@ -127,7 +127,7 @@ impl Mutation {
         let Ok(device_id) = Uuid::parse_str(&id) else {
             return Err(validation("`id` is not a device id"));
         };
-        db::unregister_device(&outbox(ctx)?.pool, user_id, device_id)
+        db::unregister_device(outbox(ctx)?.pool(), user_id, device_id)
             .await
             .map_err(store)
     }

@@ -273,7 +273,9 @@ impl Query {
         search::search(ctx, query, filter, first, after).await
     }
 
-    /// The neighbourhood of a node for the graph explorer (`depth` 1 or 2).
+    /// The neighbourhood of a node for the graph explorer (`depth` 1 or 2): a Scholar and
+    /// Academic feature.
+    #[graphql(requires_scopes = "graph_explorer")]
     async fn connections(
         &self,
         ctx: &Context<'_>,

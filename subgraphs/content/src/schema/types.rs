@@ -233,15 +233,17 @@ impl Passage {
         ))
     }
 
-    /// The verse's translated words with the Strong's entries they render (interlinear).
-    async fn words(&self, ctx: &Context<'_>) -> Result<Vec<WordAlignment>> {
+    /// The verse's translated words with the Strong's entries they render (interlinear: a
+    /// Scholar and Academic feature; `null` with `FORBIDDEN` for other plans).
+    #[graphql(requires_scopes = "interlinear")]
+    async fn words(&self, ctx: &Context<'_>) -> Result<Option<Vec<WordAlignment>>> {
         let words = loaders(ctx)
             .words
             .load_one(self.0.id.clone())
             .await
             .map_err(graph_down)?
             .unwrap_or_default();
-        Ok(words.into_iter().map(WordAlignment).collect())
+        Ok(Some(words.into_iter().map(WordAlignment).collect()))
     }
 
     /// Topics that cite this verse.

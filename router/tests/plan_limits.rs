@@ -1,0 +1,149 @@
+//! Plans at the router over HTTP, with real Redis: an operation is counted against the
+//! buckets of the root fields it selects, limits are shared by two router "pods", the answer
+//! over the limit is 429 with `RATE_LIMITED` and `Retry-After`, every limited answer carries
+//! `RateLimit-*` headers, anonymous callers are keyed by their address, and a signed-in
+//! caller's plan (here, no billing subgraph: the default plan) sets the allowance.
+
+mod support;
+
+use std::sync::Arc;
+
+use gospelib_kit::caller::InternalSecret;
+use gospelib_kit::plans::Plans;
+use gospelib_kit::server::AppSpec;
+use gospelib_router::http::RouterService;
+use gospelib_router::pipeline::{PlanEnforcement, Router};
+use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::InProcess;
+use serde_json::{Value, json};
+use support::{SDL, products, reviews, start};
+
+/// A catalogue whose `products` bucket holds `Query.topProducts`: 3 a minute for readers.
+fn plans() -> Arc<Plans> {
+    let text = gospelib_kit::plans::BUILT_IN
+        .replace(
+            "[buckets.lexicon]",
+            "[buckets.products]\nwindow = \"minute\"\nfields = [\"Query.topProducts\"]\n\n[buckets.lexicon]",
+        )
+        .replace(
+            "limits = { passages = 60,",
+            "limits = { products = 3, passages = 60,",
+        )
+        .replace(
+            "limits = { passages = 600, search = 200,",
+            "limits = { products = 30, passages = 600, search = 200,",
+        )
+        .replace(
+            "limits = { passages = 600, search = 1000,",
+            "limits = { products = 300, passages = 600, search = 1000,",
+        );
+    Arc::new(Plans::parse(&text).unwrap())
+}
+
+fn redis() -> redis::Client {
+    let url = std::env::var("GOSPELIB_REDIS_URL")
+        .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
+    redis::Client::open(url).unwrap()
+}
+
+/// One router "pod" over HTTP, limiting through Redis under `prefix`; its base URL.
+async fn pod(prefix: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let transport = InProcess::default()
+        .with("products", products())
+        .with("reviews", reviews());
+    let (mut enforcement, _) = PlanEnforcement::start(plans(), None);
+    enforcement.limiter = Arc::new(RateLimiter::new(
+        Some(redis()),
+        RateLimitSettings {
+            key_prefix: prefix.to_owned(),
+            // A loaded test machine must not fall back to the local limiter.
+            call_timeout: std::time::Duration::from_secs(2),
+            ..RateLimitSettings::default()
+        },
+    ));
+    let router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))
+        .with_internal_secret(InternalSecret::new(&[9; 32]).unwrap())
+        .with_plans(enforcement);
+    start(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(RouterService::new(Arc::new(router)))),
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+        extra_routes: None,
+        public_routes: None,
+    })
+    .await
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn ask(base: &str, query: &str) -> Answer {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    Answer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.json().await.unwrap(),
+    }
+}
+
+fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
+    answer.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn unique_prefix(label: &str) -> String {
+    format!("gl:test:rl:{label}:{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn two_pods_share_one_allowance_and_the_one_over_it_is_429_with_headers() {
+    let prefix = unique_prefix("pods");
+    let (first, _a) = pod(&prefix).await;
+    let (second, _b) = pod(&prefix).await;
+    let query = "{ topProducts { name } }";
+    let mut remaining = Vec::new();
+    for base in [&first, &second, &first] {
+        let answer = ask(base, query).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(answer.body.get("errors").is_none(), "{}", answer.body);
+        assert_eq!(header(&answer, "ratelimit-limit"), Some("3"));
+        remaining.push(header(&answer, "ratelimit-remaining").unwrap().to_owned());
+        assert!(header(&answer, "ratelimit-reset").is_some());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    // The fourth, on either pod, is over the reader's 3 a minute.
+    let refused = ask(&second, query).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(
+        refused.body["errors"][0]["extensions"]["code"],
+        "RATE_LIMITED"
+    );
+    assert!(refused.body.get("data").is_none());
+    let retry_after: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(header(&refused, "ratelimit-remaining"), Some("0"));
+}
+
+#[tokio::test]
+async fn operations_outside_every_bucket_are_not_counted() {
+    let prefix = unique_prefix("unbucketed");
+    let (base, _stop) = pod(&prefix).await;
+    for _ in 0..5 {
+        let answer = ask(&base, "{ __typename }").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(header(&answer, "ratelimit-limit"), None);
+    }
+    // The bucketed operation still has its whole allowance.
+    let answer = ask(&base, "{ topProducts { upc } }").await;
+    assert_eq!(header(&answer, "ratelimit-remaining"), Some("2"));
+}

@@ -1,0 +1,146 @@
+//! The root `Mutation`: the signed-in user starts a Stripe Checkout for a paid plan, or opens
+//! Stripe's billing portal to manage what they pay for.
+//!
+//! Both are `@authenticated` (the router refuses anonymous callers before fetching) and check
+//! the caller here again. Without a Stripe API key they answer `SERVICE_UNAVAILABLE`; Stripe
+//! being down or slow is `UPSTREAM_UNAVAILABLE`, a request Stripe refuses `VALIDATION_ERROR`.
+//! Nothing about the subscription itself is written here: it arrives through Stripe's
+//! webhooks.
+
+use async_graphql::{Context, ID, Object, Result};
+use gospelib_kit::caller::Caller;
+use gospelib_kit::subgraph::authenticated;
+use uuid::Uuid;
+
+use super::BillingContext;
+use super::errors::{self, store, stripe_not_configured, validation};
+use super::types::{BillingInterval, CheckoutSession, PortalSession};
+use crate::entitlements::in_force;
+use crate::store::{self as db, SOURCE_STRIPE};
+use crate::stripe::api::{NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi};
+use crate::time::now_secs;
+
+/// `createCheckoutSession` and `createPortalSession`.
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Starts a Stripe Checkout for `plan` (a paid plan) billed every `interval`; send the user
+    /// to the session's `url`. The subscription becomes the user's plan once Stripe confirms
+    /// it (its webhooks). A user who already pays for a subscription manages it in the portal.
+    #[graphql(directive = authenticated::apply())]
+    async fn create_checkout_session(
+        &self,
+        ctx: &Context<'_>,
+        plan: ID,
+        interval: BillingInterval,
+    ) -> Result<CheckoutSession> {
+        let user_id = Caller::of(ctx).require_user()?;
+        let billing = ctx.data::<BillingContext>()?;
+        let stripe = billing
+            .stripe
+            .as_deref()
+            .ok_or_else(stripe_not_configured)?;
+        let Some(definition) = billing.plans.plans.get(plan.as_str()) else {
+            return Err(validation(format!("there is no plan {:?}", plan.as_str())));
+        };
+        let Some(price) = definition.stripe_prices.get(interval.as_str()) else {
+            return Err(validation(format!(
+                "the {} plan cannot be bought {}",
+                definition.name,
+                interval.as_str()
+            )));
+        };
+        let rows = db::subscriptions_of(&billing.pool, user_id)
+            .await
+            .map_err(store)?;
+        let now = now_secs();
+        if rows
+            .iter()
+            .any(|row| row.source == SOURCE_STRIPE && in_force(row, now))
+        {
+            return Err(validation(
+                "you already have a subscription: change it in the billing portal",
+            ));
+        }
+        let customer = customer_of(billing, stripe, user_id).await?;
+        let session = stripe
+            .create_checkout_session(&NewCheckoutSession {
+                customer,
+                user_id: user_id.to_string(),
+                plan: plan.to_string(),
+                price: price.clone(),
+                success_url: billing.success_url.clone(),
+                cancel_url: billing.cancel_url.clone(),
+                idempotency_key: format!("gl-checkout-{}", Uuid::new_v4()),
+            })
+            .await
+            .map_err(errors::stripe)?;
+        Ok(CheckoutSession {
+            id: ID(session.id),
+            url: session.url,
+        })
+    }
+
+    /// Opens Stripe's billing portal for the signed-in user (change plan, payment method,
+    /// cancel); send the user to its `url`. Needs a Stripe customer, made by a first checkout.
+    #[graphql(directive = authenticated::apply())]
+    async fn create_portal_session(&self, ctx: &Context<'_>) -> Result<PortalSession> {
+        let user_id = Caller::of(ctx).require_user()?;
+        let billing = ctx.data::<BillingContext>()?;
+        let stripe = billing
+            .stripe
+            .as_deref()
+            .ok_or_else(stripe_not_configured)?;
+        let Some(customer) = db::customer_of_user(&billing.pool, user_id)
+            .await
+            .map_err(store)?
+        else {
+            return Err(validation(
+                "there is no billing account for you yet: subscribe to a plan first",
+            ));
+        };
+        let session = stripe
+            .create_portal_session(&NewPortalSession {
+                customer,
+                return_url: billing.return_url.clone(),
+                idempotency_key: format!("gl-portal-{}", Uuid::new_v4()),
+            })
+            .await
+            .map_err(errors::stripe)?;
+        Ok(PortalSession { url: session.url })
+    }
+}
+
+/// The user's Stripe customer, made (once: the idempotency key is the user's) when missing.
+async fn customer_of(
+    billing: &BillingContext,
+    stripe: &dyn StripeApi,
+    user_id: Uuid,
+) -> Result<String> {
+    if let Some(customer) = db::customer_of_user(&billing.pool, user_id)
+        .await
+        .map_err(store)?
+    {
+        return Ok(customer);
+    }
+    let created = stripe
+        .create_customer(&NewCustomer {
+            user_id: user_id.to_string(),
+            idempotency_key: format!("gl-customer-{user_id}"),
+        })
+        .await
+        .map_err(errors::stripe)?;
+    db::link_customer(&billing.pool, user_id, &created.id)
+        .await
+        .map_err(store)?;
+    // A concurrent checkout may have linked one first: the linked one is the user's.
+    db::customer_of_user(&billing.pool, user_id)
+        .await
+        .map_err(store)?
+        .ok_or_else(|| {
+            store(format_args!(
+                "the customer of {user_id} vanished after linking"
+            ))
+        })
+}

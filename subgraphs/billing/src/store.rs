@@ -1,0 +1,354 @@
+//! Every SQL statement on the `billing` schema: customers, subscriptions, the Stripe events and
+//! user events already applied.
+//!
+//! Times enter PostgreSQL as Unix seconds (`to_timestamp`) and leave it both as Unix seconds
+//! (for decisions) and as RFC 3339 text in UTC with milliseconds (for display), so no date
+//! library is needed on this side. Functions taking a `&mut PgConnection` run inside the
+//! caller's transaction.
+
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::stripe::events::Stamp;
+
+/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
+macro_rules! rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+
+/// A `timestamptz` column as whole Unix seconds.
+macro_rules! epoch {
+    ($column:literal) => {
+        concat!("floor(extract(epoch FROM ", $column, "))::bigint")
+    };
+}
+
+const SUBSCRIPTION_COLUMNS: &str = concat!(
+    "id, user_id, plan, status, billing_interval, source, stripe_subscription_id, ",
+    epoch!("current_period_end"),
+    " AS current_period_end, ",
+    rfc3339!("current_period_end"),
+    " AS current_period_end_text, ",
+    epoch!("trial_end"),
+    " AS trial_end, ",
+    rfc3339!("trial_end"),
+    " AS trial_end_text, cancel_at_period_end"
+);
+
+/// Where a subscription comes from.
+pub const SOURCE_TRIAL: &str = "trial";
+/// A Stripe subscription.
+pub const SOURCE_STRIPE: &str = "stripe";
+
+/// One subscription, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct SubscriptionRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub plan: String,
+    pub status: String,
+    /// `monthly` or `yearly`.
+    pub billing_interval: Option<String>,
+    /// [`SOURCE_TRIAL`] or [`SOURCE_STRIPE`].
+    pub source: String,
+    pub stripe_subscription_id: Option<String>,
+    /// Unix seconds.
+    pub current_period_end: Option<i64>,
+    /// RFC 3339.
+    pub current_period_end_text: Option<String>,
+    /// Unix seconds.
+    pub trial_end: Option<i64>,
+    /// RFC 3339.
+    pub trial_end_text: Option<String>,
+    pub cancel_at_period_end: bool,
+}
+
+/// The subscriptions of `user_id`, newest (by when they began) first.
+pub async fn subscriptions_of<'e>(
+    executor: impl PgExecutor<'e>,
+    user_id: Uuid,
+) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM billing.subscriptions WHERE user_id = $1
+         ORDER BY started_at DESC, created_at DESC, id"
+    );
+    sqlx::query_as(&sql).bind(user_id).fetch_all(executor).await
+}
+
+// ---- Stripe events ----
+
+/// Records the Stripe event `event_id` as applied; `false` if it already was (a redelivery).
+/// A concurrent delivery of the same event waits here until the first one's transaction ends,
+/// then sees the conflict.
+pub async fn record_stripe_event(
+    conn: &mut PgConnection,
+    event_id: &str,
+    kind: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO billing.stripe_events (event_id, type, received_at) VALUES ($1, $2, now())
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(kind)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---- Customers ----
+
+/// The user whose Stripe customer `customer` is.
+pub async fn user_of_customer<'e>(
+    executor: impl PgExecutor<'e>,
+    customer: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM billing.customers WHERE stripe_customer_id = $1")
+        .bind(customer)
+        .fetch_optional(executor)
+        .await
+}
+
+/// The Stripe customer of `user_id`.
+pub async fn customer_of_user<'e>(
+    executor: impl PgExecutor<'e>,
+    user_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT stripe_customer_id FROM billing.customers WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Links `user_id` to the Stripe customer `customer` unless either is linked already; whether
+/// it did.
+pub async fn link_customer<'e>(
+    executor: impl PgExecutor<'e>,
+    user_id: Uuid,
+    customer: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO billing.customers (user_id, stripe_customer_id, created_at)
+         VALUES ($1, $2, now())
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(customer)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---- Stripe subscriptions ----
+
+/// A Stripe subscription as stored, with the ordering stamp of the snapshot applied.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct StoredStripe {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub plan: String,
+    pub status: String,
+    pub current_period_end: Option<i64>,
+    pub snapshot_at: Option<i64>,
+    pub snapshot_final: bool,
+    pub snapshot_event_created: Option<i64>,
+}
+
+impl StoredStripe {
+    /// The stamp of the snapshot applied (the oldest possible when none was recorded).
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            at: self.snapshot_at.unwrap_or(i64::MIN),
+            is_final: self.snapshot_final,
+            event_created: self.snapshot_event_created.unwrap_or(i64::MIN),
+        }
+    }
+}
+
+/// The Stripe subscription `stripe_id`, locked for the rest of the transaction.
+pub async fn lock_stripe_subscription(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+) -> Result<Option<StoredStripe>, sqlx::Error> {
+    let sql = concat!(
+        "SELECT id, user_id, plan, status, ",
+        epoch!("current_period_end"),
+        " AS current_period_end, snapshot_at, snapshot_final, snapshot_event_created
+         FROM billing.subscriptions WHERE stripe_subscription_id = $1 FOR UPDATE"
+    );
+    sqlx::query_as(sql)
+        .bind(stripe_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A Stripe subscription's state, as a snapshot gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeState {
+    pub user_id: Uuid,
+    pub plan: String,
+    pub status: String,
+    pub interval: Option<String>,
+    pub customer: Option<String>,
+    pub current_period_end: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    /// When it began (Unix seconds).
+    pub started_at: Option<i64>,
+    pub stamp: Stamp,
+}
+
+/// Inserts the Stripe subscription `stripe_id` unless it exists; its id if it did.
+pub async fn insert_stripe_subscription(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+    state: &StripeState,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO billing.subscriptions
+             (id, user_id, plan, status, billing_interval, source, stripe_subscription_id,
+              stripe_customer_id, current_period_end, trial_end, cancel_at_period_end,
+              started_at, snapshot_at, snapshot_final, snapshot_event_created,
+              created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'stripe', $6, $7, to_timestamp($8), to_timestamp($9), $10,
+                 COALESCE(to_timestamp($11), now()), $12, $13, $14, now(), now())
+         ON CONFLICT (stripe_subscription_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(state.user_id)
+    .bind(&state.plan)
+    .bind(&state.status)
+    .bind(&state.interval)
+    .bind(stripe_id)
+    .bind(&state.customer)
+    .bind(state.current_period_end.map(|t| t as f64))
+    .bind(state.trial_end.map(|t| t as f64))
+    .bind(state.cancel_at_period_end)
+    .bind(state.started_at.map(|t| t as f64))
+    .bind(state.stamp.at)
+    .bind(state.stamp.is_final)
+    .bind(state.stamp.event_created)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Replaces a locked Stripe subscription's state (its user stays).
+pub async fn update_stripe_subscription(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: &StripeState,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE billing.subscriptions
+         SET plan = $2, status = $3, billing_interval = $4,
+             stripe_customer_id = COALESCE($5, stripe_customer_id),
+             current_period_end = to_timestamp($6), trial_end = to_timestamp($7),
+             cancel_at_period_end = $8, started_at = COALESCE(to_timestamp($9), started_at),
+             snapshot_at = $10, snapshot_final = $11, snapshot_event_created = $12,
+             updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&state.plan)
+    .bind(&state.status)
+    .bind(&state.interval)
+    .bind(&state.customer)
+    .bind(state.current_period_end.map(|t| t as f64))
+    .bind(state.trial_end.map(|t| t as f64))
+    .bind(state.cancel_at_period_end)
+    .bind(state.started_at.map(|t| t as f64))
+    .bind(state.stamp.at)
+    .bind(state.stamp.is_final)
+    .bind(state.stamp.event_created)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What an invoice changes on a locked Stripe subscription: its status, its period end and its
+/// stamp.
+pub async fn update_from_invoice(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: &str,
+    current_period_end: Option<i64>,
+    stamp: Stamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE billing.subscriptions
+         SET status = $2, current_period_end = COALESCE(to_timestamp($3), current_period_end),
+             snapshot_at = $4, snapshot_final = $5, snapshot_event_created = $6,
+             updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(current_period_end.map(|t| t as f64))
+    .bind(stamp.at)
+    .bind(stamp.is_final)
+    .bind(stamp.event_created)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+// ---- The trial ----
+
+/// Records the user event `event_id` as applied; `false` if it already was.
+pub async fn record_user_event(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO billing.processed_user_events (event_id, processed_at) VALUES ($1, now())
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A trial, as inserted.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct NewTrial {
+    pub id: Uuid,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub trial_end: String,
+}
+
+/// Starts the trial of `user_id` on `plan` for `days` days, unless the user ever had one.
+pub async fn insert_trial(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    plan: &str,
+    days: u32,
+) -> Result<Option<NewTrial>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO billing.subscriptions
+             (id, user_id, plan, status, source, trial_end, cancel_at_period_end, started_at,
+              created_at, updated_at)
+         VALUES ($1, $2, $3, 'trialing', 'trial', now() + make_interval(days => $4), false,
+                 now(), now(), now())
+         ON CONFLICT (user_id) WHERE source = 'trial' DO NOTHING
+         RETURNING id, {} AS started_at, {} AS trial_end",
+        rfc3339!("started_at"),
+        rfc3339!("trial_end"),
+    );
+    sqlx::query_as(&sql)
+        .bind(Uuid::new_v4())
+        .bind(user_id)
+        .bind(plan)
+        .bind(i32::try_from(days).unwrap_or(i32::MAX))
+        .fetch_optional(conn)
+        .await
+}

@@ -1,0 +1,364 @@
+//! What billing asks of Stripe's API, behind [`StripeApi`] so tests can put a fake in its place,
+//! and [`HttpStripe`], the real implementation over HTTPS.
+//!
+//! Each call is a form-encoded `POST` (`application/x-www-form-urlencoded`, nested parameters
+//! as `metadata[user_id]`) with `Authorization: Bearer <secret key>` and an `Idempotency-Key`
+//! (Stripe answers a retried request with the first one's result). Every request is bounded
+//! (connect and total timeouts). The secret key never appears in logs, errors or `Debug`
+//! output; Stripe's own error messages are passed on with anything resembling a key removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_kit::stores::BoxFuture;
+use serde::Deserialize;
+use url::Url;
+
+/// Stripe's API.
+pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
+
+/// How long one call to Stripe may take unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting to Stripe may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a call to Stripe failed. The messages never contain the API key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeError {
+    /// Stripe did not answer in time, could not be reached, answered 5xx or 429: try later.
+    #[error("Stripe is unavailable: {0}")]
+    Unavailable(String),
+    /// Stripe refused the request (4xx) with this error.
+    #[error("Stripe refused the request ({status} {kind}): {message}")]
+    Refused {
+        status: u16,
+        /// Stripe's `error.type` (`invalid_request_error`, …).
+        kind: String,
+        /// Stripe's `error.message`, with anything resembling a key removed.
+        message: String,
+    },
+    /// Stripe refused the API key (401/403): billing is misconfigured.
+    #[error("Stripe refused billing's API key ({0})")]
+    Unauthorized(u16),
+    /// A success answer billing could not read.
+    #[error("Stripe's answer was not understood: {0}")]
+    Malformed(String),
+}
+
+/// A customer to create for a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCustomer {
+    /// GospeLib's user id, kept as `metadata[user_id]`.
+    pub user_id: String,
+    pub idempotency_key: String,
+}
+
+/// A Checkout Session for a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCheckoutSession {
+    pub customer: String,
+    /// GospeLib's user id: `client_reference_id`, and the subscription's `metadata[user_id]`.
+    pub user_id: String,
+    /// The plan id, kept as the subscription's `metadata[plan]`.
+    pub plan: String,
+    /// The Stripe price of the plan for the chosen interval.
+    pub price: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub idempotency_key: String,
+}
+
+/// A billing portal session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPortalSession {
+    pub customer: String,
+    pub return_url: String,
+    pub idempotency_key: String,
+}
+
+/// A created customer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Customer {
+    pub id: String,
+}
+
+/// A created Checkout Session: where to send the user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub url: String,
+}
+
+/// A created portal session: where to send the user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PortalSession {
+    pub url: String,
+}
+
+/// What billing asks of Stripe.
+pub trait StripeApi: Send + Sync {
+    /// `POST /v1/customers`.
+    fn create_customer<'a>(
+        &'a self,
+        request: &'a NewCustomer,
+    ) -> BoxFuture<'a, Result<Customer, StripeError>>;
+
+    /// `POST /v1/checkout/sessions` in `subscription` mode.
+    fn create_checkout_session<'a>(
+        &'a self,
+        request: &'a NewCheckoutSession,
+    ) -> BoxFuture<'a, Result<CheckoutSession, StripeError>>;
+
+    /// `POST /v1/billing_portal/sessions`.
+    fn create_portal_session<'a>(
+        &'a self,
+        request: &'a NewPortalSession,
+    ) -> BoxFuture<'a, Result<PortalSession, StripeError>>;
+}
+
+/// Settings that cannot make a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeConfigError {
+    #[error("the Stripe API key is empty or contains whitespace")]
+    Key,
+    #[error("the Stripe base URL {0:?} is not an http(s) URL")]
+    BaseUrl(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Stripe's API over HTTP(S).
+#[derive(Clone)]
+pub struct HttpStripe {
+    base_url: Url,
+    key: Arc<str>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for HttpStripe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpStripe")
+            .field("base_url", &self.base_url.as_str())
+            .field("key", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpStripe {
+    /// A client of `https://api.stripe.com` with the secret key `key`
+    /// (`GOSPELIB_STRIPE_API_KEY`) and the default timeout.
+    pub fn new(key: &str) -> Result<Self, StripeConfigError> {
+        Self::with_options(key, DEFAULT_BASE_URL, DEFAULT_TIMEOUT)
+    }
+
+    /// A client of `base_url` (a test's fake Stripe, or a proxy) whose calls each take at most
+    /// `timeout`.
+    pub fn with_options(
+        key: &str,
+        base_url: &str,
+        timeout: Duration,
+    ) -> Result<Self, StripeConfigError> {
+        let key = key.trim();
+        if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(StripeConfigError::Key);
+        }
+        let base_url = Url::parse(base_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| StripeConfigError::BaseUrl(base_url.to_owned()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
+            .build()
+            .map_err(|error| StripeConfigError::Client(error.to_string()))?;
+        Ok(Self {
+            base_url,
+            key: key.into(),
+            http,
+        })
+    }
+
+    async fn post<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        idempotency_key: &str,
+        form: &[(&str, &str)],
+    ) -> Result<T, StripeError> {
+        let url = self
+            .base_url
+            .join(path)
+            .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))?;
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(&*self.key)
+            .header("Idempotency-Key", idempotency_key)
+            .form(form)
+            .send()
+            .await
+            .map_err(|error| {
+                StripeError::Unavailable(redact(&error.without_url().to_string(), &self.key))
+            })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|error| {
+            StripeError::Unavailable(redact(&error.without_url().to_string(), &self.key))
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|error| {
+                StripeError::Malformed(format!("{path} answered {status}: {error}"))
+            });
+        }
+        let code = status.as_u16();
+        if status.is_server_error() || code == 429 {
+            return Err(StripeError::Unavailable(format!(
+                "{path} answered {status}"
+            )));
+        }
+        if code == 401 || code == 403 {
+            return Err(StripeError::Unauthorized(code));
+        }
+        let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+        let (kind, message) = error
+            .map(|body| (body.error.kind, body.error.message))
+            .unwrap_or_default();
+        Err(StripeError::Refused {
+            status: code,
+            kind: kind.unwrap_or_else(|| "unknown".to_owned()),
+            message: redact(message.as_deref().unwrap_or("no message"), &self.key),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<String>,
+}
+
+/// `text` without the key and without anything that looks like a Stripe key (`sk_…`,
+/// `rk_…`, even partly masked as Stripe's messages do).
+fn redact(text: &str, key: &str) -> String {
+    let text = if key.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(key, "[redacted]")
+    };
+    text.split(' ')
+        .map(|word| {
+            let bare = word.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+            if ["sk_", "rk_", "whsec_"].iter().any(|p| bare.starts_with(p)) {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl StripeApi for HttpStripe {
+    fn create_customer<'a>(
+        &'a self,
+        request: &'a NewCustomer,
+    ) -> BoxFuture<'a, Result<Customer, StripeError>> {
+        Box::pin(async move {
+            self.post(
+                "/v1/customers",
+                &request.idempotency_key,
+                &[("metadata[user_id]", request.user_id.as_str())],
+            )
+            .await
+        })
+    }
+
+    fn create_checkout_session<'a>(
+        &'a self,
+        request: &'a NewCheckoutSession,
+    ) -> BoxFuture<'a, Result<CheckoutSession, StripeError>> {
+        Box::pin(async move {
+            self.post(
+                "/v1/checkout/sessions",
+                &request.idempotency_key,
+                &[
+                    ("mode", "subscription"),
+                    ("customer", request.customer.as_str()),
+                    ("client_reference_id", request.user_id.as_str()),
+                    ("line_items[0][price]", request.price.as_str()),
+                    ("line_items[0][quantity]", "1"),
+                    ("success_url", request.success_url.as_str()),
+                    ("cancel_url", request.cancel_url.as_str()),
+                    (
+                        "subscription_data[metadata][user_id]",
+                        request.user_id.as_str(),
+                    ),
+                    ("subscription_data[metadata][plan]", request.plan.as_str()),
+                ],
+            )
+            .await
+        })
+    }
+
+    fn create_portal_session<'a>(
+        &'a self,
+        request: &'a NewPortalSession,
+    ) -> BoxFuture<'a, Result<PortalSession, StripeError>> {
+        Box::pin(async move {
+            self.post(
+                "/v1/billing_portal/sessions",
+                &request.idempotency_key,
+                &[
+                    ("customer", request.customer.as_str()),
+                    ("return_url", request.return_url.as_str()),
+                ],
+            )
+            .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_never_shown() {
+        let stripe = HttpStripe::new("sk_test_abcdef").unwrap();
+        assert!(!format!("{stripe:?}").contains("sk_test"));
+        assert_eq!(
+            redact(
+                "Invalid API Key provided: sk_test_****cdef",
+                "sk_test_abcdef"
+            ),
+            "Invalid API Key provided: [redacted]"
+        );
+        assert_eq!(
+            redact("key sk_test_abcdef leaked", "sk_test_abcdef"),
+            "key [redacted] leaked"
+        );
+        assert_eq!(
+            redact("No such price: 'price_x'", "k"),
+            "No such price: 'price_x'"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(matches!(HttpStripe::new(" "), Err(StripeConfigError::Key)));
+        assert!(matches!(
+            HttpStripe::new("sk a"),
+            Err(StripeConfigError::Key)
+        ));
+        assert!(matches!(
+            HttpStripe::with_options("sk_x", "ftp://x", DEFAULT_TIMEOUT),
+            Err(StripeConfigError::BaseUrl(_))
+        ));
+        assert!(HttpStripe::with_options("sk_x", "http://127.0.0.1:9", DEFAULT_TIMEOUT).is_ok());
+    }
+}

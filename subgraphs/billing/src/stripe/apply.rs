@@ -1,0 +1,436 @@
+//! Applying one Stripe event to the store, inside the delivery's transaction.
+//!
+//! - `customer.subscription.created|updated|deleted`: the subscription is upserted by its
+//!   Stripe id. Its user is the one it is stored with, else the owner of its `customer`
+//!   (`billing.customers`), else its `metadata.user_id` (billing's checkout sets it; the
+//!   customer is then linked to that user). Its plan is the catalogue plan whose Stripe price
+//!   it bills, else its `metadata.plan`, else (logged) the default plan.
+//! - **Order.** Stripe does not deliver in order, so a snapshot is applied only if its
+//!   [`Stamp`] is greater than the one stored with the subscription: its own time first (a
+//!   canceled or ended snapshot counts at its end and wins a tie, so it is final unless a
+//!   snapshot of a later period arrives), then the event's `created`. Arrival order never
+//!   matters.
+//! - `invoice.payment_succeeded|failed`: `payment.succeeded` / `payment.failed` for the
+//!   invoice's user; and, if the invoice is newer (by the same stamp, its own time being the
+//!   period it bills) than the subscription's snapshot, a success moves `past_due`, `unpaid`
+//!   or `incomplete` to `active` and extends the period, a failure moves `active` or
+//!   `trialing` to `past_due`.
+//! - `checkout.session.completed`: links `client_reference_id` (the user) to the session's
+//!   `customer`, so the subscription it created is found through it.
+//! - Anything else is acknowledged and ignored.
+//!
+//! An event whose user cannot be found is [`Outcome::Unattributed`]: nothing is written (not
+//! even the event id, so a resend after the link exists is applied).
+
+use gospelib_kit::outbox::Outbox;
+use gospelib_kit::plans::Plans;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::events::{
+    CheckoutCompleted, InvoiceSnapshot, PayloadError, Stamp, StripeEvent, SubscriptionSnapshot,
+};
+use crate::events::{self, BillingEvent};
+use crate::store::{self, StoredStripe, StripeState};
+use crate::time::rfc3339;
+
+/// What applying an event came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A handled type, applied (which may have changed nothing: a stale snapshot).
+    Processed,
+    /// A type billing does not handle.
+    Ignored,
+    /// No user could be found for it; nothing may be written.
+    Unattributed,
+}
+
+/// What an event changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// Users whose subscriptions changed (their cached entitlements must go).
+    pub changed_users: Vec<Uuid>,
+    /// How many outbox events it appended.
+    pub events: usize,
+}
+
+impl Applied {
+    fn nothing(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            changed_users: Vec::new(),
+            events: 0,
+        }
+    }
+}
+
+/// Why an event could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("PostgreSQL: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// Applies `event` in the caller's transaction, appending its billing events to `outbox`.
+pub async fn apply_event(
+    conn: &mut PgConnection,
+    plans: &Plans,
+    outbox: &Outbox,
+    event: &StripeEvent,
+) -> Result<Applied, ApplyError> {
+    match event.kind.as_str() {
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => {
+            let snapshot = SubscriptionSnapshot::from_object(&event.object)?;
+            Ok(apply_subscription(conn, plans, outbox, event, &snapshot).await?)
+        }
+        "invoice.payment_succeeded" | "invoice.payment_failed" => {
+            let invoice = InvoiceSnapshot::from_object(&event.object)?;
+            let succeeded = event.kind == "invoice.payment_succeeded";
+            Ok(apply_invoice(conn, outbox, event, &invoice, succeeded).await?)
+        }
+        "checkout.session.completed" => {
+            let session = CheckoutCompleted::from_object(&event.object)?;
+            Ok(apply_checkout(conn, &session).await?)
+        }
+        _ => Ok(Applied::nothing(Outcome::Ignored)),
+    }
+}
+
+/// The user of a customer, else of `metadata_user_id` (then linked to the customer).
+async fn user_for(
+    conn: &mut PgConnection,
+    customer: Option<&str>,
+    metadata_user_id: Option<&str>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    if let Some(customer) = customer
+        && let Some(user_id) = store::user_of_customer(&mut *conn, customer).await?
+    {
+        return Ok(Some(user_id));
+    }
+    let Some(user_id) = metadata_user_id.and_then(|id| Uuid::parse_str(id).ok()) else {
+        return Ok(None);
+    };
+    if let Some(customer) = customer
+        && !store::link_customer(&mut *conn, user_id, customer).await?
+    {
+        tracing::warn!(
+            %user_id,
+            "a Stripe customer names a user already linked to another customer; keeping the first link"
+        );
+    }
+    Ok(Some(user_id))
+}
+
+/// The catalogue plan and interval a subscription bills.
+fn plan_of(plans: &Plans, snapshot: &SubscriptionSnapshot) -> (String, Option<String>) {
+    if let Some(price) = &snapshot.price_id {
+        for (id, plan) in &plans.plans {
+            for (interval, stripe_price) in &plan.stripe_prices {
+                if stripe_price == price {
+                    return (id.clone(), Some(interval.clone()));
+                }
+            }
+        }
+    }
+    let interval = match snapshot.price_interval.as_deref() {
+        Some("month") => Some("monthly".to_owned()),
+        Some("year") => Some("yearly".to_owned()),
+        _ => None,
+    };
+    if let Some(plan) = snapshot
+        .metadata_plan
+        .as_ref()
+        .filter(|plan| plans.plans.contains_key(*plan))
+    {
+        return (plan.clone(), interval);
+    }
+    tracing::warn!(
+        subscription = %snapshot.id,
+        price = ?snapshot.price_id,
+        "a Stripe subscription bills a price the plan catalogue does not know; it counts as the default plan"
+    );
+    (plans.default_plan.clone(), interval)
+}
+
+fn state_of(
+    plans: &Plans,
+    snapshot: &SubscriptionSnapshot,
+    user_id: Uuid,
+    stamp: Stamp,
+) -> StripeState {
+    let (plan, interval) = plan_of(plans, snapshot);
+    StripeState {
+        user_id,
+        plan,
+        status: snapshot.status.clone(),
+        interval,
+        customer: snapshot.customer.clone(),
+        current_period_end: snapshot.current_period_end,
+        trial_end: snapshot.trial_end,
+        cancel_at_period_end: snapshot.cancel_at_period_end,
+        started_at: snapshot.created,
+        stamp,
+    }
+}
+
+async fn apply_subscription(
+    conn: &mut PgConnection,
+    plans: &Plans,
+    outbox: &Outbox,
+    event: &StripeEvent,
+    snapshot: &SubscriptionSnapshot,
+) -> Result<Applied, sqlx::Error> {
+    let stamp = snapshot.stamp(event.created);
+    // Two rounds at most: when another delivery inserts the subscription between our look-up
+    // and our insert, the insert waits for it and does nothing, and the look-up then finds it.
+    for _ in 0..2 {
+        if let Some(stored) = store::lock_stripe_subscription(&mut *conn, &snapshot.id).await? {
+            if stamp <= stored.stamp() {
+                tracing::info!(
+                    subscription = %snapshot.id,
+                    event = %event.id,
+                    "a Stripe subscription snapshot older than the stored one; ignored"
+                );
+                return Ok(Applied::nothing(Outcome::Processed));
+            }
+            let state = state_of(plans, snapshot, stored.user_id, stamp);
+            store::update_stripe_subscription(&mut *conn, stored.id, &state).await?;
+            return changed(conn, outbox, event, &snapshot.id, &state).await;
+        }
+        let Some(user_id) = user_for(
+            &mut *conn,
+            snapshot.customer.as_deref(),
+            snapshot.metadata_user_id.as_deref(),
+        )
+        .await?
+        else {
+            return Ok(Applied::nothing(Outcome::Unattributed));
+        };
+        let state = state_of(plans, snapshot, user_id, stamp);
+        if store::insert_stripe_subscription(&mut *conn, &snapshot.id, &state)
+            .await?
+            .is_some()
+        {
+            return changed(conn, outbox, event, &snapshot.id, &state).await;
+        }
+    }
+    Err(sqlx::Error::Protocol(format!(
+        "the Stripe subscription {} was neither found nor inserted",
+        snapshot.id
+    )))
+}
+
+/// Appends `subscription.changed` for a snapshot just written.
+async fn changed(
+    conn: &mut PgConnection,
+    outbox: &Outbox,
+    event: &StripeEvent,
+    stripe_id: &str,
+    state: &StripeState,
+) -> Result<Applied, sqlx::Error> {
+    let billing_event = BillingEvent::SubscriptionChanged {
+        user_id: state.user_id,
+        plan: state.plan.clone(),
+        status: state.status.clone(),
+        stripe_subscription_id: stripe_id.to_owned(),
+        occurred_at: rfc3339(event.created),
+    };
+    events::append(conn, outbox, &billing_event).await?;
+    Ok(Applied {
+        outcome: Outcome::Processed,
+        changed_users: vec![state.user_id],
+        events: 1,
+    })
+}
+
+/// The status an invoice's outcome leads to from `status`.
+fn status_after_invoice(status: &str, succeeded: bool) -> &str {
+    match (status, succeeded) {
+        ("past_due" | "unpaid" | "incomplete", true) => "active",
+        ("active" | "trialing", false) => "past_due",
+        (status, _) => status,
+    }
+}
+
+async fn apply_invoice(
+    conn: &mut PgConnection,
+    outbox: &Outbox,
+    event: &StripeEvent,
+    invoice: &InvoiceSnapshot,
+    succeeded: bool,
+) -> Result<Applied, sqlx::Error> {
+    let mut user_id = None;
+    let mut changed_users = Vec::new();
+    let mut events = 0;
+    if let Some(stripe_id) = &invoice.subscription
+        && let Some(stored) = store::lock_stripe_subscription(&mut *conn, stripe_id).await?
+    {
+        user_id = Some(stored.user_id);
+        if let Some(billing_event) =
+            invoice_update(conn, &stored, stripe_id, event, invoice, succeeded).await?
+        {
+            events::append(&mut *conn, outbox, &billing_event).await?;
+            changed_users.push(stored.user_id);
+            events += 1;
+        }
+    }
+    if user_id.is_none() {
+        user_id = user_for(
+            &mut *conn,
+            invoice.customer.as_deref(),
+            invoice.metadata_user_id.as_deref(),
+        )
+        .await?;
+    }
+    let Some(user_id) = user_id else {
+        return Ok(Applied::nothing(Outcome::Unattributed));
+    };
+    let payment = BillingEvent::Payment {
+        succeeded,
+        user_id,
+        invoice_id: invoice.id.clone(),
+        stripe_subscription_id: invoice.subscription.clone(),
+        amount_cents: if succeeded {
+            invoice.amount_paid
+        } else {
+            invoice.amount_due
+        },
+        currency: invoice.currency.clone(),
+        occurred_at: rfc3339(event.created),
+    };
+    events::append(conn, outbox, &payment).await?;
+    Ok(Applied {
+        outcome: Outcome::Processed,
+        changed_users,
+        events: events + 1,
+    })
+}
+
+/// Applies an invoice to its locked subscription when it is newer than the stored snapshot
+/// and changes something; the `subscription.changed` event to append if it did.
+async fn invoice_update(
+    conn: &mut PgConnection,
+    stored: &StoredStripe,
+    stripe_id: &str,
+    event: &StripeEvent,
+    invoice: &InvoiceSnapshot,
+    succeeded: bool,
+) -> Result<Option<BillingEvent>, sqlx::Error> {
+    let stored_stamp = stored.stamp();
+    let stamp = Stamp {
+        at: invoice.line_period_start.unwrap_or(stored_stamp.at),
+        is_final: false,
+        event_created: event.created,
+    };
+    if stamp <= stored_stamp {
+        return Ok(None);
+    }
+    let status = status_after_invoice(&stored.status, succeeded);
+    let period_end = invoice.line_period_end.filter(|end| {
+        succeeded
+            && stored
+                .current_period_end
+                .is_none_or(|current| *end > current)
+    });
+    if status == stored.status && period_end.is_none() {
+        return Ok(None);
+    }
+    store::update_from_invoice(conn, stored.id, status, period_end, stamp).await?;
+    Ok(Some(BillingEvent::SubscriptionChanged {
+        user_id: stored.user_id,
+        plan: stored.plan.clone(),
+        status: status.to_owned(),
+        stripe_subscription_id: stripe_id.to_owned(),
+        occurred_at: rfc3339(event.created),
+    }))
+}
+
+async fn apply_checkout(
+    conn: &mut PgConnection,
+    session: &CheckoutCompleted,
+) -> Result<Applied, sqlx::Error> {
+    let Some(user_id) = session
+        .client_reference_id
+        .as_deref()
+        .and_then(|id| Uuid::parse_str(id).ok())
+    else {
+        tracing::info!(session = %session.id, "a completed checkout without a GospeLib user; ignored");
+        return Ok(Applied::nothing(Outcome::Ignored));
+    };
+    if let Some(customer) = &session.customer
+        && !store::link_customer(&mut *conn, user_id, customer).await?
+        && store::customer_of_user(&mut *conn, user_id)
+            .await?
+            .as_deref()
+            != Some(customer)
+    {
+        tracing::warn!(
+            %user_id,
+            session = %session.id,
+            "a completed checkout's customer differs from the user's linked one; keeping the linked one"
+        );
+    }
+    Ok(Applied {
+        outcome: Outcome::Processed,
+        changed_users: vec![user_id],
+        events: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoices_move_statuses_as_stripe_does() {
+        assert_eq!(status_after_invoice("past_due", true), "active");
+        assert_eq!(status_after_invoice("incomplete", true), "active");
+        assert_eq!(status_after_invoice("trialing", true), "trialing");
+        assert_eq!(status_after_invoice("canceled", true), "canceled");
+        assert_eq!(status_after_invoice("active", false), "past_due");
+        assert_eq!(status_after_invoice("incomplete", false), "incomplete");
+    }
+
+    #[test]
+    fn plans_come_from_the_catalogue_price_then_the_metadata() {
+        let plans = Plans::built_in();
+        let snapshot = |price: Option<&str>, interval: Option<&str>, plan: Option<&str>| {
+            SubscriptionSnapshot {
+                id: "sub_1".into(),
+                customer: None,
+                status: "active".into(),
+                metadata_user_id: None,
+                metadata_plan: plan.map(str::to_owned),
+                price_id: price.map(str::to_owned),
+                price_interval: interval.map(str::to_owned),
+                current_period_start: None,
+                current_period_end: None,
+                trial_end: None,
+                cancel_at_period_end: false,
+                canceled_at: None,
+                ended_at: None,
+                created: None,
+            }
+        };
+        assert_eq!(
+            plan_of(&plans, &snapshot(Some("price_academic_yearly"), None, None)),
+            ("academic".into(), Some("yearly".into()))
+        );
+        assert_eq!(
+            plan_of(
+                &plans,
+                &snapshot(Some("price_other"), Some("month"), Some("scholar"))
+            ),
+            ("scholar".into(), Some("monthly".into()))
+        );
+        assert_eq!(
+            plan_of(&plans, &snapshot(Some("price_other"), None, Some("gold"))),
+            ("reader".into(), None)
+        );
+    }
+}

@@ -1,0 +1,466 @@
+//! `createCheckoutSession` and `createPortalSession` through `HttpStripe` against a fake Stripe
+//! (axum on 127.0.0.1) that records what it receives and answers like Stripe, or fails (500),
+//! refuses (400, 401) or hangs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use gospelib_billing::{BillingSettings, HttpStripe, StripeApi};
+use gospelib_kit::caller::Caller;
+use serde_json::{Value, json};
+use support::*;
+use uuid::Uuid;
+
+const KEY: &str = "sk_test_51FakeKeyForBillingTests";
+
+const CHECKOUT: &str = "mutation($plan: ID!, $interval: BillingInterval!) {
+    createCheckoutSession(plan: $plan, interval: $interval) { id url }
+}";
+
+const PORTAL: &str = "mutation { createPortalSession { url } }";
+
+/// How the fake answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    ServerError,
+    BadRequest,
+    BadKey,
+    Hang,
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+struct Received {
+    method: Method,
+    path: String,
+    authorization: Option<String>,
+    idempotency_key: Option<String>,
+    content_type: Option<String>,
+    form: BTreeMap<String, String>,
+}
+
+#[derive(Clone)]
+struct Fake {
+    mode: Arc<Mutex<Mode>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Fake {
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn answer(
+    State(fake): State<Fake>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    fake.received.lock().unwrap().push(Received {
+        method,
+        path: uri.path().to_owned(),
+        authorization: header("authorization"),
+        idempotency_key: header("idempotency-key"),
+        content_type: header("content-type"),
+        form,
+    });
+    let mode = *fake.mode.lock().unwrap();
+    match mode {
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK.into_response()
+        }
+        Mode::ServerError => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"type": "api_error", "message": "Something went wrong"}})),
+        )
+            .into_response(),
+        Mode::BadRequest => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {
+                "type": "invalid_request_error", "code": "resource_missing",
+                "message": "No such price: 'price_scholar_monthly'", "param": "line_items[0][price]"
+            }})),
+        )
+            .into_response(),
+        Mode::BadKey => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {
+                "type": "invalid_request_error",
+                "message": format!("Invalid API Key provided: {KEY}")
+            }})),
+        )
+            .into_response(),
+        Mode::Normal => {
+            let id = unique();
+            let body = match uri.path() {
+                "/v1/customers" => json!({"id": format!("cus_fake_{id}"), "object": "customer"}),
+                "/v1/checkout/sessions" => json!({
+                    "id": format!("cs_test_{id}"), "object": "checkout.session",
+                    "url": format!("https://checkout.stripe.com/c/pay/cs_test_{id}")
+                }),
+                "/v1/billing_portal/sessions" => json!({
+                    "id": format!("bps_{id}"), "object": "billing_portal.session",
+                    "url": format!("https://billing.stripe.com/p/session/{id}")
+                }),
+                _ => return StatusCode::NOT_FOUND.into_response(),
+            };
+            axum::Json(body).into_response()
+        }
+    }
+}
+
+/// A fake Stripe on 127.0.0.1; its base URL.
+async fn fake_stripe() -> (Fake, String) {
+    let fake = Fake {
+        mode: Arc::new(Mutex::new(Mode::Normal)),
+        received: Arc::new(Mutex::new(Vec::new())),
+    };
+    let app = axum::Router::new()
+        .fallback(answer)
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (fake, format!("http://{address}"))
+}
+
+fn stripe_settings(names: &gospelib_billing::RedisNames, base_url: &str) -> BillingSettings {
+    let stripe = HttpStripe::with_options(KEY, base_url, Duration::from_millis(700)).unwrap();
+    BillingSettings {
+        stripe: Some(Arc::new(stripe) as Arc<dyn StripeApi>),
+        success_url: "https://app.gospelib.test/billing/success".into(),
+        cancel_url: "https://app.gospelib.test/billing/cancel".into(),
+        return_url: "https://app.gospelib.test/account".into(),
+        names: names.clone(),
+        ..BillingSettings::default()
+    }
+}
+
+fn checkout_vars(plan: &str, interval: &str) -> Value {
+    json!({"plan": plan, "interval": interval})
+}
+
+#[tokio::test]
+async fn checkout_creates_the_customer_once_and_a_subscription_session() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = service(&pool, stripe_settings(&names, &base_url));
+
+    let answer = run_as(
+        &service,
+        Some(Caller::user(user)),
+        CHECKOUT,
+        checkout_vars("scholar", "MONTHLY"),
+    )
+    .await;
+    let session = &answer["data"]["createCheckoutSession"];
+    assert!(
+        session["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("cs_test_")),
+        "{answer}"
+    );
+    assert!(
+        session["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://checkout.stripe.com/"))
+    );
+
+    let received = fake.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    for request in &received {
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+        assert_eq!(
+            request.content_type.as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+        assert!(
+            request
+                .idempotency_key
+                .as_deref()
+                .is_some_and(|k| !k.is_empty())
+        );
+    }
+    let customer = &received[0];
+    assert_eq!(customer.path, "/v1/customers");
+    assert_eq!(
+        customer.form,
+        BTreeMap::from([("metadata[user_id]".to_owned(), user.to_string())])
+    );
+    let linked = customer_of(&pool, user).await.unwrap();
+    assert!(linked.starts_with("cus_fake_"));
+
+    let checkout = &received[1];
+    assert_eq!(checkout.path, "/v1/checkout/sessions");
+    let expected: BTreeMap<String, String> = [
+        ("mode", "subscription"),
+        ("customer", linked.as_str()),
+        ("client_reference_id", &user.to_string()),
+        ("line_items[0][price]", "price_scholar_monthly"),
+        ("line_items[0][quantity]", "1"),
+        ("success_url", "https://app.gospelib.test/billing/success"),
+        ("cancel_url", "https://app.gospelib.test/billing/cancel"),
+        ("subscription_data[metadata][user_id]", &user.to_string()),
+        ("subscription_data[metadata][plan]", "scholar"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(checkout.form, expected);
+
+    // A second checkout reuses the customer, with a new idempotency key of its own.
+    let answer = run_as(
+        &service,
+        Some(Caller::user(user)),
+        CHECKOUT,
+        checkout_vars("academic", "YEARLY"),
+    )
+    .await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let received = fake.received();
+    assert_eq!(received.len(), 3);
+    assert_eq!(received[2].path, "/v1/checkout/sessions");
+    assert_eq!(
+        received[2].form["line_items[0][price]"],
+        "price_academic_yearly"
+    );
+    assert_eq!(received[2].form["customer"], linked);
+    assert_ne!(received[2].idempotency_key, received[1].idempotency_key);
+
+    clean_up(&pool, &[user], &names).await;
+}
+
+#[tokio::test]
+async fn only_paid_plans_and_signed_in_users_check_out() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = service(&pool, stripe_settings(&names, &base_url));
+    let as_user = Some(Caller::user(user));
+
+    for (plan, interval) in [("reader", "MONTHLY"), ("gold", "YEARLY")] {
+        let answer = run_as(
+            &service,
+            as_user.clone(),
+            CHECKOUT,
+            checkout_vars(plan, interval),
+        )
+        .await;
+        assert_eq!(codes(&answer), ["VALIDATION_ERROR"], "{answer}");
+    }
+    let anonymous = run_as(
+        &service,
+        None,
+        CHECKOUT,
+        checkout_vars("scholar", "MONTHLY"),
+    )
+    .await;
+    assert_eq!(codes(&anonymous), ["UNAUTHORIZED"]);
+    let partner = Some(Caller::partner("acme", vec![]));
+    assert_eq!(
+        codes(&run_as(&service, partner, PORTAL, json!({})).await),
+        ["UNAUTHORIZED"]
+    );
+    // No Stripe customer yet: no portal.
+    let answer = run_as(&service, as_user.clone(), PORTAL, json!({})).await;
+    assert_eq!(codes(&answer), ["VALIDATION_ERROR"]);
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("subscribe")
+    );
+    assert!(fake.received().is_empty(), "nothing reached Stripe");
+
+    // Already paying: the portal, not a second subscription.
+    sqlx::query(
+        "INSERT INTO billing.subscriptions (id, user_id, plan, status, source, stripe_subscription_id, current_period_end)
+         VALUES ($1, $2, 'scholar', 'active', 'stripe', $3, now() + interval '1 day')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .bind(subscription_id())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let answer = run_as(
+        &service,
+        as_user,
+        CHECKOUT,
+        checkout_vars("academic", "MONTHLY"),
+    )
+    .await;
+    assert_eq!(codes(&answer), ["VALIDATION_ERROR"]);
+    assert!(fake.received().is_empty());
+
+    clean_up(&pool, &[user], &names).await;
+}
+
+#[tokio::test]
+async fn the_portal_opens_for_a_known_customer() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = service(&pool, stripe_settings(&names, &base_url));
+    let customer = customer_id();
+    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
+        .bind(user)
+        .bind(&customer)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let answer = run_as(&service, Some(Caller::user(user)), PORTAL, json!({})).await;
+    let url = answer["data"]["createPortalSession"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(
+        url.starts_with("https://billing.stripe.com/p/session/"),
+        "{answer}"
+    );
+    let received = fake.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        (received[0].method.clone(), received[0].path.as_str()),
+        (Method::POST, "/v1/billing_portal/sessions")
+    );
+    assert_eq!(
+        received[0].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert!(received[0].idempotency_key.is_some());
+    assert_eq!(
+        received[0].form,
+        BTreeMap::from([
+            ("customer".to_owned(), customer.clone()),
+            (
+                "return_url".to_owned(),
+                "https://app.gospelib.test/account".to_owned()
+            ),
+        ])
+    );
+
+    clean_up(&pool, &[user], &names).await;
+}
+
+#[tokio::test]
+async fn stripe_failures_are_clean_errors_that_never_show_the_key() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = service(&pool, stripe_settings(&names, &base_url));
+    let as_user = Some(Caller::user(user));
+    let vars = checkout_vars("scholar", "MONTHLY");
+
+    fake.set(Mode::ServerError);
+    let answer = run_as(&service, as_user.clone(), CHECKOUT, vars.clone()).await;
+    assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
+    assert_eq!(customer_of(&pool, user).await, None, "nothing linked");
+
+    fake.set(Mode::Hang);
+    let started = Instant::now();
+    let answer = run_as(&service, as_user.clone(), CHECKOUT, vars.clone()).await;
+    assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the client's timeout"
+    );
+
+    // Stripe refuses the request itself: its message is passed on.
+    fake.set(Mode::Normal);
+    let answer = run_as(&service, as_user.clone(), PORTAL, json!({})).await;
+    assert_eq!(codes(&answer), ["VALIDATION_ERROR"]);
+    let answer = run_as(&service, as_user.clone(), CHECKOUT, vars.clone()).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    fake.set(Mode::BadRequest);
+    let answer = run_as(&service, as_user.clone(), PORTAL, json!({})).await;
+    assert_eq!(codes(&answer), ["VALIDATION_ERROR"]);
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such price")
+    );
+
+    // Stripe refuses the key: a configuration problem, the key nowhere in the answer.
+    fake.set(Mode::BadKey);
+    let answer = run_as(&service, as_user.clone(), PORTAL, json!({})).await;
+    assert_eq!(codes(&answer), ["SERVICE_UNAVAILABLE"]);
+    assert!(!answer.to_string().contains("sk_test"), "{answer}");
+
+    // The client's own errors never carry the key either.
+    let direct = HttpStripe::with_options(KEY, &base_url, Duration::from_millis(700)).unwrap();
+    for mode in [
+        Mode::ServerError,
+        Mode::BadRequest,
+        Mode::BadKey,
+        Mode::Hang,
+    ] {
+        fake.set(mode);
+        let request = gospelib_billing::stripe::api::NewPortalSession {
+            customer: "cus_x".into(),
+            return_url: "https://x".into(),
+            idempotency_key: "k".into(),
+        };
+        let error = direct.create_portal_session(&request).await.unwrap_err();
+        assert!(
+            !format!("{error} {error:?}").contains("sk_test"),
+            "{error:?}"
+        );
+    }
+
+    clean_up(&pool, &[user], &names).await;
+}
+
+#[tokio::test]
+async fn without_an_api_key_checkout_and_portal_say_so() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let service = service(&pool, settings(&names));
+    let as_user = Some(Caller::user(user));
+    let answer = run_as(
+        &service,
+        as_user.clone(),
+        CHECKOUT,
+        checkout_vars("scholar", "YEARLY"),
+    )
+    .await;
+    assert_eq!(codes(&answer), ["SERVICE_UNAVAILABLE"]);
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not configured")
+    );
+    let answer = run_as(&service, as_user, PORTAL, json!({})).await;
+    assert_eq!(codes(&answer), ["SERVICE_UNAVAILABLE"]);
+}

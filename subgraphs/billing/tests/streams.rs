@@ -1,0 +1,310 @@
+//! The kit's Redis Streams consumer runner (`gospelib_kit::streams`, used by billing's trial
+//! consumer) against the stack's Redis: a consumer killed mid-batch loses nothing (restarted
+//! under its name, or claimed by another), an idempotent handler applies nothing twice, a
+//! poison entry reaches the dead-letter stream after N attempts, and the runner stops on its
+//! signal even while Redis is unreachable.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gospelib_kit::streams::{
+    ConsumerSettings, ConsumerStats, HandlerError, StreamEntry, handler_fn, run_consumer,
+};
+use support::*;
+use tokio::sync::watch;
+
+/// What an idempotent handler did: each `n` applied once, and every call.
+#[derive(Default)]
+struct Effects {
+    applied: Vec<String>,
+    calls: BTreeMap<String, u32>,
+}
+
+type Shared = Arc<Mutex<Effects>>;
+
+fn settings(stream: &str, consumer: &str) -> ConsumerSettings {
+    let mut settings = ConsumerSettings::new(stream, "g", consumer);
+    settings.batch = 8;
+    settings.block = Duration::from_millis(100);
+    settings.claim_idle = Duration::from_millis(400);
+    settings.claim_every = Duration::from_millis(100);
+    settings.handler_timeout = Duration::from_millis(300);
+    settings.retry_pause = Duration::from_millis(100);
+    settings
+}
+
+async fn add_entries(stream: &str, range: std::ops::Range<u32>) {
+    let mut connection = redis_connection().await;
+    for n in range {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+/// A consumer whose handler applies each `n` once; from its `hang_at`-th call on (if any) it
+/// never returns, like a process that died mid-batch.
+fn start(
+    stream: &str,
+    consumer: &str,
+    effects: &Shared,
+    hang_at: Option<u32>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<ConsumerStats>) {
+    let effects = effects.clone();
+    let calls = Arc::new(Mutex::new(0u32));
+    let handler = handler_fn(move |entry: StreamEntry| {
+        let effects = effects.clone();
+        let calls = calls.clone();
+        async move {
+            let call = {
+                let mut calls = calls.lock().unwrap();
+                *calls += 1;
+                *calls
+            };
+            if hang_at.is_some_and(|at| call >= at) {
+                std::future::pending::<()>().await;
+            }
+            let n = entry.field("n").unwrap_or_default().to_owned();
+            let mut effects = effects.lock().unwrap();
+            *effects.calls.entry(n.clone()).or_default() += 1;
+            if !effects.applied.contains(&n) {
+                effects.applied.push(n);
+            }
+            Ok(())
+        }
+    });
+    let mut settings = settings(stream, consumer);
+    // The hanging handler must hang for good (its timeout would otherwise end the call).
+    if hang_at.is_some() {
+        settings.handler_timeout = Duration::from_secs(3600);
+    }
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
+    (stop, task)
+}
+
+async fn delete(keys: &[&str]) {
+    let mut connection = redis_connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+fn all(range: std::ops::Range<u32>) -> BTreeSet<String> {
+    range.map(|n| n.to_string()).collect()
+}
+
+async fn killed_mid_batch_then(restart_as: &str) {
+    let stream = format!("gl:test:streams:{}", unique());
+    add_entries(&stream, 0..30).await;
+    let effects = Shared::default();
+
+    // The first consumer handles 10 entries, then hangs in the 11th (of its second batch).
+    let (_stop, first) = start(&stream, "a", &effects, Some(11));
+    eventually("the first consumer is stuck", || async {
+        effects.lock().unwrap().applied.len() == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.abort(); // killed: its taken entries stay pending with it
+    let _ = first.await;
+    assert_eq!(effects.lock().unwrap().applied.len(), 10);
+
+    add_entries(&stream, 30..40).await;
+    let (stop, second) = start(&stream, restart_as, &effects, None);
+    eventually("every entry is applied", || async {
+        effects.lock().unwrap().applied.len() == 40
+    })
+    .await;
+    eventually("the group is caught up", || group_caught_up(&stream, "g")).await;
+    stop.send(true).unwrap();
+    let stats = second.await.unwrap();
+    assert_eq!(stats.dead_lettered, 0);
+    assert_eq!(stats.acknowledged, 30);
+
+    let (applied, count) = {
+        let effects = effects.lock().unwrap();
+        (
+            effects
+                .applied
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<String>>(),
+            effects.applied.len(),
+        )
+    };
+    assert_eq!(applied.len(), count, "nothing applied twice");
+    assert_eq!(applied, all(0..40), "nothing lost");
+    delete(&[&stream]).await;
+}
+
+#[tokio::test]
+async fn a_consumer_killed_mid_batch_and_restarted_under_its_name_loses_nothing() {
+    let started = Instant::now();
+    killed_mid_batch_then("a").await;
+    // Its own pending entries are resumed at once, not after `claim_idle`.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn another_consumer_claims_what_a_killed_one_took() {
+    killed_mid_batch_then("b").await;
+}
+
+#[tokio::test]
+async fn a_poison_entry_reaches_the_dead_letter_stream_after_n_attempts() {
+    let stream = format!("gl:test:streams:{}", unique());
+    let dead = format!("{stream}:dead");
+    add_entries(&stream, 0..3).await;
+    let mut connection = redis_connection().await;
+    let poison_id: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("n")
+        .arg("poison")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let rejected_id: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("n")
+        .arg("malformed")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    add_entries(&stream, 3..6).await;
+
+    let effects = Shared::default();
+    let handler = {
+        let effects = effects.clone();
+        handler_fn(move |entry: StreamEntry| {
+            let effects = effects.clone();
+            async move {
+                let n = entry.field("n").unwrap_or_default().to_owned();
+                let mut effects = effects.lock().unwrap();
+                *effects.calls.entry(n.clone()).or_default() += 1;
+                match n.as_str() {
+                    "poison" => Err(HandlerError::Retry("the store refuses it".into())),
+                    "malformed" => Err(HandlerError::Reject("not an event".into())),
+                    _ => {
+                        effects.applied.push(n);
+                        Ok(())
+                    }
+                }
+            }
+        })
+    };
+    let mut settings = settings(&stream, "a");
+    settings.max_deliveries = 3;
+    settings.claim_idle = Duration::from_millis(150);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
+
+    eventually("both bad entries are dead-lettered", || async {
+        let mut connection = redis_connection().await;
+        let length: i64 = redis::cmd("XLEN")
+            .arg(&dead)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        length == 2
+    })
+    .await;
+    eventually("the group is caught up", || group_caught_up(&stream, "g")).await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!(
+        (stats.acknowledged, stats.dead_lettered, stats.failed),
+        (6, 2, 3)
+    );
+
+    let (calls, applied) = {
+        let effects = effects.lock().unwrap();
+        (effects.calls.clone(), effects.applied.clone())
+    };
+    assert_eq!(calls["poison"], 3, "handed to the handler exactly N times");
+    assert_eq!(calls["malformed"], 1, "a rejected entry is not retried");
+    assert_eq!(applied.iter().cloned().collect::<BTreeSet<_>>(), all(0..6));
+
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&dead)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let fields = |i: usize| -> BTreeMap<String, String> {
+        entries[i]
+            .1
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect()
+    };
+    let (rejected, poison) = (fields(0), fields(1));
+    assert_eq!(rejected["n"], "malformed");
+    assert_eq!(rejected["dead_letter_id"], rejected_id);
+    assert_eq!(rejected["dead_letter_reason"], "not an event");
+    assert_eq!(poison["n"], "poison");
+    assert_eq!(poison["dead_letter_id"], poison_id);
+    assert_eq!(poison["dead_letter_stream"], stream);
+    assert_eq!(poison["dead_letter_group"], "g");
+    assert_eq!(poison["dead_letter_deliveries"], "4");
+    delete(&[&stream, &dead]).await;
+}
+
+#[tokio::test]
+async fn the_runner_retries_an_unreachable_redis_and_stops_on_its_signal() {
+    let handler = handler_fn(|_entry: StreamEntry| async { Ok(()) });
+    let mut settings = settings("gl:test:streams:unreachable", "a");
+    settings.call_timeout = Duration::from_millis(200);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(
+        dead_redis(),
+        settings.clone(),
+        handler,
+        shutdown,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!task.is_finished(), "it keeps trying");
+    let asked = Instant::now();
+    stop.send(true).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats, ConsumerStats::default());
+    assert!(asked.elapsed() < Duration::from_secs(1));
+
+    // Dropping the sender stops it too, even while it waits for entries on a live Redis.
+    let stream = format!("gl:test:streams:{}", unique());
+    let handler = handler_fn(|_entry: StreamEntry| async { Ok(()) });
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(
+        redis(),
+        settings_for(&stream),
+        handler,
+        shutdown,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
+    delete(&[&stream]).await;
+}
+
+fn settings_for(stream: &str) -> ConsumerSettings {
+    settings(stream, "a")
+}

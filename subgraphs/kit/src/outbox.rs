@@ -1,0 +1,361 @@
+//! The transactional outbox: events written in the same PostgreSQL transaction as the change
+//! they describe, then relayed to their Redis Stream. Every subgraph that emits events has an
+//! outbox table of this shape (`accounts.outbox`, `billing.outbox`):
+//!
+//! ```sql
+//! id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE, stream text NOT NULL,
+//! payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
+//! ```
+//!
+//! - [`Outbox::append`] writes an event in the caller's transaction: it exists if and only if
+//!   the change does. Its payload is a JSON object that always carries `event_id` and `type`.
+//! - After the commit, the pending rows are relayed to their stream (`XADD <stream> * event_id
+//!   <id> type <type> payload <json>`) and marked `published_at`: right away by whoever made the
+//!   change ([`Outbox::publish`]), and by [`Outbox::run_relay`], a background loop that picks up
+//!   whatever could not be published then (Redis down, a crash between commit and publish).
+//! - Rows are taken in id order with `SELECT … FOR UPDATE SKIP LOCKED`, so two relays never
+//!   publish the same row at once; each relay publishes its batch in id order (two relays
+//!   running at once may interleave their batches on a stream).
+//!
+//! **Delivery is at least once.** A row is marked published only after Redis accepted its
+//! `XADD`; if PostgreSQL then fails to record that (or the process dies in between), the row is
+//! published again later. Consumers must deduplicate by `event_id` (every entry carries it, as
+//! a field and inside the payload). No event is lost once its change is committed, and none is
+//! published for a change that was not.
+//!
+//! The table is named in code (a `&'static str` such as `"billing.outbox"`), never taken from
+//! input: it is interpolated into the SQL, so [`Outbox::new`] refuses anything but
+//! `schema.table` in lower-case letters, digits and underscores.
+
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// How long connecting to Redis, or one `XADD`, may take.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many rows one relay transaction takes.
+const BATCH: i64 = 100;
+
+/// Why a relay pass stopped early (what it published until then stays published).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer within {REDIS_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// One service's outbox: its table, the stream the events it appends go to, and the stores.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    pool: PgPool,
+    redis: redis::Client,
+    table: &'static str,
+    stream: String,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("table", &self.table)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `table` is a plain `schema.table` name (lower-case ASCII letters, digits, `_`).
+fn is_plain_table_name(table: &str) -> bool {
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    table
+        .split_once('.')
+        .is_some_and(|(schema, name)| plain(schema) && plain(name))
+}
+
+impl Outbox {
+    /// The outbox in `table` (`"accounts.outbox"`), whose appended events go to `stream`.
+    ///
+    /// # Panics
+    /// When `table` is not a plain `schema.table` name: a programming error, since the name is
+    /// always a constant of the calling crate.
+    pub fn new(
+        pool: PgPool,
+        redis: redis::Client,
+        table: &'static str,
+        stream: impl Into<String>,
+    ) -> Self {
+        assert!(
+            is_plain_table_name(table),
+            "the outbox table must be a plain `schema.table` name, not {table:?}"
+        );
+        Self {
+            pool,
+            redis,
+            table,
+            stream: stream.into(),
+        }
+    }
+
+    /// The PostgreSQL pool the outbox (and the service's changes) live in.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The Redis client events are published through.
+    pub fn redis(&self) -> &redis::Client {
+        &self.redis
+    }
+
+    /// The outbox table.
+    pub fn table(&self) -> &'static str {
+        self.table
+    }
+
+    /// The stream appended events go to.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Writes the event `kind` with `fields` to the outbox, in the caller's transaction, and
+    /// returns its new `event_id`. The payload is `fields` (a JSON object; any other value is
+    /// kept under `"data"`) with `event_id` and `type` set.
+    pub async fn append(
+        &self,
+        conn: &mut PgConnection,
+        kind: &str,
+        fields: Value,
+    ) -> Result<Uuid, sqlx::Error> {
+        let event_id = Uuid::new_v4();
+        let mut payload = match fields {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            other => Map::from_iter([("data".to_owned(), other)]),
+        };
+        payload.insert("event_id".to_owned(), Value::String(event_id.to_string()));
+        payload.insert("type".to_owned(), Value::String(kind.to_owned()));
+        let sql = format!(
+            "INSERT INTO {} (event_id, stream, payload, created_at)
+             VALUES ($1::uuid, $2, $3::jsonb, now())",
+            self.table
+        );
+        sqlx::query(&sql)
+            .bind(event_id.to_string())
+            .bind(&self.stream)
+            .bind(Value::Object(payload).to_string())
+            .execute(conn)
+            .await?;
+        Ok(event_id)
+    }
+
+    /// Publishes every pending row of the table, of every stream, in id order; returns how
+    /// many it published. Rows another relay holds are left to it.
+    pub async fn relay_pending(&self) -> Result<usize, RelayError> {
+        relay(&self.pool, &self.redis, self.table, None).await
+    }
+
+    /// Publishes the pending rows of this outbox's stream alone (what a change just wrote), as
+    /// [`Outbox::relay_pending`] does.
+    pub async fn relay_stream(&self) -> Result<usize, RelayError> {
+        relay(&self.pool, &self.redis, self.table, Some(&self.stream)).await
+    }
+
+    /// Relays this stream's pending rows now; failures are logged (the rows stay pending for
+    /// [`Outbox::run_relay`]).
+    pub async fn publish(&self) {
+        if let Err(error) = self.relay_stream().await {
+            tracing::warn!(
+                %error,
+                table = self.table,
+                stream = %self.stream,
+                "could not publish events yet; they stay pending"
+            );
+        }
+    }
+
+    /// The same in the background, so the caller's answer does not wait for Redis.
+    pub fn publish_in_background(&self) {
+        let outbox = self.clone();
+        tokio::spawn(async move { outbox.publish().await });
+    }
+
+    /// Runs [`Outbox::relay_pending`] every `every`, forever (the launcher spawns it and aborts
+    /// it on shutdown). Failures are logged (a warning when the relay starts failing, then
+    /// quietly until it works again) and retried on the next tick.
+    pub async fn run_relay(self, every: Duration) {
+        let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            match self.relay_pending().await {
+                Ok(published) => {
+                    if failing {
+                        tracing::info!(table = self.table, published, "outbox relay works again");
+                    } else if published > 0 {
+                        tracing::debug!(
+                            table = self.table,
+                            published,
+                            "outbox relay published pending events"
+                        );
+                    }
+                    failing = false;
+                }
+                Err(error) if failing => {
+                    tracing::debug!(table = self.table, %error, "outbox relay still failing");
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        table = self.table,
+                        %error,
+                        "outbox relay failed; events stay pending and are retried"
+                    );
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    id: i64,
+    event_id: String,
+    stream: String,
+    kind: Option<String>,
+    payload: String,
+}
+
+async fn relay(
+    pool: &PgPool,
+    redis: &redis::Client,
+    table: &'static str,
+    stream: Option<&str>,
+) -> Result<usize, RelayError> {
+    let select = format!(
+        "SELECT id, event_id::text AS event_id, stream, payload->>'type' AS kind,
+                payload::text AS payload
+         FROM {table}
+         WHERE published_at IS NULL AND ($1::text IS NULL OR stream = $1)
+         ORDER BY id
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED"
+    );
+    let mark = format!("UPDATE {table} SET published_at = now() WHERE id = ANY($1)");
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut published_total = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<PendingRow> = sqlx::query_as(&select)
+            .bind(stream)
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(published_total);
+        }
+        let taken = rows.len();
+        let mut published = Vec::with_capacity(taken);
+        let mut failure = None;
+        for row in rows {
+            let sent = match connection.as_mut() {
+                Some(conn) => xadd(conn, &row).await,
+                None => match connect(redis).await {
+                    Ok(conn) => xadd(connection.insert(conn), &row).await,
+                    Err(error) => Err(error),
+                },
+            };
+            match sent {
+                Ok(()) => published.push(row.id),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        if !published.is_empty() {
+            sqlx::query(&mark)
+                .bind(&published)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        published_total += published.len();
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if i64::try_from(taken).unwrap_or(i64::MAX) < BATCH {
+            return Ok(published_total);
+        }
+    }
+}
+
+/// A multiplexed Redis connection whose connect and every command are bounded by
+/// [`REDIS_TIMEOUT`].
+async fn connect(redis: &redis::Client) -> Result<MultiplexedConnection, RelayError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT));
+    tokio::time::timeout(
+        REDIS_TIMEOUT,
+        redis.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|_| RelayError::Timeout)?
+    .map_err(RelayError::from)
+}
+
+async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), RelayError> {
+    let command = redis::cmd("XADD")
+        .arg(&row.stream)
+        .arg("*")
+        .arg("event_id")
+        .arg(&row.event_id)
+        .arg("type")
+        .arg(row.kind.as_deref().unwrap_or_default())
+        .arg("payload")
+        .arg(&row.payload)
+        .to_owned();
+    let _entry_id: String = tokio::time::timeout(REDIS_TIMEOUT, command.query_async(conn))
+        .await
+        .map_err(|_| RelayError::Timeout)??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_schema_qualified_names_are_tables() {
+        for good in ["accounts.outbox", "billing.outbox", "a_1.b_2", "_x.y"] {
+            assert!(is_plain_table_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "outbox",
+            "accounts.",
+            ".outbox",
+            "Accounts.outbox",
+            "a.b.c",
+            "a.b; DROP TABLE x",
+            "a.\"b\"",
+            "1a.b",
+        ] {
+            assert!(!is_plain_table_name(bad), "{bad}");
+        }
+    }
+}
