@@ -56,6 +56,11 @@ pub const PARTS: &[Part] = &[
         build: billing,
         sdl: gospelib_billing::federation_sdl,
     },
+    Part {
+        name: gospelib_study::NAME,
+        build: study,
+        sdl: gospelib_study::federation_sdl,
+    },
 ];
 
 fn content(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
@@ -218,12 +223,7 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         return_url: app.to_owned(),
         ..gospelib_billing::BillingSettings::default()
     };
-    // One consumer name per process: a restarted pod reclaims its own pending entries, and
-    // the others' after they have been idle long enough.
-    let consumer = format!(
-        "billing-{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string())
-    );
+    let consumer = format!("billing-{}", consumer_suffix());
     let trial = tokio::spawn({
         let (pool, redis, plans) = (
             clients.postgres.clone(),
@@ -253,6 +253,39 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         public_routes: Some(gospelib_billing::webhook_routes(webhooks)),
         background: vec![trial, relay],
     })
+}
+
+/// Highlights, notes, bookmarks and reading progress; the consumer of `gl:events:users` that
+/// removes a deleted user's study data.
+fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
+    let clients = inputs.clients;
+    let consumer = tokio::spawn({
+        let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
+        let shutdown = inputs.shutdown.clone();
+        let name = format!("study-{}", consumer_suffix());
+        async move {
+            let stats = gospelib_study::run_user_events_consumer(
+                pool,
+                redis,
+                gospelib_study::UserEventsSettings::new(name),
+                shutdown,
+            )
+            .await;
+            tracing::info!(?stats, "study's user-events consumer stopped");
+        }
+    });
+    Ok(BuiltPart {
+        subgraph: gospelib_study::subgraph(clients, gospelib_study::StudySettings::default()),
+        public_routes: None,
+        background: vec![consumer],
+    })
+}
+
+/// What distinguishes this process's stream consumers from other pods' (the pod's host name, or
+/// the process id): a restarted pod reclaims its own pending entries, and the others' after
+/// they have been idle long enough.
+fn consumer_suffix() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string())
 }
 
 /// How long one call to Stripe's API may take.

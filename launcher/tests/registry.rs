@@ -76,8 +76,7 @@ fn committed_subgraphs_with_query_field(extra: &str) -> Vec<SubgraphSdl> {
         .collect();
     subgraphs.sort_by(|a, b| a.name.cmp(&b.name));
     let content = subgraphs.iter_mut().find(|s| s.name == "content").unwrap();
-    let explorer =
-        "\tconnections(nodeId: ID!, depth: Int = 1, first: Int = 50): GraphNeighborhood @requiresScopes(scopes: [[\"graph_explorer\"]])\n";
+    let explorer = "\tconnections(nodeId: ID!, depth: Int = 1, first: Int = 50): GraphNeighborhood @requiresScopes(scopes: [[\"graph_explorer\"]])\n";
     assert!(content.sdl.contains(explorer));
     content.sdl = content
         .sdl

@@ -19,6 +19,7 @@
 //! share one fetch, so a flood of tokens with made-up `kid`s costs at most one fetch per interval.
 //! A failed fetch keeps the keys already held. Tokens are never logged.
 
+use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -221,7 +222,16 @@ pub struct JwtVerifier {
     /// Held for the whole of each fetch, so concurrent requests share one.
     gate: tokio::sync::Mutex<FetchGate>,
     fetches: AtomicU64,
+    /// Tokens already verified, by their sha256, until they expire: a session token is sent
+    /// with every request of its minute, and checking its RSA signature each time would cost
+    /// more than the rest of the router's work.
+    /// Each with the `kid` of the key that verified it: a key dropped from the key set stops
+    /// vouching for its tokens at once.
+    verified: std::sync::Mutex<HashMap<[u8; 32], (SessionClaims, String)>>,
 }
+
+/// Tokens remembered as verified at once (beyond it, the memory is emptied and refilled).
+const MAX_VERIFIED: usize = 10_000;
 
 impl JwtVerifier {
     /// A verifier for these settings, with its own HTTP client; fetches nothing yet.
@@ -238,16 +248,46 @@ impl JwtVerifier {
             keys: RwLock::new(None),
             gate: tokio::sync::Mutex::new(FetchGate::default()),
             fetches: AtomicU64::new(0),
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
-    /// Checks a token (without its `Bearer ` prefix) and returns its claims.
+    /// Checks a token (without its `Bearer ` prefix) and returns its claims. A token verified
+    /// before is recognised by its sha256 and accepted until its `exp` (with the leeway); only
+    /// the exact same bytes match, so nothing of a different token is trusted.
     pub async fn verify(&self, token: &str) -> Result<SessionClaims, JwtError> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.remembered(&digest) {
+            return Ok(claims);
+        }
         let kid = parse_header(token)?;
         let key = self.key(&kid).await?;
         let claims = self.decode(token, &key)?;
         self.check_audience(&claims)?;
-        claims.into_session()
+        let claims = claims.into_session()?;
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(digest, (claims.clone(), kid));
+        Ok(claims)
+    }
+
+    /// The claims of a token verified before, while it has not expired and its key is still
+    /// in the key set (else it is forgotten, and checked in full).
+    fn remembered(&self, digest: &[u8; 32]) -> Option<SessionClaims> {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let (claims, kid) = verified.get(digest)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let expired = now
+            > claims
+                .expires_at
+                .saturating_add(self.settings.leeway.as_secs());
+        if expired || self.cached_key(kid).is_none() {
+            verified.remove(digest);
+            return None;
+        }
+        Some(claims.clone())
     }
 
     /// Fetches the key set now, whenever the last fetch was; returns how many usable keys it

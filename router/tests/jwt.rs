@@ -648,3 +648,29 @@ async fn keep_fresh_replaces_the_key_set() {
         JwtError::UnknownKey(_)
     );
 }
+
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let key = key1();
+    let server = JwksServer::start(&[&key]).await;
+    let mut settings = settings(&server.url, None);
+    settings.leeway = Duration::ZERO;
+    let verifier = JwtVerifier::new(settings).expect("settings");
+    let token = key.sign(&claims_with(json!({"exp": now() + 2})));
+    verifier
+        .verify(&token)
+        .await
+        .expect("valid for two seconds");
+    verifier.verify(&token).await.expect("remembered");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_refused!(verifier.verify(&token).await, JwtError::Expired);
+    // A different token (one byte changed) is never taken for the remembered one.
+    let valid = key.sign(&claims());
+    verifier.verify(&valid).await.expect("a valid token");
+    // One character of the signature's middle changed.
+    let middle = valid.rfind('.').expect("a signature") + 20;
+    let mut tampered = valid.clone().into_bytes();
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ASCII");
+    assert_refused!(verifier.verify(&tampered).await, JwtError::BadSignature);
+}

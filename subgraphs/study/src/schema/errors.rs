@@ -1,0 +1,73 @@
+//! The study subgraph's errors, as GraphQL errors with their catalog codes.
+//!
+//! The kit's catalog has no code for "not found" in general nor for a write conflict, so:
+//! - an item the caller does not have (someone else's, or none) is `VALIDATION_ERROR` with
+//!   `extensions.reason = "NOT_FOUND"` (never `FORBIDDEN`: another user's item is simply not
+//!   there for the caller);
+//! - a note saved from a stale version is `VALIDATION_ERROR` with
+//!   `extensions.reason = "VERSION_CONFLICT"` and `extensions.currentVersion`.
+
+use async_graphql::{Error, ErrorExtensions};
+use gospelib_kit::ErrorCode;
+use gospelib_kit::errors::{internal, upstream_unavailable};
+
+use crate::catalog::CatalogError;
+
+/// `extensions.reason` of an item the caller does not have.
+pub const REASON_NOT_FOUND: &str = "NOT_FOUND";
+
+/// `extensions.reason` of a stale note version.
+pub const REASON_VERSION_CONFLICT: &str = "VERSION_CONFLICT";
+
+/// Bad input: nothing was written.
+pub fn validation(message: impl Into<String>) -> Error {
+    ErrorCode::ValidationError.error(message)
+}
+
+/// Passage ids the graph does not have: nothing was written.
+pub fn passages_not_found(missing: &[String]) -> Error {
+    let list = missing
+        .iter()
+        .map(|id| format!("{id:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let noun = if missing.len() == 1 {
+        "passage"
+    } else {
+        "passages"
+    };
+    ErrorCode::PassageNotFound.error(format!("no {noun} {list}"))
+}
+
+/// A chapter the graph does not have: nothing was written.
+pub fn chapter_not_found(chapter: &str) -> Error {
+    ErrorCode::ChapterNotFound.error(format!("no chapter {chapter:?}"))
+}
+
+/// The caller has no `what` with this id (someone else's looks the same as none).
+pub fn not_found(what: &str, id: &str) -> Error {
+    validation(format!("no {what} {id:?}"))
+        .extend_with(|_, ext| ext.set("reason", REASON_NOT_FOUND))
+}
+
+/// The note was saved by someone else first: it is at `current` now.
+pub fn version_conflict(id: &str, given: i32, current: i32) -> Error {
+    validation(format!(
+        "note {id:?} is at version {current}, not {given}: it changed since it was read; \
+         read it again and reapply the edit"
+    ))
+    .extend_with(|_, ext| {
+        ext.set("reason", REASON_VERSION_CONFLICT);
+        ext.set("currentVersion", current);
+    })
+}
+
+/// A PostgreSQL failure: logged with its detail, returned without it.
+pub fn store(error: impl std::fmt::Display) -> Error {
+    internal(format_args!("PostgreSQL: {error}"))
+}
+
+/// The passage catalog could not answer: nothing was written.
+pub fn catalog(error: CatalogError) -> Error {
+    upstream_unavailable("the scripture graph", error)
+}

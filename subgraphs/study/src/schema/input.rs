@@ -1,0 +1,311 @@
+//! The mutations' inputs and their validation. Everything that can be checked without a store
+//! is checked here, before anything is written: id syntax, range order, colours (by the enum),
+//! sizes. Whether the passages exist is asked afterwards, of the catalog, once per mutation
+//! ([`check_passages`]).
+
+use std::collections::HashSet;
+
+use async_graphql::{ID, InputObject, Json, Result};
+
+use super::errors::{catalog as catalog_down, passages_not_found, validation};
+use super::types::HighlightColor;
+use crate::canon::{ChapterRef, PassageRef};
+use crate::catalog::PassageCatalog;
+use crate::store::NoteContent;
+
+/// The longest note text, in characters.
+pub const MAX_NOTE_TEXT_CHARS: usize = 20_000;
+
+/// The largest note body, in bytes of compact JSON (100 KB).
+pub const MAX_NOTE_BODY_BYTES: usize = 100 * 1024;
+
+/// The most passages one note may link to.
+pub const MAX_NOTE_LINKS: usize = 50;
+
+/// The longest bookmark label, in characters.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// A highlight to make.
+#[derive(InputObject, Debug, Clone)]
+pub struct CreateHighlightInput {
+    /// The verse, `bookId.chapter.verse`.
+    pub passage_id: ID,
+    pub color: HighlightColor,
+}
+
+/// The passages a note is about: `start` to `end` inclusive, `end` at or after `start` in
+/// canonical order (across chapters and books is fine).
+#[derive(InputObject, Debug, Clone)]
+pub struct NoteRangeInput {
+    pub start: ID,
+    pub end: ID,
+}
+
+/// A note's content (`createNote`, and `updateNote`, which replaces all of it).
+#[derive(InputObject, Debug, Clone)]
+pub struct NoteInput {
+    pub range: NoteRangeInput,
+    /// The editor's document: a JSON object of at most 100 KB.
+    pub body: Json<serde_json::Value>,
+    /// Its plain-text rendering (what `searchNotes` searches): at most 20,000 characters.
+    pub text: String,
+    /// Other passages the note links to: at most 50 (repeats are dropped).
+    #[graphql(default)]
+    pub links: Vec<ID>,
+}
+
+/// A bookmark to make.
+#[derive(InputObject, Debug, Clone)]
+pub struct CreateBookmarkInput {
+    /// The verse, `bookId.chapter.verse`.
+    pub passage_id: ID,
+    /// At most 200 characters, trimmed; empty means none.
+    pub label: Option<String>,
+}
+
+/// A reading to record.
+#[derive(InputObject, Debug, Clone)]
+pub struct RecordReadingInput {
+    /// `bookId.chapter`, e.g. `ps.119`.
+    pub chapter_id: ID,
+    /// The last verse read (a verse of the chapter).
+    pub last_verse: i32,
+    /// Whether the chapter was read to its end.
+    #[graphql(default)]
+    pub completed: bool,
+}
+
+/// A passage id, parsed; `field` names it in the error.
+pub fn passage(field: &str, id: &str) -> Result<PassageRef> {
+    PassageRef::parse(id).map_err(|error| validation(format!("`{field}`: {error}")))
+}
+
+/// A chapter id, parsed.
+pub fn chapter(field: &str, id: &str) -> Result<ChapterRef> {
+    ChapterRef::parse(id).map_err(|error| validation(format!("`{field}`: {error}")))
+}
+
+/// A note's content, validated, and the passage ids it writes (start, end, links; each once).
+pub fn note(input: &NoteInput) -> Result<(NoteContent, Vec<String>)> {
+    let start = passage("range.start", &input.range.start)?;
+    let end = passage("range.end", &input.range.end)?;
+    if end.order() < start.order() {
+        return Err(validation(format!(
+            "the range ends ({end}) before it starts ({start}): `range.end` must be at or after `range.start`"
+        )));
+    }
+    if input.text.chars().count() > MAX_NOTE_TEXT_CHARS {
+        return Err(validation(format!(
+            "`text` must be at most {MAX_NOTE_TEXT_CHARS} characters"
+        )));
+    }
+    if input.text.contains('\0') {
+        return Err(validation("`text` must not contain NUL characters"));
+    }
+    let body = body(&input.body.0)?;
+    if input.links.len() > MAX_NOTE_LINKS {
+        return Err(validation(format!(
+            "a note may link to at most {MAX_NOTE_LINKS} passages"
+        )));
+    }
+    let mut links = Vec::with_capacity(input.links.len());
+    let mut seen = HashSet::new();
+    for (index, link) in input.links.iter().enumerate() {
+        let link = passage(&format!("links[{index}]"), link)?.to_string();
+        if seen.insert(link.clone()) {
+            links.push(link);
+        }
+    }
+    let (start_id, end_id) = (start.to_string(), end.to_string());
+    let mut ids = vec![start_id.clone()];
+    for id in std::iter::once(&end_id).chain(&links) {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    let content = NoteContent {
+        start_passage_id: start_id,
+        end_passage_id: end_id,
+        start_order: start.order(),
+        end_order: end.order(),
+        body,
+        text: input.text.clone(),
+        links,
+    };
+    Ok((content, ids))
+}
+
+/// A note body: a JSON object of at most [`MAX_NOTE_BODY_BYTES`] (compact), with no NUL
+/// character anywhere (PostgreSQL's `jsonb` cannot hold one); returned as compact JSON text.
+pub fn body(value: &serde_json::Value) -> Result<String> {
+    if !value.is_object() {
+        return Err(validation(
+            "`body` must be a JSON object (the editor's document)",
+        ));
+    }
+    if has_nul(value) {
+        return Err(validation("`body` must not contain NUL characters"));
+    }
+    let text = serde_json::to_string(value)
+        .map_err(|error| validation(format!("`body` is not valid JSON: {error}")))?;
+    if text.len() > MAX_NOTE_BODY_BYTES {
+        return Err(validation(format!(
+            "`body` must be at most {} KB of JSON",
+            MAX_NOTE_BODY_BYTES / 1024
+        )));
+    }
+    Ok(text)
+}
+
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
+    }
+}
+
+/// A bookmark label, trimmed: `None` when absent or empty, an error when too long or holding
+/// control characters.
+pub fn label(value: Option<&str>) -> Result<Option<String>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let trimmed = value.trim();
+    if trimmed.chars().count() > MAX_LABEL_CHARS {
+        return Err(validation(format!(
+            "`label` must be at most {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(validation("`label` must not contain control characters"));
+    }
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
+}
+
+/// A reading, validated: the chapter and the last verse (1 to 999).
+pub fn reading(input: &RecordReadingInput) -> Result<(ChapterRef, u16)> {
+    let chapter = chapter("chapterId", &input.chapter_id)?;
+    let verse = u16::try_from(input.last_verse)
+        .ok()
+        .filter(|verse| (1..1000).contains(verse))
+        .ok_or_else(|| validation("`lastVerse` must be a verse number from 1"))?;
+    Ok((chapter, verse))
+}
+
+/// Checks that every passage of `ids` exists, with one lookup: `PASSAGE_NOT_FOUND` naming the
+/// missing ones (in the order given) otherwise.
+pub async fn check_passages(catalog: &dyn PassageCatalog, ids: &[String]) -> Result<()> {
+    let missing = missing_passages(catalog, ids).await?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(passages_not_found(&missing))
+    }
+}
+
+/// The passages of `ids` the catalog does not have (one lookup), in the order given.
+pub async fn missing_passages(catalog: &dyn PassageCatalog, ids: &[String]) -> Result<Vec<String>> {
+    let found = catalog.existing(ids).await.map_err(catalog_down)?;
+    Ok(ids
+        .iter()
+        .filter(|id| !found.contains(*id))
+        .cloned()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn note_input(start: &str, end: &str, links: &[&str]) -> NoteInput {
+        NoteInput {
+            range: NoteRangeInput {
+                start: ID(start.to_owned()),
+                end: ID(end.to_owned()),
+            },
+            body: Json(json!({"type": "doc", "content": []})),
+            text: "For God so loved the world".to_owned(),
+            links: links.iter().map(|l| ID((*l).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_note_range_must_be_ordered_and_may_cross_chapters_and_books() {
+        let (content, ids) = note(&note_input(
+            "john.3.16",
+            "john.4.2",
+            &["rom.5.8", "rom.5.8", "john.3.16"],
+        ))
+        .unwrap();
+        assert_eq!(content.start_order, 43_003_016);
+        assert_eq!(content.end_order, 43_004_002);
+        assert_eq!(content.links, ["rom.5.8", "john.3.16"]);
+        assert_eq!(ids, ["john.3.16", "john.4.2", "rom.5.8"]);
+        assert!(note(&note_input("mal.4.6", "matt.1.1", &[])).is_ok());
+        assert!(note(&note_input("john.3.16", "john.3.16", &[])).is_ok());
+        assert!(note(&note_input("john.3.17", "john.3.16", &[])).is_err());
+        assert!(note(&note_input("matt.1.1", "mal.4.6", &[])).is_err());
+        assert!(note(&note_input("john.3", "john.3.16", &[])).is_err());
+        assert!(note(&note_input("john.3.16", "john.3.16", &["nope"])).is_err());
+    }
+
+    #[test]
+    fn note_sizes_are_bounded() {
+        let mut input = note_input("john.3.16", "john.3.16", &[]);
+        input.text = "é".repeat(MAX_NOTE_TEXT_CHARS);
+        assert!(note(&input).is_ok());
+        input.text.push('x');
+        assert!(note(&input).is_err());
+        input.text = "a\0b".to_owned();
+        assert!(note(&input).is_err());
+
+        let links: Vec<String> = (1..=51).map(|v| format!("ps.119.{v}")).collect();
+        let links: Vec<&str> = links.iter().map(String::as_str).collect();
+        assert!(note(&note_input("john.3.16", "john.3.16", &links[..50])).is_ok());
+        assert!(note(&note_input("john.3.16", "john.3.16", &links)).is_err());
+    }
+
+    #[test]
+    fn bodies_are_objects_within_100_kb_without_nul() {
+        assert!(body(&json!({"a": "b"})).is_ok());
+        assert!(body(&json!(["not", "an", "object"])).is_err());
+        assert!(body(&json!("text")).is_err());
+        assert!(body(&json!({"a": ["x\u{0}y"]})).is_err());
+        assert!(body(&json!({"k\u{0}": 1})).is_err());
+        let big = "x".repeat(MAX_NOTE_BODY_BYTES);
+        assert!(body(&json!({ "t": big })).is_err());
+        let fits = "x".repeat(MAX_NOTE_BODY_BYTES - 10);
+        assert!(body(&json!({ "t": fits })).is_ok());
+    }
+
+    #[test]
+    fn labels_are_trimmed_bounded_and_cleared_when_empty() {
+        assert_eq!(label(Some("  Morning ")).unwrap(), Some("Morning".into()));
+        assert_eq!(label(Some("   ")).unwrap(), None);
+        assert_eq!(label(None).unwrap(), None);
+        assert!(label(Some(&"é".repeat(MAX_LABEL_CHARS))).is_ok());
+        assert!(label(Some(&"é".repeat(MAX_LABEL_CHARS + 1))).is_err());
+        assert!(label(Some("a\nb")).is_err());
+    }
+
+    #[test]
+    fn readings_name_a_chapter_and_a_verse() {
+        let input = |chapter: &str, verse: i32| RecordReadingInput {
+            chapter_id: ID(chapter.to_owned()),
+            last_verse: verse,
+            completed: false,
+        };
+        let (chapter, verse) = reading(&input("ps.119", 176)).unwrap();
+        assert_eq!((chapter.to_string(), verse), ("ps.119".to_owned(), 176));
+        assert!(reading(&input("ps.119", 0)).is_err());
+        assert!(reading(&input("ps.119", -3)).is_err());
+        assert!(reading(&input("ps.119", 1000)).is_err());
+        assert!(reading(&input("ps.119.1", 1)).is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! Per-request batching of the `Passage` entity's fields: a chapter of 176 verses asked for
+//! through the router's `_entities` costs ONE statement for highlights and ONE for notes,
+//! whatever the timing.
+//!
+//! - **Entities** ([`Loaders::prefetch_entities`]): the first `Passage` representation
+//!   resolved reads every `Passage` id of the `_entities` call's `representations` argument
+//!   and what the call selects on them (`myHighlights`, `myNotes`), and loads each selected
+//!   field for all of them in one statement; every representation's fields then find their
+//!   rows there. (async-graphql resolves representations a few dozen at a time, so a loader
+//!   waiting a fixed delay for keys would split a chapter into several batches.)
+//! - **Anywhere else** (a `Passage` reached through a highlight, a note's range or links):
+//!   DataLoaders gather the keys asked for together.
+//!
+//! Keys carry the caller's user id, so nothing ever mixes users. Nothing is kept beyond the
+//! request, and the DataLoaders keep nothing beyond a batch, so a mutation's later fields read
+//! what earlier ones wrote.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, Value};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::canon::passage_order;
+use crate::store::{HighlightRow, NoteRow, Store};
+
+/// A user and a passage id.
+pub type PassageKey = (Uuid, String);
+
+/// What loading one field for a set of keys gives: an entry for every key (empty: none).
+pub type Loaded<V> = Result<HashMap<PassageKey, Vec<V>>, Arc<sqlx::Error>>;
+
+/// The highlights of each (user, passage) of `keys`, oldest first, in one statement; every
+/// key has an entry.
+async fn load_highlights(store: &Store, keys: &[PassageKey]) -> Loaded<HighlightRow> {
+    let mut by_key: HashMap<PassageKey, Vec<HighlightRow>> =
+        keys.iter().map(|key| (key.clone(), Vec::new())).collect();
+    if keys.is_empty() {
+        return Ok(by_key);
+    }
+    let rows = store.highlights_at(keys).await.map_err(Arc::new)?;
+    for row in rows {
+        by_key
+            .entry((row.user_id, row.passage_id.clone()))
+            .or_default()
+            .push(row);
+    }
+    Ok(by_key)
+}
+
+/// The notes of each (user, passage) of `keys` whose range covers the verse, in range order,
+/// in one statement (none when no key is a well-formed passage id); every key has an entry.
+async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<NoteRow> {
+    let mut by_key: HashMap<PassageKey, Vec<NoteRow>> =
+        keys.iter().map(|key| (key.clone(), Vec::new())).collect();
+    let ordered: Vec<(&PassageKey, (Uuid, i64))> = keys
+        .iter()
+        .filter_map(|key| Some((key, (key.0, passage_order(&key.1)?))))
+        .collect();
+    if ordered.is_empty() {
+        return Ok(by_key);
+    }
+    let mut wanted: Vec<(Uuid, i64)> = ordered.iter().map(|(_, order)| *order).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let rows = store.notes_covering(&wanted).await.map_err(Arc::new)?;
+    let mut by_order: HashMap<(Uuid, i64), Vec<NoteRow>> = HashMap::new();
+    for row in rows {
+        by_order
+            .entry((row.key_user, row.key_order))
+            .or_default()
+            .push(row.note);
+    }
+    for (key, order) in ordered {
+        if let Some(notes) = by_order.get(&order) {
+            by_key.insert(key.clone(), notes.clone());
+        }
+    }
+    Ok(by_key)
+}
+
+/// Each (user, passage)'s highlights, oldest first.
+pub struct HighlightsLoader {
+    store: Store,
+}
+
+impl Loader<PassageKey> for HighlightsLoader {
+    type Value = Vec<HighlightRow>;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[PassageKey]) -> Loaded<HighlightRow> {
+        load_highlights(&self.store, keys).await
+    }
+}
+
+/// Each (user, passage)'s notes whose range covers the verse, in range order.
+pub struct NotesLoader {
+    store: Store,
+}
+
+impl Loader<PassageKey> for NotesLoader {
+    type Value = Vec<NoteRow>;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[PassageKey]) -> Loaded<NoteRow> {
+        load_notes(&self.store, keys).await
+    }
+}
+
+/// What the `_entities` call of a request loaded for its `Passage` representations (a field
+/// it did not select is `None`).
+#[derive(Default)]
+pub struct Prefetched {
+    pub highlights: Option<Loaded<HighlightRow>>,
+    pub notes: Option<Loaded<NoteRow>>,
+}
+
+/// Every loader of one request.
+pub struct Loaders {
+    pub highlights: DataLoader<HighlightsLoader>,
+    pub notes: DataLoader<NotesLoader>,
+    store: Store,
+    entities: OnceCell<Prefetched>,
+}
+
+impl Loaders {
+    /// Fresh loaders for one request.
+    pub fn new(store: &Store) -> Self {
+        Self {
+            highlights: DataLoader::new(
+                HighlightsLoader {
+                    store: store.clone(),
+                },
+                tokio::spawn,
+            ),
+            notes: DataLoader::new(
+                NotesLoader {
+                    store: store.clone(),
+                },
+                tokio::spawn,
+            ),
+            store: store.clone(),
+            entities: OnceCell::new(),
+        }
+    }
+
+    /// The request's loaders.
+    pub fn of<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Loaders> {
+        ctx.data::<Loaders>()
+    }
+
+    /// Called by the `Passage` entity resolver (`ctx` is the `_entities` field's): the first
+    /// call loads, for every `Passage` representation of the call, each field the call
+    /// selects, one statement per field; the other calls wait for it. Nothing for anonymous
+    /// callers (`user` is `None`).
+    pub async fn prefetch_entities(&self, ctx: &Context<'_>, user: Option<Uuid>) {
+        let Some(user) = user else {
+            return;
+        };
+        self.entities
+            .get_or_init(|| async {
+                let keys: Vec<PassageKey> = passage_representations(ctx)
+                    .into_iter()
+                    .map(|id| (user, id))
+                    .collect();
+                let selection = ctx.look_ahead();
+                let highlights = async {
+                    if selection.field("myHighlights").exists() {
+                        Some(load_highlights(&self.store, &keys).await)
+                    } else {
+                        None
+                    }
+                };
+                let notes = async {
+                    if selection.field("myNotes").exists() {
+                        Some(load_notes(&self.store, &keys).await)
+                    } else {
+                        None
+                    }
+                };
+                let (highlights, notes) = tokio::join!(highlights, notes);
+                Prefetched { highlights, notes }
+            })
+            .await;
+    }
+
+    /// `key`'s highlights: from the entities' prefetch when it covered them, else batched.
+    pub async fn highlights_of(
+        &self,
+        key: PassageKey,
+    ) -> Result<Vec<HighlightRow>, Arc<sqlx::Error>> {
+        if let Some(found) = prefetched(
+            self.entities.get().and_then(|p| p.highlights.as_ref()),
+            &key,
+        ) {
+            return found;
+        }
+        Ok(self.highlights.load_one(key).await?.unwrap_or_default())
+    }
+
+    /// `key`'s notes: from the entities' prefetch when it covered them, else batched.
+    pub async fn notes_of(&self, key: PassageKey) -> Result<Vec<NoteRow>, Arc<sqlx::Error>> {
+        if let Some(found) = prefetched(self.entities.get().and_then(|p| p.notes.as_ref()), &key) {
+            return found;
+        }
+        Ok(self.notes.load_one(key).await?.unwrap_or_default())
+    }
+}
+
+/// What a prefetch says about `key`: `None` when it did not cover it.
+fn prefetched<V: Clone>(
+    loaded: Option<&Loaded<V>>,
+    key: &PassageKey,
+) -> Option<Result<Vec<V>, Arc<sqlx::Error>>> {
+    match loaded? {
+        Ok(by_key) => by_key.get(key).cloned().map(Ok),
+        Err(error) => Some(Err(error.clone())),
+    }
+}
+
+/// The ids of the `Passage` representations of the `_entities` field `ctx` resolves (each
+/// once, in order).
+fn passage_representations(ctx: &Context<'_>) -> Vec<String> {
+    let Ok(arguments) = ctx.field().arguments() else {
+        return Vec::new();
+    };
+    let Some((_, Value::List(representations))) = arguments
+        .into_iter()
+        .find(|(name, _)| name.as_str() == "representations")
+    else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    representations
+        .into_iter()
+        .filter_map(|representation| {
+            let Value::Object(fields) = representation else {
+                return None;
+            };
+            match (fields.get("__typename"), fields.get("id")) {
+                (Some(Value::String(kind)), Some(Value::String(id))) if kind == "Passage" => {
+                    Some(id.clone())
+                }
+                _ => None,
+            }
+        })
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}

@@ -1,0 +1,200 @@
+//! The root `Mutation`: the signed-in user changes their own study data.
+//!
+//! Each mutation is `@authenticated` (the router refuses anonymous callers before fetching) and
+//! checked here again. It validates its input first (ids, range order, sizes), then asks the
+//! passage catalog, once, whether every passage it writes exists, and only then writes: bad
+//! input writes nothing. An item of another user is not found (`deleteX` answers `false`,
+//! `updateNote` a not-found error) and is left as it was.
+
+use async_graphql::{Context, ID, Object, Result};
+use gospelib_kit::caller::Caller;
+use gospelib_kit::subgraph::authenticated;
+use uuid::Uuid;
+
+use super::StudyContext;
+use super::errors::{chapter_not_found, not_found, store, validation, version_conflict};
+use super::input::{
+    self, CreateBookmarkInput, CreateHighlightInput, NoteInput, RecordReadingInput, check_passages,
+    missing_passages,
+};
+use super::types::{Bookmark, Highlight, Note, ReadingProgress};
+use crate::store::NoteUpdate;
+
+/// `createHighlight`, `deleteHighlight`, `createNote`, `updateNote`, `deleteNote`,
+/// `createBookmark`, `deleteBookmark`, `recordReading`.
+pub struct Mutation;
+
+fn study<'a>(ctx: &Context<'a>) -> Result<&'a StudyContext> {
+    ctx.data::<StudyContext>()
+}
+
+/// An item id (a UUID).
+fn item_id(what: &str, id: &ID) -> Result<Uuid> {
+    Uuid::parse_str(id).map_err(|_| validation(format!("`id` is not a {what} id")))
+}
+
+#[Object]
+impl Mutation {
+    /// Highlights a verse in a colour (a verse may have several highlights).
+    #[graphql(directive = authenticated::apply())]
+    async fn create_highlight(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateHighlightInput,
+    ) -> Result<Highlight> {
+        let user = Caller::of(ctx).require_user()?;
+        let passage = input::passage("passageId", &input.passage_id)?.to_string();
+        let study = study(ctx)?;
+        check_passages(study.catalog.as_ref(), std::slice::from_ref(&passage)).await?;
+        let row = study
+            .store
+            .insert_highlight(user, &passage, input.color.as_db())
+            .await
+            .map_err(store)?;
+        Ok(Highlight(row))
+    }
+
+    /// Removes one of the caller's highlights: `true` if it was removed, `false` if the caller
+    /// has no highlight with this id.
+    #[graphql(directive = authenticated::apply())]
+    async fn delete_highlight(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let user = Caller::of(ctx).require_user()?;
+        let id = item_id("highlight", &id)?;
+        study(ctx)?
+            .store
+            .delete_highlight(user, id)
+            .await
+            .map_err(store)
+    }
+
+    /// Writes a note on a verse or a range of verses (at version 1).
+    #[graphql(directive = authenticated::apply())]
+    async fn create_note(&self, ctx: &Context<'_>, input: NoteInput) -> Result<Note> {
+        let user = Caller::of(ctx).require_user()?;
+        let (content, ids) = input::note(&input)?;
+        let study = study(ctx)?;
+        check_passages(study.catalog.as_ref(), &ids).await?;
+        let row = study
+            .store
+            .insert_note(user, &content)
+            .await
+            .map_err(store)?;
+        Ok(Note(row))
+    }
+
+    /// Replaces one of the caller's notes, if it is still at `version` (the version it was
+    /// read at); its version then goes up by one. From a stale version nothing changes and
+    /// the error (`VALIDATION_ERROR`, `extensions.reason = "VERSION_CONFLICT"`) carries
+    /// `extensions.currentVersion`; a note the caller does not have is a not-found error.
+    #[graphql(directive = authenticated::apply())]
+    async fn update_note(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        version: i32,
+        input: NoteInput,
+    ) -> Result<Note> {
+        let user = Caller::of(ctx).require_user()?;
+        let note_id = item_id("note", &id)?;
+        let (content, ids) = input::note(&input)?;
+        let study = study(ctx)?;
+        check_passages(study.catalog.as_ref(), &ids).await?;
+        match study
+            .store
+            .update_note(user, note_id, version, &content)
+            .await
+            .map_err(store)?
+        {
+            NoteUpdate::Updated(row) => Ok(Note(*row)),
+            NoteUpdate::Stale { current_version } => {
+                Err(version_conflict(&id, version, current_version))
+            }
+            NoteUpdate::NotFound => Err(not_found("note", &id)),
+        }
+    }
+
+    /// Removes one of the caller's notes: `true` if it was removed, `false` if the caller has
+    /// no note with this id.
+    #[graphql(directive = authenticated::apply())]
+    async fn delete_note(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let user = Caller::of(ctx).require_user()?;
+        let id = item_id("note", &id)?;
+        study(ctx)?.store.delete_note(user, id).await.map_err(store)
+    }
+
+    /// Bookmarks a verse. A verse has at most one bookmark: bookmarking it again keeps the
+    /// bookmark and sets its label.
+    #[graphql(directive = authenticated::apply())]
+    async fn create_bookmark(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateBookmarkInput,
+    ) -> Result<Bookmark> {
+        let user = Caller::of(ctx).require_user()?;
+        let passage = input::passage("passageId", &input.passage_id)?.to_string();
+        let label = input::label(input.label.as_deref())?;
+        let study = study(ctx)?;
+        check_passages(study.catalog.as_ref(), std::slice::from_ref(&passage)).await?;
+        let row = study
+            .store
+            .upsert_bookmark(user, &passage, label.as_deref())
+            .await
+            .map_err(store)?;
+        Ok(Bookmark(row))
+    }
+
+    /// Removes one of the caller's bookmarks: `true` if it was removed, `false` if the caller
+    /// has no bookmark with this id.
+    #[graphql(directive = authenticated::apply())]
+    async fn delete_bookmark(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let user = Caller::of(ctx).require_user()?;
+        let id = item_id("bookmark", &id)?;
+        study(ctx)?
+            .store
+            .delete_bookmark(user, id)
+            .await
+            .map_err(store)
+    }
+
+    /// Records that the caller read a chapter up to `lastVerse`: the chapter's progress is
+    /// updated (a chapter once completed stays completed) and the reading joins the history
+    /// the streaks are computed from. The chapter (`CHAPTER_NOT_FOUND`) and its verse
+    /// (`VALIDATION_ERROR`) must exist.
+    #[graphql(directive = authenticated::apply())]
+    async fn record_reading(
+        &self,
+        ctx: &Context<'_>,
+        input: RecordReadingInput,
+    ) -> Result<ReadingProgress> {
+        let user = Caller::of(ctx).require_user()?;
+        let (chapter, verse) = input::reading(&input)?;
+        let study = study(ctx)?;
+        // One lookup: the chapter's first verse (does the chapter exist?) and the last one read.
+        let first = chapter.verse(1).to_string();
+        let last = chapter.verse(verse).to_string();
+        let mut ids = vec![first.clone()];
+        if last != first {
+            ids.push(last.clone());
+        }
+        let missing = missing_passages(study.catalog.as_ref(), &ids).await?;
+        if missing.contains(&first) {
+            return Err(chapter_not_found(&chapter.to_string()));
+        }
+        if missing.contains(&last) {
+            return Err(validation(format!(
+                "chapter {chapter} has no verse {verse}"
+            )));
+        }
+        let row = study
+            .store
+            .record_reading(
+                user,
+                &chapter.to_string(),
+                i32::from(verse),
+                input.completed,
+            )
+            .await
+            .map_err(store)?;
+        Ok(ReadingProgress(row))
+    }
+}

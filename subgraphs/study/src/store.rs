@@ -1,0 +1,663 @@
+//! Every SQL statement on the `study` schema: highlights, notes, bookmarks, reading progress and
+//! history, and the user events already applied.
+//!
+//! A [`Store`] counts the statements it runs ([`Store::queries_run`]), so tests can prove that
+//! a request costs a constant number of them. Every statement about a user's items names the
+//! user (`WHERE … AND user_id = $n`): an item of someone else is never read nor changed, it is
+//! simply not found.
+//!
+//! Timestamps stay `timestamptz` in PostgreSQL and leave it as RFC 3339 text in UTC with
+//! millisecond precision (`2026-12-02T10:00:00.000Z`); the keyset cursors of the lists carry
+//! them with microseconds, exact, so no date library is needed on this side. JSON bodies enter
+//! and leave as text (`$n::jsonb`, `body::text`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gospelib_kit::stores::PgPool;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
+macro_rules! rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+
+/// A `timestamptz` column as exact text (microseconds), for keyset cursors.
+macro_rules! exact {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+    };
+}
+
+const HIGHLIGHT_COLUMNS: &str = concat!(
+    "h.id, h.user_id, h.passage_id, h.color, ",
+    rfc3339!("h.created_at"),
+    " AS created_at, ",
+    exact!("h.created_at"),
+    " AS cursor_at"
+);
+
+const NOTE_COLUMNS: &str = concat!(
+    "n.id, n.user_id, n.start_passage_id, n.end_passage_id, n.start_order, n.end_order, ",
+    "n.body::text AS body, n.text, n.links, n.version, ",
+    rfc3339!("n.created_at"),
+    " AS created_at, ",
+    rfc3339!("n.updated_at"),
+    " AS updated_at, ",
+    exact!("n.created_at"),
+    " AS cursor_at"
+);
+
+const BOOKMARK_COLUMNS: &str = concat!(
+    "b.id, b.user_id, b.passage_id, b.label, ",
+    rfc3339!("b.created_at"),
+    " AS created_at, ",
+    exact!("b.created_at"),
+    " AS cursor_at"
+);
+
+const PROGRESS_COLUMNS: &str = concat!(
+    "p.user_id, p.chapter_id, p.last_verse, p.completed, ",
+    rfc3339!("p.started_at"),
+    " AS started_at, ",
+    rfc3339!("p.updated_at"),
+    " AS updated_at, ",
+    exact!("p.updated_at"),
+    " AS cursor_at"
+);
+
+/// A highlight, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct HighlightRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub passage_id: String,
+    /// As stored: the colour's lower-case name (see `HighlightColor::as_db`).
+    pub color: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `created_at`, exact (the list's cursor).
+    pub cursor_at: String,
+}
+
+/// A note, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct NoteRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub start_passage_id: String,
+    pub end_passage_id: String,
+    pub start_order: i64,
+    pub end_order: i64,
+    /// The editor's JSON document, as JSON text.
+    pub body: String,
+    pub text: String,
+    pub links: Vec<String>,
+    pub version: i32,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// `created_at`, exact (the list's cursor).
+    pub cursor_at: String,
+}
+
+/// A note found for one verse of a batch: the verse's order, the user, and the note.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct CoveringNote {
+    pub key_user: Uuid,
+    pub key_order: i64,
+    #[sqlx(flatten)]
+    pub note: NoteRow,
+}
+
+/// A bookmark, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct BookmarkRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub passage_id: String,
+    pub label: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `created_at`, exact (the list's cursor).
+    pub cursor_at: String,
+}
+
+/// A chapter's reading progress, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ProgressRow {
+    pub user_id: Uuid,
+    pub chapter_id: String,
+    pub last_verse: i32,
+    pub completed: bool,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// `updated_at`, exact (the list's cursor).
+    pub cursor_at: String,
+}
+
+/// Where a keyset page starts: after the item with this exact time and tie-breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After<K> {
+    /// The exact time the list is ordered by (`cursor_at` of the last item seen).
+    pub at: String,
+    /// The item's id (the tie-breaker).
+    pub key: K,
+}
+
+/// A note's content, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteContent {
+    pub start_passage_id: String,
+    pub end_passage_id: String,
+    pub start_order: i64,
+    pub end_order: i64,
+    /// The editor's JSON document, as JSON text.
+    pub body: String,
+    pub text: String,
+    pub links: Vec<String>,
+}
+
+/// What an optimistic update of a note came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoteUpdate {
+    /// Applied: the note with its new version.
+    Updated(Box<NoteRow>),
+    /// The note is at another version now (someone saved first): nothing changed.
+    Stale { current_version: i32 },
+    /// The caller has no note with this id.
+    NotFound,
+}
+
+/// What deleting a user's study data removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub highlights: u64,
+    pub notes: u64,
+    pub bookmarks: u64,
+    pub progress: u64,
+    pub history: u64,
+}
+
+/// The days a user read on, as days since 1970-01-01 (UTC), latest first, and today.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadingDays {
+    pub days: Vec<i32>,
+    pub today: i32,
+}
+
+/// The study store: the pool and a counter of the statements run through it. Cheap to clone
+/// (clones share the counter).
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    queries: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// A store on `pool`, its counter at zero.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            queries: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// How many SQL statements this store (and its clones) has run.
+    pub fn queries_run(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // ---- Highlights ----
+
+    /// A page of `user`'s highlights, newest first: at most `limit`, after `after`.
+    pub async fn highlights_page(
+        &self,
+        user: Uuid,
+        after: Option<&After<Uuid>>,
+        limit: i64,
+    ) -> Result<Vec<HighlightRow>, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h
+             WHERE h.user_id = $1 AND ($2::timestamptz IS NULL OR (h.created_at, h.id) < ($2::timestamptz, $3))
+             ORDER BY h.created_at DESC, h.id DESC LIMIT $4"
+        );
+        sqlx::query_as(&sql)
+            .bind(user)
+            .bind(after.map(|a| a.at.as_str()))
+            .bind(after.map(|a| a.key))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The highlights of each (user, passage) of `keys`, in one statement, oldest first.
+    pub async fn highlights_at(
+        &self,
+        keys: &[(Uuid, String)],
+    ) -> Result<Vec<HighlightRow>, sqlx::Error> {
+        self.count();
+        let (users, passages): (Vec<Uuid>, Vec<String>) = keys.iter().cloned().unzip();
+        let sql = format!(
+            "SELECT {HIGHLIGHT_COLUMNS}
+             FROM unnest($1::uuid[], $2::text[]) AS k(user_id, passage_id)
+             JOIN study.highlights h ON h.user_id = k.user_id AND h.passage_id = k.passage_id
+             ORDER BY h.created_at, h.id"
+        );
+        sqlx::query_as(&sql)
+            .bind(users)
+            .bind(passages)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Adds a highlight of `passage` in `color` (its stored name) for `user`.
+    pub async fn insert_highlight(
+        &self,
+        user: Uuid,
+        passage: &str,
+        color: &str,
+    ) -> Result<HighlightRow, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "WITH h AS (
+                 INSERT INTO study.highlights (id, user_id, passage_id, color, created_at)
+                 VALUES ($1, $2, $3, $4, now()) RETURNING *)
+             SELECT {HIGHLIGHT_COLUMNS} FROM h"
+        );
+        sqlx::query_as(&sql)
+            .bind(Uuid::new_v4())
+            .bind(user)
+            .bind(passage)
+            .bind(color)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Removes `user`'s highlight `id`; whether there was one.
+    pub async fn delete_highlight(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+        self.count();
+        let done = sqlx::query("DELETE FROM study.highlights WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- Notes ----
+
+    /// A page of `user`'s notes, newest first: at most `limit`, after `after`.
+    pub async fn notes_page(
+        &self,
+        user: Uuid,
+        after: Option<&After<Uuid>>,
+        limit: i64,
+    ) -> Result<Vec<NoteRow>, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "SELECT {NOTE_COLUMNS} FROM study.notes n
+             WHERE n.user_id = $1 AND ($2::timestamptz IS NULL OR (n.created_at, n.id) < ($2::timestamptz, $3))
+             ORDER BY n.created_at DESC, n.id DESC LIMIT $4"
+        );
+        sqlx::query_as(&sql)
+            .bind(user)
+            .bind(after.map(|a| a.at.as_str()))
+            .bind(after.map(|a| a.key))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// For each (user, verse order) of `keys`, the user's notes whose range covers the verse
+    /// (`start_order <= order AND end_order >= order`), in one statement; in range order.
+    pub async fn notes_covering(
+        &self,
+        keys: &[(Uuid, i64)],
+    ) -> Result<Vec<CoveringNote>, sqlx::Error> {
+        self.count();
+        let (users, orders): (Vec<Uuid>, Vec<i64>) = keys.iter().copied().unzip();
+        let sql = format!(
+            "SELECT k.user_id AS key_user, k.ord AS key_order, {NOTE_COLUMNS}
+             FROM unnest($1::uuid[], $2::bigint[]) AS k(user_id, ord)
+             JOIN study.notes n
+               ON n.user_id = k.user_id AND n.start_order <= k.ord AND n.end_order >= k.ord
+             ORDER BY k.ord, n.start_order, n.end_order, n.created_at, n.id"
+        );
+        sqlx::query_as(&sql)
+            .bind(users)
+            .bind(orders)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// `user`'s notes whose text matches `query` (PostgreSQL full text, `websearch_to_tsquery`
+    /// with the English configuration), best match first, at most `limit`.
+    pub async fn search_notes(
+        &self,
+        user: Uuid,
+        query: &str,
+        limit: i64,
+    ) -> Result<Vec<NoteRow>, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "SELECT {NOTE_COLUMNS}
+             FROM study.notes n, websearch_to_tsquery('english', $2) AS q
+             WHERE n.user_id = $1 AND n.tsv @@ q
+             ORDER BY ts_rank(n.tsv, q) DESC, n.updated_at DESC, n.id LIMIT $3"
+        );
+        sqlx::query_as(&sql)
+            .bind(user)
+            .bind(query)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Adds a note for `user`.
+    pub async fn insert_note(
+        &self,
+        user: Uuid,
+        note: &NoteContent,
+    ) -> Result<NoteRow, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "WITH n AS (
+                 INSERT INTO study.notes
+                     (id, user_id, start_passage_id, end_passage_id, start_order, end_order,
+                      body, text, links, version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, 1, now(), now())
+                 RETURNING *)
+             SELECT {NOTE_COLUMNS} FROM n"
+        );
+        sqlx::query_as(&sql)
+            .bind(Uuid::new_v4())
+            .bind(user)
+            .bind(&note.start_passage_id)
+            .bind(&note.end_passage_id)
+            .bind(note.start_order)
+            .bind(note.end_order)
+            .bind(&note.body)
+            .bind(&note.text)
+            .bind(&note.links)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Replaces `user`'s note `id` with `note` if it is still at `version` (its version then
+    /// goes up by one). Two updates from the same version: the second waits for the first's
+    /// row lock, then finds another version and changes nothing.
+    pub async fn update_note(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        version: i32,
+        note: &NoteContent,
+    ) -> Result<NoteUpdate, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "WITH n AS (
+                 UPDATE study.notes
+                 SET start_passage_id = $4, end_passage_id = $5, start_order = $6, end_order = $7,
+                     body = $8::jsonb, text = $9, links = $10,
+                     version = version + 1, updated_at = now()
+                 WHERE id = $1 AND user_id = $2 AND version = $3
+                 RETURNING *)
+             SELECT {NOTE_COLUMNS} FROM n"
+        );
+        let updated: Option<NoteRow> = sqlx::query_as(&sql)
+            .bind(id)
+            .bind(user)
+            .bind(version)
+            .bind(&note.start_passage_id)
+            .bind(&note.end_passage_id)
+            .bind(note.start_order)
+            .bind(note.end_order)
+            .bind(&note.body)
+            .bind(&note.text)
+            .bind(&note.links)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(updated) = updated {
+            return Ok(NoteUpdate::Updated(Box::new(updated)));
+        }
+        self.count();
+        let current: Option<i32> =
+            sqlx::query_scalar("SELECT version FROM study.notes WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match current {
+            Some(current_version) => NoteUpdate::Stale { current_version },
+            None => NoteUpdate::NotFound,
+        })
+    }
+
+    /// Removes `user`'s note `id`; whether there was one.
+    pub async fn delete_note(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+        self.count();
+        let done = sqlx::query("DELETE FROM study.notes WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- Bookmarks ----
+
+    /// A page of `user`'s bookmarks, newest first: at most `limit`, after `after`.
+    pub async fn bookmarks_page(
+        &self,
+        user: Uuid,
+        after: Option<&After<Uuid>>,
+        limit: i64,
+    ) -> Result<Vec<BookmarkRow>, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "SELECT {BOOKMARK_COLUMNS} FROM study.bookmarks b
+             WHERE b.user_id = $1 AND ($2::timestamptz IS NULL OR (b.created_at, b.id) < ($2::timestamptz, $3))
+             ORDER BY b.created_at DESC, b.id DESC LIMIT $4"
+        );
+        sqlx::query_as(&sql)
+            .bind(user)
+            .bind(after.map(|a| a.at.as_str()))
+            .bind(after.map(|a| a.key))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Bookmarks `passage` for `user` with `label`; a passage bookmarked again keeps its
+    /// bookmark (id and date) and takes the new label.
+    pub async fn upsert_bookmark(
+        &self,
+        user: Uuid,
+        passage: &str,
+        label: Option<&str>,
+    ) -> Result<BookmarkRow, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "WITH b AS (
+                 INSERT INTO study.bookmarks AS existing (id, user_id, passage_id, label, created_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (user_id, passage_id) DO UPDATE SET label = EXCLUDED.label
+                 RETURNING existing.*)
+             SELECT {BOOKMARK_COLUMNS} FROM b"
+        );
+        sqlx::query_as(&sql)
+            .bind(Uuid::new_v4())
+            .bind(user)
+            .bind(passage)
+            .bind(label)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Removes `user`'s bookmark `id`; whether there was one.
+    pub async fn delete_bookmark(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+        self.count();
+        let done = sqlx::query("DELETE FROM study.bookmarks WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- Reading ----
+
+    /// A page of `user`'s reading progress, most recently read first: at most `limit`, after
+    /// `after`.
+    pub async fn progress_page(
+        &self,
+        user: Uuid,
+        after: Option<&After<String>>,
+        limit: i64,
+    ) -> Result<Vec<ProgressRow>, sqlx::Error> {
+        self.count();
+        let sql = format!(
+            "SELECT {PROGRESS_COLUMNS} FROM study.reading_progress p
+             WHERE p.user_id = $1
+               AND ($2::timestamptz IS NULL OR (p.updated_at, p.chapter_id) < ($2::timestamptz, $3))
+             ORDER BY p.updated_at DESC, p.chapter_id DESC LIMIT $4"
+        );
+        sqlx::query_as(&sql)
+            .bind(user)
+            .bind(after.map(|a| a.at.as_str()))
+            .bind(after.map(|a| a.key.as_str()))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Records that `user` read `chapter` up to `last_verse` (and finished it if `completed`):
+    /// the progress is upserted (a chapter once completed stays completed) and the reading is
+    /// appended to the history, in one transaction.
+    pub async fn record_reading(
+        &self,
+        user: Uuid,
+        chapter: &str,
+        last_verse: i32,
+        completed: bool,
+    ) -> Result<ProgressRow, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        self.count();
+        let sql = format!(
+            "WITH p AS (
+                 INSERT INTO study.reading_progress AS existing
+                     (user_id, chapter_id, last_verse, completed, started_at, updated_at)
+                 VALUES ($1, $2, $3, $4, now(), now())
+                 ON CONFLICT (user_id, chapter_id) DO UPDATE
+                 SET last_verse = EXCLUDED.last_verse,
+                     completed = existing.completed OR EXCLUDED.completed,
+                     updated_at = now()
+                 RETURNING existing.*)
+             SELECT {PROGRESS_COLUMNS} FROM p"
+        );
+        let progress: ProgressRow = sqlx::query_as(&sql)
+            .bind(user)
+            .bind(chapter)
+            .bind(last_verse)
+            .bind(completed)
+            .fetch_one(&mut *tx)
+            .await?;
+        self.count();
+        sqlx::query(
+            "INSERT INTO study.reading_history (user_id, chapter_id, read_at) VALUES ($1, $2, now())",
+        )
+        .bind(user)
+        .bind(chapter)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(progress)
+    }
+
+    /// The UTC days `user` read on (latest first) and today's, in one statement.
+    pub async fn reading_days(&self, user: Uuid) -> Result<ReadingDays, sqlx::Error> {
+        self.count();
+        let (days, today): (Vec<i32>, i32) = sqlx::query_as(
+            "SELECT COALESCE(
+                        (SELECT array_agg(day ORDER BY day DESC) FROM (
+                             SELECT DISTINCT ((read_at AT TIME ZONE 'UTC')::date - date '1970-01-01') AS day
+                             FROM study.reading_history WHERE user_id = $1) AS d),
+                        '{}'::int[]),
+                    (now() AT TIME ZONE 'UTC')::date - date '1970-01-01'",
+        )
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ReadingDays { days, today })
+    }
+
+    // ---- User events ----
+
+    /// Records the user event `event_id` as applied, in the caller's transaction; `false` if it
+    /// already was (a redelivery). A concurrent delivery of the same event waits here until
+    /// the first one's transaction ends, then sees the conflict.
+    pub async fn record_event(
+        &self,
+        conn: &mut PgConnection,
+        event_id: Uuid,
+    ) -> Result<bool, sqlx::Error> {
+        self.count();
+        let done = sqlx::query(
+            "INSERT INTO study.processed_events (event_id, processed_at) VALUES ($1, now())
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes every study row of `user`, in the caller's transaction.
+    pub async fn delete_user_data(
+        &self,
+        conn: &mut PgConnection,
+        user: Uuid,
+    ) -> Result<Deleted, sqlx::Error> {
+        let mut deleted = Deleted::default();
+        for (table, count) in [
+            ("study.highlights", &mut deleted.highlights),
+            ("study.notes", &mut deleted.notes),
+            ("study.bookmarks", &mut deleted.bookmarks),
+            ("study.reading_progress", &mut deleted.progress),
+            ("study.reading_history", &mut deleted.history),
+        ] {
+            self.count();
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(user)
+                .execute(&mut *conn)
+                .await?;
+            *count = done.rows_affected();
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,216 @@
+//! Erasing a deleted user's study data: `user.deleted` entries on a stream of the test's own
+//! (in the accounts outbox's shape), consumed by `run_user_events_consumer` against the
+//! stack's Redis and PostgreSQL.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_kit::stores::PgPool;
+use gospelib_kit::streams::ConsumerStats;
+use gospelib_study::{FixedCatalog, StudyService, UserEventsSettings, run_user_events_consumer};
+use serde_json::json;
+use support::*;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Appends a user event to `stream` as the accounts outbox relay does.
+async fn xadd_user_event(stream: &str, event_id: Uuid, kind: &str, user_id: Uuid) {
+    let payload = json!({
+        "event_id": event_id, "type": kind, "user_id": user_id,
+        "clerk_id": "user_test", "occurred_at": "2026-12-02T10:00:00.000Z"
+    });
+    xadd(
+        stream,
+        &[
+            ("event_id", &event_id.to_string()),
+            ("type", kind),
+            ("payload", &payload.to_string()),
+        ],
+    )
+    .await;
+}
+
+async fn xadd(stream: &str, fields: &[(&str, &str)]) {
+    let mut connection = redis_connection().await;
+    let mut command = redis::cmd("XADD");
+    command.arg(stream).arg("*");
+    for (field, value) in fields {
+        command.arg(*field).arg(*value);
+    }
+    let _: String = command.query_async(&mut connection).await.unwrap();
+}
+
+/// A consumer on `stream`; stop it with the sender.
+fn start_consumer(
+    pool: &PgPool,
+    stream: &str,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<ConsumerStats>) {
+    let mut settings = UserEventsSettings::new(format!("test-{}", unique()));
+    settings.consumer.stream = stream.to_owned();
+    settings.consumer.dead_letter_stream = format!("{stream}:dead");
+    settings.consumer.block = Duration::from_millis(100);
+    settings.consumer.claim_idle = Duration::from_millis(300);
+    settings.consumer.claim_every = Duration::from_millis(100);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_user_events_consumer(
+        pool.clone(),
+        redis(),
+        settings,
+        shutdown,
+    ));
+    (stop, task)
+}
+
+/// Gives `user` one of everything, through the service.
+async fn study_data(service: &StudyService, user: Uuid) {
+    for (query, variables) in [
+        (
+            "mutation { createHighlight(input: {passageId: \"john.3.16\", color: FAITH}) { id } }",
+            json!({}),
+        ),
+        (
+            "mutation { createNote(input: {range: {start: \"john.3.16\", end: \"john.3.17\"},
+                body: {type: \"doc\"}, text: \"loved\"}) { id } }",
+            json!({}),
+        ),
+        (
+            "mutation { createBookmark(input: {passageId: \"john.3.16\"}) { id } }",
+            json!({}),
+        ),
+        (
+            "mutation { recordReading(input: {chapterId: \"john.3\", lastVerse: 17, completed: false}) { chapterId } }",
+            json!({}),
+        ),
+    ] {
+        let answer = run_as(service, Some(user), query, variables).await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+    }
+}
+
+async fn counts(pool: &PgPool, user: Uuid) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for table in TABLES {
+        counts.push(rows_of(pool, table, user).await);
+    }
+    counts
+}
+
+async fn delete_streams(streams: &[String]) {
+    let mut connection = redis_connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(streams)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_users_study_data_is_erased_once_however_often_the_event_comes() {
+    let pool = pool().await;
+    let catalog = Arc::new(FixedCatalog::new(["john.3.16", "john.3.17", "john.3.1"]));
+    let service = StudyService::new(pool.clone(), catalog);
+    let (gone, kept) = (Uuid::new_v4(), Uuid::new_v4());
+    study_data(&service, gone).await;
+    study_data(&service, kept).await;
+    assert_eq!(counts(&pool, gone).await, [1, 1, 1, 1, 1]);
+
+    let stream = format!("gl:test:users:{}", unique());
+    let (stop, consumer) = start_consumer(&pool, &stream);
+    let event_id = Uuid::new_v4();
+    xadd_user_event(&stream, event_id, "user.deleted", gone).await;
+    // Events study does not act on, and a deletion it can never process.
+    xadd_user_event(&stream, Uuid::new_v4(), "user.updated", kept).await;
+    xadd_user_event(&stream, Uuid::new_v4(), "user.signed_in", kept).await;
+    xadd(
+        &stream,
+        &[
+            ("event_id", "nope"),
+            ("type", "user.deleted"),
+            ("payload", "{}"),
+        ],
+    )
+    .await;
+
+    eventually("every entry is handled", || {
+        group_caught_up(&stream, "study")
+    })
+    .await;
+    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0]);
+    assert_eq!(
+        counts(&pool, kept).await,
+        [1, 1, 1, 1, 1],
+        "another user's data stays"
+    );
+
+    // The same event again, after the user (somehow) wrote again: it was applied already, so
+    // it has no second effect.
+    study_data(&service, gone).await;
+    xadd_user_event(&stream, event_id, "user.deleted", gone).await;
+    eventually("the redelivery is handled", || {
+        group_caught_up(&stream, "study")
+    })
+    .await;
+    assert_eq!(counts(&pool, gone).await, [1, 1, 1, 1, 1]);
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM study.processed_events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 1);
+
+    stop.send(true).unwrap();
+    let stats = consumer.await.unwrap();
+    assert_eq!(stats.acknowledged, 4, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+
+    delete_streams(&[stream.clone(), format!("{stream}:dead")]).await;
+    clean_up(&pool, &[gone, kept]).await;
+}
+
+#[tokio::test]
+async fn two_deletions_of_one_user_at_once_both_succeed() {
+    let pool = pool().await;
+    let catalog = Arc::new(FixedCatalog::new(["john.3.16", "john.3.17", "john.3.1"]));
+    let service = StudyService::new(pool.clone(), catalog);
+    let user = Uuid::new_v4();
+    study_data(&service, user).await;
+    let handler = gospelib_study::UserEventsHandler::new(pool.clone());
+    let entry = |event_id: Uuid| gospelib_kit::streams::StreamEntry {
+        id: "1-0".to_owned(),
+        fields: vec![
+            ("event_id".to_owned(), event_id.to_string()),
+            ("type".to_owned(), "user.deleted".to_owned()),
+            (
+                "payload".to_owned(),
+                json!({"event_id": event_id, "type": "user.deleted", "user_id": user}).to_string(),
+            ),
+        ],
+        deliveries: 1,
+    };
+    let (first, second) = (entry(Uuid::new_v4()), entry(Uuid::new_v4()));
+    let same = entry(Uuid::new_v4());
+    let (a, b, c, d) = tokio::join!(
+        handler.apply(&first),
+        handler.apply(&second),
+        handler.apply(&same),
+        handler.apply(&same),
+    );
+    for outcome in [&a, &b, &c, &d] {
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+    let applied = [&c, &d]
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Ok(gospelib_study::consumer::UserEventOutcome::Erased { .. })
+            )
+        })
+        .count();
+    assert_eq!(applied, 1, "the same event applies once: {c:?} {d:?}");
+    assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0]);
+    clean_up(&pool, &[user]).await;
+}

@@ -1,0 +1,840 @@
+//! The study subgraph through GraphQL, as the router calls it, against the stack's PostgreSQL
+//! and a FalkorDB graph of each test's own: ownership of every field and mutation between two
+//! users, range anchoring, concurrent edits of one note, the cost of a chapter's `_entities`,
+//! pagination, search, reading progress and streaks.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+use uuid::Uuid;
+
+const CREATE_HIGHLIGHT: &str = "mutation($p: ID!, $c: HighlightColor!) {
+    createHighlight(input: {passageId: $p, color: $c}) { id passageId passage { id } color createdAt } }";
+
+const CREATE_NOTE: &str = "mutation($s: ID!, $e: ID!, $t: String!, $l: [ID!]!, $b: JSON!) {
+    createNote(input: {range: {start: $s, end: $e}, body: $b, text: $t, links: $l}) {
+        id range { startId endId start { id } end { id } } body text links { id } version createdAt updatedAt } }";
+
+const UPDATE_NOTE: &str = "mutation($id: ID!, $v: Int!, $s: ID!, $e: ID!, $t: String!) {
+    updateNote(id: $id, version: $v, input: {range: {start: $s, end: $e}, body: {type: \"doc\"}, text: $t}) {
+        id version text range { startId endId } } }";
+
+const CREATE_BOOKMARK: &str = "mutation($p: ID!, $l: String) {
+    createBookmark(input: {passageId: $p, label: $l}) { id passageId passage { id } label createdAt } }";
+
+const RECORD_READING: &str = "mutation($c: ID!, $v: Int!, $done: Boolean!) {
+    recordReading(input: {chapterId: $c, lastVerse: $v, completed: $done}) {
+        chapterId lastVerse completed startedAt updatedAt } }";
+
+const USER: &str = "query($r: [_Any!]!) { _entities(representations: $r) { ... on User {
+    id
+    highlights { edges { cursor node { id passageId color } } pageInfo { hasNextPage hasPreviousPage } }
+    notes { nodes { id text version range { startId endId } } }
+    bookmarks { nodes { id passageId label } }
+    readingProgress { nodes { chapterId lastVerse completed } }
+    readingStreak { current longest lastReadOn }
+} } }";
+
+const PASSAGES: &str = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Passage {
+    id myHighlights { id color passageId } myNotes { id range { startId endId } }
+} } }";
+
+const HIGHLIGHTS_ONLY: &str = "query($r: [_Any!]!) { _entities(representations: $r) {
+    ... on Passage { id myHighlights { id } } } }";
+
+fn user_rep(user: Uuid) -> Value {
+    json!({"r": [{"__typename": "User", "id": user.to_string()}]})
+}
+
+fn passage_reps(ids: &[&str]) -> Value {
+    json!({"r": ids.iter().map(|id| json!({"__typename": "Passage", "id": id})).collect::<Vec<_>>()})
+}
+
+async fn create_note(
+    service: &gospelib_study::StudyService,
+    user: Uuid,
+    start: &str,
+    end: &str,
+    text: &str,
+) -> Value {
+    run_as(
+        service,
+        Some(user),
+        CREATE_NOTE,
+        json!({"s": start, "e": end, "t": text, "l": [], "b": {"type": "doc", "content": []}}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn each_item_is_its_owners_alone() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // A writes one of everything.
+    let highlight = run_as(
+        &service,
+        Some(a),
+        CREATE_HIGHLIGHT,
+        json!({"p": "john.3.16", "c": "FAITH"}),
+    )
+    .await;
+    assert_eq!(
+        highlight["data"]["createHighlight"]["passage"],
+        json!({"id": "john.3.16"}),
+        "{highlight}"
+    );
+    assert_eq!(highlight["data"]["createHighlight"]["color"], "FAITH");
+    let highlight_id = highlight["data"]["createHighlight"]["id"].clone();
+    let note = run_as(
+        &service,
+        Some(a),
+        CREATE_NOTE,
+        json!({"s": "john.3.16", "e": "john.3.17", "t": "God so loved", "l": ["rom.5.8"],
+               "b": {"type": "doc", "content": [{"type": "text", "text": "God so loved"}]}}),
+    )
+    .await;
+    let created = &note["data"]["createNote"];
+    assert_eq!(created["version"], 1, "{note}");
+    assert_eq!(created["links"], json!([{"id": "rom.5.8"}]));
+    assert_eq!(created["range"]["start"], json!({"id": "john.3.16"}));
+    assert_eq!(created["body"]["content"][0]["text"], "God so loved");
+    let note_id = created["id"].clone();
+    let bookmark = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "john.3.16", "l": " evening "}),
+    )
+    .await;
+    assert_eq!(
+        bookmark["data"]["createBookmark"]["label"], "evening",
+        "{bookmark}"
+    );
+    let bookmark_id = bookmark["data"]["createBookmark"]["id"].clone();
+    let reading = run_as(
+        &service,
+        Some(a),
+        RECORD_READING,
+        json!({"c": "john.3", "v": 16, "done": false}),
+    )
+    .await;
+    assert_eq!(
+        reading["data"]["recordReading"]["lastVerse"], 16,
+        "{reading}"
+    );
+
+    // A sees all of it through the User entity.
+    let mine = run_as(&service, Some(a), USER, user_rep(a)).await;
+    let user = &mine["data"]["_entities"][0];
+    assert_eq!(user["id"], json!(a.to_string()), "{mine}");
+    assert_eq!(
+        user["highlights"]["edges"][0]["node"]["id"], highlight_id,
+        "{mine}"
+    );
+    assert_eq!(user["notes"]["nodes"][0]["id"], note_id);
+    assert_eq!(user["bookmarks"]["nodes"][0]["id"], bookmark_id);
+    assert_eq!(
+        user["readingProgress"]["nodes"][0],
+        json!({"chapterId": "john.3", "lastVerse": 16, "completed": false})
+    );
+    assert_eq!(user["readingStreak"]["current"], 1);
+
+    // B gets nothing of A's: the User entity is null, B's own lists are empty.
+    let theirs = run_as(&service, Some(b), USER, user_rep(a)).await;
+    assert_eq!(theirs["data"]["_entities"], json!([null]), "{theirs}");
+    assert!(theirs.get("errors").is_none(), "{theirs}");
+    let anonymous = run_as(&service, None, USER, user_rep(a)).await;
+    assert_eq!(anonymous["data"]["_entities"], json!([null]), "{anonymous}");
+    let own = run_as(&service, Some(b), USER, user_rep(b)).await;
+    let user_b = &own["data"]["_entities"][0];
+    assert_eq!(user_b["highlights"]["edges"], json!([]), "{own}");
+    assert_eq!(user_b["notes"]["nodes"], json!([]));
+    assert_eq!(user_b["bookmarks"]["nodes"], json!([]));
+    assert_eq!(user_b["readingProgress"]["nodes"], json!([]));
+    assert_eq!(
+        user_b["readingStreak"],
+        json!({"current": 0, "longest": 0, "lastReadOn": null})
+    );
+    let search = run_as(
+        &service,
+        Some(b),
+        "query($r: [_Any!]!) { _entities(representations: $r) { ... on User { searchNotes(query: \"loved\") { id } } } }",
+        user_rep(a),
+    )
+    .await;
+    assert_eq!(search["data"]["_entities"], json!([null]), "{search}");
+
+    // The verse shows A's highlight and note to A only.
+    let verse = passage_reps(&["john.3.16"]);
+    let seen_by_a = run_as(&service, Some(a), PASSAGES, verse.clone()).await;
+    let passage = &seen_by_a["data"]["_entities"][0];
+    assert_eq!(
+        passage["myHighlights"][0]["id"], highlight_id,
+        "{seen_by_a}"
+    );
+    assert_eq!(passage["myNotes"][0]["id"], note_id);
+    for caller in [Some(b), None] {
+        let seen = run_as(&service, caller, PASSAGES, verse.clone()).await;
+        assert_eq!(
+            seen["data"]["_entities"][0],
+            json!({"id": "john.3.16", "myHighlights": [], "myNotes": []}),
+            "{seen}"
+        );
+    }
+
+    // B can neither change nor delete A's items: not found, and nothing changes.
+    for (mutation, id) in [
+        ("deleteHighlight", &highlight_id),
+        ("deleteNote", &note_id),
+        ("deleteBookmark", &bookmark_id),
+    ] {
+        let answer = run_as(
+            &service,
+            Some(b),
+            &format!("mutation($id: ID!) {{ {mutation}(id: $id) }}"),
+            json!({"id": id}),
+        )
+        .await;
+        assert_eq!(answer["data"][mutation], false, "{answer}");
+    }
+    let update = run_as(
+        &service,
+        Some(b),
+        UPDATE_NOTE,
+        json!({"id": note_id, "v": 1, "s": "john.3.16", "e": "john.3.16", "t": "mine now"}),
+    )
+    .await;
+    assert_eq!(codes(&update), ["VALIDATION_ERROR"], "{update}");
+    assert_eq!(update["errors"][0]["extensions"]["reason"], "NOT_FOUND");
+    assert_eq!(update["data"]["updateNote"], Value::Null);
+    let after = run_as(&service, Some(a), USER, user_rep(a)).await;
+    let user = &after["data"]["_entities"][0];
+    assert_eq!(user["highlights"]["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        user["notes"]["nodes"][0],
+        json!({"id": note_id, "text": "God so loved", "version": 1,
+               "range": {"startId": "john.3.16", "endId": "john.3.17"}})
+    );
+    assert_eq!(user["bookmarks"]["nodes"][0]["id"], bookmark_id);
+
+    // Anonymous callers may not write at all.
+    let refused = run_as(
+        &service,
+        None,
+        CREATE_HIGHLIGHT,
+        json!({"p": "john.3.16", "c": "FAITH"}),
+    )
+    .await;
+    assert_eq!(codes(&refused), ["UNAUTHORIZED"], "{refused}");
+
+    // A may: each once.
+    for (mutation, id) in [
+        ("deleteHighlight", &highlight_id),
+        ("deleteNote", &note_id),
+        ("deleteBookmark", &bookmark_id),
+    ] {
+        let query = format!("mutation($id: ID!) {{ {mutation}(id: $id) }}");
+        let first = run_as(&service, Some(a), &query, json!({"id": id})).await;
+        assert_eq!(first["data"][mutation], true, "{first}");
+        let again = run_as(&service, Some(a), &query, json!({"id": id})).await;
+        assert_eq!(again["data"][mutation], false, "{again}");
+    }
+    let malformed = run_as(
+        &service,
+        Some(a),
+        "mutation { deleteNote(id: \"nope\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(codes(&malformed), ["VALIDATION_ERROR"], "{malformed}");
+    clean_up(&pool, &[a, b]).await;
+}
+
+#[tokio::test]
+async fn notes_are_anchored_to_passages_that_exist_in_order() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, catalog) = service(&pool, &graph);
+    let a = Uuid::new_v4();
+
+    // Unknown ids: PASSAGE_NOT_FOUND naming them, and nothing written.
+    let before = catalog.queries_run();
+    let unknown = create_note(&service, a, "john.3.16", "john.3.99", "x").await;
+    assert_eq!(codes(&unknown), ["PASSAGE_NOT_FOUND"], "{unknown}");
+    assert!(
+        unknown["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("john.3.99"),
+        "{unknown}"
+    );
+    assert_eq!(catalog.queries_run() - before, 1, "one batched lookup");
+    let bad_link = run_as(
+        &service,
+        Some(a),
+        CREATE_NOTE,
+        json!({"s": "john.3.16", "e": "john.3.16", "t": "x", "l": ["rom.5.8", "rom.99.1"], "b": {}}),
+    )
+    .await;
+    assert_eq!(codes(&bad_link), ["PASSAGE_NOT_FOUND"], "{bad_link}");
+    let highlight = run_as(
+        &service,
+        Some(a),
+        CREATE_HIGHLIGHT,
+        json!({"p": "gen.50.26", "c": "COVENANT"}),
+    )
+    .await;
+    assert_eq!(codes(&highlight), ["PASSAGE_NOT_FOUND"], "{highlight}");
+    let bookmark = run_as(&service, Some(a), CREATE_BOOKMARK, json!({"p": "rev.1.1"})).await;
+    assert_eq!(codes(&bookmark), ["PASSAGE_NOT_FOUND"], "{bookmark}");
+
+    // Malformed ids, reversed ranges and oversized input: VALIDATION_ERROR, before any lookup.
+    let before = catalog.queries_run();
+    for (start, end) in [
+        ("john.3.17", "john.3.16"),
+        ("john.4.1", "john.3.36"),
+        ("matt.1.1", "mal.4.6"),
+        ("john.3", "john.3.16"),
+        ("jhn.3.16", "john.3.16"),
+    ] {
+        let refused = create_note(&service, a, start, end, "x").await;
+        assert_eq!(
+            codes(&refused),
+            ["VALIDATION_ERROR"],
+            "{start}–{end}: {refused}"
+        );
+    }
+    let too_long = create_note(&service, a, "john.3.16", "john.3.16", &"x".repeat(20_001)).await;
+    assert_eq!(codes(&too_long), ["VALIDATION_ERROR"], "{too_long}");
+    let not_an_object = run_as(
+        &service,
+        Some(a),
+        CREATE_NOTE,
+        json!({"s": "john.3.16", "e": "john.3.16", "t": "x", "l": [], "b": [1, 2]}),
+    )
+    .await;
+    assert_eq!(
+        codes(&not_an_object),
+        ["VALIDATION_ERROR"],
+        "{not_an_object}"
+    );
+    let long_label = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "john.3.16", "l": "x".repeat(201)}),
+    )
+    .await;
+    assert_eq!(codes(&long_label), ["VALIDATION_ERROR"], "{long_label}");
+    assert_eq!(catalog.queries_run(), before, "no lookup for bad input");
+    for table in TABLES {
+        assert_eq!(rows_of(&pool, table, a).await, 0, "{table}");
+    }
+
+    // Across chapters and across books: accepted, and found from any verse inside.
+    let across = create_note(&service, a, "john.3.35", "john.4.2", "across chapters").await;
+    let across_id = across["data"]["createNote"]["id"].clone();
+    assert!(across_id.is_string(), "{across}");
+    let books = create_note(&service, a, "mal.4.6", "matt.1.1", "across books").await;
+    let books_id = books["data"]["createNote"]["id"].clone();
+    assert!(books_id.is_string(), "{books}");
+    let single = create_note(&service, a, "john.3.36", "john.3.36", "one verse").await;
+    let single_id = single["data"]["createNote"]["id"].clone();
+
+    let seen = run_as(
+        &service,
+        Some(a),
+        PASSAGES,
+        passage_reps(&[
+            "john.3.34",
+            "john.3.35",
+            "john.3.36",
+            "john.4.1",
+            "john.4.2",
+            "john.4.3",
+            "mal.4.6",
+            "matt.1.1",
+        ]),
+    )
+    .await;
+    let notes_of = |index: usize| -> Vec<Value> {
+        seen["data"]["_entities"][index]["myNotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|note| note["id"].clone())
+            .collect()
+    };
+    assert_eq!(notes_of(0), Vec::<Value>::new(), "{seen}");
+    assert_eq!(notes_of(1), std::slice::from_ref(&across_id));
+    assert_eq!(notes_of(2), [across_id.clone(), single_id.clone()]);
+    assert_eq!(notes_of(3), std::slice::from_ref(&across_id));
+    assert_eq!(notes_of(4), std::slice::from_ref(&across_id));
+    assert_eq!(notes_of(5), Vec::<Value>::new());
+    assert_eq!(notes_of(6), std::slice::from_ref(&books_id));
+    assert_eq!(notes_of(7), std::slice::from_ref(&books_id));
+    assert_eq!(
+        seen["data"]["_entities"][1]["myNotes"][0]["range"],
+        json!({"startId": "john.3.35", "endId": "john.4.2"})
+    );
+    clean_up(&pool, &[a]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_concurrent_edits_of_one_version_exactly_one_wins() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let a = Uuid::new_v4();
+    let note = create_note(&service, a, "ps.119.1", "ps.119.8", "Aleph").await;
+    let id = note["data"]["createNote"]["id"].clone();
+
+    for round in 1..=5 {
+        let edit =
+            |text: &str| json!({"id": id, "v": round, "s": "ps.119.1", "e": "ps.119.8", "t": text});
+        let (first, second) = tokio::join!(
+            run_as(&service, Some(a), UPDATE_NOTE, edit("first")),
+            run_as(&service, Some(a), UPDATE_NOTE, edit("second")),
+        );
+        let (winner, loser) = match (first.get("errors"), second.get("errors")) {
+            (None, Some(_)) => (first, second),
+            (Some(_), None) => (second, first),
+            _ => panic!("round {round}: not exactly one winner:\n{first}\n{second}"),
+        };
+        assert_eq!(winner["data"]["updateNote"]["version"], round + 1);
+        assert_eq!(codes(&loser), ["VALIDATION_ERROR"], "{loser}");
+        let error = &loser["errors"][0];
+        assert_eq!(error["extensions"]["reason"], "VERSION_CONFLICT");
+        assert_eq!(error["extensions"]["currentVersion"], round + 1);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("version {}", round + 1)),
+            "{error}"
+        );
+        // The stored note is the winner's.
+        let stored: (String, i32) =
+            sqlx::query_as("SELECT text, version FROM study.notes WHERE id = $1")
+                .bind(Uuid::parse_str(id.as_str().unwrap()).unwrap())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            stored,
+            (
+                winner["data"]["updateNote"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                round + 1
+            )
+        );
+    }
+    // A stale version later on is refused the same way.
+    let stale = run_as(
+        &service,
+        Some(a),
+        UPDATE_NOTE,
+        json!({"id": id, "v": 1, "s": "ps.119.1", "e": "ps.119.8", "t": "late"}),
+    )
+    .await;
+    assert_eq!(
+        stale["errors"][0]["extensions"]["currentVersion"], 6,
+        "{stale}"
+    );
+    clean_up(&pool, &[a]).await;
+}
+
+#[tokio::test]
+async fn a_chapter_of_176_verses_costs_one_query_for_highlights_and_one_for_notes() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for (passage, color) in [
+        ("ps.119.1", "PERSONAL_YELLOW"),
+        ("ps.119.1", "CHRIST"),
+        ("ps.119.105", "PROPHECY"),
+    ] {
+        let made = run_as(
+            &service,
+            Some(a),
+            CREATE_HIGHLIGHT,
+            json!({"p": passage, "c": color}),
+        )
+        .await;
+        assert!(made.get("errors").is_none(), "{made}");
+    }
+    run_as(
+        &service,
+        Some(b),
+        CREATE_HIGHLIGHT,
+        json!({"p": "ps.119.2", "c": "FAITH"}),
+    )
+    .await;
+    let into = create_note(&service, a, "ps.118.29", "ps.119.2", "into the psalm").await;
+    assert!(into.get("errors").is_none(), "{into}");
+    create_note(&service, a, "ps.119.105", "ps.119.112", "Nun").await;
+    create_note(&service, b, "ps.119.1", "ps.119.176", "B's").await;
+
+    let ids: Vec<String> = (1..=176).map(|v| format!("ps.119.{v}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let reps = passage_reps(&ids);
+
+    let before = service.queries_run();
+    let chapter = run_as(&service, Some(a), PASSAGES, reps.clone()).await;
+    assert_eq!(
+        service.queries_run() - before,
+        2,
+        "one for highlights, one for notes"
+    );
+    assert!(chapter.get("errors").is_none(), "{chapter}");
+    let entities = chapter["data"]["_entities"].as_array().unwrap();
+    assert_eq!(entities.len(), 176);
+    let colors = |index: usize| -> Vec<Value> {
+        entities[index]["myHighlights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["color"].clone())
+            .collect()
+    };
+    assert_eq!(colors(0), [json!("PERSONAL_YELLOW"), json!("CHRIST")]);
+    assert_eq!(colors(1), Vec::<Value>::new(), "B's highlight is not A's");
+    assert_eq!(colors(104), [json!("PROPHECY")]);
+    let note_count = |index: usize| entities[index]["myNotes"].as_array().unwrap().len();
+    assert_eq!((note_count(0), note_count(1), note_count(2)), (1, 1, 0));
+    assert_eq!(
+        (
+            note_count(103),
+            note_count(104),
+            note_count(111),
+            note_count(112)
+        ),
+        (0, 1, 1, 0)
+    );
+    assert_eq!(
+        entities[0]["myNotes"][0]["range"],
+        json!({"startId": "ps.118.29", "endId": "ps.119.2"})
+    );
+
+    let before = service.queries_run();
+    let only = run_as(&service, Some(a), HIGHLIGHTS_ONLY, reps.clone()).await;
+    assert_eq!(only["data"]["_entities"].as_array().unwrap().len(), 176);
+    assert_eq!(service.queries_run() - before, 1);
+
+    // Selected through a named fragment, and with a User representation in the same call.
+    let mut mixed = reps.clone();
+    mixed["r"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"__typename": "User", "id": a.to_string()}));
+    let before = service.queries_run();
+    let fragment = run_as(
+        &service,
+        Some(a),
+        "fragment Mine on Passage { myHighlights { color } }
+         query($r: [_Any!]!) { _entities(representations: $r) { ...Mine ... on User { id } } }",
+        mixed,
+    )
+    .await;
+    assert_eq!(service.queries_run() - before, 1, "{fragment}");
+    assert_eq!(
+        fragment["data"]["_entities"][104],
+        json!({"myHighlights": [{"color": "PROPHECY"}]})
+    );
+    assert_eq!(
+        fragment["data"]["_entities"][176],
+        json!({"id": a.to_string()})
+    );
+
+    // Passages reached from the user's own lists resolve the same.
+    let nested = run_as(
+        &service,
+        Some(a),
+        "query($r: [_Any!]!) { _entities(representations: $r) { ... on User {
+            highlights { nodes { color passage { id myHighlights { color } myNotes { range { startId } } } } } } } }",
+        user_rep(a),
+    )
+    .await;
+    assert_eq!(
+        nested["data"]["_entities"][0]["highlights"]["nodes"],
+        json!([
+            {"color": "PROPHECY", "passage": {"id": "ps.119.105",
+                "myHighlights": [{"color": "PROPHECY"}],
+                "myNotes": [{"range": {"startId": "ps.119.105"}}]}},
+            {"color": "CHRIST", "passage": {"id": "ps.119.1",
+                "myHighlights": [{"color": "PERSONAL_YELLOW"}, {"color": "CHRIST"}],
+                "myNotes": [{"range": {"startId": "ps.118.29"}}]}},
+            {"color": "PERSONAL_YELLOW", "passage": {"id": "ps.119.1",
+                "myHighlights": [{"color": "PERSONAL_YELLOW"}, {"color": "CHRIST"}],
+                "myNotes": [{"range": {"startId": "ps.118.29"}}]}},
+        ]),
+        "{nested}"
+    );
+
+    // Anonymous callers cost nothing.
+    let before = service.queries_run();
+    let anonymous = run_as(&service, None, PASSAGES, reps).await;
+    assert_eq!(anonymous["data"]["_entities"][0]["myNotes"], json!([]));
+    assert_eq!(service.queries_run(), before);
+    clean_up(&pool, &[a, b]).await;
+}
+
+#[tokio::test]
+async fn lists_page_with_opaque_cursors_newest_first() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let a = Uuid::new_v4();
+    let mut made = Vec::new();
+    for verse in 1..=5 {
+        let answer = run_as(
+            &service,
+            Some(a),
+            CREATE_HIGHLIGHT,
+            json!({"p": format!("ps.119.{verse}"), "c": "BAPTISM"}),
+        )
+        .await;
+        made.push(answer["data"]["createHighlight"]["id"].clone());
+    }
+    let page_query = "query($r: [_Any!]!, $after: String) { _entities(representations: $r) {
+        ... on User { highlights(first: 2, after: $after) {
+            edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage } } } } }";
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    let mut pages = Vec::new();
+    loop {
+        let mut variables = user_rep(a);
+        variables["after"] = after.clone();
+        let answer = run_as(&service, Some(a), page_query, variables).await;
+        let connection = &answer["data"]["_entities"][0]["highlights"];
+        let edges = connection["edges"].as_array().unwrap().clone();
+        pages.push((
+            edges.len(),
+            connection["pageInfo"]["hasNextPage"].as_bool().unwrap(),
+            connection["pageInfo"]["hasPreviousPage"].as_bool().unwrap(),
+        ));
+        seen.extend(edges.iter().map(|edge| edge["node"]["id"].clone()));
+        if !connection["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+            break;
+        }
+        after = edges.last().unwrap()["cursor"].clone();
+    }
+    assert_eq!(pages, [(2, true, false), (2, true, true), (1, false, true)]);
+    made.reverse();
+    assert_eq!(seen, made, "newest first, each once");
+
+    let mut variables = user_rep(a);
+    variables["after"] = json!("not-a-cursor");
+    let bad = run_as(&service, Some(a), page_query, variables).await;
+    assert_eq!(codes(&bad), ["VALIDATION_ERROR"], "{bad}");
+    let too_many = run_as(
+        &service,
+        Some(a),
+        "query($r: [_Any!]!) { _entities(representations: $r) { ... on User { notes(first: 101) { nodes { id } } } } }",
+        user_rep(a),
+    )
+    .await;
+    assert_eq!(codes(&too_many), ["VALIDATION_ERROR"], "{too_many}");
+
+    // A verse bookmarked again keeps its bookmark and takes the new label.
+    let first = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "gen.1.1", "l": "start"}),
+    )
+    .await;
+    let again = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "gen.1.1", "l": "beginning"}),
+    )
+    .await;
+    assert_eq!(
+        first["data"]["createBookmark"]["id"],
+        again["data"]["createBookmark"]["id"]
+    );
+    assert_eq!(again["data"]["createBookmark"]["label"], "beginning");
+    assert_eq!(rows_of(&pool, "bookmarks", a).await, 1);
+    clean_up(&pool, &[a]).await;
+}
+
+#[tokio::test]
+async fn search_finds_only_the_callers_own_notes() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mine = create_note(
+        &service,
+        a,
+        "rom.5.8",
+        "rom.5.8",
+        "Grace and mercy while we were yet sinners",
+    )
+    .await;
+    let mine_id = mine["data"]["createNote"]["id"].clone();
+    create_note(&service, a, "gen.1.1", "gen.1.1", "In the beginning").await;
+    create_note(
+        &service,
+        b,
+        "rom.5.8",
+        "rom.5.8",
+        "Grace abounding, mercies new",
+    )
+    .await;
+
+    let search = |user: Uuid, query: &'static str| {
+        let service = &service;
+        async move {
+            let answer = run_as(
+                service,
+                Some(user),
+                "query($r: [_Any!]!, $q: String!) { _entities(representations: $r) {
+                    ... on User { searchNotes(query: $q) { id text } } } }",
+                json!({"r": [{"__typename": "User", "id": user.to_string()}], "q": query}),
+            )
+            .await;
+            answer["data"]["_entities"][0]["searchNotes"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{answer}"))
+                .iter()
+                .map(|note| note["id"].clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search(a, "grace").await, std::slice::from_ref(&mine_id));
+    // English stemming ("mercies" finds "mercy") and web-search syntax.
+    assert_eq!(search(a, "mercies").await, std::slice::from_ref(&mine_id));
+    assert_eq!(
+        search(a, "\"yet sinners\"").await,
+        std::slice::from_ref(&mine_id)
+    );
+    assert_eq!(search(a, "grace -mercy").await, Vec::<Value>::new());
+    assert_eq!(
+        search(a, "abounding").await,
+        Vec::<Value>::new(),
+        "B's words"
+    );
+    assert_eq!(search(b, "grace").await.len(), 1);
+    assert_ne!(search(b, "grace").await, [mine_id]);
+    clean_up(&pool, &[a, b]).await;
+}
+
+#[tokio::test]
+async fn reading_progress_and_streaks_come_from_the_history() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let a = Uuid::new_v4();
+
+    let done = run_as(
+        &service,
+        Some(a),
+        RECORD_READING,
+        json!({"c": "ps.119", "v": 176, "done": true}),
+    )
+    .await;
+    assert_eq!(done["data"]["recordReading"]["completed"], true, "{done}");
+    // Read again from the start: still completed, last verse as reported.
+    let again = run_as(
+        &service,
+        Some(a),
+        RECORD_READING,
+        json!({"c": "ps.119", "v": 10, "done": false}),
+    )
+    .await;
+    assert_eq!(
+        (
+            again["data"]["recordReading"]["lastVerse"].clone(),
+            again["data"]["recordReading"]["completed"].clone()
+        ),
+        (json!(10), json!(true))
+    );
+    assert_eq!(rows_of(&pool, "reading_progress", a).await, 1);
+    assert_eq!(rows_of(&pool, "reading_history", a).await, 2);
+
+    for (chapter, verse, code) in [
+        ("ps.151", 1, "CHAPTER_NOT_FOUND"),
+        ("ps.119", 177, "VALIDATION_ERROR"),
+        ("ps.119", 0, "VALIDATION_ERROR"),
+        ("psalms.119", 1, "VALIDATION_ERROR"),
+    ] {
+        let refused = run_as(
+            &service,
+            Some(a),
+            RECORD_READING,
+            json!({"c": chapter, "v": verse, "done": false}),
+        )
+        .await;
+        assert_eq!(codes(&refused), [code], "{chapter}:{verse} {refused}");
+    }
+    assert_eq!(
+        rows_of(&pool, "reading_history", a).await,
+        2,
+        "nothing written"
+    );
+
+    // History: today (twice, above), 1 and 2 days ago; then 5 to 8 days ago (UTC days).
+    for days_ago in [1, 2, 5, 6, 7, 8] {
+        sqlx::query(
+            "INSERT INTO study.reading_history (user_id, chapter_id, read_at)
+             VALUES ($1, 'ps.119', now() - make_interval(days => $2))",
+        )
+        .bind(a)
+        .bind(days_ago)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let today: String =
+        sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let answer = run_as(&service, Some(a), USER, user_rep(a)).await;
+    let user = &answer["data"]["_entities"][0];
+    assert_eq!(
+        user["readingStreak"],
+        json!({"current": 3, "longest": 4, "lastReadOn": today}),
+        "{answer}"
+    );
+    assert_eq!(
+        user["readingProgress"]["nodes"],
+        json!([{"chapterId": "ps.119", "lastVerse": 10, "completed": true}])
+    );
+
+    // Without today's readings the streak still stands from yesterday; missing yesterday too
+    // breaks it.
+    sqlx::query("DELETE FROM study.reading_history WHERE user_id = $1 AND read_at > now() - interval '1 hour'")
+        .bind(a)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let answer = run_as(&service, Some(a), USER, user_rep(a)).await;
+    assert_eq!(
+        answer["data"]["_entities"][0]["readingStreak"]["current"], 2,
+        "{answer}"
+    );
+    sqlx::query("DELETE FROM study.reading_history WHERE user_id = $1 AND read_at > now() - interval '25 hours'")
+        .bind(a)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let answer = run_as(&service, Some(a), USER, user_rep(a)).await;
+    let streak = &answer["data"]["_entities"][0]["readingStreak"];
+    assert_eq!(
+        (streak["current"].clone(), streak["longest"].clone()),
+        (json!(0), json!(4)),
+        "{answer}"
+    );
+    clean_up(&pool, &[a]).await;
+}

@@ -1,0 +1,230 @@
+//! Shared by the study tests: the stack's PostgreSQL (migrated), Redis and FalkorDB; a
+//! scripture graph of the test's own (a few `Passage` nodes under `gl_test_study_<uuid>`,
+//! deleted when the test ends); the study service on them; GraphQL requests as a given caller;
+//! readers of what was written.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_kit::GraphQlExecutor;
+use gospelib_kit::caller::Caller;
+use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::stores::{PgPool, postgres_pool, redis_client};
+use gospelib_study::{FalkorCatalog, StudyService};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub fn urls() -> StoreUrls {
+    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
+        panic!(
+            "these tests need the stack: run scripts/test, or `scripts/stack up` and `source .stack/run/env`\n{error}"
+        )
+    })
+}
+
+/// A pool of this test's own (pools belong to the runtime that made them), on a migrated
+/// database.
+pub async fn pool() -> PgPool {
+    static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let pool = postgres_pool(&urls().postgres, 8).unwrap();
+    MIGRATED
+        .get_or_init(|| async {
+            gospelib_kit::migrations::migrate(&pool).await.unwrap();
+        })
+        .await;
+    pool
+}
+
+pub fn redis() -> redis::Client {
+    redis_client(&urls().redis).unwrap()
+}
+
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// A short unique suffix.
+pub fn unique() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+/// The passages every test graph holds: Psalm 119 (176 verses), the end of Psalm 118, John 3
+/// (36 verses) and the start of John 4, Malachi 4:6, Matthew 1:1, Romans 5:8, Genesis 1:1.
+pub fn fixture_passages() -> Vec<String> {
+    let mut ids: Vec<String> = (1..=176).map(|v| format!("ps.119.{v}")).collect();
+    ids.extend((25..=29).map(|v| format!("ps.118.{v}")));
+    ids.extend((1..=36).map(|v| format!("john.3.{v}")));
+    ids.extend((1..=10).map(|v| format!("john.4.{v}")));
+    for id in ["mal.4.6", "matt.1.1", "rom.5.8", "gen.1.1"] {
+        ids.push(id.to_owned());
+    }
+    ids
+}
+
+/// A FalkorDB graph of the test's own, holding [`fixture_passages`] as `(:Passage {id})`
+/// nodes with the range index on `id`; deleted when dropped (also when the test panics).
+pub struct TestGraph {
+    pub name: String,
+    client: redis::Client,
+}
+
+impl TestGraph {
+    pub async fn new() -> Self {
+        let client = redis_client(&urls().falkordb).unwrap();
+        let name = format!("gl_test_study_{}", unique());
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let ids = fixture_passages()
+            .iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for query in [
+            "CREATE INDEX FOR (p:Passage) ON (p.id)".to_owned(),
+            format!("UNWIND [{ids}] AS id MERGE (:Passage {{id: id}})"),
+        ] {
+            let _: redis::Value = redis::cmd("GRAPH.QUERY")
+                .arg(&name)
+                .arg(query)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
+        Self { name, client }
+    }
+}
+
+impl Drop for TestGraph {
+    fn drop(&mut self) {
+        if let Ok(mut connection) = self.client.get_connection() {
+            let _: redis::RedisResult<redis::Value> = redis::cmd("GRAPH.DELETE")
+                .arg(&self.name)
+                .query(&mut connection);
+        }
+    }
+}
+
+/// The study service on the stack, checking passages against `graph`; with its catalog (for
+/// the count of graph reads).
+pub fn service(pool: &PgPool, graph: &TestGraph) -> (StudyService, Arc<FalkorCatalog>) {
+    let catalog = Arc::new(FalkorCatalog::new(
+        &urls().falkordb,
+        &graph.name,
+        Duration::from_secs(2),
+    ));
+    (StudyService::new(pool.clone(), catalog.clone()), catalog)
+}
+
+/// Runs a GraphQL request as `caller` (anonymous: `None`) and returns the response as JSON.
+pub async fn run_as(
+    service: &StudyService,
+    caller: Option<Uuid>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = async_graphql::Request::new(query)
+        .variables(async_graphql::Variables::from_json(variables));
+    if let Some(user) = caller {
+        request = request.data(Caller::user(user));
+    }
+    serde_json::to_value(service.execute(request).await).unwrap()
+}
+
+/// The `extensions.code` of each error, in order.
+pub fn codes(response: &Value) -> Vec<String> {
+    response["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            e["extensions"]["code"]
+                .as_str()
+                .unwrap_or("NONE")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// How many rows of `table` (in schema `study`) belong to `user`.
+pub async fn rows_of(pool: &PgPool, table: &str, user: Uuid) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM study.{table} WHERE user_id = $1"
+    ))
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Every study table with rows per user.
+pub const TABLES: [&str; 5] = [
+    "highlights",
+    "notes",
+    "bookmarks",
+    "reading_progress",
+    "reading_history",
+];
+
+/// Removes every study row of `users`.
+pub async fn clean_up(pool: &PgPool, users: &[Uuid]) {
+    for table in TABLES {
+        sqlx::query(&format!(
+            "DELETE FROM study.{table} WHERE user_id = ANY($1)"
+        ))
+        .bind(users)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// Waits (up to five seconds) until `check` holds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Whether the consumer group `group` of `stream` has read every entry and has none pending
+/// (`XINFO GROUPS`: `entries-read` equals `XLEN`, `pending` is 0).
+pub async fn group_caught_up(stream: &str, group: &str) -> bool {
+    let mut connection = redis_connection().await;
+    let length: i64 = redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    let text = |value: &redis::Value| match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::SimpleString(text) => text.clone(),
+        redis::Value::Int(number) => number.to_string(),
+        _ => String::new(),
+    };
+    groups.iter().any(|fields| {
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|pair| text(&pair[0]) == name)
+                .map(|pair| text(&pair[1]))
+                .unwrap_or_default()
+        };
+        field("name") == group
+            && field("pending") == "0"
+            && field("entries-read") == length.to_string()
+    })
+}
