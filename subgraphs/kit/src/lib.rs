@@ -19,6 +19,7 @@ pub mod stores;
 pub mod streams;
 pub mod subgraph;
 pub mod telemetry;
+pub mod test_stack;
 pub mod usage;
 
 pub use errors::ErrorCode;

@@ -13,8 +13,7 @@ use gospelib_accounts::clerk::UserProfile;
 use gospelib_accounts::store;
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::{Caller, user_id_for_clerk};
-use gospelib_kit::config::{Env, StoreUrls};
-use gospelib_kit::stores::{PgPool, postgres_pool, redis_client};
+use gospelib_kit::stores::PgPool;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -25,29 +24,11 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Another endpoint's secret.
 pub const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-pub fn urls() -> StoreUrls {
-    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
-        panic!(
-            "these tests need the stack: run scripts/test, or `scripts/stack up` and `source .stack/run/env`\n{error}"
-        )
-    })
-}
+pub use gospelib_kit::test_stack::redis;
 
-/// A pool of this test's own (pools belong to the runtime that made them), on a migrated
-/// database.
+/// A pool of this test's own, on a migrated database.
 pub async fn pool() -> PgPool {
-    static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let pool = postgres_pool(&urls().postgres, 12).unwrap();
-    MIGRATED
-        .get_or_init(|| async {
-            gospelib_kit::migrations::migrate(&pool).await.unwrap();
-        })
-        .await;
-    pool
-}
-
-pub fn redis() -> redis::Client {
-    redis_client(&urls().redis).unwrap()
+    gospelib_kit::test_stack::migrated_pool(12).await
 }
 
 /// A Redis client pointed at a port nothing listens on.

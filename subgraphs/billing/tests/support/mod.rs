@@ -11,9 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use gospelib_billing::{BillingService, BillingSettings, RedisNames};
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::Caller;
-use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::plans::Plans;
-use gospelib_kit::stores::{PgPool, postgres_pool, redis_client};
+use gospelib_kit::stores::PgPool;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -24,29 +23,11 @@ pub const SECRET: &str = "whsec_billing_tests_9f2c1a7e";
 /// Another endpoint's secret.
 pub const OTHER_SECRET: &str = "whsec_someone_else_0b8d";
 
-pub fn urls() -> StoreUrls {
-    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
-        panic!(
-            "these tests need the stack: run scripts/test, or `scripts/stack up` and `source .stack/run/env`\n{error}"
-        )
-    })
-}
+pub use gospelib_kit::test_stack::redis;
 
-/// A pool of this test's own (pools belong to the runtime that made them), on a migrated
-/// database.
+/// A pool of this test's own, on a migrated database.
 pub async fn pool() -> PgPool {
-    static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let pool = postgres_pool(&urls().postgres, 14).unwrap();
-    MIGRATED
-        .get_or_init(|| async {
-            gospelib_kit::migrations::migrate(&pool).await.unwrap();
-        })
-        .await;
-    pool
-}
-
-pub fn redis() -> redis::Client {
-    redis_client(&urls().redis).unwrap()
+    gospelib_kit::test_stack::migrated_pool(14).await
 }
 
 pub async fn redis_connection() -> redis::aio::MultiplexedConnection {

@@ -10,35 +10,16 @@ use std::time::Duration;
 
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::Caller;
-use gospelib_kit::config::{Env, StoreUrls};
-use gospelib_kit::stores::{PgPool, postgres_pool, redis_client};
+use gospelib_kit::stores::{PgPool, redis_client};
 use gospelib_study::{FalkorCatalog, StudyService};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub fn urls() -> StoreUrls {
-    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
-        panic!(
-            "these tests need the stack: run scripts/test, or `scripts/stack up` and `source .stack/run/env`\n{error}"
-        )
-    })
-}
+pub use gospelib_kit::test_stack::{redis, urls};
 
-/// A pool of this test's own (pools belong to the runtime that made them), on a migrated
-/// database.
+/// A pool of this test's own, on a migrated database.
 pub async fn pool() -> PgPool {
-    static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let pool = postgres_pool(&urls().postgres, 8).unwrap();
-    MIGRATED
-        .get_or_init(|| async {
-            gospelib_kit::migrations::migrate(&pool).await.unwrap();
-        })
-        .await;
-    pool
-}
-
-pub fn redis() -> redis::Client {
-    redis_client(&urls().redis).unwrap()
+    gospelib_kit::test_stack::migrated_pool(8).await
 }
 
 pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
