@@ -240,19 +240,15 @@ impl Store {
         after: Option<&After<Uuid>>,
         limit: i64,
     ) -> Result<Vec<HighlightRow>, sqlx::Error> {
-        self.count();
-        let sql = format!(
-            "SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h
-             WHERE h.user_id = $1 AND ($2::timestamptz IS NULL OR (h.created_at, h.id) < ($2::timestamptz, $3))
-             ORDER BY h.created_at DESC, h.id DESC LIMIT $4"
-        );
-        sqlx::query_as(&sql)
-            .bind(user)
-            .bind(after.map(|a| a.at.as_str()))
-            .bind(after.map(|a| a.key))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
+        self.newest_first(
+            HIGHLIGHT_COLUMNS,
+            "study.highlights",
+            "h",
+            user,
+            after,
+            limit,
+        )
+        .await
     }
 
     /// The highlights of each (user, passage) of `keys`, in one statement, oldest first.
@@ -300,12 +296,49 @@ impl Store {
 
     /// Removes `user`'s highlight `id`; whether there was one.
     pub async fn delete_highlight(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+        self.delete_owned("study.highlights", user, id).await
+    }
+
+    /// A page of `user`'s rows of `table` (aliased `alias` in `columns`), newest first: at
+    /// most `limit`, after `after`. `table`, `alias` and `columns` are this module's constants.
+    async fn newest_first<T>(
+        &self,
+        columns: &str,
+        table: &str,
+        alias: &str,
+        user: Uuid,
+        after: Option<&After<Uuid>>,
+        limit: i64,
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
         self.count();
-        let done = sqlx::query("DELETE FROM study.highlights WHERE id = $1 AND user_id = $2")
-            .bind(id)
+        let sql = format!(
+            "SELECT {columns} FROM {table} {alias}
+             WHERE {alias}.user_id = $1 AND ($2::timestamptz IS NULL
+               OR ({alias}.created_at, {alias}.id) < ($2::timestamptz, $3))
+             ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT $4"
+        );
+        sqlx::query_as(&sql)
             .bind(user)
-            .execute(&self.pool)
-            .await?;
+            .bind(after.map(|a| a.at.as_str()))
+            .bind(after.map(|a| a.key))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Removes `user`'s row `id` of `table` (one of this module's); whether there was one.
+    async fn delete_owned(&self, table: &str, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+        self.count();
+        let done = sqlx::query(&format!(
+            "DELETE FROM {table} WHERE id = $1 AND user_id = $2"
+        ))
+        .bind(id)
+        .bind(user)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -318,18 +351,7 @@ impl Store {
         after: Option<&After<Uuid>>,
         limit: i64,
     ) -> Result<Vec<NoteRow>, sqlx::Error> {
-        self.count();
-        let sql = format!(
-            "SELECT {NOTE_COLUMNS} FROM study.notes n
-             WHERE n.user_id = $1 AND ($2::timestamptz IS NULL OR (n.created_at, n.id) < ($2::timestamptz, $3))
-             ORDER BY n.created_at DESC, n.id DESC LIMIT $4"
-        );
-        sqlx::query_as(&sql)
-            .bind(user)
-            .bind(after.map(|a| a.at.as_str()))
-            .bind(after.map(|a| a.key))
-            .bind(limit)
-            .fetch_all(&self.pool)
+        self.newest_first(NOTE_COLUMNS, "study.notes", "n", user, after, limit)
             .await
     }
 
@@ -460,13 +482,7 @@ impl Store {
 
     /// Removes `user`'s note `id`; whether there was one.
     pub async fn delete_note(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-        self.count();
-        let done = sqlx::query("DELETE FROM study.notes WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        self.delete_owned("study.notes", user, id).await
     }
 
     // ---- Bookmarks ----
@@ -478,18 +494,7 @@ impl Store {
         after: Option<&After<Uuid>>,
         limit: i64,
     ) -> Result<Vec<BookmarkRow>, sqlx::Error> {
-        self.count();
-        let sql = format!(
-            "SELECT {BOOKMARK_COLUMNS} FROM study.bookmarks b
-             WHERE b.user_id = $1 AND ($2::timestamptz IS NULL OR (b.created_at, b.id) < ($2::timestamptz, $3))
-             ORDER BY b.created_at DESC, b.id DESC LIMIT $4"
-        );
-        sqlx::query_as(&sql)
-            .bind(user)
-            .bind(after.map(|a| a.at.as_str()))
-            .bind(after.map(|a| a.key))
-            .bind(limit)
-            .fetch_all(&self.pool)
+        self.newest_first(BOOKMARK_COLUMNS, "study.bookmarks", "b", user, after, limit)
             .await
     }
 
@@ -521,13 +526,7 @@ impl Store {
 
     /// Removes `user`'s bookmark `id`; whether there was one.
     pub async fn delete_bookmark(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-        self.count();
-        let done = sqlx::query("DELETE FROM study.bookmarks WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        self.delete_owned("study.bookmarks", user, id).await
     }
 
     // ---- Reading ----
