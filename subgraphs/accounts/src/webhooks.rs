@@ -34,7 +34,6 @@ use axum::routing::post;
 use gospelib_kit::ErrorCode;
 use gospelib_kit::caller::user_id_for_clerk;
 use gospelib_kit::errors::INTERNAL_MESSAGE;
-use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::clerk::{self, ClerkEvent, PayloadError};
@@ -189,18 +188,13 @@ impl IntoResponse for Refusal {
                 INTERNAL_MESSAGE.to_owned(),
             ),
         };
-        let body = json!({ "error": message, "code": code.as_str() });
-        (status, axum::Json(body)).into_response()
+        gospelib_kit::webhook_answer::refused(status, code, &message)
     }
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
     match handle(&state.inner, &headers, &body).await {
-        Ok(outcome) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": outcome.as_str() })),
-        )
-            .into_response(),
+        Ok(outcome) => gospelib_kit::webhook_answer::handled(outcome.as_str()),
         Err(refusal) => {
             match &refusal {
                 Refusal::Store(error) => {

@@ -34,7 +34,6 @@ use gospelib_kit::errors::INTERNAL_MESSAGE;
 use gospelib_kit::outbox::Outbox;
 use gospelib_kit::plans::Plans;
 use gospelib_kit::stores::PgPool;
-use serde_json::json;
 
 use crate::entitlements::Entitlements;
 use crate::events;
@@ -185,18 +184,13 @@ impl IntoResponse for Refusal {
                 INTERNAL_MESSAGE.to_owned(),
             ),
         };
-        let body = json!({ "error": message, "code": code.as_str() });
-        (status, axum::Json(body)).into_response()
+        gospelib_kit::webhook_answer::refused(status, code, &message)
     }
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
     match handle(&state.inner, &headers, &body).await {
-        Ok(answer) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": answer.as_str() })),
-        )
-            .into_response(),
+        Ok(answer) => gospelib_kit::webhook_answer::handled(answer.as_str()),
         Err(refusal) => {
             match &refusal {
                 Refusal::Store(error) => {

@@ -21,6 +21,7 @@ pub mod subgraph;
 pub mod telemetry;
 pub mod test_stack;
 pub mod usage;
+pub mod webhook_answer;
 
 pub use errors::ErrorCode;
 pub use subgraph::{GraphQlExecutor, Subgraph};

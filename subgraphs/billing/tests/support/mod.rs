@@ -398,52 +398,6 @@ pub async fn key_exists(key: &str) -> bool {
     count == 1
 }
 
-/// Waits (up to five seconds) until `check` holds.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
-/// Whether the consumer group `group` of `stream` has read every entry and has none pending
-/// (`XINFO GROUPS`: `entries-read` equals `XLEN`, `pending` is 0).
-pub async fn group_caught_up(stream: &str, group: &str) -> bool {
-    let mut connection = redis_connection().await;
-    let length: i64 = redis::cmd("XLEN")
-        .arg(stream)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query_async(&mut connection)
-        .await
-        .unwrap_or_default();
-    let text = |value: &redis::Value| match value {
-        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        redis::Value::SimpleString(text) => text.clone(),
-        redis::Value::Int(number) => number.to_string(),
-        _ => String::new(),
-    };
-    groups.iter().any(|fields| {
-        let field = |name: &str| {
-            fields
-                .chunks(2)
-                .find(|pair| text(&pair[0]) == name)
-                .map(|pair| text(&pair[1]))
-                .unwrap_or_default()
-        };
-        field("name") == group
-            && field("pending") == "0"
-            && field("entries-read") == length.to_string()
-    })
-}
+// Not every test binary waits on both.
+#[allow(unused_imports)]
+pub use gospelib_kit::test_stack::{eventually, group_caught_up};
