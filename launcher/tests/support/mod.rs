@@ -38,9 +38,11 @@ pub fn gospelib(args: &[&str], vars: &[(&str, String)]) -> Command {
     command
 }
 
-/// The stack's store variables (exported by scripts/test).
+/// The stack's store variables (exported by scripts/test), on a stack whose database has been
+/// migrated (once per test binary: a fresh stack has no tables until `gospelib migrate`).
 pub fn stack_vars() -> Vec<(&'static str, String)> {
-    STORE_VARIABLES
+    static MIGRATED: std::sync::Once = std::sync::Once::new();
+    let vars: Vec<(&'static str, String)> = STORE_VARIABLES
         .iter()
         .chain(SECRET_VARIABLES.iter())
         .map(|name| {
@@ -49,7 +51,16 @@ pub fn stack_vars() -> Vec<(&'static str, String)> {
             });
             (*name, value)
         })
-        .collect()
+        .collect();
+    MIGRATED.call_once(|| {
+        let output = gospelib(&["migrate"], &vars).output().unwrap();
+        assert!(
+            output.status.success(),
+            "gospelib migrate on the stack failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+    vars
 }
 
 pub fn free_port() -> u16 {
