@@ -16,7 +16,7 @@ use crate::entitlements::{ACCESS_QUERY, BILLING_SUBGRAPH, CallerAccess, Entitlem
 use crate::execution::{self, Fetching, SignedCaller};
 use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, Planned, PlanningError};
 use crate::projection;
-use crate::rate_limit::{Decision, RateLimiter};
+use crate::rate_limit::{Allowance, Decision, RateLimiter};
 use crate::settings::RouterSettings;
 use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
@@ -125,6 +125,12 @@ impl Response {
             supergraph_version,
             rate_limit: None,
         }
+    }
+
+    /// The response as answered by supergraph `version`.
+    fn with_version(mut self, version: String) -> Self {
+        self.supergraph_version = version;
+        self
     }
 
     /// Whether the response has data that is not null.
@@ -384,35 +390,70 @@ impl Router {
         }
         // The caller's plan: its scopes and its limits.
         let caller = self.with_plan(&request.caller, &supergraph).await;
-        let rate_limit = match self
-            .count_against_limits(&caller, request.client_address, &planned, &supergraph)
-            .await
-        {
-            Some(decision) if !decision.allowed => {
-                let error = json!({
-                    "message": "rate limit reached: try again after the time in Retry-After",
-                    "extensions": { "code": "RATE_LIMITED" }
-                });
-                let mut refused = Response::refusal(vec![error], version);
-                refused.rate_limit = Some(decision);
-                return refused;
-            }
-            decision => decision,
+        let run = self.run_for(&caller, &planned, request, &supergraph, started, deadline);
+        let Some((limiter, subject, allowances)) =
+            self.limits_of(&caller, request.client_address, &planned, &supergraph)
+        else {
+            return run.await.with_version(version);
         };
+        // The limit is checked for every operation. A query whose caller very likely has room
+        // runs while the check is in flight (dropped if it is refused after all); others, and
+        // every mutation, wait for it: see `rate_limit`'s documentation.
+        let check = limiter.check(&subject, &allowances);
+        let (decision, response) =
+            if !planned.is_mutation() && limiter.likely_allows(&subject, &allowances) {
+                tokio::pin!(check, run);
+                tokio::select! {
+                    biased;
+                    decision = &mut check => {
+                        if !decision.allowed {
+                            return rate_limited(decision, version);
+                        }
+                        (decision, run.await)
+                    }
+                    response = &mut run => (check.await, response),
+                }
+            } else {
+                let decision = check.await;
+                if !decision.allowed {
+                    return rate_limited(decision, version);
+                }
+                (decision, run.await)
+            };
+        if !decision.allowed {
+            return rate_limited(decision, version);
+        }
+        let mut response = response.with_version(version);
+        response.rate_limit = Some(decision);
+        response
+    }
+
+    /// The rest of a request once the caller's plan is known: restrict what it may select,
+    /// coerce the variables, execute, project. The response's version is left empty.
+    async fn run_for(
+        &self,
+        caller: &Caller,
+        planned: &Arc<Planned>,
+        request: &GraphQlRequest,
+        supergraph: &Arc<Supergraph>,
+        started: std::time::Instant,
+        deadline: tokio::time::Instant,
+    ) -> Response {
+        let version = String::new();
         // What this caller may select: the rest is answered null with an error, never fetched.
-        let access = Access::of(&caller);
-        let restricted = match self.restrict(&supergraph, &planned, access).await {
+        let access = Access::of(caller);
+        let restricted = match self.restrict(supergraph, planned, access).await {
             Ok(restricted) => restricted,
             Err(error) => return Response::refusal(planning_errors(&error), version),
         };
         let (to_run, denials) = match &restricted {
             Some(restricted) => (&restricted.permitted, &restricted.denials),
-            None => (&planned, &*NO_DENIALS),
+            None => (planned, &*NO_DENIALS),
         };
         let signed = match (&self.secret, caller.is_anonymous()) {
             (_, true) => None,
             (Some(secret), false) => Some(SignedCaller {
-                caller: &caller,
+                caller,
                 secret,
                 lifetime: self.caller_lifetime,
             }),
@@ -473,7 +514,7 @@ impl Router {
             data: Some(data),
             errors,
             supergraph_version: version,
-            rate_limit,
+            rate_limit: None,
         }
     }
 
@@ -594,15 +635,16 @@ impl Router {
         }
     }
 
-    /// Counts the operation against the caller's limits: one request of each bucket whose
-    /// root fields it selects. `None` when no bucket applies (or plans are not enforced).
-    async fn count_against_limits(
+    /// What the operation counts against: the limiter, the caller's subject, and one request
+    /// of each bucket whose root fields it selects. `None` when no bucket applies (or plans are
+    /// not enforced).
+    fn limits_of(
         &self,
         caller: &Caller,
         client_address: Option<std::net::IpAddr>,
         planned: &Planned,
         supergraph: &Supergraph,
-    ) -> Option<Decision> {
+    ) -> Option<(&RateLimiter, String, Vec<Allowance>)> {
         let enforcement = self.enforcement.as_ref()?;
         let root = supergraph
             .planner()
@@ -631,8 +673,20 @@ impl Router {
             (None, None, Some(address)) => format!("ip:{address}"),
             (None, None, None) => "ip:unknown".to_owned(),
         };
-        Some(enforcement.limiter.check(&subject, &allowances).await)
+        Some((&enforcement.limiter, subject, allowances))
     }
+}
+
+/// The answer to an operation its caller's limits refuse: `RATE_LIMITED`, and the decision for
+/// the 429 and its headers.
+fn rate_limited(decision: Decision, version: String) -> Response {
+    let error = json!({
+        "message": "rate limit reached: try again after the time in Retry-After",
+        "extensions": { "code": "RATE_LIMITED" }
+    });
+    let mut refused = Response::refusal(vec![error], version);
+    refused.rate_limit = Some(decision);
+    refused
 }
 
 /// The names of the fields a selection set selects at its own level (through inline

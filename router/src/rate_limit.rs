@@ -25,6 +25,18 @@
 //! Subjects and bucket names are escaped ([`RateLimiter::key`]): no subject can reach another
 //! subject's or another bucket's key.
 //!
+//! # Not waiting for Redis when the answer is known: optimistic checks
+//!
+//! A check through Redis is one round trip on the request's path. When this pod's last decision
+//! for the same subject and buckets, less than [`HINT_LIFETIME`] ago, left the subject plenty of
+//! room ([`RateLimiter::likely_allows`]: at least a tenth of the limit, and at least two), the
+//! router runs a query's fetches while the check is in flight (see the pipeline) instead of after
+//! it. The check is still made, counted and obeyed for every operation: a refusal still answers
+//! 429 and the fetched data is dropped. What optimism can cost is only the fetches of a query
+//! refused after all (its subject used the margin up through other pods within the hint's life); a
+//! subject near or over its limit has no such hint, so its operations wait for the check and cost
+//! the subgraphs nothing when refused. Mutations always wait.
+//!
 //! # When Redis is down, slow or failing: fail open to a local limiter
 //!
 //! Every Redis call is bounded ([`RateLimitSettings::connect_timeout`],
@@ -57,6 +69,12 @@ use sha2::{Digest, Sha256};
 
 /// The default key prefix: keys are `gl:rl:<bucket>:<subject>`.
 pub const DEFAULT_PREFIX: &str = "gl:rl";
+
+/// How long a decision's remaining room counts as known ([`RateLimiter::likely_allows`]).
+pub const HINT_LIFETIME: Duration = Duration::from_secs(2);
+
+/// How many (subject, buckets) decisions are remembered as hints.
+const HINT_CAPACITY: usize = 100_000;
 
 /// An escaped subject longer than this is replaced by `#<sha256 hex>` in its key.
 const LONGEST_KEY_SUBJECT: usize = 128;
@@ -557,6 +575,15 @@ fn parse_reply(reply: &[i64], count: usize) -> Result<Outcome, RedisFailure> {
     })
 }
 
+/// The allowances with each bucket once (its first allowance).
+fn distinct(allowances: &[Allowance]) -> Vec<&Allowance> {
+    let mut seen = HashSet::new();
+    allowances
+        .iter()
+        .filter(|allowance| seen.insert(allowance.bucket.as_str()))
+        .collect()
+}
+
 /// Escapes a key part: ASCII letters, digits, `.`, `_`, `-` (and `:` when `keep_colons`) stay,
 /// every other byte becomes `%XX`.
 fn escape(part: &str, keep_colons: bool) -> String {
@@ -580,6 +607,17 @@ pub struct RateLimiter {
     redis: Option<RedisPath>,
     local: LocalLimiter,
     settings: RateLimitSettings,
+    /// The last allowed decision per (subject, buckets): its least remaining room and when.
+    hints: Mutex<LruCache<String, Hint>>,
+}
+
+/// What one allowed decision left: the fewest requests remaining among its buckets, and the
+/// most room that must be left for optimism (a tenth of that bucket's limit, at least two).
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    remaining: u32,
+    margin: u32,
+    at: Instant,
 }
 
 impl RateLimiter {
@@ -606,6 +644,54 @@ impl RateLimiter {
             }),
             local: LocalLimiter::new(settings.local_capacity),
             settings,
+            hints: Mutex::new(LruCache::new(
+                NonZeroUsize::new(HINT_CAPACITY).expect("not zero"),
+            )),
+        }
+    }
+
+    /// The key of a hint: the subject and the bucket names, each escaped (no `:` in a bucket,
+    /// no `|` in either once escaped).
+    fn hint_key(subject: &str, allowances: &[&Allowance]) -> String {
+        let mut key = escape(subject, true);
+        for allowance in allowances {
+            key.push('|');
+            key.push_str(&escape(&allowance.bucket, false));
+        }
+        key
+    }
+
+    /// Whether `subject` very likely has room in every bucket of `allowances`: this pod's last
+    /// decision for the same buckets allowed it, less than [`HINT_LIFETIME`] ago, and left at
+    /// least a tenth of the tightest bucket's limit (and at least two requests). A guess for
+    /// running fetches while the real check is in flight, never a decision: see the module
+    /// documentation.
+    pub fn likely_allows(&self, subject: &str, allowances: &[Allowance]) -> bool {
+        let allowances = distinct(allowances);
+        if allowances.is_empty() {
+            return true;
+        }
+        let key = Self::hint_key(subject, &allowances);
+        let hint = self.hints.lock().unwrap_or_else(PoisonError::into_inner).get(&key).copied();
+        hint.is_some_and(|hint| {
+            hint.at.elapsed() < HINT_LIFETIME && hint.remaining >= hint.margin
+        })
+    }
+
+    /// Remembers what `decision` left (an allowed one) for [`Self::likely_allows`]; a refusal
+    /// forgets the hint.
+    fn remember(&self, subject: &str, allowances: &[&Allowance], decision: &Decision) {
+        let key = Self::hint_key(subject, allowances);
+        let mut hints = self.hints.lock().unwrap_or_else(PoisonError::into_inner);
+        if decision.allowed {
+            let hint = Hint {
+                remaining: decision.remaining,
+                margin: (decision.limit / 10).max(2),
+                at: Instant::now(),
+            };
+            hints.put(key, hint);
+        } else {
+            hints.pop(&key);
         }
     }
 
@@ -659,20 +745,20 @@ impl RateLimiter {
     /// and then one request is taken from each; refused, nothing is taken. A bucket named twice
     /// counts once (its first allowance). No allowance: allowed, and nothing is asked.
     pub async fn check(&self, subject: &str, allowances: &[Allowance]) -> Decision {
-        let mut seen = HashSet::new();
-        let allowances: Vec<&Allowance> = allowances
-            .iter()
-            .filter(|allowance| seen.insert(allowance.bucket.as_str()))
-            .collect();
+        let allowances = distinct(allowances);
         if allowances.is_empty() {
             return Decision::unlimited();
         }
         let cells: Vec<Cell> = allowances.iter().map(|a| Cell::of(a)).collect();
-        if let Some(outcome) = self.check_in_redis(subject, &allowances, &cells).await {
-            return decide(&allowances, &outcome, Enforcer::Redis);
-        }
-        let outcome = self.local.check(subject, &allowances, &cells);
-        decide(&allowances, &outcome, Enforcer::Local)
+        let decision = match self.check_in_redis(subject, &allowances, &cells).await {
+            Some(outcome) => decide(&allowances, &outcome, Enforcer::Redis),
+            None => {
+                let outcome = self.local.check(subject, &allowances, &cells);
+                decide(&allowances, &outcome, Enforcer::Local)
+            }
+        };
+        self.remember(subject, &allowances, &decision);
+        decision
     }
 
     /// The outcome from Redis, or `None` when it must be decided locally.
@@ -905,6 +991,32 @@ mod tests {
         assert!(parse_reply(&[1, 0, 4], 1).is_err());
         assert!(parse_reply(&[2, 0, 4, 400], 1).is_err());
         assert!(parse_reply(&[0, -1, 0, 400], 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn only_a_recent_allowance_with_a_tenth_of_the_limit_left_is_likely_to_allow() {
+        let limiter = RateLimiter::new(None, RateLimitSettings::default());
+        let roomy = [allowance("search", 100, Duration::from_secs(60))];
+        let tight = [allowance("ai", 3, Duration::from_secs(3600))];
+        // Never seen: no guess.
+        assert!(!limiter.likely_allows("user:a", &roomy));
+        assert!(limiter.check("user:a", &roomy).await.allowed);
+        assert!(limiter.likely_allows("user:a", &roomy));
+        // Another subject, or another set of buckets, is another question.
+        assert!(!limiter.likely_allows("user:b", &roomy));
+        let both = [roomy[0].clone(), tight[0].clone()];
+        assert!(!limiter.likely_allows("user:a", &both));
+        // 3 an hour: 2 left is the margin (at least two), 1 left is not.
+        assert!(limiter.check("user:a", &tight).await.allowed);
+        assert!(limiter.likely_allows("user:a", &tight));
+        assert!(limiter.check("user:a", &tight).await.allowed);
+        assert!(!limiter.likely_allows("user:a", &tight));
+        assert!(limiter.check("user:a", &tight).await.allowed);
+        // A refusal forgets the hint.
+        assert!(!limiter.check("user:a", &tight).await.allowed);
+        assert!(!limiter.likely_allows("user:a", &tight));
+        // No allowance at all is always allowed.
+        assert!(limiter.likely_allows("user:a", &[]));
     }
 
     #[test]

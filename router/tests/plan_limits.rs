@@ -2,11 +2,14 @@
 //! buckets of the root fields it selects, limits are shared by two router "pods", the answer
 //! over the limit is 429 with `RATE_LIMITED` and `Retry-After`, every limited answer carries
 //! `RateLimit-*` headers, anonymous callers are keyed by their address, and a signed-in
-//! caller's plan (here, no billing subgraph: the default plan) sets the allowance.
+//! caller's plan (here, no billing subgraph: the default plan) sets the allowance. A query
+//! whose caller very likely has room is fetched while its check is in flight, yet a refusal
+//! still wins; a caller at its limit costs the subgraphs nothing.
 
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gospelib_kit::caller::InternalSecret;
 use gospelib_kit::plans::Plans;
@@ -15,7 +18,7 @@ use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::{PlanEnforcement, Router};
 use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
 use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::InProcess;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use serde_json::{Value, json};
 use support::{SDL, products, reviews, start};
 
@@ -47,10 +50,35 @@ fn redis() -> redis::Client {
     redis::Client::open(url).unwrap()
 }
 
+/// A subgraph that counts the requests it is sent.
+struct Counted {
+    inner: Arc<dyn LocalSubgraph>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl LocalSubgraph for Counted {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.execute(request)
+    }
+}
+
 /// One router "pod" over HTTP, limiting through Redis under `prefix`; its base URL.
 async fn pod(prefix: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    counted_pod(prefix, Arc::default()).await
+}
+
+/// A [`pod`] whose products subgraph counts its requests into `requests`.
+async fn counted_pod(
+    prefix: &str,
+    requests: Arc<AtomicUsize>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let counted = Counted {
+        inner: products(),
+        requests,
+    };
     let transport = InProcess::default()
-        .with("products", products())
+        .with("products", Arc::new(counted))
         .with("reviews", reviews());
     let (mut enforcement, _) = PlanEnforcement::start(plans(), None);
     enforcement.limiter = Arc::new(RateLimiter::new(
@@ -146,4 +174,59 @@ async fn operations_outside_every_bucket_are_not_counted() {
     // The bucketed operation still has its whole allowance.
     let answer = ask(&base, "{ topProducts { upc } }").await;
     assert_eq!(header(&answer, "ratelimit-remaining"), Some("2"));
+}
+
+#[tokio::test]
+async fn a_query_fetched_while_its_check_was_in_flight_is_still_refused_over_the_limit() {
+    let prefix = unique_prefix("optimistic");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (first, _a) = counted_pod(&prefix, requests.clone()).await;
+    let (second, _b) = pod(&prefix).await;
+    let query = "{ topProducts { name } }";
+    // The first pod's answer leaves 2 of 3: its next query of this caller is optimistic.
+    let answer = ask(&first, query).await;
+    assert_eq!(header(&answer, "ratelimit-remaining"), Some("2"));
+    // Meanwhile the other pod takes the rest.
+    for expected in ["1", "0"] {
+        let answer = ask(&second, query).await;
+        assert_eq!(header(&answer, "ratelimit-remaining"), Some(expected));
+    }
+    // The first pod fetches while it checks, and Redis's refusal still decides the answer.
+    let before = requests.load(Ordering::SeqCst);
+    let refused = ask(&first, query).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(
+        refused.body["errors"][0]["extensions"]["code"],
+        "RATE_LIMITED"
+    );
+    assert!(refused.body.get("data").is_none(), "{}", refused.body);
+    // (Its fetch may have started before Redis answered: at most one.)
+    let after_first_refusal = requests.load(Ordering::SeqCst);
+    assert!(after_first_refusal <= before + 1);
+    // Now the pod knows: further refusals wait for the check and fetch nothing.
+    for _ in 0..3 {
+        let refused = ask(&first, query).await;
+        assert_eq!(refused.status, 429, "{}", refused.body);
+    }
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        after_first_refusal,
+        "nothing fetched"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_without_a_known_margin_waits_for_the_check_and_costs_nothing_when_refused() {
+    let prefix = unique_prefix("pessimistic");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (first, _a) = counted_pod(&prefix, requests.clone()).await;
+    let (second, _b) = pod(&prefix).await;
+    let query = "{ topProducts { name } }";
+    // Another pod used the whole allowance: this pod has never seen the caller.
+    for _ in 0..3 {
+        assert_eq!(ask(&second, query).await.status, 200);
+    }
+    let refused = ask(&first, query).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(requests.load(Ordering::SeqCst), 0);
 }

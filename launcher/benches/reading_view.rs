@@ -1,0 +1,171 @@
+//! The reading view through the router: Psalm 119 (176 verses) with the signed-in caller's own
+//! highlights and notes, as the apps ask for it, against the real stack and the full corpus
+//! (production namespace; `scripts/run` or `scripts/bench` import and ingest it first).
+//!
+//! The router, the content subgraph and the study subgraph run in this process as `gospelib
+//! serve` runs them in Phase 1 (in-process transport, every subgraph behind the caller guard,
+//! the caller's context signed into each fetch); the stores are the stack's servers. A fresh
+//! reader gets 40 highlights and 12 notes (some spanning several verses) in Psalm 119, then the
+//! view is asked warm (content from its Redis cache) 2,000 times. Prints p50, p99 and max, and
+//! per request: the study subgraph's SQL statements and content's FalkorDB queries.
+//!
+//! `cargo bench -p gospelib --bench reading_view` (with the stack's variables).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gospelib_content::namespace::Namespace;
+use gospelib_kit::GraphQlExecutor;
+use gospelib_kit::caller::{Caller, CallerGuard, InternalSecret, user_id_for_clerk};
+use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::stores::StoreClients;
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{ExecutorSubgraph, InProcess};
+use gospelib_study::{FalkorCatalog, StudyService};
+use serde_json::{Value, json};
+
+const WARMUP: usize = 200;
+const RUNS: usize = 2_000;
+
+/// What the app's reading view asks for a chapter, signed in.
+const READING_VIEW: &str = r#"query ReadingView {
+  chapter(bookId: "ps", number: 119) {
+    reference
+    verses {
+      id verse text
+      myHighlights { id color }
+      myNotes { id text version range { startId endId } }
+    }
+  }
+}"#;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn ask(router: &Router, caller: &Caller, query: &str) -> Value {
+    router
+        .execute(&GraphQlRequest {
+            query: query.to_owned(),
+            caller: caller.clone(),
+            ..Default::default()
+        })
+        .await
+}
+
+/// The reader's highlights and notes in Psalm 119, made through the router.
+async fn annotate(router: &Router, reader: &Caller) {
+    const COLORS: [&str; 4] = ["FAITH", "REPENTANCE", "PERSONAL_YELLOW", "PERSONAL_BLUE"];
+    for (index, verse) in (1..=176).step_by(4).take(40).enumerate() {
+        let color = COLORS[index % COLORS.len()];
+        let created = ask(
+            router,
+            reader,
+            &format!(
+                r#"mutation {{ createHighlight(input: {{ passageId: "ps.119.{verse}", color: {color} }}) {{ id }} }}"#
+            ),
+        )
+        .await;
+        assert!(created.get("errors").is_none(), "{created}");
+    }
+    for (start, end) in (1..=176).step_by(15).map(|start| (start, (start + 3).min(176))) {
+        let text = format!("On verses {start} to {end}: thy word is a lamp unto my feet.");
+        let created = ask(
+            router,
+            reader,
+            &format!(
+                r#"mutation {{ createNote(input: {{ range: {{ start: "ps.119.{start}", end: "ps.119.{end}" }}, body: {{ type: "doc" }}, text: "{text}" }}) {{ id }} }}"#
+            ),
+        )
+        .await;
+        assert!(created.get("errors").is_none(), "{created}");
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let urls = StoreUrls::from_env(&Env::from_process())
+            .expect("the stack's variables: source .stack/run/env (scripts/stack up)");
+        let clients = StoreClients::new(&urls).unwrap();
+        gospelib_kit::migrations::migrate(&clients.postgres)
+            .await
+            .unwrap();
+        let namespace = Namespace::production();
+        let secret = InternalSecret::new(&[7; 32]).unwrap();
+        let (content, content_service) =
+            gospelib_content::schema::subgraph(namespace.clone(), &clients);
+        let catalog = FalkorCatalog::new(
+            &clients.falkordb_url,
+            &namespace.graph,
+            Duration::from_secs(2),
+        );
+        let study = Arc::new(StudyService::new(clients.postgres.clone(), Arc::new(catalog)));
+        let guarded = |executor: Arc<dyn GraphQlExecutor>| {
+            Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
+                executor,
+                secret.clone(),
+            ))))
+        };
+        let transport = InProcess::default()
+            .with("content", guarded(content.executor))
+            .with("study", guarded(study.clone()));
+        let sdl = include_str!("../../schema/supergraph.graphql");
+        let router = Router::new(Supergraph::parse(sdl, None).unwrap(), Arc::new(transport))
+            .with_internal_secret(secret.clone());
+
+        let reader = Caller::user(user_id_for_clerk(&format!(
+            "user_bench_{}",
+            uuid::Uuid::new_v4().simple()
+        )));
+        let probe = ask(&router, &reader, READING_VIEW).await;
+        let verses = probe["data"]["chapter"]["verses"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(
+            verses, 176,
+            "Psalm 119 is not in the graph: import and ingest the full corpus first \
+             (scripts/run or scripts/bench)\n{probe}"
+        );
+        annotate(&router, &reader).await;
+        let view = ask(&router, &reader, READING_VIEW).await;
+        assert!(view.get("errors").is_none(), "{view}");
+        let verses = view["data"]["chapter"]["verses"].as_array().unwrap();
+        let highlighted = verses
+            .iter()
+            .filter(|verse| verse["myHighlights"] != json!([]))
+            .count();
+        let noted = verses
+            .iter()
+            .filter(|verse| verse["myNotes"] != json!([]))
+            .count();
+        println!(
+            "reading view: Psalm 119, 176 verses, {highlighted} highlighted, {noted} under a note, {} bytes",
+            view.to_string().len()
+        );
+
+        for _ in 0..WARMUP {
+            ask(&router, &reader, READING_VIEW).await;
+        }
+        let (sql_before, graph_before) = (study.queries_run(), content_service.graph_queries());
+        let mut samples = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let answer = ask(&router, &reader, READING_VIEW).await;
+            samples.push(started.elapsed());
+            debug_assert!(answer.get("errors").is_none());
+        }
+        let sql = (study.queries_run() - sql_before) as f64 / RUNS as f64;
+        let graph = (content_service.graph_queries() - graph_before) as f64 / RUNS as f64;
+        samples.sort();
+        let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+        println!(
+            "warm, signed in, one at a time: n={RUNS} p50={:.3} ms p99={:.3} ms max={:.3} ms; \
+             per request: {sql:.2} study SQL statements, {graph:.2} FalkorDB queries",
+            ms(percentile(&samples, 0.50)),
+            ms(percentile(&samples, 0.99)),
+            ms(*samples.last().unwrap()),
+        );
+    });
+}
