@@ -550,22 +550,20 @@ fn add_representation_fields(
     for item in &requires.items {
         match item {
             SelectionItem::Field(field) => {
+                // A required field whose arguments differ from the client's selection of the
+                // same field was fetched under an internal alias (`_internal_qp_alias_0:
+                // comments(limit: 3)`), and the planner's `requires` says so the other way
+                // round from a query: `name` is that alias, the key in the response, and
+                // `alias` is the field's own name, the key the subgraph reads in the
+                // representation.
                 let value = object.get(&field.name)?;
+                let key = field.alias.as_deref().unwrap_or(&field.name);
                 let value = if field.selections.is_empty() {
                     value.clone()
                 } else {
-                    match value {
-                        Value::Array(items) => Value::Array(
-                            items
-                                .iter()
-                                .map(|i| representation(i, &field.selections, supergraph))
-                                .collect::<Option<_>>()?,
-                        ),
-                        Value::Null => Value::Null,
-                        other => representation(other, &field.selections, supergraph)?,
-                    }
+                    required_value(value, &field.selections, supergraph)?
                 };
-                out.insert(field.name.as_str(), value);
+                out.insert(key, value);
             }
             SelectionItem::InlineFragment(fragment) => {
                 let condition = fragment.type_condition.as_str();
@@ -577,6 +575,32 @@ fn add_representation_fields(
         }
     }
     Some(())
+}
+
+/// The value of a required field with a selection, as the selection selects it: its objects
+/// (in lists at any depth) with the selected fields, nulls as they are. An object none of whose
+/// fields is selected stays, as `{}` (a member of a union the required fragments do not name):
+/// only the entity itself is left out when nothing applies to it.
+fn required_value(
+    value: &Value,
+    selections: &SelectionSet,
+    supergraph: &SupergraphState,
+) -> Option<Value> {
+    match value {
+        Value::Object(_) => {
+            let mut out = Object::with_capacity(selections.items.len());
+            add_representation_fields(value, selections, supergraph, &mut out)?;
+            Some(Value::Object(out))
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| required_value(item, selections, supergraph))
+            .collect::<Option<_>>()
+            .map(Value::Array),
+        Value::Null => Some(Value::Null),
+        // A leaf where the schema has an object: no representation can be made of it.
+        _ => None,
+    }
 }
 
 /// One set of entities an entity fetch resolves: where they sit in the response, what

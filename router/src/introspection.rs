@@ -77,6 +77,19 @@ struct DirectiveDef {
     repeatable: bool,
 }
 
+/// An enum of the API schema, as results are checked against it.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiEnum<'a> {
+    values: &'a [EnumValueDef],
+}
+
+impl ApiEnum<'_> {
+    /// Whether `value` is one of the enum's values.
+    pub fn has(&self, value: &str) -> bool {
+        self.values.iter().any(|v| v.name == value)
+    }
+}
+
 /// The API schema as introspection sees it.
 #[derive(Debug, Clone)]
 pub struct Introspection {
@@ -255,6 +268,14 @@ impl Introspection {
                 def.possible_types.push(object);
             }
         }
+        // The API schema drops `@inaccessible` types but not the references to them: a union
+        // still names its inaccessible members, an object the inaccessible interfaces it
+        // implements. Clients must see neither.
+        let names: std::collections::BTreeSet<String> = types.keys().cloned().collect();
+        for def in types.values_mut() {
+            def.possible_types.retain(|t| names.contains(t));
+            def.interfaces.retain(|i| names.contains(i));
+        }
         Self {
             types,
             query_type,
@@ -262,6 +283,32 @@ impl Introspection {
             subscription_type,
             directives,
         }
+    }
+
+    /// The values a result of enum `name` may take: the API schema's (never an `@inaccessible`
+    /// one), none when the API schema has no such enum.
+    pub fn api_enum(&self, name: &str) -> ApiEnum<'_> {
+        ApiEnum {
+            values: self
+                .types
+                .get(name)
+                .filter(|t| t.kind == "ENUM")
+                .map_or(&[], |t| t.enum_values.as_slice()),
+        }
+    }
+
+    /// Whether an object whose runtime type is `runtime` may be a value of type `declared`:
+    /// `runtime` is an object type of the API schema and `declared` itself, or a union it is a
+    /// member of, or an interface it implements. An `@inaccessible` type, or one the
+    /// supergraph does not know, never is.
+    pub fn is_possible_type(&self, declared: &str, runtime: &str) -> bool {
+        let is_object = self.types.get(runtime).is_some_and(|t| t.kind == "OBJECT");
+        is_object
+            && (declared == runtime
+                || self
+                    .types
+                    .get(declared)
+                    .is_some_and(|d| d.possible_types.iter().any(|t| t == runtime)))
     }
 
     /// Whether a root field is answered here rather than planned.

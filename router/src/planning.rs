@@ -15,6 +15,7 @@ use graphql_tools::parser::query::{OperationDefinition as ParsedOperation, Varia
 use hive_router_query_planner::ast::normalization::normalize_operation;
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
+use hive_router_query_planner::ast::selection_set::{FieldSelection, SelectionSet};
 use hive_router_query_planner::graph::PlannerOverrideContext;
 use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::state::supergraph_state::OperationKind;
@@ -359,6 +360,14 @@ impl PlanCache {
         to_plan.selection_set.items.retain(|item| {
             !matches!(item, SelectionItem::Field(field) if Introspection::is_introspection_field(&field.name))
         });
+        if supergraph.hides_any_possible_type()
+            && let Ok(root) = planner
+                .supergraph
+                .root_type_name(to_plan.operation_kind.as_ref())
+        {
+            let root = root.to_owned();
+            ask_hidden_runtime_types(&mut to_plan.selection_set, &root, supergraph);
+        }
         let plan = if to_plan.selection_set.items.is_empty() {
             QueryPlan {
                 kind: "QueryPlan",
@@ -396,6 +405,53 @@ impl PlanCache {
             .expect("plan cache lock")
             .put(key, planned.clone());
         Ok((planned, false))
+    }
+}
+
+/// Adds `__typename` to each selection set (of the operation to plan, not of the one the
+/// response is shaped by) whose type is an interface or union with a possible type the API
+/// schema hides. The planner asks subgraphs for `__typename` only where it needs it; without it,
+/// `node { id }` answered by an `@inaccessible` implementation could not be told from an
+/// accessible one, and projection must answer it `null` with an error.
+fn ask_hidden_runtime_types(
+    selection_set: &mut SelectionSet,
+    type_name: &str,
+    supergraph: &Supergraph,
+) {
+    let asks_typename = selection_set.items.iter().any(|item| {
+        matches!(item, SelectionItem::Field(field)
+            if field.name == "__typename"
+                && field.alias.is_none()
+                && field.skip_if.is_none()
+                && field.include_if.is_none())
+    });
+    if !asks_typename && supergraph.hides_possible_types(type_name) {
+        selection_set
+            .items
+            .push(SelectionItem::Field(FieldSelection::new_typename()));
+    }
+    let definitions = &supergraph.planner().supergraph.definitions;
+    for item in &mut selection_set.items {
+        match item {
+            SelectionItem::Field(field) if !field.selections.is_empty() => {
+                let Some(field_type) = definitions
+                    .get(type_name)
+                    .and_then(|definition| definition.fields().get(&field.name))
+                    .map(|definition| definition.field_type.inner_type())
+                else {
+                    continue;
+                };
+                ask_hidden_runtime_types(&mut field.selections, field_type, supergraph);
+            }
+            SelectionItem::InlineFragment(fragment) => {
+                ask_hidden_runtime_types(
+                    &mut fragment.selections,
+                    &fragment.type_condition,
+                    supergraph,
+                );
+            }
+            SelectionItem::Field(_) | SelectionItem::FragmentSpread(_) => {}
+        }
     }
 }
 

@@ -10,6 +10,11 @@
 //! out-of-range `Int`, an object where a `String` belongs), becomes `null` with an error, and
 //! so does a leaf where an object belongs.
 //!
+//! What a client may see is the API schema, not the supergraph: an enum value that is
+//! `@inaccessible` (or that the supergraph does not know), and an object whose runtime type is
+//! `@inaccessible` (or unknown, or not a possible type of its field's), are `null` with an
+//! error too, and their names appear in neither the data nor the error.
+//!
 //! No response tree is built: the text is written as the data is walked, and when a non-null
 //! violation nulls a parent, what was written for that parent is cut back and `null` written.
 
@@ -19,12 +24,12 @@ use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::{FieldSelection, SelectionSet};
 use hive_router_query_planner::state::supergraph_state::{
-    SupergraphDefinition, SupergraphEnumType, SupergraphState, TypeNode,
+    SupergraphDefinition, SupergraphState, TypeNode,
 };
 use serde_json::{Map, json};
 
 use crate::authorization::{Denial, Denials, selection_id};
-use crate::introspection::Introspection;
+use crate::introspection::{ApiEnum, Introspection};
 use crate::supergraph::fragment_applies;
 use crate::value::{Object, Str, Value, write_json, write_json_str};
 
@@ -88,7 +93,8 @@ enum Leaf<'a> {
     String,
     Boolean,
     Id,
-    Enum(&'a SupergraphEnumType),
+    /// An enum, with the values the API schema gives it.
+    Enum(ApiEnum<'a>),
     /// An object, interface or union: never a leaf.
     Composite,
     /// A custom scalar: any value.
@@ -96,7 +102,11 @@ enum Leaf<'a> {
 }
 
 impl<'a> Leaf<'a> {
-    fn of(supergraph: &'a SupergraphState, ty: &TypeNode) -> Self {
+    fn of(
+        supergraph: &'a SupergraphState,
+        introspection: &'a Introspection,
+        ty: &TypeNode,
+    ) -> Self {
         let mut named = ty;
         let name = loop {
             match named {
@@ -111,7 +121,7 @@ impl<'a> Leaf<'a> {
             "Boolean" => Leaf::Boolean,
             "ID" => Leaf::Id,
             _ => match supergraph.definitions.get(name) {
-                Some(SupergraphDefinition::Enum(enumeration)) => Leaf::Enum(enumeration),
+                Some(SupergraphDefinition::Enum(_)) => Leaf::Enum(introspection.api_enum(name)),
                 Some(
                     SupergraphDefinition::Object(_)
                     | SupergraphDefinition::Interface(_)
@@ -249,7 +259,11 @@ impl<'a> Writer<'a> {
                     Slot::Field {
                         name: &field.name,
                         ty: &field_definition.field_type,
-                        leaf: Leaf::of(self.supergraph, &field_definition.field_type),
+                        leaf: Leaf::of(
+                            self.supergraph,
+                            self.introspection,
+                            &field_definition.field_type,
+                        ),
                         selections,
                     }
                 };
@@ -402,6 +416,14 @@ impl<'a> Writer<'a> {
             TypeNode::Named(name) => match raw {
                 None | Some(Value::Null) => Ok(self.write_null()),
                 Some(Value::Object(object)) if selections.iter().any(|s| !s.items.is_empty()) => {
+                    if let Some(message) = self.runtime_type_problem(name, object) {
+                        self.errors.push(json!({
+                            "message": message,
+                            "path": path_to_json(path),
+                            "extensions": { "code": "INTERNAL_ERROR" }
+                        }));
+                        return Ok(self.write_null());
+                    }
                     let start = self.out.len();
                     match self.object(selections, name, object, path) {
                         Ok(()) => Ok(false),
@@ -424,6 +446,23 @@ impl<'a> Writer<'a> {
                 },
             },
         }
+    }
+
+    /// Why an object cannot be a value of type `declared` (the spec's ResolveAbstractType: its
+    /// runtime type must be a possible type of the field's), if it cannot. The runtime type is
+    /// not named: it may be one the API schema hides.
+    fn runtime_type_problem(&self, declared: &str, object: &Object) -> Option<String> {
+        let runtime = object.get("__typename").and_then(Value::as_str)?;
+        // The declared type itself passes without a lookup; that includes an interface's name,
+        // which an `@interfaceObject` subgraph gives its objects when the client asked nothing
+        // that needs their real type (the planner then does not fetch it).
+        if runtime == declared || self.introspection.is_possible_type(declared, runtime) {
+            return None;
+        }
+        Some(format!(
+            "\"{declared}\" cannot represent an object of a type that is not one of its possible \
+             types in the schema"
+        ))
     }
 
     fn write_null(&mut self) -> bool {
@@ -489,7 +528,7 @@ fn leaf_problem(
             _ => false,
         },
         Leaf::Enum(enumeration) => match value {
-            Value::String(text) => enumeration.values.iter().any(|v| v.name == text.as_str()),
+            Value::String(text) => enumeration.has(text),
             _ => false,
         },
         Leaf::Composite => false,
@@ -500,6 +539,10 @@ fn leaf_problem(
     }
     let shown = serde_json::Value::from(value.clone()).to_string();
     Some(match leaf {
+        // A name the enum does not have is not shown: it may be a value the API schema hides.
+        Leaf::Enum(_) if value.as_str().is_some() => {
+            format!("Enum \"{name}\" cannot represent a value that is not in the schema")
+        }
         Leaf::Enum(_) => format!("Enum \"{name}\" cannot represent value: {shown}"),
         Leaf::Composite => format!("{name} cannot represent a non-object value: {shown}"),
         _ if selections.iter().any(|s| !s.items.is_empty()) => {

@@ -672,10 +672,13 @@ impl RateLimiter {
             return true;
         }
         let key = Self::hint_key(subject, &allowances);
-        let hint = self.hints.lock().unwrap_or_else(PoisonError::into_inner).get(&key).copied();
-        hint.is_some_and(|hint| {
-            hint.at.elapsed() < HINT_LIFETIME && hint.remaining >= hint.margin
-        })
+        let hint = self
+            .hints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        hint.is_some_and(|hint| hint.at.elapsed() < HINT_LIFETIME && hint.remaining >= hint.margin)
     }
 
     /// Remembers what `decision` left (an allowed one) for [`Self::likely_allows`]; a refusal

@@ -4,7 +4,7 @@
 //! refused with the reason.
 
 use crate::authorization::AccessRules;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
@@ -58,6 +58,10 @@ pub struct Supergraph {
     subgraphs: BTreeMap<String, String>,
     /// `@authenticated` and `@requiresScopes`, enforced before fetching.
     access: AccessRules,
+    /// The interfaces and unions with a possible type the API schema hides (an `@inaccessible`
+    /// implementation or member): where a subgraph may answer an object the client must not
+    /// see, which only its `__typename` tells.
+    hiding_possible_types: BTreeSet<String>,
     planner: Planner,
 }
 
@@ -82,8 +86,10 @@ impl Supergraph {
         let shape = SchemaShape::new(&planner.consumer_schema.document);
         let input_types = InputTypes::new(&planner.consumer_schema.document);
         let access = AccessRules::from_supergraph(&document);
+        let hiding_possible_types = hiding_possible_types(&planner.supergraph, &introspection);
         Ok(Self {
             access,
+            hiding_possible_types,
             introspection,
             shape,
             input_types,
@@ -125,6 +131,16 @@ impl Supergraph {
         &self.planner
     }
 
+    /// Whether interface or union `name` has a possible type the API schema hides.
+    pub fn hides_possible_types(&self, name: &str) -> bool {
+        self.hiding_possible_types.contains(name)
+    }
+
+    /// Whether any interface or union has a possible type the API schema hides.
+    pub fn hides_any_possible_type(&self) -> bool {
+        !self.hiding_possible_types.is_empty()
+    }
+
     /// The API schema as introspection answers it.
     pub fn introspection(&self) -> &Introspection {
         &self.introspection
@@ -139,6 +155,36 @@ impl Supergraph {
     pub fn shape(&self) -> &SchemaShape {
         &self.shape
     }
+}
+
+/// The interfaces and unions of the supergraph with a possible type the API schema does not
+/// have as one.
+fn hiding_possible_types(
+    supergraph: &SupergraphState,
+    introspection: &Introspection,
+) -> BTreeSet<String> {
+    let mut hiding = BTreeSet::new();
+    for definition in supergraph.definitions.values() {
+        match definition {
+            SupergraphDefinition::Union(union)
+                if union
+                    .types
+                    .iter()
+                    .any(|member| !introspection.is_possible_type(&union.name, member)) =>
+            {
+                hiding.insert(union.name.clone());
+            }
+            SupergraphDefinition::Object(object) => {
+                for implemented in &object.join_implements {
+                    if !introspection.is_possible_type(&implemented.interface, &object.name) {
+                        hiding.insert(implemented.interface.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    hiding
 }
 
 /// Whether a fragment on `condition` applies to an object whose `__typename` is `runtime`: the
