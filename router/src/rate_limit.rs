@@ -32,7 +32,9 @@
 //! room ([`RateLimiter::likely_allows`]: at least a tenth of the limit, and at least two), the
 //! router runs a query's fetches while the check is in flight (see the pipeline) instead of after
 //! it. The check is still made, counted and obeyed for every operation: a refusal still answers
-//! 429 and the fetched data is dropped. What optimism can cost is only the fetches of a query
+//! 429 and the fetched data is dropped. Each optimistic start takes one request from the hint
+//! until the margin is reached, so a burst runs at most its room ahead of its checks and the
+//! rest wait for theirs. What optimism can cost is only the fetches of a query
 //! refused after all (its subject used the margin up through other pods within the hint's life); a
 //! subject near or over its limit has no such hint, so its operations wait for the check and cost
 //! the subgraphs nothing when refused. Mutations always wait.
@@ -663,22 +665,25 @@ impl RateLimiter {
 
     /// Whether `subject` very likely has room in every bucket of `allowances`: this pod's last
     /// decision for the same buckets allowed it, less than [`HINT_LIFETIME`] ago, and left at
-    /// least a tenth of the tightest bucket's limit (and at least two requests). A guess for
-    /// running fetches while the real check is in flight, never a decision: see the module
-    /// documentation.
+    /// least a tenth of the tightest bucket's limit (and at least two requests). A `true`
+    /// takes one request from the hint, so a burst runs at most the hint's room ahead of its
+    /// checks and the rest wait for theirs. A guess for running fetches while the real check
+    /// is in flight, never a decision: see the module documentation.
     pub fn likely_allows(&self, subject: &str, allowances: &[Allowance]) -> bool {
         let allowances = distinct(allowances);
         if allowances.is_empty() {
             return true;
         }
         let key = Self::hint_key(subject, &allowances);
-        let hint = self
-            .hints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .copied();
-        hint.is_some_and(|hint| hint.at.elapsed() < HINT_LIFETIME && hint.remaining >= hint.margin)
+        let mut hints = self.hints.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(hint) = hints.get_mut(&key) else {
+            return false;
+        };
+        let likely = hint.at.elapsed() < HINT_LIFETIME && hint.remaining >= hint.margin;
+        if likely {
+            hint.remaining -= 1;
+        }
+        likely
     }
 
     /// Remembers what `decision` left (an allowed one) for [`Self::likely_allows`]; a refusal
@@ -1015,6 +1020,17 @@ mod tests {
         assert!(limiter.check("user:a", &tight).await.allowed);
         assert!(!limiter.likely_allows("user:a", &tight));
         assert!(limiter.check("user:a", &tight).await.allowed);
+        // Each guess takes one from the hint: a burst does not all run ahead of its checks.
+        let burst = [allowance("burst", 20, Duration::from_secs(60))];
+        assert!(limiter.check("user:c", &burst).await.allowed);
+        let ahead = (0..30)
+            .filter(|_| limiter.likely_allows("user:c", &burst))
+            .count();
+        assert_eq!(
+            ahead,
+            19 - 2 + 1,
+            "from 19 remaining down to the margin of 2"
+        );
         // A refusal forgets the hint.
         assert!(!limiter.check("user:a", &tight).await.allowed);
         assert!(!limiter.likely_allows("user:a", &tight));

@@ -230,3 +230,23 @@ async fn a_caller_without_a_known_margin_waits_for_the_check_and_costs_nothing_w
     assert_eq!(refused.status, 429, "{}", refused.body);
     assert_eq!(requests.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn a_burst_from_a_caller_with_room_runs_at_most_its_room_ahead_of_the_checks() {
+    let prefix = unique_prefix("burst");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (base, _stop) = counted_pod(&prefix, requests.clone()).await;
+    let query = "{ topProducts { name } }";
+    // 3 a minute: one now leaves 2, the margin, so the pod may run one query ahead.
+    assert_eq!(ask(&base, query).await.status, 200);
+    let answers = futures_util::future::join_all((0..12).map(|_| ask(&base, query))).await;
+    let allowed = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(allowed, 2, "the allowance holds under a burst");
+    assert!(answers.iter().all(|a| a.status == 200 || a.status == 429));
+    // The subgraph saw the allowed ones and at most one refused query run ahead of its check.
+    let fetched = requests.load(Ordering::SeqCst) - 1;
+    assert!(
+        fetched <= allowed + 1,
+        "{fetched} fetches for {allowed} allowed"
+    );
+}
