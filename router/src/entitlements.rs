@@ -9,10 +9,11 @@
 //! billing announces every change on the Redis channel [`CHANGES_CHANNEL`] and every router
 //! following it ([`EntitlementCache::follow_changes`]) forgets that user at once. When billing
 //! cannot answer, the caller gets the default plan for this request (fewer features, never
-//! more), and nothing is cached.
+//! more), and nothing is cached. Concurrent requests of one user the router does not know yet
+//! share one question to billing ([`EntitlementCache::get_or_fetch`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
@@ -55,6 +56,37 @@ impl CallerAccess {
 #[derive(Default)]
 pub struct EntitlementCache {
     entries: Mutex<HashMap<Uuid, (CallerAccess, Instant)>>,
+    /// The questions to billing in flight, by user: a request of a user already being asked
+    /// about waits for that answer instead of asking again.
+    in_flight: Mutex<HashMap<Uuid, Arc<Asking>>>,
+}
+
+/// One question to billing in flight; its answer once there (`None`: billing could not say).
+type Asking = tokio::sync::OnceCell<Option<CallerAccess>>;
+
+/// Removes a question's entry when a request that took part in it ends, however it ends
+/// (answered, or dropped: a later request then asks again rather than wait on nobody).
+struct AskingGuard<'a> {
+    cache: &'a EntitlementCache,
+    user: Uuid,
+    asking: Arc<Asking>,
+}
+
+impl Drop for AskingGuard<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .cache
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only this question's own entry: a later one may have replaced it.
+        if in_flight
+            .get(&self.user)
+            .is_some_and(|asking| Arc::ptr_eq(asking, &self.asking))
+        {
+            in_flight.remove(&self.user);
+        }
+    }
 }
 
 impl EntitlementCache {
@@ -76,6 +108,41 @@ impl EntitlementCache {
             entries.clear();
         }
         entries.insert(user, (access, Instant::now() + LOCAL_TTL));
+    }
+
+    /// `user`'s access: remembered, or from `fetch` (billing), whose answer is remembered.
+    /// Requests of one user arriving while `fetch` runs share its answer; if the request
+    /// running it is dropped, one of the waiting ones runs its own `fetch` instead.
+    pub async fn get_or_fetch<F, Fut>(&self, user: Uuid, fetch: F) -> Option<CallerAccess>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<CallerAccess>>,
+    {
+        if let Some(access) = self.get(user) {
+            return Some(access);
+        }
+        let asking = self
+            .in_flight
+            .lock()
+            .expect("entitlement in-flight lock")
+            .entry(user)
+            .or_default()
+            .clone();
+        let _guard = AskingGuard {
+            cache: self,
+            user,
+            asking: asking.clone(),
+        };
+        asking
+            .get_or_init(|| async {
+                let fetched = fetch().await;
+                if let Some(access) = &fetched {
+                    self.put(user, access.clone());
+                }
+                fetched
+            })
+            .await
+            .clone()
     }
 
     pub fn forget(&self, user: Uuid) {
@@ -123,6 +190,54 @@ impl EntitlementCache {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn concurrent_requests_of_one_unknown_user_ask_billing_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = EntitlementCache::new();
+        let asked = AtomicUsize::new(0);
+        let scholar = CallerAccess {
+            plan: "scholar".into(),
+            entitlements: vec!["interlinear".into()],
+        };
+        let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let ask = |user: Uuid| {
+            let (cache, asked, scholar) = (&cache, &asked, scholar.clone());
+            async move {
+                cache
+                    .get_or_fetch(user, || async move {
+                        asked.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Some(scholar)
+                    })
+                    .await
+            }
+        };
+        let answers = futures_util::future::join_all(
+            (0..20).map(|i| ask(if i % 2 == 0 { ada } else { bob })),
+        )
+        .await;
+        assert!(answers.iter().all(|a| a.as_ref() == Some(&scholar)));
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "once per user");
+        // Remembered now, and nothing is left in flight.
+        assert_eq!(ask(ada).await, Some(scholar.clone()));
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        assert!(cache.in_flight.lock().unwrap().is_empty());
+        // A question whose asker is dropped is asked again by the next request.
+        let carol = Uuid::new_v4();
+        let never = cache.get_or_fetch(carol, std::future::pending::<Option<CallerAccess>>);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), never)
+                .await
+                .is_err()
+        );
+        assert!(cache.in_flight.lock().unwrap().is_empty());
+        assert_eq!(ask(carol).await, Some(scholar));
+        // Billing not answering is not remembered.
+        let dave = Uuid::new_v4();
+        assert_eq!(cache.get_or_fetch(dave, || async { None }).await, None);
+        assert_eq!(cache.get(dave), None);
+    }
 
     #[test]
     fn billing_answers_are_read_strictly() {

@@ -585,16 +585,10 @@ impl Router {
             caller.plan = Some(plan.clone());
             return caller;
         };
-        let access = match enforcement.entitlements.get(user) {
-            Some(access) => Some(access),
-            None => {
-                let fetched = self.ask_billing(&caller, supergraph).await;
-                if let Some(access) = &fetched {
-                    enforcement.entitlements.put(user, access.clone());
-                }
-                fetched
-            }
-        };
+        let access = enforcement
+            .entitlements
+            .get_or_fetch(user, || self.ask_billing(&caller, supergraph))
+            .await;
         let access = access.unwrap_or_else(|| CallerAccess {
             plan: plans.default_plan.clone(),
             entitlements: plans.plans[&plans.default_plan].entitlements.clone(),
