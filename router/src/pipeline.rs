@@ -400,29 +400,25 @@ impl Router {
         // runs while the check is in flight (dropped if it is refused after all); others, and
         // every mutation, wait for it: see `rate_limit`'s documentation.
         let check = limiter.check(&subject, &allowances);
-        let (decision, response) =
-            if !planned.is_mutation() && limiter.likely_allows(&subject, &allowances) {
-                tokio::pin!(check, run);
-                tokio::select! {
-                    biased;
-                    decision = &mut check => {
-                        if !decision.allowed {
-                            return rate_limited(decision, version);
-                        }
-                        (decision, run.await)
-                    }
-                    response = &mut run => (check.await, response),
-                }
-            } else {
-                let decision = check.await;
-                if !decision.allowed {
-                    return rate_limited(decision, version);
-                }
-                (decision, run.await)
-            };
+        let optimistic = !planned.is_mutation() && limiter.likely_allows(&subject, &allowances);
+        tokio::pin!(check, run);
+        let (decision, response) = if optimistic {
+            tokio::select! {
+                biased;
+                decision = &mut check => (decision, None),
+                response = &mut run => (check.await, Some(response)),
+            }
+        } else {
+            (check.await, None)
+        };
         if !decision.allowed {
+            // Dropping `run` cancels whatever of it is still in flight.
             return rate_limited(decision, version);
         }
+        let response = match response {
+            Some(response) => response,
+            None => run.await,
+        };
         let mut response = response.with_version(version);
         response.rate_limit = Some(decision);
         response
