@@ -1,7 +1,8 @@
 //! The real stack, for the subgraphs' tests (they talk to real servers, never mocks): the
 //! stores' URLs from the `GOSPELIB_*` variables `scripts/test` exports, a PostgreSQL pool on a
 //! migrated database, a Redis client, and waiting on what runs in the background (a condition,
-//! a stream consumer group catching up). Panics with what to do when the stack is missing.
+//! a stream consumer group catching up), and what an outbox relayed (its rows, the stream's
+//! entries). Panics with what to do when the stack is missing.
 
 use tokio::sync::OnceCell;
 
@@ -89,4 +90,75 @@ pub async fn group_caught_up(stream: &str, group: &str) -> bool {
             && field("pending") == "0"
             && field("entries-read") == length.to_string()
     })
+}
+
+/// The entries of the event stream `stream`, oldest first: (`event_id`, `type`, `payload` as
+/// JSON, `null` when it is not JSON), the fields the kit's outbox writes.
+pub async fn stream_entries(stream: &str) -> Vec<(String, String, serde_json::Value)> {
+    let mut connection = redis()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the stack's Redis answers");
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == name)
+                    .map(|pair| pair[1].clone())
+                    .unwrap_or_default()
+            };
+            let payload =
+                serde_json::from_str(&field("payload")).unwrap_or(serde_json::Value::Null);
+            (field("event_id"), field("type"), payload)
+        })
+        .collect()
+}
+
+/// [`stream_entries`] once there are at least `count` (publication may run on another task),
+/// waiting up to five seconds; what there is then.
+pub async fn stream_entries_at_least(
+    stream: &str,
+    count: usize,
+) -> Vec<(String, String, serde_json::Value)> {
+    for _ in 0..100 {
+        let entries = stream_entries(stream).await;
+        if entries.len() >= count {
+            return entries;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stream_entries(stream).await
+}
+
+/// The rows of the outbox table `table` (`accounts.outbox`) bound for `stream`, in order:
+/// (payload, published).
+pub async fn outbox_rows(
+    pool: &PgPool,
+    table: &str,
+    stream: &str,
+) -> Vec<(serde_json::Value, bool)> {
+    let rows: Vec<(String, bool)> = sqlx::query_as(&format!(
+        "SELECT payload::text, published_at IS NOT NULL FROM {table} WHERE stream = $1 ORDER BY id"
+    ))
+    .bind(stream)
+    .fetch_all(pool)
+    .await
+    .expect("the outbox table");
+    rows.into_iter()
+        .map(|(payload, published)| {
+            (
+                serde_json::from_str(&payload).expect("outbox payloads are JSON"),
+                published,
+            )
+        })
+        .collect()
 }

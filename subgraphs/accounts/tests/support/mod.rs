@@ -181,58 +181,12 @@ pub async fn post_with(url: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16
     (status, body)
 }
 
-/// The entries of `stream`: (event_id, type, payload).
-pub async fn stream_entries(stream: &str) -> Vec<(String, String, Value)> {
-    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
-    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            let field = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|pair| pair[0] == name)
-                    .map(|pair| pair[1].clone())
-                    .unwrap_or_default()
-            };
-            let payload = serde_json::from_str(&field("payload")).unwrap();
-            (field("event_id"), field("type"), payload)
-        })
-        .collect()
-}
+#[allow(unused_imports)] // not every test binary reads the stream
+pub use gospelib_kit::test_stack::{stream_entries, stream_entries_at_least};
 
-/// The entries of `stream` once there are at least `count` (publication may run on another
-/// task), waiting up to five seconds.
-pub async fn stream_entries_at_least(stream: &str, count: usize) -> Vec<(String, String, Value)> {
-    for _ in 0..100 {
-        let entries = stream_entries(stream).await;
-        if entries.len() >= count {
-            return entries;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stream_entries(stream).await
-}
-
-/// The outbox rows of `stream`: (payload, published).
+/// The accounts outbox rows of `stream`: (payload, published).
 pub async fn outbox_rows(pool: &PgPool, stream: &str) -> Vec<(Value, bool)> {
-    let rows: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT payload::text, published_at IS NOT NULL FROM accounts.outbox
-         WHERE stream = $1 ORDER BY id",
-    )
-    .bind(stream)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(payload, published)| (serde_json::from_str(&payload).unwrap(), published))
-        .collect()
+    gospelib_kit::test_stack::outbox_rows(pool, "accounts.outbox", stream).await
 }
 
 /// The outbox rows of `stream` once all are published (the publication may have been taken

@@ -193,57 +193,12 @@ pub async fn post(url: &str, body: &str) -> (u16, Value) {
     post_signed(url, body, Some(&signature(body))).await
 }
 
-/// The entries of `stream`: (event_id, type, payload).
-pub async fn stream_entries(stream: &str) -> Vec<(String, String, Value)> {
-    let mut connection = redis_connection().await;
-    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            let field = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|pair| pair[0] == name)
-                    .map(|pair| pair[1].clone())
-                    .unwrap_or_default()
-            };
-            let payload = serde_json::from_str(&field("payload")).unwrap_or(Value::Null);
-            (field("event_id"), field("type"), payload)
-        })
-        .collect()
-}
-
-/// The entries of `stream` once there are at least `count`, waiting up to five seconds.
-pub async fn stream_entries_at_least(stream: &str, count: usize) -> Vec<(String, String, Value)> {
-    for _ in 0..100 {
-        let entries = stream_entries(stream).await;
-        if entries.len() >= count {
-            return entries;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stream_entries(stream).await
-}
+#[allow(unused_imports)] // not every test binary reads the stream
+pub use gospelib_kit::test_stack::{stream_entries, stream_entries_at_least};
 
 /// The billing outbox rows of `stream`: (payload, published).
 pub async fn outbox_rows(pool: &PgPool, stream: &str) -> Vec<(Value, bool)> {
-    let rows: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT payload::text, published_at IS NOT NULL FROM billing.outbox
-         WHERE stream = $1 ORDER BY id",
-    )
-    .bind(stream)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(payload, published)| (serde_json::from_str(&payload).unwrap(), published))
-        .collect()
+    gospelib_kit::test_stack::outbox_rows(pool, "billing.outbox", stream).await
 }
 
 /// The types of the outbox rows of `stream`, in order.
