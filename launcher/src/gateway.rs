@@ -2,6 +2,11 @@
 //! start-up (or the registry's latest published version, followed as new ones appear), and a
 //! transport that calls each part's executor directly. The router's settings are the same
 //! typed value `gospelib-router` reads.
+//!
+//! The apps' trusted documents come with the supergraph: those this binary was built with
+//! (`client-tests/operations/{web,mobile}`) beside the code's supergraph, the registry
+//! version's beside the registry's (followed as new versions appear), or
+//! `GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE` whatever the source.
 
 use std::sync::Arc;
 
@@ -15,6 +20,7 @@ use gospelib_router::pipeline::{PlanEnforcement, Router};
 use gospelib_router::reload::poll_registry;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{ExecutorSubgraph, InProcess, Transport};
+use gospelib_router::trusted_documents::{self, Manifest, TrustedDocuments, TrustedService};
 use gospelib_router::usage::UsageRecorder;
 use gospelib_schema::contracts::contract_supergraph;
 
@@ -25,6 +31,10 @@ use crate::settings::{ServeSettings, SupergraphSource};
 struct Start {
     supergraph: Supergraph,
     partner: Supergraph,
+    /// The apps' trusted documents that go with the supergraph, if any, and where they are
+    /// from.
+    trusted_documents: Option<Manifest>,
+    origin: String,
 }
 
 /// What the gateway needs beyond the parts: the settings, the stores, the metrics.
@@ -122,7 +132,57 @@ pub async fn in_process(
         )));
     }
     let service = service.with_partner_router(partner);
-    Ok((Arc::new(service), background))
+    let documents = trusted(
+        settings,
+        start.trusted_documents,
+        &start.origin,
+        &registry_url("trusted-documents"),
+        &mut background,
+    )?;
+    Ok((
+        Arc::new(TrustedService::new(service, documents)),
+        background,
+    ))
+}
+
+/// The trusted documents the router holds app callers to
+/// (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`), and the task that keeps them current: the file
+/// re-read, or the registry polled, every `GOSPELIB_ROUTER_POLL_MS`.
+fn trusted(
+    settings: &ServeSettings,
+    with_supergraph: Option<Manifest>,
+    origin: &str,
+    registry_url: &str,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Arc<TrustedDocuments>> {
+    let mode = settings.router.trusted_documents;
+    let every = settings.router.registry_poll_every;
+    if mode == trusted_documents::Mode::Off {
+        return Ok(Arc::new(TrustedDocuments::off()));
+    }
+    if let Some(path) = &settings.router.trusted_documents_file {
+        let manifest =
+            trusted_documents::read_file(path).context("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")?;
+        let documents =
+            trusted_documents::start(mode, Some(manifest), &path.display().to_string())?;
+        background.push(tokio::spawn(trusted_documents::watch_file(
+            documents.clone(),
+            path.clone(),
+            every,
+        )));
+        return Ok(documents);
+    }
+    let documents = trusted_documents::start(mode, with_supergraph, origin)?;
+    if settings.supergraph_source == SupergraphSource::Registry {
+        background.push(tokio::spawn(trusted_documents::poll_registry(
+            documents.clone(),
+            registry_client()?,
+            registry_url.to_owned(),
+            None,
+            every,
+        )));
+    }
+    Ok(documents)
 }
 
 /// The supergraph composed from this binary's parts.
@@ -134,11 +194,18 @@ fn from_code(settings: &ServeSettings) -> anyhow::Result<Start> {
     let supergraph = Supergraph::parse(&sdl, None).context("the composed supergraph")?;
     let contract = contract_supergraph(&sdl, "partner", "partner")?;
     let partner = Supergraph::parse(&contract, None).context("the partner contract")?;
+    let trusted_documents = Manifest::from_documents(APP_OPERATIONS.iter().copied())
+        .context("the apps' operations built in")?;
     Ok(Start {
         supergraph,
         partner,
+        trusted_documents: Some(trusted_documents),
+        origin: "the apps' operations built in".to_owned(),
     })
 }
+
+// `APP_OPERATIONS`: the apps' operations as built (launcher/build.rs).
+include!(concat!(env!("OUT_DIR"), "/app_operations.rs"));
 
 /// The registry's latest published version.
 async fn from_registry(store: &gospelib_schema::store::Store) -> anyhow::Result<Start> {
@@ -161,9 +228,17 @@ async fn from_registry(store: &gospelib_schema::store::Store) -> anyhow::Result<
     })?;
     let partner = Supergraph::parse(contract, number)
         .with_context(|| format!("the partner contract of version {}", latest.number))?;
+    let trusted_documents = latest
+        .trusted_documents
+        .as_ref()
+        .map(Manifest::from_value)
+        .transpose()
+        .with_context(|| format!("the trusted documents of version {}", latest.number))?;
     Ok(Start {
         supergraph,
         partner,
+        trusted_documents,
+        origin: format!("the registry's version {}", latest.number),
     })
 }
 

@@ -207,7 +207,20 @@ unsafe impl Sync for JemallocConf {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    gospelib_kit::telemetry::init_json_logs();
+    let env = Env::from_process();
+    // Logs, and traces when GOSPELIB_OTLP_ENDPOINT is set (flushed once the command is done),
+    // named after the parts served: `gospelib`, or the `--only` ones.
+    let service = match &cli.command {
+        Command::Serve { only } if !only.is_empty() => only.join(","),
+        _ => "gospelib".to_owned(),
+    };
+    let telemetry = match gospelib_kit::telemetry::init(&env, &service) {
+        Ok(telemetry) => telemetry,
+        Err(config) => {
+            eprint!("gospelib: {config}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -215,7 +228,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let env = Env::from_process();
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve { only } => run_serve(&env, &only).await,
@@ -278,6 +290,7 @@ fn main() -> ExitCode {
             }
         }
     });
+    telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -348,6 +361,7 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
             max_body_bytes: settings.max_body_bytes,
             extra_routes: registry_routes,
             public_routes: assembled.public_routes,
+            edge: settings.edge.clone(),
         },
         metrics,
     );

@@ -6,12 +6,16 @@
 //! set, the operations routers recorded. Published versions live in PostgreSQL
 //! (`GOSPELIB_PG_URL`); `publish` and `rollback` store a version only if the one they checked
 //! against is still the latest, and otherwise write nothing and say to check again.
+//! `publish` stores with the version the manifest of the apps' trusted documents (the
+//! operations under `web/` and `mobile/` of the operations folder); `rollback` brings back the
+//! old version's.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use gospelib_kit::config::{ConfigReader, Env};
 use gospelib_kit::stores::{postgres_pool, redis_client};
+use gospelib_router::trusted_documents::Manifest;
 use gospelib_schema::check::{
     Baseline, CheckReport, ClientDocument, KnownOperation, check, client_documents,
     diff_api_schemas,
@@ -103,8 +107,11 @@ pub async fn run_publish(
     let settings = RegistrySettings::read(env, true)?;
     let store = settings.store()?;
     let (documents, recorded) = known_operations(&settings, operations).await?;
-    let proposal =
-        check_publish(&store, subgraph_sdls(committed_url), &documents, recorded).await?;
+    let manifest = Manifest::from_operations_dir(operations)
+        .with_context(|| format!("the apps' operations under {}", operations.display()))?;
+    let proposal = check_publish(&store, subgraph_sdls(committed_url), &documents, recorded)
+        .await?
+        .with_trusted_documents(manifest.to_json());
     print_report(&proposal.report, format)?;
     publish_checked(&store, proposal, message, force_reason, "publish").await
 }
@@ -142,7 +149,10 @@ async fn publish_checked(
             Some(to) => {
                 bail!("the latest version ({latest}) already has version {to}'s supergraph")
             }
-            None => eprintln!("unchanged: version {latest} already has this supergraph"),
+            None => eprintln!(
+                "unchanged: version {latest} already has this supergraph and these trusted \
+                 documents"
+            ),
         },
         PublishOutcome::Refused => {
             eprintln!(

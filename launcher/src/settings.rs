@@ -7,6 +7,7 @@ use std::time::Duration;
 use gospelib_kit::config::{
     ConfigError, ConfigReader, ContentStoreUrls, Env, StoreUrls, Visibility,
 };
+use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::server::DEFAULT_MAX_BODY_BYTES;
 use gospelib_router::settings::{IdentitySettings, RouterSettings};
 
@@ -26,6 +27,10 @@ pub struct ServeSettings {
     pub supergraph_source: SupergraphSource,
     /// `GOSPELIB_MAX_BODY_BYTES` (default 2 MiB).
     pub max_body_bytes: usize,
+    /// The HTTP edge: `GOSPELIB_CORS_ORIGINS`, `GOSPELIB_CORS_ALLOW_CREDENTIALS`,
+    /// `GOSPELIB_ROUTER_CSRF`, `GOSPELIB_ROUTER_MAX_BATCH`, and the subscriptions'
+    /// `GOSPELIB_WS_*`.
+    pub edge: EdgeSettings,
     /// `GOSPELIB_SHUTDOWN_GRACE_SECS`: how long in-flight requests may run after SIGTERM.
     pub shutdown_grace: Duration,
     /// `GOSPELIB_MIGRATE_ON_START`: apply pending migrations before serving.
@@ -78,6 +83,7 @@ impl ServeSettings {
             1024,
             64 * 1024 * 1024,
         );
+        let edge = EdgeSettings::read(&mut reader);
         let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
         let migrate_on_start = reader.flag("GOSPELIB_MIGRATE_ON_START", false);
         let identity = IdentitySettings::read(&mut reader);
@@ -115,6 +121,7 @@ impl ServeSettings {
             router: router.expect(present),
             supergraph_source: supergraph_source.expect(present),
             max_body_bytes: usize::try_from(max_body_bytes.expect(present)).expect("fits"),
+            edge: edge.expect(present),
             shutdown_grace: Duration::from_secs(grace.expect(present)),
             migrate_on_start: migrate_on_start.expect(present),
             identity: identity.expect(present),
@@ -250,6 +257,7 @@ mod tests {
         assert_eq!(settings.supergraph_source, SupergraphSource::Code);
         assert_eq!(settings.router, RouterSettings::default());
         assert_eq!(settings.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(settings.edge, EdgeSettings::default());
         assert!(!settings.migrate_on_start);
     }
 
@@ -291,6 +299,13 @@ mod tests {
                 "not a Svix signing secret",
             ),
             ("GOSPELIB_AUTH_JWKS_URL", "ftp://x", "a URL"),
+            ("GOSPELIB_CORS_ORIGINS", "app.gospelib.com", "not a URL"),
+            ("GOSPELIB_ROUTER_CSRF", "sometimes", "`on` or `off`"),
+            (
+                "GOSPELIB_ROUTER_MAX_BATCH",
+                "lots",
+                "a whole number from 0 to 1000, or `off`",
+            ),
         ] {
             let mut pairs = stores();
             pairs.push((name, value));
@@ -303,6 +318,25 @@ mod tests {
             );
             assert!(line.contains(expected), "{line}");
         }
+    }
+
+    #[test]
+    fn any_origin_with_credentials_stops_the_start_up() {
+        let mut pairs = stores();
+        pairs.push(("GOSPELIB_CORS_ORIGINS", "*"));
+        pairs.push(("GOSPELIB_CORS_ALLOW_CREDENTIALS", "true"));
+        let error = ServeSettings::read(&Env::from_pairs(pairs)).unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{error}");
+        assert_eq!(
+            error.problems[0].variable,
+            "GOSPELIB_CORS_ALLOW_CREDENTIALS"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("while GOSPELIB_CORS_ORIGINS is `*`"),
+            "{error}"
+        );
     }
 
     #[test]

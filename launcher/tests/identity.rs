@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::get_current_timestamp;
 use serde_json::{Value, json};
 use support::clerk::{
-    Client, ISSUER, base64_url, jwks_server, session_token, unique, user_created,
+    AUDIENCE, Client, ISSUER, base64_url, jwks_server, session_token, session_token_with, unique,
+    user_created,
 };
 use support::{Served, gospelib, serve_with, stack_vars};
 
@@ -24,6 +25,7 @@ fn signed_in_users_see_their_own_data_and_anonymous_callers_are_refused_what_nee
         &[
             ("GOSPELIB_AUTH_JWKS_URL", jwks),
             ("GOSPELIB_AUTH_ISSUER", ISSUER.to_owned()),
+            ("GOSPELIB_AUTH_AUDIENCE", AUDIENCE.to_owned()),
         ],
     );
     let client = Client {
@@ -100,34 +102,74 @@ fn signed_in_users_see_their_own_data_and_anonymous_callers_are_refused_what_nee
             parts[1] = &forged;
             format!("Bearer {}", parts.join("."))
         };
+        // Expired well beyond the leeway, or issued to another frontend (`azp`): also a 401.
+        let now = get_current_timestamp();
+        let expired = format!(
+            "Bearer {}",
+            session_token_with(
+                &ada,
+                json!({"iat": now - 120, "nbf": now - 120, "exp": now - 60})
+            )
+        );
+        let elsewhere = format!(
+            "Bearer {}",
+            session_token_with(&ada, json!({"azp": "https://evil.example"}))
+        );
+        let no_azp = format!("Bearer {}", session_token_with(&ada, json!({"azp": null})));
         for bad in [
             tampered.as_str(),
             "Bearer not-a-token",
             "Basic YWRhOnNlY3JldA==",
+            expired.as_str(),
+            elsewhere.as_str(),
+            no_azp.as_str(),
         ] {
             let (status, body) = client.ask(&[("authorization", bad)], me).await;
             assert_eq!(status, 401, "{bad}: {body}");
-            assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+                "{bad}: {body}"
+            );
         }
 
-        // A client's own caller header is ignored: it is not the router's to believe.
-        let forged =
+        // A client's own caller header is ignored: it is not the router's to believe. Not
+        // forwarded (a subgraph would refuse it: an error), not believed (`me` would be Ada).
+        let caller_header = gospelib_kit::caller::CALLER_HEADER;
+        let forge = |clerk_id: &str| {
             gospelib_kit::caller::InternalSecret::new(b"someone else's secret, long enough!!")
                 .unwrap()
                 .sign(
                     &gospelib_kit::caller::Caller::user(gospelib_kit::caller::user_id_for_clerk(
-                        &ada,
+                        clerk_id,
                     )),
                     me,
+                    &gospelib_kit::caller::variables_digest(&json!({})),
                     Duration::from_secs(30),
-                );
-        let (status, body) = client.ask(&[("x-gospelib-caller", &forged)], me).await;
+                )
+        };
+        let forged = forge(&ada);
+        let (status, body) = client.ask(&[(caller_header, &forged)], me).await;
         assert_eq!((status, &body["data"]["me"]), (200, &Value::Null), "{body}");
+        assert!(body.get("errors").is_none(), "{body}");
+        // Signed in as Ada, with a header naming Bob: the caller is Ada.
+        let (status, body) = client
+            .ask(
+                &[("authorization", &ada_auth), (caller_header, &forge(&bob))],
+                me,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "{body}");
+        assert_eq!(
+            body["data"]["me"]["id"],
+            gospelib_kit::caller::user_id_for_clerk(&ada).to_string(),
+            "{body}"
+        );
         // Sent straight to the subgraph (the internal listener), it is refused.
         let direct = client
             .http
             .post(format!("{}/subgraphs/accounts/graphql", served.internal))
-            .header("x-gospelib-caller", &forged)
+            .header(caller_header, &forged)
             .json(&json!({ "query": me }))
             .send()
             .await
@@ -154,6 +196,45 @@ fn partner_key(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn a_partner_keys_scopes_are_listed() {
+    let partner = format!("scoped-{}", uuid::Uuid::new_v4().simple());
+    let made: Value = serde_json::from_str(&partner_key(&[
+        "create",
+        "--partner",
+        &partner,
+        "--scopes",
+        "content:read,study.notes",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        made["scopes"],
+        json!(["content:read", "study.notes"]),
+        "{made}"
+    );
+    let listed = partner_key(&["list"]);
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with(&format!("{id}  ")))
+        .unwrap_or_else(|| panic!("{id} is not listed:\n{listed}"));
+    assert!(
+        line.contains(&partner) && line.contains("scopes [content:read,study.notes]"),
+        "{line}"
+    );
+    let listed: Value = serde_json::from_str(&partner_key(&["list", "--format", "json"])).unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not listed: {listed}"));
+    assert_eq!(entry["scopes"], json!(["content:read", "study.notes"]));
+    partner_key(&["revoke", &id]);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::clerk::{
-    Client, ISSUER, eventually, jwks_server, session_token, unique, user_created,
+    AUDIENCE, Client, ISSUER, eventually, jwks_server, session_token, unique, user_created,
 };
 use support::serve_with;
 
@@ -70,6 +70,7 @@ fn the_trial_a_subscription_and_gated_fields_through_the_router() {
         &[
             ("GOSPELIB_AUTH_JWKS_URL", jwks),
             ("GOSPELIB_AUTH_ISSUER", ISSUER.to_owned()),
+            ("GOSPELIB_AUTH_AUDIENCE", AUDIENCE.to_owned()),
         ],
     );
     let client = Client {

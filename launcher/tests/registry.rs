@@ -42,6 +42,7 @@ fn bare_version(supergraph: String, message: &str) -> NewVersion {
         forced_reason: None,
         check_report: None,
         rollback_of: None,
+        trusted_documents: None,
     }
 }
 

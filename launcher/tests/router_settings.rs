@@ -223,10 +223,16 @@ fn the_request_timeout_applies_to_the_in_process_transport() {
 }
 
 /// Five identical requests at once, each fetch held in flight by a silent FalkorDB until the
-/// subgraph timeout: with sharing on, four join the first fetch; switched off, none does.
+/// subgraph timeout. Inbound sharing on (the default): four join the first operation and no
+/// fetch is even repeated; inbound off, subgraph sharing on: five operations run and four join
+/// the first fetch; both off: nothing is shared.
 #[test]
-fn dedupe_can_be_switched_off() {
-    for (dedupe, shared) in [("true", 4), ("false", 0)] {
+fn both_sharing_layers_can_be_switched_off() {
+    for (inbound, dedupe, shared_operations, shared_fetches) in [
+        ("true", "true", 4, 0),
+        ("false", "true", 0, 4),
+        ("false", "false", 0, 0),
+    ] {
         let falkordb = silent_falkordb();
         let (mut child, base, runtime) = serve_with(
             &["serve"],
@@ -234,6 +240,7 @@ fn dedupe_can_be_switched_off() {
                 ("GOSPELIB_FALKORDB_URL", falkordb),
                 ("GOSPELIB_FALKORDB_TIMEOUT_MS", "60000".to_owned()),
                 ("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", "1000".to_owned()),
+                ("GOSPELIB_ROUTER_INBOUND_DEDUPE", inbound.to_owned()),
                 ("GOSPELIB_ROUTER_DEDUPE", dedupe.to_owned()),
             ],
         );
@@ -259,13 +266,23 @@ fn dedupe_can_be_switched_off() {
         });
         child.kill().unwrap();
         child.wait().unwrap();
-        let counted = metrics
-            .lines()
-            .find(|line| {
-                line.starts_with("gospelib_subgraph_fetches_shared_total{subgraph=\"content\"")
-            })
-            .and_then(|line| line.rsplit(' ').next())
-            .map_or(0, |n| n.parse::<u64>().unwrap());
-        assert_eq!(counted, shared, "GOSPELIB_ROUTER_DEDUPE={dedupe}");
+        let count = |prefix: &str| {
+            metrics
+                .lines()
+                .find(|line| line.starts_with(prefix))
+                .and_then(|line| line.rsplit(' ').next())
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        };
+        let settings = format!("INBOUND_DEDUPE={inbound} DEDUPE={dedupe}");
+        assert_eq!(
+            count("gospelib_operations_shared_total"),
+            shared_operations,
+            "{settings}"
+        );
+        assert_eq!(
+            count("gospelib_subgraph_fetches_shared_total{subgraph=\"content\""),
+            shared_fetches,
+            "{settings}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::PgPool;
 use support::clerk::{
-    Client, ISSUER, eventually, jwks_server, session_token, unique, user_created,
+    AUDIENCE, Client, ISSUER, eventually, jwks_server, session_token, unique, user_created,
 };
 use support::serve_with;
 use uuid::Uuid;
@@ -94,6 +94,7 @@ fn a_clerk_user_deleted_webhook_erases_that_users_study_data_through_the_stream(
         &[
             ("GOSPELIB_AUTH_JWKS_URL", jwks),
             ("GOSPELIB_AUTH_ISSUER", ISSUER.to_owned()),
+            ("GOSPELIB_AUTH_AUDIENCE", AUDIENCE.to_owned()),
         ],
     );
     let client = Client {

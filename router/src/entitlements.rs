@@ -13,7 +13,9 @@
 //! share one question to billing ([`EntitlementCache::get_or_fetch`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+
+use crate::single_flight::SingleFlight;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
@@ -57,36 +59,8 @@ impl CallerAccess {
 pub struct EntitlementCache {
     entries: Mutex<HashMap<Uuid, (CallerAccess, Instant)>>,
     /// The questions to billing in flight, by user: a request of a user already being asked
-    /// about waits for that answer instead of asking again.
-    in_flight: Mutex<HashMap<Uuid, Arc<Asking>>>,
-}
-
-/// One question to billing in flight; its answer once there (`None`: billing could not say).
-type Asking = tokio::sync::OnceCell<Option<CallerAccess>>;
-
-/// Removes a question's entry when a request that took part in it ends, however it ends
-/// (answered, or dropped: a later request then asks again rather than wait on nobody).
-struct AskingGuard<'a> {
-    cache: &'a EntitlementCache,
-    user: Uuid,
-    asking: Arc<Asking>,
-}
-
-impl Drop for AskingGuard<'_> {
-    fn drop(&mut self) {
-        let mut in_flight = self
-            .cache
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Only this question's own entry: a later one may have replaced it.
-        if in_flight
-            .get(&self.user)
-            .is_some_and(|asking| Arc::ptr_eq(asking, &self.asking))
-        {
-            in_flight.remove(&self.user);
-        }
-    }
+    /// about waits for that answer (`None`: billing could not say) instead of asking again.
+    in_flight: SingleFlight<Uuid, Option<CallerAccess>>,
 }
 
 impl EntitlementCache {
@@ -121,28 +95,14 @@ impl EntitlementCache {
         if let Some(access) = self.get(user) {
             return Some(access);
         }
-        let asking = self
-            .in_flight
-            .lock()
-            .expect("entitlement in-flight lock")
-            .entry(user)
-            .or_default()
-            .clone();
-        let _guard = AskingGuard {
-            cache: self,
-            user,
-            asking: asking.clone(),
+        let ask = || async {
+            let fetched = fetch().await;
+            if let Some(access) = &fetched {
+                self.put(user, access.clone());
+            }
+            fetched
         };
-        asking
-            .get_or_init(|| async {
-                let fetched = fetch().await;
-                if let Some(access) = &fetched {
-                    self.put(user, access.clone());
-                }
-                fetched
-            })
-            .await
-            .clone()
+        self.in_flight.run(user, ask).await.0
     }
 
     pub fn forget(&self, user: Uuid) {
@@ -222,7 +182,7 @@ mod tests {
         // Remembered now, and nothing is left in flight.
         assert_eq!(ask(ada).await, Some(scholar.clone()));
         assert_eq!(asked.load(Ordering::SeqCst), 2);
-        assert!(cache.in_flight.lock().unwrap().is_empty());
+        assert!(cache.in_flight.in_flight() == 0);
         // A question whose asker is dropped is asked again by the next request.
         let carol = Uuid::new_v4();
         let never = cache.get_or_fetch(carol, std::future::pending::<Option<CallerAccess>>);
@@ -231,7 +191,7 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(cache.in_flight.lock().unwrap().is_empty());
+        assert!(cache.in_flight.in_flight() == 0);
         assert_eq!(ask(carol).await, Some(scholar));
         // Billing not answering is not remembered.
         let dave = Uuid::new_v4();

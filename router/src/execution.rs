@@ -13,6 +13,7 @@ use hive_router_query_planner::planner::plan_nodes::{
     PlanNode, QueryPlan,
 };
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::fingerprint::fingerprint64;
 use crate::supergraph::fragment_applies;
@@ -129,6 +130,33 @@ pub struct SignedCaller<'a> {
     pub caller: &'a gospelib_kit::caller::Caller,
     pub secret: &'a gospelib_kit::caller::InternalSecret,
     pub lifetime: std::time::Duration,
+}
+
+/// A subgraph request's variables as the subgraph hashes them for the caller check
+/// ([`gospelib_kit::caller::variables_digest`] of its `async_graphql::Variables`): the same
+/// JSON, with the top-level names sorted by bytes (`Variables` is a sorted map; nested objects
+/// keep the order they are sent in on both ends, and numbers read back as they were written).
+pub struct SignedVariables<'a>(pub &'a Object);
+
+impl serde::Serialize for SignedVariables<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut sorted: Vec<_> = self.0.iter().collect();
+        // Usually already in order (one `representations`, or a few names).
+        if !sorted.is_sorted_by(|a, b| a.0.as_str() <= b.0.as_str()) {
+            sorted.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        }
+        let mut map = serializer.serialize_map(Some(sorted.len()))?;
+        for (name, value) in sorted {
+            map.serialize_entry(name.as_str(), value)?;
+        }
+        map.end()
+    }
+}
+
+/// The digest a caller header for a subgraph request with `variables` is signed with.
+pub fn variables_digest(variables: &Object) -> gospelib_kit::caller::VariablesDigest {
+    gospelib_kit::caller::variables_digest(&SignedVariables(variables))
 }
 
 struct State<'a> {
@@ -351,21 +379,14 @@ async fn send(
     // Every transport, in-process included, answers within the fetch's and the request's time.
     let fetch_deadline = tokio::time::Instant::now() + state.fetching.subgraph_timeout;
     let deadline = fetch_deadline.min(state.fetching.deadline);
-    let mut request = request;
-    request.headers = state.fetching.headers.to_vec();
-    if let Some(signed) = state.fetching.caller {
-        // Signed for this request's query: worthless on any other.
-        let header = signed
-            .secret
-            .sign(signed.caller, &request.query, signed.lifetime);
-        request
-            .headers
-            .push((gospelib_kit::caller::CALLER_HEADER.to_owned(), header));
-    }
-    request.mutation = state.fetching.mutation;
+    let request = with_headers(state.fetching, request);
     let answer = match tokio::time::timeout_at(
         deadline,
-        state.fetching.transport.send(service_name, url, request),
+        state
+            .fetching
+            .transport
+            .send(service_name, url, request)
+            .instrument(tracing::info_span!("subgraph_fetch", subgraph = %service_name)),
     )
     .await
     {
@@ -389,6 +410,132 @@ async fn send(
         metrics.observe_subgraph_fetch(service_name, outcome, started.elapsed().as_secs_f64());
     }
     answer
+}
+
+/// `request` with the headers every subgraph request of this operation carries, and its
+/// caller signed for exactly this request.
+fn with_headers(
+    fetching: &Fetching<'_>,
+    mut request: crate::transport::SubgraphRequest,
+) -> crate::transport::SubgraphRequest {
+    request.headers = fetching.headers.to_vec();
+    if let Some(signed) = fetching.caller {
+        // Signed for this request's query and variables: worthless on any other request.
+        let header = signed.secret.sign(
+            signed.caller,
+            &request.query,
+            &variables_digest(&request.variables),
+            signed.lifetime,
+        );
+        request
+            .headers
+            .push((gospelib_kit::caller::CALLER_HEADER.to_owned(), header));
+    }
+    request.mutation = fetching.mutation;
+    request
+}
+
+/// A subscription's plan: the fetch that subscribes to the subgraph owning the root field, and
+/// what runs on each of its events (the entity fetches for fields other subgraphs own).
+pub struct SubscriptionPlan<'p> {
+    pub primary: &'p FetchNode,
+    pub rest: Vec<&'p PlanNode>,
+}
+
+impl<'p> SubscriptionPlan<'p> {
+    /// The subscription in `plan`: a `Subscription` node alone or first in a `Sequence`.
+    pub fn of(plan: &'p QueryPlan) -> Option<Self> {
+        match plan.node.as_ref()? {
+            PlanNode::Subscription(node) => Some(Self {
+                primary: &node.primary,
+                rest: Vec::new(),
+            }),
+            PlanNode::Sequence(sequence) => match sequence.nodes.split_first()? {
+                (PlanNode::Subscription(node), rest) => Some(Self {
+                    primary: &node.primary,
+                    rest: rest.iter().collect(),
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Opens the subscription at its subgraph (within the subgraph timeout); the error is the
+    /// client's.
+    pub async fn open(
+        &self,
+        variables: &serde_json::Map<String, serde_json::Value>,
+        fetching: &Fetching<'_>,
+    ) -> Result<crate::transport::EventStream, serde_json::Value> {
+        let state = State {
+            fetching,
+            variables,
+            data: Mutex::new(Value::Null),
+            errors: Mutex::new(Vec::new()),
+        };
+        let subgraph = &self.primary.service_name;
+        let request = with_headers(
+            fetching,
+            crate::transport::SubgraphRequest::query(
+                self.primary.operation.document_str.clone(),
+                fetch_variables(&state, self.primary.variable_usages.as_ref()),
+            ),
+        );
+        let url = fetching.urls.get(subgraph).map_or("", String::as_str);
+        let opening = fetching.transport.subscribe(subgraph, url, request);
+        match tokio::time::timeout(fetching.subgraph_timeout, opening).await {
+            Ok(Ok(events)) => Ok(events),
+            Ok(Err(error)) => Err(upstream_error(subgraph, &error, None)),
+            Err(_) => {
+                let error = TransportError::Unavailable {
+                    subgraph: subgraph.clone(),
+                    reason: "the subscription was not opened within the subgraph timeout".into(),
+                };
+                Err(upstream_error(subgraph, &error, None))
+            }
+        }
+    }
+
+    /// One event: the subgraph's response as the start of the data, then the rest of the plan
+    /// on it, as for a query.
+    pub async fn execute_event(
+        &self,
+        event: Result<Value, TransportError>,
+        variables: &serde_json::Map<String, serde_json::Value>,
+        fetching: &Fetching<'_>,
+    ) -> Executed {
+        let state = State {
+            fetching,
+            variables,
+            data: Mutex::new(Value::Object(Object::new())),
+            errors: Mutex::new(Vec::new()),
+        };
+        let subgraph = &self.primary.service_name;
+        match event.and_then(|response| parse_response(subgraph, response)) {
+            Ok((mut data, errors)) => {
+                apply_rewrites(
+                    &mut data,
+                    self.primary.output_rewrites.as_deref(),
+                    fetching.supergraph,
+                );
+                merge(&mut state.data.lock().expect("data lock"), data);
+                state.errors.lock().expect("errors lock").extend(errors);
+                for node in &self.rest {
+                    run(&state, node).await;
+                }
+            }
+            Err(error) => state
+                .errors
+                .lock()
+                .expect("errors lock")
+                .push(upstream_error(subgraph, &error, None)),
+        }
+        Executed {
+            data: state.data.into_inner().expect("data lock"),
+            errors: state.errors.into_inner().expect("errors lock"),
+        }
+    }
 }
 
 async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePathSegment]) {

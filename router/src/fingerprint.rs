@@ -82,6 +82,63 @@ pub fn request_fingerprint(
     (u128::from(run(&KEYS.0)) << 64) | u128::from(run(&KEYS.1))
 }
 
+/// What makes two client operations the same for inbound sharing: they are answered alike only
+/// when all of it is equal.
+pub struct OperationIdentity<'a> {
+    /// The supergraph version that answers.
+    pub supergraph_version: &'a str,
+    /// The operation's hash (of its normalized document and selected operation).
+    pub operation_hash: &'a str,
+    pub operation_name: Option<&'a str>,
+    /// The variables as the client sent them.
+    pub variables: &'a serde_json::Map<String, serde_json::Value>,
+    /// The caller with its plan and scopes (its serialised form, the one subgraphs are told).
+    pub caller: &'a gospelib_kit::caller::Caller,
+    /// Headers sent with every subgraph fetch.
+    pub subgraph_headers: &'a [(String, String)],
+}
+
+/// A 128-bit fingerprint of a client operation (as [`request_fingerprint`]: two keyed SipHash
+/// runs): the key under which identical operations in flight share one run.
+pub fn operation_fingerprint(operation: &OperationIdentity<'_>) -> u128 {
+    static KEYS: LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
+        LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
+    let run = |keys: &std::hash::RandomState| {
+        let mut hasher = keys.build_hasher();
+        operation.supergraph_version.hash(&mut hasher);
+        operation.operation_hash.hash(&mut hasher);
+        operation.operation_name.hash(&mut hasher);
+        // The variables and the caller are fed as their JSON text, written straight into the
+        // hasher (no buffer): equal values in equal order give equal text.
+        let mut writer = HashWriter(&mut hasher);
+        serde_json::to_writer(&mut writer, operation.variables)
+            .expect("writing into a hasher cannot fail");
+        serde_json::to_writer(&mut writer, operation.caller)
+            .expect("writing into a hasher cannot fail");
+        hasher.write_usize(operation.subgraph_headers.len());
+        for (name, value) in operation.subgraph_headers {
+            name.hash(&mut hasher);
+            value.hash(&mut hasher);
+        }
+        hasher.finish()
+    };
+    (u128::from(run(&KEYS.0)) << 64) | u128::from(run(&KEYS.1))
+}
+
+/// Bytes written into a hasher.
+struct HashWriter<'a, H: Hasher>(&'a mut H);
+
+impl<H: Hasher> std::io::Write for HashWriter<'_, H> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +196,33 @@ mod tests {
             alice,
             request_fingerprint("a", "{ x }", &variables, &caller("bob"))
         );
+    }
+
+    #[test]
+    fn an_operation_fingerprint_covers_variables_caller_and_version() {
+        let variables = |v: serde_json::Value| match v {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let ada = gospelib_kit::caller::Caller::user(uuid::Uuid::from_u128(1));
+        let bob = gospelib_kit::caller::Caller::user(uuid::Uuid::from_u128(2));
+        let one = variables(serde_json::json!({"id": "gen.1.1"}));
+        let two = variables(serde_json::json!({"id": "gen.1.2"}));
+        let identity = |version, variables, caller| OperationIdentity {
+            supergraph_version: version,
+            operation_hash: "h",
+            operation_name: None,
+            variables,
+            caller,
+            subgraph_headers: &[],
+        };
+        let base = operation_fingerprint(&identity("1", &one, &ada));
+        assert_eq!(base, operation_fingerprint(&identity("1", &one, &ada)));
+        assert_ne!(base, operation_fingerprint(&identity("1", &two, &ada)));
+        assert_ne!(base, operation_fingerprint(&identity("1", &one, &bob)));
+        assert_ne!(base, operation_fingerprint(&identity("2", &one, &ada)));
+        let mut premium = ada.clone();
+        premium.scopes.push("ai_features".to_owned());
+        assert_ne!(base, operation_fingerprint(&identity("1", &one, &premium)));
     }
 }

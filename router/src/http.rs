@@ -9,8 +9,9 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use gospelib_kit::caller::ForwardedHeaders;
-use gospelib_kit::graphql_http::{GraphQlService, ServiceResponse};
+use gospelib_kit::graphql_http::{GraphQlService, ServiceResponse, ServiceStream};
 use gospelib_kit::stores::BoxFuture;
 use serde_json::{Map, Value, json};
 
@@ -144,76 +145,114 @@ fn client_address(
         .or(peer)
 }
 
+impl RouterService {
+    /// What every way of asking shares: the caller's credentials checked, the router that
+    /// serves it chosen (the partner contract's for partners), a persisted query looked up.
+    /// The refusal is the whole answer.
+    async fn prepare(
+        &self,
+        request: async_graphql::Request,
+    ) -> Result<(&Arc<Router>, GraphQlRequest), ServiceResponse> {
+        let variables = match serde_json::to_value(&request.variables) {
+            Ok(Value::Object(variables)) => variables,
+            _ => Map::new(),
+        };
+        let identified = match self.identity.identify(ForwardedHeaders::of(&request)).await {
+            Ok(identified) => identified,
+            Err(error) => {
+                let version = self.router.supergraph().version.to_string();
+                return Err(identity_refusal(&error, &version));
+            }
+        };
+        let client_address = client_address(&request, self.trust_forwarded_for);
+        let router = match (&self.partner, identified.partner) {
+            (_, false) => &self.router,
+            (Some(partner), true) => partner,
+            (None, true) => {
+                let version = self.router.supergraph().version.to_string();
+                let error = IdentityError::Refused("this router serves no partner API".to_owned());
+                return Err(identity_refusal(&error, &version));
+            }
+        };
+        let version = router.supergraph().version.to_string();
+        let extension = request
+            .extensions
+            .get("persistedQuery")
+            .and_then(|v| serde_json::to_value(v).ok());
+        let mut query = request.query;
+        let refused = match (&extension, &self.persisted) {
+            (None, _) => None,
+            (Some(_), None) => Some(refusal(
+                "PersistedQueryNotSupported",
+                "PERSISTED_QUERY_NOT_SUPPORTED",
+                &version,
+            )),
+            (Some(extension), Some(store)) => match store.resolve(&query, extension).await {
+                Lookup::Query(found) => {
+                    query = found;
+                    None
+                }
+                Lookup::NotFound => Some(refusal(
+                    "PersistedQueryNotFound",
+                    "PERSISTED_QUERY_NOT_FOUND",
+                    &version,
+                )),
+                Lookup::Invalid(reason) => Some(refusal(&reason, "INVALID_REQUEST", &version)),
+            },
+        };
+        if let Some(response) = refused {
+            return Err(service_response(response));
+        }
+        if query.trim().is_empty() {
+            let response = refusal("missing the `query` field", "INVALID_REQUEST", &version);
+            return Err(service_response(response));
+        }
+        Ok((
+            router,
+            GraphQlRequest {
+                query,
+                operation_name: request.operation_name,
+                variables,
+                caller: identified.caller,
+                client_address,
+                ..Default::default()
+            },
+        ))
+    }
+}
+
 impl GraphQlService for RouterService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
         Box::pin(async move {
-            let variables = match serde_json::to_value(&request.variables) {
-                Ok(Value::Object(variables)) => variables,
-                _ => Map::new(),
-            };
-            let identified = match self.identity.identify(ForwardedHeaders::of(&request)).await {
-                Ok(identified) => identified,
-                Err(error) => {
-                    let version = self.router.supergraph().version.to_string();
-                    return identity_refusal(&error, &version);
-                }
-            };
-            let client_address = client_address(&request, self.trust_forwarded_for);
-            let router = match (&self.partner, identified.partner) {
-                (_, false) => &self.router,
-                (Some(partner), true) => partner,
-                (None, true) => {
-                    let version = self.router.supergraph().version.to_string();
-                    let error =
-                        IdentityError::Refused("this router serves no partner API".to_owned());
-                    return identity_refusal(&error, &version);
-                }
-            };
-            let version = router.supergraph().version.to_string();
-            let extension = request
-                .extensions
-                .get("persistedQuery")
-                .and_then(|v| serde_json::to_value(v).ok());
-            let mut query = request.query;
-            let refused = match (&extension, &self.persisted) {
-                (None, _) => None,
-                (Some(_), None) => Some(refusal(
-                    "PersistedQueryNotSupported",
-                    "PERSISTED_QUERY_NOT_SUPPORTED",
-                    &version,
-                )),
-                (Some(extension), Some(store)) => match store.resolve(&query, extension).await {
-                    Lookup::Query(found) => {
-                        query = found;
-                        None
-                    }
-                    Lookup::NotFound => Some(refusal(
-                        "PersistedQueryNotFound",
-                        "PERSISTED_QUERY_NOT_FOUND",
-                        &version,
-                    )),
-                    Lookup::Invalid(reason) => Some(refusal(&reason, "INVALID_REQUEST", &version)),
-                },
-            };
-            let response = match refused {
-                Some(response) => response,
-                None if query.trim().is_empty() => {
-                    refusal("missing the `query` field", "INVALID_REQUEST", &version)
-                }
-                None => {
-                    router
-                        .respond(&GraphQlRequest {
-                            query,
-                            operation_name: request.operation_name,
-                            variables,
-                            caller: identified.caller,
-                            client_address,
-                            ..Default::default()
-                        })
-                        .await
-                }
-            };
-            service_response(response)
+            match self.prepare(request).await {
+                Ok((router, request)) => service_response(router.respond(&request).await),
+                Err(refused) => refused,
+            }
+        })
+    }
+
+    /// A WebSocket connection's credentials (`connection_init`) are checked once when it opens:
+    /// refused ones close it (`4403`); each operation on it is checked again as it starts.
+    fn accept_connection(&self, headers: ForwardedHeaders) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.identity
+                .identify(Some(&headers))
+                .await
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
+    }
+
+    fn subscribe(
+        &self,
+        request: async_graphql::Request,
+    ) -> BoxFuture<'_, Result<ServiceStream, ServiceResponse>> {
+        Box::pin(async move {
+            let (router, request) = self.prepare(request).await?;
+            match router.subscribe(request).await {
+                Ok(responses) => Ok(Box::pin(responses.map(service_response)) as ServiceStream),
+                Err(refused) => Err(service_response(refused)),
+            }
         })
     }
 }

@@ -57,7 +57,8 @@ pub struct JwtSettings {
     pub jwks_url: String,
     /// `GOSPELIB_AUTH_ISSUER`: the exact `iss` a token must carry.
     pub issuer: String,
-    /// `GOSPELIB_AUTH_AUDIENCE`: when set, `aud` must contain it or `azp` must equal it.
+    /// `GOSPELIB_AUTH_AUDIENCE`: when set, `aud` must contain it or `azp` must equal it (the
+    /// settings reader requires it whenever a JWKS URL is set; `None` checks no audience).
     pub audience: Option<String>,
     /// Clock skew allowed on `exp` and `nbf` (whole seconds; at most [`MAX_LEEWAY`]).
     pub leeway: Duration,

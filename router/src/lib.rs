@@ -17,7 +17,8 @@
 //!   nulls propagated as the spec says, with `__schema`/`__type` answered by [`introspection`];
 //! - [`pipeline`]: the stages above in order, for one request;
 //! - [`http`]: the pipeline as the platform kit's GraphQL-over-HTTP service, with
-//!   [`apq`] (automatic persisted queries in Redis);
+//!   [`apq`] (automatic persisted queries in Redis) and, in front of it, [`trusted_documents`]
+//!   (the apps' registered operations, which app callers may be held to);
 //! - [`reload`]: a new supergraph swapped in without a restart (a file, or the registry polled
 //!   by ETag);
 //! - [`usage`]: the schema coordinates each operation touches, counted into Redis for the
@@ -44,8 +45,11 @@ pub mod projection;
 pub mod rate_limit;
 pub mod reload;
 pub mod settings;
+pub mod single_flight;
+pub mod subscription_client;
 pub mod supergraph;
 pub mod transport;
+pub mod trusted_documents;
 pub mod usage;
 pub mod validation;
 pub mod value;

@@ -6,6 +6,11 @@
 //! swapped in. `GOSPELIB_ROUTER_SUBGRAPH_URLS` (`name=url,…`) points subgraphs elsewhere than
 //! the supergraph says (Phase 2: one Service per subgraph). With `GOSPELIB_REDIS_URL`, persisted queries and operation usage (for the
 //! registry's check, flushed every `GOSPELIB_ROUTER_USAGE_FLUSH_MS`) live in Redis.
+//! The HTTP edge (compression, CORS, CSRF prevention, batching) is configured as in
+//! `gospelib serve`: see `gospelib_kit::edge`.
+//! The apps' trusted documents (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`) come from
+//! `GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE` (re-read like the supergraph file), or from the
+//! registry beside the supergraph (`…/registry/trusted-documents`, polled with it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use gospelib_kit::config::{ConfigReader, Env};
+use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::server::{
     AppSpec, DEFAULT_MAX_BODY_BYTES, build_app_with_metrics, serve, shutdown_signal,
@@ -27,6 +33,7 @@ use gospelib_router::reload::{fetch_published, poll_registry, watch_file};
 use gospelib_router::settings::{IdentitySettings, RouterSettings};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::Http;
+use gospelib_router::trusted_documents::{self, TrustedDocuments, TrustedService};
 use gospelib_router::usage::UsageRecorder;
 
 #[derive(Debug, Parser)]
@@ -119,6 +126,8 @@ impl SupergraphSource {
 struct Settings {
     listen: SocketAddr,
     max_body_bytes: usize,
+    /// CORS, CSRF prevention and batching: the same in `gospelib serve`.
+    edge: EdgeSettings,
     shutdown_grace: Duration,
     reload_every: Duration,
     /// The internal secret, and how session tokens are checked.
@@ -147,6 +156,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
         1024,
         64 << 20,
     );
+    let edge = EdgeSettings::read(&mut reader);
     let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
     let reload = reader.number("GOSPELIB_ROUTER_RELOAD_MS", 2_000, 100, 3_600_000);
     let identity = IdentitySettings::read(&mut reader);
@@ -179,6 +189,7 @@ fn settings(env: &Env) -> Result<Settings, gospelib_kit::config::ConfigError> {
     Ok(Settings {
         listen: listen.expect(present),
         max_body_bytes: max_body.expect(present) as usize,
+        edge: edge.expect(present),
         shutdown_grace: Duration::from_secs(grace.expect(present)),
         reload_every: Duration::from_millis(reload.expect(present)),
         identity: identity.expect(present),
@@ -206,7 +217,21 @@ unsafe impl Sync for JemallocConf {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    gospelib_kit::telemetry::init_json_logs();
+    let env = match environment(&cli) {
+        Ok(env) => env,
+        Err(error) => {
+            eprintln!("gospelib-router: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Logs, and traces when GOSPELIB_OTLP_ENDPOINT is set (flushed once serving has stopped).
+    let telemetry = match gospelib_kit::telemetry::init(&env, "gospelib-router") {
+        Ok(telemetry) => telemetry,
+        Err(config) => {
+            eprint!("gospelib-router: {config}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -214,7 +239,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli, env));
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if let Some(config) = error.downcast_ref::<gospelib_kit::config::ConfigError>() {
@@ -227,13 +254,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut env = Env::from_process();
-    if let Some(file) = &cli.config {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading the configuration {}", file.display()))?;
-        env = env.under_file(&text, &file.display().to_string())?;
-    }
+/// The process's `GOSPELIB_*` variables over those of the `--config` file.
+fn environment(cli: &Cli) -> anyhow::Result<Env> {
+    let env = Env::from_process();
+    let Some(file) = &cli.config else {
+        return Ok(env);
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the configuration {}", file.display()))?;
+    Ok(env.under_file(&text, &file.display().to_string())?)
+}
+
+async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     let settings = settings(&env)?;
     let registry = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -299,6 +331,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(store) = persisted {
         service = service.with_persisted_queries(store);
     }
+    let supergraph_url = match &source {
+        SupergraphSource::Registry(url) => Some(url.clone()),
+        SupergraphSource::File(_) => None,
+    };
+    let documents = trusted(
+        &settings,
+        supergraph_url.as_deref(),
+        &registry,
+        &mut background,
+    )
+    .await?;
     background.push(source.follow(router.clone(), registry.clone(), etag, &settings));
     if let Some(partner_source) = partner_source {
         let (partner_supergraph, partner_etag) = partner_source.load(&registry).await?;
@@ -313,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         background.push(partner_source.follow(partner.clone(), registry, partner_etag, &settings));
         service = service.with_partner_router(partner);
     }
+    let service = TrustedService::new(service, documents);
     let app = build_app_with_metrics(
         AppSpec {
             service: "router".to_owned(),
@@ -322,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_body_bytes: settings.max_body_bytes,
             extra_routes: None,
             public_routes: None,
+            edge: settings.edge.clone(),
         },
         metrics,
     );
@@ -334,4 +379,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         task.abort();
     }
     Ok(())
+}
+
+/// The trusted documents app callers are held to (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`), and the
+/// task that keeps them current: the file given re-read every `GOSPELIB_ROUTER_RELOAD_MS`, or
+/// the registry's (beside `supergraph_url`) polled every `GOSPELIB_ROUTER_POLL_MS`.
+async fn trusted(
+    settings: &Settings,
+    supergraph_url: Option<&str>,
+    client: &reqwest::Client,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Arc<TrustedDocuments>> {
+    let mode = settings.router.trusted_documents;
+    if mode == trusted_documents::Mode::Off {
+        return Ok(Arc::new(TrustedDocuments::off()));
+    }
+    if let Some(path) = &settings.router.trusted_documents_file {
+        let manifest =
+            trusted_documents::read_file(path).context("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")?;
+        let documents =
+            trusted_documents::start(mode, Some(manifest), &path.display().to_string())?;
+        background.push(tokio::spawn(trusted_documents::watch_file(
+            documents.clone(),
+            path.clone(),
+            settings.reload_every,
+        )));
+        return Ok(documents);
+    }
+    let Some(url) = supergraph_url.and_then(trusted_documents::registry_url) else {
+        return trusted_documents::start(
+            mode,
+            None,
+            "a supergraph file without GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE",
+        );
+    };
+    let (manifest, etag) = match trusted_documents::fetch(client, &url, None).await {
+        Ok(Some((manifest, etag))) => (Some(manifest), etag),
+        Ok(None) => (None, None),
+        Err(error) => {
+            tracing::warn!(%url, error = %format!("{error:#}"), "no trusted documents from the registry yet");
+            (None, None)
+        }
+    };
+    let documents = trusted_documents::start(mode, manifest, &url)?;
+    background.push(tokio::spawn(trusted_documents::poll_registry(
+        documents.clone(),
+        client.clone(),
+        url,
+        etag,
+        settings.router.registry_poll_every,
+    )));
+    Ok(documents)
 }

@@ -89,10 +89,18 @@ struct Cached {
     until: Instant,
 }
 
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, Cached>,
+    /// Bumped whenever something is forgotten: a lookup that began before is not kept, since
+    /// what it read may be what was just revoked.
+    generation: u64,
+}
+
 /// The keys as one router sees them.
 pub struct PartnerKeys {
     pool: PgPool,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Mutex<Cache>,
     lookups: tokio::sync::Semaphore,
 }
 
@@ -100,7 +108,7 @@ impl PartnerKeys {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
         }
     }
@@ -111,9 +119,10 @@ impl PartnerKeys {
             return Ok(None);
         }
         let digest = digest(key);
-        if let Some(cached) = self.cached(&digest) {
-            return Ok(cached);
-        }
+        let generation = match self.cached(&digest) {
+            Ok(cached) => return Ok(cached),
+            Err(generation) => generation,
+        };
         let owner = tokio::time::timeout(LOOKUP_TIMEOUT, async {
             let _turn = self.lookups.acquire().await.expect("never closed");
             sqlx::query_as::<_, (String, String, Vec<String>)>(
@@ -137,36 +146,51 @@ impl PartnerKeys {
             NEGATIVE_TTL
         };
         let mut cache = self.cache.lock().expect("partner key cache lock");
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
+        // A revocation announced while the database was asked may have been missed by this
+        // answer: it is used, not kept.
+        if cache.generation == generation {
+            if cache.entries.len() >= MAX_CACHED {
+                cache.entries.clear();
+            }
+            cache.entries.insert(
+                digest,
+                Cached {
+                    owner: owner.clone(),
+                    until: Instant::now() + ttl,
+                },
+            );
         }
-        cache.insert(
-            digest,
-            Cached {
-                owner: owner.clone(),
-                until: Instant::now() + ttl,
-            },
-        );
         Ok(owner)
     }
 
-    fn cached(&self, digest: &str) -> Option<Option<KeyOwner>> {
+    /// What is cached for `digest`, or (when nothing fresh is) the cache's generation.
+    fn cached(&self, digest: &str) -> Result<Option<KeyOwner>, u64> {
         let cache = self.cache.lock().expect("partner key cache lock");
         cache
+            .entries
             .get(digest)
             .filter(|cached| cached.until > Instant::now())
             .map(|cached| cached.owner.clone())
+            .ok_or(cache.generation)
     }
 
     /// Forgets the key with this digest (a revocation was announced).
     pub fn forget(&self, digest: &str) {
-        self.cache
-            .lock()
-            .expect("partner key cache lock")
-            .remove(digest);
+        let mut cache = self.cache.lock().expect("partner key cache lock");
+        cache.entries.remove(digest);
+        cache.generation += 1;
+    }
+
+    /// Forgets every key (revocations may have been missed).
+    fn forget_all(&self) {
+        let mut cache = self.cache.lock().expect("partner key cache lock");
+        cache.entries.clear();
+        cache.generation += 1;
     }
 
     /// Follows revocations on Redis until the task is dropped, reconnecting after a failure.
+    /// Each (re)subscription starts from an empty cache: a key found while no revocation could
+    /// arrive is looked up again.
     pub async fn follow_revocations(self: std::sync::Arc<Self>, redis: redis::Client) {
         loop {
             match self.listen(&redis).await {
@@ -175,8 +199,8 @@ impl PartnerKeys {
                     tracing::warn!(%error, "cannot follow partner-key revocations; retrying")
                 }
             }
-            // Whatever was missed meanwhile: trust nothing cached from before.
-            self.cache.lock().expect("partner key cache lock").clear();
+            // A revocation may have been lost with the connection.
+            self.forget_all();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -185,6 +209,9 @@ impl PartnerKeys {
         use futures_util::StreamExt;
         let mut pubsub = redis.get_async_pubsub().await?;
         pubsub.subscribe(REVOCATIONS_CHANNEL).await?;
+        // Subscribed: every revocation from now on arrives. Those announced before (while
+        // starting, or reconnecting) did not: trust nothing cached until now.
+        self.forget_all();
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             if let Ok(digest) = message.get_payload::<String>() {

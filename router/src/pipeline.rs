@@ -14,16 +14,20 @@ use serde_json::{Map, Value, json};
 use crate::authorization::{Access, Denials};
 use crate::entitlements::{ACCESS_QUERY, BILLING_SUBGRAPH, CallerAccess, EntitlementCache};
 use crate::execution::{self, Fetching, SignedCaller};
+use crate::fingerprint::{OperationIdentity, operation_fingerprint};
 use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, Planned, PlanningError};
 use crate::projection;
 use crate::rate_limit::{Allowance, Decision, RateLimiter};
 use crate::settings::RouterSettings;
+use crate::single_flight::SingleFlight;
 use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::usage::UsageRecorder;
 use crate::validation::{Limits, Problem};
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::plans::Plans;
+
+mod subscriptions;
 
 /// Whether an operation asks for `__schema` or `__type`.
 fn asks_introspection(
@@ -173,6 +177,11 @@ pub struct Router {
     plans: Arc<PlanCache>,
     /// The way to the subgraphs, sharing identical fetches in flight.
     transport: Deduplicated,
+    /// Identical client operations in flight, run once (`None`: each runs on its own).
+    inbound: Option<SingleFlight<u128, Response>>,
+    shared_operations: std::sync::atomic::AtomicU64,
+    /// Open subscriptions, per caller, and how a new supergraph ends them.
+    subscriptions: subscriptions::Subscriptions,
     introspection: bool,
     metrics: Option<Metrics>,
     usage: Option<Arc<UsageRecorder>>,
@@ -267,6 +276,9 @@ impl Router {
             supergraph: RwLock::new(Arc::new(supergraph)),
             plans: Arc::new(plans),
             transport: Deduplicated::new(transport).enabled(settings.dedupe),
+            inbound: settings.inbound_dedupe.then(SingleFlight::new),
+            shared_operations: std::sync::atomic::AtomicU64::new(0),
+            subscriptions: subscriptions::Subscriptions::new(settings.max_subscriptions_per_caller),
             introspection: settings.introspection,
             metrics: None,
             usage: None,
@@ -341,6 +353,8 @@ impl Router {
     pub fn replace_supergraph(&self, mut supergraph: Supergraph) {
         supergraph.override_urls(&self.url_overrides);
         *self.supergraph.write().expect("supergraph lock") = Arc::new(supergraph);
+        // Open subscriptions were planned for the old one: each ends, telling its client.
+        self.subscriptions.supergraph_replaced();
     }
 
     pub fn plan_cache(&self) -> &PlanCache {
@@ -350,6 +364,17 @@ impl Router {
     /// The way to the subgraphs (for tests: how many fetches are in flight or were shared).
     pub fn transport(&self) -> &Deduplicated {
         &self.transport
+    }
+
+    /// How many operations were answered by an identical one in flight.
+    pub fn shared_operations(&self) -> u64 {
+        self.shared_operations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many operations are in flight as leaders of inbound sharing (for tests).
+    pub fn operations_in_flight(&self) -> usize {
+        self.inbound.as_ref().map_or(0, SingleFlight::in_flight)
     }
 
     /// Runs one request; the result is the GraphQL response body as JSON.
@@ -381,6 +406,14 @@ impl Router {
             }
             Err(error) => return Response::refusal(planning_errors(&error), version),
         };
+        if planned.is_subscription() {
+            let error = json!({
+                "message": "subscriptions are served over WebSocket (graphql-transport-ws) or \
+                            server-sent events (accept: text/event-stream)",
+                "extensions": { "code": "INVALID_REQUEST" }
+            });
+            return Response::refusal(vec![error], version);
+        }
         if !self.introspection && asks_introspection(&planned.operation) {
             let error = json!({
                 "message": "introspection is disabled on this router",
@@ -390,11 +423,13 @@ impl Router {
         }
         // The caller's plan: its scopes and its limits.
         let caller = self.with_plan(&request.caller, &supergraph).await;
-        let run = self.run_for(&caller, &planned, request, &supergraph, started, deadline);
+        let run = self.run_shared(&caller, &planned, request, &supergraph, deadline);
         let Some((limiter, subject, allowances)) =
             self.limits_of(&caller, request.client_address, &planned, &supergraph)
         else {
-            return run.await.with_version(version);
+            let response = run.await;
+            self.record_operation(&planned, request, &response, started);
+            return response.with_version(version);
         };
         // The limit is checked for every operation. A query whose caller very likely has room
         // runs while the check is in flight (dropped if it is refused after all); others, and
@@ -419,9 +454,72 @@ impl Router {
             Some(response) => response,
             None => run.await,
         };
+        self.record_operation(&planned, request, &response, started);
         let mut response = response.with_version(version);
         response.rate_limit = Some(decision);
         response
+    }
+
+    /// [`Router::run_for`], shared with identical operations in flight (same supergraph,
+    /// document, variables, caller and headers) unless inbound sharing is off or this is a
+    /// mutation. Each request still has its own rate-limit check; a leader whose request is
+    /// dropped hands the run over to a follower (see [`crate::single_flight`]).
+    async fn run_shared(
+        &self,
+        caller: &Caller,
+        planned: &Arc<Planned>,
+        request: &GraphQlRequest,
+        supergraph: &Arc<Supergraph>,
+        deadline: tokio::time::Instant,
+    ) -> Response {
+        let run = || self.run_for(caller, planned, request, supergraph, deadline);
+        let Some(inbound) = self.inbound.as_ref().filter(|_| !planned.is_mutation()) else {
+            return run().await;
+        };
+        let key = operation_fingerprint(&OperationIdentity {
+            supergraph_version: &supergraph.version.hash,
+            operation_hash: &planned.hash,
+            operation_name: request.operation_name.as_deref(),
+            variables: &request.variables,
+            caller,
+            subgraph_headers: &request.subgraph_headers,
+        });
+        let count_shared = || {
+            self.shared_operations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(metrics) = &self.metrics {
+                metrics.count_shared_operation();
+            }
+        };
+        inbound.run_noting_joins(key, run, count_shared).await.0
+    }
+
+    /// Records an operation that ran (or was answered by one that did) in usage reporting and
+    /// metrics; requests refused before execution are not operations served.
+    fn record_operation(
+        &self,
+        planned: &Planned,
+        request: &GraphQlRequest,
+        response: &Response,
+        started: std::time::Instant,
+    ) {
+        if response.data.is_none() {
+            return;
+        }
+        let name = request
+            .operation_name
+            .as_deref()
+            .or(planned.operation.name.as_deref());
+        if let Some(usage) = &self.usage {
+            usage.record(
+                &planned.hash,
+                name.unwrap_or("<anonymous>"),
+                &planned.coordinates,
+            );
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_operation(name, started.elapsed().as_secs_f64());
+        }
     }
 
     /// The rest of a request once the caller's plan is known: restrict what it may select,
@@ -432,7 +530,6 @@ impl Router {
         planned: &Arc<Planned>,
         request: &GraphQlRequest,
         supergraph: &Arc<Supergraph>,
-        started: std::time::Instant,
         deadline: tokio::time::Instant,
     ) -> Response {
         let version = String::new();
@@ -470,17 +567,6 @@ impl Router {
             Ok(variables) => variables,
             Err(problems) => return Response::refusal(variable_errors(&problems), version),
         };
-        let name = request
-            .operation_name
-            .as_deref()
-            .or(planned.operation.name.as_deref());
-        if let Some(usage) = &self.usage {
-            usage.record(
-                &planned.hash,
-                name.unwrap_or("<anonymous>"),
-                &planned.coordinates,
-            );
-        }
         let fetching = Fetching {
             transport: &self.transport,
             urls: supergraph.subgraphs(),
@@ -503,9 +589,6 @@ impl Router {
             denials,
             &mut errors,
         );
-        if let Some(metrics) = &self.metrics {
-            metrics.observe_operation(name, started.elapsed().as_secs_f64());
-        }
         Response {
             data: Some(data),
             errors,
@@ -603,7 +686,12 @@ impl Router {
             crate::transport::SubgraphRequest::query(ACCESS_QUERY, Default::default());
         request.headers.push((
             gospelib_kit::caller::CALLER_HEADER.to_owned(),
-            secret.sign(caller, ACCESS_QUERY, self.caller_lifetime),
+            secret.sign(
+                caller,
+                ACCESS_QUERY,
+                &crate::execution::variables_digest(&request.variables),
+                self.caller_lifetime,
+            ),
         ));
         let answer = tokio::time::timeout(
             self.subgraph_timeout,
@@ -657,13 +745,18 @@ impl Router {
             .as_deref()
             .unwrap_or(&enforcement.plans.default_plan);
         let allowances = RateLimiter::allowances(&enforcement.plans, plan, &buckets);
-        let subject = match (caller.user_id, &caller.partner_id, client_address) {
-            (Some(user), _, _) => format!("user:{user}"),
-            (None, Some(partner), _) => format!("partner:{partner}"),
-            (None, None, Some(address)) => format!("ip:{address}"),
-            (None, None, None) => "ip:unknown".to_owned(),
-        };
+        let subject = subject_of(caller, client_address);
         Some((&enforcement.limiter, subject, allowances))
+    }
+}
+
+/// Who a caller's limits are counted for: the user, the partner, or (anonymous) the address.
+fn subject_of(caller: &Caller, client_address: Option<std::net::IpAddr>) -> String {
+    match (caller.user_id, &caller.partner_id, client_address) {
+        (Some(user), _, _) => format!("user:{user}"),
+        (None, Some(partner), _) => format!("partner:{partner}"),
+        (None, None, Some(address)) => format!("ip:{address}"),
+        (None, None, None) => "ip:unknown".to_owned(),
     }
 }
 

@@ -70,6 +70,14 @@ impl Planned {
     pub fn is_mutation(&self) -> bool {
         matches!(self.operation.operation_kind, Some(OperationKind::Mutation))
     }
+
+    /// Whether the operation is a subscription (served over WebSocket or server-sent events).
+    pub fn is_subscription(&self) -> bool {
+        matches!(
+            self.operation.operation_kind,
+            Some(OperationKind::Subscription)
+        )
+    }
 }
 
 /// How long planning one operation may take unless configured otherwise.

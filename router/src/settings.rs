@@ -19,6 +19,12 @@ pub struct RouterSettings {
     pub introspection: bool,
     /// `GOSPELIB_ROUTER_DEDUPE`: identical subgraph fetches in flight are sent once.
     pub dedupe: bool,
+    /// `GOSPELIB_ROUTER_INBOUND_DEDUPE`: identical client operations in flight (same document,
+    /// variables and caller) are run once and answered to all.
+    pub inbound_dedupe: bool,
+    /// `GOSPELIB_ROUTER_MAX_SUBSCRIPTIONS_PER_CALLER`: open subscriptions one caller (user,
+    /// partner, or anonymous address) may hold on one router.
+    pub max_subscriptions_per_caller: usize,
     /// `GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS`: one subgraph fetch, any transport.
     pub subgraph_timeout: Duration,
     /// `GOSPELIB_ROUTER_REQUEST_TIMEOUT_MS`: a whole request, every fetch included.
@@ -36,6 +42,12 @@ pub struct RouterSettings {
     /// `GOSPELIB_ROUTER_TRUST_FORWARDED_FOR`: the router is behind a proxy that sets
     /// `x-forwarded-for`, whose last address is then the client's (anonymous rate limits).
     pub trust_forwarded_for: bool,
+    /// `GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`: `off`, `log` or `enforce` (app callers may only
+    /// send the apps' registered operations; partners are never held to them).
+    pub trusted_documents: crate::trusted_documents::Mode,
+    /// `GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE`: the manifest (JSON, as the registry serves
+    /// it) instead of the one the supergraph's source gives.
+    pub trusted_documents_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RouterSettings {
@@ -44,6 +56,8 @@ impl Default for RouterSettings {
             limits: Limits::default(),
             introspection: true,
             dedupe: true,
+            inbound_dedupe: true,
+            max_subscriptions_per_caller: 50,
             subgraph_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             planning_timeout: crate::planning::DEFAULT_PLANNING_TIMEOUT,
@@ -52,6 +66,8 @@ impl Default for RouterSettings {
             usage_flush_every: Duration::from_secs(10),
             registry_poll_every: Duration::from_secs(10),
             trust_forwarded_for: false,
+            trusted_documents: crate::trusted_documents::Mode::default(),
+            trusted_documents_file: None,
         }
     }
 }
@@ -132,7 +148,25 @@ impl RouterSettings {
         let max_cost = reader.number("GOSPELIB_ROUTER_MAX_COST", limits.max_cost, 1, u64::MAX / 2);
         let introspection = reader.flag("GOSPELIB_ROUTER_INTROSPECTION", true);
         let dedupe = reader.flag("GOSPELIB_ROUTER_DEDUPE", true);
+        let inbound_dedupe = reader.flag("GOSPELIB_ROUTER_INBOUND_DEDUPE", true);
+        let max_subscriptions = reader.number(
+            "GOSPELIB_ROUTER_MAX_SUBSCRIPTIONS_PER_CALLER",
+            defaults.max_subscriptions_per_caller as u64,
+            1,
+            100_000,
+        );
         let trust_forwarded_for = reader.flag("GOSPELIB_ROUTER_TRUST_FORWARDED_FOR", false);
+        let trusted_documents = reader.optional(
+            "GOSPELIB_ROUTER_TRUSTED_DOCUMENTS",
+            "off, log or enforce",
+            defaults.trusted_documents,
+            crate::trusted_documents::Mode::parse,
+        );
+        let trusted_documents_file = reader
+            .raw("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")
+            .map(str::trim)
+            .filter(|path| !path.is_empty())
+            .map(std::path::PathBuf::from);
         Some(Self {
             limits: Limits {
                 max_tokens: max_tokens? as usize,
@@ -143,7 +177,11 @@ impl RouterSettings {
             },
             introspection: introspection?,
             dedupe: dedupe?,
+            inbound_dedupe: inbound_dedupe?,
+            max_subscriptions_per_caller: max_subscriptions? as usize,
             trust_forwarded_for: trust_forwarded_for?,
+            trusted_documents: trusted_documents?,
+            trusted_documents_file,
             subgraph_timeout: Duration::from_millis(subgraph_timeout?),
             request_timeout: Duration::from_millis(request_timeout?),
             planning_timeout: Duration::from_millis(planning_timeout?),
@@ -201,6 +239,11 @@ mod tests {
             ("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", "7"),
             ("GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES", "2048"),
             ("GOSPELIB_ROUTER_INTROSPECTION", "false"),
+            ("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS", "enforce"),
+            (
+                "GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE",
+                "/etc/trusted.json",
+            ),
             (
                 "GOSPELIB_ROUTER_SUBGRAPH_URLS",
                 "content=http://c:1/graphql",
@@ -215,6 +258,14 @@ mod tests {
         assert_eq!(settings.subgraph_timeout, Duration::from_millis(7));
         assert_eq!(settings.max_subgraph_response_bytes, 2048);
         assert_eq!(settings.subgraph_urls["content"], "http://c:1/graphql");
+        assert_eq!(
+            settings.trusted_documents,
+            crate::trusted_documents::Mode::Enforce
+        );
+        assert_eq!(
+            settings.trusted_documents_file.as_deref(),
+            Some(std::path::Path::new("/etc/trusted.json"))
+        );
     }
 
     #[test]
@@ -243,8 +294,9 @@ mod tests {
 pub struct IdentitySettings {
     /// `GOSPELIB_INTERNAL_SECRET`: signs the caller context.
     pub secret: gospelib_kit::caller::InternalSecret,
-    /// `GOSPELIB_AUTH_JWKS_URL`, `GOSPELIB_AUTH_ISSUER` (both, or neither: then session
-    /// tokens are refused) and `GOSPELIB_AUTH_AUDIENCE` (optional).
+    /// `GOSPELIB_AUTH_JWKS_URL`, `GOSPELIB_AUTH_ISSUER` and `GOSPELIB_AUTH_AUDIENCE` (all
+    /// three, or none: then session tokens are refused). A token's `aud` or `azp` is always
+    /// checked: a token Clerk issued to another application is never accepted.
     pub sessions: Option<crate::jwt::JwtSettings>,
 }
 
@@ -267,17 +319,25 @@ impl IdentitySettings {
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
-        let audience = reader
-            .raw("GOSPELIB_AUTH_AUDIENCE")
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
+        // Without an audience, any token the issuer signed would do, whichever application
+        // it was issued to: required whenever session tokens are accepted.
+        let audience = jwks_url
+            .is_some()
+            .then(|| {
+                reader.required(
+                    "GOSPELIB_AUTH_AUDIENCE",
+                    "the audience session tokens must be issued to: the frontend's origin Clerk \
+                     puts in `azp` (or a value of `aud`), e.g. https://app.example.com; \
+                     required because GOSPELIB_AUTH_JWKS_URL is set",
+                    gospelib_kit::config::Visibility::Plain,
+                    |raw| Ok(raw.to_owned()),
+                )
+            })
+            .flatten();
         let sessions = match (jwks_url, issuer) {
-            (Some(url), Some(issuer)) => Some(crate::jwt::JwtSettings::new(
-                url.to_string(),
-                issuer,
-                audience,
-            )),
+            (Some(url), Some(issuer)) => audience.map(|audience| {
+                crate::jwt::JwtSettings::new(url.to_string(), issuer, Some(audience))
+            }),
             (None, None) => None,
             (Some(_), None) => {
                 reader.reject(
@@ -300,5 +360,64 @@ impl IdentitySettings {
             secret: secret?,
             sessions,
         })
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+    use gospelib_kit::config::{ConfigError, Env};
+
+    const SECRET: &str = "a test secret of at least thirty-two bytes";
+    const JWKS: &str = "https://clerk.example.com/.well-known/jwks.json";
+    const ISSUER: &str = "https://clerk.example.com";
+
+    fn read(pairs: &[(&str, &str)]) -> Result<IdentitySettings, ConfigError> {
+        let mut all = vec![("GOSPELIB_INTERNAL_SECRET", SECRET)];
+        all.extend_from_slice(pairs);
+        let env = Env::from_pairs(all);
+        let mut reader = ConfigReader::new(&env);
+        let settings = IdentitySettings::read(&mut reader);
+        reader.finish()?;
+        Ok(settings.expect("present once finish() succeeded"))
+    }
+
+    #[test]
+    fn without_a_jwks_url_session_tokens_are_off() {
+        assert_eq!(read(&[]).unwrap().sessions, None);
+    }
+
+    #[test]
+    fn session_tokens_need_an_audience() {
+        let settings = read(&[
+            ("GOSPELIB_AUTH_JWKS_URL", JWKS),
+            ("GOSPELIB_AUTH_ISSUER", ISSUER),
+            ("GOSPELIB_AUTH_AUDIENCE", " https://app.example.com "),
+        ])
+        .unwrap();
+        let sessions = settings.sessions.expect("session tokens accepted");
+        assert_eq!(
+            sessions.audience.as_deref(),
+            Some("https://app.example.com")
+        );
+        for audience in [None, Some(""), Some("  ")] {
+            let mut pairs = vec![
+                ("GOSPELIB_AUTH_JWKS_URL", JWKS),
+                ("GOSPELIB_AUTH_ISSUER", ISSUER),
+            ];
+            pairs.extend(audience.map(|value| ("GOSPELIB_AUTH_AUDIENCE", value)));
+            let error = read(&pairs).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{error}");
+            let message = error.problems[0].to_string();
+            assert!(
+                message.starts_with("GOSPELIB_AUTH_AUDIENCE is not set")
+                    && message.contains("required because GOSPELIB_AUTH_JWKS_URL is set"),
+                "{message}"
+            );
+        }
+        // Missing beside the issuer: both are named at once.
+        let error = read(&[("GOSPELIB_AUTH_JWKS_URL", JWKS)]).unwrap_err();
+        let names: Vec<_> = error.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(names, ["GOSPELIB_AUTH_AUDIENCE", "GOSPELIB_AUTH_ISSUER"]);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use gospelib_kit::GraphQlExecutor;
 
 use crate::fingerprint::request_fingerprint;
+use crate::single_flight::SingleFlight;
 use crate::value::{Object, Value};
 use serde_json::json;
 
@@ -60,6 +61,10 @@ pub enum TransportError {
     TooLarge { subgraph: String, limit: usize },
 }
 
+/// A subscription's events from a subgraph, each a GraphQL response (`{data, errors}`); an
+/// `Err` says the subscription broke (the stream ends after it).
+pub type EventStream = futures_util::stream::BoxStream<'static, Result<Value, TransportError>>;
+
 /// Sends requests to subgraphs by name (and URL, as the supergraph gives it).
 pub trait Transport: Send + Sync {
     fn send<'a>(
@@ -68,6 +73,23 @@ pub trait Transport: Send + Sync {
         url: &'a str,
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>>;
+
+    /// Opens a subscription: the subgraph's events until it completes it or the stream is
+    /// dropped. By default a transport cannot subscribe.
+    fn subscribe<'a>(
+        &'a self,
+        subgraph: &'a str,
+        url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<EventStream, TransportError>> {
+        let _ = (url, request);
+        Box::pin(async move {
+            Err(TransportError::Unavailable {
+                subgraph: subgraph.to_owned(),
+                reason: "this transport cannot subscribe".to_owned(),
+            })
+        })
+    }
 }
 
 /// Reaches subgraphs over HTTP/1.1 (or h2 where offered) with one pooled client, each request
@@ -171,6 +193,23 @@ impl Transport for Http {
             }
         })
     }
+
+    /// Subscribes over GraphQL over WebSocket (`graphql-transport-ws`) at the subgraph's URL,
+    /// one connection per subscription; see [`crate::subscription_client`].
+    fn subscribe<'a>(
+        &'a self,
+        subgraph: &'a str,
+        url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<EventStream, TransportError>> {
+        Box::pin(crate::subscription_client::subscribe(
+            subgraph,
+            url,
+            request,
+            self.timeout,
+            self.max_response_bytes,
+        ))
+    }
 }
 
 /// A subgraph the router can call in its own process.
@@ -187,10 +226,45 @@ pub trait LocalSubgraph: Send + Sync {
         let _ = headers;
         self.execute(request)
     }
+
+    /// Runs a subscription with the headers an HTTP request would carry: one GraphQL response
+    /// per event. By default a local subgraph has no subscriptions (one error).
+    fn subscribe(
+        &self,
+        request: serde_json::Value,
+        headers: Vec<(String, String)>,
+    ) -> futures_util::stream::BoxStream<'static, serde_json::Value> {
+        let _ = (request, headers);
+        Box::pin(futures_util::stream::once(async {
+            json!({"errors": [{"message": "this subgraph serves no subscriptions"}]})
+        }))
+    }
 }
 
 /// A platform subgraph's executor (the kit's [`GraphQlExecutor`]) as a [`LocalSubgraph`].
 pub struct ExecutorSubgraph(pub Arc<dyn GraphQlExecutor>);
+
+/// `request` as the executor takes it, with `headers` where an HTTP request's would be; the
+/// refusal is the GraphQL response to send back.
+fn executor_request(
+    request: serde_json::Value,
+    headers: Vec<(String, String)>,
+) -> Result<async_graphql::Request, serde_json::Value> {
+    let mut request: async_graphql::Request = serde_json::from_value(request).map_err(
+        |error| json!({"errors": [{"message": format!("bad subgraph request: {error}")}]}),
+    )?;
+    if !headers.is_empty() {
+        request.data.insert(ForwardedHeaders(headers));
+    }
+    Ok(request)
+}
+
+/// An executor's response as JSON.
+fn response_json(response: async_graphql::Response) -> serde_json::Value {
+    serde_json::to_value(response).unwrap_or_else(
+        |error| json!({"errors": [{"message": format!("unserialisable response: {error}")}]}),
+    )
+}
 
 impl LocalSubgraph for ExecutorSubgraph {
     fn execute(&self, request: serde_json::Value) -> BoxFuture<'_, serde_json::Value> {
@@ -203,20 +277,23 @@ impl LocalSubgraph for ExecutorSubgraph {
         headers: Vec<(String, String)>,
     ) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
-            let mut request: async_graphql::Request = match serde_json::from_value(request) {
-                Ok(request) => request,
-                Err(error) => {
-                    return json!({"errors": [{"message": format!("bad subgraph request: {error}")}]});
-                }
-            };
-            if !headers.is_empty() {
-                request.data.insert(ForwardedHeaders(headers));
+            match executor_request(request, headers) {
+                Ok(request) => response_json(self.0.execute(request).await),
+                Err(refusal) => refusal,
             }
-            let response = self.0.execute(request).await;
-            serde_json::to_value(response).unwrap_or_else(|error| {
-                json!({"errors": [{"message": format!("unserialisable response: {error}")}]})
-            })
         })
+    }
+
+    fn subscribe(
+        &self,
+        request: serde_json::Value,
+        headers: Vec<(String, String)>,
+    ) -> futures_util::stream::BoxStream<'static, serde_json::Value> {
+        use futures_util::StreamExt;
+        match executor_request(request, headers) {
+            Ok(request) => Box::pin(self.0.execute_stream(request).map(response_json)),
+            Err(refusal) => Box::pin(futures_util::stream::once(async move { refusal })),
+        }
     }
 }
 
@@ -235,6 +312,28 @@ impl InProcess {
         self.subgraphs.insert(name.to_owned(), subgraph);
         self
     }
+
+    /// The named subgraph, the request as JSON and the headers it carries.
+    #[allow(clippy::type_complexity)]
+    fn target(
+        &self,
+        subgraph: &str,
+        mut request: SubgraphRequest,
+    ) -> Result<
+        (
+            &Arc<dyn LocalSubgraph>,
+            serde_json::Value,
+            Vec<(String, String)>,
+        ),
+        TransportError,
+    > {
+        let target = self
+            .subgraphs
+            .get(subgraph)
+            .ok_or_else(|| TransportError::UnknownSubgraph(subgraph.to_owned()))?;
+        let headers = std::mem::take(&mut request.headers);
+        Ok((target, request.into_json(), headers))
+    }
 }
 
 impl Transport for InProcess {
@@ -242,60 +341,42 @@ impl Transport for InProcess {
         &'a self,
         subgraph: &'a str,
         _url: &'a str,
-        mut request: SubgraphRequest,
+        request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
         Box::pin(async move {
-            let target = self
-                .subgraphs
-                .get(subgraph)
-                .ok_or_else(|| TransportError::UnknownSubgraph(subgraph.to_owned()))?;
-            let headers = std::mem::take(&mut request.headers);
+            let (target, request, headers) = self.target(subgraph, request)?;
             Ok(Value::from(
-                target
-                    .execute_with_headers(request.into_json(), headers)
-                    .await,
+                target.execute_with_headers(request, headers).await,
             ))
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        subgraph: &'a str,
+        _url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<EventStream, TransportError>> {
+        use futures_util::StreamExt;
+        Box::pin(async move {
+            let (target, request, headers) = self.target(subgraph, request)?;
+            let events = target.subscribe(request, headers);
+            Ok(Box::pin(events.map(|event| Ok(Value::from(event)))) as EventStream)
         })
     }
 }
 
 /// Shares one answer between identical requests to a subgraph that are in flight at the same
 /// time: the same subgraph, query, variables and headers (so two callers with different
-/// identities never share an answer). Mutations are never shared.
-///
-/// An entry lives exactly as long as the fetch that leads it: a guard removes it when the
-/// leading request ends, whether it completed or was dropped (client gone, deadline, shutdown),
-/// so no later request can be handed an old answer. A request that joined a leader that was
-/// dropped fetches for itself.
+/// identities never share an answer). Mutations are never shared. Cancellation-safe: see
+/// [`crate::single_flight`].
 pub struct Deduplicated {
     inner: Arc<dyn Transport>,
     enabled: bool,
     /// In-flight requests by their [`request_fingerprint`].
-    in_flight: Arc<std::sync::Mutex<HashMap<u128, Arc<InFlight>>>>,
+    in_flight: SingleFlight<u128, Result<Value, TransportError>>,
     shared: std::sync::atomic::AtomicU64,
     metrics: Option<gospelib_kit::metrics::Metrics>,
-}
-
-type InFlight = tokio::sync::OnceCell<Result<Value, TransportError>>;
-
-/// Removes a leader's entry when the leader's request ends, however it ends.
-struct LeaderGuard {
-    in_flight: Arc<std::sync::Mutex<HashMap<u128, Arc<InFlight>>>>,
-    key: u128,
-    cell: Arc<InFlight>,
-}
-
-impl Drop for LeaderGuard {
-    fn drop(&mut self) {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        // Only this leader's own entry: a later leader may have replaced it.
-        if in_flight
-            .get(&self.key)
-            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell))
-        {
-            in_flight.remove(&self.key);
-        }
-    }
 }
 
 impl Deduplicated {
@@ -303,7 +384,7 @@ impl Deduplicated {
         Self {
             inner,
             enabled: true,
-            in_flight: Default::default(),
+            in_flight: SingleFlight::new(),
             shared: std::sync::atomic::AtomicU64::new(0),
             metrics: None,
         }
@@ -327,7 +408,7 @@ impl Deduplicated {
 
     /// How many fetches are in flight as leaders (for tests: none once all have ended).
     pub fn in_flight(&self) -> usize {
-        self.in_flight.lock().expect("in-flight lock").len()
+        self.in_flight.in_flight()
     }
 }
 
@@ -348,42 +429,33 @@ impl Transport for Deduplicated {
                 &request.variables,
                 &request.headers,
             );
-            let (cell, guard) = {
-                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-                match in_flight.get(&key) {
-                    Some(cell) => (cell.clone(), None),
-                    None => {
-                        let cell = Arc::new(InFlight::new());
-                        in_flight.insert(key, cell.clone());
-                        let guard = LeaderGuard {
-                            in_flight: self.in_flight.clone(),
-                            key,
-                            cell: cell.clone(),
-                        };
-                        (cell, Some(guard))
-                    }
-                }
-            };
             // Counted when joining, so a follower cut off by its deadline counts too.
-            if guard.is_none() {
+            let count_shared = || {
                 self.shared
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(metrics) = &self.metrics {
                     metrics.count_shared_fetch(subgraph);
                 }
-            }
-            // A follower whose leader was dropped mid-fetch initialises the cell itself.
-            cell.get_or_init(|| self.inner.send(subgraph, url, request))
-                .await;
-            let Some(guard) = guard else {
-                return cell.get().expect("initialised above").clone();
             };
-            drop(guard);
-            // Nobody joined (the usual case): the answer is the leader's, not copied.
-            match Arc::try_unwrap(cell) {
-                Ok(cell) => cell.into_inner().expect("initialised above"),
-                Err(shared) => shared.get().expect("initialised above").clone(),
-            }
+            let (answer, _) = self
+                .in_flight
+                .run_noting_joins(
+                    key,
+                    || self.inner.send(subgraph, url, request),
+                    count_shared,
+                )
+                .await;
+            answer
         })
+    }
+
+    /// Subscriptions are never shared: each is its own stream.
+    fn subscribe<'a>(
+        &'a self,
+        subgraph: &'a str,
+        url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<EventStream, TransportError>> {
+        self.inner.subscribe(subgraph, url, request)
     }
 }

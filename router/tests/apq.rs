@@ -114,6 +114,7 @@ async fn over_http_by_post_and_get() {
         max_body_bytes: 1 << 20,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     })
     .await;
     let http = reqwest::Client::new();

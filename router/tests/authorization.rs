@@ -117,6 +117,11 @@ impl LoansQuery {
     }
 }
 
+/// The digest of a subgraph request without variables.
+fn no_variables() -> gospelib_kit::caller::VariablesDigest {
+    gospelib_kit::caller::variables_digest(&async_graphql::Variables::default())
+}
+
 fn secret() -> InternalSecret {
     InternalSecret::new(b"a test secret of at least thirty-two bytes").unwrap()
 }
@@ -417,7 +422,12 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
     // Signed with another secret.
     let forged = InternalSecret::new(b"not the platform's secret, but long enough")
         .unwrap()
-        .sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+        .sign(
+            &reader(),
+            "{ whoami }",
+            &no_variables(),
+            std::time::Duration::from_secs(30),
+        );
     let response = serde_json::to_value(ask(forged, "{ whoami }").await).unwrap();
     assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
     assert_eq!(response["data"], Value::Null);
@@ -425,12 +435,18 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
     let replayed = secret().sign(
         &reader(),
         "{ books { id } }",
+        &no_variables(),
         std::time::Duration::from_secs(30),
     );
     let response = serde_json::to_value(ask(replayed, "{ whoami }").await).unwrap();
     assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
     // The real thing.
-    let good = secret().sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+    let good = secret().sign(
+        &reader(),
+        "{ whoami }",
+        &no_variables(),
+        std::time::Duration::from_secs(30),
+    );
     let response = serde_json::to_value(ask(good, "{ whoami }").await).unwrap();
     assert_eq!(
         response["data"]["whoami"],
@@ -462,6 +478,7 @@ async fn library_over_http() -> String {
         max_body_bytes: 1 << 20,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -504,13 +521,23 @@ async fn over_http_the_caller_reaches_the_subgraph_signed_and_a_forged_one_is_re
     assert_eq!(post(None).await["data"], json!({"whoami": null}));
     let forged = InternalSecret::new(b"not the platform's secret, but long enough")
         .unwrap()
-        .sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+        .sign(
+            &reader(),
+            "{ whoami }",
+            &no_variables(),
+            std::time::Duration::from_secs(30),
+        );
     let refused = post(Some(forged)).await;
     assert_eq!(
         refused["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
         "{refused}"
     );
-    let signed = secret().sign(&reader(), "{ whoami }", std::time::Duration::from_secs(30));
+    let signed = secret().sign(
+        &reader(),
+        "{ whoami }",
+        &no_variables(),
+        std::time::Duration::from_secs(30),
+    );
     assert_eq!(
         post(Some(signed)).await["data"]["whoami"],
         user_id_for_clerk("user_reader").to_string()

@@ -106,6 +106,7 @@ async fn serve_router(router: Router) -> String {
         max_body_bytes: MAX_BODY_BYTES,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     })
     .await;
     // The servers live as long as the test process.
@@ -523,6 +524,24 @@ fn check_response(case: &Case, response: &HttpResponse) -> Result<(), String> {
         } else {
             Err(format!("/health answered {body}"))
         };
+    }
+    if let (Value::Array(answers), "POST") = (&body, case.method) {
+        // A batch (a JSON array of requests): one GraphQL response per operation, with 200.
+        if status != 200 || answers.is_empty() {
+            return Err(format!(
+                "a batch answered {status} with {} answers",
+                answers.len()
+            ));
+        }
+        for answer in answers {
+            check_graphql_response(case, answer).map_err(|problem| {
+                format!(
+                    "{problem} (in a batch); body {}",
+                    shortened(body.to_string().as_bytes())
+                )
+            })?;
+        }
+        return Ok(());
     }
     check_graphql_response(case, &body).map_err(|problem| {
         format!(

@@ -36,6 +36,7 @@ async fn router_at(
         max_body_bytes: 1 << 20,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     })
     .await
 }

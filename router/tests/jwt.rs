@@ -255,6 +255,17 @@ async fn a_token_expired_within_the_leeway_is_accepted() {
 }
 
 #[tokio::test]
+async fn a_token_valid_from_just_inside_the_leeway_is_accepted() {
+    // `nbf` 3 s ahead: a clock that slow is within the 5 s leeway (60 s ahead is refused below).
+    let (_server, verifier, key) = key1_served(Some(AUDIENCE)).await;
+    let token = key.sign(&claims_with(json!({"nbf": now() + 3, "iat": now() + 3})));
+    verifier
+        .verify(&token)
+        .await
+        .expect("not valid for 3 s more, within the 5 s leeway");
+}
+
+#[tokio::test]
 async fn without_an_audience_configured_aud_is_not_checked() {
     let (_server, verifier, key) = key1_served(None).await;
     let token = key.sign(&claims_with(

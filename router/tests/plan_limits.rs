@@ -101,6 +101,7 @@ async fn counted_pod(
         max_body_bytes: 1 << 20,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     })
     .await
 }
@@ -243,6 +244,14 @@ async fn a_burst_from_a_caller_with_room_runs_at_most_its_room_ahead_of_the_chec
     let allowed = answers.iter().filter(|a| a.status == 200).count();
     assert_eq!(allowed, 2, "the allowance holds under a burst");
     assert!(answers.iter().all(|a| a.status == 200 || a.status == 429));
+    // Identical operations share one run (inbound sharing), yet each was checked on its own:
+    // a refused one has no data even when the run it joined was allowed for another.
+    for answer in &answers {
+        match answer.status {
+            200 => assert_eq!(answer.body["data"]["topProducts"][0]["name"], "Table"),
+            _ => assert!(answer.body.get("data").is_none(), "{}", answer.body),
+        }
+    }
     // The subgraph saw the allowed ones and at most one refused query run ahead of its check.
     let fetched = requests.load(Ordering::SeqCst) - 1;
     assert!(

@@ -2,11 +2,14 @@
 //! - `GET /registry/supergraph`: the latest published supergraph;
 //! - `GET /registry/supergraph/{n}`: version `n`;
 //! - `GET /registry/contracts/{name}/supergraph`: the latest version's contract supergraph;
-//! - `GET /registry/versions`: the history, newest first (JSON).
+//! - `GET /registry/versions`: the history, newest first (JSON);
+//! - `GET /registry/trusted-documents` (and `/{n}`): the apps' trusted documents published with
+//!   the latest version (or version `n`), JSON (`trusted-documents/1`); 404 for a version
+//!   published without them.
 //!
-//! Supergraphs come as `text/plain` with an `ETag` (version number and content hash) and an
-//! `x-registry-version` header; `If-None-Match` with the current ETag answers 304, so routers
-//! poll cheaply.
+//! Supergraphs come as `text/plain`, manifests as JSON, each with an `ETag` (version number and
+//! content hash) and an `x-registry-version` header; `If-None-Match` with the current ETag
+//! answers 304, so routers poll cheaply.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,6 +27,11 @@ pub fn routes(store: Store) -> axum::Router {
         .route("/registry/supergraph/{number}", get(by_number))
         .route("/registry/contracts/{name}/supergraph", get(contract))
         .route("/registry/versions", get(history))
+        .route("/registry/trusted-documents", get(latest_trusted_documents))
+        .route(
+            "/registry/trusted-documents/{number}",
+            get(trusted_documents_by_number),
+        )
         .with_state(store)
 }
 
@@ -74,6 +82,49 @@ async fn history(State(store): State<Store>) -> Response {
     }
 }
 
+async fn latest_trusted_documents(State(store): State<Store>, headers: HeaderMap) -> Response {
+    match store.latest().await {
+        Ok(Some(version)) => trusted_documents_response(&version, &headers),
+        Ok(None) => not_found("nothing has been published yet"),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn trusted_documents_by_number(
+    State(store): State<Store>,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(number) = number.parse::<i32>() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "a version is a positive whole number",
+        );
+    };
+    match store.get(number).await {
+        Ok(Some(version)) => trusted_documents_response(&version, &headers),
+        Ok(None) => not_found(&format!("version {number} does not exist")),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// The trusted documents of `version`, honouring `If-None-Match`.
+fn trusted_documents_response(version: &Version, headers: &HeaderMap) -> Response {
+    let Some(manifest) = &version.trusted_documents else {
+        return not_found(&format!(
+            "version {} was published without trusted documents",
+            version.number
+        ));
+    };
+    let body = serde_json::to_string(manifest).expect("a JSON value always serialises");
+    let etag = format!(
+        "\"v{}-trusted-documents-{}\"",
+        version.number,
+        &content_hash(&body)[..16]
+    );
+    versioned_response(version.number, etag, "application/json", body, headers)
+}
+
 /// The supergraph of `version` (or of its contract), honouring `If-None-Match`.
 fn supergraph_response(version: &Version, contract: Option<&str>, headers: &HeaderMap) -> Response {
     let (sdl, etag) = match contract {
@@ -90,12 +141,29 @@ fn supergraph_response(version: &Version, contract: Option<&str>, headers: &Head
             )
         }
     };
+    versioned_response(
+        version.number,
+        etag,
+        "text/plain; charset=utf-8",
+        sdl.to_owned(),
+        headers,
+    )
+}
+
+/// `body` of version `number` with its ETag, or 304 when `If-None-Match` names that ETag.
+fn versioned_response(
+    number: i32,
+    etag: String,
+    content_type: &'static str,
+    body: String,
+    headers: &HeaderMap,
+) -> Response {
     let etag_value = HeaderValue::from_str(&etag).expect("hex and digits are a valid header");
     let common = [
         (header::ETAG, etag_value),
         (
             header::HeaderName::from_static("x-registry-version"),
-            HeaderValue::from(version.number),
+            HeaderValue::from(number),
         ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ];
@@ -114,11 +182,8 @@ fn supergraph_response(version: &Version, contract: Option<&str>, headers: &Head
     (
         StatusCode::OK,
         common,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        sdl.to_owned(),
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
     )
         .into_response()
 }

@@ -75,6 +75,8 @@ pub struct CheckedProposal {
     pub checked_against: Option<Version>,
     subgraphs: Vec<SubgraphSdl>,
     rollback_of: Option<i32>,
+    /// The apps' trusted documents to publish with it (a rollback: the old version's).
+    trusted_documents: Option<serde_json::Value>,
 }
 
 impl CheckedProposal {
@@ -88,9 +90,22 @@ impl CheckedProposal {
         self.rollback_of
     }
 
+    /// Publishes `manifest` (the apps' trusted documents, `trusted-documents/1`) with the
+    /// proposal. A rollback already carries the manifest of the version it brings back.
+    pub fn with_trusted_documents(mut self, manifest: serde_json::Value) -> Self {
+        self.trusted_documents = Some(manifest);
+        self
+    }
+
+    /// The trusted documents the proposal publishes, if any.
+    pub fn trusted_documents(&self) -> Option<&serde_json::Value> {
+        self.trusted_documents.as_ref()
+    }
+
     /// Stores the proposal as the next version, if the version it was checked against is still
     /// the latest. A failing check is refused unless `forced_reason` says why to publish
-    /// anyway; a supergraph the checked version already has is not stored again.
+    /// anyway; a supergraph the checked version already has, with the same trusted documents,
+    /// is not stored again.
     pub async fn publish(
         self,
         store: &Store,
@@ -102,6 +117,7 @@ impl CheckedProposal {
         };
         if let Some(latest) = &self.checked_against
             && latest.supergraph == supergraph
+            && latest.trusted_documents == self.trusted_documents
         {
             return Ok(PublishOutcome::Unchanged(latest.number));
         }
@@ -135,6 +151,7 @@ impl CheckedProposal {
                     forced_reason: forced_reason.map(str::to_owned),
                     check_report,
                     rollback_of: self.rollback_of,
+                    trusted_documents: self.trusted_documents,
                 },
                 checked,
             )
@@ -159,6 +176,7 @@ pub async fn check_publish(
         checked_against: latest,
         subgraphs,
         rollback_of: None,
+        trusted_documents: None,
     })
 }
 
@@ -179,5 +197,6 @@ pub async fn check_rollback(
         checked_against: latest,
         subgraphs: target.subgraphs,
         rollback_of: Some(to),
+        trusted_documents: target.trusted_documents,
     })
 }

@@ -59,6 +59,9 @@ pub struct NewVersion {
     pub forced_reason: Option<String>,
     pub check_report: Option<serde_json::Value>,
     pub rollback_of: Option<i32>,
+    /// The manifest of the apps' trusted documents published with it
+    /// (`{"format": "trusted-documents/1", "documents": {…}}`), if any.
+    pub trusted_documents: Option<serde_json::Value>,
 }
 
 /// A published version, whole.
@@ -76,6 +79,10 @@ pub struct Version {
     pub rollback_of: Option<i32>,
     /// RFC 3339, UTC.
     pub published_at: String,
+    /// The apps' trusted documents published with it (none for versions published before
+    /// manifests were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_documents: Option<serde_json::Value>,
 }
 
 /// One line of `history`.
@@ -102,6 +109,7 @@ type VersionRow = (
     Option<String>,
     Option<i32>,
     String,
+    Option<Json<serde_json::Value>>,
 );
 
 const PUBLISHED_AT: &str =
@@ -150,7 +158,7 @@ impl Store {
     ) -> Result<Option<Version>, StoreError> {
         let sql = format!(
             "SELECT number, subgraphs, supergraph, supergraph_hash, api_schema, api_schema_hash, \
-             contracts, message, forced_reason, rollback_of, {PUBLISHED_AT} \
+             contracts, message, forced_reason, rollback_of, {PUBLISHED_AT}, trusted_documents \
              FROM registry.versions {clause}"
         );
         let mut query = sqlx::query_as::<_, VersionRow>(&sql);
@@ -214,8 +222,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO registry.versions (number, subgraphs, supergraph, supergraph_hash, \
              api_schema, api_schema_hash, contracts, message, forced_reason, check_report, \
-             rollback_of) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             rollback_of, trusted_documents) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13 \
              WHERE (SELECT COALESCE(MAX(number), 0) FROM registry.versions) = $12",
         )
         .bind(number)
@@ -230,6 +238,7 @@ impl Store {
         .bind(version.check_report.as_ref().map(Json))
         .bind(version.rollback_of)
         .bind(checked.unwrap_or(0))
+        .bind(version.trusted_documents.as_ref().map(Json))
         .execute(&mut *transaction)
         .await?
         .rows_affected()
@@ -264,6 +273,7 @@ fn version_of_row(row: VersionRow) -> Version {
         forced_reason,
         rollback_of,
         published_at,
+        trusted_documents,
     ) = row;
     Version {
         number,
@@ -277,5 +287,6 @@ fn version_of_row(row: VersionRow) -> Version {
         forced_reason,
         rollback_of,
         published_at,
+        trusted_documents: trusted_documents.map(|Json(manifest)| manifest),
     }
 }

@@ -9,6 +9,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, get_current_timestamp};
 use serde_json::{Value, json};
 
 pub const ISSUER: &str = "https://clerk.identity.test";
+/// The frontend origin the session tokens are issued to (their `azp`): the router's
+/// `GOSPELIB_AUTH_AUDIENCE`.
+pub const AUDIENCE: &str = "https://app.identity.test";
 const KEY_PEM: &[u8] = include_bytes!("../../../router/tests/fixtures/jwt/key1.pem");
 const KID: &str = "identity-test-key";
 
@@ -35,11 +38,23 @@ pub async fn jwks_server() -> String {
 
 /// A Clerk session token for `clerk_id`, valid for a minute.
 pub fn session_token(clerk_id: &str) -> String {
+    session_token_with(clerk_id, json!({}))
+}
+
+/// A Clerk session token for `clerk_id` with some claims replaced (`null` removes one).
+pub fn session_token_with(clerk_id: &str, changes: Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(KID.to_owned());
     let now = get_current_timestamp();
-    let claims = json!({"sub": clerk_id, "sid": "sess_test", "iss": ISSUER,
-                        "iat": now, "nbf": now - 5, "exp": now + 60});
+    let mut claims = json!({"sub": clerk_id, "sid": "sess_test", "iss": ISSUER, "azp": AUDIENCE,
+                            "iat": now, "nbf": now - 5, "exp": now + 60});
+    for (claim, value) in changes.as_object().expect("claims to change").clone() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(&claim);
+        } else {
+            claims[claim] = value;
+        }
+    }
     jsonwebtoken::encode(
         &header,
         &claims,

@@ -176,5 +176,6 @@ pub fn subgraph_spec(name: &str, executor: Arc<dyn gospelib_kit::GraphQlExecutor
         max_body_bytes: 1 << 20,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     }
 }

@@ -362,16 +362,23 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
         async move { serde_json::to_value(guarded.execute(request).await).unwrap() }
     };
 
-    let signed = secret.sign(&Caller::user(a_id), query, DEFAULT_LIFETIME);
+    let signed = secret.sign(
+        &Caller::user(a_id),
+        query,
+        &no_variables(),
+        DEFAULT_LIFETIME,
+    );
     assert_eq!(
         execute(Some(signed)).await,
         json!({"data": {"me": {"id": a_id.to_string(), "firstName": "Ada"}}})
     );
     assert_eq!(execute(None).await, json!({"data": {"me": null}}));
-    let forged =
-        InternalSecret::new(&[7u8; 32])
-            .unwrap()
-            .sign(&Caller::user(a_id), query, DEFAULT_LIFETIME);
+    let forged = InternalSecret::new(&[7u8; 32]).unwrap().sign(
+        &Caller::user(a_id),
+        query,
+        &no_variables(),
+        DEFAULT_LIFETIME,
+    );
     assert_eq!(codes(&execute(Some(forged)).await), vec!["UNAUTHORIZED"]);
 
     clean_up(&pool, &[&a], &stream).await;
@@ -396,4 +403,9 @@ fn the_federation_sdl_declares_the_user_entity_and_hides_push_tokens() {
         .and_then(|rest| rest.split('}').next())
         .unwrap();
     assert!(!device.contains("token"), "{device}");
+}
+
+/// The digest of a request without variables, which a caller header is signed for.
+fn no_variables() -> gospelib_kit::caller::VariablesDigest {
+    gospelib_kit::caller::variables_digest(&async_graphql::Variables::default())
 }

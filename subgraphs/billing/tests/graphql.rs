@@ -191,7 +191,12 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
         let guarded = &guarded;
         async move { serde_json::to_value(guarded.execute(request).await).unwrap() }
     };
-    let signed = secret.sign(&Caller::user(user), ACCESS, DEFAULT_LIFETIME);
+    let signed = secret.sign(
+        &Caller::user(user),
+        ACCESS,
+        &no_variables(),
+        DEFAULT_LIFETIME,
+    );
     assert_eq!(
         execute(Some(signed)).await["data"]["callerAccess"]["plan"],
         "scholar"
@@ -203,6 +208,7 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
     let forged = InternalSecret::new(&[7u8; 32]).unwrap().sign(
         &Caller::user(user),
         ACCESS,
+        &no_variables(),
         DEFAULT_LIFETIME,
     );
     assert_eq!(codes(&execute(Some(forged)).await), vec!["UNAUTHORIZED"]);
@@ -233,4 +239,9 @@ fn the_federation_sdl_extends_user_and_hides_caller_access() {
     assert!(!sdl.contains("directive @authenticated"), "{sdl}");
     // A type named `Subscription` would be the subscription root type.
     assert!(!sdl.contains("type Subscription"), "{sdl}");
+}
+
+/// The digest of a request without variables, which a caller header is signed for.
+fn no_variables() -> gospelib_kit::caller::VariablesDigest {
+    gospelib_kit::caller::variables_digest(&async_graphql::Variables::default())
 }

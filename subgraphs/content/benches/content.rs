@@ -319,6 +319,7 @@ async fn main() {
         max_body_bytes: 1 << 20,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

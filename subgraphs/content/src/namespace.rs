@@ -1,6 +1,7 @@
 //! Where one copy of the content lives: a FalkorDB graph, a family of Typesense collection
-//! aliases and a Redis key prefix. The platform uses [`Namespace::production`]; each test suite
-//! uses one of its own, so tests never touch each other's data or a developer's corpus.
+//! aliases and a Redis key prefix (of its cache keys and live-event channels). The platform
+//! uses [`Namespace::production`]; each test suite uses one of its own, so tests never touch
+//! each other's data or a developer's corpus.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
@@ -39,5 +40,10 @@ impl Namespace {
     /// The Redis key holding the content version caches are keyed by.
     pub fn version_key(&self) -> String {
         format!("{}:content:version", self.cache_prefix)
+    }
+
+    /// The live-event channel announcing each completed ingest (`gl:live:content:ingest`).
+    pub fn ingest_channel(&self) -> String {
+        format!("{}:live:content:ingest", self.cache_prefix)
     }
 }

@@ -1,5 +1,6 @@
 //! `gospelib ingest` against real FalkorDB, Typesense and Redis: idempotent, nothing written on
-//! invalid input, removed content pruned, changed content served fresh through the cache.
+//! invalid input, removed content pruned, changed content served fresh through the cache, and
+//! each finished ingest announced to `ingestCompleted` subscribers (live events on Redis).
 
 mod support;
 
@@ -133,4 +134,80 @@ async fn re_ingested_content_is_served_fresh_and_removed_content_is_gone() {
         refs_before - removed as u64
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+const INGEST_COMPLETED: &str =
+    "subscription { ingestCompleted { contentVersion completedAt passages } }";
+
+/// The next event of a subscription, as JSON, within `secs` seconds.
+async fn next_event(
+    stream: &mut futures_util::stream::BoxStream<'static, async_graphql::Response>,
+    secs: u64,
+) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let response = tokio::time::timeout(std::time::Duration::from_secs(secs), stream.next())
+        .await
+        .expect("an event in time")
+        .expect("the subscription goes on");
+    serde_json::to_value(response).unwrap()
+}
+
+/// `ingestCompleted` on `service`, once Redis confirmed its live-event subscription.
+async fn ingest_completed(
+    service: &ContentService,
+    namespace: &Namespace,
+    live: &gospelib_kit::live::LiveEvents,
+) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+    use futures_util::{FutureExt, StreamExt};
+    use gospelib_kit::GraphQlExecutor;
+    let mut stream = service.execute_stream(async_graphql::Request::new(INGEST_COMPLETED));
+    // The first poll runs the resolver, which starts listening.
+    assert!(stream.next().now_or_never().is_none(), "no event yet");
+    gospelib_kit::test_stack::eventually("the subscription listens", || async {
+        live.is_subscribed(&namespace.ingest_channel())
+    })
+    .await;
+    stream
+}
+
+#[tokio::test]
+async fn a_finished_ingest_is_announced_to_ingest_completed_subscribers() {
+    let namespace = Namespace::isolated("t_ingest_live");
+    let clients = clients();
+    let service = ContentService::new(namespace.clone(), &clients);
+    let mut events = ingest_completed(&service, &namespace, &clients.live).await;
+    let report = ingest_dir(&namespace, &fixture()).await;
+    let event = next_event(&mut events, 10).await;
+    let announced = &event["data"]["ingestCompleted"];
+    assert_eq!(
+        announced["contentVersion"],
+        report.version.as_str(),
+        "{event}"
+    );
+    assert_eq!(announced["passages"], report.nodes["Passage"], "{event}");
+    let at = announced["completedAt"].as_str().unwrap();
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "RFC 3339: {at}"
+    );
+}
+
+#[tokio::test]
+async fn ingest_completed_relays_what_any_process_publishes_on_the_channel() {
+    let namespace = Namespace::isolated("t_ingest_live_relay");
+    let clients = clients();
+    let service = ContentService::new(namespace.clone(), &clients);
+    let mut events = ingest_completed(&service, &namespace, &clients.live).await;
+    let other_pod = gospelib_kit::live::LiveEvents::new(clients.redis.clone());
+    let announcement = json!({
+        "contentVersion": "abc123",
+        "completedAt": "2026-12-02T10:00:00.000Z",
+        "passages": 42
+    });
+    other_pod
+        .publish(&namespace.ingest_channel(), &announcement)
+        .await
+        .unwrap();
+    let event = next_event(&mut events, 5).await;
+    assert_eq!(event["data"]["ingestCompleted"], announcement);
 }

@@ -395,6 +395,7 @@ async fn ready_says_degraded_not_unavailable_when_the_cache_redis_never_answers(
         max_body_bytes: 64 * 1024,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -4,13 +4,17 @@
 //! router hands it to each subgraph request as one header, [`CALLER_HEADER`], signed with the
 //! platform's internal secret (HMAC-SHA256): `v1.<payload>.<mac>`, both parts base64url. The
 //! payload is the [`Caller`] and an expiry a few seconds away; the MAC also covers the sha256 of
-//! the subgraph request's query, so a header copied off one request proves nothing for another.
+//! the subgraph request's query and the sha256 of its variables as JSON ([`variables_digest`]),
+//! so a header copied off one request proves nothing for another query, nor for the same query
+//! with other variables.
 //!
 //! Every subgraph is served through a [`CallerGuard`]: a request without the header is
 //! anonymous; one with a header that is malformed, unsigned, tampered with, expired, or signed
-//! for another query is refused with `UNAUTHORIZED` before anything runs. The same check runs
+//! for another query or other variables is refused with `UNAUTHORIZED` before anything runs. The same check runs
 //! over HTTP and in process (the router's in-process transport passes the header as
-//! [`ForwardedHeaders`] in the request's data, where the HTTP endpoint puts it too).
+//! [`ForwardedHeaders`] in the request's data, where the HTTP endpoint puts it too), and for a
+//! subscription once, when it starts (over WebSocket the header comes in `connection_init`'s
+//! payload, signed for the subscription's query and variables; see [`crate::ws`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -145,19 +149,26 @@ impl InternalSecret {
         Ok(Self(secret.into()))
     }
 
-    fn mac(&self, payload: &str, query: &str) -> Hmac<Sha256> {
+    fn mac(&self, payload: &str, query: &str, variables: &VariablesDigest) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(b"v1.");
         mac.update(payload.as_bytes());
         mac.update(b".");
         mac.update(&Sha256::digest(query.as_bytes()));
+        mac.update(variables);
         mac
     }
 
-    /// The header value carrying `caller` to a subgraph request for `query`, good for
-    /// `lifetime` from now.
-    pub fn sign(&self, caller: &Caller, query: &str, lifetime: Duration) -> String {
+    /// The header value carrying `caller` to a subgraph request for `query` with the variables
+    /// whose [`variables_digest`] is `variables`, good for `lifetime` from now.
+    pub fn sign(
+        &self,
+        caller: &Caller,
+        query: &str,
+        variables: &VariablesDigest,
+        lifetime: Duration,
+    ) -> String {
         let expires = unix_now().saturating_add(lifetime.as_secs().max(1));
         let payload = SignedPayload {
             caller: caller.clone(),
@@ -165,13 +176,18 @@ impl InternalSecret {
         };
         let json = serde_json::to_vec(&payload).expect("a caller always serialises");
         let payload = BASE64URL.encode(json);
-        let mac = self.mac(&payload, query).finalize().into_bytes();
+        let mac = self.mac(&payload, query, variables).finalize().into_bytes();
         format!("v1.{payload}.{}", BASE64URL.encode(mac))
     }
 
-    /// The caller a header value carries, if the router signed it for `query` and it has
-    /// not expired.
-    pub fn verify(&self, header: &str, query: &str) -> Result<Caller, CallerRefused> {
+    /// The caller a header value carries, if the router signed it for `query` with the
+    /// variables whose [`variables_digest`] is `variables`, and it has not expired.
+    pub fn verify(
+        &self,
+        header: &str,
+        query: &str,
+        variables: &VariablesDigest,
+    ) -> Result<Caller, CallerRefused> {
         let mut parts = header.trim().split('.');
         let (Some("v1"), Some(payload), Some(mac), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -182,7 +198,7 @@ impl InternalSecret {
             .decode(mac)
             .map_err(|_| CallerRefused::Malformed)?;
         // The signature first: nothing of an unsigned payload is read.
-        self.mac(payload, query)
+        self.mac(payload, query, variables)
             .verify_slice(&mac)
             .map_err(|_| CallerRefused::BadSignature)?;
         let json = BASE64URL
@@ -199,6 +215,23 @@ impl InternalSecret {
         }
         Ok(signed.caller)
     }
+}
+
+/// The sha256 of a subgraph request's variables serialised as JSON: what a caller header is
+/// bound to beside the query.
+pub type VariablesDigest = [u8; 32];
+
+/// The [`VariablesDigest`] of `variables`: the sha256 of `serde_json::to_vec(variables)`.
+///
+/// Both ends must hash the same bytes. A subgraph hashes its request's
+/// `async_graphql::Variables`: a map sorted by name (byte order), each value keeping the order
+/// its objects' fields were sent in, numbers as `serde_json` writes them. The router hashes
+/// what it sends in that form (its variables with the top-level names sorted).
+pub fn variables_digest<T: Serialize + ?Sized>(variables: &T) -> VariablesDigest {
+    // Variables (JSON values by names) always serialise. Serialising to a buffer and hashing
+    // it measured faster than streaming the serialiser's many small writes into the hash.
+    let json = serde_json::to_vec(variables).expect("variables serialise as JSON");
+    Sha256::digest(&json).into()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -266,32 +299,64 @@ impl CallerGuard {
     }
 }
 
+impl CallerGuard {
+    /// The caller `request` carries: anonymous without the header, the verified caller with a
+    /// header the router signed for this query and these variables.
+    fn caller(&self, request: &async_graphql::Request) -> Result<Caller, CallerRefused> {
+        let Some(header) =
+            ForwardedHeaders::of(request).and_then(|headers| headers.get(CALLER_HEADER))
+        else {
+            return Ok(Caller::anonymous());
+        };
+        self.secret.verify(
+            header,
+            &request.query,
+            &variables_digest(&request.variables),
+        )
+    }
+}
+
+/// The `UNAUTHORIZED` response to a refused caller context.
+fn refusal(refused: CallerRefused) -> async_graphql::Response {
+    tracing::warn!(%refused, "refused a subgraph request's caller context");
+    let mut error = async_graphql::ServerError::new(refused.to_string(), None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", ErrorCode::Unauthorized.as_str());
+    error.extensions = Some(extensions);
+    async_graphql::Response::from_errors(vec![error])
+}
+
 impl GraphQlExecutor for CallerGuard {
     fn execute(
         &self,
         mut request: async_graphql::Request,
     ) -> BoxFuture<'_, async_graphql::Response> {
         Box::pin(async move {
-            let header = ForwardedHeaders::of(&request)
-                .and_then(|headers| headers.get(CALLER_HEADER))
-                .map(str::to_owned);
-            let caller = match header {
-                None => Caller::anonymous(),
-                Some(header) => match self.secret.verify(&header, &request.query) {
-                    Ok(caller) => caller,
-                    Err(refused) => {
-                        tracing::warn!(%refused, "refused a subgraph request's caller context");
-                        let mut error = async_graphql::ServerError::new(refused.to_string(), None);
-                        let mut extensions = async_graphql::ErrorExtensionValues::default();
-                        extensions.set("code", ErrorCode::Unauthorized.as_str());
-                        error.extensions = Some(extensions);
-                        return async_graphql::Response::from_errors(vec![error]);
-                    }
-                },
-            };
-            request.data.insert(caller);
-            self.inner.execute(request).await
+            match self.caller(&request) {
+                Ok(caller) => {
+                    request.data.insert(caller);
+                    self.inner.execute(request).await
+                }
+                Err(refused) => refusal(refused),
+            }
         })
+    }
+
+    /// The same check, once, when the subscription starts (its events run as that caller).
+    fn execute_stream(
+        &self,
+        mut request: async_graphql::Request,
+    ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+        match self.caller(&request) {
+            Ok(caller) => {
+                request.data.insert(caller);
+                self.inner.execute_stream(request)
+            }
+            Err(refused) => {
+                let refusal = refusal(refused);
+                Box::pin(futures_util::stream::once(async move { refusal }))
+            }
+        }
     }
 
     fn federation_sdl(&self) -> String {
@@ -316,24 +381,122 @@ mod tests {
         }
     }
 
+    /// The digest of no variables (`{}`).
+    fn none() -> VariablesDigest {
+        variables_digest(&async_graphql::Variables::default())
+    }
+
     #[test]
     fn a_signed_caller_verifies_for_its_query_only() {
-        let header = secret().sign(&someone(), "{ me { id } }", DEFAULT_LIFETIME);
-        assert_eq!(secret().verify(&header, "{ me { id } }"), Ok(someone()));
+        let header = secret().sign(&someone(), "{ me { id } }", &none(), DEFAULT_LIFETIME);
         assert_eq!(
-            secret().verify(&header, "{ me { email } }"),
+            secret().verify(&header, "{ me { id } }", &none()),
+            Ok(someone())
+        );
+        assert_eq!(
+            secret().verify(&header, "{ me { email } }", &none()),
             Err(CallerRefused::BadSignature)
         );
         let other = InternalSecret::new(&[8u8; 32]).unwrap();
         assert_eq!(
-            other.verify(&header, "{ me { id } }"),
+            other.verify(&header, "{ me { id } }", &none()),
             Err(CallerRefused::BadSignature)
         );
     }
 
     #[test]
+    fn a_signed_caller_verifies_for_its_variables_only() {
+        let query = "query($id: ID!) { note(id: $id) { text } }";
+        let variables =
+            |json: serde_json::Value| variables_digest(&async_graphql::Variables::from_json(json));
+        let mine = variables(serde_json::json!({"id": "note-1"}));
+        let header = secret().sign(&someone(), query, &mine, DEFAULT_LIFETIME);
+        assert_eq!(secret().verify(&header, query, &mine), Ok(someone()));
+        // The same query, other variables: a captured header is worth nothing.
+        for other in [
+            serde_json::json!({"id": "note-2"}),
+            serde_json::json!({"id": "note-1", "extra": 1}),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(
+                secret().verify(&header, query, &variables(other.clone())),
+                Err(CallerRefused::BadSignature),
+                "{other}"
+            );
+        }
+        // `null` variables and none at all are the same (an empty map) on the subgraph.
+        assert_eq!(none(), variables(serde_json::Value::Null));
+        assert_eq!(none(), variables_digest(&serde_json::json!({})));
+    }
+
+    #[test]
+    fn the_variables_digest_is_the_sha256_of_serde_json_bytes() {
+        let variables = async_graphql::Variables::from_json(serde_json::json!({
+            "representations": [{"__typename": "Passage", "id": "john.3.16", "n": 1.5}],
+            "a": "\u{e9}\"\n",
+        }));
+        let bytes = serde_json::to_vec(&variables).unwrap();
+        let expected: VariablesDigest = Sha256::digest(&bytes).into();
+        assert_eq!(variables_digest(&variables), expected);
+    }
+
+    #[test]
+    fn a_subgraph_request_is_checked_against_its_own_variables() {
+        struct Echo;
+        impl GraphQlExecutor for Echo {
+            fn execute(
+                &self,
+                request: async_graphql::Request,
+            ) -> BoxFuture<'_, async_graphql::Response> {
+                let caller = request
+                    .data
+                    .get(&std::any::TypeId::of::<Caller>())
+                    .is_some();
+                Box::pin(async move {
+                    async_graphql::Response::new(async_graphql::Value::Boolean(caller))
+                })
+            }
+            fn federation_sdl(&self) -> String {
+                String::new()
+            }
+        }
+        let guard = CallerGuard::new(Arc::new(Echo), secret());
+        let query = "query($id: ID!) { note(id: $id) { text } }";
+        let signed_for = serde_json::json!({"id": "note-1"});
+        let header = secret().sign(
+            &someone(),
+            query,
+            &variables_digest(&async_graphql::Variables::from_json(signed_for.clone())),
+            DEFAULT_LIFETIME,
+        );
+        let send = |variables: serde_json::Value| {
+            let request = async_graphql::Request::new(query)
+                .variables(async_graphql::Variables::from_json(variables))
+                .data(ForwardedHeaders(vec![(
+                    CALLER_HEADER.to_owned(),
+                    header.clone(),
+                )]));
+            block_on(guard.execute(request))
+        };
+        assert!(send(signed_for).errors.is_empty());
+        let replayed = send(serde_json::json!({"id": "note-2"}));
+        assert_eq!(
+            replayed.errors[0].message,
+            CallerRefused::BadSignature.to_string()
+        );
+    }
+
+    /// Runs a future to completion on the current thread.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
     fn a_tampered_payload_is_refused() {
-        let header = secret().sign(&someone(), "q", DEFAULT_LIFETIME);
+        let header = secret().sign(&someone(), "q", &none(), DEFAULT_LIFETIME);
         let mut parts: Vec<String> = header.split('.').map(str::to_owned).collect();
         let forged = Caller::user(user_id_for_clerk("user_victim"));
         let forged = SignedPayload {
@@ -342,12 +505,12 @@ mod tests {
         };
         parts[1] = BASE64URL.encode(serde_json::to_vec(&forged).unwrap());
         assert_eq!(
-            secret().verify(&parts.join("."), "q"),
+            secret().verify(&parts.join("."), "q", &none()),
             Err(CallerRefused::BadSignature)
         );
         for garbage in ["", "v1", "v1.a", "v2.a.b", "v1.a.b.c", "v1.!!.??"] {
             assert_eq!(
-                secret().verify(garbage, "q"),
+                secret().verify(garbage, "q", &none()),
                 Err(CallerRefused::Malformed),
                 "{garbage:?}"
             );
@@ -365,19 +528,19 @@ mod tests {
                 })
                 .unwrap(),
             );
-            let mac = secret.mac(&payload, "q").finalize().into_bytes();
+            let mac = secret.mac(&payload, "q", &none()).finalize().into_bytes();
             format!("v1.{payload}.{}", BASE64URL.encode(mac))
         };
         let now = unix_now();
         assert_eq!(
-            secret.verify(&signed_with(now - 2), "q"),
+            secret.verify(&signed_with(now - 2), "q", &none()),
             Err(CallerRefused::Expired)
         );
         assert_eq!(
-            secret.verify(&signed_with(now + 3600), "q"),
+            secret.verify(&signed_with(now + 3600), "q", &none()),
             Err(CallerRefused::TooLongLived)
         );
-        assert!(secret.verify(&signed_with(now + 5), "q").is_ok());
+        assert!(secret.verify(&signed_with(now + 5), "q", &none()).is_ok());
     }
 
     #[test]

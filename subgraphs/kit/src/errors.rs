@@ -25,11 +25,12 @@ pub enum ErrorCode {
     ServiceUnavailable,
     UpstreamUnavailable,
     NotImplemented,
+    TooManySubscriptions,
 }
 
 impl ErrorCode {
     /// Every code, in catalog order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::PassageNotFound,
         Self::ChapterNotFound,
         Self::BookNotFound,
@@ -44,6 +45,7 @@ impl ErrorCode {
         Self::ServiceUnavailable,
         Self::UpstreamUnavailable,
         Self::NotImplemented,
+        Self::TooManySubscriptions,
     ];
 
     /// The wire form, as it appears in `extensions.code`.
@@ -63,6 +65,7 @@ impl ErrorCode {
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Self::NotImplemented => "NOT_IMPLEMENTED",
+            Self::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
         }
     }
 

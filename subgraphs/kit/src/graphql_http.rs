@@ -5,6 +5,20 @@
 //! request that could not be executed at all gets 400) and `application/json` otherwise (always
 //! 200 once the request was understood). Requests that are not GraphQL at all get an HTTP error
 //! with a GraphQL error body whose code is `INVALID_REQUEST`.
+//!
+//! A `POST` body that is a JSON array is a batch (up to [`GraphQlEndpoint::max_batch`]
+//! operations; none when 0): each element is served on its own, concurrently, and the answer
+//! is the array of their responses in the same order, with status 200. An element that is not
+//! a request gets its own `INVALID_REQUEST` error in its place; a service's status for one
+//! element (a 429 from a rate limit) stays that element's error. A header the service sets is
+//! kept when every answered element carries the same value.
+//!
+//! CSRF prevention ([`GraphQlEndpoint::csrf_prevention`]) follows Apollo's rule: a `GET` a
+//! browser could send cross-site without a preflight (no `content-type`, or `text/plain`,
+//! `application/x-www-form-urlencoded`, `multipart/form-data`) runs only with a non-empty
+//! [`PREFLIGHT_HEADERS`] header. A `POST` always needs `content-type: application/json`, which
+//! no form can send. Request bodies are read as a stream, up to the body limit (of decompressed
+//! bytes; see [`crate::edge`]).
 
 use std::sync::Arc;
 
@@ -12,7 +26,7 @@ use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
 use std::net::SocketAddr;
 
-use axum::extract::rejection::ExtensionRejection;
+use axum::extract::rejection::{BytesRejection, ExtensionRejection, FailedToBufferBody};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -76,7 +90,35 @@ impl ServiceResponse {
 /// What answers GraphQL requests over HTTP: a subgraph's executor, or the router.
 pub trait GraphQlService: Send + Sync + 'static {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse>;
+
+    /// Starts a subscription (over WebSocket or server-sent events): a stream of responses,
+    /// one per event, or the one response that refuses it. By default a service has none.
+    fn subscribe(
+        &self,
+        request: async_graphql::Request,
+    ) -> BoxFuture<'_, Result<ServiceStream, ServiceResponse>> {
+        let _ = request;
+        Box::pin(async {
+            Err(ServiceResponse::from_json(&serde_json::json!({"errors": [{
+                "message": "this endpoint serves no subscriptions",
+                "extensions": {"code": ErrorCode::InvalidRequest.as_str()}
+            }]})))
+        })
+    }
+
+    /// Decides, at a WebSocket's `connection_init` (before `connection_ack`), whether the
+    /// connection may go on with the headers it carries (its payload's credentials and the
+    /// upgrade request's, see [`crate::ws`]). `Err` (a reason, logged) closes the socket with
+    /// `4403: Forbidden`. By default every connection goes on: each operation is checked on
+    /// its own anyway.
+    fn accept_connection(&self, headers: ForwardedHeaders) -> BoxFuture<'_, Result<(), String>> {
+        let _ = headers;
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// The responses of one subscription, one per event, each serialised.
+pub type ServiceStream = futures_util::stream::BoxStream<'static, ServiceResponse>;
 
 /// A subgraph's executor as a service.
 pub struct ExecutorService(pub Arc<dyn GraphQlExecutor>);
@@ -86,39 +128,32 @@ impl GraphQlService for ExecutorService {
         Box::pin(async move {
             let response = self.0.execute(request).await;
             // Serialised once, straight to bytes (no intermediate JSON tree).
-            match serde_json::to_vec(&response) {
-                Ok(body) => ServiceResponse {
-                    body,
-                    has_data: response.data != async_graphql::Value::Null,
-                    error_codes: response
-                        .errors
-                        .iter()
-                        .map(|error| match error.extensions.as_ref()?.get("code")? {
-                            async_graphql::Value::String(code) => Some(code.clone()),
-                            _ => None,
-                        })
-                        .collect(),
-                    headers: Vec::new(),
-                    status: None,
-                },
-                Err(error) => {
-                    tracing::error!(%error, "could not serialise a GraphQL response");
-                    ServiceResponse::from_json(&serde_json::json!({"errors": [{
-                        "message": crate::errors::INTERNAL_MESSAGE,
-                        "extensions": {"code": ErrorCode::InternalError.as_str()}
-                    }]}))
-                }
-            }
+            ServiceResponse::from_graphql(&response)
         })
+    }
+
+    fn subscribe(
+        &self,
+        request: async_graphql::Request,
+    ) -> BoxFuture<'_, Result<ServiceStream, ServiceResponse>> {
+        crate::streaming::subscribe_executor(&self.0, request)
     }
 }
 
-/// What the handlers need: the service, its name in metrics, and the process's metrics.
+/// What the handlers need: the service, its name in metrics, the process's metrics, and the
+/// edge's rules for it.
 #[derive(Clone)]
 pub struct GraphQlEndpoint {
     pub name: String,
     pub service: Arc<dyn GraphQlService>,
     pub metrics: Metrics,
+    /// Refuse GETs a browser could forge cross-site (`GOSPELIB_ROUTER_CSRF`).
+    pub csrf_prevention: bool,
+    /// The most operations a batched POST may hold; 0 refuses batches
+    /// (`GOSPELIB_ROUTER_MAX_BATCH`).
+    pub max_batch: usize,
+    /// Subscriptions over WebSocket ([`crate::ws`]) and server-sent events ([`crate::sse`]).
+    pub subscriptions: crate::ws::SubscriptionSettings,
 }
 
 /// The response media types a client may ask for.
@@ -176,13 +211,17 @@ pub fn request_error(status: StatusCode, code: ErrorCode, message: &str) -> Resp
     response
 }
 
-/// `POST /graphql`.
+/// `POST /graphql`: one request, or a batch (a JSON array of requests).
 pub async fn post(
     State(endpoint): State<Arc<GraphQlEndpoint>>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if crate::sse::wants_event_stream(&headers) {
+        let peer = peer.ok().map(|ConnectInfo(address)| address);
+        return crate::sse::post(&endpoint, peer, &headers, body).await;
+    }
     let Some(media_type) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -204,6 +243,14 @@ pub async fn post(
             "the request body must be JSON with Content-Type: application/json",
         );
     }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refusal(&rejection),
+    };
+    let peer = peer.ok().map(|ConnectInfo(address)| address);
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return batch(&endpoint, peer, &headers, &body, media_type).await;
+    }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -222,6 +269,128 @@ pub async fn post(
     .await
 }
 
+/// The answer to a body that could not be read: over the limit (counted after
+/// decompression), or broken (a corrupt gzip stream, a connection cut short).
+pub(crate) fn body_refusal(rejection: &BytesRejection) -> Response {
+    match rejection {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            request_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::InvalidRequest,
+                BODY_TOO_LARGE,
+            )
+        }
+        other => request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            &format!("the request body could not be read: {}", other.body_text()),
+        ),
+    }
+}
+
+/// The message of a 413.
+pub const BODY_TOO_LARGE: &str = "the request body is larger than this server accepts";
+
+/// What one element of a batch got: the service's answer, or a refusal of the element.
+enum Answer {
+    Served(ServiceResponse),
+    Refused(String),
+}
+
+/// A batched POST: every element served concurrently, the answers in order.
+async fn batch(
+    endpoint: &GraphQlEndpoint,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    body: &[u8],
+    media_type: MediaType,
+) -> Response {
+    let refuse =
+        |message: &str| request_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message);
+    if endpoint.max_batch == 0 {
+        return refuse("this server does not accept batched operations");
+    }
+    let elements: Vec<serde_json::Value> = match serde_json::from_slice(body) {
+        Ok(elements) => elements,
+        Err(error) => return refuse(&format!("the body is not a GraphQL request: {error}")),
+    };
+    if elements.is_empty() {
+        return refuse("the batch holds no operation");
+    }
+    if elements.len() > endpoint.max_batch {
+        return refuse(&format!(
+            "a batch may hold at most {} operations; this one holds {}",
+            endpoint.max_batch,
+            elements.len()
+        ));
+    }
+    let answers = futures_util::future::join_all(elements.into_iter().map(|element| async move {
+        let request = match serde_json::from_value::<async_graphql::Request>(element) {
+            Ok(request) => request,
+            Err(error) => return Answer::Refused(format!("not a GraphQL request: {error}")),
+        };
+        if let Err(message) = check_query(&request) {
+            return Answer::Refused(message.to_owned());
+        }
+        let request = with_client_address(with_forwarded_headers(request, headers), peer);
+        Answer::Served(serve(endpoint, request).await)
+    }))
+    .await;
+    let mut body = Vec::with_capacity(
+        2 + answers
+            .iter()
+            .map(|answer| match answer {
+                Answer::Served(response) => response.body.len() + 1,
+                Answer::Refused(message) => message.len() + 80,
+            })
+            .sum::<usize>(),
+    );
+    body.push(b'[');
+    for (index, answer) in answers.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        match answer {
+            Answer::Served(response) => body.extend_from_slice(&response.body),
+            Answer::Refused(message) => {
+                endpoint
+                    .metrics
+                    .count_graphql_error(&endpoint.name, Some(ErrorCode::InvalidRequest.as_str()));
+                let error = serde_json::json!({"errors": [{
+                    "message": message,
+                    "extensions": {"code": ErrorCode::InvalidRequest.as_str()}
+                }]});
+                serde_json::to_writer(&mut body, &error).expect("a JSON value always serialises");
+            }
+        }
+    }
+    body.push(b']');
+    let served: Vec<&ServiceResponse> = answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Answer::Served(response) => Some(response),
+            Answer::Refused(_) => None,
+        })
+        .collect();
+    let mut http = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, media_type.as_str())],
+        body,
+    )
+        .into_response();
+    if let Some((first, rest)) = served.split_first() {
+        for (name, value) in &first.headers {
+            let agreed = rest
+                .iter()
+                .all(|other| other.headers.iter().any(|(n, v)| n == name && v == value));
+            if agreed {
+                http.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+    }
+    http
+}
+
 /// The address of the connection a request came on, in the request's data (the router keys
 /// anonymous callers' rate limits by it; behind a proxy, see `x-forwarded-for`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,11 +406,11 @@ impl PeerAddress {
     }
 }
 
-fn with_client_address(
+pub(crate) fn with_client_address(
     mut request: async_graphql::Request,
-    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+    peer: Option<SocketAddr>,
 ) -> async_graphql::Request {
-    if let Ok(ConnectInfo(address)) = peer {
+    if let Some(address) = peer {
         request.data.insert(PeerAddress(address.ip()));
     }
     request
@@ -258,7 +427,7 @@ pub const FORWARDED_HEADERS: [&str; 4] = [
     CALLER_HEADER,
 ];
 
-fn with_forwarded_headers(
+pub(crate) fn with_forwarded_headers(
     mut request: async_graphql::Request,
     headers: &HeaderMap,
 ) -> async_graphql::Request {
@@ -276,7 +445,7 @@ fn with_forwarded_headers(
 }
 
 /// Headers that prove a GET was not forged by another site (a browser only sends them after a
-/// CORS preflight the site would fail).
+/// CORS preflight the site would fail). Each counts when its value is not empty.
 pub const PREFLIGHT_HEADERS: [&str; 3] = [
     "apollo-require-preflight",
     "x-apollo-operation-name",
@@ -314,17 +483,15 @@ pub async fn get(
     let Some(media_type) = negotiate(&headers) else {
         return not_acceptable();
     };
-    // CSRF prevention: a GET is a "simple" request a browser sends cross-site without asking,
-    // so it runs only when it carries a header no form or image tag can set.
-    if !PREFLIGHT_HEADERS
-        .iter()
-        .any(|name| headers.contains_key(*name))
-    {
+    // CSRF prevention: a "simple" GET is one a browser sends cross-site without asking, so
+    // it runs only when it carries a header no form or image tag can set.
+    if endpoint.csrf_prevention && !is_preflighted(&headers) {
         return request_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRequest,
             "a GET request must carry an `apollo-require-preflight`, `x-apollo-operation-name` \
-             or `graphql-preflight` header (CSRF prevention)",
+             or `graphql-preflight` header, or a `content-type` such as application/json \
+             (CSRF prevention)",
         );
     }
     let Ok(Query(params)) = params else {
@@ -349,10 +516,57 @@ pub async fn get(
     }
     execute(
         &endpoint,
-        with_client_address(with_forwarded_headers(request, &headers), peer),
+        with_client_address(
+            with_forwarded_headers(request, &headers),
+            peer.ok().map(|ConnectInfo(address)| address),
+        ),
         media_type,
     )
     .await
+}
+
+/// The content types a browser sends cross-site without a CORS preflight.
+const SIMPLE_CONTENT_TYPES: [&str; 3] = [
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+];
+
+/// Whether a GET (or HEAD) could only come after a CORS preflight, by Apollo's rule: its
+/// `content-type` is one no simple request has (or does not parse, which browsers do not send
+/// unasked either), or it carries a non-empty preflight header.
+fn is_preflighted(headers: &HeaderMap) -> bool {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase());
+        match essence {
+            Some(essence) if is_media_type(&essence) => {
+                if !SIMPLE_CONTENT_TYPES.contains(&essence.as_str()) {
+                    return true;
+                }
+            }
+            _ => return true,
+        }
+    }
+    PREFLIGHT_HEADERS
+        .iter()
+        .any(|name| headers.get(*name).is_some_and(|value| !value.is_empty()))
+}
+
+/// Whether `essence` is `type/subtype` made of token characters.
+fn is_media_type(essence: &str) -> bool {
+    let token = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    essence
+        .split_once('/')
+        .is_some_and(|(kind, subtype)| token(kind) && token(subtype))
 }
 
 fn request_from_params(params: GetParams) -> Result<async_graphql::Request, String> {
@@ -402,25 +616,36 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
     selected == Some(OperationType::Mutation)
 }
 
-async fn execute(
-    endpoint: &GraphQlEndpoint,
-    request: async_graphql::Request,
-    media_type: MediaType,
-) -> Response {
-    // A persisted query carries its hash instead of its text; the service resolves it.
+/// Why a request cannot be served at all: no document, and no persisted query's hash either.
+pub(crate) fn check_query(request: &async_graphql::Request) -> Result<(), &'static str> {
     if request.query.trim().is_empty() && !request.extensions.contains_key("persistedQuery") {
-        return request_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            "missing the `query` field",
-        );
+        Err("missing the `query` field")
+    } else {
+        Ok(())
     }
+}
+
+/// The service's answer to `request`, its errors counted.
+async fn serve(endpoint: &GraphQlEndpoint, request: async_graphql::Request) -> ServiceResponse {
     let response = endpoint.service.call(request).await;
     for code in &response.error_codes {
         endpoint
             .metrics
             .count_graphql_error(&endpoint.name, code.as_deref());
     }
+    response
+}
+
+async fn execute(
+    endpoint: &GraphQlEndpoint,
+    request: async_graphql::Request,
+    media_type: MediaType,
+) -> Response {
+    // A persisted query carries its hash instead of its text; the service resolves it.
+    if let Err(message) = check_query(&request) {
+        return request_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message);
+    }
+    let response = serve(endpoint, request).await;
     // Under graphql-response+json a request that produced no data at all is a client error.
     let status = if let Some(status) = response.status {
         status
@@ -476,6 +701,35 @@ mod tests {
             Some(MediaType::Json)
         );
         assert_eq!(negotiate(&accept("text/html")), None);
+    }
+
+    #[test]
+    fn a_get_is_preflighted_by_a_non_simple_content_type_or_a_preflight_header() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            is_preflighted(&headers)
+        };
+        assert!(!with(&[]));
+        assert!(!with(&[("content-type", "text/plain; charset=utf-8")]));
+        assert!(!with(&[(
+            "content-type",
+            "Multipart/Form-Data; boundary=x"
+        )]));
+        assert!(!with(&[(
+            "content-type",
+            "application/x-www-form-urlencoded"
+        )]));
+        assert!(!with(&[("apollo-require-preflight", "")]));
+        assert!(with(&[("content-type", "application/json")]));
+        assert!(with(&[("content-type", "not a media type")]));
+        assert!(with(&[
+            ("content-type", "text/plain"),
+            ("graphql-preflight", "1")
+        ]));
+        assert!(with(&[("x-apollo-operation-name", "Q")]));
     }
 
     #[test]

@@ -1,27 +1,34 @@
 //! The kit every GospeLib subgraph is built with: typed configuration, the HTTP server
-//! (GraphQL over HTTP, health, readiness, metrics, graceful shutdown), JSON logs with request
+//! (GraphQL over HTTP, over WebSocket and as server-sent events, health, readiness, metrics,
+//! graceful shutdown), live events across processes (Redis pub/sub), JSON logs with request
 //! identity, the error-code catalog, store connections with their readiness probes, and the
 //! PostgreSQL migrations.
 
 pub mod breaker;
 pub mod caller;
 pub mod config;
+pub mod edge;
 pub mod errors;
 pub mod graphiql;
 pub mod graphql_http;
+pub mod live;
 pub mod metrics;
 pub mod migrations;
 pub mod outbox;
 pub mod plans;
 pub mod redis_link;
 pub mod server;
+pub mod sse;
 pub mod stores;
+pub mod streaming;
 pub mod streams;
 pub mod subgraph;
 pub mod telemetry;
 pub mod test_stack;
+pub mod time;
 pub mod usage;
 pub mod webhook_answer;
+pub mod ws;
 
 pub use errors::ErrorCode;
 pub use subgraph::{GraphQlExecutor, Subgraph};

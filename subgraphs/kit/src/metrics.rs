@@ -2,7 +2,7 @@
 //! GraphQL errors returned per subgraph and code. `/metrics` renders them as Prometheus text.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: sub-millisecond resolution for cached reads, up to 10 s.
@@ -21,6 +21,7 @@ pub struct Metrics {
     subgraph_fetches: HistogramVec,
     plan_cache: IntCounterVec,
     shared_fetches: IntCounterVec,
+    shared_operations: IntCounter,
     operations: HistogramVec,
 }
 
@@ -85,6 +86,11 @@ impl Metrics {
             &["subgraph"],
         )
         .expect("valid metric");
+        let shared_operations = IntCounter::new(
+            "operations_shared_total",
+            "Router operations answered by an identical one already in flight (inbound sharing)",
+        )
+        .expect("valid metric");
         let operations = HistogramVec::new(
             HistogramOpts::new(
                 "operation_duration_seconds",
@@ -102,6 +108,7 @@ impl Metrics {
             Box::new(subgraph_fetches.clone()),
             Box::new(plan_cache.clone()),
             Box::new(shared_fetches.clone()),
+            Box::new(shared_operations.clone()),
             Box::new(operations.clone()),
         ] {
             registry
@@ -117,6 +124,7 @@ impl Metrics {
             subgraph_fetches,
             plan_cache,
             shared_fetches,
+            shared_operations,
             operations,
         }
     }
@@ -138,6 +146,11 @@ impl Metrics {
     /// Records one subgraph fetch answered by an identical one in flight (not sent).
     pub fn count_shared_fetch(&self, subgraph: &str) {
         self.shared_fetches.with_label_values(&[subgraph]).inc();
+    }
+
+    /// Counts one router operation answered by an identical one in flight.
+    pub fn count_shared_operation(&self) {
+        self.shared_operations.inc();
     }
 
     /// Records one routed operation, by name (`anonymous` without one; long names are cut).

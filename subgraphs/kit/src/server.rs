@@ -16,6 +16,12 @@
 //! ([`AppSpec::public_routes`]) are public: their callers are outside, and each checks its
 //! own signature before reading anything. Subgraph endpoints are never
 //! reachable around the router's limits.
+//!
+//! Around every route: the HTTP edge ([`crate::edge`]): responses compressed as
+//! `accept-encoding` asks, request bodies decompressed (the body limit counting decompressed
+//! bytes; an unknown `content-encoding` is 415), and, on the router's `/graphql`, the CORS
+//! policy. CSRF prevention and batching apply to every GraphQL endpoint
+//! ([`AppSpec::edge`]).
 
 use std::collections::HashSet;
 use std::future::{Future, IntoFuture};
@@ -31,6 +37,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::edge::{self, EdgeSettings};
 use crate::errors::ErrorCode;
 use crate::graphql_http::{self, ExecutorService, GraphQlEndpoint, GraphQlService, request_error};
 use crate::metrics::Metrics;
@@ -57,6 +64,8 @@ pub struct AppSpec {
     /// Routes third parties must reach (the signed webhooks, `/webhooks/...`): on the public
     /// listener of a split process. Each verifies its own signature.
     pub public_routes: Option<Router>,
+    /// CORS (the router's `/graphql`), CSRF prevention and batching (every GraphQL endpoint).
+    pub edge: EdgeSettings,
 }
 
 /// State of the `/ready` and `/metrics` handlers.
@@ -100,6 +109,7 @@ pub fn build_split_apps(spec: AppSpec, metrics: Metrics) -> SplitApps {
         max_body_bytes,
         extra_routes: None,
         public_routes: spec.public_routes,
+        edge: spec.edge.clone(),
     };
     let internal_spec = AppSpec {
         service: spec.service,
@@ -109,6 +119,7 @@ pub fn build_split_apps(spec: AppSpec, metrics: Metrics) -> SplitApps {
         max_body_bytes,
         extra_routes: spec.extra_routes,
         public_routes: None,
+        edge: spec.edge,
     };
     SplitApps {
         public: assemble(
@@ -157,13 +168,22 @@ fn assemble(
             name,
             service,
             metrics: metrics.clone(),
+            csrf_prevention: spec.edge.csrf_prevention,
+            max_batch: spec.edge.max_batch,
+            subscriptions: spec
+                .edge
+                .subscriptions
+                .clone()
+                .with_max_message_bytes(spec.max_body_bytes),
         });
-        axum::routing::get(graphql_http::get)
+        // A GET asking for a WebSocket is GraphQL over WebSocket (crate::ws).
+        axum::routing::get(crate::ws::get)
             .post(graphql_http::post)
             .with_state(endpoint)
     };
     if let Some(gateway) = spec.gateway {
-        app = app.route("/graphql", graphql_routes("router".to_owned(), gateway));
+        let routes = graphql_routes("router".to_owned(), gateway);
+        app = app.route("/graphql", edge::with_cors(routes, &spec.edge.cors));
         known_paths.insert("/graphql".to_owned());
     }
     for subgraph in spec.subgraphs {
@@ -199,10 +219,17 @@ fn assemble(
     if with_metrics {
         process_routes = process_routes.route("/metrics", get(render_metrics));
     }
+    // Innermost first: decompression's 415 gets its GraphQL body from `graphql_error_bodies`;
+    // the body limit is read by the handlers, over the decompressed stream.
+    let decompression = tower::ServiceBuilder::new()
+        .layer(edge::request_decompression())
+        .map_request(|request: Request<_>| request.map(axum::body::Body::new));
     app.merge(process_routes.with_state(process))
         .fallback(not_found)
+        .layer(decompression)
         .layer(middleware::from_fn(graphql_error_bodies))
         .layer(DefaultBodyLimit::max(spec.max_body_bytes))
+        .layer(edge::response_compression())
         .layer(middleware::from_fn_with_state(observe_state, observe))
 }
 
@@ -274,16 +301,32 @@ async fn observe(State(state): State<ObserveState>, request: Request, next: Next
     response
 }
 
-/// Turns axum's plain-text 413 and its empty 405 (a method no route has) into GraphQL error
-/// bodies.
+/// Turns axum's plain-text 413, its empty 405 (a method no route has) and the empty 415 of an
+/// unsupported `content-encoding` into GraphQL error bodies.
 async fn graphql_error_bodies(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     match response.status() {
         StatusCode::PAYLOAD_TOO_LARGE => request_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidRequest,
-            "the request body is larger than this server accepts",
+            graphql_http::BODY_TOO_LARGE,
         ),
+        // The GraphQL endpoint's own 415 (not JSON) already has a body.
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+            if !response.headers().contains_key(header::CONTENT_TYPE) =>
+        {
+            let mut refusal = request_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidRequest,
+                "the request's content-encoding is not supported (gzip, br and identity are)",
+            );
+            if let Some(accepted) = response.headers().get(header::ACCEPT_ENCODING) {
+                refusal
+                    .headers_mut()
+                    .insert(header::ACCEPT_ENCODING, accepted.clone());
+            }
+            refusal
+        }
         // The GraphQL endpoint's own 405 (a mutation over GET) already has a body.
         StatusCode::METHOD_NOT_ALLOWED
             if !response.headers().contains_key(header::CONTENT_TYPE) =>

@@ -317,14 +317,19 @@ pub struct StoreClients {
     /// The deadline of one FalkorDB read (`GOSPELIB_FALKORDB_TIMEOUT_MS`), for those clients.
     pub falkordb_timeout: Duration,
     pub typesense: TypesenseClient,
+    /// Live events on the Redis above ([`crate::live`]): one pub/sub connection for the whole
+    /// process, made with its first listener.
+    pub live: crate::live::LiveEvents,
 }
 
 impl StoreClients {
     pub fn new(urls: &crate::config::StoreUrls) -> Result<Self, StoreClientError> {
         let redis_error = |store| move |source| StoreClientError::Redis { store, source };
+        let redis = redis_client(&urls.redis).map_err(redis_error("Redis"))?;
         Ok(Self {
             postgres: postgres_pool(&urls.postgres, 10)?,
-            redis: redis_client(&urls.redis).map_err(redis_error("Redis"))?,
+            live: crate::live::LiveEvents::new(redis.clone()),
+            redis,
             falkordb: redis_client(&urls.falkordb).map_err(redis_error("FalkorDB"))?,
             falkordb_url: urls.falkordb.clone(),
             falkordb_timeout: urls.falkordb_timeout,

@@ -13,6 +13,20 @@ pub trait GraphQlExecutor: Send + Sync + 'static {
     fn execute(&self, request: async_graphql::Request) -> BoxFuture<'_, async_graphql::Response>;
     /// The federation SDL, as `_service { sdl }` gives it.
     fn federation_sdl(&self) -> String;
+
+    /// Runs a subscription: one response per event, until the stream ends (or is dropped).
+    /// A request that is not a subscription yields its one response. By default a subgraph
+    /// has no subscriptions: one error.
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+        let _ = request;
+        let error = async_graphql::ServerError::new("this subgraph serves no subscriptions", None);
+        Box::pin(futures_util::stream::once(async move {
+            async_graphql::Response::from_errors(vec![error])
+        }))
+    }
 }
 
 impl<Q, M, S> GraphQlExecutor for Schema<Q, M, S>
@@ -31,6 +45,19 @@ where
 
     fn federation_sdl(&self) -> String {
         import_authenticated(&self.sdl_with_options(SDLExportOptions::new().federation()))
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+        use futures_util::StreamExt;
+        Schema::execute_stream(self, request)
+            .map(|mut response| {
+                fill_nulls_at_error_paths(&mut response);
+                response
+            })
+            .boxed()
     }
 }
 

@@ -7,6 +7,9 @@
 //! transport failure, a status other than 200, or a body with an `"errors"` key.
 //!
 //! Prints one JSON line (integers in microseconds, for scripts) and one readable line.
+//! `--cpu-pid PID` also reports the CPU time (user + system, all threads) that process spent
+//! during the measured window, per request: what a server costs per answer, whether or not
+//! the load saturates it.
 //! `--once` sends the request once, prints the response body and fails on an error: a
 //! readiness and sanity check.
 
@@ -51,6 +54,39 @@ struct Cli {
     /// A header sent with every request, `name: value` (repeatable), e.g. a session token.
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// The server process whose CPU time during the measured window is reported.
+    #[arg(long)]
+    cpu_pid: Option<u32>,
+}
+
+/// The CPU time (user + system, every thread) process `pid` has used, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (in parentheses, which may hold spaces): state is the
+    // 3rd field, utime the 14th and stime the 15th.
+    let after_name = stat
+        .rsplit_once(')')
+        .context("an unexpected /proc stat line")?
+        .1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        fields
+            .get(index - 3)
+            .context("a short /proc stat line")?
+            .parse()
+            .context("a /proc stat field that is not a number")
+    };
+    // Linux reports these in USER_HZ, 100 per second on every architecture it exports to.
+    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+}
+
+/// The CPU time `pid` uses between `from` and `until`.
+async fn cpu_during(pid: u32, from: Instant, until: Instant) -> anyhow::Result<Duration> {
+    tokio::time::sleep_until(from.into()).await;
+    let start = cpu_time(pid)?;
+    tokio::time::sleep_until(until.into()).await;
+    Ok(cpu_time(pid)?.saturating_sub(start))
 }
 
 /// The `--header` values as a header map.
@@ -205,6 +241,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let measure_from = Instant::now() + Duration::from_secs_f64(cli.warmup);
     let measure_until = measure_from + Duration::from_secs_f64(cli.duration);
+    let cpu = cli
+        .cpu_pid
+        .map(|pid| tokio::spawn(cpu_during(pid, measure_from, measure_until)));
     let workers: Vec<_> = (0..cli.connections)
         .map(|_| {
             tokio::spawn(worker(
@@ -237,7 +276,19 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 99.0),
     );
     let max = latencies.last().copied().unwrap_or(0);
-    let report = serde_json::json!({
+    let cpu_ms = match cpu {
+        Some(task) => Some(
+            task.await
+                .context("the CPU sampler panicked")??
+                .as_secs_f64()
+                * 1e3,
+        ),
+        None => None,
+    };
+    let cpu_ms_per_request = cpu_ms
+        .filter(|_| ok + errors > 0)
+        .map(|ms| (ms / (ok + errors) as f64 * 1e4).round() / 1e4);
+    let mut report = serde_json::json!({
         "label": cli.label,
         "url": cli.url,
         "connections": cli.connections,
@@ -251,6 +302,10 @@ async fn main() -> anyhow::Result<()> {
         "p99_us": p99,
         "max_us": max,
     });
+    if let Some(per_request) = cpu_ms_per_request {
+        report["cpu_ms"] = serde_json::json!(cpu_ms);
+        report["cpu_ms_per_request"] = serde_json::json!(per_request);
+    }
     println!("{report}");
     println!(
         "{}: {} conn, {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms, \
@@ -265,6 +320,12 @@ async fn main() -> anyhow::Result<()> {
         errors,
         ok + errors
     );
+    if let Some(per_request) = cpu_ms_per_request {
+        println!(
+            "{}: server CPU {:.3} ms per request",
+            cli.label, per_request
+        );
+    }
     if let Some(error) = first_error {
         eprintln!("{}: first error: {error}", cli.label);
     }
@@ -290,5 +351,21 @@ mod tests {
     fn an_errors_key_is_an_error() {
         assert!(has_errors(br#"{"data":null,"errors":[{"message":"x"}]}"#));
         assert!(!has_errors(br#"{"data":{"a":1}}"#));
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_while_it_works() {
+        let before = cpu_time(std::process::id()).unwrap();
+        let started = Instant::now();
+        let mut spin = 0u64;
+        while started.elapsed() < Duration::from_millis(200) {
+            spin = spin.wrapping_add(1);
+        }
+        assert!(spin > 0);
+        let after = cpu_time(std::process::id()).unwrap();
+        assert!(
+            after - before >= Duration::from_millis(100),
+            "{before:?} → {after:?}"
+        );
     }
 }

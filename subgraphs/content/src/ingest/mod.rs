@@ -1,6 +1,7 @@
 //! `gospelib ingest`: validates a corpus folder, then writes it into FalkorDB (indexes and
 //! constraints first, then batched `UNWIND … MERGE`, idempotent), syncs the Typesense
-//! collections, and moves the content cache to the new content version.
+//! collections, moves the content cache to the new content version, and announces it on the
+//! live-event channel `ingestCompleted` subscribers listen to.
 //!
 //! Every node and edge written carries the run's content version (`v`, a hash of the corpus
 //! files); what a run did not write (content removed from the corpus) is deleted at the end, so
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use gospelib_kit::live::LiveEvents;
 use gospelib_kit::stores::TypesenseClient;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -21,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::corpus::{self, CorpusData, InvalidCorpus};
 use crate::graph::{Graph, GraphError, get_int};
 use crate::namespace::Namespace;
+use crate::schema::IngestCompleted;
 use crate::typesense::SearchError;
 
 /// Node labels, in write order.
@@ -168,7 +171,28 @@ pub async fn ingest(
     (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
     report.search = search_sync::counts(&targets.typesense, &targets.namespace).await?;
     report.seconds = started.elapsed().as_secs_f64();
+    announce(targets, &report).await;
     Ok(report)
+}
+
+/// Publishes the completed ingest on the namespace's live channel (`ingestCompleted`, in every
+/// process). The ingest stands if this fails: the failure is logged, and subscribers only miss
+/// a prompt (the content version in Redis is the record).
+async fn announce(targets: &Targets, report: &IngestReport) {
+    let passages = report.nodes.get("Passage").copied().unwrap_or(0);
+    let event = IngestCompleted {
+        content_version: report.version.clone(),
+        completed_at: gospelib_kit::time::rfc3339(gospelib_kit::time::now_secs()),
+        passages: i32::try_from(passages).unwrap_or(i32::MAX),
+    };
+    let event = serde_json::to_value(event).expect("an announcement always serialises");
+    let channel = targets.namespace.ingest_channel();
+    if let Err(error) = LiveEvents::new(targets.redis.clone())
+        .publish(&channel, &event)
+        .await
+    {
+        tracing::warn!(%error, channel, "could not announce the completed ingest");
+    }
 }
 
 /// Nodes per label and edges per type, as the graph holds them now.

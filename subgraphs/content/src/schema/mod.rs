@@ -1,8 +1,10 @@
 //! The content subgraph's GraphQL schema (Federation 2) and how it is served: each request
-//! gets its own loaders over the shared graph, cache and search clients.
+//! (and each subscription) gets its own loaders over the shared graph, cache and search
+//! clients; subscriptions listen to the process's live events.
 
 mod errors;
 mod explorer;
+mod live;
 mod paging;
 mod prefetch;
 mod query;
@@ -11,7 +13,7 @@ mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use async_graphql::{EmptyMutation, Schema};
 use gospelib_kit::stores::{
     BoxFuture, Dependency, FalkorDbProbe, RedisProbe, StoreClients, TypesenseProbe,
 };
@@ -22,20 +24,22 @@ use crate::graph::Graph;
 use crate::loaders::{Loaders, Stores};
 use crate::namespace::Namespace;
 
+pub use live::{IngestCompleted, Subscription};
 pub use query::Query;
 
 /// The largest query depth the subgraph executes.
 pub const MAX_DEPTH: usize = 16;
 
-pub type ContentSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type ContentSchema = Schema<Query, EmptyMutation, Subscription>;
 
 /// The subgraph's name.
 pub const NAME: &str = "content";
 
 /// The subgraph's federation SDL (what `_service { sdl }` answers); needs no store.
 pub fn federation_sdl() -> String {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    Schema::build(Query, EmptyMutation, Subscription)
         .enable_federation()
+        .enable_subscription_in_federation()
         .finish()
         .federation_sdl()
 }
@@ -58,11 +62,14 @@ impl ContentService {
         clients: &StoreClients,
         breaker: BreakerSettings,
     ) -> Self {
-        let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
+        let schema = Schema::build(Query, EmptyMutation, Subscription)
             .enable_federation()
+            // `type Subscription` in the SDL: the router composes and plans it.
+            .enable_subscription_in_federation()
             .limit_depth(MAX_DEPTH)
             .data(clients.typesense.clone())
             .data(namespace.clone())
+            .data(clients.live.clone())
             .finish();
         Self {
             schema,
@@ -93,6 +100,15 @@ impl GraphQlExecutor for ContentService {
     fn execute(&self, request: async_graphql::Request) -> BoxFuture<'_, async_graphql::Response> {
         let request = request.data(Loaders::new(&self.stores));
         GraphQlExecutor::execute(&self.schema, request)
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+        // One set of loaders for the whole subscription, as for one request.
+        let request = request.data(Loaders::new(&self.stores));
+        GraphQlExecutor::execute_stream(&self.schema, request)
     }
 
     fn federation_sdl(&self) -> String {

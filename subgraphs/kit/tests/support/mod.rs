@@ -103,7 +103,13 @@ pub async fn start_with_limit(
         max_body_bytes,
         extra_routes: None,
         public_routes: None,
+        edge: Default::default(),
     });
+    start_app(app).await
+}
+
+/// Serves `app` on a free loopback port.
+pub async fn start_app(app: axum::Router) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

@@ -1,0 +1,327 @@
+//! Subscriptions end to end, with events raised by another process (this test, publishing on the
+//! content subgraph's Redis channel as any ingest does):
+//! - Phase 1, `gospelib serve`: a client over GraphQL over WebSocket (`graphql-transport-ws`)
+//!   and one over server-sent events get `ingestCompleted` through the router; a query on the
+//!   same socket is answered between events; a client's `complete` ends its subscription.
+//! - Phase 2, `gospelib serve --only content` in its own process behind a router in this one:
+//!   the router subscribes to the subgraph over WebSocket with the caller signed into
+//!   `connection_init`, and when the subgraph process dies the subscription ends with an
+//!   `UPSTREAM_UNAVAILABLE` error instead of hanging.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gospelib_kit::caller::{Caller, InternalSecret};
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::Http;
+use serde_json::{Value, json};
+use support::{serve, serve_with};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The content subgraph's announcement channel (the default namespace `gl`).
+const CHANNEL: &str = "gl:live:content:ingest";
+
+const SUBSCRIPTION: &str = "subscription { ingestCompleted { contentVersion passages } }";
+
+fn redis() -> redis::Client {
+    redis::Client::open(std::env::var("GOSPELIB_REDIS_URL").expect("the stack's variables"))
+        .unwrap()
+}
+
+/// How many connections listen on `channel` (every process's subscriptions share one).
+async fn listeners(redis: &redis::Client) -> i64 {
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(CHANNEL)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    counts.first().map_or(0, |(_, count)| *count)
+}
+
+/// Waits until some process listens on the channel, then announces an ingest of `version`
+/// (again every 200 ms until `received` says it arrived: another test's process may have been
+/// the listener counted).
+async fn announce(version: &str) {
+    let redis = redis();
+    for _ in 0..100 {
+        if listeners(&redis).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let event = json!({
+        "contentVersion": version,
+        "completedAt": "2026-12-03T00:00:00Z",
+        "passages": 31102,
+    });
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(event.to_string())
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// Announces `version` every 200 ms until `wanted` completes; its result.
+async fn announce_until<T>(version: &str, wanted: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(wanted);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        announce(version).await;
+        tokio::select! {
+            result = &mut wanted => return result,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event within 15 s"
+        );
+    }
+}
+
+fn unique(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::new_v4())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(base: &str) -> Socket {
+    let url = format!("{}/graphql", base.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    send(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {}}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await["type"], "connection_ack");
+    socket
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .unwrap();
+}
+
+/// The next protocol message (pings answered on the way).
+async fn receive(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("a message within 15 s")
+            .expect("the socket stays open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "ping" {
+                send(socket, json!({"type": "pong"})).await;
+                continue;
+            }
+            return value;
+        }
+    }
+}
+
+/// Reads `id`'s messages until its `next` carries `version`.
+async fn next_with_version(socket: &mut Socket, id: &str, version: &str) -> Value {
+    loop {
+        let message = receive(socket).await;
+        assert_ne!(message["type"], "error", "{message}");
+        if message["id"] == id
+            && message["type"] == "next"
+            && message["payload"]["data"]["ingestCompleted"]["contentVersion"] == version
+        {
+            return message["payload"].clone();
+        }
+    }
+}
+
+#[test]
+fn over_websocket_through_gospelib_serve() {
+    let (_served, base, runtime) = serve(&["serve"]);
+    runtime.block_on(async {
+        let mut socket = connect(&base).await;
+        send(
+            &mut socket,
+            json!({"id": "live", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}),
+        )
+        .await;
+        let version = unique("ws");
+        let event =
+            announce_until(&version, next_with_version(&mut socket, "live", &version)).await;
+        assert_eq!(
+            event["data"],
+            json!({"ingestCompleted": {"contentVersion": version, "passages": 31102}})
+        );
+        assert!(
+            event["extensions"]["supergraphVersion"].is_string(),
+            "{event}"
+        );
+        assert!(event.get("errors").is_none(), "{event}");
+
+        // A query on the same socket is answered on its own id, then completed.
+        send(
+            &mut socket,
+            json!({"id": "q", "type": "subscribe",
+                   "payload": {"query": "{ __typename }"}}),
+        )
+        .await;
+        let mut answered = false;
+        loop {
+            let message = receive(&mut socket).await;
+            if message["id"] != "q" {
+                continue;
+            }
+            match message["type"].as_str() {
+                Some("next") => {
+                    assert_eq!(message["payload"]["data"]["__typename"], "Query");
+                    answered = true;
+                }
+                Some("complete") => break,
+                _ => panic!("{message}"),
+            }
+        }
+        assert!(answered);
+
+        // The client ends its subscription: a later event is not sent to it.
+        send(&mut socket, json!({"id": "live", "type": "complete"})).await;
+        announce(&unique("after")).await;
+        send(
+            &mut socket,
+            json!({"id": "q2", "type": "subscribe", "payload": {"query": "{ __typename }"}}),
+        )
+        .await;
+        loop {
+            let message = receive(&mut socket).await;
+            assert_ne!(message["id"], "live", "{message}");
+            if message["id"] == "q2" && message["type"] == "complete" {
+                break;
+            }
+        }
+    });
+}
+
+#[test]
+fn over_server_sent_events_through_gospelib_serve() {
+    let (_served, base, runtime) = serve(&["serve"]);
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .header("accept", "text/event-stream")
+            .json(&json!({ "query": SUBSCRIPTION }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let mut response = response;
+        let version = unique("sse");
+        let read_until_event = async {
+            let mut text = String::new();
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if let Some(event) = text
+                    .split("\n\n")
+                    .find(|event| event.starts_with("event: next") && event.contains(&version))
+                {
+                    return event.to_owned();
+                }
+            }
+            panic!("the stream ended: {text}");
+        };
+        let event = announce_until(&version, read_until_event).await;
+        let data: Value =
+            serde_json::from_str(event.lines().nth(1).unwrap().trim_start_matches("data: "))
+                .unwrap();
+        assert_eq!(
+            data["data"]["ingestCompleted"]["contentVersion"],
+            json!(version)
+        );
+    });
+}
+
+#[test]
+fn the_router_subscribes_to_a_subgraph_in_another_process_and_survives_its_death() {
+    let (mut content, _, runtime) = serve_with(&["serve", "--only", "content"], &[]);
+    let content_url = format!("{}/subgraphs/content/graphql", content.internal);
+    let secret = std::env::var("GOSPELIB_INTERNAL_SECRET").unwrap();
+    let secret = InternalSecret::new(secret.trim().as_bytes()).unwrap();
+    let sdl = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/supergraph.graphql"),
+    )
+    .unwrap()
+    .replace(
+        "http://127.0.0.1:4000/subgraphs/content/graphql",
+        &content_url,
+    );
+    runtime.block_on(async {
+        let transport = Http::new(Duration::from_secs(10)).unwrap();
+        let router = Arc::new(
+            Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport))
+                .with_internal_secret(secret),
+        );
+        // A signed-in caller: the subgraph checks the signed caller in `connection_init`.
+        let request = GraphQlRequest {
+            query: SUBSCRIPTION.to_owned(),
+            caller: Caller::user(uuid::Uuid::new_v4()),
+            ..Default::default()
+        };
+        let mut responses = router
+            .subscribe(request)
+            .await
+            .unwrap_or_else(|refused| panic!("{}", refused.to_json()));
+        let version = unique("phase2");
+        let wanted = async {
+            loop {
+                let response = responses.next().await.expect("a response").to_json();
+                if response["data"]["ingestCompleted"]["contentVersion"] == version {
+                    return response;
+                }
+            }
+        };
+        let response = announce_until(&version, wanted).await;
+        assert!(response.get("errors").is_none(), "{response}");
+        assert_eq!(router.open_subscriptions(), 1);
+
+        // The subgraph's process dies: the subscription ends with an error, not silence.
+        content.child.kill().unwrap();
+        content.child.wait().unwrap();
+        let last = tokio::time::timeout(Duration::from_secs(10), responses.next())
+            .await
+            .expect("the broken subscription answers within 10 s")
+            .expect("a last response")
+            .to_json();
+        assert_eq!(
+            last["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE",
+            "{last}"
+        );
+        assert!(responses.next().await.is_none(), "then the stream ends");
+        drop(responses);
+        assert_eq!(router.open_subscriptions(), 0);
+    });
+}

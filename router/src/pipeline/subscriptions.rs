@@ -1,0 +1,318 @@
+//! Subscriptions through the router: the same stages as a query (plan, restrict to what the
+//! caller may select, coerce the variables), a rate-limit check and a per-caller slot at the
+//! start, then one subscription to the subgraph that owns the root field. Each of its events
+//! runs the rest of the plan (entity fetches to the other subgraphs, as for a query) and is
+//! projected for the client.
+//!
+//! A subscription ends when the subgraph completes it, when the client goes away (the stream is
+//! dropped, which closes the subgraph's), when the subgraph's stream breaks (a last response
+//! with an `UPSTREAM_UNAVAILABLE` error), or when a new supergraph is loaded: its plan belongs
+//! to the old one, so it ends with a last response whose error has the code
+//! `SUBSCRIPTION_RESTART`, and the client subscribes again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::{Map, Value, json};
+
+use super::{
+    GraphQlRequest, NO_DENIALS, Response, Restricted, Router, planning_errors, rate_limited,
+    subject_of, variable_errors,
+};
+use crate::authorization::{Access, Denials};
+use crate::execution::{Fetching, SignedCaller, SubscriptionPlan};
+use crate::planning::Planned;
+use crate::projection;
+use crate::supergraph::Supergraph;
+use crate::transport::{EventStream, TransportError};
+use gospelib_kit::caller::Caller;
+
+/// The responses of one subscription (or the one response of a query sent the same way).
+pub type ResponseStream = BoxStream<'static, Response>;
+
+/// A router's open subscriptions: how many each caller holds, and the signal that ends them
+/// all when the supergraph is replaced.
+pub(super) struct Subscriptions {
+    max_per_caller: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    replaced: tokio::sync::watch::Sender<u64>,
+}
+
+/// One open subscription's place in its caller's count, given back when it ends.
+struct Slot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    subject: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.subject) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.subject);
+            }
+        }
+    }
+}
+
+impl Subscriptions {
+    pub(super) fn new(max_per_caller: usize) -> Self {
+        Self {
+            max_per_caller,
+            open: Arc::default(),
+            replaced: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Ends every open subscription (each tells its client to subscribe again).
+    pub(super) fn supergraph_replaced(&self) {
+        self.replaced.send_modify(|generation| *generation += 1);
+    }
+
+    /// A slot for one more subscription of `subject`, unless it holds its maximum already.
+    fn reserve(&self, subject: String) -> Option<Slot> {
+        let mut open = self.open.lock().expect("subscription count lock");
+        let count = open.entry(subject.clone()).or_default();
+        if *count >= self.max_per_caller {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            open: self.open.clone(),
+            subject,
+        })
+    }
+
+    /// How many subscriptions are open, all callers together.
+    fn total(&self) -> usize {
+        self.open
+            .lock()
+            .expect("subscription count lock")
+            .values()
+            .sum()
+    }
+}
+
+impl Router {
+    /// How many subscriptions are open on this router.
+    pub fn open_subscriptions(&self) -> usize {
+        self.subscriptions.total()
+    }
+
+    /// Starts a subscription: its responses, or the one response that refuses it. Any other
+    /// operation is answered as [`Router::respond`] answers it, as a stream of one.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        request: GraphQlRequest,
+    ) -> Result<ResponseStream, Response> {
+        let supergraph = self.supergraph();
+        let version = supergraph.version.to_string();
+        let refusal = |errors: Vec<Value>| Response::refusal(errors, version.clone());
+        let (planned, _) = self
+            .plans
+            .plan_off_workers(
+                &supergraph,
+                &request.query,
+                request.operation_name.as_deref(),
+                &request.variables,
+            )
+            .await
+            .map_err(|error| refusal(planning_errors(&error)))?;
+        if !planned.is_subscription() {
+            let response = self.respond(&request).await;
+            return Ok(Box::pin(futures_util::stream::once(async { response })));
+        }
+        let caller = self.with_plan(&request.caller, &supergraph).await;
+        if let Some((limiter, subject, allowances)) =
+            self.limits_of(&caller, request.client_address, &planned, &supergraph)
+        {
+            let decision = limiter.check(&subject, &allowances).await;
+            if !decision.allowed {
+                return Err(rate_limited(decision, version));
+            }
+        }
+        let slot = self
+            .subscriptions
+            .reserve(subject_of(&caller, request.client_address))
+            .ok_or_else(|| {
+                refusal(vec![json!({
+                    "message": format!(
+                        "this caller already holds {} open subscriptions on this router",
+                        self.subscriptions.max_per_caller
+                    ),
+                    "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" }
+                })])
+            })?;
+        let restricted = self
+            .restrict(&supergraph, &planned, Access::of(&caller))
+            .await
+            .map_err(|error| refusal(planning_errors(&error)))?;
+        let variables = supergraph
+            .input_types()
+            .coerce(&planned.variable_definitions, &request.variables)
+            .map_err(|problems| refusal(variable_errors(&problems)))?;
+        if !caller.is_anonymous() && self.secret.is_none() {
+            tracing::error!("a caller was identified but the router has no internal secret");
+            return Err(refusal(vec![json!({
+                "message": crate::INTERNAL_MESSAGE,
+                "extensions": { "code": "INTERNAL_ERROR" }
+            })]));
+        }
+        if let Some(usage) = &self.usage {
+            let name = request
+                .operation_name
+                .as_deref()
+                .or(planned.operation.name.as_deref());
+            usage.record(
+                &planned.hash,
+                name.unwrap_or("<anonymous>"),
+                &planned.coordinates,
+            );
+        }
+        let context = Context {
+            router: self.clone(),
+            supergraph,
+            planned,
+            restricted,
+            variables,
+            caller,
+            headers: request.subgraph_headers,
+            version,
+        };
+        let live = Live {
+            events: context.open().await?,
+            context,
+            replaced: self.subscriptions.replaced.subscribe(),
+            ended: false,
+            _slot: slot,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(live, Live::next)))
+    }
+}
+
+/// One open subscription: its events, what they need to run, and its place in the counts.
+struct Live {
+    context: Context,
+    events: EventStream,
+    replaced: tokio::sync::watch::Receiver<u64>,
+    /// Whether the last response was sent.
+    ended: bool,
+    _slot: Slot,
+}
+
+/// What a subscription's events need to run and be projected.
+struct Context {
+    router: Arc<Router>,
+    supergraph: Arc<Supergraph>,
+    planned: Arc<Planned>,
+    restricted: Option<Arc<Restricted>>,
+    variables: Map<String, Value>,
+    caller: Caller,
+    headers: Vec<(String, String)>,
+    version: String,
+}
+
+impl Context {
+    /// The plan this caller may run and the fields it may not select.
+    fn to_run(&self) -> (&Planned, &Denials) {
+        match &self.restricted {
+            Some(restricted) => (&restricted.permitted, &restricted.denials),
+            None => (&self.planned, &NO_DENIALS),
+        }
+    }
+
+    fn fetching(&self, deadline: tokio::time::Instant) -> Fetching<'_> {
+        let caller = match (&self.router.secret, self.caller.is_anonymous()) {
+            (Some(secret), false) => Some(SignedCaller {
+                caller: &self.caller,
+                secret,
+                lifetime: self.router.caller_lifetime,
+            }),
+            _ => None,
+        };
+        Fetching {
+            transport: &self.router.transport,
+            urls: self.supergraph.subgraphs(),
+            supergraph: &self.supergraph.planner().supergraph,
+            metrics: self.router.metrics.as_ref(),
+            headers: &self.headers,
+            caller,
+            mutation: false,
+            subgraph_timeout: self.router.subgraph_timeout,
+            deadline,
+        }
+    }
+
+    fn refusal(&self, errors: Vec<Value>) -> Response {
+        Response::refusal(errors, self.version.clone())
+    }
+
+    /// Subscribes at the subgraph that owns the root field.
+    async fn open(&self) -> Result<EventStream, Response> {
+        let (to_run, _) = self.to_run();
+        let Some(plan) = SubscriptionPlan::of(&to_run.plan) else {
+            return Err(self.refusal(vec![json!({
+                "message": "this router does not execute a subscription planned this way yet",
+                "extensions": { "code": "NOT_IMPLEMENTED" }
+            })]));
+        };
+        let deadline = tokio::time::Instant::now() + self.router.subgraph_timeout;
+        plan.open(&self.variables, &self.fetching(deadline))
+            .await
+            .map_err(|error| self.refusal(vec![error]))
+    }
+
+    async fn respond_to(&self, event: Result<crate::value::Value, TransportError>) -> Response {
+        let (to_run, denials) = self.to_run();
+        let Some(plan) = SubscriptionPlan::of(&to_run.plan) else {
+            unreachable!("a subscription is only opened for a subscription plan");
+        };
+        let deadline = tokio::time::Instant::now() + self.router.request_timeout;
+        let fetching = self.fetching(deadline);
+        let executed = plan.execute_event(event, &self.variables, &fetching).await;
+        let mut errors = executed.errors;
+        let data = projection::project(
+            &self.planned.operation,
+            &self.supergraph.planner().supergraph,
+            self.supergraph.introspection(),
+            &executed.data,
+            &self.variables,
+            denials,
+            &mut errors,
+        );
+        Response {
+            data: Some(data),
+            errors,
+            supergraph_version: self.version.clone(),
+            rate_limit: None,
+        }
+    }
+}
+
+impl Live {
+    /// The next response: an event run through the rest of the plan, or the last one.
+    async fn next(mut self) -> Option<(Response, Self)> {
+        if self.ended {
+            return None;
+        }
+        let event = tokio::select! {
+            biased;
+            _ = self.replaced.changed() => {
+                self.ended = true;
+                let error = json!({
+                    "message": "the supergraph changed: subscribe again",
+                    "extensions": { "code": "SUBSCRIPTION_RESTART" }
+                });
+                return Some((self.context.refusal(vec![error]), self));
+            }
+            event = self.events.next() => event?,
+        };
+        // A broken subscription's error is its last response.
+        self.ended = event.is_err();
+        let response = self.context.respond_to(event).await;
+        Some((response, self))
+    }
+}

@@ -1,0 +1,257 @@
+//! The router subscribing to a subgraph over HTTP: GraphQL over WebSocket, protocol
+//! `graphql-transport-ws` (the one the kit serves on every subgraph endpoint), one connection
+//! per subscription.
+//!
+//! The request's headers (the signed caller context among them) travel in `connection_init`'s
+//! payload, where the kit reads them as it reads an HTTP request's. The connection and its
+//! acknowledgement must come within the subgraph timeout; after that, events arrive for as long
+//! as the subgraph sends them. Dropping the stream closes the socket, which ends the
+//! subscription at the subgraph.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gospelib_kit::ws::{Message as Protocol, PROTOCOL};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::transport::{EventStream, SubgraphRequest, TransportError};
+use crate::value::Value;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The subgraph's WebSocket URL for its HTTP one (`http` → `ws`, `https` → `wss`).
+fn websocket_url(url: &str) -> Option<String> {
+    if let Some(rest) = url.strip_prefix("http://") {
+        Some(format!("ws://{rest}"))
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        Some(format!("wss://{rest}"))
+    } else if url.starts_with("ws://") || url.starts_with("wss://") {
+        Some(url.to_owned())
+    } else {
+        None
+    }
+}
+
+/// Opens the subscription `request` at `subgraph`'s `url`.
+pub async fn subscribe(
+    subgraph: &str,
+    url: &str,
+    request: SubgraphRequest,
+    timeout: Duration,
+    max_message_bytes: usize,
+) -> Result<EventStream, TransportError> {
+    let unavailable = |reason: String| TransportError::Unavailable {
+        subgraph: subgraph.to_owned(),
+        reason,
+    };
+    let address =
+        websocket_url(url).ok_or_else(|| unavailable(format!("`{url}` is not an HTTP URL")))?;
+    let mut upgrade = address
+        .into_client_request()
+        .map_err(|e| unavailable(format!("bad WebSocket URL: {e}")))?;
+    upgrade.headers_mut().insert(
+        "sec-websocket-protocol",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(PROTOCOL),
+    );
+    if let Some(traceparent) = gospelib_kit::telemetry::outgoing_traceparent()
+        && let Ok(value) = traceparent.parse()
+    {
+        upgrade.headers_mut().insert("traceparent", value);
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes));
+    let opening = async {
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_with_config(upgrade, Some(config), true)
+                .await
+                .map_err(|e| unavailable(format!("WebSocket: {e}")))?;
+        let headers: serde_json::Map<String, serde_json::Value> = request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), json!(value)))
+            .collect();
+        let init = Protocol::ConnectionInit {
+            payload: Some(serde_json::Value::Object(headers)),
+        };
+        send(&mut socket, &init).await.map_err(&unavailable)?;
+        wait_for_ack(&mut socket).await.map_err(&unavailable)?;
+        let variables = serde_json::Value::from(Value::Object(request.variables));
+        let subscribe = Protocol::Subscribe {
+            id: "1".to_owned(),
+            payload: json!({"query": request.query, "variables": variables}),
+        };
+        send(&mut socket, &subscribe).await.map_err(&unavailable)?;
+        Ok::<_, TransportError>(socket)
+    };
+    let socket = tokio::time::timeout(timeout, opening)
+        .await
+        .map_err(|_| unavailable("no acknowledgement within the subgraph timeout".to_owned()))??;
+    Ok(events(subgraph.to_owned(), socket))
+}
+
+async fn send(socket: &mut Socket, message: &Protocol) -> Result<(), String> {
+    socket
+        .send(Message::text(message.to_text()))
+        .await
+        .map_err(|e| format!("WebSocket: {e}"))
+}
+
+fn pong() -> Protocol {
+    Protocol::Pong { payload: None }
+}
+
+/// Waits for `connection_ack`, answering pings meanwhile.
+async fn wait_for_ack(socket: &mut Socket) -> Result<(), String> {
+    loop {
+        let message = socket
+            .next()
+            .await
+            .ok_or("the subgraph closed the connection before acknowledging it")?
+            .map_err(|e| format!("WebSocket: {e}"))?;
+        match parse(&message)? {
+            Some(ProtocolMessage::Ack) => return Ok(()),
+            Some(ProtocolMessage::Ping) => send(socket, &pong()).await?,
+            Some(ProtocolMessage::Pong) | None => {}
+            Some(ProtocolMessage::Closed(reason)) => {
+                return Err(format!("the subgraph refused the connection: {reason}"));
+            }
+            Some(other) => return Err(format!("unexpected before the acknowledgement: {other:?}")),
+        }
+    }
+}
+
+/// What the subgraph said, as far as a subscriber cares.
+#[derive(Debug)]
+enum ProtocolMessage {
+    Ack,
+    Ping,
+    Pong,
+    Next(serde_json::Value),
+    /// `error`: the operation failed; its payload is a list of GraphQL errors.
+    Error(serde_json::Value),
+    Complete,
+    Closed(String),
+}
+
+/// Reads one WebSocket message; `None` for frames that carry nothing (binary pings).
+fn parse(message: &Message) -> Result<Option<ProtocolMessage>, String> {
+    let text = match message {
+        Message::Text(text) => text.as_str(),
+        Message::Close(frame) => {
+            let reason = frame
+                .as_ref()
+                .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                .unwrap_or_else(|| "no reason given".to_owned());
+            return Ok(Some(ProtocolMessage::Closed(reason)));
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(None),
+        Message::Binary(_) => return Err("the subgraph sent a binary message".to_owned()),
+    };
+    let message: Protocol = serde_json::from_str(text)
+        .map_err(|e| format!("not a graphql-transport-ws message: {e}"))?;
+    Ok(Some(match message {
+        Protocol::ConnectionAck { .. } => ProtocolMessage::Ack,
+        Protocol::Ping { .. } => ProtocolMessage::Ping,
+        Protocol::Pong { .. } => ProtocolMessage::Pong,
+        Protocol::Next { payload, .. } => ProtocolMessage::Next(payload),
+        Protocol::Error { payload, .. } => ProtocolMessage::Error(payload),
+        Protocol::Complete { .. } => ProtocolMessage::Complete,
+        Protocol::ConnectionInit { .. } | Protocol::Subscribe { .. } => {
+            return Err("a client's message from the subgraph".to_owned());
+        }
+    }))
+}
+
+/// The subscription's events: each `next` payload, an `error` as a response of errors, until
+/// `complete`; a broken connection ends it with an error.
+fn events(subgraph: String, socket: Socket) -> EventStream {
+    let broken = move |subgraph: &str, reason: String| TransportError::Unavailable {
+        subgraph: subgraph.to_owned(),
+        reason,
+    };
+    let stream = futures_util::stream::unfold(Some(socket), move |state| {
+        let subgraph = subgraph.clone();
+        async move {
+            let mut socket = state?;
+            loop {
+                let Some(message) = socket.next().await else {
+                    let reason = "the subgraph closed the subscription".to_owned();
+                    return Some((Err(broken(&subgraph, reason)), None));
+                };
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        return Some((Err(broken(&subgraph, format!("WebSocket: {error}"))), None));
+                    }
+                };
+                match parse(&message) {
+                    Ok(Some(ProtocolMessage::Next(payload))) => {
+                        return Some((Ok(Value::from(payload)), Some(socket)));
+                    }
+                    Ok(Some(ProtocolMessage::Error(errors))) => {
+                        let response = Value::from(json!({ "errors": errors }));
+                        return Some((Ok(response), None));
+                    }
+                    Ok(Some(ProtocolMessage::Complete)) => return None,
+                    Ok(Some(ProtocolMessage::Ping)) => {
+                        if let Err(error) = send(&mut socket, &pong()).await {
+                            return Some((Err(broken(&subgraph, error)), None));
+                        }
+                    }
+                    Ok(Some(ProtocolMessage::Closed(reason))) => {
+                        let reason = format!("the subgraph closed the subscription: {reason}");
+                        return Some((Err(broken(&subgraph, reason)), None));
+                    }
+                    Ok(Some(ProtocolMessage::Ack | ProtocolMessage::Pong) | None) => {}
+                    Err(reason) => {
+                        let error = TransportError::Garbage {
+                            subgraph: subgraph.clone(),
+                            reason,
+                        };
+                        return Some((Err(error), None));
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_become_websocket_urls() {
+        assert_eq!(
+            websocket_url("http://127.0.0.1:4001/subgraphs/content/graphql").as_deref(),
+            Some("ws://127.0.0.1:4001/subgraphs/content/graphql")
+        );
+        assert_eq!(
+            websocket_url("https://content.internal/graphql").as_deref(),
+            Some("wss://content.internal/graphql")
+        );
+        assert_eq!(websocket_url("ftp://x"), None);
+    }
+
+    #[test]
+    fn protocol_messages_are_read() {
+        let text = |s: &str| Message::text(s.to_owned());
+        assert!(matches!(
+            parse(&text(r#"{"type":"next","id":"1","payload":{"data":{"a":1}}}"#)),
+            Ok(Some(ProtocolMessage::Next(payload))) if payload["data"]["a"] == 1
+        ));
+        assert!(matches!(
+            parse(&text(r#"{"type":"connection_ack"}"#)),
+            Ok(Some(ProtocolMessage::Ack))
+        ));
+        assert!(parse(&text(r#"{"type":"surprise"}"#)).is_err());
+        assert!(parse(&text("not json")).is_err());
+        assert!(parse(&Message::binary(vec![1u8])).is_err());
+    }
+}

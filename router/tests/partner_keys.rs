@@ -1,0 +1,259 @@
+//! Partner keys across router pods, on the stack's PostgreSQL and Redis: a key revoked with
+//! `partner_keys::revoke` fails at once on every pod following the revocation channel (long
+//! before the cache would have let it go), while a pod that does not follow it still trusts
+//! its cached answer; and a pod that loses its subscription trusts nothing it cached before it
+//! is subscribed again, so a revocation announced meanwhile is not missed.
+//!
+//! Each pod reaches Redis through a transparent TCP proxy of its own, which tells when the pod
+//! is subscribed (Redis confirmed its SUBSCRIBE) and can cut the connection, as a network
+//! failure would.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_router::partner_keys::{self, KeyOwner, POSITIVE_TTL, PartnerKeys};
+use sqlx::PgPool;
+
+fn store_urls() -> StoreUrls {
+    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
+        panic!("these tests need the stack: run scripts/test, or source .stack/run/env\n{error}")
+    })
+}
+
+fn pool() -> PgPool {
+    gospelib_kit::stores::postgres_pool(&store_urls().postgres, 4).unwrap()
+}
+
+fn redis() -> redis::Client {
+    gospelib_kit::stores::redis_client(&store_urls().redis).unwrap()
+}
+
+/// A TCP proxy in front of the stack's Redis, for one pod.
+struct RedisProxy {
+    url: url::Url,
+    /// SUBSCRIBE confirmations Redis sent through the proxy.
+    subscriptions: Arc<AtomicUsize>,
+    /// The pod's ends of the connections made so far.
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl RedisProxy {
+    fn start() -> Self {
+        let redis_url = store_urls().redis;
+        let target = format!(
+            "{}:{}",
+            redis_url.host_str().unwrap_or("127.0.0.1"),
+            redis_url.port().unwrap_or(6379)
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut url = redis_url.clone();
+        url.set_port(Some(listener.local_addr().unwrap().port()))
+            .unwrap();
+        let subscriptions = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (counted, kept) = (Arc::clone(&subscriptions), Arc::clone(&connections));
+        // Plain threads (blocking copies), left to end with the test process.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                kept.lock().unwrap().push(client.try_clone().unwrap());
+                let (mut to_server, mut from_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(Shutdown::Both);
+                });
+                let counted = Arc::clone(&counted);
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(read) = from_server.read(&mut buffer) {
+                        if read == 0 {
+                            break;
+                        }
+                        let chunk = &buffer[..read];
+                        if chunk
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"subscribe"))
+                        {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if to_client.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Self {
+            url,
+            subscriptions,
+            connections,
+        }
+    }
+
+    fn client(&self) -> redis::Client {
+        gospelib_kit::stores::redis_client(&self.url).unwrap()
+    }
+
+    /// Waits until Redis has confirmed `count` subscriptions through this proxy, then a moment
+    /// more (for the pod to act on the confirmation).
+    async fn subscribed(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.subscriptions.load(Ordering::SeqCst) < count {
+            assert!(
+                Instant::now() < deadline,
+                "the pod did not subscribe within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Cuts every connection, as a network failure would.
+    fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// A pod following revocations through a proxy of its own.
+struct Pod {
+    keys: Arc<PartnerKeys>,
+    proxy: RedisProxy,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Pod {
+    fn start(pool: &PgPool) -> Self {
+        let keys = Arc::new(PartnerKeys::new(pool.clone()));
+        let proxy = RedisProxy::start();
+        let follower = tokio::spawn(Arc::clone(&keys).follow_revocations(proxy.client()));
+        Self {
+            keys,
+            proxy,
+            follower,
+        }
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// A new key for a partner of this test's own; the owner the routers should find.
+async fn new_key(pool: &PgPool, test: &str) -> (KeyOwner, String) {
+    let partner = format!("test-{test}-{}", uuid::Uuid::new_v4().simple());
+    let scopes = vec!["content:read".to_owned()];
+    let (made, key) = partner_keys::create(pool, &partner, &scopes).await.unwrap();
+    let owner = KeyOwner {
+        key_id: made.id,
+        partner,
+        scopes,
+    };
+    (owner, key)
+}
+
+async fn delete(pool: &PgPool, owner: &KeyOwner) {
+    sqlx::query("DELETE FROM accounts.partner_keys WHERE id = $1")
+        .bind(&owner.key_id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// How long until `keys` says there is no such key (polled every 10 ms, for at most `limit`).
+async fn until_refused(keys: &PartnerKeys, key: &str, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if keys.find(key).await.unwrap().is_none() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_fails_at_once_on_every_pod_following_revocations() {
+    let pool = pool();
+    let pods = [Pod::start(&pool), Pod::start(&pool)];
+    for pod in &pods {
+        pod.proxy.subscribed(1).await;
+    }
+    // A pod that does not follow revocations: only its cache's lifetime limits what it trusts.
+    let deaf = PartnerKeys::new(pool.clone());
+    let (owner, key) = new_key(&pool, "pods").await;
+    for keys in pods.iter().map(|pod| &*pod.keys).chain([&deaf]) {
+        assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
+    }
+
+    assert!(
+        partner_keys::revoke(&pool, Some(&redis()), &owner.key_id)
+            .await
+            .unwrap()
+    );
+    for (n, pod) in pods.iter().enumerate() {
+        let refused_after = until_refused(&pod.keys, &key, Duration::from_secs(1)).await;
+        assert!(
+            refused_after.is_some(),
+            "pod {n} still trusts a revoked key 1 s later"
+        );
+    }
+    // Not the cache's lifetime: the deaf pod still trusts what it cached...
+    assert!(POSITIVE_TTL >= Duration::from_secs(10));
+    assert_eq!(deaf.find(&key).await.unwrap(), Some(owner.clone()));
+    // ...and the database does not.
+    assert_eq!(
+        PartnerKeys::new(pool.clone()).find(&key).await.unwrap(),
+        None
+    );
+    // The pods stayed subscribed all along: Redis told them.
+    for pod in &pods {
+        assert_eq!(pod.proxy.subscriptions.load(Ordering::SeqCst), 1);
+    }
+    delete(&pool, &owner).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_subscribing_again_forgets_what_it_cached_while_it_could_miss_revocations() {
+    let pool = pool();
+    let pod = Pod::start(&pool);
+    pod.proxy.subscribed(1).await;
+    let (owner, key) = new_key(&pool, "resubscribe").await;
+
+    // The connection fails: the pod waits a second before subscribing again. What it looks up
+    // meanwhile is cached, and the revocation announced meanwhile never reaches it.
+    pod.proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pod.keys.find(&key).await.unwrap(), Some(owner.clone()));
+    assert!(
+        partner_keys::revoke(&pool, Some(&redis()), &owner.key_id)
+            .await
+            .unwrap()
+    );
+    // Subscribed again, it trusts nothing from before: the key fails within moments, not
+    // after the cache's 15 s.
+    let refused_after = until_refused(&pod.keys, &key, Duration::from_secs(5)).await;
+    assert!(
+        refused_after.is_some(),
+        "a revoked key is still trusted 5 s after the pod lost its subscription"
+    );
+    assert_eq!(
+        pod.proxy.subscriptions.load(Ordering::SeqCst),
+        2,
+        "the pod subscribed again"
+    );
+    delete(&pool, &owner).await;
+}

@@ -1,0 +1,442 @@
+//! Live events shared by every process through Redis pub/sub: what a subscription listens to,
+//! so that a subscriber connected to any pod hears what any other pod raised.
+//!
+//! - [`LiveEvents::publish`] sends one JSON event on a channel (`PUBLISH`, over a connection
+//!   manager made on first use).
+//! - [`LiveEvents::subscribe`] is a stream of the channel's events. A process keeps **one**
+//!   pub/sub connection, made on the first listener, for every channel: Redis is told
+//!   `SUBSCRIBE` when a channel gets its first listener here and `UNSUBSCRIBE` once its last
+//!   listener is dropped; each event is parsed once and handed to every listener of its channel.
+//! - A lost connection (Redis restarted, the connection killed, no answer to the periodic
+//!   `PING`) is logged at warn and made again with a growing pause (from
+//!   [`LiveSettings::first_retry`], doubling up to [`LiveSettings::longest_retry`]); every
+//!   channel with listeners is subscribed again. Events published while it was down are lost:
+//!   pub/sub keeps nothing.
+//! - Each listener has a bounded buffer ([`LiveSettings::buffer`] events). A listener that
+//!   falls further behind (a slow subscriber) loses its *oldest* events and a warning is
+//!   logged with how many; the others are not slowed. Live events are therefore a prompt, not
+//!   a record: whatever must not be missed has a durable copy elsewhere (a notification's is
+//!   its inbox row), which a client reads again after a gap.
+//!
+//! Events are JSON values; a message that is not JSON is logged and skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::Value;
+use tokio::sync::{OnceCell, broadcast, mpsc};
+
+/// How many events a listener may be behind before it loses the oldest.
+pub const DEFAULT_BUFFER: usize = 256;
+
+/// How live events use Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// Events one listener may be behind; past it, its oldest are dropped.
+    pub buffer: usize,
+    /// The pause before the first reconnection attempt; it doubles after each failure.
+    pub first_retry: Duration,
+    /// The longest pause between reconnection attempts.
+    pub longest_retry: Duration,
+    /// The deadline of connecting, of one (un)subscribe, of one publish.
+    pub timeout: Duration,
+    /// How often the pub/sub connection is checked with a `PING` (a silent, dead peer is
+    /// otherwise noticed only by TCP, much later).
+    pub health_check: Duration,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            buffer: DEFAULT_BUFFER,
+            first_retry: Duration::from_millis(100),
+            longest_retry: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            health_check: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why an event could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The process's live events; cheap to clone (clones share the one pub/sub connection).
+#[derive(Clone)]
+pub struct LiveEvents {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LiveEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveEvents")
+            .field("settings", &self.shared.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    client: redis::Client,
+    settings: LiveSettings,
+    state: Mutex<State>,
+    publisher: OnceCell<ConnectionManager>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every channel with at least one listener in this process.
+    channels: HashMap<String, Channel>,
+    /// The channels Redis has confirmed on the current pub/sub connection.
+    subscribed: HashSet<String>,
+    /// Tells the connection's task a channel's listeners changed (started with the first
+    /// listener).
+    pump: Option<mpsc::UnboundedSender<String>>,
+}
+
+struct Channel {
+    sender: broadcast::Sender<Arc<Value>>,
+    listeners: usize,
+}
+
+impl LiveEvents {
+    /// Live events over `client`'s Redis. Nothing connects until the first publish or
+    /// listener.
+    pub fn new(client: redis::Client) -> Self {
+        Self::with_settings(client, LiveSettings::default())
+    }
+
+    pub fn with_settings(client: redis::Client, settings: LiveSettings) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                settings: LiveSettings {
+                    buffer: settings.buffer.max(1),
+                    ..settings
+                },
+                state: Mutex::new(State::default()),
+                publisher: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// Publishes `event` on `channel` to every process listening; returns how many pub/sub
+    /// connections received it (Redis's count: one per listening process, not per listener).
+    pub async fn publish(&self, channel: &str, event: &Value) -> Result<usize, PublishError> {
+        let timeout = self.shared.settings.timeout;
+        let publish = async {
+            let manager = self
+                .shared
+                .publisher
+                .get_or_try_init(|| async {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout))
+                        .set_number_of_retries(1);
+                    self.shared
+                        .client
+                        .get_connection_manager_with_config(config)
+                        .await
+                })
+                .await?;
+            let mut connection = manager.clone();
+            let payload = serde_json::to_string(event).expect("a JSON value always serialises");
+            let receivers: usize = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut connection)
+                .await?;
+            Ok::<_, PublishError>(receivers)
+        };
+        tokio::time::timeout(timeout, publish)
+            .await
+            .map_err(|_| PublishError::Timeout(timeout))?
+    }
+
+    /// The events published on `channel` from now on, by any process, until the stream is
+    /// dropped. Must be called within a Tokio runtime (the first listener starts the
+    /// connection's task). Events published before Redis confirmed the subscription are not
+    /// heard ([`Self::is_subscribed`] tells when it has).
+    pub fn subscribe(&self, channel: &str) -> impl Stream<Item = Value> + Send + use<> {
+        let receiver = {
+            let mut state = self.shared.lock();
+            let buffer = self.shared.settings.buffer;
+            let entry = state
+                .channels
+                .entry(channel.to_owned())
+                .or_insert_with(|| Channel {
+                    sender: broadcast::channel(buffer).0,
+                    listeners: 0,
+                });
+            entry.listeners += 1;
+            let first = entry.listeners == 1;
+            let receiver = entry.sender.subscribe();
+            let pump = match &state.pump {
+                Some(pump) if !pump.is_closed() => pump.clone(),
+                _ => {
+                    let (sender, commands) = mpsc::unbounded_channel();
+                    tokio::spawn(run_connection(
+                        Arc::downgrade(&self.shared),
+                        self.shared.client.clone(),
+                        self.shared.settings,
+                        commands,
+                    ));
+                    state.pump = Some(sender.clone());
+                    sender
+                }
+            };
+            if first {
+                // The task subscribes every channel anyway when it (re)connects.
+                let _ = pump.send(channel.to_owned());
+            }
+            receiver
+        };
+        let listener = Listener {
+            shared: self.shared.clone(),
+            channel: channel.to_owned(),
+            receiver,
+        };
+        futures_util::stream::unfold(listener, |mut listener| async move {
+            loop {
+                match listener.receiver.recv().await {
+                    Ok(event) => return Some((Value::clone(&event), listener)),
+                    Err(broadcast::error::RecvError::Lagged(lost)) => {
+                        tracing::warn!(
+                            channel = %listener.channel,
+                            lost,
+                            "a live-event listener fell behind: its oldest events were dropped"
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    /// How many listeners `channel` has in this process.
+    pub fn listener_count(&self, channel: &str) -> usize {
+        self.shared
+            .lock()
+            .channels
+            .get(channel)
+            .map_or(0, |c| c.listeners)
+    }
+
+    /// Whether Redis has confirmed this process's subscription to `channel` on the current
+    /// connection (events published from now on reach its listeners).
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.shared.lock().subscribed.contains(channel)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One listener's side of a channel; dropping it may end the channel's subscription.
+struct Listener {
+    shared: Arc<Shared>,
+    channel: String,
+    receiver: broadcast::Receiver<Arc<Value>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let Some(channel) = state.channels.get_mut(&self.channel) else {
+            return;
+        };
+        channel.listeners -= 1;
+        if channel.listeners == 0 {
+            state.channels.remove(&self.channel);
+            if let Some(pump) = &state.pump {
+                let _ = pump.send(self.channel.clone());
+            }
+        }
+    }
+}
+
+/// The task that owns the pub/sub connection: (re)connects, keeps Redis's subscriptions equal
+/// to the channels with listeners (each command names a channel whose listeners changed), and
+/// hands each message to its channel's listeners. Ends when every [`LiveEvents`] clone and
+/// listener is gone.
+async fn run_connection(
+    shared: Weak<Shared>,
+    client: redis::Client,
+    settings: LiveSettings,
+    mut commands: mpsc::UnboundedReceiver<String>,
+) {
+    let mut pause = settings.first_retry;
+    let mut lost_before = false;
+    loop {
+        let lost =
+            match serve_connection(&shared, &client, &settings, &mut commands, lost_before).await {
+                Served::Finished => return,
+                Served::Lost { error, subscribed } => {
+                    if subscribed {
+                        pause = settings.first_retry;
+                    }
+                    error
+                }
+            };
+        if let Some(shared) = shared.upgrade() {
+            shared.lock().subscribed.clear();
+        }
+        tracing::warn!(
+            error = %lost,
+            retry_in_ms = pause.as_millis() as u64,
+            "live events: lost the Redis pub/sub connection; reconnecting"
+        );
+        lost_before = true;
+        // Commands that arrive meanwhile need no answer: the next connection subscribes to
+        // whatever has listeners then.
+        let wait = tokio::time::sleep(pause);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                command = commands.recv() => if command.is_none() { return },
+            }
+        }
+        pause = (pause * 2).min(settings.longest_retry);
+    }
+}
+
+enum Served {
+    /// Every handle is gone.
+    Finished,
+    /// The connection failed (or could not be made); `subscribed` when it had been set up.
+    Lost { error: String, subscribed: bool },
+}
+
+async fn serve_connection(
+    shared: &Weak<Shared>,
+    client: &redis::Client,
+    settings: &LiveSettings,
+    commands: &mut mpsc::UnboundedReceiver<String>,
+    reconnecting: bool,
+) -> Served {
+    let lost = |error: String| Served::Lost {
+        error,
+        subscribed: false,
+    };
+    let timeout = settings.timeout;
+    let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => pubsub,
+        Ok(Err(error)) => return lost(error.to_string()),
+        Err(_) => return lost(format!("no connection within {timeout:?}")),
+    };
+    let (mut sink, mut messages) = pubsub.split();
+    let Some(wanted) = shared
+        .upgrade()
+        .map(|s| s.lock().channels.keys().cloned().collect::<Vec<_>>())
+    else {
+        return Served::Finished;
+    };
+    if !wanted.is_empty() {
+        match tokio::time::timeout(timeout, sink.subscribe(&wanted)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return lost(error.to_string()),
+            Err(_) => return lost(format!("SUBSCRIBE unanswered within {timeout:?}")),
+        }
+    }
+    let mut subscribed: HashSet<String> = wanted.into_iter().collect();
+    match shared.upgrade() {
+        Some(shared) => shared.lock().subscribed = subscribed.clone(),
+        None => return Served::Finished,
+    }
+    if reconnecting {
+        tracing::info!(
+            channels = subscribed.len(),
+            "live events: reconnected to Redis and subscribed again"
+        );
+    }
+    let lost = |error: String| Served::Lost {
+        error,
+        subscribed: true,
+    };
+    let mut health = tokio::time::interval(settings.health_check);
+    health.reset();
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return lost("the connection closed".to_owned());
+                };
+                let Some(shared) = shared.upgrade() else {
+                    return Served::Finished;
+                };
+                dispatch(&shared, &message);
+            }
+            command = commands.recv() => {
+                let Some(channel) = command else {
+                    return Served::Finished;
+                };
+                let Some(wanted) = shared
+                    .upgrade()
+                    .map(|s| s.lock().channels.contains_key(&channel))
+                else {
+                    return Served::Finished;
+                };
+                let result = if wanted && !subscribed.contains(&channel) {
+                    tokio::time::timeout(timeout, sink.subscribe(&channel)).await
+                } else if !wanted && subscribed.contains(&channel) {
+                    tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await
+                } else {
+                    continue;
+                };
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return lost(error.to_string()),
+                    Err(_) => return lost(format!("(UN)SUBSCRIBE unanswered within {timeout:?}")),
+                }
+                if wanted {
+                    subscribed.insert(channel.clone());
+                } else {
+                    subscribed.remove(&channel);
+                }
+                if let Some(shared) = shared.upgrade() {
+                    let mut state = shared.lock();
+                    if wanted {
+                        state.subscribed.insert(channel);
+                    } else {
+                        state.subscribed.remove(&channel);
+                    }
+                }
+            }
+            _ = health.tick() => {
+                match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return lost(error.to_string()),
+                    Err(_) => return lost(format!("PING unanswered within {timeout:?}")),
+                }
+            }
+        }
+    }
+}
+
+/// Hands one pub/sub message to its channel's listeners (a channel that lost its last
+/// listener meanwhile has none to hand it to).
+fn dispatch(shared: &Shared, message: &redis::Msg) {
+    let channel = message.get_channel_name();
+    let event: Value = match serde_json::from_slice(message.get_payload_bytes()) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::warn!(channel, %error, "live events: skipped a message that is not JSON");
+            return;
+        }
+    };
+    if let Some(entry) = shared.lock().channels.get(channel) {
+        // Fails only when no receiver is left, which the listeners' count already says.
+        let _ = entry.sender.send(Arc::new(event));
+    }
+}

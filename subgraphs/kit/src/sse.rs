@@ -1,0 +1,278 @@
+//! GraphQL over server-sent events: the graphql-sse protocol's *distinct connections mode*
+//! (<https://github.com/enisdenjo/graphql-sse/blob/master/PROTOCOL.md>), on every GraphQL
+//! endpoint the kit serves.
+//!
+//! A `POST` of one GraphQL request (JSON, as for GraphQL over HTTP, with the same headers:
+//! `authorization`, `x-api-key`, the caller context) whose `accept` lists `text/event-stream`
+//! is answered `200` with `content-type: text/event-stream`:
+//!
+//! - a comment (`:`) at once, so that the response's head reaches the client before the first
+//!   event, and another every ping interval (`GOSPELIB_WS_PING_INTERVAL_MS`) as a keep-alive;
+//! - `event: next` with `data: <result JSON>` for each result: one for a query or mutation,
+//!   one per event for a subscription;
+//! - `event: complete` with an empty `data:` line once the operation is over (a subscription
+//!   whose source ends). The client ends a subscription by closing the connection, which drops
+//!   the subscription's stream.
+//!
+//! As the protocol asks, errors found before execution (the document does not parse or
+//! validate) come as a `next` event holding the errors, then `complete`, with status 200. A
+//! refusal for which the service asks an HTTP status (a credential that does not check out is
+//! 401, a rate limit 429) is that status with the JSON error body and the service's headers
+//! instead: the client's `EventSource` then reports the failure rather than retrying. Bodies
+//! that are not a GraphQL request at all get the same HTTP refusals as a plain `POST` (400,
+//! 413, 415); a batch (a JSON array) is refused with 400.
+//!
+//! Events are written as the client reads them: the next result is taken from the
+//! subscription only once the previous one was handed to the connection, so a slow client
+//! slows only its own stream. Event streams are never compressed ([`crate::edge`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+
+use crate::errors::ErrorCode;
+use crate::graphql_http::{self, GraphQlEndpoint, ServiceResponse, ServiceStream, request_error};
+use crate::streaming::{count_errors, is_subscription};
+
+/// The media type of an event stream.
+pub const EVENT_STREAM: &str = "text/event-stream";
+
+/// The keep-alive comment.
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
+/// The event that ends a stream.
+const COMPLETE: &[u8] = b"event: complete\ndata:\n\n";
+
+/// Whether the client asks for an event stream: `accept` lists `text/event-stream` (with a
+/// quality above 0).
+pub fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let essence = parts.next().unwrap_or("");
+            essence.eq_ignore_ascii_case(EVENT_STREAM)
+                && !parts.any(|param| {
+                    param
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
+/// `POST` with `accept: text/event-stream`: the operation's results as server-sent events.
+pub async fn post(
+    endpoint: &Arc<GraphQlEndpoint>,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if content_type.as_deref() != Some("application/json") {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InvalidRequest,
+            "the request body must be JSON with Content-Type: application/json",
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return graphql_http::body_refusal(&rejection),
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "batched operations are not served as an event stream",
+        );
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                &format!("the body is not a GraphQL request: {error}"),
+            );
+        }
+    };
+    if let Err(message) = graphql_http::check_query(&request) {
+        return request_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message);
+    }
+    let request = graphql_http::with_client_address(
+        graphql_http::with_forwarded_headers(request, headers),
+        peer,
+    );
+    let keep_alive = endpoint.subscriptions.ping_interval;
+    if is_subscription(&request) {
+        match endpoint.service.subscribe(request).await {
+            Ok(stream) => event_stream(endpoint.clone(), stream, keep_alive, Vec::new()),
+            Err(refusal) => single(endpoint, refusal, keep_alive),
+        }
+    } else {
+        let response = endpoint.service.call(request).await;
+        single(endpoint, response, keep_alive)
+    }
+}
+
+/// One answer: an HTTP refusal when the service asks for an error status, else one `next`
+/// and `complete`.
+fn single(
+    endpoint: &Arc<GraphQlEndpoint>,
+    mut response: ServiceResponse,
+    keep_alive: Duration,
+) -> Response {
+    if let Some(status) = response.status.filter(|s| !s.is_success()) {
+        count_errors(endpoint, &response);
+        let mut http = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            response.body,
+        )
+            .into_response();
+        for (name, value) in response.headers {
+            http.headers_mut().insert(name, value);
+        }
+        return http;
+    }
+    let headers = std::mem::take(&mut response.headers);
+    event_stream(
+        endpoint.clone(),
+        futures_util::stream::once(async move { response }).boxed(),
+        keep_alive,
+        headers,
+    )
+}
+
+/// The `200` event stream of `results`, with `headers` added (a single result's, such as the
+/// supergraph version).
+fn event_stream(
+    endpoint: Arc<GraphQlEndpoint>,
+    results: ServiceStream,
+    keep_alive: Duration,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+) -> Response {
+    let mut http = Response::new(Body::from_stream(
+        events(endpoint, results, keep_alive).map(Ok::<_, std::convert::Infallible>),
+    ));
+    let response_headers = http.headers_mut();
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies (nginx) must pass each event on as it comes.
+    response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    for (name, value) in headers {
+        response_headers.insert(name, value);
+    }
+    http
+}
+
+/// What the stream writes next.
+enum Step {
+    Start,
+    Results,
+    Done,
+}
+
+/// The bytes of the event stream: a first comment, one `next` per result with keep-alive
+/// comments between them when results are slow to come, then `complete`.
+fn events(
+    endpoint: Arc<GraphQlEndpoint>,
+    results: ServiceStream,
+    keep_alive: Duration,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let mut ticks = tokio::time::interval(keep_alive);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.reset();
+    futures_util::stream::unfold(
+        (Step::Start, results, ticks, endpoint),
+        |(step, mut results, mut ticks, endpoint)| async move {
+            match step {
+                Step::Start => Some((
+                    Bytes::from_static(KEEP_ALIVE),
+                    (Step::Results, results, ticks, endpoint),
+                )),
+                Step::Results => {
+                    let bytes = tokio::select! {
+                        result = results.next() => match result {
+                            Some(response) => {
+                                count_errors(&endpoint, &response);
+                                ticks.reset();
+                                next_event(&response.body)
+                            }
+                            None => return Some((
+                                Bytes::from_static(COMPLETE),
+                                (Step::Done, results, ticks, endpoint),
+                            )),
+                        },
+                        _ = ticks.tick() => Bytes::from_static(KEEP_ALIVE),
+                    };
+                    Some((bytes, (Step::Results, results, ticks, endpoint)))
+                }
+                Step::Done => None,
+            }
+        },
+    )
+}
+
+/// `event: next` with the result's JSON as its data. The JSON is one line (serialised
+/// compactly), so it is one `data:` field.
+fn next_event(body: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(body.len() + 20);
+    event.extend_from_slice(b"event: next\ndata: ");
+    // A compact JSON text has no raw line breaks (they are escaped inside strings); this
+    // guards against a body written otherwise.
+    event.extend(
+        body.iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn an_event_stream_is_chosen_by_accept() {
+        assert!(wants_event_stream(&accept("text/event-stream")));
+        assert!(wants_event_stream(&accept(
+            "application/json, Text/Event-Stream;q=0.9"
+        )));
+        assert!(!wants_event_stream(&accept("text/event-stream;q=0")));
+        assert!(!wants_event_stream(&accept("application/json")));
+        assert!(!wants_event_stream(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_next_event_is_one_data_line() {
+        assert_eq!(
+            &next_event(br#"{"data":{"a":1}}"#)[..],
+            b"event: next\ndata: {\"data\":{\"a\":1}}\n\n"
+        );
+        assert_eq!(
+            &next_event(b"{\n\"data\": 1}")[..],
+            b"event: next\ndata: { \"data\": 1}\n\n"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! What GraphQL over WebSocket ([`crate::ws`]) and over server-sent events ([`crate::sse`])
+//! share: telling a subscription from a single-result operation, running a subgraph's executor
+//! as a stream, and reading a service's answers.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::OperationType;
+use futures_util::{FutureExt, StreamExt};
+
+use crate::errors::ErrorCode;
+use crate::graphql_http::{GraphQlEndpoint, ServiceResponse, ServiceStream};
+use crate::stores::BoxFuture;
+use crate::subgraph::GraphQlExecutor;
+
+/// The type of the operation `request` selects; `None` when the document does not parse or
+/// names no such operation (the service then answers with the errors), or for a persisted
+/// query sent by its hash alone.
+pub fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    match &request.operation_name {
+        Some(name) => document
+            .operations
+            .iter()
+            .find(|(op_name, _)| op_name.is_some_and(|n| n.as_str() == name))
+            .map(|(_, op)| op.node.ty),
+        None => document.operations.iter().next().map(|(_, op)| op.node.ty),
+    }
+}
+
+/// Whether `request` is a subscription (a stream of results) rather than a query or mutation
+/// (one result).
+pub fn is_subscription(request: &async_graphql::Request) -> bool {
+    operation_type(request) == Some(OperationType::Subscription)
+}
+
+impl ServiceResponse {
+    /// An executor's response, serialised once, straight to bytes.
+    pub fn from_graphql(response: &async_graphql::Response) -> Self {
+        match serde_json::to_vec(response) {
+            Ok(body) => ServiceResponse {
+                body,
+                has_data: response.data != async_graphql::Value::Null,
+                error_codes: response
+                    .errors
+                    .iter()
+                    .map(|error| crate::errors::code_of(error).map(str::to_owned))
+                    .collect(),
+                headers: Vec::new(),
+                status: None,
+            },
+            Err(error) => {
+                tracing::error!(%error, "could not serialise a GraphQL response");
+                ServiceResponse::from_json(&serde_json::json!({"errors": [{
+                    "message": crate::errors::INTERNAL_MESSAGE,
+                    "extensions": {"code": ErrorCode::InternalError.as_str()}
+                }]}))
+            }
+        }
+    }
+
+    /// Whether this answer is a request error: errors and no data at all (the request could not
+    /// be executed: it did not parse or validate, or the caller was refused).
+    pub fn is_request_error(&self) -> bool {
+        !self.has_data && !self.error_codes.is_empty()
+    }
+
+    /// The `errors` array of the body (one `INTERNAL_ERROR` when the body has none).
+    pub fn errors(&self) -> serde_json::Value {
+        match self.json().get_mut("errors").map(serde_json::Value::take) {
+            Some(errors @ serde_json::Value::Array(_)) => errors,
+            _ => serde_json::json!([{
+                "message": crate::errors::INTERNAL_MESSAGE,
+                "extensions": {"code": ErrorCode::InternalError.as_str()}
+            }]),
+        }
+    }
+}
+
+/// A subscription on a subgraph's executor ([`GraphQlExecutor::execute_stream`]), as a
+/// service's stream. A request the executor refuses before running (it does not parse or
+/// validate, its caller context is refused) is answered at once with `Err`: the stream's first
+/// response, when it is ready at once and is a request error (no data, errors without a
+/// path).
+pub fn subscribe_executor(
+    executor: &Arc<dyn GraphQlExecutor>,
+    request: async_graphql::Request,
+) -> BoxFuture<'static, Result<ServiceStream, ServiceResponse>> {
+    let mut stream = executor.execute_stream(request);
+    Box::pin(async move {
+        let first = match stream.next().now_or_never() {
+            // Not ready: the subscription is running and waits for its first event.
+            None => None,
+            Some(None) => return Ok(futures_util::stream::empty().boxed()),
+            Some(Some(response)) => {
+                let refused = response.data == async_graphql::Value::Null
+                    && !response.errors.is_empty()
+                    && response.errors.iter().all(|error| error.path.is_empty());
+                if refused {
+                    return Err(ServiceResponse::from_graphql(&response));
+                }
+                Some(response)
+            }
+        };
+        let rest = stream.map(|response| ServiceResponse::from_graphql(&response));
+        Ok(match first {
+            Some(first) => {
+                futures_util::stream::once(async move { ServiceResponse::from_graphql(&first) })
+                    .chain(rest)
+                    .boxed()
+            }
+            None => rest.boxed(),
+        })
+    })
+}
+
+/// Counts the errors of one answer in the process's metrics, as the HTTP endpoint does.
+pub(crate) fn count_errors(endpoint: &GraphQlEndpoint, response: &ServiceResponse) {
+    for code in &response.error_codes {
+        endpoint
+            .metrics
+            .count_graphql_error(&endpoint.name, code.as_deref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_selected_operation_decides() {
+        let doc = "query A { a } subscription B { b }";
+        let request = |name: &str| async_graphql::Request::new(doc).operation_name(name);
+        assert!(!is_subscription(&request("A")));
+        assert!(is_subscription(&request("B")));
+        assert!(is_subscription(&async_graphql::Request::new(
+            "subscription { b }"
+        )));
+        assert!(!is_subscription(&async_graphql::Request::new("{ a }")));
+        assert_eq!(operation_type(&async_graphql::Request::new("{ a ")), None);
+    }
+}

@@ -1,0 +1,53 @@
+//! Unix seconds, and their RFC 3339 form (UTC, milliseconds, as every GospeLib timestamp is
+//! written: `2026-12-02T10:00:00.000Z`), without a date library.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in Unix seconds.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// `secs` (Unix seconds) as RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // `day` is 1..=31 and `month` 1..=12 by construction.
+    (year, month as u32, day as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_seconds_format_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.000Z");
+    }
+}

@@ -1,0 +1,817 @@
+//! GraphQL over WebSocket, the `graphql-transport-ws` protocol
+//! (<https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md>), on every GraphQL
+//! endpoint the kit serves (the router's `/graphql`, each `/subgraphs/<name>/graphql`): a
+//! `GET` asking for a WebSocket upgrade is one, any other `GET` is GraphQL over HTTP.
+//!
+//! The connection, as the protocol says:
+//! - the client must offer the `graphql-transport-ws` subprotocol; a socket opened without it
+//!   is closed at once with `4406: Subprotocol not acceptable`;
+//! - `connection_init` must come within [`SubscriptionSettings::init_timeout`], else
+//!   `4408: Connection initialisation timeout`; a second one is
+//!   `4429: Too many initialisation requests`. Its payload's keys that are credentials or the
+//!   caller context ([`CONNECTION_INIT_HEADERS`]: `authorization`, `x-api-key`,
+//!   `x-gospelib-caller`; names in any case, string values) become the headers of every
+//!   operation on the connection, beside the upgrade request's own
+//!   ([`FORWARDED_HEADERS`]; the payload wins for a name both carry). The service may refuse
+//!   them ([`GraphQlService::accept_connection`]): `4403: Forbidden`. Otherwise
+//!   `connection_ack`;
+//! - `ping` is answered `pong` (with the ping's payload) at any time; `pong` is ignored;
+//! - `subscribe` `{id, payload: {query, operationName, variables, extensions}}` before the ack
+//!   is `4401: Unauthorized`; with an id in use (any operation still running) it is
+//!   `4409: Subscriber for <id> already exists`. A subscription calls
+//!   [`GraphQlService::subscribe`]: each result is a `next`, then `complete` when its stream
+//!   ends; a refusal is one `error` with the GraphQL errors (no `complete`). A query or
+//!   mutation calls [`GraphQlService::call`]: one `next` and `complete`, or one `error` when
+//!   it could not run at all (errors and no data);
+//! - `complete` from the client drops that operation's stream (an unknown id is ignored) and
+//!   nothing more is sent for it, even what was already on its way;
+//! - anything else (not JSON, an unknown or server-only type, a message missing its fields, a
+//!   binary frame) is `4400: <reason>`; a message larger than the body limit
+//!   (`GOSPELIB_MAX_BODY_BYTES`) is `1009`.
+//!
+//! Limits ([`SubscriptionSettings`]): at most [`SubscriptionSettings::max_per_connection`]
+//! operations at once per connection; one more gets an `error` whose code is
+//! `TOO_MANY_SUBSCRIPTIONS`, and the connection stays. Every
+//! [`SubscriptionSettings::ping_interval`] the server sends a WebSocket ping frame (every
+//! client answers those by itself); a connection from which nothing at all (a pong, a message)
+//! came for two intervals is closed with `1011` (the protocol has no code of its own for a
+//! dead peer, and graphql-ws clients retry after 1011).
+//!
+//! Backpressure: each operation runs in a task of its own and hands its results to the
+//! connection through a small bounded queue; the connection writes them one at a time, waiting
+//! for the socket. A slow client therefore slows its own operations (their streams are not
+//! read meanwhile; a live-event listener then loses its oldest events, see [`crate::live`])
+//! and nothing else. When the client goes (close, error, dead socket), every operation's task
+//! is aborted and its stream dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{ExtensionRejection, QueryRejection};
+use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tracing::Instrument;
+
+use crate::caller::{CALLER_HEADER, ForwardedHeaders};
+use crate::config::{ConfigError, ConfigReader, Env};
+use crate::errors::ErrorCode;
+#[cfg(doc)]
+use crate::graphql_http::GraphQlService;
+use crate::graphql_http::{self, FORWARDED_HEADERS, GetParams, GraphQlEndpoint, request_error};
+use crate::streaming::{count_errors, is_subscription};
+
+/// The WebSocket subprotocol served.
+pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// The keys of a `connection_init` payload taken as the connection's headers.
+pub const CONNECTION_INIT_HEADERS: [&str; 3] = ["authorization", "x-api-key", CALLER_HEADER];
+
+/// The close codes the server uses (the protocol's, and the WebSocket ones).
+pub mod close_code {
+    /// `4400: <reason>`: a message the protocol does not allow.
+    pub const BAD_REQUEST: u16 = 4400;
+    /// `4401: Unauthorized`: `subscribe` before `connection_ack`.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// `4403: Forbidden`: the service refused the connection's credentials.
+    pub const FORBIDDEN: u16 = 4403;
+    /// `4406: Subprotocol not acceptable`: the client did not offer `graphql-transport-ws`.
+    pub const SUBPROTOCOL_NOT_ACCEPTABLE: u16 = 4406;
+    /// `4408: Connection initialisation timeout`.
+    pub const INIT_TIMEOUT: u16 = 4408;
+    /// `4409: Subscriber for <id> already exists`.
+    pub const SUBSCRIBER_EXISTS: u16 = 4409;
+    /// `4429: Too many initialisation requests`.
+    pub const TOO_MANY_INITS: u16 = 4429;
+    /// `1009`: a message larger than the server accepts.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// `1011`: nothing came from the client for two ping intervals.
+    pub const KEEP_ALIVE_TIMEOUT: u16 = 1011;
+}
+
+/// A `graphql-transport-ws` message, either way (`type` tells which). The router's client
+/// side speaks the same messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    ConnectionInit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<Value>,
+    },
+    ConnectionAck {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<Value>,
+    },
+    /// `payload`: `{query, operationName?, variables?, extensions?}`.
+    Subscribe {
+        id: String,
+        payload: Value,
+    },
+    /// `payload`: one execution result.
+    Next {
+        id: String,
+        payload: Value,
+    },
+    /// `payload`: the GraphQL errors (an array).
+    Error {
+        id: String,
+        payload: Value,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+impl Message {
+    /// The message as the text frame that carries it.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("a message always serialises")
+    }
+}
+
+/// The default of `GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION`.
+pub const DEFAULT_MAX_PER_CONNECTION: usize = 100;
+/// The default of `GOSPELIB_WS_INIT_TIMEOUT_MS`.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of `GOSPELIB_WS_PING_INTERVAL_MS`.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The limits of subscriptions over WebSocket and server-sent events, for every GraphQL
+/// endpoint of a process (read with the edge's settings, [`crate::edge::EdgeSettings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSettings {
+    /// `GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION`: operations running at once on one
+    /// WebSocket.
+    pub max_per_connection: usize,
+    /// `GOSPELIB_WS_INIT_TIMEOUT_MS`: how long a socket may wait before `connection_init`.
+    pub init_timeout: Duration,
+    /// `GOSPELIB_WS_PING_INTERVAL_MS`: how often the server pings a socket (a silent one is
+    /// closed after two), and how often an event stream gets a keep-alive comment.
+    pub ping_interval: Duration,
+    /// The largest WebSocket message accepted: not a variable of its own, the process's body
+    /// limit (`GOSPELIB_MAX_BODY_BYTES`), which the server puts here.
+    pub max_message_bytes: usize,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        Self {
+            max_per_connection: DEFAULT_MAX_PER_CONNECTION,
+            init_timeout: DEFAULT_INIT_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            max_message_bytes: crate::server::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl SubscriptionSettings {
+    /// Reads these variables alone from `env`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut reader = ConfigReader::new(env);
+        let settings = Self::read(&mut reader);
+        reader.finish()?;
+        Ok(settings.expect("every value is present once finish() succeeded"))
+    }
+
+    /// Reads `GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION`, `GOSPELIB_WS_INIT_TIMEOUT_MS` and
+    /// `GOSPELIB_WS_PING_INTERVAL_MS`; problems go to `reader`.
+    pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
+        let max_per_connection = reader.number(
+            "GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+            DEFAULT_MAX_PER_CONNECTION as u64,
+            1,
+            10_000,
+        );
+        let millis = |d: Duration| d.as_millis() as u64;
+        let init_timeout = reader.number(
+            "GOSPELIB_WS_INIT_TIMEOUT_MS",
+            millis(DEFAULT_INIT_TIMEOUT),
+            100,
+            600_000,
+        );
+        let ping_interval = reader.number(
+            "GOSPELIB_WS_PING_INTERVAL_MS",
+            millis(DEFAULT_PING_INTERVAL),
+            100,
+            600_000,
+        );
+        Some(Self {
+            max_per_connection: usize::try_from(max_per_connection?).expect("at most 10000"),
+            init_timeout: Duration::from_millis(init_timeout?),
+            ping_interval: Duration::from_millis(ping_interval?),
+            ..Self::default()
+        })
+    }
+
+    /// The same settings, with WebSocket messages limited to `bytes`.
+    pub fn with_max_message_bytes(self, bytes: usize) -> Self {
+        Self {
+            max_message_bytes: bytes,
+            ..self
+        }
+    }
+}
+
+/// `GET` on a GraphQL endpoint: a WebSocket upgrade starts a `graphql-transport-ws`
+/// connection; anything else is GraphQL over HTTP ([`graphql_http::get`]).
+pub async fn get(
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    State(endpoint): State<Arc<GraphQlEndpoint>>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) if asks_for_websocket(&headers) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                &format!("not a valid WebSocket upgrade: {}", rejection.body_text()),
+            );
+        }
+        Err(_) => return graphql_http::get(State(endpoint), peer, headers, params).await,
+    };
+    let offered = upgrade.requested_protocols().any(|protocol| {
+        protocol
+            .as_bytes()
+            .eq_ignore_ascii_case(PROTOCOL.as_bytes())
+    });
+    let limit = endpoint.subscriptions.max_message_bytes;
+    let peer = peer.ok().map(|ConnectInfo(address)| address);
+    let http_headers = forwarded_from(&headers);
+    let span = tracing::info_span!("websocket", endpoint = %endpoint.name);
+    upgrade
+        .protocols([PROTOCOL])
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |mut socket| {
+            async move {
+                if !offered {
+                    close(
+                        &mut socket,
+                        close_code::SUBPROTOCOL_NOT_ACCEPTABLE,
+                        "Subprotocol not acceptable",
+                    )
+                    .await;
+                    return;
+                }
+                Session::new(endpoint, http_headers, peer).run(socket).await;
+            }
+            .instrument(span)
+        })
+}
+
+/// Whether the request asks for a WebSocket (`upgrade: websocket`).
+fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// The upgrade request's headers that reach the service, as for GraphQL over HTTP.
+fn forwarded_from(headers: &HeaderMap) -> Vec<(String, String)> {
+    FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// How long a closed socket waits for the client's own close frame before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Sends a close frame (the longest reason a frame holds is 123 bytes), then lets the client
+/// answer it (for at most [`CLOSE_GRACE`]): dropping the connection at once could reset it
+/// under the client before it read the close frame, and with it the code.
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason[..end].to_owned().into(),
+    };
+    tracing::debug!(code, reason = &reason[..end], "closing a WebSocket");
+    if socket.send(Frame::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
+}
+
+/// How many results may wait between the connection's operations and its socket.
+const OUTGOING_QUEUE: usize = 16;
+
+/// One result of one operation, on its way to the socket.
+struct Outgoing {
+    id: Arc<str>,
+    /// Which run of `id` it belongs to (an id may be used again once completed).
+    run: u64,
+    kind: OutgoingKind,
+}
+
+enum OutgoingKind {
+    Next(Vec<u8>),
+    Error(Value),
+    Complete,
+}
+
+/// An operation running on the connection.
+struct Operation {
+    run: u64,
+    task: AbortHandle,
+}
+
+/// Where the connection stands with `connection_init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Init {
+    Waiting,
+    Acknowledged,
+}
+
+/// What the connection does after one event.
+enum Step {
+    Nothing,
+    Send(Frame),
+    Close(u16, String),
+    /// The client is gone.
+    Gone,
+}
+
+impl Step {
+    fn send(message: &Message) -> Self {
+        Self::Send(Frame::Text(message.to_text().into()))
+    }
+}
+
+/// One `graphql-transport-ws` connection.
+struct Session {
+    endpoint: Arc<GraphQlEndpoint>,
+    http_headers: Vec<(String, String)>,
+    peer: Option<SocketAddr>,
+    init: Init,
+    /// The headers of every operation, once `connection_init` came.
+    headers: Vec<(String, String)>,
+    operations: HashMap<String, Operation>,
+    /// Every operation's task: dropping the set (the connection's end) aborts them all.
+    tasks: JoinSet<()>,
+    sender: mpsc::Sender<Outgoing>,
+    receiver: mpsc::Receiver<Outgoing>,
+    runs: u64,
+}
+
+impl Session {
+    fn new(
+        endpoint: Arc<GraphQlEndpoint>,
+        http_headers: Vec<(String, String)>,
+        peer: Option<SocketAddr>,
+    ) -> Self {
+        let (sender, receiver) = mpsc::channel(OUTGOING_QUEUE);
+        Self {
+            endpoint,
+            http_headers,
+            peer,
+            init: Init::Waiting,
+            headers: Vec::new(),
+            operations: HashMap::new(),
+            tasks: JoinSet::new(),
+            sender,
+            receiver,
+            runs: 0,
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        let settings = self.endpoint.subscriptions.clone();
+        let init_deadline = tokio::time::sleep(settings.init_timeout);
+        tokio::pin!(init_deadline);
+        let mut pings = tokio::time::interval(settings.ping_interval);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings.reset();
+        let mut last_heard = Instant::now();
+        loop {
+            let step = tokio::select! {
+                received = socket.recv() => {
+                    last_heard = Instant::now();
+                    match received {
+                        Some(Ok(frame)) => self.on_frame(frame).await,
+                        Some(Err(error)) => read_failure(&error),
+                        None => Step::Gone,
+                    }
+                }
+                Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
+                () = &mut init_deadline, if self.init == Init::Waiting => Step::Close(
+                    close_code::INIT_TIMEOUT,
+                    "Connection initialisation timeout".to_owned(),
+                ),
+                _ = pings.tick() => {
+                    if last_heard.elapsed() >= settings.ping_interval * 2 {
+                        Step::Close(
+                            close_code::KEEP_ALIVE_TIMEOUT,
+                            "no pong or message for two ping intervals".to_owned(),
+                        )
+                    } else {
+                        Step::Send(Frame::Ping(Default::default()))
+                    }
+                }
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.on_joined(joined)
+                }
+            };
+            match step {
+                Step::Nothing => {}
+                Step::Send(frame) => {
+                    if socket.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+                Step::Close(code, reason) => {
+                    close(&mut socket, code, &reason).await;
+                    break;
+                }
+                Step::Gone => break,
+            }
+        }
+        // Dropping the session aborts every operation (their streams are dropped).
+        tracing::debug!(
+            operations = self.operations.len(),
+            "WebSocket connection ended"
+        );
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Step {
+        match frame {
+            Frame::Text(text) => match serde_json::from_str::<Message>(text.as_str()) {
+                Ok(message) => self.on_message(message).await,
+                Err(error) => Step::Close(
+                    close_code::BAD_REQUEST,
+                    format!("Invalid message received: {error}"),
+                ),
+            },
+            Frame::Binary(_) => Step::Close(
+                close_code::BAD_REQUEST,
+                "Invalid message received: binary frames are not part of the protocol".to_owned(),
+            ),
+            // Pings are answered by the socket itself; pongs only prove the client is there.
+            Frame::Ping(_) | Frame::Pong(_) => Step::Nothing,
+            Frame::Close(_) => Step::Gone,
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Step {
+        match message {
+            Message::ConnectionInit { payload } => self.on_init(payload).await,
+            Message::Ping { payload } => Step::send(&Message::Pong {
+                payload: payload.filter(Value::is_object),
+            }),
+            Message::Pong { .. } => Step::Nothing,
+            Message::Subscribe { id, payload } => self.on_subscribe(id, payload),
+            Message::Complete { id } => {
+                if let Some(operation) = self.operations.remove(&id) {
+                    operation.task.abort();
+                }
+                Step::Nothing
+            }
+            Message::ConnectionAck { .. } | Message::Next { .. } | Message::Error { .. } => {
+                Step::Close(
+                    close_code::BAD_REQUEST,
+                    "Invalid message received: a server's message sent by the client".to_owned(),
+                )
+            }
+        }
+    }
+
+    async fn on_init(&mut self, payload: Option<Value>) -> Step {
+        if self.init == Init::Acknowledged {
+            return Step::Close(
+                close_code::TOO_MANY_INITS,
+                "Too many initialisation requests".to_owned(),
+            );
+        }
+        let payload = match payload {
+            None => serde_json::Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(_) => {
+                return Step::Close(
+                    close_code::BAD_REQUEST,
+                    "Invalid message received: the connection_init payload must be an object"
+                        .to_owned(),
+                );
+            }
+        };
+        let mut headers = self.http_headers.clone();
+        for (key, value) in &payload {
+            let Some(name) = CONNECTION_INIT_HEADERS
+                .iter()
+                .find(|name| name.eq_ignore_ascii_case(key))
+            else {
+                continue;
+            };
+            let Some(value) = value.as_str() else {
+                continue;
+            };
+            headers.retain(|(n, _)| n != name);
+            headers.push(((*name).to_owned(), value.trim().to_owned()));
+        }
+        // One init per connection: another one is refused from now on, whatever this one's fate.
+        self.init = Init::Acknowledged;
+        if let Err(reason) = self
+            .endpoint
+            .service
+            .accept_connection(ForwardedHeaders(headers.clone()))
+            .await
+        {
+            tracing::info!(%reason, "refused a WebSocket connection's credentials");
+            return Step::Close(close_code::FORBIDDEN, "Forbidden".to_owned());
+        }
+        self.headers = headers;
+        Step::send(&Message::ConnectionAck { payload: None })
+    }
+
+    fn on_subscribe(&mut self, id: String, payload: Value) -> Step {
+        if self.init != Init::Acknowledged {
+            return Step::Close(close_code::UNAUTHORIZED, "Unauthorized".to_owned());
+        }
+        if self.operations.contains_key(&id) {
+            return Step::Close(
+                close_code::SUBSCRIBER_EXISTS,
+                format!("Subscriber for {id} already exists"),
+            );
+        }
+        let request: async_graphql::Request = match serde_json::from_value(payload) {
+            Ok(request) => request,
+            Err(error) => {
+                return Step::Close(
+                    close_code::BAD_REQUEST,
+                    format!("Invalid message received: the subscribe payload: {error}"),
+                );
+            }
+        };
+        let refuse = |code: ErrorCode, message: String| {
+            Step::send(&Message::Error {
+                id: id.clone(),
+                payload: serde_json::json!([{
+                    "message": message,
+                    "extensions": {"code": code.as_str()}
+                }]),
+            })
+        };
+        let limit = self.endpoint.subscriptions.max_per_connection;
+        if self.operations.len() >= limit {
+            self.endpoint.metrics.count_graphql_error(
+                &self.endpoint.name,
+                Some(ErrorCode::TooManySubscriptions.as_str()),
+            );
+            return refuse(
+                ErrorCode::TooManySubscriptions,
+                format!("a connection may run at most {limit} operations at once"),
+            );
+        }
+        if let Err(message) = graphql_http::check_query(&request) {
+            return refuse(ErrorCode::InvalidRequest, message.to_owned());
+        }
+        let mut request = request;
+        if !self.headers.is_empty() {
+            request.data.insert(ForwardedHeaders(self.headers.clone()));
+        }
+        let request = graphql_http::with_client_address(request, self.peer);
+        self.runs += 1;
+        let run = self.runs;
+        let task = self.tasks.spawn(
+            run_operation(
+                self.endpoint.clone(),
+                request,
+                Reply {
+                    id: Arc::from(id.as_str()),
+                    run,
+                    sender: self.sender.clone(),
+                },
+            )
+            .in_current_span(),
+        );
+        self.operations.insert(id, Operation { run, task });
+        Step::Nothing
+    }
+
+    /// A result on its way: sent when its operation is still the one running under its id.
+    fn on_outgoing(&mut self, outgoing: Outgoing) -> Step {
+        let current = self
+            .operations
+            .get(&*outgoing.id)
+            .is_some_and(|operation| operation.run == outgoing.run);
+        if !current {
+            return Step::Nothing;
+        }
+        let id = outgoing.id.to_string();
+        match outgoing.kind {
+            OutgoingKind::Next(body) => Step::Send(Frame::Text(next_text(&id, &body).into())),
+            OutgoingKind::Error(errors) => {
+                self.operations.remove(&id);
+                Step::send(&Message::Error {
+                    id,
+                    payload: errors,
+                })
+            }
+            OutgoingKind::Complete => {
+                self.operations.remove(&id);
+                Step::send(&Message::Complete { id })
+            }
+        }
+    }
+
+    /// An operation's task ended: one that panicked gets an `error` (the others said their
+    /// last word through the queue, or were aborted).
+    fn on_joined(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> Step {
+        let Err(error) = joined else {
+            return Step::Nothing;
+        };
+        if !error.is_panic() {
+            return Step::Nothing;
+        }
+        let Some(id) = self
+            .operations
+            .iter()
+            .find(|(_, operation)| operation.task.id() == error.id())
+            .map(|(id, _)| id.clone())
+        else {
+            return Step::Nothing;
+        };
+        tracing::error!(operation = %id, "a WebSocket operation panicked");
+        self.operations.remove(&id);
+        Step::send(&Message::Error {
+            id,
+            payload: serde_json::json!([{
+                "message": crate::errors::INTERNAL_MESSAGE,
+                "extensions": {"code": ErrorCode::InternalError.as_str()}
+            }]),
+        })
+    }
+}
+
+/// Why reading the socket failed: a message over the limit is `1009`; anything else means
+/// the connection is broken.
+fn read_failure(error: &axum::Error) -> Step {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let source = std::error::Error::source(error);
+    if let Some(WsError::Capacity(capacity)) = source.and_then(|s| s.downcast_ref::<WsError>()) {
+        return Step::Close(close_code::MESSAGE_TOO_BIG, capacity.to_string());
+    }
+    tracing::debug!(%error, "a WebSocket read failed");
+    Step::Gone
+}
+
+/// `{"id":…,"type":"next","payload":<body>}`, the body written as it is (already JSON).
+fn next_text(id: &str, body: &[u8]) -> String {
+    let id = serde_json::to_string(id).expect("a string always serialises");
+    let body = String::from_utf8_lossy(body);
+    let mut text = String::with_capacity(id.len() + body.len() + 32);
+    text.push_str("{\"id\":");
+    text.push_str(&id);
+    text.push_str(",\"type\":\"next\",\"payload\":");
+    text.push_str(&body);
+    text.push('}');
+    text
+}
+
+/// Where an operation's results go.
+struct Reply {
+    id: Arc<str>,
+    run: u64,
+    sender: mpsc::Sender<Outgoing>,
+}
+
+impl Reply {
+    /// Waits for room in the connection's queue; `false` once the connection is gone.
+    async fn send(&self, kind: OutgoingKind) -> bool {
+        self.sender
+            .send(Outgoing {
+                id: self.id.clone(),
+                run: self.run,
+                kind,
+            })
+            .await
+            .is_ok()
+    }
+}
+
+/// Runs one operation to its end, its results into the connection's queue.
+async fn run_operation(
+    endpoint: Arc<GraphQlEndpoint>,
+    request: async_graphql::Request,
+    reply: Reply,
+) {
+    if is_subscription(&request) {
+        match endpoint.service.subscribe(request).await {
+            Err(refusal) => {
+                count_errors(&endpoint, &refusal);
+                reply.send(OutgoingKind::Error(refusal.errors())).await;
+            }
+            Ok(mut results) => {
+                while let Some(response) = results.next().await {
+                    count_errors(&endpoint, &response);
+                    if !reply.send(OutgoingKind::Next(response.body)).await {
+                        return;
+                    }
+                }
+                reply.send(OutgoingKind::Complete).await;
+            }
+        }
+    } else {
+        let response = endpoint.service.call(request).await;
+        count_errors(&endpoint, &response);
+        if response.is_request_error() {
+            reply.send(OutgoingKind::Error(response.errors())).await;
+        } else if reply.send(OutgoingKind::Next(response.body)).await {
+            reply.send(OutgoingKind::Complete).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_and_write_as_the_protocol_spells_them() {
+        let init: Message = serde_json::from_str(
+            r#"{"type":"connection_init","payload":{"authorization":"Bearer x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            init,
+            Message::ConnectionInit {
+                payload: Some(serde_json::json!({"authorization": "Bearer x"}))
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<Message>(r#"{"type":"connection_init","payload":null}"#)
+                .unwrap(),
+            Message::ConnectionInit { payload: None }
+        );
+        assert_eq!(
+            Message::ConnectionAck { payload: None }.to_text(),
+            r#"{"type":"connection_ack"}"#
+        );
+        assert_eq!(
+            Message::Complete { id: "1".into() }.to_text(),
+            r#"{"type":"complete","id":"1"}"#
+        );
+        assert!(serde_json::from_str::<Message>(r#"{"type":"subscribe","id":"1"}"#).is_err());
+        assert!(serde_json::from_str::<Message>(r#"{"type":"start","id":"1"}"#).is_err());
+        assert_eq!(
+            next_text("a\"b", br#"{"data":{"x":1}}"#),
+            r#"{"id":"a\"b","type":"next","payload":{"data":{"x":1}}}"#
+        );
+    }
+
+    #[test]
+    fn settings_have_defaults_and_bounds() {
+        let read = |pairs: &[(&str, &str)]| {
+            SubscriptionSettings::from_env(&Env::from_pairs(pairs.iter().copied()))
+        };
+        assert_eq!(read(&[]).unwrap(), SubscriptionSettings::default());
+        let settings = read(&[
+            ("GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", "5"),
+            ("GOSPELIB_WS_INIT_TIMEOUT_MS", "2500"),
+            ("GOSPELIB_WS_PING_INTERVAL_MS", "1000"),
+        ])
+        .unwrap();
+        assert_eq!(settings.max_per_connection, 5);
+        assert_eq!(settings.init_timeout, Duration::from_millis(2500));
+        assert_eq!(settings.ping_interval, Duration::from_secs(1));
+        let error = read(&[
+            ("GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", "0"),
+            ("GOSPELIB_WS_PING_INTERVAL_MS", "soon"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION"),
+            "{error}"
+        );
+        assert!(error.contains("GOSPELIB_WS_PING_INTERVAL_MS"), "{error}");
+    }
+}

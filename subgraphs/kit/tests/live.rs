@@ -1,0 +1,193 @@
+//! Live events on the stack's Redis: fan-out across processes (each `LiveEvents` here stands
+//! for a process), one subscription per channel per process, dropping the subscription with
+//! the last listener, a lagging listener losing its oldest events, and reconnection after the
+//! pub/sub connection is killed.
+
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use gospelib_kit::live::{LiveEvents, LiveSettings};
+use gospelib_kit::test_stack::{eventually, redis, urls};
+use serde_json::{Value, json};
+
+fn channel(name: &str) -> String {
+    format!("gl_test:live:{name}:{}", uuid::Uuid::new_v4())
+}
+
+/// How many pub/sub connections Redis has subscribed to `channel` (`PUBSUB NUMSUB`).
+async fn redis_subscribers(channel: &str) -> i64 {
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    count
+}
+
+async fn next(stream: &mut (impl Stream<Item = Value> + Unpin)) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event within five seconds")
+        .expect("the stream goes on")
+}
+
+async fn nothing_more(stream: &mut (impl Stream<Item = Value> + Unpin)) {
+    let more = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(more.is_err(), "unexpected event: {more:?}");
+}
+
+#[tokio::test]
+async fn events_fan_out_to_every_listener_of_every_process_over_one_subscription_each() {
+    let channel = channel("fanout");
+    let (a, b, publisher) = (
+        LiveEvents::new(redis()),
+        LiveEvents::new(redis()),
+        LiveEvents::new(redis()),
+    );
+    let mut a1 = Box::pin(a.subscribe(&channel));
+    let mut a2 = Box::pin(a.subscribe(&channel));
+    let mut b1 = Box::pin(b.subscribe(&channel));
+    let mut other = Box::pin(a.subscribe(&format!("{channel}:other")));
+    eventually("both processes are subscribed", || async {
+        a.is_subscribed(&channel) && b.is_subscribed(&channel)
+    })
+    .await;
+    assert_eq!(redis_subscribers(&channel).await, 2, "one per process");
+    assert_eq!(a.listener_count(&channel), 2);
+
+    let receivers = publisher.publish(&channel, &json!({"n": 1})).await.unwrap();
+    assert_eq!(receivers, 2);
+    for stream in [&mut a1, &mut a2, &mut b1] {
+        assert_eq!(next(stream).await, json!({"n": 1}));
+    }
+    nothing_more(&mut other).await;
+
+    // A message that is not JSON is skipped.
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg("not json")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    publisher.publish(&channel, &json!({"n": 2})).await.unwrap();
+    assert_eq!(next(&mut a1).await, json!({"n": 2}));
+}
+
+#[tokio::test]
+async fn redis_is_unsubscribed_when_the_last_listener_goes() {
+    let channel = channel("last");
+    let live = LiveEvents::new(redis());
+    let first = live.subscribe(&channel);
+    let second = live.subscribe(&channel);
+    eventually("subscribed", || async { live.is_subscribed(&channel) }).await;
+    assert_eq!(redis_subscribers(&channel).await, 1);
+
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(live.is_subscribed(&channel), "one listener is left");
+    assert_eq!(live.listener_count(&channel), 1);
+
+    drop(second);
+    eventually("unsubscribed", || async { !live.is_subscribed(&channel) }).await;
+    assert_eq!(live.listener_count(&channel), 0);
+    assert_eq!(redis_subscribers(&channel).await, 0);
+
+    // A new listener subscribes again.
+    let mut again = Box::pin(live.subscribe(&channel));
+    eventually("subscribed again", || async {
+        live.is_subscribed(&channel)
+    })
+    .await;
+    live.publish(&channel, &json!("back")).await.unwrap();
+    assert_eq!(next(&mut again).await, json!("back"));
+}
+
+#[tokio::test]
+async fn a_listener_that_falls_behind_loses_its_oldest_events_only() {
+    let channel = channel("lag");
+    let live = LiveEvents::with_settings(
+        redis(),
+        LiveSettings {
+            buffer: 4,
+            ..LiveSettings::default()
+        },
+    );
+    let mut lagging = Box::pin(live.subscribe(&channel));
+    let mut keeping_up = Box::pin(live.subscribe(&channel));
+    eventually("subscribed", || async { live.is_subscribed(&channel) }).await;
+    for n in 0..10 {
+        live.publish(&channel, &json!(n)).await.unwrap();
+        assert_eq!(next(&mut keeping_up).await, json!(n));
+    }
+    for n in 6..10 {
+        assert_eq!(next(&mut lagging).await, json!(n), "the newest four remain");
+    }
+    nothing_more(&mut lagging).await;
+}
+
+/// The ACL user the reconnection test's own connections log in as, so that killing its
+/// pub/sub connections (`CLIENT KILL TYPE pubsub USER …`) touches nobody else's on the shared
+/// stack.
+const TEST_USER: &str = "gospelib_live_test";
+const TEST_PASSWORD: &str = "live-test-password";
+
+#[tokio::test]
+async fn a_killed_connection_is_made_again_and_every_channel_subscribed_again() {
+    let mut admin = redis().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(TEST_USER)
+        .arg("on")
+        .arg(format!(">{TEST_PASSWORD}"))
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut url = urls().redis.clone();
+    url.set_username(TEST_USER).unwrap();
+    url.set_password(Some(TEST_PASSWORD)).unwrap();
+    let live = LiveEvents::with_settings(
+        redis::Client::open(url.as_str()).unwrap(),
+        LiveSettings {
+            first_retry: Duration::from_millis(50),
+            ..LiveSettings::default()
+        },
+    );
+    let (one, two) = (channel("reconnect-1"), channel("reconnect-2"));
+    let mut first = Box::pin(live.subscribe(&one));
+    let mut second = Box::pin(live.subscribe(&two));
+    eventually("subscribed", || async {
+        live.is_subscribed(&one) && live.is_subscribed(&two)
+    })
+    .await;
+
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .arg("USER")
+        .arg(TEST_USER)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "the one pub/sub connection of the process");
+    eventually(
+        "both channels are subscribed on a new connection",
+        || async { redis_subscribers(&one).await == 1 && redis_subscribers(&two).await == 1 },
+    )
+    .await;
+    eventually("the process knows", || async {
+        live.is_subscribed(&one) && live.is_subscribed(&two)
+    })
+    .await;
+    let publisher = LiveEvents::new(redis());
+    publisher.publish(&one, &json!("one")).await.unwrap();
+    publisher.publish(&two, &json!("two")).await.unwrap();
+    assert_eq!(next(&mut first).await, json!("one"));
+    assert_eq!(next(&mut second).await, json!("two"));
+}

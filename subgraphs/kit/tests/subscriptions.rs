@@ -1,0 +1,733 @@
+//! Subscriptions through the kit's server: GraphQL over WebSocket (`graphql-transport-ws`,
+//! with a real WebSocket client) and over server-sent events, on a small schema whose
+//! subscription listens to live events on the stack's Redis. Events are published from a
+//! second `LiveEvents`, as another pod would.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, Object, Schema, SimpleObject, Subscription};
+use futures_util::{SinkExt, Stream, StreamExt};
+use gospelib_kit::Subgraph;
+use gospelib_kit::caller::{
+    CALLER_HEADER, Caller, CallerGuard, DEFAULT_LIFETIME, InternalSecret, variables_digest,
+};
+use gospelib_kit::edge::EdgeSettings;
+use gospelib_kit::live::{LiveEvents, LiveSettings};
+use gospelib_kit::server::{AppSpec, build_app};
+use gospelib_kit::test_stack::{eventually, redis};
+use gospelib_kit::ws::{PROTOCOL, SubscriptionSettings, close_code};
+use serde_json::{Value, json};
+use support::{TestServer, start_app};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[derive(SimpleObject, serde::Deserialize)]
+struct Event {
+    n: i32,
+    text: String,
+}
+
+struct Query;
+
+#[Object]
+impl Query {
+    async fn hello(&self) -> &str {
+        "hello"
+    }
+}
+
+struct Live;
+
+#[Subscription]
+impl Live {
+    /// The events published on `channel`.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        channel: String,
+    ) -> async_graphql::Result<impl Stream<Item = Event> + use<>> {
+        let live = ctx.data::<LiveEvents>()?;
+        Ok(live
+            .subscribe(&channel)
+            .filter_map(|event| async move { serde_json::from_value(event).ok() }))
+    }
+
+    /// 1, 2, … `to`, then the end.
+    async fn count(&self, to: i32) -> impl Stream<Item = i32> + use<> {
+        futures_util::stream::iter(1..=to)
+    }
+
+    /// The caller's user id, once, then the end.
+    async fn whoami(&self, ctx: &Context<'_>) -> impl Stream<Item = String> + use<> {
+        let caller = Caller::of(ctx);
+        let who = caller
+            .user_id
+            .map_or_else(|| "anonymous".to_owned(), |id| id.to_string());
+        futures_util::stream::once(async move { who })
+    }
+}
+
+fn secret() -> InternalSecret {
+    InternalSecret::new(b"the subscriptions test's internal secret!").unwrap()
+}
+
+/// A server of one subgraph (`live`, behind the caller guard) with `settings`, its live events
+/// on the stack's Redis (`buffer` events per listener).
+async fn server_with(settings: SubscriptionSettings, buffer: usize) -> (TestServer, LiveEvents) {
+    let live = LiveEvents::with_settings(
+        redis(),
+        LiveSettings {
+            buffer,
+            ..LiveSettings::default()
+        },
+    );
+    let schema = Schema::build(Query, async_graphql::EmptyMutation, Live)
+        .data(live.clone())
+        .finish();
+    let (app, _) = build_app(AppSpec {
+        service: "test".to_owned(),
+        gateway: None,
+        subgraphs: vec![Subgraph {
+            name: "live".to_owned(),
+            executor: Arc::new(CallerGuard::new(Arc::new(schema), secret())),
+            dependencies: Vec::new(),
+        }],
+        dependencies: Vec::new(),
+        max_body_bytes: 64 * 1024,
+        extra_routes: None,
+        public_routes: None,
+        edge: EdgeSettings {
+            subscriptions: settings,
+            ..EdgeSettings::default()
+        },
+    });
+    (start_app(app).await, live)
+}
+
+async fn server() -> (TestServer, LiveEvents) {
+    server_with(
+        SubscriptionSettings {
+            max_per_connection: 3,
+            init_timeout: Duration::from_millis(500),
+            ..SubscriptionSettings::default()
+        },
+        1024,
+    )
+    .await
+}
+
+/// Another pod's live events.
+fn other_pod() -> LiveEvents {
+    LiveEvents::new(redis())
+}
+
+/// A channel of this test's own.
+fn channel(name: &str) -> String {
+    format!("gl_test:live:{name}:{}", uuid::Uuid::new_v4())
+}
+
+const EVENTS: &str = "subscription($c: String!) { events(channel: $c) { n text } }";
+
+/// A `graphql-transport-ws` client.
+struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    /// Connects to the subgraph's endpoint offering `protocols`.
+    async fn connect_with(server: &TestServer, protocols: &str) -> Self {
+        let url = format!("ws://{}/subgraphs/live/graphql", server.addr);
+        let mut request = url.into_client_request().unwrap();
+        if !protocols.is_empty() {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        if !protocols.is_empty() {
+            assert_eq!(
+                response.headers()["sec-websocket-protocol"],
+                PROTOCOL,
+                "the subprotocol is chosen"
+            );
+        }
+        Self { socket }
+    }
+
+    async fn connect(server: &TestServer) -> Self {
+        Self::connect_with(server, PROTOCOL).await
+    }
+
+    /// Connects and goes through `connection_init` (with `payload`) and `connection_ack`.
+    async fn ready_with(server: &TestServer, payload: Value) -> Self {
+        let mut client = Self::connect(server).await;
+        client
+            .send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        assert_eq!(client.next().await, json!({"type": "connection_ack"}));
+        client
+    }
+
+    async fn ready(server: &TestServer) -> Self {
+        Self::ready_with(server, json!({})).await
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Frame::Text(message.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({
+            "id": id,
+            "type": "subscribe",
+            "payload": {"query": query, "variables": variables}
+        }))
+        .await;
+    }
+
+    /// The next protocol message (pings are answered by the socket), within five seconds.
+    async fn next(&mut self) -> Value {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("a message within five seconds")
+    }
+
+    /// The next protocol message, if one comes within `wait`.
+    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()?;
+            match frame {
+                Some(Ok(Frame::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server to close the socket; its close code and reason.
+    async fn closed(&mut self) -> (u16, String) {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.socket.next())
+                .await
+                .expect("the server closes within five seconds");
+            match frame {
+                Some(Ok(Frame::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string());
+                }
+                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+}
+
+async fn until_subscribed(live: &LiveEvents, channel: &str) {
+    eventually("Redis confirmed the subscription", || async {
+        live.is_subscribed(channel)
+    })
+    .await;
+}
+
+async fn publish(live: &LiveEvents, channel: &str, n: i32) {
+    live.publish(channel, &json!({"n": n, "text": format!("event {n}")}))
+        .await
+        .unwrap();
+}
+
+fn next_event(id: &str, n: i32) -> Value {
+    json!({
+        "id": id,
+        "type": "next",
+        "payload": {"data": {"events": {"n": n, "text": format!("event {n}")}}}
+    })
+}
+
+#[tokio::test]
+async fn events_from_another_pod_arrive_until_the_client_completes_the_subscription() {
+    let (server, live) = server().await;
+    let channel = channel("sequence");
+    let mut client = Client::ready(&server).await;
+    client.subscribe("1", EVENTS, json!({"c": channel})).await;
+    until_subscribed(&live, &channel).await;
+    let publisher = other_pod();
+    for n in 1..=3 {
+        publish(&publisher, &channel, n).await;
+    }
+    for n in 1..=3 {
+        assert_eq!(client.next().await, next_event("1", n));
+    }
+    assert_eq!(live.listener_count(&channel), 1);
+
+    client.send(json!({"id": "1", "type": "complete"})).await;
+    eventually("the completed subscription's stream is dropped", || async {
+        live.listener_count(&channel) == 0
+    })
+    .await;
+    publish(&publisher, &channel, 4).await;
+    assert_eq!(client.next_within(Duration::from_millis(300)).await, None);
+
+    // The connection goes on; the id may be used again.
+    client.subscribe("1", "{ hello }", json!({})).await;
+    assert_eq!(
+        client.next().await,
+        json!({"id": "1", "type": "next", "payload": {"data": {"hello": "hello"}}})
+    );
+    assert_eq!(client.next().await, json!({"id": "1", "type": "complete"}));
+}
+
+#[tokio::test]
+async fn a_subscription_whose_source_ends_completes() {
+    let (server, _) = server().await;
+    let mut client = Client::ready(&server).await;
+    client
+        .subscribe("c", "subscription { count(to: 3) }", json!({}))
+        .await;
+    for n in 1..=3 {
+        assert_eq!(
+            client.next().await,
+            json!({"id": "c", "type": "next", "payload": {"data": {"count": n}}})
+        );
+    }
+    assert_eq!(client.next().await, json!({"id": "c", "type": "complete"}));
+}
+
+#[tokio::test]
+async fn queries_and_mutations_are_one_next_then_complete_and_request_errors_are_an_error() {
+    let (server, _) = server().await;
+    let mut client = Client::ready(&server).await;
+    client.subscribe("q", "{ hello }", json!(null)).await;
+    assert_eq!(
+        client.next().await,
+        json!({"id": "q", "type": "next", "payload": {"data": {"hello": "hello"}}})
+    );
+    assert_eq!(client.next().await, json!({"id": "q", "type": "complete"}));
+
+    // Validation errors, of a query and of a subscription: one `error`, no `complete`.
+    client.subscribe("bad", "{ nonesuch }", json!({})).await;
+    let error = client.next().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "bad");
+    assert!(
+        error["payload"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nonesuch"),
+        "{error}"
+    );
+    client
+        .subscribe("bad-sub", "subscription { nonesuch }", json!({}))
+        .await;
+    let error = client.next().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "bad-sub");
+    assert_eq!(client.next_within(Duration::from_millis(200)).await, None);
+}
+
+#[tokio::test]
+async fn subscribing_before_the_acknowledgement_is_4401() {
+    let (server, _) = server().await;
+    let mut client = Client::connect(&server).await;
+    client.subscribe("1", "{ hello }", json!({})).await;
+    assert_eq!(
+        client.closed().await,
+        (close_code::UNAUTHORIZED, "Unauthorized".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn no_connection_init_within_the_timeout_is_4408() {
+    let (server, _) = server().await;
+    let mut client = Client::connect(&server).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::INIT_TIMEOUT,
+            "Connection initialisation timeout".to_owned()
+        )
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn a_second_connection_init_is_4429() {
+    let (server, _) = server().await;
+    let mut client = Client::ready(&server).await;
+    client.send(json!({"type": "connection_init"})).await;
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::TOO_MANY_INITS,
+            "Too many initialisation requests".to_owned()
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_id_in_use_is_4409() {
+    let (server, live) = server().await;
+    let channel = channel("duplicate");
+    let mut client = Client::ready(&server).await;
+    client
+        .subscribe("same", EVENTS, json!({"c": channel}))
+        .await;
+    until_subscribed(&live, &channel).await;
+    client.subscribe("same", "{ hello }", json!({})).await;
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::SUBSCRIBER_EXISTS,
+            "Subscriber for same already exists".to_owned()
+        )
+    );
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_pong_at_any_time() {
+    let (server, _) = server().await;
+    let mut client = Client::connect(&server).await;
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.next().await, json!({"type": "pong"}));
+    client
+        .send(json!({"type": "connection_init", "payload": null}))
+        .await;
+    assert_eq!(client.next().await, json!({"type": "connection_ack"}));
+    client
+        .send(json!({"type": "ping", "payload": {"sent": 1}}))
+        .await;
+    assert_eq!(
+        client.next().await,
+        json!({"type": "pong", "payload": {"sent": 1}})
+    );
+    // A pong is a heartbeat: nothing answers it.
+    client.send(json!({"type": "pong"})).await;
+    assert_eq!(client.next_within(Duration::from_millis(200)).await, None);
+}
+
+#[tokio::test]
+async fn operations_over_the_limit_get_an_error_and_the_connection_stays() {
+    let (server, live) = server().await;
+    let channel = channel("limit");
+    let mut client = Client::ready(&server).await;
+    for id in ["a", "b", "c"] {
+        client.subscribe(id, EVENTS, json!({"c": channel})).await;
+    }
+    eventually("three listeners", || async {
+        live.listener_count(&channel) == 3
+    })
+    .await;
+    client.subscribe("d", EVENTS, json!({"c": channel})).await;
+    let error = client.next().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["id"], "d");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
+    // Still connected: completing one makes room.
+    client.send(json!({"id": "a", "type": "complete"})).await;
+    eventually("a stopped", || async { live.listener_count(&channel) == 2 }).await;
+    client.subscribe("d", EVENTS, json!({"c": channel})).await;
+    eventually("b, c and d listen", || async {
+        live.listener_count(&channel) == 3
+    })
+    .await;
+    publish(&other_pod(), &channel, 7).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let message = client.next().await;
+        assert_eq!(message["payload"]["data"]["events"]["n"], 7);
+        ids.push(message["id"].as_str().unwrap().to_owned());
+    }
+    ids.sort();
+    assert_eq!(ids, ["b", "c", "d"]);
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_stream_drops_its_streams() {
+    let (server, live) = server().await;
+    let channel = channel("gone");
+    let mut client = Client::ready(&server).await;
+    client.subscribe("1", EVENTS, json!({"c": channel})).await;
+    client.subscribe("2", EVENTS, json!({"c": channel})).await;
+    until_subscribed(&live, &channel).await;
+    publish(&other_pod(), &channel, 1).await;
+    client.next().await;
+    assert_eq!(live.listener_count(&channel), 2);
+    // The socket just goes away (no close frame).
+    drop(client);
+    eventually("the streams are dropped", || async {
+        live.listener_count(&channel) == 0
+    })
+    .await;
+    eventually("Redis is told", || async { !live.is_subscribed(&channel) }).await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_does_not_hold_up_another_subscriber() {
+    let (server, live) = server_with(SubscriptionSettings::default(), 1024).await;
+    let channel = channel("slow");
+    let mut slow = Client::ready(&server).await;
+    let mut fast = Client::ready(&server).await;
+    slow.subscribe("s", EVENTS, json!({"c": channel})).await;
+    fast.subscribe("f", EVENTS, json!({"c": channel})).await;
+    eventually("both listen", || async {
+        live.listener_count(&channel) == 2 && live.is_subscribed(&channel)
+    })
+    .await;
+    // 300 events of 32 KiB: far more than the slow client's socket buffers hold, so its
+    // connection's writes block while it does not read.
+    let publisher = other_pod();
+    let padding = "x".repeat(32 * 1024);
+    let reader = tokio::spawn(async move {
+        for n in 0..300 {
+            let message = fast.next().await;
+            assert_eq!(message["payload"]["data"]["events"]["n"], n);
+        }
+        fast
+    });
+    for n in 0..300 {
+        publisher
+            .publish(&channel, &json!({"n": n, "text": padding}))
+            .await
+            .unwrap();
+    }
+    let _fast = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the fast subscriber got every event while the slow one read nothing")
+        .unwrap();
+    // The slow one, held back by its own socket, still gets every event, in order, once it
+    // reads (its listener's buffer, 1024 events here, was not exceeded).
+    for n in 0..300 {
+        let message = slow.next().await;
+        assert_eq!(message["payload"]["data"]["events"]["n"], n);
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_two_ping_intervals() {
+    let (server, _) = server_with(
+        SubscriptionSettings {
+            ping_interval: Duration::from_millis(300),
+            ..SubscriptionSettings::default()
+        },
+        16,
+    )
+    .await;
+    // A client that reads answers the pings by itself and stays.
+    let mut reading = Client::ready(&server).await;
+    assert_eq!(reading.next_within(Duration::from_millis(1500)).await, None);
+    reading.subscribe("1", "{ hello }", json!({})).await;
+    assert_eq!(reading.next().await["type"], "next");
+
+    // One that reads nothing answers nothing.
+    let mut silent = Client::ready(&server).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (code, _) = silent.closed().await;
+    assert_eq!(code, close_code::KEEP_ALIVE_TIMEOUT);
+}
+
+#[tokio::test]
+async fn malformed_messages_missing_subprotocols_and_huge_messages_close_the_socket() {
+    let (server, _) = server().await;
+    let mut client = Client::ready(&server).await;
+    client.send(json!({"type": "start", "id": "1"})).await;
+    let (code, reason) = client.closed().await;
+    assert_eq!(code, close_code::BAD_REQUEST);
+    assert!(reason.starts_with("Invalid message received"), "{reason}");
+
+    let mut client = Client::ready(&server).await;
+    client
+        .send(json!({"type": "next", "id": "1", "payload": {}}))
+        .await;
+    assert_eq!(client.closed().await.0, close_code::BAD_REQUEST);
+
+    let mut client = Client::ready(&server).await;
+    client
+        .socket
+        .send(Frame::Text("not json".into()))
+        .await
+        .unwrap();
+    assert_eq!(client.closed().await.0, close_code::BAD_REQUEST);
+
+    let mut client = Client::connect_with(&server, "").await;
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::SUBPROTOCOL_NOT_ACCEPTABLE,
+            "Subprotocol not acceptable".to_owned()
+        )
+    );
+
+    // Over the body limit (64 KiB here).
+    let mut client = Client::ready(&server).await;
+    let huge = "x".repeat(100 * 1024);
+    let _ = client
+        .socket
+        .send(Frame::Text(
+            json!({"type": "ping", "payload": {"x": huge}})
+                .to_string()
+                .into(),
+        ))
+        .await;
+    assert_eq!(client.closed().await.0, close_code::MESSAGE_TOO_BIG);
+}
+
+#[tokio::test]
+async fn the_caller_context_comes_in_connection_init_and_a_forged_one_is_refused() {
+    let (server, _) = server().await;
+    let query = "subscription { whoami }";
+    let variables = variables_digest(&async_graphql::Variables::default());
+    let user = Caller::user(uuid::Uuid::new_v4());
+
+    let signed = secret().sign(&user, query, &variables, DEFAULT_LIFETIME);
+    let mut client = Client::ready_with(&server, json!({CALLER_HEADER: signed})).await;
+    client.subscribe("me", query, json!({})).await;
+    assert_eq!(
+        client.next().await,
+        json!({"id": "me", "type": "next", "payload": {"data": {"whoami": user.user_id.unwrap().to_string()}}})
+    );
+    assert_eq!(client.next().await, json!({"id": "me", "type": "complete"}));
+
+    let forger = InternalSecret::new(b"not the platform's secret, a forgery").unwrap();
+    let forged = forger.sign(&user, query, &variables, DEFAULT_LIFETIME);
+    let mut client = Client::ready_with(&server, json!({"X-Gospelib-Caller": forged})).await;
+    client.subscribe("me", query, json!({})).await;
+    let refusal = client.next().await;
+    assert_eq!(refusal["type"], "error", "{refusal}");
+    assert_eq!(
+        refusal["payload"][0]["extensions"]["code"], "UNAUTHORIZED",
+        "{refusal}"
+    );
+    assert_eq!(client.next_within(Duration::from_millis(200)).await, None);
+
+    // Without one, the caller is anonymous.
+    let mut client = Client::ready(&server).await;
+    client.subscribe("me", query, json!({})).await;
+    assert_eq!(
+        client.next().await["payload"]["data"]["whoami"],
+        "anonymous"
+    );
+}
+
+/// A POST asking for an event stream; the response.
+async fn sse(server: &TestServer, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/subgraphs/live/graphql"))
+        .header("accept", "text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Reads the event stream until it ends.
+async fn read_all(response: reqwest::Response) -> String {
+    let body = tokio::time::timeout(Duration::from_secs(5), response.text())
+        .await
+        .expect("the stream ends");
+    body.unwrap()
+}
+
+#[tokio::test]
+async fn over_sse_each_result_is_a_next_event_then_complete() {
+    let (server, _) = server().await;
+    let response = sse(&server, json!({"query": "subscription { count(to: 2) }"})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        read_all(response).await,
+        ":\n\n\
+         event: next\ndata: {\"data\":{\"count\":1}}\n\n\
+         event: next\ndata: {\"data\":{\"count\":2}}\n\n\
+         event: complete\ndata:\n\n"
+    );
+
+    let response = sse(&server, json!({"query": "{ hello }"})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        read_all(response).await,
+        ":\n\nevent: next\ndata: {\"data\":{\"hello\":\"hello\"}}\n\nevent: complete\ndata:\n\n"
+    );
+
+    // Validation errors come as a `next` event too (the protocol's rule), status 200.
+    let response = sse(&server, json!({"query": "subscription { nonesuch }"})).await;
+    assert_eq!(response.status(), 200);
+    let text = read_all(response).await;
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 3, "{text}");
+    assert!(events[1].starts_with("event: next\ndata: {"), "{text}");
+    assert!(events[1].contains("\"errors\":[{\"message\":"), "{text}");
+    assert_eq!(events[2], "event: complete\ndata:");
+
+    // Not JSON at all: the same refusal as a plain POST.
+    let response = reqwest::Client::new()
+        .post(server.url("/subgraphs/live/graphql"))
+        .header("accept", "text/event-stream")
+        .header("content-type", "text/plain")
+        .body("{ hello }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+}
+
+#[tokio::test]
+async fn an_sse_subscription_gets_keep_alives_and_events_until_the_client_leaves() {
+    let (server, live) = server_with(
+        SubscriptionSettings {
+            ping_interval: Duration::from_millis(150),
+            ..SubscriptionSettings::default()
+        },
+        16,
+    )
+    .await;
+    let channel = channel("sse");
+    let mut response = sse(
+        &server,
+        json!({"query": EVENTS, "variables": {"c": channel}}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut received = String::new();
+    let chunk = async |response: &mut reqwest::Response| {
+        let bytes = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("a chunk within five seconds")
+            .unwrap()
+            .expect("the stream goes on");
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    while received.matches(":\n\n").count() < 3 {
+        received.push_str(&chunk(&mut response).await);
+    }
+    assert!(!received.contains("event:"), "{received}");
+    until_subscribed(&live, &channel).await;
+    publish(&other_pod(), &channel, 5).await;
+    let mut events = String::new();
+    while !events.contains("event: next") {
+        events.push_str(&chunk(&mut response).await);
+    }
+    assert!(
+        events.contains(
+            "event: next\ndata: {\"data\":{\"events\":{\"n\":5,\"text\":\"event 5\"}}}\n\n"
+        ),
+        "{events}"
+    );
+    drop(response);
+    eventually("the stream is dropped with the connection", || async {
+        live.listener_count(&channel) == 0
+    })
+    .await;
+}
