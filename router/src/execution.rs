@@ -166,25 +166,40 @@ struct State<'a> {
     errors: Mutex<Vec<serde_json::Value>>,
 }
 
+impl<'a> State<'a> {
+    /// A run's state before its first fetch: empty data, no errors.
+    fn new(
+        fetching: &'a Fetching<'a>,
+        variables: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        Self {
+            fetching,
+            variables,
+            data: Mutex::new(Value::Object(Object::new())),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What the run merged and the errors it met.
+    fn into_executed(self) -> Executed {
+        Executed {
+            data: self.data.into_inner().expect("data lock"),
+            errors: self.errors.into_inner().expect("errors lock"),
+        }
+    }
+}
+
 /// Runs `plan` with the operation's (coerced) `variables`, fetching as `fetching` says.
 pub async fn execute(
     plan: &QueryPlan,
     variables: &serde_json::Map<String, serde_json::Value>,
     fetching: &Fetching<'_>,
 ) -> Executed {
-    let state = State {
-        fetching,
-        variables,
-        data: Mutex::new(Value::Object(Object::new())),
-        errors: Mutex::new(Vec::new()),
-    };
+    let state = State::new(fetching, variables);
     if let Some(node) = &plan.node {
         run(&state, node).await;
     }
-    Executed {
-        data: state.data.into_inner().expect("data lock"),
-        errors: state.errors.into_inner().expect("errors lock"),
-    }
+    state.into_executed()
 }
 
 fn run<'a>(state: &'a State<'a>, node: &'a PlanNode) -> crate::transport::BoxFuture<'a, ()> {
@@ -468,12 +483,7 @@ impl<'p> SubscriptionPlan<'p> {
         variables: &serde_json::Map<String, serde_json::Value>,
         fetching: &Fetching<'_>,
     ) -> Result<crate::transport::EventStream, serde_json::Value> {
-        let state = State {
-            fetching,
-            variables,
-            data: Mutex::new(Value::Null),
-            errors: Mutex::new(Vec::new()),
-        };
+        let state = State::new(fetching, variables);
         let subgraph = &self.primary.service_name;
         let request = with_headers(
             fetching,
@@ -505,12 +515,7 @@ impl<'p> SubscriptionPlan<'p> {
         variables: &serde_json::Map<String, serde_json::Value>,
         fetching: &Fetching<'_>,
     ) -> Executed {
-        let state = State {
-            fetching,
-            variables,
-            data: Mutex::new(Value::Object(Object::new())),
-            errors: Mutex::new(Vec::new()),
-        };
+        let state = State::new(fetching, variables);
         let subgraph = &self.primary.service_name;
         match event.and_then(|response| parse_response(subgraph, response)) {
             Ok((mut data, errors)) => {
@@ -531,10 +536,7 @@ impl<'p> SubscriptionPlan<'p> {
                 .expect("errors lock")
                 .push(upstream_error(subgraph, &error, None)),
         }
-        Executed {
-            data: state.data.into_inner().expect("data lock"),
-            errors: state.errors.into_inner().expect("errors lock"),
-        }
+        state.into_executed()
     }
 }
 

@@ -395,15 +395,8 @@ async fn trusted(
         return Ok(Arc::new(TrustedDocuments::off()));
     }
     if let Some(path) = &settings.router.trusted_documents_file {
-        let manifest =
-            trusted_documents::read_file(path).context("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")?;
-        let documents =
-            trusted_documents::start(mode, Some(manifest), &path.display().to_string())?;
-        background.push(tokio::spawn(trusted_documents::watch_file(
-            documents.clone(),
-            path.clone(),
-            settings.reload_every,
-        )));
+        let (documents, watcher) = trusted_documents::from_file(mode, path, settings.reload_every)?;
+        background.push(watcher);
         return Ok(documents);
     }
     let Some(url) = supergraph_url.and_then(trusted_documents::registry_url) else {

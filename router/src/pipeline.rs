@@ -382,29 +382,38 @@ impl Router {
         self.respond(request).await.to_json()
     }
 
+    /// The request's operation planned for `supergraph` (from the cache when it can be), or
+    /// the errors that say why it cannot run.
+    async fn plan(
+        &self,
+        supergraph: &Arc<Supergraph>,
+        request: &GraphQlRequest,
+    ) -> Result<Arc<Planned>, Vec<Value>> {
+        let (planned, hit) = self
+            .plans
+            .plan_off_workers(
+                supergraph,
+                &request.query,
+                request.operation_name.as_deref(),
+                &request.variables,
+            )
+            .await
+            .map_err(|error| planning_errors(&error))?;
+        if let Some(metrics) = &self.metrics {
+            metrics.count_plan_lookup(hit);
+        }
+        Ok(planned)
+    }
+
     /// Runs one request.
     pub async fn respond(&self, request: &GraphQlRequest) -> Response {
         let supergraph = self.supergraph();
         let version = supergraph.version.to_string();
         let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let planned = match self
-            .plans
-            .plan_off_workers(
-                &supergraph,
-                &request.query,
-                request.operation_name.as_deref(),
-                &request.variables,
-            )
-            .await
-        {
-            Ok((planned, hit)) => {
-                if let Some(metrics) = &self.metrics {
-                    metrics.count_plan_lookup(hit);
-                }
-                planned
-            }
-            Err(error) => return Response::refusal(planning_errors(&error), version),
+        let planned = match self.plan(&supergraph, request).await {
+            Ok(planned) => planned,
+            Err(errors) => return Response::refusal(errors, version),
         };
         if planned.is_subscription() {
             let error = json!({

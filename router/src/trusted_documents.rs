@@ -629,6 +629,20 @@ pub async fn poll_registry(
     }
 }
 
+/// The trusted documents of the file at `path` (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE`), and
+/// the task that re-reads it every `every`.
+pub fn from_file(
+    mode: Mode,
+    path: &Path,
+    every: Duration,
+) -> anyhow::Result<(Arc<TrustedDocuments>, tokio::task::JoinHandle<()>)> {
+    use anyhow::Context;
+    let manifest = read_file(path).context("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")?;
+    let documents = start(mode, Some(manifest), &path.display().to_string())?;
+    let watcher = tokio::spawn(watch_file(documents.clone(), path.to_owned(), every));
+    Ok((documents, watcher))
+}
+
 /// Re-reads the manifest file every `every` until the task is dropped; a changed, valid one is
 /// swapped in, an invalid one refused (the current one stays).
 pub async fn watch_file(documents: Arc<TrustedDocuments>, path: PathBuf, every: Duration) {

@@ -111,16 +111,7 @@ impl Router {
         let supergraph = self.supergraph();
         let version = supergraph.version.to_string();
         let refusal = |errors: Vec<Value>| Response::refusal(errors, version.clone());
-        let (planned, _) = self
-            .plans
-            .plan_off_workers(
-                &supergraph,
-                &request.query,
-                request.operation_name.as_deref(),
-                &request.variables,
-            )
-            .await
-            .map_err(|error| refusal(planning_errors(&error)))?;
+        let planned = self.plan(&supergraph, &request).await.map_err(refusal)?;
         if !planned.is_subscription() {
             let response = self.respond(&request).await;
             return Ok(Box::pin(futures_util::stream::once(async { response })));
