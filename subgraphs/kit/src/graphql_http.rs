@@ -218,9 +218,14 @@ pub async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // A body that could not be read (over the limit: 413) is refused before anything else.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refusal(&rejection),
+    };
     if crate::sse::wants_event_stream(&headers) {
         let peer = peer.ok().map(|ConnectInfo(address)| address);
-        return crate::sse::post(&endpoint, peer, &headers, body).await;
+        return crate::sse::post(&endpoint, peer, &headers, Ok(body)).await;
     }
     let Some(media_type) = negotiate(&headers) else {
         return not_acceptable();
@@ -243,10 +248,6 @@ pub async fn post(
             "the request body must be JSON with Content-Type: application/json",
         );
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return body_refusal(&rejection),
-    };
     let peer = peer.ok().map(|ConnectInfo(address)| address);
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return batch(&endpoint, peer, &headers, &body, media_type).await;
