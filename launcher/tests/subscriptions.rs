@@ -333,3 +333,64 @@ fn the_router_subscribes_to_a_subgraph_in_another_process_and_survives_its_death
         assert_eq!(router.open_subscriptions(), 0);
     });
 }
+
+/// The close code and reason of a WebSocket whose `connection_init` carries `authorization`.
+async fn init_with(base: &str, authorization: &str) -> (u16, String) {
+    let url = format!("{}/graphql", base.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    send(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"authorization": authorization}}),
+    )
+    .await;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("an answer within 15 s");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Text(text))) => panic!("accepted: {text}"),
+            Some(Ok(_)) => {}
+            other => panic!("closed without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Credentials the router refuses close the socket `4403`; credentials it cannot check now (the
+/// JWKS is unreachable) close it `1013: Try Again Later`, which clients retry, not `4403`.
+#[test]
+fn websocket_credentials_refused_and_uncheckable_close_differently() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jwks = runtime.block_on(support::clerk::jwks_server());
+    let auth = |jwks: String| {
+        [
+            ("GOSPELIB_AUTH_JWKS_URL", jwks),
+            ("GOSPELIB_AUTH_ISSUER", support::clerk::ISSUER.to_owned()),
+            (
+                "GOSPELIB_AUTH_AUDIENCE",
+                support::clerk::AUDIENCE.to_owned(),
+            ),
+        ]
+    };
+    let (_served, base, client) = serve_with(&["serve"], &auth(jwks));
+    let expired = support::clerk::session_token_with(
+        "user_expired",
+        json!({"exp": 1_000_000_000, "iat": 999_999_000, "nbf": 999_999_000}),
+    );
+    let (code, _) = client.block_on(init_with(&base, &format!("Bearer {expired}")));
+    assert_eq!(code, 4403);
+
+    // A JWKS nobody answers: a valid-looking token cannot be checked.
+    let closed = format!("http://127.0.0.1:{}/jwks.json", support::free_port());
+    let (_served, base, client) = serve_with(&["serve"], &auth(closed));
+    let token = support::clerk::session_token("user_unverifiable");
+    let (code, reason) = client.block_on(init_with(&base, &format!("Bearer {token}")));
+    assert_eq!((code, reason.as_str()), (1013, "Try Again Later"));
+}

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use gospelib_kit::caller::ForwardedHeaders;
-use gospelib_kit::graphql_http::{GraphQlService, ServiceResponse, ServiceStream};
+use gospelib_kit::graphql_http::{
+    ConnectionRefusal, GraphQlService, ServiceResponse, ServiceStream,
+};
 use gospelib_kit::stores::BoxFuture;
 use serde_json::{Map, Value, json};
 
@@ -233,13 +235,18 @@ impl GraphQlService for RouterService {
 
     /// A WebSocket connection's credentials (`connection_init`) are checked once when it opens:
     /// refused ones close it (`4403`); each operation on it is checked again as it starts.
-    fn accept_connection(&self, headers: ForwardedHeaders) -> BoxFuture<'_, Result<(), String>> {
+    fn accept_connection(
+        &self,
+        headers: ForwardedHeaders,
+    ) -> BoxFuture<'_, Result<(), ConnectionRefusal>> {
         Box::pin(async move {
-            self.identity
-                .identify(Some(&headers))
-                .await
-                .map(|_| ())
-                .map_err(|error| error.to_string())
+            match self.identity.identify(Some(&headers)).await {
+                Ok(_) => Ok(()),
+                Err(IdentityError::Refused(reason)) => Err(ConnectionRefusal::Forbidden(reason)),
+                Err(error @ IdentityError::Unavailable(_)) => {
+                    Err(ConnectionRefusal::Unavailable(error.to_string()))
+                }
+            }
         })
     }
 

@@ -37,7 +37,8 @@ use std::time::Duration;
 
 use gospelib_kit::caller::ForwardedHeaders;
 use gospelib_kit::graphql_http::{
-    GraphQlService, PublicHeaderValue, PublicStatusCode, ServiceResponse, ServiceStream,
+    ConnectionRefusal, GraphQlService, PublicHeaderValue, PublicStatusCode, ServiceResponse,
+    ServiceStream,
 };
 use gospelib_kit::stores::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -555,7 +556,10 @@ impl GraphQlService for TrustedService {
         }
     }
 
-    fn accept_connection(&self, headers: ForwardedHeaders) -> BoxFuture<'_, Result<(), String>> {
+    fn accept_connection(
+        &self,
+        headers: ForwardedHeaders,
+    ) -> BoxFuture<'_, Result<(), ConnectionRefusal>> {
         self.inner.accept_connection(headers)
     }
 }

@@ -4,6 +4,10 @@
 //! - [`corpus`]: GospeLib corpus JSON, the format every source is converted into;
 //! - [`import`]: `gospelib corpus import`, from the pinned source packages to corpus JSON.
 
+// The resolvers' futures nest deeply (Redis and FalkorDB connections under DataLoaders under
+// async-graphql): proving them `Send` needs more than the default 128 steps of the solver.
+#![recursion_limit = "256"]
+
 pub mod cache;
 pub mod canon;
 pub mod corpus;

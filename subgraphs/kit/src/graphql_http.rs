@@ -108,13 +108,26 @@ pub trait GraphQlService: Send + Sync + 'static {
 
     /// Decides, at a WebSocket's `connection_init` (before `connection_ack`), whether the
     /// connection may go on with the headers it carries (its payload's credentials and the
-    /// upgrade request's, see [`crate::ws`]). `Err` (a reason, logged) closes the socket with
-    /// `4403: Forbidden`. By default every connection goes on: each operation is checked on
-    /// its own anyway.
-    fn accept_connection(&self, headers: ForwardedHeaders) -> BoxFuture<'_, Result<(), String>> {
+    /// upgrade request's, see [`crate::ws`]). A refusal closes the socket: `4403: Forbidden`
+    /// for credentials refused, `1013: Try Again Later` when they cannot be checked now. By
+    /// default every connection goes on: each operation is checked on its own anyway.
+    fn accept_connection(
+        &self,
+        headers: ForwardedHeaders,
+    ) -> BoxFuture<'_, Result<(), ConnectionRefusal>> {
         let _ = headers;
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Why a WebSocket connection may not go on (the reason is logged, never sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// The credentials are refused: `4403`.
+    Forbidden(String),
+    /// The credentials cannot be checked now (a key store or JWKS down): `1013`, which
+    /// clients retry.
+    Unavailable(String),
 }
 
 /// The responses of one subscription, one per event, each serialised.

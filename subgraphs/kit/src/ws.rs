@@ -66,7 +66,9 @@ use crate::config::{ConfigError, ConfigReader, Env};
 use crate::errors::ErrorCode;
 #[cfg(doc)]
 use crate::graphql_http::GraphQlService;
-use crate::graphql_http::{self, FORWARDED_HEADERS, GetParams, GraphQlEndpoint, request_error};
+use crate::graphql_http::{
+    self, ConnectionRefusal, FORWARDED_HEADERS, GetParams, GraphQlEndpoint, request_error,
+};
 use crate::streaming::{count_errors, is_subscription};
 
 /// The WebSocket subprotocol served.
@@ -95,6 +97,8 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// `1011`: nothing came from the client for two ping intervals.
     pub const KEEP_ALIVE_TIMEOUT: u16 = 1011;
+    /// `1013: Try Again Later`: the credentials cannot be checked now.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// A `graphql-transport-ws` message, either way (`type` tells which). The router's client
@@ -538,14 +542,21 @@ impl Session {
         }
         // One init per connection: another one is refused from now on, whatever this one's fate.
         self.init = Init::Acknowledged;
-        if let Err(reason) = self
+        match self
             .endpoint
             .service
             .accept_connection(ForwardedHeaders(headers.clone()))
             .await
         {
-            tracing::info!(%reason, "refused a WebSocket connection's credentials");
-            return Step::Close(close_code::FORBIDDEN, "Forbidden".to_owned());
+            Ok(()) => {}
+            Err(ConnectionRefusal::Forbidden(reason)) => {
+                tracing::info!(%reason, "refused a WebSocket connection's credentials");
+                return Step::Close(close_code::FORBIDDEN, "Forbidden".to_owned());
+            }
+            Err(ConnectionRefusal::Unavailable(reason)) => {
+                tracing::warn!(%reason, "cannot check a WebSocket connection's credentials now");
+                return Step::Close(close_code::TRY_AGAIN_LATER, "Try Again Later".to_owned());
+            }
         }
         self.headers = headers;
         Step::send(&Message::ConnectionAck { payload: None })
