@@ -15,6 +15,7 @@ use gospelib_kit::Subgraph;
 use gospelib_kit::graphql_http::GraphQlService;
 use gospelib_kit::metrics::Metrics;
 use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries};
+use gospelib_router::entity_cache::EntityCache;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::{PlanEnforcement, Router};
 use gospelib_router::reload::poll_registry;
@@ -85,13 +86,22 @@ pub async fn in_process(
     let (enforcement, follower) =
         PlanEnforcement::start(settings.plans.clone(), Some(inputs.redis.clone()));
     background.extend(follower);
-    let router = Arc::new(
+    let entity_cache = EntityCache::from_settings(
+        &settings.router,
+        inputs.redis.clone(),
+        inputs.metrics.clone(),
+    );
+    let with_cache = |router: Router| match &entity_cache {
+        Some(cache) => router.with_entity_cache(cache.clone()),
+        None => router,
+    };
+    let router = Arc::new(with_cache(
         Router::from_settings(start.supergraph, transport.clone(), &settings.router)
             .with_metrics(inputs.metrics.clone())
             .with_usage_recorder(recorder.clone())
             .with_internal_secret(secret.clone())
             .with_plans(enforcement.clone()),
-    );
+    ));
     let registry_url = |path: &str| format!("http://{}/registry/{path}", settings.internal_listen);
     if settings.supergraph_source == SupergraphSource::Registry {
         background.push(tokio::spawn(poll_registry(
@@ -115,13 +125,13 @@ pub async fn in_process(
         .with_identity(identity)
         .trusting_forwarded_for(settings.router.trust_forwarded_for);
     // Partner API keys see the partner contract of the same supergraph.
-    let partner = Arc::new(
+    let partner = Arc::new(with_cache(
         Router::from_settings(start.partner, transport, &settings.router)
             .with_metrics(inputs.metrics)
             .with_usage_recorder(recorder)
             .with_internal_secret(secret)
             .with_plans(enforcement),
-    );
+    ));
     if settings.supergraph_source == SupergraphSource::Registry {
         background.push(tokio::spawn(poll_registry(
             partner.clone(),

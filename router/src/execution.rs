@@ -100,6 +100,9 @@ fn response_path(data: &Value, location: &[u32]) -> Vec<serde_json::Value> {
 pub struct Executed {
     pub data: Value,
     pub errors: Vec<serde_json::Value>,
+    /// The fewest seconds any data fetched may be kept, by the cache policy: `Some(0)` when
+    /// some of it may not be kept at all, `None` when nothing was fetched.
+    pub max_age: Option<u32>,
 }
 
 /// How a plan's fetches reach the subgraphs, and within what time.
@@ -121,6 +124,12 @@ pub struct Fetching<'a> {
     pub subgraph_timeout: std::time::Duration,
     /// When the whole request must be done: no fetch runs past it.
     pub deadline: tokio::time::Instant,
+    /// What may be cached (and for how long clients may keep what is served).
+    pub cache_policy: &'a crate::entity_cache::CachePolicy,
+    /// The entity cache, when it is on (never for mutations).
+    pub entity_cache: Option<&'a std::sync::Arc<crate::entity_cache::EntityCache>>,
+    /// The supergraph's version hash (part of every cache key).
+    pub supergraph_version: &'a str,
 }
 
 /// What a subgraph request needs to carry its caller: the caller, and the secret it is signed
@@ -164,6 +173,7 @@ struct State<'a> {
     variables: &'a serde_json::Map<String, serde_json::Value>,
     data: Mutex<Value>,
     errors: Mutex<Vec<serde_json::Value>>,
+    max_age: Mutex<Option<u32>>,
 }
 
 impl<'a> State<'a> {
@@ -177,7 +187,14 @@ impl<'a> State<'a> {
             variables,
             data: Mutex::new(Value::Object(Object::new())),
             errors: Mutex::new(Vec::new()),
+            max_age: Mutex::new(None),
         }
+    }
+
+    /// Notes that data which may be kept `seconds` (0: not at all) was fetched.
+    fn fetched_data_kept_for(&self, seconds: u32) {
+        let mut max_age = self.max_age.lock().expect("max-age lock");
+        *max_age = Some(max_age.map_or(seconds, |before| before.min(seconds)));
     }
 
     /// What the run merged and the errors it met.
@@ -185,6 +202,7 @@ impl<'a> State<'a> {
         Executed {
             data: self.data.into_inner().expect("data lock"),
             errors: self.errors.into_inner().expect("errors lock"),
+            max_age: self.max_age.into_inner().expect("max-age lock"),
         }
     }
 }
@@ -595,6 +613,12 @@ async fn batch_fetch(state: &State<'_>, batch: &BatchFetchNode) {
 }
 
 async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
+    state.fetched_data_kept_for(
+        state
+            .fetching
+            .cache_policy
+            .root_max_age(&fetch.service_name),
+    );
     let request = crate::transport::SubgraphRequest::query(
         fetch.operation.document_str.clone(),
         fetch_variables(state, fetch.variable_usages.as_ref()),
@@ -793,7 +817,7 @@ async fn entity_fetch(
     let mut variables = fetch_variables(state, variable_usages);
     // Collect the entities and their distinct representations, group by group.
     let mut collected = Vec::with_capacity(groups.len());
-    let mut any = false;
+    let mut representations_of: Vec<Vec<Value>> = Vec::with_capacity(groups.len());
     {
         let data = state.data.lock().expect("data lock");
         for group in &groups {
@@ -829,20 +853,57 @@ async fn entity_fetch(
                 };
                 index_of_location.push(Some(index));
             }
-            any |= !representations.is_empty();
-            variables.insert(group.variable, Value::Array(representations));
+            representations_of.push(representations);
             collected.push(Collected {
                 locations,
                 index_of_location,
             });
         }
     }
-    if !any {
+    if representations_of.iter().all(Vec::is_empty) {
         return;
     }
-    let request = crate::transport::SubgraphRequest::query(operation, variables);
-    let answer = send(state, service_name, request).await;
-    let (data, errors) = match answer {
+    // How long clients may keep what these entities add, by their types.
+    let policy = state.fetching.cache_policy;
+    for representation in representations_of.iter().flatten() {
+        let typename = representation.get("__typename").and_then(Value::as_str);
+        state.fetched_data_kept_for(
+            typename.map_or(0, |typename| policy.entity_max_age(service_name, typename)),
+        );
+    }
+    // Entities the cache holds are not asked for again.
+    let cached = lookup_cached(
+        state,
+        service_name,
+        operation,
+        &variables,
+        &groups,
+        &representations_of,
+    )
+    .await;
+    let mut misses: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
+    for (g, (group, representations)) in groups.iter().zip(&mut representations_of).enumerate() {
+        let missing: Vec<usize> = (0..representations.len())
+            .filter(|&i| cached.as_ref().is_none_or(|c| c.entities[g][i].is_none()))
+            .collect();
+        let asked = if missing.len() == representations.len() {
+            std::mem::take(representations)
+        } else {
+            missing
+                .iter()
+                .map(|&i| representations[i].clone())
+                .collect()
+        };
+        variables.insert(group.variable, Value::Array(asked));
+        misses.push(missing);
+    }
+    let answer = if misses.iter().all(Vec::is_empty) {
+        Ok((Value::Object(Object::new()), Vec::new()))
+    } else {
+        let request = crate::transport::SubgraphRequest::query(operation, variables);
+        send(state, service_name, request).await
+    };
+    let (data, mut errors) = match answer {
         Ok(answer) => answer,
         Err(error) => {
             // Every entity the fetch was for lost its fields: each gets the error at its own
@@ -851,28 +912,52 @@ async fn entity_fetch(
             let data = state.data.lock().expect("data lock");
             let errors: Vec<_> = collected
                 .iter()
-                .flat_map(|c| c.locations.iter())
+                .zip(&misses)
+                .flat_map(|(c, missing)| c.locations_of(missing))
                 .map(|location| {
                     upstream_error_quiet(service_name, Some(response_path(&data, location)))
                 })
                 .collect();
             drop(data);
             state.errors.lock().expect("errors lock").extend(errors);
-            return;
+            (Value::Object(Object::new()), Vec::new())
         }
     };
+    // The subgraph numbered the entities it was asked for; the response's are all of them.
+    for error in &mut errors {
+        renumber_entity_error(error, &groups, &misses);
+    }
     // The answer is ours: its entities are moved into the response, each cloned only for a
     // representation shared by several locations (not deep-copied for every location).
     let mut data = data;
-    let mut answers: Vec<Vec<Value>> = groups
-        .iter()
-        .map(
-            |group| match data.get_mut(group.response_key).map(Value::take) {
-                Some(Value::Array(entities)) => entities,
-                _ => Vec::new(),
-            },
-        )
-        .collect();
+    let mut cached = cached;
+    let mut answers: Vec<Vec<Value>> = Vec::with_capacity(groups.len());
+    for (g, group) in groups.iter().enumerate() {
+        let mut fetched = match data.get_mut(group.response_key).map(Value::take) {
+            Some(Value::Array(entities)) => entities.into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        let total = collected[g]
+            .index_of_location
+            .iter()
+            .flatten()
+            .max()
+            .map_or(0, |&i| i + 1);
+        let mut entities = Vec::with_capacity(total);
+        let mut next_miss = misses[g].iter().peekable();
+        for i in 0..total {
+            if next_miss.next_if(|&&m| m == i).is_some() {
+                entities.push(fetched.next().unwrap_or(Value::Null));
+            } else {
+                let hit = cached.as_mut().and_then(|c| c.entities[g][i].take());
+                entities.push(hit.unwrap_or(Value::Null));
+            }
+        }
+        answers.push(entities);
+    }
+    if let Some(cached) = cached {
+        store_fetched(&groups, &misses, &answers, &errors, cached);
+    }
     // Which entities came back null, for the errors below (before they are moved).
     let nulls: Vec<Vec<bool>> = answers
         .iter()
@@ -964,6 +1049,172 @@ async fn entity_fetch(
     }
     drop(target);
     state.errors.lock().expect("errors lock").extend(repathed);
+}
+
+/// What the entity cache held for one entity fetch: per group, per representation, its
+/// entry's key and lifetime (when its type may be cached) and the entity found.
+struct CachedEntities<'c> {
+    cache: &'c std::sync::Arc<crate::entity_cache::EntityCache>,
+    /// The subgraph's version the entities were (and will be) stored under.
+    version: String,
+    keys: Vec<Vec<Option<(String, u32)>>>,
+    entities: Vec<Vec<Option<Value>>>,
+}
+
+/// Looks the fetch's cacheable entities up in the entity cache; `None` when there is no
+/// cache for them (off, a mutation, a subgraph or types the policy does not cover, Redis
+/// unavailable).
+async fn lookup_cached<'c>(
+    state: &State<'c>,
+    service_name: &str,
+    operation: &str,
+    variables: &Object,
+    groups: &[EntityGroup<'_>],
+    representations_of: &[Vec<Value>],
+) -> Option<CachedEntities<'c>> {
+    let fetching = state.fetching;
+    let cache = fetching.entity_cache.filter(|_| !fetching.mutation)?;
+    if !fetching.cache_policy.caches_entities_of(service_name) {
+        return None;
+    }
+    let mut keys = Vec::with_capacity(groups.len());
+    let mut all_keys = Vec::new();
+    for (group, representations) in groups.iter().zip(representations_of) {
+        let identity = crate::entity_cache::FetchIdentity {
+            supergraph_version: fetching.supergraph_version,
+            subgraph: service_name,
+            document: operation,
+            group: group.response_key,
+            variables,
+        };
+        let group_keys: Vec<Option<(String, u32)>> = representations
+            .iter()
+            .map(|representation| {
+                let typename = representation.get("__typename").and_then(Value::as_str)?;
+                let seconds = fetching.cache_policy.entity_max_age(service_name, typename);
+                (seconds > 0).then(|| (cache.key(&identity, representation), seconds))
+            })
+            .collect();
+        all_keys.extend(group_keys.iter().flatten().map(|(key, _)| key.clone()));
+        keys.push(group_keys);
+    }
+    if all_keys.is_empty() {
+        return None;
+    }
+    let found = cache.lookup(service_name, &all_keys).await?;
+    let mut found_entities = found.entities.into_iter();
+    let mut entities = Vec::with_capacity(groups.len());
+    for (group_keys, representations) in keys.iter().zip(representations_of) {
+        let mut group_entities = Vec::with_capacity(group_keys.len());
+        for (key, representation) in group_keys.iter().zip(representations) {
+            let entity = match key {
+                Some(_) => {
+                    let entity = found_entities.next().flatten();
+                    let typename = representation
+                        .get("__typename")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    cache.count(service_name, typename, entity.is_some());
+                    entity
+                }
+                None => None,
+            };
+            group_entities.push(entity);
+        }
+        entities.push(group_entities);
+    }
+    Some(CachedEntities {
+        cache,
+        version: found.version,
+        keys,
+        entities,
+    })
+}
+
+/// An entity fetch's error as if the subgraph had been asked for every entity: the index in
+/// `_entities.<i>` (or `_e0.<i>`) counted among the representations sent becomes the index
+/// among all of them.
+fn renumber_entity_error(
+    error: &mut serde_json::Value,
+    groups: &[EntityGroup<'_>],
+    misses: &[Vec<usize>],
+) {
+    let Some(path) = error.get_mut("path").and_then(|p| p.as_array_mut()) else {
+        return;
+    };
+    let Some(group) = path
+        .first()
+        .and_then(serde_json::Value::as_str)
+        .and_then(|root| groups.iter().position(|g| g.response_key == root))
+    else {
+        return;
+    };
+    if let Some(index) = path.get_mut(1)
+        && let Some(sent) = index.as_u64()
+        && let Some(&original) = misses[group].get(sent as usize)
+    {
+        *index = json!(original);
+    }
+}
+
+/// Stores the entities this fetch asked the subgraph for and got whole: not null, with no
+/// error at or under them. An error whose path names no entity (async-graphql 7 drops the
+/// index: `_entities.reviews`) spoils every entity with a null along the rest of its path;
+/// one with no path at all, the whole group.
+fn store_fetched(
+    groups: &[EntityGroup<'_>],
+    misses: &[Vec<usize>],
+    answers: &[Vec<Value>],
+    errors: &[serde_json::Value],
+    cached: CachedEntities<'_>,
+) {
+    let mut entries = Vec::new();
+    'groups: for (g, group) in groups.iter().enumerate() {
+        let mut spoiled = std::collections::BTreeSet::new();
+        let mut unnumbered: Vec<&[serde_json::Value]> = Vec::new();
+        for error in errors {
+            let path = error.get("path").and_then(serde_json::Value::as_array);
+            match path.map(Vec::as_slice) {
+                Some([serde_json::Value::String(root), rest @ ..])
+                    if root == group.response_key =>
+                {
+                    match rest {
+                        [serde_json::Value::Number(n), ..] => spoiled.extend(n.as_u64()),
+                        rest => unnumbered.push(rest),
+                    }
+                }
+                Some([serde_json::Value::String(_), ..]) => {}
+                _ => continue 'groups,
+            }
+        }
+        for &i in &misses[g] {
+            let (Some(Some((key, seconds))), Some(entity)) =
+                (cached.keys[g].get(i), answers[g].get(i))
+            else {
+                continue;
+            };
+            let whole = entity.is_object()
+                && !spoiled.contains(&(i as u64))
+                && !unnumbered.iter().any(|rest| null_along(entity, rest));
+            if whole {
+                entries.push((key.clone(), entity.clone(), *seconds));
+            }
+        }
+    }
+    cached.cache.store(cached.version, entries);
+}
+
+/// Whether `value` holds a null (or lacks a field) somewhere along `path`'s keys, through lists.
+fn null_along(value: &Value, path: &[serde_json::Value]) -> bool {
+    match (value, path.split_first()) {
+        (Value::Null, _) => true,
+        (Value::Array(items), _) => items.iter().any(|item| null_along(item, path)),
+        (_, None) => false,
+        (Value::Object(object), Some((serde_json::Value::String(key), rest))) => {
+            object.get(key).is_none_or(|child| null_along(child, rest))
+        }
+        (_, Some((_, rest))) => null_along(value, rest),
+    }
 }
 
 /// Deep-merges `source` into `target`: objects field by field, lists item by item.

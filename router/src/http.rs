@@ -108,6 +108,9 @@ fn service_response(response: Response) -> ServiceResponse {
         .map(|value| (axum_header(VERSION_HEADER), value))
         .into_iter()
         .collect();
+    if let Ok(value) = response.cache_control.header_value().parse() {
+        headers.push((axum_header("cache-control"), value));
+    }
     let mut status = None;
     if let Some(decision) = &response.rate_limit {
         // `RateLimit-*` on every limited answer; a refusal is 429 with `Retry-After`.

@@ -31,6 +31,7 @@
 pub mod apq;
 pub mod authorization;
 pub mod entitlements;
+pub mod entity_cache;
 pub mod execution;
 pub mod fingerprint;
 pub mod http;

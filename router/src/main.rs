@@ -296,6 +296,7 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     let mut persisted = None;
     let mut usage = None;
     let mut redis_client = None;
+    let mut entity_cache = None;
     if let Some(redis) = &settings.redis {
         let client = gospelib_kit::stores::redis_client(redis).context("GOSPELIB_REDIS_URL")?;
         redis_client = Some(client.clone());
@@ -307,6 +308,14 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
         ));
         router = router.with_usage_recorder(recorder.clone());
         usage = Some(recorder);
+        entity_cache = gospelib_router::entity_cache::EntityCache::from_settings(
+            &settings.router,
+            client.clone(),
+            metrics.clone(),
+        );
+        if let Some(cache) = &entity_cache {
+            router = router.with_entity_cache(cache.clone());
+        }
         persisted = Some(Arc::new(PersistedQueries::new(
             client,
             "gl:apq",
@@ -351,6 +360,9 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
             .with_plans(enforcement);
         if let Some(recorder) = &usage {
             partner = partner.with_usage_recorder(recorder.clone());
+        }
+        if let Some(cache) = &entity_cache {
+            partner = partner.with_entity_cache(cache.clone());
         }
         let partner = Arc::new(partner);
         background.push(partner_source.follow(partner.clone(), registry, partner_etag, &settings));

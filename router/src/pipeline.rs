@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::authorization::{Access, Denials};
 use crate::entitlements::{ACCESS_QUERY, BILLING_SUBGRAPH, CallerAccess, EntitlementCache};
+use crate::entity_cache::{CacheControl, CachePolicy, EntityCache};
 use crate::execution::{self, Fetching, SignedCaller};
 use crate::fingerprint::{OperationIdentity, operation_fingerprint};
 use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, Planned, PlanningError};
@@ -118,6 +119,8 @@ pub struct Response {
     pub supergraph_version: String,
     /// The rate limit the request was counted against, if any (its headers; a refusal is 429).
     pub rate_limit: Option<Decision>,
+    /// What clients and CDNs may do with the response (`Cache-Control`).
+    pub cache_control: CacheControl,
 }
 
 impl Response {
@@ -128,6 +131,7 @@ impl Response {
             errors,
             supergraph_version,
             rate_limit: None,
+            cache_control: CacheControl::NoStore,
         }
     }
 
@@ -197,6 +201,10 @@ pub struct Router {
     /// Plans, limits and entitlements; without them every caller is unlimited and holds only
     /// the scopes its credential gave.
     enforcement: Option<PlanEnforcement>,
+    /// What may be cached, by clients (`Cache-Control`) and in the entity cache.
+    cache_policy: Arc<CachePolicy>,
+    /// The entity cache in Redis (`None`: off).
+    entity_cache: Option<Arc<EntityCache>>,
 }
 
 /// What the router needs to enforce plans: the catalogue, the shared rate limiter, and its
@@ -291,6 +299,8 @@ impl Router {
                 std::num::NonZeroUsize::new(RESTRICTED_CACHE_SIZE).expect("not zero"),
             )),
             enforcement: None,
+            cache_policy: settings.cache_policy.clone(),
+            entity_cache: None,
         };
         if settings.subgraph_urls.is_empty() {
             router
@@ -309,6 +319,17 @@ impl Router {
     pub fn with_plans(mut self, enforcement: PlanEnforcement) -> Self {
         self.enforcement = Some(enforcement);
         self
+    }
+
+    /// Keeps entities the cache policy allows in `cache` (see [`crate::entity_cache`]).
+    pub fn with_entity_cache(mut self, cache: Arc<EntityCache>) -> Self {
+        self.entity_cache = Some(cache);
+        self
+    }
+
+    /// The entity cache, when it is on.
+    pub fn entity_cache(&self) -> Option<&Arc<EntityCache>> {
+        self.entity_cache.as_ref()
     }
 
     /// Records plan cache lookups, operations and subgraph fetches into `metrics`.
@@ -586,8 +607,12 @@ impl Router {
             mutation: planned.is_mutation(),
             subgraph_timeout: self.subgraph_timeout,
             deadline,
+            cache_policy: &self.cache_policy,
+            entity_cache: self.entity_cache.as_ref(),
+            supergraph_version: &supergraph.version.hash,
         };
         let executed = execution::execute(&to_run.plan, &variables, &fetching).await;
+        let max_age = executed.max_age;
         let mut errors = executed.errors;
         let data = projection::project(
             &planned.operation,
@@ -598,11 +623,22 @@ impl Router {
             denials,
             &mut errors,
         );
+        // Kept only when every piece of data may be, and nothing went wrong.
+        let cache_control = match max_age {
+            Some(seconds) if seconds > 0 && errors.is_empty() && !planned.is_mutation() => {
+                CacheControl::MaxAge {
+                    seconds,
+                    public: caller.is_anonymous(),
+                }
+            }
+            _ => CacheControl::NoStore,
+        };
         Response {
             data: Some(data),
             errors,
             supergraph_version: version,
             rate_limit: None,
+            cache_control,
         }
     }
 

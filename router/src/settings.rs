@@ -48,6 +48,10 @@ pub struct RouterSettings {
     /// `GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE`: the manifest (JSON, as the registry serves
     /// it) instead of the one the supergraph's source gives.
     pub trusted_documents_file: Option<std::path::PathBuf>,
+    /// `GOSPELIB_ROUTER_ENTITY_CACHE`: keep the entities the cache policy allows in Redis.
+    pub entity_cache: bool,
+    /// `GOSPELIB_ROUTER_CACHE_FILE`: what may be cached (`config/cache.toml` when unset).
+    pub cache_policy: std::sync::Arc<crate::entity_cache::CachePolicy>,
 }
 
 impl Default for RouterSettings {
@@ -68,6 +72,8 @@ impl Default for RouterSettings {
             trust_forwarded_for: false,
             trusted_documents: crate::trusted_documents::Mode::default(),
             trusted_documents_file: None,
+            entity_cache: true,
+            cache_policy: std::sync::Arc::new(crate::entity_cache::CachePolicy::built_in()),
         }
     }
 }
@@ -167,7 +173,21 @@ impl RouterSettings {
             .map(str::trim)
             .filter(|path| !path.is_empty())
             .map(std::path::PathBuf::from);
+        let entity_cache = reader.flag("GOSPELIB_ROUTER_ENTITY_CACHE", true);
+        let cache_policy = reader.optional(
+            "GOSPELIB_ROUTER_CACHE_FILE",
+            "the path of a cache policy file like config/cache.toml",
+            defaults.cache_policy.clone(),
+            |raw| {
+                let text = std::fs::read_to_string(raw.trim()).map_err(|e| e.to_string())?;
+                crate::entity_cache::CachePolicy::parse(&text)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| e.to_string())
+            },
+        );
         Some(Self {
+            entity_cache: entity_cache?,
+            cache_policy: cache_policy?,
             limits: Limits {
                 max_tokens: max_tokens? as usize,
                 max_depth: max_depth? as usize,

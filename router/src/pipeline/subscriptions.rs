@@ -234,6 +234,9 @@ impl Context {
             mutation: false,
             subgraph_timeout: self.router.subgraph_timeout,
             deadline,
+            cache_policy: &self.router.cache_policy,
+            entity_cache: self.router.entity_cache.as_ref(),
+            supergraph_version: &self.supergraph.version.hash,
         }
     }
 
@@ -279,6 +282,7 @@ impl Context {
             errors,
             supergraph_version: self.version.clone(),
             rate_limit: None,
+            cache_control: crate::entity_cache::CacheControl::NoStore,
         }
     }
 }

@@ -23,6 +23,7 @@ pub struct Metrics {
     shared_fetches: IntCounterVec,
     shared_operations: IntCounter,
     operations: HistogramVec,
+    entity_cache: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,6 +101,14 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let entity_cache = IntCounterVec::new(
+            Opts::new(
+                "entity_cache_total",
+                "Router entity cache lookups, by subgraph, entity type and result (hit, miss)",
+            ),
+            &["subgraph", "type", "result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(server_errors.clone()),
@@ -110,6 +119,7 @@ impl Metrics {
             Box::new(shared_fetches.clone()),
             Box::new(shared_operations.clone()),
             Box::new(operations.clone()),
+            Box::new(entity_cache.clone()),
         ] {
             registry
                 .register(collector)
@@ -126,7 +136,15 @@ impl Metrics {
             shared_fetches,
             shared_operations,
             operations,
+            entity_cache,
         }
+    }
+
+    /// Counts one router entity cache lookup.
+    pub fn count_entity_cache(&self, subgraph: &str, typename: &str, hit: bool) {
+        self.entity_cache
+            .with_label_values(&[subgraph, typename, if hit { "hit" } else { "miss" }])
+            .inc();
     }
 
     /// Records one router fetch from a subgraph.

@@ -1,0 +1,342 @@
+//! The entity cache: entities that subgraphs resolve for other subgraphs' objects (a study
+//! note's `passage { text }`), kept in Redis and shared by every router pod, and the
+//! `Cache-Control` a response may carry. What may be cached is the policy's
+//! (`config/cache.toml`): subgraphs whose data is the same for every caller and changes only
+//! with a version key (content's, written by each ingest).
+//!
+//! An entry's key is a SHA-256 of everything its answer depends on: the supergraph version,
+//! the subgraph, the fetch's document (its selection), the entity's group in a batched fetch,
+//! the fetch's other variables, and the representation (type and key). Its value is the
+//! subgraph's version when it was fetched, a NUL byte and the entity's JSON. One `MGET`
+//! reads the current version with the entries; an entry of another version is a miss, so a
+//! re-ingest or a new supergraph is never served stale. Only entities that came back whole
+//! (not null, no error at or under them) are stored, in the background after the answer.
+//!
+//! Redis is reached through the kit's [`RedisLink`]: a Redis that is down or hangs turns
+//! every lookup into a miss at once, never an error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gospelib_kit::redis_link::{BreakerSettings, RedisLink};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::value::{Object, Value};
+
+/// The file the binaries carry (the repository's `config/cache.toml`).
+pub const BUILT_IN: &str = include_str!("../../config/cache.toml");
+
+/// What may be cached, per subgraph.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    #[serde(default)]
+    pub subgraphs: BTreeMap<String, SubgraphCaching>,
+}
+
+/// One subgraph's cacheable data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubgraphCaching {
+    /// The Redis key whose value changes whenever the subgraph's data does.
+    pub version_key: Option<String>,
+    /// Seconds a response from its root fields may be kept by clients.
+    #[serde(default)]
+    pub root_fields: u32,
+    /// Entity type → seconds its entities are kept.
+    #[serde(default)]
+    pub entities: BTreeMap<String, u32>,
+}
+
+/// A cache policy file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("not a valid cache policy: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error(
+        "subgraph {0:?} caches entities but has no `version_key`: a re-ingest could not \
+         invalidate them"
+    )]
+    NoVersionKey(String),
+}
+
+impl CachePolicy {
+    /// The policy the binary was built with.
+    pub fn built_in() -> Self {
+        Self::parse(BUILT_IN).expect("config/cache.toml is valid (checked by the tests)")
+    }
+
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let policy: Self = toml::from_str(text)?;
+        for (name, subgraph) in &policy.subgraphs {
+            if !subgraph.entities.is_empty() && subgraph.version_key.is_none() {
+                return Err(PolicyError::NoVersionKey(name.clone()));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// How long a response built from `subgraph`'s root fields may be kept (0: not at all).
+    pub fn root_max_age(&self, subgraph: &str) -> u32 {
+        self.subgraphs.get(subgraph).map_or(0, |s| s.root_fields)
+    }
+
+    /// How long `subgraph`'s entities of `typename` may be kept (0: not at all).
+    pub fn entity_max_age(&self, subgraph: &str, typename: &str) -> u32 {
+        self.subgraphs
+            .get(subgraph)
+            .and_then(|s| s.entities.get(typename))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether any of `subgraph`'s entities may be kept.
+    pub fn caches_entities_of(&self, subgraph: &str) -> bool {
+        self.subgraphs
+            .get(subgraph)
+            .is_some_and(|s| !s.entities.is_empty())
+    }
+}
+
+/// What a response's data allows clients to do with it, as the fetches that made it say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheControl {
+    /// Not to be kept (`no-store`): a mutation, an error, or data a policy does not cover.
+    NoStore,
+    /// Kept this many seconds, by anyone (`public`, an anonymous caller) or only by the
+    /// caller's own client (`private`: what a signed-in caller may see can depend on who it is).
+    MaxAge { seconds: u32, public: bool },
+}
+
+impl CacheControl {
+    /// The header's value.
+    pub fn header_value(&self) -> String {
+        match self {
+            Self::NoStore => "no-store".to_owned(),
+            Self::MaxAge { seconds, public } => format!(
+                "{}, max-age={seconds}",
+                if *public { "public" } else { "private" }
+            ),
+        }
+    }
+}
+
+/// Lookups, by outcome.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stores: AtomicU64,
+}
+
+/// The entity cache in Redis.
+pub struct EntityCache {
+    link: RedisLink,
+    policy: Arc<CachePolicy>,
+    /// The first part of every entry's key (`gl:entity`).
+    prefix: String,
+    counts: CacheCounts,
+    metrics: Option<gospelib_kit::metrics::Metrics>,
+}
+
+/// Everything an entry's answer depends on besides the representation.
+pub struct FetchIdentity<'a> {
+    pub supergraph_version: &'a str,
+    pub subgraph: &'a str,
+    pub document: &'a str,
+    /// The group's key in the answer (`_entities`, or a batch alias).
+    pub group: &'a str,
+    /// The fetch's variables other than the representations.
+    pub variables: &'a Object,
+}
+
+/// What one lookup found: the subgraph's current version, and for each key its entity (or
+/// `None`, a miss).
+pub struct Found {
+    pub version: String,
+    pub entities: Vec<Option<Value>>,
+}
+
+impl EntityCache {
+    /// A cache in `redis` under keys `<prefix>:<sha256>`, for what `policy` allows.
+    pub fn new(redis: redis::Client, prefix: &str, policy: Arc<CachePolicy>) -> Self {
+        // Lookups are on the request's path: a slow Redis is skipped after 50 ms.
+        let settings = BreakerSettings {
+            call_timeout: Duration::from_millis(50),
+            ..BreakerSettings::default()
+        };
+        Self {
+            link: RedisLink::new(redis, "entity cache", settings),
+            policy,
+            prefix: prefix.to_owned(),
+            counts: CacheCounts::default(),
+            metrics: None,
+        }
+    }
+
+    /// The cache `settings` ask for (`GOSPELIB_ROUTER_ENTITY_CACHE`, `GOSPELIB_ROUTER_CACHE_FILE`),
+    /// in `redis` under `gl:entity:*`, counting into `metrics`; `None` when it is off.
+    pub fn from_settings(
+        settings: &crate::settings::RouterSettings,
+        redis: redis::Client,
+        metrics: gospelib_kit::metrics::Metrics,
+    ) -> Option<Arc<Self>> {
+        settings.entity_cache.then(|| {
+            Arc::new(
+                Self::new(redis, "gl:entity", settings.cache_policy.clone()).with_metrics(metrics),
+            )
+        })
+    }
+
+    /// Counts hits and misses into `metrics` too.
+    pub fn with_metrics(mut self, metrics: gospelib_kit::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
+    }
+
+    pub fn counts(&self) -> &CacheCounts {
+        &self.counts
+    }
+
+    /// The key of one entity's entry.
+    pub fn key(&self, fetch: &FetchIdentity<'_>, representation: &Value) -> String {
+        let mut hasher = Sha256::new();
+        for part in [
+            fetch.supergraph_version,
+            fetch.subgraph,
+            fetch.document,
+            fetch.group,
+        ] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let mut json = Vec::with_capacity(256);
+        crate::value::write_json(&mut json, &Value::Object(fetch.variables.clone()));
+        json.push(0);
+        crate::value::write_json(&mut json, representation);
+        hasher.update(&json);
+        let digest = hasher.finalize();
+        let mut key = String::with_capacity(self.prefix.len() + 33);
+        key.push_str(&self.prefix);
+        key.push(':');
+        for byte in &digest[..16] {
+            use std::fmt::Write;
+            let _ = write!(key, "{byte:02x}");
+        }
+        key
+    }
+
+    /// Reads `subgraph`'s current version and the entries of `keys` in one round trip; `None`
+    /// when Redis cannot answer (every key is then a miss, and nothing is stored).
+    pub async fn lookup(&self, subgraph: &str, keys: &[String]) -> Option<Found> {
+        let version_key = self.policy.subgraphs.get(subgraph)?.version_key.as_ref()?;
+        let mut command = redis::cmd("MGET");
+        command.arg(version_key);
+        for key in keys {
+            command.arg(key);
+        }
+        let mut values: Vec<Option<Vec<u8>>> = self.link.run(&command).await?;
+        if values.len() != keys.len() + 1 {
+            return None;
+        }
+        let version = match values.remove(0) {
+            Some(bytes) => String::from_utf8(bytes).ok()?,
+            None => "none".to_owned(),
+        };
+        let entities: Vec<Option<Value>> = values
+            .into_iter()
+            .map(|entry| {
+                let entry = entry?;
+                let split = entry.iter().position(|&b| b == 0)?;
+                (&entry[..split] == version.as_bytes())
+                    .then(|| serde_json::from_slice(&entry[split + 1..]).ok())
+                    .flatten()
+            })
+            .collect();
+        Some(Found { version, entities })
+    }
+
+    /// Counts one lookup's outcome for `typename`.
+    pub fn count(&self, subgraph: &str, typename: &str, hit: bool) {
+        let counter = if hit {
+            &self.counts.hits
+        } else {
+            &self.counts.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.count_entity_cache(subgraph, typename, hit);
+        }
+    }
+
+    /// Stores entities fetched at `version` (key, entity, seconds), in the background: the
+    /// answer does not wait for Redis.
+    pub fn store(self: &Arc<Self>, version: String, entries: Vec<(String, Value, u32)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut pipeline = redis::pipe();
+            for (key, entity, seconds) in &entries {
+                let mut value = Vec::with_capacity(version.len() + 256);
+                value.extend_from_slice(version.as_bytes());
+                value.push(0);
+                crate::value::write_json(&mut value, entity);
+                pipeline
+                    .cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(*seconds)
+                    .ignore();
+            }
+            let stored: Option<()> = cache.link.run_pipeline(&pipeline).await;
+            if stored.is_some() {
+                cache
+                    .counts
+                    .stores
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_policy_is_valid_and_caches_content_only() {
+        let policy = CachePolicy::built_in();
+        assert!(policy.caches_entities_of("content"));
+        assert!(policy.entity_max_age("content", "Passage") > 0);
+        assert_eq!(policy.entity_max_age("study", "Passage"), 0);
+        assert_eq!(policy.root_max_age("study"), 0);
+        assert!(policy.root_max_age("content") > 0);
+    }
+
+    #[test]
+    fn entities_without_a_version_key_are_refused() {
+        let error = CachePolicy::parse("[subgraphs.content.entities]\nPassage = 60\n").unwrap_err();
+        assert!(matches!(error, PolicyError::NoVersionKey(name) if name == "content"));
+        assert!(CachePolicy::parse("[subgraphs.content]\nmax_age = 3\n").is_err());
+    }
+
+    #[test]
+    fn cache_control_values() {
+        assert_eq!(CacheControl::NoStore.header_value(), "no-store");
+        let public = CacheControl::MaxAge {
+            seconds: 60,
+            public: true,
+        };
+        assert_eq!(public.header_value(), "public, max-age=60");
+    }
+}

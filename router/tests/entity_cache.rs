@@ -1,0 +1,441 @@
+//! The entity cache in the stack's real Redis, on really composed subgraphs (products, whose
+//! `Product`s reviews resolves as entities): entities fetched once are served from Redis, only
+//! the misses are asked for (partial hits keep their errors where they were), an entity with
+//! an error is never stored, a new content version or supergraph is never served stale, a
+//! subgraph the policy does not name is never cached, Redis being down costs nothing, and the
+//! `Cache-Control` each response carries.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::graphql_http::GraphQlService;
+use gospelib_router::entity_cache::{CachePolicy, EntityCache};
+use gospelib_router::http::RouterService;
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
+use serde_json::{Value, json};
+use support::{SDL, products, reviews};
+
+fn redis() -> redis::Client {
+    let urls = StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
+        panic!("these tests need the stack: run scripts/test, or source .stack/run/env\n{error}")
+    });
+    gospelib_kit::stores::redis_client(&urls.redis).unwrap()
+}
+
+/// The reviews subgraph, recording the `upc` of every representation it is asked for.
+struct Recorded {
+    inner: Arc<dyn LocalSubgraph>,
+    asked: Arc<Mutex<Vec<String>>>,
+    requests: Arc<AtomicUsize>,
+    /// Number entity errors as the spec's examples do (`_entities.2.reviews`), which
+    /// async-graphql 7 does not.
+    numbered: bool,
+}
+
+impl LocalSubgraph for Recorded {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if let Some(representations) = request["variables"]["representations"].as_array() {
+            let mut asked = self.asked.lock().unwrap();
+            asked.extend(
+                representations
+                    .iter()
+                    .map(|r| r["upc"].as_str().unwrap_or_default().to_owned()),
+            );
+        }
+        if !self.numbered {
+            return self.inner.execute(request);
+        }
+        Box::pin(async move {
+            let mut response = self.inner.execute(request).await;
+            let nulls: Vec<usize> = response["data"]["_entities"]
+                .as_array()
+                .map(|entities| {
+                    (0..entities.len())
+                        .filter(|&i| entities[i].is_null())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(errors) = response["errors"].as_array_mut() {
+                for (error, index) in errors.iter_mut().zip(nulls) {
+                    if let Some(path) = error["path"].as_array_mut() {
+                        path.insert(1, json!(index));
+                    }
+                }
+            }
+            response
+        })
+    }
+}
+
+/// A router on products and (recorded) reviews, its cache, and what reviews was asked.
+struct Setup {
+    router: Arc<Router>,
+    cache: Arc<EntityCache>,
+    asked: Arc<Mutex<Vec<String>>>,
+    requests: Arc<AtomicUsize>,
+    version_key: String,
+    metrics: gospelib_kit::metrics::Metrics,
+}
+
+impl Setup {
+    fn new(test: &str, policy_of: impl Fn(&str) -> String, sdl: &str) -> Self {
+        let version_key = format!("gl_test_entity:{test}:{}:version", std::process::id());
+        let policy = Arc::new(CachePolicy::parse(&policy_of(&version_key)).unwrap());
+        Self::with_policy(test, policy, sdl, redis(), version_key, false)
+    }
+
+    fn with_policy(
+        test: &str,
+        policy: Arc<CachePolicy>,
+        sdl: &str,
+        redis: redis::Client,
+        version_key: String,
+        numbered: bool,
+    ) -> Self {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let transport = InProcess::default().with("products", products()).with(
+            "reviews",
+            Arc::new(Recorded {
+                inner: reviews(),
+                asked: asked.clone(),
+                requests: requests.clone(),
+                numbered,
+            }),
+        );
+        let prefix = format!("gl_test_entity:{test}:{}", std::process::id());
+        let metrics = gospelib_kit::metrics::Metrics::new("test");
+        let cache = Arc::new(
+            EntityCache::new(redis, &prefix, policy.clone()).with_metrics(metrics.clone()),
+        );
+        let settings = gospelib_router::settings::RouterSettings {
+            cache_policy: policy,
+            ..Default::default()
+        };
+        let router = Router::from_settings(
+            Supergraph::parse(sdl, None).unwrap(),
+            Arc::new(transport),
+            &settings,
+        )
+        .with_entity_cache(cache.clone())
+        .with_internal_secret(gospelib_kit::caller::InternalSecret::new(&[7; 32]).unwrap());
+        Self {
+            router: Arc::new(router),
+            cache,
+            asked,
+            requests,
+            version_key,
+            metrics,
+        }
+    }
+
+    /// Runs `query`; the response body and the upcs reviews was asked for by it.
+    async fn run(&self, query: &str) -> (Value, Vec<String>) {
+        self.asked.lock().unwrap().clear();
+        let response = self
+            .router
+            .execute(&GraphQlRequest {
+                query: query.to_owned(),
+                ..Default::default()
+            })
+            .await;
+        let asked = std::mem::take(&mut *self.asked.lock().unwrap());
+        (response, asked)
+    }
+
+    /// Waits until `count` entries have been stored (stores run in the background).
+    async fn stored(&self, count: u64) {
+        for _ in 0..200 {
+            if self.cache.counts().stores.load(Ordering::SeqCst) >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{count} entries were not stored: {}",
+            self.cache.counts().stores.load(Ordering::SeqCst)
+        );
+    }
+
+    fn set_version(&self, version: &str) {
+        let mut connection = redis().get_connection().unwrap();
+        redis::cmd("SET")
+            .arg(&self.version_key)
+            .arg(version)
+            .arg("EX")
+            .arg(600)
+            .exec(&mut connection)
+            .unwrap();
+    }
+}
+
+fn reviews_cached(version_key: &str) -> String {
+    format!(
+        "[subgraphs.products]\nroot_fields = 30\n\n\
+         [subgraphs.reviews]\nversion_key = \"{version_key}\"\n\n\
+         [subgraphs.reviews.entities]\nProduct = 60\n"
+    )
+}
+
+const THREE: &str = "{ topProducts(first: 3) { name reviews { body } } }";
+
+fn three_expected() -> Value {
+    json!({
+        "data": { "topProducts": [
+            { "name": "Table", "reviews": [{ "body": "review of 1" }] },
+            { "name": "Couch", "reviews": [{ "body": "review of 2" }] },
+            { "name": "Chair", "reviews": null }
+        ]},
+        "errors": [{
+            "message": "reviews of product 3 are unavailable",
+            "locations": [{ "line": 1, "column": 54 }],
+            "path": ["topProducts", 2, "reviews"],
+            "extensions": { "code": "INTERNAL_ERROR" }
+        }]
+    })
+}
+
+fn without_extensions(mut response: Value) -> Value {
+    response.as_object_mut().unwrap().remove("extensions");
+    response
+}
+
+#[tokio::test]
+async fn entities_are_fetched_once_and_a_partial_hit_keeps_its_error() {
+    let setup = Setup::new("partial", reviews_cached, SDL);
+    setup.set_version("v1");
+    let (first, asked) = setup.run(THREE).await;
+    let first = without_extensions(first);
+    assert_eq!(asked, ["1", "2", "3"]);
+    assert_eq!(first["data"], three_expected()["data"], "{first:#}");
+    assert_eq!(
+        first["errors"][0]["path"],
+        json!(["topProducts", 2, "reviews"])
+    );
+    // Products 1 and 2 are stored; product 3 came with an error and is not.
+    setup.stored(2).await;
+
+    let (second, asked) = setup.run(THREE).await;
+    assert_eq!(
+        asked,
+        ["3"],
+        "only the entity the cache does not hold is asked for"
+    );
+    assert_eq!(
+        without_extensions(second),
+        first,
+        "the same answer, errors at the same paths"
+    );
+    assert_eq!(setup.cache.counts().hits.load(Ordering::SeqCst), 2);
+    let rendered = setup.metrics.render();
+    let count = |result: &str| {
+        rendered
+            .lines()
+            .find(|line| {
+                line.starts_with("gospelib_entity_cache_total")
+                    && line.contains(&format!("result=\"{result}\""))
+                    && line.contains("type=\"Product\"")
+            })
+            .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+    };
+    assert_eq!(count("hit").as_deref(), Some("2"), "{rendered}");
+    assert_eq!(count("miss").as_deref(), Some("4"), "{rendered}");
+
+    // Everything held: reviews is not asked at all.
+    let requests = setup.requests.load(Ordering::SeqCst);
+    let (two, asked) = setup
+        .run("{ topProducts(first: 2) { name reviews { body } } }")
+        .await;
+    assert!(asked.is_empty());
+    assert_eq!(setup.requests.load(Ordering::SeqCst), requests);
+    assert_eq!(
+        without_extensions(two),
+        json!({ "data": { "topProducts": [
+            { "name": "Table", "reviews": [{ "body": "review of 1" }] },
+            { "name": "Couch", "reviews": [{ "body": "review of 2" }] }
+        ]}})
+    );
+}
+
+#[tokio::test]
+async fn numbered_entity_errors_are_renumbered_among_all_entities() {
+    let version_key = format!("gl_test_entity:numbered:{}:version", std::process::id());
+    let policy = Arc::new(CachePolicy::parse(&reviews_cached(&version_key)).unwrap());
+    let setup = Setup::with_policy("numbered", policy, SDL, redis(), version_key, true);
+    setup.set_version("v1");
+    let (first, asked) = setup.run(THREE).await;
+    assert_eq!(asked, ["1", "2", "3"]);
+    assert_eq!(
+        first["errors"][0]["path"],
+        json!(["topProducts", 2, "reviews"])
+    );
+    setup.stored(2).await;
+    // Reviews is asked for product 3 alone and numbers its error 0: it is still product 3's.
+    let (second, asked) = setup.run(THREE).await;
+    assert_eq!(asked, ["3"]);
+    assert_eq!(without_extensions(second), without_extensions(first));
+}
+
+#[tokio::test]
+async fn another_selection_is_another_entry() {
+    let setup = Setup::new("selection", reviews_cached, SDL);
+    setup.set_version("v1");
+    setup
+        .run("{ topProducts(first: 2) { reviews { body } } }")
+        .await;
+    setup.stored(2).await;
+    // Another selection of the same entities is another fetch document: not served from the
+    // entries of the one above.
+    let (answer, asked) = setup
+        .run("{ topProducts(first: 2) { reviews { __typename } } }")
+        .await;
+    assert_eq!(asked, ["1", "2"]);
+    assert_eq!(
+        answer["data"]["topProducts"][0]["reviews"],
+        json!([{ "__typename": "Review" }])
+    );
+}
+
+#[tokio::test]
+async fn a_new_content_version_or_supergraph_is_never_served_stale() {
+    let setup = Setup::new("stale", reviews_cached, SDL);
+    setup.set_version("v1");
+    let query = "{ topProducts(first: 2) { reviews { body } } }";
+    setup.run(query).await;
+    setup.stored(2).await;
+    assert!(setup.run(query).await.1.is_empty(), "held at v1");
+
+    // A re-ingest writes a new version: every entry of the old one is a miss.
+    setup.set_version("v2");
+    assert_eq!(setup.run(query).await.1, ["1", "2"]);
+    setup.stored(4).await;
+    assert!(setup.run(query).await.1.is_empty(), "held again, at v2");
+
+    // A new supergraph (here the same subgraphs, another version): misses too.
+    let changed = format!("{SDL}\n# another version\n");
+    setup
+        .router
+        .replace_supergraph(Supergraph::parse(&changed, None).unwrap());
+    assert_eq!(setup.run(query).await.1, ["1", "2"]);
+}
+
+#[tokio::test]
+async fn a_subgraph_the_policy_does_not_name_is_never_cached() {
+    let setup = Setup::new(
+        "unnamed",
+        |_| "[subgraphs.products]\nroot_fields = 30\n".to_owned(),
+        SDL,
+    );
+    let query = "{ topProducts(first: 2) { reviews { body } } }";
+    assert_eq!(setup.run(query).await.1, ["1", "2"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(setup.run(query).await.1, ["1", "2"]);
+    assert_eq!(setup.cache.counts().stores.load(Ordering::SeqCst), 0);
+    assert_eq!(setup.cache.counts().hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn redis_down_costs_nothing() {
+    // Nothing listens on port 1.
+    let version_key = "gl_test_entity:down:version".to_owned();
+    let policy = Arc::new(CachePolicy::parse(&reviews_cached(&version_key)).unwrap());
+    let setup = Setup::with_policy(
+        "down",
+        policy,
+        SDL,
+        redis::Client::open("redis://127.0.0.1:1/").unwrap(),
+        version_key,
+        false,
+    );
+    for _ in 0..2 {
+        let (answer, asked) = setup.run(THREE).await;
+        assert_eq!(asked, ["1", "2", "3"]);
+        assert_eq!(without_extensions(answer)["data"], three_expected()["data"]);
+    }
+}
+
+#[tokio::test]
+async fn responses_say_how_long_they_may_be_kept() {
+    let setup = Setup::new("control", reviews_cached, SDL);
+    let service = RouterService::new(setup.router.clone());
+    let cache_control = |query: &str| {
+        let service = &service;
+        let query = query.to_owned();
+        async move {
+            let response = service.call(async_graphql::Request::new(query)).await;
+            response
+                .headers
+                .iter()
+                .find(|(name, _)| name == "cache-control")
+                .map(|(_, value)| value.to_str().unwrap().to_owned())
+        }
+    };
+    // Products' root fields (30 s) and reviews' entities (60 s): the shorter.
+    assert_eq!(
+        cache_control("{ topProducts(first: 2) { name reviews { body } } }")
+            .await
+            .as_deref(),
+        Some("public, max-age=30")
+    );
+    // A signed-in caller's: only for that caller's client.
+    let signed = setup
+        .router
+        .respond(&GraphQlRequest {
+            query: "{ topProducts(first: 2) { name reviews { body } } }".to_owned(),
+            caller: gospelib_kit::caller::Caller::user(uuid::Uuid::from_u128(7)),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        signed.cache_control.header_value(),
+        "private, max-age=30",
+        "{:?}",
+        signed.errors
+    );
+    // An error: not to be kept.
+    assert_eq!(cache_control(THREE).await.as_deref(), Some("no-store"));
+    // Nothing fetched (the router answers introspection): nothing says it may be kept.
+    assert_eq!(
+        cache_control("{ __schema { queryType { name } } }")
+            .await
+            .as_deref(),
+        Some("no-store")
+    );
+
+    // Reviews not in the policy: what it adds may not be kept, so neither may the response.
+    let unnamed = Setup::new(
+        "control_unnamed",
+        |_| "[subgraphs.products]\nroot_fields = 30\n".to_owned(),
+        SDL,
+    );
+    let service = RouterService::new(unnamed.router.clone());
+    let response = service
+        .call(async_graphql::Request::new(
+            "{ topProducts(first: 2) { reviews { body } } }",
+        ))
+        .await;
+    let header = response
+        .headers
+        .iter()
+        .find(|(name, _)| name == "cache-control")
+        .map(|(_, value)| value.to_str().unwrap().to_owned());
+    assert_eq!(header.as_deref(), Some("no-store"));
+    let response = service
+        .call(async_graphql::Request::new(
+            "{ topProducts(first: 2) { name } }",
+        ))
+        .await;
+    let header = response
+        .headers
+        .iter()
+        .find(|(name, _)| name == "cache-control")
+        .map(|(_, value)| value.to_str().unwrap().to_owned());
+    assert_eq!(header.as_deref(), Some("public, max-age=30"));
+}
