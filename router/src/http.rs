@@ -236,6 +236,32 @@ impl GraphQlService for RouterService {
         })
     }
 
+    /// `@defer`: the primary answer first, then the deferred fragments (see
+    /// [`crate::defer`]).
+    fn call_incremental(
+        &self,
+        request: async_graphql::Request,
+    ) -> BoxFuture<'_, Result<gospelib_kit::multipart::IncrementalResponse, ServiceResponse>> {
+        Box::pin(async move {
+            let (router, request) = self.prepare(request).await?;
+            match router.respond_incremental(&request).await {
+                crate::pipeline::Incremental::Whole(response) => Err(service_response(response)),
+                crate::pipeline::Incremental::Parts {
+                    primary,
+                    first,
+                    rest,
+                } => {
+                    let mut first_response = service_response(primary);
+                    first_response.body = first;
+                    Ok(gospelib_kit::multipart::IncrementalResponse {
+                        first: first_response,
+                        rest: Box::pin(futures_util::stream::once(rest)),
+                    })
+                }
+            }
+        })
+    }
+
     /// A WebSocket connection's credentials (`connection_init`) are checked once when it opens:
     /// refused ones close it (`4403`); each operation on it is checked again as it starts.
     fn accept_connection(

@@ -30,6 +30,7 @@
 
 pub mod apq;
 pub mod authorization;
+pub mod defer;
 pub mod entitlements;
 pub mod entity_cache;
 pub mod execution;

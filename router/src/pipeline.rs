@@ -28,7 +28,10 @@ use crate::validation::{Limits, Problem};
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::plans::Plans;
 
+mod incremental;
 mod subscriptions;
+
+pub use incremental::Incremental;
 
 /// Whether an operation asks for `__schema` or `__type`.
 fn asks_introspection(
@@ -428,6 +431,12 @@ impl Router {
 
     /// Runs one request.
     pub async fn respond(&self, request: &GraphQlRequest) -> Response {
+        self.respond_counting(request, true).await
+    }
+
+    /// Runs one request; `counted`: against the caller's rate limits, and in usage and
+    /// metrics (the full half of a deferred operation is not: its primary half was).
+    async fn respond_counting(&self, request: &GraphQlRequest, counted: bool) -> Response {
         let supergraph = self.supergraph();
         let version = supergraph.version.to_string();
         let started = std::time::Instant::now();
@@ -454,11 +463,14 @@ impl Router {
         // The caller's plan: its scopes and its limits.
         let caller = self.with_plan(&request.caller, &supergraph).await;
         let run = self.run_shared(&caller, &planned, request, &supergraph, deadline);
-        let Some((limiter, subject, allowances)) =
-            self.limits_of(&caller, request.client_address, &planned, &supergraph)
-        else {
+        let limits = self
+            .limits_of(&caller, request.client_address, &planned, &supergraph)
+            .filter(|_| counted);
+        let Some((limiter, subject, allowances)) = limits else {
             let response = run.await;
-            self.record_operation(&planned, request, &response, started);
+            if counted {
+                self.record_operation(&planned, request, &response, started);
+            }
             return response.with_version(version);
         };
         // The limit is checked for every operation. A query whose caller very likely has room

@@ -123,6 +123,11 @@ impl PlanCache {
         Self::with_limits(capacity, Limits::default())
     }
 
+    /// The limits every operation is checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn with_limits(capacity: usize, limits: Limits) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         let cores = std::thread::available_parallelism().map_or(2, usize::from);

@@ -45,6 +45,10 @@ impl fmt::Display for SupergraphVersion {
     }
 }
 
+/// The directive the router adds to every API schema (the incremental delivery RFC's).
+const DEFER_DIRECTIVE: &str = "\"Delivers the fragment's fields after the rest of the response (multipart/mixed).\"\n\
+    directive @defer(label: String, if: Boolean! = true) on FRAGMENT_SPREAD | INLINE_FRAGMENT\n";
+
 /// A parsed, plannable supergraph.
 pub struct Supergraph {
     pub version: SupergraphVersion,
@@ -70,8 +74,28 @@ impl Supergraph {
     pub fn parse(sdl: &str, registry_number: Option<u64>) -> Result<Self, SupergraphError> {
         let document =
             safe_parse_schema(sdl).map_err(|e| SupergraphError::Syntax(e.to_string()))?;
-        let planner = Planner::new_from_supergraph(&document, QueryPlannerOptions::default())
+        let mut planner = Planner::new_from_supergraph(&document, QueryPlannerOptions::default())
             .map_err(|e| SupergraphError::Planner(e.to_string()))?;
+        // The router serves `@defer` itself (see `crate::defer`): clients may use it.
+        if !planner
+            .consumer_schema
+            .document
+            .definitions
+            .iter()
+            .any(|d| matches!(d, graphql_tools::parser::schema::Definition::DirectiveDefinition(d) if d.name == "defer"))
+        {
+            let defer = graphql_tools::parser::schema::parse_schema::<String>(DEFER_DIRECTIVE)
+                .expect("the @defer definition parses")
+                .into_static();
+            let mut document = (*planner.consumer_schema.document).clone();
+            document.definitions.extend(defer.definitions);
+            planner.consumer_schema = std::sync::Arc::new(
+                hive_router_query_planner::consumer_schema::ConsumerSchema {
+                    document: std::sync::Arc::new(document),
+                    hash: planner.consumer_schema.hash,
+                },
+            );
+        }
         let subgraphs: BTreeMap<String, String> = planner
             .supergraph
             .subgraph_endpoint_map

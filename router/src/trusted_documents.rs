@@ -556,6 +556,16 @@ impl GraphQlService for TrustedService {
         }
     }
 
+    fn call_incremental(
+        &self,
+        request: async_graphql::Request,
+    ) -> BoxFuture<'_, Result<gospelib_kit::multipart::IncrementalResponse, ServiceResponse>> {
+        match self.screen(request) {
+            Ok(request) => self.inner.call_incremental(request),
+            Err(refused) => Box::pin(async move { Err(refused) }),
+        }
+    }
+
     fn accept_connection(
         &self,
         headers: ForwardedHeaders,

@@ -106,6 +106,16 @@ pub trait GraphQlService: Send + Sync + 'static {
         })
     }
 
+    /// Answers a request whose operation may defer fragments (`@defer`, for a client that
+    /// accepts `multipart/mixed`): the first payload and the later ones, or the one response
+    /// when nothing is delivered incrementally. By default the whole answer at once.
+    fn call_incremental(
+        &self,
+        request: async_graphql::Request,
+    ) -> BoxFuture<'_, Result<crate::multipart::IncrementalResponse, ServiceResponse>> {
+        Box::pin(async move { Err(self.call(request).await) })
+    }
+
     /// Decides, at a WebSocket's `connection_init` (before `connection_ack`), whether the
     /// connection may go on with the headers it carries (its payload's credentials and the
     /// upgrade request's, see [`crate::ws`]). A refusal closes the socket: `4403: Forbidden`
@@ -240,7 +250,8 @@ pub async fn post(
         let peer = peer.ok().map(|ConnectInfo(address)| address);
         return crate::sse::post(&endpoint, peer, &headers, Ok(body)).await;
     }
-    let Some(media_type) = negotiate(&headers) else {
+    let multipart = crate::multipart::wants_multipart(&headers);
+    let Some(media_type) = negotiate(&headers).or(multipart.then_some(MediaType::Json)) else {
         return not_acceptable();
     };
     let content_type = headers
@@ -279,6 +290,7 @@ pub async fn post(
         &endpoint,
         with_client_address(with_forwarded_headers(request, &headers), peer),
         media_type,
+        multipart,
     )
     .await
 }
@@ -494,7 +506,8 @@ pub async fn get(
         )
             .into_response();
     }
-    let Some(media_type) = negotiate(&headers) else {
+    let multipart = crate::multipart::wants_multipart(&headers);
+    let Some(media_type) = negotiate(&headers).or(multipart.then_some(MediaType::Json)) else {
         return not_acceptable();
     };
     // CSRF prevention: a "simple" GET is one a browser sends cross-site without asking, so
@@ -535,6 +548,7 @@ pub async fn get(
             peer.ok().map(|ConnectInfo(address)| address),
         ),
         media_type,
+        multipart,
     )
     .await
 }
@@ -642,24 +656,42 @@ pub(crate) fn check_query(request: &async_graphql::Request) -> Result<(), &'stat
 /// The service's answer to `request`, its errors counted.
 async fn serve(endpoint: &GraphQlEndpoint, request: async_graphql::Request) -> ServiceResponse {
     let response = endpoint.service.call(request).await;
+    count_errors(endpoint, &response);
+    response
+}
+
+fn count_errors(endpoint: &GraphQlEndpoint, response: &ServiceResponse) {
     for code in &response.error_codes {
         endpoint
             .metrics
             .count_graphql_error(&endpoint.name, code.as_deref());
     }
-    response
 }
 
 async fn execute(
     endpoint: &GraphQlEndpoint,
     request: async_graphql::Request,
     media_type: MediaType,
+    multipart: bool,
 ) -> Response {
     // A persisted query carries its hash instead of its text; the service resolves it.
     if let Err(message) = check_query(&request) {
         return request_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message);
     }
-    let response = serve(endpoint, request).await;
+    let response = if multipart && crate::multipart::may_defer(&request) {
+        match endpoint.service.call_incremental(request).await {
+            Ok(incremental) => {
+                count_errors(endpoint, &incremental.first);
+                return crate::multipart::response(incremental);
+            }
+            Err(response) => {
+                count_errors(endpoint, &response);
+                response
+            }
+        }
+    } else {
+        serve(endpoint, request).await
+    };
     // Under graphql-response+json a request that produced no data at all is a client error.
     let status = if let Some(status) = response.status {
         status

@@ -14,6 +14,7 @@ pub mod graphql_http;
 pub mod live;
 pub mod metrics;
 pub mod migrations;
+pub mod multipart;
 pub mod outbox;
 pub mod plans;
 pub mod redis_link;

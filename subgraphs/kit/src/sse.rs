@@ -52,6 +52,12 @@ const COMPLETE: &[u8] = b"event: complete\ndata:\n\n";
 /// Whether the client asks for an event stream: `accept` lists `text/event-stream` (with a
 /// quality above 0).
 pub fn wants_event_stream(headers: &HeaderMap) -> bool {
+    accepts(headers, EVENT_STREAM)
+}
+
+/// Whether `accept` lists the media type `essence` with a quality above 0.
+pub(crate) fn accepts(headers: &HeaderMap, essence: &str) -> bool {
+    let wanted = essence;
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -60,7 +66,7 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
         .any(|item| {
             let mut parts = item.split(';').map(str::trim);
             let essence = parts.next().unwrap_or("");
-            essence.eq_ignore_ascii_case(EVENT_STREAM)
+            essence.eq_ignore_ascii_case(wanted)
                 && !parts.any(|param| {
                     param
                         .strip_prefix("q=")

@@ -1,0 +1,892 @@
+//! `@defer`: an operation split into what is answered first and what follows. The planner
+//! plans no `Defer` nodes, so the router runs two operations derived from the client's:
+//!
+//! - the **primary** operation, without the deferred fragments (a selection set left empty
+//!   keeps a `__typename` under an alias that is removed from the answer);
+//! - the **full** operation, with `@defer` removed, whose data and errors give each deferred
+//!   fragment its payload. Each deferred fragment carries a marker (`_glDefer<i>: __typename`),
+//!   so an object the fragment applied to is known even when its type condition names an
+//!   interface or union.
+//!
+//! Both run concurrently; the primary answer is sent as soon as it is ready, then one payload
+//! with every deferred fragment (in the format of the incremental delivery RFC that Apollo
+//! Client reads: `incremental` items with `data`, `path`, `label` and their own `errors`).
+//! A fragment's errors stay in its payload. `@defer(if: false)` (or a variable that is false)
+//! defers nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use graphql_tools::parser::query::{
+    Definition, Document, Field, FragmentDefinition, OperationDefinition, Selection, SelectionSet,
+    TypeCondition,
+};
+use serde_json::{Map, Value, json};
+
+type Doc = Document<'static, String>;
+type Set = SelectionSet<'static, String>;
+type Directives = Vec<graphql_tools::parser::query::Directive<'static, String>>;
+
+/// The alias of the `__typename` a selection set left empty by the split keeps.
+const EMPTY_MARKER: &str = "_glDeferEmpty";
+/// The prefix of every alias this module adds.
+const MARKER_PREFIX: &str = "_glDefer";
+
+/// One deferred fragment where it sits.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub label: Option<String>,
+    /// The response keys from the root to the object the fragment applies to.
+    pub path: Vec<String>,
+    /// Inside another deferred fragment: its objects are found in the full answer only.
+    pub nested: bool,
+    /// The alias of the `__typename` the fragment carries in the full operation: present in
+    /// an object when the fragment applied to it.
+    marker: String,
+    /// The fragment's selections.
+    selections: Set,
+}
+
+/// An operation with deferred fragments, split.
+#[derive(Debug)]
+pub struct Split {
+    /// The operation without the deferred fragments.
+    pub primary: String,
+    /// The operation with `@defer` removed (and the markers).
+    pub full: String,
+    pub deferred: Vec<Deferred>,
+    fragments: BTreeMap<String, FragmentDefinition<'static, String>>,
+}
+
+/// Whether `directives` defer, and its label: `@defer` whose `if` is not false.
+fn deferring(
+    directives: &Directives,
+    variables: &Map<String, Value>,
+    defaults: &BTreeMap<String, bool>,
+) -> Option<Option<String>> {
+    use graphql_tools::parser::query::Value as Literal;
+    let defer = directives.iter().find(|d| d.name == "defer")?;
+    let mut label = None;
+    for (name, value) in &defer.arguments {
+        match (name.as_str(), value) {
+            ("if", Literal::Boolean(false)) => return None,
+            ("if", Literal::Variable(variable)) => {
+                let on = match variables.get(variable) {
+                    Some(Value::Bool(on)) => *on,
+                    _ => defaults.get(variable).copied().unwrap_or(true),
+                };
+                if !on {
+                    return None;
+                }
+            }
+            ("label", Literal::String(text)) => label = Some(text.clone()),
+            _ => {}
+        }
+    }
+    Some(label)
+}
+
+/// Splits the operation `operation_name` selects; `None` when nothing in it is deferred (or
+/// it cannot be read: running it whole then reports why).
+pub fn split(
+    query: &str,
+    operation_name: Option<&str>,
+    variables: &Map<String, Value>,
+    max_tokens: usize,
+) -> Option<Split> {
+    if !query.contains("@defer") {
+        return None;
+    }
+    let document: Doc =
+        graphql_tools::parser::query::parse_query_with_token_limit::<String>(query, max_tokens)
+            .ok()?
+            .into_static();
+    let mut operations = document.definitions.iter().filter_map(|d| match d {
+        Definition::Operation(operation) => Some(operation),
+        Definition::Fragment(_) => None,
+    });
+    let operation = match operation_name {
+        Some(name) => operations.find(|o| operation_name_of(o) == Some(name))?,
+        None => {
+            let first = operations.next()?;
+            if operations.next().is_some() {
+                return None;
+            }
+            first
+        }
+    };
+    // Mutations run once, whole: their fields are never executed twice.
+    let (OperationDefinition::Query(_) | OperationDefinition::SelectionSet(_)) = operation else {
+        return None;
+    };
+    let fragments: BTreeMap<String, FragmentDefinition<'static, String>> = document
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Fragment(fragment) => Some((fragment.name.clone(), fragment.clone())),
+            Definition::Operation(_) => None,
+        })
+        .collect();
+    let defaults: BTreeMap<String, bool> = variable_definitions(operation)
+        .iter()
+        .filter_map(|v| match &v.default_value {
+            Some(graphql_tools::parser::query::Value::Boolean(on)) => Some((v.name.clone(), *on)),
+            _ => None,
+        })
+        .collect();
+    let decide = |directives: &Directives| deferring(directives, variables, &defaults);
+
+    // Each deferred fragment gets its marker, once per place it is written: a deferred named
+    // fragment becomes an inline fragment on its type holding the spread and the marker.
+    let types: BTreeMap<String, String> = fragments
+        .iter()
+        .map(|(name, f)| {
+            let TypeCondition::On(on) = &f.type_condition;
+            (name.clone(), on.clone())
+        })
+        .collect();
+    let mut counter = 0;
+    let mut operation = operation.clone();
+    mark(
+        selection_set_mut(&mut operation),
+        &types,
+        &decide,
+        &mut counter,
+    );
+    let mut fragments = fragments;
+    for fragment in fragments.values_mut() {
+        mark(&mut fragment.selection_set, &types, &decide, &mut counter);
+    }
+    if counter == 0 {
+        return None;
+    }
+
+    let mut finder = Finder {
+        fragments: &fragments,
+        found: Vec::new(),
+        visiting: Vec::new(),
+        budget: WALK_BUDGET,
+    };
+    finder.walk(selection_set(&operation), &mut Vec::new(), false);
+    let deferred = finder.found;
+    // Past the budget (fragments that double at each level), the operation runs whole: the
+    // router's limits then judge it as they judge any other.
+    if deferred.is_empty() || finder.budget == 0 {
+        return None;
+    }
+
+    // The full operation: `@defer` removed, the markers kept.
+    let mut full_operation = operation.clone();
+    let mut full_fragments = fragments.clone();
+    without_defers(selection_set_mut(&mut full_operation));
+    for fragment in full_fragments.values_mut() {
+        without_defers(&mut fragment.selection_set);
+    }
+    let full = print(full_operation, &full_fragments);
+
+    // The primary operation: the deferred fragments removed.
+    let mut primary_operation = operation;
+    let mut primary_fragments = fragments.clone();
+    for fragment in primary_fragments.values_mut() {
+        remove_deferred(&mut fragment.selection_set);
+    }
+    remove_deferred(selection_set_mut(&mut primary_operation));
+    let primary = print(primary_operation, &primary_fragments);
+
+    Some(Split {
+        primary,
+        full,
+        deferred,
+        fragments,
+    })
+}
+
+fn operation_name_of<'o>(operation: &'o OperationDefinition<'static, String>) -> Option<&'o str> {
+    match operation {
+        OperationDefinition::Query(q) => q.name.as_deref(),
+        OperationDefinition::Mutation(m) => m.name.as_deref(),
+        OperationDefinition::Subscription(s) => s.name.as_deref(),
+        OperationDefinition::SelectionSet(_) => None,
+    }
+}
+
+fn variable_definitions<'o>(
+    operation: &'o OperationDefinition<'static, String>,
+) -> &'o [graphql_tools::parser::query::VariableDefinition<'static, String>] {
+    match operation {
+        OperationDefinition::Query(q) => &q.variable_definitions,
+        OperationDefinition::Mutation(m) => &m.variable_definitions,
+        OperationDefinition::Subscription(s) => &s.variable_definitions,
+        OperationDefinition::SelectionSet(_) => &[],
+    }
+}
+
+fn selection_set<'o>(operation: &'o OperationDefinition<'static, String>) -> &'o Set {
+    match operation {
+        OperationDefinition::Query(q) => &q.selection_set,
+        OperationDefinition::Mutation(m) => &m.selection_set,
+        OperationDefinition::Subscription(s) => &s.selection_set,
+        OperationDefinition::SelectionSet(set) => set,
+    }
+}
+
+fn selection_set_mut<'o>(operation: &'o mut OperationDefinition<'static, String>) -> &'o mut Set {
+    match operation {
+        OperationDefinition::Query(q) => &mut q.selection_set,
+        OperationDefinition::Mutation(m) => &mut m.selection_set,
+        OperationDefinition::Subscription(s) => &mut s.selection_set,
+        OperationDefinition::SelectionSet(set) => set,
+    }
+}
+
+/// Finds the deferred fragments (marked inline fragments) at each place they apply, in
+/// document order (an enclosing one before those inside it).
+struct Finder<'f> {
+    fragments: &'f BTreeMap<String, FragmentDefinition<'static, String>>,
+    found: Vec<Deferred>,
+    /// The named fragments being walked (a cycle is invalid: not walked twice).
+    visiting: Vec<String>,
+    /// Selections still to be visited; 0: the walk gave up.
+    budget: usize,
+}
+
+/// The most selections the search for deferred fragments visits (named fragments are walked
+/// at every place they are spread).
+const WALK_BUDGET: usize = 20_000;
+
+impl Finder<'_> {
+    fn walk(&mut self, set: &Set, path: &mut Vec<String>, nested: bool) {
+        for item in &set.items {
+            if self.budget == 0 {
+                return;
+            }
+            self.budget -= 1;
+            match item {
+                Selection::Field(field) => {
+                    path.push(response_key(field).to_owned());
+                    self.walk(&field.selection_set, path, nested);
+                    path.pop();
+                }
+                Selection::InlineFragment(fragment) => {
+                    let marker = marker_of(&fragment.selection_set);
+                    if let Some(marker) = &marker {
+                        self.found.push(Deferred {
+                            label: label_of(&fragment.directives),
+                            path: path.clone(),
+                            nested,
+                            marker: marker.clone(),
+                            selections: fragment.selection_set.clone(),
+                        });
+                    }
+                    self.walk(&fragment.selection_set, path, nested || marker.is_some());
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.fragment_name;
+                    if self.visiting.contains(name) {
+                        continue;
+                    }
+                    let Some(definition) = self.fragments.get(name) else {
+                        continue;
+                    };
+                    self.visiting.push(name.clone());
+                    self.walk(&definition.selection_set, path, nested);
+                    self.visiting.pop();
+                }
+            }
+        }
+    }
+}
+
+/// The marker a deferred inline fragment holds (`None`: not deferred).
+fn marker_of(set: &Set) -> Option<String> {
+    set.items.iter().find_map(|item| match item {
+        Selection::Field(field) => field
+            .alias
+            .as_deref()
+            .filter(|a| is_marker(a))
+            .map(str::to_owned),
+        _ => None,
+    })
+}
+
+fn is_marker(alias: &str) -> bool {
+    alias.starts_with(MARKER_PREFIX) && alias != EMPTY_MARKER
+}
+
+fn label_of(directives: &Directives) -> Option<String> {
+    let defer = directives.iter().find(|d| d.name == "defer")?;
+    defer
+        .arguments
+        .iter()
+        .find_map(|(name, value)| match value {
+            graphql_tools::parser::query::Value::String(text) if name == "label" => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+}
+
+fn response_key<'f>(field: &'f Field<'static, String>) -> &'f str {
+    field.alias.as_deref().unwrap_or(&field.name)
+}
+
+/// A `__typename` under `alias`.
+fn typename_as(alias: String) -> Selection<'static, String> {
+    Selection::Field(Field {
+        position: Default::default(),
+        alias: Some(alias),
+        name: "__typename".to_owned(),
+        arguments: Vec::new(),
+        directives: Vec::new(),
+        selection_set: SelectionSet {
+            span: Default::default(),
+            items: Vec::new(),
+        },
+    })
+}
+
+fn without_defer(directives: &mut Directives) {
+    directives.retain(|d| d.name != "defer");
+}
+
+/// Marks each deferred fragment of `set` (inline, or a named one wrapped in an inline
+/// fragment on its type) with `_glDefer<n>: __typename`; a `@defer` that defers nothing is
+/// dropped.
+fn mark(
+    set: &mut Set,
+    types: &BTreeMap<String, String>,
+    decide: &dyn Fn(&Directives) -> Option<Option<String>>,
+    counter: &mut usize,
+) {
+    for item in &mut set.items {
+        match item {
+            Selection::Field(field) => mark(&mut field.selection_set, types, decide, counter),
+            Selection::InlineFragment(fragment) => {
+                mark(&mut fragment.selection_set, types, decide, counter);
+                if decide(&fragment.directives).is_some() {
+                    fragment
+                        .selection_set
+                        .items
+                        .push(typename_as(format!("{MARKER_PREFIX}{counter}")));
+                    *counter += 1;
+                } else {
+                    without_defer(&mut fragment.directives);
+                }
+            }
+            Selection::FragmentSpread(spread) => {
+                let type_name = types.get(&spread.fragment_name);
+                match (decide(&spread.directives), type_name) {
+                    (Some(_), Some(type_name)) => {
+                        // `...F @defer(label: "l")` → `... on T @defer(label: "l") { ...F marker }`.
+                        let directives = std::mem::take(&mut spread.directives);
+                        let (defer, others): (Directives, Directives) =
+                            directives.into_iter().partition(|d| d.name == "defer");
+                        spread.directives = others;
+                        let inner = Selection::FragmentSpread(spread.clone());
+                        let marker = typename_as(format!("{MARKER_PREFIX}{counter}"));
+                        *counter += 1;
+                        *item = Selection::InlineFragment(
+                            graphql_tools::parser::query::InlineFragment {
+                                position: Default::default(),
+                                type_condition: Some(TypeCondition::On(type_name.clone())),
+                                directives: defer,
+                                selection_set: SelectionSet {
+                                    span: Default::default(),
+                                    items: vec![inner, marker],
+                                },
+                            },
+                        );
+                    }
+                    _ => without_defer(&mut spread.directives),
+                }
+            }
+        }
+    }
+}
+
+/// Removes every `@defer` (the markers stay).
+fn without_defers(set: &mut Set) {
+    for item in &mut set.items {
+        match item {
+            Selection::Field(field) => without_defers(&mut field.selection_set),
+            Selection::InlineFragment(fragment) => {
+                without_defer(&mut fragment.directives);
+                without_defers(&mut fragment.selection_set);
+            }
+            Selection::FragmentSpread(spread) => without_defer(&mut spread.directives),
+        }
+    }
+}
+
+/// Removes the deferred (marked) fragments; a selection set left empty keeps a `__typename`
+/// under [`EMPTY_MARKER`].
+fn remove_deferred(set: &mut Set) {
+    set.items.retain(|item| match item {
+        Selection::InlineFragment(fragment) => marker_of(&fragment.selection_set).is_none(),
+        _ => true,
+    });
+    for item in &mut set.items {
+        let inner = match item {
+            Selection::Field(field) if !field.selection_set.items.is_empty() => {
+                &mut field.selection_set
+            }
+            Selection::InlineFragment(fragment) => &mut fragment.selection_set,
+            _ => continue,
+        };
+        remove_deferred(inner);
+    }
+    if set.items.is_empty() {
+        set.items.push(typename_as(EMPTY_MARKER.to_owned()));
+    }
+}
+
+/// The operation with the fragments it still uses, and only the variables it still uses.
+fn print(
+    mut operation: OperationDefinition<'static, String>,
+    fragments: &BTreeMap<String, FragmentDefinition<'static, String>>,
+) -> String {
+    let mut used_fragments = BTreeSet::new();
+    let mut used_variables = BTreeSet::new();
+    collect_uses(
+        selection_set(&operation),
+        fragments,
+        &mut used_fragments,
+        &mut used_variables,
+    );
+    let keep = |definitions: &mut Vec<
+        graphql_tools::parser::query::VariableDefinition<'static, String>,
+    >| definitions.retain(|v| used_variables.contains(&v.name));
+    match &mut operation {
+        OperationDefinition::Query(q) => keep(&mut q.variable_definitions),
+        OperationDefinition::Mutation(m) => keep(&mut m.variable_definitions),
+        OperationDefinition::Subscription(s) => keep(&mut s.variable_definitions),
+        OperationDefinition::SelectionSet(_) => {}
+    }
+    let mut document: Doc = Document {
+        definitions: vec![Definition::Operation(operation)],
+    };
+    for (name, fragment) in fragments {
+        if used_fragments.contains(name) {
+            document
+                .definitions
+                .push(Definition::Fragment(fragment.clone()));
+        }
+    }
+    document.to_string()
+}
+
+fn collect_uses(
+    set: &Set,
+    fragments: &BTreeMap<String, FragmentDefinition<'static, String>>,
+    used_fragments: &mut BTreeSet<String>,
+    used_variables: &mut BTreeSet<String>,
+) {
+    for item in &set.items {
+        match item {
+            Selection::Field(field) => {
+                for (_, value) in &field.arguments {
+                    variables_in(value, used_variables);
+                }
+                directive_variables(&field.directives, used_variables);
+                collect_uses(
+                    &field.selection_set,
+                    fragments,
+                    used_fragments,
+                    used_variables,
+                );
+            }
+            Selection::InlineFragment(fragment) => {
+                directive_variables(&fragment.directives, used_variables);
+                collect_uses(
+                    &fragment.selection_set,
+                    fragments,
+                    used_fragments,
+                    used_variables,
+                );
+            }
+            Selection::FragmentSpread(spread) => {
+                directive_variables(&spread.directives, used_variables);
+                if used_fragments.insert(spread.fragment_name.clone())
+                    && let Some(definition) = fragments.get(&spread.fragment_name)
+                {
+                    directive_variables(&definition.directives, used_variables);
+                    collect_uses(
+                        &definition.selection_set,
+                        fragments,
+                        used_fragments,
+                        used_variables,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn directive_variables(directives: &Directives, used: &mut BTreeSet<String>) {
+    for directive in directives {
+        for (_, value) in &directive.arguments {
+            variables_in(value, used);
+        }
+    }
+}
+
+fn variables_in(
+    value: &graphql_tools::parser::query::Value<'static, String>,
+    used: &mut BTreeSet<String>,
+) {
+    use graphql_tools::parser::query::Value as Literal;
+    match value {
+        Literal::Variable(name) => {
+            used.insert(name.clone());
+        }
+        Literal::List(items) => items.iter().for_each(|item| variables_in(item, used)),
+        Literal::Object(fields) => fields.iter().for_each(|(_, item)| variables_in(item, used)),
+        _ => {}
+    }
+}
+
+/// The primary answer's `data` as the client asked for it: the placeholders of emptied
+/// selection sets removed.
+pub fn clean_primary(data: &mut Value) {
+    match data {
+        Value::Object(object) => {
+            object.remove(EMPTY_MARKER);
+            object.values_mut().for_each(clean_primary);
+        }
+        Value::Array(items) => items.iter_mut().for_each(clean_primary),
+        _ => {}
+    }
+}
+
+/// The deferred fragments' payloads: for each fragment, at each object of its path it
+/// applied to, its fields from the full answer, with the full answer's errors under them.
+pub fn incremental_items(
+    split: &Split,
+    primary_data: &Value,
+    full_data: &Value,
+    full_errors: &[Value],
+) -> Vec<Value> {
+    let mut items = Vec::new();
+    for deferred in &split.deferred {
+        let marker = &deferred.marker;
+        let base = if deferred.nested {
+            full_data
+        } else {
+            primary_data
+        };
+        let mut paths = Vec::new();
+        concrete_paths(base, &deferred.path, &mut Vec::new(), &mut paths);
+        let keys = top_keys(&deferred.selections, &split.fragments);
+        for path in paths {
+            let at = value_at(full_data, &path);
+            let errors: Vec<Value> = full_errors
+                .iter()
+                .filter(|error| error_under(error, &path, &keys))
+                .cloned()
+                .collect();
+            let data = match at {
+                Some(Value::Object(object)) if object.contains_key(marker) => {
+                    let mut out = Map::new();
+                    project_into(
+                        object,
+                        &deferred.selections,
+                        &split.fragments,
+                        &mut out,
+                        &mut Vec::new(),
+                    );
+                    Value::Object(out)
+                }
+                // The fragment does not apply to this object.
+                Some(Value::Object(_)) => continue,
+                // An error in the fragment nulled this object (or more).
+                _ if !errors.is_empty() => Value::Null,
+                _ => continue,
+            };
+            let mut item = json!({ "data": data, "path": path });
+            if let Some(label) = &deferred.label {
+                item["label"] = json!(label);
+            }
+            if !errors.is_empty() {
+                item["errors"] = Value::Array(errors);
+            }
+            items.push(item);
+        }
+    }
+    items
+}
+
+/// Every concrete path (keys and list indices) `keys` leads to through `value`'s objects.
+fn concrete_paths(value: &Value, keys: &[String], at: &mut Vec<Value>, out: &mut Vec<Vec<Value>>) {
+    match value {
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                at.push(json!(index));
+                concrete_paths(item, keys, at, out);
+                at.pop();
+            }
+        }
+        Value::Object(object) => match keys.split_first() {
+            None => out.push(at.clone()),
+            Some((key, rest)) => {
+                if let Some(child) = object.get(key) {
+                    at.push(json!(key));
+                    concrete_paths(child, rest, at, out);
+                    at.pop();
+                }
+            }
+        },
+        _ => {}
+    }
+}
+
+fn value_at<'v>(value: &'v Value, path: &[Value]) -> Option<&'v Value> {
+    path.iter().try_fold(value, |current, step| match step {
+        Value::String(key) => current.get(key),
+        Value::Number(index) => current.get(index.as_u64()? as usize),
+        _ => None,
+    })
+}
+
+/// Whether `error` is at or under one of `keys` of the object at `path`.
+fn error_under(error: &Value, path: &[Value], keys: &BTreeSet<String>) -> bool {
+    let Some(error_path) = error.get("path").and_then(Value::as_array) else {
+        return false;
+    };
+    error_path.len() > path.len()
+        && error_path[..path.len()] == *path
+        && error_path[path.len()]
+            .as_str()
+            .is_some_and(|key| keys.contains(key))
+}
+
+/// The response keys a fragment selects at its own level (through fragments not deferred).
+fn top_keys(
+    set: &Set,
+    fragments: &BTreeMap<String, FragmentDefinition<'static, String>>,
+) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut stack = vec![set];
+    let mut seen = BTreeSet::new();
+    while let Some(set) = stack.pop() {
+        for item in &set.items {
+            match item {
+                Selection::Field(field) => {
+                    keys.insert(response_key(field).to_owned());
+                }
+                Selection::InlineFragment(fragment)
+                    if marker_of(&fragment.selection_set).is_none() =>
+                {
+                    stack.push(&fragment.selection_set)
+                }
+                Selection::FragmentSpread(spread) => {
+                    if seen.insert(spread.fragment_name.clone())
+                        && let Some(definition) = fragments.get(&spread.fragment_name)
+                    {
+                        stack.push(&definition.selection_set);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    keys
+}
+
+/// Copies into `out` what `set` selects of `object` (fragments deferred inside it are their
+/// own payloads: left out).
+fn project_into(
+    object: &Map<String, Value>,
+    set: &Set,
+    fragments: &BTreeMap<String, FragmentDefinition<'static, String>>,
+    out: &mut Map<String, Value>,
+    visiting: &mut Vec<String>,
+) {
+    for item in &set.items {
+        match item {
+            Selection::Field(field) => {
+                let key = response_key(field);
+                if field.alias.as_deref().is_some_and(is_marker) {
+                    continue;
+                }
+                let Some(value) = object.get(key) else {
+                    continue;
+                };
+                let projected = if field.selection_set.items.is_empty() {
+                    value.clone()
+                } else {
+                    project_value(value, &field.selection_set, fragments, visiting)
+                };
+                match out.get_mut(key) {
+                    Some(existing) => deep_merge(existing, projected),
+                    None => {
+                        out.insert(key.to_owned(), projected);
+                    }
+                }
+            }
+            Selection::InlineFragment(fragment) if marker_of(&fragment.selection_set).is_none() => {
+                project_into(object, &fragment.selection_set, fragments, out, visiting)
+            }
+            Selection::FragmentSpread(spread) => {
+                if visiting.contains(&spread.fragment_name) {
+                    continue;
+                }
+                if let Some(definition) = fragments.get(&spread.fragment_name) {
+                    visiting.push(spread.fragment_name.clone());
+                    project_into(object, &definition.selection_set, fragments, out, visiting);
+                    visiting.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn project_value(
+    value: &Value,
+    set: &Set,
+    fragments: &BTreeMap<String, FragmentDefinition<'static, String>>,
+    visiting: &mut Vec<String>,
+) -> Value {
+    match value {
+        Value::Object(object) => {
+            let mut out = Map::new();
+            project_into(object, set, fragments, &mut out, visiting);
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| project_value(item, set, fragments, visiting))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn deep_merge(target: &mut Value, source: Value) {
+    match (target, source) {
+        (Value::Object(target), Value::Object(source)) => {
+            for (key, value) in source {
+                match target.get_mut(&key) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        target.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(target), Value::Array(source)) if target.len() == source.len() => {
+            for (existing, value) in target.iter_mut().zip(source) {
+                deep_merge(existing, value);
+            }
+        }
+        (target, source) => *target = source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_of(query: &str) -> Split {
+        split(query, None, &Map::new(), 10_000).expect("deferred")
+    }
+
+    #[test]
+    fn nothing_deferred_is_not_split() {
+        assert!(split("{ a }", None, &Map::new(), 100).is_none());
+        assert!(split("{ a ... @defer(if: false) { b } }", None, &Map::new(), 100).is_none());
+        let off: Map<String, Value> = [("on".to_owned(), json!(false))].into_iter().collect();
+        assert!(
+            split(
+                "query($on: Boolean!) { a ... @defer(if: $on) { b } }",
+                None,
+                &off,
+                100
+            )
+            .is_none()
+        );
+        // Mutations run whole.
+        assert!(split("mutation { a ... @defer { b } }", None, &Map::new(), 100).is_none());
+    }
+
+    #[test]
+    fn the_primary_loses_the_deferred_fragment_and_what_only_it_used() {
+        let split = split_of(
+            "query Q($id: ID!, $n: Int) { item(id: $id) { name ...More @defer(label: \"more\") } } \
+             fragment More on Item { related(first: $n) { name } }",
+        );
+        assert_eq!(split.deferred.len(), 1);
+        assert_eq!(split.deferred[0].label.as_deref(), Some("more"));
+        assert_eq!(split.deferred[0].path, ["item"]);
+        assert!(!split.primary.contains("More"), "{}", split.primary);
+        assert!(!split.primary.contains("$n"), "{}", split.primary);
+        assert!(split.full.contains("related(first: $n)"), "{}", split.full);
+        assert!(!split.full.contains("@defer"), "{}", split.full);
+        assert!(
+            split.full.contains("_glDefer0: __typename"),
+            "{}",
+            split.full
+        );
+    }
+
+    #[test]
+    fn fragments_that_double_at_each_level_are_not_walked_to_the_end() {
+        let mut query = String::from("{ a { ...F0 ... @defer { b } } }");
+        for level in 0..30 {
+            query.push_str(&format!(
+                " fragment F{level} on T {{ x ...F{next} ...F{next} }}",
+                next = level + 1
+            ));
+        }
+        query.push_str(" fragment F30 on T { x }");
+        // 2^30 places: the split gives up at once, and the operation runs whole.
+        assert!(split(&query, None, &Map::new(), 100_000).is_none());
+    }
+
+    #[test]
+    fn a_fragment_on_another_type_sends_nothing_for_that_object() {
+        let split =
+            split_of("{ node { id ... on A @defer { a } ... on B @defer(label: \"b\") { b } } }");
+        assert!(split.full.contains("... on A {"), "{}", split.full);
+        let primary = json!({ "node": { "id": 1 } });
+        let full = json!({ "node": { "id": 1, "b": 2, "_glDefer1": "B" } });
+        let items = incremental_items(&split, &primary, &full, &[]);
+        assert_eq!(
+            Value::Array(items),
+            json!([{ "data": { "b": 2 }, "path": ["node"], "label": "b" }])
+        );
+    }
+
+    #[test]
+    fn an_emptied_selection_keeps_a_placeholder_the_answer_loses() {
+        let split = split_of("{ item { ... @defer { name } } }");
+        assert!(
+            split.primary.contains("_glDeferEmpty: __typename"),
+            "{}",
+            split.primary
+        );
+        let mut data = json!({ "item": { "_glDeferEmpty": "Item" } });
+        clean_primary(&mut data);
+        assert_eq!(data, json!({ "item": {} }));
+    }
+
+    #[test]
+    fn payloads_follow_lists_and_keep_their_errors() {
+        let split = split_of("{ items { id ... @defer(label: \"slow\") { slow } } }");
+        let primary = json!({ "items": [{ "id": 1 }, { "id": 2 }] });
+        let full = json!({ "items": [
+            { "id": 1, "slow": "a", "_glDefer0": "Item" },
+            { "id": 2, "slow": null, "_glDefer0": "Item" }
+        ]});
+        let errors = [json!({ "message": "boom", "path": ["items", 1, "slow"] })];
+        let items = incremental_items(&split, &primary, &full, &errors);
+        assert_eq!(
+            Value::Array(items),
+            json!([
+                { "data": { "slow": "a" }, "path": ["items", 0], "label": "slow" },
+                { "data": { "slow": null }, "path": ["items", 1], "label": "slow",
+                  "errors": [{ "message": "boom", "path": ["items", 1, "slow"] }] }
+            ])
+        );
+    }
+}

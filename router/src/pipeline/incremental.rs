@@ -1,0 +1,112 @@
+//! `@defer` through the router: the operation split (see [`crate::defer`]), its full half
+//! started at once in its own task, its primary half answered first, then one payload with
+//! every deferred fragment. Only the primary half counts against the caller's rate limits
+//! and in usage; a primary half that is refused (or a client that goes away) stops the full
+//! half.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::{GraphQlRequest, Response, Router};
+use crate::defer;
+
+/// The answer to a request that may defer part of its operation.
+pub enum Incremental {
+    /// Nothing deferred, or refused before it ran: one response.
+    Whole(Response),
+    /// The first payload (its response, for the headers, and its body with `hasNext: true`),
+    /// then the last (the deferred fragments' payloads, `hasNext: false`).
+    Parts {
+        primary: Response,
+        first: Vec<u8>,
+        rest: crate::transport::BoxFuture<'static, Vec<u8>>,
+    },
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Router {
+    /// Runs one request, delivering its deferred fragments after the rest.
+    pub async fn respond_incremental(self: &Arc<Self>, request: &GraphQlRequest) -> Incremental {
+        let split = defer::split(
+            &request.query,
+            request.operation_name.as_deref(),
+            &request.variables,
+            self.plans.limits().max_tokens,
+        );
+        let Some(split) = split else {
+            return Incremental::Whole(self.respond(request).await);
+        };
+        let full_request = GraphQlRequest {
+            query: split.full.clone(),
+            ..request.clone()
+        };
+        let router = self.clone();
+        let full = AbortOnDrop(tokio::spawn(async move {
+            router.respond_counting(&full_request, false).await
+        }));
+        let primary_request = GraphQlRequest {
+            query: split.primary.clone(),
+            ..request.clone()
+        };
+        let primary = self.respond(&primary_request).await;
+        let Some(data) = primary.data.as_deref() else {
+            // Refused (invalid, rate limited…): the full half is dropped, and aborted.
+            return Incremental::Whole(primary);
+        };
+        let mut primary_data: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
+        defer::clean_primary(&mut primary_data);
+        let mut first = Map::new();
+        first.insert("data".to_owned(), primary_data.clone());
+        if !primary.errors.is_empty() {
+            first.insert("errors".to_owned(), Value::Array(primary.errors.clone()));
+        }
+        first.insert(
+            "extensions".to_owned(),
+            json!({ "supergraphVersion": primary.supergraph_version }),
+        );
+        first.insert("hasNext".to_owned(), Value::Bool(true));
+        let first = serde_json::to_vec(&first).expect("JSON values serialise");
+        let rest = Box::pin(async move {
+            let mut full = full;
+            let last = match (&mut full.0).await {
+                Ok(full) => last_payload(&split, &primary_data, &full),
+                Err(error) => {
+                    tracing::error!(%error, "the deferred half of an operation failed");
+                    json!({
+                        "hasNext": false,
+                        "errors": [{
+                            "message": crate::INTERNAL_MESSAGE,
+                            "extensions": { "code": "INTERNAL_ERROR" }
+                        }]
+                    })
+                }
+            };
+            serde_json::to_vec(&last).expect("JSON values serialise")
+        });
+        Incremental::Parts {
+            primary,
+            first,
+            rest,
+        }
+    }
+}
+
+/// The payload with every deferred fragment, from the full half's answer.
+fn last_payload(split: &defer::Split, primary_data: &Value, full: &Response) -> Value {
+    let Some(data) = full.data.as_deref() else {
+        // The full half was refused although the primary half ran: its errors say why.
+        return json!({ "hasNext": false, "errors": full.errors });
+    };
+    let full_data: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
+    let items = defer::incremental_items(split, primary_data, &full_data, &full.errors);
+    json!({ "incremental": items, "hasNext": false })
+}

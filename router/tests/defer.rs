@@ -1,0 +1,251 @@
+//! `@defer` through the router over HTTP, on really composed subgraphs (products; reviews,
+//! which resolves `Product.reviews` as entities): `multipart/mixed` parts byte for byte, the
+//! primary part sent before the deferred fields' subgraph has answered, errors kept in their
+//! deferred part, labels and paths through lists, named fragments, `if: false`, and the whole
+//! answer at once for clients that do not accept multipart.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_kit::server::AppSpec;
+use gospelib_router::http::RouterService;
+use gospelib_router::pipeline::Router;
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
+use serde_json::{Value, json};
+use support::{SDL, products, reviews, start};
+use tokio::sync::Semaphore;
+
+const MULTIPART: &str = "multipart/mixed;deferSpec=20220824, application/json";
+const PART: &str = "\r\ncontent-type: application/json; charset=utf-8\r\n\r\n";
+
+/// Reviews, answering only when the test lets it (one permit per request).
+struct Gated {
+    inner: Arc<dyn LocalSubgraph>,
+    gate: Arc<Semaphore>,
+}
+
+impl LocalSubgraph for Gated {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            self.gate.acquire().await.unwrap().forget();
+            self.inner.execute(request).await
+        })
+    }
+}
+
+/// A router over products and (gated) reviews, served over HTTP; its URL and version.
+async fn router(gate: Arc<Semaphore>) -> (String, String, tokio::sync::oneshot::Sender<()>) {
+    let transport = InProcess::default().with("products", products()).with(
+        "reviews",
+        Arc::new(Gated {
+            inner: reviews(),
+            gate,
+        }),
+    );
+    let router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport));
+    let version = router.supergraph().version.to_string();
+    let (url, stop) = start(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(RouterService::new(Arc::new(router)))),
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+        extra_routes: None,
+        public_routes: None,
+        edge: Default::default(),
+    })
+    .await;
+    (format!("{url}/graphql"), version, stop)
+}
+
+async fn post(url: &str, accept: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("accept", accept)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The parts of a multipart body, as JSON, checking the framing on the way.
+fn parts(body: &str) -> Vec<Value> {
+    let inner = body
+        .strip_prefix("\r\n---")
+        .and_then(|b| b.strip_suffix("--\r\n"))
+        .unwrap_or_else(|| panic!("not framed as multipart/mixed: {body:?}"));
+    inner
+        .split_terminator("\r\n---")
+        .map(|part| {
+            let json = part
+                .strip_prefix(PART)
+                .unwrap_or_else(|| panic!("a part without its header: {part:?}"));
+            serde_json::from_str(json).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_primary_part_comes_before_the_deferred_subgraph_answers() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (url, version, _stop) = router(gate.clone()).await;
+    let query =
+        r#"{ topProducts(first: 2) { name ... @defer(label: "reviews") { reviews { body } } } }"#;
+    let mut response = post(&url, MULTIPART, json!({ "query": query })).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "multipart/mixed; boundary=\"-\"; deferSpec=20220824"
+    );
+    // Reviews has not answered (it cannot): the first part is already here.
+    let mut received = Vec::new();
+    while !String::from_utf8_lossy(&received).contains("\"hasNext\":true}\r\n---") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("the primary part did not wait for the deferred fields")
+            .unwrap()
+            .expect("the body ended early");
+        received.extend_from_slice(&chunk);
+    }
+    gate.add_permits(10);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received.extend_from_slice(&chunk);
+    }
+    let body = String::from_utf8(received).unwrap();
+    let first = format!(
+        "{{\"data\":{{\"topProducts\":[{{\"name\":\"Table\"}},{{\"name\":\"Couch\"}}]}},\
+         \"extensions\":{{\"supergraphVersion\":\"{version}\"}},\"hasNext\":true}}"
+    );
+    let last = "{\"incremental\":[\
+        {\"data\":{\"reviews\":[{\"body\":\"review of 1\"}]},\"path\":[\"topProducts\",0],\"label\":\"reviews\"},\
+        {\"data\":{\"reviews\":[{\"body\":\"review of 2\"}]},\"path\":[\"topProducts\",1],\"label\":\"reviews\"}],\
+        \"hasNext\":false}";
+    assert_eq!(
+        body,
+        format!("\r\n---{PART}{first}\r\n---{PART}{last}\r\n-----\r\n")
+    );
+}
+
+#[tokio::test]
+async fn errors_in_a_deferred_part_stay_in_that_part() {
+    let gate = Arc::new(Semaphore::new(1000));
+    let (url, _version, _stop) = router(gate).await;
+    let query = "{ topProducts(first: 3) { name ... @defer { reviews { body } } } }";
+    let response = post(&url, MULTIPART, json!({ "query": query })).await;
+    let parts = parts(&response.text().await.unwrap());
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].get("errors").is_none(), "{:#}", parts[0]);
+    assert_eq!(
+        parts[0]["data"],
+        json!({ "topProducts": [{ "name": "Table" }, { "name": "Couch" }, { "name": "Chair" }] })
+    );
+    let items = parts[1]["incremental"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(
+        items[0]["data"],
+        json!({ "reviews": [{ "body": "review of 1" }] })
+    );
+    assert!(items[0].get("errors").is_none() && items[0].get("label").is_none());
+    assert_eq!(items[2]["path"], json!(["topProducts", 2]));
+    assert_eq!(items[2]["data"], json!({ "reviews": null }));
+    assert_eq!(
+        items[2]["errors"][0]["path"],
+        json!(["topProducts", 2, "reviews"])
+    );
+    assert_eq!(
+        items[2]["errors"][0]["message"],
+        "reviews of product 3 are unavailable"
+    );
+    assert_eq!(parts[1]["hasNext"], false);
+}
+
+#[tokio::test]
+async fn a_named_fragment_deferred_with_its_own_variable() {
+    let gate = Arc::new(Semaphore::new(1000));
+    let (url, _version, _stop) = router(gate).await;
+    let query = "query Q($first: Int) { topProducts(first: $first) { upc ...Reviews @defer(label: \"r\") } } \
+                 fragment Reviews on Product { reviews { body } }";
+    let response = post(
+        &url,
+        MULTIPART,
+        json!({ "query": query, "operationName": "Q", "variables": { "first": 1 } }),
+    )
+    .await;
+    let parts = parts(&response.text().await.unwrap());
+    assert_eq!(parts[0]["data"], json!({ "topProducts": [{ "upc": "1" }] }));
+    assert_eq!(
+        parts[1]["incremental"],
+        json!([{ "data": { "reviews": [{ "body": "review of 1" }] }, "path": ["topProducts", 0], "label": "r" }])
+    );
+}
+
+#[tokio::test]
+async fn nothing_deferred_or_multipart_not_accepted_is_one_answer() {
+    let gate = Arc::new(Semaphore::new(1000));
+    let (url, _version, _stop) = router(gate).await;
+    let expected =
+        json!({ "topProducts": [{ "name": "Table", "reviews": [{ "body": "review of 1" }] }] });
+    // `if: false` defers nothing.
+    let query = "{ topProducts(first: 1) { name ... @defer(if: false) { reviews { body } } } }";
+    let response = post(&url, MULTIPART, json!({ "query": query })).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"], expected);
+    // A client that does not accept multipart gets everything at once.
+    let query = "{ topProducts(first: 1) { name ... @defer { reviews { body } } } }";
+    let response = post(&url, "application/json", json!({ "query": query })).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"], expected);
+    assert!(body.get("hasNext").is_none());
+    // An invalid operation is refused as one answer too.
+    let response = post(
+        &url,
+        MULTIPART,
+        json!({ "query": "{ topProducts { nope ... @defer { name } } }" }),
+    )
+    .await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION_ERROR");
+    // `@defer` where it may not be.
+    let response = post(
+        &url,
+        "application/json",
+        json!({ "query": "{ topProducts @defer { name } }" }),
+    )
+    .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION_ERROR");
+}
+
+#[tokio::test]
+async fn introspection_shows_defer() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (url, _version, _stop) = router(gate).await;
+    let response = post(
+        &url,
+        "application/json",
+        json!({ "query": "{ __schema { directives { name locations args { name } } } }" }),
+    )
+    .await;
+    let body: Value = response.json().await.unwrap();
+    let defer = body["data"]["__schema"]["directives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "defer")
+        .cloned()
+        .expect("@defer is in the API schema");
+    assert_eq!(
+        defer["locations"],
+        json!(["FRAGMENT_SPREAD", "INLINE_FRAGMENT"])
+    );
+    assert_eq!(
+        defer["args"],
+        json!([{ "name": "label" }, { "name": "if" }])
+    );
+}
