@@ -9,6 +9,10 @@
 //! view is asked warm (content from its Redis cache) 2,000 times. Prints p50, p99 and max, and
 //! per request: the study subgraph's SQL statements and content's FalkorDB queries.
 //!
+//! Then the reader's notes page (`me { notes, highlights }` with each one's verses: study
+//! answers passage references, content resolves them as entities) with the router's entity
+//! cache off and on: latency and the cache's hit rate.
+//!
 //! `cargo bench -p gospelib --bench reading_view` (with the stack's variables).
 
 use std::sync::Arc;
@@ -41,6 +45,14 @@ const READING_VIEW: &str = r#"query ReadingView {
       myHighlights { id color }
       myNotes { id text version range { startId endId } }
     }
+  }
+}"#;
+
+/// The reader's notes page: their notes and highlights with the verses they are on.
+const NOTES_PAGE: &str = r#"query NotesPage {
+  me {
+    notes(first: 20) { nodes { id text passage { id reference text } } }
+    highlights(first: 50) { nodes { id color passage { id reference text } } }
   }
 }"#;
 
@@ -115,17 +127,42 @@ fn main() {
                 secret.clone(),
             ))))
         };
-        let transport = InProcess::default()
-            .with("content", guarded(content.executor))
-            .with("study", guarded(study.clone()));
+        let accounts = gospelib_accounts::schema::subgraph(&clients);
+        let transport = Arc::new(
+            InProcess::default()
+                .with("content", guarded(content.executor))
+                .with("study", guarded(study.clone()))
+                .with("accounts", guarded(accounts.executor)),
+        );
         let sdl = include_str!("../../schema/supergraph.graphql");
-        let router = Router::new(Supergraph::parse(sdl, None).unwrap(), Arc::new(transport))
+        let router = Router::new(Supergraph::parse(sdl, None).unwrap(), transport.clone())
             .with_internal_secret(secret.clone());
+        let policy = Arc::new(gospelib_router::entity_cache::CachePolicy::built_in());
+        let entity_cache = Arc::new(gospelib_router::entity_cache::EntityCache::new(
+            clients.redis.clone(),
+            &format!("gl_bench_entity:{}", std::process::id()),
+            policy.clone(),
+        ));
+        let cached_router = Router::from_settings(
+            Supergraph::parse(sdl, None).unwrap(),
+            transport,
+            &gospelib_router::settings::RouterSettings {
+                cache_policy: policy,
+                ..Default::default()
+            },
+        )
+        .with_internal_secret(secret.clone())
+        .with_entity_cache(entity_cache.clone());
 
-        let reader = Caller::user(user_id_for_clerk(&format!(
-            "user_bench_{}",
-            uuid::Uuid::new_v4().simple()
-        )));
+        let clerk_id = format!("user_bench_{}", uuid::Uuid::new_v4().simple());
+        let reader = Caller::user(user_id_for_clerk(&clerk_id));
+        sqlx::query("INSERT INTO accounts.users (id, clerk_id, email) VALUES ($1, $2, $3)")
+            .bind(reader.user_id.unwrap())
+            .bind(&clerk_id)
+            .bind(format!("{clerk_id}@example.com"))
+            .execute(&clients.postgres)
+            .await
+            .unwrap();
         let probe = ask(&router, &reader, READING_VIEW).await;
         let verses = probe["data"]["chapter"]["verses"]
             .as_array()
@@ -213,6 +250,55 @@ fn main() {
             println!(
                 "warm, one at a time, {name}: n={RUNS} p50={:.3} ms p99={:.3} ms max={:.3} ms; \
                  per request: {sql:.2} study SQL statements, {graph:.2} FalkorDB queries",
+                ms(percentile(&samples, 0.50)),
+                ms(percentile(&samples, 0.99)),
+                ms(*samples.last().unwrap()),
+            );
+        }
+
+        // The notes page, entity cache off then on.
+        let page = ask(&router, &reader, NOTES_PAGE).await;
+        assert!(page.get("errors").is_none(), "{page}");
+        let notes = page["data"]["me"]["notes"]["nodes"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let highlights = page["data"]["me"]["highlights"]["nodes"]
+            .as_array()
+            .map_or(0, Vec::len);
+        println!("notes page: {notes} notes and {highlights} highlights, each with its verse");
+        for (name, router) in [
+            ("entity cache off", &router),
+            ("entity cache on", &cached_router),
+        ] {
+            for _ in 0..WARMUP {
+                ask(router, &reader, NOTES_PAGE).await;
+            }
+            let counts = entity_cache.counts();
+            let ordering = std::sync::atomic::Ordering::Relaxed;
+            let (hits_before, misses_before) =
+                (counts.hits.load(ordering), counts.misses.load(ordering));
+            let graph_before = content_service.graph_queries();
+            let mut samples = Vec::with_capacity(RUNS);
+            for _ in 0..RUNS {
+                let started = Instant::now();
+                let answer = ask(router, &reader, NOTES_PAGE).await;
+                samples.push(started.elapsed());
+                assert_eq!(answer, page);
+            }
+            let hits = counts.hits.load(ordering) - hits_before;
+            let misses = counts.misses.load(ordering) - misses_before;
+            let graph = (content_service.graph_queries() - graph_before) as f64 / RUNS as f64;
+            samples.sort();
+            let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+            let rate = if hits + misses == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", 100.0 * hits as f64 / (hits + misses) as f64)
+            };
+            println!(
+                "warm, one at a time, notes page, {name}: n={RUNS} p50={:.3} ms p99={:.3} ms \
+                 max={:.3} ms; entity cache hit rate {rate} ({hits} hits, {misses} misses); \
+                 {graph:.2} FalkorDB queries per request",
                 ms(percentile(&samples, 0.50)),
                 ms(percentile(&samples, 0.99)),
                 ms(*samples.last().unwrap()),
