@@ -51,7 +51,7 @@ const READING_VIEW: &str = r#"query ReadingView {
 /// The reader's notes page: their notes and highlights with the verses they are on.
 const NOTES_PAGE: &str = r#"query NotesPage {
   me {
-    notes(first: 20) { nodes { id text passage { id reference text } } }
+    notes(first: 20) { nodes { id text range { start { id reference text } end { id reference text } } } }
     highlights(first: 50) { nodes { id color passage { id reference text } } }
   }
 }"#;
