@@ -151,6 +151,17 @@ fn client_address(
 }
 
 impl RouterService {
+    /// The 401 for credentials the router refuses, if `headers` carry such: what a request
+    /// refused for another reason before identity was checked answers first.
+    pub async fn credential_refusal(
+        &self,
+        headers: Option<&ForwardedHeaders>,
+    ) -> Option<ServiceResponse> {
+        let error = self.identity.identify(headers).await.err()?;
+        let version = self.router.supergraph().version.to_string();
+        Some(identity_refusal(&error, &version))
+    }
+
     /// What every way of asking shares: the caller's credentials checked, the router that
     /// serves it chosen (the partner contract's for partners), a persisted query looked up.
     /// The refusal is the whole answer.
@@ -184,6 +195,7 @@ impl RouterService {
             .extensions
             .get("persistedQuery")
             .and_then(|v| serde_json::to_value(v).ok());
+        let by_get = gospelib_kit::graphql_http::arrived_by_get(&request);
         let mut query = request.query;
         let refused = match (&extension, &self.persisted) {
             (None, _) => None,
@@ -211,6 +223,15 @@ impl RouterService {
         if query.trim().is_empty() {
             let response = refusal("missing the `query` field", "INVALID_REQUEST", &version);
             return Err(service_response(response));
+        }
+        // A GET may name a persisted mutation by its hash: found only now, refused like any
+        // other mutation over GET.
+        if extension.is_some() && by_get {
+            let mut resolved = async_graphql::Request::new(query.clone());
+            resolved.operation_name = request.operation_name.clone();
+            if gospelib_kit::graphql_http::is_mutation(&resolved) {
+                return Err(gospelib_kit::graphql_http::mutation_over_get());
+            }
         }
         Ok((
             router,

@@ -521,6 +521,19 @@ impl TrustedService {
         }
     }
 
+    /// The answer to a request the trusted documents refuse: the 401 first when its
+    /// credentials are bad too (a client must learn to sign in again before anything else).
+    async fn refusal(
+        &self,
+        headers: Option<ForwardedHeaders>,
+        refused: ServiceResponse,
+    ) -> ServiceResponse {
+        self.inner
+            .credential_refusal(headers.as_ref())
+            .await
+            .unwrap_or(refused)
+    }
+
     fn refused(&self, refusal: &Refusal) -> ServiceResponse {
         let version = self.inner.router.supergraph().version.to_string();
         let mut response = ServiceResponse::from_json(&json!({
@@ -540,9 +553,10 @@ impl TrustedService {
 
 impl GraphQlService for TrustedService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
+        let headers = ForwardedHeaders::of(&request).cloned();
         match self.screen(request) {
             Ok(request) => self.inner.call(request),
-            Err(refused) => Box::pin(async move { refused }),
+            Err(refused) => Box::pin(self.refusal(headers, refused)),
         }
     }
 
@@ -550,9 +564,10 @@ impl GraphQlService for TrustedService {
         &self,
         request: async_graphql::Request,
     ) -> BoxFuture<'_, Result<ServiceStream, ServiceResponse>> {
+        let headers = ForwardedHeaders::of(&request).cloned();
         match self.screen(request) {
             Ok(request) => self.inner.subscribe(request),
-            Err(refused) => Box::pin(async move { Err(refused) }),
+            Err(refused) => Box::pin(async move { Err(self.refusal(headers, refused).await) }),
         }
     }
 
@@ -560,9 +575,10 @@ impl GraphQlService for TrustedService {
         &self,
         request: async_graphql::Request,
     ) -> BoxFuture<'_, Result<gospelib_kit::multipart::IncrementalResponse, ServiceResponse>> {
+        let headers = ForwardedHeaders::of(&request).cloned();
         match self.screen(request) {
             Ok(request) => self.inner.call_incremental(request),
-            Err(refused) => Box::pin(async move { Err(refused) }),
+            Err(refused) => Box::pin(async move { Err(self.refusal(headers, refused).await) }),
         }
     }
 

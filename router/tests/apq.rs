@@ -153,6 +153,28 @@ async fn over_http_by_post_and_get() {
         .await
         .unwrap();
     assert_eq!(body["data"], json!({"topProducts": [{"name": "Table"}]}));
+
+    // A mutation registered by POST may not be run by its hash over GET (a link or an image
+    // tag could then change data): 405, as for a mutation's text over GET.
+    let mutation = format!("mutation {{ rename(id: \"{}\") }}", std::process::id());
+    let mutation_hash = hash_of(&mutation);
+    let mutation_extensions =
+        json!({"persistedQuery": {"version": 1, "sha256Hash": mutation_hash}});
+    http.post(format!("{base}/graphql"))
+        .json(&json!({"query": mutation, "extensions": mutation_extensions}))
+        .send()
+        .await
+        .unwrap();
+    let response = http
+        .get(format!("{base}/graphql"))
+        .header("apollo-require-preflight", "true")
+        .query(&[("extensions", mutation_extensions.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_REQUEST");
 }
 
 #[tokio::test]

@@ -161,6 +161,20 @@ impl LocalSubgraph for Local<ReviewsSchema> {
 struct Harness {
     router: Arc<Router>,
     books: broadcast::Sender<Book>,
+    metrics: gospelib_kit::metrics::Metrics,
+}
+
+impl Harness {
+    /// The open-subscriptions gauge's value, as `/metrics` shows it.
+    fn open_gauge(&self) -> String {
+        let rendered = self.metrics.render();
+        rendered
+            .lines()
+            .find(|line| line.starts_with("gospelib_router_subscriptions_open"))
+            .and_then(|line| line.rsplit(' ').next())
+            .unwrap_or_default()
+            .to_owned()
+    }
 }
 
 fn composed(books: &BooksSchema, reviews: &ReviewsSchema) -> &'static str {
@@ -202,14 +216,17 @@ fn harness(max_subscriptions_per_caller: usize) -> Harness {
         max_subscriptions_per_caller,
         ..RouterSettings::default()
     };
+    let metrics = gospelib_kit::metrics::Metrics::new("test");
     let router = Router::from_settings(
         Supergraph::parse(supergraph, None).unwrap(),
         Arc::new(transport),
         &settings,
-    );
+    )
+    .with_metrics(metrics.clone());
     Harness {
         router: Arc::new(router),
         books,
+        metrics,
     }
 }
 
@@ -350,8 +367,14 @@ async fn a_dropped_subscription_gives_its_place_back_and_stops_listening() {
     harness.books.send(book("7", "history")).unwrap();
     wait_until(|| harness.router.open_subscriptions() == 1).await;
     wait_until(|| harness.books.receiver_count() == 1).await;
+    assert_eq!(harness.open_gauge(), "1");
     let _third = harness.subscribe(SUBSCRIPTION, json!({})).await;
     assert_eq!(harness.router.open_subscriptions(), 2);
+    assert_eq!(
+        harness.open_gauge(),
+        "2",
+        "the refused one was never counted"
+    );
 }
 
 #[tokio::test]

@@ -141,6 +141,17 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
         "only the apps' registered operations are accepted here"
     );
     assert!(body.get("data").is_none(), "{body}");
+    // Bad credentials are told first: a client must sign in again before anything else.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .header("authorization", "Bearer not-a-token")
+        .json(&json!({ "query": LATER }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(code(&body), "UNAUTHORIZED", "{body}");
 
     // A broken file is refused (the manifest in force stays); a good one is swapped in.
     std::fs::write(&file, "{ not json").unwrap();

@@ -44,10 +44,15 @@ pub(super) struct Subscriptions {
 struct Slot {
     open: Arc<Mutex<HashMap<String, usize>>>,
     subject: String,
+    /// Where the number of open subscriptions is exported.
+    metrics: Option<gospelib_kit::metrics::Metrics>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.count_open_subscriptions(-1);
+        }
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = open.get_mut(&self.subject) {
             *count -= 1;
@@ -73,16 +78,24 @@ impl Subscriptions {
     }
 
     /// A slot for one more subscription of `subject`, unless it holds its maximum already.
-    fn reserve(&self, subject: String) -> Option<Slot> {
+    fn reserve(
+        &self,
+        subject: String,
+        metrics: Option<&gospelib_kit::metrics::Metrics>,
+    ) -> Option<Slot> {
         let mut open = self.open.lock().expect("subscription count lock");
         let count = open.entry(subject.clone()).or_default();
         if *count >= self.max_per_caller {
             return None;
         }
         *count += 1;
+        if let Some(metrics) = metrics {
+            metrics.count_open_subscriptions(1);
+        }
         Some(Slot {
             open: self.open.clone(),
             subject,
+            metrics: metrics.cloned(),
         })
     }
 
@@ -127,7 +140,10 @@ impl Router {
         }
         let slot = self
             .subscriptions
-            .reserve(subject_of(&caller, request.client_address))
+            .reserve(
+                subject_of(&caller, request.client_address),
+                self.metrics.as_ref(),
+            )
             .ok_or_else(|| {
                 refusal(vec![json!({
                     "message": format!(

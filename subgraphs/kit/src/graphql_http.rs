@@ -541,6 +541,9 @@ pub async fn get(
             "mutations are only accepted over POST",
         );
     }
+    // A persisted query's document is only known to the service: it checks it again.
+    let mut request = request;
+    request.data.insert(ArrivedByGet);
     execute(
         &endpoint,
         with_client_address(
@@ -627,9 +630,32 @@ fn request_from_params(params: GetParams) -> Result<async_graphql::Request, Stri
     Ok(request)
 }
 
+/// Marks a request that arrived as a `GET`: a service that resolves the document itself (a
+/// persisted query's hash) must refuse a mutation it finds (see [`is_mutation`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivedByGet;
+
+/// Whether `request` arrived as a `GET`.
+pub fn arrived_by_get(request: &async_graphql::Request) -> bool {
+    request
+        .data
+        .get(&std::any::TypeId::of::<ArrivedByGet>())
+        .is_some()
+}
+
+/// The answer to a mutation that arrived as a `GET` (only `POST` may change anything).
+pub fn mutation_over_get() -> ServiceResponse {
+    let mut response = ServiceResponse::from_json(&serde_json::json!({"errors": [{
+        "message": "mutations are only accepted over POST",
+        "extensions": {"code": ErrorCode::InvalidRequest.as_str()}
+    }]}));
+    response.status = Some(StatusCode::METHOD_NOT_ALLOWED);
+    response
+}
+
 /// Whether the operation the request selects is a mutation (unparsable documents are left to
 /// the executor, which reports them as GraphQL errors).
-fn is_mutation(request: &async_graphql::Request) -> bool {
+pub fn is_mutation(request: &async_graphql::Request) -> bool {
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
         return false;
     };

@@ -2,7 +2,8 @@
 //! GraphQL errors returned per subgraph and code. `/metrics` renders them as Prometheus text.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds: sub-millisecond resolution for cached reads, up to 10 s.
@@ -24,6 +25,7 @@ pub struct Metrics {
     shared_operations: IntCounter,
     operations: HistogramVec,
     entity_cache: IntCounterVec,
+    subscriptions_open: IntGauge,
 }
 
 impl Metrics {
@@ -109,6 +111,11 @@ impl Metrics {
             &["subgraph", "type", "result"],
         )
         .expect("valid metric");
+        let subscriptions_open = IntGauge::new(
+            "router_subscriptions_open",
+            "Subscriptions open through the router (all callers, all protocols)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(server_errors.clone()),
@@ -120,6 +127,7 @@ impl Metrics {
             Box::new(shared_operations.clone()),
             Box::new(operations.clone()),
             Box::new(entity_cache.clone()),
+            Box::new(subscriptions_open.clone()),
         ] {
             registry
                 .register(collector)
@@ -137,7 +145,13 @@ impl Metrics {
             shared_operations,
             operations,
             entity_cache,
+            subscriptions_open,
         }
+    }
+
+    /// One router subscription opened (`1`) or ended (`-1`).
+    pub fn count_open_subscriptions(&self, change: i64) {
+        self.subscriptions_open.add(change);
     }
 
     /// Counts one router entity cache lookup.
