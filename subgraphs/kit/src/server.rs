@@ -388,6 +388,15 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
+    // Long-lived connections (WebSockets, which the HTTP server no longer tracks once
+    // upgraded) learn of the shutdown through this and close themselves cleanly.
+    let draining = Draining {
+        signal: draining_rx.clone(),
+        open: Arc::new(()),
+    };
+    let open = draining.open.clone();
+    let watching = draining.signal.clone();
+    let app = app.layer(axum::Extension(draining));
     // Each request knows its connection's address (anonymous rate limits are keyed by it).
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app)
@@ -401,11 +410,45 @@ pub async fn serve(
         let _ = draining_rx.wait_for(|draining| *draining).await;
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
+    tokio::pin!(deadline);
+    let result = tokio::select! {
         result = server => result,
-        () = deadline => {
+        () = &mut deadline => {
             tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping");
-            Ok(())
+            return Ok(());
+        }
+    };
+    if !*watching.borrow() {
+        return result;
+    }
+    // The HTTP requests are done; long-lived connections finish closing within the grace.
+    let closed = async {
+        while Arc::strong_count(&open) > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        () = closed => {}
+        () = &mut deadline => {
+            tracing::warn!(?grace, "long-lived connections still open after the grace period; stopping");
+        }
+    }
+    result
+}
+
+/// What a long-lived connection holds to learn that the server is shutting down; while any
+/// connection holds one, [`serve`] waits (within its grace period) before returning.
+#[derive(Clone)]
+pub struct Draining {
+    signal: tokio::sync::watch::Receiver<bool>,
+    open: Arc<()>,
+}
+
+impl Draining {
+    /// Completes when the server starts shutting down (never, if it is dropped first).
+    pub async fn started(&mut self) {
+        if self.signal.wait_for(|draining| *draining).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

@@ -99,6 +99,8 @@ pub mod close_code {
     pub const KEEP_ALIVE_TIMEOUT: u16 = 1011;
     /// `1013: Try Again Later`: the credentials cannot be checked now.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// `1001: Going Away`: the server is shutting down (clients reconnect, to another pod).
+    pub const GOING_AWAY: u16 = 1001;
 }
 
 /// A `graphql-transport-ws` message, either way (`type` tells which). The router's client
@@ -238,6 +240,7 @@ pub async fn get(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     State(endpoint): State<Arc<GraphQlEndpoint>>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+    draining: Option<axum::Extension<crate::server::Draining>>,
     headers: HeaderMap,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
@@ -276,7 +279,10 @@ pub async fn get(
                     .await;
                     return;
                 }
-                Session::new(endpoint, http_headers, peer).run(socket).await;
+                let draining = draining.map(|axum::Extension(draining)| draining);
+                Session::new(endpoint, http_headers, peer)
+                    .run(socket, draining)
+                    .await;
             }
             .instrument(span)
         })
@@ -408,7 +414,17 @@ impl Session {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    /// Serves the connection until either side ends it, or the server shuts down (`draining`):
+    /// then it closes `1001 Going Away`, which clients reconnect after (to another pod).
+    async fn run(mut self, mut socket: WebSocket, draining: Option<crate::server::Draining>) {
+        let mut draining = draining;
+        let shutting_down = async {
+            match &mut draining {
+                Some(draining) => draining.started().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(shutting_down);
         let settings = self.endpoint.subscriptions.clone();
         let init_deadline = tokio::time::sleep(settings.init_timeout);
         tokio::pin!(init_deadline);
@@ -444,6 +460,10 @@ impl Session {
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.on_joined(joined)
                 }
+                () = &mut shutting_down => Step::Close(
+                    close_code::GOING_AWAY,
+                    "the server is shutting down".to_owned(),
+                ),
             };
             match step {
                 Step::Nothing => {}

@@ -335,6 +335,29 @@ async fn queries_and_mutations_are_one_next_then_complete_and_request_errors_are
 }
 
 #[tokio::test]
+async fn a_server_shutting_down_closes_each_websocket_going_away() {
+    let (server, live) = server().await;
+    let mut client = Client::ready(&server).await;
+    let channel = channel("shutdown");
+    client.subscribe("1", EVENTS, json!({"c": channel})).await;
+    until_subscribed(&live, &channel).await;
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::GOING_AWAY,
+            "the server is shutting down".to_owned()
+        )
+    );
+    // Its grace is 10 s: it returns as soon as the socket is closed, not at the end of it.
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve returns once its WebSockets are closed")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn subscribing_before_the_acknowledgement_is_4401() {
     let (server, _) = server().await;
     let mut client = Client::connect(&server).await;
