@@ -438,13 +438,26 @@ impl Router {
     /// metrics (the full half of a deferred operation is not: its primary half was).
     async fn respond_counting(&self, request: &GraphQlRequest, counted: bool) -> Response {
         let supergraph = self.supergraph();
-        let version = supergraph.version.to_string();
         let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
         let planned = match self.plan(&supergraph, request).await {
             Ok(planned) => planned,
-            Err(errors) => return Response::refusal(errors, version),
+            Err(errors) => return Response::refusal(errors, supergraph.version.to_string()),
         };
+        self.respond_planned(request, supergraph, planned, counted, started)
+            .await
+    }
+
+    /// Runs one request whose operation is planned (for `supergraph`) already.
+    async fn respond_planned(
+        &self,
+        request: &GraphQlRequest,
+        supergraph: Arc<Supergraph>,
+        planned: Arc<Planned>,
+        counted: bool,
+        started: std::time::Instant,
+    ) -> Response {
+        let version = supergraph.version.to_string();
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
         if planned.is_subscription() {
             let error = json!({
                 "message": "subscriptions are served over WebSocket (graphql-transport-ws) or \

@@ -427,6 +427,14 @@ async fn queries_sent_as_subscriptions_get_one_answer_and_subscriptions_need_a_s
             json!({"data": {"book": {"title": "Book 9", "reviews": [{"body": "a review of 9"}]}}})
         ]
     );
+    // Planned once: one plan cache lookup.
+    let rendered = harness.metrics.render();
+    let lookups: u64 = rendered
+        .lines()
+        .filter(|line| line.starts_with("gospelib_plan_cache_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(lookups, 1, "{rendered}");
     let refused = harness
         .router
         .respond(&request(SUBSCRIPTION, json!({})))

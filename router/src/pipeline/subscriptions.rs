@@ -126,7 +126,11 @@ impl Router {
         let refusal = |errors: Vec<Value>| Response::refusal(errors, version.clone());
         let planned = self.plan(&supergraph, &request).await.map_err(refusal)?;
         if !planned.is_subscription() {
-            let response = self.respond(&request).await;
+            // A query or mutation over a streaming protocol: one result (planned once).
+            let started = std::time::Instant::now();
+            let response = self
+                .respond_planned(&request, supergraph, planned, true, started)
+                .await;
             return Ok(Box::pin(futures_util::stream::once(async { response })));
         }
         let caller = self.with_plan(&request.caller, &supergraph).await;
