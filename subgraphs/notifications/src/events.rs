@@ -1,0 +1,370 @@
+//! The platform's events made into notifications: notifications consumes the accounts
+//! subgraph's user events (`gl:events:users`) and billing's events (`gl:events:billing`), each
+//! with the consumer group `notifications`, through [`gospelib_kit::streams`] (at least once,
+//! pending entries claimed, poison entries dead-lettered).
+//!
+//! An entry is `event_id <uuid> type <type> payload <json>` (the kit outbox's shape; the
+//! payload repeats `event_id` and `type` and always has `user_id`). By type:
+//!
+//! | type | effect | dedupe key |
+//! |---|---|---|
+//! | `user.created` | a welcome notification (`account`) | `welcome:<user>` |
+//! | `user.deleted` | the user's notifications, deliveries and preferences erased | (idempotent) |
+//! | `trial.started` | "your trial has started" (`subscription`), with `plan` and `trial_end` | `event:<event_id>` |
+//! | `payment.failed` | "your payment failed" (`subscription`), with `amount_cents`, `currency` | `event:<event_id>` |
+//! | `trial.ending` | "your trial ends soon" (`subscription`), with `plan`, `trial_end` | `event:<event_id>` |
+//!
+//! Other types are acknowledged without effect. (Billing publishes no `trial.ending` yet: the
+//! handler is ready for a job that will.) An event applied twice finds its dedupe key taken
+//! and makes nothing; an event about a user already erased makes nothing either. A malformed
+//! entry of a handled type is [`HandlerError::Reject`] (dead-lettered at once); a failure of
+//! PostgreSQL is [`HandlerError::Retry`] (the entry stays pending and is retried).
+
+use gospelib_kit::stores::PgPool;
+use gospelib_kit::streams::{
+    ConsumerSettings, ConsumerStats, Handler, HandlerError, StreamEntry, run_consumer,
+};
+use serde_json::Value;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::store::{Erased, NewNotification, NotificationRow, Store};
+
+/// The stream of user events (the accounts outbox).
+pub const USERS_STREAM: &str = "gl:events:users";
+
+/// The stream of billing events (the billing outbox).
+pub const BILLING_STREAM: &str = "gl:events:billing";
+
+/// Notifications' consumer group on both streams.
+pub const GROUP: &str = "notifications";
+
+/// The welcome notification.
+pub const WELCOME_TITLE: &str = "Welcome to GospeLib";
+pub const WELCOME_BODY: &str = "Your study space is ready: highlight verses, write notes on \
+                                passages and keep track of your reading.";
+
+/// How one events consumer reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsSettings {
+    /// The stream, group, consumer name and their timings.
+    pub consumer: ConsumerSettings,
+}
+
+impl EventsSettings {
+    /// The consumer `consumer` (one name per process and stream, e.g. from the pod's name) of
+    /// the group `notifications` on `gl:events:users`, with the default timings.
+    pub fn users(consumer: impl Into<String>) -> Self {
+        Self {
+            consumer: ConsumerSettings::new(USERS_STREAM, GROUP, consumer),
+        }
+    }
+
+    /// The same on `gl:events:billing`.
+    pub fn billing(consumer: impl Into<String>) -> Self {
+        Self {
+            consumer: ConsumerSettings::new(BILLING_STREAM, GROUP, consumer),
+        }
+    }
+}
+
+/// What handling one entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// A notification was put in the user's inbox.
+    Notified(Box<NotificationRow>),
+    /// The event's notification exists already (or its user was erased): nothing changed.
+    AlreadyApplied,
+    /// The user's data was erased.
+    Erased { user_id: Uuid, erased: Erased },
+    /// Not an event notifications acts on.
+    Ignored,
+}
+
+/// The handler of user and billing events (one type for both streams: the `type` tells them
+/// apart).
+#[derive(Clone)]
+pub struct EventsHandler {
+    store: Store,
+}
+
+fn reject(reason: impl Into<String>) -> HandlerError {
+    HandlerError::Reject(reason.into())
+}
+
+/// An entry's payload and the ids every handled event needs.
+struct Parsed {
+    payload: Value,
+    user_id: Uuid,
+    event_id: Option<Uuid>,
+}
+
+fn parse(entry: &StreamEntry) -> Result<Parsed, HandlerError> {
+    let payload: Value = entry
+        .field("payload")
+        .and_then(|payload| serde_json::from_str(payload).ok())
+        .filter(Value::is_object)
+        .ok_or_else(|| reject("the payload is not a JSON object"))?;
+    let uuid = |value: Option<&str>| value.and_then(|id| Uuid::parse_str(id).ok());
+    let user_id =
+        uuid(payload["user_id"].as_str()).ok_or_else(|| reject("the payload has no user_id"))?;
+    let event_id = uuid(entry.field("event_id")).or_else(|| uuid(payload["event_id"].as_str()));
+    Ok(Parsed {
+        payload,
+        user_id,
+        event_id,
+    })
+}
+
+impl Parsed {
+    fn event_id(&self) -> Result<Uuid, HandlerError> {
+        self.event_id
+            .ok_or_else(|| reject("the entry has no event_id"))
+    }
+
+    fn text(&self, field: &str) -> Result<&str, HandlerError> {
+        self.payload[field]
+            .as_str()
+            .filter(|text| !text.trim().is_empty())
+            .ok_or_else(|| reject(format!("the payload has no {field}")))
+    }
+
+    /// `field`, an RFC 3339 time, as its date (`2026-12-17`).
+    fn date(&self, field: &str) -> Result<&str, HandlerError> {
+        let text = self.text(field)?;
+        let date = text.get(..10).unwrap_or_default();
+        let shaped = date.len() == 10
+            && date.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if shaped {
+            Ok(date)
+        } else {
+            Err(reject(format!("{field} is not an RFC 3339 time")))
+        }
+    }
+}
+
+/// A plan id as people read it (`scholar` → `Scholar`).
+fn plan_name(plan: &str) -> String {
+    let mut chars = plan.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `amount_cents` in `currency` as people read it (`USD 7.99`); the amount alone when the
+/// currency is unknown.
+fn amount(parsed: &Parsed) -> Result<String, HandlerError> {
+    let cents = parsed.payload["amount_cents"]
+        .as_i64()
+        .filter(|cents| *cents >= 0)
+        .ok_or_else(|| reject("the payload has no amount_cents"))?;
+    let value = format!("{}.{:02}", cents / 100, cents % 100);
+    Ok(match parsed.payload["currency"].as_str() {
+        Some(currency) if !currency.is_empty() => format!("{} {value}", currency.to_uppercase()),
+        _ => value,
+    })
+}
+
+impl EventsHandler {
+    /// A handler writing to `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            store: Store::new(pool),
+        }
+    }
+
+    /// Applies one event (see the module's table).
+    pub async fn apply(&self, entry: &StreamEntry) -> Result<EventOutcome, HandlerError> {
+        let Some(kind) = entry.field("type") else {
+            return Err(reject("the entry has no type"));
+        };
+        let notification = match kind {
+            "user.created" => {
+                let parsed = parse(entry)?;
+                NewNotification {
+                    user_id: parsed.user_id,
+                    category: "account",
+                    title: WELCOME_TITLE.to_owned(),
+                    body: WELCOME_BODY.to_owned(),
+                    dedupe_key: format!("welcome:{}", parsed.user_id),
+                }
+            }
+            "user.deleted" => {
+                let user_id = parse(entry)?.user_id;
+                let erased = self.store.erase_user(user_id).await.map_err(retry)?;
+                tracing::info!(%user_id, ?erased, "a deleted user's notifications were erased");
+                return Ok(EventOutcome::Erased { user_id, erased });
+            }
+            "trial.started" => {
+                let parsed = parse(entry)?;
+                let plan = plan_name(parsed.text("plan")?);
+                NewNotification {
+                    user_id: parsed.user_id,
+                    category: "subscription",
+                    title: format!("Your {plan} trial has started"),
+                    body: format!(
+                        "Every {plan} feature is yours until {}. Choose a plan before then to \
+                         keep them.",
+                        parsed.date("trial_end")?
+                    ),
+                    dedupe_key: format!("event:{}", parsed.event_id()?),
+                }
+            }
+            "trial.ending" => {
+                let parsed = parse(entry)?;
+                let plan = plan_name(parsed.text("plan")?);
+                NewNotification {
+                    user_id: parsed.user_id,
+                    category: "subscription",
+                    title: format!("Your {plan} trial ends soon"),
+                    body: format!(
+                        "Your {plan} trial ends on {}. Choose a plan to keep its features.",
+                        parsed.date("trial_end")?
+                    ),
+                    dedupe_key: format!("event:{}", parsed.event_id()?),
+                }
+            }
+            "payment.failed" => {
+                let parsed = parse(entry)?;
+                NewNotification {
+                    user_id: parsed.user_id,
+                    category: "subscription",
+                    title: "Your payment failed".to_owned(),
+                    body: format!(
+                        "We could not collect {} for your subscription. Update your payment \
+                         method to keep your plan.",
+                        amount(&parsed)?
+                    ),
+                    dedupe_key: format!("event:{}", parsed.event_id()?),
+                }
+            }
+            _ => return Ok(EventOutcome::Ignored),
+        };
+        match self
+            .store
+            .insert_notification(&notification)
+            .await
+            .map_err(retry)?
+        {
+            Some(row) => {
+                tracing::info!(user_id = %row.user_id, kind, "notification made");
+                Ok(EventOutcome::Notified(Box::new(row)))
+            }
+            None => Ok(EventOutcome::AlreadyApplied),
+        }
+    }
+}
+
+fn retry(error: sqlx::Error) -> HandlerError {
+    HandlerError::Retry(format!("PostgreSQL: {error}"))
+}
+
+impl Handler for EventsHandler {
+    async fn handle(&self, entry: &StreamEntry) -> Result<(), HandlerError> {
+        self.apply(entry).await.map(drop)
+    }
+}
+
+/// Runs one events consumer (`EventsSettings::users` or `EventsSettings::billing`) until
+/// `shutdown` fires (the launcher spawns one of each); see [`gospelib_kit::streams`] for the
+/// delivery contract.
+pub async fn run_events_consumer(
+    pool: PgPool,
+    redis: redis::Client,
+    settings: EventsSettings,
+    shutdown: watch::Receiver<bool>,
+) -> ConsumerStats {
+    run_consumer(redis, settings.consumer, EventsHandler::new(pool), shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> StreamEntry {
+        StreamEntry {
+            id: "1-0".to_owned(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            deliveries: 1,
+        }
+    }
+
+    /// A handler whose pool is never reached (the entries below stop before PostgreSQL).
+    fn handler() -> EventsHandler {
+        let url = url::Url::parse("postgres://nobody@127.0.0.1:1/none").unwrap();
+        EventsHandler::new(gospelib_kit::stores::postgres_pool(&url, 1).unwrap())
+    }
+
+    #[tokio::test]
+    async fn other_events_are_ignored_and_malformed_ones_rejected() {
+        let handler = handler();
+        let user = r#""user_id": "9b6c2b55-2f7f-4c8e-9a39-5d1c0f1e2a3b""#;
+        let event = "5d1c0f1e-2f7f-4c8e-9a39-9b6c2b552a3b";
+        for ignored in ["user.updated", "subscription.changed", "payment.succeeded"] {
+            let entry = entry(&[("type", ignored), ("payload", "{}")]);
+            assert_eq!(handler.apply(&entry).await, Ok(EventOutcome::Ignored));
+        }
+        let trial_without_end = format!(r#"{{{user}, "plan": "scholar"}}"#);
+        let trial_bad_end = format!(r#"{{{user}, "plan": "scholar", "trial_end": "soon"}}"#);
+        let payment_without_amount = format!(r#"{{{user}, "currency": "usd"}}"#);
+        let trial_ok =
+            format!(r#"{{{user}, "plan": "scholar", "trial_end": "2026-12-17T00:00:00Z"}}"#);
+        for bad in [
+            entry(&[("payload", "{}")]),
+            entry(&[("type", "user.created"), ("payload", "not json")]),
+            entry(&[("type", "user.created"), ("payload", "[1]")]),
+            entry(&[("type", "user.deleted"), ("payload", "{}")]),
+            entry(&[
+                ("type", "user.created"),
+                ("payload", r#"{"user_id": "nope"}"#),
+            ]),
+            entry(&[
+                ("type", "trial.started"),
+                ("event_id", event),
+                ("payload", &trial_without_end),
+            ]),
+            entry(&[
+                ("type", "trial.started"),
+                ("event_id", event),
+                ("payload", &trial_bad_end),
+            ]),
+            // No event_id anywhere: the dedupe key cannot be made.
+            entry(&[("type", "trial.started"), ("payload", &trial_ok)]),
+            entry(&[
+                ("type", "payment.failed"),
+                ("event_id", event),
+                ("payload", &payment_without_amount),
+            ]),
+        ] {
+            assert!(
+                matches!(handler.apply(&bad).await, Err(HandlerError::Reject(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn amounts_and_plans_read_well() {
+        let parsed = |payload: Value| Parsed {
+            payload,
+            user_id: Uuid::nil(),
+            event_id: None,
+        };
+        let with = parsed(serde_json::json!({"amount_cents": 799, "currency": "usd"}));
+        assert_eq!(amount(&with).unwrap(), "USD 7.99");
+        let without = parsed(serde_json::json!({"amount_cents": 14999, "currency": null}));
+        assert_eq!(amount(&without).unwrap(), "149.99");
+        assert_eq!(plan_name("scholar"), "Scholar");
+        assert_eq!(plan_name(""), "");
+    }
+}
