@@ -61,6 +61,11 @@ pub const PARTS: &[Part] = &[
         build: study,
         sdl: gospelib_study::federation_sdl,
     },
+    Part {
+        name: gospelib_notifications::NAME,
+        build: notifications,
+        sdl: gospelib_notifications::federation_sdl,
+    },
 ];
 
 fn content(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
@@ -278,6 +283,29 @@ fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         subgraph: gospelib_study::subgraph(clients, gospelib_study::StudySettings::default()),
         public_routes: None,
         background: vec![consumer],
+    })
+}
+
+/// Each user's inbox and notification preferences; the consumers of `gl:events:users` and
+/// `gl:events:billing` that make notifications from them.
+fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
+    let clients = inputs.clients;
+    let name = format!("notifications-{}", consumer_suffix());
+    let spawn = |settings: gospelib_notifications::EventsSettings| {
+        let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
+        let shutdown = inputs.shutdown.clone();
+        tokio::spawn(async move {
+            let stats =
+                gospelib_notifications::run_events_consumer(pool, redis, settings, shutdown).await;
+            tracing::info!(?stats, "notifications' events consumer stopped");
+        })
+    };
+    let users = spawn(gospelib_notifications::EventsSettings::users(name.clone()));
+    let billing = spawn(gospelib_notifications::EventsSettings::billing(name));
+    Ok(BuiltPart {
+        subgraph: gospelib_notifications::subgraph(clients),
+        public_routes: None,
+        background: vec![users, billing],
     })
 }
 
