@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod multipart;
 pub mod outbox;
+pub mod paging;
 pub mod plans;
 pub mod redis_link;
 pub mod server;

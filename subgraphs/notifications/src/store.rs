@@ -18,27 +18,8 @@ use uuid::Uuid;
 
 use crate::providers::Delivery;
 
-/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
-macro_rules! rfc3339 {
-    ($column:literal) => {
-        concat!(
-            "to_char(",
-            $column,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-        )
-    };
-}
-
-/// A `timestamptz` column as exact text (microseconds), for keyset cursors.
-macro_rules! exact {
-    ($column:literal) => {
-        concat!(
-            "to_char(",
-            $column,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-        )
-    };
-}
+pub use gospelib_kit::paging::After;
+use gospelib_kit::{pg_exact as exact, pg_rfc3339 as rfc3339};
 
 const NOTIFICATION_COLUMNS: &str = concat!(
     "n.id, n.user_id, n.category, n.title, n.body, n.read_at IS NOT NULL AS read, ",
@@ -76,14 +57,6 @@ pub struct NewNotification {
     pub body: String,
     /// What made it (see the migration): a second insert with the same key makes nothing.
     pub dedupe_key: String,
-}
-
-/// Where a keyset page starts: after the item with this exact time and id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct After {
-    /// The exact `created_at` of the last item seen.
-    pub at: String,
-    pub id: Uuid,
 }
 
 /// A user's preferences, as stored (or the defaults when the user has no row).
@@ -256,7 +229,7 @@ impl Store {
         &self,
         user: Uuid,
         unread_only: bool,
-        after: Option<&After>,
+        after: Option<&After<Uuid>>,
         limit: i64,
     ) -> Result<Vec<NotificationRow>, sqlx::Error> {
         self.count(1);
@@ -275,7 +248,7 @@ impl Store {
         sqlx::query_as(&sql)
             .bind(user)
             .bind(after.map(|a| a.at.as_str()))
-            .bind(after.map(|a| a.id))
+            .bind(after.map(|a| a.key))
             .bind(limit)
             .fetch_all(&self.pool)
             .await

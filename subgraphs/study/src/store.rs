@@ -18,27 +18,8 @@ use gospelib_kit::stores::PgPool;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
-/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
-macro_rules! rfc3339 {
-    ($column:literal) => {
-        concat!(
-            "to_char(",
-            $column,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-        )
-    };
-}
-
-/// A `timestamptz` column as exact text (microseconds), for keyset cursors.
-macro_rules! exact {
-    ($column:literal) => {
-        concat!(
-            "to_char(",
-            $column,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-        )
-    };
-}
+pub use gospelib_kit::paging::After;
+use gospelib_kit::{pg_exact as exact, pg_rfc3339 as rfc3339};
 
 const HIGHLIGHT_COLUMNS: &str = concat!(
     "h.id, h.user_id, h.passage_id, h.color, ",
@@ -148,15 +129,6 @@ pub struct ProgressRow {
     pub updated_at: String,
     /// `updated_at`, exact (the list's cursor).
     pub cursor_at: String,
-}
-
-/// Where a keyset page starts: after the item with this exact time and tie-breaker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct After<K> {
-    /// The exact time the list is ordered by (`cursor_at` of the last item seen).
-    pub at: String,
-    /// The item's id (the tie-breaker).
-    pub key: K,
 }
 
 /// A note's content, validated.

@@ -14,7 +14,6 @@
 mod errors;
 mod input;
 mod mutation;
-mod paging;
 mod query;
 mod types;
 
@@ -26,11 +25,11 @@ use gospelib_kit::{GraphQlExecutor, Subgraph};
 
 use crate::store::{Store, TestLimits};
 
+pub use gospelib_kit::paging::{DEFAULT_PAGE, MAX_PAGE};
 pub use input::{
     MAX_TIME_ZONE_CHARS, MINUTES_PER_DAY, QuietHoursInput, UpdateNotificationPreferencesInput,
 };
 pub use mutation::{MAX_MARK_IDS, Mutation, TEST_BODY, TEST_TITLE};
-pub use paging::{DEFAULT_PAGE, MAX_PAGE};
 pub use query::Query;
 pub use types::{Notification, NotificationCategory, NotificationPreferences, QuietHours, User};
 

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::NotificationsContext;
 use super::errors::store;
-use super::paging::{Page, Position, decode_after, page, page_size};
 use crate::store::{NotificationRow, Preferences};
+use gospelib_kit::paging::{Page, Position, decode_after, page, page_size};
 
 /// What a notification is about; preferences switch each category's push and email.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,7 +15,6 @@ mod errors;
 mod input;
 mod loaders;
 mod mutation;
-mod paging;
 mod query;
 mod types;
 
@@ -32,13 +31,13 @@ use crate::settings::StudySettings;
 use crate::store::Store;
 
 pub use errors::{REASON_NOT_FOUND, REASON_VERSION_CONFLICT};
+pub use gospelib_kit::paging::{DEFAULT_PAGE, MAX_PAGE};
 pub use input::{
     CreateBookmarkInput, CreateHighlightInput, MAX_LABEL_CHARS, MAX_NOTE_BODY_BYTES,
     MAX_NOTE_LINKS, MAX_NOTE_TEXT_CHARS, NoteInput, NoteRangeInput, RecordReadingInput,
 };
 pub use loaders::Loaders;
 pub use mutation::Mutation;
-pub use paging::{DEFAULT_PAGE, MAX_PAGE};
 pub use query::Query;
 pub use types::{
     Bookmark, Highlight, HighlightColor, MAX_SEARCH_CHARS, Note, NoteRange, Passage,

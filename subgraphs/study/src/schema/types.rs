@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::StudyContext;
 use super::errors::{store, validation};
 use super::loaders::Loaders;
-use super::paging::{Page, Position, decode_after, page, page_size};
 use crate::store::{BookmarkRow, HighlightRow, NoteRow, ProgressRow};
 use crate::streaks;
+use gospelib_kit::paging::{Page, Position, decode_after, page, page_size};
 
 /// The longest `searchNotes` query, in characters.
 pub const MAX_SEARCH_CHARS: usize = 200;

@@ -1,6 +1,8 @@
-//! Relay connections over the caller's lists, with opaque keyset cursors: a cursor holds the
-//! exact time the list is ordered by and the item's key, so a page starts right after the last
-//! item seen even when items were added or removed meanwhile.
+//! Relay connections over a subgraph's lists in PostgreSQL, with opaque keyset cursors: a
+//! cursor holds the exact time the list is ordered by and the item's key, so a page starts
+//! right after the last item seen even when items were added or removed meanwhile. Used by
+//! every subgraph with lists of the caller's items (study, notifications); the SQL side writes
+//! the time with [`pg_exact!`](crate::pg_exact) and compares `(time, key)` with `After`'s.
 
 use std::str::FromStr;
 
@@ -8,8 +10,45 @@ use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
 use async_graphql::{OutputType, Result};
 use serde::{Deserialize, Serialize};
 
-use super::errors::validation;
-use crate::store::After;
+use crate::ErrorCode;
+
+/// Where a keyset page starts: after the item with this exact time and tie-breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After<K> {
+    /// The exact time the list is ordered by (`cursor_at` of the last item seen).
+    pub at: String,
+    /// The item's key (the tie-breaker).
+    pub key: K,
+}
+
+fn validation(message: impl Into<String>) -> async_graphql::Error {
+    ErrorCode::ValidationError.error(message)
+}
+
+/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included (for SQL built with
+/// `concat!`).
+#[macro_export]
+macro_rules! pg_rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+
+/// A `timestamptz` column as exact text (microseconds), what keyset cursors hold.
+#[macro_export]
+macro_rules! pg_exact {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+    };
+}
 
 /// How many items a page has when `first` is not given.
 pub const DEFAULT_PAGE: i32 = 20;
@@ -26,10 +65,10 @@ pub struct Position {
     pub key: String,
 }
 
-/// The cursor type of every study list.
+/// The cursor type of every list.
 pub type Cursor = OpaqueCursor<Position>;
 
-/// A page of a study list.
+/// A page of a list.
 pub type Page<T> = Connection<Cursor, T>;
 
 /// The number of items to fetch for `first` (default [`DEFAULT_PAGE`], 0 to [`MAX_PAGE`]).
@@ -51,7 +90,7 @@ pub fn decode_after<K: FromStr>(after: Option<&str>) -> Result<Option<After<K>>>
     let malformed = || validation("malformed `after` cursor");
     let position = Cursor::decode_cursor(after).map_err(|_| malformed())?.0;
     let key = position.key.parse().map_err(|_| malformed())?;
-    // The time goes to PostgreSQL as a `timestamptz` parameter: only what `exact!` wrote.
+    // The time goes to PostgreSQL as a `timestamptz` parameter: only what `pg_exact!` wrote.
     let well_formed = position.at.len() == 27
         && position
             .at
