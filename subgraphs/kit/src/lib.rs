@@ -23,6 +23,7 @@ pub mod server;
 pub mod sse;
 pub mod stores;
 pub mod streaming;
+pub mod stream_lag;
 pub mod streams;
 pub mod subgraph;
 pub mod telemetry;

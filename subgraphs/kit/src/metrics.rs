@@ -2,8 +2,8 @@
 //! GraphQL errors returned per subgraph and code. `/metrics` renders them as Prometheus text.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: sub-millisecond resolution for cached reads, up to 10 s.
@@ -26,6 +26,8 @@ pub struct Metrics {
     operations: HistogramVec,
     entity_cache: IntCounterVec,
     subscriptions_open: IntGauge,
+    stream_lag: IntGaugeVec,
+    stream_pending: IntGaugeVec,
 }
 
 impl Metrics {
@@ -116,6 +118,22 @@ impl Metrics {
             "Subscriptions open through the router (all callers, all protocols)",
         )
         .expect("valid metric");
+        let stream_lag = IntGaugeVec::new(
+            Opts::new(
+                "stream_lag",
+                "Entries of an event stream its consumer group has not read yet, by stream and group",
+            ),
+            &["stream", "group"],
+        )
+        .expect("valid metric");
+        let stream_pending = IntGaugeVec::new(
+            Opts::new(
+                "stream_pending",
+                "Entries a consumer group has read and not acknowledged, by stream and group",
+            ),
+            &["stream", "group"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(server_errors.clone()),
@@ -128,6 +146,8 @@ impl Metrics {
             Box::new(operations.clone()),
             Box::new(entity_cache.clone()),
             Box::new(subscriptions_open.clone()),
+            Box::new(stream_lag.clone()),
+            Box::new(stream_pending.clone()),
         ] {
             registry
                 .register(collector)
@@ -146,7 +166,18 @@ impl Metrics {
             operations,
             entity_cache,
             subscriptions_open,
+            stream_lag,
+            stream_pending,
         }
+    }
+
+    /// Sets what a consumer group of a stream has left: `lag` entries unread, `pending` read
+    /// and not acknowledged.
+    pub fn set_stream_backlog(&self, stream: &str, group: &str, lag: i64, pending: i64) {
+        self.stream_lag.with_label_values(&[stream, group]).set(lag);
+        self.stream_pending
+            .with_label_values(&[stream, group])
+            .set(pending);
     }
 
     /// One router subscription opened (`1`) or ended (`-1`).
