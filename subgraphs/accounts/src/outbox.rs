@@ -1,24 +1,40 @@
-//! User events, written through the kit's transactional outbox ([`gospelib_kit::outbox`]) in
-//! `accounts.outbox` and relayed to a Redis Stream (`gl:events:users`) afterwards.
+//! User and device events, written through the kit's transactional outbox
+//! ([`gospelib_kit::outbox`]) in `accounts.outbox` and relayed to a Redis Stream
+//! (`gl:events:users`) afterwards.
 //!
-//! A change to a user and the event describing it are written in one PostgreSQL transaction
-//! ([`append`]): the event exists if and only if the change does. After the commit the pending
-//! rows are relayed to their stream (`XADD <stream> * event_id <id> type <type> payload
-//! <json>`): right away by whoever made the change (the webhook handler, a mutation), and by
-//! [`relay_outbox`], a background loop that picks up whatever could not be published then.
+//! A change to a user or a device and the event describing it are written in one PostgreSQL
+//! transaction ([`append`], [`append_device`]): the event exists if and only if the change
+//! does. After the commit the pending rows are relayed to their stream (`XADD <stream> *
+//! event_id <id> type <type> payload <json>`): right away by whoever made the change (the
+//! webhook handler, a mutation, the device-rejections consumer), and by [`relay_outbox`], a
+//! background loop that picks up whatever could not be published then.
 //!
 //! **Delivery is at least once.** Consumers of `gl:events:users` must deduplicate by
 //! `event_id` (every entry carries it, as a field and inside the payload). No event is ever
 //! lost once its change is committed, and none is published for a change that was not.
 //!
-//! Payload (JSON): `{"event_id", "type", "user_id", "clerk_id", "occurred_at", "email"}` where
-//! `type` is `user.created`, `user.updated`, `user.deleted` or `user.signed_in`, `occurred_at`
-//! is RFC 3339, and `email` is present only for `user.created` and `user.updated`.
+//! Payloads (JSON objects); every one has `event_id`, `type`, `user_id` and `occurred_at`
+//! (RFC 3339), and by type:
+//!
+//! | type | more fields | when |
+//! |---|---|---|
+//! | `user.created`, `user.updated` | `clerk_id`, `email` | Clerk's webhooks; `updateMe` |
+//! | `user.deleted`, `user.signed_in` | `clerk_id` | Clerk's webhooks (a deleted user's devices get no `device.removed`: `user.deleted` covers them) |
+//! | `device.registered` | `device_id`, `platform` (`IOS`, `ANDROID`, `WEB`), `token` | `registerDevice` added a device, or its token was registered already on another platform |
+//! | `device.removed` | `device_id` | `unregisterDevice`; a `device.rejected` from notifications ([`crate::device_rejections`]) |
+//!
+//! `device.registered` carries the push token (the notifications subgraph pushes to it); the
+//! GraphQL API never returns it. Registering a token already registered for the user is the
+//! same device, seen again: it writes no event unless its platform changed (its name and
+//! `lastSeenAt` are not part of the event). The token itself never changes for a device: the
+//! device *is* its (user, token) pair, so a new token is a new device.
 
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::store::Platform;
 
 pub use gospelib_kit::outbox::{Outbox, REDIS_TIMEOUT, RelayError};
 
@@ -84,6 +100,66 @@ impl UserEvent {
     }
 }
 
+/// What happened to one of a user's devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// A device was added, or its token registered again on another platform.
+    Registered {
+        user_id: Uuid,
+        device_id: Uuid,
+        platform: Platform,
+        /// The push token.
+        token: String,
+        /// RFC 3339.
+        occurred_at: String,
+    },
+    /// A device was removed (by its user, or because the push provider rejected its token).
+    Removed {
+        user_id: Uuid,
+        device_id: Uuid,
+        /// RFC 3339.
+        occurred_at: String,
+    },
+}
+
+impl DeviceEvent {
+    /// The event's `type`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Registered { .. } => "device.registered",
+            Self::Removed { .. } => "device.removed",
+        }
+    }
+
+    /// The event's fields (the outbox adds `event_id` and `type`).
+    pub fn fields(&self) -> serde_json::Value {
+        match self {
+            Self::Registered {
+                user_id,
+                device_id,
+                platform,
+                token,
+                occurred_at,
+            } => serde_json::json!({
+                "user_id": user_id,
+                "occurred_at": occurred_at,
+                "device_id": device_id,
+                "platform": platform.as_db(),
+                "token": token,
+            }),
+            Self::Removed {
+                user_id,
+                device_id,
+                occurred_at,
+            } => serde_json::json!({
+                "user_id": user_id,
+                "occurred_at": occurred_at,
+                "device_id": device_id,
+            }),
+        }
+    }
+}
+
 /// The accounts outbox on `pool`, its events going to `stream` through `redis`.
 pub fn outbox(pool: PgPool, redis: redis::Client, stream: impl Into<String>) -> Outbox {
     Outbox::new(pool, redis, TABLE, stream)
@@ -98,6 +174,15 @@ pub async fn append(
     outbox
         .append(conn, event.kind.as_str(), event.fields())
         .await
+}
+
+/// Writes the device event `event` to `outbox`, in the caller's transaction; returns its id.
+pub async fn append_device(
+    conn: &mut PgConnection,
+    outbox: &Outbox,
+    event: &DeviceEvent,
+) -> Result<Uuid, sqlx::Error> {
+    outbox.append(conn, event.kind(), event.fields()).await
 }
 
 /// Publishes every pending accounts outbox row, of every stream, in id order; returns how
@@ -126,4 +211,46 @@ pub async fn relay_outbox(pool: PgPool, redis: redis::Client, every: Duration) {
     outbox(pool, redis, DEFAULT_EVENTS_STREAM)
         .run_relay(every)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_events_have_exactly_their_documented_fields() {
+        let (user_id, device_id) = (Uuid::new_v4(), Uuid::new_v4());
+        let registered = DeviceEvent::Registered {
+            user_id,
+            device_id,
+            platform: Platform::Android,
+            token: "fcm-token".to_owned(),
+            occurred_at: "2026-12-02T10:00:00.000Z".to_owned(),
+        };
+        assert_eq!(registered.kind(), "device.registered");
+        assert_eq!(
+            registered.fields(),
+            serde_json::json!({
+                "user_id": user_id.to_string(),
+                "occurred_at": "2026-12-02T10:00:00.000Z",
+                "device_id": device_id.to_string(),
+                "platform": "ANDROID",
+                "token": "fcm-token",
+            })
+        );
+        let removed = DeviceEvent::Removed {
+            user_id,
+            device_id,
+            occurred_at: "2026-12-02T10:00:01.000Z".to_owned(),
+        };
+        assert_eq!(removed.kind(), "device.removed");
+        assert_eq!(
+            removed.fields(),
+            serde_json::json!({
+                "user_id": user_id.to_string(),
+                "occurred_at": "2026-12-02T10:00:01.000Z",
+                "device_id": device_id.to_string(),
+            })
+        );
+    }
 }

@@ -181,35 +181,69 @@ pub struct NewDevice<'a> {
 /// What registering a device came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registration {
-    /// The device, new or (same token) the one already registered, now seen again.
-    Device(DeviceRow),
+    /// A new device (the user had not registered this token).
+    Added(DeviceRow),
+    /// The token was registered already, on another platform: the same device, its platform
+    /// now the new one (and its name and `last_seen_at` refreshed).
+    PlatformChanged(DeviceRow),
+    /// The token was registered already, on the same platform: the same device, seen again
+    /// (its name and `last_seen_at` refreshed).
+    Refreshed(DeviceRow),
     /// The user already has [`MAX_DEVICES_PER_USER`] devices.
     TooMany,
 }
 
+impl Registration {
+    /// The device registered, unless there were too many.
+    pub fn device(&self) -> Option<&DeviceRow> {
+        match self {
+            Self::Added(row) | Self::PlatformChanged(row) | Self::Refreshed(row) => Some(row),
+            Self::TooMany => None,
+        }
+    }
+
+    /// Whether the registration is news to the device's consumers (a `device.registered`
+    /// event): a new device, or a new platform for a known token.
+    pub fn is_news(&self) -> bool {
+        matches!(self, Self::Added(_) | Self::PlatformChanged(_))
+    }
+}
+
 /// Registers `device` for the user `user_id`, whose row the caller has locked (so two
-/// registrations for one user never race past the limit).
+/// registrations for one user never race past the limit, nor on the same token).
 pub async fn register_device(
     conn: &mut PgConnection,
     user_id: Uuid,
     device: &NewDevice<'_>,
 ) -> Result<Registration, sqlx::Error> {
     let digest = token_digest(device.token);
-    let sql = format!(
-        "UPDATE accounts.devices
-         SET platform = $3, name = COALESCE($4, name), last_seen_at = now()
-         WHERE user_id = $1 AND token_sha256 = $2
-         RETURNING {DEVICE_COLUMNS}"
-    );
-    let existing: Option<DeviceRow> = sqlx::query_as(&sql)
-        .bind(user_id)
-        .bind(&digest)
-        .bind(device.platform.as_db())
-        .bind(device.name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(existing) = existing {
-        return Ok(Registration::Device(existing));
+    let known: Option<String> = sqlx::query_scalar(
+        "SELECT platform FROM accounts.devices WHERE user_id = $1 AND token_sha256 = $2
+         FOR UPDATE",
+    )
+    .bind(user_id)
+    .bind(&digest)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(known_platform) = known {
+        let sql = format!(
+            "UPDATE accounts.devices
+             SET platform = $3, name = COALESCE($4, name), last_seen_at = now()
+             WHERE user_id = $1 AND token_sha256 = $2
+             RETURNING {DEVICE_COLUMNS}"
+        );
+        let row: DeviceRow = sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(&digest)
+            .bind(device.platform.as_db())
+            .bind(device.name)
+            .fetch_one(&mut *conn)
+            .await?;
+        return Ok(if known_platform == device.platform.as_db() {
+            Registration::Refreshed(row)
+        } else {
+            Registration::PlatformChanged(row)
+        });
     }
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts.devices WHERE user_id = $1")
         .bind(user_id)
@@ -233,21 +267,26 @@ pub async fn register_device(
         .bind(device.name)
         .fetch_one(conn)
         .await?;
-    Ok(Registration::Device(inserted))
+    Ok(Registration::Added(inserted))
 }
 
-/// Removes the device `id` if it belongs to `user_id`; whether it did.
-pub async fn unregister_device(
-    pool: &PgPool,
+/// Removes the device `id` if it belongs to `user_id`, in the caller's transaction; when it
+/// was removed (RFC 3339), or `None` if `user_id` has no such device (never had, or it is
+/// gone already).
+pub async fn remove_device(
+    conn: &mut PgConnection,
     user_id: Uuid,
     id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM accounts.devices WHERE id = $1 AND user_id = $2")
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM accounts.devices WHERE id = $1 AND user_id = $2 RETURNING {} AS removed_at",
+        rfc3339!("now()")
+    );
+    sqlx::query_scalar(&sql)
         .bind(id)
         .bind(user_id)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() > 0)
+        .fetch_optional(conn)
+        .await
 }
 
 // ---- Clerk webhooks ----

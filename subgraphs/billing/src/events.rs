@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `subscription.changed` | `plan`, `status`, `source` (`stripe`), `stripe_subscription_id` |
 //! | `trial.started` | `plan`, `status` (`trialing`), `trial_end` |
+//! | `trial.ending` | `plan`, `trial_end`: once per trial, when its end is near (within 72 hours by default) and the user pays for no plan ([`crate::trial_ending`]) |
 //! | `payment.succeeded`, `payment.failed` | `invoice_id`, `stripe_subscription_id` (or null), `amount_cents`, `currency` |
 //!
 //! Delivery is at least once: consumers deduplicate by `event_id`.
@@ -46,6 +47,13 @@ pub enum BillingEvent {
         trial_end: String,
         occurred_at: String,
     },
+    /// A trial ends soon (announced once per trial).
+    TrialEnding {
+        user_id: Uuid,
+        plan: String,
+        trial_end: String,
+        occurred_at: String,
+    },
     /// An invoice was paid (`succeeded`) or its payment failed.
     Payment {
         succeeded: bool,
@@ -64,6 +72,7 @@ impl BillingEvent {
         match self {
             Self::SubscriptionChanged { .. } => "subscription.changed",
             Self::TrialStarted { .. } => "trial.started",
+            Self::TrialEnding { .. } => "trial.ending",
             Self::Payment {
                 succeeded: true, ..
             } => "payment.succeeded",
@@ -100,6 +109,17 @@ impl BillingEvent {
                 "occurred_at": occurred_at,
                 "plan": plan,
                 "status": "trialing",
+                "trial_end": trial_end,
+            }),
+            Self::TrialEnding {
+                user_id,
+                plan,
+                trial_end,
+                occurred_at,
+            } => json!({
+                "user_id": user_id,
+                "occurred_at": occurred_at,
+                "plan": plan,
                 "trial_end": trial_end,
             }),
             Self::Payment {
@@ -165,6 +185,12 @@ mod tests {
                 trial_end: "t2".into(),
                 occurred_at: "t".into(),
             },
+            BillingEvent::TrialEnding {
+                user_id,
+                plan: "scholar".into(),
+                trial_end: "t2".into(),
+                occurred_at: "t".into(),
+            },
             BillingEvent::Payment {
                 succeeded: true,
                 user_id,
@@ -190,6 +216,7 @@ mod tests {
             [
                 "subscription.changed",
                 "trial.started",
+                "trial.ending",
                 "payment.succeeded",
                 "payment.failed"
             ]
@@ -199,5 +226,10 @@ mod tests {
             assert_eq!(fields["user_id"], json!(user_id));
             assert_eq!(fields["occurred_at"], "t");
         }
+        assert_eq!(
+            events[2].fields(),
+            json!({"user_id": user_id, "occurred_at": "t", "plan": "scholar", "trial_end": "t2"}),
+            "trial.ending has exactly its documented fields"
+        );
     }
 }

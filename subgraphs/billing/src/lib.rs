@@ -11,6 +11,8 @@
 //!   for Checkout and the billing portal;
 //! - [`trial`]: the consumer of user events (`gl:events:users`, group `billing`) that gives
 //!   every new user the catalogue's trial;
+//! - [`trial_ending`]: the periodic sweep that announces, once per trial, a trial ending within
+//!   72 hours (`trial.ending`) to a user who pays for no plan;
 //! - [`entitlements`]: the effective plan and its cache in Redis (`gl:entitlements:<user>`,
 //!   60 s, invalidated and announced on every change);
 //! - [`events`]: billing events through the kit's outbox to `gl:events:billing`;
@@ -27,6 +29,7 @@ pub mod store;
 pub mod stripe;
 pub mod time;
 pub mod trial;
+pub mod trial_ending;
 pub mod webhooks;
 
 pub use entitlements::{Access, Entitlements};
@@ -35,4 +38,5 @@ pub use schema::{BillingService, NAME, federation_sdl, subgraph};
 pub use settings::{BillingSettings, RedisNames};
 pub use stripe::api::{HttpStripe, StripeApi, StripeError};
 pub use trial::{TrialConsumerSettings, run_trial_consumer};
+pub use trial_ending::{TrialEndingSettings, run_trial_ending_sweep, sweep_trials_ending};
 pub use webhooks::{WebhookConfigError, WebhookState, webhook_routes};

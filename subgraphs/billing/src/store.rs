@@ -352,3 +352,66 @@ pub async fn insert_trial(
         .fetch_optional(conn)
         .await
 }
+
+/// A trial whose end is near, just marked as announced.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct EndingTrial {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub plan: String,
+    /// RFC 3339.
+    pub trial_end: String,
+    /// When it was announced (RFC 3339).
+    pub announced_at: String,
+}
+
+/// Marks as announced (at `now`, Unix seconds) at most `limit` trials not announced yet that
+/// are still running (`trialing`) and end after `now` but no later than `within_secs` after
+/// it, whose user has no paid subscription in force (a Stripe subscription `active`,
+/// `trialing` or `past_due` whose period has not ended: [`crate::entitlements::in_force`]);
+/// returns them, soonest end first.
+///
+/// Concurrency-safe: the rows are taken `FOR UPDATE SKIP LOCKED` and updated only while
+/// `trial_ending_announced_at` is still null, so two sweeps at once take disjoint trials and a
+/// trial is marked (and announced) once.
+pub async fn announce_trials_ending(
+    conn: &mut PgConnection,
+    now: i64,
+    within_secs: i64,
+    limit: i64,
+) -> Result<Vec<EndingTrial>, sqlx::Error> {
+    let sql = format!(
+        "WITH due AS (
+             SELECT trial.id FROM billing.subscriptions AS trial
+             WHERE trial.source = 'trial' AND trial.status = 'trialing'
+               AND trial.trial_ending_announced_at IS NULL
+               AND trial.trial_end > to_timestamp($1)
+               AND trial.trial_end <= to_timestamp($1) + make_interval(secs => $2)
+               AND NOT EXISTS (
+                   SELECT 1 FROM billing.subscriptions AS paid
+                   WHERE paid.user_id = trial.user_id AND paid.source = 'stripe'
+                     AND paid.status IN ('active', 'trialing', 'past_due')
+                     AND (paid.current_period_end IS NULL
+                          OR paid.current_period_end > to_timestamp($1)))
+             ORDER BY trial.trial_end, trial.id
+             LIMIT $3
+             FOR UPDATE OF trial SKIP LOCKED
+         )
+         UPDATE billing.subscriptions AS s
+         SET trial_ending_announced_at = to_timestamp($1), updated_at = now()
+         FROM due
+         WHERE s.id = due.id AND s.trial_ending_announced_at IS NULL
+         RETURNING s.id, s.user_id, s.plan, {} AS trial_end, {} AS announced_at",
+        rfc3339!("s.trial_end"),
+        rfc3339!("s.trial_ending_announced_at"),
+    );
+    let mut trials: Vec<EndingTrial> = sqlx::query_as(&sql)
+        .bind(now as f64)
+        .bind(within_secs as f64)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    // RETURNING follows no order; the text forms sort as the times do.
+    trials.sort_by(|a, b| (&a.trial_end, a.id).cmp(&(&b.trial_end, b.id)));
+    Ok(trials)
+}

@@ -2,7 +2,8 @@
 //!
 //! Each mutation validates its input before it opens a transaction, so bad input writes
 //! nothing. A profile change appends its `user.updated` event to the outbox in the same
-//! transaction and publishes it in the background after the commit.
+//! transaction, a device registered or removed its `device.registered` or `device.removed`
+//! ([`crate::devices`]), and each is published in the background after the commit.
 
 use async_graphql::{Context, ID, Object, Result};
 use gospelib_kit::caller::Caller;
@@ -11,6 +12,7 @@ use uuid::Uuid;
 use super::errors::{no_account, store, validation};
 use super::input::{self, RegisterDeviceInput, UpdateMeInput};
 use super::types::{Device, User};
+use crate::devices;
 use crate::outbox::{self, EventKind, Outbox, UserEvent};
 use gospelib_kit::subgraph::authenticated;
 
@@ -99,20 +101,17 @@ impl Mutation {
         };
         let outbox = outbox(ctx)?;
 
-        let mut tx = outbox.pool().begin().await.map_err(store)?;
-        // Locking the user serialises one user's registrations, so the limit holds.
-        db::lock_live_user(&mut tx, user_id)
+        let registered = devices::register(outbox, user_id, &device)
             .await
             .map_err(store)?
             .ok_or_else(no_account)?;
-        let registered = db::register_device(&mut tx, user_id, &device)
-            .await
-            .map_err(store)?;
+        if registered.is_news() {
+            outbox.publish_in_background();
+        }
         match registered {
-            Registration::Device(row) => {
-                tx.commit().await.map_err(store)?;
-                Ok(Device(row))
-            }
+            Registration::Added(row)
+            | Registration::PlatformChanged(row)
+            | Registration::Refreshed(row) => Ok(Device(row)),
             Registration::TooMany => Err(validation(format!(
                 "a user may register at most {MAX_DEVICES_PER_USER} devices: unregister one first"
             ))),
@@ -127,8 +126,13 @@ impl Mutation {
         let Ok(device_id) = Uuid::parse_str(&id) else {
             return Err(validation("`id` is not a device id"));
         };
-        db::unregister_device(outbox(ctx)?.pool(), user_id, device_id)
+        let outbox = outbox(ctx)?;
+        let removed = devices::remove(outbox, user_id, device_id)
             .await
-            .map_err(store)
+            .map_err(store)?;
+        if removed {
+            outbox.publish_in_background();
+        }
+        Ok(removed)
     }
 }
