@@ -4,22 +4,32 @@
 //! pending entries claimed, poison entries dead-lettered).
 //!
 //! An entry is `event_id <uuid> type <type> payload <json>` (the kit outbox's shape; the
-//! payload repeats `event_id` and `type` and always has `user_id`). By type:
+//! payload repeats `event_id` and `type` and always has `user_id`, and `occurred_at`, RFC
+//! 3339). By type:
 //!
 //! | type | effect | dedupe key |
 //! |---|---|---|
-//! | `user.created` | a welcome notification (`account`) | `welcome:<user>` |
-//! | `user.deleted` | the user's notifications, deliveries and preferences erased | (idempotent) |
+//! | `user.created` | a welcome notification (`account`), delivered; the user's address from `email` | `welcome:<user>` |
+//! | `user.updated` | the user's address from `email` (`null` removes it) | (ordered by `occurred_at`) |
+//! | `user.deleted` | the user's notifications, deliveries and their queue, preferences, devices and address erased | (idempotent) |
+//! | `device.registered` | the device `device_id` recorded with `platform` (`IOS` → APNs, `ANDROID`/`WEB` → FCM) and `token` | (ordered by `occurred_at`) |
+//! | `device.removed` | the device `device_id` removed (never pushed to again) | (ordered by `occurred_at`) |
 //! | `trial.started` | "your trial has started" (`subscription`), with `plan` and `trial_end` | `event:<event_id>` |
 //! | `payment.failed` | "your payment failed" (`subscription`), with `amount_cents`, `currency` | `event:<event_id>` |
 //! | `trial.ending` | "your trial ends soon" (`subscription`), with `plan`, `trial_end` | `event:<event_id>` |
 //!
-//! Other types are acknowledged without effect. (Billing publishes no `trial.ending` yet: the
-//! handler is ready for a job that will.) An event applied twice finds its dedupe key taken
-//! and makes nothing; an event about a user already erased makes nothing either. A malformed
-//! entry of a handled type is [`HandlerError::Reject`] (dead-lettered at once); a failure of
-//! PostgreSQL is [`HandlerError::Retry`] (the entry stays pending and is retried).
+//! Other types are acknowledged without effect. A notification is made with
+//! [`crate::notify::notify`]: in the inbox and in the delivery queue, in one transaction. An
+//! event applied twice finds its dedupe key taken and makes nothing; an event about a user
+//! already erased makes nothing either. Devices and addresses ([`crate::recipients`]) keep the
+//! `occurred_at` of the event that last changed them, so that a redelivered or late older event
+//! changes nothing (an `email` key absent leaves the address as it is; an `occurred_at` absent
+//! counts as now). A malformed entry of a handled type, or one whose values PostgreSQL refuses
+//! (a data exception, SQLSTATE class 22, such as an `occurred_at` that is no time), is
+//! [`HandlerError::Reject`] (dead-lettered at once); any other failure of PostgreSQL is
+//! [`HandlerError::Retry`] (the entry stays pending and is retried).
 
+use gospelib_kit::live::LiveEvents;
 use gospelib_kit::stores::PgPool;
 use gospelib_kit::streams::{
     ConsumerSettings, ConsumerStats, Handler, HandlerError, StreamEntry, run_consumer,
@@ -28,6 +38,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::notify::notify;
+use crate::recipients::{self, Applied, DeviceRegistration, Platform};
 use crate::store::{Erased, NewNotification, NotificationRow, Store};
 
 /// The stream of user events (the accounts outbox).
@@ -38,6 +50,12 @@ pub const BILLING_STREAM: &str = "gl:events:billing";
 
 /// Notifications' consumer group on both streams.
 pub const GROUP: &str = "notifications";
+
+/// The longest email address kept (RFC 5321's path limit is shorter; the column allows 320).
+const MAX_EMAIL_CHARS: usize = 320;
+
+/// The longest push token kept (the column's limit, as in accounts).
+const MAX_TOKEN_CHARS: usize = 4096;
 
 /// The welcome notification.
 pub const WELCOME_TITLE: &str = "Welcome to GospeLib";
@@ -77,6 +95,8 @@ pub enum EventOutcome {
     AlreadyApplied,
     /// The user's data was erased.
     Erased { user_id: Uuid, erased: Erased },
+    /// A device or the address of the user changed (`device.*`, `user.updated`).
+    Recorded,
     /// Not an event notifications acts on.
     Ignored,
 }
@@ -86,6 +106,8 @@ pub enum EventOutcome {
 #[derive(Clone)]
 pub struct EventsHandler {
     store: Store,
+    /// Where a new notification is announced to its owner's open subscriptions.
+    live: Option<LiveEvents>,
 }
 
 fn reject(reason: impl Into<String>) -> HandlerError {
@@ -120,6 +142,37 @@ impl Parsed {
     fn event_id(&self) -> Result<Uuid, HandlerError> {
         self.event_id
             .ok_or_else(|| reject("the entry has no event_id"))
+    }
+
+    /// `occurred_at`, as given (PostgreSQL reads it; an entry without it counts as now).
+    fn occurred_at(&self) -> Option<&str> {
+        self.payload["occurred_at"].as_str()
+    }
+
+    /// `field` as a uuid.
+    fn uuid(&self, field: &str) -> Result<Uuid, HandlerError> {
+        self.payload[field]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| reject(format!("the payload has no {field}")))
+    }
+
+    /// What the payload says of the address: `None` when it says nothing (no `email` key),
+    /// `Some(None)` when the user has none (`null`, or a value that is no address).
+    fn email(&self) -> Option<Option<&str>> {
+        let value = self.payload.get("email")?;
+        let email = value.as_str().map(str::trim).filter(|email| {
+            email.contains('@')
+                && email.chars().count() <= MAX_EMAIL_CHARS
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        if email.is_none() && !value.is_null() {
+            tracing::warn!(
+                user_id = %self.user_id,
+                "an event's email is not an address; none is kept"
+            );
+        }
+        Some(email)
     }
 
     fn text(&self, field: &str) -> Result<&str, HandlerError> {
@@ -174,9 +227,19 @@ fn amount(parsed: &Parsed) -> Result<String, HandlerError> {
 
 impl EventsHandler {
     /// A handler writing to `pool`.
+    /// A handler that announces nothing live (tests of the inbox alone).
     pub fn new(pool: PgPool) -> Self {
         Self {
             store: Store::new(pool),
+            live: None,
+        }
+    }
+
+    /// A handler that announces each new notification on `live` ([`crate::live`]).
+    pub fn with_live(pool: PgPool, live: LiveEvents) -> Self {
+        Self {
+            store: Store::new(pool),
+            live: Some(live),
         }
     }
 
@@ -188,6 +251,17 @@ impl EventsHandler {
         let notification = match kind {
             "user.created" => {
                 let parsed = parse(entry)?;
+                // The address first: the welcome's email job, queued with the welcome, finds it.
+                if let Some(email) = parsed.email() {
+                    recipients::set_address(
+                        self.store.pool(),
+                        parsed.user_id,
+                        email,
+                        parsed.occurred_at(),
+                    )
+                    .await
+                    .map_err(database)?;
+                }
                 NewNotification {
                     user_id: parsed.user_id,
                     category: "account",
@@ -196,11 +270,60 @@ impl EventsHandler {
                     dedupe_key: format!("welcome:{}", parsed.user_id),
                 }
             }
+            "user.updated" => {
+                let parsed = parse(entry)?;
+                let Some(email) = parsed.email() else {
+                    // Nothing about the address: nothing for notifications.
+                    return Ok(EventOutcome::Ignored);
+                };
+                let applied = recipients::set_address(
+                    self.store.pool(),
+                    parsed.user_id,
+                    email,
+                    parsed.occurred_at(),
+                )
+                .await
+                .map_err(database)?;
+                return Ok(recorded(applied));
+            }
             "user.deleted" => {
                 let user_id = parse(entry)?.user_id;
                 let erased = self.store.erase_user(user_id).await.map_err(retry)?;
                 tracing::info!(%user_id, ?erased, "a deleted user's notifications were erased");
                 return Ok(EventOutcome::Erased { user_id, erased });
+            }
+            "device.registered" => {
+                let parsed = parse(entry)?;
+                let platform = parsed.text("platform")?;
+                let platform = Platform::from_db(platform)
+                    .ok_or_else(|| reject(format!("the platform {platform:?} is unknown")))?;
+                let token = parsed.text("token")?;
+                if token.chars().count() > MAX_TOKEN_CHARS {
+                    return Err(reject("the token is too long"));
+                }
+                let device = DeviceRegistration {
+                    device_id: parsed.uuid("device_id")?,
+                    user_id: parsed.user_id,
+                    platform,
+                    token,
+                    occurred_at: parsed.occurred_at(),
+                };
+                let applied = recipients::register_device(self.store.pool(), &device)
+                    .await
+                    .map_err(database)?;
+                return Ok(recorded(applied));
+            }
+            "device.removed" => {
+                let parsed = parse(entry)?;
+                let applied = recipients::remove_device(
+                    self.store.pool(),
+                    parsed.user_id,
+                    parsed.uuid("device_id")?,
+                    parsed.occurred_at(),
+                )
+                .await
+                .map_err(database)?;
+                return Ok(recorded(applied));
             }
             "trial.started" => {
                 let parsed = parse(entry)?;
@@ -247,14 +370,17 @@ impl EventsHandler {
             }
             _ => return Ok(EventOutcome::Ignored),
         };
-        match self
-            .store
-            .insert_notification(&notification)
+        // In the inbox and in the delivery queue, in one transaction.
+        match notify(self.store.pool(), &notification)
             .await
             .map_err(retry)?
         {
             Some(row) => {
                 tracing::info!(user_id = %row.user_id, kind, "notification made");
+                // Committed: announced live now (a duplicate, `None` below, announces nothing).
+                if let Some(live) = &self.live {
+                    crate::live::announce(live, &row).await;
+                }
                 Ok(EventOutcome::Notified(Box::new(row)))
             }
             None => Ok(EventOutcome::AlreadyApplied),
@@ -262,8 +388,29 @@ impl EventsHandler {
     }
 }
 
+fn recorded(applied: Applied) -> EventOutcome {
+    match applied {
+        Applied::Changed => EventOutcome::Recorded,
+        Applied::Unchanged => EventOutcome::AlreadyApplied,
+    }
+}
+
 fn retry(error: sqlx::Error) -> HandlerError {
     HandlerError::Retry(format!("PostgreSQL: {error}"))
+}
+
+/// A data exception (SQLSTATE class 22: a value PostgreSQL cannot take, such as an
+/// `occurred_at` that is no time) is the entry's fault, for good; anything else is retried.
+fn database(error: sqlx::Error) -> HandlerError {
+    let refused = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22"));
+    if refused {
+        reject(format!("PostgreSQL refused a value of the entry: {error}"))
+    } else {
+        retry(error)
+    }
 }
 
 impl Handler for EventsHandler {
@@ -278,10 +425,12 @@ impl Handler for EventsHandler {
 pub async fn run_events_consumer(
     pool: PgPool,
     redis: redis::Client,
+    live: LiveEvents,
     settings: EventsSettings,
     shutdown: watch::Receiver<bool>,
 ) -> ConsumerStats {
-    run_consumer(redis, settings.consumer, EventsHandler::new(pool), shutdown).await
+    let handler = EventsHandler::with_live(pool, live);
+    run_consumer(redis, settings.consumer, handler, shutdown).await
 }
 
 #[cfg(test)]
@@ -310,7 +459,11 @@ mod tests {
         let handler = handler();
         let user = r#""user_id": "9b6c2b55-2f7f-4c8e-9a39-5d1c0f1e2a3b""#;
         let event = "5d1c0f1e-2f7f-4c8e-9a39-9b6c2b552a3b";
-        for ignored in ["user.updated", "subscription.changed", "payment.succeeded"] {
+        for ignored in [
+            "user.signed_in",
+            "subscription.changed",
+            "payment.succeeded",
+        ] {
             let entry = entry(&[("type", ignored), ("payload", "{}")]);
             assert_eq!(handler.apply(&entry).await, Ok(EventOutcome::Ignored));
         }
@@ -324,6 +477,36 @@ mod tests {
             entry(&[("type", "user.created"), ("payload", "not json")]),
             entry(&[("type", "user.created"), ("payload", "[1]")]),
             entry(&[("type", "user.deleted"), ("payload", "{}")]),
+            entry(&[("type", "user.updated"), ("payload", "{}")]),
+            entry(&[
+                ("type", "device.registered"),
+                (
+                    "payload",
+                    &format!(r#"{{{user}, "platform": "IOS", "token": "ab"}}"#),
+                ),
+            ]),
+            entry(&[
+                ("type", "device.registered"),
+                (
+                    "payload",
+                    &format!(
+                        r#"{{{user}, "device_id": "{event}", "platform": "BB10", "token": "ab"}}"#
+                    ),
+                ),
+            ]),
+            entry(&[
+                ("type", "device.registered"),
+                (
+                    "payload",
+                    &format!(
+                        r#"{{{user}, "device_id": "{event}", "platform": "IOS", "token": " "}}"#
+                    ),
+                ),
+            ]),
+            entry(&[
+                ("type", "device.removed"),
+                ("payload", &format!("{{{user}}}")),
+            ]),
             entry(&[
                 ("type", "user.created"),
                 ("payload", r#"{"user_id": "nope"}"#),

@@ -135,6 +135,10 @@ pub struct Erased {
     pub notifications: u64,
     pub preferences: u64,
     pub deliveries: u64,
+    /// Devices, removed ones' tombstones included.
+    pub devices: u64,
+    /// The address row (removed or not).
+    pub addresses: u64,
 }
 
 /// How many test notifications a user may ask for.
@@ -168,6 +172,31 @@ pub enum TestOutcome {
 /// The `dedupe_key` prefix of test notifications (the rate limit counts them by it).
 const TEST_KEY_PREFIX: &str = "test:";
 
+/// [`Store::insert_notification`] on `conn` (in the caller's transaction, if any).
+pub(crate) async fn insert_notification_in(
+    conn: &mut sqlx::PgConnection,
+    new: &NewNotification,
+) -> Result<Option<NotificationRow>, sqlx::Error> {
+    let sql = format!(
+        "WITH n AS (
+             INSERT INTO notifications.notifications (id, user_id, category, title, body, dedupe_key)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE NOT EXISTS (SELECT 1 FROM notifications.erased_users WHERE user_id = $2)
+             ON CONFLICT (dedupe_key) DO NOTHING
+             RETURNING *)
+         SELECT {NOTIFICATION_COLUMNS} FROM n"
+    );
+    sqlx::query_as(&sql)
+        .bind(Uuid::new_v4())
+        .bind(new.user_id)
+        .bind(new.category)
+        .bind(&new.title)
+        .bind(&new.body)
+        .bind(&new.dedupe_key)
+        .fetch_optional(conn)
+        .await
+}
+
 /// The notifications store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -197,30 +226,15 @@ impl Store {
     }
 
     /// Puts `new` in its user's inbox unless its `dedupe_key` is taken or the user was erased:
-    /// the row when it is new, `None` otherwise.
+    /// the row when it is new, `None` otherwise. The inbox alone: nothing is delivered;
+    /// [`crate::notify::notify`] also queues the deliveries, in the same transaction.
     pub async fn insert_notification(
         &self,
         new: &NewNotification,
     ) -> Result<Option<NotificationRow>, sqlx::Error> {
         self.count(1);
-        let sql = format!(
-            "WITH n AS (
-                 INSERT INTO notifications.notifications (id, user_id, category, title, body, dedupe_key)
-                 SELECT $1, $2, $3, $4, $5, $6
-                 WHERE NOT EXISTS (SELECT 1 FROM notifications.erased_users WHERE user_id = $2)
-                 ON CONFLICT (dedupe_key) DO NOTHING
-                 RETURNING *)
-             SELECT {NOTIFICATION_COLUMNS} FROM n"
-        );
-        sqlx::query_as(&sql)
-            .bind(Uuid::new_v4())
-            .bind(new.user_id)
-            .bind(new.category)
-            .bind(&new.title)
-            .bind(&new.body)
-            .bind(&new.dedupe_key)
-            .fetch_optional(&self.pool)
-            .await
+        let mut conn = self.pool.acquire().await?;
+        insert_notification_in(&mut conn, new).await
     }
 
     /// A page of `user`'s inbox, newest first, after `after`, at most `limit` rows (only the
@@ -374,11 +388,13 @@ impl Store {
         Ok(())
     }
 
-    /// Erases everything of `user` (deliveries, notifications, preferences) and remembers the
-    /// user as erased, in one transaction; idempotent.
+    /// Erases everything of `user` (deliveries and their queue, notifications, preferences,
+    /// devices, address) and remembers the user as erased, in one transaction, under the
+    /// user's lock ([`crate::notify::lock_user`]); idempotent.
     pub async fn erase_user(&self, user: Uuid) -> Result<Erased, sqlx::Error> {
-        self.count(4);
+        self.count(8);
         let mut tx = self.pool.begin().await?;
+        crate::notify::lock_user(&mut tx, user).await?;
         let deliveries = sqlx::query("DELETE FROM notifications.deliveries WHERE user_id = $1")
             .bind(user)
             .execute(&mut *tx)
@@ -395,6 +411,22 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The queue goes with its notifications (a foreign key with cascade); what is left of
+        // it, and where the user was reached, go here.
+        sqlx::query("DELETE FROM notifications.delivery_jobs WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        let devices = sqlx::query("DELETE FROM notifications.devices WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let addresses = sqlx::query("DELETE FROM notifications.addresses WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         sqlx::query(
             "INSERT INTO notifications.erased_users (user_id) VALUES ($1)
              ON CONFLICT (user_id) DO NOTHING",
@@ -407,11 +439,14 @@ impl Store {
             notifications,
             preferences,
             deliveries,
+            devices,
+            addresses,
         })
     }
 
-    /// Makes a test notification in `user`'s inbox unless `limits` forbid it. The limit is
-    /// kept in PostgreSQL, counted from the test notifications themselves, under a
+    /// Makes a test notification in `user`'s inbox, and queues its deliveries in the same
+    /// transaction ([`crate::notify::enqueue_deliveries`]), unless `limits` forbid it. The
+    /// limit is kept in PostgreSQL, counted from the test notifications themselves, under a
     /// transaction-scoped advisory lock per user: two requests at once (on any pod) cannot
     /// both slip under it.
     pub async fn insert_test_notification(
@@ -421,7 +456,7 @@ impl Store {
         title: &str,
         body: &str,
     ) -> Result<TestOutcome, sqlx::Error> {
-        self.count(3);
+        self.count(4);
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("notifications.test:{user}"))
@@ -464,7 +499,7 @@ impl Store {
                  RETURNING *)
              SELECT {NOTIFICATION_COLUMNS} FROM n"
         );
-        let row = sqlx::query_as(&sql)
+        let row: NotificationRow = sqlx::query_as(&sql)
             .bind(id)
             .bind(user)
             .bind(title)
@@ -472,6 +507,7 @@ impl Store {
             .bind(format!("{TEST_KEY_PREFIX}{user}:{id}"))
             .fetch_one(&mut *tx)
             .await?;
+        crate::notify::enqueue_deliveries(&mut tx, row.id, user).await?;
         tx.commit().await?;
         Ok(TestOutcome::Created(row))
     }

@@ -248,6 +248,7 @@ fn start_consumer(
     let task = tokio::spawn(run_events_consumer(
         pool.clone(),
         redis(),
+        gospelib_kit::live::LiveEvents::new(redis()),
         settings,
         shutdown,
     ));

@@ -428,3 +428,69 @@ async fn deliveries_record_what_the_provider_said() {
     assert!(forged.is_err());
     clean_up(&pool, &[user]).await;
 }
+
+const RECEIVED: &str = "subscription { notificationReceived { id title category read } }";
+
+/// The subscription `notificationReceived` as `caller` (anonymous: `None`).
+fn listen(
+    service: &NotificationsService,
+    caller: Option<Uuid>,
+) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+    let mut request = async_graphql::Request::new(RECEIVED);
+    if let Some(user) = caller {
+        request = request.data(gospelib_kit::caller::Caller::user(user));
+    }
+    gospelib_kit::GraphQlExecutor::execute_stream(service, request)
+}
+
+#[tokio::test]
+async fn notification_received_hears_the_callers_new_notifications_only() {
+    use futures_util::StreamExt;
+    let pool = pool().await;
+    let live = gospelib_kit::live::LiveEvents::new(gospelib_kit::test_stack::redis());
+    let service =
+        NotificationsService::with_live(pool.clone(), live.clone(), TestLimits::default());
+    let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut heard = listen(&service, Some(ada));
+    // The stream subscribes when first polled: poll it until Redis confirmed the channel.
+    let channel = gospelib_notifications::live::inbox_channel(ada);
+    let next = tokio::spawn(async move { heard.next().await });
+    gospelib_kit::test_stack::eventually("the subscription is live", || {
+        let subscribed = live.is_subscribed(&channel);
+        async move { subscribed }
+    })
+    .await;
+
+    // Bob's test notification is not Ada's; Ada's own is heard, as the mutation answered it.
+    let bobs = run_as(&service, Some(bob), TEST, json!({})).await;
+    assert_eq!(codes(&bobs), Vec::<String>::new(), "{bobs}");
+    let adas = run_as(&service, Some(ada), TEST, json!({})).await;
+    let received = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("Ada hears her notification")
+        .unwrap()
+        .expect("an event");
+    let received = serde_json::to_value(received).unwrap();
+    assert_eq!(
+        received["data"]["notificationReceived"], adas["data"]["sendTestNotification"],
+        "{received}"
+    );
+}
+
+#[tokio::test]
+async fn notification_received_refuses_an_anonymous_caller() {
+    use futures_util::StreamExt;
+    let pool = pool().await;
+    let live = gospelib_kit::live::LiveEvents::new(gospelib_kit::test_stack::redis());
+    let service = NotificationsService::with_live(pool.clone(), live, TestLimits::default());
+    let answer = listen(&service, None).next().await.expect("one answer");
+    let answer = serde_json::to_value(answer).unwrap();
+    assert_eq!(codes(&answer), ["UNAUTHORIZED"], "{answer}");
+    // Without live events (a service built for the inbox alone) it says so, as an error.
+    let service = NotificationsService::new(pool);
+    let answer = listen(&service, Some(Uuid::new_v4()))
+        .next()
+        .await
+        .expect("one answer");
+    assert!(serde_json::to_value(answer).unwrap()["errors"][0]["message"].is_string());
+}

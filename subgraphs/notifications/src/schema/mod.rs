@@ -6,7 +6,9 @@
 //!   as in the study subgraph). One user resolves per request at most, so these fields need
 //!   no dataloader: each is one statement;
 //! - the mutations, each `@authenticated`, on the caller's own data only:
-//!   `markNotificationsRead`, `updateNotificationPreferences`, `sendTestNotification`.
+//!   `markNotificationsRead`, `updateNotificationPreferences`, `sendTestNotification`;
+//! - the subscription `notificationReceived` (`@authenticated`): the caller's new
+//!   notifications, live, from every process ([`crate::live`]).
 //!
 //! The caller comes from the request's data ([`gospelib_kit::caller::Caller`]), put there by
 //! the launcher's `CallerGuard` after it verified the router's signature.
@@ -15,11 +17,13 @@ mod errors;
 mod input;
 mod mutation;
 mod query;
+mod subscription;
 mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::Schema;
+use gospelib_kit::live::LiveEvents;
 use gospelib_kit::stores::{BoxFuture, Dependency, PgPool, PostgresProbe, StoreClients};
 use gospelib_kit::{GraphQlExecutor, Subgraph};
 
@@ -31,6 +35,7 @@ pub use input::{
 };
 pub use mutation::{MAX_MARK_IDS, Mutation, TEST_BODY, TEST_TITLE};
 pub use query::Query;
+pub use subscription::Subscription;
 pub use types::{Notification, NotificationCategory, NotificationPreferences, QuietHours, User};
 
 /// The largest query depth the subgraph executes.
@@ -40,19 +45,22 @@ pub const MAX_DEPTH: usize = 12;
 pub const NAME: &str = "notifications";
 
 /// The notifications schema type.
-pub type NotificationsSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type NotificationsSchema = Schema<Query, Mutation, Subscription>;
 
 /// What every resolver shares.
 pub(crate) struct NotificationsContext {
     pub store: Store,
     pub test_limits: TestLimits,
+    /// Where new notifications are announced (none: nothing is, e.g. in tests of the inbox).
+    pub live: Option<LiveEvents>,
 }
 
 /// The subgraph's federation SDL (what `_service { sdl }` answers); needs no store.
 pub fn federation_sdl() -> String {
     GraphQlExecutor::federation_sdl(
-        &Schema::build(Query, Mutation, EmptySubscription)
+        &Schema::build(Query, Mutation, Subscription)
             .enable_federation()
+            .enable_subscription_in_federation()
             .finish(),
     )
 }
@@ -69,18 +77,33 @@ impl NotificationsService {
         Self::with_test_limits(pool, TestLimits::default())
     }
 
-    /// The service on `pool`, allowing test notifications within `test_limits`.
+    /// The service on `pool`, allowing test notifications within `test_limits`, without live
+    /// events (`notificationReceived` answers that they are unavailable).
     pub fn with_test_limits(pool: PgPool, test_limits: TestLimits) -> Self {
+        Self::build(pool, None, test_limits)
+    }
+
+    /// The service on `pool` announcing new notifications on `live`, which
+    /// `notificationReceived` listens to (what the platform runs).
+    pub fn with_live(pool: PgPool, live: LiveEvents, test_limits: TestLimits) -> Self {
+        Self::build(pool, Some(live), test_limits)
+    }
+
+    fn build(pool: PgPool, live: Option<LiveEvents>, test_limits: TestLimits) -> Self {
         let store = Store::new(pool);
+        let mut builder = Schema::build(Query, Mutation, Subscription)
+            .enable_federation()
+            .enable_subscription_in_federation()
+            .limit_depth(MAX_DEPTH);
+        if let Some(live) = &live {
+            builder = builder.data(live.clone());
+        }
         let context = NotificationsContext {
             store: store.clone(),
             test_limits,
+            live,
         };
-        let schema = Schema::build(Query, Mutation, EmptySubscription)
-            .enable_federation()
-            .limit_depth(MAX_DEPTH)
-            .data(context)
-            .finish();
+        let schema = builder.data(context).finish();
         Self { schema, store }
     }
 
@@ -99,15 +122,26 @@ impl GraphQlExecutor for NotificationsService {
         GraphQlExecutor::execute(&self.schema, request)
     }
 
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+        GraphQlExecutor::execute_stream(&self.schema, request)
+    }
+
     fn federation_sdl(&self) -> String {
         GraphQlExecutor::federation_sdl(&self.schema)
     }
 }
 
 /// The notifications subgraph on the process's shared store clients: PostgreSQL is required
-/// (Redis is only read by the stream consumers, which the launcher runs beside it).
+/// (Redis carries the live inbox, and the stream consumers the launcher runs beside it).
 pub fn subgraph(clients: &StoreClients) -> Subgraph {
-    let service = NotificationsService::new(clients.postgres.clone());
+    let service = NotificationsService::with_live(
+        clients.postgres.clone(),
+        clients.live.clone(),
+        TestLimits::default(),
+    );
     Subgraph {
         name: NAME.to_owned(),
         executor: Arc::new(service),

@@ -98,7 +98,12 @@ impl Mutation {
             .await
             .map_err(store)?
         {
-            TestOutcome::Created(row) => Ok(Notification(row)),
+            TestOutcome::Created(row) => {
+                if let Some(live) = &service.live {
+                    crate::live::announce(live, &row).await;
+                }
+                Ok(Notification(row))
+            }
             TestOutcome::Limited { retry_after_secs } => Err(rate_limited(
                 format!(
                     "too many test notifications: at most one per {} seconds and {} per day; \

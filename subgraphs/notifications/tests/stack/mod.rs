@@ -78,9 +78,17 @@ pub async fn titles_of(pool: &PgPool, user: Uuid) -> Vec<String> {
     .unwrap()
 }
 
-/// Removes every row of `users`.
+/// Removes every row of `users` (their outbox events too).
 pub async fn clean_up(pool: &PgPool, users: &[Uuid]) {
-    for table in ["deliveries", "notifications", "preferences", "erased_users"] {
+    for table in [
+        "deliveries",
+        "delivery_jobs",
+        "notifications",
+        "preferences",
+        "erased_users",
+        "devices",
+        "addresses",
+    ] {
         sqlx::query(&format!(
             "DELETE FROM notifications.{table} WHERE user_id = ANY($1)"
         ))
@@ -89,4 +97,10 @@ pub async fn clean_up(pool: &PgPool, users: &[Uuid]) {
         .await
         .unwrap();
     }
+    let users: Vec<String> = users.iter().map(Uuid::to_string).collect();
+    sqlx::query("DELETE FROM notifications.outbox WHERE payload->>'user_id' = ANY($1)")
+        .bind(&users)
+        .execute(pool)
+        .await
+        .unwrap();
 }

@@ -1,0 +1,80 @@
+//! Making a notification: it goes into its user's inbox and its deliveries into the queue, in
+//! one transaction, so that a notification is never delivered without being in the inbox nor
+//! stored without being delivered (the worker in [`crate::delivery`] sends them).
+//!
+//! - [`notify`]: the inbox row (deduplicated by `dedupe_key`, never for an erased user) and its
+//!   delivery jobs;
+//! - [`enqueue_deliveries`]: the jobs alone, in the caller's transaction (the test notification
+//!   inserts its row under its own rate-limit lock, then calls this).
+//!
+//! One job per channel (`push`, `email`) is always made: whether a channel or a category is
+//! switched off is decided by the worker when the job is due (preferences may change in the
+//! meantime), which then records the job's delivery as `skipped` with the reason; the inbox
+//! keeps every notification either way. Quiet hours are applied here already: a notification
+//! made within them gets jobs due at the end of the quiet span in the user's time zone
+//! (computed by PostgreSQL, `notifications.quiet_hours_end`), so pushes and emails wait for the
+//! morning rather than being dropped. The worker checks quiet hours again when the job is due.
+
+use gospelib_kit::stores::PgPool;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::store::{NewNotification, NotificationRow, insert_notification_in};
+
+/// Takes the transaction-scoped lock of `user`'s notifications data: the writes about one user
+/// (a notification, a device, an address, the erasure) are serialized, so that an erasure
+/// cannot interleave with a write that checked the user was not erased.
+pub async fn lock_user(conn: &mut PgConnection, user: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("notifications.user:{user}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts `new` in its user's inbox and its deliveries in the queue, in one transaction, unless
+/// its `dedupe_key` is taken or the user was erased: the row when it is new (committed), `None`
+/// otherwise (nothing was made).
+///
+/// **After commit:** a caller that publishes the notification live (the `notificationReceived`
+/// subscription) does so with the returned row, once this returns `Some`: the row is committed
+/// and its deliveries queued by then, and `None` (a duplicate) must publish nothing.
+pub async fn notify(
+    pool: &PgPool,
+    new: &NewNotification,
+) -> Result<Option<NotificationRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    lock_user(&mut tx, new.user_id).await?;
+    let Some(row) = insert_notification_in(&mut tx, new).await? else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    enqueue_deliveries(&mut tx, row.id, row.user_id).await?;
+    tx.commit().await?;
+    Ok(Some(row))
+}
+
+/// Queues the deliveries of the notification `notification` of `user` (one job per channel), in
+/// the caller's transaction; due now, or at the end of the user's quiet hours when now is
+/// within them. A job that exists already is kept as it is.
+pub async fn enqueue_deliveries(
+    conn: &mut PgConnection,
+    notification: Uuid,
+    user: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO notifications.delivery_jobs (notification_id, user_id, channel, not_before)
+         SELECT $1, $2, channel,
+                coalesce(notifications.quiet_hours_end(
+                             p.quiet_start, p.quiet_end, p.time_zone, now()),
+                         now())
+         FROM unnest(ARRAY['push', 'email']) AS channel
+         LEFT JOIN notifications.preferences p ON p.user_id = $2
+         ON CONFLICT (notification_id, channel) DO NOTHING",
+    )
+    .bind(notification)
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

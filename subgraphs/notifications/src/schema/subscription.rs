@@ -1,0 +1,42 @@
+//! The notifications subscription: `notificationReceived`, each notification put in the
+//! caller's inbox from now on, wherever it was made (an event consumer, a reminder job, a test
+//! notification in another process), heard on the caller's live channel ([`crate::live`]).
+//!
+//! Only a signed-in user may open it (`@authenticated`; the router refuses others before
+//! subscribing, and the subgraph answers `UNAUTHORIZED` to a request without a user). The
+//! caller is checked once, when the subscription opens; it hears its own channel only, and an
+//! event of anyone else's (which cannot be on that channel) is dropped.
+
+use async_graphql::{Context, Result, Subscription as SubscriptionRoot};
+use futures_util::{Stream, StreamExt};
+use gospelib_kit::caller::Caller;
+use gospelib_kit::live::LiveEvents;
+use gospelib_kit::subgraph::authenticated;
+
+use super::types::Notification;
+use crate::live::{inbox_channel, parse};
+
+pub struct Subscription;
+
+#[SubscriptionRoot]
+impl Subscription {
+    /// Each notification put in the caller's inbox from now on, as it arrives (the inbox keeps
+    /// them all: after a lost connection, read `notifications` again).
+    #[graphql(directive = authenticated::apply())]
+    async fn notification_received(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = Notification> + use<>> {
+        let user = Caller::of(ctx).require_user()?;
+        let live = ctx.data::<LiveEvents>()?;
+        Ok(live
+            .subscribe(&inbox_channel(user))
+            .filter_map(move |event| async move {
+                let row = parse(&event, user);
+                if row.is_none() {
+                    tracing::warn!("skipped a live notification event that was not the caller's");
+                }
+                row.map(Notification)
+            }))
+    }
+}

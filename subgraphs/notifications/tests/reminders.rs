@@ -1,0 +1,123 @@
+//! The study-reminders job against the stack's PostgreSQL: one reminder a day per user who
+//! asked, once their local time reached the hour, never twice (run again or concurrently), and
+//! its deliveries queued like any notification's.
+
+mod stack;
+
+use gospelib_notifications::reminders::{REMINDER_TITLE, make_reminders};
+use sqlx::PgPool;
+use stack::*;
+use uuid::Uuid;
+
+/// The job reads every user of the shared database: the tests here run one at a time, or one's
+/// runs (at its own instants) would remind the other's users.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A user with study reminders `on` in `zone`.
+async fn user_in(pool: &PgPool, zone: &str, on: bool) -> Uuid {
+    let user = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO notifications.preferences (user_id, study_reminders, time_zone) \
+         VALUES ($1, $2, $3)",
+    )
+    .bind(user)
+    .bind(on)
+    .bind(zone)
+    .execute(pool)
+    .await
+    .unwrap();
+    user
+}
+
+/// `user`'s reminders: (dedupe key, title), and how many delivery jobs they have.
+async fn reminders_of(pool: &PgPool, user: Uuid) -> (Vec<(String, String)>, i64) {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT dedupe_key, title FROM notifications.notifications \
+         WHERE user_id = $1 AND category = 'study_reminder' ORDER BY dedupe_key",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let (jobs,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM notifications.delivery_jobs WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    (rows, jobs)
+}
+
+#[tokio::test]
+async fn one_reminder_a_local_day_from_the_hour_for_those_who_asked() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pool = pool().await;
+    // 00:30 UTC: 09:30 in Tokyo (due, the 15th), 19:30 the day before in New York (due, the
+    // 14th), 00:30 in London (not yet), and a Tokyo user who did not ask.
+    let now = "2031-01-15T00:30:00Z";
+    let tokyo = user_in(&pool, "Asia/Tokyo", true).await;
+    let new_york = user_in(&pool, "America/New_York", true).await;
+    let london = user_in(&pool, "Europe/London", true).await;
+    let silent = user_in(&pool, "Asia/Tokyo", false).await;
+
+    let first = make_reminders(&pool, None, now, 8).await.unwrap();
+    assert!(first.made >= 2, "{first:?}");
+    let (rows, jobs) = reminders_of(&pool, tokyo).await;
+    assert_eq!(
+        rows,
+        [(
+            format!("reminder:{tokyo}:2031-01-15"),
+            REMINDER_TITLE.to_owned()
+        )]
+    );
+    assert_eq!(jobs, 2, "a push and an email job queued");
+    assert_eq!(
+        reminders_of(&pool, new_york).await.0,
+        [(
+            format!("reminder:{new_york}:2031-01-14"),
+            REMINDER_TITLE.to_owned()
+        )]
+    );
+    assert_eq!(reminders_of(&pool, london).await.0, []);
+    assert_eq!(reminders_of(&pool, silent).await, (vec![], 0));
+
+    // The same hour again: nothing new for anyone of ours.
+    make_reminders(&pool, None, now, 8).await.unwrap();
+    assert_eq!(reminders_of(&pool, tokyo).await.0.len(), 1);
+    // Later that day London's hour comes; Tokyo's next day makes a second one.
+    make_reminders(&pool, None, "2031-01-15T08:00:00Z", 8)
+        .await
+        .unwrap();
+    assert_eq!(
+        reminders_of(&pool, london).await.0,
+        [(
+            format!("reminder:{london}:2031-01-15"),
+            REMINDER_TITLE.to_owned()
+        )]
+    );
+    assert_eq!(reminders_of(&pool, tokyo).await.0.len(), 1);
+    make_reminders(&pool, None, "2031-01-16T00:00:00Z", 8)
+        .await
+        .unwrap();
+    assert_eq!(reminders_of(&pool, tokyo).await.0.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_runs_make_each_reminder_once() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pool = pool().await;
+    let now = "2032-03-01T12:00:00Z";
+    let mut users = Vec::new();
+    for _ in 0..40 {
+        users.push(user_in(&pool, "UTC", true).await);
+    }
+    let (a, b) = tokio::join!(
+        make_reminders(&pool, None, now, 8),
+        make_reminders(&pool, None, now, 8)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.made + b.made >= 40, "{a:?} {b:?}");
+    for user in users {
+        assert_eq!(reminders_of(&pool, user).await.0.len(), 1);
+    }
+}
