@@ -10,6 +10,7 @@
 
 mod corpus;
 mod gateway;
+mod jobs;
 mod partner_keys;
 mod parts;
 mod registry;
@@ -67,6 +68,17 @@ enum Command {
     /// Partners' API keys: made (shown once), listed, revoked.
     #[command(subcommand)]
     PartnerKey(PartnerKeyCommand),
+    /// Jobs run on a schedule (CronJobs in Phase 2), then exit.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Today's study reminders for users who asked for them, once their local time reached
+    /// the hour (`GOSPELIB_REMINDER_HOUR`, default 8); run it hourly. Idempotent per user and
+    /// local day. Prints what it did as JSON.
+    Reminders,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +300,7 @@ fn main() -> ExitCode {
             Command::PartnerKey(PartnerKeyCommand::Revoke { id }) => {
                 partner_keys::run_revoke(&env, &id).await
             }
+            Command::Jobs(JobsCommand::Reminders) => jobs::run_reminders(&env).await,
         }
     });
     telemetry.shutdown();
@@ -307,6 +320,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How often the stream consumers' backlog is read for the metrics.
+const STREAM_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let settings = ServeSettings::read(env)?;
@@ -336,6 +352,21 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process.
     let mut background = assembled.background;
+    // How far behind the chosen parts' stream consumers are, as metrics.
+    let consumed: Vec<(String, String)> = chosen
+        .iter()
+        .flat_map(|part| part.consumes.iter())
+        .map(|(stream, group)| ((*stream).to_owned(), (*group).to_owned()))
+        .collect();
+    if !consumed.is_empty() {
+        background.push(tokio::spawn(gospelib_kit::stream_lag::run_lag_reporter(
+            clients.redis.clone(),
+            metrics.clone(),
+            consumed,
+            STREAM_LAG_EVERY,
+            stop_rx.clone(),
+        )));
+    }
     let gateway = if whole_platform {
         let inputs = gateway::GatewayInputs {
             settings: &settings,

@@ -37,6 +37,9 @@ pub struct Part {
     pub build: fn(&PartInputs<'_>) -> Result<BuiltPart, ConfigError>,
     /// The part's federation SDL, without any store.
     pub sdl: fn() -> String,
+    /// The (stream, consumer group) pairs the part's consumers read, whose backlog the process
+    /// exports (`gospelib_stream_lag`, `gospelib_stream_pending`).
+    pub consumes: &'static [(&'static str, &'static str)],
 }
 
 /// Every part this build contains, in start-up order.
@@ -45,26 +48,49 @@ pub const PARTS: &[Part] = &[
         name: gospelib_content::schema::NAME,
         build: content,
         sdl: gospelib_content::schema::federation_sdl,
+        consumes: &[],
     },
     Part {
         name: gospelib_accounts::NAME,
         build: accounts,
         sdl: gospelib_accounts::federation_sdl,
+        consumes: &[(
+            gospelib_accounts::device_rejections::DEFAULT_NOTIFICATIONS_STREAM,
+            gospelib_accounts::device_rejections::GROUP,
+        )],
     },
     Part {
         name: gospelib_billing::NAME,
         build: billing,
         sdl: gospelib_billing::federation_sdl,
+        consumes: &[(
+            gospelib_billing::trial::DEFAULT_USERS_STREAM,
+            gospelib_billing::trial::GROUP,
+        )],
     },
     Part {
         name: gospelib_study::NAME,
         build: study,
         sdl: gospelib_study::federation_sdl,
+        consumes: &[(
+            gospelib_study::consumer::DEFAULT_USERS_STREAM,
+            gospelib_study::consumer::GROUP,
+        )],
     },
     Part {
         name: gospelib_notifications::NAME,
         build: notifications,
         sdl: gospelib_notifications::federation_sdl,
+        consumes: &[
+            (
+                gospelib_notifications::events::USERS_STREAM,
+                gospelib_notifications::events::GROUP,
+            ),
+            (
+                gospelib_notifications::events::BILLING_STREAM,
+                gospelib_notifications::events::GROUP,
+            ),
+        ],
     },
 ];
 
@@ -83,8 +109,6 @@ fn content(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
 /// How often the accounts outbox is relayed to Redis when an inline publish failed.
 const OUTBOX_RELAY_EVERY: Duration = Duration::from_secs(5);
 
-/// Users (Clerk's webhooks, on the public listener) and their devices; the outbox of user
-/// events relayed to `gl:events:users`.
 /// One configuration problem of one variable.
 fn one_problem(variable: &str, expected: &str, problem: Problem) -> ConfigError {
     ConfigError {
@@ -96,6 +120,9 @@ fn one_problem(variable: &str, expected: &str, problem: Problem) -> ConfigError 
     }
 }
 
+/// Users (Clerk's webhooks, on the public listener) and their devices; the outbox of user and
+/// device events relayed to `gl:events:users`; the consumer of `gl:events:notifications` that
+/// removes the devices push providers rejected.
 fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let secret = inputs
@@ -130,10 +157,25 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
     ));
+    let rejections = tokio::spawn({
+        let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
+        let shutdown = inputs.shutdown.clone();
+        let name = format!("accounts-{}", consumer_suffix());
+        async move {
+            let stats = gospelib_accounts::run_device_rejections_consumer(
+                pool,
+                redis,
+                gospelib_accounts::DeviceRejectionsSettings::new(name),
+                shutdown,
+            )
+            .await;
+            tracing::info!(?stats, "accounts' device-rejections consumer stopped");
+        }
+    });
     Ok(BuiltPart {
         subgraph: gospelib_accounts::subgraph(clients),
         public_routes: Some(gospelib_accounts::webhook_routes(webhooks)),
-        background: vec![relay],
+        background: vec![relay, rejections],
     })
 }
 
@@ -171,7 +213,8 @@ pub fn select(only: &[String]) -> Result<Vec<&'static Part>, UnknownPart> {
 }
 
 /// Plans and subscriptions (Stripe's webhooks, on the public listener), the trial consumer on
-/// `gl:events:users`, and the outbox of billing events relayed to `gl:events:billing`.
+/// `gl:events:users`, the sweep announcing trials that end soon (`trial.ending`, every 10
+/// minutes), and the outbox of billing events relayed to `gl:events:billing`.
 fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let (clients, settings) = (inputs.clients, inputs.settings);
     let secret = settings.stripe.webhook_secret.as_deref().ok_or_else(|| {
@@ -253,10 +296,16 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
     ));
+    let trial_ending = tokio::spawn(gospelib_billing::run_trial_ending_sweep(
+        clients.postgres.clone(),
+        clients.redis.clone(),
+        gospelib_billing::TrialEndingSettings::default(),
+        inputs.shutdown.clone(),
+    ));
     Ok(BuiltPart {
         subgraph: gospelib_billing::subgraph(clients, billing_settings),
         public_routes: Some(gospelib_billing::webhook_routes(webhooks)),
-        background: vec![trial, relay],
+        background: vec![trial, relay, trial_ending],
     })
 }
 
@@ -287,25 +336,54 @@ fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
 }
 
 /// Each user's inbox and notification preferences; the consumers of `gl:events:users` and
-/// `gl:events:billing` that make notifications from them.
+/// `gl:events:billing` that make notifications from them (and keep each user's devices and
+/// address); the worker delivering them through APNs, FCM and Resend (`GOSPELIB_APNS_*`,
+/// `GOSPELIB_FCM_*`, `GOSPELIB_RESEND_*`, `GOSPELIB_NOTIFICATIONS_DELIVERY_*`; a provider left
+/// unset skips its sends); the outbox of `device.rejected` relayed to `gl:events:notifications`.
 fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let name = format!("notifications-{}", consumer_suffix());
+    let delivery = gospelib_notifications::DeliveryConfig::from_env(
+        &gospelib_kit::config::Env::from_process(),
+        name.clone(),
+    )?;
     let spawn = |settings: gospelib_notifications::EventsSettings| {
         let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
+        let live = clients.live.clone();
         let shutdown = inputs.shutdown.clone();
         tokio::spawn(async move {
             let stats =
-                gospelib_notifications::run_events_consumer(pool, redis, settings, shutdown).await;
+                gospelib_notifications::run_events_consumer(pool, redis, live, settings, shutdown)
+                    .await;
             tracing::info!(?stats, "notifications' events consumer stopped");
         })
     };
     let users = spawn(gospelib_notifications::EventsSettings::users(name.clone()));
     let billing = spawn(gospelib_notifications::EventsSettings::billing(name));
+    let worker = tokio::spawn({
+        let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
+        let shutdown = inputs.shutdown.clone();
+        async move {
+            let stats = gospelib_notifications::run_delivery_worker(
+                pool,
+                redis,
+                delivery.providers,
+                delivery.settings,
+                shutdown,
+            )
+            .await;
+            tracing::info!(?stats, "notifications' delivery worker stopped");
+        }
+    });
+    let relay = tokio::spawn(gospelib_notifications::relay_outbox(
+        clients.postgres.clone(),
+        clients.redis.clone(),
+        OUTBOX_RELAY_EVERY,
+    ));
     Ok(BuiltPart {
         subgraph: gospelib_notifications::subgraph(clients),
         public_routes: None,
-        background: vec![users, billing],
+        background: vec![users, billing, worker, relay],
     })
 }
 

@@ -107,6 +107,30 @@ fn migrate_without_a_database_url_names_the_variable() {
     );
 }
 
+/// `gospelib jobs reminders` runs on the stack's database and says what it did as JSON; a bad
+/// reminder hour is refused by name before anything runs.
+#[test]
+fn jobs_reminders_reports_what_it_did_and_refuses_a_bad_hour() {
+    let output = gospelib(&["jobs", "reminders"], &stack_vars())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in ["due", "made", "already"] {
+        assert!(report[key].is_u64(), "{report}");
+    }
+    let mut vars = stack_vars();
+    vars.push(("GOSPELIB_REMINDER_HOUR", "24".to_owned()));
+    let output = gospelib(&["jobs", "reminders"], &vars).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("GOSPELIB_REMINDER_HOUR"), "{stderr}");
+}
+
 #[test]
 fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
     let (mut child, base, runtime) = serve(&["serve", "--only", "content"]);

@@ -14,12 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use gospelib_kit::caller::{Caller, InternalSecret};
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::Http;
 use serde_json::{Value, json};
+use support::ws::{Socket, connect, receive, send};
 use support::{serve, serve_with};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -90,56 +91,6 @@ async fn announce_until<T>(version: &str, wanted: impl std::future::Future<Outpu
 
 fn unique(label: &str) -> String {
     format!("{label}-{}", uuid::Uuid::new_v4())
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(base: &str) -> Socket {
-    let url = format!("{}/graphql", base.replace("http://", "ws://"));
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
-    send(
-        &mut socket,
-        json!({"type": "connection_init", "payload": {}}),
-    )
-    .await;
-    assert_eq!(receive(&mut socket).await["type"], "connection_ack");
-    socket
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::text(message.to_string()))
-        .await
-        .unwrap();
-}
-
-/// The next protocol message (pings answered on the way).
-async fn receive(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
-            .await
-            .expect("a message within 15 s")
-            .expect("the socket stays open")
-            .unwrap();
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["type"] == "ping" {
-                send(socket, json!({"type": "pong"})).await;
-                continue;
-            }
-            return value;
-        }
-    }
 }
 
 /// Reads `id`'s messages until its `next` carries `version`.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clerk;
+pub mod ws;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

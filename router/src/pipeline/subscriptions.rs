@@ -266,8 +266,24 @@ impl Context {
 
     /// Subscribes at the subgraph that owns the root field.
     async fn open(&self) -> Result<EventStream, Response> {
-        let (to_run, _) = self.to_run();
+        let (to_run, denials) = self.to_run();
         let Some(plan) = SubscriptionPlan::of(&to_run.plan) else {
+            // The caller may not select the root field: nothing is left to subscribe to, and
+            // the refusal says why (as a query's denied field would).
+            if !denials.is_empty() {
+                let mut denied: Vec<_> = denials.values().collect();
+                denied.sort_by(|a, b| a.coordinate.cmp(&b.coordinate));
+                let errors = denied
+                    .into_iter()
+                    .map(|denial| {
+                        json!({
+                            "message": denial.message(),
+                            "extensions": { "code": denial.refusal.code() }
+                        })
+                    })
+                    .collect();
+                return Err(self.refusal(errors));
+            }
             return Err(self.refusal(vec![json!({
                 "message": "this router does not execute a subscription planned this way yet",
                 "extensions": { "code": "NOT_IMPLEMENTED" }
