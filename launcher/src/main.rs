@@ -342,6 +342,7 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         clients: &clients,
         settings: &settings,
         shutdown: stop_rx.clone(),
+        metrics: &metrics,
     };
     let assembled = parts::assemble(&chosen, whole_platform, &inputs)?;
     // The whole platform also serves the registry's published supergraphs to routers (on the

@@ -19,6 +19,8 @@ pub struct PartInputs<'a> {
     pub clients: &'a StoreClients,
     pub settings: &'a ServeSettings,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The process's metrics (`/metrics`), for parts that count what they do.
+    pub metrics: &'a gospelib_kit::metrics::Metrics,
 }
 
 /// A part, built: its subgraph, the routes third parties call it on (public), and the tasks
@@ -91,6 +93,12 @@ pub const PARTS: &[Part] = &[
                 gospelib_notifications::events::GROUP,
             ),
         ],
+    },
+    Part {
+        name: gospelib_ai::NAME,
+        build: ai,
+        sdl: gospelib_ai::federation_sdl,
+        consumes: &[],
     },
 ];
 
@@ -386,6 +394,61 @@ fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         background: vec![users, billing, worker, relay],
     })
 }
+
+/// The study assistant: answers grounded in the scripture graph, which it reads through
+/// content's GraphQL API — content's executor built in this process, or content's endpoint
+/// over HTTP when `GOSPELIB_AI_CONTENT_URL` is set (Phase 2) — by the LLM vendors
+/// `GOSPELIB_ANTHROPIC_*`/`GOSPELIB_OPENAI_*` configure (none: the extractive provider), with
+/// answers cached in Redis.
+fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
+    let clients = inputs.clients;
+    let env = gospelib_kit::config::Env::from_process();
+    let mut reader = gospelib_kit::config::ConfigReader::new(&env);
+    let content_url = reader.raw(AI_CONTENT_URL).is_some().then(|| {
+        reader.required_url(
+            AI_CONTENT_URL,
+            "http://content.internal:4001/graphql",
+            &["http", "https"],
+        )
+    });
+    reader.finish()?;
+    let content: Arc<dyn gospelib_ai::content::ContentSource> = match content_url.flatten() {
+        Some(url) => Arc::new(
+            gospelib_ai::content::OverHttp::new(url, AI_CONTENT_TIMEOUT).map_err(|error| {
+                one_problem(
+                    AI_CONTENT_URL,
+                    "an http(s) URL of content's GraphQL endpoint",
+                    Problem::Malformed {
+                        shown: None,
+                        reason: error.to_string(),
+                    },
+                )
+            })?,
+        ),
+        None => {
+            let (subgraph, _) = gospelib_content::schema::subgraph(
+                gospelib_content::namespace::Namespace::production(),
+                clients,
+            );
+            Arc::new(gospelib_ai::content::InProcess(subgraph.executor))
+        }
+    };
+    let llm = gospelib_ai::llm::LlmSettings::from_env(&env)?;
+    let cache = gospelib_ai::cache::AnswerCache::new(clients.redis.clone(), "gl");
+    let assistant = gospelib_ai::assistant::Assistant::new(content, llm, Some(cache))
+        .with_metrics(inputs.metrics.clone());
+    Ok(BuiltPart {
+        subgraph: gospelib_ai::subgraph(gospelib_ai::AiService::new(assistant)),
+        public_routes: None,
+        background: Vec::new(),
+    })
+}
+
+/// `GOSPELIB_AI_CONTENT_URL`: content's GraphQL endpoint for the assistant in another process.
+const AI_CONTENT_URL: &str = "GOSPELIB_AI_CONTENT_URL";
+
+/// The deadline of one context query to content over HTTP.
+const AI_CONTENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What distinguishes this process's stream consumers from other pods' (the pod's host name, or
 /// the process id): a restarted pod reclaims its own pending entries, and the others' after

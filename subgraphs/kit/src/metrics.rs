@@ -28,6 +28,8 @@ pub struct Metrics {
     subscriptions_open: IntGauge,
     stream_lag: IntGaugeVec,
     stream_pending: IntGaugeVec,
+    ai_answers: IntCounterVec,
+    ai_citations_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -134,6 +136,19 @@ impl Metrics {
             &["stream", "group"],
         )
         .expect("valid metric");
+        let ai_answers = IntCounterVec::new(
+            Opts::new(
+                "ai_answers_total",
+                "Study assistant answers, by question, provider and source (cache, made, fallback)",
+            ),
+            &["question", "provider", "source"],
+        )
+        .expect("valid metric");
+        let ai_citations_dropped = IntCounter::new(
+            "ai_citations_dropped_total",
+            "Citations a model gave that the passage's graph context does not hold (dropped)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(server_errors.clone()),
@@ -148,6 +163,8 @@ impl Metrics {
             Box::new(subscriptions_open.clone()),
             Box::new(stream_lag.clone()),
             Box::new(stream_pending.clone()),
+            Box::new(ai_answers.clone()),
+            Box::new(ai_citations_dropped.clone()),
         ] {
             registry
                 .register(collector)
@@ -168,7 +185,23 @@ impl Metrics {
             subscriptions_open,
             stream_lag,
             stream_pending,
+            ai_answers,
+            ai_citations_dropped,
         }
+    }
+
+    /// Counts one study assistant answer: to `question` (`explain`, `questions`,
+    /// `connections`), by `provider`, from `source` (`cache`, `made`, or `fallback` when the
+    /// extractive provider answered for a vendor that failed).
+    pub fn count_ai_answer(&self, question: &str, provider: &str, source: &str) {
+        self.ai_answers
+            .with_label_values(&[question, provider, source])
+            .inc();
+    }
+
+    /// Counts citations a model invented (dropped from its answer).
+    pub fn count_ai_citations_dropped(&self, dropped: u64) {
+        self.ai_citations_dropped.inc_by(dropped);
     }
 
     /// Sets what a consumer group of a stream has left: `lag` entries unread, `pending` read

@@ -1,0 +1,407 @@
+//! The study assistant (the ai subgraph) end to end:
+//! - through the router in process, with content on the fixture corpus (its own namespace) and
+//!   ai reading it through content's API: answers from the extractive provider whose
+//!   citations resolve, through federation, into content's passages, lexicon entries and
+//!   topics; bad arguments and unknown passages refused with their codes; a repeated question
+//!   answered from the Redis cache; with a vendor (a local server speaking Anthropic's
+//!   Messages API): its answer served with the citations it invented dropped and counted, and a
+//!   malformed reply answered by the extractive provider instead, not cached;
+//! - on `gospelib serve` with the real stack: a Reader (signed in, no trial) gets `FORBIDDEN`,
+//!   an anonymous caller `UNAUTHORIZED`, and a Scholar (the trial a Clerk sign-up starts) is
+//!   counted against the plan's AI quota per hour: the 51st question is `RATE_LIMITED`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_ai::AiService;
+use gospelib_ai::assistant::Assistant;
+use gospelib_ai::cache::AnswerCache;
+use gospelib_ai::content::InProcess;
+use gospelib_content::graph::Graph;
+use gospelib_content::ingest::{Targets, ingest};
+use gospelib_content::namespace::Namespace;
+use gospelib_kit::GraphQlExecutor;
+use gospelib_kit::caller::{Caller, CallerGuard, InternalSecret, user_id_for_clerk};
+use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::stores::StoreClients;
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{ExecutorSubgraph, InProcess as RouterInProcess};
+use serde_json::{Value, json};
+use support::clerk::{
+    AUDIENCE, Client, ISSUER, eventually, jwks_server, session_token, unique, user_created,
+};
+use support::serve_with;
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Setup {
+    router: Router,
+    ai: Arc<AiService>,
+    metrics: gospelib_kit::metrics::Metrics,
+}
+
+async fn setup() -> Setup {
+    setup_with(None).await
+}
+
+async fn setup_with(llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>) -> Setup {
+    let urls = StoreUrls::from_env(&Env::from_process())
+        .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
+    let clients = StoreClients::new(&urls).unwrap();
+    let namespace = Namespace::isolated("ai_router");
+    let targets = Targets {
+        namespace: namespace.clone(),
+        graph: Graph::new(&clients.falkordb_url, &namespace.graph),
+        typesense: clients.typesense.clone(),
+        redis: clients.redis.clone(),
+    };
+    // Once per test binary: two ingests of one namespace at once would race.
+    static INGESTED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INGESTED
+        .get_or_init(|| async {
+            ingest(
+                &repository().join("subgraphs/content/fixture"),
+                false,
+                &targets,
+            )
+            .await
+            .unwrap();
+        })
+        .await;
+    let secret = InternalSecret::new(&[5; 32]).unwrap();
+    let (content, _) = gospelib_content::schema::subgraph(namespace, &clients);
+    // Answers cached under a namespace of this run's own, so a warm cache of an earlier run
+    // cannot answer for this one.
+    let cache = AnswerCache::new(
+        clients.redis.clone(),
+        format!("t{}", uuid::Uuid::new_v4().simple()),
+    );
+    let assistant = Assistant::new(
+        Arc::new(InProcess(content.executor.clone())),
+        llm,
+        Some(cache),
+    );
+    let metrics = gospelib_kit::metrics::Metrics::new("assistant_test");
+    let ai = Arc::new(AiService::new(assistant.with_metrics(metrics.clone())));
+    let guarded = |executor: Arc<dyn GraphQlExecutor>| {
+        Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
+            executor,
+            secret.clone(),
+        ))))
+    };
+    let transport = RouterInProcess::default()
+        .with("content", guarded(content.executor))
+        .with("ai", guarded(ai.clone()));
+    let sdl = std::fs::read_to_string(repository().join("schema/supergraph.graphql")).unwrap();
+    Setup {
+        router: Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport))
+            .with_internal_secret(secret),
+        ai,
+        metrics,
+    }
+}
+
+impl Setup {
+    async fn ask(&self, caller: &Caller, query: &str) -> Value {
+        let mut answer = self
+            .router
+            .execute(&GraphQlRequest {
+                query: query.to_owned(),
+                caller: caller.clone(),
+                ..Default::default()
+            })
+            .await;
+        answer.as_object_mut().unwrap().remove("extensions");
+        answer
+    }
+}
+
+/// A signed-in caller with the AI entitlement (as the router makes one for a Scholar).
+fn scholar() -> Caller {
+    Caller {
+        scopes: vec!["ai_features".to_owned()],
+        ..Caller::user(user_id_for_clerk(&format!(
+            "user_ai_{}",
+            uuid::Uuid::new_v4().simple()
+        )))
+    }
+}
+
+const CITATIONS: &str = "citations { __typename \
+    ... on Passage { id reference } \
+    ... on LexiconEntry { id lemma } \
+    ... on Topic { id name } }";
+
+/// Every citation of `citations` resolved by content: a passage's reference, an entry's lemma,
+/// a topic's name (a null would be an id content does not have).
+fn assert_resolved(citations: &Value, answer: &Value) {
+    let citations = citations.as_array().unwrap_or_else(|| panic!("{answer}"));
+    for citation in citations {
+        let shown = match citation["__typename"].as_str() {
+            Some("Passage") => &citation["reference"],
+            Some("LexiconEntry") => &citation["lemma"],
+            Some("Topic") => &citation["name"],
+            other => panic!("a citation of type {other:?}: {answer}"),
+        };
+        assert!(
+            shown.as_str().is_some_and(|text| !text.is_empty()),
+            "{citation} did not resolve: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn answers_cite_entities_that_resolve_through_federation() {
+    let setup = setup().await;
+    let caller = scholar();
+    let explained = setup
+        .ask(
+            &caller,
+            &format!(
+                r#"{{ explainPassage(id: "john.3.16") {{ text provider model {CITATIONS} }} }}"#
+            ),
+        )
+        .await;
+    assert_eq!(explained.get("errors"), None, "{explained}");
+    let explanation = &explained["data"]["explainPassage"];
+    assert_eq!(explanation["provider"], "extractive");
+    assert_eq!(explanation["model"], "graph-v1");
+    assert!(
+        explanation["text"].as_str().unwrap().contains("John 3:16"),
+        "{explained}"
+    );
+    assert_eq!(
+        explanation["citations"][0],
+        json!({"__typename": "Passage", "id": "john.3.16", "reference": "John 3:16"})
+    );
+    assert_resolved(&explanation["citations"], &explained);
+    let kinds: Vec<&str> = explanation["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["__typename"].as_str())
+        .collect();
+    assert!(kinds.contains(&"LexiconEntry"), "{explained}");
+
+    let questions = setup
+        .ask(
+            &caller,
+            &format!(r#"{{ studyQuestions(id: "john.3.16", count: 3) {{ text {CITATIONS} }} }}"#),
+        )
+        .await;
+    assert_eq!(questions.get("errors"), None, "{questions}");
+    let questions = questions["data"]["studyQuestions"].as_array().unwrap();
+    assert_eq!(questions.len(), 3);
+    for question in questions {
+        assert_resolved(&question["citations"], question);
+    }
+
+    let connections = setup
+        .ask(
+            &caller,
+            &format!(
+                r#"{{ suggestConnections(id: "john.3.16") {{ passage {{ id reference text }} reason {CITATIONS} }} }}"#
+            ),
+        )
+        .await;
+    assert_eq!(connections.get("errors"), None, "{connections}");
+    let connections = connections["data"]["suggestConnections"]
+        .as_array()
+        .unwrap();
+    assert!(!connections.is_empty());
+    for connection in connections {
+        assert!(connection["passage"]["text"].is_string(), "{connection}");
+        assert_resolved(&connection["citations"], connection);
+    }
+}
+
+#[tokio::test]
+async fn bad_questions_are_refused_with_their_codes_and_repeats_come_from_the_cache() {
+    let setup = setup().await;
+    let caller = scholar();
+    let code = |answer: &Value| answer["errors"][0]["extensions"]["code"].clone();
+
+    let unknown = setup
+        .ask(&caller, r#"{ explainPassage(id: "john.3.99") { text } }"#)
+        .await;
+    assert_eq!(code(&unknown), "PASSAGE_NOT_FOUND", "{unknown}");
+    assert_eq!(unknown["data"]["explainPassage"], Value::Null);
+    let malformed = setup
+        .ask(&caller, r#"{ explainPassage(id: "Bad!") { text } }"#)
+        .await;
+    assert_eq!(code(&malformed), "VALIDATION_ERROR", "{malformed}");
+    let too_many = setup
+        .ask(
+            &caller,
+            r#"{ studyQuestions(id: "john.3.16", count: 11) { text } }"#,
+        )
+        .await;
+    assert_eq!(code(&too_many), "VALIDATION_ERROR", "{too_many}");
+    let long_focus = format!(
+        r#"{{ explainPassage(id: "john.3.16", focus: "{}") {{ text }} }}"#,
+        "x".repeat(201)
+    );
+    let long_focus = setup.ask(&caller, &long_focus).await;
+    assert_eq!(code(&long_focus), "VALIDATION_ERROR", "{long_focus}");
+
+    // The same question twice: the second answer is the cached first.
+    let question = r#"{ explainPassage(id: "john.3.16", focus: "love") { text } }"#;
+    let hits = setup.ai.assistant().cache_hits();
+    let first = setup.ask(&caller, question).await;
+    let second = setup.ask(&caller, question).await;
+    assert_eq!(first, second);
+    assert_eq!(setup.ai.assistant().cache_hits(), hits + 1);
+}
+
+#[test]
+fn readers_are_forbidden_and_scholars_counted_against_their_hourly_quota() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jwks = runtime.block_on(jwks_server());
+    let (_served, base, _serve_runtime) = serve_with(
+        &["serve"],
+        &[
+            ("GOSPELIB_AUTH_JWKS_URL", jwks),
+            ("GOSPELIB_AUTH_ISSUER", ISSUER.to_owned()),
+            ("GOSPELIB_AUTH_AUDIENCE", AUDIENCE.to_owned()),
+        ],
+    );
+    let client = Client {
+        base,
+        http: reqwest::Client::new(),
+    };
+    runtime.block_on(async {
+        let question = r#"{ explainPassage(id: "john.3.16") { provider } }"#;
+        let code = |body: &Value| body["errors"][0]["extensions"]["code"].clone();
+        let (_, body) = client.ask(&[], question).await;
+        assert_eq!(code(&body), "UNAUTHORIZED", "{body}");
+        let reader = format!("Bearer {}", session_token(&unique("ai_reader")));
+        let (_, body) = client.ask(&[("authorization", &reader)], question).await;
+        assert_eq!(code(&body), "FORBIDDEN", "{body}");
+        assert_eq!(body["data"]["explainPassage"], Value::Null, "{body}");
+
+        // A sign-up's Scholar trial: 50 AI questions an hour, then RATE_LIMITED.
+        let scholar = unique("ai_scholar");
+        let status = client
+            .deliver(
+                &format!("msg_{scholar}"),
+                &user_created(&scholar, "scholar@example.com"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let auth = format!("Bearer {}", session_token(&scholar));
+        let trial = eventually(Duration::from_secs(15), || async {
+            let (_, body) = client
+                .ask(&[("authorization", &auth)], "{ me { plan { id } } }")
+                .await;
+            body["data"]["me"]["plan"]["id"] == "scholar"
+        })
+        .await;
+        assert!(trial, "the trial did not start");
+        for n in 1..=50 {
+            let (status, body) = client.ask(&[("authorization", &auth)], question).await;
+            assert_eq!(status, 200, "question {n}: {body}");
+            assert_ne!(code(&body), "RATE_LIMITED", "question {n}: {body}");
+            assert_ne!(code(&body), "FORBIDDEN", "question {n}: {body}");
+        }
+        let (status, body) = client.ask(&[("authorization", &auth)], question).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+    });
+}
+
+/// A local Anthropic Messages API answering each request with the next of `replies` (the
+/// last one again when they run out); its base URL.
+async fn fake_anthropic(replies: Vec<String>) -> String {
+    let replies = Arc::new(std::sync::Mutex::new(replies));
+    let app = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let replies = replies.clone();
+            async move {
+                assert_eq!(headers["x-api-key"], "sk-ant-test");
+                let mut replies = replies.lock().unwrap();
+                let text = if replies.len() > 1 {
+                    replies.remove(0)
+                } else {
+                    replies[0].clone()
+                };
+                axum::Json(json!({
+                    "id": "msg_1", "type": "message", "role": "assistant",
+                    "model": "claude-test-1",
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": "end_turn"
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+fn anthropic(base_url: String) -> Arc<dyn gospelib_ai::llm::LlmClient> {
+    Arc::new(
+        gospelib_ai::llm::Anthropic::new(gospelib_ai::llm::AnthropicConfig {
+            api_key: gospelib_ai::llm::Secret::new("sk-ant-test"),
+            model: "claude-test".to_owned(),
+            base_url,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_vendors_answer_keeps_only_citations_the_graph_holds_and_a_malformed_one_falls_back() {
+    let invented = json!({
+        "text": "God's love for the world, given in his Son.",
+        "citations": ["john.3.16", "G9999", "naves:made-up", "rev.99.1"]
+    })
+    .to_string();
+    let base = fake_anthropic(vec![invented, "I cannot answer in JSON today.".to_owned()]).await;
+    let setup = setup_with(Some(anthropic(base))).await;
+    let caller = scholar();
+    let question =
+        format!(r#"{{ explainPassage(id: "john.3.16") {{ text provider model {CITATIONS} }} }}"#);
+    let answer = setup.ask(&caller, &question).await;
+    assert_eq!(answer.get("errors"), None, "{answer}");
+    assert_eq!(
+        answer["data"]["explainPassage"],
+        json!({
+            "text": "God's love for the world, given in his Son.",
+            "provider": "anthropic",
+            "model": "claude-test-1",
+            "citations": [{"__typename": "Passage", "id": "john.3.16", "reference": "John 3:16"}]
+        })
+    );
+    assert_eq!(setup.ai.assistant().invented_citations(), 3);
+    let exported = setup.metrics.render();
+    assert!(
+        exported.contains("gospelib_ai_citations_dropped_total{service=\"assistant_test\"} 3"),
+        "{exported}"
+    );
+    // The same question again: from the cache, the vendor is not asked.
+    assert_eq!(setup.ask(&caller, &question).await, answer);
+
+    // Another question gets the malformed reply: the extractive provider answers, and that
+    // answer is not cached (the vendor is asked again next time).
+    let other = format!(r#"{{ explainPassage(id: "john.1.1") {{ provider {CITATIONS} }} }}"#);
+    let fallback = setup.ask(&caller, &other).await;
+    assert_eq!(fallback.get("errors"), None, "{fallback}");
+    assert_eq!(fallback["data"]["explainPassage"]["provider"], "extractive");
+    assert_resolved(&fallback["data"]["explainPassage"]["citations"], &fallback);
+    let hits = setup.ai.assistant().cache_hits();
+    setup.ask(&caller, &other).await;
+    assert_eq!(
+        setup.ai.assistant().cache_hits(),
+        hits,
+        "a fallback answer was cached"
+    );
+}

@@ -1,0 +1,307 @@
+//! The assistant: a question about a passage answered from its graph context, by the
+//! configured LLM (Anthropic, then an OpenAI-compatible fallback) or, with none configured or
+//! when every vendor failed, by the extractive provider; every answer's citations are checked
+//! against the context, and answers are cached ([`crate::cache`]).
+//!
+//! In order, for each question: the arguments are checked (`VALIDATION_ERROR`), the context is
+//! gathered from content ([`crate::content`]; an unknown passage is `PASSAGE_NOT_FOUND`,
+//! content down `UPSTREAM_UNAVAILABLE`), the cache is asked by (question, arguments, template
+//! version, context, provider and model), and on a miss the answer is made and kept. An answer
+//! the LLM could not give (every vendor failed, or its reply was malformed) is made by the
+//! extractive provider instead and is not cached, so the next question asks the vendor again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+
+use gospelib_kit::metrics::Metrics;
+
+use crate::answer::{Connection, Explanation, StudyQuestion};
+use crate::cache::AnswerCache;
+use crate::content::{ContentSource, ContextError, gather};
+use crate::context::PassageContext;
+use crate::extractive;
+use crate::llm::prompts::{MAX_CONNECTIONS, MAX_FOCUS_CHARS, MAX_QUESTIONS};
+use crate::llm::{
+    LlmClient, LlmError, LlmReply, Prompt, parse_connections, parse_explanation, parse_questions,
+    render_connections, render_explain, render_questions,
+};
+
+/// Study questions asked for when `count` is absent.
+pub const DEFAULT_QUESTIONS: u32 = 5;
+
+/// Why a question got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AssistantError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no passage {0:?}")]
+    PassageNotFound(String),
+    #[error("{message}")]
+    Refused { message: String, code: String },
+    #[error("the scripture graph is unavailable right now; try again shortly")]
+    Unavailable,
+}
+
+impl AssistantError {
+    /// The error's `extensions.code`.
+    pub fn code(&self) -> &str {
+        match self {
+            AssistantError::Invalid(_) => "VALIDATION_ERROR",
+            AssistantError::PassageNotFound(_) => "PASSAGE_NOT_FOUND",
+            AssistantError::Refused { code, .. } => code,
+            AssistantError::Unavailable => "UPSTREAM_UNAVAILABLE",
+        }
+    }
+}
+
+/// The assistant with its sources.
+pub struct Assistant {
+    content: Arc<dyn ContentSource>,
+    /// The configured vendors; `None`: the extractive provider answers everything.
+    llm: Option<Arc<dyn LlmClient>>,
+    cache: Option<AnswerCache>,
+    /// Where answers and dropped citations are counted (`gospelib_ai_answers_total`,
+    /// `gospelib_ai_citations_dropped_total`).
+    metrics: Option<Metrics>,
+    /// Citations dropped because the context did not hold them (a model's inventions).
+    invented: AtomicU64,
+    /// Answers served from the cache.
+    cache_hits: AtomicU64,
+}
+
+impl Assistant {
+    pub fn new(
+        content: Arc<dyn ContentSource>,
+        llm: Option<Arc<dyn LlmClient>>,
+        cache: Option<AnswerCache>,
+    ) -> Self {
+        Self {
+            content,
+            llm,
+            cache,
+            metrics: None,
+            invented: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+        }
+    }
+
+    /// The assistant counting its answers and dropped citations in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// How many invented citations were dropped so far.
+    pub fn invented_citations(&self) -> u64 {
+        self.invented.load(Ordering::Relaxed)
+    }
+
+    /// How many answers came from the cache so far.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
+    }
+
+    async fn context(&self, id: &str) -> Result<PassageContext, AssistantError> {
+        match gather(self.content.as_ref(), id).await {
+            Ok(Some(context)) => Ok(context),
+            Ok(None) => Err(AssistantError::PassageNotFound(id.to_owned())),
+            Err(ContextError::Refused { message, code }) => {
+                Err(AssistantError::Refused { message, code })
+            }
+            Err(ContextError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "the assistant could not gather a passage's context");
+                Err(AssistantError::Unavailable)
+            }
+        }
+    }
+
+    /// The answer to `question` cached under `key`, or `make`'s: kept when it says it may be
+    /// (a vendor's answer, or the extractive provider's when no vendor is configured), not
+    /// when it is the extractive provider's in place of a vendor that failed.
+    async fn cached<T, F>(&self, question: &str, key: Option<String>, make: F) -> T
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: std::future::Future<Output = (T, bool)>,
+    {
+        let provider = if self.llm.is_some() {
+            "llm"
+        } else {
+            extractive::PROVIDER
+        };
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(hit) = cache.get::<T>(key).await
+        {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.count(question, provider, "cache");
+            return hit;
+        }
+        let (answer, keep) = make.await;
+        if keep {
+            self.count(question, provider, "made");
+            if let (Some(cache), Some(key)) = (&self.cache, &key) {
+                cache.put(key, &answer).await;
+            }
+        } else {
+            self.count(question, extractive::PROVIDER, "fallback");
+        }
+        answer
+    }
+
+    fn count(&self, question: &str, provider: &str, source: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.count_ai_answer(question, provider, source);
+        }
+    }
+
+    /// The cache key of `question` with `arguments` on `context`, for the producer that will
+    /// answer (the vendors and the prompt's templates, or the extractive provider).
+    fn key(
+        &self,
+        question: &str,
+        arguments: serde_json::Value,
+        prompt: Option<&Prompt>,
+        context: &PassageContext,
+    ) -> Option<String> {
+        let producer = match (&self.llm, prompt) {
+            (Some(llm), Some(prompt)) => json!([llm.describe(), prompt.template_version]),
+            _ => json!([extractive::PROVIDER, extractive::MODEL]),
+        };
+        self.cache
+            .as_ref()
+            .map(|cache| cache.key(&[json!(question), arguments, producer, json!(context)]))
+    }
+
+    /// Asks the vendors `prompt` and reads their reply with `parse`; `None` (logged) when
+    /// they failed or the reply was unusable, for the extractive provider to answer instead.
+    async fn ask<T>(
+        &self,
+        prompt: &Prompt,
+        parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError>,
+    ) -> Option<T> {
+        let llm = self.llm.as_ref()?;
+        let answer = llm
+            .complete(&prompt.request)
+            .await
+            .and_then(|reply| parse(&reply));
+        match answer {
+            Ok((answer, invented)) => {
+                if invented > 0 {
+                    tracing::info!(invented, "dropped citations the model invented");
+                    self.invented.fetch_add(invented as u64, Ordering::Relaxed);
+                    if let Some(metrics) = &self.metrics {
+                        metrics.count_ai_citations_dropped(invented as u64);
+                    }
+                }
+                Some(answer)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    kind = error.kind(),
+                    "the LLM gave no usable answer; the extractive provider answers"
+                );
+                None
+            }
+        }
+    }
+
+    /// What passage `id` means, with an optional `focus` (a word or theme).
+    pub async fn explain(
+        &self,
+        id: &str,
+        focus: Option<&str>,
+    ) -> Result<Explanation, AssistantError> {
+        let focus = focus.map(str::trim).filter(|focus| !focus.is_empty());
+        if focus.is_some_and(|focus| focus.chars().count() > MAX_FOCUS_CHARS) {
+            return Err(AssistantError::Invalid(format!(
+                "focus is at most {MAX_FOCUS_CHARS} characters"
+            )));
+        }
+        let context = self.context(id).await?;
+        let prompt = self.llm.as_ref().map(|_| render_explain(&context, focus));
+        let key = self.key(
+            "explain",
+            json!({"focus": focus}),
+            prompt.as_ref(),
+            &context,
+        );
+        Ok(self
+            .cached("explain", key, async {
+                if let Some(prompt) = &prompt {
+                    let asked = self
+                        .ask(prompt, |reply| parse_explanation(reply, &context))
+                        .await;
+                    if let Some(answer) = asked {
+                        return (answer, true);
+                    }
+                }
+                (extractive::explain(&context, focus), prompt.is_none())
+            })
+            .await)
+    }
+
+    /// `count` (1 to 10, default 5) questions to study passage `id` with.
+    pub async fn study_questions(
+        &self,
+        id: &str,
+        count: Option<i32>,
+    ) -> Result<Vec<StudyQuestion>, AssistantError> {
+        let count = match count {
+            None => DEFAULT_QUESTIONS,
+            Some(count) if (1..=MAX_QUESTIONS as i32).contains(&count) => count as u32,
+            Some(_) => {
+                return Err(AssistantError::Invalid(format!(
+                    "count is from 1 to {MAX_QUESTIONS}"
+                )));
+            }
+        };
+        let context = self.context(id).await?;
+        let prompt = self.llm.as_ref().map(|_| render_questions(&context, count));
+        let key = self.key(
+            "questions",
+            json!({"count": count}),
+            prompt.as_ref(),
+            &context,
+        );
+        Ok(self
+            .cached("questions", key, async {
+                if let Some(prompt) = &prompt {
+                    let asked = self
+                        .ask(prompt, |reply| parse_questions(reply, &context))
+                        .await;
+                    if let Some(mut questions) = asked {
+                        questions.truncate(count as usize);
+                        return (questions, true);
+                    }
+                }
+                let questions = extractive::study_questions(&context, count as usize);
+                (questions, prompt.is_none())
+            })
+            .await)
+    }
+
+    /// Passages connected to passage `id`, and why.
+    pub async fn suggest_connections(&self, id: &str) -> Result<Vec<Connection>, AssistantError> {
+        let context = self.context(id).await?;
+        let prompt = self
+            .llm
+            .as_ref()
+            .map(|_| render_connections(&context, MAX_CONNECTIONS.min(5)));
+        let key = self.key("connections", json!({}), prompt.as_ref(), &context);
+        Ok(self
+            .cached("connections", key, async {
+                if let Some(prompt) = &prompt {
+                    let asked = self
+                        .ask(prompt, |reply| parse_connections(reply, &context))
+                        .await;
+                    if let Some(connections) = asked {
+                        return (connections, true);
+                    }
+                }
+                (extractive::suggest_connections(&context), prompt.is_none())
+            })
+            .await)
+    }
+}
