@@ -5,7 +5,8 @@
 //!   topics; bad arguments and unknown passages refused with their codes; a repeated question
 //!   answered from the Redis cache; with a vendor (a local server speaking Anthropic's
 //!   Messages API): its answer served with the citations it invented dropped and counted, and a
-//!   malformed reply answered by the extractive provider instead, not cached;
+//!   malformed reply answered by the extractive provider instead, not cached; a long answer
+//!   deferred (`@defer`) while the rest of the page comes first;
 //! - on `gospelib serve` with the real stack: a Reader (signed in, no trial) gets `FORBIDDEN`,
 //!   an anonymous caller `UNAUTHORIZED`, and a Scholar (the trial a Clerk sign-up starts) is
 //!   counted against the plan's AI quota per hour: the 51st question is `RATE_LIMITED`.
@@ -404,4 +405,38 @@ async fn a_vendors_answer_keeps_only_citations_the_graph_holds_and_a_malformed_o
         hits,
         "a fallback answer was cached"
     );
+}
+
+/// A page asks for the verse at once and the explanation deferred: the verse comes in the
+/// first part, the explanation in the last (incremental delivery, as Apollo Client reads it).
+#[tokio::test]
+async fn an_explanation_can_be_deferred_behind_the_rest_of_the_page() {
+    use gospelib_router::pipeline::Incremental;
+    let setup = setup().await;
+    let router = Arc::new(setup.router);
+    let request = GraphQlRequest {
+        query: r#"{ passage(id: "john.3.16") { reference }
+            ... @defer(label: "explanation") { explainPassage(id: "john.3.16") { provider } } }"#
+            .to_owned(),
+        caller: scholar(),
+        ..Default::default()
+    };
+    let Incremental::Parts { first, rest, .. } = router.respond_incremental(&request).await else {
+        panic!("the deferred fragment did not make parts");
+    };
+    let first: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(
+        first["data"],
+        json!({"passage": {"reference": "John 3:16"}}),
+        "{first}"
+    );
+    assert_eq!(first["hasNext"], true);
+    let rest: Value = serde_json::from_slice(&rest.await).unwrap();
+    assert_eq!(rest["hasNext"], false, "{rest}");
+    assert_eq!(
+        rest["incremental"][0]["data"],
+        json!({"explainPassage": {"provider": "extractive"}}),
+        "{rest}"
+    );
+    assert_eq!(rest["incremental"][0]["label"], "explanation");
 }
