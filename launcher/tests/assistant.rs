@@ -7,6 +7,9 @@
 //!   Messages API): its answer served with the citations it invented dropped and counted, and a
 //!   malformed reply answered by the extractive provider instead, not cached; a long answer
 //!   deferred (`@defer`) while the rest of the page comes first;
+//! - content reached over HTTP (Phase 2: `gospelib serve --only content` in another process):
+//!   an unknown passage is none, a malformed id the client's error, a dead endpoint content
+//!   unavailable;
 //! - on `gospelib serve` with the real stack: a Reader (signed in, no trial) gets `FORBIDDEN`,
 //!   an anonymous caller `UNAUTHORIZED`, and a Scholar (the trial a Clerk sign-up starts) is
 //!   counted against the plan's AI quota per hour: the 51st question is `RATE_LIMITED`.
@@ -439,4 +442,31 @@ async fn an_explanation_can_be_deferred_behind_the_rest_of_the_page() {
         "{rest}"
     );
     assert_eq!(rest["incremental"][0]["label"], "explanation");
+}
+
+/// The assistant's context from content in another process, over HTTP, as `serve --only ai`
+/// with `GOSPELIB_AI_CONTENT_URL` reads it: the same outcomes as in process.
+#[test]
+fn content_over_http_answers_as_in_process() {
+    use gospelib_ai::content::{ContextError, OverHttp, gather};
+    let (served, _, runtime) = serve_with(&["serve", "--only", "content"], &[]);
+    let url: url::Url = format!("{}/graphql", served.internal).parse().unwrap();
+    runtime.block_on(async {
+        let content = OverHttp::new(url, Duration::from_secs(5)).unwrap();
+        // The stack's production graph may hold no corpus (CI): an id no verse has is none.
+        assert!(matches!(gather(&content, "john.3.99").await, Ok(None)));
+        match gather(&content, "Bad!").await {
+            Err(ContextError::Refused { code, .. }) => assert_eq!(code, "VALIDATION_ERROR"),
+            other => panic!("a malformed id: {other:?}"),
+        }
+        let dead = OverHttp::new(
+            "http://127.0.0.1:9/graphql".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert!(matches!(
+            gather(&dead, "john.3.16").await,
+            Err(ContextError::Unavailable(_))
+        ));
+    });
 }
