@@ -1,7 +1,7 @@
 //! The apps' and partners' real operations (`client-tests/operations/`), each with its
 //! `<name>.variables.json`, run through the router over the committed supergraph against the
-//! content subgraph on the fixture corpus (ingested into a namespace of this test's own).
-//! Every operation must answer without errors and with data for each root field, asked by a
+//! content subgraph on the fixture corpus (ingested into a namespace of this test's own) and the
+//! ai subgraph reading it (extractive provider). Every operation must answer without errors and with data for each root field, asked by a
 //! subscriber whose plan unlocks every feature (the interlinear and the explorer are gated).
 
 use std::path::{Path, PathBuf};
@@ -48,12 +48,21 @@ async fn every_client_operation_answers_through_the_router() {
     let fixture = repository().join("subgraphs/content/fixture");
     ingest(&fixture, false, &targets).await.unwrap();
     let (content, _) = gospelib_content::schema::subgraph(namespace, &clients);
+    // The assistant (extractive provider) reading the same content.
+    let assistant = gospelib_ai::assistant::Assistant::new(
+        Arc::new(gospelib_ai::content::InProcess(content.executor.clone())),
+        None,
+        None,
+    );
+    let ai = Arc::new(gospelib_ai::AiService::new(assistant));
 
     let sdl = std::fs::read_to_string(repository().join("schema/supergraph.graphql")).unwrap();
     let router = Router::new(
         Supergraph::parse(&sdl, None).unwrap(),
         Arc::new(
-            InProcess::default().with("content", Arc::new(ExecutorSubgraph(content.executor))),
+            InProcess::default()
+                .with("content", Arc::new(ExecutorSubgraph(content.executor)))
+                .with("ai", Arc::new(ExecutorSubgraph(ai))),
         ),
     )
     .with_internal_secret(InternalSecret::new(&[7; 32]).unwrap());
