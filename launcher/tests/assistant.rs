@@ -55,6 +55,13 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>) -> Setup {
+    setup_with_deadline(llm, gospelib_ai::assistant::DEFAULT_VENDOR_DEADLINE).await
+}
+
+async fn setup_with_deadline(
+    llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>,
+    vendor_deadline: Duration,
+) -> Setup {
     let urls = StoreUrls::from_env(&Env::from_process())
         .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
     let clients = StoreClients::new(&urls).unwrap();
@@ -92,7 +99,11 @@ async fn setup_with(llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>) -> Setup 
         Some(cache),
     );
     let metrics = gospelib_kit::metrics::Metrics::new("assistant_test");
-    let ai = Arc::new(AiService::new(assistant.with_metrics(metrics.clone())));
+    let ai = Arc::new(AiService::new(
+        assistant
+            .with_metrics(metrics.clone())
+            .with_vendor_deadline(vendor_deadline),
+    ));
     let guarded = |executor: Arc<dyn GraphQlExecutor>| {
         Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
             executor,
@@ -322,12 +333,18 @@ fn readers_are_forbidden_and_scholars_counted_against_their_hourly_quota() {
 /// A local Anthropic Messages API answering each request with the next of `replies` (the
 /// last one again when they run out); its base URL.
 async fn fake_anthropic(replies: Vec<String>) -> String {
+    fake_anthropic_after(Duration::ZERO, replies).await
+}
+
+/// [`fake_anthropic`] answering each request only after `delay`.
+async fn fake_anthropic_after(delay: Duration, replies: Vec<String>) -> String {
     let replies = Arc::new(std::sync::Mutex::new(replies));
     let app = axum::Router::new().route(
         "/v1/messages",
         axum::routing::post(move |headers: axum::http::HeaderMap| {
             let replies = replies.clone();
             async move {
+                tokio::time::sleep(delay).await;
                 assert_eq!(headers["x-api-key"], "sk-ant-test");
                 let mut replies = replies.lock().unwrap();
                 let text = if replies.len() > 1 {
@@ -469,4 +486,23 @@ fn content_over_http_answers_as_in_process() {
             Err(ContextError::Unavailable(_))
         ));
     });
+}
+
+/// A vendor slower than the assistant's deadline (the router would cut the whole fetch at its
+/// subgraph timeout): the extractive provider answers in time instead.
+#[tokio::test]
+async fn a_vendor_slower_than_the_deadline_leaves_the_answer_to_the_extractive_provider() {
+    let reply = json!({"text": "Too late.", "citations": ["john.3.16"]}).to_string();
+    let base = fake_anthropic_after(Duration::from_secs(5), vec![reply]).await;
+    let setup = setup_with_deadline(Some(anthropic(base)), Duration::from_millis(300)).await;
+    let answer = setup
+        .ask(
+            &scholar(),
+            r#"{ explainPassage(id: "john.3.17") { provider } }"#,
+        )
+        .await;
+    assert_eq!(
+        answer,
+        json!({"data": {"explainPassage": {"provider": "extractive"}}})
+    );
 }

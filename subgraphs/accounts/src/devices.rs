@@ -5,7 +5,9 @@
 //!
 //! - [`register`] (`registerDevice`): a new device, or a known token on a new platform, writes
 //!   `device.registered`; a known token on the same platform is the same device seen again
-//!   (name and `last_seen_at` refreshed) and writes nothing.
+//!   (name and `last_seen_at` refreshed) and writes nothing. A token is one phone's: another
+//!   user's device with the same token (a phone that changed hands) is removed, with its
+//!   `device.removed`, so one user's notifications never reach the next user of the phone.
 //! - [`remove`] (`unregisterDevice`, and a `device.rejected` from notifications): a device
 //!   removed writes `device.removed`; a device that is not there (another user's, unknown, or
 //!   removed already) writes nothing, so removing twice is harmless.
@@ -32,6 +34,19 @@ pub async fn register(
         return Ok(None);
     }
     let registration = store::register_device(&mut tx, user_id, device).await?;
+    if registration.device().is_some() {
+        // A token is one phone's: whoever registered it before loses it.
+        for (previous_owner, device_id, removed_at) in
+            store::take_token_from_others(&mut tx, user_id, device.token).await?
+        {
+            let event = DeviceEvent::Removed {
+                user_id: previous_owner,
+                device_id,
+                occurred_at: removed_at,
+            };
+            outbox::append_device(&mut tx, outbox, &event).await?;
+        }
+    }
     if let (true, Some(row)) = (registration.is_news(), registration.device()) {
         let event = DeviceEvent::Registered {
             user_id,

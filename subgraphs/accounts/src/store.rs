@@ -273,6 +273,26 @@ pub async fn register_device(
 /// Removes the device `id` if it belongs to `user_id`, in the caller's transaction; when it
 /// was removed (RFC 3339), or `None` if `user_id` has no such device (never had, or it is
 /// gone already).
+/// Removes the devices of users other than `user_id` that carry `token` (a phone that changed
+/// hands: its token now reaches `user_id`, never the previous owner's notifications); their
+/// (user, device id, removed at) for the `device.removed` events.
+pub async fn take_token_from_others(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    token: &str,
+) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM accounts.devices WHERE token_sha256 = $1 AND user_id <> $2
+         RETURNING user_id, id, {} AS removed_at",
+        rfc3339!("now()")
+    );
+    sqlx::query_as(&sql)
+        .bind(token_digest(token))
+        .bind(user_id)
+        .fetch_all(conn)
+        .await
+}
+
 pub async fn remove_device(
     conn: &mut PgConnection,
     user_id: Uuid,

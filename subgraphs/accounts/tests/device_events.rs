@@ -415,3 +415,27 @@ async fn a_malformed_device_rejected_goes_to_the_dead_letter_stream() {
     delete_streams(&[&notifications, &dead]).await;
     clean_up(&pool, &[&a], &events).await;
 }
+
+/// A phone that changed hands: the token the next user registers is taken from the previous
+/// owner (their device removed, with `device.removed`), so their notifications stop reaching it.
+#[tokio::test]
+async fn a_token_registered_by_another_user_is_taken_from_the_previous_owner() {
+    let pool = pool().await;
+    let (a, b, stream) = (clerk_id(), clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    create_user(&pool, &b, "Bob", "bob@example.com").await;
+    let service = service(&pool, &stream);
+    let token = format!("fcm-{}", Uuid::new_v4().simple());
+    let adas = register(&service, &a, "ANDROID", &token, None).await;
+    let bobs = register(&service, &b, "ANDROID", &token, None).await;
+    assert_ne!(adas, bobs);
+    assert!(!device_exists(&pool, &adas).await);
+    assert!(device_exists(&pool, &bobs).await);
+    let removed = events_of(&pool, &stream, "device.removed").await;
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0]["user_id"], json!(a_id.to_string()));
+    assert_eq!(removed[0]["device_id"], json!(adas));
+    // Bob seeing his phone again takes nothing more from anyone.
+    register(&service, &b, "ANDROID", &token, None).await;
+    assert_eq!(events_of(&pool, &stream, "device.removed").await.len(), 1);
+}

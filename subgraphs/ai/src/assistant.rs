@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -27,6 +28,10 @@ use crate::llm::{
     LlmClient, LlmError, LlmReply, Prompt, parse_connections, parse_explanation, parse_questions,
     render_connections, render_explain, render_questions,
 };
+
+/// How long the vendors may take for one answer by default: under the router's subgraph
+/// timeout (10 s by default), leaving time for the extractive answer.
+pub const DEFAULT_VENDOR_DEADLINE: Duration = Duration::from_secs(8);
 
 /// Study questions asked for when `count` is absent.
 pub const DEFAULT_QUESTIONS: u32 = 5;
@@ -62,6 +67,8 @@ pub struct Assistant {
     /// The configured vendors; `None`: the extractive provider answers everything.
     llm: Option<Arc<dyn LlmClient>>,
     cache: Option<AnswerCache>,
+    /// How long the vendors may take for one answer, together.
+    vendor_deadline: Duration,
     /// Where answers and dropped citations are counted (`gospelib_ai_answers_total`,
     /// `gospelib_ai_citations_dropped_total`).
     metrics: Option<Metrics>,
@@ -82,9 +89,16 @@ impl Assistant {
             llm,
             cache,
             metrics: None,
+            vendor_deadline: DEFAULT_VENDOR_DEADLINE,
             invented: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
         }
+    }
+
+    /// The assistant giving the vendors `deadline` for one answer (primary and fallback together).
+    pub fn with_vendor_deadline(mut self, deadline: Duration) -> Self {
+        self.vendor_deadline = deadline;
+        self
     }
 
     /// The assistant counting its answers and dropped citations in `metrics`.
@@ -181,10 +195,19 @@ impl Assistant {
         parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError>,
     ) -> Option<T> {
         let llm = self.llm.as_ref()?;
-        let answer = llm
-            .complete(&prompt.request)
-            .await
-            .and_then(|reply| parse(&reply));
+        // One deadline for the vendors together (a fallback included), inside the router's
+        // subgraph timeout, so that a slow vendor still leaves time for the extractive answer.
+        let answer =
+            match tokio::time::timeout(self.vendor_deadline, llm.complete(&prompt.request)).await {
+                Ok(reply) => reply.and_then(|reply| parse(&reply)),
+                Err(_) => {
+                    tracing::warn!(
+                        deadline_ms = self.vendor_deadline.as_millis() as u64,
+                        "the LLM did not answer in time; the extractive provider answers"
+                    );
+                    return None;
+                }
+            };
         match answer {
             Ok((answer, invented)) => {
                 if invented > 0 {

@@ -1157,3 +1157,19 @@ fn bad_values_are_named_and_keys_never_shown() {
     assert!(!text.contains(OPENAI_KEY), "{text}");
     assert!(text.contains("ftp"), "{text}");
 }
+
+/// Connections that all name passages the context does not hold are no answer (the assistant
+/// then falls back rather than caching an empty list); an empty list as such is an answer.
+#[test]
+fn connections_all_invented_are_malformed_but_none_is_an_answer() {
+    let text = r#"{"connections":[{"passage":"Romans 5:8","reason":"love","citations":[]},
+        {"passage":"rev.99.1","reason":"made up","citations":[]}]}"#;
+    assert!(matches!(
+        parse_connections(&reply_of("anthropic", text), &context()),
+        Err(LlmError::Malformed { .. })
+    ));
+    let (connections, dropped) =
+        parse_connections(&reply_of("anthropic", r#"{"connections":[]}"#), &context()).unwrap();
+    assert!(connections.is_empty());
+    assert_eq!(dropped, 0);
+}

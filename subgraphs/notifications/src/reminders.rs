@@ -10,7 +10,8 @@
 //!   queued by the user's preferences (quiet hours delay the push, never the inbox), and
 //!   announced live after the commit.
 //! - Users are read in pages ordered by id, so a large population is never held in memory; an
-//!   erased user has no preferences row and is never reminded.
+//!   erased user has no preferences row and is never reminded; a zone PostgreSQL no longer
+//!   knows (after a tzdata change) skips that user rather than failing the run.
 
 use gospelib_kit::live::LiveEvents;
 use gospelib_kit::stores::PgPool;
@@ -57,6 +58,7 @@ pub async fn make_reminders(
                  SELECT p.user_id, ($1::timestamptz AT TIME ZONE p.time_zone) AS at \
                  FROM notifications.preferences p \
                  WHERE p.study_reminders AND p.user_id > $2 \
+                   AND p.time_zone IN (SELECT name FROM pg_timezone_names) \
                  ORDER BY p.user_id \
              ) \
              SELECT l.user_id, to_char(l.at::date, 'YYYY-MM-DD') \

@@ -302,6 +302,8 @@ fn http_client(provider: &'static str, timeout: Duration) -> Result<reqwest::Cli
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
+        // A redirect would carry `x-api-key` (not a header reqwest strips) to another host.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|error| ClientError::Http {
             provider,

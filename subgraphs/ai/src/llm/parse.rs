@@ -140,6 +140,14 @@ pub fn parse_connections(
             citations,
         });
     }
+    // Every connection named a passage the context does not hold: not an answer to keep (the
+    // caller falls back rather than caching an empty list).
+    if connections.is_empty() && dropped > 0 {
+        return Err(malformed(
+            reply,
+            "every connection named a passage not in the context",
+        ));
+    }
     Ok((connections, dropped))
 }
 
