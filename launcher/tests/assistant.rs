@@ -12,7 +12,8 @@
 //!   unavailable;
 //! - on `gospelib serve` with the real stack: a Reader (signed in, no trial) gets `FORBIDDEN`
 //!   and a Scholar (the trial a Clerk sign-up starts) is
-//!   counted against the plan's AI quota per hour: the 51st question is `RATE_LIMITED`.
+//!   counted against the plan's AI quota per hour: ten aliased questions in one operation
+//!   count ten, and the 51st question is `RATE_LIMITED`.
 
 mod support;
 
@@ -325,7 +326,20 @@ fn readers_are_forbidden_and_scholars_counted_against_their_hourly_quota() {
         })
         .await;
         assert!(trial, "the trial did not start");
-        for n in 1..=50 {
+        // Each answer counts, aliased or not: ten in one operation take ten of the fifty.
+        let ten = format!(
+            "{{ {} }}",
+            (0..10)
+                .map(|n| format!(r#"q{n}: explainPassage(id: "john.3.16") {{ provider }}"#))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let (status, body) = client.ask(&[("authorization", &auth)], &ten).await;
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(code(&body), "RATE_LIMITED", "{body}");
+        assert_ne!(code(&body), "FORBIDDEN", "{body}");
+        assert_eq!(body["data"].as_object().map(|data| data.len()), Some(10));
+        for n in 11..=50 {
             let (status, body) = client.ask(&[("authorization", &auth)], question).await;
             assert_eq!(status, 200, "question {n}: {body}");
             assert_ne!(code(&body), "RATE_LIMITED", "question {n}: {body}");

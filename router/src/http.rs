@@ -273,7 +273,7 @@ impl GraphQlService for RouterService {
                     rest,
                 } => {
                     let mut first_response = service_response(primary);
-                    first_response.body = first;
+                    first_response.body = first.into();
                     Ok(gospelib_kit::multipart::IncrementalResponse {
                         first: first_response,
                         rest: Box::pin(futures_util::stream::once(rest)),

@@ -6,6 +6,8 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use gospelib_kit::graphql_http::Bytes;
+
 use gospelib_kit::caller::{Caller, InternalSecret};
 use lru::LruCache;
 
@@ -115,15 +117,21 @@ pub struct GraphQlRequest {
 
 /// A GraphQL response: its `data` (none when the request failed before execution) as JSON
 /// text, its errors, and the version of the supergraph that answered (in `extensions`).
+///
+/// Cloning is cheap: `data` is shared, and so is the whole body once [`Response::sealed`] has
+/// written it (what requests answered by one shared run send, without a copy each).
 #[derive(Debug, Clone)]
 pub struct Response {
-    pub data: Option<Vec<u8>>,
+    pub data: Option<Bytes>,
     pub errors: Vec<Value>,
     pub supergraph_version: String,
     /// The rate limit the request was counted against, if any (its headers; a refusal is 429).
     pub rate_limit: Option<Decision>,
     /// What clients and CDNs may do with the response (`Cache-Control`).
     pub cache_control: CacheControl,
+    /// The body, written once for everyone the response is handed to (see
+    /// [`Response::sealed`]); `None`: written when asked.
+    body: Option<Bytes>,
 }
 
 impl Response {
@@ -135,12 +143,41 @@ impl Response {
             supergraph_version,
             rate_limit: None,
             cache_control: CacheControl::NoStore,
+            body: None,
+        }
+    }
+
+    /// A response with `data` (JSON text, `None` when nothing ran) and `errors`.
+    pub fn new(
+        data: Option<Bytes>,
+        errors: Vec<Value>,
+        supergraph_version: String,
+        cache_control: CacheControl,
+    ) -> Self {
+        Self {
+            data,
+            errors,
+            supergraph_version,
+            rate_limit: None,
+            cache_control,
+            body: None,
         }
     }
 
     /// The response as answered by supergraph `version`.
     fn with_version(mut self, version: String) -> Self {
-        self.supergraph_version = version;
+        if self.supergraph_version != version {
+            self.supergraph_version = version;
+            // The body names the version: a body written before names another one.
+            self.body = None;
+        }
+        self
+    }
+
+    /// The response with its body written now, so that every clone sends the same bytes
+    /// (requests answered by one shared run) instead of writing and copying its own.
+    fn sealed(mut self) -> Self {
+        self.body = Some(self.write_body());
         self
     }
 
@@ -151,8 +188,15 @@ impl Response {
 
     /// The response body: `{"data":…,"errors":[…],"extensions":{"supergraphVersion":…}}`,
     /// without `data` when there is none and without `errors` when there are none.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let data_len = self.data.as_ref().map_or(0, Vec::len);
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.body {
+            Some(body) => body.clone(),
+            None => self.write_body(),
+        }
+    }
+
+    fn write_body(&self) -> Bytes {
+        let data_len = self.data.as_ref().map_or(0, Bytes::len);
         let mut out = Vec::with_capacity(data_len + 128);
         out.push(b'{');
         if let Some(data) = &self.data {
@@ -169,7 +213,7 @@ impl Response {
         out.extend_from_slice(b"\"extensions\":");
         serde_json::to_writer(&mut out, &extensions).expect("writing to a Vec cannot fail");
         out.push(b'}');
-        out
+        out.into()
     }
 
     /// The response body as `serde_json` (the HTTP layer sends [`Response::to_bytes`]).
@@ -531,6 +575,9 @@ impl Router {
         let Some(inbound) = self.inbound.as_ref().filter(|_| !planned.is_mutation()) else {
             return run().await;
         };
+        // Written once, in the version every sharer answers with, then handed out uncopied.
+        let version = supergraph.version.to_string();
+        let run = || async move { run().await.with_version(version).sealed() };
         let key = operation_fingerprint(&OperationIdentity {
             supergraph_version: &supergraph.version.hash,
             operation_hash: &planned.hash,
@@ -658,13 +705,7 @@ impl Router {
             }
             _ => CacheControl::NoStore,
         };
-        Response {
-            data: Some(data),
-            errors,
-            supergraph_version: version,
-            rate_limit: None,
-            cache_control,
-        }
+        Response::new(Some(data.into()), errors, version, cache_control)
     }
 
     /// The restriction of `planned` for callers with `access`, made once per kind of caller
@@ -799,12 +840,15 @@ impl Router {
             .supergraph
             .root_type_name(planned.operation.operation_kind.as_ref())
             .ok()?;
-        let mut buckets: Vec<&str> = Vec::new();
+        // Each bucket once, with how many of its root fields the operation selects.
+        let mut buckets: Vec<(&str, u32)> = Vec::new();
         for field in root_fields(&planned.operation.selection_set) {
-            if let Some(bucket) = enforcement.plans.bucket_of(&format!("{root}.{field}"))
-                && !buckets.contains(&bucket)
-            {
-                buckets.push(bucket);
+            let Some(bucket) = enforcement.plans.bucket_of(&format!("{root}.{field}")) else {
+                continue;
+            };
+            match buckets.iter_mut().find(|(name, _)| *name == bucket) {
+                Some((_, fields)) => *fields += 1,
+                None => buckets.push((bucket, 1)),
             }
         }
         if buckets.is_empty() {
@@ -814,7 +858,17 @@ impl Router {
             .plan
             .as_deref()
             .unwrap_or(&enforcement.plans.default_plan);
-        let allowances = RateLimiter::allowances(&enforcement.plans, plan, &buckets);
+        let names: Vec<&str> = buckets.iter().map(|(name, _)| *name).collect();
+        let mut allowances = RateLimiter::allowances(&enforcement.plans, plan, &names);
+        for allowance in &mut allowances {
+            let charge = enforcement.plans.buckets[&allowance.bucket].charge;
+            if charge == gospelib_kit::plans::Charge::Field {
+                allowance.cost = buckets
+                    .iter()
+                    .find(|(name, _)| *name == allowance.bucket)
+                    .map_or(1, |(_, fields)| *fields);
+            }
+        }
         let subject = subject_of(caller, client_address);
         Some((&enforcement.limiter, subject, allowances))
     }
@@ -842,31 +896,40 @@ fn rate_limited(decision: Decision, version: String) -> Response {
     refused
 }
 
-/// The names of the fields a selection set selects at its own level (through inline
-/// fragments), each once.
+/// The fields a selection set selects at its own level (through inline fragments): a field's
+/// name once per answer it asks for (`a: f, b: f` is `f` twice; `f` selected twice under one
+/// response key is once).
 fn root_fields(
     selections: &hive_router_query_planner::ast::selection_set::SelectionSet,
 ) -> Vec<&str> {
+    let mut answers: Vec<(&str, &str)> = Vec::new();
+    collect_root_fields(selections, &mut answers);
+    answers.into_iter().map(|(name, _)| name).collect()
+}
+
+/// (field name, response key) pairs of [`root_fields`], each once.
+fn collect_root_fields<'a>(
+    selections: &'a hive_router_query_planner::ast::selection_set::SelectionSet,
+    answers: &mut Vec<(&'a str, &'a str)>,
+) {
     use hive_router_query_planner::ast::selection_item::SelectionItem;
-    let mut names = Vec::new();
     for item in &selections.items {
         match item {
             SelectionItem::Field(field) => {
-                if !names.contains(&field.name.as_str()) {
-                    names.push(field.name.as_str());
+                let answer = (
+                    field.name.as_str(),
+                    field.alias.as_deref().unwrap_or(&field.name),
+                );
+                if !answers.contains(&answer) {
+                    answers.push(answer);
                 }
             }
             SelectionItem::InlineFragment(fragment) => {
-                for name in root_fields(&fragment.selections) {
-                    if !names.contains(&name) {
-                        names.push(name);
-                    }
-                }
+                collect_root_fields(&fragment.selections, answers);
             }
             SelectionItem::FragmentSpread(_) => {}
         }
     }
-    names
 }
 
 /// The denials of a caller who may select everything.

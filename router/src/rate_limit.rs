@@ -2,9 +2,9 @@
 //!
 //! Each plan gives each bucket of `config/plans.toml` (`passages`, `search`, `lexicon`, `ai`) an
 //! allowance of N requests per window (a minute or an hour). An operation uses one request of
-//! every bucket its root fields touch, and it is allowed only if **all** of them have room: then
-//! one request is taken from each; when any is out, nothing is taken from any
-//! ([`RateLimiter::check`]).
+//! every bucket its root fields touch (or, for a bucket charged per field, one per such field:
+//! [`Allowance::cost`]), and it is allowed only if **all** of them have room: then its requests
+//! are taken from each; when any is out, nothing is taken from any ([`RateLimiter::check`]).
 //!
 //! # The algorithm
 //!
@@ -83,7 +83,8 @@ const LONGEST_KEY_SUBJECT: usize = 128;
 
 /// The script: GCRA over every bucket of one check, all or nothing, on Redis's clock.
 ///
-/// `KEYS[i]` is bucket i's key, `ARGV[2i-1]` its emission interval (µs), `ARGV[2i]` its limit.
+/// `KEYS[i]` is bucket i's key, `ARGV[3i-2]` its emission interval (µs), `ARGV[3i-1]` its limit,
+/// `ARGV[3i]` the requests this check takes from it (its cost, at most the limit).
 /// It answers `{allowed (0|1), retry_after_us, remaining_1, reset_us_1, remaining_2, …}`:
 /// after consumption when allowed, as things stand when refused. Numbers are doubles in Lua;
 /// every one here is a whole number below 2^53 (microseconds since 1970 are ~2^51), so the
@@ -96,8 +97,9 @@ local count = #KEYS
 local tats, rooms = {}, {}
 local allowed, retry = 1, 0
 for i = 1, count do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local period = interval * tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[3 * i - 2])
+  local period = interval * tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
   local stored = redis.call('GET', KEYS[i])
   local tat = now
   if stored then
@@ -106,9 +108,9 @@ for i = 1, count do
   end
   local room = math.floor((period - (tat - now)) / interval)
   if room < 0 then room = 0 end
-  if room < 1 then
+  if room < cost then
     allowed = 0
-    local wait = tat + interval - period - now
+    local wait = tat + interval * cost - period - now
     if wait > retry then retry = wait end
   end
   tats[i] = tat
@@ -116,14 +118,14 @@ for i = 1, count do
 end
 local reply = {allowed, retry}
 for i = 1, count do
-  local interval = tonumber(ARGV[2 * i - 1])
+  local taken = tonumber(ARGV[3 * i - 2]) * tonumber(ARGV[3 * i])
   local ahead = tats[i] - now
   if allowed == 1 then
-    local tat = tats[i] + interval
-    local ttl = math.ceil((ahead + interval) / 1000)
+    local tat = tats[i] + taken
+    local ttl = math.ceil((ahead + taken) / 1000)
     redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', string.format('%d', ttl))
-    reply[2 * i + 1] = rooms[i] - 1
-    reply[2 * i + 2] = ahead + interval
+    reply[2 * i + 1] = rooms[i] - tonumber(ARGV[3 * i])
+    reply[2 * i + 2] = ahead + taken
   else
     reply[2 * i + 1] = rooms[i]
     reply[2 * i + 2] = ahead
@@ -141,6 +143,10 @@ pub struct Allowance {
     pub limit: u32,
     /// The window over which `limit` requests refill, evenly.
     pub period: Duration,
+    /// The requests this check takes (1 for most; one per field for buckets charged per
+    /// field). A cost above the limit takes the whole limit: an operation is never refused
+    /// for ever, and the router's root-field limit bounds what one can ask.
+    pub cost: u32,
 }
 
 /// Who made a [`Decision`].
@@ -290,6 +296,8 @@ impl RedisFailure {
 struct Cell {
     interval: u64,
     limit: u32,
+    /// The requests the check takes: at least one, at most the limit.
+    cost: u64,
 }
 
 impl Cell {
@@ -302,7 +310,13 @@ impl Cell {
         Self {
             interval: interval.max(1),
             limit: allowance.limit,
+            cost: u64::from(allowance.cost.clamp(1, allowance.limit.max(1))),
         }
+    }
+
+    /// How far the check moves the bucket's theoretical arrival time: `cost` intervals.
+    fn taken(self) -> u64 {
+        self.interval.saturating_mul(self.cost)
     }
 
     /// The whole allowance's length: `limit` intervals.
@@ -345,19 +359,22 @@ struct Outcome {
 
 /// The check's arithmetic over buckets already looked at: all or nothing.
 fn settle(cells: &[Cell], looks: &[Look]) -> Outcome {
-    let allowed = looks.iter().all(|look| look.room >= 1);
+    let allowed = cells
+        .iter()
+        .zip(looks)
+        .all(|(cell, look)| look.room >= cell.cost);
     let retry = cells
         .iter()
         .zip(looks)
-        .filter(|(_, look)| look.room == 0)
-        .map(|(cell, look)| (look.ahead + cell.interval).saturating_sub(cell.period()))
+        .filter(|(cell, look)| look.room < cell.cost)
+        .map(|(cell, look)| (look.ahead + cell.taken()).saturating_sub(cell.period()))
         .max()
         .unwrap_or(0);
     let buckets = cells
         .iter()
         .zip(looks)
         .map(|(cell, look)| match allowed {
-            true => (look.room - 1, look.ahead + cell.interval),
+            true => (look.room - cell.cost, look.ahead + cell.taken()),
             false => (look.room, look.ahead),
         })
         .collect();
@@ -422,7 +439,7 @@ impl LocalLimiter {
         let outcome = settle(cells, &looks);
         if outcome.allowed {
             for ((key, cell), look) in keys.into_iter().zip(cells).zip(&looks) {
-                tats.put(key, look.tat + cell.interval);
+                tats.put(key, look.tat + cell.taken());
             }
         }
         outcome
@@ -502,7 +519,7 @@ impl RedisPath {
         let with_arguments = |mut command: redis::Cmd| {
             command.arg(keys.len()).arg(keys);
             for cell in cells {
-                command.arg(cell.interval).arg(cell.limit);
+                command.arg(cell.interval).arg(cell.limit).arg(cell.cost);
             }
             command
         };
@@ -665,9 +682,9 @@ impl RateLimiter {
 
     /// Whether `subject` very likely has room in every bucket of `allowances`: this pod's last
     /// decision for the same buckets allowed it, less than [`HINT_LIFETIME`] ago, and left at
-    /// least a tenth of the tightest bucket's limit (and at least two requests). A `true`
-    /// takes one request from the hint, so a burst runs at most the hint's room ahead of its
-    /// checks and the rest wait for theirs. A guess for running fetches while the real check
+    /// least a tenth of the tightest bucket's limit (and at least two requests) beyond what
+    /// this check costs. A `true` takes the check's cost from the hint, so a burst runs at most
+    /// the hint's room ahead of its checks and the rest wait for theirs. A guess for running fetches while the real check
     /// is in flight, never a decision: see the module documentation.
     pub fn likely_allows(&self, subject: &str, allowances: &[Allowance]) -> bool {
         let allowances = distinct(allowances);
@@ -679,9 +696,11 @@ impl RateLimiter {
         let Some(hint) = hints.get_mut(&key) else {
             return false;
         };
-        let likely = hint.at.elapsed() < HINT_LIFETIME && hint.remaining >= hint.margin;
+        let cost = allowances.iter().map(|a| a.cost.max(1)).max().unwrap_or(1);
+        let likely = hint.at.elapsed() < HINT_LIFETIME
+            && hint.remaining >= hint.margin.saturating_add(cost - 1);
         if likely {
-            hint.remaining -= 1;
+            hint.remaining -= cost;
         }
         likely
     }
@@ -719,6 +738,7 @@ impl RateLimiter {
                     bucket: (*bucket).to_owned(),
                     limit,
                     period: window.duration(),
+                    cost: 1,
                 })
             })
             .collect()
@@ -749,9 +769,9 @@ impl RateLimiter {
             .map_or(0, |redis| redis.attempts.load(Ordering::Relaxed))
     }
 
-    /// Checks `subject` against every allowance at once: allowed only when each bucket has room,
-    /// and then one request is taken from each; refused, nothing is taken. A bucket named twice
-    /// counts once (its first allowance). No allowance: allowed, and nothing is asked.
+    /// Checks `subject` against every allowance at once: allowed only when each bucket has room
+    /// for its cost, and then the cost is taken from each; refused, nothing is taken. A bucket
+    /// named twice counts once (its first allowance). No allowance: allowed, nothing is asked.
     pub async fn check(&self, subject: &str, allowances: &[Allowance]) -> Decision {
         let allowances = distinct(allowances);
         if allowances.is_empty() {
@@ -822,6 +842,7 @@ mod tests {
             bucket: bucket.to_owned(),
             limit,
             period,
+            cost: 1,
         }
     }
 

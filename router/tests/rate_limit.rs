@@ -46,6 +46,7 @@ fn allowance(bucket: &str, limit: u32, period: Duration) -> Allowance {
         bucket: bucket.to_owned(),
         limit,
         period,
+        cost: 1,
     }
 }
 
@@ -176,6 +177,48 @@ async fn an_operation_touching_two_buckets_needs_room_in_both_and_takes_from_bot
         search.remaining, 3,
         "5, one taken with passages, one now: the refusal took nothing"
     );
+}
+
+/// Buckets charged per field (the AI's): an operation asking three answers takes three; one
+/// asking more than is left is refused whole and takes nothing; the same arithmetic in Redis
+/// and, with Redis unreachable, in the router's memory.
+#[tokio::test]
+async fn an_operation_costing_several_requests_takes_them_all_or_none() {
+    let hour = Duration::from_secs(3600);
+    let costing = |cost| Allowance {
+        cost,
+        ..allowance("ai", 5, hour)
+    };
+    let global = RateLimiter::new(Some(redis()), patient("cost"));
+    let local = RateLimiter::new(Some(client_at(closed_port())), patient("cost-local"));
+    for (limiter, enforcer) in [(&global, Enforcer::Redis), (&local, Enforcer::Local)] {
+        let three = check(limiter, "user:cost", &[costing(3)]).await;
+        assert!(three.allowed);
+        assert_eq!(three.enforced_by, enforcer);
+        assert_eq!(three.remaining, 2, "{enforcer:?}: 5 − 3");
+
+        let refused = check(limiter, "user:cost", &[costing(3)]).await;
+        assert!(!refused.allowed, "{enforcer:?}: 3 asked, 2 left");
+        assert_eq!(
+            refused.remaining, 2,
+            "{enforcer:?}: the refusal took nothing"
+        );
+        // One request comes back every 12 minutes: 3 fit again one interval later.
+        let retry = refused.retry_after.expect("a refusal says when to retry");
+        assert!(
+            retry > Duration::from_secs(11 * 60) && retry <= Duration::from_secs(12 * 60),
+            "{enforcer:?}: {retry:?}"
+        );
+
+        let two = check(limiter, "user:cost", &[costing(2)]).await;
+        assert!(two.allowed, "{enforcer:?}: 2 asked, 2 left");
+        assert_eq!(two.remaining, 0);
+
+        // More than the whole limit costs the whole limit: refused now, never for ever.
+        let too_many = check(limiter, "user:cost-many", &[costing(9)]).await;
+        assert!(too_many.allowed, "{enforcer:?}: a full bucket");
+        assert_eq!(too_many.remaining, 0);
+    }
 }
 
 #[tokio::test]

@@ -313,13 +313,12 @@ impl Context {
             denials,
             &mut errors,
         );
-        Response {
-            data: Some(data),
+        Response::new(
+            Some(data.into()),
             errors,
-            supergraph_version: self.version.clone(),
-            rate_limit: None,
-            cache_control: crate::entity_cache::CacheControl::NoStore,
-        }
+            self.version.clone(),
+            crate::entity_cache::CacheControl::NoStore,
+        )
     }
 }
 

@@ -27,6 +27,10 @@ use crate::context::{
 /// The longest lexicon definition kept in a context (the rest is cut at a word boundary).
 pub const MAX_DEFINITION_CHARS: usize = 240;
 
+/// The largest answer to the context query read from content over HTTP: a bounded context is
+/// tens of kilobytes; past this something is wrong, and it is not buffered.
+const MAX_CONTEXT_BYTES: usize = 4 * 1024 * 1024;
+
 /// Why a context could not be gathered.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -84,7 +88,11 @@ impl ContentSource for OverHttp {
             if !response.status().is_success() {
                 return Err(format!("content answered HTTP {}", response.status()));
             }
-            response.json().await.map_err(|error| error.to_string())
+            let body = gospelib_kit::capped_body::body_within(response, MAX_CONTEXT_BYTES)
+                .await
+                .map_err(|error| error.to_string())?
+                .ok_or_else(|| format!("content answered more than {MAX_CONTEXT_BYTES} bytes"))?;
+            serde_json::from_slice(&body).map_err(|error| error.to_string())
         })
     }
 }

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use async_graphql::parser::types::OperationType;
-use axum::body::Bytes;
+pub use axum::body::Bytes;
 use std::net::SocketAddr;
 
 use axum::extract::rejection::{BytesRejection, ExtensionRejection, FailedToBufferBody};
@@ -48,8 +48,8 @@ pub use axum::http::{
 /// A GraphQL response, serialised, with what the HTTP layer needs to know of it (its status
 /// code and error metrics depend on them) and any headers the service wants on it.
 pub struct ServiceResponse {
-    /// The JSON body.
-    pub body: Vec<u8>,
+    /// The JSON body (shared, not copied, when several requests are answered by one result).
+    pub body: Bytes,
     /// Whether the body has `data` that is not null.
     pub has_data: bool,
     /// The `extensions.code` of each error in the body.
@@ -65,7 +65,9 @@ impl ServiceResponse {
     pub fn from_json(body: &serde_json::Value) -> Self {
         let errors = body.get("errors").and_then(serde_json::Value::as_array);
         Self {
-            body: serde_json::to_vec(body).expect("a JSON value always serialises"),
+            body: serde_json::to_vec(body)
+                .expect("a JSON value always serialises")
+                .into(),
             has_data: body.get("data").is_some_and(|data| !data.is_null()),
             error_codes: Self::error_codes(errors.map_or(&[], Vec::as_slice)),
             headers: Vec::new(),

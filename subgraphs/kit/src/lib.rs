@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod caller;
+pub mod capped_body;
 pub mod config;
 pub mod edge;
 pub mod errors;

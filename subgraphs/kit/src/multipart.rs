@@ -82,7 +82,7 @@ mod tests {
     #[tokio::test]
     async fn parts_are_framed_as_the_rfc_examples() {
         let first = ServiceResponse {
-            body: br#"{"data":{"a":1},"hasNext":true}"#.to_vec(),
+            body: br#"{"data":{"a":1},"hasNext":true}"#.to_vec().into(),
             has_data: true,
             error_codes: Vec::new(),
             headers: Vec::new(),

@@ -47,8 +47,23 @@ impl Trial {
 #[serde(deny_unknown_fields)]
 pub struct Bucket {
     pub window: Window,
-    /// Root fields (`Query.search`) an operation uses one request of this bucket for.
+    /// Root fields (`Query.search`) an operation uses this bucket's requests for.
     pub fields: Vec<String>,
+    /// How many requests an operation takes: one, or one per root field it selects (aliases
+    /// counted), for buckets whose every field is costly on its own (the AI's).
+    #[serde(default)]
+    pub charge: Charge,
+}
+
+/// How many requests of a bucket one operation takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Charge {
+    /// One per operation, however many of the bucket's fields it selects.
+    #[default]
+    Operation,
+    /// One per root field of the bucket the operation selects (`a: f, b: f` is two).
+    Field,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -219,6 +234,9 @@ mod tests {
         );
         assert_eq!(plans.bucket_of("Query.search"), Some("search"));
         assert_eq!(plans.bucket_of("Query.topics"), None);
+        // Each AI answer costs a vendor call: charged per field; the others per operation.
+        assert_eq!(plans.buckets["ai"].charge, Charge::Field);
+        assert_eq!(plans.buckets["search"].charge, Charge::Operation);
         assert_eq!(plans.plan_or_default(Some("nonesuch")).0, "reader");
     }
 

@@ -38,7 +38,7 @@ impl ServiceResponse {
     pub fn from_graphql(response: &async_graphql::Response) -> Self {
         match serde_json::to_vec(response) {
             Ok(body) => ServiceResponse {
-                body,
+                body: body.into(),
                 has_data: response.data != async_graphql::Value::Null,
                 error_codes: response
                     .errors

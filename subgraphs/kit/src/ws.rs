@@ -49,6 +49,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::rejection::{ExtensionRejection, QueryRejection};
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -344,7 +345,7 @@ struct Outgoing {
 }
 
 enum OutgoingKind {
-    Next(Vec<u8>),
+    Next(Bytes),
     Error(Value),
     Complete,
 }

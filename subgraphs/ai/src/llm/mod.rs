@@ -412,7 +412,12 @@ fn shorten(text: &str) -> String {
     }
 }
 
-/// Sends `request` and reads the whole answer: its status, `Retry-After` and body.
+/// The largest vendor answer read: a study answer is a few kilobytes of JSON; anything past
+/// this is not what was asked for, and is not buffered.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// Sends `request` and reads the whole answer (at most [`MAX_REPLY_BYTES`]): its status,
+/// `Retry-After` and body.
 async fn send(
     provider: &'static str,
     timeout: Duration,
@@ -424,11 +429,14 @@ async fn send(
         .map_err(|error| transport_error(provider, timeout, error))?;
     let status = response.status();
     let wait = retry_after(response.headers());
-    let body = response
-        .text()
+    let body = gospelib_kit::capped_body::body_within(response, MAX_REPLY_BYTES)
         .await
-        .map_err(|error| transport_error(provider, timeout, error))?;
-    Ok((status, wait, body))
+        .map_err(|error| transport_error(provider, timeout, error))?
+        .ok_or_else(|| LlmError::Malformed {
+            provider,
+            reason: format!("an answer over {MAX_REPLY_BYTES} bytes"),
+        })?;
+    Ok((status, wait, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ impl Apns {
             .get("apns-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.text().await.unwrap_or_default();
+        let body = gospelib_kit::capped_body::text_within(response, super::MAX_REPLY_BYTES).await;
         let reason = serde_json::from_str::<ApnsError>(&body)
             .ok()
             .and_then(|e| e.reason)

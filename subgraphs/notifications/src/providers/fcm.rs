@@ -241,7 +241,7 @@ impl Fcm {
             .map_err(|error| transport_failure("FCM token endpoint", error))?;
         let status = response.status();
         let wait = retry_after(response.headers());
-        let body = response.text().await.unwrap_or_default();
+        let body = gospelib_kit::capped_body::text_within(response, super::MAX_REPLY_BYTES).await;
         if !status.is_success() {
             let reason = format!("FCM token endpoint answered {status}: {}", shorten(&body));
             // 400/401 (`invalid_grant`): the account or its key is refused, which another
@@ -294,7 +294,8 @@ impl Fcm {
                 continue;
             }
             let wait = retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
+            let text =
+                gospelib_kit::capped_body::text_within(response, super::MAX_REPLY_BYTES).await;
             return classify(status, &text, wait);
         }
     }

@@ -363,6 +363,9 @@ fn shorten(text: &str) -> String {
     }
 }
 
+/// The most of a provider's answer read: its error or token JSON is a few hundred bytes.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
+
 /// The HTTP client of one provider: bounded connect and total time.
 fn http_client(timeout: Duration) -> Result<reqwest::Client, ProviderError> {
     reqwest::Client::builder()

@@ -95,7 +95,7 @@ impl Resend {
         };
         let status = response.status();
         let wait = retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        let text = gospelib_kit::capped_body::text_within(response, super::MAX_REPLY_BYTES).await;
         classify(status, &text, wait)
     }
 }
