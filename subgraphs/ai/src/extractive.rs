@@ -166,8 +166,13 @@ pub fn explain(context: &PassageContext, focus: Option<&str>) -> Explanation {
                  here is what it holds about the passage."
             )
         } else {
+            // "1 key word, which comes first"; "2 key words and 1 topic, which come first".
+            let verb = match matched.as_slice() {
+                [one] if one.starts_with("1 ") => "comes",
+                _ => "come",
+            };
             format!(
-                "You asked about “{shown}”: the graph ties it to {}, which come first below.",
+                "You asked about “{shown}”: the graph ties it to {}, which {verb} first below.",
                 join(&matched)
             )
         };
@@ -723,19 +728,91 @@ fn entry_phrase(entry: &LexiconRef) -> String {
 /// A definition's first gloss (up to a `;`, `,` or `(`; up to a `;` if that leaves nothing),
 /// without quotes and trailing punctuation, clipped: `to love` of "to love (in a social or moral
 /// sense)".
+///
+/// Strong's definitions often open with notes on the word's origin or form (`from G4102;`,
+/// `of uncertain affinity;`, `a primitive root;`): the gloss is the first clause (between
+/// `;`) that is a meaning, or the last clause when none looks like one.
 fn short_definition(definition: &str) -> String {
     let definition = tidy(&definition.replace(['"', '“', '”'], ""));
-    let gloss = |separators: &[char]| {
-        let first = definition.split(separators).next().unwrap_or_default();
-        first
-            .trim_end_matches([',', '.', ':', ' '])
+    let glosses: Vec<String> = definition
+        .split(';')
+        .map(clause_gloss)
+        .filter(|gloss| !gloss.is_empty())
+        .collect();
+    let chosen = glosses
+        .iter()
+        .find(|gloss| !is_origin_note(gloss))
+        .or(glosses.last())
+        .map_or("", String::as_str);
+    clip(chosen, DEFINITION_CHARS)
+}
+
+/// A clause's gloss: its words up to the first `,` or `(` (the whole clause when that leaves
+/// nothing), without a leading `properly`.
+fn clause_gloss(clause: &str) -> String {
+    let clause = clause.trim();
+    let clause = clause
+        .strip_prefix("properly,")
+        .or_else(|| clause.strip_prefix("properly "))
+        .unwrap_or(clause)
+        .trim();
+    let tidy = |text: &str| {
+        text.trim_end_matches([',', '.', ':', ' '])
             .trim()
             .to_owned()
     };
-    let first = Some(gloss(&[';', ',', '(']))
-        .filter(|g| !g.is_empty())
-        .unwrap_or_else(|| gloss(&[';']));
-    clip(&first, DEFINITION_CHARS)
+    let head = tidy(clause.split([',', '(']).next().unwrap_or_default());
+    if head.is_empty() { tidy(clause) } else { head }
+}
+
+/// How Strong's notes on a word's origin or form begin (lower case).
+const ORIGIN_NOTE_OPENINGS: &[&str] = &[
+    "a primitive",
+    "a primary",
+    "a prolonged",
+    "a prolongation",
+    "apparently",
+    "probably",
+    "perhaps",
+    "of uncertain",
+    "of hebrew origin",
+    "of chaldee origin",
+    "of latin origin",
+    "of foreign",
+    "including ",
+    "prolonged",
+    "contracted",
+    "by contraction",
+    "from an unused",
+    "from the same",
+    "from a ",
+    "the first form",
+    "the second form",
+    "akin to",
+    "as if from",
+    "middle voice",
+    "active participle",
+    "the first person singular",
+];
+
+/// Whether a gloss is a note on the word's origin or form rather than a meaning: it names
+/// another entry (`from G4102`, `feminine of H401`), opens as such notes do, or is wholly in
+/// parentheses.
+fn is_origin_note(gloss: &str) -> bool {
+    let lower = gloss.to_lowercase();
+    let names_an_entry = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| {
+            word.len() >= 2
+                && (word.starts_with('h') || word.starts_with('g'))
+                && word[1..].bytes().all(|b| b.is_ascii_digit())
+        });
+    let parenthetical = lower.starts_with('(') && lower.ends_with(')');
+    names_an_entry
+        || parenthetical
+        || ORIGIN_NOTE_OPENINGS
+            .iter()
+            .any(|opening| lower.starts_with(opening))
 }
 
 /// `“Love”`.
@@ -911,6 +988,67 @@ mod tests {
         );
         assert_eq!(short_definition("to love."), "to love");
         assert_eq!(short_definition(""), "");
+    }
+
+    /// The fixture's own definitions (Strong's), whose first clauses are notes on origin.
+    #[test]
+    fn notes_on_a_words_origin_are_not_its_gloss() {
+        let cases = [
+            (
+                "from G4102; to have faith (in, upon, or with respect to, a person or thing), i.e. credit",
+                "to have faith",
+            ),
+            (
+                "of uncertain affinity; a deity, especially (with G3588) the supreme Divinity",
+                "a deity",
+            ),
+            (
+                "apparently a primary word; a son (sometimes of animals)",
+                "a son",
+            ),
+            (
+                "a primary preposition; to or into (indicating the point reached or entered)",
+                "to or into",
+            ),
+            ("from G3441 and G1096; only-born, i.e. sole", "only-born"),
+            (
+                "probably from the same as the former part of G1438 (through the demonstrative idea; compare G3588); in order that (denoting the purpose or the result)",
+                "in order that",
+            ),
+            (
+                "including all the forms of declension; apparently a primary word; all, any, every, the whole",
+                "all",
+            ),
+            (
+                "the reflexive pronoun self, used (alone or in the compound G1438) of the third person",
+                "the reflexive pronoun self",
+            ),
+            ("A primitive root; to create", "to create"),
+            (
+                "Plural of H433; gods in the ordinary sense",
+                "gods in the ordinary sense",
+            ),
+            (
+                "(Used only in the shortened constructive form (the second form)); a primitive particle properly denoting motion towards",
+                "a primitive particle properly denoting motion towards",
+            ),
+            (
+                "a primary verb; properly, to lead; by implication, to bring",
+                "to lead",
+            ),
+            (
+                "from G507; from above; by analogy, from the first",
+                "from above",
+            ),
+            // Nothing but notes: the last is kept rather than nothing.
+            (
+                "a primary pronoun of the first person I (only expressed when emphatic)",
+                "a primary pronoun of the first person I",
+            ),
+        ];
+        for (definition, gloss) in cases {
+            assert_eq!(short_definition(definition), gloss, "{definition}");
+        }
     }
 
     #[test]
