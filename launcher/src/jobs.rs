@@ -13,13 +13,13 @@ use gospelib_kit::time::{now_secs, rfc3339};
 use gospelib_notifications::reminders::{DEFAULT_HOUR, make_reminders};
 
 /// The settings of `gospelib jobs reminders`.
-struct ReminderSettings {
+pub(crate) struct ReminderSettings {
     postgres: url::Url,
     redis: Option<url::Url>,
     hour: u32,
 }
 
-fn reminder_settings(env: &Env) -> anyhow::Result<ReminderSettings> {
+pub(crate) fn reminder_settings(env: &Env) -> anyhow::Result<ReminderSettings> {
     let mut reader = ConfigReader::new(env);
     let postgres = reader.required_url(
         "GOSPELIB_PG_URL",

@@ -4,6 +4,7 @@
 //!   `gospelib serve --only <name>[,<name>]` runs the chosen parts (Phase 2).
 //! - `gospelib migrate` applies the PostgreSQL migrations.
 //! - `gospelib partner-key create|list|revoke` manages partners' API keys.
+//! - `gospelib settings check` checks a deployment's settings without connecting to anything.
 //!
 //! Configuration comes from `GOSPELIB_*` variables, checked before anything starts: a bad
 //! configuration prints every problem and exits with status 2.
@@ -16,6 +17,7 @@ mod parts;
 mod registry;
 mod schema_files;
 mod settings;
+mod settings_check;
 
 use std::process::ExitCode;
 
@@ -71,6 +73,29 @@ enum Command {
     /// Jobs run on a schedule (CronJobs in Phase 2), then exit.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The `GOSPELIB_*` settings: checked as a command would read them at start-up.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SettingsCommand {
+    /// Run the settings readers of `serve [--only PARTS]` (or of the command given after `--`)
+    /// on an environment file, connecting to nothing; print every problem and every variable
+    /// no reader consulted; exit 2 on any.
+    Check {
+        /// `NAME=value` lines (`#` comments allowed), checked alone; without it, the
+        /// `GOSPELIB_*` variables of this process.
+        #[arg(long)]
+        env_file: Option<std::path::PathBuf>,
+        /// The parts `serve` would run (comma-separated); all of them when absent.
+        #[arg(long, value_delimiter = ',', conflicts_with = "command")]
+        only: Vec<String>,
+        /// The command line to check instead of `serve`, e.g. `-- jobs reminders` or
+        /// `-- serve --only content` (what a container runs after `gospelib`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,6 +326,11 @@ fn main() -> ExitCode {
                 partner_keys::run_revoke(&env, &id).await
             }
             Command::Jobs(JobsCommand::Reminders) => jobs::run_reminders(&env).await,
+            Command::Settings(SettingsCommand::Check {
+                env_file,
+                only,
+                command,
+            }) => settings_check::run(env_file.as_deref(), checked_command(only, &command)),
         }
     });
     telemetry.shutdown();
@@ -311,6 +341,13 @@ fn main() -> ExitCode {
                 eprint!("gospelib: {config}");
                 return ExitCode::from(2);
             }
+            if error
+                .downcast_ref::<settings_check::CheckFailed>()
+                .is_some()
+            {
+                // The report above says why.
+                return ExitCode::from(2);
+            }
             if error.downcast_ref::<registry::CheckFailed>().is_some() {
                 // The report above says why.
                 return ExitCode::FAILURE;
@@ -319,6 +356,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `gospelib settings check` checks: `serve --only …`, or the command line given after
+/// `--`, parsed as this binary parses its own (its usage error when it would not start).
+fn checked_command(
+    only: Vec<String>,
+    command: &[String],
+) -> Result<settings_check::Target, String> {
+    use settings_check::Target;
+    if command.is_empty() {
+        return Ok(Target::Serve { only });
+    }
+    let args = std::iter::once("gospelib").chain(command.iter().map(String::as_str));
+    let cli = Cli::try_parse_from(args).map_err(|error| error.to_string())?;
+    Ok(match cli.command {
+        Command::Serve { only } => Target::Serve { only },
+        Command::Migrate => Target::Migrate,
+        Command::Ingest { .. } => Target::Ingest,
+        Command::Corpus(CorpusCommand::Import { .. }) => Target::CorpusImport,
+        Command::Jobs(JobsCommand::Reminders) => Target::Reminders,
+        Command::Schema(SchemaCommand::Publish { .. }) => Target::Schema("publish"),
+        Command::Schema(SchemaCommand::Rollback { .. }) => Target::Schema("rollback"),
+        Command::Schema(SchemaCommand::History { .. }) => Target::Schema("history"),
+        Command::Schema(SchemaCommand::Diff { .. }) => Target::Schema("diff"),
+        Command::Schema(
+            SchemaCommand::Export { .. }
+            | SchemaCommand::Compose { .. }
+            | SchemaCommand::Check { .. }
+            | SchemaCommand::Baseline { .. },
+        )
+        | Command::PartnerKey(_)
+        | Command::Settings(_) => {
+            return Err(format!(
+                "`gospelib {}` is not a command deployments run: the settings check covers \
+                 serve, migrate, ingest, corpus import, jobs reminders and schema publish, \
+                 history, diff and rollback",
+                command.join(" ")
+            ));
+        }
+    })
 }
 
 /// How often the stream consumers' backlog is read for the metrics.

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use gospelib_kit::Subgraph;
 use gospelib_kit::caller::CallerGuard;
-use gospelib_kit::config::{ConfigError, ConfigProblem, Problem};
+use gospelib_kit::config::{ConfigError, ConfigProblem, ConfigReader, Env, Problem};
 use gospelib_kit::stores::{Dependency, StoreClients};
 
-use crate::settings::ServeSettings;
+use crate::settings::{ServeSettings, StripeSettings};
 
 /// What a part needs to be built: the process's shared connections, its settings, and the
 /// signal its background tasks stop on.
@@ -37,6 +37,9 @@ pub struct Part {
     /// Builds the part on the process's shared connections (a missing setting it alone needs
     /// is a configuration error).
     pub build: fn(&PartInputs<'_>) -> Result<BuiltPart, ConfigError>,
+    /// Reads and checks the settings the part needs beyond [`ServeSettings`], as `build` does,
+    /// without connecting to anything (`gospelib settings check`).
+    pub check: fn(&Env) -> Result<(), ConfigError>,
     /// The part's federation SDL, without any store.
     pub sdl: fn() -> String,
     /// The (stream, consumer group) pairs the part's consumers read, whose backlog the process
@@ -49,12 +52,14 @@ pub const PARTS: &[Part] = &[
     Part {
         name: gospelib_content::schema::NAME,
         build: content,
+        check: gospelib_content::settings::check,
         sdl: gospelib_content::schema::federation_sdl,
         consumes: &[],
     },
     Part {
         name: gospelib_accounts::NAME,
         build: accounts,
+        check: check_accounts,
         sdl: gospelib_accounts::federation_sdl,
         consumes: &[(
             gospelib_accounts::device_rejections::DEFAULT_NOTIFICATIONS_STREAM,
@@ -64,6 +69,7 @@ pub const PARTS: &[Part] = &[
     Part {
         name: gospelib_billing::NAME,
         build: billing,
+        check: check_billing,
         sdl: gospelib_billing::federation_sdl,
         consumes: &[(
             gospelib_billing::trial::DEFAULT_USERS_STREAM,
@@ -73,6 +79,7 @@ pub const PARTS: &[Part] = &[
     Part {
         name: gospelib_study::NAME,
         build: study,
+        check: nothing_more,
         sdl: gospelib_study::federation_sdl,
         consumes: &[(
             gospelib_study::consumer::DEFAULT_USERS_STREAM,
@@ -82,6 +89,7 @@ pub const PARTS: &[Part] = &[
     Part {
         name: gospelib_notifications::NAME,
         build: notifications,
+        check: check_notifications,
         sdl: gospelib_notifications::federation_sdl,
         consumes: &[
             (
@@ -97,16 +105,28 @@ pub const PARTS: &[Part] = &[
     Part {
         name: gospelib_ai::NAME,
         build: ai,
+        check: check_ai,
         sdl: gospelib_ai::federation_sdl,
         consumes: &[],
     },
 ];
 
+/// A part that needs no settings of its own.
+fn nothing_more(_: &Env) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+/// The scripture graph; its reads go where `GOSPELIB_FALKORDB_READ_URL` and
+/// `GOSPELIB_TYPESENSE_URLS` say (a FalkorDB replica, every Typesense node), when set.
 fn content(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
-    let (subgraph, _) = gospelib_content::schema::subgraph(
+    let (subgraph, service) = gospelib_content::schema::subgraph_from_env(
         gospelib_content::namespace::Namespace::production(),
         inputs.clients,
-    );
+        &Env::from_process(),
+    )?;
+    inputs
+        .metrics
+        .count_store_queries_from("falkordb", "content", move || service.graph_queries());
     Ok(BuiltPart {
         subgraph,
         public_routes: None,
@@ -137,14 +157,7 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         .settings
         .clerk_webhook_secret
         .clone()
-        .ok_or_else(|| {
-            one_problem(
-                "GOSPELIB_CLERK_WEBHOOK_SECRET",
-                "the webhook endpoint's signing secret from Clerk's dashboard (`whsec_…`), \
-                 needed by the accounts part",
-                Problem::Missing,
-            )
-        })?;
+        .ok_or_else(clerk_secret_missing)?;
     let webhooks = gospelib_accounts::WebhookState::new(
         clients.postgres.clone(),
         clients.redis.clone(),
@@ -187,6 +200,26 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     })
 }
 
+/// The accounts part cannot run without Clerk's webhook secret.
+fn clerk_secret_missing() -> ConfigError {
+    one_problem(
+        CLERK_WEBHOOK_SECRET,
+        "the webhook endpoint's signing secret from Clerk's dashboard (`whsec_…`), needed by \
+         the accounts part",
+        Problem::Missing,
+    )
+}
+
+/// `GOSPELIB_CLERK_WEBHOOK_SECRET`, whose form the shared settings check when it is set.
+const CLERK_WEBHOOK_SECRET: &str = "GOSPELIB_CLERK_WEBHOOK_SECRET";
+
+fn check_accounts(env: &Env) -> Result<(), ConfigError> {
+    match env.get(CLERK_WEBHOOK_SECRET) {
+        Some(_) => Ok(()),
+        None => Err(clerk_secret_missing()),
+    }
+}
+
 /// A `--only` name that is not a part of this build.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("unknown part {name:?} in --only; this build's parts are: {known}")]
@@ -225,14 +258,7 @@ pub fn select(only: &[String]) -> Result<Vec<&'static Part>, UnknownPart> {
 /// minutes), and the outbox of billing events relayed to `gl:events:billing`.
 fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let (clients, settings) = (inputs.clients, inputs.settings);
-    let secret = settings.stripe.webhook_secret.as_deref().ok_or_else(|| {
-        one_problem(
-            "GOSPELIB_STRIPE_WEBHOOK_SECRET",
-            "the webhook endpoint's signing secret from Stripe (`whsec_…`), needed by the \
-             billing part",
-            Problem::Missing,
-        )
-    })?;
+    let (secret, stripe) = billing_stripe(&settings.stripe)?;
     let webhooks = gospelib_billing::WebhookState::new(
         clients.postgres.clone(),
         clients.redis.clone(),
@@ -249,27 +275,6 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
             },
         )
     })?;
-    let stripe = match &settings.stripe.api_key {
-        Some(key) => {
-            let client = gospelib_billing::HttpStripe::with_options(
-                key,
-                settings.stripe.api_base.as_str().trim_end_matches('/'),
-                STRIPE_TIMEOUT,
-            )
-            .map_err(|error| {
-                one_problem(
-                    "GOSPELIB_STRIPE_API_KEY",
-                    "a Stripe secret or restricted key (`sk_…`, `rk_…`)",
-                    Problem::Malformed {
-                        shown: None,
-                        reason: error.to_string(),
-                    },
-                )
-            })?;
-            Some(Arc::new(client) as Arc<dyn gospelib_billing::StripeApi>)
-        }
-        None => None,
-    };
     let app = settings.app_url.as_str();
     let billing_settings = gospelib_billing::BillingSettings {
         plans: settings.plans.clone(),
@@ -317,6 +322,65 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     })
 }
 
+/// Stripe's API client, when a key is set.
+type StripeClient = Option<Arc<dyn gospelib_billing::StripeApi>>;
+
+/// What billing needs of Stripe's settings: the webhook secret (required, and in a form Stripe
+/// signs with), and the API client when a key is set.
+fn billing_stripe(stripe: &StripeSettings) -> Result<(&str, StripeClient), ConfigError> {
+    const WEBHOOK_SECRET: &str = "GOSPELIB_STRIPE_WEBHOOK_SECRET";
+    let secret = stripe.webhook_secret.as_deref().ok_or_else(|| {
+        one_problem(
+            WEBHOOK_SECRET,
+            "the webhook endpoint's signing secret from Stripe (`whsec_…`), needed by the \
+             billing part",
+            Problem::Missing,
+        )
+    })?;
+    gospelib_billing::stripe::signature::StripeVerifier::new(secret).map_err(|error| {
+        one_problem(
+            WEBHOOK_SECRET,
+            "a Stripe signing secret (`whsec_…`)",
+            Problem::Malformed {
+                shown: None,
+                reason: error.to_string(),
+            },
+        )
+    })?;
+    let api = match &stripe.api_key {
+        Some(key) => {
+            let client = gospelib_billing::HttpStripe::with_options(
+                key,
+                stripe.api_base.as_str().trim_end_matches('/'),
+                STRIPE_TIMEOUT,
+            )
+            .map_err(|error| {
+                one_problem(
+                    "GOSPELIB_STRIPE_API_KEY",
+                    "a Stripe secret or restricted key (`sk_…`, `rk_…`)",
+                    Problem::Malformed {
+                        shown: None,
+                        reason: error.to_string(),
+                    },
+                )
+            })?;
+            Some(Arc::new(client) as Arc<dyn gospelib_billing::StripeApi>)
+        }
+        None => None,
+    };
+    Ok((secret, api))
+}
+
+fn check_billing(env: &Env) -> Result<(), ConfigError> {
+    let mut reader = ConfigReader::new(env);
+    let stripe = StripeSettings::read(&mut reader);
+    // A malformed Stripe variable is a problem of the shared settings, reported with them.
+    match (stripe, reader.finish()) {
+        (Some(stripe), Ok(())) => billing_stripe(&stripe).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// Highlights, notes, bookmarks and reading progress; the consumer of `gl:events:users` that
 /// removes a deleted user's study data.
 fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
@@ -336,8 +400,13 @@ fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
             tracing::info!(?stats, "study's user-events consumer stopped");
         }
     });
+    let (subgraph, service) =
+        gospelib_study::subgraph_and_service(clients, gospelib_study::StudySettings::default());
+    inputs
+        .metrics
+        .count_store_queries_from("postgres", "study", move || service.queries_run());
     Ok(BuiltPart {
-        subgraph: gospelib_study::subgraph(clients, gospelib_study::StudySettings::default()),
+        subgraph,
         public_routes: None,
         background: vec![consumer],
     })
@@ -351,10 +420,8 @@ fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
 fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let name = format!("notifications-{}", consumer_suffix());
-    let delivery = gospelib_notifications::DeliveryConfig::from_env(
-        &gospelib_kit::config::Env::from_process(),
-        name.clone(),
-    )?;
+    let delivery =
+        gospelib_notifications::DeliveryConfig::from_env(&Env::from_process(), name.clone())?;
     let spawn = |settings: gospelib_notifications::EventsSettings| {
         let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
         let live = clients.live.clone();
@@ -395,6 +462,11 @@ fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     })
 }
 
+/// The delivery providers and the worker's settings (key files are read, clients built).
+fn check_notifications(env: &Env) -> Result<(), ConfigError> {
+    gospelib_notifications::DeliveryConfig::from_env(env, "settings-check").map(drop)
+}
+
 /// The study assistant: answers grounded in the scripture graph, which it reads through
 /// content's GraphQL API — content's executor built in this process, or content's endpoint
 /// over HTTP when `GOSPELIB_AI_CONTENT_URL` is set (Phase 2) — by the LLM vendors
@@ -402,8 +474,54 @@ fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
 /// answers cached in Redis.
 fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
-    let env = gospelib_kit::config::Env::from_process();
-    let mut reader = gospelib_kit::config::ConfigReader::new(&env);
+    let (over_http, llm) = ai_settings(&Env::from_process())?;
+    let content: Arc<dyn gospelib_ai::content::ContentSource> = match over_http {
+        Some(content) => Arc::new(content),
+        None => {
+            let (subgraph, _) = gospelib_content::schema::subgraph(
+                gospelib_content::namespace::Namespace::production(),
+                clients,
+            );
+            Arc::new(gospelib_ai::content::InProcess(subgraph.executor))
+        }
+    };
+    let cache = gospelib_ai::cache::AnswerCache::new(clients.redis.clone(), "gl");
+    let assistant = gospelib_ai::assistant::Assistant::new(content, llm, Some(cache))
+        .with_metrics(inputs.metrics.clone());
+    Ok(BuiltPart {
+        subgraph: gospelib_ai::subgraph(gospelib_ai::AiService::new(assistant)),
+        public_routes: None,
+        background: Vec::new(),
+    })
+}
+
+/// The assistant's settings: content's endpoint when content runs elsewhere (else `None`: in
+/// this process), and the LLM client (`None`: the extractive provider).
+type AiSettings = (
+    Option<gospelib_ai::content::OverHttp>,
+    Option<Arc<dyn gospelib_ai::llm::LlmClient>>,
+);
+
+/// [`AiSettings`] from `env`, with every problem of both.
+fn ai_settings(env: &Env) -> Result<AiSettings, ConfigError> {
+    let content = ai_content_over_http(env);
+    let llm = gospelib_ai::llm::LlmSettings::from_env(env);
+    match (content, llm) {
+        (Ok(content), Ok(llm)) => Ok((content, llm)),
+        (content, llm) => Err(ConfigError {
+            problems: content
+                .err()
+                .into_iter()
+                .chain(llm.err())
+                .flat_map(|error| error.problems)
+                .collect(),
+        }),
+    }
+}
+
+/// Content's GraphQL API over HTTP when `GOSPELIB_AI_CONTENT_URL` is set.
+fn ai_content_over_http(env: &Env) -> Result<Option<gospelib_ai::content::OverHttp>, ConfigError> {
+    let mut reader = ConfigReader::new(env);
     let content_url = reader.raw(AI_CONTENT_URL).is_some().then(|| {
         reader.required_url(
             AI_CONTENT_URL,
@@ -412,8 +530,9 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         )
     });
     reader.finish()?;
-    let content: Arc<dyn gospelib_ai::content::ContentSource> = match content_url.flatten() {
-        Some(url) => Arc::new(
+    content_url
+        .flatten()
+        .map(|url| {
             gospelib_ai::content::OverHttp::new(url, AI_CONTENT_TIMEOUT).map_err(|error| {
                 one_problem(
                     AI_CONTENT_URL,
@@ -423,25 +542,13 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
                         reason: error.to_string(),
                     },
                 )
-            })?,
-        ),
-        None => {
-            let (subgraph, _) = gospelib_content::schema::subgraph(
-                gospelib_content::namespace::Namespace::production(),
-                clients,
-            );
-            Arc::new(gospelib_ai::content::InProcess(subgraph.executor))
-        }
-    };
-    let llm = gospelib_ai::llm::LlmSettings::from_env(&env)?;
-    let cache = gospelib_ai::cache::AnswerCache::new(clients.redis.clone(), "gl");
-    let assistant = gospelib_ai::assistant::Assistant::new(content, llm, Some(cache))
-        .with_metrics(inputs.metrics.clone());
-    Ok(BuiltPart {
-        subgraph: gospelib_ai::subgraph(gospelib_ai::AiService::new(assistant)),
-        public_routes: None,
-        background: Vec::new(),
-    })
+            })
+        })
+        .transpose()
+}
+
+fn check_ai(env: &Env) -> Result<(), ConfigError> {
+    ai_settings(env).map(drop)
 }
 
 /// `GOSPELIB_AI_CONTENT_URL`: content's GraphQL endpoint for the assistant in another process.

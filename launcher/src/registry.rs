@@ -40,13 +40,13 @@ pub enum Format {
 pub struct CheckFailed;
 
 /// What the registry commands read from the environment.
-struct RegistrySettings {
+pub(crate) struct RegistrySettings {
     postgres: Option<url::Url>,
     redis: Option<url::Url>,
 }
 
 impl RegistrySettings {
-    fn read(env: &Env, needs_postgres: bool) -> anyhow::Result<Self> {
+    pub(crate) fn read(env: &Env, needs_postgres: bool) -> anyhow::Result<Self> {
         let mut reader = ConfigReader::new(env);
         let example = "postgres://gospelib@127.0.0.1:25432/gospelib";
         let postgres = if needs_postgres || reader.raw("GOSPELIB_PG_URL").is_some() {

@@ -159,7 +159,7 @@ impl std::fmt::Debug for StripeSettings {
 }
 
 impl StripeSettings {
-    fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
+    pub(crate) fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let secret = |reader: &mut ConfigReader<'_>, name: &str, expected: &str| {
             reader
                 .raw(name)

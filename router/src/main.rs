@@ -11,6 +11,8 @@
 //! The apps' trusted documents (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`) come from
 //! `GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE` (re-read like the supergraph file), or from the
 //! registry beside the supergraph (`…/registry/trusted-documents`, polled with it).
+//! `--check-config` reads every setting as a start would, connecting to nothing, and reports
+//! every problem and every `GOSPELIB_*` variable nothing reads (exit status 2 on any).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use gospelib_kit::config::{ConfigReader, Env};
+use gospelib_kit::config::{ConfigReader, Env, parse_url};
 use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::server::{
@@ -51,7 +53,7 @@ struct Cli {
     #[arg(long)]
     config: Option<PathBuf>,
     /// The registry's supergraph, e.g. `http://127.0.0.1:4000/registry/supergraph`.
-    #[arg(long, env = "GOSPELIB_ROUTER_SUPERGRAPH_URL")]
+    #[arg(long, env = SUPERGRAPH_URL)]
     supergraph_url: Option<String>,
     /// The partner contract's supergraph, served to partner API keys
     /// (keys looked up in `GOSPELIB_PG_URL`, made with `gospelib partner-key create`).
@@ -59,9 +61,18 @@ struct Cli {
     partner_supergraph: Option<PathBuf>,
     /// The registry's partner contract, e.g.
     /// `http://127.0.0.1:4000/registry/contracts/partner/supergraph`.
-    #[arg(long, env = "GOSPELIB_ROUTER_PARTNER_SUPERGRAPH_URL")]
+    #[arg(long, env = PARTNER_SUPERGRAPH_URL)]
     partner_supergraph_url: Option<String>,
+    /// Check the settings (the environment over the `--config` file) and the supergraph
+    /// source without connecting to anything: print every problem and every `GOSPELIB_*`
+    /// variable no setting reads; exit 2 on any.
+    #[arg(long)]
+    check_config: bool,
 }
+
+/// The supergraph URLs' variables: clap reads them, from the process environment only.
+const SUPERGRAPH_URL: &str = "GOSPELIB_ROUTER_SUPERGRAPH_URL";
+const PARTNER_SUPERGRAPH_URL: &str = "GOSPELIB_ROUTER_PARTNER_SUPERGRAPH_URL";
 
 /// Where a supergraph comes from, and how it is kept current.
 enum SupergraphSource {
@@ -224,6 +235,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.check_config {
+        return check_config(&cli, &env);
+    }
     // Logs, and traces when GOSPELIB_OTLP_ENDPOINT is set (flushed once serving has stopped).
     let telemetry = match gospelib_kit::telemetry::init(&env, "gospelib-router") {
         Ok(telemetry) => telemetry,
@@ -252,6 +266,73 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config`: every reader a start runs (telemetry, settings, the supergraph sources'
+/// URLs), on `env`, without connecting; the report on stdout, exit status 2 on any problem or
+/// variable nothing reads.
+fn check_config(cli: &Cli, env: &Env) -> ExitCode {
+    let mut problems: Vec<String> = Vec::new();
+    let mut add = |error: gospelib_kit::config::ConfigError| {
+        problems.extend(error.problems.iter().map(ToString::to_string));
+    };
+    // The log filter reads GOSPELIB_LOG straight from the process (a filter it cannot parse
+    // falls back to the default): only noted.
+    let _ = env.get("GOSPELIB_LOG");
+    if let Err(error) = gospelib_kit::telemetry::OtlpSettings::from_env(env, "gospelib-router") {
+        add(error);
+    }
+    let postgres = match settings(env) {
+        Ok(settings) => Some(settings.postgres.is_some()),
+        Err(error) => {
+            add(error);
+            None
+        }
+    };
+    for (name, given) in [
+        (SUPERGRAPH_URL, &cli.supergraph_url),
+        (PARTNER_SUPERGRAPH_URL, &cli.partner_supergraph_url),
+    ] {
+        match (env.get(name), given) {
+            (_, Some(url)) => {
+                if let Err(reason) = parse_url(url, &["http", "https"]) {
+                    problems.push(format!(
+                        "{name} (or its flag) has a bad value {url:?} ({reason}): expected the \
+                         registry's http(s) URL"
+                    ));
+                }
+            }
+            (Some(_), None) => problems.push(format!(
+                "{name} is set in the --config file, where it is not read: give it in the \
+                 environment or as a flag"
+            )),
+            (None, None) => {}
+        }
+    }
+    let partner = cli.partner_supergraph.is_some() || cli.partner_supergraph_url.is_some();
+    if partner && postgres == Some(false) {
+        problems.push(
+            "a partner supergraph is given but GOSPELIB_PG_URL is not: partner API keys are \
+             looked up there"
+                .to_owned(),
+        );
+    }
+    let unused = env.unconsulted();
+    if problems.is_empty() && unused.is_empty() {
+        println!("gospelib-router: settings check: every setting read and accepted");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "gospelib-router: settings check: {} problem(s)",
+        problems.len() + unused.len()
+    );
+    for problem in &problems {
+        println!("  - {problem}");
+    }
+    for name in &unused {
+        println!("  - {name} is set, but gospelib-router reads no such setting");
+    }
+    ExitCode::from(2)
 }
 
 /// The process's `GOSPELIB_*` variables over those of the `--config` file.

@@ -33,7 +33,10 @@ pub struct RouterSettings {
     pub planning_timeout: Duration,
     /// `GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES`: the largest subgraph answer read.
     pub max_subgraph_response_bytes: usize,
-    /// `GOSPELIB_ROUTER_SUBGRAPH_URLS`: `name=url` pairs replacing the supergraph's URLs.
+    /// `GOSPELIB_ROUTER_SUBGRAPH_URLS`: `name=url` pairs replacing the supergraph's URLs. A
+    /// subgraph run as several instances has their URLs joined by `|` (`http://a|http://b`):
+    /// the HTTP transport spreads fetches over them and retries idempotent ones on another
+    /// instance when one refuses (see [`crate::transport::Http`]).
     pub subgraph_urls: BTreeMap<String, String>,
     /// `GOSPELIB_ROUTER_USAGE_FLUSH_MS`: how often operation usage is written to Redis.
     pub usage_flush_every: Duration,
@@ -110,7 +113,9 @@ impl RouterSettings {
         );
         let subgraph_urls = reader.optional(
             "GOSPELIB_ROUTER_SUBGRAPH_URLS",
-            "comma-separated name=url pairs, e.g. content=http://content:4001/subgraphs/content/graphql",
+            "comma-separated name=url pairs, several instances of one subgraph joined by `|`, e.g. \
+             content=http://content-a:4001/graphql|http://content-b:4001/graphql,\
+             accounts=http://accounts:4001/graphql",
             BTreeMap::new(),
             parse_subgraph_urls,
         );
@@ -213,23 +218,50 @@ impl RouterSettings {
     }
 }
 
-/// `content=http://content:4001/subgraphs/content/graphql,accounts=…` → name → URL.
+/// `content=http://a:4001/graphql|http://b:4001/graphql,accounts=http://c:4001/graphql` → name
+/// → its URL, or its instances' URLs joined by [`INSTANCE_SEPARATOR`] (trimmed, in the order
+/// given). Each URL must be http(s); a subgraph may be named once, an instance listed once.
 pub fn parse_subgraph_urls(raw: &str) -> Result<BTreeMap<String, String>, String> {
-    raw.split(',')
+    let mut urls = BTreeMap::new();
+    for pair in raw
+        .split(',')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, url) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not name=url"))?;
-            let parsed = url::Url::parse(url.trim()).map_err(|e| format!("`{url}`: {e}"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!("`{url}` is not an http(s) URL"));
+    {
+        let (name, list) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not name=url"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!("`{pair}` names no subgraph before `=`"));
+        }
+        let mut instances: Vec<&str> = Vec::new();
+        for url in list.split(INSTANCE_SEPARATOR).map(str::trim) {
+            if url.is_empty() {
+                return Err(format!(
+                    "`{pair}`: an empty URL (instances are separated by a single `{INSTANCE_SEPARATOR}`)"
+                ));
             }
-            Ok((name.trim().to_owned(), url.trim().to_owned()))
-        })
-        .collect()
+            let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` ({name}): {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("`{url}` ({name}) is not an http(s) URL"));
+            }
+            if instances.contains(&url) {
+                return Err(format!("`{url}` is listed twice for subgraph `{name}`"));
+            }
+            instances.push(url);
+        }
+        let joined = instances.join(&INSTANCE_SEPARATOR.to_string());
+        if urls.insert(name.to_owned(), joined).is_some() {
+            return Err(format!("subgraph `{name}` is named twice"));
+        }
+    }
+    Ok(urls)
 }
+
+/// Separates the URLs of one subgraph's instances in `GOSPELIB_ROUTER_SUBGRAPH_URLS` (and in
+/// the URL the router then hands its HTTP transport).
+pub const INSTANCE_SEPARATOR: char = '|';
 
 #[cfg(test)]
 mod tests {
@@ -286,6 +318,45 @@ mod tests {
             settings.trusted_documents_file.as_deref(),
             Some(std::path::Path::new("/etc/trusted.json"))
         );
+    }
+
+    #[test]
+    fn several_instances_of_a_subgraph_are_joined_in_order() {
+        let urls = parse_subgraph_urls(
+            " content = http://a:1/graphql | http://b:2/graphql ,accounts=https://c/graphql,",
+        )
+        .unwrap();
+        assert_eq!(urls["content"], "http://a:1/graphql|http://b:2/graphql");
+        assert_eq!(urls["accounts"], "https://c/graphql");
+        assert_eq!(urls.len(), 2);
+        assert!(parse_subgraph_urls("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_instance_lists_are_refused_with_what_is_wrong() {
+        for (raw, expected) in [
+            ("content", "`content` is not name=url"),
+            ("=http://a/graphql", "names no subgraph"),
+            ("content=", "an empty URL"),
+            ("content=http://a/graphql||http://b/graphql", "an empty URL"),
+            ("content=http://a/graphql|", "an empty URL"),
+            (
+                "content=ftp://a/graphql",
+                "`ftp://a/graphql` (content) is not an http(s) URL",
+            ),
+            ("content=http://a/graphql|nonsense", "`nonsense` (content)"),
+            (
+                "content=http://a/graphql|http://a/graphql",
+                "`http://a/graphql` is listed twice for subgraph `content`",
+            ),
+            (
+                "content=http://a/graphql,content=http://b/graphql",
+                "subgraph `content` is named twice",
+            ),
+        ] {
+            let error = parse_subgraph_urls(raw).unwrap_err();
+            assert!(error.contains(expected), "{raw}: {error}");
+        }
     }
 
     #[test]

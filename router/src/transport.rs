@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use gospelib_kit::GraphQlExecutor;
+use gospelib_kit::breaker::{Admission, Breaker, BreakerSettings};
 
 use crate::fingerprint::request_fingerprint;
 use crate::single_flight::SingleFlight;
@@ -90,18 +91,57 @@ pub trait Transport: Send + Sync {
             })
         })
     }
+
+    /// Counts the fetches it retried on another instance into `metrics`
+    /// (`gospelib_subgraph_fetch_retries_total`); by default a transport retries nothing.
+    fn count_retries_into(&self, metrics: gospelib_kit::metrics::Metrics) {
+        let _ = metrics;
+    }
 }
 
 /// Reaches subgraphs over HTTP/1.1 (or h2 where offered) with one pooled client, each request
 /// bounded by a timeout and each answer by a size.
+///
+/// A subgraph run as several instances has their URLs joined by `|` in its URL
+/// ([`crate::settings::INSTANCE_SEPARATOR`], from `GOSPELIB_ROUTER_SUBGRAPH_URLS`). Fetches are
+/// then spread over the instances in turn. An instance that **refuses** a fetch — it cannot be
+/// connected to, drops the connection before any response, or answers 502 or 503 — or that
+/// does not answer within the timeout is passed over for [`DEFAULT_EJECTION`]; then one fetch
+/// probes it while the others still pass over it, and a failed probe doubles the period (up to
+/// ten times the first), the kit's [`Breaker`] per instance. An idempotent fetch (any fetch of
+/// a query; never one of a mutation) that was refused is retried at once on the next instance,
+/// each instance at most once per fetch and all within the one subgraph timeout; a fetch that
+/// timed out is not (its time is spent). An instance that keeps fetches waiting without
+/// answering any for [`DEFAULT_STALL`] (a process that hangs) is passed over by new fetches
+/// until it answers again, long before its fetches time out. Instances passed over are still
+/// tried last, so neither ever leaves a subgraph without an instance to ask. The retries are
+/// counted ([`Http::retries`], `gospelib_subgraph_fetch_retries_total{subgraph}`).
 pub struct Http {
     client: reqwest::Client,
     timeout: std::time::Duration,
     max_response_bytes: usize,
+    ejection: std::time::Duration,
+    stall: std::time::Duration,
+    /// The instances of each multi-instance URL, made on its first fetch.
+    instances: std::sync::RwLock<HashMap<String, Arc<Instances>>>,
+    retries: std::sync::atomic::AtomicU64,
+    metrics: std::sync::OnceLock<gospelib_kit::metrics::Metrics>,
 }
 
 /// The largest subgraph answer read unless configured otherwise.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// How long an instance that refused a fetch (or timed out) is passed over before one fetch
+/// probes it.
+pub const DEFAULT_EJECTION: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long an instance may keep fetches waiting without answering any before new fetches
+/// pass over it (until it answers, or they time out).
+pub const DEFAULT_STALL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How many times the first ejection an instance whose probes keep failing is passed over at
+/// most.
+const LONGEST_EJECTION_FACTOR: u32 = 10;
 
 impl Http {
     pub fn new(timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
@@ -112,6 +152,11 @@ impl Http {
                 .build()?,
             timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            ejection: DEFAULT_EJECTION,
+            stall: DEFAULT_STALL,
+            instances: Default::default(),
+            retries: std::sync::atomic::AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -120,27 +165,302 @@ impl Http {
         self.max_response_bytes = bytes;
         self
     }
+
+    /// Passes over an instance for `ejection` after it refused a fetch (zero: never; each
+    /// fetch whose turn it is probes it).
+    pub fn with_ejection(mut self, ejection: std::time::Duration) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// Passes over an instance that has kept fetches waiting for `stall` without answering
+    /// any (zero: never).
+    pub fn with_stall(mut self, stall: std::time::Duration) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// How many fetches were sent again to another instance after one refused them.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The instances behind a URL that lists several.
+    fn instances_of(&self, url: &str) -> Arc<Instances> {
+        if let Some(instances) = self
+            .instances
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(url)
+        {
+            return instances.clone();
+        }
+        self.instances
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(url.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Instances::new(
+                    url,
+                    BreakerSettings {
+                        call_timeout: self.timeout,
+                        first_open: self.ejection,
+                        longest_open: self.ejection * LONGEST_EJECTION_FACTOR,
+                    },
+                    self.stall,
+                ))
+            })
+            .clone()
+    }
+
+    fn count_retry(&self, subgraph: &str) {
+        self.retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(metrics) = self.metrics.get() {
+            metrics.count_fetch_retry(subgraph);
+        }
+    }
+
+    /// One request to one instance. With `may_retry`, a refusal (see [`Attempt::Refused`]) is
+    /// reported as such; without, a 502/503 is read like any other answer.
+    async fn attempt(
+        &self,
+        subgraph: &str,
+        url: &str,
+        request: &SubgraphRequest,
+        timeout: std::time::Duration,
+        may_retry: bool,
+    ) -> Attempt {
+        let unavailable = |reason: String| TransportError::Unavailable {
+            subgraph: subgraph.to_owned(),
+            reason,
+        };
+        let mut outgoing = self
+            .client
+            .post(url)
+            .timeout(timeout)
+            .header(
+                "accept",
+                "application/graphql-response+json, application/json",
+            )
+            .json(request);
+        for (name, value) in &request.headers {
+            outgoing = outgoing.header(name.as_str(), value.as_str());
+        }
+        // The subgraph's spans join the client request's trace.
+        if let Some(traceparent) = gospelib_kit::telemetry::outgoing_traceparent() {
+            outgoing = outgoing.header("traceparent", traceparent);
+        }
+        let response = match outgoing.send().await {
+            Ok(response) => response,
+            // No response at all: the time is spent, so the fetch is not retried.
+            Err(error) if error.is_timeout() => {
+                return Attempt::TimedOut(unavailable(error.without_url().to_string()));
+            }
+            // Not connected, or the connection ended before any response: nothing was
+            // answered, so another instance may be asked.
+            Err(error) => return Attempt::Refused(unavailable(error.without_url().to_string())),
+        };
+        let status = response.status();
+        let refused = matches!(
+            status,
+            reqwest::StatusCode::BAD_GATEWAY | reqwest::StatusCode::SERVICE_UNAVAILABLE
+        );
+        if refused && may_retry {
+            return Attempt::Refused(unavailable(format!("HTTP {status}")));
+        }
+        let answer =
+            match gospelib_kit::capped_body::body_within(response, self.max_response_bytes).await {
+                Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(body) => Ok(body),
+                    Err(_) if !status.is_success() => Err(unavailable(format!("HTTP {status}"))),
+                    Err(error) => Err(TransportError::Garbage {
+                        subgraph: subgraph.to_owned(),
+                        reason: format!("not JSON: {error}"),
+                    }),
+                },
+                Ok(None) => Err(TransportError::TooLarge {
+                    subgraph: subgraph.to_owned(),
+                    limit: self.max_response_bytes,
+                }),
+                Err(error) => Err(unavailable(error.without_url().to_string())),
+            };
+        Attempt::Answered { answer, refused }
+    }
 }
 
-/// Reads a response body of at most `limit` bytes; `None` past it (the rest is not read).
-async fn body_within(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Ok(None);
+/// How one request to one instance ended.
+enum Attempt {
+    /// A response (or a failure while reading it): final. `refused` when it was a 502 or 503
+    /// (read as the answer when no other instance may be asked).
+    Answered {
+        answer: Result<Value, TransportError>,
+        refused: bool,
+    },
+    /// The instance refused: not connected, the connection ended before any response, or a
+    /// 502/503. Another instance may be asked.
+    Refused(TransportError),
+    /// No response within the time left: final.
+    TimedOut(TransportError),
+}
+
+/// The instances of one subgraph, each with the breaker that passes over it after a refusal.
+struct Instances {
+    urls: Vec<String>,
+    /// The turn: which instance the next fetch starts with.
+    next: std::sync::atomic::AtomicUsize,
+    breakers: Vec<std::sync::Mutex<Breaker>>,
+    progress: Vec<Progress>,
+    /// How long an instance may keep fetches waiting without answering any before it is passed
+    /// over (zero: never).
+    stall: std::time::Duration,
+    epoch: std::time::Instant,
+}
+
+/// Whether an instance answers what it is sent: its fetches in flight, and when it last
+/// answered one (or, when none was in flight, when the next one began), in milliseconds since
+/// the epoch.
+#[derive(Default)]
+struct Progress {
+    in_flight: std::sync::atomic::AtomicU64,
+    since: std::sync::atomic::AtomicU64,
+}
+
+/// A fetch in flight at an instance, counted while it lasts (dropped with the fetch too).
+struct InFlight<'a> {
+    progress: &'a Progress,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.progress
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Ok(None);
+}
+
+impl Instances {
+    fn new(url: &str, settings: BreakerSettings, stall: std::time::Duration) -> Self {
+        let urls: Vec<String> = url
+            .split(crate::settings::INSTANCE_SEPARATOR)
+            .map(|url| url.trim().to_owned())
+            .collect();
+        Self {
+            breakers: urls
+                .iter()
+                .map(|_| std::sync::Mutex::new(Breaker::new(settings)))
+                .collect(),
+            progress: urls.iter().map(|_| Progress::default()).collect(),
+            urls,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            stall,
+            epoch: std::time::Instant::now(),
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(Some(body))
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Counts a fetch to instance `index` in flight until the guard drops.
+    fn start(&self, index: usize) -> InFlight<'_> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let progress = &self.progress[index];
+        if progress.in_flight.fetch_add(1, Relaxed) == 0 {
+            progress.since.store(self.now(), Relaxed);
+        }
+        InFlight { progress }
+    }
+
+    /// Instance `index` answered a fetch just now.
+    fn progressed(&self, index: usize) {
+        self.progress[index]
+            .since
+            .store(self.now(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether instance `index` keeps fetches waiting: some are in flight and it answered none
+    /// for [`Instances::stall`] (a process that hangs is passed over long before its fetches
+    /// time out).
+    fn stalled(&self, index: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let progress = &self.progress[index];
+        !self.stall.is_zero()
+            && progress.in_flight.load(Relaxed) > 0
+            && self.now().saturating_sub(progress.since.load(Relaxed))
+                >= self.stall.as_millis() as u64
+    }
+
+    fn breaker(&self, index: usize) -> std::sync::MutexGuard<'_, Breaker> {
+        // Every update under the lock is one assignment: a poisoned lock is still sound.
+        self.breakers[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This fetch's turn: the instances in the order it may ask them.
+    fn turn(&self) -> Turn {
+        let count = self.urls.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % count;
+        Turn {
+            upcoming: (0..count).map(|i| (start + i) % count).collect(),
+            passed_over: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The next instance `turn` asks, and how its breaker admitted it: those it lets through
+    /// (and that do not keep fetches waiting) first, in turn; then those passed over (never
+    /// none while any is left).
+    fn next_in(&self, turn: &mut Turn) -> Option<(usize, Admission)> {
+        while let Some(index) = turn.upcoming.pop_front() {
+            if self.stalled(index) {
+                turn.passed_over.push_back(index);
+                continue;
+            }
+            match self.breaker(index).admit(std::time::Instant::now()) {
+                Admission::Skip => turn.passed_over.push_back(index),
+                admitted => return Some((index, admitted)),
+            }
+        }
+        turn.passed_over
+            .pop_front()
+            .map(|index| (index, Admission::Skip))
+    }
+
+    /// Instance `index`, asked as `admission`, answered.
+    fn answered(&self, index: usize, admission: Admission) {
+        self.breaker(index).succeeded(admission);
+    }
+
+    /// Instance `index`, asked as `admission`, refused or timed out; whether that started
+    /// passing over it (worth a log line).
+    fn failed(&self, index: usize, admission: Admission) -> bool {
+        self.breaker(index)
+            .failed(admission, std::time::Instant::now())
+    }
+
+    /// An instance to open a subscription on: the next in turn whose breaker is closed, else
+    /// the next in turn.
+    fn pick(&self) -> usize {
+        let turn = self.turn();
+        turn.upcoming
+            .iter()
+            .copied()
+            .find(|&index| self.breaker(index).is_closed())
+            .unwrap_or(turn.upcoming[0])
+    }
+}
+
+/// The instances one fetch may still ask.
+struct Turn {
+    upcoming: std::collections::VecDeque<usize>,
+    passed_over: std::collections::VecDeque<usize>,
+}
+
+impl Turn {
+    fn is_last(&self) -> bool {
+        self.upcoming.is_empty() && self.passed_over.is_empty()
+    }
 }
 
 impl Transport for Http {
@@ -151,64 +471,106 @@ impl Transport for Http {
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
         Box::pin(async move {
-            let unavailable = |reason: String| TransportError::Unavailable {
+            if !url.contains(crate::settings::INSTANCE_SEPARATOR) {
+                return match self
+                    .attempt(subgraph, url, &request, self.timeout, false)
+                    .await
+                {
+                    Attempt::Answered { answer, .. } => answer,
+                    Attempt::Refused(error) | Attempt::TimedOut(error) => Err(error),
+                };
+            }
+            let instances = self.instances_of(url);
+            let mut turn = instances.turn();
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            // Never a mutation: it may have been applied before the connection broke.
+            let idempotent = !request.mutation;
+            let mut last_error = None;
+            let mut tried = 0;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if tried > 0 && left.is_zero() {
+                    break;
+                }
+                let Some((index, admission)) = instances.next_in(&mut turn) else {
+                    break;
+                };
+                if tried > 0 {
+                    self.count_retry(subgraph);
+                }
+                tried += 1;
+                let may_retry = idempotent && !turn.is_last();
+                let instance = &instances.urls[index];
+                let in_flight = instances.start(index);
+                let attempt = self
+                    .attempt(subgraph, instance, &request, left, may_retry)
+                    .await;
+                drop(in_flight);
+                let failure = match attempt {
+                    Attempt::Answered { answer, refused } => {
+                        instances.progressed(index);
+                        if refused {
+                            instances.failed(index, admission);
+                        } else {
+                            instances.answered(index, admission);
+                        }
+                        return answer;
+                    }
+                    Attempt::TimedOut(error) => {
+                        if instances.failed(index, admission) {
+                            tracing::warn!(%subgraph, %instance, %error, "a subgraph instance timed out; passing over it for a while");
+                        }
+                        return Err(error);
+                    }
+                    Attempt::Refused(error) => error,
+                };
+                if instances.failed(index, admission) {
+                    tracing::warn!(%subgraph, %instance, error = %failure, "a subgraph instance refused a fetch; passing over it for a while");
+                }
+                last_error = Some(failure);
+                if !idempotent {
+                    break;
+                }
+            }
+            Err(last_error.unwrap_or_else(|| TransportError::Unavailable {
                 subgraph: subgraph.to_owned(),
-                reason,
-            };
-            let mut outgoing = self
-                .client
-                .post(url)
-                .timeout(self.timeout)
-                .header(
-                    "accept",
-                    "application/graphql-response+json, application/json",
-                )
-                .json(&request);
-            for (name, value) in &request.headers {
-                outgoing = outgoing.header(name.as_str(), value.as_str());
-            }
-            // The subgraph's spans join the client request's trace.
-            if let Some(traceparent) = gospelib_kit::telemetry::outgoing_traceparent() {
-                outgoing = outgoing.header("traceparent", traceparent);
-            }
-            let response = outgoing
-                .send()
-                .await
-                .map_err(|e| unavailable(e.without_url().to_string()))?;
-            let status = response.status();
-            let bytes = body_within(response, self.max_response_bytes)
-                .await
-                .map_err(|e| unavailable(e.without_url().to_string()))?
-                .ok_or_else(|| TransportError::TooLarge {
-                    subgraph: subgraph.to_owned(),
-                    limit: self.max_response_bytes,
-                })?;
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(body) => Ok(body),
-                Err(_) if !status.is_success() => Err(unavailable(format!("HTTP {status}"))),
-                Err(error) => Err(TransportError::Garbage {
-                    subgraph: subgraph.to_owned(),
-                    reason: format!("not JSON: {error}"),
-                }),
-            }
+                reason: "no instance to ask".to_owned(),
+            }))
         })
     }
 
     /// Subscribes over GraphQL over WebSocket (`graphql-transport-ws`) at the subgraph's URL,
-    /// one connection per subscription; see [`crate::subscription_client`].
+    /// one connection per subscription; see [`crate::subscription_client`]. Of several
+    /// instances, the one whose turn it is (and that did not refuse lately) is asked; a
+    /// subscription is not retried elsewhere.
     fn subscribe<'a>(
         &'a self,
         subgraph: &'a str,
         url: &'a str,
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<EventStream, TransportError>> {
-        Box::pin(crate::subscription_client::subscribe(
-            subgraph,
-            url,
-            request,
-            self.timeout,
-            self.max_response_bytes,
-        ))
+        let url = if url.contains(crate::settings::INSTANCE_SEPARATOR) {
+            let instances = self.instances_of(url);
+            instances.urls[instances.pick()].clone()
+        } else {
+            url.to_owned()
+        };
+        Box::pin(async move {
+            crate::subscription_client::subscribe(
+                subgraph,
+                &url,
+                request,
+                self.timeout,
+                self.max_response_bytes,
+            )
+            .await
+        })
+    }
+
+    fn count_retries_into(&self, metrics: gospelib_kit::metrics::Metrics) {
+        // One transport may serve two routers (the partner contract's too): the first
+        // registration is the process's metrics either way.
+        let _ = self.metrics.set(metrics);
     }
 }
 
@@ -396,8 +758,10 @@ impl Deduplicated {
         self
     }
 
-    /// Counts shared fetches, by subgraph, into `metrics`.
+    /// Counts shared fetches, by subgraph, into `metrics`; the transport below counts its
+    /// retries into the same metrics.
     pub fn count_shared_into(&mut self, metrics: gospelib_kit::metrics::Metrics) {
+        self.inner.count_retries_into(metrics.clone());
         self.metrics = Some(metrics);
     }
 

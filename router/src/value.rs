@@ -282,7 +282,17 @@ pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
     let mut clean_from = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
+    // Most text needs no escape at all: whole 8-byte words are skipped while none of their
+    // bytes does, then the rest is looked at byte by byte.
+    let mut start = 0;
+    while start + 8 <= bytes.len() {
+        let word = u64::from_le_bytes(bytes[start..start + 8].try_into().expect("8 bytes"));
+        if word_needs_escape(word) {
+            break;
+        }
+        start += 8;
+    }
+    for (index, &byte) in bytes.iter().enumerate().skip(start) {
         if !needs_escape(byte) {
             continue;
         }
@@ -306,6 +316,17 @@ pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[clean_from..]);
     out.push(b'"');
+}
+
+/// Whether any of a word's eight bytes is below 0x20, `"` or `\\` (exact, from the classic
+/// bit tricks: a byte below n, a byte equal to b).
+fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    below(0x20) | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\')))
+        != 0
 }
 
 impl<'de> Deserialize<'de> for Value {
@@ -404,6 +425,38 @@ impl<'de> Deserialize<'de> for KeyString {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Every escaped byte at every position of strings around the word size, beside plain
+    /// ASCII and multi-byte UTF-8, written as serde_json writes them.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them_wherever_the_byte_is() {
+        let specials = [
+            '"', '\\', '\n', '\r', '\t', '\u{8}', '\u{c}', '\u{0}', '\u{1f}',
+        ];
+        let plain = ['a', ' ', '~', '\u{7f}', 'é', '✝', '\u{1F54A}'];
+        for length in 0..=33 {
+            for filler in plain {
+                let base: Vec<char> = std::iter::repeat_n(filler, length).collect();
+                let mut cases = vec![base.iter().collect::<String>()];
+                for position in 0..=length {
+                    for special in specials {
+                        let mut chars = base.clone();
+                        chars.insert(position, special);
+                        cases.push(chars.into_iter().collect());
+                    }
+                }
+                for text in cases {
+                    let mut ours = Vec::new();
+                    write_json_str(&mut ours, &text);
+                    assert_eq!(
+                        String::from_utf8(ours).unwrap(),
+                        serde_json::to_string(&text).unwrap(),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn parsing_and_printing_round_trip_in_order() {

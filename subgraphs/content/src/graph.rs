@@ -12,6 +12,16 @@
 //!   while reads fail at once instead of each waiting the deadline, then one read probes the
 //!   server; its success closes the breaker. A server that accepts and never answers thus costs
 //!   one deadline now and then, not one per request.
+//!
+//! With a read replica ([`Graph::with_read_replica`], `GOSPELIB_FALKORDB_READ_URL`), read-only
+//! queries go to the replica, a handle of its own with the same deadline, breaker and reconnect
+//! delay. When the replica cannot serve — it is unreachable, its connection broke, it missed
+//! its deadline (or its breaker is open), or it is not in sync with its primary yet (`LOADING`,
+//! `MASTERDOWN`: run replicas with `replica-serve-stale-data no`, so a replica that lost its
+//! primary never answers from a stale or empty copy) — the read goes to the primary instead;
+//! once the replica reconnects, reads go back to it. Reads never wait for the replica to be
+//! connected to: while it is, in the background, the primary answers them. Writes always go to
+//! the primary.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +51,18 @@ pub enum GraphError {
     Deadline(Duration),
     #[error("FalkorDB missed a deadline recently; reads are skipped until a probe succeeds")]
     Skipped,
+    /// The connection broke, or the server cannot serve yet (loading its data, or a replica
+    /// out of touch with its primary).
+    #[error("FalkorDB cannot serve: {0}")]
+    Down(String),
+}
+
+impl GraphError {
+    /// Whether the server (rather than the query) is at fault: another server holding the same
+    /// graph could answer it.
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, Self::Query(_))
+    }
 }
 
 /// How long reads are skipped after one missed its deadline, and the longest after failed
@@ -82,6 +104,13 @@ pub struct Graph {
     breaker: Arc<Mutex<Breaker>>,
     queries: Arc<AtomicU64>,
     connects: Arc<AtomicU64>,
+    /// Where read-only queries go first (a replica of this graph's server).
+    replica: Option<Arc<Graph>>,
+    /// Whether this handle is another's replica.
+    is_replica: bool,
+    /// Whether the last read meant for the replica went to the primary (for logging the
+    /// changes only).
+    reading_primary: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Graph {
@@ -101,15 +130,48 @@ impl Graph {
             breaker: Arc::new(Mutex::new(Breaker::new(breaker_settings(DEFAULT_DEADLINE)))),
             queries: Arc::new(AtomicU64::new(0)),
             connects: Arc::new(AtomicU64::new(0)),
+            replica: None,
+            is_replica: false,
+            // Until the replica answers a read, the primary does.
+            reading_primary: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
-    /// The same handle with every read, and connecting, bounded by `deadline`.
+    /// The same handle with every read, and connecting, bounded by `deadline` (the replica's
+    /// too).
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.read_deadline = Some(deadline);
         self.connect_deadline = deadline;
         self.breaker = Arc::new(Mutex::new(Breaker::new(breaker_settings(deadline))));
+        self.replica = self
+            .replica
+            .map(|replica| Arc::new((*replica).clone().with_deadline(deadline)));
         self
+    }
+
+    /// The same handle sending read-only queries to the replica at `url` first (the same graph
+    /// name, deadline and breaker settings, a connection of its own), and to this handle's
+    /// server when the replica cannot serve them (see the module's documentation).
+    pub fn with_read_replica(mut self, url: &Url) -> Self {
+        let mut replica = Graph::new(url, &self.name);
+        replica.is_replica = true;
+        replica.read_deadline = self.read_deadline;
+        replica.connect_deadline = self.connect_deadline;
+        if let Some(deadline) = self.read_deadline {
+            replica.breaker = Arc::new(Mutex::new(Breaker::new(breaker_settings(deadline))));
+        }
+        self.replica = Some(Arc::new(replica));
+        self
+    }
+
+    /// The replica's handle, when reads have one.
+    pub fn replica(&self) -> Option<&Graph> {
+        self.replica.as_deref()
+    }
+
+    /// Whether the last read went to the replica (false without one).
+    pub fn reads_from_replica(&self) -> bool {
+        self.replica.is_some() && !self.reading_primary.load(Ordering::Relaxed)
     }
 
     fn lock_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
@@ -119,9 +181,9 @@ impl Graph {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How many queries this handle (and its clones) has sent.
+    /// How many queries this handle (and its clones) has sent, to its replica included.
     pub fn queries_run(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
+        self.queries.load(Ordering::Relaxed) + self.replica.as_ref().map_or(0, |r| r.queries_run())
     }
 
     /// How many connects this handle (and its clones) has started.
@@ -137,6 +199,21 @@ impl Graph {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Forgets a replica's connection that broke, so reads skip the replica at once for
+    /// [`RECONNECT_DELAY`] and then connect again (a primary's keeps reconnecting by itself).
+    fn connection_lost(&self, error: &GraphError) {
+        if !self.is_replica {
+            return;
+        }
+        let mut connection = self.lock_connection();
+        if matches!(&*connection, Connection::Connected(_)) {
+            *connection = Connection::Idle {
+                retry_at: Some(Instant::now() + RECONNECT_DELAY),
+                last_error: Some(error.clone()),
+            };
+        }
+    }
+
     /// The connected graph: at once when connected, else the outcome of the one connect in
     /// flight (started here if none is and the reconnect delay has passed).
     async fn handle(&self) -> Result<AsyncGraph, GraphError> {
@@ -144,6 +221,8 @@ impl Graph {
             let mut connection = self.lock_connection();
             match &*connection {
                 Connection::Connected(graph) => return Ok(graph.clone()),
+                // A replica's reads never wait for it to connect: the primary answers them.
+                Connection::Connecting(_) if self.is_replica => return Err(replica_connecting()),
                 Connection::Connecting(outcome) => outcome.clone(),
                 Connection::Idle {
                     retry_at: Some(retry_at),
@@ -156,6 +235,9 @@ impl Graph {
                 Connection::Idle { .. } => {
                     let outcome = self.start_connect();
                     *connection = Connection::Connecting(outcome.clone());
+                    if self.is_replica {
+                        return Err(replica_connecting());
+                    }
                     outcome
                 }
             }
@@ -237,9 +319,25 @@ impl Graph {
         }
     }
 
-    /// A read-only query.
+    /// A read-only query: on the replica when there is one that can serve it, else here.
     pub async fn read(&self, cypher: &str, params: Params) -> Result<Vec<Row>, GraphError> {
-        self.run(cypher, params, true).await
+        let Some(replica) = &self.replica else {
+            return self.run(cypher, params, true).await;
+        };
+        match replica.run(cypher, params.clone(), true).await {
+            Err(error) if error.is_unavailable() => {
+                if !self.reading_primary.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "the FalkorDB replica cannot serve reads; reading from the primary");
+                }
+                self.run(cypher, params, true).await
+            }
+            answer => {
+                if self.reading_primary.swap(false, Ordering::Relaxed) {
+                    tracing::info!("reads go to the FalkorDB replica");
+                }
+                answer
+            }
+        }
     }
 
     /// A query that may write.
@@ -304,6 +402,11 @@ impl Graph {
             Err(error) if read_only && error.to_string().contains("empty key") => {
                 return Ok(Vec::new());
             }
+            Err(error) if is_down(&error) => {
+                let error = GraphError::Down(error.to_string());
+                self.connection_lost(&error);
+                return Err(error);
+            }
             Err(error) => return Err(GraphError::Query(error.to_string())),
         };
         let mut stream = result.data;
@@ -312,6 +415,24 @@ impl Graph {
             rows.push(row.map_err(|e| GraphError::Query(e.to_string()))?);
         }
         Ok(rows)
+    }
+}
+
+fn replica_connecting() -> GraphError {
+    GraphError::Connect("the replica is being connected to".to_owned())
+}
+
+/// Whether `error` says the server cannot serve (rather than that the query is wrong): the
+/// connection is down, or the server is loading its data or is a replica out of touch with its
+/// primary.
+fn is_down(error: &falkordb::FalkorDBError) -> bool {
+    use falkordb::FalkorDBError as E;
+    match error {
+        E::ConnectionDown | E::NoConnection | E::EmptyConnection => true,
+        E::RedisError(message) => {
+            message.starts_with("LOADING") || message.starts_with("MASTERDOWN")
+        }
+        _ => false,
     }
 }
 

@@ -1,10 +1,26 @@
 //! A small Typesense client over its HTTP API: collections, the bulk JSONL import, aliases and
 //! search. Collections are versioned (`passages_<version>`) behind an alias (`passages`) so a
 //! re-ingest swaps atomically and never serves a half-written index.
+//!
+//! Searches may go to several nodes of a cluster ([`SearchNodes`], `GOSPELIB_TYPESENSE_URLS`),
+//! each search to the next node in turn; a node that is down, drops the connection, does not
+//! answer within [`NODE_TIMEOUT`] or answers 503 (Typesense's "not ready or lagging") is asked
+//! no more by that search, which goes to the next node (each at most once), and is passed over
+//! for [`NODE_EJECTION`]; then one search probes it (the kit's [`Breaker`] per node).
+//! Writes (ingest) go to `GOSPELIB_TYPESENSE_URL`, which a cluster's followers forward to its
+//! leader.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gospelib_kit::breaker::{Admission, Breaker, BreakerSettings};
 
 use serde_json::{Value, json};
 
-use gospelib_kit::stores::TypesenseClient;
+use gospelib_kit::stores::{BoxFuture, StoreProbe, TypesenseClient, TypesenseProbe};
+use url::Url;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SearchError {
@@ -176,15 +192,196 @@ pub async fn search(
     collection: &str,
     params: &[(&str, String)],
 ) -> Result<Value, SearchError> {
-    send(
-        client,
-        client
-            .http
-            .get(url(
-                client,
-                &format!("collections/{collection}/documents/search"),
-            ))
-            .query(params),
+    send(client, search_request(client, collection, params)).await
+}
+
+fn search_request(
+    client: &TypesenseClient,
+    collection: &str,
+    params: &[(&str, String)],
+) -> reqwest::RequestBuilder {
+    client
+        .http
+        .get(url(
+            client,
+            &format!("collections/{collection}/documents/search"),
+        ))
+        .query(params)
+}
+
+/// How long one node of several may take to answer a search before the next is asked.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a node that failed a search is passed over before one search probes it (each
+/// failed probe doubles the period, up to [`LONGEST_EJECTION`]).
+pub const NODE_EJECTION: Duration = Duration::from_secs(2);
+
+/// The longest a node whose probes keep failing is passed over.
+pub const LONGEST_EJECTION: Duration = Duration::from_secs(16);
+
+/// The Typesense nodes searches go to; cheap to clone (clones share the turn and each node's
+/// breaker).
+#[derive(Clone)]
+pub struct SearchNodes {
+    inner: Arc<Nodes>,
+}
+
+struct Nodes {
+    clients: Vec<TypesenseClient>,
+    /// Which node the next search starts with.
+    next: AtomicUsize,
+    /// Each node's breaker: after a failure the node is passed over, then probed by one search.
+    breakers: Vec<Mutex<Breaker>>,
+}
+
+impl SearchNodes {
+    /// `client`'s node alone when `urls` is empty, else the nodes at `urls` (with `client`'s
+    /// key and HTTP client).
+    pub fn new(client: &TypesenseClient, urls: &[Url]) -> Self {
+        let clients: Vec<TypesenseClient> = if urls.is_empty() {
+            vec![client.clone()]
+        } else {
+            urls.iter()
+                .map(|url| TypesenseClient {
+                    base_url: url.clone(),
+                    api_key: client.api_key.clone(),
+                    http: client.http.clone(),
+                })
+                .collect()
+        };
+        let settings = BreakerSettings {
+            call_timeout: NODE_TIMEOUT,
+            first_open: NODE_EJECTION,
+            longest_open: LONGEST_EJECTION,
+        };
+        Self {
+            inner: Arc::new(Nodes {
+                breakers: clients
+                    .iter()
+                    .map(|_| Mutex::new(Breaker::new(settings)))
+                    .collect(),
+                clients,
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The nodes, in the order they were given.
+    pub fn nodes(&self) -> &[TypesenseClient] {
+        &self.inner.clients
+    }
+
+    /// Runs a search on the first node able to answer it (see the module's documentation).
+    pub async fn search(
+        &self,
+        collection: &str,
+        params: &[(&str, String)],
+    ) -> Result<Value, SearchError> {
+        let nodes = &self.inner;
+        if nodes.clients.len() == 1 {
+            return search(&nodes.clients[0], collection, params).await;
+        }
+        let count = nodes.clients.len();
+        let start = nodes.next.fetch_add(1, Ordering::Relaxed) % count;
+        let mut upcoming: VecDeque<usize> = (0..count).map(|i| (start + i) % count).collect();
+        let mut passed_over = VecDeque::new();
+        let mut last_error = None;
+        loop {
+            // The nodes the breakers let through first, in turn; then the others, never none.
+            let next = loop {
+                let Some(index) = upcoming.pop_front() else {
+                    break passed_over
+                        .pop_front()
+                        .map(|index| (index, Admission::Skip));
+                };
+                match nodes.breaker(index).admit(Instant::now()) {
+                    Admission::Skip => passed_over.push_back(index),
+                    admitted => break Some((index, admitted)),
+                }
+            };
+            let Some((index, admission)) = next else {
+                break;
+            };
+            let client = &nodes.clients[index];
+            let request = search_request(client, collection, params).timeout(NODE_TIMEOUT);
+            match send(client, request).await {
+                Err(error) if node_failed(&error) => {
+                    if nodes.breaker(index).failed(admission, Instant::now()) {
+                        tracing::warn!(node = %client.base_url, %error, "a Typesense node failed a search; passing over it for a while");
+                    }
+                    last_error = Some(error);
+                }
+                answer => {
+                    if nodes.breaker(index).succeeded(admission) {
+                        tracing::info!(node = %client.base_url, "a Typesense node answers searches again");
+                    }
+                    return answer;
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| SearchError::Unavailable("no Typesense node".to_owned())))
+    }
+
+    /// The readiness probe of the nodes: ready while any node is healthy.
+    pub fn probe(&self) -> SearchNodesProbe {
+        SearchNodesProbe {
+            nodes: self
+                .inner
+                .clients
+                .iter()
+                .map(|client| TypesenseProbe {
+                    base_url: client.base_url.clone(),
+                    http: client.http.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Nodes {
+    fn breaker(&self, index: usize) -> std::sync::MutexGuard<'_, Breaker> {
+        // Every update under the lock is one assignment: a poisoned lock is still sound.
+        self.breakers[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether another node may answer what this one failed: it was not reached, did not answer,
+/// or is not ready (503).
+fn node_failed(error: &SearchError) -> bool {
+    matches!(
+        error,
+        SearchError::Unavailable(_) | SearchError::Refused { status: 503, .. }
     )
-    .await
+}
+
+/// `/health` of every node; `Ok` when any answers healthy.
+pub struct SearchNodesProbe {
+    nodes: Vec<TypesenseProbe>,
+}
+
+impl StoreProbe for SearchNodesProbe {
+    fn store(&self) -> &str {
+        "typesense"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let checks = self.nodes.iter().map(|node| node.check());
+            let outcomes = futures_util::future::join_all(checks).await;
+            if outcomes.iter().any(Result::is_ok) || outcomes.is_empty() {
+                return Ok(());
+            }
+            Err(self
+                .nodes
+                .iter()
+                .zip(outcomes)
+                .map(|(node, outcome)| {
+                    format!("{}: {}", node.base_url, outcome.err().unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+                .join("; "))
+        })
+    }
 }

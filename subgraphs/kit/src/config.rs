@@ -5,18 +5,24 @@
 //! them into one [`ConfigError`] whose lines each name the variable and the expected form.
 //! Values of secret variables (URLs with credentials, API keys) are never echoed back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use url::Url;
 
 /// A snapshot of environment variables.
+///
+/// It remembers every name a reader asked for (set or not), so `gospelib settings check` can
+/// name the variables a deployment sets that nothing reads ([`Env::unconsulted`]). Clones share
+/// that record.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    consulted: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Env {
@@ -26,6 +32,7 @@ impl Env {
             vars: std::env::vars()
                 .filter(|(key, _)| key.starts_with("GOSPELIB_"))
                 .collect(),
+            consulted: Arc::default(),
         }
     }
 
@@ -38,6 +45,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            consulted: Arc::default(),
         }
     }
 
@@ -74,12 +82,36 @@ impl Env {
         Ok(self)
     }
 
-    /// The raw value of a variable; an empty value counts as unset.
+    /// The raw value of a variable; an empty value counts as unset. The name is recorded as
+    /// consulted.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.consulted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned());
         self.vars
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Every name some reader asked for so far, set or not.
+    pub fn consulted(&self) -> BTreeSet<String> {
+        self.consulted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The variables this snapshot holds that no reader has asked for (yet): in a deployment's
+    /// settings, names that mean nothing to the command (a typo, or a setting of another part).
+    pub fn unconsulted(&self) -> Vec<String> {
+        let consulted = self.consulted();
+        self.vars
+            .keys()
+            .filter(|name| !consulted.contains(*name))
+            .cloned()
+            .collect()
     }
 }
 
@@ -506,6 +538,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_names_asked_for_are_recorded_and_the_others_listed() {
+        let env = Env::from_pairs([
+            ("GOSPELIB_A_FLAG", "true"),
+            ("GOSPELIB_TYPO", "1"),
+            ("GOSPELIB_EMPTY", ""),
+        ]);
+        let shared = env.clone();
+        let mut reader = ConfigReader::new(&shared);
+        reader.flag("GOSPELIB_A_FLAG", false);
+        reader.port("GOSPELIB_UNSET_PORT", 1);
+        reader.finish().unwrap();
+        assert!(env.get("GOSPELIB_EMPTY").is_none());
+        assert_eq!(
+            env.consulted().into_iter().collect::<Vec<_>>(),
+            ["GOSPELIB_A_FLAG", "GOSPELIB_EMPTY", "GOSPELIB_UNSET_PORT"]
+        );
+        assert_eq!(env.unconsulted(), ["GOSPELIB_TYPO"]);
+    }
 
     fn good_stores() -> Vec<(&'static str, &'static str)> {
         vec![

