@@ -3,9 +3,10 @@
 //! `GOSPELIB_ROUTER_LISTEN` (default `127.0.0.1:4000`) and serves `/graphql`, `/health`,
 //! `/ready`, `/metrics`. A file is re-read every `GOSPELIB_ROUTER_RELOAD_MS`; a registry URL is
 //! polled every `GOSPELIB_ROUTER_POLL_MS` with `If-None-Match`; a changed, valid supergraph is
-//! swapped in. `GOSPELIB_ROUTER_SUBGRAPH_URLS` (`name=url,…`) points subgraphs elsewhere than
-//! the supergraph says (Phase 2: one Service per subgraph). With `GOSPELIB_REDIS_URL`, persisted queries and operation usage (for the
-//! registry's check, flushed every `GOSPELIB_ROUTER_USAGE_FLUSH_MS`) live in Redis.
+//! swapped in. `GOSPELIB_ROUTER_SUBGRAPH_URLS` (`name=url,…`, or `name=url1|url2` for several
+//! instances, with failover) points subgraphs elsewhere than the supergraph says (Phase 2: one
+//! Service per subgraph). With `GOSPELIB_REDIS_URL`, persisted queries and operation usage (for
+//! the registry's check, flushed every `GOSPELIB_ROUTER_USAGE_FLUSH_MS`) live in Redis.
 //! The HTTP edge (compression, CORS, CSRF prevention, batching) is configured as in
 //! `gospelib serve`: see `gospelib_kit::edge`.
 //! The apps' trusted documents (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`) come from

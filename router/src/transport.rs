@@ -451,6 +451,26 @@ impl Instances {
     }
 }
 
+/// An attempt on one instance while it runs: dropped unfinished (the fetch cancelled) at or
+/// near the end of its time, it counts as the instance timing out, as if the attempt's own
+/// timeout had fired first; dropped earlier (the client went away), it counts as nothing.
+struct Unsettled<'a> {
+    instances: &'a Instances,
+    index: usize,
+    admission: Admission,
+    started: std::time::Instant,
+    budget: std::time::Duration,
+    settled: bool,
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.started.elapsed() >= self.budget.mul_f64(0.9) {
+            self.instances.failed(self.index, self.admission);
+        }
+    }
+}
+
 /// The instances one fetch may still ask.
 struct Turn {
     upcoming: std::collections::VecDeque<usize>,
@@ -502,9 +522,20 @@ impl Transport for Http {
                 let may_retry = idempotent && !turn.is_last();
                 let instance = &instances.urls[index];
                 let in_flight = instances.start(index);
+                // The router's own deadline for the fetch may drop this future at the moment
+                // the attempt's timeout would have fired: that is a timeout all the same.
+                let mut unsettled = Unsettled {
+                    instances: &instances,
+                    index,
+                    admission,
+                    started: std::time::Instant::now(),
+                    budget: left,
+                    settled: false,
+                };
                 let attempt = self
                     .attempt(subgraph, instance, &request, left, may_retry)
                     .await;
+                unsettled.settled = true;
                 drop(in_flight);
                 let failure = match attempt {
                     Attempt::Answered { answer, refused } => {

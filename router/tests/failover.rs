@@ -471,7 +471,13 @@ async fn while_an_ejected_instance_is_probed_the_other_fetches_pass_over_it() {
         ["UPSTREAM_UNAVAILABLE"]
     );
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let answers = futures_util::future::join_all((0..10).map(|_| run(&setup.router, QUERY))).await;
+    // Ten different fetches (an alias each), so none shares another's fetch in flight and
+    // each is routed on its own.
+    let queries: Vec<String> = (0..10)
+        .map(|n| QUERY.replace("topProducts", &format!("p{n}: topProducts")))
+        .collect();
+    let answers =
+        futures_util::future::join_all(queries.iter().map(|query| run(&setup.router, query))).await;
     let failed = answers
         .iter()
         .filter(|answer| answer.get("errors").is_some())
