@@ -687,6 +687,9 @@ impl Router {
         let max_age = executed.max_age;
         let mut errors = executed.errors;
         let data = projection::project(
+            planned
+                .last_data_len
+                .load(std::sync::atomic::Ordering::Relaxed),
             &planned.operation,
             &supergraph.planner().supergraph,
             supergraph.introspection(),
@@ -695,6 +698,9 @@ impl Router {
             denials,
             &mut errors,
         );
+        planned
+            .last_data_len
+            .store(data.len(), std::sync::atomic::Ordering::Relaxed);
         // Kept only when every piece of data may be, and nothing went wrong.
         let cache_control = match max_age {
             Some(seconds) if seconds > 0 && errors.is_empty() && !planned.is_mutation() => {

@@ -63,6 +63,9 @@ pub struct Planned {
     pub coordinates: std::collections::BTreeSet<String>,
     /// The operation's variable definitions, which coerce each request's variables.
     pub variable_definitions: Vec<VariableDefinition<'static, String>>,
+    /// How long the last response's `data` was, in bytes: the next one's buffer starts that
+    /// large instead of doubling its way up (copying what it holds each time).
+    pub last_data_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Planned {
@@ -95,6 +98,9 @@ pub const DEFAULT_PLAN_CACHE_SIZE: usize = 1_000;
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
+    /// Operation texts parsed, validated and normalized (a text found in the cache is not,
+    /// whatever its variables).
+    pub parsed: u64,
 }
 
 /// A plan's cache key: the supergraph's hash and the normalized operation's sha256.
@@ -112,7 +118,7 @@ pub struct PlanCache {
     /// The same plans by the request's own text (supergraph hash, sha256 of operation name and
     /// query): a repeated request skips parsing, validation and normalization. Only requests
     /// that passed them are ever stored, and validation depends on nothing else.
-    by_text: Mutex<LruCache<PlanKey, Arc<Planned>>>,
+    by_text: Mutex<LruCache<PlanKey, TextEntry>>,
     stats: Mutex<CacheStats>,
     limits: Limits,
 }
@@ -163,12 +169,15 @@ impl PlanCache {
     }
 
     /// The plan a request's text has already been given, if any (no parsing, no validation).
+    /// An operation whose cost depends on its variables is measured again with `variables`,
+    /// on the document parsed the first time: `Err` when this request's cost is over a limit.
     pub fn cached_for_text(
         &self,
         supergraph: &Supergraph,
         query: &str,
         operation_name: Option<&str>,
-    ) -> Option<Arc<Planned>> {
+        variables: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Result<Arc<Planned>, PlanningError>> {
         let key = text_key(supergraph, query, operation_name);
         let found = self
             .by_text
@@ -177,7 +186,18 @@ impl PlanCache {
             .get(&key)
             .cloned()?;
         self.stats.lock().expect("stats lock").hits += 1;
-        Some(found)
+        Some(match found {
+            TextEntry::Fixed(planned) => Ok(planned),
+            TextEntry::VariableSized { planned, document } => check_limits(
+                &document,
+                operation_name,
+                supergraph.shape(),
+                variables,
+                &self.limits,
+            )
+            .map(|_| planned)
+            .map_err(PlanningError::Limit),
+        })
     }
 
     /// Like [`PlanCache::plan`], also saying whether the plan came from the cache; `variables`
@@ -189,18 +209,24 @@ impl PlanCache {
         operation_name: Option<&str>,
         variables: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(Arc<Planned>, bool), PlanningError> {
-        if let Some(found) = self.cached_for_text(supergraph, query, operation_name) {
-            return Ok((found, true));
+        if let Some(found) = self.cached_for_text(supergraph, query, operation_name, variables) {
+            return found.map(|planned| (planned, true));
         }
         let (planned, hit, variable_sized) =
             self.plan_uncached_text(supergraph, query, operation_name, variables)?;
-        // An operation whose cost depends on its variables is measured again for each request.
-        if !variable_sized {
-            self.by_text
-                .lock()
-                .expect("plan cache lock")
-                .put(text_key(supergraph, query, operation_name), planned.clone());
-        }
+        // An operation whose cost depends on its variables keeps its parsed document, to be
+        // measured again for each request.
+        let entry = match variable_sized {
+            None => TextEntry::Fixed(planned.clone()),
+            Some(document) => TextEntry::VariableSized {
+                planned: planned.clone(),
+                document,
+            },
+        };
+        self.by_text
+            .lock()
+            .expect("plan cache lock")
+            .put(text_key(supergraph, query, operation_name), entry);
         Ok((planned, hit))
     }
 
@@ -214,8 +240,8 @@ impl PlanCache {
         operation_name: Option<&str>,
         variables: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(Arc<Planned>, bool), PlanningError> {
-        if let Some(found) = self.cached_for_text(supergraph, query, operation_name) {
-            return Ok((found, true));
+        if let Some(found) = self.cached_for_text(supergraph, query, operation_name, variables) {
+            return found.map(|planned| (planned, true));
         }
         let cache = self.clone();
         let supergraph = supergraph.clone();
@@ -282,14 +308,17 @@ impl PlanCache {
     }
 
     /// Parse, validate, check limits, normalize, then plan (or find the normalized operation's
-    /// plan).
+    /// plan). Also says whether the plan came from the cache and, when the operation's cost
+    /// depends on its variables, hands back the parsed document (to measure each request by).
+    #[allow(clippy::type_complexity)]
     fn plan_uncached_text(
         &self,
         supergraph: &Supergraph,
         query: &str,
         operation_name: Option<&str>,
         variables: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(Arc<Planned>, bool, bool), PlanningError> {
+    ) -> Result<(Arc<Planned>, bool, Option<Arc<ClientDocument>>), PlanningError> {
+        self.stats.lock().expect("stats lock").parsed += 1;
         let document = safe_parse_operation_with_token_limit(query, self.limits.max_tokens)
             .map_err(|e| {
                 let message = e.to_string();
@@ -340,7 +369,8 @@ impl PlanCache {
             })?;
         let (planned, hit) =
             self.plan_normalized(supergraph, normalized.operation, variable_definitions)?;
-        Ok((planned, hit, measured.variable_sized))
+        let document = measured.variable_sized.then(|| Arc::new(document));
+        Ok((planned, hit, document))
     }
 
     /// The plan of a normalized operation, from the cache when it was planned before; says
@@ -412,6 +442,7 @@ impl PlanCache {
             plan,
             coordinates,
             variable_definitions,
+            last_data_len: std::sync::atomic::AtomicUsize::new(0),
         });
         self.plans
             .lock()
@@ -476,6 +507,23 @@ fn text_key(supergraph: &Supergraph, query: &str, operation_name: Option<&str>) 
     hash.update([0]);
     hash.update(query.as_bytes());
     (supergraph.version.hash.clone(), hash.finalize().into())
+}
+
+/// A client's operation text, parsed.
+type ClientDocument = graphql_tools::parser::query::Document<'static, String>;
+
+/// What the cache by operation text holds.
+#[derive(Clone)]
+enum TextEntry {
+    /// The plan of an operation whose cost does not depend on its variables.
+    Fixed(Arc<Planned>),
+    /// The plan of one whose cost does (lists sized by a variable), and its parsed document:
+    /// each request is measured again with its own variables, without parsing, validating or
+    /// normalizing again.
+    VariableSized {
+        planned: Arc<Planned>,
+        document: Arc<ClientDocument>,
+    },
 }
 
 /// The variable definitions of the operation that will run.

@@ -153,8 +153,10 @@ struct Writer<'a> {
 }
 
 /// Writes `data` as `operation` shapes it; may add errors to `errors`. Returns the JSON text of
-/// the response's `data`.
+/// the response's `data`, in a buffer that starts with room for `expected_len` bytes.
+#[allow(clippy::too_many_arguments)]
 pub fn project<'a>(
+    expected_len: usize,
     operation: &'a OperationDefinition,
     supergraph: &'a SupergraphState,
     introspection: &'a Introspection,
@@ -176,7 +178,8 @@ pub fn project<'a>(
         denials,
         errors,
         shapes: Default::default(),
-        out: Vec::with_capacity(4096),
+        // Room for what is expected and a little more (the text varies between responses).
+        out: Vec::with_capacity((expected_len + expected_len / 8).clamp(4096, 1 << 20)),
     };
     let selections = [&operation.selection_set];
     if writer

@@ -130,12 +130,39 @@ async fn the_cost_multiplies_lists_by_their_size_arguments() {
     .await;
     assert!(response.get("data").is_some(), "{response}");
 
-    // A variable sizes the list per request: the same text is measured each time.
+    // A variable sizes the list per request: the same text is measured each time, on the
+    // document parsed the first time (not parsed, validated and normalized again).
     let sized = "query Top($n: Int) { topProducts(first: $n) { name reviews { body } } }";
-    for (n, refused) in [(50, false), (100, true), (50, false), (100, true)] {
+    let parsed_before = router.plan_cache().stats().parsed;
+    for (n, refused) in [
+        (50, false),
+        (100, true),
+        (50, false),
+        (100, true),
+        (2, false),
+    ] {
         let response = ask(&router, sized, json!({ "n": n })).await;
         assert_eq!(response.get("data").is_none(), refused, "n={n}: {response}");
+        if refused {
+            assert_eq!(
+                response["errors"][0]["message"],
+                "the operation has an estimated 1201 cost, more than the limit of 1000"
+            );
+            assert_eq!(
+                response["errors"][0]["extensions"]["code"],
+                "VALIDATION_ERROR"
+            );
+        }
     }
+    assert_eq!(router.plan_cache().stats().parsed, parsed_before + 1);
+    // A request whose first sight of the text is over the limit leaves nothing cached: the
+    // next, within it, is parsed and planned.
+    let other = "query Other($n: Int) { topProducts(first: $n) { upc reviews { body } } }";
+    let response = ask(&router, other, json!({ "n": 100 })).await;
+    assert!(response.get("data").is_none(), "{response}");
+    let response = ask(&router, other, json!({ "n": 3 })).await;
+    assert!(response.get("data").is_some(), "{response}");
+    assert_eq!(router.plan_cache().stats().parsed, parsed_before + 3);
 }
 
 #[tokio::test]

@@ -305,6 +305,7 @@ impl Context {
         let executed = plan.execute_event(event, &self.variables, &fetching).await;
         let mut errors = executed.errors;
         let data = projection::project(
+            0,
             &self.planned.operation,
             &self.supergraph.planner().supergraph,
             self.supergraph.introspection(),

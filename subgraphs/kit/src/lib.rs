@@ -18,6 +18,7 @@ pub mod migrations;
 pub mod multipart;
 pub mod outbox;
 pub mod paging;
+pub mod parsed_documents;
 pub mod plans;
 pub mod redis_link;
 pub mod server;

@@ -16,9 +16,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The process's metrics; cheap to clone (every field is shared).
+/// The process's metrics; cheap to clone (one shared handle: a request's middleware clones it
+/// on every request).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricsInner>);
+
+/// The metrics themselves, behind [`Metrics`].
+pub struct MetricsInner {
     registry: Registry,
     requests: IntCounterVec,
     server_errors: IntCounterVec,
@@ -38,8 +42,17 @@ pub struct Metrics {
     ai_citations_dropped: IntCounter,
     store_queries: IntCounterVec,
     redis_mget_keys: IntCounterVec,
+    parsed_documents: IntCounterVec,
     /// Counters copied from the parts' own counts when the metrics are rendered.
     read_at_render: Arc<Mutex<Vec<(IntCounter, CountReader)>>>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricsInner;
+
+    fn deref(&self) -> &MetricsInner {
+        &self.0
+    }
 }
 
 impl Metrics {
@@ -184,8 +197,19 @@ impl Metrics {
             &["purpose", "result"],
         )
         .expect("valid metric");
+        let parsed_documents = IntCounterVec::new(
+            Opts::new(
+                "parsed_documents_total",
+                "Subgraph requests' documents by where their parse came from: hit (the \
+                 process's cache), miss (parsed and kept), uncached (too long to keep, or it \
+                 did not parse)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(parsed_documents.clone()),
             Box::new(store_queries.clone()),
             Box::new(redis_mget_keys.clone()),
             Box::new(server_errors.clone()),
@@ -208,7 +232,7 @@ impl Metrics {
                 .register(collector)
                 .expect("metric registered once");
         }
-        Self {
+        Self(Arc::new(MetricsInner {
             registry,
             requests,
             server_errors,
@@ -228,8 +252,9 @@ impl Metrics {
             ai_citations_dropped,
             store_queries,
             redis_mget_keys,
+            parsed_documents,
             read_at_render: Arc::default(),
-        }
+        }))
     }
 
     /// Exports the queries `subgraph` sends to `store` as `read` counts them (a counter the
@@ -270,6 +295,14 @@ impl Metrics {
                     now,
                 );
             }
+        }
+        let documents = crate::parsed_documents::ParsedDocuments::global().lookups();
+        for (result, now) in [
+            ("hit", documents.hits),
+            ("miss", documents.misses),
+            ("uncached", documents.uncached),
+        ] {
+            catch_up(&self.parsed_documents.with_label_values(&[result]), now);
         }
     }
 
@@ -391,6 +424,30 @@ mod tests {
         queries.store(10, std::sync::atomic::Ordering::Relaxed);
         let text = metrics.render();
         assert!(text.contains(&format!("{line} 10")), "{text}");
+    }
+
+    #[test]
+    fn the_process_parsed_documents_are_counted_when_rendered() {
+        let metrics = Metrics::new("test");
+        let document = "{ metricsRenderTestDocument }";
+        for _ in 0..2 {
+            crate::parsed_documents::ParsedDocuments::global().document(document);
+        }
+        let text = metrics.render();
+        let count = |result: &str| -> u64 {
+            let line =
+                format!(r#"gospelib_parsed_documents_total{{result="{result}",service="test"}} "#);
+            let at = text
+                .find(&line)
+                .unwrap_or_else(|| panic!("{line} in {text}"));
+            text[at + line.len()..]
+                .lines()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!(count("hit") >= 1 && count("miss") >= 1, "{text}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use async_graphql::{ObjectType, SDLExportOptions, Schema, SubscriptionType};
 
 use crate::stores::{BoxFuture, Dependency};
 
-/// Anything that executes GraphQL requests: every async-graphql `Schema` is one.
+/// Anything that executes GraphQL requests: every async-graphql `Schema` is one (taking each
+/// request's parsed document from [`crate::parsed_documents`]).
 pub trait GraphQlExecutor: Send + Sync + 'static {
     fn execute(&self, request: async_graphql::Request) -> BoxFuture<'_, async_graphql::Response>;
     /// The federation SDL, as `_service { sdl }` gives it.
@@ -35,8 +36,13 @@ where
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    fn execute(&self, request: async_graphql::Request) -> BoxFuture<'_, async_graphql::Response> {
+    fn execute(
+        &self,
+        mut request: async_graphql::Request,
+    ) -> BoxFuture<'_, async_graphql::Response> {
         Box::pin(async move {
+            // The document parsed once per distinct text, not once per request.
+            crate::parsed_documents::prepare(&mut request);
             let mut response = Schema::execute(self, request).await;
             fill_nulls_at_error_paths(&mut response);
             response
@@ -49,9 +55,10 @@ where
 
     fn execute_stream(
         &self,
-        request: async_graphql::Request,
+        mut request: async_graphql::Request,
     ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
         use futures_util::StreamExt;
+        crate::parsed_documents::prepare(&mut request);
         Schema::execute_stream(self, request)
             .map(|mut response| {
                 fill_nulls_at_error_paths(&mut response);

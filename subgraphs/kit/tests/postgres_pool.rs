@@ -1,0 +1,91 @@
+//! The kit's PostgreSQL pool lends connections in steady use without a ping, and still never
+//! lends one the server has closed while it sat idle: the stack's PostgreSQL, its backends
+//! terminated under the pool's feet.
+
+mod support;
+
+use std::time::Duration;
+
+use gospelib_kit::stores::{TRUSTED_IDLE, postgres_pool};
+
+/// The server process ids of the pool's connections, read through the pool.
+async fn backend_pids(pool: &sqlx::PgPool, count: usize) -> Vec<i32> {
+    let mut held = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..count {
+        let mut connection = pool.acquire().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        pids.push(pid);
+        held.push(connection);
+    }
+    pids
+}
+
+#[tokio::test]
+async fn connections_the_server_closed_while_idle_are_replaced_not_lent() {
+    let url = support::stack_urls().postgres;
+    let pool = postgres_pool(&url, 3).unwrap();
+    let admin = postgres_pool(&url, 1).unwrap();
+    let before = backend_pids(&pool, 3).await;
+    for pid in &before {
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        assert!(ended, "backend {pid} terminated");
+    }
+    // Idle past the trusted time: every one is pinged, found dead and replaced.
+    tokio::time::sleep(TRUSTED_IDLE + Duration::from_millis(300)).await;
+    for _ in 0..6 {
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&pool)
+            .await
+            .expect("a live connection is lent");
+        assert_eq!(one, 1);
+    }
+    let after = backend_pids(&pool, 3).await;
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "the dead connections were closed: {before:?} then {after:?}"
+    );
+    pool.close().await;
+    admin.close().await;
+}
+
+/// The price of not pinging, stated: a connection the server closed less than
+/// [`TRUSTED_IDLE`] after its last use is lent as it is, so that one statement fails; the pool
+/// then drops the connection and the next statement gets a fresh one.
+#[tokio::test]
+async fn a_connection_in_steady_use_is_lent_without_a_round_trip_first() {
+    let url = support::stack_urls().postgres;
+    let pool = postgres_pool(&url, 1).unwrap();
+    let admin = postgres_pool(&url, 1).unwrap();
+    let [pid] = backend_pids(&pool, 1).await[..] else {
+        unreachable!()
+    };
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(ended);
+    // At once: no ping, so the dead connection is used and the statement fails.
+    let failed = sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&pool)
+        .await;
+    assert!(
+        failed.is_err(),
+        "a connection used just now is lent without a ping (a ping would have replaced it)"
+    );
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("the next statement gets a new connection");
+    assert_eq!(one, 1);
+    pool.close().await;
+    admin.close().await;
+}
