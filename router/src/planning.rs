@@ -115,10 +115,10 @@ pub struct PlanCache {
     /// plans are cached.
     planning_slots: Arc<tokio::sync::Semaphore>,
     plans: Mutex<LruCache<PlanKey, Arc<Planned>>>,
-    /// The same plans by the request's own text (supergraph hash, sha256 of operation name and
-    /// query): a repeated request skips parsing, validation and normalization. Only requests
-    /// that passed them are ever stored, and validation depends on nothing else.
-    by_text: Mutex<LruCache<PlanKey, TextEntry>>,
+    /// The same plans by the request's own text (see [`TextKey`]): a repeated request skips
+    /// parsing, validation and normalization. Only requests that passed them are ever stored,
+    /// and validation depends on nothing else.
+    by_text: Mutex<LruCache<u64, (TextKey, TextEntry)>>,
     stats: Mutex<CacheStats>,
     limits: Limits,
 }
@@ -178,13 +178,16 @@ impl PlanCache {
         operation_name: Option<&str>,
         variables: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<Result<Arc<Planned>, PlanningError>> {
-        let key = text_key(supergraph, query, operation_name);
-        let found = self
-            .by_text
-            .lock()
-            .expect("plan cache lock")
-            .get(&key)
-            .cloned()?;
+        let fingerprint = text_fingerprint(supergraph, query, operation_name)?;
+        let found = {
+            let mut by_text = self.by_text.lock().expect("plan cache lock");
+            let (stored, entry) = by_text.get(&fingerprint)?;
+            // Another text with the same fingerprint is a miss, never its plan.
+            if !stored.is(supergraph, query, operation_name) {
+                return None;
+            }
+            entry.clone()
+        };
         self.stats.lock().expect("stats lock").hits += 1;
         Some(match found {
             TextEntry::Fixed(planned) => Ok(planned),
@@ -223,10 +226,12 @@ impl PlanCache {
                 document,
             },
         };
-        self.by_text
-            .lock()
-            .expect("plan cache lock")
-            .put(text_key(supergraph, query, operation_name), entry);
+        if let Some(key) = TextKey::new(supergraph, query, operation_name) {
+            self.by_text
+                .lock()
+                .expect("plan cache lock")
+                .put(key.fingerprint, (key, entry));
+        }
         Ok((planned, hit))
     }
 
@@ -499,14 +504,59 @@ fn ask_hidden_runtime_types(
     }
 }
 
-/// A request's text as a cache key: the supergraph's hash, the sha256 of operation name and
-/// query.
-fn text_key(supergraph: &Supergraph, query: &str, operation_name: Option<&str>) -> PlanKey {
-    let mut hash = Sha256::new();
-    hash.update(operation_name.unwrap_or("").as_bytes());
-    hash.update([0]);
-    hash.update(query.as_bytes());
-    (supergraph.version.hash.clone(), hash.finalize().into())
+/// The longest operation text the cache by text keeps (with its plan); a longer one is parsed
+/// and normalized each time, then found by its normalized form. It bounds what the cache holds
+/// to capacity × this, whatever padding clients send.
+pub const MAX_CACHED_TEXT_BYTES: usize = 64 * 1024;
+
+/// A request's text as the cache by text knows it: looked up by a fast fingerprint of the
+/// supergraph's hash, the operation name and the query, and confirmed by comparing the text
+/// itself, so that two texts sharing a fingerprint never share a plan. (It was a sha256 of
+/// the text; hashing every request's text that way cost more than the rest of the lookup.)
+struct TextKey {
+    fingerprint: u64,
+    supergraph_hash: String,
+    operation_name: Option<Box<str>>,
+    query: Box<str>,
+}
+
+impl TextKey {
+    /// `None` for a text over [`MAX_CACHED_TEXT_BYTES`].
+    fn new(supergraph: &Supergraph, query: &str, operation_name: Option<&str>) -> Option<Self> {
+        Some(Self {
+            fingerprint: text_fingerprint(supergraph, query, operation_name)?,
+            supergraph_hash: supergraph.version.hash.clone(),
+            operation_name: operation_name.map(Box::from),
+            query: Box::from(query),
+        })
+    }
+
+    /// Whether this is the key of exactly this text.
+    fn is(&self, supergraph: &Supergraph, query: &str, operation_name: Option<&str>) -> bool {
+        *self.query == *query
+            && self.operation_name.as_deref() == operation_name
+            && self.supergraph_hash == supergraph.version.hash
+    }
+}
+
+/// The fingerprint a text is looked up by (keyed randomly per process); `None` for a text over
+/// [`MAX_CACHED_TEXT_BYTES`], which the cache by text does not keep.
+fn text_fingerprint(
+    supergraph: &Supergraph,
+    query: &str,
+    operation_name: Option<&str>,
+) -> Option<u64> {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEYS: std::sync::LazyLock<foldhash::fast::RandomState> =
+        std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+    if query.len() > MAX_CACHED_TEXT_BYTES {
+        return None;
+    }
+    let mut hasher = KEYS.build_hasher();
+    supergraph.version.hash.hash(&mut hasher);
+    operation_name.hash(&mut hasher);
+    query.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// A client's operation text, parsed.

@@ -1,6 +1,6 @@
 //! Supergraph loading and planning with the plan cache, on a two-subgraph supergraph.
 
-use gospelib_router::planning::{CacheStats, PlanCache, PlanningError};
+use gospelib_router::planning::{CacheStats, MAX_CACHED_TEXT_BYTES, PlanCache, PlanningError};
 use gospelib_router::supergraph::{Supergraph, SupergraphError};
 use serde_json::{Value, json};
 
@@ -118,6 +118,33 @@ fn the_same_normalized_operation_is_planned_once() {
         .plan(&other, "{ topProducts { name } }", None)
         .unwrap();
     assert_eq!(cache.stats().misses, 2);
+}
+
+#[test]
+fn a_text_is_found_again_only_as_itself_and_long_texts_are_not_kept() {
+    let cache = PlanCache::new(10);
+    let supergraph = supergraph();
+    let short = "{ topProducts { name } }";
+    let first = cache.plan(&supergraph, short, None).unwrap();
+    let again = cache.plan(&supergraph, short, None).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    assert_eq!(cache.stats().parsed, 1);
+    // One character apart: another plan, parsed on its own.
+    let other = cache
+        .plan(&supergraph, "{ topProducts { upc } }", None)
+        .unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &other));
+    assert_eq!(cache.stats().parsed, 2);
+    // The same text naming an operation it does not have is not taken for it.
+    assert!(cache.plan(&supergraph, short, Some("Missing")).is_err());
+    // Padded past the bound: the same plan (found by its normalized form), but the text is
+    // not kept, so it is parsed every time.
+    let padded = format!("{short}{}", " ".repeat(MAX_CACHED_TEXT_BYTES));
+    for _ in 0..2 {
+        let planned = cache.plan(&supergraph, &padded, None).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &planned));
+    }
+    assert_eq!(cache.stats().parsed, 5);
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 pub mod migrations;
 pub mod multipart;
+pub mod observe;
 pub mod outbox;
 pub mod paging;
 pub mod parsed_documents;

@@ -379,8 +379,18 @@ impl Metrics {
 
     /// Records one finished HTTP request.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        // The status's own digits (no allocation per request) for every valid code.
+        let code = axum::http::StatusCode::from_u16(status).ok();
+        let owned;
+        let status_label = match &code {
+            Some(code) => code.as_str(),
+            None => {
+                owned = status.to_string();
+                &owned
+            }
+        };
         self.requests
-            .with_label_values(&[route, method, &status.to_string()])
+            .with_label_values(&[route, method, status_label])
             .inc();
         if status >= 500 {
             self.server_errors.with_label_values(&[route]).inc();

@@ -26,24 +26,22 @@
 use std::collections::HashSet;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 use crate::edge::{self, EdgeSettings};
 use crate::errors::ErrorCode;
 use crate::graphql_http::{self, ExecutorService, GraphQlEndpoint, GraphQlService, request_error};
 use crate::metrics::Metrics;
+use crate::observe::ObserveLayer;
 use crate::stores::{Dependency, Need, check_readiness};
 use crate::subgraph::Subgraph;
-use crate::telemetry::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, request_id_from, trace_id_from};
 
 /// The largest request body accepted unless configured otherwise (`GOSPELIB_MAX_BODY_BYTES`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -73,14 +71,6 @@ pub struct AppSpec {
 struct ProcessState {
     metrics: Metrics,
     dependencies: Arc<Vec<Dependency>>,
-}
-
-/// State of the middleware around every request.
-#[derive(Clone)]
-struct ObserveState {
-    metrics: Metrics,
-    /// Route labels for metrics; any other path is counted as `other`.
-    known_paths: Arc<HashSet<String>>,
 }
 
 /// Builds the process's router. Returns it with the metrics it records into.
@@ -209,17 +199,14 @@ fn assemble(
         metrics: metrics.clone(),
         dependencies,
     };
-    let observe_state = ObserveState {
-        metrics: metrics.clone(),
-        known_paths: Arc::new(known_paths),
-    };
+    let observe = ObserveLayer::new(metrics.clone(), known_paths);
     let mut process_routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready));
     if with_metrics {
         process_routes = process_routes.route("/metrics", get(render_metrics));
     }
-    // Innermost first: decompression's 415 gets its GraphQL body from `graphql_error_bodies`;
+    // Innermost first: decompression's 415 gets its GraphQL body from `graphql_error_body`;
     // the body limit is read by the handlers, over the decompressed stream.
     let decompression = tower::ServiceBuilder::new()
         .layer(edge::request_decompression())
@@ -227,10 +214,10 @@ fn assemble(
     app.merge(process_routes.with_state(process))
         .fallback(not_found)
         .layer(decompression)
-        .layer(middleware::from_fn(graphql_error_bodies))
+        .layer(tower::util::MapResponseLayer::new(graphql_error_body))
         .layer(DefaultBodyLimit::max(spec.max_body_bytes))
         .layer(edge::response_compression())
-        .layer(middleware::from_fn_with_state(observe_state, observe))
+        .layer(observe)
 }
 
 /// Every store the process depends on, once each; `Required` wins over `Optional`.
@@ -256,55 +243,9 @@ fn merge_dependencies(spec: &AppSpec) -> Vec<Dependency> {
     merged
 }
 
-/// Runs each request inside a `request` span with its ids, records its metrics and logs it.
-async fn observe(State(state): State<ObserveState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let (request_id, trace_id) = {
-        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-        (
-            request_id_from(header(REQUEST_ID_HEADER)),
-            trace_id_from(header(TRACEPARENT_HEADER)),
-        )
-    };
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
-    let route = if state.known_paths.contains(&path) {
-        path.clone()
-    } else {
-        "other".to_owned()
-    };
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        trace_id = %trace_id,
-        method = %method,
-        path = %path
-    );
-    let mut response = crate::telemetry::TRACE_ID
-        .scope(trace_id, next.run(request).instrument(span.clone()))
-        .await;
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    state
-        .metrics
-        .observe_request(&route, &method, status, elapsed.as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request finished"
-        );
-    });
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    response
-}
-
 /// Turns axum's plain-text 413, its empty 405 (a method no route has) and the empty 415 of an
 /// unsupported `content-encoding` into GraphQL error bodies.
-async fn graphql_error_bodies(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn graphql_error_body(response: Response) -> Response {
     match response.status() {
         StatusCode::PAYLOAD_TOO_LARGE => request_error(
             StatusCode::PAYLOAD_TOO_LARGE,

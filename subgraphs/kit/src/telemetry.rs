@@ -12,7 +12,7 @@
 //! `trace_id` it logs. [`trace_id_from`] parses `traceparent` with OpenTelemetry's own
 //! propagator, so a header OpenTelemetry refuses is refused here too.
 //!
-//! How the `request` span (made by the server's `observe`) gets its OpenTelemetry identity:
+//! How the `request` span (made by [`crate::observe`]) gets its OpenTelemetry identity:
 //! - its parent: [`trace_id_from`] leaves the remote span it parsed in a thread-local, and the
 //!   layer that wraps the OpenTelemetry layer (`RemoteParent`) makes it the current context
 //!   while the `request` span with that `trace_id` is created, on the same thread, right after;
