@@ -54,25 +54,37 @@ impl Locations {
     }
 }
 
-/// The value a location leads to.
-fn get_at<'v>(value: &'v Value, location: &[u32]) -> Option<&'v Value> {
-    location
-        .iter()
-        .try_fold(value, |current, &step| match current {
-            Value::Object(object) => object.entry_at(step as usize).map(|(_, v)| v),
-            Value::Array(items) => items.get(step as usize),
-            _ => None,
-        })
+/// The child one step of a location leads to: a field by its position, or a list's item.
+fn child_at_mut(value: &mut Value, step: u32) -> Option<&mut Value> {
+    match value {
+        Value::Object(object) => object.value_at_mut(step as usize),
+        Value::Array(items) => items.get_mut(step as usize),
+        _ => None,
+    }
 }
 
-fn get_at_mut<'v>(value: &'v mut Value, location: &[u32]) -> Option<&'v mut Value> {
-    location
-        .iter()
-        .try_fold(value, |current, &step| match current {
-            Value::Object(object) => object.value_at_mut(step as usize),
-            Value::Array(items) => items.get_mut(step as usize),
-            _ => None,
-        })
+/// Merges each entity into the value at its location under `value` (whose own location is
+/// `depth` steps long and a prefix of them all). Locations that share a step are descended
+/// together, so each object on the way is reached once, not once per entity below it.
+fn merge_at_locations(value: &mut Value, depth: usize, entities: &mut [(&[u32], Value)]) {
+    let mut rest = entities;
+    while let Some(((location, _), _)) = rest.split_first() {
+        let Some(&step) = location.get(depth) else {
+            let ((_, entity), tail) = rest.split_first_mut().expect("not empty");
+            merge(value, entity.take());
+            rest = tail;
+            continue;
+        };
+        let below = rest
+            .iter()
+            .take_while(|(location, _)| location.get(depth) == Some(&step))
+            .count();
+        let (under_step, tail) = rest.split_at_mut(below);
+        if let Some(child) = child_at_mut(value, step) {
+            merge_at_locations(child, depth + 1, under_step);
+        }
+        rest = tail;
+    }
 }
 
 /// A location as a GraphQL response path (keys and indices), for errors.
@@ -643,27 +655,31 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
     }
 }
 
-/// Finds the entities a flatten path reaches, adding their locations to `found`.
-/// A type condition step matches the objects a fragment on one of its types applies to.
-fn entity_locations(
-    data: &Value,
+/// Finds the entities a flatten path reaches, adding their locations to `found` and the
+/// entities themselves to `entities`. A type condition step matches the objects a fragment on
+/// one of its types applies to.
+fn entity_locations<'v>(
+    data: &'v Value,
     path: &[FlattenNodePathSegment],
     supergraph: &SupergraphState,
     found: &mut Locations,
+    entities: &mut Vec<&'v Value>,
 ) {
-    walk(data, path, supergraph, &mut Vec::new(), found);
+    walk(data, path, supergraph, &mut Vec::new(), found, entities);
 }
 
-fn walk(
-    value: &Value,
+fn walk<'v>(
+    value: &'v Value,
     path: &[FlattenNodePathSegment],
     supergraph: &SupergraphState,
     at: &mut Vec<u32>,
     found: &mut Locations,
+    entities: &mut Vec<&'v Value>,
 ) {
     let Some((segment, rest)) = path.split_first() else {
         if value.is_object() {
             found.push(at);
+            entities.push(value);
         }
         return;
     };
@@ -674,7 +690,7 @@ fn walk(
                 && let Some((_, child)) = object.entry_at(position)
             {
                 at.push(position as u32);
-                walk(child, rest, supergraph, at, found);
+                walk(child, rest, supergraph, at, found, entities);
                 at.pop();
             }
         }
@@ -682,7 +698,7 @@ fn walk(
             if let Value::Array(items) = value {
                 for (index, item) in items.iter().enumerate() {
                     at.push(index as u32);
-                    walk(item, rest, supergraph, at, found);
+                    walk(item, rest, supergraph, at, found, entities);
                     at.pop();
                 }
             }
@@ -690,7 +706,7 @@ fn walk(
         FlattenNodePathSegment::TypeCondition(types) => {
             let typename = value.get("__typename").and_then(Value::as_str);
             if typename.is_some_and(|t| types.iter().any(|c| fragment_applies(supergraph, c, t))) {
-                walk(value, rest, supergraph, at, found);
+                walk(value, rest, supergraph, at, found, entities);
             }
         }
     }
@@ -822,15 +838,21 @@ async fn entity_fetch(
         let data = state.data.lock().expect("data lock");
         for group in &groups {
             let mut locations = Locations::default();
+            let mut entities = Vec::new();
             for path in &group.paths {
-                entity_locations(&data, path, state.fetching.supergraph, &mut locations);
+                entity_locations(
+                    &data,
+                    path,
+                    state.fetching.supergraph,
+                    &mut locations,
+                    &mut entities,
+                );
             }
             let mut representations: Vec<Value> = Vec::new();
             // Fingerprint → the representations with it (their equality is checked).
             let mut seen: foldhash::HashMap<u64, Vec<usize>> = Default::default();
             let mut index_of_location = Vec::with_capacity(locations.len());
-            for location in locations.iter() {
-                let entity = get_at(&data, location).expect("a location just found");
+            for entity in entities {
                 let Some(mut representation) =
                     representation(entity, group.requires, state.fetching.supergraph)
                 else {
@@ -963,7 +985,9 @@ async fn entity_fetch(
         .iter()
         .map(|entities| entities.iter().map(Value::is_null).collect())
         .collect();
-    let mut target = state.data.lock().expect("data lock");
+    // Each location's entity, moved out of the answer for its last location and cloned for
+    // the others, in the order the locations were found (shared steps next to each other).
+    let mut placed: Vec<(&[u32], Value)> = Vec::new();
     for ((group, found), entities) in groups.iter().zip(&collected).zip(&mut answers) {
         let mut uses = vec![0usize; entities.len()];
         for index in found.index_of_location.iter().flatten() {
@@ -987,11 +1011,12 @@ async fn entity_fetch(
                 group.output_rewrites,
                 state.fetching.supergraph,
             );
-            if let Some(slot) = get_at_mut(&mut target, location) {
-                merge(slot, entity);
-            }
+            placed.push((location, entity));
         }
     }
+    let mut target = state.data.lock().expect("data lock");
+    merge_at_locations(&mut target, 0, &mut placed);
+    drop(placed);
     if errors.is_empty() {
         return;
     }
@@ -1221,6 +1246,7 @@ fn null_along(value: &Value, path: &[serde_json::Value]) -> bool {
 pub fn merge(target: &mut Value, source: Value) {
     match (target, source) {
         (Value::Object(target), Value::Object(source)) => {
+            target.reserve(source.len());
             for (key, value) in source {
                 match target.get_mut(&key) {
                     Some(existing) => merge(existing, value),
@@ -1302,5 +1328,57 @@ fn rewrite_at(
                 rewrite_at(value, rest, supergraph, apply);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(json: serde_json::Value) -> Value {
+        json.into()
+    }
+
+    #[test]
+    fn entities_merge_at_their_locations_in_any_order_and_shared_steps_are_taken_once() {
+        let mut data = value(serde_json::json!({
+            "top": [
+                {"id": "1", "reviews": [{"id": "a"}, {"id": "b"}]},
+                {"id": "2", "reviews": [{"id": "c"}]}
+            ],
+            "other": {"id": "3"}
+        }));
+        let at = |steps: &[u32]| steps.to_vec();
+        let locations = [
+            at(&[0, 0, 1, 0]),
+            at(&[0, 1, 1, 0]),
+            at(&[1]),
+            at(&[0, 0, 1, 1]),
+            at(&[0, 0]),
+            // A location that no longer leads anywhere is skipped.
+            at(&[0, 5, 1, 0]),
+        ];
+        let mut placed: Vec<(&[u32], Value)> = locations
+            .iter()
+            .zip(["A", "C", "O", "B", "P", "X"])
+            .map(|(location, name)| {
+                (
+                    location.as_slice(),
+                    value(serde_json::json!({"name": name})),
+                )
+            })
+            .collect();
+        merge_at_locations(&mut data, 0, &mut placed);
+        assert_eq!(
+            serde_json::Value::from(data),
+            serde_json::json!({
+                "top": [
+                    {"id": "1", "reviews": [{"id": "a", "name": "A"}, {"id": "b", "name": "B"}],
+                     "name": "P"},
+                    {"id": "2", "reviews": [{"id": "c", "name": "C"}]}
+                ],
+                "other": {"id": "3", "name": "O"}
+            })
+        );
     }
 }

@@ -5,6 +5,8 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::LazyLock;
 
+use siphasher::sip128::{Hasher128, SipHasher13};
+
 use crate::value::{Object, Value};
 
 /// Feeds `value` to `state`: equal values (same key order) give equal hashes.
@@ -51,35 +53,45 @@ pub fn fingerprint64(value: &Value) -> u64 {
     hasher.finish()
 }
 
-/// A 128-bit fingerprint of a subgraph request (two independently keyed SipHash-1-3 runs over
-/// the subgraph name, the query, the variables and the headers): used as the identity of the request
-/// itself, where comparing whole requests would cost as much as sending them. Two different
-/// requests share a fingerprint with a probability of about 2^-128.
+/// A keyed 128-bit hasher: SipHash-1-3 with its 128-bit output, under a key drawn at random
+/// once per process, so nobody outside can craft two inputs that share a fingerprint.
+fn keyed_hasher() -> SipHasher13 {
+    static KEY: LazyLock<(u64, u64)> = LazyLock::new(|| {
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).expect("the operating system's random numbers");
+        let (first, second) = key.split_at(8);
+        (
+            u64::from_le_bytes(first.try_into().expect("8 bytes")),
+            u64::from_le_bytes(second.try_into().expect("8 bytes")),
+        )
+    });
+    SipHasher13::new_with_keys(KEY.0, KEY.1)
+}
+
+/// A 128-bit fingerprint of a subgraph request (keyed SipHash-1-3-128, one pass over the
+/// subgraph name, the query, the variables and the headers): used as the identity of the
+/// request itself, where comparing whole requests would cost as much as sending them. Two
+/// different requests share a fingerprint with a probability of about 2^-128.
 pub fn request_fingerprint(
     subgraph: &str,
     query: &str,
     variables: &Object,
     headers: &[(String, String)],
 ) -> u128 {
-    static KEYS: LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
-        LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
-    let run = |keys: &std::hash::RandomState| {
-        let mut hasher = keys.build_hasher();
-        subgraph.hash(&mut hasher);
-        query.hash(&mut hasher);
-        hasher.write_usize(variables.len());
-        for (name, value) in variables.iter() {
-            name.as_str().hash(&mut hasher);
-            hash_value(value, &mut hasher);
-        }
-        hasher.write_usize(headers.len());
-        for (name, value) in headers {
-            name.hash(&mut hasher);
-            value.hash(&mut hasher);
-        }
-        hasher.finish()
-    };
-    (u128::from(run(&KEYS.0)) << 64) | u128::from(run(&KEYS.1))
+    let mut hasher = keyed_hasher();
+    subgraph.hash(&mut hasher);
+    query.hash(&mut hasher);
+    hasher.write_usize(variables.len());
+    for (name, value) in variables.iter() {
+        name.as_str().hash(&mut hasher);
+        hash_value(value, &mut hasher);
+    }
+    hasher.write_usize(headers.len());
+    for (name, value) in headers {
+        name.hash(&mut hasher);
+        value.hash(&mut hasher);
+    }
+    hasher.finish128().into()
 }
 
 /// What makes two client operations the same for inbound sharing: they are answered alike only
@@ -98,31 +110,26 @@ pub struct OperationIdentity<'a> {
     pub subgraph_headers: &'a [(String, String)],
 }
 
-/// A 128-bit fingerprint of a client operation (as [`request_fingerprint`]: two keyed SipHash
-/// runs): the key under which identical operations in flight share one run.
+/// A 128-bit fingerprint of a client operation (keyed SipHash-1-3-128, as
+/// [`request_fingerprint`]): the key under which identical operations in flight share one run.
 pub fn operation_fingerprint(operation: &OperationIdentity<'_>) -> u128 {
-    static KEYS: LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
-        LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
-    let run = |keys: &std::hash::RandomState| {
-        let mut hasher = keys.build_hasher();
-        operation.supergraph_version.hash(&mut hasher);
-        operation.operation_hash.hash(&mut hasher);
-        operation.operation_name.hash(&mut hasher);
-        // The variables and the caller are fed as their JSON text, written straight into the
-        // hasher (no buffer): equal values in equal order give equal text.
-        let mut writer = HashWriter(&mut hasher);
-        serde_json::to_writer(&mut writer, operation.variables)
-            .expect("writing into a hasher cannot fail");
-        serde_json::to_writer(&mut writer, operation.caller)
-            .expect("writing into a hasher cannot fail");
-        hasher.write_usize(operation.subgraph_headers.len());
-        for (name, value) in operation.subgraph_headers {
-            name.hash(&mut hasher);
-            value.hash(&mut hasher);
-        }
-        hasher.finish()
-    };
-    (u128::from(run(&KEYS.0)) << 64) | u128::from(run(&KEYS.1))
+    let mut hasher = keyed_hasher();
+    operation.supergraph_version.hash(&mut hasher);
+    operation.operation_hash.hash(&mut hasher);
+    operation.operation_name.hash(&mut hasher);
+    // The variables and the caller are fed as their JSON text, written straight into the
+    // hasher (no buffer): equal values in equal order give equal text.
+    let mut writer = HashWriter(&mut hasher);
+    serde_json::to_writer(&mut writer, operation.variables)
+        .expect("writing into a hasher cannot fail");
+    serde_json::to_writer(&mut writer, operation.caller)
+        .expect("writing into a hasher cannot fail");
+    hasher.write_usize(operation.subgraph_headers.len());
+    for (name, value) in operation.subgraph_headers {
+        name.hash(&mut hasher);
+        value.hash(&mut hasher);
+    }
+    hasher.finish128().into()
 }
 
 /// Bytes written into a hasher.

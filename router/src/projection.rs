@@ -135,7 +135,32 @@ impl<'a> Leaf<'a> {
 
 /// The response keys an object of one type gets from one selection, in the client's order
 /// (the spec's CollectFields, with each field's type looked up once).
-type Shape<'a> = Rc<Vec<(&'a str, Slot<'a>)>>;
+type Shape<'a> = Rc<Vec<Key<'a>>>;
+
+/// One response key of a shape: the key, its text as written before the value (`"key":`,
+/// after a comma unless it comes first, escaped once per shape instead of once per object),
+/// and what is written for it.
+struct Key<'a> {
+    key: &'a str,
+    written: Box<[u8]>,
+    slot: Slot<'a>,
+}
+
+impl<'a> Key<'a> {
+    fn new(position: usize, key: &'a str, slot: Slot<'a>) -> Self {
+        let mut written = Vec::with_capacity(key.len() + 4);
+        if position > 0 {
+            written.push(b',');
+        }
+        write_json_str(&mut written, key);
+        written.push(b':');
+        Key {
+            key,
+            written: written.into_boxed_slice(),
+            slot,
+        }
+    }
+}
 
 struct Writer<'a> {
     supergraph: &'a SupergraphState,
@@ -182,8 +207,9 @@ pub fn project<'a>(
         out: Vec::with_capacity((expected_len + expected_len / 8).clamp(4096, 1 << 20)),
     };
     let selections = [&operation.selection_set];
+    let typename = source.get("__typename");
     if writer
-        .object(&selections, root, source, &mut Vec::new())
+        .object(&selections, root, source, typename, &mut Vec::new())
         .is_err()
     {
         writer.out.clear();
@@ -220,11 +246,7 @@ impl<'a> Writer<'a> {
     }
 
     /// The response keys `selections` give an object of type `runtime`.
-    fn collect_fields(
-        &self,
-        selections: &[&'a SelectionSet],
-        runtime: &str,
-    ) -> Vec<(&'a str, Slot<'a>)> {
+    fn collect_fields(&self, selections: &[&'a SelectionSet], runtime: &str) -> Vec<Key<'a>> {
         let mut fields: Vec<(&'a str, &'a FieldSelection)> =
             Vec::with_capacity(selections[0].items.len());
         // Further fields with the key of `fields[i]`, as `(i, field)` (rare: the same key
@@ -235,7 +257,7 @@ impl<'a> Writer<'a> {
         }
         let is_root = runtime == self.root;
         let definition = self.supergraph.definitions.get(runtime);
-        fields
+        let slots: Vec<(&'a str, Slot<'a>)> = fields
             .iter()
             .enumerate()
             .filter_map(|(index, &(key, field))| {
@@ -272,6 +294,11 @@ impl<'a> Writer<'a> {
                 };
                 Some((key, slot))
             })
+            .collect();
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(position, (key, slot))| Key::new(position, key, slot))
             .collect()
     }
 
@@ -307,17 +334,18 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Writes an object's selected fields.
+    /// Writes an object's selected fields; `typename` is its `__typename` field, if it has one.
     fn object(
         &mut self,
         selections: &[&'a SelectionSet],
         type_name: &str,
         source: &Object,
+        typename: Option<&Value>,
         path: &mut Vec<Step<'a>>,
     ) -> Result<(), NonNullViolation> {
         let is_root = type_name == self.root;
         // The root's type is the supergraph's, whatever a subgraph calls its own.
-        let runtime = match source.get("__typename").and_then(Value::as_str) {
+        let runtime = match typename.and_then(Value::as_str) {
             Some(typename) if !is_root => typename,
             _ => type_name,
         };
@@ -326,19 +354,15 @@ impl<'a> Writer<'a> {
         // tries the field after the last one found.
         let mut next = 0;
         self.out.push(b'{');
-        for (index, (key, slot)) in shape.iter().enumerate() {
-            if index > 0 {
-                self.out.push(b',');
-            }
-            write_json_str(&mut self.out, key);
-            self.out.push(b':');
+        for Key { key, written, slot } in shape.iter() {
+            self.out.extend_from_slice(written);
             match slot {
                 Slot::Introspection(field) => {
                     let value = self.introspection.resolve_root(field, self.variables);
                     serde_json::to_writer(&mut self.out, &value)
                         .expect("writing to a Vec cannot fail");
                 }
-                Slot::Typename => match source.get("__typename") {
+                Slot::Typename => match typename {
                     Some(name) if !is_root => write_json(&mut self.out, name),
                     _ => write_json_str(&mut self.out, runtime),
                 },
@@ -419,7 +443,10 @@ impl<'a> Writer<'a> {
             TypeNode::Named(name) => match raw {
                 None | Some(Value::Null) => Ok(self.write_null()),
                 Some(Value::Object(object)) if selections.iter().any(|s| !s.items.is_empty()) => {
-                    if let Some(message) = self.runtime_type_problem(name, object) {
+                    let typename = object.get("__typename");
+                    if let Some(message) =
+                        self.runtime_type_problem(name, typename.and_then(Value::as_str))
+                    {
                         self.errors.push(json!({
                             "message": message,
                             "path": path_to_json(path),
@@ -428,7 +455,7 @@ impl<'a> Writer<'a> {
                         return Ok(self.write_null());
                     }
                     let start = self.out.len();
-                    match self.object(selections, name, object, path) {
+                    match self.object(selections, name, object, typename, path) {
                         Ok(()) => Ok(false),
                         Err(NonNullViolation) => Ok(self.cut_to_null(start)),
                     }
@@ -454,8 +481,8 @@ impl<'a> Writer<'a> {
     /// Why an object cannot be a value of type `declared` (the spec's ResolveAbstractType: its
     /// runtime type must be a possible type of the field's), if it cannot. The runtime type is
     /// not named: it may be one the API schema hides.
-    fn runtime_type_problem(&self, declared: &str, object: &Object) -> Option<String> {
-        let runtime = object.get("__typename").and_then(Value::as_str)?;
+    fn runtime_type_problem(&self, declared: &str, runtime: Option<&str>) -> Option<String> {
+        let runtime = runtime?;
         // The declared type itself passes without a lookup; that includes an interface's name,
         // which an `@interfaceObject` subgraph gives its objects when the client asked nothing
         // that needs their real type (the planner then does not fetch it).

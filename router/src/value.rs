@@ -93,6 +93,19 @@ impl Object {
         self.0.push((key.into(), value));
     }
 
+    /// Makes room for `additional` more fields. A full object is moved into a new allocation
+    /// rather than grown in place: the allocator's `realloc` of these sizes costs about four
+    /// times a fresh allocation, a copy and a free (measured with callgrind on merges, where
+    /// every entity an entity fetch resolves grows by the fields it brings).
+    pub fn reserve(&mut self, additional: usize) {
+        if self.0.capacity() - self.0.len() >= additional {
+            return;
+        }
+        let mut grown = Vec::with_capacity(self.0.len() + additional);
+        grown.append(&mut self.0);
+        self.0 = grown;
+    }
+
     /// Removes `key`, keeping the other fields' order.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         let position = self.position(key)?;
@@ -245,9 +258,7 @@ pub fn write_json(out: &mut Vec<u8>, value: &Value) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(number) => {
-            serde_json::to_writer(&mut *out, number).expect("writing to a Vec cannot fail")
-        }
+        Value::Number(number) => write_json_number(out, number),
         Value::String(text) => write_json_str(out, text),
         Value::Array(items) => {
             out.push(b'[');
@@ -271,6 +282,19 @@ pub fn write_json(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b'}');
         }
+    }
+}
+
+/// Appends `number` as serde_json writes it: integers (most numbers in answers) by `itoa`
+/// without a serializer and an `io::Write` in between, floats by serde_json itself (its
+/// exponent format, `1e+300`, is its own).
+fn write_json_number(out: &mut Vec<u8>, number: &serde_json::Number) {
+    if let Some(unsigned) = number.as_u64() {
+        out.extend_from_slice(itoa::Buffer::new().format(unsigned).as_bytes());
+    } else if let Some(signed) = number.as_i64() {
+        out.extend_from_slice(itoa::Buffer::new().format(signed).as_bytes());
+    } else {
+        serde_json::to_writer(&mut *out, number).expect("writing to a Vec cannot fail");
     }
 }
 
@@ -489,7 +513,8 @@ mod tests {
     fn the_writer_writes_what_serde_json_writes() {
         let value = json!({
             "plain": "text", "escapes": "quote \" backslash \\ newline \n tab \t \u{1} \u{1f} bell \u{8} \u{c} é ✓ /",
-            "numbers": [0, -7, 18446744073709551615u64, 2.5, 1e300],
+            "numbers": [0, -7, 18446744073709551615u64, -9223372036854775808i64, 2.5, 1e300,
+                -0.0, 0.1, 1e-7, 1e21, 123456789.0, 1.7976931348623157e308, 5e-324],
             "nested": {"a": [true, false, null, {}, []]}
         });
         let mut written = Vec::new();
@@ -497,6 +522,19 @@ mod tests {
         assert_eq!(
             String::from_utf8(written).unwrap(),
             serde_json::to_string(&value).unwrap()
+        );
+    }
+
+    #[test]
+    fn reserving_room_keeps_the_fields_in_order() {
+        let mut object = Object::new();
+        object.push_unique("a", Value::Bool(true));
+        object.push_unique("b", Value::Null);
+        object.reserve(3);
+        object.push_unique("c", Value::String("x".into()));
+        assert_eq!(
+            serde_json::Value::from(Value::Object(object)),
+            json!({"a": true, "b": null, "c": "x"})
         );
     }
 
