@@ -16,7 +16,7 @@ use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::InProcess;
 use serde_json::{Value, json};
-use support::{SDL, products, reviews, start};
+use support::{SDL, assert_first_error, products, reviews, start};
 
 const QUERY: &str = "{ topProducts(first: 1) { name } }";
 
@@ -64,10 +64,10 @@ async fn a_hash_is_unknown_until_registered_then_runs_alone_on_any_instance() {
     let hash = hash_of(QUERY);
 
     let unknown = call(&first, "", &hash).await;
-    assert_eq!(unknown["errors"][0]["message"], "PersistedQueryNotFound");
-    assert_eq!(
-        unknown["errors"][0]["extensions"]["code"],
-        "PERSISTED_QUERY_NOT_FOUND"
+    assert_first_error(
+        &unknown,
+        "PersistedQueryNotFound",
+        "PERSISTED_QUERY_NOT_FOUND",
     );
 
     let registered = call(&first, QUERY, &hash).await;
@@ -87,13 +87,10 @@ async fn a_hash_that_does_not_match_its_query_is_refused() {
     let service = service(redis(), &prefix("mismatch"));
     let wrong = hash_of("{ something else }");
     let response = call(&service, QUERY, &wrong).await;
-    assert_eq!(
-        response["errors"][0]["message"],
-        "provided sha does not match query"
-    );
-    assert_eq!(
-        response["errors"][0]["extensions"]["code"],
-        "INVALID_REQUEST"
+    assert_first_error(
+        &response,
+        "provided sha does not match query",
+        "INVALID_REQUEST",
     );
     assert!(response.get("data").is_none());
     let response = call(&service, "", "not-a-hash").await;

@@ -179,3 +179,11 @@ pub fn subgraph_spec(name: &str, executor: Arc<dyn gospelib_kit::GraphQlExecutor
         edge: Default::default(),
     }
 }
+
+/// Asserts that the response's first error says `message` with `extensions.code` `code`.
+#[track_caller]
+pub fn assert_first_error(response: &Value, message: &str, code: &str) {
+    let error = &response["errors"][0];
+    assert_eq!(error["message"], message, "{response}");
+    assert_eq!(error["extensions"]["code"], code, "{response}");
+}

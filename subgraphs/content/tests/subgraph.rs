@@ -410,6 +410,36 @@ async fn the_explorer_walks_one_or_two_hops() {
 }
 
 #[tokio::test]
+async fn the_explorer_keeps_the_most_telling_neighbours_when_it_truncates() {
+    let service = service().await;
+    let query = r#"{ connections(nodeId: "john.3.16", first: 6) { nodes { id kind } truncated }
+                     passage(id: "john.3.16") { crossReferences(first: 2) { edges { node { id } } } } }"#;
+    let response = run(&service, query, json!({})).await;
+    let graph = &response["data"]["connections"];
+    assert_eq!(graph["truncated"], true, "{response}");
+    let references: Vec<&Value> = response["data"]["passage"]["crossReferences"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| &edge["node"]["id"])
+        .collect();
+    // The node, its chapter, the verses before and after it, then its first cross-references
+    // in their own order.
+    assert_eq!(
+        graph["nodes"],
+        json!([
+            {"id": "john.3.16", "kind": "PASSAGE"},
+            {"id": "john.3", "kind": "CHAPTER"},
+            {"id": "john.3.15", "kind": "PASSAGE"},
+            {"id": "john.3.17", "kind": "PASSAGE"},
+            {"id": references[0], "kind": "PASSAGE"},
+            {"id": references[1], "kind": "PASSAGE"},
+        ]),
+        "{response}"
+    );
+}
+
+#[tokio::test]
 async fn entities_resolve_by_key_and_the_sdl_declares_them() {
     let service = service().await;
     let response = run(

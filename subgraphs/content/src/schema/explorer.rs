@@ -1,5 +1,6 @@
 //! `connections(nodeId, depth, first)`: the neighbourhood of any node for the graph explorer,
-//! one or two hops out, bounded by `first` nodes. Each hop costs one query per label present
+//! one or two hops out, bounded by `first` nodes, taken in a fixed order (see
+//! [`NEIGHBOUR_RANK`]). Each hop costs one query per label present
 //! in its frontier; the result is cached like every other read.
 
 use std::collections::{BTreeMap, HashSet};
@@ -96,6 +97,17 @@ pub struct GraphNeighborhood {
 /// The relationships the explorer follows (word alignments are left to `Passage.words`).
 const EDGES: &str = "CROSS_REF|CITES|SEE_ALSO|RELATED_TO|NEXT|HAS_VERSE|HAS_CHAPTER";
 
+/// The order in which a hop's neighbours are taken, so that `first` keeps the same, most
+/// telling ones every time (not whatever order the graph stores them in): what holds the node
+/// or what it holds (book, chapter, verses), then its neighbours in reading order, then its
+/// cross-references, then the topics that cite it, then related entries and topics.
+const NEIGHBOUR_RANK: &str = "CASE type(e) WHEN 'HAS_CHAPTER' THEN 0 WHEN 'HAS_VERSE' THEN 0 \
+     WHEN 'NEXT' THEN 1 WHEN 'CROSS_REF' THEN 2 WHEN 'CITES' THEN 3 ELSE 4 END";
+
+/// Within a rank: a cross-reference's own order, a citation's line, a verse's or chapter's
+/// number; ties (and everything else) by the neighbour's id.
+const NEIGHBOUR_POSITION: &str = "coalesce(e.ord, e.line, m.verse, m.number, 0)";
+
 fn readable(kind: NodeKind, id: &str, name: Option<String>) -> String {
     match kind {
         NodeKind::Passage => PassageId::parse(id)
@@ -150,8 +162,9 @@ async fn explore(
                     &format!(
                         "UNWIND $ids AS id MATCH (n:{} {{id: id}})-[e:{EDGES}]-(m) \
                          RETURN type(e) AS kind, startNode(e).id AS source, endNode(e).id AS target, \
-                                labels(m)[0] AS label, m.id AS neighbour, coalesce(m.name, m.lemma) AS name \
-                         LIMIT $limit",
+                                labels(m)[0] AS label, m.id AS neighbour, coalesce(m.name, m.lemma) AS name, \
+                                {NEIGHBOUR_RANK} AS rank, {NEIGHBOUR_POSITION} AS position \
+                         ORDER BY rank, position, neighbour LIMIT $limit",
                         kind.label()
                     ),
                     vec![("ids", texts(ids)), ("limit", crate::graph::int(limit as i64 * 4))],
