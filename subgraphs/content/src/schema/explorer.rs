@@ -234,7 +234,9 @@ pub async fn connections(
         )));
     };
     let loaders = loaders(ctx);
-    let key = format!("explore:{}:{depth}:{first}", node_id.as_str());
+    // Not `explore:`, the key of the answers written before neighbours were ordered: those are
+    // never read again (and expire with their TTL), so no cache serves the old order.
+    let key = format!("connections:{}:{depth}:{first}", node_id.as_str());
     let graph = loaders.stores.graph.clone();
     let found = loaders
         .cached(cache::LISTS, &key, async move {
