@@ -410,6 +410,32 @@ async fn the_explorer_walks_one_or_two_hops() {
 }
 
 #[tokio::test]
+async fn equally_good_search_matches_come_in_canonical_order() {
+    let service = service().await;
+    // One word, spelled right, found in the text of each verse: every hit matches alike.
+    let response = run(
+        &service,
+        r#"{ search(query: "God", filter: { bookIds: ["gen"] }, first: 8) { edges { node { id } } } }"#,
+        json!({}),
+    )
+    .await;
+    let ids: Vec<&str> = response["data"]["search"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.len() >= 3, "{response}");
+    let place = |id: &str| -> (u32, u32) {
+        let mut parts = id.split('.').skip(1).map(|n| n.parse::<u32>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    };
+    let mut canonical = ids.clone();
+    canonical.sort_by_key(|id| place(id));
+    assert_eq!(ids, canonical, "{response}");
+}
+
+#[tokio::test]
 async fn the_explorer_keeps_the_most_telling_neighbours_when_it_truncates() {
     let service = service().await;
     let query = r#"{ connections(nodeId: "john.3.16", first: 6) { nodes { id kind } truncated }

@@ -143,6 +143,9 @@ pub async fn search(
         ("facet_by", "book_id,corpus,testament".to_owned()),
         ("max_facet_values", "100".to_owned()),
         ("num_typos", "2".to_owned()),
+        // Equally good matches in canonical order (Genesis before Revelation); Typesense's
+        // default breaks ties by the collection's sorting field descending, the reverse.
+        ("sort_by", "_text_match:desc,ord:asc".to_owned()),
         ("page", page.to_string()),
         ("per_page", per_page.to_string()),
         ("highlight_full_fields", "text".to_owned()),
