@@ -257,7 +257,7 @@ impl<'a> Writer<'a> {
         }
         let is_root = runtime == self.root;
         let definition = self.supergraph.definitions.get(runtime);
-        let slots: Vec<(&'a str, Slot<'a>)> = fields
+        fields
             .iter()
             .enumerate()
             .filter_map(|(index, &(key, field))| {
@@ -294,9 +294,7 @@ impl<'a> Writer<'a> {
                 };
                 Some((key, slot))
             })
-            .collect();
-        slots
-            .into_iter()
+            // Positions among the keys kept: the first one written has no comma before it.
             .enumerate()
             .map(|(position, (key, slot))| Key::new(position, key, slot))
             .collect()

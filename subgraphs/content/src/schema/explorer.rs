@@ -1,7 +1,7 @@
 //! `connections(nodeId, depth, first)`: the neighbourhood of any node for the graph explorer,
 //! one or two hops out, bounded by `first` nodes, taken in a fixed order (see
-//! [`NEIGHBOUR_RANK`]). Each hop costs one query per label present
-//! in its frontier; the result is cached like every other read.
+//! [`NEIGHBOUR_RANK`]). Each hop costs one query per label present in its frontier; the
+//! result is cached like every other read.
 
 use std::collections::{BTreeMap, HashSet};
 
