@@ -12,6 +12,12 @@
 //! re-ingest or a new supergraph is never served stale. Only entities that came back whole
 //! (not null, no error at or under them) are stored, in the background after the answer.
 //!
+//! A subgraph may also have its root fetches kept (`root_fetches` in the policy): the whole
+//! answer of a query's fetch to its root fields, keyed the same way with the fetch's variables
+//! and no representation. Content's reader page, topic page and word popover are then one
+//! `MGET` instead of a run of content's resolvers. Only answers without errors are stored, and
+//! none larger than [`MAX_ROOT_ANSWER`].
+//!
 //! Redis is reached through the kit's [`RedisLink`]: a Redis that is down or hangs turns
 //! every lookup into a miss at once, never an error.
 
@@ -46,10 +52,22 @@ pub struct SubgraphCaching {
     /// Seconds a response from its root fields may be kept by clients.
     #[serde(default)]
     pub root_fields: u32,
+    /// Seconds the router keeps the answer of a query's fetch to this subgraph's root fields
+    /// (absent or 0: not kept).
+    #[serde(default)]
+    pub root_fetches: u32,
     /// Entity type → seconds its entities are kept.
     #[serde(default)]
     pub entities: BTreeMap<String, u32>,
 }
+
+/// The largest root fetch answer the cache stores (its JSON, in bytes): a chapter of 176
+/// verses with their cross-references is ~80 KiB; a search for anything is bounded by its page.
+pub const MAX_ROOT_ANSWER: usize = 512 * 1024;
+
+/// The group named in a root fetch's key: no alias can be spelled so, so it never meets an
+/// entity group's key.
+const ROOT_GROUP: &str = "(root)";
 
 /// A cache policy file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +75,8 @@ pub enum PolicyError {
     #[error("not a valid cache policy: {0}")]
     Syntax(#[from] toml::de::Error),
     #[error(
-        "subgraph {0:?} caches entities but has no `version_key`: a re-ingest could not \
-         invalidate them"
+        "subgraph {0:?} caches entities or root fetches but has no `version_key`: a \
+         re-ingest could not invalidate them"
     )]
     NoVersionKey(String),
 }
@@ -72,7 +90,8 @@ impl CachePolicy {
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let policy: Self = toml::from_str(text)?;
         for (name, subgraph) in &policy.subgraphs {
-            if !subgraph.entities.is_empty() && subgraph.version_key.is_none() {
+            let caches = !subgraph.entities.is_empty() || subgraph.root_fetches > 0;
+            if caches && subgraph.version_key.is_none() {
                 return Err(PolicyError::NoVersionKey(name.clone()));
             }
         }
@@ -91,6 +110,12 @@ impl CachePolicy {
             .and_then(|s| s.entities.get(typename))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How long the answer of a query's fetch to `subgraph`'s root fields is kept in the
+    /// router's cache (0: not at all).
+    pub fn root_fetch_ttl(&self, subgraph: &str) -> u32 {
+        self.subgraphs.get(subgraph).map_or(0, |s| s.root_fetches)
     }
 
     /// Whether any of `subgraph`'s entities may be kept.
@@ -233,6 +258,16 @@ impl EntityCache {
         key
     }
 
+    /// The key of a root fetch's entry: the fetch's document and variables (in `fetch`, whose
+    /// group is ignored) name it.
+    pub fn root_key(&self, fetch: &FetchIdentity<'_>) -> String {
+        let root = FetchIdentity {
+            group: ROOT_GROUP,
+            ..*fetch
+        };
+        self.key(&root, &Value::Null)
+    }
+
     /// Reads `subgraph`'s current version and the entries of `keys` in one round trip; `None`
     /// when Redis cannot answer (every key is then a miss, and nothing is stored).
     pub async fn lookup(&self, subgraph: &str, keys: &[String]) -> Option<Found> {
@@ -279,17 +314,32 @@ impl EntityCache {
     /// Stores entities fetched at `version` (key, entity, seconds), in the background: the
     /// answer does not wait for Redis.
     pub fn store(self: &Arc<Self>, version: String, entries: Vec<(String, Value, u32)>) {
+        let encoded = entries
+            .into_iter()
+            .map(|(key, entity, seconds)| (key, encode(&version, &entity), seconds))
+            .collect();
+        self.store_encoded(encoded);
+    }
+
+    /// Stores a root fetch's `data` fetched at `version` under `key` for `seconds`, in the
+    /// background; an answer larger than [`MAX_ROOT_ANSWER`] is not stored.
+    pub fn store_root(self: &Arc<Self>, version: &str, key: String, data: &Value, seconds: u32) {
+        let value = encode(version, data);
+        if value.len() - version.len() - 1 > MAX_ROOT_ANSWER {
+            return;
+        }
+        self.store_encoded(vec![(key, value, seconds)]);
+    }
+
+    /// Sets each (key, entry, seconds) in one pipeline, in the background.
+    fn store_encoded(self: &Arc<Self>, entries: Vec<(String, Vec<u8>, u32)>) {
         if entries.is_empty() {
             return;
         }
         let cache = self.clone();
         tokio::spawn(async move {
             let mut pipeline = redis::pipe();
-            for (key, entity, seconds) in &entries {
-                let mut value = Vec::with_capacity(version.len() + 256);
-                value.extend_from_slice(version.as_bytes());
-                value.push(0);
-                crate::value::write_json(&mut value, entity);
+            for (key, value, seconds) in &entries {
                 pipeline
                     .cmd("SET")
                     .arg(key)
@@ -309,6 +359,15 @@ impl EntityCache {
     }
 }
 
+/// An entry's value: the version it was fetched at, a NUL byte, and the JSON.
+fn encode(version: &str, value: &Value) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(version.len() + 256);
+    entry.extend_from_slice(version.as_bytes());
+    entry.push(0);
+    crate::value::write_json(&mut entry, value);
+    entry
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +380,18 @@ mod tests {
         assert_eq!(policy.entity_max_age("study", "Passage"), 0);
         assert_eq!(policy.root_max_age("study"), 0);
         assert!(policy.root_max_age("content") > 0);
+        assert!(policy.root_fetch_ttl("content") > 0);
+        for caller_specific in ["accounts", "billing", "study", "notifications", "ai"] {
+            assert_eq!(
+                policy.root_fetch_ttl(caller_specific),
+                0,
+                "{caller_specific}"
+            );
+            assert!(
+                !policy.caches_entities_of(caller_specific),
+                "{caller_specific}"
+            );
+        }
     }
 
     #[test]
@@ -328,6 +399,8 @@ mod tests {
         let error = CachePolicy::parse("[subgraphs.content.entities]\nPassage = 60\n").unwrap_err();
         assert!(matches!(error, PolicyError::NoVersionKey(name) if name == "content"));
         assert!(CachePolicy::parse("[subgraphs.content]\nmax_age = 3\n").is_err());
+        let error = CachePolicy::parse("[subgraphs.content]\nroot_fetches = 60\n").unwrap_err();
+        assert!(matches!(error, PolicyError::NoVersionKey(name) if name == "content"));
     }
 
     #[test]

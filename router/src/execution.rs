@@ -631,11 +631,30 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
             .cache_policy
             .root_max_age(&fetch.service_name),
     );
-    let request = crate::transport::SubgraphRequest::query(
-        fetch.operation.document_str.clone(),
-        fetch_variables(state, fetch.variable_usages.as_ref()),
-    );
-    let answer = send(state, &fetch.service_name, request).await;
+    let variables = fetch_variables(state, fetch.variable_usages.as_ref());
+    let document = &fetch.operation.document_str;
+    let mut cached = lookup_root(state, &fetch.service_name, document, &variables).await;
+    let answer = match cached.as_mut().and_then(|c| c.data.take()) {
+        Some(data) => Ok((data, Vec::new())),
+        None => {
+            let request = crate::transport::SubgraphRequest::query(document.clone(), variables);
+            let answer = send(state, &fetch.service_name, request).await;
+            if let (Some(cached), Ok((data, errors))) = (cached, &answer)
+                && errors.is_empty()
+                && data.is_object()
+            {
+                let CachedRoot {
+                    cache,
+                    version,
+                    key,
+                    seconds,
+                    ..
+                } = cached;
+                cache.store_root(&version, key, data, seconds);
+            }
+            answer
+        }
+    };
     match answer {
         Ok((data, errors)) => {
             let mut data = data;
@@ -653,6 +672,51 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
             .expect("errors lock")
             .push(upstream_error(&fetch.service_name, &error, None)),
     }
+}
+
+/// What the cache held for one root fetch: its entry's key and lifetime, the subgraph's
+/// version it is (and will be) stored under, and the answer's data when it was there.
+struct CachedRoot<'c> {
+    cache: &'c std::sync::Arc<crate::entity_cache::EntityCache>,
+    version: String,
+    key: String,
+    seconds: u32,
+    data: Option<Value>,
+}
+
+/// Looks a root fetch up in the cache; `None` when its answers are not kept (the cache off, a
+/// mutation, a subgraph the policy does not name for it, Redis unavailable).
+async fn lookup_root<'c>(
+    state: &State<'c>,
+    service_name: &str,
+    document: &str,
+    variables: &Object,
+) -> Option<CachedRoot<'c>> {
+    let fetching = state.fetching;
+    let cache = fetching.entity_cache.filter(|_| !fetching.mutation)?;
+    let seconds = fetching.cache_policy.root_fetch_ttl(service_name);
+    if seconds == 0 {
+        return None;
+    }
+    let key = cache.root_key(&crate::entity_cache::FetchIdentity {
+        supergraph_version: fetching.supergraph_version,
+        subgraph: service_name,
+        document,
+        group: "",
+        variables,
+    });
+    let found = cache
+        .lookup(service_name, std::slice::from_ref(&key))
+        .await?;
+    let data = found.entities.into_iter().next().flatten();
+    cache.count(service_name, "(root)", data.is_some());
+    Some(CachedRoot {
+        cache,
+        version: found.version,
+        key,
+        seconds,
+        data,
+    })
 }
 
 /// Finds the entities a flatten path reaches, adding their locations to `found` and the

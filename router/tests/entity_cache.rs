@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ struct Recorded {
     /// Number entity errors as the spec's examples do (`_entities.2.reviews`), which
     /// async-graphql 7 does not.
     numbered: bool,
+    /// Add an error to the next answer (whose data stays whole).
+    spoil_next: Arc<AtomicBool>,
 }
 
 impl LocalSubgraph for Recorded {
@@ -48,6 +50,13 @@ impl LocalSubgraph for Recorded {
                     .iter()
                     .map(|r| r["upc"].as_str().unwrap_or_default().to_owned()),
             );
+        }
+        if self.spoil_next.swap(false, Ordering::SeqCst) {
+            return Box::pin(async move {
+                let mut response = self.inner.execute(request).await;
+                response["errors"] = json!([{ "message": "one part failed" }]);
+                response
+            });
         }
         if !self.numbered {
             return self.inner.execute(request);
@@ -80,6 +89,9 @@ struct Setup {
     cache: Arc<EntityCache>,
     asked: Arc<Mutex<Vec<String>>>,
     requests: Arc<AtomicUsize>,
+    /// Requests products (the root fields' subgraph) was sent.
+    product_requests: Arc<AtomicUsize>,
+    spoil_next_product_answer: Arc<AtomicBool>,
     version_key: String,
     metrics: gospelib_kit::metrics::Metrics,
 }
@@ -101,15 +113,29 @@ impl Setup {
     ) -> Self {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicUsize::new(0));
-        let transport = InProcess::default().with("products", products()).with(
-            "reviews",
-            Arc::new(Recorded {
-                inner: reviews(),
-                asked: asked.clone(),
-                requests: requests.clone(),
-                numbered,
-            }),
-        );
+        let product_requests = Arc::new(AtomicUsize::new(0));
+        let spoil_next_product_answer = Arc::new(AtomicBool::new(false));
+        let transport = InProcess::default()
+            .with(
+                "products",
+                Arc::new(Recorded {
+                    inner: products(),
+                    asked: Arc::default(),
+                    requests: product_requests.clone(),
+                    numbered: false,
+                    spoil_next: spoil_next_product_answer.clone(),
+                }),
+            )
+            .with(
+                "reviews",
+                Arc::new(Recorded {
+                    inner: reviews(),
+                    asked: asked.clone(),
+                    requests: requests.clone(),
+                    numbered,
+                    spoil_next: Arc::default(),
+                }),
+            );
         let prefix = format!("gl_test_entity:{test}:{}", std::process::id());
         let metrics = gospelib_kit::metrics::Metrics::new("test");
         let cache = Arc::new(
@@ -131,6 +157,8 @@ impl Setup {
             cache,
             asked,
             requests,
+            product_requests,
+            spoil_next_product_answer,
             version_key,
             metrics,
         }
@@ -324,6 +352,97 @@ async fn a_new_content_version_or_supergraph_is_never_served_stale() {
         .router
         .replace_supergraph(Supergraph::parse(&changed, None).unwrap());
     assert_eq!(setup.run(query).await.1, ["1", "2"]);
+}
+
+fn products_root_cached(version_key: &str) -> String {
+    format!(
+        "[subgraphs.products]\nversion_key = \"{version_key}\"\nroot_fields = 30\n\
+         root_fetches = 60\n"
+    )
+}
+
+#[tokio::test]
+async fn root_fetches_are_kept_whole_by_variables_and_version() {
+    let setup = Setup::new("root", products_root_cached, SDL);
+    setup.set_version("v1");
+    let products = || setup.product_requests.load(Ordering::SeqCst);
+    let two = "query Two($n: Int) { topProducts(first: $n) { upc name } }";
+    let run = |n: i64| {
+        let router = setup.router.clone();
+        async move {
+            let request = GraphQlRequest {
+                query: two.to_owned(),
+                variables: json!({ "n": n }).as_object().unwrap().clone(),
+                ..Default::default()
+            };
+            without_extensions(router.execute(&request).await)
+        }
+    };
+    let expected = json!({ "data": { "topProducts": [
+        { "upc": "1", "name": "Table" },
+        { "upc": "2", "name": "Couch" }
+    ]}});
+    assert_eq!(run(2).await, expected);
+    assert_eq!(products(), 1);
+    setup.stored(1).await;
+
+    // Held: the same answer, and products is not asked.
+    assert_eq!(run(2).await, expected);
+    assert_eq!(products(), 1, "served from the cache");
+    assert_eq!(setup.cache.counts().hits.load(Ordering::SeqCst), 1);
+    assert!(
+        setup
+            .metrics
+            .render()
+            .lines()
+            .any(|line| line.starts_with("gospelib_entity_cache_total")
+                && line.contains("type=\"(root)\"")
+                && line.contains("result=\"hit\"")),
+        "root fetches are counted under the type `(root)`"
+    );
+
+    // Other variables are another entry.
+    let one = run(1).await;
+    assert_eq!(
+        one["data"]["topProducts"],
+        json!([{ "upc": "1", "name": "Table" }])
+    );
+    assert_eq!(products(), 2);
+
+    // A new content version: the entry of the old one is a miss.
+    setup.set_version("v2");
+    assert_eq!(run(2).await, expected);
+    assert_eq!(products(), 3);
+    setup.stored(3).await;
+    assert_eq!(run(2).await, expected);
+    assert_eq!(products(), 3, "held again, at v2");
+}
+
+#[tokio::test]
+async fn a_root_answer_with_an_error_is_never_kept() {
+    let setup = Setup::new("root_error", products_root_cached, SDL);
+    setup.set_version("v1");
+    let query = "{ topProducts(first: 1) { name } }";
+    setup
+        .spoil_next_product_answer
+        .store(true, Ordering::SeqCst);
+    let (spoiled, _) = setup.run(query).await;
+    assert_eq!(
+        spoiled["errors"][0]["message"], "one part failed",
+        "{spoiled}"
+    );
+    assert_eq!(spoiled["errors"][0]["extensions"]["code"], "INTERNAL_ERROR");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(setup.cache.counts().stores.load(Ordering::SeqCst), 0);
+
+    // Asked again, products answers whole; that answer is kept, and the error is gone.
+    let (whole, _) = setup.run(query).await;
+    assert!(whole.get("errors").is_none(), "{whole}");
+    assert_eq!(setup.product_requests.load(Ordering::SeqCst), 2);
+    setup.stored(1).await;
+    let (held, _) = setup.run(query).await;
+    assert_eq!(without_extensions(held), without_extensions(whole));
+    assert_eq!(setup.product_requests.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
