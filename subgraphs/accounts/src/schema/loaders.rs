@@ -1,6 +1,10 @@
 //! Per-request DataLoaders: every user (or every user's devices) asked for while resolving one
 //! request is fetched in one query. Nothing is cached beyond the batch, so a mutation's later
 //! fields read what earlier ones wrote.
+//!
+//! They fetch without waiting for more keys ([`BATCH_WINDOW`] is zero): a caller only ever
+//! reaches its own user, so there is one key to wait for, and async-graphql's default (1 ms)
+//! only added a millisecond and a timer wake-up to every `me`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +53,10 @@ impl Loader<Uuid> for DevicesLoader {
     }
 }
 
+/// How long a loader waits for more keys before it fetches (keys asked for in the same poll
+/// still share the fetch).
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::ZERO;
+
 /// Every loader of one request.
 pub struct Loaders {
     pub users: DataLoader<UserLoader>,
@@ -59,8 +67,10 @@ impl Loaders {
     /// Fresh loaders for one request.
     pub fn new(pool: &PgPool) -> Self {
         Self {
-            users: DataLoader::new(UserLoader { pool: pool.clone() }, tokio::spawn),
-            devices: DataLoader::new(DevicesLoader { pool: pool.clone() }, tokio::spawn),
+            users: DataLoader::new(UserLoader { pool: pool.clone() }, tokio::spawn)
+                .delay(BATCH_WINDOW),
+            devices: DataLoader::new(DevicesLoader { pool: pool.clone() }, tokio::spawn)
+                .delay(BATCH_WINDOW),
         }
     }
 
