@@ -460,24 +460,54 @@ async fn a_subgraph_the_policy_does_not_name_is_never_cached() {
     assert_eq!(setup.cache.counts().hits.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test]
-async fn redis_down_costs_nothing() {
-    // Nothing listens on port 1.
-    let version_key = "gl_test_entity:down:version".to_owned();
-    let policy = Arc::new(CachePolicy::parse(&reviews_cached(&version_key)).unwrap());
-    let setup = Setup::with_policy(
-        "down",
-        policy,
-        SDL,
-        redis::Client::open("redis://127.0.0.1:1/").unwrap(),
-        version_key,
-        false,
-    );
-    for _ in 0..2 {
+fn everything_cached(version_key: &str) -> String {
+    format!(
+        "{}\n{}",
+        products_root_cached(version_key),
+        reviews_cached(version_key).replace("[subgraphs.products]\nroot_fields = 30\n", "")
+    )
+}
+
+/// Runs THREE twice through a router whose cache is at `redis` (which cannot answer): both
+/// subgraphs are asked every time and the answer is whole.
+async fn answers_without_the_cache(test: &str, redis: redis::Client) {
+    let version_key = format!("gl_test_entity:{test}:version");
+    let policy = Arc::new(CachePolicy::parse(&everything_cached(&version_key)).unwrap());
+    assert!(policy.root_fetch_ttl("products") > 0 && policy.caches_entities_of("reviews"));
+    let setup = Setup::with_policy(test, policy, SDL, redis, version_key, false);
+    for round in 1..=2 {
         let (answer, asked) = setup.run(THREE).await;
         assert_eq!(asked, ["1", "2", "3"]);
         assert_eq!(without_extensions(answer)["data"], three_expected()["data"]);
+        assert_eq!(setup.product_requests.load(Ordering::SeqCst), round);
     }
+}
+
+#[tokio::test]
+async fn redis_down_costs_nothing() {
+    // Nothing listens on port 1.
+    answers_without_the_cache("down", redis::Client::open("redis://127.0.0.1:1/").unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_redis_that_hangs_costs_a_bounded_wait() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            connections.push(connection);
+        }
+    });
+    let redis = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
+        answers_without_the_cache("hangs", redis),
+    )
+    .await;
+    held.abort();
+    assert!(answered.is_ok(), "a hanging cache held the answers back");
 }
 
 #[tokio::test]
