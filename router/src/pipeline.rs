@@ -181,9 +181,12 @@ impl Response {
         self
     }
 
-    /// Whether the response has data that is not null.
+    /// Whether the response has a `data` entry, `null` included: execution began. Only a
+    /// response without one is a request error (400 under `application/graphql-response+json`);
+    /// `data: null` (an error in a non-null root field) is answered 200, as the GraphQL over
+    /// HTTP spec recommends.
     pub fn has_data(&self) -> bool {
-        self.data.as_deref().is_some_and(|data| data != b"null")
+        self.data.is_some()
     }
 
     /// The response body: `{"data":…,"errors":[…],"extensions":{"supergraphVersion":…}}`,

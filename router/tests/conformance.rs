@@ -12,6 +12,8 @@
 //!   on interfaces and unions, with variables given, defaulted and absent, at the root and under
 //!   entity fetches.
 
+mod support;
+
 use std::sync::{Arc, OnceLock};
 
 use async_graphql::{
@@ -656,6 +658,12 @@ impl CatalogQuery {
         ]
     }
 
+    /// Non-null, and its `requiredStatus` is `@inaccessible` (`ARCHIVED`): the null reaches
+    /// the root.
+    async fn required_item(&self) -> Item {
+        item("2", Status::Archived)
+    }
+
     async fn strict_search(&self) -> Option<Vec<SearchResult>> {
         Some(vec![
             SearchResult::Book(book()),
@@ -819,6 +827,47 @@ async fn an_object_of_an_inaccessible_type_in_a_non_null_position_propagates() {
         "{response}"
     );
     assert_eq!(error_paths(&response), vec![json!(["pins", 1, "result"])]);
+}
+
+/// Over HTTP under `application/graphql-response+json`: a null that reaches the root is still
+/// data (`"data": null`, 200, as the GraphQL over HTTP spec recommends); a request that never
+/// ran has no `data` and is 400.
+#[tokio::test]
+async fn a_null_root_is_answered_200_and_a_request_error_400() {
+    let router = Arc::new(catalog_router());
+    let (url, _stop) = support::start(gospelib_kit::server::AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(gospelib_router::http::RouterService::new(router))),
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes: 1 << 20,
+        extra_routes: None,
+        public_routes: None,
+        edge: Default::default(),
+    })
+    .await;
+    let ask = |query: &str| {
+        reqwest::Client::new()
+            .post(format!("{url}/graphql"))
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query }))
+            .send()
+    };
+    let nulled = ask("{ requiredItem { id requiredStatus } }").await.unwrap();
+    assert_eq!(nulled.status(), 200);
+    let body: Value = nulled.json().await.unwrap();
+    assert_eq!(body["data"], Value::Null, "{body}");
+    assert!(body.as_object().unwrap().contains_key("data"), "{body}");
+    assert_eq!(
+        error_paths(&body),
+        vec![json!(["requiredItem", "requiredStatus"])]
+    );
+
+    let refused = ask("{ requiredItem { noSuchField } }").await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body.get("data").is_none(), "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION_ERROR");
 }
 
 #[tokio::test]

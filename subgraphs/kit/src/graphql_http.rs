@@ -50,7 +50,10 @@ pub use axum::http::{
 pub struct ServiceResponse {
     /// The JSON body (shared, not copied, when several requests are answered by one result).
     pub body: Bytes,
-    /// Whether the body has `data` that is not null.
+    /// Whether execution produced a `data` entry. The router's responses say so exactly
+    /// (`data: null` from a failed non-null root field counts); async-graphql writes `data:
+    /// null` also for requests it refused before executing, so for its responses a null `data`
+    /// counts as none.
     pub has_data: bool,
     /// The `extensions.code` of each error in the body.
     pub error_codes: Vec<Option<String>>,
