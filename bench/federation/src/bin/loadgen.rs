@@ -306,10 +306,10 @@ async fn main() -> anyhow::Result<()> {
         report["cpu_ms"] = serde_json::json!(cpu_ms);
         report["cpu_ms_per_request"] = serde_json::json!(per_request);
     }
-    println!("{report}");
-    println!(
+    let mut out = format!("{report}\n");
+    out.push_str(&format!(
         "{}: {} conn, {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms, \
-         {} errors of {} requests",
+         {} errors of {} requests\n",
         cli.label,
         cli.connections,
         rps,
@@ -319,17 +319,34 @@ async fn main() -> anyhow::Result<()> {
         ms(max),
         errors,
         ok + errors
-    );
+    ));
     if let Some(per_request) = cpu_ms_per_request {
-        println!(
-            "{}: server CPU {:.3} ms per request",
+        out.push_str(&format!(
+            "{}: server CPU {:.3} ms per request\n",
             cli.label, per_request
-        );
+        ));
     }
+    print_report(&out)?;
     if let Some(error) = first_error {
         eprintln!("{}: first error: {error}", cli.label);
     }
     Ok(())
+}
+
+/// Writes the report to stdout; a reader that went away (`| head`) ends the run quietly
+/// instead of panicking as `println!` does.
+fn print_report(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(error).context("writing the report"))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
