@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::graphql_http::GraphQlService;
-use gospelib_kit::server::AppSpec;
 use gospelib_router::apq::{DEFAULT_TTL, Lookup, PersistedQueries, hash_of};
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::InProcess;
 use serde_json::{Value, json};
-use support::{SDL, assert_first_error, products, reviews, start};
+use support::{SDL, assert_first_error, products, reviews, start_gateway};
 
 const QUERY: &str = "{ topProducts(first: 1) { name } }";
 
@@ -103,17 +102,7 @@ async fn a_hash_that_does_not_match_its_query_is_refused() {
 #[tokio::test]
 async fn over_http_by_post_and_get() {
     let service = service(redis(), &prefix("http"));
-    let (base, _stop) = start(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(service)),
-        subgraphs: Vec::new(),
-        dependencies: Vec::new(),
-        max_body_bytes: 1 << 20,
-        extra_routes: None,
-        public_routes: None,
-        edge: Default::default(),
-    })
-    .await;
+    let (base, _stop) = start_gateway(Arc::new(service), 1 << 20).await;
     let http = reqwest::Client::new();
     let hash = hash_of(QUERY);
     let extensions = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});

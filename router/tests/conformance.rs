@@ -834,18 +834,7 @@ async fn an_object_of_an_inaccessible_type_in_a_non_null_position_propagates() {
 /// ran has no `data` and is 400.
 #[tokio::test]
 async fn a_null_root_is_answered_200_and_a_request_error_400() {
-    let router = Arc::new(catalog_router());
-    let (url, _stop) = support::start(gospelib_kit::server::AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(gospelib_router::http::RouterService::new(router))),
-        subgraphs: Vec::new(),
-        dependencies: Vec::new(),
-        max_body_bytes: 1 << 20,
-        extra_routes: None,
-        public_routes: None,
-        edge: Default::default(),
-    })
-    .await;
+    let (url, _stop) = support::start_router(catalog_router()).await;
     let ask = |query: &str| {
         reqwest::Client::new()
             .post(format!("{url}/graphql"))

@@ -9,13 +9,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gospelib_kit::server::AppSpec;
-use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use serde_json::{Value, json};
-use support::{SDL, products, reviews, start};
+use support::{SDL, products, reviews, start_router};
 use tokio::sync::Semaphore;
 
 const MULTIPART: &str = "multipart/mixed;deferSpec=20220824, application/json";
@@ -47,17 +45,7 @@ async fn router(gate: Arc<Semaphore>) -> (String, String, tokio::sync::oneshot::
     );
     let router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport));
     let version = router.supergraph().version.to_string();
-    let (url, stop) = start(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(RouterService::new(Arc::new(router)))),
-        subgraphs: Vec::new(),
-        dependencies: Vec::new(),
-        max_body_bytes: 1 << 20,
-        extra_routes: None,
-        public_routes: None,
-        edge: Default::default(),
-    })
-    .await;
+    let (url, stop) = start_router(router).await;
     (format!("{url}/graphql"), version, stop)
 }
 

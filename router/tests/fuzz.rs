@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-use gospelib_kit::server::AppSpec;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
 use gospelib_router::settings::RouterSettings;
@@ -45,7 +44,7 @@ use proptest::sample::{Index, select};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use support::attacks::{doubling_fragments, platform_supergraph};
-use support::{SDL, products, reviews, start};
+use support::{SDL, products, reviews, start_gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The body limit of the app under test.
@@ -98,16 +97,10 @@ impl Servers {
 
 /// The whole HTTP app (the kit's server with the router as its gateway) on a loopback port.
 async fn serve_router(router: Router) -> String {
-    let (url, stop) = start(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(RouterService::new(Arc::new(router)))),
-        subgraphs: vec![],
-        dependencies: vec![],
-        max_body_bytes: MAX_BODY_BYTES,
-        extra_routes: None,
-        public_routes: None,
-        edge: Default::default(),
-    })
+    let (url, stop) = start_gateway(
+        Arc::new(RouterService::new(Arc::new(router))),
+        MAX_BODY_BYTES,
+    )
     .await;
     // The servers live as long as the test process.
     std::mem::forget(stop);

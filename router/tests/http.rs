@@ -7,13 +7,14 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gospelib_kit::server::AppSpec;
-use gospelib_router::http::{RouterService, VERSION_HEADER};
+use gospelib_router::http::VERSION_HEADER;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{Http, InProcess};
 use serde_json::{Value, json};
-use support::{SDL, products, products_schema, reviews, reviews_schema, start, subgraph_spec};
+use support::{
+    SDL, products, products_schema, reviews, reviews_schema, start, start_router, subgraph_spec,
+};
 
 /// A router over HTTP whose supergraph points at the given subgraph URLs.
 async fn router_at(
@@ -28,17 +29,7 @@ async fn router_at(
         Supergraph::parse(&sdl, None).unwrap(),
         Arc::new(Http::new(timeout).unwrap()),
     );
-    start(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(RouterService::new(Arc::new(router)))),
-        subgraphs: Vec::new(),
-        dependencies: Vec::new(),
-        max_body_bytes: 1 << 20,
-        extra_routes: None,
-        public_routes: None,
-        edge: Default::default(),
-    })
-    .await
+    start_router(router).await
 }
 
 /// Both subgraphs over HTTP and a router over HTTP in front of them: the router's URL, and the

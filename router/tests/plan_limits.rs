@@ -13,14 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gospelib_kit::caller::InternalSecret;
 use gospelib_kit::plans::Plans;
-use gospelib_kit::server::AppSpec;
-use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::{PlanEnforcement, Router};
 use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use serde_json::{Value, json};
-use support::{SDL, products, reviews, start};
+use support::{SDL, products, reviews, start_router};
 
 /// A catalogue whose `products` bucket holds `Query.topProducts`: 3 a minute for readers.
 fn plans() -> Arc<Plans> {
@@ -93,17 +91,7 @@ async fn counted_pod(
     let router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))
         .with_internal_secret(InternalSecret::new(&[9; 32]).unwrap())
         .with_plans(enforcement);
-    start(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(RouterService::new(Arc::new(router)))),
-        subgraphs: Vec::new(),
-        dependencies: Vec::new(),
-        max_body_bytes: 1 << 20,
-        extra_routes: None,
-        public_routes: None,
-        edge: Default::default(),
-    })
-    .await
+    start_router(router).await
 }
 
 struct Answer {

@@ -146,6 +146,34 @@ pub fn reviews_schema() -> ReviewsSchema {
         .finish()
 }
 
+/// The router's HTTP app (the kit's server with `gateway` as its GraphQL service and nothing
+/// else) on a free loopback port, refusing bodies over `max_body_bytes`: its base URL, and the
+/// sender whose drop stops it.
+pub async fn start_gateway(
+    gateway: Arc<dyn gospelib_kit::graphql_http::GraphQlService>,
+    max_body_bytes: usize,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    start(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(gateway),
+        subgraphs: Vec::new(),
+        dependencies: Vec::new(),
+        max_body_bytes,
+        extra_routes: None,
+        public_routes: None,
+        edge: Default::default(),
+    })
+    .await
+}
+
+/// `router` over HTTP as [`start_gateway`] serves it, with a 1 MiB body limit.
+pub async fn start_router(
+    router: gospelib_router::pipeline::Router,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let service = gospelib_router::http::RouterService::new(Arc::new(router));
+    start_gateway(Arc::new(service), 1 << 20).await
+}
+
 /// Serves an app on a free loopback port until the returned sender is dropped.
 pub async fn start(spec: AppSpec) -> (String, tokio::sync::oneshot::Sender<()>) {
     let (app, _) = build_app(spec);
