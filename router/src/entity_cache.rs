@@ -65,9 +65,10 @@ pub struct SubgraphCaching {
 /// verses with their cross-references is ~80 KiB; a search for anything is bounded by its page.
 pub const MAX_ROOT_ANSWER: usize = 512 * 1024;
 
-/// The group named in a root fetch's key: no alias can be spelled so, so it never meets an
-/// entity group's key.
-const ROOT_GROUP: &str = "(root)";
+/// The group a root fetch's key names (with no representation: `Value::Null`): no alias can be
+/// spelled so, so it never meets an entity group's key. Also the `type` its lookups are
+/// counted under.
+pub const ROOT_GROUP: &str = "(root)";
 
 /// A cache policy file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -256,16 +257,6 @@ impl EntityCache {
             let _ = write!(key, "{byte:02x}");
         }
         key
-    }
-
-    /// The key of a root fetch's entry: the fetch's document and variables (in `fetch`, whose
-    /// group is ignored) name it.
-    pub fn root_key(&self, fetch: &FetchIdentity<'_>) -> String {
-        let root = FetchIdentity {
-            group: ROOT_GROUP,
-            ..*fetch
-        };
-        self.key(&root, &Value::Null)
     }
 
     /// Reads `subgraph`'s current version and the entries of `keys` in one round trip; `None`

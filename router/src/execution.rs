@@ -698,18 +698,23 @@ async fn lookup_root<'c>(
     if seconds == 0 {
         return None;
     }
-    let key = cache.root_key(&crate::entity_cache::FetchIdentity {
+    let identity = crate::entity_cache::FetchIdentity {
         supergraph_version: fetching.supergraph_version,
         subgraph: service_name,
         document,
-        group: "",
+        group: crate::entity_cache::ROOT_GROUP,
         variables,
-    });
+    };
+    let key = cache.key(&identity, &Value::Null);
     let found = cache
         .lookup(service_name, std::slice::from_ref(&key))
         .await?;
     let data = found.entities.into_iter().next().flatten();
-    cache.count(service_name, "(root)", data.is_some());
+    cache.count(
+        service_name,
+        crate::entity_cache::ROOT_GROUP,
+        data.is_some(),
+    );
     Some(CachedRoot {
         cache,
         version: found.version,
