@@ -99,8 +99,8 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
         let Some(key) = guard else {
             joined();
             // A follower whose leader was dropped mid-way initialises the cell itself.
-            let value = cell.get_or_init(work).await.clone();
-            return (value, Role::Joined);
+            cell.get_or_init(work).await;
+            return (take_or_copy(cell), Role::Joined);
         };
         let guard = LeaderGuard {
             flights: self,
@@ -109,16 +109,79 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
         };
         cell.get_or_init(work).await;
         drop(guard);
-        // Nobody joined (the usual case): the result is the leader's, not copied.
-        let value = match Arc::try_unwrap(cell) {
-            Ok(cell) => cell.into_inner().expect("initialised above"),
-            Err(shared) => shared.get().expect("initialised above").clone(),
-        };
-        (value, Role::Led)
+        (take_or_copy(cell), Role::Led)
     }
 
     /// How many pieces of work are in flight (for tests: none once all have ended).
     pub fn in_flight(&self) -> usize {
         self.in_flight.lock().expect("single-flight lock").len()
+    }
+}
+
+/// An initialised cell's result: taken by the last one to hold the cell (the leader when
+/// nobody joined, the usual case), copied for the others. A result handed to n requests is
+/// copied n - 1 times, not n.
+fn take_or_copy<V: Clone>(cell: Arc<tokio::sync::OnceCell<V>>) -> V {
+    match Arc::try_unwrap(cell) {
+        Ok(cell) => cell.into_inner().expect("initialised before it is taken"),
+        Err(shared) => shared.get().expect("initialised before it is read").clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A result that counts its copies.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Counted(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_handed_to_n_requests_is_copied_n_minus_one_times() {
+        let flights: SingleFlight<u32, Counted> = SingleFlight::new();
+        let copies = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let leader = flights.run(7, || async {
+            released.await.expect("released");
+            Counted(copies.clone())
+        });
+        let followers: Vec<_> = (0..4)
+            .map(|_| flights.run(7, || async { Counted(copies.clone()) }))
+            .collect();
+        let all = async {
+            let (led, joined) = tokio::join!(leader, futures_util::future::join_all(followers));
+            (
+                led.1,
+                joined.iter().map(|(_, role)| *role).collect::<Vec<_>>(),
+            )
+        };
+        let (roles, ()) = tokio::join!(all, async {
+            tokio::task::yield_now().await;
+            release.send(()).ok();
+        });
+        assert_eq!(roles.0, Role::Led);
+        assert_eq!(roles.1, vec![Role::Joined; 4]);
+        assert_eq!(
+            copies.load(Ordering::SeqCst),
+            4,
+            "five requests, four copies"
+        );
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_result_nobody_joined_is_never_copied() {
+        let flights: SingleFlight<u32, Counted> = SingleFlight::new();
+        let copies = Arc::new(AtomicUsize::new(0));
+        let (_, role) = flights.run(1, || async { Counted(copies.clone()) }).await;
+        assert_eq!(role, Role::Led);
+        assert_eq!(copies.load(Ordering::SeqCst), 0);
     }
 }
