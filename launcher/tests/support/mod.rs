@@ -120,10 +120,13 @@ pub fn serve_with(
         "GOSPELIB_INTERNAL_LISTEN",
         format!("127.0.0.1:{internal_port}"),
     ));
-    let child = Served {
+    // Its log goes to a file, shown if it never answers.
+    let log_path = std::env::temp_dir().join(format!("gospelib-test-serve-{port}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Served {
         child: gospelib(args, &vars)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap(),
         internal: format!("http://127.0.0.1:{internal_port}"),
@@ -134,15 +137,23 @@ pub fn serve_with(
         .build()
         .unwrap();
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: every test of a suite starts its own process at once on two cores.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while reqwest::get(format!("{base}/health")).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "gospelib {args:?} did not answer on {base}"
-            );
+            let exited = child.child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "gospelib {args:?} did not answer on {base} ({}); its last log lines:\n{}",
+                    exited.map_or("still running".to_owned(), |status| status.to_string()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+    let _ = std::fs::remove_file(&log_path);
     (child, base, runtime)
 }
 
