@@ -120,7 +120,9 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
 
 /// An initialised cell's result: taken by the last one to hold the cell (the leader when
 /// nobody joined, the usual case), copied for the others. A result handed to n requests is
-/// copied n - 1 times, not n.
+/// copied n - 1 times when they let go one after another; two that let go at the same instant
+/// on different threads may both find the other still holding it and both copy (n copies, as
+/// before). Nobody can reach the cell once it is taken: the leader's entry is gone by then.
 fn take_or_copy<V: Clone>(cell: Arc<tokio::sync::OnceCell<V>>) -> V {
     match Arc::try_unwrap(cell) {
         Ok(cell) => cell.into_inner().expect("initialised before it is taken"),
