@@ -21,6 +21,7 @@
 
 use sha2::Digest;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lru::LruCache;
 use serde::Deserialize;
 
 /// The largest JWKS response body read; a larger one is refused.
@@ -68,6 +70,9 @@ pub struct JwtSettings {
     pub min_refetch_interval: Duration,
     /// The longest one JWKS fetch may take, connection included.
     pub fetch_timeout: Duration,
+    /// How many verified tokens are remembered (the least recently used are forgotten
+    /// first, and checked in full when they come back).
+    pub remembered_tokens: NonZeroUsize,
 }
 
 impl JwtSettings {
@@ -88,7 +93,8 @@ impl JwtSettings {
 
 impl Default for JwtSettings {
     /// No source or issuer (which [`JwtVerifier::new`] refuses); 5 s leeway, refresh every
-    /// 5 min, at most one unknown-`kid` fetch per second, 5 s fetch timeout.
+    /// 5 min, at most one unknown-`kid` fetch per second, 5 s fetch timeout, 10,000 tokens
+    /// remembered.
     fn default() -> Self {
         Self {
             jwks_url: String::new(),
@@ -98,6 +104,7 @@ impl Default for JwtSettings {
             refresh_every: Duration::from_secs(300),
             min_refetch_interval: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(5),
+            remembered_tokens: REMEMBERED_TOKENS,
         }
     }
 }
@@ -228,11 +235,15 @@ pub struct JwtVerifier {
     /// more than the rest of the router's work.
     /// Each with the `kid` of the key that verified it: a key dropped from the key set stops
     /// vouching for its tokens at once.
-    verified: std::sync::Mutex<HashMap<[u8; 32], (SessionClaims, String)>>,
+    verified: std::sync::Mutex<LruCache<[u8; 32], (SessionClaims, String)>>,
+    /// How many signatures were checked (tokens not remembered).
+    signature_checks: AtomicU64,
 }
 
-/// Tokens remembered as verified at once (beyond it, the memory is emptied and refilled).
-const MAX_VERIFIED: usize = 10_000;
+/// Tokens remembered as verified by default: each costs ~200 bytes. Beyond it the least
+/// recently used is forgotten, so a full memory costs one check per forgotten token that
+/// comes back, not (as emptying it would) a check for every active session at once.
+pub const REMEMBERED_TOKENS: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
 
 impl JwtVerifier {
     /// A verifier for these settings, with its own HTTP client; fetches nothing yet.
@@ -242,6 +253,7 @@ impl JwtVerifier {
             .timeout(settings.fetch_timeout)
             .build()
             .map_err(|error| JwtError::InvalidSettings(format!("HTTP client: {error}")))?;
+        let remembered_tokens = settings.remembered_tokens;
         Ok(Self {
             validation: validation(&settings),
             settings,
@@ -249,7 +261,8 @@ impl JwtVerifier {
             keys: RwLock::new(None),
             gate: tokio::sync::Mutex::new(FetchGate::default()),
             fetches: AtomicU64::new(0),
-            verified: std::sync::Mutex::new(HashMap::new()),
+            verified: std::sync::Mutex::new(LruCache::new(remembered_tokens)),
+            signature_checks: AtomicU64::new(0),
         })
     }
 
@@ -263,14 +276,12 @@ impl JwtVerifier {
         }
         let kid = parse_header(token)?;
         let key = self.key(&kid).await?;
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
         let claims = self.decode(token, &key)?;
         self.check_audience(&claims)?;
         let claims = claims.into_session()?;
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= MAX_VERIFIED {
-            verified.clear();
-        }
-        verified.insert(digest, (claims.clone(), kid));
+        verified.put(digest, (claims.clone(), kid));
         Ok(claims)
     }
 
@@ -284,11 +295,11 @@ impl JwtVerifier {
             > claims
                 .expires_at
                 .saturating_add(self.settings.leeway.as_secs());
-        if expired || self.cached_key(kid).is_none() {
-            verified.remove(digest);
-            return None;
+        if !expired && self.cached_key(kid).is_some() {
+            return Some(claims.clone());
         }
-        Some(claims.clone())
+        verified.pop(digest);
+        None
     }
 
     /// Fetches the key set now, whenever the last fetch was; returns how many usable keys it
@@ -316,6 +327,12 @@ impl JwtVerifier {
                 }
             }
         }
+    }
+
+    /// How many token signatures were checked: tokens neither remembered nor refused before
+    /// (a malformed token or an unknown key is refused without one).
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks.load(Ordering::Relaxed)
     }
 
     /// How many JWKS fetches were attempted, failed ones included.

@@ -685,3 +685,34 @@ async fn a_remembered_token_still_expires() {
     let tampered = String::from_utf8(tampered).expect("ASCII");
     assert_refused!(verifier.verify(&tampered).await, JwtError::BadSignature);
 }
+
+/// A full memory forgets the least recently used token, not every token: the sessions in use
+/// are not all checked again at once (with 10,000 readers, emptying it re-checked them all).
+#[tokio::test]
+async fn a_full_memory_forgets_the_least_recently_used_token_only() {
+    let key = key1();
+    let server = JwksServer::start(&[&key]).await;
+    let mut settings = settings(&server.url, None);
+    settings.remembered_tokens = std::num::NonZeroUsize::new(2).expect("not zero");
+    let verifier = JwtVerifier::new(settings).expect("settings");
+    let token = |user: &str| key.sign(&claims_with(json!({ "sub": user })));
+    let (a, b, c) = (token("user_a"), token("user_b"), token("user_c"));
+
+    for token in [&a, &b] {
+        verifier.verify(token).await.expect("valid");
+    }
+    assert_eq!(verifier.signature_checks(), 2);
+    // `a` used again: remembered, and now the most recently used.
+    let claims = verifier.verify(&a).await.expect("remembered");
+    assert_eq!(claims.subject, "user_a");
+    assert_eq!(verifier.signature_checks(), 2);
+    // A third token fills the memory: `b` (least recently used) is forgotten, `a` is not.
+    verifier.verify(&c).await.expect("valid");
+    assert_eq!(verifier.signature_checks(), 3);
+    verifier.verify(&a).await.expect("still remembered");
+    verifier.verify(&c).await.expect("remembered");
+    assert_eq!(verifier.signature_checks(), 3);
+    let claims = verifier.verify(&b).await.expect("checked again");
+    assert_eq!(claims.subject, "user_b");
+    assert_eq!(verifier.signature_checks(), 4);
+}
