@@ -240,7 +240,7 @@ pub struct JwtVerifier {
     signature_checks: AtomicU64,
 }
 
-/// Tokens remembered as verified by default: each costs ~200 bytes. Beyond it the least
+/// Tokens remembered as verified by default: each costs ~300 bytes. Beyond it the least
 /// recently used is forgotten, so a full memory costs one check per forgotten token that
 /// comes back, not (as emptying it would) a check for every active session at once.
 pub const REMEMBERED_TOKENS: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
