@@ -8,8 +8,11 @@
 //!
 //! The cache is keyed on the whole text (its hash finds the entry; the text itself is compared,
 //! so two documents differing by one character are never confused). It is bounded: at most
-//! [`CAPACITY`] documents and [`MAX_TOTAL_BYTES`] of text, least recently used first out, and a
-//! document over [`MAX_DOCUMENT_BYTES`] is not kept. A document that does not parse is not
+//! [`CAPACITY`] documents and [`MAX_TOTAL_BYTES`] held, least recently used first out, and a
+//! document over [`MAX_DOCUMENT_BYTES`] of text is not kept. What a document holds is its text
+//! and its syntax tree, estimated by [`weight`]: the tree is what grows (two bytes of text,
+//! `a `, are a field node of a few hundred bytes), so counting text alone would let 8 MB of
+//! text hold gigabytes. A document that does not parse is not
 //! kept either: the request is left untouched, and async-graphql reports the syntax error
 //! exactly as it would without the cache. Validation still runs on every request.
 
@@ -17,7 +20,13 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::Name;
+use async_graphql::parser::Positioned;
+use async_graphql::parser::types::{
+    Directive, DocumentOperations, ExecutableDocument, Field, FragmentDefinition,
+    OperationDefinition, Selection, SelectionSet, VariableDefinition,
+};
+use async_graphql_value::Value;
 use lru::LruCache;
 
 /// How many documents the process keeps (every subgraph in it shares them: a document's parse
@@ -25,9 +34,10 @@ use lru::LruCache;
 pub const CAPACITY: usize = 512;
 /// The longest document text kept, in bytes; a longer one is parsed on every request.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
-/// The most document text kept at once, in bytes (so many long documents cannot hold
-/// [`CAPACITY`] × [`MAX_DOCUMENT_BYTES`] and their syntax trees).
-pub const MAX_TOTAL_BYTES: usize = 8 * 1024 * 1024;
+/// The most kept at once, in bytes of text and syntax trees ([`weight`]), so many long
+/// documents cannot hold [`CAPACITY`] × [`MAX_DOCUMENT_BYTES`] and their trees. A document
+/// heavier than this on its own is not kept.
+pub const MAX_TOTAL_BYTES: usize = 32 * 1024 * 1024;
 
 /// A bounded, thread-safe cache of parsed documents, keyed on their text.
 pub struct ParsedDocuments {
@@ -40,8 +50,9 @@ pub struct ParsedDocuments {
 }
 
 struct Entries {
-    documents: LruCache<Box<str>, Arc<ExecutableDocument>>,
-    /// The length of every text kept.
+    /// Each document with its [`weight`].
+    documents: LruCache<Box<str>, (Arc<ExecutableDocument>, usize)>,
+    /// The weight of every document kept.
     bytes: usize,
 }
 
@@ -55,8 +66,8 @@ pub struct Lookups {
 }
 
 impl ParsedDocuments {
-    /// A cache of at most `capacity` documents of at most `max_document_bytes` each, holding
-    /// at most `max_total_bytes` of text.
+    /// A cache of at most `capacity` documents of at most `max_document_bytes` of text each,
+    /// holding at most `max_total_bytes` of text and trees ([`weight`]).
     pub fn new(capacity: NonZeroUsize, max_document_bytes: usize, max_total_bytes: usize) -> Self {
         Self {
             entries: Mutex::new(Entries {
@@ -102,7 +113,11 @@ impl ParsedDocuments {
             return None;
         }
         // Only the shared pointer is taken under the lock; the copy is made outside it.
-        let kept = self.lock().documents.get(text).cloned();
+        let kept = self
+            .lock()
+            .documents
+            .get(text)
+            .map(|(document, _)| document.clone());
         if let Some(document) = kept {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Some(ExecutableDocument::clone(&document));
@@ -111,20 +126,25 @@ impl ParsedDocuments {
             self.uncached.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        let weight = weight(text, &document);
+        if weight > self.max_total_bytes {
+            self.uncached.fetch_add(1, Ordering::Relaxed);
+            return Some(document);
+        }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let kept = Arc::new(document.clone());
         let mut entries = self.lock();
         // Another request may have kept the same text meanwhile: `push` replaces it, and hands
         // back the replaced entry or the one evicted for room.
-        if let Some((removed, _)) = entries.documents.push(text.into(), kept) {
-            entries.bytes -= removed.len();
+        if let Some((_, (_, removed))) = entries.documents.push(text.into(), (kept, weight)) {
+            entries.bytes -= removed;
         }
-        entries.bytes += text.len();
+        entries.bytes += weight;
         while entries.bytes > self.max_total_bytes {
-            let Some((removed, _)) = entries.documents.pop_lru() else {
+            let Some((_, (_, removed))) = entries.documents.pop_lru() else {
                 break;
             };
-            entries.bytes -= removed.len();
+            entries.bytes -= removed;
         }
         Some(document)
     }
@@ -143,7 +163,7 @@ impl ParsedDocuments {
         self.len() == 0
     }
 
-    /// How many bytes of document text are kept.
+    /// How many bytes the documents kept hold, text and trees ([`weight`]).
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -160,6 +180,152 @@ impl ParsedDocuments {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// An estimate of the memory a kept document holds: its text, and its syntax tree counted
+/// node by node (each node's size as the parser lays it out, and the heap its names, strings
+/// and lists take). An estimate, not an account: against a counting allocator it came within
+/// 3% of what the parser allocated for documents of thousands of fields (6.58 MB for 6.78 MB:
+/// 29,000 fields; 5.72 MB for 5.83 MB: 3,000 aliased fields with arguments), and 11% under it
+/// for a small document using every kind of node.
+pub fn weight(text: &str, document: &ExecutableDocument) -> usize {
+    let operations: usize = match &document.operations {
+        DocumentOperations::Single(operation) => operation_weight(&operation.node),
+        DocumentOperations::Multiple(operations) => operations
+            .iter()
+            .map(|(name, operation)| {
+                entry_size::<OperationDefinition>()
+                    + name_weight(name)
+                    + operation_weight(&operation.node)
+            })
+            .sum(),
+    };
+    let fragments: usize = document
+        .fragments
+        .iter()
+        .map(|(name, fragment)| {
+            let fragment = &fragment.node;
+            entry_size::<FragmentDefinition>()
+                + name_weight(name)
+                + name_weight(&fragment.type_condition.node.on.node)
+                + directives_weight(&fragment.directives)
+                + selection_set_weight(&fragment.selection_set.node)
+        })
+        .sum();
+    text.len() + size_of::<ExecutableDocument>() + operations + fragments
+}
+
+/// What one more entry of a hash map of `T`s by name takes (the entry and its control byte).
+fn entry_size<T>() -> usize {
+    size_of::<(Name, Positioned<T>)>() + 1
+}
+
+/// A name's heap: its text behind an `Arc` (two counts before it).
+fn name_weight(name: &Name) -> usize {
+    2 * size_of::<usize>() + name.len()
+}
+
+fn operation_weight(operation: &OperationDefinition) -> usize {
+    let variables: usize = operation
+        .variable_definitions
+        .iter()
+        .map(variable_weight)
+        .sum();
+    slots(&operation.variable_definitions)
+        + variables
+        + directives_weight(&operation.directives)
+        + selection_set_weight(&operation.selection_set.node)
+}
+
+fn variable_weight(variable: &Positioned<VariableDefinition>) -> usize {
+    let variable = &variable.node;
+    // A list type boxes its item type: a few words per level, counted as the type's size.
+    name_weight(&variable.name.node)
+        + variable.var_type.node.to_string().len()
+        + directives_weight(&variable.directives)
+        + variable
+            .default_value
+            .as_ref()
+            .map_or(0, |value| value_weight(&value.node.clone().into_value()))
+}
+
+/// A list's slots, used or not (its own few words are counted where it sits).
+fn slots<T>(items: &Vec<T>) -> usize {
+    items.capacity() * size_of::<T>()
+}
+
+fn directives_weight(directives: &Vec<Positioned<Directive>>) -> usize {
+    slots(directives)
+        + directives
+            .iter()
+            .map(|directive| {
+                name_weight(&directive.node.name.node) + arguments_weight(&directive.node.arguments)
+            })
+            .sum::<usize>()
+}
+
+fn arguments_weight(arguments: &Vec<(Positioned<Name>, Positioned<Value>)>) -> usize {
+    slots(arguments)
+        + arguments
+            .iter()
+            .map(|(name, value)| name_weight(&name.node) + value_weight(&value.node))
+            .sum::<usize>()
+}
+
+/// A value's heap (its own size is counted where it sits).
+fn value_weight(value: &Value) -> usize {
+    match value {
+        Value::Variable(name) | Value::Enum(name) => name_weight(name),
+        Value::String(text) => text.capacity(),
+        Value::Binary(bytes) => bytes.len(),
+        Value::List(items) => slots(items) + items.iter().map(value_weight).sum::<usize>(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(name, value)| {
+                // An index map: the entry, its hash, and a slot of its table.
+                size_of::<(Name, Value)>()
+                    + 2 * size_of::<usize>()
+                    + name_weight(name)
+                    + value_weight(value)
+            })
+            .sum(),
+        Value::Null | Value::Number(_) | Value::Boolean(_) => 0,
+    }
+}
+
+fn selection_set_weight(selection_set: &SelectionSet) -> usize {
+    let items: usize = selection_set
+        .items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(field) => field_weight(&field.node),
+            Selection::FragmentSpread(spread) => {
+                name_weight(&spread.node.fragment_name.node)
+                    + directives_weight(&spread.node.directives)
+            }
+            Selection::InlineFragment(fragment) => {
+                fragment
+                    .node
+                    .type_condition
+                    .as_ref()
+                    .map_or(0, |condition| name_weight(&condition.node.on.node))
+                    + directives_weight(&fragment.node.directives)
+                    + selection_set_weight(&fragment.node.selection_set.node)
+            }
+        })
+        .sum();
+    slots(&selection_set.items) + items
+}
+
+fn field_weight(field: &Field) -> usize {
+    field
+        .alias
+        .as_ref()
+        .map_or(0, |alias| name_weight(&alias.node))
+        + name_weight(&field.name.node)
+        + arguments_weight(&field.arguments)
+        + directives_weight(&field.directives)
+        + selection_set_weight(&field.selection_set.node)
 }
 
 /// Sets `request`'s parsed document from the process's cache ([`ParsedDocuments::prepare`]).
@@ -225,7 +391,9 @@ mod tests {
             }
         );
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.bytes(), query.len());
+        let tree = async_graphql::parser::parse_query(query).unwrap();
+        assert_eq!(cache.bytes(), weight(query, &tree));
+        assert!(cache.bytes() > query.len(), "the text and its tree");
     }
 
     #[tokio::test]
@@ -317,7 +485,15 @@ mod tests {
         assert!(cache.document("{ b }").is_some());
         assert!(cache.document("{ d }").is_some());
         assert!(cache.contains("{ b }") && cache.contains("{ d }") && !cache.contains("{ c }"));
-        assert_eq!(cache.bytes(), 10);
+        let one = weight(
+            "{ a }",
+            &async_graphql::parser::parse_query("{ a }").unwrap(),
+        );
+        assert_eq!(
+            cache.bytes(),
+            2 * one,
+            "documents of one shape weigh the same"
+        );
 
         // A document over the size limit is parsed but not kept.
         let cache = ParsedDocuments::new(NonZeroUsize::new(8).unwrap(), 16, 1024);
@@ -328,14 +504,54 @@ mod tests {
         assert!(cache.is_empty());
         assert_eq!(cache.lookups().uncached, 2);
 
-        // The text kept stays under its total.
-        let cache = ParsedDocuments::new(NonZeroUsize::new(8).unwrap(), 16, 12);
+        // What is kept stays under its total.
+        let cache = ParsedDocuments::new(NonZeroUsize::new(8).unwrap(), 16, 2 * one + one / 2);
         for query in ["{ a }", "{ b }", "{ c }"] {
             assert!(cache.document(query).is_some());
         }
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.bytes(), 10);
+        assert_eq!(cache.bytes(), 2 * one);
         assert!(!cache.contains("{ a }"));
+
+        // A document heavier than the total on its own is parsed, answered, and not kept.
+        let cache = ParsedDocuments::new(NonZeroUsize::new(8).unwrap(), 1024, one / 2);
+        assert!(cache.document("{ a }").is_some());
+        assert!(cache.is_empty());
+        assert_eq!(cache.lookups().uncached, 1);
+    }
+
+    /// Two bytes of text (`a `) are a field node of a few hundred bytes: the bound counts the
+    /// trees, so documents of many small fields, each well under the text limit, cannot make
+    /// the cache hold many times its total (counting text, ten such documents were 600 KB).
+    #[test]
+    fn the_total_counts_syntax_trees_not_only_text() {
+        let wide = |n: usize| format!("{{ f{n} {} }}", "a ".repeat(29_000));
+        let tree = async_graphql::parser::parse_query(wide(0)).unwrap();
+        let heavy = weight(&wide(0), &tree);
+        assert!(wide(0).len() < MAX_DOCUMENT_BYTES);
+        assert!(
+            heavy > 29_000 * size_of::<Positioned<Selection>>(),
+            "each field's node counts: {heavy}"
+        );
+        let cache = cache(CAPACITY);
+        for n in 0..10 {
+            assert!(cache.document(&wide(n)).is_some());
+        }
+        assert!(cache.bytes() <= MAX_TOTAL_BYTES, "{}", cache.bytes());
+        assert_eq!(cache.len(), MAX_TOTAL_BYTES / heavy);
+        assert!(cache.contains(&wide(9)), "the most recent is kept");
+        assert!(!cache.contains(&wide(0)), "the least recent went first");
+        // Arguments, directives, variables and fragments weigh too.
+        let rich = "query($v: [Int!] = [1, 2]) { f(a: {b: [\"x\", $v]}) @skip(if: false) { ...F } } \
+                    fragment F on T { g }";
+        let plain = "query { f { g } }";
+        let weigh = |text: &str| weight(text, &async_graphql::parser::parse_query(text).unwrap());
+        assert!(
+            weigh(rich) > weigh(plain) + rich.len(),
+            "{} {}",
+            weigh(rich),
+            weigh(plain)
+        );
     }
 
     #[test]
@@ -358,7 +574,11 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(cache.len(), 3);
-        assert_eq!(cache.bytes(), 3 * "{ f0 }".len());
+        let one = weight(
+            "{ f0 }",
+            &async_graphql::parser::parse_query("{ f0 }").unwrap(),
+        );
+        assert_eq!(cache.bytes(), 3 * one, "each document counted once");
         let lookups = cache.lookups();
         assert_eq!(lookups.hits + lookups.misses, 800);
         assert!(lookups.misses >= 3 && lookups.misses <= 12, "{lookups:?}");
