@@ -11,8 +11,8 @@
 //! [`CAPACITY`] documents and [`MAX_TOTAL_BYTES`] held, least recently used first out, and a
 //! document over [`MAX_DOCUMENT_BYTES`] of text is not kept. What a document holds is its text
 //! and its syntax tree, estimated by [`weight`]: the tree is what grows (two bytes of text,
-//! `a `, are a field node of a few hundred bytes), so counting text alone would let 8 MB of
-//! text hold gigabytes. A document that does not parse is not
+//! `a `, are a field node of about 230 bytes), so counting text alone would let 8 MB of
+//! text hold close to a gigabyte of trees. A document that does not parse is not
 //! kept either: the request is left untouched, and async-graphql reports the syntax error
 //! exactly as it would without the cache. Validation still runs on every request.
 
