@@ -201,8 +201,8 @@ impl Metrics {
             Opts::new(
                 "parsed_documents_total",
                 "Subgraph requests' documents by where their parse came from: hit (the \
-                 process's cache), miss (parsed and kept), uncached (too long to keep, or it \
-                 did not parse)",
+                 process's cache), miss (parsed and kept), uncached (too long or too heavy to \
+                 keep, or it did not parse)",
             ),
             &["result"],
         )

@@ -57,7 +57,8 @@ struct Entries {
 }
 
 /// How often the cache answered: `hits` (the document was kept), `misses` (parsed and kept)
-/// and `uncached` (too long to keep, or it did not parse: left to async-graphql).
+/// and `uncached` (too long or too heavy to keep, or it did not parse: left to
+/// async-graphql).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lookups {
     pub hits: u64,
@@ -239,7 +240,9 @@ fn operation_weight(operation: &OperationDefinition) -> usize {
 
 fn variable_weight(variable: &Positioned<VariableDefinition>) -> usize {
     let variable = &variable.node;
-    // A list type boxes its item type: a few words per level, counted as the type's size.
+    // The type by its printed length (a list type boxes each level's item type: a few words
+    // each, under-counted here; variables are few and short). A default value is weighed
+    // through the tree's value type (a copy, made once per document kept).
     name_weight(&variable.name.node)
         + variable.var_type.node.to_string().len()
         + directives_weight(&variable.directives)
@@ -520,7 +523,7 @@ mod tests {
         assert_eq!(cache.lookups().uncached, 1);
     }
 
-    /// Two bytes of text (`a `) are a field node of a few hundred bytes: the bound counts the
+    /// Two bytes of text (`a `) are a field node of about 230 bytes: the bound counts the
     /// trees, so documents of many small fields, each well under the text limit, cannot make
     /// the cache hold many times its total (counting text, ten such documents were 600 KB).
     #[test]
