@@ -620,6 +620,18 @@ pub trait LocalSubgraph: Send + Sync {
         self.execute(request)
     }
 
+    /// Executes `request` as the router holds it (its headers included) and returns the
+    /// GraphQL response. By default through JSON, with [`LocalSubgraph::execute_with_headers`].
+    fn execute_request(&self, mut request: SubgraphRequest) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let headers = std::mem::take(&mut request.headers);
+            Value::from(
+                self.execute_with_headers(request.into_json(), headers)
+                    .await,
+            )
+        })
+    }
+
     /// Runs a subscription with the headers an HTTP request would carry: one GraphQL response
     /// per event. By default a local subgraph has no subscriptions (one error).
     fn subscribe(
@@ -652,6 +664,30 @@ fn executor_request(
     Ok(request)
 }
 
+/// An executor's response as the router holds it: what [`response_json`] would give, read
+/// back, without the JSON in between (the data is moved over; errors and extensions, small
+/// and rare, go through JSON).
+fn response_value(response: async_graphql::Response) -> Value {
+    let mut body = crate::value::Object::with_capacity(3);
+    body.push_unique("data", Value::from(response.data));
+    if !response.extensions.is_empty() {
+        let extensions = serde_json::to_value(&response.extensions)
+            .map(Value::from)
+            .unwrap_or(Value::Null);
+        body.push_unique("extensions", extensions);
+    }
+    if !response.errors.is_empty() {
+        match serde_json::to_value(&response.errors) {
+            Ok(errors) => body.push_unique("errors", Value::from(errors)),
+            Err(error) => {
+                let message = format!("unserialisable response: {error}");
+                return Value::from(json!({"errors": [{"message": message}]}));
+            }
+        }
+    }
+    Value::Object(body)
+}
+
 /// An executor's response as JSON.
 fn response_json(response: async_graphql::Response) -> serde_json::Value {
     serde_json::to_value(response).unwrap_or_else(
@@ -674,6 +710,19 @@ impl LocalSubgraph for ExecutorSubgraph {
                 Ok(request) => response_json(self.0.execute(request).await),
                 Err(refusal) => refusal,
             }
+        })
+    }
+
+    /// Straight from the router's values to async-graphql's and back: no JSON in between.
+    fn execute_request(&self, request: SubgraphRequest) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let variables = async_graphql::Value::from(&Value::Object(request.variables));
+            let mut graphql = async_graphql::Request::new(request.query)
+                .variables(async_graphql::Variables::from_value(variables));
+            if !request.headers.is_empty() {
+                graphql.data.insert(ForwardedHeaders(request.headers));
+            }
+            response_value(self.0.execute(graphql).await)
         })
     }
 
@@ -737,10 +786,11 @@ impl Transport for InProcess {
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
         Box::pin(async move {
-            let (target, request, headers) = self.target(subgraph, request)?;
-            Ok(Value::from(
-                target.execute_with_headers(request, headers).await,
-            ))
+            let target = self
+                .subgraphs
+                .get(subgraph)
+                .ok_or_else(|| TransportError::UnknownSubgraph(subgraph.to_owned()))?;
+            Ok(target.execute_request(request).await)
         })
     }
 

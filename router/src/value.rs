@@ -192,6 +192,55 @@ impl From<serde_json::Value> for Value {
     }
 }
 
+/// A value as async-graphql holds one (an in-process subgraph's request variables), built
+/// straight from ours: the same tree JSON would give, without the JSON.
+impl From<&Value> for async_graphql::Value {
+    fn from(value: &Value) -> Self {
+        match value {
+            Value::Null => async_graphql::Value::Null,
+            Value::Bool(flag) => async_graphql::Value::Boolean(*flag),
+            Value::Number(number) => async_graphql::Value::Number(number.clone()),
+            Value::String(text) => async_graphql::Value::String(text.to_string()),
+            Value::Array(items) => {
+                async_graphql::Value::List(items.iter().map(async_graphql::Value::from).collect())
+            }
+            Value::Object(object) => async_graphql::Value::Object(
+                object
+                    .iter()
+                    .map(|(key, value)| (async_graphql::Name::new(key), value.into()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A value async-graphql produced (an in-process subgraph's response data), as ours: what
+/// serialising it to JSON and reading that back would give, without the JSON. An enum is its
+/// name; bytes are what their JSON would be (a list of numbers).
+impl From<async_graphql::Value> for Value {
+    fn from(value: async_graphql::Value) -> Self {
+        match value {
+            async_graphql::Value::Null => Value::Null,
+            async_graphql::Value::Boolean(flag) => Value::Bool(flag),
+            async_graphql::Value::Number(number) => Value::Number(number),
+            async_graphql::Value::String(text) => Value::String(text.into()),
+            async_graphql::Value::Enum(name) => Value::String(name.as_str().into()),
+            async_graphql::Value::List(items) => {
+                Value::Array(items.into_iter().map(Value::from).collect())
+            }
+            async_graphql::Value::Object(fields) => Value::Object(Object(
+                fields
+                    .into_iter()
+                    .map(|(key, value)| (key.as_str().into(), value.into()))
+                    .collect(),
+            )),
+            binary @ async_graphql::Value::Binary(_) => serde_json::to_value(binary)
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        }
+    }
+}
+
 impl From<serde_json::Map<String, serde_json::Value>> for Object {
     fn from(fields: serde_json::Map<String, serde_json::Value>) -> Self {
         Object(
