@@ -40,6 +40,20 @@ const PASSAGES: &str = "query($r: [_Any!]!) { _entities(representations: $r) { .
     id myHighlights { id color passageId } myNotes { id range { startId endId } }
 } } }";
 
+/// Every stored field of both, then each alone: the reader page's single statement must read
+/// exactly what the two separate ones do.
+const PASSAGES_IN_FULL: &str = "query($r: [_Any!]!) { _entities(representations: $r) {
+    ... on Passage { id
+        myHighlights { id color passageId createdAt }
+        myNotes { id body text version createdAt updatedAt range { startId endId } links { id } } } } }";
+
+const NOTES_IN_FULL: &str = "query($r: [_Any!]!) { _entities(representations: $r) {
+    ... on Passage { id
+        myNotes { id body text version createdAt updatedAt range { startId endId } links { id } } } } }";
+
+const HIGHLIGHTS_IN_FULL: &str = "query($r: [_Any!]!) { _entities(representations: $r) {
+    ... on Passage { id myHighlights { id color passageId createdAt } } } }";
+
 const HIGHLIGHTS_ONLY: &str = "query($r: [_Any!]!) { _entities(representations: $r) {
     ... on Passage { id myHighlights { id } } } }";
 
@@ -451,7 +465,7 @@ async fn of_two_concurrent_edits_of_one_version_exactly_one_wins() {
 }
 
 #[tokio::test]
-async fn a_chapter_of_176_verses_costs_one_query_for_highlights_and_one_for_notes() {
+async fn a_chapter_of_176_verses_costs_one_query_for_its_highlights_and_notes() {
     let pool = pool().await;
     let graph = TestGraph::new().await;
     let (service, _) = service(&pool, &graph);
@@ -477,6 +491,16 @@ async fn a_chapter_of_176_verses_costs_one_query_for_highlights_and_one_for_note
         json!({"p": "ps.119.2", "c": "FAITH"}),
     )
     .await;
+    // Written first, but listed after the note that starts earlier: notes come in range order.
+    let first = run_as(
+        &service,
+        Some(a),
+        CREATE_NOTE,
+        json!({"s": "ps.119.1", "e": "ps.119.1", "t": "first written", "l": ["john.3.16"],
+               "b": {"type": "doc", "content": [{"type": "paragraph"}]}}),
+    )
+    .await;
+    assert!(first.get("errors").is_none(), "{first}");
     let into = create_note(&service, a, "ps.118.29", "ps.119.2", "into the psalm").await;
     assert!(into.get("errors").is_none(), "{into}");
     create_note(&service, a, "ps.119.105", "ps.119.112", "Nun").await;
@@ -490,8 +514,8 @@ async fn a_chapter_of_176_verses_costs_one_query_for_highlights_and_one_for_note
     let chapter = run_as(&service, Some(a), PASSAGES, reps.clone()).await;
     assert_eq!(
         service.queries_run() - before,
-        2,
-        "one for highlights, one for notes"
+        1,
+        "one statement for highlights and notes together"
     );
     assert!(chapter.get("errors").is_none(), "{chapter}");
     let entities = chapter["data"]["_entities"].as_array().unwrap();
@@ -508,7 +532,7 @@ async fn a_chapter_of_176_verses_costs_one_query_for_highlights_and_one_for_note
     assert_eq!(colors(1), Vec::<Value>::new(), "B's highlight is not A's");
     assert_eq!(colors(104), [json!("PROPHECY")]);
     let note_count = |index: usize| entities[index]["myNotes"].as_array().unwrap().len();
-    assert_eq!((note_count(0), note_count(1), note_count(2)), (1, 1, 0));
+    assert_eq!((note_count(0), note_count(1), note_count(2)), (2, 1, 0));
     assert_eq!(
         (
             note_count(103),
@@ -522,11 +546,35 @@ async fn a_chapter_of_176_verses_costs_one_query_for_highlights_and_one_for_note
         entities[0]["myNotes"][0]["range"],
         json!({"startId": "ps.118.29", "endId": "ps.119.2"})
     );
+    assert_eq!(
+        entities[0]["myNotes"][1]["range"],
+        json!({"startId": "ps.119.1", "endId": "ps.119.1"})
+    );
 
     let before = service.queries_run();
     let only = run_as(&service, Some(a), HIGHLIGHTS_ONLY, reps.clone()).await;
     assert_eq!(only["data"]["_entities"].as_array().unwrap().len(), 176);
     assert_eq!(service.queries_run() - before, 1);
+
+    let together = run_as(&service, Some(a), PASSAGES_IN_FULL, reps.clone()).await;
+    let highlights_alone = run_as(&service, Some(a), HIGHLIGHTS_IN_FULL, reps.clone()).await;
+    let notes_alone = run_as(&service, Some(a), NOTES_IN_FULL, reps.clone()).await;
+    for answer in [&together, &highlights_alone, &notes_alone] {
+        assert!(answer.get("errors").is_none(), "{answer}");
+    }
+    for verse in 0..176 {
+        let [together, highlights_alone, notes_alone] =
+            [&together, &highlights_alone, &notes_alone].map(|a| &a["data"]["_entities"][verse]);
+        assert_eq!(together["myHighlights"], highlights_alone["myHighlights"]);
+        assert_eq!(together["myNotes"], notes_alone["myNotes"]);
+    }
+    let first_written = &together["data"]["_entities"][0]["myNotes"][1];
+    assert_eq!(first_written["text"], json!("first written"));
+    assert_eq!(first_written["links"], json!([{"id": "john.3.16"}]));
+    assert_eq!(
+        first_written["body"],
+        json!({"type": "doc", "content": [{"type": "paragraph"}]})
+    );
 
     // Selected through a named fragment, and with a User representation in the same call.
     let mut mixed = reps.clone();
@@ -570,10 +618,10 @@ async fn a_chapter_of_176_verses_costs_one_query_for_highlights_and_one_for_note
                 "myNotes": [{"range": {"startId": "ps.119.105"}}]}},
             {"color": "CHRIST", "passage": {"id": "ps.119.1",
                 "myHighlights": [{"color": "PERSONAL_YELLOW"}, {"color": "CHRIST"}],
-                "myNotes": [{"range": {"startId": "ps.118.29"}}]}},
+                "myNotes": [{"range": {"startId": "ps.118.29"}}, {"range": {"startId": "ps.119.1"}}]}},
             {"color": "PERSONAL_YELLOW", "passage": {"id": "ps.119.1",
                 "myHighlights": [{"color": "PERSONAL_YELLOW"}, {"color": "CHRIST"}],
-                "myNotes": [{"range": {"startId": "ps.118.29"}}]}},
+                "myNotes": [{"range": {"startId": "ps.118.29"}}, {"range": {"startId": "ps.119.1"}}]}},
         ]),
         "{nested}"
     );

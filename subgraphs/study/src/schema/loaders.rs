@@ -1,12 +1,12 @@
 //! Per-request batching of the `Passage` entity's fields: a chapter of 176 verses asked for
-//! through the router's `_entities` costs ONE statement for highlights and ONE for notes,
-//! whatever the timing.
+//! through the router's `_entities` costs ONE statement for its highlights and notes
+//! together, whatever the timing.
 //!
 //! - **Entities** ([`Loaders::prefetch_entities`]): the first `Passage` representation
 //!   resolved reads every `Passage` id of the `_entities` call's `representations` argument
-//!   and what the call selects on them (`myHighlights`, `myNotes`), and loads each selected
-//!   field for all of them in one statement; every representation's fields then find their
-//!   rows there. (async-graphql resolves representations a few dozen at a time, so a loader
+//!   and what the call selects on them (`myHighlights`, `myNotes`), and loads the selected
+//!   fields for all of them in one statement (both at once when both are selected, as on the
+//!   reader page); every representation's fields then find their rows there. (async-graphql resolves representations a few dozen at a time, so a loader
 //!   waiting a fixed delay for keys would split a chapter into several batches.)
 //! - **Anywhere else** (a `Passage` reached through a highlight, a note's range or links):
 //!   DataLoaders gather the keys asked for together.
@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::canon::passage_order;
-use crate::store::{HighlightRow, NoteRow, Store};
+use crate::store::{CoveringNote, HighlightRow, NoteRow, Store};
 
 /// A user and a passage id.
 pub type PassageKey = (Uuid, String);
@@ -35,37 +35,66 @@ pub type Loaded<V> = Result<HashMap<PassageKey, Vec<V>>, Arc<sqlx::Error>>;
 /// The highlights of each (user, passage) of `keys`, oldest first, in one statement; every
 /// key has an entry.
 async fn load_highlights(store: &Store, keys: &[PassageKey]) -> Loaded<HighlightRow> {
-    let mut by_key: HashMap<PassageKey, Vec<HighlightRow>> =
-        keys.iter().map(|key| (key.clone(), Vec::new())).collect();
     if keys.is_empty() {
-        return Ok(by_key);
+        return Ok(HashMap::new());
     }
     let rows = store.highlights_at(keys).await.map_err(Arc::new)?;
+    Ok(highlights_by_key(keys, rows))
+}
+
+/// `rows` (highlights of `keys`, in order) under their keys; every key has an entry.
+fn highlights_by_key(
+    keys: &[PassageKey],
+    rows: Vec<HighlightRow>,
+) -> HashMap<PassageKey, Vec<HighlightRow>> {
+    let mut by_key: HashMap<PassageKey, Vec<HighlightRow>> =
+        keys.iter().map(|key| (key.clone(), Vec::new())).collect();
     for row in rows {
         by_key
             .entry((row.user_id, row.passage_id.clone()))
             .or_default()
             .push(row);
     }
-    Ok(by_key)
+    by_key
+}
+
+/// Each key of `keys` that is a well-formed passage id, with its (user, canonical order).
+fn note_orders(keys: &[PassageKey]) -> Vec<(&PassageKey, (Uuid, i64))> {
+    keys.iter()
+        .filter_map(|key| Some((key, (key.0, passage_order(&key.1)?))))
+        .collect()
+}
+
+/// The distinct (user, order) pairs of `ordered`, sorted: what the notes' statement asks for.
+fn wanted_orders(ordered: &[(&PassageKey, (Uuid, i64))]) -> Vec<(Uuid, i64)> {
+    let mut wanted: Vec<(Uuid, i64)> = ordered.iter().map(|(_, order)| *order).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted
 }
 
 /// The notes of each (user, passage) of `keys` whose range covers the verse, in range order,
 /// in one statement (none when no key is a well-formed passage id); every key has an entry.
 async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<NoteRow> {
+    let ordered = note_orders(keys);
+    let rows = if ordered.is_empty() {
+        Vec::new()
+    } else {
+        let wanted = wanted_orders(&ordered);
+        store.notes_covering(&wanted).await.map_err(Arc::new)?
+    };
+    Ok(notes_by_key(keys, &ordered, rows))
+}
+
+/// `rows` (notes found for `ordered`'s orders, in order) under every key whose verse they
+/// cover; every key of `keys` has an entry.
+fn notes_by_key(
+    keys: &[PassageKey],
+    ordered: &[(&PassageKey, (Uuid, i64))],
+    rows: Vec<CoveringNote>,
+) -> HashMap<PassageKey, Vec<NoteRow>> {
     let mut by_key: HashMap<PassageKey, Vec<NoteRow>> =
         keys.iter().map(|key| (key.clone(), Vec::new())).collect();
-    let ordered: Vec<(&PassageKey, (Uuid, i64))> = keys
-        .iter()
-        .filter_map(|key| Some((key, (key.0, passage_order(&key.1)?))))
-        .collect();
-    if ordered.is_empty() {
-        return Ok(by_key);
-    }
-    let mut wanted: Vec<(Uuid, i64)> = ordered.iter().map(|(_, order)| *order).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let rows = store.notes_covering(&wanted).await.map_err(Arc::new)?;
     let mut by_order: HashMap<(Uuid, i64), Vec<NoteRow>> = HashMap::new();
     for row in rows {
         by_order
@@ -74,11 +103,36 @@ async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<NoteRow> {
             .push(row.note);
     }
     for (key, order) in ordered {
-        if let Some(notes) = by_order.get(&order) {
-            by_key.insert(key.clone(), notes.clone());
+        if let Some(notes) = by_order.get(order) {
+            by_key.insert((*key).clone(), notes.clone());
         }
     }
-    Ok(by_key)
+    by_key
+}
+
+/// Both fields for `keys`, in ONE statement (a reader page's case): as [`load_highlights`]
+/// and [`load_notes`] give them, a failure failing both.
+async fn load_highlights_and_notes(
+    store: &Store,
+    keys: &[PassageKey],
+) -> (Loaded<HighlightRow>, Loaded<NoteRow>) {
+    if keys.is_empty() {
+        return (Ok(HashMap::new()), Ok(HashMap::new()));
+    }
+    let ordered = note_orders(keys);
+    match store
+        .highlights_and_notes_at(keys, &wanted_orders(&ordered))
+        .await
+    {
+        Ok((highlights, notes)) => (
+            Ok(highlights_by_key(keys, highlights)),
+            Ok(notes_by_key(keys, &ordered, notes)),
+        ),
+        Err(error) => {
+            let error = Arc::new(error);
+            (Err(error.clone()), Err(error))
+        }
+    }
 }
 
 /// Each (user, passage)'s highlights, oldest first.
@@ -152,8 +206,8 @@ impl Loaders {
     }
 
     /// Called by the `Passage` entity resolver (`ctx` is the `_entities` field's): the first
-    /// call loads, for every `Passage` representation of the call, each field the call
-    /// selects, one statement per field; the other calls wait for it. Nothing for anonymous
+    /// call loads, for every `Passage` representation of the call, the fields the call
+    /// selects, in one statement; the other calls wait for it. Nothing for anonymous
     /// callers (`user` is `None`).
     pub async fn prefetch_entities(&self, ctx: &Context<'_>, user: Option<Uuid>) {
         let Some(user) = user else {
@@ -166,21 +220,19 @@ impl Loaders {
                     .map(|id| (user, id))
                     .collect();
                 let selection = ctx.look_ahead();
-                let highlights = async {
-                    if selection.field("myHighlights").exists() {
-                        Some(load_highlights(&self.store, &keys).await)
-                    } else {
-                        None
+                let (highlights, notes) = match (
+                    selection.field("myHighlights").exists(),
+                    selection.field("myNotes").exists(),
+                ) {
+                    (true, true) => {
+                        let (highlights, notes) =
+                            load_highlights_and_notes(&self.store, &keys).await;
+                        (Some(highlights), Some(notes))
                     }
+                    (true, false) => (Some(load_highlights(&self.store, &keys).await), None),
+                    (false, true) => (None, Some(load_notes(&self.store, &keys).await)),
+                    (false, false) => (None, None),
                 };
-                let notes = async {
-                    if selection.field("myNotes").exists() {
-                        Some(load_notes(&self.store, &keys).await)
-                    } else {
-                        None
-                    }
-                };
-                let (highlights, notes) = tokio::join!(highlights, notes);
                 Prefetched { highlights, notes }
             })
             .await;
