@@ -420,6 +420,9 @@ pub fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, String> {
 pub struct StoreUrls {
     /// `GOSPELIB_PG_URL`
     pub postgres: Url,
+    /// `GOSPELIB_PG_MAX_CONNECTIONS`: the PostgreSQL connections one process may hold, shared
+    /// by the subgraphs it serves.
+    pub postgres_max_connections: u32,
     /// `GOSPELIB_REDIS_URL`: the cache, rate limits and streams.
     pub redis: Url,
     /// `GOSPELIB_FALKORDB_URL`: the graph server (a separate instance from the cache).
@@ -448,9 +451,16 @@ impl StoreUrls {
             "postgres://gospelib@127.0.0.1:25432/gospelib",
             &["postgres", "postgresql"],
         );
+        let postgres_max_connections = reader.number(
+            "GOSPELIB_PG_MAX_CONNECTIONS",
+            DEFAULT_PG_MAX_CONNECTIONS.into(),
+            1,
+            1000,
+        );
         let content = ContentStoreUrls::read(reader)?;
         Some(Self {
             postgres: postgres?,
+            postgres_max_connections: postgres_max_connections? as u32,
             redis: content.redis,
             falkordb: content.falkordb,
             falkordb_timeout: content.falkordb_timeout,
@@ -459,6 +469,9 @@ impl StoreUrls {
         })
     }
 }
+
+/// The default of `GOSPELIB_PG_MAX_CONNECTIONS`.
+pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 10;
 
 /// The default of `GOSPELIB_FALKORDB_TIMEOUT_MS`.
 pub const DEFAULT_FALKORDB_TIMEOUT_MS: u64 = 2000;
@@ -608,6 +621,37 @@ mod tests {
             );
             assert!(
                 line.ends_with("expected a whole number from 50 to 60000"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_postgres_pool_size_is_read_and_checked() {
+        let stores = read_stores(&Env::from_pairs(good_stores())).unwrap();
+        assert_eq!(stores.postgres_max_connections, DEFAULT_PG_MAX_CONNECTIONS);
+        let mut pairs = good_stores();
+        pairs.push(("GOSPELIB_PG_MAX_CONNECTIONS", "32"));
+        assert_eq!(
+            read_stores(&Env::from_pairs(pairs))
+                .unwrap()
+                .postgres_max_connections,
+            32
+        );
+        for bad in ["0", "many", "1001", "-1"] {
+            let mut pairs = good_stores();
+            pairs.push(("GOSPELIB_PG_MAX_CONNECTIONS", bad));
+            let error = read_stores(&Env::from_pairs(pairs)).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{error}");
+            let line = error.problems[0].to_string();
+            assert!(
+                line.starts_with(&format!(
+                    "GOSPELIB_PG_MAX_CONNECTIONS has a bad value \"{bad}\""
+                )),
+                "{line}"
+            );
+            assert!(
+                line.ends_with("expected a whole number from 1 to 1000"),
                 "{line}"
             );
         }

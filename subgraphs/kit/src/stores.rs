@@ -344,7 +344,7 @@ impl StoreClients {
         let redis_error = |store| move |source| StoreClientError::Redis { store, source };
         let redis = redis_client(&urls.redis).map_err(redis_error("Redis"))?;
         Ok(Self {
-            postgres: postgres_pool(&urls.postgres, 10)?,
+            postgres: postgres_pool(&urls.postgres, urls.postgres_max_connections)?,
             live: crate::live::LiveEvents::new(redis.clone()),
             redis,
             falkordb: redis_client(&urls.falkordb).map_err(redis_error("FalkorDB"))?,
