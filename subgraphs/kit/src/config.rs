@@ -600,6 +600,24 @@ mod tests {
         );
     }
 
+    /// The good store variables with `name` set to `bad` are refused with one problem,
+    /// naming the value and the whole numbers `range` allows.
+    fn assert_refused(name: &str, bad: &str, range: &str) {
+        let mut pairs = good_stores();
+        pairs.push((name, bad));
+        let error = read_stores(&Env::from_pairs(pairs)).unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{error}");
+        let line = error.problems[0].to_string();
+        assert!(
+            line.starts_with(&format!("{name} has a bad value \"{bad}\"")),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!("expected a whole number {range}")),
+            "{line}"
+        );
+    }
+
     #[test]
     fn the_falkordb_timeout_is_read_in_milliseconds_and_checked() {
         let mut pairs = good_stores();
@@ -608,21 +626,7 @@ mod tests {
         assert_eq!(stores.falkordb_timeout, Duration::from_millis(750));
 
         for bad in ["0", "soon", "600000"] {
-            let mut pairs = good_stores();
-            pairs.push(("GOSPELIB_FALKORDB_TIMEOUT_MS", bad));
-            let error = read_stores(&Env::from_pairs(pairs)).unwrap_err();
-            assert_eq!(error.problems.len(), 1, "{error}");
-            let line = error.problems[0].to_string();
-            assert!(
-                line.starts_with(&format!(
-                    "GOSPELIB_FALKORDB_TIMEOUT_MS has a bad value \"{bad}\""
-                )),
-                "{line}"
-            );
-            assert!(
-                line.ends_with("expected a whole number from 50 to 60000"),
-                "{line}"
-            );
+            assert_refused("GOSPELIB_FALKORDB_TIMEOUT_MS", bad, "from 50 to 60000");
         }
     }
 
@@ -639,21 +643,7 @@ mod tests {
             32
         );
         for bad in ["0", "many", "1001", "-1"] {
-            let mut pairs = good_stores();
-            pairs.push(("GOSPELIB_PG_MAX_CONNECTIONS", bad));
-            let error = read_stores(&Env::from_pairs(pairs)).unwrap_err();
-            assert_eq!(error.problems.len(), 1, "{error}");
-            let line = error.problems[0].to_string();
-            assert!(
-                line.starts_with(&format!(
-                    "GOSPELIB_PG_MAX_CONNECTIONS has a bad value \"{bad}\""
-                )),
-                "{line}"
-            );
-            assert!(
-                line.ends_with("expected a whole number from 1 to 1000"),
-                "{line}"
-            );
+            assert_refused("GOSPELIB_PG_MAX_CONNECTIONS", bad, "from 1 to 1000");
         }
     }
 

@@ -6,8 +6,9 @@
 //!   resolved reads every `Passage` id of the `_entities` call's `representations` argument
 //!   and what the call selects on them (`myHighlights`, `myNotes`), and loads the selected
 //!   fields for all of them in one statement (both at once when both are selected, as on the
-//!   reader page); every representation's fields then find their rows there. (async-graphql resolves representations a few dozen at a time, so a loader
-//!   waiting a fixed delay for keys would split a chapter into several batches.)
+//!   reader page); every representation's fields then find their rows there. (async-graphql
+//!   resolves representations a few dozen at a time, so a loader waiting a fixed delay for
+//!   keys would split a chapter into several batches.)
 //! - **Anywhere else** (a `Passage` reached through a highlight, a note's range or links):
 //!   DataLoaders gather the keys asked for together.
 //!
