@@ -14,22 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::test_stack;
 use gospelib_router::partner_keys::{self, KeyOwner, POSITIVE_TTL, PartnerKeys};
 use sqlx::PgPool;
 
-fn store_urls() -> StoreUrls {
-    StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
-        panic!("these tests need the stack: run scripts/test, or source .stack/run/env\n{error}")
-    })
-}
-
-fn pool() -> PgPool {
-    gospelib_kit::stores::postgres_pool(&store_urls().postgres, 4).unwrap()
-}
-
-fn redis() -> redis::Client {
-    gospelib_kit::stores::redis_client(&store_urls().redis).unwrap()
+/// A pool on the stack's database, migrated first: this file may run alone
+/// (`cargo test -p gospelib-router --test partner_keys`), before anything else made the tables.
+async fn pool() -> PgPool {
+    test_stack::migrated_pool(4).await
 }
 
 /// A TCP proxy in front of the stack's Redis, for one pod.
@@ -43,7 +35,7 @@ struct RedisProxy {
 
 impl RedisProxy {
     fn start() -> Self {
-        let redis_url = store_urls().redis;
+        let redis_url = test_stack::urls().redis;
         let target = format!(
             "{}:{}",
             redis_url.host_str().unwrap_or("127.0.0.1"),
@@ -187,7 +179,7 @@ async fn until_refused(keys: &PartnerKeys, key: &str, limit: Duration) -> Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_fails_at_once_on_every_pod_following_revocations() {
-    let pool = pool();
+    let pool = pool().await;
     let pods = [Pod::start(&pool), Pod::start(&pool)];
     for pod in &pods {
         pod.proxy.subscribed(1).await;
@@ -200,7 +192,7 @@ async fn a_revoked_key_fails_at_once_on_every_pod_following_revocations() {
     }
 
     assert!(
-        partner_keys::revoke(&pool, Some(&redis()), &owner.key_id)
+        partner_keys::revoke(&pool, Some(&test_stack::redis()), &owner.key_id)
             .await
             .unwrap()
     );
@@ -228,7 +220,7 @@ async fn a_revoked_key_fails_at_once_on_every_pod_following_revocations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_subscribing_again_forgets_what_it_cached_while_it_could_miss_revocations() {
-    let pool = pool();
+    let pool = pool().await;
     let pod = Pod::start(&pool);
     pod.proxy.subscribed(1).await;
     let (owner, key) = new_key(&pool, "resubscribe").await;
@@ -239,7 +231,7 @@ async fn a_pod_subscribing_again_forgets_what_it_cached_while_it_could_miss_revo
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(pod.keys.find(&key).await.unwrap(), Some(owner.clone()));
     assert!(
-        partner_keys::revoke(&pool, Some(&redis()), &owner.key_id)
+        partner_keys::revoke(&pool, Some(&test_stack::redis()), &owner.key_id)
             .await
             .unwrap()
     );
