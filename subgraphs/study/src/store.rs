@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gospelib_kit::stores::PgPool;
+use serde::Deserialize;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
@@ -59,7 +60,7 @@ const PROGRESS_COLUMNS: &str = concat!(
 );
 
 /// A highlight, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Deserialize)]
 pub struct HighlightRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -73,7 +74,7 @@ pub struct HighlightRow {
 }
 
 /// A note, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Deserialize)]
 pub struct NoteRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -104,7 +105,7 @@ pub struct CoveringNote {
 }
 
 /// A bookmark, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Deserialize)]
 pub struct BookmarkRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -117,7 +118,7 @@ pub struct BookmarkRow {
 }
 
 /// A chapter's reading progress, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Deserialize)]
 pub struct ProgressRow {
     pub user_id: Uuid,
     pub chapter_id: String,
@@ -166,10 +167,157 @@ pub struct Deleted {
 }
 
 /// The days a user read on, as days since 1970-01-01 (UTC), latest first, and today.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ReadingDays {
     pub days: Vec<i32>,
     pub today: i32,
+}
+
+/// Where a page statement finds its parameters (`$n`), and whether its rows carry their
+/// place in the page (`ord`, for a statement that reads several lists at once).
+#[derive(Debug, Clone, Copy)]
+struct PageParams {
+    user: usize,
+    at: usize,
+    key: usize,
+    limit: usize,
+    numbered: bool,
+}
+
+impl PageParams {
+    /// A statement of its own: `$1` the user, `$2`/`$3` the `after` position (NULL: the
+    /// first page), `$4` the limit.
+    const ALONE: Self = Self {
+        user: 1,
+        at: 2,
+        key: 3,
+        limit: 4,
+        numbered: false,
+    };
+}
+
+/// A keyset page of a user's rows of `table` (aliased `alias` in `columns`), latest first by
+/// `time` and then `key` (the tie-breaker the cursor carries). All of them are this module's
+/// constants.
+fn latest_first_sql(
+    columns: &str,
+    table: &str,
+    alias: &str,
+    (time, key_column): (&str, &str),
+    p: PageParams,
+) -> String {
+    let PageParams {
+        user,
+        at,
+        key,
+        limit,
+        ..
+    } = p;
+    let order = format!("{alias}.{time} DESC, {alias}.{key_column} DESC");
+    let ord = numbered(p, &order);
+    format!(
+        "SELECT {columns}{ord} FROM {table} {alias}
+         WHERE {alias}.user_id = ${user} AND (${at}::timestamptz IS NULL
+           OR ({alias}.{time}, {alias}.{key_column}) < (${at}::timestamptz, ${key}))
+         ORDER BY {order} LIMIT ${limit}"
+    )
+}
+
+/// A page of a user's highlights, notes or bookmarks (`table`, aliased `alias` in
+/// `columns`), newest first.
+fn newest_first_sql(columns: &str, table: &str, alias: &str, p: PageParams) -> String {
+    latest_first_sql(columns, table, alias, ("created_at", "id"), p)
+}
+
+/// A page of a user's reading progress, most recently read first.
+fn progress_sql(p: PageParams) -> String {
+    latest_first_sql(
+        PROGRESS_COLUMNS,
+        "study.reading_progress",
+        "p",
+        ("updated_at", "chapter_id"),
+        p,
+    )
+}
+
+/// The `ord` column of a numbered page statement (its rows' place, in `order`).
+fn numbered(p: PageParams, order: &str) -> String {
+    if p.numbered {
+        format!(", row_number() OVER (ORDER BY {order}) AS ord")
+    } else {
+        String::new()
+    }
+}
+
+/// The UTC days user `$1` read on (latest first, as days since 1970-01-01) and today's.
+const READING_DAYS_SQL: &str = "SELECT COALESCE(
+        (SELECT array_agg(day ORDER BY day DESC) FROM (
+             SELECT DISTINCT ((read_at AT TIME ZONE 'UTC')::date - date '1970-01-01') AS day
+             FROM study.reading_history WHERE user_id = $1) AS d),
+        '{}'::int[]) AS days,
+    (now() AT TIME ZONE 'UTC')::date - date '1970-01-01' AS today";
+
+/// A page of one of a user's lists, as its field asks for it: at most `limit` rows, after
+/// `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageAsk<K> {
+    pub after: Option<After<K>>,
+    pub limit: i64,
+}
+
+/// What one statement reads of a user's study data at once (the "My study" page): a page of
+/// each list asked for (`None`: not asked) and, if asked, the reading days.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserPagesAsk {
+    pub highlights: Option<PageAsk<Uuid>>,
+    pub notes: Option<PageAsk<Uuid>>,
+    pub bookmarks: Option<PageAsk<Uuid>>,
+    pub progress: Option<PageAsk<String>>,
+    pub reading_days: bool,
+}
+
+impl UserPagesAsk {
+    /// How many statements this asks for when each is read alone.
+    pub fn parts(&self) -> usize {
+        [
+            self.highlights.is_some(),
+            self.notes.is_some(),
+            self.bookmarks.is_some(),
+            self.progress.is_some(),
+            self.reading_days,
+        ]
+        .into_iter()
+        .filter(|asked| *asked)
+        .count()
+    }
+}
+
+/// What [`Store::user_pages`] read: each asked page in its order (empty when not asked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserPages {
+    pub highlights: Vec<HighlightRow>,
+    pub notes: Vec<NoteRow>,
+    pub bookmarks: Vec<BookmarkRow>,
+    pub progress: Vec<ProgressRow>,
+    pub reading_days: Option<ReadingDays>,
+}
+
+/// The parts of [`Store::user_pages`]'s statement, in the order its rows come.
+const HIGHLIGHTS_PART: i32 = 0;
+const NOTES_PART: i32 = 1;
+const BOOKMARKS_PART: i32 = 2;
+const PROGRESS_PART: i32 = 3;
+const READING_DAYS_PART: i32 = 4;
+
+/// A row of [`Store::user_pages`]'s statement: which part, and the part's row as JSON.
+#[derive(FromRow)]
+struct PartRow {
+    part: i32,
+    row: String,
+}
+
+fn json_row<T: serde::de::DeserializeOwned>(row: &PartRow) -> Result<T, sqlx::Error> {
+    serde_json::from_str(&row.row).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
 /// The study store: the pool and a counter of the statements run through it. Cheap to clone
@@ -201,6 +349,91 @@ impl Store {
 
     fn count(&self) {
         self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // ---- A user's lists at once ----
+
+    /// The pages `ask` names of `user`'s lists, and their reading days if asked, in ONE
+    /// statement: each part is the very statement it is alone (its parameters numbered
+    /// apart), its rows turned into JSON and numbered in its own order, so that every part
+    /// comes back exactly as alone. (The "My study" page asks for five parts; alone they cost
+    /// five pooled connections at once.)
+    pub async fn user_pages(
+        &self,
+        user: Uuid,
+        ask: &UserPagesAsk,
+    ) -> Result<UserPages, sqlx::Error> {
+        self.count();
+        // $1 the user; each list part its own `after` time, key and limit.
+        let list = |first: usize| PageParams {
+            user: 1,
+            at: first,
+            key: first + 1,
+            limit: first + 2,
+            numbered: true,
+        };
+        let mut parts = Vec::new();
+        let part = |number: i32, sql: String| {
+            format!("SELECT {number} AS part, x.ord, to_jsonb(x)::text AS row FROM ({sql}) x")
+        };
+        if ask.highlights.is_some() {
+            let sql = newest_first_sql(HIGHLIGHT_COLUMNS, "study.highlights", "h", list(2));
+            parts.push(part(HIGHLIGHTS_PART, sql));
+        }
+        if ask.notes.is_some() {
+            parts.push(part(
+                NOTES_PART,
+                newest_first_sql(NOTE_COLUMNS, "study.notes", "n", list(5)),
+            ));
+        }
+        if ask.bookmarks.is_some() {
+            let sql = newest_first_sql(BOOKMARK_COLUMNS, "study.bookmarks", "b", list(8));
+            parts.push(part(BOOKMARKS_PART, sql));
+        }
+        if ask.progress.is_some() {
+            parts.push(part(PROGRESS_PART, progress_sql(list(11))));
+        }
+        if ask.reading_days {
+            parts.push(format!(
+                "SELECT {READING_DAYS_PART} AS part, 1::bigint AS ord, to_jsonb(x)::text AS row
+                 FROM ({READING_DAYS_SQL}) x"
+            ));
+        }
+        if parts.is_empty() {
+            return Ok(UserPages::default());
+        }
+        let sql = format!("{} ORDER BY part, ord", parts.join(" UNION ALL "));
+        // Every list's parameters are bound, asked or not (an unasked part's are unused).
+        let mut query = sqlx::query_as::<_, PartRow>(&sql).bind(user);
+        for page in [&ask.highlights, &ask.notes, &ask.bookmarks] {
+            query = query
+                .bind(
+                    page.as_ref()
+                        .and_then(|p| p.after.as_ref())
+                        .map(|a| a.at.clone()),
+                )
+                .bind(page.as_ref().and_then(|p| p.after.as_ref()).map(|a| a.key))
+                .bind(page.as_ref().map_or(0, |p| p.limit));
+        }
+        let progress = ask.progress.as_ref();
+        let progress_after = progress.and_then(|p| p.after.as_ref());
+        let rows = query
+            .bind(progress_after.map(|a| a.at.clone()))
+            .bind(progress_after.map(|a| a.key.clone()))
+            .bind(progress.map_or(0, |p| p.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut pages = UserPages::default();
+        for row in &rows {
+            match row.part {
+                HIGHLIGHTS_PART => pages.highlights.push(json_row(row)?),
+                NOTES_PART => pages.notes.push(json_row(row)?),
+                BOOKMARKS_PART => pages.bookmarks.push(json_row(row)?),
+                PROGRESS_PART => pages.progress.push(json_row(row)?),
+                _ => pages.reading_days = Some(json_row(row)?),
+            }
+        }
+        Ok(pages)
     }
 
     // ---- Highlights ----
@@ -286,12 +519,7 @@ impl Store {
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
         self.count();
-        let sql = format!(
-            "SELECT {columns} FROM {table} {alias}
-             WHERE {alias}.user_id = $1 AND ($2::timestamptz IS NULL
-               OR ({alias}.created_at, {alias}.id) < ($2::timestamptz, $3))
-             ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT $4"
-        );
+        let sql = newest_first_sql(columns, table, alias, PageParams::ALONE);
         sqlx::query_as(&sql)
             .bind(user)
             .bind(after.map(|a| a.at.as_str()))
@@ -572,12 +800,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ProgressRow>, sqlx::Error> {
         self.count();
-        let sql = format!(
-            "SELECT {PROGRESS_COLUMNS} FROM study.reading_progress p
-             WHERE p.user_id = $1
-               AND ($2::timestamptz IS NULL OR (p.updated_at, p.chapter_id) < ($2::timestamptz, $3))
-             ORDER BY p.updated_at DESC, p.chapter_id DESC LIMIT $4"
-        );
+        let sql = progress_sql(PageParams::ALONE);
         sqlx::query_as(&sql)
             .bind(user)
             .bind(after.map(|a| a.at.as_str()))
@@ -633,17 +856,10 @@ impl Store {
     /// The UTC days `user` read on (latest first) and today's, in one statement.
     pub async fn reading_days(&self, user: Uuid) -> Result<ReadingDays, sqlx::Error> {
         self.count();
-        let (days, today): (Vec<i32>, i32) = sqlx::query_as(
-            "SELECT COALESCE(
-                        (SELECT array_agg(day ORDER BY day DESC) FROM (
-                             SELECT DISTINCT ((read_at AT TIME ZONE 'UTC')::date - date '1970-01-01') AS day
-                             FROM study.reading_history WHERE user_id = $1) AS d),
-                        '{}'::int[]),
-                    (now() AT TIME ZONE 'UTC')::date - date '1970-01-01'",
-        )
-        .bind(user)
-        .fetch_one(&self.pool)
-        .await?;
+        let (days, today): (Vec<i32>, i32) = sqlx::query_as(READING_DAYS_SQL)
+            .bind(user)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(ReadingDays { days, today })
     }
 

@@ -886,3 +886,194 @@ async fn reading_progress_and_streaks_come_from_the_history() {
     );
     clean_up(&pool, &[a]).await;
 }
+
+/// The "My study" page's fields on the `User`, each with every stored field (`first` and
+/// each list's `after` are variables).
+const MY_STUDY_FIELDS: [(&str, &str); 5] = [
+    (
+        "highlights",
+        "highlights(first: $first, after: $highlightsAfter) { pageInfo { hasNextPage endCursor }
+            edges { cursor node { id color passageId createdAt } } }",
+    ),
+    (
+        "notes",
+        "notes(first: $first, after: $notesAfter) { pageInfo { hasNextPage endCursor }
+            nodes { id text body version range { startId endId } links { id } createdAt updatedAt } }",
+    ),
+    (
+        "bookmarks",
+        "bookmarks(first: $first) { pageInfo { hasNextPage } nodes { id label passageId createdAt } }",
+    ),
+    (
+        "readingProgress",
+        "readingProgress(first: $first) { pageInfo { hasNextPage }
+            nodes { chapterId lastVerse completed startedAt updatedAt } }",
+    ),
+    ("readingStreak", "readingStreak { current longest lastReadOn }"),
+];
+
+/// A `User` query selecting `fields` (some of [`MY_STUDY_FIELDS`]), declaring the variables
+/// they use (GraphQL refuses unused ones).
+fn user_query(fields: &[&str]) -> String {
+    let fields = fields.join("\n");
+    let variables: String = [
+        ("$first", ": Int = 2"),
+        ("$highlightsAfter", ": String"),
+        ("$notesAfter", ": String"),
+    ]
+    .iter()
+    .filter(|(name, _)| fields.contains(name))
+    .map(|(name, kind)| format!(", {name}{kind}"))
+    .collect();
+    format!(
+        "query($r: [_Any!]!{variables}) {{
+            _entities(representations: $r) {{ ... on User {{ id {fields} }} }} }}"
+    )
+}
+
+#[tokio::test]
+async fn the_my_study_page_costs_one_query_and_reads_what_each_field_reads_alone() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    const CHAPTERS: [&str; 4] = ["ps.119", "john.3", "john.4", "matt.1"];
+    for (user, verses) in [(a, 1..=3), (b, 4..=4)] {
+        for verse in verses {
+            let passage = format!("ps.119.{verse}");
+            let made = [
+                run_as(
+                    &service,
+                    Some(user),
+                    CREATE_HIGHLIGHT,
+                    json!({"p": passage, "c": "FAITH"}),
+                )
+                .await,
+                create_note(
+                    &service,
+                    user,
+                    &passage,
+                    "ps.119.8",
+                    &format!("note {verse}"),
+                )
+                .await,
+                run_as(
+                    &service,
+                    Some(user),
+                    CREATE_BOOKMARK,
+                    json!({"p": passage, "l": "mark"}),
+                )
+                .await,
+                run_as(
+                    &service,
+                    Some(user),
+                    RECORD_READING,
+                    json!({"c": CHAPTERS[verse - 1], "v": 1, "done": verse == 2}),
+                )
+                .await,
+            ];
+            for answer in made {
+                assert!(answer.get("errors").is_none(), "{answer}");
+            }
+        }
+    }
+    let user = |answer: &Value| answer["data"]["_entities"][0].clone();
+    let all: Vec<&str> = MY_STUDY_FIELDS.iter().map(|(_, field)| *field).collect();
+
+    // Every field at once: one statement.
+    let before = service.queries_run();
+    let page = run_as(&service, Some(a), &user_query(&all), user_rep(a)).await;
+    assert_eq!(
+        service.queries_run() - before,
+        1,
+        "one statement for the page"
+    );
+    assert!(page.get("errors").is_none(), "{page}");
+    let page = user(&page);
+    let notes: Vec<&Value> = page["notes"]["nodes"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        notes.iter().map(|n| n["text"].clone()).collect::<Vec<_>>(),
+        [json!("note 3"), json!("note 2")],
+        "A's own, newest first, a page of two: {page}"
+    );
+    assert_eq!(page["highlights"]["pageInfo"]["hasNextPage"], true);
+    assert_eq!(
+        page["readingProgress"]["nodes"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(page["readingStreak"]["current"], 1, "{page}");
+    // Each field alone (its own statement) reads exactly the same.
+    for (name, field) in MY_STUDY_FIELDS {
+        let alone = run_as(&service, Some(a), &user_query(&[field]), user_rep(a)).await;
+        assert_eq!(user(&alone)[name], page[name], "{name} alone");
+    }
+
+    // The next page of two lists (their cursors), with the rest: still one statement, and
+    // each list's page is the one it reads alone.
+    let mut next = user_rep(a);
+    next["highlightsAfter"] = page["highlights"]["pageInfo"]["endCursor"].clone();
+    next["notesAfter"] = page["notes"]["pageInfo"]["endCursor"].clone();
+    let before = service.queries_run();
+    let second = run_as(&service, Some(a), &user_query(&all), next.clone()).await;
+    assert_eq!(
+        service.queries_run() - before,
+        1,
+        "one statement for the next page"
+    );
+    let second = user(&second);
+    assert_eq!(second["notes"]["nodes"][0]["text"], "note 1", "{second}");
+    assert_eq!(second["highlights"]["pageInfo"]["hasNextPage"], false);
+    for (name, field) in &MY_STUDY_FIELDS[..2] {
+        let alone = run_as(&service, Some(a), &user_query(&[field]), next.clone()).await;
+        assert_eq!(
+            user(&alone)[*name],
+            second[*name],
+            "{name}'s next page alone"
+        );
+    }
+
+    // One list asked twice with different pages is left to its resolvers; the rest is still
+    // read together, and every alias gets its own page.
+    let aliased = user_query(&[
+        "highlights(first: 1) { edges { node { id } } }",
+        "more: highlights(first: 3) { edges { node { id } } }",
+        MY_STUDY_FIELDS[1].1,
+        MY_STUDY_FIELDS[4].1,
+    ]);
+    let before = service.queries_run();
+    let answer = run_as(&service, Some(a), &aliased, user_rep(a)).await;
+    assert_eq!(
+        service.queries_run() - before,
+        3,
+        "notes and streak together, each alias alone"
+    );
+    let answer = user(&answer);
+    assert_eq!(answer["highlights"]["edges"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["more"]["edges"].as_array().unwrap().len(), 3);
+    assert_eq!(answer["notes"], page["notes"]);
+
+    // A page size the resolver refuses is its error alone; the other fields still answer.
+    let mut too_many = user_rep(a);
+    too_many["first"] = json!(101);
+    let refused = run_as(
+        &service,
+        Some(a),
+        &user_query(&[MY_STUDY_FIELDS[0].1, MY_STUDY_FIELDS[4].1]),
+        too_many,
+    )
+    .await;
+    assert_eq!(codes(&refused), ["VALIDATION_ERROR"], "{refused}");
+    assert_eq!(user(&refused)["readingStreak"], page["readingStreak"]);
+
+    // B's page is B's alone; A cannot read it.
+    let b_page = user(&run_as(&service, Some(b), &user_query(&all), user_rep(b)).await);
+    assert_eq!(b_page["notes"]["nodes"][0]["text"], "note 4", "{b_page}");
+    assert_eq!(b_page["highlights"]["edges"].as_array().unwrap().len(), 1);
+    let not_yours = run_as(&service, Some(a), &user_query(&all), user_rep(b)).await;
+    assert_eq!(
+        not_yours["data"]["_entities"][0],
+        Value::Null,
+        "{not_yours}"
+    );
+    clean_up(&pool, &[a, b]).await;
+}

@@ -1,4 +1,4 @@
-//! Per-request batching of the `Passage` entity's fields: a chapter of 176 verses asked for
+//! Per-request batching of the study entities' fields: a chapter of 176 verses asked for
 //! through the router's `_entities` costs ONE statement for its highlights and notes
 //! together, whatever the timing.
 //!
@@ -11,6 +11,9 @@
 //!   keys would split a chapter into several batches.)
 //! - **Anywhere else** (a `Passage` reached through a highlight, a note's range or links):
 //!   DataLoaders gather the keys asked for together.
+//! - **The user's own lists** ([`Loaders::prefetch_user`]): the "My study" page's five fields
+//!   on the `User` (four lists and the streak) cost ONE statement together, not five
+//!   statements on five pooled connections at once.
 //!
 //! Keys carry the caller's user id, so nothing ever mixes users. Nothing is kept beyond the
 //! request, and the DataLoaders keep nothing beyond a batch, so a mutation's later fields read
@@ -25,7 +28,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::canon::passage_order;
-use crate::store::{CoveringNote, HighlightRow, NoteRow, Store};
+use crate::store::{CoveringNote, HighlightRow, NoteRow, PageAsk, Store, UserPages, UserPagesAsk};
 
 /// A user and a passage id.
 pub type PassageKey = (Uuid, String);
@@ -178,6 +181,9 @@ pub struct Loaders {
     pub notes: DataLoader<NotesLoader>,
     store: Store,
     entities: OnceCell<Prefetched>,
+    /// What the `User` entity's fields read together, and what they asked (see
+    /// [`Loaders::prefetch_user`]).
+    user_pages: OnceCell<(Uuid, UserPagesAsk, Result<UserPages, Arc<sqlx::Error>>)>,
 }
 
 impl Loaders {
@@ -198,6 +204,7 @@ impl Loaders {
             ),
             store: store.clone(),
             entities: OnceCell::new(),
+            user_pages: OnceCell::new(),
         }
     }
 
@@ -239,6 +246,69 @@ impl Loaders {
             .await;
     }
 
+    /// Called by the `User` entity resolver (`ctx` is the `_entities` field's) for the caller:
+    /// when the call selects two or more of the user's lists (`highlights`, `notes`,
+    /// `bookmarks`, `readingProgress`) and `readingStreak`, as the "My study" page does, they
+    /// are read in one statement, each list with the page its field asks for. A list
+    /// selected twice with different arguments, or with arguments its resolver refuses, is
+    /// left to its resolver, which reads what it asks for itself (and reports the error).
+    pub async fn prefetch_user(&self, ctx: &Context<'_>, user: Uuid) {
+        let selection = ctx.look_ahead();
+        let ask = UserPagesAsk {
+            highlights: page_asked(&selection.field("highlights")),
+            notes: page_asked(&selection.field("notes")),
+            bookmarks: page_asked(&selection.field("bookmarks")),
+            progress: page_asked(&selection.field("readingProgress")),
+            reading_days: selection.field("readingStreak").exists(),
+        };
+        if ask.parts() < 2 {
+            return;
+        }
+        self.user_pages
+            .get_or_init(|| async {
+                let pages = self.store.user_pages(user, &ask).await.map_err(Arc::new);
+                (user, ask, pages)
+            })
+            .await;
+    }
+
+    /// What the prefetch read for `user`'s field `asked` (`part` picks it out of what was
+    /// read), if it read that very page: `None` when it did not.
+    pub fn user_page<K: PartialEq, V: Clone>(
+        &self,
+        user: Uuid,
+        asked: &PageAsk<K>,
+        part: impl Fn(&UserPagesAsk) -> Option<&PageAsk<K>>,
+        rows: impl Fn(&UserPages) -> &Vec<V>,
+    ) -> Option<Result<Vec<V>, Arc<sqlx::Error>>> {
+        let (read_for, ask, pages) = self.user_pages.get()?;
+        if *read_for != user || part(ask) != Some(asked) {
+            return None;
+        }
+        Some(match pages {
+            Ok(pages) => Ok(rows(pages).clone()),
+            Err(error) => Err(error.clone()),
+        })
+    }
+
+    /// The reading days the prefetch read for `user`, if it read them.
+    pub fn user_reading_days(
+        &self,
+        user: Uuid,
+    ) -> Option<Result<crate::store::ReadingDays, Arc<sqlx::Error>>> {
+        let (read_for, ask, pages) = self.user_pages.get()?;
+        if *read_for != user || !ask.reading_days {
+            return None;
+        }
+        Some(match pages {
+            Ok(pages) => pages
+                .reading_days
+                .clone()
+                .ok_or_else(|| Arc::new(sqlx::Error::RowNotFound)),
+            Err(error) => Err(error.clone()),
+        })
+    }
+
     /// `key`'s highlights: from the entities' prefetch when it covered them, else batched.
     pub async fn highlights_of(
         &self,
@@ -260,6 +330,45 @@ impl Loaders {
         }
         Ok(self.notes.load_one(key).await?.unwrap_or_default())
     }
+}
+
+/// The page a list field selected on the `User` asks for (`first` and `after` as its resolver
+/// reads them), if it is selected once (or always with the same arguments) and its arguments
+/// are ones the resolver accepts.
+fn page_asked<K: std::str::FromStr + PartialEq>(
+    selection: &async_graphql::Lookahead<'_>,
+) -> Option<PageAsk<K>> {
+    let mut asked: Option<PageAsk<K>> = None;
+    for field in selection.selection_fields() {
+        let arguments = field.arguments().ok()?;
+        let argument = |name: &str| {
+            arguments
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, value)| value)
+                .filter(|value| !matches!(value, Value::Null))
+        };
+        let first = match argument("first") {
+            None => None,
+            Some(Value::Number(n)) => Some(i32::try_from(n.as_i64()?).ok()?),
+            Some(_) => return None,
+        };
+        let after = match argument("after") {
+            None => None,
+            Some(Value::String(cursor)) => Some(cursor.as_str()),
+            Some(_) => return None,
+        };
+        let page = PageAsk {
+            after: gospelib_kit::paging::decode_after(after).ok()?,
+            // The resolvers read one row more than they show, to tell whether there are more.
+            limit: gospelib_kit::paging::page_size(first).ok()? + 1,
+        };
+        match &asked {
+            Some(earlier) if *earlier != page => return None,
+            _ => asked = Some(page),
+        }
+    }
+    asked
 }
 
 /// What a prefetch says about `key`: `None` when it did not cover it.

@@ -14,11 +14,19 @@ pub struct Query;
 #[Object]
 impl Query {
     /// A user's study data, for the router: only the caller's own user resolves; anyone
-    /// else's is `null`, exactly like an id that is not a user.
+    /// else's is `null`, exactly like an id that is not a user. The lists the call selects
+    /// are read together (see [`Loaders::prefetch_user`]).
     #[graphql(entity)]
     async fn find_user_by_id(&self, ctx: &Context<'_>, id: ID) -> Option<User> {
         let id = Uuid::parse_str(&id).ok()?;
-        (Caller::of(ctx).user_id == Some(id)).then(|| User::new(id))
+        if Caller::of(ctx).user_id != Some(id) {
+            return None;
+        }
+        // The lists selected on the user together, in one statement.
+        if let Ok(loaders) = Loaders::of(ctx) {
+            loaders.prefetch_user(ctx, id).await;
+        }
+        Some(User::new(id))
     }
 
     /// A passage, for the router: a reference whose study fields are the caller's own. The

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::StudyContext;
 use super::errors::{store, validation};
 use super::loaders::Loaders;
-use crate::store::{BookmarkRow, HighlightRow, NoteRow, ProgressRow};
+use crate::store::{
+    BookmarkRow, HighlightRow, NoteRow, PageAsk, ProgressRow, UserPages, UserPagesAsk,
+};
 use crate::streaks;
 use gospelib_kit::paging::{Page, Position, decode_after, page, page_size};
 
@@ -342,6 +344,22 @@ fn study<'a>(ctx: &Context<'a>) -> Result<&'a StudyContext> {
     ctx.data::<StudyContext>()
 }
 
+/// A page of one of the user's lists: what [`Loaders::prefetch_user`] read for it, if it read
+/// this very page (`part` and `rows` pick the list out), else `alone`, its own statement.
+async fn list_page<K: PartialEq, V: Clone>(
+    ctx: &Context<'_>,
+    user: Uuid,
+    asked: &PageAsk<K>,
+    part: impl Fn(&UserPagesAsk) -> Option<&PageAsk<K>>,
+    rows: impl Fn(&UserPages) -> &Vec<V>,
+    alone: impl Future<Output = Result<Vec<V>, sqlx::Error>>,
+) -> Result<Vec<V>> {
+    match Loaders::of(ctx)?.user_page(user, asked, part, rows) {
+        Some(prefetched) => prefetched.map_err(store),
+        None => alone.await.map_err(store),
+    }
+}
+
 fn uuid_position(at: &str, id: Uuid) -> Position {
     Position {
         at: at.to_owned(),
@@ -364,16 +382,26 @@ impl User {
         after: Option<String>,
     ) -> Result<Page<Highlight>> {
         let limit = page_size(first)?;
-        let after = decode_after(after.as_deref())?;
-        let rows = study(ctx)?
+        let asked = PageAsk {
+            after: decode_after(after.as_deref())?,
+            limit: limit + 1,
+        };
+        let alone = study(ctx)?
             .store
-            .highlights_page(self.id, after.as_ref(), limit + 1)
-            .await
-            .map_err(store)?;
+            .highlights_page(self.id, asked.after.as_ref(), asked.limit);
+        let rows = list_page(
+            ctx,
+            self.id,
+            &asked,
+            |a| a.highlights.as_ref(),
+            |p| &p.highlights,
+            alone,
+        )
+        .await?;
         Ok(page(
             rows,
             limit,
-            after.is_some(),
+            asked.after.is_some(),
             |row| uuid_position(&row.cursor_at, row.id),
             Highlight,
         ))
@@ -387,16 +415,26 @@ impl User {
         after: Option<String>,
     ) -> Result<Page<Note>> {
         let limit = page_size(first)?;
-        let after = decode_after(after.as_deref())?;
-        let rows = study(ctx)?
+        let asked = PageAsk {
+            after: decode_after(after.as_deref())?,
+            limit: limit + 1,
+        };
+        let alone = study(ctx)?
             .store
-            .notes_page(self.id, after.as_ref(), limit + 1)
-            .await
-            .map_err(store)?;
+            .notes_page(self.id, asked.after.as_ref(), asked.limit);
+        let rows = list_page(
+            ctx,
+            self.id,
+            &asked,
+            |a| a.notes.as_ref(),
+            |p| &p.notes,
+            alone,
+        )
+        .await?;
         Ok(page(
             rows,
             limit,
-            after.is_some(),
+            asked.after.is_some(),
             |row| uuid_position(&row.cursor_at, row.id),
             Note,
         ))
@@ -410,16 +448,26 @@ impl User {
         after: Option<String>,
     ) -> Result<Page<Bookmark>> {
         let limit = page_size(first)?;
-        let after = decode_after(after.as_deref())?;
-        let rows = study(ctx)?
+        let asked = PageAsk {
+            after: decode_after(after.as_deref())?,
+            limit: limit + 1,
+        };
+        let alone = study(ctx)?
             .store
-            .bookmarks_page(self.id, after.as_ref(), limit + 1)
-            .await
-            .map_err(store)?;
+            .bookmarks_page(self.id, asked.after.as_ref(), asked.limit);
+        let rows = list_page(
+            ctx,
+            self.id,
+            &asked,
+            |a| a.bookmarks.as_ref(),
+            |p| &p.bookmarks,
+            alone,
+        )
+        .await?;
         Ok(page(
             rows,
             limit,
-            after.is_some(),
+            asked.after.is_some(),
             |row| uuid_position(&row.cursor_at, row.id),
             Bookmark,
         ))
@@ -433,16 +481,26 @@ impl User {
         after: Option<String>,
     ) -> Result<Page<ReadingProgress>> {
         let limit = page_size(first)?;
-        let after = decode_after(after.as_deref())?;
-        let rows = study(ctx)?
+        let asked = PageAsk {
+            after: decode_after(after.as_deref())?,
+            limit: limit + 1,
+        };
+        let alone = study(ctx)?
             .store
-            .progress_page(self.id, after.as_ref(), limit + 1)
-            .await
-            .map_err(store)?;
+            .progress_page(self.id, asked.after.as_ref(), asked.limit);
+        let rows = list_page(
+            ctx,
+            self.id,
+            &asked,
+            |a| a.progress.as_ref(),
+            |p| &p.progress,
+            alone,
+        )
+        .await?;
         Ok(page(
             rows,
             limit,
-            after.is_some(),
+            asked.after.is_some(),
             |row| Position {
                 at: row.cursor_at.clone(),
                 key: row.chapter_id.clone(),
@@ -453,11 +511,14 @@ impl User {
 
     /// The user's reading streaks, computed from their reading history.
     async fn reading_streak(&self, ctx: &Context<'_>) -> Result<ReadingStreak> {
-        let days = study(ctx)?
-            .store
-            .reading_days(self.id)
-            .await
-            .map_err(store)?;
+        let days = match Loaders::of(ctx)?.user_reading_days(self.id) {
+            Some(prefetched) => prefetched.map_err(store)?,
+            None => study(ctx)?
+                .store
+                .reading_days(self.id)
+                .await
+                .map_err(store)?,
+        };
         let streak = streaks::streak(&days.days, days.today);
         let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         Ok(ReadingStreak {
