@@ -316,6 +316,7 @@ struct PartRow {
     row: String,
 }
 
+/// A part's row, from its JSON.
 fn json_row<T: serde::de::DeserializeOwned>(row: &PartRow) -> Result<T, sqlx::Error> {
     serde_json::from_str(&row.row).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
@@ -430,7 +431,12 @@ impl Store {
                 NOTES_PART => pages.notes.push(json_row(row)?),
                 BOOKMARKS_PART => pages.bookmarks.push(json_row(row)?),
                 PROGRESS_PART => pages.progress.push(json_row(row)?),
-                _ => pages.reading_days = Some(json_row(row)?),
+                READING_DAYS_PART => pages.reading_days = Some(json_row(row)?),
+                other => {
+                    return Err(sqlx::Error::Decode(
+                        format!("no part {other} in the user's pages").into(),
+                    ));
+                }
             }
         }
         Ok(pages)

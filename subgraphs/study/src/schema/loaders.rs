@@ -332,6 +332,23 @@ impl Loaders {
     }
 }
 
+/// The page a list field asks for with `first` and `after`, as its resolver reads it: how
+/// many rows it shows, and what it reads (one row more, to tell whether there are more).
+pub fn page_ask<K: std::str::FromStr>(
+    first: Option<i32>,
+    after: Option<&str>,
+) -> async_graphql::Result<(i64, PageAsk<K>)> {
+    let shown = gospelib_kit::paging::page_size(first)?;
+    let after = gospelib_kit::paging::decode_after(after)?;
+    Ok((
+        shown,
+        PageAsk {
+            after,
+            limit: shown + 1,
+        },
+    ))
+}
+
 /// The page a list field selected on the `User` asks for (`first` and `after` as its resolver
 /// reads them), if it is selected once (or always with the same arguments) and its arguments
 /// are ones the resolver accepts.
@@ -358,11 +375,7 @@ fn page_asked<K: std::str::FromStr + PartialEq>(
             Some(Value::String(cursor)) => Some(cursor.as_str()),
             Some(_) => return None,
         };
-        let page = PageAsk {
-            after: gospelib_kit::paging::decode_after(after).ok()?,
-            // The resolvers read one row more than they show, to tell whether there are more.
-            limit: gospelib_kit::paging::page_size(first).ok()? + 1,
-        };
+        let (_, page) = page_ask(first, after).ok()?;
         match &asked {
             Some(earlier) if *earlier != page => return None,
             _ => asked = Some(page),

@@ -9,12 +9,12 @@ use uuid::Uuid;
 
 use super::StudyContext;
 use super::errors::{store, validation};
-use super::loaders::Loaders;
+use super::loaders::{Loaders, page_ask};
 use crate::store::{
     BookmarkRow, HighlightRow, NoteRow, PageAsk, ProgressRow, UserPages, UserPagesAsk,
 };
 use crate::streaks;
-use gospelib_kit::paging::{Page, Position, decode_after, page, page_size};
+use gospelib_kit::paging::{Page, Position, page, page_size};
 
 /// The longest `searchNotes` query, in characters.
 pub const MAX_SEARCH_CHARS: usize = 200;
@@ -381,11 +381,7 @@ impl User {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Highlight>> {
-        let limit = page_size(first)?;
-        let asked = PageAsk {
-            after: decode_after(after.as_deref())?,
-            limit: limit + 1,
-        };
+        let (limit, asked) = page_ask(first, after.as_deref())?;
         let alone = study(ctx)?
             .store
             .highlights_page(self.id, asked.after.as_ref(), asked.limit);
@@ -414,11 +410,7 @@ impl User {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Note>> {
-        let limit = page_size(first)?;
-        let asked = PageAsk {
-            after: decode_after(after.as_deref())?,
-            limit: limit + 1,
-        };
+        let (limit, asked) = page_ask(first, after.as_deref())?;
         let alone = study(ctx)?
             .store
             .notes_page(self.id, asked.after.as_ref(), asked.limit);
@@ -447,11 +439,7 @@ impl User {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Bookmark>> {
-        let limit = page_size(first)?;
-        let asked = PageAsk {
-            after: decode_after(after.as_deref())?,
-            limit: limit + 1,
-        };
+        let (limit, asked) = page_ask(first, after.as_deref())?;
         let alone = study(ctx)?
             .store
             .bookmarks_page(self.id, asked.after.as_ref(), asked.limit);
@@ -480,11 +468,7 @@ impl User {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<ReadingProgress>> {
-        let limit = page_size(first)?;
-        let asked = PageAsk {
-            after: decode_after(after.as_deref())?,
-            limit: limit + 1,
-        };
+        let (limit, asked) = page_ask(first, after.as_deref())?;
         let alone = study(ctx)?
             .store
             .progress_page(self.id, asked.after.as_ref(), asked.limit);
