@@ -20,13 +20,14 @@ use crate::supergraph::fragment_applies;
 use crate::value::{Object, Value};
 use hive_router_query_planner::state::supergraph_state::SupergraphState;
 
-use crate::transport::{Transport, TransportError};
+use crate::derived::{Derivations, Lineage};
+use crate::transport::{AnswerId, Transport, TransportError};
 
 /// Where entities sit in the response, each as a list of steps: a field's position in its
 /// object, or an item's index in its list. Positions rather than keys, because objects only
 /// grow while a plan runs (fields are added or filled in, never removed), so a position found
 /// before a fetch still holds when its answer is merged, and following it compares no keys.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Locations {
     steps: Vec<u32>,
     /// Where each location's steps end in `steps`.
@@ -142,6 +143,9 @@ pub struct Fetching<'a> {
     pub entity_cache: Option<&'a std::sync::Arc<crate::entity_cache::EntityCache>>,
     /// The supergraph's version hash (part of every cache key).
     pub supergraph_version: &'a str,
+    /// What entity fetches derived from responses made of shared answers, when they are
+    /// remembered (see [`crate::derived`]), and the plan's id among them.
+    pub derivations: Option<(&'a Derivations<Derived>, u64)>,
 }
 
 /// What a subgraph request needs to carry its caller: the caller, and the secret it is signed
@@ -184,6 +188,8 @@ struct State<'a> {
     fetching: &'a Fetching<'a>,
     variables: &'a serde_json::Map<String, serde_json::Value>,
     data: Mutex<Value>,
+    /// Which answers `data` holds; read and changed only with `data` locked.
+    lineage: Mutex<Lineage>,
     errors: Mutex<Vec<serde_json::Value>>,
     max_age: Mutex<Option<u32>>,
 }
@@ -198,9 +204,19 @@ impl<'a> State<'a> {
             fetching,
             variables,
             data: Mutex::new(Value::Object(Object::new())),
+            lineage: Mutex::new(Lineage::empty()),
             errors: Mutex::new(Vec::new()),
             max_age: Mutex::new(None),
         }
+    }
+
+    /// Notes (with `data` locked) that `fetch` merged `answer` into it; `None`: something
+    /// that is not a shared answer (from a cache, or after a failure).
+    fn note_merged(&self, fetch: usize, answer: Option<AnswerId>) {
+        self.lineage
+            .lock()
+            .expect("lineage lock")
+            .merged(fetch, answer);
     }
 
     /// Notes that data which may be kept `seconds` (0: not at all) was fetched.
@@ -414,7 +430,7 @@ async fn send(
     state: &State<'_>,
     service_name: &str,
     request: crate::transport::SubgraphRequest,
-) -> Result<(Value, Vec<serde_json::Value>), TransportError> {
+) -> Result<(Value, Vec<serde_json::Value>, Option<AnswerId>), TransportError> {
     let url = state
         .fetching
         .urls
@@ -430,7 +446,7 @@ async fn send(
         state
             .fetching
             .transport
-            .send(service_name, url, request)
+            .send_identified(service_name, url, request)
             .instrument(tracing::info_span!("subgraph_fetch", subgraph = %service_name)),
     )
     .await
@@ -445,10 +461,12 @@ async fn send(
             },
         }),
     }
-    .and_then(|response| parse_response(service_name, response));
+    .and_then(|(response, id)| {
+        parse_response(service_name, response).map(|(data, errors)| (data, errors, id))
+    });
     if let Some(metrics) = state.fetching.metrics {
         let outcome = match &answer {
-            Ok((_, errors)) if errors.is_empty() => "ok",
+            Ok((_, errors, _)) if errors.is_empty() => "ok",
             Ok(_) => "errors",
             Err(_) => "unavailable",
         };
@@ -554,7 +572,12 @@ impl<'p> SubscriptionPlan<'p> {
                     self.primary.output_rewrites.as_deref(),
                     fetching.supergraph,
                 );
-                merge(&mut state.data.lock().expect("data lock"), data);
+                {
+                    let mut target = state.data.lock().expect("data lock");
+                    merge(&mut target, data);
+                    // An event is its own answer, shared with nobody.
+                    state.note_merged(0, None);
+                }
                 state.errors.lock().expect("errors lock").extend(errors);
                 for node in &self.rest {
                     run(&state, node).await;
@@ -635,11 +658,11 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
     let document = &fetch.operation.document_str;
     let mut cached = lookup_root(state, &fetch.service_name, document, &variables).await;
     let answer = match cached.as_mut().and_then(|c| c.data.take()) {
-        Some(data) => Ok((data, Vec::new())),
+        Some(data) => Ok((data, Vec::new(), None)),
         None => {
             let request = crate::transport::SubgraphRequest::query(document.clone(), variables);
             let answer = send(state, &fetch.service_name, request).await;
-            if let (Some(cached), Ok((data, errors))) = (cached, &answer)
+            if let (Some(cached), Ok((data, errors, _))) = (cached, &answer)
                 && errors.is_empty()
                 && data.is_object()
             {
@@ -656,14 +679,18 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
         }
     };
     match answer {
-        Ok((data, errors)) => {
+        Ok((data, errors, answer_id)) => {
             let mut data = data;
             apply_rewrites(
                 &mut data,
                 fetch.output_rewrites.as_deref(),
                 state.fetching.supergraph,
             );
-            merge(&mut state.data.lock().expect("data lock"), data);
+            {
+                let mut target = state.data.lock().expect("data lock");
+                merge(&mut target, data);
+                state.note_merged(std::ptr::from_ref(fetch) as usize, answer_id);
+            }
             state.errors.lock().expect("errors lock").extend(errors);
         }
         Err(error) => state
@@ -875,6 +902,7 @@ struct EntityGroup<'a> {
 }
 
 /// A group's entities: each location, and the index of its (distinct) representation.
+#[derive(Debug, Clone)]
 struct Collected {
     locations: Locations,
     index_of_location: Vec<Option<usize>>,
@@ -891,6 +919,45 @@ impl Collected {
     }
 }
 
+/// What an entity fetch derives from the response before it sends anything: per group, where
+/// its entities are and which distinct representation each has, and those representations.
+#[derive(Debug)]
+pub struct Derived {
+    collected: Vec<Collected>,
+    representations: Vec<Vec<Value>>,
+}
+
+/// Each entity's representation for `group`, as an index into the distinct ones (`None` for an
+/// entity without one), and the distinct representations, rewritten as the group says.
+fn distinct_representations(
+    entities: &[&Value],
+    group: &EntityGroup<'_>,
+    supergraph: &SupergraphState,
+) -> (Vec<Option<usize>>, Vec<Value>) {
+    let mut representations: Vec<Value> = Vec::new();
+    // Fingerprint → the representations with it (their equality is checked).
+    let mut seen: foldhash::HashMap<u64, Vec<usize>> = Default::default();
+    let mut index_of_entity = Vec::with_capacity(entities.len());
+    for entity in entities {
+        let Some(mut representation) = representation(entity, group.requires, supergraph) else {
+            index_of_entity.push(None);
+            continue;
+        };
+        apply_rewrites(&mut representation, group.input_rewrites, supergraph);
+        let same = seen.entry(fingerprint64(&representation)).or_default();
+        let index = match same.iter().find(|&&i| representations[i] == representation) {
+            Some(&index) => index,
+            None => {
+                representations.push(representation);
+                same.push(representations.len() - 1);
+                representations.len() - 1
+            }
+        };
+        index_of_entity.push(Some(index));
+    }
+    (index_of_entity, representations)
+}
+
 /// Resolves the entities of `groups` with one request to `service_name`.
 async fn entity_fetch(
     state: &State<'_>,
@@ -900,55 +967,50 @@ async fn entity_fetch(
     groups: Vec<EntityGroup<'_>>,
 ) {
     let mut variables = fetch_variables(state, variable_usages);
-    // Collect the entities and their distinct representations, group by group.
+    // Collect the entities and their distinct representations, group by group: from what an
+    // identical response led to, when this one's answers were shared (see `crate::derived`).
+    let fetch_id = operation.as_ptr() as usize;
     let mut collected = Vec::with_capacity(groups.len());
     let mut representations_of: Vec<Vec<Value>> = Vec::with_capacity(groups.len());
     {
         let data = state.data.lock().expect("data lock");
-        for group in &groups {
-            let mut locations = Locations::default();
-            let mut entities = Vec::new();
-            for path in &group.paths {
-                entity_locations(
-                    &data,
-                    path,
-                    state.fetching.supergraph,
-                    &mut locations,
-                    &mut entities,
-                );
+        let lineage = *state.lineage.lock().expect("lineage lock");
+        let derivations = state.fetching.derivations;
+        if let Some(derived) = derivations.and_then(|(d, plan)| d.get(&lineage, plan, fetch_id)) {
+            collected.clone_from(&derived.collected);
+            representations_of.clone_from(&derived.representations);
+        } else {
+            for group in &groups {
+                let mut locations = Locations::default();
+                let mut entities = Vec::new();
+                for path in &group.paths {
+                    entity_locations(
+                        &data,
+                        path,
+                        state.fetching.supergraph,
+                        &mut locations,
+                        &mut entities,
+                    );
+                }
+                let (index_of_location, representations) =
+                    distinct_representations(&entities, group, state.fetching.supergraph);
+                collected.push(Collected {
+                    locations,
+                    index_of_location,
+                });
+                representations_of.push(representations);
             }
-            let mut representations: Vec<Value> = Vec::new();
-            // Fingerprint → the representations with it (their equality is checked).
-            let mut seen: foldhash::HashMap<u64, Vec<usize>> = Default::default();
-            let mut index_of_location = Vec::with_capacity(locations.len());
-            for entity in entities {
-                let Some(mut representation) =
-                    representation(entity, group.requires, state.fetching.supergraph)
-                else {
-                    index_of_location.push(None);
-                    continue;
-                };
-                apply_rewrites(
-                    &mut representation,
-                    group.input_rewrites,
-                    state.fetching.supergraph,
-                );
-                let same = seen.entry(fingerprint64(&representation)).or_default();
-                let index = match same.iter().find(|&&i| representations[i] == representation) {
-                    Some(&index) => index,
-                    None => {
-                        representations.push(representation);
-                        same.push(representations.len() - 1);
-                        representations.len() - 1
-                    }
-                };
-                index_of_location.push(Some(index));
+            if let Some((derivations, plan)) = derivations {
+                let size = collected
+                    .iter()
+                    .map(|found| found.locations.len())
+                    .chain(representations_of.iter().map(Vec::len))
+                    .sum();
+                derivations.remember(&lineage, plan, fetch_id, size, || Derived {
+                    collected: collected.clone(),
+                    representations: representations_of.clone(),
+                });
             }
-            representations_of.push(representations);
-            collected.push(Collected {
-                locations,
-                index_of_location,
-            });
         }
     }
     if representations_of.iter().all(Vec::is_empty) {
@@ -989,13 +1051,18 @@ async fn entity_fetch(
         misses.push(missing);
     }
     let answer = if misses.iter().all(Vec::is_empty) {
-        Ok((Value::Object(Object::new()), Vec::new()))
+        Ok((Value::Object(Object::new()), Vec::new(), None))
     } else {
         let request = crate::transport::SubgraphRequest::query(operation, variables);
         send(state, service_name, request).await
     };
+    // What the response will have merged: this answer, unless the entity cache gave some.
+    let mut merged_answer = None;
     let (data, mut errors) = match answer {
-        Ok(answer) => answer,
+        Ok((data, errors, answer_id)) => {
+            merged_answer = answer_id.filter(|_| cached.is_none());
+            (data, errors)
+        }
         Err(error) => {
             // Every entity the fetch was for lost its fields: each gets the error at its own
             // path, so none of them is later reported as a spurious non-null violation.
@@ -1085,6 +1152,7 @@ async fn entity_fetch(
     }
     let mut target = state.data.lock().expect("data lock");
     merge_at_locations(&mut target, 0, &mut placed);
+    state.note_merged(fetch_id, merged_answer);
     drop(placed);
     if errors.is_empty() {
         return;

@@ -53,6 +53,16 @@ pub fn fingerprint64(value: &Value) -> u64 {
     hasher.finish()
 }
 
+/// The next step of a response's lineage (see [`crate::derived::Lineage`]): the keyed hash of
+/// the lineage so far, a fetch and the answer it merged.
+pub fn lineage_step(previous: u128, fetch: u64, answer: u64) -> u128 {
+    let mut hasher = keyed_hasher();
+    hasher.write_u128(previous);
+    hasher.write_u64(fetch);
+    hasher.write_u64(answer);
+    hasher.finish128().into()
+}
+
 /// A keyed 128-bit hasher: SipHash-1-3 with its 128-bit output, under a key drawn at random
 /// once per process, so nobody outside can craft two inputs that share a fingerprint.
 fn keyed_hasher() -> SipHasher13 {

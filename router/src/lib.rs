@@ -31,6 +31,7 @@
 pub mod apq;
 pub mod authorization;
 pub mod defer;
+pub mod derived;
 pub mod entitlements;
 pub mod entity_cache;
 pub mod execution;

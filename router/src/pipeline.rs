@@ -248,6 +248,9 @@ pub struct Router {
     caller_lifetime: std::time::Duration,
     /// The part of each operation each kind of caller may select, with its plan.
     restricted: Mutex<LruCache<(String, Access), Arc<Restricted>>>,
+    /// What entity fetches derived from responses made of shared answers (see
+    /// [`crate::derived`]).
+    derivations: crate::derived::Derivations<execution::Derived>,
     /// Plans, limits and entitlements; without them every caller is unlimited and holds only
     /// the scopes its credential gave.
     enforcement: Option<PlanEnforcement>,
@@ -348,6 +351,7 @@ impl Router {
             restricted: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(RESTRICTED_CACHE_SIZE).expect("not zero"),
             )),
+            derivations: Default::default(),
             enforcement: None,
             cache_policy: settings.cache_policy.clone(),
             entity_cache: None,
@@ -441,6 +445,12 @@ impl Router {
     pub fn shared_operations(&self) -> u64 {
         self.shared_operations
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many entity fetches took what an identical response had derived (see
+    /// [`crate::derived`]) instead of finding their entities themselves.
+    pub fn derived_fetches(&self) -> u64 {
+        self.derivations.taken()
     }
 
     /// How many operations are in flight as leaders of inbound sharing (for tests).
@@ -685,6 +695,7 @@ impl Router {
             cache_policy: &self.cache_policy,
             entity_cache: self.entity_cache.as_ref(),
             supergraph_version: &supergraph.version.hash,
+            derivations: Some((&self.derivations, to_run.id)),
         };
         let executed = execution::execute(&to_run.plan, &variables, &fetching).await;
         let max_age = executed.max_age;

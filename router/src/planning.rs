@@ -66,6 +66,8 @@ pub struct Planned {
     /// How long the last response's `data` was, in bytes: the next one's buffer starts that
     /// large instead of doubling its way up (copying what it holds each time).
     pub last_data_len: std::sync::atomic::AtomicUsize,
+    /// Unique in the process (a plan's address may be reused once it is dropped).
+    pub id: u64,
 }
 
 impl Planned {
@@ -448,6 +450,7 @@ impl PlanCache {
             coordinates,
             variable_definitions,
             last_data_len: std::sync::atomic::AtomicUsize::new(0),
+            id: next_plan_id(),
         });
         self.plans
             .lock()
@@ -455,6 +458,12 @@ impl PlanCache {
             .put(key, planned.clone());
         Ok((planned, false))
     }
+}
+
+/// A fresh plan id: ids are never reused while the process runs.
+fn next_plan_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Adds `__typename` to each selection set (of the operation to plan, not of the one the

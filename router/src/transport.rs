@@ -66,6 +66,15 @@ pub enum TransportError {
 /// `Err` says the subscription broke (the stream ends after it).
 pub type EventStream = futures_util::stream::BoxStream<'static, Result<Value, TransportError>>;
 
+/// Which answer a fetch got when it may have been shared with other requests: every request
+/// handed one subgraph answer gets the same `id` (unique in the process), and `joined` says
+/// whether this one joined a fetch another request led.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerId {
+    pub id: u64,
+    pub joined: bool,
+}
+
 /// Sends requests to subgraphs by name (and URL, as the supergraph gives it).
 pub trait Transport: Send + Sync {
     fn send<'a>(
@@ -74,6 +83,18 @@ pub trait Transport: Send + Sync {
         url: &'a str,
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>>;
+
+    /// [`Transport::send`], with the answer's identity when it is one that requests share (see
+    /// [`Deduplicated`]); by default an answer has none.
+    fn send_identified<'a>(
+        &'a self,
+        subgraph: &'a str,
+        url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<(Value, Option<AnswerId>), TransportError>> {
+        let sent = self.send(subgraph, url, request);
+        Box::pin(async move { sent.await.map(|value| (value, None)) })
+    }
 
     /// Opens a subscription: the subgraph's events until it completes it or the stream is
     /// dropped. By default a transport cannot subscribe.
@@ -816,10 +837,16 @@ impl Transport for InProcess {
 pub struct Deduplicated {
     inner: Arc<dyn Transport>,
     enabled: bool,
-    /// In-flight requests by their [`request_fingerprint`].
-    in_flight: SingleFlight<u128, Result<Value, TransportError>>,
+    /// In-flight requests by their [`request_fingerprint`], each answer with its id.
+    in_flight: SingleFlight<u128, Result<(Value, u64), TransportError>>,
     shared: std::sync::atomic::AtomicU64,
     metrics: Option<gospelib_kit::metrics::Metrics>,
+}
+
+/// A fresh answer id: ids are never reused while the process runs.
+fn next_answer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Deduplicated {
@@ -864,9 +891,20 @@ impl Transport for Deduplicated {
         url: &'a str,
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
+        let sent = self.send_identified(subgraph, url, request);
+        Box::pin(async move { sent.await.map(|(value, _)| value) })
+    }
+
+    fn send_identified<'a>(
+        &'a self,
+        subgraph: &'a str,
+        url: &'a str,
+        request: SubgraphRequest,
+    ) -> BoxFuture<'a, Result<(Value, Option<AnswerId>), TransportError>> {
         Box::pin(async move {
             if !self.enabled || request.mutation {
-                return self.inner.send(subgraph, url, request).await;
+                let answer = self.inner.send(subgraph, url, request).await;
+                return answer.map(|value| (value, None));
             }
             let key = request_fingerprint(
                 subgraph,
@@ -882,15 +920,19 @@ impl Transport for Deduplicated {
                     metrics.count_shared_fetch(subgraph);
                 }
             };
-            let (answer, _) = self
+            let (answer, role) = self
                 .in_flight
                 .run_noting_joins(
                     key,
-                    || self.inner.send(subgraph, url, request),
+                    || async move {
+                        let answer = self.inner.send(subgraph, url, request).await;
+                        answer.map(|value| (value, next_answer_id()))
+                    },
                     count_shared,
                 )
                 .await;
-            answer
+            let joined = matches!(role, crate::single_flight::Role::Joined);
+            answer.map(|(value, id)| (value, Some(AnswerId { id, joined })))
         })
     }
 

@@ -77,6 +77,49 @@ async fn identical_fetches_in_flight_are_sent_once() {
 }
 
 #[tokio::test]
+async fn a_shared_answer_has_one_id_for_all_who_got_it_and_others_have_their_own() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let transport = Deduplicated::new(slow(&calls));
+    let (a, b, c) = tokio::join!(
+        transport.send_identified("s", "", request("{ a }")),
+        transport.send_identified("s", "", request("{ a }")),
+        transport.send_identified("s", "", request("{ b }")),
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!(a.0, b.0);
+    let (a, b, c) = (a.1.unwrap(), b.1.unwrap(), c.1.unwrap());
+    assert_eq!(a.id, b.id, "one answer, one id");
+    assert_eq!(
+        (a.joined, b.joined),
+        (false, true),
+        "the first led, the second joined"
+    );
+    assert_ne!(c.id, a.id);
+    assert!(!c.joined);
+    // The same request later is another answer.
+    let later = transport
+        .send_identified("s", "", request("{ a }"))
+        .await
+        .unwrap();
+    assert!(
+        later
+            .1
+            .is_some_and(|later| later.id != a.id && !later.joined)
+    );
+    // Answers that are never shared have no id.
+    let off = Deduplicated::new(slow(&calls)).enabled(false);
+    let alone = off
+        .send_identified("s", "", request("{ a }"))
+        .await
+        .unwrap();
+    assert_eq!(alone.1, None);
+    let mut mutation = request("mutation { a }");
+    mutation.mutation = true;
+    let mutated = transport.send_identified("s", "", mutation).await.unwrap();
+    assert_eq!(mutated.1, None);
+}
+
+#[tokio::test]
 async fn mutations_are_never_shared_whatever_their_text() {
     let calls = Arc::new(AtomicUsize::new(0));
     let transport = Deduplicated::new(Arc::new(InProcess::default().with(

@@ -257,6 +257,7 @@ impl Context {
             cache_policy: &self.router.cache_policy,
             entity_cache: self.router.entity_cache.as_ref(),
             supergraph_version: &self.supergraph.version.hash,
+            derivations: None,
         }
     }
 
