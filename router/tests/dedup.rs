@@ -1,6 +1,7 @@
 //! Identical subgraph fetches in flight at the same time are sent once; different ones (other
-//! variables, other headers), mutations and fetches with sharing switched off are not; and no
-//! entry outlives the fetch that leads it, even when that fetch is dropped midway.
+//! variables, other headers), mutations and fetches with sharing switched off are not; a shared
+//! answer has one id for all who got it; and no entry outlives the fetch that leads it, even
+//! when that fetch is dropped midway.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
