@@ -12,29 +12,11 @@ use std::time::Duration;
 
 mod support;
 
-use gospelib_kit::caller::{Caller, InternalSecret};
+use gospelib_kit::caller::Caller;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::settings::RouterSettings;
-use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use serde_json::{Map, Value, json};
-use support::{SDL, products, reviews};
-
-/// A subgraph that answers after a pause, counting the requests it really gets.
-struct Counted {
-    inner: Arc<dyn LocalSubgraph>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl LocalSubgraph for Counted {
-    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            self.inner.execute(request).await
-        })
-    }
-}
+use support::counted_router;
 
 /// A router over a slow, counted `products` and `reviews`, with inbound sharing as given.
 fn router(inbound_dedupe: bool, calls: &Arc<AtomicUsize>) -> Router {
@@ -43,21 +25,7 @@ fn router(inbound_dedupe: bool, calls: &Arc<AtomicUsize>) -> Router {
         inbound_dedupe,
         ..RouterSettings::default()
     };
-    let counted = |inner| -> Arc<dyn LocalSubgraph> {
-        Arc::new(Counted {
-            inner,
-            calls: calls.clone(),
-        })
-    };
-    let transport = InProcess::default()
-        .with("products", counted(products()))
-        .with("reviews", counted(reviews()));
-    Router::from_settings(
-        Supergraph::parse(SDL, None).unwrap(),
-        Arc::new(transport),
-        &settings,
-    )
-    .with_internal_secret(InternalSecret::new(&[7; 32]).unwrap())
+    counted_router(&settings, calls, Duration::from_millis(150))
 }
 
 const QUERY: &str =

@@ -6,12 +6,17 @@
 pub mod attacks;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
 use gospelib_kit::Subgraph;
+use gospelib_kit::caller::InternalSecret;
 use gospelib_kit::server::{AppSpec, build_app, serve};
-use gospelib_router::transport::{BoxFuture, LocalSubgraph};
+use gospelib_router::pipeline::Router;
+use gospelib_router::settings::RouterSettings;
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use serde_json::{Value, json};
 
 /// The supergraph of the two, with placeholder URLs (`http://127.0.0.1:4001/graphql` for
@@ -214,4 +219,48 @@ pub fn assert_first_error(response: &Value, message: &str, code: &str) {
     let error = &response["errors"][0];
     assert_eq!(error["message"], message, "{response}");
     assert_eq!(error["extensions"]["code"], code, "{response}");
+}
+
+// ---- slow, counted subgraphs behind a router ----
+
+/// A subgraph that answers after `delay`, counting the requests it really gets.
+pub struct Counted {
+    pub inner: Arc<dyn LocalSubgraph>,
+    pub calls: Arc<AtomicUsize>,
+    pub delay: Duration,
+}
+
+impl LocalSubgraph for Counted {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.execute(request).await
+        })
+    }
+}
+
+/// A router (with `settings`) over `products` and `reviews` in process, each answering after
+/// `delay` and counting its requests into `calls`.
+pub fn counted_router(
+    settings: &RouterSettings,
+    calls: &Arc<AtomicUsize>,
+    delay: Duration,
+) -> Router {
+    let counted = |inner| -> Arc<dyn LocalSubgraph> {
+        Arc::new(Counted {
+            inner,
+            calls: calls.clone(),
+            delay,
+        })
+    };
+    let transport = InProcess::default()
+        .with("products", counted(products()))
+        .with("reviews", counted(reviews()));
+    Router::from_settings(
+        Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(transport),
+        settings,
+    )
+    .with_internal_secret(InternalSecret::new(&[7; 32]).unwrap())
 }
