@@ -128,7 +128,7 @@ impl<T> Derivations<T> {
         plan: u64,
         fetch: usize,
         size: usize,
-        derived: impl FnOnce() -> T,
+        derived: &Arc<T>,
     ) {
         if !lineage.all_joined || size > MAX_SIZE {
             return;
@@ -136,12 +136,11 @@ impl<T> Derivations<T> {
         let Some(key) = lineage.key(plan, fetch) else {
             return;
         };
-        let derived = Arc::new(derived());
         let mut entries = self.entries.lock().expect("derivations lock");
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(key, derived);
+        entries.insert(key, derived.clone());
     }
 
     /// How many are remembered (for tests).
@@ -168,7 +167,7 @@ mod tests {
         let mut one = Lineage::empty();
         one.merged(10, shared(1));
         one.merged(20, shared(2));
-        derivations.remember(&one, 7, 30, 1, || "one");
+        derivations.remember(&one, 7, 30, 1, &Arc::new("one"));
         assert_eq!(derivations.get(&one, 7, 30).as_deref(), Some(&"one"));
         assert_eq!(derivations.taken(), 1);
         // The same answers in another order, another answer, another plan or fetch: nothing.
@@ -200,16 +199,16 @@ mod tests {
                 joined: false,
             }),
         );
-        derivations.remember(&led, 1, 30, 1, || 1);
+        derivations.remember(&led, 1, 30, 1, &Arc::new(1));
         assert!(derivations.is_empty());
         // Something merged without an id (a cached answer): neither remembered nor found.
         let mut traced = Lineage::empty();
         traced.merged(10, shared(1));
-        derivations.remember(&traced, 1, 30, 1, || 2);
+        derivations.remember(&traced, 1, 30, 1, &Arc::new(2));
         let mut cached = traced;
         cached.untraceable();
         cached.merged(40, shared(4));
-        derivations.remember(&cached, 1, 30, 1, || 3);
+        derivations.remember(&cached, 1, 30, 1, &Arc::new(3));
         assert_eq!(derivations.len(), 1);
         assert!(derivations.get(&cached, 1, 30).is_none());
         let mut without_id = traced;
@@ -223,13 +222,13 @@ mod tests {
         let derivations: Derivations<usize> = Derivations::default();
         let mut lineage = Lineage::empty();
         lineage.merged(10, shared(1));
-        derivations.remember(&lineage, 1, 30, MAX_SIZE + 1, || 0);
+        derivations.remember(&lineage, 1, 30, MAX_SIZE + 1, &Arc::new(0));
         assert!(derivations.is_empty(), "too large to keep");
         for fetch in 0..MAX_ENTRIES {
-            derivations.remember(&lineage, 1, fetch, MAX_SIZE, || fetch);
+            derivations.remember(&lineage, 1, fetch, MAX_SIZE, &Arc::new(fetch));
         }
         assert_eq!(derivations.len(), MAX_ENTRIES);
-        derivations.remember(&lineage, 1, MAX_ENTRIES, 1, || MAX_ENTRIES);
+        derivations.remember(&lineage, 1, MAX_ENTRIES, 1, &Arc::new(MAX_ENTRIES));
         assert_eq!(derivations.len(), 1, "full: dropped, then the new one kept");
         assert_eq!(
             derivations.get(&lineage, 1, MAX_ENTRIES).as_deref(),

@@ -4,7 +4,7 @@
 //! that is down or answers garbage costs only the fields it would have provided, with an
 //! `UPSTREAM_UNAVAILABLE` error.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
@@ -927,7 +927,42 @@ pub struct Derived {
     representations: Vec<Vec<Value>>,
 }
 
-/// Each entity's representation for `group`, as an index into the distinct ones (`None` for an
+impl Derived {
+    /// What [`crate::derived::MAX_SIZE`] bounds: the entities' locations and the distinct
+    /// representations, counted together.
+    fn size(&self) -> usize {
+        self.collected
+            .iter()
+            .map(|found| found.locations.len())
+            .chain(self.representations.iter().map(Vec::len))
+            .sum()
+    }
+}
+
+/// Finds each group's entities in `data` and their distinct representations.
+fn derive(data: &Value, groups: &[EntityGroup<'_>], supergraph: &SupergraphState) -> Derived {
+    let mut collected = Vec::with_capacity(groups.len());
+    let mut representations = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut locations = Locations::default();
+        let mut entities = Vec::new();
+        for path in &group.paths {
+            entity_locations(data, path, supergraph, &mut locations, &mut entities);
+        }
+        let (index_of_location, distinct) = distinct_representations(&entities, group, supergraph);
+        collected.push(Collected {
+            locations,
+            index_of_location,
+        });
+        representations.push(distinct);
+    }
+    Derived {
+        collected,
+        representations,
+    }
+}
+
+/// Each entity's representation for `group`, as an index/// Each entity's representation for `group`, as an index into the distinct ones (`None` for an
 /// entity without one), and the distinct representations, rewritten as the group says.
 fn distinct_representations(
     entities: &[&Value],
@@ -970,49 +1005,28 @@ async fn entity_fetch(
     // Collect the entities and their distinct representations, group by group: from what an
     // identical response led to, when this one's answers were shared (see `crate::derived`).
     let fetch_id = operation.as_ptr() as usize;
-    let mut collected = Vec::with_capacity(groups.len());
-    let mut representations_of: Vec<Vec<Value>> = Vec::with_capacity(groups.len());
-    {
+    let mut derived = {
         let data = state.data.lock().expect("data lock");
         let lineage = *state.lineage.lock().expect("lineage lock");
         let derivations = state.fetching.derivations;
-        if let Some(derived) = derivations.and_then(|(d, plan)| d.get(&lineage, plan, fetch_id)) {
-            collected.clone_from(&derived.collected);
-            representations_of.clone_from(&derived.representations);
-        } else {
-            for group in &groups {
-                let mut locations = Locations::default();
-                let mut entities = Vec::new();
-                for path in &group.paths {
-                    entity_locations(
-                        &data,
-                        path,
-                        state.fetching.supergraph,
-                        &mut locations,
-                        &mut entities,
-                    );
+        match derivations.and_then(|(d, plan)| d.get(&lineage, plan, fetch_id)) {
+            Some(derived) => derived,
+            None => {
+                let derived = Arc::new(derive(&data, &groups, state.fetching.supergraph));
+                if let Some((derivations, plan)) = derivations {
+                    derivations.remember(&lineage, plan, fetch_id, derived.size(), &derived);
                 }
-                let (index_of_location, representations) =
-                    distinct_representations(&entities, group, state.fetching.supergraph);
-                collected.push(Collected {
-                    locations,
-                    index_of_location,
-                });
-                representations_of.push(representations);
-            }
-            if let Some((derivations, plan)) = derivations {
-                let size = collected
-                    .iter()
-                    .map(|found| found.locations.len())
-                    .chain(representations_of.iter().map(Vec::len))
-                    .sum();
-                derivations.remember(&lineage, plan, fetch_id, size, || Derived {
-                    collected: collected.clone(),
-                    representations: representations_of.clone(),
-                });
+                derived
             }
         }
-    }
+    };
+    // The representations go into the request: moved out when nobody else holds them, copied
+    // when they are remembered. Where the entities are is read in place.
+    let mut representations_of = match Arc::get_mut(&mut derived) {
+        Some(own) => std::mem::take(&mut own.representations),
+        None => derived.representations.clone(),
+    };
+    let collected: &[Collected] = &derived.collected;
     if representations_of.iter().all(Vec::is_empty) {
         return;
     }
@@ -1124,7 +1138,7 @@ async fn entity_fetch(
     // Each location's entity, moved out of the answer for its last location and cloned for
     // the others, in the order the locations were found (shared steps next to each other).
     let mut placed: Vec<(&[u32], Value)> = Vec::new();
-    for ((group, found), entities) in groups.iter().zip(&collected).zip(&mut answers) {
+    for ((group, found), entities) in groups.iter().zip(collected).zip(&mut answers) {
         let mut uses = vec![0usize; entities.len()];
         for index in found.index_of_location.iter().flatten() {
             if let Some(count) = uses.get_mut(*index) {

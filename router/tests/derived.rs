@@ -99,17 +99,13 @@ async fn responses_made_of_other_answers_derive_their_own() {
         vec![request(1); 4],
         vec![request(2); 4],
     ];
-    for batch in &batches {
-        let first = batch[0].variables["first"].as_u64().unwrap() as usize;
-        for answer in run_together(&router, batch).await {
+    let mixed: Vec<_> = (0..10).map(|i| request(1 + i % 2)).collect();
+    for batch in batches.iter().chain([&mixed]) {
+        let answers = run_together(&router, batch).await;
+        for (request, answer) in batch.iter().zip(&answers) {
+            let first = request.variables["first"].as_u64().unwrap() as usize;
             assert_eq!(answer["data"], expected(first), "{answer}");
         }
-    }
-    let mixed: Vec<_> = (0..10).map(|i| request(1 + i % 2)).collect();
-    let answers = run_together(&router, &mixed).await;
-    for (request, answer) in mixed.iter().zip(&answers) {
-        let first = request.variables["first"].as_u64().unwrap() as usize;
-        assert_eq!(answer["data"], expected(first), "{answer}");
     }
     assert!(
         router.derived_fetches() >= 6,
