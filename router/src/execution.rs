@@ -21,7 +21,7 @@ use crate::value::{Object, Value};
 use hive_router_query_planner::state::supergraph_state::SupergraphState;
 
 use crate::derived::{Derivations, Lineage};
-use crate::transport::{AnswerId, Transport, TransportError};
+use crate::transport::{Answer, AnswerId, Transport, TransportError};
 
 /// Where entities sit in the response, each as a list of steps: a field's position in its
 /// object, or an item's index in its list. Positions rather than keys, because objects only
@@ -67,12 +67,15 @@ fn child_at_mut(value: &mut Value, step: u32) -> Option<&mut Value> {
 /// Merges each entity into the value at its location under `value` (whose own location is
 /// `depth` steps long and a prefix of them all). Locations that share a step are descended
 /// together, so each object on the way is reached once, not once per entity below it.
-fn merge_at_locations(value: &mut Value, depth: usize, entities: &mut [(&[u32], Value)]) {
+fn merge_at_locations(value: &mut Value, depth: usize, entities: &mut [(&[u32], Entity<'_>)]) {
     let mut rest = entities;
     while let Some(((location, _), _)) = rest.split_first() {
         let Some(&step) = location.get(depth) else {
             let ((_, entity), tail) = rest.split_first_mut().expect("not empty");
-            merge(value, entity.take());
+            match entity {
+                Entity::Own(own) => merge(value, own.take()),
+                Entity::Shared(shared) => merge_copied(value, shared),
+            }
             rest = tail;
             continue;
         };
@@ -392,18 +395,30 @@ fn with_a_code(error: Value) -> serde_json::Value {
 /// Checks that a subgraph's answer is a GraphQL response.
 fn parse_response(
     subgraph: &str,
-    response: Value,
-) -> Result<(Value, Vec<serde_json::Value>), TransportError> {
-    let Value::Object(mut body) = response else {
+    answer: Answer,
+) -> Result<(Data, Vec<serde_json::Value>), TransportError> {
+    let errors = response_errors(subgraph, answer.body())?;
+    let data = match answer {
+        Answer::Own(Value::Object(mut body)) => Data::Own(body.remove("data").unwrap_or_default()),
+        Answer::Own(_) => unreachable!("response_errors refuses a body that is not an object"),
+        Answer::Shared(body) => Data::Shared(body),
+    };
+    Ok((data, errors))
+}
+
+/// A response body's errors (each with a code), once the body is found to be a GraphQL
+/// response: an object with `data` (an object or null) or `errors` (a list), or both.
+fn response_errors(subgraph: &str, body: &Value) -> Result<Vec<serde_json::Value>, TransportError> {
+    let Value::Object(body) = body else {
         return Err(TransportError::Garbage {
             subgraph: subgraph.to_owned(),
             reason: "the body is not a JSON object".to_owned(),
         });
     };
-    let data = body.remove("data").unwrap_or(Value::Null);
-    let errors = match body.remove("errors") {
+    let data = body.get("data").unwrap_or(&Value::Null);
+    let errors = match body.get("errors") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(errors)) => errors.into_iter().map(with_a_code).collect(),
+        Some(Value::Array(errors)) => errors.iter().cloned().map(with_a_code).collect(),
         Some(_) => {
             return Err(TransportError::Garbage {
                 subgraph: subgraph.to_owned(),
@@ -423,14 +438,60 @@ fn parse_response(
             reason: "neither `data` nor `errors`".to_owned(),
         });
     }
-    Ok((data, errors))
+    Ok(errors)
+}
+
+/// A fetch's `data`: its own, or read in place in the answer it shares with other requests
+/// (see [`crate::transport::Deduplicated`]), which saves copying all of it for each of them.
+enum Data {
+    Own(Value),
+    /// The whole shared response body.
+    Shared(Arc<Value>),
+}
+
+impl Data {
+    fn get(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        match self {
+            Data::Own(data) => data,
+            Data::Shared(body) => body.get("data").unwrap_or(&NULL),
+        }
+    }
+
+    /// The data as this request's own: copied when others still share it.
+    fn into_owned(self) -> Value {
+        match self {
+            Data::Own(data) => data,
+            Data::Shared(body) => match Arc::try_unwrap(body) {
+                Ok(Value::Object(mut body)) => body.remove("data").unwrap_or_default(),
+                Ok(_) => Value::Null,
+                Err(body) => body.get("data").cloned().unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// One entity a fetch answered, to be merged at its locations: its own, or read in place in a
+/// shared answer (then each location gets a copy of its fields, never of the whole).
+enum Entity<'d> {
+    Own(Value),
+    Shared(&'d Value),
+}
+
+impl Entity<'_> {
+    fn value(&self) -> &Value {
+        match self {
+            Entity::Own(value) => value,
+            Entity::Shared(value) => value,
+        }
+    }
 }
 
 async fn send(
     state: &State<'_>,
     service_name: &str,
     request: crate::transport::SubgraphRequest,
-) -> Result<(Value, Vec<serde_json::Value>, Option<AnswerId>), TransportError> {
+) -> Result<(Data, Vec<serde_json::Value>, Option<AnswerId>), TransportError> {
     let url = state
         .fetching
         .urls
@@ -565,8 +626,9 @@ impl<'p> SubscriptionPlan<'p> {
     ) -> Executed {
         let state = State::new(fetching, variables);
         let subgraph = &self.primary.service_name;
-        match event.and_then(|response| parse_response(subgraph, response)) {
-            Ok((mut data, errors)) => {
+        match event.and_then(|response| parse_response(subgraph, Answer::Own(response))) {
+            Ok((data, errors)) => {
+                let mut data = data.into_owned();
                 apply_rewrites(
                     &mut data,
                     self.primary.output_rewrites.as_deref(),
@@ -658,13 +720,13 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
     let document = &fetch.operation.document_str;
     let mut cached = lookup_root(state, &fetch.service_name, document, &variables).await;
     let answer = match cached.as_mut().and_then(|c| c.data.take()) {
-        Some(data) => Ok((data, Vec::new(), None)),
+        Some(data) => Ok((Data::Own(data), Vec::new(), None)),
         None => {
             let request = crate::transport::SubgraphRequest::query(document.clone(), variables);
             let answer = send(state, &fetch.service_name, request).await;
             if let (Some(cached), Ok((data, errors, _))) = (cached, &answer)
                 && errors.is_empty()
-                && data.is_object()
+                && data.get().is_object()
             {
                 let CachedRoot {
                     cache,
@@ -673,14 +735,14 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
                     seconds,
                     ..
                 } = cached;
-                cache.store_root(&version, key, data, seconds);
+                cache.store_root(&version, key, data.get(), seconds);
             }
             answer
         }
     };
     match answer {
         Ok((data, errors, answer_id)) => {
-            let mut data = data;
+            let mut data = data.into_owned();
             apply_rewrites(
                 &mut data,
                 fetch.output_rewrites.as_deref(),
@@ -1065,7 +1127,7 @@ async fn entity_fetch(
         misses.push(missing);
     }
     let answer = if misses.iter().all(Vec::is_empty) {
-        Ok((Value::Object(Object::new()), Vec::new(), None))
+        Ok((Data::Own(Value::Object(Object::new())), Vec::new(), None))
     } else {
         let request = crate::transport::SubgraphRequest::query(operation, variables);
         send(state, service_name, request).await
@@ -1092,22 +1154,35 @@ async fn entity_fetch(
                 .collect();
             drop(data);
             state.errors.lock().expect("errors lock").extend(errors);
-            (Value::Object(Object::new()), Vec::new())
+            (Data::Own(Value::Object(Object::new())), Vec::new())
         }
     };
     // The subgraph numbered the entities it was asked for; the response's are all of them.
     for error in &mut errors {
         renumber_entity_error(error, &groups, &misses);
     }
-    // The answer is ours: its entities are moved into the response, each cloned only for a
-    // representation shared by several locations (not deep-copied for every location).
-    let mut data = data;
+    // An answer of our own has its entities moved into the response, each cloned only for a
+    // representation shared by several locations (not deep-copied for every location). A
+    // shared answer is read in place (one the entity cache will store from is made ours).
+    let (mut own, shared) = match data {
+        Data::Shared(body) if cached.is_none() => (Value::Null, Some(body)),
+        data => (data.into_owned(), None),
+    };
     let mut cached = cached;
-    let mut answers: Vec<Vec<Value>> = Vec::with_capacity(groups.len());
+    let mut answers: Vec<Vec<Entity<'_>>> = Vec::with_capacity(groups.len());
     for (g, group) in groups.iter().enumerate() {
-        let mut fetched = match data.get_mut(group.response_key).map(Value::take) {
-            Some(Value::Array(entities)) => entities.into_iter(),
-            _ => Vec::new().into_iter(),
+        let mut fetched: Box<dyn Iterator<Item = Entity<'_>>> = match &shared {
+            Some(body) => match body
+                .get("data")
+                .and_then(|data| data.get(group.response_key))
+            {
+                Some(Value::Array(entities)) => Box::new(entities.iter().map(Entity::Shared)),
+                _ => Box::new(std::iter::empty()),
+            },
+            None => match own.get_mut(group.response_key).map(Value::take) {
+                Some(Value::Array(entities)) => Box::new(entities.into_iter().map(Entity::Own)),
+                _ => Box::new(std::iter::empty()),
+            },
         };
         let total = collected[g]
             .index_of_location
@@ -1119,10 +1194,10 @@ async fn entity_fetch(
         let mut next_miss = misses[g].iter().peekable();
         for i in 0..total {
             if next_miss.next_if(|&&m| m == i).is_some() {
-                entities.push(fetched.next().unwrap_or(Value::Null));
+                entities.push(fetched.next().unwrap_or(Entity::Own(Value::Null)));
             } else {
                 let hit = cached.as_mut().and_then(|c| c.entities[g][i].take());
-                entities.push(hit.unwrap_or(Value::Null));
+                entities.push(Entity::Own(hit.unwrap_or(Value::Null)));
             }
         }
         answers.push(entities);
@@ -1133,11 +1208,11 @@ async fn entity_fetch(
     // Which entities came back null, for the errors below (before they are moved).
     let nulls: Vec<Vec<bool>> = answers
         .iter()
-        .map(|entities| entities.iter().map(Value::is_null).collect())
+        .map(|entities| entities.iter().map(|e| e.value().is_null()).collect())
         .collect();
     // Each location's entity, moved out of the answer for its last location and cloned for
     // the others, in the order the locations were found (shared steps next to each other).
-    let mut placed: Vec<(&[u32], Value)> = Vec::new();
+    let mut placed: Vec<(&[u32], Entity<'_>)> = Vec::new();
     for ((group, found), entities) in groups.iter().zip(collected).zip(&mut answers) {
         let mut uses = vec![0usize; entities.len()];
         for index in found.index_of_location.iter().flatten() {
@@ -1151,17 +1226,21 @@ async fn entity_fetch(
                 continue;
             };
             uses[*index] -= 1;
-            let mut entity = if uses[*index] == 0 {
-                entity.take()
-            } else {
-                entity.clone()
+            let mut entity = match entity {
+                Entity::Shared(shared) if group.output_rewrites.is_none() => {
+                    placed.push((location, Entity::Shared(shared)));
+                    continue;
+                }
+                Entity::Shared(shared) => Value::clone(shared),
+                Entity::Own(own) if uses[*index] == 0 => own.take(),
+                Entity::Own(own) => own.clone(),
             };
             apply_rewrites(
                 &mut entity,
                 group.output_rewrites,
                 state.fetching.supergraph,
             );
-            placed.push((location, entity));
+            placed.push((location, Entity::Own(entity)));
         }
     }
     let mut target = state.data.lock().expect("data lock");
@@ -1340,7 +1419,7 @@ fn renumber_entity_error(
 fn store_fetched(
     groups: &[EntityGroup<'_>],
     misses: &[Vec<usize>],
-    answers: &[Vec<Value>],
+    answers: &[Vec<Entity<'_>>],
     errors: &[serde_json::Value],
     cached: CachedEntities<'_>,
 ) {
@@ -1365,7 +1444,7 @@ fn store_fetched(
         }
         for &i in &misses[g] {
             let (Some(Some((key, seconds))), Some(entity)) =
-                (cached.keys[g].get(i), answers[g].get(i))
+                (cached.keys[g].get(i), answers[g].get(i).map(Entity::value))
             else {
                 continue;
             };
@@ -1413,6 +1492,31 @@ pub fn merge(target: &mut Value, source: Value) {
         (target, source) => {
             if target.is_null() || !source.is_null() {
                 *target = source;
+            }
+        }
+    }
+}
+
+/// [`merge`] from a value read in place: what `target` lacks is copied from `source`.
+pub fn merge_copied(target: &mut Value, source: &Value) {
+    match (target, source) {
+        (Value::Object(target), Value::Object(source)) => {
+            target.reserve(source.len());
+            for (key, value) in source.iter() {
+                match target.get_mut(key) {
+                    Some(existing) => merge_copied(existing, value),
+                    None => target.push_unique(key.clone(), value.clone()),
+                }
+            }
+        }
+        (Value::Array(target), Value::Array(source)) if target.len() == source.len() => {
+            for (existing, value) in target.iter_mut().zip(source) {
+                merge_copied(existing, value);
+            }
+        }
+        (target, source) => {
+            if target.is_null() || !source.is_null() {
+                *target = source.clone();
             }
         }
     }
@@ -1492,13 +1596,6 @@ mod tests {
 
     #[test]
     fn entities_merge_at_their_locations_in_any_order_and_shared_steps_are_taken_once() {
-        let mut data = value(serde_json::json!({
-            "top": [
-                {"id": "1", "reviews": [{"id": "a"}, {"id": "b"}]},
-                {"id": "2", "reviews": [{"id": "c"}]}
-            ],
-            "other": {"id": "3"}
-        }));
         let at = |steps: &[u32]| steps.to_vec();
         let locations = [
             at(&[0, 0, 1, 0]),
@@ -1509,26 +1606,74 @@ mod tests {
             // A location that no longer leads anywhere is skipped.
             at(&[0, 5, 1, 0]),
         ];
-        let mut placed: Vec<(&[u32], Value)> = locations
+        let entities: Vec<Value> = ["A", "C", "O", "B", "P", "X"]
             .iter()
-            .zip(["A", "C", "O", "B", "P", "X"])
-            .map(|(location, name)| {
-                (
-                    location.as_slice(),
-                    value(serde_json::json!({"name": name})),
-                )
-            })
+            .map(|name| value(serde_json::json!({"name": name})))
             .collect();
-        merge_at_locations(&mut data, 0, &mut placed);
-        assert_eq!(
-            serde_json::Value::from(data),
-            serde_json::json!({
+        // Entities of the request's own answer, moved in, and entities of a shared answer,
+        // read in place and copied: the same response either way.
+        for shared in [false, true] {
+            let mut data = value(serde_json::json!({
                 "top": [
-                    {"id": "1", "reviews": [{"id": "a", "name": "A"}, {"id": "b", "name": "B"}],
-                     "name": "P"},
-                    {"id": "2", "reviews": [{"id": "c", "name": "C"}]}
+                    {"id": "1", "reviews": [{"id": "a"}, {"id": "b"}]},
+                    {"id": "2", "reviews": [{"id": "c"}]}
                 ],
-                "other": {"id": "3", "name": "O"}
+                "other": {"id": "3"}
+            }));
+            let mut placed: Vec<(&[u32], Entity<'_>)> = locations
+                .iter()
+                .zip(&entities)
+                .map(|(location, entity)| {
+                    let entity = match shared {
+                        true => Entity::Shared(entity),
+                        false => Entity::Own(entity.clone()),
+                    };
+                    (location.as_slice(), entity)
+                })
+                .collect();
+            merge_at_locations(&mut data, 0, &mut placed);
+            assert_eq!(
+                serde_json::Value::from(data),
+                serde_json::json!({
+                    "top": [
+                        {"id": "1", "reviews": [{"id": "a", "name": "A"}, {"id": "b", "name": "B"}],
+                         "name": "P"},
+                        {"id": "2", "reviews": [{"id": "c", "name": "C"}]}
+                    ],
+                    "other": {"id": "3", "name": "O"}
+                }),
+                "shared: {shared}"
+            );
+        }
+    }
+
+    #[test]
+    fn merging_a_copy_in_place_is_merging_the_value() {
+        let target = value(serde_json::json!({
+            "a": {"x": 1, "list": [{"k": 1}, {"k": 2}], "gone": null},
+            "keep": "kept",
+            "short": [1, 2]
+        }));
+        let source = value(serde_json::json!({
+            "a": {"y": "new", "list": [{"v": "p"}, {"v": "q"}], "gone": {"back": true}},
+            "keep": null,
+            "short": [3],
+            "added": [{"deep": {"er": [1, {"s": "t"}]}}]
+        }));
+        let mut moved = target.clone();
+        merge(&mut moved, source.clone());
+        let mut copied = target;
+        merge_copied(&mut copied, &source);
+        assert_eq!(copied, moved);
+        // A null never replaces a value; lists of another length are replaced whole.
+        assert_eq!(
+            serde_json::Value::from(copied),
+            serde_json::json!({
+                "a": {"x": 1, "list": [{"k": 1, "v": "p"}, {"k": 2, "v": "q"}],
+                      "gone": {"back": true}, "y": "new"},
+                "keep": "kept",
+                "short": [3],
+                "added": [{"deep": {"er": [1, {"s": "t"}]}}]
             })
         );
     }

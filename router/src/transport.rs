@@ -75,6 +75,42 @@ pub struct AnswerId {
     pub joined: bool,
 }
 
+/// A subgraph's answer (its whole response body) as a fetch receives it: its own, or one it
+/// shares with the other requests that sent the identical fetch at the same time (see
+/// [`Deduplicated`]), to be read in place rather than copied once for each of them.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Own(Value),
+    Shared(Arc<Value>),
+}
+
+impl Answer {
+    /// An answer handed to several requests: theirs to share, or this one's own when nobody
+    /// else holds it any more.
+    pub fn of_shared(shared: Arc<Value>) -> Self {
+        match Arc::try_unwrap(shared) {
+            Ok(own) => Answer::Own(own),
+            Err(shared) => Answer::Shared(shared),
+        }
+    }
+
+    /// The response body.
+    pub fn body(&self) -> &Value {
+        match self {
+            Answer::Own(body) => body,
+            Answer::Shared(body) => body,
+        }
+    }
+
+    /// The response body, copied when others still share it.
+    pub fn into_owned(self) -> Value {
+        match self {
+            Answer::Own(body) => body,
+            Answer::Shared(body) => Arc::unwrap_or_clone(body),
+        }
+    }
+}
+
 /// Sends requests to subgraphs by name (and URL, as the supergraph gives it).
 pub trait Transport: Send + Sync {
     fn send<'a>(
@@ -91,9 +127,9 @@ pub trait Transport: Send + Sync {
         subgraph: &'a str,
         url: &'a str,
         request: SubgraphRequest,
-    ) -> BoxFuture<'a, Result<(Value, Option<AnswerId>), TransportError>> {
+    ) -> BoxFuture<'a, Result<(Answer, Option<AnswerId>), TransportError>> {
         let sent = self.send(subgraph, url, request);
-        Box::pin(async move { sent.await.map(|value| (value, None)) })
+        Box::pin(async move { sent.await.map(|value| (Answer::Own(value), None)) })
     }
 
     /// Opens a subscription: the subgraph's events until it completes it or the stream is
@@ -837,8 +873,9 @@ impl Transport for InProcess {
 pub struct Deduplicated {
     inner: Arc<dyn Transport>,
     enabled: bool,
-    /// In-flight requests by their [`request_fingerprint`], each answer with its id.
-    in_flight: SingleFlight<u128, Result<(Value, u64), TransportError>>,
+    /// In-flight requests by their [`request_fingerprint`], each answer with its id. Answers
+    /// are handed out by reference: each request reads what it needs of one in place.
+    in_flight: SingleFlight<u128, Result<(Arc<Value>, u64), TransportError>>,
     shared: std::sync::atomic::AtomicU64,
     metrics: Option<gospelib_kit::metrics::Metrics>,
 }
@@ -892,7 +929,7 @@ impl Transport for Deduplicated {
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<Value, TransportError>> {
         let sent = self.send_identified(subgraph, url, request);
-        Box::pin(async move { sent.await.map(|(value, _)| value) })
+        Box::pin(async move { sent.await.map(|(answer, _)| answer.into_owned()) })
     }
 
     fn send_identified<'a>(
@@ -900,11 +937,11 @@ impl Transport for Deduplicated {
         subgraph: &'a str,
         url: &'a str,
         request: SubgraphRequest,
-    ) -> BoxFuture<'a, Result<(Value, Option<AnswerId>), TransportError>> {
+    ) -> BoxFuture<'a, Result<(Answer, Option<AnswerId>), TransportError>> {
         Box::pin(async move {
             if !self.enabled || request.mutation {
                 let answer = self.inner.send(subgraph, url, request).await;
-                return answer.map(|value| (value, None));
+                return answer.map(|value| (Answer::Own(value), None));
             }
             let key = request_fingerprint(
                 subgraph,
@@ -926,13 +963,13 @@ impl Transport for Deduplicated {
                     key,
                     || async move {
                         let answer = self.inner.send(subgraph, url, request).await;
-                        answer.map(|value| (value, next_answer_id()))
+                        answer.map(|value| (Arc::new(value), next_answer_id()))
                     },
                     count_shared,
                 )
                 .await;
             let joined = matches!(role, crate::single_flight::Role::Joined);
-            answer.map(|(value, id)| (value, Some(AnswerId { id, joined })))
+            answer.map(|(value, id)| (Answer::of_shared(value), Some(AnswerId { id, joined })))
         })
     }
 

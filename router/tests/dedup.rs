@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gospelib_router::transport::{
-    BoxFuture, Deduplicated, InProcess, LocalSubgraph, SubgraphRequest, Transport,
+    Answer, BoxFuture, Deduplicated, InProcess, LocalSubgraph, SubgraphRequest, Transport,
 };
 use gospelib_router::value::Object;
 use serde_json::{Value, json};
@@ -87,7 +87,12 @@ async fn a_shared_answer_has_one_id_for_all_who_got_it_and_others_have_their_own
         transport.send_identified("s", "", request("{ b }")),
     );
     let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
-    assert_eq!(a.0, b.0);
+    assert_eq!(a.0.body(), b.0.body());
+    // Both read the one answer in place; nobody else got a copy either.
+    match (&a.0, &b.0, &c.0) {
+        (Answer::Shared(a), Answer::Shared(b), Answer::Own(_)) => assert!(Arc::ptr_eq(a, b)),
+        other => panic!("expected one answer shared by two, and one of its own: {other:?}"),
+    }
     let (a, b, c) = (a.1.unwrap(), b.1.unwrap(), c.1.unwrap());
     assert_eq!(a.id, b.id, "one answer, one id");
     assert_eq!(
@@ -107,6 +112,7 @@ async fn a_shared_answer_has_one_id_for_all_who_got_it_and_others_have_their_own
             .1
             .is_some_and(|later| later.id != a.id && !later.joined)
     );
+    assert!(matches!(later.0, Answer::Own(_)), "nobody else holds it");
     // Answers that are never shared have no id.
     let off = Deduplicated::new(slow(&calls)).enabled(false);
     let alone = off
