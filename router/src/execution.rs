@@ -399,8 +399,9 @@ fn parse_response(
 ) -> Result<(Data, Vec<serde_json::Value>), TransportError> {
     let errors = response_errors(subgraph, answer.body())?;
     let data = match answer {
-        Answer::Own(Value::Object(mut body)) => Data::Own(body.remove("data").unwrap_or_default()),
-        Answer::Own(_) => unreachable!("response_errors refuses a body that is not an object"),
+        Answer::Own(mut body) => {
+            Data::Own(body.get_mut("data").map(Value::take).unwrap_or_default())
+        }
         Answer::Shared(body) => Data::Shared(body),
     };
     Ok((data, errors))
@@ -463,8 +464,7 @@ impl Data {
         match self {
             Data::Own(data) => data,
             Data::Shared(body) => match Arc::try_unwrap(body) {
-                Ok(Value::Object(mut body)) => body.remove("data").unwrap_or_default(),
-                Ok(_) => Value::Null,
+                Ok(mut body) => body.get_mut("data").map(Value::take).unwrap_or_default(),
                 Err(body) => body.get("data").cloned().unwrap_or_default(),
             },
         }
