@@ -11,6 +11,11 @@
 //!
 //! [`InputTypes`] indexes the API schema's input types once per supergraph, so that coercing a
 //! request's variables only walks the values it was given.
+//!
+//! Hostile values cost no more than their size: as graphql-js does, coercion stops after
+//! [`MAX_PROBLEMS`] problems with one more that says so, and a value shown in a message is
+//! written only up to the length shown (an object with 100,000 unknown fields would otherwise
+//! be written out whole for each of them).
 
 use foldhash::{HashMap, HashSet};
 use graphql_tools::parser::query::{Type, Value as Literal, VariableDefinition};
@@ -20,6 +25,14 @@ use graphql_tools::parser::schema::{
 use serde_json::{Map, Number, Value};
 
 use crate::validation::Problem;
+
+/// The most problems reported for one request's variables (graphql-js's `maxErrors` in
+/// `execute`); coercion stops there.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// The problem that ends a coercion which found [`MAX_PROBLEMS`], in graphql-js's words.
+pub const TOO_MANY_PROBLEMS: &str =
+    "Too many errors processing variables, error limit reached. Execution aborted.";
 
 /// The input types of an API schema, indexed once per supergraph (scalars, enums with their
 /// values, input objects with their fields, types and defaults).
@@ -153,6 +166,11 @@ impl InputTypes {
         let mut coerced = Map::with_capacity(definitions.len());
         let mut problems = Vec::new();
         for definition in definitions {
+            // One problem past the limit stops coercion (see the end).
+            if problems.len() > MAX_PROBLEMS {
+                break;
+            }
+            let room = MAX_PROBLEMS.saturating_sub(problems.len());
             let name = definition.name.as_str();
             let mut report = |message: String| {
                 problems.push(Problem {
@@ -204,13 +222,27 @@ impl InputTypes {
                 wording,
                 path: Vec::new(),
                 problems: Vec::new(),
+                room,
+                overflowed: false,
             };
             let coerced_value = coercion.coerce_value(value, &type_ref.wrappers, type_ref.named);
-            if coercion.problems.is_empty() {
+            if coercion.problems.is_empty() && !coercion.overflowed {
                 coerced.insert(name.to_owned(), coerced_value);
             } else {
+                let overflowed = coercion.overflowed;
                 coercion.problems.into_iter().for_each(&mut report);
+                if overflowed {
+                    // Stands for the problem past the limit; replaced below.
+                    report(TOO_MANY_PROBLEMS.to_owned());
+                }
             }
+        }
+        if problems.len() > MAX_PROBLEMS {
+            problems.truncate(MAX_PROBLEMS);
+            problems.push(Problem {
+                message: TOO_MANY_PROBLEMS.to_owned(),
+                locations: Vec::new(),
+            });
         }
         if problems.is_empty() {
             Ok(coerced)
@@ -327,10 +359,12 @@ impl InputTypes {
                     wording: "has invalid default value",
                     path: Vec::new(),
                     problems: Vec::new(),
+                    room: MAX_PROBLEMS,
+                    overflowed: false,
                 };
                 let coerced =
                     coercion.coerce_value(default, &field.type_ref.wrappers, field.type_ref.named);
-                if coercion.problems.is_empty() {
+                if coercion.problems.is_empty() && !coercion.overflowed {
                     coerced_defaults.push((type_id, position, coerced));
                 }
             }
@@ -360,6 +394,10 @@ struct Coercion<'t, 'v> {
     wording: &'static str,
     path: Vec<PathStep<'v>>,
     problems: Vec<String>,
+    /// How many problems may be recorded; one more stops coercion.
+    room: usize,
+    /// Whether a problem was found past `room`.
+    overflowed: bool,
 }
 
 impl<'v> Coercion<'_, 'v> {
@@ -380,6 +418,9 @@ impl<'v> Coercion<'_, 'v> {
             (Some((Wrapper::List, item_wrappers)), Value::Array(items)) => {
                 let mut coerced = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {
+                    if self.stopped() {
+                        break;
+                    }
                     self.path.push(PathStep::Index(index));
                     coerced.push(self.coerce_value(item, item_wrappers, named));
                     self.path.pop();
@@ -443,6 +484,9 @@ impl<'v> Coercion<'_, 'v> {
         };
         let mut coerced = Map::with_capacity(provided.len());
         for (field_name, field_value) in provided {
+            if self.stopped() {
+                break;
+            }
             let Some(&position) = positions_by_name.get(field_name) else {
                 self.fail(
                     value,
@@ -483,8 +527,18 @@ impl<'v> Coercion<'_, 'v> {
         Value::Object(coerced)
     }
 
-    /// Records a problem with `value`, found at the current path.
+    /// Whether coercion found more problems than it may report, and stops.
+    fn stopped(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Records a problem with `value`, found at the current path; one past the room is only
+    /// noted, and stops coercion.
     fn fail(&mut self, value: &Value, reason: String) {
+        if self.problems.len() >= self.room {
+            self.overflowed = true;
+            return;
+        }
         let mut message = format!(
             "Variable \"${}\" {} {}",
             self.variable,
@@ -654,10 +708,16 @@ fn print_type(written: &Type<'static, String>) -> String {
 }
 
 /// A value in a message: compact JSON, cut short so that a large value does not fill the
-/// response.
+/// response. Only what is shown is written: showing a large value costs no more than a small one.
 fn show(value: &Value) -> String {
     const LONGEST: usize = 100;
-    let mut text = value.to_string();
+    let mut written = Prefix {
+        bytes: Vec::with_capacity(LONGEST + 4),
+        limit: LONGEST + 1,
+    };
+    // Stops with an error once past the limit: the prefix is all that is wanted.
+    let _ = serde_json::to_writer(&mut written, value);
+    let mut text = String::from_utf8_lossy(&written.bytes).into_owned();
     if text.len() > LONGEST {
         let mut end = LONGEST;
         while !text.is_char_boundary(end) {
@@ -667,4 +727,26 @@ fn show(value: &Value) -> String {
         text.push('…');
     }
     text
+}
+
+/// A writer that keeps the first `limit` bytes written to it and refuses the rest.
+struct Prefix {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Prefix {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit - self.bytes.len();
+        if room == 0 {
+            return Err(std::io::Error::other("long enough"));
+        }
+        let taken = buf.len().min(room);
+        self.bytes.extend_from_slice(&buf[..taken]);
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -3,7 +3,7 @@
 //! checked against the spec's own example tables and graphql-js's messages.
 
 use gospelib_router::validation::Problem;
-use gospelib_router::variables::{InputTypes, literal_to_json};
+use gospelib_router::variables::{InputTypes, MAX_PROBLEMS, TOO_MANY_PROBLEMS, literal_to_json};
 use graphql_tools::parser::query::{Definition, OperationDefinition, VariableDefinition};
 use graphql_tools::parser::{parse_query, parse_schema};
 use serde_json::{Map, Value, json};
@@ -521,6 +521,59 @@ fn long_values_are_cut_short_in_messages() {
             "Variable \"$v\" got invalid value {shown}; Int cannot represent non-integer value: {shown}"
         )]
     );
+}
+
+/// A hostile value costs no more than its size: an object with 100,000 unknown fields (each
+/// problem once showed the whole object) or a list of 100,000 wrong items stops at graphql-js's
+/// limit of 50 problems, with one more that says so.
+#[test]
+fn coercion_stops_at_fifty_problems() {
+    let unknown: Map<String, Value> = (0..100_000)
+        .map(|index| (format!("k{index}"), json!(0)))
+        .collect();
+    let mut highlight = unknown.clone();
+    highlight.insert("color".to_owned(), json!("RED"));
+    for (variable_type, value) in [
+        ("Highlight", Value::Object(highlight)),
+        ("[Int]", json!(vec!["x"; 100_000])),
+    ] {
+        let Err(messages) = coerce_one(variable_type, value) else {
+            panic!("{variable_type}: refused");
+        };
+        assert_eq!(messages.len(), MAX_PROBLEMS + 1, "{variable_type}");
+        assert_eq!(messages.last().map(String::as_str), Some(TOO_MANY_PROBLEMS));
+        for message in &messages[..MAX_PROBLEMS] {
+            assert!(
+                message.starts_with("Variable \"$v\" got invalid value"),
+                "{message}"
+            );
+            assert!(
+                message.len() < 400,
+                "a message shows a prefix only: {message}"
+            );
+        }
+    }
+
+    // Across variables too: 60 wrong variables, 50 problems and the last word.
+    let signature = format!(
+        "({})",
+        (0..60)
+            .map(|index| format!("$v{index}: Int"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let provided: Map<String, Value> = (0..60)
+        .map(|index| (format!("v{index}"), json!("x")))
+        .collect();
+    let Err(messages) = coerce(&signature, Value::Object(provided)) else {
+        panic!("strings are no Ints");
+    };
+    assert_eq!(messages.len(), MAX_PROBLEMS + 1);
+    assert_eq!(
+        messages[MAX_PROBLEMS - 1],
+        r#"Variable "$v49" got invalid value "x"; Int cannot represent non-integer value: "x""#
+    );
+    assert_eq!(messages[MAX_PROBLEMS], TOO_MANY_PROBLEMS);
 }
 
 #[test]
