@@ -754,3 +754,67 @@ async fn an_sse_subscription_gets_keep_alives_and_events_until_the_client_leaves
     })
     .await;
 }
+
+/// A document nested thousands of levels deep (a recursive parser without a guard would
+/// overflow the stack and abort the process; pest, under async-graphql's parser, checks the
+/// stack it has left) is refused on every way in, and the server goes on serving.
+#[tokio::test]
+async fn documents_nested_too_deep_to_parse_are_refused_on_every_way_in() {
+    let (server, _) = server().await;
+    let nested = |levels: usize| format!("{}a{}", "{a".repeat(levels), "}".repeat(levels));
+    let deep = nested(15_000);
+    let refused = |errors: &Value| {
+        errors[0]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("limit"))
+    };
+
+    // POST.
+    let body: Value = reqwest::Client::new()
+        .post(server.url("/subgraphs/live/graphql"))
+        .json(&json!({ "query": deep }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(refused(&body["errors"]), "{body}");
+
+    // Server-sent events: one `next` with the refusal, then `complete`.
+    let text = read_all(sse(&server, json!({ "query": deep })).await).await;
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let next: Value = serde_json::from_str(
+        events[1]
+            .strip_prefix("event: next\ndata: ")
+            .unwrap_or_else(|| panic!("{text}")),
+    )
+    .unwrap();
+    assert!(refused(&next["errors"]), "{text}");
+    assert_eq!(events[2], "event: complete\ndata:");
+
+    // GET (a mutation over GET is looked for first).
+    let body: Value = reqwest::Client::new()
+        .get(server.url("/subgraphs/live/graphql"))
+        .query(&[("query", nested(5_000))])
+        .header("graphql-preflight", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(refused(&body["errors"]), "{body}");
+
+    // WebSocket: an `error` for that operation; the connection stays.
+    let mut client = Client::ready(&server).await;
+    client.subscribe("deep", &deep, json!({})).await;
+    let error = client.next().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert!(refused(&error["payload"]), "{error}");
+    client.subscribe("q", "{ hello }", json!(null)).await;
+    assert_eq!(
+        client.next().await,
+        json!({"id": "q", "type": "next", "payload": {"data": {"hello": "hello"}}})
+    );
+}
