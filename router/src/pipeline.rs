@@ -488,19 +488,18 @@ impl Router {
 
     /// Runs one request.
     pub async fn respond(&self, request: &GraphQlRequest) -> Response {
-        self.respond_counting(request, true).await
+        self.respond_counting(request, Counting::Counted).await
     }
 
-    /// Runs one request; `counted`: against the caller's rate limits, and in usage and
-    /// metrics (the full half of a deferred operation is not: its primary half was).
-    async fn respond_counting(&self, request: &GraphQlRequest, counted: bool) -> Response {
+    /// Runs one request, counted as `counting` says.
+    async fn respond_counting(&self, request: &GraphQlRequest, counting: Counting) -> Response {
         let supergraph = self.supergraph();
         let started = std::time::Instant::now();
         let planned = match self.plan(&supergraph, request).await {
             Ok(planned) => planned,
             Err(errors) => return Response::refusal(errors, supergraph.version.to_string()),
         };
-        self.respond_planned(request, supergraph, planned, counted, started)
+        self.respond_planned(request, supergraph, planned, counting, started)
             .await
     }
 
@@ -510,7 +509,7 @@ impl Router {
         request: &GraphQlRequest,
         supergraph: Arc<Supergraph>,
         planned: Arc<Planned>,
-        counted: bool,
+        counting: Counting,
         started: std::time::Instant,
     ) -> Response {
         let version = supergraph.version.to_string();
@@ -533,9 +532,13 @@ impl Router {
         // The caller's plan: its scopes and its limits.
         let caller = self.with_plan(&request.caller, &supergraph).await;
         let run = self.run_shared(&caller, &planned, request, &supergraph, deadline);
-        let limits = self
-            .limits_of(&caller, request.client_address, &planned, &supergraph)
-            .filter(|_| counted);
+        let counted = !matches!(counting, Counting::Uncounted);
+        let limits = match &counting {
+            Counting::Counted => Some(&planned),
+            Counting::CountedAs(whole) => Some(whole),
+            Counting::Uncounted => None,
+        }
+        .and_then(|limited| self.limits_of(&caller, request.client_address, limited, &supergraph));
         let Some((limiter, subject, allowances)) = limits else {
             let response = run.await;
             if counted {
@@ -892,6 +895,18 @@ impl Router {
         let subject = subject_of(caller, client_address);
         Some((&enforcement.limiter, subject, allowances))
     }
+}
+
+/// How a request counts against the caller's rate limits, and in usage and metrics.
+pub(crate) enum Counting {
+    /// Against the limits its own operation's root fields fall under, and in usage and metrics.
+    Counted,
+    /// Against the limits of another operation's root fields (the whole of a deferred
+    /// operation, whose primary half may defer every root field: it would fall under no
+    /// limit), and in usage and metrics.
+    CountedAs(Arc<Planned>),
+    /// Not at all: the full half of a deferred operation, whose primary half was counted.
+    Uncounted,
 }
 
 /// Who a caller's limits are counted for: the user, the partner, or (anonymous) the address.

@@ -165,6 +165,43 @@ async fn operations_outside_every_bucket_are_not_counted() {
     assert_eq!(header(&answer, "ratelimit-remaining"), Some("2"));
 }
 
+/// `@defer` on every root field leaves the primary half with none of them: it is still counted
+/// against the buckets of the fields it defers, and refused over them.
+#[tokio::test]
+async fn deferring_every_root_field_still_counts_against_their_buckets() {
+    let prefix = unique_prefix("deferred");
+    let (base, _stop) = pod(&prefix).await;
+    let deferred = |base: &str| {
+        reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .header(
+                "accept",
+                "multipart/mixed;deferSpec=20220824, application/json",
+            )
+            .json(&json!({ "query": "{ ... @defer { topProducts { name } } }" }))
+            .send()
+    };
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let answer = deferred(&base).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let left = answer.headers()["ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = answer.text().await.unwrap();
+        assert!(body.contains("\"topProducts\""), "{body}");
+        remaining.push(left);
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let refused = deferred(&base).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+    // Undeferred, the same bucket is spent too.
+    assert_eq!(ask(&base, "{ topProducts { name } }").await.status, 429);
+}
+
 #[tokio::test]
 async fn a_query_fetched_while_its_check_was_in_flight_is_still_refused_over_the_limit() {
     let prefix = unique_prefix("optimistic");

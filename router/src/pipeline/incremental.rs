@@ -1,14 +1,15 @@
 //! `@defer` through the router: the operation split (see [`crate::defer`]), its full half
 //! started at once in its own task, its primary half answered first, then one payload with
 //! every deferred fragment. Only the primary half counts against the caller's rate limits
-//! and in usage; a primary half that is refused (or a client that goes away) stops the full
-//! half.
+//! and in usage, under the limits of the *whole* operation's root fields (a primary half that
+//! defers every root field selects none of them); a primary half that is refused (or a
+//! client that goes away) stops the full half.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{GraphQlRequest, Response, Router};
+use super::{Counting, GraphQlRequest, Response, Router};
 use crate::defer;
 
 /// The answer to a request that may defer part of its operation.
@@ -49,15 +50,29 @@ impl Router {
             query: split.full.clone(),
             ..request.clone()
         };
+        // The whole operation, planned now (its half planned again below finds it in the
+        // cache): the primary half counts against its root fields' limits.
+        let supergraph = self.supergraph();
+        let whole = match self.plan(&supergraph, &full_request).await {
+            Ok(whole) => whole,
+            Err(errors) => {
+                let version = supergraph.version.to_string();
+                return Incremental::Whole(Response::refusal(errors, version));
+            }
+        };
         let router = self.clone();
         let full = AbortOnDrop(tokio::spawn(async move {
-            router.respond_counting(&full_request, false).await
+            router
+                .respond_counting(&full_request, Counting::Uncounted)
+                .await
         }));
         let primary_request = GraphQlRequest {
             query: split.primary.clone(),
             ..request.clone()
         };
-        let primary = self.respond(&primary_request).await;
+        let primary = self
+            .respond_counting(&primary_request, Counting::CountedAs(whole))
+            .await;
         let Some(data) = primary.data.as_deref() else {
             // Refused (invalid, rate limited…): the full half is dropped, and aborted.
             return Incremental::Whole(primary);

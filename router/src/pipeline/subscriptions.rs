@@ -18,8 +18,8 @@ use futures_util::stream::BoxStream;
 use serde_json::{Map, Value, json};
 
 use super::{
-    GraphQlRequest, NO_DENIALS, Response, Restricted, Router, planning_errors, rate_limited,
-    subject_of, variable_errors,
+    Counting, GraphQlRequest, NO_DENIALS, Response, Restricted, Router, planning_errors,
+    rate_limited, subject_of, variable_errors,
 };
 use crate::authorization::{Access, Denials};
 use crate::execution::{Fetching, SignedCaller, SubscriptionPlan};
@@ -129,7 +129,7 @@ impl Router {
             // A query or mutation over a streaming protocol: one result (planned once).
             let started = std::time::Instant::now();
             let response = self
-                .respond_planned(&request, supergraph, planned, true, started)
+                .respond_planned(&request, supergraph, planned, Counting::Counted, started)
                 .await;
             return Ok(Box::pin(futures_util::stream::once(async { response })));
         }
