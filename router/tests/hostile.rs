@@ -366,6 +366,67 @@ async fn one_field_selected_thousands_of_times_is_refused_before_validation() {
     assert!(response.get("data").is_some(), "{response}");
 }
 
+/// Validation looks at the whole document, so the limits hold for every operation and fragment
+/// in it, not only the one that runs: 14,000 copies of one field in an operation or fragment
+/// the request does not select are refused before validation walks them (quadratically).
+#[tokio::test]
+async fn the_limits_hold_for_every_operation_and_fragment_in_the_document() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    let named = |query: String, name: &str| GraphQlRequest {
+        query,
+        operation_name: Some(name.to_owned()),
+        ..Default::default()
+    };
+    let copies = "text ".repeat(14_000);
+    let unselected =
+        format!("query A {{ __typename }} query B {{ passage(id: \"gen.1.1\") {{ {copies} }} }}");
+    let response = router.execute(&named(unselected, "A")).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation selects `text` more than 16 times in one selection set",
+        "{response}"
+    );
+    let unused = format!("query A {{ __typename }} fragment F on Passage {{ {copies} }}");
+    let response = router.execute(&named(unused, "A")).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation selects `text` more than 16 times in one selection set",
+        "{response}"
+    );
+    // Cost and depth too: an unselected operation nested past the depth limit.
+    let deep = format!(
+        "query A {{ __typename }} query B {{ {}id{} }}",
+        "passage(id: \"gen.1.1\") { crossReferences { ".repeat(10),
+        " } }".repeat(10)
+    );
+    let response = router.execute(&named(deep, "A")).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation has 16 levels of depth, more than the limit of 15",
+        "{response}"
+    );
+    // Within the limits, the named operation runs.
+    let fine = "query A { __typename } query B { passage(id: \"gen.1.1\") { text } }";
+    let response = router.execute(&named(fine.to_owned(), "A")).await;
+    assert_eq!(
+        response["data"],
+        json!({ "__typename": "Query" }),
+        "{response}"
+    );
+    // Several operations and no name: the spec's request error, whichever comes first.
+    let response = ask(
+        &router,
+        "mutation M { __typename } query Q { __typename }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "Must provide operation name if query contains multiple operations."
+    );
+    assert!(response.get("data").is_none(), "{response}");
+}
+
 /// Introspection is answered from memory, so its lists are not multiplied (the standard
 /// introspection query passes), but every field still counts: fragments that triple inside
 /// `__schema` are refused like any other.
