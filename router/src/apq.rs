@@ -1,7 +1,12 @@
 //! Automatic persisted queries (Apollo's protocol), stored in Redis so every router pod shares
 //! them: a client sends only `extensions.persistedQuery.sha256Hash`; when the router does not
 //! know the hash it answers `PERSISTED_QUERY_NOT_FOUND`, and the client sends the query with its
-//! hash once, which the router checks and stores.
+//! hash once, which the router checks, runs, and stores.
+//!
+//! Only what the router could run is stored: a query sent with its hash is stored once it was
+//! planned (parsed, validated, within the operation limits) and its execution began, and only
+//! up to [`MAX_STORED_BYTES`] (a larger one runs but is not kept). Otherwise anyone could fill
+//! Redis with 2 MB documents that never run, at a few KB each when gzipped.
 //! When Redis is unavailable, lookups miss and stores are skipped: clients fall back to sending
 //! the full query, so nothing fails. Redis is reached through the kit's [`RedisLink`] (bounded
 //! calls, no lock held across a wait, a circuit breaker), so a Redis that hangs costs requests
@@ -15,6 +20,10 @@ use sha2::{Digest, Sha256};
 /// How long a persisted query is kept after it was last stored.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The longest query stored (the apps' longest operation is a few KB; the standard
+/// introspection query ~3 KB).
+pub const MAX_STORED_BYTES: usize = 64 * 1024;
+
 /// The persisted-query store.
 pub struct PersistedQueries {
     redis: RedisLink,
@@ -25,8 +34,11 @@ pub struct PersistedQueries {
 /// What a request's `persistedQuery` extension resolves to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// The query to run.
+    /// The query to run, found by its hash.
     Query(String),
+    /// The query the request sent with its hash (which matches it): run it, then
+    /// [`PersistedQueries::register`] it if it ran.
+    Sent { query: String, hash: String },
     /// The hash is unknown: the client should send the query.
     NotFound,
     /// The extension or the query/hash pair is wrong.
@@ -84,6 +96,20 @@ impl PersistedQueries {
         if hash_of(query) != hash {
             return Lookup::Invalid("provided sha does not match query".to_owned());
         }
+        Lookup::Sent {
+            query: query.to_owned(),
+            hash,
+        }
+    }
+
+    /// Stores `query` under `hash` (a [`Lookup::Sent`] pair) for later requests to name by
+    /// its hash, unless it is longer than [`MAX_STORED_BYTES`]. Call it only for a query that
+    /// ran.
+    pub async fn register(&self, hash: &str, query: &str) {
+        if query.len() > MAX_STORED_BYTES {
+            return;
+        }
+        let key = format!("{}:{hash}", self.prefix);
         let _: Option<()> = self
             .run(
                 redis::cmd("SET")
@@ -94,6 +120,5 @@ impl PersistedQueries {
                     .clone(),
             )
             .await;
-        Lookup::Query(query.to_owned())
     }
 }

@@ -164,11 +164,12 @@ impl RouterService {
 
     /// What every way of asking shares: the caller's credentials checked, the router that
     /// serves it chosen (the partner contract's for partners), a persisted query looked up.
-    /// The refusal is the whole answer.
+    /// The refusal is the whole answer. A query sent with its persisted-query hash comes back
+    /// as a [`Registration`], to store once it ran.
     async fn prepare(
         &self,
         request: async_graphql::Request,
-    ) -> Result<(&Arc<Router>, GraphQlRequest), ServiceResponse> {
+    ) -> Result<(&Arc<Router>, GraphQlRequest, Registration), ServiceResponse> {
         let variables = match serde_json::to_value(&request.variables) {
             Ok(Value::Object(variables)) => variables,
             _ => Map::new(),
@@ -197,6 +198,7 @@ impl RouterService {
             .and_then(|v| serde_json::to_value(v).ok());
         let by_get = gospelib_kit::graphql_http::arrived_by_get(&request);
         let mut query = request.query;
+        let mut registration = Registration::default();
         let refused = match (&extension, &self.persisted) {
             (None, _) => None,
             (Some(_), None) => Some(refusal(
@@ -207,6 +209,11 @@ impl RouterService {
             (Some(extension), Some(store)) => match store.resolve(&query, extension).await {
                 Lookup::Query(found) => {
                     query = found;
+                    None
+                }
+                Lookup::Sent { query: sent, hash } => {
+                    query = sent;
+                    registration = Registration(Some((store.clone(), hash)));
                     None
                 }
                 Lookup::NotFound => Some(refusal(
@@ -243,7 +250,22 @@ impl RouterService {
                 client_address,
                 ..Default::default()
             },
+            registration,
         ))
+    }
+}
+
+/// A persisted query sent with its hash, stored once it ran (see [`crate::apq`]); empty for
+/// every other request.
+#[derive(Default)]
+struct Registration(Option<(Arc<PersistedQueries>, String)>);
+
+impl Registration {
+    /// Stores the query if `ran` (it was planned and its execution began).
+    async fn complete(self, query: &str, ran: bool) {
+        if let (Some((store, hash)), true) = (self.0, ran) {
+            store.register(&hash, query).await;
+        }
     }
 }
 
@@ -251,7 +273,13 @@ impl GraphQlService for RouterService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
         Box::pin(async move {
             match self.prepare(request).await {
-                Ok((router, request)) => service_response(router.respond(&request).await),
+                Ok((router, request, registration)) => {
+                    let response = router.respond(&request).await;
+                    registration
+                        .complete(&request.query, response.has_data())
+                        .await;
+                    service_response(response)
+                }
                 Err(refused) => refused,
             }
         })
@@ -264,14 +292,20 @@ impl GraphQlService for RouterService {
         request: async_graphql::Request,
     ) -> BoxFuture<'_, Result<gospelib_kit::multipart::IncrementalResponse, ServiceResponse>> {
         Box::pin(async move {
-            let (router, request) = self.prepare(request).await?;
+            let (router, request, registration) = self.prepare(request).await?;
             match router.respond_incremental(&request).await {
-                crate::pipeline::Incremental::Whole(response) => Err(service_response(response)),
+                crate::pipeline::Incremental::Whole(response) => {
+                    registration
+                        .complete(&request.query, response.has_data())
+                        .await;
+                    Err(service_response(response))
+                }
                 crate::pipeline::Incremental::Parts {
                     primary,
                     first,
                     rest,
                 } => {
+                    registration.complete(&request.query, true).await;
                     let mut first_response = service_response(primary);
                     first_response.body = first.into();
                     Ok(gospelib_kit::multipart::IncrementalResponse {
@@ -305,9 +339,13 @@ impl GraphQlService for RouterService {
         request: async_graphql::Request,
     ) -> BoxFuture<'_, Result<ServiceStream, ServiceResponse>> {
         Box::pin(async move {
-            let (router, request) = self.prepare(request).await?;
+            let (router, request, registration) = self.prepare(request).await?;
+            let query = request.query.clone();
             match router.subscribe(request).await {
-                Ok(responses) => Ok(Box::pin(responses.map(service_response)) as ServiceStream),
+                Ok(responses) => {
+                    registration.complete(&query, true).await;
+                    Ok(Box::pin(responses.map(service_response)) as ServiceStream)
+                }
                 Err(refused) => Err(service_response(refused)),
             }
         })
