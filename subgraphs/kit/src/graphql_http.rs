@@ -462,17 +462,28 @@ pub(crate) fn with_forwarded_headers(
     mut request: async_graphql::Request,
     headers: &HeaderMap,
 ) -> async_graphql::Request {
-    let forwarded: Vec<(String, String)> = FORWARDED_HEADERS
-        .iter()
-        .filter_map(|name| {
-            let value = headers.get(*name)?.to_str().ok()?;
-            Some(((*name).to_owned(), value.trim().to_owned()))
-        })
-        .collect();
+    let forwarded = forwarded_headers(headers);
     if !forwarded.is_empty() {
         request.data.insert(ForwardedHeaders(forwarded));
     }
     request
+}
+
+/// The [`FORWARDED_HEADERS`] among `headers`, with their values trimmed. A value with bytes
+/// outside visible ASCII is forwarded with those bytes replaced (U+FFFD), not dropped: a
+/// credential that is not one must be refused (401), not read as no credential at all.
+pub(crate) fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?;
+            let text = match value.to_str() {
+                Ok(text) => text.trim().to_owned(),
+                Err(_) => String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
+            };
+            Some(((*name).to_owned(), text))
+        })
+        .collect()
 }
 
 /// Headers that prove a GET was not forged by another site (a browser only sends them after a
@@ -648,13 +659,17 @@ pub fn arrived_by_get(request: &async_graphql::Request) -> bool {
         .is_some()
 }
 
-/// The answer to a mutation that arrived as a `GET` (only `POST` may change anything).
+/// The answer to a mutation that arrived as a `GET` (only `POST` may change anything): 405
+/// with `Allow: POST`, as HTTP requires of a 405.
 pub fn mutation_over_get() -> ServiceResponse {
     let mut response = ServiceResponse::from_json(&serde_json::json!({"errors": [{
         "message": "mutations are only accepted over POST",
         "extensions": {"code": ErrorCode::InvalidRequest.as_str()}
     }]}));
     response.status = Some(StatusCode::METHOD_NOT_ALLOWED);
+    response
+        .headers
+        .push((header::ALLOW, HeaderValue::from_static("POST")));
     response
 }
 
@@ -762,6 +777,24 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
         headers
+    }
+
+    #[test]
+    fn a_credential_that_is_not_ascii_is_forwarded_garbled_not_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_bytes(b"Bearer tok\xff").unwrap(),
+        );
+        headers.insert("x-api-key", HeaderValue::from_static(" key "));
+        headers.insert("cookie", HeaderValue::from_static("not forwarded"));
+        assert_eq!(
+            forwarded_headers(&headers),
+            vec![
+                ("authorization".to_owned(), "Bearer tok\u{fffd}".to_owned()),
+                ("x-api-key".to_owned(), "key".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!   caller context ([`CONNECTION_INIT_HEADERS`]: `authorization`, `x-api-key`,
 //!   `x-gospelib-caller`; names in any case, string values) become the headers of every
 //!   operation on the connection, beside the upgrade request's own
-//!   ([`FORWARDED_HEADERS`]; the payload wins for a name both carry). The service may refuse
+//!   ([`FORWARDED_HEADERS`](crate::graphql_http::FORWARDED_HEADERS); the payload wins for a name both carry). The service may refuse
 //!   them ([`GraphQlService::accept_connection`]): `4403: Forbidden`. Otherwise
 //!   `connection_ack`;
 //! - `ping` is answered `pong` (with the ping's payload) at any time; `pong` is ignored;
@@ -67,9 +67,7 @@ use crate::config::{ConfigError, ConfigReader, Env};
 use crate::errors::ErrorCode;
 #[cfg(doc)]
 use crate::graphql_http::GraphQlService;
-use crate::graphql_http::{
-    self, ConnectionRefusal, FORWARDED_HEADERS, GetParams, GraphQlEndpoint, request_error,
-};
+use crate::graphql_http::{self, ConnectionRefusal, GetParams, GraphQlEndpoint, request_error};
 use crate::streaming::{count_errors, is_subscription};
 
 /// The WebSocket subprotocol served.
@@ -263,7 +261,8 @@ pub async fn get(
     });
     let limit = endpoint.subscriptions.max_message_bytes;
     let peer = peer.ok().map(|ConnectInfo(address)| address);
-    let http_headers = forwarded_from(&headers);
+    // The upgrade request's headers that reach the service, as for GraphQL over HTTP.
+    let http_headers = graphql_http::forwarded_headers(&headers);
     let span = tracing::info_span!("websocket", endpoint = %endpoint.name);
     upgrade
         .protocols([PROTOCOL])
@@ -295,17 +294,6 @@ fn asks_for_websocket(headers: &HeaderMap) -> bool {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
-}
-
-/// The upgrade request's headers that reach the service, as for GraphQL over HTTP.
-fn forwarded_from(headers: &HeaderMap) -> Vec<(String, String)> {
-    FORWARDED_HEADERS
-        .iter()
-        .filter_map(|name| {
-            let value = headers.get(*name)?.to_str().ok()?;
-            Some(((*name).to_owned(), value.trim().to_owned()))
-        })
-        .collect()
 }
 
 /// How long a closed socket waits for the client's own close frame before it is dropped.
