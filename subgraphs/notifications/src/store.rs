@@ -167,6 +167,9 @@ pub enum TestOutcome {
     Limited {
         retry_after_secs: i64,
     },
+    /// The user's account was deleted (and its data erased) while their session was still
+    /// valid: nothing was made.
+    Erased,
 }
 
 /// The `dedupe_key` prefix of test notifications (the rate limit counts them by it).
@@ -311,38 +314,60 @@ impl Store {
         Ok(found.unwrap_or_default())
     }
 
-    /// Stores `preferences` as `user`'s (validated by the caller); returns them as stored.
-    pub async fn upsert_preferences(
+    /// Changes `user`'s preferences by `change` (which validates), one change at a time per
+    /// user: the row (made with the defaults if the user has none) is locked from the read to
+    /// the write, so two changes sent at once both apply instead of the later overwriting the
+    /// earlier with what it read. `Ok(Err(_))` is `change`'s refusal: nothing is written. An
+    /// erased user gets no row back (the defaults are answered, nothing is kept).
+    pub async fn change_preferences<E>(
         &self,
         user: Uuid,
-        preferences: &Preferences,
-    ) -> Result<Preferences, sqlx::Error> {
-        self.count(1);
+        change: impl FnOnce(Preferences) -> Result<Preferences, E>,
+    ) -> Result<Result<Preferences, E>, sqlx::Error> {
+        self.count(3);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO notifications.preferences (user_id)
+             SELECT $1
+             WHERE NOT EXISTS (SELECT 1 FROM notifications.erased_users WHERE user_id = $1)
+             ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
         let sql = format!(
-            "INSERT INTO notifications.preferences
-                 (user_id, push, email, account, subscription, study_reminders,
-                  quiet_start, quiet_end, time_zone)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (user_id) DO UPDATE SET
-                 push = EXCLUDED.push, email = EXCLUDED.email, account = EXCLUDED.account,
-                 subscription = EXCLUDED.subscription,
-                 study_reminders = EXCLUDED.study_reminders,
-                 quiet_start = EXCLUDED.quiet_start, quiet_end = EXCLUDED.quiet_end,
-                 time_zone = EXCLUDED.time_zone, updated_at = now()
+            "SELECT {PREFERENCE_COLUMNS} FROM notifications.preferences
+             WHERE user_id = $1 FOR UPDATE"
+        );
+        let current: Option<Preferences> = sqlx::query_as(&sql)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let next = match change(current.unwrap_or_default()) {
+            Ok(next) => next,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let sql = format!(
+            "UPDATE notifications.preferences SET
+                 push = $2, email = $3, account = $4, subscription = $5, study_reminders = $6,
+                 quiet_start = $7, quiet_end = $8, time_zone = $9, updated_at = now()
+             WHERE user_id = $1
              RETURNING {PREFERENCE_COLUMNS}"
         );
-        sqlx::query_as(&sql)
+        let stored: Option<Preferences> = sqlx::query_as(&sql)
             .bind(user)
-            .bind(preferences.push)
-            .bind(preferences.email)
-            .bind(preferences.account)
-            .bind(preferences.subscription)
-            .bind(preferences.study_reminders)
-            .bind(preferences.quiet_start)
-            .bind(preferences.quiet_end)
-            .bind(&preferences.time_zone)
-            .fetch_one(&self.pool)
-            .await
+            .bind(next.push)
+            .bind(next.email)
+            .bind(next.account)
+            .bind(next.subscription)
+            .bind(next.study_reminders)
+            .bind(next.quiet_start)
+            .bind(next.quiet_end)
+            .bind(&next.time_zone)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(stored.unwrap_or(next)))
     }
 
     /// Whether PostgreSQL knows `name` as a time zone name (its IANA database; no abbreviations
@@ -495,18 +520,23 @@ impl Store {
         let sql = format!(
             "WITH n AS (
                  INSERT INTO notifications.notifications (id, user_id, category, title, body, dedupe_key)
-                 VALUES ($1, $2, 'account', $3, $4, $5)
+                 SELECT $1, $2, 'account', $3, $4, $5
+                 WHERE NOT EXISTS (SELECT 1 FROM notifications.erased_users WHERE user_id = $2)
                  RETURNING *)
              SELECT {NOTIFICATION_COLUMNS} FROM n"
         );
-        let row: NotificationRow = sqlx::query_as(&sql)
+        let row: Option<NotificationRow> = sqlx::query_as(&sql)
             .bind(id)
             .bind(user)
             .bind(title)
             .bind(body)
             .bind(format!("{TEST_KEY_PREFIX}{user}:{id}"))
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(TestOutcome::Erased);
+        };
         crate::notify::enqueue_deliveries(&mut tx, row.id, user).await?;
         tx.commit().await?;
         Ok(TestOutcome::Created(row))

@@ -488,8 +488,9 @@ fn subscription_notice(user: Uuid) -> NewNotification {
 
 async fn set_preferences(pool: &PgPool, user: Uuid, preferences: Preferences) {
     Store::new(pool.clone())
-        .upsert_preferences(user, &preferences)
+        .change_preferences(user, |_| Ok::<_, ()>(preferences))
         .await
+        .unwrap()
         .unwrap();
 }
 

@@ -270,6 +270,81 @@ async fn preferences_are_validated_and_stored() {
     clean_up(&pool, &[user, other]).await;
 }
 
+/// Two tabs change different preferences at the same moment: both changes are kept (each
+/// change reads and writes under the row's lock), round after round.
+#[tokio::test]
+async fn concurrent_preference_changes_all_apply() {
+    let pool = pool().await;
+    let service = NotificationsService::new(pool.clone());
+    let user = Uuid::new_v4();
+    let fields = ["push", "email", "account", "subscription", "studyReminders"];
+    for round in 0..4 {
+        // Even rounds turn every field the other way from its default, odd rounds back.
+        let flipped = round % 2 == 0;
+        let changes = fields.iter().map(|field| {
+            let value = if *field == "studyReminders" {
+                flipped
+            } else {
+                !flipped
+            };
+            run_as(
+                &service,
+                Some(user),
+                UPDATE,
+                json!({"input": {*field: value}}),
+            )
+        });
+        for response in futures_util::future::join_all(changes).await {
+            assert!(response["errors"].is_null(), "{response}");
+        }
+        let stored = Store::new(pool.clone()).preferences(user).await.unwrap();
+        assert_eq!(
+            (
+                stored.push,
+                stored.email,
+                stored.account,
+                stored.subscription
+            ),
+            (!flipped, !flipped, !flipped, !flipped),
+            "round {round}: {stored:?}"
+        );
+        assert_eq!(stored.study_reminders, flipped, "round {round}");
+    }
+    clean_up(&pool, &[user]).await;
+}
+
+/// A session still valid for a minute after its account was deleted writes nothing that
+/// would outlive the erasure: no preferences row, no test notification.
+#[tokio::test]
+async fn an_erased_user_keeps_no_preferences_or_test_notifications() {
+    let pool = pool().await;
+    let service = NotificationsService::new(pool.clone());
+    let user = Uuid::new_v4();
+    Store::new(pool.clone()).erase_user(user).await.unwrap();
+
+    let updated = run_as(
+        &service,
+        Some(user),
+        UPDATE,
+        json!({"input": {"push": false}}),
+    )
+    .await;
+    assert!(updated["errors"].is_null(), "{updated}");
+    let test = run_as(&service, Some(user), TEST, json!({})).await;
+    assert_eq!(codes(&test), ["UNAUTHORIZED"], "{test}");
+    for table in ["preferences", "notifications", "delivery_jobs"] {
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM notifications.{table} WHERE user_id = $1"
+        ))
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, 0, "{table}");
+    }
+    clean_up(&pool, &[user]).await;
+}
+
 #[tokio::test]
 async fn test_notifications_are_rate_limited() {
     let pool = pool().await;

@@ -66,22 +66,18 @@ impl Mutation {
     ) -> Result<NotificationPreferences> {
         let user = Caller::of(ctx).require_user()?;
         let service = notifications(ctx)?;
-        let current = service.store.preferences(user).await.map_err(store)?;
-        let next = input::apply(current, &input)?;
-        if input.time_zone.is_some()
-            && !service
-                .store
-                .time_zone_exists(&next.time_zone)
-                .await
-                .map_err(store)?
-        {
-            return Err(unknown_time_zone(&next.time_zone));
+        // A zone name is checked against the database before anything is locked.
+        if let Some(zone) = &input.time_zone {
+            let zone = input::time_zone_shape(zone)?;
+            if !service.store.time_zone_exists(zone).await.map_err(store)? {
+                return Err(unknown_time_zone(zone));
+            }
         }
         let stored = service
             .store
-            .upsert_preferences(user, &next)
+            .change_preferences(user, |current| input::apply(current, &input))
             .await
-            .map_err(store)?;
+            .map_err(store)??;
         Ok(NotificationPreferences(stored))
     }
 
@@ -113,6 +109,8 @@ impl Mutation {
                 ),
                 retry_after_secs,
             )),
+            TestOutcome::Erased => Err(gospelib_kit::ErrorCode::Unauthorized
+                .error("this account was deleted; sign in again")),
         }
     }
 }
