@@ -6,6 +6,12 @@
 //! user (`WHERE … AND user_id = $n`): an item of someone else is never read nor changed, it is
 //! simply not found.
 //!
+//! A user whose account was deleted is erased ([`Store::delete_user_data`]) and remembered in
+//! `study.erased_users`; every write of a user's item then writes nothing (`None`), so a
+//! session still valid for a moment after the deletion leaves nothing behind. Writes take the
+//! user's lock shared and the erasure takes it alone, so a write runs wholly before the
+//! erasure (and is erased) or wholly after it (and writes nothing).
+//!
 //! Timestamps stay `timestamptz` in PostgreSQL and leave it as RFC 3339 text in UTC with
 //! millisecond precision (`2026-12-02T10:00:00.000Z`); the keyset cursors of the lists carry
 //! them with microseconds, exact, so no date library is needed on this side. JSON bodies enter
@@ -321,6 +327,17 @@ fn json_row<T: serde::de::DeserializeOwned>(row: &PartRow) -> Result<T, sqlx::Er
     serde_json::from_str(&row.row).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
+/// Whether the user bound as `$2` was not erased (a write's guard).
+const NOT_ERASED: &str = "NOT EXISTS (SELECT 1 FROM study.erased_users WHERE user_id = $2)";
+
+/// [`NOT_ERASED`] for a statement that binds the user as `$1`.
+const NOT_ERASED_1: &str = "NOT EXISTS (SELECT 1 FROM study.erased_users WHERE user_id = $1)";
+
+/// The advisory lock key of `user`'s items: writes take it shared, erasure alone.
+fn user_lock(user: Uuid) -> String {
+    format!("study.user:{user}")
+}
+
 /// The study store: the pool and a counter of the statements run through it. Cheap to clone
 /// (clones share the counter).
 #[derive(Clone)]
@@ -350,6 +367,21 @@ impl Store {
 
     fn count(&self) {
         self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A transaction for a write of `user`'s items, holding the user's lock shared (see the
+    /// module's documentation).
+    async fn begin_write(
+        &self,
+        user: Uuid,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        self.count();
+        sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+            .bind(user_lock(user))
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     // ---- A user's lists at once ----
@@ -482,27 +514,32 @@ impl Store {
             .await
     }
 
-    /// Adds a highlight of `passage` in `color` (its stored name) for `user`.
+    /// Adds a highlight of `passage` in `color` (its stored name) for `user`; `None` for an
+    /// erased user.
     pub async fn insert_highlight(
         &self,
         user: Uuid,
         passage: &str,
         color: &str,
-    ) -> Result<HighlightRow, sqlx::Error> {
+    ) -> Result<Option<HighlightRow>, sqlx::Error> {
+        let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
             "WITH h AS (
                  INSERT INTO study.highlights (id, user_id, passage_id, color, created_at)
-                 VALUES ($1, $2, $3, $4, now()) RETURNING *)
+                 SELECT $1, $2, $3, $4, now() WHERE {NOT_ERASED}
+                 RETURNING *)
              SELECT {HIGHLIGHT_COLUMNS} FROM h"
         );
-        sqlx::query_as(&sql)
+        let row = sqlx::query_as(&sql)
             .bind(Uuid::new_v4())
             .bind(user)
             .bind(passage)
             .bind(color)
-            .fetch_one(&self.pool)
-            .await
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Removes `user`'s highlight `id`; whether there was one.
@@ -666,23 +703,25 @@ impl Store {
             .await
     }
 
-    /// Adds a note for `user`.
+    /// Adds a note for `user`; `None` for an erased user.
     pub async fn insert_note(
         &self,
         user: Uuid,
         note: &NoteContent,
-    ) -> Result<NoteRow, sqlx::Error> {
+    ) -> Result<Option<NoteRow>, sqlx::Error> {
+        let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
             "WITH n AS (
                  INSERT INTO study.notes
                      (id, user_id, start_passage_id, end_passage_id, start_order, end_order,
                       body, text, links, version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, 1, now(), now())
+                 SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, 1, now(), now()
+                 WHERE {NOT_ERASED}
                  RETURNING *)
              SELECT {NOTE_COLUMNS} FROM n"
         );
-        sqlx::query_as(&sql)
+        let row = sqlx::query_as(&sql)
             .bind(Uuid::new_v4())
             .bind(user)
             .bind(&note.start_passage_id)
@@ -692,8 +731,10 @@ impl Store {
             .bind(&note.body)
             .bind(&note.text)
             .bind(&note.links)
-            .fetch_one(&self.pool)
-            .await
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Replaces `user`'s note `id` with `note` if it is still at `version` (its version then
@@ -765,29 +806,32 @@ impl Store {
     }
 
     /// Bookmarks `passage` for `user` with `label`; a passage bookmarked again keeps its
-    /// bookmark (id and date) and takes the new label.
+    /// bookmark (id and date) and takes the new label. `None` for an erased user.
     pub async fn upsert_bookmark(
         &self,
         user: Uuid,
         passage: &str,
         label: Option<&str>,
-    ) -> Result<BookmarkRow, sqlx::Error> {
+    ) -> Result<Option<BookmarkRow>, sqlx::Error> {
+        let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
             "WITH b AS (
                  INSERT INTO study.bookmarks AS existing (id, user_id, passage_id, label, created_at)
-                 VALUES ($1, $2, $3, $4, now())
+                 SELECT $1, $2, $3, $4, now() WHERE {NOT_ERASED}
                  ON CONFLICT (user_id, passage_id) DO UPDATE SET label = EXCLUDED.label
                  RETURNING existing.*)
              SELECT {BOOKMARK_COLUMNS} FROM b"
         );
-        sqlx::query_as(&sql)
+        let row = sqlx::query_as(&sql)
             .bind(Uuid::new_v4())
             .bind(user)
             .bind(passage)
             .bind(label)
-            .fetch_one(&self.pool)
-            .await
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Removes `user`'s bookmark `id`; whether there was one.
@@ -818,21 +862,21 @@ impl Store {
 
     /// Records that `user` read `chapter` up to `last_verse` (and finished it if `completed`):
     /// the progress is upserted (a chapter once completed stays completed) and the reading is
-    /// appended to the history, in one transaction.
+    /// appended to the history, in one transaction. `None` for an erased user.
     pub async fn record_reading(
         &self,
         user: Uuid,
         chapter: &str,
         last_verse: i32,
         completed: bool,
-    ) -> Result<ProgressRow, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<Option<ProgressRow>, sqlx::Error> {
+        let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
             "WITH p AS (
                  INSERT INTO study.reading_progress AS existing
                      (user_id, chapter_id, last_verse, completed, started_at, updated_at)
-                 VALUES ($1, $2, $3, $4, now(), now())
+                 SELECT $1, $2, $3, $4, now(), now() WHERE {NOT_ERASED_1}
                  ON CONFLICT (user_id, chapter_id) DO UPDATE
                  SET last_verse = EXCLUDED.last_verse,
                      completed = existing.completed OR EXCLUDED.completed,
@@ -840,13 +884,17 @@ impl Store {
                  RETURNING existing.*)
              SELECT {PROGRESS_COLUMNS} FROM p"
         );
-        let progress: ProgressRow = sqlx::query_as(&sql)
+        let progress: Option<ProgressRow> = sqlx::query_as(&sql)
             .bind(user)
             .bind(chapter)
             .bind(last_verse)
             .bind(completed)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+        let Some(progress) = progress else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
         self.count();
         sqlx::query(
             "INSERT INTO study.reading_history (user_id, chapter_id, read_at) VALUES ($1, $2, now())",
@@ -856,7 +904,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(progress)
+        Ok(Some(progress))
     }
 
     /// The UTC days `user` read on (latest first) and today's, in one statement.
@@ -890,12 +938,26 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes every study row of `user`, in the caller's transaction.
+    /// Deletes every study row of `user` and remembers the user as erased, in the caller's
+    /// transaction, holding the user's lock alone (writes in flight finish first; later ones
+    /// find the user erased).
     pub async fn delete_user_data(
         &self,
         conn: &mut PgConnection,
         user: Uuid,
     ) -> Result<Deleted, sqlx::Error> {
+        self.count();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(user_lock(user))
+            .execute(&mut *conn)
+            .await?;
+        self.count();
+        sqlx::query(
+            "INSERT INTO study.erased_users (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
         let mut deleted = Deleted::default();
         for (table, count) in [
             ("study.highlights", &mut deleted.highlights),

@@ -65,6 +65,14 @@ fn start_consumer(
 
 /// Gives `user` one of everything, through the service.
 async fn study_data(service: &StudyService, user: Uuid) {
+    for answer in study_writes(service, user).await {
+        assert!(answer.get("errors").is_none(), "{answer}");
+    }
+}
+
+/// Asks to give `user` one of everything, through the service; the answers.
+async fn study_writes(service: &StudyService, user: Uuid) -> Vec<serde_json::Value> {
+    let mut answers = Vec::new();
     for (query, variables) in [
         (
             "mutation { createHighlight(input: {passageId: \"john.3.16\", color: FAITH}) { id } }",
@@ -84,9 +92,9 @@ async fn study_data(service: &StudyService, user: Uuid) {
             json!({}),
         ),
     ] {
-        let answer = run_as(service, Some(user), query, variables).await;
-        assert!(answer.get("errors").is_none(), "{answer}");
+        answers.push(run_as(service, Some(user), query, variables).await);
     }
+    answers
 }
 
 async fn counts(pool: &PgPool, user: Uuid) -> Vec<i64> {
@@ -144,15 +152,22 @@ async fn a_deleted_users_study_data_is_erased_once_however_often_the_event_comes
         "another user's data stays"
     );
 
-    // The same event again, after the user (somehow) wrote again: it was applied already, so
-    // it has no second effect.
-    study_data(&service, gone).await;
+    // The erased user writes again (a session stays valid for a moment after the deletion):
+    // every write is refused and nothing is kept.
+    for answer in study_writes(&service, gone).await {
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+            "{answer}"
+        );
+    }
+    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0]);
+    // The same event again: it was applied already, so it has no second effect.
     xadd_user_event(&stream, event_id, "user.deleted", gone).await;
     eventually("the redelivery is handled", || {
         group_caught_up(&stream, "study")
     })
     .await;
-    assert_eq!(counts(&pool, gone).await, [1, 1, 1, 1, 1]);
+    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0]);
     let recorded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM study.processed_events WHERE event_id = $1")
             .bind(event_id)
@@ -168,6 +183,42 @@ async fn a_deleted_users_study_data_is_erased_once_however_often_the_event_comes
 
     delete_streams(&[stream.clone(), format!("{stream}:dead")]).await;
     clean_up(&pool, &[gone, kept]).await;
+}
+
+/// Writes in flight while the user is erased: each either ran before the erasure (and was
+/// erased with the rest) or after it (and was refused). Nothing survives.
+#[tokio::test]
+async fn writes_racing_an_erasure_leave_nothing_behind() {
+    let pool = pool().await;
+    let catalog = Arc::new(FixedCatalog::new(["john.3.16", "john.3.17", "john.3.1"]));
+    let service = StudyService::new(pool.clone(), catalog);
+    let handler = gospelib_study::UserEventsHandler::new(pool.clone());
+    for _ in 0..5 {
+        let user = Uuid::new_v4();
+        let event_id = Uuid::new_v4();
+        let deletion = gospelib_kit::streams::StreamEntry {
+            id: "1-0".to_owned(),
+            fields: vec![
+                ("event_id".to_owned(), event_id.to_string()),
+                ("type".to_owned(), "user.deleted".to_owned()),
+                (
+                    "payload".to_owned(),
+                    json!({"event_id": event_id, "type": "user.deleted", "user_id": user})
+                        .to_string(),
+                ),
+            ],
+            deliveries: 1,
+        };
+        let writes = futures_util::future::join_all((0..8).map(|_| study_writes(&service, user)));
+        let (answers, erased) = tokio::join!(writes, handler.apply(&deletion));
+        erased.unwrap();
+        for answer in answers.iter().flatten() {
+            let code = &answer["errors"][0]["extensions"]["code"];
+            assert!(code.is_null() || code == "UNAUTHORIZED", "{answer}");
+        }
+        assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0]);
+        clean_up(&pool, &[user]).await;
+    }
 }
 
 #[tokio::test]

@@ -62,6 +62,12 @@ pub fn version_conflict(id: &str, given: i32, current: i32) -> Error {
     })
 }
 
+/// The caller's account was deleted (and its study data erased) while the session was still
+/// valid: nothing was written.
+pub fn erased() -> Error {
+    ErrorCode::Unauthorized.error("this account was deleted; sign in again")
+}
+
 /// A PostgreSQL failure: logged with its detail, returned without it.
 pub fn store(error: impl std::fmt::Display) -> Error {
     internal(format_args!("PostgreSQL: {error}"))

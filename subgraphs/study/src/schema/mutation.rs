@@ -12,7 +12,7 @@ use gospelib_kit::subgraph::authenticated;
 use uuid::Uuid;
 
 use super::StudyContext;
-use super::errors::{chapter_not_found, not_found, store, validation, version_conflict};
+use super::errors::{chapter_not_found, erased, not_found, store, validation, version_conflict};
 use super::input::{
     self, CreateBookmarkInput, CreateHighlightInput, NoteInput, RecordReadingInput, check_passages,
     missing_passages,
@@ -51,7 +51,7 @@ impl Mutation {
             .insert_highlight(user, &passage, input.color.as_db())
             .await
             .map_err(store)?;
-        Ok(Highlight(row))
+        row.map(Highlight).ok_or_else(erased)
     }
 
     /// Removes one of the caller's highlights: `true` if it was removed, `false` if the caller
@@ -79,7 +79,7 @@ impl Mutation {
             .insert_note(user, &content)
             .await
             .map_err(store)?;
-        Ok(Note(row))
+        row.map(Note).ok_or_else(erased)
     }
 
     /// Replaces one of the caller's notes, if it is still at `version` (the version it was
@@ -140,7 +140,7 @@ impl Mutation {
             .upsert_bookmark(user, &passage, label.as_deref())
             .await
             .map_err(store)?;
-        Ok(Bookmark(row))
+        row.map(Bookmark).ok_or_else(erased)
     }
 
     /// Removes one of the caller's bookmarks: `true` if it was removed, `false` if the caller
@@ -195,6 +195,6 @@ impl Mutation {
             )
             .await
             .map_err(store)?;
-        Ok(ReadingProgress(row))
+        row.map(ReadingProgress).ok_or_else(erased)
     }
 }

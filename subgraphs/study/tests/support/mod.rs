@@ -147,9 +147,9 @@ pub const TABLES: [&str; 5] = [
     "reading_history",
 ];
 
-/// Removes every study row of `users`.
+/// Removes every study row of `users`, and their mark as erased.
 pub async fn clean_up(pool: &PgPool, users: &[Uuid]) {
-    for table in TABLES {
+    for table in TABLES.iter().chain(&["erased_users"]) {
         sqlx::query(&format!(
             "DELETE FROM study.{table} WHERE user_id = ANY($1)"
         ))
