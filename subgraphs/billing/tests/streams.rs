@@ -161,6 +161,68 @@ async fn another_consumer_claims_what_a_killed_one_took() {
     killed_mid_batch_then("b").await;
 }
 
+/// A store down for longer than `max_deliveries` retries (a failover of some minutes) does not
+/// dead-letter what it delays: young entries are retried until the store is back, then applied.
+#[tokio::test]
+async fn an_outage_past_max_deliveries_delays_entries_without_dead_lettering_them() {
+    let stream = format!("gl:test:streams:{}", unique());
+    let dead = format!("{stream}:dead");
+    add_entries(&stream, 0..2).await;
+    let store_down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let effects = Shared::default();
+    let handler = {
+        let (effects, store_down) = (effects.clone(), store_down.clone());
+        handler_fn(move |entry: StreamEntry| {
+            let (effects, store_down) = (effects.clone(), store_down.clone());
+            async move {
+                let n = entry.field("n").unwrap_or_default().to_owned();
+                let mut effects = effects.lock().unwrap();
+                *effects.calls.entry(n.clone()).or_default() += 1;
+                if store_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(HandlerError::Retry("PostgreSQL: connection refused".into()));
+                }
+                effects.applied.push(n);
+                Ok(())
+            }
+        })
+    };
+    let mut settings = settings(&stream, "a");
+    settings.max_deliveries = 2;
+    settings.claim_idle = Duration::from_millis(150);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
+
+    eventually("each entry is tried past max_deliveries", || async {
+        let effects = effects.lock().unwrap();
+        ["0", "1"]
+            .iter()
+            .all(|n| effects.calls.get(*n).is_some_and(|calls| *calls > 3))
+    })
+    .await;
+    store_down.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually("the group is caught up", || group_caught_up(&stream, "g")).await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!((stats.acknowledged, stats.dead_lettered), (2, 0));
+    assert_eq!(
+        effects
+            .lock()
+            .unwrap()
+            .applied
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        all(0..2)
+    );
+    let mut connection = redis_connection().await;
+    let length: i64 = redis::cmd("XLEN")
+        .arg(&dead)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(length, 0);
+}
+
 #[tokio::test]
 async fn a_poison_entry_reaches_the_dead_letter_stream_after_n_attempts() {
     let stream = format!("gl:test:streams:{}", unique());
@@ -207,6 +269,8 @@ async fn a_poison_entry_reaches_the_dead_letter_stream_after_n_attempts() {
     };
     let mut settings = settings(&stream, "a");
     settings.max_deliveries = 3;
+    // Dead-lettered as soon as it is over the deliveries (another test keeps young ones).
+    settings.retry_for = Duration::ZERO;
     settings.claim_idle = Duration::from_millis(150);
     let (stop, shutdown) = watch::channel(false);
     let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));

@@ -25,11 +25,15 @@
 //!   once). `claim_idle` must be longer than `handler_timeout`, or a slow handler's entries are
 //!   claimed while it is still running.
 //! - **Poison entries.** Each delivery counts (`XPENDING`'s delivery count). An entry delivered
-//!   more than [`ConsumerSettings::max_deliveries`] times is not handed to the handler again: it
-//!   is copied to the dead-letter stream (`<stream>:dead` by default) with its fields and
+//!   more than [`ConsumerSettings::max_deliveries`] times *and* older than
+//!   [`ConsumerSettings::retry_for`] (its id's time) is not handed to the handler again: it is
+//!   copied to the dead-letter stream (`<stream>:dead` by default) with its fields and
 //!   `dead_letter_*` fields saying where it came from and why, and acknowledged, in one
-//!   `MULTI`/`EXEC`, so it never blocks the group. [`HandlerError::Reject`] (an entry that can
-//!   never be processed, e.g. malformed) dead-letters it at once.
+//!   `MULTI`/`EXEC`, so it never blocks the group. The age keeps an outage of a store (a
+//!   PostgreSQL failover of a few minutes, during which every entry fails with
+//!   [`HandlerError::Retry`]) from dead-lettering the events it delays: they are retried every
+//!   `claim_idle` until the store is back. [`HandlerError::Reject`] (an entry that can never be
+//!   processed, e.g. malformed) dead-letters it at once.
 //! - **At least once.** An entry may be handled more than once (a crash between the handler's
 //!   effect and the `XACK`, a claim racing a slow handler), so handlers must be idempotent
 //!   (events carry an `event_id` for that). Nothing acknowledged was unhandled, and nothing is
@@ -73,8 +77,12 @@ pub struct ConsumerSettings {
     pub claim_idle: Duration,
     /// How often pending entries are claimed. Default 5 s.
     pub claim_every: Duration,
-    /// How many times an entry is handed to the handler before it is dead-lettered. Default 5.
+    /// How many times an entry is handed to the handler before it may be dead-lettered.
+    /// Default 5.
     pub max_deliveries: u64,
+    /// How long after it was added an entry that keeps failing is still retried, whatever its
+    /// deliveries (a store's outage must not dead-letter what it delays). Default 24 h.
+    pub retry_for: Duration,
     /// Where poison entries go. Default `<stream>:dead`.
     pub dead_letter_stream: String,
     /// The longest one Redis command (or connecting) may take. Default 2 s.
@@ -103,6 +111,7 @@ impl ConsumerSettings {
             claim_idle: Duration::from_secs(60),
             claim_every: Duration::from_secs(5),
             max_deliveries: 5,
+            retry_for: Duration::from_secs(24 * 3600),
             call_timeout: Duration::from_secs(2),
             retry_pause: Duration::from_secs(1),
             handler_timeout: Duration::from_secs(30),
@@ -122,6 +131,18 @@ pub struct StreamEntry {
 }
 
 impl StreamEntry {
+    /// How long ago the entry was added, from its id (`<milliseconds>-<sequence>`); `None` for
+    /// an id that names no time.
+    pub fn age(&self) -> Option<Duration> {
+        let millis: u64 = self.id.split_once('-')?.0.parse().ok()?;
+        let added = std::time::UNIX_EPOCH + Duration::from_millis(millis);
+        Some(
+            std::time::SystemTime::now()
+                .duration_since(added)
+                .unwrap_or_default(),
+        )
+    }
+
     /// The value of the first field called `name`.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
@@ -517,7 +538,9 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn handle_one(&mut self, entry: StreamEntry) -> Result<(), CallError> {
-        if entry.deliveries > self.settings.max_deliveries {
+        if entry.deliveries > self.settings.max_deliveries
+            && entry.age().is_none_or(|age| age >= self.settings.retry_for)
+        {
             let reason = format!(
                 "delivered {} times; the handler failed each of the first {}",
                 entry.deliveries, self.settings.max_deliveries
@@ -822,6 +845,7 @@ mod tests {
         let settings = ConsumerSettings::new("gl:events:users", "billing", "pod-1");
         assert_eq!(settings.dead_letter_stream, "gl:events:users:dead");
         assert_eq!(settings.max_deliveries, 5);
+        assert_eq!(settings.retry_for, Duration::from_secs(24 * 3600));
         assert!(settings.claim_idle > settings.handler_timeout);
         let entry = StreamEntry {
             id: "1-0".into(),
@@ -830,5 +854,30 @@ mod tests {
         };
         assert_eq!(entry.field("type"), Some("a"));
         assert_eq!(entry.field("nope"), None);
+    }
+
+    #[test]
+    fn an_entry_is_as_old_as_its_id_says() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let entry = |id: String| StreamEntry {
+            id,
+            fields: Vec::new(),
+            deliveries: 1,
+        };
+        let hour_ago = entry(format!(
+            "{}-3",
+            (now - Duration::from_secs(3600)).as_millis()
+        ));
+        let age = hour_ago.age().unwrap();
+        assert!(
+            age >= Duration::from_secs(3600) && age < Duration::from_secs(3660),
+            "{age:?}"
+        );
+        // An id from the future (another clock) is no age at all; one naming no time has none.
+        let ahead = entry(format!("{}-0", (now + Duration::from_secs(60)).as_millis()));
+        assert_eq!(ahead.age(), Some(Duration::ZERO));
+        assert_eq!(entry("nonsense".into()).age(), None);
     }
 }
