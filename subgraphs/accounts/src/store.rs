@@ -15,6 +15,13 @@ use uuid::Uuid;
 use crate::clerk::UserProfile;
 
 /// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
+/// The `updated_at` of a change to a locked user row: the clock now, and always at least a
+/// millisecond past the row's previous change. Every `user.*` event is stamped with it (not
+/// with Clerk's `updated_at`): a change Clerk made earlier but whose webhook arrives after a
+/// change made here must carry the later stamp, since it carries the later state, and consumers
+/// keep the event with the latest stamp (events are stamped to the millisecond).
+const NEXT_CHANGE_AT: &str = "GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')";
+
 macro_rules! rfc3339 {
     ($column:literal) => {
         concat!(
@@ -144,7 +151,7 @@ pub async fn set_names(
     last_name: Option<&str>,
 ) -> Result<(UserRow, String), sqlx::Error> {
     let sql = format!(
-        "UPDATE accounts.users SET first_name = $2, last_name = $3, updated_at = now()
+        "UPDATE accounts.users SET first_name = $2, last_name = $3, updated_at = {NEXT_CHANGE_AT}
          WHERE id = $1
          RETURNING {USER_COLUMNS}, {} AS changed_at",
         rfc3339!("updated_at")
@@ -384,12 +391,12 @@ pub async fn upsert_clerk_user(
                     "INSERT INTO accounts.users
                          (id, clerk_id, email, first_name, last_name, image_url,
                           created_at, updated_at, clerk_updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, {}, now(), {})
+                     VALUES ($1, $2, $3, $4, $5, $6, {}, clock_timestamp(), {})
                      ON CONFLICT (clerk_id) DO NOTHING
                      RETURNING {} AS at",
                     from_millis!("$7"),
                     from_millis!("$8"),
-                    rfc3339!("clerk_updated_at"),
+                    rfc3339!("updated_at"),
                 );
                 let at: Option<String> = sqlx::query_scalar(&sql)
                     .bind(id)
@@ -439,11 +446,11 @@ async fn update_clerk_user(
         "UPDATE accounts.users
          SET email = $2, first_name = $3, last_name = $4, image_url = $5,
              clerk_updated_at = {},
-             updated_at = CASE WHEN $7 THEN now() ELSE updated_at END
+             updated_at = CASE WHEN $7 THEN {NEXT_CHANGE_AT} ELSE updated_at END
          WHERE id = $1
          RETURNING {} AS at",
         from_millis!("$6"),
-        rfc3339!("clerk_updated_at"),
+        rfc3339!("updated_at"),
     );
     let at: String = sqlx::query_scalar(&sql)
         .bind(stored.id)

@@ -126,6 +126,71 @@ async fn user_entities_resolve_for_their_own_user_only() {
     clean_up(&pool, &[&a, &b], &stream).await;
 }
 
+/// Events are stamped in the order accounts applied the changes, not by Clerk's clock: the user
+/// changes their email at Clerk (Clerk's time T0), renames themselves here at T1 > T0 before the
+/// webhook arrives, then the webhook arrives. Its event carries the new email and must carry
+/// the later stamp, or consumers that keep the latest event keep the old email.
+#[tokio::test]
+async fn a_clerk_change_delivered_after_a_change_made_here_gets_the_later_stamp() {
+    let pool = pool().await;
+    let (clerk, stream) = (clerk_id(), stream());
+    let url = endpoint(&pool, redis(), &stream).await;
+    let created = user_event(
+        "user.created",
+        &clerk,
+        1_700_000_000_000,
+        "Ada",
+        "old@x.org",
+    );
+    assert_eq!(post(&url, &Delivery::signed(created)).await.0, 200);
+    let service = service(&pool, &stream);
+    let renamed = run_as(
+        &service,
+        as_user(&clerk),
+        UPDATE_ME,
+        json!({"input": {"firstName": "Augusta"}}),
+    )
+    .await;
+    assert!(renamed.get("errors").is_none(), "{renamed}");
+    // Clerk changed the email a minute before the rename; the webhook comes only now.
+    let changed_at_clerk = user_event(
+        "user.updated",
+        &clerk,
+        1_700_000_060_000,
+        "Augusta",
+        "new@x.org",
+    );
+    assert_eq!(post(&url, &Delivery::signed(changed_at_clerk)).await.0, 200);
+
+    let events: Vec<(String, String, String)> = outbox_rows(&pool, &stream)
+        .await
+        .into_iter()
+        .map(|(payload, _)| {
+            let text = |key: &str| payload[key].as_str().unwrap_or_default().to_owned();
+            (text("type"), text("email"), text("occurred_at"))
+        })
+        .collect();
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|(kind, email, _)| (kind.as_str(), email.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("user.created", "old@x.org"),
+            ("user.updated", "old@x.org"),
+            ("user.updated", "new@x.org")
+        ]
+    );
+    // RFC 3339 to the millisecond, in UTC: text order is time order.
+    assert!(
+        events[0].2 < events[1].2 && events[1].2 < events[2].2,
+        "{events:?}"
+    );
+
+    clean_up(&pool, &[&clerk], &stream).await;
+}
+
 #[tokio::test]
 async fn update_me_changes_the_caller_alone_and_appends_its_event() {
     let pool = pool().await;
