@@ -158,6 +158,9 @@ pub struct StoredStripe {
     pub snapshot_at: Option<i64>,
     pub snapshot_final: bool,
     pub snapshot_event_created: Option<i64>,
+    /// The latest invoice applied: the period it bills and its event's `created`.
+    pub invoice_at: Option<i64>,
+    pub invoice_event_created: Option<i64>,
 }
 
 impl StoredStripe {
@@ -169,6 +172,15 @@ impl StoredStripe {
             event_created: self.snapshot_event_created.unwrap_or(i64::MIN),
         }
     }
+
+    /// The stamp of the latest invoice applied, if any.
+    pub fn invoice_stamp(&self) -> Option<Stamp> {
+        Some(Stamp {
+            at: self.invoice_at?,
+            is_final: false,
+            event_created: self.invoice_event_created?,
+        })
+    }
 }
 
 /// The Stripe subscription `stripe_id`, locked for the rest of the transaction.
@@ -179,7 +191,8 @@ pub async fn lock_stripe_subscription(
     let sql = concat!(
         "SELECT id, user_id, plan, status, ",
         epoch!("current_period_end"),
-        " AS current_period_end, snapshot_at, snapshot_final, snapshot_event_created
+        " AS current_period_end, snapshot_at, snapshot_final, snapshot_event_created,
+                invoice_at, invoice_event_created
          FROM billing.subscriptions WHERE stripe_subscription_id = $1 FOR UPDATE"
     );
     sqlx::query_as(sql)
@@ -272,8 +285,8 @@ pub async fn update_stripe_subscription(
     Ok(())
 }
 
-/// What an invoice changes on a locked Stripe subscription: its status, its period end and its
-/// stamp.
+/// What an invoice changes on a locked Stripe subscription: its status, its period end and
+/// the invoice stamp (the snapshot's stays).
 pub async fn update_from_invoice(
     conn: &mut PgConnection,
     id: Uuid,
@@ -284,15 +297,13 @@ pub async fn update_from_invoice(
     sqlx::query(
         "UPDATE billing.subscriptions
          SET status = $2, current_period_end = COALESCE(to_timestamp($3), current_period_end),
-             snapshot_at = $4, snapshot_final = $5, snapshot_event_created = $6,
-             updated_at = now()
+             invoice_at = $4, invoice_event_created = $5, updated_at = now()
          WHERE id = $1",
     )
     .bind(id)
     .bind(status)
     .bind(current_period_end.map(|t| t as f64))
     .bind(stamp.at)
-    .bind(stamp.is_final)
     .bind(stamp.event_created)
     .execute(conn)
     .await?;

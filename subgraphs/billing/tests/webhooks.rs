@@ -411,6 +411,88 @@ async fn invoices_emit_payment_events_and_move_the_status() {
     clean_up(&pool, &[user], &names).await;
 }
 
+/// At renewal Stripe sends the subscription's update (a cancellation at period end here) and,
+/// a little later, the renewal's payment. Delivered the other way round (the update retried),
+/// both apply: the update is older than the payment but newer than the snapshot stored, so it
+/// is not dropped, and the status and period the payment decided stay.
+#[tokio::test]
+async fn a_subscription_update_delivered_after_the_renewals_payment_still_applies() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let url = endpoint(&pool, redis(), &names).await;
+    let (sub, customer) = (subscription_id(), customer_id());
+    let now = now_secs();
+    let first = (now - 2000, now - 100);
+    let renewed = (first.1, first.1 + 2000);
+    let created = event(
+        &event_id(),
+        "customer.subscription.created",
+        now - 2000,
+        subscription(
+            &sub,
+            &customer,
+            Some(user),
+            "active",
+            "price_scholar_monthly",
+            first,
+        ),
+    );
+    assert_eq!(post(&url, &created).await.0, 200);
+
+    let paid = json!({
+        "id": "in_renewal", "object": "invoice", "customer": customer, "subscription": sub,
+        "amount_due": 799, "amount_paid": 799, "currency": "usd",
+        "lines": {"data": [{"period": {"start": renewed.0, "end": renewed.1}}]}
+    });
+    let payment = event(&event_id(), "invoice.payment_succeeded", now - 40, paid);
+    assert_eq!(post(&url, &payment).await.0, 200);
+
+    let mut canceling = subscription(
+        &sub,
+        &customer,
+        Some(user),
+        "active",
+        "price_scholar_monthly",
+        renewed,
+    );
+    canceling["cancel_at_period_end"] = json!(true);
+    let update = event(
+        &event_id(),
+        "customer.subscription.updated",
+        now - 60,
+        canceling,
+    );
+    assert_eq!(post(&url, &update).await.0, 200);
+
+    let stored = &stored_subscriptions(&pool, user).await[0];
+    assert!(stored.cancel_at_period_end, "{stored:?}");
+    assert_eq!(
+        (stored.status.as_str(), stored.current_period_end),
+        ("active", Some(renewed.1))
+    );
+
+    // An older snapshot of the first period still changes nothing.
+    let stale = event(
+        &event_id(),
+        "customer.subscription.updated",
+        now - 1500,
+        subscription(
+            &sub,
+            &customer,
+            Some(user),
+            "past_due",
+            "price_scholar_monthly",
+            first,
+        ),
+    );
+    assert_eq!(post(&url, &stale).await.0, 200);
+    let stored = &stored_subscriptions(&pool, user).await[0];
+    assert!(stored.cancel_at_period_end);
+    assert_eq!(stored.status, "active");
+
+    clean_up(&pool, &[user], &names).await;
+}
+
 #[tokio::test]
 async fn a_completed_checkout_links_the_customer_its_subscription_is_found_by() {
     let pool = pool().await;

@@ -12,9 +12,12 @@
 //!   matters.
 //! - `invoice.payment_succeeded|failed`: `payment.succeeded` / `payment.failed` for the
 //!   invoice's user; and, if the invoice is newer (by the same stamp, its own time being the
-//!   period it bills) than the subscription's snapshot, a success moves `past_due`, `unpaid`
-//!   or `incomplete` to `active` and extends the period, a failure moves `active` or
-//!   `trialing` to `past_due`.
+//!   period it bills) than the subscription's snapshot and than the last invoice applied, a
+//!   success moves `past_due`, `unpaid` or `incomplete` to `active` and extends the period, a
+//!   failure moves `active` or `trialing` to `past_due`. The invoice's stamp is kept apart
+//!   from the snapshot's: a snapshot older than it but newer than the stored snapshot (a plan
+//!   change or cancellation at renewal, delivered after the renewal's payment) still applies,
+//!   keeping the status and the period end the payment decided.
 //! - `checkout.session.completed`: links `client_reference_id` (the user) to the session's
 //!   `customer`, so the subscription it created is found through it.
 //! - Anything else is acknowledged and ignored.
@@ -198,7 +201,16 @@ async fn apply_subscription(
                 );
                 return Ok(Applied::nothing(Outcome::Processed));
             }
-            let state = state_of(plans, snapshot, stored.user_id, stamp);
+            let mut state = state_of(plans, snapshot, stored.user_id, stamp);
+            if !stamp.is_final
+                && stored
+                    .invoice_stamp()
+                    .is_some_and(|invoice| invoice > stamp)
+            {
+                // A payment newer than this snapshot decided the status and the period.
+                state.status = stored.status.clone();
+                state.current_period_end = state.current_period_end.max(stored.current_period_end);
+            }
             store::update_stripe_subscription(&mut *conn, stored.id, &state).await?;
             return changed(conn, outbox, event, &snapshot.id, &state).await;
         }
@@ -327,7 +339,7 @@ async fn invoice_update(
         is_final: false,
         event_created: event.created,
     };
-    if stamp <= stored_stamp {
+    if stamp <= stored_stamp || stored.invoice_stamp().is_some_and(|last| stamp <= last) {
         return Ok(None);
     }
     let status = status_after_invoice(&stored.status, succeeded);
