@@ -32,8 +32,11 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub const MAX_CONCURRENT_LOOKUPS: usize = 8;
 /// How long one lookup (waiting for its turn included) may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Entries kept in a router's cache (beyond it, the cache is emptied and refilled).
+/// Keys found kept in a router's cache (beyond it, they are all forgotten and found again).
+/// Only real keys land there, so a flood of made-up ones cannot push them out.
 const MAX_CACHED: usize = 10_000;
+/// Unknown keys remembered, apart from the keys found (beyond it, they are forgotten).
+const MAX_CACHED_UNKNOWN: usize = 10_000;
 /// Every key starts with this, so a leaked one is recognisable (and scannable) as ours.
 pub const KEY_PREFIX: &str = "glpk_";
 
@@ -91,7 +94,10 @@ struct Cached {
 
 #[derive(Default)]
 struct Cache {
+    /// Keys found (`owner` is `Some`).
     entries: HashMap<String, Cached>,
+    /// Keys that do not exist (`owner` is `None`), apart: made-up keys fill only this.
+    unknown: HashMap<String, Cached>,
     /// Bumped whenever something is forgotten: a lookup that began before is not kept, since
     /// what it read may be what was just revoked.
     generation: u64,
@@ -149,10 +155,15 @@ impl PartnerKeys {
         // A revocation announced while the database was asked may have been missed by this
         // answer: it is used, not kept.
         if cache.generation == generation {
-            if cache.entries.len() >= MAX_CACHED {
-                cache.entries.clear();
+            let (kept, bound) = if owner.is_some() {
+                (&mut cache.entries, MAX_CACHED)
+            } else {
+                (&mut cache.unknown, MAX_CACHED_UNKNOWN)
+            };
+            if kept.len() >= bound {
+                kept.clear();
             }
-            cache.entries.insert(
+            kept.insert(
                 digest,
                 Cached {
                     owner: owner.clone(),
@@ -169,6 +180,7 @@ impl PartnerKeys {
         cache
             .entries
             .get(digest)
+            .or_else(|| cache.unknown.get(digest))
             .filter(|cached| cached.until > Instant::now())
             .map(|cached| cached.owner.clone())
             .ok_or(cache.generation)
@@ -178,6 +190,7 @@ impl PartnerKeys {
     pub fn forget(&self, digest: &str) {
         let mut cache = self.cache.lock().expect("partner key cache lock");
         cache.entries.remove(digest);
+        cache.unknown.remove(digest);
         cache.generation += 1;
     }
 
@@ -185,6 +198,7 @@ impl PartnerKeys {
     fn forget_all(&self) {
         let mut cache = self.cache.lock().expect("partner key cache lock");
         cache.entries.clear();
+        cache.unknown.clear();
         cache.generation += 1;
     }
 

@@ -177,6 +177,32 @@ async fn until_refused(keys: &PartnerKeys, key: &str, limit: Duration) -> Option
     None
 }
 
+/// A flood of made-up keys (well formed, so each is looked up) fills only the unknown keys'
+/// side of the cache: a real partner's key found before is still answered from the cache
+/// (here its row is gone from the database, so only the cache can answer it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_keys_does_not_push_out_the_keys_found() {
+    use futures_util::StreamExt;
+    let pool = pool().await;
+    let keys = PartnerKeys::new(pool.clone());
+    let (owner, key) = new_key(&pool, "flood").await;
+    assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
+    delete(&pool, &owner).await;
+
+    let made_up: Vec<String> = (0..10_001).map(|n| format!("glpk_{:0>43}", n)).collect();
+    let found = futures_util::stream::iter(&made_up)
+        .map(|made_up| keys.find(made_up))
+        .buffer_unordered(32)
+        .filter(|found| std::future::ready(!matches!(found, Ok(None))))
+        .count()
+        .await;
+    assert_eq!(
+        found, 0,
+        "made-up keys are unknown, and every lookup answered"
+    );
+    assert_eq!(keys.find(&key).await.unwrap(), Some(owner));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_fails_at_once_on_every_pod_following_revocations() {
     let pool = pool().await;
