@@ -523,10 +523,9 @@ pub fn check_limits(
             locations: vec![(set.span.0.line, set.span.0.column)],
         });
     }
-    let Some(operation) = select_operation(document, operation_name) else {
-        // Validation and normalization report the missing operation.
-        return Ok(Measured::default());
-    };
+    // None: validation and normalization report the missing operation (after the rest of the
+    // document is measured, as validation walks it all the same).
+    let selected = select_operation(document, operation_name);
     let fragments = document
         .definitions
         .iter()
@@ -545,10 +544,13 @@ pub fn check_limits(
         variable_sized: false,
         in_introspection: false,
     };
-    let measures = measurer.operation(operation)?;
+    let measures = match selected {
+        Some(operation) => measurer.operation(operation)?,
+        None => Measures::default(),
+    };
     let variable_sized = measurer.variable_sized;
     for other in operations {
-        if !std::ptr::eq(other, operation) {
+        if !selected.is_some_and(|operation| std::ptr::eq(other, operation)) {
             measurer.operation(other)?;
         }
     }

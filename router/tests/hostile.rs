@@ -386,6 +386,18 @@ async fn the_limits_hold_for_every_operation_and_fragment_in_the_document() {
         "the operation selects `text` more than 16 times in one selection set",
         "{response}"
     );
+    // Naming an operation the document does not hold: the rest is still measured.
+    let response = router
+        .execute(&named(
+            format!("query B {{ passage(id: \"gen.1.1\") {{ {copies} }} }}"),
+            "Nope",
+        ))
+        .await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation selects `text` more than 16 times in one selection set",
+        "{response}"
+    );
     let unused = format!("query A {{ __typename }} fragment F on Passage {{ {copies} }}");
     let response = router.execute(&named(unused, "A")).await;
     assert_eq!(
