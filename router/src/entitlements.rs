@@ -57,10 +57,19 @@ impl CallerAccess {
 /// One router's short memory of callers' access.
 #[derive(Default)]
 pub struct EntitlementCache {
-    entries: Mutex<HashMap<Uuid, (CallerAccess, Instant)>>,
+    entries: Mutex<Entries>,
     /// The questions to billing in flight, by user: a request of a user already being asked
     /// about waits for that answer (`None`: billing could not say) instead of asking again.
     in_flight: SingleFlight<Uuid, Option<CallerAccess>>,
+}
+
+/// The answers kept, and a count of the changes announced.
+#[derive(Default)]
+struct Entries {
+    by_user: HashMap<Uuid, (CallerAccess, Instant)>,
+    /// Bumped whenever something is forgotten: an answer asked for before is not kept, since
+    /// billing may have given it before the change it was forgotten for.
+    generation: u64,
 }
 
 impl EntitlementCache {
@@ -71,17 +80,36 @@ impl EntitlementCache {
     pub fn get(&self, user: Uuid) -> Option<CallerAccess> {
         let entries = self.entries.lock().expect("entitlement cache lock");
         entries
+            .by_user
             .get(&user)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(access, _)| access.clone())
     }
 
     pub fn put(&self, user: Uuid, access: CallerAccess) {
+        let generation = self.generation();
+        self.put_unless_forgotten(user, access, generation);
+    }
+
+    fn generation(&self) -> u64 {
+        self.entries
+            .lock()
+            .expect("entitlement cache lock")
+            .generation
+    }
+
+    /// Keeps `access` unless something was forgotten since `generation` was read.
+    fn put_unless_forgotten(&self, user: Uuid, access: CallerAccess, generation: u64) {
         let mut entries = self.entries.lock().expect("entitlement cache lock");
-        if entries.len() >= MAX_CACHED {
-            entries.clear();
+        if entries.generation != generation {
+            return;
         }
-        entries.insert(user, (access, Instant::now() + LOCAL_TTL));
+        if entries.by_user.len() >= MAX_CACHED {
+            entries.by_user.clear();
+        }
+        entries
+            .by_user
+            .insert(user, (access, Instant::now() + LOCAL_TTL));
     }
 
     /// `user`'s access: remembered, or from `fetch` (billing), whose answer is remembered.
@@ -96,9 +124,12 @@ impl EntitlementCache {
             return Some(access);
         }
         let ask = || async {
+            // A change announced while billing is asked may not be in its answer: the answer
+            // serves the requests waiting for it, and is not kept.
+            let generation = self.generation();
             let fetched = fetch().await;
             if let Some(access) = &fetched {
-                self.put(user, access.clone());
+                self.put_unless_forgotten(user, access.clone(), generation);
             }
             fetched
         };
@@ -106,14 +137,15 @@ impl EntitlementCache {
     }
 
     pub fn forget(&self, user: Uuid) {
-        self.entries
-            .lock()
-            .expect("entitlement cache lock")
-            .remove(&user);
+        let mut entries = self.entries.lock().expect("entitlement cache lock");
+        entries.by_user.remove(&user);
+        entries.generation += 1;
     }
 
     fn forget_everyone(&self) {
-        self.entries.lock().expect("entitlement cache lock").clear();
+        let mut entries = self.entries.lock().expect("entitlement cache lock");
+        entries.by_user.clear();
+        entries.generation += 1;
     }
 
     /// Forgets users as billing announces changes, until the task is dropped; after a lost
@@ -197,6 +229,38 @@ mod tests {
         let dave = Uuid::new_v4();
         assert_eq!(cache.get_or_fetch(dave, || async { None }).await, None);
         assert_eq!(cache.get(dave), None);
+    }
+
+    /// Billing announces a downgrade while the router is asking it about that user: the
+    /// answer (given before the change) serves the request that asked, and is not kept.
+    #[tokio::test]
+    async fn a_change_announced_during_a_question_is_not_undone_by_its_answer() {
+        let cache = EntitlementCache::new();
+        let user = Uuid::new_v4();
+        let scholar = CallerAccess {
+            plan: "scholar".into(),
+            entitlements: vec!["ai_features".into()],
+        };
+        let asked = tokio::sync::Notify::new();
+        let answer = tokio::sync::Notify::new();
+        let question = cache.get_or_fetch(user, || async {
+            asked.notify_one();
+            answer.notified().await;
+            Some(scholar.clone())
+        });
+        let change = async {
+            asked.notified().await;
+            cache.forget(user);
+            answer.notify_one();
+        };
+        let (answered, ()) = tokio::join!(question, change);
+        assert_eq!(answered, Some(scholar.clone()));
+        assert_eq!(cache.get(user), None, "asked again next time");
+        // An answer asked for after the change is kept.
+        cache
+            .get_or_fetch(user, || async { Some(scholar.clone()) })
+            .await;
+        assert_eq!(cache.get(user), Some(scholar));
     }
 
     #[test]
