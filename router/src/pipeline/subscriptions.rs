@@ -121,6 +121,10 @@ impl Router {
         self: &Arc<Self>,
         request: GraphQlRequest,
     ) -> Result<ResponseStream, Response> {
+        // Listened to before the supergraph is read: a new one arriving while this subscription
+        // opens (planning, billing, the subgraph's acknowledgement) restarts it, instead of
+        // leaving it on the old plan unnoticed (a receiver takes the value at hand as seen).
+        let replaced = self.subscriptions.replaced.subscribe();
         let supergraph = self.supergraph();
         let version = supergraph.version.to_string();
         let refusal = |errors: Vec<Value>| Response::refusal(errors, version.clone());
@@ -196,7 +200,7 @@ impl Router {
         let live = Live {
             events: context.open().await?,
             context,
-            replaced: self.subscriptions.replaced.subscribe(),
+            replaced,
             ended: false,
             _slot: slot,
         };
