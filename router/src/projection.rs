@@ -77,7 +77,6 @@ enum Slot<'a> {
         denial: &'a Denial,
     },
     Field {
-        name: &'a str,
         ty: &'a TypeNode,
         /// What the named type under the list and non-null wrappers accepts as a leaf value.
         leaf: Leaf<'a>,
@@ -282,7 +281,6 @@ impl<'a> Writer<'a> {
                         )
                         .collect();
                     Slot::Field {
-                        name: &field.name,
                         ty: &field_definition.field_type,
                         leaf: Leaf::of(
                             self.supergraph,
@@ -377,18 +375,16 @@ impl<'a> Writer<'a> {
                     written?;
                 }
                 Slot::Field {
-                    name,
                     ty,
                     leaf,
                     selections,
                 } => {
-                    let raw = match source.find_from(next, key) {
-                        Some((position, value)) => {
-                            next = position + 1;
-                            Some(value)
-                        }
-                        None => source.get(name),
-                    };
+                    // Only under its response key: a key absent (its fetch failed) is null, never
+                    // the value of another field whose alias is this field's name.
+                    let raw = source.find_from(next, key).map(|(position, value)| {
+                        next = position + 1;
+                        value
+                    });
                     path.push(Step::Key(key));
                     let written = self.complete(ty, *leaf, selections, raw, path);
                     path.pop();

@@ -116,6 +116,25 @@ async fn a_subgraph_that_is_down_or_silent_costs_only_its_fields() {
         body["errors"][0]["extensions"]["code"],
         "UPSTREAM_UNAVAILABLE"
     );
+    // The failed field is null even when another field is aliased with its name: it never
+    // takes that field's value.
+    let (_, body) = post(
+        &router_url,
+        "{ topProducts(first: 1) { reviews: name r: reviews { body } } }",
+    )
+    .await;
+    assert_eq!(
+        body["data"],
+        json!({"topProducts": [{"reviews": "Table", "r": null}]}),
+        "{body}"
+    );
+    let codes: Vec<_> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|error| error["extensions"]["code"].clone())
+        .collect();
+    assert_eq!(codes, [json!("UPSTREAM_UNAVAILABLE")], "{body}");
 
     // Accepts connections and never answers: the per-subgraph timeout ends the wait.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
