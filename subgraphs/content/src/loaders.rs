@@ -142,6 +142,23 @@ impl Loaders {
         V: serde::Serialize + serde::de::DeserializeOwned,
         F: std::future::Future<Output = Result<V, GraphError>>,
     {
+        self.cached_if(kind, key, fetch, |_| true).await
+    }
+
+    /// [`Loaders::cached`], keeping a fetched value only if `keep` says so: a list asked for by
+    /// a key anyone may make up (a topic prefix) is kept only when it holds something, so the
+    /// keys kept are bounded by the corpus, not by what callers send.
+    pub async fn cached_if<V, F>(
+        &self,
+        kind: crate::cache::Kind,
+        key: &str,
+        fetch: F,
+        keep: impl FnOnce(&V) -> bool,
+    ) -> Result<V, GraphError>
+    where
+        V: serde::Serialize + serde::de::DeserializeOwned,
+        F: std::future::Future<Output = Result<V, GraphError>>,
+    {
         let keys = [key.to_owned()];
         let version = self.version().await;
         if let Some(version) = version {
@@ -151,7 +168,7 @@ impl Loaders {
             }
         }
         let value = fetch.await?;
-        if let Some(version) = version {
+        if let Some(version) = version.filter(|_| keep(&value)) {
             let values = HashMap::from([(key.to_owned(), value)]);
             self.stores
                 .cache

@@ -122,3 +122,36 @@ async fn with_falkordb_down_fields_fail_with_upstream_unavailable() {
     let readiness = check_readiness(&subgraph.dependencies).await;
     assert_eq!(readiness.failing, ["falkordb"]);
 }
+
+/// A topic prefix is anyone's to invent: a list that holds something is kept (repeats cost no
+/// query), one that matches nothing is not (each invented prefix would keep a key of its own).
+#[tokio::test]
+async fn topic_lists_are_kept_only_when_they_hold_topics() {
+    let namespace = ingested("t_cache_topic_prefixes").await;
+    let service = ContentService::new(namespace.clone(), &clients());
+    cold_cache(&namespace).await;
+    let topics = |prefix: &str| {
+        format!(r#"{{ topics(prefix: "{prefix}") {{ totalCount edges {{ node {{ id }} }} }} }}"#)
+    };
+    let cost = |query: String| {
+        let service = &service;
+        async move {
+            let before = service.graph_queries();
+            let answer = run(service, &query, json!({})).await;
+            assert!(answer.get("errors").is_none(), "{answer}");
+            (service.graph_queries() - before, answer)
+        }
+    };
+    let (first, found) = cost(topics("Lig")).await;
+    assert!(
+        found["data"]["topics"]["totalCount"].as_u64().unwrap() > 0,
+        "{found}"
+    );
+    assert!(first > 0);
+    assert_eq!(cost(topics("Lig")).await.0, 0, "kept");
+
+    let (first, none) = cost(topics("Zqxv")).await;
+    assert_eq!(none["data"]["topics"]["totalCount"], 0);
+    assert_eq!(first, 1);
+    assert_eq!(cost(topics("Zqxv")).await.0, 1, "not kept: asked again");
+}

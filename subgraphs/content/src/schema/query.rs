@@ -244,16 +244,23 @@ impl Query {
         let graph = loaders.stores.graph.clone();
         let key = format!("topics:{prefix}");
         let query_prefix = prefix.clone();
+        // Kept only when some topic starts so: prefixes that match nothing are anyone's to
+        // invent, and would fill the cache with one empty list each.
         let ids: Vec<String> = loaders
-            .cached(cache::LISTS, &key, async move {
-                let rows = graph
-                    .read(
-                        "MATCH (t:Topic) WHERE t.id STARTS WITH $prefix RETURN t.id AS id ORDER BY id",
-                        vec![("prefix", text(query_prefix))],
-                    )
-                    .await?;
-                Ok(rows.iter().filter_map(|r| get_text(r, "id")).collect())
-            })
+            .cached_if(
+                cache::LISTS,
+                &key,
+                async move {
+                    let rows = graph
+                        .read(
+                            "MATCH (t:Topic) WHERE t.id STARTS WITH $prefix RETURN t.id AS id ORDER BY id",
+                            vec![("prefix", text(query_prefix))],
+                        )
+                        .await?;
+                    Ok(rows.iter().filter_map(|r| get_text(r, "id")).collect())
+                },
+                |ids: &Vec<String>| !ids.is_empty(),
+            )
             .await
             .map_err(graph_down)?;
         let slice: Vec<String> = ids.iter().skip(start).take(first).cloned().collect();
