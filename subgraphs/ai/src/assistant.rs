@@ -197,17 +197,21 @@ impl Assistant {
         let llm = self.llm.as_ref()?;
         // One deadline for the vendors together (a fallback included), inside the router's
         // subgraph timeout, so that a slow vendor still leaves time for the extractive answer.
-        let answer =
-            match tokio::time::timeout(self.vendor_deadline, llm.complete(&prompt.request)).await {
-                Ok(reply) => reply.and_then(|reply| parse(&reply)),
-                Err(_) => {
-                    tracing::warn!(
-                        deadline_ms = self.vendor_deadline.as_millis() as u64,
-                        "the LLM did not answer in time; the extractive provider answers"
-                    );
-                    return None;
-                }
-            };
+        let request = crate::llm::LlmRequest {
+            deadline: Some(tokio::time::Instant::now() + self.vendor_deadline),
+            ..prompt.request.clone()
+        };
+        let answer = match tokio::time::timeout(self.vendor_deadline, llm.complete(&request)).await
+        {
+            Ok(reply) => reply.and_then(|reply| parse(&reply)),
+            Err(_) => {
+                tracing::warn!(
+                    deadline_ms = self.vendor_deadline.as_millis() as u64,
+                    "the LLM did not answer in time; the extractive provider answers"
+                );
+                return None;
+            }
+        };
         match answer {
             Ok((answer, invented)) => {
                 if invented > 0 {

@@ -509,6 +509,41 @@ async fn a_hanging_primary_times_out_and_the_fallback_answers() {
     );
 }
 
+/// A primary that fails too close to the asker's deadline is not followed by the secondary:
+/// it could not finish in time, and a call cut short is paid for and answers nothing.
+#[tokio::test]
+async fn the_fallback_is_not_asked_without_time_left_before_the_deadline() {
+    let overloaded =
+        r#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#;
+    let (primary_base, primary_fake) = fake_anthropic(Reply::new(500, overloaded)).await;
+    let (base, fake) = fake_openai(openai_ok(r#"{"text":"ok"}"#)).await;
+    let client = fallback(
+        anthropic(&primary_base, Duration::from_secs(5)),
+        openai(&base, Duration::from_secs(5)),
+    );
+    let with_left = |left: Duration| LlmRequest {
+        deadline: Some(tokio::time::Instant::now() + left),
+        ..request()
+    };
+
+    let error = client
+        .complete(&with_left(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LlmError::Vendor { status: 500, .. }),
+        "{error:?}"
+    );
+    assert_eq!((primary_fake.count(), fake.count()), (1, 0));
+
+    let reply = client
+        .complete(&with_left(Duration::from_secs(8)))
+        .await
+        .unwrap();
+    assert_eq!(reply.provider, "openai");
+    assert_eq!((primary_fake.count(), fake.count()), (2, 1));
+}
+
 #[tokio::test]
 async fn a_failing_primary_hands_over_to_the_fallback() {
     let overloaded =

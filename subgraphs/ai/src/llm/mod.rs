@@ -54,7 +54,14 @@ pub struct LlmRequest {
     pub prompt: String,
     /// The most tokens the answer may take.
     pub max_tokens: u32,
+    /// When the asker stops waiting for the vendors altogether (the assistant's deadline), if
+    /// it does: a [`Fallback`] does not start its secondary without [`MIN_FALLBACK_TIME`] of it
+    /// left, since a call cut short is paid for and answers nothing.
+    pub deadline: Option<tokio::time::Instant>,
 }
+
+/// The least time left before the request's deadline for a [`Fallback`] to ask its secondary.
+pub const MIN_FALLBACK_TIME: Duration = Duration::from_secs(3);
 
 /// A model's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,8 +174,10 @@ impl<T: LlmClient + ?Sized> LlmClient for Arc<T> {
 }
 
 /// The primary's answer, or the secondary's when the primary fails (an error status, a rate
-/// limit, a timeout, an unreadable answer, no answer). When both fail, the secondary's error is
-/// returned (the primary's was logged).
+/// limit, a timeout, an unreadable answer, no answer) while at least [`MIN_FALLBACK_TIME`] of
+/// the request's deadline is left (otherwise the primary's error: the secondary would be cut
+/// short, paid for nothing). When both fail, the secondary's error is returned (the primary's
+/// was logged).
 #[derive(Clone)]
 pub struct Fallback {
     pub primary: Arc<dyn LlmClient>,
@@ -185,6 +194,19 @@ impl Fallback {
             Ok(reply) => return Ok(reply),
             Err(error) => error,
         };
+        let left = request
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
+        if left.is_some_and(|left| left < MIN_FALLBACK_TIME) {
+            tracing::warn!(
+                primary = %self.primary.describe(),
+                kind = error.kind(),
+                %error,
+                left_ms = left.unwrap_or_default().as_millis() as u64,
+                "the primary LLM failed too late to ask the fallback"
+            );
+            return Err(error);
+        }
         tracing::warn!(
             primary = %self.primary.describe(),
             secondary = %self.secondary.describe(),

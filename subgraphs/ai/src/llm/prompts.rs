@@ -153,6 +153,7 @@ fn render(
             system: system::TEMPLATE.trim_end().to_owned(),
             prompt: fill(template, &values).trim_end().to_owned(),
             max_tokens,
+            deadline: None,
         },
         template_version: format!("{}+{version}", system::TEMPLATE_VERSION),
     }

@@ -34,8 +34,9 @@ pub const ANTHROPIC_BASE_URL: &str = "GOSPELIB_ANTHROPIC_BASE_URL";
 pub const OPENAI_API_KEY: &str = "GOSPELIB_OPENAI_API_KEY";
 pub const OPENAI_MODEL: &str = "GOSPELIB_OPENAI_MODEL";
 pub const OPENAI_BASE_URL: &str = "GOSPELIB_OPENAI_BASE_URL";
-/// The deadline of one completion by one client, in milliseconds (a [`Fallback`] may take up
-/// to twice this).
+/// The deadline of one completion by one client, in milliseconds. The assistant's deadline for
+/// an answer (8 s, primary and fallback together) bounds it too; a [`Fallback`] asks its
+/// secondary only while [`super::MIN_FALLBACK_TIME`] of that is left.
 pub const AI_TIMEOUT_MS: &str = "GOSPELIB_AI_TIMEOUT_MS";
 
 const ANTHROPIC_GROUP: [&str; 3] = [ANTHROPIC_API_KEY, ANTHROPIC_MODEL, ANTHROPIC_BASE_URL];
