@@ -474,14 +474,17 @@ fn check_notifications(env: &Env) -> Result<(), ConfigError> {
 /// answers cached in Redis.
 fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
-    let (over_http, llm) = ai_settings(&Env::from_process())?;
+    let env = Env::from_process();
+    let (over_http, llm) = ai_settings(&env)?;
     let content: Arc<dyn gospelib_ai::content::ContentSource> = match over_http {
         Some(content) => Arc::new(content),
         None => {
-            let (subgraph, _) = gospelib_content::schema::subgraph(
+            // With content's own settings (its FalkorDB read replica, its Typesense nodes).
+            let (subgraph, _) = gospelib_content::schema::subgraph_from_env(
                 gospelib_content::namespace::Namespace::production(),
                 clients,
-            );
+                &env,
+            )?;
             Arc::new(gospelib_ai::content::InProcess(subgraph.executor))
         }
     };
