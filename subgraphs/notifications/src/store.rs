@@ -318,14 +318,17 @@ impl Store {
     /// user: the row (made with the defaults if the user has none) is locked from the read to
     /// the write, so two changes sent at once both apply instead of the later overwriting the
     /// earlier with what it read. `Ok(Err(_))` is `change`'s refusal: nothing is written. An
-    /// erased user gets no row back (the defaults are answered, nothing is kept).
+    /// erased user gets no row back (the defaults are answered, nothing is kept); the user's
+    /// lock ([`crate::notify::lock_user`]), which the erasure holds too, keeps a change from
+    /// landing while the erasure runs.
     pub async fn change_preferences<E>(
         &self,
         user: Uuid,
         change: impl FnOnce(Preferences) -> Result<Preferences, E>,
     ) -> Result<Result<Preferences, E>, sqlx::Error> {
-        self.count(3);
+        self.count(4);
         let mut tx = self.pool.begin().await?;
+        crate::notify::lock_user(&mut tx, user).await?;
         sqlx::query(
             "INSERT INTO notifications.preferences (user_id)
              SELECT $1
@@ -483,10 +486,8 @@ impl Store {
     ) -> Result<TestOutcome, sqlx::Error> {
         self.count(4);
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("notifications.test:{user}"))
-            .execute(&mut *tx)
-            .await?;
+        // The user's lock (held by an erasure too) also serializes the limit's check and write.
+        crate::notify::lock_user(&mut tx, user).await?;
         let interval = i64::try_from(limits.min_interval.as_millis()).unwrap_or(i64::MAX);
         // Seconds until the interval since the latest one is over, and until the oldest of
         // the last day's leaves the 24-hour window when the day is full.

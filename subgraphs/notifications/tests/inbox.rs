@@ -345,6 +345,44 @@ async fn an_erased_user_keeps_no_preferences_or_test_notifications() {
     clean_up(&pool, &[user]).await;
 }
 
+/// Changes and test notifications in flight while the user is erased: each lands wholly before
+/// the erasure (and is erased) or after it (and is refused). Nothing survives.
+#[tokio::test]
+async fn writes_racing_an_erasure_leave_nothing_behind() {
+    let pool = pool().await;
+    let service = NotificationsService::new(pool.clone());
+    let store = Store::new(pool.clone());
+    for _ in 0..5 {
+        let user = Uuid::new_v4();
+        let writes = futures_util::future::join_all((0..8).map(|n| {
+            let service = &service;
+            async move {
+                let query = if n % 2 == 0 { UPDATE } else { TEST };
+                run_as(
+                    service,
+                    Some(user),
+                    query,
+                    json!({"input": {"push": false}}),
+                )
+                .await
+            }
+        }));
+        let (_, erased) = tokio::join!(writes, store.erase_user(user));
+        erased.unwrap();
+        for table in ["preferences", "notifications", "delivery_jobs"] {
+            let rows: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM notifications.{table} WHERE user_id = $1"
+            ))
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(rows, 0, "{table}");
+        }
+        clean_up(&pool, &[user]).await;
+    }
+}
+
 #[tokio::test]
 async fn test_notifications_are_rate_limited() {
     let pool = pool().await;
