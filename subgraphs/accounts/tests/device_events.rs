@@ -107,15 +107,6 @@ async fn xadd_rejected(stream: &str, event_id: Uuid, user_id: Uuid, device_id: &
     .await;
 }
 
-async fn stream_length(stream: &str) -> i64 {
-    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("XLEN")
-        .arg(stream)
-        .query_async(&mut connection)
-        .await
-        .unwrap()
-}
-
 async fn delete_streams(streams: &[&str]) {
     let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("DEL")
@@ -347,7 +338,7 @@ async fn a_rejected_device_is_removed_once_and_never_another_users() {
     assert_eq!(events_of(&pool, &events, "device.removed").await.len(), 1);
     assert!(device_exists(&pool, &b_device).await);
     assert!(device_exists(&pool, &a_other_device).await);
-    assert_eq!(stream_length(&dead).await, 0);
+    assert_eq!(gospelib_kit::test_stack::stream_length(&dead).await, 0);
 
     delete_streams(&[&notifications, &dead]).await;
     clean_up(&pool, &[&a, &b], &events).await;
@@ -399,7 +390,7 @@ async fn a_malformed_device_rejected_goes_to_the_dead_letter_stream() {
     .await;
 
     eventually("the malformed entries are dead-lettered", || async {
-        stream_length(&dead).await == 3
+        gospelib_kit::test_stack::stream_length(&dead).await == 3
     })
     .await;
     eventually("every entry is acknowledged", || {

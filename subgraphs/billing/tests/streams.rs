@@ -214,13 +214,7 @@ async fn an_outage_past_max_deliveries_delays_entries_without_dead_lettering_the
             .collect::<BTreeSet<_>>(),
         all(0..2)
     );
-    let mut connection = redis_connection().await;
-    let length: i64 = redis::cmd("XLEN")
-        .arg(&dead)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(length, 0);
+    assert_eq!(gospelib_kit::test_stack::stream_length(&dead).await, 0);
 }
 
 #[tokio::test]
@@ -276,13 +270,7 @@ async fn a_poison_entry_reaches_the_dead_letter_stream_after_n_attempts() {
     let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
 
     eventually("both bad entries are dead-lettered", || async {
-        let mut connection = redis_connection().await;
-        let length: i64 = redis::cmd("XLEN")
-            .arg(&dead)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        length == 2
+        gospelib_kit::test_stack::stream_length(&dead).await == 2
     })
     .await;
     eventually("the group is caught up", || group_caught_up(&stream, "g")).await;

@@ -238,13 +238,7 @@ async fn a_malformed_user_created_goes_to_the_dead_letter_stream() {
     })
     .await;
     eventually("the malformed entry is dead-lettered", || async {
-        let mut connection = redis_connection().await;
-        let length: i64 = redis::cmd("XLEN")
-            .arg(&dead)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        length == 1
+        gospelib_kit::test_stack::stream_length(&dead).await == 1
     })
     .await;
     stop.send(true).unwrap();

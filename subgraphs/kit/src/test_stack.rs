@@ -54,16 +54,25 @@ where
     panic!("timed out waiting until {what}");
 }
 
-/// Whether the consumer group `group` of `stream` has read every entry and has none pending
-/// (`XINFO GROUPS`: `entries-read` equals `XLEN`, `pending` is 0).
-pub async fn group_caught_up(stream: &str, group: &str) -> bool {
+/// How many entries `stream` holds (`XLEN`; 0 for a stream that does not exist).
+pub async fn stream_length(stream: &str) -> i64 {
     let mut connection = redis()
         .get_multiplexed_async_connection()
         .await
         .expect("the stack's Redis");
-    let length: i64 = redis::cmd("XLEN")
+    redis::cmd("XLEN")
         .arg(stream)
         .query_async(&mut connection)
+        .await
+        .expect("the stack's Redis")
+}
+
+/// Whether the consumer group `group` of `stream` has read every entry and has none pending
+/// (`XINFO GROUPS`: `entries-read` equals `XLEN`, `pending` is 0).
+pub async fn group_caught_up(stream: &str, group: &str) -> bool {
+    let length = stream_length(stream).await;
+    let mut connection = redis()
+        .get_multiplexed_async_connection()
         .await
         .expect("the stack's Redis");
     let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")

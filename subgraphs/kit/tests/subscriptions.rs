@@ -769,16 +769,14 @@ async fn documents_nested_too_deep_to_parse_are_refused_on_every_way_in() {
             .is_some_and(|message| message.contains("limit"))
     };
 
+    let json_of = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let http = reqwest::Client::new();
+    let url = server.url("/subgraphs/live/graphql");
+
     // POST.
-    let body: Value = reqwest::Client::new()
-        .post(server.url("/subgraphs/live/graphql"))
-        .json(&json!({ "query": deep }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json_of(http.post(&url).json(&json!({ "query": deep }))).await;
     assert!(refused(&body["errors"]), "{body}");
 
     // Server-sent events: one `next` with the refusal, then `complete`.
@@ -794,16 +792,11 @@ async fn documents_nested_too_deep_to_parse_are_refused_on_every_way_in() {
     assert_eq!(events[2], "event: complete\ndata:");
 
     // GET (a mutation over GET is looked for first).
-    let body: Value = reqwest::Client::new()
-        .get(server.url("/subgraphs/live/graphql"))
+    let get = http
+        .get(&url)
         .query(&[("query", nested(5_000))])
-        .header("graphql-preflight", "1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .header("graphql-preflight", "1");
+    let body = json_of(get).await;
     assert!(refused(&body["errors"]), "{body}");
 
     // WebSocket: an `error` for that operation; the connection stays.

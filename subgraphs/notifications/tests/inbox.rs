@@ -332,17 +332,22 @@ async fn an_erased_user_keeps_no_preferences_or_test_notifications() {
     assert!(updated["errors"].is_null(), "{updated}");
     let test = run_as(&service, Some(user), TEST, json!({})).await;
     assert_eq!(codes(&test), ["UNAUTHORIZED"], "{test}");
+    assert_nothing_kept(&pool, user).await;
+    clean_up(&pool, &[user]).await;
+}
+
+/// That `user` has no preferences, notification or queued delivery.
+async fn assert_nothing_kept(pool: &sqlx::PgPool, user: Uuid) {
     for table in ["preferences", "notifications", "delivery_jobs"] {
         let rows: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM notifications.{table} WHERE user_id = $1"
         ))
         .bind(user)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
         assert_eq!(rows, 0, "{table}");
     }
-    clean_up(&pool, &[user]).await;
 }
 
 /// Changes and test notifications in flight while the user is erased: each lands wholly before
@@ -369,16 +374,7 @@ async fn writes_racing_an_erasure_leave_nothing_behind() {
         }));
         let (_, erased) = tokio::join!(writes, store.erase_user(user));
         erased.unwrap();
-        for table in ["preferences", "notifications", "delivery_jobs"] {
-            let rows: i64 = sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM notifications.{table} WHERE user_id = $1"
-            ))
-            .bind(user)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            assert_eq!(rows, 0, "{table}");
-        }
+        assert_nothing_kept(&pool, user).await;
         clean_up(&pool, &[user]).await;
     }
 }
