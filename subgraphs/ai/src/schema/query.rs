@@ -1,8 +1,14 @@
 //! The assistant's root fields, each gated by the `ai_features` entitlement
 //! (`@requiresScopes`: the router refuses other callers with `FORBIDDEN` before fetching) and
 //! counted against the plan's AI quota per hour by the router's rate limits (bucket `ai`).
+//!
+//! The subgraph checks the entitlement too, in the caller context the router signed: a request
+//! that reaches it another way (any pod of the internal network, without the router's secret)
+//! is an anonymous caller, refused before a vendor is paid.
 
 use async_graphql::{Context, ErrorExtensions, ID, Object, Result};
+
+use gospelib_kit::caller::Caller;
 
 use super::types::{Connection, Explanation, StudyQuestion};
 use crate::assistant::{Assistant, AssistantError};
@@ -11,6 +17,17 @@ pub struct Query;
 
 fn assistant<'a>(ctx: &Context<'a>) -> Result<&'a Assistant> {
     ctx.data::<Assistant>()
+}
+
+/// The entitlement every root field needs.
+pub const SCOPE: &str = "ai_features";
+
+/// Refuses a caller without [`SCOPE`] in its signed context (`FORBIDDEN`).
+fn entitled(ctx: &Context<'_>) -> Result<()> {
+    if Caller::of(ctx).scopes.iter().any(|scope| scope == SCOPE) {
+        return Ok(());
+    }
+    Err(gospelib_kit::ErrorCode::Forbidden.error(format!("this needs the `{SCOPE}` entitlement")))
 }
 
 fn graphql_error(error: AssistantError) -> async_graphql::Error {
@@ -30,6 +47,7 @@ impl Query {
         id: ID,
         focus: Option<String>,
     ) -> Result<Option<Explanation>> {
+        entitled(ctx)?;
         let explanation = assistant(ctx)?
             .explain(&id, focus.as_deref())
             .await
@@ -46,6 +64,7 @@ impl Query {
         id: ID,
         count: Option<i32>,
     ) -> Result<Vec<StudyQuestion>> {
+        entitled(ctx)?;
         let questions = assistant(ctx)?
             .study_questions(&id, count)
             .await
@@ -57,6 +76,7 @@ impl Query {
     /// lexicon entries and topics they share), strongest first.
     #[graphql(requires_scopes = "ai_features")]
     async fn suggest_connections(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<Connection>> {
+        entitled(ctx)?;
         let connections = assistant(ctx)?
             .suggest_connections(&id)
             .await
