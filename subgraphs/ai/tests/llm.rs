@@ -310,6 +310,10 @@ fn unreachable_base() -> String {
     base
 }
 
+/// Anthropic's answer when it fails on its side (500).
+const OVERLOADED: &str =
+    r#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#;
+
 fn request() -> LlmRequest {
     render_explain(&context(), Some("love")).request
 }
@@ -513,9 +517,7 @@ async fn a_hanging_primary_times_out_and_the_fallback_answers() {
 /// it could not finish in time, and a call cut short is paid for and answers nothing.
 #[tokio::test]
 async fn the_fallback_is_not_asked_without_time_left_before_the_deadline() {
-    let overloaded =
-        r#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#;
-    let (primary_base, primary_fake) = fake_anthropic(Reply::new(500, overloaded)).await;
+    let (primary_base, primary_fake) = fake_anthropic(Reply::new(500, OVERLOADED)).await;
     let (base, fake) = fake_openai(openai_ok(r#"{"text":"ok"}"#)).await;
     let client = fallback(
         anthropic(&primary_base, Duration::from_secs(5)),
@@ -546,9 +548,7 @@ async fn the_fallback_is_not_asked_without_time_left_before_the_deadline() {
 
 #[tokio::test]
 async fn a_failing_primary_hands_over_to_the_fallback() {
-    let overloaded =
-        r#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#;
-    let (primary_base, primary_fake) = fake_anthropic(Reply::new(500, overloaded)).await;
+    let (primary_base, primary_fake) = fake_anthropic(Reply::new(500, OVERLOADED)).await;
     let (base, fake) = fake_openai(openai_ok(r#"{"text":"ok"}"#)).await;
 
     let primary = anthropic(&primary_base, Duration::from_secs(5));
