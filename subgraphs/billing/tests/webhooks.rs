@@ -339,13 +339,7 @@ async fn invoices_emit_payment_events_and_move_the_status() {
         "linked by the metadata"
     );
 
-    let invoice = |id: &str, start: i64, end: i64| {
-        json!({
-            "id": id, "object": "invoice", "customer": customer, "subscription": sub,
-            "amount_due": 799, "amount_paid": 0, "currency": "usd",
-            "lines": {"data": [{"period": {"start": start, "end": end}}]}
-        })
-    };
+    let invoice = |id: &str, start: i64, end: i64| invoice(id, &customer, &sub, (start, end), 0);
     // The renewal's payment fails: past_due.
     let failed = event(
         &event_id(),
@@ -439,11 +433,7 @@ async fn a_subscription_update_delivered_after_the_renewals_payment_still_applie
     );
     assert_eq!(post(&url, &created).await.0, 200);
 
-    let paid = json!({
-        "id": "in_renewal", "object": "invoice", "customer": customer, "subscription": sub,
-        "amount_due": 799, "amount_paid": 799, "currency": "usd",
-        "lines": {"data": [{"period": {"start": renewed.0, "end": renewed.1}}]}
-    });
+    let paid = invoice("in_renewal", &customer, &sub, renewed, 799);
     let payment = event(&event_id(), "invoice.payment_succeeded", now - 40, paid);
     assert_eq!(post(&url, &payment).await.0, 200);
 

@@ -88,6 +88,21 @@ pub fn signature(body: &str) -> String {
     format!("t={t},v1={}", sign(SECRET, t, body.as_bytes()))
 }
 
+/// An invoice of `subscription` billing `period` (799 cents due, `amount_paid` paid).
+pub fn invoice(
+    id: &str,
+    customer: &str,
+    subscription: &str,
+    period: (i64, i64),
+    amount_paid: i64,
+) -> Value {
+    json!({
+        "id": id, "object": "invoice", "customer": customer, "subscription": subscription,
+        "amount_due": 799, "amount_paid": amount_paid, "currency": "usd",
+        "lines": {"data": [{"period": {"start": period.0, "end": period.1}}]}
+    })
+}
+
 /// A Stripe event body.
 pub fn event(id: &str, kind: &str, created: i64, object: Value) -> String {
     json!({
