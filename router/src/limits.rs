@@ -9,8 +9,10 @@
 //! The cost estimates the work an operation asks for: every field costs 1, and what a list
 //! field selects is multiplied by the list's expected size: its `first`, `last` or `limit`
 //! argument (a literal, the request's variable, or the argument's default in the schema), else
-//! [`DEFAULT_LIST_SIZE`]. A connection field sized by such an argument passes the size on to its
-//! `edges` and `nodes` lists.
+//! the size [`ListSizes`] gives the field (`config/cost.toml`: the corpus's averages, or one item
+//! per element of a list argument such as `passages(ids:)`), else [`DEFAULT_LIST_SIZE`]. A
+//! connection field sized by such an argument passes the size on to its `edges` and `nodes`
+//! lists.
 
 use std::collections::HashMap;
 
@@ -60,6 +62,98 @@ pub const MAX_REPEATED_SELECTIONS: usize = 16;
 
 /// The lists of a connection that its size argument sizes.
 const SIZED_CONNECTION_LISTS: [&str; 2] = ["edges", "nodes"];
+
+/// The largest size a list may be assumed to have (a typo of a few zeros is refused at start-up).
+const MAX_ASSUMED_SIZE: u64 = 1_000_000;
+
+/// The cost file the binary was built with.
+pub const BUILT_IN_LIST_SIZES: &str = include_str!("../../config/cost.toml");
+
+/// How many items the cost assumes one list field holds when no size argument says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListSize {
+    /// This many (an expected size, e.g. the corpus's average).
+    Assumed(u64),
+    /// One per element of the named list argument.
+    LengthOf(String),
+}
+
+/// The sizes of list fields the cost assumes, by type and field (`config/cost.toml`); fields not
+/// named count as [`DEFAULT_LIST_SIZE`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListSizes {
+    fields: HashMap<String, HashMap<String, ListSize>>,
+}
+
+/// A cost file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ListSizesError {
+    #[error("not a valid cost file: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("`{0}` in [lists] is not a field coordinate like \"Chapter.verses\"")]
+    Coordinate(String),
+    #[error(
+        "`{0}` in [lists] must be a number of items from 1 to {MAX_ASSUMED_SIZE}, or the name of \
+         the field's list argument"
+    )]
+    Size(String),
+}
+
+impl ListSizes {
+    /// The sizes the binary was built with.
+    pub fn built_in() -> Self {
+        Self::parse(BUILT_IN_LIST_SIZES).expect("config/cost.toml is valid (checked by the tests)")
+    }
+
+    /// Reads a cost file (see `config/cost.toml` for its format).
+    pub fn parse(text: &str) -> Result<Self, ListSizesError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            lists: std::collections::BTreeMap<String, toml::Value>,
+        }
+        let file: File = toml::from_str(text)?;
+        let mut sizes = Self::default();
+        for (coordinate, value) in file.lists {
+            let Some((type_name, field)) = coordinate
+                .split_once('.')
+                .filter(|(t, f)| is_name(t) && is_name(f))
+            else {
+                return Err(ListSizesError::Coordinate(coordinate));
+            };
+            let size = match &value {
+                toml::Value::Integer(n) if (1..=MAX_ASSUMED_SIZE as i64).contains(n) => {
+                    ListSize::Assumed(*n as u64)
+                }
+                toml::Value::String(argument) if is_name(argument) => {
+                    ListSize::LengthOf(argument.clone())
+                }
+                _ => return Err(ListSizesError::Size(coordinate)),
+            };
+            sizes
+                .fields
+                .entry(type_name.to_owned())
+                .or_default()
+                .insert(field.to_owned(), size);
+        }
+        Ok(sizes)
+    }
+
+    /// The size named for `parent`'s field `field`, if any.
+    pub fn of(&self, parent: &str, field: &str) -> Option<&ListSize> {
+        self.fields.get(parent)?.get(field)
+    }
+}
+
+/// Whether `text` is a GraphQL name.
+fn is_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// One problem with an operation, as a GraphQL error states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +331,7 @@ enum Stop {
 
 struct Measurer<'d> {
     shape: &'d SchemaShape,
+    list_sizes: &'d ListSizes,
     fragments: HashMap<&'d str, &'d FragmentDefinition<'static, String>>,
     memo: HashMap<&'d str, Memo>,
     variables: &'d serde_json::Map<String, serde_json::Value>,
@@ -400,9 +495,9 @@ impl<'d> Measurer<'d> {
         let connection_size = size.filter(|_| shape.is_some_and(|s| !s.list));
         let inner = self.sized_selection_set(&field.selection_set, child_type, connection_size)?;
         let multiplier = match shape {
-            Some(shape) if shape.list && !self.in_introspection => {
-                size.unwrap_or(DEFAULT_LIST_SIZE)
-            }
+            Some(shape) if shape.list && !self.in_introspection => size
+                .or_else(|| self.assumed_size(field, parent))
+                .unwrap_or(DEFAULT_LIST_SIZE),
             _ => 1,
         };
         Ok(Measures {
@@ -439,6 +534,30 @@ impl<'d> Measurer<'d> {
             None => None,
         };
         given.or_else(|| shape.and_then(|s| s.default_size))
+    }
+
+    /// The size [`ListSizes`] gives `parent`'s list field `field`: its number, or the length of
+    /// the list argument it names (a literal list, or the request's variable).
+    fn assumed_size(&mut self, field: &Field<'static, String>, parent: &str) -> Option<u64> {
+        let argument = match self.list_sizes.of(parent, &field.name)? {
+            ListSize::Assumed(size) => return Some(*size),
+            ListSize::LengthOf(argument) => argument,
+        };
+        let (_, value) = field.arguments.iter().find(|(name, _)| name == argument)?;
+        Some(match value {
+            Value::List(items) => items.len() as u64,
+            Value::Variable(name) => {
+                self.variable_sized = true;
+                match self.variables.get(name) {
+                    Some(serde_json::Value::Array(items)) => items.len() as u64,
+                    // Coerced into a list of one; `null` or a missing variable: an error later.
+                    Some(_) => 1,
+                    None => return None,
+                }
+            }
+            // A single value is coerced into a list of one.
+            _ => 1,
+        })
     }
 
     /// The measures of one operation, refused if any passes its limit.
@@ -504,6 +623,7 @@ pub fn check_limits(
     document: &Doc,
     operation_name: Option<&str>,
     shape: &SchemaShape,
+    list_sizes: &ListSizes,
     variables: &serde_json::Map<String, serde_json::Value>,
     limits: &Limits,
 ) -> Result<Measured, Problem> {
@@ -536,6 +656,7 @@ pub fn check_limits(
         .collect();
     let mut measurer = Measurer {
         shape,
+        list_sizes,
         fragments,
         memo: HashMap::new(),
         variables,
@@ -572,4 +693,57 @@ pub fn check_limits(
         cost: measures.cost,
         depth: measures.depth,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_cost_file_is_valid_and_names_the_corpus_lists() {
+        let sizes = ListSizes::built_in();
+        assert_eq!(sizes.of("Chapter", "verses"), Some(&ListSize::Assumed(27)));
+        assert_eq!(
+            sizes.of("Query", "passages"),
+            Some(&ListSize::LengthOf("ids".to_owned()))
+        );
+        assert_eq!(sizes.of("Chapter", "id"), None);
+    }
+
+    #[test]
+    fn a_bad_cost_file_says_what_is_wrong() {
+        for (text, expected) in [
+            (
+                "[lists]\n\"verses\" = 3\n",
+                "`verses` in [lists] is not a field coordinate",
+            ),
+            (
+                "[lists]\n\"Chapter.\" = 3\n",
+                "`Chapter.` in [lists] is not a field",
+            ),
+            (
+                "[lists]\n\"A.b.c\" = 3\n",
+                "`A.b.c` in [lists] is not a field",
+            ),
+            (
+                "[lists]\n\"Chapter.verses\" = 0\n",
+                "`Chapter.verses` in [lists] must be",
+            ),
+            ("[lists]\n\"Chapter.verses\" = -4\n", "must be a number"),
+            (
+                "[lists]\n\"Chapter.verses\" = 1000001\n",
+                "must be a number",
+            ),
+            ("[lists]\n\"Chapter.verses\" = 2.5\n", "must be a number"),
+            (
+                "[lists]\n\"Query.passages\" = \"the ids\"\n",
+                "must be a number",
+            ),
+            ("[list]\n\"Chapter.verses\" = 3\n", "not a valid cost file"),
+        ] {
+            let error = ListSizes::parse(text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        assert_eq!(ListSizes::parse("").unwrap(), ListSizes::default());
+    }
 }

@@ -331,7 +331,8 @@ impl Router {
         transport: Arc<dyn Transport>,
         settings: &RouterSettings,
     ) -> Self {
-        let mut plans = PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, settings.limits);
+        let mut plans = PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, settings.limits)
+            .with_list_sizes(settings.list_sizes.clone());
         plans.planning_timeout = settings.planning_timeout;
         let router = Self {
             supergraph: RwLock::new(Arc::new(supergraph)),

@@ -25,7 +25,7 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 use crate::introspection::Introspection;
-use crate::limits::{Limits, Problem, check_limits};
+use crate::limits::{Limits, ListSizes, Problem, check_limits};
 use crate::supergraph::Supergraph;
 use crate::validation::validate_operation;
 
@@ -123,6 +123,8 @@ pub struct PlanCache {
     by_text: Mutex<LruCache<u64, (TextKey, TextEntry)>>,
     stats: Mutex<CacheStats>,
     limits: Limits,
+    /// The sizes the cost gives lists no argument sizes.
+    list_sizes: Arc<ListSizes>,
 }
 
 impl PlanCache {
@@ -146,7 +148,15 @@ impl PlanCache {
             by_text: Mutex::new(LruCache::new(capacity)),
             stats: Mutex::new(CacheStats::default()),
             limits,
+            list_sizes: Arc::new(ListSizes::built_in()),
         }
+    }
+
+    /// Gives lists without a size argument these sizes in the cost (the built-in
+    /// `config/cost.toml` otherwise).
+    pub fn with_list_sizes(mut self, list_sizes: Arc<ListSizes>) -> Self {
+        self.list_sizes = list_sizes;
+        self
     }
 
     /// The slots plans are made in (tests hold them to see a request wait).
@@ -197,6 +207,7 @@ impl PlanCache {
                 &document,
                 operation_name,
                 supergraph.shape(),
+                &self.list_sizes,
                 variables,
                 &self.limits,
             )
@@ -358,6 +369,7 @@ impl PlanCache {
             &document,
             operation_name,
             supergraph.shape(),
+            &self.list_sizes,
             variables,
             &self.limits,
         )

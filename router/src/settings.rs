@@ -15,6 +15,9 @@ pub struct RouterSettings {
     /// `GOSPELIB_ROUTER_MAX_DEPTH`, `_MAX_ALIASES`, `_MAX_ROOT_FIELDS`, `_MAX_TOKENS`,
     /// `_MAX_COST`.
     pub limits: Limits,
+    /// `GOSPELIB_ROUTER_COST_FILE`: the sizes the cost gives lists no argument sizes
+    /// (`config/cost.toml` when unset).
+    pub list_sizes: std::sync::Arc<crate::limits::ListSizes>,
     /// `GOSPELIB_ROUTER_INTROSPECTION`: answer `__schema`/`__type`.
     pub introspection: bool,
     /// `GOSPELIB_ROUTER_DEDUPE`: identical subgraph fetches in flight are sent once.
@@ -61,6 +64,7 @@ impl Default for RouterSettings {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
+            list_sizes: std::sync::Arc::new(crate::limits::ListSizes::built_in()),
             introspection: true,
             dedupe: true,
             inbound_dedupe: true,
@@ -190,7 +194,19 @@ impl RouterSettings {
                     .map_err(|e| e.to_string())
             },
         );
+        let list_sizes = reader.optional(
+            "GOSPELIB_ROUTER_COST_FILE",
+            "the path of a cost file like config/cost.toml",
+            defaults.list_sizes.clone(),
+            |raw| {
+                let text = std::fs::read_to_string(raw.trim()).map_err(|e| e.to_string())?;
+                crate::limits::ListSizes::parse(&text)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| e.to_string())
+            },
+        );
         Some(Self {
+            list_sizes: list_sizes?,
             entity_cache: entity_cache?,
             cache_policy: cache_policy?,
             limits: Limits {
@@ -357,6 +373,36 @@ mod tests {
             let error = parse_subgraph_urls(raw).unwrap_err();
             assert!(error.contains(expected), "{raw}: {error}");
         }
+    }
+
+    #[test]
+    fn a_cost_file_is_read_and_a_bad_one_is_named_with_its_problem() {
+        let dir = std::env::temp_dir().join(format!("gospelib-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[lists]\n\"Chapter.verses\" = 176\n").unwrap();
+        let settings = read(&[("GOSPELIB_ROUTER_COST_FILE", good.to_str().unwrap())]).unwrap();
+        assert_eq!(
+            settings.list_sizes.of("Chapter", "verses"),
+            Some(&crate::limits::ListSize::Assumed(176))
+        );
+        // Only what the file names: the built-in sizes are not merged in.
+        assert_eq!(settings.list_sizes.of("Query", "books"), None);
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[lists]\n\"Chapter.verses\" = 0\n").unwrap();
+        let error = read(&[("GOSPELIB_ROUTER_COST_FILE", bad.to_str().unwrap())]).unwrap_err();
+        assert_eq!(error.problems[0].variable, "GOSPELIB_ROUTER_COST_FILE");
+        assert!(
+            error
+                .to_string()
+                .contains("`Chapter.verses` in [lists] must be a number"),
+            "{error}"
+        );
+        let missing = dir.join("missing.toml");
+        let error = read(&[("GOSPELIB_ROUTER_COST_FILE", missing.to_str().unwrap())]).unwrap_err();
+        assert_eq!(error.problems[0].variable, "GOSPELIB_ROUTER_COST_FILE");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -160,6 +160,102 @@ async fn the_cost_multiplies_lists_by_their_size_arguments() {
 }
 
 #[tokio::test]
+async fn lists_without_a_size_argument_cost_what_the_corpus_holds() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    let refused = |response: &Value| {
+        response["errors"][0]["extensions"]["code"] == "VALIDATION_ERROR"
+            && response["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cost, more than the limit of 3000"))
+    };
+    // Every verse of both corpora in one answer: 1 + 81 books × (1 + 18 chapters × (1 + 27
+    // verses × 2 fields)), where lists of 10 made it 2,121 and let it through.
+    let whole_corpus = "{ books { chapters { verses { id text } } } }";
+    let response = ask(&router, whole_corpus, json!({})).await;
+    assert_first_error(
+        &response,
+        "the operation has an estimated 80272 cost, more than the limit of 3000",
+        "VALIDATION_ERROR",
+    );
+    // A book index (1,428 chapters' ids and numbers) is within it.
+    let index = "{ books { chapters { id number } } }";
+    assert!(!refused(&ask(&router, index, json!({})).await));
+
+    // `passages(ids:)` answers one passage per id: 1 + ids × (1 text + 1 + 12 words × 3).
+    let ids = |n: usize| -> Vec<String> { (1..=n).map(|v| format!("ps.119.{v}")).collect() };
+    let literal = |n: usize| {
+        format!(
+            "{{ passages(ids: {}) {{ text words {{ token lexiconEntry {{ definition }} }} }} }}",
+            serde_json::to_string(&ids(n)).unwrap()
+        )
+    };
+    let response = ask(&router, &literal(100), json!({})).await;
+    assert_first_error(
+        &response,
+        "the operation has an estimated 3801 cost, more than the limit of 3000",
+        "VALIDATION_ERROR",
+    );
+    assert!(!refused(&ask(&router, &literal(70), json!({})).await));
+    // The same through a variable, measured per request.
+    let query = "query P($ids: [ID!]!) { passages(ids: $ids) { text words { token lexiconEntry { definition } } } }";
+    for (n, over) in [
+        (70, false),
+        (100, true),
+        (1, false),
+        (78, false),
+        (79, true),
+    ] {
+        let response = ask(&router, query, json!({ "ids": ids(n) })).await;
+        assert_eq!(refused(&response), over, "{n} ids: {response}");
+    }
+    // One id where a list is expected is coerced into a list of one.
+    let response = ask(&router, query, json!({ "ids": "ps.23.1" })).await;
+    assert!(!refused(&response), "{response}");
+}
+
+#[test]
+fn every_app_and_partner_operation_costs_well_within_the_limit() {
+    use gospelib_router::limits::{ListSizes, check_limits};
+    let supergraph = platform_supergraph();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../client-tests/operations");
+    let mut costs = Vec::new();
+    for client in ["web", "mobile", "partner"] {
+        for entry in std::fs::read_dir(format!("{root}/{client}")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "graphql") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let variables: Map<String, Value> =
+                std::fs::read_to_string(path.with_extension("variables.json"))
+                    .map(|v| serde_json::from_str(&v).unwrap())
+                    .unwrap_or_default();
+            let document = graphql_tools::parser::parse_query::<String>(&text)
+                .unwrap()
+                .into_static();
+            let measured = check_limits(
+                &document,
+                None,
+                supergraph.shape(),
+                &ListSizes::built_in(),
+                &variables,
+                &Limits::default(),
+            )
+            .unwrap_or_else(|problem| panic!("{}: {problem:?}", path.display()));
+            costs.push((measured.cost, path.file_name().unwrap().to_owned()));
+        }
+    }
+    costs.sort();
+    let (heaviest, name) = costs.last().unwrap();
+    // Room to grow: a new field or two on the reader page must not need a new limit.
+    assert!(
+        *heaviest <= Limits::default().max_cost / 2,
+        "{name:?} costs {heaviest}: {costs:?}"
+    );
+    assert!(costs.len() >= 20, "{costs:?}");
+}
+
+#[tokio::test]
 async fn planning_that_overruns_its_deadline_is_refused() {
     let settings = RouterSettings {
         planning_timeout: Duration::from_nanos(1),
