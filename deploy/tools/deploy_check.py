@@ -22,6 +22,15 @@
         has the binary itself check it for that container's command line:
         `gospelib settings check --env-file F -- ARGS` or `gospelib-router --check-config ARGS`.
 
+    deploy_check.py network --phase1 FILE --phase2 FILE
+        Evaluates the rendered NetworkPolicies as Kubernetes does (a pod selected by any
+        ingress policy takes only what one of them allows) against the connections each
+        topology needs (the routers to the subgraphs and the registry, ai to content, every
+        process and job to the stores, the stores' own peers, anyone to the public port,
+        Prometheus to /metrics) and those it must refuse (anyone else to a subgraph, the
+        registry or a store; one subgraph to another): every pod of the manifests is a source
+        and a destination.
+
 Exit status 1 on any problem, after reporting all of them.
 """
 
@@ -473,6 +482,148 @@ def settings(args) -> int:
     return 1 if failed else 0
 
 
+# ------------------------------------------------------------------------------------------------
+# NetworkPolicies, evaluated
+
+NAMESPACE = "gospelib"
+# Sources outside the namespace: an ingress controller's pod, and Prometheus.
+OUTSIDE = {"ingress-nginx": {}, "monitoring": {"app.kubernetes.io/name": "prometheus"}}
+PROCESSES = ["content", "accounts", "billing", "study", "notifications", "ai"]
+JOBS = ["migrate", "ingest", "reminders"]
+
+
+def selects(selector, labels: dict) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) selects `labels`."""
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def peer_matches(peer: dict, namespace: str, labels: dict) -> bool:
+    if "ipBlock" in peer:
+        return False
+    namespace_labels = {"kubernetes.io/metadata.name": namespace}
+    if "namespaceSelector" in peer:
+        if not selects(peer["namespaceSelector"], namespace_labels):
+            return False
+    elif namespace != NAMESPACE:
+        return False
+    return "podSelector" not in peer or selects(peer["podSelector"], labels)
+
+
+def port_matches(rule_ports, port: int, named: dict) -> bool:
+    if not rule_ports:
+        return True
+    for entry in rule_ports:
+        wanted = entry.get("port")
+        if wanted is None or wanted == port or named.get(wanted) == port:
+            return True
+    return False
+
+
+def allowed(policies: list, source: tuple, destination: dict, port: int) -> bool:
+    """Whether `source` (namespace, labels) may connect to `destination`'s pod on `port`."""
+    selecting = [p for p in policies if "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])
+                 and selects(p["spec"].get("podSelector"), destination["labels"])]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress") or []:
+            peers = rule.get("from")
+            if peers and not any(peer_matches(peer, *source) for peer in peers):
+                continue
+            if port_matches(rule.get("ports"), port, destination["ports"]):
+                return True
+    return False
+
+
+def pods(objects: list) -> dict:
+    """Component → its pod template's labels and named container ports."""
+    found = {}
+    for obj in objects:
+        for spec in pod_specs(obj):
+            template = obj["spec"]
+            if obj["kind"] == "CronJob":
+                template = template["jobTemplate"]["spec"]
+            labels = template["template"]["metadata"].get("labels", {})
+            ports = {p["name"]: p["containerPort"] for c in spec.get("containers", [])
+                     for p in c.get("ports", []) if "name" in p}
+            found[labels.get("app.kubernetes.io/component", obj["metadata"]["name"])] = {
+                "labels": labels, "ports": ports}
+    return found
+
+
+def expected_flows(phase: str, components: list) -> list:
+    """(source, destination, port, must be allowed) for one topology."""
+    stores = [("postgres", 5432), ("redis", 6379), ("falkordb", 6379), ("typesense", 8108)]
+    ours = [c for c in components if c in PROCESSES + JOBS + ["router", "registry", "gospelib",
+                                                                "schema-publish"]]
+    flows = []
+    for who in ours:
+        flows += [(who, store, port, True) for store, port in stores]
+    flows += [("falkordb", "falkordb", 6379, True), ("typesense", "typesense", 8107, True),
+              ("typesense", "typesense", 8108, True)]
+    for outside in OUTSIDE:
+        flows += [(outside, store, port, False) for store, port in stores]
+        flows.append((outside, "typesense", 8107, False))
+    flows += [(store, other, port, False) for store, _ in stores for other, port in stores
+              if store != other]
+    if phase == "phase1":
+        flows += [("ingress-nginx", "gospelib", 4000, True), ("monitoring", "gospelib", 4001, True),
+                  ("ingress-nginx", "gospelib", 4001, False)]
+        return flows
+    flows += [("ingress-nginx", public, 4000, True) for public in ["router", "accounts", "billing"]]
+    for internal in PROCESSES + ["registry"]:
+        flows += [("router", internal, 4001, True), ("monitoring", internal, 4001, True),
+                  ("ingress-nginx", internal, 4001, False)]
+        flows += [(other, internal, 4001, other == "ai" and internal == "content")
+                  for other in PROCESSES + JOBS + ["registry", "schema-publish"] if other != internal]
+    return flows
+
+
+def network(args) -> int:
+    problems = 0
+    for phase, file in [("phase1", args.phase1), ("phase2", args.phase2)]:
+        objects = [o for o in yaml.safe_load_all(Path(file).read_text()) if o]
+        policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+        found = pods(objects)
+        flows = expected_flows(phase, list(found))
+        for source, destination, port, wanted in flows:
+            if destination not in found:
+                print(f"ERROR {phase}: no pod of component {destination}")
+                problems += 1
+                continue
+            if source in OUTSIDE:
+                origin = (source, OUTSIDE[source])
+            elif source in found:
+                origin = (NAMESPACE, found[source]["labels"])
+            else:
+                print(f"ERROR {phase}: no pod of component {source}")
+                problems += 1
+                continue
+            if allowed(policies, origin, found[destination], port) != wanted:
+                verdict = "refused" if wanted else "allowed"
+                print(f"ERROR {phase}: {source} -> {destination}:{port} is {verdict}")
+                problems += 1
+        print(f"{phase}: {len(flows)} connections checked against {len(policies)} NetworkPolicies")
+    return 1 if problems else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -487,7 +638,12 @@ def main() -> int:
     s.add_argument("--router", required=True)
     s.add_argument("--k8s", action="append", default=[], metavar="NAME=FILE")
     s.add_argument("--compose")
+    n = commands.add_parser("network")
+    n.add_argument("--phase1", required=True)
+    n.add_argument("--phase2", required=True)
     args = parser.parse_args()
+    if args.command == "network":
+        return network(args)
     if args.command == "validate":
         problems = validate(args.files)
         if problems:
