@@ -11,7 +11,9 @@
 //! ([`PartnerKeys::follow_revocations`]) forgets the key at once, so a revoked key fails within
 //! moments on every pod, and within [`POSITIVE_TTL`] even when Redis is down. Lookups are
 //! bounded ([`MAX_CONCURRENT_LOOKUPS`], each within [`LOOKUP_TIMEOUT`]), so a flood of random
-//! keys cannot take every database connection.
+//! keys cannot take every database connection; a key this router found before is looked up
+//! again in slots of its own ([`REFRESH_SLOTS`]), so such a flood cannot lock out the partners
+//! already served either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +32,9 @@ pub const POSITIVE_TTL: Duration = Duration::from_secs(15);
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Database lookups in flight at once, per router.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 8;
+/// Lookups in flight at once, per router, of keys it found before (their cached answer has
+/// expired): apart from the others, which made-up keys can fill.
+pub const REFRESH_SLOTS: usize = 2;
 /// How long one lookup (waiting for its turn included) may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys found kept in a router's cache (beyond it, they are all forgotten and found again).
@@ -107,7 +112,11 @@ struct Cache {
 pub struct PartnerKeys {
     pool: PgPool,
     cache: Mutex<Cache>,
+    /// Slots for lookups of keys not found before (made-up ones included).
     lookups: tokio::sync::Semaphore,
+    /// Slots for lookups of keys found before.
+    refreshes: tokio::sync::Semaphore,
+    positive_ttl: Duration,
 }
 
 impl PartnerKeys {
@@ -116,7 +125,20 @@ impl PartnerKeys {
             pool,
             cache: Mutex::new(Cache::default()),
             lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
+            refreshes: tokio::sync::Semaphore::new(REFRESH_SLOTS),
+            positive_ttl: POSITIVE_TTL,
         }
+    }
+
+    /// Trusts a key found for `ttl` instead of [`POSITIVE_TTL`] (tests shorten it).
+    pub fn with_positive_ttl(mut self, ttl: Duration) -> Self {
+        self.positive_ttl = ttl;
+        self
+    }
+
+    /// The slots lookups of keys not found before take turns in (tests hold them).
+    pub fn lookup_slots(&self) -> &tokio::sync::Semaphore {
+        &self.lookups
     }
 
     /// The owner of `key`; `None` for a key that does not exist or was revoked.
@@ -125,12 +147,17 @@ impl PartnerKeys {
             return Ok(None);
         }
         let digest = digest(key);
-        let generation = match self.cached(&digest) {
+        let (generation, found_before) = match self.cached(&digest) {
             Ok(cached) => return Ok(cached),
-            Err(generation) => generation,
+            Err(missed) => missed,
+        };
+        let slots = if found_before {
+            &self.refreshes
+        } else {
+            &self.lookups
         };
         let owner = tokio::time::timeout(LOOKUP_TIMEOUT, async {
-            let _turn = self.lookups.acquire().await.expect("never closed");
+            let _turn = slots.acquire().await.expect("never closed");
             sqlx::query_as::<_, (String, String, Vec<String>)>(
                 "SELECT id, partner, scopes FROM accounts.partner_keys \
                  WHERE digest = $1 AND revoked_at IS NULL",
@@ -147,19 +174,23 @@ impl PartnerKeys {
             scopes,
         });
         let ttl = if owner.is_some() {
-            POSITIVE_TTL
+            self.positive_ttl
         } else {
             NEGATIVE_TTL
         };
         let mut cache = self.cache.lock().expect("partner key cache lock");
         // A revocation announced while the database was asked may have been missed by this
         // answer: it is used, not kept.
+        let cache = &mut *cache;
         if cache.generation == generation {
-            let (kept, bound) = if owner.is_some() {
-                (&mut cache.entries, MAX_CACHED)
+            // A key found before and now gone (revoked, the announcement missed) is unknown
+            // from now on: only one side holds a digest.
+            let (kept, bound, other) = if owner.is_some() {
+                (&mut cache.entries, MAX_CACHED, &mut cache.unknown)
             } else {
-                (&mut cache.unknown, MAX_CACHED_UNKNOWN)
+                (&mut cache.unknown, MAX_CACHED_UNKNOWN, &mut cache.entries)
             };
+            other.remove(&digest);
             if kept.len() >= bound {
                 kept.clear();
             }
@@ -174,16 +205,16 @@ impl PartnerKeys {
         Ok(owner)
     }
 
-    /// What is cached for `digest`, or (when nothing fresh is) the cache's generation.
-    fn cached(&self, digest: &str) -> Result<Option<KeyOwner>, u64> {
+    /// What is cached for `digest`; when nothing fresh is, the cache's generation and whether
+    /// the key was found before (its answer expired, but no revocation was announced).
+    fn cached(&self, digest: &str) -> Result<Option<KeyOwner>, (u64, bool)> {
         let cache = self.cache.lock().expect("partner key cache lock");
-        cache
-            .entries
-            .get(digest)
+        let found = cache.entries.get(digest);
+        found
             .or_else(|| cache.unknown.get(digest))
             .filter(|cached| cached.until > Instant::now())
             .map(|cached| cached.owner.clone())
-            .ok_or(cache.generation)
+            .ok_or((cache.generation, found.is_some()))
     }
 
     /// Forgets the key with this digest (a revocation was announced).

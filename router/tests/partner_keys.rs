@@ -275,3 +275,41 @@ async fn a_pod_subscribing_again_forgets_what_it_cached_while_it_could_miss_revo
     );
     delete(&pool, &owner).await;
 }
+
+/// Made-up keys can take every lookup slot; a key this router found before is then looked up
+/// again, when its cached answer expires, in slots of its own, and really asked of the
+/// database (a key gone from it is refused), not answered from what was cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_holding_every_lookup_slot_does_not_lock_out_keys_found_before() {
+    let pool = pool().await;
+    let ttl = Duration::from_millis(50);
+    let keys = PartnerKeys::new(pool.clone()).with_positive_ttl(ttl);
+    let (owner, key) = new_key(&pool, "slots").await;
+    let (gone, gone_key) = new_key(&pool, "slots-gone").await;
+    assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
+    assert_eq!(keys.find(&gone_key).await.unwrap(), Some(gone.clone()));
+
+    // The flood: every slot for keys not found before is taken.
+    let held = keys
+        .lookup_slots()
+        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
+        .await
+        .unwrap();
+    delete(&pool, &gone).await;
+    tokio::time::sleep(ttl * 2).await;
+    let started = Instant::now();
+    assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
+    assert_eq!(keys.find(&gone_key).await.unwrap(), None);
+    assert!(started.elapsed() < partner_keys::LOOKUP_TIMEOUT);
+    // Known to be gone now: refused from the cache, without a lookup.
+    assert_eq!(keys.find(&gone_key).await.unwrap(), None);
+    // A key never seen waits for the flood's slots, and gives up.
+    let made_up = format!("glpk_{:0>43}", "slots");
+    assert!(matches!(
+        keys.find(&made_up).await,
+        Err(partner_keys::PartnerKeyError::Timeout(_))
+    ));
+    drop(held);
+    assert_eq!(keys.find(&made_up).await.unwrap(), None);
+    delete(&pool, &owner).await;
+}
