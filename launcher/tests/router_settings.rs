@@ -107,16 +107,17 @@ fn max_tokens_applies() {
 
 #[test]
 fn max_cost_applies() {
-    // 1 (books) + 10 × (1 id + 1 chapters + 10 × 1 id) = 121.
+    // 1 (books) + 81 books × (1 id + 1 chapters + 18 chapters × 1 id) = 1,621
+    // (config/cost.toml's sizes).
     let body = ask_with(
-        &[("GOSPELIB_ROUTER_MAX_COST", "100")],
+        &[("GOSPELIB_ROUTER_MAX_COST", "1000")],
         "{ books { id chapters { id } } }",
     );
     assert_eq!(
         refusal(&body),
         (
             "VALIDATION_ERROR".to_owned(),
-            "the operation has an estimated 121 cost, more than the limit of 100".to_owned()
+            "the operation has an estimated 1621 cost, more than the limit of 1000".to_owned()
         )
     );
 }

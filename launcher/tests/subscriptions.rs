@@ -345,3 +345,72 @@ fn websocket_credentials_refused_and_uncheckable_close_differently() {
     let (code, reason) = client.block_on(init_with(&base, &format!("Bearer {token}")));
     assert_eq!((code, reason.as_str()), (1013, "Try Again Later"));
 }
+
+/// A socket does not outlive its session token: when the token stops being accepted (its `exp`
+/// and the 5 s leeway), the socket closes `4403` (graphql-ws clients reconnect, with a fresh
+/// token), its subscriptions ending with it; until then it serves.
+#[test]
+fn a_websocket_closes_when_its_session_token_expires() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jwks = runtime.block_on(support::clerk::jwks_server());
+    let (_served, base, client) = serve_with(
+        &["serve"],
+        &[
+            ("GOSPELIB_AUTH_JWKS_URL", jwks),
+            ("GOSPELIB_AUTH_ISSUER", support::clerk::ISSUER.to_owned()),
+            (
+                "GOSPELIB_AUTH_AUDIENCE",
+                support::clerk::AUDIENCE.to_owned(),
+            ),
+        ],
+    );
+    // Past its `exp`, within the leeway: accepted for about 2 s more.
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = support::clerk::session_token_with(
+        "user_expiring",
+        json!({"exp": now - 3, "iat": now - 60, "nbf": now - 60}),
+    );
+    client.block_on(async {
+        let opened = std::time::Instant::now();
+        let mut socket =
+            support::ws::connect_with(&base, json!({"authorization": format!("Bearer {token}")}))
+                .await;
+        send(
+            &mut socket,
+            json!({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}),
+        )
+        .await;
+        // Still serving: a query on the socket is answered.
+        send(
+            &mut socket,
+            json!({"id": "2", "type": "subscribe", "payload": {"query": "{ __typename }"}}),
+        )
+        .await;
+        let mut answered = false;
+        let (code, reason) = loop {
+            let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+                .await
+                .expect("closed within 15 s");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    break (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    if message["id"] == "2" && message["type"] == "next" {
+                        assert_eq!(message["payload"]["data"]["__typename"], "Query");
+                        answered = true;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("closed without a close frame: {other:?}"),
+            }
+        };
+        assert!(answered, "the query was answered before the token expired");
+        assert_eq!(
+            (code, reason.as_str()),
+            (4403, "Forbidden: the credentials expired")
+        );
+        assert!(opened.elapsed() < Duration::from_secs(10));
+    });
+}

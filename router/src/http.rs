@@ -248,6 +248,7 @@ impl RouterService {
                 variables,
                 caller: identified.caller,
                 client_address,
+                credential_expires_at: identified.expires_at,
                 ..Default::default()
             },
             registration,
@@ -318,14 +319,15 @@ impl GraphQlService for RouterService {
     }
 
     /// A WebSocket connection's credentials (`connection_init`) are checked once when it opens:
-    /// refused ones close it (`4403`); each operation on it is checked again as it starts.
+    /// refused ones close it (`4403`), a session token closes it when it expires; each
+    /// operation on it is checked again as it starts.
     fn accept_connection(
         &self,
         headers: ForwardedHeaders,
-    ) -> BoxFuture<'_, Result<(), ConnectionRefusal>> {
+    ) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, ConnectionRefusal>> {
         Box::pin(async move {
             match self.identity.identify(Some(&headers)).await {
-                Ok(_) => Ok(()),
+                Ok(identified) => Ok(identified.expires_at),
                 Err(IdentityError::Refused(reason)) => Err(ConnectionRefusal::Forbidden(reason)),
                 Err(error @ IdentityError::Unavailable(_)) => {
                     Err(ConnectionRefusal::Unavailable(error.to_string()))

@@ -71,6 +71,10 @@ pub fn credential(headers: Option<&ForwardedHeaders>) -> Result<Credential<'_>, 
 pub struct Identified {
     pub caller: Caller,
     pub partner: bool,
+    /// When the credential stops being accepted (a session token's `exp` and the leeway);
+    /// `None` for anonymous callers and API keys. What a long-lived connection or
+    /// subscription must not outlive.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// What checks credentials: session tokens when an issuer is configured, partner keys when
@@ -91,6 +95,7 @@ impl Identity {
             Credential::None => Ok(Identified {
                 caller: Caller::anonymous(),
                 partner: false,
+                expires_at: None,
             }),
             Credential::Session(token) => {
                 let Some(sessions) = &self.sessions else {
@@ -115,6 +120,11 @@ impl Identity {
                         ..Caller::default()
                     },
                     partner: false,
+                    expires_at: Some(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(claims.expires_at)
+                            + sessions.leeway(),
+                    ),
                 })
             }
             Credential::ApiKey(key) => {
@@ -127,6 +137,7 @@ impl Identity {
                     Ok(Some(owner)) => Ok(Identified {
                         caller: Caller::partner(owner.partner, owner.scopes),
                         partner: true,
+                        expires_at: None,
                     }),
                     Ok(None) => Err(IdentityError::Refused("unknown API key".to_owned())),
                     Err(error) => {

@@ -246,6 +246,11 @@ pub struct JwtVerifier {
 pub const REMEMBERED_TOKENS: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
 
 impl JwtVerifier {
+    /// The clock skew allowed past a token's `exp`.
+    pub fn leeway(&self) -> Duration {
+        self.settings.leeway
+    }
+
     /// A verifier for these settings, with its own HTTP client; fetches nothing yet.
     pub fn new(settings: JwtSettings) -> Result<Self, JwtError> {
         check_settings(&settings)?;

@@ -113,6 +113,9 @@ pub struct GraphQlRequest {
     pub caller: Caller,
     /// The client's address: what anonymous callers' rate limits are keyed by.
     pub client_address: Option<std::net::IpAddr>,
+    /// When the caller's credential stops being accepted (see
+    /// [`crate::identity::Identified::expires_at`]): a subscription ends then.
+    pub credential_expires_at: Option<std::time::SystemTime>,
 }
 
 /// A GraphQL response: its `data` (none when the request failed before execution) as JSON

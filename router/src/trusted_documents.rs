@@ -585,7 +585,7 @@ impl GraphQlService for TrustedService {
     fn accept_connection(
         &self,
         headers: ForwardedHeaders,
-    ) -> BoxFuture<'_, Result<(), ConnectionRefusal>> {
+    ) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, ConnectionRefusal>> {
         self.inner.accept_connection(headers)
     }
 }

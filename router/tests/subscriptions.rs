@@ -442,3 +442,43 @@ async fn queries_sent_as_subscriptions_get_one_answer_and_subscriptions_need_a_s
     assert_eq!(refused.errors[0]["extensions"]["code"], "INVALID_REQUEST");
     assert!(refused.data.is_none());
 }
+
+#[tokio::test]
+async fn a_subscription_ends_when_its_session_token_does() {
+    let harness = harness(10);
+    let listening = harness.books.receiver_count();
+    let expires_at = std::time::SystemTime::now() + Duration::from_millis(400);
+    let mut responses = harness
+        .router
+        .subscribe(GraphQlRequest {
+            credential_expires_at: Some(expires_at),
+            ..request(SUBSCRIPTION, json!({}))
+        })
+        .await
+        .unwrap_or_else(|refused| panic!("{}", refused.to_json()));
+    let first = tokio::spawn(async move {
+        let first = responses.next().await.map(body);
+        (first, responses)
+    });
+    wait_until(|| harness.books.receiver_count() > listening).await;
+    harness.books.send(book("1", "poetry")).unwrap();
+    let (first, mut responses) = first.await.unwrap();
+    assert_eq!(first.unwrap()["data"]["bookAdded"]["title"], "Book 1");
+    // Past the token's expiry: one last error, then nothing, and the caller's place is free.
+    let last = tokio::time::timeout(Duration::from_secs(5), responses.next())
+        .await
+        .expect("the last response within 5 s")
+        .map(body)
+        .unwrap();
+    assert!(std::time::SystemTime::now() >= expires_at);
+    assert_eq!(
+        last,
+        json!({"errors": [{
+            "message": "the session token expired: subscribe again with a fresh one",
+            "extensions": {"code": "UNAUTHORIZED"}
+        }]})
+    );
+    assert!(responses.next().await.is_none(), "the stream ends");
+    drop(responses);
+    wait_until(|| harness.router.open_subscriptions() == 0).await;
+}

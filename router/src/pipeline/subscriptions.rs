@@ -197,10 +197,17 @@ impl Router {
             headers: request.subgraph_headers,
             version,
         };
+        let credential_expires = request.credential_expires_at.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
         let live = Live {
             events: context.open().await?,
             context,
             replaced,
+            credential_expires,
             ended: false,
             _slot: slot,
         };
@@ -213,6 +220,9 @@ struct Live {
     context: Context,
     events: EventStream,
     replaced: tokio::sync::watch::Receiver<u64>,
+    /// When the caller's session token stops being accepted: the subscription ends then, so
+    /// a signed-out, banned or erased user stops receiving events.
+    credential_expires: Option<tokio::time::Instant>,
     /// Whether the last response was sent.
     ended: bool,
     _slot: Slot,
@@ -334,8 +344,22 @@ impl Live {
         if self.ended {
             return None;
         }
+        let expiry = async {
+            match self.credential_expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             biased;
+            () = expiry => {
+                self.ended = true;
+                let error = json!({
+                    "message": "the session token expired: subscribe again with a fresh one",
+                    "extensions": { "code": "UNAUTHORIZED" }
+                });
+                return Some((self.context.refusal(vec![error]), self));
+            }
             _ = self.replaced.changed() => {
                 self.ended = true;
                 let error = json!({

@@ -124,14 +124,16 @@ pub trait GraphQlService: Send + Sync + 'static {
     /// Decides, at a WebSocket's `connection_init` (before `connection_ack`), whether the
     /// connection may go on with the headers it carries (its payload's credentials and the
     /// upgrade request's, see [`crate::ws`]). A refusal closes the socket: `4403: Forbidden`
-    /// for credentials refused, `1013: Try Again Later` when they cannot be checked now. By
-    /// default every connection goes on: each operation is checked on its own anyway.
+    /// for credentials refused, `1013: Try Again Later` when they cannot be checked now.
+    /// Accepted credentials may expire (a session token): the connection is then closed
+    /// `4403` when they do, and the client reconnects with fresh ones. By default every
+    /// connection goes on, for good: each operation is checked on its own anyway.
     fn accept_connection(
         &self,
         headers: ForwardedHeaders,
-    ) -> BoxFuture<'_, Result<(), ConnectionRefusal>> {
+    ) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, ConnectionRefusal>> {
         let _ = headers;
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(None) })
     }
 }
 

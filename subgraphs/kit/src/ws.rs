@@ -14,7 +14,9 @@
 //!   operation on the connection, beside the upgrade request's own
 //!   ([`FORWARDED_HEADERS`](crate::graphql_http::FORWARDED_HEADERS); the payload wins for a name both carry). The service may refuse
 //!   them ([`GraphQlService::accept_connection`]): `4403: Forbidden`. Otherwise
-//!   `connection_ack`;
+//!   `connection_ack`; credentials that expire (a session token) close the connection with
+//!   `4403` when they do, every operation on it ended (graphql-ws clients reconnect after
+//!   `4403`, with fresh connection parameters);
 //! - `ping` is answered `pong` (with the ping's payload) at any time; `pong` is ignored;
 //! - `subscribe` `{id, payload: {query, operationName, variables, extensions}}` before the ack
 //!   is `4401: Unauthorized`; with an id in use (any operation still running) it is
@@ -374,6 +376,8 @@ struct Session {
     init: Init,
     /// The headers of every operation, once `connection_init` came.
     headers: Vec<(String, String)>,
+    /// When those headers' credentials stop being accepted, if they do.
+    credentials_expire: Option<tokio::time::Instant>,
     operations: HashMap<String, Operation>,
     /// Every operation's task: dropping the set (the connection's end) aborts them all.
     tasks: JoinSet<()>,
@@ -395,6 +399,7 @@ impl Session {
             peer,
             init: Init::Waiting,
             headers: Vec::new(),
+            credentials_expire: None,
             operations: HashMap::new(),
             tasks: JoinSet::new(),
             sender,
@@ -422,7 +427,17 @@ impl Session {
         pings.reset();
         let mut last_heard = Instant::now();
         loop {
+            let expiry = async {
+                match self.credentials_expire {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let step = tokio::select! {
+                () = expiry => Step::Close(
+                    close_code::FORBIDDEN,
+                    "Forbidden: the credentials expired".to_owned(),
+                ),
                 received = socket.recv() => {
                     last_heard = Instant::now();
                     match received {
@@ -557,7 +572,14 @@ impl Session {
             .accept_connection(ForwardedHeaders(headers.clone()))
             .await
         {
-            Ok(()) => {}
+            Ok(expires_at) => {
+                self.credentials_expire = expires_at.map(|at| {
+                    let left = at
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    tokio::time::Instant::now() + left
+                });
+            }
             Err(ConnectionRefusal::Forbidden(reason)) => {
                 tracing::info!(%reason, "refused a WebSocket connection's credentials");
                 return Step::Close(close_code::FORBIDDEN, "Forbidden".to_owned());
