@@ -5,8 +5,11 @@
 //! The request's headers (the signed caller context among them) travel in `connection_init`'s
 //! payload, where the kit reads them as it reads an HTTP request's. The connection and its
 //! acknowledgement must come within the subgraph timeout; after that, events arrive for as long
-//! as the subgraph sends them. Dropping the stream closes the socket, which ends the
-//! subscription at the subgraph.
+//! as the subgraph sends them. A connection silent for a subgraph timeout is pinged
+//! (graphql-transport-ws `ping`, which the subgraph answers `pong`, besides its own pings); one
+//! silent for two ends the subscription with an error, so a subgraph whose node vanished (no
+//! FIN, no RST) or that hangs does not leave its client waiting for events forever. Dropping the
+//! stream closes the socket, which ends the subscription at the subgraph.
 
 use std::time::Duration;
 
@@ -91,7 +94,7 @@ pub async fn subscribe(
     let socket = tokio::time::timeout(timeout, opening)
         .await
         .map_err(|_| unavailable("no acknowledgement within the subgraph timeout".to_owned()))??;
-    Ok(events(subgraph.to_owned(), socket))
+    Ok(events(subgraph.to_owned(), socket, timeout))
 }
 
 async fn send(socket: &mut Socket, message: &Protocol) -> Result<(), String> {
@@ -103,6 +106,10 @@ async fn send(socket: &mut Socket, message: &Protocol) -> Result<(), String> {
 
 fn pong() -> Protocol {
     Protocol::Pong { payload: None }
+}
+
+fn ping() -> Protocol {
+    Protocol::Ping { payload: None }
 }
 
 /// Waits for `connection_ack`, answering pings meanwhile.
@@ -168,8 +175,9 @@ fn parse(message: &Message) -> Result<Option<ProtocolMessage>, String> {
 }
 
 /// The subscription's events: each `next` payload, an `error` as a response of errors, until
-/// `complete`; a broken connection ends it with an error.
-fn events(subgraph: String, socket: Socket) -> EventStream {
+/// `complete`; a broken connection, or one silent for two `idle` periods (the first ends with
+/// a ping), ends it with an error.
+fn events(subgraph: String, socket: Socket, idle: Duration) -> EventStream {
     let broken = move |subgraph: &str, reason: String| TransportError::Unavailable {
         subgraph: subgraph.to_owned(),
         reason,
@@ -178,8 +186,29 @@ fn events(subgraph: String, socket: Socket) -> EventStream {
         let subgraph = subgraph.clone();
         async move {
             let mut socket = state?;
+            let mut pinged = false;
             loop {
-                let Some(message) = socket.next().await else {
+                let next = match tokio::time::timeout(idle, socket.next()).await {
+                    Ok(next) => next,
+                    Err(_) if !pinged => {
+                        pinged = true;
+                        // A peer that stopped reading could hold the write up too.
+                        let sent = tokio::time::timeout(idle, send(&mut socket, &ping())).await;
+                        if let Err(error) = sent.unwrap_or_else(|_| Err("ping not sent".into())) {
+                            return Some((Err(broken(&subgraph, error)), None));
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        let reason = format!(
+                            "the subgraph sent nothing for {:?}, a ping included",
+                            idle * 2
+                        );
+                        return Some((Err(broken(&subgraph, reason)), None));
+                    }
+                };
+                pinged = false;
+                let Some(message) = next else {
                     let reason = "the subgraph closed the subscription".to_owned();
                     return Some((Err(broken(&subgraph, reason)), None));
                 };
