@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use gospelib_router::transport::{Http, SubgraphRequest, Transport, TransportError};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
 /// A subgraph that acknowledges one subscription, then only answers pings (`answers_pings`) or
 /// reads and sends nothing at all. Its URL.
@@ -19,13 +19,6 @@ async fn quiet_subgraph(answers_pings: bool) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let offer_protocol = |_: &Request, mut response: Response| {
-            response.headers_mut().insert(
-                "sec-websocket-protocol",
-                "graphql-transport-ws".parse().unwrap(),
-            );
-            Ok(response)
-        };
         let mut socket = tokio_tungstenite::accept_hdr_async(tcp, offer_protocol)
             .await
             .unwrap();
@@ -57,6 +50,16 @@ async fn next_json(
         Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
         other => panic!("not a text message: {other:?}"),
     }
+}
+
+/// Accepts the upgrade offering `graphql-transport-ws` (the error type is tungstenite's).
+#[allow(clippy::result_large_err)]
+fn offer_protocol(_: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    response.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    Ok(response)
 }
 
 fn subscription() -> SubgraphRequest {
