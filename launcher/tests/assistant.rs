@@ -359,11 +359,22 @@ async fn fake_anthropic(replies: Vec<String>) -> String {
 
 /// [`fake_anthropic`] answering each request only after `delay`.
 async fn fake_anthropic_after(delay: Duration, replies: Vec<String>) -> String {
+    fake_anthropic_counting(delay, replies).await.0
+}
+
+/// [`fake_anthropic_after`], with the count of requests it got.
+async fn fake_anthropic_counting(
+    delay: Duration,
+    replies: Vec<String>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let replies = Arc::new(std::sync::Mutex::new(replies));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
     let app = axum::Router::new().route(
         "/v1/messages",
         axum::routing::post(move |headers: axum::http::HeaderMap| {
             let replies = replies.clone();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
                 tokio::time::sleep(delay).await;
                 assert_eq!(headers["x-api-key"], "sk-ant-test");
@@ -385,7 +396,7 @@ async fn fake_anthropic_after(delay: Duration, replies: Vec<String>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{address}")
+    (format!("http://{address}"), calls)
 }
 
 fn anthropic(base_url: String) -> Arc<dyn gospelib_ai::llm::LlmClient> {
@@ -446,6 +457,39 @@ async fn a_vendors_answer_keeps_only_citations_the_graph_holds_and_a_malformed_o
         hits,
         "a fallback answer was cached"
     );
+}
+
+/// Many readers asking the same question at once (a daily-reading push) pay the vendor once:
+/// the others wait for that answer, as does a second copy of the question in one operation.
+#[tokio::test]
+async fn identical_questions_in_flight_ask_the_vendor_once() {
+    let reply = json!({"text": "In the beginning was the Word.", "citations": ["john.1.1"]});
+    let (base, calls) =
+        fake_anthropic_counting(Duration::from_millis(300), vec![reply.to_string()]).await;
+    let setup = setup_with(Some(anthropic(base))).await;
+    let question = r#"{ explainPassage(id: "john.1.1") { text provider } }"#;
+    let readers: Vec<Caller> = (0..5).map(|_| scholar()).collect();
+    let answers =
+        futures_util::future::join_all(readers.iter().map(|r| setup.ask(r, question))).await;
+    let expected = json!({"data": {"explainPassage": {
+        "text": "In the beginning was the Word.", "provider": "anthropic"
+    }}});
+    assert!(
+        answers.iter().all(|answer| *answer == expected),
+        "{answers:?}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let exported = setup.metrics.render();
+    let shared = exported
+        .lines()
+        .find(|line| line.contains("source=\"shared\""))
+        .unwrap_or_else(|| panic!("{exported}"));
+    assert!(shared.ends_with(" 4"), "{shared}");
+
+    let twice = r#"{ a: explainPassage(id: "john.1.2") { text } b: explainPassage(id: "john.1.2") { text } }"#;
+    let answer = setup.ask(&scholar(), twice).await;
+    assert_eq!(answer["data"]["a"], answer["data"]["b"], "{answer}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 /// A page asks for the verse at once and the explanation deferred: the verse comes in the

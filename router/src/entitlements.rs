@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::single_flight::SingleFlight;
+use gospelib_kit::single_flight::SingleFlight;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;

@@ -48,7 +48,6 @@ pub mod projection;
 pub mod rate_limit;
 pub mod reload;
 pub mod settings;
-pub mod single_flight;
 pub mod subscription_client;
 pub mod supergraph;
 pub mod transport;

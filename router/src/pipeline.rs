@@ -22,13 +22,13 @@ use crate::planning::{DEFAULT_PLAN_CACHE_SIZE, PlanCache, Planned, PlanningError
 use crate::projection;
 use crate::rate_limit::{Allowance, Decision, RateLimiter};
 use crate::settings::RouterSettings;
-use crate::single_flight::SingleFlight;
 use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::usage::UsageRecorder;
 use crate::validation::{Limits, Problem};
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::plans::Plans;
+use gospelib_kit::single_flight::SingleFlight;
 
 mod incremental;
 mod subscriptions;
@@ -582,7 +582,7 @@ impl Router {
     /// [`Router::run_for`], shared with identical operations in flight (same supergraph,
     /// document, variables, caller and headers) unless inbound sharing is off or this is a
     /// mutation. Each request still has its own rate-limit check; a leader whose request is
-    /// dropped hands the run over to a follower (see [`crate::single_flight`]).
+    /// dropped hands the run over to a follower (see [`gospelib_kit::single_flight`]).
     async fn run_shared(
         &self,
         caller: &Caller,

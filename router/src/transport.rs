@@ -11,8 +11,8 @@ use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::breaker::{Admission, Breaker, BreakerSettings};
 
 use crate::fingerprint::request_fingerprint;
-use crate::single_flight::SingleFlight;
 use crate::value::{Object, Value};
+use gospelib_kit::single_flight::SingleFlight;
 use serde_json::json;
 
 /// A boxed future, so transports can live behind `dyn`.
@@ -869,7 +869,7 @@ impl Transport for InProcess {
 /// Shares one answer between identical requests to a subgraph that are in flight at the same
 /// time: the same subgraph, query, variables and headers (so two callers with different
 /// identities never share an answer). Mutations are never shared. Cancellation-safe: see
-/// [`crate::single_flight`].
+/// [`gospelib_kit::single_flight`].
 pub struct Deduplicated {
     inner: Arc<dyn Transport>,
     enabled: bool,
@@ -968,7 +968,7 @@ impl Transport for Deduplicated {
                     count_shared,
                 )
                 .await;
-            let joined = matches!(role, crate::single_flight::Role::Joined);
+            let joined = matches!(role, gospelib_kit::single_flight::Role::Joined);
             answer.map(|(value, id)| (Answer::of_shared(value), Some(AnswerId { id, joined })))
         })
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use gospelib_kit::metrics::Metrics;
+use gospelib_kit::single_flight::{Role, SingleFlight};
 
 use crate::answer::{Connection, Explanation, StudyQuestion};
 use crate::cache::AnswerCache;
@@ -76,6 +77,10 @@ pub struct Assistant {
     invented: AtomicU64,
     /// Answers served from the cache.
     cache_hits: AtomicU64,
+    /// Answers being made, by cache key: identical questions asked while one is being
+    /// answered (a daily-reading push sends many readers to one passage at once) wait for it
+    /// instead of each paying a vendor. The answer as JSON.
+    in_flight: SingleFlight<String, serde_json::Value>,
 }
 
 impl Assistant {
@@ -92,6 +97,7 @@ impl Assistant {
             vendor_deadline: DEFAULT_VENDOR_DEADLINE,
             invented: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            in_flight: SingleFlight::new(),
         }
     }
 
@@ -133,7 +139,8 @@ impl Assistant {
 
     /// The answer to `question` cached under `key`, or `make`'s: kept when it says it may be
     /// (a vendor's answer, or the extractive provider's when no vendor is configured), not
-    /// when it is the extractive provider's in place of a vendor that failed.
+    /// when it is the extractive provider's in place of a vendor that failed. While one is
+    /// being made, the same question under the same key waits for it (`make` runs once).
     async fn cached<T, F>(&self, question: &str, key: Option<String>, make: F) -> T
     where
         T: serde::Serialize + serde::de::DeserializeOwned,
@@ -151,10 +158,32 @@ impl Assistant {
             self.count(question, provider, "cache");
             return hit;
         }
+        let Some(key) = key else {
+            return self.made(question, provider, None, make).await;
+        };
+        let (shared, role) = self
+            .in_flight
+            .run(key.clone(), || async {
+                let answer = self.made(question, provider, Some(&key), make).await;
+                serde_json::to_value(&answer).expect("an answer is JSON")
+            })
+            .await;
+        if role == Role::Joined {
+            self.count(question, provider, "shared");
+        }
+        serde_json::from_value(shared).expect("an answer reads back as it was written")
+    }
+
+    /// `make`'s answer, counted, and kept under `key` when it says it may be.
+    async fn made<T, F>(&self, question: &str, provider: &str, key: Option<&str>, make: F) -> T
+    where
+        T: serde::Serialize,
+        F: std::future::Future<Output = (T, bool)>,
+    {
         let (answer, keep) = make.await;
         if keep {
             self.count(question, provider, "made");
-            if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            if let (Some(cache), Some(key)) = (&self.cache, key) {
                 cache.put(key, &answer).await;
             }
         } else {

@@ -23,6 +23,7 @@ pub mod parsed_documents;
 pub mod plans;
 pub mod redis_link;
 pub mod server;
+pub mod single_flight;
 pub mod sse;
 pub mod stores;
 pub mod stream_lag;

@@ -1,7 +1,7 @@
 //! One piece of work in flight per key, its result handed to everyone who asked for it while it
-//! ran: how the router sends identical subgraph fetches once ([`crate::transport::Deduplicated`]),
-//! runs identical client operations once (the pipeline's inbound sharing), and asks billing once
-//! per user ([`crate::entitlements`]).
+//! ran: how the router sends identical subgraph fetches once (its transport's `Deduplicated`),
+//! runs identical client operations once (the pipeline's inbound sharing) and asks billing once
+//! per user (its entitlements), and how the assistant asks a vendor once per question in flight.
 //!
 //! Cancellation safety: an entry lives exactly as long as the request that leads it. A guard
 //! removes it when the leader ends, whether it finished or was dropped (client gone, deadline,
