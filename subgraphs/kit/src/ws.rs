@@ -37,7 +37,9 @@
 //! [`SubscriptionSettings::ping_interval`] the server sends a WebSocket ping frame (every
 //! client answers those by itself); a connection from which nothing at all (a pong, a message)
 //! came for two intervals is closed with `1011` (the protocol has no code of its own for a
-//! dead peer, and graphql-ws clients retry after 1011).
+//! dead peer, and graphql-ws clients retry after 1011); one that stops reading, so that a
+//! message cannot be written for two intervals, is dropped (its operations end, and their
+//! places in the limits are given back).
 //!
 //! Backpressure: each operation runs in a task of its own and hands its results to the
 //! connection through a small bounded queue; the connection writes them one at a time, waiting
@@ -472,12 +474,20 @@ impl Session {
             match step {
                 Step::Nothing => {}
                 Step::Send(frame) => {
-                    if socket.send(frame).await.is_err() {
+                    // A client that stops reading fills the socket's buffers and holds the send
+                    // up: given two ping intervals, as a client that stops answering pings.
+                    let sent =
+                        tokio::time::timeout(settings.ping_interval * 2, socket.send(frame)).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        if sent.is_err() {
+                            tracing::info!("a WebSocket client stopped reading; dropped");
+                        }
                         break;
                     }
                 }
                 Step::Close(code, reason) => {
-                    close(&mut socket, code, &reason).await;
+                    let closing = close(&mut socket, code, &reason);
+                    let _ = tokio::time::timeout(settings.ping_interval * 2, closing).await;
                     break;
                 }
                 Step::Gone => break,
