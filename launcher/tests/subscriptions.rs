@@ -414,3 +414,49 @@ fn a_websocket_closes_when_its_session_token_expires() {
         assert!(opened.elapsed() < Duration::from_secs(10));
     });
 }
+
+/// Automatic persisted queries over WebSocket, as Apollo's clients send them: a subscription by
+/// its hash alone is unknown (`PERSISTED_QUERY_NOT_FOUND`), sent again with its text it runs and
+/// is registered, and from then on its hash alone subscribes (it was taken for a query and
+/// refused before: only the router that resolves the hash can tell what it is).
+#[test]
+fn persisted_subscriptions_by_hash_alone_over_websocket() {
+    use sha2::Digest;
+    let (_served, base, runtime) = serve(&["serve"]);
+    // A text of this run's own, so no earlier run registered its hash.
+    let text = format!(
+        "subscription Run{} {{ ingestCompleted {{ contentVersion }} }}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let hash = format!("{:x}", sha2::Sha256::digest(text.as_bytes()));
+    let persisted = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});
+    runtime.block_on(async {
+        let mut socket = connect(&base).await;
+        let by_hash =
+            |id: &str| json!({"id": id, "type": "subscribe", "payload": {"extensions": persisted}});
+        send(&mut socket, by_hash("1")).await;
+        let refused = receive(&mut socket).await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(
+            refused["payload"][0]["extensions"]["code"],
+            "PERSISTED_QUERY_NOT_FOUND"
+        );
+        send(
+            &mut socket,
+            json!({"id": "2", "type": "subscribe",
+                   "payload": {"query": text, "extensions": persisted}}),
+        )
+        .await;
+        let version = unique("apq-text");
+        announce_until(&version, next_with_version(&mut socket, "2", &version)).await;
+        send(&mut socket, json!({"id": "2", "type": "complete"})).await;
+
+        send(&mut socket, by_hash("3")).await;
+        let version = unique("apq-hash");
+        let event = announce_until(&version, next_with_version(&mut socket, "3", &version)).await;
+        assert_eq!(
+            event["data"]["ingestCompleted"]["contentVersion"],
+            version.as_str()
+        );
+    });
+}

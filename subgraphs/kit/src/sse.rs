@@ -38,7 +38,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::errors::ErrorCode;
 use crate::graphql_http::{self, GraphQlEndpoint, ServiceResponse, ServiceStream, request_error};
-use crate::streaming::{count_errors, is_subscription};
+use crate::streaming::{count_errors, runs_as_stream};
 
 /// The media type of an event stream.
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -124,7 +124,7 @@ pub async fn post(
         peer,
     );
     let keep_alive = endpoint.subscriptions.ping_interval;
-    if is_subscription(&request) {
+    if runs_as_stream(&request) {
         match endpoint.service.subscribe(request).await {
             Ok(stream) => event_stream(endpoint.clone(), stream, keep_alive, Vec::new()),
             Err(refusal) => single(endpoint, refusal, keep_alive),

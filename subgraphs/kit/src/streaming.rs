@@ -33,6 +33,14 @@ pub fn is_subscription(request: &async_graphql::Request) -> bool {
     operation_type(request) == Some(OperationType::Subscription)
 }
 
+/// Whether a streaming transport hands `request` to the service's `subscribe`: a subscription,
+/// or a persisted query sent by its hash alone, whose kind only the service that resolves it
+/// can tell (the router's `subscribe` answers a query or mutation with its one result).
+pub fn runs_as_stream(request: &async_graphql::Request) -> bool {
+    is_subscription(request)
+        || (request.query.trim().is_empty() && request.extensions.contains_key("persistedQuery"))
+}
+
 impl ServiceResponse {
     /// An executor's response, serialised once, straight to bytes.
     pub fn from_graphql(response: &async_graphql::Response) -> Self {
@@ -125,6 +133,22 @@ pub(crate) fn count_errors(endpoint: &GraphQlEndpoint, response: &ServiceRespons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_persisted_query_by_hash_alone_goes_to_the_service_that_resolves_it() {
+        let persisted = |query: &str| {
+            let mut request = async_graphql::Request::new(query);
+            request.extensions.insert(
+                "persistedQuery".to_owned(),
+                async_graphql::Value::from_json(serde_json::json!({"version": 1})).unwrap(),
+            );
+            request
+        };
+        assert!(runs_as_stream(&persisted("")));
+        assert!(!runs_as_stream(&persisted("{ a }")));
+        assert!(runs_as_stream(&persisted("subscription { b }")));
+        assert!(!runs_as_stream(&async_graphql::Request::new("")));
+    }
 
     #[test]
     fn the_selected_operation_decides() {

@@ -72,7 +72,7 @@ use crate::errors::ErrorCode;
 #[cfg(doc)]
 use crate::graphql_http::GraphQlService;
 use crate::graphql_http::{self, ConnectionRefusal, GetParams, GraphQlEndpoint, request_error};
-use crate::streaming::{count_errors, is_subscription};
+use crate::streaming::{count_errors, runs_as_stream};
 
 /// The WebSocket subprotocol served.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -775,7 +775,7 @@ async fn run_operation(
     request: async_graphql::Request,
     reply: Reply,
 ) {
-    if is_subscription(&request) {
+    if runs_as_stream(&request) {
         match endpoint.service.subscribe(request).await {
             Err(refusal) => {
                 count_errors(&endpoint, &refusal);
