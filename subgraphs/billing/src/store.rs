@@ -170,6 +170,7 @@ impl StoredStripe {
             at: self.snapshot_at.unwrap_or(i64::MIN),
             is_final: self.snapshot_final,
             event_created: self.snapshot_event_created.unwrap_or(i64::MIN),
+            settled: crate::stripe::events::settled(&self.status),
         }
     }
 
@@ -179,6 +180,7 @@ impl StoredStripe {
             at: self.invoice_at?,
             is_final: false,
             event_created: self.invoice_event_created?,
+            settled: crate::stripe::events::settled(&self.status),
         })
     }
 }

@@ -311,6 +311,77 @@ async fn snapshots_apply_by_their_own_time_never_by_arrival() {
     clean_up(&pool, &[user, user2], &names).await;
 }
 
+/// A subscription created `incomplete` and paid within the same second (Stripe's `created`
+/// has no finer grain): the paid state wins whichever arrives first, from the snapshot or
+/// from the invoice, so the subscriber is not left on the free plan (and offered a second
+/// checkout).
+#[tokio::test]
+async fn within_one_second_the_first_payment_comes_after_incomplete_in_any_order() {
+    let pool = pool().await;
+    let names = names();
+    let url = endpoint(&pool, redis(), &names).await;
+    let now = now_secs();
+    let period = (now - 5, now + 30 * 86_400);
+    let snapshot = |sub: &str, customer: &str, user: Uuid, status: &str| {
+        subscription(
+            sub,
+            customer,
+            Some(user),
+            status,
+            "price_scholar_monthly",
+            period,
+        )
+    };
+    let mut users = Vec::new();
+    for active_first in [false, true] {
+        let (user, sub, customer) = (Uuid::new_v4(), subscription_id(), customer_id());
+        users.push(user);
+        let created = event(
+            &event_id(),
+            "customer.subscription.created",
+            now,
+            snapshot(&sub, &customer, user, "incomplete"),
+        );
+        let updated = event(
+            &event_id(),
+            "customer.subscription.updated",
+            now,
+            snapshot(&sub, &customer, user, "active"),
+        );
+        let order = if active_first {
+            [&updated, &created]
+        } else {
+            [&created, &updated]
+        };
+        for body in order {
+            assert_eq!(post(&url, body).await.0, 200);
+        }
+        let stored = stored_subscriptions(&pool, user).await;
+        assert_eq!(stored[0].status, "active", "active first: {active_first}");
+    }
+
+    // Created `incomplete`, then the first invoice paid in the same second.
+    let (user, sub, customer) = (Uuid::new_v4(), subscription_id(), customer_id());
+    users.push(user);
+    let created = event(
+        &event_id(),
+        "customer.subscription.created",
+        now,
+        snapshot(&sub, &customer, user, "incomplete"),
+    );
+    assert_eq!(post(&url, &created).await.0, 200);
+    let paid = event(
+        &event_id(),
+        "invoice.payment_succeeded",
+        now,
+        invoice(&format!("in_{}", unique()), &customer, &sub, period, 799),
+    );
+    assert_eq!(post(&url, &paid).await.0, 200);
+    let stored = stored_subscriptions(&pool, user).await;
+    assert_eq!(stored[0].status, "active");
+    clean_up(&pool, &users, &names).await;
+}
+
 #[tokio::test]
 async fn invoices_emit_payment_events_and_move_the_status() {
     let pool = pool().await;

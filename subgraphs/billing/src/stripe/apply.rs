@@ -338,6 +338,7 @@ async fn invoice_update(
         at: invoice.line_period_start.unwrap_or(stored_stamp.at),
         is_final: false,
         event_created: event.created,
+        settled: super::events::settled(status_after_invoice(&stored.status, succeeded)),
     };
     if stamp <= stored_stamp || stored.invoice_stamp().is_some_and(|last| stamp <= last) {
         return Ok(None);

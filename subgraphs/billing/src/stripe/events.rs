@@ -87,6 +87,16 @@ pub struct Stamp {
     pub is_final: bool,
     /// The `created` of the event that carried it: the tie-breaker.
     pub event_created: i64,
+    /// Past `incomplete` (a new subscription's first payment pending): within the same second
+    /// (Stripe's `created` has no finer grain), the state after the first payment comes after
+    /// the one before it, whichever arrives first. Other same-second snapshots of one period
+    /// have no order Stripe states: the first one applied stays.
+    pub settled: bool,
+}
+
+/// Whether a subscription with `status` is past its first payment (see [`Stamp::settled`]).
+pub fn settled(status: &str) -> bool {
+    status != "incomplete"
 }
 
 /// A `customer.subscription.*` event's subscription.
@@ -164,6 +174,7 @@ impl SubscriptionSnapshot {
             at,
             is_final: self.is_final(),
             event_created,
+            settled: settled(&self.status),
         }
     }
 }
