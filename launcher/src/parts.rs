@@ -196,7 +196,17 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     Ok(BuiltPart {
         subgraph: gospelib_accounts::subgraph(clients),
         public_routes: Some(gospelib_accounts::webhook_routes(webhooks)),
-        background: vec![relay, rejections],
+        background: vec![
+            relay,
+            rejections,
+            forget_old_rows(
+                inputs,
+                &[
+                    ("accounts.webhook_messages", "received_at"),
+                    ("accounts.outbox", "published_at"),
+                ],
+            ),
+        ],
     })
 }
 
@@ -318,7 +328,19 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     Ok(BuiltPart {
         subgraph: gospelib_billing::subgraph(clients, billing_settings),
         public_routes: Some(gospelib_billing::webhook_routes(webhooks)),
-        background: vec![trial, relay, trial_ending],
+        background: vec![
+            trial,
+            relay,
+            trial_ending,
+            forget_old_rows(
+                inputs,
+                &[
+                    ("billing.stripe_events", "received_at"),
+                    ("billing.processed_user_events", "processed_at"),
+                    ("billing.outbox", "published_at"),
+                ],
+            ),
+        ],
     })
 }
 
@@ -383,6 +405,30 @@ fn check_billing(env: &Env) -> Result<(), ConfigError> {
 
 /// Highlights, notes, bookmarks and reading progress; the consumer of `gl:events:users` that
 /// removes a deleted user's study data.
+/// Forgets `tables`' (table, timestamp column) rows older than the retention every hour: what a
+/// part keeps only to recognise repeats, or publishes and keeps as history (see
+/// [`gospelib_kit::retention`]).
+fn forget_old_rows(
+    inputs: &PartInputs<'_>,
+    tables: &[(&'static str, &'static str)],
+) -> tokio::task::JoinHandle<()> {
+    use gospelib_kit::retention::{DEFAULT_EVERY, DEFAULT_KEEP, Retained, run_retention};
+    let tables = tables
+        .iter()
+        .map(|&(table, column)| Retained {
+            table,
+            column,
+            keep: DEFAULT_KEEP,
+        })
+        .collect();
+    tokio::spawn(run_retention(
+        inputs.clients.postgres.clone(),
+        tables,
+        DEFAULT_EVERY,
+        inputs.shutdown.clone(),
+    ))
+}
+
 fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let consumer = tokio::spawn({
@@ -408,7 +454,10 @@ fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     Ok(BuiltPart {
         subgraph,
         public_routes: None,
-        background: vec![consumer],
+        background: vec![
+            consumer,
+            forget_old_rows(inputs, &[("study.processed_events", "processed_at")]),
+        ],
     })
 }
 
@@ -458,7 +507,13 @@ fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     Ok(BuiltPart {
         subgraph: gospelib_notifications::subgraph(clients),
         public_routes: None,
-        background: vec![users, billing, worker, relay],
+        background: vec![
+            users,
+            billing,
+            worker,
+            relay,
+            forget_old_rows(inputs, &[("notifications.outbox", "published_at")]),
+        ],
     })
 }
 
