@@ -8,7 +8,8 @@
 //!
 //! The cost estimates the work an operation asks for: every field costs 1, and what a list
 //! field selects is multiplied by the list's expected size: its `first`, `last` or `limit`
-//! argument (a literal, the request's variable, or the argument's default in the schema), else
+//! argument (a literal, the request's variable or the operation's default for it, or the
+//! argument's default in the schema), else
 //! the size [`ListSizes`] gives the field (`config/cost.toml`: the corpus's averages, or one item
 //! per element of a list argument such as `passages(ids:)`), else [`DEFAULT_LIST_SIZE`]. A
 //! connection field sized by such an argument passes the size on to its `edges` and `nodes`
@@ -283,6 +284,17 @@ fn operation_name_of<'a>(operation: &'a OperationDefinition<'static, String>) ->
     }
 }
 
+fn variable_definitions<'o>(
+    operation: &'o OperationDefinition<'static, String>,
+) -> &'o [graphql_tools::parser::query::VariableDefinition<'static, String>] {
+    match operation {
+        OperationDefinition::SelectionSet(_) => &[],
+        OperationDefinition::Query(query) => &query.variable_definitions,
+        OperationDefinition::Mutation(mutation) => &mutation.variable_definitions,
+        OperationDefinition::Subscription(subscription) => &subscription.variable_definitions,
+    }
+}
+
 fn root_of<'o>(operation: &'o OperationDefinition<'static, String>) -> (&'o Selections, RootKind) {
     match operation {
         OperationDefinition::SelectionSet(set) => (set, RootKind::Query),
@@ -335,6 +347,9 @@ struct Measurer<'d> {
     fragments: HashMap<&'d str, &'d FragmentDefinition<'static, String>>,
     memo: HashMap<&'d str, Memo>,
     variables: &'d serde_json::Map<String, serde_json::Value>,
+    /// The defaults the operation being measured gives its variables (a variable the request
+    /// leaves out takes its default).
+    defaults: HashMap<&'d str, &'d Value<'static, String>>,
     limits: &'d Limits,
     /// Where the operation starts, for the refusal's location.
     position: (usize, usize),
@@ -527,7 +542,11 @@ impl<'d> Measurer<'d> {
                 self.variable_sized = true;
                 match self.variables.get(name) {
                     Some(serde_json::Value::Number(n)) => Some(n.as_u64().unwrap_or(0)),
-                    _ => None,
+                    Some(_) => None,
+                    None => self
+                        .defaults
+                        .get(name.as_str())
+                        .and_then(|d| size_of_literal(d)),
                 }
             }
             Some(literal) => size_of_literal(literal),
@@ -544,19 +563,23 @@ impl<'d> Measurer<'d> {
             ListSize::LengthOf(argument) => argument,
         };
         let (_, value) = field.arguments.iter().find(|(name, _)| name == argument)?;
-        Some(match value {
+        let length_of_literal = |value: &Value<'static, String>| match value {
             Value::List(items) => items.len() as u64,
+            // A single value is coerced into a list of one.
+            _ => 1,
+        };
+        Some(match value {
             Value::Variable(name) => {
                 self.variable_sized = true;
                 match self.variables.get(name) {
                     Some(serde_json::Value::Array(items)) => items.len() as u64,
-                    // Coerced into a list of one; `null` or a missing variable: an error later.
+                    // Coerced into a list of one; `null`: an error later.
                     Some(_) => 1,
-                    None => return None,
+                    // Left out: the operation's default, if it has one (else an error later).
+                    None => length_of_literal(self.defaults.get(name.as_str())?),
                 }
             }
-            // A single value is coerced into a list of one.
-            _ => 1,
+            literal => length_of_literal(literal),
         })
     }
 
@@ -567,6 +590,10 @@ impl<'d> Measurer<'d> {
     ) -> Result<Measures, Problem> {
         let (set, kind) = root_of(operation);
         self.position = (set.span.0.line, set.span.0.column);
+        self.defaults = variable_definitions(operation)
+            .iter()
+            .filter_map(|d| Some((d.name.as_str(), d.default_value.as_ref()?)))
+            .collect();
         let measures = self
             .selection_set(set, self.shape.root_type(kind))
             .map_err(|stop| self.problem(stop))?;
@@ -660,6 +687,7 @@ pub fn check_limits(
         fragments,
         memo: HashMap::new(),
         variables,
+        defaults: HashMap::new(),
         limits,
         position: (0, 0),
         variable_sized: false,

@@ -211,6 +211,27 @@ async fn lists_without_a_size_argument_cost_what_the_corpus_holds() {
     // One id where a list is expected is coerced into a list of one.
     let response = ask(&router, query, json!({ "ids": "ps.23.1" })).await;
     assert!(!refused(&response), "{response}");
+    // A variable the request leaves out takes the operation's default: measured as such.
+    let defaulted = format!(
+        "query P($ids: [ID!]! = {}) {{ passages(ids: $ids) {{ text words {{ token lexiconEntry {{ definition }} }} }} }}",
+        graphql_list(&ids(100))
+    );
+    let response = ask(&router, &defaulted, json!({})).await;
+    assert_first_error(
+        &response,
+        "the operation has an estimated 3801 cost, more than the limit of 3000",
+        "VALIDATION_ERROR",
+    );
+    let response = ask(&router, &defaulted, json!({ "ids": ids(2) })).await;
+    assert!(!refused(&response), "{response}");
+    let sized = "query T($n: Int = 100000) { topics(first: $n) { nodes { id name } } }";
+    assert!(refused(&ask(&router, sized, json!({})).await));
+    assert!(!refused(&ask(&router, sized, json!({ "n": 20 })).await));
+}
+
+/// `["a", "b"]` as a GraphQL list literal.
+fn graphql_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap()
 }
 
 #[test]
