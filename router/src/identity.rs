@@ -71,9 +71,9 @@ pub fn credential(headers: Option<&ForwardedHeaders>) -> Result<Credential<'_>, 
 pub struct Identified {
     pub caller: Caller,
     pub partner: bool,
-    /// When the credential stops being accepted (a session token's `exp` and the leeway);
-    /// `None` for anonymous callers and API keys. What a long-lived connection or
-    /// subscription must not outlive.
+    /// When a long-lived connection or subscription opened with this credential ends: a
+    /// session token's `exp`, the leeway and the grace live connections get
+    /// ([`crate::jwt::JwtSettings::live_grace`]); `None` for anonymous callers and API keys.
     pub expires_at: Option<std::time::SystemTime>,
 }
 
@@ -123,7 +123,7 @@ impl Identity {
                     expires_at: Some(
                         std::time::UNIX_EPOCH
                             + std::time::Duration::from_secs(claims.expires_at)
-                            + sessions.leeway(),
+                            + sessions.live_until_after_exp(),
                     ),
                 })
             }

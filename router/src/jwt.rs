@@ -73,7 +73,16 @@ pub struct JwtSettings {
     /// How many verified tokens are remembered (the least recently used are forgotten
     /// first, and checked in full when they come back).
     pub remembered_tokens: NonZeroUsize,
+    /// `GOSPELIB_AUTH_LIVE_GRACE_SECS`: how long a WebSocket or subscription opened with a
+    /// token may outlive it ([`DEFAULT_LIVE_GRACE`]). Clerk's tokens live a minute and a
+    /// socket cannot be handed a fresh one, so ending live connections with the token would
+    /// restart every subscription each minute (and lose the events in between); instead they
+    /// are made to sign in again this often, which also ends a signed-out or banned user's.
+    pub live_grace: Duration,
 }
+
+/// How long a live connection may outlive its session token, by default: an hour.
+pub const DEFAULT_LIVE_GRACE: Duration = Duration::from_secs(3600);
 
 impl JwtSettings {
     /// The given source and claims, with the default timings.
@@ -105,6 +114,7 @@ impl Default for JwtSettings {
             min_refetch_interval: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(5),
             remembered_tokens: REMEMBERED_TOKENS,
+            live_grace: DEFAULT_LIVE_GRACE,
         }
     }
 }
@@ -246,9 +256,10 @@ pub struct JwtVerifier {
 pub const REMEMBERED_TOKENS: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
 
 impl JwtVerifier {
-    /// The clock skew allowed past a token's `exp`.
-    pub fn leeway(&self) -> Duration {
-        self.settings.leeway
+    /// How long after a token stops being accepted a live connection opened with it ends
+    /// (its leeway, and the grace live connections get).
+    pub fn live_until_after_exp(&self) -> Duration {
+        self.settings.leeway + self.settings.live_grace
     }
 
     /// A verifier for these settings, with its own HTTP client; fetches nothing yet.

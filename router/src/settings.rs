@@ -471,9 +471,16 @@ impl IdentitySettings {
                 )
             })
             .flatten();
+        let live_grace = reader.number(
+            "GOSPELIB_AUTH_LIVE_GRACE_SECS",
+            crate::jwt::DEFAULT_LIVE_GRACE.as_secs(),
+            0,
+            7 * 86_400,
+        );
         let sessions = match (jwks_url, issuer) {
-            (Some(url), Some(issuer)) => audience.map(|audience| {
-                crate::jwt::JwtSettings::new(url.to_string(), issuer, Some(audience))
+            (Some(url), Some(issuer)) => audience.map(|audience| crate::jwt::JwtSettings {
+                live_grace: Duration::from_secs(live_grace.unwrap_or_default()),
+                ..crate::jwt::JwtSettings::new(url.to_string(), issuer, Some(audience))
             }),
             (None, None) => None,
             (Some(_), None) => {
@@ -556,5 +563,24 @@ mod identity_tests {
         let error = read(&[("GOSPELIB_AUTH_JWKS_URL", JWKS)]).unwrap_err();
         let names: Vec<_> = error.problems.iter().map(|p| p.variable.as_str()).collect();
         assert_eq!(names, ["GOSPELIB_AUTH_AUDIENCE", "GOSPELIB_AUTH_ISSUER"]);
+    }
+
+    #[test]
+    fn live_connections_outlive_their_token_by_the_grace() {
+        let sessions = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![
+                ("GOSPELIB_AUTH_JWKS_URL", JWKS),
+                ("GOSPELIB_AUTH_ISSUER", ISSUER),
+                ("GOSPELIB_AUTH_AUDIENCE", "https://app.example.com"),
+            ];
+            all.extend_from_slice(pairs);
+            read(&all)
+        };
+        let default = sessions(&[]).unwrap().sessions.unwrap();
+        assert_eq!(default.live_grace, Duration::from_secs(3600));
+        let none = sessions(&[("GOSPELIB_AUTH_LIVE_GRACE_SECS", "0")]).unwrap();
+        assert_eq!(none.sessions.unwrap().live_grace, Duration::ZERO);
+        let error = sessions(&[("GOSPELIB_AUTH_LIVE_GRACE_SECS", "a week")]).unwrap_err();
+        assert_eq!(error.problems[0].variable, "GOSPELIB_AUTH_LIVE_GRACE_SECS");
     }
 }

@@ -197,11 +197,14 @@ impl Router {
             headers: request.subgraph_headers,
             version,
         };
+        // A moment after the credential's end: over WebSocket the socket closes first (`4403`,
+        // which clients reconnect after, subscribing again), so the subscription never ends
+        // with its own error there, which clients would take as final.
         let credential_expires = request.credential_expires_at.map(|at| {
             let left = at
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default();
-            tokio::time::Instant::now() + left
+            tokio::time::Instant::now() + left + SOCKET_CLOSES_FIRST
         });
         let live = Live {
             events: context.open().await?,
@@ -214,6 +217,10 @@ impl Router {
         Ok(Box::pin(futures_util::stream::unfold(live, Live::next)))
     }
 }
+
+/// How long after its credential's end a subscription ends with `UNAUTHORIZED` (see
+/// [`Router::subscribe`]).
+const SOCKET_CLOSES_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One open subscription: its events, what they need to run, and its place in the counts.
 struct Live {
