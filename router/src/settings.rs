@@ -183,27 +183,19 @@ impl RouterSettings {
             .filter(|path| !path.is_empty())
             .map(std::path::PathBuf::from);
         let entity_cache = reader.flag("GOSPELIB_ROUTER_ENTITY_CACHE", true);
-        let cache_policy = reader.optional(
+        let cache_policy = file_setting(
+            reader,
             "GOSPELIB_ROUTER_CACHE_FILE",
             "the path of a cache policy file like config/cache.toml",
-            defaults.cache_policy.clone(),
-            |raw| {
-                let text = std::fs::read_to_string(raw.trim()).map_err(|e| e.to_string())?;
-                crate::entity_cache::CachePolicy::parse(&text)
-                    .map(std::sync::Arc::new)
-                    .map_err(|e| e.to_string())
-            },
+            &defaults.cache_policy,
+            crate::entity_cache::CachePolicy::parse,
         );
-        let list_sizes = reader.optional(
+        let list_sizes = file_setting(
+            reader,
             "GOSPELIB_ROUTER_COST_FILE",
             "the path of a cost file like config/cost.toml",
-            defaults.list_sizes.clone(),
-            |raw| {
-                let text = std::fs::read_to_string(raw.trim()).map_err(|e| e.to_string())?;
-                crate::limits::ListSizes::parse(&text)
-                    .map(std::sync::Arc::new)
-                    .map_err(|e| e.to_string())
-            },
+            &defaults.list_sizes,
+            crate::limits::ListSizes::parse,
         );
         Some(Self {
             list_sizes: list_sizes?,
@@ -278,6 +270,23 @@ pub fn parse_subgraph_urls(raw: &str) -> Result<BTreeMap<String, String>, String
 /// Separates the URLs of one subgraph's instances in `GOSPELIB_ROUTER_SUBGRAPH_URLS` (and in
 /// the URL the router then hands its HTTP transport).
 pub const INSTANCE_SEPARATOR: char = '|';
+
+/// A setting naming a file that `parse` reads (`default` when unset); a file that cannot be
+/// read or parsed is a problem of the setting.
+fn file_setting<T, E: std::fmt::Display>(
+    reader: &mut ConfigReader<'_>,
+    name: &str,
+    expected: &str,
+    default: &std::sync::Arc<T>,
+    parse: fn(&str) -> Result<T, E>,
+) -> Option<std::sync::Arc<T>> {
+    reader.optional(name, expected, default.clone(), |raw| {
+        let text = std::fs::read_to_string(raw.trim()).map_err(|e| e.to_string())?;
+        parse(&text)
+            .map(std::sync::Arc::new)
+            .map_err(|e| e.to_string())
+    })
+}
 
 #[cfg(test)]
 mod tests {

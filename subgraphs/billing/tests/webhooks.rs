@@ -322,32 +322,29 @@ async fn within_one_second_the_first_payment_comes_after_incomplete_in_any_order
     let url = endpoint(&pool, redis(), &names).await;
     let now = now_secs();
     let period = (now - 5, now + 30 * 86_400);
-    let snapshot = |sub: &str, customer: &str, user: Uuid, status: &str| {
-        subscription(
+    // A `customer.subscription.<kind>` event created `now`, of a subscription in `status`.
+    let snapshot = |kind: &str, sub: &str, customer: &str, user: Uuid, status: &str| {
+        let object = subscription(
             sub,
             customer,
             Some(user),
             status,
             "price_scholar_monthly",
             period,
+        );
+        event(
+            &event_id(),
+            &format!("customer.subscription.{kind}"),
+            now,
+            object,
         )
     };
     let mut users = Vec::new();
     for active_first in [false, true] {
         let (user, sub, customer) = (Uuid::new_v4(), subscription_id(), customer_id());
         users.push(user);
-        let created = event(
-            &event_id(),
-            "customer.subscription.created",
-            now,
-            snapshot(&sub, &customer, user, "incomplete"),
-        );
-        let updated = event(
-            &event_id(),
-            "customer.subscription.updated",
-            now,
-            snapshot(&sub, &customer, user, "active"),
-        );
+        let created = snapshot("created", &sub, &customer, user, "incomplete");
+        let updated = snapshot("updated", &sub, &customer, user, "active");
         let order = if active_first {
             [&updated, &created]
         } else {
@@ -363,12 +360,7 @@ async fn within_one_second_the_first_payment_comes_after_incomplete_in_any_order
     // Created `incomplete`, then the first invoice paid in the same second.
     let (user, sub, customer) = (Uuid::new_v4(), subscription_id(), customer_id());
     users.push(user);
-    let created = event(
-        &event_id(),
-        "customer.subscription.created",
-        now,
-        snapshot(&sub, &customer, user, "incomplete"),
-    );
+    let created = snapshot("created", &sub, &customer, user, "incomplete");
     assert_eq!(post(&url, &created).await.0, 200);
     let paid = event(
         &event_id(),
