@@ -9,11 +9,10 @@
 //! The cost estimates the work an operation asks for: every field costs 1, and what a list
 //! field selects is multiplied by the list's expected size: its `first`, `last` or `limit`
 //! argument (a literal, the request's variable or the operation's default for it, or the
-//! argument's default in the schema), else
-//! the size [`ListSizes`] gives the field (`config/cost.toml`: the corpus's averages, or one item
-//! per element of a list argument such as `passages(ids:)`), else [`DEFAULT_LIST_SIZE`]. A
-//! connection field sized by such an argument passes the size on to its `edges` and `nodes`
-//! lists.
+//! argument's default in the schema), else the size [`ListSizes`] gives the field
+//! (`config/cost.toml`: the corpus's averages, or one item per element of a list argument such
+//! as `passages(ids:)`), else [`DEFAULT_LIST_SIZE`]. A connection field sized by such an
+//! argument passes the size on to its `edges` and `nodes` lists.
 
 use std::collections::HashMap;
 

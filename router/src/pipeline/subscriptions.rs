@@ -200,12 +200,9 @@ impl Router {
         // A moment after the credential's end: over WebSocket the socket closes first (`4403`,
         // which clients reconnect after, subscribing again), so the subscription never ends
         // with its own error there, which clients would take as final.
-        let credential_expires = request.credential_expires_at.map(|at| {
-            let left = at
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            tokio::time::Instant::now() + left + SOCKET_CLOSES_FIRST
-        });
+        let credential_expires = request
+            .credential_expires_at
+            .map(|at| gospelib_kit::time::deadline_at(at) + SOCKET_CLOSES_FIRST);
         let live = Live {
             events: context.open().await?,
             context,
@@ -351,15 +348,9 @@ impl Live {
         if self.ended {
             return None;
         }
-        let expiry = async {
-            match self.credential_expires {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let event = tokio::select! {
             biased;
-            () = expiry => {
+            () = gospelib_kit::time::until(self.credential_expires) => {
                 self.ended = true;
                 let error = json!({
                     "message": "the session token expired: subscribe again with a fresh one",

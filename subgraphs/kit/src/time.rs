@@ -1,5 +1,6 @@
 //! Unix seconds, and their RFC 3339 form (UTC, milliseconds, as every GospeLib timestamp is
-//! written: `2026-12-02T10:00:00.000Z`), without a date library.
+//! written: `2026-12-02T10:00:00.000Z`), without a date library; and the deadline a wall-clock
+//! instant (a token's expiry) sets on a timer.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,6 +9,20 @@ pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The timer instant of the wall-clock instant `at` (now, when `at` is past).
+pub fn deadline_at(at: SystemTime) -> tokio::time::Instant {
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::Instant::now() + left
+}
+
+/// Waits until `deadline`; with none, forever (a `select!` branch that never fires).
+pub async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `secs` (Unix seconds) as RFC 3339 in UTC with milliseconds.

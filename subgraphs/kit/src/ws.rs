@@ -429,14 +429,8 @@ impl Session {
         pings.reset();
         let mut last_heard = Instant::now();
         loop {
-            let expiry = async {
-                match self.credentials_expire {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let step = tokio::select! {
-                () = expiry => Step::Close(
+                () = crate::time::until(self.credentials_expire) => Step::Close(
                     close_code::FORBIDDEN,
                     "Forbidden: the credentials expired".to_owned(),
                 ),
@@ -583,12 +577,7 @@ impl Session {
             .await
         {
             Ok(expires_at) => {
-                self.credentials_expire = expires_at.map(|at| {
-                    let left = at
-                        .duration_since(std::time::SystemTime::now())
-                        .unwrap_or_default();
-                    tokio::time::Instant::now() + left
-                });
+                self.credentials_expire = expires_at.map(crate::time::deadline_at);
             }
             Err(ConnectionRefusal::Forbidden(reason)) => {
                 tracing::info!(%reason, "refused a WebSocket connection's credentials");
