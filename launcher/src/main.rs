@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use gospelib_kit::config::{ConfigError, Env};
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::migrations;
-use gospelib_kit::server::{AppSpec, build_split_apps, serve, shutdown_signal};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_split_apps, serve, shutdown_signal};
 use gospelib_kit::stores::{StoreClients, postgres_pool};
 
 use settings::{MigrateSettings, ServeSettings};
@@ -498,19 +498,13 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let limits = ConnectionLimits::new(
+        settings.shutdown_grace,
+        settings.edge.subscriptions.ping_interval,
+    );
     let (public_result, internal_result) = tokio::join!(
-        serve(
-            public,
-            apps.public,
-            stopped(stop_rx.clone()),
-            settings.shutdown_grace
-        ),
-        serve(
-            internal,
-            apps.internal,
-            stopped(stop_rx),
-            settings.shutdown_grace
-        ),
+        serve(public, apps.public, stopped(stop_rx.clone()), limits),
+        serve(internal, apps.internal, stopped(stop_rx), limits),
     );
     for task in background {
         task.abort();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use gospelib_kit::caller::InternalSecret;
 use gospelib_kit::config::Env;
-use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
 use gospelib_kit::telemetry::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use gospelib_kit::telemetry::{self, OTLP_ENDPOINT, OTLP_SERVICE_NAME};
 use gospelib_router::http::RouterService;
@@ -88,7 +88,7 @@ fn the_routers_and_the_subgraphs_request_spans_share_the_callers_trace() {
             listener,
             app,
             std::future::pending(),
-            Duration::from_secs(1),
+            ConnectionLimits::with_grace(Duration::from_secs(1)),
         ));
         reqwest::Client::new()
             .post(format!("http://{address}/graphql"))

@@ -32,7 +32,7 @@ use async_graphql::{Context, EmptyMutation, Object, Schema, SimpleObject, Subscr
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, Stream, StreamExt};
 use gospelib_kit::live::LiveEvents;
-use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
 use gospelib_kit::ws::Message as Protocol;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
@@ -204,7 +204,7 @@ fn server(channel: &str) {
             listener,
             app,
             std::future::pending(),
-            Duration::from_secs(1),
+            ConnectionLimits::with_grace(Duration::from_secs(1)),
         )
         .await
         .unwrap();

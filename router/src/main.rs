@@ -27,7 +27,8 @@ use gospelib_kit::config::{ConfigReader, Env, parse_url};
 use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::server::{
-    AppSpec, DEFAULT_MAX_BODY_BYTES, build_app_with_metrics, serve, shutdown_signal,
+    AppSpec, ConnectionLimits, DEFAULT_MAX_BODY_BYTES, build_app_with_metrics, serve,
+    shutdown_signal,
 };
 use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
@@ -468,7 +469,11 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     tracing::info!(address = %settings.listen, supergraph = %version, "gospelib-router serving");
-    serve(listener, app, shutdown_signal(), settings.shutdown_grace).await?;
+    let limits = ConnectionLimits::new(
+        settings.shutdown_grace,
+        settings.edge.subscriptions.ping_interval,
+    );
+    serve(listener, app, shutdown_signal(), limits).await?;
     for task in background {
         task.abort();
     }

@@ -338,7 +338,7 @@ async fn an_instance_that_refused_is_passed_over_for_a_while_then_asked_again() 
         listener,
         app,
         std::future::pending::<()>(),
-        Duration::from_secs(1),
+        gospelib_kit::server::ConnectionLimits::with_grace(Duration::from_secs(1)),
     ));
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     for _ in 0..10 {

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gospelib_kit::caller::InternalSecret;
 use gospelib_kit::plans::Plans;
+use gospelib_router::apq::{PersistedQueries, hash_of};
+use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::{PlanEnforcement, Router};
 use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
 use gospelib_router::supergraph::Supergraph;
@@ -71,6 +73,11 @@ async fn counted_pod(
     prefix: &str,
     requests: Arc<AtomicUsize>,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
+    start_router(limited_router(prefix, requests)).await
+}
+
+/// The router of a [`counted_pod`].
+fn limited_router(prefix: &str, requests: Arc<AtomicUsize>) -> Router {
     let counted = Counted {
         inner: products(),
         requests,
@@ -88,10 +95,9 @@ async fn counted_pod(
             ..RateLimitSettings::default()
         },
     ));
-    let router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))
+    Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))
         .with_internal_secret(InternalSecret::new(&[9; 32]).unwrap())
-        .with_plans(enforcement);
-    start_router(router).await
+        .with_plans(enforcement)
 }
 
 struct Answer {
@@ -200,6 +206,46 @@ async fn deferring_every_root_field_still_counts_against_their_buckets() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
     // Undeferred, the same bucket is spent too.
     assert_eq!(ask(&base, "{ topProducts { name } }").await.status, 429);
+}
+
+/// A query sent by its persisted hash alone is refused over its limit as plain HTTP refuses
+/// it, also over SSE (where a text-less request is handed to the subscription path): 429 with
+/// `Retry-After`, which an `EventSource` reports instead of reading a stream.
+#[tokio::test]
+async fn a_persisted_query_over_sse_is_429_over_the_limit() {
+    let prefix = unique_prefix("sse-apq");
+    let persisted = PersistedQueries::new(redis(), &prefix, std::time::Duration::from_secs(60));
+    let service = RouterService::new(Arc::new(limited_router(&prefix, Arc::default())))
+        .with_persisted_queries(Arc::new(persisted));
+    let (base, _stop) = support::start_gateway(Arc::new(service), 1 << 20).await;
+    let query = "{ topProducts { name } }";
+    let hash = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash_of(query) } });
+    let over_sse = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .header("accept", "text/event-stream")
+            .json(&body)
+            .send()
+    };
+    // Registered with its text (1 of 3), then the hash alone streams its answer (2 of 3).
+    let registered = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query, "extensions": hash }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let streamed = over_sse(json!({ "extensions": hash })).await.unwrap();
+    assert_eq!(streamed.status(), 200);
+    let events = streamed.text().await.unwrap();
+    assert!(events.contains("\"topProducts\""), "{events}");
+    assert_eq!(ask(&base, query).await.status, 200);
+    // Over the limit.
+    let refused = over_sse(json!({ "extensions": hash })).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
 }
 
 #[tokio::test]

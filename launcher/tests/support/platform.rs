@@ -224,7 +224,7 @@ pub async fn start(label: &str) -> Platform {
             async move {
                 let _ = stopped.await;
             },
-            Duration::from_secs(1),
+            gospelib_kit::server::ConnectionLimits::with_grace(Duration::from_secs(1)),
         )
         .await;
     }));

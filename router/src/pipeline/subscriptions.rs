@@ -135,6 +135,11 @@ impl Router {
             let response = self
                 .respond_planned(&request, supergraph, planned, Counting::Counted, started)
                 .await;
+            // Over its limit it is refused as over plain HTTP (429 with `Retry-After` over
+            // SSE), not a stream whose one event is the refusal.
+            if response.rate_limit.as_ref().is_some_and(|d| !d.allowed) {
+                return Err(response);
+            }
             return Ok(Box::pin(futures_util::stream::once(async { response })));
         }
         let caller = self.with_plan(&request.caller, &supergraph).await;

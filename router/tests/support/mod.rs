@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
 use gospelib_kit::Subgraph;
 use gospelib_kit::caller::InternalSecret;
-use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
 use gospelib_router::pipeline::Router;
 use gospelib_router::settings::RouterSettings;
 use gospelib_router::supergraph::Supergraph;
@@ -191,7 +191,7 @@ pub async fn start(spec: AppSpec) -> (String, tokio::sync::oneshot::Sender<()>) 
         async move {
             let _ = stopped.await;
         },
-        Duration::from_secs(1),
+        ConnectionLimits::with_grace(Duration::from_secs(1)),
     ));
     (format!("http://{address}"), stop)
 }

@@ -27,7 +27,7 @@ use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::{self, ContentService};
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::config::{ConfigReader, Env, StoreUrls};
-use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
 use gospelib_kit::stores::StoreClients;
 use serde_json::json;
 
@@ -330,7 +330,7 @@ async fn main() {
         async {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
+        ConnectionLimits::with_grace(Duration::from_secs(5)),
     ));
     let http = reqwest::Client::new();
     let url = format!("http://{address}/graphql");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use gospelib_content::cache::{BreakerSettings, MISSING, MISSING_TTL_SECONDS};
 use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::{self, ContentService};
-use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
 use gospelib_kit::stores::StoreClients;
 use serde_json::{Value, json};
 use support::{clients, codes, cold_cache, fixture, ingest_dir, run, urls};
@@ -406,7 +406,7 @@ async fn ready_says_degraded_not_unavailable_when_the_cache_redis_never_answers(
         async {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
+        ConnectionLimits::with_grace(Duration::from_secs(5)),
     ));
 
     let response = unless_hung("/ready", reqwest::get(format!("http://{address}/ready")))

@@ -33,6 +33,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::edge::{self, EdgeSettings};
@@ -320,14 +321,54 @@ async fn not_found() -> Response {
     )
 }
 
+/// How [`serve`] holds and lets go of connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Once the shutdown begins, how long in-flight requests and open sockets may take.
+    pub shutdown_grace: Duration,
+    /// How long bytes written to a client may stay unread (unacknowledged, or held back by a
+    /// full receive window) before the kernel drops its connection (`TCP_USER_TIMEOUT`). A
+    /// client that stops reading an event stream, a WebSocket or a long answer is otherwise
+    /// held open for ever: TCP keeps probing a zero window as long as the peer answers, and
+    /// the connection keeps its subscriptions and their per-caller slots. An idle connection
+    /// with nothing to send is not affected.
+    pub stalled_client: Duration,
+}
+
+impl ConnectionLimits {
+    /// The limits of a process whose sockets are pinged every `ping_interval`
+    /// (`GOSPELIB_WS_PING_INTERVAL_MS`): a client is stalled after two intervals, as a
+    /// WebSocket that does not answer two pings is.
+    pub fn new(shutdown_grace: Duration, ping_interval: Duration) -> Self {
+        Self {
+            shutdown_grace,
+            stalled_client: ping_interval * 2,
+        }
+    }
+
+    /// The limits with the default ping interval ([`crate::ws::DEFAULT_PING_INTERVAL`]).
+    pub fn with_grace(shutdown_grace: Duration) -> Self {
+        Self::new(shutdown_grace, crate::ws::DEFAULT_PING_INTERVAL)
+    }
+}
+
 /// Serves `app` until `shutdown` completes, then stops accepting and lets in-flight requests
-/// finish for at most `grace`.
+/// finish for at most the limits' grace.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
+    let grace = limits.shutdown_grace;
+    let stalled_client = limits.stalled_client;
+    let listener = listener.tap_io(move |connection| {
+        if let Err(error) =
+            socket2::SockRef::from(&*connection).set_tcp_user_timeout(Some(stalled_client))
+        {
+            tracing::warn!(%error, "cannot bound how long a stalled client is kept");
+        }
+    });
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
     // Long-lived connections (WebSockets, which the HTTP server no longer tracks once
     // upgraded) learn of the shutdown through this and close themselves cleanly.

@@ -6,6 +6,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_graphql::{Context, Object, Schema, SimpleObject, Subscription};
@@ -16,11 +17,11 @@ use gospelib_kit::caller::{
 };
 use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::live::{LiveEvents, LiveSettings};
-use gospelib_kit::server::{AppSpec, build_app};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app};
 use gospelib_kit::test_stack::{eventually, redis};
 use gospelib_kit::ws::{PROTOCOL, SubscriptionSettings, close_code};
 use serde_json::{Value, json};
-use support::{TestServer, start_app};
+use support::{TestServer, start_app, start_app_with};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -62,6 +63,16 @@ impl Live {
         futures_util::stream::iter(1..=to)
     }
 
+    /// Events of 64 KiB, as fast as they are taken, for ever; [`OPEN_FLOODS`] counts the floods
+    /// whose stream is still held.
+    async fn flood(&self) -> impl Stream<Item = String> + use<> {
+        let held = FloodHeld::new();
+        futures_util::stream::repeat("x".repeat(64 * 1024)).map(move |event| {
+            let _ = &held;
+            event
+        })
+    }
+
     /// The caller's user id, once, then the end.
     async fn whoami(&self, ctx: &Context<'_>) -> impl Stream<Item = String> + use<> {
         let caller = Caller::of(ctx);
@@ -69,6 +80,25 @@ impl Live {
             .user_id
             .map_or_else(|| "anonymous".to_owned(), |id| id.to_string());
         futures_util::stream::once(async move { who })
+    }
+}
+
+/// How many `flood` streams are held (by a connection, or by a server that did not let go).
+static OPEN_FLOODS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counted in [`OPEN_FLOODS`] while its stream lives.
+struct FloodHeld;
+
+impl FloodHeld {
+    fn new() -> Self {
+        OPEN_FLOODS.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for FloodHeld {
+    fn drop(&mut self) {
+        OPEN_FLOODS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -753,6 +783,73 @@ async fn an_sse_subscription_gets_keep_alives_and_events_until_the_client_leaves
         live.listener_count(&channel) == 0
     })
     .await;
+}
+
+/// A client that stops reading an event stream (its receive window full, while it still
+/// answers TCP's probes) is dropped once what was sent to it stays unread for the server's
+/// stalled-client limit, and its subscription with it; without that limit the server would
+/// hold the stream, and the caller's slot, for as long as the client keeps the socket.
+#[tokio::test]
+async fn a_client_that_stops_reading_an_event_stream_is_dropped() {
+    let schema = Schema::build(Query, async_graphql::EmptyMutation, Live).finish();
+    let (app, _) = build_app(AppSpec {
+        service: "test".to_owned(),
+        gateway: None,
+        subgraphs: vec![Subgraph {
+            name: "live".to_owned(),
+            executor: Arc::new(schema),
+            dependencies: Vec::new(),
+        }],
+        dependencies: Vec::new(),
+        max_body_bytes: 64 * 1024,
+        extra_routes: None,
+        public_routes: None,
+        edge: EdgeSettings::default(),
+    });
+    let server = start_app_with(
+        app,
+        ConnectionLimits {
+            shutdown_grace: Duration::from_secs(10),
+            stalled_client: Duration::from_secs(1),
+        },
+    )
+    .await;
+    // A small receive window, so that the server's writes stall soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(server.addr).await.unwrap();
+    let body = r#"{"query":"subscription { flood }"}"#;
+    let request = format!(
+        "POST /subgraphs/live/graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         accept: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let read = tokio::io::AsyncReadExt::read(&mut client, &mut head)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..read]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..read])
+    );
+    eventually("the flood runs", || async {
+        OPEN_FLOODS.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The client reads nothing more, and keeps its socket.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while OPEN_FLOODS.load(Ordering::SeqCst) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client's stream is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(client);
 }
 
 /// A document nested thousands of levels deep (a recursive parser without a guard would

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_graphql::{EmptySubscription, Object, Schema};
 use gospelib_kit::config::{Env, StoreUrls};
-use gospelib_kit::server::{AppSpec, build_app, serve};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
 use gospelib_kit::stores::Dependency;
 use gospelib_kit::{ErrorCode, Subgraph};
 use tokio::sync::oneshot;
@@ -110,6 +110,11 @@ pub async fn start_with_limit(
 
 /// Serves `app` on a free loopback port.
 pub async fn start_app(app: axum::Router) -> TestServer {
+    start_app_with(app, ConnectionLimits::with_grace(Duration::from_secs(10))).await
+}
+
+/// Serves `app` on a free loopback port with `limits`.
+pub async fn start_app_with(app: axum::Router, limits: ConnectionLimits) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -119,7 +124,7 @@ pub async fn start_app(app: axum::Router) -> TestServer {
         async move {
             let _ = rx.await;
         },
-        Duration::from_secs(10),
+        limits,
     ));
     TestServer {
         addr,
