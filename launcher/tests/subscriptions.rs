@@ -176,6 +176,55 @@ fn over_websocket_through_gospelib_serve() {
     });
 }
 
+/// When `serve` loses its Redis pub/sub connection, announcements made meanwhile are gone: the
+/// subscription answers `LIVE_GAP` through the router in their place, then goes on.
+#[test]
+fn a_lost_redis_connection_reaches_the_client_as_a_live_gap() {
+    const USER: &str = "gospelib_launcher_live_test";
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(gospelib_kit::test_stack::redis_url_as(USER))
+        .to_string();
+    let (_served, base, runtime) = serve_with(&["serve"], &[("GOSPELIB_REDIS_URL", url)]);
+    runtime.block_on(async {
+        let mut socket = connect(&base).await;
+        send(
+            &mut socket,
+            json!({"id": "live", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}),
+        )
+        .await;
+        let version = unique("before-gap");
+        announce_until(&version, next_with_version(&mut socket, "live", &version)).await;
+
+        // (Each part that listens keeps its own.)
+        assert!(gospelib_kit::test_stack::kill_pubsub_connections(USER).await >= 1);
+        let gap = loop {
+            let message = receive(&mut socket).await;
+            assert_eq!(message["id"], "live", "{message}");
+            assert_eq!(message["type"], "next", "{message}");
+            if message["payload"].get("errors").is_some() {
+                break message["payload"].clone();
+            }
+        };
+        assert_eq!(gap["data"], Value::Null, "{gap}");
+        let mut errors = gap["errors"].clone();
+        errors[0].as_object_mut().unwrap().remove("locations");
+        assert_eq!(
+            errors,
+            json!([{
+                "message": "some live events were missed: reload what you show; this subscription goes on",
+                "path": ["ingestCompleted"],
+                "extensions": {"code": "LIVE_GAP"}
+            }]),
+            "{gap}"
+        );
+        let version = unique("after-gap");
+        announce_until(&version, next_with_version(&mut socket, "live", &version)).await;
+    });
+}
+
 fn is_completion(message: &Value, id: &str) -> bool {
     message["id"] == id && message["type"] == "complete"
 }

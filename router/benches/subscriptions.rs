@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_graphql::{Context, EmptyMutation, Object, Schema, SimpleObject, Subscription};
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, Stream, StreamExt};
-use gospelib_kit::live::LiveEvents;
+use gospelib_kit::live::{Heard, LiveEvents};
 use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
 use gospelib_kit::ws::Message as Protocol;
 use gospelib_router::http::RouterService;
@@ -104,7 +104,11 @@ impl TicksSubscription {
     /// Every tick published on the channel from now on.
     async fn tick(&self, ctx: &Context<'_>) -> impl Stream<Item = Tick> + use<> {
         let ticks = ctx.data_unchecked::<Ticks>();
-        ticks.live.subscribe(&ticks.channel).filter_map(|event| {
+        ticks.live.subscribe(&ticks.channel).filter_map(|heard| {
+            // A gap is counted as the events it lost (missing sequence numbers).
+            let Heard::Event(event) = heard else {
+                return futures_util::future::ready(None);
+            };
             let tick = event["seq"].as_i64().and_then(|seq| {
                 Some(Tick {
                     seq: i32::try_from(seq).ok()?,

@@ -26,11 +26,12 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     NotImplemented,
     TooManySubscriptions,
+    LiveGap,
 }
 
 impl ErrorCode {
     /// Every code, in catalog order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::PassageNotFound,
         Self::ChapterNotFound,
         Self::BookNotFound,
@@ -46,6 +47,7 @@ impl ErrorCode {
         Self::UpstreamUnavailable,
         Self::NotImplemented,
         Self::TooManySubscriptions,
+        Self::LiveGap,
     ];
 
     /// The wire form, as it appears in `extensions.code`.
@@ -66,6 +68,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
+            Self::LiveGap => "LIVE_GAP",
         }
     }
 

@@ -3,20 +3,21 @@
 //!
 //! - [`LiveEvents::publish`] sends one JSON event on a channel (`PUBLISH`, over a connection
 //!   manager made on first use).
-//! - [`LiveEvents::subscribe`] is a stream of the channel's events. A process keeps **one**
+//! - [`LiveEvents::subscribe`] is a stream of what is heard on the channel ([`Heard`]): its
+//!   events, and a [`Heard::Gap`] where events were lost. A process keeps **one**
 //!   pub/sub connection, made on the first listener, for every channel: Redis is told
 //!   `SUBSCRIBE` when a channel gets its first listener here and `UNSUBSCRIBE` once its last
 //!   listener is dropped; each event is parsed once and handed to every listener of its channel.
 //! - A lost connection (Redis restarted, the connection killed, no answer to the periodic
 //!   `PING`) is logged at warn and made again with a growing pause (from
 //!   [`LiveSettings::first_retry`], doubling up to [`LiveSettings::longest_retry`]); every
-//!   channel with listeners is subscribed again. Events published while it was down are lost:
-//!   pub/sub keeps nothing.
+//!   channel with listeners is subscribed again, and each of its listeners hears a gap:
+//!   events published while it was down are lost, since pub/sub keeps nothing.
 //! - Each listener has a bounded buffer ([`LiveSettings::buffer`] events). A listener that
-//!   falls further behind (a slow subscriber) loses its *oldest* events and a warning is
-//!   logged with how many; the others are not slowed. Live events are therefore a prompt, not
-//!   a record: whatever must not be missed has a durable copy elsewhere (a notification's is
-//!   its inbox row), which a client reads again after a gap.
+//!   falls further behind (a slow subscriber) loses its *oldest* events, hears a gap saying how
+//!   many, and a warning is logged; the others are not slowed. Live events are therefore a
+//!   prompt, not a record: whatever must not be missed has a durable copy elsewhere (a
+//!   notification's is its inbox row), which a client reads again when told of a gap.
 //!
 //! Events are JSON values; a message that is not JSON is logged and skipped.
 
@@ -28,6 +29,8 @@ use futures_util::{Stream, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use tokio::sync::{OnceCell, broadcast, mpsc};
+
+use crate::errors::ErrorCode;
 
 /// How many events a listener may be behind before it loses the oldest.
 pub const DEFAULT_BUFFER: usize = 256;
@@ -56,6 +59,34 @@ impl Default for LiveSettings {
             longest_retry: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
             health_check: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a listener hears on its channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heard {
+    /// An event, as published.
+    Event(Value),
+    /// Events published on the channel before the next one heard were lost: `Some(n)` when
+    /// this listener fell `n` events behind, `None` when the process's pub/sub connection was
+    /// lost and made again (how many were published meanwhile is unknown).
+    Gap { lost: Option<u64> },
+}
+
+impl Heard {
+    /// The event, or, for a gap, the error a subscription answers with in its place
+    /// (`LIVE_GAP`; the subscription goes on): `reread` tells the client what to read again to
+    /// catch up.
+    pub fn into_event(self, reread: &str) -> Result<Value, async_graphql::Error> {
+        match self {
+            Self::Event(event) => Ok(event),
+            Self::Gap { lost } => {
+                let how_many = lost.map_or_else(|| "some".to_owned(), |n| n.to_string());
+                Err(ErrorCode::LiveGap.error(format!(
+                    "{how_many} live events were missed: {reread}; this subscription goes on"
+                )))
+            }
         }
     }
 }
@@ -102,7 +133,7 @@ struct State {
 }
 
 struct Channel {
-    sender: broadcast::Sender<Arc<Value>>,
+    sender: broadcast::Sender<Arc<Heard>>,
     listeners: usize,
 }
 
@@ -161,10 +192,11 @@ impl LiveEvents {
     }
 
     /// The events published on `channel` from now on, by any process, until the stream is
-    /// dropped. Must be called within a Tokio runtime (the first listener starts the
-    /// connection's task). Events published before Redis confirmed the subscription are not
-    /// heard ([`Self::is_subscribed`] tells when it has).
-    pub fn subscribe(&self, channel: &str) -> impl Stream<Item = Value> + Send + use<> {
+    /// dropped, with a [`Heard::Gap`] wherever some were lost. Must be called within a Tokio
+    /// runtime (the first listener starts the connection's task). Events published before
+    /// Redis confirmed the subscription are not heard ([`Self::is_subscribed`] tells when it
+    /// has).
+    pub fn subscribe(&self, channel: &str) -> impl Stream<Item = Heard> + Send + use<> {
         let receiver = {
             let mut state = self.shared.lock();
             let buffer = self.shared.settings.buffer;
@@ -204,18 +236,17 @@ impl LiveEvents {
             receiver,
         };
         futures_util::stream::unfold(listener, |mut listener| async move {
-            loop {
-                match listener.receiver.recv().await {
-                    Ok(event) => return Some((Value::clone(&event), listener)),
-                    Err(broadcast::error::RecvError::Lagged(lost)) => {
-                        tracing::warn!(
-                            channel = %listener.channel,
-                            lost,
-                            "a live-event listener fell behind: its oldest events were dropped"
-                        );
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            match listener.receiver.recv().await {
+                Ok(heard) => Some((Heard::clone(&heard), listener)),
+                Err(broadcast::error::RecvError::Lagged(lost)) => {
+                    tracing::warn!(
+                        channel = %listener.channel,
+                        lost,
+                        "a live-event listener fell behind: its oldest events were dropped"
+                    );
+                    Some((Heard::Gap { lost: Some(lost) }, listener))
                 }
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         })
     }
@@ -246,7 +277,7 @@ impl Shared {
 struct Listener {
     shared: Arc<Shared>,
     channel: String,
-    receiver: broadcast::Receiver<Arc<Value>>,
+    receiver: broadcast::Receiver<Arc<Heard>>,
 }
 
 impl Drop for Listener {
@@ -359,6 +390,14 @@ async fn serve_connection(
             channels = subscribed.len(),
             "live events: reconnected to Redis and subscribed again"
         );
+        // What was published while the connection was down is gone: every listener is told,
+        // before anything published from now on.
+        if let Some(shared) = shared.upgrade() {
+            let gap = Arc::new(Heard::Gap { lost: None });
+            for channel in shared.lock().channels.values() {
+                let _ = channel.sender.send(gap.clone());
+            }
+        }
     }
     let lost = |error: String| Served::Lost {
         error,
@@ -437,6 +476,6 @@ fn dispatch(shared: &Shared, message: &redis::Msg) {
     };
     if let Some(entry) = shared.lock().channels.get(channel) {
         // Fails only when no receiver is left, which the listeners' count already says.
-        let _ = entry.sender.send(Arc::new(event));
+        let _ = entry.sender.send(Arc::new(Heard::Event(event)));
     }
 }

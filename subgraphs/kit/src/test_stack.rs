@@ -39,6 +39,48 @@ pub fn redis() -> redis::Client {
     redis_client(&urls().redis).expect("the stack's Redis URL")
 }
 
+/// A client of the stack's Redis that logs in as `user`, an ACL user of its own (made, with
+/// every right, on first use), so that a test can kill its connections
+/// ([`kill_pubsub_connections`]) without touching anyone else's on the shared stack.
+pub async fn redis_as(user: &str) -> redis::Client {
+    redis::Client::open(redis_url_as(user).await.as_str()).expect("the stack's Redis URL")
+}
+
+/// The URL of [`redis_as`]'s client (for a process of its own).
+pub async fn redis_url_as(user: &str) -> url::Url {
+    let password = format!("{user}-password");
+    let mut admin = redis().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user)
+        .arg("on")
+        .arg(format!(">{password}"))
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER on the stack's Redis");
+    let mut url = urls().redis.clone();
+    url.set_username(user).unwrap();
+    url.set_password(Some(&password)).unwrap();
+    url
+}
+
+/// Kills the pub/sub connections of the ACL `user` (see [`redis_as`]); how many there were.
+pub async fn kill_pubsub_connections(user: &str) -> i64 {
+    let mut admin = redis().get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .arg("USER")
+        .arg(user)
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT KILL on the stack's Redis")
+}
+
 /// Waits (up to five seconds) until `check` holds.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

@@ -1,13 +1,13 @@
 //! Live events on the stack's Redis: fan-out across processes (each `LiveEvents` here stands
 //! for a process), one subscription per channel per process, dropping the subscription with
-//! the last listener, a lagging listener losing its oldest events, and reconnection after the
-//! pub/sub connection is killed.
+//! the last listener, a lagging listener losing its oldest events (and hearing a gap), and
+//! reconnection after the pub/sub connection is killed (a gap for every listener).
 
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use gospelib_kit::live::{LiveEvents, LiveSettings};
-use gospelib_kit::test_stack::{eventually, redis, urls};
+use gospelib_kit::live::{Heard, LiveEvents, LiveSettings};
+use gospelib_kit::test_stack::{eventually, kill_pubsub_connections, redis, redis_as};
 use serde_json::{Value, json};
 
 fn channel(name: &str) -> String {
@@ -26,14 +26,22 @@ async fn redis_subscribers(channel: &str) -> i64 {
     count
 }
 
-async fn next(stream: &mut (impl Stream<Item = Value> + Unpin)) -> Value {
+async fn heard(stream: &mut (impl Stream<Item = Heard> + Unpin)) -> Heard {
     tokio::time::timeout(Duration::from_secs(5), stream.next())
         .await
-        .expect("an event within five seconds")
+        .expect("something heard within five seconds")
         .expect("the stream goes on")
 }
 
-async fn nothing_more(stream: &mut (impl Stream<Item = Value> + Unpin)) {
+/// The next thing heard, which must be an event.
+async fn next(stream: &mut (impl Stream<Item = Heard> + Unpin)) -> Value {
+    match heard(stream).await {
+        Heard::Event(event) => event,
+        gap => panic!("an event, not {gap:?}"),
+    }
+}
+
+async fn nothing_more(stream: &mut (impl Stream<Item = Heard> + Unpin)) {
     let more = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
     assert!(more.is_err(), "unexpected event: {more:?}");
 }
@@ -122,37 +130,20 @@ async fn a_listener_that_falls_behind_loses_its_oldest_events_only() {
         live.publish(&channel, &json!(n)).await.unwrap();
         assert_eq!(next(&mut keeping_up).await, json!(n));
     }
+    assert_eq!(heard(&mut lagging).await, Heard::Gap { lost: Some(6) });
     for n in 6..10 {
         assert_eq!(next(&mut lagging).await, json!(n), "the newest four remain");
     }
     nothing_more(&mut lagging).await;
 }
 
-/// The ACL user the reconnection test's own connections log in as, so that killing its
-/// pub/sub connections (`CLIENT KILL TYPE pubsub USER …`) touches nobody else's on the shared
-/// stack.
+/// The ACL user the reconnection test's own connections log in as (see `redis_as`).
 const TEST_USER: &str = "gospelib_live_test";
-const TEST_PASSWORD: &str = "live-test-password";
 
 #[tokio::test]
 async fn a_killed_connection_is_made_again_and_every_channel_subscribed_again() {
-    let mut admin = redis().get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(TEST_USER)
-        .arg("on")
-        .arg(format!(">{TEST_PASSWORD}"))
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let mut url = urls().redis.clone();
-    url.set_username(TEST_USER).unwrap();
-    url.set_password(Some(TEST_PASSWORD)).unwrap();
     let live = LiveEvents::with_settings(
-        redis::Client::open(url.as_str()).unwrap(),
+        redis_as(TEST_USER).await,
         LiveSettings {
             first_retry: Duration::from_millis(50),
             ..LiveSettings::default()
@@ -166,16 +157,11 @@ async fn a_killed_connection_is_made_again_and_every_channel_subscribed_again() 
     })
     .await;
 
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .arg("USER")
-        .arg(TEST_USER)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(killed, 1, "the one pub/sub connection of the process");
+    assert_eq!(
+        kill_pubsub_connections(TEST_USER).await,
+        1,
+        "the one pub/sub connection of the process"
+    );
     eventually(
         "both channels are subscribed on a new connection",
         || async { redis_subscribers(&one).await == 1 && redis_subscribers(&two).await == 1 },
@@ -185,6 +171,10 @@ async fn a_killed_connection_is_made_again_and_every_channel_subscribed_again() 
         live.is_subscribed(&one) && live.is_subscribed(&two)
     })
     .await;
+    // What was published while it was down is lost, and each listener hears so first.
+    for stream in [&mut first, &mut second] {
+        assert_eq!(heard(stream).await, Heard::Gap { lost: None });
+    }
     let publisher = LiveEvents::new(redis());
     publisher.publish(&one, &json!("one")).await.unwrap();
     publisher.publish(&two, &json!("two")).await.unwrap();

@@ -18,7 +18,7 @@ use gospelib_kit::caller::{
 use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::live::{LiveEvents, LiveSettings};
 use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app};
-use gospelib_kit::test_stack::{eventually, redis};
+use gospelib_kit::test_stack::{eventually, kill_pubsub_connections, redis, redis_as};
 use gospelib_kit::ws::{PROTOCOL, SubscriptionSettings, close_code};
 use serde_json::{Value, json};
 use support::{TestServer, start_app, start_app_with};
@@ -51,11 +51,14 @@ impl Live {
         &self,
         ctx: &Context<'_>,
         channel: String,
-    ) -> async_graphql::Result<impl Stream<Item = Event> + use<>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>> + use<>> {
         let live = ctx.data::<LiveEvents>()?;
-        Ok(live
-            .subscribe(&channel)
-            .filter_map(|event| async move { serde_json::from_value(event).ok() }))
+        Ok(live.subscribe(&channel).filter_map(|heard| async move {
+            match heard.into_event("read again") {
+                Ok(event) => serde_json::from_value(event).ok().map(Ok),
+                Err(gap) => Some(Err(gap)),
+            }
+        }))
     }
 
     /// 1, 2, … `to`, then the end.
@@ -109,10 +112,20 @@ fn secret() -> InternalSecret {
 /// A server of one subgraph (`live`, behind the caller guard) with `settings`, its live events
 /// on the stack's Redis (`buffer` events per listener).
 async fn server_with(settings: SubscriptionSettings, buffer: usize) -> (TestServer, LiveEvents) {
+    server_on(redis(), settings, buffer).await
+}
+
+/// A [`server_with`] whose live events go through `redis`.
+async fn server_on(
+    redis: redis::Client,
+    settings: SubscriptionSettings,
+    buffer: usize,
+) -> (TestServer, LiveEvents) {
     let live = LiveEvents::with_settings(
-        redis(),
+        redis,
         LiveSettings {
             buffer,
+            first_retry: Duration::from_millis(50),
             ..LiveSettings::default()
         },
     );
@@ -525,6 +538,32 @@ async fn a_client_gone_mid_stream_drops_its_streams() {
     })
     .await;
     eventually("Redis is told", || async { !live.is_subscribed(&channel) }).await;
+}
+
+/// When the process's Redis connection is lost and made again, what was published meanwhile
+/// is gone: each subscription answers a `LIVE_GAP` error in its place (the client reads the
+/// durable copy again) and goes on with the events that follow.
+#[tokio::test]
+async fn a_lost_redis_connection_is_a_live_gap_and_the_subscription_goes_on() {
+    const USER: &str = "gospelib_subscriptions_test";
+    let (server, live) = server_on(redis_as(USER).await, SubscriptionSettings::default(), 16).await;
+    let channel = channel("gap");
+    let mut client = Client::ready(&server).await;
+    client.subscribe("1", EVENTS, json!({"c": channel})).await;
+    until_subscribed(&live, &channel).await;
+    publish(&other_pod(), &channel, 1).await;
+    assert_eq!(client.next().await, next_event("1", 1));
+
+    assert_eq!(kill_pubsub_connections(USER).await, 1);
+    let gap = client.next().await;
+    assert_eq!(gap["type"], "next", "{gap}");
+    assert_eq!(gap["id"], "1", "{gap}");
+    let error = &gap["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "LIVE_GAP", "{gap}");
+    assert_eq!(error["path"], json!(["events"]), "{gap}");
+    until_subscribed(&live, &channel).await;
+    publish(&other_pod(), &channel, 2).await;
+    assert_eq!(client.next().await, next_event("1", 2));
 }
 
 #[tokio::test]

@@ -30,15 +30,21 @@ impl Subscription {
     async fn ingest_completed(
         &self,
         ctx: &Context<'_>,
-    ) -> Result<impl Stream<Item = IngestCompleted> + use<>> {
+    ) -> Result<impl Stream<Item = Result<IngestCompleted>> + use<>> {
         let live = ctx.data::<LiveEvents>()?;
         let channel = ctx.data::<Namespace>()?.ingest_channel();
-        Ok(live.subscribe(&channel).filter_map(|event| async move {
+        Ok(live.subscribe(&channel).filter_map(|heard| async move {
+            let event = match heard.into_event("reload what you show") {
+                Ok(event) => event,
+                // A missed announcement: `LIVE_GAP` in its place, and the stream goes on.
+                Err(gap) => return Some(Err(gap)),
+            };
             serde_json::from_value(event)
                 .map_err(|error| {
                     tracing::warn!(%error, "skipped a malformed ingest announcement");
                 })
                 .ok()
+                .map(Ok)
         }))
     }
 }

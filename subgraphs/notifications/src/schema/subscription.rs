@@ -5,7 +5,9 @@
 //! Only a signed-in user may open it (`@authenticated`; the router refuses others before
 //! subscribing, and the subgraph answers `UNAUTHORIZED` to a request without a user). The
 //! caller is checked once, when the subscription opens; it hears its own channel only, and an
-//! event of anyone else's (which cannot be on that channel) is dropped.
+//! event of anyone else's (which cannot be on that channel) is dropped. Where live events were
+//! lost (the subscriber fell behind, or the process's Redis connection was made again), the
+//! stream answers a `LIVE_GAP` error in their place and goes on.
 
 use async_graphql::{Context, Result, Subscription as SubscriptionRoot};
 use futures_util::{Stream, StreamExt};
@@ -18,6 +20,9 @@ use crate::live::{inbox_channel, parse};
 
 pub struct Subscription;
 
+/// What a client reads again after a `LIVE_GAP`.
+const REREAD: &str = "read `notifications` again for the ones missed";
+
 #[SubscriptionRoot]
 impl Subscription {
     /// Each notification put in the caller's inbox from now on, as it arrives (the inbox keeps
@@ -26,17 +31,21 @@ impl Subscription {
     async fn notification_received(
         &self,
         ctx: &Context<'_>,
-    ) -> Result<impl Stream<Item = Notification> + use<>> {
+    ) -> Result<impl Stream<Item = Result<Notification>> + use<>> {
         let user = Caller::of(ctx).require_user()?;
         let live = ctx.data::<LiveEvents>()?;
         Ok(live
             .subscribe(&inbox_channel(user))
-            .filter_map(move |event| async move {
+            .filter_map(move |heard| async move {
+                let event = match heard.into_event(REREAD) {
+                    Ok(event) => event,
+                    Err(gap) => return Some(Err(gap)),
+                };
                 let row = parse(&event, user);
                 if row.is_none() {
                     tracing::warn!("skipped a live notification event that was not the caller's");
                 }
-                row.map(Notification)
+                row.map(|row| Ok(Notification(row)))
             }))
     }
 }
