@@ -116,7 +116,10 @@ impl Router {
     }
 
     /// Starts a subscription: its responses, or the one response that refuses it. Any other
-    /// operation is answered as [`Router::respond`] answers it, as a stream of one.
+    /// operation (a persisted query sent by its hash alone comes this way) runs as
+    /// [`Router::respond`] runs it: its answer as a stream of one, or, when nothing ran (over a
+    /// limit, invalid, not trusted), as the refusal, so that it is refused as the same
+    /// operation sent with its text would be (429 over SSE; an `error` over WebSocket).
     pub async fn subscribe(
         self: &Arc<Self>,
         request: GraphQlRequest,
@@ -135,9 +138,7 @@ impl Router {
             let response = self
                 .respond_planned(&request, supergraph, planned, Counting::Counted, started)
                 .await;
-            // Over its limit it is refused as over plain HTTP (429 with `Retry-After` over
-            // SSE), not a stream whose one event is the refusal.
-            if response.rate_limit.as_ref().is_some_and(|d| !d.allowed) {
+            if !response.has_data() {
                 return Err(response);
             }
             return Ok(Box::pin(futures_util::stream::once(async { response })));

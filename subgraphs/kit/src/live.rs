@@ -234,19 +234,16 @@ impl LiveEvents {
             shared: self.shared.clone(),
             channel: channel.to_owned(),
             receiver,
+            held: None,
         };
         futures_util::stream::unfold(listener, |mut listener| async move {
-            match listener.receiver.recv().await {
-                Ok(heard) => Some((Heard::clone(&heard), listener)),
-                Err(broadcast::error::RecvError::Lagged(lost)) => {
-                    tracing::warn!(
-                        channel = %listener.channel,
-                        lost,
-                        "a live-event listener fell behind: its oldest events were dropped"
-                    );
-                    Some((Heard::Gap { lost: Some(lost) }, listener))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
+            let heard = match listener.held.take() {
+                Some(heard) => heard,
+                None => listener.receive().await?,
+            };
+            match heard {
+                Heard::Gap { lost } => Some((listener.gaps_after(lost), listener)),
+                event => Some((event, listener)),
             }
         })
     }
@@ -278,6 +275,54 @@ struct Listener {
     shared: Arc<Shared>,
     channel: String,
     receiver: broadcast::Receiver<Arc<Heard>>,
+    /// An event read while merging gaps, heard next.
+    held: Option<Heard>,
+}
+
+impl Listener {
+    /// The next thing heard; `None` once the channel is gone.
+    async fn receive(&mut self) -> Option<Heard> {
+        match self.receiver.recv().await {
+            Ok(heard) => Some(Heard::clone(&heard)),
+            Err(broadcast::error::RecvError::Lagged(lost)) => {
+                self.fell_behind(lost);
+                Some(Heard::Gap { lost: Some(lost) })
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// A gap of `lost`, merged with the gaps already waiting behind it (a lag and a
+    /// reconnection, or several reconnections, while the listener was not reading), so that
+    /// the client reads its durable copy again once, not once per gap.
+    fn gaps_after(&mut self, mut lost: Option<u64>) -> Heard {
+        let add = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a + b);
+        loop {
+            match self.receiver.try_recv() {
+                Ok(heard) => match &*heard {
+                    Heard::Gap { lost: more } => lost = add(lost, *more),
+                    Heard::Event(_) => {
+                        self.held = Some(Heard::clone(&heard));
+                        break;
+                    }
+                },
+                Err(broadcast::error::TryRecvError::Lagged(more)) => {
+                    self.fell_behind(more);
+                    lost = add(lost, Some(more));
+                }
+                Err(_) => break,
+            }
+        }
+        Heard::Gap { lost }
+    }
+
+    fn fell_behind(&self, lost: u64) {
+        tracing::warn!(
+            channel = %self.channel,
+            lost,
+            "a live-event listener fell behind: its oldest events were dropped"
+        );
+    }
 }
 
 impl Drop for Listener {
@@ -381,23 +426,28 @@ async fn serve_connection(
         }
     }
     let mut subscribed: HashSet<String> = wanted.into_iter().collect();
-    match shared.upgrade() {
-        Some(shared) => shared.lock().subscribed = subscribed.clone(),
-        None => return Served::Finished,
+    let Some(state) = shared.upgrade() else {
+        return Served::Finished;
+    };
+    {
+        let mut state = state.lock();
+        if reconnecting {
+            // What was published while the connection was down is gone: every listener is
+            // told, before anything published from now on, and before the process says it is
+            // subscribed again.
+            let gap = Arc::new(Heard::Gap { lost: None });
+            for channel in state.channels.values() {
+                let _ = channel.sender.send(gap.clone());
+            }
+        }
+        state.subscribed = subscribed.clone();
     }
+    drop(state);
     if reconnecting {
         tracing::info!(
             channels = subscribed.len(),
             "live events: reconnected to Redis and subscribed again"
         );
-        // What was published while the connection was down is gone: every listener is told,
-        // before anything published from now on.
-        if let Some(shared) = shared.upgrade() {
-            let gap = Arc::new(Heard::Gap { lost: None });
-            for channel in shared.lock().channels.values() {
-                let _ = channel.sender.send(gap.clone());
-            }
-        }
     }
     let lost = |error: String| Served::Lost {
         error,

@@ -326,23 +326,28 @@ async fn not_found() -> Response {
 pub struct ConnectionLimits {
     /// Once the shutdown begins, how long in-flight requests and open sockets may take.
     pub shutdown_grace: Duration,
-    /// How long bytes written to a client may stay unread (unacknowledged, or held back by a
-    /// full receive window) before the kernel drops its connection (`TCP_USER_TIMEOUT`). A
-    /// client that stops reading an event stream, a WebSocket or a long answer is otherwise
-    /// held open for ever: TCP keeps probing a zero window as long as the peer answers, and
-    /// the connection keeps its subscriptions and their per-caller slots. An idle connection
-    /// with nothing to send is not affected.
+    /// How long bytes written to a client may stay unacknowledged (the client stopped reading
+    /// and its receive window is full, or it became unreachable) before the kernel drops its
+    /// connection (`TCP_USER_TIMEOUT`, on Linux). A client that stops reading an event stream,
+    /// a WebSocket or a long answer is otherwise held open for ever: TCP keeps probing a zero
+    /// window as long as the peer answers, and the connection keeps its subscriptions and
+    /// their per-caller slots. An idle connection with nothing to send is not affected.
     pub stalled_client: Duration,
 }
+
+/// The shortest [`ConnectionLimits::stalled_client`] a process is given: below it, a
+/// retransmission or two on a poor mobile network would drop a healthy connection.
+pub const MIN_STALLED_CLIENT: Duration = Duration::from_secs(30);
 
 impl ConnectionLimits {
     /// The limits of a process whose sockets are pinged every `ping_interval`
     /// (`GOSPELIB_WS_PING_INTERVAL_MS`): a client is stalled after two intervals, as a
-    /// WebSocket that does not answer two pings is.
+    /// WebSocket that does not answer two pings is, and never sooner than
+    /// [`MIN_STALLED_CLIENT`].
     pub fn new(shutdown_grace: Duration, ping_interval: Duration) -> Self {
         Self {
             shutdown_grace,
-            stalled_client: ping_interval * 2,
+            stalled_client: (ping_interval * 2).max(MIN_STALLED_CLIENT),
         }
     }
 
@@ -362,13 +367,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = limits.shutdown_grace;
     let stalled_client = limits.stalled_client;
-    let listener = listener.tap_io(move |connection| {
-        if let Err(error) =
-            socket2::SockRef::from(&*connection).set_tcp_user_timeout(Some(stalled_client))
-        {
-            tracing::warn!(%error, "cannot bound how long a stalled client is kept");
-        }
-    });
+    let listener = listener.tap_io(move |connection| bound_stalls(connection, stalled_client));
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
     // Long-lived connections (WebSockets, which the HTTP server no longer tracks once
     // upgraded) learn of the shutdown through this and close themselves cleanly.
@@ -417,6 +416,25 @@ pub async fn serve(
     }
     result
 }
+
+/// Sets `TCP_USER_TIMEOUT` on an accepted connection (see
+/// [`ConnectionLimits::stalled_client`]); where the system refuses it, says so once.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn bound_stalls(connection: &mut tokio::net::TcpStream, stalled_client: Duration) {
+    static REFUSED: std::sync::Once = std::sync::Once::new();
+    if let Err(error) =
+        socket2::SockRef::from(&*connection).set_tcp_user_timeout(Some(stalled_client))
+    {
+        REFUSED.call_once(|| {
+            tracing::warn!(%error, "cannot bound how long a stalled client is kept (TCP_USER_TIMEOUT)");
+        });
+    }
+}
+
+/// Elsewhere (development machines) stalled clients are bounded by the WebSocket and event
+/// stream timeouts alone.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn bound_stalls(_connection: &mut tokio::net::TcpStream, _stalled_client: Duration) {}
 
 /// What a long-lived connection holds to learn that the server is shutting down; while any
 /// connection holds one, [`serve`] waits (within its grace period) before returning.

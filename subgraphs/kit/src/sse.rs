@@ -24,10 +24,17 @@
 //!
 //! Events are written as the client reads them: the next result is taken from the
 //! subscription only once the previous one was handed to the connection, so a slow client
-//! slows only its own stream. Event streams are never compressed ([`crate::edge`]).
+//! slows only its own stream. A client that takes no result for two ping intervals has stopped
+//! reading (its connection's writes are blocked): its subscription is dropped, which frees its
+//! slot, and the connection is cut rather than ended with `complete`, so that a client that
+//! comes back knows to subscribe again (the same rule as a WebSocket's blocked writes; the
+//! kernel's `TCP_USER_TIMEOUT`, [`crate::server::ConnectionLimits`], covers what this cannot
+//! see, such as a connection with nothing to send). Event streams are never compressed
+//! ([`crate::edge`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -35,6 +42,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
 
 use crate::errors::ErrorCode;
 use crate::graphql_http::{self, GraphQlEndpoint, ServiceResponse, ServiceStream, request_error};
@@ -172,9 +181,8 @@ fn event_stream(
     keep_alive: Duration,
     headers: Vec<(header::HeaderName, HeaderValue)>,
 ) -> Response {
-    let mut http = Response::new(Body::from_stream(
-        events(endpoint, results, keep_alive).map(Ok::<_, std::convert::Infallible>),
-    ));
+    let results = Handover::start(results, keep_alive * 2);
+    let mut http = Response::new(Body::from_stream(events(endpoint, results, keep_alive)));
     let response_headers = http.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -186,6 +194,61 @@ fn event_stream(
     http
 }
 
+/// The results of one operation, taken from its stream by a task of their own and handed to
+/// the connection one at a time. A result the connection does not take within `stalled` ends
+/// the operation (its stream is dropped) and marks the handover abandoned; the client leaving
+/// (the connection drops the handover) ends it at once.
+struct Handover {
+    results: mpsc::Receiver<ServiceResponse>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Handover {
+    fn start(mut results: ServiceStream, stalled: Duration) -> Self {
+        let (sender, receiver) = mpsc::channel(1);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let marked = abandoned.clone();
+        tokio::spawn(async move {
+            loop {
+                let result = tokio::select! {
+                    result = results.next() => result,
+                    () = sender.closed() => return,
+                };
+                let Some(result) = result else { return };
+                match sender.send_timeout(result, stalled).await {
+                    Ok(()) => {}
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        tracing::info!(
+                            stalled_ms = stalled.as_millis() as u64,
+                            "an event-stream client stopped reading: its operation ends"
+                        );
+                        marked.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(SendTimeoutError::Closed(_)) => return,
+                }
+            }
+        });
+        Self {
+            results: receiver,
+            abandoned,
+        }
+    }
+
+    /// The next result; `Ok(None)` once the operation is over, an error once it was
+    /// abandoned.
+    async fn next(&mut self) -> Result<Option<ServiceResponse>, std::io::Error> {
+        match self.results.recv().await {
+            Some(result) => Ok(Some(result)),
+            None if self.abandoned.load(Ordering::SeqCst) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading the event stream",
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
 /// What the stream writes next.
 enum Step {
     Start,
@@ -194,12 +257,13 @@ enum Step {
 }
 
 /// The bytes of the event stream: a first comment, one `next` per result with keep-alive
-/// comments between them when results are slow to come, then `complete`.
+/// comments between them when results are slow to come, then `complete`; an error (which
+/// cuts the connection) once the handover was abandoned.
 fn events(
     endpoint: Arc<GraphQlEndpoint>,
-    results: ServiceStream,
+    results: Handover,
     keep_alive: Duration,
-) -> impl Stream<Item = Bytes> + Send + 'static {
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let mut ticks = tokio::time::interval(keep_alive);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.reset();
@@ -208,25 +272,29 @@ fn events(
         |(step, mut results, mut ticks, endpoint)| async move {
             match step {
                 Step::Start => Some((
-                    Bytes::from_static(KEEP_ALIVE),
+                    Ok(Bytes::from_static(KEEP_ALIVE)),
                     (Step::Results, results, ticks, endpoint),
                 )),
                 Step::Results => {
                     let bytes = tokio::select! {
                         result = results.next() => match result {
-                            Some(response) => {
+                            Ok(Some(response)) => {
                                 count_errors(&endpoint, &response);
                                 ticks.reset();
                                 next_event(&response.body)
                             }
-                            None => return Some((
-                                Bytes::from_static(COMPLETE),
+                            Ok(None) => return Some((
+                                Ok(Bytes::from_static(COMPLETE)),
+                                (Step::Done, results, ticks, endpoint),
+                            )),
+                            Err(abandoned) => return Some((
+                                Err(abandoned),
                                 (Step::Done, results, ticks, endpoint),
                             )),
                         },
                         _ = ticks.tick() => Bytes::from_static(KEEP_ALIVE),
                     };
-                    Some((bytes, (Step::Results, results, ticks, endpoint)))
+                    Some((Ok(bytes), (Step::Results, results, ticks, endpoint)))
                 }
                 Step::Done => None,
             }

@@ -66,10 +66,10 @@ impl Live {
         futures_util::stream::iter(1..=to)
     }
 
-    /// Events of 64 KiB, as fast as they are taken, for ever; [`OPEN_FLOODS`] counts the floods
-    /// whose stream is still held.
-    async fn flood(&self) -> impl Stream<Item = String> + use<> {
-        let held = FloodHeld::new();
+    /// Events of 64 KiB, as fast as they are taken, for ever; `OPEN_FLOODS[counter]` counts
+    /// the floods whose stream is still held.
+    async fn flood(&self, counter: usize) -> impl Stream<Item = String> + use<> {
+        let held = FloodHeld::new(counter);
         futures_util::stream::repeat("x".repeat(64 * 1024)).map(move |event| {
             let _ = &held;
             event
@@ -86,22 +86,23 @@ impl Live {
     }
 }
 
-/// How many `flood` streams are held (by a connection, or by a server that did not let go).
-static OPEN_FLOODS: AtomicUsize = AtomicUsize::new(0);
+/// How many `flood` streams are held (by a connection, or by a server that did not let go),
+/// one counter per test.
+static OPEN_FLOODS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
-/// Counted in [`OPEN_FLOODS`] while its stream lives.
-struct FloodHeld;
+/// Counted in its [`OPEN_FLOODS`] counter while its stream lives.
+struct FloodHeld(usize);
 
 impl FloodHeld {
-    fn new() -> Self {
-        OPEN_FLOODS.fetch_add(1, Ordering::SeqCst);
-        Self
+    fn new(counter: usize) -> Self {
+        OPEN_FLOODS[counter].fetch_add(1, Ordering::SeqCst);
+        Self(counter)
     }
 }
 
 impl Drop for FloodHeld {
     fn drop(&mut self) {
-        OPEN_FLOODS.fetch_sub(1, Ordering::SeqCst);
+        OPEN_FLOODS[self.0].fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -825,11 +826,42 @@ async fn an_sse_subscription_gets_keep_alives_and_events_until_the_client_leaves
 }
 
 /// A client that stops reading an event stream (its receive window full, while it still
-/// answers TCP's probes) is dropped once what was sent to it stays unread for the server's
-/// stalled-client limit, and its subscription with it; without that limit the server would
-/// hold the stream, and the caller's slot, for as long as the client keeps the socket.
+/// answers TCP's probes) is dropped by the kernel once what was sent to it stays unread for the
+/// server's stalled-client limit, and its subscription with it; without that limit the server
+/// would hold the stream, and the caller's slot, for as long as the client keeps the socket.
 #[tokio::test]
-async fn a_client_that_stops_reading_an_event_stream_is_dropped() {
+async fn a_client_that_stops_reading_is_dropped_by_the_kernel() {
+    let limits = ConnectionLimits {
+        shutdown_grace: Duration::from_secs(10),
+        stalled_client: Duration::from_secs(1),
+    };
+    // Event-stream results not taken for 20 minutes: only the kernel can act.
+    let settings = SubscriptionSettings {
+        ping_interval: Duration::from_secs(600),
+        ..SubscriptionSettings::default()
+    };
+    stall_a_flood(0, limits, settings).await;
+}
+
+/// The same client, where the kernel would wait (or cannot see it: HTTP/2, a proxy): the event
+/// stream's own rule lets go of a subscription whose results the connection has not taken for
+/// two ping intervals, and cuts the connection.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go_by_the_event_stream() {
+    let limits = ConnectionLimits {
+        shutdown_grace: Duration::from_secs(10),
+        stalled_client: Duration::from_secs(600),
+    };
+    let settings = SubscriptionSettings {
+        ping_interval: Duration::from_millis(500),
+        ..SubscriptionSettings::default()
+    };
+    stall_a_flood(1, limits, settings).await;
+}
+
+/// Opens a `flood` over SSE with a small receive window, reads the response's head only, and
+/// waits until the server let go of the flood's stream (counted in `OPEN_FLOODS[counter]`).
+async fn stall_a_flood(counter: usize, limits: ConnectionLimits, settings: SubscriptionSettings) {
     let schema = Schema::build(Query, async_graphql::EmptyMutation, Live).finish();
     let (app, _) = build_app(AppSpec {
         service: "test".to_owned(),
@@ -843,21 +875,17 @@ async fn a_client_that_stops_reading_an_event_stream_is_dropped() {
         max_body_bytes: 64 * 1024,
         extra_routes: None,
         public_routes: None,
-        edge: EdgeSettings::default(),
-    });
-    let server = start_app_with(
-        app,
-        ConnectionLimits {
-            shutdown_grace: Duration::from_secs(10),
-            stalled_client: Duration::from_secs(1),
+        edge: EdgeSettings {
+            subscriptions: settings,
+            ..EdgeSettings::default()
         },
-    )
-    .await;
+    });
+    let server = start_app_with(app, limits).await;
     // A small receive window, so that the server's writes stall soon.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut client = socket.connect(server.addr).await.unwrap();
-    let body = r#"{"query":"subscription { flood }"}"#;
+    let body = format!(r#"{{"query":"subscription {{ flood(counter: {counter}) }}"}}"#);
     let request = format!(
         "POST /subgraphs/live/graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
          accept: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
@@ -876,12 +904,12 @@ async fn a_client_that_stops_reading_an_event_stream_is_dropped() {
         String::from_utf8_lossy(&head[..read])
     );
     eventually("the flood runs", || async {
-        OPEN_FLOODS.load(Ordering::SeqCst) == 1
+        OPEN_FLOODS[counter].load(Ordering::SeqCst) == 1
     })
     .await;
     // The client reads nothing more, and keeps its socket.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while OPEN_FLOODS.load(Ordering::SeqCst) != 0 {
+    while OPEN_FLOODS[counter].load(Ordering::SeqCst) != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the stalled client's stream is still held"
@@ -889,6 +917,62 @@ async fn a_client_that_stops_reading_an_event_stream_is_dropped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(client);
+}
+
+/// A keep-alive connection that sits idle past the stalled-client limit is not dropped: the
+/// limit counts only bytes sent and left unread.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_stalled_client_limit() {
+    let (app, _) = build_app(AppSpec {
+        service: "test".to_owned(),
+        gateway: None,
+        subgraphs: vec![Subgraph {
+            name: "live".to_owned(),
+            executor: Arc::new(Schema::build(Query, async_graphql::EmptyMutation, Live).finish()),
+            dependencies: Vec::new(),
+        }],
+        dependencies: Vec::new(),
+        max_body_bytes: 64 * 1024,
+        extra_routes: None,
+        public_routes: None,
+        edge: EdgeSettings::default(),
+    });
+    let server = start_app_with(
+        app,
+        ConnectionLimits {
+            shutdown_grace: Duration::from_secs(10),
+            stalled_client: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    let body = r#"{"query":"{ hello }"}"#;
+    let request = format!(
+        "POST /subgraphs/live/graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..2 {
+        tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(br#"{"data":{"hello":"hello"}}"#) {
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut client, &mut chunk),
+            )
+            .await
+            .expect("an answer")
+            .unwrap();
+            assert!(read > 0, "the connection was closed");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        // Idle for over three times the limit.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A document nested thousands of levels deep (a recursive parser without a guard would

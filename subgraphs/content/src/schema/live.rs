@@ -26,7 +26,8 @@ pub struct Subscription;
 #[SubscriptionRoot]
 impl Subscription {
     /// Each ingest that completes from now on, wherever it ran (clients reload what they
-    /// show, e.g. search results, for the new content version).
+    /// show, e.g. search results, for the new content version). A result whose error is
+    /// `LIVE_GAP` stands for announcements missed: reload then too.
     async fn ingest_completed(
         &self,
         ctx: &Context<'_>,

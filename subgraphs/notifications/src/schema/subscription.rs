@@ -26,7 +26,8 @@ const REREAD: &str = "read `notifications` again for the ones missed";
 #[SubscriptionRoot]
 impl Subscription {
     /// Each notification put in the caller's inbox from now on, as it arrives (the inbox keeps
-    /// them all: after a lost connection, read `notifications` again).
+    /// them all: after a lost connection, or a result whose error is `LIVE_GAP`, which stands
+    /// for notifications missed, read `notifications` again, after a short random pause).
     #[graphql(directive = authenticated::apply())]
     async fn notification_received(
         &self,
