@@ -312,7 +312,17 @@ pub struct TrustedDocuments {
     untrusted: AtomicU64,
     /// The untrusted documents already logged.
     logged: Mutex<HashSet<[u8; 32]>>,
+    /// The digests of texts recently checked (parsing and printing a document to normalize it
+    /// was ~1% of the platform's CPU per request, every app request sending one of a few
+    /// texts).
+    digests: Mutex<lru::LruCache<Box<str>, Option<[u8; 32]>>>,
 }
+
+/// How many texts' digests [`TrustedDocuments`] keeps.
+const DIGESTS_KEPT: usize = 1024;
+
+/// The longest text whose digest is kept (a longer one is normalized every time).
+const LONGEST_TEXT_KEPT: usize = 16 * 1024;
 
 impl TrustedDocuments {
     pub fn new(mode: Mode, manifest: Option<Manifest>) -> Self {
@@ -321,7 +331,27 @@ impl TrustedDocuments {
             manifest: RwLock::new(manifest.map(Arc::new)),
             untrusted: AtomicU64::new(0),
             logged: Mutex::new(HashSet::new()),
+            digests: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIGESTS_KEPT).expect("not zero"),
+            )),
         }
+    }
+
+    /// The digest of `text`'s normalized form; `None` when it does not parse.
+    fn text_digest(&self, text: &str) -> Option<[u8; 32]> {
+        let digest_of = |text: &str| normalize(text).ok().map(|n| digest_of_normalized(&n));
+        if text.len() > LONGEST_TEXT_KEPT {
+            return digest_of(text);
+        }
+        if let Some(digest) = self.digests.lock().expect("digests lock").get(text) {
+            return *digest;
+        }
+        let digest = digest_of(text);
+        self.digests
+            .lock()
+            .expect("digests lock")
+            .put(text.into(), digest);
+        digest
     }
 
     /// No check at all.
@@ -388,10 +418,7 @@ impl TrustedDocuments {
             };
         };
         let text_given = !query.trim().is_empty();
-        let text_digest = text_given
-            .then(|| normalize(query).ok())
-            .flatten()
-            .map(|normalized| digest_of_normalized(&normalized));
+        let text_digest = text_given.then(|| self.text_digest(query)).flatten();
         if let Some(id) = id {
             let digest = parse_id(id);
             if let Some(text) = digest.and_then(|digest| manifest.documents.get(&digest)) {
@@ -839,6 +866,22 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Texts checked again are answered from the kept digests, each as it was the first time;
+    /// a text too long to keep is normalized every time.
+    #[test]
+    fn texts_checked_again_are_answered_alike_from_the_kept_digests() {
+        let documents = documents(Mode::Enforce);
+        let long = format!("{READING}{}", " ".repeat(LONGEST_TEXT_KEPT));
+        for _ in 0..3 {
+            assert_eq!(documents.check(READING, None, None, false), Ok(None));
+            assert_eq!(documents.check(READING_AGAIN, None, None, false), Ok(None));
+            assert!(documents.check(OTHER, None, None, false).is_err());
+            assert!(documents.check("{ a; }", None, None, false).is_err());
+            assert_eq!(documents.check(&long, None, None, false), Ok(None));
+        }
+        assert_eq!(documents.digests.lock().unwrap().len(), 4);
     }
 
     #[test]
