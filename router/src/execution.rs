@@ -371,10 +371,13 @@ fn upstream_error_quiet(subgraph: &str, path: Option<Vec<serde_json::Value>>) ->
 }
 
 /// A subgraph's error as the client gets it: every error carries an `extensions.code`, and one
-/// the subgraph did not classify is an `INTERNAL_ERROR`.
-fn with_a_code(error: Value) -> serde_json::Value {
+/// the subgraph did not classify is an `INTERNAL_ERROR`. Its `locations` are left out: they
+/// point into the operation the router sent the subgraph, not into the client's document (as
+/// Apollo Router leaves them out; the `path` says where the error is).
+fn client_error(error: Value) -> serde_json::Value {
     let mut error = serde_json::Value::from(error);
     if let Some(object) = error.as_object_mut() {
+        object.remove("locations");
         let extensions = object
             .entry("extensions")
             .or_insert_with(|| serde_json::Value::Object(Default::default()));
@@ -419,7 +422,7 @@ fn response_errors(subgraph: &str, body: &Value) -> Result<Vec<serde_json::Value
     let data = body.get("data").unwrap_or(&Value::Null);
     let errors = match body.get("errors") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(errors)) => errors.iter().cloned().map(with_a_code).collect(),
+        Some(Value::Array(errors)) => errors.iter().cloned().map(client_error).collect(),
         Some(_) => {
             return Err(TransportError::Garbage {
                 subgraph: subgraph.to_owned(),

@@ -968,7 +968,8 @@ impl Transport for Deduplicated {
                     count_shared,
                 )
                 .await;
-            let joined = matches!(role, gospelib_kit::single_flight::Role::Joined);
+            // (A follower that took over from a dropped leader still joined work in flight.)
+            let joined = !matches!(role, gospelib_kit::single_flight::Role::Led);
             answer.map(|(value, id)| (Answer::of_shared(value), Some(AnswerId { id, joined })))
         })
     }

@@ -223,7 +223,6 @@ fn three_expected() -> Value {
         ]},
         "errors": [{
             "message": "reviews of product 3 are unavailable",
-            "locations": [{ "line": 1, "column": 54 }],
             "path": ["topProducts", 2, "reviews"],
             "extensions": { "code": "INTERNAL_ERROR" }
         }]

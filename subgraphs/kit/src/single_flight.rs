@@ -16,8 +16,13 @@ use std::sync::{Arc, Mutex};
 /// Whether a caller did the work or was handed someone else's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Did the work: nobody was doing it.
     Led,
+    /// Was handed the result of work in flight.
     Joined,
+    /// Joined work in flight whose leader was dropped before it finished, and so did the work
+    /// itself.
+    TookOver,
 }
 
 /// In-flight work by key.
@@ -99,8 +104,18 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
         let Some(key) = guard else {
             joined();
             // A follower whose leader was dropped mid-way initialises the cell itself.
-            cell.get_or_init(work).await;
-            return (take_or_copy(cell), Role::Joined);
+            let mut took_over = false;
+            cell.get_or_init(|| {
+                took_over = true;
+                work()
+            })
+            .await;
+            let role = if took_over {
+                Role::TookOver
+            } else {
+                Role::Joined
+            };
+            return (take_or_copy(cell), role);
         };
         let guard = LeaderGuard {
             flights: self,
@@ -175,6 +190,23 @@ mod tests {
             4,
             "five requests, four copies"
         );
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_follower_whose_leader_is_dropped_does_the_work_itself() {
+        let flights: SingleFlight<u32, u32> = SingleFlight::new();
+        let (_hold, held) = tokio::sync::oneshot::channel::<()>();
+        let mut leader = Box::pin(flights.run(3, || async {
+            let _ = held.await;
+            1
+        }));
+        // The leader starts, then is dropped mid-way (its client went away).
+        assert!(futures_util::poll!(&mut leader).is_pending());
+        let mut follower = Box::pin(flights.run(3, || async { 2 }));
+        assert!(futures_util::poll!(&mut follower).is_pending(), "it joined");
+        drop(leader);
+        assert_eq!(follower.await, (2, Role::TookOver));
         assert_eq!(flights.in_flight(), 0);
     }
 
