@@ -530,7 +530,7 @@ fn check_notifications(env: &Env) -> Result<(), ConfigError> {
 fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let env = Env::from_process();
-    let (over_http, llm) = ai_settings(&env)?;
+    let (over_http, llm, daily_vendor_calls) = ai_settings(&env)?;
     let content: Arc<dyn gospelib_ai::content::ContentSource> = match over_http {
         Some(content) => Arc::new(content),
         None => {
@@ -544,7 +544,10 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         }
     };
     let cache = gospelib_ai::cache::AnswerCache::new(clients.redis.clone(), "gl");
+    let budget =
+        gospelib_ai::budget::VendorBudget::new(clients.redis.clone(), "gl", daily_vendor_calls);
     let assistant = gospelib_ai::assistant::Assistant::new(content, llm, Some(cache))
+        .with_vendor_budget(budget)
         .with_metrics(inputs.metrics.clone());
     Ok(BuiltPart {
         subgraph: gospelib_ai::subgraph(gospelib_ai::AiService::new(assistant)),
@@ -554,23 +557,31 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
 }
 
 /// The assistant's settings: content's endpoint when content runs elsewhere (else `None`: in
-/// this process), and the LLM client (`None`: the extractive provider).
+/// this process), the LLM client (`None`: the extractive provider), and the vendors' daily
+/// budget (`GOSPELIB_AI_DAILY_VENDOR_CALLS`).
 type AiSettings = (
     Option<gospelib_ai::content::OverHttp>,
     Option<Arc<dyn gospelib_ai::llm::LlmClient>>,
+    u64,
 );
 
-/// [`AiSettings`] from `env`, with every problem of both.
+/// [`AiSettings`] from `env`, with every problem of each.
 fn ai_settings(env: &Env) -> Result<AiSettings, ConfigError> {
     let content = ai_content_over_http(env);
     let llm = gospelib_ai::llm::LlmSettings::from_env(env);
-    match (content, llm) {
-        (Ok(content), Ok(llm)) => Ok((content, llm)),
-        (content, llm) => Err(ConfigError {
+    let mut reader = ConfigReader::new(env);
+    let budget = gospelib_ai::budget::read_daily_vendor_calls(&mut reader);
+    let budget = reader
+        .finish()
+        .map(|()| budget.expect("present once finish() succeeded"));
+    match (content, llm, budget) {
+        (Ok(content), Ok(llm), Ok(budget)) => Ok((content, llm, budget)),
+        (content, llm, budget) => Err(ConfigError {
             problems: content
                 .err()
                 .into_iter()
                 .chain(llm.err())
+                .chain(budget.err())
                 .flat_map(|error| error.problems)
                 .collect(),
         }),

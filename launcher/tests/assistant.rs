@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use gospelib_ai::AiService;
 use gospelib_ai::assistant::Assistant;
+use gospelib_ai::budget::VendorBudget;
 use gospelib_ai::cache::AnswerCache;
 use gospelib_ai::content::InProcess;
 use gospelib_content::graph::Graph;
@@ -56,12 +57,15 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>) -> Setup {
-    setup_with_deadline(llm, gospelib_ai::assistant::DEFAULT_VENDOR_DEADLINE).await
+    setup_with_deadline(llm, gospelib_ai::assistant::DEFAULT_VENDOR_DEADLINE, None).await
 }
 
+/// The assistant with `llm`, giving it `vendor_deadline` an answer, and at most
+/// `daily_vendor_calls` (none: uncounted).
 async fn setup_with_deadline(
     llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>,
     vendor_deadline: Duration,
+    daily_vendor_calls: Option<u64>,
 ) -> Setup {
     let urls = StoreUrls::from_env(&Env::from_process())
         .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
@@ -90,15 +94,17 @@ async fn setup_with_deadline(
     let (content, _) = gospelib_content::schema::subgraph(namespace, &clients);
     // Answers cached under a namespace of this run's own, so a warm cache of an earlier run
     // cannot answer for this one.
-    let cache = AnswerCache::new(
-        clients.redis.clone(),
-        format!("t{}", uuid::Uuid::new_v4().simple()),
-    );
-    let assistant = Assistant::new(
+    let run = format!("t{}", uuid::Uuid::new_v4().simple());
+    let cache = AnswerCache::new(clients.redis.clone(), run.clone());
+    let mut assistant = Assistant::new(
         Arc::new(InProcess(content.executor.clone())),
         llm,
         Some(cache),
     );
+    if let Some(per_day) = daily_vendor_calls {
+        assistant =
+            assistant.with_vendor_budget(VendorBudget::new(clients.redis.clone(), run, per_day));
+    }
     let metrics = gospelib_kit::metrics::Metrics::new("assistant_test");
     let ai = Arc::new(AiService::new(
         assistant
@@ -492,6 +498,42 @@ async fn identical_questions_in_flight_ask_the_vendor_once() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// The platform asks the vendors at most its daily budget of questions, all readers together:
+/// past it, the extractive provider answers, and that answer is not kept (tomorrow the vendor
+/// answers it).
+#[tokio::test]
+async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
+    let reply = json!({"text": "In the beginning was the Word.", "citations": ["john.1.1"]});
+    let (base, calls) = fake_anthropic_counting(Duration::ZERO, vec![reply.to_string()]).await;
+    let setup = setup_with_deadline(
+        Some(anthropic(base)),
+        gospelib_ai::assistant::DEFAULT_VENDOR_DEADLINE,
+        Some(2),
+    )
+    .await;
+    let provider =
+        |verse: u32| format!(r#"{{ explainPassage(id: "john.1.{verse}") {{ provider }} }}"#);
+    let mut providers = Vec::new();
+    for verse in 1..=4 {
+        let answer = setup.ask(&scholar(), &provider(verse)).await;
+        providers.push(answer["data"]["explainPassage"]["provider"].clone());
+    }
+    assert_eq!(
+        providers,
+        [
+            json!("anthropic"),
+            json!("anthropic"),
+            json!("extractive"),
+            json!("extractive")
+        ]
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A question the vendor answered is still served from the cache.
+    let again = setup.ask(&scholar(), &provider(1)).await;
+    assert_eq!(again["data"]["explainPassage"]["provider"], "anthropic");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// A page asks for the verse at once and the explanation deferred: the verse comes in the
 /// first part, the explanation in the last (incremental delivery, as Apollo Client reads it).
 #[tokio::test]
@@ -559,7 +601,7 @@ fn content_over_http_answers_as_in_process() {
 async fn a_vendor_slower_than_the_deadline_leaves_the_answer_to_the_extractive_provider() {
     let reply = json!({"text": "Too late.", "citations": ["john.3.16"]}).to_string();
     let base = fake_anthropic_after(Duration::from_secs(5), vec![reply]).await;
-    let setup = setup_with_deadline(Some(anthropic(base)), Duration::from_millis(300)).await;
+    let setup = setup_with_deadline(Some(anthropic(base)), Duration::from_millis(300), None).await;
     let answer = setup
         .ask(
             &scholar(),

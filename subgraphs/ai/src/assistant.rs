@@ -20,6 +20,7 @@ use gospelib_kit::metrics::Metrics;
 use gospelib_kit::single_flight::{Role, SingleFlight};
 
 use crate::answer::{Connection, Explanation, StudyQuestion};
+use crate::budget::VendorBudget;
 use crate::cache::AnswerCache;
 use crate::content::{ContentSource, ContextError, gather};
 use crate::context::PassageContext;
@@ -81,6 +82,8 @@ pub struct Assistant {
     /// answered (a daily-reading push sends many readers to one passage at once) wait for it
     /// instead of each paying a vendor. The answer as JSON.
     in_flight: SingleFlight<String, serde_json::Value>,
+    /// The platform's daily vendor calls; `None`: not counted (tests without Redis).
+    budget: Option<VendorBudget>,
 }
 
 impl Assistant {
@@ -98,7 +101,14 @@ impl Assistant {
             invented: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             in_flight: SingleFlight::new(),
+            budget: None,
         }
+    }
+
+    /// The assistant asking the vendors only within `budget`.
+    pub fn with_vendor_budget(mut self, budget: VendorBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The assistant giving the vendors `deadline` for one answer (primary and fallback together).
@@ -224,6 +234,11 @@ impl Assistant {
         parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError>,
     ) -> Option<T> {
         let llm = self.llm.as_ref()?;
+        if let Some(budget) = &self.budget
+            && !budget.take().await
+        {
+            return None;
+        }
         // One deadline for the vendors together (a fallback included), inside the router's
         // subgraph timeout, so that a slow vendor still leaves time for the extractive answer.
         let request = crate::llm::LlmRequest {

@@ -21,6 +21,7 @@
 
 pub mod answer;
 pub mod assistant;
+pub mod budget;
 pub mod cache;
 pub mod content;
 pub mod context;
