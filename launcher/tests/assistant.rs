@@ -61,11 +61,11 @@ async fn setup_with(llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>) -> Setup 
 }
 
 /// The assistant with `llm`, giving it `vendor_deadline` an answer, and at most
-/// `daily_vendor_calls` (none: uncounted).
+/// `daily_vendor_questions` (none: uncounted).
 async fn setup_with_deadline(
     llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>,
     vendor_deadline: Duration,
-    daily_vendor_calls: Option<u64>,
+    daily_vendor_questions: Option<u64>,
 ) -> Setup {
     let urls = StoreUrls::from_env(&Env::from_process())
         .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
@@ -101,7 +101,7 @@ async fn setup_with_deadline(
         llm,
         Some(cache),
     );
-    if let Some(per_day) = daily_vendor_calls {
+    if let Some(per_day) = daily_vendor_questions {
         assistant =
             assistant.with_vendor_budget(VendorBudget::new(clients.redis.clone(), run, per_day));
     }

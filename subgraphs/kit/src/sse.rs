@@ -22,15 +22,16 @@
 //! that are not a GraphQL request at all get the same HTTP refusals as a plain `POST` (400,
 //! 413, 415); a batch (a JSON array) is refused with 400.
 //!
-//! Events are written as the client reads them: the next result is taken from the
-//! subscription only once the previous one was handed to the connection, so a slow client
-//! slows only its own stream. A client that takes no result for two ping intervals has stopped
-//! reading (its connection's writes are blocked): its subscription is dropped, which frees its
-//! slot, and the connection is cut rather than ended with `complete`, so that a client that
-//! comes back knows to subscribe again (the same rule as a WebSocket's blocked writes; the
-//! kernel's `TCP_USER_TIMEOUT`, [`crate::server::ConnectionLimits`], covers what this cannot
-//! see, such as a connection with nothing to send). Event streams are never compressed
-//! ([`crate::edge`]).
+//! Events are written as the client reads them: a task takes results from the subscription
+//! at most two ahead of what the connection has taken (one handed over, one waiting), so a
+//! slow client slows only its own stream. A client that takes no result for two ping intervals
+//! has stopped reading (its connection's writes are blocked): its subscription is dropped,
+//! which frees its slot, and the response ends in an error instead of `complete`, so that a
+//! client that comes back knows to subscribe again. Over HTTP/1.1 that cuts the connection;
+//! over HTTP/2 the stream is reset once the client opens its window again. (The same rule as a
+//! WebSocket's blocked writes; the kernel's `TCP_USER_TIMEOUT`,
+//! [`crate::server::ConnectionLimits`], covers what this cannot see, such as a connection with
+//! nothing to send.) Event streams are never compressed ([`crate::edge`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -829,6 +829,7 @@ async fn an_sse_subscription_gets_keep_alives_and_events_until_the_client_leaves
 /// answers TCP's probes) is dropped by the kernel once what was sent to it stays unread for the
 /// server's stalled-client limit, and its subscription with it; without that limit the server
 /// would hold the stream, and the caller's slot, for as long as the client keeps the socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_by_the_kernel() {
     let limits = ConnectionLimits {
