@@ -23,7 +23,8 @@
 //! 413, 415); a batch (a JSON array) is refused with 400.
 //!
 //! Events are written as the client reads them: a task takes results from the subscription
-//! at most two ahead of what the connection has taken (one handed over, one waiting), so a
+//! (none for a single result, made before the answer starts) at most two ahead of what the
+//! connection has taken (one handed over, one waiting), so a
 //! slow client slows only its own stream. A client that takes no result for two ping intervals
 //! has stopped reading (its connection's writes are blocked): its subscription is dropped,
 //! which frees its slot, and the response ends in an error instead of `complete`, so that a
@@ -136,7 +137,12 @@ pub async fn post(
     let keep_alive = endpoint.subscriptions.ping_interval;
     if runs_as_stream(&request) {
         match endpoint.service.subscribe(request).await {
-            Ok(stream) => event_stream(endpoint.clone(), stream, keep_alive, Vec::new()),
+            Ok(stream) => event_stream(
+                endpoint.clone(),
+                Handover::start(stream, keep_alive * 2),
+                keep_alive,
+                Vec::new(),
+            ),
             Err(refusal) => single(endpoint, refusal, keep_alive),
         }
     } else {
@@ -168,7 +174,7 @@ fn single(
     let headers = std::mem::take(&mut response.headers);
     event_stream(
         endpoint.clone(),
-        futures_util::stream::once(async move { response }).boxed(),
+        Handover::ready(response),
         keep_alive,
         headers,
     )
@@ -178,11 +184,10 @@ fn single(
 /// supergraph version).
 fn event_stream(
     endpoint: Arc<GraphQlEndpoint>,
-    results: ServiceStream,
+    results: Handover,
     keep_alive: Duration,
     headers: Vec<(header::HeaderName, HeaderValue)>,
 ) -> Response {
-    let results = Handover::start(results, keep_alive * 2);
     let mut http = Response::new(Body::from_stream(events(endpoint, results, keep_alive)));
     let response_headers = http.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
@@ -233,6 +238,18 @@ impl Handover {
         Self {
             results: receiver,
             abandoned,
+        }
+    }
+
+    /// One result already made (a query's, a refusal's): nothing to take from, so no task.
+    fn ready(result: ServiceResponse) -> Self {
+        let (sender, receiver) = mpsc::channel(1);
+        sender
+            .try_send(result)
+            .unwrap_or_else(|_| unreachable!("a new channel of one has room"));
+        Self {
+            results: receiver,
+            abandoned: Arc::new(AtomicBool::new(false)),
         }
     }
 
