@@ -93,6 +93,17 @@ fn unique(label: &str) -> String {
     format!("{label}-{}", uuid::Uuid::new_v4())
 }
 
+/// A WebSocket to `base` with [`SUBSCRIPTION`] subscribed under the id `live`.
+async fn subscribed(base: &str) -> Socket {
+    let mut socket = connect(base).await;
+    send(
+        &mut socket,
+        json!({"id": "live", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}),
+    )
+    .await;
+    socket
+}
+
 /// Reads `id`'s messages until its `next` carries `version`.
 async fn next_with_version(socket: &mut Socket, id: &str, version: &str) -> Value {
     loop {
@@ -111,12 +122,7 @@ async fn next_with_version(socket: &mut Socket, id: &str, version: &str) -> Valu
 fn over_websocket_through_gospelib_serve() {
     let (_served, base, runtime) = serve(&["serve"]);
     runtime.block_on(async {
-        let mut socket = connect(&base).await;
-        send(
-            &mut socket,
-            json!({"id": "live", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}),
-        )
-        .await;
+        let mut socket = subscribed(&base).await;
         let version = unique("ws");
         let event =
             announce_until(&version, next_with_version(&mut socket, "live", &version)).await;
@@ -189,12 +195,7 @@ fn a_lost_redis_connection_reaches_the_client_as_a_live_gap() {
         .to_string();
     let (_served, base, runtime) = serve_with(&["serve"], &[("GOSPELIB_REDIS_URL", url)]);
     runtime.block_on(async {
-        let mut socket = connect(&base).await;
-        send(
-            &mut socket,
-            json!({"id": "live", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}),
-        )
-        .await;
+        let mut socket = subscribed(&base).await;
         let version = unique("before-gap");
         announce_until(&version, next_with_version(&mut socket, "live", &version)).await;
 

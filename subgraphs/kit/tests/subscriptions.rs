@@ -116,6 +116,31 @@ async fn server_with(settings: SubscriptionSettings, buffer: usize) -> (TestServ
     server_on(redis(), settings, buffer).await
 }
 
+/// The app of one subgraph, `live`, served by `executor`, with `settings`.
+fn app_of(
+    executor: Arc<dyn gospelib_kit::GraphQlExecutor>,
+    settings: SubscriptionSettings,
+) -> axum::Router {
+    build_app(AppSpec {
+        service: "test".to_owned(),
+        gateway: None,
+        subgraphs: vec![Subgraph {
+            name: "live".to_owned(),
+            executor,
+            dependencies: Vec::new(),
+        }],
+        dependencies: Vec::new(),
+        max_body_bytes: 64 * 1024,
+        extra_routes: None,
+        public_routes: None,
+        edge: EdgeSettings {
+            subscriptions: settings,
+            ..EdgeSettings::default()
+        },
+    })
+    .0
+}
+
 /// A [`server_with`] whose live events go through `redis`.
 async fn server_on(
     redis: redis::Client,
@@ -133,23 +158,8 @@ async fn server_on(
     let schema = Schema::build(Query, async_graphql::EmptyMutation, Live)
         .data(live.clone())
         .finish();
-    let (app, _) = build_app(AppSpec {
-        service: "test".to_owned(),
-        gateway: None,
-        subgraphs: vec![Subgraph {
-            name: "live".to_owned(),
-            executor: Arc::new(CallerGuard::new(Arc::new(schema), secret())),
-            dependencies: Vec::new(),
-        }],
-        dependencies: Vec::new(),
-        max_body_bytes: 64 * 1024,
-        extra_routes: None,
-        public_routes: None,
-        edge: EdgeSettings {
-            subscriptions: settings,
-            ..EdgeSettings::default()
-        },
-    });
+    let guarded = CallerGuard::new(Arc::new(schema), secret());
+    let app = app_of(Arc::new(guarded), settings);
     (start_app(app).await, live)
 }
 
@@ -832,16 +842,8 @@ async fn an_sse_subscription_gets_keep_alives_and_events_until_the_client_leaves
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_by_the_kernel() {
-    let limits = ConnectionLimits {
-        shutdown_grace: Duration::from_secs(10),
-        stalled_client: Duration::from_secs(1),
-    };
     // Event-stream results not taken for 20 minutes: only the kernel can act.
-    let settings = SubscriptionSettings {
-        ping_interval: Duration::from_secs(600),
-        ..SubscriptionSettings::default()
-    };
-    stall_a_flood(0, limits, settings).await;
+    stall_a_flood(0, Duration::from_secs(1), Duration::from_secs(600)).await;
 }
 
 /// The same client, where the kernel would wait (or cannot see it: HTTP/2, a proxy): the event
@@ -849,38 +851,24 @@ async fn a_client_that_stops_reading_is_dropped_by_the_kernel() {
 /// two ping intervals, and cuts the connection.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_let_go_by_the_event_stream() {
-    let limits = ConnectionLimits {
-        shutdown_grace: Duration::from_secs(10),
-        stalled_client: Duration::from_secs(600),
-    };
-    let settings = SubscriptionSettings {
-        ping_interval: Duration::from_millis(500),
-        ..SubscriptionSettings::default()
-    };
-    stall_a_flood(1, limits, settings).await;
+    stall_a_flood(1, Duration::from_secs(600), Duration::from_millis(500)).await;
 }
 
-/// Opens a `flood` over SSE with a small receive window, reads the response's head only, and
-/// waits until the server let go of the flood's stream (counted in `OPEN_FLOODS[counter]`).
-async fn stall_a_flood(counter: usize, limits: ConnectionLimits, settings: SubscriptionSettings) {
+/// Opens a `flood` over SSE with a small receive window on a server whose kernel drops a
+/// connection stalled for `stalled_client` and whose event streams are pinged every
+/// `ping_interval`, reads the response's head only, and waits until the server let go of the
+/// flood's stream (counted in `OPEN_FLOODS[counter]`).
+async fn stall_a_flood(counter: usize, stalled_client: Duration, ping_interval: Duration) {
     let schema = Schema::build(Query, async_graphql::EmptyMutation, Live).finish();
-    let (app, _) = build_app(AppSpec {
-        service: "test".to_owned(),
-        gateway: None,
-        subgraphs: vec![Subgraph {
-            name: "live".to_owned(),
-            executor: Arc::new(schema),
-            dependencies: Vec::new(),
-        }],
-        dependencies: Vec::new(),
-        max_body_bytes: 64 * 1024,
-        extra_routes: None,
-        public_routes: None,
-        edge: EdgeSettings {
-            subscriptions: settings,
-            ..EdgeSettings::default()
-        },
-    });
+    let settings = SubscriptionSettings {
+        ping_interval,
+        ..SubscriptionSettings::default()
+    };
+    let limits = ConnectionLimits {
+        shutdown_grace: Duration::from_secs(10),
+        stalled_client,
+    };
+    let app = app_of(Arc::new(schema), settings);
     let server = start_app_with(app, limits).await;
     // A small receive window, so that the server's writes stall soon.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -924,20 +912,8 @@ async fn stall_a_flood(counter: usize, limits: ConnectionLimits, settings: Subsc
 /// limit counts only bytes sent and left unread.
 #[tokio::test]
 async fn an_idle_keep_alive_connection_outlives_the_stalled_client_limit() {
-    let (app, _) = build_app(AppSpec {
-        service: "test".to_owned(),
-        gateway: None,
-        subgraphs: vec![Subgraph {
-            name: "live".to_owned(),
-            executor: Arc::new(Schema::build(Query, async_graphql::EmptyMutation, Live).finish()),
-            dependencies: Vec::new(),
-        }],
-        dependencies: Vec::new(),
-        max_body_bytes: 64 * 1024,
-        extra_routes: None,
-        public_routes: None,
-        edge: EdgeSettings::default(),
-    });
+    let schema = Schema::build(Query, async_graphql::EmptyMutation, Live).finish();
+    let app = app_of(Arc::new(schema), SubscriptionSettings::default());
     let server = start_app_with(
         app,
         ConnectionLimits {
