@@ -82,7 +82,8 @@ pub struct Assistant {
     /// answered (a daily-reading push sends many readers to one passage at once) wait for it
     /// instead of each paying a vendor. The answer as JSON.
     in_flight: SingleFlight<String, serde_json::Value>,
-    /// The platform's daily vendor calls; `None`: not counted (tests without Redis).
+    /// The platform's daily budget of vendor questions; `None`: not counted (tests without
+    /// Redis).
     budget: Option<VendorBudget>,
 }
 

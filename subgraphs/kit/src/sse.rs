@@ -24,8 +24,8 @@
 //!
 //! Events are written as the client reads them: a task takes results from the subscription
 //! (none for a single result, made before the answer starts) at most two ahead of what the
-//! connection has taken (one handed over, one waiting), so a
-//! slow client slows only its own stream. A client that takes no result for two ping intervals
+//! connection has taken (one handed over, one waiting), so a slow client slows only its own
+//! stream. A client that takes no result for two ping intervals
 //! has stopped reading (its connection's writes are blocked): its subscription is dropped,
 //! which frees its slot, and the response ends in an error instead of `complete`, so that a
 //! client that comes back knows to subscribe again. Over HTTP/1.1 that cuts the connection;
