@@ -203,6 +203,7 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
                 inputs,
                 &[
                     ("accounts.webhook_messages", "received_at"),
+                    ("accounts.early_sign_ins", "received_at"),
                     ("accounts.outbox", "published_at"),
                 ],
             ),

@@ -338,6 +338,17 @@ pub async fn record_message(
     Ok(done.rows_affected() == 1)
 }
 
+/// Holds, until the transaction ends, the lock on Clerk user `clerk_id`'s events: two
+/// deliveries about one user (a sign-in and the user's creation, say) are applied one after
+/// the other, so neither misses what the other wrote.
+pub async fn lock_clerk_user(conn: &mut PgConnection, clerk_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('accounts.clerk_user:' || $1, 0))")
+        .bind(clerk_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// A Clerk user as stored, locked for the transaction.
 #[derive(Debug, Clone, FromRow)]
 struct StoredUser {
@@ -492,6 +503,11 @@ pub async fn delete_clerk_user(
         .bind(clerk_id)
         .fetch_optional(&mut *conn)
         .await?;
+    // A sign-in heard before the user is discarded with it.
+    sqlx::query("DELETE FROM accounts.early_sign_ins WHERE clerk_id = $1")
+        .bind(clerk_id)
+        .execute(&mut *conn)
+        .await?;
     let Some((user_id, at)) = deleted else {
         return Ok(None);
     };
@@ -504,8 +520,61 @@ pub async fn delete_clerk_user(
 
 /// Records a sign-in of the live user with Clerk id `clerk_id` at `at_millis` (now when
 /// absent), unless a later one is already recorded. Returns the user and the sign-in time
-/// (RFC 3339) when it moved forward.
+/// (RFC 3339) when it moved forward. A sign-in of a user not stored yet (deleted or not) is
+/// kept in `accounts.early_sign_ins` for its `user.created` ([`claim_early_sign_in`]); the
+/// caller holds [`lock_clerk_user`].
 pub async fn record_sign_in(
+    conn: &mut PgConnection,
+    clerk_id: &str,
+    at_millis: Option<i64>,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    let recorded = update_sign_in(conn, clerk_id, at_millis).await?;
+    if recorded.is_some() {
+        return Ok(recorded);
+    }
+    let sql = format!(
+        "INSERT INTO accounts.early_sign_ins AS e (clerk_id, signed_in_at)
+         SELECT $1, COALESCE({}, now())
+         WHERE NOT EXISTS (SELECT 1 FROM accounts.users WHERE clerk_id = $1)
+         ON CONFLICT (clerk_id) DO UPDATE
+         SET signed_in_at = GREATEST(e.signed_in_at, EXCLUDED.signed_in_at)",
+        from_millis!("$2")
+    );
+    sqlx::query(&sql)
+        .bind(clerk_id)
+        .bind(at_millis)
+        .execute(conn)
+        .await?;
+    Ok(None)
+}
+
+/// Applies to the user just created from `clerk_id` the sign-in heard before it, if any;
+/// returns the sign-in time (RFC 3339). The caller holds [`lock_clerk_user`].
+pub async fn claim_early_sign_in(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    clerk_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = format!(
+        "WITH early AS (
+             DELETE FROM accounts.early_sign_ins WHERE clerk_id = $2 RETURNING signed_in_at
+         )
+         UPDATE accounts.users AS u
+         SET last_signed_in_at = early.signed_in_at
+         FROM early
+         WHERE u.id = $1 AND u.deleted_at IS NULL
+         RETURNING {} AS at",
+        rfc3339!("u.last_signed_in_at")
+    );
+    sqlx::query_scalar(&sql)
+        .bind(user_id)
+        .bind(clerk_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The sign-in update of a stored live user, when it moves the time forward.
+async fn update_sign_in(
     conn: &mut PgConnection,
     clerk_id: &str,
     at_millis: Option<i64>,

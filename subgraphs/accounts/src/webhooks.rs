@@ -15,9 +15,12 @@
 //! 4. **Apply** (same transaction): `user.created`/`user.updated` upsert the user (a delivery
 //!    older than the stored Clerk `updated_at` is ignored; a deleted user is never brought
 //!    back), `user.deleted` soft-deletes it (personal data erased, devices removed),
-//!    `session.created` records the sign-in. Other types are acknowledged (`"ignored"`) and
-//!    recorded, so a replay is a no-op too. Every effective change appends its event to the
-//!    outbox ([`crate::outbox`]).
+//!    `session.created` records the sign-in. Svix does not keep one user's events in order: a
+//!    sign-in of a user not yet created waits in `accounts.early_sign_ins` and is applied
+//!    (with its event, after the creation's) by the `user.created`. One user's deliveries are
+//!    applied one at a time (a transaction lock on the Clerk id). Other types are
+//!    acknowledged (`"ignored"`) and recorded, so a replay is a no-op too. Every effective
+//!    change appends its event to the outbox ([`crate::outbox`]).
 //! 5. **Commit, then publish** the stream's pending events to Redis. If Redis fails the answer
 //!    is still `200` (the change is committed); the events stay pending for the relay.
 //!
@@ -256,6 +259,14 @@ async fn apply(
     outbox: &Outbox,
     event: &ClerkEvent,
 ) -> Result<usize, sqlx::Error> {
+    let clerk_id = match event {
+        ClerkEvent::UserChanged(profile) => &profile.clerk_id,
+        ClerkEvent::UserDeleted { clerk_id } | ClerkEvent::SessionCreated { clerk_id, .. } => {
+            clerk_id
+        }
+        ClerkEvent::Ignored => return Ok(0),
+    };
+    store::lock_clerk_user(conn, clerk_id).await?;
     let user_event = match event {
         ClerkEvent::UserChanged(profile) => {
             let id = user_id_for_clerk(&profile.clerk_id);
@@ -304,5 +315,20 @@ async fn apply(
         ClerkEvent::Ignored => return Ok(0),
     };
     outbox::append(conn, outbox, &user_event).await?;
-    Ok(1)
+    if user_event.kind != EventKind::Created {
+        return Ok(1);
+    }
+    // A sign-in that arrived before its user is applied now, and its event follows the
+    // creation's.
+    let Some(at) = store::claim_early_sign_in(conn, user_event.user_id, clerk_id).await? else {
+        return Ok(1);
+    };
+    let signed_in = UserEvent {
+        kind: EventKind::SignedIn,
+        occurred_at: at,
+        email: None,
+        ..user_event
+    };
+    outbox::append(conn, outbox, &signed_in).await?;
+    Ok(2)
 }

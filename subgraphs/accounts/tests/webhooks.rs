@@ -410,12 +410,14 @@ async fn sign_ins_are_recorded_once_and_in_order() {
             .0,
         200
     );
-    // A session of a user accounts does not know is acknowledged.
-    let stranger = json!({"type": "session.created", "data": {"id": "s", "user_id": clerk_id(), "created_at": 5}});
+    // A session of a user accounts does not know yet is acknowledged (and kept for it).
+    let stranger_id = clerk_id();
+    let stranger = json!({"type": "session.created", "data": {"id": "s", "user_id": stranger_id, "created_at": 5}});
     assert_eq!(
         post(&url, &Delivery::signed(stranger.to_string())).await.0,
         200
     );
+    assert_eq!(early_sign_in_ms(&pool, &stranger_id).await, Some(5));
 
     assert_eq!(
         stored_users(&pool, &clerk).await[0].signed_in_ms,
@@ -426,7 +428,161 @@ async fn sign_ins_are_recorded_once_and_in_order() {
     assert_eq!(kinds, vec![json!("user.created"), json!("user.signed_in")]);
     assert_eq!(rows[1].0["occurred_at"], "2023-11-14T22:15:00.000Z");
 
+    clean_up(&pool, &[&clerk, &stranger_id], &stream).await;
+}
+
+/// The latest sign-in kept for `clerk_id` before its user arrived, in ms since the epoch.
+async fn early_sign_in_ms(pool: &sqlx::PgPool, clerk_id: &str) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT (extract(epoch FROM signed_in_at) * 1000)::bigint
+         FROM accounts.early_sign_ins WHERE clerk_id = $1",
+    )
+    .bind(clerk_id)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+fn session_event(clerk: &str, at_ms: i64) -> String {
+    json!({"type": "session.created", "object": "event",
+           "data": {"id": "sess_early", "user_id": clerk, "created_at": at_ms, "status": "active"}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_sign_in_heard_before_its_user_is_applied_when_the_user_arrives() {
+    let pool = pool().await;
+    let (clerk, stream) = (clerk_id(), stream());
+    let url = endpoint(&pool, redis(), &stream).await;
+
+    // Two sign-ins arrive before `user.created`, the later one first: the latest is kept.
+    for at in [1_700_000_200_000, 1_700_000_100_000] {
+        let delivery = Delivery::signed(session_event(&clerk, at));
+        assert_eq!(
+            post(&url, &delivery).await,
+            (200, json!({"status": "processed"}))
+        );
+    }
+    assert!(stored_users(&pool, &clerk).await.is_empty());
+    assert!(
+        outbox_rows(&pool, &stream).await.is_empty(),
+        "no event for an unknown user"
+    );
+    assert_eq!(
+        early_sign_in_ms(&pool, &clerk).await,
+        Some(1_700_000_200_000)
+    );
+
+    let created = user_event("user.created", &clerk, 1_000, "Ada", "a@x.org");
+    assert_eq!(post(&url, &Delivery::signed(created)).await.0, 200);
+    assert_eq!(
+        stored_users(&pool, &clerk).await[0].signed_in_ms,
+        Some(1_700_000_200_000)
+    );
+    assert_eq!(early_sign_in_ms(&pool, &clerk).await, None, "claimed once");
+    let rows = outbox_rows(&pool, &stream).await;
+    let kinds: Vec<_> = rows.iter().map(|(p, _)| p["type"].clone()).collect();
+    assert_eq!(kinds, vec![json!("user.created"), json!("user.signed_in")]);
+    assert_eq!(rows[1].0["occurred_at"], "2023-11-14T22:16:40.000Z");
+    let entries = stream_entries_at_least(&stream, 2).await;
+    assert_eq!(entries[1].1, "user.signed_in");
+
+    // An update later does not apply it again.
+    let updated = user_event("user.updated", &clerk, 2_000, "Ada", "ada@x.org");
+    assert_eq!(post(&url, &Delivery::signed(updated)).await.0, 200);
+    let kinds: Vec<_> = outbox_rows(&pool, &stream)
+        .await
+        .iter()
+        .map(|(p, _)| p["type"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            json!("user.created"),
+            json!("user.signed_in"),
+            json!("user.updated")
+        ]
+    );
+
     clean_up(&pool, &[&clerk], &stream).await;
+}
+
+#[tokio::test]
+async fn a_sign_in_heard_before_a_deleted_user_is_discarded() {
+    let pool = pool().await;
+    let (clerk, stream) = (clerk_id(), stream());
+    let url = endpoint(&pool, redis(), &stream).await;
+
+    let session = Delivery::signed(session_event(&clerk, 1_700_000_000_000));
+    assert_eq!(post(&url, &session).await.0, 200);
+    assert_eq!(
+        post(&url, &Delivery::signed(deleted_event(&clerk))).await.0,
+        200
+    );
+    assert_eq!(early_sign_in_ms(&pool, &clerk).await, None);
+    // The creation arriving last neither resurrects the user nor signs it in.
+    let created = user_event("user.created", &clerk, 1_000, "Ada", "a@x.org");
+    assert_eq!(post(&url, &Delivery::signed(created)).await.0, 200);
+    let users = stored_users(&pool, &clerk).await;
+    assert!(
+        users[0].deleted && users[0].signed_in_ms.is_none(),
+        "{users:?}"
+    );
+    // A sign-in of the deleted user is not kept either.
+    let late = Delivery::signed(session_event(&clerk, 1_700_000_500_000));
+    assert_eq!(post(&url, &late).await.0, 200);
+    assert_eq!(early_sign_in_ms(&pool, &clerk).await, None);
+
+    clean_up(&pool, &[&clerk], &stream).await;
+}
+
+#[tokio::test]
+async fn a_sign_in_racing_its_users_creation_is_never_lost() {
+    let pool = pool().await;
+    let stream = stream();
+    let url = endpoint(&pool, redis(), &stream).await;
+
+    // For each of 12 users, `session.created` and `user.created` are sent at the same moment:
+    // whichever commits first, the user ends up signed in, with both events.
+    let clerks: Vec<String> = (0..12).map(|_| clerk_id()).collect();
+    let mut sends = tokio::task::JoinSet::new();
+    for clerk in &clerks {
+        for body in [
+            session_event(clerk, 1_700_000_300_000),
+            user_event("user.created", clerk, 1_000, "Ada", "a@x.org"),
+        ] {
+            let url = url.clone();
+            sends.spawn(async move { post(&url, &Delivery::signed(body)).await });
+        }
+    }
+    while let Some(answer) = sends.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    for clerk in &clerks {
+        assert_eq!(
+            stored_users(&pool, clerk).await[0].signed_in_ms,
+            Some(1_700_000_300_000),
+            "{clerk}"
+        );
+        assert_eq!(early_sign_in_ms(&pool, clerk).await, None, "{clerk}");
+    }
+    let rows = outbox_rows(&pool, &stream).await;
+    for clerk in &clerks {
+        let kinds: Vec<_> = rows
+            .iter()
+            .filter(|(p, _)| p["clerk_id"] == json!(clerk))
+            .map(|(p, _)| p["type"].clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![json!("user.created"), json!("user.signed_in")],
+            "{clerk}"
+        );
+    }
+
+    let all: Vec<&str> = clerks.iter().map(String::as_str).collect();
+    clean_up(&pool, &all, &stream).await;
 }
 
 #[tokio::test]

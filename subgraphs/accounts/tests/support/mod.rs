@@ -279,6 +279,11 @@ pub async fn clean_up(pool: &PgPool, clerk_ids: &[&str], stream: &str) {
         .execute(pool)
         .await
         .unwrap();
+    sqlx::query("DELETE FROM accounts.early_sign_ins WHERE clerk_id = ANY($1)")
+        .bind(clerk_ids)
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM accounts.outbox WHERE stream = $1")
         .bind(stream)
         .execute(pool)
