@@ -534,6 +534,56 @@ async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// The daily counts live in one hash without an expiry, which the platform's Redis
+/// (`volatile-lru`) never evicts: a day's count cannot start again under memory pressure. Each
+/// count forgets the days before yesterday.
+#[tokio::test]
+async fn the_daily_vendor_budget_is_kept_where_redis_does_not_evict_it() {
+    let redis = gospelib_kit::test_stack::redis();
+    let namespace = format!("budget-{}", uuid::Uuid::new_v4().simple());
+    let budget = VendorBudget::new(redis.clone(), namespace, 2);
+    let key = budget.key();
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[(today - 1, 9), (today - 3, 7), (today - 10, 5)])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+
+    let taken = [
+        budget.take().await,
+        budget.take().await,
+        budget.take().await,
+    ];
+    assert_eq!(taken, [true, true, false]);
+    let counts: std::collections::BTreeMap<u64, u64> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Today's three questions (the third refused), yesterday's kept, three days ago forgotten;
+    // ten days ago is past what a count forgets.
+    let expected = [(today - 10, 5), (today - 1, 9), (today, 3)];
+    assert_eq!(counts, expected.into_iter().collect());
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "no expiry: volatile-lru cannot evict it");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
 /// A page asks for the verse at once and the explanation deferred: the verse comes in the
 /// first part, the explanation in the last (incremental delivery, as Apollo Client reads it).
 #[tokio::test]

@@ -5,13 +5,13 @@
 //! Past it, the extractive provider answers (not cached, so the vendors answer again the next
 //! day) and a warning is logged once a day per process.
 //!
-//! The count is one Redis key a day (`<namespace>:ai:vendor-questions:<day>`, the UTC day's
-//! number since 1970-01-01), kept two days. When Redis cannot count (down, slow, reconnecting),
-//! the question goes to the vendor uncounted, with a warning at most once a minute: the
-//! assistant stays whole through a short Redis outage, and the per-plan hourly quotas still
-//! bound each user. (Under memory pressure Redis may evict the day's key, which has an expiry,
-//! and the count would start again; a key read on every question is the last one an LRU
-//! policy evicts.)
+//! The count is one field a day (the UTC day's number since 1970-01-01) of one Redis hash,
+//! `<namespace>:ai:vendor-questions`. The hash has no expiry, so the platform's Redis policy
+//! (`volatile-lru`: only keys with a lifetime are evicted) never evicts it and restarts the
+//! day's count under memory pressure; each count drops the fields of the days before
+//! yesterday instead. When Redis cannot count (down, slow, reconnecting), the question goes to
+//! the vendor uncounted, with a warning at most once a minute: the assistant stays whole
+//! through a short Redis outage, and the per-plan hourly quotas still bound each user.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,8 +35,9 @@ pub fn read_daily_vendor_questions(reader: &mut ConfigReader<'_>) -> Option<u64>
     )
 }
 
-/// How long a day's count is kept (past its day, for anyone reading it).
-const KEPT_SECONDS: u64 = 2 * 24 * 60 * 60;
+/// How many days before yesterday each count forgets (a process idle longer leaves a few
+/// numbers behind, no more).
+const FORGOTTEN_DAYS: u64 = 8;
 
 /// The platform's daily vendor questions, counted in Redis.
 pub struct VendorBudget {
@@ -61,25 +62,27 @@ impl VendorBudget {
         }
     }
 
+    /// The Redis hash of the daily counts.
+    pub fn key(&self) -> String {
+        format!("{}:ai:vendor-questions", self.namespace)
+    }
+
     /// Takes one question from today's budget: whether the vendors may be asked.
     pub async fn take(&self) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         let day = now / 86_400;
-        let key = format!("{}:ai:vendor-questions:{day}", self.namespace);
-        // The day's key is made with its expiry, then counted (INCR keeps the expiry).
+        let key = self.key();
+        // Today counted; the days before yesterday forgotten.
         let mut counting = redis::pipe();
+        counting.cmd("HINCRBY").arg(&key).arg(day).arg(1);
+        let forgotten = (2..2 + FORGOTTEN_DAYS).filter_map(|back| day.checked_sub(back));
         counting
-            .cmd("SET")
+            .cmd("HDEL")
             .arg(&key)
-            .arg(0)
-            .arg("EX")
-            .arg(KEPT_SECONDS)
-            .arg("NX")
-            .ignore()
-            .cmd("INCR")
-            .arg(&key);
+            .arg(forgotten.collect::<Vec<_>>())
+            .ignore();
         let Some((count,)) = self.link.run_pipeline::<(u64,)>(&counting).await else {
             let minute = now / 60;
             if self.uncounted_warned_at.swap(minute, Ordering::Relaxed) != minute {
