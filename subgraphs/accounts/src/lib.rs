@@ -4,7 +4,8 @@
 //!   messages: verified over the raw body before anything is parsed, applied once per
 //!   `svix-id`, never resurrecting a deleted user nor applying a stale update;
 //! - [`signature`]: the Svix signature scheme;
-//! - [`store`]: every SQL statement on `accounts.users` and `accounts.devices`;
+//! - [`store`]: every SQL statement on `accounts.users`, `accounts.devices` and the webhooks'
+//!   tables;
 //! - [`devices`]: a device registered or removed together with its `device.registered` or
 //!   `device.removed` event;
 //! - [`device_rejections`]: the consumer of the notifications subgraph's events

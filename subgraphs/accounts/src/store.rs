@@ -1,4 +1,5 @@
-//! Every SQL statement on `accounts.users`, `accounts.devices` and `accounts.webhook_messages`.
+//! Every SQL statement on `accounts.users`, `accounts.devices`, `accounts.webhook_messages`
+//! and `accounts.early_sign_ins`.
 //!
 //! Timestamps stay `timestamptz` in PostgreSQL and leave it as RFC 3339 text in UTC with
 //! millisecond precision (`2026-12-02T10:00:00.000Z`); Clerk's millisecond timestamps enter
@@ -520,9 +521,9 @@ pub async fn delete_clerk_user(
 
 /// Records a sign-in of the live user with Clerk id `clerk_id` at `at_millis` (now when
 /// absent), unless a later one is already recorded. Returns the user and the sign-in time
-/// (RFC 3339) when it moved forward. A sign-in of a user not stored yet (deleted or not) is
-/// kept in `accounts.early_sign_ins` for its `user.created` ([`claim_early_sign_in`]); the
-/// caller holds [`lock_clerk_user`].
+/// (RFC 3339) when it moved forward. A sign-in of a Clerk id with no row at all (not even a
+/// deletion's tombstone) is kept in `accounts.early_sign_ins` for the delivery that creates
+/// the user ([`claim_early_sign_in`]); the caller holds [`lock_clerk_user`].
 pub async fn record_sign_in(
     conn: &mut PgConnection,
     clerk_id: &str,
@@ -582,7 +583,7 @@ async fn update_sign_in(
     let sql = format!(
         "WITH signed_in AS (SELECT COALESCE({}, now()) AS at)
          UPDATE accounts.users AS u
-         SET last_signed_in_at = signed_in.at, updated_at = now()
+         SET last_signed_in_at = signed_in.at, updated_at = GREATEST(u.updated_at, now())
          FROM signed_in
          WHERE u.clerk_id = $1 AND u.deleted_at IS NULL
            AND (u.last_signed_in_at IS NULL OR u.last_signed_in_at < signed_in.at)

@@ -542,9 +542,9 @@ async fn a_sign_in_racing_its_users_creation_is_never_lost() {
     let stream = stream();
     let url = endpoint(&pool, redis(), &stream).await;
 
-    // For each of 12 users, `session.created` and `user.created` are sent at the same moment:
+    // For each of 40 users, `session.created` and `user.created` are sent at the same moment:
     // whichever commits first, the user ends up signed in, with both events.
-    let clerks: Vec<String> = (0..12).map(|_| clerk_id()).collect();
+    let clerks: Vec<String> = (0..40).map(|_| clerk_id()).collect();
     let mut sends = tokio::task::JoinSet::new();
     for clerk in &clerks {
         for body in [

@@ -51,7 +51,7 @@ pub struct VendorBudget {
 }
 
 impl VendorBudget {
-    /// `per_day` questions a UTC day, counted under `<namespace>:ai:vendor-questions:`.
+    /// `per_day` questions a UTC day, counted in the hash `<namespace>:ai:vendor-questions`.
     pub fn new(client: redis::Client, namespace: impl Into<String>, per_day: u64) -> Self {
         Self {
             link: RedisLink::new(client, "ai vendor budget", BreakerSettings::default()),
@@ -74,15 +74,16 @@ impl VendorBudget {
             .map_or(0, |since| since.as_secs());
         let day = now / 86_400;
         let key = self.key();
-        // Today counted; the days before yesterday forgotten.
+        // Today counted; the days before yesterday forgotten (an HDEL of no field would be an
+        // error, failing the whole pipeline).
         let mut counting = redis::pipe();
         counting.cmd("HINCRBY").arg(&key).arg(day).arg(1);
-        let forgotten = (2..2 + FORGOTTEN_DAYS).filter_map(|back| day.checked_sub(back));
-        counting
-            .cmd("HDEL")
-            .arg(&key)
-            .arg(forgotten.collect::<Vec<_>>())
-            .ignore();
+        let forgotten: Vec<u64> = (2..2 + FORGOTTEN_DAYS)
+            .filter_map(|back| day.checked_sub(back))
+            .collect();
+        if !forgotten.is_empty() {
+            counting.cmd("HDEL").arg(&key).arg(forgotten).ignore();
+        }
         let Some((count,)) = self.link.run_pipeline::<(u64,)>(&counting).await else {
             let minute = now / 60;
             if self.uncounted_warned_at.swap(minute, Ordering::Relaxed) != minute {

@@ -24,7 +24,7 @@
 //! ([`AppSpec::edge`]).
 
 use std::collections::HashSet;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::edge::{self, EdgeSettings};
@@ -333,11 +332,21 @@ pub struct ConnectionLimits {
     /// window as long as the peer answers, and the connection keeps its subscriptions and
     /// their per-caller slots. An idle connection with nothing to send is not affected.
     pub stalled_client: Duration,
+    /// How long an HTTP/1 connection waits for a request's headers, from when it is ready for
+    /// one (just opened, or kept alive after an answer) to the headers' end; then it is
+    /// closed. Without it a client that sends nothing, or trickles its headers a byte at a
+    /// time, holds a connection (a socket, a task, buffers) for ever, and enough of them
+    /// exhaust the process. A request being answered (an event stream too) is not affected.
+    pub idle_client: Duration,
 }
 
 /// The shortest [`ConnectionLimits::stalled_client`] a process is given: below it, a
 /// retransmission or two on a poor mobile network would drop a healthy connection.
 pub const MIN_STALLED_CLIENT: Duration = Duration::from_secs(30);
+
+/// [`ConnectionLimits::idle_client`] in every process: as nginx's `client_header_timeout`, and
+/// longer than browsers keep an idle connection before they reuse it.
+pub const IDLE_CLIENT: Duration = Duration::from_secs(60);
 
 impl ConnectionLimits {
     /// The limits of a process whose sockets are pinged every `ping_interval`
@@ -348,6 +357,7 @@ impl ConnectionLimits {
         Self {
             shutdown_grace,
             stalled_client: (ping_interval * 2).max(MIN_STALLED_CLIENT),
+            idle_client: IDLE_CLIENT,
         }
     }
 
@@ -359,6 +369,11 @@ impl ConnectionLimits {
 
 /// Serves `app` until `shutdown` completes, then stops accepting and lets in-flight requests
 /// finish for at most the limits' grace.
+///
+/// Each connection is served by hyper (HTTP/1.1, or HTTP/2 when the client opens with its
+/// preface; upgrades to WebSocket), as `axum::serve` would, with the limits' bounds on idle
+/// and stalled clients, and each request carries its peer's address
+/// ([`axum::extract::ConnectInfo`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -366,8 +381,6 @@ pub async fn serve(
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let grace = limits.shutdown_grace;
-    let stalled_client = limits.stalled_client;
-    let listener = listener.tap_io(move |connection| bound_stalls(connection, stalled_client));
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
     // Long-lived connections (WebSockets, which the HTTP server no longer tracks once
     // upgraded) learn of the shutdown through this and close themselves cleanly.
@@ -376,31 +389,70 @@ pub async fn serve(
         open: Arc::new(()),
     };
     let open = draining.open.clone();
-    let watching = draining.signal.clone();
     let app = app.layer(axum::Extension(draining));
-    // Each request knows its connection's address (anonymous rate limits are keyed by it).
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = draining_tx.send(true);
-        })
-        .into_future();
+    let mut connections =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    connections
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.idle_client);
+    // WebSockets over HTTP/2 (RFC 8441), as axum's own server allows.
+    connections.http2().enable_connect_protocol();
+    // Every connection's task holds a receiver: once all are dropped, every connection ended.
+    let (all_closed, open_connection) = tokio::sync::watch::channel(());
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = draining_tx.send(true);
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    wait_after_accept_error(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        bound_stalls(&mut stream, limits.stalled_client);
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        tokio::spawn(serve_connection(
+            stream,
+            hyper_util::service::TowerToHyperService::new(service),
+            connections.clone(),
+            limits.idle_client,
+            draining_rx.clone(),
+            open_connection.clone(),
+        ));
+    }
+    drop(listener);
+    // What the connections' tasks do not hold goes now (the app, with a [`Draining`]).
+    drop(app);
+    drop(open_connection);
+    // Idle connections close now; the others once their answer is written.
     let deadline = async move {
         let _ = draining_rx.wait_for(|draining| *draining).await;
         tokio::time::sleep(grace).await;
     };
     tokio::pin!(deadline);
-    let result = tokio::select! {
-        result = server => result,
+    tokio::select! {
+        () = all_closed.closed() => {}
         () = &mut deadline => {
             tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping");
             return Ok(());
         }
-    };
-    if !*watching.borrow() {
-        return result;
     }
     // The HTTP requests are done; long-lived connections finish closing within the grace.
     let closed = async {
@@ -414,7 +466,73 @@ pub async fn serve(
             tracing::warn!(?grace, "long-lived connections still open after the grace period; stopping");
         }
     }
-    result
+    Ok(())
+}
+
+/// Serves one connection until it ends, or, once `draining`, until its answers in flight are
+/// written. `_open` is held as long as it is served.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    service: hyper_util::service::TowerToHyperService<S>,
+    connections: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    idle_client: Duration,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    _open: tokio::sync::watch::Receiver<()>,
+) where
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // hyper's header timer starts with the first byte (it reads it to tell HTTP/1 from
+    // HTTP/2): a client that sends nothing at all is let go here. (`peek` waits for a byte,
+    // where `readable` may answer at once.)
+    let mut first = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(idle_client, stream.peek(&mut first)) => {
+            if !matches!(peeked, Ok(Ok(1..))) {
+                return;
+            }
+        }
+        _ = draining.wait_for(|draining| *draining) => return,
+    }
+    let connection =
+        connections.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = draining.wait_for(|draining| *draining), if !shutting_down => {
+                connection.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
+        }
+    }
+}
+
+/// After a failed `accept`: out of file descriptors (or memory) the failure repeats at once,
+/// so the loop waits a moment, as axum's and hyper's servers do; a connection reset before it
+/// was accepted is nothing.
+async fn wait_after_accept_error(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept a connection; trying again in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Sets `TCP_USER_TIMEOUT` on an accepted connection (see

@@ -17,7 +17,7 @@ use gospelib_kit::caller::{
 };
 use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::live::{LiveEvents, LiveSettings};
-use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app};
+use gospelib_kit::server::{AppSpec, ConnectionLimits, IDLE_CLIENT, build_app};
 use gospelib_kit::test_stack::{eventually, kill_pubsub_connections, redis, redis_as};
 use gospelib_kit::ws::{PROTOCOL, SubscriptionSettings, close_code};
 use serde_json::{Value, json};
@@ -867,6 +867,7 @@ async fn stall_a_flood(counter: usize, stalled_client: Duration, ping_interval: 
     let limits = ConnectionLimits {
         shutdown_grace: Duration::from_secs(10),
         stalled_client,
+        idle_client: IDLE_CLIENT,
     };
     let app = app_of(Arc::new(schema), settings);
     let server = start_app_with(app, limits).await;
@@ -919,6 +920,7 @@ async fn an_idle_keep_alive_connection_outlives_the_stalled_client_limit() {
         ConnectionLimits {
             shutdown_grace: Duration::from_secs(10),
             stalled_client: Duration::from_millis(300),
+            idle_client: IDLE_CLIENT,
         },
     )
     .await;
@@ -950,6 +952,140 @@ async fn an_idle_keep_alive_connection_outlives_the_stalled_client_limit() {
         // Idle for over three times the limit.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// A server of the `live` subgraph (live events on the stack's Redis, pings every 100 ms)
+/// whose connections wait at most 300 ms for a request's headers.
+async fn server_closing_idle_clients() -> TestServer {
+    let schema = Schema::build(Query, async_graphql::EmptyMutation, Live)
+        .data(LiveEvents::new(redis()))
+        .finish();
+    let settings = SubscriptionSettings {
+        ping_interval: Duration::from_millis(100),
+        ..SubscriptionSettings::default()
+    };
+    let limits = ConnectionLimits {
+        idle_client: Duration::from_millis(300),
+        ..ConnectionLimits::with_grace(Duration::from_secs(10))
+    };
+    start_app_with(app_of(Arc::new(schema), settings), limits).await
+}
+
+/// Whether the server closes `client` within five seconds while `keep_busy` is sent to it
+/// every 100 ms (nothing, when empty).
+async fn closed_by_the_server(client: &mut TcpStream, keep_busy: &[u8]) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if !keep_busy.is_empty()
+            && tokio::io::AsyncWriteExt::write_all(client, keep_busy)
+                .await
+                .is_err()
+        {
+            return true;
+        }
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout(
+            Duration::from_millis(100),
+            tokio::io::AsyncReadExt::read(client, &mut buffer),
+        )
+        .await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return true;
+        }
+    }
+    false
+}
+
+/// A connection that sends no request, one that trickles a request's headers a line every
+/// 100 ms, and one kept alive after an answer but sending nothing more are each closed once
+/// they have waited past the idle limit for the headers: none can hold a connection for ever.
+#[tokio::test]
+async fn clients_that_send_no_request_or_trickle_its_headers_are_closed() {
+    let server = server_closing_idle_clients().await;
+
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    assert!(
+        closed_by_the_server(&mut silent, b"").await,
+        "a silent client is held"
+    );
+
+    let mut trickling = TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut trickling,
+        b"POST /subgraphs/live/graphql HTTP/1.1\r\nhost: test\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(
+        closed_by_the_server(&mut trickling, b"x-slow: 1\r\n").await,
+        "a client trickling its headers is held"
+    );
+
+    let mut kept_alive = TcpStream::connect(server.addr).await.unwrap();
+    let body = r#"{"query":"{ hello }"}"#;
+    let request = format!(
+        "POST /subgraphs/live/graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut kept_alive, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(br#"{"data":{"hello":"hello"}}"#) {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::io::AsyncReadExt::read(&mut kept_alive, &mut chunk)
+            .await
+            .unwrap();
+        assert!(read > 0, "closed before the answer");
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        closed_by_the_server(&mut kept_alive, b"").await,
+        "an idle kept-alive connection is held"
+    );
+}
+
+/// The idle limit counts only the wait for a request: an event stream and a WebSocket open for
+/// many times the limit go on.
+#[tokio::test]
+async fn answers_and_sockets_outlive_the_idle_limit() {
+    let server = server_closing_idle_clients().await;
+    let channel = channel("idle");
+    let mut response = sse(
+        &server,
+        json!({"query": EVENTS, "variables": {"c": channel}}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    // Five times the idle limit, reading the stream's keep-alives.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut received = String::new();
+    while tokio::time::Instant::now() < until {
+        let bytes = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("a keep-alive within five seconds")
+            .unwrap()
+            .expect("the stream goes on");
+        received.push_str(std::str::from_utf8(&bytes).unwrap());
+    }
+    assert!(received.matches(":\n\n").count() >= 5, "{received:?}");
+
+    let mut socket = Client::connect(&server).await;
+    socket
+        .send(json!({"type": "connection_init", "payload": null}))
+        .await;
+    assert_eq!(socket.next().await, json!({"type": "connection_ack"}));
+    // Reading (so answering the server's pings), with nothing to read for five times the limit.
+    assert_eq!(socket.next_within(Duration::from_millis(1500)).await, None);
+    socket
+        .send(json!({"type": "ping", "payload": {"after": "1.5 s"}}))
+        .await;
+    assert_eq!(
+        socket.next().await,
+        json!({"type": "pong", "payload": {"after": "1.5 s"}})
+    );
 }
 
 /// A document nested thousands of levels deep (a recursive parser without a guard would
