@@ -352,6 +352,7 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     let settings = settings(&env)?;
     let registry = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)
         .build()
         .context("HTTP client")?;
     let source = SupergraphSource::from_args(cli.supergraph, cli.supergraph_url)

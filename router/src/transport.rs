@@ -206,6 +206,7 @@ impl Http {
             client: reqwest::Client::builder()
                 .connect_timeout(timeout)
                 .pool_max_idle_per_host(64)
+                .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)
                 .build()?,
             timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,

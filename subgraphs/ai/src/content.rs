@@ -70,7 +70,10 @@ pub struct OverHttp {
 
 impl OverHttp {
     pub fn new(url: url::Url, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)
+            .build()?;
         Ok(Self { url, client })
     }
 }

@@ -348,6 +348,11 @@ pub const MIN_STALLED_CLIENT: Duration = Duration::from_secs(30);
 /// longer than browsers keep an idle connection before they reuse it.
 pub const IDLE_CLIENT: Duration = Duration::from_secs(60);
 
+/// How long our own HTTP clients of our servers (the router's subgraph fetches, the registry,
+/// the assistant's content) keep an idle connection: shorter than [`IDLE_CLIENT`], so that a
+/// request is never written to a connection the server is closing for idleness.
+pub const CLIENT_POOL_IDLE: Duration = Duration::from_secs(50);
+
 impl ConnectionLimits {
     /// The limits of a process whose sockets are pinged every `ping_interval`
     /// (`GOSPELIB_WS_PING_INTERVAL_MS`): a client is stalled after two intervals, as a
@@ -370,10 +375,11 @@ impl ConnectionLimits {
 /// Serves `app` until `shutdown` completes, then stops accepting and lets in-flight requests
 /// finish for at most the limits' grace.
 ///
-/// Each connection is served by hyper (HTTP/1.1, or HTTP/2 when the client opens with its
-/// preface; upgrades to WebSocket), as `axum::serve` would, with the limits' bounds on idle
-/// and stalled clients, and each request carries its peer's address
-/// ([`axum::extract::ConnectInfo`]).
+/// Each connection is served by hyper as `axum::serve` would (upgrades to WebSocket included),
+/// over HTTP/1.1 only, with the limits' bounds on idle and stalled clients, and each request
+/// carries its peer's address ([`axum::extract::ConnectInfo`]). Clients reach HTTP/2 through
+/// the ingress, which terminates TLS; cleartext HTTP/2 is not served because hyper gives its
+/// connections no bound on a client that never sends a request.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -390,14 +396,12 @@ pub async fn serve(
     };
     let open = draining.open.clone();
     let app = app.layer(axum::Extension(draining));
-    let mut connections =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // The header timer runs from when a connection is ready for a request: opened, or kept
+    // alive after an answer.
+    let mut connections = hyper::server::conn::http1::Builder::new();
     connections
-        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.idle_client);
-    // WebSockets over HTTP/2 (RFC 8441), as axum's own server allows.
-    connections.http2().enable_connect_protocol();
     // Every connection's task holds a receiver: once all are dropped, every connection ended.
     let (all_closed, open_connection) = tokio::sync::watch::channel(());
     let shutdown = async move {
@@ -408,13 +412,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (mut stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    wait_after_accept_error(&error).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
         bound_stalls(&mut stream, limits.stalled_client);
@@ -432,7 +430,6 @@ pub async fn serve(
             stream,
             hyper_util::service::TowerToHyperService::new(service),
             connections.clone(),
-            limits.idle_client,
             draining_rx.clone(),
             open_connection.clone(),
         ));
@@ -469,13 +466,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until it ends, or, once `draining`, until its answers in flight are
+/// Serves one connection until it ends, or, once `draining`, until its answer in flight is
 /// written. `_open` is held as long as it is served.
 async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     service: hyper_util::service::TowerToHyperService<S>,
-    connections: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-    idle_client: Duration,
+    connections: hyper::server::conn::http1::Builder,
     mut draining: tokio::sync::watch::Receiver<bool>,
     _open: tokio::sync::watch::Receiver<()>,
 ) where
@@ -488,20 +484,9 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    // hyper's header timer starts with the first byte (it reads it to tell HTTP/1 from
-    // HTTP/2): a client that sends nothing at all is let go here. (`peek` waits for a byte,
-    // where `readable` may answer at once.)
-    let mut first = [0u8; 1];
-    tokio::select! {
-        peeked = tokio::time::timeout(idle_client, stream.peek(&mut first)) => {
-            if !matches!(peeked, Ok(Ok(1..))) {
-                return;
-            }
-        }
-        _ = draining.wait_for(|draining| *draining) => return,
-    }
-    let connection =
-        connections.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+    let connection = connections
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let mut shutting_down = false;
     loop {
@@ -520,19 +505,27 @@ async fn serve_connection<S>(
     }
 }
 
-/// After a failed `accept`: out of file descriptors (or memory) the failure repeats at once,
-/// so the loop waits a moment, as axum's and hyper's servers do; a connection reset before it
-/// was accepted is nothing.
-async fn wait_after_accept_error(error: &std::io::Error) {
+/// The next connection. A failed `accept` out of file descriptors (or memory) would fail
+/// again at once, so it is tried again after a second, as axum's and hyper's servers do; a
+/// connection reset before it was accepted is skipped.
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
     use std::io::ErrorKind;
-    if matches!(
-        error.kind(),
-        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-    ) {
-        return;
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::ConnectionReset
+                ) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot accept a connection; trying again in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
-    tracing::error!(%error, "cannot accept a connection; trying again in a second");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Sets `TCP_USER_TIMEOUT` on an accepted connection (see

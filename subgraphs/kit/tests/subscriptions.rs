@@ -997,7 +997,7 @@ async fn closed_by_the_server(client: &mut TcpStream, keep_busy: &[u8]) -> bool 
 }
 
 /// A connection that sends no request, one that trickles a request's headers a line every
-/// 100 ms, and one kept alive after an answer but sending nothing more are each closed once
+/// 100 ms, one that stops in HTTP/2's opening, and one kept alive after an answer but sending nothing more are each closed once
 /// they have waited past the idle limit for the headers: none can hold a connection for ever.
 #[tokio::test]
 async fn clients_that_send_no_request_or_trickle_its_headers_are_closed() {
@@ -1019,6 +1019,16 @@ async fn clients_that_send_no_request_or_trickle_its_headers_are_closed() {
     assert!(
         closed_by_the_server(&mut trickling, b"x-slow: 1\r\n").await,
         "a client trickling its headers is held"
+    );
+
+    // The opening of cleartext HTTP/2, then nothing: served as HTTP/1, and let go the same.
+    let mut preface = TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut preface, b"PRI * HTTP/2.0\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_the_server(&mut preface, b"").await,
+        "a client stopped in HTTP/2's preface is held"
     );
 
     let mut kept_alive = TcpStream::connect(server.addr).await.unwrap();
