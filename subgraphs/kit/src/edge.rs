@@ -116,6 +116,9 @@ pub struct EdgeSettings {
     pub max_batch: usize,
     /// Subscriptions over WebSocket and server-sent events (`GOSPELIB_WS_*`, [`crate::ws`]).
     pub subscriptions: crate::ws::SubscriptionSettings,
+    /// How long a GraphQL request's body may take to arrive after its headers
+    /// ([`crate::graphql_http::BODY_DEADLINE`]).
+    pub body_deadline: std::time::Duration,
 }
 
 impl Default for EdgeSettings {
@@ -125,6 +128,7 @@ impl Default for EdgeSettings {
             csrf_prevention: true,
             max_batch: DEFAULT_MAX_BATCH,
             subscriptions: crate::ws::SubscriptionSettings::default(),
+            body_deadline: crate::graphql_http::BODY_DEADLINE,
         }
     }
 }
@@ -193,6 +197,7 @@ impl EdgeSettings {
             csrf_prevention: csrf_prevention?,
             max_batch: max_batch?,
             subscriptions: subscriptions?,
+            body_deadline: crate::graphql_http::BODY_DEADLINE,
         })
     }
 }

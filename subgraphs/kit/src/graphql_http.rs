@@ -184,7 +184,15 @@ pub struct GraphQlEndpoint {
     pub max_batch: usize,
     /// Subscriptions over WebSocket ([`crate::ws`]) and server-sent events ([`crate::sse`]).
     pub subscriptions: crate::ws::SubscriptionSettings,
+    /// How long a POST's body may take to arrive after its headers ([`BODY_DEADLINE`]).
+    pub body_deadline: std::time::Duration,
 }
+
+/// How long a POST's body may take to arrive once its headers have: past it the answer is
+/// `408` and the connection is closed. The server's idle limit covers only the headers, so
+/// without this a client that sends them and then trickles a large body (a slow POST) would
+/// hold its connection as long as it liked. A 2 MiB body needs 35 KB/s.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The response media types a client may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,12 +254,13 @@ pub async fn post(
     State(endpoint): State<Arc<GraphQlEndpoint>>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Response {
-    // A body that could not be read (over the limit: 413) is refused before anything else.
-    let body = match body {
+    // A body that could not be read (over the limit: 413; too slow: 408) is refused before
+    // anything else.
+    let body = match read_body(request, endpoint.body_deadline).await {
         Ok(body) => body,
-        Err(rejection) => return body_refusal(&rejection),
+        Err(refusal) => return refusal,
     };
     if crate::sse::wants_event_stream(&headers) {
         let peer = peer.ok().map(|ConnectInfo(address)| address);
@@ -300,6 +309,33 @@ pub async fn post(
         multipart,
     )
     .await
+}
+
+/// `request`'s body, read within `deadline` and the body limit; the refusal otherwise.
+async fn read_body(
+    request: axum::extract::Request,
+    deadline: std::time::Duration,
+) -> Result<Bytes, Response> {
+    use axum::extract::FromRequest;
+    match tokio::time::timeout(deadline, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) => Err(body_refusal(&rejection)),
+        Err(_) => {
+            let mut refusal = request_error(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::InvalidRequest,
+                &format!(
+                    "the request body did not arrive within {} s of its headers",
+                    deadline.as_secs_f64()
+                ),
+            );
+            // The rest of the body is never read: the connection ends with this answer.
+            refusal
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(refusal)
+        }
+    }
 }
 
 /// The answer to a body that could not be read: over the limit (counted after

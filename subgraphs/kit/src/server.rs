@@ -160,6 +160,7 @@ fn assemble(
             metrics: metrics.clone(),
             csrf_prevention: spec.edge.csrf_prevention,
             max_batch: spec.edge.max_batch,
+            body_deadline: spec.edge.body_deadline,
             subscriptions: spec
                 .edge
                 .subscriptions
