@@ -17,10 +17,10 @@
 //!    back), `user.deleted` soft-deletes it (personal data erased, devices removed),
 //!    `session.created` records the sign-in. Svix does not keep one user's events in order: a
 //!    sign-in of a user not yet created waits in `accounts.early_sign_ins` and is applied
-//!    (with its event, after the creation's) by the delivery that creates the user. One user's deliveries are
-//!    applied one at a time (a transaction lock on the Clerk id). Other types are
-//!    acknowledged (`"ignored"`) and recorded, so a replay is a no-op too. Every effective
-//!    change appends its event to the outbox ([`crate::outbox`]).
+//!    (with its event, after the creation's) by the delivery that creates the user. One
+//!    user's deliveries are applied one at a time (a transaction lock on the Clerk id). Other
+//!    types are acknowledged (`"ignored"`) and recorded, so a replay is a no-op too. Every
+//!    effective change appends its event to the outbox ([`crate::outbox`]).
 //! 5. **Commit, then publish** the stream's pending events to Redis. If Redis fails the answer
 //!    is still `200` (the change is committed); the events stay pending for the relay.
 //!

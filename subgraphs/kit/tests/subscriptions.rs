@@ -996,6 +996,15 @@ async fn closed_by_the_server(client: &mut TcpStream, keep_busy: &[u8]) -> bool 
     false
 }
 
+/// A connection to `server` that has sent `bytes`.
+async fn connect_sending(server: &TestServer, bytes: &[u8]) -> TcpStream {
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, bytes)
+        .await
+        .unwrap();
+    client
+}
+
 /// A connection that sends no request, one that trickles a request's headers a line every
 /// 100 ms, one that stops in HTTP/2's opening, and one kept alive after an answer but sending nothing more are each closed once
 /// they have waited past the idle limit for the headers: none can hold a connection for ever.
@@ -1003,44 +1012,36 @@ async fn closed_by_the_server(client: &mut TcpStream, keep_busy: &[u8]) -> bool 
 async fn clients_that_send_no_request_or_trickle_its_headers_are_closed() {
     let server = server_closing_idle_clients().await;
 
-    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut silent = connect_sending(&server, b"").await;
     assert!(
         closed_by_the_server(&mut silent, b"").await,
         "a silent client is held"
     );
 
-    let mut trickling = TcpStream::connect(server.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(
-        &mut trickling,
+    let mut trickling = connect_sending(
+        &server,
         b"POST /subgraphs/live/graphql HTTP/1.1\r\nhost: test\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         closed_by_the_server(&mut trickling, b"x-slow: 1\r\n").await,
         "a client trickling its headers is held"
     );
 
     // The opening of cleartext HTTP/2, then nothing: served as HTTP/1, and let go the same.
-    let mut preface = TcpStream::connect(server.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut preface, b"PRI * HTTP/2.0\r\n")
-        .await
-        .unwrap();
+    let mut preface = connect_sending(&server, b"PRI * HTTP/2.0\r\n").await;
     assert!(
         closed_by_the_server(&mut preface, b"").await,
         "a client stopped in HTTP/2's preface is held"
     );
 
-    let mut kept_alive = TcpStream::connect(server.addr).await.unwrap();
     let body = r#"{"query":"{ hello }"}"#;
     let request = format!(
         "POST /subgraphs/live/graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n{body}",
         body.len()
     );
-    tokio::io::AsyncWriteExt::write_all(&mut kept_alive, request.as_bytes())
-        .await
-        .unwrap();
+    let mut kept_alive = connect_sending(&server, request.as_bytes()).await;
     let mut answer = Vec::new();
     while !answer.ends_with(br#"{"data":{"hello":"hello"}}"#) {
         let mut chunk = [0u8; 4096];
