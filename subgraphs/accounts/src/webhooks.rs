@@ -4,8 +4,9 @@
 //! 1. **Signature.** The Svix signature (`svix-id`, `svix-timestamp`, `svix-signature`, any of
 //!    several space-separated `v1,` signatures, a timestamp within five minutes of now) is
 //!    verified over the raw body before anything of it is read. Anything else is `401`
-//!    `{"error": …, "code": "UNAUTHORIZED"}`. The body is bounded ([`MAX_BODY_BYTES`], `413`)
-//!    and must be UTF-8 (`400`).
+//!    `{"error": …, "code": "UNAUTHORIZED"}`. The body is bounded ([`MAX_BODY_BYTES`], `413`),
+//!    must arrive within 60 s of the headers (`408`, the connection closed) and must be UTF-8
+//!    (`400`).
 //! 2. **Payload.** `{ "type", "data", "object": "event" }`; malformed JSON or data is `400`
 //!    (`INVALID_REQUEST`).
 //! 3. **Once per message.** In one transaction, the `svix-id` is inserted into
@@ -27,16 +28,17 @@
 //! Failures of PostgreSQL answer `500` (`INTERNAL_ERROR`, no detail), so Svix retries.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use gospelib_kit::ErrorCode;
 use gospelib_kit::caller::user_id_for_clerk;
 use gospelib_kit::errors::INTERNAL_MESSAGE;
+use gospelib_kit::webhook_answer;
 use sqlx::{PgConnection, PgPool};
 
 use crate::clerk::{self, ClerkEvent, PayloadError};
@@ -100,6 +102,8 @@ pub enum WebhookConfigError {
 #[derive(Clone)]
 pub struct WebhookState {
     inner: Arc<Inner>,
+    /// How long a delivery's body may take to arrive ([`gospelib_kit::request_body::DEADLINE`]).
+    body_deadline: Duration,
 }
 
 struct Inner {
@@ -124,7 +128,14 @@ impl WebhookState {
                 verifier,
                 outbox: outbox::outbox(pool, redis, settings.stream),
             }),
+            body_deadline: gospelib_kit::request_body::DEADLINE,
         })
+    }
+
+    /// The same, giving a delivery's body `deadline` to arrive (tests shorten it).
+    pub fn with_body_deadline(mut self, deadline: Duration) -> Self {
+        self.body_deadline = deadline;
+        self
     }
 }
 
@@ -191,13 +202,21 @@ impl IntoResponse for Refusal {
                 INTERNAL_MESSAGE.to_owned(),
             ),
         };
-        gospelib_kit::webhook_answer::refused(status, code, &message)
+        webhook_answer::refused(status, code, &message)
     }
 }
 
-async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(state): State<WebhookState>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    let body = match webhook_answer::read_delivery(request, state.body_deadline).await {
+        Ok(body) => body,
+        Err(refusal) => {
+            tracing::warn!(status = %refusal.status(), "Clerk webhook body not read");
+            return refusal;
+        }
+    };
     match handle(&state.inner, &headers, &body).await {
-        Ok(outcome) => gospelib_kit::webhook_answer::handled(outcome.as_str()),
+        Ok(outcome) => webhook_answer::handled(outcome.as_str()),
         Err(refusal) => {
             match &refusal {
                 Refusal::Store(error) => {

@@ -635,3 +635,56 @@ async fn assert_recent(pool: &gospelib_kit::stores::PgPool, stamp: &serde_json::
     .unwrap_or_else(|error| panic!("{stamp}: {error}"));
     assert!(recent, "{stamp} is not of the last minute");
 }
+
+/// A delivery whose body trickles in (the headers at once, then a byte every 100 ms) is refused
+/// `408` once its deadline passes, the connection closed and nothing written; the same
+/// delivery sent whole afterwards (Svix retries) is applied.
+#[tokio::test]
+async fn a_delivery_whose_body_does_not_arrive_in_time_is_408_and_applied_when_retried() {
+    let pool = pool().await;
+    let (clerk, stream) = (clerk_id(), stream());
+    let settings = gospelib_accounts::WebhookSettings::new(SECRET).with_stream(&stream);
+    let state = gospelib_accounts::WebhookState::new(pool.clone(), redis(), settings)
+        .unwrap()
+        .with_body_deadline(std::time::Duration::from_millis(300));
+    let url = serve(gospelib_accounts::webhook_routes(state)).await;
+    let delivery = Delivery::signed(user_event(
+        "user.created",
+        &clerk,
+        1_700_000_000_500,
+        "Sloane",
+        "sloane@example.com",
+    ));
+
+    let half = delivery.body.len() / 2;
+    let head = format!(
+        "POST /webhooks/clerk HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         svix-id: {}\r\nsvix-timestamp: {}\r\nsvix-signature: {}\r\ncontent-length: {}\r\n\r\n{}",
+        delivery.id,
+        delivery.timestamp,
+        delivery.signature,
+        delivery.body.len(),
+        String::from_utf8_lossy(&delivery.body[..half]),
+    );
+    let address = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let answer =
+        gospelib_kit::test_stack::trickle_post(address, &head, std::time::Duration::from_secs(5))
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"INVALID_REQUEST""#), "{answer}");
+    assert!(answer.contains("did not arrive within 0.3 s"), "{answer}");
+    assert!(!message_recorded(&pool, &delivery.id).await);
+    assert!(stored_users(&pool, &clerk).await.is_empty());
+
+    let (status, body) = post(&url, &delivery).await;
+    assert_eq!((status, body), (200, json!({"status": "processed"})));
+    assert_eq!(stored_users(&pool, &clerk).await.len(), 1);
+
+    clean_up(&pool, &[&clerk], &stream).await;
+}

@@ -5,7 +5,7 @@
 //!    read ([`crate::stripe::signature`]: any matching `v1`, five minutes of tolerance either
 //!    way). Anything else is `400 {"error": …, "code": "UNAUTHORIZED"}` (Stripe's advice for
 //!    signature failures) and nothing is written. The body is bounded ([`MAX_BODY_BYTES`],
-//!    `413`).
+//!    `413`) and must arrive within 60 s of the headers (`408`, the connection closed).
 //! 2. **Payload.** `{id, type, created, data.object}`; a malformed event is `400`
 //!    (`INVALID_REQUEST`).
 //! 3. **Once per event.** In one transaction, the event id is inserted into
@@ -22,10 +22,10 @@
 //! Failures of PostgreSQL answer `500` (`INTERNAL_ERROR`, no detail), so Stripe retries.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -34,6 +34,7 @@ use gospelib_kit::errors::INTERNAL_MESSAGE;
 use gospelib_kit::outbox::Outbox;
 use gospelib_kit::plans::Plans;
 use gospelib_kit::stores::PgPool;
+use gospelib_kit::webhook_answer;
 
 use crate::entitlements::Entitlements;
 use crate::events;
@@ -62,6 +63,8 @@ pub enum WebhookConfigError {
 #[derive(Clone)]
 pub struct WebhookState {
     inner: Arc<Inner>,
+    /// How long a delivery's body may take to arrive ([`gospelib_kit::request_body::DEADLINE`]).
+    body_deadline: Duration,
 }
 
 struct Inner {
@@ -106,7 +109,14 @@ impl WebhookState {
                 outbox,
                 entitlements,
             }),
+            body_deadline: gospelib_kit::request_body::DEADLINE,
         })
+    }
+
+    /// The same, giving a delivery's body `deadline` to arrive (tests shorten it).
+    pub fn with_body_deadline(mut self, deadline: Duration) -> Self {
+        self.body_deadline = deadline;
+        self
     }
 }
 
@@ -184,13 +194,21 @@ impl IntoResponse for Refusal {
                 INTERNAL_MESSAGE.to_owned(),
             ),
         };
-        gospelib_kit::webhook_answer::refused(status, code, &message)
+        webhook_answer::refused(status, code, &message)
     }
 }
 
-async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(state): State<WebhookState>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    let body = match webhook_answer::read_delivery(request, state.body_deadline).await {
+        Ok(body) => body,
+        Err(refusal) => {
+            tracing::warn!(status = %refusal.status(), "Stripe webhook body not read");
+            return refusal;
+        }
+    };
     match handle(&state.inner, &headers, &body).await {
-        Ok(answer) => gospelib_kit::webhook_answer::handled(answer.as_str()),
+        Ok(answer) => webhook_answer::handled(answer.as_str()),
         Err(refusal) => {
             match &refusal {
                 Refusal::Store(error) => {

@@ -721,3 +721,68 @@ async fn a_subscription_change_drops_the_cached_entitlements_and_announces_it() 
 
     clean_up(&pool, &[user], &names).await;
 }
+
+/// A delivery whose body trickles in (the headers at once, then a byte every 100 ms) is refused
+/// `408` once its deadline passes, the connection closed and nothing written; the same event
+/// sent whole afterwards (Stripe retries) is applied.
+#[tokio::test]
+async fn a_delivery_whose_body_does_not_arrive_in_time_is_408_and_applied_when_retried() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let state = gospelib_billing::WebhookState::with_names(
+        pool.clone(),
+        redis(),
+        SECRET,
+        plans(),
+        names.clone(),
+    )
+    .unwrap()
+    .with_body_deadline(std::time::Duration::from_millis(300));
+    let url = serve(gospelib_billing::webhook_routes(state)).await;
+    let (sub, customer, id) = (subscription_id(), customer_id(), event_id());
+    let now = now_secs();
+    let body = event(
+        &id,
+        "customer.subscription.created",
+        now,
+        subscription(
+            &sub,
+            &customer,
+            Some(user),
+            "active",
+            "price_scholar_monthly",
+            (now, now + 1000),
+        ),
+    );
+    let signature = format!("t={now},v1={}", sign(SECRET, now, body.as_bytes()));
+
+    let half = body.len() / 2;
+    let head = format!(
+        "POST /webhooks/stripe HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         stripe-signature: {signature}\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..half],
+    );
+    let address = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let answer =
+        gospelib_kit::test_stack::trickle_post(address, &head, std::time::Duration::from_secs(5))
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"INVALID_REQUEST""#), "{answer}");
+    assert!(!event_recorded(&pool, &id).await);
+    assert!(stored_subscriptions(&pool, user).await.is_empty());
+
+    assert_eq!(
+        post_signed(&url, &body, Some(&signature)).await,
+        (200, json!({"status": "processed"}))
+    );
+    assert_eq!(stored_subscriptions(&pool, user).await.len(), 1);
+
+    clean_up(&pool, &[user], &names).await;
+}

@@ -26,7 +26,7 @@ use async_graphql::parser::types::OperationType;
 pub use axum::body::Bytes;
 use std::net::SocketAddr;
 
-use axum::extract::rejection::{BytesRejection, ExtensionRejection, FailedToBufferBody};
+use axum::extract::rejection::ExtensionRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -189,10 +189,8 @@ pub struct GraphQlEndpoint {
 }
 
 /// How long a POST's body may take to arrive once its headers have: past it the answer is
-/// `408` and the connection is closed. The server's idle limit covers only the headers, so
-/// without this a client that sends them and then trickles a large body (a slow POST) would
-/// hold its connection as long as it liked. A 2 MiB body needs 35 KB/s.
-pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// `408` and the connection is closed ([`crate::request_body`]).
+pub const BODY_DEADLINE: std::time::Duration = crate::request_body::DEADLINE;
 
 /// The response media types a client may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +262,7 @@ pub async fn post(
     };
     if crate::sse::wants_event_stream(&headers) {
         let peer = peer.ok().map(|ConnectInfo(address)| address);
-        return crate::sse::post(&endpoint, peer, &headers, Ok(body)).await;
+        return crate::sse::post(&endpoint, peer, &headers, body).await;
     }
     let multipart = crate::multipart::wants_multipart(&headers);
     let Some(media_type) = negotiate(&headers).or(multipart.then_some(MediaType::Json)) else {
@@ -316,49 +314,13 @@ async fn read_body(
     request: axum::extract::Request,
     deadline: std::time::Duration,
 ) -> Result<Bytes, Response> {
-    use axum::extract::FromRequest;
-    match tokio::time::timeout(deadline, Bytes::from_request(request, &())).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(rejection)) => Err(body_refusal(&rejection)),
-        Err(_) => {
-            let mut refusal = request_error(
-                StatusCode::REQUEST_TIMEOUT,
-                ErrorCode::InvalidRequest,
-                &format!(
-                    "the request body did not arrive within {} s of its headers",
-                    deadline.as_secs_f64()
-                ),
-            );
-            // The rest of the body is never read: the connection ends with this answer.
-            refusal
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Err(refusal)
-        }
-    }
+    crate::request_body::read_within(request, deadline)
+        .await
+        .map_err(|error| {
+            error
+                .answer(|status, message| request_error(status, ErrorCode::InvalidRequest, message))
+        })
 }
-
-/// The answer to a body that could not be read: over the limit (counted after
-/// decompression), or broken (a corrupt gzip stream, a connection cut short).
-pub(crate) fn body_refusal(rejection: &BytesRejection) -> Response {
-    match rejection {
-        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-            request_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::InvalidRequest,
-                BODY_TOO_LARGE,
-            )
-        }
-        other => request_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            &format!("the request body could not be read: {}", other.body_text()),
-        ),
-    }
-}
-
-/// The message of a 413.
-pub const BODY_TOO_LARGE: &str = "the request body is larger than this server accepts";
 
 /// What one element of a batch got: the service's answer, or a refusal of the element.
 enum Answer {
@@ -711,21 +673,11 @@ pub fn mutation_over_get() -> ServiceResponse {
     response
 }
 
-/// Whether the operation the request selects is a mutation (unparsable documents are left to
-/// the executor, which reports them as GraphQL errors).
+/// Whether the operation the request selects is a mutation (documents that do not parse, or
+/// not within [`crate::streaming::MAX_CLASSIFY_TOKENS`], are left to the executor, which
+/// reports them as GraphQL errors).
 pub fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return false;
-    };
-    let selected = match &request.operation_name {
-        Some(name) => document
-            .operations
-            .iter()
-            .find(|(op_name, _)| op_name.is_some_and(|n| n.as_str() == name))
-            .map(|(_, op)| op.node.ty),
-        None => document.operations.iter().next().map(|(_, op)| op.node.ty),
-    };
-    selected == Some(OperationType::Mutation)
+    crate::streaming::operation_type(request) == Some(OperationType::Mutation)
 }
 
 /// Why a request cannot be served at all: no document, and no persisted query's hash either.

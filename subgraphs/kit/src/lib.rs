@@ -22,6 +22,7 @@ pub mod paging;
 pub mod parsed_documents;
 pub mod plans;
 pub mod redis_link;
+pub mod request_body;
 pub mod retention;
 pub mod server;
 pub mod single_flight;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
 use async_graphql::{OutputType, Result};
+use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
@@ -90,12 +91,16 @@ pub fn decode_after<K: FromStr>(after: Option<&str>) -> Result<Option<After<K>>>
     let malformed = || validation("malformed `after` cursor");
     let position = Cursor::decode_cursor(after).map_err(|_| malformed())?.0;
     let key = position.key.parse().map_err(|_| malformed())?;
-    // The time goes to PostgreSQL as a `timestamptz` parameter: only what `pg_exact!` wrote.
+    // The time goes to PostgreSQL as a `timestamptz` parameter: only what `pg_exact!` wrote,
+    // a real instant (`2026-13-45T99:…` would fail the statement, and every field that shares
+    // it), in a year PostgreSQL has.
     let well_formed = position.at.len() == 27
         && position
             .at
             .bytes()
-            .all(|b| b.is_ascii_digit() || b"-:.TZ".contains(&b));
+            .all(|b| b.is_ascii_digit() || b"-:.TZ".contains(&b))
+        && chrono::NaiveDateTime::parse_from_str(&position.at, "%Y-%m-%dT%H:%M:%S%.6fZ")
+            .is_ok_and(|at| at.year() >= 1);
     if !well_formed {
         return Err(malformed());
     }
@@ -162,5 +167,23 @@ mod tests {
         })
         .encode_cursor();
         assert!(decode_after::<uuid::Uuid>(Some(&not_a_uuid)).is_err());
+        // The right shape and characters, but no instant: refused here, not by PostgreSQL.
+        for at in [
+            "2026-13-45T99:99:99.999999Z",
+            "2026-02-30T10:00:00.000000Z",
+            "0000-01-01T00:00:00.000000Z",
+            "2026-12-02T10:00:00.12345ZZ",
+            "2026:12-02T10:00:00.123456Z",
+        ] {
+            let impossible = OpaqueCursor(Position {
+                at: at.to_owned(),
+                key: position.key.clone(),
+            })
+            .encode_cursor();
+            assert!(
+                decode_after::<uuid::Uuid>(Some(&impossible)).is_err(),
+                "{at}"
+            );
+        }
     }
 }

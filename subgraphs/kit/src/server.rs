@@ -251,7 +251,7 @@ fn graphql_error_body(response: Response) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => request_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidRequest,
-            graphql_http::BODY_TOO_LARGE,
+            crate::request_body::TOO_LARGE,
         ),
         // The GraphQL endpoint's own 415 (not JSON) already has a body.
         StatusCode::UNSUPPORTED_MEDIA_TYPE

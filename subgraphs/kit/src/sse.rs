@@ -40,7 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
@@ -92,7 +91,7 @@ pub async fn post(
     endpoint: &Arc<GraphQlEndpoint>,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -106,10 +105,6 @@ pub async fn post(
             "the request body must be JSON with Content-Type: application/json",
         );
     }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return graphql_http::body_refusal(&rejection),
-    };
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return request_error(
             StatusCode::BAD_REQUEST,

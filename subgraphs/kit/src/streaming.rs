@@ -12,18 +12,42 @@ use crate::graphql_http::{GraphQlEndpoint, ServiceResponse, ServiceStream};
 use crate::stores::BoxFuture;
 use crate::subgraph::GraphQlExecutor;
 
-/// The type of the operation `request` selects; `None` when the document does not parse or
-/// names no such operation (the service then answers with the errors), or for a persisted
-/// query sent by its hash alone.
+/// The most tokens a document may have for the transports to tell its operation's type: the
+/// router's own default limit (`GOSPELIB_ROUTER_MAX_TOKENS`). The transports read a document
+/// before the service's limits apply (credentials, trusted documents, the router's parse), so
+/// their reading is bounded too: a longer document is classified as nothing, and the service
+/// then refuses it with its own error.
+pub const MAX_CLASSIFY_TOKENS: usize = 15_000;
+
+/// The type of the operation `request` selects; `None` when the document does not parse
+/// within [`MAX_CLASSIFY_TOKENS`] or names no such operation (the service then answers with
+/// the errors), or for a persisted query sent by its hash alone.
 pub fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
-    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    use graphql_tools::parser::query::{Definition, OperationDefinition};
+    let document = graphql_tools::parser::query::parse_query_with_token_limit::<&str>(
+        &request.query,
+        MAX_CLASSIFY_TOKENS,
+    )
+    .ok()?;
+    let mut operations = document
+        .definitions
+        .iter()
+        .filter_map(|definition| match definition {
+            Definition::Operation(operation) => Some(match operation {
+                OperationDefinition::SelectionSet(_) => (None, OperationType::Query),
+                OperationDefinition::Query(query) => (query.name, OperationType::Query),
+                OperationDefinition::Mutation(mutation) => (mutation.name, OperationType::Mutation),
+                OperationDefinition::Subscription(subscription) => {
+                    (subscription.name, OperationType::Subscription)
+                }
+            }),
+            Definition::Fragment(_) => None,
+        });
     match &request.operation_name {
-        Some(name) => document
-            .operations
-            .iter()
-            .find(|(op_name, _)| op_name.is_some_and(|n| n.as_str() == name))
-            .map(|(_, op)| op.node.ty),
-        None => document.operations.iter().next().map(|(_, op)| op.node.ty),
+        Some(wanted) => operations
+            .find(|(name, _)| *name == Some(wanted.as_str()))
+            .map(|(_, ty)| ty),
+        None => operations.next().map(|(_, ty)| ty),
     }
 }
 

@@ -213,3 +213,40 @@ pub async fn outbox_rows(
         })
         .collect()
 }
+
+/// A slow POST: sends `head` (the request line and headers, declaring a body longer than what
+/// follows), then one byte every 100 ms, until the server answers and closes the connection;
+/// what it answered. Panics if the connection is still held after `patience`.
+pub async fn trickle_post(
+    address: std::net::SocketAddr,
+    head: &str,
+    patience: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let give_up = tokio::time::Instant::now() + patience;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the connection is still held after {patience:?}: {}",
+            String::from_utf8_lossy(&received)
+        );
+        if client.write_all(b" ").await.is_err() {
+            break;
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            client.read(&mut chunk),
+        )
+        .await
+        {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(read)) => received.extend_from_slice(&chunk[..read]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}

@@ -881,34 +881,13 @@ async fn a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closes() 
         .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
 
-    let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    client
-        .write_all(
-            b"POST /graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
-              content-length: 1000\r\n\r\n{\"query\": ",
-        )
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let closed = loop {
-        assert!(
-            Instant::now() < deadline,
-            "held: {}",
-            String::from_utf8_lossy(&received)
-        );
-        if client.write_all(b" ").await.is_err() {
-            break true;
-        }
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout(Duration::from_millis(100), client.read(&mut chunk)).await {
-            Ok(Ok(0) | Err(_)) => break true,
-            Ok(Ok(read)) => received.extend_from_slice(&chunk[..read]),
-            Err(_) => {}
-        }
-    };
-    assert!(closed);
-    let text = String::from_utf8_lossy(&received);
+    let text = gospelib_kit::test_stack::trickle_post(
+        server.addr,
+        "POST /graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\n\r\n{\"query\": ",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("did not arrive within 0.3 s"), "{text}");
 }
