@@ -44,6 +44,14 @@ fn repeated_spread(count: usize) -> String {
     )
 }
 
+fn distinct_spreads(count: usize) -> String {
+    let spreads: String = (0..count).map(|n| format!("...F{n} ")).collect();
+    let fragments: String = (0..count)
+        .map(|n| format!(" fragment F{n} on Passage {{ id }}"))
+        .collect();
+    format!("{{ passage(id: \"gen.1.1\") {{ {spreads} }} }}{fragments}")
+}
+
 fn measure(supergraph: &Supergraph, name: &str, query: &str) {
     let mut times = Vec::with_capacity(RUNS);
     let mut outcome = String::new();
@@ -82,6 +90,13 @@ fn main() {
     measure(&supergraph, "nesting × 2000", &deep_nesting(2000));
     measure(&supergraph, "aliases × 30", &wide_aliases(30));
     measure(&supergraph, "aliases × 3000", &wide_aliases(3000));
+    for count in [32, 200, 1600] {
+        measure(
+            &supergraph,
+            &format!("distinct spreads × {count}"),
+            &distinct_spreads(count),
+        );
+    }
     for count in [1000, 2000, 4000] {
         measure(
             &supergraph,

@@ -60,6 +60,11 @@ const SIZE_ARGUMENTS: [&str; 3] = ["first", "last", "limit"];
 /// square of the repeats (4,000 copies of one field took 0.3 s); no client needs more than a few.
 pub const MAX_REPEATED_SELECTIONS: usize = 16;
 
+/// How many distinct fragments one selection set may spread. The same rule compares every
+/// pair of fragments spread side by side, field by field, so a few thousand small fragments
+/// (well within the token limit) cost seconds of validation; no client spreads more than a few.
+pub const MAX_SPREADS_PER_SELECTION_SET: usize = 32;
+
 /// The lists of a connection that its size argument sizes.
 const SIZED_CONNECTION_LISTS: [&str; 2] = ["edges", "nodes"];
 
@@ -242,6 +247,22 @@ fn unwrap_type(ty: &schema::Type<'static, String>) -> (bool, String) {
     }
 }
 
+/// The size a variable's number gives, read as the variables' coercion reads an `Int`: JSON
+/// `100`, and also `100.0` or `1e2` (a whole float is an Int there, so it must count as 100
+/// here, not as 0); a negative or fractional number (refused by coercion) as 0.
+fn size_of_number(number: &serde_json::Number) -> u64 {
+    if let Some(size) = number.as_u64() {
+        return size;
+    }
+    match number.as_f64() {
+        Some(float) if float.is_finite() && float.fract() == 0.0 && float > 0.0 => {
+            // `as` saturates: a float past u64's range is the largest size.
+            float as u64
+        }
+        _ => 0,
+    }
+}
+
 fn size_of_literal(value: &Value<'static, String>) -> Option<u64> {
     match value {
         Value::Int(number) => number.as_i64().map(|n| n.max(0) as u64),
@@ -344,7 +365,9 @@ struct Measurer<'d> {
     shape: &'d SchemaShape,
     list_sizes: &'d ListSizes,
     fragments: HashMap<&'d str, &'d FragmentDefinition<'static, String>>,
-    memo: HashMap<&'d str, Memo>,
+    /// Each fragment's measures, by the size of the connection it is spread in (its `edges`
+    /// and `nodes` take that size, as an inline fragment's do).
+    memo: HashMap<(&'d str, Option<u64>), Memo>,
     variables: &'d serde_json::Map<String, serde_json::Value>,
     /// The defaults the operation being measured gives its variables (a variable the request
     /// leaves out takes its default).
@@ -397,15 +420,25 @@ impl<'d> Measurer<'d> {
     }
 
     /// Refuses a selection set that selects one response key, or spreads one fragment, more
-    /// than [`MAX_REPEATED_SELECTIONS`] times (inline fragments' selections count as its own).
+    /// than [`MAX_REPEATED_SELECTIONS`] times, or that spreads more than
+    /// [`MAX_SPREADS_PER_SELECTION_SET`] distinct fragments (inline fragments' selections
+    /// count as its own).
     fn check_repeats(&self, set: &'d Selections) -> Result<(), Stop> {
-        fn count<'d>(set: &'d Selections, seen: &mut HashMap<&'d str, usize>) -> Option<&'d str> {
+        enum TooMany<'d> {
+            Repeats(&'d str),
+            Spreads,
+        }
+        fn count<'d>(
+            set: &'d Selections,
+            seen: &mut HashMap<&'d str, usize>,
+            spreads: &mut usize,
+        ) -> Option<TooMany<'d>> {
             for item in &set.items {
                 let key = match item {
                     Selection::Field(field) => field.alias.as_deref().unwrap_or(&field.name),
                     Selection::FragmentSpread(spread) => spread.fragment_name.as_str(),
                     Selection::InlineFragment(fragment) => {
-                        match count(&fragment.selection_set, seen) {
+                        match count(&fragment.selection_set, seen, spreads) {
                             Some(found) => return Some(found),
                             None => continue,
                         }
@@ -414,24 +447,39 @@ impl<'d> Measurer<'d> {
                 let times = seen.entry(key).or_default();
                 *times += 1;
                 if *times > MAX_REPEATED_SELECTIONS {
-                    return Some(key);
+                    return Some(TooMany::Repeats(key));
+                }
+                if *times == 1 && matches!(item, Selection::FragmentSpread(_)) {
+                    *spreads += 1;
+                    if *spreads > MAX_SPREADS_PER_SELECTION_SET {
+                        return Some(TooMany::Spreads);
+                    }
                 }
             }
             None
         }
-        if set.items.len() <= MAX_REPEATED_SELECTIONS {
+        let flat = !set
+            .items
+            .iter()
+            .any(|item| matches!(item, Selection::InlineFragment(_)));
+        if flat && set.items.len() <= MAX_REPEATED_SELECTIONS {
             return Ok(());
         }
-        match count(set, &mut HashMap::new()) {
-            None => Ok(()),
-            Some(key) => Err(Stop::Limit(Problem {
-                message: format!(
-                    "the operation selects `{key}` more than {MAX_REPEATED_SELECTIONS} times in one \
-                     selection set"
-                ),
-                locations: vec![(set.span.0.line, set.span.0.column)],
-            })),
-        }
+        let message = match count(set, &mut HashMap::new(), &mut 0) {
+            None => return Ok(()),
+            Some(TooMany::Repeats(key)) => format!(
+                "the operation selects `{key}` more than {MAX_REPEATED_SELECTIONS} times in one \
+                 selection set"
+            ),
+            Some(TooMany::Spreads) => format!(
+                "the operation spreads more than {MAX_SPREADS_PER_SELECTION_SET} fragments in \
+                 one selection set"
+            ),
+        };
+        Err(Stop::Limit(Problem {
+            message,
+            locations: vec![(set.span.0.line, set.span.0.column)],
+        }))
     }
 
     fn selection_set(&mut self, set: &'d Selections, parent: &str) -> Result<Measures, Stop> {
@@ -462,7 +510,9 @@ impl<'d> Measurer<'d> {
                     };
                     self.sized_selection_set(&fragment.selection_set, on, connection_size)?
                 }
-                Selection::FragmentSpread(spread) => self.fragment(&spread.fragment_name)?,
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(&spread.fragment_name, connection_size)?
+                }
             };
             total.depth = total.depth.max(measures.depth);
             total.aliases = total.aliases.saturating_add(measures.aliases);
@@ -540,7 +590,7 @@ impl<'d> Measurer<'d> {
             Some(Value::Variable(name)) => {
                 self.variable_sized = true;
                 match self.variables.get(name) {
-                    Some(serde_json::Value::Number(n)) => Some(n.as_u64().unwrap_or(0)),
+                    Some(serde_json::Value::Number(n)) => Some(size_of_number(n)),
                     Some(_) => None,
                     None => self
                         .defaults
@@ -620,8 +670,8 @@ impl<'d> Measurer<'d> {
     }
 
     /// A fragment's measures, computed once however often it is spread.
-    fn fragment(&mut self, name: &'d str) -> Result<Measures, Stop> {
-        match self.memo.get(name) {
+    fn fragment(&mut self, name: &'d str, connection_size: Option<u64>) -> Result<Measures, Stop> {
+        match self.memo.get(&(name, connection_size)) {
             Some(Memo::Done(measures)) => return Ok(*measures),
             Some(Memo::InProgress) => return Err(Stop::Cycle(name.to_owned())),
             None => {}
@@ -630,10 +680,11 @@ impl<'d> Measurer<'d> {
         let Some(fragment) = self.fragments.get(name).copied() else {
             return Ok(Measures::default());
         };
-        self.memo.insert(name, Memo::InProgress);
+        self.memo.insert((name, connection_size), Memo::InProgress);
         let TypeCondition::On(on) = &fragment.type_condition;
-        let measures = self.selection_set(&fragment.selection_set, on)?;
-        self.memo.insert(name, Memo::Done(measures));
+        let measures = self.sized_selection_set(&fragment.selection_set, on, connection_size)?;
+        self.memo
+            .insert((name, connection_size), Memo::Done(measures));
         Ok(measures)
     }
 }
@@ -702,17 +753,19 @@ pub fn check_limits(
             measurer.operation(other)?;
         }
     }
+    let measured: std::collections::HashSet<&str> =
+        measurer.memo.keys().map(|(name, _)| *name).collect();
     let unmeasured: Vec<&str> = measurer
         .fragments
         .keys()
         .copied()
-        .filter(|name| !measurer.memo.contains_key(name))
+        .filter(|name| !measured.contains(name))
         .collect();
     for name in unmeasured {
         let start = measurer.fragments[name].selection_set.span.0;
         measurer.position = (start.line, start.column);
         measurer
-            .fragment(name)
+            .fragment(name, None)
             .map_err(|stop| measurer.problem(stop))?;
     }
     Ok(Measured {

@@ -69,10 +69,23 @@ fn planning_errors(error: &PlanningError) -> Vec<Value> {
             &problem.locations,
             "VALIDATION_ERROR",
         )],
-        PlanningError::Invalid(problems) => problems
-            .iter()
-            .map(|p| error_value(&p.message, &p.locations, "VALIDATION_ERROR"))
-            .collect(),
+        PlanningError::Invalid(problems) => {
+            // As graphql-js's `validate` (`maxErrors`): a document of thousands of mistakes
+            // (each unknown `@x` is one) must not make an answer many times its size.
+            let mut errors: Vec<Value> = problems
+                .iter()
+                .take(MAX_VALIDATION_ERRORS)
+                .map(|p| error_value(&p.message, &p.locations, "VALIDATION_ERROR"))
+                .collect();
+            if problems.len() > MAX_VALIDATION_ERRORS {
+                errors.push(error_value(
+                    TOO_MANY_VALIDATION_ERRORS,
+                    &[],
+                    "VALIDATION_ERROR",
+                ));
+            }
+            errors
+        }
         PlanningError::Unplannable(message) => {
             vec![error_value(message, &[], "VALIDATION_ERROR")]
         }
@@ -81,6 +94,13 @@ fn planning_errors(error: &PlanningError) -> Vec<Value> {
         }
     }
 }
+
+/// The most validation problems one answer reports (graphql-js's `maxErrors`).
+pub const MAX_VALIDATION_ERRORS: usize = 100;
+
+/// The error that ends a list of [`MAX_VALIDATION_ERRORS`], in graphql-js's words.
+pub const TOO_MANY_VALIDATION_ERRORS: &str =
+    "Too many validation errors, error limit reached. Validation aborted.";
 
 /// The request errors of variables that do not fit their definitions.
 fn variable_errors(problems: &[Problem]) -> Vec<Value> {
@@ -913,13 +933,27 @@ pub(crate) enum Counting {
     Uncounted,
 }
 
-/// Who a caller's limits are counted for: the user, the partner, or (anonymous) the address.
+/// Who a caller's limits are counted for: the user, the partner, or (anonymous) the address:
+/// an IPv4 address, or an IPv6 address's /64 network (one subscriber's line has a whole /64,
+/// and could use a new address for each request); an IPv4 address written as IPv6
+/// (`::ffff:a.b.c.d`) is that IPv4 address.
 fn subject_of(caller: &Caller, client_address: Option<std::net::IpAddr>) -> String {
     match (caller.user_id, &caller.partner_id, client_address) {
         (Some(user), _, _) => format!("user:{user}"),
         (None, Some(partner), _) => format!("partner:{partner}"),
-        (None, None, Some(address)) => format!("ip:{address}"),
+        (None, None, Some(address)) => format!("ip:{}", address_subject(address)),
         (None, None, None) => "ip:unknown".to_owned(),
+    }
+}
+
+/// The part of `address` an anonymous caller's limits are counted for.
+fn address_subject(address: std::net::IpAddr) -> String {
+    match address.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
     }
 }
 
@@ -973,3 +1007,23 @@ fn collect_root_fields<'a>(
 
 /// The denials of a caller who may select everything.
 static NO_DENIALS: std::sync::LazyLock<Denials> = std::sync::LazyLock::new(Denials::new);
+
+#[cfg(test)]
+mod subject_tests {
+    use super::address_subject;
+
+    /// Anonymous callers are counted per IPv4 address and per IPv6 /64: the addresses of one
+    /// /64 are one subject, and IPv4 written as IPv6 is the IPv4 address.
+    #[test]
+    fn anonymous_callers_are_counted_per_ipv4_address_and_per_ipv6_network() {
+        let subject = |text: &str| address_subject(text.parse().unwrap());
+        assert_eq!(subject("203.0.113.7"), "203.0.113.7");
+        assert_eq!(subject("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(subject("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            subject("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            "2001:db8:1:2::/64"
+        );
+        assert_ne!(subject("2001:db8:1:3::1"), subject("2001:db8:1:2::1"));
+    }
+}

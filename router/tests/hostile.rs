@@ -148,6 +148,18 @@ async fn the_cost_multiplies_lists_by_their_size_arguments() {
             );
         }
     }
+    // A whole number sent as a JSON float (`100.0`, `1e2`) is an Int to the variables'
+    // coercion, which passes 100 on: it costs 100 here too (it once counted as 0, then 1).
+    for n in [json!(100.0), json!(1e2)] {
+        let response = ask(&router, sized, json!({ "n": n })).await;
+        assert_first_error(
+            &response,
+            "the operation has an estimated 1201 cost, more than the limit of 1000",
+            "VALIDATION_ERROR",
+        );
+    }
+    let response = ask(&router, sized, json!({ "n": 50.0 })).await;
+    assert!(response.get("data").is_some(), "{response}");
     assert_eq!(router.plan_cache().stats().parsed, parsed_before + 1);
     // A request whose first sight of the text is over the limit leaves nothing cached: the
     // next, within it, is parsed and planned.
@@ -477,10 +489,91 @@ async fn one_field_selected_thousands_of_times_is_refused_before_validation() {
         response["errors"][0]["message"],
         "the operation selects `T` more than 16 times in one selection set"
     );
+    // Counted through inline fragments however few they are.
+    let nested = format!(
+        "{{ passage(id: \"gen.1.1\") {{ ... on Passage {{ {0} }} ... on Passage {{ {0} }} }} }}",
+        "text ".repeat(9)
+    );
+    let response = ask(&router, &nested, json!({})).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation selects `text` more than 16 times in one selection set"
+    );
+    // Thousands of distinct fragments side by side (each spread once, well within the token
+    // limit) would make validation compare every pair: more than 32 are refused before it.
+    let fragments: String = (0..1600)
+        .map(|n| format!(" fragment F{n} on Passage {{ id }}"))
+        .collect();
+    let spreads: String = (0..1600).map(|n| format!("...F{n} ")).collect();
+    let many = format!("{{ passage(id: \"gen.1.1\") {{ {spreads} }} }}{fragments}");
+    let response = ask(&router, &many, json!({})).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation spreads more than 32 fragments in one selection set",
+        "{response}"
+    );
+    let (fragments, spreads): (String, String) = (0..32)
+        .map(|n| {
+            (
+                format!(" fragment F{n} on Passage {{ id }}"),
+                format!("...F{n} "),
+            )
+        })
+        .unzip();
+    let allowed = format!("{{ passage(id: \"gen.1.1\") {{ {spreads} }} }}{fragments}");
+    let response = ask(&router, &allowed, json!({})).await;
+    assert!(response.get("data").is_some(), "{response}");
     // Sixteen times is allowed (the spec merges them into one field).
     let allowed = format!("{{ passage(id: \"gen.1.1\") {{ {} }} }}", "id ".repeat(16));
     let response = ask(&router, &allowed, json!({})).await;
     assert!(response.get("data").is_some(), "{response}");
+}
+
+/// A connection's size argument sizes its `nodes` whether they are selected in place, in an
+/// inline fragment or in a named fragment: the named fragment once measured them at the
+/// default list size, ten times cheaper per level.
+#[tokio::test]
+async fn a_connection_sizes_its_nodes_inside_a_named_fragment_too() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    // ~100 × 201 with the nodes sized (over the 3,000 limit); ~10 × 201 at the default size.
+    let inner = "nodes { crossReferences(first: 100) { nodes { id } } }";
+    let inline = format!(
+        "{{ passage(id: \"gen.1.1\") {{ crossReferences(first: 100) {{ ... on PassageConnection {{ {inner} }} }} }} }}"
+    );
+    let named = format!(
+        "{{ passage(id: \"gen.1.1\") {{ crossReferences(first: 100) {{ ...C }} }} }} \
+         fragment C on PassageConnection {{ {inner} }}"
+    );
+    for query in [inline, named] {
+        let response = ask(&router, &query, json!({})).await;
+        let message = response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.starts_with("the operation has an estimated") && message.contains("cost"),
+            "{query}: {response}"
+        );
+    }
+}
+
+/// A document of thousands of mistakes (unknown directives, two tokens each) gets the first
+/// 100 problems and one that says the rest were left out, not an answer many times its size.
+#[tokio::test]
+async fn validation_reports_at_most_a_hundred_problems() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    let query = format!("{{ __typename {} }}", "@x ".repeat(5000));
+    let response = ask(&router, &query, json!({})).await;
+    let errors = response["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 101, "{}", errors.len());
+    assert_eq!(
+        errors[100]["message"],
+        "Too many validation errors, error limit reached. Validation aborted."
+    );
+    assert!(
+        errors[..100]
+            .iter()
+            .all(|e| e["extensions"]["code"] == "VALIDATION_ERROR")
+    );
 }
 
 /// Validation looks at the whole document, so the limits hold for every operation and fragment
