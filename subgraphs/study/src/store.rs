@@ -101,13 +101,58 @@ pub struct NoteRow {
     pub cursor_at: String,
 }
 
-/// A note found for one verse of a batch: the verse's order, the user, and the note.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct CoveringNote {
-    pub key_user: Uuid,
-    pub key_order: i64,
-    #[sqlx(flatten)]
-    pub note: NoteRow,
+/// Why a read with a budget ([`READ_BUDGET_BYTES`]) gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    /// The rows came to more than the budget; reading stopped there.
+    #[error("more than {} MiB of highlights and notes", READ_BUDGET_BYTES / (1024 * 1024))]
+    OverBudget,
+}
+
+/// The most bytes of highlights and notes (their text, body and links) one batched read of a
+/// page's passages may hold, and its answer give: a note is up to ~180 KB and one user's notes
+/// are not counted, so without a bound a reader page (176 verses of Psalm 119, each note on
+/// every verse it covers) could make gigabytes.
+pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
+impl NoteRow {
+    /// What the note weighs in a read's budget.
+    pub fn weight(&self) -> usize {
+        ROW_OVERHEAD_BYTES
+            + self.body.len()
+            + self.text.len()
+            + self.links.iter().map(String::len).sum::<usize>()
+    }
+}
+
+impl HighlightRow {
+    /// What the highlight weighs in a read's budget.
+    pub fn weight(&self) -> usize {
+        ROW_OVERHEAD_BYTES + self.passage_id.len()
+    }
+}
+
+/// What a row weighs besides its text: ids, times, numbers.
+const ROW_OVERHEAD_BYTES: usize = 200;
+
+/// The rows of `rows` (a statement's stream) while their weights stay within
+/// [`READ_BUDGET_BYTES`]; past it, the statement is abandoned.
+async fn read_within_budget<T>(
+    mut rows: impl futures_util::Stream<Item = Result<T, ReadError>> + Unpin,
+    weight: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, ReadError> {
+    use futures_util::TryStreamExt;
+    let (mut read, mut spent) = (Vec::new(), 0usize);
+    while let Some(row) = rows.try_next().await? {
+        spent += weight(&row);
+        if spent > READ_BUDGET_BYTES {
+            return Err(ReadError::OverBudget);
+        }
+        read.push(row);
+    }
+    Ok(read)
 }
 
 /// A bookmark, as stored.
@@ -498,7 +543,8 @@ impl Store {
     pub async fn highlights_at(
         &self,
         keys: &[(Uuid, String)],
-    ) -> Result<Vec<HighlightRow>, sqlx::Error> {
+    ) -> Result<Vec<HighlightRow>, ReadError> {
+        use futures_util::TryStreamExt;
         self.count();
         let (users, passages): (Vec<Uuid>, Vec<String>) = keys.iter().cloned().unzip();
         let sql = format!(
@@ -507,11 +553,12 @@ impl Store {
              JOIN study.highlights h ON h.user_id = k.user_id AND h.passage_id = k.passage_id
              ORDER BY h.created_at, h.id"
         );
-        sqlx::query_as(&sql)
+        let rows = sqlx::query_as::<_, HighlightRow>(&sql)
             .bind(users)
             .bind(passages)
-            .fetch_all(&self.pool)
-            .await
+            .fetch(&self.pool)
+            .map_err(ReadError::Store);
+        read_within_budget(rows, HighlightRow::weight).await
     }
 
     /// Adds a highlight of `passage` in `color` (its stored name) for `user`; `None` for an
@@ -598,30 +645,38 @@ impl Store {
             .await
     }
 
-    /// For each (user, verse order) of `keys`, the user's notes whose range covers the verse
-    /// (`start_order <= order AND end_order >= order`), in one statement; in range order.
-    pub async fn notes_covering(
+    /// For each (user, first order, last order) of `spans`, the user's notes whose range
+    /// overlaps the span, each note once, in range order (start, end, creation, id), in one
+    /// statement. A note covering a whole chapter is read once for the chapter, not once per
+    /// verse: the caller assigns it to the verses it covers ([`crate::schema`]'s loaders).
+    pub async fn notes_overlapping(
         &self,
-        keys: &[(Uuid, i64)],
-    ) -> Result<Vec<CoveringNote>, sqlx::Error> {
+        spans: &[(Uuid, i64, i64)],
+    ) -> Result<Vec<NoteRow>, ReadError> {
+        use futures_util::TryStreamExt;
         self.count();
-        let (users, orders): (Vec<Uuid>, Vec<i64>) = keys.iter().copied().unzip();
+        let (users, (firsts, lasts)): (Vec<Uuid>, (Vec<i64>, Vec<i64>)) = spans
+            .iter()
+            .map(|(user, first, last)| (*user, (*first, *last)))
+            .unzip();
         let sql = format!(
-            "SELECT k.user_id AS key_user, k.ord AS key_order, {NOTE_COLUMNS}
-             FROM unnest($1::uuid[], $2::bigint[]) AS k(user_id, ord)
+            "SELECT {NOTE_COLUMNS}
+             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS k(user_id, first, last)
              JOIN study.notes n
-               ON n.user_id = k.user_id AND n.start_order <= k.ord AND n.end_order >= k.ord
-             ORDER BY k.ord, n.start_order, n.end_order, n.created_at, n.id"
+               ON n.user_id = k.user_id AND n.start_order <= k.last AND n.end_order >= k.first
+             ORDER BY n.start_order, n.end_order, n.created_at, n.id"
         );
-        sqlx::query_as(&sql)
+        let rows = sqlx::query_as::<_, NoteRow>(&sql)
             .bind(users)
-            .bind(orders)
-            .fetch_all(&self.pool)
-            .await
+            .bind(firsts)
+            .bind(lasts)
+            .fetch(&self.pool)
+            .map_err(ReadError::Store);
+        read_within_budget(rows, NoteRow::weight).await
     }
 
-    /// [`Store::highlights_at`] for `highlights` and [`Store::notes_covering`] for `notes`, in
-    /// ONE statement: each part in its own order, exactly as those two give them.
+    /// [`Store::highlights_at`] for `highlights` and [`Store::notes_overlapping`] for `notes`,
+    /// in ONE statement: each part in its own order, exactly as those two give them.
     ///
     /// A reader page asks for both on every verse of its chapter; one statement instead of two
     /// saves a pooled connection's round trip, and the ping sqlx sends whenever it takes one
@@ -629,21 +684,30 @@ impl Store {
     pub async fn highlights_and_notes_at(
         &self,
         highlights: &[(Uuid, String)],
-        notes: &[(Uuid, i64)],
-    ) -> Result<(Vec<HighlightRow>, Vec<CoveringNote>), sqlx::Error> {
+        notes: &[(Uuid, i64, i64)],
+    ) -> Result<(Vec<HighlightRow>, Vec<NoteRow>), ReadError> {
+        use futures_util::TryStreamExt;
         use sqlx::Row;
+
+        /// One row of the statement: either part.
+        enum Found {
+            Highlight(HighlightRow),
+            Note(NoteRow),
+        }
 
         self.count();
         let (highlight_users, passages): (Vec<Uuid>, Vec<String>) =
             highlights.iter().cloned().unzip();
-        let (note_users, orders): (Vec<Uuid>, Vec<i64>) = notes.iter().copied().unzip();
+        let (note_users, (firsts, lasts)): (Vec<Uuid>, (Vec<i64>, Vec<i64>)) = notes
+            .iter()
+            .map(|(user, first, last)| (*user, (*first, *last)))
+            .unzip();
         // One row shape for both parts: a highlight row leaves the note's columns null and a
         // note row the highlight's; each part's rows are then read by its own `FromRow`, which
         // looks columns up by name. `sort_at` (the exact creation time) and the note's
-        // key columns (null for highlights) give each part its own statement's order.
+        // range (null for highlights) give each part its own statement's order.
         let sql = format!(
             "SELECT 0 AS part, {HIGHLIGHT_COLUMNS}, h.created_at AS sort_at,
-                    NULL::uuid AS key_user, NULL::bigint AS key_order,
                     NULL::text AS start_passage_id, NULL::text AS end_passage_id,
                     NULL::bigint AS start_order, NULL::bigint AS end_order,
                     NULL::text AS body, NULL::text AS text, NULL::text[] AS links,
@@ -652,13 +716,13 @@ impl Store {
              JOIN study.highlights h ON h.user_id = k.user_id AND h.passage_id = k.passage_id
              UNION ALL
              SELECT 1, n.id, n.user_id, NULL, NULL, {note_times}, n.created_at,
-                    k.user_id, k.ord, n.start_passage_id, n.end_passage_id,
+                    n.start_passage_id, n.end_passage_id,
                     n.start_order, n.end_order, n.body::text, n.text, n.links, n.version,
                     {updated_at}
-             FROM unnest($3::uuid[], $4::bigint[]) AS k(user_id, ord)
+             FROM unnest($3::uuid[], $4::bigint[], $5::bigint[]) AS k(user_id, first, last)
              JOIN study.notes n
-               ON n.user_id = k.user_id AND n.start_order <= k.ord AND n.end_order >= k.ord
-             ORDER BY part, key_order, start_order, end_order, sort_at, id",
+               ON n.user_id = k.user_id AND n.start_order <= k.last AND n.end_order >= k.first
+             ORDER BY part, start_order, end_order, sort_at, id",
             note_times = concat!(rfc3339!("n.created_at"), ", ", exact!("n.created_at")),
             updated_at = rfc3339!("n.updated_at"),
         );
@@ -666,15 +730,27 @@ impl Store {
             .bind(highlight_users)
             .bind(passages)
             .bind(note_users)
-            .bind(orders)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(firsts)
+            .bind(lasts)
+            .fetch(&self.pool)
+            .map_err(ReadError::Store)
+            .and_then(|row| async move {
+                Ok(if row.try_get::<i32, _>("part")? == 0 {
+                    Found::Highlight(HighlightRow::from_row(&row)?)
+                } else {
+                    Found::Note(NoteRow::from_row(&row)?)
+                })
+            });
+        let found = read_within_budget(Box::pin(rows), |found| match found {
+            Found::Highlight(highlight) => highlight.weight(),
+            Found::Note(note) => note.weight(),
+        })
+        .await?;
         let (mut found_highlights, mut found_notes) = (Vec::new(), Vec::new());
-        for row in &rows {
-            if row.try_get::<i32, _>("part")? == 0 {
-                found_highlights.push(HighlightRow::from_row(row)?);
-            } else {
-                found_notes.push(CoveringNote::from_row(row)?);
+        for row in found {
+            match row {
+                Found::Highlight(highlight) => found_highlights.push(highlight),
+                Found::Note(note) => found_notes.push(note),
             }
         }
         Ok((found_highlights, found_notes))

@@ -634,6 +634,52 @@ async fn a_chapter_of_176_verses_costs_one_query_for_its_highlights_and_notes() 
     clean_up(&pool, &[a, b]).await;
 }
 
+/// A note is read once for a chapter, but answered on every verse it covers: a page whose
+/// notes would come to more than the read's budget (8 MiB: here one 80 KB note on all 176
+/// verses of Psalm 119, 14 MB) is refused with `VALIDATION_ERROR`, not built; fewer verses of
+/// the same chapter are answered.
+#[tokio::test]
+async fn a_page_whose_notes_exceed_the_budget_is_refused_not_built() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    let long = "\u{1D11E}".repeat(20_000);
+    let made = create_note(&service, user, "ps.119.1", "ps.119.176", &long).await;
+    assert!(made.get("errors").is_none(), "{made}");
+    let ids: Vec<String> = (1..=176).map(|v| format!("ps.119.{v}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+
+    for query in [PASSAGES_IN_FULL, NOTES_IN_FULL] {
+        let refused = run_as(&service, Some(user), query, passage_reps(&ids)).await;
+        let errors = refused["errors"].as_array().expect("errors");
+        assert!(!errors.is_empty(), "{refused}");
+        for error in errors {
+            assert_eq!(error["extensions"]["code"], "VALIDATION_ERROR", "{error}");
+            assert!(
+                error["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("more than 8 MiB of highlights and notes"),
+                "{error}"
+            );
+        }
+    }
+    let answered = run_as(
+        &service,
+        Some(user),
+        NOTES_IN_FULL,
+        passage_reps(&ids[..20]),
+    )
+    .await;
+    assert!(answered.get("errors").is_none(), "{answered}");
+    assert_eq!(
+        answered["data"]["_entities"][19]["myNotes"][0]["text"],
+        json!(long)
+    );
+    clean_up(&pool, &[user]).await;
+}
+
 #[tokio::test]
 async fn lists_page_with_opaque_cursors_newest_first() {
     let pool = pool().await;

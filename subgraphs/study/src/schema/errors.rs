@@ -73,6 +73,18 @@ pub fn store(error: impl std::fmt::Display) -> Error {
     internal(format_args!("PostgreSQL: {error}"))
 }
 
+/// A batched read of the passages' highlights or notes failed: PostgreSQL (internal), or
+/// more than the read's budget (the caller asked for too much at once).
+pub fn read(error: &crate::store::ReadError) -> Error {
+    match error {
+        crate::store::ReadError::Store(error) => store(error),
+        crate::store::ReadError::OverBudget => ErrorCode::ValidationError.error(format!(
+            "the highlights and notes on these passages come to {error} (a note counts on \
+             every verse it covers): ask for fewer verses, or page through `me {{ notes }}`"
+        )),
+    }
+}
+
 /// The passage catalog could not answer: nothing was written.
 pub fn catalog(error: CatalogError) -> Error {
     upstream_unavailable("the scripture graph", error)

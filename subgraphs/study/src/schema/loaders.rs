@@ -28,13 +28,15 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::canon::passage_order;
-use crate::store::{CoveringNote, HighlightRow, NoteRow, PageAsk, Store, UserPages, UserPagesAsk};
+use crate::store::{
+    HighlightRow, NoteRow, PageAsk, READ_BUDGET_BYTES, ReadError, Store, UserPages, UserPagesAsk,
+};
 
 /// A user and a passage id.
 pub type PassageKey = (Uuid, String);
 
 /// What loading one field for a set of keys gives: an entry for every key (empty: none).
-pub type Loaded<V> = Result<HashMap<PassageKey, Vec<V>>, Arc<sqlx::Error>>;
+pub type Loaded<V> = Result<HashMap<PassageKey, Vec<V>>, Arc<ReadError>>;
 
 /// The highlights of each (user, passage) of `keys`, oldest first, in one statement; every
 /// key has an entry.
@@ -69,12 +71,23 @@ fn note_orders(keys: &[PassageKey]) -> Vec<(&PassageKey, (Uuid, i64))> {
         .collect()
 }
 
-/// The distinct (user, order) pairs of `ordered`, sorted: what the notes' statement asks for.
-fn wanted_orders(ordered: &[(&PassageKey, (Uuid, i64))]) -> Vec<(Uuid, i64)> {
+/// The spans the notes' statement asks for: each user's runs of consecutive verse orders in
+/// `ordered` (a chapter is one run), so that a note is read once for a chapter, not once per
+/// verse, and a batch that spans two books does not read everything between them.
+fn note_spans(ordered: &[(&PassageKey, (Uuid, i64))]) -> Vec<(Uuid, i64, i64)> {
     let mut wanted: Vec<(Uuid, i64)> = ordered.iter().map(|(_, order)| *order).collect();
     wanted.sort_unstable();
     wanted.dedup();
-    wanted
+    let mut spans: Vec<(Uuid, i64, i64)> = Vec::new();
+    for (user, order) in wanted {
+        match spans.last_mut() {
+            Some((last_user, _, last)) if *last_user == user && order <= *last + 1 => {
+                *last = order;
+            }
+            _ => spans.push((user, order, order)),
+        }
+    }
+    spans
 }
 
 /// The notes of each (user, passage) of `keys` whose range covers the verse, in range order,
@@ -84,34 +97,48 @@ async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<NoteRow> {
     let rows = if ordered.is_empty() {
         Vec::new()
     } else {
-        let wanted = wanted_orders(&ordered);
-        store.notes_covering(&wanted).await.map_err(Arc::new)?
+        store
+            .notes_overlapping(&note_spans(&ordered))
+            .await
+            .map_err(Arc::new)?
     };
-    Ok(notes_by_key(keys, &ordered, rows))
+    notes_by_key(keys, &ordered, rows).map_err(Arc::new)
 }
 
-/// `rows` (notes found for `ordered`'s orders, in order) under every key whose verse they
-/// cover; every key of `keys` has an entry.
+/// `rows` (notes found for `ordered`'s spans, in range order, a note perhaps twice when it
+/// overlaps two spans) under every key whose verse they cover; every key of `keys` has an
+/// entry. A note counts on every verse it is given to: when the answer would carry more than
+/// [`READ_BUDGET_BYTES`] of notes, it is refused.
 fn notes_by_key(
     keys: &[PassageKey],
     ordered: &[(&PassageKey, (Uuid, i64))],
-    rows: Vec<CoveringNote>,
-) -> HashMap<PassageKey, Vec<NoteRow>> {
+    mut rows: Vec<NoteRow>,
+) -> Result<HashMap<PassageKey, Vec<NoteRow>>, ReadError> {
+    let mut seen = std::collections::HashSet::new();
+    rows.retain(|note| seen.insert(note.id));
+    let mut by_user: HashMap<Uuid, Vec<NoteRow>> = HashMap::new();
+    for note in rows {
+        by_user.entry(note.user_id).or_default().push(note);
+    }
     let mut by_key: HashMap<PassageKey, Vec<NoteRow>> =
         keys.iter().map(|key| (key.clone(), Vec::new())).collect();
-    let mut by_order: HashMap<(Uuid, i64), Vec<NoteRow>> = HashMap::new();
-    for row in rows {
-        by_order
-            .entry((row.key_user, row.key_order))
-            .or_default()
-            .push(row.note);
-    }
-    for (key, order) in ordered {
-        if let Some(notes) = by_order.get(order) {
-            by_key.insert((*key).clone(), notes.clone());
+    let mut given = 0usize;
+    for (key, (user, order)) in ordered {
+        let Some(notes) = by_user.get(user) else {
+            continue;
+        };
+        let covering: Vec<NoteRow> = notes
+            .iter()
+            .filter(|note| note.start_order <= *order && *order <= note.end_order)
+            .cloned()
+            .collect();
+        given += covering.iter().map(NoteRow::weight).sum::<usize>();
+        if given > READ_BUDGET_BYTES {
+            return Err(ReadError::OverBudget);
         }
+        by_key.insert((*key).clone(), covering);
     }
-    by_key
+    Ok(by_key)
 }
 
 /// Both fields for `keys`, in ONE statement (a reader page's case): as [`load_highlights`]
@@ -125,12 +152,12 @@ async fn load_highlights_and_notes(
     }
     let ordered = note_orders(keys);
     match store
-        .highlights_and_notes_at(keys, &wanted_orders(&ordered))
+        .highlights_and_notes_at(keys, &note_spans(&ordered))
         .await
     {
         Ok((highlights, notes)) => (
             Ok(highlights_by_key(keys, highlights)),
-            Ok(notes_by_key(keys, &ordered, notes)),
+            notes_by_key(keys, &ordered, notes).map_err(Arc::new),
         ),
         Err(error) => {
             let error = Arc::new(error);
@@ -146,7 +173,7 @@ pub struct HighlightsLoader {
 
 impl Loader<PassageKey> for HighlightsLoader {
     type Value = Vec<HighlightRow>;
-    type Error = Arc<sqlx::Error>;
+    type Error = Arc<ReadError>;
 
     async fn load(&self, keys: &[PassageKey]) -> Loaded<HighlightRow> {
         load_highlights(&self.store, keys).await
@@ -160,7 +187,7 @@ pub struct NotesLoader {
 
 impl Loader<PassageKey> for NotesLoader {
     type Value = Vec<NoteRow>;
-    type Error = Arc<sqlx::Error>;
+    type Error = Arc<ReadError>;
 
     async fn load(&self, keys: &[PassageKey]) -> Loaded<NoteRow> {
         load_notes(&self.store, keys).await
@@ -313,7 +340,7 @@ impl Loaders {
     pub async fn highlights_of(
         &self,
         key: PassageKey,
-    ) -> Result<Vec<HighlightRow>, Arc<sqlx::Error>> {
+    ) -> Result<Vec<HighlightRow>, Arc<ReadError>> {
         if let Some(found) = prefetched(
             self.entities.get().and_then(|p| p.highlights.as_ref()),
             &key,
@@ -324,7 +351,7 @@ impl Loaders {
     }
 
     /// `key`'s notes: from the entities' prefetch when it covered them, else batched.
-    pub async fn notes_of(&self, key: PassageKey) -> Result<Vec<NoteRow>, Arc<sqlx::Error>> {
+    pub async fn notes_of(&self, key: PassageKey) -> Result<Vec<NoteRow>, Arc<ReadError>> {
         if let Some(found) = prefetched(self.entities.get().and_then(|p| p.notes.as_ref()), &key) {
             return found;
         }
@@ -388,7 +415,7 @@ fn page_asked<K: std::str::FromStr + PartialEq>(
 fn prefetched<V: Clone>(
     loaded: Option<&Loaded<V>>,
     key: &PassageKey,
-) -> Option<Result<Vec<V>, Arc<sqlx::Error>>> {
+) -> Option<Result<Vec<V>, Arc<ReadError>>> {
     match loaded? {
         Ok(by_key) => by_key.get(key).cloned().map(Ok),
         Err(error) => Some(Err(error.clone())),

@@ -8,7 +8,7 @@ use gospelib_kit::caller::Caller;
 use uuid::Uuid;
 
 use super::StudyContext;
-use super::errors::{store, validation};
+use super::errors::{read, store, validation};
 use super::loaders::{Loaders, page_ask};
 use crate::store::{
     BookmarkRow, HighlightRow, NoteRow, PageAsk, ProgressRow, UserPages, UserPagesAsk,
@@ -126,7 +126,7 @@ impl Passage {
         let rows = Loaders::of(ctx)?
             .highlights_of((user, self.id.clone()))
             .await
-            .map_err(store)?;
+            .map_err(|error| read(&error))?;
         Ok(rows.into_iter().map(Highlight).collect())
     }
 
@@ -139,7 +139,7 @@ impl Passage {
         let rows = Loaders::of(ctx)?
             .notes_of((user, self.id.clone()))
             .await
-            .map_err(store)?;
+            .map_err(|error| read(&error))?;
         Ok(rows.into_iter().map(Note).collect())
     }
 }
