@@ -647,6 +647,11 @@ impl DeliveryWorker {
                     subject: context.title.clone(),
                     text: context.body.clone(),
                     html: None,
+                    idempotency_key: Some(format!(
+                        "{}/{}",
+                        job.notification_id,
+                        crate::store::recipient_digest(&recipient.to)
+                    )),
                 };
                 let provider = &self.inner.providers.email;
                 let (delivery, attempts) = self.send(|| provider.send_email(&email)).await;

@@ -202,12 +202,14 @@ async fn a_dead_device_token_is_retired() {
             r#"{"reason":"Unregistered","timestamp":1700000000000}"#,
         ))
         .then(Reply::new(400, r#"{"reason":"BadDeviceToken"}"#))
-        .then(Reply::new(400, r#"{"reason":"PayloadTooLarge"}"#));
+        .then(Reply::new(400, r#"{"reason":"PayloadTooLarge"}"#))
+        .then(Reply::new(400, r#"{"reason":"DeviceTokenNotForTopic"}"#));
     let apns = apns(&base, Duration::from_secs(5));
 
     let gone = apns.send_push(DEVICE, &message()).await;
     let bad = apns.send_push(DEVICE, &message()).await;
     let too_large = apns.send_push(DEVICE, &message()).await;
+    let wrong_topic = apns.send_push(DEVICE, &message()).await;
 
     assert_eq!(
         gone,
@@ -236,6 +238,18 @@ async fn a_dead_device_token_is_retired() {
         ),
         "{too_large:?}"
     );
+    // What every token gets when the configured topic is wrong: the send fails for good and
+    // no token is retired (one mistyped setting must not retire every device).
+    assert!(
+        matches!(
+            wrong_topic,
+            Delivery::Failed {
+                retryable: false,
+                ..
+            }
+        ),
+        "{wrong_topic:?}"
+    );
     // A token that is not hex never reaches Apple.
     let not_hex = apns.send_push("../../x", &message()).await;
     assert!(matches!(
@@ -245,7 +259,7 @@ async fn a_dead_device_token_is_retired() {
             ..
         }
     ));
-    assert_eq!(fake.log.count(), 3);
+    assert_eq!(fake.log.count(), 4);
     fake.log.assert_no_problems();
 }
 

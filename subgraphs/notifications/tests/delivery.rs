@@ -248,6 +248,14 @@ async fn resend_email(State(fake): State<Fake>, headers: HeaderMap, body: Bytes)
         return fake.emails.problem(format!("from {}", body["from"]));
     }
     let to = body["to"][0].as_str().unwrap_or_default().to_owned();
+    // The notification's id and the address's digest: the same for every attempt of one send.
+    let key = header(&headers, "idempotency-key");
+    let digest = gospelib_notifications::store::recipient_digest(&to);
+    if !key.ends_with(&format!("/{digest}"))
+        || key.get(..36).is_none_or(|id| Uuid::parse_str(id).is_err())
+    {
+        return fake.emails.problem(format!("idempotency-key {key:?}"));
+    }
     fake.emails.push(body);
     let reply = fake.answer(&to, |id| {
         Reply::new(200, json!({"id": format!("email-{id}")}).to_string())

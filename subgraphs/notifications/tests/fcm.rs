@@ -235,6 +235,33 @@ async fn an_unregistered_token_is_retired() {
     fake.sends.assert_no_problems();
 }
 
+/// Answers every token would get (the service account of another Firebase project, a base URL
+/// that is not FCM's) fail the send for good without retiring the token: one configuration
+/// mistake must not retire every device.
+#[tokio::test]
+async fn answers_that_blame_the_configuration_retire_no_token() {
+    let (base, fake) = fake_google().await;
+    let mismatch = json!({"error": {"code": 403, "message": "SenderId mismatch",
+        "status": "PERMISSION_DENIED", "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+        "errorCode": "SENDER_ID_MISMATCH"}]}});
+    fake.script
+        .then(Reply::new(403, mismatch.to_string()))
+        .then(Reply::new(404, "<html>Not Found</html>"));
+    let fcm = fcm(&base, Duration::from_secs(5));
+
+    for expected in ["SENDER_ID_MISMATCH", "404"] {
+        match fcm.send_push(DEVICE, &message()).await {
+            Delivery::Failed {
+                retryable: false,
+                reason,
+                ..
+            } => assert!(reason.contains(expected), "{reason}"),
+            other => panic!("expected a configuration failure, got {other:?}"),
+        }
+    }
+    fake.sends.assert_no_problems();
+}
+
 #[tokio::test]
 async fn a_401_refreshes_the_access_token_once() {
     let (base, fake) = fake_google().await;

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 const API_KEY: &str = "re_test_0123456789";
 const FROM: &str = "GospeLib <hello@gospelib.test>";
+const IDEMPOTENCY_KEY: &str = "0b5a3f4e-3d1c-4b7a-9f5e-2c8d6e1a7b90/4f2e";
 
 #[derive(Clone)]
 struct FakeResend {
@@ -32,6 +33,12 @@ async fn emails(State(fake): State<FakeResend>, headers: HeaderMap, body: Bytes)
     let authorization = header(&headers, "authorization");
     if authorization != format!("Bearer {API_KEY}") {
         return fake.log.problem(format!("authorization {authorization:?}"));
+    }
+    // Every attempt of one send carries the send's key: Resend answers a repeat with the first
+    // answer instead of sending the email again.
+    let key = header(&headers, "idempotency-key");
+    if key != IDEMPOTENCY_KEY {
+        return fake.log.problem(format!("idempotency-key {key:?}"));
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return fake.log.problem("the body is not JSON".to_owned());
@@ -71,6 +78,7 @@ fn email() -> EmailMessage {
         subject: "Welcome to GospeLib".into(),
         text: "Your Scholar trial has started.".into(),
         html: Some("<p>Your Scholar trial has started.</p>".into()),
+        idempotency_key: Some(IDEMPOTENCY_KEY.into()),
     }
 }
 

@@ -31,8 +31,10 @@ pub const SANDBOX_BASE_URL: &str = "https://api.sandbox.push.apple.com";
 /// over its 20-minute floor between refreshes.
 pub const TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
 
-/// APNs' reasons that mean the device token itself is dead or belongs to another app.
-const DEAD_TOKEN_REASONS: [&str; 3] = ["BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic"];
+/// APNs' reasons that mean the device token itself is dead (or of the other environment's
+/// builds). `DeviceTokenNotForTopic` is not one: it is what every token gets when the
+/// configured topic is wrong, and retiring on it would retire every device at once.
+const DEAD_TOKEN_REASONS: [&str; 2] = ["BadDeviceToken", "Unregistered"];
 
 /// An APNs `.p8` signing key, parsed; never shown.
 #[derive(Clone)]
@@ -271,6 +273,10 @@ fn classify(
     if is_transient(status) {
         return Delivery::retryable(described, wait);
     }
+    if reason == "DeviceTokenNotForTopic" {
+        // The configured topic (`GOSPELIB_APNS_TOPIC`) is not the app's: configuration.
+        return Delivery::permanent_failure(described);
+    }
     if status == StatusCode::FORBIDDEN {
         // Our provider token, not the message: an expired one was dropped and the next
         // attempt makes a new one; a refused key is a configuration problem.
@@ -310,7 +316,6 @@ mod tests {
         for (status, reason, retire) in [
             (StatusCode::GONE, "Unregistered", true),
             (StatusCode::BAD_REQUEST, "BadDeviceToken", true),
-            (StatusCode::BAD_REQUEST, "DeviceTokenNotForTopic", true),
             (StatusCode::BAD_REQUEST, "PayloadTooLarge", false),
             (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", false),
         ] {
@@ -319,6 +324,24 @@ mod tests {
                 other => panic!("{status} {reason}: {other:?}"),
             }
         }
+        // What every token gets when the topic is wrong: a configuration failure, no token
+        // retired.
+        let wrong_topic = classify(
+            StatusCode::BAD_REQUEST,
+            "DeviceTokenNotForTopic",
+            None,
+            None,
+        );
+        assert!(
+            matches!(
+                wrong_topic,
+                Delivery::Failed {
+                    retryable: false,
+                    ..
+                }
+            ),
+            "{wrong_topic:?}"
+        );
         assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None, None).is_retryable());
         assert!(classify(StatusCode::SERVICE_UNAVAILABLE, "", None, None).is_retryable());
         assert!(classify(StatusCode::FORBIDDEN, "ExpiredProviderToken", None, None).is_retryable());

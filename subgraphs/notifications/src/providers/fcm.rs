@@ -39,8 +39,11 @@ const ASSERTION_LIFETIME: u64 = 3600;
 /// between being taken from the cache and reaching FCM.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(120);
 
-/// FCM error codes that mean the registration token is dead or belongs to another project.
-const DEAD_TOKEN_CODES: [&str; 2] = ["UNREGISTERED", "SENDER_ID_MISMATCH"];
+/// The FCM error code that means the registration token is dead (the app was uninstalled or
+/// the token expired). `SENDER_ID_MISMATCH` is not one: it is what every token gets when the
+/// service account is another project's (a configuration mistake), and retiring on it would
+/// retire every device at once.
+const DEAD_TOKEN_CODE: &str = "UNREGISTERED";
 
 /// A service account's credentials (the JSON file Google issues). The private key is never
 /// shown.
@@ -381,13 +384,14 @@ fn classify(status: StatusCode, body: &str, wait: Option<Duration>) -> Delivery 
             shorten(&error.message)
         }
     );
-    let dead_code = codes.iter().any(|code| DEAD_TOKEN_CODES.contains(code));
-    // INVALID_ARGUMENT is also FCM's answer to a malformed message; only one that is about
-    // the registration token condemns the token.
+    // Only FCM's own word condemns a token: `UNREGISTERED` (with its 404), or an
+    // INVALID_ARGUMENT about the registration token (INVALID_ARGUMENT is also the answer to a
+    // malformed message). A bare 404 (a wrong base URL, a proxy) says nothing about the token.
+    let dead_code = codes.contains(&DEAD_TOKEN_CODE);
     let bad_token = status == StatusCode::BAD_REQUEST
         && (codes.contains(&"INVALID_ARGUMENT") || error.status == "INVALID_ARGUMENT")
         && error.message.to_ascii_lowercase().contains("token");
-    if status == StatusCode::NOT_FOUND || dead_code || bad_token {
+    if dead_code || bad_token {
         return Delivery::Rejected {
             retire_token: true,
             reason: described,
@@ -396,8 +400,13 @@ fn classify(status: StatusCode, body: &str, wait: Option<Duration>) -> Delivery 
     if is_transient(status) {
         return Delivery::retryable(described, wait);
     }
-    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        // The service account is refused: configuration, not this message.
+    if matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+    ) {
+        // The service account is refused or belongs to another project
+        // (`SENDER_ID_MISMATCH`), or the URL is wrong: configuration, not this message or
+        // this token; every send would get the same answer.
         return Delivery::permanent_failure(described);
     }
     Delivery::Rejected {
@@ -449,8 +458,16 @@ mod tests {
             "Invalid JSON payload",
         );
         assert_eq!(retires(StatusCode::BAD_REQUEST, &bad_message), Some(false));
+        // Answers every token would get (another project's credentials, a wrong URL) are
+        // configuration failures: no token is retired for them.
         let mismatch = error("PERMISSION_DENIED", "SENDER_ID_MISMATCH", "wrong sender");
-        assert_eq!(retires(StatusCode::FORBIDDEN, &mismatch), Some(true));
+        assert_eq!(retires(StatusCode::FORBIDDEN, &mismatch), None);
+        assert!(!classify(StatusCode::FORBIDDEN, &mismatch, None).is_retryable());
+        assert_eq!(
+            retires(StatusCode::NOT_FOUND, "<html>Not Found</html>"),
+            None
+        );
+        assert!(!classify(StatusCode::NOT_FOUND, "<html>Not Found</html>", None).is_retryable());
         assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None).is_retryable());
         assert!(classify(StatusCode::BAD_GATEWAY, "<html>", None).is_retryable());
         assert!(!classify(StatusCode::UNAUTHORIZED, "", None).is_retryable());

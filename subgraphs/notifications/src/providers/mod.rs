@@ -60,6 +60,11 @@ pub struct EmailMessage {
     pub text: String,
     /// The HTML alternative, if any.
     pub html: Option<String>,
+    /// The same for every attempt of one send (the delivery worker's is the notification's id
+    /// and the address's digest): a provider that got an earlier attempt which only seemed to
+    /// fail (an answer after our timeout, a connection cut after the request went out)
+    /// answers the repeat without sending the email again.
+    pub idempotency_key: Option<String>,
 }
 
 /// What became of one send.

@@ -17,6 +17,9 @@ use super::{
 /// Resend's API.
 pub const DEFAULT_BASE_URL: &str = "https://api.resend.com";
 
+/// The header that makes a repeated send a no-op at Resend.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 /// What a Resend client is made of.
 #[derive(Debug, Clone)]
 pub struct ResendConfig {
@@ -82,13 +85,16 @@ impl Resend {
             text: &message.text,
             html: message.html.as_deref(),
         };
-        let response = self
+        let mut request = self
             .http
             .post(super::endpoint(&self.base_url, "emails"))
             .bearer_auth(self.api_key.expose())
-            .json(&body)
-            .send()
-            .await;
+            .json(&body);
+        if let Some(key) = &message.idempotency_key {
+            // Resend answers a repeat of a key it has seen (24 h) with its first answer.
+            request = request.header(IDEMPOTENCY_KEY, key);
+        }
+        let response = request.send().await;
         let response = match response {
             Ok(response) => response,
             Err(error) => return transport_failure("Resend", error),
@@ -126,7 +132,10 @@ fn classify(status: StatusCode, body: &str, wait: Option<Duration>) -> Delivery 
         .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| body.to_owned());
     let described = format!("Resend answered {status}: {}", shorten(&message));
-    if is_transient(status) {
+    // 409 `concurrent_idempotent_requests`: an earlier attempt with the same key is still
+    // being processed; asking again later gets its answer.
+    let concurrent = status == StatusCode::CONFLICT && body.contains("concurrent_idempotent");
+    if is_transient(status) || concurrent {
         return Delivery::retryable(described, wait);
     }
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
