@@ -546,6 +546,42 @@ async fn the_fallback_is_not_asked_without_time_left_before_the_deadline() {
     assert_eq!((primary_fake.count(), fake.count()), (2, 1));
 }
 
+/// A primary that hangs longer than the asker's deadline (its own timeout is longer) is given
+/// up while the secondary still has its time: the secondary answers before the deadline.
+#[tokio::test]
+async fn a_primary_hanging_past_the_deadline_is_given_up_in_time_for_the_fallback() {
+    let (slow, slow_fake) = fake_anthropic(anthropic_ok("{}").after(Duration::from_secs(30))).await;
+    let (base, fake) = fake_openai(openai_ok(r#"{"text":"ok"}"#)).await;
+    let client = fallback(
+        anthropic(&slow, Duration::from_secs(20)),
+        openai(&base, Duration::from_secs(5)),
+    );
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(4);
+
+    let reply = client
+        .complete(&LlmRequest {
+            deadline: Some(deadline),
+            ..request()
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(reply.provider, "openai");
+    let answered = tokio::time::Instant::now();
+    assert!(
+        answered < deadline,
+        "answered {:?} after the start",
+        answered - started
+    );
+    assert!(
+        answered - started >= Duration::from_secs(1),
+        "the primary had its share"
+    );
+    assert_eq!((slow_fake.count(), fake.count()), (1, 1));
+    fake.assert_no_problems();
+}
+
 #[tokio::test]
 async fn a_failing_primary_hands_over_to_the_fallback() {
     let (primary_base, primary_fake) = fake_anthropic(Reply::new(500, OVERLOADED)).await;

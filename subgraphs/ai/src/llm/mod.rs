@@ -176,7 +176,8 @@ impl<T: LlmClient + ?Sized> LlmClient for Arc<T> {
 /// The primary's answer, or the secondary's when the primary fails (an error status, a rate
 /// limit, a timeout, an unreadable answer, no answer) while at least [`MIN_FALLBACK_TIME`] of
 /// the request's deadline is left (otherwise the primary's error: the secondary would be cut
-/// short, paid for nothing). When both fail, the secondary's error is returned (the primary's
+/// short, paid for nothing). A primary still working [`MIN_FALLBACK_TIME`] before the
+/// deadline is given up, so a hang leaves the secondary its time. When both fail, the secondary's error is returned (the primary's
 /// was logged).
 #[derive(Clone)]
 pub struct Fallback {
@@ -190,14 +191,16 @@ impl Fallback {
     }
 
     async fn run(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
-        let error = match self.primary.complete(request).await {
+        let (outcome, given_up) = self.primary_within_its_share(request).await;
+        let error = match outcome {
             Ok(reply) => return Ok(reply),
             Err(error) => error,
         };
         let left = request
             .deadline
             .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
-        if left.is_some_and(|left| left < MIN_FALLBACK_TIME) {
+        // A primary given up at its share's end left the secondary exactly its time.
+        if !given_up && left.is_some_and(|left| left < MIN_FALLBACK_TIME) {
             tracing::warn!(
                 primary = %self.primary.describe(),
                 kind = error.kind(),
@@ -224,6 +227,37 @@ impl Fallback {
             );
         }
         outcome
+    }
+}
+
+impl Fallback {
+    /// The primary's outcome, given up [`MIN_FALLBACK_TIME`] before the request's deadline:
+    /// a primary that hangs (its own timeout may be longer than the whole deadline) must not
+    /// leave the secondary no time. With less than that left at the start, the primary has
+    /// all of it. Also whether it was given up.
+    async fn primary_within_its_share(
+        &self,
+        request: &LlmRequest,
+    ) -> (Result<LlmReply, LlmError>, bool) {
+        let started = tokio::time::Instant::now();
+        let give_up_at = request
+            .deadline
+            .and_then(|deadline| deadline.checked_sub(MIN_FALLBACK_TIME))
+            .filter(|give_up_at| *give_up_at > started);
+        let Some(give_up_at) = give_up_at else {
+            return (self.primary.complete(request).await, false);
+        };
+        match tokio::time::timeout_at(give_up_at, self.primary.complete(request)).await {
+            Ok(outcome) => (outcome, false),
+            Err(_) => {
+                let timeout = give_up_at - started;
+                let error = LlmError::Timeout {
+                    provider: "the primary LLM",
+                    timeout,
+                };
+                (Err(error), true)
+            }
+        }
     }
 }
 
