@@ -208,6 +208,35 @@ async fn deferring_every_root_field_still_counts_against_their_buckets() {
     assert_eq!(ask(&base, "{ topProducts { name } }").await.status, 429);
 }
 
+/// A deferred operation of a caller this pod has no margin for waits for the check before its
+/// full half runs: over the limit it is refused and costs the subgraphs nothing (the full half
+/// used to start at once, uncounted, and was only aborted after the refusal).
+#[tokio::test]
+async fn a_deferred_operation_over_the_limit_costs_the_subgraphs_nothing() {
+    let prefix = unique_prefix("deferred-refused");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (first, _a) = counted_pod(&prefix, requests.clone()).await;
+    let (second, _b) = pod(&prefix).await;
+    // Another pod used the whole allowance: this pod has never seen the caller.
+    for _ in 0..3 {
+        assert_eq!(ask(&second, "{ topProducts { name } }").await.status, 200);
+    }
+    for _ in 0..3 {
+        let refused = reqwest::Client::new()
+            .post(format!("{first}/graphql"))
+            .header(
+                "accept",
+                "multipart/mixed;deferSpec=20220824, application/json",
+            )
+            .json(&json!({ "query": "{ ... @defer { topProducts { name } } }" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 429);
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "nothing fetched");
+}
+
 /// A query sent by its persisted hash alone is refused over its limit as plain HTTP refuses
 /// it, also over SSE (where a text-less request is handed to the subscription path): 429 with
 /// `Retry-After`, which an `EventSource` reports instead of reading a stream.

@@ -34,6 +34,15 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// The full half of a deferred operation, running (uncounted) on its own task.
+fn spawn_full(router: Arc<Router>, full_request: GraphQlRequest) -> AbortOnDrop<Response> {
+    AbortOnDrop(tokio::spawn(async move {
+        router
+            .respond_counting(&full_request, Counting::Uncounted)
+            .await
+    }))
+}
+
 impl Router {
     /// Runs one request, delivering its deferred fragments after the rest.
     pub async fn respond_incremental(self: &Arc<Self>, request: &GraphQlRequest) -> Incremental {
@@ -60,12 +69,17 @@ impl Router {
                 return Incremental::Whole(Response::refusal(errors, version));
             }
         };
-        let router = self.clone();
-        let full = AbortOnDrop(tokio::spawn(async move {
-            router
-                .respond_counting(&full_request, Counting::Uncounted)
-                .await
-        }));
+        // The full half (uncounted: the primary half counts for the whole) runs beside the
+        // primary when the caller very likely has room, as a query runs beside its check;
+        // otherwise only once the primary half was allowed, so a caller over its limit costs
+        // the subgraphs nothing (see `respond_counting`).
+        let caller = self.with_plan(&request.caller, &supergraph).await;
+        let optimistic = match self.limits_of(&caller, request.client_address, &whole, &supergraph)
+        {
+            Some((limiter, subject, allowances)) => limiter.likely_allows(&subject, &allowances),
+            None => true,
+        };
+        let early = optimistic.then(|| spawn_full(self.clone(), full_request.clone()));
         let primary_request = GraphQlRequest {
             query: split.primary.clone(),
             ..request.clone()
@@ -77,6 +91,7 @@ impl Router {
             // Refused (invalid, rate limited…): the full half is dropped, and aborted.
             return Incremental::Whole(primary);
         };
+        let full = early.unwrap_or_else(|| spawn_full(self.clone(), full_request));
         let mut primary_data: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
         defer::clean_primary(&mut primary_data);
         let mut first = Map::new();
