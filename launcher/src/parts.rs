@@ -264,8 +264,9 @@ pub fn select(only: &[String]) -> Result<Vec<&'static Part>, UnknownPart> {
     Ok(chosen)
 }
 
-/// Plans and subscriptions (Stripe's webhooks, on the public listener), the trial consumer on
-/// `gl:events:users`, the sweep announcing trials that end soon (`trial.ending`, every 10
+/// Plans and subscriptions (Stripe's webhooks, on the public listener), the consumer of
+/// `gl:events:users` (trials, a deleted user's erasure), the worker cancelling a deleted user's
+/// Stripe subscriptions, the sweep announcing trials that end soon (`trial.ending`, every 10
 /// minutes), and the outbox of billing events relayed to `gl:events:billing`.
 fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let (clients, settings) = (inputs.clients, inputs.settings);
@@ -287,6 +288,25 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         )
     })?;
     let app = settings.app_url.as_str();
+    // A deleted user's Stripe subscriptions, queued by the consumer's erasure, cancelled at
+    // Stripe by the worker (only with an API key: without one they wait in the queue).
+    let cancellation_bell = Arc::new(tokio::sync::Notify::new());
+    let cancellations = match &stripe {
+        Some(api) => Some(tokio::spawn(gospelib_billing::run_cancellations(
+            clients.postgres.clone(),
+            api.clone(),
+            gospelib_billing::CancellationSettings::default(),
+            cancellation_bell.clone(),
+            inputs.shutdown.clone(),
+        ))),
+        None => {
+            tracing::warn!(
+                "no GOSPELIB_STRIPE_API_KEY: a deleted user's Stripe subscriptions are queued \
+                 for cancellation but not cancelled until billing runs with one"
+            );
+            None
+        }
+    };
     let billing_settings = gospelib_billing::BillingSettings {
         plans: settings.plans.clone(),
         stripe,
@@ -302,13 +322,14 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
             clients.redis.clone(),
             settings.plans.clone(),
         );
-        let shutdown = inputs.shutdown.clone();
+        let (shutdown, cancellation_bell) = (inputs.shutdown.clone(), cancellation_bell.clone());
         async move {
             let stats = gospelib_billing::run_trial_consumer(
                 pool,
                 redis,
                 plans,
                 gospelib_billing::TrialConsumerSettings::new(consumer),
+                cancellation_bell,
                 shutdown,
             )
             .await;
@@ -329,19 +350,19 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     Ok(BuiltPart {
         subgraph: gospelib_billing::subgraph(clients, billing_settings),
         public_routes: Some(gospelib_billing::webhook_routes(webhooks)),
-        background: vec![
-            trial,
-            relay,
-            trial_ending,
-            forget_old_rows(
+        background: [trial, relay, trial_ending]
+            .into_iter()
+            .chain(cancellations)
+            .chain([forget_old_rows(
                 inputs,
                 &[
                     ("billing.stripe_events", "received_at"),
+                    ("billing.stripe_cancellations", "done_at"),
                     ("billing.processed_user_events", "processed_at"),
                     ("billing.outbox", "published_at"),
                 ],
-            ),
-        ],
+            )])
+            .collect(),
     })
 }
 

@@ -10,7 +10,9 @@
 //! - [`stripe`]: the signature scheme, the events read, how each is applied, and the API client
 //!   for Checkout and the billing portal;
 //! - [`trial`]: the consumer of user events (`gl:events:users`, group `billing`) that gives
-//!   every new user the catalogue's trial;
+//!   every new user the catalogue's trial and erases a deleted user's billing;
+//! - [`cancellations`]: the worker that cancels a deleted user's Stripe subscriptions at
+//!   Stripe;
 //! - [`trial_ending`]: the periodic sweep that announces, once per trial, a trial ending within
 //!   72 hours (`trial.ending`) to a user who pays for no plan;
 //! - [`entitlements`]: the effective plan and its cache in Redis (`gl:entitlements:<user>`,
@@ -21,6 +23,7 @@
 //! PostgreSQL is the source of truth; Redis carries the cache and the events, and losing it
 //! costs neither a request nor an event.
 
+pub mod cancellations;
 pub mod entitlements;
 pub mod events;
 pub mod schema;
@@ -32,6 +35,7 @@ pub mod trial;
 pub mod trial_ending;
 pub mod webhooks;
 
+pub use cancellations::{CancellationSettings, cancel_due, run_cancellations};
 pub use entitlements::{Access, Entitlements};
 pub use events::{DEFAULT_EVENTS_STREAM, relay_outbox};
 pub use schema::{BillingService, NAME, federation_sdl, subgraph};

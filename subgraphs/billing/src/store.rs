@@ -428,3 +428,146 @@ pub async fn announce_trials_ending(
     trials.sort_by(|a, b| (&a.trial_end, a.id).cmp(&(&b.trial_end, b.id)));
     Ok(trials)
 }
+
+// ---- Erasure (a deleted account) ----
+
+/// Takes `user_id`'s billing lock for the rest of the transaction: the erasure and every write
+/// for a user (a trial, a subscription or customer learnt from Stripe) take it first, so a
+/// write either lands before the erasure (which then removes it) or sees the user erased.
+pub async fn lock_user(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 4242))")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether `user_id`'s billing data was erased (nothing may be written for them).
+pub async fn is_erased<'e>(
+    executor: impl PgExecutor<'e>,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM billing.erased_users WHERE user_id = $1)")
+        .bind(user_id)
+        .fetch_one(executor)
+        .await
+}
+
+/// What erasing a user did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Subscription rows removed (the trial and Stripe's).
+    pub subscriptions: u64,
+    /// Stripe subscriptions queued for cancellation at Stripe (those not over yet).
+    pub cancellations: Vec<String>,
+}
+
+/// Erases `user_id`'s billing data (call with [`lock_user`] held): marks the user erased,
+/// queues the cancellation of every Stripe subscription of theirs that is not over, and
+/// removes their subscriptions and customer link. Erasing an erased user changes nothing.
+pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased, sqlx::Error> {
+    sqlx::query("INSERT INTO billing.erased_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    let cancellations: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO billing.stripe_cancellations (stripe_subscription_id)
+         SELECT stripe_subscription_id FROM billing.subscriptions
+         WHERE user_id = $1 AND source = 'stripe'
+           AND status NOT IN ('canceled', 'incomplete_expired') AND NOT snapshot_final
+         ON CONFLICT DO NOTHING
+         RETURNING stripe_subscription_id",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let subscriptions = sqlx::query("DELETE FROM billing.subscriptions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM billing.customers WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Erased {
+        subscriptions,
+        cancellations,
+    })
+}
+
+/// A cancellation taken by a worker: the Stripe subscription and how many attempts it has had,
+/// this one included.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct DueCancellation {
+    pub stripe_subscription_id: String,
+    pub attempts: i32,
+}
+
+/// Takes at most `limit` cancellations that are due, each for `lease_secs` (another worker
+/// does not take it meanwhile; if this one dies, it is due again then).
+pub async fn take_due_cancellations<'e>(
+    executor: impl PgExecutor<'e>,
+    limit: i64,
+    lease_secs: i64,
+) -> Result<Vec<DueCancellation>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE billing.stripe_cancellations
+         SET attempts = attempts + 1,
+             next_attempt_at = now() + make_interval(secs => $2)
+         WHERE stripe_subscription_id IN (
+             SELECT stripe_subscription_id FROM billing.stripe_cancellations
+             WHERE done_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+             ORDER BY next_attempt_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING stripe_subscription_id, attempts",
+    )
+    .bind(limit)
+    .bind(lease_secs as f64)
+    .fetch_all(executor)
+    .await
+}
+
+/// How a cancellation attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancellationResult {
+    /// Stripe cancelled it (or had no such subscription left).
+    Done,
+    /// Stripe refused it for good: `error` says why.
+    Failed(String),
+    /// Not now (Stripe unavailable): due again after `retry_in_secs`.
+    Later { error: String, retry_in_secs: i64 },
+}
+
+/// Records how the attempt on `stripe_subscription_id` ended.
+pub async fn record_cancellation<'e>(
+    executor: impl PgExecutor<'e>,
+    stripe_subscription_id: &str,
+    result: &CancellationResult,
+) -> Result<(), sqlx::Error> {
+    let (done, failed, error, retry_in_secs) = match result {
+        CancellationResult::Done => (true, false, None, 0),
+        CancellationResult::Failed(error) => (false, true, Some(error.as_str()), 0),
+        CancellationResult::Later {
+            error,
+            retry_in_secs,
+        } => (false, false, Some(error.as_str()), *retry_in_secs),
+    };
+    sqlx::query(
+        "UPDATE billing.stripe_cancellations
+         SET done_at = CASE WHEN $2 THEN now() END,
+             failed_at = CASE WHEN $3 THEN now() END,
+             last_error = $4,
+             next_attempt_at = now() + make_interval(secs => $5)
+         WHERE stripe_subscription_id = $1",
+    )
+    .bind(stripe_subscription_id)
+    .bind(done)
+    .bind(failed)
+    .bind(error)
+    .bind(retry_in_secs as f64)
+    .execute(executor)
+    .await?;
+    Ok(())
+}

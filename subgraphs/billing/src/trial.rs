@@ -1,6 +1,7 @@
-//! The sign-up trial: billing consumes the accounts subgraph's user events
-//! (`gl:events:users`, consumer group `billing`, through [`gospelib_kit::streams`]) and gives
-//! every new user the catalogue's trial.
+//! The sign-up trial and a deleted account's erasure: billing consumes the accounts
+//! subgraph's user events (`gl:events:users`, consumer group `billing`, through
+//! [`gospelib_kit::streams`]), gives every new user the catalogue's trial, and erases a deleted
+//! user's billing.
 //!
 //! An entry is `event_id <uuid> type <type> payload <json>` (the accounts outbox's shape; the
 //! payload has `event_id`, `type` and `user_id`). On `user.created`, in one transaction: the
@@ -8,9 +9,19 @@
 //! here), the trial is inserted (`plan` and `days` from the catalogue's `trial`, `trialing`,
 //! `trial_end = now + days`; at most one trial per user, ever, by a unique index) and
 //! `trial.started` is appended to the billing outbox. After the commit the user's cached
-//! entitlements are invalidated and the event is published. Other types are acknowledged
-//! without effect; a malformed `user.created` goes to the dead-letter stream; a failure of
-//! PostgreSQL leaves the entry pending, to be retried.
+//! entitlements are invalidated and the event is published. A user already erased gets no
+//! trial (the relay may deliver a `user.deleted` before the `user.created` it follows).
+//!
+//! On `user.deleted`, in one transaction under the user's billing lock
+//! ([`store::lock_user`], which Stripe's webhooks take too): the event is recorded, the user is
+//! marked erased, each of their Stripe subscriptions not over yet is queued for cancellation at
+//! Stripe ([`crate::cancellations`]: the user can no longer sign in to cancel it, and must not
+//! be charged again), and their subscriptions and customer link are removed. Stripe events that
+//! still name them afterwards are unattributed: nothing is written.
+//!
+//! Other types are acknowledged without effect; a malformed `user.created` or `user.deleted`
+//! goes to the dead-letter stream; a failure of PostgreSQL leaves the entry pending, to be
+//! retried.
 
 use std::sync::Arc;
 
@@ -61,7 +72,9 @@ pub enum TrialOutcome {
     Started(Uuid),
     /// The user already had a trial (or this event was already applied).
     AlreadyApplied,
-    /// Not a `user.created` event.
+    /// A deleted user's billing was erased; the Stripe subscriptions queued for cancellation.
+    Erased(Uuid, Vec<String>),
+    /// Neither `user.created` nor `user.deleted`.
     NotForBilling,
 }
 
@@ -72,6 +85,8 @@ pub struct TrialHandler {
     plans: Arc<Plans>,
     outbox: Outbox,
     entitlements: Entitlements,
+    /// Rung when an erasure queued cancellations, if a worker listens in this process.
+    cancellations: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl TrialHandler {
@@ -82,13 +97,14 @@ impl TrialHandler {
             outbox: events::outbox(pool.clone(), redis, names.events_stream.clone()),
             pool,
             plans,
+            cancellations: None,
         }
     }
 
     /// Applies one user event (see the module's description).
     pub async fn apply(&self, entry: &StreamEntry) -> Result<TrialOutcome, HandlerError> {
         let kind = entry.field("type").unwrap_or_default();
-        if kind != "user.created" {
+        if kind != "user.created" && kind != "user.deleted" {
             return Ok(TrialOutcome::NotForBilling);
         }
         let payload: serde_json::Value = entry
@@ -102,10 +118,18 @@ impl TrialHandler {
             .or_else(|| uuid(payload["event_id"].as_str()))
             .ok_or_else(|| HandlerError::Reject("the entry has no event_id".to_owned()))?;
 
-        let trial = self
-            .start_trial(user_id, event_id)
-            .await
-            .map_err(|error| HandlerError::Retry(format!("PostgreSQL: {error}")))?;
+        let retry = |error: sqlx::Error| HandlerError::Retry(format!("PostgreSQL: {error}"));
+        if kind == "user.deleted" {
+            let Some(erased) = self.erase(user_id, event_id).await.map_err(retry)? else {
+                return Ok(TrialOutcome::AlreadyApplied);
+            };
+            self.entitlements.invalidate(&[user_id]).await;
+            if let Some(cancellations) = &self.cancellations {
+                cancellations.notify_one();
+            }
+            return Ok(TrialOutcome::Erased(user_id, erased.cancellations));
+        }
+        let trial = self.start_trial(user_id, event_id).await.map_err(retry)?;
         if !trial {
             return Ok(TrialOutcome::AlreadyApplied);
         }
@@ -117,8 +141,14 @@ impl TrialHandler {
     /// Records `event_id` and starts `user_id`'s trial in one transaction; whether it began.
     async fn start_trial(&self, user_id: Uuid, event_id: Uuid) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        store::lock_user(&mut tx, user_id).await?;
         if !store::record_user_event(&mut tx, event_id).await? {
             tx.rollback().await?;
+            return Ok(false);
+        }
+        if store::is_erased(&mut *tx, user_id).await? {
+            tracing::info!(%user_id, "no trial: the user was deleted first");
+            tx.commit().await?;
             return Ok(false);
         }
         let trial = &self.plans.trial;
@@ -141,6 +171,39 @@ impl TrialHandler {
     }
 }
 
+impl TrialHandler {
+    /// Records `event_id` and erases `user_id`'s billing in one transaction; what it erased,
+    /// `None` when the event was applied before.
+    async fn erase(
+        &self,
+        user_id: Uuid,
+        event_id: Uuid,
+    ) -> Result<Option<store::Erased>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        store::lock_user(&mut tx, user_id).await?;
+        if !store::record_user_event(&mut tx, event_id).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let erased = store::erase_user(&mut tx, user_id).await?;
+        tx.commit().await?;
+        tracing::info!(
+            %user_id,
+            subscriptions = erased.subscriptions,
+            cancellations = erased.cancellations.len(),
+            "billing erased for a deleted user"
+        );
+        Ok(Some(erased))
+    }
+
+    /// The same handler, waking `cancellations` (the cancellation worker's bell) when an
+    /// erasure queued some.
+    pub fn waking(mut self, cancellations: Arc<tokio::sync::Notify>) -> Self {
+        self.cancellations = Some(cancellations);
+        self
+    }
+}
+
 impl Handler for TrialHandler {
     async fn handle(&self, entry: &StreamEntry) -> Result<(), HandlerError> {
         self.apply(entry).await.map(drop)
@@ -149,13 +212,16 @@ impl Handler for TrialHandler {
 
 /// Runs the trial consumer until `shutdown` fires (the launcher spawns it); see
 /// [`gospelib_kit::streams`] for the delivery contract.
+/// An erasure that queued Stripe cancellations rings `cancellations` (the worker's bell).
 pub async fn run_trial_consumer(
     pool: PgPool,
     redis: redis::Client,
     plans: Arc<Plans>,
     settings: TrialConsumerSettings,
+    cancellations: Arc<tokio::sync::Notify>,
     shutdown: watch::Receiver<bool>,
 ) -> ConsumerStats {
-    let handler = TrialHandler::new(pool, redis.clone(), plans, &settings.names);
+    let handler =
+        TrialHandler::new(pool, redis.clone(), plans, &settings.names).waking(cancellations);
     run_consumer(redis, settings.consumer, handler, shutdown).await
 }

@@ -5,70 +5,15 @@ mod support;
 
 use std::time::Duration;
 
-use gospelib_billing::run_trial_consumer;
-use gospelib_billing::trial::TrialConsumerSettings;
 use gospelib_kit::caller::Caller;
-use gospelib_kit::streams::ConsumerStats;
 use serde_json::{Value, json};
 use support::*;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 const USER: &str = "query($r: [_Any!]!) { _entities(representations: $r) { ... on User {
     id plan { id name } entitlements
     subscription { plan { id } status interval currentPeriodEnd trialEnd cancelAtPeriodEnd }
 } } }";
-
-/// Appends a user event to `stream` as the accounts outbox relay does.
-async fn xadd_user_event(stream: &str, event_id: Uuid, kind: &str, user_id: Uuid) {
-    let payload = json!({
-        "event_id": event_id, "type": kind, "user_id": user_id,
-        "clerk_id": "user_test", "occurred_at": "2026-12-02T10:00:00.000Z", "email": "a@x.org"
-    });
-    xadd(
-        stream,
-        &[
-            ("event_id", &event_id.to_string()),
-            ("type", kind),
-            ("payload", &payload.to_string()),
-        ],
-    )
-    .await;
-}
-
-async fn xadd(stream: &str, fields: &[(&str, &str)]) {
-    let mut connection = redis_connection().await;
-    let mut command = redis::cmd("XADD");
-    command.arg(stream).arg("*");
-    for (field, value) in fields {
-        command.arg(*field).arg(*value);
-    }
-    let _: String = command.query_async(&mut connection).await.unwrap();
-}
-
-/// A trial consumer on `users_stream`, its output under `names`; stop it with the sender.
-fn start_consumer(
-    pool: &gospelib_kit::stores::PgPool,
-    users_stream: &str,
-    names: &gospelib_billing::RedisNames,
-) -> (watch::Sender<bool>, tokio::task::JoinHandle<ConsumerStats>) {
-    let mut settings = TrialConsumerSettings::new(format!("test-{}", unique()));
-    settings.consumer.stream = users_stream.to_owned();
-    settings.consumer.dead_letter_stream = format!("{users_stream}:dead");
-    settings.consumer.block = Duration::from_millis(100);
-    settings.consumer.claim_idle = Duration::from_millis(300);
-    settings.consumer.claim_every = Duration::from_millis(100);
-    settings.names = names.clone();
-    let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(run_trial_consumer(
-        pool.clone(),
-        redis(),
-        plans(),
-        settings,
-        shutdown,
-    ));
-    (stop, task)
-}
 
 async fn trials_of(pool: &gospelib_kit::stores::PgPool, user: Uuid) -> usize {
     stored_subscriptions(pool, user)
@@ -183,17 +128,18 @@ async fn a_new_user_gets_the_scholar_trial_once_however_often_the_event_comes() 
 
     // Redelivered after a restart (a new consumer group on the same stream reads it all
     // again): still one trial, no new event.
-    let mut again = TrialConsumerSettings::new("second");
+    let mut again = gospelib_billing::TrialConsumerSettings::new("second");
     again.consumer.stream = users_stream.clone();
     again.consumer.group = "billing-replay".to_owned();
     again.consumer.block = Duration::from_millis(100);
     again.names = names.clone();
-    let (stop, shutdown) = watch::channel(false);
-    let replay = tokio::spawn(run_trial_consumer(
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let replay = tokio::spawn(gospelib_billing::run_trial_consumer(
         pool.clone(),
         redis(),
         plans(),
         again,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
         shutdown,
     ));
     eventually("the replay acknowledged everything", || {

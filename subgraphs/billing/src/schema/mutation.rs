@@ -41,6 +41,11 @@ impl Mutation {
             .stripe
             .as_deref()
             .ok_or_else(stripe_not_configured)?;
+        // A session still valid for a moment after the account's deletion buys nothing.
+        if db::is_erased(&billing.pool, user_id).await.map_err(store)? {
+            return Err(gospelib_kit::ErrorCode::Unauthorized
+                .error("this account was deleted; sign in again"));
+        }
         let Some(definition) = billing.plans.plans.get(plan.as_str()) else {
             return Err(validation(format!("there is no plan {:?}", plan.as_str())));
         };

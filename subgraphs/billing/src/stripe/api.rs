@@ -115,6 +115,20 @@ pub trait StripeApi: Send + Sync {
         &'a self,
         request: &'a NewPortalSession,
     ) -> BoxFuture<'a, Result<PortalSession, StripeError>>;
+
+    /// `DELETE /v1/subscriptions/{id}`: cancels the subscription at once (a deleted account's).
+    /// Stripe takes no idempotency key on a `DELETE`: cancelling twice is harmless.
+    fn cancel_subscription<'a>(
+        &'a self,
+        stripe_subscription_id: &'a str,
+    ) -> BoxFuture<'a, Result<CancelledSubscription, StripeError>>;
+}
+
+/// A subscription as Stripe answered its cancellation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CancelledSubscription {
+    pub id: String,
+    pub status: String,
 }
 
 /// Settings that cannot make a client.
@@ -189,12 +203,30 @@ impl HttpStripe {
             .base_url
             .join(path)
             .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))?;
-        let response = self
+        let request = self
             .http
             .post(url)
-            .bearer_auth(&*self.key)
             .header("Idempotency-Key", idempotency_key)
-            .form(form)
+            .form(form);
+        self.send(path, request).await
+    }
+
+    async fn delete<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, StripeError> {
+        let url = self
+            .base_url
+            .join(path)
+            .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))?;
+        self.send(path, self.http.delete(url)).await
+    }
+
+    /// Sends `request` (to `path`) with the key; its answer read as `T`, or the error.
+    async fn send<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, StripeError> {
+        let response = request
+            .bearer_auth(&*self.key)
             .send()
             .await
             .map_err(|error| {
@@ -319,6 +351,26 @@ impl StripeApi for HttpStripe {
                 ],
             )
             .await
+        })
+    }
+
+    fn cancel_subscription<'a>(
+        &'a self,
+        stripe_subscription_id: &'a str,
+    ) -> BoxFuture<'a, Result<CancelledSubscription, StripeError>> {
+        Box::pin(async move {
+            // Stripe's ids are `sub_` and alphanumerics: anything else never reaches the URL.
+            if stripe_subscription_id.is_empty()
+                || !stripe_subscription_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StripeError::Malformed(format!(
+                    "{stripe_subscription_id:?} is not a Stripe subscription id"
+                )));
+            }
+            self.delete(&format!("/v1/subscriptions/{stripe_subscription_id}"))
+                .await
         })
     }
 }

@@ -23,7 +23,8 @@
 //! - Anything else is acknowledged and ignored.
 //!
 //! An event whose user cannot be found is [`Outcome::Unattributed`]: nothing is written (not
-//! even the event id, so a resend after the link exists is applied).
+//! even the event id, so a resend after the link exists is applied). So is one whose user's
+//! account was deleted (their billing erased: [`crate::trial`]).
 
 use gospelib_kit::outbox::Outbox;
 use gospelib_kit::plans::Plans;
@@ -104,7 +105,10 @@ pub async fn apply_event(
     }
 }
 
-/// The user of a customer, else of `metadata_user_id` (then linked to the customer).
+/// The user of a customer, else of `metadata_user_id` (then linked to the customer); `None`
+/// for a user whose billing was erased (their account was deleted), with their billing lock
+/// held for the rest of the transaction ([`store::lock_user`]), so the erasure cannot come
+/// between this and what the event writes.
 async fn user_for(
     conn: &mut PgConnection,
     customer: Option<&str>,
@@ -113,9 +117,12 @@ async fn user_for(
     if let Some(customer) = customer
         && let Some(user_id) = store::user_of_customer(&mut *conn, customer).await?
     {
-        return Ok(Some(user_id));
+        return unless_erased(conn, user_id).await;
     }
     let Some(user_id) = metadata_user_id.and_then(|id| Uuid::parse_str(id).ok()) else {
+        return Ok(None);
+    };
+    let Some(user_id) = unless_erased(conn, user_id).await? else {
         return Ok(None);
     };
     if let Some(customer) = customer
@@ -125,6 +132,19 @@ async fn user_for(
             %user_id,
             "a Stripe customer names a user already linked to another customer; keeping the first link"
         );
+    }
+    Ok(Some(user_id))
+}
+
+/// `user_id`, its billing lock taken, unless its billing was erased.
+async fn unless_erased(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    store::lock_user(&mut *conn, user_id).await?;
+    if store::is_erased(&mut *conn, user_id).await? {
+        tracing::info!(%user_id, "a Stripe event for a deleted user; nothing written");
+        return Ok(None);
     }
     Ok(Some(user_id))
 }
@@ -374,6 +394,9 @@ async fn apply_checkout(
     else {
         tracing::info!(session = %session.id, "a completed checkout without a GospeLib user; ignored");
         return Ok(Applied::nothing(Outcome::Ignored));
+    };
+    let Some(user_id) = unless_erased(conn, user_id).await? else {
+        return Ok(Applied::nothing(Outcome::Unattributed));
     };
     if let Some(customer) = &session.customer
         && !store::link_customer(&mut *conn, user_id, customer).await?

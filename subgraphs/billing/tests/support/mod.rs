@@ -278,6 +278,11 @@ pub async fn clean_up(pool: &PgPool, users: &[Uuid], names: &RedisNames) {
         .execute(pool)
         .await
         .unwrap();
+    sqlx::query("DELETE FROM billing.erased_users WHERE user_id = ANY($1)")
+        .bind(users)
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM billing.outbox WHERE stream = $1")
         .bind(&names.events_stream)
         .execute(pool)
@@ -371,3 +376,60 @@ pub async fn key_exists(key: &str) -> bool {
 // Not every test binary waits on both.
 #[allow(unused_imports)]
 pub use gospelib_kit::test_stack::{eventually, group_caught_up};
+
+// ---- User events (the accounts outbox's shape) and the consumer of them ----
+
+/// Appends a user event to `stream` as the accounts outbox relay does.
+pub async fn xadd_user_event(stream: &str, event_id: Uuid, kind: &str, user_id: Uuid) {
+    let payload = json!({
+        "event_id": event_id, "type": kind, "user_id": user_id,
+        "clerk_id": "user_test", "occurred_at": "2026-12-02T10:00:00.000Z", "email": "a@x.org"
+    });
+    xadd(
+        stream,
+        &[
+            ("event_id", &event_id.to_string()),
+            ("type", kind),
+            ("payload", &payload.to_string()),
+        ],
+    )
+    .await;
+}
+
+pub async fn xadd(stream: &str, fields: &[(&str, &str)]) {
+    let mut connection = redis_connection().await;
+    let mut command = redis::cmd("XADD");
+    command.arg(stream).arg("*");
+    for (field, value) in fields {
+        command.arg(*field).arg(*value);
+    }
+    let _: String = command.query_async(&mut connection).await.unwrap();
+}
+
+/// A trial consumer on `users_stream`, its output under `names`; stop it with the sender.
+pub fn start_consumer(
+    pool: &gospelib_kit::stores::PgPool,
+    users_stream: &str,
+    names: &gospelib_billing::RedisNames,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<gospelib_kit::streams::ConsumerStats>,
+) {
+    let mut settings = gospelib_billing::TrialConsumerSettings::new(format!("test-{}", unique()));
+    settings.consumer.stream = users_stream.to_owned();
+    settings.consumer.dead_letter_stream = format!("{users_stream}:dead");
+    settings.consumer.block = Duration::from_millis(100);
+    settings.consumer.claim_idle = Duration::from_millis(300);
+    settings.consumer.claim_every = Duration::from_millis(100);
+    settings.names = names.clone();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(gospelib_billing::run_trial_consumer(
+        pool.clone(),
+        redis(),
+        plans(),
+        settings,
+        Arc::new(tokio::sync::Notify::new()),
+        shutdown,
+    ));
+    (stop, task)
+}

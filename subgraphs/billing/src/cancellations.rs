@@ -1,0 +1,221 @@
+//! Cancelling a deleted account's Stripe subscriptions at Stripe.
+//!
+//! Erasing a user ([`crate::trial`], on `user.deleted`) queues each of their Stripe
+//! subscriptions that is not over in `billing.stripe_cancellations`, in the erasure's
+//! transaction. This worker takes the due rows ([`store::take_due_cancellations`]: `FOR UPDATE
+//! SKIP LOCKED`, each leased so two workers do not take one row at once) and asks Stripe to
+//! cancel each (`DELETE /v1/subscriptions/{id}`, at once: the user can no longer sign in and
+//! must not be charged again). Then, per row:
+//!
+//! - Stripe answered the subscription (cancelled), or `404` with its own error body (no such
+//!   subscription: nothing can charge): **done**;
+//! - Stripe was unavailable (a timeout, 5xx, 429, a 404 that is not Stripe's), or refused the
+//!   API key: **again later**, after 30 s doubling up to an hour, [`MAX_ATTEMPTS`] times in
+//!   all, then failed;
+//! - Stripe refused the request otherwise, or answered what billing cannot read: **failed**,
+//!   logged as an error for someone to look at.
+//!
+//! A worker that dies mid-call leaves its rows leased; they are due again when the lease ends.
+//! [`run_cancellations`] works the queue every [`CancellationSettings::every`] and whenever an
+//! erasure rings its bell, until its shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gospelib_kit::stores::PgPool;
+use tokio::sync::{Notify, watch};
+
+use crate::store::{self, CancellationResult};
+use crate::stripe::api::{StripeApi, StripeError};
+
+/// How many failed attempts (Stripe unavailable) a cancellation gets before it is failed.
+pub const MAX_ATTEMPTS: i32 = 12;
+
+/// The first pause after an attempt Stripe could not take; it doubles, up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(30);
+
+/// The longest pause between attempts.
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// How the worker works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancellationSettings {
+    /// How often the queue is looked at, besides when an erasure rings.
+    pub every: Duration,
+    /// How many cancellations one pass takes.
+    pub batch: i64,
+    /// How long a taken cancellation is this worker's (longer than a Stripe call may take).
+    pub lease: Duration,
+}
+
+impl Default for CancellationSettings {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(60),
+            batch: 16,
+            lease: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CancellationStats {
+    pub cancelled: usize,
+    pub failed: usize,
+    pub postponed: usize,
+}
+
+/// What an attempt's answer from Stripe means for its row (`attempts`: this one included).
+pub fn result_of(
+    answer: Result<String, StripeError>,
+    attempts: i32,
+) -> (CancellationResult, Option<String>) {
+    let later = |error: String| {
+        if attempts >= MAX_ATTEMPTS {
+            return CancellationResult::Failed(format!("{error} (after {attempts} attempts)"));
+        }
+        let doubling = 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(0));
+        let pause = FIRST_RETRY.saturating_mul(doubling).min(MAX_RETRY);
+        CancellationResult::Later {
+            error,
+            retry_in_secs: pause.as_secs() as i64,
+        }
+    };
+    match answer {
+        Ok(status) => (CancellationResult::Done, Some(status)),
+        Err(StripeError::Refused {
+            status: 404, kind, ..
+        }) if kind == "invalid_request_error" => (CancellationResult::Done, None),
+        Err(error @ (StripeError::Unavailable(_) | StripeError::Unauthorized(_))) => {
+            (later(error.to_string()), None)
+        }
+        Err(StripeError::Refused { status: 404, .. }) => {
+            (later("a 404 that is not Stripe's".to_owned()), None)
+        }
+        Err(error @ (StripeError::Refused { .. } | StripeError::Malformed(_))) => {
+            (CancellationResult::Failed(error.to_string()), None)
+        }
+    }
+}
+
+/// Works the due cancellations once (a batch at a time until none is due).
+pub async fn cancel_due(
+    pool: &PgPool,
+    stripe: &dyn StripeApi,
+    settings: &CancellationSettings,
+) -> Result<CancellationStats, sqlx::Error> {
+    let mut stats = CancellationStats::default();
+    loop {
+        let due = store::take_due_cancellations(
+            pool,
+            settings.batch,
+            settings.lease.as_secs().max(1) as i64,
+        )
+        .await?;
+        if due.is_empty() {
+            return Ok(stats);
+        }
+        for cancellation in due {
+            let id = cancellation.stripe_subscription_id.as_str();
+            let answer = stripe
+                .cancel_subscription(id)
+                .await
+                .map(|cancelled| cancelled.status);
+            let (result, status) = result_of(answer, cancellation.attempts);
+            match &result {
+                CancellationResult::Done => {
+                    stats.cancelled += 1;
+                    tracing::info!(
+                        subscription = id,
+                        ?status,
+                        "a deleted user's Stripe subscription cancelled"
+                    );
+                }
+                CancellationResult::Failed(error) => {
+                    stats.failed += 1;
+                    tracing::error!(subscription = id, %error, "a deleted user's Stripe subscription could not be cancelled: cancel it in Stripe's dashboard");
+                }
+                CancellationResult::Later {
+                    error,
+                    retry_in_secs,
+                } => {
+                    stats.postponed += 1;
+                    tracing::warn!(subscription = id, %error, retry_in_secs, "cancelling a deleted user's Stripe subscription failed; trying again later");
+                }
+            }
+            store::record_cancellation(pool, id, &result).await?;
+        }
+    }
+}
+
+/// Works the queue every `settings.every` and whenever `bell` rings, until `shutdown` fires.
+pub async fn run_cancellations(
+    pool: PgPool,
+    stripe: Arc<dyn StripeApi>,
+    settings: CancellationSettings,
+    bell: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(error) = cancel_due(&pool, stripe.as_ref(), &settings).await {
+            tracing::warn!(%error, "the Stripe cancellations could not be worked (PostgreSQL)");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(settings.every) => {}
+            () = bell.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, kind: &str) -> StripeError {
+        StripeError::Refused {
+            status,
+            kind: kind.to_owned(),
+            message: "m".to_owned(),
+        }
+    }
+
+    #[test]
+    fn stripe_answers_decide_each_row() {
+        let done = |answer| result_of(answer, 1).0;
+        assert_eq!(done(Ok("canceled".to_owned())), CancellationResult::Done);
+        assert_eq!(
+            done(Err(refused(404, "invalid_request_error"))),
+            CancellationResult::Done
+        );
+        assert!(matches!(
+            done(Err(refused(400, "invalid_request_error"))),
+            CancellationResult::Failed(_)
+        ));
+        assert_eq!(
+            done(Err(StripeError::Unavailable("503".to_owned()))),
+            CancellationResult::Later {
+                error: "Stripe is unavailable: 503".to_owned(),
+                retry_in_secs: 30
+            }
+        );
+        // A 404 that is not Stripe's (a proxy, a wrong base URL) proves nothing.
+        assert!(matches!(
+            done(Err(refused(404, "unknown"))),
+            CancellationResult::Later { .. }
+        ));
+        let pause = |attempts| match result_of(Err(StripeError::Unauthorized(401)), attempts).0 {
+            CancellationResult::Later { retry_in_secs, .. } => Some(retry_in_secs),
+            _ => None,
+        };
+        assert_eq!(
+            [1, 2, 3, 8, 11].map(pause),
+            [Some(30), Some(60), Some(120), Some(3600), Some(3600)]
+        );
+        assert_eq!(pause(MAX_ATTEMPTS), None, "failed after the last attempt");
+    }
+}

@@ -1,0 +1,325 @@
+//! A deleted account's billing: `user.deleted` on the users stream erases the user's billing and
+//! queues their paid Stripe subscription for cancellation; the worker cancels it at a fake
+//! Stripe on 127.0.0.1 that checks every request (method, path, key); Stripe events that still
+//! name the user afterwards write nothing; a `user.created` relayed after the `user.deleted`
+//! starts no trial.
+
+mod support;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gospelib_billing::{CancellationSettings, HttpStripe, cancel_due};
+use serde_json::json;
+use support::*;
+use uuid::Uuid;
+
+const KEY: &str = "sk_test_51FakeKeyForErasureTests";
+
+/// The cancellation queue is one table and the worker takes every due row: the tests that
+/// fill or work it take turns.
+static QUEUE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A scripted answer: the status and Stripe's JSON body.
+type Reply = (u16, serde_json::Value);
+
+/// A fake Stripe answering `DELETE /v1/subscriptions/{id}`: each subscription's answers from
+/// its script (then the cancelled subscription), every request recorded as `METHOD path`, and
+/// anything without the key recorded as a problem.
+#[derive(Clone, Default)]
+struct FakeStripe {
+    scripts: Arc<Mutex<HashMap<String, VecDeque<Reply>>>>,
+    received: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeStripe {
+    /// Answers the next cancellation of `id` with `status` and Stripe's error of `kind`.
+    fn then(&self, id: &str, status: u16, kind: &str) {
+        let body = json!({"error": {"type": kind, "message": "m"}});
+        self.scripts
+            .lock()
+            .unwrap()
+            .entry(id.to_owned())
+            .or_default()
+            .push_back((status, body));
+    }
+}
+
+async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let line = format!("{} {}", request.method(), request.uri().path());
+    fake.received
+        .lock()
+        .unwrap()
+        .push(if authorization == format!("Bearer {KEY}") {
+            line.clone()
+        } else {
+            format!("PROBLEM: authorization {authorization:?} on {line}")
+        });
+    let id = request.uri().path().rsplit('/').next().unwrap_or_default();
+    let scripted = fake
+        .scripts
+        .lock()
+        .unwrap()
+        .get_mut(id)
+        .and_then(VecDeque::pop_front);
+    if let Some((status, body)) = scripted {
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    }
+    axum::Json(json!({"id": id, "object": "subscription", "status": "canceled"})).into_response()
+}
+
+async fn fake_stripe() -> (FakeStripe, HttpStripe) {
+    let fake = FakeStripe::default();
+    let app = axum::Router::new()
+        .fallback(answer)
+        .with_state(fake.clone());
+    let base = serve(app).await.replace("/webhooks/stripe", "");
+    let client = HttpStripe::with_options(KEY, &base, Duration::from_secs(5)).unwrap();
+    (fake, client)
+}
+
+async fn cancellation_row(
+    pool: &gospelib_kit::stores::PgPool,
+    stripe_id: &str,
+) -> Option<(i32, bool, bool)> {
+    sqlx::query_as(
+        "SELECT attempts, done_at IS NOT NULL, failed_at IS NOT NULL
+         FROM billing.stripe_cancellations WHERE stripe_subscription_id = $1",
+    )
+    .bind(stripe_id)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+async fn forget_cancellations(pool: &gospelib_kit::stores::PgPool, ids: &[&str]) {
+    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_subscription_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The user's subscription as Stripe's webhook delivers it, active, for the user.
+async fn subscribe(url: &str, user: Uuid, sub: &str, customer: &str) {
+    let now = now_secs();
+    let body = event(
+        &event_id(),
+        "customer.subscription.created",
+        now,
+        subscription(
+            sub,
+            customer,
+            Some(user),
+            "active",
+            "price_scholar_monthly",
+            (now, now + 30 * 86_400),
+        ),
+    );
+    assert_eq!(post(url, &body).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_deleted_users_subscription_is_cancelled_at_stripe_and_their_billing_erased() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (user, bystander, names) = (Uuid::new_v4(), Uuid::new_v4(), names());
+    let url = endpoint(&pool, redis(), &names).await;
+    let (sub, customer) = (subscription_id(), customer_id());
+    let (other_sub, other_customer) = (subscription_id(), customer_id());
+    subscribe(&url, user, &sub, &customer).await;
+    subscribe(&url, bystander, &other_sub, &other_customer).await;
+    assert_eq!(
+        customer_of(&pool, user).await.as_deref(),
+        Some(customer.as_str())
+    );
+
+    let users_stream = format!("gl:test:users:{}", unique());
+    let (stop, consumer) = start_consumer(&pool, &users_stream, &names);
+    xadd_user_event(&users_stream, Uuid::new_v4(), "user.created", user).await;
+    eventually("the trial exists", || async {
+        stored_subscriptions(&pool, user).await.len() == 2
+    })
+    .await;
+    let deletion = Uuid::new_v4();
+    xadd_user_event(&users_stream, deletion, "user.deleted", user).await;
+    xadd_user_event(&users_stream, deletion, "user.deleted", user).await;
+    eventually("the user's billing is erased", || async {
+        stored_subscriptions(&pool, user).await.is_empty()
+    })
+    .await;
+    eventually("every entry is acknowledged", || {
+        group_caught_up(&users_stream, "billing")
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = consumer.await.unwrap();
+    assert_eq!((stats.acknowledged, stats.dead_lettered), (3, 0));
+    assert_eq!(customer_of(&pool, user).await, None);
+    assert_eq!(
+        cancellation_row(&pool, &sub).await,
+        Some((0, false, false)),
+        "queued, not yet tried"
+    );
+    // Another user's subscription is untouched.
+    assert_eq!(stored_subscriptions(&pool, bystander).await.len(), 1);
+    assert_eq!(cancellation_row(&pool, &other_sub).await, None);
+
+    // The worker cancels it at Stripe, once.
+    let (fake, stripe) = fake_stripe().await;
+    let settings = CancellationSettings::default();
+    let stats = cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!((stats.cancelled, stats.failed, stats.postponed), (1, 0, 0));
+    assert_eq!(
+        *fake.received.lock().unwrap(),
+        [format!("DELETE /v1/subscriptions/{sub}")]
+    );
+    assert_eq!(cancellation_row(&pool, &sub).await, Some((1, true, false)));
+    let again = cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(again.cancelled, 0);
+    assert_eq!(fake.received.lock().unwrap().len(), 1);
+
+    // Stripe's events that still name the user (the cancellation's own, a late renewal) are
+    // acknowledged and write nothing: no subscription, no customer link.
+    let now = now_secs();
+    for (kind, status) in [
+        ("customer.subscription.deleted", "canceled"),
+        ("customer.subscription.updated", "active"),
+    ] {
+        let body = event(
+            &event_id(),
+            kind,
+            now + 5,
+            subscription(
+                &sub,
+                &customer,
+                Some(user),
+                status,
+                "price_scholar_monthly",
+                (now + 1, now + 30 * 86_400),
+            ),
+        );
+        assert_eq!(post(&url, &body).await.0, 200);
+    }
+    assert!(stored_subscriptions(&pool, user).await.is_empty());
+    assert_eq!(customer_of(&pool, user).await, None);
+
+    // A session still valid for a moment after the deletion buys nothing.
+    let billing = service(
+        &pool,
+        gospelib_billing::BillingSettings {
+            stripe: Some(Arc::new(stripe) as Arc<dyn gospelib_billing::StripeApi>),
+            names: names.clone(),
+            ..gospelib_billing::BillingSettings::default()
+        },
+    );
+    let checkout = run_as(
+        &billing,
+        Some(gospelib_kit::caller::Caller::user(user)),
+        "mutation { createCheckoutSession(plan: \"scholar\", interval: MONTHLY) { id url } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        checkout["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+        "{checkout}"
+    );
+    assert_eq!(
+        fake.received.lock().unwrap().len(),
+        1,
+        "Stripe was not asked"
+    );
+    assert_eq!(customer_of(&pool, user).await, None);
+
+    forget_cancellations(&pool, &[&sub]).await;
+    clean_up(&pool, &[user, bystander], &names).await;
+}
+
+#[tokio::test]
+async fn a_user_deleted_before_the_creation_arrives_gets_no_trial() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let users_stream = format!("gl:test:users:{}", unique());
+    let (stop, consumer) = start_consumer(&pool, &users_stream, &names);
+    xadd_user_event(&users_stream, Uuid::new_v4(), "user.deleted", user).await;
+    xadd_user_event(&users_stream, Uuid::new_v4(), "user.created", user).await;
+    eventually("every entry is acknowledged", || {
+        group_caught_up(&users_stream, "billing")
+    })
+    .await;
+    stop.send(true).unwrap();
+    assert_eq!(consumer.await.unwrap().acknowledged, 2);
+    assert!(stored_subscriptions(&pool, user).await.is_empty());
+    assert!(outbox_types(&pool, &names.events_stream).await.is_empty());
+    clean_up(&pool, &[user], &names).await;
+}
+
+/// Stripe unavailable: the cancellation is tried again later (not before its pause); a 404 of
+/// Stripe's own (no such subscription) is done; another refusal is failed, not retried.
+#[tokio::test]
+async fn cancellations_retry_while_stripe_is_unavailable_and_stop_when_it_refuses() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (later, gone, refused) = (subscription_id(), subscription_id(), subscription_id());
+    sqlx::query(
+        "INSERT INTO billing.stripe_cancellations (stripe_subscription_id) SELECT unnest($1::text[])",
+    )
+    .bind([later.as_str(), gone.as_str(), refused.as_str()])
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (fake, stripe) = fake_stripe().await;
+    fake.then(&later, 503, "api_error");
+    fake.then(&gone, 404, "invalid_request_error");
+    fake.then(&refused, 400, "invalid_request_error");
+    let settings = CancellationSettings::default();
+    let stats = cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!((stats.cancelled, stats.failed, stats.postponed), (1, 1, 1));
+    assert_eq!(
+        cancellation_row(&pool, &later).await,
+        Some((1, false, false))
+    );
+    assert_eq!(cancellation_row(&pool, &gone).await, Some((1, true, false)));
+    assert_eq!(
+        cancellation_row(&pool, &refused).await,
+        Some((1, false, true))
+    );
+    // The postponed one is not due before its pause...
+    let stats = cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(stats.cancelled + stats.failed + stats.postponed, 0);
+    // ...and once it is, Stripe (back) cancels it.
+    sqlx::query(
+        "UPDATE billing.stripe_cancellations SET next_attempt_at = now()
+         WHERE stripe_subscription_id = $1",
+    )
+    .bind(&later)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let stats = cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(stats.cancelled, 1);
+    assert_eq!(
+        cancellation_row(&pool, &later).await,
+        Some((2, true, false))
+    );
+    assert!(
+        fake.received
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|line| line.starts_with("DELETE /v1/subscriptions/sub_test_")),
+        "{:?}",
+        fake.received.lock().unwrap()
+    );
+    forget_cancellations(&pool, &[&later, &gone, &refused]).await;
+}
