@@ -231,12 +231,16 @@ impl RouterService {
             let response = refusal("missing the `query` field", "INVALID_REQUEST", &version);
             return Err(service_response(response));
         }
-        // A GET may name a persisted mutation by its hash: found only now, refused like any
-        // other mutation over GET.
-        if extension.is_some() && by_get {
-            let mut resolved = async_graphql::Request::new(query.clone());
-            resolved.operation_name = request.operation_name.clone();
-            if gospelib_kit::graphql_http::is_mutation(&resolved) {
+        // A GET may name a persisted mutation by its hash (found only now), or send a
+        // document longer than the edge reads to tell its type: both are read here within the
+        // router's own token limit, and a mutation is refused as over any GET.
+        if by_get {
+            let ty = gospelib_kit::streaming::operation_type_within(
+                &query,
+                request.operation_name.as_deref(),
+                router.plan_cache().limits().max_tokens,
+            );
+            if ty == Some(async_graphql::parser::types::OperationType::Mutation) {
                 return Err(gospelib_kit::graphql_http::mutation_over_get());
             }
         }

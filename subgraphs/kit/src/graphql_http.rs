@@ -260,6 +260,13 @@ pub async fn post(
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
+    if crate::json_size::values_in(&body) > crate::json_size::MAX_VALUES {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            &crate::json_size::too_many_values(),
+        );
+    }
     if crate::sse::wants_event_stream(&headers) {
         let peer = peer.ok().map(|ConnectInfo(address)| address);
         return crate::sse::post(&endpoint, peer, &headers, body).await;

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod errors;
 pub mod graphiql;
 pub mod graphql_http;
+pub mod json_size;
 pub mod live;
 pub mod metrics;
 pub mod migrations;

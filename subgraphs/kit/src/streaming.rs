@@ -23,12 +23,25 @@ pub const MAX_CLASSIFY_TOKENS: usize = 15_000;
 /// within [`MAX_CLASSIFY_TOKENS`] or names no such operation (the service then answers with
 /// the errors), or for a persisted query sent by its hash alone.
 pub fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
-    use graphql_tools::parser::query::{Definition, OperationDefinition};
-    let document = graphql_tools::parser::query::parse_query_with_token_limit::<&str>(
+    operation_type_within(
         &request.query,
+        request.operation_name.as_deref(),
         MAX_CLASSIFY_TOKENS,
     )
-    .ok()?;
+}
+
+/// The type of the operation `operation_name` selects in `query`, reading at most
+/// `max_tokens` tokens (the router checks a `GET` again with its own limit); `None` when the
+/// document does not parse within them or names no such operation.
+pub fn operation_type_within(
+    query: &str,
+    operation_name: Option<&str>,
+    max_tokens: usize,
+) -> Option<OperationType> {
+    use graphql_tools::parser::query::{Definition, OperationDefinition};
+    let document =
+        graphql_tools::parser::query::parse_query_with_token_limit::<&str>(query, max_tokens)
+            .ok()?;
     let mut operations = document
         .definitions
         .iter()
@@ -43,9 +56,9 @@ pub fn operation_type(request: &async_graphql::Request) -> Option<OperationType>
             }),
             Definition::Fragment(_) => None,
         });
-    match &request.operation_name {
+    match operation_name {
         Some(wanted) => operations
-            .find(|(name, _)| *name == Some(wanted.as_str()))
+            .find(|(name, _)| *name == Some(wanted))
             .map(|(_, ty)| ty),
         None => operations.next().map(|(_, ty)| ty),
     }

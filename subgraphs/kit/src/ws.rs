@@ -496,6 +496,18 @@ impl Session {
 
     async fn on_frame(&mut self, frame: Frame) -> Step {
         match frame {
+            Frame::Text(text)
+                if crate::json_size::values_in(text.as_str().as_bytes())
+                    > crate::json_size::MAX_VALUES =>
+            {
+                Step::Close(
+                    close_code::BAD_REQUEST,
+                    format!(
+                        "Invalid message received: {}",
+                        crate::json_size::too_many_values()
+                    ),
+                )
+            }
             Frame::Text(text) => match serde_json::from_str::<Message>(text.as_str()) {
                 Ok(message) => self.on_message(message).await,
                 Err(error) => Step::Close(

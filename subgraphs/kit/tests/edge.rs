@@ -28,12 +28,20 @@ async fn subgraph_server(edge: EdgeSettings) -> TestServer {
 }
 
 async fn subgraph_server_with(edge: EdgeSettings, extra: Option<axum::Router>) -> TestServer {
+    subgraph_server_limited(edge, extra, LIMIT).await
+}
+
+async fn subgraph_server_limited(
+    edge: EdgeSettings,
+    extra: Option<axum::Router>,
+    max_body_bytes: usize,
+) -> TestServer {
     let (app, _) = build_app(AppSpec {
         service: "test".to_owned(),
         gateway: None,
         subgraphs: vec![test_subgraph(vec![])],
         dependencies: vec![],
-        max_body_bytes: LIMIT,
+        max_body_bytes,
         extra_routes: extra,
         public_routes: None,
         edge,
@@ -736,6 +744,33 @@ async fn a_batch_runs_its_operations_concurrently() {
     );
     // One after the other they would take 1.2 s.
     assert!(elapsed < Duration::from_millis(1000), "{elapsed:?}");
+    server.stop().await.unwrap();
+}
+
+/// A body of more JSON values than any operation needs (a million zeros fit in 2 MiB) is
+/// refused before it is parsed; a batch too.
+#[tokio::test]
+async fn bodies_of_too_many_json_values_are_refused_unparsed() {
+    let server = subgraph_server_limited(EdgeSettings::default(), None, 2 << 20).await;
+    let zeros = vec![0; 200_001];
+    for body in [
+        json!({"query": "{ hello }", "variables": {"v": zeros}}),
+        json!([{"query": "{ hello }", "variables": {"v": zeros}}]),
+    ] {
+        let response = post_batch(&server, &body, None).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(error_code(&answer), "INVALID_REQUEST");
+        assert_eq!(
+            answer["errors"][0]["message"],
+            "the request holds more than 100000 JSON values"
+        );
+    }
+    let fine = json!({"query": "{ hello }", "variables": {"v": vec![0; 50_000]}});
+    assert_eq!(
+        post_batch(&server, &fine, None).await.status(),
+        StatusCode::OK
+    );
     server.stop().await.unwrap();
 }
 

@@ -121,6 +121,15 @@ fn app_of(
     executor: Arc<dyn gospelib_kit::GraphQlExecutor>,
     settings: SubscriptionSettings,
 ) -> axum::Router {
+    app_limited(executor, settings, 64 * 1024)
+}
+
+/// An [`app_of`] whose bodies and messages may have `max_body_bytes`.
+fn app_limited(
+    executor: Arc<dyn gospelib_kit::GraphQlExecutor>,
+    settings: SubscriptionSettings,
+    max_body_bytes: usize,
+) -> axum::Router {
     build_app(AppSpec {
         service: "test".to_owned(),
         gateway: None,
@@ -130,7 +139,7 @@ fn app_of(
             dependencies: Vec::new(),
         }],
         dependencies: Vec::new(),
-        max_body_bytes: 64 * 1024,
+        max_body_bytes,
         extra_routes: None,
         public_routes: None,
         edge: EdgeSettings {
@@ -147,6 +156,16 @@ async fn server_on(
     settings: SubscriptionSettings,
     buffer: usize,
 ) -> (TestServer, LiveEvents) {
+    server_limited(redis, settings, buffer, 64 * 1024).await
+}
+
+/// A [`server_on`] whose bodies and messages may have `max_body_bytes`.
+async fn server_limited(
+    redis: redis::Client,
+    settings: SubscriptionSettings,
+    buffer: usize,
+    max_body_bytes: usize,
+) -> (TestServer, LiveEvents) {
     let live = LiveEvents::with_settings(
         redis,
         LiveSettings {
@@ -159,7 +178,7 @@ async fn server_on(
         .data(live.clone())
         .finish();
     let guarded = CallerGuard::new(Arc::new(schema), secret());
-    let app = app_of(Arc::new(guarded), settings);
+    let app = app_limited(Arc::new(guarded), settings, max_body_bytes);
     (start_app(app).await, live)
 }
 
@@ -639,6 +658,22 @@ async fn a_silent_client_is_closed_after_two_ping_intervals() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (code, _) = silent.closed().await;
     assert_eq!(code, close_code::KEEP_ALIVE_TIMEOUT);
+}
+
+/// A message of more JSON values than any operation needs (here 200,001 in 400 KB, within the
+/// message limit) is refused before it is parsed.
+#[tokio::test]
+async fn a_message_of_too_many_json_values_closes_the_socket() {
+    let (server, _) = server_limited(redis(), SubscriptionSettings::default(), 1024, 1 << 20).await;
+    let mut client = Client::ready(&server).await;
+    let zeros = vec![0; 200_001];
+    client
+        .send(json!({"type": "subscribe", "id": "1",
+            "payload": {"query": "subscription { ticks }", "variables": {"v": zeros}}}))
+        .await;
+    let (code, reason) = client.closed().await;
+    assert_eq!(code, close_code::BAD_REQUEST);
+    assert!(reason.contains("more than 100000 JSON values"), "{reason}");
 }
 
 #[tokio::test]
