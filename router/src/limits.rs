@@ -65,6 +65,11 @@ pub const MAX_REPEATED_SELECTIONS: usize = 16;
 /// (well within the token limit) cost seconds of validation; no client spreads more than a few.
 pub const MAX_SPREADS_PER_SELECTION_SET: usize = 32;
 
+/// How many fragments one document may define. The rule also follows spreads into the
+/// fragments they spread, so 32 fragments of 32 fragments each would compare half a million
+/// pairs; an app's operation has a few dozen fragments at most.
+pub const MAX_FRAGMENTS: usize = 100;
+
 /// The lists of a connection that its size argument sizes.
 const SIZED_CONNECTION_LISTS: [&str; 2] = ["edges", "nodes"];
 
@@ -428,32 +433,36 @@ impl<'d> Measurer<'d> {
             Repeats(&'d str),
             Spreads,
         }
-        fn count<'d>(
-            set: &'d Selections,
-            seen: &mut HashMap<&'d str, usize>,
-            spreads: &mut usize,
-        ) -> Option<TooMany<'d>> {
+        /// Times each response key, and each fragment's spread, is selected.
+        #[derive(Default)]
+        struct Seen<'d> {
+            keys: HashMap<&'d str, usize>,
+            spreads: HashMap<&'d str, usize>,
+        }
+        fn count<'d>(set: &'d Selections, seen: &mut Seen<'d>) -> Option<TooMany<'d>> {
             for item in &set.items {
-                let key = match item {
-                    Selection::Field(field) => field.alias.as_deref().unwrap_or(&field.name),
-                    Selection::FragmentSpread(spread) => spread.fragment_name.as_str(),
+                let (name, times) = match item {
+                    Selection::Field(field) => {
+                        let key = field.alias.as_deref().unwrap_or(&field.name);
+                        (key, seen.keys.entry(key).or_default())
+                    }
+                    Selection::FragmentSpread(spread) => {
+                        let name = spread.fragment_name.as_str();
+                        (name, seen.spreads.entry(name).or_default())
+                    }
                     Selection::InlineFragment(fragment) => {
-                        match count(&fragment.selection_set, seen, spreads) {
+                        match count(&fragment.selection_set, seen) {
                             Some(found) => return Some(found),
                             None => continue,
                         }
                     }
                 };
-                let times = seen.entry(key).or_default();
                 *times += 1;
                 if *times > MAX_REPEATED_SELECTIONS {
-                    return Some(TooMany::Repeats(key));
+                    return Some(TooMany::Repeats(name));
                 }
-                if *times == 1 && matches!(item, Selection::FragmentSpread(_)) {
-                    *spreads += 1;
-                    if *spreads > MAX_SPREADS_PER_SELECTION_SET {
-                        return Some(TooMany::Spreads);
-                    }
+                if seen.spreads.len() > MAX_SPREADS_PER_SELECTION_SET {
+                    return Some(TooMany::Spreads);
                 }
             }
             None
@@ -465,7 +474,7 @@ impl<'d> Measurer<'d> {
         if flat && set.items.len() <= MAX_REPEATED_SELECTIONS {
             return Ok(());
         }
-        let message = match count(set, &mut HashMap::new(), &mut 0) {
+        let message = match count(set, &mut Seen::default()) {
             None => return Ok(()),
             Some(TooMany::Repeats(key)) => format!(
                 "the operation selects `{key}` more than {MAX_REPEATED_SELECTIONS} times in one \
@@ -723,7 +732,7 @@ pub fn check_limits(
     // None: validation and normalization report the missing operation (after the rest of the
     // document is measured, as validation walks it all the same).
     let selected = select_operation(document, operation_name);
-    let fragments = document
+    let fragments: HashMap<&str, &FragmentDefinition<'static, String>> = document
         .definitions
         .iter()
         .filter_map(|definition| match definition {
@@ -731,6 +740,20 @@ pub fn check_limits(
             Definition::Operation(_) => None,
         })
         .collect();
+    if let Some(past_the_limit) = document
+        .definitions
+        .iter()
+        .filter_map(|definition| match definition {
+            Definition::Fragment(fragment) => Some(fragment),
+            Definition::Operation(_) => None,
+        })
+        .nth(MAX_FRAGMENTS)
+    {
+        return Err(Problem {
+            message: format!("the document defines more than {MAX_FRAGMENTS} fragments"),
+            locations: vec![(past_the_limit.position.line, past_the_limit.position.column)],
+        });
+    }
     let mut measurer = Measurer {
         shape,
         list_sizes,

@@ -811,6 +811,10 @@ impl Router {
         let Some(enforcement) = &self.enforcement else {
             return caller.clone();
         };
+        if caller.plan.is_some() {
+            // Resolved already (a deferred operation's halves share their request's answer).
+            return caller.clone();
+        }
         let plans = &enforcement.plans;
         let mut caller = caller.clone();
         let Some(user) = caller.user_id else {

@@ -500,13 +500,62 @@ async fn one_field_selected_thousands_of_times_is_refused_before_validation() {
         "the operation selects `text` more than 16 times in one selection set"
     );
     // Thousands of distinct fragments side by side (each spread once, well within the token
-    // limit) would make validation compare every pair: more than 32 are refused before it.
-    let fragments: String = (0..1600)
-        .map(|n| format!(" fragment F{n} on Passage {{ id }}"))
+    // limit) would make validation compare every pair, and so would fragments of fragments
+    // (32 of 32): more than 100 fragments in a document, or 32 side by side, are refused
+    // before it.
+    let side_by_side = |count: usize| {
+        let fragments: String = (0..count)
+            .map(|n| format!(" fragment F{n} on Passage {{ id }}"))
+            .collect();
+        let spreads: String = (0..count).map(|n| format!("...F{n} ")).collect();
+        format!("{{ passage(id: \"gen.1.1\") {{ {spreads} }} }}{fragments}")
+    };
+    let response = ask(&router, &side_by_side(1600), json!({})).await;
+    assert_eq!(
+        response["errors"][0]["message"], "the document defines more than 100 fragments",
+        "{response}"
+    );
+    let response = ask(&router, &side_by_side(40), json!({})).await;
+    assert_eq!(
+        response["errors"][0]["message"],
+        "the operation spreads more than 32 fragments in one selection set",
+        "{response}"
+    );
+    let nested: String = (0..32)
+        .map(|i| {
+            let inner: String = (0..32).map(|j| format!("...G{i}x{j} ")).collect();
+            let leaves: String = (0..32)
+                .map(|j| format!(" fragment G{i}x{j} on Passage {{ id }}"))
+                .collect();
+            format!(" fragment F{i} on Passage {{ {inner} }}{leaves}")
+        })
         .collect();
-    let spreads: String = (0..1600).map(|n| format!("...F{n} ")).collect();
-    let many = format!("{{ passage(id: \"gen.1.1\") {{ {spreads} }} }}{fragments}");
-    let response = ask(&router, &many, json!({})).await;
+    let spreads: String = (0..32).map(|i| format!("...F{i} ")).collect();
+    let response = ask(
+        &router,
+        &format!("{{ passage(id: \"gen.1.1\") {{ {spreads} }} }}{nested}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["errors"][0]["message"], "the document defines more than 100 fragments",
+        "{response}"
+    );
+    // A spread counts as a spread even after a field of its fragment's name.
+    let (fragments, selections): (String, String) = (0..33)
+        .map(|n| {
+            (
+                format!(" fragment f{n} on Passage {{ id }}"),
+                format!("f{n}: id ...f{n} "),
+            )
+        })
+        .unzip();
+    let response = ask(
+        &router,
+        &format!("{{ passage(id: \"gen.1.1\") {{ {selections} }} }}{fragments}"),
+        json!({}),
+    )
+    .await;
     assert_eq!(
         response["errors"][0]["message"],
         "the operation spreads more than 32 fragments in one selection set",
@@ -554,6 +603,29 @@ async fn a_connection_sizes_its_nodes_inside_a_named_fragment_too() {
             "{query}: {response}"
         );
     }
+}
+
+/// A mutation over GET is refused (405) whatever its length: the edge reads a document's type
+/// within 15,000 tokens, and the router reads a longer one again within its own limit (here
+/// raised to 100,000), so a long mutation is not taken for a query.
+#[tokio::test]
+async fn a_long_mutation_over_get_is_refused() {
+    let router = demo_router(&with_limits(Limits {
+        max_tokens: 100_000,
+        ..Limits::default()
+    }));
+    let (base, _stop) = support::start_router(router).await;
+    let query = format!("mutation {{ rename(ids: [{}]) }}", "1 ".repeat(16_000));
+    let response = reqwest::Client::new()
+        .get(format!("{base}/graphql"))
+        .header("apollo-require-preflight", "true")
+        .query(&[("query", query.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_REQUEST");
 }
 
 /// A document of thousands of mistakes (unknown directives, two tokens each) gets the first

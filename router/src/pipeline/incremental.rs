@@ -55,13 +55,16 @@ impl Router {
         let Some(split) = split else {
             return Incremental::Whole(self.respond(request).await);
         };
+        // The caller's plan is asked once (of billing, for a user) and shared by both halves.
+        let supergraph = self.supergraph();
+        let caller = self.with_plan(&request.caller, &supergraph).await;
         let full_request = GraphQlRequest {
             query: split.full.clone(),
+            caller: caller.clone(),
             ..request.clone()
         };
         // The whole operation, planned now (its half planned again below finds it in the
         // cache): the primary half counts against its root fields' limits.
-        let supergraph = self.supergraph();
         let whole = match self.plan(&supergraph, &full_request).await {
             Ok(whole) => whole,
             Err(errors) => {
@@ -73,7 +76,6 @@ impl Router {
         // primary when the caller very likely has room, as a query runs beside its check;
         // otherwise only once the primary half was allowed, so a caller over its limit costs
         // the subgraphs nothing (see `respond_counting`).
-        let caller = self.with_plan(&request.caller, &supergraph).await;
         let optimistic = match self.limits_of(&caller, request.client_address, &whole, &supergraph)
         {
             Some((limiter, subject, allowances)) => limiter.likely_allows(&subject, &allowances),
@@ -82,6 +84,7 @@ impl Router {
         let early = optimistic.then(|| spawn_full(self.clone(), full_request.clone()));
         let primary_request = GraphQlRequest {
             query: split.primary.clone(),
+            caller,
             ..request.clone()
         };
         let primary = self
