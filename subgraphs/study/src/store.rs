@@ -106,24 +106,36 @@ pub struct NoteRow {
 pub enum ReadError {
     #[error(transparent)]
     Store(#[from] sqlx::Error),
-    /// The rows came to more than the budget; reading stopped there.
-    #[error("more than {} MiB of highlights and notes", READ_BUDGET_BYTES / (1024 * 1024))]
+    /// The rows (or the answer) came to more than a budget; reading stopped there.
+    #[error(
+        "more than {} MiB of highlights and notes ({} MiB as answered, a note on every verse it covers)",
+        READ_BUDGET_BYTES / (1024 * 1024),
+        ANSWER_BUDGET_BYTES / (1024 * 1024)
+    )]
     OverBudget,
 }
 
 /// The most bytes of highlights and notes (their text, body and links) one batched read of a
-/// page's passages may hold, and its answer give: a note is up to ~180 KB and one user's notes
-/// are not counted, so without a bound a reader page (176 verses of Psalm 119, each note on
-/// every verse it covers) could make gigabytes.
+/// page's passages may hold: a note is up to ~180 KB and one user's notes are not counted, so
+/// without a bound one reader page could read gigabytes. Each note is read (and held) once,
+/// however many verses it covers.
 pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most bytes of notes' text and links one batched read may answer, a note counted on
+/// every verse it covers (the answer repeats it there): the router's cap on a subgraph's
+/// answer. The longest note (20,000 characters) on all 176 verses of Psalm 119 is within it.
+pub const ANSWER_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
 impl NoteRow {
     /// What the note weighs in a read's budget.
     pub fn weight(&self) -> usize {
-        ROW_OVERHEAD_BYTES
-            + self.body.len()
-            + self.text.len()
-            + self.links.iter().map(String::len).sum::<usize>()
+        self.answer_weight() + self.body.len()
+    }
+
+    /// What the note weighs in an answer's budget on one verse: its text and links (its body,
+    /// the editor's document, is not on the reader page, and is held once).
+    pub fn answer_weight(&self) -> usize {
+        ROW_OVERHEAD_BYTES + self.text.len() + self.links.iter().map(String::len).sum::<usize>()
     }
 }
 

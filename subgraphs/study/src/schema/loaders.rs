@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::canon::passage_order;
 use crate::store::{
-    HighlightRow, NoteRow, PageAsk, READ_BUDGET_BYTES, ReadError, Store, UserPages, UserPagesAsk,
+    ANSWER_BUDGET_BYTES, HighlightRow, NoteRow, PageAsk, ReadError, Store, UserPages, UserPagesAsk,
 };
 
 /// A user and a passage id.
@@ -92,7 +92,7 @@ fn note_spans(ordered: &[(&PassageKey, (Uuid, i64))]) -> Vec<(Uuid, i64, i64)> {
 
 /// The notes of each (user, passage) of `keys` whose range covers the verse, in range order,
 /// in one statement (none when no key is a well-formed passage id); every key has an entry.
-async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<NoteRow> {
+async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<Arc<NoteRow>> {
     let ordered = note_orders(keys);
     let rows = if ordered.is_empty() {
         Vec::new()
@@ -106,34 +106,41 @@ async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<NoteRow> {
 }
 
 /// `rows` (notes found for `ordered`'s spans, in range order, a note perhaps twice when it
-/// overlaps two spans) under every key whose verse they cover; every key of `keys` has an
-/// entry. A note counts on every verse it is given to: when the answer would carry more than
-/// [`READ_BUDGET_BYTES`] of notes, it is refused.
+/// overlaps two spans) under every key whose verse they cover, each note shared (held once
+/// however many verses it covers); every key of `keys` has an entry. A note's text and links
+/// are answered on every verse it covers: when that would come to more than
+/// [`ANSWER_BUDGET_BYTES`], the page is refused.
 fn notes_by_key(
     keys: &[PassageKey],
     ordered: &[(&PassageKey, (Uuid, i64))],
     mut rows: Vec<NoteRow>,
-) -> Result<HashMap<PassageKey, Vec<NoteRow>>, ReadError> {
+) -> Result<HashMap<PassageKey, Vec<Arc<NoteRow>>>, ReadError> {
     let mut seen = std::collections::HashSet::new();
     rows.retain(|note| seen.insert(note.id));
-    let mut by_user: HashMap<Uuid, Vec<NoteRow>> = HashMap::new();
+    let mut by_user: HashMap<Uuid, Vec<Arc<NoteRow>>> = HashMap::new();
     for note in rows {
-        by_user.entry(note.user_id).or_default().push(note);
+        by_user
+            .entry(note.user_id)
+            .or_default()
+            .push(Arc::new(note));
     }
-    let mut by_key: HashMap<PassageKey, Vec<NoteRow>> =
+    let mut by_key: HashMap<PassageKey, Vec<Arc<NoteRow>>> =
         keys.iter().map(|key| (key.clone(), Vec::new())).collect();
-    let mut given = 0usize;
+    let mut answered = 0usize;
     for (key, (user, order)) in ordered {
         let Some(notes) = by_user.get(user) else {
             continue;
         };
-        let covering: Vec<NoteRow> = notes
+        let covering: Vec<Arc<NoteRow>> = notes
             .iter()
             .filter(|note| note.start_order <= *order && *order <= note.end_order)
             .cloned()
             .collect();
-        given += covering.iter().map(NoteRow::weight).sum::<usize>();
-        if given > READ_BUDGET_BYTES {
+        answered += covering
+            .iter()
+            .map(|note| note.answer_weight())
+            .sum::<usize>();
+        if answered > ANSWER_BUDGET_BYTES {
             return Err(ReadError::OverBudget);
         }
         by_key.insert((*key).clone(), covering);
@@ -146,7 +153,7 @@ fn notes_by_key(
 async fn load_highlights_and_notes(
     store: &Store,
     keys: &[PassageKey],
-) -> (Loaded<HighlightRow>, Loaded<NoteRow>) {
+) -> (Loaded<HighlightRow>, Loaded<Arc<NoteRow>>) {
     if keys.is_empty() {
         return (Ok(HashMap::new()), Ok(HashMap::new()));
     }
@@ -186,10 +193,10 @@ pub struct NotesLoader {
 }
 
 impl Loader<PassageKey> for NotesLoader {
-    type Value = Vec<NoteRow>;
+    type Value = Vec<Arc<NoteRow>>;
     type Error = Arc<ReadError>;
 
-    async fn load(&self, keys: &[PassageKey]) -> Loaded<NoteRow> {
+    async fn load(&self, keys: &[PassageKey]) -> Loaded<Arc<NoteRow>> {
         load_notes(&self.store, keys).await
     }
 }
@@ -199,7 +206,7 @@ impl Loader<PassageKey> for NotesLoader {
 #[derive(Default)]
 pub struct Prefetched {
     pub highlights: Option<Loaded<HighlightRow>>,
-    pub notes: Option<Loaded<NoteRow>>,
+    pub notes: Option<Loaded<Arc<NoteRow>>>,
 }
 
 /// Every loader of one request.
@@ -351,7 +358,7 @@ impl Loaders {
     }
 
     /// `key`'s notes: from the entities' prefetch when it covered them, else batched.
-    pub async fn notes_of(&self, key: PassageKey) -> Result<Vec<NoteRow>, Arc<ReadError>> {
+    pub async fn notes_of(&self, key: PassageKey) -> Result<Vec<Arc<NoteRow>>, Arc<ReadError>> {
         if let Some(found) = prefetched(self.entities.get().and_then(|p| p.notes.as_ref()), &key) {
             return found;
         }

@@ -6,6 +6,8 @@
 //! input writes nothing. An item of another user is not found (`deleteX` answers `false`,
 //! `updateNote` a not-found error) and is left as it was.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, ID, Object, Result};
 use gospelib_kit::caller::Caller;
 use gospelib_kit::subgraph::authenticated;
@@ -79,7 +81,7 @@ impl Mutation {
             .insert_note(user, &content)
             .await
             .map_err(store)?;
-        row.map(Note).ok_or_else(erased)
+        row.map(|row| Note(Arc::new(row))).ok_or_else(erased)
     }
 
     /// Replaces one of the caller's notes, if it is still at `version` (the version it was
@@ -105,7 +107,7 @@ impl Mutation {
             .await
             .map_err(store)?
         {
-            NoteUpdate::Updated(row) => Ok(Note(*row)),
+            NoteUpdate::Updated(row) => Ok(Note(Arc::new(*row))),
             NoteUpdate::Stale { current_version } => {
                 Err(version_conflict(&id, version, current_version))
             }

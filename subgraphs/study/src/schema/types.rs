@@ -3,6 +3,8 @@
 //! extends: `User` (owned by accounts) with the caller's lists, and `Passage` (owned by
 //! content) with the caller's highlights and notes of that verse.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, Json, Object, Result, SimpleObject};
 use gospelib_kit::caller::Caller;
 use uuid::Uuid;
@@ -207,7 +209,7 @@ impl NoteRange {
 }
 
 /// A note on a verse or a range of verses.
-pub struct Note(pub NoteRow);
+pub struct Note(pub Arc<NoteRow>);
 
 #[Object]
 impl Note {
@@ -428,7 +430,7 @@ impl User {
             limit,
             asked.after.is_some(),
             |row| uuid_position(&row.cursor_at, row.id),
-            Note,
+            |row| Note(Arc::new(row)),
         ))
     }
 
@@ -535,7 +537,7 @@ impl User {
             .search_notes(self.id, query, limit)
             .await
             .map_err(store)?;
-        Ok(rows.into_iter().map(Note).collect())
+        Ok(rows.into_iter().map(|row| Note(Arc::new(row))).collect())
     }
 }
 
