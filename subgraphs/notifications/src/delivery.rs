@@ -3,8 +3,9 @@
 //! address (email) through the providers ([`crate::providers`]), recording what each send came
 //! to in `notifications.deliveries`.
 //!
-//! - **Claiming.** A poll takes up to [`DeliverySettings::batch`] due jobs (`not_before`
-//!   passed, no live lease) with `FOR UPDATE SKIP LOCKED`, and gives each a lease
+//! - **Claiming.** The worker keeps up to [`DeliverySettings::batch`] jobs in flight, and
+//!   claims due jobs (`not_before` passed, no live lease) for the slots that are free, at once
+//!   when a job ends, with `FOR UPDATE SKIP LOCKED`, and gives each a lease
 //!   ([`DeliverySettings::lease`]) and one more attempt in the same statement: two workers (any
 //!   pods) never take the same job, and a job whose worker died is taken again once its lease
 //!   has expired. A job's work is bounded to part of its lease; the worker's writes to the job
@@ -29,8 +30,8 @@
 //!   are recorded `failed` with `will_retry` and the job is retried later (exponential backoff,
 //!   at least the provider's `Retry-After`), up to [`DeliverySettings::max_attempts`] attempts;
 //!   the last one's failure is final. A provider that hangs is bounded by its request timeout
-//!   ([`crate::providers::settings::PROVIDER_TIMEOUT_MS`]); the other jobs of the batch run
-//!   meanwhile (a batch's jobs run concurrently).
+//!   ([`crate::providers::settings::PROVIDER_TIMEOUT_MS`]); it holds only its own jobs' slots,
+//!   and the other slots go on taking the queue's next jobs.
 //! - **Done.** A finished job keeps `done_at` and a summary outcome: the best of its recipients'
 //!   (sent, then failed, rejected, skipped).
 //!
@@ -38,9 +39,9 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `GOSPELIB_NOTIFICATIONS_DELIVERY_POLL_MS` | 1000 | the pause between polls that found fewer jobs than a batch |
+//! | `GOSPELIB_NOTIFICATIONS_DELIVERY_POLL_MS` | 1000 | the pause before looking again when a look found fewer due jobs than free slots |
 //! | `GOSPELIB_NOTIFICATIONS_DELIVERY_LEASE_SECS` | 300 | how long a claimed job is its worker's (its work is bounded to 4/5 of it) |
-//! | `GOSPELIB_NOTIFICATIONS_DELIVERY_BATCH` | 16 | jobs per poll, worked concurrently |
+//! | `GOSPELIB_NOTIFICATIONS_DELIVERY_BATCH` | 16 | jobs in flight at once (and per poll of `run_once`) |
 //! | `GOSPELIB_NOTIFICATIONS_DELIVERY_MAX_ATTEMPTS` | 6 | attempts of a job before a transient failure is final |
 //!
 //! and the providers' `GOSPELIB_APNS_*`, `GOSPELIB_FCM_*`, `GOSPELIB_RESEND_*`,
@@ -81,11 +82,12 @@ const MAX_REASON_CHARS: usize = 1000;
 pub struct DeliverySettings {
     /// This worker's name, kept on the jobs it holds (one per process, e.g. the pod's).
     pub worker: String,
-    /// The pause between polls that found fewer due jobs than a batch. Default 1 s.
+    /// The pause before looking again when a look found fewer due jobs than free slots.
+    /// Default 1 s.
     pub poll_interval: Duration,
     /// How long a claimed job is its worker's before another may take it. Default 5 min.
     pub lease: Duration,
-    /// Jobs per poll, worked concurrently. Default 16.
+    /// Jobs in flight at once (and per poll of [`DeliveryWorker::run_once`]). Default 16.
     pub batch: u32,
     /// Attempts of a job (polls that took it) before a transient failure is final. Default 6.
     pub max_attempts: u32,
@@ -356,7 +358,7 @@ impl DeliveryWorker {
     /// for this attempt. A job that could not be worked (PostgreSQL failed, time ran out) stays
     /// leased and is taken again when the lease expires; only a failure to claim is an error.
     pub async fn run_once(&self) -> Result<DeliveryStats, sqlx::Error> {
-        let jobs = self.claim().await?;
+        let jobs = self.claim(self.inner.settings.batch as usize).await?;
         let mut stats = DeliveryStats {
             claimed: jobs.len() as u64,
             ..DeliveryStats::default()
@@ -367,50 +369,56 @@ impl DeliveryWorker {
             running.spawn(async move { worker.work_bounded(job).await });
         }
         while let Some(done) = running.join_next().await {
-            match done {
-                Ok(job_stats) => stats.add(&job_stats),
-                Err(error) => {
-                    tracing::error!(%error, "a delivery job's task failed");
-                    stats.errors += 1;
-                }
-            }
+            Self::count(&mut stats, done);
         }
         Ok(stats)
     }
 
-    /// Polls until `shutdown` becomes `true` (or its sender is dropped): at once again after a
-    /// full batch, after the poll interval otherwise. What it had claimed when asked to stop is
+    /// Works jobs until `shutdown` becomes `true` (or its sender is dropped), keeping up to a
+    /// batch of them in flight: a slot freed by a job that ends is filled by the next due job
+    /// at once, so one slow provider (a push service that hangs for its whole timeout) holds
+    /// only its own jobs' slots, not the rest of the queue. With free slots and nothing due,
+    /// it looks again after the poll interval. What it had claimed when asked to stop is
     /// finished first (the launcher aborts the task after its grace; a job left then is taken
     /// again when its lease expires).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> DeliveryStats {
+        let batch = self.inner.settings.batch as usize;
         let mut total = DeliveryStats::default();
+        let mut running: JoinSet<DeliveryStats> = JoinSet::new();
         let mut failing = false;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let full = match self.run_once().await {
-                Ok(stats) => {
-                    if failing {
-                        tracing::info!("the delivery worker reaches PostgreSQL again");
-                        failing = false;
+            let free = batch.saturating_sub(running.len());
+            let mut filled = free == 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(jobs) => {
+                        if failing {
+                            tracing::info!("the delivery worker reaches PostgreSQL again");
+                            failing = false;
+                        }
+                        total.claimed += jobs.len() as u64;
+                        filled = jobs.len() == free;
+                        for job in jobs {
+                            let worker = self.clone();
+                            running.spawn(async move { worker.work_bounded(job).await });
+                        }
                     }
-                    total.add(&stats);
-                    stats.claimed >= u64::from(self.inner.settings.batch)
-                }
-                Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, "the delivery worker cannot claim jobs; retrying");
-                        failing = true;
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, "the delivery worker cannot claim jobs; retrying");
+                            failing = true;
+                        }
                     }
-                    false
                 }
-            };
-            if full {
-                continue;
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.inner.settings.poll_interval) => {}
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    Self::count(&mut total, done);
+                }
+                _ = tokio::time::sleep(self.inner.settings.poll_interval), if !filled => {}
                 changed = shutdown.changed() => {
                     if changed.is_err() {
                         break;
@@ -418,11 +426,25 @@ impl DeliveryWorker {
                 }
             }
         }
+        while let Some(done) = running.join_next().await {
+            Self::count(&mut total, done);
+        }
         total
     }
 
-    /// Takes up to a batch of due jobs: a lease and one more attempt each.
-    async fn claim(&self) -> Result<Vec<Job>, sqlx::Error> {
+    /// Adds a finished job's stats to `total`.
+    fn count(total: &mut DeliveryStats, done: Result<DeliveryStats, tokio::task::JoinError>) {
+        match done {
+            Ok(job_stats) => total.add(&job_stats),
+            Err(error) => {
+                tracing::error!(%error, "a delivery job's task failed");
+                total.errors += 1;
+            }
+        }
+    }
+
+    /// Takes up to `limit` due jobs: a lease and one more attempt each.
+    async fn claim(&self, limit: usize) -> Result<Vec<Job>, sqlx::Error> {
         let settings = &self.inner.settings;
         sqlx::query_as(
             "UPDATE notifications.delivery_jobs j
@@ -442,7 +464,7 @@ impl DeliveryWorker {
         .bind(settings.lease.as_secs_f64())
         .bind(shorten(&settings.worker, 200))
         .bind(settings.users.as_deref())
-        .bind(i64::from(settings.batch))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.inner.pool)
         .await
     }

@@ -1160,6 +1160,59 @@ async fn a_job_whose_worker_died_is_taken_again_once_its_lease_expires() {
     clean_up(&pool, &[user]).await;
 }
 
+/// A job held by a hanging provider holds only its own slot: the worker refills the slots that
+/// free up at once (here long before its next poll), so the rest of the queue goes out while
+/// that one send waits for its timeout. (It used to wait for its whole batch to end.)
+#[tokio::test]
+async fn a_hanging_send_holds_only_its_own_slot() {
+    let pool = pool().await;
+    let (fake, providers) = fake_providers(Duration::from_secs(4)).await;
+    let handler = EventsHandler::new(pool.clone());
+    let users: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let addresses: Vec<String> = users.iter().map(|_| address()).collect();
+    fake.script(
+        &addresses[0],
+        [Reply::new(200, r#"{"id":"late"}"#).after(Duration::from_secs(30))],
+    );
+    for (user, email) in users.iter().zip(&addresses) {
+        handler
+            .apply(&event("user.created", *user, json!({"email": email})))
+            .await
+            .unwrap();
+    }
+    let settings = DeliverySettings {
+        batch: 2,
+        poll_interval: Duration::from_secs(30),
+        ..settings(&users, &test_stream())
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn(worker(&pool, &providers, settings).run(shutdown));
+
+    let started = Instant::now();
+    while addresses[1..]
+        .iter()
+        .any(|email| fake.emails_to(email).is_empty())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the other emails waited for the hanging one"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hanging = jobs(&pool, users[0])
+        .await
+        .into_iter()
+        .find(|job| job.channel == "email")
+        .unwrap();
+    assert!(!hanging.done, "{hanging:?}");
+    stop.send(true).unwrap();
+    let stats = running.await.unwrap();
+    assert_eq!(stats.sent, 3, "{stats:?}");
+    assert_eq!(stats.retried, 1, "the hanging send timed out: {stats:?}");
+    fake.assert_no_problems();
+    clean_up(&pool, &users).await;
+}
+
 #[tokio::test]
 async fn a_hanging_provider_is_cut_short_retried_then_given_up() {
     let pool = pool().await;
