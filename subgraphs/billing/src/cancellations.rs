@@ -16,6 +16,8 @@
 //!   logged as an error for someone to look at.
 //!
 //! A worker that dies mid-call leaves its rows leased; they are due again when the lease ends.
+//! An answer is recorded only for the attempt that got it (`attempts` fences the row), and
+//! never over a row already settled.
 //! [`run_cancellations`] works the queue every [`CancellationSettings::every`] and whenever an
 //! erasure rings its bell, until its shutdown signal.
 
@@ -42,9 +44,11 @@ const MAX_RETRY: Duration = Duration::from_secs(3600);
 pub struct CancellationSettings {
     /// How often the queue is looked at, besides when an erasure rings.
     pub every: Duration,
-    /// How many cancellations one pass takes.
+    /// How many cancellations one pass takes (called one after another).
     pub batch: i64,
-    /// How long a taken cancellation is this worker's (longer than a Stripe call may take).
+    /// How long a taken cancellation is this worker's: longer than a batch's Stripe calls
+    /// may take (each at most 10 s). A row whose lease ran out may be taken by another
+    /// worker; the first to answer settles it.
     pub lease: Duration,
 }
 
@@ -52,7 +56,7 @@ impl Default for CancellationSettings {
     fn default() -> Self {
         Self {
             every: Duration::from_secs(60),
-            batch: 16,
+            batch: 4,
             lease: Duration::from_secs(120),
         }
     }
@@ -144,7 +148,7 @@ pub async fn cancel_due(
                     tracing::warn!(subscription = id, %error, retry_in_secs, "cancelling a deleted user's Stripe subscription failed; trying again later");
                 }
             }
-            store::record_cancellation(pool, id, &result).await?;
+            store::record_cancellation(pool, id, cancellation.attempts, &result).await?;
         }
     }
 }

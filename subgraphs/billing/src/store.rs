@@ -429,6 +429,51 @@ pub async fn announce_trials_ending(
     Ok(trials)
 }
 
+// ---- Checkout Sessions ----
+
+/// What recording a Checkout Session came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRecorded {
+    /// Recorded; the session it replaces, if any.
+    Replacing(Option<String>),
+    /// The user was erased meanwhile: nothing recorded, and the customer link the checkout
+    /// made removed.
+    UserErased,
+}
+
+/// Records `session_id` as `user_id`'s latest Checkout Session (under the user's lock, so two
+/// checkouts at once are ordered, and an erasure comes before or after, never between).
+pub async fn replace_checkout_session(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    session_id: &str,
+) -> Result<SessionRecorded, sqlx::Error> {
+    lock_user(&mut *conn, user_id).await?;
+    if is_erased(&mut *conn, user_id).await? {
+        sqlx::query("DELETE FROM billing.customers WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(SessionRecorded::UserErased);
+    }
+    let previous: Option<String> =
+        sqlx::query_scalar("SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    sqlx::query(
+        "INSERT INTO billing.checkout_sessions (user_id, session_id) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET session_id = EXCLUDED.session_id, created_at = now()",
+    )
+    .bind(user_id)
+    .bind(session_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(SessionRecorded::Replacing(
+        previous.filter(|previous| previous != session_id),
+    ))
+}
+
 // ---- Erasure (a deleted account) ----
 
 /// Takes `user_id`'s billing lock for the rest of the transaction: the erasure and every write
@@ -464,7 +509,8 @@ pub struct Erased {
 
 /// Erases `user_id`'s billing data (call with [`lock_user`] held): marks the user erased,
 /// queues the cancellation of every Stripe subscription of theirs that is not over, and
-/// removes their subscriptions and customer link. Erasing an erased user changes nothing.
+/// removes their subscriptions, customer link and Checkout Session. Erasing an erased user
+/// changes nothing.
 pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased, sqlx::Error> {
     sqlx::query("INSERT INTO billing.erased_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user_id)
@@ -490,10 +536,30 @@ pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("DELETE FROM billing.checkout_sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(Erased {
         subscriptions,
         cancellations,
     })
+}
+
+/// Queues the cancellation of the Stripe subscription `stripe_subscription_id` (of an erased
+/// user); whether it was not queued already.
+pub async fn queue_cancellation(
+    conn: &mut PgConnection,
+    stripe_subscription_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO billing.stripe_cancellations (stripe_subscription_id) VALUES ($1)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(stripe_subscription_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// A cancellation taken by a worker: the Stripe subscription and how many attempts it has had,
@@ -540,10 +606,13 @@ pub enum CancellationResult {
     Later { error: String, retry_in_secs: i64 },
 }
 
-/// Records how the attempt on `stripe_subscription_id` ended.
+/// Records how attempt number `attempt` on `stripe_subscription_id` ended, unless another
+/// worker took the row since (its lease ran out) or it is settled already: a late answer
+/// never undoes another's.
 pub async fn record_cancellation<'e>(
     executor: impl PgExecutor<'e>,
     stripe_subscription_id: &str,
+    attempt: i32,
     result: &CancellationResult,
 ) -> Result<(), sqlx::Error> {
     let (done, failed, error, retry_in_secs) = match result {
@@ -560,13 +629,15 @@ pub async fn record_cancellation<'e>(
              failed_at = CASE WHEN $3 THEN now() END,
              last_error = $4,
              next_attempt_at = now() + make_interval(secs => $5)
-         WHERE stripe_subscription_id = $1",
+         WHERE stripe_subscription_id = $1 AND attempts = $6
+           AND done_at IS NULL AND failed_at IS NULL",
     )
     .bind(stripe_subscription_id)
     .bind(done)
     .bind(failed)
     .bind(error)
     .bind(retry_in_secs as f64)
+    .bind(attempt)
     .execute(executor)
     .await?;
     Ok(())

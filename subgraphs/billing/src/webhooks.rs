@@ -14,7 +14,9 @@
 //!    waits on the first one's insert and then sees the conflict.
 //! 4. **Apply** (same transaction, [`crate::stripe::apply`]), appending billing events to the
 //!    outbox. Unknown types are recorded and acknowledged (`"ignored"`). An event whose user
-//!    cannot be found writes nothing (`"unattributed"`).
+//!    cannot be found writes nothing (`"unattributed"`); one whose user's account was deleted
+//!    is recorded and writes nothing of theirs, but a subscription it brings that is not over
+//!    is queued for cancellation (`"deleted_user"`).
 //! 5. **Commit, then** invalidate the changed users' cached entitlements and publish the
 //!    outbox. If Redis fails the answer is still `200` (the change is committed); the events
 //!    wait for the relay and the cache expires within a minute.
@@ -150,6 +152,7 @@ impl Answer {
             Self::Applied(Outcome::Processed) => "processed",
             Self::Applied(Outcome::Ignored) => "ignored",
             Self::Applied(Outcome::Unattributed) => "unattributed",
+            Self::Applied(Outcome::DeletedUser) => "deleted_user",
             Self::Duplicate => "duplicate",
         }
     }

@@ -124,6 +124,14 @@ async fn answer(
                     "id": format!("bps_{id}"), "object": "billing_portal.session",
                     "url": format!("https://billing.stripe.com/p/session/{id}")
                 }),
+                path if path.starts_with("/v1/checkout/sessions/cs_test_")
+                    && path.ends_with("/expire") =>
+                {
+                    let session = path
+                        .trim_start_matches("/v1/checkout/sessions/")
+                        .trim_end_matches("/expire");
+                    json!({"id": session, "object": "checkout.session", "status": "expired"})
+                }
                 _ => return StatusCode::NOT_FOUND.into_response(),
             };
             axum::Json(body).into_response()
@@ -237,7 +245,9 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     .collect();
     assert_eq!(checkout.form, expected);
 
-    // A second checkout reuses the customer, with a new idempotency key of its own.
+    // A second checkout reuses the customer, with a new idempotency key of its own, and
+    // expires the first session: the user cannot pay for both.
+    let first_session = session["id"].as_str().unwrap().to_owned();
     let answer = run_as(
         &service,
         Some(Caller::user(user)),
@@ -247,7 +257,7 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     .await;
     assert!(answer.get("errors").is_none(), "{answer}");
     let received = fake.received();
-    assert_eq!(received.len(), 3);
+    assert_eq!(received.len(), 4, "{received:?}");
     assert_eq!(received[2].path, "/v1/checkout/sessions");
     assert_eq!(
         received[2].form["line_items[0][price]"],
@@ -255,7 +265,56 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     );
     assert_eq!(received[2].form["customer"], linked);
     assert_ne!(received[2].idempotency_key, received[1].idempotency_key);
+    assert_eq!(
+        received[3].path,
+        format!("/v1/checkout/sessions/{first_session}/expire")
+    );
+    assert_eq!(received[3].method, Method::POST);
 
+    clean_up(&pool, &[user], &names).await;
+}
+
+/// Two checkouts at once (two tabs) leave one session open: the other is expired at Stripe.
+#[tokio::test]
+async fn of_two_checkouts_at_once_one_session_stays_open() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = service(&pool, stripe_settings(&names, &base_url));
+    let checkout = || {
+        run_as(
+            &service,
+            Some(Caller::user(user)),
+            CHECKOUT,
+            checkout_vars("scholar", "MONTHLY"),
+        )
+    };
+    let (a, b) = tokio::join!(checkout(), checkout());
+    let sessions: Vec<String> = [&a, &b]
+        .iter()
+        .map(|answer| {
+            answer["data"]["createCheckoutSession"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answer}"))
+                .to_owned()
+        })
+        .collect();
+    let expired: Vec<String> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/expire"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    let kept: String =
+        sqlx::query_scalar("SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(sessions.contains(&kept));
+    let other = sessions.iter().find(|s| **s != kept).unwrap();
+    assert_eq!(expired[0], format!("/v1/checkout/sessions/{other}/expire"));
     clean_up(&pool, &[user], &names).await;
 }
 

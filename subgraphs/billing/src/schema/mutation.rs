@@ -17,7 +17,9 @@ use super::errors::{self, store, stripe_not_configured, validation};
 use super::types::{BillingInterval, CheckoutSession, PortalSession};
 use crate::entitlements::in_force;
 use crate::store::{self as db, SOURCE_STRIPE};
-use crate::stripe::api::{NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi};
+use crate::stripe::api::{
+    NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi, StripeError,
+};
 use crate::time::now_secs;
 
 /// `createCheckoutSession` and `createPortalSession`.
@@ -43,8 +45,7 @@ impl Mutation {
             .ok_or_else(stripe_not_configured)?;
         // A session still valid for a moment after the account's deletion buys nothing.
         if db::is_erased(&billing.pool, user_id).await.map_err(store)? {
-            return Err(gospelib_kit::ErrorCode::Unauthorized
-                .error("this account was deleted; sign in again"));
+            return Err(account_deleted());
         }
         let Some(definition) = billing.plans.plans.get(plan.as_str()) else {
             return Err(validation(format!("there is no plan {:?}", plan.as_str())));
@@ -81,6 +82,7 @@ impl Mutation {
             })
             .await
             .map_err(errors::stripe)?;
+        expire_previous_session(billing, stripe, user_id, &session.id).await?;
         Ok(CheckoutSession {
             id: ID(session.id),
             url: session.url,
@@ -114,6 +116,54 @@ impl Mutation {
             .await
             .map_err(errors::stripe)?;
         Ok(PortalSession { url: session.url })
+    }
+}
+
+/// Records `session_id` as the user's Checkout Session and expires the one it replaces at
+/// Stripe: a user never has two open at once (two tabs, or one opened long before), so cannot
+/// pay for two subscriptions. One that can no longer be expired (paid, or expired already)
+/// is left as it is; when Stripe cannot be reached it is logged and left to its own expiry.
+/// A user erased while this checkout was being made gets none: the new session is expired.
+async fn expire_previous_session(
+    billing: &BillingContext,
+    stripe: &dyn StripeApi,
+    user_id: Uuid,
+    session_id: &str,
+) -> Result<()> {
+    let mut tx = billing.pool.begin().await.map_err(store)?;
+    let recorded = db::replace_checkout_session(&mut tx, user_id, session_id)
+        .await
+        .map_err(store)?;
+    tx.commit().await.map_err(store)?;
+    let previous = match recorded {
+        db::SessionRecorded::Replacing(None) => return Ok(()),
+        db::SessionRecorded::Replacing(Some(previous)) => previous,
+        db::SessionRecorded::UserErased => {
+            expire_session(stripe, user_id, session_id).await;
+            return Err(account_deleted());
+        }
+    };
+    expire_session(stripe, user_id, &previous).await;
+    Ok(())
+}
+
+/// The refusal of a session still valid for a moment after its account was deleted.
+fn account_deleted() -> async_graphql::Error {
+    gospelib_kit::ErrorCode::Unauthorized.error("this account was deleted; sign in again")
+}
+
+/// Expires the Checkout Session `previous` at Stripe, if it still can be (logged either way).
+async fn expire_session(stripe: &dyn StripeApi, user_id: Uuid, previous: &str) {
+    match stripe.expire_checkout_session(previous).await {
+        Ok(expired) => {
+            tracing::info!(%user_id, session = %expired.id, "a Checkout Session expired");
+        }
+        Err(StripeError::Refused { message, .. }) => {
+            tracing::info!(%user_id, session = %previous, %message, "a Checkout Session could not be expired (paid or expired already)");
+        }
+        Err(error) => {
+            tracing::warn!(%user_id, session = %previous, %error, "a Checkout Session could not be expired; it stays open until Stripe expires it");
+        }
     }
 }
 

@@ -116,12 +116,26 @@ pub trait StripeApi: Send + Sync {
         request: &'a NewPortalSession,
     ) -> BoxFuture<'a, Result<PortalSession, StripeError>>;
 
+    /// `POST /v1/checkout/sessions/{id}/expire`: the session can no longer be paid (a newer
+    /// one replaces it).
+    fn expire_checkout_session<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<ExpiredSession, StripeError>>;
+
     /// `DELETE /v1/subscriptions/{id}`: cancels the subscription at once (a deleted account's).
     /// Stripe takes no idempotency key on a `DELETE`: cancelling twice is harmless.
     fn cancel_subscription<'a>(
         &'a self,
         stripe_subscription_id: &'a str,
     ) -> BoxFuture<'a, Result<CancelledSubscription, StripeError>>;
+}
+
+/// A Checkout Session as Stripe answered its expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExpiredSession {
+    pub id: String,
+    pub status: String,
 }
 
 /// A subscription as Stripe answered its cancellation.
@@ -262,6 +276,14 @@ impl HttpStripe {
     }
 }
 
+/// `id` if it is a Stripe id (a prefix, `_`, alphanumerics): anything else never reaches a URL.
+fn stripe_id(id: &str) -> Result<&str, StripeError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StripeError::Malformed(format!("{id:?} is not a Stripe id")));
+    }
+    Ok(id)
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     error: ErrorDetail,
@@ -354,23 +376,28 @@ impl StripeApi for HttpStripe {
         })
     }
 
+    fn expire_checkout_session<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<ExpiredSession, StripeError>> {
+        Box::pin(async move {
+            let id = stripe_id(session_id)?;
+            self.post(
+                &format!("/v1/checkout/sessions/{id}/expire"),
+                &format!("gl-expire-{id}"),
+                &[],
+            )
+            .await
+        })
+    }
+
     fn cancel_subscription<'a>(
         &'a self,
         stripe_subscription_id: &'a str,
     ) -> BoxFuture<'a, Result<CancelledSubscription, StripeError>> {
         Box::pin(async move {
-            // Stripe's ids are `sub_` and alphanumerics: anything else never reaches the URL.
-            if stripe_subscription_id.is_empty()
-                || !stripe_subscription_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(StripeError::Malformed(format!(
-                    "{stripe_subscription_id:?} is not a Stripe subscription id"
-                )));
-            }
-            self.delete(&format!("/v1/subscriptions/{stripe_subscription_id}"))
-                .await
+            let id = stripe_id(stripe_subscription_id)?;
+            self.delete(&format!("/v1/subscriptions/{id}")).await
         })
     }
 }

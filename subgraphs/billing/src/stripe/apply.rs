@@ -23,8 +23,10 @@
 //! - Anything else is acknowledged and ignored.
 //!
 //! An event whose user cannot be found is [`Outcome::Unattributed`]: nothing is written (not
-//! even the event id, so a resend after the link exists is applied). So is one whose user's
-//! account was deleted (their billing erased: [`crate::trial`]).
+//! even the event id, so a resend after the link exists is applied). One whose user's account
+//! was deleted (their billing erased: [`crate::trial`]) writes nothing of theirs either
+//! ([`Outcome::DeletedUser`]), but a subscription it brings that is not over is queued for
+//! cancellation at Stripe.
 
 use gospelib_kit::outbox::Outbox;
 use gospelib_kit::plans::Plans;
@@ -47,6 +49,9 @@ pub enum Outcome {
     Ignored,
     /// No user could be found for it; nothing may be written.
     Unattributed,
+    /// Its user's account was deleted: nothing of theirs is written (the event is recorded,
+    /// and a subscription not over is queued for cancellation).
+    DeletedUser,
 }
 
 /// What an event changed.
@@ -134,6 +139,32 @@ async fn user_for(
         );
     }
     Ok(Some(user_id))
+}
+
+/// Whether `snapshot` is a subscription of a user whose account was deleted; if it is not
+/// over, its cancellation is queued (its checkout was paid after the deletion, from a session
+/// opened before: nobody can sign in to cancel it, and it must not charge again).
+async fn for_an_erased_user(
+    conn: &mut PgConnection,
+    snapshot: &SubscriptionSnapshot,
+    stamp: Stamp,
+) -> Result<bool, sqlx::Error> {
+    let Some(user_id) = snapshot
+        .metadata_user_id
+        .as_deref()
+        .and_then(|id| Uuid::parse_str(id).ok())
+    else {
+        return Ok(false);
+    };
+    if !store::is_erased(&mut *conn, user_id).await? {
+        return Ok(false);
+    }
+    let over =
+        stamp.is_final || matches!(snapshot.status.as_str(), "canceled" | "incomplete_expired");
+    if !over && store::queue_cancellation(&mut *conn, &snapshot.id).await? {
+        tracing::warn!(%user_id, subscription = %snapshot.id, "a deleted user's new Stripe subscription is queued for cancellation");
+    }
+    Ok(true)
 }
 
 /// `user_id`, its billing lock taken, unless its billing was erased.
@@ -241,6 +272,9 @@ async fn apply_subscription(
         )
         .await?
         else {
+            if for_an_erased_user(conn, snapshot, stamp).await? {
+                return Ok(Applied::nothing(Outcome::DeletedUser));
+            }
             return Ok(Applied::nothing(Outcome::Unattributed));
         };
         let state = state_of(plans, snapshot, user_id, stamp);

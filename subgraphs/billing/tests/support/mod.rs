@@ -278,6 +278,11 @@ pub async fn clean_up(pool: &PgPool, users: &[Uuid], names: &RedisNames) {
         .execute(pool)
         .await
         .unwrap();
+    sqlx::query("DELETE FROM billing.checkout_sessions WHERE user_id = ANY($1)")
+        .bind(users)
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM billing.erased_users WHERE user_id = ANY($1)")
         .bind(users)
         .execute(pool)
