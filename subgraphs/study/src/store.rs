@@ -313,12 +313,18 @@ fn numbered(p: PageParams, order: &str) -> String {
 }
 
 /// The UTC days user `$1` read on (latest first, as days since 1970-01-01) and today's.
-const READING_DAYS_SQL: &str = "SELECT COALESCE(
-        (SELECT array_agg(day ORDER BY day DESC) FROM (
-             SELECT DISTINCT ((read_at AT TIME ZONE 'UTC')::date - date '1970-01-01') AS day
-             FROM study.reading_history WHERE user_id = $1) AS d),
-        '{}'::int[]) AS days,
-    (now() AT TIME ZONE 'UTC')::date - date '1970-01-01' AS today";
+/// The days (in the time zone bound as `$zone`) `$1` read on, latest first, and today's
+/// there, as days since 1970-01-01.
+fn reading_days_sql(zone: usize) -> String {
+    format!(
+        "SELECT COALESCE(
+            (SELECT array_agg(day ORDER BY day DESC) FROM (
+                 SELECT DISTINCT ((read_at AT TIME ZONE ${zone})::date - date '1970-01-01') AS day
+                 FROM study.reading_history WHERE user_id = $1) AS d),
+            '{{}}'::int[]) AS days,
+        (now() AT TIME ZONE ${zone})::date - date '1970-01-01' AS today"
+    )
+}
 
 /// A page of one of a user's lists, as its field asks for it: at most `limit` rows, after
 /// `after`.
@@ -336,7 +342,8 @@ pub struct UserPagesAsk {
     pub notes: Option<PageAsk<Uuid>>,
     pub bookmarks: Option<PageAsk<Uuid>>,
     pub progress: Option<PageAsk<String>>,
-    pub reading_days: bool,
+    /// The reading days, counted in this time zone (a known IANA name), if asked.
+    pub reading_days: Option<String>,
 }
 
 impl UserPagesAsk {
@@ -347,7 +354,7 @@ impl UserPagesAsk {
             self.notes.is_some(),
             self.bookmarks.is_some(),
             self.progress.is_some(),
-            self.reading_days,
+            self.reading_days.is_some(),
         ]
         .into_iter()
         .filter(|asked| *asked)
@@ -401,6 +408,8 @@ fn user_lock(user: Uuid) -> String {
 pub struct Store {
     pool: PgPool,
     queries: Arc<AtomicU64>,
+    /// PostgreSQL's time zone names, read once.
+    time_zones: Arc<tokio::sync::OnceCell<std::collections::HashSet<String>>>,
 }
 
 impl Store {
@@ -409,7 +418,25 @@ impl Store {
         Self {
             pool,
             queries: Arc::new(AtomicU64::new(0)),
+            time_zones: Arc::default(),
         }
+    }
+
+    /// Whether `zone` is a time zone PostgreSQL knows (an IANA name such as
+    /// `America/Los_Angeles`, or `UTC`): only those are bound to `AT TIME ZONE`, where an
+    /// unknown one fails the statement. The names are read once per process.
+    pub async fn known_time_zone(&self, zone: &str) -> Result<bool, sqlx::Error> {
+        let zones = self
+            .time_zones
+            .get_or_try_init(|| async {
+                // Once per process, not per request: not counted in `queries_run`.
+                let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pg_timezone_names")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok::<_, sqlx::Error>(names.into_iter().collect())
+            })
+            .await?;
+        Ok(zones.contains(zone))
     }
 
     /// The pool.
@@ -483,10 +510,12 @@ impl Store {
         if ask.progress.is_some() {
             parts.push(part(PROGRESS_PART, progress_sql(list(11))));
         }
-        if ask.reading_days {
+        if ask.reading_days.is_some() {
+            // $14: the zone (after the user and four lists' three parameters each).
             parts.push(format!(
                 "SELECT {READING_DAYS_PART} AS part, 1::bigint AS ord, to_jsonb(x)::text AS row
-                 FROM ({READING_DAYS_SQL}) x"
+                 FROM ({}) x",
+                reading_days_sql(14)
             ));
         }
         if parts.is_empty() {
@@ -511,6 +540,7 @@ impl Store {
             .bind(progress_after.map(|a| a.at.clone()))
             .bind(progress_after.map(|a| a.key.clone()))
             .bind(progress.map_or(0, |p| p.limit))
+            .bind(ask.reading_days.as_deref().unwrap_or("UTC"))
             .fetch_all(&self.pool)
             .await?;
         let mut pages = UserPages::default();
@@ -995,11 +1025,13 @@ impl Store {
         Ok(Some(progress))
     }
 
-    /// The UTC days `user` read on (latest first) and today's, in one statement.
-    pub async fn reading_days(&self, user: Uuid) -> Result<ReadingDays, sqlx::Error> {
+    /// The days `user` read on (latest first) and today's, in the time zone `zone` (one
+    /// [`Store::known_time_zone`] accepts), in one statement.
+    pub async fn reading_days(&self, user: Uuid, zone: &str) -> Result<ReadingDays, sqlx::Error> {
         self.count();
-        let (days, today): (Vec<i32>, i32) = sqlx::query_as(READING_DAYS_SQL)
+        let (days, today): (Vec<i32>, i32) = sqlx::query_as(&reading_days_sql(2))
             .bind(user)
+            .bind(zone)
             .fetch_one(&self.pool)
             .await?;
         Ok(ReadingDays { days, today })

@@ -47,7 +47,8 @@ fn study_composes_with_content_accounts_and_billing() {
         "notes(",
         "bookmarks(",
         "readingProgress(",
-        "readingStreak: ReadingStreak!",
+        "readingStreak(",
+        "timeZone: String,",
         "searchNotes(query: String!, first: Int): [Note!]!",
     ] {
         assert!(user.contains(field), "{field} missing from User:\n{user}");

@@ -973,6 +973,69 @@ const MY_STUDY_FIELDS: [(&str, &str); 5] = [
 
 /// A `User` query selecting `fields` (some of [`MY_STUDY_FIELDS`]), declaring the variables
 /// they use (GraphQL refuses unused ones).
+/// Days are counted in the time zone the client names: two readings 22 hours apart on one UTC
+/// day are two days in Los Angeles (the afternoon before, and that afternoon) and in Tokyo
+/// (that morning, and the next), and the last day read is that zone's; alone and read together with the lists (the "My study" page's one
+/// statement) alike. An unknown zone is refused.
+#[tokio::test]
+async fn streaks_count_days_in_the_readers_time_zone() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    for at in ["2026-03-01T01:00:00Z", "2026-03-01T23:00:00Z"] {
+        sqlx::query(
+            "INSERT INTO study.reading_history (user_id, chapter_id, read_at)
+             VALUES ($1, 'john.3', $2::timestamptz)",
+        )
+        .bind(user)
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let streak = |zone: Option<&str>, with_lists: bool| {
+        let argument = zone.map_or(String::new(), |zone| format!("(timeZone: \"{zone}\")"));
+        let mut fields = vec![format!(
+            "readingStreak{argument} {{ current longest lastReadOn }}"
+        )];
+        if with_lists {
+            fields.push("notes { nodes { id } }".to_owned());
+            fields.push("bookmarks { nodes { id } }".to_owned());
+        }
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let query = user_query(&fields);
+        let service = &service;
+        async move { run_as(service, Some(user), &query, user_rep(user)).await }
+    };
+    for with_lists in [false, true] {
+        let utc = streak(None, with_lists).await;
+        assert_eq!(
+            utc["data"]["_entities"][0]["readingStreak"],
+            json!({"current": 0, "longest": 1, "lastReadOn": "2026-03-01"}),
+            "{utc}"
+        );
+        let los_angeles = streak(Some("America/Los_Angeles"), with_lists).await;
+        assert_eq!(
+            los_angeles["data"]["_entities"][0]["readingStreak"],
+            json!({"current": 0, "longest": 2, "lastReadOn": "2026-03-01"}),
+            "{los_angeles}"
+        );
+        let tokyo = streak(Some("Asia/Tokyo"), with_lists).await;
+        assert_eq!(
+            tokyo["data"]["_entities"][0]["readingStreak"],
+            json!({"current": 0, "longest": 2, "lastReadOn": "2026-03-02"}),
+            "{tokyo}"
+        );
+        let unknown = streak(Some("Mars/Olympus_Mons"), with_lists).await;
+        assert_eq!(
+            unknown["errors"][0]["extensions"]["code"], "VALIDATION_ERROR",
+            "{unknown}"
+        );
+    }
+    clean_up(&pool, &[user]).await;
+}
+
 fn user_query(fields: &[&str]) -> String {
     let fields = fields.join("\n");
     let variables: String = [

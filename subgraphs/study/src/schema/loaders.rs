@@ -32,6 +32,9 @@ use crate::store::{
     ANSWER_BUDGET_BYTES, HighlightRow, NoteRow, PageAsk, ReadError, Store, UserPages, UserPagesAsk,
 };
 
+/// The time zone reading days are counted in when `readingStreak` names none.
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
+
 /// A user and a passage id.
 pub type PassageKey = (Uuid, String);
 
@@ -293,7 +296,7 @@ impl Loaders {
             notes: page_asked(&selection.field("notes")),
             bookmarks: page_asked(&selection.field("bookmarks")),
             progress: page_asked(&selection.field("readingProgress")),
-            reading_days: selection.field("readingStreak").exists(),
+            reading_days: self.zone_asked(&selection.field("readingStreak")).await,
         };
         if ask.parts() < 2 {
             return;
@@ -325,13 +328,39 @@ impl Loaders {
         })
     }
 
-    /// The reading days the prefetch read for `user`, if it read them.
+    /// The one known time zone every `readingStreak` of `selection` asks for (UTC when it
+    /// names none); `None` when none is selected, or they differ, or one is not known (its
+    /// resolver reports it).
+    async fn zone_asked(&self, selection: &async_graphql::Lookahead<'_>) -> Option<String> {
+        let mut asked: Option<String> = None;
+        for field in selection.selection_fields() {
+            let arguments = field.arguments().ok()?;
+            let zone = match arguments.iter().find(|(n, _)| n.as_str() == "timeZone") {
+                None | Some((_, Value::Null)) => DEFAULT_TIME_ZONE.to_owned(),
+                Some((_, Value::String(zone))) => zone.clone(),
+                Some(_) => return None,
+            };
+            match &asked {
+                Some(earlier) if *earlier != zone => return None,
+                _ => asked = Some(zone),
+            }
+        }
+        let zone = asked?;
+        self.store
+            .known_time_zone(&zone)
+            .await
+            .unwrap_or(false)
+            .then_some(zone)
+    }
+
+    /// The reading days the prefetch read for `user` in `zone`, if it read them.
     pub fn user_reading_days(
         &self,
         user: Uuid,
+        zone: &str,
     ) -> Option<Result<crate::store::ReadingDays, Arc<sqlx::Error>>> {
         let (read_for, ask, pages) = self.user_pages.get()?;
-        if *read_for != user || !ask.reading_days {
+        if *read_for != user || ask.reading_days.as_deref() != Some(zone) {
             return None;
         }
         Some(match pages {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::StudyContext;
 use super::errors::{read, store, validation};
-use super::loaders::{Loaders, page_ask};
+use super::loaders::{DEFAULT_TIME_ZONE, Loaders, page_ask};
 use crate::store::{
     BookmarkRow, HighlightRow, NoteRow, PageAsk, ProgressRow, UserPages, UserPagesAsk,
 };
@@ -318,14 +318,18 @@ impl ReadingProgress {
     }
 }
 
-/// The reader's streaks of consecutive days (UTC) with reading, from the reading history.
+/// The longest time zone name accepted (IANA's are under 40 characters).
+const MAX_TIME_ZONE_CHARS: usize = 64;
+
+/// The reader's streaks of consecutive days (in the time zone asked) with reading, from the
+/// reading history.
 #[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
 pub struct ReadingStreak {
     /// Days in the streak that ends today or yesterday; 0 when the reader missed yesterday.
     pub current: i32,
     /// The longest streak ever.
     pub longest: i32,
-    /// The last day with reading (`YYYY-MM-DD`, UTC).
+    /// The last day with reading (`YYYY-MM-DD`, in the time zone asked).
     pub last_read_on: Option<String>,
 }
 
@@ -495,13 +499,30 @@ impl User {
         ))
     }
 
-    /// The user's reading streaks, computed from their reading history.
-    async fn reading_streak(&self, ctx: &Context<'_>) -> Result<ReadingStreak> {
-        let days = match Loaders::of(ctx)?.user_reading_days(self.id) {
+    /// The user's reading streaks, computed from their reading history, with days counted in
+    /// `timeZone`.
+    async fn reading_streak(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The IANA time zone the reader's days are counted in (their own, such as `America/Los_Angeles`): a day read in the evening there is that day, not the next UTC one. UTC when not given."
+        )]
+        time_zone: Option<String>,
+    ) -> Result<ReadingStreak> {
+        let zone = time_zone.unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned());
+        let study_store = &study(ctx)?.store;
+        if zone.len() > MAX_TIME_ZONE_CHARS
+            || !study_store.known_time_zone(&zone).await.map_err(store)?
+        {
+            return Err(validation(format!(
+                "`timeZone` must be an IANA time zone such as `America/Los_Angeles`; {:?} is not one",
+                zone.chars().take(MAX_TIME_ZONE_CHARS).collect::<String>()
+            )));
+        }
+        let days = match Loaders::of(ctx)?.user_reading_days(self.id, &zone) {
             Some(prefetched) => prefetched.map_err(store)?,
-            None => study(ctx)?
-                .store
-                .reading_days(self.id)
+            None => study_store
+                .reading_days(self.id, &zone)
                 .await
                 .map_err(store)?,
         };
