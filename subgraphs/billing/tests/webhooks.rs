@@ -375,6 +375,49 @@ async fn within_one_second_the_first_payment_comes_after_incomplete_in_any_order
 }
 
 #[tokio::test]
+async fn a_mid_period_invoice_does_not_outrank_the_periods_later_snapshots() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let url = endpoint(&pool, redis(), &names).await;
+    let (sub, customer) = (subscription_id(), customer_id());
+    let now = now_secs();
+    let period = (now - 1000, now + 1000);
+    let snapshot = |status: &str, created: i64| {
+        event(
+            &event_id(),
+            "customer.subscription.updated",
+            created,
+            subscription(
+                &sub,
+                &customer,
+                Some(user),
+                status,
+                "price_scholar_monthly",
+                period,
+            ),
+        )
+    };
+    assert_eq!(post(&url, &snapshot("active", now - 900)).await.0, 200);
+    // An upgrade's proration, billed from mid-period to the period's end, fails: past_due.
+    let proration = event(
+        &event_id(),
+        "invoice.payment_failed",
+        now - 500,
+        invoice("in_proration", &customer, &sub, (now - 500, period.1), 0),
+    );
+    assert_eq!(post(&url, &proration).await.0, 200);
+    assert_eq!(
+        stored_subscriptions(&pool, user).await[0].status,
+        "past_due"
+    );
+    // Its retries run out: Stripe's later snapshot of the same period says unpaid, and it
+    // stands (it used to be overwritten by the invoice's past_due, whose line starts later).
+    assert_eq!(post(&url, &snapshot("unpaid", now - 100)).await.0, 200);
+    assert_eq!(stored_subscriptions(&pool, user).await[0].status, "unpaid");
+    clean_up(&pool, &[user], &names).await;
+}
+
+#[tokio::test]
 async fn invoices_emit_payment_events_and_move_the_status() {
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());

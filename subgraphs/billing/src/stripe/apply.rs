@@ -388,8 +388,24 @@ async fn invoice_update(
     succeeded: bool,
 ) -> Result<Option<BillingEvent>, sqlx::Error> {
     let stored_stamp = stored.stamp();
+    // An invoice of the stored period (a proration bills from mid-period to the period's end)
+    // is of that period: it is ordered with the period's snapshots by when its event was
+    // created. Ordered by its line's start instead, it would outrank every later snapshot of
+    // the period (an `unpaid` after it would be overwritten by its `past_due`).
+    let line_start = invoice.line_period_start.unwrap_or(stored_stamp.at);
+    let of_the_stored_period =
+        invoice.line_period_end.is_some() && invoice.line_period_end == stored.current_period_end;
+    // The stored period began at the latest start a snapshot or an invoice gave it.
+    let stored_period_start = stored
+        .invoice_stamp()
+        .map_or(stored_stamp.at, |last| last.at.max(stored_stamp.at));
+    let at = if of_the_stored_period {
+        line_start.min(stored_period_start)
+    } else {
+        line_start
+    };
     let stamp = Stamp {
-        at: invoice.line_period_start.unwrap_or(stored_stamp.at),
+        at,
         is_final: false,
         event_created: event.created,
         settled: super::events::settled(status_after_invoice(&stored.status, succeeded)),
