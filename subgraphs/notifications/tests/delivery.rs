@@ -160,6 +160,11 @@ async fn apns_push(
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return fake.apns.problem("the body is not JSON".to_owned());
     };
+    // One alert per notification on the device: the collapse id is the notification's.
+    let collapse = header(&headers, "apns-collapse-id");
+    if payload["notification_id"].as_str() != Some(collapse.as_str()) {
+        return fake.apns.problem(format!("apns-collapse-id {collapse:?}"));
+    }
     fake.apns.push(ApnsPush {
         device: device.clone(),
         payload,
@@ -566,6 +571,9 @@ async fn a_welcome_is_pushed_to_every_device_and_mailed() {
             "token": android,
             "notification": {"title": WELCOME_TITLE, "body": WELCOME_BODY},
             "data": {"category": "account", "notification_id": welcome.to_string()},
+            "android": {"collapse_key": welcome.to_string()},
+            "apns": {"headers": {"apns-collapse-id": welcome.to_string()}},
+            "webpush": {"headers": {"Topic": welcome.simple().to_string()}},
         })]
     );
     let mailed = fake.emails_to(&email);

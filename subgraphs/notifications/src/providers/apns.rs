@@ -174,17 +174,20 @@ impl Apns {
             Err(error) => return Delivery::permanent_failure(error.to_string()),
         };
         let url = super::endpoint(&self.base_url, &format!("3/device/{device_token}"));
-        let response = self
+        let mut request = self
             .http
             .post(url)
             .header("authorization", format!("bearer {jwt}"))
             .header("apns-topic", &self.topic)
             .header("apns-push-type", "alert")
             // 10: deliver now (an alert the user sees); 5 would let the device batch it.
-            .header("apns-priority", "10")
-            .json(&payload(message))
-            .send()
-            .await;
+            .header("apns-priority", "10");
+        if let Some(id) = super::collapse_id(message) {
+            // A retry of a send that only seemed to fail replaces the alert on the device
+            // instead of showing it twice.
+            request = request.header("apns-collapse-id", id);
+        }
+        let response = request.json(&payload(message)).send().await;
         let response = match response {
             Ok(response) => response,
             Err(error) => return transport_failure("APNs", error),

@@ -318,20 +318,46 @@ impl PushProvider for Fcm {
     }
 }
 
-/// `{"message":{"token","notification":{"title","body"},"data":{...,"category"}}}`.
+/// `{"message":{"token","notification":{"title","body"},"data":{...,"category"}}}`, with the
+/// notification's collapse id for Android, APNs and Web Push when it has one.
 fn payload(device_token: &str, message: &PushMessage) -> Value {
     let mut data = message.data.clone();
     if !message.category.is_empty() {
         data.entry("category".to_owned())
             .or_insert_with(|| message.category.clone());
     }
-    json!({
-        "message": {
-            "token": device_token,
-            "notification": { "title": message.title, "body": message.body },
-            "data": data,
+    let mut body = json!({
+        "token": device_token,
+        "notification": { "title": message.title, "body": message.body },
+        "data": data,
+    });
+    if let Some(id) = super::collapse_id(message) {
+        // A retry of a send that only seemed to fail replaces the notification on the device
+        // instead of showing it twice, on each platform FCM reaches.
+        body["android"] = json!({ "collapse_key": id });
+        body["apns"] = json!({ "headers": { "apns-collapse-id": id } });
+        if let Some(topic) = web_push_topic(id) {
+            body["webpush"] = json!({ "headers": { "Topic": topic } });
         }
-    })
+    }
+    json!({ "message": body })
+}
+
+/// A Web Push `Topic` (at most 32 characters of URL-safe base64) for the collapse id `id`:
+/// itself, or without its dashes (a UUID's 36 characters become 32).
+fn web_push_topic(id: &str) -> Option<String> {
+    let fits = |topic: &str| {
+        !topic.is_empty()
+            && topic.len() <= 32
+            && topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if fits(id) {
+        return Some(id.to_owned());
+    }
+    let without_dashes: String = id.chars().filter(|c| *c != '-').collect();
+    fits(&without_dashes).then_some(without_dashes)
 }
 
 /// FCM's error answer: `{"error":{"code","message","status","details":[{"errorCode"}]}}`.

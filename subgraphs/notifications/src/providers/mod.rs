@@ -67,6 +67,18 @@ pub struct EmailMessage {
     pub idempotency_key: Option<String>,
 }
 
+/// The key under which a device keeps one alert per notification: its `notification_id`
+/// (set by the delivery worker) when it fits the providers' 64 bytes. A retry of a send that
+/// only seemed to fail (an answer after our timeout) then replaces the alert rather than
+/// showing it twice.
+pub fn collapse_id(message: &PushMessage) -> Option<&str> {
+    message
+        .data
+        .get("notification_id")
+        .map(String::as_str)
+        .filter(|id| !id.is_empty() && id.len() <= 64)
+}
+
 /// What became of one send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
