@@ -134,8 +134,27 @@ impl Assistant {
         self.cache_hits.load(Ordering::Relaxed)
     }
 
-    async fn context(&self, id: &str) -> Result<PassageContext, AssistantError> {
-        match gather(self.content.as_ref(), id).await {
+    /// The question's deadline: the vendors' time counts from when it was asked, so a slow
+    /// context read leaves them less, and the answer (the extractive one at worst) still comes
+    /// inside the router's subgraph timeout.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.vendor_deadline
+    }
+
+    /// Passage `id`'s context, gathered before `deadline` (past it: unavailable).
+    async fn context(
+        &self,
+        id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<PassageContext, AssistantError> {
+        let gathered = tokio::time::timeout_at(deadline, gather(self.content.as_ref(), id)).await;
+        let Ok(gathered) = gathered else {
+            tracing::warn!(
+                "the assistant could not gather a passage's context before its deadline"
+            );
+            return Err(AssistantError::Unavailable);
+        };
+        match gathered {
             Ok(Some(context)) => Ok(context),
             Ok(None) => Err(AssistantError::PassageNotFound(id.to_owned())),
             Err(ContextError::Refused { message, code }) => {
@@ -232,6 +251,7 @@ impl Assistant {
     async fn ask<T>(
         &self,
         prompt: &Prompt,
+        deadline: tokio::time::Instant,
         parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError>,
     ) -> Option<T> {
         let llm = self.llm.as_ref()?;
@@ -240,19 +260,19 @@ impl Assistant {
         {
             return None;
         }
-        // One deadline for the vendors together (a fallback included), inside the router's
-        // subgraph timeout, so that a slow vendor still leaves time for the extractive answer.
+        // One deadline for the vendors together (a fallback included), counted from the
+        // question, inside the router's subgraph timeout, so that a slow vendor still leaves
+        // time for the extractive answer.
         let request = crate::llm::LlmRequest {
-            deadline: Some(tokio::time::Instant::now() + self.vendor_deadline),
+            deadline: Some(deadline),
             ..prompt.request.clone()
         };
-        let answer = match tokio::time::timeout(self.vendor_deadline, llm.complete(&request)).await
-        {
+        let answer = match tokio::time::timeout_at(deadline, llm.complete(&request)).await {
             Ok(reply) => reply.and_then(|reply| parse(&reply)),
             Err(_) => {
                 tracing::warn!(
                     deadline_ms = self.vendor_deadline.as_millis() as u64,
-                    "the LLM did not answer in time; the extractive provider answers"
+                    "the LLM did not answer before the question's deadline; the extractive provider answers"
                 );
                 return None;
             }
@@ -291,7 +311,8 @@ impl Assistant {
                 "focus is at most {MAX_FOCUS_CHARS} characters"
             )));
         }
-        let context = self.context(id).await?;
+        let deadline = self.deadline();
+        let context = self.context(id, deadline).await?;
         let prompt = self.llm.as_ref().map(|_| render_explain(&context, focus));
         let key = self.key(
             "explain",
@@ -303,7 +324,7 @@ impl Assistant {
             .cached("explain", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, |reply| parse_explanation(reply, &context))
+                        .ask(prompt, deadline, |reply| parse_explanation(reply, &context))
                         .await;
                     if let Some(answer) = asked {
                         return (answer, true);
@@ -329,7 +350,8 @@ impl Assistant {
                 )));
             }
         };
-        let context = self.context(id).await?;
+        let deadline = self.deadline();
+        let context = self.context(id, deadline).await?;
         let prompt = self.llm.as_ref().map(|_| render_questions(&context, count));
         let key = self.key(
             "questions",
@@ -341,7 +363,7 @@ impl Assistant {
             .cached("questions", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, |reply| parse_questions(reply, &context))
+                        .ask(prompt, deadline, |reply| parse_questions(reply, &context))
                         .await;
                     if let Some(mut questions) = asked {
                         questions.truncate(count as usize);
@@ -356,7 +378,8 @@ impl Assistant {
 
     /// Passages connected to passage `id`, and why.
     pub async fn suggest_connections(&self, id: &str) -> Result<Vec<Connection>, AssistantError> {
-        let context = self.context(id).await?;
+        let deadline = self.deadline();
+        let context = self.context(id, deadline).await?;
         let prompt = self
             .llm
             .as_ref()
@@ -366,7 +389,7 @@ impl Assistant {
             .cached("connections", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, |reply| parse_connections(reply, &context))
+                        .ask(prompt, deadline, |reply| parse_connections(reply, &context))
                         .await;
                     if let Some(connections) = asked {
                         return (connections, true);
