@@ -121,21 +121,20 @@ pub enum ReadError {
 /// however many verses it covers.
 pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
-/// The most bytes of notes' text and links one batched read may answer, a note counted on
-/// every verse it covers (the answer repeats it there): the router's cap on a subgraph's
-/// answer. The longest note (20,000 characters) on all 176 verses of Psalm 119 is within it.
+/// The most bytes of notes one batched read may answer, a note counted on every verse it
+/// covers (the answer may repeat it there, body included): the router's cap on a subgraph's
+/// answer. The longest text (20,000 characters) with a small body on all 176 verses of Psalm
+/// 119 is within it; a note of ~95 KB or more on nearly all of them is not.
 pub const ANSWER_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
 impl NoteRow {
-    /// What the note weighs in a read's budget.
+    /// What the note weighs in a read's budget, and in an answer's on each verse it is given
+    /// to: its text, body and links.
     pub fn weight(&self) -> usize {
-        self.answer_weight() + self.body.len()
-    }
-
-    /// What the note weighs in an answer's budget on one verse: its text and links (its body,
-    /// the editor's document, is not on the reader page, and is held once).
-    pub fn answer_weight(&self) -> usize {
-        ROW_OVERHEAD_BYTES + self.text.len() + self.links.iter().map(String::len).sum::<usize>()
+        ROW_OVERHEAD_BYTES
+            + self.body.len()
+            + self.text.len()
+            + self.links.iter().map(String::len).sum::<usize>()
     }
 }
 

@@ -110,9 +110,9 @@ async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<Arc<NoteRow>> 
 
 /// `rows` (notes found for `ordered`'s spans, in range order, a note perhaps twice when it
 /// overlaps two spans) under every key whose verse they cover, each note shared (held once
-/// however many verses it covers); every key of `keys` has an entry. A note's text and links
-/// are answered on every verse it covers: when that would come to more than
-/// [`ANSWER_BUDGET_BYTES`], the page is refused.
+/// however many verses it covers); every key of `keys` has an entry. A note may be answered
+/// on every verse it covers: when that would come to more than [`ANSWER_BUDGET_BYTES`], the
+/// page is refused.
 fn notes_by_key(
     keys: &[PassageKey],
     ordered: &[(&PassageKey, (Uuid, i64))],
@@ -139,10 +139,7 @@ fn notes_by_key(
             .filter(|note| note.start_order <= *order && *order <= note.end_order)
             .cloned()
             .collect();
-        answered += covering
-            .iter()
-            .map(|note| note.answer_weight())
-            .sum::<usize>();
+        answered += covering.iter().map(|note| note.weight()).sum::<usize>();
         if answered > ANSWER_BUDGET_BYTES {
             return Err(ReadError::OverBudget);
         }
