@@ -417,6 +417,10 @@ impl DeliveryWorker {
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     Self::count(&mut total, done);
+                    // Every slot freed meanwhile is refilled by one claim, not one each.
+                    while let Some(done) = running.try_join_next() {
+                        Self::count(&mut total, done);
+                    }
                 }
                 _ = tokio::time::sleep(self.inner.settings.poll_interval), if !filled => {}
                 changed = shutdown.changed() => {

@@ -571,9 +571,9 @@ async fn a_welcome_is_pushed_to_every_device_and_mailed() {
             "token": android,
             "notification": {"title": WELCOME_TITLE, "body": WELCOME_BODY},
             "data": {"category": "account", "notification_id": welcome.to_string()},
-            "android": {"collapse_key": welcome.to_string()},
+            "android": {"notification": {"tag": welcome.to_string()}},
             "apns": {"headers": {"apns-collapse-id": welcome.to_string()}},
-            "webpush": {"headers": {"Topic": welcome.simple().to_string()}},
+            "webpush": {"notification": {"tag": welcome.to_string()}},
         })]
     );
     let mailed = fake.emails_to(&email);

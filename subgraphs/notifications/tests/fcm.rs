@@ -211,9 +211,9 @@ async fn two_pushes_share_one_access_token() {
             "notification": {"title": "Your trial ends in 3 days", "body": "Keep Scholar to keep the interlinear."},
             "data": {"category": "subscription", "notification_id": "n-2"},
             // One alert per notification on the device, whatever a retry sends again.
-            "android": {"collapse_key": "n-2"},
+            "android": {"notification": {"tag": "n-2"}},
             "apns": {"headers": {"apns-collapse-id": "n-2"}},
-            "webpush": {"headers": {"Topic": "n-2"}}
+            "webpush": {"notification": {"tag": "n-2"}}
         }})
     );
 }

@@ -319,7 +319,7 @@ impl PushProvider for Fcm {
 }
 
 /// `{"message":{"token","notification":{"title","body"},"data":{...,"category"}}}`, with the
-/// notification's collapse id for Android, APNs and Web Push when it has one.
+/// notification's id as its tag (Android, Web Push) and APNs collapse id when it has one.
 fn payload(device_token: &str, message: &PushMessage) -> Value {
     let mut data = message.data.clone();
     if !message.category.is_empty() {
@@ -332,32 +332,15 @@ fn payload(device_token: &str, message: &PushMessage) -> Value {
         "data": data,
     });
     if let Some(id) = super::collapse_id(message) {
-        // A retry of a send that only seemed to fail replaces the notification on the device
-        // instead of showing it twice, on each platform FCM reaches.
-        body["android"] = json!({ "collapse_key": id });
+        // A retry of a send that only seemed to fail replaces the notification shown on the
+        // device instead of showing it twice: a tag on Android and the Web, a collapse id on
+        // APNs. (Not FCM's `collapse_key`: it merges only messages still undelivered, and a
+        // device offline keeps at most four distinct keys.)
+        body["android"] = json!({ "notification": { "tag": id } });
         body["apns"] = json!({ "headers": { "apns-collapse-id": id } });
-        if let Some(topic) = web_push_topic(id) {
-            body["webpush"] = json!({ "headers": { "Topic": topic } });
-        }
+        body["webpush"] = json!({ "notification": { "tag": id } });
     }
     json!({ "message": body })
-}
-
-/// A Web Push `Topic` (at most 32 characters of URL-safe base64) for the collapse id `id`:
-/// itself, or without its dashes (a UUID's 36 characters become 32).
-fn web_push_topic(id: &str) -> Option<String> {
-    let fits = |topic: &str| {
-        !topic.is_empty()
-            && topic.len() <= 32
-            && topic
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if fits(id) {
-        return Some(id.to_owned());
-    }
-    let without_dashes: String = id.chars().filter(|c| *c != '-').collect();
-    fits(&without_dashes).then_some(without_dashes)
 }
 
 /// FCM's error answer: `{"error":{"code","message","status","details":[{"errorCode"}]}}`.
