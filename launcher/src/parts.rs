@@ -288,7 +288,8 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         )
     })?;
     let app = settings.app_url.as_str();
-    // A deleted user's Stripe subscriptions, queued by the consumer's erasure, cancelled at
+    // A deleted user's Stripe subscriptions (queued by the consumer's erasure) cancelled, and
+    // replaced or orphaned Checkout Sessions (queued by checkouts and erasures) expired, at
     // Stripe by the worker (only with an API key: without one they wait in the queue).
     let cancellation_bell = Arc::new(tokio::sync::Notify::new());
     let cancellations = match &stripe {
@@ -309,6 +310,7 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     };
     let billing_settings = gospelib_billing::BillingSettings {
         plans: settings.plans.clone(),
+        cancellations: Some(cancellation_bell.clone()),
         stripe,
         success_url: format!("{app}?checkout=success"),
         cancel_url: format!("{app}?checkout=cancelled"),

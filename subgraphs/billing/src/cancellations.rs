@@ -1,11 +1,13 @@
-//! Cancelling a deleted account's Stripe subscriptions at Stripe.
+//! Cancelling a deleted account's Stripe subscriptions at Stripe, and expiring Checkout
+//! Sessions that must not be paid (one replaced by a newer checkout, or a deleted user's).
 //!
 //! Erasing a user ([`crate::trial`], on `user.deleted`) queues each of their Stripe
 //! subscriptions that is not over in `billing.stripe_cancellations`, in the erasure's
 //! transaction. This worker takes the due rows ([`store::take_due_cancellations`]: `FOR UPDATE
 //! SKIP LOCKED`, each leased so two workers do not take one row at once) and asks Stripe to
-//! cancel each (`DELETE /v1/subscriptions/{id}`, at once: the user can no longer sign in and
-//! must not be charged again). Then, per row:
+//! cancel each subscription (`DELETE /v1/subscriptions/{id}`, at once: the user can no longer
+//! sign in and must not be charged again) or expire each session (`POST
+//! /v1/checkout/sessions/{id}/expire`; a session no longer open is done). Then, per row:
 //!
 //! - Stripe answered the subscription (cancelled), or `404` with its own error body (no such
 //!   subscription: nothing can charge): **done**;
@@ -16,8 +18,8 @@
 //!   logged as an error for someone to look at.
 //!
 //! A worker that dies mid-call leaves its rows leased; they are due again when the lease ends.
-//! An answer is recorded only for the attempt that got it (`attempts` fences the row), and
-//! never over a row already settled.
+//! A failure or postponement is recorded only for the attempt that holds the row (`attempts`
+//! fences it), a success for any attempt, and nothing over a row already settled.
 //! [`run_cancellations`] works the queue every [`CancellationSettings::every`] and whenever an
 //! erasure rings its bell, until its shutdown signal.
 
@@ -48,7 +50,7 @@ pub struct CancellationSettings {
     pub batch: i64,
     /// How long a taken cancellation is this worker's: longer than a batch's Stripe calls
     /// may take (each at most 10 s). A row whose lease ran out may be taken by another
-    /// worker; the first to answer settles it.
+    /// worker; a success from either settles it.
     pub lease: Duration,
 }
 
@@ -103,6 +105,26 @@ pub fn result_of(
     }
 }
 
+/// The prefix of a Checkout Session's id: such a row is expired, not cancelled.
+const SESSION_PREFIX: &str = "cs_";
+
+/// What Stripe's answer to expiring a Checkout Session means for its row: as
+/// [`result_of`], except that a refusal is done too (Stripe refuses to expire a session that is
+/// no longer open: expired already, or paid, when its subscription is another matter).
+pub fn session_result_of(
+    answer: Result<String, StripeError>,
+    attempts: i32,
+) -> (CancellationResult, Option<String>) {
+    match answer {
+        Err(StripeError::Refused {
+            status: 400,
+            kind,
+            message,
+        }) if kind == "invalid_request_error" => (CancellationResult::Done, Some(message)),
+        other => result_of(other, attempts),
+    }
+}
+
 /// Works the due cancellations once (a batch at a time until none is due).
 pub async fn cancel_due(
     pool: &PgPool,
@@ -121,31 +143,38 @@ pub async fn cancel_due(
             return Ok(stats);
         }
         for cancellation in due {
-            let id = cancellation.stripe_subscription_id.as_str();
-            let answer = stripe
-                .cancel_subscription(id)
-                .await
-                .map(|cancelled| cancelled.status);
-            let (result, status) = result_of(answer, cancellation.attempts);
+            let id = cancellation.stripe_id.as_str();
+            let session = id.starts_with(SESSION_PREFIX);
+            let (result, status) = if session {
+                let answer = stripe.expire_checkout_session(id).await;
+                session_result_of(answer.map(|expired| expired.status), cancellation.attempts)
+            } else {
+                let answer = stripe.cancel_subscription(id).await;
+                result_of(
+                    answer.map(|cancelled| cancelled.status),
+                    cancellation.attempts,
+                )
+            };
+            let what = if session {
+                "a Checkout Session (replaced, or a deleted user's)"
+            } else {
+                "a deleted user's Stripe subscription"
+            };
             match &result {
                 CancellationResult::Done => {
                     stats.cancelled += 1;
-                    tracing::info!(
-                        subscription = id,
-                        ?status,
-                        "a deleted user's Stripe subscription cancelled"
-                    );
+                    tracing::info!(stripe_id = id, ?status, "{what}: cancelled or expired");
                 }
                 CancellationResult::Failed(error) => {
                     stats.failed += 1;
-                    tracing::error!(subscription = id, %error, "a deleted user's Stripe subscription could not be cancelled: cancel it in Stripe's dashboard");
+                    tracing::error!(stripe_id = id, %error, "{what} could not be cancelled: cancel it in Stripe's dashboard");
                 }
                 CancellationResult::Later {
                     error,
                     retry_in_secs,
                 } => {
                     stats.postponed += 1;
-                    tracing::warn!(subscription = id, %error, retry_in_secs, "cancelling a deleted user's Stripe subscription failed; trying again later");
+                    tracing::warn!(stripe_id = id, %error, retry_in_secs, "{what}: Stripe could not take it; trying again later");
                 }
             }
             store::record_cancellation(pool, id, cancellation.attempts, &result).await?;
@@ -221,5 +250,20 @@ mod tests {
             [Some(30), Some(60), Some(120), Some(3600), Some(3600)]
         );
         assert_eq!(pause(MAX_ATTEMPTS), None, "failed after the last attempt");
+    }
+
+    #[test]
+    fn a_session_no_longer_open_is_done() {
+        let expired = |answer| session_result_of(answer, 1).0;
+        assert_eq!(expired(Ok("expired".to_owned())), CancellationResult::Done);
+        // "Only Checkout Sessions with a status in [\"open\"] can be expired."
+        assert_eq!(
+            expired(Err(refused(400, "invalid_request_error"))),
+            CancellationResult::Done
+        );
+        assert!(matches!(
+            expired(Err(StripeError::Unavailable("503".to_owned()))),
+            CancellationResult::Later { .. }
+        ));
     }
 }

@@ -54,6 +54,9 @@ pub struct BillingSettings {
     pub return_url: String,
     /// The Redis names.
     pub names: RedisNames,
+    /// Rung when a checkout queues a replaced session's expiry, if a cancellation worker runs
+    /// in this process (else the worker's next look finds it).
+    pub cancellations: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for BillingSettings {
@@ -66,6 +69,7 @@ impl Default for BillingSettings {
             cancel_url: DEFAULT_APP_URL.to_owned(),
             return_url: DEFAULT_APP_URL.to_owned(),
             names: RedisNames::default(),
+            cancellations: None,
         }
     }
 }

@@ -434,15 +434,17 @@ pub async fn announce_trials_ending(
 /// What recording a Checkout Session came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionRecorded {
-    /// Recorded; the session it replaces, if any.
+    /// Recorded; the session it replaces, if any, queued for expiry.
     Replacing(Option<String>),
-    /// The user was erased meanwhile: nothing recorded, and the customer link the checkout
-    /// made removed.
+    /// The user was erased meanwhile: the session is queued for expiry instead, and the
+    /// customer link the checkout made removed.
     UserErased,
 }
 
-/// Records `session_id` as `user_id`'s latest Checkout Session (under the user's lock, so two
-/// checkouts at once are ordered, and an erasure comes before or after, never between).
+/// Records `session_id` as `user_id`'s latest Checkout Session and queues the one it replaces
+/// for expiry at Stripe ([`queue_cancellation`]: durable, so a request cut short cannot leave
+/// two sessions open), under the user's lock, so two checkouts at once are ordered, and an
+/// erasure comes before or after, never between.
 pub async fn replace_checkout_session(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -454,6 +456,7 @@ pub async fn replace_checkout_session(
             .bind(user_id)
             .execute(&mut *conn)
             .await?;
+        queue_cancellation(&mut *conn, session_id).await?;
         return Ok(SessionRecorded::UserErased);
     }
     let previous: Option<String> =
@@ -469,9 +472,11 @@ pub async fn replace_checkout_session(
     .bind(session_id)
     .execute(&mut *conn)
     .await?;
-    Ok(SessionRecorded::Replacing(
-        previous.filter(|previous| previous != session_id),
-    ))
+    let previous = previous.filter(|previous| previous != session_id);
+    if let Some(previous) = &previous {
+        queue_cancellation(&mut *conn, previous).await?;
+    }
+    Ok(SessionRecorded::Replacing(previous))
 }
 
 // ---- Erasure (a deleted account) ----
@@ -503,26 +508,29 @@ pub async fn is_erased<'e>(
 pub struct Erased {
     /// Subscription rows removed (the trial and Stripe's).
     pub subscriptions: u64,
-    /// Stripe subscriptions queued for cancellation at Stripe (those not over yet).
+    /// Stripe subscriptions (those not over yet) and the Checkout Session queued for
+    /// cancellation or expiry at Stripe.
     pub cancellations: Vec<String>,
 }
 
 /// Erases `user_id`'s billing data (call with [`lock_user`] held): marks the user erased,
-/// queues the cancellation of every Stripe subscription of theirs that is not over, and
-/// removes their subscriptions, customer link and Checkout Session. Erasing an erased user
-/// changes nothing.
+/// queues the cancellation of every Stripe subscription of theirs that is not over and the
+/// expiry of their Checkout Session (it could still be paid), and removes their
+/// subscriptions, customer link and session. Erasing an erased user changes nothing.
 pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased, sqlx::Error> {
     sqlx::query("INSERT INTO billing.erased_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
     let cancellations: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO billing.stripe_cancellations (stripe_subscription_id)
+        "INSERT INTO billing.stripe_cancellations (stripe_id)
          SELECT stripe_subscription_id FROM billing.subscriptions
          WHERE user_id = $1 AND source = 'stripe'
            AND status NOT IN ('canceled', 'incomplete_expired') AND NOT snapshot_final
+         UNION
+         SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1
          ON CONFLICT DO NOTHING
-         RETURNING stripe_subscription_id",
+         RETURNING stripe_id",
     )
     .bind(user_id)
     .fetch_all(&mut *conn)
@@ -546,27 +554,27 @@ pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased
     })
 }
 
-/// Queues the cancellation of the Stripe subscription `stripe_subscription_id` (of an erased
-/// user); whether it was not queued already.
+/// Queues the cancellation of the Stripe subscription, or the expiry of the Checkout Session,
+/// `stripe_id`; whether it was not queued already.
 pub async fn queue_cancellation(
     conn: &mut PgConnection,
-    stripe_subscription_id: &str,
+    stripe_id: &str,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT INTO billing.stripe_cancellations (stripe_subscription_id) VALUES ($1)
+        "INSERT INTO billing.stripe_cancellations (stripe_id) VALUES ($1)
          ON CONFLICT DO NOTHING",
     )
-    .bind(stripe_subscription_id)
+    .bind(stripe_id)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// A cancellation taken by a worker: the Stripe subscription and how many attempts it has had,
-/// this one included.
+/// A cancellation taken by a worker: the Stripe object (a subscription, `sub_…`, or a
+/// Checkout Session, `cs_…`) and how many attempts it has had, this one included.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct DueCancellation {
-    pub stripe_subscription_id: String,
+    pub stripe_id: String,
     pub attempts: i32,
 }
 
@@ -581,13 +589,13 @@ pub async fn take_due_cancellations<'e>(
         "UPDATE billing.stripe_cancellations
          SET attempts = attempts + 1,
              next_attempt_at = now() + make_interval(secs => $2)
-         WHERE stripe_subscription_id IN (
-             SELECT stripe_subscription_id FROM billing.stripe_cancellations
+         WHERE stripe_id IN (
+             SELECT stripe_id FROM billing.stripe_cancellations
              WHERE done_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
              ORDER BY next_attempt_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
-         RETURNING stripe_subscription_id, attempts",
+         RETURNING stripe_id, attempts",
     )
     .bind(limit)
     .bind(lease_secs as f64)
@@ -606,12 +614,13 @@ pub enum CancellationResult {
     Later { error: String, retry_in_secs: i64 },
 }
 
-/// Records how attempt number `attempt` on `stripe_subscription_id` ended, unless another
-/// worker took the row since (its lease ran out) or it is settled already: a late answer
-/// never undoes another's.
+/// Records how attempt number `attempt` on `stripe_id` ended, unless the row is settled
+/// already: a late answer never undoes another's. A failure or a postponement counts only
+/// for the attempt that holds the row (another worker may have taken it since its lease ran
+/// out); a success counts whichever attempt got it.
 pub async fn record_cancellation<'e>(
     executor: impl PgExecutor<'e>,
-    stripe_subscription_id: &str,
+    stripe_id: &str,
     attempt: i32,
     result: &CancellationResult,
 ) -> Result<(), sqlx::Error> {
@@ -629,10 +638,10 @@ pub async fn record_cancellation<'e>(
              failed_at = CASE WHEN $3 THEN now() END,
              last_error = $4,
              next_attempt_at = now() + make_interval(secs => $5)
-         WHERE stripe_subscription_id = $1 AND attempts = $6
+         WHERE stripe_id = $1 AND (attempts = $6 OR $2)
            AND done_at IS NULL AND failed_at IS NULL",
     )
-    .bind(stripe_subscription_id)
+    .bind(stripe_id)
     .bind(done)
     .bind(failed)
     .bind(error)

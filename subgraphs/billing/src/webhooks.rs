@@ -202,14 +202,11 @@ impl IntoResponse for Refusal {
 }
 
 async fn receive(State(state): State<WebhookState>, request: Request) -> Response {
-    let headers = request.headers().clone();
-    let body = match webhook_answer::read_delivery(request, state.body_deadline).await {
-        Ok(body) => body,
-        Err(refusal) => {
-            tracing::warn!(status = %refusal.status(), "Stripe webhook body not read");
-            return refusal;
-        }
-    };
+    let (headers, body) =
+        match webhook_answer::read_delivery("Stripe", request, state.body_deadline).await {
+            Ok(read) => read,
+            Err(refusal) => return refusal,
+        };
     match handle(&state.inner, &headers, &body).await {
         Ok(answer) => webhook_answer::handled(answer.as_str()),
         Err(refusal) => {

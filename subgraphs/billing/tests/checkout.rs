@@ -174,6 +174,7 @@ fn checkout_vars(plan: &str, interval: &str) -> Value {
 
 #[tokio::test]
 async fn checkout_creates_the_customer_once_and_a_subscription_session() {
+    let _queue = QUEUE.lock().await;
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());
     let (fake, base_url) = fake_stripe().await;
@@ -257,7 +258,7 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     .await;
     assert!(answer.get("errors").is_none(), "{answer}");
     let received = fake.received();
-    assert_eq!(received.len(), 4, "{received:?}");
+    assert_eq!(received.len(), 3, "{received:?}");
     assert_eq!(received[2].path, "/v1/checkout/sessions");
     assert_eq!(
         received[2].form["line_items[0][price]"],
@@ -265,18 +266,63 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     );
     assert_eq!(received[2].form["customer"], linked);
     assert_ne!(received[2].idempotency_key, received[1].idempotency_key);
+    // The first session is queued for expiry with the checkout (durably), and the worker
+    // expires it at Stripe.
+    assert_eq!(queued(&pool, &first_session).await, Some(false));
+    expire_queued(&base_url).await;
+    assert_eq!(queued(&pool, &first_session).await, Some(true));
+    let expired: Vec<_> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/expire"))
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
     assert_eq!(
-        received[3].path,
+        expired[0].path,
         format!("/v1/checkout/sessions/{first_session}/expire")
     );
-    assert_eq!(received[3].method, Method::POST);
+    assert_eq!(expired[0].method, Method::POST);
 
+    forget_queued(&pool, &[&first_session]).await;
     clean_up(&pool, &[user], &names).await;
 }
 
-/// Two checkouts at once (two tabs) leave one session open: the other is expired at Stripe.
+/// The cancellation queue is one table and the worker takes every due row: the tests that
+/// fill or work it take turns.
+static QUEUE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether `stripe_id` is queued for cancellation or expiry: `Some(done)`.
+async fn queued(pool: &gospelib_kit::stores::PgPool, stripe_id: &str) -> Option<bool> {
+    sqlx::query_scalar(
+        "SELECT done_at IS NOT NULL FROM billing.stripe_cancellations WHERE stripe_id = $1",
+    )
+    .bind(stripe_id)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// Works the queue once against the fake Stripe at `base_url`.
+async fn expire_queued(base_url: &str) {
+    let stripe = HttpStripe::with_options(KEY, base_url, Duration::from_secs(5)).unwrap();
+    gospelib_billing::cancel_due(&pool().await, &stripe, &Default::default())
+        .await
+        .unwrap();
+}
+
+async fn forget_queued(pool: &gospelib_kit::stores::PgPool, ids: &[&str]) {
+    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Two checkouts at once (two tabs) leave one session open: the other is queued and expired at
+/// Stripe.
 #[tokio::test]
 async fn of_two_checkouts_at_once_one_session_stays_open() {
+    let _queue = QUEUE.lock().await;
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());
     let (fake, base_url) = fake_stripe().await;
@@ -299,13 +345,6 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
                 .to_owned()
         })
         .collect();
-    let expired: Vec<String> = fake
-        .received()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/expire"))
-        .map(|r| r.path)
-        .collect();
-    assert_eq!(expired.len(), 1, "{expired:?}");
     let kept: String =
         sqlx::query_scalar("SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1")
             .bind(user)
@@ -314,7 +353,21 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
             .unwrap();
     assert!(sessions.contains(&kept));
     let other = sessions.iter().find(|s| **s != kept).unwrap();
-    assert_eq!(expired[0], format!("/v1/checkout/sessions/{other}/expire"));
+    assert_eq!(queued(&pool, other).await, Some(false));
+    assert_eq!(queued(&pool, &kept).await, None);
+    expire_queued(&base_url).await;
+    let expired: Vec<String> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/expire"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        expired,
+        [format!("/v1/checkout/sessions/{other}/expire")],
+        "only the replaced one"
+    );
+    forget_queued(&pool, &[other]).await;
     clean_up(&pool, &[user], &names).await;
 }
 

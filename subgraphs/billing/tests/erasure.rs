@@ -94,7 +94,7 @@ async fn cancellation_row(
 ) -> Option<(i32, bool, bool)> {
     sqlx::query_as(
         "SELECT attempts, done_at IS NOT NULL, failed_at IS NOT NULL
-         FROM billing.stripe_cancellations WHERE stripe_subscription_id = $1",
+         FROM billing.stripe_cancellations WHERE stripe_id = $1",
     )
     .bind(stripe_id)
     .fetch_optional(pool)
@@ -103,7 +103,7 @@ async fn cancellation_row(
 }
 
 async fn forget_cancellations(pool: &gospelib_kit::stores::PgPool, ids: &[&str]) {
-    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_subscription_id = ANY($1)")
+    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
         .bind(ids)
         .execute(pool)
         .await
@@ -292,13 +292,11 @@ async fn cancellations_retry_while_stripe_is_unavailable_and_stop_when_it_refuse
     let _queue = QUEUE.lock().await;
     let pool = pool().await;
     let (later, gone, refused) = (subscription_id(), subscription_id(), subscription_id());
-    sqlx::query(
-        "INSERT INTO billing.stripe_cancellations (stripe_subscription_id) SELECT unnest($1::text[])",
-    )
-    .bind([later.as_str(), gone.as_str(), refused.as_str()])
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO billing.stripe_cancellations (stripe_id) SELECT unnest($1::text[])")
+        .bind([later.as_str(), gone.as_str(), refused.as_str()])
+        .execute(&pool)
+        .await
+        .unwrap();
     let (fake, stripe) = fake_stripe().await;
     fake.then(&later, 503, "api_error");
     fake.then(&gone, 404, "invalid_request_error");
@@ -325,7 +323,7 @@ async fn cancellations_retry_while_stripe_is_unavailable_and_stop_when_it_refuse
     // ...and once it is, Stripe (back) cancels it.
     sqlx::query(
         "UPDATE billing.stripe_cancellations SET next_attempt_at = now()
-         WHERE stripe_subscription_id = $1",
+         WHERE stripe_id = $1",
     )
     .bind(&later)
     .execute(&pool)

@@ -53,6 +53,8 @@ pub(crate) struct BillingContext {
     pub success_url: String,
     pub cancel_url: String,
     pub return_url: String,
+    /// The cancellation worker's bell (see [`crate::cancellations`]).
+    pub cancellations: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The subgraph's federation SDL (what `_service { sdl }` answers); needs no store.
@@ -80,6 +82,7 @@ impl BillingService {
             plans: settings.plans,
             entitlements,
             stripe: settings.stripe,
+            cancellations: settings.cancellations,
             success_url: settings.success_url,
             cancel_url: settings.cancel_url,
             return_url: settings.return_url,

@@ -17,9 +17,7 @@ use super::errors::{self, store, stripe_not_configured, validation};
 use super::types::{BillingInterval, CheckoutSession, PortalSession};
 use crate::entitlements::in_force;
 use crate::store::{self as db, SOURCE_STRIPE};
-use crate::stripe::api::{
-    NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi, StripeError,
-};
+use crate::stripe::api::{NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi};
 use crate::time::now_secs;
 
 /// `createCheckoutSession` and `createPortalSession`.
@@ -82,7 +80,7 @@ impl Mutation {
             })
             .await
             .map_err(errors::stripe)?;
-        expire_previous_session(billing, stripe, user_id, &session.id).await?;
+        expire_previous_session(billing, user_id, &session.id).await?;
         Ok(CheckoutSession {
             id: ID(session.id),
             url: session.url,
@@ -119,14 +117,13 @@ impl Mutation {
     }
 }
 
-/// Records `session_id` as the user's Checkout Session and expires the one it replaces at
-/// Stripe: a user never has two open at once (two tabs, or one opened long before), so cannot
-/// pay for two subscriptions. One that can no longer be expired (paid, or expired already)
-/// is left as it is; when Stripe cannot be reached it is logged and left to its own expiry.
-/// A user erased while this checkout was being made gets none: the new session is expired.
+/// Records `session_id` as the user's Checkout Session; the one it replaces is queued for
+/// expiry at Stripe (in the same transaction) and the cancellation worker rung: a user never
+/// has two open at once (two tabs, or one opened long before), so cannot pay for two
+/// subscriptions. A user erased while this checkout was being made gets none: the new session
+/// is queued for expiry instead.
 async fn expire_previous_session(
     billing: &BillingContext,
-    stripe: &dyn StripeApi,
     user_id: Uuid,
     session_id: &str,
 ) -> Result<()> {
@@ -135,36 +132,28 @@ async fn expire_previous_session(
         .await
         .map_err(store)?;
     tx.commit().await.map_err(store)?;
-    let previous = match recorded {
-        db::SessionRecorded::Replacing(None) => return Ok(()),
-        db::SessionRecorded::Replacing(Some(previous)) => previous,
-        db::SessionRecorded::UserErased => {
-            expire_session(stripe, user_id, session_id).await;
-            return Err(account_deleted());
+    let ring = || {
+        if let Some(bell) = &billing.cancellations {
+            bell.notify_one();
         }
     };
-    expire_session(stripe, user_id, &previous).await;
-    Ok(())
+    match recorded {
+        db::SessionRecorded::Replacing(None) => Ok(()),
+        db::SessionRecorded::Replacing(Some(previous)) => {
+            tracing::info!(%user_id, session = %previous, "an earlier Checkout Session queued for expiry");
+            ring();
+            Ok(())
+        }
+        db::SessionRecorded::UserErased => {
+            ring();
+            Err(account_deleted())
+        }
+    }
 }
 
 /// The refusal of a session still valid for a moment after its account was deleted.
 fn account_deleted() -> async_graphql::Error {
     gospelib_kit::ErrorCode::Unauthorized.error("this account was deleted; sign in again")
-}
-
-/// Expires the Checkout Session `previous` at Stripe, if it still can be (logged either way).
-async fn expire_session(stripe: &dyn StripeApi, user_id: Uuid, previous: &str) {
-    match stripe.expire_checkout_session(previous).await {
-        Ok(expired) => {
-            tracing::info!(%user_id, session = %expired.id, "a Checkout Session expired");
-        }
-        Err(StripeError::Refused { message, .. }) => {
-            tracing::info!(%user_id, session = %previous, %message, "a Checkout Session could not be expired (paid or expired already)");
-        }
-        Err(error) => {
-            tracing::warn!(%user_id, session = %previous, %error, "a Checkout Session could not be expired; it stays open until Stripe expires it");
-        }
-    }
 }
 
 /// The user's Stripe customer, made (once: the idempotency key is the user's) when missing.
