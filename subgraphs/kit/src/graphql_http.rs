@@ -634,6 +634,16 @@ fn request_from_params(params: GetParams) -> Result<async_graphql::Request, Stri
         None if persisted => String::new(),
         None => return Err("missing the `query` parameter".to_owned()),
     };
+    // (A URI holds at most 64 KiB, so a GET reaches ~32,000 values at most; counted anyway,
+    // should that limit ever be raised.)
+    let values = [&params.variables, &params.extensions]
+        .iter()
+        .filter_map(|text| text.as_deref())
+        .map(|text| crate::json_size::values_in(text.as_bytes()))
+        .sum::<usize>();
+    if values > crate::json_size::MAX_VALUES {
+        return Err(crate::json_size::too_many_values());
+    }
     let mut request = async_graphql::Request::new(query);
     if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
         request = request.operation_name(name);

@@ -214,17 +214,27 @@ pub async fn outbox_rows(
         .collect()
 }
 
-/// A slow POST: sends `head` (the request line and headers, declaring a body longer than what
-/// follows), then one byte every 100 ms, until the server answers and closes the connection;
-/// what it answered. Panics if the connection is still held after `patience`.
+/// A slow POST to `url` (`http://host:port/path`): `headers` and a `content-length` of
+/// `body`'s, half of `body` at once, then a space every 100 ms, until the server answers and
+/// closes the connection; what it answered. Panics if the connection is still held after
+/// `patience`.
 pub async fn trickle_post(
-    address: std::net::SocketAddr,
-    head: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
     patience: std::time::Duration,
 ) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (address, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut head = format!("POST {path} HTTP/1.1\r\nhost: {address}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
     let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
     client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&body[..body.len() / 2]).await.unwrap();
     let mut received = Vec::new();
     let give_up = tokio::time::Instant::now() + patience;
     loop {

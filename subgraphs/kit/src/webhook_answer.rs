@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::errors::ErrorCode;
@@ -28,17 +28,22 @@ pub fn refused(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// A delivery's body, read whole within the route's size limit and `deadline`
-/// ([`request_body::DEADLINE`] in production); otherwise its refusal: `413`, `400`, or `408`
-/// with `connection: close` for a body still arriving at the deadline (a sender trickling a
-/// body cannot hold the connection; Clerk and Stripe retry a refused delivery).
+/// A delivery's headers and body, the body read whole within the route's size limit and
+/// `deadline` ([`request_body::DEADLINE`] in production); otherwise its refusal (logged as
+/// `sender`'s): `413`, `400`, or `408` with `connection: close` for a body still arriving at
+/// the deadline (a sender trickling a body cannot hold the connection; Clerk and Stripe retry
+/// a refused delivery).
 pub async fn read_delivery(
+    sender: &'static str,
     request: axum::extract::Request,
     deadline: Duration,
-) -> Result<Bytes, Response> {
-    request_body::read_within(request, deadline)
-        .await
-        .map_err(|error| {
-            error.answer(|status, message| refused(status, ErrorCode::InvalidRequest, message))
-        })
+) -> Result<(HeaderMap, Bytes), Response> {
+    let headers = request.headers().clone();
+    match request_body::read_within(request, deadline).await {
+        Ok(body) => Ok((headers, body)),
+        Err(error) => {
+            tracing::warn!(sender, %error, "webhook delivery's body not read");
+            Err(error.answer(|status, message| refused(status, ErrorCode::InvalidRequest, message)))
+        }
+    }
 }

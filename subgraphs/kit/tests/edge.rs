@@ -916,10 +916,11 @@ async fn a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closes() 
         .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
 
+    let body = format!("{{\"query\": \"{{ hello }}\"{}}}", " ".repeat(1000));
     let text = gospelib_kit::test_stack::trickle_post(
-        server.addr,
-        "POST /graphql HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
-         content-length: 1000\r\n\r\n{\"query\": ",
+        &server.url("/graphql"),
+        &[("content-type", "application/json")],
+        body.as_bytes(),
         Duration::from_secs(5),
     )
     .await;
