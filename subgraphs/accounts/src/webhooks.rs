@@ -207,14 +207,11 @@ impl IntoResponse for Refusal {
 }
 
 async fn receive(State(state): State<WebhookState>, request: Request) -> Response {
-    let headers = request.headers().clone();
-    let body = match webhook_answer::read_delivery(request, state.body_deadline).await {
-        Ok(body) => body,
-        Err(refusal) => {
-            tracing::warn!(status = %refusal.status(), "Clerk webhook body not read");
-            return refusal;
-        }
-    };
+    let (headers, body) =
+        match webhook_answer::read_delivery("Clerk", request, state.body_deadline).await {
+            Ok(read) => read,
+            Err(refusal) => return refusal,
+        };
     match handle(&state.inner, &headers, &body).await {
         Ok(outcome) => webhook_answer::handled(outcome.as_str()),
         Err(refusal) => {
