@@ -15,21 +15,8 @@ async fn deliveries_without_a_valid_signature_are_refused_and_write_nothing() {
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());
     let url = endpoint(&pool, redis(), &names).await;
-    let (sub, customer, id) = (subscription_id(), customer_id(), event_id());
-    let now = now_secs();
-    let body = event(
-        &id,
-        "customer.subscription.created",
-        now,
-        subscription(
-            &sub,
-            &customer,
-            Some(user),
-            "active",
-            "price_scholar_monthly",
-            (now, now + 1000),
-        ),
-    );
+    let (id, now) = (event_id(), now_secs());
+    let body = new_active_subscription(&id, user, now);
     let good = sign(SECRET, now, body.as_bytes());
 
     let mut refused = Vec::new();
@@ -782,21 +769,8 @@ async fn a_delivery_whose_body_does_not_arrive_in_time_is_408_and_applied_when_r
     .unwrap()
     .with_body_deadline(std::time::Duration::from_millis(300));
     let url = serve(gospelib_billing::webhook_routes(state)).await;
-    let (sub, customer, id) = (subscription_id(), customer_id(), event_id());
-    let now = now_secs();
-    let body = event(
-        &id,
-        "customer.subscription.created",
-        now,
-        subscription(
-            &sub,
-            &customer,
-            Some(user),
-            "active",
-            "price_scholar_monthly",
-            (now, now + 1000),
-        ),
-    );
+    let (id, now) = (event_id(), now_secs());
+    let body = new_active_subscription(&id, user, now);
     let signature = format!("t={now},v1={}", sign(SECRET, now, body.as_bytes()));
 
     let answer = gospelib_kit::test_stack::trickle_post(

@@ -164,6 +164,24 @@ pub fn subscription(
     })
 }
 
+/// `customer.subscription.created` (event `id`, at `now`) of a new active Scholar subscription
+/// of `user`, with a fresh subscription and customer id.
+pub fn new_active_subscription(id: &str, user: Uuid, now: i64) -> String {
+    event(
+        id,
+        "customer.subscription.created",
+        now,
+        subscription(
+            &subscription_id(),
+            &customer_id(),
+            Some(user),
+            "active",
+            "price_scholar_monthly",
+            (now, now + 1000),
+        ),
+    )
+}
+
 /// The webhook router served on 127.0.0.1; its URL.
 pub async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
