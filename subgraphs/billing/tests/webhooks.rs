@@ -652,20 +652,7 @@ async fn with_redis_down_the_change_commits_and_its_event_waits_for_the_relay() 
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());
     let url = endpoint(&pool, dead_redis(), &names).await;
-    let now = now_secs();
-    let body = event(
-        &event_id(),
-        "customer.subscription.created",
-        now,
-        subscription(
-            &subscription_id(),
-            &customer_id(),
-            Some(user),
-            "active",
-            "price_scholar_monthly",
-            (now, now + 1000),
-        ),
-    );
+    let body = new_active_subscription(&event_id(), user, now_secs());
     assert_eq!(
         post(&url, &body).await,
         (200, json!({"status": "processed"}))
