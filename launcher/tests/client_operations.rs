@@ -1166,6 +1166,7 @@ async fn clean_up(pool: &PgPool, users: &[Uuid]) {
         "study.bookmarks",
         "study.reading_progress",
         "study.reading_history",
+        "study.usage",
         "notifications.notifications",
         "notifications.preferences",
         "billing.subscriptions",

@@ -17,13 +17,14 @@ use support::clerk::{
 use support::serve_with;
 use uuid::Uuid;
 
-/// The study tables that hold a user's rows.
-const STUDY_TABLES: [&str; 5] = [
+/// The study tables that hold a user's rows (`study.usage`: their counts).
+const STUDY_TABLES: [&str; 6] = [
     "study.highlights",
     "study.notes",
     "study.bookmarks",
     "study.reading_progress",
     "study.reading_history",
+    "study.usage",
 ];
 
 /// One row of each study table for `user`.
@@ -144,7 +145,7 @@ fn a_clerk_user_deleted_webhook_erases_that_users_study_data_through_the_stream(
             200
         );
         let erased = eventually(Duration::from_secs(10), || async {
-            study_rows(&pool, ada_id).await == [0, 0, 0, 0, 0]
+            study_rows(&pool, ada_id).await == [0, 0, 0, 0, 0, 0]
         })
         .await;
         assert!(
@@ -152,7 +153,7 @@ fn a_clerk_user_deleted_webhook_erases_that_users_study_data_through_the_stream(
             "Ada's study rows after the webhook: {:?}",
             study_rows(&pool, ada_id).await
         );
-        assert_eq!(study_rows(&pool, bob_id).await, [1, 1, 1, 1, 1]);
+        assert_eq!(study_rows(&pool, bob_id).await, [1, 1, 1, 1, 1, 1]);
 
         // The tombstoned account is no caller's `me`, and its session reads nothing.
         let (status, body) = client

@@ -19,6 +19,7 @@
 pub mod canon;
 pub mod catalog;
 pub mod consumer;
+pub mod quota;
 pub mod schema;
 pub mod settings;
 pub mod store;

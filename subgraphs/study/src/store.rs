@@ -25,6 +25,7 @@ use serde::Deserialize;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
+use crate::quota::{Quota, WriteError};
 pub use gospelib_kit::paging::After;
 use gospelib_kit::{pg_exact as exact, pg_rfc3339 as rfc3339};
 
@@ -409,6 +410,8 @@ pub struct Store {
     queries: Arc<AtomicU64>,
     /// PostgreSQL's time zone names, read once.
     time_zones: Arc<tokio::sync::OnceCell<std::collections::HashSet<String>>>,
+    /// What one user may keep, set on each write's transaction.
+    quota: Quota,
 }
 
 impl Store {
@@ -418,7 +421,14 @@ impl Store {
             pool,
             queries: Arc::new(AtomicU64::new(0)),
             time_zones: Arc::default(),
+            quota: Quota::DEFAULT,
         }
+    }
+
+    /// This store, its writes limited by `quota` instead of [`Quota::DEFAULT`].
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
     }
 
     /// Whether `zone` is a time zone PostgreSQL knows (an IANA name such as
@@ -453,17 +463,31 @@ impl Store {
     }
 
     /// A transaction for a write of `user`'s items, holding the user's lock shared (see the
-    /// module's documentation).
+    /// module's documentation), with the store's quota set for the triggers that check it
+    /// (one statement).
     async fn begin_write(
         &self,
         user: Uuid,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         self.count();
-        sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
-            .bind(user_lock(user))
-            .execute(&mut *tx)
-            .await?;
+        let [highlights, notes, note_bytes, bookmarks] = self.quota.settings();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0)),
+                    set_config($2, $3, true), set_config($4, $5, true),
+                    set_config($6, $7, true), set_config($8, $9, true)",
+        )
+        .bind(user_lock(user))
+        .bind(highlights.0)
+        .bind(highlights.1)
+        .bind(notes.0)
+        .bind(notes.1)
+        .bind(note_bytes.0)
+        .bind(note_bytes.1)
+        .bind(bookmarks.0)
+        .bind(bookmarks.1)
+        .execute(&mut *tx)
+        .await?;
         Ok(tx)
     }
 
@@ -609,7 +633,7 @@ impl Store {
         user: Uuid,
         passage: &str,
         color: &str,
-    ) -> Result<Option<HighlightRow>, sqlx::Error> {
+    ) -> Result<Option<HighlightRow>, WriteError> {
         let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
@@ -825,7 +849,7 @@ impl Store {
         &self,
         user: Uuid,
         note: &NoteContent,
-    ) -> Result<Option<NoteRow>, sqlx::Error> {
+    ) -> Result<Option<NoteRow>, WriteError> {
         let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
@@ -856,14 +880,16 @@ impl Store {
 
     /// Replaces `user`'s note `id` with `note` if it is still at `version` (its version then
     /// goes up by one). Two updates from the same version: the second waits for the first's
-    /// row lock, then finds another version and changes nothing.
+    /// row lock, then finds another version and changes nothing. A note grown past the
+    /// user's quota of note bytes is refused (and left as it was).
     pub async fn update_note(
         &self,
         user: Uuid,
         id: Uuid,
         version: i32,
         note: &NoteContent,
-    ) -> Result<NoteUpdate, sqlx::Error> {
+    ) -> Result<NoteUpdate, WriteError> {
+        let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
             "WITH n AS (
@@ -886,9 +912,10 @@ impl Store {
             .bind(&note.body)
             .bind(&note.text)
             .bind(&note.links)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
         if let Some(updated) = updated {
+            tx.commit().await?;
             return Ok(NoteUpdate::Updated(Box::new(updated)));
         }
         self.count();
@@ -896,8 +923,9 @@ impl Store {
             sqlx::query_scalar("SELECT version FROM study.notes WHERE id = $1 AND user_id = $2")
                 .bind(id)
                 .bind(user)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+        tx.commit().await?;
         Ok(match current {
             Some(current_version) => NoteUpdate::Stale { current_version },
             None => NoteUpdate::NotFound,
@@ -929,7 +957,7 @@ impl Store {
         user: Uuid,
         passage: &str,
         label: Option<&str>,
-    ) -> Result<Option<BookmarkRow>, sqlx::Error> {
+    ) -> Result<Option<BookmarkRow>, WriteError> {
         let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
@@ -1092,6 +1120,12 @@ impl Store {
                 .await?;
             *count = done.rows_affected();
         }
+        // (Its counts, now at zero: the triggers counted the deletions.)
+        self.count();
+        sqlx::query("DELETE FROM study.usage WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
         Ok(deleted)
     }
 }

@@ -5,6 +5,10 @@
 
 mod support;
 
+use std::sync::Arc;
+
+use gospelib_kit::stores::PgPool;
+use gospelib_study::quota::Quota;
 use serde_json::{Value, json};
 use support::*;
 use uuid::Uuid;
@@ -1197,5 +1201,195 @@ async fn the_my_study_page_costs_one_query_and_reads_what_each_field_reads_alone
         Value::Null,
         "{not_yours}"
     );
+    clean_up(&pool, &[a, b]).await;
+}
+
+/// The counts PostgreSQL keeps for `user` (`study.usage`) and the counts of the rows themselves:
+/// (highlights, notes, note bytes, bookmarks) each.
+async fn usage_and_rows(pool: &PgPool, user: Uuid) -> ((i64, i64, i64, i64), (i64, i64, i64, i64)) {
+    let kept: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT highlights::bigint, notes::bigint, note_bytes, bookmarks::bigint
+         FROM study.usage WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .unwrap_or_default();
+    let rows: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM study.highlights WHERE user_id = $1),
+                (SELECT count(*) FROM study.notes WHERE user_id = $1),
+                (SELECT coalesce(sum(octet_length(text) + octet_length(body::text)), 0)::bigint
+                 FROM study.notes WHERE user_id = $1),
+                (SELECT count(*) FROM study.bookmarks WHERE user_id = $1)",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (kept, rows)
+}
+
+fn quota_refusal(answer: &Value) -> Option<i64> {
+    let error = &answer["errors"][0];
+    (error["extensions"]["code"] == "VALIDATION_ERROR"
+        && error["extensions"]["reason"] == "QUOTA_EXCEEDED")
+        .then(|| error["extensions"]["limit"].as_i64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_user_keeps_at_most_the_quota_even_when_writing_concurrently() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let catalog = Arc::new(gospelib_study::FalkorCatalog::new(
+        &urls().falkordb,
+        &graph.name,
+        std::time::Duration::from_secs(2),
+    ));
+    let quota = Quota {
+        highlights: 3,
+        notes: 2,
+        note_bytes: 600,
+        bookmarks: 2,
+    };
+    let service = Arc::new(gospelib_study::StudyService::with_quota(
+        pool.clone(),
+        catalog,
+        quota,
+    ));
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // Ten highlights at once: exactly three are kept, the others refused with the limit.
+    let writes = (1..=10).map(|verse| {
+        let service = service.clone();
+        tokio::spawn(async move {
+            run_as(
+                &service,
+                Some(a),
+                CREATE_HIGHLIGHT,
+                json!({"p": format!("ps.119.{verse}"), "c": "FAITH"}),
+            )
+            .await
+        })
+    });
+    let answers: Vec<Value> = futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let kept: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a.get("errors").is_none())
+        .collect();
+    let refused: Vec<i64> = answers.iter().filter_map(quota_refusal).collect();
+    assert_eq!((kept.len(), refused.len()), (3, 7), "{answers:?}");
+    assert!(refused.iter().all(|limit| *limit == 3));
+    assert_eq!(rows_of(&pool, "highlights", a).await, 3);
+    let refusal = answers.iter().find(|a| quota_refusal(a).is_some()).unwrap();
+    assert_eq!(refusal["data"]["createHighlight"], Value::Null, "{refusal}");
+    assert!(
+        refusal["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 highlights"),
+        "{refusal}"
+    );
+
+    // Another user's quota is their own.
+    let other = run_as(
+        &service,
+        Some(b),
+        CREATE_HIGHLIGHT,
+        json!({"p": "john.3.16", "c": "CHRIST"}),
+    )
+    .await;
+    assert!(other.get("errors").is_none(), "{other}");
+
+    // Deleting one makes room for one.
+    let id = kept[0]["data"]["createHighlight"]["id"].clone();
+    let deleted = run_as(
+        &service,
+        Some(a),
+        "mutation($id: ID!) { deleteHighlight(id: $id) }",
+        json!({"id": id}),
+    )
+    .await;
+    assert_eq!(deleted["data"]["deleteHighlight"], true, "{deleted}");
+    let again = |verse: u32| {
+        run_as(
+            &service,
+            Some(a),
+            CREATE_HIGHLIGHT,
+            json!({"p": format!("ps.119.{verse}"), "c": "FAITH"}),
+        )
+    };
+    assert!(again(20).await.get("errors").is_none());
+    assert_eq!(quota_refusal(&again(21).await), Some(3));
+
+    // Bookmarks: two; bookmarking one of them again still sets its label; a third is refused.
+    for verse in ["john.3.16", "john.3.17"] {
+        let made = run_as(&service, Some(a), CREATE_BOOKMARK, json!({"p": verse})).await;
+        assert!(made.get("errors").is_none(), "{made}");
+    }
+    let relabelled = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "john.3.16", "l": "for God so loved"}),
+    )
+    .await;
+    assert_eq!(
+        relabelled["data"]["createBookmark"]["label"], "for God so loved",
+        "{relabelled}"
+    );
+    let third = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "john.3.18"}),
+    )
+    .await;
+    assert_eq!(quota_refusal(&third), Some(2), "{third}");
+
+    // Notes: two, then the third is refused; an edit that grows them past 600 bytes is
+    // refused and leaves the note as it was; an edit within the bytes is kept.
+    let first = create_note(&service, a, "ps.119.1", "ps.119.8", "Aleph").await;
+    assert!(first.get("errors").is_none(), "{first}");
+    let second = create_note(&service, a, "ps.119.9", "ps.119.16", "Beth").await;
+    assert!(second.get("errors").is_none(), "{second}");
+    let third = create_note(&service, a, "ps.119.17", "ps.119.24", "Gimel").await;
+    assert_eq!(quota_refusal(&third), Some(2), "{third}");
+    let id = first["data"]["createNote"]["id"].clone();
+    let edit = |text: String| {
+        run_as(
+            &service,
+            Some(a),
+            UPDATE_NOTE,
+            json!({"id": id, "v": 1, "s": "ps.119.1", "e": "ps.119.8", "t": text}),
+        )
+    };
+    let grown = edit("x".repeat(600)).await;
+    assert_eq!(quota_refusal(&grown), Some(600), "{grown}");
+    assert!(
+        grown["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 600 bytes of notes"),
+        "{grown}"
+    );
+    let stored: (String, i32) =
+        sqlx::query_as("SELECT text, version FROM study.notes WHERE id = $1")
+            .bind(Uuid::parse_str(id.as_str().unwrap()).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, ("Aleph".to_owned(), 1));
+    let edited = edit("Aleph, longer".to_owned()).await;
+    assert_eq!(edited["data"]["updateNote"]["version"], 2, "{edited}");
+
+    // Through all of it, the counts PostgreSQL keeps are the rows' own.
+    let (kept_counts, rows) = usage_and_rows(&pool, a).await;
+    assert_eq!(kept_counts, rows);
+    assert_eq!((rows.0, rows.1, rows.3), (3, 2, 2));
     clean_up(&pool, &[a, b]).await;
 }

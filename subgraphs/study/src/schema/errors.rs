@@ -5,19 +5,25 @@
 //!   `extensions.reason = "NOT_FOUND"` (never `FORBIDDEN`: another user's item is simply not
 //!   there for the caller);
 //! - a note saved from a stale version is `VALIDATION_ERROR` with
-//!   `extensions.reason = "VERSION_CONFLICT"` and `extensions.currentVersion`.
+//!   `extensions.reason = "VERSION_CONFLICT"` and `extensions.currentVersion`;
+//! - a write past the user's quota is `VALIDATION_ERROR` with
+//!   `extensions.reason = "QUOTA_EXCEEDED"` and `extensions.limit` (the most allowed).
 
 use async_graphql::{Error, ErrorExtensions};
 use gospelib_kit::ErrorCode;
 use gospelib_kit::errors::{internal, upstream_unavailable};
 
 use crate::catalog::CatalogError;
+use crate::quota::{Limit, WriteError};
 
 /// `extensions.reason` of an item the caller does not have.
 pub const REASON_NOT_FOUND: &str = "NOT_FOUND";
 
 /// `extensions.reason` of a stale note version.
 pub const REASON_VERSION_CONFLICT: &str = "VERSION_CONFLICT";
+
+/// `extensions.reason` of a write past the user's quota.
+pub const REASON_QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
 
 /// Bad input: nothing was written.
 pub fn validation(message: impl Into<String>) -> Error {
@@ -71,6 +77,31 @@ pub fn erased() -> Error {
 /// A PostgreSQL failure: logged with its detail, returned without it.
 pub fn store(error: impl std::fmt::Display) -> Error {
     internal(format_args!("PostgreSQL: {error}"))
+}
+
+/// A write failed: past the user's quota (nothing was written), or PostgreSQL (internal).
+pub fn write(error: WriteError) -> Error {
+    match error {
+        WriteError::Store(error) => store(error),
+        WriteError::OverQuota { limit, most } => {
+            let kept = match limit {
+                Limit::Highlights => format!("{most} highlights"),
+                Limit::Notes => format!("{most} notes"),
+                Limit::NoteBytes if most % (1024 * 1024) == 0 => {
+                    format!("{} MiB of notes", most / (1024 * 1024))
+                }
+                Limit::NoteBytes => format!("{most} bytes of notes"),
+                Limit::Bookmarks => format!("{most} bookmarks"),
+            };
+            validation(format!(
+                "an account may keep at most {kept}: delete some before adding more"
+            ))
+            .extend_with(|_, ext| {
+                ext.set("reason", REASON_QUOTA_EXCEEDED);
+                ext.set("limit", most);
+            })
+        }
+    }
 }
 
 /// A batched read of the passages' highlights or notes failed: PostgreSQL (internal), or

@@ -27,6 +27,7 @@ use gospelib_kit::stores::{
 use gospelib_kit::{GraphQlExecutor, Subgraph};
 
 use crate::catalog::{FalkorCatalog, PassageCatalog};
+use crate::quota::Quota;
 use crate::settings::StudySettings;
 use crate::store::Store;
 
@@ -77,7 +78,12 @@ pub struct StudyService {
 impl StudyService {
     /// The service on `pool` (the source of truth), checking passage ids with `catalog`.
     pub fn new(pool: PgPool, catalog: Arc<dyn PassageCatalog>) -> Self {
-        let store = Store::new(pool);
+        Self::with_quota(pool, catalog, Quota::DEFAULT)
+    }
+
+    /// [`StudyService::new`], each user keeping at most `quota`.
+    pub fn with_quota(pool: PgPool, catalog: Arc<dyn PassageCatalog>, quota: Quota) -> Self {
+        let store = Store::new(pool).with_quota(quota);
         let context = StudyContext {
             store: store.clone(),
             catalog,

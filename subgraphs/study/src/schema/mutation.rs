@@ -14,7 +14,9 @@ use gospelib_kit::subgraph::authenticated;
 use uuid::Uuid;
 
 use super::StudyContext;
-use super::errors::{chapter_not_found, erased, not_found, store, validation, version_conflict};
+use super::errors::{
+    chapter_not_found, erased, not_found, store, validation, version_conflict, write,
+};
 use super::input::{
     self, CreateBookmarkInput, CreateHighlightInput, NoteInput, RecordReadingInput, check_passages,
     missing_passages,
@@ -37,7 +39,9 @@ fn item_id(what: &str, id: &ID) -> Result<Uuid> {
 
 #[Object]
 impl Mutation {
-    /// Highlights a verse in a colour (a verse may have several highlights).
+    /// Highlights a verse in a colour (a verse may have several highlights). An account keeps
+    /// at most 50,000 highlights: past that nothing is written (`VALIDATION_ERROR`,
+    /// `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
     #[graphql(directive = authenticated::apply())]
     async fn create_highlight(
         &self,
@@ -52,7 +56,7 @@ impl Mutation {
             .store
             .insert_highlight(user, &passage, input.color.as_db())
             .await
-            .map_err(store)?;
+            .map_err(write)?;
         row.map(Highlight).ok_or_else(erased)
     }
 
@@ -69,7 +73,9 @@ impl Mutation {
             .map_err(store)
     }
 
-    /// Writes a note on a verse or a range of verses (at version 1).
+    /// Writes a note on a verse or a range of verses (at version 1). An account keeps at most
+    /// 10,000 notes, and 64 MiB of their text and bodies: past either nothing is written
+    /// (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
     #[graphql(directive = authenticated::apply())]
     async fn create_note(&self, ctx: &Context<'_>, input: NoteInput) -> Result<Note> {
         let user = Caller::of(ctx).require_user()?;
@@ -80,14 +86,15 @@ impl Mutation {
             .store
             .insert_note(user, &content)
             .await
-            .map_err(store)?;
+            .map_err(write)?;
         row.map(|row| Note(Arc::new(row))).ok_or_else(erased)
     }
 
     /// Replaces one of the caller's notes, if it is still at `version` (the version it was
     /// read at); its version then goes up by one. From a stale version nothing changes and
     /// the error (`VALIDATION_ERROR`, `extensions.reason = "VERSION_CONFLICT"`) carries
-    /// `extensions.currentVersion`; a note the caller does not have is a not-found error.
+    /// `extensions.currentVersion`; a note the caller does not have is a not-found error; an
+    /// edit that grows the account's notes past 64 MiB changes nothing (`QUOTA_EXCEEDED`).
     #[graphql(directive = authenticated::apply())]
     async fn update_note(
         &self,
@@ -105,7 +112,7 @@ impl Mutation {
             .store
             .update_note(user, note_id, version, &content)
             .await
-            .map_err(store)?
+            .map_err(write)?
         {
             NoteUpdate::Updated(row) => Ok(Note(Arc::new(*row))),
             NoteUpdate::Stale { current_version } => {
@@ -125,7 +132,8 @@ impl Mutation {
     }
 
     /// Bookmarks a verse. A verse has at most one bookmark: bookmarking it again keeps the
-    /// bookmark and sets its label.
+    /// bookmark and sets its label. An account keeps at most 10,000 bookmarks: past that a
+    /// new one is not written (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`).
     #[graphql(directive = authenticated::apply())]
     async fn create_bookmark(
         &self,
@@ -141,7 +149,7 @@ impl Mutation {
             .store
             .upsert_bookmark(user, &passage, label.as_deref())
             .await
-            .map_err(store)?;
+            .map_err(write)?;
         row.map(Bookmark).ok_or_else(erased)
     }
 

@@ -138,13 +138,14 @@ pub async fn rows_of(pool: &PgPool, table: &str, user: Uuid) -> i64 {
     .unwrap()
 }
 
-/// Every study table with rows per user.
-pub const TABLES: [&str; 5] = [
+/// Every study table with rows per user (`usage`: their counts, one row).
+pub const TABLES: [&str; 6] = [
     "highlights",
     "notes",
     "bookmarks",
     "reading_progress",
     "reading_history",
+    "usage",
 ];
 
 /// Removes every study row of `users`, and their mark as erased.

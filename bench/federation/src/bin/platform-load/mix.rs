@@ -248,7 +248,7 @@ impl Mix {
                 json!({"query": SEARCH_TERMS[self.search_zipf.sample(rng)], "testament": testament})
             }
             Op::TopicPage => json!({"id": self.topics[self.topic_zipf.sample(rng)]}),
-            Op::MyStudy => json!({"first": 10}),
+            Op::MyStudy => json!({"first": 10, "timeZone": "America/New_York"}),
         };
         self.request(op, variables)
     }
