@@ -24,6 +24,12 @@ use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, S
 /// How long one flush may wait on Redis.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most distinct operations counted between two flushes. Callers choose their documents,
+/// so without a bound a stream of distinct ones grows the router's memory while Redis is
+/// away; past it, executions of operations not yet counted are not recorded (a known one
+/// still counts).
+pub const MAX_PENDING_OPERATIONS: usize = 10_000;
+
 /// The schema coordinates `operation` touches.
 pub fn coordinates(
     operation: &OperationDefinition,
@@ -150,11 +156,14 @@ impl UsageRecorder {
         }
     }
 
-    /// Counts one execution of the operation `hash`.
+    /// Counts one execution of the operation `hash` (not recorded if it is new and
+    /// [`MAX_PENDING_OPERATIONS`] are already pending).
     pub fn record(&self, hash: &str, name: &str, coordinates: &BTreeSet<String>) {
         let mut pending = self.pending.lock().expect("usage lock");
+        let full = pending.len() >= MAX_PENDING_OPERATIONS;
         match pending.get_mut(hash) {
             Some(operation) => operation.count += 1,
+            None if full => {}
             None => {
                 pending.insert(
                     hash.to_owned(),
@@ -176,39 +185,49 @@ impl UsageRecorder {
     }
 
     /// Writes the pending counts to Redis; returns how many operations were written. On
-    /// failure the counts are kept for the next flush.
+    /// failure the counts not written are kept for the next flush (those written are not
+    /// counted twice).
     pub async fn flush(&self) -> redis::RedisResult<usize> {
-        let pending: Vec<RecordedOperation> = {
+        let mut pending: Vec<RecordedOperation> = {
             let mut pending = self.pending.lock().expect("usage lock");
             pending.drain().map(|(_, operation)| operation).collect()
         };
+        // (In the order of their hashes: which were written before a failure is predictable.)
+        pending.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
         if pending.is_empty() {
             return Ok(0);
         }
-        let written = self.write(&pending).await;
-        if written.is_err() {
+        let mut written = 0;
+        let outcome = self.write(&pending, &mut written).await;
+        if outcome.is_err() {
             let mut kept = self.pending.lock().expect("usage lock");
-            for operation in pending {
+            for operation in pending.into_iter().skip(written) {
                 kept.entry(operation.hash.clone())
                     .and_modify(|existing| existing.count += operation.count)
                     .or_insert(operation);
             }
         }
-        written
+        outcome.map(|()| written)
     }
 
-    /// Writes `operations`, all within [`WRITE_TIMEOUT`]: a Redis that never answers delays
-    /// the next flush, not this one for ever (what was not written is kept for it).
-    async fn write(&self, operations: &[RecordedOperation]) -> redis::RedisResult<usize> {
+    /// Writes `operations` in order, all within [`WRITE_TIMEOUT`] (a Redis that never answers
+    /// delays the next flush, not this one for ever), counting in `written` those Redis
+    /// confirmed.
+    async fn write(
+        &self,
+        operations: &[RecordedOperation],
+        written: &mut usize,
+    ) -> redis::RedisResult<()> {
         let write = async {
             let mut connection = self.client.get_multiplexed_async_connection().await?;
             for operation in operations {
                 record(&mut connection, operation).await?;
+                *written += 1;
             }
-            Ok(operations.len())
+            Ok(())
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(written) => written,
+            Ok(outcome) => outcome,
             Err(_) => Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "no answer from Redis",

@@ -11,7 +11,7 @@ use gospelib_kit::usage::{forget, read_all};
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::InProcess;
-use gospelib_router::usage::UsageRecorder;
+use gospelib_router::usage::{MAX_PENDING_OPERATIONS, UsageRecorder};
 use serde_json::json;
 use support::{SDL, products, reviews};
 
@@ -127,4 +127,59 @@ async fn a_flush_to_a_redis_that_never_answers_gives_up_and_keeps_the_counts() {
         .expect("the flush is bounded");
     assert!(flushed.is_err());
     assert_eq!(recorder.pending(), 2, "the counts wait for the next flush");
+}
+
+/// A flush that fails part-way keeps only what it did not write: an operation Redis took is
+/// not counted again by the next flush.
+#[tokio::test]
+async fn a_flush_that_fails_part_way_counts_each_use_once() {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    // Flushed in the order of their hashes: `a…` is written, then `b…` fails (its key holds a
+    // string, so HSET is refused).
+    let (written, refused) = (format!("a{run}"), format!("b{run}"));
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    let refused_key = format!("gl:usage:op:{refused}");
+    let _: () = redis::cmd("SET")
+        .arg(&refused_key)
+        .arg("not a hash")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let recorder = UsageRecorder::new(redis());
+    let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
+    recorder.record(&written, "Written", &coordinates);
+    recorder.record(&refused, "Refused", &coordinates);
+    assert!(recorder.flush().await.is_err());
+    assert_eq!(recorder.pending(), 1, "only the refused one waits");
+
+    let _: () = redis::cmd("DEL")
+        .arg(&refused_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(recorder.flush().await.unwrap(), 1);
+    let counts: Vec<(String, u64)> = read_all(&mut connection)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|operation| operation.hash.ends_with(&run))
+        .map(|operation| (operation.hash, operation.count))
+        .collect();
+    assert_eq!(counts, [(written.clone(), 1), (refused.clone(), 1)]);
+    for hash in [written, refused] {
+        forget(&mut connection, &hash).await.unwrap();
+    }
+}
+
+/// Distinct operations waiting for a flush are bounded; a known one still counts.
+#[test]
+fn the_operations_pending_are_bounded() {
+    let recorder = UsageRecorder::new(redis::Client::open("redis://127.0.0.1:1").unwrap());
+    let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
+    for n in 0..MAX_PENDING_OPERATIONS + 50 {
+        recorder.record(&format!("op{n}"), "Many", &coordinates);
+    }
+    assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);
+    recorder.record("op0", "Many", &coordinates);
+    assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64 + 1);
 }

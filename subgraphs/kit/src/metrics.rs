@@ -11,6 +11,11 @@ use prometheus::{
 /// Reads a count a part keeps itself (an atomic it owns).
 type CountReader = Box<dyn Fn() -> u64 + Send + Sync>;
 
+/// The most operation names labelled apart (`operation_duration_seconds`): callers name their
+/// operations, and each name would otherwise be a series kept for the process's life. Names
+/// past these are labelled `other`.
+pub const MAX_OPERATION_LABELS: usize = 500;
+
 /// Latency buckets in seconds: sub-millisecond resolution for cached reads, up to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -34,6 +39,9 @@ pub struct MetricsInner {
     fetch_retries: IntCounterVec,
     shared_operations: IntCounter,
     operations: HistogramVec,
+    /// The operation names [`MetricsInner::operations`] labels apart (at most
+    /// [`MAX_OPERATION_LABELS`]).
+    operation_labels: std::sync::RwLock<std::collections::HashSet<String>>,
     entity_cache: IntCounterVec,
     subscriptions_open: IntGauge,
     stream_lag: IntGaugeVec,
@@ -244,6 +252,7 @@ impl Metrics {
             fetch_retries,
             shared_operations,
             operations,
+            operation_labels: std::sync::RwLock::default(),
             entity_cache,
             subscriptions_open,
             stream_lag,
@@ -370,11 +379,36 @@ impl Metrics {
         self.shared_operations.inc();
     }
 
-    /// Records one routed operation, by name (`anonymous` without one; long names are cut).
+    /// Records one routed operation, by name (`anonymous` without one; long names are cut;
+    /// names past the first [`MAX_OPERATION_LABELS`] are `other`).
     pub fn observe_operation(&self, name: Option<&str>, seconds: f64) {
         let name = name.filter(|n| !n.is_empty()).unwrap_or("anonymous");
-        let name: String = name.chars().take(64).collect();
-        self.operations.with_label_values(&[&name]).observe(seconds);
+        let name = match name.char_indices().nth(64) {
+            Some((end, _)) => &name[..end],
+            None => name,
+        };
+        let known = self
+            .operation_labels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name);
+        let label = if known {
+            name
+        } else {
+            let mut labels = self
+                .operation_labels
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if labels.len() < MAX_OPERATION_LABELS {
+                labels.insert(name.to_owned());
+                name
+            } else if labels.contains(name) {
+                name
+            } else {
+                "other"
+            }
+        };
+        self.operations.with_label_values(&[label]).observe(seconds);
     }
 
     /// Records one finished HTTP request.
@@ -388,6 +422,12 @@ impl Metrics {
                 owned = status.to_string();
                 &owned
             }
+        };
+        // Clients may send any token as a method: only the standard ones are labelled apart.
+        let method = match method {
+            "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" | "CONNECT"
+            | "TRACE" => method,
+            _ => "other",
         };
         self.requests
             .with_label_values(&[route, method, status_label])
@@ -458,6 +498,38 @@ mod tests {
                 .unwrap()
         };
         assert!(count("hit") >= 1 && count("miss") >= 1, "{text}");
+    }
+
+    #[test]
+    fn the_labels_callers_choose_are_bounded() {
+        let metrics = Metrics::new("test");
+        for n in 0..MAX_OPERATION_LABELS + 20 {
+            metrics.observe_operation(Some(&format!("Op{n}")), 0.001);
+        }
+        // A name labelled before the bound was reached keeps its label.
+        metrics.observe_operation(Some("Op0"), 0.001);
+        metrics.observe_request("/graphql", "FROBNICATE", 405, 0.001);
+        let text = metrics.render();
+        let series = |prefix: &str| text.lines().filter(|line| line.starts_with(prefix)).count();
+        assert_eq!(
+            series("gospelib_operation_duration_seconds_count{"),
+            MAX_OPERATION_LABELS + 1,
+            "each name admitted, and `other`"
+        );
+        assert!(
+            text.contains(
+                r#"gospelib_operation_duration_seconds_count{operation="other",service="test"} 20"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"gospelib_operation_duration_seconds_count{operation="Op0",service="test"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"method="other""#), "{text}");
+        assert!(!text.contains("FROBNICATE"), "{text}");
     }
 
     #[test]
