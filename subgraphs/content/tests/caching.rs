@@ -155,3 +155,33 @@ async fn topic_lists_are_kept_only_when_they_hold_topics() {
     assert_eq!(first, 1);
     assert_eq!(cost(topics("Zqxv")).await.0, 1, "not kept: asked again");
 }
+
+/// The explorer answers for any well-formed node id: connections of a node that exists are
+/// kept, and "no such node" is not (each invented id would keep a key of its own).
+#[tokio::test]
+async fn connections_are_kept_only_for_nodes_that_exist() {
+    let namespace = ingested("t_cache_connections").await;
+    let service = ContentService::new(namespace.clone(), &clients());
+    cold_cache(&namespace).await;
+    let connections =
+        |id: &str| format!(r#"{{ connections(nodeId: "{id}") {{ nodes {{ id }} }} }}"#);
+    let cost = |query: String| {
+        let service = &service;
+        async move {
+            let before = service.graph_queries();
+            let answer = run(service, &query, json!({})).await;
+            (service.graph_queries() - before, answer)
+        }
+    };
+    let (first, found) = cost(connections("john.3.16")).await;
+    assert!(first > 0, "{found}");
+    assert_eq!(cost(connections("john.3.16")).await.0, 0, "kept");
+
+    let (first, missing) = cost(connections("naves:no-such-topic-anywhere")).await;
+    assert!(first > 0, "{missing}");
+    assert_eq!(
+        cost(connections("naves:no-such-topic-anywhere")).await.0,
+        first,
+        "not kept: asked again"
+    );
+}

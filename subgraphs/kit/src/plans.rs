@@ -233,11 +233,46 @@ mod tests {
                 .contains(&"interlinear".to_owned())
         );
         assert_eq!(plans.bucket_of("Query.search"), Some("search"));
-        assert_eq!(plans.bucket_of("Query.topics"), None);
+        assert_eq!(plans.bucket_of("Query.topics"), Some("passages"));
+        assert_eq!(plans.bucket_of("Query.me"), None);
         // Each AI answer costs a vendor call: charged per field; the others per operation.
         assert_eq!(plans.buckets["ai"].charge, Charge::Field);
         assert_eq!(plans.buckets["search"].charge, Charge::Operation);
         assert_eq!(plans.plan_or_default(Some("nonesuch")).0, "reader");
+    }
+
+    /// A root field in no bucket may be asked without limit: only those answered from what
+    /// the caller already holds (their own user, the plans, their access) are left out.
+    #[test]
+    fn every_root_query_field_that_reads_a_store_is_limited() {
+        const NOT_LIMITED: [&str; 3] = ["Query.me", "Query.plans", "Query.callerAccess"];
+        let supergraph = include_str!("../../../schema/supergraph.graphql");
+        let query = supergraph
+            .split("\ntype Query")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}").next())
+            .expect("the supergraph has a Query type");
+        let plans = Plans::built_in();
+        let mut fields = Vec::new();
+        for line in query.lines() {
+            let line = line.trim();
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let is_field = !name.is_empty()
+                && line[name.len()..].starts_with(['(', ':'])
+                && !line.starts_with('@');
+            if is_field {
+                fields.push(format!("Query.{name}"));
+            }
+        }
+        assert!(fields.len() > 10, "{fields:?}");
+        for field in fields {
+            if !NOT_LIMITED.contains(&field.as_str()) {
+                assert!(plans.bucket_of(&field).is_some(), "{field} is in no bucket");
+            }
+        }
     }
 
     #[test]

@@ -238,10 +238,15 @@ pub async fn connections(
     // never read again (and expire with their TTL), so no cache serves the old order.
     let key = format!("connections:{}:{depth}:{first}", node_id.as_str());
     let graph = loaders.stores.graph.clone();
+    // Only what exists is kept: any well-formed id may be asked, so keeping "not found" would
+    // let callers write keys without bound.
     let found = loaders
-        .cached(cache::LISTS, &key, async move {
-            explore(&graph, (kind, node_id.to_string()), depth as usize, first).await
-        })
+        .cached_if(
+            cache::LISTS,
+            &key,
+            async move { explore(&graph, (kind, node_id.to_string()), depth as usize, first).await },
+            Option::is_some,
+        )
         .await
         .map_err(graph_down)?;
     Ok(found)
