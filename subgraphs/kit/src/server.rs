@@ -40,7 +40,7 @@ use crate::errors::ErrorCode;
 use crate::graphql_http::{self, ExecutorService, GraphQlEndpoint, GraphQlService, request_error};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
-use crate::stores::{Dependency, Need, check_readiness};
+use crate::stores::{Dependency, Need, Readiness, check_readiness};
 use crate::subgraph::Subgraph;
 
 /// The largest request body accepted unless configured otherwise (`GOSPELIB_MAX_BODY_BYTES`).
@@ -71,7 +71,18 @@ pub struct AppSpec {
 struct ProcessState {
     metrics: Metrics,
     dependencies: Arc<Vec<Dependency>>,
+    /// `/ready`'s last report (see [`READY_FRESH_FOR`]).
+    last_ready: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>>,
+    /// Whether `/ready` says why a store failed (its error names hosts and users): on the
+    /// internal listener only.
+    detailed_ready: bool,
 }
+
+/// How long a `/ready` report is answered again instead of probing the stores anew. Each
+/// round of probes opens connections to the stores, and `/ready` is public: however often it
+/// is asked, the stores are probed at most once a second per listener (callers asking while a
+/// round runs wait for it).
+pub const READY_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// Builds the process's router. Returns it with the metrics it records into.
 pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
@@ -199,6 +210,8 @@ fn assemble(
     let process = ProcessState {
         metrics: metrics.clone(),
         dependencies,
+        last_ready: Arc::default(),
+        detailed_ready: with_metrics,
     };
     let observe = ObserveLayer::new(metrics.clone(), known_paths);
     let mut process_routes = Router::new()
@@ -292,12 +305,29 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<ProcessState>) -> Response {
-    let readiness = check_readiness(&state.dependencies).await;
+    let readiness = {
+        let mut last = state.last_ready.lock().await;
+        match &*last {
+            Some((at, readiness)) if at.elapsed() < READY_FRESH_FOR => readiness.clone(),
+            _ => {
+                let readiness = check_readiness(&state.dependencies).await;
+                if !readiness.is_ready() {
+                    tracing::warn!(failing = ?readiness.failing, "not ready");
+                }
+                *last = Some((std::time::Instant::now(), readiness.clone()));
+                readiness
+            }
+        }
+    };
     let status = if readiness.is_ready() {
         StatusCode::OK
     } else {
-        tracing::warn!(failing = ?readiness.failing, "not ready");
         StatusCode::SERVICE_UNAVAILABLE
+    };
+    let readiness = if state.detailed_ready {
+        readiness
+    } else {
+        readiness.without_errors()
     };
     (status, axum::Json(readiness)).into_response()
 }

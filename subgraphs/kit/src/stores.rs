@@ -66,9 +66,11 @@ pub enum StoreState {
     Ok,
     /// An optional store is down: the service answers without it.
     Degraded {
+        #[serde(skip_serializing_if = "String::is_empty")]
         error: String,
     },
     Down {
+        #[serde(skip_serializing_if = "String::is_empty")]
         error: String,
     },
 }
@@ -86,6 +88,17 @@ pub struct Readiness {
 impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.failing.is_empty()
+    }
+
+    /// This report without the stores' errors (which name hosts, ports and users): what a
+    /// listener facing clients answers.
+    pub fn without_errors(mut self) -> Self {
+        for state in self.stores.values_mut() {
+            if let StoreState::Degraded { error } | StoreState::Down { error } = state {
+                error.clear();
+            }
+        }
+        self
     }
 }
 

@@ -101,7 +101,14 @@ async fn ready_names_a_stopped_store_while_health_stays_up() {
     assert_eq!(status, StatusCode::OK);
 
     redis.stop().await;
-    let (status, body) = get_json(server.url("/ready")).await;
+    // (A report is answered again for up to a second: the next one sees the stopped store.)
+    let mut answer = get_json(server.url("/ready")).await;
+    let asked = std::time::Instant::now();
+    while answer.0 == StatusCode::OK && asked.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = get_json(server.url("/ready")).await;
+    }
+    let (status, body) = answer;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["failing"], json!(["redis"]));
@@ -252,4 +259,82 @@ async fn log_lines_carry_request_and_trace_ids() {
     }
     // The detail of an internal error is logged for operators (the client never sees it).
     assert!(text.contains("db password=hunter2 timed out"));
+}
+
+/// A store whose probe fails with an error naming where it is, and counts its rounds.
+struct CountedFailingProbe(Arc<std::sync::atomic::AtomicUsize>);
+
+impl gospelib_kit::stores::StoreProbe for CountedFailingProbe {
+    fn store(&self) -> &str {
+        "postgres"
+    }
+
+    fn check(&self) -> gospelib_kit::stores::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err("connection refused: db-primary.internal:5432 as user gospelib_app".to_owned())
+        })
+    }
+}
+
+/// `/ready` is public: however often it is asked, the stores are probed at most once a second,
+/// and the listener facing clients does not say where the stores are or who connects.
+#[tokio::test]
+async fn ready_probes_the_stores_at_most_once_a_second_and_tells_clients_no_details() {
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let apps = gospelib_kit::server::build_split_apps(
+        gospelib_kit::server::AppSpec {
+            service: "test".to_owned(),
+            gateway: None,
+            subgraphs: vec![test_subgraph(vec![Dependency::required(
+                CountedFailingProbe(rounds.clone()),
+            )])],
+            dependencies: vec![],
+            max_body_bytes: 1024 * 1024,
+            extra_routes: None,
+            public_routes: None,
+            edge: Default::default(),
+        },
+        gospelib_kit::metrics::Metrics::new("test"),
+    );
+    let public = support::start_app(apps.public).await;
+    let internal = support::start_app(apps.internal).await;
+
+    let asks = (0..20).map(|_| get_json(public.url("/ready")));
+    let answers = futures_util::future::join_all(asks).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(
+            *body,
+            json!({
+                "status": "unavailable",
+                "failing": ["postgres"],
+                "stores": {"postgres": {"status": "down"}}
+            })
+        );
+    }
+    assert_eq!(
+        rounds.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one round for twenty asks"
+    );
+
+    // The internal listener says why (its own report, probed once more).
+    let (status, body) = get_json(internal.url("/ready")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["stores"]["postgres"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("db-primary.internal"),
+        "{body}"
+    );
+
+    // A second later the stores are probed again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    get_json(public.url("/ready")).await;
+    assert_eq!(rounds.load(std::sync::atomic::Ordering::SeqCst), 3);
+    public.stop().await.unwrap();
+    internal.stop().await.unwrap();
 }
