@@ -20,11 +20,55 @@ fn fixture_copy(name: &str) -> PathBuf {
     dir
 }
 
+/// The collection `alias` points at, and the collections of its family (`<alias>_*`).
+async fn search_collections(alias: &str) -> (String, Vec<String>) {
+    let typesense = clients().typesense;
+    let get = |path: String| {
+        let request = typesense
+            .http
+            .get(format!(
+                "{}/{path}",
+                typesense.base_url.as_str().trim_end_matches('/')
+            ))
+            .header("x-typesense-api-key", &typesense.api_key);
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let target = get(format!("aliases/{alias}")).await["collection_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let family = get("collections".to_owned())
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .filter(|name| name.starts_with(&format!("{alias}_")))
+        .map(str::to_owned)
+        .collect();
+    (target, family)
+}
+
 #[tokio::test]
 async fn ingesting_twice_writes_the_corpus_once() {
     let namespace = Namespace::isolated("t_ingest_twice");
     let first = ingest_dir(&namespace, &fixture()).await;
+    let alias = namespace.alias(gospelib_content::ingest::search_sync::PASSAGES);
+    let (served_first, _) = search_collections(&alias).await;
     let second = ingest_dir(&namespace, &fixture()).await;
+    // The same corpus again fills a collection of its own (the one served stays whole until
+    // the alias moves), then only that one is left.
+    let (served_second, family) = search_collections(&alias).await;
+    assert_ne!(served_first, served_second);
+    assert_eq!(family, [served_second]);
     assert_eq!(first.nodes, second.nodes);
     assert_eq!(first.edges, second.edges);
     assert_eq!(first.search, second.search);
@@ -210,4 +254,42 @@ async fn ingest_completed_relays_what_any_process_publishes_on_the_channel() {
         .unwrap();
     let event = next_event(&mut events, 5).await;
     assert_eq!(event["data"]["ingestCompleted"], announcement);
+}
+
+/// An ingest that fails after it began writing leaves the caches keyed by a version of its
+/// own (what they hold may no longer be what the stores answer); the next whole run sets the
+/// corpus's version again.
+#[tokio::test]
+async fn a_failed_ingest_retires_what_the_caches_hold() {
+    let namespace = Namespace::isolated("t_ingest_failed");
+    let good = ingest_dir(&namespace, &fixture()).await;
+    let clients = clients();
+    let mut broken = targets(&namespace, &clients);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    broken.typesense.base_url = format!("http://127.0.0.1:{closed}/").parse().unwrap();
+    let failed = ingest::ingest(&fixture(), false, &broken).await;
+    assert!(failed.is_err(), "{failed:?}");
+    let version = || async {
+        let mut redis = clients
+            .redis
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("GET")
+            .arg(namespace.version_key())
+            .query_async::<String>(&mut redis)
+            .await
+            .unwrap()
+    };
+    let retired = version().await;
+    assert!(
+        retired.starts_with(&format!("{}-partial-", good.version)),
+        "{retired}"
+    );
+    ingest_dir(&namespace, &fixture()).await;
+    assert_eq!(version().await, good.version);
 }

@@ -95,7 +95,14 @@ pub struct IngestReport {
     pub seconds: f64,
 }
 
-/// The content version of a corpus folder: a hash of every file's path and bytes.
+/// The version of what the ingest writes from a corpus: raise it whenever the graph or the
+/// search collections are written differently from the same files (new edges, other ids,
+/// other fields). It is part of the content version, so a release that writes differently
+/// prunes what the previous one wrote and is never served from caches of the old shape.
+pub const INGEST_FORMAT: u32 = 1;
+
+/// The content version of a corpus folder: a hash of [`INGEST_FORMAT`] and every file's path
+/// and bytes.
 pub fn content_version(dir: &Path) -> Result<String, IngestError> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -113,6 +120,7 @@ pub fn content_version(dir: &Path) -> Result<String, IngestError> {
     }
     files.sort();
     let mut hash = Sha256::new();
+    hash.update(INGEST_FORMAT.to_le_bytes());
     for file in files {
         let bytes = std::fs::read(&file).map_err(|e| IngestError::Io(file.clone(), e))?;
         hash.update(
@@ -125,6 +133,16 @@ pub fn content_version(dir: &Path) -> Result<String, IngestError> {
         hash.update(&bytes);
     }
     Ok(format!("{:x}", hash.finalize())[..16].to_owned())
+}
+
+/// Sets the content version the caches are keyed by.
+async fn set_version(targets: &Targets, version: &str) -> redis::RedisResult<()> {
+    let mut redis = targets.redis.get_multiplexed_async_connection().await?;
+    redis::cmd("SET")
+        .arg(targets.namespace.version_key())
+        .arg(version)
+        .query_async(&mut redis)
+        .await
 }
 
 /// Validates `dir`, then (unless `dry_run`) writes it everywhere. Nothing is written when the
@@ -152,22 +170,34 @@ pub async fn ingest(
         return Ok(report);
     }
     // Boxed: the two futures are large state machines.
-    report.stages = Box::pin(writes::write_graph(&targets.graph, &data, &version)).await?;
-    report.stages.extend(
-        Box::pin(search_sync::sync(
-            &targets.typesense,
-            &targets.namespace,
-            &data,
-            &version,
-        ))
-        .await?,
-    );
-    let mut redis = targets.redis.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("SET")
-        .arg(targets.namespace.version_key())
-        .arg(&version)
-        .query_async(&mut redis)
-        .await?;
+    let written = async {
+        let mut stages = Box::pin(writes::write_graph(&targets.graph, &data, &version)).await?;
+        stages.extend(
+            Box::pin(search_sync::sync(
+                &targets.typesense,
+                &targets.namespace,
+                &data,
+                &version,
+            ))
+            .await?,
+        );
+        Ok::<_, IngestError>(stages)
+    }
+    .await;
+    report.stages = match written {
+        Ok(stages) => stages,
+        Err(error) => {
+            // The graph may be rewritten (and pruned) in part: what the caches hold under the
+            // version they were keyed by is no longer what the stores answer. A version of
+            // this run's own retires them; the next whole run sets the corpus's version.
+            let partial = format!("{version}-partial-{}", uuid::Uuid::new_v4().simple());
+            if let Err(redis_error) = set_version(targets, &partial).await {
+                tracing::error!(error = %redis_error, "the caches' content version was not retired after a failed ingest");
+            }
+            return Err(error);
+        }
+    };
+    set_version(targets, &version).await?;
     (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
     report.search = search_sync::counts(&targets.typesense, &targets.namespace).await?;
     report.seconds = started.elapsed().as_secs_f64();

@@ -79,7 +79,10 @@ async fn load(
     documents: Vec<Value>,
 ) -> Result<StageReport, SearchError> {
     let started = Instant::now();
-    let name = format!("{alias}_{version}");
+    // A name of this run's own: an ingest of the same corpus again (a new release, or a run
+    // that failed half-way) must not replace the collection the alias serves while the new
+    // one fills. The alias's other collections go once it points at this one.
+    let name = format!("{alias}_{version}_{}", uuid::Uuid::new_v4().simple());
     typesense::recreate_collection(client, &schema(&name)).await?;
     for chunk in documents.chunks(BATCH) {
         typesense::import_documents(client, &name, chunk).await?;
