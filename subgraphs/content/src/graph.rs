@@ -358,8 +358,10 @@ impl Graph {
                     return Err(GraphError::Skipped);
                 }
                 // Dropping the query on the deadline is safe: the multiplexed connection
-                // discards the late answer when it comes.
-                let read = self.run_unbounded(cypher, params, read_only);
+                // discards the late answer when it comes. FalkorDB is given the same deadline,
+                // so it stops the work nobody waits for any more (a query it times out answers
+                // an error).
+                let read = self.run_unbounded(cypher, params, read_only, Some(deadline));
                 match tokio::time::timeout(deadline, read).await {
                     Ok(result) => {
                         // An answer, even an error, shows the server is responsive.
@@ -379,7 +381,7 @@ impl Graph {
                     }
                 }
             }
-            _ => self.run_unbounded(cypher, params, read_only).await,
+            _ => self.run_unbounded(cypher, params, read_only, None).await,
         }
     }
 
@@ -388,6 +390,7 @@ impl Graph {
         cypher: &str,
         params: Params,
         read_only: bool,
+        server_timeout: Option<Duration>,
     ) -> Result<Vec<Row>, GraphError> {
         let mut graph = self.handle().await?;
         self.queries.fetch_add(1, Ordering::Relaxed);
@@ -395,6 +398,14 @@ impl Graph {
             graph.ro_query(cypher)
         } else {
             graph.query(cypher)
+        };
+        let builder = match server_timeout {
+            Some(timeout) => builder.with_timeout(
+                i64::try_from(timeout.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1),
+            ),
+            None => builder,
         };
         let result = match builder.with_params(params).execute().await {
             Ok(result) => result,
