@@ -637,7 +637,11 @@ impl Router {
     }
 
     /// Records an operation that ran (or was answered by one that did) in usage reporting and
-    /// metrics; requests refused before execution are not operations served.
+    /// metrics; requests refused before execution are not operations served. Usage counts
+    /// only identified callers' operations (signed-in users, partners): what it records
+    /// holds back breaking changes in the registry's check, and an anonymous caller could
+    /// otherwise pin any field for 30 days with one request. (The apps' own operations are
+    /// known to the check from `client-tests/operations/` whoever sends them.)
     fn record_operation(
         &self,
         planned: &Planned,
@@ -652,7 +656,11 @@ impl Router {
             .operation_name
             .as_deref()
             .or(planned.operation.name.as_deref());
-        if let Some(usage) = &self.usage {
+        if let Some(usage) = self
+            .usage
+            .as_ref()
+            .filter(|_| !request.caller.is_anonymous())
+        {
             usage.record(
                 &planned.hash,
                 name.unwrap_or("<anonymous>"),

@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use gospelib_kit::caller::Caller;
 use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::usage::{forget, read_all};
 use gospelib_router::pipeline::{GraphQlRequest, Router};
@@ -33,6 +34,7 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
                 .with("reviews", reviews()),
         ),
     )
+    .with_internal_secret(gospelib_kit::caller::InternalSecret::new(&[7; 32]).unwrap())
     .with_usage_recorder(recorder.clone());
     // A name of this run's own, so parallel runs never mix their counts.
     let name = format!("TopWithReviews{}", std::process::id());
@@ -42,12 +44,21 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
         query: query.clone(),
         operation_name: None,
         variables: json!({ "n": 2 }).as_object().unwrap().clone(),
+        caller: Caller::user(uuid::Uuid::new_v4()),
         ..Default::default()
     };
     for _ in 0..3 {
         let answer = router.execute(&request).await;
         assert!(answer.get("errors").is_none(), "{answer}");
     }
+    // An anonymous caller's operations are answered and not counted: anyone could pin any
+    // field against breaking changes with one request.
+    let anonymous = GraphQlRequest {
+        caller: Caller::default(),
+        ..request.clone()
+    };
+    let answer = router.execute(&anonymous).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
     // Invalid operations are not recorded: they touch nothing.
     router
         .execute(&GraphQlRequest {
