@@ -144,6 +144,15 @@ impl Setup {
     }
 }
 
+/// Today's number of UTC days since 1970-01-01, as the vendor budget counts them.
+fn utc_day() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400
+}
+
 /// A signed-in caller with the AI entitlement (as the router makes one for a Scholar).
 fn scholar() -> Caller {
     Caller {
@@ -504,20 +513,29 @@ async fn identical_questions_in_flight_ask_the_vendor_once() {
 #[tokio::test]
 async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
     let reply = json!({"text": "In the beginning was the Word.", "citations": ["john.1.1"]});
-    let (base, calls) = fake_anthropic_counting(Duration::ZERO, vec![reply.to_string()]).await;
-    let setup = setup_with_deadline(
-        Some(anthropic(base)),
-        gospelib_ai::assistant::DEFAULT_VENDOR_DEADLINE,
-        Some(2),
-    )
-    .await;
     let provider =
         |verse: u32| format!(r#"{{ explainPassage(id: "john.1.{verse}") {{ provider }} }}"#);
-    let mut providers = Vec::new();
-    for verse in 1..=4 {
-        let answer = setup.ask(&scholar(), &provider(verse)).await;
-        providers.push(answer["data"]["explainPassage"]["provider"].clone());
-    }
+    // The budget is per UTC day: should UTC midnight pass during the four questions, the
+    // budget started again under them, so they are asked again (a budget of their own).
+    let (setup, calls, providers) = loop {
+        let (base, calls) = fake_anthropic_counting(Duration::ZERO, vec![reply.to_string()]).await;
+        let setup = setup_with_deadline(
+            Some(anthropic(base)),
+            gospelib_ai::assistant::DEFAULT_VENDOR_DEADLINE,
+            Some(2),
+        )
+        .await;
+        let day = utc_day();
+        let mut providers = Vec::new();
+        for verse in 1..=4 {
+            let answer = setup.ask(&scholar(), &provider(verse)).await;
+            providers.push(answer["data"]["explainPassage"]["provider"].clone());
+        }
+        if utc_day() == day {
+            break (setup, calls, providers);
+        }
+        eprintln!("UTC midnight passed during the questions: again");
+    };
     assert_eq!(
         providers,
         [
@@ -540,48 +558,55 @@ async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
 #[tokio::test]
 async fn the_daily_vendor_budget_is_kept_where_redis_does_not_evict_it() {
     let redis = gospelib_kit::test_stack::redis();
-    let namespace = format!("budget-{}", uuid::Uuid::new_v4().simple());
-    let budget = VendorBudget::new(redis.clone(), namespace, 2);
-    let key = budget.key();
-    let today = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 86_400;
     let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg(&[(today - 1, 9), (today - 3, 7), (today - 10, 5)])
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    // The counts are per UTC day: should UTC midnight pass during an attempt, "today" moved
+    // under it, so it runs again (with a budget of its own) and is asserted only when the day
+    // stayed the same throughout.
+    for attempt in 1.. {
+        let namespace = format!("budget-{}", uuid::Uuid::new_v4().simple());
+        let budget = VendorBudget::new(redis.clone(), namespace, 2);
+        let key = budget.key();
+        let today = utc_day();
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(&[(today - 1, 9), (today - 3, 7), (today - 10, 5)])
+            .query_async(&mut connection)
+            .await
+            .unwrap();
 
-    let taken = [
-        budget.take().await,
-        budget.take().await,
-        budget.take().await,
-    ];
-    assert_eq!(taken, [true, true, false]);
-    let counts: std::collections::BTreeMap<u64, u64> = redis::cmd("HGETALL")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    // Today's three questions (the third refused), yesterday's kept, three days ago forgotten;
-    // ten days ago is past what a count forgets.
-    let expected = [(today - 10, 5), (today - 1, 9), (today, 3)];
-    assert_eq!(counts, expected.into_iter().collect());
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(ttl, -1, "no expiry: volatile-lru cannot evict it");
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+        let taken = [
+            budget.take().await,
+            budget.take().await,
+            budget.take().await,
+        ];
+        let counts: std::collections::BTreeMap<u64, u64> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if utc_day() != today && attempt < 3 {
+            eprintln!("UTC midnight passed during attempt {attempt}: again");
+            continue;
+        }
+
+        assert_eq!(taken, [true, true, false]);
+        // Today's three questions (the third refused), yesterday's kept, three days ago
+        // forgotten; ten days ago is past what a count forgets.
+        let expected = [(today - 10, 5), (today - 1, 9), (today, 3)];
+        assert_eq!(counts, expected.into_iter().collect());
+        assert_eq!(ttl, -1, "no expiry: volatile-lru cannot evict it");
+        break;
+    }
 }
 
 /// A page asks for the verse at once and the explanation deferred: the verse comes in the

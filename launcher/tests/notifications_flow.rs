@@ -17,6 +17,20 @@ use support::clerk::{
 use support::serve_with;
 use support::ws::{Socket, connect_with, receive, receive_within, send};
 
+/// Held by each test for as long as its `gospelib serve` runs. Each served process runs the
+/// stream consumers, in the same consumer groups on the same streams: a process a test ends
+/// (killed) while it holds another test's entry, read and not yet acknowledged, leaves that
+/// entry pending until a consumer claims it (a minute idle), longer than the other test waits
+/// for the notification it makes. One served process at a time in this binary, then.
+static ONE_SERVED_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_served_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed holding it still released it: its process is gone.
+    ONE_SERVED_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const RECEIVED: &str = "subscription { notificationReceived { title category read } }";
 
 const INBOX: &str = "{ me { id unreadCount \
@@ -93,6 +107,8 @@ fn inbox_in_title_order(body: &Value) -> Vec<Value> {
 
 #[test]
 fn a_clerk_sign_up_becomes_a_welcome_seen_live_and_in_the_inbox_by_that_user_only() {
+    // Declared first, so released last: after the process is killed.
+    let _alone = one_served_at_a_time();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let jwks = runtime.block_on(jwks_server());
     let (_served, base, _serve_runtime) = serve_with(
@@ -174,6 +190,8 @@ fn a_clerk_sign_up_becomes_a_welcome_seen_live_and_in_the_inbox_by_that_user_onl
 /// Anonymous callers cannot open the live inbox: the router refuses before subscribing.
 #[test]
 fn an_anonymous_notification_subscription_is_refused() {
+    // Declared first, so released last: after the process is killed.
+    let _alone = one_served_at_a_time();
     let (_served, base, runtime) = serve_with(&["serve"], &[]);
     runtime.block_on(async {
         let mut socket = connect_with(&base, json!({})).await;

@@ -426,14 +426,18 @@ fn a_websocket_closes_when_its_session_token_expires() {
             ("GOSPELIB_AUTH_LIVE_GRACE_SECS", "0".to_owned()),
         ],
     );
-    // Past its `exp`, within the leeway: accepted for about 2 s more.
+    // Expires in 3 s, and is accepted for the 5 s leeway after that: the socket closes about
+    // 8 s from now, leaving a loaded machine ample time to sign, connect (the first JWKS fetch),
+    // subscribe and answer a query before then.
     let now = jsonwebtoken::get_current_timestamp();
+    let exp = now + 3;
     let token = support::clerk::session_token_with(
         "user_expiring",
-        json!({"exp": now - 3, "iat": now - 60, "nbf": now - 60}),
+        json!({"exp": exp, "iat": now - 60, "nbf": now - 60}),
     );
+    // `exp`, the default leeway (5 s) and no grace.
+    let closes_at = std::time::UNIX_EPOCH + Duration::from_secs(exp + 5);
     client.block_on(async {
-        let opened = std::time::Instant::now();
         let mut socket =
             support::ws::connect_with(&base, json!({"authorization": format!("Bearer {token}")}))
                 .await;
@@ -450,9 +454,9 @@ fn a_websocket_closes_when_its_session_token_expires() {
         .await;
         let mut answered = false;
         let (code, reason) = loop {
-            let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            let message = tokio::time::timeout(Duration::from_secs(25), socket.next())
                 .await
-                .expect("closed within 15 s");
+                .expect("closed within 25 s");
             match message {
                 Some(Ok(Message::Close(Some(frame)))) => {
                     break (u16::from(frame.code), frame.reason.to_string());
@@ -480,7 +484,18 @@ fn a_websocket_closes_when_its_session_token_expires() {
             (code, reason.as_str()),
             (4403, "Forbidden: the credentials expired")
         );
-        assert!(opened.elapsed() < Duration::from_secs(10));
+        // Closed when the token expired (its leeway past), not before, nor long after.
+        let closed = std::time::SystemTime::now();
+        assert!(
+            closed + Duration::from_millis(500) >= closes_at,
+            "closed {:?} before the token expired",
+            closes_at.duration_since(closed).unwrap_or_default()
+        );
+        assert!(
+            closed < closes_at + Duration::from_secs(10),
+            "closed {:?} after the token expired",
+            closed.duration_since(closes_at).unwrap_or_default()
+        );
     });
 }
 

@@ -755,20 +755,32 @@ async fn introspection_fields_count_without_multiplying_their_lists() {
 /// cached are answered at once.
 #[tokio::test]
 async fn a_burst_of_new_operations_waits_for_a_planning_slot_and_cached_ones_do_not() {
+    // The deadline also bounds the plans that must succeed here (the first of a fresh router,
+    // and the one after the slots are free): long enough for a loaded machine, and still what
+    // the refused operation visibly waits.
+    let planning_timeout = Duration::from_secs(1);
     let settings = RouterSettings {
-        planning_timeout: Duration::from_millis(100),
+        planning_timeout,
         ..RouterSettings::default()
     };
     let router = demo_router(&settings);
     let cached = "{ topProducts { name } }";
-    assert!(ask(&router, cached, json!({})).await.get("data").is_some());
+    let response = ask(&router, cached, json!({})).await;
+    assert!(response.get("data").is_some(), "{response}");
     let slots = router.plan_cache().planning_slots().clone();
     let all = u32::try_from(slots.available_permits()).unwrap();
     let busy = slots.acquire_many(all).await.unwrap();
+    let asked = std::time::Instant::now();
     let response = ask(&router, "{ topProducts { upc } }", json!({})).await;
+    let waited = asked.elapsed();
     assert_eq!(
         response["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
         "{response}"
+    );
+    // It waited for a slot until the deadline, and not much longer (a loaded machine's margin).
+    assert!(
+        waited >= planning_timeout && waited < planning_timeout + Duration::from_secs(5),
+        "{waited:?}"
     );
     let response = ask(&router, cached, json!({})).await;
     assert!(response.get("errors").is_none(), "{response}");

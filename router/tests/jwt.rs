@@ -460,31 +460,35 @@ async fn a_key_that_appears_after_a_rotation_is_fetched() {
     let (key1, key2) = (key1(), key2());
     let server = JwksServer::start(&[&key1]).await;
     let verifier = JwtVerifier::new(JwtSettings {
-        min_refetch_interval: Duration::from_millis(100),
+        min_refetch_interval: Duration::from_millis(500),
         ..settings(&server.url, None)
     })
     .expect("a verifier");
-    verifier.verify(&key1.sign(&claims())).await.expect("key 1");
+    // Every token is signed first: RSA signing is slow in a debug build, and signing between
+    // the first fetch and the next check could outlast the interval. Each later check has a
+    // token of its own (another session), so it looks its key up rather than being remembered.
+    let key1_token = key1.sign(&claims());
+    let key2_token = key2.sign(&claims());
+    let key2_later = key2.sign(&claims_with(json!({"sid": "sess_later"})));
+    let key1_later = key1.sign(&claims_with(json!({"sid": "sess_later"})));
+    verifier.verify(&key1_token).await.expect("key 1");
     assert_eq!(verifier.fetches(), 1);
 
     // Within the interval an unknown kid does not fetch.
-    assert_refused!(verifier.verify(&key2.sign(&claims())).await, JwtError::UnknownKey(kid) if kid == "key-2");
+    assert_refused!(verifier.verify(&key2_token).await, JwtError::UnknownKey(kid) if kid == "key-2");
     assert_eq!(verifier.fetches(), 1);
 
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     server.publish(&[&key1, &key2]);
     let session = verifier
-        .verify(&key2.sign(&claims()))
+        .verify(&key2_token)
         .await
         .expect("key 2 after the rotation");
     assert_eq!(session.subject, "user_2abcdef");
     assert_eq!(verifier.fetches(), 2);
+    verifier.verify(&key2_later).await.expect("key 2, held");
     verifier
-        .verify(&key2.sign(&claims()))
-        .await
-        .expect("key 2, held");
-    verifier
-        .verify(&key1.sign(&claims()))
+        .verify(&key1_later)
         .await
         .expect("key 1, still published");
     assert_eq!((verifier.fetches(), server.hits()), (2, 2));
@@ -526,8 +530,11 @@ async fn with_the_jwks_down_before_any_fetch_the_keys_are_unavailable() {
     let key = key1();
     let url = JwksServer::start(&[&key]).await.stop().await;
     let verifier = Arc::new(verifier(&url, None));
+    // Signed before the first fetch: RSA signing is slow in a debug build, and signing between
+    // that fetch and the burst could outlast the one-second interval.
+    let token = key.sign(&claims());
 
-    let result = verifier.verify(&key.sign(&claims())).await;
+    let result = verifier.verify(&token).await;
     assert_refused!(&result, JwtError::KeysUnavailable(_));
     assert!(
         !result.unwrap_err().is_client_error(),
@@ -538,7 +545,7 @@ async fn with_the_jwks_down_before_any_fetch_the_keys_are_unavailable() {
     // Requests within the interval do not hammer the dead endpoint.
     let burst: Vec<_> = (0..10)
         .map(|_| {
-            let (verifier, token) = (Arc::clone(&verifier), key.sign(&claims()));
+            let (verifier, token) = (Arc::clone(&verifier), token.clone());
             tokio::spawn(async move { verifier.verify(&token).await })
         })
         .collect();

@@ -24,12 +24,27 @@ async fn backend_pids(pool: &sqlx::PgPool, count: usize) -> Vec<i32> {
     pids
 }
 
+/// Waits until `count` of the pool's connections are idle in it again. A connection handed
+/// back is not idle at once: sqlx pings it on release, in a task of its own, and only then
+/// puts it back. A backend terminated before that ping is found dead by it, and replaced
+/// without ever being lent, which is not what these tests are about.
+async fn idle_again(pool: &sqlx::PgPool, count: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while pool.num_idle() < count {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the connections are back in the pool");
+}
+
 #[tokio::test]
 async fn connections_the_server_closed_while_idle_are_replaced_not_lent() {
     let url = support::stack_urls().postgres;
     let pool = postgres_pool(&url, 3).unwrap();
     let admin = postgres_pool(&url, 1).unwrap();
     let before = backend_pids(&pool, 3).await;
+    idle_again(&pool, 3).await;
     for pid in &before {
         let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
             .bind(pid)
@@ -64,22 +79,34 @@ async fn a_connection_in_steady_use_is_lent_without_a_round_trip_first() {
     let url = support::stack_urls().postgres;
     let pool = postgres_pool(&url, 1).unwrap();
     let admin = postgres_pool(&url, 1).unwrap();
+    // The admin pool connects now, not lazily between the pool's last use of its connection
+    // and the statement below: a slow connect there could outlast TRUSTED_IDLE, and then the
+    // pool would rightly ping (and replace) the connection.
+    let warm: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(warm, 1);
     let [pid] = backend_pids(&pool, 1).await[..] else {
         unreachable!()
     };
+    idle_again(&pool, 1).await;
+    let last_use = std::time::Instant::now();
     let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(&admin)
         .await
         .unwrap();
     assert!(ended);
+    let idle = last_use.elapsed();
     // At once: no ping, so the dead connection is used and the statement fails.
     let failed = sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&pool)
         .await;
     assert!(
         failed.is_err(),
-        "a connection used just now is lent without a ping (a ping would have replaced it)"
+        "a connection used just now is lent without a ping (a ping would have replaced it); \
+         used {idle:?} before (more than {TRUSTED_IDLE:?} would mean the test was too slow)"
     );
     let one: i32 = sqlx::query_scalar("SELECT 1")
         .fetch_one(&pool)

@@ -840,16 +840,20 @@ async fn search_finds_only_the_callers_own_notes() {
     clean_up(&pool, &[a, b]).await;
 }
 
-#[tokio::test]
-async fn reading_progress_and_streaks_come_from_the_history() {
-    let pool = pool().await;
-    let graph = TestGraph::new().await;
-    let (service, _) = service(&pool, &graph);
-    let a = Uuid::new_v4();
+/// Today's UTC date, as PostgreSQL (whose clock the streaks use) has it.
+async fn utc_today(pool: &PgPool) -> String {
+    sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
 
+/// `reader` reads Psalm 119 to its end, then again from the start to verse 10: two readings
+/// today, one chapter's progress (completed, last verse as last reported).
+async fn read_psalm_119_twice(service: &gospelib_study::StudyService, reader: Uuid) {
     let done = run_as(
-        &service,
-        Some(a),
+        service,
+        Some(reader),
         RECORD_READING,
         json!({"c": "ps.119", "v": 176, "done": true}),
     )
@@ -857,8 +861,8 @@ async fn reading_progress_and_streaks_come_from_the_history() {
     assert_eq!(done["data"]["recordReading"]["completed"], true, "{done}");
     // Read again from the start: still completed, last verse as reported.
     let again = run_as(
-        &service,
-        Some(a),
+        service,
+        Some(reader),
         RECORD_READING,
         json!({"c": "ps.119", "v": 10, "done": false}),
     )
@@ -870,6 +874,66 @@ async fn reading_progress_and_streaks_come_from_the_history() {
         ),
         (json!(10), json!(true))
     );
+}
+
+/// The streaks of `reader` (who read twice today) as their history grows, then loses today,
+/// then yesterday: the three `readingStreak`s, asserted by the caller once it knows the UTC
+/// date stayed the same throughout.
+async fn streaks_as_the_history_changes(
+    service: &gospelib_study::StudyService,
+    pool: &PgPool,
+    reader: Uuid,
+) -> [Value; 3] {
+    // History: today (twice, before), 1 and 2 days ago; then 5 to 8 days ago (UTC days).
+    for days_ago in [1, 2, 5, 6, 7, 8] {
+        sqlx::query(
+            "INSERT INTO study.reading_history (user_id, chapter_id, read_at)
+             VALUES ($1, 'ps.119', now() - make_interval(days => $2))",
+        )
+        .bind(reader)
+        .bind(days_ago)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let answer = run_as(service, Some(reader), USER, user_rep(reader)).await;
+    let user = &answer["data"]["_entities"][0];
+    assert_eq!(
+        user["readingProgress"]["nodes"],
+        json!([{"chapterId": "ps.119", "lastVerse": 10, "completed": true}]),
+        "{answer}"
+    );
+    let full = user["readingStreak"].clone();
+
+    // Without today's readings; then without yesterday's too.
+    sqlx::query("DELETE FROM study.reading_history WHERE user_id = $1 AND read_at > now() - interval '1 hour'")
+        .bind(reader)
+        .execute(pool)
+        .await
+        .unwrap();
+    let answer = run_as(service, Some(reader), USER, user_rep(reader)).await;
+    let without_today = answer["data"]["_entities"][0]["readingStreak"].clone();
+    sqlx::query("DELETE FROM study.reading_history WHERE user_id = $1 AND read_at > now() - interval '25 hours'")
+        .bind(reader)
+        .execute(pool)
+        .await
+        .unwrap();
+    let answer = run_as(service, Some(reader), USER, user_rep(reader)).await;
+    let without_yesterday = answer["data"]["_entities"][0]["readingStreak"].clone();
+    [full, without_today, without_yesterday]
+}
+
+#[tokio::test]
+async fn reading_progress_and_streaks_come_from_the_history() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let a = Uuid::new_v4();
+    // Streaks count UTC days as of each query: should UTC midnight pass between today's first
+    // reading and the last query, "today" moved under the test, so that part runs again.
+    let mut started_on = utc_today(&pool).await;
+
+    read_psalm_119_twice(&service, a).await;
     assert_eq!(rows_of(&pool, "reading_progress", a).await, 1);
     assert_eq!(rows_of(&pool, "reading_history", a).await, 2);
 
@@ -894,60 +958,40 @@ async fn reading_progress_and_streaks_come_from_the_history() {
         "nothing written"
     );
 
-    // History: today (twice, above), 1 and 2 days ago; then 5 to 8 days ago (UTC days).
-    for days_ago in [1, 2, 5, 6, 7, 8] {
-        sqlx::query(
-            "INSERT INTO study.reading_history (user_id, chapter_id, read_at)
-             VALUES ($1, 'ps.119', now() - make_interval(days => $2))",
-        )
-        .bind(a)
-        .bind(days_ago)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    let today: String =
-        sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let answer = run_as(&service, Some(a), USER, user_rep(a)).await;
-    let user = &answer["data"]["_entities"][0];
+    let mut readers = vec![a];
+    let (today, [full, without_today, without_yesterday]) = loop {
+        let reader = *readers.last().unwrap();
+        let streaks = streaks_as_the_history_changes(&service, &pool, reader).await;
+        let today = utc_today(&pool).await;
+        if today == started_on || readers.len() == 3 {
+            break (today, streaks);
+        }
+        eprintln!(
+            "UTC midnight passed during the test ({started_on}, then {today}): \
+             the streaks again, with a new reader"
+        );
+        started_on = today;
+        let reader = Uuid::new_v4();
+        readers.push(reader);
+        read_psalm_119_twice(&service, reader).await;
+    };
     assert_eq!(
-        user["readingStreak"],
+        full,
         json!({"current": 3, "longest": 4, "lastReadOn": today}),
-        "{answer}"
+        "today, 1 and 2 days ago; 5 to 8 days ago"
     );
-    assert_eq!(
-        user["readingProgress"]["nodes"],
-        json!([{"chapterId": "ps.119", "lastVerse": 10, "completed": true}])
-    );
-
     // Without today's readings the streak still stands from yesterday; missing yesterday too
     // breaks it.
-    sqlx::query("DELETE FROM study.reading_history WHERE user_id = $1 AND read_at > now() - interval '1 hour'")
-        .bind(a)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let answer = run_as(&service, Some(a), USER, user_rep(a)).await;
+    assert_eq!(without_today["current"], 2, "{without_today}");
     assert_eq!(
-        answer["data"]["_entities"][0]["readingStreak"]["current"], 2,
-        "{answer}"
-    );
-    sqlx::query("DELETE FROM study.reading_history WHERE user_id = $1 AND read_at > now() - interval '25 hours'")
-        .bind(a)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let answer = run_as(&service, Some(a), USER, user_rep(a)).await;
-    let streak = &answer["data"]["_entities"][0]["readingStreak"];
-    assert_eq!(
-        (streak["current"].clone(), streak["longest"].clone()),
+        (
+            without_yesterday["current"].clone(),
+            without_yesterday["longest"].clone()
+        ),
         (json!(0), json!(4)),
-        "{answer}"
+        "{without_yesterday}"
     );
-    clean_up(&pool, &[a]).await;
+    clean_up(&pool, &readers).await;
 }
 
 /// The "My study" page's fields on the `User`, each with every stored field (`first` and
