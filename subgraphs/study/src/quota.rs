@@ -1,4 +1,4 @@
-//! How much one user may keep in study, and the error of a write past it.
+//! How much one user may keep in study, and why a write wrote nothing.
 //!
 //! PostgreSQL keeps each user's counts (`study.usage`, by triggers on every write: see the
 //! migration `20261214000001_study_usage.sql`) and checks them against the limits a write's
@@ -76,6 +76,9 @@ pub enum WriteError {
     /// The user keeps `most` already (of what `limit` counts).
     #[error("over the study quota: {limit:?} at most {most}")]
     OverQuota { limit: Limit, most: i64 },
+    /// The id the client chose for a new item is another user's item's.
+    #[error("the id is another item's")]
+    IdTaken,
 }
 
 impl From<sqlx::Error> for WriteError {

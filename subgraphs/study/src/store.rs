@@ -626,11 +626,13 @@ impl Store {
         read_within_budget(rows, HighlightRow::weight).await
     }
 
-    /// Adds a highlight of `passage` in `color` (its stored name) for `user`; `None` for an
-    /// erased user.
+    /// Adds a highlight `id` of `passage` in `color` (its stored name) for `user`; `None` for
+    /// an erased user. A highlight `id` of `user` already made is returned as it is (a retried
+    /// create); one of another user is [`WriteError::IdTaken`].
     pub async fn insert_highlight(
         &self,
         user: Uuid,
+        id: Uuid,
         passage: &str,
         color: &str,
     ) -> Result<Option<HighlightRow>, WriteError> {
@@ -640,18 +642,57 @@ impl Store {
             "WITH h AS (
                  INSERT INTO study.highlights (id, user_id, passage_id, color, created_at)
                  SELECT $1, $2, $3, $4, now() WHERE {NOT_ERASED}
+                 ON CONFLICT (id) DO NOTHING
                  RETURNING *)
              SELECT {HIGHLIGHT_COLUMNS} FROM h"
         );
         let row = sqlx::query_as(&sql)
-            .bind(Uuid::new_v4())
+            .bind(id)
             .bind(user)
             .bind(passage)
             .bind(color)
             .fetch_optional(&mut *tx)
             .await?;
+        let row = match row {
+            Some(row) => Some(row),
+            None => {
+                let sql =
+                    format!("SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h WHERE h.id = $1");
+                self.already_made(&mut tx, &sql, id, user, |row: &HighlightRow| row.user_id)
+                    .await?
+            }
+        };
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// The item `id` that an insert found already made (`sql` reads it by id): `user`'s own
+    /// (a retried create), `None` when there is none (the insert wrote nothing because `user`
+    /// is erased), or [`WriteError::IdTaken`] when it is someone else's.
+    async fn already_made<T>(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        sql: &str,
+        id: Uuid,
+        user: Uuid,
+        owner: impl Fn(&T) -> Uuid,
+    ) -> Result<Option<T>, WriteError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        self.count();
+        let existing: Option<T> = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        match existing {
+            Some(row) if owner(&row) == user => {
+                // (An erased user has no items: one found is theirs from before, impossible.)
+                Ok(Some(row))
+            }
+            Some(_) => Err(WriteError::IdTaken),
+            None => Ok(None),
+        }
     }
 
     /// Removes `user`'s highlight `id`; whether there was one.
@@ -844,10 +885,13 @@ impl Store {
             .await
     }
 
-    /// Adds a note for `user`; `None` for an erased user.
+    /// Adds a note `id` for `user`; `None` for an erased user. A note `id` of `user` already
+    /// made is returned as it is now (a retried create); one of another user is
+    /// [`WriteError::IdTaken`].
     pub async fn insert_note(
         &self,
         user: Uuid,
+        id: Uuid,
         note: &NoteContent,
     ) -> Result<Option<NoteRow>, WriteError> {
         let mut tx = self.begin_write(user).await?;
@@ -859,11 +903,12 @@ impl Store {
                       body, text, links, version, created_at, updated_at)
                  SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, 1, now(), now()
                  WHERE {NOT_ERASED}
+                 ON CONFLICT (id) DO NOTHING
                  RETURNING *)
              SELECT {NOTE_COLUMNS} FROM n"
         );
         let row = sqlx::query_as(&sql)
-            .bind(Uuid::new_v4())
+            .bind(id)
             .bind(user)
             .bind(&note.start_passage_id)
             .bind(&note.end_passage_id)
@@ -874,6 +919,14 @@ impl Store {
             .bind(&note.links)
             .fetch_optional(&mut *tx)
             .await?;
+        let row = match row {
+            Some(row) => Some(row),
+            None => {
+                let sql = format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1");
+                self.already_made(&mut tx, &sql, id, user, |row: &NoteRow| row.user_id)
+                    .await?
+            }
+        };
         tx.commit().await?;
         Ok(row)
     }

@@ -1437,3 +1437,123 @@ async fn each_user_keeps_at_most_the_quota_even_when_writing_concurrently() {
     assert_eq!((rows.0, rows.1, rows.3), (3, 2, 2));
     clean_up(&pool, &[a, b]).await;
 }
+
+const CREATE_HIGHLIGHT_WITH_ID: &str = "mutation($id: ID, $p: ID!, $c: HighlightColor!) {
+    createHighlight(input: {id: $id, passageId: $p, color: $c}) { id passageId color } }";
+
+const CREATE_NOTE_WITH_ID: &str = "mutation($id: ID, $t: String!) {
+    createNote(id: $id, input: {range: {start: \"ps.119.1\", end: \"ps.119.8\"}, body: {type: \"doc\"}, text: $t}) {
+        id text version } }";
+
+/// A create sent again with the id the client made for it (a retry after a lost answer, or two
+/// at once) makes one item; an id of another user's item is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_sent_again_with_its_id_makes_one_item() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let service = Arc::new(service);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let id = Uuid::new_v4().to_string();
+
+    // Three at once with one id: one highlight, and each answer is it.
+    let sends = (0..3).map(|_| {
+        let (service, id) = (service.clone(), id.clone());
+        tokio::spawn(async move {
+            run_as(
+                &service,
+                Some(a),
+                CREATE_HIGHLIGHT_WITH_ID,
+                json!({"id": id, "p": "ps.119.105", "c": "FAITH"}),
+            )
+            .await
+        })
+    });
+    for answer in futures_util::future::join_all(sends).await {
+        let answer = answer.unwrap();
+        assert_eq!(
+            answer["data"]["createHighlight"],
+            json!({"id": id, "passageId": "ps.119.105", "color": "FAITH"}),
+            "{answer}"
+        );
+    }
+    assert_eq!(rows_of(&pool, "highlights", a).await, 1);
+
+    // Another user sending that id: refused, nothing written for either.
+    let taken = run_as(
+        &service,
+        Some(b),
+        CREATE_HIGHLIGHT_WITH_ID,
+        json!({"id": id, "p": "john.3.16", "c": "CHRIST"}),
+    )
+    .await;
+    assert_eq!(codes(&taken), ["VALIDATION_ERROR"], "{taken}");
+    assert_eq!(rows_of(&pool, "highlights", b).await, 0);
+    let stored: (Uuid, String) =
+        sqlx::query_as("SELECT user_id, passage_id FROM study.highlights WHERE id = $1")
+            .bind(Uuid::parse_str(&id).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, (a, "ps.119.105".to_owned()));
+
+    // Not a UUID, or the nil one: refused before anything is asked.
+    for bad in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
+        let answer = run_as(
+            &service,
+            Some(a),
+            CREATE_HIGHLIGHT_WITH_ID,
+            json!({"id": bad, "p": "ps.119.105", "c": "FAITH"}),
+        )
+        .await;
+        assert_eq!(codes(&answer), ["VALIDATION_ERROR"], "{answer}");
+    }
+
+    // A note: made once, edited, then the create sent again returns the note as it is now.
+    let note_id = Uuid::new_v4().to_string();
+    let made = run_as(
+        &service,
+        Some(a),
+        CREATE_NOTE_WITH_ID,
+        json!({"id": note_id, "t": "Aleph"}),
+    )
+    .await;
+    assert_eq!(made["data"]["createNote"]["id"], note_id.as_str(), "{made}");
+    let edited = run_as(
+        &service,
+        Some(a),
+        UPDATE_NOTE,
+        json!({"id": note_id, "v": 1, "s": "ps.119.1", "e": "ps.119.8", "t": "Aleph, edited"}),
+    )
+    .await;
+    assert_eq!(edited["data"]["updateNote"]["version"], 2, "{edited}");
+    let again = run_as(
+        &service,
+        Some(a),
+        CREATE_NOTE_WITH_ID,
+        json!({"id": note_id, "t": "Aleph"}),
+    )
+    .await;
+    assert_eq!(
+        again["data"]["createNote"],
+        json!({"id": note_id, "text": "Aleph, edited", "version": 2}),
+        "{again}"
+    );
+    assert_eq!(rows_of(&pool, "notes", a).await, 1);
+
+    // Without an id, each create is a new item.
+    for _ in 0..2 {
+        let answer = run_as(
+            &service,
+            Some(a),
+            CREATE_HIGHLIGHT,
+            json!({"p": "ps.119.106", "c": "FAITH"}),
+        )
+        .await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+    }
+    assert_eq!(rows_of(&pool, "highlights", a).await, 3);
+    let (kept, rows) = usage_and_rows(&pool, a).await;
+    assert_eq!(kept, rows, "the retries were not counted");
+    clean_up(&pool, &[a, b]).await;
+}

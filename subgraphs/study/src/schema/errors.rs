@@ -83,6 +83,10 @@ pub fn store(error: impl std::fmt::Display) -> Error {
 pub fn write(error: WriteError) -> Error {
     match error {
         WriteError::Store(error) => store(error),
+        WriteError::IdTaken => validation(
+            "this `id` is taken: make a new UUID for the new item (an id is the item's own; \
+             sending one again returns the item it made)",
+        ),
         WriteError::OverQuota { limit, most } => {
             let kept = match limit {
                 Limit::Highlights => format!("{most} highlights"),

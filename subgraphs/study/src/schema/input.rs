@@ -28,9 +28,24 @@ pub const MAX_LABEL_CHARS: usize = 200;
 /// A highlight to make.
 #[derive(InputObject, Debug, Clone)]
 pub struct CreateHighlightInput {
+    /// The new highlight's id, a UUID the client makes (optional): the same create sent again
+    /// with it (a retry after a lost answer) returns the highlight already made instead of a
+    /// second one. Without it the highlight gets a new id.
+    pub id: Option<ID>,
     /// The verse, `bookId.chapter.verse`.
     pub passage_id: ID,
     pub color: HighlightColor,
+}
+
+/// The id of a new item: the client's (a UUID), or a new one.
+pub fn new_item_id(id: Option<&ID>) -> Result<uuid::Uuid> {
+    match id {
+        None => Ok(uuid::Uuid::new_v4()),
+        Some(id) => match uuid::Uuid::parse_str(id) {
+            Ok(id) if !id.is_nil() => Ok(id),
+            _ => Err(validation("`id` must be a UUID (and not the nil UUID)")),
+        },
+    }
 }
 
 /// The passages a note is about: `start` to `end` inclusive, `end` at or after `start` in

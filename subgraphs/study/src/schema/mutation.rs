@@ -39,9 +39,10 @@ fn item_id(what: &str, id: &ID) -> Result<Uuid> {
 
 #[Object]
 impl Mutation {
-    /// Highlights a verse in a colour (a verse may have several highlights). An account keeps
-    /// at most 50,000 highlights: past that nothing is written (`VALIDATION_ERROR`,
-    /// `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
+    /// Highlights a verse in a colour (a verse may have several highlights). With `input.id`,
+    /// sending it again returns the highlight it made (an id another account's item has is
+    /// `VALIDATION_ERROR`). An account keeps at most 50,000 highlights: past that nothing is
+    /// written (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
     #[graphql(directive = authenticated::apply())]
     async fn create_highlight(
         &self,
@@ -49,12 +50,13 @@ impl Mutation {
         input: CreateHighlightInput,
     ) -> Result<Highlight> {
         let user = Caller::of(ctx).require_user()?;
+        let id = input::new_item_id(input.id.as_ref())?;
         let passage = input::passage("passageId", &input.passage_id)?.to_string();
         let study = study(ctx)?;
         check_passages(study.catalog.as_ref(), std::slice::from_ref(&passage)).await?;
         let row = study
             .store
-            .insert_highlight(user, &passage, input.color.as_db())
+            .insert_highlight(user, id, &passage, input.color.as_db())
             .await
             .map_err(write)?;
         row.map(Highlight).ok_or_else(erased)
@@ -73,18 +75,27 @@ impl Mutation {
             .map_err(store)
     }
 
-    /// Writes a note on a verse or a range of verses (at version 1). An account keeps at most
-    /// 10,000 notes, and 64 MiB of their text and bodies: past either nothing is written
-    /// (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
+    /// Writes a note on a verse or a range of verses (at version 1). `id` is the new note's
+    /// id, a UUID the client makes (optional): the same create sent again with it returns the
+    /// note already made, as it is now (an id another account's item has is
+    /// `VALIDATION_ERROR`). An account keeps at most 10,000 notes, and 64 MiB of their text
+    /// and bodies: past either nothing is written (`VALIDATION_ERROR`,
+    /// `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
     #[graphql(directive = authenticated::apply())]
-    async fn create_note(&self, ctx: &Context<'_>, input: NoteInput) -> Result<Note> {
+    async fn create_note(
+        &self,
+        ctx: &Context<'_>,
+        input: NoteInput,
+        id: Option<ID>,
+    ) -> Result<Note> {
         let user = Caller::of(ctx).require_user()?;
+        let id = input::new_item_id(id.as_ref())?;
         let (content, ids) = input::note(&input)?;
         let study = study(ctx)?;
         check_passages(study.catalog.as_ref(), &ids).await?;
         let row = study
             .store
-            .insert_note(user, &content)
+            .insert_note(user, id, &content)
             .await
             .map_err(write)?;
         row.map(|row| Note(Arc::new(row))).ok_or_else(erased)
