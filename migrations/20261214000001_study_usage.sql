@@ -115,6 +115,24 @@ CREATE TRIGGER notes_changed AFTER UPDATE ON study.notes
 CREATE TRIGGER notes_removed AFTER DELETE ON study.notes
     REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION study.count_notes();
 
+-- TRUNCATE fires no DELETE trigger: the counts it empties go with it.
+CREATE FUNCTION study.zero_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'notes' THEN
+        UPDATE study.usage SET notes = 0, note_bytes = 0 WHERE notes <> 0 OR note_bytes <> 0;
+    ELSE
+        EXECUTE format('UPDATE study.usage SET %1$I = 0 WHERE %1$I <> 0', TG_TABLE_NAME);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER highlights_truncated AFTER TRUNCATE ON study.highlights
+    FOR EACH STATEMENT EXECUTE FUNCTION study.zero_counts();
+CREATE TRIGGER notes_truncated AFTER TRUNCATE ON study.notes
+    FOR EACH STATEMENT EXECUTE FUNCTION study.zero_counts();
+CREATE TRIGGER bookmarks_truncated AFTER TRUNCATE ON study.bookmarks
+    FOR EACH STATEMENT EXECUTE FUNCTION study.zero_counts();
+
 -- What users already keep.
 INSERT INTO study.usage (user_id, highlights, notes, note_bytes, bookmarks)
 SELECT user_id, sum(highlights), sum(notes), sum(note_bytes), sum(bookmarks)

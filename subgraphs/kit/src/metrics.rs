@@ -387,13 +387,17 @@ impl Metrics {
             Some((end, _)) => &name[..end],
             None => name,
         };
-        let known = self
-            .operation_labels
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name);
+        let (known, full) = {
+            let labels = self
+                .operation_labels
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            (labels.contains(name), labels.len() >= MAX_OPERATION_LABELS)
+        };
         let label = if known {
             name
+        } else if full {
+            "other"
         } else {
             let mut labels = self
                 .operation_labels

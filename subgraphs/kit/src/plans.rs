@@ -241,8 +241,11 @@ mod tests {
         assert_eq!(plans.plan_or_default(Some("nonesuch")).0, "reader");
     }
 
-    /// A root field in no bucket may be asked without limit: only those answered from what
-    /// the caller already holds (their own user, the plans, their access) are left out.
+    /// A root field in no bucket may be asked without limit. Left out: `plans` and
+    /// `callerAccess` (configuration, no store), and `me`, which reads only the signed-in
+    /// caller's own data (anonymous callers get nothing from it), each list a bounded page of
+    /// what the account's quota bounds. (`me { searchNotes }` is a full-text search of the
+    /// caller's notes: whether `me` needs a bucket of its own is the product's call.)
     #[test]
     fn every_root_query_field_that_reads_a_store_is_limited() {
         const NOT_LIMITED: [&str; 3] = ["Query.me", "Query.plans", "Query.callerAccess"];

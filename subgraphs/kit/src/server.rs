@@ -71,8 +71,8 @@ pub struct AppSpec {
 struct ProcessState {
     metrics: Metrics,
     dependencies: Arc<Vec<Dependency>>,
-    /// `/ready`'s last report (see [`READY_FRESH_FOR`]).
-    last_ready: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>>,
+    /// `/ready`'s round of probes: running, or its last report (see [`READY_FRESH_FOR`]).
+    ready_round: Arc<std::sync::Mutex<ReadyRound>>,
     /// Whether `/ready` says why a store failed (its error names hosts and users): on the
     /// internal listener only.
     detailed_ready: bool,
@@ -83,6 +83,63 @@ struct ProcessState {
 /// is asked, the stores are probed at most once a second per listener (callers asking while a
 /// round runs wait for it).
 pub const READY_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Where `/ready`'s probes are. A round runs in a task of its own, so a caller that goes away
+/// does not cancel it for the others (who would start it again, and again).
+#[derive(Default)]
+enum ReadyRound {
+    #[default]
+    None,
+    Running(futures_util::future::Shared<futures_util::future::BoxFuture<'static, Readiness>>),
+    Done(std::time::Instant, Readiness),
+}
+
+/// The report of a round still running or just done, or of a round this call starts.
+fn ready_round(
+    round: &Arc<std::sync::Mutex<ReadyRound>>,
+    dependencies: &Arc<Vec<Dependency>>,
+) -> futures_util::future::Shared<futures_util::future::BoxFuture<'static, Readiness>> {
+    use futures_util::FutureExt;
+    let mut state = round
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match &*state {
+        ReadyRound::Running(running) => return running.clone(),
+        ReadyRound::Done(at, readiness) if at.elapsed() < READY_FRESH_FOR => {
+            let readiness = readiness.clone();
+            return async move { readiness }.boxed().shared();
+        }
+        _ => {}
+    }
+    let (dependencies, keep, after_failure) = (dependencies.clone(), round.clone(), round.clone());
+    let task = tokio::spawn(async move {
+        let readiness = check_readiness(&dependencies).await;
+        if !readiness.is_ready() {
+            tracing::warn!(failing = ?readiness.failing, "not ready");
+        }
+        *keep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            ReadyRound::Done(std::time::Instant::now(), readiness.clone());
+        readiness
+    });
+    let running = async move {
+        task.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "the readiness round failed");
+            let readiness = Readiness::failed("readiness");
+            // (The next round starts once this report is stale, as after any other.)
+            *after_failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                ReadyRound::Done(std::time::Instant::now(), readiness.clone());
+            readiness
+        })
+    }
+    .boxed()
+    .shared();
+    *state = ReadyRound::Running(running.clone());
+    running
+}
 
 /// Builds the process's router. Returns it with the metrics it records into.
 pub fn build_app(spec: AppSpec) -> (Router, Metrics) {
@@ -210,7 +267,7 @@ fn assemble(
     let process = ProcessState {
         metrics: metrics.clone(),
         dependencies,
-        last_ready: Arc::default(),
+        ready_round: Arc::default(),
         detailed_ready: with_metrics,
     };
     let observe = ObserveLayer::new(metrics.clone(), known_paths);
@@ -305,20 +362,7 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<ProcessState>) -> Response {
-    let readiness = {
-        let mut last = state.last_ready.lock().await;
-        match &*last {
-            Some((at, readiness)) if at.elapsed() < READY_FRESH_FOR => readiness.clone(),
-            _ => {
-                let readiness = check_readiness(&state.dependencies).await;
-                if !readiness.is_ready() {
-                    tracing::warn!(failing = ?readiness.failing, "not ready");
-                }
-                *last = Some((std::time::Instant::now(), readiness.clone()));
-                readiness
-            }
-        }
-    };
+    let readiness = ready_round(&state.ready_round, &state.dependencies).await;
     let status = if readiness.is_ready() {
         StatusCode::OK
     } else {

@@ -90,6 +90,15 @@ impl Readiness {
         self.failing.is_empty()
     }
 
+    /// A report that `what` failed (a round of probes that could not run).
+    pub fn failed(what: &str) -> Self {
+        Self {
+            status: "unavailable",
+            failing: vec![what.to_owned()],
+            stores: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// This report without the stores' errors (which name hosts, ports and users): what a
     /// listener facing clients answers.
     pub fn without_errors(mut self) -> Self {

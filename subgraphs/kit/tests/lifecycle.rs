@@ -264,6 +264,51 @@ async fn log_lines_carry_request_and_trace_ids() {
 /// A store whose probe fails with an error naming where it is, and counts its rounds.
 struct CountedFailingProbe(Arc<std::sync::atomic::AtomicUsize>);
 
+/// A store whose probe takes 600 ms to succeed, and counts its rounds.
+struct SlowProbe(Arc<std::sync::atomic::AtomicUsize>);
+
+impl gospelib_kit::stores::StoreProbe for SlowProbe {
+    fn store(&self) -> &str {
+        "redis"
+    }
+
+    fn check(&self) -> gospelib_kit::stores::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok(())
+        })
+    }
+}
+
+/// Callers that give up while the stores are slow to answer do not start the probes again for
+/// each other: the round they began goes on, and its report answers the next caller.
+#[tokio::test]
+async fn callers_that_give_up_do_not_restart_the_readiness_round() {
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = start(
+        vec![test_subgraph(vec![Dependency::required(SlowProbe(
+            rounds.clone(),
+        ))])],
+        vec![],
+    )
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        assert!(impatient.get(server.url("/ready")).send().await.is_err());
+    }
+    let (status, body) = get_json(server.url("/ready")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // One round (two if this machine was so slow that the first one's report went stale);
+    // each caller cancelling its own would have made six.
+    let rounds = rounds.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(rounds <= 2, "{rounds} rounds");
+    server.stop().await.unwrap();
+}
+
 impl gospelib_kit::stores::StoreProbe for CountedFailingProbe {
     fn store(&self) -> &str {
         "postgres"

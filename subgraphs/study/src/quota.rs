@@ -57,6 +57,16 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Its name in errors (`extensions.counter`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Highlights => "highlights",
+            Self::Notes => "notes",
+            Self::NoteBytes => "noteBytes",
+            Self::Bookmarks => "bookmarks",
+        }
+    }
+
     fn from_counter(counter: &str) -> Option<Self> {
         match counter {
             "highlights" => Some(Self::Highlights),

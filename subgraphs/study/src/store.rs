@@ -726,15 +726,20 @@ impl Store {
     }
 
     /// Removes `user`'s row `id` of `table` (one of this module's); whether there was one.
+    /// Deletes `user`'s row `id` of `table`, under the user's lock like every write: the
+    /// deletion's trigger updates the user's counts (`study.usage`), and an erasure holding
+    /// those counts while it waits for this row would otherwise deadlock with it.
     async fn delete_owned(&self, table: &str, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin_write(user).await?;
         self.count();
         let done = sqlx::query(&format!(
             "DELETE FROM {table} WHERE id = $1 AND user_id = $2"
         ))
         .bind(id)
         .bind(user)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -1061,6 +1066,11 @@ impl Store {
     /// Records that `user` read `chapter` up to `last_verse` (and finished it if `completed`):
     /// the progress is upserted (a chapter once completed stays completed) and the reading is
     /// appended to the history, in one transaction. `None` for an erased user.
+    ///
+    /// The history keeps one reading per quarter hour (UTC): it is read only for the days
+    /// readings fall on, and every time zone's offset is a whole number of quarter hours, so
+    /// a quarter hour lies within one day in every zone and no day is lost. Without it, a
+    /// client reporting every page turn would add a row each time, without bound.
     pub async fn record_reading(
         &self,
         user: Uuid,
@@ -1095,7 +1105,12 @@ impl Store {
         };
         self.count();
         sqlx::query(
-            "INSERT INTO study.reading_history (user_id, chapter_id, read_at) VALUES ($1, $2, now())",
+            "INSERT INTO study.reading_history (user_id, chapter_id, read_at)
+             SELECT $1, $2, now()
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM study.reading_history
+                 WHERE user_id = $1
+                   AND read_at >= to_timestamp(floor(extract(epoch FROM now()) / 900) * 900))",
         )
         .bind(user)
         .bind(chapter)

@@ -221,6 +221,78 @@ async fn writes_racing_an_erasure_leave_nothing_behind() {
     }
 }
 
+/// The user deleting their own items while their account's erasure runs: every delete and
+/// the erasure end cleanly (the deletes' count updates and the erasure's would deadlock
+/// without the user's lock ordering them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_an_erasure_end_cleanly() {
+    let pool = pool().await;
+    let catalog = Arc::new(FixedCatalog::new(["john.3.16", "john.3.17", "john.3.1"]));
+    let service = Arc::new(StudyService::new(pool.clone(), catalog));
+    let handler = gospelib_study::UserEventsHandler::new(pool.clone());
+    for _ in 0..5 {
+        let user = Uuid::new_v4();
+        let mut deletes = Vec::new();
+        for (create, delete) in [
+            (
+                "mutation { createNote(input: {range: {start: \"john.3.16\", end: \"john.3.17\"},
+                    body: {type: \"doc\"}, text: \"loved\"}) { id } }",
+                "mutation($id: ID!) { deleteNote(id: $id) }",
+            ),
+            (
+                "mutation { createBookmark(input: {passageId: \"john.3.17\"}) { id } }",
+                "mutation($id: ID!) { deleteBookmark(id: $id) }",
+            ),
+            (
+                "mutation { createHighlight(input: {passageId: \"john.3.1\", color: FAITH}) { id } }",
+                "mutation($id: ID!) { deleteHighlight(id: $id) }",
+            ),
+        ] {
+            for _ in 0..3 {
+                let made = run_as(&service, Some(user), create, json!({})).await;
+                let id = made["data"]
+                    .as_object()
+                    .and_then(|data| data.values().next())
+                    .map(|item| item["id"].clone())
+                    .unwrap_or_else(|| panic!("{made}"));
+                deletes.push((delete, id));
+            }
+        }
+        study_data(&service, user).await;
+        let event_id = Uuid::new_v4();
+        let deletion = gospelib_kit::streams::StreamEntry {
+            id: "1-0".to_owned(),
+            fields: vec![
+                ("event_id".to_owned(), event_id.to_string()),
+                ("type".to_owned(), "user.deleted".to_owned()),
+                (
+                    "payload".to_owned(),
+                    json!({"event_id": event_id, "type": "user.deleted", "user_id": user})
+                        .to_string(),
+                ),
+            ],
+            deliveries: 1,
+        };
+        let deleting = deletes.into_iter().map(|(delete, id)| {
+            let service = service.clone();
+            tokio::spawn(
+                async move { run_as(&service, Some(user), delete, json!({"id": id})).await },
+            )
+        });
+        let (answers, erased) = tokio::join!(
+            futures_util::future::join_all(deleting),
+            handler.apply(&deletion)
+        );
+        erased.unwrap();
+        for answer in answers {
+            let answer = answer.unwrap();
+            assert!(answer.get("errors").is_none(), "{answer}");
+        }
+        assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0]);
+        clean_up(&pool, &[user]).await;
+    }
+}
+
 #[tokio::test]
 async fn two_deletions_of_one_user_at_once_both_succeed() {
     let pool = pool().await;

@@ -935,7 +935,26 @@ async fn reading_progress_and_streaks_come_from_the_history() {
 
     read_psalm_119_twice(&service, a).await;
     assert_eq!(rows_of(&pool, "reading_progress", a).await, 1);
-    assert_eq!(rows_of(&pool, "reading_history", a).await, 2);
+    // The history keeps one reading per quarter hour (two only if one began between them).
+    let in_quarter_hours = || async {
+        let (rows, quarters): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT floor(extract(epoch FROM read_at) / 900))
+             FROM study.reading_history WHERE user_id = $1",
+        )
+        .bind(a)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, quarters, "one reading per quarter hour");
+        rows
+    };
+    let kept = in_quarter_hours().await;
+    assert!((1..=2).contains(&kept), "{kept}");
+    for _ in 0..5 {
+        read_psalm_119_twice(&service, a).await;
+    }
+    let after_more = in_quarter_hours().await;
+    assert!(after_more - kept <= 1, "{kept} then {after_more}");
 
     for (chapter, verse, code) in [
         ("ps.151", 1, "CHAPTER_NOT_FOUND"),
@@ -954,7 +973,7 @@ async fn reading_progress_and_streaks_come_from_the_history() {
     }
     assert_eq!(
         rows_of(&pool, "reading_history", a).await,
-        2,
+        after_more,
         "nothing written"
     );
 
@@ -1403,6 +1422,7 @@ async fn each_user_keeps_at_most_the_quota_even_when_writing_concurrently() {
     assert!(second.get("errors").is_none(), "{second}");
     let third = create_note(&service, a, "ps.119.17", "ps.119.24", "Gimel").await;
     assert_eq!(quota_refusal(&third), Some(2), "{third}");
+    let third_note_counter = third["errors"][0]["extensions"]["counter"].clone();
     let id = first["data"]["createNote"]["id"].clone();
     let edit = |text: String| {
         run_as(
@@ -1428,8 +1448,40 @@ async fn each_user_keeps_at_most_the_quota_even_when_writing_concurrently() {
             .await
             .unwrap();
     assert_eq!(stored, ("Aleph".to_owned(), 1));
+    assert_eq!(grown["errors"][0]["extensions"]["counter"], "noteBytes");
+    assert_eq!(third_note_counter, "notes");
     let edited = edit("Aleph, longer".to_owned()).await;
     assert_eq!(edited["data"]["updateNote"]["version"], 2, "{edited}");
+
+    // Deleting a note and a bookmark gives their room back.
+    let second_id = second["data"]["createNote"]["id"].clone();
+    let deleted = run_as(
+        &service,
+        Some(a),
+        "mutation($id: ID!) { deleteNote(id: $id) }",
+        json!({"id": second_id}),
+    )
+    .await;
+    assert_eq!(deleted["data"]["deleteNote"], true, "{deleted}");
+    let gimel = create_note(&service, a, "ps.119.17", "ps.119.24", "Gimel").await;
+    assert!(gimel.get("errors").is_none(), "{gimel}");
+    let bookmark = relabelled["data"]["createBookmark"]["id"].clone();
+    let deleted = run_as(
+        &service,
+        Some(a),
+        "mutation($id: ID!) { deleteBookmark(id: $id) }",
+        json!({"id": bookmark}),
+    )
+    .await;
+    assert_eq!(deleted["data"]["deleteBookmark"], true, "{deleted}");
+    let third = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "john.3.18"}),
+    )
+    .await;
+    assert!(third.get("errors").is_none(), "{third}");
 
     // Through all of it, the counts PostgreSQL keeps are the rows' own.
     let (kept_counts, rows) = usage_and_rows(&pool, a).await;

@@ -7,7 +7,8 @@
 //! - a note saved from a stale version is `VALIDATION_ERROR` with
 //!   `extensions.reason = "VERSION_CONFLICT"` and `extensions.currentVersion`;
 //! - a write past the user's quota is `VALIDATION_ERROR` with
-//!   `extensions.reason = "QUOTA_EXCEEDED"` and `extensions.limit` (the most allowed).
+//!   `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit` (the most allowed) and
+//!   `extensions.counter` (`highlights`, `notes`, `noteBytes` or `bookmarks`).
 
 use async_graphql::{Error, ErrorExtensions};
 use gospelib_kit::ErrorCode;
@@ -103,6 +104,7 @@ pub fn write(error: WriteError) -> Error {
             .extend_with(|_, ext| {
                 ext.set("reason", REASON_QUOTA_EXCEEDED);
                 ext.set("limit", most);
+                ext.set("counter", limit.name());
             })
         }
     }
