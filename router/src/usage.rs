@@ -185,8 +185,9 @@ impl UsageRecorder {
     }
 
     /// Writes the pending counts to Redis; returns how many operations were written. On
-    /// failure the counts not written are kept for the next flush (those written are not
-    /// counted twice).
+    /// failure the counts not confirmed written are kept for the next flush, within
+    /// [`MAX_PENDING_OPERATIONS`] (a write Redis applied but did not confirm before the
+    /// timeout is counted again).
     pub async fn flush(&self) -> redis::RedisResult<usize> {
         let mut pending: Vec<RecordedOperation> = {
             let mut pending = self.pending.lock().expect("usage lock");
@@ -200,11 +201,18 @@ impl UsageRecorder {
         let mut written = 0;
         let outcome = self.write(&pending, &mut written).await;
         if outcome.is_err() {
+            // Put back what was not written, within the bound: operations counted since the
+            // flush began take their places first.
             let mut kept = self.pending.lock().expect("usage lock");
             for operation in pending.into_iter().skip(written) {
-                kept.entry(operation.hash.clone())
-                    .and_modify(|existing| existing.count += operation.count)
-                    .or_insert(operation);
+                let full = kept.len() >= MAX_PENDING_OPERATIONS;
+                match kept.get_mut(&operation.hash) {
+                    Some(existing) => existing.count += operation.count,
+                    None if full => {}
+                    None => {
+                        kept.insert(operation.hash.clone(), operation);
+                    }
+                }
             }
         }
         outcome.map(|()| written)

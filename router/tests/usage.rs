@@ -194,3 +194,37 @@ fn the_operations_pending_are_bounded() {
     recorder.record("op0", "Many", &coordinates);
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64 + 1);
 }
+
+/// A flush that fails puts back what it took only within the bound: operations counted while
+/// it waited on Redis have taken the room.
+#[tokio::test]
+async fn a_failed_flush_keeps_the_bound() {
+    // A Redis that accepts connections and never answers: the flush waits for its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in silent.incoming() {
+            held.push(socket);
+        }
+    });
+    let recorder = Arc::new(UsageRecorder::new(
+        redis::Client::open(format!("redis://{address}")).unwrap(),
+    ));
+    let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
+    for n in 0..MAX_PENDING_OPERATIONS {
+        recorder.record(&format!("old{n}"), "Old", &coordinates);
+    }
+    let flush = {
+        let recorder = recorder.clone();
+        tokio::spawn(async move { recorder.flush().await })
+    };
+    while recorder.pending() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for n in 0..MAX_PENDING_OPERATIONS {
+        recorder.record(&format!("new{n}"), "New", &coordinates);
+    }
+    assert!(flush.await.unwrap().is_err());
+    assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);
+}

@@ -87,6 +87,17 @@ pub async fn recreate_collection(
     schema: &Value,
 ) -> Result<(), SearchError> {
     let name = schema["name"].as_str().expect("a schema has a name");
+    delete_collection(client, name).await?;
+    send(
+        client,
+        client.http.post(url(client, "collections")).json(schema),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes a collection (one that does not exist is already gone).
+pub async fn delete_collection(client: &TypesenseClient, name: &str) -> Result<(), SearchError> {
     match send(
         client,
         client
@@ -95,15 +106,26 @@ pub async fn recreate_collection(
     )
     .await
     {
-        Ok(_) | Err(SearchError::Refused { status: 404, .. }) => {}
-        Err(error) => return Err(error),
+        Ok(_) | Err(SearchError::Refused { status: 404, .. }) => Ok(()),
+        Err(error) => Err(error),
     }
-    send(
+}
+
+/// The collection `alias` points at (`None`: no such alias).
+pub async fn alias_target(
+    client: &TypesenseClient,
+    alias: &str,
+) -> Result<Option<String>, SearchError> {
+    match send(
         client,
-        client.http.post(url(client, "collections")).json(schema),
+        client.http.get(url(client, &format!("aliases/{alias}"))),
     )
-    .await?;
-    Ok(())
+    .await
+    {
+        Ok(found) => Ok(found["collection_name"].as_str().map(str::to_owned)),
+        Err(SearchError::Refused { status: 404, .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Imports documents through the bulk JSONL API; every line must succeed.

@@ -256,9 +256,9 @@ async fn ingest_completed_relays_what_any_process_publishes_on_the_channel() {
     assert_eq!(event["data"]["ingestCompleted"], announcement);
 }
 
-/// An ingest that fails after it began writing leaves the caches keyed by a version of its
-/// own (what they hold may no longer be what the stores answer); the next whole run sets the
-/// corpus's version again.
+/// An ingest keys the caches by a version of its own until it is whole (what they held may no
+/// longer be what the stores answer); one that fails leaves that version, and the next whole
+/// run sets the corpus's version again.
 #[tokio::test]
 async fn a_failed_ingest_retires_what_the_caches_hold() {
     let namespace = Namespace::isolated("t_ingest_failed");
@@ -287,7 +287,7 @@ async fn a_failed_ingest_retires_what_the_caches_hold() {
     };
     let retired = version().await;
     assert!(
-        retired.starts_with(&format!("{}-partial-", good.version)),
+        retired.starts_with(&format!("{}-ingesting-", good.version)),
         "{retired}"
     );
     ingest_dir(&namespace, &fixture()).await;

@@ -142,7 +142,9 @@ pub fn fetch(package: &Package, downloads: &Path) -> Result<PathBuf, ImportError
             Registry::PyPi => {
                 // With the hash given, pip checks the file as it arrives, before it reads the
                 // package's metadata (which, for a source archive, runs the package's build
-                // code): a file that is not the pinned one never runs.
+                // code): a file that is not the pinned one never runs. (The build backend pip
+                // fetches to read it, setuptools, comes from PyPI unpinned, as for any pip
+                // install.)
                 let requirements = downloads.join(format!(".{}.requirements.txt", package.name));
                 std::fs::write(
                     &requirements,

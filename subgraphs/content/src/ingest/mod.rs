@@ -169,34 +169,26 @@ pub async fn ingest(
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
+    // While the stores are rewritten, what the caches hold under the version they were keyed
+    // by may no longer be what the stores answer: a version of this run's own retires them
+    // (and what is cached meanwhile is kept under it, never under the corpus's version). The
+    // corpus's version is set once the run is whole; a run that fails or dies leaves its own.
+    set_version(
+        targets,
+        &format!("{version}-ingesting-{}", uuid::Uuid::new_v4().simple()),
+    )
+    .await?;
     // Boxed: the two futures are large state machines.
-    let written = async {
-        let mut stages = Box::pin(writes::write_graph(&targets.graph, &data, &version)).await?;
-        stages.extend(
-            Box::pin(search_sync::sync(
-                &targets.typesense,
-                &targets.namespace,
-                &data,
-                &version,
-            ))
-            .await?,
-        );
-        Ok::<_, IngestError>(stages)
-    }
-    .await;
-    report.stages = match written {
-        Ok(stages) => stages,
-        Err(error) => {
-            // The graph may be rewritten (and pruned) in part: what the caches hold under the
-            // version they were keyed by is no longer what the stores answer. A version of
-            // this run's own retires them; the next whole run sets the corpus's version.
-            let partial = format!("{version}-partial-{}", uuid::Uuid::new_v4().simple());
-            if let Err(redis_error) = set_version(targets, &partial).await {
-                tracing::error!(error = %redis_error, "the caches' content version was not retired after a failed ingest");
-            }
-            return Err(error);
-        }
-    };
+    report.stages = Box::pin(writes::write_graph(&targets.graph, &data, &version)).await?;
+    report.stages.extend(
+        Box::pin(search_sync::sync(
+            &targets.typesense,
+            &targets.namespace,
+            &data,
+            &version,
+        ))
+        .await?,
+    );
     set_version(targets, &version).await?;
     (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
     report.search = search_sync::counts(&targets.typesense, &targets.namespace).await?;

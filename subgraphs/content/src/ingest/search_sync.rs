@@ -83,11 +83,31 @@ async fn load(
     // that failed half-way) must not replace the collection the alias serves while the new
     // one fills. The alias's other collections go once it points at this one.
     let name = format!("{alias}_{version}_{}", uuid::Uuid::new_v4().simple());
-    typesense::recreate_collection(client, &schema(&name)).await?;
-    for chunk in documents.chunks(BATCH) {
-        typesense::import_documents(client, &name, chunk).await?;
+    let filled = async {
+        typesense::recreate_collection(client, &schema(&name)).await?;
+        for chunk in documents.chunks(BATCH) {
+            typesense::import_documents(client, &name, chunk).await?;
+        }
+        typesense::swap_alias(client, alias, &name).await
     }
-    typesense::swap_alias(client, alias, &name).await?;
+    .await;
+    if let Err(error) = filled {
+        // A whole corpus held in Typesense's memory for nothing: gone, unless the alias
+        // points at it already (the swap failed only in removing the old ones) or that
+        // cannot be read.
+        let serving = typesense::alias_target(client, alias).await;
+        let cleanup = match serving {
+            Ok(target) if target.as_deref() != Some(name.as_str()) => {
+                typesense::delete_collection(client, &name).await
+            }
+            Ok(_) => Ok(()),
+            Err(unknown) => Err(unknown),
+        };
+        if let Err(cleanup) = cleanup {
+            tracing::warn!(collection = %name, error = %cleanup, "a failed ingest's collection may be left behind");
+        }
+        return Err(error);
+    }
     tracing::info!(
         stage,
         rows = documents.len(),
