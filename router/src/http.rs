@@ -266,10 +266,16 @@ impl RouterService {
 struct Registration(Option<(Arc<PersistedQueries>, String)>);
 
 impl Registration {
-    /// Stores the query if `ran` (it was planned and its execution began).
-    async fn complete(self, query: &str, ran: bool) {
-        if let (Some((store, hash)), true) = (self.0, ran) {
-            store.register(&hash, query).await;
+    /// Stores the query of `request` if `ran` (it was planned and its execution began) and
+    /// its caller may store one more now ([`Router::may_persist_query`]: a rate limit per
+    /// caller).
+    async fn complete(self, router: &Router, request: &GraphQlRequest, ran: bool) {
+        if let (Some((store, hash)), true) = (self.0, ran)
+            && router
+                .may_persist_query(&request.caller, request.client_address)
+                .await
+        {
+            store.register(&hash, &request.query).await;
         }
     }
 }
@@ -281,7 +287,7 @@ impl GraphQlService for RouterService {
                 Ok((router, request, registration)) => {
                     let response = router.respond(&request).await;
                     registration
-                        .complete(&request.query, response.has_data())
+                        .complete(&router, &request, response.has_data())
                         .await;
                     service_response(response)
                 }
@@ -301,7 +307,7 @@ impl GraphQlService for RouterService {
             match router.respond_incremental(&request).await {
                 crate::pipeline::Incremental::Whole(response) => {
                     registration
-                        .complete(&request.query, response.has_data())
+                        .complete(&router, &request, response.has_data())
                         .await;
                     Err(service_response(response))
                 }
@@ -310,7 +316,7 @@ impl GraphQlService for RouterService {
                     first,
                     rest,
                 } => {
-                    registration.complete(&request.query, true).await;
+                    registration.complete(&router, &request, true).await;
                     let mut first_response = service_response(primary);
                     first_response.body = first.into();
                     Ok(gospelib_kit::multipart::IncrementalResponse {
@@ -346,10 +352,15 @@ impl GraphQlService for RouterService {
     ) -> BoxFuture<'_, Result<ServiceStream, ServiceResponse>> {
         Box::pin(async move {
             let (router, request, registration) = self.prepare(request).await?;
-            let query = request.query.clone();
+            let registered = GraphQlRequest {
+                query: request.query.clone(),
+                caller: request.caller.clone(),
+                client_address: request.client_address,
+                ..Default::default()
+            };
             match router.subscribe(request).await {
                 Ok(responses) => {
-                    registration.complete(&query, true).await;
+                    registration.complete(&router, &registered, true).await;
                     Ok(Box::pin(responses.map(service_response)) as ServiceStream)
                 }
                 Err(refused) => Err(service_response(refused)),

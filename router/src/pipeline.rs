@@ -283,6 +283,9 @@ pub struct Router {
     entity_cache: Option<Arc<EntityCache>>,
 }
 
+/// The rate-limit bucket a stored persisted query is counted in (`config/plans.toml`).
+pub const PERSISTED_QUERIES_BUCKET: &str = "persisted_queries";
+
 /// What the router needs to enforce plans: the catalogue, the shared rate limiter, and its
 /// memory of callers' entitlements.
 #[derive(Clone)]
@@ -881,6 +884,33 @@ impl Router {
                 None
             }
         }
+    }
+
+    /// Whether `caller` may store one more persisted query now (see [`crate::apq`]): each
+    /// stored query is a write into the shared Redis, kept a week, so it takes a request of
+    /// the [`PERSISTED_QUERIES_BUCKET`] (the default plan's limit; plans are not looked up
+    /// for it). True when plans are not enforced or the catalogue has no such bucket.
+    pub async fn may_persist_query(
+        &self,
+        caller: &Caller,
+        client_address: Option<std::net::IpAddr>,
+    ) -> bool {
+        let Some(enforcement) = &self.enforcement else {
+            return true;
+        };
+        let allowances = RateLimiter::allowances(
+            &enforcement.plans,
+            &enforcement.plans.default_plan,
+            &[PERSISTED_QUERIES_BUCKET],
+        );
+        if allowances.is_empty() {
+            return true;
+        }
+        enforcement
+            .limiter
+            .check(&subject_of(caller, client_address), &allowances)
+            .await
+            .allowed
     }
 
     /// What the operation counts against: the limiter, the caller's subject, and one request

@@ -251,3 +251,62 @@ async fn a_redis_that_never_answers_costs_one_bounded_attempt() {
     );
     held.abort();
 }
+
+/// Storing a query is a write into the shared Redis (kept a week): each caller may store only
+/// so many a minute (`persisted_queries` in the plans); past that the query still runs, and is
+/// not kept.
+#[tokio::test]
+async fn each_caller_stores_only_so_many_queries_a_minute() {
+    use gospelib_router::pipeline::PlanEnforcement;
+    use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
+    let prefix = prefix("limited");
+    // The reader plan (every anonymous caller's) may store two a minute.
+    let text = gospelib_kit::plans::BUILT_IN.replacen(
+        "persisted_queries = 60 }",
+        "persisted_queries = 2 }",
+        1,
+    );
+    let plans = Arc::new(gospelib_kit::plans::Plans::parse(&text).unwrap());
+    let (mut enforcement, _) = PlanEnforcement::start(plans, None);
+    enforcement.limiter = Arc::new(RateLimiter::new(
+        Some(redis()),
+        RateLimitSettings {
+            key_prefix: format!("{prefix}:rl"),
+            call_timeout: Duration::from_secs(2),
+            ..RateLimitSettings::default()
+        },
+    ));
+    let router = Router::new(
+        Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(
+            InProcess::default()
+                .with("products", products())
+                .with("reviews", reviews()),
+        ),
+    )
+    .with_plans(enforcement);
+    let service = RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(
+        PersistedQueries::new(redis(), &prefix, DEFAULT_TTL),
+    ));
+    let queries = [
+        "{ topProducts(first: 1) { name } }",
+        "{ topProducts(first: 2) { name } }",
+        "{ topProducts(first: 3) { name } }",
+    ];
+    for query in queries {
+        let answer = call(&service, query, &hash_of(query)).await;
+        assert!(answer["data"]["topProducts"].is_array(), "{answer}");
+    }
+    for (query, kept) in queries.iter().zip([true, true, false]) {
+        let by_hash = call(&service, "", &hash_of(query)).await;
+        if kept {
+            assert!(by_hash["data"]["topProducts"].is_array(), "{by_hash}");
+        } else {
+            assert_first_error(
+                &by_hash,
+                "PersistedQueryNotFound",
+                "PERSISTED_QUERY_NOT_FOUND",
+            );
+        }
+    }
+}
