@@ -162,9 +162,13 @@ pub enum JwtError {
     /// Neither `aud` nor `azp` names the configured audience.
     #[error("the token is meant for another audience")]
     WrongAudience,
-    /// A required claim (`exp`, `sub`, `iss`) is missing.
+    /// A required claim (`exp`, `sub`, `iss`, `sid`) is missing.
     #[error("the token has no `{0}` claim")]
     MissingClaim(&'static str),
+    /// The session has a task left (`sts` is `pending`: a password to reset, MFA to set up):
+    /// Clerk's own SDKs treat it as signed out until the task is done.
+    #[error("the session is not active yet (`sts` is {0:?}): finish signing in")]
+    SessionNotActive(String),
     /// No key set is held and the JWKS could not be fetched: not the client's fault.
     #[error("the issuer's signing keys are unavailable: {0}")]
     KeysUnavailable(String),
@@ -551,6 +555,9 @@ impl Audience {
 struct RawClaims {
     sub: Option<String>,
     sid: Option<String>,
+    /// The session's status (Clerk's session tokens v2): `active`, or `pending` while a task
+    /// remains. Absent in v1 tokens, which are active.
+    sts: Option<String>,
     exp: Option<f64>,
     azp: Option<String>,
     aud: Option<Audience>,
@@ -564,6 +571,17 @@ impl RawClaims {
             .sub
             .filter(|sub| !sub.is_empty())
             .ok_or(JwtError::MissingClaim("sub"))?;
+        // Only a session token names its session: a token of one of the instance's JWT
+        // templates (made for another service, often long-lived) does not, and is not one.
+        let session_id = self
+            .sid
+            .filter(|sid| !sid.is_empty())
+            .ok_or(JwtError::MissingClaim("sid"))?;
+        if let Some(status) = self.sts.filter(|status| status != "active") {
+            return Err(JwtError::SessionNotActive(
+                status.chars().take(32).collect(),
+            ));
+        }
         let expires_at = self
             .exp
             .filter(|exp| exp.is_finite() && *exp >= 0.0)
@@ -571,7 +589,7 @@ impl RawClaims {
             .round() as u64;
         Ok(SessionClaims {
             subject,
-            session_id: self.sid,
+            session_id: Some(session_id),
             expires_at,
             authorized_party: self.azp,
         })

@@ -360,6 +360,31 @@ async fn a_token_without_a_required_claim_is_refused() {
     assert_refused!(verifier.verify(&token).await, JwtError::MissingClaim("sub"));
 }
 
+/// A token of one of the instance's JWT templates (signed with the same key, for another
+/// service, often long-lived) names no session: it is not a session token.
+#[tokio::test]
+async fn a_token_that_names_no_session_is_refused() {
+    let (_server, verifier, key) = key1_served(None).await;
+    for sid in [json!(null), json!("")] {
+        let token = key.sign(&claims_with(json!({ "sid": sid })));
+        assert_refused!(verifier.verify(&token).await, JwtError::MissingClaim("sid"));
+    }
+}
+
+/// A session with a task left (`sts: pending`: a compromised password to reset, MFA to set
+/// up) is not signed in yet; an active one (or a v1 token, without `sts`) is.
+#[tokio::test]
+async fn a_pending_session_is_not_signed_in() {
+    let (_server, verifier, key) = key1_served(None).await;
+    let pending = key.sign(&claims_with(json!({"sts": "pending", "v": 2})));
+    assert_refused!(
+        verifier.verify(&pending).await,
+        JwtError::SessionNotActive(status) if status == "pending"
+    );
+    let active = key.sign(&claims_with(json!({"sts": "active", "v": 2})));
+    verifier.verify(&active).await.expect("an active session");
+}
+
 // ---- refused signatures and headers ----
 
 #[tokio::test]

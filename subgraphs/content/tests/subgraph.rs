@@ -508,3 +508,28 @@ async fn entities_resolve_by_key_and_the_sdl_declares_them() {
         );
     }
 }
+
+/// The interlinear and the explorer need their entitlement in the caller's signed context: the
+/// router refuses them first, and the subgraph again, since its own listener can be reached
+/// from inside the platform without the router.
+#[tokio::test]
+async fn entitled_fields_need_the_entitlement_here_too() {
+    let service = service().await;
+    let query = r#"{ passage(id: "john.3.16") { id words { token } } connections(nodeId: "john.3.16") { truncated } }"#;
+    let reader = gospelib_kit::caller::Caller::user(uuid::Uuid::new_v4());
+    for caller in [None, Some(reader)] {
+        let response = support::run_as(&service, caller, query, json!({})).await;
+        assert_eq!(
+            response["data"],
+            json!({"passage": {"id": "john.3.16", "words": null}, "connections": null}),
+            "{response}"
+        );
+        assert_eq!(codes(&response), ["FORBIDDEN", "FORBIDDEN"], "{response}");
+    }
+    let entitled = run(&service, query, json!({})).await;
+    assert!(entitled.get("errors").is_none(), "{entitled}");
+    assert!(
+        entitled["data"]["passage"]["words"].is_array(),
+        "{entitled}"
+    );
+}

@@ -108,6 +108,16 @@ impl Caller {
                 .extend_with(|_, e| e.set("code", ErrorCode::Unauthorized.as_str()))
         })
     }
+
+    /// `Ok` when the signed context grants `scope`; a `FORBIDDEN` error otherwise. The router
+    /// refuses such fields before it fetches them (`@requiresScopes`); a subgraph checks again
+    /// because its own listener is reachable from inside the platform without the router.
+    pub fn require_scope(&self, scope: &str) -> Result<(), async_graphql::Error> {
+        if self.scopes.iter().any(|granted| granted == scope) {
+            return Ok(());
+        }
+        Err(ErrorCode::Forbidden.error(format!("this needs the `{scope}` entitlement")))
+    }
 }
 
 /// GospeLib's user id for a Clerk user id: a UUID (version 5) derived from it, so the router

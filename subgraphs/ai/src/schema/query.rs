@@ -24,10 +24,7 @@ pub const SCOPE: &str = "ai_features";
 
 /// Refuses a caller without [`SCOPE`] in its signed context (`FORBIDDEN`).
 fn entitled(ctx: &Context<'_>) -> Result<()> {
-    if Caller::of(ctx).scopes.iter().any(|scope| scope == SCOPE) {
-        return Ok(());
-    }
-    Err(gospelib_kit::ErrorCode::Forbidden.error(format!("this needs the `{SCOPE}` entitlement")))
+    Caller::of(ctx).require_scope(SCOPE)
 }
 
 fn graphql_error(error: AssistantError) -> async_graphql::Error {

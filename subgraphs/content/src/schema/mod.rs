@@ -35,6 +35,12 @@ pub type ContentSchema = Schema<Query, EmptyMutation, Subscription>;
 /// The subgraph's name.
 pub const NAME: &str = "content";
 
+/// The entitlement `Passage.words` needs (the interlinear).
+pub const INTERLINEAR: &str = "interlinear";
+
+/// The entitlement `Query.connections` needs (the graph explorer).
+pub const GRAPH_EXPLORER: &str = "graph_explorer";
+
 /// The subgraph's federation SDL (what `_service { sdl }` answers); needs no store.
 pub fn federation_sdl() -> String {
     Schema::build(Query, EmptyMutation, Subscription)

@@ -2,7 +2,9 @@
 
 use async_graphql::{Context, ID, Object, PathSegment, Result};
 use gospelib_kit::ErrorCode;
+use gospelib_kit::caller::Caller;
 
+use super::GRAPH_EXPLORER;
 use super::errors::{bad_id, graph_down, not_found, page_size, validation};
 use super::explorer::{self, GraphNeighborhood, NodeKind};
 use super::paging::{Page, page, start_after};
@@ -282,7 +284,7 @@ impl Query {
 
     /// The neighbourhood of a node for the graph explorer (`depth` 1 or 2): a Scholar and
     /// Academic feature.
-    #[graphql(requires_scopes = "graph_explorer")]
+    #[graphql(requires_scopes = "graph_explorer")] // = GRAPH_EXPLORER
     async fn connections(
         &self,
         ctx: &Context<'_>,
@@ -290,6 +292,7 @@ impl Query {
         #[graphql(default = 1)] depth: Option<i32>,
         #[graphql(default = 50)] first: Option<i32>,
     ) -> Result<Option<GraphNeighborhood>> {
+        Caller::of(ctx).require_scope(GRAPH_EXPLORER)?;
         let id = node_id.to_string();
         match explorer::connections(ctx, node_id, depth, first).await? {
             Some(found) => Ok(Some(found)),

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
+use gospelib_kit::caller::Caller;
 
+use super::INTERLINEAR;
 use super::errors::{graph_down, page_size};
 use super::paging::{Page, page, start_after};
 use crate::canon::{self, Corpus as CorpusKind, Testament as TestamentKind};
@@ -235,8 +237,9 @@ impl Passage {
 
     /// The verse's translated words with the Strong's entries they render (interlinear: a
     /// Scholar and Academic feature; `null` with `FORBIDDEN` for other plans).
-    #[graphql(requires_scopes = "interlinear")]
+    #[graphql(requires_scopes = "interlinear")] // = INTERLINEAR
     async fn words(&self, ctx: &Context<'_>) -> Result<Option<Vec<WordAlignment>>> {
+        Caller::of(ctx).require_scope(INTERLINEAR)?;
         let words = loaders(ctx)
             .words
             .load_one(self.0.id.clone())

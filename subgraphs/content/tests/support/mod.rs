@@ -56,10 +56,31 @@ pub async fn fixture_namespace(name: &str) -> Namespace {
     namespace
 }
 
-/// Runs a GraphQL request and returns the response as JSON.
+/// Runs a GraphQL request as a caller entitled to everything content serves (the router's
+/// signed context, as a Scholar's) and returns the response as JSON.
 pub async fn run(service: &ContentService, query: &str, variables: Value) -> Value {
-    let request = async_graphql::Request::new(query)
+    let scholar = gospelib_kit::caller::Caller {
+        scopes: vec![
+            gospelib_content::schema::INTERLINEAR.to_owned(),
+            gospelib_content::schema::GRAPH_EXPLORER.to_owned(),
+        ],
+        ..gospelib_kit::caller::Caller::user(uuid::Uuid::new_v4())
+    };
+    run_as(service, Some(scholar), query, variables).await
+}
+
+/// Runs a GraphQL request as `caller` (anonymous: `None`) and returns the response as JSON.
+pub async fn run_as(
+    service: &ContentService,
+    caller: Option<gospelib_kit::caller::Caller>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = async_graphql::Request::new(query)
         .variables(async_graphql::Variables::from_json(variables));
+    if let Some(caller) = caller {
+        request = request.data(caller);
+    }
     serde_json::to_value(service.execute(request).await).unwrap()
 }
 
