@@ -556,7 +556,7 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let env = Env::from_process();
     let (over_http, llm, daily_vendor_questions) = ai_settings(&env)?;
     let content: Arc<dyn gospelib_ai::content::ContentSource> = match over_http {
-        Some(content) => Arc::new(content),
+        Some(content) => Arc::new(content.signed_with(inputs.settings.identity.secret.clone())),
         None => {
             // With content's own settings (its FalkorDB read replica, its Typesense nodes).
             let (subgraph, _) = gospelib_content::schema::subgraph_from_env(

@@ -651,7 +651,12 @@ fn content_over_http_answers_as_in_process() {
     let (served, _, runtime) = serve_with(&["serve", "--only", "content"], &[]);
     let url: url::Url = format!("{}/graphql", served.internal).parse().unwrap();
     runtime.block_on(async {
-        let content = OverHttp::new(url, Duration::from_secs(5)).unwrap();
+        // Signed as `serve --only ai` signs it (content's guard checks it).
+        let secret = std::env::var("GOSPELIB_INTERNAL_SECRET").unwrap();
+        let secret = gospelib_kit::caller::InternalSecret::new(secret.trim().as_bytes()).unwrap();
+        let content = OverHttp::new(url, Duration::from_secs(5))
+            .unwrap()
+            .signed_with(secret);
         // The stack's production graph may hold no corpus (CI): an id no verse has is none.
         assert!(matches!(gather(&content, "john.3.99").await, Ok(None)));
         match gather(&content, "Bad!").await {

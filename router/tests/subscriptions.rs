@@ -484,3 +484,54 @@ async fn a_subscription_ends_when_its_session_token_does() {
     drop(responses);
     wait_until(|| harness.router.open_subscriptions() == 0).await;
 }
+
+/// Starting a subscription counts in the rate limits of its root field's bucket, like a query:
+/// past the caller's limit it is refused with `RATE_LIMITED` and nothing is subscribed.
+#[tokio::test]
+async fn starting_subscriptions_is_rate_limited() {
+    let harness = harness(10);
+    let text = gospelib_kit::plans::BUILT_IN
+        .replace(
+            "[buckets.lexicon]",
+            "[buckets.books]\nwindow = \"minute\"\nfields = [\"Subscription.bookAdded\"]\n\n[buckets.lexicon]",
+        )
+        .replace("limits = { passages = 60,", "limits = { books = 2, passages = 60,")
+        .replace(
+            "limits = { passages = 600, search = 200,",
+            "limits = { books = 2, passages = 600, search = 200,",
+        )
+        .replace(
+            "limits = { passages = 600, search = 1000,",
+            "limits = { books = 2, passages = 600, search = 1000,",
+        );
+    let plans = Arc::new(gospelib_kit::plans::Plans::parse(&text).unwrap());
+    let (enforcement, _) = gospelib_router::pipeline::PlanEnforcement::start(plans, None);
+    let router = Arc::new(
+        Arc::try_unwrap(harness.router)
+            .ok()
+            .expect("the harness's router, not shared yet")
+            .with_plans(enforcement),
+    );
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let responses = router
+            .subscribe(request(SUBSCRIPTION, json!({})))
+            .await
+            .unwrap_or_else(|refused| panic!("{}", refused.to_json()));
+        open.push(responses);
+    }
+    let listening = harness.books.receiver_count();
+    let refused = match router.subscribe(request(SUBSCRIPTION, json!({}))).await {
+        Ok(_) => panic!("a third subscription within the minute"),
+        Err(refused) => refused.to_json(),
+    };
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    assert_eq!(
+        harness.books.receiver_count(),
+        listening,
+        "nothing subscribed"
+    );
+}

@@ -182,17 +182,10 @@ impl Router {
                 "extensions": { "code": "INTERNAL_ERROR" }
             })]));
         }
-        if let Some(usage) = &self.usage {
-            let name = request
-                .operation_name
-                .as_deref()
-                .or(planned.operation.name.as_deref());
-            usage.record(
-                &planned.hash,
-                name.unwrap_or("<anonymous>"),
-                &planned.coordinates,
-            );
-        }
+        let name = request
+            .operation_name
+            .clone()
+            .or_else(|| planned.operation.name.clone());
         let context = Context {
             router: self.clone(),
             supergraph,
@@ -209,8 +202,21 @@ impl Router {
         let credential_expires = request
             .credential_expires_at
             .map(|at| gospelib_kit::time::deadline_at(at) + SOCKET_CLOSES_FIRST);
+        let events = context.open().await?;
+        // Once it is open, and an identified caller's, as for queries (see `record_operation`).
+        if let Some(usage) = self
+            .usage
+            .as_ref()
+            .filter(|_| !context.caller.is_anonymous())
+        {
+            usage.record(
+                &context.planned.hash,
+                name.as_deref().unwrap_or("<anonymous>"),
+                &context.planned.coordinates,
+            );
+        }
         let live = Live {
-            events: context.open().await?,
+            events,
             context,
             replaced,
             credential_expires,

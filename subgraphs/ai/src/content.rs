@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gospelib_kit::GraphQlExecutor;
+use gospelib_kit::caller::{CALLER_HEADER, Caller, InternalSecret, variables_digest};
 use gospelib_kit::stores::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,6 +24,9 @@ use crate::context::{
     CrossReference, LexiconRef, MAX_CROSS_REFERENCES, MAX_NEIGHBOURS, MAX_TOPICS, MAX_WORDS,
     PassageContext, PassageText, TopicRef, Word,
 };
+
+/// How long a signed request to content stays good (it is sent at once).
+const SIGNED_FOR: Duration = Duration::from_secs(30);
 
 /// The longest lexicon definition kept in a context (the rest is cut at a word boundary).
 pub const MAX_DEFINITION_CHARS: usize = 240;
@@ -48,6 +52,16 @@ pub trait ContentSource: Send + Sync + 'static {
     fn run(&self, query: &'static str, variables: Value) -> BoxFuture<'_, Result<Value, String>>;
 }
 
+/// Who the assistant asks content as: the platform itself, entitled to the interlinear words
+/// (content's `INTERLINEAR`) that every context reads. (The assistant answers only callers
+/// entitled to it, and every plan with the assistant has the interlinear.)
+pub fn context_reader() -> Caller {
+    Caller {
+        scopes: vec!["interlinear".to_owned()],
+        ..Caller::anonymous()
+    }
+}
+
 /// Content's executor in this process.
 pub struct InProcess(pub Arc<dyn GraphQlExecutor>);
 
@@ -55,7 +69,8 @@ impl ContentSource for InProcess {
     fn run(&self, query: &'static str, variables: Value) -> BoxFuture<'_, Result<Value, String>> {
         Box::pin(async move {
             let request = async_graphql::Request::new(query)
-                .variables(async_graphql::Variables::from_json(variables));
+                .variables(async_graphql::Variables::from_json(variables))
+                .data(context_reader());
             let response = self.0.execute(request).await;
             serde_json::to_value(response).map_err(|error| error.to_string())
         })
@@ -66,6 +81,9 @@ impl ContentSource for InProcess {
 pub struct OverHttp {
     url: url::Url,
     client: reqwest::Client,
+    /// Signs [`context_reader`] into each request (content's guard checks it); without it the
+    /// assistant asks as an anonymous caller, who gets no words.
+    secret: Option<InternalSecret>,
 }
 
 impl OverHttp {
@@ -74,16 +92,32 @@ impl OverHttp {
             .timeout(timeout)
             .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)
             .build()?;
-        Ok(Self { url, client })
+        Ok(Self {
+            url,
+            client,
+            secret: None,
+        })
+    }
+
+    /// This endpoint, asked as [`context_reader`], signed with `secret`.
+    pub fn signed_with(mut self, secret: InternalSecret) -> Self {
+        self.secret = Some(secret);
+        self
     }
 }
 
 impl ContentSource for OverHttp {
     fn run(&self, query: &'static str, variables: Value) -> BoxFuture<'_, Result<Value, String>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .post(self.url.clone())
+            let mut request = self.client.post(self.url.clone());
+            if let Some(secret) = &self.secret {
+                // Over the variables as content's guard reads them (names sorted).
+                let digest =
+                    variables_digest(&async_graphql::Variables::from_json(variables.clone()));
+                let signed = secret.sign(&context_reader(), query, &digest, SIGNED_FOR);
+                request = request.header(CALLER_HEADER, signed);
+            }
+            let response = request
                 .json(&json!({"query": query, "variables": variables}))
                 .send()
                 .await

@@ -247,30 +247,33 @@ mod tests {
     /// what the account's quota bounds. (`me { searchNotes }` is a full-text search of the
     /// caller's notes: whether `me` needs a bucket of its own is the product's call.)
     #[test]
-    fn every_root_query_field_that_reads_a_store_is_limited() {
+    fn every_root_field_that_reads_a_store_or_holds_a_stream_is_limited() {
         const NOT_LIMITED: [&str; 3] = ["Query.me", "Query.plans", "Query.callerAccess"];
         let supergraph = include_str!("../../../schema/supergraph.graphql");
-        let query = supergraph
-            .split("\ntype Query")
-            .nth(1)
-            .and_then(|rest| rest.split("\n}").next())
-            .expect("the supergraph has a Query type");
         let plans = Plans::built_in();
         let mut fields = Vec::new();
-        for line in query.lines() {
-            let line = line.trim();
-            let name: String = line
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            let is_field = !name.is_empty()
-                && line[name.len()..].starts_with(['(', ':'])
-                && !line.starts_with('@');
-            if is_field {
-                fields.push(format!("Query.{name}"));
+        for root in ["Query", "Subscription"] {
+            let body = supergraph
+                .split(&format!("\ntype {root}"))
+                .nth(1)
+                .and_then(|rest| rest.split("\n}").next())
+                .unwrap_or_else(|| panic!("the supergraph has a {root} type"));
+            for line in body.lines() {
+                let line = line.trim();
+                let name: String = line
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let is_field = !name.is_empty()
+                    && line[name.len()..].starts_with(['(', ':'])
+                    && !line.starts_with('@');
+                if is_field {
+                    fields.push(format!("{root}.{name}"));
+                }
             }
         }
-        assert!(fields.len() > 10, "{fields:?}");
+        assert!(fields.len() > 12, "{fields:?}");
+        assert!(fields.contains(&"Subscription.ingestCompleted".to_owned()));
         for field in fields {
             if !NOT_LIMITED.contains(&field.as_str()) {
                 assert!(plans.bucket_of(&field).is_some(), "{field} is in no bucket");

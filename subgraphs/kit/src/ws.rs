@@ -36,8 +36,9 @@
 //! `TOO_MANY_SUBSCRIPTIONS`, and the connection stays. Every
 //! [`SubscriptionSettings::ping_interval`] the server sends a WebSocket ping frame (every
 //! client answers those by itself); a connection from which nothing at all (a pong, a message)
-//! came for two intervals is closed with `1011` (the protocol has no code of its own for a
-//! dead peer, and graphql-ws clients retry after 1011); one that stops reading, so that a
+//! came for two intervals is closed with `1001` (the protocol has no code of its own for a
+//! dead peer; graphql-ws clients reconnect after 1001, while they take 1011 as fatal and stop
+//! for good, which a phone back from the background must not); one that stops reading, so that a
 //! message cannot be written for two intervals, is dropped (its operations end, and their
 //! places in the limits are given back).
 //!
@@ -80,6 +81,12 @@ pub const PROTOCOL: &str = "graphql-transport-ws";
 /// The keys of a `connection_init` payload taken as the connection's headers.
 pub const CONNECTION_INIT_HEADERS: [&str; 3] = ["authorization", "x-api-key", CALLER_HEADER];
 
+/// The read buffer each connection starts with (it grows for a larger message).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The longest operation id a `subscribe` may carry.
+pub const MAX_OPERATION_ID_BYTES: usize = 128;
+
 /// The close codes the server uses (the protocol's, and the WebSocket ones).
 pub mod close_code {
     /// `4400: <reason>`: a message the protocol does not allow.
@@ -98,8 +105,9 @@ pub mod close_code {
     pub const TOO_MANY_INITS: u16 = 4429;
     /// `1009`: a message larger than the server accepts.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// `1011`: nothing came from the client for two ping intervals.
-    pub const KEEP_ALIVE_TIMEOUT: u16 = 1011;
+    /// `1001: Going Away`: nothing came from the client for two ping intervals (a code
+    /// graphql-ws clients reconnect after).
+    pub const KEEP_ALIVE_TIMEOUT: u16 = 1001;
     /// `1013: Try Again Later`: the credentials cannot be checked now.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// `1001: Going Away`: the server is shutting down (clients reconnect, to another pod).
@@ -272,6 +280,9 @@ pub async fn get(
         .protocols([PROTOCOL])
         .max_message_size(limit)
         .max_frame_size(limit)
+        // (tungstenite reads into a buffer of 128 KiB by default, made when the connection
+        // opens: for connections that mostly wait, a small one that grows as a message needs.)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |mut socket| {
             async move {
                 if !offered {
@@ -607,6 +618,16 @@ impl Session {
     fn on_subscribe(&mut self, id: String, payload: Value) -> Step {
         if self.init != Init::Acknowledged {
             return Step::Close(close_code::UNAUTHORIZED, "Unauthorized".to_owned());
+        }
+        // An id is held while its operation runs and repeated in every result: clients make
+        // short ones (graphql-ws: a UUID).
+        if id.len() > MAX_OPERATION_ID_BYTES {
+            return Step::Close(
+                close_code::BAD_REQUEST,
+                format!(
+                    "Invalid message received: an operation id is at most {MAX_OPERATION_ID_BYTES} bytes"
+                ),
+            );
         }
         if self.operations.contains_key(&id) {
             return Step::Close(

@@ -489,6 +489,27 @@ async fn an_id_in_use_is_4409() {
     );
 }
 
+/// An id is held while its operation runs and repeated in every result: a long one is refused.
+#[tokio::test]
+async fn an_id_longer_than_128_bytes_is_4400() {
+    let (server, _) = server().await;
+    let mut client = Client::ready(&server).await;
+    let fits = "i".repeat(gospelib_kit::ws::MAX_OPERATION_ID_BYTES);
+    client.subscribe(&fits, "{ hello }", json!({})).await;
+    assert_eq!(client.next().await["id"], fits.as_str());
+    assert_eq!(client.next().await, json!({"id": fits, "type": "complete"}));
+    client
+        .subscribe(
+            &"i".repeat(gospelib_kit::ws::MAX_OPERATION_ID_BYTES + 1),
+            "{ hello }",
+            json!({}),
+        )
+        .await;
+    let (code, reason) = client.closed().await;
+    assert_eq!(code, close_code::BAD_REQUEST, "{reason}");
+    assert!(reason.contains("at most 128 bytes"), "{reason}");
+}
+
 #[tokio::test]
 async fn ping_is_answered_with_pong_at_any_time() {
     let (server, _) = server().await;
