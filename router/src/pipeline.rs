@@ -454,9 +454,17 @@ impl Router {
     /// Swaps in a new supergraph atomically.
     pub fn replace_supergraph(&self, mut supergraph: Supergraph) {
         supergraph.override_urls(&self.url_overrides);
-        *self.supergraph.write().expect("supergraph lock") = Arc::new(supergraph);
-        // Open subscriptions were planned for the old one: each ends, telling its client.
-        self.subscriptions.supergraph_replaced();
+        let new_hash = supergraph.version.hash.clone();
+        let old = std::mem::replace(
+            &mut *self.supergraph.write().expect("supergraph lock"),
+            Arc::new(supergraph),
+        );
+        // Open subscriptions were planned for the old one: each ends, telling its client. The
+        // same schema under another version number (a publish of trusted documents only, a
+        // rollback to it) plans the same: they go on.
+        if old.version.hash != new_hash {
+            self.subscriptions.supergraph_replaced();
+        }
     }
 
     pub fn plan_cache(&self) -> &PlanCache {

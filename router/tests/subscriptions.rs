@@ -382,9 +382,23 @@ async fn a_new_supergraph_ends_open_subscriptions_with_a_restart_error() {
     let harness = harness(10);
     let mut responses = harness.subscribe(SUBSCRIPTION, json!({})).await;
     let sdl = harness.router.supergraph().sdl().to_owned();
+    // The same schema under another registry version (trusted documents published): the
+    // subscription goes on, and the router answers with the new number.
     harness
         .router
-        .replace_supergraph(Supergraph::parse(&sdl, None).unwrap());
+        .replace_supergraph(Supergraph::parse(&sdl, Some(7)).unwrap());
+    assert_eq!(harness.router.supergraph().version.number, Some(7));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), responses.recv())
+            .await
+            .is_err(),
+        "no restart for the same schema"
+    );
+    assert_eq!(harness.router.open_subscriptions(), 1);
+    // Another schema: it ends.
+    harness.router.replace_supergraph(
+        Supergraph::parse(&format!("{sdl}\n# another version\n"), Some(8)).unwrap(),
+    );
     let last = next(&mut responses).await.unwrap();
     assert_eq!(
         last["errors"][0]["extensions"]["code"],
