@@ -499,6 +499,66 @@ fn a_websocket_closes_when_its_session_token_expires() {
     });
 }
 
+/// Within the grace a socket keeps after its token's end, an operation sent on it is checked
+/// again and refused: the socket then closes with `4403` (which clients reconnect after with
+/// a fresh token), instead of refusing every later operation while it stays open.
+#[test]
+fn an_operation_on_a_socket_whose_token_expired_closes_it_for_a_fresh_one() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jwks = runtime.block_on(support::clerk::jwks_server());
+    let (_served, base, client) = serve_with(
+        &["serve"],
+        &[
+            ("GOSPELIB_AUTH_JWKS_URL", jwks),
+            ("GOSPELIB_AUTH_ISSUER", support::clerk::ISSUER.to_owned()),
+            (
+                "GOSPELIB_AUTH_AUDIENCE",
+                support::clerk::AUDIENCE.to_owned(),
+            ),
+            ("GOSPELIB_AUTH_LIVE_GRACE_SECS", "600".to_owned()),
+        ],
+    );
+    let now = jsonwebtoken::get_current_timestamp();
+    let exp = now + 1;
+    let token = support::clerk::session_token_with(
+        "user_expired_on_socket",
+        json!({"exp": exp, "iat": now - 60, "nbf": now - 60}),
+    );
+    client.block_on(async {
+        let mut socket =
+            support::ws::connect_with(&base, json!({"authorization": format!("Bearer {token}")}))
+                .await;
+        // Past `exp` and the 5 s leeway: the token is refused now, the socket still open.
+        let refused_from = std::time::UNIX_EPOCH + Duration::from_secs(exp + 6);
+        if let Ok(wait) = refused_from.duration_since(std::time::SystemTime::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        send(
+            &mut socket,
+            json!({"id": "late", "type": "subscribe", "payload": {"query": "{ __typename }"}}),
+        )
+        .await;
+        let (code, reason) = loop {
+            let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+                .await
+                .expect("closed within 15 s");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    break (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    assert_ne!(message["id"], "late", "answered on the socket: {message}");
+                }
+                Some(Ok(_)) => {}
+                other => panic!("closed without a close frame: {other:?}"),
+            }
+        };
+        assert_eq!(code, 4403, "{reason}");
+        assert!(reason.contains("expired"), "{reason}");
+    });
+}
+
 /// Automatic persisted queries over WebSocket, as Apollo's clients send them: a subscription by
 /// its hash alone is unknown (`PERSISTED_QUERY_NOT_FOUND`), sent again with its text it runs and
 /// is registered, and from then on its hash alone subscribes (it was taken for a query and

@@ -16,7 +16,9 @@
 //!   them ([`GraphQlService::accept_connection`]): `4403: Forbidden`. Otherwise
 //!   `connection_ack`; credentials that expire (a session token) close the connection with
 //!   `4403` when they do, every operation on it ended (graphql-ws clients reconnect after
-//!   `4403`, with fresh connection parameters);
+//!   `4403`, with fresh connection parameters); an operation whose credentials the service
+//!   refuses when it starts (HTTP 401: the token ended since `connection_init`, within a
+//!   grace the service keeps the socket for) closes it with `4403` too;
 //! - `ping` is answered `pong` (with the ping's payload) at any time; `pong` is ignored;
 //! - `subscribe` `{id, payload: {query, operationName, variables, extensions}}` before the ack
 //!   is `4401: Unauthorized`; with an id in use (any operation still running) it is
@@ -351,6 +353,11 @@ enum OutgoingKind {
     Next(Bytes),
     Error(Value),
     Complete,
+    /// The service refused the operation's credentials (HTTP 401: the connection's token
+    /// expired since `connection_init`): the connection closes with `4403`, which clients
+    /// reconnect after with fresh connection parameters, instead of every later operation
+    /// being refused on a socket that stays open.
+    CredentialsRefused(String),
 }
 
 /// An operation running on the connection.
@@ -713,6 +720,9 @@ impl Session {
                 self.operations.remove(&id);
                 Step::send(&Message::Complete { id })
             }
+            OutgoingKind::CredentialsRefused(reason) => {
+                Step::Close(close_code::FORBIDDEN, format!("Forbidden: {reason}"))
+            }
         }
     }
 
@@ -792,6 +802,20 @@ impl Reply {
 }
 
 /// Runs one operation to its end, its results into the connection's queue.
+/// What a refused operation says: its errors, or, when the credentials were refused, the end
+/// of the connection (see [`OutgoingKind::CredentialsRefused`]).
+fn refused(refusal: &graphql_http::ServiceResponse) -> OutgoingKind {
+    if refusal.status.map(|status| status.as_u16()) == Some(401) {
+        let errors = refusal.errors();
+        let reason = errors[0]["message"]
+            .as_str()
+            .unwrap_or("the credentials were refused")
+            .to_owned();
+        return OutgoingKind::CredentialsRefused(reason);
+    }
+    OutgoingKind::Error(refusal.errors())
+}
+
 async fn run_operation(
     endpoint: Arc<GraphQlEndpoint>,
     request: async_graphql::Request,
@@ -801,7 +825,7 @@ async fn run_operation(
         match endpoint.service.subscribe(request).await {
             Err(refusal) => {
                 count_errors(&endpoint, &refusal);
-                reply.send(OutgoingKind::Error(refusal.errors())).await;
+                reply.send(refused(&refusal)).await;
             }
             Ok(mut results) => {
                 while let Some(response) = results.next().await {
@@ -817,7 +841,7 @@ async fn run_operation(
         let response = endpoint.service.call(request).await;
         count_errors(&endpoint, &response);
         if response.is_request_error() {
-            reply.send(OutgoingKind::Error(response.errors())).await;
+            reply.send(refused(&response)).await;
         } else if reply.send(OutgoingKind::Next(response.body)).await {
             reply.send(OutgoingKind::Complete).await;
         }
