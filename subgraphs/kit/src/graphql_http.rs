@@ -254,6 +254,11 @@ pub async fn post(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
+    // (An event stream ends when the server shuts down: it holds this to learn of it.)
+    let draining = request
+        .extensions()
+        .get::<crate::server::Draining>()
+        .cloned();
     // A body that could not be read (over the limit: 413; too slow: 408) is refused before
     // anything else.
     let body = match read_body(request, endpoint.body_deadline).await {
@@ -269,7 +274,7 @@ pub async fn post(
     }
     if crate::sse::wants_event_stream(&headers) {
         let peer = peer.ok().map(|ConnectInfo(address)| address);
-        return crate::sse::post(&endpoint, peer, &headers, body).await;
+        return crate::sse::post(&endpoint, peer, &headers, body, draining).await;
     }
     let multipart = crate::multipart::wants_multipart(&headers);
     let Some(media_type) = negotiate(&headers).or(multipart.then_some(MediaType::Json)) else {

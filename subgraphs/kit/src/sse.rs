@@ -59,6 +59,10 @@ const KEEP_ALIVE: &[u8] = b":\n\n";
 /// The event that ends a stream.
 const COMPLETE: &[u8] = b"event: complete\ndata:\n\n";
 
+/// The last result of a stream the server ends as it shuts down (the router's own code for a
+/// subscription to start again).
+const RESTART: &str = r#"{"errors":[{"message":"the server is shutting down: subscribe again","extensions":{"code":"SUBSCRIPTION_RESTART"}}]}"#;
+
 /// Whether the client asks for an event stream: `accept` lists `text/event-stream` (with a
 /// quality above 0).
 pub fn wants_event_stream(headers: &HeaderMap) -> bool {
@@ -92,6 +96,7 @@ pub async fn post(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     body: Bytes,
+    draining: Option<crate::server::Draining>,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -137,6 +142,7 @@ pub async fn post(
                 Handover::start(stream, keep_alive * 2),
                 keep_alive,
                 Vec::new(),
+                draining,
             ),
             Err(refusal) => single(endpoint, refusal, keep_alive),
         }
@@ -172,6 +178,7 @@ fn single(
         Handover::ready(response),
         keep_alive,
         headers,
+        None,
     )
 }
 
@@ -182,8 +189,10 @@ fn event_stream(
     results: Handover,
     keep_alive: Duration,
     headers: Vec<(header::HeaderName, HeaderValue)>,
+    draining: Option<crate::server::Draining>,
 ) -> Response {
-    let mut http = Response::new(Body::from_stream(events(endpoint, results, keep_alive)));
+    let events = events(endpoint, results, keep_alive, draining);
+    let mut http = Response::new(Body::from_stream(events));
     let response_headers = http.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -263,51 +272,92 @@ impl Handover {
 }
 
 /// What the stream writes next.
+/// What the event stream woke for while waiting for a result.
+enum Wake {
+    ShuttingDown,
+    Result(Result<Option<ServiceResponse>, std::io::Error>),
+    Tick,
+}
+
 enum Step {
     Start,
     Results,
+    /// The server shuts down: `complete` after the last `next`.
+    Restart,
     Done,
 }
 
 /// The bytes of the event stream: a first comment, one `next` per result with keep-alive
 /// comments between them when results are slow to come, then `complete`; an error (which
-/// cuts the connection) once the handover was abandoned.
+/// cuts the connection) once the handover was abandoned. When the server shuts down
+/// (`draining`), a last `next` says so ([`RESTART`]) and the stream completes, as a
+/// WebSocket closes with `1001`: the client subscribes again, to another process.
 fn events(
     endpoint: Arc<GraphQlEndpoint>,
     results: Handover,
     keep_alive: Duration,
+    draining: Option<crate::server::Draining>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let mut ticks = tokio::time::interval(keep_alive);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.reset();
     futures_util::stream::unfold(
-        (Step::Start, results, ticks, endpoint),
-        |(step, mut results, mut ticks, endpoint)| async move {
+        (Step::Start, results, ticks, endpoint, draining),
+        |(step, mut results, mut ticks, endpoint, mut draining)| async move {
             match step {
                 Step::Start => Some((
                     Ok(Bytes::from_static(KEEP_ALIVE)),
-                    (Step::Results, results, ticks, endpoint),
+                    (Step::Results, results, ticks, endpoint, draining),
+                )),
+                Step::Restart => Some((
+                    Ok(Bytes::from_static(COMPLETE)),
+                    (Step::Done, results, ticks, endpoint, None),
                 )),
                 Step::Results => {
-                    let bytes = tokio::select! {
-                        result = results.next() => match result {
-                            Ok(Some(response)) => {
-                                count_errors(&endpoint, &response);
-                                ticks.reset();
-                                next_event(&response.body)
+                    let woke = {
+                        let shutting_down = async {
+                            match &mut draining {
+                                Some(draining) => draining.started().await,
+                                None => std::future::pending().await,
                             }
-                            Ok(None) => return Some((
-                                Ok(Bytes::from_static(COMPLETE)),
-                                (Step::Done, results, ticks, endpoint),
-                            )),
-                            Err(abandoned) => return Some((
-                                Err(abandoned),
-                                (Step::Done, results, ticks, endpoint),
-                            )),
-                        },
-                        _ = ticks.tick() => Bytes::from_static(KEEP_ALIVE),
+                        };
+                        tokio::select! {
+                            () = shutting_down => Wake::ShuttingDown,
+                            result = results.next() => Wake::Result(result),
+                            _ = ticks.tick() => Wake::Tick,
+                        }
                     };
-                    Some((Ok(bytes), (Step::Results, results, ticks, endpoint)))
+                    let bytes = match woke {
+                        // (The results end with the stream: the operation is dropped.)
+                        Wake::ShuttingDown => {
+                            return Some((
+                                Ok(next_event(RESTART.as_bytes())),
+                                (Step::Restart, results, ticks, endpoint, None),
+                            ));
+                        }
+                        Wake::Result(Ok(Some(response))) => {
+                            count_errors(&endpoint, &response);
+                            ticks.reset();
+                            next_event(&response.body)
+                        }
+                        Wake::Result(Ok(None)) => {
+                            return Some((
+                                Ok(Bytes::from_static(COMPLETE)),
+                                (Step::Done, results, ticks, endpoint, None),
+                            ));
+                        }
+                        Wake::Result(Err(abandoned)) => {
+                            return Some((
+                                Err(abandoned),
+                                (Step::Done, results, ticks, endpoint, None),
+                            ));
+                        }
+                        Wake::Tick => Bytes::from_static(KEEP_ALIVE),
+                    };
+                    Some((
+                        Ok(bytes),
+                        (Step::Results, results, ticks, endpoint, draining),
+                    ))
                 }
                 Step::Done => None,
             }

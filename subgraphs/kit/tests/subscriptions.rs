@@ -799,6 +799,35 @@ async fn read_all(response: reqwest::Response) -> String {
     body.unwrap()
 }
 
+/// As a WebSocket closes with `1001`, an event stream ends when the server shuts down: a last
+/// `next` (`SUBSCRIPTION_RESTART`: subscribe again, to another process) and `complete`; the
+/// server then returns without waiting out its grace.
+#[tokio::test]
+async fn a_server_shutting_down_ends_each_event_stream_with_a_restart() {
+    let (server, live) = server().await;
+    let channel = channel("sse-shutdown");
+    let response = sse(
+        &server,
+        json!({"query": EVENTS, "variables": {"c": channel}}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    until_subscribed(&live, &channel).await;
+    let stopping = tokio::spawn(server.stop());
+    let text = read_all(response).await;
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"event: complete\ndata:"), "{text}");
+    let restart = events[events.len() - 2];
+    assert!(restart.starts_with("event: next\ndata: {"), "{text}");
+    assert!(restart.contains("SUBSCRIPTION_RESTART"), "{text}");
+    // Its grace is 10 s: it returns as soon as the stream ended, not at the end of it.
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve returns once its event streams ended")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn over_sse_each_result_is_a_next_event_then_complete() {
     let (server, _) = server().await;
