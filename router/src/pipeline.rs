@@ -573,7 +573,17 @@ impl Router {
             Counting::CountedAs(whole) => Some(whole),
             Counting::Uncounted => None,
         }
-        .and_then(|limited| self.limits_of(&caller, request.client_address, limited, &supergraph));
+        .and_then(|limited| self.limits_of(&caller, request.client_address, limited, &supergraph))
+        .map(|(limiter, subject, mut allowances)| {
+            // A deferred operation runs twice (its primary half, and the full one beside it):
+            // it takes twice the requests of each bucket.
+            if matches!(counting, Counting::CountedAs(_)) {
+                for allowance in &mut allowances {
+                    allowance.cost = allowance.cost.saturating_mul(2);
+                }
+            }
+            (limiter, subject, allowances)
+        });
         let Some((limiter, subject, allowances)) = limits else {
             let response = run.await;
             if counted {
@@ -977,7 +987,8 @@ pub(crate) enum Counting {
     Counted,
     /// Against the limits of another operation's root fields (the whole of a deferred
     /// operation, whose primary half may defer every root field: it would fall under no
-    /// limit), and in usage and metrics.
+    /// limit), twice (the operation runs twice: its primary half and its full one), and in
+    /// usage and metrics.
     CountedAs(Arc<Planned>),
     /// Not at all: the full half of a deferred operation, whose primary half was counted.
     Uncounted,
