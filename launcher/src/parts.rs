@@ -156,7 +156,8 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let secret = inputs
         .settings
         .clerk_webhook_secret
-        .clone()
+        .as_ref()
+        .map(|secret| secret.expose().to_owned())
         .ok_or_else(clerk_secret_missing)?;
     let webhooks = gospelib_accounts::WebhookState::new(
         clients.postgres.clone(),

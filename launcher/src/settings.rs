@@ -40,7 +40,7 @@ pub struct ServeSettings {
     pub identity: IdentitySettings,
     /// `GOSPELIB_CLERK_WEBHOOK_SECRET`: the `whsec_…` secret Clerk's webhooks are signed with
     /// (needed when the accounts part runs).
-    pub clerk_webhook_secret: Option<String>,
+    pub clerk_webhook_secret: Option<gospelib_kit::config::SecretString>,
     /// Stripe: the webhook secret (needed by the billing part), the API key (checkout and the
     /// portal answer `SERVICE_UNAVAILABLE` without one) and the API's base URL.
     pub stripe: StripeSettings,
@@ -98,7 +98,7 @@ impl ServeSettings {
                     |raw| {
                         let raw = raw.trim();
                         svix::webhooks::Webhook::new(raw)
-                            .map(|_| raw.to_owned())
+                            .map(|_| gospelib_kit::config::SecretString::new(raw))
                             .map_err(|e| format!("not a Svix signing secret: {e}"))
                     },
                 )

@@ -287,7 +287,7 @@ impl GraphQlService for RouterService {
                 Ok((router, request, registration)) => {
                     let response = router.respond(&request).await;
                     registration
-                        .complete(&router, &request, response.has_data())
+                        .complete(router, &request, response.has_data())
                         .await;
                     service_response(response)
                 }
@@ -307,7 +307,7 @@ impl GraphQlService for RouterService {
             match router.respond_incremental(&request).await {
                 crate::pipeline::Incremental::Whole(response) => {
                     registration
-                        .complete(&router, &request, response.has_data())
+                        .complete(router, &request, response.has_data())
                         .await;
                     Err(service_response(response))
                 }
@@ -316,7 +316,7 @@ impl GraphQlService for RouterService {
                     first,
                     rest,
                 } => {
-                    registration.complete(&router, &request, true).await;
+                    registration.complete(router, &request, true).await;
                     let mut first_response = service_response(primary);
                     first_response.body = first.into();
                     Ok(gospelib_kit::multipart::IncrementalResponse {
@@ -360,7 +360,7 @@ impl GraphQlService for RouterService {
             };
             match router.subscribe(request).await {
                 Ok(responses) => {
-                    registration.complete(&router, &registered, true).await;
+                    registration.complete(router, &registered, true).await;
                     Ok(Box::pin(responses.map(service_response)) as ServiceStream)
                 }
                 Err(refused) => Err(service_response(refused)),

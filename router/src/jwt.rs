@@ -81,8 +81,9 @@ pub struct JwtSettings {
     pub live_grace: Duration,
 }
 
-/// How long a live connection may outlive its session token, by default: an hour.
-pub const DEFAULT_LIVE_GRACE: Duration = Duration::from_secs(3600);
+/// How long a live connection may outlive its session token, by default: ten minutes (a
+/// signed-out, banned or deleted user's live connections end within it).
+pub const DEFAULT_LIVE_GRACE: Duration = Duration::from_secs(600);
 
 impl JwtSettings {
     /// The given source and claims, with the default timings.
@@ -271,6 +272,8 @@ impl JwtVerifier {
         check_settings(&settings)?;
         let client = reqwest::Client::builder()
             .timeout(settings.fetch_timeout)
+            // The keys that sign every session: fetched from exactly where configured.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| JwtError::InvalidSettings(format!("HTTP client: {error}")))?;
         let remembered_tokens = settings.remembered_tokens;
@@ -459,12 +462,28 @@ impl JwtVerifier {
     }
 }
 
+/// Whether `url`'s host is this machine.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
+}
+
 /// Refuses settings the verifier cannot work with.
 fn check_settings(settings: &JwtSettings) -> Result<(), JwtError> {
     let invalid = |why: &str| Err(JwtError::InvalidSettings(why.to_owned()));
     match url::Url::parse(&settings.jwks_url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-        _ => return invalid("the JWKS URL must be an http(s) URL"),
+        Ok(url) if url.scheme() == "https" => {}
+        // Whoever could read or change the keys in transit could sign any session: plain
+        // http only to this machine (development, tests).
+        Ok(url) if url.scheme() == "http" && is_loopback(&url) => {}
+        Ok(url) if url.scheme() == "http" => {
+            return invalid("the JWKS URL must be https (http only for a loopback address)");
+        }
+        _ => return invalid("the JWKS URL must be an https URL"),
     }
     if settings.issuer.is_empty() {
         return invalid("the issuer is empty");
@@ -735,6 +754,34 @@ mod tests {
             "a".repeat(MAX_TOKEN_BYTES)
         );
         assert!(matches!(parse_header(&long), Err(JwtError::Malformed)));
+    }
+
+    /// Whoever could change the keys in transit could sign any session: https, or http only
+    /// to this machine.
+    #[test]
+    fn the_keys_are_fetched_over_https_or_from_this_machine() {
+        let with_url = |url: &str| JwtSettings::new(url, "https://clerk.example.com", None);
+        for allowed in [
+            "https://clerk.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:9000/jwks.json",
+            "http://[::1]:9000/jwks.json",
+            "http://localhost:9000/jwks.json",
+        ] {
+            assert!(check_settings(&with_url(allowed)).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "http://clerk.example.com/.well-known/jwks.json",
+            "http://10.0.0.5/jwks.json",
+            "ftp://clerk.example.com/jwks.json",
+        ] {
+            assert!(
+                matches!(
+                    check_settings(&with_url(refused)),
+                    Err(JwtError::InvalidSettings(_))
+                ),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

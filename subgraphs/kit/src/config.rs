@@ -415,8 +415,30 @@ pub fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A secret read from configuration: kept as given, shown as `<hidden>` by `Debug`, so a
+/// settings value printed whole (a log line, a failed assertion) never carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
 /// Where the shared stores are: the variables every service may read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreUrls {
     /// `GOSPELIB_PG_URL`
     pub postgres: Url,
@@ -433,6 +455,34 @@ pub struct StoreUrls {
     pub typesense: Url,
     /// `GOSPELIB_TYPESENSE_API_KEY`
     pub typesense_api_key: String,
+}
+
+impl std::fmt::Debug for StoreUrls {
+    /// Without the PostgreSQL password or the Typesense key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut postgres = self.postgres.clone();
+        if postgres.password().is_some() {
+            let _ = postgres.set_password(Some("<hidden>"));
+        }
+        f.debug_struct("StoreUrls")
+            .field("postgres", &postgres.as_str())
+            .field("postgres_max_connections", &self.postgres_max_connections)
+            .field("redis", &redacted(&self.redis))
+            .field("falkordb", &redacted(&self.falkordb))
+            .field("falkordb_timeout", &self.falkordb_timeout)
+            .field("typesense", &self.typesense.as_str())
+            .field("typesense_api_key", &"<hidden>")
+            .finish()
+    }
+}
+
+/// `url` without its password, for display.
+fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("<hidden>"));
+    }
+    url.to_string()
 }
 
 impl StoreUrls {
@@ -530,6 +580,27 @@ impl ContentStoreUrls {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn store_urls_print_no_password_nor_key() {
+        let urls = super::StoreUrls {
+            postgres: "postgres://gospelib:pg-s3cret@db.internal:5432/gospelib"
+                .parse()
+                .unwrap(),
+            postgres_max_connections: 10,
+            redis: "redis://:redis-s3cret@cache.internal:6379".parse().unwrap(),
+            falkordb: "redis://graph.internal:6379".parse().unwrap(),
+            falkordb_timeout: std::time::Duration::from_secs(2),
+            typesense: "http://search.internal:8108".parse().unwrap(),
+            typesense_api_key: "ts-s3cret".to_owned(),
+        };
+        let shown = format!("{urls:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
+        assert_eq!(
+            format!("{:?}", super::SecretString::new("whsec_s3cret")),
+            "<hidden>"
+        );
+    }
 
     #[test]
     fn a_config_file_sits_under_the_environment() {
