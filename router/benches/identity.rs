@@ -84,7 +84,7 @@ async fn clerk() -> (String, String) {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("k1".to_owned());
     let now = get_current_timestamp();
-    let claims = json!({"sub": "user_bench", "iss": ISSUER, "nbf": now, "exp": now + 3600});
+    let claims = json!({"sub": "user_bench", "sid": "sess_bench", "iss": ISSUER, "nbf": now, "exp": now + 3600});
     let token = jsonwebtoken::encode(&header, &claims, &signing).unwrap();
     (format!("http://{address}/jwks.json"), token)
 }

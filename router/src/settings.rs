@@ -586,7 +586,7 @@ mod identity_tests {
             read(&all)
         };
         let default = sessions(&[]).unwrap().sessions.unwrap();
-        assert_eq!(default.live_grace, Duration::from_secs(3600));
+        assert_eq!(default.live_grace, crate::jwt::DEFAULT_LIVE_GRACE);
         let none = sessions(&[("GOSPELIB_AUTH_LIVE_GRACE_SECS", "0")]).unwrap();
         assert_eq!(none.sessions.unwrap().live_grace, Duration::ZERO);
         let error = sessions(&[("GOSPELIB_AUTH_LIVE_GRACE_SECS", "a week")]).unwrap_err();

@@ -262,9 +262,14 @@ async fn each_caller_stores_only_so_many_queries_a_minute() {
     let prefix = prefix("limited");
     // The reader plan (every anonymous caller's) may store two a minute.
     let text = gospelib_kit::plans::BUILT_IN.replacen(
-        "persisted_queries = 60 }",
-        "persisted_queries = 2 }",
+        "persisted_queries = 60,",
+        "persisted_queries = 2,",
         1,
+    );
+    assert_ne!(
+        text,
+        gospelib_kit::plans::BUILT_IN,
+        "the reader's limit was set"
     );
     let plans = Arc::new(gospelib_kit::plans::Plans::parse(&text).unwrap());
     let (mut enforcement, _) = PlanEnforcement::start(plans, None);
