@@ -575,11 +575,17 @@ impl Router {
         }
         .and_then(|limited| self.limits_of(&caller, request.client_address, limited, &supergraph))
         .map(|(limiter, subject, mut allowances)| {
-            // A deferred operation runs twice (its primary half, and the full one beside it):
-            // it takes twice the requests of each bucket.
-            if matches!(counting, Counting::CountedAs(_)) {
+            // A deferred operation runs its non-deferred root fields twice (in its primary half
+            // and in the full one beside it), its deferred ones once: the primary half's own
+            // root fields take their requests again.
+            if matches!(counting, Counting::CountedAs(_))
+                && let Some((_, _, primary)) =
+                    self.limits_of(&caller, request.client_address, &planned, &supergraph)
+            {
                 for allowance in &mut allowances {
-                    allowance.cost = allowance.cost.saturating_mul(2);
+                    if let Some(again) = primary.iter().find(|p| p.bucket == allowance.bucket) {
+                        allowance.cost = allowance.cost.saturating_add(again.cost);
+                    }
                 }
             }
             (limiter, subject, allowances)
@@ -987,8 +993,7 @@ pub(crate) enum Counting {
     Counted,
     /// Against the limits of another operation's root fields (the whole of a deferred
     /// operation, whose primary half may defer every root field: it would fall under no
-    /// limit), twice (the operation runs twice: its primary half and its full one), and in
-    /// usage and metrics.
+    /// limit), its own root fields again (they run in both halves), and in usage and metrics.
     CountedAs(Arc<Planned>),
     /// Not at all: the full half of a deferred operation, whose primary half was counted.
     Uncounted,

@@ -2,9 +2,9 @@
 //! started at once in its own task, its primary half answered first, then one payload with
 //! every deferred fragment. Only the primary half counts against the caller's rate limits
 //! and in usage, under the limits of the *whole* operation's root fields (a primary half that
-//! defers every root field selects none of them), for two requests of each (the operation
-//! runs twice); a primary half that is refused (or a client that goes away) stops the full
-//! half.
+//! defers every root field selects none of them), and again under its own root fields' (they
+//! run in both halves); a primary half that is refused (or a client that goes away) stops the
+//! full half.
 
 use std::sync::Arc;
 
