@@ -74,12 +74,18 @@ impl RouterService {
 /// The HTTP answer to a refused or uncheckable credential.
 fn identity_refusal(error: &IdentityError, version: &str) -> ServiceResponse {
     let (status, code) = match error {
-        IdentityError::Refused(_) => (axum_status(401), "UNAUTHORIZED"),
+        IdentityError::Refused(_) | IdentityError::Expired(_) => (axum_status(401), "UNAUTHORIZED"),
         IdentityError::Unavailable(_) => (axum_status(503), "SERVICE_UNAVAILABLE"),
     };
-    let mut response = service_response(refusal(&error.to_string(), code, version));
+    let mut refused = refusal(&error.to_string(), code, version);
+    if matches!(error, IdentityError::Expired(_)) {
+        // (What a WebSocket reads to close for a fresh token: see `gospelib_kit::ws`.)
+        refused.errors[0]["extensions"]["reason"] =
+            json!(gospelib_kit::ws::REASON_CREDENTIALS_EXPIRED);
+    }
+    let mut response = service_response(refused);
     response.status = Some(status);
-    if matches!(error, IdentityError::Refused(_)) {
+    if matches!(error, IdentityError::Refused(_) | IdentityError::Expired(_)) {
         response.headers.push((
             gospelib_kit::graphql_http::HeaderName::from_static("www-authenticate"),
             gospelib_kit::graphql_http::PublicHeaderValue::from_static(
@@ -338,7 +344,9 @@ impl GraphQlService for RouterService {
         Box::pin(async move {
             match self.identity.identify(Some(&headers)).await {
                 Ok(identified) => Ok(identified.expires_at),
-                Err(IdentityError::Refused(reason)) => Err(ConnectionRefusal::Forbidden(reason)),
+                Err(IdentityError::Refused(reason) | IdentityError::Expired(reason)) => {
+                    Err(ConnectionRefusal::Forbidden(reason))
+                }
                 Err(error @ IdentityError::Unavailable(_)) => {
                     Err(ConnectionRefusal::Unavailable(error.to_string()))
                 }

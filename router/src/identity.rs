@@ -32,6 +32,10 @@ pub enum IdentityError {
     /// The client's fault: 401.
     #[error("{0}")]
     Refused(String),
+    /// A session token that was good and has ended (401 too): the client should get a fresh
+    /// one (a WebSocket opened with it is closed `4403`, to be opened again with a new one).
+    #[error("{0}")]
+    Expired(String),
     /// Ours: the credential could not be checked just now (503).
     #[error("{0}")]
     Unavailable(String),
@@ -104,7 +108,9 @@ impl Identity {
                     ));
                 };
                 let claims = sessions.verify(token).await.map_err(|error| {
-                    if error.is_client_error() {
+                    if matches!(error, crate::jwt::JwtError::Expired) {
+                        IdentityError::Expired(format!("invalid session token: {error}"))
+                    } else if error.is_client_error() {
                         IdentityError::Refused(format!("invalid session token: {error}"))
                     } else {
                         tracing::error!(%error, "session tokens cannot be checked");

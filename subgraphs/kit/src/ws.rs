@@ -86,6 +86,10 @@ pub const CONNECTION_INIT_HEADERS: [&str; 3] = ["authorization", "x-api-key", CA
 /// The read buffer each connection starts with (it grows for a larger message).
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
+/// `extensions.reason` of a refusal whose credentials were good and have ended: the connection
+/// is closed `4403` for the client to open it again with fresh ones.
+pub const REASON_CREDENTIALS_EXPIRED: &str = "CREDENTIALS_EXPIRED";
+
 /// The longest operation id a `subscribe` may carry.
 pub const MAX_OPERATION_ID_BYTES: usize = 128;
 
@@ -364,6 +368,9 @@ enum OutgoingKind {
 struct Operation {
     run: u64,
     task: AbortHandle,
+    /// A subscription (or an operation sent by its hash alone, which may be one), which may
+    /// run for ever; else a query or mutation, which ends.
+    stream: bool,
 }
 
 /// Where the connection stands with `connection_init`.
@@ -399,6 +406,10 @@ struct Session {
     /// When those headers' credentials stop being accepted, if they do.
     credentials_expire: Option<tokio::time::Instant>,
     operations: HashMap<String, Operation>,
+    /// The connection's credentials ended (an operation was refused for it): closed `4403`
+    /// with this reason as soon as no query or mutation is running, so none is cut short
+    /// (a client re-sends what did not complete when it reconnects).
+    closing: Option<String>,
     /// Every operation's task: dropping the set (the connection's end) aborts them all.
     tasks: JoinSet<()>,
     sender: mpsc::Sender<Outgoing>,
@@ -419,6 +430,7 @@ impl Session {
             peer,
             init: Init::Waiting,
             headers: Vec::new(),
+            closing: None,
             credentials_expire: None,
             operations: HashMap::new(),
             tasks: JoinSet::new(),
@@ -482,6 +494,11 @@ impl Session {
                     close_code::GOING_AWAY,
                     "the server is shutting down".to_owned(),
                 ),
+            };
+            // Credentials ended: closed once what must not be cut short has ended.
+            let step = match (step, self.quiet_close()) {
+                (Step::Nothing, Some(close)) => close,
+                (step, _) => step,
             };
             match step {
                 Step::Nothing => {}
@@ -679,6 +696,7 @@ impl Session {
             request.data.insert(ForwardedHeaders(self.headers.clone()));
         }
         let request = graphql_http::with_client_address(request, self.peer);
+        let stream = runs_as_stream(&request);
         self.runs += 1;
         let run = self.runs;
         let task = self.tasks.spawn(
@@ -693,7 +711,7 @@ impl Session {
             )
             .in_current_span(),
         );
-        self.operations.insert(id, Operation { run, task });
+        self.operations.insert(id, Operation { run, task, stream });
         Step::Nothing
     }
 
@@ -721,9 +739,19 @@ impl Session {
                 Step::send(&Message::Complete { id })
             }
             OutgoingKind::CredentialsRefused(reason) => {
-                Step::Close(close_code::FORBIDDEN, format!("Forbidden: {reason}"))
+                self.operations.remove(&id);
+                self.closing = Some(reason);
+                Step::Nothing
             }
         }
+    }
+
+    /// The `4403` close of a connection whose credentials ended, once no query or mutation
+    /// runs on it (subscriptions end with it: clients subscribe again after reconnecting).
+    fn quiet_close(&self) -> Option<Step> {
+        let reason = self.closing.as_ref()?;
+        let busy = self.operations.values().any(|operation| !operation.stream);
+        (!busy).then(|| Step::Close(close_code::FORBIDDEN, format!("Forbidden: {reason}")))
     }
 
     /// An operation's task ended: one that panicked gets an `error` (the others said their
@@ -802,18 +830,22 @@ impl Reply {
 }
 
 /// Runs one operation to its end, its results into the connection's queue.
-/// What a refused operation says: its errors, or, when the credentials were refused, the end
-/// of the connection (see [`OutgoingKind::CredentialsRefused`]).
+/// What a refused operation says: its errors, or, when the connection's credentials have
+/// ended ([`REASON_CREDENTIALS_EXPIRED`]), the end of the connection (see
+/// [`OutgoingKind::CredentialsRefused`]). Other refusals (a key that is not one, a router that
+/// serves no partners) stay the operation's own error: reconnecting would not change them.
 fn refused(refusal: &graphql_http::ServiceResponse) -> OutgoingKind {
-    if refusal.status.map(|status| status.as_u16()) == Some(401) {
-        let errors = refusal.errors();
+    let errors = refusal.errors();
+    if refusal.status.map(|status| status.as_u16()) == Some(401)
+        && errors[0]["extensions"]["reason"] == REASON_CREDENTIALS_EXPIRED
+    {
         let reason = errors[0]["message"]
             .as_str()
-            .unwrap_or("the credentials were refused")
+            .unwrap_or("the credentials expired")
             .to_owned();
         return OutgoingKind::CredentialsRefused(reason);
     }
-    OutgoingKind::Error(refusal.errors())
+    OutgoingKind::Error(errors)
 }
 
 async fn run_operation(
