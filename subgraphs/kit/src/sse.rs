@@ -48,7 +48,7 @@ use tokio::sync::mpsc::error::SendTimeoutError;
 
 use crate::errors::ErrorCode;
 use crate::graphql_http::{self, GraphQlEndpoint, ServiceResponse, ServiceStream, request_error};
-use crate::streaming::{count_errors, runs_as_stream};
+use crate::streaming::{count_errors, is_subscription, runs_as_stream};
 
 /// The media type of an event stream.
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -136,6 +136,9 @@ pub async fn post(
     );
     let keep_alive = endpoint.subscriptions.ping_interval;
     if runs_as_stream(&request) {
+        // Only a subscription is ended by a shutdown: a query or mutation (sent by its hash
+        // alone, answered through `subscribe`) finishes within the grace, its answer sent.
+        let draining = draining.filter(|_| is_subscription(&request));
         match endpoint.service.subscribe(request).await {
             Ok(stream) => event_stream(
                 endpoint.clone(),
@@ -321,9 +324,11 @@ fn events(
                                 None => std::future::pending().await,
                             }
                         };
+                        // A result ready when the server starts shutting down is still sent.
                         tokio::select! {
-                            () = shutting_down => Wake::ShuttingDown,
+                            biased;
                             result = results.next() => Wake::Result(result),
+                            () = shutting_down => Wake::ShuttingDown,
                             _ = ticks.tick() => Wake::Tick,
                         }
                     };
