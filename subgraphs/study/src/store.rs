@@ -391,6 +391,18 @@ fn json_row<T: serde::de::DeserializeOwned>(row: &PartRow) -> Result<T, sqlx::Er
     serde_json::from_str(&row.row).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
+/// What an insert that wrote nothing met (see `Store::already_made`).
+enum AlreadyMade<T> {
+    Mine(T),
+    Erased,
+    Gone,
+}
+
+/// How many times an insert whose id another row held is tried again when that row was
+/// deleted in between (each retry needs a delete landing between two statements of one
+/// transaction: more than a few means something else is wrong).
+const ATTEMPTS_AGAINST_A_DELETE: usize = 3;
+
 /// Whether the user bound as `$2` was not erased (a write's guard).
 const NOT_ERASED: &str = "NOT EXISTS (SELECT 1 FROM study.erased_users WHERE user_id = $2)";
 
@@ -637,8 +649,7 @@ impl Store {
         color: &str,
     ) -> Result<Option<HighlightRow>, WriteError> {
         let mut tx = self.begin_write(user).await?;
-        self.count();
-        let sql = format!(
+        let insert = format!(
             "WITH h AS (
                  INSERT INTO study.highlights (id, user_id, passage_id, color, created_at)
                  SELECT $1, $2, $3, $4, now() WHERE {NOT_ERASED}
@@ -646,29 +657,42 @@ impl Store {
                  RETURNING *)
              SELECT {HIGHLIGHT_COLUMNS} FROM h"
         );
-        let row = sqlx::query_as(&sql)
-            .bind(id)
-            .bind(user)
-            .bind(passage)
-            .bind(color)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let row = match row {
-            Some(row) => Some(row),
-            None => {
-                let sql =
-                    format!("SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h WHERE h.id = $1");
-                self.already_made(&mut tx, &sql, id, user, |row: &HighlightRow| row.user_id)
+        let existing =
+            format!("SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h WHERE h.id = $1");
+        for _ in 0..ATTEMPTS_AGAINST_A_DELETE {
+            self.count();
+            let inserted = sqlx::query_as(&insert)
+                .bind(id)
+                .bind(user)
+                .bind(passage)
+                .bind(color)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let made = match inserted {
+                Some(row) => AlreadyMade::Mine(row),
+                None => {
+                    self.already_made(&mut tx, &existing, id, user, |row: &HighlightRow| {
+                        row.user_id
+                    })
                     .await?
+                }
+            };
+            match made {
+                AlreadyMade::Mine(row) => {
+                    tx.commit().await?;
+                    return Ok(Some(row));
+                }
+                AlreadyMade::Erased => return Ok(None),
+                AlreadyMade::Gone => {}
             }
-        };
-        tx.commit().await?;
-        Ok(row)
+        }
+        Err(WriteError::IdTaken)
     }
 
-    /// The item `id` that an insert found already made (`sql` reads it by id): `user`'s own
-    /// (a retried create), `None` when there is none (the insert wrote nothing because `user`
-    /// is erased), or [`WriteError::IdTaken`] when it is someone else's.
+    /// Why an insert of item `id` wrote nothing (`sql` reads the item by id): `user` made it
+    /// already (a retried create), `user` is erased, the item is someone else's
+    /// ([`WriteError::IdTaken`]), or it was deleted since the insert met it
+    /// ([`AlreadyMade::Gone`]: insert again).
     async fn already_made<T>(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -676,7 +700,7 @@ impl Store {
         id: Uuid,
         user: Uuid,
         owner: impl Fn(&T) -> Uuid,
-    ) -> Result<Option<T>, WriteError>
+    ) -> Result<AlreadyMade<T>, WriteError>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
@@ -686,12 +710,22 @@ impl Store {
             .fetch_optional(&mut **tx)
             .await?;
         match existing {
-            Some(row) if owner(&row) == user => {
-                // (An erased user has no items: one found is theirs from before, impossible.)
-                Ok(Some(row))
+            // (An erased user has no items: one found is theirs from before the erasure.)
+            Some(row) if owner(&row) == user => Ok(AlreadyMade::Mine(row)),
+            other => {
+                self.count();
+                let erased: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM study.erased_users WHERE user_id = $1)",
+                )
+                .bind(user)
+                .fetch_one(&mut **tx)
+                .await?;
+                match (erased, other) {
+                    (true, _) => Ok(AlreadyMade::Erased),
+                    (false, Some(_)) => Err(WriteError::IdTaken),
+                    (false, None) => Ok(AlreadyMade::Gone),
+                }
             }
-            Some(_) => Err(WriteError::IdTaken),
-            None => Ok(None),
         }
     }
 
@@ -900,8 +934,7 @@ impl Store {
         note: &NoteContent,
     ) -> Result<Option<NoteRow>, WriteError> {
         let mut tx = self.begin_write(user).await?;
-        self.count();
-        let sql = format!(
+        let insert = format!(
             "WITH n AS (
                  INSERT INTO study.notes
                      (id, user_id, start_passage_id, end_passage_id, start_order, end_order,
@@ -912,28 +945,38 @@ impl Store {
                  RETURNING *)
              SELECT {NOTE_COLUMNS} FROM n"
         );
-        let row = sqlx::query_as(&sql)
-            .bind(id)
-            .bind(user)
-            .bind(&note.start_passage_id)
-            .bind(&note.end_passage_id)
-            .bind(note.start_order)
-            .bind(note.end_order)
-            .bind(&note.body)
-            .bind(&note.text)
-            .bind(&note.links)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let row = match row {
-            Some(row) => Some(row),
-            None => {
-                let sql = format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1");
-                self.already_made(&mut tx, &sql, id, user, |row: &NoteRow| row.user_id)
-                    .await?
+        let existing = format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1");
+        for _ in 0..ATTEMPTS_AGAINST_A_DELETE {
+            self.count();
+            let inserted = sqlx::query_as(&insert)
+                .bind(id)
+                .bind(user)
+                .bind(&note.start_passage_id)
+                .bind(&note.end_passage_id)
+                .bind(note.start_order)
+                .bind(note.end_order)
+                .bind(&note.body)
+                .bind(&note.text)
+                .bind(&note.links)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let made = match inserted {
+                Some(row) => AlreadyMade::Mine(row),
+                None => {
+                    self.already_made(&mut tx, &existing, id, user, |row: &NoteRow| row.user_id)
+                        .await?
+                }
+            };
+            match made {
+                AlreadyMade::Mine(row) => {
+                    tx.commit().await?;
+                    return Ok(Some(row));
+                }
+                AlreadyMade::Erased => return Ok(None),
+                AlreadyMade::Gone => {}
             }
-        };
-        tx.commit().await?;
-        Ok(row)
+        }
+        Err(WriteError::IdTaken)
     }
 
     /// Replaces `user`'s note `id` with `note` if it is still at `version` (its version then
