@@ -281,6 +281,17 @@ mod tests {
         }
     }
 
+    /// The assistant reads a passage's interlinear words for its answers (it asks content as
+    /// a caller with the interlinear scope): a plan with the assistant must have the
+    /// interlinear too, or the assistant would hand its words to callers without it.
+    #[test]
+    fn every_plan_with_the_assistant_has_the_interlinear() {
+        for (id, plan) in &Plans::built_in().plans {
+            let has = |scope: &str| plan.entitlements.iter().any(|e| e == scope);
+            assert!(!has("ai_features") || has("interlinear"), "plan {id}");
+        }
+    }
+
     #[test]
     fn inconsistent_files_are_refused_with_the_reason() {
         let good = BUILT_IN;
