@@ -412,20 +412,7 @@ fn websocket_credentials_refused_and_uncheckable_close_differently() {
 /// serves.
 #[test]
 fn a_websocket_closes_when_its_session_token_expires() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let jwks = runtime.block_on(support::clerk::jwks_server());
-    let (_served, base, client) = serve_with(
-        &["serve"],
-        &[
-            ("GOSPELIB_AUTH_JWKS_URL", jwks),
-            ("GOSPELIB_AUTH_ISSUER", support::clerk::ISSUER.to_owned()),
-            (
-                "GOSPELIB_AUTH_AUDIENCE",
-                support::clerk::AUDIENCE.to_owned(),
-            ),
-            ("GOSPELIB_AUTH_LIVE_GRACE_SECS", "0".to_owned()),
-        ],
-    );
+    let (_served, base, client, _jwks) = serve_with_sessions(Duration::ZERO);
     // Expires in 3 s, and is accepted for the 5 s leeway after that: the socket closes about
     // 8 s from now, leaving a loaded machine ample time to sign, connect (the first JWKS fetch),
     // subscribe and answer a query before then.
@@ -499,14 +486,20 @@ fn a_websocket_closes_when_its_session_token_expires() {
     });
 }
 
-/// Within the grace a socket keeps after its token's end, an operation sent on it is checked
-/// again and refused: the socket then closes with `4403` (which clients reconnect after with
-/// a fresh token), instead of refusing every later operation while it stays open.
-#[test]
-fn an_operation_on_a_socket_whose_token_expired_closes_it_for_a_fresh_one() {
+/// `gospelib serve` accepting the test JWKS server's session tokens, live connections
+/// outliving their token by `grace`: the process, its base URL, a runtime for the test's
+/// calls, and the runtime serving the key set (kept while the test runs).
+fn serve_with_sessions(
+    grace: Duration,
+) -> (
+    support::Served,
+    String,
+    tokio::runtime::Runtime,
+    tokio::runtime::Runtime,
+) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let jwks = runtime.block_on(support::clerk::jwks_server());
-    let (_served, base, client) = serve_with(
+    let (served, base, client) = serve_with(
         &["serve"],
         &[
             ("GOSPELIB_AUTH_JWKS_URL", jwks),
@@ -515,9 +508,18 @@ fn an_operation_on_a_socket_whose_token_expired_closes_it_for_a_fresh_one() {
                 "GOSPELIB_AUTH_AUDIENCE",
                 support::clerk::AUDIENCE.to_owned(),
             ),
-            ("GOSPELIB_AUTH_LIVE_GRACE_SECS", "600".to_owned()),
+            ("GOSPELIB_AUTH_LIVE_GRACE_SECS", grace.as_secs().to_string()),
         ],
     );
+    (served, base, client, runtime)
+}
+
+/// Within the grace a socket keeps after its token's end, an operation sent on it is checked
+/// again and refused: the socket then closes with `4403` (which clients reconnect after with
+/// a fresh token), instead of refusing every later operation while it stays open.
+#[test]
+fn an_operation_on_a_socket_whose_token_expired_closes_it_for_a_fresh_one() {
+    let (_served, base, client, _jwks) = serve_with_sessions(Duration::from_secs(600));
     let now = jsonwebtoken::get_current_timestamp();
     let exp = now + 1;
     let token = support::clerk::session_token_with(

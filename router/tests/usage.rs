@@ -23,6 +23,19 @@ fn redis() -> redis::Client {
     gospelib_kit::stores::redis_client(&urls.redis).unwrap()
 }
 
+/// The address of a Redis that accepts connections and never answers.
+fn silent_redis() -> std::net::SocketAddr {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in silent.incoming() {
+            held.push(socket);
+        }
+    });
+    address
+}
+
 #[tokio::test]
 async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     let recorder = Arc::new(UsageRecorder::new(redis()));
@@ -121,14 +134,7 @@ async fn counts_survive_redis_being_down_until_the_next_flush() {
 /// keeps what it could not write for the next one.
 #[tokio::test]
 async fn a_flush_to_a_redis_that_never_answers_gives_up_and_keeps_the_counts() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = silent.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for socket in silent.incoming() {
-            held.push(socket);
-        }
-    });
+    let address = silent_redis();
     let recorder = UsageRecorder::new(redis::Client::open(format!("redis://{address}")).unwrap());
     let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
     recorder.record("abc", "Top", &coordinates);
@@ -200,14 +206,7 @@ fn the_operations_pending_are_bounded() {
 #[tokio::test]
 async fn a_failed_flush_keeps_the_bound() {
     // A Redis that accepts connections and never answers: the flush waits for its timeout.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = silent.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for socket in silent.incoming() {
-            held.push(socket);
-        }
-    });
+    let address = silent_redis();
     let recorder = Arc::new(UsageRecorder::new(
         redis::Client::open(format!("redis://{address}")).unwrap(),
     ));

@@ -97,6 +97,22 @@ async fn study_writes(service: &StudyService, user: Uuid) -> Vec<serde_json::Val
     answers
 }
 
+/// The stream entry of event `event_id`: `user` was deleted.
+fn user_deleted(event_id: Uuid, user: Uuid) -> gospelib_kit::streams::StreamEntry {
+    gospelib_kit::streams::StreamEntry {
+        id: "1-0".to_owned(),
+        fields: vec![
+            ("event_id".to_owned(), event_id.to_string()),
+            ("type".to_owned(), "user.deleted".to_owned()),
+            (
+                "payload".to_owned(),
+                json!({"event_id": event_id, "type": "user.deleted", "user_id": user}).to_string(),
+            ),
+        ],
+        deliveries: 1,
+    }
+}
+
 async fn counts(pool: &PgPool, user: Uuid) -> Vec<i64> {
     let mut counts = Vec::new();
     for table in TABLES {
@@ -195,20 +211,7 @@ async fn writes_racing_an_erasure_leave_nothing_behind() {
     let handler = gospelib_study::UserEventsHandler::new(pool.clone());
     for _ in 0..5 {
         let user = Uuid::new_v4();
-        let event_id = Uuid::new_v4();
-        let deletion = gospelib_kit::streams::StreamEntry {
-            id: "1-0".to_owned(),
-            fields: vec![
-                ("event_id".to_owned(), event_id.to_string()),
-                ("type".to_owned(), "user.deleted".to_owned()),
-                (
-                    "payload".to_owned(),
-                    json!({"event_id": event_id, "type": "user.deleted", "user_id": user})
-                        .to_string(),
-                ),
-            ],
-            deliveries: 1,
-        };
+        let deletion = user_deleted(Uuid::new_v4(), user);
         let writes = futures_util::future::join_all((0..8).map(|_| study_writes(&service, user)));
         let (answers, erased) = tokio::join!(writes, handler.apply(&deletion));
         erased.unwrap();
@@ -259,20 +262,7 @@ async fn deletes_racing_an_erasure_end_cleanly() {
             }
         }
         study_data(&service, user).await;
-        let event_id = Uuid::new_v4();
-        let deletion = gospelib_kit::streams::StreamEntry {
-            id: "1-0".to_owned(),
-            fields: vec![
-                ("event_id".to_owned(), event_id.to_string()),
-                ("type".to_owned(), "user.deleted".to_owned()),
-                (
-                    "payload".to_owned(),
-                    json!({"event_id": event_id, "type": "user.deleted", "user_id": user})
-                        .to_string(),
-                ),
-            ],
-            deliveries: 1,
-        };
+        let deletion = user_deleted(Uuid::new_v4(), user);
         let deleting = deletes.into_iter().map(|(delete, id)| {
             let service = service.clone();
             tokio::spawn(
@@ -301,18 +291,7 @@ async fn two_deletions_of_one_user_at_once_both_succeed() {
     let user = Uuid::new_v4();
     study_data(&service, user).await;
     let handler = gospelib_study::UserEventsHandler::new(pool.clone());
-    let entry = |event_id: Uuid| gospelib_kit::streams::StreamEntry {
-        id: "1-0".to_owned(),
-        fields: vec![
-            ("event_id".to_owned(), event_id.to_string()),
-            ("type".to_owned(), "user.deleted".to_owned()),
-            (
-                "payload".to_owned(),
-                json!({"event_id": event_id, "type": "user.deleted", "user_id": user}).to_string(),
-            ),
-        ],
-        deliveries: 1,
-    };
+    let entry = |event_id: Uuid| user_deleted(event_id, user);
     let (first, second) = (entry(Uuid::new_v4()), entry(Uuid::new_v4()));
     let same = entry(Uuid::new_v4());
     let (a, b, c, d) = tokio::join!(
