@@ -42,7 +42,8 @@
 //! dead peer; graphql-ws clients reconnect after 1001, while they take 1011 as fatal and stop
 //! for good, which a phone back from the background must not); one that stops reading, so that a
 //! message cannot be written for two intervals, is dropped (its operations end, and their
-//! places in the limits are given back).
+//! places in the limits are given back). An acknowledged socket that runs no operation for
+//! [`SubscriptionSettings::idle_timeout`] is closed with `1000`.
 //!
 //! Backpressure: each operation runs in a task of its own and hands its results to the
 //! connection through a small bounded queue; the connection writes them one at a time, waiting
@@ -95,6 +96,8 @@ pub const MAX_OPERATION_ID_BYTES: usize = 128;
 
 /// The close codes the server uses (the protocol's, and the WebSocket ones).
 pub mod close_code {
+    /// `1000`: a normal close (a socket idle too long).
+    pub const NORMAL: u16 = 1000;
     /// `4400: <reason>`: a message the protocol does not allow.
     pub const BAD_REQUEST: u16 = 4400;
     /// `4401: Unauthorized`: `subscribe` before `connection_ack`.
@@ -175,6 +178,12 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of `GOSPELIB_WS_PING_INTERVAL_MS`.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
 
+/// How long an acknowledged socket may run no operation before it is closed: ten minutes.
+/// graphql-ws clients open their socket for their first operation and close it soon after
+/// their last (their lazy mode); a socket that stays open with nothing on it only holds the
+/// server's memory.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The limits of subscriptions over WebSocket and server-sent events, for every GraphQL
 /// endpoint of a process (read with the edge's settings, [`crate::edge::EdgeSettings`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +199,10 @@ pub struct SubscriptionSettings {
     /// The largest WebSocket message accepted: not a variable of its own, the process's body
     /// limit (`GOSPELIB_MAX_BODY_BYTES`), which the server puts here.
     pub max_message_bytes: usize,
+    /// How long an acknowledged socket may run no operation before it is closed (`1000`,
+    /// which graphql-ws clients reconnect after when they have something to send):
+    /// [`DEFAULT_IDLE_TIMEOUT`], checked at each ping.
+    pub idle_timeout: Duration,
 }
 
 impl Default for SubscriptionSettings {
@@ -199,6 +212,7 @@ impl Default for SubscriptionSettings {
             init_timeout: DEFAULT_INIT_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             max_message_bytes: crate::server::DEFAULT_MAX_BODY_BYTES,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -406,6 +420,8 @@ struct Session {
     /// When those headers' credentials stop being accepted, if they do.
     credentials_expire: Option<tokio::time::Instant>,
     operations: HashMap<String, Operation>,
+    /// When an operation last started or ended (see [`SubscriptionSettings::idle_timeout`]).
+    last_operation: Instant,
     /// The connection's credentials ended (an operation was refused for it): closed `4403`
     /// with this reason as soon as no query or mutation is running, so none is cut short
     /// (a client re-sends what did not complete when it reconnects).
@@ -430,6 +446,7 @@ impl Session {
             peer,
             init: Init::Waiting,
             headers: Vec::new(),
+            last_operation: Instant::now(),
             closing: None,
             credentials_expire: None,
             operations: HashMap::new(),
@@ -482,6 +499,15 @@ impl Session {
                         Step::Close(
                             close_code::KEEP_ALIVE_TIMEOUT,
                             "no pong or message for two ping intervals".to_owned(),
+                        )
+                    } else if self.init == Init::Acknowledged
+                        && self.operations.is_empty()
+                        && self.last_operation.elapsed() >= settings.idle_timeout
+                    {
+                        Step::Close(
+                            close_code::NORMAL,
+                            "no operation for a while: open the connection again to send one"
+                                .to_owned(),
                         )
                     } else {
                         Step::Send(Frame::Ping(Default::default()))
@@ -571,6 +597,7 @@ impl Session {
             Message::Complete { id } => {
                 if let Some(operation) = self.operations.remove(&id) {
                     operation.task.abort();
+                    self.last_operation = Instant::now();
                 }
                 Step::Nothing
             }
@@ -711,6 +738,7 @@ impl Session {
             )
             .in_current_span(),
         );
+        self.last_operation = Instant::now();
         self.operations.insert(id, Operation { run, task, stream });
         Step::Nothing
     }
@@ -728,22 +756,28 @@ impl Session {
         match outgoing.kind {
             OutgoingKind::Next(body) => Step::Send(Frame::Text(next_text(&id, &body).into())),
             OutgoingKind::Error(errors) => {
-                self.operations.remove(&id);
+                self.end_operation(&id);
                 Step::send(&Message::Error {
                     id,
                     payload: errors,
                 })
             }
             OutgoingKind::Complete => {
-                self.operations.remove(&id);
+                self.end_operation(&id);
                 Step::send(&Message::Complete { id })
             }
             OutgoingKind::CredentialsRefused(reason) => {
-                self.operations.remove(&id);
+                self.end_operation(&id);
                 self.closing = Some(reason);
                 Step::Nothing
             }
         }
+    }
+
+    /// Forgets operation `id` (it ended, or was ended).
+    fn end_operation(&mut self, id: &str) {
+        self.operations.remove(id);
+        self.last_operation = Instant::now();
     }
 
     /// The `4403` close of a connection whose credentials ended, once no query or mutation
@@ -772,7 +806,7 @@ impl Session {
             return Step::Nothing;
         };
         tracing::error!(operation = %id, "a WebSocket operation panicked");
-        self.operations.remove(&id);
+        self.end_operation(&id);
         Step::send(&Message::Error {
             id,
             payload: serde_json::json!([{

@@ -681,6 +681,43 @@ async fn a_silent_client_is_closed_after_two_ping_intervals() {
     assert_eq!(code, close_code::KEEP_ALIVE_TIMEOUT);
 }
 
+/// A socket that runs no operation for the idle timeout is closed (`1000`); one that runs a
+/// subscription stays however long it is quiet.
+#[tokio::test]
+async fn a_socket_without_operations_is_closed_after_the_idle_timeout() {
+    let (server, live) = server_with(
+        SubscriptionSettings {
+            ping_interval: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(800),
+            ..SubscriptionSettings::default()
+        },
+        16,
+    )
+    .await;
+    let mut busy = Client::ready(&server).await;
+    let channel = channel("idle");
+    busy.subscribe("1", EVENTS, json!({"c": channel})).await;
+    until_subscribed(&live, &channel).await;
+    let mut idle = Client::ready(&server).await;
+    idle.subscribe("q", "{ hello }", json!({})).await;
+    assert_eq!(idle.next().await["type"], "next");
+    assert_eq!(idle.next().await["type"], "complete");
+    let started = std::time::Instant::now();
+    // (The subscribed one reads meanwhile, so it answers the pings.)
+    let ((code, reason), quiet) =
+        tokio::join!(idle.closed(), busy.next_within(Duration::from_millis(1500)));
+    assert_eq!(code, close_code::NORMAL, "{reason}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "closed too soon"
+    );
+    // The subscribed one is still served.
+    assert_eq!(quiet, None);
+    busy.subscribe("2", "{ hello }", json!({})).await;
+    assert_eq!(busy.next().await["type"], "next");
+    let _ = live;
+}
+
 /// A message of more JSON values than any operation needs (here 200,001 in 400 KB, within the
 /// message limit) is refused before it is parsed.
 #[tokio::test]
