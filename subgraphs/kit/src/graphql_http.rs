@@ -186,6 +186,9 @@ pub struct GraphQlEndpoint {
     pub subscriptions: crate::ws::SubscriptionSettings,
     /// How long a POST's body may take to arrive after its headers ([`BODY_DEADLINE`]).
     pub body_deadline: std::time::Duration,
+    /// The places for live connections (WebSockets and event streams) on this endpoint:
+    /// [`crate::ws::SubscriptionSettings::max_connections`].
+    pub live_connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a POST's body may take to arrive once its headers have: past it the answer is

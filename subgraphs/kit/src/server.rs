@@ -234,6 +234,9 @@ fn assemble(
                 .subscriptions
                 .clone()
                 .with_max_message_bytes(spec.max_body_bytes),
+            live_connections: Arc::new(tokio::sync::Semaphore::new(
+                spec.edge.subscriptions.max_connections,
+            )),
         });
         // A GET asking for a WebSocket is GraphQL over WebSocket (crate::ws).
         axum::routing::get(crate::ws::get)

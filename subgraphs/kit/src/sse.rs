@@ -136,6 +136,9 @@ pub async fn post(
     );
     let keep_alive = endpoint.subscriptions.ping_interval;
     if runs_as_stream(&request) {
+        let Some(place) = crate::ws::live_place(endpoint) else {
+            return crate::ws::too_many_connections();
+        };
         // Only a subscription is ended by a shutdown: a query or mutation (sent by its hash
         // alone, answered through `subscribe`) finishes within the grace, its answer sent.
         let draining = draining.filter(|_| is_subscription(&request));
@@ -146,6 +149,7 @@ pub async fn post(
                 keep_alive,
                 Vec::new(),
                 draining,
+                Some(place),
             ),
             Err(refusal) => single(endpoint, refusal, keep_alive),
         }
@@ -182,6 +186,7 @@ fn single(
         keep_alive,
         headers,
         None,
+        None,
     )
 }
 
@@ -193,8 +198,13 @@ fn event_stream(
     keep_alive: Duration,
     headers: Vec<(header::HeaderName, HeaderValue)>,
     draining: Option<crate::server::Draining>,
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Response {
-    let events = events(endpoint, results, keep_alive, draining);
+    // (The stream holds its place among the live connections until it is dropped.)
+    let events = events(endpoint, results, keep_alive, draining).map(move |chunk| {
+        let _held = &place;
+        chunk
+    });
     let mut http = Response::new(Body::from_stream(events));
     let response_headers = http.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));

@@ -178,6 +178,11 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of `GOSPELIB_WS_PING_INTERVAL_MS`.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
 
+/// The most live connections (WebSockets and event streams) one endpoint holds at once: each
+/// holds buffers and tasks for as long as its client likes, so past it a new one is refused
+/// (`503`) rather than the process running out of memory.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
 /// How long an acknowledged socket may run no operation before it is closed: ten minutes.
 /// graphql-ws clients open their socket for their first operation and close it soon after
 /// their last (their lazy mode); a socket that stays open with nothing on it only holds the
@@ -203,6 +208,8 @@ pub struct SubscriptionSettings {
     /// which graphql-ws clients reconnect after when they have something to send):
     /// [`DEFAULT_IDLE_TIMEOUT`], checked at each ping.
     pub idle_timeout: Duration,
+    /// The most live connections one endpoint holds at once ([`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
 }
 
 impl Default for SubscriptionSettings {
@@ -213,6 +220,7 @@ impl Default for SubscriptionSettings {
             ping_interval: DEFAULT_PING_INTERVAL,
             max_message_bytes: crate::server::DEFAULT_MAX_BODY_BYTES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -291,6 +299,9 @@ pub async fn get(
             .as_bytes()
             .eq_ignore_ascii_case(PROTOCOL.as_bytes())
     });
+    let Some(place) = live_place(&endpoint) else {
+        return too_many_connections();
+    };
     let limit = endpoint.subscriptions.max_message_bytes;
     let peer = peer.ok().map(|ConnectInfo(address)| address);
     // The upgrade request's headers that reach the service, as for GraphQL over HTTP.
@@ -318,9 +329,30 @@ pub async fn get(
                 Session::new(endpoint, http_headers, peer)
                     .run(socket, draining)
                     .await;
+                drop(place);
             }
             .instrument(span)
         })
+}
+
+/// A place for one more live connection on `endpoint`, held for as long as it runs; `None`
+/// when every place is taken.
+pub(crate) fn live_place(endpoint: &GraphQlEndpoint) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    endpoint.live_connections.clone().try_acquire_owned().ok()
+}
+
+/// The answer to a live connection past [`SubscriptionSettings::max_connections`].
+pub(crate) fn too_many_connections() -> Response {
+    let mut response = request_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ServiceUnavailable,
+        "this server holds as many live connections as it can: try again shortly",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    );
+    response
 }
 
 /// Whether the request asks for a WebSocket (`upgrade: websocket`).

@@ -718,6 +718,43 @@ async fn a_socket_without_operations_is_closed_after_the_idle_timeout() {
     let _ = live;
 }
 
+/// Past the endpoint's live connections, a new WebSocket or event stream is refused with
+/// `503` (and `retry-after`); a place given back is taken again.
+#[tokio::test]
+async fn past_the_live_connections_a_new_one_is_503() {
+    let (server, _) = server_with(
+        SubscriptionSettings {
+            max_connections: 2,
+            ..SubscriptionSettings::default()
+        },
+        16,
+    )
+    .await;
+    let first = Client::ready(&server).await;
+    let _second = Client::ready(&server).await;
+    let url = format!("ws://{}/subgraphs/live/graphql", server.addr);
+    let mut request = url.clone().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", PROTOCOL.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()["retry-after"], "5");
+        }
+        other => panic!("a third WebSocket: {other:?}"),
+    }
+    let stream = sse(&server, json!({"query": "subscription { count(to: 1) }"})).await;
+    assert_eq!(stream.status(), 503);
+    // One closes: its place is free again.
+    drop(first);
+    eventually("the closed socket's place is given back", || async {
+        let response = sse(&server, json!({"query": "subscription { count(to: 1) }"})).await;
+        response.status() == 200
+    })
+    .await;
+}
+
 /// A message of more JSON values than any operation needs (here 200,001 in 400 KB, within the
 /// message limit) is refused before it is parsed.
 #[tokio::test]
