@@ -118,10 +118,15 @@ enum Refusal {
 
 /// A URL that refuses every request the way `refusal` says (serving until the test ends).
 async fn refusing(refusal: Refusal) -> String {
+    if let Refusal::Down = refusal {
+        // Port 1: nothing listens there (a port this test freed could be taken again by
+        // another test's server running beside it).
+        return "http://127.0.0.1:1/graphql".to_owned();
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/graphql", listener.local_addr().unwrap());
     match refusal {
-        Refusal::Down => drop(listener),
+        Refusal::Down => unreachable!("answered above"),
         Refusal::Reset | Refusal::Status(_) => {
             tokio::spawn(async move {
                 while let Ok((mut socket, _)) = listener.accept().await {

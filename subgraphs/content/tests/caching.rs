@@ -24,12 +24,8 @@ async fn ingested(name: &str) -> Namespace {
 /// Clients whose Redis is a port where nothing listens.
 fn clients_without_redis() -> StoreClients {
     let mut urls = urls();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    urls.redis = format!("redis://127.0.0.1:{closed}").parse().unwrap();
+    // (Port 1: nothing listens there, and no other test's server can take it.)
+    urls.redis = "redis://127.0.0.1:1".parse().unwrap();
     StoreClients::new(&urls).unwrap()
 }
 
@@ -93,12 +89,8 @@ async fn with_redis_down_the_answers_are_the_same_and_ready_says_degraded() {
 #[tokio::test]
 async fn with_falkordb_down_fields_fail_with_upstream_unavailable() {
     let mut urls = urls();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    urls.falkordb = format!("falkor://127.0.0.1:{closed}").parse().unwrap();
+    // (Port 1: nothing listens there, and no other test's server can take it.)
+    urls.falkordb = "falkor://127.0.0.1:1".parse().unwrap();
     let clients = StoreClients::new(&urls).unwrap();
     let service = ContentService::new(Namespace::isolated("t_cache_falkor_down"), &clients);
     let response = run(

@@ -265,12 +265,8 @@ async fn a_failed_ingest_retires_what_the_caches_hold() {
     let good = ingest_dir(&namespace, &fixture()).await;
     let clients = clients();
     let mut broken = targets(&namespace, &clients);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    broken.typesense.base_url = format!("http://127.0.0.1:{closed}/").parse().unwrap();
+    // (Port 1: nothing listens there.)
+    broken.typesense.base_url = "http://127.0.0.1:1/".parse().unwrap();
     let failed = ingest::ingest(&fixture(), false, &broken).await;
     assert!(failed.is_err(), "{failed:?}");
     let version = || async {
