@@ -26,16 +26,20 @@ fn redis() -> redis::Client {
     gospelib_kit::stores::redis_client(&urls.redis).unwrap()
 }
 
-fn service(redis: redis::Client, prefix: &str) -> RouterService {
-    let router = Router::new(
+/// The router over the demo subgraphs, in process.
+fn router() -> Router {
+    Router::new(
         Supergraph::parse(SDL, None).unwrap(),
         Arc::new(
             InProcess::default()
                 .with("products", products())
                 .with("reviews", reviews()),
         ),
-    );
-    RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(PersistedQueries::new(
+    )
+}
+
+fn service(redis: redis::Client, prefix: &str) -> RouterService {
+    RouterService::new(Arc::new(router())).with_persisted_queries(Arc::new(PersistedQueries::new(
         redis,
         prefix,
         DEFAULT_TTL,
@@ -278,15 +282,7 @@ async fn each_caller_stores_only_so_many_queries_a_minute() {
             ..RateLimitSettings::default()
         },
     ));
-    let router = Router::new(
-        Supergraph::parse(SDL, None).unwrap(),
-        Arc::new(
-            InProcess::default()
-                .with("products", products())
-                .with("reviews", reviews()),
-        ),
-    )
-    .with_plans(enforcement);
+    let router = router().with_plans(enforcement);
     let service = RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(
         PersistedQueries::new(redis(), &prefix, DEFAULT_TTL),
     ));

@@ -648,7 +648,6 @@ impl Store {
         passage: &str,
         color: &str,
     ) -> Result<Option<HighlightRow>, WriteError> {
-        let mut tx = self.begin_write(user).await?;
         let insert = format!(
             "WITH h AS (
                  INSERT INTO study.highlights (id, user_id, passage_id, color, created_at)
@@ -659,22 +658,47 @@ impl Store {
         );
         let existing =
             format!("SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h WHERE h.id = $1");
+        self.create_with_id(
+            user,
+            id,
+            &insert,
+            &existing,
+            |row: &HighlightRow| row.user_id,
+            |query| query.bind(id).bind(user).bind(passage).bind(color),
+        )
+        .await
+    }
+
+    /// Inserts `user`'s item `id` with `insert` (its parameters bound by `bind`; it writes
+    /// nothing for an erased user or an id in use) in a write transaction: the row made, or
+    /// the one `id` already was for `user` (read by `existing`), or `None` for an erased user;
+    /// an id of someone else's item is [`WriteError::IdTaken`].
+    async fn create_with_id<'q, T>(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        insert: &'q str,
+        existing: &str,
+        owner: impl Fn(&T) -> Uuid,
+        bind: impl Fn(
+            sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
+        )
+            -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<T>, WriteError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut tx = self.begin_write(user).await?;
         for _ in 0..ATTEMPTS_AGAINST_A_DELETE {
             self.count();
-            let inserted = sqlx::query_as(&insert)
-                .bind(id)
-                .bind(user)
-                .bind(passage)
-                .bind(color)
+            let inserted = bind(sqlx::query_as(insert))
                 .fetch_optional(&mut *tx)
                 .await?;
             let made = match inserted {
                 Some(row) => AlreadyMade::Mine(row),
                 None => {
-                    self.already_made(&mut tx, &existing, id, user, |row: &HighlightRow| {
-                        row.user_id
-                    })
-                    .await?
+                    self.already_made(&mut tx, existing, id, user, &owner)
+                        .await?
                 }
             };
             match made {
@@ -933,7 +957,6 @@ impl Store {
         id: Uuid,
         note: &NoteContent,
     ) -> Result<Option<NoteRow>, WriteError> {
-        let mut tx = self.begin_write(user).await?;
         let insert = format!(
             "WITH n AS (
                  INSERT INTO study.notes
@@ -946,37 +969,26 @@ impl Store {
              SELECT {NOTE_COLUMNS} FROM n"
         );
         let existing = format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1");
-        for _ in 0..ATTEMPTS_AGAINST_A_DELETE {
-            self.count();
-            let inserted = sqlx::query_as(&insert)
-                .bind(id)
-                .bind(user)
-                .bind(&note.start_passage_id)
-                .bind(&note.end_passage_id)
-                .bind(note.start_order)
-                .bind(note.end_order)
-                .bind(&note.body)
-                .bind(&note.text)
-                .bind(&note.links)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let made = match inserted {
-                Some(row) => AlreadyMade::Mine(row),
-                None => {
-                    self.already_made(&mut tx, &existing, id, user, |row: &NoteRow| row.user_id)
-                        .await?
-                }
-            };
-            match made {
-                AlreadyMade::Mine(row) => {
-                    tx.commit().await?;
-                    return Ok(Some(row));
-                }
-                AlreadyMade::Erased => return Ok(None),
-                AlreadyMade::Gone => {}
-            }
-        }
-        Err(WriteError::IdTaken)
+        self.create_with_id(
+            user,
+            id,
+            &insert,
+            &existing,
+            |row: &NoteRow| row.user_id,
+            |query| {
+                query
+                    .bind(id)
+                    .bind(user)
+                    .bind(&note.start_passage_id)
+                    .bind(&note.end_passage_id)
+                    .bind(note.start_order)
+                    .bind(note.end_order)
+                    .bind(&note.body)
+                    .bind(&note.text)
+                    .bind(&note.links)
+            },
+        )
+        .await
     }
 
     /// Replaces `user`'s note `id` with `note` if it is still at `version` (its version then
