@@ -263,6 +263,49 @@ async fn a_dead_device_token_is_retired() {
     fake.log.assert_no_problems();
 }
 
+/// An endpoint of the other environment (sandbox in production, or the reverse) answers
+/// `BadDeviceToken` to every token: until the endpoint has accepted one of ours, that answer
+/// fails the send and retires nothing, so one wrong setting cannot retire every device.
+#[tokio::test]
+async fn bad_device_token_retires_only_once_the_endpoint_accepted_a_token() {
+    let other = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let (base, fake) = fake_apns(Reply::new(400, r#"{"reason":"BadDeviceToken"}"#)).await;
+    let apns = apns(&base, Duration::from_secs(5));
+
+    for device in [DEVICE, other, DEVICE] {
+        let outcome = apns.send_push(device, &message()).await;
+        assert!(
+            matches!(
+                outcome,
+                Delivery::Failed {
+                    retryable: false,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+
+    // The endpoint accepts a token: it is the right environment, and a token it calls bad
+    // is dead.
+    fake.script.then(ok());
+    let accepted = apns.send_push(other, &message()).await;
+    assert!(matches!(accepted, Delivery::Sent { .. }), "{accepted:?}");
+    let bad = apns.send_push(DEVICE, &message()).await;
+    assert!(
+        matches!(
+            bad,
+            Delivery::Rejected {
+                retire_token: true,
+                ..
+            }
+        ),
+        "{bad:?}"
+    );
+    assert_eq!(fake.log.count(), 5);
+    fake.log.assert_no_problems();
+}
+
 #[tokio::test]
 async fn too_many_requests_waits_for_retry_after_then_succeeds() {
     let (base, fake) = fake_apns(ok()).await;

@@ -7,6 +7,7 @@
 //! Production APNs speaks HTTP/2 only (reqwest negotiates it by ALPN).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gospelib_kit::stores::BoxFuture;
@@ -34,7 +35,14 @@ pub const TOKEN_REFRESH_AFTER: Duration = Duration::from_secs(50 * 60);
 /// APNs' reasons that mean the device token itself is dead (or of the other environment's
 /// builds). `DeviceTokenNotForTopic` is not one: it is what every token gets when the
 /// configured topic is wrong, and retiring on it would retire every device at once.
+/// `BadDeviceToken` is also what every token gets when the endpoint is the other environment's
+/// (`GOSPELIB_APNS_BASE_URL` naming the sandbox in production, or the reverse), so it retires a
+/// token only once this client has seen the endpoint accept a token (see
+/// [`Apns::environment_confirmed`]).
 const DEAD_TOKEN_REASONS: [&str; 2] = ["BadDeviceToken", "Unregistered"];
+
+/// The reason APNs gives a token of the other environment, as well as a malformed one.
+const BAD_DEVICE_TOKEN: &str = "BadDeviceToken";
 
 /// An APNs `.p8` signing key, parsed; never shown.
 #[derive(Clone)]
@@ -115,6 +123,11 @@ pub struct Apns {
     team_id: String,
     topic: String,
     token: Mutex<Option<CachedToken>>,
+    /// Whether the endpoint has known one of our tokens since this client was made (a send
+    /// accepted, or a token answered `410 Unregistered`, which APNs gives only to a token of
+    /// its own environment): until then a `BadDeviceToken` may mean the endpoint is the wrong
+    /// environment for every token, and retires nothing.
+    environment_confirmed: AtomicBool,
 }
 
 impl std::fmt::Debug for Apns {
@@ -138,6 +151,7 @@ impl Apns {
             team_id: config.team_id,
             topic: config.topic,
             token: Mutex::new(None),
+            environment_confirmed: AtomicBool::new(false),
         })
     }
 
@@ -212,7 +226,11 @@ impl Apns {
         {
             self.forget_token();
         }
-        classify(status, &reason, apns_id, wait)
+        if status.is_success() || status == StatusCode::GONE {
+            self.environment_confirmed.store(true, Ordering::Relaxed);
+        }
+        let confirmed = self.environment_confirmed.load(Ordering::Relaxed);
+        classify(status, &reason, apns_id, wait, confirmed)
     }
 }
 
@@ -252,12 +270,14 @@ fn payload(message: &PushMessage) -> Value {
     Value::Object(root)
 }
 
-/// What an APNs answer means.
+/// What an APNs answer means; `environment_confirmed`: whether the endpoint is known to be the
+/// right environment for our tokens (see [`Apns::environment_confirmed`]).
 fn classify(
     status: StatusCode,
     reason: &str,
     apns_id: Option<String>,
     wait: Option<Duration>,
+    environment_confirmed: bool,
 ) -> Delivery {
     if status.is_success() {
         return Delivery::Sent {
@@ -265,6 +285,16 @@ fn classify(
         };
     }
     let described = format!("APNs answered {status}: {reason}");
+    if status == StatusCode::BAD_REQUEST && reason == BAD_DEVICE_TOKEN && !environment_confirmed {
+        // Every token gets this from the other environment's endpoint: a configuration error
+        // until the endpoint has accepted one of ours, and one setting must not retire every
+        // device at once.
+        return Delivery::permanent_failure(format!(
+            "{described} (not retired: this APNs endpoint has not accepted any of our device \
+             tokens yet; check that GOSPELIB_APNS_BASE_URL is the environment the app's builds \
+             use)"
+        ));
+    }
     if status == StatusCode::GONE
         || (status == StatusCode::BAD_REQUEST && DEAD_TOKEN_REASONS.contains(&reason))
     {
@@ -309,7 +339,7 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        let ok = classify(StatusCode::OK, "", Some("id-1".into()), None);
+        let ok = classify(StatusCode::OK, "", Some("id-1".into()), None, true);
         assert_eq!(
             ok,
             Delivery::Sent {
@@ -322,11 +352,28 @@ mod tests {
             (StatusCode::BAD_REQUEST, "PayloadTooLarge", false),
             (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", false),
         ] {
-            match classify(status, reason, None, None) {
+            match classify(status, reason, None, None, true) {
                 Delivery::Rejected { retire_token, .. } => assert_eq!(retire_token, retire),
                 other => panic!("{status} {reason}: {other:?}"),
             }
         }
+        // What every token gets from the other environment's endpoint: retires nothing until
+        // the endpoint has known one of our tokens.
+        assert_eq!(
+            classify(StatusCode::BAD_REQUEST, "BadDeviceToken", None, None, false),
+            Delivery::permanent_failure(
+                "APNs answered 400 Bad Request: BadDeviceToken (not retired: this APNs endpoint \
+                 has not accepted any of our device tokens yet; check that \
+                 GOSPELIB_APNS_BASE_URL is the environment the app's builds use)"
+            )
+        );
+        assert!(matches!(
+            classify(StatusCode::GONE, "Unregistered", None, None, false),
+            Delivery::Rejected {
+                retire_token: true,
+                ..
+            }
+        ));
         // What every token gets when the topic is wrong: a configuration failure, no token
         // retired (over HTTP: tests/apns.rs).
         assert!(
@@ -334,15 +381,16 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "DeviceTokenNotForTopic",
                 None,
-                None
+                None,
+                true
             )
             .is_retryable()
         );
-        assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None, None).is_retryable());
-        assert!(classify(StatusCode::SERVICE_UNAVAILABLE, "", None, None).is_retryable());
-        assert!(classify(StatusCode::FORBIDDEN, "ExpiredProviderToken", None, None).is_retryable());
+        assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None, None, true).is_retryable());
+        assert!(classify(StatusCode::SERVICE_UNAVAILABLE, "", None, None, true).is_retryable());
+        assert!(classify(StatusCode::FORBIDDEN, "ExpiredProviderToken", None, None, true).is_retryable());
         assert!(
-            !classify(StatusCode::FORBIDDEN, "InvalidProviderToken", None, None).is_retryable()
+            !classify(StatusCode::FORBIDDEN, "InvalidProviderToken", None, None, true).is_retryable()
         );
     }
 
