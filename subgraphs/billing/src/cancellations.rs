@@ -12,8 +12,10 @@
 //! - Stripe answered the subscription (cancelled), or `404` with its own error body (no such
 //!   subscription: nothing can charge): **done**;
 //! - Stripe was unavailable (a timeout, 5xx, 429, a 404 that is not Stripe's), or refused the
-//!   API key: **again later**, after 30 s doubling up to an hour, [`MAX_ATTEMPTS`] times in
-//!   all, then failed;
+//!   API key: **again later**, after 30 s doubling up to an hour, for as long as it takes:
+//!   giving up would leave a deleted user, who can no longer sign in to cancel, paying every
+//!   month. From the [`ALERT_AFTER_ATTEMPTS`]th attempt on, each postponement is logged as an
+//!   error for someone to look at (a rotated API key, an outage at Stripe);
 //! - Stripe refused the request otherwise, or answered what billing cannot read: **failed**,
 //!   logged as an error for someone to look at.
 //!
@@ -32,8 +34,9 @@ use tokio::sync::{Notify, watch};
 use crate::store::{self, CancellationResult};
 use crate::stripe::api::{StripeApi, StripeError};
 
-/// How many failed attempts (Stripe unavailable) a cancellation gets before it is failed.
-pub const MAX_ATTEMPTS: i32 = 12;
+/// How many attempts Stripe could not take (unavailable, or refusing the API key) a
+/// cancellation gets before each further postponement is logged as an error (~5 hours).
+pub const ALERT_AFTER_ATTEMPTS: i32 = 12;
 
 /// The first pause after an attempt Stripe could not take; it doubles, up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(30);
@@ -78,9 +81,6 @@ pub fn result_of(
     attempts: i32,
 ) -> (CancellationResult, Option<String>) {
     let later = |error: String| {
-        if attempts >= MAX_ATTEMPTS {
-            return CancellationResult::Failed(format!("{error} (after {attempts} attempts)"));
-        }
         let doubling = 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(0));
         let pause = FIRST_RETRY.saturating_mul(doubling).min(MAX_RETRY);
         CancellationResult::Later {
@@ -174,7 +174,12 @@ pub async fn cancel_due(
                     retry_in_secs,
                 } => {
                     stats.postponed += 1;
-                    tracing::warn!(stripe_id = id, %error, retry_in_secs, "{what}: Stripe could not take it; trying again later");
+                    if cancellation.attempts >= ALERT_AFTER_ATTEMPTS {
+                        let attempts = cancellation.attempts;
+                        tracing::error!(stripe_id = id, %error, attempts, retry_in_secs, "{what}: Stripe still could not take it; trying again later (look at the API key and Stripe's status)");
+                    } else {
+                        tracing::warn!(stripe_id = id, %error, retry_in_secs, "{what}: Stripe could not take it; trying again later");
+                    }
                 }
             }
             store::record_cancellation(pool, id, cancellation.attempts, &result).await?;
@@ -249,7 +254,17 @@ mod tests {
             [1, 2, 3, 8, 11].map(pause),
             [Some(30), Some(60), Some(120), Some(3600), Some(3600)]
         );
-        assert_eq!(pause(MAX_ATTEMPTS), None, "failed after the last attempt");
+        // Never given up on: a deleted user's subscription must not go on charging because
+        // Stripe was down, or the API key rotated badly, for a few hours.
+        assert_eq!(pause(ALERT_AFTER_ATTEMPTS), Some(3600));
+        assert_eq!(pause(500), Some(3600));
+        assert!(matches!(
+            result_of(Err(StripeError::Unavailable("503".to_owned())), 50).0,
+            CancellationResult::Later {
+                retry_in_secs: 3600,
+                ..
+            }
+        ));
     }
 
     #[test]

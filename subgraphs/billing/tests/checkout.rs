@@ -1,16 +1,17 @@
 //! `createCheckoutSession` and `createPortalSession` through `HttpStripe` against a fake Stripe
 //! (axum on 127.0.0.1) that records what it receives and answers like Stripe, or fails (500),
-//! refuses (400, 401) or hangs.
+//! refuses (400, 401) or hangs. Like Stripe, it replays the first answer to an idempotency key
+//! (a 500 included) to every later request with that key: a key reused across retries shows.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use gospelib_billing::{BillingSettings, HttpStripe, StripeApi};
 use gospelib_kit::caller::Caller;
@@ -47,10 +48,19 @@ struct Received {
     form: BTreeMap<String, String>,
 }
 
+/// An answer of the fake: the status and Stripe's JSON body.
+type Reply = (StatusCode, Value);
+
 #[derive(Clone)]
 struct Fake {
     mode: Arc<Mutex<Mode>>,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Stripe's memory of idempotency keys: the first answer to each key whose request began
+    /// executing (a success or a 5xx; a refusal is not kept, as at Stripe), replayed to every
+    /// later request with that key.
+    answered: Arc<Mutex<HashMap<String, Reply>>>,
+    /// Paths whose next request fails (500) whatever the mode, once each.
+    failing_once: Arc<Mutex<Vec<String>>>,
 }
 
 impl Fake {
@@ -58,8 +68,20 @@ impl Fake {
         *self.mode.lock().unwrap() = mode;
     }
 
+    /// The next request to `path` (exactly) fails with a 500, kept for its idempotency key.
+    fn fail_once(&self, path: &str) {
+        self.failing_once.lock().unwrap().push(path.to_owned());
+    }
+
     fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Whether a request to `path` is to fail now (it then fails only once).
+    fn take_failure(&self, path: &str) -> bool {
+        let mut failing = self.failing_once.lock().unwrap();
+        let found = failing.iter().position(|listed| listed == path);
+        found.map(|index| failing.remove(index)).is_some()
     }
 }
 
@@ -85,36 +107,78 @@ async fn answer(
         content_type: header("content-type"),
         form,
     });
-    let mode = *fake.mode.lock().unwrap();
-    match mode {
-        Mode::Hang => {
+    let key = header("idempotency-key");
+    match reply(&fake, uri.path(), key.as_deref()) {
+        Some(response) => response,
+        None => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             StatusCode::OK.into_response()
         }
-        Mode::ServerError => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"error": {"type": "api_error", "message": "Something went wrong"}})),
-        )
-            .into_response(),
+    }
+}
+
+/// The fake's answer to a request on `path` with the idempotency key `key`, or `None` when it
+/// is to hang. The key's memory is locked throughout, so two requests with one key at once get
+/// one answer.
+fn reply(fake: &Fake, path: &str, key: Option<&str>) -> Option<axum::response::Response> {
+    let mut answered = fake.answered.lock().unwrap();
+    if let Some((status, body)) = key.and_then(|key| answered.get(key)) {
+        let mut response = (*status, axum::Json(body.clone())).into_response();
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Some(response);
+    }
+    let fresh = if fake.take_failure(path) {
+        Some(server_error())
+    } else {
+        let mode = *fake.mode.lock().unwrap();
+        if mode == Mode::Hang {
+            return None;
+        }
+        fresh_reply(mode, path)
+    };
+    let Some((status, body)) = fresh else {
+        return Some(StatusCode::NOT_FOUND.into_response());
+    };
+    if let Some(key) = key
+        && (status.is_success() || status.is_server_error())
+    {
+        answered.insert(key.to_owned(), (status, body.clone()));
+    }
+    Some((status, axum::Json(body)).into_response())
+}
+
+/// Stripe's 500.
+fn server_error() -> Reply {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"error": {"type": "api_error", "message": "Something went wrong"}}),
+    )
+}
+
+/// The answer to a request on `path` whose key is new, in `mode` (not [`Mode::Hang`]); `None`
+/// for a path the fake does not serve (a bare 404).
+fn fresh_reply(mode: Mode, path: &str) -> Option<Reply> {
+    let reply = match mode {
+        Mode::ServerError | Mode::Hang => server_error(),
         Mode::BadRequest => (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": {
+            json!({"error": {
                 "type": "invalid_request_error", "code": "resource_missing",
                 "message": "No such price: 'price_scholar_monthly'", "param": "line_items[0][price]"
-            }})),
-        )
-            .into_response(),
+            }}),
+        ),
         Mode::BadKey => (
             StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": {
+            json!({"error": {
                 "type": "invalid_request_error",
                 "message": format!("Invalid API Key provided: {KEY}")
-            }})),
-        )
-            .into_response(),
+            }}),
+        ),
         Mode::Normal => {
             let id = unique();
-            let body = match uri.path() {
+            let body = match path {
                 "/v1/customers" => json!({"id": format!("cus_fake_{id}"), "object": "customer"}),
                 "/v1/checkout/sessions" => json!({
                     "id": format!("cs_test_{id}"), "object": "checkout.session",
@@ -132,11 +196,12 @@ async fn answer(
                         .trim_end_matches("/expire");
                     json!({"id": session, "object": "checkout.session", "status": "expired"})
                 }
-                _ => return StatusCode::NOT_FOUND.into_response(),
+                _ => return None,
             };
-            axum::Json(body).into_response()
+            (StatusCode::OK, body)
         }
-    }
+    };
+    Some(reply)
 }
 
 /// A fake Stripe on 127.0.0.1; its base URL.
@@ -144,6 +209,8 @@ async fn fake_stripe() -> (Fake, String) {
     let fake = Fake {
         mode: Arc::new(Mutex::new(Mode::Normal)),
         received: Arc::new(Mutex::new(Vec::new())),
+        answered: Arc::new(Mutex::new(HashMap::new())),
+        failing_once: Arc::new(Mutex::new(Vec::new())),
     };
     let app = axum::Router::new()
         .fallback(answer)
@@ -352,6 +419,16 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
             .await
             .unwrap();
     assert!(sessions.contains(&kept));
+    // Each checkout may have made a customer (each asks Stripe with a key of its own): the
+    // first linked is the user's, and both sessions are for it.
+    let linked = customer_of(&pool, user).await.unwrap();
+    let customers: Vec<String> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/v1/checkout/sessions")
+        .map(|r| r.form["customer"].clone())
+        .collect();
+    assert_eq!(customers, [linked.clone(), linked]);
     let other = sessions.iter().find(|s| **s != kept).unwrap();
     assert_eq!(queued(&pool, other).await, Some(false));
     assert_eq!(queued(&pool, &kept).await, None);
@@ -368,6 +445,97 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
         "only the replaced one"
     );
     forget_queued(&pool, &[other]).await;
+    clean_up(&pool, &[user], &names).await;
+}
+
+/// Stripe failing (500) on the customer of a first checkout does not block the user: Stripe
+/// replays the first answer to a key for a day, so the next checkout asks with a key of its own
+/// and gets the customer.
+#[tokio::test]
+async fn a_checkout_after_stripe_failed_the_customer_succeeds() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = service(&pool, stripe_settings(&names, &base_url));
+    let as_user = Some(Caller::user(user));
+    let vars = checkout_vars("scholar", "MONTHLY");
+
+    fake.fail_once("/v1/customers");
+    let answer = run_as(&service, as_user.clone(), CHECKOUT, vars.clone()).await;
+    assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
+    assert_eq!(customer_of(&pool, user).await, None, "nothing linked");
+
+    let answer = run_as(&service, as_user, CHECKOUT, vars).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let linked = customer_of(&pool, user).await.unwrap();
+    let received = fake.received();
+    let customers: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.path == "/v1/customers")
+        .collect();
+    assert_eq!(customers.len(), 2, "{received:?}");
+    assert_ne!(customers[0].idempotency_key, customers[1].idempotency_key);
+    let checkouts: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.path == "/v1/checkout/sessions")
+        .collect();
+    assert_eq!(checkouts.len(), 1, "{received:?}");
+    assert_eq!(checkouts[0].form["customer"], linked);
+
+    clean_up(&pool, &[user], &names).await;
+}
+
+/// A replaced session whose first expiry Stripe failed (500) is expired by the next attempt:
+/// each attempt asks with a key of its own, so Stripe does not replay the 500 to it.
+#[tokio::test]
+async fn a_replaced_session_is_expired_after_stripe_failed_the_first_attempt() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = service(&pool, stripe_settings(&names, &base_url));
+    let checkout = || {
+        run_as(
+            &service,
+            Some(Caller::user(user)),
+            CHECKOUT,
+            checkout_vars("scholar", "MONTHLY"),
+        )
+    };
+    let answer = checkout().await;
+    let replaced = answer["data"]["createCheckoutSession"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned();
+    let answer = checkout().await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert_eq!(queued(&pool, &replaced).await, Some(false));
+    let expire_path = format!("/v1/checkout/sessions/{replaced}/expire");
+
+    fake.fail_once(&expire_path);
+    expire_queued(&base_url).await;
+    assert_eq!(queued(&pool, &replaced).await, Some(false), "postponed");
+    // Its pause over, the next attempt expires it.
+    sqlx::query(
+        "UPDATE billing.stripe_cancellations SET next_attempt_at = now()
+         WHERE stripe_id = $1",
+    )
+    .bind(&replaced)
+    .execute(&pool)
+    .await
+    .unwrap();
+    expire_queued(&base_url).await;
+    assert_eq!(queued(&pool, &replaced).await, Some(true), "expired");
+    // (Rows another run left due are worked too: only this session's expiries count.)
+    let expiries: Vec<Received> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.path == expire_path)
+        .collect();
+    assert_eq!(expiries.len(), 2, "{expiries:?}");
+    assert_ne!(expiries[0].idempotency_key, expiries[1].idempotency_key);
+
+    forget_queued(&pool, &[&replaced]).await;
     clean_up(&pool, &[user], &names).await;
 }
 
@@ -538,10 +706,11 @@ async fn stripe_failures_are_clean_errors_that_never_show_the_key() {
         Mode::Hang,
     ] {
         fake.set(mode);
+        // A key per request: the fake would replay the first one's 500 to a repeated key.
         let request = gospelib_billing::stripe::api::NewPortalSession {
             customer: "cus_x".into(),
             return_url: "https://x".into(),
-            idempotency_key: "k".into(),
+            idempotency_key: format!("k-{}", unique()),
         };
         let error = direct.create_portal_session(&request).await.unwrap_err();
         assert!(

@@ -156,7 +156,8 @@ fn account_deleted() -> async_graphql::Error {
     gospelib_kit::ErrorCode::Unauthorized.error("this account was deleted; sign in again")
 }
 
-/// The user's Stripe customer, made (once: the idempotency key is the user's) when missing.
+/// The user's Stripe customer, made when missing. Two checkouts at once may each make one;
+/// the first linked is the user's, and both use it.
 async fn customer_of(
     billing: &BillingContext,
     stripe: &dyn StripeApi,
@@ -171,7 +172,14 @@ async fn customer_of(
     let created = stripe
         .create_customer(&NewCustomer {
             user_id: user_id.to_string(),
-            idempotency_key: format!("gl-customer-{user_id}"),
+            // A key of this call's own, not the user's: Stripe replays the first answer to a
+            // key for 24 hours, a 500 included, so a key per user would block the user's
+            // checkout for a day after one failure (and a double click would get a 409 while
+            // the first request runs). Two calls racing may thus make two customers:
+            // `link_customer` keeps the first linked (`ON CONFLICT DO NOTHING` on the user id,
+            // the primary key), and both calls read that one back below. The other customer has
+            // no subscription and stays unused at Stripe.
+            idempotency_key: format!("gl-customer-{user_id}-{}", Uuid::new_v4()),
         })
         .await
         .map_err(errors::stripe)?;

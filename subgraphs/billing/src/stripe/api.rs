@@ -2,10 +2,13 @@
 //! and [`HttpStripe`], the real implementation over HTTPS.
 //!
 //! Each call is a form-encoded `POST` (`application/x-www-form-urlencoded`, nested parameters
-//! as `metadata[user_id]`) with `Authorization: Bearer <secret key>` and an `Idempotency-Key`
-//! (Stripe answers a retried request with the first one's result). Every request is bounded
-//! (connect and total timeouts). The secret key never appears in logs, errors or `Debug`
-//! output; Stripe's own error messages are passed on with anything resembling a key removed.
+//! as `metadata[user_id]`) with `Authorization: Bearer <secret key>` and an `Idempotency-Key`.
+//! Stripe keeps the first answer to a key once it began executing the request, a `500`
+//! included, and replays it to every request with that key for 24 hours: a key is therefore
+//! never shared by two attempts (each call has a fresh one), or one `500` would fail every
+//! retry for a day. Every request is bounded (connect and total timeouts). The secret key
+//! never appears in logs, errors or `Debug` output; Stripe's own error messages are passed on
+//! with anything resembling a key removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use gospelib_kit::stores::BoxFuture;
 use serde::Deserialize;
 use url::Url;
+use uuid::Uuid;
 
 /// Stripe's API.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -117,7 +121,7 @@ pub trait StripeApi: Send + Sync {
     ) -> BoxFuture<'a, Result<PortalSession, StripeError>>;
 
     /// `POST /v1/checkout/sessions/{id}/expire`: the session can no longer be paid (a newer
-    /// one replaces it).
+    /// one replaces it). Each call is a new attempt, with an idempotency key of its own.
     fn expire_checkout_session<'a>(
         &'a self,
         session_id: &'a str,
@@ -382,9 +386,17 @@ impl StripeApi for HttpStripe {
     ) -> BoxFuture<'a, Result<ExpiredSession, StripeError>> {
         Box::pin(async move {
             let id = stripe_id(session_id)?;
+            // A key of this call's own, not one per session: Stripe would replay a first
+            // attempt's 500 to every retry with the session's key for a day, while the
+            // replaced session stayed payable. Each call is one attempt of the cancellation
+            // worker (taking a row counts an attempt), so this is a key per attempt. Expiring
+            // twice (a lost answer, a lease run out) is harmless: Stripe refuses to expire a
+            // session no longer open with a 400 `invalid_request_error`, which
+            // `cancellations::session_result_of` counts as done.
+            let idempotency_key = format!("gl-expire-{id}-{}", Uuid::new_v4());
             self.post(
                 &format!("/v1/checkout/sessions/{id}/expire"),
-                &format!("gl-expire-{id}"),
+                &idempotency_key,
                 &[],
             )
             .await
