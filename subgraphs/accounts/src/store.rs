@@ -361,6 +361,9 @@ struct StoredUser {
     first_name: Option<String>,
     last_name: Option<String>,
     image_url: Option<String>,
+    /// The names Clerk sent last (the shown ones may have been set in the app since).
+    clerk_first_name: Option<String>,
+    clerk_last_name: Option<String>,
 }
 
 /// What applying a Clerk user to the store did.
@@ -385,7 +388,7 @@ pub async fn upsert_clerk_user(
                 COALESCE(clerk_updated_at > ",
         from_millis!("$2"),
         ", false) AS stale,
-                email, first_name, last_name, image_url
+                email, first_name, last_name, image_url, clerk_first_name, clerk_last_name
          FROM accounts.users WHERE clerk_id = $1 FOR UPDATE"
     );
     // Two rounds at most: when another transaction inserts the user between our look-up and
@@ -402,8 +405,9 @@ pub async fn upsert_clerk_user(
                 let sql = format!(
                     "INSERT INTO accounts.users
                          (id, clerk_id, email, first_name, last_name, image_url,
-                          created_at, updated_at, clerk_updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, {}, clock_timestamp(), {})
+                          created_at, updated_at, clerk_updated_at,
+                          clerk_first_name, clerk_last_name)
+                     VALUES ($1, $2, $3, $4, $5, $6, {}, clock_timestamp(), {}, $4, $5)
                      ON CONFLICT (clerk_id) DO NOTHING
                      RETURNING {} AS at",
                     from_millis!("$7"),
@@ -441,22 +445,26 @@ async fn update_clerk_user(
     if stored.deleted || stored.stale {
         return Ok(UpsertOutcome::Unchanged);
     }
+    // A name set in the app since stays unless Clerk's own name changed (then the user renamed
+    // themself at Clerk, later than what Clerk had before).
+    let first_name = newer_name(
+        &stored.first_name,
+        &stored.clerk_first_name,
+        &profile.first_name,
+    );
+    let last_name = newer_name(&stored.last_name, &stored.clerk_last_name, &profile.last_name);
     let changed = (
         &stored.email,
         &stored.first_name,
         &stored.last_name,
         &stored.image_url,
-    ) != (
-        &profile.email,
-        &profile.first_name,
-        &profile.last_name,
-        &profile.image_url,
-    );
+    ) != (&profile.email, first_name, last_name, &profile.image_url);
     // The Clerk `updated_at` moves forward even when nothing we keep changed, so an older
     // delivery arriving later is still recognised as stale.
     let sql = format!(
         "UPDATE accounts.users
          SET email = $2, first_name = $3, last_name = $4, image_url = $5,
+             clerk_first_name = $8, clerk_last_name = $9,
              clerk_updated_at = {},
              updated_at = CASE WHEN $7 THEN {NEXT_CHANGE_AT} ELSE updated_at END
          WHERE id = $1
@@ -467,11 +475,13 @@ async fn update_clerk_user(
     let at: String = sqlx::query_scalar(&sql)
         .bind(stored.id)
         .bind(&profile.email)
-        .bind(&profile.first_name)
-        .bind(&profile.last_name)
+        .bind(first_name)
+        .bind(last_name)
         .bind(&profile.image_url)
         .bind(profile.updated_at_millis)
         .bind(changed)
+        .bind(&profile.first_name)
+        .bind(&profile.last_name)
         .fetch_one(conn)
         .await?;
     Ok(if changed {
@@ -479,6 +489,20 @@ async fn update_clerk_user(
     } else {
         UpsertOutcome::Unchanged
     })
+}
+
+/// The name to show after a Clerk delivery: Clerk's when it changed at Clerk since its last
+/// delivery, else the one shown now (which `updateMe` may have set).
+fn newer_name<'a>(
+    shown: &'a Option<String>,
+    clerk_before: &Option<String>,
+    clerk_now: &'a Option<String>,
+) -> &'a Option<String> {
+    if clerk_now != clerk_before {
+        clerk_now
+    } else {
+        shown
+    }
 }
 
 /// Soft-deletes the user with Clerk id `clerk_id` (personal data erased, devices removed);
@@ -494,6 +518,7 @@ pub async fn delete_clerk_user(
          VALUES ($1, $2, now(), now(), now())
          ON CONFLICT (clerk_id) DO UPDATE
          SET email = NULL, first_name = NULL, last_name = NULL, image_url = NULL,
+             clerk_first_name = NULL, clerk_last_name = NULL,
              last_signed_in_at = NULL, deleted_at = now(), updated_at = now()
          WHERE u.deleted_at IS NULL
          RETURNING u.id, {} AS at",

@@ -84,7 +84,8 @@ async fn me_is_the_callers_own_user_and_null_for_anyone_without_one() {
     assert_eq!(nobody, json!({"data": {"me": null}}));
     sqlx::query(
         "UPDATE accounts.users SET deleted_at = now(), email = NULL, first_name = NULL,
-         last_name = NULL WHERE clerk_id = $1",
+         last_name = NULL, clerk_first_name = NULL, clerk_last_name = NULL
+         WHERE clerk_id = $1",
     )
     .bind(&b)
     .execute(&pool)
@@ -187,6 +188,53 @@ async fn a_clerk_change_delivered_after_a_change_made_here_gets_the_later_stamp(
         events[0].2 < events[1].2 && events[1].2 < events[2].2,
         "{events:?}"
     );
+
+    clean_up(&pool, &[&clerk], &stream).await;
+}
+
+/// A name set in the app stays when Clerk later sends the user for another reason (with the
+/// names it had before); a name changed at Clerk replaces it.
+#[tokio::test]
+async fn a_name_set_here_survives_a_clerk_delivery_that_did_not_change_it() {
+    let pool = pool().await;
+    let (clerk, stream) = (clerk_id(), stream());
+    let url = endpoint(&pool, redis(), &stream).await;
+    let created = user_event("user.created", &clerk, 1_700_000_000_000, "Ada", "old@x.org");
+    assert_eq!(post(&url, &Delivery::signed(created)).await.0, 200);
+    let service = service(&pool, &stream);
+    let renamed = run_as(
+        &service,
+        as_user(&clerk),
+        UPDATE_ME,
+        json!({"input": {"firstName": "Augusta"}}),
+    )
+    .await;
+    assert!(renamed.get("errors").is_none(), "{renamed}");
+
+    // The email changed at Clerk, which never heard of the rename.
+    let new_email = user_event("user.updated", &clerk, 1_700_000_060_000, "Ada", "new@x.org");
+    assert_eq!(post(&url, &Delivery::signed(new_email)).await.0, 200);
+    let me = run_as(&service, as_user(&clerk), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["firstName"], "Augusta", "{me}");
+    assert_eq!(me["data"]["me"]["email"], "new@x.org", "{me}");
+
+    // Renamed at Clerk: the later name wins.
+    let renamed_at_clerk =
+        user_event("user.updated", &clerk, 1_700_000_120_000, "Grace", "new@x.org");
+    assert_eq!(post(&url, &Delivery::signed(renamed_at_clerk)).await.0, 200);
+    let me = run_as(&service, as_user(&clerk), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["firstName"], "Grace", "{me}");
+
+    // Erasure forgets Clerk's copy of the names too (the table's check refuses otherwise).
+    assert_eq!(post(&url, &Delivery::signed(deleted_event(&clerk))).await.0, 200);
+    let kept: (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT clerk_first_name, clerk_last_name FROM accounts.users WHERE clerk_id = $1",
+    )
+    .bind(&clerk)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, (None, None));
 
     clean_up(&pool, &[&clerk], &stream).await;
 }
