@@ -452,7 +452,11 @@ async fn update_clerk_user(
         &stored.clerk_first_name,
         &profile.first_name,
     );
-    let last_name = newer_name(&stored.last_name, &stored.clerk_last_name, &profile.last_name);
+    let last_name = newer_name(
+        &stored.last_name,
+        &stored.clerk_last_name,
+        &profile.last_name,
+    );
     let changed = (
         &stored.email,
         &stored.first_name,

@@ -199,7 +199,13 @@ async fn a_name_set_here_survives_a_clerk_delivery_that_did_not_change_it() {
     let pool = pool().await;
     let (clerk, stream) = (clerk_id(), stream());
     let url = endpoint(&pool, redis(), &stream).await;
-    let created = user_event("user.created", &clerk, 1_700_000_000_000, "Ada", "old@x.org");
+    let created = user_event(
+        "user.created",
+        &clerk,
+        1_700_000_000_000,
+        "Ada",
+        "old@x.org",
+    );
     assert_eq!(post(&url, &Delivery::signed(created)).await.0, 200);
     let service = service(&pool, &stream);
     let renamed = run_as(
@@ -212,21 +218,35 @@ async fn a_name_set_here_survives_a_clerk_delivery_that_did_not_change_it() {
     assert!(renamed.get("errors").is_none(), "{renamed}");
 
     // The email changed at Clerk, which never heard of the rename.
-    let new_email = user_event("user.updated", &clerk, 1_700_000_060_000, "Ada", "new@x.org");
+    let new_email = user_event(
+        "user.updated",
+        &clerk,
+        1_700_000_060_000,
+        "Ada",
+        "new@x.org",
+    );
     assert_eq!(post(&url, &Delivery::signed(new_email)).await.0, 200);
     let me = run_as(&service, as_user(&clerk), ME, json!({})).await;
     assert_eq!(me["data"]["me"]["firstName"], "Augusta", "{me}");
     assert_eq!(me["data"]["me"]["email"], "new@x.org", "{me}");
 
     // Renamed at Clerk: the later name wins.
-    let renamed_at_clerk =
-        user_event("user.updated", &clerk, 1_700_000_120_000, "Grace", "new@x.org");
+    let renamed_at_clerk = user_event(
+        "user.updated",
+        &clerk,
+        1_700_000_120_000,
+        "Grace",
+        "new@x.org",
+    );
     assert_eq!(post(&url, &Delivery::signed(renamed_at_clerk)).await.0, 200);
     let me = run_as(&service, as_user(&clerk), ME, json!({})).await;
     assert_eq!(me["data"]["me"]["firstName"], "Grace", "{me}");
 
     // Erasure forgets Clerk's copy of the names too (the table's check refuses otherwise).
-    assert_eq!(post(&url, &Delivery::signed(deleted_event(&clerk))).await.0, 200);
+    assert_eq!(
+        post(&url, &Delivery::signed(deleted_event(&clerk))).await.0,
+        200
+    );
     let kept: (Option<String>, Option<String>) = sqlx::query_as(
         "SELECT clerk_first_name, clerk_last_name FROM accounts.users WHERE clerk_id = $1",
     )

@@ -388,9 +388,25 @@ mod tests {
         );
         assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None, None, true).is_retryable());
         assert!(classify(StatusCode::SERVICE_UNAVAILABLE, "", None, None, true).is_retryable());
-        assert!(classify(StatusCode::FORBIDDEN, "ExpiredProviderToken", None, None, true).is_retryable());
         assert!(
-            !classify(StatusCode::FORBIDDEN, "InvalidProviderToken", None, None, true).is_retryable()
+            classify(
+                StatusCode::FORBIDDEN,
+                "ExpiredProviderToken",
+                None,
+                None,
+                true
+            )
+            .is_retryable()
+        );
+        assert!(
+            !classify(
+                StatusCode::FORBIDDEN,
+                "InvalidProviderToken",
+                None,
+                None,
+                true
+            )
+            .is_retryable()
         );
     }
 
