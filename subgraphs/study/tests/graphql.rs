@@ -643,6 +643,65 @@ async fn a_chapter_of_176_verses_costs_one_query_for_its_highlights_and_notes() 
 /// the page would answer 28 MB, more than the answer's budget (16 MiB, the router's cap on a
 /// subgraph's answer): it is refused with `VALIDATION_ERROR`, not built, and fewer verses of
 /// the same chapter are served.
+/// A document can reach one verse many times: every highlight of a verse, from every
+/// highlight of it, answers the verse's note again. The answer's budget counts the note each
+/// time it is answered, so 15 highlights and one long note (15 × 15 copies, ~18 MB) are
+/// refused past 16 MiB instead of built whole.
+#[tokio::test]
+async fn a_note_answered_again_through_nested_passages_counts_each_time() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    for _ in 0..15 {
+        let made = run_as(
+            &service,
+            Some(user),
+            CREATE_HIGHLIGHT,
+            json!({"p": "ps.119.1", "c": "FAITH"}),
+        )
+        .await;
+        assert!(made.get("errors").is_none(), "{made}");
+    }
+    let long = "\u{1D11E}".repeat(20_000);
+    let made = create_note(&service, user, "ps.119.1", "ps.119.1", &long).await;
+    assert!(made.get("errors").is_none(), "{made}");
+    let fan_out = "query($r: [_Any!]!) { _entities(representations: $r) { ... on User {
+        highlights(first: 100) { nodes { passage { myHighlights { passage { myNotes { text } } } } } } } } }";
+
+    let refused = run_as(&service, Some(user), fan_out, user_rep(user)).await;
+
+    let errors = refused["errors"].as_array().expect("errors");
+    assert!(!errors.is_empty());
+    for error in errors {
+        assert_eq!(error["extensions"]["code"], "VALIDATION_ERROR", "{error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("16 MiB as answered"),
+            "{error}"
+        );
+    }
+    let size = serde_json::to_vec(&refused).unwrap().len();
+    assert!(size < 17 * 1024 * 1024, "{size} bytes answered");
+    // One level less (15 copies) is served whole.
+    let served = run_as(
+        &service,
+        Some(user),
+        "query($r: [_Any!]!) { _entities(representations: $r) { ... on User {
+            highlights(first: 100) { nodes { passage { myNotes { text } } } } } } }",
+        user_rep(user),
+    )
+    .await;
+    assert!(served.get("errors").is_none(), "{served}");
+    assert_eq!(
+        served["data"]["_entities"][0]["highlights"]["nodes"][14]["passage"]["myNotes"][0]["text"],
+        json!(long)
+    );
+    clean_up(&pool, &[user]).await;
+}
+
 #[tokio::test]
 async fn a_page_whose_notes_exceed_the_budget_is_refused_not_built() {
     let pool = pool().await;

@@ -15,12 +15,19 @@
 //!   on the `User` (four lists and the streak) cost ONE statement together, not five
 //!   statements on five pooled connections at once.
 //!
+//! - **The answer's size** ([`Loaders::charge_answer`]): the rows every `Passage.myHighlights`
+//!   and `Passage.myNotes` answers, counted wherever they appear, stay within
+//!   [`ANSWER_BUDGET_BYTES`] per request. A batch counts each verse once, but a document can
+//!   reach one verse many times (`highlights { passage { myHighlights { passage { myNotes } } } }`
+//!   repeats a verse's note for every highlight of every highlight).
+//!
 //! Keys carry the caller's user id, so nothing ever mixes users. Nothing is kept beyond the
 //! request, and the DataLoaders keep nothing beyond a batch, so a mutation's later fields read
 //! what earlier ones wrote.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, Value};
@@ -218,6 +225,8 @@ pub struct Loaders {
     /// What the `User` entity's fields read together, and what they asked (see
     /// [`Loaders::prefetch_user`]).
     user_pages: OnceCell<(Uuid, UserPagesAsk, Result<UserPages, Arc<sqlx::Error>>)>,
+    /// The bytes of highlights and notes the request's `Passage` fields answered so far.
+    answered: AtomicUsize,
 }
 
 impl Loaders {
@@ -239,7 +248,19 @@ impl Loaders {
             store: store.clone(),
             entities: OnceCell::new(),
             user_pages: OnceCell::new(),
+            answered: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts `bytes` more of the request's answer (rows a `Passage` field gives, each time it
+    /// gives them); past [`ANSWER_BUDGET_BYTES`] in all, the field is refused (and every one
+    /// after it).
+    pub fn charge_answer(&self, bytes: usize) -> Result<(), ReadError> {
+        let before = self.answered.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > ANSWER_BUDGET_BYTES {
+            return Err(ReadError::OverBudget);
+        }
+        Ok(())
     }
 
     /// The request's loaders.

@@ -125,9 +125,13 @@ impl Passage {
         let Some(user) = Caller::of(ctx).user_id else {
             return Ok(Vec::new());
         };
-        let rows = Loaders::of(ctx)?
+        let loaders = Loaders::of(ctx)?;
+        let rows = loaders
             .highlights_of((user, self.id.clone()))
             .await
+            .map_err(|error| read(&error))?;
+        loaders
+            .charge_answer(rows.iter().map(HighlightRow::weight).sum())
             .map_err(|error| read(&error))?;
         Ok(rows.into_iter().map(Highlight).collect())
     }
@@ -138,9 +142,13 @@ impl Passage {
         let Some(user) = Caller::of(ctx).user_id else {
             return Ok(Vec::new());
         };
-        let rows = Loaders::of(ctx)?
+        let loaders = Loaders::of(ctx)?;
+        let rows = loaders
             .notes_of((user, self.id.clone()))
             .await
+            .map_err(|error| read(&error))?;
+        loaders
+            .charge_answer(rows.iter().map(|note| note.weight()).sum())
             .map_err(|error| read(&error))?;
         Ok(rows.into_iter().map(Note).collect())
     }
