@@ -475,7 +475,10 @@ impl User {
         ))
     }
 
-    /// The user's progress in each chapter they read in, most recently read first.
+    /// The user's progress in each chapter they read in, most recently read first. Reading a
+    /// chapter moves it to the front: a client paging with `after` while the user reads
+    /// elsewhere does not see that chapter again in later pages, so it starts again from the
+    /// first page to pick it up.
     async fn reading_progress(
         &self,
         ctx: &Context<'_>,
