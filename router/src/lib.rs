@@ -56,6 +56,7 @@ pub mod usage;
 pub mod validation;
 pub mod value;
 pub mod variables;
+pub mod weighted_lru;
 
 /// The message of an internal error (the detail goes to the log only).
 pub const INTERNAL_MESSAGE: &str = gospelib_kit::errors::INTERNAL_MESSAGE;

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use gospelib_kit::graphql_http::Bytes;
 
 use gospelib_kit::caller::{Caller, InternalSecret};
-use lru::LruCache;
 
 use serde_json::{Map, Value, json};
 
@@ -26,6 +25,7 @@ use crate::supergraph::Supergraph;
 use crate::transport::{Deduplicated, Transport};
 use crate::usage::UsageRecorder;
 use crate::validation::{Limits, Problem};
+use crate::weighted_lru::WeightedLru;
 use gospelib_kit::metrics::Metrics;
 use gospelib_kit::plans::Plans;
 use gospelib_kit::single_flight::SingleFlight;
@@ -270,7 +270,7 @@ pub struct Router {
     secret: Option<InternalSecret>,
     caller_lifetime: std::time::Duration,
     /// The part of each operation each kind of caller may select, with its plan.
-    restricted: Mutex<LruCache<(String, Access), Arc<Restricted>>>,
+    restricted: Mutex<WeightedLru<(String, Access), Arc<Restricted>>>,
     /// What entity fetches derived from responses made of shared answers (see
     /// [`crate::derived`]).
     derivations: crate::derived::Derivations<execution::Derived>,
@@ -375,8 +375,9 @@ impl Router {
             request_timeout: settings.request_timeout,
             secret: None,
             caller_lifetime: gospelib_kit::caller::DEFAULT_LIFETIME,
-            restricted: Mutex::new(LruCache::new(
+            restricted: Mutex::new(WeightedLru::new(
                 std::num::NonZeroUsize::new(RESTRICTED_CACHE_SIZE).expect("not zero"),
+                crate::planning::MAX_PLAN_CACHE_WEIGHT,
             )),
             derivations: Default::default(),
             enforcement: None,
@@ -828,15 +829,23 @@ impl Router {
                 )
                 .await?
         };
+        // It keeps the original plan alive (and the permitted one, when another), so both
+        // count, even when the plan caches have let them go.
+        let weight = if Arc::ptr_eq(&permitted, planned) {
+            planned.weight()
+        } else {
+            planned.weight() + permitted.weight()
+        };
         let restricted = Arc::new(Restricted {
             original: planned.clone(),
             permitted,
             denials,
         });
-        self.restricted
-            .lock()
-            .expect("restriction cache lock")
-            .put(key, restricted.clone());
+        self.restricted.lock().expect("restriction cache lock").put(
+            key,
+            restricted.clone(),
+            weight,
+        );
         Ok(Some(restricted).filter(|r| !r.denials.is_empty()))
     }
 

@@ -21,13 +21,13 @@ use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::state::supergraph_state::OperationKind;
 use hive_router_query_planner::utils::cancellation::CancellationToken;
 use hive_router_query_planner::utils::parsing::safe_parse_operation_with_token_limit;
-use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 use crate::introspection::Introspection;
 use crate::limits::{Limits, ListSizes, Problem, check_limits};
 use crate::supergraph::Supergraph;
 use crate::validation::validate_operation;
+use crate::weighted_lru::WeightedLru;
 
 /// Why an operation could not be planned; each maps to GraphQL errors for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,12 +52,14 @@ pub enum PlanningError {
 /// A plan, and the normalized operation it was made for.
 #[derive(Debug)]
 pub struct Planned {
-    /// The normalized operation, printed: also the cache key's second half.
+    /// The normalized operation, printed: hashed into the cache key's second half (with
+    /// where its fields only for the subgraphs are, which printing does not show).
     pub normalized: String,
     /// The normalized operation: projection shapes the response by it.
     pub operation: OperationDefinition,
     pub plan: QueryPlan,
-    /// The sha256 of `normalized`, in hex: how usage records name the operation.
+    /// The cache key's sha256 (of `normalized`, and of where its fields only for the
+    /// subgraphs are), in hex: how usage records name the operation.
     pub hash: String,
     /// The schema coordinates the operation touches (see [`crate::usage`]).
     pub coordinates: std::collections::BTreeSet<String>,
@@ -71,6 +73,14 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// An estimate of the bytes this plan holds, as the plan caches count it
+    /// ([`MAX_PLAN_CACHE_WEIGHT`]): its printed text, and trees of the operation and of the
+    /// plan's fetches, which take tens of bytes per byte of a selection's text (a string
+    /// literal is held in each of them once).
+    pub fn weight(&self) -> usize {
+        PLAN_OVERHEAD_BYTES + self.normalized.len() * PLAN_BYTES_PER_TEXT_BYTE
+    }
+
     /// Whether the operation is a mutation (whose fetches are never shared or repeated).
     pub fn is_mutation(&self) -> bool {
         matches!(self.operation.operation_kind, Some(OperationKind::Mutation))
@@ -105,8 +115,29 @@ pub struct CacheStats {
     pub parsed: u64,
 }
 
+/// What a [`PlanCache`] holds ([`PlanCache::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheHeld {
+    pub plans: usize,
+    pub plans_weight: usize,
+    pub texts: usize,
+    pub texts_weight: usize,
+}
+
 /// A plan's cache key: the supergraph's hash and the normalized operation's sha256.
 type PlanKey = (String, [u8; 32]);
+
+/// The most each plan cache (by normalized operation, by request text, and the pipeline's
+/// restrictions) holds, in [`Planned::weight`]s: ~1,000 reader pages, while a client sending
+/// operations padded with megabytes of literals evicts old plans instead of growing the
+/// process. A plan heavier than this on its own is planned again for each request.
+pub const MAX_PLAN_CACHE_WEIGHT: usize = 64 * 1024 * 1024;
+
+/// What [`Planned::weight`] counts for any plan (its structures, the coordinates, the hash).
+const PLAN_OVERHEAD_BYTES: usize = 4 * 1024;
+
+/// What [`Planned::weight`] counts per byte of normalized text.
+const PLAN_BYTES_PER_TEXT_BYTE: usize = 32;
 
 /// Plans operations, remembering the most recent plans.
 pub struct PlanCache {
@@ -116,11 +147,11 @@ pub struct PlanCache {
     /// (within the planning deadline) instead of taking every core from the requests whose
     /// plans are cached.
     planning_slots: Arc<tokio::sync::Semaphore>,
-    plans: Mutex<LruCache<PlanKey, Arc<Planned>>>,
+    plans: Mutex<WeightedLru<PlanKey, Arc<Planned>>>,
     /// The same plans by the request's own text (see [`TextKey`]): a repeated request skips
     /// parsing, validation and normalization. Only requests that passed them are ever stored,
     /// and validation depends on nothing else.
-    by_text: Mutex<LruCache<u64, (TextKey, TextEntry)>>,
+    by_text: Mutex<WeightedLru<u64, (TextKey, TextEntry)>>,
     stats: Mutex<CacheStats>,
     limits: Limits,
     /// The sizes the cost gives lists no argument sizes.
@@ -144,8 +175,8 @@ impl PlanCache {
         Self {
             planning_timeout: DEFAULT_PLANNING_TIMEOUT,
             planning_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
-            plans: Mutex::new(LruCache::new(capacity)),
-            by_text: Mutex::new(LruCache::new(capacity)),
+            plans: Mutex::new(WeightedLru::new(capacity, MAX_PLAN_CACHE_WEIGHT)),
+            by_text: Mutex::new(WeightedLru::new(capacity, MAX_PLAN_CACHE_WEIGHT)),
             stats: Mutex::new(CacheStats::default()),
             limits,
             list_sizes: Arc::new(ListSizes::built_in()),
@@ -166,6 +197,19 @@ impl PlanCache {
 
     pub fn stats(&self) -> CacheStats {
         *self.stats.lock().expect("stats lock")
+    }
+
+    /// What the cache holds now: entries and their weight ([`Planned::weight`]), by
+    /// normalized operation and by request text.
+    pub fn held(&self) -> CacheHeld {
+        let plans = self.plans.lock().expect("plan cache lock");
+        let by_text = self.by_text.lock().expect("plan cache lock");
+        CacheHeld {
+            plans: plans.len(),
+            plans_weight: plans.weight(),
+            texts: by_text.len(),
+            texts_weight: by_text.weight(),
+        }
     }
 
     /// The plan of `query` (the operation named `operation_name`, or its only one) against
@@ -232,18 +276,27 @@ impl PlanCache {
             self.plan_uncached_text(supergraph, query, operation_name, variables)?;
         // An operation whose cost depends on its variables keeps its parsed document, to be
         // measured again for each request.
-        let entry = match variable_sized {
-            None => TextEntry::Fixed(planned.clone()),
-            Some(document) => TextEntry::VariableSized {
-                planned: planned.clone(),
-                document,
-            },
+        // The text itself, and for a variable-sized operation its parsed document (a tree
+        // as dense as the plan's own), on top of the plan.
+        let (entry, weight) = match variable_sized {
+            None => (
+                TextEntry::Fixed(planned.clone()),
+                planned.weight() + query.len(),
+            ),
+            Some(document) => (
+                TextEntry::VariableSized {
+                    planned: planned.clone(),
+                    document,
+                },
+                planned.weight() + query.len() * (1 + PLAN_BYTES_PER_TEXT_BYTE),
+            ),
         };
         if let Some(key) = TextKey::new(supergraph, query, operation_name) {
-            self.by_text
-                .lock()
-                .expect("plan cache lock")
-                .put(key.fingerprint, (key, entry));
+            self.by_text.lock().expect("plan cache lock").put(
+                key.fingerprint,
+                (key, entry),
+                weight,
+            );
         }
         Ok((planned, hit))
     }
@@ -402,10 +455,14 @@ impl PlanCache {
     ) -> Result<(Arc<Planned>, bool), PlanningError> {
         let planner = supergraph.planner();
         let printed = operation.to_string();
-        let key: PlanKey = (
-            supergraph.version.hash.clone(),
-            Sha256::digest(printed.as_bytes()).into(),
-        );
+        // The printed form does not show which fields are only for the subgraphs (a selection
+        // emptied by `@skip(if: true)` gets a `__typename` the client did not ask for): two
+        // operations printed alike may differ there, so the key says where those are.
+        let mut hasher = Sha256::new();
+        hasher.update(printed.as_bytes());
+        let mut position = 0;
+        hash_omitted_fields(&operation.selection_set, &mut position, &mut hasher);
+        let key: PlanKey = (supergraph.version.hash.clone(), hasher.finalize().into());
         if let Some(found) = self
             .plans
             .lock()
@@ -464,11 +521,33 @@ impl PlanCache {
             last_data_len: std::sync::atomic::AtomicUsize::new(0),
             id: next_plan_id(),
         });
+        let weight = planned.weight();
         self.plans
             .lock()
             .expect("plan cache lock")
-            .put(key, planned.clone());
+            .put(key, planned.clone(), weight);
         Ok((planned, false))
+    }
+}
+
+/// Feeds `hasher` the position (in document order, counted from `position`) of every field
+/// marked `omit_from_response` in `selection_set`.
+fn hash_omitted_fields(selection_set: &SelectionSet, position: &mut u64, hasher: &mut Sha256) {
+    for item in &selection_set.items {
+        *position += 1;
+        match item {
+            SelectionItem::Field(field) => {
+                if field.omit_from_response {
+                    hasher.update(b"\0omitted:");
+                    hasher.update(position.to_le_bytes());
+                }
+                hash_omitted_fields(&field.selections, position, hasher);
+            }
+            SelectionItem::InlineFragment(fragment) => {
+                hash_omitted_fields(&fragment.selections, position, hasher);
+            }
+            SelectionItem::FragmentSpread(_) => {}
+        }
     }
 }
 

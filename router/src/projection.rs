@@ -308,7 +308,10 @@ impl<'a> Writer<'a> {
         for item in &selection_set.items {
             match item {
                 SelectionItem::Field(field) => {
-                    if self.skipped(&field.skip_if, &field.include_if) {
+                    // `omit_from_response`: the `__typename` normalization puts in a selection
+                    // that a literal `@skip(if: true)` or `@include(if: false)` emptied, for
+                    // the subgraph's sake; the client asked for none of it.
+                    if field.omit_from_response || self.skipped(&field.skip_if, &field.include_if) {
                         continue;
                     }
                     let key = field.alias.as_deref().unwrap_or(&field.name);
@@ -432,7 +435,17 @@ impl<'a> Writer<'a> {
                     self.out.push(b']');
                     Ok(false)
                 }
-                _ => Ok(self.write_null()),
+                None | Some(Value::Null) => Ok(self.write_null()),
+                // Not a list where the schema has one (graphql-js: "Expected Iterable"): null,
+                // with an error that says why.
+                Some(_) => {
+                    self.errors.push(json!({
+                        "message": "a subgraph answered a value that is not a list for a list field",
+                        "path": path_to_json(path),
+                        "extensions": { "code": "INTERNAL_ERROR" }
+                    }));
+                    Ok(self.write_null())
+                }
             },
             TypeNode::Named(name) => match raw {
                 None | Some(Value::Null) => Ok(self.write_null()),

@@ -1160,6 +1160,49 @@ async fn a_field_in_a_skipped_fragment_and_an_included_one_is_answered_once() {
     );
 }
 
+/// Literal conditions that empty a selection: the spec's answer is an empty object (graphql-js
+/// answers `{}`), never the `__typename` the planner puts in for the subgraph's sake.
+#[tokio::test]
+async fn a_selection_emptied_by_literal_conditions_is_an_empty_object() {
+    let router = library_router();
+    for query in [
+        "{ shelf { id @skip(if: true) } }",
+        "{ shelf { id @include(if: false) } }",
+        "{ shelf { ... on Book @include(if: false) { title } } }",
+        "{ shelf { ... @skip(if: true) { id title } } }",
+    ] {
+        assert_eq!(
+            ask(&router, query, json!({})).await,
+            json!({"data": {"shelf": [{}, {}, {}]}}),
+            "{query}"
+        );
+    }
+    // Asked for by the client too, it is answered.
+    assert_eq!(
+        data_of(
+            &router,
+            "{ shelf { __typename id @skip(if: true) } }",
+            json!({})
+        )
+        .await,
+        json!({"shelf": [{"__typename": "Book"}, {"__typename": "Movie"}, {"__typename": "Book"}]})
+    );
+    // Under an entity fetch: the other subgraph's fields emptied.
+    assert_eq!(
+        data_of(
+            &router,
+            "{ shelf { id ... on Book { similar { id @skip(if: true) } } } }",
+            json!({})
+        )
+        .await,
+        json!({"shelf": [
+            {"id": "b1", "similar": [{}, {}]},
+            {"id": "m1"},
+            {"id": "b2", "similar": [{}]},
+        ]})
+    );
+}
+
 #[tokio::test]
 async fn conditions_on_fragment_spreads_follow_the_variables() {
     let router = library_router();

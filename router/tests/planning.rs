@@ -1,6 +1,8 @@
 //! Supergraph loading and planning with the plan cache, on a two-subgraph supergraph.
 
-use gospelib_router::planning::{CacheStats, MAX_CACHED_TEXT_BYTES, PlanCache, PlanningError};
+use gospelib_router::planning::{
+    CacheStats, MAX_CACHED_TEXT_BYTES, MAX_PLAN_CACHE_WEIGHT, PlanCache, PlanningError,
+};
 use gospelib_router::supergraph::{Supergraph, SupergraphError};
 use serde_json::{Value, json};
 
@@ -170,6 +172,47 @@ fn the_cache_is_bounded() {
             parsed: 4
         }
     );
+}
+
+/// Operations padded with huge single tokens (an alias here; a string literal is the same):
+/// the token limit does not bound their bytes, so the caches bound what they hold by weight,
+/// not only by count. A thousand entries of megabytes each would otherwise hold gigabytes.
+#[test]
+fn the_cache_is_bounded_by_weight_whatever_the_operations_carry() {
+    let cache = PlanCache::new(1_000);
+    let supergraph = supergraph();
+    let padded = |i: usize, bytes: usize| {
+        let alias = format!("a{i}_{}", "x".repeat(bytes));
+        format!("{{ {alias}: topProducts {{ name }} }}")
+    };
+    // A megabyte each: past the text cache's bound, so only the plans hold them.
+    for i in 0..12 {
+        cache.plan(&supergraph, &padded(i, 1 << 20), None).unwrap();
+        let held = cache.held();
+        assert!(held.plans_weight <= MAX_PLAN_CACHE_WEIGHT, "{held:?}");
+        assert!(held.plans <= 2, "{held:?}");
+    }
+    // 48 KiB each: both caches keep them, each within the budget, the oldest evicted first.
+    for i in 0..80 {
+        cache.plan(&supergraph, &padded(i, 48 << 10), None).unwrap();
+    }
+    let held = cache.held();
+    assert!(held.plans_weight <= MAX_PLAN_CACHE_WEIGHT, "{held:?}");
+    assert!(held.texts_weight <= MAX_PLAN_CACHE_WEIGHT, "{held:?}");
+    assert!(held.plans >= 10 && held.plans < 80, "{held:?}");
+    assert!(held.texts >= 10 && held.texts < 80, "{held:?}");
+    let parsed = cache.stats().parsed;
+    cache
+        .plan(&supergraph, &padded(79, 48 << 10), None)
+        .unwrap();
+    assert_eq!(cache.stats().parsed, parsed, "the latest is still kept");
+    cache.plan(&supergraph, &padded(0, 48 << 10), None).unwrap();
+    assert_eq!(cache.stats().parsed, parsed + 1, "the oldest was let go");
+    // Small operations are kept by the hundred as before.
+    for i in 0..300 {
+        cache.plan(&supergraph, &padded(i, 8), None).unwrap();
+    }
+    assert!(cache.held().plans >= 300, "{:?}", cache.held());
 }
 
 #[test]
