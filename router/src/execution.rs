@@ -1173,8 +1173,29 @@ async fn entity_fetch(
     };
     let mut cached = cached;
     let mut answers: Vec<Vec<Entity<'_>>> = Vec::with_capacity(groups.len());
+    // Groups whose answer has more or fewer entities than were asked: which entity is which is
+    // unknown, so none is merged (nor kept by the entity cache); each location gets an error.
+    let mut misaligned: Vec<usize> = Vec::new();
     for (g, group) in groups.iter().enumerate() {
+        let answered = match &shared {
+            Some(body) => body
+                .get("data")
+                .and_then(|data| data.get(group.response_key)),
+            None => own.get(group.response_key),
+        };
+        if let Some(Value::Array(entities)) = answered
+            && entities.len() != misses[g].len()
+        {
+            tracing::warn!(
+                subgraph = service_name,
+                asked = misses[g].len(),
+                answered = entities.len(),
+                "a subgraph answered another number of entities than it was asked"
+            );
+            misaligned.push(g);
+        }
         let mut fetched: Box<dyn Iterator<Item = Entity<'_>>> = match &shared {
+            _ if misaligned.last() == Some(&g) => Box::new(std::iter::empty()),
             Some(body) => match body
                 .get("data")
                 .and_then(|data| data.get(group.response_key))
@@ -1205,7 +1226,28 @@ async fn entity_fetch(
         }
         answers.push(entities);
     }
-    if let Some(cached) = cached {
+    if !misaligned.is_empty() {
+        let data = state.data.lock().expect("data lock");
+        let located: Vec<_> = misaligned
+            .iter()
+            .flat_map(|&g| collected[g].locations_of(&misses[g]))
+            .map(|location| {
+                json!({
+                    "message": format!(
+                        "subgraph {service_name:?} answered another number of entities than \
+                         it was asked for"
+                    ),
+                    "path": response_path(&data, location),
+                    "extensions": { "code": "UPSTREAM_UNAVAILABLE", "serviceName": service_name }
+                })
+            })
+            .collect();
+        drop(data);
+        state.errors.lock().expect("errors lock").extend(located);
+    }
+    if let Some(cached) = cached
+        && misaligned.is_empty()
+    {
         store_fetched(&groups, &misses, &answers, &errors, cached);
     }
     // Which entities came back null, for the errors below (before they are moved).

@@ -364,7 +364,7 @@ type Item @key(fields: "id") { id: ID! }
 const STOCK_SDL: &str = r#"
 extend schema @link(url: "https://specs.apollo.dev/federation/v2.5", import: ["@key"])
 enum Colour { RED GREEN }
-type Item @key(fields: "id") { id: ID! stock: Int! colour: Colour label: String }
+type Item @key(fields: "id") { id: ID! stock: Int! colour: Colour label: String tags: [String] }
 "#;
 
 /// A subgraph that always gives the same answer.
@@ -456,6 +456,65 @@ async fn leaf_values_the_schema_cannot_represent_are_null_with_an_error() {
             ),
         ]
     );
+}
+
+/// A list field answered with something else is `null` with an error, as graphql-js's
+/// "Expected Iterable": never a silent `null`.
+#[tokio::test]
+async fn a_list_answered_with_no_list_is_null_with_an_error() {
+    let stock = Canned(json!({"data": {"_entities": [
+        {"tags": ["a"]}, {"tags": "b"}, {"tags": null}
+    ]}}));
+    let router = shelf_router(Arc::new(stock));
+    let response = ask(&router, "{ shelf { id tags } }", json!({})).await;
+    assert_eq!(
+        response,
+        json!({
+            "data": {"shelf": [
+                {"id": "1", "tags": ["a"]},
+                {"id": "2", "tags": null},
+                {"id": "3", "tags": null}
+            ]},
+            "errors": [{
+                "message": "a subgraph answered a value that is not a list for a list field",
+                "path": ["shelf", 1, "tags"],
+                "extensions": {"code": "INTERNAL_ERROR"}
+            }]
+        })
+    );
+}
+
+/// A subgraph answering fewer (or more) entities than it was asked for: which is which is
+/// unknown, so none is merged (the second is never put on the third item), and each item
+/// the fetch was for gets an error.
+#[tokio::test]
+async fn entities_answered_out_of_count_are_merged_nowhere() {
+    let error = |index: usize| {
+        json!({
+            "message": "subgraph \"stock\" answered another number of entities than it was asked for",
+            "path": ["shelf", index],
+            "extensions": {"code": "UPSTREAM_UNAVAILABLE", "serviceName": "stock"}
+        })
+    };
+    for entities in [
+        json!([{"colour": "RED"}, {"colour": "GREEN"}]),
+        json!([{"colour": "RED"}, {"colour": "GREEN"}, {"colour": "RED"}, {"colour": "RED"}]),
+    ] {
+        let stock = Canned(json!({"data": {"_entities": entities}}));
+        let router = shelf_router(Arc::new(stock));
+        let response = ask(&router, "{ shelf { id colour } }", json!({})).await;
+        assert_eq!(
+            response,
+            json!({
+                "data": {"shelf": [
+                    {"id": "1", "colour": null},
+                    {"id": "2", "colour": null},
+                    {"id": "3", "colour": null}
+                ]},
+                "errors": [error(0), error(1), error(2)]
+            })
+        );
+    }
 }
 
 #[tokio::test]
