@@ -466,14 +466,41 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         // JSON gives no size; room for a few fields, and for those an entity merge adds later.
         let mut object = Object::with_capacity(map.size_hint().unwrap_or(8).min(256));
+        // A repeated key keeps its last value, as serde_json does. Finding it is a scan of the
+        // keys so far, which is quadratic in an object's width: past a few dozen keys (a
+        // user's `JSON` value can have thousands) they are found through an index instead.
+        let mut index: Option<std::collections::HashMap<Str, usize>> = None;
         while let Some(key) = map.next_key::<KeyString>()? {
             let value = map.next_value()?;
-            // A repeated key keeps its last value, as serde_json does.
-            object.insert(key.0, value);
+            let key = key.0;
+            if let Some(index) = index.as_mut() {
+                match index.get(&key) {
+                    Some(&position) => object.0[position].1 = value,
+                    None => {
+                        index.insert(key.clone(), object.0.len());
+                        object.push_unique(key, value);
+                    }
+                }
+                continue;
+            }
+            object.insert(key, value);
+            if object.len() > INDEXED_WIDTH {
+                index = Some(
+                    object
+                        .0
+                        .iter()
+                        .enumerate()
+                        .map(|(position, (key, _))| (key.clone(), position))
+                        .collect(),
+                );
+            }
         }
         Ok(Value::Object(object))
     }
 }
+
+/// The width past which reading an object finds repeated keys through an index.
+const INDEXED_WIDTH: usize = 32;
 
 /// An object key, read without an intermediate `String`.
 struct KeyString(Str);
@@ -591,5 +618,24 @@ mod tests {
     fn a_repeated_key_keeps_its_last_value() {
         let value: Value = serde_json::from_str(r#"{"a":1,"a":2}"#).unwrap();
         assert_eq!(serde_json::to_string(&value).unwrap(), r#"{"a":2}"#);
+    }
+
+    /// Wide objects (read through an index past `INDEXED_WIDTH` keys) keep serde_json's
+    /// answer: every key in its first place, each with its last value.
+    #[test]
+    fn a_wide_object_reads_as_serde_json_reads_it() {
+        let mut text = String::from("{");
+        for i in 0..5_000 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        // Repeats of keys before and after the index began, and a last new key.
+        text.push_str(r#""k3":"early","k4000":"late","k3":"again","last":true}"#);
+        let ours: Value = serde_json::from_str(&text).unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::Value::from(ours.clone()), theirs);
+        let object = ours.as_object().unwrap();
+        assert_eq!(object.len(), 5_001);
+        assert_eq!(object.get("k3"), Some(&Value::String("again".into())));
+        assert_eq!(object.get("k4000"), Some(&Value::String("late".into())));
     }
 }
