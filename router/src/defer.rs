@@ -578,11 +578,32 @@ pub fn incremental_items(
         let keys = top_keys(&deferred.selections, &split.fragments);
         for path in paths {
             let at = value_at(full_data, &path);
-            let errors: Vec<Value> = full_errors
+            let mut errors: Vec<Value> = full_errors
                 .iter()
                 .filter(|error| error_under(error, &path, &keys))
                 .cloned()
                 .collect();
+            // The two halves ran apart: a list may have changed between them (a note added,
+            // an order moved), and the object at this path in the full answer be another one
+            // than the primary answer showed. Its fields would then land on the wrong object.
+            if !deferred.nested
+                && let (Some(Value::Object(shown)), Some(Value::Object(full))) =
+                    (value_at(primary_data, &path), at)
+                && !same_object(shown, full)
+            {
+                errors.push(json!({
+                    "message": "the data changed between the first part of the answer and \
+                                this deferred one; ask again",
+                    "path": path,
+                    "extensions": { "code": "INTERNAL_ERROR" }
+                }));
+                let mut item = json!({ "data": null, "path": path, "errors": errors });
+                if let Some(label) = &deferred.label {
+                    item["label"] = json!(label);
+                }
+                items.push(item);
+                continue;
+            }
             let data = match at {
                 Some(Value::Object(object)) if object.contains_key(marker) => {
                     let mut out = Map::new();
@@ -612,6 +633,16 @@ pub fn incremental_items(
         }
     }
     items
+}
+
+/// Whether the full answer's object `full` is the one the primary answer showed as `shown`:
+/// every leaf value `shown` has (its id, its name, …) is the same in `full`. The full answer
+/// selects all the primary one does, so a difference means another object.
+fn same_object(shown: &Map<String, Value>, full: &Map<String, Value>) -> bool {
+    shown.iter().all(|(key, value)| match value {
+        Value::Object(_) | Value::Array(_) => true,
+        leaf => key == EMPTY_MARKER || full.get(key).is_none_or(|other| other == leaf),
+    })
 }
 
 /// Every concrete path (keys and list indices) `keys` leads to through `value`'s objects.

@@ -237,3 +237,74 @@ async fn introspection_shows_defer() {
         json!([{ "name": "label" }, { "name": "if" }])
     );
 }
+
+/// Products answering its list in another order the second time it is asked (the list
+/// changed between the primary half's fetch and the full half's).
+struct Reordering {
+    inner: Arc<dyn LocalSubgraph>,
+    lists: std::sync::atomic::AtomicUsize,
+}
+
+impl LocalSubgraph for Reordering {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async move {
+            let lists = request["query"]
+                .as_str()
+                .is_some_and(|query| query.contains("topProducts"));
+            let mut answer = self.inner.execute(request).await;
+            let nth = if lists {
+                self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            } else {
+                0
+            };
+            if nth == 1
+                && let Some(Value::Array(items)) = answer["data"].get_mut("topProducts")
+            {
+                items.reverse();
+            }
+            answer
+        })
+    }
+}
+
+/// The deferred fields of an object the list no longer has at that place are never put on
+/// the object the first part showed there: that item is `null` with an error.
+#[tokio::test]
+async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields() {
+    let transport = InProcess::default()
+        .with(
+            "products",
+            Arc::new(Reordering {
+                inner: products(),
+                lists: Default::default(),
+            }),
+        )
+        .with("reviews", reviews());
+    let router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport));
+    let (url, _stop) = start_router(router).await;
+    let query = r#"{ topProducts(first: 2) { name ... @defer { reviews { body } } } }"#;
+    let response = post(
+        &format!("{url}/graphql"),
+        MULTIPART,
+        json!({ "query": query }),
+    )
+    .await;
+    let parts = parts(&response.text().await.unwrap());
+    // Whichever half asked second got the other order.
+    let shown = &parts[0]["data"]["topProducts"];
+    assert!(
+        [
+            json!([{ "name": "Table" }, { "name": "Couch" }]),
+            json!([{ "name": "Couch" }, { "name": "Table" }])
+        ]
+        .contains(shown),
+        "{shown}"
+    );
+    let items = parts[1]["incremental"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{items:#?}");
+    for (index, item) in items.iter().enumerate() {
+        assert_eq!(item["path"], json!(["topProducts", index]));
+        assert_eq!(item["data"], Value::Null, "{item:#}");
+        assert_eq!(item["errors"][0]["extensions"]["code"], "INTERNAL_ERROR");
+    }
+}
