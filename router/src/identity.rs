@@ -77,9 +77,16 @@ pub struct Identified {
     pub partner: bool,
     /// When a long-lived connection or subscription opened with this credential ends: a
     /// session token's `exp`, the leeway and the grace live connections get
-    /// ([`crate::jwt::JwtSettings::live_grace`]); `None` for anonymous callers and API keys.
+    /// ([`crate::jwt::JwtSettings::live_grace`]); an API key's [`PARTNER_LIVE_LIFETIME`] after
+    /// it was checked; `None` for anonymous callers.
     pub expires_at: Option<std::time::SystemTime>,
 }
+
+/// How long a live connection (WebSocket, or a subscription over server-sent events) opened
+/// with a partner's API key lasts. A key never expires by itself, and a revoked one is refused
+/// at once only to new operations: the connection then closes as a session's does at its
+/// token's end (`4403` over WebSocket; clients reconnect), and its key is checked again.
+pub const PARTNER_LIVE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What checks credentials: session tokens when an issuer is configured, partner keys when
 /// their store is.
@@ -143,7 +150,7 @@ impl Identity {
                     Ok(Some(owner)) => Ok(Identified {
                         caller: Caller::partner(owner.partner, owner.scopes),
                         partner: true,
-                        expires_at: None,
+                        expires_at: Some(std::time::SystemTime::now() + PARTNER_LIVE_LIFETIME),
                     }),
                     Ok(None) => Err(IdentityError::Refused("unknown API key".to_owned())),
                     Err(error) => {

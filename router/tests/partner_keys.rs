@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gospelib_kit::caller::ForwardedHeaders;
 use gospelib_kit::test_stack;
+use gospelib_router::identity::{Identity, PARTNER_LIVE_LIFETIME};
 use gospelib_router::partner_keys::{self, KeyOwner, POSITIVE_TTL, PartnerKeys};
 use sqlx::PgPool;
 
@@ -311,5 +313,28 @@ async fn a_flood_holding_every_lookup_slot_does_not_lock_out_keys_found_before()
     ));
     drop(held);
     assert_eq!(keys.find(&made_up).await.unwrap(), None);
+    delete(&pool, &owner).await;
+}
+
+/// A key never expires, but a live connection opened with it does, so that a revoked key's
+/// connections end too (they reconnect, and the key is checked again).
+#[tokio::test]
+async fn a_live_connection_opened_with_a_key_ends_after_its_lifetime() {
+    let pool = pool().await;
+    let (owner, key) = new_key(&pool, "live").await;
+    let identity = Identity {
+        sessions: None,
+        partner_keys: Some(Arc::new(PartnerKeys::new(pool.clone()))),
+    };
+    let headers = ForwardedHeaders(vec![("x-api-key".to_owned(), key)]);
+    let before = std::time::SystemTime::now();
+    let identified = identity.identify(Some(&headers)).await.unwrap();
+    assert!(identified.partner);
+    let ends = identified.expires_at.expect("a partner's connection ends");
+    assert!(ends >= before + PARTNER_LIVE_LIFETIME, "{ends:?}");
+    assert!(
+        ends <= std::time::SystemTime::now() + PARTNER_LIVE_LIFETIME,
+        "{ends:?}"
+    );
     delete(&pool, &owner).await;
 }

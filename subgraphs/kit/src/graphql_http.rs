@@ -487,16 +487,28 @@ pub(crate) fn with_forwarded_headers(
 /// The [`FORWARDED_HEADERS`] among `headers`, with their values trimmed. A value with bytes
 /// outside visible ASCII is forwarded with those bytes replaced (U+FFFD), not dropped: a
 /// credential that is not one must be refused (401), not read as no credential at all.
+///
+/// `x-forwarded-for` may come as several fields (a proxy that adds its own line rather than
+/// appending to the client's): they are joined in order, as one list, so that the address the
+/// last proxy saw stays last and a client's forged line cannot stand in for it.
 pub(crate) fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let text = |value: &HeaderValue| match value.to_str() {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
+    };
     FORWARDED_HEADERS
         .iter()
         .filter_map(|name| {
-            let value = headers.get(*name)?;
-            let text = match value.to_str() {
-                Ok(text) => text.trim().to_owned(),
-                Err(_) => String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
+            let value = if *name == "x-forwarded-for" {
+                let lines: Vec<String> = headers.get_all(*name).iter().map(text).collect();
+                if lines.is_empty() {
+                    return None;
+                }
+                lines.join(", ")
+            } else {
+                text(headers.get(*name)?)
             };
-            Some(((*name).to_owned(), text))
+            Some(((*name).to_owned(), value))
         })
         .collect()
 }
@@ -787,6 +799,22 @@ fn not_acceptable() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy that adds its own `X-Forwarded-For` line after the client's: the lines are one
+    /// list, in order, so the proxy's address stays last.
+    #[test]
+    fn forwarded_for_lines_are_joined_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.append("x-forwarded-for", HeaderValue::from_static(" 10.0.0.7 "));
+        headers.insert("x-api-key", HeaderValue::from_static("k"));
+        let forwarded = forwarded_headers(&headers);
+        assert!(
+            forwarded.contains(&("x-forwarded-for".to_owned(), "6.6.6.6, 10.0.0.7".to_owned()))
+        );
+        assert!(forwarded.contains(&("x-api-key".to_owned(), "k".to_owned())));
+        assert!(forwarded_headers(&HeaderMap::new()).is_empty());
+    }
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
