@@ -235,9 +235,12 @@ mod tests {
         assert_eq!(plans.bucket_of("Query.search"), Some("search"));
         assert_eq!(plans.bucket_of("Query.topics"), Some("passages"));
         assert_eq!(plans.bucket_of("Query.me"), None);
-        // Each AI answer costs a vendor call: charged per field; the others per operation.
+        // Each AI answer costs a vendor call, each search a Typesense query, each lexicon
+        // entry a read: charged per field (aliases count); passages per operation.
         assert_eq!(plans.buckets["ai"].charge, Charge::Field);
-        assert_eq!(plans.buckets["search"].charge, Charge::Operation);
+        assert_eq!(plans.buckets["search"].charge, Charge::Field);
+        assert_eq!(plans.buckets["lexicon"].charge, Charge::Field);
+        assert_eq!(plans.buckets["passages"].charge, Charge::Operation);
         assert_eq!(plans.plan_or_default(Some("nonesuch")).0, "reader");
     }
 
