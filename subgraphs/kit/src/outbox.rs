@@ -16,6 +16,16 @@
 //! - Rows are taken in id order with `SELECT … FOR UPDATE SKIP LOCKED`, so two relays never
 //!   publish the same row at once; each relay publishes its batch in id order (two relays
 //!   running at once may interleave their batches on a stream).
+//! - A relay connects to Redis **before** it opens its transaction (and only when rows are
+//!   pending), so a Redis that does not answer never holds a pooled PostgreSQL connection and
+//!   its row locks for the connect timeout. [`Outbox::publish_in_background`] runs one relay
+//!   per outbox at a time (a change made meanwhile is relayed by a pass after it), so a burst
+//!   of changes while Redis is silent cannot spawn a relay per change.
+//! - Streams are trimmed as they grow: each `XADD` drops the stream's entries older than
+//!   [`STREAM_RETENTION`] (`MINID`). Redis keeps streams in memory with no expiry, and they
+//!   carry users' data (an email address in `user.updated`); a consumer group reads them
+//!   within hours (its pending entries are dead-lettered after a day), so a week is far more
+//!   than any consumer needs, and a consumer stopped longer than that misses what was trimmed.
 //!
 //! **Delivery is at least once.** A row is marked published only after Redis accepted its
 //! `XADD`; if PostgreSQL then fails to record that (or the process dies in between), the row is
@@ -27,12 +37,15 @@
 //! input: it is interpolated into the SQL, so [`Outbox::new`] refuses anything but
 //! `schema.table` in lower-case letters, digits and underscores.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// How long connecting to Redis, or one `XADD`, may take.
@@ -40,6 +53,9 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many rows one relay transaction takes.
 const BATCH: i64 = 100;
+
+/// How long a stream keeps its entries: each `XADD` trims those older (see the module).
+pub const STREAM_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a relay pass stopped early (what it published until then stays published).
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +76,10 @@ pub struct Outbox {
     redis: redis::Client,
     table: &'static str,
     stream: String,
+    /// Held by the one background relay running ([`Outbox::publish_in_background`]).
+    background: Arc<Semaphore>,
+    /// A change was committed since the background relay began its last pass.
+    wanted: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -106,6 +126,8 @@ impl Outbox {
             redis,
             table,
             stream: stream.into(),
+            background: Arc::new(Semaphore::new(1)),
+            wanted: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -185,10 +207,29 @@ impl Outbox {
         }
     }
 
-    /// The same in the background, so the caller's answer does not wait for Redis.
+    /// The same in the background, so the caller's answer does not wait for Redis. One such
+    /// relay runs per outbox at a time: a call while it runs asks it for one more pass (which
+    /// publishes this call's rows too), so a burst of changes makes one task, not one each.
     pub fn publish_in_background(&self) {
+        self.wanted.store(true, Ordering::SeqCst);
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            return;
+        };
         let outbox = self.clone();
-        tokio::spawn(async move { outbox.publish().await });
+        tokio::spawn(async move {
+            let mut permit = Some(permit);
+            while permit.is_some() {
+                while outbox.wanted.swap(false, Ordering::SeqCst) {
+                    outbox.publish().await;
+                }
+                drop(permit.take());
+                // A call between the last pass and the release found the permit taken: pass
+                // again for it, unless another task took over.
+                if outbox.wanted.load(Ordering::SeqCst) {
+                    permit = outbox.background.clone().try_acquire_owned().ok();
+                }
+            }
+        });
     }
 
     /// Runs [`Outbox::relay_pending`] every `every`, forever (the launcher spawns it and aborts
@@ -254,7 +295,20 @@ async fn relay(
          FOR UPDATE SKIP LOCKED"
     );
     let mark = format!("UPDATE {table} SET published_at = now() WHERE id = ANY($1)");
-    let mut connection: Option<MultiplexedConnection> = None;
+    // Redis first, outside any transaction: a silent Redis costs this relay its connect
+    // timeout, never a pooled connection and row locks held meanwhile.
+    let pending = format!(
+        "SELECT EXISTS (SELECT 1 FROM {table}
+                        WHERE published_at IS NULL AND ($1::text IS NULL OR stream = $1))"
+    );
+    let any: bool = sqlx::query_scalar(&pending)
+        .bind(stream)
+        .fetch_one(pool)
+        .await?;
+    if !any {
+        return Ok(0);
+    }
+    let mut connection = connect(redis).await?;
     let mut published_total = 0;
     loop {
         let mut tx = pool.begin().await?;
@@ -271,14 +325,7 @@ async fn relay(
         let mut published = Vec::with_capacity(taken);
         let mut failure = None;
         for row in rows {
-            let sent = match connection.as_mut() {
-                Some(conn) => xadd(conn, &row).await,
-                None => match connect(redis).await {
-                    Ok(conn) => xadd(connection.insert(conn), &row).await,
-                    Err(error) => Err(error),
-                },
-            };
-            match sent {
+            match xadd(&mut connection, &row).await {
                 Ok(()) => published.push(row.id),
                 Err(error) => {
                     failure = Some(error);
@@ -321,6 +368,8 @@ async fn connect(redis: &redis::Client) -> Result<MultiplexedConnection, RelayEr
 async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), RelayError> {
     let command = redis::cmd("XADD")
         .arg(&row.stream)
+        .arg("MINID")
+        .arg(trim_before(std::time::SystemTime::now()))
         .arg("*")
         .arg("event_id")
         .arg(&row.event_id)
@@ -335,9 +384,26 @@ async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), 
     Ok(())
 }
 
+/// The lowest entry id a stream keeps at `now`: `<ms>-0`, [`STREAM_RETENTION`] earlier (entry
+/// ids begin with Redis's clock in milliseconds; a skew of seconds does not matter here).
+fn trim_before(now: std::time::SystemTime) -> String {
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(STREAM_RETENTION);
+    format!("{}-0", since_epoch.as_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_keep_a_week() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(trim_before(now), "999395200000-0");
+        assert_eq!(trim_before(std::time::UNIX_EPOCH), "0-0");
+    }
 
     #[test]
     fn only_plain_schema_qualified_names_are_tables() {

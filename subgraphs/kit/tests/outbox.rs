@@ -1,0 +1,181 @@
+//! The outbox relay against the stack's PostgreSQL and Redis (on `billing.outbox`, each test
+//! with a stream of its own): streams trimmed to their retention as events are added, and a
+//! Redis that accepts connections and never answers costing no PostgreSQL connection, and one
+//! background relay per outbox however many changes ask for one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gospelib_kit::outbox::{Outbox, RelayError};
+use gospelib_kit::stores::PgPool;
+use gospelib_kit::test_stack;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+const TABLE: &str = "billing.outbox";
+
+fn stream() -> String {
+    format!("gl_test_outbox:{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Appends one event to `outbox` and commits it.
+async fn append(pool: &PgPool, outbox: &Outbox) {
+    let mut tx = pool.begin().await.unwrap();
+    outbox
+        .append(&mut tx, "test.event", json!({"n": 1}))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn forget(pool: &PgPool, stream: &str) {
+    sqlx::query("DELETE FROM billing.outbox WHERE stream = $1")
+        .bind(stream)
+        .execute(pool)
+        .await
+        .unwrap();
+    let mut redis = test_stack::redis()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(stream)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
+/// A Redis that accepts every connection and never answers; how many it accepted.
+async fn silent_redis() -> (redis::Client, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held: Vec<TcpStream> = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let client = redis::Client::open(format!("redis://{address}")).unwrap();
+    (client, accepted)
+}
+
+#[tokio::test]
+async fn each_event_added_trims_what_the_stream_kept_past_its_retention() {
+    let pool = test_stack::migrated_pool(2).await;
+    let stream = stream();
+    let mut redis = test_stack::redis()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // An entry from 1970 and one from now.
+    for id in ["1000-0", "*"] {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg(id)
+            .arg("event_id")
+            .arg(id)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let outbox = Outbox::new(pool.clone(), test_stack::redis(), TABLE, &stream);
+    append(&pool, &outbox).await;
+    assert_eq!(outbox.relay_stream().await.unwrap(), 1);
+
+    let entries = test_stack::stream_entries(&stream).await;
+    let kinds: Vec<&str> = entries.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["", "test.event"],
+        "the 1970 entry is gone: {entries:?}"
+    );
+    assert_eq!(entries[0].0, "*", "the recent one stays");
+    forget(&pool, &stream).await;
+}
+
+#[tokio::test]
+async fn a_silent_redis_holds_no_postgres_connection_while_the_relay_waits() {
+    // One connection: the relay holding it would starve everyone else.
+    let pool = test_stack::migrated_pool(1).await;
+    let stream = stream();
+    let (silent, _) = silent_redis().await;
+    let outbox = Outbox::new(pool.clone(), silent, TABLE, &stream);
+    append(&pool, &outbox).await;
+
+    let relay = tokio::spawn({
+        let outbox = outbox.clone();
+        async move { outbox.relay_stream().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!relay.is_finished(), "the relay waits for the silent Redis");
+    let (one,): (i32,) = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query_as("SELECT 1").fetch_one(&pool),
+    )
+    .await
+    .expect("the pool's one connection is free while the relay waits for Redis")
+    .unwrap();
+    assert_eq!(one, 1);
+
+    let outcome = tokio::time::timeout(Duration::from_secs(10), relay)
+        .await
+        .expect("the relay's wait for Redis is bounded")
+        .unwrap();
+    // (The connect's own timeout, or the relay's around it.)
+    assert!(
+        matches!(outcome, Err(RelayError::Timeout | RelayError::Redis(_))),
+        "{outcome:?}"
+    );
+    let rows = test_stack::outbox_rows(&pool, TABLE, &stream).await;
+    assert_eq!(rows.len(), 1);
+    assert!(!rows[0].1, "still pending, for the next relay");
+    forget(&pool, &stream).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_changes_makes_one_background_relay_at_a_time() {
+    let pool = test_stack::migrated_pool(4).await;
+    let stream = stream();
+    let (silent, accepted) = silent_redis().await;
+    let outbox = Outbox::new(pool.clone(), silent, TABLE, &stream);
+    append(&pool, &outbox).await;
+    for _ in 0..50 {
+        outbox.publish_in_background();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one relay connects; the other calls wait for its next pass"
+    );
+    forget(&pool, &stream).await;
+}
+
+#[tokio::test]
+async fn background_relays_publish_every_change_of_a_burst() {
+    let pool = test_stack::migrated_pool(4).await;
+    let stream = stream();
+    let outbox = Outbox::new(pool.clone(), test_stack::redis(), TABLE, &stream);
+    for _ in 0..20 {
+        append(&pool, &outbox).await;
+        outbox.publish_in_background();
+    }
+    let entries = test_stack::stream_entries_at_least(&stream, 20).await;
+    assert_eq!(entries.len(), 20, "{entries:?}");
+    test_stack::eventually("every row marked published", || {
+        let pool = pool.clone();
+        let stream = stream.clone();
+        async move {
+            test_stack::outbox_rows(&pool, TABLE, &stream)
+                .await
+                .iter()
+                .all(|(_, published)| *published)
+        }
+    })
+    .await;
+    forget(&pool, &stream).await;
+}
