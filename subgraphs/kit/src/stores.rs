@@ -7,12 +7,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 pub use sqlx::postgres::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use url::Url;
 
 /// How long one probe may take before the store counts as down.
@@ -172,8 +173,21 @@ pub const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 /// closed and another taken or opened, as sqlx does); one in steady use is lent at once. sqlx's
 /// default pings every connection on every acquire: a round trip per statement, which under
 /// load cost the platform ~5% of its CPU and the database as much again.
+///
+/// Every connection is bounded on the server too: a statement runs at most
+/// [`STATEMENT_TIMEOUT`] (a lock waited for included), and a transaction left idle is ended
+/// after [`IDLE_IN_TRANSACTION_TIMEOUT`], so a stuck query or a task that stopped halfway
+/// through a transaction cannot hold a pooled connection, or the row locks others wait on,
+/// for good. (The client's own deadlines still bound each request's wait.)
 pub fn postgres_pool(url: &Url, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    let options = PgConnectOptions::from_str(url.as_str())?.options([
+        ("statement_timeout", duration_setting(STATEMENT_TIMEOUT)),
+        (
+            "idle_in_transaction_session_timeout",
+            duration_setting(IDLE_IN_TRANSACTION_TIMEOUT),
+        ),
+    ]);
+    Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(PROBE_TIMEOUT)
         .test_before_acquire(false)
@@ -185,7 +199,18 @@ pub fn postgres_pool(url: &Url, max_connections: u32) -> Result<PgPool, sqlx::Er
                 Ok(true)
             })
         })
-        .connect_lazy(url.as_str())
+        .connect_lazy_with(options))
+}
+
+/// The longest a statement of a pooled connection runs on the server.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a pooled connection's transaction may sit idle on the server.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A PostgreSQL setting's value for `duration` (`30000ms`).
+fn duration_setting(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
 }
 
 /// A Redis client for a `redis://` URL, or for FalkorDB's `falkor://` form of it.

@@ -116,3 +116,33 @@ async fn a_connection_in_steady_use_is_lent_without_a_round_trip_first() {
     pool.close().await;
     admin.close().await;
 }
+
+/// Every pooled connection carries the server-side bounds: a stuck statement or an abandoned
+/// transaction cannot hold a connection (or the locks others wait on) for good.
+#[tokio::test]
+async fn pooled_connections_are_bounded_on_the_server() {
+    let pool = postgres_pool(&support::stack_urls().postgres, 2).unwrap();
+    let (statement, idle): (String, String) = sqlx::query_as(
+        "SELECT current_setting('statement_timeout'), \
+                current_setting('idle_in_transaction_session_timeout')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((statement.as_str(), idle.as_str()), ("30s", "1min"));
+    // A statement past the bound is cancelled by the server (here one set lower for the test).
+    let mut connection = pool.acquire().await.unwrap();
+    sqlx::query("SET statement_timeout = '100ms'")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let error = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&mut *connection)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57014"),
+        "query_canceled: {error}"
+    );
+}
