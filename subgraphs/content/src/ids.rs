@@ -12,9 +12,12 @@ use crate::canon::{self, Book};
 #[error("{0}")]
 pub struct IdError(pub String);
 
+/// Digits only, from 1, without a leading zero: `u16::from_str` alone would also take `+3`,
+/// giving one verse a second id that the graph (keyed by the canonical text) does not know.
 fn parse_number(text: &str, what: &str, whole: &str) -> Result<u16, IdError> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<u16>() {
-        Ok(n) if n >= 1 && !text.starts_with('0') => Ok(n),
+        Ok(n) if digits && n >= 1 && !text.starts_with('0') => Ok(n),
         _ => Err(IdError(format!(
             "malformed id {whole:?}: the {what} must be a number from 1"
         ))),
@@ -241,6 +244,9 @@ mod tests {
             ("john.0.16", "chapter must be a number"),
             ("john.3.x", "verse must be a number"),
             ("john.03.16", "chapter must be a number"),
+            // `u16::from_str` would take these: one verse, a second id.
+            ("john.+3.16", "chapter must be a number"),
+            ("john.3.+16", "verse must be a number"),
         ] {
             let error = PassageId::parse(text).unwrap_err().to_string();
             assert!(error.contains(says), "{text}: {error}");
@@ -255,6 +261,7 @@ mod tests {
         );
         assert!(ChapterId::parse("ps").is_err());
         assert!(ChapterId::parse("ps.0").is_err());
+        assert!(ChapterId::parse("ps.+23").is_err());
     }
 
     #[test]

@@ -42,6 +42,11 @@ impl Namespace {
         format!("{}:content:version", self.cache_prefix)
     }
 
+    /// The Redis key of the lease one ingest of this namespace holds while it writes.
+    pub fn ingest_lock_key(&self) -> String {
+        format!("{}:content:ingest-lock", self.cache_prefix)
+    }
+
     /// The live-event channel announcing each completed ingest (`gl:live:content:ingest`).
     pub fn ingest_channel(&self) -> String {
         format!("{}:live:content:ingest", self.cache_prefix)

@@ -208,13 +208,15 @@ pub async fn count(client: &TypesenseClient, collection: &str) -> Result<u64, Se
     Ok(info["num_documents"].as_u64().unwrap_or(0))
 }
 
-/// Runs a search; `params` are Typesense's query parameters.
+/// Runs a search on one node, bounded by [`NODE_TIMEOUT`]; `params` are Typesense's query
+/// parameters.
 pub async fn search(
     client: &TypesenseClient,
     collection: &str,
     params: &[(&str, String)],
 ) -> Result<Value, SearchError> {
-    send(client, search_request(client, collection, params)).await
+    let request = search_request(client, collection, params).timeout(NODE_TIMEOUT);
+    send(client, request).await
 }
 
 fn search_request(
@@ -299,10 +301,9 @@ impl SearchNodes {
         collection: &str,
         params: &[(&str, String)],
     ) -> Result<Value, SearchError> {
+        // One node goes through the same loop: its search is bounded by `NODE_TIMEOUT` too (the
+        // shared client has only a connect timeout), and a stalled node fails fast.
         let nodes = &self.inner;
-        if nodes.clients.len() == 1 {
-            return search(&nodes.clients[0], collection, params).await;
-        }
         let count = nodes.clients.len();
         let start = nodes.next.fetch_add(1, Ordering::Relaxed) % count;
         let mut upcoming: VecDeque<usize> = (0..count).map(|i| (start + i) % count).collect();

@@ -289,3 +289,58 @@ async fn a_failed_ingest_retires_what_the_caches_hold() {
     ingest_dir(&namespace, &fixture()).await;
     assert_eq!(version().await, good.version);
 }
+
+/// Two runs on one namespace at once (an operator's run during the ingest Job) take turns:
+/// neither prunes what the other wrote, and the search alias points at a collection that
+/// exists. A run that finds the lease held past its wait gives up, writing nothing.
+#[tokio::test]
+async fn ingests_of_one_namespace_take_turns() {
+    let namespace = Namespace::isolated("t_ingest_turns");
+    let clients = clients();
+    let targets = targets(&namespace, &clients);
+    let corpus = fixture();
+    let (a, b) = tokio::join!(
+        ingest::ingest(&corpus, false, &targets),
+        ingest::ingest(&corpus, false, &targets)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.nodes, b.nodes);
+    let (nodes, edges) = graph_counts(&targets.graph).await.unwrap();
+    assert_eq!((nodes, edges), (a.nodes.clone(), a.edges.clone()));
+    assert!(a.nodes["Passage"] > 0);
+    let (target, family) = search_collections(&namespace.alias("passages")).await;
+    assert!(family.contains(&target), "{target} in {family:?}");
+
+    let mut redis = clients
+        .redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(namespace.ingest_lock_key())
+        .arg("another-run")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let busy = ingest::ingest_waiting(
+        &fixture(),
+        false,
+        &targets,
+        std::time::Duration::from_millis(600),
+    )
+    .await;
+    assert!(matches!(busy, Err(IngestError::Busy(_))), "{busy:?}");
+    let held: String = redis::cmd("GET")
+        .arg(namespace.ingest_lock_key())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(held, "another-run", "the other run's lease is left alone");
+    let _: () = redis::cmd("DEL")
+        .arg(namespace.ingest_lock_key())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}

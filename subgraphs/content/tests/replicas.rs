@@ -411,6 +411,22 @@ async fn a_hung_node_costs_one_timeout_then_is_passed_over() {
     }
 }
 
+/// One node alone (Phase 1's setting) that hangs fails the search within [`NODE_TIMEOUT`],
+/// rather than holding it until the router gives up.
+#[tokio::test]
+async fn a_single_hung_node_fails_the_search_within_its_timeout() {
+    let namespace = fixture_namespace("replicas").await;
+    let clients = clients();
+    let nodes = SearchNodes::new(&clients.typesense, &[hung_node().await]);
+    let answer = tokio::time::timeout(
+        NODE_TIMEOUT * 2,
+        nodes.search(&namespace.alias("passages"), &search_params()),
+    )
+    .await
+    .expect("bounded by the node's timeout, not left hanging");
+    assert!(answer.is_err(), "{answer:?}");
+}
+
 /// The search field of the service goes through the nodes `GOSPELIB_TYPESENSE_URLS` lists.
 #[tokio::test]
 async fn the_search_field_uses_every_node() {

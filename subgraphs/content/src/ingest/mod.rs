@@ -8,6 +8,7 @@
 //! the graph always equals the corpus. Cache keys include the version, so a change of content
 //! can never be served from a stale cache.
 
+pub mod lock;
 pub mod search_sync;
 mod writes;
 
@@ -60,6 +61,8 @@ pub enum IngestError {
     Search(#[from] SearchError),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("another ingest of this namespace was still running after {0:?}; try again later")]
+    Busy(std::time::Duration),
 }
 
 /// Where ingest writes.
@@ -146,11 +149,22 @@ async fn set_version(targets: &Targets, version: &str) -> redis::RedisResult<()>
 }
 
 /// Validates `dir`, then (unless `dry_run`) writes it everywhere. Nothing is written when the
-/// corpus is invalid.
+/// corpus is invalid. One run writes a namespace at a time ([`lock`]): a run started while
+/// another writes waits for it, up to [`lock::WAIT`].
 pub async fn ingest(
     dir: &Path,
     dry_run: bool,
     targets: &Targets,
+) -> Result<IngestReport, IngestError> {
+    ingest_waiting(dir, dry_run, targets, lock::WAIT).await
+}
+
+/// [`ingest`], waiting at most `wait` for another run of the namespace to finish.
+pub async fn ingest_waiting(
+    dir: &Path,
+    dry_run: bool,
+    targets: &Targets,
+    wait: std::time::Duration,
 ) -> Result<IngestReport, IngestError> {
     let started = Instant::now();
     let data: CorpusData = corpus::load(dir)?;
@@ -169,6 +183,24 @@ pub async fn ingest(
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
+    let lease =
+        lock::IngestLock::acquire(&targets.redis, targets.namespace.ingest_lock_key(), wait)
+            .await?;
+    let written = write(targets, &data, &version, &mut report).await;
+    lease.release().await;
+    written?;
+    report.seconds = started.elapsed().as_secs_f64();
+    announce(targets, &report).await;
+    Ok(report)
+}
+
+/// Writes `data` (of `version`) everywhere, under the namespace's lease.
+async fn write(
+    targets: &Targets,
+    data: &CorpusData,
+    version: &str,
+    report: &mut IngestReport,
+) -> Result<(), IngestError> {
     // While the stores are rewritten, what the caches hold under the version they were keyed
     // by may no longer be what the stores answer: a version of this run's own retires them
     // (and what is cached meanwhile is kept under it, never under the corpus's version). The
@@ -179,22 +211,20 @@ pub async fn ingest(
     )
     .await?;
     // Boxed: the two futures are large state machines.
-    report.stages = Box::pin(writes::write_graph(&targets.graph, &data, &version)).await?;
+    report.stages = Box::pin(writes::write_graph(&targets.graph, data, version)).await?;
     report.stages.extend(
         Box::pin(search_sync::sync(
             &targets.typesense,
             &targets.namespace,
-            &data,
-            &version,
+            data,
+            version,
         ))
         .await?,
     );
-    set_version(targets, &version).await?;
+    set_version(targets, version).await?;
     (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
     report.search = search_sync::counts(&targets.typesense, &targets.namespace).await?;
-    report.seconds = started.elapsed().as_secs_f64();
-    announce(targets, &report).await;
-    Ok(report)
+    Ok(())
 }
 
 /// Publishes the completed ingest on the namespace's live channel (`ingestCompleted`, in every
