@@ -61,6 +61,9 @@ struct Fake {
     answered: Arc<Mutex<HashMap<String, Reply>>>,
     /// Paths whose next request fails (500) whatever the mode, once each.
     failing_once: Arc<Mutex<Vec<String>>>,
+    /// The subscriptions Stripe holds per customer (`GET /v1/subscriptions` lists them): only
+    /// what a test put here, as if paid for in a session whose webhooks did not arrive.
+    subscriptions: Arc<Mutex<HashMap<String, Vec<Value>>>>,
 }
 
 impl Fake {
@@ -71,6 +74,16 @@ impl Fake {
     /// The next request to `path` (exactly) fails with a 500, kept for its idempotency key.
     fn fail_once(&self, path: &str) {
         self.failing_once.lock().unwrap().push(path.to_owned());
+    }
+
+    /// Stripe holds the subscription `id` in `status` for `customer`.
+    fn holds(&self, customer: &str, id: &str, status: &str) {
+        self.subscriptions
+            .lock()
+            .unwrap()
+            .entry(customer.to_owned())
+            .or_default()
+            .push(json!({"id": id, "object": "subscription", "status": status}));
     }
 
     fn received(&self) -> Vec<Received> {
@@ -98,16 +111,31 @@ async fn answer(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    // A GET's parameters are in its query, a POST's in its form body.
+    let parameters = if method == Method::GET {
+        uri.query().unwrap_or_default().as_bytes()
+    } else {
+        &body[..]
+    };
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(parameters)
+        .into_owned()
+        .collect();
     fake.received.lock().unwrap().push(Received {
         method,
         path: uri.path().to_owned(),
         authorization: header("authorization"),
         idempotency_key: header("idempotency-key"),
         content_type: header("content-type"),
-        form,
+        form: form.clone(),
     });
     let key = header("idempotency-key");
+    if uri.path() == "/v1/subscriptions" && *fake.mode.lock().unwrap() == Mode::Normal {
+        let customer = form.get("customer").cloned().unwrap_or_default();
+        let data = fake.subscriptions.lock().unwrap().get(&customer).cloned();
+        let list = json!({"object": "list", "url": "/v1/subscriptions", "has_more": false,
+            "data": data.unwrap_or_default()});
+        return axum::Json(list).into_response();
+    }
     match reply(&fake, uri.path(), key.as_deref()) {
         Some(response) => response,
         None => {
@@ -211,6 +239,7 @@ async fn fake_stripe() -> (Fake, String) {
         received: Arc::new(Mutex::new(Vec::new())),
         answered: Arc::new(Mutex::new(HashMap::new())),
         failing_once: Arc::new(Mutex::new(Vec::new())),
+        subscriptions: Arc::new(Mutex::new(HashMap::new())),
     };
     let app = axum::Router::new()
         .fallback(answer)
@@ -325,14 +354,24 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     .await;
     assert!(answer.get("errors").is_none(), "{answer}");
     let received = fake.received();
-    assert_eq!(received.len(), 3, "{received:?}");
-    assert_eq!(received[2].path, "/v1/checkout/sessions");
+    assert_eq!(received.len(), 4, "{received:?}");
+    // The known customer's subscriptions are asked of Stripe first (none here).
     assert_eq!(
-        received[2].form["line_items[0][price]"],
-        "price_academic_yearly"
+        (received[2].method.clone(), received[2].path.as_str()),
+        (Method::GET, "/v1/subscriptions")
     );
     assert_eq!(received[2].form["customer"], linked);
-    assert_ne!(received[2].idempotency_key, received[1].idempotency_key);
+    assert_eq!(
+        received[2].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(received[3].path, "/v1/checkout/sessions");
+    assert_eq!(
+        received[3].form["line_items[0][price]"],
+        "price_academic_yearly"
+    );
+    assert_eq!(received[3].form["customer"], linked);
+    assert_ne!(received[3].idempotency_key, received[1].idempotency_key);
     // The first session is queued for expiry with the checkout (durably), and the worker
     // expires it at Stripe.
     assert_eq!(queued(&pool, &first_session).await, Some(false));
@@ -536,6 +575,82 @@ async fn a_replaced_session_is_expired_after_stripe_failed_the_first_attempt() {
     assert_ne!(expiries[0].idempotency_key, expiries[1].idempotency_key);
 
     forget_queued(&pool, &[&replaced]).await;
+    clean_up(&pool, &[user], &names).await;
+}
+
+/// A user who paid a first session and opens another before its webhooks arrived: Stripe
+/// holds the subscription, billing has not heard of it. The checkout asks Stripe and refuses,
+/// so the user cannot pay twice; a subscription that is only `incomplete` does not stand in
+/// the way.
+#[tokio::test]
+async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announced() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let first = service(&pool, stripe_settings(&names, &base_url));
+    let customer = customer_id();
+    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
+        .bind(user)
+        .bind(&customer)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let checkout = || {
+        run_as(
+            &first,
+            Some(Caller::user(user)),
+            CHECKOUT,
+            checkout_vars("scholar", "MONTHLY"),
+        )
+    };
+    let sessions = |fake: &Fake| {
+        fake.received()
+            .into_iter()
+            .filter(|r| r.path == "/v1/checkout/sessions")
+            .count()
+    };
+
+    fake.holds(&customer, &subscription_id(), "incomplete");
+    let answer = checkout().await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert_eq!(sessions(&fake), 1);
+
+    for status in ["active", "trialing", "past_due"] {
+        let (fake, base_url) = fake_stripe().await;
+        let paying = service(&pool, stripe_settings(&names, &base_url));
+        fake.holds(&customer, &subscription_id(), status);
+        let answer = run_as(
+            &paying,
+            Some(Caller::user(user)),
+            CHECKOUT,
+            checkout_vars("academic", "YEARLY"),
+        )
+        .await;
+        assert_eq!(codes(&answer), ["VALIDATION_ERROR"], "{status}: {answer}");
+        assert!(
+            answer["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("billing portal"),
+            "{answer}"
+        );
+        assert_eq!(sessions(&fake), 0, "{status}: no session made");
+    }
+
+    // Stripe unreachable for the list: a clean, retryable error, no session.
+    let (fake, base_url) = fake_stripe().await;
+    let down = service(&pool, stripe_settings(&names, &base_url));
+    fake.set(Mode::ServerError);
+    let answer = run_as(
+        &down,
+        Some(Caller::user(user)),
+        CHECKOUT,
+        checkout_vars("scholar", "MONTHLY"),
+    )
+    .await;
+    assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
+    assert_eq!(sessions(&fake), 0);
+
     clean_up(&pool, &[user], &names).await;
 }
 

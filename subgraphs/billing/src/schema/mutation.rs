@@ -5,7 +5,8 @@
 //! the caller here again. Without a Stripe API key they answer `SERVICE_UNAVAILABLE`; Stripe
 //! being down or slow is `UPSTREAM_UNAVAILABLE`, a request Stripe refuses `VALIDATION_ERROR`.
 //! Nothing about the subscription itself is written here: it arrives through Stripe's
-//! webhooks.
+//! webhooks. Because those can lag, a checkout by a user Stripe already knows asks Stripe for
+//! the customer's subscriptions first, and refuses while one is paid for or in its trial.
 
 use async_graphql::{Context, ID, Object, Result};
 use gospelib_kit::caller::Caller;
@@ -67,7 +68,26 @@ impl Mutation {
                 "you already have a subscription: change it in the billing portal",
             ));
         }
-        let customer = customer_of(billing, stripe, user_id).await?;
+        let (customer, known) = customer_of(billing, stripe, user_id).await?;
+        // A subscription Stripe holds and whose webhooks have not arrived yet (the user paid a
+        // first session a moment ago, then opened another): asked of Stripe itself, or a
+        // second checkout would make a second subscription. A customer made just now has none.
+        if known {
+            let paying = stripe
+                .subscriptions_of_customer(&customer)
+                .await
+                .map_err(errors::stripe)?
+                .into_iter()
+                .find(|listed| PAYING_STATUSES.contains(&listed.status.as_str()));
+            if let Some(listed) = paying {
+                tracing::info!(%user_id, subscription = %listed.id, status = %listed.status,
+                    "checkout refused: Stripe holds a subscription billing has not heard of yet");
+                return Err(validation(
+                    "you already have a subscription (its payment is being confirmed): \
+                     change it in the billing portal",
+                ));
+            }
+        }
         let session = stripe
             .create_checkout_session(&NewCheckoutSession {
                 customer,
@@ -156,18 +176,23 @@ fn account_deleted() -> async_graphql::Error {
     gospelib_kit::ErrorCode::Unauthorized.error("this account was deleted; sign in again")
 }
 
-/// The user's Stripe customer, made when missing. Two checkouts at once may each make one;
-/// the first linked is the user's, and both use it.
+/// The statuses of a Stripe subscription that stand in the way of another checkout: it is paid
+/// for, in its trial, or owed (`past_due`, `unpaid`) or paused, all managed in the portal. An
+/// `incomplete` one (its first payment not made) expires by itself within a day.
+const PAYING_STATUSES: [&str; 5] = ["active", "trialing", "past_due", "unpaid", "paused"];
+
+/// The user's Stripe customer, made when missing, and whether it was linked before this call.
+/// Two checkouts at once may each make one; the first linked is the user's, and both use it.
 async fn customer_of(
     billing: &BillingContext,
     stripe: &dyn StripeApi,
     user_id: Uuid,
-) -> Result<String> {
+) -> Result<(String, bool)> {
     if let Some(customer) = db::customer_of_user(&billing.pool, user_id)
         .await
         .map_err(store)?
     {
-        return Ok(customer);
+        return Ok((customer, true));
     }
     let created = stripe
         .create_customer(&NewCustomer {
@@ -186,10 +211,12 @@ async fn customer_of(
     db::link_customer(&billing.pool, user_id, &created.id)
         .await
         .map_err(store)?;
-    // A concurrent checkout may have linked one first: the linked one is the user's.
+    // A concurrent checkout may have linked one first: the linked one is the user's. Either
+    // was made within this moment, with no subscription yet.
     db::customer_of_user(&billing.pool, user_id)
         .await
         .map_err(store)?
+        .map(|customer| (customer, false))
         .ok_or_else(|| {
             store(format_args!(
                 "the customer of {user_id} vanished after linking"

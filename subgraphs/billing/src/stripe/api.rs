@@ -127,6 +127,13 @@ pub trait StripeApi: Send + Sync {
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<ExpiredSession, StripeError>>;
 
+    /// `GET /v1/subscriptions?customer={id}`: the customer's subscriptions not cancelled (the
+    /// first 100), as Stripe holds them now, ahead of the webhooks that will tell billing.
+    fn subscriptions_of_customer<'a>(
+        &'a self,
+        customer: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ListedSubscription>, StripeError>>;
+
     /// `DELETE /v1/subscriptions/{id}`: cancels the subscription at once (a deleted account's).
     /// Stripe takes no idempotency key on a `DELETE`: cancelling twice is harmless.
     fn cancel_subscription<'a>(
@@ -140,6 +147,20 @@ pub trait StripeApi: Send + Sync {
 pub struct ExpiredSession {
     pub id: String,
     pub status: String,
+}
+
+/// A subscription as Stripe lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ListedSubscription {
+    pub id: String,
+    /// `active`, `trialing`, `past_due`, `unpaid`, `paused`, `incomplete`, …
+    pub status: String,
+}
+
+/// A page of Stripe's list of subscriptions.
+#[derive(Deserialize)]
+struct SubscriptionList {
+    data: Vec<ListedSubscription>,
 }
 
 /// A subscription as Stripe answered its cancellation.
@@ -227,6 +248,18 @@ impl HttpStripe {
             .header("Idempotency-Key", idempotency_key)
             .form(form);
         self.send(path, request).await
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, StripeError> {
+        let url = self
+            .base_url
+            .join(path)
+            .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))?;
+        self.send(path, self.http.get(url).query(query)).await
     }
 
     async fn delete<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, StripeError> {
@@ -400,6 +433,22 @@ impl StripeApi for HttpStripe {
                 &[],
             )
             .await
+        })
+    }
+
+    fn subscriptions_of_customer<'a>(
+        &'a self,
+        customer: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ListedSubscription>, StripeError>> {
+        Box::pin(async move {
+            let customer = stripe_id(customer)?;
+            let list: SubscriptionList = self
+                .get(
+                    "/v1/subscriptions",
+                    &[("customer", customer), ("limit", "100")],
+                )
+                .await?;
+            Ok(list.data)
         })
     }
 
