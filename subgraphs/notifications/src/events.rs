@@ -25,7 +25,8 @@
 //! `occurred_at` of the event that last changed them, so that a redelivered or late older event
 //! changes nothing (an `email` key absent leaves the address as it is; an `occurred_at` absent
 //! counts as now). A malformed entry of a handled type, or one whose values PostgreSQL refuses
-//! (a data exception, SQLSTATE class 22, such as an `occurred_at` that is no time), is
+//! (a data exception, SQLSTATE class 22, such as an `occurred_at` that is no time, or a check
+//! violation, such as a title made from a plan name too long for the inbox), is
 //! [`HandlerError::Reject`] (dead-lettered at once); any other failure of PostgreSQL is
 //! [`HandlerError::Retry`] (the entry stays pending and is retried).
 
@@ -373,7 +374,7 @@ impl EventsHandler {
         // In the inbox and in the delivery queue, in one transaction.
         match notify(self.store.pool(), &notification)
             .await
-            .map_err(retry)?
+            .map_err(database)?
         {
             Some(row) => {
                 tracing::info!(user_id = %row.user_id, kind, "notification made");
@@ -400,12 +401,14 @@ fn retry(error: sqlx::Error) -> HandlerError {
 }
 
 /// A data exception (SQLSTATE class 22: a value PostgreSQL cannot take, such as an
-/// `occurred_at` that is no time) is the entry's fault, for good; anything else is retried.
+/// `occurred_at` that is no time or a text with a NUL) or a check violation (`23514`: a title
+/// made from a plan name too long for the inbox) is the entry's fault, for good: retrying it
+/// for a day would only delay the dead letter. Anything else is retried.
 fn database(error: sqlx::Error) -> HandlerError {
     let refused = error
         .as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|code| code.starts_with("22"));
+        .is_some_and(|code| code.starts_with("22") || code == "23514");
     if refused {
         reject(format!("PostgreSQL refused a value of the entry: {error}"))
     } else {

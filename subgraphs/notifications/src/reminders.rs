@@ -9,6 +9,9 @@
 //! - Each reminder is made like any notification ([`crate::notify`]): stored, its deliveries
 //!   queued by the user's preferences (quiet hours delay the push, never the inbox), and
 //!   announced live after the commit.
+//! - **At most one reminder in 20 hours** ([`MIN_SPACING`], by the reminders' `created_at`),
+//!   whatever the dates: a user who changes time zone would otherwise be reminded twice within
+//!   hours, for two local dates; a user who travels east waits up to that long for the next.
 //! - Users are read in pages ordered by id, so a large population is never held in memory; an
 //!   erased user has no preferences row and is never reminded; a zone PostgreSQL no longer
 //!   knows (after a tzdata change) skips that user rather than failing the run.
@@ -26,6 +29,13 @@ pub const DEFAULT_HOUR: u32 = 8;
 
 /// Users read per statement.
 const PAGE: i64 = 500;
+
+/// The least time between two reminders of one user, whatever their local dates: a user whose
+/// zone moves west (Kiritimati to Honolulu) finds their local date earlier than the one already
+/// reminded, and would otherwise get that date's reminder an hour after the last. Short of a
+/// day, so that a day's reminder made late (the job was down at the hour) does not hold the
+/// next one back for long.
+const MIN_SPACING: &str = "20 hours";
 
 pub const REMINDER_TITLE: &str = "Time for today's study";
 pub const REMINDER_BODY: &str =
@@ -68,6 +78,10 @@ pub async fn make_reminders(
                    SELECT 1 FROM notifications.notifications n \
                    WHERE n.dedupe_key = 'reminder:' || l.user_id || ':' \
                                         || to_char(l.at::date, 'YYYY-MM-DD')) \
+               AND NOT EXISTS ( \
+                   SELECT 1 FROM notifications.notifications n \
+                   WHERE n.user_id = l.user_id AND n.category = 'study_reminder' \
+                     AND n.created_at > $1::timestamptz - $5::interval) \
              ORDER BY l.user_id \
              LIMIT $4",
         )
@@ -75,6 +89,7 @@ pub async fn make_reminders(
         .bind(after)
         .bind(hour as i32)
         .bind(PAGE)
+        .bind(MIN_SPACING)
         .fetch_all(pool)
         .await?;
         let Some((last, _)) = due.last() else {

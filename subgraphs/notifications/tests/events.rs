@@ -201,6 +201,19 @@ async fn malformed_entries_are_rejected() {
     let handler = EventsHandler::new(pool.clone());
     let user = Uuid::new_v4();
     let no_amount = event_fields(Uuid::new_v4(), "payment.failed", user, json!({}));
+    // Values PostgreSQL refuses for good: a title past the inbox's 200 characters (a check
+    // violation) and a NUL in the text (a data exception). Retrying them would only hold the
+    // entry for a day before its dead letter.
+    let trial = |plan: &str| {
+        event_fields(
+            Uuid::new_v4(),
+            "trial.started",
+            user,
+            json!({"plan": plan, "trial_end": "2026-12-17T10:00:00Z"}),
+        )
+    };
+    let long_plan = trial(&"scholar".repeat(40));
+    let nul_plan = trial("scholar\u{0}");
     for bad in [
         vec![("type".to_owned(), "user.created".to_owned())],
         vec![
@@ -208,6 +221,8 @@ async fn malformed_entries_are_rejected() {
             ("payload".to_owned(), "{\"user_id\": 42}".to_owned()),
         ],
         no_amount,
+        long_plan,
+        nul_plan,
     ] {
         assert!(
             matches!(
@@ -307,6 +322,31 @@ async fn the_stream_runner_delivers_each_event_once_across_a_crash() {
         );
         xadd(&billing_stream, &trial).await;
     }
+
+    // A consumer that read five entries and died before handling any: they stay pending
+    // until another consumer claims them, however far the one below gets before its crash
+    // (on a fast machine it may handle everything else first).
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&users_stream)
+        .arg("notifications")
+        .arg("0")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("notifications")
+        .arg("died-reading")
+        .arg("COUNT")
+        .arg(5)
+        .arg("STREAMS")
+        .arg(&users_stream)
+        .arg(">")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
 
     // The first consumer is killed (its task aborted) as soon as it has made a few
     // notifications: what it took and did not acknowledge stays pending.

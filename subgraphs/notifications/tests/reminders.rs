@@ -121,3 +121,49 @@ async fn concurrent_runs_make_each_reminder_once() {
         assert_eq!(reminders_of(&pool, user).await.0.len(), 1);
     }
 }
+
+#[tokio::test]
+async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pool = pool().await;
+    // The job's clock is the database's, as in production: the spacing is read from the
+    // reminders' `created_at`.
+    let (now,): (String,) = sqlx::query_as(
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Kiritimati is UTC+14 and Pago Pago UTC−11: the same instant is a day apart in them.
+    let user = user_in(&pool, "Pacific/Kiritimati", true).await;
+    // From hour 0, so that every local time of the day is due.
+    make_reminders(&pool, None, &now, 0).await.unwrap();
+    let (first, _) = reminders_of(&pool, user).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    sqlx::query(
+        "UPDATE notifications.preferences SET time_zone = 'Pacific/Pago_Pago' WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    make_reminders(&pool, None, &now, 0).await.unwrap();
+    assert_eq!(
+        reminders_of(&pool, user).await.0,
+        first,
+        "the earlier local date is not reminded an instant after the later one"
+    );
+
+    // Two days on (49 hours by the job's clock: Pago Pago's date then is a day past the one
+    // reminded in Kiritimati), the new zone's day is reminded.
+    let (later,): (String,) = sqlx::query_as(
+        "SELECT to_char((now() + interval '49 hours') AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    make_reminders(&pool, None, &later, 0).await.unwrap();
+    assert_eq!(reminders_of(&pool, user).await.0.len(), 2);
+}
