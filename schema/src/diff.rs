@@ -695,17 +695,26 @@ fn changes_in_argument(
         &new.directives,
         out,
     );
+    // An argument clients could leave out that they now must give: every operation on the
+    // field that leaves it out breaks, and usage records an argument only where it is given,
+    // so the field itself is affected too.
+    let field_coordinate = coordinate.split('(').next().unwrap_or(coordinate);
+    let became_required = is_required(new) && !is_required(old);
     if default_value_text(old) != default_value_text(new) {
+        let kind = ChangeKind::FieldArgumentDefaultChanged;
         let message = format!(
             "Default value for argument '{coordinate}' changed from '{}' to '{}'",
             value_text(old.default_value.as_ref()),
             value_text(new.default_value.as_ref())
         );
-        out.push(dangerous(
-            ChangeKind::FieldArgumentDefaultChanged,
-            coordinate,
-            message,
-        ));
+        // A default removed from a non-null argument (its type unchanged) makes it required.
+        out.push(if became_required && old.ty == new.ty {
+            let mut change = breaking(kind, coordinate, message, coordinate);
+            change.affects.push(field_coordinate.to_owned());
+            change
+        } else {
+            dangerous(kind, coordinate, message)
+        });
     }
     if old.ty != new.ty {
         let kind = ChangeKind::FieldArgumentTypeChanged;
@@ -716,7 +725,11 @@ fn changes_in_argument(
         out.push(if is_safe_input_change(&old.ty, &new.ty) {
             safe(kind, coordinate, message)
         } else {
-            breaking(kind, coordinate, message, coordinate)
+            let mut change = breaking(kind, coordinate, message, coordinate);
+            if became_required {
+                change.affects.push(field_coordinate.to_owned());
+            }
+            change
         });
     }
 }
@@ -905,16 +918,21 @@ fn changes_in_input_field(
         out,
     );
     if default_value_text(old) != default_value_text(new) {
+        let kind = ChangeKind::InputFieldDefaultValueChanged;
         let message = format!(
             "Input field '{coordinate}' default value changed from '{}' to '{}'",
             value_text(old.default_value.as_ref()),
             value_text(new.default_value.as_ref())
         );
-        out.push(dangerous(
-            ChangeKind::InputFieldDefaultValueChanged,
-            coordinate,
-            message,
-        ));
+        // A default removed from a non-null input field (its type unchanged) makes it required:
+        // every client value of the input that leaves it out breaks.
+        out.push(
+            if is_required(new) && !is_required(old) && old.ty == new.ty {
+                breaking(kind, coordinate, message, input_name)
+            } else {
+                dangerous(kind, coordinate, message)
+            },
+        );
     }
     if old.ty != new.ty {
         let kind = ChangeKind::InputFieldTypeChanged;

@@ -399,12 +399,17 @@ fn argument_type_made_looser_is_safe() {
 
 #[test]
 fn argument_type_otherwise_changed_is_breaking() {
-    for (old, new) in [
-        ("ID", "ID!"),
-        ("ID", "String"),
-        ("ID", "[ID]"),
-        ("[ID]", "[ID!]"),
-    ] {
+    // Made required: operations that leave it out break too, and usage records an argument
+    // only where it is given, so the field is affected as well.
+    assert_only(
+        &passage_args("id: ID"),
+        &passage_args("id: ID!"),
+        Breaking,
+        FieldArgumentTypeChanged,
+        "Query.passage(id:)",
+        &["Query.passage(id:)", "Query.passage"],
+    );
+    for (old, new) in [("ID", "String"), ("ID", "[ID]"), ("[ID]", "[ID!]")] {
         assert_only(
             &passage_args(&format!("id: {old}")),
             &passage_args(&format!("id: {new}")),
@@ -436,6 +441,31 @@ fn argument_default_changed_is_dangerous() {
         Dangerous,
         FieldArgumentDefaultChanged,
         "Query.passage(version:)",
+        &[],
+    );
+}
+
+#[test]
+fn a_default_removed_from_a_non_null_argument_is_breaking_for_the_field() {
+    let change = assert_only(
+        &passage_args("id: ID!, first: Int! = 20"),
+        &passage_args("id: ID!, first: Int!"),
+        Breaking,
+        FieldArgumentDefaultChanged,
+        "Query.passage(first:)",
+        &["Query.passage(first:)", "Query.passage"],
+    );
+    assert_eq!(
+        change.message,
+        "Default value for argument 'Query.passage(first:)' changed from '20' to 'none'"
+    );
+    // Still optional (nullable): only dangerous.
+    assert_only(
+        &passage_args("id: ID!, first: Int = 20"),
+        &passage_args("id: ID!, first: Int"),
+        Dangerous,
+        FieldArgumentDefaultChanged,
+        "Query.passage(first:)",
         &[],
     );
 }
@@ -574,6 +604,18 @@ fn input_field_default_changed_is_dangerous() {
         InputFieldDefaultValueChanged,
         "Filter.limit",
         &[],
+    );
+}
+
+#[test]
+fn a_default_removed_from_a_non_null_input_field_is_breaking() {
+    assert_only(
+        &filter("limit: Int! = 10"),
+        &filter("limit: Int!"),
+        Breaking,
+        InputFieldDefaultValueChanged,
+        "Filter.limit",
+        &["Filter"],
     );
 }
 
