@@ -237,7 +237,14 @@ pub async fn run_rollback(
     let settings = RegistrySettings::read(env, true)?;
     let store = settings.store()?;
     let (documents, recorded) = known_operations(&settings, operations).await?;
-    let proposal = check_rollback(&store, to, &documents, recorded).await?;
+    // The apps in use now are the ones the check just protected: their manifest goes out with
+    // the old supergraph, not the old version's, which routers enforcing trusted documents
+    // would refuse today's operations by (or, from before manifests, not have at all).
+    let manifest = Manifest::from_operations_dir(operations)
+        .with_context(|| format!("the apps' operations under {}", operations.display()))?;
+    let proposal = check_rollback(&store, to, &documents, recorded)
+        .await?
+        .with_trusted_documents(manifest.to_json());
     print_report(&proposal.report, format)?;
     let message = message
         .map(str::to_owned)
@@ -364,6 +371,7 @@ async fn recorded_operations(settings: &RegistrySettings) -> anyhow::Result<Vec<
             name: operation.name,
             count: Some(operation.count),
             coordinates: operation.coordinates,
+            partner: operation.partner,
         })
         .collect())
 }

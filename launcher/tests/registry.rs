@@ -203,6 +203,7 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         name: "RecordedExtra".to_owned(),
         coordinates: ["Query".to_owned(), "Query.extra".to_owned()].into(),
         count: 7,
+        partner: false,
     };
     let redis = redis::Client::open(redis_url.as_str()).unwrap();
     runtime.block_on(async {
@@ -276,6 +277,10 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         assert_eq!(fourth.rollback_of, Some(2));
         // Versions published by the CLI carry their subgraphs and the partner contract.
         let first = store.require(1).await.unwrap();
+        // The rollback trusts today's app operations (the default folder, as the first
+        // publish did), not those of the version it brings back.
+        assert!(fourth.trusted_documents.is_some());
+        assert_eq!(fourth.trusted_documents, first.trusted_documents);
         assert_eq!(first.subgraphs[0].name, "content");
         assert!(first.contracts["partner"].contains("@inaccessible"));
     });
@@ -499,7 +504,6 @@ fn a_rollback_that_breaks_a_client_operation_is_refused_unless_forced_with_a_rea
             "extra leaked secrets",
         ],
     );
-    std::fs::remove_dir_all(&operations).unwrap();
     assert!(forced.ok, "{}{}", forced.stdout, forced.stderr);
     assert!(
         forced
@@ -516,8 +520,13 @@ fn a_rollback_that_breaks_a_client_operation_is_refused_unless_forced_with_a_rea
         history.stdout
     );
 
-    // Rolling back to what the latest version already has does nothing.
-    let again = schema_command(&database, &["rollback", "--to", "1"]);
+    // Rolling back to what the latest version already has (the same operations trusted)
+    // does nothing.
+    let again = schema_command(
+        &database,
+        &["rollback", "--to", "1", "--operations", &operations_arg],
+    );
+    std::fs::remove_dir_all(&operations).unwrap();
     assert!(!again.ok);
     assert!(
         again

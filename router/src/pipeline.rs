@@ -693,6 +693,7 @@ impl Router {
                 &planned.hash,
                 name.unwrap_or("<anonymous>"),
                 &planned.coordinates,
+                request.caller.partner_id.is_some(),
             );
         }
         if let Some(metrics) = &self.metrics {

@@ -79,7 +79,8 @@ pub async fn fetch_published(
 }
 
 /// Polls the registry at `url` every `every` until the task is dropped: a new ETag brings a
-/// new supergraph, swapped in when valid; errors are logged and the current one stays.
+/// new supergraph, swapped in when valid and not older (by its registry number) than the one
+/// served; errors are logged and the current one stays.
 pub async fn poll_registry(
     router: Arc<Router>,
     client: reqwest::Client,
@@ -97,7 +98,16 @@ pub async fn poll_registry(
                 continue;
             }
         };
-        swap_in(&router, published.sdl, published.number, &url).await;
+        // Versions only move forward (a rollback is published as a new version): an older
+        // number is a registry read from a lagging replica or a restored database.
+        let current = router.supergraph().version.number;
+        if let (Some(new), Some(current)) = (published.number, current)
+            && new < current
+        {
+            tracing::error!(%url, new, current, "the registry served an older version than the one served here; keeping the current one");
+        } else {
+            swap_in(&router, published.sdl, published.number, &url).await;
+        }
         // A refused version is not fetched again until the registry publishes another.
         etag = published.etag;
     }

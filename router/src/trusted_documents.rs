@@ -175,11 +175,13 @@ impl Manifest {
     }
 
     /// The apps' operations under `operations` (`client-tests/operations`): every `*.graphql`
-    /// of its `web/` and `mobile/` folders (a missing folder holds none).
+    /// of its `web/` and `mobile/` folders and the folders in them, as the registry's check
+    /// reads them (a missing folder holds none).
     pub fn from_operations_dir(operations: &Path) -> Result<Self, ManifestError> {
         let mut files = Vec::new();
-        for app in APPS {
-            let dir = operations.join(app);
+        let mut folders: Vec<std::path::PathBuf> =
+            APPS.iter().map(|app| operations.join(app)).collect();
+        while let Some(dir) = folders.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
@@ -187,7 +189,9 @@ impl Manifest {
             };
             for entry in entries {
                 let path = entry.map_err(|error| io_error(&dir, error))?.path();
-                if path.extension().is_some_and(|ext| ext == "graphql") {
+                if path.is_dir() {
+                    folders.push(path);
+                } else if path.extension().is_some_and(|ext| ext == "graphql") {
                     files.push(path);
                 }
             }
@@ -778,6 +782,22 @@ mod tests {
 
     fn documents(mode: Mode) -> TrustedDocuments {
         TrustedDocuments::new(mode, Some(manifest()))
+    }
+
+    /// The apps' operations in folders of their own are trusted too, as the registry's check
+    /// reads them; partners' are not.
+    #[test]
+    fn the_manifest_reads_the_apps_folders_through() {
+        let root = std::env::temp_dir().join(format!("gl-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("web/reader")).unwrap();
+        std::fs::create_dir_all(root.join("partner")).unwrap();
+        std::fs::write(root.join("web/reader/Reading.graphql"), READING).unwrap();
+        std::fs::write(root.join("partner/Chapter.graphql"), PARTNER).unwrap();
+        let manifest = Manifest::from_operations_dir(&root).unwrap();
+        assert_eq!(manifest.len(), 1);
+        assert_eq!(manifest.ids(), self::manifest().ids());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     fn hex(id: &str) -> &str {

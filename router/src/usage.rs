@@ -156,13 +156,16 @@ impl UsageRecorder {
         }
     }
 
-    /// Counts one execution of the operation `hash` (not recorded if it is new and
-    /// [`MAX_PENDING_OPERATIONS`] are already pending).
-    pub fn record(&self, hash: &str, name: &str, coordinates: &BTreeSet<String>) {
+    /// Counts one execution of the operation `hash`, sent by a partner (an API key) or not
+    /// (not recorded if it is new and [`MAX_PENDING_OPERATIONS`] are already pending).
+    pub fn record(&self, hash: &str, name: &str, coordinates: &BTreeSet<String>, partner: bool) {
         let mut pending = self.pending.lock().expect("usage lock");
         let full = pending.len() >= MAX_PENDING_OPERATIONS;
         match pending.get_mut(hash) {
-            Some(operation) => operation.count += 1,
+            Some(operation) => {
+                operation.count += 1;
+                operation.partner |= partner;
+            }
             None if full => {}
             None => {
                 pending.insert(
@@ -172,6 +175,7 @@ impl UsageRecorder {
                         name: name.to_owned(),
                         coordinates: coordinates.clone(),
                         count: 1,
+                        partner,
                     },
                 );
             }
@@ -207,7 +211,10 @@ impl UsageRecorder {
             for operation in pending.into_iter().skip(written) {
                 let full = kept.len() >= MAX_PENDING_OPERATIONS;
                 match kept.get_mut(&operation.hash) {
-                    Some(existing) => existing.count += operation.count,
+                    Some(existing) => {
+                        existing.count += operation.count;
+                        existing.partner |= operation.partner;
+                    }
                     None if full => {}
                     None => {
                         kept.insert(operation.hash.clone(), operation);

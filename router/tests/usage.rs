@@ -109,12 +109,28 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     .into();
     assert_eq!(ours.coordinates, expected);
 
-    // Counts add up across flushes (and across router instances).
+    assert!(!ours.partner, "a user's, not a partner's");
+
+    // Counts add up across flushes (and across router instances); once a partner's key sends
+    // it, the operation is a partner's too (the partner contract's check protects it).
+    router.execute(&request).await;
+    let partner = GraphQlRequest {
+        caller: Caller::partner("acme", Vec::new()),
+        ..request.clone()
+    };
+    let answer = router.execute(&partner).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    recorder.flush().await.unwrap();
+    let recorded = read_all(&mut connection).await.unwrap();
+    let ours = recorded.iter().find(|o| o.name == name).unwrap();
+    assert_eq!(ours.count, 5);
+    assert!(ours.partner);
+    // A later flush of users' uses alone does not forget it.
     router.execute(&request).await;
     recorder.flush().await.unwrap();
     let recorded = read_all(&mut connection).await.unwrap();
     let ours = recorded.iter().find(|o| o.name == name).unwrap();
-    assert_eq!(ours.count, 4);
+    assert!(ours.partner);
     forget(&mut connection, &ours.hash).await.unwrap();
 }
 
@@ -122,9 +138,9 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
 async fn counts_survive_redis_being_down_until_the_next_flush() {
     let unreachable = redis::Client::open("redis://127.0.0.1:1").unwrap();
     let recorder = UsageRecorder::new(unreachable);
-    recorder.record("abc", "Kept", &BTreeSet::from(["Query".to_owned()]));
+    recorder.record("abc", "Kept", &BTreeSet::from(["Query".to_owned()]), false);
     assert!(recorder.flush().await.is_err());
-    recorder.record("abc", "Kept", &BTreeSet::from(["Query".to_owned()]));
+    recorder.record("abc", "Kept", &BTreeSet::from(["Query".to_owned()]), false);
     // Still failing, and still holding both uses (kept, then added to).
     assert!(recorder.flush().await.is_err());
     assert_eq!(recorder.pending(), 2);
@@ -137,8 +153,8 @@ async fn a_flush_to_a_redis_that_never_answers_gives_up_and_keeps_the_counts() {
     let address = silent_redis();
     let recorder = UsageRecorder::new(redis::Client::open(format!("redis://{address}")).unwrap());
     let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
-    recorder.record("abc", "Top", &coordinates);
-    recorder.record("abc", "Top", &coordinates);
+    recorder.record("abc", "Top", &coordinates, false);
+    recorder.record("abc", "Top", &coordinates, false);
     let flushed = tokio::time::timeout(std::time::Duration::from_secs(30), recorder.flush())
         .await
         .expect("the flush is bounded");
@@ -164,8 +180,8 @@ async fn a_flush_that_fails_part_way_counts_each_use_once() {
         .unwrap();
     let recorder = UsageRecorder::new(redis());
     let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
-    recorder.record(&written, "Written", &coordinates);
-    recorder.record(&refused, "Refused", &coordinates);
+    recorder.record(&written, "Written", &coordinates, false);
+    recorder.record(&refused, "Refused", &coordinates, false);
     assert!(recorder.flush().await.is_err());
     assert_eq!(recorder.pending(), 1, "only the refused one waits");
 
@@ -194,10 +210,10 @@ fn the_operations_pending_are_bounded() {
     let recorder = UsageRecorder::new(redis::Client::open("redis://127.0.0.1:1").unwrap());
     let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
     for n in 0..MAX_PENDING_OPERATIONS + 50 {
-        recorder.record(&format!("op{n}"), "Many", &coordinates);
+        recorder.record(&format!("op{n}"), "Many", &coordinates, false);
     }
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);
-    recorder.record("op0", "Many", &coordinates);
+    recorder.record("op0", "Many", &coordinates, false);
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64 + 1);
 }
 
@@ -212,7 +228,7 @@ async fn a_failed_flush_keeps_the_bound() {
     ));
     let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
     for n in 0..MAX_PENDING_OPERATIONS {
-        recorder.record(&format!("old{n}"), "Old", &coordinates);
+        recorder.record(&format!("old{n}"), "Old", &coordinates, false);
     }
     let flush = {
         let recorder = recorder.clone();
@@ -222,7 +238,7 @@ async fn a_failed_flush_keeps_the_bound() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     for n in 0..MAX_PENDING_OPERATIONS {
-        recorder.record(&format!("new{n}"), "New", &coordinates);
+        recorder.record(&format!("new{n}"), "New", &coordinates, false);
     }
     assert!(flush.await.unwrap().is_err());
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);

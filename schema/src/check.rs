@@ -9,8 +9,9 @@
 //! API schema is diffed against the baseline's contract (as published with it, or derived from
 //! its supergraph by the same rules), and the contract's own client documents (those under
 //! `<contract>/`, e.g. `partner/`) must validate against the proposed contract and protect what
-//! they use in it. A contract the proposal cannot build fails the check, unless no baseline and
-//! no document ever had one.
+//! they use in it, with the operations routers recorded from partners' API keys (for the
+//! partner contract). A contract the proposal cannot build fails the check, unless no baseline,
+//! no document and no recorded operation ever had one.
 //!
 //! The check fails when composition fails, a breaking change affects a known operation, or a
 //! client document no longer validates, in the whole API or in a contract. Breaking changes
@@ -24,7 +25,7 @@ use apollo_compiler::validation::Valid;
 use serde::Serialize;
 
 use crate::compose::{CompositionIssue, SubgraphSdl, api_schema, compose};
-use crate::contracts::{CONTRACTS, ContractError, contract_supergraph};
+use crate::contracts::{CONTRACTS, ContractError, PARTNER_CONTRACT, contract_supergraph};
 use crate::diff::{Change, Criticality, diff};
 use crate::store::Version;
 use crate::usage::{OperationUsage, UsageError, documents_in_dir, operation_usage};
@@ -38,6 +39,9 @@ pub struct KnownOperation {
     /// How often the router saw it (None for client documents).
     pub count: Option<u64>,
     pub coordinates: BTreeSet<String>,
+    /// A partner's API key sent it (routers record which): the partner contract's check
+    /// protects it too.
+    pub partner: bool,
 }
 
 impl From<OperationUsage> for KnownOperation {
@@ -47,6 +51,7 @@ impl From<OperationUsage> for KnownOperation {
             name: usage.name,
             count: None,
             coordinates: usage.coordinates,
+            partner: false,
         }
     }
 }
@@ -202,6 +207,11 @@ pub fn check_supergraph(
         }
         None => None,
     };
+    let recorded_by_partners: Vec<KnownOperation> = recorded
+        .iter()
+        .filter(|operation| operation.partner)
+        .cloned()
+        .collect();
     let whole = check_schema(&new_schema, old_schema.as_ref(), documents, recorded);
 
     let mut contracts = BTreeMap::new();
@@ -211,7 +221,21 @@ pub fn check_supergraph(
             .filter(|document| document.source.starts_with(&format!("{name}/")))
             .cloned()
             .collect();
-        if let Some(contract) = check_contract(supergraph, baseline, name, tag, &own_documents)? {
+        // Partners write their own operations: what routers recorded of theirs is all that
+        // protects them, beyond the few in the repository.
+        let own_recorded: Vec<KnownOperation> = recorded_by_partners
+            .iter()
+            .filter(|_| *name == PARTNER_CONTRACT)
+            .cloned()
+            .collect();
+        if let Some(contract) = check_contract(
+            supergraph,
+            baseline,
+            name,
+            tag,
+            &own_documents,
+            own_recorded,
+        )? {
             contracts.insert((*name).to_owned(), contract);
         }
     }
@@ -299,6 +323,7 @@ fn check_contract(
     name: &str,
     tag: &str,
     documents: &[ClientDocument],
+    recorded: Vec<KnownOperation>,
 ) -> Result<Option<ContractCheck>, CheckError> {
     let old_contract = match baseline {
         Some(baseline) => baseline_contract(baseline, name, tag)?,
@@ -313,7 +338,9 @@ fn check_contract(
         .and_then(|api| parse_api(&api));
     let new_schema = match new_contract {
         Ok(schema) => schema,
-        Err(_) if old_contract.is_none() && documents.is_empty() => return Ok(None),
+        Err(_) if old_contract.is_none() && documents.is_empty() && recorded.is_empty() => {
+            return Ok(None);
+        }
         Err(error) => {
             return Ok(Some(ContractCheck {
                 passed: false,
@@ -325,7 +352,7 @@ fn check_contract(
             }));
         }
     };
-    let checked = check_schema(&new_schema, old_contract.as_ref(), documents, Vec::new());
+    let checked = check_schema(&new_schema, old_contract.as_ref(), documents, recorded);
     Ok(Some(ContractCheck {
         passed: checked.passed(),
         against,

@@ -24,7 +24,10 @@ use apollo_compiler::{Name, Node, Schema};
 use crate::compose::{InvalidSupergraph, api_schema};
 
 /// The contracts the registry builds for every version, with the tag each keeps.
-pub const CONTRACTS: &[(&str, &str)] = &[("partner", "partner")];
+pub const CONTRACTS: &[(&str, &str)] = &[(PARTNER_CONTRACT, "partner")];
+
+/// The contract partners' API keys are served.
+pub const PARTNER_CONTRACT: &str = "partner";
 
 /// Why a contract could not be built.
 #[derive(Debug, thiserror::Error)]

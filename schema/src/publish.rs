@@ -75,7 +75,8 @@ pub struct CheckedProposal {
     pub checked_against: Option<Version>,
     subgraphs: Vec<SubgraphSdl>,
     rollback_of: Option<i32>,
-    /// The apps' trusted documents to publish with it (a rollback: the old version's).
+    /// The apps' trusted documents to publish with it (a rollback: the old version's, unless
+    /// the publisher gives today's, as `gospelib schema rollback` does).
     trusted_documents: Option<serde_json::Value>,
 }
 
@@ -91,7 +92,9 @@ impl CheckedProposal {
     }
 
     /// Publishes `manifest` (the apps' trusted documents, `trusted-documents/1`) with the
-    /// proposal. A rollback already carries the manifest of the version it brings back.
+    /// proposal. A rollback carries the manifest of the version it brings back unless given
+    /// another: the apps' operations of today, which its check protected, are the ones to
+    /// trust.
     pub fn with_trusted_documents(mut self, manifest: serde_json::Value) -> Self {
         self.trusted_documents = Some(manifest);
         self
@@ -119,6 +122,15 @@ impl CheckedProposal {
             && latest.supergraph == supergraph
             && latest.trusted_documents == self.trusted_documents
         {
+            // Unchanged only if it is still the latest: another publish since the check means
+            // the routers serve something else now, which this release must not report as its.
+            let now = store.latest_number().await.map_err(PublishError::Store)?;
+            if now != Some(latest.number) {
+                return Err(PublishError::Conflict {
+                    checked: Some(latest.number),
+                    latest: now,
+                });
+            }
             return Ok(PublishOutcome::Unchanged(latest.number));
         }
         if forced_reason.is_some_and(|reason| reason.trim().is_empty()) {

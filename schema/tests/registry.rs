@@ -249,6 +249,7 @@ fn an_operation_only_the_router_recorded_also_protects_a_field() {
         source: "router:0123456789ab".to_owned(),
         name: "PartnerBooks".to_owned(),
         count: Some(42),
+        partner: false,
         coordinates: BTreeSet::from([
             "Query".to_owned(),
             "Query.book".to_owned(),
@@ -412,6 +413,49 @@ fn only_partner_operations_protect_the_partner_contract() {
     assert_eq!(partner.changes[0].change.coordinate, "Passage.text");
     assert!(partner.changes[0].breaks.is_empty());
     assert!(report.to_text().contains("  no known operation uses it"));
+}
+
+/// Partners write their own operations: one the routers recorded from a partner's key
+/// protects what it uses in the contract as a committed partner document does; an app's
+/// recorded operation does not (the apps do not go through the contract).
+#[test]
+fn an_operation_recorded_from_a_partner_protects_the_partner_contract() {
+    let recorded = |partner: bool| KnownOperation {
+        source: "router:0123456789ab".to_owned(),
+        name: "PartnerText".to_owned(),
+        count: Some(12),
+        partner,
+        coordinates: BTreeSet::from([
+            "Query".to_owned(),
+            "Query.passage".to_owned(),
+            "Passage".to_owned(),
+            "Passage.text".to_owned(),
+        ]),
+    };
+    let by_partner = check(
+        &reading(""),
+        Some(&reading_baseline()),
+        &[],
+        vec![recorded(true)],
+    )
+    .unwrap();
+    assert!(!by_partner.passed, "{}", by_partner.to_text());
+    let contract = &by_partner.contracts["partner"];
+    assert!(!contract.passed);
+    assert_eq!(contract.changes[0].change.coordinate, "Passage.text");
+    assert_eq!(
+        contract.changes[0].breaks,
+        ["PartnerText (router:0123456789ab, seen 12 times)"]
+    );
+
+    let by_app = check(
+        &reading(""),
+        Some(&reading_baseline()),
+        &[],
+        vec![recorded(false)],
+    )
+    .unwrap();
+    assert!(by_app.passed, "{}", by_app.to_text());
 }
 
 #[test]

@@ -213,6 +213,7 @@ impl Router {
                 &context.planned.hash,
                 name.as_deref().unwrap_or("<anonymous>"),
                 &context.planned.coordinates,
+                context.caller.partner_id.is_some(),
             );
         }
         let live = Live {

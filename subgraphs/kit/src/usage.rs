@@ -3,8 +3,9 @@
 //! breaking change fails when real traffic uses what it breaks.
 //!
 //! Layout: `gl:usage:op:<operation hash>` is a hash with `name`, `coordinates` (a JSON array of
-//! schema coordinates such as `Passage.text`) and `count`; the set `gl:usage:operations` lists
-//! the hashes. Entries expire after [`USAGE_TTL`] without traffic.
+//! schema coordinates such as `Passage.text`), `count`, and `partner` (`1` once a partner's API
+//! key sent it: the partner contract's check protects those); the set `gl:usage:operations`
+//! lists the hashes. Entries expire after [`USAGE_TTL`] without traffic.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub struct RecordedOperation {
     pub name: String,
     pub coordinates: BTreeSet<String>,
     pub count: u64,
+    /// A partner (an API key) sent it: it runs on the partner contract.
+    pub partner: bool,
 }
 
 /// Adds `count` uses of an operation (one round trip).
@@ -37,11 +40,15 @@ pub async fn record(
     let key = operation_key(&operation.hash);
     let coordinates =
         serde_json::to_string(&operation.coordinates).expect("a set of strings always serializes");
-    redis::pipe()
-        .hset(&key, "name", &operation.name)
+    let mut pipe = redis::pipe();
+    pipe.hset(&key, "name", &operation.name)
         .hset(&key, "coordinates", coordinates)
-        .hincr(&key, "count", operation.count)
-        .expire(&key, USAGE_TTL.as_secs() as i64)
+        .hincr(&key, "count", operation.count);
+    if operation.partner {
+        // Never unset: once a partner sent it, the contract's check protects it.
+        pipe.hset(&key, "partner", "1");
+    }
+    pipe.expire(&key, USAGE_TTL.as_secs() as i64)
         .sadd(INDEX_KEY, &operation.hash)
         .query_async::<()>(connection)
         .await
@@ -69,6 +76,7 @@ pub async fn read_all(
                 .get("count")
                 .and_then(|count| count.parse().ok())
                 .unwrap_or(0),
+            partner: fields.get("partner").is_some_and(|partner| partner == "1"),
             hash,
         });
     }

@@ -1,0 +1,88 @@
+//! A router polling the registry's supergraph: it follows newer versions and refuses one
+//! older than the version it serves (a registry read from a lagging replica or a restored
+//! database), which a rollback never is (it is published as a new version).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::reload::poll_registry;
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::InProcess;
+
+const SDL: &str = include_str!("fixtures/products-reviews.graphql");
+
+/// What the fake registry serves: a version number and its supergraph.
+type Served = Arc<Mutex<(u64, String)>>;
+
+async fn supergraph(State(served): State<Served>) -> impl IntoResponse {
+    let (number, sdl) = served.lock().unwrap().clone();
+    (
+        [
+            ("x-registry-version", number.to_string()),
+            ("etag", format!("\"v{number}\"")),
+        ],
+        sdl,
+    )
+}
+
+async fn version_served(router: &Router) -> String {
+    let answer = router
+        .execute(&GraphQlRequest {
+            query: "{ __typename }".to_owned(),
+            ..Default::default()
+        })
+        .await;
+    answer["extensions"]["supergraphVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_polling_router_follows_newer_versions_and_refuses_older_ones() {
+    let served: Served = Arc::new(Mutex::new((5, SDL.to_owned())));
+    let app = axum::Router::new()
+        .route("/registry/supergraph", axum::routing::get(supergraph))
+        .with_state(served.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/registry/supergraph",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let router = Arc::new(Router::new(
+        Supergraph::parse(SDL, Some(5)).unwrap(),
+        Arc::new(InProcess::default()),
+    ));
+    let poller = tokio::spawn(poll_registry(
+        router.clone(),
+        reqwest::Client::new(),
+        url,
+        Some("\"v5\"".to_owned()),
+        Duration::from_millis(50),
+    ));
+    assert!(version_served(&router).await.starts_with("5-"));
+
+    // An older number, with another supergraph: refused, whatever the wait.
+    let older = SDL.replace("topProducts", "oldProducts");
+    *served.lock().unwrap() = (3, older);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(version_served(&router).await.starts_with("5-"));
+
+    // A newer one is followed.
+    let newer = SDL.replace("topProducts", "bestProducts");
+    *served.lock().unwrap() = (6, newer);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !version_served(&router).await.starts_with("6-") {
+        assert!(
+            Instant::now() < deadline,
+            "the newer version was not followed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    poller.abort();
+}
