@@ -8,9 +8,25 @@ use sqlx::migrate::{MigrateError, Migrator};
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Applies the migrations not yet applied; returns how many ran.
+///
+/// On a connection of its own without the pool's server-side bounds
+/// ([`crate::stores::STATEMENT_TIMEOUT`]): a migration may build an index or backfill a large
+/// table for longer, and waiting for another process's migrations (sqlx's advisory lock) is a
+/// statement too. The connection is closed afterwards rather than lent again unbounded.
 pub async fn migrate(pool: &PgPool) -> Result<usize, MigrateError> {
     let before = applied_count(pool).await?;
-    MIGRATOR.run(pool).await?;
+    let mut connection = pool.acquire().await?;
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("SET idle_in_transaction_session_timeout = 0")
+        .execute(&mut *connection)
+        .await?;
+    let ran = MIGRATOR.run(&mut *connection).await;
+    if let Err(error) = connection.close().await {
+        tracing::warn!(%error, "closing the migrations' connection");
+    }
+    ran?;
     let after = applied_count(pool).await?;
     Ok(after - before)
 }

@@ -22,10 +22,16 @@ pub async fn fresh_database(prefix: &str) -> url::Url {
 #[tokio::test]
 async fn migrations_apply_once_and_create_each_domain_schema() {
     let url = fresh_database("gl_test_migrate").await;
-    let pool = postgres_pool(&url, 2).unwrap();
+    // One connection: the migrations' own, unbounded one must not come back to the pool.
+    let pool = postgres_pool(&url, 1).unwrap();
 
     let first = migrate(&pool).await.unwrap();
     assert!(first >= 1, "the first run applies every migration");
+    let bound: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(bound, "30s", "the pool's connections keep their bound");
     assert_eq!(
         migrate(&pool).await.unwrap(),
         0,
