@@ -344,3 +344,53 @@ async fn ingests_of_one_namespace_take_turns() {
         .await
         .unwrap();
 }
+
+/// A lease taken by another run while this one holds it (its own expired while Redis was
+/// away) tells the run it is lost, at its next renewal; one renewed undisturbed is not lost.
+#[tokio::test]
+async fn a_lease_taken_by_another_run_is_reported_lost() {
+    use gospelib_content::ingest::lock::{IngestLock, LeaseTimes};
+    use std::time::Duration;
+    let clients = clients();
+    let key = Namespace::isolated("t_ingest_lease").ingest_lock_key();
+    let times = LeaseTimes {
+        lease: Duration::from_secs(2),
+        renew_every: Duration::from_millis(200),
+    };
+    let lease = IngestLock::acquire_with(&clients.redis, key.clone(), Duration::ZERO, times)
+        .await
+        .unwrap();
+    // Renewed past its own length: still held.
+    let kept = tokio::time::timeout(Duration::from_secs(3), lease.lost()).await;
+    assert!(kept.is_err(), "a renewed lease is not lost");
+
+    let mut redis = clients
+        .redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("another-run")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), lease.lost())
+        .await
+        .expect("the next renewal finds the lease taken");
+    lease.release().await;
+    let held: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        held, "another-run",
+        "releasing never takes another run's lease"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}

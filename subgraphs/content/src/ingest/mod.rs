@@ -63,6 +63,10 @@ pub enum IngestError {
     Redis(#[from] redis::RedisError),
     #[error("another ingest of this namespace was still running after {0:?}; try again later")]
     Busy(std::time::Duration),
+    #[error(
+        "the ingest's lease was lost while it wrote (another run may have started): stopped; run it again"
+    )]
+    LeaseLost,
 }
 
 /// Where ingest writes.
@@ -186,7 +190,11 @@ pub async fn ingest_waiting(
     let lease =
         lock::IngestLock::acquire(&targets.redis, targets.namespace.ingest_lock_key(), wait)
             .await?;
-    let written = write(targets, &data, &version, &mut report).await;
+    let lost = lease.lost();
+    let written = tokio::select! {
+        written = write(targets, &data, &version, &mut report) => written,
+        () = lost => Err(IngestError::LeaseLost),
+    };
     lease.release().await;
     written?;
     report.seconds = started.elapsed().as_secs_f64();
