@@ -586,7 +586,9 @@ pub fn incremental_items(
             // The two halves ran apart: a list may have changed between them (a note added,
             // an order moved), and the object at this path in the full answer be another one
             // than the primary answer showed. Its fields would then land on the wrong object.
+            // (Only through a list: a path of keys alone always leads to the same object.)
             if !deferred.nested
+                && path.iter().any(Value::is_number)
                 && let (Some(Value::Object(shown)), Some(Value::Object(full))) =
                     (value_at(primary_data, &path), at)
                 && !same_object(shown, full)
@@ -636,12 +638,20 @@ pub fn incremental_items(
 }
 
 /// Whether the full answer's object `full` is the one the primary answer showed as `shown`:
-/// every leaf value `shown` has (its id, its name, …) is the same in `full`. The full answer
-/// selects all the primary one does, so a difference means another object.
+/// every leaf value both have (its id, its name, …) is the same. The full answer selects all
+/// the primary one does, so a difference means another object, or the same one changed in
+/// between (a count moved): either way the deferred fields would not match what the client
+/// was shown, and it is told to ask again. A value null on either side (an error in one half)
+/// proves nothing.
 fn same_object(shown: &Map<String, Value>, full: &Map<String, Value>) -> bool {
     shown.iter().all(|(key, value)| match value {
-        Value::Object(_) | Value::Array(_) => true,
-        leaf => key == EMPTY_MARKER || full.get(key).is_none_or(|other| other == leaf),
+        Value::Object(_) | Value::Array(_) | Value::Null => true,
+        leaf => {
+            key == EMPTY_MARKER
+                || full
+                    .get(key)
+                    .is_none_or(|other| other.is_null() || other == leaf)
+        }
     })
 }
 
