@@ -584,6 +584,7 @@ async fn a_replaced_session_is_expired_after_stripe_failed_the_first_attempt() {
 /// the way.
 #[tokio::test]
 async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announced() {
+    let _queue = QUEUE.lock().await;
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());
     let (fake, base_url) = fake_stripe().await;
@@ -614,6 +615,10 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     let answer = checkout().await;
     assert!(answer.get("errors").is_none(), "{answer}");
     assert_eq!(sessions(&fake), 1);
+    let first_session = answer["data"]["createCheckoutSession"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     for status in ["active", "trialing", "past_due"] {
         let (fake, base_url) = fake_stripe().await;
@@ -637,6 +642,32 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
         assert_eq!(sessions(&fake), 0, "{status}: no session made");
     }
 
+    // One billing already knows, ended (unpaid past its period): billing's own record says
+    // the user may check out again, whatever Stripe lists for it.
+    let known = subscription_id();
+    sqlx::query(
+        "INSERT INTO billing.subscriptions (id, user_id, plan, status, source, stripe_subscription_id, current_period_end)
+         VALUES ($1, $2, 'scholar', 'unpaid', 'stripe', $3, now() - interval '1 day')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .bind(&known)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (fake, base_url) = fake_stripe().await;
+    let ended = service(&pool, stripe_settings(&names, &base_url));
+    fake.holds(&customer, &known, "unpaid");
+    let answer = run_as(
+        &ended,
+        Some(Caller::user(user)),
+        CHECKOUT,
+        checkout_vars("scholar", "MONTHLY"),
+    )
+    .await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert_eq!(sessions(&fake), 1);
+
     // Stripe unreachable for the list: a clean, retryable error, no session.
     let (fake, base_url) = fake_stripe().await;
     let down = service(&pool, stripe_settings(&names, &base_url));
@@ -651,6 +682,8 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
     assert_eq!(sessions(&fake), 0);
 
+    // (The later checkout replaced the first session: it was queued for expiry.)
+    forget_queued(&pool, &[&first_session]).await;
     clean_up(&pool, &[user], &names).await;
 }
 

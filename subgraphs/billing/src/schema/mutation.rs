@@ -78,6 +78,13 @@ impl Mutation {
                 .await
                 .map_err(errors::stripe)?
                 .into_iter()
+                // One billing knows of is judged by its own record above (an `unpaid` one past
+                // its period leaves the user free to check out again).
+                .filter(|listed| {
+                    !rows
+                        .iter()
+                        .any(|row| row.stripe_subscription_id.as_deref() == Some(&listed.id))
+                })
                 .find(|listed| PAYING_STATUSES.contains(&listed.status.as_str()));
             if let Some(listed) = paying {
                 tracing::info!(%user_id, subscription = %listed.id, status = %listed.status,
