@@ -454,10 +454,12 @@ struct Session {
     operations: HashMap<String, Operation>,
     /// When an operation last started or ended (see [`SubscriptionSettings::idle_timeout`]).
     last_operation: Instant,
-    /// The connection's credentials ended (an operation was refused for it): closed `4403`
-    /// with this reason as soon as no query or mutation is running, so none is cut short
-    /// (a client re-sends what did not complete when it reconnects).
-    closing: Option<String>,
+    /// The connection is to close (its credentials ended, or the server is shutting down):
+    /// with this code and reason as soon as no query or mutation is running, so none is cut
+    /// short (a client re-sends what did not complete when it reconnects), and at the latest
+    /// at `closing_deadline`.
+    closing: Option<(u16, String)>,
+    closing_deadline: Option<tokio::time::Instant>,
     /// Every operation's task: dropping the set (the connection's end) aborts them all.
     tasks: JoinSet<()>,
     sender: mpsc::Sender<Outgoing>,
@@ -480,6 +482,7 @@ impl Session {
             headers: Vec::new(),
             last_operation: Instant::now(),
             closing: None,
+            closing_deadline: None,
             credentials_expire: None,
             operations: HashMap::new(),
             tasks: JoinSet::new(),
@@ -507,56 +510,84 @@ impl Session {
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         pings.reset();
         let mut last_heard = Instant::now();
+        let mut shut_down = false;
+        // Closing waits for queries and mutations, not for ever: as long as a stalled client
+        // is given.
+        let closing_grace = settings.ping_interval * 2;
         loop {
-            let step = tokio::select! {
-                () = crate::time::until(self.credentials_expire) => Step::Close(
-                    close_code::FORBIDDEN,
-                    "Forbidden: the credentials expired".to_owned(),
-                ),
-                received = socket.recv() => {
-                    last_heard = Instant::now();
-                    match received {
-                        Some(Ok(frame)) => self.on_frame(frame).await,
-                        Some(Err(error)) => read_failure(&error),
-                        None => Step::Gone,
+            // Closing: closed as soon as no query or mutation runs (one that just completed,
+            // its last message sent, included).
+            let quiet = self.quiet_close();
+            let step = if let Some(close) = quiet {
+                close
+            } else {
+                tokio::select! {
+                    // In this order: the deadlines first (a client sending without pause must not
+                    // hold its socket past them), then the socket, before an overdue ping tick (a
+                    // pong already read is heard before the tick judges the client silent, after a
+                    // slow send, say).
+                    biased;
+                    () = crate::time::until(self.credentials_expire) => {
+                        self.credentials_expire = None;
+                        self.close_when_quiet(
+                            close_code::FORBIDDEN,
+                            "the credentials expired",
+                            closing_grace,
+                        );
+                        Step::Nothing
+                    }
+                    () = &mut shutting_down, if !shut_down => {
+                        shut_down = true;
+                        self.close_when_quiet(
+                            close_code::GOING_AWAY,
+                            "the server is shutting down",
+                            closing_grace,
+                        );
+                        Step::Nothing
+                    }
+                    () = crate::time::until(self.closing_deadline) => {
+                        let (code, reason) = self
+                            .closing
+                            .clone()
+                            .unwrap_or((close_code::GOING_AWAY, "closing".to_owned()));
+                        Step::Close(code, reason)
+                    }
+                    received = socket.recv() => {
+                        last_heard = Instant::now();
+                        match received {
+                            Some(Ok(frame)) => self.on_frame(frame).await,
+                            Some(Err(error)) => read_failure(&error),
+                            None => Step::Gone,
+                        }
+                    }
+                    Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
+                    () = &mut init_deadline, if self.init == Init::Waiting => Step::Close(
+                        close_code::INIT_TIMEOUT,
+                        "Connection initialisation timeout".to_owned(),
+                    ),
+                    _ = pings.tick() => {
+                        if last_heard.elapsed() >= settings.ping_interval * 2 {
+                            Step::Close(
+                                close_code::KEEP_ALIVE_TIMEOUT,
+                                "no pong or message for two ping intervals".to_owned(),
+                            )
+                        } else if self.init == Init::Acknowledged
+                            && self.operations.is_empty()
+                            && self.last_operation.elapsed() >= settings.idle_timeout
+                        {
+                            Step::Close(
+                                close_code::NORMAL,
+                                "no operation for a while: open the connection again to send one"
+                                    .to_owned(),
+                            )
+                        } else {
+                            Step::Send(Frame::Ping(Default::default()))
+                        }
+                    }
+                    Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                        self.on_joined(joined)
                     }
                 }
-                Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
-                () = &mut init_deadline, if self.init == Init::Waiting => Step::Close(
-                    close_code::INIT_TIMEOUT,
-                    "Connection initialisation timeout".to_owned(),
-                ),
-                _ = pings.tick() => {
-                    if last_heard.elapsed() >= settings.ping_interval * 2 {
-                        Step::Close(
-                            close_code::KEEP_ALIVE_TIMEOUT,
-                            "no pong or message for two ping intervals".to_owned(),
-                        )
-                    } else if self.init == Init::Acknowledged
-                        && self.operations.is_empty()
-                        && self.last_operation.elapsed() >= settings.idle_timeout
-                    {
-                        Step::Close(
-                            close_code::NORMAL,
-                            "no operation for a while: open the connection again to send one"
-                                .to_owned(),
-                        )
-                    } else {
-                        Step::Send(Frame::Ping(Default::default()))
-                    }
-                }
-                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    self.on_joined(joined)
-                }
-                () = &mut shutting_down => Step::Close(
-                    close_code::GOING_AWAY,
-                    "the server is shutting down".to_owned(),
-                ),
-            };
-            // Credentials ended: closed once what must not be cut short has ended.
-            let step = match (step, self.quiet_close()) {
-                (Step::Nothing, Some(close)) => close,
-                (step, _) => step,
             };
             match step {
                 Step::Nothing => {}
@@ -702,6 +733,11 @@ impl Session {
         if self.init != Init::Acknowledged {
             return Step::Close(close_code::UNAUTHORIZED, "Unauthorized".to_owned());
         }
+        // Closing: not started, and not answered either, so the client (which re-sends what
+        // was never completed when it reconnects) sends it again on its next connection.
+        if self.closing.is_some() {
+            return Step::Nothing;
+        }
         // An id is held while its operation runs and repeated in every result: clients make
         // short ones (graphql-ws: a UUID).
         if id.len() > MAX_OPERATION_ID_BYTES {
@@ -800,7 +836,7 @@ impl Session {
             }
             OutgoingKind::CredentialsRefused(reason) => {
                 self.end_operation(&id);
-                self.closing = Some(reason);
+                self.closing = Some((close_code::FORBIDDEN, format!("Forbidden: {reason}")));
                 Step::Nothing
             }
         }
@@ -812,12 +848,28 @@ impl Session {
         self.last_operation = Instant::now();
     }
 
-    /// The `4403` close of a connection whose credentials ended, once no query or mutation
-    /// runs on it (subscriptions end with it: clients subscribe again after reconnecting).
+    /// The close of a connection that is closing (`4403` when its credentials ended, `1001`
+    /// when the server shuts down), once no query or mutation runs on it (subscriptions end
+    /// with it: clients subscribe again after reconnecting).
     fn quiet_close(&self) -> Option<Step> {
-        let reason = self.closing.as_ref()?;
+        let (code, reason) = self.closing.as_ref()?;
         let busy = self.operations.values().any(|operation| !operation.stream);
-        (!busy).then(|| Step::Close(close_code::FORBIDDEN, format!("Forbidden: {reason}")))
+        (!busy).then(|| Step::Close(*code, reason.clone()))
+    }
+
+    /// Closes the connection with `code` once no query or mutation runs ([`Self::quiet_close`]),
+    /// within `grace` at most; a reason already given stands.
+    fn close_when_quiet(&mut self, code: u16, reason: &str, grace: std::time::Duration) {
+        let reason = match code {
+            close_code::FORBIDDEN => format!("Forbidden: {reason}"),
+            _ => reason.to_owned(),
+        };
+        self.closing.get_or_insert((code, reason));
+        let deadline = tokio::time::Instant::now() + grace;
+        self.closing_deadline = Some(
+            self.closing_deadline
+                .map_or(deadline, |at| at.min(deadline)),
+        );
     }
 
     /// An operation's task ended: one that panicked gets an `error` (the others said their

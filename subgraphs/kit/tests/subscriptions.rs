@@ -40,6 +40,12 @@ impl Query {
     async fn hello(&self) -> &str {
         "hello"
     }
+
+    /// Answers after `ms` milliseconds (a query still running when the server shuts down).
+    async fn slow(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
 }
 
 struct Live;
@@ -405,6 +411,41 @@ async fn queries_and_mutations_are_one_next_then_complete_and_request_errors_are
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["id"], "bad-sub");
     assert_eq!(client.next_within(Duration::from_millis(200)).await, None);
+}
+
+/// A query running when the server begins shutting down is answered before the socket
+/// closes `1001` (a mutation cut short might have been applied with no answer, and be sent
+/// again after the reconnection); one sent meanwhile is not started, so the client sends it
+/// again on its next connection.
+#[tokio::test]
+async fn a_server_shutting_down_lets_a_running_query_finish_first() {
+    let (server, _live) = server().await;
+    let mut client = Client::ready(&server).await;
+    client
+        .subscribe("s", "{ slow(ms: 800) }", json!(null))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.subscribe("late", "{ hello }", json!(null)).await;
+    assert_eq!(
+        client.next().await,
+        json!({"id": "s", "type": "next", "payload": {"data": {"slow": 800}}})
+    );
+    assert_eq!(client.next().await, json!({"id": "s", "type": "complete"}));
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::GOING_AWAY,
+            "the server is shutting down".to_owned()
+        ),
+        "closed once the query ended, the late one never started"
+    );
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve returns once its WebSockets are closed")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
