@@ -197,9 +197,21 @@ impl LiveEvents {
     /// Redis confirmed the subscription are not heard ([`Self::is_subscribed`] tells when it
     /// has).
     pub fn subscribe(&self, channel: &str) -> impl Stream<Item = Heard> + Send + use<> {
+        self.subscribe_with_buffer(channel, self.shared.settings.buffer)
+    }
+
+    /// [`Self::subscribe`], the channel (when this makes it) keeping at most `buffer` events
+    /// for a listener behind. A channel's buffer is made whole when it opens, about 32 bytes
+    /// an event: a channel per user (an inbox) wants a small one, a channel shared by
+    /// everyone the default.
+    pub fn subscribe_with_buffer(
+        &self,
+        channel: &str,
+        buffer: usize,
+    ) -> impl Stream<Item = Heard> + Send + use<> {
+        let buffer = buffer.max(1);
         let receiver = {
             let mut state = self.shared.lock();
-            let buffer = self.shared.settings.buffer;
             let entry = state
                 .channels
                 .entry(channel.to_owned())

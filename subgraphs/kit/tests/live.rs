@@ -137,6 +137,26 @@ async fn a_listener_that_falls_behind_loses_its_oldest_events_only() {
     nothing_more(&mut lagging).await;
 }
 
+/// A channel opened with a buffer of its own (an inbox: one per user) keeps that many for a
+/// listener behind, whatever the default.
+#[tokio::test]
+async fn a_channel_opened_with_its_own_buffer_keeps_that_many() {
+    let channel = channel("own-buffer");
+    let live = LiveEvents::new(redis());
+    let mut lagging = Box::pin(live.subscribe_with_buffer(&channel, 2));
+    let mut keeping_up = Box::pin(live.subscribe(&channel));
+    eventually("subscribed", || async { live.is_subscribed(&channel) }).await;
+    for n in 0..5 {
+        live.publish(&channel, &json!(n)).await.unwrap();
+        assert_eq!(next(&mut keeping_up).await, json!(n));
+    }
+    assert_eq!(heard(&mut lagging).await, Heard::Gap { lost: Some(3) });
+    for n in 3..5 {
+        assert_eq!(next(&mut lagging).await, json!(n), "the newest two remain");
+    }
+    nothing_more(&mut lagging).await;
+}
+
 /// The ACL user the reconnection test's own connections log in as (see `redis_as`).
 const TEST_USER: &str = "gospelib_live_test";
 

@@ -23,6 +23,11 @@ pub struct Subscription;
 /// What a client reads again after a `LIVE_GAP`.
 const REREAD: &str = "read `notifications` again for the ones missed";
 
+/// How many notifications one inbox listener may be behind before it gets `LIVE_GAP`: a
+/// person's inbox gets a few at a time, and a channel per user with the default buffer would
+/// take ~8 KiB per subscribed user before any arrives.
+const INBOX_BUFFER: usize = 16;
+
 #[SubscriptionRoot]
 impl Subscription {
     /// Each notification put in the caller's inbox from now on, as it arrives (the inbox keeps
@@ -36,7 +41,7 @@ impl Subscription {
         let user = Caller::of(ctx).require_user()?;
         let live = ctx.data::<LiveEvents>()?;
         Ok(live
-            .subscribe(&inbox_channel(user))
+            .subscribe_with_buffer(&inbox_channel(user), INBOX_BUFFER)
             .filter_map(move |heard| async move {
                 let event = match heard.into_event(REREAD) {
                     Ok(event) => event,
