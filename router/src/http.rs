@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use gospelib_kit::caller::ForwardedHeaders;
 use gospelib_kit::graphql_http::{
-    ConnectionRefusal, GraphQlService, ServiceResponse, ServiceStream,
+    ConnectionRefusal, GraphQlService, PublicHeaderMap, ServiceResponse, ServiceStream,
 };
 use gospelib_kit::stores::BoxFuture;
 use serde_json::{Map, Value, json};
@@ -287,6 +287,33 @@ impl Registration {
 }
 
 impl GraphQlService for RouterService {
+    /// A live connection counts against its client's address (an IPv6 /64), as anonymous
+    /// callers' rate limits do: the peer, or behind a trusted proxy the last address of
+    /// `x-forwarded-for`. Known before any credential is read, so for everyone alike.
+    fn live_client(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        headers: &PublicHeaderMap,
+    ) -> Option<String> {
+        let forwarded = self.trust_forwarded_for.then(|| {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let address = forwarded
+            .as_deref()
+            .and_then(|list| list.rsplit(',').next())
+            .and_then(|last| last.trim().parse().ok())
+            .or(peer.map(|peer| peer.ip()));
+        Some(match address {
+            Some(address) => format!("ip:{}", crate::pipeline::address_subject(address)),
+            None => "ip:unknown".to_owned(),
+        })
+    }
+
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
         Box::pin(async move {
             match self.prepare(request).await {

@@ -1023,7 +1023,7 @@ fn subject_of(caller: &Caller, client_address: Option<std::net::IpAddr>) -> Stri
 }
 
 /// The part of `address` an anonymous caller's limits are counted for.
-fn address_subject(address: std::net::IpAddr) -> String {
+pub(crate) fn address_subject(address: std::net::IpAddr) -> String {
     match address.to_canonical() {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => {

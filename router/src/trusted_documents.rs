@@ -619,6 +619,14 @@ impl GraphQlService for TrustedService {
     ) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, ConnectionRefusal>> {
         self.inner.accept_connection(headers)
     }
+
+    fn live_client(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        headers: &gospelib_kit::graphql_http::PublicHeaderMap,
+    ) -> Option<String> {
+        self.inner.live_client(peer, headers)
+    }
 }
 
 /// The registry's trusted-documents route beside its supergraph route:

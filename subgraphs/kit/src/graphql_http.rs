@@ -42,7 +42,8 @@ const JSON: &str = "application/json";
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 pub use axum::http::{
-    HeaderName, HeaderValue as PublicHeaderValue, StatusCode as PublicStatusCode,
+    HeaderMap as PublicHeaderMap, HeaderName, HeaderValue as PublicHeaderValue,
+    StatusCode as PublicStatusCode,
 };
 
 /// A GraphQL response, serialised, with what the HTTP layer needs to know of it (its status
@@ -121,6 +122,19 @@ pub trait GraphQlService: Send + Sync + 'static {
         Box::pin(async move { Err(self.call(request).await) })
     }
 
+    /// Who a live connection (a WebSocket, an event stream) from `peer` with `headers` counts
+    /// against, for [`crate::ws::SubscriptionSettings::max_connections_per_client`]; `None`
+    /// (the default) counts it against no one: a subgraph's clients are routers, each holding
+    /// many people's subscriptions.
+    fn live_client(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<String> {
+        let _ = (peer, headers);
+        None
+    }
+
     /// Decides, at a WebSocket's `connection_init` (before `connection_ack`), whether the
     /// connection may go on with the headers it carries (its payload's credentials and the
     /// upgrade request's, see [`crate::ws`]). A refusal closes the socket: `4403: Forbidden`
@@ -189,6 +203,8 @@ pub struct GraphQlEndpoint {
     /// The places for live connections (WebSockets and event streams) on this endpoint:
     /// [`crate::ws::SubscriptionSettings::max_connections`].
     pub live_connections: Arc<tokio::sync::Semaphore>,
+    /// How many each client holds ([`GraphQlService::live_client`]).
+    pub live_by_client: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 /// How long a POST's body may take to arrive once its headers have: past it the answer is

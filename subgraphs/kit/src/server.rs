@@ -237,6 +237,7 @@ fn assemble(
             live_connections: Arc::new(tokio::sync::Semaphore::new(
                 spec.edge.subscriptions.max_connections,
             )),
+            live_by_client: Default::default(),
         });
         // A GET asking for a WebSocket is GraphQL over WebSocket (crate::ws).
         axum::routing::get(crate::ws::get)

@@ -136,8 +136,9 @@ pub async fn post(
     );
     let keep_alive = endpoint.subscriptions.ping_interval;
     if runs_as_stream(&request) {
-        let Some(place) = crate::ws::live_place(endpoint) else {
-            return crate::ws::too_many_connections();
+        let place = match crate::ws::live_place(endpoint, peer, headers) {
+            Ok(place) => place,
+            Err(refused) => return refused.response(),
         };
         // Only a subscription is ended by a shutdown: a query or mutation (sent by its hash
         // alone, answered through `subscribe`) finishes within the grace, its answer sent.
@@ -198,7 +199,7 @@ fn event_stream(
     keep_alive: Duration,
     headers: Vec<(header::HeaderName, HeaderValue)>,
     draining: Option<crate::server::Draining>,
-    place: Option<tokio::sync::OwnedSemaphorePermit>,
+    place: Option<crate::ws::LivePlace>,
 ) -> Response {
     // (The stream holds its place among the live connections until it is dropped.)
     let events = events(endpoint, results, keep_alive, draining).map(move |chunk| {

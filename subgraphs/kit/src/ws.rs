@@ -183,6 +183,15 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
 /// (`503`) rather than the process running out of memory.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
+/// The default of `GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT`: the most live connections one
+/// client (an address, or an IPv6 /64) holds at once on the router's endpoint. Generous, for
+/// the many people behind one carrier's NAT; enough that one host cannot take every place.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 500;
+
+/// How long an acknowledged socket that has run no operation yet may stay open: a client that
+/// opens a socket and never sends anything on it only holds a place.
+pub const FIRST_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long an acknowledged socket may run no operation before it is closed: ten minutes.
 /// graphql-ws clients open their socket for their first operation and close it soon after
 /// their last (their lazy mode); a socket that stays open with nothing on it only holds the
@@ -210,6 +219,10 @@ pub struct SubscriptionSettings {
     pub idle_timeout: Duration,
     /// The most live connections one endpoint holds at once ([`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: usize,
+    /// `GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT`: the most one client holds at once on an
+    /// endpoint whose service says who its clients are ([`crate::GraphQlService::live_client`]:
+    /// the router's; a subgraph's clients are routers).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for SubscriptionSettings {
@@ -221,6 +234,7 @@ impl Default for SubscriptionSettings {
             max_message_bytes: crate::server::DEFAULT_MAX_BODY_BYTES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 }
@@ -234,8 +248,9 @@ impl SubscriptionSettings {
         Ok(settings.expect("every value is present once finish() succeeded"))
     }
 
-    /// Reads `GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION`, `GOSPELIB_WS_INIT_TIMEOUT_MS` and
-    /// `GOSPELIB_WS_PING_INTERVAL_MS`; problems go to `reader`.
+    /// Reads `GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION`, `GOSPELIB_WS_INIT_TIMEOUT_MS`,
+    /// `GOSPELIB_WS_PING_INTERVAL_MS` and `GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT`; problems go
+    /// to `reader`.
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let max_per_connection = reader.number(
             "GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
@@ -256,10 +271,17 @@ impl SubscriptionSettings {
             100,
             600_000,
         );
+        let per_client = reader.number(
+            "GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT",
+            DEFAULT_MAX_CONNECTIONS_PER_CLIENT as u64,
+            1,
+            DEFAULT_MAX_CONNECTIONS as u64,
+        );
         Some(Self {
             max_per_connection: usize::try_from(max_per_connection?).expect("at most 10000"),
             init_timeout: Duration::from_millis(init_timeout?),
             ping_interval: Duration::from_millis(ping_interval?),
+            max_connections_per_client: usize::try_from(per_client?).expect("at most 20000"),
             ..Self::default()
         })
     }
@@ -299,11 +321,12 @@ pub async fn get(
             .as_bytes()
             .eq_ignore_ascii_case(PROTOCOL.as_bytes())
     });
-    let Some(place) = live_place(&endpoint) else {
-        return too_many_connections();
+    let peer = peer.ok().map(|ConnectInfo(address)| address);
+    let place = match live_place(&endpoint, peer, &headers) {
+        Ok(place) => place,
+        Err(refused) => return refused.response(),
     };
     let limit = endpoint.subscriptions.max_message_bytes;
-    let peer = peer.ok().map(|ConnectInfo(address)| address);
     // The upgrade request's headers that reach the service, as for GraphQL over HTTP.
     let http_headers = graphql_http::forwarded_headers(&headers);
     let span = tracing::info_span!("websocket", endpoint = %endpoint.name);
@@ -335,10 +358,116 @@ pub async fn get(
         })
 }
 
-/// A place for one more live connection on `endpoint`, held for as long as it runs; `None`
-/// when every place is taken.
-pub(crate) fn live_place(endpoint: &GraphQlEndpoint) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    endpoint.live_connections.clone().try_acquire_owned().ok()
+/// A place for one more live connection on `endpoint`, held for as long as it runs: one of
+/// the endpoint's, and one of its client's when its service says who the client is. The
+/// refusal when every place, or every place of that client, is taken.
+pub(crate) fn live_place(
+    endpoint: &GraphQlEndpoint,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<LivePlace, NoPlace> {
+    let client = match endpoint.service.live_client(peer, headers) {
+        Some(client) => Some(
+            ClientPlace::take(
+                &endpoint.live_by_client,
+                client,
+                endpoint.subscriptions.max_connections_per_client,
+            )
+            .ok_or(NoPlace::ForClient)?,
+        ),
+        None => None,
+    };
+    let permit = endpoint
+        .live_connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| NoPlace::OnEndpoint)?;
+    Ok(LivePlace {
+        _permit: permit,
+        _client: client,
+    })
+}
+
+/// Why a live connection found no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoPlace {
+    /// Every place of the endpoint is taken (`503`).
+    OnEndpoint,
+    /// Every place of this client is taken (`429`).
+    ForClient,
+}
+
+impl NoPlace {
+    /// The answer to the connection refused.
+    pub(crate) fn response(self) -> Response {
+        match self {
+            Self::OnEndpoint => too_many_connections(),
+            Self::ForClient => too_many_from_client(),
+        }
+    }
+}
+
+/// A live connection's places ([`live_place`]), given back when it is dropped.
+pub(crate) struct LivePlace {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _client: Option<ClientPlace>,
+}
+
+/// One of a client's places on an endpoint: its count goes down when this is dropped.
+struct ClientPlace {
+    counts: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    client: String,
+}
+
+impl ClientPlace {
+    /// One more place for `client`, unless it holds `max` already.
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<String, usize>>>,
+        client: String,
+        max: usize,
+    ) -> Option<Self> {
+        let mut held = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(client.clone()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            counts: counts.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut held = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The answer to a live connection past [`SubscriptionSettings::max_connections_per_client`].
+fn too_many_from_client() -> Response {
+    let mut response = request_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        "this client holds as many live connections as one may: close one first",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    );
+    response
 }
 
 /// The answer to a live connection past [`SubscriptionSettings::max_connections`].
@@ -573,7 +702,7 @@ impl Session {
                             )
                         } else if self.init == Init::Acknowledged
                             && self.operations.is_empty()
-                            && self.last_operation.elapsed() >= settings.idle_timeout
+                            && self.last_operation.elapsed() >= self.idle_limit(&settings)
                         {
                             Step::Close(
                                 close_code::NORMAL,
@@ -846,6 +975,16 @@ impl Session {
     fn end_operation(&mut self, id: &str) {
         self.operations.remove(id);
         self.last_operation = Instant::now();
+    }
+
+    /// How long the socket may run no operation: [`FIRST_OPERATION_TIMEOUT`] until it has run
+    /// one, then [`SubscriptionSettings::idle_timeout`].
+    fn idle_limit(&self, settings: &SubscriptionSettings) -> std::time::Duration {
+        if self.runs == 0 {
+            FIRST_OPERATION_TIMEOUT.min(settings.idle_timeout)
+        } else {
+            settings.idle_timeout
+        }
     }
 
     /// The close of a connection that is closing (`4403` when its credentials ended, `1001`
