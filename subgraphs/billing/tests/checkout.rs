@@ -393,6 +393,18 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     clean_up(&pool, &[user], &names).await;
 }
 
+/// A Stripe customer of `user`'s, linked as a first checkout would have.
+async fn linked_customer(pool: &gospelib_kit::stores::PgPool, user: Uuid) -> String {
+    let customer = customer_id();
+    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
+        .bind(user)
+        .bind(&customer)
+        .execute(pool)
+        .await
+        .unwrap();
+    customer
+}
+
 /// The cancellation queue is one table and the worker takes every due row: the tests that
 /// fill or work it take turns.
 static QUEUE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -589,13 +601,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     let (user, names) = (Uuid::new_v4(), names());
     let (fake, base_url) = fake_stripe().await;
     let first = service(&pool, stripe_settings(&names, &base_url));
-    let customer = customer_id();
-    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
-        .bind(user)
-        .bind(&customer)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let customer = linked_customer(&pool, user).await;
     let checkout = || {
         run_as(
             &first,
@@ -759,13 +765,7 @@ async fn the_portal_opens_for_a_known_customer() {
     let (user, names) = (Uuid::new_v4(), names());
     let (fake, base_url) = fake_stripe().await;
     let service = service(&pool, stripe_settings(&names, &base_url));
-    let customer = customer_id();
-    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
-        .bind(user)
-        .bind(&customer)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let customer = linked_customer(&pool, user).await;
 
     let answer = run_as(&service, Some(Caller::user(user)), PORTAL, json!({})).await;
     let url = answer["data"]["createPortalSession"]["url"]

@@ -311,19 +311,7 @@ async fn ingests_of_one_namespace_take_turns() {
     let (target, family) = search_collections(&namespace.alias("passages")).await;
     assert!(family.contains(&target), "{target} in {family:?}");
 
-    let mut redis = clients
-        .redis
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(namespace.ingest_lock_key())
-        .arg("another-run")
-        .arg("PX")
-        .arg(60_000)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    hold_as_another_run(&namespace.ingest_lock_key()).await;
     let busy = ingest::ingest_waiting(
         &fixture(),
         false,
@@ -332,17 +320,12 @@ async fn ingests_of_one_namespace_take_turns() {
     )
     .await;
     assert!(matches!(busy, Err(IngestError::Busy(_))), "{busy:?}");
-    let held: String = redis::cmd("GET")
-        .arg(namespace.ingest_lock_key())
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(held, "another-run", "the other run's lease is left alone");
-    let _: () = redis::cmd("DEL")
-        .arg(namespace.ingest_lock_key())
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    assert_eq!(
+        lease_holder(&namespace.ingest_lock_key()).await.as_deref(),
+        Some("another-run"),
+        "the other run's lease is left alone"
+    );
+    forget_lease(&namespace.ingest_lock_key()).await;
 }
 
 /// A lease taken by another run while this one holds it (its own expired while Redis was
@@ -364,33 +347,55 @@ async fn a_lease_taken_by_another_run_is_reported_lost() {
     let kept = tokio::time::timeout(Duration::from_secs(3), lease.lost()).await;
     assert!(kept.is_err(), "a renewed lease is not lost");
 
-    let mut redis = clients
-        .redis
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("another-run")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    hold_as_another_run(&key).await;
     tokio::time::timeout(Duration::from_secs(5), lease.lost())
         .await
         .expect("the next renewal finds the lease taken");
     lease.release().await;
-    let held: String = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
     assert_eq!(
-        held, "another-run",
+        lease_holder(&key).await.as_deref(),
+        Some("another-run"),
         "releasing never takes another run's lease"
     );
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
+    forget_lease(&key).await;
+}
+
+/// Another run's lease on `key`, as another process would hold it (a minute).
+async fn hold_as_another_run(key: &str) {
+    let mut redis = lease_connection().await;
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg("another-run")
+        .arg("PX")
+        .arg(60_000)
         .query_async(&mut redis)
         .await
         .unwrap();
+}
+
+/// Who holds the lease `key`, if anyone.
+async fn lease_holder(key: &str) -> Option<String> {
+    let mut redis = lease_connection().await;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+async fn forget_lease(key: &str) {
+    let mut redis = lease_connection().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
+async fn lease_connection() -> redis::aio::MultiplexedConnection {
+    clients()
+        .redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }

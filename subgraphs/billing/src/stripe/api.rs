@@ -232,19 +232,22 @@ impl HttpStripe {
         })
     }
 
+    /// The URL of `path` at Stripe.
+    fn url(&self, path: &str) -> Result<Url, StripeError> {
+        self.base_url
+            .join(path)
+            .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))
+    }
+
     async fn post<T: for<'de> Deserialize<'de>>(
         &self,
         path: &str,
         idempotency_key: &str,
         form: &[(&str, &str)],
     ) -> Result<T, StripeError> {
-        let url = self
-            .base_url
-            .join(path)
-            .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))?;
         let request = self
             .http
-            .post(url)
+            .post(self.url(path)?)
             .header("Idempotency-Key", idempotency_key)
             .form(form);
         self.send(path, request).await
@@ -255,19 +258,12 @@ impl HttpStripe {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, StripeError> {
-        let url = self
-            .base_url
-            .join(path)
-            .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))?;
-        self.send(path, self.http.get(url).query(query)).await
+        self.send(path, self.http.get(self.url(path)?).query(query))
+            .await
     }
 
     async fn delete<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, StripeError> {
-        let url = self
-            .base_url
-            .join(path)
-            .map_err(|error| StripeError::Malformed(format!("bad URL for {path}: {error}")))?;
-        self.send(path, self.http.delete(url)).await
+        self.send(path, self.http.delete(self.url(path)?)).await
     }
 
     /// Sends `request` (to `path`) with the key; its answer read as `T`, or the error.
