@@ -170,12 +170,23 @@ fn name_pid(text: &str, children: bool) -> anyhow::Result<(String, u32, bool)> {
     ))
 }
 
+/// `query` answered, as an anonymous caller; refused for its rate limit (`429`), asked again
+/// every two seconds until the limit lets it through (at most three minutes): preparing reads
+/// more lexicon entries than an anonymous caller may ask in a minute (each aliased entry counts).
 async fn graphql(url: &str, query: &str, variables: Value) -> anyhow::Result<Value> {
     let http = load::client()?;
     let body = serde_json::to_vec(&json!({"query": query, "variables": variables}))?;
-    let bytes = load::send(&http, url, None, body)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut attempts = 0;
+    let bytes = loop {
+        match load::send(&http, url, None, body.clone()).await {
+            Ok(bytes) => break bytes,
+            Err(error) if error.to_string().contains("HTTP 429") && attempts < 90 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(error) => anyhow::bail!("{error}"),
+        }
+    };
     Ok(serde_json::from_slice(&bytes)?)
 }
 
