@@ -145,12 +145,23 @@ fn client_address(
     request: &async_graphql::Request,
     trust_forwarded_for: bool,
 ) -> Option<std::net::IpAddr> {
-    let peer = gospelib_kit::graphql_http::PeerAddress::of(request);
-    if !trust_forwarded_for {
-        return peer;
-    }
-    ForwardedHeaders::of(request)
-        .and_then(|headers| headers.get("x-forwarded-for"))
+    let forwarded_for = ForwardedHeaders::of(request).and_then(|h| h.get("x-forwarded-for"));
+    address_of(
+        gospelib_kit::graphql_http::PeerAddress::of(request),
+        forwarded_for,
+        trust_forwarded_for,
+    )
+}
+
+/// The client's address from the connection's `peer` and the `x-forwarded-for` list (its
+/// lines joined), which counts only when trusted: its last address.
+fn address_of(
+    peer: Option<std::net::IpAddr>,
+    forwarded_for: Option<&str>,
+    trust_forwarded_for: bool,
+) -> Option<std::net::IpAddr> {
+    forwarded_for
+        .filter(|_| trust_forwarded_for)
         .and_then(|list| list.rsplit(',').next())
         .and_then(|last| last.trim().parse().ok())
         .or(peer)
@@ -295,19 +306,17 @@ impl GraphQlService for RouterService {
         peer: Option<std::net::SocketAddr>,
         headers: &PublicHeaderMap,
     ) -> Option<String> {
-        let forwarded = self.trust_forwarded_for.then(|| {
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        let address = forwarded
-            .as_deref()
-            .and_then(|list| list.rsplit(',').next())
-            .and_then(|last| last.trim().parse().ok())
-            .or(peer.map(|peer| peer.ip()));
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let address = address_of(
+            peer.map(|peer| peer.ip()),
+            Some(forwarded.as_str()).filter(|list| !list.is_empty()),
+            self.trust_forwarded_for,
+        );
         Some(match address {
             Some(address) => format!("ip:{}", crate::pipeline::address_subject(address)),
             None => "ip:unknown".to_owned(),
@@ -406,4 +415,55 @@ impl GraphQlService for RouterService {
 
 fn axum_header(name: &'static str) -> gospelib_kit::graphql_http::HeaderName {
     gospelib_kit::graphql_http::HeaderName::from_static(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Behind a trusted proxy the client is the last address of `x-forwarded-for` (the one the
+    /// proxy saw: earlier ones are the client's own word); otherwise, or when the list names
+    /// nothing usable, the connection's peer.
+    #[test]
+    fn the_client_is_the_peer_or_the_trusted_proxys_last_address() {
+        let peer = Some("10.0.0.7".parse().unwrap());
+        let forged_then_seen = Some("6.6.6.6, 203.0.113.9");
+        assert_eq!(
+            address_of(peer, forged_then_seen, true),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(address_of(peer, forged_then_seen, false), peer);
+        assert_eq!(address_of(peer, Some("garbage"), true), peer);
+        assert_eq!(address_of(peer, None, true), peer);
+        assert_eq!(address_of(None, None, true), None);
+    }
+
+    /// A live connection counts against its client's address, an IPv6 address by its /64,
+    /// and the lines of `x-forwarded-for` are one list.
+    #[test]
+    fn live_connections_count_against_the_clients_address() {
+        let router = Router::new(
+            crate::supergraph::Supergraph::parse(
+                include_str!("../tests/fixtures/products-reviews.graphql"),
+                None,
+            )
+            .unwrap(),
+            Arc::new(crate::transport::InProcess::default()),
+        );
+        let service = RouterService::new(Arc::new(router)).trusting_forwarded_for(true);
+        let mut headers = PublicHeaderMap::new();
+        headers.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        headers.append("x-forwarded-for", "2001:db8:1:2:3:4:5:6".parse().unwrap());
+        let peer = Some("10.0.0.7:4000".parse().unwrap());
+        assert_eq!(
+            service.live_client(peer, &headers).as_deref(),
+            Some("ip:2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            service
+                .live_client(peer, &PublicHeaderMap::new())
+                .as_deref(),
+            Some("ip:10.0.0.7")
+        );
+    }
 }
