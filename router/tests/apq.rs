@@ -12,10 +12,8 @@ use gospelib_kit::graphql_http::GraphQlService;
 use gospelib_router::apq::{DEFAULT_TTL, Lookup, MAX_STORED_BYTES, PersistedQueries, hash_of};
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::Router;
-use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::InProcess;
 use serde_json::{Value, json};
-use support::{SDL, assert_first_error, products, reviews, start_gateway};
+use support::{assert_first_error, demo_router, start_gateway};
 
 const QUERY: &str = "{ topProducts(first: 1) { name } }";
 
@@ -28,14 +26,7 @@ fn redis() -> redis::Client {
 
 /// The router over the demo subgraphs, in process.
 fn router() -> Router {
-    Router::new(
-        Supergraph::parse(SDL, None).unwrap(),
-        Arc::new(
-            InProcess::default()
-                .with("products", products())
-                .with("reviews", reviews()),
-        ),
-    )
+    demo_router()
 }
 
 fn service(redis: redis::Client, prefix: &str) -> RouterService {

@@ -10,10 +10,10 @@ use std::time::Duration;
 use gospelib_router::http::VERSION_HEADER;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::{Http, InProcess};
+use gospelib_router::transport::Http;
 use serde_json::{Value, json};
 use support::{
-    SDL, products, products_schema, reviews, reviews_schema, start, start_router, subgraph_spec,
+    SDL, demo_router, products_schema, reviews_schema, start, start_router, subgraph_spec,
 };
 
 /// A router over HTTP whose supergraph points at the given subgraph URLs.
@@ -66,19 +66,12 @@ async fn over_http_the_answers_equal_the_in_process_ones() {
     let (router_url, _servers) = router_before_both().await;
     let (headers, over_http) = post(&router_url, QUERY).await;
 
-    let in_process = Router::new(
-        Supergraph::parse(SDL, None).unwrap(),
-        Arc::new(
-            InProcess::default()
-                .with("products", products())
-                .with("reviews", reviews()),
-        ),
-    )
-    .execute(&GraphQlRequest {
-        query: QUERY.to_owned(),
-        ..Default::default()
-    })
-    .await;
+    let in_process = demo_router()
+        .execute(&GraphQlRequest {
+            query: QUERY.to_owned(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(over_http["data"], in_process["data"]);
     assert_eq!(over_http["errors"], in_process["errors"]);
     assert_eq!(

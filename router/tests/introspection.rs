@@ -3,13 +3,9 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use gospelib_router::pipeline::{GraphQlRequest, Router};
-use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::InProcess;
 use serde_json::{Value, json};
-use support::{SDL, products, reviews};
+use support::demo_router;
 
 /// graphql-js `getIntrospectionQuery()` (descriptions, deprecations, repeatable directives).
 const INTROSPECTION_QUERY: &str = r#"
@@ -38,14 +34,7 @@ fragment TypeRef on __Type {
 "#;
 
 fn router() -> Router {
-    Router::new(
-        Supergraph::parse(SDL, None).unwrap(),
-        Arc::new(
-            InProcess::default()
-                .with("products", products())
-                .with("reviews", reviews()),
-        ),
-    )
+    demo_router()
 }
 
 async fn ask(router: &Router, query: &str) -> Value {

@@ -12,10 +12,7 @@ use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::server::AppSpec;
 use gospelib_kit::ws::SubscriptionSettings;
 use gospelib_router::http::RouterService;
-use gospelib_router::pipeline::Router;
-use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::InProcess;
-use support::{SDL, products, reviews, start};
+use support::{demo_router, start};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
@@ -38,14 +35,7 @@ async fn open(url: &str) -> Result<Socket, StatusCode> {
 
 #[tokio::test]
 async fn one_client_holds_at_most_its_share_of_live_connections() {
-    let router = Router::new(
-        Supergraph::parse(SDL, None).unwrap(),
-        Arc::new(
-            InProcess::default()
-                .with("products", products())
-                .with("reviews", reviews()),
-        ),
-    );
+    let router = demo_router();
     let edge = EdgeSettings {
         subscriptions: SubscriptionSettings {
             max_connections_per_client: 2,

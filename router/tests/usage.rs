@@ -9,12 +9,10 @@ use std::sync::Arc;
 use gospelib_kit::caller::Caller;
 use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::usage::{forget, read_all};
-use gospelib_router::pipeline::{GraphQlRequest, Router};
-use gospelib_router::supergraph::Supergraph;
-use gospelib_router::transport::InProcess;
+use gospelib_router::pipeline::GraphQlRequest;
 use gospelib_router::usage::{MAX_PENDING_OPERATIONS, UsageRecorder};
 use serde_json::json;
-use support::{SDL, products, reviews};
+use support::demo_router;
 
 fn redis() -> redis::Client {
     let urls = StoreUrls::from_env(&Env::from_process()).unwrap_or_else(|error| {
@@ -39,16 +37,9 @@ fn silent_redis() -> std::net::SocketAddr {
 #[tokio::test]
 async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     let recorder = Arc::new(UsageRecorder::new(redis()));
-    let router = Router::new(
-        Supergraph::parse(SDL, None).unwrap(),
-        Arc::new(
-            InProcess::default()
-                .with("products", products())
-                .with("reviews", reviews()),
-        ),
-    )
-    .with_internal_secret(gospelib_kit::caller::InternalSecret::new(&[7; 32]).unwrap())
-    .with_usage_recorder(recorder.clone());
+    let router = demo_router()
+        .with_internal_secret(gospelib_kit::caller::InternalSecret::new(&[7; 32]).unwrap())
+        .with_usage_recorder(recorder.clone());
     // A name of this run's own, so parallel runs never mix their counts.
     let name = format!("TopWithReviews{}", std::process::id());
     let query =

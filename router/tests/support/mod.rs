@@ -171,6 +171,18 @@ pub async fn start_gateway(
     .await
 }
 
+/// The router over the two demo subgraphs (products; reviews), in process.
+pub fn demo_router() -> gospelib_router::pipeline::Router {
+    gospelib_router::pipeline::Router::new(
+        gospelib_router::supergraph::Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(
+            gospelib_router::transport::InProcess::default()
+                .with("products", products())
+                .with("reviews", reviews()),
+        ),
+    )
+}
+
 /// `router` over HTTP as [`start_gateway`] serves it, with a 1 MiB body limit.
 pub async fn start_router(
     router: gospelib_router::pipeline::Router,

@@ -127,15 +127,14 @@ async fn user_entities_resolve_for_their_own_user_only() {
     clean_up(&pool, &[&a, &b], &stream).await;
 }
 
-/// Events are stamped in the order accounts applied the changes, not by Clerk's clock: the user
-/// changes their email at Clerk (Clerk's time T0), renames themselves here at T1 > T0 before the
-/// webhook arrives, then the webhook arrives. Its event carries the new email and must carry
-/// the later stamp, or consumers that keep the latest event keep the old email.
-#[tokio::test]
-async fn a_clerk_change_delivered_after_a_change_made_here_gets_the_later_stamp() {
-    let pool = pool().await;
-    let (clerk, stream) = (clerk_id(), stream());
-    let url = endpoint(&pool, redis(), &stream).await;
+/// A user Clerk created as Ada (`old@x.org`, at Clerk's time 1,700,000,000,000) who then
+/// renamed themself Augusta here: their Clerk id, the webhook endpoint, and the service.
+async fn ada_renamed_augusta_here(
+    pool: &sqlx::PgPool,
+    stream: &str,
+) -> (String, String, AccountsService) {
+    let clerk = clerk_id();
+    let url = endpoint(pool, redis(), stream).await;
     let created = user_event(
         "user.created",
         &clerk,
@@ -144,7 +143,7 @@ async fn a_clerk_change_delivered_after_a_change_made_here_gets_the_later_stamp(
         "old@x.org",
     );
     assert_eq!(post(&url, &Delivery::signed(created)).await.0, 200);
-    let service = service(&pool, &stream);
+    let service = service(pool, stream);
     let renamed = run_as(
         &service,
         as_user(&clerk),
@@ -153,6 +152,18 @@ async fn a_clerk_change_delivered_after_a_change_made_here_gets_the_later_stamp(
     )
     .await;
     assert!(renamed.get("errors").is_none(), "{renamed}");
+    (clerk, url, service)
+}
+
+/// Events are stamped in the order accounts applied the changes, not by Clerk's clock: the user
+/// changes their email at Clerk (Clerk's time T0), renames themselves here at T1 > T0 before the
+/// webhook arrives, then the webhook arrives. Its event carries the new email and must carry
+/// the later stamp, or consumers that keep the latest event keep the old email.
+#[tokio::test]
+async fn a_clerk_change_delivered_after_a_change_made_here_gets_the_later_stamp() {
+    let pool = pool().await;
+    let stream = stream();
+    let (clerk, url, _service) = ada_renamed_augusta_here(&pool, &stream).await;
     // Clerk changed the email a minute before the rename; the webhook comes only now.
     let changed_at_clerk = user_event(
         "user.updated",
@@ -197,25 +208,8 @@ async fn a_clerk_change_delivered_after_a_change_made_here_gets_the_later_stamp(
 #[tokio::test]
 async fn a_name_set_here_survives_a_clerk_delivery_that_did_not_change_it() {
     let pool = pool().await;
-    let (clerk, stream) = (clerk_id(), stream());
-    let url = endpoint(&pool, redis(), &stream).await;
-    let created = user_event(
-        "user.created",
-        &clerk,
-        1_700_000_000_000,
-        "Ada",
-        "old@x.org",
-    );
-    assert_eq!(post(&url, &Delivery::signed(created)).await.0, 200);
-    let service = service(&pool, &stream);
-    let renamed = run_as(
-        &service,
-        as_user(&clerk),
-        UPDATE_ME,
-        json!({"input": {"firstName": "Augusta"}}),
-    )
-    .await;
-    assert!(renamed.get("errors").is_none(), "{renamed}");
+    let stream = stream();
+    let (clerk, url, service) = ada_renamed_augusta_here(&pool, &stream).await;
 
     // The email changed at Clerk, which never heard of the rename.
     let new_email = user_event(

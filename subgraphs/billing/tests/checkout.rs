@@ -268,6 +268,22 @@ fn checkout_vars(plan: &str, interval: &str) -> Value {
     json!({"plan": plan, "interval": interval})
 }
 
+/// `user` starts a checkout of `plan` billed every `interval`: the whole answer.
+async fn check_out(
+    service: &gospelib_billing::BillingService,
+    user: Uuid,
+    plan: &str,
+    interval: &str,
+) -> Value {
+    run_as(
+        service,
+        Some(Caller::user(user)),
+        CHECKOUT,
+        checkout_vars(plan, interval),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     let _queue = QUEUE.lock().await;
@@ -276,13 +292,7 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     let (fake, base_url) = fake_stripe().await;
     let service = service(&pool, stripe_settings(&names, &base_url));
 
-    let answer = run_as(
-        &service,
-        Some(Caller::user(user)),
-        CHECKOUT,
-        checkout_vars("scholar", "MONTHLY"),
-    )
-    .await;
+    let answer = check_out(&service, user, "scholar", "MONTHLY").await;
     let session = &answer["data"]["createCheckoutSession"];
     assert!(
         session["id"]
@@ -345,13 +355,7 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     // A second checkout reuses the customer, with a new idempotency key of its own, and
     // expires the first session: the user cannot pay for both.
     let first_session = session["id"].as_str().unwrap().to_owned();
-    let answer = run_as(
-        &service,
-        Some(Caller::user(user)),
-        CHECKOUT,
-        checkout_vars("academic", "YEARLY"),
-    )
-    .await;
+    let answer = check_out(&service, user, "academic", "YEARLY").await;
     assert!(answer.get("errors").is_none(), "{answer}");
     let received = fake.received();
     assert_eq!(received.len(), 4, "{received:?}");
@@ -445,14 +449,7 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
     let (user, names) = (Uuid::new_v4(), names());
     let (fake, base_url) = fake_stripe().await;
     let service = service(&pool, stripe_settings(&names, &base_url));
-    let checkout = || {
-        run_as(
-            &service,
-            Some(Caller::user(user)),
-            CHECKOUT,
-            checkout_vars("scholar", "MONTHLY"),
-        )
-    };
+    let checkout = || check_out(&service, user, "scholar", "MONTHLY");
     let (a, b) = tokio::join!(checkout(), checkout());
     let sessions: Vec<String> = [&a, &b]
         .iter()
@@ -545,14 +542,7 @@ async fn a_replaced_session_is_expired_after_stripe_failed_the_first_attempt() {
     let (user, names) = (Uuid::new_v4(), names());
     let (fake, base_url) = fake_stripe().await;
     let service = service(&pool, stripe_settings(&names, &base_url));
-    let checkout = || {
-        run_as(
-            &service,
-            Some(Caller::user(user)),
-            CHECKOUT,
-            checkout_vars("scholar", "MONTHLY"),
-        )
-    };
+    let checkout = || check_out(&service, user, "scholar", "MONTHLY");
     let answer = checkout().await;
     let replaced = answer["data"]["createCheckoutSession"]["id"]
         .as_str()
@@ -602,14 +592,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     let (fake, base_url) = fake_stripe().await;
     let first = service(&pool, stripe_settings(&names, &base_url));
     let customer = linked_customer(&pool, user).await;
-    let checkout = || {
-        run_as(
-            &first,
-            Some(Caller::user(user)),
-            CHECKOUT,
-            checkout_vars("scholar", "MONTHLY"),
-        )
-    };
+    let checkout = || check_out(&first, user, "scholar", "MONTHLY");
     let sessions = |fake: &Fake| {
         fake.received()
             .into_iter()
@@ -630,13 +613,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
         let (fake, base_url) = fake_stripe().await;
         let paying = service(&pool, stripe_settings(&names, &base_url));
         fake.holds(&customer, &subscription_id(), status);
-        let answer = run_as(
-            &paying,
-            Some(Caller::user(user)),
-            CHECKOUT,
-            checkout_vars("academic", "YEARLY"),
-        )
-        .await;
+        let answer = check_out(&paying, user, "academic", "YEARLY").await;
         assert_eq!(codes(&answer), ["VALIDATION_ERROR"], "{status}: {answer}");
         assert!(
             answer["errors"][0]["message"]
@@ -664,13 +641,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     let (fake, base_url) = fake_stripe().await;
     let ended = service(&pool, stripe_settings(&names, &base_url));
     fake.holds(&customer, &known, "unpaid");
-    let answer = run_as(
-        &ended,
-        Some(Caller::user(user)),
-        CHECKOUT,
-        checkout_vars("scholar", "MONTHLY"),
-    )
-    .await;
+    let answer = check_out(&ended, user, "scholar", "MONTHLY").await;
     assert!(answer.get("errors").is_none(), "{answer}");
     assert_eq!(sessions(&fake), 1);
 
@@ -678,13 +649,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     let (fake, base_url) = fake_stripe().await;
     let down = service(&pool, stripe_settings(&names, &base_url));
     fake.set(Mode::ServerError);
-    let answer = run_as(
-        &down,
-        Some(Caller::user(user)),
-        CHECKOUT,
-        checkout_vars("scholar", "MONTHLY"),
-    )
-    .await;
+    let answer = check_out(&down, user, "scholar", "MONTHLY").await;
     assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
     assert_eq!(sessions(&fake), 0);
 

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
-use common::{Log, Reply, Script, header, read_fixture, serve};
+use common::{Log, Reply, Script, failed_for_good, header, read_fixture, retires_token, serve};
 use gospelib_notifications::providers::apns::{Apns, ApnsConfig, ApnsKey};
 use gospelib_notifications::providers::{
     Delivery, PushMessage, PushProvider, RetryPolicy, deliver_with_retries,
@@ -218,16 +218,7 @@ async fn a_dead_device_token_is_retired() {
             reason: "APNs answered 410 Gone: Unregistered".into()
         }
     );
-    assert!(
-        matches!(
-            bad,
-            Delivery::Rejected {
-                retire_token: true,
-                ..
-            }
-        ),
-        "{bad:?}"
-    );
+    assert!(retires_token(&bad), "{bad:?}");
     assert!(
         matches!(
             too_large,
@@ -240,25 +231,10 @@ async fn a_dead_device_token_is_retired() {
     );
     // What every token gets when the configured topic is wrong: the send fails for good and
     // no token is retired (one mistyped setting must not retire every device).
-    assert!(
-        matches!(
-            wrong_topic,
-            Delivery::Failed {
-                retryable: false,
-                ..
-            }
-        ),
-        "{wrong_topic:?}"
-    );
+    assert!(failed_for_good(&wrong_topic), "{wrong_topic:?}");
     // A token that is not hex never reaches Apple.
     let not_hex = apns.send_push("../../x", &message()).await;
-    assert!(matches!(
-        not_hex,
-        Delivery::Rejected {
-            retire_token: true,
-            ..
-        }
-    ));
+    assert!(retires_token(&not_hex));
     assert_eq!(fake.log.count(), 4);
     fake.log.assert_no_problems();
 }
@@ -274,16 +250,7 @@ async fn bad_device_token_retires_only_once_the_endpoint_accepted_a_token() {
 
     for device in [DEVICE, other, DEVICE] {
         let outcome = apns.send_push(device, &message()).await;
-        assert!(
-            matches!(
-                outcome,
-                Delivery::Failed {
-                    retryable: false,
-                    ..
-                }
-            ),
-            "{outcome:?}"
-        );
+        assert!(failed_for_good(&outcome), "{outcome:?}");
     }
 
     // The endpoint accepts a token: it is the right environment, and a token it calls bad
@@ -292,16 +259,7 @@ async fn bad_device_token_retires_only_once_the_endpoint_accepted_a_token() {
     let accepted = apns.send_push(other, &message()).await;
     assert!(matches!(accepted, Delivery::Sent { .. }), "{accepted:?}");
     let bad = apns.send_push(DEVICE, &message()).await;
-    assert!(
-        matches!(
-            bad,
-            Delivery::Rejected {
-                retire_token: true,
-                ..
-            }
-        ),
-        "{bad:?}"
-    );
+    assert!(retires_token(&bad), "{bad:?}");
     assert_eq!(fake.log.count(), 5);
     fake.log.assert_no_problems();
 }

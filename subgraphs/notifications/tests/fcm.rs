@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
-use common::{Log, Reply, Script, header, read_fixture, serve};
+use common::{Log, Reply, Script, failed_for_good, header, read_fixture, serve};
 use gospelib_notifications::providers::fcm::{Fcm, FcmConfig, SCOPE, ServiceAccount};
 use gospelib_notifications::providers::{
     Delivery, PushMessage, PushProvider, RetryPolicy, deliver_with_retries,
@@ -295,16 +295,7 @@ async fn a_second_401_is_not_refreshed_again() {
 
     let outcome = fcm.send_push(DEVICE, &message()).await;
 
-    assert!(
-        matches!(
-            outcome,
-            Delivery::Failed {
-                retryable: false,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    assert!(failed_for_good(&outcome), "{outcome:?}");
     assert_eq!(fake.token_requests.count(), 2);
     assert_eq!(fake.sends.count(), 2);
 }

@@ -69,6 +69,22 @@ fn passage_reps(ids: &[&str]) -> Value {
     json!({"r": ids.iter().map(|id| json!({"__typename": "Passage", "id": id})).collect::<Vec<_>>()})
 }
 
+/// `user` highlights `passage` in `color`: the whole answer.
+async fn create_highlight(
+    service: &gospelib_study::StudyService,
+    user: Uuid,
+    passage: &str,
+    color: &str,
+) -> Value {
+    run_as(
+        service,
+        Some(user),
+        CREATE_HIGHLIGHT,
+        json!({"p": passage, "c": color}),
+    )
+    .await
+}
+
 async fn create_note(
     service: &gospelib_study::StudyService,
     user: Uuid,
@@ -93,13 +109,7 @@ async fn each_item_is_its_owners_alone() {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
 
     // A writes one of everything.
-    let highlight = run_as(
-        &service,
-        Some(a),
-        CREATE_HIGHLIGHT,
-        json!({"p": "john.3.16", "c": "FAITH"}),
-    )
-    .await;
+    let highlight = create_highlight(&service, a, "john.3.16", "FAITH").await;
     assert_eq!(
         highlight["data"]["createHighlight"]["passage"],
         json!({"id": "john.3.16"}),
@@ -299,13 +309,7 @@ async fn notes_are_anchored_to_passages_that_exist_in_order() {
     )
     .await;
     assert_eq!(codes(&bad_link), ["PASSAGE_NOT_FOUND"], "{bad_link}");
-    let highlight = run_as(
-        &service,
-        Some(a),
-        CREATE_HIGHLIGHT,
-        json!({"p": "gen.50.26", "c": "COVENANT"}),
-    )
-    .await;
+    let highlight = create_highlight(&service, a, "gen.50.26", "COVENANT").await;
     assert_eq!(codes(&highlight), ["PASSAGE_NOT_FOUND"], "{highlight}");
     let bookmark = run_as(&service, Some(a), CREATE_BOOKMARK, json!({"p": "rev.1.1"})).await;
     assert_eq!(codes(&bookmark), ["PASSAGE_NOT_FOUND"], "{bookmark}");
@@ -488,13 +492,7 @@ async fn a_chapter_of_176_verses_costs_one_query_for_its_highlights_and_notes() 
         .await;
         assert!(made.get("errors").is_none(), "{made}");
     }
-    run_as(
-        &service,
-        Some(b),
-        CREATE_HIGHLIGHT,
-        json!({"p": "ps.119.2", "c": "FAITH"}),
-    )
-    .await;
+    create_highlight(&service, b, "ps.119.2", "FAITH").await;
     // Written first, but listed after the note that starts earlier: notes come in range order.
     let first = run_as(
         &service,
@@ -654,13 +652,7 @@ async fn a_note_answered_again_through_nested_passages_counts_each_time() {
     let (service, _) = service(&pool, &graph);
     let user = Uuid::new_v4();
     for _ in 0..15 {
-        let made = run_as(
-            &service,
-            Some(user),
-            CREATE_HIGHLIGHT,
-            json!({"p": "ps.119.1", "c": "FAITH"}),
-        )
-        .await;
+        let made = create_highlight(&service, user, "ps.119.1", "FAITH").await;
         assert!(made.get("errors").is_none(), "{made}");
     }
     let long = "\u{1D11E}".repeat(20_000);
@@ -1418,13 +1410,7 @@ async fn each_user_keeps_at_most_the_quota_even_when_writing_concurrently() {
     );
 
     // Another user's quota is their own.
-    let other = run_as(
-        &service,
-        Some(b),
-        CREATE_HIGHLIGHT,
-        json!({"p": "john.3.16", "c": "CHRIST"}),
-    )
-    .await;
+    let other = create_highlight(&service, b, "john.3.16", "CHRIST").await;
     assert!(other.get("errors").is_none(), "{other}");
 
     // Deleting one makes room for one.
@@ -1654,13 +1640,7 @@ async fn a_create_sent_again_with_its_id_makes_one_item() {
 
     // Without an id, each create is a new item.
     for _ in 0..2 {
-        let answer = run_as(
-            &service,
-            Some(a),
-            CREATE_HIGHLIGHT,
-            json!({"p": "ps.119.106", "c": "FAITH"}),
-        )
-        .await;
+        let answer = create_highlight(&service, a, "ps.119.106", "FAITH").await;
         assert!(answer.get("errors").is_none(), "{answer}");
     }
     assert_eq!(rows_of(&pool, "highlights", a).await, 3);

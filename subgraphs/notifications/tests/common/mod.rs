@@ -179,3 +179,25 @@ pub fn header(headers: &HeaderMap, name: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A failure no retry would mend (`Failed { retryable: false }`).
+pub fn failed_for_good(delivery: &gospelib_notifications::providers::Delivery) -> bool {
+    matches!(
+        delivery,
+        gospelib_notifications::providers::Delivery::Failed {
+            retryable: false,
+            ..
+        }
+    )
+}
+
+/// A rejection that retires the device's token (`Rejected { retire_token: true }`).
+pub fn retires_token(delivery: &gospelib_notifications::providers::Delivery) -> bool {
+    matches!(
+        delivery,
+        gospelib_notifications::providers::Delivery::Rejected {
+            retire_token: true,
+            ..
+        }
+    )
+}
