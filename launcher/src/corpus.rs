@@ -40,7 +40,7 @@ pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Resu
         typesense: TypesenseClient {
             base_url: stores.typesense.clone(),
             api_key: stores.typesense_api_key.clone(),
-            http: reqwest::Client::builder()
+            http: gospelib_kit::outbound::client()
                 .connect_timeout(PROBE_TIMEOUT)
                 .build()
                 .context("HTTP client")?,

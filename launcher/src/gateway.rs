@@ -246,7 +246,7 @@ async fn from_registry(store: &gospelib_schema::store::Store) -> anyhow::Result<
 }
 
 fn registry_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    gospelib_kit::outbound::client()
         .timeout(std::time::Duration::from_secs(10))
         .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)
         .build()

@@ -270,10 +270,9 @@ impl JwtVerifier {
     /// A verifier for these settings, with its own HTTP client; fetches nothing yet.
     pub fn new(settings: JwtSettings) -> Result<Self, JwtError> {
         check_settings(&settings)?;
-        let client = reqwest::Client::builder()
+        // The keys that sign every session: fetched from exactly where configured.
+        let client = gospelib_kit::outbound::client()
             .timeout(settings.fetch_timeout)
-            // The keys that sign every session: fetched from exactly where configured.
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| JwtError::InvalidSettings(format!("HTTP client: {error}")))?;
         let remembered_tokens = settings.remembered_tokens;

@@ -350,7 +350,7 @@ fn environment(cli: &Cli) -> anyhow::Result<Env> {
 
 async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     let settings = settings(&env)?;
-    let registry = reqwest::Client::builder()
+    let registry = gospelib_kit::outbound::client()
         .timeout(Duration::from_secs(10))
         .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)
         .build()

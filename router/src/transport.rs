@@ -203,7 +203,7 @@ const LONGEST_EJECTION_FACTOR: u32 = 10;
 impl Http {
     pub fn new(timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            client: reqwest::Client::builder()
+            client: gospelib_kit::outbound::client()
                 .connect_timeout(timeout)
                 .pool_max_idle_per_host(64)
                 .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)

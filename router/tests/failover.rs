@@ -536,3 +536,43 @@ async fn an_instance_keeping_fetches_waiting_is_passed_over_before_they_time_out
     assert_eq!(codes(&waiting.await.unwrap()), ["UPSTREAM_UNAVAILABLE"]);
     drop((server, reviews));
 }
+
+/// A URL answering every request with `status`, its `location` pointing at `target`.
+async fn redirecting(status: u16, target: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                read_request(&mut socket).await;
+                let head = format!(
+                    "HTTP/1.1 {status} Moved\r\nlocation: {target}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// A subgraph answering with a redirect is a failed fetch, never followed: the request (and the
+/// signed caller and headers it carries) goes nowhere the router was not configured to send it.
+#[tokio::test]
+async fn a_redirect_from_a_subgraph_is_not_followed() {
+    let (up, hits, server) = products_instance().await;
+    for status in [301, 302, 307, 308] {
+        let moved = redirecting(status, up.clone()).await;
+        let setup = router(&moved, Duration::from_secs(5), Duration::ZERO, Vec::new()).await;
+        let response = run(&setup.router, QUERY).await;
+        assert_eq!(
+            response["data"],
+            json!({"topProducts": null}),
+            "{status}: {response}"
+        );
+        assert_eq!(codes(&response), ["UPSTREAM_UNAVAILABLE"], "{status}");
+    }
+    assert_eq!(hits.count(), 0, "the redirect's target was never asked");
+    drop(server);
+}

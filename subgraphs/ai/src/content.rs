@@ -88,7 +88,7 @@ pub struct OverHttp {
 
 impl OverHttp {
     pub fn new(url: url::Url, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = gospelib_kit::outbound::client()
             .timeout(timeout)
             .pool_idle_timeout(gospelib_kit::server::CLIENT_POOL_IDLE)
             .build()?;

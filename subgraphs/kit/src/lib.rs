@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod multipart;
 pub mod observe;
+pub mod outbound;
 pub mod outbox;
 pub mod paging;
 pub mod parsed_documents;

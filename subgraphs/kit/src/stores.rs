@@ -400,7 +400,7 @@ impl StoreClients {
             typesense: TypesenseClient {
                 base_url: urls.typesense.clone(),
                 api_key: urls.typesense_api_key.clone(),
-                http: reqwest::Client::builder()
+                http: crate::outbound::client()
                     .connect_timeout(PROBE_TIMEOUT)
                     .build()?,
             },

@@ -355,11 +355,9 @@ fn check_model(provider: &'static str, model: &str) -> Result<(), ClientError> {
 
 /// The HTTP client of one vendor: bounded connect and total time.
 fn http_client(provider: &'static str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
+    gospelib_kit::outbound::client()
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
-        // A redirect would carry `x-api-key` (not a header reqwest strips) to another host.
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|error| ClientError::Http {
             provider,

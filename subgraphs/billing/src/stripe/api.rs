@@ -220,7 +220,7 @@ impl HttpStripe {
             .ok()
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
             .ok_or_else(|| StripeConfigError::BaseUrl(base_url.to_owned()))?;
-        let http = reqwest::Client::builder()
+        let http = gospelib_kit::outbound::client()
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
             .build()

@@ -385,7 +385,7 @@ const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// The HTTP client of one provider: bounded connect and total time.
 fn http_client(timeout: Duration) -> Result<reqwest::Client, ProviderError> {
-    reqwest::Client::builder()
+    gospelib_kit::outbound::client()
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
         .build()
