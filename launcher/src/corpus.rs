@@ -8,7 +8,7 @@ use gospelib_content::import::{self, ImportOptions};
 use gospelib_content::ingest::{self, Targets};
 use gospelib_content::namespace::Namespace;
 use gospelib_kit::config::Env;
-use gospelib_kit::stores::{PROBE_TIMEOUT, TypesenseClient, redis_client};
+use gospelib_kit::stores::{TypesenseClient, redis_client};
 
 use crate::settings::read_ingest_settings;
 
@@ -37,14 +37,8 @@ pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Resu
     let targets = Targets {
         graph: Graph::new(&stores.falkordb, &namespace.graph),
         namespace,
-        typesense: TypesenseClient {
-            base_url: stores.typesense.clone(),
-            api_key: stores.typesense_api_key.clone(),
-            http: gospelib_kit::outbound::client()
-                .connect_timeout(PROBE_TIMEOUT)
-                .build()
-                .context("HTTP client")?,
-        },
+        typesense: TypesenseClient::new(stores.typesense.clone(), stores.typesense_api_key.clone())
+            .context("HTTP client")?,
         redis: redis_client(&stores.redis).context("GOSPELIB_REDIS_URL")?,
     };
     let report = ingest::ingest(corpus, dry_run, &targets)

@@ -646,26 +646,10 @@ async fn fetch_key_set(client: &reqwest::Client, url: &str) -> Result<KeyMap, Fe
     if !response.status().is_success() {
         return Err(FetchError::Status(response.status().as_u16()));
     }
-    let body = body_within(response, MAX_JWKS_BYTES).await?;
+    let body = gospelib_kit::capped_body::body_within(response, MAX_JWKS_BYTES)
+        .await?
+        .ok_or(FetchError::TooLarge)?;
     parse_key_set(&body)
-}
-
-/// The response body, refused past `limit` bytes (the rest is not read).
-async fn body_within(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, FetchError> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Err(FetchError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Err(FetchError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// A JWKS document; its keys are read one by one, so one odd entry spoils no other.

@@ -46,7 +46,15 @@ pub enum FetchError {
     Unreachable(#[from] reqwest::Error),
     #[error("registry answered {0}")]
     Status(reqwest::StatusCode),
+    #[error("registry answered more than {MAX_PUBLISHED_BYTES} bytes")]
+    TooLarge,
+    #[error("registry answered text that is not UTF-8")]
+    NotText,
 }
+
+/// The most of one published document read (a supergraph, a trusted-documents manifest: each
+/// far less); anything answering more at the registry's address is refused, not buffered.
+pub const MAX_PUBLISHED_BYTES: usize = 32 << 20;
 
 /// Fetches the supergraph at `url`; `Ok(None)` when it still has the ETag `etag` (304).
 pub async fn fetch_published(
@@ -74,7 +82,10 @@ pub async fn fetch_published(
     };
     let etag = header("etag");
     let number = header("x-registry-version").and_then(|value| value.parse().ok());
-    let sdl = response.text().await?;
+    let body = gospelib_kit::capped_body::body_within(response, MAX_PUBLISHED_BYTES)
+        .await?
+        .ok_or(FetchError::TooLarge)?;
+    let sdl = String::from_utf8(body).map_err(|_| FetchError::NotText)?;
     Ok(Some(Published { sdl, number, etag }))
 }
 

@@ -1,6 +1,7 @@
 //! A router polling the registry's supergraph: it follows newer versions and refuses one
 //! older than the version it serves (a registry read from a lagging replica or a restored
-//! database), which a rollback never is (it is published as a new version).
+//! database), which a rollback never is (it is published as a new version); and it reads no
+//! answer past the size any published document has.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,4 +86,34 @@ async fn a_polling_router_follows_newer_versions_and_refuses_older_ones() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     poller.abort();
+}
+
+/// Whatever answers at the registry's address with more than a published document could hold
+/// (a misrouted service, a broken proxy) is refused, not buffered; a document in bounds is read.
+#[tokio::test]
+async fn an_oversized_answer_is_refused_not_read() {
+    use gospelib_router::reload::{FetchError, MAX_PUBLISHED_BYTES, fetch_published};
+    let huge = axum::Router::new().route(
+        "/supergraph",
+        axum::routing::get(|| async { " ".repeat(MAX_PUBLISHED_BYTES + 1) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, huge).await.unwrap() });
+    let client = gospelib_kit::outbound::client().build().unwrap();
+    let url = format!("http://{address}/supergraph");
+    let refused = fetch_published(&client, &url, None).await;
+    assert!(matches!(refused, Err(FetchError::TooLarge)), "{refused:?}");
+
+    let served: Served = Arc::new(Mutex::new((1, SDL.to_owned())));
+    let registry = axum::Router::new()
+        .route("/supergraph", axum::routing::get(supergraph))
+        .with_state(served);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, registry).await.unwrap() });
+    let url = format!("http://{address}/supergraph");
+    let published = fetch_published(&client, &url, None).await.unwrap().unwrap();
+    assert_eq!(published.sdl, SDL);
+    assert_eq!(published.number, Some(1));
 }

@@ -38,6 +38,11 @@ pub enum SearchError {
 
 const KEY_HEADER: &str = "X-TYPESENSE-API-KEY";
 
+/// The most of one Typesense answer read: a page of 250 hits with highlights, or an import
+/// batch's per-document lines, is far less; a node (or a proxy) answering more is refused, not
+/// buffered.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
+
 /// Sends a request with the API key; returns the body of a success as text.
 async fn send_text(
     client: &TypesenseClient,
@@ -49,10 +54,16 @@ async fn send_text(
         .await
         .map_err(|e| SearchError::Unavailable(e.without_url().to_string()))?;
     let status = response.status();
-    let body = response
-        .text()
+    // (A read error names the URL, whose query holds the reader's search: never kept.)
+    let body = gospelib_kit::capped_body::body_within(response, MAX_ANSWER_BYTES)
         .await
-        .map_err(|e| SearchError::Unavailable(e.to_string()))?;
+        .map_err(|e| SearchError::Unavailable(e.without_url().to_string()))?
+        .ok_or_else(|| {
+            SearchError::Unavailable(format!(
+                "answered {status} with more than {MAX_ANSWER_BYTES} bytes"
+            ))
+        })?;
+    let body = String::from_utf8_lossy(&body).into_owned();
     if status.is_success() {
         Ok(body)
     } else {

@@ -427,6 +427,69 @@ async fn a_single_hung_node_fails_the_search_within_its_timeout() {
     assert!(answer.is_err(), "{answer:?}");
 }
 
+/// A node that answers every request with a body of `declared` bytes, sent as long as the
+/// client reads.
+async fn flooding_node(declared: usize) -> url::Url {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                let mut sent = 0;
+                while sent < declared && socket.write_all(&chunk).await.is_ok() {
+                    sent += chunk.len();
+                }
+            });
+        }
+    });
+    url.parse().unwrap()
+}
+
+/// A node (or a proxy before it) answering a search with more than any search answer holds is
+/// refused, not buffered; and its health answer the same.
+#[tokio::test]
+async fn an_oversized_answer_is_refused_not_read() {
+    let namespace = fixture_namespace("replicas").await;
+    let clients = clients();
+    let nodes = SearchNodes::new(&clients.typesense, &[flooding_node(64 << 20).await]);
+    let failed = nodes
+        .search(&namespace.alias("passages"), &search_params())
+        .await
+        .unwrap_err();
+    assert!(failed.to_string().contains("more than"), "{failed}");
+    let unhealthy = nodes.probe().check().await.unwrap_err();
+    assert!(unhealthy.contains("over 4096 bytes"), "{unhealthy}");
+}
+
+/// Ingest's writes are bounded too: an import to a node that accepts and never answers fails
+/// at the client's timeout (the ingest's clean-up then runs) instead of hanging the run.
+#[tokio::test]
+async fn an_import_to_a_hung_node_fails_at_the_clients_timeout() {
+    let clients = clients();
+    let client = gospelib_kit::stores::TypesenseClient::with_timeout(
+        hung_node().await,
+        clients.typesense.api_key.clone(),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let imported = tokio::time::timeout(
+        Duration::from_secs(30),
+        gospelib_content::typesense::import_documents(&client, "passages", &[json!({"id": "1"})]),
+    )
+    .await
+    .expect("bounded by the client's timeout, not left hanging");
+    assert!(imported.is_err(), "{imported:?}");
+}
+
 /// The search field of the service goes through the nodes `GOSPELIB_TYPESENSE_URLS` lists.
 #[tokio::test]
 async fn the_search_field_uses_every_node() {

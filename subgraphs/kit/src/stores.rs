@@ -335,7 +335,13 @@ impl StoreProbe for TypesenseProbe {
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status();
-            let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+            // `{"ok":true}`: a node answering more is not a healthy one.
+            let body = crate::capped_body::body_within(response, 4096)
+                .await
+                .map_err(|e| e.without_url().to_string())?
+                .ok_or_else(|| format!("health answered {status} with over 4096 bytes"))?;
+            let body: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("health answered {status}: {e}"))?;
             if status.is_success() && body["ok"] == serde_json::Value::Bool(true) {
                 Ok(())
             } else {
@@ -365,6 +371,35 @@ pub struct TypesenseClient {
     pub base_url: Url,
     pub api_key: String,
     pub http: reqwest::Client,
+}
+
+/// The longest any one Typesense request may take, from connecting to its answer's last byte
+/// (an import batch, an alias swap; searches set shorter ones of their own): a node that
+/// accepts and then stalls fails the ingest, whose clean-up then runs, rather than hanging it.
+pub const TYPESENSE_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl TypesenseClient {
+    /// A client of the node at `base_url`, authenticated by `api_key`, each request bounded
+    /// by [`TYPESENSE_REQUEST_TIMEOUT`].
+    pub fn new(base_url: Url, api_key: String) -> Result<Self, reqwest::Error> {
+        Self::with_timeout(base_url, api_key, TYPESENSE_REQUEST_TIMEOUT)
+    }
+
+    /// [`TypesenseClient::new`] with each request bounded by `timeout` instead.
+    pub fn with_timeout(
+        base_url: Url,
+        api_key: String,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            base_url,
+            api_key,
+            http: crate::outbound::client()
+                .connect_timeout(PROBE_TIMEOUT.min(timeout))
+                .timeout(timeout)
+                .build()?,
+        })
+    }
 }
 
 /// Clients for every shared store, made once per process and shared by all its parts.
@@ -397,13 +432,10 @@ impl StoreClients {
             falkordb: redis_client(&urls.falkordb).map_err(redis_error("FalkorDB"))?,
             falkordb_url: urls.falkordb.clone(),
             falkordb_timeout: urls.falkordb_timeout,
-            typesense: TypesenseClient {
-                base_url: urls.typesense.clone(),
-                api_key: urls.typesense_api_key.clone(),
-                http: crate::outbound::client()
-                    .connect_timeout(PROBE_TIMEOUT)
-                    .build()?,
-            },
+            typesense: TypesenseClient::new(
+                urls.typesense.clone(),
+                urls.typesense_api_key.clone(),
+            )?,
         })
     }
 

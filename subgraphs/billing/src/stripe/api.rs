@@ -280,9 +280,16 @@ impl HttpStripe {
                 StripeError::Unavailable(redact(&error.without_url().to_string(), &self.key))
             })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|error| {
-            StripeError::Unavailable(redact(&error.without_url().to_string(), &self.key))
-        })?;
+        let body = gospelib_kit::capped_body::body_within(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|error| {
+                StripeError::Unavailable(redact(&error.without_url().to_string(), &self.key))
+            })?
+            .ok_or_else(|| {
+                StripeError::Unavailable(format!(
+                    "{path} answered {status} with more than {MAX_ANSWER_BYTES} bytes"
+                ))
+            })?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|error| {
                 StripeError::Malformed(format!("{path} answered {status}: {error}"))
@@ -308,6 +315,11 @@ impl HttpStripe {
         })
     }
 }
+
+/// The most of one Stripe answer read: the largest billing asks for (a page of a customer's
+/// subscriptions) is well under 1 MiB; a proxy or a wrong base URL answering more is refused,
+/// not buffered.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// `id` if it is a Stripe id (a prefix, `_`, alphanumerics): anything else never reaches a URL.
 fn stripe_id(id: &str) -> Result<&str, StripeError> {
@@ -482,6 +494,48 @@ mod tests {
             redact("No such price: 'price_x'", "k"),
             "No such price: 'price_x'"
         );
+    }
+
+    /// A Stripe answer (here a proxy's, say) past [`MAX_ANSWER_BYTES`] is refused as
+    /// unavailable, not buffered, whether its length is declared or not.
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused_not_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for declared in [true, false] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let length = if declared {
+                    format!("content-length: {}\r\n", MAX_ANSWER_BYTES * 4)
+                } else {
+                    "connection: close\r\n".to_owned()
+                };
+                let head =
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{length}\r\n");
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..(MAX_ANSWER_BYTES * 4 / chunk.len()) {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let stripe = HttpStripe::with_options("sk_test_x", &base, DEFAULT_TIMEOUT).unwrap();
+            let answer = stripe
+                .get::<serde_json::Value>("v1/subscriptions", &[])
+                .await;
+            match answer {
+                Err(StripeError::Unavailable(reason)) => {
+                    assert!(reason.contains("more than"), "{reason}")
+                }
+                other => panic!("declared {declared}: {other:?}"),
+            }
+        }
     }
 
     #[test]
