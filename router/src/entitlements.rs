@@ -149,32 +149,28 @@ impl EntitlementCache {
     }
 
     /// Forgets users as billing announces changes, until the task is dropped; after a lost
-    /// connection it forgets everyone (changes may have been missed) and reconnects.
+    /// (or silent) connection it forgets everyone (changes may have been missed) and
+    /// reconnects.
     pub async fn follow_changes(self: std::sync::Arc<Self>, redis: redis::Client) {
         loop {
-            if let Err(error) = self.listen(&redis).await {
+            let followed = gospelib_kit::announcements::follow(
+                &redis,
+                CHANGES_CHANNEL,
+                Default::default(),
+                || {},
+                |payload| {
+                    if let Ok(user) = Uuid::parse_str(payload) {
+                        self.forget(user);
+                    }
+                },
+            )
+            .await;
+            if let Err(error) = followed {
                 tracing::warn!(%error, "cannot follow entitlement changes; retrying");
             }
             self.forget_everyone();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-
-    async fn listen(&self, redis: &redis::Client) -> redis::RedisResult<()> {
-        use futures_util::StreamExt;
-        let mut pubsub = redis.get_async_pubsub().await?;
-        pubsub.subscribe(CHANGES_CHANNEL).await?;
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            if let Some(user) = message
-                .get_payload::<String>()
-                .ok()
-                .and_then(|payload| Uuid::parse_str(payload.trim()).ok())
-            {
-                self.forget(user);
-            }
-        }
-        Ok(())
     }
 }
 

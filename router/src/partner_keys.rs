@@ -233,37 +233,28 @@ impl PartnerKeys {
         cache.generation += 1;
     }
 
-    /// Follows revocations on Redis until the task is dropped, reconnecting after a failure.
-    /// Each (re)subscription starts from an empty cache: a key found while no revocation could
-    /// arrive is looked up again.
+    /// Follows revocations on Redis until the task is dropped, reconnecting after a failure
+    /// (or a connection gone silent). Each (re)subscription starts from an empty cache: a key
+    /// found while no revocation could arrive is looked up again.
     pub async fn follow_revocations(self: std::sync::Arc<Self>, redis: redis::Client) {
         loop {
-            match self.listen(&redis).await {
-                Ok(()) => tracing::warn!("the partner-key revocation channel closed"),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot follow partner-key revocations; retrying")
-                }
+            let followed = gospelib_kit::announcements::follow(
+                &redis,
+                REVOCATIONS_CHANNEL,
+                Default::default(),
+                // Subscribed: every revocation from now on arrives. Those announced before
+                // (while starting, or reconnecting) did not: trust nothing cached until now.
+                || self.forget_all(),
+                |digest| self.forget(digest),
+            )
+            .await;
+            if let Err(error) = followed {
+                tracing::warn!(%error, "cannot follow partner-key revocations; retrying");
             }
             // A revocation may have been lost with the connection.
             self.forget_all();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-
-    async fn listen(&self, redis: &redis::Client) -> redis::RedisResult<()> {
-        use futures_util::StreamExt;
-        let mut pubsub = redis.get_async_pubsub().await?;
-        pubsub.subscribe(REVOCATIONS_CHANNEL).await?;
-        // Subscribed: every revocation from now on arrives. Those announced before (while
-        // starting, or reconnecting) did not: trust nothing cached until now.
-        self.forget_all();
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            if let Ok(digest) = message.get_payload::<String>() {
-                self.forget(digest.trim());
-            }
-        }
-        Ok(())
     }
 }
 
