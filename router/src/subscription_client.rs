@@ -228,7 +228,9 @@ fn events(subgraph: String, socket: Socket, idle: Duration) -> EventStream {
                     }
                     Ok(Some(ProtocolMessage::Complete)) => return None,
                     Ok(Some(ProtocolMessage::Ping)) => {
-                        if let Err(error) = send(&mut socket, &pong()).await {
+                        // Bounded as the ping is: a peer that stopped reading holds no write.
+                        let sent = tokio::time::timeout(idle, send(&mut socket, &pong())).await;
+                        if let Err(error) = sent.unwrap_or_else(|_| Err("pong not sent".into())) {
                             return Some((Err(broken(&subgraph, error)), None));
                         }
                     }
