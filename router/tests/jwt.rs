@@ -247,7 +247,8 @@ async fn a_valid_token_gives_its_claims_and_the_keys_are_fetched_once() {
 #[tokio::test]
 async fn a_token_expired_within_the_leeway_is_accepted() {
     let (_server, verifier, key) = key1_served(None).await;
-    let token = key.sign(&claims_with(json!({"exp": now() - 2})));
+    // Expired a second ago: four of the leeway's five seconds left to sign and fetch the keys.
+    let token = key.sign(&claims_with(json!({"exp": now() - 1})));
     verifier
         .verify(&token)
         .await
@@ -699,13 +700,19 @@ async fn a_remembered_token_still_expires() {
     let mut settings = settings(&server.url, None);
     settings.leeway = Duration::ZERO;
     let verifier = JwtVerifier::new(settings).expect("settings");
-    let token = key.sign(&claims_with(json!({"exp": now() + 2})));
+    // Time enough to sign (slow in a debug build) and fetch the keys on a loaded machine.
+    let expires = now() + 10;
+    let token = key.sign(&claims_with(json!({ "exp": expires })));
     verifier
         .verify(&token)
         .await
-        .expect("valid for two seconds");
+        .expect("valid for ten seconds");
     verifier.verify(&token).await.expect("remembered");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // Until a second past its expiry (whole seconds), whatever the time taken so far.
+    let past_expiry = std::time::UNIX_EPOCH + Duration::from_secs(expires + 1);
+    if let Ok(left) = past_expiry.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
     assert_refused!(verifier.verify(&token).await, JwtError::Expired);
     // A different token (one byte changed) is never taken for the remembered one.
     let valid = key.sign(&claims());

@@ -731,19 +731,17 @@ async fn a_batch_runs_its_operations_concurrently() {
         {"query": "{ slow(ms: 400) }"},
         {"query": "{ slow(ms: 400) }"},
     ]);
-    let started = Instant::now();
     let answers: Value = post_batch(&server, &batch, None)
         .await
         .json()
         .await
         .unwrap();
-    let elapsed = started.elapsed();
     assert_eq!(
         answers,
         json!([{"data": {"slow": 400}}, {"data": {"slow": 400}}, {"data": {"slow": 400}}])
     );
-    // One after the other they would take 1.2 s.
-    assert!(elapsed < Duration::from_millis(1000), "{elapsed:?}");
+    // (The only slow queries of this test binary.)
+    assert_eq!(support::SLOW.peak(), 3, "all three ran at once");
     server.stop().await.unwrap();
 }
 

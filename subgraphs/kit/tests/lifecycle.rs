@@ -180,7 +180,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
             .send()
             .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    support::SLOW.until_begun(1).await;
     let addr = server.addr;
     let stopped = tokio::spawn(server.stop());
 

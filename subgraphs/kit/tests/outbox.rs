@@ -146,6 +146,13 @@ async fn a_burst_of_changes_makes_one_background_relay_at_a_time() {
     for _ in 0..50 {
         outbox.publish_in_background();
     }
+    test_stack::eventually("a relay connects", || {
+        let accepted = accepted.clone();
+        async move { accepted.load(Ordering::SeqCst) >= 1 }
+    })
+    .await;
+    // Any other relay would connect now; a second pass of the first waits for its Redis
+    // timeout (2 s) to end.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         accepted.load(Ordering::SeqCst),

@@ -35,6 +35,9 @@ struct Event {
 
 struct Query;
 
+/// Whether a `slow` query has begun (only the shutdown test sends one).
+static SLOW_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[Object]
 impl Query {
     async fn hello(&self) -> &str {
@@ -43,6 +46,7 @@ impl Query {
 
     /// Answers after `ms` milliseconds (a query still running when the server shuts down).
     async fn slow(&self, ms: u64) -> u64 {
+        SLOW_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
     }
@@ -422,15 +426,20 @@ async fn a_server_shutting_down_lets_a_running_query_finish_first() {
     let (server, _live) = server().await;
     let mut client = Client::ready(&server).await;
     client
-        .subscribe("s", "{ slow(ms: 800) }", json!(null))
+        .subscribe("s", "{ slow(ms: 3000) }", json!(null))
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !SLOW_STARTED.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the slow query began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let stopping = tokio::spawn(server.stop());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The shutdown has a second to reach the connection; the query runs two more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     client.subscribe("late", "{ hello }", json!(null)).await;
     assert_eq!(
         client.next().await,
-        json!({"id": "s", "type": "next", "payload": {"data": {"slow": 800}}})
+        json!({"id": "s", "type": "next", "payload": {"data": {"slow": 3000}}})
     );
     assert_eq!(client.next().await, json!({"id": "s", "type": "complete"}));
     assert_eq!(

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_graphql::{EmptySubscription, Object, Schema};
@@ -25,14 +26,66 @@ pub fn stack_urls() -> StoreUrls {
 
 pub struct Query;
 
+/// The `slow` queries of this test binary: how many began, and the most that ran at once.
+pub static SLOW: SlowQueries = SlowQueries {
+    begun: AtomicUsize::new(0),
+    running: AtomicUsize::new(0),
+    peak: AtomicUsize::new(0),
+};
+
+pub struct SlowQueries {
+    begun: AtomicUsize,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl SlowQueries {
+    fn begin(&'static self) -> impl Drop {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        Running(self)
+    }
+
+    pub fn begun(&self) -> usize {
+        self.begun.load(Ordering::SeqCst)
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to ten seconds) until `count` slow queries have begun.
+    pub async fn until_begun(&self, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.begun() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} slow queries began"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A slow query running, until dropped (finished or cancelled).
+struct Running(&'static SlowQueries);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[Object]
 impl Query {
     async fn hello(&self, name: Option<String>) -> String {
         format!("hello {}", name.as_deref().unwrap_or("world"))
     }
 
-    /// Answers after `ms` milliseconds (for shutdown tests).
+    /// Answers after `ms` milliseconds (for shutdown tests), counted in [`SLOW`].
     async fn slow(&self, ms: u64) -> u64 {
+        let _running = SLOW.begin();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
     }
