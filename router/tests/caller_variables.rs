@@ -3,7 +3,7 @@
 //! `variables_digest` of the `async_graphql::Variables` it parsed). The two must be the same
 //! bytes, whichever transport carried the request, or every signed fetch would be refused.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gospelib_kit::caller::{Caller, CallerRefused, InternalSecret, user_id_for_clerk};
 use gospelib_router::execution::{SignedVariables, variables_digest};
@@ -153,45 +153,4 @@ proptest! {
             );
         }
     }
-}
-
-/// Not a benchmark: what the binding costs one entity fetch of a chapter of Psalm 119 (176
-/// representations), printed for the record (`--nocapture`). Build with `--release` for
-/// numbers that mean anything.
-#[test]
-fn the_cost_of_binding_a_fetch_to_its_variables() {
-    let representations: Vec<serde_json::Value> = (1..=176)
-        .map(|verse| serde_json::json!({"__typename": "Passage", "id": format!("ps.119.{verse}")}))
-        .collect();
-    let variables = Object::from(
-        serde_json::json!({ "representations": representations })
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
-    let bytes = serde_json::to_vec(&SignedVariables(&variables))
-        .unwrap()
-        .len();
-    let rounds = 2_000u32;
-    let started = Instant::now();
-    for _ in 0..rounds {
-        std::hint::black_box(variables_digest(std::hint::black_box(&variables)));
-    }
-    let per_fetch = started.elapsed() / rounds;
-    // For scale: the body the HTTP transport serialises anyway.
-    let request = SubgraphRequest::query(QUERY, variables);
-    let started = Instant::now();
-    for _ in 0..rounds {
-        std::hint::black_box(serde_json::to_vec(std::hint::black_box(&request)).unwrap());
-    }
-    let body = started.elapsed() / rounds;
-    println!(
-        "176 representations ({bytes} bytes of JSON): serialise + sha256 {per_fetch:?} per fetch \
-         (the request body alone: {body:?}; {} build)",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    );
 }

@@ -13,18 +13,28 @@ use gospelib_router::transport::{
 use gospelib_router::value::Object;
 use serde_json::{Value, json};
 
-/// Answers after a pause, counting the requests it really gets.
+/// Answers after a pause (100 ms unless given), counting the requests it really gets.
 struct Slow {
     calls: Arc<AtomicUsize>,
+    pause: Duration,
 }
 
 impl LocalSubgraph for Slow {
     fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(self.pause).await;
             json!({"data": {"echo": request["query"]}})
         })
+    }
+}
+
+/// Waits (up to ten seconds) until `condition` holds.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -37,6 +47,7 @@ fn slow(calls: &Arc<AtomicUsize>) -> Arc<InProcess> {
         "s",
         Arc::new(Slow {
             calls: calls.clone(),
+            pause: Duration::from_millis(100),
         }),
     ))
 }
@@ -48,6 +59,7 @@ async fn identical_fetches_in_flight_are_sent_once() {
         "s",
         Arc::new(Slow {
             calls: calls.clone(),
+            pause: Duration::from_millis(100),
         }),
     )));
     let metrics = gospelib_kit::metrics::Metrics::new("test");
@@ -133,6 +145,7 @@ async fn mutations_are_never_shared_whatever_their_text() {
         "s",
         Arc::new(Slow {
             calls: calls.clone(),
+            pause: Duration::from_millis(100),
         }),
     )));
     // Decided by the operation's type, not by how its text starts.
@@ -194,19 +207,34 @@ async fn sharing_can_be_switched_off() {
 #[tokio::test]
 async fn a_leader_cancelled_mid_fetch_leaves_nothing_behind() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let transport = Deduplicated::new(slow(&calls));
-    // The leader starts, a follower joins, then the leader is dropped after 20 ms.
-    let leader = tokio::time::timeout(
-        Duration::from_millis(20),
-        transport.send("s", "", request("{ a }")),
+    // Fetches of a second: the leader is dropped well within its own.
+    let transport = Arc::new(Deduplicated::new(Arc::new(InProcess::default().with(
+        "s",
+        Arc::new(Slow {
+            calls: calls.clone(),
+            pause: Duration::from_secs(1),
+        }),
+    ))));
+    // The leader starts, a follower joins, then the leader is dropped.
+    let leader = tokio::spawn({
+        let transport = transport.clone();
+        async move { transport.send("s", "", request("{ a }")).await }
+    });
+    until("the leader's fetch began", || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let follower = tokio::spawn({
+        let transport = transport.clone();
+        async move { transport.send("s", "", request("{ a }")).await }
+    });
+    until("the follower joined", || transport.shared() == 1).await;
+    leader.abort();
+    assert!(
+        leader.await.unwrap_err().is_cancelled(),
+        "the leader was dropped mid-fetch"
     );
-    let follower = async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        transport.send("s", "", request("{ a }")).await
-    };
-    let (leader, follower) = tokio::join!(leader, follower);
-    assert!(leader.is_err(), "the leader was cut off by its timeout");
-    let follower = follower.unwrap();
+    let follower = follower.await.unwrap().unwrap();
     assert_eq!(Value::from(follower)["data"]["echo"], "{ a }");
     assert_eq!(transport.in_flight(), 0, "no entry outlives its fetch");
     // The leader's fetch was abandoned and the follower made its own.

@@ -41,6 +41,15 @@ fn request(first: i64, caller: Caller) -> GraphQlRequest {
     }
 }
 
+/// Waits (up to ten seconds) until `condition` holds.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn ada() -> Caller {
     Caller::user(uuid::Uuid::from_u128(0xada))
 }
@@ -118,18 +127,28 @@ async fn with_inbound_sharing_off_every_operation_runs() {
 #[tokio::test]
 async fn a_dropped_leader_hands_the_run_to_a_follower() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let router = Arc::new(router(true, &calls));
+    // Fetches of a second: the leader is dropped well within its first one.
+    let settings = RouterSettings {
+        dedupe: false,
+        inbound_dedupe: true,
+        ..RouterSettings::default()
+    };
+    let router = Arc::new(counted_router(&settings, &calls, Duration::from_secs(1)));
     let leader = {
         let router = router.clone();
         tokio::spawn(async move { router.execute(&request(2, ada())).await })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    until("the leader's first fetch began", || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let follower = {
         let router = router.clone();
         tokio::spawn(async move { router.execute(&request(2, ada())).await })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    until("the follower joined", || router.shared_operations() == 1).await;
     // The leader's client goes away while its first fetch is in flight.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
     leader.abort();
     let answer = follower.await.unwrap();
     assert_eq!(answer["data"]["topProducts"][1]["name"], "Couch");

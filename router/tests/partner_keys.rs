@@ -225,10 +225,10 @@ async fn a_revoked_key_fails_at_once_on_every_pod_following_revocations() {
             .unwrap()
     );
     for (n, pod) in pods.iter().enumerate() {
-        let refused_after = until_refused(&pod.keys, &key, Duration::from_secs(1)).await;
+        let refused_after = until_refused(&pod.keys, &key, Duration::from_secs(5)).await;
         assert!(
             refused_after.is_some(),
-            "pod {n} still trusts a revoked key 1 s later"
+            "pod {n} still trusts a revoked key 5 s later (its cache keeps one 15 s)"
         );
     }
     // Not the cache's lifetime: the deaf pod still trusts what it cached...

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gospelib_kit::streams::{
     ConsumerSettings, ConsumerStats, HandlerError, StreamEntry, handler_fn, run_consumer,
@@ -104,7 +104,7 @@ fn all(range: std::ops::Range<u32>) -> BTreeSet<String> {
     range.map(|n| n.to_string()).collect()
 }
 
-async fn killed_mid_batch_then(restart_as: &str) {
+async fn killed_mid_batch_then(restart_as: &str) -> ConsumerStats {
     let stream = format!("gl:test:streams:{}", unique());
     add_entries(&stream, 0..30).await;
     let effects = Shared::default();
@@ -146,19 +146,20 @@ async fn killed_mid_batch_then(restart_as: &str) {
     assert_eq!(applied.len(), count, "nothing applied twice");
     assert_eq!(applied, all(0..40), "nothing lost");
     delete(&[&stream]).await;
+    stats
 }
 
 #[tokio::test]
 async fn a_consumer_killed_mid_batch_and_restarted_under_its_name_loses_nothing() {
-    let started = Instant::now();
-    killed_mid_batch_then("a").await;
-    // Its own pending entries are resumed at once, not after `claim_idle`.
-    assert!(started.elapsed() < Duration::from_secs(10));
+    let stats = killed_mid_batch_then("a").await;
+    // Its own pending entries are resumed as its own, not claimed after `claim_idle`.
+    assert_eq!(stats.claimed, 0, "{stats:?}");
 }
 
 #[tokio::test]
 async fn another_consumer_claims_what_a_killed_one_took() {
-    killed_mid_batch_then("b").await;
+    let stats = killed_mid_batch_then("b").await;
+    assert!(stats.claimed > 0, "{stats:?}");
 }
 
 /// A store down for longer than `max_deliveries` retries (a failover of some minutes) does not
@@ -329,14 +330,12 @@ async fn the_runner_retries_an_unreachable_redis_and_stops_on_its_signal() {
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!task.is_finished(), "it keeps trying");
-    let asked = Instant::now();
     stop.send(true).unwrap();
     let stats = tokio::time::timeout(Duration::from_secs(2), task)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stats, ConsumerStats::default());
-    assert!(asked.elapsed() < Duration::from_secs(1));
 
     // Dropping the sender stops it too, even while it waits for entries on a live Redis.
     let stream = format!("gl:test:streams:{}", unique());

@@ -192,7 +192,8 @@ async fn reads_go_to_the_replica_and_to_the_primary_while_it_cannot_serve() {
     let primary_url = urls().falkordb;
     let graph = Graph::new(&primary_url, &namespace.graph)
         .with_read_replica(&replica.url())
-        .with_deadline(Duration::from_millis(500));
+        // Long enough that "spent" and "not spent" stay apart on a loaded machine.
+        .with_deadline(Duration::from_secs(2));
     let expected = verse(&Graph::new(&primary_url, &namespace.graph)).await;
     assert!(expected.starts_with("In the beginning"), "{expected}");
 
@@ -221,7 +222,7 @@ async fn reads_go_to_the_replica_and_to_the_primary_while_it_cannot_serve() {
         let started = Instant::now();
         assert_eq!(verse(&graph).await, expected);
         assert!(
-            started.elapsed() < Duration::from_millis(400),
+            started.elapsed() < Duration::from_secs(1),
             "no deadline spent"
         );
     }
@@ -245,13 +246,16 @@ async fn reads_go_to_the_replica_and_to_the_primary_while_it_cannot_serve() {
     assert_eq!(verse(&graph).await, expected);
     let first = started.elapsed();
     assert!(
-        first >= Duration::from_millis(450) && first < Duration::from_millis(1_500),
+        first >= Duration::from_millis(1_900) && first < Duration::from_secs(6),
         "{first:?}"
     );
     for _ in 0..5 {
         let started = Instant::now();
         assert_eq!(verse(&graph).await, expected);
-        assert!(started.elapsed() < Duration::from_millis(300));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "skipped, not waited on"
+        );
     }
     replica.signal("-CONT");
 }

@@ -258,7 +258,8 @@ fn start_consumer(
     settings.consumer.block = Duration::from_millis(100);
     settings.consumer.claim_idle = Duration::from_millis(300);
     settings.consumer.claim_every = Duration::from_millis(100);
-    settings.consumer.handler_timeout = Duration::from_millis(250);
+    // Real PostgreSQL handlers on a loaded machine: a timeout here would mean a redelivery.
+    settings.consumer.handler_timeout = Duration::from_secs(2);
     let (stop, shutdown) = watch::channel(false);
     let task = tokio::spawn(run_events_consumer(
         pool.clone(),
