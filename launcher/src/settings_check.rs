@@ -75,9 +75,11 @@ pub struct CheckFailed;
 /// `env` must be a fresh snapshot: names consulted by earlier readers count as read.
 pub fn check(env: &Env, target: &Target) -> Report {
     let mut problems = Vec::new();
-    // Every command starts its telemetry first. The log filter reads GOSPELIB_LOG straight from
-    // the process (a filter it cannot parse falls back to the default), so it is only noted.
-    let _ = env.get("GOSPELIB_LOG");
+    // Every command starts its telemetry first: the log filter, then trace export.
+    collect(
+        &mut problems,
+        gospelib_kit::telemetry::log_filter_from_env(env),
+    );
     let service = match target {
         Target::Serve { only } if !only.is_empty() => only.join(","),
         _ => "gospelib".to_owned(),

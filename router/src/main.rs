@@ -278,9 +278,9 @@ fn check_config(cli: &Cli, env: &Env) -> ExitCode {
     let mut add = |error: gospelib_kit::config::ConfigError| {
         problems.extend(error.problems.iter().map(ToString::to_string));
     };
-    // The log filter reads GOSPELIB_LOG straight from the process (a filter it cannot parse
-    // falls back to the default): only noted.
-    let _ = env.get("GOSPELIB_LOG");
+    if let Err(error) = gospelib_kit::telemetry::log_filter_from_env(env) {
+        add(error);
+    }
     if let Err(error) = gospelib_kit::telemetry::OtlpSettings::from_env(env, "gospelib-router") {
         add(error);
     }

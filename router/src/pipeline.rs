@@ -1,5 +1,8 @@
 //! One request through the router, stage by stage: plan (cached; off the async workers and
-//! within a deadline when not) → restrict to what the caller may select (see
+//! within a deadline when not) → the caller's plan (its entitlements, from billing through
+//! [`crate::entitlements`]) → its rate limit (see [`crate::rate_limit`]: a query whose caller
+//! very likely has room runs while the check is in flight) → shared with an identical
+//! operation in flight, or run: restrict to what the caller may select (see
 //! [`crate::authorization`]) → coerce the variables → execute (every fetch within the
 //! request's deadline) → project → the response, which always says which supergraph version
 //! answered it.

@@ -74,11 +74,15 @@ fn a_setting_the_router_does_not_read_is_reported() {
 #[test]
 fn bad_values_are_reported() {
     let mut pairs = router_pod();
-    pairs.retain(|(name, _)| !name.ends_with("SUPERGRAPH_URL") && !name.ends_with("_COST"));
+    pairs.retain(|(name, _)| {
+        !name.ends_with("SUPERGRAPH_URL") && !name.ends_with("_COST") && *name != "GOSPELIB_LOG"
+    });
     pairs.push(("GOSPELIB_ROUTER_SUPERGRAPH_URL", "registry:4001"));
     pairs.push(("GOSPELIB_ROUTER_MAX_COST", "lots"));
+    pairs.push(("GOSPELIB_LOG", "info,gospelib=loud"));
     let (status, report) = check(&pairs);
     assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("GOSPELIB_LOG has a bad value"), "{report}");
     assert!(
         report.contains("GOSPELIB_ROUTER_MAX_COST has a bad value \"lots\""),
         "{report}"

@@ -48,7 +48,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// What one process serves.
 pub struct AppSpec {
-    /// The process's name in metrics (`gospelib`, or a subgraph's name when alone).
+    /// The process's name in metrics (`gospelib` for the launcher's processes, whichever parts
+    /// they serve; `router` for `gospelib-router`).
     pub service: String,
     /// The router, served at `/graphql`, when the process runs it.
     pub gateway: Option<Arc<dyn GraphQlService>>,

@@ -65,18 +65,51 @@ const TRACES_PATH: &str = "/v1/traces";
 /// The default log filter: `info`, without sqlx's echo of PostgreSQL notices.
 const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
-/// The log filter: `GOSPELIB_LOG` (same syntax as `RUST_LOG`), [`DEFAULT_FILTER`] otherwise.
-fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("GOSPELIB_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+/// The log filter's variable (same syntax as `RUST_LOG`).
+pub const LOG_FILTER: &str = "GOSPELIB_LOG";
+
+/// `GOSPELIB_LOG` as read by `reader`: a filter that parses ([`DEFAULT_FILTER`] when unset);
+/// one that does not is a problem of the reader's, never a silent fall-back.
+pub fn read_log_filter(reader: &mut ConfigReader<'_>) -> Option<String> {
+    reader.optional(
+        LOG_FILTER,
+        "a log filter in RUST_LOG's syntax, such as `info` or `warn,gospelib_router=debug`",
+        DEFAULT_FILTER.to_owned(),
+        |raw| {
+            EnvFilter::builder()
+                .parse(raw)
+                .map(|_| raw.to_owned())
+                .map_err(|error| error.to_string())
+        },
+    )
+}
+
+/// [`read_log_filter`] on its own: the filter, or the problem.
+pub fn log_filter_from_env(env: &Env) -> Result<String, ConfigError> {
+    let mut reader = ConfigReader::new(env);
+    let filter = read_log_filter(&mut reader);
+    reader.finish()?;
+    Ok(filter.unwrap_or_else(|| DEFAULT_FILTER.to_owned()))
+}
+
+/// The process's own `GOSPELIB_LOG` if it parses, [`DEFAULT_FILTER`] otherwise (for tools
+/// without settings of their own, such as benchmarks).
+fn filter_of_the_process() -> EnvFilter {
+    EnvFilter::try_from_env(LOG_FILTER).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }
 
 /// Installs JSON logging to stderr for the whole process (stdout stays free for the output of
-/// commands such as reports), without trace export. Call once, at start-up.
+/// commands such as reports), without trace export, filtered by the process's `GOSPELIB_LOG`.
+/// Call once, at start-up.
 pub fn init_json_logs() {
+    install_json_logs(filter_of_the_process());
+}
+
+fn install_json_logs(filter: EnvFilter) {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter())
+        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .flatten_event(true)
@@ -205,13 +238,18 @@ impl Drop for Telemetry {
     }
 }
 
-/// Reads the telemetry settings and installs the process's subscriber: JSON logs (as
-/// [`init_json_logs`]) and, with `GOSPELIB_OTLP_ENDPOINT`, OTLP trace export named
+/// Reads the telemetry settings and installs the process's subscriber: JSON logs filtered by
+/// `GOSPELIB_LOG` and, with `GOSPELIB_OTLP_ENDPOINT`, OTLP trace export named
 /// `default_service` (unless `GOSPELIB_OTLP_SERVICE_NAME` says otherwise). Call once, at
 /// start-up, before anything logs; a bad setting is refused with every problem.
 pub fn init(env: &Env, default_service: &str) -> Result<Telemetry, ConfigError> {
-    let Some(settings) = OtlpSettings::from_env(env, default_service)? else {
-        init_json_logs();
+    let mut reader = ConfigReader::new(env);
+    let log_filter = read_log_filter(&mut reader);
+    let otlp = OtlpSettings::read(&mut reader, default_service);
+    reader.finish()?;
+    let filter = || EnvFilter::new(log_filter.as_deref().unwrap_or(DEFAULT_FILTER));
+    let Some(settings) = otlp else {
+        install_json_logs(filter());
         return Ok(Telemetry { provider: None });
     };
     let provider = tracer_provider(&settings).map_err(|reason| ConfigError {
@@ -515,6 +553,24 @@ impl Injector for OutgoingTraceparent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_refused_not_replaced() {
+        let read = |value: Option<&str>| {
+            let pairs: Vec<(&str, &str)> = value.map(|v| (LOG_FILTER, v)).into_iter().collect();
+            log_filter_from_env(&Env::from_pairs(pairs))
+        };
+        assert_eq!(read(None).unwrap(), DEFAULT_FILTER);
+        assert_eq!(
+            read(Some("warn,gospelib_router=debug")).unwrap(),
+            "warn,gospelib_router=debug"
+        );
+        for bad in ["warn,gospelib=loud", "info,[", "=debug"] {
+            let error = read(Some(bad)).unwrap_err();
+            let shown = error.to_string();
+            assert!(shown.contains(LOG_FILTER), "{bad}: {shown}");
+        }
+    }
 
     #[test]
     fn sane_request_ids_are_kept_and_others_replaced() {

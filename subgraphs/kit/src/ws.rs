@@ -13,7 +13,8 @@
 //!   `x-gospelib-caller`; names in any case, string values) become the headers of every
 //!   operation on the connection, beside the upgrade request's own
 //!   ([`FORWARDED_HEADERS`](crate::graphql_http::FORWARDED_HEADERS); the payload wins for a name both carry). The service may refuse
-//!   them ([`GraphQlService::accept_connection`]): `4403: Forbidden`. Otherwise
+//!   them ([`GraphQlService::accept_connection`]): `4403: Forbidden`, or `1013: Try Again
+//!   Later` when they cannot be checked just now (a store unavailable). Otherwise
 //!   `connection_ack`; credentials that expire (a session token) close the connection with
 //!   `4403` when they do, every operation on it ended (graphql-ws clients reconnect after
 //!   `4403`, with fresh connection parameters); an operation whose credentials the service
@@ -43,7 +44,8 @@
 //! for good, which a phone back from the background must not); one that stops reading, so that a
 //! message cannot be written for two intervals, is dropped (its operations end, and their
 //! places in the limits are given back). An acknowledged socket that runs no operation for
-//! [`SubscriptionSettings::idle_timeout`] is closed with `1000`.
+//! [`SubscriptionSettings::idle_timeout`] is closed with `1000`, and one that has run none at
+//! all since it was acknowledged, after [`FIRST_OPERATION_TIMEOUT`].
 //!
 //! Backpressure: each operation runs in a task of its own and hands its results to the
 //! connection through a small bounded queue; the connection writes them one at a time, waiting
