@@ -133,10 +133,13 @@ pub async fn cancel_due(
 ) -> Result<CancellationStats, sqlx::Error> {
     let mut stats = CancellationStats::default();
     loop {
-        let due = store::take_due_cancellations(
-            pool,
-            settings.batch,
-            settings.lease.as_secs().max(1) as i64,
+        let due = gospelib_kit::stores::within_deadline(
+            gospelib_kit::stores::WORKER_DEADLINE,
+            store::take_due_cancellations(
+                pool,
+                settings.batch,
+                settings.lease.as_secs().max(1) as i64,
+            ),
         )
         .await?;
         if due.is_empty() {

@@ -185,13 +185,19 @@ impl Outbox {
     /// Publishes every pending row of the table, of every stream, in id order; returns how
     /// many it published. Rows another relay holds are left to it.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
-        relay(&self.pool, &self.redis, self.table, None).await
+        bounded(relay(&self.pool, &self.redis, self.table, None)).await
     }
 
     /// Publishes the pending rows of this outbox's stream alone (what a change just wrote), as
     /// [`Outbox::relay_pending`] does.
     pub async fn relay_stream(&self) -> Result<usize, RelayError> {
-        relay(&self.pool, &self.redis, self.table, Some(&self.stream)).await
+        bounded(relay(
+            &self.pool,
+            &self.redis,
+            self.table,
+            Some(&self.stream),
+        ))
+        .await
     }
 
     /// Relays this stream's pending rows now; failures are logged (the rows stay pending for
@@ -277,6 +283,16 @@ struct PendingRow {
     stream: String,
     kind: Option<String>,
     payload: String,
+}
+
+/// A relay pass within [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE) (Redis's calls
+/// have shorter bounds of their own): a PostgreSQL connection gone silent ends the pass, and
+/// its rows stay pending, instead of holding the outbox's one background relay for good.
+async fn bounded(
+    pass: impl std::future::Future<Output = Result<usize, RelayError>>,
+) -> Result<usize, RelayError> {
+    let deadline = crate::stores::WORKER_DEADLINE;
+    crate::stores::within_deadline(deadline, async { Ok(pass.await) }).await?
 }
 
 async fn relay(

@@ -166,6 +166,28 @@ pub async fn check_readiness(dependencies: &[Dependency]) -> Readiness {
 /// How long a pooled connection may sit idle and still be lent without a ping first.
 pub const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
+/// How long a background worker (an outbox relay, a delivery or cancellation claim) waits on
+/// PostgreSQL from its own side. The server ends a statement at [`STATEMENT_TIMEOUT`]; a
+/// connection gone silent (a half-open socket after a failover or a partition) it cannot end,
+/// and without this the worker would wait for the kernel to give up on the socket (minutes),
+/// or for ever once its request was acknowledged.
+pub const WORKER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `work` (PostgreSQL calls), or past `deadline` an I/O timeout error; dropping it ends its
+/// transaction, if any, with its connection.
+pub async fn within_deadline<T>(
+    deadline: Duration,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    match tokio::time::timeout(deadline, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("PostgreSQL did not answer within {deadline:?}"),
+        ))),
+    }
+}
+
 /// A PostgreSQL pool that connects lazily, so a service starts even while the database is down
 /// (readiness then says so).
 ///

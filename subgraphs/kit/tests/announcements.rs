@@ -2,84 +2,18 @@
 //! that goes silent without closing (a half-open socket after a NAT's idle timeout or a
 //! failover) found by its check instead of being waited on for ever.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod support;
+
 use std::time::Duration;
 
 use gospelib_kit::announcements::{AnnouncementSettings, Interrupted, follow};
 use gospelib_kit::test_stack::{redis, urls};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A proxy to the stack's Redis that can go silent: from then on nothing passes either way,
-/// and neither socket is closed.
-struct SilenceableProxy {
-    address: SocketAddr,
-    silent: Arc<AtomicBool>,
-}
-
-impl SilenceableProxy {
-    async fn start() -> Self {
-        let redis = urls().redis;
-        let target = format!(
-            "{}:{}",
-            redis.host_str().unwrap(),
-            redis.port().unwrap_or(6379)
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let silent = Arc::new(AtomicBool::new(false));
-        tokio::spawn({
-            let silent = silent.clone();
-            async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let server = TcpStream::connect(&target).await.unwrap();
-                    let (client_read, client_write) = client.into_split();
-                    let (server_read, server_write) = server.into_split();
-                    tokio::spawn(pass(client_read, server_write, silent.clone()));
-                    tokio::spawn(pass(server_read, client_write, silent.clone()));
-                }
-            }
-        });
-        Self { address, silent }
-    }
-
-    fn client(&self) -> redis::Client {
-        let mut url = urls().redis;
-        url.set_host(Some("127.0.0.1")).unwrap();
-        url.set_port(Some(self.address.port())).unwrap();
-        redis::Client::open(url.as_str()).unwrap()
-    }
-
-    fn go_silent(&self) {
-        self.silent.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to` until `silent`; then swallows what arrives, holding both open.
-async fn pass(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    silent: Arc<AtomicBool>,
-) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    while let Ok(read) = from.read(&mut buffer).await {
-        if read == 0 {
-            break;
-        }
-        if !silent.load(Ordering::SeqCst) && to.write_all(&buffer[..read]).await.is_err() {
-            break;
-        }
-    }
-    // Held open: the peer sees no close.
-    std::future::pending::<()>().await;
-}
+use support::SilenceableProxy;
 
 #[tokio::test]
 async fn announcements_are_heard_and_a_silent_connection_is_found_by_its_check() {
     let channel = format!("gl_test:announcements:{}", uuid::Uuid::new_v4());
-    let proxy = SilenceableProxy::start().await;
+    let proxy = SilenceableProxy::start(&urls().redis).await;
     let settings = AnnouncementSettings {
         timeout: Duration::from_millis(500),
         check_every: Duration::from_millis(300),
@@ -87,7 +21,8 @@ async fn announcements_are_heard_and_a_silent_connection_is_found_by_its_check()
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
     let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
     let follower = tokio::spawn({
-        let (client, channel) = (proxy.client(), channel.clone());
+        let client = redis::Client::open(proxy.url(&urls().redis).as_str()).unwrap();
+        let channel = channel.clone();
         async move {
             follow(
                 &client,

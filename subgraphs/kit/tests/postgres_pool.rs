@@ -146,3 +146,33 @@ async fn pooled_connections_are_bounded_on_the_server() {
         "query_canceled: {error}"
     );
 }
+
+/// A connection gone silent (half-open: no close, no answer) holds a worker's call only as long
+/// as its own deadline: the server's statement timeout cannot end a call it never receives.
+#[tokio::test]
+async fn a_silent_connection_holds_a_worker_only_until_its_deadline() {
+    let url = support::stack_urls().postgres;
+    let proxy = support::SilenceableProxy::start(&url).await;
+    let pool = postgres_pool(&proxy.url(&url), 1).unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    proxy.go_silent();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        gospelib_kit::stores::within_deadline(
+            Duration::from_millis(500),
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&pool),
+        ),
+    )
+    .await
+    .expect("bounded by the worker's deadline");
+    match outcome {
+        Err(sqlx::Error::Io(error)) => {
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -393,7 +393,12 @@ impl DeliveryWorker {
             let free = batch.saturating_sub(running.len());
             let mut filled = free == 0;
             if free > 0 {
-                match self.claim(free).await {
+                // Bounded from this side too: a silent connection must not stop the loop.
+                let claimed = gospelib_kit::stores::within_deadline(
+                    gospelib_kit::stores::WORKER_DEADLINE,
+                    self.claim(free),
+                );
+                match claimed.await {
                     Ok(jobs) => {
                         if failing {
                             tracing::info!("the delivery worker reaches PostgreSQL again");

@@ -194,3 +194,70 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A proxy to a server of the stack that can go silent: from then on nothing passes either
+/// way, and neither socket is closed (a half-open connection, as after a NAT's idle timeout or
+/// a failover).
+pub struct SilenceableProxy {
+    address: SocketAddr,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilenceableProxy {
+    /// A proxy to the host and port of `target`.
+    pub async fn start(target: &url::Url) -> Self {
+        let target = format!(
+            "{}:{}",
+            target.host_str().unwrap(),
+            target.port_or_known_default().unwrap()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn({
+            let silent = silent.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let server = tokio::net::TcpStream::connect(&target).await.unwrap();
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(pass_until_silent(client_read, server_write, silent.clone()));
+                    tokio::spawn(pass_until_silent(server_read, client_write, silent.clone()));
+                }
+            }
+        });
+        Self { address, silent }
+    }
+
+    /// `target` (a URL of the server proxied) pointing at the proxy instead.
+    pub fn url(&self, target: &url::Url) -> url::Url {
+        let mut url = target.clone();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.address.port())).unwrap();
+        url
+    }
+
+    pub fn go_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until `silent`; then swallows what arrives, holding both open.
+async fn pass_until_silent(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(read) = from.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        if !silent.load(Ordering::SeqCst) && to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    // Held open: the peer sees no close.
+    std::future::pending::<()>().await;
+}
