@@ -153,7 +153,7 @@ impl EntitlementCache {
     /// reconnects.
     pub async fn follow_changes(self: std::sync::Arc<Self>, redis: redis::Client) {
         loop {
-            let followed = gospelib_kit::announcements::follow(
+            let interrupted = gospelib_kit::announcements::follow(
                 &redis,
                 CHANGES_CHANNEL,
                 Default::default(),
@@ -165,9 +165,7 @@ impl EntitlementCache {
                 },
             )
             .await;
-            if let Err(error) = followed {
-                tracing::warn!(%error, "cannot follow entitlement changes; retrying");
-            }
+            tracing::warn!(error = %interrupted, "cannot follow entitlement changes; retrying");
             self.forget_everyone();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

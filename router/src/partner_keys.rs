@@ -238,7 +238,7 @@ impl PartnerKeys {
     /// found while no revocation could arrive is looked up again.
     pub async fn follow_revocations(self: std::sync::Arc<Self>, redis: redis::Client) {
         loop {
-            let followed = gospelib_kit::announcements::follow(
+            let interrupted = gospelib_kit::announcements::follow(
                 &redis,
                 REVOCATIONS_CHANNEL,
                 Default::default(),
@@ -248,9 +248,7 @@ impl PartnerKeys {
                 |digest| self.forget(digest),
             )
             .await;
-            if let Err(error) = followed {
-                tracing::warn!(%error, "cannot follow partner-key revocations; retrying");
-            }
+            tracing::warn!(error = %interrupted, "cannot follow partner-key revocations; retrying");
             // A revocation may have been lost with the connection.
             self.forget_all();
             tokio::time::sleep(Duration::from_secs(1)).await;

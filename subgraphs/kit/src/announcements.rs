@@ -43,14 +43,27 @@ pub enum Interrupted {
 
 /// Subscribes to `channel` on `redis`, calls `subscribed` once every announcement from then on
 /// will be heard, then `heard` with each announcement's text (trimmed), until the connection
-/// fails or stops answering its checks.
+/// fails or stops answering its checks: why, is what it returns.
 pub async fn follow(
     redis: &redis::Client,
     channel: &str,
     settings: AnnouncementSettings,
     subscribed: impl FnOnce(),
+    heard: impl FnMut(&str),
+) -> Interrupted {
+    match follow_until_interrupted(redis, channel, settings, subscribed, heard).await {
+        Ok(never) => match never {},
+        Err(interrupted) => interrupted,
+    }
+}
+
+async fn follow_until_interrupted(
+    redis: &redis::Client,
+    channel: &str,
+    settings: AnnouncementSettings,
+    subscribed: impl FnOnce(),
     mut heard: impl FnMut(&str),
-) -> Result<(), Interrupted> {
+) -> Result<std::convert::Infallible, Interrupted> {
     let timeout = settings.timeout;
     let pubsub = bounded("the connection", timeout, redis.get_async_pubsub()).await?;
     let (mut sink, mut messages) = pubsub.split();
@@ -119,7 +132,7 @@ mod tests {
         .await
         .expect("bounded by the settings' timeout, not left waiting");
         assert!(
-            matches!(outcome, Err(Interrupted::Unanswered(..))),
+            matches!(outcome, Interrupted::Unanswered(..)),
             "{outcome:?}"
         );
         assert!(!subscribed);

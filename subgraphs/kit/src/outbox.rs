@@ -185,19 +185,13 @@ impl Outbox {
     /// Publishes every pending row of the table, of every stream, in id order; returns how
     /// many it published. Rows another relay holds are left to it.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
-        bounded(relay(&self.pool, &self.redis, self.table, None)).await
+        relay(&self.pool, &self.redis, self.table, None).await
     }
 
     /// Publishes the pending rows of this outbox's stream alone (what a change just wrote), as
     /// [`Outbox::relay_pending`] does.
     pub async fn relay_stream(&self) -> Result<usize, RelayError> {
-        bounded(relay(
-            &self.pool,
-            &self.redis,
-            self.table,
-            Some(&self.stream),
-        ))
-        .await
+        relay(&self.pool, &self.redis, self.table, Some(&self.stream)).await
     }
 
     /// Relays this stream's pending rows now; failures are logged (the rows stay pending for
@@ -285,14 +279,15 @@ struct PendingRow {
     payload: String,
 }
 
-/// A relay pass within [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE) (Redis's calls
-/// have shorter bounds of their own): a PostgreSQL connection gone silent ends the pass, and
-/// its rows stay pending, instead of holding the outbox's one background relay for good.
-async fn bounded(
-    pass: impl std::future::Future<Output = Result<usize, RelayError>>,
-) -> Result<usize, RelayError> {
+/// `step` (PostgreSQL calls, and Redis's, which have shorter bounds of their own) within
+/// [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE): a PostgreSQL connection gone silent
+/// ends the pass, its batch's rows still pending, instead of holding the outbox's one
+/// background relay for good.
+async fn bounded<T>(
+    step: impl std::future::Future<Output = Result<T, RelayError>>,
+) -> Result<T, RelayError> {
     let deadline = crate::stores::WORKER_DEADLINE;
-    crate::stores::within_deadline(deadline, async { Ok(pass.await) }).await?
+    crate::stores::within_deadline(deadline, async { Ok(step.await) }).await?
 }
 
 async fn relay(
@@ -317,52 +312,68 @@ async fn relay(
         "SELECT EXISTS (SELECT 1 FROM {table}
                         WHERE published_at IS NULL AND ($1::text IS NULL OR stream = $1))"
     );
-    let any: bool = sqlx::query_scalar(&pending)
-        .bind(stream)
-        .fetch_one(pool)
-        .await?;
+    let any: bool = bounded(async {
+        Ok(sqlx::query_scalar(&pending)
+            .bind(stream)
+            .fetch_one(pool)
+            .await?)
+    })
+    .await?;
     if !any {
         return Ok(0);
     }
     let mut connection = connect(redis).await?;
     let mut published_total = 0;
+    // Each batch within the deadline: a long backlog takes as many as it needs.
     loop {
-        let mut tx = pool.begin().await?;
-        let rows: Vec<PendingRow> = sqlx::query_as(&select)
-            .bind(stream)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-        if rows.is_empty() {
-            tx.commit().await?;
+        let (published, taken) =
+            bounded(relay_batch(pool, &mut connection, &select, &mark, stream)).await?;
+        published_total += published;
+        if taken.is_none_or(|taken| i64::try_from(taken).unwrap_or(i64::MAX) < BATCH) {
             return Ok(published_total);
         }
-        let taken = rows.len();
-        let mut published = Vec::with_capacity(taken);
-        let mut failure = None;
-        for row in rows {
-            match xadd(&mut connection, &row).await {
-                Ok(()) => published.push(row.id),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
+    }
+}
+
+/// One batch: up to [`BATCH`] pending rows taken, added to their streams and marked published
+/// in one transaction. How many were published, and how many taken (`None`: none was pending).
+/// Rows after a failed `XADD` stay pending; the failure is returned once the others are marked.
+async fn relay_batch(
+    pool: &PgPool,
+    connection: &mut MultiplexedConnection,
+    select: &str,
+    mark: &str,
+    stream: Option<&str>,
+) -> Result<(usize, Option<usize>), RelayError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<PendingRow> = sqlx::query_as(select)
+        .bind(stream)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok((0, None));
+    }
+    let taken = rows.len();
+    let mut published = Vec::with_capacity(taken);
+    let mut failure = None;
+    for row in rows {
+        match xadd(connection, &row).await {
+            Ok(()) => published.push(row.id),
+            Err(error) => {
+                failure = Some(error);
+                break;
             }
         }
-        if !published.is_empty() {
-            sqlx::query(&mark)
-                .bind(&published)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        published_total += published.len();
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        if i64::try_from(taken).unwrap_or(i64::MAX) < BATCH {
-            return Ok(published_total);
-        }
+    }
+    if !published.is_empty() {
+        sqlx::query(mark).bind(&published).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok((published.len(), Some(taken))),
     }
 }
 
