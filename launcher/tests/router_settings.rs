@@ -178,15 +178,7 @@ fn the_registry_can_be_the_supergraph_source() {
 /// A FalkorDB that accepts connections and never answers (held open for the test's life), so
 /// the content subgraph's fetches stay in flight until a deadline ends them.
 fn silent_falkordb() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for socket in listener.incoming() {
-            held.push(socket);
-        }
-    });
-    format!("falkor://{address}")
+    format!("falkor://{}", gospelib_kit::test_stack::silent_server())
 }
 
 /// The router's own deadline error, as opposed to the subgraph's FalkorDB error.

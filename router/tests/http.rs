@@ -128,14 +128,10 @@ async fn a_subgraph_that_is_down_or_silent_costs_only_its_fields() {
     assert_eq!(codes, [json!("UPSTREAM_UNAVAILABLE")], "{body}");
 
     // Accepts connections and never answers: the per-subgraph timeout ends the wait.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_url = format!("http://{}/graphql", silent.local_addr().unwrap());
-    let _hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent_url = format!(
+        "http://{}/graphql",
+        gospelib_kit::test_stack::silent_server()
+    );
     let (router_url, _router) = router_at(
         &format!("{products_url}/graphql"),
         &silent_url,

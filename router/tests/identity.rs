@@ -7,22 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gospelib_kit::caller::ForwardedHeaders;
+use gospelib_kit::test_stack::silent_server;
 use gospelib_router::identity::{Identity, IdentityError};
 use gospelib_router::jwt::{JwtSettings, JwtVerifier};
 use gospelib_router::partner_keys::PartnerKeys;
-
-/// A TCP server that accepts connections and never says a word; its address.
-async fn silent_server() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    address
-}
 
 fn headers(name: &str, value: &str) -> ForwardedHeaders {
     ForwardedHeaders(vec![(name.to_owned(), value.to_owned())])
@@ -33,7 +21,7 @@ const HANG: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_key_store_that_hangs_makes_the_request_unavailable_not_stuck() {
-    let address = silent_server().await;
+    let address = silent_server();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy(&format!("postgres://gospelib@{address}/gospelib"))
         .unwrap();
@@ -64,7 +52,7 @@ async fn a_key_store_that_hangs_makes_the_request_unavailable_not_stuck() {
 
 #[tokio::test]
 async fn a_jwks_that_hangs_makes_the_request_unavailable_not_stuck() {
-    let address = silent_server().await;
+    let address = silent_server();
     let settings = JwtSettings::new(
         format!("http://{address}/.well-known/jwks.json"),
         "https://clerk.hang.test",

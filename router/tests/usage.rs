@@ -23,15 +23,7 @@ fn redis() -> redis::Client {
 
 /// The address of a Redis that accepts connections and never answers.
 fn silent_redis() -> std::net::SocketAddr {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = silent.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for socket in silent.incoming() {
-            held.push(socket);
-        }
-    });
-    address
+    gospelib_kit::test_stack::silent_server()
 }
 
 #[tokio::test]

@@ -303,20 +303,16 @@ async fn the_content_service_reads_through_the_replica() {
 
 // ---- several Typesense nodes ----
 
-/// A node that answers 503 (not ready) to everything.
-async fn not_ready_node() -> url::Url {
+/// A node that answers every request with `response` (a whole HTTP/1.1 response) and closes.
+async fn answering_node(response: String) -> url::Url {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let response = response.clone();
             tokio::spawn(async move {
                 let mut buffer = [0u8; 4096];
                 let _ = socket.read(&mut buffer).await;
-                let body = r#"{"message": "Not Ready or Lagging"}"#;
-                let response = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
                 let _ = socket.write_all(response.as_bytes()).await;
                 let _ = socket.shutdown().await;
             });
@@ -325,17 +321,21 @@ async fn not_ready_node() -> url::Url {
     url.parse().unwrap()
 }
 
+/// A node that answers 503 (not ready) to everything.
+async fn not_ready_node() -> url::Url {
+    let body = r#"{"message": "Not Ready or Lagging"}"#;
+    answering_node(format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+    .await
+}
+
 /// A node that accepts connections and never answers.
 async fn hung_node() -> url::Url {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    url.parse().unwrap()
+    format!("http://{}", gospelib_kit::test_stack::silent_server())
+        .parse()
+        .unwrap()
 }
 
 async fn down_node() -> url::Url {
@@ -431,31 +431,13 @@ async fn a_single_hung_node_fails_the_search_within_its_timeout() {
     assert!(answer.is_err(), "{answer:?}");
 }
 
-/// A node that answers every request with a body of `declared` bytes, sent as long as the
-/// client reads.
+/// A node that answers every request with a body of `declared` bytes (announced; what a
+/// client with a cap refuses on the announcement alone).
 async fn flooding_node(declared: usize) -> url::Url {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let _ = socket.read(&mut buffer).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
-                );
-                if socket.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = vec![b' '; 64 * 1024];
-                let mut sent = 0;
-                while sent < declared && socket.write_all(&chunk).await.is_ok() {
-                    sent += chunk.len();
-                }
-            });
-        }
-    });
-    url.parse().unwrap()
+    answering_node(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\nconnection: close\r\n\r\n"
+    ))
+    .await
 }
 
 /// A node (or a proxy before it) answering a search with more than any search answer holds is

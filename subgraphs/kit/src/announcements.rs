@@ -104,22 +104,10 @@ async fn bounded<T>(
 mod tests {
     use super::*;
 
-    /// A Redis that accepts connections and never answers.
-    async fn silent_redis() -> redis::Client {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
-        redis::Client::open(format!("redis://{address}")).unwrap()
-    }
-
     #[tokio::test]
     async fn a_redis_that_never_answers_interrupts_the_follower() {
-        let redis = silent_redis().await;
+        let address = crate::test_stack::silent_server();
+        let redis = redis::Client::open(format!("redis://{address}")).unwrap();
         let settings = AnnouncementSettings {
             timeout: Duration::from_millis(200),
             check_every: Duration::from_millis(200),

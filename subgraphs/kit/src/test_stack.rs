@@ -81,6 +81,20 @@ pub async fn kill_pubsub_connections(user: &str) -> i64 {
         .expect("CLIENT KILL on the stack's Redis")
 }
 
+/// The address of a TCP server that accepts every connection and never answers (a store or
+/// a peer that hangs), serving for the rest of the test binary's run whatever runtime asks.
+pub fn silent_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming() {
+            held.push(socket);
+        }
+    });
+    address
+}
+
 /// Waits (up to five seconds) until `check` holds.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

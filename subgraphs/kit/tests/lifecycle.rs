@@ -146,14 +146,7 @@ async fn an_optional_store_down_leaves_the_service_ready_but_degraded() {
 /// take the node out of service: with every store of the one-process node, `/ready` stays 200.
 #[tokio::test]
 async fn a_cache_redis_that_never_answers_leaves_the_node_ready_but_degraded() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = silent.local_addr().unwrap();
-    let holding = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let address = gospelib_kit::test_stack::silent_server();
     let mut urls = stack_urls();
     urls.redis = format!("redis://{address}").parse().unwrap();
     let clients = StoreClients::new(&urls).unwrap();
@@ -166,7 +159,6 @@ async fn a_cache_redis_that_never_answers_leaves_the_node_ready_but_degraded() {
     assert_eq!(body["stores"]["redis"]["status"], "degraded");
     assert_eq!(body["stores"]["postgres"]["status"], "ok");
     server.stop().await.unwrap();
-    holding.abort();
 }
 
 #[tokio::test]
