@@ -460,25 +460,25 @@ impl Drop for ClientPlace {
 
 /// The answer to a live connection past [`SubscriptionSettings::max_connections_per_client`].
 fn too_many_from_client() -> Response {
-    let mut response = request_error(
+    try_again_in_seconds(
         StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::RateLimited,
         "this client holds as many live connections as one may: close one first",
-    );
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("5"),
-    );
-    response
+    )
 }
 
 /// The answer to a live connection past [`SubscriptionSettings::max_connections`].
 pub(crate) fn too_many_connections() -> Response {
-    let mut response = request_error(
+    try_again_in_seconds(
         StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::ServiceUnavailable,
         "this server holds as many live connections as it can: try again shortly",
-    );
+    )
+}
+
+/// A refused live connection, with `Retry-After: 5`.
+fn try_again_in_seconds(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let mut response = request_error(status, code, message);
     response.headers_mut().insert(
         header::RETRY_AFTER,
         axum::http::HeaderValue::from_static("5"),
