@@ -119,6 +119,17 @@ impl CachePolicy {
         self.subgraphs.get(subgraph).map_or(0, |s| s.root_fetches)
     }
 
+    /// Whether anything `subgraph` answers may be shared across callers (its entities or
+    /// root fetches in the router's cache, or responses built from it by clients and CDNs).
+    /// Such a subgraph is sent the caller's scopes only ([`gospelib_kit::caller::Caller::scopes_only`]),
+    /// so a policy naming a subgraph of users' data makes it see everyone as signed out
+    /// instead of sharing one user's answers with another.
+    pub fn shares_answers_of(&self, subgraph: &str) -> bool {
+        self.subgraphs
+            .get(subgraph)
+            .is_some_and(|s| !s.entities.is_empty() || s.root_fetches > 0 || s.root_fields > 0)
+    }
+
     /// Whether any of `subgraph`'s entities may be kept.
     pub fn caches_entities_of(&self, subgraph: &str) -> bool {
         self.subgraphs

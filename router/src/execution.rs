@@ -504,7 +504,7 @@ async fn send(
     // Every transport, in-process included, answers within the fetch's and the request's time.
     let fetch_deadline = tokio::time::Instant::now() + state.fetching.subgraph_timeout;
     let deadline = fetch_deadline.min(state.fetching.deadline);
-    let request = with_headers(state.fetching, request);
+    let request = with_headers(state.fetching, service_name, request);
     let answer = match tokio::time::timeout_at(
         deadline,
         state
@@ -539,24 +539,36 @@ async fn send(
     answer
 }
 
-/// `request` with the headers every subgraph request of this operation carries, and its
-/// caller signed for exactly this request.
+/// `request` to `subgraph` with the headers every subgraph request of this operation
+/// carries, and its caller signed for exactly this request: only the caller's scopes for a
+/// subgraph whose answers the cache policy shares across callers, none when that leaves an
+/// anonymous caller.
 fn with_headers(
     fetching: &Fetching<'_>,
+    subgraph: &str,
     mut request: crate::transport::SubgraphRequest,
 ) -> crate::transport::SubgraphRequest {
     request.headers = fetching.headers.to_vec();
     if let Some(signed) = fetching.caller {
-        // Signed for this request's query and variables: worthless on any other request.
-        let header = signed.secret.sign(
-            signed.caller,
-            &request.query,
-            &variables_digest(&request.variables),
-            signed.lifetime,
-        );
-        request
-            .headers
-            .push((gospelib_kit::caller::CALLER_HEADER.to_owned(), header));
+        let shared_form;
+        let caller = if fetching.cache_policy.shares_answers_of(subgraph) {
+            shared_form = signed.caller.scopes_only();
+            &shared_form
+        } else {
+            signed.caller
+        };
+        if caller != &gospelib_kit::caller::Caller::anonymous() {
+            // Signed for this request's query and variables: worthless on any other request.
+            let header = signed.secret.sign(
+                caller,
+                &request.query,
+                &variables_digest(&request.variables),
+                signed.lifetime,
+            );
+            request
+                .headers
+                .push((gospelib_kit::caller::CALLER_HEADER.to_owned(), header));
+        }
     }
     request.mutation = fetching.mutation;
     request
@@ -599,6 +611,7 @@ impl<'p> SubscriptionPlan<'p> {
         let subgraph = &self.primary.service_name;
         let request = with_headers(
             fetching,
+            subgraph,
             crate::transport::SubgraphRequest::query(
                 self.primary.operation.document_str.clone(),
                 fetch_variables(&state, self.primary.variable_usages.as_ref()),

@@ -11,7 +11,9 @@ use gospelib_kit::caller::{
     CALLER_HEADER, Caller, CallerGuard, ForwardedHeaders, InternalSecret, user_id_for_clerk,
 };
 use gospelib_kit::subgraph::authenticated;
+use gospelib_router::entity_cache::CachePolicy;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
+use gospelib_router::settings::RouterSettings;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use gospelib_schema::compose::{SubgraphSdl, compose};
@@ -61,6 +63,11 @@ impl LibraryQuery {
         Caller::of(ctx).user_id.map(|id| id.to_string())
     }
 
+    /// The scopes the subgraph was told the caller has.
+    async fn told_scopes(&self, ctx: &async_graphql::Context<'_>) -> Vec<String> {
+        Caller::of(ctx).scopes.clone()
+    }
+
     #[graphql(directive = authenticated::apply())]
     async fn secret(&self) -> Option<String> {
         Some("the secret".to_owned())
@@ -104,6 +111,11 @@ impl LoanBook {
 
     async fn shelf(&self) -> String {
         format!("shelf {}", self.id.as_str())
+    }
+
+    /// Who the loans subgraph was told is calling.
+    async fn borrower(&self, ctx: &async_graphql::Context<'_>) -> Option<String> {
+        Caller::of(ctx).user_id.map(|id| id.to_string())
     }
 }
 
@@ -158,6 +170,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(&RouterSettings::default())
+}
+
+/// The two subgraphs behind a router made with `settings`.
+fn setup_with(settings: &RouterSettings) -> Setup {
     static SUPERGRAPH: OnceLock<String> = OnceLock::new();
     let library: Arc<dyn GraphQlExecutor> = Arc::new(
         Schema::build(LibraryQuery, EmptyMutation, EmptySubscription)
@@ -194,8 +211,12 @@ fn setup() -> Setup {
         .with("library", library)
         .with("loans", loans);
     Setup {
-        router: Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport))
-            .with_internal_secret(secret()),
+        router: Router::from_settings(
+            Supergraph::parse(&sdl, None).unwrap(),
+            Arc::new(transport),
+            settings,
+        )
+        .with_internal_secret(secret()),
         library: library_queries,
         loans: loan_queries,
     }
@@ -561,4 +582,45 @@ async fn different_callers_never_share_a_fetch() {
     );
     assert_eq!(a["data"]["whoami"], ada.user_id.unwrap().to_string());
     assert_eq!(b["data"]["whoami"], bob.user_id.unwrap().to_string());
+}
+
+/// A cache policy that names a subgraph shares its answers across callers (here: clients may
+/// keep responses from its root fields), so the router tells it the caller's scopes and never
+/// who calls: even a policy naming a subgraph of users' data cannot hand one user's answer to
+/// another. The subgraph beside it, not named, is still told.
+#[tokio::test]
+async fn a_subgraph_whose_answers_are_shared_is_told_the_scopes_but_not_who_calls() {
+    let policy = CachePolicy::parse("[subgraphs.library]\nroot_fields = 60\n").unwrap();
+    let shared = setup_with(&RouterSettings {
+        cache_policy: Arc::new(policy),
+        ..RouterSettings::default()
+    });
+    let ada = user_id_for_clerk("user_ada");
+    let scholar = Caller {
+        scopes: vec!["commerce:read".to_owned()],
+        ..Caller::user(ada)
+    };
+    let query = "{ whoami toldScopes books { price borrower } }";
+    let response = shared.ask(scholar.clone(), query).await;
+    let borrower = json!({"price": 10, "borrower": ada.to_string()});
+    assert_eq!(
+        response,
+        json!({"data": {
+            "whoami": null,
+            "toldScopes": ["commerce:read"],
+            "books": [borrower, borrower],
+        }})
+    );
+    // A caller with no scopes reaches it as an anonymous one would: with no caller at all.
+    let response = shared.ask(Caller::user(ada), "{ whoami toldScopes }").await;
+    assert_eq!(
+        response,
+        json!({"data": {"whoami": null, "toldScopes": []}})
+    );
+    // Without the policy naming it, the same subgraph is told who calls.
+    let response = setup().ask(scholar, "{ whoami toldScopes }").await;
+    assert_eq!(
+        response,
+        json!({"data": {"whoami": ada.to_string(), "toldScopes": ["commerce:read"]}})
+    );
 }

@@ -85,6 +85,16 @@ impl Caller {
         }
     }
 
+    /// The caller as a subgraph whose answers are shared across callers sees it (one the
+    /// router's cache policy names): its scopes only, no user, session, partner or plan. Such
+    /// a subgraph cannot answer one caller with another's data, whatever the policy names.
+    pub fn scopes_only(&self) -> Self {
+        Self {
+            scopes: self.scopes.clone(),
+            ..Self::default()
+        }
+    }
+
     pub fn is_anonymous(&self) -> bool {
         self.user_id.is_none() && self.partner_id.is_none()
     }
