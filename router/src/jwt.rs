@@ -43,6 +43,11 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The largest [`JwtSettings::leeway`] accepted: Clerk's session tokens live for a minute.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
+/// The longest a token may still be valid for when it is checked: Clerk's session tokens
+/// live a minute, so one whose `exp` is further away than this (beyond the leeway) was not
+/// made as a session token, and accepting it would let a leaked copy work that long.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// The only algorithm accepted, as it is written in a token's header.
 const ACCEPTED_ALG: &str = "RS256";
 
@@ -157,6 +162,9 @@ pub enum JwtError {
     /// `nbf` is ahead, beyond the leeway.
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// `exp` is further ahead than [`MAX_TOKEN_LIFETIME`], beyond the leeway.
+    #[error("the token is valid for longer than a session token ever is (at most an hour)")]
+    LivesTooLong,
     /// `iss` is not the configured issuer.
     #[error("the token comes from another issuer")]
     WrongIssuer,
@@ -302,6 +310,12 @@ impl JwtVerifier {
         let claims = self.decode(token, &key)?;
         self.check_audience(&claims)?;
         let claims = claims.into_session()?;
+        let latest_exp = jsonwebtoken::get_current_timestamp()
+            .saturating_add(MAX_TOKEN_LIFETIME.as_secs())
+            .saturating_add(self.settings.leeway.as_secs());
+        if claims.expires_at > latest_exp {
+            return Err(JwtError::LivesTooLong);
+        }
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         verified.put(digest, (claims.clone(), kid));
         Ok(claims)

@@ -315,6 +315,19 @@ async fn a_token_expired_beyond_the_leeway_is_refused() {
 }
 
 #[tokio::test]
+async fn a_token_valid_for_longer_than_a_session_token_is_refused() {
+    let (_server, verifier, key) = key1_served(None).await;
+    // An hour ahead, within the 5 s leeway: the longest accepted.
+    let hour = key.sign(&claims_with(json!({"exp": now() + 3600 + 4})));
+    verifier.verify(&hour).await.expect("an hour ahead");
+    // A year ahead: signed by the issuer, but not a session token's lifetime.
+    let year = key.sign(&claims_with(json!({"exp": now() + 365 * 24 * 3600})));
+    let result = verifier.verify(&year).await;
+    assert_refused!(&result, JwtError::LivesTooLong);
+    assert!(result.unwrap_err().is_client_error());
+}
+
+#[tokio::test]
 async fn a_token_not_valid_yet_is_refused() {
     let (_server, verifier, key) = key1_served(None).await;
     let token = key.sign(&claims_with(json!({"nbf": now() + 60})));

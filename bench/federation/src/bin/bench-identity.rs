@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     header.kid = Some(KID.to_owned());
     let now = get_current_timestamp();
     let claims = json!({"sub": "user_bench", "sid": "sess_bench", "iss": cli.issuer,
-                        "azp": cli.audience, "iat": now, "nbf": now, "exp": now + 86_400});
+                        "azp": cli.audience, "iat": now, "nbf": now, "exp": now + 3_600});
     let token = jsonwebtoken::encode(&header, &claims, &signing).context("signing")?;
     std::fs::write(&cli.token_file, token).context("writing the token")?;
     let app = axum::Router::new().route(

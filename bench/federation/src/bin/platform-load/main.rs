@@ -73,8 +73,9 @@ enum Command {
         issuer: String,
         #[arg(long)]
         audience: String,
-        #[arg(long, default_value_t = 24)]
-        hours: u64,
+        /// How long the tokens are valid (the router refuses one valid for over an hour).
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
         #[arg(long)]
         out: PathBuf,
     },
@@ -320,9 +321,9 @@ fn main() -> anyhow::Result<()> {
             seed,
             issuer,
             audience,
-            hours,
+            minutes,
             out,
-        } => tokens::mint(users, seed, &issuer, &audience, hours, &out),
+        } => tokens::mint(users, seed, &issuer, &audience, minutes, &out),
         Command::Verify { url, tokens, seed } => {
             let tokens = tokens::read(&tokens)?;
             let report = runtime.block_on(load::verify(&url, &tokens, seed))?;

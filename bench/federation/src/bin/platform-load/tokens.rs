@@ -16,13 +16,13 @@ const KEY_PEM: &[u8] = include_bytes!("../../../../../router/tests/fixtures/jwt/
 /// The kid `bench-identity`'s JWKS names.
 const KID: &str = "bench-key";
 
-/// Mints `users` tokens valid for `hours`, into `out`, on two threads.
+/// Mints `users` tokens valid for `minutes`, into `out`, on two threads.
 pub fn mint(
     users: u32,
     seed: u64,
     issuer: &str,
     audience: &str,
-    hours: u64,
+    minutes: u64,
     out: &Path,
 ) -> anyhow::Result<()> {
     let signing = EncodingKey::from_rsa_pem(KEY_PEM).context("the test key")?;
@@ -39,7 +39,7 @@ pub fn mint(
                     "azp": audience,
                     "iat": now,
                     "nbf": now - 5,
-                    "exp": now + hours * 3600,
+                    "exp": now + minutes * 60,
                 });
                 jsonwebtoken::encode(&header, &claims, &signing).context("signing")
             })
