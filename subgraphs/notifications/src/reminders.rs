@@ -15,9 +15,12 @@
 //! - Users are read in pages ordered by id, so a large population is never held in memory; an
 //!   erased user has no preferences row and is never reminded; a zone PostgreSQL no longer
 //!   knows (after a tzdata change) skips that user rather than failing the run.
+//! - Each page and each reminder waits on PostgreSQL at most [`WORKER_DEADLINE`]: a connection
+//!   gone silent fails the run (the next hour's run makes what it missed) instead of holding
+//!   it until the CronJob's own deadline.
 
 use gospelib_kit::live::LiveEvents;
-use gospelib_kit::stores::PgPool;
+use gospelib_kit::stores::{PgPool, WORKER_DEADLINE, within_deadline};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -63,7 +66,7 @@ pub async fn make_reminders(
     let mut report = RemindersReport::default();
     let mut after = Uuid::nil();
     loop {
-        let due: Vec<(Uuid, String)> = sqlx::query_as(
+        let due = sqlx::query_as::<_, (Uuid, String)>(
             "WITH local AS ( \
                  SELECT p.user_id, ($1::timestamptz AT TIME ZONE p.time_zone) AS at \
                  FROM notifications.preferences p \
@@ -90,8 +93,8 @@ pub async fn make_reminders(
         .bind(hour as i32)
         .bind(PAGE)
         .bind(MIN_SPACING)
-        .fetch_all(pool)
-        .await?;
+        .fetch_all(pool);
+        let due = within_deadline(WORKER_DEADLINE, due).await?;
         let Some((last, _)) = due.last() else {
             return Ok(report);
         };
@@ -105,7 +108,7 @@ pub async fn make_reminders(
                 body: REMINDER_BODY.to_owned(),
                 dedupe_key: format!("reminder:{user_id}:{local_date}"),
             };
-            match notify(pool, &reminder).await? {
+            match within_deadline(WORKER_DEADLINE, notify(pool, &reminder)).await? {
                 Some(row) => {
                     report.made += 1;
                     if let Some(live) = live {
