@@ -30,16 +30,16 @@ fn plans() -> Arc<Plans> {
             "[buckets.products]\nwindow = \"minute\"\nfields = [\"Query.topProducts\"]\n\n[buckets.lexicon]",
         )
         .replace(
-            "limits = { passages = 60,",
-            "limits = { products = 3, passages = 60,",
+            "limits = { account = 120, passages = 60,",
+            "limits = { account = 120, products = 3, passages = 60,",
         )
         .replace(
-            "limits = { passages = 600, search = 200,",
-            "limits = { products = 30, passages = 600, search = 200,",
+            "limits = { account = 600, passages = 600, search = 200,",
+            "limits = { account = 600, products = 30, passages = 600, search = 200,",
         )
         .replace(
-            "limits = { passages = 600, search = 1000,",
-            "limits = { products = 300, passages = 600, search = 1000,",
+            "limits = { account = 1200, passages = 600, search = 1000,",
+            "limits = { account = 1200, products = 300, passages = 600, search = 1000,",
         );
     Arc::new(Plans::parse(&text).unwrap())
 }

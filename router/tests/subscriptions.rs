@@ -509,14 +509,14 @@ async fn starting_subscriptions_is_rate_limited() {
             "[buckets.lexicon]",
             "[buckets.books]\nwindow = \"minute\"\nfields = [\"Subscription.bookAdded\"]\n\n[buckets.lexicon]",
         )
-        .replace("limits = { passages = 60,", "limits = { books = 2, passages = 60,")
+        .replace("limits = { account = 120, passages = 60,", "limits = { account = 120, books = 2, passages = 60,")
         .replace(
-            "limits = { passages = 600, search = 200,",
-            "limits = { books = 2, passages = 600, search = 200,",
+            "limits = { account = 600, passages = 600, search = 200,",
+            "limits = { account = 600, books = 2, passages = 600, search = 200,",
         )
         .replace(
-            "limits = { passages = 600, search = 1000,",
-            "limits = { books = 2, passages = 600, search = 1000,",
+            "limits = { account = 1200, passages = 600, search = 1000,",
+            "limits = { account = 1200, books = 2, passages = 600, search = 1000,",
         );
     let plans = Arc::new(gospelib_kit::plans::Plans::parse(&text).unwrap());
     let (enforcement, _) = gospelib_router::pipeline::PlanEnforcement::start(plans, None);

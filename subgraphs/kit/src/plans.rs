@@ -234,7 +234,7 @@ mod tests {
         );
         assert_eq!(plans.bucket_of("Query.search"), Some("search"));
         assert_eq!(plans.bucket_of("Query.topics"), Some("passages"));
-        assert_eq!(plans.bucket_of("Query.me"), None);
+        assert_eq!(plans.bucket_of("Query.me"), Some("account"));
         // Each AI answer costs a vendor call, each search a Typesense query, each lexicon
         // entry a read: charged per field (aliases count); passages per operation.
         assert_eq!(plans.buckets["ai"].charge, Charge::Field);
@@ -245,13 +245,12 @@ mod tests {
     }
 
     /// A root field in no bucket may be asked without limit. Left out: `plans` and
-    /// `callerAccess` (configuration, no store), and `me`, which reads only the signed-in
-    /// caller's own data (anonymous callers get nothing from it), each list a bounded page of
-    /// what the account's quota bounds. (`me { searchNotes }` is a full-text search of the
-    /// caller's notes: whether `me` needs a bucket of its own is the product's call.)
+    /// `callerAccess` (configuration, no store). `me` is limited too: it reads only the
+    /// caller's own data, but each operation is PostgreSQL reads (`me { searchNotes }` a
+    /// full-text search), which a script could otherwise repeat without end.
     #[test]
     fn every_root_field_that_reads_a_store_or_holds_a_stream_is_limited() {
-        const NOT_LIMITED: [&str; 3] = ["Query.me", "Query.plans", "Query.callerAccess"];
+        const NOT_LIMITED: [&str; 2] = ["Query.plans", "Query.callerAccess"];
         let supergraph = include_str!("../../../schema/supergraph.graphql");
         let plans = Plans::built_in();
         let mut fields = Vec::new();
