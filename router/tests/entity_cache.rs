@@ -442,6 +442,9 @@ async fn a_root_answer_with_an_error_is_never_kept() {
     let (held, _) = setup.run(query).await;
     assert_eq!(without_extensions(held), without_extensions(whole));
     assert_eq!(setup.product_requests.load(Ordering::SeqCst), 2);
+    // By now a store of the spoiled answer, started in the background before the whole
+    // one's, would have been counted too.
+    assert_eq!(setup.cache.counts().stores.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

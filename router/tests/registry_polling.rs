@@ -3,6 +3,7 @@
 //! database), which a rollback never is (it is published as a new version); and it reads no
 //! answer past the size any published document has.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,12 @@ const SDL: &str = include_str!("fixtures/products-reviews.graphql");
 /// What the fake registry serves: a version number and its supergraph.
 type Served = Arc<Mutex<(u64, String)>>;
 
-async fn supergraph(State(served): State<Served>) -> impl IntoResponse {
+/// How many times the fake registry has answered (each answer counted once it is read).
+type Answered = Arc<AtomicUsize>;
+
+async fn supergraph(State((served, answered)): State<(Served, Answered)>) -> impl IntoResponse {
     let (number, sdl) = served.lock().unwrap().clone();
+    answered.fetch_add(1, Ordering::SeqCst);
     (
         [
             ("x-registry-version", number.to_string()),
@@ -45,9 +50,10 @@ async fn version_served(router: &Router) -> String {
 #[tokio::test]
 async fn a_polling_router_follows_newer_versions_and_refuses_older_ones() {
     let served: Served = Arc::new(Mutex::new((5, SDL.to_owned())));
+    let answered: Answered = Arc::default();
     let app = axum::Router::new()
         .route("/registry/supergraph", axum::routing::get(supergraph))
-        .with_state(served.clone());
+        .with_state((served.clone(), answered.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/registry/supergraph",
@@ -68,10 +74,16 @@ async fn a_polling_router_follows_newer_versions_and_refuses_older_ones() {
     ));
     assert!(version_served(&router).await.starts_with("5-"));
 
-    // An older number, with another supergraph: refused, whatever the wait.
+    // An older number, with another supergraph: refused. Two answers after the change, the
+    // first answer with it has been read and dealt with (the router polls one at a time).
     let older = SDL.replace("topProducts", "oldProducts");
     *served.lock().unwrap() = (3, older);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = answered.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.load(Ordering::SeqCst) < before + 2 {
+        assert!(Instant::now() < deadline, "the router stopped polling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(version_served(&router).await.starts_with("5-"));
 
     // A newer one is followed.
@@ -108,7 +120,7 @@ async fn an_oversized_answer_is_refused_not_read() {
     let served: Served = Arc::new(Mutex::new((1, SDL.to_owned())));
     let registry = axum::Router::new()
         .route("/supergraph", axum::routing::get(supergraph))
-        .with_state(served);
+        .with_state((served, Answered::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, registry).await.unwrap() });

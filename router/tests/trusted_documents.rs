@@ -48,9 +48,13 @@ fn code(body: &Value) -> &str {
         .unwrap_or("")
 }
 
-/// Starts `gospelib-router` in `enforce` with the two test subgraphs; returns it and its base
-/// URL once it answers.
-async fn start_router(args: &[&str], vars: &[(&str, String)]) -> (Child, String) {
+/// Starts `gospelib-router` in `enforce` with the two test subgraphs, its log written to `log`
+/// if given; returns it and its base URL once it answers.
+async fn start_router(
+    args: &[&str],
+    vars: &[(&str, String)],
+    log: Option<&std::path::Path>,
+) -> (Child, String) {
     let (products, _p) = start(subgraph_spec("products", Arc::new(products_schema()))).await;
     let (reviews, _r) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
     // The subgraphs stay up as long as the test: their stop senders are leaked.
@@ -70,7 +74,10 @@ async fn start_router(args: &[&str], vars: &[(&str, String)]) -> (Child, String)
             format!("products={products}/graphql,reviews={reviews}/graphql"),
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        });
     for (name, value) in vars {
         command.env(name, value);
     }
@@ -122,6 +129,7 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
     std::fs::write(&supergraph, SDL).unwrap();
     let file = dir.join("trusted-documents.json");
     std::fs::write(&file, manifest(&[TRUSTED])).unwrap();
+    let log = dir.join("router.log");
     let (_router, base) = start_router(
         &["--supergraph", supergraph.to_str().unwrap()],
         &[
@@ -131,6 +139,7 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
             ),
             ("GOSPELIB_ROUTER_RELOAD_MS", "100".to_owned()),
         ],
+        Some(&log),
     )
     .await;
     assert_trusted_answers(&base).await;
@@ -155,7 +164,14 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
 
     // A broken file is refused (the manifest in force stays); a good one is swapped in.
     std::fs::write(&file, "{ not json").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("refused the trusted documents")
+    {
+        assert!(Instant::now() < deadline, "the broken file was not read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_trusted_answers(&base).await;
     std::fs::write(&file, manifest(&[TRUSTED, LATER])).unwrap();
     wait_for_later(&base, true).await;
@@ -213,6 +229,7 @@ async fn the_registrys_manifest_is_enforced_and_followed() {
     let (_router, base) = start_router(
         &["--supergraph-url", &url],
         &[("GOSPELIB_ROUTER_POLL_MS", "100".to_owned())],
+        None,
     )
     .await;
     assert_trusted_answers(&base).await;
