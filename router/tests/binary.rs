@@ -46,11 +46,12 @@ async fn ask(base: &str) -> Option<(String, serde_json::Value)> {
     Some((version, response.json().await.ok()?))
 }
 
-/// Starts `gospelib-router` with `args` and `vars` on a free port; returns it (killed when
-/// dropped), its base URL, and its first answer to [`ask`].
+/// Starts `gospelib-router` with `args` and `vars` on a free port, its log written to `log` if
+/// given; returns it (killed when dropped), its base URL, and its first answer to [`ask`].
 async fn start_router(
     args: &[&str],
     vars: &[(&str, String)],
+    log: Option<&std::path::Path>,
 ) -> (Child, String, (String, serde_json::Value)) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -62,7 +63,10 @@ async fn start_router(
         .args(args)
         .env("GOSPELIB_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        });
     for (name, value) in vars {
         command.env(name, value);
     }
@@ -91,9 +95,11 @@ async fn the_router_reloads_a_changed_supergraph_and_refuses_an_invalid_one() {
     let file = dir.join("supergraph.graphql");
     std::fs::write(&file, &sdl).unwrap();
     let file_arg = file.display().to_string();
+    let log = dir.join("router.log");
     let (_router, base, (first_version, body)) = start_router(
         &["--supergraph", &file_arg],
         &[("GOSPELIB_ROUTER_RELOAD_MS", "100".to_owned())],
+        Some(&log),
     )
     .await;
     assert_eq!(
@@ -118,7 +124,17 @@ async fn the_router_reloads_a_changed_supergraph_and_refuses_an_invalid_one() {
 
     // An invalid one is refused: the router keeps serving the last good version.
     std::fs::write(&file, "this is not a supergraph {").unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("refused an invalid supergraph")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the invalid supergraph was not read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (version, body) = ask(&base).await.unwrap();
     assert_eq!(version, second_version);
     assert_eq!(body["data"]["topProducts"][0]["name"], "Table");
@@ -205,6 +221,7 @@ async fn the_router_follows_the_registry_and_reaches_subgraphs_at_overridden_url
                 format!("products={products_url}, reviews={reviews_url}"),
             ),
         ],
+        None,
     )
     .await;
     assert!(version.starts_with("1-"), "{version}");
