@@ -96,7 +96,7 @@ fn plans() -> Arc<Plans> {
             "[buckets.lexicon]",
             "[buckets.demo]\nwindow = \"minute\"\nfields = [\"Query.topProducts\"]\n\n[buckets.lexicon]",
         )
-        .replace("limits = { passages", "limits = { demo = 100000000, passages");
+        .replace("\nlimits = { ", "\nlimits = { demo = 100000000, ");
     Arc::new(Plans::parse(&text).unwrap())
 }
 

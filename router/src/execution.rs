@@ -131,8 +131,9 @@ pub struct Fetching<'a> {
     pub metrics: Option<&'a gospelib_kit::metrics::Metrics>,
     /// Headers every subgraph request carries.
     pub headers: &'a [(String, String)],
-    /// The caller each subgraph request carries, signed for that request; `None` for an
-    /// anonymous caller (no header at all).
+    /// The caller each subgraph request carries, signed for that request (only its scopes
+    /// to a subgraph the cache policy names); `None` for an anonymous caller (no header at
+    /// all).
     pub caller: Option<SignedCaller<'a>>,
     /// Whether the operation is a mutation (its fetches are never shared).
     pub mutation: bool,

@@ -868,8 +868,9 @@ impl Transport for InProcess {
 }
 
 /// Shares one answer between identical requests to a subgraph that are in flight at the same
-/// time: the same subgraph, query, variables and headers (so two callers with different
-/// identities never share an answer). Mutations are never shared. Cancellation-safe: see
+/// time: the same subgraph, query, variables and headers (so two callers the subgraph is told
+/// apart never share an answer; a subgraph the cache policy names is told only the caller's
+/// scopes, so callers with the same scopes share its answers). Mutations are never shared. Cancellation-safe: see
 /// [`gospelib_kit::single_flight`].
 pub struct Deduplicated {
     inner: Arc<dyn Transport>,

@@ -138,10 +138,12 @@ fn secret() -> InternalSecret {
     InternalSecret::new(b"a test secret of at least thirty-two bytes").unwrap()
 }
 
-/// A subgraph behind the caller guard, recording each query it is sent.
+/// A subgraph behind the caller guard, recording each query it is sent and whether it came
+/// with a caller header.
 struct Recorded {
     executor: Arc<dyn GraphQlExecutor>,
     queries: Arc<Mutex<Vec<String>>>,
+    with_caller: Arc<Mutex<Vec<bool>>>,
 }
 
 impl LocalSubgraph for Recorded {
@@ -157,6 +159,8 @@ impl LocalSubgraph for Recorded {
         Box::pin(async move {
             let mut request: async_graphql::Request = serde_json::from_value(request).unwrap();
             self.queries.lock().unwrap().push(request.query.clone());
+            let signed = headers.iter().any(|(name, _)| name == CALLER_HEADER);
+            self.with_caller.lock().unwrap().push(signed);
             request.data.insert(ForwardedHeaders(headers));
             serde_json::to_value(self.executor.execute(request).await).unwrap()
         })
@@ -167,6 +171,8 @@ struct Setup {
     router: Router,
     library: Arc<Mutex<Vec<String>>>,
     loans: Arc<Mutex<Vec<String>>>,
+    /// Whether each request to library came with a caller header.
+    library_with_caller: Arc<Mutex<Vec<bool>>>,
 }
 
 fn setup() -> Setup {
@@ -199,14 +205,16 @@ fn setup_with(settings: &RouterSettings) -> Setup {
         .clone();
     let recorded = |executor: Arc<dyn GraphQlExecutor>| {
         let queries = Arc::new(Mutex::new(Vec::new()));
+        let with_caller = Arc::new(Mutex::new(Vec::new()));
         let subgraph = Recorded {
             executor: Arc::new(CallerGuard::new(executor, secret())),
             queries: queries.clone(),
+            with_caller: with_caller.clone(),
         };
-        (Arc::new(subgraph), queries)
+        (Arc::new(subgraph), queries, with_caller)
     };
-    let (library, library_queries) = recorded(library);
-    let (loans, loan_queries) = recorded(loans);
+    let (library, library_queries, library_with_caller) = recorded(library);
+    let (loans, loan_queries, _) = recorded(loans);
     let transport = InProcess::default()
         .with("library", library)
         .with("loans", loans);
@@ -219,6 +227,7 @@ fn setup_with(settings: &RouterSettings) -> Setup {
         .with_internal_secret(secret()),
         library: library_queries,
         loans: loan_queries,
+        library_with_caller,
     }
 }
 
@@ -616,6 +625,11 @@ async fn a_subgraph_whose_answers_are_shared_is_told_the_scopes_but_not_who_call
     assert_eq!(
         response,
         json!({"data": {"whoami": null, "toldScopes": []}})
+    );
+    assert_eq!(
+        *shared.library_with_caller.lock().unwrap(),
+        [true, false],
+        "the scholar's request was signed, the scopeless one's not"
     );
     // Without the policy naming it, the same subgraph is told who calls.
     let response = setup().ask(scholar, "{ whoami toldScopes }").await;

@@ -1,12 +1,13 @@
 //! Who is calling, as the router established it, and how that reaches a subgraph.
 //!
 //! Identity is decided once, at the router (a Clerk session JWT, or a partner API key). The
-//! router hands it to each subgraph request as one header, [`CALLER_HEADER`], signed with the
-//! platform's internal secret (HMAC-SHA256): `v1.<payload>.<mac>`, both parts base64url. The
-//! payload is the [`Caller`] and an expiry a few seconds away; the MAC also covers the sha256 of
-//! the subgraph request's query and the sha256 of its variables as JSON ([`variables_digest`]),
-//! so a header copied off one request proves nothing for another query, nor for the same query
-//! with other variables.
+//! router hands it to each subgraph request as one header, [`CALLER_HEADER`] (to a subgraph
+//! whose answers are shared across callers, only the caller's scopes: [`Caller::scopes_only`]),
+//! signed with the platform's internal secret (HMAC-SHA256): `v1.<payload>.<mac>`, both parts
+//! base64url. The payload is the [`Caller`] and an expiry a few seconds away; the MAC also
+//! covers the sha256 of the subgraph request's query and the sha256 of its variables as JSON
+//! ([`variables_digest`]), so a header copied off one request proves nothing for another query,
+//! nor for the same query with other variables.
 //!
 //! Every subgraph is served through a [`CallerGuard`]: a request without the header is
 //! anonymous; one with a header that is malformed, unsigned, tampered with, expired, or signed
