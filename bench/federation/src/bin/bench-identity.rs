@@ -1,6 +1,7 @@
 //! The identity the router benchmark signs in with: serves a JWKS (`GET /jwks.json`) holding
 //! the router tests' first test key, and writes a Clerk-style session token signed with it
-//! (valid for an hour, the longest the router accepts) to `--token-file`, for `loadgen --header "authorization: Bearer …"`.
+//! (valid for an hour, the longest the router accepts) to `--token-file`, for
+//! `loadgen --header "authorization: Bearer …"`.
 //! Test keys only: nothing here is a secret.
 
 use anyhow::Context;
