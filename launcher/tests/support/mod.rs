@@ -79,6 +79,8 @@ pub struct Served {
     pub child: std::process::Child,
     /// The base URL of its internal listener (subgraphs, registry, metrics).
     pub internal: String,
+    /// The file its log goes to.
+    pub log: std::path::PathBuf,
 }
 
 impl std::ops::Deref for Served {
@@ -130,6 +132,7 @@ pub fn serve_with(
             .spawn()
             .unwrap(),
         internal: format!("http://127.0.0.1:{internal_port}"),
+        log: log_path.clone(),
     };
     let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -300,14 +300,25 @@ async fn the_periodic_sweep_announces_and_publishes_until_it_is_stopped() {
             })
     })
     .await;
-    // Several more ticks announce nothing more.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A later tick announces a trial that ended later; it must not announce the first again.
+    let later = Uuid::new_v4();
+    insert_trial(&pool, later, "trialing", now_secs() + 2 * DAY).await;
+    eventually("a later tick announces the later trial", || async {
+        stream_entries(&names.events_stream)
+            .await
+            .iter()
+            .any(|(_, kind, payload)| {
+                kind == "trial.ending" && payload["user_id"] == json!(later.to_string())
+            })
+    })
+    .await;
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), sweep)
         .await
         .expect("the sweep stops on its signal")
         .unwrap();
     assert_eq!(events_for(&pool, &names.events_stream, user).await, 1);
+    assert_eq!(events_for(&pool, &names.events_stream, later).await, 1);
     assert!(
         outbox_rows(&pool, &names.events_stream)
             .await
@@ -315,5 +326,5 @@ async fn the_periodic_sweep_announces_and_publishes_until_it_is_stopped() {
             .all(|(_, published)| *published)
     );
 
-    clean_up(&pool, &[user], &names).await;
+    clean_up(&pool, &[user, later], &names).await;
 }

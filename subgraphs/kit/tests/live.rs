@@ -89,14 +89,17 @@ async fn redis_is_unsubscribed_when_the_last_listener_goes() {
     let channel = channel("last");
     let live = LiveEvents::new(redis());
     let first = live.subscribe(&channel);
-    let second = live.subscribe(&channel);
+    let mut second = Box::pin(live.subscribe(&channel));
     eventually("subscribed", || async { live.is_subscribed(&channel) }).await;
     assert_eq!(redis_subscribers(&channel).await, 1);
 
+    // One listener is left: the subscription stays, and events still reach it.
     drop(first);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(live.is_subscribed(&channel), "one listener is left");
     assert_eq!(live.listener_count(&channel), 1);
+    live.publish(&channel, &json!("still")).await.unwrap();
+    assert_eq!(next(&mut second).await, json!("still"));
+    assert!(live.is_subscribed(&channel));
+    assert_eq!(redis_subscribers(&channel).await, 1);
 
     drop(second);
     eventually("unsubscribed", || async { !live.is_subscribed(&channel) }).await;
