@@ -90,15 +90,15 @@ async fn run() {
     let assistant = Assistant::new(source.clone(), None, Some(cache));
     let ai = Arc::new(AiService::new(assistant));
     let secret = InternalSecret::new(&[9; 32]).unwrap();
-    let guarded = |executor: Arc<dyn GraphQlExecutor>| {
+    let guarded = |name: &str, executor: Arc<dyn GraphQlExecutor>| {
         Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
             executor,
-            secret.clone(),
+            secret.caller_key(name),
         ))))
     };
     let transport = InProcess::default()
-        .with("content", guarded(content.executor))
-        .with("ai", guarded(ai));
+        .with("content", guarded("content", content.executor))
+        .with("ai", guarded("ai", ai));
     let sdl = std::fs::read_to_string(repository.join("schema/supergraph.graphql")).unwrap();
     let router = Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport))
         .with_internal_secret(secret);

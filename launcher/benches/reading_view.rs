@@ -121,18 +121,18 @@ fn main() {
             Duration::from_secs(2),
         );
         let study = Arc::new(StudyService::new(clients.postgres.clone(), Arc::new(catalog)));
-        let guarded = |executor: Arc<dyn GraphQlExecutor>| {
+        let guarded = |name: &str, executor: Arc<dyn GraphQlExecutor>| {
             Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
                 executor,
-                secret.clone(),
+                secret.caller_key(name),
             ))))
         };
         let accounts = gospelib_accounts::schema::subgraph(&clients);
         let transport = Arc::new(
             InProcess::default()
-                .with("content", guarded(content.executor))
-                .with("study", guarded(study.clone()))
-                .with("accounts", guarded(accounts.executor)),
+                .with("content", guarded("content", content.executor))
+                .with("study", guarded("study", study.clone()))
+                .with("accounts", guarded("accounts", accounts.executor)),
         );
         let sdl = include_str!("../../schema/supergraph.graphql");
         let router = Router::new(Supergraph::parse(sdl, None).unwrap(), transport.clone())

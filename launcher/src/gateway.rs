@@ -81,7 +81,8 @@ pub async fn in_process(
             .clone()
             .flush_every(settings.router.usage_flush_every),
     )];
-    let secret = settings.identity.secret.clone();
+    let identity_settings = settings.router_identity()?;
+    let secret = identity_settings.secret.clone();
     // Plans: entitlements as scopes, rate limits shared by every router through Redis.
     let (enforcement, follower) =
         PlanEnforcement::start(settings.plans.clone(), Some(inputs.redis.clone()));
@@ -114,7 +115,7 @@ pub async fn in_process(
     }
     let persisted = PersistedQueries::new(inputs.redis.clone(), "gl:apq", DEFAULT_TTL);
     let (identity, identity_tasks) = gospelib_router::identity::start(
-        &settings.identity,
+        identity_settings,
         Some(inputs.postgres.clone()),
         Some(inputs.redis.clone()),
     )

@@ -76,6 +76,15 @@ enum Command {
     /// The `GOSPELIB_*` settings: checked as a command would read them at start-up.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Print the caller keys of these subgraphs (`NAME=KEY,…`), derived from
+    /// `GOSPELIB_INTERNAL_SECRET`: the `GOSPELIB_CALLER_KEYS` of a process that serves them
+    /// alone (`serve --only NAME`), which then never holds the secret.
+    CallerKeys {
+        /// The subgraphs (comma-separated): each part the process serves, and `content` too
+        /// for an assistant that asks content over HTTP.
+        #[arg(value_delimiter = ',', required = true)]
+        subgraphs: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,6 +335,7 @@ fn main() -> ExitCode {
                 partner_keys::run_revoke(&env, &id).await
             }
             Command::Jobs(JobsCommand::Reminders) => jobs::run_reminders(&env).await,
+            Command::CallerKeys { subgraphs } => print_caller_keys(&env, &subgraphs),
             Command::Settings(SettingsCommand::Check {
                 env_file,
                 only,
@@ -387,6 +397,7 @@ fn checked_command(
             | SchemaCommand::Baseline { .. },
         )
         | Command::PartnerKey(_)
+        | Command::CallerKeys { .. }
         | Command::Settings(_) => {
             return Err(format!(
                 "`gospelib {}` is not a command deployments run: the settings check covers \
@@ -401,8 +412,28 @@ fn checked_command(
 /// How often the stream consumers' backlog is read for the metrics.
 const STREAM_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// `gospelib caller-keys NAME…`: the keys of these subgraphs (each a part this binary
+/// serves), derived from the internal secret, on one line.
+fn print_caller_keys(env: &Env, subgraphs: &[String]) -> anyhow::Result<()> {
+    let chosen = parts::select(subgraphs)?;
+    let mut reader = gospelib_kit::config::ConfigReader::new(env);
+    let secret = reader.internal_secret();
+    reader.finish()?;
+    let secret = secret.expect("present once finish() succeeded");
+    let names: Vec<&str> = chosen.iter().map(|part| part.name).collect();
+    println!(
+        "{}",
+        gospelib_kit::caller::CallerKeys::render(&secret, &names)
+    );
+    Ok(())
+}
+
 async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let settings = ServeSettings::read(env)?;
+    if only.is_empty() {
+        // The whole platform runs the router, which needs the internal secret.
+        settings.router_identity()?;
+    }
     let chosen = parts::select(only)?;
     let clients = StoreClients::new(&settings.stores).context("store clients")?;
     if settings.migrate_on_start {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gospelib_kit::Subgraph;
-use gospelib_kit::caller::CallerGuard;
+use gospelib_kit::caller::{CallerGuard, CallerKey};
 use gospelib_kit::config::{ConfigError, ConfigProblem, ConfigReader, Env, Problem};
 use gospelib_kit::stores::{Dependency, StoreClients};
 
@@ -557,7 +557,7 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let env = Env::from_process();
     let (over_http, llm, daily_vendor_questions) = ai_settings(&env)?;
     let content: Arc<dyn gospelib_ai::content::ContentSource> = match over_http {
-        Some(content) => Arc::new(content.signed_with(inputs.settings.identity.secret.clone())),
+        Some(content) => Arc::new(content.signed_with(caller_key(inputs.settings, "content")?)),
         None => {
             // With content's own settings (its FalkorDB read replica, its Typesense nodes).
             let (subgraph, _) = gospelib_content::schema::subgraph_from_env(
@@ -672,6 +672,32 @@ pub struct Assembled {
     pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The caller key of the subgraph `name`: what this process checks the callers of `name`
+/// with when it serves it, or signs its own requests to `name` with (the assistant's to
+/// content over HTTP). A process given keys (`GOSPELIB_CALLER_KEYS`) must have been given it.
+pub fn caller_key(settings: &ServeSettings, name: &str) -> Result<CallerKey, ConfigError> {
+    settings.caller_keys.get(name).ok_or_else(|| {
+        one_problem(
+            "GOSPELIB_CALLER_KEYS",
+            &format!("`{name}=KEY` among the keys (`gospelib caller-keys {name}` prints it)"),
+            Problem::Malformed {
+                shown: None,
+                reason: format!("it holds no key for {name}, which this process needs"),
+            },
+        )
+    })
+}
+
+/// The subgraphs whose caller keys the chosen parts need, as `env` configures them: each
+/// part's own, and content's for an assistant that asks content over HTTP.
+pub fn needed_caller_keys(parts: &[&'static Part], env: &Env) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = parts.iter().map(|part| part.name).collect();
+    if names.contains(&"ai") && env.get(AI_CONTENT_URL).is_some() && !names.contains(&"content") {
+        names.push("content");
+    }
+    names
+}
+
 pub fn assemble(
     parts: &[&'static Part],
     whole_platform: bool,
@@ -692,7 +718,7 @@ pub fn assemble(
         let mut subgraph = built.subgraph;
         subgraph.executor = Arc::new(CallerGuard::new(
             subgraph.executor,
-            inputs.settings.identity.secret.clone(),
+            caller_key(inputs.settings, part.name)?,
         ));
         assembled.subgraphs.push(subgraph);
         assembled.public_routes = match (assembled.public_routes, built.public_routes) {

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use gospelib_kit::caller::CallerKeys;
 use gospelib_kit::config::{
     ConfigError, ConfigReader, ContentStoreUrls, Env, StoreUrls, Visibility,
 };
@@ -35,9 +36,13 @@ pub struct ServeSettings {
     pub shutdown_grace: Duration,
     /// `GOSPELIB_MIGRATE_ON_START`: apply pending migrations before serving.
     pub migrate_on_start: bool,
-    /// The internal secret (the router signs callers with it, every subgraph checks it) and
-    /// how session tokens are checked. Partner API keys are looked up in PostgreSQL.
-    pub identity: IdentitySettings,
+    /// The internal secret (the router derives each subgraph's caller key from it) and how
+    /// session tokens are checked; partner API keys are looked up in PostgreSQL. Only with
+    /// `GOSPELIB_INTERNAL_SECRET`: the whole platform, which runs the router, needs it.
+    pub identity: Option<IdentitySettings>,
+    /// The caller keys of the subgraphs this process serves: derived from the internal
+    /// secret, or given by `GOSPELIB_CALLER_KEYS` to a process serving subgraphs alone.
+    pub caller_keys: gospelib_kit::caller::CallerKeys,
     /// `GOSPELIB_CLERK_WEBHOOK_SECRET`: the `whsec_…` secret Clerk's webhooks are signed with
     /// (needed when the accounts part runs).
     pub clerk_webhook_secret: Option<gospelib_kit::config::SecretString>,
@@ -53,6 +58,12 @@ pub struct ServeSettings {
 }
 
 impl ServeSettings {
+    /// The router's identity settings: the whole platform runs the router, which needs the
+    /// internal secret (caller keys alone serve subgraphs, not the router).
+    pub fn router_identity(&self) -> Result<&IdentitySettings, NoRouterSecret> {
+        self.identity.as_ref().ok_or(NoRouterSecret)
+    }
+
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
         let mut reader = ConfigReader::new(env);
         let port = reader.port("GOSPELIB_ROUTER_PORT", 4000);
@@ -86,7 +97,22 @@ impl ServeSettings {
         let edge = EdgeSettings::read(&mut reader);
         let grace = reader.number("GOSPELIB_SHUTDOWN_GRACE_SECS", 30, 0, 600);
         let migrate_on_start = reader.flag("GOSPELIB_MIGRATE_ON_START", false);
-        let identity = IdentitySettings::read(&mut reader);
+        // With the internal secret, the router's identity settings and every subgraph's key;
+        // with caller keys alone (or with both, or neither: refused), no router.
+        let (identity, caller_keys) = if reader.raw("GOSPELIB_CALLER_KEYS").is_none()
+            && reader.raw("GOSPELIB_INTERNAL_SECRET").is_some()
+        {
+            let identity = IdentitySettings::read(&mut reader);
+            let keys = identity
+                .as_ref()
+                .map(|identity| CallerKeys::Derived(identity.secret.clone()));
+            (identity.map(Some), keys)
+        } else {
+            // Session tokens are the router's business, but every `serve` reads the shared
+            // settings alike: a bad value is refused here too.
+            IdentitySettings::read_sessions(&mut reader);
+            (Some(None), reader.caller_keys())
+        };
         let clerk_webhook_secret = reader
             .raw("GOSPELIB_CLERK_WEBHOOK_SECRET")
             .is_some()
@@ -125,6 +151,7 @@ impl ServeSettings {
             shutdown_grace: Duration::from_secs(grace.expect(present)),
             migrate_on_start: migrate_on_start.expect(present),
             identity: identity.expect(present),
+            caller_keys: caller_keys.expect(present),
             clerk_webhook_secret,
             plans: plans.expect(present),
             stripe: stripe.expect(present),
@@ -133,6 +160,15 @@ impl ServeSettings {
         })
     }
 }
+
+/// The whole platform was given caller keys instead of the internal secret.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "GOSPELIB_INTERNAL_SECRET is not set: the whole platform runs the router, which derives every \
+     subgraph's caller key from it; GOSPELIB_CALLER_KEYS is for a process serving subgraphs \
+     alone (`serve --only NAME`)"
+)]
+pub struct NoRouterSecret;
 
 /// Stripe's settings: secrets, never printed.
 #[derive(Clone, PartialEq, Eq)]

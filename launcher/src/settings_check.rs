@@ -87,8 +87,18 @@ pub fn check(env: &Env, target: &Target) -> Report {
     collect(&mut problems, OtlpSettings::from_env(env, &service));
     match target {
         Target::Serve { only } => {
-            collect(&mut problems, ServeSettings::read(env));
-            match parts::select(only) {
+            let settings = ServeSettings::read(env);
+            if let (Ok(settings), true) = (&settings, only.is_empty()) {
+                collect(&mut problems, settings.router_identity());
+            }
+            let chosen = parts::select(only);
+            if let (Ok(settings), Ok(chosen)) = (&settings, &chosen) {
+                for name in parts::needed_caller_keys(chosen, env) {
+                    collect(&mut problems, parts::caller_key(settings, name));
+                }
+            }
+            collect(&mut problems, settings);
+            match chosen {
                 Ok(chosen) => {
                     for part in chosen {
                         collect(&mut problems, (part.check)(env));

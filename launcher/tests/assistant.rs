@@ -111,15 +111,15 @@ async fn setup_with_deadline(
             .with_metrics(metrics.clone())
             .with_vendor_deadline(vendor_deadline),
     ));
-    let guarded = |executor: Arc<dyn GraphQlExecutor>| {
+    let guarded = |name: &str, executor: Arc<dyn GraphQlExecutor>| {
         Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
             executor,
-            secret.clone(),
+            secret.caller_key(name),
         ))))
     };
     let transport = RouterInProcess::default()
-        .with("content", guarded(content.executor))
-        .with("ai", guarded(ai.clone()));
+        .with("content", guarded("content", content.executor))
+        .with("ai", guarded("ai", ai.clone()));
     let sdl = std::fs::read_to_string(repository().join("schema/supergraph.graphql")).unwrap();
     Setup {
         router: Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport))
@@ -656,7 +656,7 @@ fn content_over_http_answers_as_in_process() {
         let secret = gospelib_kit::caller::InternalSecret::new(secret.trim().as_bytes()).unwrap();
         let content = OverHttp::new(url, Duration::from_secs(5))
             .unwrap()
-            .signed_with(secret);
+            .signed_with(secret.caller_key("content"));
         // The stack's production graph may hold no corpus (CI): an id no verse has is none.
         assert!(matches!(gather(&content, "john.3.99").await, Ok(None)));
         match gather(&content, "Bad!").await {

@@ -131,10 +131,62 @@ fn jobs_reminders_reports_what_it_did_and_refuses_a_bad_hour() {
     assert!(stderr.contains("GOSPELIB_REMINDER_HOUR"), "{stderr}");
 }
 
+/// As in Phase 2: content alone, holding its caller key and not the internal secret.
 #[test]
 fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
-    let (mut child, base, runtime) = serve(&["serve", "--only", "content"]);
+    use gospelib_kit::caller::{
+        CALLER_HEADER, Caller, CallerKeys, InternalSecret, variables_digest,
+    };
+    let secret = stack_vars()
+        .into_iter()
+        .find(|(name, _)| *name == "GOSPELIB_INTERNAL_SECRET")
+        .map(|(_, value)| InternalSecret::new(value.trim().as_bytes()).unwrap())
+        .unwrap();
+    let (mut child, base, runtime) = serve_with(
+        &["serve", "--only", "content"],
+        &[
+            // Empty is unset.
+            ("GOSPELIB_INTERNAL_SECRET", String::new()),
+            (
+                "GOSPELIB_CALLER_KEYS",
+                CallerKeys::render(&secret, &["content"]),
+            ),
+        ],
+    );
     let internal = child.internal.clone();
+    let (signed, lateral) = runtime.block_on(async {
+        let query = "{ _service { sdl } }";
+        let sign = |subgraph: &str| {
+            secret.caller_key(subgraph).sign(
+                &Caller::partner("p", vec!["interlinear".to_owned()]),
+                query,
+                &variables_digest(&serde_json::json!({})),
+                Duration::from_secs(30),
+            )
+        };
+        let ask = |header: String| {
+            let request = reqwest::Client::new()
+                .post(format!("{internal}/graphql"))
+                .header(CALLER_HEADER, header)
+                .json(&serde_json::json!({ "query": query }));
+            async move {
+                request
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        (ask(sign("content")).await, ask(sign("ai")).await)
+    });
+    // Signed with content's key: believed. With another subgraph's: refused.
+    assert!(signed["errors"].is_null(), "{signed}");
+    assert_eq!(
+        lateral["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+        "{lateral}"
+    );
     let (alone, mounted, public, ready) = runtime.block_on(async {
         let http = reqwest::Client::new();
         let ask = |base: &str, path: &str| {

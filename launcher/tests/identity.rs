@@ -138,6 +138,7 @@ fn signed_in_users_see_their_own_data_and_anonymous_callers_are_refused_what_nee
         let forge = |clerk_id: &str| {
             gospelib_kit::caller::InternalSecret::new(b"someone else's secret, long enough!!")
                 .unwrap()
+                .caller_key("accounts")
                 .sign(
                     &gospelib_kit::caller::Caller::user(gospelib_kit::caller::user_id_for_clerk(
                         clerk_id,

@@ -160,3 +160,69 @@ fn a_line_that_is_not_a_setting_is_refused() {
         "{report}"
     );
 }
+
+/// `gospelib caller-keys NAMES` with `SECRET` as the internal secret: its one line.
+fn caller_keys(names: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_gospelib"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GOSPELIB_INTERNAL_SECRET", SECRET)
+        .args(["caller-keys", names])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn a_part_alone_may_hold_its_caller_keys_instead_of_the_secret() {
+    fn with_keys(keys: &str) -> Vec<(&str, &str)> {
+        let mut pairs = content_pod();
+        pairs.retain(|(name, _)| *name != "GOSPELIB_INTERNAL_SECRET");
+        pairs.push(("GOSPELIB_CALLER_KEYS", keys));
+        pairs
+    }
+    let content = caller_keys("content");
+    assert!(
+        content.starts_with("content=") && content.len() == 8 + 64,
+        "{content}"
+    );
+    let (status, report) = check(&with_keys(&content), &["--only", "content"]);
+    assert_eq!(status, Some(0), "{report}");
+
+    // Another part's key is not this part's.
+    let (status, report) = check(&with_keys(&content), &["--only", "study"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains("it holds no key for study, which this process needs"),
+        "{report}"
+    );
+    // The assistant asking content over HTTP signs with content's key: it needs both.
+    let ai_alone = caller_keys("ai");
+    let mut ai_pod = with_keys(&ai_alone);
+    ai_pod.push(("GOSPELIB_AI_CONTENT_URL", "http://content:4001/graphql"));
+    let (status, report) = check(&ai_pod, &["--only", "ai"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("no key for content"), "{report}");
+    let ai_and_content = caller_keys("ai,content");
+    let mut ai_pod = with_keys(&ai_and_content);
+    ai_pod.push(("GOSPELIB_AI_CONTENT_URL", "http://content:4001/graphql"));
+    let (status, report) = check(&ai_pod, &["--only", "ai"]);
+    assert_eq!(status, Some(0), "{report}");
+
+    // The whole platform runs the router, which needs the secret itself.
+    let (status, report) = check(&with_keys(&content), &[]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains("the whole platform runs the router"),
+        "{report}"
+    );
+    // Both at once: refused, and neither value shown.
+    let mut both = content_pod();
+    both.push(("GOSPELIB_CALLER_KEYS", &content));
+    let (status, report) = check(&both, &["--only", "content"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("set only one of them"), "{report}");
+    assert!(!report.contains(&content[8..]), "a key leaked: {report}");
+    assert!(!report.contains(SECRET), "the secret leaked: {report}");
+}

@@ -62,15 +62,15 @@ async fn setup() -> Setup {
         clients.postgres.clone(),
         Arc::new(catalog),
     ));
-    let guarded = |executor: Arc<dyn GraphQlExecutor>| {
+    let guarded = |name: &str, executor: Arc<dyn GraphQlExecutor>| {
         Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
             executor,
-            secret.clone(),
+            secret.caller_key(name),
         ))))
     };
     let transport = InProcess::default()
-        .with("content", guarded(content.executor))
-        .with("study", guarded(study.clone()));
+        .with("content", guarded("content", content.executor))
+        .with("study", guarded("study", study.clone()));
     let sdl = std::fs::read_to_string(repository().join("schema/supergraph.graphql")).unwrap();
     Setup {
         router: Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport))

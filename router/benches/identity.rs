@@ -111,7 +111,7 @@ fn service(enforce: bool, identity: Identity, secret: &InternalSecret) -> Router
             .enable_federation()
             .finish(),
         ),
-        secret.clone(),
+        secret.caller_key("products"),
     ));
     let transport = InProcess::default().with("products", Arc::new(ExecutorSubgraph(products)));
     let mut router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))

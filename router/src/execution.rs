@@ -152,8 +152,8 @@ pub struct Fetching<'a> {
     pub derivations: Option<(&'a Derivations<Derived>, u64)>,
 }
 
-/// What a subgraph request needs to carry its caller: the caller, and the secret it is signed
-/// with (see [`gospelib_kit::caller`]).
+/// What a subgraph request needs to carry its caller: the caller, and the internal secret the
+/// subgraph's key is derived from (see [`gospelib_kit::caller`]).
 #[derive(Clone, Copy)]
 pub struct SignedCaller<'a> {
     pub caller: &'a gospelib_kit::caller::Caller,
@@ -560,7 +560,8 @@ fn with_headers(
         };
         if caller != &gospelib_kit::caller::Caller::anonymous() {
             // Signed for this request's query and variables: worthless on any other request.
-            let header = signed.secret.sign(
+            // With the key of this subgraph alone: no other subgraph would believe it.
+            let header = signed.secret.caller_key(subgraph).sign(
                 caller,
                 &request.query,
                 &variables_digest(&request.variables),

@@ -394,7 +394,8 @@ impl Router {
         }
     }
 
-    /// Signs callers into subgraph requests with `secret` (`GOSPELIB_INTERNAL_SECRET`).
+    /// Signs callers into subgraph requests, each with the key of the subgraph it goes to,
+    /// derived from `secret` (`GOSPELIB_INTERNAL_SECRET`).
     pub fn with_internal_secret(mut self, secret: InternalSecret) -> Self {
         self.secret = Some(secret);
         self
@@ -896,7 +897,7 @@ impl Router {
             crate::transport::SubgraphRequest::query(ACCESS_QUERY, Default::default());
         request.headers.push((
             gospelib_kit::caller::CALLER_HEADER.to_owned(),
-            secret.sign(
+            secret.caller_key(BILLING_SUBGRAPH).sign(
                 caller,
                 ACCESS_QUERY,
                 &crate::execution::variables_digest(&request.variables),

@@ -449,6 +449,16 @@ pub struct IdentitySettings {
 impl IdentitySettings {
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let secret = reader.internal_secret();
+        let sessions = Self::read_sessions(reader);
+        Some(Self {
+            secret: secret?,
+            sessions: sessions?,
+        })
+    }
+
+    /// The session token settings alone (`None` when one is bad; `Some(None)` when session
+    /// tokens are not accepted).
+    pub fn read_sessions(reader: &mut ConfigReader<'_>) -> Option<Option<crate::jwt::JwtSettings>> {
         let jwks_url = reader
             .raw("GOSPELIB_AUTH_JWKS_URL")
             .is_some()
@@ -509,10 +519,7 @@ impl IdentitySettings {
                 None
             }
         };
-        Some(Self {
-            secret: secret?,
-            sessions,
-        })
+        Some(sessions)
     }
 }
 

@@ -203,18 +203,18 @@ fn setup_with(settings: &RouterSettings) -> Setup {
                 .unwrap_or_else(|e| panic!("{e}"))
         })
         .clone();
-    let recorded = |executor: Arc<dyn GraphQlExecutor>| {
+    let recorded = |name: &str, executor: Arc<dyn GraphQlExecutor>| {
         let queries = Arc::new(Mutex::new(Vec::new()));
         let with_caller = Arc::new(Mutex::new(Vec::new()));
         let subgraph = Recorded {
-            executor: Arc::new(CallerGuard::new(executor, secret())),
+            executor: Arc::new(CallerGuard::new(executor, secret().caller_key(name))),
             queries: queries.clone(),
             with_caller: with_caller.clone(),
         };
         (Arc::new(subgraph), queries, with_caller)
     };
-    let (library, library_queries, library_with_caller) = recorded(library);
-    let (loans, loan_queries, _) = recorded(loans);
+    let (library, library_queries, library_with_caller) = recorded("library", library);
+    let (loans, loan_queries, _) = recorded("loans", loans);
     let transport = InProcess::default()
         .with("library", library)
         .with("loans", loans);
@@ -440,7 +440,7 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
                 .enable_federation()
                 .finish(),
         ),
-        secret(),
+        secret().caller_key("library"),
     );
     let ask = |header: String, query: &str| {
         let mut request = async_graphql::Request::new(query);
@@ -452,6 +452,7 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
     // Signed with another secret.
     let forged = InternalSecret::new(b"not the platform's secret, but long enough")
         .unwrap()
+        .caller_key("library")
         .sign(
             &reader(),
             "{ whoami }",
@@ -461,8 +462,18 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
     let response = serde_json::to_value(ask(forged, "{ whoami }").await).unwrap();
     assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
     assert_eq!(response["data"], Value::Null);
+    // Signed with the platform's key of another subgraph: what that subgraph's process holds
+    // (were it compromised) signs nothing the library believes.
+    let lateral = secret().caller_key("loans").sign(
+        &reader(),
+        "{ whoami }",
+        &no_variables(),
+        std::time::Duration::from_secs(30),
+    );
+    let response = serde_json::to_value(ask(lateral, "{ whoami }").await).unwrap();
+    assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
     // Signed by the router, for another query.
-    let replayed = secret().sign(
+    let replayed = secret().caller_key("library").sign(
         &reader(),
         "{ books { id } }",
         &no_variables(),
@@ -471,7 +482,7 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
     let response = serde_json::to_value(ask(replayed, "{ whoami }").await).unwrap();
     assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
     // The real thing.
-    let good = secret().sign(
+    let good = secret().caller_key("library").sign(
         &reader(),
         "{ whoami }",
         &no_variables(),
@@ -494,7 +505,7 @@ async fn library_over_http() -> String {
                 .enable_federation()
                 .finish(),
         ),
-        secret(),
+        secret().caller_key("library"),
     ));
     let (app, _) = build_app(AppSpec {
         service: "library".to_owned(),
@@ -551,6 +562,7 @@ async fn over_http_the_caller_reaches_the_subgraph_signed_and_a_forged_one_is_re
     assert_eq!(post(None).await["data"], json!({"whoami": null}));
     let forged = InternalSecret::new(b"not the platform's secret, but long enough")
         .unwrap()
+        .caller_key("library")
         .sign(
             &reader(),
             "{ whoami }",
@@ -562,7 +574,7 @@ async fn over_http_the_caller_reaches_the_subgraph_signed_and_a_forged_one_is_re
         refused["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
         "{refused}"
     );
-    let signed = secret().sign(
+    let signed = secret().caller_key("library").sign(
         &reader(),
         "{ whoami }",
         &no_variables(),

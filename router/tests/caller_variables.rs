@@ -82,7 +82,9 @@ fn router_and_subgraph_serialise_the_variables_to_the_same_bytes() {
 
 #[test]
 fn a_header_signed_by_the_router_verifies_on_the_subgraph_for_those_variables_only() {
-    let secret = InternalSecret::new(&[5u8; 32]).unwrap();
+    let secret = InternalSecret::new(&[5u8; 32])
+        .unwrap()
+        .caller_key("content");
     let caller = Caller::user(user_id_for_clerk("user_ada"));
     let variables = object(serde_json::from_str::<Value>(REPRESENTATIVE).unwrap());
     let header = secret.sign(

@@ -278,7 +278,8 @@ fn subgraphs(
     ]
     .into_iter()
     .map(|mut subgraph| {
-        subgraph.executor = Arc::new(CallerGuard::new(subgraph.executor, secret.clone()));
+        let key = secret.caller_key(&subgraph.name);
+        subgraph.executor = Arc::new(CallerGuard::new(subgraph.executor, key));
         subgraph
     })
     .collect()

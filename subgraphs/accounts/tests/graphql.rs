@@ -478,7 +478,9 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
     let pool = pool().await;
     let (a, stream) = (clerk_id(), stream());
     let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
-    let secret = InternalSecret::new(&[42u8; 32]).unwrap();
+    let secret = InternalSecret::new(&[42u8; 32])
+        .unwrap()
+        .caller_key("accounts");
     let guarded = CallerGuard::new(Arc::new(service(&pool, &stream)), secret.clone());
     let query = "{ me { id firstName } }";
     let execute = |header: Option<String>| {
@@ -501,12 +503,29 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
         json!({"data": {"me": {"id": a_id.to_string(), "firstName": "Ada"}}})
     );
     assert_eq!(execute(None).await, json!({"data": {"me": null}}));
-    let forged = InternalSecret::new(&[7u8; 32]).unwrap().sign(
-        &Caller::user(a_id),
-        query,
-        &no_variables(),
-        DEFAULT_LIFETIME,
+    // Signed with another key: the platform's for another subgraph, then another platform's.
+    let other_subgraph = InternalSecret::new(&[42u8; 32])
+        .unwrap()
+        .caller_key("ai")
+        .sign(
+            &Caller::user(a_id),
+            query,
+            &no_variables(),
+            DEFAULT_LIFETIME,
+        );
+    assert_eq!(
+        codes(&execute(Some(other_subgraph)).await),
+        vec!["UNAUTHORIZED"]
     );
+    let forged = InternalSecret::new(&[7u8; 32])
+        .unwrap()
+        .caller_key("accounts")
+        .sign(
+            &Caller::user(a_id),
+            query,
+            &no_variables(),
+            DEFAULT_LIFETIME,
+        );
     assert_eq!(codes(&execute(Some(forged)).await), vec!["UNAUTHORIZED"]);
 
     clean_up(&pool, &[&a], &stream).await;

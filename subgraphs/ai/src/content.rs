@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gospelib_kit::GraphQlExecutor;
-use gospelib_kit::caller::{CALLER_HEADER, Caller, InternalSecret, variables_digest};
+use gospelib_kit::caller::{CALLER_HEADER, Caller, CallerKey, variables_digest};
 use gospelib_kit::stores::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -81,9 +81,9 @@ impl ContentSource for InProcess {
 pub struct OverHttp {
     url: url::Url,
     client: reqwest::Client,
-    /// Signs [`context_reader`] into each request (content's guard checks it); without it the
-    /// assistant asks as an anonymous caller, who gets no words.
-    secret: Option<InternalSecret>,
+    /// Content's caller key, to sign [`context_reader`] into each request (content's guard
+    /// checks it); without it the assistant asks as an anonymous caller, who gets no words.
+    key: Option<CallerKey>,
 }
 
 impl OverHttp {
@@ -95,13 +95,13 @@ impl OverHttp {
         Ok(Self {
             url,
             client,
-            secret: None,
+            key: None,
         })
     }
 
-    /// This endpoint, asked as [`context_reader`], signed with `secret`.
-    pub fn signed_with(mut self, secret: InternalSecret) -> Self {
-        self.secret = Some(secret);
+    /// This endpoint, asked as [`context_reader`], signed with `key` (content's caller key).
+    pub fn signed_with(mut self, key: CallerKey) -> Self {
+        self.key = Some(key);
         self
     }
 }
@@ -110,11 +110,11 @@ impl ContentSource for OverHttp {
     fn run(&self, query: &'static str, variables: Value) -> BoxFuture<'_, Result<Value, String>> {
         Box::pin(async move {
             let mut request = self.client.post(self.url.clone());
-            if let Some(secret) = &self.secret {
+            if let Some(key) = &self.key {
                 // Over the variables as content's guard reads them (names sorted).
                 let digest =
                     variables_digest(&async_graphql::Variables::from_json(variables.clone()));
-                let signed = secret.sign(&context_reader(), query, &digest, SIGNED_FOR);
+                let signed = key.sign(&context_reader(), query, &digest, SIGNED_FOR);
                 request = request.header(CALLER_HEADER, signed);
             }
             let response = request

@@ -181,7 +181,9 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
     let names = names();
     let user = Uuid::new_v4();
     subscribe_in_store(&pool, user, "scholar", "trialing", 3600).await;
-    let secret = InternalSecret::new(&[42u8; 32]).unwrap();
+    let secret = InternalSecret::new(&[42u8; 32])
+        .unwrap()
+        .caller_key("billing");
     let guarded = CallerGuard::new(Arc::new(service(&pool, settings(&names))), secret.clone());
     let execute = |header: Option<String>| {
         let mut request = async_graphql::Request::new(ACCESS);
@@ -205,12 +207,29 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
         execute(None).await["data"]["callerAccess"]["plan"],
         "reader"
     );
-    let forged = InternalSecret::new(&[7u8; 32]).unwrap().sign(
-        &Caller::user(user),
-        ACCESS,
-        &no_variables(),
-        DEFAULT_LIFETIME,
+    // Signed with another key: the platform's for another subgraph, then another platform's.
+    let other_subgraph = InternalSecret::new(&[42u8; 32])
+        .unwrap()
+        .caller_key("ai")
+        .sign(
+            &Caller::user(user),
+            ACCESS,
+            &no_variables(),
+            DEFAULT_LIFETIME,
+        );
+    assert_eq!(
+        codes(&execute(Some(other_subgraph)).await),
+        vec!["UNAUTHORIZED"]
     );
+    let forged = InternalSecret::new(&[7u8; 32])
+        .unwrap()
+        .caller_key("billing")
+        .sign(
+            &Caller::user(user),
+            ACCESS,
+            &no_variables(),
+            DEFAULT_LIFETIME,
+        );
     assert_eq!(codes(&execute(Some(forged)).await), vec!["UNAUTHORIZED"]);
 
     clean_up(&pool, &[user], &names).await;

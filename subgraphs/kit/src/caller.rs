@@ -3,8 +3,10 @@
 //! Identity is decided once, at the router (a Clerk session JWT, or a partner API key). The
 //! router hands it to each subgraph request as one header, [`CALLER_HEADER`] (to a subgraph
 //! whose answers are shared across callers, only the caller's scopes: [`Caller::scopes_only`]),
-//! signed with the platform's internal secret (HMAC-SHA256): `v1.<payload>.<mac>`, both parts
-//! base64url. The payload is the [`Caller`] and an expiry a few seconds away; the MAC also
+//! signed (HMAC-SHA256) with the key of the subgraph it goes to: `v1.<payload>.<mac>`, both
+//! parts base64url. Each subgraph's [`CallerKey`] is derived from the platform's internal
+//! secret, which only the router holds; a process serving subgraphs alone is given only their
+//! keys ([`CallerKeys`]), so no subgraph can sign a caller another subgraph would believe. The payload is the [`Caller`] and an expiry a few seconds away; the MAC also
 //! covers the sha256 of the subgraph request's query and the sha256 of its variables as JSON
 //! ([`variables_digest`]), so a header copied off one request proves nothing for another query,
 //! nor for the same query with other variables.
@@ -139,7 +141,9 @@ pub fn user_id_for_clerk(clerk_user_id: &str) -> Uuid {
     Uuid::new_v5(&NAMESPACE, clerk_user_id.as_bytes())
 }
 
-/// The platform's internal secret (`GOSPELIB_INTERNAL_SECRET`), never printed.
+/// The platform's internal secret (`GOSPELIB_INTERNAL_SECRET`), never printed. Only the
+/// router's processes need it: each subgraph's [`CallerKey`] is derived from it, and a process
+/// that serves subgraphs alone holds only theirs ([`CallerKeys`]).
 #[derive(Clone)]
 pub struct InternalSecret(Arc<[u8]>);
 
@@ -168,6 +172,59 @@ impl InternalSecret {
             return Err(SecretTooShort(secret.len()));
         }
         Ok(Self(secret.into()))
+    }
+
+    /// The key of the subgraph named `subgraph` (its name in the supergraph): an HMAC-SHA256
+    /// of the name under the internal secret. Knowing one subgraph's key tells nothing of
+    /// another's, nor of the secret.
+    pub fn caller_key(&self, subgraph: &str) -> CallerKey {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(CALLER_KEY_LABEL);
+        mac.update(subgraph.as_bytes());
+        CallerKey(mac.finalize().into_bytes().into())
+    }
+}
+
+/// What a subgraph's key is derived for (see [`InternalSecret::caller_key`]); never change it.
+const CALLER_KEY_LABEL: &[u8] = b"gospelib caller key v1\0";
+
+/// The key caller contexts to one subgraph are signed with (the router signs, the subgraph
+/// verifies), never printed. Because each subgraph has its own, a subgraph's process cannot
+/// sign a caller another subgraph would believe: a compromised assistant cannot act as a user
+/// towards study or billing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerKey([u8; 32]);
+
+impl std::fmt::Debug for CallerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallerKey([redacted])")
+    }
+}
+
+/// A caller key that is not 64 hexadecimal digits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a caller key is 64 hexadecimal digits (32 bytes)")]
+pub struct BadCallerKey;
+
+impl CallerKey {
+    /// The key written as [`CallerKey::to_hex`] wrote it.
+    pub fn from_hex(hex: &str) -> Result<Self, BadCallerKey> {
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return Err(BadCallerKey);
+        }
+        let mut key = [0u8; 32];
+        for (byte, pair) in key.iter_mut().zip(hex.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| BadCallerKey)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| BadCallerKey)?;
+        }
+        Ok(Self(key))
+    }
+
+    /// The key as 64 lowercase hexadecimal digits (for `gospelib caller-keys`).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
     fn mac(&self, payload: &str, query: &str, variables: &VariablesDigest) -> Hmac<Sha256> {
@@ -201,7 +258,7 @@ impl InternalSecret {
         format!("v1.{payload}.{}", BASE64URL.encode(mac))
     }
 
-    /// The caller a header value carries, if the router signed it for `query` with the
+    /// The caller a header value carries, if it was signed with this key for `query` with the
     /// variables whose [`variables_digest`] is `variables`, and it has not expired.
     pub fn verify(
         &self,
@@ -235,6 +292,57 @@ impl InternalSecret {
             return Err(CallerRefused::TooLongLived);
         }
         Ok(signed.caller)
+    }
+}
+
+/// The caller keys a process holds: every subgraph's, derived from the internal secret (a
+/// process that runs the router, or the whole platform), or only those it was given
+/// (`GOSPELIB_CALLER_KEYS`, for a process that serves subgraphs alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKeys {
+    Derived(InternalSecret),
+    Given(std::collections::BTreeMap<String, CallerKey>),
+}
+
+impl CallerKeys {
+    /// The key of the subgraph named `subgraph`, if this process holds it.
+    pub fn get(&self, subgraph: &str) -> Option<CallerKey> {
+        match self {
+            Self::Derived(secret) => Some(secret.caller_key(subgraph)),
+            Self::Given(keys) => keys.get(subgraph).cloned(),
+        }
+    }
+
+    /// Keys written as `NAME=HEX,NAME=HEX` ([`CallerKeys::render`]'s form).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut keys = std::collections::BTreeMap::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((name, hex)) = entry.split_once('=') else {
+                return Err("an entry is not NAME=KEY".to_owned());
+            };
+            let name = name.trim();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("`{name}` is not a subgraph name"));
+            }
+            let key = CallerKey::from_hex(hex.trim())
+                .map_err(|error| format!("{name}'s key: {error}"))?;
+            if keys.insert(name.to_owned(), key).is_some() {
+                return Err(format!("{name} is named twice"));
+            }
+        }
+        if keys.is_empty() {
+            return Err("no keys".to_owned());
+        }
+        Ok(Self::Given(keys))
+    }
+
+    /// The keys of `subgraphs` derived from `secret`, in [`CallerKeys::parse`]'s form.
+    pub fn render(secret: &InternalSecret, subgraphs: &[&str]) -> String {
+        subgraphs
+            .iter()
+            .map(|name| format!("{name}={}", secret.caller_key(name).to_hex()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -311,12 +419,13 @@ impl ForwardedHeaders {
 /// data for the resolvers ([`Caller::of`]).
 pub struct CallerGuard {
     inner: Arc<dyn GraphQlExecutor>,
-    secret: InternalSecret,
+    key: CallerKey,
 }
 
 impl CallerGuard {
-    pub fn new(inner: Arc<dyn GraphQlExecutor>, secret: InternalSecret) -> Self {
-        Self { inner, secret }
+    /// `inner` behind the check with `key`, the key of the subgraph `inner` serves.
+    pub fn new(inner: Arc<dyn GraphQlExecutor>, key: CallerKey) -> Self {
+        Self { inner, key }
     }
 }
 
@@ -329,7 +438,7 @@ impl CallerGuard {
         else {
             return Ok(Caller::anonymous());
         };
-        self.secret.verify(
+        self.key.verify(
             header,
             &request.query,
             &variables_digest(&request.variables),
@@ -389,8 +498,8 @@ impl GraphQlExecutor for CallerGuard {
 mod tests {
     use super::*;
 
-    fn secret() -> InternalSecret {
-        InternalSecret::new(&[7u8; 32]).unwrap()
+    fn secret() -> CallerKey {
+        InternalSecret::new(&[7u8; 32]).unwrap().caller_key("study")
     }
 
     fn someone() -> Caller {
@@ -418,11 +527,64 @@ mod tests {
             secret().verify(&header, "{ me { email } }", &none()),
             Err(CallerRefused::BadSignature)
         );
-        let other = InternalSecret::new(&[8u8; 32]).unwrap();
+        let other = InternalSecret::new(&[8u8; 32]).unwrap().caller_key("study");
         assert_eq!(
             other.verify(&header, "{ me { id } }", &none()),
             Err(CallerRefused::BadSignature)
         );
+    }
+
+    #[test]
+    fn each_subgraph_has_its_own_key() {
+        let master = InternalSecret::new(&[7u8; 32]).unwrap();
+        let study = master.caller_key("study");
+        let ai = master.caller_key("ai");
+        assert_ne!(study, ai);
+        assert_eq!(
+            study,
+            master.caller_key("study"),
+            "derived alike every time"
+        );
+        // What the assistant's key signs, study refuses: it cannot act as a user there.
+        let forged = ai.sign(&someone(), "{ me { id } }", &none(), DEFAULT_LIFETIME);
+        assert_eq!(
+            study.verify(&forged, "{ me { id } }", &none()),
+            Err(CallerRefused::BadSignature)
+        );
+        // A key derived for a name that merely starts alike is another key.
+        assert_ne!(master.caller_key("stud"), study);
+        assert_ne!(master.caller_key("study2"), study);
+    }
+
+    #[test]
+    fn caller_keys_are_written_and_read_back() {
+        let master = InternalSecret::new(&[7u8; 32]).unwrap();
+        let rendered = CallerKeys::render(&master, &["ai", "content"]);
+        let given = CallerKeys::parse(&rendered).unwrap();
+        assert_eq!(given.get("ai"), Some(master.caller_key("ai")));
+        assert_eq!(given.get("content"), Some(master.caller_key("content")));
+        assert_eq!(given.get("study"), None, "only the keys given");
+        assert_eq!(
+            CallerKeys::Derived(master.clone()).get("study"),
+            Some(master.caller_key("study"))
+        );
+        let key = master.caller_key("ai").to_hex();
+        assert_eq!(CallerKey::from_hex(&key), Ok(master.caller_key("ai")));
+        for bad in [
+            String::new(),
+            "ai".to_owned(),
+            format!("ai={}", &key[..62]),
+            format!("ai={key}0"),
+            format!("ai={}zz", &key[..62]),
+            format!("ai={key},ai={key}"),
+            format!("a i={key}"),
+            format!("={key}"),
+        ] {
+            assert!(CallerKeys::parse(&bad).is_err(), "{bad:?}");
+        }
+        // Never printed, even as an error.
+        let printed = format!("{given:?} {:?}", CallerKeys::parse("ai=??"));
+        assert!(!printed.contains(&key), "{printed}");
     }
 
     #[test]
@@ -570,7 +732,11 @@ mod tests {
             InternalSecret::new(b"short").unwrap_err(),
             SecretTooShort(5)
         );
-        assert_eq!(format!("{:?}", secret()), "InternalSecret([redacted])");
+        assert_eq!(
+            format!("{:?}", InternalSecret::new(&[7u8; 32]).unwrap()),
+            "InternalSecret([redacted])"
+        );
+        assert_eq!(format!("{:?}", secret()), "CallerKey([redacted])");
     }
 
     #[test]

@@ -271,6 +271,49 @@ impl<'a> ConfigReader<'a> {
         )
     }
 
+    /// The caller keys of the subgraphs this process serves (see [`crate::caller`]): all of
+    /// them, derived from `GOSPELIB_INTERNAL_SECRET`, or only those `GOSPELIB_CALLER_KEYS`
+    /// gives (`NAME=KEY,…`, from `gospelib caller-keys`) to a process that serves subgraphs
+    /// alone, which then never holds the secret. One of the two, not both.
+    pub fn caller_keys(&mut self) -> Option<crate::caller::CallerKeys> {
+        const KEYS: &str = "GOSPELIB_CALLER_KEYS";
+        const EXPECTED: &str = "the keys of the subgraphs this process serves, `NAME=KEY,…` as \
+             `gospelib caller-keys NAME…` prints them from the internal secret";
+        if self.env.get(KEYS).is_none() {
+            if self.env.get("GOSPELIB_INTERNAL_SECRET").is_none() {
+                self.record(
+                    "GOSPELIB_INTERNAL_SECRET",
+                    "the platform's internal secret (at least 32 characters), or, in a process \
+                     that serves subgraphs alone, GOSPELIB_CALLER_KEYS",
+                    Problem::Missing,
+                );
+                return None;
+            }
+            return self
+                .internal_secret()
+                .map(crate::caller::CallerKeys::Derived);
+        }
+        if self.env.get("GOSPELIB_INTERNAL_SECRET").is_some() {
+            self.record(
+                KEYS,
+                EXPECTED,
+                Problem::Malformed {
+                    shown: None,
+                    reason: "GOSPELIB_INTERNAL_SECRET is set too: a process holding the secret \
+                             derives every key, so set only one of them"
+                        .to_owned(),
+                },
+            );
+            return None;
+        }
+        self.required(
+            KEYS,
+            EXPECTED,
+            Visibility::Secret,
+            crate::caller::CallerKeys::parse,
+        )
+    }
+
     /// `GOSPELIB_PLANS_FILE`: the plan catalogue (see [`crate::plans`]); the one the binary
     /// was built with (`config/plans.toml`) when unset.
     pub fn plans(&mut self) -> Option<std::sync::Arc<crate::plans::Plans>> {
@@ -580,6 +623,47 @@ impl ContentStoreUrls {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn caller_keys_come_from_the_secret_or_are_given_never_both() {
+        use crate::caller::{CallerKeys, InternalSecret};
+        const SECRET: &str = "a test secret of at least thirty-two bytes";
+        let read = |pairs: &[(&str, &str)]| {
+            let env = super::Env::from_pairs(pairs.iter().copied());
+            let mut reader = super::ConfigReader::new(&env);
+            let keys = reader.caller_keys();
+            reader.finish().map(|()| keys.unwrap())
+        };
+        let master = InternalSecret::new(SECRET.as_bytes()).unwrap();
+        assert_eq!(
+            read(&[("GOSPELIB_INTERNAL_SECRET", SECRET)]).unwrap(),
+            CallerKeys::Derived(master.clone())
+        );
+        let given = CallerKeys::render(&master, &["study"]);
+        let keys = read(&[("GOSPELIB_CALLER_KEYS", &given)]).unwrap();
+        assert_eq!(keys.get("study"), Some(master.caller_key("study")));
+        assert_eq!(keys.get("billing"), None);
+
+        let both = read(&[
+            ("GOSPELIB_CALLER_KEYS", &given),
+            ("GOSPELIB_INTERNAL_SECRET", SECRET),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("set only one of them"), "{both}");
+        let neither = read(&[]).unwrap_err().to_string();
+        assert!(
+            neither.contains("GOSPELIB_INTERNAL_SECRET is not set")
+                && neither.contains("GOSPELIB_CALLER_KEYS"),
+            "{neither}"
+        );
+        let bad = format!("{given}0");
+        let refused = read(&[("GOSPELIB_CALLER_KEYS", &bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("64 hexadecimal digits"), "{refused}");
+        assert!(!refused.contains(&given[6..]), "a key was shown: {refused}");
+    }
+
     #[test]
     fn store_urls_print_no_password_nor_key() {
         let urls = super::StoreUrls {

@@ -187,7 +187,7 @@ async fn server_limited(
     let schema = Schema::build(Query, async_graphql::EmptyMutation, Live)
         .data(live.clone())
         .finish();
-    let guarded = CallerGuard::new(Arc::new(schema), secret());
+    let guarded = CallerGuard::new(Arc::new(schema), secret().caller_key("live"));
     let app = app_limited(Arc::new(guarded), settings, max_body_bytes);
     (start_app(app).await, live)
 }
@@ -874,7 +874,9 @@ async fn the_caller_context_comes_in_connection_init_and_a_forged_one_is_refused
     let variables = variables_digest(&async_graphql::Variables::default());
     let user = Caller::user(uuid::Uuid::new_v4());
 
-    let signed = secret().sign(&user, query, &variables, DEFAULT_LIFETIME);
+    let signed = secret()
+        .caller_key("live")
+        .sign(&user, query, &variables, DEFAULT_LIFETIME);
     let mut client = Client::ready_with(&server, json!({CALLER_HEADER: signed})).await;
     client.subscribe("me", query, json!({})).await;
     assert_eq!(
@@ -884,7 +886,9 @@ async fn the_caller_context_comes_in_connection_init_and_a_forged_one_is_refused
     assert_eq!(client.next().await, json!({"id": "me", "type": "complete"}));
 
     let forger = InternalSecret::new(b"not the platform's secret, a forgery").unwrap();
-    let forged = forger.sign(&user, query, &variables, DEFAULT_LIFETIME);
+    let forged = forger
+        .caller_key("live")
+        .sign(&user, query, &variables, DEFAULT_LIFETIME);
     let mut client = Client::ready_with(&server, json!({"X-Gospelib-Caller": forged})).await;
     client.subscribe("me", query, json!({})).await;
     let refusal = client.next().await;
