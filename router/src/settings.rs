@@ -438,7 +438,7 @@ mod tests {
 /// router.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentitySettings {
-    /// `GOSPELIB_INTERNAL_SECRET`: signs the caller context.
+    /// `GOSPELIB_INTERNAL_SECRET`: each subgraph's caller key is derived from it.
     pub secret: gospelib_kit::caller::InternalSecret,
     /// `GOSPELIB_AUTH_JWKS_URL`, `GOSPELIB_AUTH_ISSUER` and `GOSPELIB_AUTH_AUDIENCE` (all
     /// three, or none: then session tokens are refused). A token's `aud` or `azp` is always
@@ -456,8 +456,8 @@ impl IdentitySettings {
         })
     }
 
-    /// The session token settings alone (`None` when one is bad; `Some(None)` when session
-    /// tokens are not accepted).
+    /// The session token settings alone (`Some(None)` when session tokens are not accepted;
+    /// a bad value is a problem recorded in `reader`).
     pub fn read_sessions(reader: &mut ConfigReader<'_>) -> Option<Option<crate::jwt::JwtSettings>> {
         let jwks_url = reader
             .raw("GOSPELIB_AUTH_JWKS_URL")

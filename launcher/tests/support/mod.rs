@@ -79,7 +79,7 @@ pub struct Served {
     pub child: std::process::Child,
     /// The base URL of its internal listener (subgraphs, registry, metrics).
     pub internal: String,
-    /// The file its log goes to.
+    /// The file its log goes to (removed when it is dropped).
     pub log: std::path::PathBuf,
 }
 
@@ -100,6 +100,7 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -156,7 +157,6 @@ pub fn serve_with(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let _ = std::fs::remove_file(&log_path);
     (child, base, runtime)
 }
 

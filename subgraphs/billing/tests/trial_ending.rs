@@ -300,7 +300,7 @@ async fn the_periodic_sweep_announces_and_publishes_until_it_is_stopped() {
             })
     })
     .await;
-    // A later tick announces a trial that ended later; it must not announce the first again.
+    // A later tick announces a trial inserted since; it must not announce the first again.
     let later = Uuid::new_v4();
     insert_trial(&pool, later, "trialing", now_secs() + 2 * DAY).await;
     eventually("a later tick announces the later trial", || async {

@@ -315,19 +315,22 @@ impl CallerKeys {
 
     /// Keys written as `NAME=HEX,NAME=HEX` ([`CallerKeys::render`]'s form).
     pub fn parse(raw: &str) -> Result<Self, String> {
+        // Errors name an entry by its place, never by its text: a key written where the name
+        // goes would be shown.
         let mut keys = std::collections::BTreeMap::new();
-        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let entries = raw.split(',').map(str::trim).filter(|e| !e.is_empty());
+        for (place, entry) in entries.enumerate().map(|(i, entry)| (i + 1, entry)) {
             let Some((name, hex)) = entry.split_once('=') else {
-                return Err("an entry is not NAME=KEY".to_owned());
+                return Err(format!("entry {place} is not NAME=KEY"));
             };
             let name = name.trim();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("`{name}` is not a subgraph name"));
+                return Err(format!("entry {place} does not start with a subgraph name"));
             }
             let key = CallerKey::from_hex(hex.trim())
-                .map_err(|error| format!("{name}'s key: {error}"))?;
+                .map_err(|error| format!("entry {place}: {error}"))?;
             if keys.insert(name.to_owned(), key).is_some() {
-                return Err(format!("{name} is named twice"));
+                return Err(format!("entry {place} names a subgraph named before"));
             }
         }
         if keys.is_empty() {
@@ -582,8 +585,12 @@ mod tests {
         ] {
             assert!(CallerKeys::parse(&bad).is_err(), "{bad:?}");
         }
-        // Never printed, even as an error.
-        let printed = format!("{given:?} {:?}", CallerKeys::parse("ai=??"));
+        // Never printed, even as an error (a key written where the name goes included).
+        let printed = format!(
+            "{given:?} {:?} {:?}",
+            CallerKeys::parse("ai=??"),
+            CallerKeys::parse(&format!("{key}=ai"))
+        );
         assert!(!printed.contains(&key), "{printed}");
     }
 

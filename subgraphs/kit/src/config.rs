@@ -257,13 +257,13 @@ impl<'a> ConfigReader<'a> {
         self.required(name, expected, Visibility::Secret, |raw| Ok(raw.to_owned()))
     }
 
-    /// `GOSPELIB_INTERNAL_SECRET`: what the router signs each caller context with and every
-    /// subgraph checks it with (at least 32 bytes; the same in every process).
+    /// `GOSPELIB_INTERNAL_SECRET`: what the router derives each subgraph's caller key from (at
+    /// least 32 bytes; the same in every process that runs a router or holds every key).
     pub fn internal_secret(&mut self) -> Option<crate::caller::InternalSecret> {
         self.required(
             "GOSPELIB_INTERNAL_SECRET",
-            "a random secret of at least 32 characters, the same in every process \
-             (e.g. `openssl rand -hex 32`)",
+            "a random secret of at least 32 characters, the same in every process that \
+             runs a router (e.g. `openssl rand -hex 32`)",
             Visibility::Secret,
             |raw| {
                 crate::caller::InternalSecret::new(raw.trim().as_bytes()).map_err(|e| e.to_string())
