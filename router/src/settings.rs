@@ -452,13 +452,13 @@ impl IdentitySettings {
         let sessions = Self::read_sessions(reader);
         Some(Self {
             secret: secret?,
-            sessions: sessions?,
+            sessions,
         })
     }
 
-    /// The session token settings alone (`Some(None)` when session tokens are not accepted;
-    /// a bad value is a problem recorded in `reader`).
-    pub fn read_sessions(reader: &mut ConfigReader<'_>) -> Option<Option<crate::jwt::JwtSettings>> {
+    /// The session token settings alone: `None` when session tokens are not accepted, or when
+    /// a value is bad (a problem recorded in `reader`).
+    pub fn read_sessions(reader: &mut ConfigReader<'_>) -> Option<crate::jwt::JwtSettings> {
         let jwks_url = reader
             .raw("GOSPELIB_AUTH_JWKS_URL")
             .is_some()
@@ -496,7 +496,7 @@ impl IdentitySettings {
             0,
             7 * 86_400,
         );
-        let sessions = match (jwks_url, issuer) {
+        match (jwks_url, issuer) {
             (Some(url), Some(issuer)) => audience.map(|audience| crate::jwt::JwtSettings {
                 live_grace: Duration::from_secs(live_grace.unwrap_or_default()),
                 ..crate::jwt::JwtSettings::new(url.to_string(), issuer, Some(audience))
@@ -518,8 +518,7 @@ impl IdentitySettings {
                 );
                 None
             }
-        };
-        Some(sessions)
+        }
     }
 }
 
