@@ -1,20 +1,21 @@
 //! Who is calling, as the router established it, and how that reaches a subgraph.
 //!
-//! Identity is decided once, at the router (a Clerk session JWT, or a partner API key). The
-//! router hands it to each subgraph request as one header, [`CALLER_HEADER`] (to a subgraph
-//! whose answers are shared across callers, only the caller's scopes: [`Caller::scopes_only`]),
-//! signed (HMAC-SHA256) with the key of the subgraph it goes to: `v1.<payload>.<mac>`, both
-//! parts base64url. Each subgraph's [`CallerKey`] is derived from the platform's internal
-//! secret, which only the router holds; a process serving subgraphs alone is given only their
-//! keys ([`CallerKeys`]), so no subgraph can sign a caller another subgraph would believe. The payload is the [`Caller`] and an expiry a few seconds away; the MAC also
-//! covers the sha256 of the subgraph request's query and the sha256 of its variables as JSON
-//! ([`variables_digest`]), so a header copied off one request proves nothing for another query,
-//! nor for the same query with other variables.
+//! Identity is decided once, at the router (a Clerk session JWT, or a partner API key). The router
+//! hands it to each subgraph request as one header, [`CALLER_HEADER`] (to a subgraph whose answers
+//! are shared across callers, only the caller's scopes: [`Caller::scopes_only`]), signed
+//! (HMAC-SHA256) with the key of the subgraph it goes to: `v1.<payload>.<mac>`, both parts
+//! base64url. Each subgraph's [`CallerKey`] is derived from the platform's internal secret, which
+//! only the router holds; a process serving subgraphs alone is given only their keys
+//! ([`CallerKeys`]), so no subgraph can sign a caller another subgraph would believe. The payload
+//! is the [`Caller`] and an expiry a few seconds away; the MAC also covers the sha256 of the
+//! subgraph request's query and the sha256 of its variables as JSON ([`variables_digest`]), so a
+//! header copied off one request proves nothing for another query, nor for the same query with
+//! other variables.
 //!
-//! Every subgraph is served through a [`CallerGuard`]: a request without the header is
-//! anonymous; one with a header that is malformed, unsigned, tampered with, expired, or signed
-//! for another query or other variables is refused with `UNAUTHORIZED` before anything runs. The same check runs
-//! over HTTP and in process (the router's in-process transport passes the header as
+//! Every subgraph is served through a [`CallerGuard`]: a request without the header is anonymous;
+//! one with a header that is malformed, unsigned, tampered with, expired, or signed for another
+//! query or other variables is refused with `UNAUTHORIZED` before anything runs. The same check
+//! runs over HTTP and in process (the router's in-process transport passes the header as
 //! [`ForwardedHeaders`] in the request's data, where the HTTP endpoint puts it too), and for a
 //! subscription once, when it starts (over WebSocket the header comes in `connection_init`'s
 //! payload, signed for the subscription's query and variables; see [`crate::ws`]).
