@@ -251,6 +251,8 @@ SECRET_DUMMIES = {
     "GOSPELIB_INTERNAL_SECRET": "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
     # Every subgraph's key (a pod's real value holds only its own: see kustomization.yaml).
     "GOSPELIB_CALLER_KEYS": "content=a12faff5cb3b5ad1fc43e6e6a5747ff1a1d88253e602423b544899ba11a6e37a,accounts=eb0184cbddc8cb17119468914905761be80b1e9f0d1f3a53d3d2d8ad4f879bcf,billing=8c7440630871c1b676930a5f020aba8e8d7f6d6fa5331d791f33aa4907833373,study=cd05db1104e719f99965bf7e1ff03117c9b700bd82698b0b6071ec4d76e745cf,notifications=cf0b04c506a17b8ea85c2534429a5a2e181e3db893e4b3a551b7204b7f1512ee,ai=f4a483c7c21960356d697ca81801d6e1de5a3ce9b0a66e27efbce2c7f26a86b1",
+    # During a rotation only (deploy/PHASE3.md): the keys of the previous secret.
+    "GOSPELIB_CALLER_KEYS_PREVIOUS": "content=efbf0f93d9bfec940eaa537e48f11174677145a0b24a7b97aa8205600de3afc8,accounts=f3615b41f5700d1379ee5b61b3ce42cd1cdd9bce6e14957631539c239f0cc5be,billing=9183a160bdb869d8037b9eea2bd05c76dfd2eb2aefd4b08664bbae7064133245,study=d881629f37b5015bee1537ac13e8360ea3694a05040040347312c4c970c4d153,notifications=b9a1fb1071ccfc40f954f2e9f068c0c90c02efa12aee78027e14e216837a577a,ai=3f8eca7d394e4ca4b36a75645b091df0f36f01dd5b2ccdc9ebae01820655419f",
     "GOSPELIB_CLERK_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "GOSPELIB_STRIPE_WEBHOOK_SECRET": "whsec_c2lnbmluZy1zZWNyZXQtZm9yLWNoZWNrcw",
     "GOSPELIB_STRIPE_API_KEY": "sk_live_51Hc0ExampleOnlyNotARealKey000000000000000000",

@@ -22,6 +22,7 @@ use gospelib_content::namespace::Namespace;
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::{Caller, CallerGuard, InternalSecret, user_id_for_clerk};
 use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::nonce_ledger::NonceLedger;
 use gospelib_kit::stores::StoreClients;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
@@ -125,6 +126,7 @@ fn main() {
             Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
                 executor,
                 secret.caller_key(name),
+                NonceLedger::new(clients.redis.clone(), "test"),
             ))))
         };
         let accounts = gospelib_accounts::schema::subgraph(&clients);

@@ -415,7 +415,13 @@ const STREAM_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(15)
 /// `gospelib caller-keys NAME…`: the keys of these subgraphs (each a part this binary
 /// serves), derived from the internal secret, on one line.
 fn print_caller_keys(env: &Env, subgraphs: &[String]) -> anyhow::Result<()> {
-    let chosen = parts::select(subgraphs)?;
+    let chosen = parts::select(subgraphs).map_err(|unknown| {
+        anyhow::anyhow!(
+            "unknown subgraph {:?} for caller-keys; this build's subgraphs are: {}",
+            unknown.name,
+            unknown.known
+        )
+    })?;
     let mut reader = gospelib_kit::config::ConfigReader::new(env);
     let secret = reader.internal_secret();
     reader.finish()?;

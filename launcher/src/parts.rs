@@ -9,6 +9,7 @@ use std::time::Duration;
 use gospelib_kit::Subgraph;
 use gospelib_kit::caller::{CallerGuard, CallerKey};
 use gospelib_kit::config::{ConfigError, ConfigProblem, ConfigReader, Env, Problem};
+use gospelib_kit::nonce_ledger::NonceLedger;
 use gospelib_kit::stores::{Dependency, StoreClients};
 
 use crate::settings::{ServeSettings, StripeSettings};
@@ -716,10 +717,14 @@ pub fn assemble(
     for part in parts {
         let built = (part.build)(inputs)?;
         let mut subgraph = built.subgraph;
-        subgraph.executor = Arc::new(CallerGuard::new(
-            subgraph.executor,
-            caller_key(inputs.settings, part.name)?,
-        ));
+        subgraph.executor = Arc::new(
+            CallerGuard::new(
+                subgraph.executor,
+                caller_key(inputs.settings, part.name)?,
+                NonceLedger::new(inputs.clients.redis.clone(), "gl"),
+            )
+            .also_believing(inputs.settings.previous_caller_keys.get(part.name)),
+        );
         assembled.subgraphs.push(subgraph);
         assembled.public_routes = match (assembled.public_routes, built.public_routes) {
             (Some(routes), Some(more)) => Some(routes.merge(more)),

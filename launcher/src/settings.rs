@@ -43,6 +43,9 @@ pub struct ServeSettings {
     /// The caller keys of the subgraphs this process serves: derived from the internal
     /// secret, or given by `GOSPELIB_CALLER_KEYS` to a process serving subgraphs alone.
     pub caller_keys: gospelib_kit::caller::CallerKeys,
+    /// While the internal secret is rotated, the keys derived from the previous one, which
+    /// this process's subgraphs still believe (`GOSPELIB_CALLER_KEYS_PREVIOUS`; none when unset).
+    pub previous_caller_keys: gospelib_kit::caller::CallerKeys,
     /// `GOSPELIB_CLERK_WEBHOOK_SECRET`: the `whsec_…` secret Clerk's webhooks are signed with
     /// (needed when the accounts part runs).
     pub clerk_webhook_secret: Option<gospelib_kit::config::SecretString>,
@@ -113,6 +116,7 @@ impl ServeSettings {
             IdentitySettings::read_sessions(&mut reader);
             (Some(None), reader.caller_keys())
         };
+        let previous_caller_keys = reader.previous_caller_keys();
         let clerk_webhook_secret = reader
             .raw("GOSPELIB_CLERK_WEBHOOK_SECRET")
             .is_some()
@@ -152,6 +156,7 @@ impl ServeSettings {
             migrate_on_start: migrate_on_start.expect(present),
             identity: identity.expect(present),
             caller_keys: caller_keys.expect(present),
+            previous_caller_keys: previous_caller_keys.expect(present),
             clerk_webhook_secret,
             plans: plans.expect(present),
             stripe: stripe.expect(present),

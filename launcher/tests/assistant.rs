@@ -32,6 +32,7 @@ use gospelib_content::namespace::Namespace;
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::{Caller, CallerGuard, InternalSecret, user_id_for_clerk};
 use gospelib_kit::config::{Env, StoreUrls};
+use gospelib_kit::nonce_ledger::NonceLedger;
 use gospelib_kit::stores::StoreClients;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::supergraph::Supergraph;
@@ -115,6 +116,7 @@ async fn setup_with_deadline(
         Arc::new(ExecutorSubgraph(Arc::new(CallerGuard::new(
             executor,
             secret.caller_key(name),
+            NonceLedger::new(clients.redis.clone(), "test"),
         ))))
     };
     let transport = RouterInProcess::default()

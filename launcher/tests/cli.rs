@@ -131,7 +131,8 @@ fn jobs_reminders_reports_what_it_did_and_refuses_a_bad_hour() {
     assert!(stderr.contains("GOSPELIB_REMINDER_HOUR"), "{stderr}");
 }
 
-/// As in Phase 2: content alone, holding its caller key and not the internal secret.
+/// As in Phase 2: content alone, holding its caller key and not the internal secret, in the
+/// middle of a rotation (the key derived from the previous secret still believed).
 #[test]
 fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
     use gospelib_kit::caller::{
@@ -142,6 +143,7 @@ fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
         .find(|(name, _)| *name == "GOSPELIB_INTERNAL_SECRET")
         .map(|(_, value)| InternalSecret::new(value.trim().as_bytes()).unwrap())
         .unwrap();
+    let previous = InternalSecret::new(b"the platform's previous internal secret").unwrap();
     let (mut child, base, runtime) = serve_with(
         &["serve", "--only", "content"],
         &[
@@ -151,12 +153,16 @@ fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
                 "GOSPELIB_CALLER_KEYS",
                 CallerKeys::render(&secret, &["content"]),
             ),
+            (
+                "GOSPELIB_CALLER_KEYS_PREVIOUS",
+                CallerKeys::render(&previous, &["content"]),
+            ),
         ],
     );
     let internal = child.internal.clone();
-    let (signed, lateral) = runtime.block_on(async {
+    let (signed, lateral, by_previous, lateral_previous) = runtime.block_on(async {
         let query = "{ _service { sdl } }";
-        let sign = |subgraph: &str| {
+        let sign_with = |secret: &InternalSecret, subgraph: &str| {
             secret.caller_key(subgraph).sign(
                 &Caller::partner("p", vec!["interlinear".to_owned()]),
                 query,
@@ -179,14 +185,23 @@ fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
                     .unwrap()
             }
         };
-        (ask(sign("content")).await, ask(sign("ai")).await)
+        (
+            ask(sign_with(&secret, "content")).await,
+            ask(sign_with(&secret, "ai")).await,
+            ask(sign_with(&previous, "content")).await,
+            ask(sign_with(&previous, "ai")).await,
+        )
     });
-    // Signed with content's key: believed. With another subgraph's: refused.
+    // Signed with content's key, current or previous: believed. With another subgraph's:
+    // refused.
     assert!(signed["errors"].is_null(), "{signed}");
-    assert_eq!(
-        lateral["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
-        "{lateral}"
-    );
+    assert!(by_previous["errors"].is_null(), "{by_previous}");
+    for lateral in [lateral, lateral_previous] {
+        assert_eq!(
+            lateral["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+            "{lateral}"
+        );
+    }
     let (alone, mounted, public, ready) = runtime.block_on(async {
         let http = reqwest::Client::new();
         let ask = |base: &str, path: &str| {

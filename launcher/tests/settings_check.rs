@@ -175,6 +175,44 @@ fn caller_keys(names: &str) -> String {
 }
 
 #[test]
+fn caller_keys_names_an_unknown_subgraph_as_such() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gospelib"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GOSPELIB_INTERNAL_SECRET", SECRET)
+        .args(["caller-keys", "content,nonesuch"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "no key printed: {output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown subgraph \"nonesuch\" for caller-keys")
+            && stderr.contains("content, accounts")
+            && !stderr.contains("--only"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn previous_caller_keys_are_checked_like_the_current_ones() {
+    let mut pairs: Vec<(&str, &str)> = content_pod();
+    pairs.retain(|(name, _)| *name != "GOSPELIB_INTERNAL_SECRET");
+    let content = caller_keys("content");
+    pairs.push(("GOSPELIB_CALLER_KEYS", &content));
+    let mut rotating = pairs.clone();
+    rotating.push(("GOSPELIB_CALLER_KEYS_PREVIOUS", &content));
+    let (status, report) = check(&rotating, &["--only", "content"]);
+    assert_eq!(status, Some(0), "{report}");
+    let cut = &content[..content.len() - 1];
+    pairs.push(("GOSPELIB_CALLER_KEYS_PREVIOUS", cut));
+    let (status, report) = check(&pairs, &["--only", "content"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(report.contains("GOSPELIB_CALLER_KEYS_PREVIOUS"), "{report}");
+    assert!(!report.contains(&cut[8..]), "a key was shown: {report}");
+}
+
+#[test]
 fn a_part_alone_may_hold_its_caller_keys_instead_of_the_secret() {
     fn with_keys(keys: &str) -> Vec<(&str, &str)> {
         let mut pairs = content_pod();

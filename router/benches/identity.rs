@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::{CallerGuard, ForwardedHeaders, InternalSecret, user_id_for_clerk};
 use gospelib_kit::graphql_http::GraphQlService;
+use gospelib_kit::nonce_ledger::NonceLedger;
 use gospelib_kit::plans::Plans;
 use gospelib_router::entitlements::CallerAccess;
 use gospelib_router::http::RouterService;
@@ -112,6 +113,8 @@ fn service(enforce: bool, identity: Identity, secret: &InternalSecret) -> Router
             .finish(),
         ),
         secret.caller_key("products"),
+        // Never asked: the bench sends no mutation, whose contexts alone are claimed.
+        NonceLedger::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "bench"),
     ));
     let transport = InProcess::default().with("products", Arc::new(ExecutorSubgraph(products)));
     let mut router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))

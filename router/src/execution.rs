@@ -560,13 +560,15 @@ fn with_headers(
         };
         if caller != &gospelib_kit::caller::Caller::anonymous() {
             // Signed for this request's query and variables: worthless on any other request.
-            // With the key of this subgraph alone: no other subgraph would believe it.
-            let header = signed.secret.caller_key(subgraph).sign(
-                caller,
-                &request.query,
-                &variables_digest(&request.variables),
-                signed.lifetime,
-            );
+            // With the key of this subgraph alone: no other subgraph would believe it. For a
+            // mutation, good for one use (never sent twice): a captured copy cannot repeat it.
+            let key = signed.secret.caller_key(subgraph);
+            let variables = variables_digest(&request.variables);
+            let header = if fetching.mutation {
+                key.sign_once(caller, &request.query, &variables, signed.lifetime)
+            } else {
+                key.sign(caller, &request.query, &variables, signed.lifetime)
+            };
             request
                 .headers
                 .push((gospelib_kit::caller::CALLER_HEADER.to_owned(), header));

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use async_graphql::{EmptyMutation, EmptySubscription, ID, Object, Schema, SimpleObject};
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::{
-    CALLER_HEADER, Caller, CallerGuard, ForwardedHeaders, InternalSecret, user_id_for_clerk,
+    CALLER_HEADER, Caller, CallerGuard, CallerRefused, ForwardedHeaders, InternalSecret,
+    user_id_for_clerk,
 };
+use gospelib_kit::nonce_ledger::NonceLedger;
 use gospelib_kit::subgraph::authenticated;
 use gospelib_router::entity_cache::CachePolicy;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
@@ -92,6 +94,25 @@ impl LibraryQuery {
     }
 }
 
+/// How many books have been borrowed, by any test: a mutation done twice shows here.
+static BORROWED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct LibraryMutation;
+
+#[Object(name = "Mutation")]
+impl LibraryMutation {
+    /// Borrows a book in the caller's name (counted in [`BORROWED`]).
+    async fn borrow(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Book>> {
+        Caller::of(ctx).require_user()?;
+        BORROWED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(books().into_iter().find(|b| b.id == id))
+    }
+}
+
 // ---- loans: extends Book with a non-null signed-in-only field ----
 
 struct LoanBook {
@@ -134,17 +155,27 @@ fn no_variables() -> gospelib_kit::caller::VariablesDigest {
     gospelib_kit::caller::variables_digest(&async_graphql::Variables::default())
 }
 
+/// Where the subgraphs claim one-use caller contexts: the stack's Redis.
+fn ledger() -> NonceLedger {
+    NonceLedger::new(gospelib_kit::test_stack::redis(), "test")
+}
+
 fn secret() -> InternalSecret {
     InternalSecret::new(b"a test secret of at least thirty-two bytes").unwrap()
 }
 
 /// A subgraph behind the caller guard, recording each query it is sent and whether it came
-/// with a caller header.
+/// with a caller header, and keeping the last request whole (what someone reading internal
+/// traffic would have captured).
 struct Recorded {
     executor: Arc<dyn GraphQlExecutor>,
     queries: Arc<Mutex<Vec<String>>>,
     with_caller: Arc<Mutex<Vec<bool>>>,
+    last: Arc<Mutex<Option<Captured>>>,
 }
+
+/// A subgraph request as it was sent: its body and its headers.
+type Captured = (Value, Vec<(String, String)>);
 
 impl LocalSubgraph for Recorded {
     fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
@@ -157,6 +188,7 @@ impl LocalSubgraph for Recorded {
         headers: Vec<(String, String)>,
     ) -> BoxFuture<'_, Value> {
         Box::pin(async move {
+            *self.last.lock().unwrap() = Some((request.clone(), headers.clone()));
             let mut request: async_graphql::Request = serde_json::from_value(request).unwrap();
             self.queries.lock().unwrap().push(request.query.clone());
             let signed = headers.iter().any(|(name, _)| name == CALLER_HEADER);
@@ -173,6 +205,9 @@ struct Setup {
     loans: Arc<Mutex<Vec<String>>>,
     /// Whether each request to library came with a caller header.
     library_with_caller: Arc<Mutex<Vec<bool>>>,
+    /// Each subgraph as the router reaches it, to send it captured requests again.
+    library_subgraph: Arc<Recorded>,
+    loans_subgraph: Arc<Recorded>,
 }
 
 fn setup() -> Setup {
@@ -183,7 +218,7 @@ fn setup() -> Setup {
 fn setup_with(settings: &RouterSettings) -> Setup {
     static SUPERGRAPH: OnceLock<String> = OnceLock::new();
     let library: Arc<dyn GraphQlExecutor> = Arc::new(
-        Schema::build(LibraryQuery, EmptyMutation, EmptySubscription)
+        Schema::build(LibraryQuery, LibraryMutation, EmptySubscription)
             .enable_federation()
             .finish(),
     );
@@ -207,17 +242,22 @@ fn setup_with(settings: &RouterSettings) -> Setup {
         let queries = Arc::new(Mutex::new(Vec::new()));
         let with_caller = Arc::new(Mutex::new(Vec::new()));
         let subgraph = Recorded {
-            executor: Arc::new(CallerGuard::new(executor, secret().caller_key(name))),
+            executor: Arc::new(CallerGuard::new(
+                executor,
+                secret().caller_key(name),
+                ledger(),
+            )),
             queries: queries.clone(),
             with_caller: with_caller.clone(),
+            last: Arc::default(),
         };
         (Arc::new(subgraph), queries, with_caller)
     };
     let (library, library_queries, library_with_caller) = recorded("library", library);
     let (loans, loan_queries, _) = recorded("loans", loans);
     let transport = InProcess::default()
-        .with("library", library)
-        .with("loans", loans);
+        .with("library", library.clone())
+        .with("loans", loans.clone());
     Setup {
         router: Router::from_settings(
             Supergraph::parse(&sdl, None).unwrap(),
@@ -228,6 +268,8 @@ fn setup_with(settings: &RouterSettings) -> Setup {
         library: library_queries,
         loans: loan_queries,
         library_with_caller,
+        library_subgraph: library,
+        loans_subgraph: loans,
     }
 }
 
@@ -441,6 +483,7 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
                 .finish(),
         ),
         secret().caller_key("library"),
+        ledger(),
     );
     let ask = |header: String, query: &str| {
         let mut request = async_graphql::Request::new(query);
@@ -496,6 +539,56 @@ async fn a_subgraph_refuses_a_forged_or_replayed_caller_context() {
     drop(setup);
 }
 
+#[tokio::test]
+async fn a_mutations_captured_subgraph_request_cannot_be_sent_again() {
+    use std::sync::atomic::Ordering;
+    let setup = setup();
+    let borrow = "mutation { borrow(id: \"1\") { title loans } }";
+    let before = BORROWED.load(Ordering::SeqCst);
+    let response = setup.ask(reader(), borrow).await;
+    assert_eq!(
+        response,
+        json!({"data": {"borrow": {"title": "Book 1", "loans": 3}}})
+    );
+    assert_eq!(BORROWED.load(Ordering::SeqCst), before + 1);
+    // Both subgraph requests (the mutation, then loans' entity fetch) were signed for one use
+    // and claimed; sent again exactly as captured, each is refused and nothing runs twice.
+    for (name, subgraph) in [
+        ("library", &setup.library_subgraph),
+        ("loans", &setup.loans_subgraph),
+    ] {
+        let (body, headers) = subgraph.last.lock().unwrap().clone().unwrap();
+        let replayed = subgraph.execute_with_headers(body, headers).await;
+        assert_eq!(
+            replayed["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
+            "{name}: {replayed}"
+        );
+        assert_eq!(
+            replayed["errors"][0]["message"],
+            CallerRefused::Replayed.to_string(),
+            "{name}"
+        );
+    }
+    assert_eq!(BORROWED.load(Ordering::SeqCst), before + 1);
+    // The router's own next mutation is signed afresh and runs.
+    assert_eq!(
+        setup.ask(reader(), borrow).await,
+        json!({"data": {"borrow": {"title": "Book 1", "loans": 3}}})
+    );
+    assert_eq!(BORROWED.load(Ordering::SeqCst), before + 2);
+    // A query's subgraph request is good for many uses: sent again, it is answered again.
+    setup.ask(reader(), "{ whoami }").await;
+    let (body, headers) = setup.library_subgraph.last.lock().unwrap().clone().unwrap();
+    let again = setup
+        .library_subgraph
+        .execute_with_headers(body, headers)
+        .await;
+    assert_eq!(
+        again["data"]["whoami"],
+        user_id_for_clerk("user_reader").to_string()
+    );
+}
+
 /// The library subgraph served over HTTP by the kit, behind the caller guard: its base URL.
 async fn library_over_http() -> String {
     use gospelib_kit::server::{AppSpec, build_app};
@@ -506,6 +599,7 @@ async fn library_over_http() -> String {
                 .finish(),
         ),
         secret().caller_key("library"),
+        ledger(),
     ));
     let (app, _) = build_app(AppSpec {
         service: "library".to_owned(),

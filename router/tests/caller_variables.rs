@@ -98,11 +98,13 @@ fn a_header_signed_by_the_router_verifies_on_the_subgraph_for_those_variables_on
     )
     .unwrap();
     let on_the_subgraph = |request: &async_graphql::Request| {
-        secret.verify(
-            &header,
-            &request.query,
-            &gospelib_kit::caller::variables_digest(&request.variables),
-        )
+        secret
+            .verify(
+                &header,
+                &request.query,
+                &gospelib_kit::caller::variables_digest(&request.variables),
+            )
+            .map(|verified| verified.caller)
     };
     assert_eq!(on_the_subgraph(&received), Ok(caller));
     // The same query for another passage: refused.

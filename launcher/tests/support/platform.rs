@@ -31,6 +31,7 @@ use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::edge::EdgeSettings;
 use gospelib_kit::graphql_http::GraphQlService;
 use gospelib_kit::metrics::Metrics;
+use gospelib_kit::nonce_ledger::NonceLedger;
 use gospelib_kit::plans::Plans;
 use gospelib_kit::server::{AppSpec, DEFAULT_MAX_BODY_BYTES, build_split_apps};
 use gospelib_kit::stores::StoreClients;
@@ -279,7 +280,11 @@ fn subgraphs(
     .into_iter()
     .map(|mut subgraph| {
         let key = secret.caller_key(&subgraph.name);
-        subgraph.executor = Arc::new(CallerGuard::new(subgraph.executor, key));
+        subgraph.executor = Arc::new(CallerGuard::new(
+            subgraph.executor,
+            key,
+            NonceLedger::new(clients.redis.clone(), "test"),
+        ));
         subgraph
     })
     .collect()

@@ -184,7 +184,11 @@ async fn behind_the_caller_guard_only_a_router_signed_caller_counts() {
     let secret = InternalSecret::new(&[42u8; 32])
         .unwrap()
         .caller_key("billing");
-    let guarded = CallerGuard::new(Arc::new(service(&pool, settings(&names))), secret.clone());
+    let guarded = CallerGuard::new(
+        Arc::new(service(&pool, settings(&names))),
+        secret.clone(),
+        gospelib_kit::nonce_ledger::NonceLedger::new(gospelib_kit::test_stack::redis(), "test"),
+    );
     let execute = |header: Option<String>| {
         let mut request = async_graphql::Request::new(ACCESS);
         if let Some(header) = header {

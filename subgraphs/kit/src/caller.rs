@@ -10,11 +10,14 @@
 //! is the [`Caller`] and an expiry a few seconds away; the MAC also covers the sha256 of the
 //! subgraph request's query and the sha256 of its variables as JSON ([`variables_digest`]), so a
 //! header copied off one request proves nothing for another query, nor for the same query with
-//! other variables.
+//! other variables. A mutation's subgraph requests are signed for one use
+//! ([`CallerKey::sign_once`]): their nonce is claimed in a [`NonceLedger`] shared by every
+//! process, so a captured mutation request sent again is refused instead of done twice.
 //!
 //! Every subgraph is served through a [`CallerGuard`]: a request without the header is anonymous;
-//! one with a header that is malformed, unsigned, tampered with, expired, or signed for another
-//! query or other variables is refused with `UNAUTHORIZED` before anything runs. The same check
+//! one with a header that is malformed, unsigned, tampered with, expired, signed for another
+//! query or other variables, or good for one use and used, is refused with `UNAUTHORIZED`
+//! before anything runs (`SERVICE_UNAVAILABLE` when the ledger cannot say). The same check
 //! runs over HTTP and in process (the router's in-process transport passes the header as
 //! [`ForwardedHeaders`] in the request's data, where the HTTP endpoint puts it too), and for a
 //! subscription once, when it starts (over WebSocket the header comes in `connection_init`'s
@@ -32,6 +35,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::errors::ErrorCode;
+use crate::nonce_ledger::{ClaimRefused, NonceLedger};
 use crate::stores::BoxFuture;
 use crate::subgraph::GraphQlExecutor;
 
@@ -248,10 +252,35 @@ impl CallerKey {
         variables: &VariablesDigest,
         lifetime: Duration,
     ) -> String {
+        self.sign_payload(caller, query, variables, lifetime, None)
+    }
+
+    /// As [`CallerKey::sign`], for one use only: the context carries a fresh nonce, which the
+    /// subgraph's [`CallerGuard`] claims in its [`NonceLedger`] before anything runs. The
+    /// router signs a mutation's subgraph requests so (it never sends one twice).
+    pub fn sign_once(
+        &self,
+        caller: &Caller,
+        query: &str,
+        variables: &VariablesDigest,
+        lifetime: Duration,
+    ) -> String {
+        self.sign_payload(caller, query, variables, lifetime, Some(Uuid::new_v4()))
+    }
+
+    fn sign_payload(
+        &self,
+        caller: &Caller,
+        query: &str,
+        variables: &VariablesDigest,
+        lifetime: Duration,
+        once: Option<Uuid>,
+    ) -> String {
         let expires = unix_now().saturating_add(lifetime.as_secs().max(1));
         let payload = SignedPayload {
             caller: caller.clone(),
             expires,
+            once,
         };
         let json = serde_json::to_vec(&payload).expect("a caller always serialises");
         let payload = BASE64URL.encode(json);
@@ -259,14 +288,15 @@ impl CallerKey {
         format!("v1.{payload}.{}", BASE64URL.encode(mac))
     }
 
-    /// The caller a header value carries, if it was signed with this key for `query` with the
-    /// variables whose [`variables_digest`] is `variables`, and it has not expired.
+    /// What a header value carries, if it was signed with this key for `query` with the
+    /// variables whose [`variables_digest`] is `variables`, and it has not expired. A context
+    /// for one use still has to be claimed ([`Verified::once`]).
     pub fn verify(
         &self,
         header: &str,
         query: &str,
         variables: &VariablesDigest,
-    ) -> Result<Caller, CallerRefused> {
+    ) -> Result<Verified, CallerRefused> {
         let mut parts = header.trim().split('.');
         let (Some("v1"), Some(payload), Some(mac), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -292,8 +322,30 @@ impl CallerKey {
         if signed.expires - now > MAX_LIFETIME.as_secs() {
             return Err(CallerRefused::TooLongLived);
         }
-        Ok(signed.caller)
+        Ok(Verified {
+            caller: signed.caller,
+            once: signed.once.map(|nonce| OneUse {
+                nonce,
+                expires: signed.expires,
+            }),
+        })
     }
+}
+
+/// A caller context whose signature, request and lifetime check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub caller: Caller,
+    /// For a context good for one use: what must be claimed before it is believed.
+    pub once: Option<OneUse>,
+}
+
+/// The nonce of a context good for one use, and when the context expires (seconds since the
+/// epoch): the ledger need remember it no longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OneUse {
+    pub nonce: Uuid,
+    pub expires: u64,
 }
 
 /// The caller keys a process holds: every subgraph's, derived from the internal secret (a
@@ -373,9 +425,12 @@ struct SignedPayload {
     caller: Caller,
     #[serde(rename = "exp")]
     expires: u64,
+    /// The nonce of a context good for one use ([`CallerKey::sign_once`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    once: Option<Uuid>,
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -394,6 +449,23 @@ pub enum CallerRefused {
     Expired,
     #[error("the caller context claims a lifetime longer than the router ever gives")]
     TooLongLived,
+    #[error("the caller context was good for one use and has been used")]
+    Replayed,
+    #[error(
+        "the caller context's one use cannot be checked now (its ledger is unavailable); nothing was done, try again"
+    )]
+    Unverifiable,
+}
+
+impl CallerRefused {
+    /// The code of the refusal: `UNAUTHORIZED`, or `SERVICE_UNAVAILABLE` when only the ledger
+    /// was missing (the same request may succeed later).
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::Unverifiable => ErrorCode::ServiceUnavailable,
+            _ => ErrorCode::Unauthorized,
+        }
+    }
 }
 
 /// Headers that came with a subgraph request, in the request's data: the HTTP endpoint puts
@@ -421,41 +493,75 @@ impl ForwardedHeaders {
 
 /// A subgraph's executor behind the caller check: the verified [`Caller`] is in each request's
 /// data for the resolvers ([`Caller::of`]).
+#[derive(Clone)]
 pub struct CallerGuard {
     inner: Arc<dyn GraphQlExecutor>,
     key: CallerKey,
+    /// While the internal secret is rotated: the key derived from the one before, still
+    /// believed (`GOSPELIB_CALLER_KEYS_PREVIOUS`).
+    previous: Option<CallerKey>,
+    /// Where contexts good for one use (a mutation's) are claimed.
+    ledger: NonceLedger,
 }
 
 impl CallerGuard {
-    /// `inner` behind the check with `key`, the key of the subgraph `inner` serves.
-    pub fn new(inner: Arc<dyn GraphQlExecutor>, key: CallerKey) -> Self {
-        Self { inner, key }
+    /// `inner` behind the check with `key`, the key of the subgraph `inner` serves, claiming
+    /// one-use contexts in `ledger`.
+    pub fn new(inner: Arc<dyn GraphQlExecutor>, key: CallerKey, ledger: NonceLedger) -> Self {
+        Self {
+            inner,
+            key,
+            previous: None,
+            ledger,
+        }
     }
-}
 
-impl CallerGuard {
+    /// Also believes contexts signed with `previous` (the key derived from the internal
+    /// secret before the current one), so routers may move to a new secret one at a time.
+    pub fn also_believing(mut self, previous: Option<CallerKey>) -> Self {
+        self.previous = previous;
+        self
+    }
+
     /// The caller `request` carries: anonymous without the header, the verified caller with a
-    /// header the router signed for this query and these variables.
-    fn caller(&self, request: &async_graphql::Request) -> Result<Caller, CallerRefused> {
+    /// header the router signed for this query and these variables (claimed first when it is
+    /// good for one use).
+    async fn caller(&self, request: &async_graphql::Request) -> Result<Caller, CallerRefused> {
         let Some(header) =
             ForwardedHeaders::of(request).and_then(|headers| headers.get(CALLER_HEADER))
         else {
             return Ok(Caller::anonymous());
         };
-        self.key.verify(
-            header,
-            &request.query,
-            &variables_digest(&request.variables),
-        )
+        let variables = variables_digest(&request.variables);
+        let verified = match (
+            self.key.verify(header, &request.query, &variables),
+            &self.previous,
+        ) {
+            (Err(CallerRefused::BadSignature), Some(previous)) => {
+                previous.verify(header, &request.query, &variables)
+            }
+            (verified, _) => verified,
+        }?;
+        if let Some(once) = verified.once {
+            self.ledger
+                .claim(once.nonce, once.expires)
+                .await
+                .map_err(|refused| match refused {
+                    ClaimRefused::Claimed => CallerRefused::Replayed,
+                    ClaimRefused::Unavailable => CallerRefused::Unverifiable,
+                })?;
+        }
+        Ok(verified.caller)
     }
 }
 
-/// The `UNAUTHORIZED` response to a refused caller context.
+/// The response to a refused caller context: `UNAUTHORIZED`, or `SERVICE_UNAVAILABLE` when
+/// its one use could not be checked.
 fn refusal(refused: CallerRefused) -> async_graphql::Response {
     tracing::warn!(%refused, "refused a subgraph request's caller context");
     let mut error = async_graphql::ServerError::new(refused.to_string(), None);
     let mut extensions = async_graphql::ErrorExtensionValues::default();
-    extensions.set("code", ErrorCode::Unauthorized.as_str());
+    extensions.set("code", refused.code().as_str());
     error.extensions = Some(extensions);
     async_graphql::Response::from_errors(vec![error])
 }
@@ -466,7 +572,7 @@ impl GraphQlExecutor for CallerGuard {
         mut request: async_graphql::Request,
     ) -> BoxFuture<'_, async_graphql::Response> {
         Box::pin(async move {
-            match self.caller(&request) {
+            match self.caller(&request).await {
                 Ok(caller) => {
                     request.data.insert(caller);
                     self.inner.execute(request).await
@@ -481,16 +587,21 @@ impl GraphQlExecutor for CallerGuard {
         &self,
         mut request: async_graphql::Request,
     ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
-        match self.caller(&request) {
-            Ok(caller) => {
-                request.data.insert(caller);
-                self.inner.execute_stream(request)
+        use futures_util::StreamExt;
+        let guard = self.clone();
+        let started = async move {
+            match guard.caller(&request).await {
+                Ok(caller) => {
+                    request.data.insert(caller);
+                    guard.inner.execute_stream(request)
+                }
+                Err(refused) => {
+                    let refusal = refusal(refused);
+                    futures_util::stream::once(async move { refusal }).boxed()
+                }
             }
-            Err(refused) => {
-                let refusal = refusal(refused);
-                Box::pin(futures_util::stream::once(async move { refusal }))
-            }
-        }
+        };
+        futures_util::stream::once(started).flatten().boxed()
     }
 
     fn federation_sdl(&self) -> String {
@@ -524,7 +635,9 @@ mod tests {
     fn a_signed_caller_verifies_for_its_query_only() {
         let header = secret().sign(&someone(), "{ me { id } }", &none(), DEFAULT_LIFETIME);
         assert_eq!(
-            secret().verify(&header, "{ me { id } }", &none()),
+            secret()
+                .verify(&header, "{ me { id } }", &none())
+                .map(|verified| verified.caller),
             Ok(someone())
         );
         assert_eq!(
@@ -602,7 +715,13 @@ mod tests {
             |json: serde_json::Value| variables_digest(&async_graphql::Variables::from_json(json));
         let mine = variables(serde_json::json!({"id": "note-1"}));
         let header = secret().sign(&someone(), query, &mine, DEFAULT_LIFETIME);
-        assert_eq!(secret().verify(&header, query, &mine), Ok(someone()));
+        assert_eq!(
+            secret().verify(&header, query, &mine),
+            Ok(Verified {
+                caller: someone(),
+                once: None
+            })
+        );
         // The same query, other variables: a captured header is worth nothing.
         for other in [
             serde_json::json!({"id": "note-2"}),
@@ -633,25 +752,7 @@ mod tests {
 
     #[test]
     fn a_subgraph_request_is_checked_against_its_own_variables() {
-        struct Echo;
-        impl GraphQlExecutor for Echo {
-            fn execute(
-                &self,
-                request: async_graphql::Request,
-            ) -> BoxFuture<'_, async_graphql::Response> {
-                let caller = request
-                    .data
-                    .get(&std::any::TypeId::of::<Caller>())
-                    .is_some();
-                Box::pin(async move {
-                    async_graphql::Response::new(async_graphql::Value::Boolean(caller))
-                })
-            }
-            fn federation_sdl(&self) -> String {
-                String::new()
-            }
-        }
-        let guard = CallerGuard::new(Arc::new(Echo), secret());
+        let guard = CallerGuard::new(Arc::new(Echo::default()), secret(), unreachable_ledger());
         let query = "query($id: ID!) { note(id: $id) { text } }";
         let signed_for = serde_json::json!({"id": "note-1"});
         let header = secret().sign(
@@ -677,6 +778,154 @@ mod tests {
         );
     }
 
+    /// An executor that answers whether the request came with a caller, and counts the
+    /// requests that reached it.
+    #[derive(Default)]
+    struct Echo {
+        ran: std::sync::atomic::AtomicUsize,
+    }
+
+    impl GraphQlExecutor for Echo {
+        fn execute(
+            &self,
+            request: async_graphql::Request,
+        ) -> BoxFuture<'_, async_graphql::Response> {
+            self.ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let caller = request
+                .data
+                .get(&std::any::TypeId::of::<Caller>())
+                .is_some();
+            Box::pin(
+                async move { async_graphql::Response::new(async_graphql::Value::Boolean(caller)) },
+            )
+        }
+        fn federation_sdl(&self) -> String {
+            String::new()
+        }
+    }
+
+    /// A ledger whose Redis nobody listens at.
+    fn unreachable_ledger() -> NonceLedger {
+        NonceLedger::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "t")
+    }
+
+    /// A mutation's request to `guard`, with `header`.
+    fn mutation_with<'g>(
+        guard: &'g CallerGuard,
+        header: &str,
+    ) -> BoxFuture<'g, async_graphql::Response> {
+        let request = async_graphql::Request::new(MUTATION).data(ForwardedHeaders(vec![(
+            CALLER_HEADER.to_owned(),
+            header.to_owned(),
+        )]));
+        guard.execute(request)
+    }
+
+    const MUTATION: &str = "mutation { deleteNote(id: \"n1\") }";
+
+    #[tokio::test]
+    async fn a_context_for_one_use_runs_once_wherever_it_is_sent() {
+        let echo = Arc::new(Echo::default());
+        let ledger = NonceLedger::new(crate::test_stack::redis(), "test-caller");
+        let guard = CallerGuard::new(echo.clone(), secret(), ledger.clone());
+        // Another process serving the same subgraph: the same Redis, its own connection.
+        let other_pod = CallerGuard::new(
+            echo.clone(),
+            secret(),
+            NonceLedger::new(crate::test_stack::redis(), "test-caller"),
+        );
+        let header = secret().sign_once(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
+        let first = mutation_with(&guard, &header).await;
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        for (replay_to, what) in [(&guard, "the same pod"), (&other_pod, "another pod")] {
+            let again = mutation_with(replay_to, &header).await;
+            assert_eq!(
+                again.errors[0].message,
+                CallerRefused::Replayed.to_string(),
+                "{what}"
+            );
+            let code =
+                serde_json::to_value(&again).unwrap()["errors"][0]["extensions"]["code"].clone();
+            assert_eq!(code, "UNAUTHORIZED", "{what}");
+        }
+        assert_eq!(echo.ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Each signing is a new nonce: the router's next mutation runs.
+        let next = secret().sign_once(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
+        assert_ne!(next, header);
+        assert!(mutation_with(&other_pod, &next).await.errors.is_empty());
+        // A context for many uses (a query's) is never claimed: sent twice, it runs twice.
+        let many = secret().sign(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
+        assert!(mutation_with(&guard, &many).await.errors.is_empty());
+        assert!(mutation_with(&guard, &many).await.errors.is_empty());
+        assert_eq!(echo.ran.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_context_for_one_use_is_refused_unavailable_when_its_use_cannot_be_checked() {
+        let echo = Arc::new(Echo::default());
+        let guard = CallerGuard::new(echo.clone(), secret(), unreachable_ledger());
+        let header = secret().sign_once(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
+        let refused = serde_json::to_value(mutation_with(&guard, &header).await).unwrap();
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"],
+            "SERVICE_UNAVAILABLE"
+        );
+        assert_eq!(
+            echo.ran.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing ran"
+        );
+        // Once the ledger answers, the same request goes through (the client's retry).
+        let ledger = NonceLedger::new(crate::test_stack::redis(), "test-caller");
+        let guard = CallerGuard::new(echo.clone(), secret(), ledger);
+        assert!(mutation_with(&guard, &header).await.errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_nonce_cannot_be_added_or_swapped_without_the_key() {
+        // The nonce is inside the signed payload: stripping it (to make a one-use context
+        // reusable) or changing it breaks the signature.
+        let header = secret().sign_once(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
+        let mut parts: Vec<String> = header.split('.').map(str::to_owned).collect();
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&BASE64URL.decode(&parts[1]).unwrap()).unwrap();
+        assert!(payload.get("once").is_some(), "{payload}");
+        payload.as_object_mut().unwrap().remove("once");
+        parts[1] = BASE64URL.encode(serde_json::to_vec(&payload).unwrap());
+        assert_eq!(
+            secret().verify(&parts.join("."), MUTATION, &none()),
+            Err(CallerRefused::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn during_a_rotation_the_previous_key_is_believed_too() {
+        let old = InternalSecret::new(&[1u8; 32]).unwrap().caller_key("study");
+        let new = InternalSecret::new(&[2u8; 32]).unwrap().caller_key("study");
+        let stranger = InternalSecret::new(&[9u8; 32]).unwrap().caller_key("study");
+        let echo = Arc::new(Echo::default());
+        let rotating = CallerGuard::new(echo.clone(), new.clone(), unreachable_ledger())
+            .also_believing(Some(old.clone()));
+        let settled = CallerGuard::new(echo.clone(), new.clone(), unreachable_ledger());
+        let query = "{ me { id } }";
+        let send = |guard: &CallerGuard, key: &CallerKey| {
+            let header = key.sign(&someone(), query, &none(), DEFAULT_LIFETIME);
+            let request = async_graphql::Request::new(query)
+                .data(ForwardedHeaders(vec![(CALLER_HEADER.to_owned(), header)]));
+            let guard = guard.clone();
+            async move { guard.execute(request).await.errors }
+        };
+        // Routers still on the old secret and those on the new one: both believed.
+        assert!(send(&rotating, &old).await.is_empty());
+        assert!(send(&rotating, &new).await.is_empty());
+        // Any other key still refused, as it is once the previous key is dropped.
+        let refused = send(&rotating, &stranger).await;
+        assert_eq!(refused[0].message, CallerRefused::BadSignature.to_string());
+        assert!(send(&settled, &new).await.is_empty());
+        let refused = send(&settled, &old).await;
+        assert_eq!(refused[0].message, CallerRefused::BadSignature.to_string());
+    }
+
     /// Runs a future to completion on the current thread.
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
@@ -693,6 +942,7 @@ mod tests {
         let forged = SignedPayload {
             caller: forged,
             expires: unix_now() + 10,
+            once: None,
         };
         parts[1] = BASE64URL.encode(serde_json::to_vec(&forged).unwrap());
         assert_eq!(
@@ -716,6 +966,7 @@ mod tests {
                 serde_json::to_vec(&SignedPayload {
                     caller: someone(),
                     expires,
+                    once: None,
                 })
                 .unwrap(),
             );

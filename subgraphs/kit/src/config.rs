@@ -314,6 +314,25 @@ impl<'a> ConfigReader<'a> {
         )
     }
 
+    /// `GOSPELIB_CALLER_KEYS_PREVIOUS`: while the internal secret is rotated, the keys derived
+    /// from the one before it (`NAME=KEY,…`, `gospelib caller-keys` run with the old secret),
+    /// which this process's subgraphs still accept, so the routers may switch one by one
+    /// without a refused request. Empty (none accepted) when unset.
+    pub fn previous_caller_keys(&mut self) -> Option<crate::caller::CallerKeys> {
+        const PREVIOUS: &str = "GOSPELIB_CALLER_KEYS_PREVIOUS";
+        if self.env.get(PREVIOUS).is_none() {
+            return Some(crate::caller::CallerKeys::Given(Default::default()));
+        }
+        // Keys: never shown, as `optional` would show a value it cannot read.
+        self.required(
+            PREVIOUS,
+            "while the internal secret is rotated, the keys derived from the previous secret, \
+             `NAME=KEY,…` as `gospelib caller-keys NAME…` prints them",
+            Visibility::Secret,
+            crate::caller::CallerKeys::parse,
+        )
+    }
+
     /// `GOSPELIB_PLANS_FILE`: the plan catalogue (see [`crate::plans`]); the one the binary
     /// was built with (`config/plans.toml`) when unset.
     pub fn plans(&mut self) -> Option<std::sync::Arc<crate::plans::Plans>> {
@@ -661,6 +680,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(refused.contains("64 hexadecimal digits"), "{refused}");
+        assert!(!refused.contains(&given[6..]), "a key was shown: {refused}");
+    }
+
+    #[test]
+    fn previous_caller_keys_are_optional_and_never_shown() {
+        use crate::caller::{CallerKeys, InternalSecret};
+        let read = |pairs: &[(&str, &str)]| {
+            let env = super::Env::from_pairs(pairs.iter().copied());
+            let mut reader = super::ConfigReader::new(&env);
+            let keys = reader.previous_caller_keys();
+            reader.finish().map(|()| keys.unwrap())
+        };
+        assert_eq!(read(&[]).unwrap().get("study"), None, "none when unset");
+        let old = InternalSecret::new(&[3u8; 32]).unwrap();
+        let given = CallerKeys::render(&old, &["study"]);
+        let keys = read(&[("GOSPELIB_CALLER_KEYS_PREVIOUS", &given)]).unwrap();
+        assert_eq!(keys.get("study"), Some(old.caller_key("study")));
+        let bad = format!("{given}0");
+        let refused = read(&[("GOSPELIB_CALLER_KEYS_PREVIOUS", &bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("GOSPELIB_CALLER_KEYS_PREVIOUS"),
+            "{refused}"
+        );
         assert!(!refused.contains(&given[6..]), "a key was shown: {refused}");
     }
 

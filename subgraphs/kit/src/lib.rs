@@ -18,6 +18,7 @@ pub mod live;
 pub mod metrics;
 pub mod migrations;
 pub mod multipart;
+pub mod nonce_ledger;
 pub mod observe;
 pub mod outbound;
 pub mod outbox;

@@ -187,7 +187,11 @@ async fn server_limited(
     let schema = Schema::build(Query, async_graphql::EmptyMutation, Live)
         .data(live.clone())
         .finish();
-    let guarded = CallerGuard::new(Arc::new(schema), secret().caller_key("live"));
+    let guarded = CallerGuard::new(
+        Arc::new(schema),
+        secret().caller_key("live"),
+        gospelib_kit::nonce_ledger::NonceLedger::new(gospelib_kit::test_stack::redis(), "test"),
+    );
     let app = app_limited(Arc::new(guarded), settings, max_body_bytes);
     (start_app(app).await, live)
 }
