@@ -37,6 +37,9 @@ mod incremental;
 mod subscriptions;
 
 pub use incremental::Incremental;
+pub use subscriptions::{
+    MAX_RESUBSCRIPTIONS, RESUBSCRIBE_DELAYS, RESUBSCRIPTION_WINDOW, ResponseStream,
+};
 
 /// Whether an operation asks for `__schema` or `__type`.
 fn asks_introspection(

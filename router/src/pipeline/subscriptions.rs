@@ -5,10 +5,18 @@
 //! projected for the client.
 //!
 //! A subscription ends when the subgraph completes it, when the client goes away (the stream is
-//! dropped, which closes the subgraph's), when the subgraph's stream breaks (a last response
-//! with an `UPSTREAM_UNAVAILABLE` error), or when a new supergraph is loaded: its plan belongs
+//! dropped, which closes the subgraph's), or when a new supergraph is loaded: its plan belongs
 //! to the old one, so it ends with a last response whose error has the code
 //! `SUBSCRIPTION_RESTART`, and the client subscribes again.
+//!
+//! When the subgraph's stream breaks (its pod restarted, its node vanished, the socket went
+//! silent), the router subscribes again, to another instance where there are several, and
+//! answers one response whose error has the code `LIVE_GAP` in place of the events it may have
+//! missed meanwhile (the client reads again what it shows, as after a subgraph's own
+//! `LIVE_GAP`); the subscription goes on. Only when [`RESUBSCRIBE_DELAYS`] are spent without a
+//! new stream, or the stream broke [`MAX_RESUBSCRIPTIONS`] times within
+//! [`RESUBSCRIPTION_WINDOW`] (a subgraph that accepts and drops every subscription), does it
+//! end, with a last response whose error has the code `UPSTREAM_UNAVAILABLE`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -222,11 +230,29 @@ impl Router {
             replaced,
             credential_expires,
             ended: false,
+            resubscribed: std::collections::VecDeque::new(),
             _slot: slot,
         };
         Ok(Box::pin(futures_util::stream::unfold(live, Live::next)))
     }
 }
+
+/// The waits before each attempt to subscribe again after the subgraph's stream broke (the
+/// first at once: another instance may be up); each attempt is bounded by the subgraph
+/// timeout.
+pub const RESUBSCRIBE_DELAYS: [std::time::Duration; 4] = [
+    std::time::Duration::ZERO,
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(3),
+];
+
+/// How many times one subscription is subscribed again within [`RESUBSCRIPTION_WINDOW`]
+/// before a broken stream ends it.
+pub const MAX_RESUBSCRIPTIONS: usize = 3;
+
+/// See [`MAX_RESUBSCRIPTIONS`].
+pub const RESUBSCRIPTION_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long after its credential's end a subscription ends with `UNAUTHORIZED` (see
 /// [`Router::subscribe`]).
@@ -242,6 +268,9 @@ struct Live {
     credential_expires: Option<tokio::time::Instant>,
     /// Whether the last response was sent.
     ended: bool,
+    /// When the subgraph's stream was last subscribed again, the latest last (within
+    /// [`RESUBSCRIPTION_WINDOW`] of now).
+    resubscribed: std::collections::VecDeque<tokio::time::Instant>,
     _slot: Slot,
 }
 
@@ -327,6 +356,22 @@ impl Context {
             .map_err(|error| self.refusal(vec![error]))
     }
 
+    /// The response in place of the events the subscription may have missed while its stream
+    /// from `subgraph` was broken and subscribed again.
+    fn gap(&self, subgraph: &str) -> Response {
+        let error = json!({
+            "message": "the router's stream from the subgraph broke and was subscribed again: \
+                        events in between may be missing; read again what you show",
+            "extensions": { "code": "LIVE_GAP", "serviceName": subgraph }
+        });
+        Response::new(
+            None,
+            vec![error],
+            self.version.clone(),
+            crate::entity_cache::CacheControl::NoStore,
+        )
+    }
+
     async fn respond_to(&self, event: Result<crate::value::Value, TransportError>) -> Response {
         let (to_run, denials) = self.to_run();
         let Some(plan) = SubscriptionPlan::of(&to_run.plan) else {
@@ -381,9 +426,47 @@ impl Live {
             }
             event = self.events.next() => event?,
         };
+        if let Err(broken @ TransportError::Unavailable { subgraph, .. }) = &event
+            && let Some(events) = self.subscribe_again(broken).await
+        {
+            self.events = events;
+            return Some((self.context.gap(subgraph), self));
+        }
         // A broken subscription's error is its last response.
         self.ended = event.is_err();
         let response = self.context.respond_to(event).await;
         Some((response, self))
+    }
+
+    /// A new stream from the subgraph after `broken`, unless this subscription broke too often
+    /// lately or no attempt of [`RESUBSCRIBE_DELAYS`] opened one.
+    async fn subscribe_again(&mut self, broken: &TransportError) -> Option<EventStream> {
+        let now = tokio::time::Instant::now();
+        while self
+            .resubscribed
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= RESUBSCRIPTION_WINDOW)
+        {
+            self.resubscribed.pop_front();
+        }
+        if self.resubscribed.len() >= MAX_RESUBSCRIPTIONS {
+            tracing::warn!(%broken, "a subscription's subgraph stream broke again: ending it");
+            return None;
+        }
+        for delay in RESUBSCRIBE_DELAYS {
+            tokio::time::sleep(delay).await;
+            match self.context.open().await {
+                Ok(events) => {
+                    tracing::info!(%broken, "subscribed again after the subgraph's stream broke");
+                    self.resubscribed.push_back(tokio::time::Instant::now());
+                    return Some(events);
+                }
+                Err(refused) => {
+                    tracing::debug!(errors = ?refused.errors, "subscribing again failed");
+                }
+            }
+        }
+        tracing::warn!(%broken, "a subscription's subgraph could not be subscribed to again: ending it");
+        None
     }
 }

@@ -1,0 +1,203 @@
+//! A subscription through the router whose stream from the subgraph breaks (the subgraph's pod
+//! restarted, its node vanished): the router subscribes again and answers a `LIVE_GAP` in place
+//! of what may have been missed, and the subscription goes on; a subgraph that stays down, or
+//! that drops every subscription it takes, ends it with `UPSTREAM_UNAVAILABLE`.
+//!
+//! The subgraph is a real WebSocket server speaking `graphql-transport-ws`, scripted per
+//! connection; the router reaches it over HTTP as in Phase 2.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gospelib_router::pipeline::{GraphQlRequest, MAX_RESUBSCRIPTIONS, ResponseStream, Router};
+use gospelib_router::supergraph::Supergraph;
+use gospelib_router::transport::Http;
+use gospelib_schema::compose::{SubgraphSdl, compose};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+
+/// What the subgraph does with a subscription once it has sent its ticks.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Closes the TCP connection without completing (a pod killed, a node gone).
+    Breaks,
+    /// Keeps the subscription open.
+    Holds,
+}
+
+/// A subgraph that, on its `n`th connection (from 0), sends the ticks `script(n)` gives and
+/// then does what it says; when `script(n)` is `None` it stops listening (connections are
+/// refused from then on). Its URL, and how many connections it took.
+async fn ticking_subgraph(
+    script: impl Fn(usize) -> Option<(Vec<i64>, Then)> + Send + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        for n in 0.. {
+            let Some((ticks, then)) = script(n) else {
+                return; // The listener goes with this task.
+            };
+            let (tcp, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut socket = tokio_tungstenite::accept_hdr_async(tcp, offer_protocol)
+                    .await
+                    .unwrap();
+                assert_eq!(next_json(&mut socket).await["type"], "connection_init");
+                let ack = json!({"type": "connection_ack"}).to_string();
+                socket.send(Message::text(ack)).await.unwrap();
+                let subscribe = next_json(&mut socket).await;
+                assert_eq!(subscribe["type"], "subscribe");
+                for tick in ticks {
+                    let next = json!({
+                        "type": "next",
+                        "id": subscribe["id"],
+                        "payload": {"data": {"ticks": tick}}
+                    });
+                    socket.send(Message::text(next.to_string())).await.unwrap();
+                }
+                match then {
+                    Then::Breaks => drop(socket),
+                    Then::Holds => while let Some(Ok(_)) = socket.next().await {},
+                }
+            });
+        }
+    });
+    (format!("http://{address}/graphql"), connections)
+}
+
+async fn next_json(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> Value {
+    match socket.next().await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("not a text message: {other:?}"),
+    }
+}
+
+/// Accepts the upgrade offering `graphql-transport-ws` (the error type is tungstenite's).
+#[allow(clippy::result_large_err)]
+fn offer_protocol(_: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    response.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    Ok(response)
+}
+
+/// A router whose one subgraph, `clock`, is at `url`.
+fn router(url: &str) -> Arc<Router> {
+    let sdl = r#"
+        extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])
+        type Query { now: Int }
+        type Subscription { ticks: Int }
+    "#;
+    let supergraph = compose(&[SubgraphSdl {
+        name: "clock".to_owned(),
+        url: url.to_owned(),
+        sdl: sdl.to_owned(),
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(
+        Router::new(
+            Supergraph::parse(&supergraph, None).unwrap(),
+            Arc::new(Http::new(Duration::from_secs(2)).unwrap()),
+        )
+        .with_subgraph_urls([("clock".to_owned(), url.to_owned())].into()),
+    )
+}
+
+async fn subscribe(router: &Arc<Router>) -> ResponseStream {
+    router
+        .subscribe(GraphQlRequest {
+            query: "subscription { ticks }".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|refused| panic!("{}", refused.to_json()))
+}
+
+/// The next response, as what a client reads of it: the tick, or the error's code.
+async fn next(responses: &mut ResponseStream) -> Option<Value> {
+    let response = tokio::time::timeout(Duration::from_secs(20), responses.next())
+        .await
+        .expect("a response within 20 s")?;
+    let body = response.to_json();
+    Some(match body["errors"][0]["extensions"]["code"].as_str() {
+        Some(code) => {
+            if code == "LIVE_GAP" {
+                // In place of events: no data, and the subgraph named.
+                assert!(body["data"].is_null(), "{body}");
+                assert_eq!(body["errors"][0]["extensions"]["serviceName"], "clock");
+            }
+            json!(code)
+        }
+        None => body["data"]["ticks"].clone(),
+    })
+}
+
+#[tokio::test]
+async fn a_broken_stream_is_subscribed_again_with_a_gap_in_between() {
+    let (url, connections) = ticking_subgraph(|n| match n {
+        0 => Some((vec![1, 2], Then::Breaks)),
+        _ => Some((vec![3], Then::Holds)),
+    })
+    .await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    assert_eq!(next(&mut responses).await, Some(json!(1)));
+    assert_eq!(next(&mut responses).await, Some(json!(2)));
+    assert_eq!(next(&mut responses).await, Some(json!("LIVE_GAP")));
+    assert_eq!(next(&mut responses).await, Some(json!(3)));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    // Still open: nothing more, no end.
+    let more = tokio::time::timeout(Duration::from_millis(300), responses.next()).await;
+    assert!(more.is_err(), "the subscription goes on quietly");
+    assert_eq!(router.open_subscriptions(), 1);
+    drop(responses);
+    assert_eq!(router.open_subscriptions(), 0);
+}
+
+#[tokio::test]
+async fn a_subgraph_that_stays_down_ends_the_subscription() {
+    // After its first connection, the subgraph refuses every other.
+    let (url, connections) = ticking_subgraph(|n| match n {
+        0 => Some((vec![1], Then::Breaks)),
+        _ => None,
+    })
+    .await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    assert_eq!(next(&mut responses).await, Some(json!(1)));
+    assert_eq!(
+        next(&mut responses).await,
+        Some(json!("UPSTREAM_UNAVAILABLE"))
+    );
+    assert_eq!(next(&mut responses).await, None, "the stream ends");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    assert_eq!(router.open_subscriptions(), 0);
+}
+
+#[tokio::test]
+async fn a_subgraph_that_drops_every_subscription_ends_it_after_a_few() {
+    let (url, connections) = ticking_subgraph(|n| Some((vec![n as i64], Then::Breaks))).await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    for n in 0..MAX_RESUBSCRIPTIONS {
+        assert_eq!(next(&mut responses).await, Some(json!(n)));
+        assert_eq!(next(&mut responses).await, Some(json!("LIVE_GAP")));
+    }
+    assert_eq!(next(&mut responses).await, Some(json!(MAX_RESUBSCRIPTIONS)));
+    assert_eq!(
+        next(&mut responses).await,
+        Some(json!("UPSTREAM_UNAVAILABLE"))
+    );
+    assert_eq!(next(&mut responses).await, None, "the stream ends");
+    assert_eq!(connections.load(Ordering::SeqCst), MAX_RESUBSCRIPTIONS + 1);
+}
