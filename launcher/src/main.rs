@@ -435,7 +435,7 @@ fn print_caller_keys(env: &Env, subgraphs: &[String]) -> anyhow::Result<()> {
 }
 
 async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
-    let settings = ServeSettings::read(env)?;
+    let mut settings = ServeSettings::read(env)?;
     if only.is_empty() {
         // The whole platform runs the router, which needs the internal secret.
         settings.router_identity()?;
@@ -448,6 +448,25 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
             .context("migrations at start-up")?;
         tracing::info!(applied, "migrations applied");
     }
+    let public = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let internal = tokio::net::TcpListener::bind(settings.internal_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (GOSPELIB_INTERNAL_LISTEN)",
+                settings.internal_listen
+            )
+        })?;
+    // From here on, the addresses bound: a port given as 0 is the one the system chose, and
+    // the process reaches itself there (the router its registry and, in process, subgraphs).
+    settings.listen = public
+        .local_addr()
+        .context("the public listener's address")?;
+    settings.internal_listen = internal
+        .local_addr()
+        .context("the internal listener's address")?;
     let metrics = Metrics::new("gospelib");
     let whole_platform = only.is_empty();
     // One signal stops both listeners and the parts' background work.
@@ -511,17 +530,6 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         },
         metrics,
     );
-    let public = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let internal = tokio::net::TcpListener::bind(settings.internal_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (GOSPELIB_INTERNAL_LISTEN)",
-                settings.internal_listen
-            )
-        })?;
     tracing::info!(
         public = %settings.listen,
         internal = %settings.internal_listen,

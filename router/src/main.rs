@@ -469,7 +469,9 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(address = %settings.listen, supergraph = %version, "gospelib-router serving");
+    // The address bound: a port given as 0 is the one the system chose.
+    let address = listener.local_addr().unwrap_or(settings.listen);
+    tracing::info!(%address, supergraph = %version, "gospelib-router serving");
     let limits = ConnectionLimits::new(
         settings.shutdown_grace,
         settings.edge.subscriptions.ping_interval,

@@ -3,11 +3,13 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{SDL, products_schema, reviews_schema, start, subgraph_spec};
+use support::{
+    RouterProcess, SDL, products_schema, reviews_schema, spawn_router, start, subgraph_spec,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_gospelib-router");
 
@@ -18,15 +20,6 @@ async fn start_subgraph(
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
     let (base, stop) = start(subgraph_spec(name, executor)).await;
     (format!("{base}/graphql"), stop)
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Asks the router; returns the version header and the body.
@@ -46,32 +39,20 @@ async fn ask(base: &str) -> Option<(String, serde_json::Value)> {
     Some((version, response.json().await.ok()?))
 }
 
-/// Starts `gospelib-router` with `args` and `vars` on a free port, its log written to `log` if
-/// given; returns it (killed when dropped), its base URL, and its first answer to [`ask`].
+/// Starts `gospelib-router` with `args` and `vars` on a port of its choosing, its log written
+/// to `log` if given; returns it (killed when dropped), its base URL, and its first answer to
+/// [`ask`].
 async fn start_router(
     args: &[&str],
     vars: &[(&str, String)],
     log: Option<&std::path::Path>,
-) -> (Child, String, (String, serde_json::Value)) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+) -> (RouterProcess, String, (String, serde_json::Value)) {
     let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .env("GOSPELIB_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            None => Stdio::null(),
-        });
+    command.args(args);
     for (name, value) in vars {
         command.env(name, value);
     }
-    let router = Child(command.spawn().unwrap());
-    let base = format!("http://127.0.0.1:{port}");
+    let (router, base) = spawn_router(command, log).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let first = loop {
         if let Some(answer) = ask(&base).await {

@@ -4,26 +4,19 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gospelib_router::trusted_documents::{Manifest, document_id};
 use serde_json::{Value, json};
-use support::{SDL, products_schema, reviews_schema, start, subgraph_spec};
+use support::{
+    RouterProcess, SDL, products_schema, reviews_schema, spawn_router, start, subgraph_spec,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_gospelib-router");
 const TRUSTED: &str = "query Top { topProducts(first: 1) { name reviews { body } } }";
 const LATER: &str = "query Names { topProducts(first: 2) { name } }";
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn manifest(documents: &[&str]) -> String {
     let manifest = Manifest::from_documents(documents.iter().map(|text| ("test", *text))).unwrap();
@@ -54,35 +47,23 @@ async fn start_router(
     args: &[&str],
     vars: &[(&str, String)],
     log: Option<&std::path::Path>,
-) -> (Child, String) {
+) -> (RouterProcess, String) {
     let (products, _p) = start(subgraph_spec("products", Arc::new(products_schema()))).await;
     let (reviews, _r) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
     // The subgraphs stay up as long as the test: their stop senders are leaked.
     std::mem::forget((_p, _r));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut command = Command::new(BINARY);
     command
         .args(args)
-        .env("GOSPELIB_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
         .env("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS", "enforce")
         .env(
             "GOSPELIB_ROUTER_SUBGRAPH_URLS",
             format!("products={products}/graphql,reviews={reviews}/graphql"),
-        )
-        .stdout(Stdio::null())
-        .stderr(match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            None => Stdio::null(),
-        });
+        );
     for (name, value) in vars {
         command.env(name, value);
     }
-    let router = Child(command.spawn().unwrap());
-    let base = format!("http://127.0.0.1:{port}");
+    let (router, base) = spawn_router(command, log).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while post(&base, &json!({ "query": TRUSTED })).await.is_none() {
         assert!(Instant::now() < deadline, "gospelib-router did not answer");

@@ -109,22 +109,26 @@ pub fn serve(args: &[&str]) -> (Served, String, tokio::runtime::Runtime) {
 }
 
 /// [`serve`] with some of the stack's variables replaced.
+///
+/// Both listeners are given port 0 and the process says which ports it bound (its
+/// "gospelib serving" log line): no port is picked here and freed for the child to take, which
+/// another test could take first.
 pub fn serve_with(
     args: &[&str],
     overrides: &[(&'static str, String)],
 ) -> (Served, String, tokio::runtime::Runtime) {
-    let port = free_port();
-    let internal_port = free_port();
+    static SERVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut vars = stack_vars();
     vars.retain(|(name, _)| overrides.iter().all(|(replaced, _)| replaced != name));
     vars.extend(overrides.iter().cloned());
-    vars.push(("GOSPELIB_ROUTER_PORT", port.to_string()));
-    vars.push((
-        "GOSPELIB_INTERNAL_LISTEN",
-        format!("127.0.0.1:{internal_port}"),
+    vars.push(("GOSPELIB_ROUTER_LISTEN", "127.0.0.1:0".to_owned()));
+    vars.push(("GOSPELIB_INTERNAL_LISTEN", "127.0.0.1:0".to_owned()));
+    // Its log goes to a file, read for its addresses and shown if it never answers.
+    let log_path = std::env::temp_dir().join(format!(
+        "gospelib-test-serve-{}-{}.log",
+        std::process::id(),
+        SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    // Its log goes to a file, shown if it never answers.
-    let log_path = std::env::temp_dir().join(format!("gospelib-test-serve-{port}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Served {
         child: gospelib(args, &vars)
@@ -132,24 +136,36 @@ pub fn serve_with(
             .stderr(log)
             .spawn()
             .unwrap(),
-        internal: format!("http://127.0.0.1:{internal_port}"),
+        internal: String::new(),
         log: log_path.clone(),
     };
-    let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let base = runtime.block_on(async {
         // Generous: every test of a suite starts its own process at once on two cores.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while reqwest::get(format!("{base}/health")).await.is_err() {
+        let mut base = None;
+        loop {
+            if base.is_none()
+                && let Some((public, internal)) = bound_addresses(&log_path)
+            {
+                child.internal = format!("http://{internal}");
+                base = Some(format!("http://{public}"));
+            }
+            if let Some(base) = &base
+                && reqwest::get(format!("{base}/health")).await.is_ok()
+            {
+                return base.clone();
+            }
             let exited = child.child.try_wait().unwrap();
             if exited.is_some() || Instant::now() >= deadline {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
                 panic!(
-                    "gospelib {args:?} did not answer on {base} ({}); its last log lines:\n{}",
+                    "gospelib {args:?} did not answer on {} ({}); its last log lines:\n{}",
+                    base.as_deref().unwrap_or("(no address logged yet)"),
                     exited.map_or("still running".to_owned(), |status| status.to_string()),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
@@ -158,6 +174,20 @@ pub fn serve_with(
         }
     });
     (child, base, runtime)
+}
+
+/// The public and internal addresses a served process logged that it bound, once it has.
+fn bound_addresses(log: &std::path::Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "gospelib serving")
+        .and_then(|line| {
+            Some((
+                line["public"].as_str()?.to_owned(),
+                line["internal"].as_str()?.to_owned(),
+            ))
+        })
 }
 
 /// A fresh, migrated PostgreSQL database on the stack's server, dropped with the value.

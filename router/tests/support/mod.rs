@@ -276,3 +276,53 @@ pub fn counted_router(
     )
     .with_internal_secret(InternalSecret::new(&[7; 32]).unwrap())
 }
+
+/// A `gospelib-router` process of a test, killed when dropped (also when the test panics).
+pub struct RouterProcess(pub std::process::Child);
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `command` (the `gospelib-router` binary, configured) on port 0, its log written to
+/// `log` (or a file of its own): the process says which port it bound in its "gospelib-router
+/// serving" line, so no port is picked here and freed for it, which another test could take
+/// first. Returns it and its base URL once that line is written.
+pub async fn spawn_router(
+    mut command: std::process::Command,
+    log: Option<&std::path::Path>,
+) -> (RouterProcess, String) {
+    static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+    let log = log.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "gospelib-router-test-{}-{}.log",
+            std::process::id(),
+            SPAWNED.fetch_add(1, Ordering::Relaxed)
+        ))
+    });
+    command
+        .env("GOSPELIB_ROUTER_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut router = RouterProcess(command.spawn().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let serving = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["message"] == "gospelib-router serving");
+        if let Some(address) = serving.as_ref().and_then(|line| line["address"].as_str()) {
+            return (router, format!("http://{address}"));
+        }
+        let exited = router.0.try_wait().unwrap();
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "gospelib-router did not start ({exited:?}); its log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
