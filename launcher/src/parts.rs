@@ -689,6 +689,35 @@ pub fn caller_key(settings: &ServeSettings, name: &str) -> Result<CallerKey, Con
     })
 }
 
+/// The key of the subgraph `name` derived from the previous internal secret, which its guard
+/// still believes while the secret is rotated: none when `GOSPELIB_CALLER_KEYS_PREVIOUS` is
+/// unset; when it is set, it must hold a key for every subgraph this process serves (a
+/// misnamed entry would otherwise be noticed only when the rotation refuses requests).
+pub fn previous_caller_key(
+    settings: &ServeSettings,
+    name: &str,
+) -> Result<Option<CallerKey>, ConfigError> {
+    if settings.previous_caller_keys.is_empty() {
+        return Ok(None);
+    }
+    settings
+        .previous_caller_keys
+        .get(name)
+        .map(Some)
+        .ok_or_else(|| {
+            one_problem(
+                "GOSPELIB_CALLER_KEYS_PREVIOUS",
+                &format!(
+                    "`{name}=KEY` among the keys (`gospelib caller-keys {name}` with the previous secret)"
+                ),
+                Problem::Malformed {
+                    shown: None,
+                    reason: format!("it holds no key for {name}, which this process serves"),
+                },
+            )
+        })
+}
+
 /// The subgraphs whose caller keys the chosen parts need, as `env` configures them: each
 /// part's own, and content's for an assistant that asks content over HTTP.
 pub fn needed_caller_keys(parts: &[&'static Part], env: &Env) -> Vec<&'static str> {
@@ -714,6 +743,8 @@ pub fn assemble(
         public_routes: None,
         background: Vec::new(),
     };
+    // One ledger (one Redis connection) for every part's guard.
+    let ledger = NonceLedger::new(inputs.clients.redis.clone(), "gl");
     for part in parts {
         let built = (part.build)(inputs)?;
         let mut subgraph = built.subgraph;
@@ -721,9 +752,9 @@ pub fn assemble(
             CallerGuard::new(
                 subgraph.executor,
                 caller_key(inputs.settings, part.name)?,
-                NonceLedger::new(inputs.clients.redis.clone(), "gl"),
+                ledger.clone(),
             )
-            .also_believing(inputs.settings.previous_caller_keys.get(part.name)),
+            .also_believing(previous_caller_key(inputs.settings, part.name)?),
         );
         assembled.subgraphs.push(subgraph);
         assembled.public_routes = match (assembled.public_routes, built.public_routes) {

@@ -72,12 +72,13 @@ impl ServeSettings {
         let port = reader.port("GOSPELIB_ROUTER_PORT", 4000);
         let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.unwrap_or(4000));
         let listen = reader.socket_addr("GOSPELIB_ROUTER_LISTEN", default_listen);
+        // The public port + 1; any port when the public one is any (0).
         let default_internal = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
-            listen
-                .map_or(4000, |l| l.port())
-                .checked_add(1)
-                .unwrap_or(4001),
+            match listen.map_or(4000, |l| l.port()) {
+                0 => 0,
+                public => public.checked_add(1).unwrap_or(4001),
+            },
         );
         let internal_listen = reader.socket_addr("GOSPELIB_INTERNAL_LISTEN", default_internal);
         let router = RouterSettings::read(&mut reader);
@@ -309,8 +310,13 @@ mod tests {
         let settings = ServeSettings::read(&Env::from_pairs(pairs.clone())).unwrap();
         assert_eq!(settings.listen.port(), 4100);
         pairs.push(("GOSPELIB_ROUTER_LISTEN", "0.0.0.0:8080"));
-        let settings = ServeSettings::read(&Env::from_pairs(pairs)).unwrap();
+        let settings = ServeSettings::read(&Env::from_pairs(pairs.clone())).unwrap();
         assert_eq!(settings.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(settings.internal_listen, "127.0.0.1:8081".parse().unwrap());
+        // Any public port: any internal one too (never port 1).
+        pairs.push(("GOSPELIB_ROUTER_LISTEN", "127.0.0.1:0"));
+        let settings = ServeSettings::read(&Env::from_pairs(pairs)).unwrap();
+        assert_eq!(settings.internal_listen, "127.0.0.1:0".parse().unwrap());
     }
 
     #[test]

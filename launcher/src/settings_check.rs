@@ -96,6 +96,12 @@ pub fn check(env: &Env, target: &Target) -> Report {
                 for name in parts::needed_caller_keys(chosen, env) {
                     collect(&mut problems, parts::caller_key(settings, name));
                 }
+                for part in chosen {
+                    collect(
+                        &mut problems,
+                        parts::previous_caller_key(settings, part.name),
+                    );
+                }
             }
             collect(&mut problems, settings);
             match chosen {

@@ -132,11 +132,8 @@ fn the_registry_can_be_the_supergraph_source() {
     vars.extend([
         ("GOSPELIB_PG_URL", url.clone()),
         ("GOSPELIB_SUPERGRAPH_SOURCE", "registry".to_owned()),
-        ("GOSPELIB_ROUTER_PORT", support::free_port().to_string()),
-        (
-            "GOSPELIB_INTERNAL_LISTEN",
-            format!("127.0.0.1:{}", support::free_port()),
-        ),
+        ("GOSPELIB_ROUTER_LISTEN", "127.0.0.1:0".to_owned()),
+        ("GOSPELIB_INTERNAL_LISTEN", "127.0.0.1:0".to_owned()),
     ]);
     let output = gospelib(&["serve"], &vars).output().unwrap();
     assert!(!output.status.success());

@@ -204,6 +204,16 @@ fn previous_caller_keys_are_checked_like_the_current_ones() {
     rotating.push(("GOSPELIB_CALLER_KEYS_PREVIOUS", &content));
     let (status, report) = check(&rotating, &["--only", "content"]);
     assert_eq!(status, Some(0), "{report}");
+    // Previous keys that miss the part's: a misnamed entry, caught before the rotation.
+    let mut misnamed = pairs.clone();
+    let study = caller_keys("study");
+    misnamed.push(("GOSPELIB_CALLER_KEYS_PREVIOUS", &study));
+    let (status, report) = check(&misnamed, &["--only", "content"]);
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains("it holds no key for content, which this process serves"),
+        "{report}"
+    );
     let cut = &content[..content.len() - 1];
     pairs.push(("GOSPELIB_CALLER_KEYS_PREVIOUS", cut));
     let (status, report) = check(&pairs, &["--only", "content"]);

@@ -491,10 +491,19 @@ impl Entity<'_> {
     }
 }
 
+/// What a subgraph request fetches: a root field of the operation (a mutation's root fetches
+/// are the mutation itself), or entities.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fetched {
+    RootFields,
+    Entities,
+}
+
 async fn send(
     state: &State<'_>,
     service_name: &str,
     request: crate::transport::SubgraphRequest,
+    fetched: Fetched,
 ) -> Result<(Data, Vec<serde_json::Value>, Option<AnswerId>), TransportError> {
     let url = state
         .fetching
@@ -505,7 +514,9 @@ async fn send(
     // Every transport, in-process included, answers within the fetch's and the request's time.
     let fetch_deadline = tokio::time::Instant::now() + state.fetching.subgraph_timeout;
     let deadline = fetch_deadline.min(state.fetching.deadline);
-    let request = with_headers(state.fetching, service_name, request);
+    // A mutation's own fields are signed for one use; the entity fetches after them are reads.
+    let one_use = state.fetching.mutation && fetched == Fetched::RootFields;
+    let request = with_headers(state.fetching, service_name, request, one_use);
     let answer = match tokio::time::timeout_at(
         deadline,
         state
@@ -541,13 +552,14 @@ async fn send(
 }
 
 /// `request` to `subgraph` with the headers every subgraph request of this operation
-/// carries, and its caller signed for exactly this request: only the caller's scopes for a
-/// subgraph whose answers the cache policy shares across callers, none when that leaves an
-/// anonymous caller.
+/// carries, and its caller signed for exactly this request (for one use when `one_use`: the
+/// request runs a mutation): only the caller's scopes for a subgraph whose answers the cache
+/// policy shares across callers, none when that leaves an anonymous caller.
 fn with_headers(
     fetching: &Fetching<'_>,
     subgraph: &str,
     mut request: crate::transport::SubgraphRequest,
+    one_use: bool,
 ) -> crate::transport::SubgraphRequest {
     request.headers = fetching.headers.to_vec();
     if let Some(signed) = fetching.caller {
@@ -564,7 +576,7 @@ fn with_headers(
             // mutation, good for one use (never sent twice): a captured copy cannot repeat it.
             let key = signed.secret.caller_key(subgraph);
             let variables = variables_digest(&request.variables);
-            let header = if fetching.mutation {
+            let header = if one_use {
                 key.sign_once(caller, &request.query, &variables, signed.lifetime)
             } else {
                 key.sign(caller, &request.query, &variables, signed.lifetime)
@@ -620,6 +632,7 @@ impl<'p> SubscriptionPlan<'p> {
                 self.primary.operation.document_str.clone(),
                 fetch_variables(&state, self.primary.variable_usages.as_ref()),
             ),
+            false,
         );
         let url = fetching.urls.get(subgraph).map_or("", String::as_str);
         let opening = fetching.transport.subscribe(subgraph, url, request);
@@ -743,7 +756,7 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
         Some(data) => Ok((Data::Own(data), Vec::new(), None)),
         None => {
             let request = crate::transport::SubgraphRequest::query(document.clone(), variables);
-            let answer = send(state, &fetch.service_name, request).await;
+            let answer = send(state, &fetch.service_name, request, Fetched::RootFields).await;
             if let (Some(cached), Ok((data, errors, _))) = (cached, &answer)
                 && errors.is_empty()
                 && data.get().is_object()
@@ -1150,7 +1163,7 @@ async fn entity_fetch(
         Ok((Data::Own(Value::Object(Object::new())), Vec::new(), None))
     } else {
         let request = crate::transport::SubgraphRequest::query(operation, variables);
-        send(state, service_name, request).await
+        send(state, service_name, request, Fetched::Entities).await
     };
     // What the response will have merged: this answer, unless the entity cache gave some.
     let mut merged_answer = None;

@@ -201,3 +201,31 @@ async fn a_subgraph_that_drops_every_subscription_ends_it_after_a_few() {
     assert_eq!(next(&mut responses).await, None, "the stream ends");
     assert_eq!(connections.load(Ordering::SeqCst), MAX_RESUBSCRIPTIONS + 1);
 }
+
+#[tokio::test]
+async fn a_new_supergraph_while_subscribing_again_ends_it_with_a_restart() {
+    // The subgraph breaks and stays down: the router is trying again (for ~4 s) when a new
+    // supergraph arrives; the subscription ends as any does then, without waiting.
+    let (url, _) = ticking_subgraph(|n| match n {
+        0 => Some((vec![1], Then::Breaks)),
+        _ => None,
+    })
+    .await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    assert_eq!(next(&mut responses).await, Some(json!(1)));
+    let next_response = tokio::spawn(async move {
+        let response = next(&mut responses).await;
+        (response, next(&mut responses).await)
+    });
+    // Long enough for the break to be noticed and the first attempt refused; far shorter than
+    // the attempts' delays.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let sdl = router.supergraph().sdl().to_owned();
+    router.replace_supergraph(
+        Supergraph::parse(&format!("{sdl}\n# another version\n"), Some(2)).unwrap(),
+    );
+    let (last, after) = next_response.await.unwrap();
+    assert_eq!(last, Some(json!("SUBSCRIPTION_RESTART")));
+    assert_eq!(after, None, "the stream ends");
+}

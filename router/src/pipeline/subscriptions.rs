@@ -238,14 +238,17 @@ impl Router {
 }
 
 /// The waits before each attempt to subscribe again after the subgraph's stream broke (the
-/// first at once: another instance may be up); each attempt is bounded by the subgraph
-/// timeout.
+/// first at once: another instance may be up), each with up to [`RESUBSCRIBE_JITTER`] more;
+/// each attempt is bounded by the subgraph timeout.
 pub const RESUBSCRIBE_DELAYS: [std::time::Duration; 4] = [
     std::time::Duration::ZERO,
     std::time::Duration::from_millis(250),
     std::time::Duration::from_secs(1),
     std::time::Duration::from_secs(3),
 ];
+
+/// What is added at random to each of [`RESUBSCRIBE_DELAYS`].
+pub const RESUBSCRIBE_JITTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How many times one subscription is subscribed again within [`RESUBSCRIPTION_WINDOW`]
 /// before a broken stream ends it.
@@ -406,41 +409,53 @@ impl Live {
         if self.ended {
             return None;
         }
-        let event = tokio::select! {
-            biased;
-            () = gospelib_kit::time::until(self.credential_expires) => {
-                self.ended = true;
-                let error = json!({
-                    "message": "the session token expired: subscribe again with a fresh one",
-                    "extensions": { "code": "UNAUTHORIZED" }
-                });
-                return Some((self.context.refusal(vec![error]), self));
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = gospelib_kit::time::until(self.credential_expires) => {
+                    self.ended = true;
+                    let error = json!({
+                        "message": "the session token expired: subscribe again with a fresh one",
+                        "extensions": { "code": "UNAUTHORIZED" }
+                    });
+                    return Some((self.context.refusal(vec![error]), self));
+                }
+                _ = self.replaced.changed() => {
+                    self.ended = true;
+                    let error = json!({
+                        "message": "the supergraph changed: subscribe again",
+                        "extensions": { "code": "SUBSCRIPTION_RESTART" }
+                    });
+                    return Some((self.context.refusal(vec![error]), self));
+                }
+                event = self.events.next() => event?,
+            };
+            if let Err(broken @ TransportError::Unavailable { subgraph, .. }) = &event {
+                match self.subscribe_again(broken).await {
+                    Resubscribed::Open(events) => {
+                        self.events = events;
+                        return Some((self.context.gap(subgraph), self));
+                    }
+                    // The credential's end or a new supergraph came first: the loop ends the
+                    // subscription as they do (the broken stream is never read again).
+                    Resubscribed::Interrupted => {
+                        self.events = futures_util::stream::pending().boxed();
+                        continue;
+                    }
+                    Resubscribed::GaveUp => {}
+                }
             }
-            _ = self.replaced.changed() => {
-                self.ended = true;
-                let error = json!({
-                    "message": "the supergraph changed: subscribe again",
-                    "extensions": { "code": "SUBSCRIPTION_RESTART" }
-                });
-                return Some((self.context.refusal(vec![error]), self));
-            }
-            event = self.events.next() => event?,
-        };
-        if let Err(broken @ TransportError::Unavailable { subgraph, .. }) = &event
-            && let Some(events) = self.subscribe_again(broken).await
-        {
-            self.events = events;
-            return Some((self.context.gap(subgraph), self));
+            // A broken subscription's error is its last response.
+            self.ended = event.is_err();
+            let response = self.context.respond_to(event).await;
+            return Some((response, self));
         }
-        // A broken subscription's error is its last response.
-        self.ended = event.is_err();
-        let response = self.context.respond_to(event).await;
-        Some((response, self))
     }
 
     /// A new stream from the subgraph after `broken`, unless this subscription broke too often
-    /// lately or no attempt of [`RESUBSCRIBE_DELAYS`] opened one.
-    async fn subscribe_again(&mut self, broken: &TransportError) -> Option<EventStream> {
+    /// lately, no attempt of [`RESUBSCRIBE_DELAYS`] opened one, or the credential's end or a
+    /// new supergraph came first.
+    async fn subscribe_again(&mut self, broken: &TransportError) -> Resubscribed {
         let now = tokio::time::Instant::now();
         while self
             .resubscribed
@@ -451,22 +466,52 @@ impl Live {
         }
         if self.resubscribed.len() >= MAX_RESUBSCRIPTIONS {
             tracing::warn!(%broken, "a subscription's subgraph stream broke again: ending it");
-            return None;
+            return Resubscribed::GaveUp;
         }
+        // Watched on a copy: the loop in `next` still sees the change.
+        let mut replaced = self.replaced.clone();
+        let mut last_refusal = Vec::new();
         for delay in RESUBSCRIBE_DELAYS {
-            tokio::time::sleep(delay).await;
-            match self.context.open().await {
+            let attempt = async {
+                tokio::time::sleep(delay + jitter()).await;
+                self.context.open().await
+            };
+            let opened = tokio::select! {
+                biased;
+                () = gospelib_kit::time::until(self.credential_expires) => {
+                    return Resubscribed::Interrupted;
+                }
+                _ = replaced.changed() => return Resubscribed::Interrupted,
+                opened = attempt => opened,
+            };
+            match opened {
                 Ok(events) => {
                     tracing::info!(%broken, "subscribed again after the subgraph's stream broke");
                     self.resubscribed.push_back(tokio::time::Instant::now());
-                    return Some(events);
+                    return Resubscribed::Open(events);
                 }
-                Err(refused) => {
-                    tracing::debug!(errors = ?refused.errors, "subscribing again failed");
-                }
+                Err(refused) => last_refusal = refused.errors,
             }
         }
-        tracing::warn!(%broken, "a subscription's subgraph could not be subscribed to again: ending it");
-        None
+        tracing::warn!(
+            %broken,
+            last_refusal = ?last_refusal,
+            "a subscription's subgraph could not be subscribed to again: ending it"
+        );
+        Resubscribed::GaveUp
     }
+}
+
+/// How subscribing again after a broken stream went.
+enum Resubscribed {
+    Open(EventStream),
+    GaveUp,
+    Interrupted,
+}
+
+/// Up to [`RESUBSCRIBE_JITTER`], at random: every subscription of a restarted pod does not
+/// come back at the same instant.
+fn jitter() -> std::time::Duration {
+    let random = getrandom::u32().unwrap_or(0);
+    RESUBSCRIBE_JITTER.mul_f64(f64::from(random) / f64::from(u32::MAX))
 }

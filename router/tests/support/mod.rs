@@ -305,6 +305,8 @@ pub async fn spawn_router(
     });
     command
         .env("GOSPELIB_ROUTER_LISTEN", "127.0.0.1:0")
+        // The line with its address is logged at `info`, whatever the runner's filter.
+        .env("GOSPELIB_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     let mut router = RouterProcess(command.spawn().unwrap());

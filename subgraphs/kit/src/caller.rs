@@ -366,6 +366,11 @@ impl CallerKeys {
         }
     }
 
+    /// Whether these are no keys at all (given none).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Given(keys) if keys.is_empty())
+    }
+
     /// Keys written as `NAME=HEX,NAME=HEX` ([`CallerKeys::render`]'s form).
     pub fn parse(raw: &str) -> Result<Self, String> {
         // Errors name an entry by its place, never by its text: a key written where the name
@@ -452,7 +457,7 @@ pub enum CallerRefused {
     #[error("the caller context was good for one use and has been used")]
     Replayed,
     #[error(
-        "the caller context's one use cannot be checked now (its ledger is unavailable); nothing was done, try again"
+        "the caller context's one use cannot be checked now (its ledger is unavailable): this subgraph request was not run"
     )]
     Unverifiable,
 }
@@ -884,18 +889,37 @@ mod tests {
     #[tokio::test]
     async fn a_nonce_cannot_be_added_or_swapped_without_the_key() {
         // The nonce is inside the signed payload: stripping it (to make a one-use context
-        // reusable) or changing it breaks the signature.
+        // reusable), changing it, or adding one breaks the signature.
         let header = secret().sign_once(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
-        let mut parts: Vec<String> = header.split('.').map(str::to_owned).collect();
         let mut payload: serde_json::Value =
-            serde_json::from_slice(&BASE64URL.decode(&parts[1]).unwrap()).unwrap();
+            serde_json::from_slice(&BASE64URL.decode(header.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
         assert!(payload.get("once").is_some(), "{payload}");
-        payload.as_object_mut().unwrap().remove("once");
-        parts[1] = BASE64URL.encode(serde_json::to_vec(&payload).unwrap());
+        let tampered = |payload: &serde_json::Value, header: &str| {
+            let mut parts: Vec<String> = header.split('.').map(str::to_owned).collect();
+            parts[1] = BASE64URL.encode(serde_json::to_vec(payload).unwrap());
+            secret().verify(&parts.join("."), MUTATION, &none())
+        };
+        // Swapped for another nonce (one not claimed yet).
+        let mut swapped = payload.clone();
+        swapped["once"] = serde_json::json!(Uuid::new_v4());
         assert_eq!(
-            secret().verify(&parts.join("."), MUTATION, &none()),
+            tampered(&swapped, &header),
             Err(CallerRefused::BadSignature)
         );
+        // Removed.
+        payload.as_object_mut().unwrap().remove("once");
+        assert_eq!(
+            tampered(&payload, &header),
+            Err(CallerRefused::BadSignature)
+        );
+        // Added to a context for many uses.
+        let many = secret().sign(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
+        let mut added: serde_json::Value =
+            serde_json::from_slice(&BASE64URL.decode(many.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
+        added["once"] = serde_json::json!(Uuid::new_v4());
+        assert_eq!(tampered(&added, &many), Err(CallerRefused::BadSignature));
     }
 
     #[tokio::test]

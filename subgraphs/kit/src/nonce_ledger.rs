@@ -1,17 +1,23 @@
-//! The caller contexts the router signs for a mutation's subgraph requests are good for one
-//! use: each carries a random nonce ([`crate::caller::CallerKey::sign_once`]), and the subgraph
-//! claims it here before anything runs. Someone who reads internal traffic and sends a
-//! captured mutation request again (the same query, variables and header, within the
-//! context's few seconds) is refused, so nothing is done twice in a user's name.
+//! The caller contexts the router signs for a mutation's own subgraph requests (the fetches
+//! of its root fields, not the entity fetches after them) are good for one use: each carries a
+//! random nonce ([`crate::caller::CallerKey::sign_once`]), and the subgraph claims it here
+//! before anything runs. Someone who reads internal traffic and sends a captured mutation
+//! request again (the same query, variables and header, within the context's few seconds) is
+//! refused, so nothing is done twice in a user's name.
 //!
 //! The ledger is one Redis key per claimed nonce, `<namespace>:caller-once:<nonce>`, set with
-//! `SET NX` and expiring just after the context does (an expired context is refused anyway, so
-//! the key is no longer needed). All processes share it: a replay sent to another pod of the
-//! same subgraph is refused too.
+//! `SET NX` and kept [`SKEW_ALLOWANCE`] past the context's expiry by the claiming pod's clock
+//! (a pod whose clock runs behind still takes the context after that instant). All processes
+//! share it: a replay sent to another pod of the same subgraph is refused too.
 //!
 //! When Redis cannot say (down, slow past [`CLAIM_TIMEOUT`], reconnecting), the claim fails
-//! closed: the request is refused as unavailable, before anything runs, so the client may
-//! simply send the mutation again. Queries never come here: repeating one changes nothing.
+//! closed: the request is refused as unavailable before it runs (that one subgraph request;
+//! an operation's other fields may have run). Queries never come here: repeating one changes
+//! nothing.
+//!
+//! What remains: a claim lives in Redis's memory. The platform's Redis evicts keys with a
+//! lifetime under memory pressure (`volatile-lru`), and keeps its log to the second; a claim
+//! evicted or lost in a crash within its two minutes could be claimed again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +29,10 @@ use uuid::Uuid;
 /// The longest a claim may wait on Redis (connecting included) before the request is refused
 /// as unavailable.
 pub const CLAIM_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a claim is kept past its context's expiry: more than any clock difference between
+/// the platform's pods, which would let a pod behind take the context once more otherwise.
+pub const SKEW_ALLOWANCE: Duration = Duration::from_secs(120);
 
 /// Why a nonce could not be claimed.
 #[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
@@ -61,8 +71,10 @@ impl NonceLedger {
     /// first time only.
     pub async fn claim(&self, nonce: Uuid, expires: u64) -> Result<(), ClaimRefused> {
         let now = crate::caller::unix_now();
-        // Kept one second past the context's last second, when it is refused as expired anyway.
-        let keep_for = expires.saturating_sub(now).saturating_add(1);
+        // Past the context's last second, by this pod's clock and any other's.
+        let keep_for = expires
+            .saturating_sub(now)
+            .saturating_add(1 + SKEW_ALLOWANCE.as_secs());
         let claim = async {
             let mut connection = self
                 .connection
@@ -120,7 +132,7 @@ mod tests {
             Err(ClaimRefused::Claimed)
         );
         assert_eq!(other.claim(Uuid::new_v4(), expires_in(30)).await, Ok(()));
-        // The key lives just past the context's expiry, no longer.
+        // The key lives past the context's expiry by the skew allowance, no longer.
         let mut redis = crate::test_stack::redis()
             .get_multiplexed_async_connection()
             .await
@@ -130,7 +142,8 @@ mod tests {
             .query_async(&mut redis)
             .await
             .unwrap();
-        assert!((29..=31).contains(&ttl), "{ttl}");
+        let allowance = SKEW_ALLOWANCE.as_secs() as i64;
+        assert!((29 + allowance..=31 + allowance).contains(&ttl), "{ttl}");
     }
 
     #[tokio::test]
