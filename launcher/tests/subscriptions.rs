@@ -316,7 +316,7 @@ fn the_router_subscribes_to_a_subgraph_in_another_process_and_survives_its_death
         assert_eq!(router.open_subscriptions(), 1);
 
         // The subgraph's process dies for good: the router tries to subscribe again for a
-        // few seconds (router/tests/resubscription.rs has a subgraph that comes back), then
+        // few seconds (router/tests/subscription_upstream.rs has a subgraph that comes back), then
         // the subscription ends with an error, not silence. Events already on their way (this
         // test's repeated announcements, or other tests' in this binary, which share the
         // stack) may arrive first; they must be whole.

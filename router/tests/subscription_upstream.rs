@@ -1,13 +1,25 @@
-//! The router's upstream subscription socket, against a subgraph that acknowledges a
-//! subscription and then sends nothing: one that still answers pings keeps the subscription
-//! open, one that went silent (a hung process, a vanished node) ends it with
-//! `UPSTREAM_UNAVAILABLE` after two subgraph timeouts, instead of leaving the client waiting
-//! for events forever.
+//! The router's upstream subscription socket, against real WebSocket servers speaking
+//! `graphql-transport-ws`, scripted per connection.
+//!
+//! - A subgraph that acknowledges a subscription and then sends nothing: one that still answers
+//!   pings keeps the subscription open, one that went silent (a hung process, a vanished node)
+//!   ends the socket's stream with an error after two subgraph timeouts, instead of leaving the
+//!   client waiting for events forever.
+//! - Through the router, a stream that breaks (the subgraph's pod restarted, its node vanished)
+//!   is subscribed again, with a `LIVE_GAP` in place of what may have been missed, and the
+//!   subscription goes on; a subgraph that stays down, or that drops every subscription it
+//!   takes, ends it with `UPSTREAM_UNAVAILABLE`; a new supergraph meanwhile ends it with
+//!   `SUBSCRIPTION_RESTART`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use gospelib_router::pipeline::{GraphQlRequest, MAX_RESUBSCRIPTIONS, ResponseStream, Router};
+use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{Http, SubgraphRequest, Transport, TransportError};
+use gospelib_schema::compose::{SubgraphSdl, compose};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -96,4 +108,194 @@ async fn a_quiet_subgraph_that_answers_pings_keeps_the_subscription() {
     // Ten timeouts without an event: still open.
     let waited = tokio::time::timeout(TIMEOUT * 10, events.next()).await;
     assert!(waited.is_err(), "ended: {waited:?}");
+}
+
+// ---- through the router: subscribing again ----
+
+/// What the subgraph does with a subscription once it has sent its ticks.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Closes the TCP connection without completing (a pod killed, a node gone).
+    Breaks,
+    /// Keeps the subscription open.
+    Holds,
+}
+
+/// A subgraph that, on its `n`th connection (from 0), sends the ticks `script(n)` gives and
+/// then does what it says; when `script(n)` is `None` it stops listening (connections are
+/// refused from then on). Its URL, and how many connections it took.
+async fn ticking_subgraph(
+    script: impl Fn(usize) -> Option<(Vec<i64>, Then)> + Send + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        for n in 0.. {
+            let Some((ticks, then)) = script(n) else {
+                return; // The listener goes with this task.
+            };
+            let (tcp, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut socket = tokio_tungstenite::accept_hdr_async(tcp, offer_protocol)
+                    .await
+                    .unwrap();
+                assert_eq!(next_json(&mut socket).await["type"], "connection_init");
+                let ack = json!({"type": "connection_ack"}).to_string();
+                socket.send(Message::text(ack)).await.unwrap();
+                let subscribe = next_json(&mut socket).await;
+                assert_eq!(subscribe["type"], "subscribe");
+                for tick in ticks {
+                    let next = json!({
+                        "type": "next",
+                        "id": subscribe["id"],
+                        "payload": {"data": {"ticks": tick}}
+                    });
+                    socket.send(Message::text(next.to_string())).await.unwrap();
+                }
+                match then {
+                    Then::Breaks => drop(socket),
+                    Then::Holds => while let Some(Ok(_)) = socket.next().await {},
+                }
+            });
+        }
+    });
+    (format!("http://{address}/graphql"), connections)
+}
+
+/// The script of a subgraph that sends one tick, breaks, and refuses every connection after.
+fn one_tick_then_down(n: usize) -> Option<(Vec<i64>, Then)> {
+    (n == 0).then(|| (vec![1], Then::Breaks))
+}
+
+/// A router whose one subgraph, `clock`, is at `url`.
+fn router(url: &str) -> Arc<Router> {
+    let sdl = r#"
+        extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])
+        type Query { now: Int }
+        type Subscription { ticks: Int }
+    "#;
+    let supergraph = compose(&[SubgraphSdl {
+        name: "clock".to_owned(),
+        url: url.to_owned(),
+        sdl: sdl.to_owned(),
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(
+        Router::new(
+            Supergraph::parse(&supergraph, None).unwrap(),
+            Arc::new(Http::new(Duration::from_secs(2)).unwrap()),
+        )
+        .with_subgraph_urls([("clock".to_owned(), url.to_owned())].into()),
+    )
+}
+
+async fn subscribe(router: &Arc<Router>) -> ResponseStream {
+    router
+        .subscribe(GraphQlRequest {
+            query: "subscription { ticks }".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|refused| panic!("{}", refused.to_json()))
+}
+
+/// The next response, as what a client reads of it: the tick, or the error's code.
+async fn next(responses: &mut ResponseStream) -> Option<Value> {
+    let response = tokio::time::timeout(Duration::from_secs(20), responses.next())
+        .await
+        .expect("a response within 20 s")?;
+    let body = response.to_json();
+    Some(match body["errors"][0]["extensions"]["code"].as_str() {
+        Some(code) => {
+            if code == "LIVE_GAP" {
+                // In place of events: no data, and the subgraph named.
+                assert!(body["data"].is_null(), "{body}");
+                assert_eq!(body["errors"][0]["extensions"]["serviceName"], "clock");
+            }
+            json!(code)
+        }
+        None => body["data"]["ticks"].clone(),
+    })
+}
+
+#[tokio::test]
+async fn a_broken_stream_is_subscribed_again_with_a_gap_in_between() {
+    let (url, connections) = ticking_subgraph(|n| match n {
+        0 => Some((vec![1, 2], Then::Breaks)),
+        _ => Some((vec![3], Then::Holds)),
+    })
+    .await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    assert_eq!(next(&mut responses).await, Some(json!(1)));
+    assert_eq!(next(&mut responses).await, Some(json!(2)));
+    assert_eq!(next(&mut responses).await, Some(json!("LIVE_GAP")));
+    assert_eq!(next(&mut responses).await, Some(json!(3)));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    // Still open: nothing more, no end.
+    let more = tokio::time::timeout(Duration::from_millis(300), responses.next()).await;
+    assert!(more.is_err(), "the subscription goes on quietly");
+    assert_eq!(router.open_subscriptions(), 1);
+    drop(responses);
+    assert_eq!(router.open_subscriptions(), 0);
+}
+
+#[tokio::test]
+async fn a_subgraph_that_stays_down_ends_the_subscription() {
+    let (url, connections) = ticking_subgraph(one_tick_then_down).await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    assert_eq!(next(&mut responses).await, Some(json!(1)));
+    assert_eq!(
+        next(&mut responses).await,
+        Some(json!("UPSTREAM_UNAVAILABLE"))
+    );
+    assert_eq!(next(&mut responses).await, None, "the stream ends");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    assert_eq!(router.open_subscriptions(), 0);
+}
+
+#[tokio::test]
+async fn a_subgraph_that_drops_every_subscription_ends_it_after_a_few() {
+    let (url, connections) = ticking_subgraph(|n| Some((vec![n as i64], Then::Breaks))).await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    for n in 0..MAX_RESUBSCRIPTIONS {
+        assert_eq!(next(&mut responses).await, Some(json!(n)));
+        assert_eq!(next(&mut responses).await, Some(json!("LIVE_GAP")));
+    }
+    assert_eq!(next(&mut responses).await, Some(json!(MAX_RESUBSCRIPTIONS)));
+    assert_eq!(
+        next(&mut responses).await,
+        Some(json!("UPSTREAM_UNAVAILABLE"))
+    );
+    assert_eq!(next(&mut responses).await, None, "the stream ends");
+    assert_eq!(connections.load(Ordering::SeqCst), MAX_RESUBSCRIPTIONS + 1);
+}
+
+#[tokio::test]
+async fn a_new_supergraph_while_subscribing_again_ends_it_with_a_restart() {
+    // The subgraph breaks and stays down: the router is trying again (for ~4 s) when a new
+    // supergraph arrives; the subscription ends as any does then, without waiting.
+    let (url, _) = ticking_subgraph(one_tick_then_down).await;
+    let router = router(&url);
+    let mut responses = subscribe(&router).await;
+    assert_eq!(next(&mut responses).await, Some(json!(1)));
+    let next_response = tokio::spawn(async move {
+        let response = next(&mut responses).await;
+        (response, next(&mut responses).await)
+    });
+    // Long enough for the break to be noticed and the first attempt refused; far shorter than
+    // the attempts' delays.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let sdl = router.supergraph().sdl().to_owned();
+    router.replace_supergraph(
+        Supergraph::parse(&format!("{sdl}\n# another version\n"), Some(2)).unwrap(),
+    );
+    let (last, after) = next_response.await.unwrap();
+    assert_eq!(last, Some(json!("SUBSCRIPTION_RESTART")));
+    assert_eq!(after, None, "the stream ends");
 }
