@@ -31,13 +31,7 @@ async fn quiet_subgraph(answers_pings: bool) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut socket = tokio_tungstenite::accept_hdr_async(tcp, offer_protocol)
-            .await
-            .unwrap();
-        assert_eq!(next_json(&mut socket).await["type"], "connection_init");
-        let ack = json!({"type": "connection_ack"}).to_string();
-        socket.send(Message::text(ack)).await.unwrap();
-        assert_eq!(next_json(&mut socket).await["type"], "subscribe");
+        let (mut socket, _) = accept_subscription(tcp).await;
         if answers_pings {
             while let Some(Ok(Message::Text(text))) = socket.next().await {
                 let message: Value = serde_json::from_str(&text).unwrap();
@@ -55,9 +49,23 @@ async fn quiet_subgraph(answers_pings: bool) -> String {
     format!("http://{address}/graphql")
 }
 
-async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-) -> Value {
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// The WebSocket upgrade of `tcp`, `connection_init` acknowledged, and the `subscribe` message
+/// that followed.
+async fn accept_subscription(tcp: tokio::net::TcpStream) -> (Socket, Value) {
+    let mut socket = tokio_tungstenite::accept_hdr_async(tcp, offer_protocol)
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "connection_init");
+    let ack = json!({"type": "connection_ack"}).to_string();
+    socket.send(Message::text(ack)).await.unwrap();
+    let subscribe = next_json(&mut socket).await;
+    assert_eq!(subscribe["type"], "subscribe");
+    (socket, subscribe)
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
     match socket.next().await {
         Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
         other => panic!("not a text message: {other:?}"),
@@ -139,14 +147,7 @@ async fn ticking_subgraph(
             let (tcp, _) = listener.accept().await.unwrap();
             counted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut socket = tokio_tungstenite::accept_hdr_async(tcp, offer_protocol)
-                    .await
-                    .unwrap();
-                assert_eq!(next_json(&mut socket).await["type"], "connection_init");
-                let ack = json!({"type": "connection_ack"}).to_string();
-                socket.send(Message::text(ack)).await.unwrap();
-                let subscribe = next_json(&mut socket).await;
-                assert_eq!(subscribe["type"], "subscribe");
+                let (mut socket, subscribe) = accept_subscription(tcp).await;
                 for tick in ticks {
                     let next = json!({
                         "type": "next",

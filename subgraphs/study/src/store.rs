@@ -208,6 +208,24 @@ pub struct NoteContent {
     pub links: Vec<String>,
 }
 
+/// A query on `study.notes` returning rows of `T`.
+type NoteQuery<'q, T> = sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>;
+
+impl NoteContent {
+    /// `query` with this content bound to its next seven parameters, in the table's column
+    /// order: start and end passage, start and end order, body (JSON text), text, links.
+    fn bind_to<'q, T>(&'q self, query: NoteQuery<'q, T>) -> NoteQuery<'q, T> {
+        query
+            .bind(&self.start_passage_id)
+            .bind(&self.end_passage_id)
+            .bind(self.start_order)
+            .bind(self.end_order)
+            .bind(&self.body)
+            .bind(&self.text)
+            .bind(&self.links)
+    }
+}
+
 /// What an optimistic update of a note came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoteUpdate {
@@ -975,18 +993,7 @@ impl Store {
             &insert,
             &existing,
             |row: &NoteRow| row.user_id,
-            |query| {
-                query
-                    .bind(id)
-                    .bind(user)
-                    .bind(&note.start_passage_id)
-                    .bind(&note.end_passage_id)
-                    .bind(note.start_order)
-                    .bind(note.end_order)
-                    .bind(&note.body)
-                    .bind(&note.text)
-                    .bind(&note.links)
-            },
+            |query| note.bind_to(query.bind(id).bind(user)),
         )
         .await
     }
@@ -1014,17 +1021,8 @@ impl Store {
                  RETURNING *)
              SELECT {NOTE_COLUMNS} FROM n"
         );
-        let updated: Option<NoteRow> = sqlx::query_as(&sql)
-            .bind(id)
-            .bind(user)
-            .bind(version)
-            .bind(&note.start_passage_id)
-            .bind(&note.end_passage_id)
-            .bind(note.start_order)
-            .bind(note.end_order)
-            .bind(&note.body)
-            .bind(&note.text)
-            .bind(&note.links)
+        let updated: Option<NoteRow> = note
+            .bind_to(sqlx::query_as(&sql).bind(id).bind(user).bind(version))
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(updated) = updated {
