@@ -678,15 +678,26 @@ pub struct Assembled {
 /// content over HTTP). A process given keys (`GOSPELIB_CALLER_KEYS`) must have been given it.
 pub fn caller_key(settings: &ServeSettings, name: &str) -> Result<CallerKey, ConfigError> {
     settings.caller_keys.get(name).ok_or_else(|| {
-        one_problem(
+        no_key_for(
             "GOSPELIB_CALLER_KEYS",
-            &format!("`{name}=KEY` among the keys (`gospelib caller-keys {name}` prints it)"),
-            Problem::Malformed {
-                shown: None,
-                reason: format!("it holds no key for {name}, which this process needs"),
-            },
+            name,
+            "prints it",
+            "which this process needs",
         )
     })
+}
+
+/// The problem of keys in `variable` that hold none for the subgraph `name` (`how` says where
+/// the key comes from, `why` why it is needed).
+fn no_key_for(variable: &str, name: &str, how: &str, why: &str) -> ConfigError {
+    one_problem(
+        variable,
+        &format!("`{name}=KEY` among the keys (`gospelib caller-keys {name}` {how})"),
+        Problem::Malformed {
+            shown: None,
+            reason: format!("it holds no key for {name}, {why}"),
+        },
+    )
 }
 
 /// The key of the subgraph `name` derived from the previous internal secret, which its guard
@@ -705,15 +716,11 @@ pub fn previous_caller_key(
         .get(name)
         .map(Some)
         .ok_or_else(|| {
-            one_problem(
+            no_key_for(
                 "GOSPELIB_CALLER_KEYS_PREVIOUS",
-                &format!(
-                    "`{name}=KEY` among the keys (`gospelib caller-keys {name}` with the previous secret)"
-                ),
-                Problem::Malformed {
-                    shown: None,
-                    reason: format!("it holds no key for {name}, which this process serves"),
-                },
+                name,
+                "with the previous secret",
+                "which this process serves",
             )
         })
 }
