@@ -16,7 +16,8 @@
 //!
 //! Every subgraph is served through a [`CallerGuard`]: a request without the header is anonymous;
 //! one with a header that is malformed, unsigned, tampered with, expired, signed for another
-//! query or other variables, or good for one use and used, is refused with `UNAUTHORIZED`
+//! query or other variables, good for one use and used, or good for many uses on a mutation,
+//! is refused with `UNAUTHORIZED`
 //! before anything runs (`SERVICE_UNAVAILABLE` when the ledger cannot say). The same check
 //! runs over HTTP and in process (the router's in-process transport passes the header as
 //! [`ForwardedHeaders`] in the request's data, where the HTTP endpoint puts it too), and for a
@@ -457,6 +458,10 @@ pub enum CallerRefused {
     #[error("the caller context was good for one use and has been used")]
     Replayed,
     #[error(
+        "the caller context is good for many uses, and a mutation's must be good for one (the router signs each mutation request so)"
+    )]
+    MutationNotOneUse,
+    #[error(
         "the caller context's one use cannot be checked now (its ledger is unavailable): this subgraph request was not run"
     )]
     Unverifiable,
@@ -547,17 +552,31 @@ impl CallerGuard {
             }
             (verified, _) => verified,
         }?;
-        if let Some(once) = verified.once {
-            self.ledger
-                .claim(once.nonce, once.expires)
-                .await
-                .map_err(|refused| match refused {
-                    ClaimRefused::Claimed => CallerRefused::Replayed,
-                    ClaimRefused::Unavailable => CallerRefused::Unverifiable,
-                })?;
+        match verified.once {
+            Some(once) => {
+                self.ledger.claim(once.nonce, once.expires).await.map_err(
+                    |refused| match refused {
+                        ClaimRefused::Claimed => CallerRefused::Replayed,
+                        ClaimRefused::Unavailable => CallerRefused::Unverifiable,
+                    },
+                )?
+            }
+            // Whoever signed a mutation for many uses (a router from before one-use
+            // contexts, an internal caller that forgot) would let a captured copy repeat it.
+            None if runs_a_mutation(request) => return Err(CallerRefused::MutationNotOneUse),
+            None => {}
         }
         Ok(verified.caller)
     }
+}
+
+/// Whether `request` runs a mutation (read from the document the process keeps parsed, which
+/// the request's execution then uses). A document that does not parse, or names no such
+/// operation, runs nothing: async-graphql refuses it.
+fn runs_a_mutation(request: &async_graphql::Request) -> bool {
+    crate::parsed_documents::ParsedDocuments::global()
+        .operation_type(&request.query, request.operation_name.as_deref())
+        == Some(async_graphql::parser::types::OperationType::Mutation)
 }
 
 /// The response to a refused caller context: `UNAUTHORIZED`, or `SERVICE_UNAVAILABLE` when
@@ -819,14 +838,28 @@ mod tests {
         guard: &'g CallerGuard,
         header: &str,
     ) -> BoxFuture<'g, async_graphql::Response> {
-        let request = async_graphql::Request::new(MUTATION).data(ForwardedHeaders(vec![(
+        request_with(guard, MUTATION, None, header)
+    }
+
+    /// A request for `query` (its operation `operation`) to `guard`, with `header`.
+    fn request_with<'g>(
+        guard: &'g CallerGuard,
+        query: &str,
+        operation: Option<&str>,
+        header: &str,
+    ) -> BoxFuture<'g, async_graphql::Response> {
+        let mut request = async_graphql::Request::new(query).data(ForwardedHeaders(vec![(
             CALLER_HEADER.to_owned(),
             header.to_owned(),
         )]));
+        if let Some(operation) = operation {
+            request = request.operation_name(operation);
+        }
         guard.execute(request)
     }
 
     const MUTATION: &str = "mutation { deleteNote(id: \"n1\") }";
+    const QUERY: &str = "{ note(id: \"n1\") { id } }";
 
     #[tokio::test]
     async fn a_context_for_one_use_runs_once_wherever_it_is_sent() {
@@ -859,10 +892,59 @@ mod tests {
         assert_ne!(next, header);
         assert!(mutation_with(&other_pod, &next).await.errors.is_empty());
         // A context for many uses (a query's) is never claimed: sent twice, it runs twice.
-        let many = secret().sign(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
-        assert!(mutation_with(&guard, &many).await.errors.is_empty());
-        assert!(mutation_with(&guard, &many).await.errors.is_empty());
+        let many = secret().sign(&someone(), QUERY, &none(), DEFAULT_LIFETIME);
+        assert!(
+            request_with(&guard, QUERY, None, &many)
+                .await
+                .errors
+                .is_empty()
+        );
+        assert!(
+            request_with(&guard, QUERY, None, &many)
+                .await
+                .errors
+                .is_empty()
+        );
         assert_eq!(echo.ran.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_mutation_is_refused_with_a_context_for_many_uses() {
+        let echo = Arc::new(Echo::default());
+        let guard = CallerGuard::new(echo.clone(), secret(), unreachable_ledger());
+        let many = secret().sign(&someone(), MUTATION, &none(), DEFAULT_LIFETIME);
+        let refused = serde_json::to_value(mutation_with(&guard, &many).await).unwrap();
+        assert_eq!(
+            refused["errors"][0]["message"],
+            CallerRefused::MutationNotOneUse.to_string()
+        );
+        assert_eq!(refused["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
+        // The operation a request runs decides, not the document's first: of one document
+        // holding a query and a mutation, the query runs and the mutation is refused.
+        let both =
+            "query Read { note(id: \"n1\") { id } } mutation Drop { deleteNote(id: \"n1\") }";
+        let many = secret().sign(&someone(), both, &none(), DEFAULT_LIFETIME);
+        let read = request_with(&guard, both, Some("Read"), &many).await;
+        assert!(read.errors.is_empty(), "{:?}", read.errors);
+        let drop = request_with(&guard, both, Some("Drop"), &many).await;
+        assert_eq!(
+            drop.errors[0].message,
+            CallerRefused::MutationNotOneUse.to_string()
+        );
+        // A named mutation alone is still a mutation.
+        let named = "mutation Drop { deleteNote(id: \"n1\") }";
+        let many = secret().sign(&someone(), named, &none(), DEFAULT_LIFETIME);
+        let drop = request_with(&guard, named, None, &many).await;
+        assert_eq!(
+            drop.errors[0].message,
+            CallerRefused::MutationNotOneUse.to_string()
+        );
+        // Only the query reached the subgraph; nothing was claimed (the ledger is down).
+        assert_eq!(echo.ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Without a caller the request is anonymous, as every anonymous request is: the
+        // subgraph's own rules decide what an anonymous caller may do.
+        let anonymous = guard.execute(async_graphql::Request::new(MUTATION)).await;
+        assert!(anonymous.errors.is_empty());
     }
 
     #[tokio::test]

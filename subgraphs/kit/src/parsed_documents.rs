@@ -24,7 +24,7 @@ use async_graphql::Name;
 use async_graphql::parser::Positioned;
 use async_graphql::parser::types::{
     Directive, DocumentOperations, ExecutableDocument, Field, FragmentDefinition,
-    OperationDefinition, Selection, SelectionSet, VariableDefinition,
+    OperationDefinition, OperationType, Selection, SelectionSet, VariableDefinition,
 };
 use async_graphql_value::Value;
 use lru::LruCache;
@@ -54,6 +54,13 @@ struct Entries {
     documents: LruCache<Box<str>, (Arc<ExecutableDocument>, usize)>,
     /// The weight of every document kept.
     bytes: usize,
+}
+
+/// How a document was found: kept, parsed now and kept, or not kept.
+enum Lookup {
+    Hit,
+    Miss,
+    Uncached,
 }
 
 /// How often the cache answered: `hits` (the document was kept), `misses` (parsed and kept)
@@ -109,35 +116,70 @@ impl ParsedDocuments {
     /// The document `text` parses to (a copy of the one kept, or parsed now and kept), or
     /// `None` when it does not parse or is too long to keep.
     pub fn document(&self, text: &str) -> Option<ExecutableDocument> {
+        let (document, lookup) = self.find(text);
+        match lookup {
+            Lookup::Hit => self.hits.fetch_add(1, Ordering::Relaxed),
+            Lookup::Miss => self.misses.fetch_add(1, Ordering::Relaxed),
+            Lookup::Uncached => self.uncached.fetch_add(1, Ordering::Relaxed),
+        };
+        // The one copy, made outside the lock.
+        document.map(|document| ExecutableDocument::clone(&document))
+    }
+
+    /// The type of the operation a request for `text` runs (the one named `operation_name`,
+    /// or the document's only one), from the document kept (parsed now and kept if it is
+    /// not), without copying it. `None` when the text does not parse or names no such
+    /// operation: async-graphql then refuses the request itself. Not counted in
+    /// [`ParsedDocuments::lookups`]: the request's own [`ParsedDocuments::prepare`] is.
+    pub fn operation_type(
+        &self,
+        text: &str,
+        operation_name: Option<&str>,
+    ) -> Option<OperationType> {
+        let document = self.find(text).0?;
+        // async-graphql's choice: the named one (an anonymous operation has no name), else
+        // the only one.
+        let operation = match (&document.operations, operation_name) {
+            (DocumentOperations::Single(operation), None) => operation,
+            (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
+            (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+                operations.values().next()?
+            }
+            _ => return None,
+        };
+        Some(operation.node.ty)
+    }
+
+    /// The document `text` parses to, shared (kept, or parsed now and kept when it is light
+    /// enough), and how it was found.
+    fn find(&self, text: &str) -> (Option<Arc<ExecutableDocument>>, Lookup) {
         if text.len() > self.max_document_bytes || text.len() > self.max_total_bytes {
-            self.uncached.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return (None, Lookup::Uncached);
         }
-        // Only the shared pointer is taken under the lock; the copy is made outside it.
+        // Only the shared pointer is taken under the lock.
         let kept = self
             .lock()
             .documents
             .get(text)
             .map(|(document, _)| document.clone());
         if let Some(document) = kept {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Some(ExecutableDocument::clone(&document));
+            return (Some(document), Lookup::Hit);
         }
         let Ok(document) = async_graphql::parser::parse_query(text) else {
-            self.uncached.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return (None, Lookup::Uncached);
         };
         let weight = weight(text, &document);
+        let document = Arc::new(document);
         if weight > self.max_total_bytes {
-            self.uncached.fetch_add(1, Ordering::Relaxed);
-            return Some(document);
+            return (Some(document), Lookup::Uncached);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let kept = Arc::new(document.clone());
         let mut entries = self.lock();
         // Another request may have kept the same text meanwhile: `push` replaces it, and hands
         // back the replaced entry or the one evicted for room.
-        if let Some((_, (_, removed))) = entries.documents.push(text.into(), (kept, weight)) {
+        if let Some((_, (_, removed))) = entries
+            .documents
+            .push(text.into(), (document.clone(), weight))
+        {
             entries.bytes -= removed;
         }
         entries.bytes += weight;
@@ -147,7 +189,7 @@ impl ParsedDocuments {
             };
             entries.bytes -= removed;
         }
-        Some(document)
+        (Some(document), Lookup::Miss)
     }
 
     /// Whether the document `text` is kept (without making it the most recently used).
@@ -368,6 +410,47 @@ mod tests {
 
     fn json(response: async_graphql::Response) -> serde_json::Value {
         serde_json::to_value(response).unwrap()
+    }
+
+    #[test]
+    fn the_operation_a_request_runs_is_read_as_async_graphql_chooses_it() {
+        let cache = cache(8);
+        let both = "query Read { hello } mutation Write { hello }";
+        let cases = [
+            ("mutation { hello }", None, Some(OperationType::Mutation)),
+            ("{ hello }", None, Some(OperationType::Query)),
+            (
+                "subscription { hello }",
+                None,
+                Some(OperationType::Subscription),
+            ),
+            // A named operation alone needs no name in the request.
+            (
+                "mutation Write { hello }",
+                None,
+                Some(OperationType::Mutation),
+            ),
+            (both, Some("Write"), Some(OperationType::Mutation)),
+            (both, Some("Read"), Some(OperationType::Query)),
+            // Several operations and no name, an unknown name, a name for an anonymous
+            // operation, a syntax error: async-graphql refuses each, nothing runs.
+            (both, None, None),
+            (both, Some("Other"), None),
+            ("mutation { hello }", Some("Write"), None),
+            ("mutation { hello", None, None),
+        ];
+        for (text, name, expected) in cases {
+            assert_eq!(
+                cache.operation_type(text, name),
+                expected,
+                "{text} {name:?}"
+            );
+        }
+        // Kept for the request's own parse, which finds it; the reading itself is not a lookup.
+        assert!(cache.contains(both));
+        assert_eq!(cache.lookups(), Lookups::default());
+        assert!(cache.document(both).is_some());
+        assert_eq!(cache.lookups().hits, 1);
     }
 
     #[tokio::test]
