@@ -5,19 +5,26 @@
 //! request again (the same query, variables and header, within the context's few seconds) is
 //! refused, so nothing is done twice in a user's name.
 //!
-//! The ledger is one Redis key per claimed nonce, `<namespace>:caller-once:<nonce>`, set with
-//! `SET NX` and kept [`SKEW_ALLOWANCE`] past the context's expiry by the claiming pod's clock
-//! (a pod whose clock runs behind still takes the context after that instant). All processes
-//! share it: a replay sent to another pod of the same subgraph is refused too.
+//! The ledger is one Redis sorted set, `<namespace>:caller-once`: each claimed nonce, scored
+//! with the second until which it must be kept, [`SKEW_ALLOWANCE`] past its context's expiry
+//! by the claiming pod's clock (a pod whose clock runs behind still takes the context after
+//! that instant). A claim is one atomic step: drop the nonces past their second, then add
+//! this one unless it is there (`ZADD NX`). All processes share it: a replay sent to another
+//! pod of the same subgraph is refused too.
 //!
-//! When Redis cannot say (down, slow past [`CLAIM_TIMEOUT`], reconnecting), the claim fails
-//! closed: the request is refused as unavailable before it runs (that one subgraph request;
-//! an operation's other fields may have run). Queries never come here: repeating one changes
-//! nothing.
+//! The set has no lifetime of its own, on purpose: the platform's Redis evicts keys with a
+//! lifetime under memory pressure (`volatile-lru`), and one key per nonce, written once and
+//! never read, would be the first to go, letting its context be claimed again. The set holds
+//! the nonces of the last few minutes' mutations (about 50 bytes each) and is pruned by every
+//! claim. When Redis is full it refuses the write: the claim fails closed, as below.
 //!
-//! What remains: a claim lives in Redis's memory. The platform's Redis evicts keys with a
-//! lifetime under memory pressure (`volatile-lru`), and keeps its log to the second; a claim
-//! evicted or lost in a crash within its two minutes could be claimed again.
+//! When Redis cannot say (down, slow past [`CLAIM_TIMEOUT`], reconnecting, out of memory),
+//! the claim fails closed: the request is refused as unavailable before it runs (that one
+//! subgraph request; an operation's other fields may have run). Queries never come here:
+//! repeating one changes nothing.
+//!
+//! What remains: Redis keeps its log to the second, so a claim made within the second before
+//! a crash could be claimed again after the restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +59,7 @@ pub struct NonceLedger {
 }
 
 impl NonceLedger {
-    /// A ledger under `<namespace>:caller-once:` in the Redis `client` reaches (`gl` in
+    /// A ledger in the set `<namespace>:caller-once` of the Redis `client` reaches (`gl` in
     /// production; tests may use their own).
     pub fn new(client: redis::Client, namespace: impl Into<String>) -> Self {
         Self {
@@ -62,9 +69,9 @@ impl NonceLedger {
         }
     }
 
-    /// The Redis key recording that `nonce` was used.
-    pub fn key(&self, nonce: Uuid) -> String {
-        format!("{}:caller-once:{}", self.namespace, nonce.simple())
+    /// The Redis key of the set of used nonces.
+    pub fn key(&self) -> String {
+        format!("{}:caller-once", self.namespace)
     }
 
     /// Claims `nonce` for a context good until `expires` (seconds since the epoch): `Ok` the
@@ -72,27 +79,32 @@ impl NonceLedger {
     pub async fn claim(&self, nonce: Uuid, expires: u64) -> Result<(), ClaimRefused> {
         let now = crate::caller::unix_now();
         // Past the context's last second, by this pod's clock and any other's.
-        let keep_for = expires
-            .saturating_sub(now)
-            .saturating_add(1 + SKEW_ALLOWANCE.as_secs());
+        let keep_until = expires.saturating_add(1 + SKEW_ALLOWANCE.as_secs());
+        let key = self.key();
         let claim = async {
             let mut connection = self
                 .connection
                 .get_or_try_init(|| self.client.get_connection_manager())
                 .await?
                 .clone();
-            redis::cmd("SET")
-                .arg(self.key(nonce))
-                .arg(1)
+            redis::pipe()
+                .atomic()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(format!("({now}"))
+                .ignore()
+                .cmd("ZADD")
+                .arg(&key)
                 .arg("NX")
-                .arg("EX")
-                .arg(keep_for)
-                .query_async::<Option<String>>(&mut connection)
+                .arg(keep_until)
+                .arg(nonce.simple().to_string())
+                .query_async::<(u64,)>(&mut connection)
                 .await
         };
         match tokio::time::timeout(CLAIM_TIMEOUT, claim).await {
-            Ok(Ok(Some(_))) => Ok(()),
-            Ok(Ok(None)) => Err(ClaimRefused::Claimed),
+            Ok(Ok((1,))) => Ok(()),
+            Ok(Ok(_)) => Err(ClaimRefused::Claimed),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot claim a mutation's caller nonce (Redis)");
                 Err(ClaimRefused::Unavailable)
@@ -132,18 +144,71 @@ mod tests {
             Err(ClaimRefused::Claimed)
         );
         assert_eq!(other.claim(Uuid::new_v4(), expires_in(30)).await, Ok(()));
-        // The key lives past the context's expiry by the skew allowance, no longer.
+        // The nonce is kept past the context's expiry by the skew allowance.
         let mut redis = crate::test_stack::redis()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(ledger.key(nonce))
+        let kept_until: Option<u64> = redis::cmd("ZSCORE")
+            .arg(ledger.key())
+            .arg(nonce.simple().to_string())
             .query_async(&mut redis)
             .await
             .unwrap();
-        let allowance = SKEW_ALLOWANCE.as_secs() as i64;
-        assert!((29 + allowance..=31 + allowance).contains(&ttl), "{ttl}");
+        let allowance = SKEW_ALLOWANCE.as_secs();
+        let expected = expires_in(30) + 1 + allowance;
+        assert!(
+            kept_until.is_some_and(|second| second.abs_diff(expected) <= 1),
+            "{kept_until:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_ledger_cannot_be_evicted_and_forgets_only_what_has_expired() {
+        let namespace = format!("test-ledger-{}", Uuid::new_v4().simple());
+        let ledger = NonceLedger::new(crate::test_stack::redis(), namespace);
+        let mut redis = crate::test_stack::redis()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // Past its expiry and the allowance: the next claim drops it.
+        let long_gone = Uuid::new_v4();
+        let gone_at = expires_in(0) - SKEW_ALLOWANCE.as_secs() - 5;
+        assert_eq!(ledger.claim(long_gone, gone_at).await, Ok(()));
+        // Expired, but within the allowance (a pod behind could still take it): kept.
+        let recent = Uuid::new_v4();
+        let recent_at = expires_in(0) - 5;
+        assert_eq!(ledger.claim(recent, recent_at).await, Ok(()));
+        let live = Uuid::new_v4();
+        assert_eq!(ledger.claim(live, expires_in(30)).await, Ok(()));
+        let kept: Vec<String> = redis::cmd("ZRANGE")
+            .arg(ledger.key())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        // In the order they are kept until.
+        assert_eq!(
+            kept,
+            [recent.simple().to_string(), live.simple().to_string()]
+        );
+        assert_eq!(
+            ledger.claim(recent, recent_at).await,
+            Err(ClaimRefused::Claimed)
+        );
+        // No lifetime: `volatile-lru` never evicts it under memory pressure.
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(ledger.key())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1);
+        let _: () = redis::cmd("DEL")
+            .arg(ledger.key())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
