@@ -18,6 +18,15 @@
 //! and exits non-zero when L > 0, nothing was sent, or a router answered with fewer than
 //! `--min-versions` supergraph versions (a new version must have been picked up).
 //!
+//! With `--identity-port`, it is also a signed-in reader: it serves a JWKS on that port (the
+//! routers' `GOSPELIB_AUTH_JWKS_URL`) holding a test key, signs a Clerk-style session token
+//! with it, and adds to the mix a highlight made with a client id (a mutation: sent again, it
+//! answers the highlight already made) and the verse with the reader's highlights. Those run
+//! the platform's identity path across processes: each router verifies the token and signs
+//! the caller for study with study's key (study's process holds only its own), the mutation's
+//! request for one use (its nonce claimed in the Redis every study process shares), and
+//! content is sent the caller's scopes only.
+//!
 //! With `--bust-redis`, the content version key (`gl:content:version`) is set to a new value
 //! every `--bust-every-ms`: content's Redis cache and the router's entity cache are keyed by it,
 //! so they keep going cold and FalkorDB (its replica) is really read throughout.
@@ -72,6 +81,16 @@ struct Cli {
     bust_key: String,
     #[arg(long, default_value_t = 200)]
     bust_every_ms: u64,
+    /// Serve a JWKS at `http://127.0.0.1:<port>/jwks.json` and add the signed-in part of the
+    /// mix, as a reader whose session token its key signs.
+    #[arg(long)]
+    identity_port: Option<u16>,
+    /// The token's `iss` (the routers' GOSPELIB_AUTH_ISSUER).
+    #[arg(long, default_value = "https://clerk.topology.gospelib.test")]
+    issuer: String,
+    /// The token's `azp` (the routers' GOSPELIB_AUTH_AUDIENCE).
+    #[arg(long, default_value = "https://app.topology.gospelib.test")]
+    audience: String,
 }
 
 /// One operation of the mix.
@@ -81,6 +100,8 @@ struct Operation {
     variables: Value,
     /// The root field whose answer must not be empty when captured.
     root: &'static str,
+    /// Sent with the reader's session token.
+    signed_in: bool,
 }
 
 const READING_VIEW: &str = "query ReadingView($bookId: ID!, $number: Int!) {
@@ -113,59 +134,97 @@ const CHAPTER: &str = "query Chapter($bookId: ID!, $number: Int!) {
 
 fn mix() -> Vec<Operation> {
     vec![
+        (
+            "ReadingView john 3",
+            READING_VIEW,
+            json!({"bookId": "john", "number": 3}),
+            "chapter",
+        ),
+        (
+            "Passage john.3.16",
+            PASSAGE,
+            json!({"id": "john.3.16"}),
+            "passage",
+        ),
+        (
+            "Search love (NT)",
+            SEARCH,
+            json!({"query": "love", "testament": "NEW"}),
+            "search",
+        ),
+        (
+            "Passage gen.1.1",
+            PASSAGE,
+            json!({"id": "gen.1.1"}),
+            "passage",
+        ),
+        (
+            "Chapter ps 23",
+            CHAPTER,
+            json!({"bookId": "ps", "number": 23}),
+            "chapter",
+        ),
+        (
+            "Search beginning",
+            SEARCH,
+            json!({"query": "beginning"}),
+            "search",
+        ),
+        (
+            "ReadingView gen 1",
+            READING_VIEW,
+            json!({"bookId": "gen", "number": 1}),
+            "chapter",
+        ),
+        (
+            "Passage 1-ne.3.7",
+            PASSAGE,
+            json!({"id": "1-ne.3.7"}),
+            "passage",
+        ),
+        (
+            "Search shepherd",
+            SEARCH,
+            json!({"query": "shepherd"}),
+            "search",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, query, variables, root)| Operation {
+        name,
+        query,
+        variables,
+        root,
+        signed_in: false,
+    })
+    .collect()
+}
+
+const MARK: &str = "mutation Mark($input: CreateHighlightInput!) {
+  createHighlight(input: $input) { id passageId color passage { id reference } }
+}";
+
+const MY_VERSE: &str = "query MyVerse($id: ID!) {
+  passage(id: $id) { id reference text myHighlights { id color } }
+}";
+
+/// The signed-in part of the mix, for a reader whose highlight is `highlight`: made first (so
+/// the verse's answer, captured after it, holds it), then made again and read in turn.
+fn signed_in_mix(highlight: &str) -> Vec<Operation> {
+    vec![
         Operation {
-            name: "ReadingView john 3",
-            query: READING_VIEW,
-            variables: json!({"bookId": "john", "number": 3}),
-            root: "chapter",
+            name: "Mark john.3.16 (signed in)",
+            query: MARK,
+            variables: json!({"input": {"id": highlight, "passageId": "john.3.16", "color": "FAITH"}}),
+            root: "createHighlight",
+            signed_in: true,
         },
         Operation {
-            name: "Passage john.3.16",
-            query: PASSAGE,
+            name: "MyVerse john.3.16 (signed in)",
+            query: MY_VERSE,
             variables: json!({"id": "john.3.16"}),
             root: "passage",
-        },
-        Operation {
-            name: "Search love (NT)",
-            query: SEARCH,
-            variables: json!({"query": "love", "testament": "NEW"}),
-            root: "search",
-        },
-        Operation {
-            name: "Passage gen.1.1",
-            query: PASSAGE,
-            variables: json!({"id": "gen.1.1"}),
-            root: "passage",
-        },
-        Operation {
-            name: "Chapter ps 23",
-            query: CHAPTER,
-            variables: json!({"bookId": "ps", "number": 23}),
-            root: "chapter",
-        },
-        Operation {
-            name: "Search beginning",
-            query: SEARCH,
-            variables: json!({"query": "beginning"}),
-            root: "search",
-        },
-        Operation {
-            name: "ReadingView gen 1",
-            query: READING_VIEW,
-            variables: json!({"bookId": "gen", "number": 1}),
-            root: "chapter",
-        },
-        Operation {
-            name: "Passage 1-ne.3.7",
-            query: PASSAGE,
-            variables: json!({"id": "1-ne.3.7"}),
-            root: "passage",
-        },
-        Operation {
-            name: "Search shepherd",
-            query: SEARCH,
-            variables: json!({"query": "shepherd"}),
-            root: "search",
+            signed_in: true,
         },
     ]
 }
@@ -204,15 +263,22 @@ struct Load {
     versions: Mutex<BTreeMap<String, Vec<String>>>,
     retry_for: Duration,
     pause: Duration,
+    /// The signed-in reader's session token (`--identity-port`).
+    token: Option<String>,
 }
 
 impl Load {
     async fn ask(&self, router: &str, operation: &Operation) -> Result<Answer, String> {
-        let response = self
+        let mut request = self
             .client
             .post(format!("{router}/graphql"))
             .header("content-type", "application/json")
-            .json(&json!({"query": operation.query, "variables": operation.variables}))
+            .json(&json!({"query": operation.query, "variables": operation.variables}));
+        if operation.signed_in {
+            let token = self.token.as_deref().ok_or("no session token")?;
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .map_err(|error| format!("no answer from {router}: {error:#}"))?;
@@ -427,6 +493,47 @@ fn truncate(text: &str, limit: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// The key the reader's session token is signed with: the router tests' first test key (a
+/// test key: nothing here is a secret).
+const IDENTITY_KEY_PEM: &[u8] = include_bytes!("../../../router/tests/fixtures/jwt/key1.pem");
+const IDENTITY_KID: &str = "topology-key";
+
+/// Serves the JWKS on `port` (in the background, for the load's run) and returns a session
+/// token for one reader, good for an hour (the longest the routers accept).
+async fn sign_in(port: u16, issuer: &str, audience: &str) -> anyhow::Result<String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, get_current_timestamp};
+    let signing = EncodingKey::from_rsa_pem(IDENTITY_KEY_PEM).context("the test key")?;
+    let jwk = Jwk::from_encoding_key(&signing, Algorithm::RS256).context("its JWK")?;
+    let AlgorithmParameters::RSA(rsa) = jwk.algorithm else {
+        bail!("an RSA key gives an RSA JWK");
+    };
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": IDENTITY_KID, "use": "sig", "alg": "RS256",
+                                "n": rsa.n, "e": rsa.e}]});
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(IDENTITY_KID.to_owned());
+    let now = get_current_timestamp();
+    let claims = json!({"sub": "user_topology_reader", "sid": "sess_topology", "iss": issuer,
+                        "azp": audience, "iat": now, "nbf": now, "exp": now + 3_600});
+    let token = jsonwebtoken::encode(&header, &claims, &signing).context("signing")?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("the JWKS port {port}"))?;
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            eprintln!("load: the JWKS server stopped: {error}");
+        }
+    });
+    Ok(token)
+}
+
 /// Sets the content version key to a new value every `every` until stopped.
 async fn bust_caches(url: String, key: String, every: Duration, load: Arc<Load>) {
     let client = match redis::Client::open(url.as_str()) {
@@ -481,10 +588,20 @@ async fn run() -> anyhow::Result<bool> {
         .iter()
         .map(|router| router.trim_end_matches('/').to_owned())
         .collect();
+    let mut operations = mix();
+    let token = match cli.identity_port {
+        Some(port) => {
+            let token = sign_in(port, &cli.issuer, &cli.audience).await?;
+            // A highlight of this run's own: its answer is the same each time it is made.
+            operations.extend(signed_in_mix(&uuid::Uuid::new_v4().to_string()));
+            Some(token)
+        }
+        None => None,
+    };
     let mut load = Load {
         client,
         routers,
-        operations: mix(),
+        operations,
         expected: Vec::new(),
         stop: AtomicBool::new(false),
         requests: AtomicU64::new(0),
@@ -497,6 +614,7 @@ async fn run() -> anyhow::Result<bool> {
         versions: Mutex::new(BTreeMap::new()),
         retry_for: Duration::from_millis(cli.retry_for_ms),
         pause: Duration::from_millis(cli.pause_ms),
+        token,
     };
     load.capture(Duration::from_millis(cli.capture_for_ms))
         .await?;
