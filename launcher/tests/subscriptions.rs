@@ -400,7 +400,10 @@ fn websocket_credentials_refused_and_uncheckable_close_differently() {
     assert_eq!(code, 4403);
 
     // A JWKS nobody answers: a valid-looking token cannot be checked.
-    let closed = format!("http://127.0.0.1:{}/jwks.json", support::free_port());
+    let closed = format!(
+        "http://{}/jwks.json",
+        gospelib_kit::test_stack::refusing_address()
+    );
     let (_served, base, client) = serve_with(&["serve"], &auth(closed));
     let token = support::clerk::session_token("user_unverifiable");
     let (code, reason) = client.block_on(init_with(&base, &format!("Bearer {token}")));

@@ -447,20 +447,19 @@ async fn a_root_answer_with_an_error_is_never_kept() {
 
 #[tokio::test]
 async fn a_subgraph_the_policy_does_not_name_is_never_cached() {
-    let setup = Setup::new(
-        "unnamed",
-        |_| "[subgraphs.products]\nroot_fields = 30\n".to_owned(),
-        SDL,
-    );
+    // The policy names products (its root fetches kept), not reviews.
+    let setup = Setup::new("unnamed", products_root_cached, SDL);
+    setup.set_version("v1");
     let query = "{ topProducts(first: 2) { reviews { body } } }";
     assert_eq!(setup.run(query).await.1, ["1", "2"]);
-    // Never even looked up (a lookup happens in the request, before it answers): so nothing
-    // was found, and no answer was given to be stored in the background either.
-    assert_eq!(setup.cache.counts().misses.load(Ordering::SeqCst), 0);
+    setup.stored(1).await;
+    // Reviews is asked again: its answers were neither kept nor looked up. Products' root
+    // fetch was (one miss, kept, one hit), so the cache was there to be used.
     assert_eq!(setup.run(query).await.1, ["1", "2"]);
-    assert_eq!(setup.cache.counts().misses.load(Ordering::SeqCst), 0);
-    assert_eq!(setup.cache.counts().hits.load(Ordering::SeqCst), 0);
-    assert_eq!(setup.cache.counts().stores.load(Ordering::SeqCst), 0);
+    assert_eq!(setup.product_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(setup.cache.counts().misses.load(Ordering::SeqCst), 1);
+    assert_eq!(setup.cache.counts().hits.load(Ordering::SeqCst), 1);
+    assert_eq!(setup.cache.counts().stores.load(Ordering::SeqCst), 1);
 }
 
 fn everything_cached(version_key: &str) -> String {

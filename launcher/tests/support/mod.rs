@@ -64,14 +64,6 @@ pub fn stack_vars() -> Vec<(&'static str, String)> {
     vars
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `gospelib <args>` on a free port with the stack's variables; returns the child, the base URL
 /// and a runtime for the test's HTTP calls, once `/health` answers.
 /// A served `gospelib`, killed when dropped (also when a test panics before stopping it).

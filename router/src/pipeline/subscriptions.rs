@@ -230,7 +230,7 @@ impl Router {
             replaced,
             credential_expires,
             ended: false,
-            resubscribed: std::collections::VecDeque::new(),
+            resubscribed: Resubscriptions::default(),
             _slot: slot,
         };
         Ok(Box::pin(futures_util::stream::unfold(live, Live::next)))
@@ -271,9 +271,8 @@ struct Live {
     credential_expires: Option<tokio::time::Instant>,
     /// Whether the last response was sent.
     ended: bool,
-    /// When the subgraph's stream was last subscribed again, the latest last (within
-    /// [`RESUBSCRIPTION_WINDOW`] of now).
-    resubscribed: std::collections::VecDeque<tokio::time::Instant>,
+    /// When the subgraph's stream was lately subscribed again.
+    resubscribed: Resubscriptions,
     _slot: Slot,
 }
 
@@ -456,15 +455,7 @@ impl Live {
     /// lately, no attempt of [`RESUBSCRIBE_DELAYS`] opened one, or the credential's end or a
     /// new supergraph came first.
     async fn subscribe_again(&mut self, broken: &TransportError) -> Resubscribed {
-        let now = tokio::time::Instant::now();
-        while self
-            .resubscribed
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= RESUBSCRIPTION_WINDOW)
-        {
-            self.resubscribed.pop_front();
-        }
-        if self.resubscribed.len() >= MAX_RESUBSCRIPTIONS {
+        if !self.resubscribed.may_again(tokio::time::Instant::now()) {
             tracing::warn!(%broken, "a subscription's subgraph stream broke again: ending it");
             return Resubscribed::GaveUp;
         }
@@ -487,7 +478,7 @@ impl Live {
             match opened {
                 Ok(events) => {
                     tracing::info!(%broken, "subscribed again after the subgraph's stream broke");
-                    self.resubscribed.push_back(tokio::time::Instant::now());
+                    self.resubscribed.record(tokio::time::Instant::now());
                     return Resubscribed::Open(events);
                 }
                 Err(refused) => last_refusal = refused.errors,
@@ -499,6 +490,31 @@ impl Live {
             "a subscription's subgraph could not be subscribed to again: ending it"
         );
         Resubscribed::GaveUp
+    }
+}
+
+/// When one subscription was subscribed again within [`RESUBSCRIPTION_WINDOW`], the latest
+/// last: a subscription may be again while there were fewer than [`MAX_RESUBSCRIPTIONS`].
+#[derive(Debug, Default)]
+struct Resubscriptions(std::collections::VecDeque<tokio::time::Instant>);
+
+impl Resubscriptions {
+    /// Whether the subscription may be subscribed again at `now` (those older than the
+    /// window forgotten).
+    fn may_again(&mut self, now: tokio::time::Instant) -> bool {
+        while self
+            .0
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= RESUBSCRIPTION_WINDOW)
+        {
+            self.0.pop_front();
+        }
+        self.0.len() < MAX_RESUBSCRIPTIONS
+    }
+
+    /// It was subscribed again at `at`.
+    fn record(&mut self, at: tokio::time::Instant) {
+        self.0.push_back(at);
     }
 }
 
@@ -514,4 +530,31 @@ enum Resubscribed {
 fn jitter() -> std::time::Duration {
     let random = getrandom::u32().unwrap_or(0);
     RESUBSCRIBE_JITTER.mul_f64(f64::from(random) / f64::from(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_subscription_may_be_subscribed_again_as_often_as_the_window_allows() {
+        let start = tokio::time::Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut resubscribed = Resubscriptions::default();
+        for second in [0, 10, 20] {
+            assert!(resubscribed.may_again(at(second)), "at {second} s");
+            resubscribed.record(at(second));
+        }
+        // Three within the window: a fourth break ends it.
+        assert!(!resubscribed.may_again(at(30)));
+        assert!(!resubscribed.may_again(at(59)));
+        // The first is a window old: forgotten, so one more.
+        assert!(resubscribed.may_again(at(60)));
+        resubscribed.record(at(60));
+        assert!(!resubscribed.may_again(at(61)));
+        // A quiet spell forgets them all.
+        assert!(resubscribed.may_again(at(200)));
+        assert_eq!(resubscribed.0.len(), 0);
+    }
 }

@@ -339,7 +339,7 @@ async fn hung_node() -> url::Url {
 }
 
 async fn down_node() -> url::Url {
-    format!("http://127.0.0.1:{}", free_port().await)
+    format!("http://{}", gospelib_kit::test_stack::refusing_address())
         .parse()
         .unwrap()
 }

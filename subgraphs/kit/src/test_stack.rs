@@ -95,6 +95,26 @@ pub fn silent_server() -> std::net::SocketAddr {
     address
 }
 
+/// The address of a loopback port nothing listens at, so every connection to it is refused
+/// (a store or a peer that is down). The port stays bound, never listening, for the rest of
+/// the test binary's run: no other test or process can be handed it meanwhile, as a port bound
+/// and freed at once could be.
+pub fn refusing_address() -> std::net::SocketAddr {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("a loopback port");
+    let address = socket
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_socket())
+        .expect("its address");
+    // Held, not listening, until the process ends.
+    std::mem::forget(socket);
+    address
+}
+
 /// Waits (up to five seconds) until `check` holds.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
