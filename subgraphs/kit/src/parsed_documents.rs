@@ -128,15 +128,23 @@ impl ParsedDocuments {
 
     /// The type of the operation a request for `text` runs (the one named `operation_name`,
     /// or the document's only one), from the document kept (parsed now and kept if it is
-    /// not), without copying it. `None` when the text does not parse or names no such
-    /// operation: async-graphql then refuses the request itself. Not counted in
+    /// not; a text too long to keep is parsed and dropped), without copying it. `None` when
+    /// the text does not parse or names no such operation: async-graphql then refuses the
+    /// request itself. Not counted in
     /// [`ParsedDocuments::lookups`]: the request's own [`ParsedDocuments::prepare`] is.
     pub fn operation_type(
         &self,
         text: &str,
         operation_name: Option<&str>,
     ) -> Option<OperationType> {
-        let document = self.find(text).0?;
+        let document = match self.find(text) {
+            (Some(document), _) => document,
+            // Too long to keep, but it runs all the same: parsed here, not kept.
+            (None, _) if text.len() > self.max_document_bytes.min(self.max_total_bytes) => {
+                Arc::new(async_graphql::parser::parse_query(text).ok()?)
+            }
+            (None, _) => return None,
+        };
         // async-graphql's choice: the named one (an anonymous operation has no name), else
         // the only one.
         let operation = match (&document.operations, operation_name) {
@@ -446,6 +454,13 @@ mod tests {
                 "{text} {name:?}"
             );
         }
+        // A text too long to keep is read all the same.
+        let long = format!("mutation {{ hello }} # {}", "x".repeat(MAX_DOCUMENT_BYTES));
+        assert_eq!(
+            cache.operation_type(&long, None),
+            Some(OperationType::Mutation)
+        );
+        assert!(!cache.contains(&long));
         // Kept for the request's own parse, which finds it; the reading itself is not a lookup.
         assert!(cache.contains(both));
         assert_eq!(cache.lookups(), Lookups::default());
