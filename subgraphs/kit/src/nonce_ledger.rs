@@ -7,10 +7,11 @@
 //!
 //! The ledger is one Redis sorted set, `<namespace>:caller-once`: each claimed nonce, scored
 //! with the second until which it must be kept, [`SKEW_ALLOWANCE`] past its context's expiry
-//! by the claiming pod's clock (a pod whose clock runs behind still takes the context after
-//! that instant). A claim is one atomic step: drop the nonces past their second, then add
-//! this one unless it is there (`ZADD NX`). All processes share it: a replay sent to another
-//! pod of the same subgraph is refused too.
+//! (a pod whose clock runs behind still takes the context after that instant). A claim drops
+//! the nonces past their second by the claiming pod's clock, then adds this one unless it is
+//! there (`ZADD NX`, atomic on its own). The two are pipelined, not a transaction: when Redis
+//! is out of memory it refuses the `ZADD` but still prunes. All processes share the set: a
+//! replay sent to another pod of the same subgraph is refused too.
 //!
 //! The set has no lifetime of its own, on purpose: the platform's Redis evicts keys with a
 //! lifetime under memory pressure (`volatile-lru`), and one key per nonce, written once and
@@ -24,7 +25,11 @@
 //! repeating one changes nothing.
 //!
 //! What remains: Redis keeps its log to the second, so a claim made within the second before
-//! a crash could be claimed again after the restart.
+//! a crash could be claimed again after the restart. Pods from before this layout claimed one
+//! key per nonce (`<namespace>:caller-once:<nonce>`): while both kinds run (a rollout), a
+//! context one kind claimed could be claimed once more by the other within its lifetime.
+//! Clocks: a nonce is dropped once the claiming pod's clock is past its second, so a pod ahead
+//! and a pod behind, together more than [`SKEW_ALLOWANCE`] apart, could take a context again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +93,6 @@ impl NonceLedger {
                 .await?
                 .clone();
             redis::pipe()
-                .atomic()
                 .cmd("ZREMRANGEBYSCORE")
                 .arg(&key)
                 .arg("-inf")

@@ -130,14 +130,20 @@ impl ParsedDocuments {
     /// or the document's only one), from the document kept (parsed now and kept if it is
     /// not; a text too long to keep is parsed and dropped), without copying it. `None` when
     /// the text does not parse or names no such operation: async-graphql then refuses the
-    /// request itself. Not counted in
-    /// [`ParsedDocuments::lookups`]: the request's own [`ParsedDocuments::prepare`] is.
+    /// request itself. Counted in [`ParsedDocuments::lookups`] only when it parses and
+    /// keeps the document (a miss); the request's own [`ParsedDocuments::prepare`] then
+    /// counts its lookup.
     pub fn operation_type(
         &self,
         text: &str,
         operation_name: Option<&str>,
     ) -> Option<OperationType> {
         let document = match self.find(text) {
+            (Some(document), Lookup::Miss) => {
+                // Parsed and kept here: the request's own lookup then finds it.
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                document
+            }
             (Some(document), _) => document,
             // Too long to keep, but it runs all the same: parsed here, not kept.
             (None, _) if text.len() > self.max_document_bytes.min(self.max_total_bytes) => {
@@ -461,9 +467,17 @@ mod tests {
             Some(OperationType::Mutation)
         );
         assert!(!cache.contains(&long));
-        // Kept for the request's own parse, which finds it; the reading itself is not a lookup.
+        // Each document parsed and kept here counted as a miss (the five that parse); kept
+        // for the request's own parse, which finds it.
         assert!(cache.contains(both));
-        assert_eq!(cache.lookups(), Lookups::default());
+        assert_eq!(
+            cache.lookups(),
+            Lookups {
+                hits: 0,
+                misses: 5,
+                uncached: 0
+            }
+        );
         assert!(cache.document(both).is_some());
         assert_eq!(cache.lookups().hits, 1);
     }
