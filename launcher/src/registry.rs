@@ -43,7 +43,14 @@ pub struct CheckFailed;
 pub(crate) struct RegistrySettings {
     postgres: Option<url::Url>,
     redis: Option<url::Url>,
+    /// `GOSPELIB_REGISTRY_USAGE_MIN_CALLERS`: how many distinct users must have sent an
+    /// operation the routers recorded before it protects what it uses (a partner's always
+    /// does).
+    min_callers: u64,
 }
+
+/// The default of `GOSPELIB_REGISTRY_USAGE_MIN_CALLERS`.
+pub const DEFAULT_USAGE_MIN_CALLERS: u64 = 3;
 
 impl RegistrySettings {
     pub(crate) fn read(env: &Env, needs_postgres: bool) -> anyhow::Result<Self> {
@@ -63,8 +70,18 @@ impl RegistrySettings {
         } else {
             None
         };
+        let min_callers = reader.number(
+            "GOSPELIB_REGISTRY_USAGE_MIN_CALLERS",
+            DEFAULT_USAGE_MIN_CALLERS,
+            1,
+            1_000_000,
+        );
         reader.finish()?;
-        Ok(Self { postgres, redis })
+        Ok(Self {
+            postgres,
+            redis,
+            min_callers: min_callers.unwrap_or(DEFAULT_USAGE_MIN_CALLERS),
+        })
     }
 
     fn store(&self) -> anyhow::Result<Store> {
@@ -372,6 +389,12 @@ async fn recorded_operations(settings: &RegistrySettings) -> anyhow::Result<Vec<
             count: Some(operation.count),
             coordinates: operation.coordinates,
             partner: operation.partner,
+            callers: operation.callers,
+            // Recorded before callers were counted: protects, as it did then.
+            protects: operation.partner
+                || operation
+                    .callers
+                    .is_none_or(|callers| callers >= settings.min_callers),
         })
         .collect())
 }

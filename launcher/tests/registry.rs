@@ -195,7 +195,9 @@ fn publish_history_diff_check_and_rollback_round_trip() {
     assert_eq!(report["changes"][0]["criticality"], "breaking");
     assert_eq!(report["changes"][0]["coordinate"], "Query.extra");
 
-    // An operation only the routers saw (recorded in Redis) protects it too.
+    // An operation only the routers saw (recorded in Redis) protects it too, once enough
+    // distinct users sent it (GOSPELIB_REGISTRY_USAGE_MIN_CALLERS, 3 by default): one account
+    // alone cannot pin a field against removal.
     let redis_url = std::env::var("GOSPELIB_REDIS_URL").expect("GOSPELIB_REDIS_URL");
     let hash = format!("test{:060}", std::process::id());
     let recorded = gospelib_kit::usage::RecordedOperation {
@@ -204,29 +206,51 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         coordinates: ["Query".to_owned(), "Query.extra".to_owned()].into(),
         count: 7,
         partner: false,
+        callers: None,
     };
     let redis = redis::Client::open(redis_url.as_str()).unwrap();
-    runtime.block_on(async {
-        let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
-        gospelib_kit::usage::record(&mut connection, &recorded)
-            .await
-            .unwrap();
-    });
-    let seen = schema_command_with(
-        &database,
-        &["check", "--against", "2"],
-        &[("GOSPELIB_REDIS_URL", redis_url.clone())],
-    );
+    let record = |count: u64, callers: &[&str]| {
+        let recorded = gospelib_kit::usage::RecordedOperation {
+            count,
+            ..recorded.clone()
+        };
+        let callers = callers.iter().map(|caller| caller.to_string()).collect();
+        runtime.block_on(async {
+            let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+            gospelib_kit::usage::record(&mut connection, &recorded, &callers)
+                .await
+                .unwrap();
+        })
+    };
+    let check_with_usage = || {
+        schema_command_with(
+            &database,
+            &["check", "--against", "2"],
+            &[("GOSPELIB_REDIS_URL", redis_url.clone())],
+        )
+    };
+    record(7, &["user:a"]);
+    let pinned = check_with_usage();
+    record(0, &["user:b", "user:c"]);
+    let seen = check_with_usage();
     runtime.block_on(async {
         let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
         gospelib_kit::usage::forget(&mut connection, &hash)
             .await
             .unwrap();
     });
+    assert!(pinned.ok, "{}", pinned.stdout);
+    assert!(
+        pinned.stdout.contains(
+            "also used by RecordedExtra (router:test00000000, seen 7 times by 1 caller): too few callers to protect it"
+        ),
+        "{}",
+        pinned.stdout
+    );
     assert!(!seen.ok);
     assert!(
         seen.stdout
-            .contains("breaks RecordedExtra (router:test00000000, seen 7 times)"),
+            .contains("breaks RecordedExtra (router:test00000000, seen 7 times by 3 callers)"),
         "{}",
         seen.stdout
     );

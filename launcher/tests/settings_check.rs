@@ -274,3 +274,22 @@ fn a_part_alone_may_hold_its_caller_keys_instead_of_the_secret() {
     assert!(!report.contains(&content[8..]), "a key leaked: {report}");
     assert!(!report.contains(SECRET), "the secret leaked: {report}");
 }
+
+#[test]
+fn the_registrys_usage_threshold_is_checked() {
+    let pg = ("GOSPELIB_PG_URL", "postgres://gospelib@db:5432/gospelib");
+    let (status, report) = check(
+        &[pg, ("GOSPELIB_REGISTRY_USAGE_MIN_CALLERS", "0")],
+        &["--", "schema", "publish"],
+    );
+    assert_eq!(status, Some(2), "{report}");
+    assert!(
+        report.contains("GOSPELIB_REGISTRY_USAGE_MIN_CALLERS has a bad value \"0\""),
+        "{report}"
+    );
+    let (status, report) = check(
+        &[pg, ("GOSPELIB_REGISTRY_USAGE_MIN_CALLERS", "5")],
+        &["--", "schema", "publish"],
+    );
+    assert_eq!(status, Some(0), "{report}");
+}

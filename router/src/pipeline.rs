@@ -701,6 +701,8 @@ impl Router {
                 name.unwrap_or("<anonymous>"),
                 &planned.coordinates,
                 request.caller.partner_id.is_some(),
+                // Identified (anonymous callers are not recorded): a user or a partner.
+                &subject_of(&request.caller, None),
             );
         }
         if let Some(metrics) = &self.metrics {

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gospelib_kit::usage::{RecordedOperation, record};
+use gospelib_kit::usage::{RecordedOperation, record, trim};
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
@@ -145,7 +145,25 @@ fn interfaces_declaring(
 /// Counts operations in memory and flushes the counts to Redis.
 pub struct UsageRecorder {
     client: redis::Client,
-    pending: Mutex<HashMap<String, RecordedOperation>>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// The most callers of one operation remembered between two flushes. The registry asks
+/// whether a few distinct callers sent an operation, not how many thousands did.
+pub const MAX_CALLERS_PER_FLUSH: usize = 64;
+
+/// One operation's counts since the last flush, and who sent it.
+struct Pending {
+    operation: RecordedOperation,
+    seen_by: BTreeSet<String>,
+}
+
+impl Pending {
+    fn seen(&mut self, caller: &str) {
+        if self.seen_by.len() < MAX_CALLERS_PER_FLUSH && !self.seen_by.contains(caller) {
+            self.seen_by.insert(caller.to_owned());
+        }
+    }
 }
 
 impl UsageRecorder {
@@ -156,28 +174,40 @@ impl UsageRecorder {
         }
     }
 
-    /// Counts one execution of the operation `hash`, sent by a partner (an API key) or not
-    /// (not recorded if it is new and [`MAX_PENDING_OPERATIONS`] are already pending).
-    pub fn record(&self, hash: &str, name: &str, coordinates: &BTreeSet<String>, partner: bool) {
+    /// Counts one execution of the operation `hash` by `caller` (its subject: a user's or a
+    /// partner's), sent by a partner (an API key) or not (not recorded if it is new and
+    /// [`MAX_PENDING_OPERATIONS`] are already pending).
+    pub fn record(
+        &self,
+        hash: &str,
+        name: &str,
+        coordinates: &BTreeSet<String>,
+        partner: bool,
+        caller: &str,
+    ) {
         let mut pending = self.pending.lock().expect("usage lock");
         let full = pending.len() >= MAX_PENDING_OPERATIONS;
         match pending.get_mut(hash) {
-            Some(operation) => {
-                operation.count += 1;
-                operation.partner |= partner;
+            Some(counted) => {
+                counted.operation.count += 1;
+                counted.operation.partner |= partner;
+                counted.seen(caller);
             }
             None if full => {}
             None => {
-                pending.insert(
-                    hash.to_owned(),
-                    RecordedOperation {
+                let mut counted = Pending {
+                    operation: RecordedOperation {
                         hash: hash.to_owned(),
                         name: name.to_owned(),
                         coordinates: coordinates.clone(),
                         count: 1,
                         partner,
+                        callers: None,
                     },
-                );
+                    seen_by: BTreeSet::new(),
+                };
+                counted.seen(caller);
+                pending.insert(hash.to_owned(), counted);
             }
         }
     }
@@ -185,20 +215,24 @@ impl UsageRecorder {
     /// How many executions are counted but not yet written.
     pub fn pending(&self) -> u64 {
         let pending = self.pending.lock().expect("usage lock");
-        pending.values().map(|operation| operation.count).sum()
+        pending
+            .values()
+            .map(|counted| counted.operation.count)
+            .sum()
     }
 
-    /// Writes the pending counts to Redis; returns how many operations were written. On
-    /// failure the counts not confirmed written are kept for the next flush, within
+    /// Writes the pending counts to Redis, then trims the records to their bound
+    /// ([`gospelib_kit::usage::trim`]); returns how many operations were written. On failure
+    /// the counts not confirmed written are kept for the next flush, within
     /// [`MAX_PENDING_OPERATIONS`] (a write Redis applied but did not confirm before the
     /// timeout is counted again).
     pub async fn flush(&self) -> redis::RedisResult<usize> {
-        let mut pending: Vec<RecordedOperation> = {
+        let mut pending: Vec<Pending> = {
             let mut pending = self.pending.lock().expect("usage lock");
-            pending.drain().map(|(_, operation)| operation).collect()
+            pending.drain().map(|(_, counted)| counted).collect()
         };
         // (In the order of their hashes: which were written before a failure is predictable.)
-        pending.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+        pending.sort_unstable_by(|a, b| a.operation.hash.cmp(&b.operation.hash));
         if pending.is_empty() {
             return Ok(0);
         }
@@ -208,16 +242,19 @@ impl UsageRecorder {
             // Put back what was not written, within the bound: operations counted since the
             // flush began take their places first.
             let mut kept = self.pending.lock().expect("usage lock");
-            for operation in pending.into_iter().skip(written) {
+            for counted in pending.into_iter().skip(written) {
                 let full = kept.len() >= MAX_PENDING_OPERATIONS;
-                match kept.get_mut(&operation.hash) {
+                match kept.get_mut(&counted.operation.hash) {
                     Some(existing) => {
-                        existing.count += operation.count;
-                        existing.partner |= operation.partner;
+                        existing.operation.count += counted.operation.count;
+                        existing.operation.partner |= counted.operation.partner;
+                        for caller in &counted.seen_by {
+                            existing.seen(caller);
+                        }
                     }
                     None if full => {}
                     None => {
-                        kept.insert(operation.hash.clone(), operation);
+                        kept.insert(counted.operation.hash.clone(), counted);
                     }
                 }
             }
@@ -228,16 +265,16 @@ impl UsageRecorder {
     /// Writes `operations` in order, all within [`WRITE_TIMEOUT`] (a Redis that never answers
     /// delays the next flush, not this one for ever), counting in `written` those Redis
     /// confirmed.
-    async fn write(
-        &self,
-        operations: &[RecordedOperation],
-        written: &mut usize,
-    ) -> redis::RedisResult<()> {
+    async fn write(&self, operations: &[Pending], written: &mut usize) -> redis::RedisResult<()> {
         let write = async {
             let mut connection = self.client.get_multiplexed_async_connection().await?;
-            for operation in operations {
-                record(&mut connection, operation).await?;
+            for counted in operations {
+                record(&mut connection, &counted.operation, &counted.seen_by).await?;
                 *written += 1;
+            }
+            // Every count is written: a trim that fails is tried again at the next flush.
+            if let Err(error) = trim(&mut connection).await {
+                tracing::warn!(%error, "recorded operations not trimmed to their bound");
             }
             Ok(())
         };

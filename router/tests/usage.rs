@@ -93,6 +93,7 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     assert_eq!(ours.coordinates, expected);
 
     assert!(!ours.partner, "a user's, not a partner's");
+    assert_eq!(ours.callers, Some(1), "one user sent it three times");
 
     // Counts add up across flushes (and across router instances); once a partner's key sends
     // it, the operation is a partner's too (the partner contract's check protects it).
@@ -108,6 +109,7 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     let ours = recorded.iter().find(|o| o.name == name).unwrap();
     assert_eq!(ours.count, 5);
     assert!(ours.partner);
+    assert_eq!(ours.callers, Some(2), "the user again, and the partner");
     // A later flush of users' uses alone does not forget it.
     router.execute(&request).await;
     recorder.flush().await.unwrap();
@@ -121,9 +123,21 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
 async fn counts_survive_redis_being_down_until_the_next_flush() {
     let unreachable = redis::Client::open("redis://127.0.0.1:1").unwrap();
     let recorder = UsageRecorder::new(unreachable);
-    recorder.record("abc", "Kept", &BTreeSet::from(["Query".to_owned()]), false);
+    recorder.record(
+        "abc",
+        "Kept",
+        &BTreeSet::from(["Query".to_owned()]),
+        false,
+        "user:test",
+    );
     assert!(recorder.flush().await.is_err());
-    recorder.record("abc", "Kept", &BTreeSet::from(["Query".to_owned()]), false);
+    recorder.record(
+        "abc",
+        "Kept",
+        &BTreeSet::from(["Query".to_owned()]),
+        false,
+        "user:test",
+    );
     // Still failing, and still holding both uses (kept, then added to).
     assert!(recorder.flush().await.is_err());
     assert_eq!(recorder.pending(), 2);
@@ -136,8 +150,8 @@ async fn a_flush_to_a_redis_that_never_answers_gives_up_and_keeps_the_counts() {
     let address = silent_redis();
     let recorder = UsageRecorder::new(redis::Client::open(format!("redis://{address}")).unwrap());
     let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
-    recorder.record("abc", "Top", &coordinates, false);
-    recorder.record("abc", "Top", &coordinates, false);
+    recorder.record("abc", "Top", &coordinates, false, "user:test");
+    recorder.record("abc", "Top", &coordinates, false, "user:test");
     let flushed = tokio::time::timeout(std::time::Duration::from_secs(30), recorder.flush())
         .await
         .expect("the flush is bounded");
@@ -163,8 +177,8 @@ async fn a_flush_that_fails_part_way_counts_each_use_once() {
         .unwrap();
     let recorder = UsageRecorder::new(redis());
     let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
-    recorder.record(&written, "Written", &coordinates, false);
-    recorder.record(&refused, "Refused", &coordinates, false);
+    recorder.record(&written, "Written", &coordinates, false, "user:test");
+    recorder.record(&refused, "Refused", &coordinates, false, "user:test");
     assert!(recorder.flush().await.is_err());
     assert_eq!(recorder.pending(), 1, "only the refused one waits");
 
@@ -193,10 +207,10 @@ fn the_operations_pending_are_bounded() {
     let recorder = UsageRecorder::new(redis::Client::open("redis://127.0.0.1:1").unwrap());
     let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
     for n in 0..MAX_PENDING_OPERATIONS + 50 {
-        recorder.record(&format!("op{n}"), "Many", &coordinates, false);
+        recorder.record(&format!("op{n}"), "Many", &coordinates, false, "user:test");
     }
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);
-    recorder.record("op0", "Many", &coordinates, false);
+    recorder.record("op0", "Many", &coordinates, false, "user:test");
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64 + 1);
 }
 
@@ -211,7 +225,7 @@ async fn a_failed_flush_keeps_the_bound() {
     ));
     let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
     for n in 0..MAX_PENDING_OPERATIONS {
-        recorder.record(&format!("old{n}"), "Old", &coordinates, false);
+        recorder.record(&format!("old{n}"), "Old", &coordinates, false, "user:test");
     }
     let flush = {
         let recorder = recorder.clone();
@@ -221,7 +235,7 @@ async fn a_failed_flush_keeps_the_bound() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     for n in 0..MAX_PENDING_OPERATIONS {
-        recorder.record(&format!("new{n}"), "New", &coordinates, false);
+        recorder.record(&format!("new{n}"), "New", &coordinates, false, "user:test");
     }
     assert!(flush.await.unwrap().is_err());
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);

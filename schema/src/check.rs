@@ -13,9 +13,12 @@
 //! partner contract). A contract the proposal cannot build fails the check, unless no baseline,
 //! no document and no recorded operation ever had one.
 //!
-//! The check fails when composition fails, a breaking change affects a known operation, or a
+//! The check fails when composition fails, a breaking change affects a known operation that
+//! protects what it uses ([`KnownOperation::protects`]: every client document and partner
+//! operation; a recorded operation of users' only once enough distinct callers sent it), or a
 //! client document no longer validates, in the whole API or in a contract. Breaking changes
-//! nobody uses pass, listed as such.
+//! nobody uses pass, listed as such, and so do those only unprotecting operations use, listed
+//! with them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -42,6 +45,14 @@ pub struct KnownOperation {
     /// A partner's API key sent it (routers record which): the partner contract's check
     /// protects it too.
     pub partner: bool,
+    /// How many distinct callers sent it (recorded operations; None for client documents and
+    /// for operations recorded before callers were counted).
+    pub callers: Option<u64>,
+    /// Whether a breaking change it uses fails the check. Client documents and partners'
+    /// operations always do; an operation recorded from users' traffic only once enough
+    /// distinct users sent it (`gospelib schema check` decides), so that one account cannot
+    /// pin any field it likes against removal. One that does not is still listed.
+    pub protects: bool,
 }
 
 impl From<OperationUsage> for KnownOperation {
@@ -52,6 +63,8 @@ impl From<OperationUsage> for KnownOperation {
             count: None,
             coordinates: usage.coordinates,
             partner: false,
+            callers: None,
+            protects: true,
         }
     }
 }
@@ -109,6 +122,10 @@ pub struct CheckedChange {
     pub change: Change,
     /// `name (source)` of each known operation it breaks; empty for harmless changes.
     pub breaks: Vec<String>,
+    /// The same, of recorded operations it breaks that do not protect what they use (too few
+    /// distinct callers sent them): listed, not failing the check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_used_by: Vec<String>,
 }
 
 /// A client document that does not validate against the proposed schema.
@@ -301,8 +318,12 @@ fn check_schema(
         Some(old) => diff(old, new_schema)
             .into_iter()
             .map(|change| {
-                let breaks = operations_broken_by(&change, &known);
-                CheckedChange { change, breaks }
+                let (breaks, also_used_by) = operations_broken_by(&change, &known);
+                CheckedChange {
+                    change,
+                    breaks,
+                    also_used_by,
+                }
             })
             .collect(),
         None => Vec::new(),
@@ -395,12 +416,13 @@ fn parse_api(sdl: &str) -> Result<Valid<Schema>, String> {
     Schema::parse_and_validate(sdl, "api.graphql").map_err(|errors| errors.errors.to_string())
 }
 
-/// The known operations a breaking change breaks: those touching what it affects.
-fn operations_broken_by(change: &Change, known: &[KnownOperation]) -> Vec<String> {
+/// The known operations a breaking change breaks (those touching what it affects): those that
+/// protect what they use, then those that do not.
+fn operations_broken_by(change: &Change, known: &[KnownOperation]) -> (Vec<String>, Vec<String>) {
     if change.criticality != Criticality::Breaking {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
-    known
+    let (protecting, not_protecting): (Vec<&KnownOperation>, Vec<&KnownOperation>) = known
         .iter()
         .filter(|operation| {
             change
@@ -408,14 +430,31 @@ fn operations_broken_by(change: &Change, known: &[KnownOperation]) -> Vec<String
                 .iter()
                 .any(|coordinate| operation.coordinates.contains(coordinate))
         })
-        .map(|operation| match operation.count {
-            Some(count) => format!(
-                "{} ({}, seen {count} times)",
-                operation.name, operation.source
-            ),
-            None => format!("{} ({})", operation.name, operation.source),
-        })
-        .collect()
+        .partition(|operation| operation.protects);
+    let described = |operations: Vec<&KnownOperation>| {
+        operations
+            .into_iter()
+            .map(describe_operation)
+            .collect::<Vec<_>>()
+    };
+    (described(protecting), described(not_protecting))
+}
+
+/// `name (source)`, with how often and by how many callers a recorded one was seen.
+fn describe_operation(operation: &KnownOperation) -> String {
+    match (operation.count, operation.callers) {
+        (Some(count), Some(callers)) => format!(
+            "{} ({}, seen {count} times by {callers} caller{})",
+            operation.name,
+            operation.source,
+            if callers == 1 { "" } else { "s" }
+        ),
+        (Some(count), None) => format!(
+            "{} ({}, seen {count} times)",
+            operation.name, operation.source
+        ),
+        (None, _) => format!("{} ({})", operation.name, operation.source),
+    }
 }
 
 impl CheckReport {
@@ -498,11 +537,20 @@ fn write_changes(out: &mut String, changes: &[CheckedChange], indent: &str) {
                 "{indent}  {mark} {} [{}]",
                 checked.change.message, checked.change.coordinate
             );
-            if criticality == Criticality::Breaking && checked.breaks.is_empty() {
+            if criticality == Criticality::Breaking
+                && checked.breaks.is_empty()
+                && checked.also_used_by.is_empty()
+            {
                 let _ = writeln!(out, "{indent}      no known operation uses it");
             }
             for operation in &checked.breaks {
                 let _ = writeln!(out, "{indent}      breaks {operation}");
+            }
+            for operation in &checked.also_used_by {
+                let _ = writeln!(
+                    out,
+                    "{indent}      also used by {operation}: too few callers to protect it"
+                );
             }
         }
     }

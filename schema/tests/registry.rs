@@ -250,6 +250,8 @@ fn an_operation_only_the_router_recorded_also_protects_a_field() {
         name: "PartnerBooks".to_owned(),
         count: Some(42),
         partner: false,
+        callers: Some(5),
+        protects: true,
         coordinates: BTreeSet::from([
             "Query".to_owned(),
             "Query.book".to_owned(),
@@ -257,11 +259,41 @@ fn an_operation_only_the_router_recorded_also_protects_a_field() {
             "Book.isbn".to_owned(),
         ]),
     };
-    let report = check(&books(""), Some(&baseline_with_isbn()), &[], vec![recorded]).unwrap();
+    let report = check(
+        &books(""),
+        Some(&baseline_with_isbn()),
+        &[],
+        vec![recorded.clone()],
+    )
+    .unwrap();
     assert!(!report.passed);
     assert_eq!(
         report.changes[0].breaks,
-        vec!["PartnerBooks (router:0123456789ab, seen 42 times)"]
+        vec!["PartnerBooks (router:0123456789ab, seen 42 times by 5 callers)"]
+    );
+
+    // Sent by too few callers to protect what it uses (one account could pin any field):
+    // listed under the change, and the check passes.
+    let pinned = KnownOperation {
+        name: "Pinned".to_owned(),
+        count: Some(900),
+        callers: Some(1),
+        protects: false,
+        ..recorded
+    };
+    let report = check(&books(""), Some(&baseline_with_isbn()), &[], vec![pinned]).unwrap();
+    let text = report.to_text();
+    assert!(report.passed, "{text}");
+    assert!(report.changes[0].breaks.is_empty());
+    assert_eq!(
+        report.changes[0].also_used_by,
+        vec!["Pinned (router:0123456789ab, seen 900 times by 1 caller)"]
+    );
+    assert!(
+        text.contains(
+            "also used by Pinned (router:0123456789ab, seen 900 times by 1 caller): too few callers to protect it"
+        ),
+        "{text}"
     );
 }
 
@@ -425,6 +457,8 @@ fn an_operation_recorded_from_a_partner_protects_the_partner_contract() {
         name: "PartnerText".to_owned(),
         count: Some(12),
         partner,
+        callers: None,
+        protects: true,
         coordinates: BTreeSet::from([
             "Query".to_owned(),
             "Query.passage".to_owned(),

@@ -222,6 +222,7 @@ impl Router {
                 name.as_deref().unwrap_or("<anonymous>"),
                 &context.planned.coordinates,
                 context.caller.partner_id.is_some(),
+                &subject_of(&context.caller, None),
             );
         }
         let live = Live {

@@ -1,24 +1,51 @@
 //! Recorded operation usage, in Redis: which schema coordinates each operation the router
-//! served touched, and how often. The router writes it; the registry's `check` reads it, so a
-//! breaking change fails when real traffic uses what it breaks.
+//! served touched, how often, and how many distinct callers sent it. The router writes it; the
+//! registry's `check` reads it, so a breaking change fails when real traffic uses what it
+//! breaks.
 //!
-//! Layout: `gl:usage:op:<operation hash>` is a hash with `name`, `coordinates` (a JSON array of
-//! schema coordinates such as `Passage.text`), `count`, and `partner` (`1` once a partner's API
-//! key sent it: the partner contract's check protects those); the set `gl:usage:operations`
-//! lists the hashes. Entries expire after [`USAGE_TTL`] without traffic.
+//! Layout:
+//! - `gl:usage:op:<operation hash>`: a hash with `name`, `coordinates` (a JSON array of schema
+//!   coordinates such as `Passage.text`), `count`, and `partner` (`1` once a partner's API key
+//!   sent it: the partner contract's check protects those);
+//! - `gl:usage:callers:<operation hash>`: a HyperLogLog of who sent it (the router's subject of
+//!   each signed-in user or partner), so the check can tell an operation many callers send
+//!   from one a single account sends to pin a field (ids are hashed into registers, not kept);
+//! - `gl:usage:index`: every recorded operation, scored by the second it was last recorded. It
+//!   is bounded: past [`MAX_RECORDED_OPERATIONS`] the least recently recorded are forgotten
+//!   (their hash and callers with them), so a caller sending endless distinct documents cannot
+//!   grow it without end; an operation a partner sent is kept all the same;
+//! - `gl:usage:index:partner`: the operations partners sent, scored alike, never capped
+//!   (partners are few, and their operations are what the partner contract promises).
+//!
+//! Entries expire after [`USAGE_TTL`] without traffic. The set `gl:usage:operations` of the
+//! layout before the index is read and folded into it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 
-const INDEX_KEY: &str = "gl:usage:operations";
+const INDEX_KEY: &str = "gl:usage:index";
+const PARTNER_INDEX_KEY: &str = "gl:usage:index:partner";
+/// The index of the layout before [`INDEX_KEY`]: a set of hashes.
+const LEGACY_INDEX_KEY: &str = "gl:usage:operations";
 
 /// How long an operation nobody sends any more keeps counting as used.
 pub const USAGE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The most operations recorded at once (those partners sent aside). A recorded operation
+/// holds its coordinates (up to a few KiB), so this bounds the records to tens of MiB.
+pub const MAX_RECORDED_OPERATIONS: usize = 10_000;
+
+/// How many hashes one round trip of [`read_all`] reads.
+const READ_CHUNK: usize = 500;
+
 fn operation_key(hash: &str) -> String {
     format!("gl:usage:op:{hash}")
+}
+
+fn callers_key(hash: &str) -> String {
+    format!("gl:usage:callers:{hash}")
 }
 
 /// One operation as the router recorded it.
@@ -30,66 +57,197 @@ pub struct RecordedOperation {
     pub count: u64,
     /// A partner (an API key) sent it: it runs on the partner contract.
     pub partner: bool,
+    /// How many distinct callers sent it (an estimate, exact for small numbers), as read;
+    /// `None` for an operation recorded before callers were counted. Not written by
+    /// [`record`], which is given the callers themselves.
+    pub callers: Option<u64>,
 }
 
-/// Adds `count` uses of an operation (one round trip).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64)
+}
+
+/// Adds `count` uses of an operation by the callers `seen_by` (their subjects) in one round
+/// trip. Call [`trim`] after a batch of them.
 pub async fn record(
     connection: &mut redis::aio::MultiplexedConnection,
     operation: &RecordedOperation,
+    seen_by: &BTreeSet<String>,
 ) -> redis::RedisResult<()> {
     let key = operation_key(&operation.hash);
+    let ttl = USAGE_TTL.as_secs() as i64;
+    let now = unix_now();
     let coordinates =
         serde_json::to_string(&operation.coordinates).expect("a set of strings always serializes");
     let mut pipe = redis::pipe();
     pipe.hset(&key, "name", &operation.name)
         .hset(&key, "coordinates", coordinates)
-        .hincr(&key, "count", operation.count);
+        .hincr(&key, "count", operation.count)
+        .expire(&key, ttl)
+        .zadd(INDEX_KEY, &operation.hash, now);
     if operation.partner {
         // Never unset: once a partner sent it, the contract's check protects it.
-        pipe.hset(&key, "partner", "1");
+        pipe.hset(&key, "partner", "1")
+            .zadd(PARTNER_INDEX_KEY, &operation.hash, now);
     }
-    pipe.expire(&key, USAGE_TTL.as_secs() as i64)
-        .sadd(INDEX_KEY, &operation.hash)
-        .query_async::<()>(connection)
-        .await
+    if !seen_by.is_empty() {
+        let callers = callers_key(&operation.hash);
+        pipe.pfadd(&callers, seen_by.iter().collect::<Vec<_>>())
+            .expire(&callers, ttl);
+    }
+    pipe.query_async::<()>(connection).await
 }
 
-/// Every recorded operation, by hash; entries that expired are dropped from the index.
+/// Forgets what expired, and the least recently recorded operations past
+/// [`MAX_RECORDED_OPERATIONS`] (but not those a partner sent). Returns how many it forgot
+/// for the cap.
+pub async fn trim(connection: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<usize> {
+    trim_to(connection, MAX_RECORDED_OPERATIONS).await
+}
+
+/// [`trim`] to at most `most` operations.
+pub async fn trim_to(
+    connection: &mut redis::aio::MultiplexedConnection,
+    most: usize,
+) -> redis::RedisResult<usize> {
+    let expired = unix_now() - USAGE_TTL.as_secs() as i64;
+    let _: () = redis::pipe()
+        .zrembyscore(INDEX_KEY, "-inf", format!("({expired}"))
+        .zrembyscore(PARTNER_INDEX_KEY, "-inf", format!("({expired}"))
+        .query_async(connection)
+        .await?;
+    let recorded: usize = connection.zcard(INDEX_KEY).await?;
+    let Some(excess) = recorded.checked_sub(most).filter(|excess| *excess > 0) else {
+        return Ok(0);
+    };
+    let oldest: Vec<String> = connection.zrange(INDEX_KEY, 0, excess as isize - 1).await?;
+    let mut pipe = redis::pipe();
+    for hash in &oldest {
+        pipe.zscore(PARTNER_INDEX_KEY, hash);
+    }
+    let partner: Vec<Option<f64>> = pipe.query_async(connection).await?;
+    let mut forget = redis::pipe();
+    for (hash, partner) in oldest.iter().zip(partner) {
+        forget.zrem(INDEX_KEY, hash).ignore();
+        if partner.is_none() {
+            forget
+                .del(operation_key(hash))
+                .ignore()
+                .del(callers_key(hash))
+                .ignore();
+        }
+    }
+    let _: () = forget.query_async(connection).await?;
+    Ok(oldest.len())
+}
+
+/// Every recorded operation, by hash; entries that expired are dropped from the indexes, and
+/// the layout before the index is folded into it.
 pub async fn read_all(
     connection: &mut redis::aio::MultiplexedConnection,
 ) -> redis::RedisResult<Vec<RecordedOperation>> {
-    let mut hashes: Vec<String> = connection.smembers(INDEX_KEY).await?;
+    fold_legacy_index(connection).await?;
+    let mut hashes: Vec<String> = connection.zrange(INDEX_KEY, 0, -1).await?;
+    let partners: Vec<String> = connection.zrange(PARTNER_INDEX_KEY, 0, -1).await?;
+    hashes.extend(partners);
     hashes.sort();
+    hashes.dedup();
     let mut operations = Vec::with_capacity(hashes.len());
-    for hash in hashes {
-        let fields: std::collections::HashMap<String, String> =
-            connection.hgetall(operation_key(&hash)).await?;
-        let (Some(name), Some(coordinates)) = (fields.get("name"), fields.get("coordinates"))
-        else {
-            let _: () = connection.srem(INDEX_KEY, &hash).await?;
-            continue;
-        };
-        operations.push(RecordedOperation {
-            name: name.clone(),
-            coordinates: serde_json::from_str(coordinates).unwrap_or_default(),
-            count: fields
-                .get("count")
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(0),
-            partner: fields.get("partner").is_some_and(|partner| partner == "1"),
-            hash,
-        });
+    for chunk in hashes.chunks(READ_CHUNK) {
+        let mut pipe = redis::pipe();
+        for hash in chunk {
+            pipe.hgetall(operation_key(hash))
+                .exists(callers_key(hash))
+                .pfcount(callers_key(hash));
+        }
+        // Three answers a hash, in order.
+        let answers: Vec<redis::Value> = pipe.query_async(connection).await?;
+        let mut gone = redis::pipe();
+        for (hash, answer) in chunk.iter().zip(answers.chunks(3)) {
+            let [fields, counted, callers] = answer else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "a short answer reading recorded operations",
+                )));
+            };
+            let fields: HashMap<String, String> = redis::from_redis_value_ref(fields)?;
+            let counted: bool = redis::from_redis_value_ref(counted)?;
+            let callers: u64 = redis::from_redis_value_ref(callers)?;
+            let (Some(name), Some(coordinates)) = (fields.get("name"), fields.get("coordinates"))
+            else {
+                gone.zrem(INDEX_KEY, hash)
+                    .ignore()
+                    .zrem(PARTNER_INDEX_KEY, hash)
+                    .ignore();
+                continue;
+            };
+            operations.push(RecordedOperation {
+                name: name.clone(),
+                coordinates: serde_json::from_str(coordinates).unwrap_or_default(),
+                count: fields
+                    .get("count")
+                    .and_then(|count| count.parse().ok())
+                    .unwrap_or(0),
+                partner: fields.get("partner").is_some_and(|partner| partner == "1"),
+                callers: counted.then_some(callers),
+                hash: hash.clone(),
+            });
+        }
+        if !gone.is_empty() {
+            let _: () = gone.query_async(connection).await?;
+        }
     }
     Ok(operations)
 }
 
+/// Moves the hashes of the set the layout before the index used into the index (as recorded
+/// now: they still expire with their hash), then drops the set.
+async fn fold_legacy_index(
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let legacy: Vec<String> = connection.smembers(LEGACY_INDEX_KEY).await?;
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    let now = unix_now();
+    let mut pipe = redis::pipe();
+    for hash in &legacy {
+        pipe.hget(operation_key(hash), "partner");
+    }
+    let partner: Vec<Option<String>> = pipe.query_async(connection).await?;
+    let mut fold = redis::pipe();
+    for (hash, partner) in legacy.iter().zip(partner) {
+        fold.cmd("ZADD")
+            .arg(INDEX_KEY)
+            .arg("NX")
+            .arg(now)
+            .arg(hash)
+            .ignore();
+        if partner.as_deref() == Some("1") {
+            fold.cmd("ZADD")
+                .arg(PARTNER_INDEX_KEY)
+                .arg("NX")
+                .arg(now)
+                .arg(hash)
+                .ignore();
+        }
+    }
+    fold.del(LEGACY_INDEX_KEY).ignore();
+    fold.query_async(connection).await
+}
+
 /// Forgets every recorded operation (tests, and resetting a staging environment).
 pub async fn clear(connection: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
-    let hashes: Vec<String> = connection.smembers(INDEX_KEY).await?;
+    fold_legacy_index(connection).await?;
+    let mut hashes: Vec<String> = connection.zrange(INDEX_KEY, 0, -1).await?;
+    let partners: Vec<String> = connection.zrange(PARTNER_INDEX_KEY, 0, -1).await?;
+    hashes.extend(partners);
     for hash in hashes {
-        let _: () = connection.del(operation_key(&hash)).await?;
+        forget(connection, &hash).await?;
     }
-    connection.del(INDEX_KEY).await
+    Ok(())
 }
 
 /// Forgets one recorded operation.
@@ -97,6 +255,143 @@ pub async fn forget(
     connection: &mut redis::aio::MultiplexedConnection,
     hash: &str,
 ) -> redis::RedisResult<()> {
-    let _: () = connection.del(operation_key(hash)).await?;
-    connection.srem(INDEX_KEY, hash).await
+    redis::pipe()
+        .del(operation_key(hash))
+        .ignore()
+        .del(callers_key(hash))
+        .ignore()
+        .zrem(INDEX_KEY, hash)
+        .ignore()
+        .zrem(PARTNER_INDEX_KEY, hash)
+        .ignore()
+        .srem(LEGACY_INDEX_KEY, hash)
+        .ignore()
+        .query_async(connection)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Database 11 of the stack's Redis, this test's alone: trimming is global to a database,
+    /// and the other tests record into database 0.
+    async fn own_database() -> redis::aio::MultiplexedConnection {
+        let mut url = crate::test_stack::urls().redis;
+        url.set_path("/11");
+        let mut connection = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        clear(&mut connection).await.unwrap();
+        connection
+    }
+
+    fn operation(hash: &str, count: u64, partner: bool) -> RecordedOperation {
+        RecordedOperation {
+            hash: hash.to_owned(),
+            name: format!("Op{hash}"),
+            coordinates: ["Query".to_owned(), "Query.book".to_owned()].into(),
+            count,
+            partner,
+            callers: None,
+        }
+    }
+
+    fn callers(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    async fn last_recorded(
+        connection: &mut redis::aio::MultiplexedConnection,
+        hash: &str,
+        seconds_ago: i64,
+    ) {
+        let _: () = connection
+            .zadd(INDEX_KEY, hash, unix_now() - seconds_ago)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn callers_are_counted_and_the_records_are_bounded() {
+        let mut connection = own_database().await;
+        // Distinct callers add up across flushes (and routers); a caller sent again is one.
+        record(
+            &mut connection,
+            &operation("a", 2, false),
+            &callers(&["user:1", "user:2"]),
+        )
+        .await
+        .unwrap();
+        record(
+            &mut connection,
+            &operation("a", 1, false),
+            &callers(&["user:2", "user:3"]),
+        )
+        .await
+        .unwrap();
+        record(
+            &mut connection,
+            &operation("p", 4, true),
+            &callers(&["partner:acme"]),
+        )
+        .await
+        .unwrap();
+        // The layout before the index: a set of hashes, no callers.
+        let _: () = redis::pipe()
+            .hset("gl:usage:op:legacy", "name", "Legacy")
+            .hset("gl:usage:op:legacy", "coordinates", "[\"Query\"]")
+            .hset("gl:usage:op:legacy", "count", 9)
+            .sadd(LEGACY_INDEX_KEY, "legacy")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let read = read_all(&mut connection).await.unwrap();
+        let seen: Vec<(&str, u64, Option<u64>, bool)> = read
+            .iter()
+            .map(|operation| {
+                let hash = operation.hash.as_str();
+                (hash, operation.count, operation.callers, operation.partner)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", 3, Some(3), false),
+                ("legacy", 9, None, false),
+                ("p", 4, Some(1), true)
+            ]
+        );
+        let legacy: bool = connection.exists(LEGACY_INDEX_KEY).await.unwrap();
+        assert!(!legacy, "folded into the index");
+
+        // Past the cap, the least recently recorded go (with their callers), except what a
+        // partner sent: `p` leaves the capped index but stays recorded.
+        last_recorded(&mut connection, "p", 300).await;
+        last_recorded(&mut connection, "a", 200).await;
+        last_recorded(&mut connection, "legacy", 100).await;
+        assert_eq!(trim_to(&mut connection, 1).await.unwrap(), 2);
+        let left: Vec<String> = read_all(&mut connection)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|operation| operation.hash)
+            .collect();
+        assert_eq!(left, ["legacy", "p"]);
+        let gone: bool = connection.exists(callers_key("a")).await.unwrap();
+        assert!(!gone, "a's callers went with it");
+        // Under the cap, only what expired goes.
+        assert_eq!(trim_to(&mut connection, 10).await.unwrap(), 0);
+        last_recorded(&mut connection, "legacy", USAGE_TTL.as_secs() as i64 + 10).await;
+        assert_eq!(trim_to(&mut connection, 10).await.unwrap(), 0);
+        let left: Vec<String> = connection.zrange(INDEX_KEY, 0, -1).await.unwrap();
+        assert_eq!(left, Vec::<String>::new(), "p is in the partner index only");
+        let partners: Vec<String> = connection.zrange(PARTNER_INDEX_KEY, 0, -1).await.unwrap();
+        assert_eq!(partners, ["p"]);
+        clear(&mut connection).await.unwrap();
+        assert!(read_all(&mut connection).await.unwrap().is_empty());
+        let _: () = connection.del("gl:usage:op:legacy").await.unwrap();
+    }
 }
