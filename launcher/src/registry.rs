@@ -384,19 +384,25 @@ async fn recorded_operations(settings: &RegistrySettings) -> anyhow::Result<Vec<
     Ok(recorded
         .into_iter()
         .map(|operation| KnownOperation {
+            protects: protects(&operation, settings.min_callers),
             source: format!("router:{}", &operation.hash[..12.min(operation.hash.len())]),
             name: operation.name,
             count: Some(operation.count),
             coordinates: operation.coordinates,
             partner: operation.partner,
             callers: operation.callers,
-            // Recorded before callers were counted: protects, as it did then.
-            protects: operation.partner
-                || operation
-                    .callers
-                    .is_none_or(|callers| callers >= settings.min_callers),
         })
         .collect())
+}
+
+/// Whether a recorded operation protects what it uses: a partner's always; a user's once
+/// `min_callers` distinct callers sent it; one recorded before callers were counted, as it
+/// did then.
+fn protects(operation: &gospelib_kit::usage::RecordedOperation, min_callers: u64) -> bool {
+    operation.partner
+        || operation
+            .callers
+            .is_none_or(|callers| callers >= min_callers)
 }
 
 fn print_report(report: &CheckReport, format: Format) -> anyhow::Result<()> {
@@ -405,4 +411,28 @@ fn print_report(report: &CheckReport, format: Format) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(report)?),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_operation_protects_once_enough_callers_sent_it() {
+        let operation =
+            |partner: bool, callers: Option<u64>| gospelib_kit::usage::RecordedOperation {
+                hash: "h".to_owned(),
+                name: "Op".to_owned(),
+                coordinates: Default::default(),
+                count: 10,
+                partner,
+                callers,
+            };
+        assert!(!protects(&operation(false, Some(2)), 3));
+        assert!(protects(&operation(false, Some(3)), 3));
+        assert!(protects(&operation(false, Some(1)), 1));
+        // A partner's, whatever the count; one recorded before callers were counted.
+        assert!(protects(&operation(true, Some(1)), 3));
+        assert!(protects(&operation(false, None), 3));
+    }
 }

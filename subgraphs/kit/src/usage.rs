@@ -11,14 +11,19 @@
 //!   each signed-in user or partner), so the check can tell an operation many callers send
 //!   from one a single account sends to pin a field (ids are hashed into registers, not kept);
 //! - `gl:usage:index`: every recorded operation, scored by the second it was last recorded. It
-//!   is bounded: past [`MAX_RECORDED_OPERATIONS`] the least recently recorded are forgotten
-//!   (their hash and callers with them), so a caller sending endless distinct documents cannot
-//!   grow it without end; an operation a partner sent is kept all the same;
+//!   is bounded: each router's flush trims it to [`MAX_RECORDED_OPERATIONS`] (it may hold a
+//!   flush's worth more in between), forgetting first the operations the fewest callers sent
+//!   (their hash and callers with them; see [`TRIM_SCRIPT`]), so an account sending endless
+//!   distinct documents cannot grow it without end, nor push out what many users send; an
+//!   operation a partner sent is kept all the same;
 //! - `gl:usage:index:partner`: the operations partners sent, scored alike, never capped
 //!   (partners are few, and their operations are what the partner contract promises).
 //!
-//! Entries expire after [`USAGE_TTL`] without traffic. The set `gl:usage:operations` of the
-//! layout before the index is read and folded into it.
+//! Entries expire after [`USAGE_TTL`] without traffic (a partner's mark, after as long without
+//! a partner sending it). The set `gl:usage:operations` of the layout before the index is read
+//! and folded into it; an operation recorded then has no callers counted, and protects as it
+//! did until a new router records it again (its callers then count from there). While older
+//! routers still run, what they add to the old set after the fold waits for the next one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -33,8 +38,10 @@ const LEGACY_INDEX_KEY: &str = "gl:usage:operations";
 /// How long an operation nobody sends any more keeps counting as used.
 pub const USAGE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The most operations recorded at once (those partners sent aside). A recorded operation
-/// holds its coordinates (up to a few KiB), so this bounds the records to tens of MiB.
+/// The most operations recorded at once after a flush (those partners sent aside). A recorded
+/// operation holds its coordinates (up to a few KiB) and its callers (a few hundred bytes, up
+/// to 12 KiB once thousands sent it), so this bounds the records to tens of MiB in practice
+/// and ~170 MiB at the very worst.
 pub const MAX_RECORDED_OPERATIONS: usize = 10_000;
 
 /// How many hashes one round trip of [`read_all`] reads.
@@ -113,35 +120,59 @@ pub async fn trim_to(
     most: usize,
 ) -> redis::RedisResult<usize> {
     let expired = unix_now() - USAGE_TTL.as_secs() as i64;
-    let _: () = redis::pipe()
-        .zrembyscore(INDEX_KEY, "-inf", format!("({expired}"))
-        .zrembyscore(PARTNER_INDEX_KEY, "-inf", format!("({expired}"))
+    // EVAL with the text: once per flush, so not worth keeping its sha.
+    redis::cmd("EVAL")
+        .arg(TRIM_SCRIPT)
+        .arg(2)
+        .arg(INDEX_KEY)
+        .arg(PARTNER_INDEX_KEY)
+        .arg(expired)
+        .arg(most)
+        .arg(operation_key(""))
+        .arg(callers_key(""))
         .query_async(connection)
-        .await?;
-    let recorded: usize = connection.zcard(INDEX_KEY).await?;
-    let Some(excess) = recorded.checked_sub(most).filter(|excess| *excess > 0) else {
-        return Ok(0);
-    };
-    let oldest: Vec<String> = connection.zrange(INDEX_KEY, 0, excess as isize - 1).await?;
-    let mut pipe = redis::pipe();
-    for hash in &oldest {
-        pipe.zscore(PARTNER_INDEX_KEY, hash);
-    }
-    let partner: Vec<Option<f64>> = pipe.query_async(connection).await?;
-    let mut forget = redis::pipe();
-    for (hash, partner) in oldest.iter().zip(partner) {
-        forget.zrem(INDEX_KEY, hash).ignore();
-        if partner.is_none() {
-            forget
-                .del(operation_key(hash))
-                .ignore()
-                .del(callers_key(hash))
-                .ignore();
-        }
-    }
-    let _: () = forget.query_async(connection).await?;
-    Ok(oldest.len())
+        .await
 }
+
+/// The trim, in one atomic step (a record or another router's trim cannot land between
+/// choosing what goes and deleting it). Past the cap, the operations sent by the fewest
+/// callers go first, the least recently recorded among equals: a flood of distinct
+/// documents from one account evicts its own and the other one-caller records before any
+/// operation many users send. Partners' operations, and those recorded before callers were
+/// counted, go last, and what a partner sent only leaves the capped index (its record stays,
+/// under `gl:usage:index:partner`). Only over the cap does it count callers: a pass over the
+/// index, which a flood makes a few milliseconds of Redis's time per flush.
+const TRIM_SCRIPT: &str = r"
+local index, partners = KEYS[1], KEYS[2]
+local expired, most = tonumber(ARGV[1]), tonumber(ARGV[2])
+local records, callers = ARGV[3], ARGV[4]
+redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. expired)
+redis.call('ZREMRANGEBYSCORE', partners, '-inf', '(' .. expired)
+local excess = redis.call('ZCARD', index) - most
+if excess <= 0 then return 0 end
+local candidates = {}
+for position, hash in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  local weight
+  if redis.call('ZSCORE', partners, hash) or redis.call('EXISTS', callers .. hash) == 0 then
+    weight = math.huge
+  else
+    weight = redis.call('PFCOUNT', callers .. hash)
+  end
+  candidates[#candidates + 1] = {hash, weight, position}
+end
+table.sort(candidates, function(a, b)
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end)
+for i = 1, excess do
+  local hash = candidates[i][1]
+  redis.call('ZREM', index, hash)
+  if not redis.call('ZSCORE', partners, hash) then
+    redis.call('DEL', records .. hash, callers .. hash)
+  end
+end
+return excess
+";
 
 /// Every recorded operation, by hash; entries that expired are dropped from the indexes, and
 /// the layout before the index is folded into it.
@@ -203,7 +234,7 @@ pub async fn read_all(
 }
 
 /// Moves the hashes of the set the layout before the index used into the index (as recorded
-/// now: they still expire with their hash), then drops the set.
+/// now: they still expire with their hash), and out of the set.
 async fn fold_legacy_index(
     connection: &mut redis::aio::MultiplexedConnection,
 ) -> redis::RedisResult<()> {
@@ -234,7 +265,8 @@ async fn fold_legacy_index(
                 .ignore();
         }
     }
-    fold.del(LEGACY_INDEX_KEY).ignore();
+    // Only what was read: an older router's hash added since waits for the next fold.
+    fold.srem(LEGACY_INDEX_KEY, &legacy).ignore();
     fold.query_async(connection).await
 }
 
@@ -367,11 +399,23 @@ mod tests {
         let legacy: bool = connection.exists(LEGACY_INDEX_KEY).await.unwrap();
         assert!(!legacy, "folded into the index");
 
-        // Past the cap, the least recently recorded go (with their callers), except what a
-        // partner sent: `p` leaves the capped index but stays recorded.
+        // Past the cap, what the fewest callers sent goes first, however recent: one account's
+        // flood of distinct documents cannot push out what many users send.
         last_recorded(&mut connection, "p", 300).await;
         last_recorded(&mut connection, "a", 200).await;
         last_recorded(&mut connection, "legacy", 100).await;
+        record(
+            &mut connection,
+            &operation("flood", 1, false),
+            &callers(&["user:9"]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(trim_to(&mut connection, 3).await.unwrap(), 1);
+        let gone: bool = connection.exists(operation_key("flood")).await.unwrap();
+        assert!(!gone, "the newest, but sent by one caller");
+        // Then by callers still (a: 3), partners' and uncounted ones last, the least recently
+        // recorded first among those: `p` leaves the capped index but stays recorded.
         assert_eq!(trim_to(&mut connection, 1).await.unwrap(), 2);
         let left: Vec<String> = read_all(&mut connection)
             .await
