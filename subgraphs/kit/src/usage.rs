@@ -107,8 +107,8 @@ pub async fn record(
     pipe.query_async::<()>(connection).await
 }
 
-/// Forgets what expired, and the least recently recorded operations past
-/// [`MAX_RECORDED_OPERATIONS`] (but not those a partner sent). Returns how many it forgot
+/// Forgets what expired and, past [`MAX_RECORDED_OPERATIONS`], the operations the fewest
+/// callers sent ([`TRIM_SCRIPT`]; what a partner sent is kept). Returns how many it forgot
 /// for the cap.
 pub async fn trim(connection: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<usize> {
     trim_to(connection, MAX_RECORDED_OPERATIONS).await
@@ -141,7 +141,7 @@ pub async fn trim_to(
 /// operation many users send. Partners' operations, and those recorded before callers were
 /// counted, go last, and what a partner sent only leaves the capped index (its record stays,
 /// under `gl:usage:index:partner`). Only over the cap does it count callers: a pass over the
-/// index, which a flood makes a few milliseconds of Redis's time per flush.
+/// index, which a flood makes tens of milliseconds of Redis's time per flush.
 const TRIM_SCRIPT: &str = r"
 local index, partners = KEYS[1], KEYS[2]
 local expired, most = tonumber(ARGV[1]), tonumber(ARGV[2])
