@@ -130,12 +130,21 @@ pub async fn run_publish(
         .await?
         .with_trusted_documents(manifest.to_json());
     print_report(&proposal.report, format)?;
-    publish_checked(&store, proposal, message, force_reason, "publish").await
+    publish_checked(
+        &settings,
+        &store,
+        proposal,
+        message,
+        force_reason,
+        "publish",
+    )
+    .await
 }
 
 /// Publishes a checked proposal, saying what happened; `command` names the command to run
 /// again when another version was published since the check.
 async fn publish_checked(
+    settings: &RegistrySettings,
     store: &Store,
     proposal: CheckedProposal,
     message: &str,
@@ -155,13 +164,16 @@ async fn publish_checked(
         Err(error) => return Err(error.into()),
     };
     match outcome {
-        PublishOutcome::Published(version) => match rollback_of {
-            Some(to) => println!(
-                "published version {} (the content of version {to})",
-                version.number
-            ),
-            None => println!("published version {}", version.number),
-        },
+        PublishOutcome::Published(version) => {
+            match rollback_of {
+                Some(to) => println!(
+                    "published version {} (the content of version {to})",
+                    version.number
+                ),
+                None => println!("published version {}", version.number),
+            }
+            announce_published(settings, version.number).await;
+        }
         PublishOutcome::Unchanged(latest) => match rollback_of {
             Some(to) => {
                 bail!("the latest version ({latest}) already has version {to}'s supergraph")
@@ -179,6 +191,40 @@ async fn publish_checked(
         }
     }
     Ok(())
+}
+
+/// How long announcing a publish may take before it is given up (routers poll anyway).
+const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Tells the routers following the registry's announcements (in the Redis at
+/// `GOSPELIB_REDIS_URL`, when set) that version `number` is published, so they fetch it at
+/// once rather than at their next poll. Best effort: a router that does not hear it polls.
+async fn announce_published(settings: &RegistrySettings, number: impl std::fmt::Display) {
+    let Some(url) = &settings.redis else {
+        return;
+    };
+    let announce = async {
+        let client = redis_client(url)?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        let heard: i64 = redis::AsyncCommands::publish(
+            &mut connection,
+            gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL,
+            number.to_string(),
+        )
+        .await?;
+        anyhow::Ok(heard)
+    };
+    match tokio::time::timeout(ANNOUNCE_TIMEOUT, announce).await {
+        Ok(Ok(heard)) => println!("announced to {heard} router process(es) following the registry"),
+        Ok(Err(error)) => {
+            eprintln!(
+                "warning: the publish was not announced ({error:#}); routers pick it up at their next poll"
+            )
+        }
+        Err(_) => eprintln!(
+            "warning: the publish was not announced within {ANNOUNCE_TIMEOUT:?}; routers pick it up at their next poll"
+        ),
+    }
 }
 
 /// `schema history`.
@@ -266,7 +312,15 @@ pub async fn run_rollback(
     let message = message
         .map(str::to_owned)
         .unwrap_or_else(|| format!("rollback to version {to}"));
-    publish_checked(&store, proposal, &message, force_reason, "rollback").await
+    publish_checked(
+        &settings,
+        &store,
+        proposal,
+        &message,
+        force_reason,
+        "rollback",
+    )
+    .await
 }
 
 /// `schema baseline --reason`: accepts the code's supergraph as the CI gate's new baseline.

@@ -259,7 +259,25 @@ fn publish_history_diff_check_and_rollback_round_trip() {
     let refused = schema_command(&database, &["publish", "--operations", &operations_arg]);
     assert!(!refused.ok);
     assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
-    let forced = schema_command(
+    // With Redis, the publish is announced to the routers following the registry.
+    let (announcements, listening) = runtime.block_on(async {
+        use futures_util::StreamExt;
+        let mut pubsub = redis.get_async_pubsub().await.unwrap();
+        pubsub
+            .subscribe(gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL)
+            .await
+            .unwrap();
+        let (sent, listening) = tokio::sync::oneshot::channel();
+        let heard = tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            let _ = sent.send(());
+            let message = messages.next().await.expect("an announcement");
+            message.get_payload::<String>().unwrap()
+        });
+        (heard, listening)
+    });
+    runtime.block_on(listening).unwrap();
+    let forced = schema_command_with(
         &database,
         &[
             "publish",
@@ -269,6 +287,7 @@ fn publish_history_diff_check_and_rollback_round_trip() {
             "--reason",
             "the partner agreed to drop extra",
         ],
+        &[("GOSPELIB_REDIS_URL", redis_url.clone())],
     );
     assert!(forced.ok, "{}", forced.stderr);
     assert!(
@@ -276,6 +295,10 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         "{}",
         forced.stdout
     );
+    let announced = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), announcements).await
+    });
+    assert_eq!(announced.expect("announced within 10 s").unwrap(), "3");
     std::fs::remove_dir_all(&operations).unwrap();
 
     let rollback = schema_command(&database, &["rollback", "--to", "2"]);

@@ -33,7 +33,9 @@ use gospelib_kit::server::{
 use gospelib_router::apq::PersistedQueries;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::{PlanEnforcement, Router};
-use gospelib_router::reload::{fetch_published, poll_registry, watch_file};
+use gospelib_router::reload::{
+    Nudges, fetch_published, follow_publications, poll_registry_nudged, watch_file,
+};
 use gospelib_router::settings::{IdentitySettings, RouterSettings};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::Http;
@@ -116,21 +118,25 @@ impl SupergraphSource {
     }
 
     /// Keeps `router` on the source's current supergraph until the task is dropped.
+    /// `nudges`: the registry's announcements of each publish, followed in Redis (the poll then
+    /// runs at once).
     fn follow(
         self,
         router: Arc<Router>,
         client: reqwest::Client,
         etag: Option<String>,
         settings: &Settings,
+        nudges: Option<Nudges>,
     ) -> tokio::task::JoinHandle<()> {
         match self {
             Self::File(file) => tokio::spawn(watch_file(router, file, settings.reload_every)),
-            Self::Registry(url) => tokio::spawn(poll_registry(
+            Self::Registry(url) => tokio::spawn(poll_registry_nudged(
                 router,
                 client,
                 url,
                 etag,
                 settings.router.registry_poll_every,
+                nudges,
             )),
         }
     }
@@ -415,7 +421,7 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
         None => None,
     };
     let (identity, identity_tasks) =
-        gospelib_router::identity::start(&settings.identity, postgres, redis_client)
+        gospelib_router::identity::start(&settings.identity, postgres, redis_client.clone())
             .context("session token checks")?;
     background.extend(identity_tasks);
     let mut service = RouterService::new(router.clone())
@@ -428,14 +434,30 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
         SupergraphSource::Registry(url) => Some(url.clone()),
         SupergraphSource::File(_) => None,
     };
+    // With Redis and a registry, every poller also polls as soon as a publish is announced.
+    let nudges = match (&redis_client, &supergraph_url) {
+        (Some(redis), Some(_)) => {
+            let (nudge, nudges) = tokio::sync::watch::channel(0);
+            background.push(tokio::spawn(follow_publications(redis.clone(), nudge)));
+            Some(nudges)
+        }
+        _ => None,
+    };
     let documents = trusted(
         &settings,
         supergraph_url.as_deref(),
         &registry,
         &mut background,
+        nudges.clone(),
     )
     .await?;
-    background.push(source.follow(router.clone(), registry.clone(), etag, &settings));
+    background.push(source.follow(
+        router.clone(),
+        registry.clone(),
+        etag,
+        &settings,
+        nudges.clone(),
+    ));
     if let Some(partner_source) = partner_source {
         let (partner_supergraph, partner_etag) = partner_source.load(&registry).await?;
         let mut partner = Router::from_settings(partner_supergraph, transport, &settings.router)
@@ -449,7 +471,13 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
             partner = partner.with_entity_cache(cache.clone());
         }
         let partner = Arc::new(partner);
-        background.push(partner_source.follow(partner.clone(), registry, partner_etag, &settings));
+        background.push(partner_source.follow(
+            partner.clone(),
+            registry,
+            partner_etag,
+            &settings,
+            nudges,
+        ));
         service = service.with_partner_router(partner);
     }
     let service = TrustedService::new(service, documents);
@@ -491,6 +519,7 @@ async fn trusted(
     supergraph_url: Option<&str>,
     client: &reqwest::Client,
     background: &mut Vec<tokio::task::JoinHandle<()>>,
+    nudges: Option<Nudges>,
 ) -> anyhow::Result<Arc<TrustedDocuments>> {
     let mode = settings.router.trusted_documents;
     if mode == trusted_documents::Mode::Off {
@@ -517,12 +546,13 @@ async fn trusted(
         }
     };
     let documents = trusted_documents::start(mode, manifest, &url)?;
-    background.push(tokio::spawn(trusted_documents::poll_registry(
+    background.push(tokio::spawn(trusted_documents::poll_registry_nudged(
         documents.clone(),
         client.clone(),
         url,
         etag,
         settings.router.registry_poll_every,
+        nudges,
     )));
     Ok(documents)
 }

@@ -1,11 +1,15 @@
-//! Hot reload of the supergraph from a file: the file is read every interval; when its content
-//! changes, the new supergraph is parsed and planned, then swapped in atomically (requests in
-//! flight finish on the old one). An invalid new supergraph is refused: the old one stays, the
+//! Hot reload of the supergraph, from a file or the registry: the file is read, or the registry
+//! polled, every interval; when the content changes, the new supergraph is parsed and planned,
+//! then swapped in atomically (requests in flight finish on the old one). With Redis, a router
+//! also follows the registry's announcements of each publish and polls at once, so routers move
+//! to a new version together instead of up to an interval apart. An invalid new supergraph is refused: the old one stays, the
 //! error is logged, and the router stays ready.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL;
 
 use crate::pipeline::Router;
 use crate::supergraph::Supergraph;
@@ -89,6 +93,45 @@ pub async fn fetch_published(
     Ok(Some(Published { sdl, number, etag }))
 }
 
+/// Nudges for the registry's pollers: the value changes each time the registry announces a
+/// publish, and after each (re)subscription to its announcements (some may have been missed).
+pub type Nudges = tokio::sync::watch::Receiver<u64>;
+
+/// Follows the registry's announcements ([`REGISTRY_PUBLISHED_CHANNEL`]) on `redis` until the
+/// task is dropped, changing `nudge` for each: pollers holding its receivers fetch at once. A
+/// lost connection is logged and made again; the pollers keep polling meanwhile.
+pub async fn follow_publications(redis: redis::Client, nudge: tokio::sync::watch::Sender<u64>) {
+    let bump = || nudge.send_modify(|count| *count = count.wrapping_add(1));
+    loop {
+        let interrupted = gospelib_kit::announcements::follow(
+            &redis,
+            REGISTRY_PUBLISHED_CHANNEL,
+            Default::default(),
+            bump,
+            |_| bump(),
+        )
+        .await;
+        tracing::warn!(error = %interrupted, "cannot follow the registry's announcements; polling only meanwhile");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits `every`, or until `nudges` change (a receiver whose sender is gone is dropped: the
+/// interval alone counts from then on).
+pub async fn next_poll(every: Duration, nudges: &mut Option<Nudges>) {
+    let Some(receiver) = nudges else {
+        return tokio::time::sleep(every).await;
+    };
+    tokio::select! {
+        () = tokio::time::sleep(every) => {}
+        changed = receiver.changed() => {
+            if changed.is_err() {
+                *nudges = None;
+            }
+        }
+    }
+}
+
 /// Polls the registry at `url` every `every` until the task is dropped: a new ETag brings a
 /// new supergraph, swapped in when valid and not older (by its registry number) than the one
 /// served; errors are logged and the current one stays.
@@ -96,11 +139,23 @@ pub async fn poll_registry(
     router: Arc<Router>,
     client: reqwest::Client,
     url: String,
-    mut etag: Option<String>,
+    etag: Option<String>,
     every: Duration,
 ) {
+    poll_registry_nudged(router, client, url, etag, every, None).await
+}
+
+/// [`poll_registry`], also polling at once when `nudges` change ([`follow_publications`]).
+pub async fn poll_registry_nudged(
+    router: Arc<Router>,
+    client: reqwest::Client,
+    url: String,
+    mut etag: Option<String>,
+    every: Duration,
+    mut nudges: Option<Nudges>,
+) {
     loop {
-        tokio::time::sleep(every).await;
+        next_poll(every, &mut nudges).await;
         let published = match fetch_published(&client, &url, etag.as_deref()).await {
             Ok(Some(published)) => published,
             Ok(None) => continue,

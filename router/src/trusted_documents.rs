@@ -679,11 +679,24 @@ pub async fn poll_registry(
     documents: Arc<TrustedDocuments>,
     client: reqwest::Client,
     url: String,
-    mut etag: Option<String>,
+    etag: Option<String>,
     every: Duration,
 ) {
+    poll_registry_nudged(documents, client, url, etag, every, None).await
+}
+
+/// [`poll_registry`], also polling at once when `nudges` change
+/// ([`crate::reload::follow_publications`]).
+pub async fn poll_registry_nudged(
+    documents: Arc<TrustedDocuments>,
+    client: reqwest::Client,
+    url: String,
+    mut etag: Option<String>,
+    every: Duration,
+    mut nudges: Option<crate::reload::Nudges>,
+) {
     loop {
-        tokio::time::sleep(every).await;
+        crate::reload::next_poll(every, &mut nudges).await;
         match fetch(&client, &url, etag.as_deref()).await {
             Ok(Some((manifest, new_etag))) => {
                 tracing::info!(%url, documents = manifest.len(), "trusted documents reloaded");

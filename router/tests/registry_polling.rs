@@ -130,3 +130,87 @@ async fn an_oversized_answer_is_refused_not_read() {
     assert_eq!(published.sdl, SDL);
     assert_eq!(published.number, Some(1));
 }
+
+/// A router following the registry's announcements polls as soon as a publish is announced,
+/// not at its next interval (here an hour): routers move to a new version together.
+#[tokio::test]
+async fn an_announced_publish_is_fetched_at_once() {
+    use gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL;
+    use gospelib_router::reload::{follow_publications, poll_registry_nudged};
+    let served: Served = Arc::new(Mutex::new((5, SDL.to_owned())));
+    let answered: Answered = Arc::default();
+    let app = axum::Router::new()
+        .route("/registry/supergraph", axum::routing::get(supergraph))
+        .with_state((served.clone(), answered.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/registry/supergraph",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let router = Arc::new(Router::new(
+        Supergraph::parse(SDL, Some(5)).unwrap(),
+        Arc::new(InProcess::default()),
+    ));
+    let redis = gospelib_kit::test_stack::redis();
+    let (nudge, nudges) = tokio::sync::watch::channel(0);
+    let mut heard = nudges.clone();
+    let follower = tokio::spawn(follow_publications(redis.clone(), nudge));
+    let poller = tokio::spawn(poll_registry_nudged(
+        router.clone(),
+        reqwest::Client::new(),
+        url,
+        Some("\"v5\"".to_owned()),
+        Duration::from_secs(3600),
+        Some(nudges),
+    ));
+    // Once subscribed, the follower nudges (announcements may have been missed before).
+    tokio::time::timeout(Duration::from_secs(10), heard.changed())
+        .await
+        .expect("subscribed within 10 s")
+        .unwrap();
+
+    let newer = SDL.replace("topProducts", "bestProducts");
+    *served.lock().unwrap() = (6, newer);
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(REGISTRY_PUBLISHED_CHANNEL)
+        .arg("6")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !version_served(&router).await.starts_with("6-") {
+        assert!(
+            Instant::now() < deadline,
+            "the announced version was not fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    poller.abort();
+    follower.abort();
+}
+
+/// A poller whose nudges end (the follower gone) keeps polling at its interval.
+#[tokio::test]
+async fn a_poller_without_its_follower_keeps_its_interval() {
+    use gospelib_router::reload::next_poll;
+    let (nudge, nudges) = tokio::sync::watch::channel(0);
+    let mut nudges = Some(nudges);
+    drop(nudge);
+    // The sender is gone: the first wait ends at once, and forgets the receiver.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        next_poll(Duration::from_secs(3600), &mut nudges),
+    )
+    .await
+    .unwrap();
+    assert!(nudges.is_none());
+    // Then the interval alone counts.
+    let waited = tokio::time::timeout(
+        Duration::from_millis(200),
+        next_poll(Duration::from_secs(3600), &mut nudges),
+    )
+    .await;
+    assert!(waited.is_err());
+}

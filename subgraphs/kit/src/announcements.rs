@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+/// The channel the registry announces each version it publishes on (the version's number):
+/// routers polling the registry fetch it at once instead of at their next poll.
+pub const REGISTRY_PUBLISHED_CHANNEL: &str = "gl:registry:published";
+
 /// How a channel's connection is made and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnouncementSettings {
