@@ -164,11 +164,19 @@ async fn an_announced_publish_is_fetched_at_once() {
         Duration::from_secs(3600),
         Some(nudges),
     ));
-    // Once subscribed, the follower nudges (announcements may have been missed before).
+    // Once subscribed, the follower nudges (announcements may have been missed before), and
+    // the poller asks once. Only once that answer is given does the registry change, so the
+    // next version can come from the announcement alone.
     tokio::time::timeout(Duration::from_secs(10), heard.changed())
         .await
         .expect("subscribed within 10 s")
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "no poll after subscribing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(version_served(&router).await.starts_with("5-"));
 
     let newer = SDL.replace("topProducts", "bestProducts");
     *served.lock().unwrap() = (6, newer);
@@ -187,6 +195,7 @@ async fn an_announced_publish_is_fetched_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(answered.load(Ordering::SeqCst), 2, "one poll per nudge");
     poller.abort();
     follower.abort();
 }
