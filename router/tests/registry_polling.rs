@@ -34,6 +34,30 @@ async fn supergraph(State((served, answered)): State<(Served, Answered)>) -> imp
     )
 }
 
+/// A fake registry serving version 5 of [`SDL`] at the returned URL, until the test ends.
+async fn fake_registry() -> (Served, Answered, String) {
+    let served: Served = Arc::new(Mutex::new((5, SDL.to_owned())));
+    let answered: Answered = Arc::default();
+    let app = axum::Router::new()
+        .route("/registry/supergraph", axum::routing::get(supergraph))
+        .with_state((served.clone(), answered.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/registry/supergraph",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (served, answered, url)
+}
+
+/// A router serving version 5 of [`SDL`], as the fake registry first does.
+fn router_at_version_5() -> Arc<Router> {
+    Arc::new(Router::new(
+        Supergraph::parse(SDL, Some(5)).unwrap(),
+        Arc::new(InProcess::default()),
+    ))
+}
+
 async fn version_served(router: &Router) -> String {
     let answer = router
         .execute(&GraphQlRequest {
@@ -49,22 +73,9 @@ async fn version_served(router: &Router) -> String {
 
 #[tokio::test]
 async fn a_polling_router_follows_newer_versions_and_refuses_older_ones() {
-    let served: Served = Arc::new(Mutex::new((5, SDL.to_owned())));
-    let answered: Answered = Arc::default();
-    let app = axum::Router::new()
-        .route("/registry/supergraph", axum::routing::get(supergraph))
-        .with_state((served.clone(), answered.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/registry/supergraph",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (served, answered, url) = fake_registry().await;
 
-    let router = Arc::new(Router::new(
-        Supergraph::parse(SDL, Some(5)).unwrap(),
-        Arc::new(InProcess::default()),
-    ));
+    let router = router_at_version_5();
     let poller = tokio::spawn(poll_registry(
         router.clone(),
         reqwest::Client::new(),
@@ -137,21 +148,8 @@ async fn an_oversized_answer_is_refused_not_read() {
 async fn an_announced_publish_is_fetched_at_once() {
     use gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL;
     use gospelib_router::reload::{follow_publications, poll_registry_nudged};
-    let served: Served = Arc::new(Mutex::new((5, SDL.to_owned())));
-    let answered: Answered = Arc::default();
-    let app = axum::Router::new()
-        .route("/registry/supergraph", axum::routing::get(supergraph))
-        .with_state((served.clone(), answered.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/registry/supergraph",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let router = Arc::new(Router::new(
-        Supergraph::parse(SDL, Some(5)).unwrap(),
-        Arc::new(InProcess::default()),
-    ));
+    let (served, answered, url) = fake_registry().await;
+    let router = router_at_version_5();
     let redis = gospelib_kit::test_stack::redis();
     let (nudge, nudges) = tokio::sync::watch::channel(0);
     let mut heard = nudges.clone();

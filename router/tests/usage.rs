@@ -123,21 +123,11 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
 async fn counts_survive_redis_being_down_until_the_next_flush() {
     let unreachable = redis::Client::open("redis://127.0.0.1:1").unwrap();
     let recorder = UsageRecorder::new(unreachable);
-    recorder.record(
-        "abc",
-        "Kept",
-        &BTreeSet::from(["Query".to_owned()]),
-        false,
-        "user:test",
-    );
+    let kept = BTreeSet::from(["Query".to_owned()]);
+    let use_once = || recorder.record("abc", "Kept", &kept, false, "user:test");
+    use_once();
     assert!(recorder.flush().await.is_err());
-    recorder.record(
-        "abc",
-        "Kept",
-        &BTreeSet::from(["Query".to_owned()]),
-        false,
-        "user:test",
-    );
+    use_once();
     // Still failing, and still holding both uses (kept, then added to).
     assert!(recorder.flush().await.is_err());
     assert_eq!(recorder.pending(), 2);
