@@ -193,6 +193,15 @@ async fn publish_checked(
     Ok(())
 }
 
+/// A connection to the Redis at `url` (`GOSPELIB_REDIS_URL`): recorded usage, announcements.
+async fn redis_connection(url: &url::Url) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let client = redis_client(url).context("GOSPELIB_REDIS_URL")?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .context("Redis at GOSPELIB_REDIS_URL")
+}
+
 /// How long announcing a publish may take before it is given up (routers poll anyway).
 const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -204,8 +213,7 @@ async fn announce_published(settings: &RegistrySettings, number: impl std::fmt::
         return;
     };
     let announce = async {
-        let client = redis_client(url)?;
-        let mut connection = client.get_multiplexed_async_connection().await?;
+        let mut connection = redis_connection(url).await?;
         let heard: i64 = redis::AsyncCommands::publish(
             &mut connection,
             gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL,
@@ -427,11 +435,9 @@ async fn recorded_operations(settings: &RegistrySettings) -> anyhow::Result<Vec<
     let Some(url) = &settings.redis else {
         return Ok(Vec::new());
     };
-    let client = redis_client(url).context("GOSPELIB_REDIS_URL")?;
-    let mut connection = client
-        .get_multiplexed_async_connection()
+    let mut connection = redis_connection(url)
         .await
-        .context("reading recorded operations: Redis at GOSPELIB_REDIS_URL")?;
+        .context("reading recorded operations")?;
     let recorded = gospelib_kit::usage::read_all(&mut connection)
         .await
         .context("reading recorded operations")?;
