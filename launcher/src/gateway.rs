@@ -18,7 +18,7 @@ use gospelib_router::apq::{DEFAULT_TTL, PersistedQueries};
 use gospelib_router::entity_cache::EntityCache;
 use gospelib_router::http::RouterService;
 use gospelib_router::pipeline::{PlanEnforcement, Router};
-use gospelib_router::reload::poll_registry;
+use gospelib_router::reload::{Nudges, follow_publications, poll_registry_nudged};
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{ExecutorSubgraph, InProcess, Transport};
 use gospelib_router::trusted_documents::{self, Manifest, TrustedDocuments, TrustedService};
@@ -81,6 +81,16 @@ pub async fn in_process(
             .clone()
             .flush_every(settings.router.usage_flush_every),
     )];
+    // Following the registry, every poller also polls as soon as a publish is announced
+    // (`gospelib schema publish` and `rollback`, in the same Redis), not only on its interval.
+    let nudges = (settings.supergraph_source == SupergraphSource::Registry).then(|| {
+        let (nudge, nudges) = tokio::sync::watch::channel(0);
+        background.push(tokio::spawn(follow_publications(
+            inputs.redis.clone(),
+            nudge,
+        )));
+        nudges
+    });
     let identity_settings = settings.router_identity()?;
     let secret = identity_settings.secret.clone();
     // Plans: entitlements as scopes, rate limits shared by every router through Redis.
@@ -105,12 +115,13 @@ pub async fn in_process(
     ));
     let registry_url = |path: &str| format!("http://{}/registry/{path}", settings.internal_listen);
     if settings.supergraph_source == SupergraphSource::Registry {
-        background.push(tokio::spawn(poll_registry(
+        background.push(tokio::spawn(poll_registry_nudged(
             router.clone(),
             registry_client()?,
             registry_url("supergraph"),
             None,
             settings.router.registry_poll_every,
+            nudges.clone(),
         )));
     }
     let persisted = PersistedQueries::new(inputs.redis.clone(), "gl:apq", DEFAULT_TTL);
@@ -134,12 +145,13 @@ pub async fn in_process(
             .with_plans(enforcement),
     ));
     if settings.supergraph_source == SupergraphSource::Registry {
-        background.push(tokio::spawn(poll_registry(
+        background.push(tokio::spawn(poll_registry_nudged(
             partner.clone(),
             registry_client()?,
             registry_url("contracts/partner/supergraph"),
             None,
             settings.router.registry_poll_every,
+            nudges.clone(),
         )));
     }
     let service = service.with_partner_router(partner);
@@ -149,6 +161,7 @@ pub async fn in_process(
         &start.origin,
         &registry_url("trusted-documents"),
         &mut background,
+        nudges,
     )?;
     Ok((
         Arc::new(TrustedService::new(service, documents)),
@@ -158,13 +171,14 @@ pub async fn in_process(
 
 /// The trusted documents the router holds app callers to
 /// (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`), and the task that keeps them current: the file
-/// re-read, or the registry polled, every `GOSPELIB_ROUTER_POLL_MS`.
+/// re-read, or the registry polled, every `GOSPELIB_ROUTER_POLL_MS` and when `nudges` change.
 fn trusted(
     settings: &ServeSettings,
     with_supergraph: Option<Manifest>,
     origin: &str,
     registry_url: &str,
     background: &mut Vec<tokio::task::JoinHandle<()>>,
+    nudges: Option<Nudges>,
 ) -> anyhow::Result<Arc<TrustedDocuments>> {
     let mode = settings.router.trusted_documents;
     let every = settings.router.registry_poll_every;
@@ -178,12 +192,13 @@ fn trusted(
     }
     let documents = trusted_documents::start(mode, with_supergraph, origin)?;
     if settings.supergraph_source == SupergraphSource::Registry {
-        background.push(tokio::spawn(trusted_documents::poll_registry(
+        background.push(tokio::spawn(trusted_documents::poll_registry_nudged(
             documents.clone(),
             registry_client()?,
             registry_url.to_owned(),
             None,
             every,
+            nudges,
         )));
     }
     Ok(documents)

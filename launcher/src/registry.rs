@@ -137,6 +137,7 @@ pub async fn run_publish(
         message,
         force_reason,
         "publish",
+        format,
     )
     .await
 }
@@ -150,6 +151,7 @@ async fn publish_checked(
     message: &str,
     force_reason: Option<&str>,
     command: &str,
+    format: Format,
 ) -> anyhow::Result<()> {
     let rollback_of = proposal.rollback_of();
     let outcome = match proposal.publish(store, message, force_reason).await {
@@ -166,13 +168,16 @@ async fn publish_checked(
     match outcome {
         PublishOutcome::Published(version) => {
             match rollback_of {
-                Some(to) => println!(
-                    "published version {} (the content of version {to})",
-                    version.number
+                Some(to) => say(
+                    format,
+                    &format!(
+                        "published version {} (the content of version {to})",
+                        version.number
+                    ),
                 ),
-                None => println!("published version {}", version.number),
+                None => say(format, &format!("published version {}", version.number)),
             }
-            announce_published(settings, version.number).await;
+            announce_published(settings, version.number, format).await;
         }
         PublishOutcome::Unchanged(latest) => match rollback_of {
             Some(to) => {
@@ -193,6 +198,15 @@ async fn publish_checked(
     Ok(())
 }
 
+/// Says what a publish did: on standard output as text, on standard error with
+/// `--format json`, whose standard output is the report's JSON alone.
+fn say(format: Format, line: &str) {
+    match format {
+        Format::Text => println!("{line}"),
+        Format::Json => eprintln!("{line}"),
+    }
+}
+
 /// A connection to the Redis at `url` (`GOSPELIB_REDIS_URL`): recorded usage, announcements.
 async fn redis_connection(url: &url::Url) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let client = redis_client(url).context("GOSPELIB_REDIS_URL")?;
@@ -208,7 +222,11 @@ const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Tells the routers following the registry's announcements (in the Redis at
 /// `GOSPELIB_REDIS_URL`, when set) that version `number` is published, so they fetch it at
 /// once rather than at their next poll. Best effort: a router that does not hear it polls.
-async fn announce_published(settings: &RegistrySettings, number: impl std::fmt::Display) {
+async fn announce_published(
+    settings: &RegistrySettings,
+    number: impl std::fmt::Display,
+    format: Format,
+) {
     let Some(url) = &settings.redis else {
         return;
     };
@@ -223,7 +241,10 @@ async fn announce_published(settings: &RegistrySettings, number: impl std::fmt::
         anyhow::Ok(heard)
     };
     match tokio::time::timeout(ANNOUNCE_TIMEOUT, announce).await {
-        Ok(Ok(heard)) => println!("announced to {heard} router process(es) following the registry"),
+        Ok(Ok(heard)) => say(
+            format,
+            &format!("announced to {heard} router process(es) following the registry"),
+        ),
         Ok(Err(error)) => {
             eprintln!(
                 "warning: the publish was not announced ({error:#}); routers pick it up at their next poll"
@@ -327,6 +348,7 @@ pub async fn run_rollback(
         &message,
         force_reason,
         "rollback",
+        format,
     )
     .await
 }

@@ -260,29 +260,41 @@ fn publish_history_diff_check_and_rollback_round_trip() {
     assert!(!refused.ok);
     assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
     // With Redis, the publish is announced to the routers following the registry.
-    let (announcements, listening) = runtime.block_on(async {
-        use futures_util::StreamExt;
-        let mut pubsub = redis.get_async_pubsub().await.unwrap();
-        pubsub
-            .subscribe(gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL)
-            .await
-            .unwrap();
-        let (sent, listening) = tokio::sync::oneshot::channel();
-        let heard = tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            let _ = sent.send(());
-            // Other tests may announce on the stack's Redis too: this publish's is "3".
-            loop {
-                let message = messages.next().await.expect("an announcement");
-                let number = message.get_payload::<String>().unwrap();
-                if number == "3" {
-                    return number;
+    let hear = |number: &'static str| {
+        let (announcement, listening) = runtime.block_on(async {
+            use futures_util::StreamExt;
+            let mut pubsub = redis.get_async_pubsub().await.unwrap();
+            pubsub
+                .subscribe(gospelib_kit::announcements::REGISTRY_PUBLISHED_CHANNEL)
+                .await
+                .unwrap();
+            let (sent, listening) = tokio::sync::oneshot::channel();
+            let heard = tokio::spawn(async move {
+                let mut messages = pubsub.into_on_message();
+                let _ = sent.send(());
+                // Other tests may announce on the stack's Redis too: wait for this one's.
+                loop {
+                    let message = messages.next().await.expect("an announcement");
+                    let heard = message.get_payload::<String>().unwrap();
+                    if heard == number {
+                        return heard;
+                    }
                 }
-            }
+            });
+            (heard, listening)
         });
-        (heard, listening)
-    });
-    runtime.block_on(listening).unwrap();
+        runtime.block_on(listening).unwrap();
+        announcement
+    };
+    let announced = |announcement: tokio::task::JoinHandle<String>| {
+        runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), announcement)
+                .await
+                .expect("announced within 10 s")
+                .unwrap()
+        })
+    };
+    let announcement = hear("3");
     let forced = schema_command_with(
         &database,
         &[
@@ -301,19 +313,29 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         "{}",
         forced.stdout
     );
-    let announced = runtime.block_on(async {
-        tokio::time::timeout(std::time::Duration::from_secs(10), announcements).await
-    });
-    assert_eq!(announced.expect("announced within 10 s").unwrap(), "3");
+    assert_eq!(announced(announcement), "3");
     std::fs::remove_dir_all(&operations).unwrap();
 
-    let rollback = schema_command(&database, &["rollback", "--to", "2"]);
-    assert!(rollback.ok, "{}", rollback.stderr);
-    assert!(
-        rollback.stdout.contains("published version 4"),
-        "{}",
-        rollback.stdout
+    // A rollback is announced too. With `--format json` its standard output is the report
+    // alone, and what it did goes to standard error.
+    let announcement = hear("4");
+    let rollback = schema_command_with(
+        &database,
+        &["rollback", "--to", "2", "--format", "json"],
+        &[("GOSPELIB_REDIS_URL", redis_url.clone())],
     );
+    assert!(rollback.ok, "{}", rollback.stderr);
+    let report: serde_json::Value = serde_json::from_str(&rollback.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert!(
+        rollback
+            .stderr
+            .contains("published version 4 (the content of version 2)")
+            && rollback.stderr.contains("announced to "),
+        "{}",
+        rollback.stderr
+    );
+    assert_eq!(announced(announcement), "4");
 
     let history = schema_command(&database, &["history"]);
     let lines: Vec<&str> = history.stdout.lines().collect();

@@ -170,6 +170,78 @@ fn the_registry_can_be_the_supergraph_source() {
     // Answered by the content subgraph in process (whatever the graph holds now).
     assert!(body["data"]["books"].is_array(), "{body}");
     assert!(body.get("errors").is_none(), "{body}");
+
+    // Polling hourly, the served router still moves to a new version within moments: the
+    // publish is announced on Redis, which `serve` follows.
+    let (mut child, base, runtime) = serve_with(
+        &["serve"],
+        &[
+            ("GOSPELIB_PG_URL", url.clone()),
+            ("GOSPELIB_SUPERGRAPH_SOURCE", "registry".to_owned()),
+            ("GOSPELIB_ROUTER_POLL_MS", "3600000".to_owned()),
+        ],
+    );
+    let served_version = || {
+        runtime.block_on(async {
+            let body: Value = reqwest::Client::new()
+                .post(format!("{base}/graphql"))
+                .json(&json!({ "query": "{ __typename }" }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["extensions"]["supergraphVersion"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+    };
+    assert!(served_version().starts_with("1-"));
+    // Version 2: the same supergraph with another manifest of the apps' operations (none).
+    let no_operations =
+        std::env::temp_dir().join(format!("gospelib-no-operations-{}", std::process::id()));
+    std::fs::create_dir_all(&no_operations).unwrap();
+    let redis = support::stack_vars()
+        .into_iter()
+        .find(|(name, _)| *name == "GOSPELIB_REDIS_URL")
+        .unwrap()
+        .1;
+    let published = gospelib(
+        &[
+            "schema",
+            "publish",
+            "--message",
+            "second",
+            "--operations",
+            no_operations.to_str().unwrap(),
+        ],
+        &[
+            ("GOSPELIB_PG_URL", url.clone()),
+            ("GOSPELIB_REDIS_URL", redis),
+        ],
+    )
+    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&published.stdout);
+    assert!(published.status.success(), "{stdout}");
+    assert!(stdout.contains("published version 2"), "{stdout}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let version = served_version();
+        if version.starts_with("2-") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still on {version} 10 s after the publish was announced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// A FalkorDB that accepts connections and never answers (held open for the test's life), so
