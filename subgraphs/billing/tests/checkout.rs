@@ -645,6 +645,27 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     assert!(answer.get("errors").is_none(), "{answer}");
     assert_eq!(sessions(&fake), 1);
 
+    // One billing's record is behind on: still `incomplete` there (the webhook that makes it
+    // `active` delayed), `active` at Stripe. Stripe's word wins: no second subscription.
+    let behind = subscription_id();
+    sqlx::query(
+        "INSERT INTO billing.subscriptions (id, user_id, plan, status, source, stripe_subscription_id, current_period_end)
+         VALUES ($1, $2, 'scholar', 'incomplete', 'stripe', $3, now() + interval '30 days')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .bind(&behind)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (fake, base_url) = fake_stripe().await;
+    let lagging = service(&pool, stripe_settings(&names, &base_url));
+    fake.holds(&customer, &known, "unpaid");
+    fake.holds(&customer, &behind, "active");
+    let answer = check_out(&lagging, user, "scholar", "MONTHLY").await;
+    assert_eq!(codes(&answer), ["VALIDATION_ERROR"], "{answer}");
+    assert_eq!(sessions(&fake), 0, "no second subscription: {answer}");
+
     // Stripe unreachable for the list: a clean, retryable error, no session.
     let (fake, base_url) = fake_stripe().await;
     let down = service(&pool, stripe_settings(&names, &base_url));

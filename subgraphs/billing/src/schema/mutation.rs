@@ -70,25 +70,30 @@ impl Mutation {
         }
         let (customer, known) = customer_of(billing, stripe, user_id).await?;
         // A subscription Stripe holds and whose webhooks have not arrived yet (the user paid a
-        // first session a moment ago, then opened another): asked of Stripe itself, or a
-        // second checkout would make a second subscription. A customer made just now has none.
+        // first session a moment ago, then opened another), or that billing's record is behind
+        // on (still `incomplete` while Stripe has it `active`; past its period while the
+        // renewal's webhook is on its way): asked of Stripe itself, or a second checkout would
+        // make a second subscription. A customer made just now has none.
         if known {
             let paying = stripe
                 .subscriptions_of_customer(&customer)
                 .await
                 .map_err(errors::stripe)?
                 .into_iter()
-                // One billing knows of is judged by its own record above (an `unpaid` one past
-                // its period leaves the user free to check out again).
-                .filter(|listed| {
-                    !rows
+                .find(|listed| {
+                    let status = listed.status.as_str();
+                    let billing_knows = rows
                         .iter()
-                        .any(|row| row.stripe_subscription_id.as_deref() == Some(&listed.id))
-                })
-                .find(|listed| PAYING_STATUSES.contains(&listed.status.as_str()));
+                        .any(|row| row.stripe_subscription_id.as_deref() == Some(&listed.id));
+                    // Live at Stripe: in the way, whatever billing's record says. Owed or
+                    // paused: one billing knows of is judged by its own record above (an
+                    // `unpaid` one past its period leaves the user free to check out again).
+                    LIVE_STATUSES.contains(&status)
+                        || (!billing_knows && PAYING_STATUSES.contains(&status))
+                });
             if let Some(listed) = paying {
                 tracing::info!(%user_id, subscription = %listed.id, status = %listed.status,
-                    "checkout refused: Stripe holds a subscription billing has not heard of yet");
+                    "checkout refused: Stripe holds a live subscription billing's record does not show yet");
                 return Err(validation(
                     "you already have a subscription (its payment is being confirmed): \
                      change it in the billing portal",
@@ -187,6 +192,10 @@ fn account_deleted() -> async_graphql::Error {
 /// for, in its trial, or owed (`past_due`, `unpaid`) or paused, all managed in the portal. An
 /// `incomplete` one (its first payment not made) expires by itself within a day.
 const PAYING_STATUSES: [&str; 5] = ["active", "trialing", "past_due", "unpaid", "paused"];
+
+/// Of [`PAYING_STATUSES`], those Stripe still bills or serves: Stripe's word on them beats a
+/// record of billing's that has not caught up.
+const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
 
 /// The user's Stripe customer, made when missing, and whether it was linked before this call.
 /// Two checkouts at once may each make one; the first linked is the user's, and both use it.
