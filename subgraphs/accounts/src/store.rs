@@ -509,7 +509,8 @@ fn newer_name<'a>(
     }
 }
 
-/// Soft-deletes the user with Clerk id `clerk_id` (personal data erased, devices removed);
+/// Soft-deletes the user with Clerk id `clerk_id` (personal data erased, devices removed, the
+/// outbox's events scrubbed of their address and push tokens);
 /// a user never seen before is stored as a tombstone, so a late `user.created` cannot bring
 /// it to life. Returns when it was deleted (RFC 3339), or `None` if it already was.
 pub async fn delete_clerk_user(
@@ -543,9 +544,37 @@ pub async fn delete_clerk_user(
     };
     sqlx::query("DELETE FROM accounts.devices WHERE user_id = $1")
         .bind(user_id)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    scrub_outbox(conn, user_id).await?;
     Ok(Some(at))
+}
+
+/// Takes a deleted user's personal data out of the events the outbox keeps (for its retention,
+/// long after they are relayed): addresses become `null`, push tokens go. A device
+/// registration not relayed yet goes whole: the device is gone, and the deletion's own event
+/// comes after it.
+async fn scrub_outbox(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM accounts.outbox
+         WHERE payload->>'user_id' = $1::text AND payload->>'type' = 'device.registered'
+           AND published_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE accounts.outbox
+         SET payload = CASE WHEN payload ? 'email'
+                            THEN jsonb_set(payload - 'token', '{email}', 'null')
+                            ELSE payload - 'token' END
+         WHERE payload->>'user_id' = $1::text
+           AND (payload->>'email' IS NOT NULL OR payload ? 'token')",
+    )
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records a sign-in of the live user with Clerk id `clerk_id` at `at_millis` (now when

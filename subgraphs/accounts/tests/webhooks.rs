@@ -286,11 +286,57 @@ async fn a_deleted_user_is_erased_and_never_resurrected() {
     .await
     .unwrap();
 
+    // Device registrations in the outbox, one relayed and one not (on a stream of their own).
+    let devices_stream = format!("{stream}:devices");
+    for published in [true, false] {
+        sqlx::query(
+            "INSERT INTO accounts.outbox (event_id, stream, payload, published_at)
+             VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END)",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(&devices_stream)
+        .bind(json!({"type": "device.registered", "user_id": user_id, "token": "tok", "platform": "IOS"}))
+        .bind(published)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
     let deleted = Delivery::signed(deleted_event(&clerk));
     assert_eq!(
         post(&url, &deleted).await,
         (200, json!({"status": "processed"}))
     );
+    // The outbox keeps the user's events, scrubbed: no address, no push token.
+    let kept: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM accounts.outbox WHERE payload->>'user_id' = $1::text ORDER BY id",
+    )
+    .bind(user_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = kept
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.starts_with(&["user.created", "device.registered"])
+            && kinds.ends_with(&["user.deleted"]),
+        "{kept:?}"
+    );
+    for event in &kept {
+        assert!(
+            event["email"].is_null() && event.get("token").is_none(),
+            "{event}"
+        );
+    }
+    assert_eq!(
+        kept[0]["clerk_id"],
+        json!(clerk),
+        "the rest of the event is kept"
+    );
+    // (The relay may have published the second to its stream meanwhile.)
+    clean_up(&pool, &[], &devices_stream).await;
     let erased = |signed_in_ms| StoredUser {
         id: user_id,
         email: None,
