@@ -40,7 +40,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `GOSPELIB_NOTIFICATIONS_DELIVERY_POLL_MS` | 1000 | the pause before looking again when a look found fewer due jobs than free slots |
-//! | `GOSPELIB_NOTIFICATIONS_DELIVERY_LEASE_SECS` | 300 | how long a claimed job is its worker's (its work is bounded to 4/5 of it) |
+//! | `GOSPELIB_NOTIFICATIONS_DELIVERY_LEASE_SECS` | 300 | how long a claimed job is its worker's (its sends are bounded to 7/10 of it, its work to 4/5; a send that cannot end in time waits for the next attempt) |
 //! | `GOSPELIB_NOTIFICATIONS_DELIVERY_BATCH` | 16 | jobs in flight at once (and per poll of `run_once`) |
 //! | `GOSPELIB_NOTIFICATIONS_DELIVERY_MAX_ATTEMPTS` | 6 | attempts of a job before a transient failure is final |
 //!
@@ -48,7 +48,7 @@
 //! `GOSPELIB_EMAIL_FROM` and `GOSPELIB_NOTIFICATIONS_PROVIDER_TIMEOUT_MS`
 //! ([`crate::providers::settings`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +97,9 @@ pub struct DeliverySettings {
     pub retry_max: Duration,
     /// The in-process retries of one send ([`deliver_with_retries`]).
     pub send_retries: RetryPolicy,
+    /// The deadline of one request to a provider (`GOSPELIB_NOTIFICATIONS_PROVIDER_TIMEOUT_MS`,
+    /// read with the providers): with `send_retries`, how long one send may take.
+    pub send_timeout: Duration,
     /// Where `device.rejected` goes. Default `gl:events:notifications`.
     pub events_stream: String,
     /// Only these users' jobs (`None`, the default: every user's). For tests sharing one
@@ -105,6 +108,11 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
+    /// The longest one send may take, its retries and waits included.
+    pub fn longest_send(&self) -> Duration {
+        self.send_retries.longest(self.send_timeout)
+    }
+
     /// The worker `worker` with the default settings.
     pub fn new(worker: impl Into<String>) -> Self {
         Self {
@@ -116,6 +124,7 @@ impl DeliverySettings {
             retry_base: Duration::from_secs(30),
             retry_max: Duration::from_secs(30 * 60),
             send_retries: RetryPolicy::default(),
+            send_timeout: crate::providers::DEFAULT_TIMEOUT,
             events_stream: EVENTS_STREAM.to_owned(),
             users: None,
         }
@@ -155,11 +164,15 @@ impl DeliveryConfig {
         let settings = DeliverySettings::read(&mut reader, worker);
         reader.finish()?;
         let present = "every value is present once finish() succeeded";
-        let providers =
-            Providers::from_settings(&providers.expect(present)).map_err(provider_problem)?;
+        let providers = providers.expect(present);
+        let settings = DeliverySettings {
+            send_timeout: providers.timeout,
+            ..settings.expect(present)
+        };
+        let providers = Providers::from_settings(&providers).map_err(provider_problem)?;
         Ok(Self {
             providers,
-            settings: settings.expect(present),
+            settings,
         })
     }
 }
@@ -478,12 +491,16 @@ impl DeliveryWorker {
         .await
     }
 
-    /// [`DeliveryWorker::work`] within 4/5 of the lease; a job that errs or runs out of time is
-    /// put back for a later attempt when possible (else its lease expires).
+    /// [`DeliveryWorker::work`] within 4/5 of the lease, its sends within 7/10 (so a send is
+    /// cut short by its own deadline and recorded, never by this bound); a job that errs or runs
+    /// out of time is put back for a later attempt when possible (else its lease expires).
     async fn work_bounded(&self, job: Job) -> DeliveryStats {
         let mut stats = DeliveryStats::default();
-        let bound = self.inner.settings.lease.mul_f64(0.8);
-        let error = match tokio::time::timeout(bound, self.work(&job, &mut stats)).await {
+        let lease = self.inner.settings.lease;
+        let bound = lease.mul_f64(0.8);
+        let sends_by = tokio::time::Instant::now() + lease.mul_f64(0.7);
+        let work = self.work(&job, sends_by, &mut stats);
+        let error = match tokio::time::timeout(bound, work).await {
             Ok(Ok(())) => return stats,
             Ok(Err(error)) => format!("PostgreSQL: {error}"),
             Err(_) => format!("the job took longer than {bound:?}"),
@@ -497,8 +514,13 @@ impl DeliveryWorker {
         stats
     }
 
-    /// Works one claimed job to its end for this attempt.
-    async fn work(&self, job: &Job, stats: &mut DeliveryStats) -> Result<(), sqlx::Error> {
+    /// Works one claimed job to its end for this attempt, its sends within `deadline`.
+    async fn work(
+        &self,
+        job: &Job,
+        deadline: tokio::time::Instant,
+        stats: &mut DeliveryStats,
+    ) -> Result<(), sqlx::Error> {
         let pool = &self.inner.pool;
         let channel = match job.channel.as_str() {
             "push" => Channel::Push,
@@ -538,26 +560,55 @@ impl DeliveryWorker {
             };
             return self.skip(job, channel, reason.to_owned(), stats).await;
         }
-        // What earlier attempts of this job settled for good, by recipient digest.
-        let settled: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
-            "SELECT recipient_digest, outcome FROM notifications.deliveries
-             WHERE notification_id = $1 AND channel = $2 AND NOT will_retry
-               AND recipient_digest IS NOT NULL",
+        // What earlier attempts of this job settled for good, by recipient digest, and whom
+        // they will try again.
+        let mut settled: HashMap<String, String> = HashMap::new();
+        let mut failed_before: HashSet<String> = HashSet::new();
+        for (digest, outcome, will_retry) in sqlx::query_as::<_, (String, String, bool)>(
+            "SELECT recipient_digest, outcome, will_retry FROM notifications.deliveries
+             WHERE notification_id = $1 AND channel = $2 AND recipient_digest IS NOT NULL",
         )
         .bind(job.notification_id)
         .bind(channel.as_db())
         .fetch_all(pool)
         .await?
-        .into_iter()
-        .collect();
+        {
+            if will_retry {
+                failed_before.insert(digest);
+            } else {
+                settled.insert(digest, outcome);
+            }
+        }
         let mut outcomes: Vec<String> = settled.values().cloned().collect();
         let last_attempt = job.attempts >= i32::try_from(self.settings().max_attempts).unwrap_or(1);
         let mut retry: Option<(Option<Duration>, String)> = None;
+        // Those not tried yet go first: a provider that keeps failing one device must not
+        // hold the user's others back attempt after attempt.
+        let mut recipients: Vec<Recipient> = recipients
+            .into_iter()
+            .filter(|recipient| !settled.contains_key(&recipient_digest(&recipient.to)))
+            .collect();
+        recipients
+            .sort_by_key(|recipient| failed_before.contains(&recipient_digest(&recipient.to)));
+        let longest_send = self.settings().longest_send();
+        let mut sent_one = false;
         for recipient in recipients {
-            if settled.contains_key(&recipient_digest(&recipient.to)) {
-                continue;
+            // A send is never cut short by the job's own bound (what it did would go
+            // unrecorded, and the job be tried again forever): once one send has gone out, the
+            // rest wait for the next attempt unless the longest send still fits.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if sent_one && left < longest_send {
+                let at_least = retry.as_ref().and_then(|(at_least, _)| *at_least);
+                retry = Some((
+                    at_least,
+                    "the job's time ran out: its other recipients are sent to on its next attempt"
+                        .to_owned(),
+                ));
+                break;
             }
-            let (provider, delivery, attempts) = self.send_to(job, &context, &recipient).await;
+            sent_one = true;
+            let (provider, delivery, attempts) =
+                self.send_to(job, &context, &recipient, left).await;
             let will_retry = delivery.is_retryable() && !last_attempt;
             match &delivery {
                 Delivery::Sent { .. } => stats.sent += 1,
@@ -655,6 +706,7 @@ impl DeliveryWorker {
         job: &Job,
         context: &Context,
         recipient: &Recipient,
+        within: Duration,
     ) -> (&'static str, Delivery, u32) {
         match &recipient.device {
             Some(device) => {
@@ -668,8 +720,9 @@ impl DeliveryWorker {
                     )]),
                 };
                 let provider = self.push_provider(device);
-                let (delivery, attempts) =
-                    self.send(|| provider.send_push(&device.token, &push)).await;
+                let (delivery, attempts) = self
+                    .send(within, || provider.send_push(&device.token, &push))
+                    .await;
                 (provider.name(), delivery, attempts)
             }
             None => {
@@ -685,7 +738,7 @@ impl DeliveryWorker {
                     )),
                 };
                 let provider = &self.inner.providers.email;
-                let (delivery, attempts) = self.send(|| provider.send_email(&email)).await;
+                let (delivery, attempts) = self.send(within, || provider.send_email(&email)).await;
                 (provider.name(), delivery, attempts)
             }
         }
@@ -701,16 +754,24 @@ impl DeliveryWorker {
     }
 
     /// One send with the in-process retries: the outcome and how many attempts it took.
-    async fn send<'a, F>(&self, mut send: F) -> (Delivery, u32)
+    async fn send<'a, F>(&self, within: Duration, mut send: F) -> (Delivery, u32)
     where
         F: FnMut() -> gospelib_kit::stores::BoxFuture<'a, Delivery>,
     {
         let mut attempts = 0;
-        let delivery = deliver_with_retries(&self.inner.settings.send_retries, |attempt| {
+        let sending = deliver_with_retries(&self.inner.settings.send_retries, |attempt| {
             attempts = attempt;
             send()
-        })
-        .await;
+        });
+        let delivery = match tokio::time::timeout(within, sending).await {
+            Ok(delivery) => delivery,
+            // It may have gone out: tried again on the job's next attempt, whose idempotency
+            // key (email) or collapse id (push) keeps a second copy from showing.
+            Err(_) => Delivery::retryable(
+                format!("no final answer within the job's time ({within:?} were left)"),
+                None,
+            ),
+        };
         (delivery, attempts.max(1))
     }
 
@@ -821,7 +882,9 @@ impl DeliveryWorker {
                 .await?
             }
             JobEnd::Retry { at_least, error } => {
-                let wait = self.backoff(job).max(at_least.unwrap_or_default());
+                // A provider's `Retry-After` is heeded up to the longest wait between attempts.
+                let asked = at_least.unwrap_or_default().min(self.settings().retry_max);
+                let wait = self.backoff(job).max(asked);
                 return self.put_back(job, wait, &error).await;
             }
         };

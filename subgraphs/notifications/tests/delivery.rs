@@ -1312,6 +1312,124 @@ async fn a_hanging_provider_is_cut_short_retried_then_given_up() {
     clean_up(&pool, &users).await;
 }
 
+/// A send is never cut short by the job's own bound: once one has gone out, a device whose
+/// send might not end in the job's time waits for the next attempt, where the devices not
+/// tried yet go before the one that failed.
+#[tokio::test]
+async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
+    let pool = pool().await;
+    // One request may take 1 s: one send at most 2 s (FCM's token and its message).
+    let timeout = Duration::from_secs(1);
+    let (fake, providers) = fake_providers(timeout).await;
+    let handler = EventsHandler::new(pool.clone());
+    let user = Uuid::new_v4();
+    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
+    ids.sort();
+    let (slow, quick) = (ios_token(), ios_token());
+    // The first device in order hangs once (past the request's timeout), then answers.
+    fake.script(&slow, [Reply::new(200, "").after(Duration::from_secs(30))]);
+    for entry in [
+        registered(user, ids[0], "IOS", &slow),
+        registered(user, ids[1], "IOS", &quick),
+        event("user.created", user, json!({"clerk_id": "user_x"})),
+    ] {
+        handler.apply(&entry).await.unwrap();
+    }
+    // Sends within 7/10 of a 4 s lease: 2.8 s. After the hanging one's 1 s, the 2 s one more
+    // send may take no longer fit.
+    let settings = DeliverySettings {
+        lease: Duration::from_secs(4),
+        send_timeout: timeout,
+        ..settings(&[user], &test_stream())
+    };
+    let worker = worker(&pool, &providers, settings);
+    let push_job =
+        |queued: Vec<QueuedJob>| queued.into_iter().find(|j| j.channel == "push").unwrap();
+    let pushes = |recorded: Vec<Recorded>| {
+        recorded
+            .into_iter()
+            .filter(|r| r.channel == "push")
+            .map(|r| (r.recipient_digest.unwrap(), r.outcome, r.will_retry))
+            .collect::<Vec<_>>()
+    };
+
+    worker.run_once().await.unwrap();
+    assert_eq!(
+        pushes(deliveries(&pool, user).await),
+        [(recipient_digest(&slow), "failed".to_owned(), true)],
+        "the second device waits for the next attempt"
+    );
+    assert!(fake.apns_to(&quick).is_empty());
+    let waiting = push_job(jobs(&pool, user).await);
+    assert!(!waiting.done && waiting.attempts == 1, "{waiting:?}");
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("time ran out"),
+        "{waiting:?}"
+    );
+
+    // The next attempt: the device not tried yet first, then the one that failed.
+    make_due(&pool, user).await;
+    worker.run_once().await.unwrap();
+    assert_eq!(
+        pushes(deliveries(&pool, user).await),
+        [
+            (recipient_digest(&slow), "failed".to_owned(), true),
+            (recipient_digest(&quick), "sent".to_owned(), false),
+            (recipient_digest(&slow), "sent".to_owned(), false),
+        ]
+    );
+    let done = push_job(jobs(&pool, user).await);
+    assert!(
+        done.done && done.outcome.as_deref() == Some("sent"),
+        "{done:?}"
+    );
+    fake.assert_no_problems();
+    clean_up(&pool, &[user]).await;
+}
+
+/// A provider's `Retry-After` is heeded up to the longest wait between attempts (30 min): a
+/// day, or decades, would park the job past any use.
+#[tokio::test]
+async fn a_retry_after_longer_than_the_longest_wait_is_cut_to_it() {
+    let pool = pool().await;
+    let (fake, providers) = fake_providers(Duration::from_secs(5)).await;
+    let handler = EventsHandler::new(pool.clone());
+    let (user, email) = (Uuid::new_v4(), address());
+    fake.script(
+        &email,
+        [Reply::new(429, r#"{"message":"slow down"}"#).header("retry-after", "86400")],
+    );
+    handler
+        .apply(&event("user.created", user, json!({"email": email})))
+        .await
+        .unwrap();
+    let settings = settings(&[user], &test_stream());
+    let longest = settings.retry_max.as_secs_f64();
+    worker(&pool, &providers, settings)
+        .run_once()
+        .await
+        .unwrap();
+    let job = jobs(&pool, user)
+        .await
+        .into_iter()
+        .find(|job| job.channel == "email")
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let waits = job.not_before - now;
+    assert!(
+        !job.done && (longest - 60.0..=longest + 5.0).contains(&waits),
+        "due in {waits} s, not the longest wait's {longest} s: {job:?}"
+    );
+    clean_up(&pool, &[user]).await;
+}
+
 #[tokio::test]
 async fn device_and_address_events_apply_once_and_in_order() {
     let pool = pool().await;

@@ -281,6 +281,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest one send may take with requests of `timeout` each: every attempt timing
+    /// out (twice, for FCM's access token and the message), with the longest waits between.
+    pub fn longest(&self, timeout: Duration) -> Duration {
+        let attempts = self.max_attempts.max(1);
+        timeout
+            .saturating_mul(2 * attempts)
+            .saturating_add(self.max_delay.saturating_mul(attempts - 1))
+    }
+
     /// The backoff before attempt `next` (2 for the first retry): `base · 2^(next-2)` capped at
     /// `max_delay`, then "equal jitter" (half fixed, half random) so that many senders failing
     /// together do not retry together.
@@ -418,6 +427,18 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_send_counts_every_attempt_timing_out_twice_and_the_longest_waits() {
+        let policy = RetryPolicy::default();
+        // 4 attempts of two 10 s requests, and 3 waits of 30 s.
+        assert_eq!(policy.longest(DEFAULT_TIMEOUT), Duration::from_secs(170));
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(once.longest(Duration::from_secs(1)), Duration::from_secs(2));
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered_within_half() {
