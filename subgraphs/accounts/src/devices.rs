@@ -33,6 +33,8 @@ pub async fn register(
         tx.rollback().await?;
         return Ok(None);
     }
+    // After the user's lock, always in that order.
+    store::lock_device_token(&mut tx, device.token).await?;
     let registration = store::register_device(&mut tx, user_id, device).await?;
     if registration.device().is_some() {
         // A token is one phone's: whoever registered it before loses it.

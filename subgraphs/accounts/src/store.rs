@@ -278,9 +278,6 @@ pub async fn register_device(
     Ok(Registration::Added(inserted))
 }
 
-/// Removes the device `id` if it belongs to `user_id`, in the caller's transaction; when it
-/// was removed (RFC 3339), or `None` if `user_id` has no such device (never had, or it is
-/// gone already).
 /// Removes the devices of users other than `user_id` that carry `token` (a phone that changed
 /// hands: its token now reaches `user_id`, never the previous owner's notifications); their
 /// (user, device id, removed at) for the `device.removed` events.
@@ -301,6 +298,9 @@ pub async fn take_token_from_others(
         .await
 }
 
+/// Removes the device `id` if it belongs to `user_id`, in the caller's transaction; when it
+/// was removed (RFC 3339), or `None` if `user_id` has no such device (never had, or it is
+/// gone already).
 pub async fn remove_device(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -337,6 +337,18 @@ pub async fn record_message(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Holds, until the transaction ends, the lock on push token `token`: two users registering
+/// one phone's token at once (its old and new owner) are applied one after the other, so the
+/// second takes it from the first. Each alone could not see the other's uncommitted device,
+/// and both would keep it.
+pub async fn lock_device_token(conn: &mut PgConnection, token: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('accounts.device_token:' || encode($1, 'hex'), 0))")
+        .bind(token_digest(token))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Holds, until the transaction ends, the lock on Clerk user `clerk_id`'s events: two

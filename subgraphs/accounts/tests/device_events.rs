@@ -429,4 +429,18 @@ async fn a_token_registered_by_another_user_is_taken_from_the_previous_owner() {
     // Bob seeing his phone again takes nothing more from anyone.
     register(&service, &b, "ANDROID", &token, None).await;
     assert_eq!(events_of(&pool, &stream, "device.removed").await.len(), 1);
+
+    // Both registering one new token at the same moment: one of them ends with it, never both.
+    for _ in 0..20 {
+        let token = format!("fcm-{}", Uuid::new_v4().simple());
+        let (adas, bobs) = tokio::join!(
+            register(&service, &a, "ANDROID", &token, None),
+            register(&service, &b, "ANDROID", &token, None),
+        );
+        let kept = [
+            device_exists(&pool, &adas).await,
+            device_exists(&pool, &bobs).await,
+        ];
+        assert_eq!(kept.iter().filter(|kept| **kept).count(), 1, "{kept:?}");
+    }
 }
