@@ -126,6 +126,25 @@ pub async fn customer_of_user<'e>(
         .await
 }
 
+/// Unlinks the Stripe customer `customer` (deleted at Stripe) from its user, under the user's
+/// billing lock; the user, if it was linked. A later checkout makes the user a new customer.
+pub async fn unlink_customer(
+    conn: &mut PgConnection,
+    customer: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let Some(user_id) = user_of_customer(&mut *conn, customer).await? else {
+        return Ok(None);
+    };
+    lock_user(&mut *conn, user_id).await?;
+    let unlinked =
+        sqlx::query("DELETE FROM billing.customers WHERE user_id = $1 AND stripe_customer_id = $2")
+            .bind(user_id)
+            .bind(customer)
+            .execute(conn)
+            .await?;
+    Ok((unlinked.rows_affected() == 1).then_some(user_id))
+}
+
 /// Links `user_id` to the Stripe customer `customer` unless either is linked already; whether
 /// it did.
 pub async fn link_customer<'e>(

@@ -644,6 +644,20 @@ async fn a_completed_checkout_links_the_customer_its_subscription_is_found_by() 
         (200, json!({"status": "duplicate"}))
     );
 
+    // The customer deleted at Stripe: unlinked, so the user's next checkout makes a new one
+    // rather than failing on "No such customer" for good.
+    let deleted = event(
+        &event_id(),
+        "customer.deleted",
+        now,
+        json!({"id": customer, "object": "customer", "deleted": true}),
+    );
+    assert_eq!(
+        post(&url, &deleted).await,
+        (200, json!({"status": "processed"}))
+    );
+    assert_eq!(customer_of(&pool, user).await, None);
+
     clean_up(&pool, &[user], &names).await;
 }
 

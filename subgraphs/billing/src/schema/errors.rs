@@ -22,10 +22,12 @@ pub fn store(error: impl std::fmt::Display) -> Error {
     internal(format_args!("PostgreSQL: {error}"))
 }
 
-/// A failed call to Stripe: `UPSTREAM_UNAVAILABLE` when Stripe is down or slow, the request's
-/// own problem as `VALIDATION_ERROR`, and a refused API key as `SERVICE_UNAVAILABLE` (it is
-/// the server's configuration, not the caller's input). The key never appears (the client
-/// removes it from every message).
+/// A failed call to Stripe: `UPSTREAM_UNAVAILABLE` when Stripe is down or slow, and
+/// `SERVICE_UNAVAILABLE` when Stripe refuses the request or the API key. Billing builds every
+/// request from its own settings and records (the caller chooses only a plan and an interval,
+/// checked before), so a refusal is the server's to fix, never the caller's input: Stripe's
+/// message (price and customer ids, the mode of the key) is logged, not shown. The key never
+/// appears (the client removes it from every message).
 pub fn stripe(error: StripeError) -> Error {
     match error {
         StripeError::Unavailable(detail) => upstream_unavailable("Stripe", detail),
@@ -35,8 +37,9 @@ pub fn stripe(error: StripeError) -> Error {
             kind,
             message,
         } => {
-            tracing::warn!(status, kind, message, "Stripe refused a request");
-            validation(format!("Stripe refused the request: {message}"))
+            tracing::error!(status, kind, message, "Stripe refused a request");
+            ErrorCode::ServiceUnavailable
+                .error("payments are unavailable: Stripe refused this server's request")
         }
         StripeError::Unauthorized(status) => {
             tracing::error!(status, "Stripe refused billing's API key");

@@ -20,6 +20,9 @@
 //!   keeping the status and the period end the payment decided.
 //! - `checkout.session.completed`: links `client_reference_id` (the user) to the session's
 //!   `customer`, so the subscription it created is found through it.
+//! - `customer.deleted`: the customer is unlinked from its user (deleted in Stripe's
+//!   dashboard, say), so the user's next checkout makes a new one; its subscriptions end with
+//!   their own events.
 //! - Anything else is acknowledged and ignored.
 //!
 //! An event whose user cannot be found is [`Outcome::Unattributed`]: nothing is written (not
@@ -105,6 +108,18 @@ pub async fn apply_event(
         "checkout.session.completed" => {
             let session = CheckoutCompleted::from_object(&event.object)?;
             Ok(apply_checkout(conn, &session).await?)
+        }
+        // Deleted at Stripe (its subscriptions end with their own events): a user still linked
+        // to it could neither check out nor open the portal again.
+        "customer.deleted" => {
+            let customer = super::events::deleted_customer(&event.object)?;
+            Ok(match store::unlink_customer(conn, &customer).await? {
+                Some(user_id) => {
+                    tracing::info!(%user_id, %customer, "a Stripe customer was deleted; unlinked");
+                    Applied::nothing(Outcome::Processed)
+                }
+                None => Applied::nothing(Outcome::Unattributed),
+            })
         }
         _ => Ok(Applied::nothing(Outcome::Ignored)),
     }

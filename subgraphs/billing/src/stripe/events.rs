@@ -240,6 +240,11 @@ impl CheckoutCompleted {
     }
 }
 
+/// The id of a deleted customer (`customer.deleted`'s object).
+pub fn deleted_customer(object: &Value) -> Result<String, PayloadError> {
+    text(&object["id"]).ok_or(PayloadError::Missing("data.object.id"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
