@@ -4,7 +4,8 @@
 //! newest in force (a paid plan wins over the trial, whichever began later); otherwise the
 //! catalogue's default plan. In force ([`in_force`]): a trial that is `trialing` and not past
 //! its `trial_end`, or a Stripe subscription that is `active`, `trialing` or `past_due` and not
-//! past its current period's end. The entitlements are that plan's.
+//! past its current period's end by more than [`STRIPE_RENEWAL_GRACE_SECS`] (a day: the
+//! renewal's webhook may be late). The entitlements are that plan's.
 //!
 //! **The cache**: `<prefix><user id>` (`gl:entitlements:<user id>`) holds `{"plan",
 //! "entitlements"}` as JSON for [`CACHE_TTL`] (less when the subscription in force ends
@@ -38,6 +39,13 @@ pub const SECOND_INVALIDATION_AFTER: Duration = Duration::from_secs(1);
 /// Stripe statuses in which a subscription still grants its plan.
 const STRIPE_STATUSES_IN_FORCE: [&str; 3] = ["active", "trialing", "past_due"];
 
+/// How long past its period's end a Stripe subscription in force keeps granting its plan
+/// while the renewal's webhook has not arrived (Stripe retries a failed delivery for days, with
+/// growing waits): a paying user is not dropped to the free plan at every renewal for the
+/// length of a webhook outage. An ending never waits for it: a canceled or ended subscription
+/// is out of force by its status, whatever its period says.
+pub const STRIPE_RENEWAL_GRACE_SECS: i64 = 24 * 60 * 60;
+
 /// A caller's plan and what it unlocks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
@@ -52,17 +60,20 @@ pub fn in_force(row: &SubscriptionRow, now: i64) -> bool {
         SOURCE_TRIAL => row.status == "trialing" && row.trial_end.is_some_and(|end| end > now),
         SOURCE_STRIPE => {
             STRIPE_STATUSES_IN_FORCE.contains(&row.status.as_str())
-                && row.current_period_end.is_none_or(|end| end > now)
+                && in_force_until(row).is_none_or(|until| until > now)
         }
         _ => false,
     }
 }
 
-/// Until when (Unix seconds) `row`, in force, grants its plan, if it says.
+/// Until when (Unix seconds) `row`, in force, grants its plan, if it says: a trial until its
+/// end, a Stripe subscription until its period's end and the renewal grace.
 fn in_force_until(row: &SubscriptionRow) -> Option<i64> {
     match row.source.as_str() {
         SOURCE_TRIAL => row.trial_end,
-        _ => row.current_period_end,
+        _ => row
+            .current_period_end
+            .map(|end| end.saturating_add(STRIPE_RENEWAL_GRACE_SECS)),
     }
 }
 
@@ -223,7 +234,16 @@ mod tests {
         let academic = row(SOURCE_STRIPE, "active", "academic", Some(5_000));
         let canceled = row(SOURCE_STRIPE, "canceled", "academic", Some(5_000));
         let past_due = row(SOURCE_STRIPE, "past_due", "academic", Some(5_000));
-        let lapsed = row(SOURCE_STRIPE, "active", "academic", Some(500));
+        // Its period ended; its renewal not heard of within the grace: lapsed.
+        let lapsed = row(
+            SOURCE_STRIPE,
+            "active",
+            "academic",
+            Some(now - STRIPE_RENEWAL_GRACE_SECS - 1),
+        );
+        // Its period ended a moment ago, the renewal's webhook on its way: still in force.
+        let renewing = row(SOURCE_STRIPE, "active", "scholar", Some(now - 60));
+        let ended = row(SOURCE_STRIPE, "canceled", "scholar", Some(now - 60));
         let unknown_plan = row(SOURCE_STRIPE, "active", "gold", None);
 
         let plan = |rows: &[SubscriptionRow]| access_for(&plans, effective(rows, now)).plan;
@@ -237,6 +257,8 @@ mod tests {
         assert_eq!(plan(&[canceled, expired_trial]), "reader");
         assert_eq!(plan(&[past_due]), "academic");
         assert_eq!(plan(&[lapsed]), "reader");
+        assert_eq!(plan(&[renewing]), "scholar");
+        assert_eq!(plan(&[ended]), "reader");
         assert_eq!(plan(&[unknown_plan]), "reader");
         let access = access_for(&plans, Some(&trial));
         assert_eq!(access.entitlements, plans.plans["scholar"].entitlements);

@@ -99,16 +99,21 @@ async fn caller_access_is_the_default_plan_for_anonymous_callers_and_partners() 
         reader
     );
 
-    // A user with a subscription in force has its plan; one whose period is over does not.
-    let (paying, lapsed) = (Uuid::new_v4(), Uuid::new_v4());
+    // A user with a subscription in force has its plan, also for a day after its period
+    // ended (its renewal's webhook may be late); one whose period is over past that does not.
+    let (paying, renewing, lapsed) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let grace = gospelib_billing::entitlements::STRIPE_RENEWAL_GRACE_SECS;
     subscribe_in_store(&pool, paying, "academic", "past_due", 3600).await;
-    subscribe_in_store(&pool, lapsed, "academic", "active", -3600).await;
+    subscribe_in_store(&pool, renewing, "scholar", "active", -3600).await;
+    subscribe_in_store(&pool, lapsed, "academic", "active", -grace - 3600).await;
+    let answer = run_as(&service, Some(Caller::user(renewing)), ACCESS, json!({})).await;
+    assert_eq!(answer["data"]["callerAccess"]["plan"], "scholar");
     let answer = run_as(&service, Some(Caller::user(paying)), ACCESS, json!({})).await;
     assert_eq!(answer["data"]["callerAccess"]["plan"], "academic");
     let answer = run_as(&service, Some(Caller::user(lapsed)), ACCESS, json!({})).await;
     assert_eq!(answer["data"]["callerAccess"]["plan"], "reader");
 
-    clean_up(&pool, &[paying, lapsed], &names).await;
+    clean_up(&pool, &[paying, renewing, lapsed], &names).await;
 }
 
 #[tokio::test]
