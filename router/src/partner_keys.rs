@@ -225,10 +225,16 @@ impl PartnerKeys {
         cache.generation += 1;
     }
 
-    /// Forgets every key (revocations may have been missed).
-    fn forget_all(&self) {
+    /// Trusts nothing cached any more (revocations may have been missed): every key is asked of
+    /// the database again. Keys found before stay known as such, so they are asked in the
+    /// slots made-up keys never take: a flood of those just after a reconnection (or at every
+    /// Redis blip) cannot lock real partners out.
+    pub fn forget_all(&self) {
         let mut cache = self.cache.lock().expect("partner key cache lock");
-        cache.entries.clear();
+        let now = Instant::now();
+        for cached in cache.entries.values_mut() {
+            cached.until = now;
+        }
         cache.unknown.clear();
         cache.generation += 1;
     }
