@@ -396,7 +396,7 @@ async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), 
     let command = redis::cmd("XADD")
         .arg(&row.stream)
         .arg("MINID")
-        .arg(trim_before(std::time::SystemTime::now()))
+        .arg(trim_before(std::time::SystemTime::now(), STREAM_RETENTION))
         .arg("*")
         .arg("event_id")
         .arg(&row.event_id)
@@ -411,13 +411,14 @@ async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), 
     Ok(())
 }
 
-/// The lowest entry id a stream keeps at `now`: `<ms>-0`, [`STREAM_RETENTION`] earlier (entry
-/// ids begin with Redis's clock in milliseconds; a skew of seconds does not matter here).
-fn trim_before(now: std::time::SystemTime) -> String {
+/// The lowest entry id a stream keeping entries for `keep` holds at `now`: `<ms>-0`, `keep`
+/// earlier (entry ids begin with Redis's clock in milliseconds; a skew of seconds does not
+/// matter here), for `XADD … MINID`.
+pub(crate) fn trim_before(now: std::time::SystemTime, keep: Duration) -> String {
     let since_epoch = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .saturating_sub(STREAM_RETENTION);
+        .saturating_sub(keep);
     format!("{}-0", since_epoch.as_millis())
 }
 
@@ -428,8 +429,8 @@ mod tests {
     #[test]
     fn streams_keep_a_week() {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(trim_before(now), "999395200000-0");
-        assert_eq!(trim_before(std::time::UNIX_EPOCH), "0-0");
+        assert_eq!(trim_before(now, STREAM_RETENTION), "999395200000-0");
+        assert_eq!(trim_before(std::time::UNIX_EPOCH, STREAM_RETENTION), "0-0");
     }
 
     #[test]

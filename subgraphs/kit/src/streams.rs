@@ -29,7 +29,8 @@
 //!   [`ConsumerSettings::retry_for`] (its id's time) is not handed to the handler again: it is
 //!   copied to the dead-letter stream (`<stream>:dead` by default) with its fields and
 //!   `dead_letter_*` fields saying where it came from and why, and acknowledged, in one
-//!   `MULTI`/`EXEC`, so it never blocks the group. The age keeps an outage of a store (a
+//!   `MULTI`/`EXEC`, so it never blocks the group. Dead letters are kept
+//!   [`DEAD_LETTER_RETENTION`] (a month). The age keeps an outage of a store (a
 //!   PostgreSQL failover of a few minutes, during which every entry fails with
 //!   [`HandlerError::Retry`]) from dead-lettering the events it delays: they are retried every
 //!   `claim_idle` until the store is back. [`HandlerError::Reject`] (an entry that can never be
@@ -59,6 +60,11 @@ use tokio::sync::watch;
 pub fn dead_letter_stream(stream: &str) -> String {
     format!("{stream}:dead")
 }
+
+/// How long a dead letter is kept (trimmed by `MINID` as each is added): a month to look into
+/// it, not for ever. Dead letters are copies of events, personal data included, that their
+/// users' deletion never reaches.
+pub const DEAD_LETTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How one consumer reads its stream. [`ConsumerSettings::new`] gives the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -598,6 +604,11 @@ impl<H: Handler> Consumer<H> {
         let add = pipeline
             .cmd("XADD")
             .arg(&self.settings.dead_letter_stream)
+            .arg("MINID")
+            .arg(crate::outbox::trim_before(
+                std::time::SystemTime::now(),
+                DEAD_LETTER_RETENTION,
+            ))
             .arg("*");
         for (field, value) in &entry.fields {
             add.arg(field).arg(value);
