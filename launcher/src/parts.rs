@@ -429,8 +429,6 @@ fn check_billing(env: &Env) -> Result<(), ConfigError> {
     }
 }
 
-/// Highlights, notes, bookmarks and reading progress; the consumer of `gl:events:users` that
-/// removes a deleted user's study data.
 /// Forgets `tables`' (table, timestamp column) rows older than the retention every hour: what a
 /// part keeps only to recognise repeats, or publishes and keeps as history (see
 /// [`gospelib_kit::retention`]).
@@ -438,7 +436,7 @@ fn forget_old_rows(
     inputs: &PartInputs<'_>,
     tables: &[(&'static str, &'static str)],
 ) -> tokio::task::JoinHandle<()> {
-    use gospelib_kit::retention::{DEFAULT_EVERY, DEFAULT_KEEP, Retained, run_retention};
+    use gospelib_kit::retention::{DEFAULT_KEEP, Retained};
     let tables = tables
         .iter()
         .map(|&(table, column)| Retained {
@@ -447,6 +445,15 @@ fn forget_old_rows(
             keep: DEFAULT_KEEP,
         })
         .collect();
+    forget_by_age(inputs, tables)
+}
+
+/// Forgets, every hour, the rows of `tables` older than each one's `keep`.
+fn forget_by_age(
+    inputs: &PartInputs<'_>,
+    tables: Vec<gospelib_kit::retention::Retained>,
+) -> tokio::task::JoinHandle<()> {
+    use gospelib_kit::retention::{DEFAULT_EVERY, run_retention};
     tokio::spawn(run_retention(
         inputs.clients.postgres.clone(),
         tables,
@@ -455,6 +462,8 @@ fn forget_old_rows(
     ))
 }
 
+/// Highlights, notes, bookmarks and reading progress; the consumer of `gl:events:users` that
+/// removes a deleted user's study data.
 fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let consumer = tokio::spawn({
@@ -538,7 +547,7 @@ fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
             billing,
             worker,
             relay,
-            forget_old_rows(inputs, &[("notifications.outbox", "published_at")]),
+            forget_by_age(inputs, gospelib_notifications::retention::retained()),
         ],
     })
 }

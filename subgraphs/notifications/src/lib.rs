@@ -20,6 +20,7 @@
 //!   which the subscription `notificationReceived` listens to, in any process;
 //! - [`reminders`]: the study-reminders job (`gospelib jobs reminders`), one a day per user
 //!   who asked, from their local reminder hour;
+//! - [`retention`]: how long notifications, deliveries and finished jobs are kept;
 //! - [`providers`]: delivery through provider traits with real HTTP implementations, APNs
 //!   (token-based JWT auth), FCM (HTTP v1, OAuth2 from a service account) and Resend (email),
 //!   each configured by `GOSPELIB_*` variables and off (its sends skipped, never faked as sent)
@@ -38,6 +39,7 @@ pub mod outbox;
 pub mod providers;
 pub mod recipients;
 pub mod reminders;
+pub mod retention;
 pub mod schema;
 pub mod store;
 

@@ -1430,6 +1430,76 @@ async fn a_retry_after_longer_than_the_longest_wait_is_cut_to_it() {
     clean_up(&pool, &[user]).await;
 }
 
+/// Old rows are forgotten by age: a notification after a year (its jobs and deliveries with
+/// it), delivery attempts and finished jobs after 100 days; nothing recent.
+#[tokio::test]
+async fn notifications_and_their_deliveries_are_forgotten_by_age() {
+    let pool = pool().await;
+    let (_fake, providers) = fake_providers(Duration::from_secs(5)).await;
+    let handler = EventsHandler::new(pool.clone());
+    let users = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    for user in users {
+        handler
+            .apply(&event("user.created", user, json!({"email": address()})))
+            .await
+            .unwrap();
+    }
+    drain(&worker(&pool, &providers, settings(&users, &test_stream()))).await;
+    let [old, delivered_long_ago, recent] = users;
+    let age = |sql: &'static str, user: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql).bind(user).execute(&pool).await.unwrap();
+        }
+    };
+    age(
+        "UPDATE notifications.notifications SET created_at = now() - interval '400 days' WHERE user_id = $1",
+        old,
+    )
+    .await;
+    age(
+        "UPDATE notifications.deliveries SET at = now() - interval '200 days' WHERE user_id = $1",
+        delivered_long_ago,
+    )
+    .await;
+    age(
+        "UPDATE notifications.delivery_jobs SET done_at = now() - interval '200 days' WHERE user_id = $1",
+        delivered_long_ago,
+    )
+    .await;
+    for retained in gospelib_notifications::retention::retained() {
+        gospelib_kit::retention::forget_old_rows(&pool, &retained)
+            .await
+            .unwrap();
+    }
+    let kept = |user: Uuid| {
+        let pool = pool.clone();
+        async move {
+            (
+                rows_of(&pool, "notifications", user).await,
+                rows_of(&pool, "delivery_jobs", user).await,
+                rows_of(&pool, "deliveries", user).await,
+            )
+        }
+    };
+    assert_eq!(
+        kept(old).await,
+        (0, 0, 0),
+        "a year old: gone, with its jobs and deliveries"
+    );
+    assert_eq!(
+        kept(delivered_long_ago).await,
+        (1, 0, 0),
+        "the inbox keeps it"
+    );
+    let (notifications, jobs, deliveries) = kept(recent).await;
+    assert!(
+        notifications == 1 && jobs == 2 && deliveries >= 1,
+        "recent: all kept ({notifications}, {jobs}, {deliveries})"
+    );
+    clean_up(&pool, &users).await;
+}
+
 #[tokio::test]
 async fn device_and_address_events_apply_once_and_in_order() {
     let pool = pool().await;
