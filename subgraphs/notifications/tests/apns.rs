@@ -12,7 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
-use common::{Log, Reply, Script, failed_for_good, header, read_fixture, retires_token, serve};
+use common::{
+    Log, Reply, Script, blames_the_configuration, header, read_fixture, retires_token, serve,
+};
 use gospelib_notifications::providers::apns::{Apns, ApnsConfig, ApnsKey};
 use gospelib_notifications::providers::{
     Delivery, PushMessage, PushProvider, RetryPolicy, deliver_with_retries,
@@ -229,9 +231,10 @@ async fn a_dead_device_token_is_retired() {
         ),
         "{too_large:?}"
     );
-    // What every token gets when the configured topic is wrong: the send fails for good and
-    // no token is retired (one mistyped setting must not retire every device).
-    assert!(failed_for_good(&wrong_topic), "{wrong_topic:?}");
+    // What every token gets when the configured topic is wrong: the send fails, its job is
+    // tried again later, and no token is retired (one mistyped setting must not retire every
+    // device).
+    assert!(blames_the_configuration(&wrong_topic), "{wrong_topic:?}");
     // A token that is not hex never reaches Apple.
     let not_hex = apns.send_push("../../x", &message()).await;
     assert!(retires_token(&not_hex));
@@ -250,7 +253,7 @@ async fn bad_device_token_retires_only_once_the_endpoint_accepted_a_token() {
 
     for device in [DEVICE, other, DEVICE] {
         let outcome = apns.send_push(device, &message()).await;
-        assert!(failed_for_good(&outcome), "{outcome:?}");
+        assert!(blames_the_configuration(&outcome), "{outcome:?}");
     }
 
     // The endpoint accepts a token: it is the right environment, and a token it calls bad

@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
-use common::{Log, Reply, Script, failed_for_good, header, read_fixture, serve};
+use common::{Log, Reply, Script, blames_the_configuration, header, read_fixture, serve};
 use gospelib_notifications::providers::fcm::{Fcm, FcmConfig, SCOPE, ServiceAccount};
 use gospelib_notifications::providers::{
     Delivery, PushMessage, PushProvider, RetryPolicy, deliver_with_retries,
@@ -240,8 +240,8 @@ async fn an_unregistered_token_is_retired() {
 }
 
 /// Answers every token would get (the service account of another Firebase project, a base URL
-/// that is not FCM's) fail the send for good without retiring the token: one configuration
-/// mistake must not retire every device.
+/// that is not FCM's) fail the send without retiring the token (one configuration mistake must
+/// not retire every device), its job tried again later.
 #[tokio::test]
 async fn answers_that_blame_the_configuration_retire_no_token() {
     let (base, fake) = fake_google().await;
@@ -254,14 +254,12 @@ async fn answers_that_blame_the_configuration_retire_no_token() {
     let fcm = fcm(&base, Duration::from_secs(5));
 
     for expected in ["SENDER_ID_MISMATCH", "404"] {
-        match fcm.send_push(DEVICE, &message()).await {
-            Delivery::Failed {
-                retryable: false,
-                reason,
-                ..
-            } => assert!(reason.contains(expected), "{reason}"),
-            other => panic!("expected a configuration failure, got {other:?}"),
-        }
+        let outcome = fcm.send_push(DEVICE, &message()).await;
+        assert!(blames_the_configuration(&outcome), "{outcome:?}");
+        let Delivery::Failed { reason, .. } = outcome else {
+            unreachable!()
+        };
+        assert!(reason.contains(expected), "{reason}");
     }
     fake.sends.assert_no_problems();
 }
@@ -295,7 +293,7 @@ async fn a_second_401_is_not_refreshed_again() {
 
     let outcome = fcm.send_push(DEVICE, &message()).await;
 
-    assert!(failed_for_good(&outcome), "{outcome:?}");
+    assert!(blames_the_configuration(&outcome), "{outcome:?}");
     assert_eq!(fake.token_requests.count(), 2);
     assert_eq!(fake.sends.count(), 2);
 }

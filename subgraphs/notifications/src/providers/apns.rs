@@ -289,7 +289,7 @@ fn classify(
         // Every token gets this from the other environment's endpoint: a configuration error
         // until the endpoint has accepted one of ours, and one setting must not retire every
         // device at once.
-        return Delivery::permanent_failure(format!(
+        return Delivery::configuration_failure(format!(
             "{described} (not retired: this APNs endpoint has not accepted any of our device \
              tokens yet; check that GOSPELIB_APNS_BASE_URL is the environment the app's builds \
              use)"
@@ -308,7 +308,7 @@ fn classify(
     }
     if reason == "DeviceTokenNotForTopic" {
         // The configured topic (`GOSPELIB_APNS_TOPIC`) is not the app's: configuration.
-        return Delivery::permanent_failure(described);
+        return Delivery::configuration_failure(described);
     }
     if status == StatusCode::FORBIDDEN {
         // Our provider token, not the message: an expired one was dropped and the next
@@ -316,7 +316,7 @@ fn classify(
         return if reason == "ExpiredProviderToken" {
             Delivery::retryable(described, None)
         } else {
-            Delivery::permanent_failure(described)
+            Delivery::configuration_failure(described)
         };
     }
     Delivery::Rejected {
@@ -361,7 +361,7 @@ mod tests {
         // the endpoint has known one of our tokens.
         assert_eq!(
             classify(StatusCode::BAD_REQUEST, "BadDeviceToken", None, None, false),
-            Delivery::permanent_failure(
+            Delivery::configuration_failure(
                 "APNs answered 400 Bad Request: BadDeviceToken (not retired: this APNs endpoint \
                  has not accepted any of our device tokens yet; check that \
                  GOSPELIB_APNS_BASE_URL is the environment the app's builds use)"
@@ -376,15 +376,17 @@ mod tests {
         ));
         // What every token gets when the topic is wrong: a configuration failure, no token
         // retired (over HTTP: tests/apns.rs).
-        assert!(
-            !classify(
+        assert_eq!(
+            classify(
                 StatusCode::BAD_REQUEST,
                 "DeviceTokenNotForTopic",
                 None,
                 None,
                 true
+            ),
+            Delivery::configuration_failure(
+                "APNs answered 400 Bad Request: DeviceTokenNotForTopic"
             )
-            .is_retryable()
         );
         assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None, None, true).is_retryable());
         assert!(classify(StatusCode::SERVICE_UNAVAILABLE, "", None, None, true).is_retryable());
@@ -398,15 +400,16 @@ mod tests {
             )
             .is_retryable()
         );
-        assert!(
-            !classify(
+        // A refused key (rotated, revoked): the job is tried again once it may be mended.
+        assert_eq!(
+            classify(
                 StatusCode::FORBIDDEN,
                 "InvalidProviderToken",
                 None,
                 None,
                 true
-            )
-            .is_retryable()
+            ),
+            Delivery::configuration_failure("APNs answered 403 Forbidden: InvalidProviderToken")
         );
     }
 

@@ -247,12 +247,12 @@ impl Fcm {
         let body = gospelib_kit::capped_body::text_within(response, super::MAX_REPLY_BYTES).await;
         if !status.is_success() {
             let reason = format!("FCM token endpoint answered {status}: {}", shorten(&body));
-            // 400/401 (`invalid_grant`): the account or its key is refused, which another
-            // attempt would repeat.
+            // 400/401 (`invalid_grant`): the account or its key is refused (revoked, or our
+            // clock skewed), which another attempt soon would repeat.
             return Err(if is_transient(status) {
                 Delivery::retryable(reason, wait)
             } else {
-                Delivery::permanent_failure(reason)
+                Delivery::configuration_failure(reason)
             });
         }
         let answer: TokenAnswer = serde_json::from_str(&body).map_err(|_| {
@@ -415,8 +415,8 @@ fn classify(status: StatusCode, body: &str, wait: Option<Duration>) -> Delivery 
     ) {
         // The service account is refused or belongs to another project
         // (`SENDER_ID_MISMATCH`), or the URL is wrong: configuration, not this message or
-        // this token; every send would get the same answer.
-        return Delivery::permanent_failure(described);
+        // this token; every send would get the same answer until it is mended.
+        return Delivery::configuration_failure(described);
     }
     Delivery::Rejected {
         retire_token: false,
@@ -471,15 +471,27 @@ mod tests {
         // configuration failures: no token is retired for them.
         let mismatch = error("PERMISSION_DENIED", "SENDER_ID_MISMATCH", "wrong sender");
         assert_eq!(retires(StatusCode::FORBIDDEN, &mismatch), None);
-        assert!(!classify(StatusCode::FORBIDDEN, &mismatch, None).is_retryable());
+        let configuration = |delivery: Delivery| {
+            matches!(delivery, Delivery::Failed { retry_after: Some(after), .. }
+                if delivery.is_retryable() && after == super::super::CONFIGURATION_RETRY_AFTER)
+        };
+        assert!(configuration(classify(
+            StatusCode::FORBIDDEN,
+            &mismatch,
+            None
+        )));
         assert_eq!(
             retires(StatusCode::NOT_FOUND, "<html>Not Found</html>"),
             None
         );
-        assert!(!classify(StatusCode::NOT_FOUND, "<html>Not Found</html>", None).is_retryable());
+        assert!(configuration(classify(
+            StatusCode::NOT_FOUND,
+            "<html>Not Found</html>",
+            None
+        )));
         assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None).is_retryable());
         assert!(classify(StatusCode::BAD_GATEWAY, "<html>", None).is_retryable());
-        assert!(!classify(StatusCode::UNAUTHORIZED, "", None).is_retryable());
+        assert!(configuration(classify(StatusCode::UNAUTHORIZED, "", None)));
     }
 
     #[test]

@@ -98,6 +98,11 @@ pub enum Delivery {
     },
 }
 
+/// How long after a configuration failure ([`Delivery::configuration_failure`]) its job is
+/// tried again: longer than a send's own retries wait ([`RetryPolicy::max_delay`]), so the
+/// send gives up at once and leaves it to the job.
+pub const CONFIGURATION_RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
+
 impl Delivery {
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -119,7 +124,21 @@ impl Delivery {
         }
     }
 
-    /// A failure that another attempt would repeat (bad credentials, a malformed request).
+    /// A failure every send gets until the platform's configuration is mended (a refused key,
+    /// another project's account, the wrong topic or environment): not retried within the
+    /// send, but its job is tried again [`CONFIGURATION_RETRY_AFTER`] later, up to its last
+    /// attempt, so what was sent during a key rotation or a clock skew still goes out once it
+    /// is over rather than being lost.
+    pub fn configuration_failure(reason: impl Into<String>) -> Self {
+        Delivery::Failed {
+            retryable: true,
+            retry_after: Some(CONFIGURATION_RETRY_AFTER),
+            reason: reason.into(),
+        }
+    }
+
+    /// A failure that another attempt would repeat (a malformed request, a key that cannot
+    /// sign).
     pub fn permanent_failure(reason: impl Into<String>) -> Self {
         Delivery::Failed {
             retryable: false,

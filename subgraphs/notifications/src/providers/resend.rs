@@ -140,7 +140,7 @@ fn classify(status: StatusCode, body: &str, wait: Option<Duration>) -> Delivery 
     }
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         // The API key (or the sending domain) is refused: configuration, not this address.
-        return Delivery::permanent_failure(described);
+        return Delivery::configuration_failure(described);
     }
     Delivery::Rejected {
         retire_token: false,
@@ -175,7 +175,11 @@ mod tests {
         ));
         assert!(classify(StatusCode::TOO_MANY_REQUESTS, "", None).is_retryable());
         assert!(classify(StatusCode::INTERNAL_SERVER_ERROR, "", None).is_retryable());
-        assert!(!classify(StatusCode::UNAUTHORIZED, "", None).is_retryable());
+        // A refused key: the job is tried again once it may be mended.
+        assert_eq!(
+            classify(StatusCode::UNAUTHORIZED, "", None),
+            Delivery::configuration_failure("Resend answered 401 Unauthorized: ")
+        );
     }
 
     #[test]

@@ -181,6 +181,19 @@ pub fn header(headers: &HeaderMap, name: &str) -> String {
 }
 
 /// A failure no retry would mend (`Failed { retryable: false }`).
+/// A failure the configuration is to blame for: every send would get it, so the token is
+/// not retired, and the job is tried again later (`Delivery::configuration_failure`).
+pub fn blames_the_configuration(delivery: &gospelib_notifications::providers::Delivery) -> bool {
+    matches!(
+        delivery,
+        gospelib_notifications::providers::Delivery::Failed {
+            retryable: true,
+            retry_after: Some(after),
+            ..
+        } if *after == gospelib_notifications::providers::CONFIGURATION_RETRY_AFTER
+    )
+}
+
 pub fn failed_for_good(delivery: &gospelib_notifications::providers::Delivery) -> bool {
     matches!(
         delivery,
