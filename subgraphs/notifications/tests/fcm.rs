@@ -282,6 +282,33 @@ async fn a_401_refreshes_the_access_token_once() {
     fake.sends.assert_no_problems();
 }
 
+/// Sends refused with 401 at once make one new access token between them, not one each (the
+/// shared token was fetched again for every such answer).
+#[tokio::test]
+async fn a_burst_of_401s_makes_one_new_access_token() {
+    let (base, fake) = fake_google().await;
+    let unauthenticated = Reply::new(401, r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#);
+    fake.script
+        .then(unauthenticated.clone())
+        .then(unauthenticated.clone())
+        .then(unauthenticated);
+    let fcm = fcm(&base, Duration::from_secs(5));
+
+    let message = message();
+    let outcomes =
+        futures_util::future::join_all((0..3).map(|_| fcm.send_push(DEVICE, &message))).await;
+
+    for outcome in &outcomes {
+        assert!(matches!(outcome, Delivery::Sent { .. }), "{outcome:?}");
+    }
+    assert_eq!(
+        fake.token_requests.count(),
+        2,
+        "one token, then one new one"
+    );
+    assert_eq!(fake.sends.count(), 6);
+}
+
 #[tokio::test]
 async fn a_second_401_is_not_refreshed_again() {
     let (base, fake) = fake_google().await;

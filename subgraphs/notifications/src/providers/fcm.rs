@@ -224,8 +224,16 @@ impl Fcm {
         Ok(value)
     }
 
-    async fn forget_token(&self) {
-        *self.token.lock().await = None;
+    /// Forgets the access token `refused` (an answer said 401 to it), unless another send has
+    /// already replaced it: a burst of 401s makes one new token, not one each.
+    async fn forget_token(&self, refused: &Secret) {
+        let mut cached = self.token.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|token| token.value.expose() == refused.expose())
+        {
+            *cached = None;
+        }
     }
 
     /// The JWT-bearer grant at the account's token URI.
@@ -292,7 +300,7 @@ impl Fcm {
             };
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.forget_token().await;
+                self.forget_token(&token).await;
                 refreshed = true;
                 continue;
             }
