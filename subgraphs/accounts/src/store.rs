@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use crate::clerk::UserProfile;
 
-/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
 /// The `updated_at` of a change to a locked user row: the clock now, and always at least a
 /// millisecond past the row's previous change. Every `user.*` event is stamped with it (not
 /// with Clerk's `updated_at`): a change Clerk made earlier but whose webhook arrives after a
@@ -23,6 +22,7 @@ use crate::clerk::UserProfile;
 /// keep the event with the latest stamp (events are stamped to the millisecond).
 const NEXT_CHANGE_AT: &str = "GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')";
 
+/// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
 macro_rules! rfc3339 {
     ($column:literal) => {
         concat!(
@@ -535,8 +535,12 @@ pub async fn delete_clerk_user(
          VALUES ($1, $2, now(), now(), now())
          ON CONFLICT (clerk_id) DO UPDATE
          SET email = NULL, first_name = NULL, last_name = NULL, image_url = NULL,
-             clerk_first_name = NULL, clerk_last_name = NULL,
-             last_signed_in_at = NULL, deleted_at = now(), updated_at = now()
+             clerk_first_name = NULL, clerk_last_name = NULL, last_signed_in_at = NULL,
+             -- Later than the row's last change, as every user.* event's stamp (a change
+             -- committed while this delivery waited for the user's lock included): the
+             -- statement's time, taken after the lock, once for both columns.
+             deleted_at = GREATEST(statement_timestamp(), u.updated_at + interval '1 millisecond'),
+             updated_at = GREATEST(statement_timestamp(), u.updated_at + interval '1 millisecond')
          WHERE u.deleted_at IS NULL
          RETURNING u.id, {} AS at",
         rfc3339!("u.deleted_at")

@@ -302,10 +302,32 @@ async fn a_deleted_user_is_erased_and_never_resurrected() {
         .unwrap();
     }
 
+    // A change stamped later than this moment (a clock ahead, or one committed while the
+    // deletion waited for the user's lock): the deletion is stamped after it still.
+    sqlx::query(
+        "UPDATE accounts.users SET updated_at = now() + interval '1 hour' WHERE clerk_id = $1",
+    )
+    .bind(&clerk)
+    .execute(&pool)
+    .await
+    .unwrap();
+
     let deleted = Delivery::signed(deleted_event(&clerk));
     assert_eq!(
         post(&url, &deleted).await,
         (200, json!({"status": "processed"}))
+    );
+    let (after_the_change, equal): (bool, bool) = sqlx::query_as(
+        "SELECT deleted_at > now() + interval '59 minutes', deleted_at = updated_at
+         FROM accounts.users WHERE clerk_id = $1",
+    )
+    .bind(&clerk)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        after_the_change && equal,
+        "the deletion's stamp is the row's latest"
     );
     // The outbox keeps the user's events, scrubbed: no address, no push token.
     let kept: Vec<serde_json::Value> = sqlx::query_scalar(
