@@ -565,7 +565,7 @@ fn check_notifications(env: &Env) -> Result<(), ConfigError> {
 fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     let clients = inputs.clients;
     let env = Env::from_process();
-    let (over_http, llm, daily_vendor_questions) = ai_settings(&env)?;
+    let (over_http, llm, vendor_budget) = ai_settings(&env)?;
     let content: Arc<dyn gospelib_ai::content::ContentSource> = match over_http {
         Some(content) => Arc::new(content.signed_with(caller_key(inputs.settings, "content")?)),
         None => {
@@ -580,7 +580,8 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
     };
     let cache = gospelib_ai::cache::AnswerCache::new(clients.redis.clone(), "gl");
     let budget =
-        gospelib_ai::budget::VendorBudget::new(clients.redis.clone(), "gl", daily_vendor_questions);
+        gospelib_ai::budget::VendorBudget::new(clients.redis.clone(), "gl", vendor_budget.per_day)
+            .per_caller(vendor_budget.per_caller);
     let assistant = gospelib_ai::assistant::Assistant::new(content, llm, Some(cache))
         .with_vendor_budget(budget)
         .with_metrics(inputs.metrics.clone());
@@ -593,11 +594,11 @@ fn ai(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
 
 /// The assistant's settings: content's endpoint when content runs elsewhere (else `None`: in
 /// this process), the LLM client (`None`: the extractive provider), and the vendors' daily
-/// budget (`GOSPELIB_AI_DAILY_VENDOR_QUESTIONS`).
+/// budget (`GOSPELIB_AI_DAILY_VENDOR_QUESTIONS`, `…_PER_CALLER`).
 type AiSettings = (
     Option<gospelib_ai::content::OverHttp>,
     Option<Arc<dyn gospelib_ai::llm::LlmClient>>,
-    u64,
+    gospelib_ai::budget::BudgetSettings,
 );
 
 /// [`AiSettings`] from `env`, with every problem of each.
@@ -605,7 +606,7 @@ fn ai_settings(env: &Env) -> Result<AiSettings, ConfigError> {
     let content = ai_content_over_http(env);
     let llm = gospelib_ai::llm::LlmSettings::from_env(env);
     let mut reader = ConfigReader::new(env);
-    let budget = gospelib_ai::budget::read_daily_vendor_questions(&mut reader);
+    let budget = gospelib_ai::budget::BudgetSettings::read(&mut reader);
     let budget = reader
         .finish()
         .map(|()| budget.expect("present once finish() succeeded"));

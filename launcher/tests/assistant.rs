@@ -577,9 +577,9 @@ async fn the_daily_vendor_budget_is_kept_where_redis_does_not_evict_it() {
             .unwrap();
 
         let taken = [
-            budget.take().await,
-            budget.take().await,
-            budget.take().await,
+            budget.take("user:a").await,
+            budget.take("user:b").await,
+            budget.take("user:c").await,
         ];
         let counts: std::collections::BTreeMap<u64, u64> = redis::cmd("HGETALL")
             .arg(&key)
@@ -608,6 +608,45 @@ async fn the_daily_vendor_budget_is_kept_where_redis_does_not_evict_it() {
         assert_eq!(counts, expected.into_iter().collect());
         assert_eq!(ttl, -1, "no expiry: volatile-lru cannot evict it");
         break;
+    }
+}
+
+/// Each caller may take only their share of the day's vendor questions: past it they get the
+/// extractive answers, and take nothing more from the platform's budget.
+#[tokio::test]
+async fn a_caller_takes_at_most_their_share_of_the_vendor_budget() {
+    let redis = gospelib_kit::test_stack::redis();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let namespace = format!("budget-{}", uuid::Uuid::new_v4().simple());
+    let budget = VendorBudget::new(redis.clone(), namespace, 100).per_caller(2);
+    let today = utc_day();
+    let taken = [
+        budget.take("user:a").await,
+        budget.take("user:a").await,
+        budget.take("user:a").await,
+        budget.take("partner:p").await,
+    ];
+    let day_count: Option<u64> = redis::cmd("HGET")
+        .arg(budget.key())
+        .arg(today)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let callers_ttl: i64 = redis::cmd("TTL")
+        .arg(budget.callers_key(today))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(budget.key())
+        .arg(budget.callers_key(today))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    if utc_day() == today {
+        assert_eq!(taken, [true, true, false, true]);
+        assert_eq!(day_count, Some(3), "the refused question took nothing");
+        assert!(callers_ttl > 86_400, "kept two days: {callers_ttl}");
     }
 }
 

@@ -252,11 +252,12 @@ impl Assistant {
         &self,
         prompt: &Prompt,
         deadline: tokio::time::Instant,
+        asker: &str,
         parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError>,
     ) -> Option<T> {
         let llm = self.llm.as_ref()?;
         if let Some(budget) = &self.budget
-            && !budget.take().await
+            && !budget.take(asker).await
         {
             return None;
         }
@@ -299,9 +300,11 @@ impl Assistant {
         }
     }
 
-    /// What passage `id` means, with an optional `focus` (a word or theme).
+    /// What passage `id` means, with an optional `focus` (a word or theme), asked by `asker`
+    /// (`user:<id>`, `partner:<id>`: whose share of the vendors' budget it takes).
     pub async fn explain(
         &self,
+        asker: &str,
         id: &str,
         focus: Option<&str>,
     ) -> Result<Explanation, AssistantError> {
@@ -324,7 +327,9 @@ impl Assistant {
             .cached("explain", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, deadline, |reply| parse_explanation(reply, &context))
+                        .ask(prompt, deadline, asker, |reply| {
+                            parse_explanation(reply, &context)
+                        })
                         .await;
                     if let Some(answer) = asked {
                         return (answer, true);
@@ -335,9 +340,10 @@ impl Assistant {
             .await)
     }
 
-    /// `count` (1 to 10, default 5) questions to study passage `id` with.
+    /// `count` (1 to 10, default 5) questions to study passage `id` with, asked by `asker`.
     pub async fn study_questions(
         &self,
+        asker: &str,
         id: &str,
         count: Option<i32>,
     ) -> Result<Vec<StudyQuestion>, AssistantError> {
@@ -363,7 +369,9 @@ impl Assistant {
             .cached("questions", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, deadline, |reply| parse_questions(reply, &context))
+                        .ask(prompt, deadline, asker, |reply| {
+                            parse_questions(reply, &context)
+                        })
                         .await;
                     if let Some(mut questions) = asked {
                         questions.truncate(count as usize);
@@ -376,8 +384,12 @@ impl Assistant {
             .await)
     }
 
-    /// Passages connected to passage `id`, and why.
-    pub async fn suggest_connections(&self, id: &str) -> Result<Vec<Connection>, AssistantError> {
+    /// Passages connected to passage `id`, and why, asked by `asker`.
+    pub async fn suggest_connections(
+        &self,
+        asker: &str,
+        id: &str,
+    ) -> Result<Vec<Connection>, AssistantError> {
         let deadline = self.deadline();
         let context = self.context(id, deadline).await?;
         let prompt = self
@@ -389,7 +401,9 @@ impl Assistant {
             .cached("connections", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, deadline, |reply| parse_connections(reply, &context))
+                        .ask(prompt, deadline, asker, |reply| {
+                            parse_connections(reply, &context)
+                        })
                         .await;
                     if let Some(connections) = asked {
                         return (connections, true);

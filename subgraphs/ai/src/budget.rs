@@ -5,6 +5,13 @@
 //! Past it, the extractive provider answers (not cached, so the vendors answer again the next
 //! day) and a warning is logged once a day per process.
 //!
+//! Each caller (a user, a partner) may take at most `GOSPELIB_AI_DAILY_VENDOR_QUESTIONS_PER_CALLER`
+//! (200) of them a day: every sign-up starts a trial with the assistant, so without a share a
+//! handful of free accounts, each within its plan's hourly quota, could spend the platform's
+//! whole day and leave every paying reader the extractive answers. Past their share, a caller
+//! gets the extractive answers (cached vendor answers still reach them). Their counts are one
+//! hash a day, `<namespace>:ai:caller-questions:<day>` (a field per caller), kept two days.
+//!
 //! The count is one field a day (the UTC day's number since 1970-01-01) of one Redis hash,
 //! `<namespace>:ai:vendor-questions`. The hash has no expiry, so the platform's Redis policy
 //! (`volatile-lru`: only keys with a lifetime are evicted) never evicts it and restarts the
@@ -25,15 +32,46 @@ pub const DEFAULT_DAILY_VENDOR_QUESTIONS: u64 = 20_000;
 /// The variable of the daily budget.
 pub const DAILY_VENDOR_QUESTIONS: &str = "GOSPELIB_AI_DAILY_VENDOR_QUESTIONS";
 
-/// Reads `GOSPELIB_AI_DAILY_VENDOR_QUESTIONS` (1 to 10,000,000); a problem goes to `reader`.
-pub fn read_daily_vendor_questions(reader: &mut ConfigReader<'_>) -> Option<u64> {
-    reader.number(
-        DAILY_VENDOR_QUESTIONS,
-        DEFAULT_DAILY_VENDOR_QUESTIONS,
-        1,
-        10_000_000,
-    )
+/// The default of `GOSPELIB_AI_DAILY_VENDOR_QUESTIONS_PER_CALLER`: a reader asking all day,
+/// every few minutes, and 1% of the default budget.
+pub const DEFAULT_DAILY_VENDOR_QUESTIONS_PER_CALLER: u64 = 200;
+
+/// The variable of one caller's share of the daily budget.
+pub const DAILY_VENDOR_QUESTIONS_PER_CALLER: &str = "GOSPELIB_AI_DAILY_VENDOR_QUESTIONS_PER_CALLER";
+
+/// The daily budget and each caller's share of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSettings {
+    pub per_day: u64,
+    pub per_caller: u64,
 }
+
+impl BudgetSettings {
+    /// Reads `GOSPELIB_AI_DAILY_VENDOR_QUESTIONS` (1 to 10,000,000) and
+    /// `GOSPELIB_AI_DAILY_VENDOR_QUESTIONS_PER_CALLER` (1 to 10,000,000); problems go to `reader`.
+    pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
+        let per_day = reader.number(
+            DAILY_VENDOR_QUESTIONS,
+            DEFAULT_DAILY_VENDOR_QUESTIONS,
+            1,
+            10_000_000,
+        );
+        let per_caller = reader.number(
+            DAILY_VENDOR_QUESTIONS_PER_CALLER,
+            DEFAULT_DAILY_VENDOR_QUESTIONS_PER_CALLER,
+            1,
+            10_000_000,
+        );
+        Some(Self {
+            per_day: per_day?,
+            per_caller: per_caller?,
+        })
+    }
+}
+
+/// How long a day's per-caller counts are kept (the day, and the next for callers near
+/// midnight).
+const CALLER_COUNTS_KEPT_SECS: u64 = 2 * 86_400;
 
 /// How many days before yesterday each count forgets (a process idle longer leaves a few
 /// numbers behind, no more).
@@ -44,6 +82,7 @@ pub struct VendorBudget {
     link: RedisLink,
     namespace: String,
     per_day: u64,
+    per_caller: u64,
     /// The day (days since the epoch) this process last warned that the budget was spent.
     warned_on: AtomicU64,
     /// The minute (since the epoch) this process last warned that it could not count.
@@ -57,9 +96,16 @@ impl VendorBudget {
             link: RedisLink::new(client, "ai vendor budget", BreakerSettings::default()),
             namespace: namespace.into(),
             per_day,
+            per_caller: DEFAULT_DAILY_VENDOR_QUESTIONS_PER_CALLER,
             warned_on: AtomicU64::new(u64::MAX),
             uncounted_warned_at: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Each caller may take at most `per_caller` questions a day.
+    pub fn per_caller(mut self, per_caller: u64) -> Self {
+        self.per_caller = per_caller;
+        self
     }
 
     /// The Redis hash of the daily counts.
@@ -67,12 +113,35 @@ impl VendorBudget {
         format!("{}:ai:vendor-questions", self.namespace)
     }
 
-    /// Takes one question from today's budget: whether the vendors may be asked.
-    pub async fn take(&self) -> bool {
+    /// The Redis hash of the callers' counts on `day` (days since the epoch).
+    pub fn callers_key(&self, day: u64) -> String {
+        format!("{}:ai:caller-questions:{day}", self.namespace)
+    }
+
+    /// Takes one question from `caller`'s share and today's budget: whether the vendors may be
+    /// asked. A caller past their share takes nothing from the budget.
+    pub async fn take(&self, caller: &str) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         let day = now / 86_400;
+        let mut share = redis::pipe();
+        let callers = self.callers_key(day);
+        share.cmd("HINCRBY").arg(&callers).arg(caller).arg(1);
+        share
+            .cmd("EXPIRE")
+            .arg(&callers)
+            .arg(CALLER_COUNTS_KEPT_SECS)
+            .ignore();
+        if let Some((taken,)) = self.link.run_pipeline::<(u64,)>(&share).await
+            && taken > self.per_caller
+        {
+            tracing::debug!(
+                per_caller = self.per_caller,
+                "a caller's share of the AI vendors' daily budget is spent"
+            );
+            return false;
+        }
         let key = self.key();
         // Today counted; the days before yesterday forgotten (an HDEL of no field would be an
         // error, failing the whole pipeline).
@@ -113,10 +182,10 @@ mod tests {
 
     use super::*;
 
-    fn read(pairs: &[(&str, &str)]) -> Result<u64, String> {
+    fn read(pairs: &[(&str, &str)]) -> Result<BudgetSettings, String> {
         let env = Env::from_pairs(pairs.iter().copied());
         let mut reader = ConfigReader::new(&env);
-        let value = read_daily_vendor_questions(&mut reader);
+        let value = BudgetSettings::read(&mut reader);
         reader
             .finish()
             .map(|()| value.unwrap())
@@ -125,11 +194,26 @@ mod tests {
 
     #[test]
     fn the_daily_budget_is_read_and_checked() {
-        assert_eq!(read(&[]), Ok(DEFAULT_DAILY_VENDOR_QUESTIONS));
-        assert_eq!(read(&[(DAILY_VENDOR_QUESTIONS, "500")]), Ok(500));
-        for bad in ["0", "lots", "-3", "10000001"] {
-            let error = read(&[(DAILY_VENDOR_QUESTIONS, bad)]).unwrap_err();
-            assert!(error.contains(DAILY_VENDOR_QUESTIONS), "{bad}: {error}");
+        let defaults = BudgetSettings {
+            per_day: DEFAULT_DAILY_VENDOR_QUESTIONS,
+            per_caller: DEFAULT_DAILY_VENDOR_QUESTIONS_PER_CALLER,
+        };
+        assert_eq!(read(&[]), Ok(defaults));
+        assert_eq!(
+            read(&[
+                (DAILY_VENDOR_QUESTIONS, "500"),
+                (DAILY_VENDOR_QUESTIONS_PER_CALLER, "5")
+            ]),
+            Ok(BudgetSettings {
+                per_day: 500,
+                per_caller: 5
+            })
+        );
+        for variable in [DAILY_VENDOR_QUESTIONS, DAILY_VENDOR_QUESTIONS_PER_CALLER] {
+            for bad in ["0", "lots", "-3", "10000001"] {
+                let error = read(&[(variable, bad)]).unwrap_err();
+                assert!(error.contains(variable), "{bad}: {error}");
+            }
         }
     }
 
@@ -138,7 +222,7 @@ mod tests {
     async fn an_uncounted_question_goes_to_the_vendors() {
         let budget = VendorBudget::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "t", 1);
         for _ in 0..3 {
-            assert!(budget.take().await);
+            assert!(budget.take("user:a").await);
         }
     }
 }

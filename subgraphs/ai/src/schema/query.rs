@@ -27,6 +27,16 @@ fn entitled(ctx: &Context<'_>) -> Result<()> {
     Caller::of(ctx).require_scope(SCOPE)
 }
 
+/// Who asks, for their share of the vendors' daily budget: the user, else the partner.
+fn asker(ctx: &Context<'_>) -> String {
+    let caller = Caller::of(ctx);
+    match (&caller.user_id, &caller.partner_id) {
+        (Some(user), _) => format!("user:{user}"),
+        (None, Some(partner)) => format!("partner:{partner}"),
+        (None, None) => "anonymous".to_owned(),
+    }
+}
+
 fn graphql_error(error: AssistantError) -> async_graphql::Error {
     let code = error.code().to_owned();
     async_graphql::Error::new(error.to_string()).extend_with(|_, e| e.set("code", code))
@@ -46,7 +56,7 @@ impl Query {
     ) -> Result<Option<Explanation>> {
         entitled(ctx)?;
         let explanation = assistant(ctx)?
-            .explain(&id, focus.as_deref())
+            .explain(&asker(ctx), &id, focus.as_deref())
             .await
             .map_err(graphql_error)?;
         Ok(Some(Explanation::from(&explanation)))
@@ -63,7 +73,7 @@ impl Query {
     ) -> Result<Vec<StudyQuestion>> {
         entitled(ctx)?;
         let questions = assistant(ctx)?
-            .study_questions(&id, count)
+            .study_questions(&asker(ctx), &id, count)
             .await
             .map_err(graphql_error)?;
         Ok(questions.iter().map(StudyQuestion::from).collect())
@@ -75,7 +85,7 @@ impl Query {
     async fn suggest_connections(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<Connection>> {
         entitled(ctx)?;
         let connections = assistant(ctx)?
-            .suggest_connections(&id)
+            .suggest_connections(&asker(ctx), &id)
             .await
             .map_err(graphql_error)?;
         Ok(connections.iter().map(Connection::from).collect())
