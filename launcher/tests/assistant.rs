@@ -297,6 +297,15 @@ async fn bad_questions_are_refused_with_their_codes_and_repeats_come_from_the_ca
     let second = setup.ask(&caller, question).await;
     assert_eq!(first, second);
     assert_eq!(setup.ai.assistant().cache_hits(), hits + 1);
+
+    // A focus is its words: spaced otherwise, it is the same question, from the cache.
+    let spaced =
+        r#"{ explainPassage(id: "john.3.16", focus: " so  loved   the world ") { text } }"#;
+    let plain = r#"{ explainPassage(id: "john.3.16", focus: "so loved the world") { text } }"#;
+    let first = setup.ask(&caller, spaced).await;
+    let second = setup.ask(&caller, plain).await;
+    assert_eq!(first, second);
+    assert_eq!(setup.ai.assistant().cache_hits(), hits + 2);
 }
 
 #[test]

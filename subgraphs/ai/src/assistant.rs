@@ -194,6 +194,14 @@ impl Assistant {
         let (shared, role) = self
             .in_flight
             .run(key.clone(), || async {
+                // Made and kept by another just before this one began: asked once, not twice.
+                if let Some(cache) = &self.cache
+                    && let Some(hit) = cache.get::<T>(&key).await
+                {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    self.count(question, provider, "cache");
+                    return serde_json::to_value(&hit).expect("an answer is JSON");
+                }
                 let answer = self.made(question, provider, Some(&key), make).await;
                 serde_json::to_value(&answer).expect("an answer is JSON")
             })
@@ -308,7 +316,12 @@ impl Assistant {
         id: &str,
         focus: Option<&str>,
     ) -> Result<Explanation, AssistantError> {
-        let focus = focus.map(str::trim).filter(|focus| !focus.is_empty());
+        // Its words once apart, as the prompt has them: "a  b" and "a b" are one question, one
+        // cache entry.
+        let focus = focus
+            .map(|focus| focus.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|focus| !focus.is_empty());
+        let focus = focus.as_deref();
         if focus.is_some_and(|focus| focus.chars().count() > MAX_FOCUS_CHARS) {
             return Err(AssistantError::Invalid(format!(
                 "focus is at most {MAX_FOCUS_CHARS} characters"
@@ -405,7 +418,8 @@ impl Assistant {
                             parse_connections(reply, &context)
                         })
                         .await;
-                    if let Some(connections) = asked {
+                    if let Some(mut connections) = asked {
+                        connections.truncate(MAX_CONNECTIONS.min(5) as usize);
                         return (connections, true);
                     }
                 }

@@ -1243,4 +1243,11 @@ fn connections_all_invented_are_malformed_but_none_is_an_answer() {
         parse_connections(&reply_of("anthropic", r#"{"connections":[]}"#), &context()).unwrap();
     assert!(connections.is_empty());
     assert_eq!(dropped, 0);
+    // Named, each unusable (the passage itself, no reason): no answer either.
+    let unusable = r#"{"connections":[{"passage":"john.3.16","reason":"itself","citations":[]},
+        {"passage":"rom.5.8","reason":"  ","citations":[]}]}"#;
+    assert!(matches!(
+        parse_connections(&reply_of("anthropic", unusable), &context()),
+        Err(LlmError::Malformed { .. })
+    ));
 }

@@ -122,6 +122,7 @@ pub fn parse_connections(
     let mut dropped = 0;
     let mut seen = BTreeSet::new();
     let mut connections = Vec::new();
+    let named = shape.connections.len();
     for connection in shape.connections {
         let passage = ids.canonical(&connection.passage);
         if !ids.citable.contains(&Citation::passage(&passage)) {
@@ -140,13 +141,11 @@ pub fn parse_connections(
             citations,
         });
     }
-    // Every connection named a passage the context does not hold: not an answer to keep (the
-    // caller falls back rather than caching an empty list).
-    if connections.is_empty() && dropped > 0 {
-        return Err(malformed(
-            reply,
-            "every connection named a passage not in the context",
-        ));
+    // The model named connections and none is usable (each one not in the context, the
+    // passage itself, without a reason, or a repeat): not an answer to keep (the caller falls
+    // back rather than caching an empty list for the cache's lifetime).
+    if connections.is_empty() && (dropped > 0 || named > 0) {
+        return Err(malformed(reply, "no connection the model named is usable"));
     }
     Ok((connections, dropped))
 }
