@@ -4,10 +4,12 @@
 //! - Response compression: gzip or brotli, chosen by the request's `accept-encoding`; bodies
 //!   under [`MIN_COMPRESSED_BYTES`] and streamed responses (`text/event-stream`,
 //!   `multipart/mixed`) are never compressed. Every listener.
-//! - Request decompression: a body sent with `content-encoding: gzip` or `br` is decompressed
-//!   as it is read, and the body limit (`GOSPELIB_MAX_BODY_BYTES`) counts the *decompressed*
-//!   bytes, so a compression bomb is refused with 413 after reading no more than the limit.
-//!   Any other encoding is refused with 415. Every listener.
+//! - Request decompression: a body sent with `content-encoding: gzip` is decompressed as it
+//!   is read, and the body limit (`GOSPELIB_MAX_BODY_BYTES`) counts the *decompressed* bytes,
+//!   so a compression bomb is refused with 413 after reading no more than the limit. Any other
+//!   encoding is refused with 415, brotli included: its decoder reserves the window a stream
+//!   declares (up to 16 MiB) before any data, so a few bytes sent slowly would hold 16 MiB a
+//!   connection for the body's whole deadline (gzip's window is 32 KiB). Every listener.
 //! - CORS (`GOSPELIB_CORS_ORIGINS`, `GOSPELIB_CORS_ALLOW_CREDENTIALS`): on the router's
 //!   `/graphql` only. Unset, no CORS header is ever sent (browsers then allow same-origin
 //!   calls only). A request from an origin not listed gets no `access-control-*` header.
@@ -255,10 +257,10 @@ pub fn response_compression() -> CompressionLayer<impl Predicate> {
         .compress_when(predicate)
 }
 
-/// Decompresses `content-encoding: gzip` and `br` request bodies as they are read (the body
-/// limit then counts decompressed bytes); refuses other encodings with 415.
+/// Decompresses `content-encoding: gzip` request bodies as they are read (the body limit then
+/// counts decompressed bytes); refuses other encodings with 415 (brotli's too: see the module).
 pub fn request_decompression() -> RequestDecompressionLayer {
-    RequestDecompressionLayer::new().gzip(true).br(true)
+    RequestDecompressionLayer::new().gzip(true).br(false)
 }
 
 /// `routes` answering CORS preflights and marking answers as `settings` allows; unchanged when

@@ -335,7 +335,7 @@ fn graphql_error_body(response: Response) -> Response {
             let mut refusal = request_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::InvalidRequest,
-                "the request's content-encoding is not supported (gzip, br and identity are)",
+                "the request's content-encoding is not supported (gzip and identity are)",
             );
             if let Some(accepted) = response.headers().get(header::ACCEPT_ENCODING) {
                 refusal

@@ -194,7 +194,7 @@ async fn compressed_request_bodies_are_decompressed() {
         &json!({"query": "query($n: String) { hello(name: $n) }", "variables": {"n": "Boaz"}}),
     )
     .unwrap();
-    for (encoding, compressed) in [("gzip", gzip(&body)), ("br", brotli_compress(&body))] {
+    for (encoding, compressed) in [("gzip", gzip(&body))] {
         let response = http
             .post(server.url("/graphql"))
             .header("content-type", "application/json")
@@ -235,7 +235,18 @@ async fn compressed_request_bodies_are_decompressed() {
 #[tokio::test]
 async fn an_unsupported_content_encoding_is_refused_with_415() {
     let server = subgraph_server(EdgeSettings::default()).await;
-    for encoding in ["zstd", "deflate", "gzip, br"] {
+    // Brotli too, a real brotli body included: its decoder would reserve the window the
+    // stream declares (16 MiB) from a few bytes, before the body limit counts anything.
+    let brotli = reqwest::Client::new()
+        .post(server.url("/graphql"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body(brotli_compress(br#"{"query": "{ hello }"}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brotli.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for encoding in ["zstd", "deflate", "gzip, br", "br"] {
         let response = reqwest::Client::new()
             .post(server.url("/graphql"))
             .header("content-type", "application/json")
@@ -253,10 +264,7 @@ async fn an_unsupported_content_encoding_is_refused_with_415() {
             .to_str()
             .unwrap()
             .to_owned();
-        assert!(
-            accepted.contains("gzip") && accepted.contains("br"),
-            "{accepted}"
-        );
+        assert_eq!(accepted, "gzip", "{encoding}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(error_code(&answer), "INVALID_REQUEST", "{answer}");
         assert!(
