@@ -269,6 +269,19 @@ fn over_server_sent_events_through_gospelib_serve() {
             data["data"]["ingestCompleted"]["contentVersion"],
             json!(version)
         );
+
+        // A query over SSE too: an anonymous answer a shared cache could keep as JSON, but an
+        // event stream is this connection's alone.
+        let query = reqwest::Client::new()
+            .post(format!("{base}/graphql"))
+            .header("accept", "text/event-stream")
+            .json(&json!({ "query": "{ books { id } }" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(query.status(), 200);
+        assert_eq!(query.headers()["cache-control"], "no-store");
+        assert!(query.headers().get("vary").is_none());
     });
 }
 

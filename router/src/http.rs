@@ -18,6 +18,7 @@ use gospelib_kit::stores::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use crate::apq::{Lookup, PersistedQueries};
+use crate::entity_cache::CacheControl;
 use crate::identity::{Identity, IdentityError};
 use crate::pipeline::{GraphQlRequest, Response, Router};
 
@@ -106,6 +107,9 @@ fn refusal(message: &str, code: &str, version: &str) -> Response {
     Response::refusal(vec![error], version.to_owned())
 }
 
+/// The request headers a cacheable answer varies by.
+const VARY: &str = "accept, authorization, x-api-key";
+
 /// The response, serialised, with the supergraph version in a header.
 fn service_response(response: Response) -> ServiceResponse {
     let mut headers: Vec<_> = response
@@ -117,10 +121,25 @@ fn service_response(response: Response) -> ServiceResponse {
     if let Ok(value) = response.cache_control.header_value().parse() {
         headers.push((axum_header("cache-control"), value));
     }
+    let kept = matches!(response.cache_control, CacheControl::MaxAge { .. });
+    let shared = matches!(
+        response.cache_control,
+        CacheControl::MaxAge { public: true, .. }
+    );
+    if kept {
+        // What a kept answer depends on beyond its URL: its media type (and status), and who
+        // asks (an API key sees the partner contract, a session token private data).
+        headers.push((
+            axum_header("vary"),
+            VARY.parse().expect("a valid header value"),
+        ));
+    }
     let mut status = None;
     if let Some(decision) = &response.rate_limit {
-        // `RateLimit-*` on every limited answer; a refusal is 429 with `Retry-After`.
-        for (name, value) in crate::rate_limit::headers(decision) {
+        // `RateLimit-*` on every limited answer but one a shared cache may keep (the counts are
+        // this client's, not every client's); a refusal is 429 with `Retry-After`.
+        let headers_of_limit = crate::rate_limit::headers(decision);
+        for (name, value) in headers_of_limit.into_iter().filter(|_| !shared) {
             if let Ok(value) = value.parse() {
                 headers.push((axum_header(name), value));
             }

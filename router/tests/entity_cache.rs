@@ -516,7 +516,7 @@ async fn a_redis_that_hangs_costs_a_bounded_wait() {
 async fn responses_say_how_long_they_may_be_kept() {
     let setup = Setup::new("control", reviews_cached, SDL);
     let service = RouterService::new(setup.router.clone());
-    let cache_control = |query: &str| {
+    let header_of = |query: &str, header: &'static str| {
         let service = &service;
         let query = query.to_owned();
         async move {
@@ -524,17 +524,23 @@ async fn responses_say_how_long_they_may_be_kept() {
             response
                 .headers
                 .iter()
-                .find(|(name, _)| name == "cache-control")
+                .find(|(name, _)| name == header)
                 .map(|(_, value)| value.to_str().unwrap().to_owned())
         }
     };
+    let cache_control = |query: &str| header_of(query, "cache-control");
     // Products' root fields (30 s) and reviews' entities (60 s): the shorter.
+    let kept = "{ topProducts(first: 2) { name reviews { body } } }";
     assert_eq!(
-        cache_control("{ topProducts(first: 2) { name reviews { body } } }")
-            .await
-            .as_deref(),
+        cache_control(kept).await.as_deref(),
         Some("public, max-age=30")
     );
+    // Kept by its URL, it varies by its media type and by who asks (a partner's key, a token).
+    assert_eq!(
+        header_of(kept, "vary").await.as_deref(),
+        Some("accept, authorization, x-api-key")
+    );
+    assert_eq!(header_of(THREE, "vary").await, None, "not kept: no vary");
     // A signed-in caller's: only for that caller's client.
     let signed = setup
         .router

@@ -236,8 +236,10 @@ fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     else {
         return Some(MediaType::Json);
     };
+    // The media types the client accepts at all: one with `q=0` it refuses.
     let types: Vec<&str> = accept
         .split(',')
+        .filter(|part| !refused(part))
         .map(|part| part.split(';').next().unwrap_or("").trim())
         .collect();
     if types.contains(&GRAPHQL_RESPONSE_JSON) {
@@ -250,6 +252,16 @@ fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     } else {
         None
     }
+}
+
+/// Whether one `accept` entry (`type/subtype;q=…`) has a quality of zero: "not acceptable".
+fn refused(entry: &str) -> bool {
+    entry.split(';').skip(1).any(|parameter| {
+        let Some((name, value)) = parameter.split_once('=') else {
+            return false;
+        };
+        name.trim().eq_ignore_ascii_case("q") && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+    })
 }
 
 /// An HTTP-level refusal with a GraphQL error body.
@@ -450,6 +462,12 @@ async fn batch(
             }
         }
     }
+    // An element refused at the edge is an error in the body: the whole is not to be kept.
+    if served.len() < answers.len() {
+        http.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        http.headers_mut().remove(header::VARY);
+    }
     http
 }
 
@@ -627,10 +645,12 @@ const SIMPLE_CONTENT_TYPES: [&str; 3] = [
 /// unasked either), or it carries a non-empty preflight header.
 fn is_preflighted(headers: &HeaderMap) -> bool {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let essence = content_type
-            .to_str()
-            .ok()
-            .and_then(|v| v.split(';').next())
+        // Read from the bytes: a browser sends a simple type with non-ASCII parameters
+        // (`text/plain;charset=\u{e9}`) unpreflighted, and such a value is no `&str`.
+        let value = String::from_utf8_lossy(content_type.as_bytes());
+        let essence = value
+            .split(';')
+            .next()
             .map(|v| v.trim().to_ascii_lowercase());
         match essence {
             Some(essence) if is_media_type(&essence) => {
@@ -870,6 +890,17 @@ mod tests {
             Some(MediaType::Json)
         );
         assert_eq!(negotiate(&accept("text/html")), None);
+        // A quality of zero refuses the type.
+        assert_eq!(
+            negotiate(&accept(
+                "application/graphql-response+json;q=0, application/json"
+            )),
+            Some(MediaType::Json)
+        );
+        assert_eq!(
+            negotiate(&accept("application/json; q=0.0, text/html")),
+            None
+        );
     }
 
     #[test]
@@ -899,6 +930,13 @@ mod tests {
             ("graphql-preflight", "1")
         ]));
         assert!(with(&[("x-apollo-operation-name", "Q")]));
+        // A simple type with a non-ASCII parameter: browsers send it without a preflight.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_bytes(b"text/plain;charset=\xe9").unwrap(),
+        );
+        assert!(!is_preflighted(&headers));
     }
 
     #[test]

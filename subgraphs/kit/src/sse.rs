@@ -209,12 +209,14 @@ fn event_stream(
     let mut http = Response::new(Body::from_stream(events));
     let response_headers = http.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
-    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies (nginx) must pass each event on as it comes.
     response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     for (name, value) in headers {
         response_headers.insert(name, value);
     }
+    // A stream is this connection's alone, whatever the service said of its first result.
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response_headers.remove(header::VARY);
     http
 }
 

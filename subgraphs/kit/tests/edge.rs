@@ -694,6 +694,7 @@ async fn a_batch_is_answered_in_order_each_element_on_its_own() {
     let response = post_batch(&server, &batch, None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
+    let cache_control = response.headers()["cache-control"].clone();
     let answers: Value = response.json().await.unwrap();
     let answers = answers.as_array().unwrap();
     assert_eq!(answers.len(), 3, "{answers:?}");
@@ -701,6 +702,8 @@ async fn a_batch_is_answered_in_order_each_element_on_its_own() {
     assert_eq!(error_code(&answers[1]), "INVALID_REQUEST", "{answers:?}");
     assert!(answers[1].get("data").is_none());
     assert_eq!(answers[2], json!({"data": {"hello": "hello Ruth"}}));
+    // An element refused at the edge: the whole batch is not to be kept.
+    assert_eq!(cache_control, "no-store");
 
     // Under graphql-response+json too the batch is a 200, even with an element that could not
     // run at all (alone, it would be a 400).

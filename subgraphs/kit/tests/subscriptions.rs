@@ -966,6 +966,7 @@ async fn over_sse_each_result_is_a_next_event_then_complete() {
     let response = sse(&server, json!({"query": "subscription { count(to: 2) }"})).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(
         read_all(response).await,
         ":\n\n\
