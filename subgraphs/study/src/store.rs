@@ -167,6 +167,25 @@ async fn read_within_budget<T>(
     Ok(read)
 }
 
+/// The rows of `rows` (a statement's stream), each charged to a request's answer budget as it
+/// arrives (`charge`, shared by every list of the request): past it, the statement is
+/// abandoned. Lists read one page each, but a document may ask for one list many times (30
+/// aliases of `notes(first: 100)`), all at once: charged together, they hold no more than the
+/// budget in memory, however long the notes.
+async fn read_charging<T>(
+    mut rows: impl futures_util::Stream<Item = Result<T, ReadError>> + Unpin,
+    weight: impl Fn(&T) -> usize,
+    charge: &(dyn Fn(usize) -> Result<(), ReadError> + Sync),
+) -> Result<Vec<T>, ReadError> {
+    use futures_util::TryStreamExt;
+    let mut read = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        charge(weight(&row))?;
+        read.push(row);
+    }
+    Ok(read)
+}
+
 /// A bookmark, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, Deserialize)]
 pub struct BookmarkRow {
@@ -827,9 +846,19 @@ impl Store {
         user: Uuid,
         after: Option<&After<Uuid>>,
         limit: i64,
-    ) -> Result<Vec<NoteRow>, sqlx::Error> {
-        self.newest_first(NOTE_COLUMNS, "study.notes", "n", user, after, limit)
-            .await
+        charge: &(dyn Fn(usize) -> Result<(), ReadError> + Sync),
+    ) -> Result<Vec<NoteRow>, ReadError> {
+        use futures_util::TryStreamExt;
+        self.count();
+        let sql = newest_first_sql(NOTE_COLUMNS, "study.notes", "n", PageParams::ALONE);
+        let rows = sqlx::query_as::<_, NoteRow>(&sql)
+            .bind(user)
+            .bind(after.map(|a| a.at.as_str()))
+            .bind(after.map(|a| a.key))
+            .bind(limit)
+            .fetch(&self.pool)
+            .map_err(ReadError::Store);
+        read_charging(rows, NoteRow::weight, charge).await
     }
 
     /// For each (user, first order, last order) of `spans`, the user's notes whose range
@@ -950,7 +979,9 @@ impl Store {
         user: Uuid,
         query: &str,
         limit: i64,
-    ) -> Result<Vec<NoteRow>, sqlx::Error> {
+        charge: &(dyn Fn(usize) -> Result<(), ReadError> + Sync),
+    ) -> Result<Vec<NoteRow>, ReadError> {
+        use futures_util::TryStreamExt;
         self.count();
         let sql = format!(
             "SELECT {NOTE_COLUMNS}
@@ -958,12 +989,13 @@ impl Store {
              WHERE n.user_id = $1 AND n.tsv @@ q
              ORDER BY ts_rank(n.tsv, q) DESC, n.updated_at DESC, n.id LIMIT $3"
         );
-        sqlx::query_as(&sql)
+        let rows = sqlx::query_as::<_, NoteRow>(&sql)
             .bind(user)
             .bind(query)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await
+            .fetch(&self.pool)
+            .map_err(ReadError::Store);
+        read_charging(rows, NoteRow::weight, charge).await
     }
 
     /// Adds a note `id` for `user`; `None` for an erased user. A note `id` of `user` already

@@ -748,6 +748,61 @@ async fn a_page_whose_notes_exceed_the_budget_is_refused_not_built() {
     clean_up(&pool, &[user]).await;
 }
 
+/// One list asked many times in a document (aliases) is read once per alias, all at once:
+/// charged together to the answer's budget as their rows arrive, they are refused past it
+/// instead of each holding its page of long notes in memory (30 × 100 notes of ~230 KB was
+/// ~700 MB before the router refused the answer).
+#[tokio::test]
+async fn notes_lists_asked_many_times_share_the_answers_budget() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    // ~80 KB each, found by a word.
+    let long = format!("faith {}", "\u{1D11E}".repeat(19_990));
+    for verse in 1..=8 {
+        let passage = format!("ps.119.{verse}");
+        let made = create_note(&service, user, &passage, &passage, &long).await;
+        assert!(made.get("errors").is_none(), "{made}");
+    }
+    let lists = |aliases: usize, selection: &str| {
+        let fields: String = (0..aliases)
+            .map(|n| format!(" n{n}: {selection}"))
+            .collect();
+        format!(
+            "query($r: [_Any!]!) {{ _entities(representations: $r) {{ ... on User {{{fields} }} }} }}"
+        )
+    };
+    // 30 × 8 notes of 80 KB: ~19 MB, over the 16 MiB budget.
+    for selection in [
+        "notes(first: 100) { nodes { text } }",
+        "searchNotes(query: \"faith\", first: 100) { text }",
+    ] {
+        let refused = run_as(&service, Some(user), &lists(30, selection), user_rep(user)).await;
+        let errors = refused["errors"].as_array().expect("errors");
+        assert!(
+            !errors.is_empty()
+                && errors
+                    .iter()
+                    .all(|error| error["extensions"]["code"] == "VALIDATION_ERROR"
+                        && error["message"]
+                            .as_str()
+                            .unwrap()
+                            .contains("come to more than 16 MiB")),
+            "{selection}: {errors:?}"
+        );
+        let size = serde_json::to_vec(&refused).unwrap().len();
+        assert!(
+            size < 17 * 1024 * 1024,
+            "{selection}: {size} bytes answered"
+        );
+        // Once: served whole.
+        let once = run_as(&service, Some(user), &lists(1, selection), user_rep(user)).await;
+        assert!(once.get("errors").is_none(), "{selection}: {once}");
+    }
+    clean_up(&pool, &[user]).await;
+}
+
 #[tokio::test]
 async fn lists_page_with_opaque_cursors_newest_first() {
     let pool = pool().await;

@@ -122,6 +122,19 @@ pub fn read(error: &crate::store::ReadError) -> Error {
     }
 }
 
+/// A list of the user's notes could not be read: PostgreSQL (internal), or the notes the
+/// document asks for (all its lists together) came to more than the answer's budget.
+pub fn list_read(error: &crate::store::ReadError) -> Error {
+    match error {
+        crate::store::ReadError::Store(error) => store(error),
+        crate::store::ReadError::OverBudget => ErrorCode::ValidationError.error(format!(
+            "the notes this document asks for come to more than {} MiB together: ask for fewer \
+             at once (a smaller `first`, fewer lists)",
+            crate::store::ANSWER_BUDGET_BYTES / (1024 * 1024)
+        )),
+    }
+}
+
 /// The passage catalog could not answer: nothing was written.
 pub fn catalog(error: CatalogError) -> Error {
     upstream_unavailable("the scripture graph", error)

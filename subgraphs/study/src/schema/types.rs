@@ -10,10 +10,10 @@ use gospelib_kit::caller::Caller;
 use uuid::Uuid;
 
 use super::StudyContext;
-use super::errors::{read, store, validation};
+use super::errors::{list_read, read, store, validation};
 use super::loaders::{DEFAULT_TIME_ZONE, Loaders, page_ask};
 use crate::store::{
-    BookmarkRow, HighlightRow, NoteRow, PageAsk, ProgressRow, UserPages, UserPagesAsk,
+    BookmarkRow, HighlightRow, NoteRow, PageAsk, ProgressRow, ReadError, UserPages, UserPagesAsk,
 };
 use crate::streaks;
 use gospelib_kit::paging::{Page, Position, page, page_size};
@@ -366,11 +366,11 @@ async fn list_page<K: PartialEq, V: Clone>(
     asked: &PageAsk<K>,
     part: impl Fn(&UserPagesAsk) -> Option<&PageAsk<K>>,
     rows: impl Fn(&UserPages) -> &Vec<V>,
-    alone: impl Future<Output = Result<Vec<V>, sqlx::Error>>,
+    alone: impl Future<Output = Result<Vec<V>, ReadError>>,
 ) -> Result<Vec<V>> {
     match Loaders::of(ctx)?.user_page(user, asked, part, rows) {
         Some(prefetched) => prefetched.map_err(store),
-        None => alone.await.map_err(store),
+        None => alone.await.map_err(|error| list_read(&error)),
     }
 }
 
@@ -399,6 +399,7 @@ impl User {
         let alone = study(ctx)?
             .store
             .highlights_page(self.id, asked.after.as_ref(), asked.limit);
+        let alone = async { alone.await.map_err(ReadError::from) };
         let rows = list_page(
             ctx,
             self.id,
@@ -425,9 +426,13 @@ impl User {
         after: Option<String>,
     ) -> Result<Page<Note>> {
         let (limit, asked) = page_ask(first, after.as_deref())?;
-        let alone = study(ctx)?
-            .store
-            .notes_page(self.id, asked.after.as_ref(), asked.limit);
+        // Read, it is charged to the request's answer budget as it arrives.
+        let loaders = Loaders::of(ctx)?;
+        let charge = |bytes| loaders.charge_answer(bytes);
+        let alone =
+            study(ctx)?
+                .store
+                .notes_page(self.id, asked.after.as_ref(), asked.limit, &charge);
         let rows = list_page(
             ctx,
             self.id,
@@ -457,6 +462,7 @@ impl User {
         let alone = study(ctx)?
             .store
             .bookmarks_page(self.id, asked.after.as_ref(), asked.limit);
+        let alone = async { alone.await.map_err(ReadError::from) };
         let rows = list_page(
             ctx,
             self.id,
@@ -489,6 +495,7 @@ impl User {
         let alone = study(ctx)?
             .store
             .progress_page(self.id, asked.after.as_ref(), asked.limit);
+        let alone = async { alone.await.map_err(ReadError::from) };
         let rows = list_page(
             ctx,
             self.id,
@@ -564,11 +571,13 @@ impl User {
                 "`query` must be at most {MAX_SEARCH_CHARS} characters, without NUL"
             )));
         }
+        let loaders = Loaders::of(ctx)?;
+        let charge = |bytes| loaders.charge_answer(bytes);
         let rows = study(ctx)?
             .store
-            .search_notes(self.id, query, limit)
+            .search_notes(self.id, query, limit, &charge)
             .await
-            .map_err(store)?;
+            .map_err(|error| list_read(&error))?;
         Ok(rows.into_iter().map(|row| Note(Arc::new(row))).collect())
     }
 }
