@@ -3,7 +3,8 @@
 //!
 //! An entry is `event_id <uuid> type <type> payload <json>` (the accounts outbox's shape; the
 //! payload has `event_id`, `type` and `user_id`). On `user.deleted`, in one transaction: the
-//! `event_id` is recorded in `study.processed_events` (an entry seen before stops here), then
+//! `event_id` is recorded in `study.processed_events` (an entry seen before stops here; one
+//! without an event id is erased all the same, unrecorded), then
 //! every highlight, note, bookmark, reading progress and reading history row of the user is
 //! deleted. Other types are acknowledged without effect; a malformed `user.deleted` goes to the
 //! dead-letter stream; a failure of PostgreSQL leaves the entry pending, to be retried.
@@ -77,18 +78,24 @@ impl UserEventsHandler {
         let uuid = |value: Option<&str>| value.and_then(|id| Uuid::parse_str(id).ok());
         let user_id = uuid(payload["user_id"].as_str())
             .ok_or_else(|| HandlerError::Reject("the payload has no user_id".to_owned()))?;
-        let event_id = uuid(entry.field("event_id"))
-            .or_else(|| uuid(payload["event_id"].as_str()))
-            .ok_or_else(|| HandlerError::Reject("the entry has no event_id".to_owned()))?;
+        // Without an event id it is still erased (erasing is the same however often it is
+        // done), only not recorded: a user's data must not outlive a malformed entry.
+        let event_id = uuid(entry.field("event_id")).or_else(|| uuid(payload["event_id"].as_str()));
         self.erase(user_id, event_id)
             .await
             .map_err(|error| HandlerError::Retry(format!("PostgreSQL: {error}")))
     }
 
-    /// Records `event_id` and deletes `user_id`'s data in one transaction.
-    async fn erase(&self, user_id: Uuid, event_id: Uuid) -> Result<UserEventOutcome, sqlx::Error> {
+    /// Records `event_id` (when there is one) and deletes `user_id`'s data in one transaction.
+    async fn erase(
+        &self,
+        user_id: Uuid,
+        event_id: Option<Uuid>,
+    ) -> Result<UserEventOutcome, sqlx::Error> {
         let mut tx = self.store.pool().begin().await?;
-        if !self.store.record_event(&mut tx, event_id).await? {
+        if let Some(event_id) = event_id
+            && !self.store.record_event(&mut tx, event_id).await?
+        {
             tx.rollback().await?;
             return Ok(UserEventOutcome::AlreadyApplied);
         }

@@ -316,3 +316,36 @@ async fn two_deletions_of_one_user_at_once_both_succeed() {
     assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0]);
     clean_up(&pool, &[user]).await;
 }
+
+/// A deletion whose entry lacks an event id is still applied (only not recorded): a user's
+/// data must not outlive a malformed entry in the dead-letter stream.
+#[tokio::test]
+async fn a_deletion_without_an_event_id_still_erases() {
+    let pool = pool().await;
+    let catalog = Arc::new(FixedCatalog::new(["john.3.16", "john.3.17", "john.3.1"]));
+    let service = StudyService::new(pool.clone(), catalog);
+    let user = Uuid::new_v4();
+    study_data(&service, user).await;
+    let entry = gospelib_kit::streams::StreamEntry {
+        id: "1-0".to_owned(),
+        fields: vec![
+            ("type".to_owned(), "user.deleted".to_owned()),
+            (
+                "payload".to_owned(),
+                json!({"type": "user.deleted", "user_id": user}).to_string(),
+            ),
+        ],
+        deliveries: 1,
+    };
+    let handler = gospelib_study::UserEventsHandler::new(pool.clone());
+    let outcome = handler.apply(&entry).await;
+    assert!(
+        matches!(
+            outcome,
+            Ok(gospelib_study::consumer::UserEventOutcome::Erased { .. })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0]);
+    clean_up(&pool, &[user]).await;
+}
