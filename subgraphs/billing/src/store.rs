@@ -424,7 +424,8 @@ pub async fn announce_trials_ending(
                    WHERE paid.user_id = trial.user_id AND paid.source = 'stripe'
                      AND paid.status IN ('active', 'trialing', 'past_due')
                      AND (paid.current_period_end IS NULL
-                          OR paid.current_period_end > to_timestamp($1)))
+                          OR paid.current_period_end
+                             + make_interval(secs => {grace}) > to_timestamp($1)))
              ORDER BY trial.trial_end, trial.id
              LIMIT $3
              FOR UPDATE OF trial SKIP LOCKED
@@ -436,6 +437,8 @@ pub async fn announce_trials_ending(
          RETURNING s.id, s.user_id, s.plan, {} AS trial_end, {} AS announced_at",
         rfc3339!("s.trial_end"),
         rfc3339!("s.trial_ending_announced_at"),
+        // In force as `entitlements::in_force` says: its period's end, and the renewal grace.
+        grace = crate::entitlements::STRIPE_RENEWAL_GRACE_SECS,
     );
     let mut trials: Vec<EndingTrial> = sqlx::query_as(&sql)
         .bind(now as f64)

@@ -114,12 +114,12 @@ impl TrialHandler {
         let uuid = |value: Option<&str>| value.and_then(|id| Uuid::parse_str(id).ok());
         let user_id = uuid(payload["user_id"].as_str())
             .ok_or_else(|| HandlerError::Reject("the payload has no user_id".to_owned()))?;
-        let event_id = uuid(entry.field("event_id"))
-            .or_else(|| uuid(payload["event_id"].as_str()))
-            .ok_or_else(|| HandlerError::Reject("the entry has no event_id".to_owned()))?;
+        let event_id = uuid(entry.field("event_id")).or_else(|| uuid(payload["event_id"].as_str()));
 
         let retry = |error: sqlx::Error| HandlerError::Retry(format!("PostgreSQL: {error}"));
         if kind == "user.deleted" {
+            // Without an event id it is still erased (erasing twice changes nothing), only not
+            // recorded: a deleted user's billing must not outlive a malformed entry.
             let Some(erased) = self.erase(user_id, event_id).await.map_err(retry)? else {
                 return Ok(TrialOutcome::AlreadyApplied);
             };
@@ -129,6 +129,9 @@ impl TrialHandler {
             }
             return Ok(TrialOutcome::Erased(user_id, erased.cancellations));
         }
+        // A trial starts once per event: without its id, repeats could not be told apart.
+        let event_id =
+            event_id.ok_or_else(|| HandlerError::Reject("the entry has no event_id".to_owned()))?;
         let trial = self.start_trial(user_id, event_id).await.map_err(retry)?;
         if !trial {
             return Ok(TrialOutcome::AlreadyApplied);
@@ -177,11 +180,13 @@ impl TrialHandler {
     async fn erase(
         &self,
         user_id: Uuid,
-        event_id: Uuid,
+        event_id: Option<Uuid>,
     ) -> Result<Option<store::Erased>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         store::lock_user(&mut tx, user_id).await?;
-        if !store::record_user_event(&mut tx, event_id).await? {
+        if let Some(event_id) = event_id
+            && !store::record_user_event(&mut tx, event_id).await?
+        {
             tx.rollback().await?;
             return Ok(None);
         }

@@ -285,6 +285,42 @@ async fn a_user_deleted_before_the_creation_arrives_gets_no_trial() {
     clean_up(&pool, &[user], &names).await;
 }
 
+/// A deletion whose entry has no event id is still applied (only not recorded): the user's
+/// billing is erased, so a creation relayed after it starts no trial.
+#[tokio::test]
+async fn a_deletion_without_an_event_id_still_erases() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let users_stream = format!("gl:test:users:{}", unique());
+    let (stop, consumer) = start_consumer(&pool, &users_stream, &names);
+    let payload = json!({"type": "user.deleted", "user_id": user}).to_string();
+    xadd(
+        &users_stream,
+        &[("type", "user.deleted"), ("payload", &payload)],
+    )
+    .await;
+    xadd_user_event(&users_stream, Uuid::new_v4(), "user.created", user).await;
+    eventually("every entry is acknowledged", || {
+        group_caught_up(&users_stream, "billing")
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = consumer.await.unwrap();
+    assert_eq!(
+        (stats.acknowledged, stats.dead_lettered),
+        (2, 0),
+        "{stats:?}"
+    );
+    assert!(stored_subscriptions(&pool, user).await.is_empty());
+    let mut connection = redis_connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(&users_stream)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    clean_up(&pool, &[user], &names).await;
+}
+
 /// Stripe unavailable: the cancellation is tried again later (not before its pause); a 404 of
 /// Stripe's own (no such subscription) is done; another refusal is failed, not retried.
 #[tokio::test]

@@ -321,6 +321,9 @@ enum JobEnd {
     },
     /// Within quiet hours: due again then (RFC 3339).
     Postponed(String),
+    /// Out of time with recipients left, every send so far settled for good: due again now,
+    /// the attempt given back (why, for `last_error`).
+    Continue(String),
 }
 
 /// One recipient of a job: a device, or the address.
@@ -591,19 +594,14 @@ impl DeliveryWorker {
         recipients
             .sort_by_key(|recipient| failed_before.contains(&recipient_digest(&recipient.to)));
         let longest_send = self.settings().longest_send();
-        let mut sent_one = false;
+        let (mut sent_one, mut out_of_time) = (false, false);
         for recipient in recipients {
             // A send is never cut short by the job's own bound (what it did would go
             // unrecorded, and the job be tried again forever): once one send has gone out, the
             // rest wait for the next attempt unless the longest send still fits.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if sent_one && left < longest_send {
-                let at_least = retry.as_ref().and_then(|(at_least, _)| *at_least);
-                retry = Some((
-                    at_least,
-                    "the job's time ran out: its other recipients are sent to on its next attempt"
-                        .to_owned(),
-                ));
+                out_of_time = true;
                 break;
             }
             sent_one = true;
@@ -651,9 +649,19 @@ impl DeliveryWorker {
                 outcomes.push(outcome_of(&delivery).to_owned());
             }
         }
-        let end = match retry {
-            Some((at_least, error)) => JobEnd::Retry { at_least, error },
-            None => JobEnd::Done(summary(&outcomes)),
+        let left_for_later =
+            "the job's time ran out: its other recipients are sent to on its next attempt";
+        let end = match (retry, out_of_time) {
+            // Something failed: the next attempt comes after the backoff, and counts.
+            (Some((at_least, _)), true) => JobEnd::Retry {
+                at_least,
+                error: left_for_later.to_owned(),
+            },
+            (Some((at_least, error)), false) => JobEnd::Retry { at_least, error },
+            // Every send so far settled for good: the rest go at once, and this attempt is
+            // given back (it made progress; recipients are finite, so this ends).
+            (None, true) => JobEnd::Continue(left_for_later.to_owned()),
+            (None, false) => JobEnd::Done(summary(&outcomes)),
         };
         if matches!(end, JobEnd::Retry { .. }) {
             stats.retried += 1;
@@ -878,6 +886,19 @@ impl DeliveryWorker {
                 .bind(job.attempts)
                 .bind(&worker)
                 .bind(until)
+                .execute(pool)
+                .await?
+            }
+            JobEnd::Continue(why) => {
+                sqlx::query(&format!(
+                    "UPDATE notifications.delivery_jobs
+                     SET not_before = now(), attempts = attempts - 1, last_error = $4,
+                         locked_until = NULL, locked_by = NULL {fence}"
+                ))
+                .bind(job.id)
+                .bind(job.attempts)
+                .bind(&worker)
+                .bind(shorten(&why, MAX_REASON_CHARS))
                 .execute(pool)
                 .await?
             }

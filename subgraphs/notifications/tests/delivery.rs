@@ -396,6 +396,9 @@ fn settings(users: &[Uuid], stream: &str) -> DeliverySettings {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_secs(1),
         },
+        // The fake providers' usual timeout: one send at most 10 s, well within the job's
+        // 21 s, so a job's devices all go in one attempt on a loaded machine too.
+        send_timeout: Duration::from_secs(5),
         events_stream: stream.to_owned(),
         users: Some(users.to_vec()),
         ..DeliverySettings::new(format!("test-worker-{}", unique()))
@@ -1318,8 +1321,8 @@ async fn a_hanging_provider_is_cut_short_retried_then_given_up() {
 #[tokio::test]
 async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
     let pool = pool().await;
-    // One request may take 1 s: one send at most 2 s (FCM's token and its message).
-    let timeout = Duration::from_secs(1);
+    // One request may take 3 s: one send at most 6 s (FCM's token and its message).
+    let timeout = Duration::from_secs(3);
     let (fake, providers) = fake_providers(timeout).await;
     let handler = EventsHandler::new(pool.clone());
     let user = Uuid::new_v4();
@@ -1335,10 +1338,10 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
     ] {
         handler.apply(&entry).await.unwrap();
     }
-    // Sends within 7/10 of a 4 s lease: 2.8 s. After the hanging one's 1 s, the 2 s one more
-    // send may take no longer fit.
+    // Sends within 7/10 of a 12.2 s lease: 8.54 s. After the hanging one's 3 s, the 6 s one
+    // more send may take no longer fit; after a quick one (under 2.5 s), it does.
     let settings = DeliverySettings {
-        lease: Duration::from_secs(4),
+        lease: Duration::from_millis(12_200),
         send_timeout: timeout,
         ..settings(&[user], &test_stream())
     };

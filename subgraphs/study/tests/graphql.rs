@@ -773,9 +773,11 @@ async fn notes_lists_asked_many_times_share_the_answers_budget() {
             "query($r: [_Any!]!) {{ _entities(representations: $r) {{ ... on User {{{fields} }} }} }}"
         )
     };
-    // 30 × 8 notes of 80 KB: ~19 MB, over the 16 MiB budget.
+    // 30 × 8 notes of 80 KB: ~19 MB, over the 16 MiB budget: read alone, or read once with
+    // another list of the user's (the page prefetched, each alias its own copy).
     for selection in [
         "notes(first: 100) { nodes { text } }",
+        "notes(first: 100) { nodes { text } } b: bookmarks(first: 1) { nodes { id } }",
         "searchNotes(query: \"faith\", first: 100) { text }",
     ] {
         let refused = run_as(&service, Some(user), &lists(30, selection), user_rep(user)).await;

@@ -366,10 +366,17 @@ async fn list_page<K: PartialEq, V: Clone>(
     asked: &PageAsk<K>,
     part: impl Fn(&UserPagesAsk) -> Option<&PageAsk<K>>,
     rows: impl Fn(&UserPages) -> &Vec<V>,
+    charge_prefetched: impl Fn(&[V]) -> Result<(), ReadError>,
     alone: impl Future<Output = Result<Vec<V>, ReadError>>,
 ) -> Result<Vec<V>> {
     match Loaders::of(ctx)?.user_page(user, asked, part, rows) {
-        Some(prefetched) => prefetched.map_err(store),
+        Some(prefetched) => {
+            // Each field answers its own copy of the page read once (aliases asking the same
+            // page share the read): each copy is charged, as the alone path charges its rows.
+            let rows = prefetched.map_err(store)?;
+            charge_prefetched(&rows).map_err(|error| list_read(&error))?;
+            Ok(rows)
+        }
         None => alone.await.map_err(|error| list_read(&error)),
     }
 }
@@ -406,6 +413,7 @@ impl User {
             &asked,
             |a| a.highlights.as_ref(),
             |p| &p.highlights,
+            |_| Ok(()),
             alone,
         )
         .await?;
@@ -439,6 +447,7 @@ impl User {
             &asked,
             |a| a.notes.as_ref(),
             |p| &p.notes,
+            |rows| charge(rows.iter().map(NoteRow::weight).sum()),
             alone,
         )
         .await?;
@@ -469,6 +478,7 @@ impl User {
             &asked,
             |a| a.bookmarks.as_ref(),
             |p| &p.bookmarks,
+            |_| Ok(()),
             alone,
         )
         .await?;
@@ -502,6 +512,7 @@ impl User {
             &asked,
             |a| a.progress.as_ref(),
             |p| &p.progress,
+            |_| Ok(()),
             alone,
         )
         .await?;
