@@ -1394,6 +1394,62 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
     clean_up(&pool, &[user]).await;
 }
 
+/// A job out of time after sends that all settled for good goes on at once, its attempt given
+/// back: a user's other devices do not wait for a backoff, nor use up the job's attempts.
+#[tokio::test]
+async fn a_job_out_of_time_after_settled_sends_goes_on_at_once() {
+    let pool = pool().await;
+    let (fake, providers) = fake_providers(Duration::from_secs(5)).await;
+    let handler = EventsHandler::new(pool.clone());
+    let user = Uuid::new_v4();
+    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
+    ids.sort();
+    let (first, second) = (ios_token(), ios_token());
+    for entry in [
+        registered(user, ids[0], "IOS", &first),
+        registered(user, ids[1], "IOS", &second),
+        event("user.created", user, json!({"clerk_id": "user_x"})),
+    ] {
+        handler.apply(&entry).await.unwrap();
+    }
+    // One send may take 20 s (10 s requests), the job's sends 7 s: after one, no other fits.
+    let settings = DeliverySettings {
+        lease: Duration::from_secs(10),
+        send_timeout: Duration::from_secs(10),
+        ..settings(&[user], &test_stream())
+    };
+    let worker = worker(&pool, &providers, settings);
+    let push_job =
+        |queued: Vec<QueuedJob>| queued.into_iter().find(|j| j.channel == "push").unwrap();
+
+    worker.run_once().await.unwrap();
+    assert_eq!(fake.apns_to(&first).len(), 1);
+    assert!(fake.apns_to(&second).is_empty());
+    let going_on = push_job(jobs(&pool, user).await);
+    assert!(
+        !going_on.done && going_on.attempts == 0 && going_on.due_now,
+        "due at once, its attempt given back: {going_on:?}"
+    );
+    assert!(
+        going_on
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("time ran out")
+    );
+
+    worker.run_once().await.unwrap();
+    assert_eq!(fake.apns_to(&second).len(), 1);
+    assert_eq!(fake.apns_to(&first).len(), 1, "sent once");
+    let done = push_job(jobs(&pool, user).await);
+    assert!(
+        done.done && done.attempts == 1 && done.outcome.as_deref() == Some("sent"),
+        "{done:?}"
+    );
+    fake.assert_no_problems();
+    clean_up(&pool, &[user]).await;
+}
+
 /// A provider's `Retry-After` is heeded up to the longest wait between attempts (30 min): a
 /// day, or decades, would park the job past any use.
 #[tokio::test]
