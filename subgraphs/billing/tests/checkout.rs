@@ -628,16 +628,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     // One billing already knows, ended (unpaid past its period): billing's own record says
     // the user may check out again, whatever Stripe lists for it.
     let known = subscription_id();
-    sqlx::query(
-        "INSERT INTO billing.subscriptions (id, user_id, plan, status, source, stripe_subscription_id, current_period_end)
-         VALUES ($1, $2, 'scholar', 'unpaid', 'stripe', $3, now() - interval '1 day')",
-    )
-    .bind(Uuid::new_v4())
-    .bind(user)
-    .bind(&known)
-    .execute(&pool)
-    .await
-    .unwrap();
+    store_stripe_row(&pool, user, "unpaid", &known, -1).await;
     let (fake, base_url) = fake_stripe().await;
     let ended = service(&pool, stripe_settings(&names, &base_url));
     fake.holds(&customer, &known, "unpaid");
@@ -648,16 +639,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     // One billing's record is behind on: still `incomplete` there (the webhook that makes it
     // `active` delayed), `active` at Stripe. Stripe's word wins: no second subscription.
     let behind = subscription_id();
-    sqlx::query(
-        "INSERT INTO billing.subscriptions (id, user_id, plan, status, source, stripe_subscription_id, current_period_end)
-         VALUES ($1, $2, 'scholar', 'incomplete', 'stripe', $3, now() + interval '30 days')",
-    )
-    .bind(Uuid::new_v4())
-    .bind(user)
-    .bind(&behind)
-    .execute(&pool)
-    .await
-    .unwrap();
+    store_stripe_row(&pool, user, "incomplete", &behind, 30).await;
     let (fake, base_url) = fake_stripe().await;
     let lagging = service(&pool, stripe_settings(&names, &base_url));
     fake.holds(&customer, &known, "unpaid");
@@ -677,6 +659,29 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     // (The later checkout replaced the first session: it was queued for expiry.)
     forget_queued(&pool, &[&first_session]).await;
     clean_up(&pool, &[user], &names).await;
+}
+
+/// A Stripe subscription `stripe_id` of `user` as billing stores it: Scholar, `status`, its
+/// period ending `days` from now.
+async fn store_stripe_row(
+    pool: &gospelib_kit::stores::PgPool,
+    user: Uuid,
+    status: &str,
+    stripe_id: &str,
+    days: i32,
+) {
+    sqlx::query(
+        "INSERT INTO billing.subscriptions (id, user_id, plan, status, source, stripe_subscription_id, current_period_end)
+         VALUES ($1, $2, 'scholar', $3, 'stripe', $4, now() + make_interval(days => $5))",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .bind(status)
+    .bind(stripe_id)
+    .bind(days)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

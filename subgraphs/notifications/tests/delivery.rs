@@ -1315,6 +1315,29 @@ async fn a_hanging_provider_is_cut_short_retried_then_given_up() {
     clean_up(&pool, &users).await;
 }
 
+/// A user with two iOS devices (their tokens in device order) and no address, welcomed: one
+/// push job to both devices.
+async fn two_devices_welcomed(pool: &PgPool) -> (Uuid, String, String) {
+    let handler = EventsHandler::new(pool.clone());
+    let user = Uuid::new_v4();
+    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
+    ids.sort();
+    let (first, second) = (ios_token(), ios_token());
+    for entry in [
+        registered(user, ids[0], "IOS", &first),
+        registered(user, ids[1], "IOS", &second),
+        event("user.created", user, json!({"clerk_id": "user_x"})),
+    ] {
+        handler.apply(&entry).await.unwrap();
+    }
+    (user, first, second)
+}
+
+/// `queued`'s push job.
+fn push_job(queued: Vec<QueuedJob>) -> QueuedJob {
+    queued.into_iter().find(|j| j.channel == "push").unwrap()
+}
+
 /// A send is never cut short by the job's own bound: once one has gone out, a device whose
 /// send might not end in the job's time waits for the next attempt, where the devices not
 /// tried yet go before the one that failed.
@@ -1324,20 +1347,9 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
     // One request may take 3 s: one send at most 6 s (FCM's token and its message).
     let timeout = Duration::from_secs(3);
     let (fake, providers) = fake_providers(timeout).await;
-    let handler = EventsHandler::new(pool.clone());
-    let user = Uuid::new_v4();
-    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
-    ids.sort();
-    let (slow, quick) = (ios_token(), ios_token());
+    let (user, slow, quick) = two_devices_welcomed(&pool).await;
     // The first device in order hangs once (past the request's timeout), then answers.
     fake.script(&slow, [Reply::new(200, "").after(Duration::from_secs(30))]);
-    for entry in [
-        registered(user, ids[0], "IOS", &slow),
-        registered(user, ids[1], "IOS", &quick),
-        event("user.created", user, json!({"clerk_id": "user_x"})),
-    ] {
-        handler.apply(&entry).await.unwrap();
-    }
     // Sends within 7/10 of a 12.2 s lease: 8.54 s. After the hanging one's 3 s, the 6 s one
     // more send may take no longer fit; after a quick one (under 2.5 s), it does.
     let settings = DeliverySettings {
@@ -1346,8 +1358,6 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
         ..settings(&[user], &test_stream())
     };
     let worker = worker(&pool, &providers, settings);
-    let push_job =
-        |queued: Vec<QueuedJob>| queued.into_iter().find(|j| j.channel == "push").unwrap();
     let pushes = |recorded: Vec<Recorded>| {
         recorded
             .into_iter()
@@ -1400,18 +1410,7 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
 async fn a_job_out_of_time_after_settled_sends_goes_on_at_once() {
     let pool = pool().await;
     let (fake, providers) = fake_providers(Duration::from_secs(5)).await;
-    let handler = EventsHandler::new(pool.clone());
-    let user = Uuid::new_v4();
-    let mut ids = [Uuid::new_v4(), Uuid::new_v4()];
-    ids.sort();
-    let (first, second) = (ios_token(), ios_token());
-    for entry in [
-        registered(user, ids[0], "IOS", &first),
-        registered(user, ids[1], "IOS", &second),
-        event("user.created", user, json!({"clerk_id": "user_x"})),
-    ] {
-        handler.apply(&entry).await.unwrap();
-    }
+    let (user, first, second) = two_devices_welcomed(&pool).await;
     // One send may take 20 s (10 s requests), the job's sends 7 s: after one, no other fits.
     let settings = DeliverySettings {
         lease: Duration::from_secs(10),
@@ -1419,8 +1418,6 @@ async fn a_job_out_of_time_after_settled_sends_goes_on_at_once() {
         ..settings(&[user], &test_stream())
     };
     let worker = worker(&pool, &providers, settings);
-    let push_job =
-        |queued: Vec<QueuedJob>| queued.into_iter().find(|j| j.channel == "push").unwrap();
 
     worker.run_once().await.unwrap();
     assert_eq!(fake.apns_to(&first).len(), 1);
