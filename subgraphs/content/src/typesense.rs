@@ -6,7 +6,8 @@
 //! each search to the next node in turn; a node that is down, drops the connection, does not
 //! answer within [`NODE_TIMEOUT`] or answers 503 (Typesense's "not ready or lagging") is asked
 //! no more by that search, which goes to the next node (each at most once), and is passed over
-//! for [`NODE_EJECTION`]; then one search probes it (the kit's [`Breaker`] per node).
+//! for [`NODE_EJECTION`]; then one search probes it (the kit's [`Breaker`] per node). When
+//! every node is passed over, a search still tries one of them, and only one.
 //! Writes (ingest) go to `GOSPELIB_TYPESENSE_URL`, which a cluster's followers forward to its
 //! leader.
 
@@ -320,10 +321,17 @@ impl SearchNodes {
         let mut upcoming: VecDeque<usize> = (0..count).map(|i| (start + i) % count).collect();
         let mut passed_over = VecDeque::new();
         let mut last_error = None;
+        let mut tried_one_passed_over = false;
         loop {
-            // The nodes the breakers let through first, in turn; then the others, never none.
+            // The nodes the breakers let through first, in turn; then one of the others (never
+            // none: a node may be well again before its breaker says so), but only one: when
+            // every node is failing, a search costs one node's timeout, not each node's.
             let next = loop {
                 let Some(index) = upcoming.pop_front() else {
+                    if tried_one_passed_over {
+                        break None;
+                    }
+                    tried_one_passed_over = true;
                     break passed_over
                         .pop_front()
                         .map(|index| (index, Admission::Skip));

@@ -8,6 +8,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gospelib_content::cache::BreakerSettings;
@@ -413,6 +415,66 @@ async fn a_hung_node_costs_one_timeout_then_is_passed_over() {
         assert!(found(&nodes, &namespace).await > 0);
         assert!(started.elapsed() < Duration::from_millis(500));
     }
+}
+
+/// A node that answers 503 (not ready) to everything, counting the requests it gets.
+async fn counting_not_ready_node() -> (url::Url, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    tokio::spawn(async move {
+        let body = r#"{"message": "Not Ready or Lagging"}"#;
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url.parse().unwrap(), asked)
+}
+
+/// When every node is failing (each passed over), a search still tries one of them, but only
+/// one: with hung nodes it costs one node's timeout, not the sum of theirs.
+#[tokio::test]
+async fn with_every_node_passed_over_a_search_tries_one() {
+    let namespace = fixture_namespace("replicas").await;
+    let clients = clients();
+    let mut urls = Vec::new();
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let (url, asked) = counting_not_ready_node().await;
+        urls.push(url);
+        counts.push(asked);
+    }
+    let nodes = SearchNodes::new(&clients.typesense, &urls);
+    let asked = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    // The first search asks each (each is then passed over for a while).
+    let first = nodes
+        .search(&namespace.alias("passages"), &search_params())
+        .await;
+    assert!(first.is_err(), "{first:?}");
+    assert_eq!(asked(), 3);
+    // At once again: every node passed over, one of them is asked.
+    let second = nodes
+        .search(&namespace.alias("passages"), &search_params())
+        .await;
+    assert!(second.is_err(), "{second:?}");
+    assert_eq!(asked(), 4, "one node asked, not each");
 }
 
 /// One node alone (Phase 1's setting) that hangs fails the search within [`NODE_TIMEOUT`],
