@@ -307,10 +307,18 @@ async fn the_content_service_reads_through_the_replica() {
 
 /// A node that answers every request with `response` (a whole HTTP/1.1 response) and closes.
 async fn answering_node(response: String) -> url::Url {
+    answering_node_counted(response).await.0
+}
+
+/// [`answering_node`], and how many connections it has been asked on.
+async fn answering_node_counted(response: String) -> (url::Url, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
             let response = response.clone();
             tokio::spawn(async move {
                 let mut buffer = [0u8; 4096];
@@ -320,17 +328,21 @@ async fn answering_node(response: String) -> url::Url {
             });
         }
     });
-    url.parse().unwrap()
+    (url.parse().unwrap(), asked)
 }
 
 /// A node that answers 503 (not ready) to everything.
 async fn not_ready_node() -> url::Url {
+    answering_node(not_ready()).await
+}
+
+/// Typesense's answer while not ready (or lagging).
+fn not_ready() -> String {
     let body = r#"{"message": "Not Ready or Lagging"}"#;
-    answering_node(format!(
+    format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    ))
-    .await
+    )
 }
 
 /// A node that accepts connections and never answers.
@@ -417,32 +429,6 @@ async fn a_hung_node_costs_one_timeout_then_is_passed_over() {
     }
 }
 
-/// A node that answers 503 (not ready) to everything, counting the requests it gets.
-async fn counting_not_ready_node() -> (url::Url, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let asked = Arc::new(AtomicUsize::new(0));
-    let counted = asked.clone();
-    tokio::spawn(async move {
-        let body = r#"{"message": "Not Ready or Lagging"}"#;
-        let response = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        while let Ok((mut socket, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let response = response.clone();
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let _ = socket.read(&mut buffer).await;
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    (url.parse().unwrap(), asked)
-}
-
 /// When every node is failing (each passed over), a search still tries one of them, but only
 /// one: with hung nodes it costs one node's timeout, not the sum of theirs.
 #[tokio::test]
@@ -452,7 +438,7 @@ async fn with_every_node_passed_over_a_search_tries_one() {
     let mut urls = Vec::new();
     let mut counts = Vec::new();
     for _ in 0..3 {
-        let (url, asked) = counting_not_ready_node().await;
+        let (url, asked) = answering_node_counted(not_ready()).await;
         urls.push(url);
         counts.push(asked);
     }
