@@ -8,14 +8,9 @@ mod support;
 use serde_json::{Value, json};
 use support::{TempDatabase, gospelib, serve_with};
 
-/// Serves with `settings`, asks `query`, and returns the response body.
-fn ask_with(settings: &[(&'static str, &str)], query: &str) -> Value {
-    let overrides: Vec<(&'static str, String)> = settings
-        .iter()
-        .map(|(name, value)| (*name, (*value).to_owned()))
-        .collect();
-    let (mut child, base, runtime) = serve_with(&["serve"], &overrides);
-    let body = runtime.block_on(async {
+/// Asks `query` of the process serving at `base`; the response body.
+fn ask_served(runtime: &tokio::runtime::Runtime, base: &str, query: &str) -> Value {
+    runtime.block_on(async {
         reqwest::Client::new()
             .post(format!("{base}/graphql"))
             .json(&json!({ "query": query }))
@@ -25,7 +20,17 @@ fn ask_with(settings: &[(&'static str, &str)], query: &str) -> Value {
             .json()
             .await
             .unwrap()
-    });
+    })
+}
+
+/// Serves with `settings`, asks `query`, and returns the response body.
+fn ask_with(settings: &[(&'static str, &str)], query: &str) -> Value {
+    let overrides: Vec<(&'static str, String)> = settings
+        .iter()
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect();
+    let (mut child, base, runtime) = serve_with(&["serve"], &overrides);
+    let body = ask_served(&runtime, &base, query);
     child.kill().unwrap();
     child.wait().unwrap();
     body
@@ -182,21 +187,10 @@ fn the_registry_can_be_the_supergraph_source() {
         ],
     );
     let served_version = || {
-        runtime.block_on(async {
-            let body: Value = reqwest::Client::new()
-                .post(format!("{base}/graphql"))
-                .json(&json!({ "query": "{ __typename }" }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["extensions"]["supergraphVersion"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        ask_served(&runtime, &base, "{ __typename }")["extensions"]["supergraphVersion"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     assert!(served_version().starts_with("1-"));
     // Version 2: the same supergraph with another manifest of the apps' operations (none).
