@@ -78,6 +78,7 @@ async fn run() {
             graph: Graph::new(&clients.falkordb_url, &namespace.graph),
             typesense: clients.typesense.clone(),
             redis: clients.redis.clone(),
+            replica_wait: gospelib_content::ingest::REPLICA_WAIT,
         },
     )
     .await

@@ -40,6 +40,7 @@ pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Resu
         typesense: TypesenseClient::new(stores.typesense.clone(), stores.typesense_api_key.clone())
             .context("HTTP client")?,
         redis: redis_client(&stores.redis).context("GOSPELIB_REDIS_URL")?,
+        replica_wait: ingest::REPLICA_WAIT,
     };
     let report = ingest::ingest(corpus, dry_run, &targets)
         .await

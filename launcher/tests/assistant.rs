@@ -77,6 +77,7 @@ async fn setup_with_deadline(
         graph: Graph::new(&clients.falkordb_url, &namespace.graph),
         typesense: clients.typesense.clone(),
         redis: clients.redis.clone(),
+        replica_wait: gospelib_content::ingest::REPLICA_WAIT,
     };
     // Once per test binary: two ingests of one namespace at once would race.
     static INGESTED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();

@@ -44,6 +44,7 @@ async fn setup() -> Setup {
         graph: Graph::new(&clients.falkordb_url, &namespace.graph),
         typesense: clients.typesense.clone(),
         redis: clients.redis.clone(),
+        replica_wait: gospelib_content::ingest::REPLICA_WAIT,
     };
     ingest(
         &repository().join("subgraphs/content/fixture"),

@@ -236,6 +236,7 @@ async fn fixture_namespace(clients: &StoreClients) -> Namespace {
         graph: Graph::new(&clients.falkordb_url, &namespace.graph),
         typesense: clients.typesense.clone(),
         redis: clients.redis.clone(),
+        replica_wait: gospelib_content::ingest::REPLICA_WAIT,
     };
     ingest::ingest(&fixture, false, &targets).await.unwrap();
     namespace

@@ -319,6 +319,63 @@ impl Graph {
         }
     }
 
+    /// Waits, at most `within`, until every replica connected to this graph's server holds
+    /// every write made on the server so far (by any client). Replication is one ordered
+    /// stream, so a replica that acknowledged a write made here last holds all the earlier
+    /// ones: this writes a mark, then `WAIT`s for the replicas to acknowledge it. A replica
+    /// that disconnects meanwhile no longer counts (it refuses reads until it has synced
+    /// again, as `replica-serve-stale-data no` makes it); one that connects meanwhile does.
+    pub async fn wait_for_replicas(&self, within: Duration) -> Result<ReplicaSync, GraphError> {
+        let deadline = Instant::now() + within;
+        let client = gospelib_kit::stores::redis_client(&self.url)
+            .map_err(|e| GraphError::Connect(e.to_string()))?;
+        let mut connection = tokio::time::timeout(
+            self.connect_deadline,
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| GraphError::Deadline(self.connect_deadline))?
+        .map_err(|e| GraphError::Connect(e.to_string()))?;
+        // `WAIT` answers when the replicas have caught up or `within` has passed (the
+        // connection's own response timeout is half a second).
+        connection.set_response_timeout(within + Duration::from_secs(5));
+        let query = |e: redis::RedisError| GraphError::Query(e.to_string());
+        let mut replicas = connected_replicas(&mut connection).await.map_err(query)?;
+        if replicas == 0 {
+            return Ok(ReplicaSync {
+                replicas,
+                caught_up: 0,
+            });
+        }
+        let () = redis::cmd("SET")
+            .arg(format!("{}:replication-mark", self.name))
+            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .arg("EX")
+            .arg(3_600)
+            .query_async(&mut connection)
+            .await
+            .map_err(query)?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // `WAIT n 0` would block for ever: a millisecond at least.
+            let millis = left.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+            let caught_up: usize = redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(millis)
+                .query_async(&mut connection)
+                .await
+                .map_err(query)?;
+            // Replicas that went away while it waited are not waited for; new ones are.
+            replicas = connected_replicas(&mut connection).await.map_err(query)?;
+            if caught_up >= replicas || left.is_zero() {
+                return Ok(ReplicaSync {
+                    replicas,
+                    caught_up: caught_up.min(replicas),
+                });
+            }
+        }
+    }
+
     /// A read-only query: on the replica when there is one that can serve it, else here.
     pub async fn read(&self, cypher: &str, params: Params) -> Result<Vec<Row>, GraphError> {
         let Some(replica) = &self.replica else {
@@ -466,6 +523,35 @@ fn breaker_settings(deadline: Duration) -> BreakerSettings {
 
 /// Opens a client on `url` and selects graph `name`; `deadline` bounds the TCP connect (the
 /// caller bounds the whole, handshake and topology probe included).
+/// What [`Graph::wait_for_replicas`] found: replicas connected to the server when it stopped
+/// waiting, and how many of them held every write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaSync {
+    pub replicas: usize,
+    pub caught_up: usize,
+}
+
+impl ReplicaSync {
+    pub fn all_caught_up(&self) -> bool {
+        self.caught_up >= self.replicas
+    }
+}
+
+/// How many replicas are connected to the server (`connected_slaves` of `INFO replication`).
+async fn connected_replicas(
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> redis::RedisResult<usize> {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(connection)
+        .await?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0))
+}
+
 async fn connect(url: &Url, name: &str, deadline: Duration) -> Result<AsyncGraph, GraphError> {
     let info = FalkorConnectionInfo::try_from(url.as_str())
         .map_err(|e| GraphError::Connect(e.to_string()))?;

@@ -164,7 +164,12 @@ async fn re_ingested_content_is_served_fresh_and_removed_content_is_gone() {
         removed = count - links.len();
     });
     assert!(removed > 0);
-    ingest_dir(&namespace, &dir).await;
+    let report = ingest_dir(&namespace, &dir).await;
+    let pruned = report.stages.iter().find(|s| s.stage == "prune").unwrap();
+    assert_eq!(
+        pruned.rows, removed,
+        "the removed cross-references, and nothing else"
+    );
 
     let after = run(&service, query, json!({})).await;
     assert_eq!(
@@ -178,6 +183,36 @@ async fn re_ingested_content_is_served_fresh_and_removed_content_is_gone() {
         refs_before - removed as u64
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The prune deletes in batches until nothing of another version is left, and counts what
+/// it deleted.
+#[tokio::test]
+async fn the_prune_deletes_in_batches_everything_of_other_versions() {
+    let namespace = Namespace::isolated("t_ingest_prune");
+    ingest_dir(&namespace, &fixture()).await;
+    let graph = targets(&namespace, &clients()).graph;
+    let (nodes, edges) = graph_counts(&graph).await.unwrap();
+    let total: i64 = nodes.values().chain(edges.values()).sum();
+    assert!(total > 1_000, "{total}");
+    // Nothing of this version is pruned; everything is, for another one, 7 at a time.
+    let report = ingest_dir(&namespace, &fixture()).await;
+    assert_eq!(
+        report
+            .stages
+            .iter()
+            .find(|s| s.stage == "prune")
+            .unwrap()
+            .rows,
+        0
+    );
+    let deleted = ingest::prune(&graph, "another-version", 7).await.unwrap();
+    assert_eq!(deleted as i64, total);
+    let (nodes, edges) = graph_counts(&graph).await.unwrap();
+    assert!(
+        nodes.values().chain(edges.values()).all(|n| *n == 0),
+        "{nodes:?} {edges:?}"
+    );
 }
 
 const INGEST_COMPLETED: &str =

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use gospelib_content::cache::BreakerSettings;
 use gospelib_content::graph::{Graph, get_text, text};
+use gospelib_content::ingest::{self, IngestError};
 use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::ContentService;
 use gospelib_content::settings::ContentSettings;
@@ -301,6 +302,124 @@ async fn the_content_service_reads_through_the_replica() {
     );
     cold_cache(&namespace).await;
     assert_eq!(run(&primary_only, query, json!({})).await, answer);
+}
+
+/// Whether a client of the stack's FalkorDB is blocked in `WAIT` (an ingest waiting for its
+/// replicas).
+async fn an_ingest_waits_on_the_primary() -> bool {
+    let client = gospelib_kit::stores::redis_client(&urls().falkordb).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    clients.lines().any(|line| line.contains(" cmd=wait "))
+}
+
+/// An ingest sets the new content version only once every replica holds its writes: while a
+/// replica is hung, a run with a short wait fails and leaves the caches on its own version
+/// (a content process reading the replica would otherwise cache its old text under the new
+/// version), and a run with time to wait finishes once the replica has caught up.
+#[tokio::test]
+async fn an_ingest_sets_its_version_once_the_replicas_hold_its_writes() {
+    // The binary's fixture first: its ingest must not meet the hung replica below.
+    fixture_namespace("replicas").await;
+    let namespace = Namespace::isolated("replica_ingest");
+    let clients = clients();
+    let mut targets = support::targets(&namespace, &clients);
+    ingest::ingest(&support::fixture(), false, &targets)
+        .await
+        .unwrap();
+    let replica = Replica::start().await;
+    replica.synced(&namespace.graph).await;
+    let on_replica = Graph::new(&replica.url(), &namespace.graph);
+    let john_1_7 = || async {
+        let rows = on_replica
+            .read(VERSE, vec![("id", text("john.1.7"))])
+            .await
+            .expect("the replica answers");
+        get_text(&rows[0], "text").unwrap()
+    };
+    let old_text = john_1_7().await;
+
+    let dir = std::env::temp_dir().join(format!("gl-replica-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    support::copy_dir(&support::fixture(), &dir);
+    support::edit_json(&dir.join("books/john.json"), |v| {
+        v["chapters"][0]["verses"][6]["text"] = "The same came for a witness (replicated).".into();
+    });
+    let new_version = ingest::content_version(&dir).unwrap();
+    let version = || async {
+        let mut redis = clients
+            .redis
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("GET")
+            .arg(namespace.version_key())
+            .query_async::<String>(&mut redis)
+            .await
+            .unwrap()
+    };
+
+    // Hung: the writes reach the primary, not the replica; the version is not set.
+    replica.signal("-STOP");
+    targets.replica_wait = Duration::from_secs(2);
+    match ingest::ingest(&dir, false, &targets).await {
+        Err(IngestError::ReplicasBehind {
+            replicas,
+            caught_up,
+            ..
+        }) => assert!(
+            replicas >= 1 && caught_up < replicas,
+            "{replicas} {caught_up}"
+        ),
+        other => panic!("the run fails while a replica lags: {other:?}"),
+    }
+    let left = version().await;
+    assert!(
+        left.starts_with(&format!("{new_version}-ingesting-")),
+        "the caches stay on the run's own version: {left}"
+    );
+
+    // Given time, the run waits for the replica, and sets the version once it holds the writes.
+    targets.replica_wait = ingest::REPLICA_WAIT;
+    let run = tokio::spawn({
+        let (dir, targets) = (dir.clone(), targets.clone());
+        async move { ingest::ingest(&dir, false, &targets).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !an_ingest_waits_on_the_primary().await {
+        if run.is_finished() {
+            panic!("the run ended without waiting: {:?}", run.await);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never waited for the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!run.is_finished(), "still waiting for the hung replica");
+    assert!(
+        version()
+            .await
+            .starts_with(&format!("{new_version}-ingesting-"))
+    );
+    replica.signal("-CONT");
+    let report = run
+        .await
+        .unwrap()
+        .expect("the run finishes once the replica caught up");
+    assert_eq!(report.version, new_version);
+    assert_eq!(version().await, new_version);
+    assert_ne!(old_text, "The same came for a witness (replicated).");
+    assert_eq!(
+        john_1_7().await,
+        "The same came for a witness (replicated)."
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 // ---- several Typesense nodes ----

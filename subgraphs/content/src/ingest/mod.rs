@@ -12,6 +12,8 @@ pub mod lock;
 pub mod search_sync;
 mod writes;
 
+pub use writes::{PRUNE_BATCH, prune};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -67,7 +69,21 @@ pub enum IngestError {
         "the ingest's lease was lost while it wrote (another run may have started): stopped; run it again"
     )]
     LeaseLost,
+    #[error(
+        "{caught_up} of the graph's {replicas} FalkorDB replicas held the ingest's writes after {waited:?}: \
+         the new content version was not set (reads would be cached from a replica's old copy \
+         under it); check the replicas' links to the primary, then run the ingest again"
+    )]
+    ReplicasBehind {
+        replicas: usize,
+        caught_up: usize,
+        waited: std::time::Duration,
+    },
 }
+
+/// How long an ingest waits, after its writes, for the graph's replicas to hold them all
+/// before it sets the new content version (see [`Targets::replica_wait`]).
+pub const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Where ingest writes.
 #[derive(Clone)]
@@ -76,6 +92,11 @@ pub struct Targets {
     pub graph: Graph,
     pub typesense: TypesenseClient,
     pub redis: redis::Client,
+    /// How long to wait, once everything is written, for every replica of the graph's server
+    /// to hold the writes ([`REPLICA_WAIT`]). Content processes may read from a replica: were
+    /// the new version set while one lagged, its old text would be cached under the new
+    /// version. Past the wait the run fails, leaving the caches on its own version.
+    pub replica_wait: std::time::Duration,
 }
 
 /// One stage's figures.
@@ -229,6 +250,17 @@ async fn write(
         ))
         .await?,
     );
+    let replicas = targets
+        .graph
+        .wait_for_replicas(targets.replica_wait)
+        .await?;
+    if !replicas.all_caught_up() {
+        return Err(IngestError::ReplicasBehind {
+            replicas: replicas.replicas,
+            caught_up: replicas.caught_up,
+            waited: targets.replica_wait,
+        });
+    }
     set_version(targets, version).await?;
     (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
     report.search = search_sync::counts(&targets.typesense, &targets.namespace).await?;

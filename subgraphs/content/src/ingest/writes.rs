@@ -16,6 +16,12 @@ use crate::graph::{Graph, GraphError, int, map, text};
 /// query's parameter text modest.
 const BATCH: usize = 2_000;
 
+/// Edges or nodes one prune query deletes at most: each query holds the graph's write lock
+/// while it runs, so a prune of a whole corpus (hundreds of thousands of nodes, after a
+/// change of [`super::INGEST_FORMAT`]) lets readers in between batches instead of stalling
+/// them for its whole length.
+pub const PRUNE_BATCH: i64 = 10_000;
+
 fn progress(stage: &str, total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -423,26 +429,47 @@ pub async fn write_graph(
 
     // Whatever this version did not write is gone from the corpus.
     let started = Instant::now();
-    for edge in EDGE_TYPES {
-        graph
-            .write(
-                &format!("MATCH ()-[e:{edge}]->() WHERE e.v <> $v DELETE e"),
-                vec![("v", text(version))],
-            )
-            .await?;
-    }
-    for label in LABELS {
-        graph
-            .write(
-                &format!("MATCH (n:{label}) WHERE n.v <> $v DETACH DELETE n"),
-                vec![("v", text(version))],
-            )
-            .await?;
-    }
+    let pruned = prune(graph, version, PRUNE_BATCH).await?;
     stages.push(StageReport {
         stage: "prune",
-        rows: 0,
+        rows: pruned,
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(stages)
+}
+
+/// Deletes every edge, then every node, that version `version` did not write, at most `batch`
+/// a query; returns how many it deleted.
+pub async fn prune(graph: &Graph, version: &str, batch: i64) -> Result<usize, GraphError> {
+    let mut deleted = 0;
+    let queries = EDGE_TYPES
+        .iter()
+        .map(|edge| {
+            format!(
+                "MATCH ()-[e:{edge}]->() WHERE e.v <> $v WITH e LIMIT $batch DELETE e \
+                 RETURN count(*) AS deleted"
+            )
+        })
+        .chain(LABELS.iter().map(|label| {
+            format!(
+                "MATCH (n:{label}) WHERE n.v <> $v WITH n LIMIT $batch DETACH DELETE n \
+                 RETURN count(*) AS deleted"
+            )
+        }));
+    for query in queries {
+        loop {
+            let rows = graph
+                .write(&query, vec![("v", text(version)), ("batch", int(batch))])
+                .await?;
+            let now = rows
+                .first()
+                .and_then(|row| crate::graph::get_int(row, "deleted"))
+                .unwrap_or(0);
+            deleted += usize::try_from(now).unwrap_or(0);
+            if now < batch {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
 }

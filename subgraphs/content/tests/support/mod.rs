@@ -36,6 +36,7 @@ pub fn targets(namespace: &Namespace, clients: &StoreClients) -> Targets {
         graph: Graph::new(&clients.falkordb_url, &namespace.graph),
         typesense: clients.typesense.clone(),
         redis: clients.redis.clone(),
+        replica_wait: ingest::REPLICA_WAIT,
     }
 }
 
