@@ -278,9 +278,40 @@ pub fn request_error(status: StatusCode, code: ErrorCode, message: &str) -> Resp
     response
 }
 
+/// A refusal in the media type the client asked for: [`request_error`] writes
+/// `application/json`, which a client accepting only `application/graphql-response+json`
+/// would have to be told it did not ask for.
+fn in_negotiated_type(preferred: Option<MediaType>, mut response: Response) -> Response {
+    let refused = response.status().is_client_error() || response.status().is_server_error();
+    let plain_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == JSON.as_bytes());
+    if refused && plain_json && preferred == Some(MediaType::GraphQlResponseJson) {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(GRAPHQL_RESPONSE_JSON),
+        );
+    }
+    response
+}
+
 /// `POST /graphql`: one request, or a batch (a JSON array of requests).
 pub async fn post(
     State(endpoint): State<Arc<GraphQlEndpoint>>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let preferred = negotiate(&headers);
+    in_negotiated_type(
+        preferred,
+        post_answer(endpoint, peer, headers, request).await,
+    )
+}
+
+async fn post_answer(
+    endpoint: Arc<GraphQlEndpoint>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
     request: axum::extract::Request,
@@ -572,6 +603,16 @@ pub async fn get(
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let preferred = negotiate(&headers);
+    in_negotiated_type(preferred, get_answer(endpoint, peer, headers, params).await)
+}
+
+async fn get_answer(
+    endpoint: Arc<GraphQlEndpoint>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let has_query = params
         .as_ref()
@@ -801,14 +842,15 @@ async fn execute(
     } else {
         serve(endpoint, request).await
     };
-    // Under graphql-response+json a request that produced no data at all is a client error.
+    // Under graphql-response+json a request that produced no data at all is an error: the
+    // server's (5xx) when it could not run it, else the client's (400).
     let status = if let Some(status) = response.status {
         status
     } else if media_type == MediaType::GraphQlResponseJson
         && !response.has_data
         && !response.error_codes.is_empty()
     {
-        StatusCode::BAD_REQUEST
+        status_without_data(&response.error_codes)
     } else {
         StatusCode::OK
     };
@@ -824,6 +866,20 @@ async fn execute(
     http
 }
 
+/// The status of a response without `data` under `application/graphql-response+json`: 500
+/// when an error is the server's own fault, 503 when a store or service it needs is down,
+/// else 400 (the request itself was refused).
+fn status_without_data(codes: &[Option<String>]) -> StatusCode {
+    let has = |code: ErrorCode| codes.iter().flatten().any(|c| c == code.as_str());
+    if has(ErrorCode::InternalError) {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else if has(ErrorCode::ServiceUnavailable) || has(ErrorCode::UpstreamUnavailable) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
 fn not_acceptable() -> Response {
     request_error(
         StatusCode::NOT_ACCEPTABLE,
@@ -835,6 +891,29 @@ fn not_acceptable() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_without_data_is_the_servers_fault_only_for_its_own_codes() {
+        let codes = |codes: &[&str]| -> Vec<Option<String>> {
+            codes.iter().map(|c| Some((*c).to_owned())).collect()
+        };
+        let status = |c: &[&str]| status_without_data(&codes(c));
+        assert_eq!(status(&["VALIDATION_ERROR"]), StatusCode::BAD_REQUEST);
+        assert_eq!(status(&["UNAUTHORIZED"]), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(&["VALIDATION_ERROR", "INTERNAL_ERROR"]),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status(&["SERVICE_UNAVAILABLE"]),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(&["UPSTREAM_UNAVAILABLE", "INTERNAL_ERROR"]),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(status_without_data(&[None]), StatusCode::BAD_REQUEST);
+    }
 
     /// A proxy that adds its own `X-Forwarded-For` line after the client's: the lines are one
     /// list, in order, so the proxy's address stays last.

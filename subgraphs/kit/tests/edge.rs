@@ -847,6 +847,10 @@ impl GraphQlService for FakeRouter {
             let limited = request.query.contains("limited");
             let body = if limited {
                 json!({"errors": [{"message": "rate limited", "extensions": {"code": "RATE_LIMITED"}}]})
+            } else if request.query.contains("unconfigured") {
+                json!({"errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_ERROR"}}]})
+            } else if request.query.contains("storesdown") {
+                json!({"errors": [{"message": "unavailable", "extensions": {"code": "SERVICE_UNAVAILABLE"}}]})
             } else if request.extensions.contains_key("persistedQuery") {
                 json!({"data": {"persisted": true}})
             } else {
@@ -869,6 +873,80 @@ impl GraphQlService for FakeRouter {
             response
         })
     }
+}
+
+/// Under `application/graphql-response+json`, an answer without data is the server's error
+/// (5xx) when it could not run the request, the client's (400) when it refused it; refusals at
+/// the edge come in the media type the client accepts. Under `application/json` an answer is
+/// a 200 whatever its errors.
+#[tokio::test]
+async fn answers_without_data_are_5xx_for_server_faults_in_the_accepted_type() {
+    let (app, _) = build_app(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(FakeRouter {
+            remaining: AtomicUsize::new(100),
+        })),
+        subgraphs: vec![],
+        dependencies: vec![],
+        max_body_bytes: LIMIT,
+        extra_routes: None,
+        public_routes: None,
+        edge: EdgeSettings::default(),
+    });
+    let server = start_app(app).await;
+    let http = reqwest::Client::new();
+    let ask = |accept: &'static str, body: &'static str| {
+        http.post(server.url("/graphql"))
+            .header("accept", accept)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    const MODERN: &str = "application/graphql-response+json";
+    for (query, status) in [
+        (
+            r#"{"query":"{ unconfigured }"}"#,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            r#"{"query":"{ storesdown }"}"#,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (r#"{"query":"{ fine }"}"#, StatusCode::OK),
+    ] {
+        let modern = ask(MODERN, query).await.unwrap();
+        assert_eq!(modern.status(), status, "{query}");
+        assert_eq!(header(&modern, "content-type"), MODERN);
+        let legacy = ask("application/json", query).await.unwrap();
+        assert_eq!(legacy.status(), StatusCode::OK, "{query}");
+        assert_eq!(header(&legacy, "content-type"), "application/json");
+    }
+
+    // Refused before the service: 400 either way, each in the type the client accepts.
+    for (accept, media_type) in [
+        (MODERN, MODERN),
+        (
+            "application/graphql-response+json, application/json;q=0.9",
+            MODERN,
+        ),
+        ("application/json", "application/json"),
+    ] {
+        let refused = ask(accept, "{not json").await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(header(&refused, "content-type"), media_type, "{accept}");
+        let answer: Value = refused.json().await.unwrap();
+        assert_eq!(error_code(&answer), "INVALID_REQUEST");
+    }
+    let get = http
+        .get(server.url("/graphql"))
+        .header("accept", MODERN)
+        .query(&[("query", "{ fine }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::BAD_REQUEST, "CSRF prevention");
+    assert_eq!(header(&get, "content-type"), MODERN);
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
