@@ -1188,6 +1188,14 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         };
+        // One reading of the user's at a time from here: two at once (two chapters, two
+        // devices) would each find the quarter hour empty and both add a row. Taken in its own
+        // statement, so that the insert's snapshot, taken after it, sees the other's row.
+        self.count();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("study-reading:{user}"))
+            .execute(&mut *tx)
+            .await?;
         self.count();
         sqlx::query(
             "INSERT INTO study.reading_history (user_id, chapter_id, read_at)

@@ -1031,6 +1031,43 @@ async fn streaks_as_the_history_changes(
     [full, without_today, without_yesterday]
 }
 
+/// Readings reported at once (several chapters, several devices) still keep one row per
+/// quarter hour: each would otherwise find the quarter hour empty and add its own.
+#[tokio::test]
+async fn readings_at_once_keep_one_history_row_per_quarter_hour() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    for _ in 0..3 {
+        let reader = Uuid::new_v4();
+        // The chapters the test graph holds from their first verse, each reported three times.
+        let chapters = ["ps.119", "john.3", "john.4", "matt.1", "gen.1"];
+        let answers =
+            futures_util::future::join_all(chapters.iter().cycle().take(15).map(|chapter| {
+                run_as(
+                    &service,
+                    Some(reader),
+                    RECORD_READING,
+                    json!({"c": chapter, "v": 1, "done": false}),
+                )
+            }))
+            .await;
+        for answer in &answers {
+            assert!(answer.get("errors").is_none(), "{answer}");
+        }
+        assert_eq!(rows_of(&pool, "reading_progress", reader).await, 5);
+        let (rows, quarters): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT floor(extract(epoch FROM read_at) / 900))
+             FROM study.reading_history WHERE user_id = $1",
+        )
+        .bind(reader)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, quarters, "one reading per quarter hour");
+    }
+}
+
 #[tokio::test]
 async fn reading_progress_and_streaks_come_from_the_history() {
     let pool = pool().await;
