@@ -564,6 +564,89 @@ async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// While the vendor rate-limits (its `Retry-After`), questions are answered by the extractive
+/// provider without asking it, and without taking from the daily budget: the one question
+/// that met the 429 took a unit, the ones during the wait none, so the vendor still answers
+/// the budget's second question once the wait has passed.
+#[tokio::test]
+async fn while_the_vendor_rate_limits_questions_take_nothing_from_the_budget() {
+    let reply = json!({"text": "In the beginning was the Word.", "citations": ["john.1.1"]});
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(move || {
+            let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let reply = reply.clone();
+            async move {
+                use axum::response::IntoResponse;
+                if first {
+                    return (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "1")],
+                        axum::Json(json!({"type": "error", "error": {
+                            "type": "rate_limit_error", "message": "slow down"}})),
+                    )
+                        .into_response();
+                }
+                axum::Json(json!({
+                    "id": "msg_1", "type": "message", "role": "assistant",
+                    "model": "claude-test-1",
+                    "content": [{"type": "text", "text": reply.to_string()}],
+                    "stop_reason": "end_turn"
+                }))
+                .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let provider =
+        |verse: u32| format!(r#"{{ explainPassage(id: "john.1.{verse}") {{ provider }} }}"#);
+    let cooled: Arc<dyn gospelib_ai::llm::LlmClient> =
+        Arc::new(gospelib_ai::llm::Cooldown::new(anthropic(base)));
+    // The budget is per UTC day: the questions are asked again should midnight pass.
+    let providers = loop {
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let setup = setup_with_deadline(
+            Some(cooled.clone()),
+            gospelib_ai::assistant::DEFAULT_VENDOR_DEADLINE,
+            Some(2),
+        )
+        .await;
+        let day = utc_day();
+        let mut providers = Vec::new();
+        for verse in 1..=4 {
+            let answer = setup.ask(&scholar(), &provider(verse)).await;
+            providers.push(answer["data"]["explainPassage"]["provider"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        for verse in 5..=6 {
+            let answer = setup.ask(&scholar(), &provider(verse)).await;
+            providers.push(answer["data"]["explainPassage"]["provider"].clone());
+        }
+        if utc_day() == day {
+            break providers;
+        }
+        eprintln!("UTC midnight passed during the questions: again");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    };
+    assert_eq!(
+        providers,
+        [
+            json!("extractive"),
+            json!("extractive"),
+            json!("extractive"),
+            json!("extractive"),
+            json!("anthropic"),
+            json!("extractive")
+        ],
+        "the 429 took the first unit, the wait none, the fifth question the second"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// The daily counts live in one hash without an expiry, which the platform's Redis
 /// (`volatile-lru`) never evicts: a day's count cannot start again under memory pressure. Each
 /// count forgets the days before yesterday.

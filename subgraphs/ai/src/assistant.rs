@@ -264,6 +264,11 @@ impl Assistant {
         parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError>,
     ) -> Option<T> {
         let llm = self.llm.as_ref()?;
+        // Every vendor asked to be left alone for now: nothing is sent, nor counted.
+        if llm.cooling_down() {
+            tracing::debug!("the LLM vendors are rate limiting; the extractive provider answers");
+            return None;
+        }
         if let Some(budget) = &self.budget
             && !budget.take(asker).await
         {

@@ -21,9 +21,10 @@ use gospelib_ai::context::{
 use gospelib_ai::llm::prompts::{self, connections, explain, questions, system};
 use gospelib_ai::llm::settings::*;
 use gospelib_ai::llm::{
-    Anthropic, AnthropicConfig, Fallback, LlmClient, LlmError, LlmReply, LlmRequest, LlmSettings,
-    OpenAiCompatible, OpenAiConfig, Secret, parse_connections, parse_explanation, parse_questions,
-    render_connections, render_explain, render_questions,
+    Anthropic, AnthropicConfig, Cooldown, DEFAULT_COOLDOWN, Fallback, LlmClient, LlmError,
+    LlmReply, LlmRequest, LlmSettings, MAX_COOLDOWN, OpenAiCompatible, OpenAiConfig, Secret,
+    parse_connections, parse_explanation, parse_questions, render_connections, render_explain,
+    render_questions,
 };
 use gospelib_kit::config::Env;
 use serde_json::{Value, json};
@@ -685,6 +686,85 @@ async fn too_many_requests_is_rate_limited_with_retry_after_and_falls_back() {
         client.complete(&request()).await.unwrap_err().provider(),
         "openai"
     );
+}
+
+/// A vendor that rate-limited is left alone for its `Retry-After` (capped), or a few seconds
+/// when it gave none: completions fail at once meanwhile, a fallback goes straight to its
+/// secondary, and the vendor is asked again once the window has passed.
+#[tokio::test]
+async fn a_rate_limited_vendor_is_left_alone_for_its_retry_after() {
+    let limited = |retry_after: Option<&str>| {
+        let reply = Reply::new(
+            429,
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+        );
+        match retry_after {
+            Some(wait) => reply.header("retry-after", wait),
+            None => reply,
+        }
+    };
+    let (base, fake) = fake_anthropic(anthropic_ok(r#"{"text":"ok"}"#)).await;
+    fake.replies.lock().unwrap().push_back(limited(Some("1")));
+    let cooled = Arc::new(Cooldown::new(Arc::new(anthropic(
+        &base,
+        Duration::from_secs(5),
+    ))));
+    assert!(!cooled.cooling_down());
+    let error = cooled.complete(&request()).await.unwrap_err();
+    assert!(matches!(error, LlmError::RateLimited { .. }), "{error:?}");
+    assert!(cooled.cooling_down());
+    for _ in 0..3 {
+        match cooled.complete(&request()).await.unwrap_err() {
+            LlmError::RateLimited {
+                provider: "anthropic",
+                retry_after: Some(left),
+            } => assert!(left <= Duration::from_secs(1), "{left:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(fake.count(), 1, "not asked while it cools down");
+
+    // A fallback goes straight to its secondary, and is not cooling down while that one works.
+    let (secondary_base, secondary) = fake_openai(openai_ok(r#"{"text":"ok"}"#)).await;
+    let chain = Fallback::new(
+        cooled.clone(),
+        Arc::new(Cooldown::new(Arc::new(openai(
+            &secondary_base,
+            Duration::from_secs(5),
+        )))),
+    );
+    let started = Instant::now();
+    assert_eq!(chain.complete(&request()).await.unwrap().provider, "openai");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(!chain.cooling_down());
+    assert_eq!((fake.count(), secondary.count()), (1, 1));
+
+    // Once the window has passed, the vendor is asked again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(!cooled.cooling_down());
+    assert_eq!(
+        cooled.complete(&request()).await.unwrap().provider,
+        "anthropic"
+    );
+    assert_eq!(fake.count(), 2);
+
+    // A day-long Retry-After is read as the cap; none at all as the default.
+    for (retry_after, window) in [(Some("86400"), MAX_COOLDOWN), (None, DEFAULT_COOLDOWN)] {
+        let (base, _) = fake_anthropic(limited(retry_after)).await;
+        let cooled = Cooldown::new(Arc::new(anthropic(&base, Duration::from_secs(5))));
+        cooled.complete(&request()).await.unwrap_err();
+        match cooled.complete(&request()).await.unwrap_err() {
+            LlmError::RateLimited {
+                retry_after: Some(left),
+                ..
+            } => assert!(
+                left <= window && left > window - Duration::from_secs(2),
+                "{retry_after:?}: {left:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    fake.assert_no_problems();
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //!
 //! - [`LlmClient`]: one completion (a system prompt, a prompt, a token budget) from one model;
 //!   [`anthropic::Anthropic`] (Messages API, the primary) and [`openai::OpenAiCompatible`]
-//!   (chat completions, the fallback) are the real HTTP implementations, and [`Fallback`] asks
-//!   its secondary when its primary fails or times out;
+//!   (chat completions, the fallback) are the real HTTP implementations, [`Fallback`] asks
+//!   its secondary when its primary fails or times out, and [`Cooldown`] leaves a vendor that
+//!   rate-limited alone for its `Retry-After`;
 //! - [`LlmError`]: why a completion failed (timeout, rate limit, a vendor's refusal, an answer
 //!   that is not what was asked, no answer at all);
 //! - [`prompts`]: the versioned prompt templates of `prompts/`, rendered from a
@@ -158,6 +159,12 @@ pub trait LlmClient: Send + Sync {
     /// One completion of `request`.
     fn complete<'a>(&'a self, request: &'a LlmRequest)
     -> BoxFuture<'a, Result<LlmReply, LlmError>>;
+
+    /// Whether every vendor of this client asked to be left alone for now (a [`Cooldown`]
+    /// after a 429): asking would fail at once, so the asker need not spend anything on it.
+    fn cooling_down(&self) -> bool {
+        false
+    }
 }
 
 impl<T: LlmClient + ?Sized> LlmClient for Arc<T> {
@@ -170,6 +177,103 @@ impl<T: LlmClient + ?Sized> LlmClient for Arc<T> {
         request: &'a LlmRequest,
     ) -> BoxFuture<'a, Result<LlmReply, LlmError>> {
         (**self).complete(request)
+    }
+
+    fn cooling_down(&self) -> bool {
+        (**self).cooling_down()
+    }
+}
+
+/// How long a vendor that answered 429 without `Retry-After` is left alone.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5);
+
+/// The longest a vendor's `Retry-After` keeps it from being asked (a longer one is read as
+/// this: a mistaken day-long value must not turn the vendor off for the day).
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// A client that, once its vendor rate-limits a request (429), is not asked again until the
+/// vendor's `Retry-After` has passed ([`DEFAULT_COOLDOWN`] without one, at most
+/// [`MAX_COOLDOWN`]): meanwhile every completion fails at once with
+/// [`LlmError::RateLimited`], so a [`Fallback`] goes straight to its secondary and a busy
+/// assistant does not send the vendor a request it will refuse (and count against its
+/// budget) for every question. The window is this process's own.
+pub struct Cooldown {
+    inner: Arc<dyn LlmClient>,
+    /// Until when, and the provider that asked.
+    until: std::sync::Mutex<Option<(tokio::time::Instant, &'static str)>>,
+}
+
+impl Cooldown {
+    pub fn new(inner: Arc<dyn LlmClient>) -> Self {
+        Self {
+            inner,
+            until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The time left of the window, and who asked for it, if one is open.
+    fn window(&self) -> Option<(Duration, &'static str)> {
+        let until = *self
+            .until
+            .lock()
+            .expect("the cooldown's lock is never poisoned");
+        let (until, provider) = until?;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        (!left.is_zero()).then_some((left, provider))
+    }
+
+    async fn run(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
+        if let Some((left, provider)) = self.window() {
+            return Err(LlmError::RateLimited {
+                provider,
+                retry_after: Some(left),
+            });
+        }
+        let outcome = self.inner.complete(request).await;
+        if let Err(LlmError::RateLimited {
+            provider,
+            retry_after,
+        }) = &outcome
+        {
+            let wait = retry_after.unwrap_or(DEFAULT_COOLDOWN).min(MAX_COOLDOWN);
+            tracing::warn!(
+                client = %self.inner.describe(),
+                wait_ms = wait.as_millis() as u64,
+                "the LLM vendor is rate limiting; not asking it until its wait has passed"
+            );
+            *self
+                .until
+                .lock()
+                .expect("the cooldown's lock is never poisoned") =
+                Some((tokio::time::Instant::now() + wait, provider));
+        }
+        outcome
+    }
+}
+
+impl std::fmt::Debug for Cooldown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cooldown")
+            .field("inner", &self.inner.describe())
+            .field("window", &self.window())
+            .finish()
+    }
+}
+
+impl LlmClient for Cooldown {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: &'a LlmRequest,
+    ) -> BoxFuture<'a, Result<LlmReply, LlmError>> {
+        Box::pin(self.run(request))
+    }
+
+    fn cooling_down(&self) -> bool {
+        self.window().is_some()
     }
 }
 
@@ -284,6 +388,10 @@ impl LlmClient for Fallback {
         request: &'a LlmRequest,
     ) -> BoxFuture<'a, Result<LlmReply, LlmError>> {
         Box::pin(self.run(request))
+    }
+
+    fn cooling_down(&self) -> bool {
+        self.primary.cooling_down() && self.secondary.cooling_down()
     }
 }
 

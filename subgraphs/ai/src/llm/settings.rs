@@ -26,7 +26,7 @@ use gospelib_kit::config::{
 
 use super::anthropic::{self, Anthropic, AnthropicConfig};
 use super::openai::{self, OpenAiCompatible, OpenAiConfig};
-use super::{ClientError, DEFAULT_TIMEOUT, Fallback, LlmClient, Secret};
+use super::{ClientError, Cooldown, DEFAULT_TIMEOUT, Fallback, LlmClient, Secret};
 
 pub const ANTHROPIC_API_KEY: &str = "GOSPELIB_ANTHROPIC_API_KEY";
 pub const ANTHROPIC_MODEL: &str = "GOSPELIB_ANTHROPIC_MODEL";
@@ -118,14 +118,17 @@ impl LlmSettings {
         self.anthropic.is_some() || self.openai.is_some()
     }
 
-    /// The client of the configured providers: `None`, one, or a [`Fallback`].
+    /// The client of the configured providers: `None`, one, or a [`Fallback`]; each vendor
+    /// behind a [`Cooldown`].
     pub fn client(&self) -> Result<Option<Arc<dyn LlmClient>>, ClientError> {
+        let cooled =
+            |client: Arc<dyn LlmClient>| -> Arc<dyn LlmClient> { Arc::new(Cooldown::new(client)) };
         let anthropic: Option<Arc<dyn LlmClient>> = match &self.anthropic {
-            Some(config) => Some(Arc::new(Anthropic::new(config.clone())?)),
+            Some(config) => Some(cooled(Arc::new(Anthropic::new(config.clone())?))),
             None => None,
         };
         let openai: Option<Arc<dyn LlmClient>> = match &self.openai {
-            Some(config) => Some(Arc::new(OpenAiCompatible::new(config.clone())?)),
+            Some(config) => Some(cooled(Arc::new(OpenAiCompatible::new(config.clone())?))),
             None => None,
         };
         Ok(match (anthropic, openai) {
