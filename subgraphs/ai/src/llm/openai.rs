@@ -1,7 +1,9 @@
 //! An OpenAI-compatible chat completions API (OpenAI's, or any server that speaks it):
 //! `POST {base}/v1/chat/completions` with the key as a bearer token and
 //! `{model, max_tokens, messages: [system, user]}` as JSON; the answer is
-//! `choices[0].message.content`.
+//! `choices[0].message.content`. OpenAI's own API is sent `max_completion_tokens` instead of
+//! `max_tokens`, which it deprecated and its reasoning models refuse; other servers get the
+//! field they all read.
 
 use std::time::Duration;
 
@@ -43,6 +45,8 @@ pub struct OpenAiCompatible {
     api_key: Secret,
     model: String,
     timeout: Duration,
+    /// Whether the token limit is sent as `max_completion_tokens` ([`is_openais_own`]).
+    completion_tokens_field: bool,
 }
 
 impl std::fmt::Debug for OpenAiCompatible {
@@ -58,8 +62,18 @@ impl std::fmt::Debug for OpenAiCompatible {
 #[derive(Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
-    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
     messages: [ChatMessage<'a>; 2],
+}
+
+/// Whether `base` is OpenAI's own API, which takes the answer's token limit as
+/// `max_completion_tokens` (`max_tokens` is deprecated there, and refused by its reasoning
+/// models); compatible servers read `max_tokens`.
+fn is_openais_own(base: &url::Url) -> bool {
+    base.host_str() == Some("api.openai.com")
 }
 
 #[derive(Serialize)]
@@ -101,6 +115,7 @@ impl OpenAiCompatible {
             api_key: config.api_key,
             model: config.model,
             timeout: config.timeout,
+            completion_tokens_field: is_openais_own(&base),
         })
     }
 
@@ -109,10 +124,13 @@ impl OpenAiCompatible {
         &self.model
     }
 
-    async fn run(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
-        let body = ChatRequest {
+    /// The JSON body asking `request`.
+    fn body<'a>(&'a self, request: &'a LlmRequest) -> ChatRequest<'a> {
+        let limit = Some(request.max_tokens);
+        ChatRequest {
             model: &self.model,
-            max_tokens: request.max_tokens,
+            max_tokens: limit.filter(|_| !self.completion_tokens_field),
+            max_completion_tokens: limit.filter(|_| self.completion_tokens_field),
             messages: [
                 ChatMessage {
                     role: "system",
@@ -123,7 +141,11 @@ impl OpenAiCompatible {
                     content: &request.prompt,
                 },
             ],
-        };
+        }
+    }
+
+    async fn run(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
+        let body = self.body(request);
         // `bearer_auth` marks the header sensitive (kept out of reqwest's own debug output).
         let builder = self
             .http
@@ -217,6 +239,35 @@ mod tests {
             assert!(
                 matches!(error, LlmError::Malformed { .. }),
                 "{body}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn openais_own_api_gets_max_completion_tokens_and_other_servers_max_tokens() {
+        let request = LlmRequest {
+            system: "s".into(),
+            prompt: "p".into(),
+            max_tokens: 700,
+            deadline: None,
+        };
+        let body = |base: &str| {
+            let client = OpenAiCompatible::new(OpenAiConfig {
+                base_url: base.into(),
+                ..config("sk-1")
+            })
+            .unwrap();
+            serde_json::to_value(client.body(&request)).unwrap()
+        };
+        let own = body(DEFAULT_BASE_URL);
+        assert_eq!(own["max_completion_tokens"], 700);
+        assert!(own.get("max_tokens").is_none(), "{own}");
+        for other in ["http://127.0.0.1:8000", "https://api.groq.com/openai"] {
+            let compatible = body(other);
+            assert_eq!(compatible["max_tokens"], 700);
+            assert!(
+                compatible.get("max_completion_tokens").is_none(),
+                "{compatible}"
             );
         }
     }
