@@ -810,20 +810,31 @@ fn content_over_http_answers_as_in_process() {
 }
 
 /// A vendor slower than the assistant's deadline (the router would cut the whole fetch at its
-/// subgraph timeout): the extractive provider answers in time instead.
+/// subgraph timeout): the extractive provider answers in time instead, and the vendor's
+/// answer, paid for, is kept when it comes: the next reader gets it without a second call.
 #[tokio::test]
 async fn a_vendor_slower_than_the_deadline_leaves_the_answer_to_the_extractive_provider() {
     let reply = json!({"text": "Too late.", "citations": ["john.3.16"]}).to_string();
-    let base = fake_anthropic_after(Duration::from_secs(5), vec![reply]).await;
+    let (base, calls) = fake_anthropic_counting(Duration::from_millis(1_000), vec![reply]).await;
     let setup = setup_with_deadline(Some(anthropic(base)), Duration::from_millis(300), None).await;
-    let answer = setup
-        .ask(
-            &scholar(),
-            r#"{ explainPassage(id: "john.3.17") { provider } }"#,
-        )
-        .await;
-    assert_eq!(
-        answer,
-        json!({"data": {"explainPassage": {"provider": "extractive"}}})
+    let question = r#"{ explainPassage(id: "john.3.17") { text provider } }"#;
+    let started = std::time::Instant::now();
+    let answer = setup.ask(&scholar(), question).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1_200),
+        "answered at the deadline"
     );
+    assert_eq!(
+        answer["data"]["explainPassage"]["provider"], "extractive",
+        "{answer}"
+    );
+    // Well after the vendor's answer came (a question asked while it is on its way asks the
+    // vendor again: it is not waited for past the question's deadline).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        setup.ask(&scholar(), question).await,
+        json!({"data": {"explainPassage": {"text": "Too late.", "provider": "anthropic"}}}),
+        "the late answer was kept"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

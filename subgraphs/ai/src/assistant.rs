@@ -8,7 +8,8 @@
 //! content down `UPSTREAM_UNAVAILABLE`), the cache is asked by (question, arguments, template
 //! version, context, provider and model), and on a miss the answer is made and kept. An answer
 //! the LLM could not give (every vendor failed, or its reply was malformed) is made by the
-//! extractive provider instead and is not cached, so the next question asks the vendor again.
+//! extractive provider instead and is not cached, so the next question asks the vendor again;
+//! a vendor answer that comes after the question's deadline (paid for) is kept for the next.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -256,14 +257,23 @@ impl Assistant {
 
     /// Asks the vendors `prompt` and reads their reply with `parse`; `None` (logged) when
     /// they failed or the reply was unusable, for the extractive provider to answer instead.
+    ///
+    /// The call runs in a task of its own. Past the question's deadline the asker stops
+    /// waiting (the extractive provider answers it), but the call goes on to its own timeout:
+    /// a vendor answer on its way is paid for, so when it comes it is kept under `key` for the
+    /// next asker instead of being dropped.
     async fn ask<T>(
         &self,
         prompt: &Prompt,
         deadline: tokio::time::Instant,
         asker: &str,
-        parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError>,
-    ) -> Option<T> {
-        let llm = self.llm.as_ref()?;
+        key: Option<&str>,
+        parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError> + Send + 'static,
+    ) -> Option<T>
+    where
+        T: serde::Serialize + Send + Sync + 'static,
+    {
+        let llm = self.llm.as_ref()?.clone();
         // Every vendor asked to be left alone for now: nothing is sent, nor counted.
         if llm.cooling_down() {
             tracing::debug!("the LLM vendors are rate limiting; the extractive provider answers");
@@ -281,14 +291,37 @@ impl Assistant {
             deadline: Some(deadline),
             ..prompt.request.clone()
         };
-        let answer = match tokio::time::timeout_at(deadline, llm.complete(&request)).await {
-            Ok(reply) => reply.and_then(|reply| parse(&reply)),
-            Err(_) => {
-                tracing::warn!(
-                    deadline_ms = self.vendor_deadline.as_millis() as u64,
-                    "the LLM did not answer before the question's deadline; the extractive provider answers"
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
+        let late_keeping = self.cache.clone().zip(key.map(str::to_owned));
+        tokio::spawn(async move {
+            let answer = llm.complete(&request).await.and_then(|reply| parse(&reply));
+            // Refused: the asker stopped waiting. A usable answer is kept for the next one.
+            if let Err(Ok((answer, _))) = sender.send(answer)
+                && let Some((cache, key)) = late_keeping
+            {
+                cache.put(&key, &answer).await;
+                tracing::info!(
+                    "kept a vendor answer that came after its question's deadline, for the next asker"
                 );
-                return None;
+            }
+        });
+        let answer = match tokio::time::timeout_at(deadline, &mut receiver).await {
+            Ok(Ok(answer)) => answer,
+            // The task ended without sending: it panicked.
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                // No answer can slip in unread from here on: a later one is the task's to keep.
+                receiver.close();
+                match receiver.try_recv() {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        tracing::warn!(
+                            deadline_ms = self.vendor_deadline.as_millis() as u64,
+                            "the LLM did not answer before the question's deadline; the extractive provider answers (a later answer is kept)"
+                        );
+                        return None;
+                    }
+                }
             }
         };
         match answer {
@@ -341,12 +374,14 @@ impl Assistant {
             prompt.as_ref(),
             &context,
         );
+        let late_key = key.clone();
+        let read_from = context.clone();
         Ok(self
             .cached("explain", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, deadline, asker, |reply| {
-                            parse_explanation(reply, &context)
+                        .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
+                            parse_explanation(reply, &read_from)
                         })
                         .await;
                     if let Some(answer) = asked {
@@ -383,16 +418,19 @@ impl Assistant {
             prompt.as_ref(),
             &context,
         );
+        let late_key = key.clone();
+        let read_from = context.clone();
         Ok(self
             .cached("questions", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, deadline, asker, |reply| {
-                            parse_questions(reply, &context)
+                        .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
+                            let (mut questions, invented) = parse_questions(reply, &read_from)?;
+                            questions.truncate(count as usize);
+                            Ok((questions, invented))
                         })
                         .await;
-                    if let Some(mut questions) = asked {
-                        questions.truncate(count as usize);
+                    if let Some(questions) = asked {
                         return (questions, true);
                     }
                 }
@@ -415,16 +453,19 @@ impl Assistant {
             .as_ref()
             .map(|_| render_connections(&context, MAX_CONNECTIONS.min(5)));
         let key = self.key("connections", json!({}), prompt.as_ref(), &context);
+        let late_key = key.clone();
+        let read_from = context.clone();
         Ok(self
             .cached("connections", key, async {
                 if let Some(prompt) = &prompt {
                     let asked = self
-                        .ask(prompt, deadline, asker, |reply| {
-                            parse_connections(reply, &context)
+                        .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
+                            let (mut connections, invented) = parse_connections(reply, &read_from)?;
+                            connections.truncate(MAX_CONNECTIONS.min(5) as usize);
+                            Ok((connections, invented))
                         })
                         .await;
-                    if let Some(mut connections) = asked {
-                        connections.truncate(MAX_CONNECTIONS.min(5) as usize);
+                    if let Some(connections) = asked {
                         return (connections, true);
                     }
                 }
