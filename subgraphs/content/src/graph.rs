@@ -11,7 +11,10 @@
 //! - a read that misses its deadline opens a circuit breaker (the kit's [`Breaker`]): for a
 //!   while reads fail at once instead of each waiting the deadline, then one read probes the
 //!   server; its success closes the breaker. A server that accepts and never answers thus costs
-//!   one deadline now and then, not one per request.
+//!   one deadline now and then, not one per request. FalkorDB is told to stop each read a
+//!   little before its deadline: a read it stops answers [`GraphError::Stopped`] (a heavy
+//!   read, not a hung server), which opens the breaker only when
+//!   [`SERVER_TIMEOUTS_TO_OPEN`] reads in a row end so (a server too busy to finish any).
 //!
 //! With a read replica ([`Graph::with_read_replica`], `GOSPELIB_FALKORDB_READ_URL`), read-only
 //! queries go to the replica, a handle of its own with the same deadline, breaker and reconnect
@@ -24,7 +27,7 @@
 //! the primary.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +52,10 @@ pub enum GraphError {
     Query(String),
     #[error("FalkorDB did not answer within {0:?}")]
     Deadline(Duration),
+    /// FalkorDB stopped the read at its timeout: the server answers, the read is too heavy
+    /// (another server holding the graph would stop it too).
+    #[error("FalkorDB stopped the read at its timeout ({0:?})")]
+    Stopped(Duration),
     #[error("FalkorDB missed a deadline recently; reads are skipped until a probe succeeds")]
     Skipped,
     /// The connection broke, or the server cannot serve yet (loading its data, or a replica
@@ -61,7 +68,7 @@ impl GraphError {
     /// Whether the server (rather than the query) is at fault: another server holding the same
     /// graph could answer it.
     pub fn is_unavailable(&self) -> bool {
-        !matches!(self, Self::Query(_))
+        !matches!(self, Self::Query(_) | Self::Stopped(_))
     }
 }
 
@@ -69,6 +76,16 @@ impl GraphError {
 /// probes (each doubles the period).
 const FIRST_OPEN: Duration = Duration::from_secs(2);
 const LONGEST_OPEN: Duration = Duration::from_secs(30);
+
+/// How much sooner than the read's deadline FalkorDB is told to stop a read (its `TIMEOUT`),
+/// so that its own "timed out" answer arrives before the deadline: a server that answers is
+/// responsive, and the read itself was too heavy.
+const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_millis(100);
+
+/// How many reads in a row FalkorDB may stop at their timeout before the breaker opens: one
+/// heavy read must not make every request skip the graph, a server too busy to finish any
+/// must.
+const SERVER_TIMEOUTS_TO_OPEN: u32 = 3;
 
 /// Parameters of one query: `$name` → value.
 pub type Params = Vec<(&'static str, FalkorValue)>;
@@ -104,6 +121,8 @@ pub struct Graph {
     breaker: Arc<Mutex<Breaker>>,
     queries: Arc<AtomicU64>,
     connects: Arc<AtomicU64>,
+    /// Reads in a row that FalkorDB stopped at their timeout ([`SERVER_TIMEOUTS_TO_OPEN`]).
+    server_timeouts: Arc<AtomicU32>,
     /// Where read-only queries go first (a replica of this graph's server).
     replica: Option<Arc<Graph>>,
     /// Whether this handle is another's replica.
@@ -130,6 +149,7 @@ impl Graph {
             breaker: Arc::new(Mutex::new(Breaker::new(breaker_settings(DEFAULT_DEADLINE)))),
             queries: Arc::new(AtomicU64::new(0)),
             connects: Arc::new(AtomicU64::new(0)),
+            server_timeouts: Arc::new(AtomicU32::new(0)),
             replica: None,
             is_replica: false,
             // Until the replica answers a read, the primary does.
@@ -415,26 +435,39 @@ impl Graph {
                     return Err(GraphError::Skipped);
                 }
                 // Dropping the query on the deadline is safe: the multiplexed connection
-                // discards the late answer when it comes. FalkorDB is given the same deadline,
-                // so it stops the work nobody waits for any more (a query it times out answers
-                // an error).
-                let read = self.run_unbounded(cypher, params, read_only, Some(deadline));
-                let answer = match tokio::time::timeout(deadline, read).await {
-                    // FalkorDB stopped it at the deadline itself: missed, as below.
+                // discards the late answer when it comes. FalkorDB is told to stop a little
+                // sooner, so it stops the work nobody waits for any more, and its "timed out"
+                // answer (a responsive server, a heavy read) comes before the deadline does.
+                let server_timeout = deadline
+                    .saturating_sub(SERVER_TIMEOUT_MARGIN)
+                    .max(deadline / 2);
+                let read = self.run_unbounded(cypher, params, read_only, Some(server_timeout));
+                match tokio::time::timeout(deadline, read).await {
                     Ok(Err(GraphError::Query(message))) if message.contains("Query timed out") => {
-                        Err(())
+                        let in_a_row = self.server_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                        let mut breaker = self.lock_breaker();
+                        if in_a_row >= SERVER_TIMEOUTS_TO_OPEN {
+                            if breaker.failed(admission, Instant::now()) {
+                                tracing::warn!(
+                                    ?deadline,
+                                    in_a_row,
+                                    "FalkorDB stopped every recent read at its timeout: skipping reads for a while"
+                                );
+                            }
+                        } else if breaker.succeeded(admission) {
+                            tracing::info!("FalkorDB answers again");
+                        }
+                        Err(GraphError::Stopped(server_timeout))
                     }
-                    Ok(result) => Ok(result),
-                    Err(_) => Err(()),
-                };
-                match answer {
                     Ok(result) => {
+                        self.server_timeouts.store(0, Ordering::Relaxed);
                         // An answer, even an error, shows the server is responsive.
                         if self.lock_breaker().succeeded(admission) {
                             tracing::info!("FalkorDB answers again");
                         }
                         result
                     }
+                    // No answer at all: a server that hangs.
                     Err(_) => {
                         if self.lock_breaker().failed(admission, Instant::now()) {
                             tracing::warn!(
@@ -521,8 +554,6 @@ fn breaker_settings(deadline: Duration) -> BreakerSettings {
     }
 }
 
-/// Opens a client on `url` and selects graph `name`; `deadline` bounds the TCP connect (the
-/// caller bounds the whole, handshake and topology probe included).
 /// What [`Graph::wait_for_replicas`] found: replicas connected to the server when it stopped
 /// waiting, and how many of them held every write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -552,6 +583,8 @@ async fn connected_replicas(
         .unwrap_or(0))
 }
 
+/// Opens a client on `url` and selects graph `name`; `deadline` bounds the TCP connect (the
+/// caller bounds the whole, handshake and topology probe included).
 async fn connect(url: &Url, name: &str, deadline: Duration) -> Result<AsyncGraph, GraphError> {
     let info = FalkorConnectionInfo::try_from(url.as_str())
         .map_err(|e| GraphError::Connect(e.to_string()))?;

@@ -542,3 +542,51 @@ async fn a_falkordb_that_stops_answering_opens_the_read_breaker() {
         .unwrap();
     assert_eq!(graph.queries_run(), sent + 2);
 }
+
+/// A read too heavy to finish is stopped by FalkorDB at its timeout (just before the read's
+/// deadline): the server answered, so the reads after it are served; only a run of such reads
+/// (a server too busy to finish any) opens the breaker.
+#[tokio::test]
+async fn a_heavy_read_stopped_by_falkordb_does_not_open_the_breaker_alone() {
+    use gospelib_content::graph::{Graph, GraphError};
+    let graph =
+        Graph::new(&urls().falkordb, "t_heavy_read").with_deadline(Duration::from_millis(500));
+    // 2,000³ rows counted as they stream (light on memory), far longer than the deadline.
+    const HEAVY: &str = "MATCH (a:Probe), (b:Probe), (c:Probe) RETURN count(*) AS n";
+    graph
+        .write(
+            "UNWIND range(1, 2000) AS i MERGE (:Probe {id: i})",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    unless_hung("a warm read", graph.read("RETURN 1", Vec::new()))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let stopped = unless_hung("a heavy read", graph.read(HEAVY, Vec::new())).await;
+        assert!(
+            matches!(stopped, Err(GraphError::Stopped(_))),
+            "{stopped:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "before the deadline"
+        );
+        // A read between heavy ones is served: the breaker stays closed.
+        unless_hung("a read", graph.read("RETURN 1", Vec::new()))
+            .await
+            .unwrap();
+    }
+    // Three in a row: the server finishes nothing, reads are skipped for a while.
+    for _ in 0..3 {
+        let stopped = unless_hung("a heavy read", graph.read(HEAVY, Vec::new())).await;
+        assert!(
+            matches!(stopped, Err(GraphError::Stopped(_))),
+            "{stopped:?}"
+        );
+    }
+    let skipped = unless_hung("a read", graph.read("RETURN 1", Vec::new())).await;
+    assert!(matches!(skipped, Err(GraphError::Skipped)), "{skipped:?}");
+}
