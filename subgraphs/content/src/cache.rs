@@ -4,8 +4,8 @@
 //! namespace's prefix); the version is the one ingest last wrote to `gl:content:version`, read
 //! once per request, so content written by a
 //! new ingest is never answered from an older cache. Values are JSON with a TTL per kind; an id
-//! FalkorDB does not have is remembered for [`MISSING_TTL_SECONDS`] as [`MISSING`], so a flood
-//! of unknown ids does not reach FalkorDB each time.
+//! FalkorDB does not have is remembered for [`MISSING_TTL_SECONDS`] as [`MISSING`] (at most
+//! [`MISSING_PER_BATCH`] a batch), so a flood of unknown ids does not reach FalkorDB each time.
 //!
 //! The cache is optional, and a Redis that misbehaves must cost requests nothing: it is reached
 //! through the kit's [`RedisLink`] (bounded calls, no lock across a wait, a circuit breaker), so
@@ -26,6 +26,12 @@ pub const MISSING: &str = "!missing";
 /// How long an unknown id is remembered: long enough to absorb a flood of lookups, short enough
 /// that nothing stays unknown for long if it appears without a new content version.
 pub const MISSING_TTL_SECONDS: u64 = 60;
+
+/// The most unknown ids one batch remembers. A flood repeating a few unknown ids is absorbed;
+/// requests made of many random, well-formed ids (100 a list, with aliases) cannot fill Redis
+/// with markers that push real entries out: the rest are looked up again, in the batch's one
+/// indexed query.
+pub const MISSING_PER_BATCH: usize = 8;
 
 /// A kind of cached value: its key prefix and TTL.
 #[derive(Debug, Clone, Copy)]
@@ -172,7 +178,7 @@ impl Cache {
     }
 
     /// One pipelined `SET … EX` per value, and per id of `missing` (with [`MISSING`] and the
-    /// shorter [`MISSING_TTL_SECONDS`]).
+    /// shorter [`MISSING_TTL_SECONDS`]; the first [`MISSING_PER_BATCH`] of them).
     pub async fn put_many<V: Serialize>(
         &self,
         kind: Kind,
@@ -196,7 +202,7 @@ impl Cache {
                 .arg(kind.ttl_seconds)
                 .ignore();
         }
-        for id in missing {
+        for id in missing.iter().take(MISSING_PER_BATCH) {
             pipeline
                 .cmd("SET")
                 .arg(self.key(kind, version, id))

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gospelib_content::cache::{BreakerSettings, MISSING, MISSING_TTL_SECONDS};
+use gospelib_content::cache::{BreakerSettings, MISSING, MISSING_PER_BATCH, MISSING_TTL_SECONDS};
 use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::{self, ContentService};
 use gospelib_kit::server::{AppSpec, ConnectionLimits, build_app, serve};
@@ -263,6 +263,30 @@ async fn an_unknown_id_is_looked_up_in_falkordb_once_then_answered_from_the_cach
         .unwrap();
     assert_eq!(value, MISSING);
     assert!((1..=MISSING_TTL_SECONDS as i64).contains(&ttl), "ttl {ttl}");
+
+    // A list of 100 random, well-formed ids remembers only a few of them: such requests
+    // cannot fill Redis with markers.
+    let ids: Vec<String> = (1..=100).map(|v| format!("exod.77.{v}")).collect();
+    let list = run(
+        &service,
+        "query($ids: [ID!]!) { passages(ids: $ids) { id } }",
+        json!({ "ids": ids }),
+    )
+    .await;
+    assert_eq!(
+        list["data"]["passages"],
+        json!(vec![Value::Null; 100]),
+        "{list}"
+    );
+    let remembered: Vec<String> = redis::cmd("KEYS")
+        .arg(format!(
+            "{}:passage:{version}:exod.77.*",
+            namespace.cache_prefix
+        ))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(remembered.len(), MISSING_PER_BATCH, "{remembered:?}");
 }
 
 #[tokio::test]
