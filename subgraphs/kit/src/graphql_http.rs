@@ -205,6 +205,12 @@ pub struct GraphQlEndpoint {
     pub live_connections: Arc<tokio::sync::Semaphore>,
     /// How many each client holds ([`GraphQlService::live_client`]).
     pub live_by_client: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Whether, under `application/graphql-response+json`, a response without data for the
+    /// server's own fault is a 5xx ([`status_without_data`]): the public router's endpoint.
+    /// A subgraph's stays 400, since the router reads a subgraph's 502 or 503 as that
+    /// instance refusing (and tries another, and counts it against the instance), where a
+    /// store every instance shares being down is no fault of the instance.
+    pub server_faults_are_5xx: bool,
 }
 
 /// How long a POST's body may take to arrive once its headers have: past it the answer is
@@ -303,7 +309,9 @@ pub async fn post(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
-    let preferred = negotiate(&headers);
+    // An event-stream request's refusals are the graphql-sse protocol's, which clients read as
+    // `application/json`.
+    let preferred = negotiate(&headers).filter(|_| !crate::sse::wants_event_stream(&headers));
     in_negotiated_type(
         preferred,
         post_answer(endpoint, peer, headers, request).await,
@@ -842,15 +850,19 @@ async fn execute(
     } else {
         serve(endpoint, request).await
     };
-    // Under graphql-response+json a request that produced no data at all is an error: the
-    // server's (5xx) when it could not run it, else the client's (400).
+    // Under graphql-response+json a request that produced no data at all is an error: at the
+    // public edge the server's (5xx) when it could not run it, else the client's (400).
     let status = if let Some(status) = response.status {
         status
     } else if media_type == MediaType::GraphQlResponseJson
         && !response.has_data
         && !response.error_codes.is_empty()
     {
-        status_without_data(&response.error_codes)
+        if endpoint.server_faults_are_5xx {
+            status_without_data(&response.error_codes)
+        } else {
+            StatusCode::BAD_REQUEST
+        }
     } else {
         StatusCode::OK
     };

@@ -222,8 +222,9 @@ fn assemble(
         known_paths.remove("/metrics");
     }
     let mut app = Router::new();
-    let graphql_routes = |name: String, service: Arc<dyn GraphQlService>| {
+    let graphql_routes = |name: String, service: Arc<dyn GraphQlService>, public: bool| {
         let endpoint = Arc::new(GraphQlEndpoint {
+            server_faults_are_5xx: public,
             name,
             service,
             metrics: metrics.clone(),
@@ -246,7 +247,7 @@ fn assemble(
             .with_state(endpoint)
     };
     if let Some(gateway) = spec.gateway {
-        let routes = graphql_routes("router".to_owned(), gateway);
+        let routes = graphql_routes("router".to_owned(), gateway, true);
         app = app.route("/graphql", edge::with_cors(routes, &spec.edge.cors));
         known_paths.insert("/graphql".to_owned());
     }
@@ -255,6 +256,7 @@ fn assemble(
         let routes = graphql_routes(
             subgraph.name.clone(),
             Arc::new(ExecutorService(subgraph.executor.clone())),
+            false,
         );
         if lend_graphql {
             app = app.route("/graphql", routes.clone());

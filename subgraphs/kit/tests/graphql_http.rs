@@ -205,6 +205,64 @@ async fn internal_errors_reach_the_client_without_detail() {
     server.stop().await.unwrap();
 }
 
+/// A subgraph's answer without data is a 400 under graphql-response+json even for its own
+/// fault: the router reads a subgraph's 5xx as that instance refusing, and would try another
+/// and count it against this one. (The public router's edge answers 5xx: `tests/edge.rs`.)
+/// An event stream's refusals stay `application/json`, as graphql-sse clients read them.
+#[tokio::test]
+async fn a_subgraphs_answer_without_data_is_400_and_event_stream_refusals_json() {
+    /// A subgraph whose stores are all down: every answer is refused without data.
+    struct StoresDown;
+    impl gospelib_kit::GraphQlExecutor for StoresDown {
+        fn execute(
+            &self,
+            _: async_graphql::Request,
+        ) -> gospelib_kit::stores::BoxFuture<'_, async_graphql::Response> {
+            Box::pin(async {
+                async_graphql::Response::from_errors(vec![
+                    gospelib_kit::errors::internal("the store is down")
+                        .into_server_error(async_graphql::Pos::default()),
+                ])
+            })
+        }
+        fn federation_sdl(&self) -> String {
+            String::new()
+        }
+    }
+    let down = gospelib_kit::subgraph::Subgraph {
+        name: "down".to_owned(),
+        executor: std::sync::Arc::new(StoresDown),
+        dependencies: vec![],
+    };
+    let server = start(vec![test_subgraph(vec![]), down], vec![]).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(server.url("/subgraphs/down/graphql"))
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({"query": "{ anything }"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = json_of(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INTERNAL_ERROR");
+    let refused = http
+        .post(server.url("/subgraphs/test/graphql"))
+        .header(
+            "accept",
+            "text/event-stream, application/graphql-response+json",
+        )
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(refused.headers()["content-type"], "application/json");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
     let server = start_with_limit(vec![test_subgraph(vec![])], vec![], 1024).await;
