@@ -86,7 +86,14 @@ pub struct Assistant {
     /// The platform's daily budget of vendor questions; `None`: not counted (tests without
     /// Redis).
     budget: Option<VendorBudget>,
+    /// The cache keys whose vendor call went on past its asker's deadline, to be kept when it
+    /// answers ([`MAX_LATE_CALLS`] at most): the same question meanwhile is not asked again.
+    late_calls: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// The most vendor calls that go on past their question's deadline at once; past it a late
+/// call is given up, as before there was any.
+pub const MAX_LATE_CALLS: usize = 64;
 
 impl Assistant {
     pub fn new(
@@ -104,7 +111,14 @@ impl Assistant {
             cache_hits: AtomicU64::new(0),
             in_flight: SingleFlight::new(),
             budget: None,
+            late_calls: Arc::default(),
         }
+    }
+
+    fn late_calls(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.late_calls
+            .lock()
+            .expect("the late calls' lock is never poisoned")
     }
 
     /// The assistant asking the vendors only within `budget`.
@@ -279,6 +293,16 @@ impl Assistant {
             tracing::debug!("the LLM vendors are rate limiting; the extractive provider answers");
             return None;
         }
+        // No time left (gathering the context took it): a call now would be paid for and
+        // answer nobody.
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        // This very question's call is still on its way, past an earlier asker's deadline: its
+        // answer will be kept; asking again would pay twice.
+        if key.is_some_and(|key| self.late_calls().contains(key)) {
+            return None;
+        }
         if let Some(budget) = &self.budget
             && !budget.take(asker).await
         {
@@ -293,16 +317,24 @@ impl Assistant {
         };
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let late_keeping = self.cache.clone().zip(key.map(str::to_owned));
-        tokio::spawn(async move {
+        let late_calls = self.late_calls.clone();
+        let call = tokio::spawn(async move {
             let answer = llm.complete(&request).await.and_then(|reply| parse(&reply));
-            // Refused: the asker stopped waiting. A usable answer is kept for the next one.
-            if let Err(Ok((answer, _))) = sender.send(answer)
+            // Refused: the asker stopped waiting (and marked the call late). A usable answer
+            // is kept for the next asker.
+            if let Err(answer) = sender.send(answer)
                 && let Some((cache, key)) = late_keeping
             {
-                cache.put(&key, &answer).await;
-                tracing::info!(
-                    "kept a vendor answer that came after its question's deadline, for the next asker"
-                );
+                if let Ok((answer, _)) = answer {
+                    cache.put(&key, &answer).await;
+                    tracing::info!(
+                        "kept a vendor answer that came after its question's deadline, for the next asker"
+                    );
+                }
+                late_calls
+                    .lock()
+                    .expect("the late calls' lock is never poisoned")
+                    .remove(&key);
             }
         });
         let answer = match tokio::time::timeout_at(deadline, &mut receiver).await {
@@ -310,14 +342,33 @@ impl Assistant {
             // The task ended without sending: it panicked.
             Ok(Err(_)) => return None,
             Err(_) => {
+                // Marked late before the channel closes, so that the task, which unmarks it
+                // once it has kept the answer, always finds the mark; at most
+                // MAX_LATE_CALLS calls go on alone, the others are given up.
+                let marked = match key {
+                    Some(key) if self.cache.is_some() => {
+                        let mut late = self.late_calls();
+                        late.len() < MAX_LATE_CALLS && late.insert(key.to_owned())
+                    }
+                    _ => false,
+                };
                 // No answer can slip in unread from here on: a later one is the task's to keep.
                 receiver.close();
                 match receiver.try_recv() {
-                    Ok(answer) => answer,
+                    Ok(answer) => {
+                        if let (true, Some(key)) = (marked, key) {
+                            self.late_calls().remove(key);
+                        }
+                        answer
+                    }
                     Err(_) => {
+                        if !marked {
+                            call.abort();
+                        }
                         tracing::warn!(
                             deadline_ms = self.vendor_deadline.as_millis() as u64,
-                            "the LLM did not answer before the question's deadline; the extractive provider answers (a later answer is kept)"
+                            kept_when_it_comes = marked,
+                            "the LLM did not answer before the question's deadline; the extractive provider answers"
                         );
                         return None;
                     }

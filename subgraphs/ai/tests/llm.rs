@@ -748,6 +748,26 @@ async fn a_rate_limited_vendor_is_left_alone_for_its_retry_after() {
     );
     assert_eq!(fake.count(), 2);
 
+    // Two calls in flight when the vendor refuses: a shorter wait answered later does not
+    // shorten the window the first opened.
+    let (base, two) = fake_anthropic(anthropic_ok(r#"{"text":"ok"}"#)).await;
+    two.replies.lock().unwrap().extend([
+        limited(Some("60")),
+        limited(Some("1")).after(Duration::from_millis(300)),
+    ]);
+    let cooled = Cooldown::new(Arc::new(anthropic(&base, Duration::from_secs(5))));
+    let asked = request();
+    let (first, second) = tokio::join!(cooled.complete(&asked), cooled.complete(&asked));
+    assert!(first.is_err() && second.is_err());
+    assert_eq!(two.count(), 2);
+    match cooled.complete(&request()).await.unwrap_err() {
+        LlmError::RateLimited {
+            retry_after: Some(left),
+            ..
+        } => assert!(left > Duration::from_secs(50), "{left:?}"),
+        other => panic!("{other:?}"),
+    }
+
     // A day-long Retry-After is read as the cap; none at all as the default.
     for (retry_after, window) in [(Some("86400"), MAX_COOLDOWN), (None, DEFAULT_COOLDOWN)] {
         let (base, _) = fake_anthropic(limited(retry_after)).await;

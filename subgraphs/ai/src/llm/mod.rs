@@ -241,11 +241,16 @@ impl Cooldown {
                 wait_ms = wait.as_millis() as u64,
                 "the LLM vendor is rate limiting; not asking it until its wait has passed"
             );
-            *self
+            let until = tokio::time::Instant::now() + wait;
+            let mut window = self
                 .until
                 .lock()
-                .expect("the cooldown's lock is never poisoned") =
-                Some((tokio::time::Instant::now() + wait, provider));
+                .expect("the cooldown's lock is never poisoned");
+            // A refusal of a call sent before the window opened may say less: the later end
+            // stands.
+            if window.is_none_or(|(open_until, _)| open_until < until) {
+                *window = Some((until, provider));
+            }
         }
         outcome
     }
