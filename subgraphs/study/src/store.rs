@@ -1203,7 +1203,8 @@ impl Store {
              WHERE NOT EXISTS (
                  SELECT 1 FROM study.reading_history
                  WHERE user_id = $1
-                   AND read_at >= to_timestamp(floor(extract(epoch FROM now()) / 900) * 900))",
+                   AND read_at >= to_timestamp(floor(extract(epoch FROM now()) / 900) * 900)
+                   AND read_at < to_timestamp(floor(extract(epoch FROM now()) / 900) * 900 + 900))",
         )
         .bind(user)
         .bind(chapter)
