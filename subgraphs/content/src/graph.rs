@@ -342,9 +342,12 @@ impl Graph {
     /// Waits, at most `within`, until every replica connected to this graph's server holds
     /// every write made on the server so far (by any client). Replication is one ordered
     /// stream, so a replica that acknowledged a write made here last holds all the earlier
-    /// ones: this writes a mark, then `WAIT`s for the replicas to acknowledge it. A replica
-    /// that disconnects meanwhile no longer counts (it refuses reads until it has synced
-    /// again, as `replica-serve-stale-data no` makes it); one that connects meanwhile does.
+    /// ones: this writes a mark, notes the primary's replication offset after it, `WAIT`s for
+    /// the replicas to acknowledge, and counts those whose acknowledged offset (`INFO
+    /// replication`) reached the mark's. A replica that disconnects meanwhile no longer counts
+    /// (it refuses reads while out of touch, as `replica-serve-stale-data no` makes it; after
+    /// a partial resync it may serve the backlog's writes a moment late); one that connects
+    /// meanwhile does.
     pub async fn wait_for_replicas(&self, within: Duration) -> Result<ReplicaSync, GraphError> {
         let deadline = Instant::now() + within;
         let client = gospelib_kit::stores::redis_client(&self.url)
@@ -360,10 +363,13 @@ impl Graph {
         // connection's own response timeout is half a second).
         connection.set_response_timeout(within + Duration::from_secs(5));
         let query = |e: redis::RedisError| GraphError::Query(e.to_string());
-        let mut replicas = connected_replicas(&mut connection).await.map_err(query)?;
-        if replicas == 0 {
+        if Replication::read(&mut connection)
+            .await?
+            .replicas
+            .is_empty()
+        {
             return Ok(ReplicaSync {
-                replicas,
+                replicas: 0,
                 caught_up: 0,
             });
         }
@@ -375,24 +381,23 @@ impl Graph {
             .query_async(&mut connection)
             .await
             .map_err(query)?;
+        let mark = Replication::read(&mut connection).await?.offset;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            // `WAIT n 0` would block for ever: a millisecond at least.
+            let replication = Replication::read(&mut connection).await?;
+            let sync = replication.sync_at(mark);
+            if sync.all_caught_up() || left.is_zero() {
+                return Ok(sync);
+            }
+            // Blocks until the replicas acknowledge this connection's last write (the mark)
+            // or the time is up; `WAIT n 0` would block for ever, so a millisecond at least.
             let millis = left.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
-            let caught_up: usize = redis::cmd("WAIT")
-                .arg(replicas)
+            let _: usize = redis::cmd("WAIT")
+                .arg(sync.replicas)
                 .arg(millis)
                 .query_async(&mut connection)
                 .await
                 .map_err(query)?;
-            // Replicas that went away while it waited are not waited for; new ones are.
-            replicas = connected_replicas(&mut connection).await.map_err(query)?;
-            if caught_up >= replicas || left.is_zero() {
-                return Ok(ReplicaSync {
-                    replicas,
-                    caught_up: caught_up.min(replicas),
-                });
-            }
         }
     }
 
@@ -568,19 +573,61 @@ impl ReplicaSync {
     }
 }
 
-/// How many replicas are connected to the server (`connected_slaves` of `INFO replication`).
-async fn connected_replicas(
-    connection: &mut redis::aio::MultiplexedConnection,
-) -> redis::RedisResult<usize> {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(connection)
-        .await?;
-    Ok(info
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(0))
+/// What `INFO replication` says of a primary: its replication offset, and each connected
+/// replica's acknowledged offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Replication {
+    offset: u64,
+    replicas: Vec<u64>,
+}
+
+impl Replication {
+    async fn read(connection: &mut redis::aio::MultiplexedConnection) -> Result<Self, GraphError> {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(connection)
+            .await
+            .map_err(|e| GraphError::Query(e.to_string()))?;
+        Self::parse(&info).ok_or_else(|| {
+            GraphError::Query(format!(
+                "INFO replication without its connected_slaves and master_repl_offset: {info:?}"
+            ))
+        })
+    }
+
+    /// `connected_slaves:N`, `slaveI:ip=…,port=…,state=online,offset=O,lag=L` and
+    /// `master_repl_offset:M`; `None` when a line the count needs is missing or unreadable.
+    fn parse(info: &str) -> Option<Self> {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(':'))
+        };
+        let connected: usize = field("connected_slaves")?.parse().ok()?;
+        let offset: u64 = field("master_repl_offset")?.parse().ok()?;
+        let mut replicas = Vec::with_capacity(connected);
+        for index in 0..connected {
+            let line = field(&format!("slave{index}"))?;
+            let acknowledged = line
+                .split(',')
+                .find_map(|pair| pair.strip_prefix("offset="))?
+                .parse()
+                .ok()?;
+            replicas.push(acknowledged);
+        }
+        Some(Self { offset, replicas })
+    }
+
+    /// How many replicas acknowledged offset `mark` or later.
+    fn sync_at(&self, mark: u64) -> ReplicaSync {
+        ReplicaSync {
+            replicas: self.replicas.len(),
+            caught_up: self
+                .replicas
+                .iter()
+                .filter(|offset| **offset >= mark)
+                .count(),
+        }
+    }
 }
 
 /// Opens a client on `url` and selects graph `name`; `deadline` bounds the TCP connect (the
@@ -628,4 +675,41 @@ pub fn get_text(row: &Row, column: &str) -> Option<String> {
 /// Reads a column as an integer.
 pub fn get_int(row: &Row, column: &str) -> Option<i64> {
     row.get(column)?.to_i64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_counts_the_replicas_that_acknowledged_the_mark() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+            slave0:ip=127.0.0.1,port=26392,state=online,offset=1500,lag=0\r\n\
+            slave1:ip=127.0.0.1,port=26393,state=wait_bgsave,offset=0,lag=0\r\n\
+            master_failover_state:no-failover\r\nmaster_repl_offset:1520\r\n";
+        let replication = Replication::parse(info).unwrap();
+        assert_eq!(replication.offset, 1520);
+        assert_eq!(replication.replicas, [1500, 0]);
+        assert_eq!(
+            replication.sync_at(1500),
+            ReplicaSync {
+                replicas: 2,
+                caught_up: 1
+            }
+        );
+        assert!(!replication.sync_at(1500).all_caught_up());
+        assert!(replication.sync_at(0).all_caught_up());
+
+        let alone = Replication::parse("connected_slaves:0\nmaster_repl_offset:7\n").unwrap();
+        assert!(alone.replicas.is_empty());
+        // Unreadable: an error, not "no replicas".
+        assert_eq!(
+            Replication::parse("role:master\nmaster_repl_offset:7\n"),
+            None
+        );
+        assert_eq!(
+            Replication::parse("connected_slaves:1\nmaster_repl_offset:7\n"),
+            None
+        );
+    }
 }
