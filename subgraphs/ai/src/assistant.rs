@@ -26,6 +26,7 @@ use crate::cache::AnswerCache;
 use crate::content::{ContentSource, ContextError, gather};
 use crate::context::PassageContext;
 use crate::extractive;
+use crate::late_calls::LateCalls;
 use crate::llm::prompts::{MAX_CONNECTIONS, MAX_FOCUS_CHARS, MAX_QUESTIONS};
 use crate::llm::{
     LlmClient, LlmError, LlmReply, Prompt, parse_connections, parse_explanation, parse_questions,
@@ -86,14 +87,10 @@ pub struct Assistant {
     /// The platform's daily budget of vendor questions; `None`: not counted (tests without
     /// Redis).
     budget: Option<VendorBudget>,
-    /// The cache keys whose vendor call went on past its asker's deadline, to be kept when it
-    /// answers ([`MAX_LATE_CALLS`] at most): the same question meanwhile is not asked again.
-    late_calls: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Vendor calls going on past their asker's deadline, to be kept when they answer: the
+    /// same question meanwhile is not asked again.
+    late_calls: LateCalls,
 }
-
-/// The most vendor calls that go on past their question's deadline at once; past it a late
-/// call is given up, as before there was any.
-pub const MAX_LATE_CALLS: usize = 64;
 
 impl Assistant {
     pub fn new(
@@ -111,14 +108,8 @@ impl Assistant {
             cache_hits: AtomicU64::new(0),
             in_flight: SingleFlight::new(),
             budget: None,
-            late_calls: Arc::default(),
+            late_calls: LateCalls::default(),
         }
-    }
-
-    fn late_calls(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.late_calls
-            .lock()
-            .expect("the late calls' lock is never poisoned")
     }
 
     /// The assistant asking the vendors only within `budget`.
@@ -300,7 +291,7 @@ impl Assistant {
         }
         // This very question's call is still on its way, past an earlier asker's deadline: its
         // answer will be kept; asking again would pay twice.
-        if key.is_some_and(|key| self.late_calls().contains(key)) {
+        if key.is_some_and(|key| self.late_calls.is_pending(key)) {
             return None;
         }
         if let Some(budget) = &self.budget
@@ -316,58 +307,50 @@ impl Assistant {
             ..prompt.request.clone()
         };
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
-        let late_keeping = self.cache.clone().zip(key.map(str::to_owned));
-        let late_calls = self.late_calls.clone();
+        // Declared after the receiver, so dropped before it should the asker be cancelled:
+        // the call is marked late before its answer can no longer be sent here.
+        let keep_under = key.filter(|_| self.cache.is_some()).map(str::to_owned);
+        let (end, mut watch) = self.late_calls.start(keep_under.clone());
+        let cache = self.cache.clone();
         let call = tokio::spawn(async move {
+            let _end = end;
             let answer = llm.complete(&request).await.and_then(|reply| parse(&reply));
-            // Refused: the asker stopped waiting (and marked the call late). A usable answer
-            // is kept for the next asker.
-            if let Err(answer) = sender.send(answer)
-                && let Some((cache, key)) = late_keeping
+            // Refused: the asker stopped waiting and left the call to go on. A usable answer is
+            // kept for the next asker.
+            if let Err(Ok((answer, _))) = sender.send(answer)
+                && let (Some(cache), Some(key)) = (cache, keep_under)
             {
-                if let Ok((answer, _)) = answer {
-                    cache.put(&key, &answer).await;
-                    tracing::info!(
-                        "kept a vendor answer that came after its question's deadline, for the next asker"
-                    );
-                }
-                late_calls
-                    .lock()
-                    .expect("the late calls' lock is never poisoned")
-                    .remove(&key);
+                cache.put(&key, &answer).await;
+                tracing::info!(
+                    "kept a vendor answer that came after its question's deadline, for the next asker"
+                );
             }
         });
+        watch.watching(call.abort_handle());
         let answer = match tokio::time::timeout_at(deadline, &mut receiver).await {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(answer)) => {
+                watch.answered();
+                answer
+            }
             // The task ended without sending: it panicked.
-            Ok(Err(_)) => return None,
+            Ok(Err(_)) => {
+                watch.answered();
+                return None;
+            }
             Err(_) => {
-                // Marked late before the channel closes, so that the task, which unmarks it
-                // once it has kept the answer, always finds the mark; at most
-                // MAX_LATE_CALLS calls go on alone, the others are given up.
-                let marked = match key {
-                    Some(key) if self.cache.is_some() => {
-                        let mut late = self.late_calls();
-                        late.len() < MAX_LATE_CALLS && late.insert(key.to_owned())
-                    }
-                    _ => false,
-                };
-                // No answer can slip in unread from here on: a later one is the task's to keep.
+                // Marked late (or aborted past the cap) before the channel closes; no answer
+                // can slip in unread from here on: a later one is the task's to keep.
+                let left_to_go_on = watch.leave();
                 receiver.close();
                 match receiver.try_recv() {
                     Ok(answer) => {
-                        if let (true, Some(key)) = (marked, key) {
-                            self.late_calls().remove(key);
-                        }
+                        watch.took_it_after_all();
                         answer
                     }
                     Err(_) => {
-                        if !marked {
-                            call.abort();
-                        }
                         tracing::warn!(
                             deadline_ms = self.vendor_deadline.as_millis() as u64,
-                            kept_when_it_comes = marked,
+                            kept_when_it_comes = left_to_go_on,
                             "the LLM did not answer before the question's deadline; the extractive provider answers"
                         );
                         return None;

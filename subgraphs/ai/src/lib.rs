@@ -10,6 +10,8 @@
 //! - [`cache`]: answers kept in Redis for an hour, by a digest of what produced them;
 //! - [`assistant`]: a question answered, in order: arguments checked, context gathered,
 //!   cache asked, answer made (an LLM, or the extractive provider), citations checked;
+//! - [`late_calls`]: vendor calls left to finish after their asker stopped waiting, their
+//!   answers kept for the next asker;
 //! - [`schema`]: the GraphQL subgraph (`explainPassage`, `studyQuestions`,
 //!   `suggestConnections`, gated by the `ai_features` entitlement; `union Citation`);
 //! - [`answer`]: an answer (`text`, `provider`, `model`, citations) and the citation ids;
@@ -26,6 +28,7 @@ pub mod cache;
 pub mod content;
 pub mod context;
 pub mod extractive;
+pub mod late_calls;
 pub mod llm;
 pub mod schema;
 
