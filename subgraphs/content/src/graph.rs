@@ -382,22 +382,31 @@ impl Graph {
             .await
             .map_err(query)?;
         let mark = Replication::read(&mut connection).await?.offset;
+        let mut acknowledged_by_wait = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let replication = Replication::read(&mut connection).await?;
-            let sync = replication.sync_at(mark);
+            let sync = Replication::read(&mut connection).await?.sync_at(mark);
             if sync.all_caught_up() || left.is_zero() {
                 return Ok(sync);
+            }
+            if acknowledged_by_wait {
+                // `WAIT` saw this connection's write acknowledged, but writes of others after
+                // it moved the mark on: the replicas acknowledge those within a second; look
+                // again shortly, not at once.
+                acknowledged_by_wait = false;
+                tokio::time::sleep(Duration::from_millis(50).min(left)).await;
+                continue;
             }
             // Blocks until the replicas acknowledge this connection's last write (the mark)
             // or the time is up; `WAIT n 0` would block for ever, so a millisecond at least.
             let millis = left.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
-            let _: usize = redis::cmd("WAIT")
+            let acknowledged: usize = redis::cmd("WAIT")
                 .arg(sync.replicas)
                 .arg(millis)
                 .query_async(&mut connection)
                 .await
                 .map_err(query)?;
+            acknowledged_by_wait = acknowledged >= sync.replicas;
         }
     }
 
@@ -595,8 +604,10 @@ impl Replication {
         })
     }
 
-    /// `connected_slaves:N`, `slaveI:ip=…,port=…,state=online,offset=O,lag=L` and
-    /// `master_repl_offset:M`; `None` when a line the count needs is missing or unreadable.
+    /// `connected_slaves:N`, `master_repl_offset:M` and a `slaveI:ip=…,state=…,offset=O,…`
+    /// line per replica; `None` when the count or the offset is missing or unreadable. Redis
+    /// leaves out the line of a replica it cannot describe (its address unknown): such a
+    /// replica counts, as not caught up.
     fn parse(info: &str) -> Option<Self> {
         let field = |name: &str| {
             info.lines()
@@ -604,16 +615,22 @@ impl Replication {
         };
         let connected: usize = field("connected_slaves")?.parse().ok()?;
         let offset: u64 = field("master_repl_offset")?.parse().ok()?;
-        let mut replicas = Vec::with_capacity(connected);
-        for index in 0..connected {
-            let line = field(&format!("slave{index}"))?;
-            let acknowledged = line
-                .split(',')
-                .find_map(|pair| pair.strip_prefix("offset="))?
-                .parse()
-                .ok()?;
-            replicas.push(acknowledged);
-        }
+        let mut replicas: Vec<u64> = info
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.trim().split_once(':')?;
+                let index = name.strip_prefix("slave")?;
+                if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let acknowledged = value
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix("offset="))
+                    .and_then(|offset| offset.parse().ok());
+                Some(acknowledged.unwrap_or(0))
+            })
+            .collect();
+        replicas.resize(connected.max(replicas.len()), 0);
         Some(Self { offset, replicas })
     }
 
@@ -707,9 +724,15 @@ mod tests {
             Replication::parse("role:master\nmaster_repl_offset:7\n"),
             None
         );
-        assert_eq!(
-            Replication::parse("connected_slaves:1\nmaster_repl_offset:7\n"),
-            None
-        );
+        assert_eq!(Replication::parse("connected_slaves:1\n"), None);
+        // A replica Redis does not describe counts, as behind; other `slave…` fields are not
+        // replicas.
+        let undescribed = Replication::parse(
+            "connected_slaves:2\nslave_read_only:1\nslave0:ip=a,port=1,state=online,offset=9,lag=0\n\
+             master_repl_offset:9\n",
+        )
+        .unwrap();
+        assert_eq!(undescribed.replicas, [9, 0]);
+        assert!(!undescribed.sync_at(9).all_caught_up());
     }
 }
