@@ -501,8 +501,16 @@ async fn batch(
             }
         }
     }
-    // An element refused at the edge is an error in the body: the whole is not to be kept.
-    if served.len() < answers.len() {
+    // An element refused at the edge is an error in the body, and elements that disagree on
+    // how long they may be kept cannot all be kept: the whole is not to be kept.
+    let disagreed = !http.headers().contains_key(header::CACHE_CONTROL)
+        && served.iter().any(|response| {
+            response
+                .headers
+                .iter()
+                .any(|(name, _)| name == header::CACHE_CONTROL)
+        });
+    if served.len() < answers.len() || disagreed {
         http.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         http.headers_mut().remove(header::VARY);

@@ -870,6 +870,16 @@ impl GraphQlService for FakeRouter {
             if limited {
                 response.status = Some(axum::http::StatusCode::TOO_MANY_REQUESTS);
             }
+            // As the router does: how long the answer may be kept, by what it served.
+            let cache_control = if request.query.contains("daily") {
+                "public, max-age=300"
+            } else {
+                "public, max-age=60"
+            };
+            response.headers.push((
+                HeaderName::from_static("cache-control"),
+                HeaderValue::from_static(cache_control),
+            ));
             response
         })
     }
@@ -982,6 +992,15 @@ async fn batch_elements_keep_their_own_refusals_and_agreeing_headers() {
     assert_eq!(answers[0], json!({"data": {"query": "{ a }"}}));
     assert_eq!(error_code(&answers[1]), "RATE_LIMITED");
     assert_eq!(answers[2], json!({"data": {"persisted": true}}));
+
+    // Elements kept as long as each other: the batch too; for different times: not at all
+    // (a batch without `Cache-Control` could be kept by a cache's own rules).
+    let same = json!([{"query": "{ a }"}, {"query": "{ b }"}]);
+    let response = post_batch(&server, &same, None).await;
+    assert_eq!(header(&response, "cache-control"), "public, max-age=60");
+    let mixed = json!([{"query": "{ a }"}, {"query": "{ daily }"}]);
+    let response = post_batch(&server, &mixed, None).await;
+    assert_eq!(header(&response, "cache-control"), "no-store");
     server.stop().await.unwrap();
 }
 
