@@ -89,7 +89,13 @@ impl PersistedQueries {
         if query.trim().is_empty() {
             let found: Option<Option<String>> = self.run(redis::cmd("GET").arg(&key).clone()).await;
             return match found.flatten() {
-                Some(query) => Lookup::Query(query),
+                // Checked against its hash: Redis is shared by every process of the platform,
+                // and what one of them wrote under a hash must not run as another operation.
+                Some(query) if hash_of(&query) == hash => Lookup::Query(query),
+                Some(_) => {
+                    tracing::warn!(%hash, "a persisted query's stored text does not hash to its key; treated as unknown");
+                    Lookup::NotFound
+                }
                 None => Lookup::NotFound,
             };
         }

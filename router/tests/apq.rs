@@ -130,6 +130,30 @@ async fn a_hash_that_does_not_match_its_query_is_refused() {
     );
 }
 
+/// A text stored under a hash it does not have (written to the shared Redis by anything but
+/// the router) never runs under that hash: the hash is unknown.
+#[tokio::test]
+async fn a_stored_text_that_does_not_hash_to_its_key_is_unknown() {
+    let prefix = prefix("swapped");
+    let service = service(redis(), &prefix);
+    let hash = hash_of(QUERY);
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(format!("{prefix}:{hash}"))
+        .arg("{ topProducts(first: 5) { name price } }")
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let response = call(&service, "", &hash).await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "{response}"
+    );
+    assert!(response.get("data").is_none());
+}
+
 #[tokio::test]
 async fn over_http_by_post_and_get() {
     let service = service(redis(), &prefix("http"));
