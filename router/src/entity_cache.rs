@@ -10,7 +10,10 @@
 //! subgraph's version when it was fetched, a NUL byte and the entity's JSON. One `MGET`
 //! reads the current version with the entries; an entry of another version is a miss, so a
 //! re-ingest or a new supergraph is never served stale. Only entities that came back whole
-//! (not null, no error at or under them) are stored, in the background after the answer.
+//! (not null, no error at or under them) are stored, in the background after the answer, and
+//! only while the version key still holds the version the lookup read (the kit's
+//! [`set_while_current`]): an ingest that began meanwhile may have answered from half-written
+//! data, which must not be kept under a version that can come back (a rollback).
 //!
 //! A subgraph may also have its root fetches kept (`root_fetches` in the policy): the whole
 //! answer of a query's fetch to its root fields, keyed the same way with the fetch's variables
@@ -27,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gospelib_kit::redis_link::{BreakerSettings, RedisLink};
+use gospelib_kit::versioned_store::set_while_current;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -193,8 +197,17 @@ pub struct FetchIdentity<'a> {
 /// What one lookup found: the subgraph's current version, and for each key its entity (or
 /// `None`, a miss).
 pub struct Found {
-    pub version: String,
+    pub version: Version,
     pub entities: Vec<Option<Value>>,
+}
+
+/// A subgraph's version as a lookup read it, and the key it is kept under: entries fetched
+/// after the lookup are stored under it only while the key still holds it (an ingest that
+/// began meanwhile may have answered from half-written data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub key: String,
+    pub value: String,
 }
 
 impl EntityCache {
@@ -283,16 +296,19 @@ impl EntityCache {
         if values.len() != keys.len() + 1 {
             return None;
         }
-        let version = match values.remove(0) {
-            Some(bytes) => String::from_utf8(bytes).ok()?,
-            None => "none".to_owned(),
+        let version = Version {
+            key: version_key.clone(),
+            value: match values.remove(0) {
+                Some(bytes) => String::from_utf8(bytes).ok()?,
+                None => "none".to_owned(),
+            },
         };
         let entities: Vec<Option<Value>> = values
             .into_iter()
             .map(|entry| {
                 let entry = entry?;
                 let split = entry.iter().position(|&b| b == 0)?;
-                (&entry[..split] == version.as_bytes())
+                (&entry[..split] == version.value.as_bytes())
                     .then(|| serde_json::from_slice(&entry[split + 1..]).ok())
                     .flatten()
             })
@@ -315,47 +331,35 @@ impl EntityCache {
 
     /// Stores entities fetched at `version` (key, entity, seconds), in the background: the
     /// answer does not wait for Redis.
-    pub fn store(self: &Arc<Self>, version: String, entries: Vec<(String, Value, u32)>) {
+    pub fn store(self: &Arc<Self>, version: Version, entries: Vec<(String, Value, u32)>) {
         let encoded = entries
             .into_iter()
-            .map(|(key, entity, seconds)| (key, encode(&version, &entity), seconds))
+            .map(|(key, entity, seconds)| (key, encode(&version.value, &entity), seconds.into()))
             .collect();
-        self.store_encoded(encoded);
+        self.store_encoded(version, encoded);
     }
 
     /// Stores a root fetch's `data` fetched at `version` under `key` for `seconds`, in the
     /// background; an answer larger than [`MAX_ROOT_ANSWER`] is not stored.
-    pub fn store_root(self: &Arc<Self>, version: &str, key: String, data: &Value, seconds: u32) {
-        let value = encode(version, data);
-        if value.len() - version.len() - 1 > MAX_ROOT_ANSWER {
+    pub fn store_root(self: &Arc<Self>, version: Version, key: String, data: &Value, seconds: u32) {
+        let value = encode(&version.value, data);
+        if value.len() - version.value.len() - 1 > MAX_ROOT_ANSWER {
             return;
         }
-        self.store_encoded(vec![(key, value, seconds)]);
+        self.store_encoded(version, vec![(key, value, seconds.into())]);
     }
 
-    /// Sets each (key, entry, seconds) in one pipeline, in the background.
-    fn store_encoded(self: &Arc<Self>, entries: Vec<(String, Vec<u8>, u32)>) {
-        if entries.is_empty() {
+    /// Sets each (key, entry, seconds) in one script, in the background, unless the
+    /// subgraph's version moved on since it was read ([`set_while_current`]).
+    fn store_encoded(self: &Arc<Self>, version: Version, entries: Vec<(String, Vec<u8>, u64)>) {
+        let Some(command) = set_while_current(&version.key, &version.value, &entries) else {
             return;
-        }
+        };
         let cache = self.clone();
         tokio::spawn(async move {
-            let mut pipeline = redis::pipe();
-            for (key, value, seconds) in &entries {
-                pipeline
-                    .cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(*seconds)
-                    .ignore();
-            }
-            let stored: Option<()> = cache.link.run_pipeline(&pipeline).await;
-            if stored.is_some() {
-                cache
-                    .counts
-                    .stores
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            let stored: Option<u64> = cache.link.run(&command).await;
+            if let Some(stored) = stored {
+                cache.counts.stores.fetch_add(stored, Ordering::Relaxed);
             }
         });
     }

@@ -768,7 +768,7 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
                     seconds,
                     ..
                 } = cached;
-                cache.store_root(&version, key, data.get(), seconds);
+                cache.store_root(version, key, data.get(), seconds);
             }
             answer
         }
@@ -800,7 +800,7 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
 /// version it is (and will be) stored under, and the answer's data when it was there.
 struct CachedRoot<'c> {
     cache: &'c std::sync::Arc<crate::entity_cache::EntityCache>,
-    version: String,
+    version: crate::entity_cache::Version,
     key: String,
     seconds: u32,
     data: Option<Value>,
@@ -1386,7 +1386,7 @@ async fn entity_fetch(
 struct CachedEntities<'c> {
     cache: &'c std::sync::Arc<crate::entity_cache::EntityCache>,
     /// The subgraph's version the entities were (and will be) stored under.
-    version: String,
+    version: crate::entity_cache::Version,
     keys: Vec<Vec<Option<(String, u32)>>>,
     entities: Vec<Vec<Option<Value>>>,
 }

@@ -38,11 +38,24 @@ struct Recorded {
     numbered: bool,
     /// Add an error to the next answer (whose data stays whole).
     spoil_next: Arc<AtomicBool>,
+    /// Set this (version key, version) while answering the next request: an ingest beginning
+    /// while the fetch runs.
+    move_version_next: Arc<Mutex<Option<(String, String)>>>,
 }
 
 impl LocalSubgraph for Recorded {
     fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
         self.requests.fetch_add(1, Ordering::SeqCst);
+        if let Some((key, version)) = self.move_version_next.lock().unwrap().take() {
+            let mut connection = redis().get_connection().unwrap();
+            redis::cmd("SET")
+                .arg(key)
+                .arg(version)
+                .arg("EX")
+                .arg(600)
+                .exec(&mut connection)
+                .unwrap();
+        }
         if let Some(representations) = request["variables"]["representations"].as_array() {
             let mut asked = self.asked.lock().unwrap();
             asked.extend(
@@ -92,6 +105,8 @@ struct Setup {
     /// Requests products (the root fields' subgraph) was sent.
     product_requests: Arc<AtomicUsize>,
     spoil_next_product_answer: Arc<AtomicBool>,
+    /// What reviews sets while answering its next request.
+    move_version_next: Arc<Mutex<Option<(String, String)>>>,
     version_key: String,
     metrics: gospelib_kit::metrics::Metrics,
 }
@@ -115,6 +130,7 @@ impl Setup {
         let requests = Arc::new(AtomicUsize::new(0));
         let product_requests = Arc::new(AtomicUsize::new(0));
         let spoil_next_product_answer = Arc::new(AtomicBool::new(false));
+        let move_version_next = Arc::new(Mutex::new(None));
         let transport = InProcess::default()
             .with(
                 "products",
@@ -124,6 +140,7 @@ impl Setup {
                     requests: product_requests.clone(),
                     numbered: false,
                     spoil_next: spoil_next_product_answer.clone(),
+                    move_version_next: Arc::default(),
                 }),
             )
             .with(
@@ -134,6 +151,7 @@ impl Setup {
                     requests: requests.clone(),
                     numbered,
                     spoil_next: Arc::default(),
+                    move_version_next: move_version_next.clone(),
                 }),
             );
         let prefix = format!("gl_test_entity:{test}:{}", std::process::id());
@@ -159,6 +177,7 @@ impl Setup {
             requests,
             product_requests,
             spoil_next_product_answer,
+            move_version_next,
             version_key,
             metrics,
         }
@@ -353,6 +372,29 @@ async fn a_new_content_version_or_supergraph_is_never_served_stale() {
     assert_eq!(setup.run(query).await.1, ["1", "2"]);
 }
 
+/// Entities fetched while an ingest began (the version moved on during the fetch) may come
+/// from half-written data: they are not kept under the version read before, which a rollback
+/// to the previous corpus would bring back.
+#[tokio::test]
+async fn what_is_fetched_while_the_version_moves_on_is_not_kept() {
+    let setup = Setup::new("moving", reviews_cached, SDL);
+    setup.set_version("v1");
+    let query = "{ topProducts(first: 2) { reviews { body } } }";
+    *setup.move_version_next.lock().unwrap() =
+        Some((setup.version_key.clone(), "v2-ingesting-1".to_owned()));
+    let (answer, asked) = setup.run(query).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert_eq!(asked, ["1", "2"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(setup.cache.counts().stores.load(Ordering::SeqCst), 0);
+
+    // Rolled back to v1: fetched again, then kept.
+    setup.set_version("v1");
+    assert_eq!(setup.run(query).await.1, ["1", "2"]);
+    setup.stored(2).await;
+    assert!(setup.run(query).await.1.is_empty(), "held at v1");
+}
+
 fn products_root_cached(version_key: &str) -> String {
     format!(
         "[subgraphs.products]\nversion_key = \"{version_key}\"\nroot_fields = 30\n\
@@ -407,6 +449,8 @@ async fn root_fetches_are_kept_whole_by_variables_and_version() {
         json!([{ "upc": "1", "name": "Table" }])
     );
     assert_eq!(products(), 2);
+    // (Stored while v1 is current: a store after the version moved on is refused.)
+    setup.stored(2).await;
 
     // A new content version: the entry of the old one is a miss.
     setup.set_version("v2");

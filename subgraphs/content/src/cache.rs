@@ -177,8 +177,11 @@ impl Cache {
         lookup
     }
 
-    /// One pipelined `SET … EX` per value, and per id of `missing` (with [`MISSING`] and the
-    /// shorter [`MISSING_TTL_SECONDS`]; the first [`MISSING_PER_BATCH`] of them).
+    /// One `SET … EX` per value, and per id of `missing` (with [`MISSING`] and the shorter
+    /// [`MISSING_TTL_SECONDS`]; the first [`MISSING_PER_BATCH`] of them), in one script that
+    /// writes them only while the content version is still `version`: an ingest that began
+    /// since the request read it may have answered from half-written data, which must not be
+    /// kept under a version that can come back (a rollback re-ingests the previous corpus).
     pub async fn put_many<V: Serialize>(
         &self,
         kind: Kind,
@@ -186,31 +189,27 @@ impl Cache {
         values: &HashMap<String, V>,
         missing: &[String],
     ) {
-        if values.is_empty() && missing.is_empty() {
+        let mut entries: Vec<(String, String, u64)> = values
+            .iter()
+            .filter_map(|(id, value)| {
+                let json = serde_json::to_string(value).ok()?;
+                Some((self.key(kind, version, id), json, kind.ttl_seconds))
+            })
+            .collect();
+        entries.extend(missing.iter().take(MISSING_PER_BATCH).map(|id| {
+            (
+                self.key(kind, version, id),
+                MISSING.to_owned(),
+                MISSING_TTL_SECONDS,
+            )
+        }));
+        let Some(command) = gospelib_kit::versioned_store::set_while_current(
+            &self.namespace.version_key(),
+            version,
+            &entries,
+        ) else {
             return;
-        }
-        let mut pipeline = redis::pipe();
-        for (id, value) in values {
-            let Ok(json) = serde_json::to_string(value) else {
-                continue;
-            };
-            pipeline
-                .cmd("SET")
-                .arg(self.key(kind, version, id))
-                .arg(json)
-                .arg("EX")
-                .arg(kind.ttl_seconds)
-                .ignore();
-        }
-        for id in missing.iter().take(MISSING_PER_BATCH) {
-            pipeline
-                .cmd("SET")
-                .arg(self.key(kind, version, id))
-                .arg(MISSING)
-                .arg("EX")
-                .arg(MISSING_TTL_SECONDS)
-                .ignore();
-        }
-        let _: Option<()> = self.redis.run_pipeline(&pipeline).await;
+        };
+        let _: Option<u64> = self.redis.run(&command).await;
     }
 }

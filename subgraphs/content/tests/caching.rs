@@ -177,3 +177,34 @@ async fn connections_are_kept_only_for_nodes_that_exist() {
         "not kept: asked again"
     );
 }
+
+/// What a request read at one content version is written only while that version is still
+/// current: an ingest that began meanwhile may have answered from half-written data, and a
+/// rollback would bring the version back.
+#[tokio::test]
+async fn entries_are_written_only_while_the_version_they_were_read_at_is_current() {
+    use gospelib_content::cache::{Cache, Lookup, PASSAGE};
+    let namespace = ingested("t_cache_current").await;
+    cold_cache(&namespace).await;
+    let cache = Cache::new(clients().redis, namespace.clone());
+    let current = cache.version().await.expect("Redis answers");
+    let values: std::collections::HashMap<String, serde_json::Value> =
+        [("gen.1.1".to_owned(), json!({"text": "written"}))].into();
+    let ids = ["gen.1.1".to_owned(), "gen.99.1".to_owned()];
+
+    cache
+        .put_many(PASSAGE, "an-earlier-version", &values, &ids[1..])
+        .await;
+    let stale: Lookup<serde_json::Value> =
+        cache.get_many(PASSAGE, "an-earlier-version", &ids).await;
+    assert!(
+        stale.found.is_empty() && stale.missing.is_empty(),
+        "nothing written"
+    );
+
+    cache.put_many(PASSAGE, &current, &values, &ids[1..]).await;
+    let fresh: Lookup<serde_json::Value> = cache.get_many(PASSAGE, &current, &ids).await;
+    assert_eq!(fresh.found["gen.1.1"], json!({"text": "written"}));
+    assert!(fresh.missing.contains("gen.99.1"));
+    cold_cache(&namespace).await;
+}

@@ -40,6 +40,7 @@ pub mod telemetry;
 pub mod test_stack;
 pub mod time;
 pub mod usage;
+pub mod versioned_store;
 pub mod webhook_answer;
 pub mod ws;
 
