@@ -175,7 +175,11 @@ pub struct CacheCounts {
 
 /// The entity cache in Redis.
 pub struct EntityCache {
+    /// Lookups, on the request's path.
     link: RedisLink,
+    /// Stores, in the background: a link of their own, so that a slow or failing store (a
+    /// large root answer, a script Redis refuses) never opens the lookups' breaker.
+    stores: RedisLink,
     policy: Arc<CachePolicy>,
     /// The first part of every entry's key (`gl:entity`).
     prefix: String,
@@ -219,7 +223,15 @@ impl EntityCache {
             ..BreakerSettings::default()
         };
         Self {
-            link: RedisLink::new(redis, "entity cache", settings),
+            link: RedisLink::new(redis.clone(), "entity cache", settings),
+            stores: RedisLink::new(
+                redis,
+                "entity cache stores",
+                BreakerSettings {
+                    call_timeout: Duration::from_secs(1),
+                    ..BreakerSettings::default()
+                },
+            ),
             policy,
             prefix: prefix.to_owned(),
             counts: CacheCounts::default(),
@@ -357,7 +369,7 @@ impl EntityCache {
         };
         let cache = self.clone();
         tokio::spawn(async move {
-            let stored: Option<u64> = cache.link.run(&command).await;
+            let stored: Option<u64> = cache.stores.run(&command).await;
             if let Some(stored) = stored {
                 cache.counts.stores.fetch_add(stored, Ordering::Relaxed);
             }

@@ -395,6 +395,41 @@ async fn what_is_fetched_while_the_version_moves_on_is_not_kept() {
     assert!(setup.run(query).await.1.is_empty(), "held at v1");
 }
 
+/// A store Redis refuses (here: the version key is not a string, so the store's script
+/// fails) costs the stores only: lookups, on their own link, go on.
+#[tokio::test]
+async fn a_failing_store_does_not_stop_the_lookups() {
+    let setup = Setup::new("failing_store", reviews_cached, SDL);
+    let mut connection = redis().get_connection().unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&setup.version_key)
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&setup.version_key)
+        .arg("not a version")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&setup.version_key)
+        .arg(600)
+        .query(&mut connection)
+        .unwrap();
+    let misses = || setup.cache.counts().misses.load(Ordering::SeqCst);
+    let query = "{ topProducts(first: 2) { reviews { body } } }";
+    setup.run(query).await;
+    assert_eq!(misses(), 2);
+    // The store runs (and fails) in the background.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 2..=3 {
+        let (answer, asked) = setup.run(query).await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+        assert_eq!(asked, ["1", "2"]);
+        assert_eq!(misses(), 2 * round, "still looked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn products_root_cached(version_key: &str) -> String {
     format!(
         "[subgraphs.products]\nversion_key = \"{version_key}\"\nroot_fields = 30\n\

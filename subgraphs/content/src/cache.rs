@@ -98,7 +98,11 @@ impl<V> Default for Lookup<V> {
 #[derive(Clone)]
 pub struct Cache {
     namespace: Namespace,
+    /// Reads: the version and the entries.
     redis: RedisLink,
+    /// Writes, on a link of their own, so that a failing write (a script Redis refuses)
+    /// never opens the reads' breaker.
+    writes: RedisLink,
 }
 
 impl Cache {
@@ -113,14 +117,15 @@ impl Cache {
     ) -> Self {
         Self {
             namespace,
-            redis: RedisLink::new(client, "content cache", settings),
+            redis: RedisLink::new(client.clone(), "content cache", settings),
+            writes: RedisLink::new(client, "content cache writes", settings),
         }
     }
 
     /// How many times this cache (and its clones) has contacted Redis: each connect and each
     /// command or pipeline sent. Tests read it to prove an open breaker costs nothing.
     pub fn redis_attempts(&self) -> u64 {
-        self.redis.attempts()
+        self.redis.attempts() + self.writes.attempts()
     }
 
     /// Whether the breaker lets calls through (tests).
@@ -210,6 +215,6 @@ impl Cache {
         ) else {
             return;
         };
-        let _: Option<u64> = self.redis.run(&command).await;
+        let _: Option<u64> = self.writes.run(&command).await;
     }
 }
