@@ -184,6 +184,26 @@ async fn redis_paused(urls: &StoreUrls, namespace: &Namespace) {
     let own = OwnRedis::start().await;
     let mut with_own = urls.clone();
     with_own.redis = own.url.clone();
+    // The content version, as ingest wrote it: without one the cache keeps nothing.
+    let version: String = {
+        let stack = redis::Client::open(urls.redis.as_str()).unwrap();
+        let mut connection = stack.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("GET")
+            .arg(namespace.version_key())
+            .query_async(&mut connection)
+            .await
+            .expect("the namespace was ingested")
+    };
+    {
+        let client = redis::Client::open(own.url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(namespace.version_key())
+            .arg(version)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
     let cached = Arc::new(ContentService::new(
         namespace.clone(),
         &StoreClients::new(&with_own).unwrap(),
