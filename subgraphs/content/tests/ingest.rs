@@ -304,18 +304,7 @@ async fn a_failed_ingest_retires_what_the_caches_hold() {
     broken.typesense.base_url = "http://127.0.0.1:1/".parse().unwrap();
     let failed = ingest::ingest(&fixture(), false, &broken).await;
     assert!(failed.is_err(), "{failed:?}");
-    let version = || async {
-        let mut redis = clients
-            .redis
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        redis::cmd("GET")
-            .arg(namespace.version_key())
-            .query_async::<String>(&mut redis)
-            .await
-            .unwrap()
-    };
+    let version = || support::content_version(&namespace, &clients);
     let retired = version().await;
     assert!(
         retired.starts_with(&format!("{}-ingesting-", good.version)),

@@ -350,18 +350,7 @@ async fn an_ingest_sets_its_version_once_the_replicas_hold_its_writes() {
         v["chapters"][0]["verses"][6]["text"] = "The same came for a witness (replicated).".into();
     });
     let new_version = ingest::content_version(&dir).unwrap();
-    let version = || async {
-        let mut redis = clients
-            .redis
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        redis::cmd("GET")
-            .arg(namespace.version_key())
-            .query_async::<String>(&mut redis)
-            .await
-            .unwrap()
-    };
+    let version = || support::content_version(&namespace, &clients);
 
     // Hung: the writes reach the primary, not the replica; the version is not set.
     replica.signal("-STOP");

@@ -834,6 +834,23 @@ async fn batches_too_large_empty_or_switched_off_are_refused_whole() {
     server.stop().await.unwrap();
 }
 
+/// A server whose `/graphql` is a [`FakeRouter`] with 100 requests of rate limit.
+async fn fake_router_server() -> TestServer {
+    let (app, _) = build_app(AppSpec {
+        service: "router".to_owned(),
+        gateway: Some(Arc::new(FakeRouter {
+            remaining: AtomicUsize::new(100),
+        })),
+        subgraphs: vec![],
+        dependencies: vec![],
+        max_body_bytes: LIMIT,
+        extra_routes: None,
+        public_routes: None,
+        edge: EdgeSettings::default(),
+    });
+    start_app(app).await
+}
+
 /// A service like the router: a version header on every answer, a rate limit that counts down
 /// and refuses queries mentioning `limited` with 429, persisted queries resolved by itself.
 struct FakeRouter {
@@ -891,19 +908,7 @@ impl GraphQlService for FakeRouter {
 /// a 200 whatever its errors.
 #[tokio::test]
 async fn answers_without_data_are_5xx_for_server_faults_in_the_accepted_type() {
-    let (app, _) = build_app(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(FakeRouter {
-            remaining: AtomicUsize::new(100),
-        })),
-        subgraphs: vec![],
-        dependencies: vec![],
-        max_body_bytes: LIMIT,
-        extra_routes: None,
-        public_routes: None,
-        edge: EdgeSettings::default(),
-    });
-    let server = start_app(app).await;
+    let server = fake_router_server().await;
     let http = reqwest::Client::new();
     let ask = |accept: &'static str, body: &'static str| {
         http.post(server.url("/graphql"))
@@ -961,19 +966,7 @@ async fn answers_without_data_are_5xx_for_server_faults_in_the_accepted_type() {
 
 #[tokio::test]
 async fn batch_elements_keep_their_own_refusals_and_agreeing_headers() {
-    let (app, _) = build_app(AppSpec {
-        service: "router".to_owned(),
-        gateway: Some(Arc::new(FakeRouter {
-            remaining: AtomicUsize::new(100),
-        })),
-        subgraphs: vec![],
-        dependencies: vec![],
-        max_body_bytes: LIMIT,
-        extra_routes: None,
-        public_routes: None,
-        edge: EdgeSettings::default(),
-    });
-    let server = start_app(app).await;
+    let server = fake_router_server().await;
     // Alone, a rate-limited operation is a 429.
     let alone = post_batch(&server, &json!({"query": "{ limited }"}), None).await;
     assert_eq!(alone.status(), StatusCode::TOO_MANY_REQUESTS);

@@ -1056,16 +1056,22 @@ async fn readings_at_once_keep_one_history_row_per_quarter_hour() {
             assert!(answer.get("errors").is_none(), "{answer}");
         }
         assert_eq!(rows_of(&pool, "reading_progress", reader).await, 5);
-        let (rows, quarters): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(DISTINCT floor(extract(epoch FROM read_at) / 900))
-             FROM study.reading_history WHERE user_id = $1",
-        )
-        .bind(reader)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(rows, quarters, "one reading per quarter hour");
+        history_in_quarter_hours(&pool, reader).await;
     }
+}
+
+/// How many rows `reader`'s reading history holds, checking it holds one per quarter hour.
+async fn history_in_quarter_hours(pool: &gospelib_kit::stores::PgPool, reader: Uuid) -> i64 {
+    let (rows, quarters): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT floor(extract(epoch FROM read_at) / 900))
+         FROM study.reading_history WHERE user_id = $1",
+    )
+    .bind(reader)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, quarters, "one reading per quarter hour");
+    rows
 }
 
 #[tokio::test]
@@ -1081,18 +1087,7 @@ async fn reading_progress_and_streaks_come_from_the_history() {
     read_psalm_119_twice(&service, a).await;
     assert_eq!(rows_of(&pool, "reading_progress", a).await, 1);
     // The history keeps one reading per quarter hour (two only if one began between them).
-    let in_quarter_hours = || async {
-        let (rows, quarters): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(DISTINCT floor(extract(epoch FROM read_at) / 900))
-             FROM study.reading_history WHERE user_id = $1",
-        )
-        .bind(a)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(rows, quarters, "one reading per quarter hour");
-        rows
-    };
+    let in_quarter_hours = || history_in_quarter_hours(&pool, a);
     let kept = in_quarter_hours().await;
     assert!((1..=2).contains(&kept), "{kept}");
     for _ in 0..5 {

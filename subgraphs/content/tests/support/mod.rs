@@ -46,6 +46,20 @@ pub async fn ingest_dir(namespace: &Namespace, dir: &Path) -> IngestReport {
         .unwrap()
 }
 
+/// The content version `namespace`'s caches are keyed by now, as Redis holds it.
+pub async fn content_version(namespace: &Namespace, clients: &StoreClients) -> String {
+    let mut redis = clients
+        .redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("GET")
+        .arg(namespace.version_key())
+        .query_async::<String>(&mut redis)
+        .await
+        .unwrap()
+}
+
 /// Ingests the fixture into `namespace` once per test binary.
 pub async fn fixture_namespace(name: &str) -> Namespace {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
