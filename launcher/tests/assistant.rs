@@ -519,14 +519,24 @@ async fn identical_questions_in_flight_ask_the_vendor_once() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// Who answered `explainPassage` of John 1:`verse` for each of `verses`, asked in turn by a
+/// Scholar.
+async fn providers_of(setup: &Setup, verses: std::ops::RangeInclusive<u32>) -> Vec<Value> {
+    let mut providers = Vec::new();
+    for verse in verses {
+        let question = format!(r#"{{ explainPassage(id: "john.1.{verse}") {{ provider }} }}"#);
+        let answer = setup.ask(&scholar(), &question).await;
+        providers.push(answer["data"]["explainPassage"]["provider"].clone());
+    }
+    providers
+}
+
 /// The platform asks the vendors at most its daily budget of questions, all readers together:
 /// past it, the extractive provider answers, and that answer is not kept (tomorrow the vendor
 /// answers it).
 #[tokio::test]
 async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
     let reply = json!({"text": "In the beginning was the Word.", "citations": ["john.1.1"]});
-    let provider =
-        |verse: u32| format!(r#"{{ explainPassage(id: "john.1.{verse}") {{ provider }} }}"#);
     // The budget is per UTC day: should UTC midnight pass during the four questions, the
     // budget started again under them, so they are asked again (a budget of their own).
     let (setup, calls, providers) = loop {
@@ -538,11 +548,7 @@ async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
         )
         .await;
         let day = utc_day();
-        let mut providers = Vec::new();
-        for verse in 1..=4 {
-            let answer = setup.ask(&scholar(), &provider(verse)).await;
-            providers.push(answer["data"]["explainPassage"]["provider"].clone());
-        }
+        let providers = providers_of(&setup, 1..=4).await;
         if utc_day() == day {
             break (setup, calls, providers);
         }
@@ -559,8 +565,7 @@ async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
     );
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     // A question the vendor answered is still served from the cache.
-    let again = setup.ask(&scholar(), &provider(1)).await;
-    assert_eq!(again["data"]["explainPassage"]["provider"], "anthropic");
+    assert_eq!(providers_of(&setup, 1..=1).await, [json!("anthropic")]);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
@@ -602,8 +607,6 @@ async fn while_the_vendor_rate_limits_questions_take_nothing_from_the_budget() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let provider =
-        |verse: u32| format!(r#"{{ explainPassage(id: "john.1.{verse}") {{ provider }} }}"#);
     let cooled: Arc<dyn gospelib_ai::llm::LlmClient> =
         Arc::new(gospelib_ai::llm::Cooldown::new(anthropic(base)));
     // The budget is per UTC day: the questions are asked again should midnight pass.
@@ -616,16 +619,9 @@ async fn while_the_vendor_rate_limits_questions_take_nothing_from_the_budget() {
         )
         .await;
         let day = utc_day();
-        let mut providers = Vec::new();
-        for verse in 1..=4 {
-            let answer = setup.ask(&scholar(), &provider(verse)).await;
-            providers.push(answer["data"]["explainPassage"]["provider"].clone());
-        }
+        let mut providers = providers_of(&setup, 1..=4).await;
         tokio::time::sleep(Duration::from_millis(3_100)).await;
-        for verse in 5..=6 {
-            let answer = setup.ask(&scholar(), &provider(verse)).await;
-            providers.push(answer["data"]["explainPassage"]["provider"].clone());
-        }
+        providers.extend(providers_of(&setup, 5..=6).await);
         if utc_day() == day {
             break providers;
         }

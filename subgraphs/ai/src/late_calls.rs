@@ -44,7 +44,8 @@ impl LateCalls {
     }
 
     /// How many calls are marked late now.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.lock().len()
     }
 

@@ -311,17 +311,20 @@ pub async fn post(
 ) -> Response {
     // An event-stream request's refusals are the graphql-sse protocol's, which clients read as
     // `application/json`.
-    let preferred = negotiate(&headers).filter(|_| !crate::sse::wants_event_stream(&headers));
+    let negotiated = negotiate(&headers);
+    let preferred = negotiated.filter(|_| !crate::sse::wants_event_stream(&headers));
     in_negotiated_type(
         preferred,
-        post_answer(endpoint, peer, headers, request).await,
+        post_answer(endpoint, peer, headers, negotiated, request).await,
     )
 }
 
+/// [`post`]'s answer; `negotiated` is what [`negotiate`] made of the headers.
 async fn post_answer(
     endpoint: Arc<GraphQlEndpoint>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
+    negotiated: Option<MediaType>,
     request: axum::extract::Request,
 ) -> Response {
     // (An event stream ends when the server shuts down: it holds this to learn of it.)
@@ -347,7 +350,7 @@ async fn post_answer(
         return crate::sse::post(&endpoint, peer, &headers, body, draining).await;
     }
     let multipart = crate::multipart::wants_multipart(&headers);
-    let Some(media_type) = negotiate(&headers).or(multipart.then_some(MediaType::Json)) else {
+    let Some(media_type) = negotiated.or(multipart.then_some(MediaType::Json)) else {
         return not_acceptable();
     };
     let content_type = headers
@@ -619,14 +622,19 @@ pub async fn get(
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let preferred = negotiate(&headers);
-    in_negotiated_type(preferred, get_answer(endpoint, peer, headers, params).await)
+    let negotiated = negotiate(&headers);
+    in_negotiated_type(
+        negotiated,
+        get_answer(endpoint, peer, headers, negotiated, params).await,
+    )
 }
 
+/// [`get`]'s answer; `negotiated` is what [`negotiate`] made of the headers.
 async fn get_answer(
     endpoint: Arc<GraphQlEndpoint>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     headers: HeaderMap,
+    negotiated: Option<MediaType>,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
@@ -641,7 +649,7 @@ async fn get_answer(
             .into_response();
     }
     let multipart = crate::multipart::wants_multipart(&headers);
-    let Some(media_type) = negotiate(&headers).or(multipart.then_some(MediaType::Json)) else {
+    let Some(media_type) = negotiated.or(multipart.then_some(MediaType::Json)) else {
         return not_acceptable();
     };
     // CSRF prevention: a "simple" GET is one a browser sends cross-site without asking, so
