@@ -587,6 +587,7 @@ fn with_headers(
         }
     }
     request.mutation = fetching.mutation;
+    request.changes = one_use;
     request
 }
 

@@ -27,9 +27,15 @@ pub struct SubgraphRequest {
     /// the caller's identity, can change the answer, so they are part of its identity.
     #[serde(skip)]
     pub headers: Vec<(String, String)>,
-    /// Whether the request is (part of) a mutation: never shared, never repeated.
+    /// Whether the request is part of a mutation: never shared with another request's fetch
+    /// (one that began before the mutation's change would answer the state before it).
     #[serde(skip)]
     pub mutation: bool,
+    /// Whether the request runs a mutation's own fields: it may have been applied wherever it
+    /// arrived, so it is never sent twice. The reads after them (a mutation's entity fetches)
+    /// are not: another instance may be asked when one refuses them.
+    #[serde(skip)]
+    pub changes: bool,
 }
 
 impl SubgraphRequest {
@@ -40,6 +46,7 @@ impl SubgraphRequest {
             variables,
             headers: Vec::new(),
             mutation: false,
+            changes: false,
         }
     }
 
@@ -166,8 +173,9 @@ pub trait Transport: Send + Sync {
 /// does not answer within the timeout is passed over for [`DEFAULT_EJECTION`]; then one fetch
 /// probes it while the others still pass over it, and a failed probe doubles the period (up to
 /// ten times the first), the kit's [`Breaker`] per instance. An idempotent fetch (any fetch of
-/// a query; never one of a mutation) that was refused is retried at once on the next instance,
-/// each instance at most once per fetch and all within the one subgraph timeout; a fetch that
+/// a query, and a mutation's entity fetches after its own fields; never the fetch running a
+/// mutation's own fields) that was refused is retried at once on the next instance, each
+/// instance at most once per fetch and all within the one subgraph timeout; a fetch that
 /// timed out is not (its time is spent). An instance that keeps fetches waiting without
 /// answering any for [`DEFAULT_STALL`] (a process that hangs) is passed over by new fetches
 /// until it answers again, long before its fetches time out. Instances passed over are still
@@ -561,8 +569,9 @@ impl Transport for Http {
             let instances = self.instances_of(url);
             let mut turn = instances.turn();
             let deadline = tokio::time::Instant::now() + self.timeout;
-            // Never a mutation: it may have been applied before the connection broke.
-            let idempotent = !request.mutation;
+            // Never a mutation's own fields: they may have been applied before the connection
+            // broke. The reads after them may be.
+            let idempotent = !request.changes;
             let mut last_error = None;
             let mut tried = 0;
             loop {

@@ -1,7 +1,7 @@
 //! A subgraph run as several instances (`GOSPELIB_ROUTER_SUBGRAPH_URLS` with `|`): fetches are
 //! spread over the instances, an idempotent fetch an instance refuses is retried on another
-//! (counted), a mutation never is, and when every instance refuses the answer is the usual
-//! `UPSTREAM_UNAVAILABLE`.
+//! (counted), a mutation's own fields never are (the reads after them are), and when every
+//! instance refuses the answer is the usual `UPSTREAM_UNAVAILABLE`.
 
 mod support;
 
@@ -73,6 +73,15 @@ impl ProductsMutation {
         hit(ctx);
         ctx.data_unchecked::<Hits>().count() as i32
     }
+
+    /// A change whose answer needs another subgraph: the product's reviews.
+    async fn pick_product(&self, ctx: &Context<'_>) -> Product {
+        hit(ctx);
+        Product {
+            upc: "1".into(),
+            name: Some("Table".into()),
+        }
+    }
 }
 
 /// The test supergraph with a mutation the products subgraph owns.
@@ -81,7 +90,8 @@ fn supergraph() -> Supergraph {
         "  query: Query\n}",
         "  query: Query\n  mutation: Mutation\n}",
         1,
-    ) + "\ntype Mutation @join__type(graph: PRODUCTS) {\n  bump: Int @join__field(graph: PRODUCTS)\n}\n";
+    ) + "\ntype Mutation @join__type(graph: PRODUCTS) {\n  bump: Int @join__field(graph: PRODUCTS)\n  \
+         pickProduct: Product @join__field(graph: PRODUCTS)\n}\n";
     assert!(
         sdl.contains("mutation: Mutation"),
         "the fixture's schema block changed"
@@ -213,8 +223,27 @@ async fn router(
     ejection: Duration,
     servers: Vec<tokio::sync::oneshot::Sender<()>>,
 ) -> Setup {
-    let (reviews_url, reviews) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
-    let setting = format!("products={products},reviews={reviews_url}/graphql");
+    let (reviews_url, reviews) = reviews_instance().await;
+    let mut servers = servers;
+    servers.push(reviews);
+    router_with_reviews(products, &reviews_url, timeout, ejection, servers)
+}
+
+/// One reviews instance that answers: its URL, serving until the sender drops.
+async fn reviews_instance() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (url, stop) = start(subgraph_spec("reviews", Arc::new(reviews_schema()))).await;
+    (format!("{url}/graphql"), stop)
+}
+
+/// [`router`], with reviews at `reviews` (instances joined by `|` too).
+fn router_with_reviews(
+    products: &str,
+    reviews: &str,
+    timeout: Duration,
+    ejection: Duration,
+    servers: Vec<tokio::sync::oneshot::Sender<()>>,
+) -> Setup {
+    let setting = format!("products={products},reviews={reviews}");
     let settings = RouterSettings {
         subgraph_urls: parse_subgraph_urls(&setting).unwrap(),
         subgraph_timeout: timeout,
@@ -227,8 +256,6 @@ async fn router(
     let metrics = Metrics::new("test");
     let router =
         Router::from_settings(supergraph(), http.clone(), &settings).with_metrics(metrics.clone());
-    let mut servers = servers;
-    servers.push(reviews);
     Setup {
         router,
         http,
@@ -269,12 +296,17 @@ fn codes(response: &Value) -> Vec<String> {
 
 /// The retries the router's metrics show for products.
 fn retries_in_metrics(metrics: &Metrics) -> u64 {
+    retries_of_subgraph_in_metrics(metrics, "products")
+}
+
+/// [`retries_in_metrics`] of `subgraph`.
+fn retries_of_subgraph_in_metrics(metrics: &Metrics, subgraph: &str) -> u64 {
     metrics
         .render()
         .lines()
         .find(|line| {
             line.starts_with("gospelib_subgraph_fetch_retries_total")
-                && line.contains("subgraph=\"products\"")
+                && line.contains(&format!("subgraph=\"{subgraph}\""))
         })
         .and_then(|line| line.rsplit(' ').next())
         .map_or(0, |value| value.parse().unwrap())
@@ -406,6 +438,44 @@ async fn a_mutation_refused_by_its_instance_is_not_retried() {
             "{refusal:?}: {response}"
         );
         assert_eq!(hits.count(), 1, "{refusal:?}");
+    }
+}
+
+/// The reads after a mutation's own fields are retried like a query's: with the first reviews
+/// instance refusing, the mutation's answer is whole, the change applied once.
+#[tokio::test]
+async fn a_mutations_entity_fetch_refused_by_its_instance_is_retried() {
+    for refusal in [Refusal::Down, Refusal::Reset, Refusal::Status(503)] {
+        let (products, hits, products_server) = products_instance().await;
+        let (reviews, reviews_server) = reviews_instance().await;
+        let refusing = refusing(refusal).await;
+        let setup = router_with_reviews(
+            &products,
+            &format!("{refusing}|{reviews}"),
+            Duration::from_secs(5),
+            Duration::ZERO,
+            vec![products_server, reviews_server],
+        );
+        // The first reviews fetch's turn is the refusing instance's.
+        let response = run(
+            &setup.router,
+            "mutation { pickProduct { upc name reviews { body } } }",
+        )
+        .await;
+        assert_eq!(response.get("errors"), None, "{refusal:?}: {response}");
+        assert_eq!(
+            response["data"],
+            json!({"pickProduct": expected()["topProducts"][0]}),
+            "{refusal:?}"
+        );
+        assert_eq!(hits.count(), 1, "{refusal:?}: the change was applied once");
+        assert_eq!(setup.http.retries(), 1, "{refusal:?}");
+        assert_eq!(
+            retries_of_subgraph_in_metrics(&setup.metrics, "reviews"),
+            1,
+            "{refusal:?}"
+        );
+        assert_eq!(retries_in_metrics(&setup.metrics), 0, "{refusal:?}");
     }
 }
 
