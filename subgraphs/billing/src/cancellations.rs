@@ -1,5 +1,6 @@
-//! Cancelling a deleted account's Stripe subscriptions at Stripe, and expiring Checkout
-//! Sessions that must not be paid (one replaced by a newer checkout, or a deleted user's).
+//! Cancelling a deleted account's Stripe subscriptions at Stripe, a user's second subscription
+//! (paid twice; refunded too), and expiring Checkout Sessions that must not be paid (one
+//! replaced by a newer checkout, or a deleted user's).
 //!
 //! Erasing a user ([`crate::trial`], on `user.deleted`) queues each of their Stripe
 //! subscriptions that is not over in `billing.stripe_cancellations`, in the erasure's
@@ -19,6 +20,11 @@
 //! - Stripe refused the request otherwise, or answered what billing cannot read: **failed**,
 //!   logged as an error for someone to look at.
 //!
+//! A subscription queued as a **duplicate** (its user paid two Checkout Sessions and holds two
+//! live subscriptions: [`crate::stripe::apply`] queues the later one) is cancelled only while
+//! another subscription of its customer is live at Stripe, and its paid invoice is then refunded
+//! ([`settle_duplicate`]); the answers are read as above.
+//!
 //! A worker that dies mid-call leaves its rows leased; they are due again when the lease ends.
 //! A failure or postponement is recorded only for the attempt that holds the row (`attempts`
 //! fences it), a success for any attempt, and nothing over a row already settled.
@@ -32,7 +38,7 @@ use gospelib_kit::stores::PgPool;
 use tokio::sync::{Notify, watch};
 
 use crate::store::{self, CancellationResult};
-use crate::stripe::api::{StripeApi, StripeError};
+use crate::stripe::api::{InvoiceRefund, StripeApi, StripeError};
 
 /// How many attempts Stripe could not take (unavailable, or refusing the API key) a
 /// cancellation gets before each further postponement is logged as an error (~5 hours).
@@ -125,6 +131,56 @@ pub fn session_result_of(
     }
 }
 
+/// The statuses of a Stripe subscription Stripe still bills or serves.
+const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
+
+/// Settles a subscription queued as the duplicate of another of `customer`'s (the user paid
+/// two Checkout Sessions): while it is live and another of the customer's is live too, it is
+/// cancelled at once; once cancelled (now, by an earlier attempt, or by hand), what its latest
+/// invoice was paid and not already given back is refunded to the card with a credit note
+/// (reason `duplicate`, one idempotency key per subscription, and Stripe's own record of what
+/// credit notes gave back, so a retry never refunds twice). Left as it is when it has become
+/// the customer's only live subscription (the other was cancelled meanwhile) or is not live
+/// (`incomplete`, `unpaid`, `paused`: nothing charges). What was done, for the log.
+async fn settle_duplicate(
+    stripe: &dyn StripeApi,
+    id: &str,
+    customer: &str,
+) -> Result<&'static str, StripeError> {
+    let this = stripe.subscription(id).await?;
+    let latest_invoice = if LIVE_STATUSES.contains(&this.status.as_str()) {
+        let others = stripe.subscriptions_of_customer(customer).await?;
+        let another_live = others
+            .iter()
+            .any(|other| other.id != id && LIVE_STATUSES.contains(&other.status.as_str()));
+        if !another_live {
+            return Ok("kept: the customer's only live subscription now");
+        }
+        let cancelled = stripe.cancel_subscription(id).await?;
+        cancelled.latest_invoice.or(this.latest_invoice)
+    } else if this.status == "canceled" {
+        this.latest_invoice
+    } else {
+        return Ok("left as it is: not live");
+    };
+    let Some(invoice_id) = latest_invoice else {
+        return Ok("cancelled; no invoice to refund");
+    };
+    let invoice = stripe.invoice(&invoice_id).await?;
+    let owed = invoice.amount_paid - invoice.post_payment_credit_notes_amount;
+    if invoice.status.as_deref() != Some("paid") || owed <= 0 {
+        return Ok("cancelled; nothing paid left to refund");
+    }
+    stripe
+        .refund_invoice(&InvoiceRefund {
+            invoice: invoice_id,
+            amount: owed,
+            idempotency_key: format!("gl-duplicate-refund-{id}"),
+        })
+        .await?;
+    Ok("cancelled and refunded")
+}
+
 /// Works the due cancellations once (a batch at a time until none is due).
 pub async fn cancel_due(
     pool: &PgPool,
@@ -151,6 +207,9 @@ pub async fn cancel_due(
             let (result, status) = if session {
                 let answer = stripe.expire_checkout_session(id).await;
                 session_result_of(answer.map(|expired| expired.status), cancellation.attempts)
+            } else if let Some(customer) = &cancellation.duplicate_customer {
+                let answer = settle_duplicate(stripe, id, customer).await;
+                result_of(answer.map(str::to_owned), cancellation.attempts)
             } else {
                 let answer = stripe.cancel_subscription(id).await;
                 result_of(
@@ -160,6 +219,8 @@ pub async fn cancel_due(
             };
             let what = if session {
                 "a Checkout Session (replaced, or a deleted user's)"
+            } else if cancellation.duplicate_customer.is_some() {
+                "a user's second Stripe subscription (paid twice)"
             } else {
                 "a deleted user's Stripe subscription"
             };

@@ -592,12 +592,73 @@ pub async fn queue_cancellation(
     Ok(done.rows_affected() == 1)
 }
 
+/// Queues the cancellation of the Stripe subscription `stripe_id` as a duplicate of another
+/// subscription of `customer` (see `cancellations`); whether it was not queued already.
+pub async fn queue_duplicate_cancellation(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+    customer: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(stripe_id)
+    .bind(customer)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The user of the Stripe subscription `stripe_id` as billing stored it, read without a lock
+/// (a subscription's user never changes).
+pub async fn user_of_stripe_subscription(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM billing.subscriptions WHERE stripe_subscription_id = $1",
+    )
+    .bind(stripe_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A Stripe subscription of a user that Stripe still bills or serves.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LiveStripe {
+    pub stripe_id: String,
+    pub customer: Option<String>,
+}
+
+/// `user_id`'s Stripe subscriptions whose stored status is one of `statuses` and whose last
+/// snapshot was not final, the first begun first (ties by Stripe's id).
+pub async fn stripe_subscriptions_in(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    statuses: &[&str],
+) -> Result<Vec<LiveStripe>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT stripe_subscription_id AS stripe_id, stripe_customer_id AS customer
+         FROM billing.subscriptions
+         WHERE user_id = $1 AND source = 'stripe' AND status = ANY($2) AND NOT snapshot_final
+           AND stripe_subscription_id IS NOT NULL
+         ORDER BY started_at, stripe_subscription_id",
+    )
+    .bind(user_id)
+    .bind(statuses)
+    .fetch_all(conn)
+    .await
+}
+
 /// A cancellation taken by a worker: the Stripe object (a subscription, `sub_…`, or a
-/// Checkout Session, `cs_…`) and how many attempts it has had, this one included.
+/// Checkout Session, `cs_…`), how many attempts it has had, this one included, and, for a
+/// duplicate subscription, the customer whose other subscriptions it duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct DueCancellation {
     pub stripe_id: String,
     pub attempts: i32,
+    pub duplicate_customer: Option<String>,
 }
 
 /// Takes at most `limit` cancellations that are due, each for `lease_secs` (another worker
@@ -617,7 +678,7 @@ pub async fn take_due_cancellations<'e>(
              ORDER BY next_attempt_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
-         RETURNING stripe_id, attempts",
+         RETURNING stripe_id, attempts, duplicate_customer",
     )
     .bind(limit)
     .bind(lease_secs as f64)

@@ -140,6 +140,22 @@ pub trait StripeApi: Send + Sync {
         &'a self,
         stripe_subscription_id: &'a str,
     ) -> BoxFuture<'a, Result<CancelledSubscription, StripeError>>;
+
+    /// `GET /v1/subscriptions/{id}`: one subscription, cancelled ones included.
+    fn subscription<'a>(
+        &'a self,
+        stripe_subscription_id: &'a str,
+    ) -> BoxFuture<'a, Result<ListedSubscription, StripeError>>;
+
+    /// `GET /v1/invoices/{id}`.
+    fn invoice<'a>(&'a self, invoice_id: &'a str) -> BoxFuture<'a, Result<Invoice, StripeError>>;
+
+    /// `POST /v1/credit_notes` refunding `refund.amount` of a paid invoice (reason
+    /// `duplicate`).
+    fn refund_invoice<'a>(
+        &'a self,
+        refund: &'a InvoiceRefund,
+    ) -> BoxFuture<'a, Result<CreditNote, StripeError>>;
 }
 
 /// A Checkout Session as Stripe answered its expiry.
@@ -155,6 +171,57 @@ pub struct ListedSubscription {
     pub id: String,
     /// `active`, `trialing`, `past_due`, `unpaid`, `paused`, `incomplete`, …
     pub status: String,
+    /// The id of its latest invoice (its first, for a subscription just paid).
+    #[serde(default, deserialize_with = "object_id")]
+    pub latest_invoice: Option<String>,
+}
+
+/// An object's id where Stripe gives either the id or, expanded, the object.
+fn object_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IdOrObject {
+        Id(String),
+        Object { id: String },
+    }
+    Ok(
+        Option::<IdOrObject>::deserialize(deserializer)?.map(|value| match value {
+            IdOrObject::Id(id) | IdOrObject::Object { id } => id,
+        }),
+    )
+}
+
+/// An invoice, as much as refunding it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Invoice {
+    pub id: String,
+    /// `draft`, `open`, `paid`, `uncollectible`, `void`.
+    pub status: Option<String>,
+    /// What the customer paid, in the currency's smallest unit.
+    #[serde(default)]
+    pub amount_paid: i64,
+    /// What credit notes issued after its payment already gave back (refunds or credit).
+    #[serde(default)]
+    pub post_payment_credit_notes_amount: i64,
+}
+
+/// A credit note that refunds `amount` of a paid invoice to the customer's payment method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRefund {
+    pub invoice: String,
+    pub amount: i64,
+    /// One key per refund for as long as it takes (not per attempt): a second credit note
+    /// would refund twice.
+    pub idempotency_key: String,
+}
+
+/// A credit note as Stripe answered its creation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CreditNote {
+    pub id: String,
+    pub status: Option<String>,
 }
 
 /// A page of Stripe's list of subscriptions.
@@ -168,6 +235,8 @@ struct SubscriptionList {
 pub struct CancelledSubscription {
     pub id: String,
     pub status: String,
+    #[serde(default, deserialize_with = "object_id")]
+    pub latest_invoice: Option<String>,
 }
 
 /// Settings that cannot make a client.
@@ -469,11 +538,71 @@ impl StripeApi for HttpStripe {
             self.delete(&format!("/v1/subscriptions/{id}")).await
         })
     }
+
+    fn subscription<'a>(
+        &'a self,
+        stripe_subscription_id: &'a str,
+    ) -> BoxFuture<'a, Result<ListedSubscription, StripeError>> {
+        Box::pin(async move {
+            let id = stripe_id(stripe_subscription_id)?;
+            self.get(&format!("/v1/subscriptions/{id}"), &[]).await
+        })
+    }
+
+    fn invoice<'a>(&'a self, invoice_id: &'a str) -> BoxFuture<'a, Result<Invoice, StripeError>> {
+        Box::pin(async move {
+            let id = stripe_id(invoice_id)?;
+            self.get(&format!("/v1/invoices/{id}"), &[]).await
+        })
+    }
+
+    fn refund_invoice<'a>(
+        &'a self,
+        refund: &'a InvoiceRefund,
+    ) -> BoxFuture<'a, Result<CreditNote, StripeError>> {
+        Box::pin(async move {
+            let invoice = stripe_id(&refund.invoice)?;
+            let amount = refund.amount.to_string();
+            self.post(
+                "/v1/credit_notes",
+                &refund.idempotency_key,
+                &[
+                    ("invoice", invoice),
+                    ("amount", &amount),
+                    ("refund_amount", &amount),
+                    ("reason", "duplicate"),
+                ],
+            )
+            .await
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invoice_is_named_by_its_id_or_its_expanded_object() {
+        let latest = [
+            (serde_json::json!("in_1"), Some("in_1")),
+            (
+                serde_json::json!({"id": "in_2", "object": "invoice"}),
+                Some("in_2"),
+            ),
+            (serde_json::Value::Null, None),
+        ];
+        for (invoice, expected) in latest {
+            let listed: ListedSubscription = serde_json::from_value(
+                serde_json::json!({"id": "sub_1", "status": "active", "latest_invoice": invoice}),
+            )
+            .unwrap();
+            assert_eq!(listed.latest_invoice.as_deref(), expected);
+        }
+        let listed: ListedSubscription =
+            serde_json::from_value(serde_json::json!({"id": "sub_1", "status": "active"})).unwrap();
+        assert_eq!(listed.latest_invoice, None);
+    }
 
     #[test]
     fn keys_are_never_shown() {

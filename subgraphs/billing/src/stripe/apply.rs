@@ -255,6 +255,12 @@ async fn apply_subscription(
     snapshot: &SubscriptionSnapshot,
 ) -> Result<Applied, sqlx::Error> {
     let stamp = snapshot.stamp(event.created);
+    // The user's billing lock before the subscription's row (the order `user_for` and the
+    // erasure take them in), so two of the user's subscriptions becoming live at once are
+    // applied one after the other and the second sees the first (`queue_duplicates`).
+    if let Some(user_id) = store::user_of_stripe_subscription(&mut *conn, &snapshot.id).await? {
+        store::lock_user(&mut *conn, user_id).await?;
+    }
     // Two rounds at most: when another delivery inserts the subscription between our look-up
     // and our insert, the insert waits for it and does nothing, and the look-up then finds it.
     for _ in 0..2 {
@@ -278,6 +284,7 @@ async fn apply_subscription(
                 state.current_period_end = state.current_period_end.max(stored.current_period_end);
             }
             store::update_stripe_subscription(&mut *conn, stored.id, &state).await?;
+            queue_duplicates(conn, state.user_id, &state.status, state.stamp.is_final).await?;
             return changed(conn, outbox, event, &snapshot.id, &state).await;
         }
         let Some(user_id) = user_for(
@@ -297,6 +304,7 @@ async fn apply_subscription(
             .await?
             .is_some()
         {
+            queue_duplicates(conn, state.user_id, &state.status, state.stamp.is_final).await?;
             return changed(conn, outbox, event, &snapshot.id, &state).await;
         }
     }
@@ -304,6 +312,44 @@ async fn apply_subscription(
         "the Stripe subscription {} was neither found nor inserted",
         snapshot.id
     )))
+}
+
+/// The statuses of a Stripe subscription Stripe still bills or serves: two of one user's at
+/// once mean the user pays twice (see [`queue_duplicates`]).
+const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
+
+/// When the status just written (`status`, its user's billing lock held) leaves `user_id` with
+/// more than one live Stripe subscription, queues each but the first begun for cancellation
+/// as a duplicate: the user paid two Checkout Sessions (two tabs, the first paid before it
+/// could be expired). Whichever of the two becomes live last finds the other, so the same one
+/// is queued whatever order the events arrive in. The worker cancels it only while another
+/// subscription of the customer is live at Stripe, then refunds its payment
+/// (`crate::cancellations`).
+async fn queue_duplicates(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    status: &str,
+    is_final: bool,
+) -> Result<(), sqlx::Error> {
+    if is_final || !LIVE_STATUSES.contains(&status) {
+        return Ok(());
+    }
+    let live = store::stripe_subscriptions_in(&mut *conn, user_id, &LIVE_STATUSES).await?;
+    let Some((kept, duplicates)) = live.split_first() else {
+        return Ok(());
+    };
+    for duplicate in duplicates {
+        let Some(customer) = duplicate.customer.as_deref().or(kept.customer.as_deref()) else {
+            tracing::error!(%user_id, subscription = %duplicate.stripe_id,
+                "a user has two live Stripe subscriptions and neither names its customer: cancel one in Stripe's dashboard");
+            continue;
+        };
+        if store::queue_duplicate_cancellation(&mut *conn, &duplicate.stripe_id, customer).await? {
+            tracing::warn!(%user_id, subscription = %duplicate.stripe_id,
+                kept = %kept.stripe_id, "a user's second live Stripe subscription is queued for cancellation and refund");
+        }
+    }
+    Ok(())
 }
 
 /// Appends `subscription.changed` for a snapshot just written.
@@ -348,6 +394,12 @@ async fn apply_invoice(
     let mut user_id = None;
     let mut changed_users = Vec::new();
     let mut events = 0;
+    // The user's billing lock first, as for a subscription's snapshot.
+    if let Some(stripe_id) = &invoice.subscription
+        && let Some(user) = store::user_of_stripe_subscription(&mut *conn, stripe_id).await?
+    {
+        store::lock_user(&mut *conn, user).await?;
+    }
     if let Some(stripe_id) = &invoice.subscription
         && let Some(stored) = store::lock_stripe_subscription(&mut *conn, stripe_id).await?
     {
@@ -355,6 +407,8 @@ async fn apply_invoice(
         if let Some(billing_event) =
             invoice_update(conn, &stored, stripe_id, event, invoice, succeeded).await?
         {
+            let status = status_after_invoice(&stored.status, succeeded);
+            queue_duplicates(conn, stored.user_id, status, false).await?;
             events::append(&mut *conn, outbox, &billing_event).await?;
             changed_users.push(stored.user_id);
             events += 1;

@@ -1,0 +1,469 @@
+//! A user who paid two Checkout Sessions holds two live Stripe subscriptions: the later one
+//! (by Stripe's `created`) is queued as a duplicate whatever order, or however concurrently,
+//! the webhooks arrive; the worker cancels it at a fake Stripe on 127.0.0.1 (which checks the
+//! key and records every request) only while another subscription of the customer is live,
+//! and refunds its paid invoice with one credit note, never two.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gospelib_billing::{CancellationSettings, HttpStripe, cancel_due};
+use serde_json::{Value, json};
+use support::*;
+use uuid::Uuid;
+
+const KEY: &str = "sk_test_51FakeKeyForDuplicateTests";
+
+/// The cancellation queue is one table and the worker takes every due row: this file's
+/// tests that work it take turns.
+static QUEUE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the fake Stripe holds: subscriptions (status, latest invoice, customer), invoices
+/// (status, amount paid, given back by credit notes), and credit-note creations to refuse.
+#[derive(Default)]
+struct Ledger {
+    subscriptions: HashMap<String, (String, String, String)>,
+    invoices: HashMap<String, (String, i64, i64)>,
+    refuse_credit_notes: usize,
+    /// Every request, `METHOD path`, with the form and idempotency key of a POST.
+    received: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct FakeStripe(Arc<Mutex<Ledger>>);
+
+impl FakeStripe {
+    fn subscription(&self, id: &str, status: &str, invoice: &str, customer: &str) {
+        self.0.lock().unwrap().subscriptions.insert(
+            id.to_owned(),
+            (status.to_owned(), invoice.to_owned(), customer.to_owned()),
+        );
+    }
+
+    fn invoice(&self, id: &str, status: &str, paid: i64) {
+        self.0
+            .lock()
+            .unwrap()
+            .invoices
+            .insert(id.to_owned(), (status.to_owned(), paid, 0));
+    }
+
+    fn received(&self, prefix: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter(|line| line.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    fn status_of(&self, id: &str) -> String {
+        self.0.lock().unwrap().subscriptions[id].0.clone()
+    }
+
+    fn given_back(&self, invoice: &str) -> i64 {
+        self.0.lock().unwrap().invoices[invoice].2
+    }
+}
+
+fn subscription_json(id: &str, (status, invoice, customer): &(String, String, String)) -> Value {
+    json!({"id": id, "object": "subscription", "status": status,
+           "latest_invoice": invoice, "customer": customer})
+}
+
+async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(format!("Bearer {KEY}").as_str());
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let mut ledger = fake.0.lock().unwrap();
+    let line = if method == "POST" {
+        let mut fields: Vec<_> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        fields.sort();
+        format!("{method} {path} {} key={key}", fields.join("&"))
+    } else {
+        format!("{method} {path}")
+    };
+    ledger.received.push(if authorized {
+        line
+    } else {
+        format!("PROBLEM: unauthorized {line}")
+    });
+    let missing = || {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"type": "invalid_request_error", "message": "no such"}})),
+        )
+            .into_response()
+    };
+    let id = path.rsplit('/').next().unwrap_or_default().to_owned();
+    match (method.as_str(), path.as_str()) {
+        ("GET", "/v1/subscriptions") => {
+            let customer = query.strip_prefix("customer=").unwrap_or_default();
+            let customer = customer.split('&').next().unwrap_or_default();
+            // Stripe's list leaves cancelled subscriptions out.
+            let data: Vec<Value> = ledger
+                .subscriptions
+                .iter()
+                .filter(|(_, (status, _, owner))| owner == customer && status != "canceled")
+                .map(|(id, held)| subscription_json(id, held))
+                .collect();
+            axum::Json(json!({"object": "list", "data": data})).into_response()
+        }
+        ("GET", _) if path.starts_with("/v1/subscriptions/") => {
+            match ledger.subscriptions.get(&id) {
+                Some(held) => axum::Json(subscription_json(&id, held)).into_response(),
+                None => missing(),
+            }
+        }
+        ("DELETE", _) if path.starts_with("/v1/subscriptions/") => {
+            match ledger.subscriptions.get_mut(&id) {
+                Some(held) => {
+                    held.0 = "canceled".to_owned();
+                    axum::Json(subscription_json(&id, held)).into_response()
+                }
+                None => missing(),
+            }
+        }
+        ("GET", _) if path.starts_with("/v1/invoices/") => match ledger.invoices.get(&id) {
+            Some((status, paid, credited)) => axum::Json(json!({
+                "id": id, "object": "invoice", "status": status, "amount_paid": paid,
+                "post_payment_credit_notes_amount": credited
+            }))
+            .into_response(),
+            None => missing(),
+        },
+        ("POST", "/v1/credit_notes") => {
+            if ledger.refuse_credit_notes > 0 {
+                ledger.refuse_credit_notes -= 1;
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            let invoice = form.get("invoice").cloned().unwrap_or_default();
+            let amount: i64 = form["refund_amount"].parse().unwrap();
+            match ledger.invoices.get_mut(&invoice) {
+                Some(held) => {
+                    held.2 += amount;
+                    axum::Json(json!({"id": format!("cn_{}", unique()), "status": "issued"}))
+                        .into_response()
+                }
+                None => missing(),
+            }
+        }
+        // Another run's leftover rows: a session expired, a subscription unknown here.
+        ("POST", _) if path.starts_with("/v1/checkout/sessions/") => {
+            axum::Json(json!({"id": id, "status": "expired"})).into_response()
+        }
+        _ => missing(),
+    }
+}
+
+async fn fake_stripe() -> (FakeStripe, HttpStripe) {
+    let fake = FakeStripe::default();
+    let app = axum::Router::new()
+        .fallback(answer)
+        .with_state(fake.clone());
+    let base = serve(app).await.replace("/webhooks/stripe", "");
+    let client = HttpStripe::with_options(KEY, &base, Duration::from_secs(5)).unwrap();
+    (fake, client)
+}
+
+/// The row of `stripe_id` in the queue: the customer it duplicates, whether done, failed.
+async fn queued(
+    pool: &gospelib_kit::stores::PgPool,
+    stripe_id: &str,
+) -> Option<(Option<String>, bool, bool)> {
+    sqlx::query_as(
+        "SELECT duplicate_customer, done_at IS NOT NULL, failed_at IS NOT NULL
+         FROM billing.stripe_cancellations WHERE stripe_id = $1",
+    )
+    .bind(stripe_id)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+async fn forget(pool: &gospelib_kit::stores::PgPool, ids: &[&str]) {
+    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// `customer.subscription.<kind>` of `user`'s subscription `sub` of `customer`, `status`, its
+/// period starting `start` (Stripe's `created` 100 s before).
+fn delivery(kind: &str, sub: &str, customer: &str, user: Uuid, status: &str, start: i64) -> String {
+    event(
+        &event_id(),
+        &format!("customer.subscription.{kind}"),
+        now_secs(),
+        subscription(
+            sub,
+            customer,
+            Some(user),
+            status,
+            "price_scholar_monthly",
+            (start, start + 30 * 86_400),
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_later_of_two_live_subscriptions_is_queued_whatever_order_they_arrive_in() {
+    // (The rows are only looked at: no worker of this file may settle them meanwhile.)
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let names = names();
+    let url = endpoint(&pool, redis(), &names).await;
+    let now = now_secs();
+    let mut users = Vec::new();
+    let mut ids = Vec::new();
+
+    // The later one's event first, then the earlier one's: the later one is queued.
+    let (user, customer) = (Uuid::new_v4(), customer_id());
+    let (earlier, later) = (subscription_id(), subscription_id());
+    let body = delivery("created", &later, &customer, user, "active", now);
+    assert_eq!(post(&url, &body).await.0, 200);
+    assert_eq!(
+        queued(&pool, &later).await,
+        None,
+        "alone, nothing is queued"
+    );
+    let body = delivery("created", &earlier, &customer, user, "active", now - 600);
+    assert_eq!(post(&url, &body).await.0, 200);
+    assert_eq!(
+        queued(&pool, &later).await,
+        Some((Some(customer.clone()), false, false))
+    );
+    assert_eq!(queued(&pool, &earlier).await, None);
+    users.push(user);
+    ids.extend([earlier, later]);
+
+    // A second one `incomplete` (its payment pending) is none; once paid it is.
+    let (user, customer) = (Uuid::new_v4(), customer_id());
+    let (first, second) = (subscription_id(), subscription_id());
+    for body in [
+        delivery("created", &first, &customer, user, "active", now - 600),
+        delivery("created", &second, &customer, user, "incomplete", now),
+    ] {
+        assert_eq!(post(&url, &body).await.0, 200);
+    }
+    assert_eq!(
+        queued(&pool, &second).await,
+        None,
+        "not paid: nothing charges"
+    );
+    let body = delivery("updated", &second, &customer, user, "active", now + 1);
+    assert_eq!(post(&url, &body).await.0, 200);
+    assert_eq!(
+        queued(&pool, &second).await,
+        Some((Some(customer.clone()), false, false))
+    );
+    assert_eq!(queued(&pool, &first).await, None);
+    users.push(user);
+    ids.extend([first, second]);
+
+    // Both paid at the same moment (their `updated` deliveries at once), many times over:
+    // the later one, once.
+    for _ in 0..5 {
+        let (user, customer) = (Uuid::new_v4(), customer_id());
+        let (first, second) = (subscription_id(), subscription_id());
+        for body in [
+            delivery("created", &first, &customer, user, "incomplete", now - 600),
+            delivery("created", &second, &customer, user, "incomplete", now),
+        ] {
+            assert_eq!(post(&url, &body).await.0, 200);
+        }
+        let (a, b) = (
+            delivery("updated", &first, &customer, user, "active", now - 599),
+            delivery("updated", &second, &customer, user, "active", now + 1),
+        );
+        let (a, b) = tokio::join!(post(&url, &a), post(&url, &b));
+        assert_eq!((a.0, b.0), (200, 200));
+        assert_eq!(
+            queued(&pool, &second).await,
+            Some((Some(customer), false, false))
+        );
+        assert_eq!(queued(&pool, &first).await, None);
+        users.push(user);
+        ids.extend([first, second]);
+    }
+
+    // A user with one subscription, and one whose first ended before the second: none.
+    let (user, customer) = (Uuid::new_v4(), customer_id());
+    let (ended, current) = (subscription_id(), subscription_id());
+    for body in [
+        delivery("created", &ended, &customer, user, "active", now - 600),
+        delivery("deleted", &ended, &customer, user, "canceled", now - 300),
+        delivery("created", &current, &customer, user, "active", now),
+    ] {
+        assert_eq!(post(&url, &body).await.0, 200);
+    }
+    assert_eq!(queued(&pool, &current).await, None);
+    assert_eq!(queued(&pool, &ended).await, None);
+    users.push(user);
+    ids.extend([ended, current]);
+
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    forget(&pool, &ids).await;
+    clean_up(&pool, &users, &names).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_is_cancelled_and_its_payment_refunded_once() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (fake, stripe) = fake_stripe().await;
+    let settings = CancellationSettings::default();
+    let customer = customer_id();
+    let (kept, duplicate) = (subscription_id(), subscription_id());
+    let invoice = format!("in_test_{}", unique());
+    fake.subscription(&kept, "active", "in_test_kept", &customer);
+    fake.subscription(&duplicate, "active", &invoice, &customer);
+    fake.invoice(&invoice, "paid", 1500);
+    // Stripe fails the first credit note: the cancellation stands, the refund is tried again.
+    fake.0.lock().unwrap().refuse_credit_notes = 1;
+    sqlx::query(
+        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)",
+    )
+    .bind(&duplicate)
+    .bind(&customer)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(fake.status_of(&duplicate), "canceled");
+    assert_eq!(fake.status_of(&kept), "active", "the other one is kept");
+    assert_eq!(fake.given_back(&invoice), 0);
+    assert_eq!(
+        queued(&pool, &duplicate).await,
+        Some((Some(customer.clone()), false, false))
+    );
+    sqlx::query(
+        "UPDATE billing.stripe_cancellations SET next_attempt_at = now() WHERE stripe_id = $1",
+    )
+    .bind(&duplicate)
+    .execute(&pool)
+    .await
+    .unwrap();
+    cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(fake.given_back(&invoice), 1500, "refunded whole");
+    assert_eq!(
+        queued(&pool, &duplicate).await,
+        Some((Some(customer.clone()), true, false))
+    );
+    let notes = fake.received(&format!(
+        "POST /v1/credit_notes amount=1500&invoice={invoice}"
+    ));
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes.iter().all(|line| line.ends_with(&format!(
+            "reason=duplicate&refund_amount=1500 key=gl-duplicate-refund-{duplicate}"
+        ))),
+        "one key for every attempt: {notes:?}"
+    );
+    assert_eq!(
+        fake.received(&format!("DELETE /v1/subscriptions/{kept}")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fake.received(&format!("DELETE /v1/subscriptions/{duplicate}"))
+            .len(),
+        1
+    );
+
+    // Queued again (another delivery's check, a row forgotten): Stripe's record of what was
+    // given back stops a second refund.
+    forget(&pool, &[&duplicate]).await;
+    sqlx::query(
+        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)",
+    )
+    .bind(&duplicate)
+    .bind(&customer)
+    .execute(&pool)
+    .await
+    .unwrap();
+    cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(fake.given_back(&invoice), 1500, "never refunded twice");
+    assert_eq!(
+        queued(&pool, &duplicate).await,
+        Some((Some(customer.clone()), true, false))
+    );
+    assert!(
+        fake.received("PROBLEM").is_empty(),
+        "{:?}",
+        fake.received("PROBLEM")
+    );
+    forget(&pool, &[&duplicate]).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_left_alone_is_kept() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (fake, stripe) = fake_stripe().await;
+    let settings = CancellationSettings::default();
+    let customer = customer_id();
+    // The user cancelled the first one before the worker came: the second is all they have.
+    let (cancelled, only) = (subscription_id(), subscription_id());
+    let invoice = format!("in_test_{}", unique());
+    fake.subscription(&cancelled, "canceled", "in_test_old", &customer);
+    fake.subscription(&only, "active", &invoice, &customer);
+    fake.invoice(&invoice, "paid", 1500);
+    // And one whose payment never went through: nothing charges, nothing to cancel.
+    let (other_customer, unpaid) = (customer_id(), subscription_id());
+    fake.subscription(
+        &unpaid,
+        "incomplete_expired",
+        "in_test_none",
+        &other_customer,
+    );
+    for (id, owner) in [(&only, &customer), (&unpaid, &other_customer)] {
+        sqlx::query(
+            "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(fake.status_of(&only), "active");
+    assert_eq!(fake.given_back(&invoice), 0);
+    for id in [&only, &unpaid, &cancelled] {
+        let asked = fake.received(&format!("DELETE /v1/subscriptions/{id}"));
+        assert!(asked.is_empty(), "{asked:?}");
+    }
+    assert!(fake.received("POST /v1/credit_notes").is_empty());
+    for id in [&only, &unpaid] {
+        assert_eq!(
+            queued(&pool, id).await.map(|row| (row.1, row.2)),
+            Some((true, false))
+        );
+    }
+    forget(&pool, &[&only, &unpaid]).await;
+}
