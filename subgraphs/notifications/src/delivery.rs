@@ -32,6 +32,10 @@
 //!   the last one's failure is final. A provider that hangs is bounded by its request timeout
 //!   ([`crate::providers::settings::PROVIDER_TIMEOUT_MS`]); it holds only its own jobs' slots,
 //!   and the other slots go on taking the queue's next jobs.
+//! - **An address not heard of yet** (no `user.created` applied for the user: the users
+//!   stream's consumer is behind the event that made the notification) puts an email job back
+//!   for the backoff, as a transient failure; it is skipped on its last attempt. A user known
+//!   to have no address is skipped at once.
 //! - **Done.** A finished job keeps `done_at` and a summary outcome: the best of its recipients'
 //!   (sent, then failed, rejected, skipped).
 //!
@@ -556,6 +560,26 @@ impl DeliveryWorker {
             return self.finish(job, JobEnd::Postponed(until)).await;
         }
         let recipients = self.recipients(job.user_id, channel).await?;
+        let last_attempt = job.attempts >= i32::try_from(self.settings().max_attempts).unwrap_or(1);
+        if recipients.is_empty()
+            && matches!(channel, Channel::Email)
+            && !last_attempt
+            && !recipients::address_known(pool, job.user_id).await?
+        {
+            // Nothing heard of the user's address yet (the users stream's consumer is behind
+            // the event that made this notification: a trial's start is raised from the same
+            // `user.created`): asked again after the backoff, skipped only on the last attempt.
+            stats.retried += 1;
+            return self
+                .finish(
+                    job,
+                    JobEnd::Retry {
+                        at_least: None,
+                        error: "the user's email address is not known yet".to_owned(),
+                    },
+                )
+                .await;
+        }
         if recipients.is_empty() {
             let reason = match channel {
                 Channel::Push => "the user has no device to push to",
@@ -583,7 +607,6 @@ impl DeliveryWorker {
             }
         }
         let mut outcomes: Vec<String> = settled.values().cloned().collect();
-        let last_attempt = job.attempts >= i32::try_from(self.settings().max_attempts).unwrap_or(1);
         let mut retry: Option<(Option<Duration>, String)> = None;
         // Those not tried yet go first: a provider that keeps failing one device must not
         // hold the user's others back attempt after attempt.

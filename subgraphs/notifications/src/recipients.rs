@@ -218,6 +218,15 @@ pub async fn address(pool: &PgPool, user: Uuid) -> Result<Option<String>, sqlx::
     Ok(found.flatten())
 }
 
+/// Whether anything was heard of `user`'s address: a row, even one without an address (the
+/// user has none, or removed it), against none at all (their `user.created` not applied yet).
+pub async fn address_known(pool: &PgPool, user: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notifications.addresses WHERE user_id = $1)")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+}
+
 /// Retires the device `device_id` if it still has `token` and is live, in the caller's
 /// transaction: when it did, the user and the time (RFC 3339, UTC, milliseconds), for the
 /// `device.rejected` event written in the same transaction.

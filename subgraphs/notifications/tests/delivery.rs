@@ -1486,6 +1486,85 @@ async fn a_retry_after_longer_than_the_longest_wait_is_cut_to_it() {
     clean_up(&pool, &[user]).await;
 }
 
+/// A trial's start heard before the user's address (billing raises it from the same
+/// `user.created`, and the users stream's consumer here is behind): its email waits for the
+/// address, asked again after the backoff, and goes once it is known. A user known to have no
+/// address is skipped at once; one never heard of, on the last attempt.
+#[tokio::test]
+async fn an_email_waits_for_an_address_not_heard_of_yet() {
+    let pool = pool().await;
+    let (fake, providers) = fake_providers(Duration::from_secs(5)).await;
+    let handler = EventsHandler::new(pool.clone());
+    let trial = json!({"plan": "scholar", "trial_end": "2026-12-20T00:00:00Z"});
+    let (user, email) = (Uuid::new_v4(), address());
+    handler
+        .apply(&event("trial.started", user, trial.clone()))
+        .await
+        .unwrap();
+    let first = worker(&pool, &providers, settings(&[user], &test_stream()));
+    let stats = first.run_once().await.unwrap();
+    assert_eq!(stats.retried, 1, "{stats:?}");
+    let email_job = |queued: Vec<QueuedJob>| {
+        queued
+            .into_iter()
+            .find(|job| job.channel == "email")
+            .unwrap()
+    };
+    let job = email_job(jobs(&pool, user).await);
+    assert!(!job.done && !job.due_now, "{job:?}");
+    assert!(
+        job.last_error.as_deref().unwrap().contains("not known yet"),
+        "{job:?}"
+    );
+    assert!(fake.emails_to(&email).is_empty());
+
+    handler
+        .apply(&event("user.created", user, json!({"email": email})))
+        .await
+        .unwrap();
+    make_due(&pool, user).await;
+    drain(&first).await;
+    assert_eq!(
+        fake.emails_to(&email).len(),
+        2,
+        "the trial's start and the welcome, each once"
+    );
+    let job = email_job(jobs(&pool, user).await);
+    assert_eq!((job.done, job.outcome.as_deref()), (true, Some("sent")));
+
+    // Known to have none (removed): skipped at once. Never heard of: on the last attempt.
+    let (without, unknown) = (Uuid::new_v4(), Uuid::new_v4());
+    for entry in [
+        event("user.updated", without, json!({"email": null})),
+        event("trial.started", without, trial.clone()),
+        event("trial.started", unknown, trial.clone()),
+    ] {
+        handler.apply(&entry).await.unwrap();
+    }
+    let later = settings(&[without, unknown], &test_stream());
+    let attempts = later.max_attempts;
+    let second = worker(&pool, &providers, later);
+    second.run_once().await.unwrap();
+    let job = email_job(jobs(&pool, without).await);
+    assert_eq!((job.done, job.outcome.as_deref()), (true, Some("skipped")));
+    for attempt in 1..attempts {
+        let job = email_job(jobs(&pool, unknown).await);
+        assert!(!job.done, "attempt {attempt}: {job:?}");
+        make_due(&pool, unknown).await;
+        second.run_once().await.unwrap();
+    }
+    let job = email_job(jobs(&pool, unknown).await);
+    assert_eq!((job.done, job.outcome.as_deref()), (true, Some("skipped")));
+    let reasons: Vec<Option<String>> = deliveries(&pool, unknown)
+        .await
+        .into_iter()
+        .filter(|row| row.channel == "email")
+        .map(|row| row.reason)
+        .collect();
+    assert_eq!(reasons, [Some("the user has no email address".to_owned())]);
+    clean_up(&pool, &[user, without, unknown]).await;
+}
+
 /// Old rows are forgotten by age: a notification after a year (its jobs and deliveries with
 /// it), delivery attempts and finished jobs after 100 days; nothing recent.
 #[tokio::test]
