@@ -393,7 +393,7 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
     );
     assert_eq!(expired[0].method, Method::POST);
 
-    forget_queued(&pool, &[&first_session]).await;
+    forget_cancellations(&pool, &[&first_session]).await;
     clean_up(&pool, &[user], &names).await;
 }
 
@@ -428,14 +428,6 @@ async fn queued(pool: &gospelib_kit::stores::PgPool, stripe_id: &str) -> Option<
 async fn expire_queued(base_url: &str) {
     let stripe = HttpStripe::with_options(KEY, base_url, Duration::from_secs(5)).unwrap();
     gospelib_billing::cancel_due(&pool().await, &stripe, &Default::default())
-        .await
-        .unwrap();
-}
-
-async fn forget_queued(pool: &gospelib_kit::stores::PgPool, ids: &[&str]) {
-    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
         .await
         .unwrap();
 }
@@ -492,7 +484,7 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
         [format!("/v1/checkout/sessions/{other}/expire")],
         "only the replaced one"
     );
-    forget_queued(&pool, &[other]).await;
+    forget_cancellations(&pool, &[other]).await;
     clean_up(&pool, &[user], &names).await;
 }
 
@@ -576,7 +568,7 @@ async fn a_replaced_session_is_expired_after_stripe_failed_the_first_attempt() {
     assert_eq!(expiries.len(), 2, "{expiries:?}");
     assert_ne!(expiries[0].idempotency_key, expiries[1].idempotency_key);
 
-    forget_queued(&pool, &[&replaced]).await;
+    forget_cancellations(&pool, &[&replaced]).await;
     clean_up(&pool, &[user], &names).await;
 }
 
@@ -657,7 +649,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     assert_eq!(sessions(&fake), 0);
 
     // (The later checkout replaced the first session: it was queued for expiry.)
-    forget_queued(&pool, &[&first_session]).await;
+    forget_cancellations(&pool, &[&first_session]).await;
     clean_up(&pool, &[user], &names).await;
 }
 

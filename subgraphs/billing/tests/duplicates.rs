@@ -204,12 +204,16 @@ async fn queued(
     .unwrap()
 }
 
-async fn forget(pool: &gospelib_kit::stores::PgPool, ids: &[&str]) {
-    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
-        .await
-        .unwrap();
+/// Queues `stripe_id` as a duplicate of another subscription of `customer`.
+async fn queue_duplicate(pool: &gospelib_kit::stores::PgPool, stripe_id: &str, customer: &str) {
+    sqlx::query(
+        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)",
+    )
+    .bind(stripe_id)
+    .bind(customer)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// `customer.subscription.<kind>` of `user`'s subscription `sub` of `customer`, `status`, its
@@ -327,7 +331,7 @@ async fn the_later_of_two_live_subscriptions_is_queued_whatever_order_they_arriv
     ids.extend([ended, current]);
 
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    forget(&pool, &ids).await;
+    forget_cancellations(&pool, &ids).await;
     clean_up(&pool, &users, &names).await;
 }
 
@@ -345,14 +349,7 @@ async fn a_duplicate_is_cancelled_and_its_payment_refunded_once() {
     fake.invoice(&invoice, "paid", 1500);
     // Stripe fails the first credit note: the cancellation stands, the refund is tried again.
     fake.0.lock().unwrap().refuse_credit_notes = 1;
-    sqlx::query(
-        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)",
-    )
-    .bind(&duplicate)
-    .bind(&customer)
-    .execute(&pool)
-    .await
-    .unwrap();
+    queue_duplicate(&pool, &duplicate, &customer).await;
 
     cancel_due(&pool, &stripe, &settings).await.unwrap();
     assert_eq!(fake.status_of(&duplicate), "canceled");
@@ -397,15 +394,8 @@ async fn a_duplicate_is_cancelled_and_its_payment_refunded_once() {
 
     // Queued again (another delivery's check, a row forgotten): Stripe's record of what was
     // given back stops a second refund.
-    forget(&pool, &[&duplicate]).await;
-    sqlx::query(
-        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)",
-    )
-    .bind(&duplicate)
-    .bind(&customer)
-    .execute(&pool)
-    .await
-    .unwrap();
+    forget_cancellations(&pool, &[&duplicate]).await;
+    queue_duplicate(&pool, &duplicate, &customer).await;
     cancel_due(&pool, &stripe, &settings).await.unwrap();
     assert_eq!(fake.given_back(&invoice), 1500, "never refunded twice");
     assert_eq!(
@@ -417,7 +407,7 @@ async fn a_duplicate_is_cancelled_and_its_payment_refunded_once() {
         "{:?}",
         fake.received("PROBLEM")
     );
-    forget(&pool, &[&duplicate]).await;
+    forget_cancellations(&pool, &[&duplicate]).await;
 }
 
 #[tokio::test]
@@ -442,14 +432,7 @@ async fn a_duplicate_left_alone_is_kept() {
         &other_customer,
     );
     for (id, owner) in [(&only, &customer), (&unpaid, &other_customer)] {
-        sqlx::query(
-            "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&pool)
-        .await
-        .unwrap();
+        queue_duplicate(&pool, id, owner).await;
     }
     cancel_due(&pool, &stripe, &settings).await.unwrap();
     assert_eq!(fake.status_of(&only), "active");
@@ -465,5 +448,5 @@ async fn a_duplicate_left_alone_is_kept() {
             Some((true, false))
         );
     }
-    forget(&pool, &[&only, &unpaid]).await;
+    forget_cancellations(&pool, &[&only, &unpaid]).await;
 }

@@ -102,14 +102,6 @@ async fn cancellation_row(
     .unwrap()
 }
 
-async fn forget_cancellations(pool: &gospelib_kit::stores::PgPool, ids: &[&str]) {
-    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
-        .await
-        .unwrap();
-}
-
 /// The user's subscription as Stripe's webhook delivers it, active, for the user.
 async fn subscribe(url: &str, user: Uuid, sub: &str, customer: &str) {
     let now = now_secs();

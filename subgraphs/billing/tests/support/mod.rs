@@ -456,3 +456,12 @@ pub fn start_consumer(
     ));
     (stop, task)
 }
+
+/// Takes `ids` out of the cancellation queue (a test's own rows, once it is done with them).
+pub async fn forget_cancellations(pool: &PgPool, ids: &[&str]) {
+    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .unwrap();
+}
