@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -184,9 +183,7 @@ async fn fake_stripe() -> (FakeStripe, HttpStripe) {
     let app = axum::Router::new()
         .fallback(answer)
         .with_state(fake.clone());
-    let base = serve(app).await.replace("/webhooks/stripe", "");
-    let client = HttpStripe::with_options(KEY, &base, Duration::from_secs(5)).unwrap();
-    (fake, client)
+    (fake, stripe_client_of(app, KEY).await)
 }
 
 /// The row of `stripe_id` in the queue: the customer it duplicates, whether done, failed.

@@ -465,3 +465,9 @@ pub async fn forget_cancellations(pool: &PgPool, ids: &[&str]) {
         .await
         .unwrap();
 }
+
+/// A Stripe client with `key` talking to `fake` (a fake Stripe's routes) served on 127.0.0.1.
+pub async fn stripe_client_of(fake: axum::Router, key: &str) -> gospelib_billing::HttpStripe {
+    let base = serve(fake).await.replace("/webhooks/stripe", "");
+    gospelib_billing::HttpStripe::with_options(key, &base, Duration::from_secs(5)).unwrap()
+}
