@@ -12,7 +12,8 @@
 //!
 //! - Stripe answered the subscription (cancelled), or `404` with its own error body (no such
 //!   subscription: nothing can charge): **done**;
-//! - Stripe was unavailable (a timeout, 5xx, 429, a 404 that is not Stripe's), or refused the
+//! - Stripe was unavailable (a timeout, 5xx, 429, a 404 that is not Stripe's, a 409 for an
+//!   idempotency key another attempt's request still holds), or refused the
 //!   API key: **again later**, after 30 s doubling up to an hour, for as long as it takes:
 //!   giving up would leave a deleted user, who can no longer sign in to cancel, paying every
 //!   month. From the [`ALERT_AFTER_ATTEMPTS`]th attempt on, each postponement is logged as an
@@ -23,7 +24,10 @@
 //! A subscription queued as a **duplicate** (its user paid two Checkout Sessions and holds two
 //! live subscriptions: [`crate::stripe::apply`] queues the later one) is cancelled only while
 //! another subscription of its customer is live at Stripe, and its paid invoice is then refunded
-//! ([`settle_duplicate`]); the answers are read as above.
+//! ([`settle_duplicate`]); the answers are read as above, except that one left alone (the
+//! customer's only live subscription by then, or not live) is taken out of the queue, for a
+//! later event that finds two live again to queue it anew. A deleted user's cancellation queued
+//! for a subscription already queued as a duplicate and not settled takes its row over.
 //!
 //! A worker that dies mid-call leaves its rows leased; they are due again when the lease ends.
 //! A failure or postponement is recorded only for the attempt that holds the row (`attempts`
@@ -37,7 +41,7 @@ use std::time::Duration;
 use gospelib_kit::stores::PgPool;
 use tokio::sync::{Notify, watch};
 
-use crate::store::{self, CancellationResult};
+use crate::store::{self, CancellationResult, DueCancellation};
 use crate::stripe::api::{InvoiceRefund, StripeApi, StripeError};
 
 /// How many attempts Stripe could not take (unavailable, or refusing the API key) a
@@ -58,8 +62,9 @@ pub struct CancellationSettings {
     /// How many cancellations one pass takes (called one after another).
     pub batch: i64,
     /// How long a taken cancellation is this worker's: longer than a batch's Stripe calls
-    /// may take (each at most 10 s). A row whose lease ran out may be taken by another
-    /// worker; a success from either settles it.
+    /// may take (each at most 10 s; a duplicate takes up to five: 4 × 5 × 10 s = 200 s). A
+    /// row whose lease ran out may be taken by another worker; a success from either settles
+    /// it.
     pub lease: Duration,
 }
 
@@ -68,7 +73,7 @@ impl Default for CancellationSettings {
         Self {
             every: Duration::from_secs(60),
             batch: 4,
-            lease: Duration::from_secs(120),
+            lease: Duration::from_secs(300),
         }
     }
 }
@@ -105,6 +110,9 @@ pub fn result_of(
         Err(StripeError::Refused { status: 404, .. }) => {
             (later("a 404 that is not Stripe's".to_owned()), None)
         }
+        // Another attempt's request with the same idempotency key still running at Stripe (a
+        // lease run out while a duplicate's refund was on its way): its answer decides.
+        Err(error @ StripeError::Refused { status: 409, .. }) => (later(error.to_string()), None),
         Err(error @ (StripeError::Refused { .. } | StripeError::Malformed(_))) => {
             (CancellationResult::Failed(error.to_string()), None)
         }
@@ -134,51 +142,87 @@ pub fn session_result_of(
 /// The statuses of a Stripe subscription Stripe still bills or serves.
 const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
 
-/// Settles a subscription queued as the duplicate of another of `customer`'s (the user paid
-/// two Checkout Sessions): while it is live and another of the customer's is live too, it is
-/// cancelled at once; once cancelled (now, by an earlier attempt, or by hand), what its latest
-/// invoice was paid and not already given back is refunded to the card with a credit note
-/// (reason `duplicate`, one idempotency key per subscription, and Stripe's own record of what
-/// credit notes gave back, so a retry never refunds twice). Left as it is when it has become
-/// the customer's only live subscription (the other was cancelled meanwhile) or is not live
-/// (`incomplete`, `unpaid`, `paused`: nothing charges). What was done, for the log.
+/// What became of a duplicate.
+enum Settled {
+    /// Cancelled at Stripe, its payment refunded if there was one: the row is done.
+    Cancelled(&'static str),
+    /// Left as it is (why): the row is forgotten, for a later event to queue it again.
+    LeftAlone(&'static str),
+}
+
+/// Settles the subscription `taken` queued as the duplicate of another of `customer`'s (the
+/// user paid two Checkout Sessions): while it is live and another of the customer's is live
+/// too, it is confirmed a duplicate (recorded) and cancelled at once; once cancelled (now, or
+/// by an earlier attempt that confirmed it), what its latest invoice was paid and not already
+/// given back is refunded to the card with a credit note (reason `duplicate`, one idempotency
+/// key per subscription, and Stripe's own record of what credit notes gave back, so a retry
+/// never refunds twice). Left alone when it has become the customer's only live subscription
+/// (the other ended meanwhile), is not live (`incomplete`, `unpaid`, `paused`: nothing
+/// charges), or was cancelled by someone else before it was confirmed a duplicate.
 async fn settle_duplicate(
+    pool: &PgPool,
     stripe: &dyn StripeApi,
-    id: &str,
+    taken: &DueCancellation,
     customer: &str,
-) -> Result<&'static str, StripeError> {
-    let this = stripe.subscription(id).await?;
+) -> Result<Result<Settled, StripeError>, sqlx::Error> {
+    let id = taken.stripe_id.as_str();
+    let this = match stripe.subscription(id).await {
+        Ok(this) => this,
+        Err(error) => return Ok(Err(error)),
+    };
     let latest_invoice = if LIVE_STATUSES.contains(&this.status.as_str()) {
-        let others = stripe.subscriptions_of_customer(customer).await?;
+        let others = match stripe.subscriptions_of_customer(customer).await {
+            Ok(others) => others,
+            Err(error) => return Ok(Err(error)),
+        };
         let another_live = others
             .iter()
             .any(|other| other.id != id && LIVE_STATUSES.contains(&other.status.as_str()));
         if !another_live {
-            return Ok("kept: the customer's only live subscription now");
+            return Ok(Ok(Settled::LeftAlone(
+                "kept: the customer's only live subscription now",
+            )));
         }
-        let cancelled = stripe.cancel_subscription(id).await?;
-        cancelled.latest_invoice.or(this.latest_invoice)
-    } else if this.status == "canceled" {
+        if !store::confirm_duplicate(pool, taken).await? {
+            return Ok(Ok(Settled::LeftAlone(
+                "no longer this attempt's duplicate (another took it, or it became a deleted user's cancellation)",
+            )));
+        }
+        match stripe.cancel_subscription(id).await {
+            Ok(cancelled) => cancelled.latest_invoice.or(this.latest_invoice),
+            Err(error) => return Ok(Err(error)),
+        }
+    } else if this.status == "canceled" && taken.duplicate_confirmed {
         this.latest_invoice
+    } else if this.status == "canceled" {
+        return Ok(Ok(Settled::LeftAlone(
+            "cancelled elsewhere before it was confirmed a duplicate: not refunded",
+        )));
     } else {
-        return Ok("left as it is: not live");
+        return Ok(Ok(Settled::LeftAlone("not live: nothing charges")));
     };
     let Some(invoice_id) = latest_invoice else {
-        return Ok("cancelled; no invoice to refund");
+        return Ok(Ok(Settled::Cancelled("cancelled; no invoice to refund")));
     };
-    let invoice = stripe.invoice(&invoice_id).await?;
+    let invoice = match stripe.invoice(&invoice_id).await {
+        Ok(invoice) => invoice,
+        Err(error) => return Ok(Err(error)),
+    };
     let owed = invoice.amount_paid - invoice.post_payment_credit_notes_amount;
     if invoice.status.as_deref() != Some("paid") || owed <= 0 {
-        return Ok("cancelled; nothing paid left to refund");
+        return Ok(Ok(Settled::Cancelled(
+            "cancelled; nothing paid left to refund",
+        )));
     }
-    stripe
-        .refund_invoice(&InvoiceRefund {
-            invoice: invoice_id,
-            amount: owed,
-            idempotency_key: format!("gl-duplicate-refund-{id}"),
-        })
-        .await?;
-    Ok("cancelled and refunded")
+    let refund = InvoiceRefund {
+        invoice: invoice_id,
+        amount: owed,
+        idempotency_key: format!("gl-duplicate-refund-{id}"),
+    };
+    Ok(match stripe.refund_invoice(&refund).await {
+        Ok(_) => Ok(Settled::Cancelled("cancelled and refunded")),
+        Err(error) => Err(error),
+    })
 }
 
 /// Works the due cancellations once (a batch at a time until none is due).
@@ -208,8 +252,21 @@ pub async fn cancel_due(
                 let answer = stripe.expire_checkout_session(id).await;
                 session_result_of(answer.map(|expired| expired.status), cancellation.attempts)
             } else if let Some(customer) = &cancellation.duplicate_customer {
-                let answer = settle_duplicate(stripe, id, customer).await;
-                result_of(answer.map(str::to_owned), cancellation.attempts)
+                match settle_duplicate(pool, stripe, &cancellation, customer).await? {
+                    Ok(Settled::LeftAlone(why)) => {
+                        tracing::info!(
+                            stripe_id = id,
+                            why,
+                            "a duplicate Stripe subscription left alone"
+                        );
+                        store::forget_duplicate(pool, &cancellation).await?;
+                        continue;
+                    }
+                    Ok(Settled::Cancelled(what)) => {
+                        result_of(Ok(what.to_owned()), cancellation.attempts)
+                    }
+                    Err(error) => result_of(Err(error), cancellation.attempts),
+                }
             } else {
                 let answer = stripe.cancel_subscription(id).await;
                 result_of(
@@ -246,7 +303,7 @@ pub async fn cancel_due(
                     }
                 }
             }
-            store::record_cancellation(pool, id, cancellation.attempts, &result).await?;
+            store::record_cancellation(pool, &cancellation, &result).await?;
         }
     }
 }
@@ -308,6 +365,11 @@ mod tests {
         // A 404 that is not Stripe's (a proxy, a wrong base URL) proves nothing.
         assert!(matches!(
             done(Err(refused(404, "unknown"))),
+            CancellationResult::Later { .. }
+        ));
+        // Another attempt's request with the same idempotency key still running.
+        assert!(matches!(
+            done(Err(refused(409, "idempotency_error"))),
             CancellationResult::Later { .. }
         ));
         let pause = |attempts| match result_of(Err(StripeError::Unauthorized(401)), attempts).0 {

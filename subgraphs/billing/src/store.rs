@@ -29,6 +29,22 @@ macro_rules! epoch {
     };
 }
 
+/// The conflict clause of a cancellation queued for an erasure (or a deleted user's late
+/// subscription) over a row already queued for the same subscription as a duplicate and not
+/// settled: the row becomes the plain cancellation, due now (a duplicate's worker may have left
+/// it alone as the customer's only live subscription, which a deleted user's must not be). Its
+/// attempt count stays; a worker still on it as a duplicate records nothing over it (its
+/// writes are fenced on the row being a duplicate).
+macro_rules! duplicate_becomes_cancellation {
+    () => {
+        "ON CONFLICT (stripe_id) DO UPDATE
+         SET duplicate_customer = NULL, duplicate_confirmed_at = NULL, failed_at = NULL,
+             last_error = NULL, next_attempt_at = now()
+         WHERE billing.stripe_cancellations.duplicate_customer IS NOT NULL
+           AND billing.stripe_cancellations.done_at IS NULL"
+    };
+}
+
 const SUBSCRIPTION_COLUMNS: &str = concat!(
     "id, user_id, plan, status, billing_interval, source, stripe_subscription_id, ",
     epoch!("current_period_end"),
@@ -544,16 +560,16 @@ pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    let cancellations: Vec<String> = sqlx::query_scalar(
+    let cancellations: Vec<String> = sqlx::query_scalar(concat!(
         "INSERT INTO billing.stripe_cancellations (stripe_id)
          SELECT stripe_subscription_id FROM billing.subscriptions
          WHERE user_id = $1 AND source = 'stripe'
            AND status NOT IN ('canceled', 'incomplete_expired') AND NOT snapshot_final
          UNION
-         SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1
-         ON CONFLICT DO NOTHING
-         RETURNING stripe_id",
-    )
+         SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1 ",
+        duplicate_becomes_cancellation!(),
+        " RETURNING stripe_id"
+    ))
     .bind(user_id)
     .fetch_all(&mut *conn)
     .await?;
@@ -577,15 +593,16 @@ pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased
 }
 
 /// Queues the cancellation of the Stripe subscription, or the expiry of the Checkout Session,
-/// `stripe_id`; whether it was not queued already.
+/// `stripe_id`; whether it was not queued already (or was queued as a duplicate not settled,
+/// whose row it takes over).
 pub async fn queue_cancellation(
     conn: &mut PgConnection,
     stripe_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO billing.stripe_cancellations (stripe_id) VALUES ($1)
-         ON CONFLICT DO NOTHING",
-    )
+    let done = sqlx::query(concat!(
+        "INSERT INTO billing.stripe_cancellations (stripe_id) VALUES ($1) ",
+        duplicate_becomes_cancellation!()
+    ))
     .bind(stripe_id)
     .execute(conn)
     .await?;
@@ -659,6 +676,8 @@ pub struct DueCancellation {
     pub stripe_id: String,
     pub attempts: i32,
     pub duplicate_customer: Option<String>,
+    /// A duplicate an earlier attempt found live beside another live subscription.
+    pub duplicate_confirmed: bool,
 }
 
 /// Takes at most `limit` cancellations that are due, each for `lease_secs` (another worker
@@ -678,12 +697,51 @@ pub async fn take_due_cancellations<'e>(
              ORDER BY next_attempt_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
-         RETURNING stripe_id, attempts, duplicate_customer",
+         RETURNING stripe_id, attempts, duplicate_customer,
+                   duplicate_confirmed_at IS NOT NULL AS duplicate_confirmed",
     )
     .bind(limit)
     .bind(lease_secs as f64)
     .fetch_all(executor)
     .await
+}
+
+/// Records that the attempt `taken` found its duplicate live beside another live
+/// subscription, just before cancelling it; whether the row is still this attempt's duplicate.
+pub async fn confirm_duplicate<'e>(
+    executor: impl PgExecutor<'e>,
+    taken: &DueCancellation,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE billing.stripe_cancellations
+         SET duplicate_confirmed_at = coalesce(duplicate_confirmed_at, now())
+         WHERE stripe_id = $1 AND attempts = $2 AND duplicate_customer IS NOT NULL
+           AND done_at IS NULL AND failed_at IS NULL",
+    )
+    .bind(&taken.stripe_id)
+    .bind(taken.attempts)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes a duplicate the attempt `taken` left alone (the customer's only live subscription
+/// now, or not live) out of the queue, so that a later event finding two live subscriptions
+/// again queues it anew.
+pub async fn forget_duplicate<'e>(
+    executor: impl PgExecutor<'e>,
+    taken: &DueCancellation,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM billing.stripe_cancellations
+         WHERE stripe_id = $1 AND attempts = $2 AND duplicate_customer IS NOT NULL
+           AND done_at IS NULL AND failed_at IS NULL",
+    )
+    .bind(&taken.stripe_id)
+    .bind(taken.attempts)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// How a cancellation attempt ended.
@@ -697,14 +755,14 @@ pub enum CancellationResult {
     Later { error: String, retry_in_secs: i64 },
 }
 
-/// Records how attempt number `attempt` on `stripe_id` ended, unless the row is settled
-/// already: a late answer never undoes another's. A failure or a postponement counts only
-/// for the attempt that holds the row (another worker may have taken it since its lease ran
-/// out); a success counts whichever attempt got it.
+/// Records how the attempt `taken` ended, unless the row is settled already: a late answer
+/// never undoes another's. A failure or a postponement counts only for the attempt that holds
+/// the row (another worker may have taken it since its lease ran out); a success counts
+/// whichever attempt got it; nothing counts when the row changed kind meanwhile (a duplicate
+/// became a deleted user's cancellation).
 pub async fn record_cancellation<'e>(
     executor: impl PgExecutor<'e>,
-    stripe_id: &str,
-    attempt: i32,
+    taken: &DueCancellation,
     result: &CancellationResult,
 ) -> Result<(), sqlx::Error> {
     let (done, failed, error, retry_in_secs) = match result {
@@ -722,14 +780,16 @@ pub async fn record_cancellation<'e>(
              last_error = $4,
              next_attempt_at = now() + make_interval(secs => $5)
          WHERE stripe_id = $1 AND (attempts = $6 OR $2)
-           AND done_at IS NULL AND failed_at IS NULL",
+           AND done_at IS NULL AND failed_at IS NULL
+           AND (duplicate_customer IS NOT NULL) = $7",
     )
-    .bind(stripe_id)
+    .bind(&taken.stripe_id)
     .bind(done)
     .bind(failed)
     .bind(error)
     .bind(retry_in_secs as f64)
-    .bind(attempt)
+    .bind(taken.attempts)
+    .bind(taken.duplicate_customer.is_some())
     .execute(executor)
     .await?;
     Ok(())

@@ -389,15 +389,34 @@ async fn a_duplicate_is_cancelled_and_its_payment_refunded_once() {
         1
     );
 
-    // Queued again (another delivery's check, a row forgotten): Stripe's record of what was
-    // given back stops a second refund.
+    // Queued again, not confirmed (another delivery's check after the row was forgotten): a
+    // cancelled subscription it never confirmed is not refunded; the row goes.
     forget_cancellations(&pool, &[&duplicate]).await;
     queue_duplicate(&pool, &duplicate, &customer).await;
+    cancel_due(&pool, &stripe, &settings).await.unwrap();
+    assert_eq!(fake.given_back(&invoice), 1500, "never refunded twice");
+    assert_eq!(queued(&pool, &duplicate).await, None);
+    // Confirmed by an attempt whose refund went through but whose answer was lost: Stripe's
+    // record of what was given back stops a second refund.
+    queue_duplicate(&pool, &duplicate, &customer).await;
+    sqlx::query(
+        "UPDATE billing.stripe_cancellations SET duplicate_confirmed_at = now()
+         WHERE stripe_id = $1",
+    )
+    .bind(&duplicate)
+    .execute(&pool)
+    .await
+    .unwrap();
     cancel_due(&pool, &stripe, &settings).await.unwrap();
     assert_eq!(fake.given_back(&invoice), 1500, "never refunded twice");
     assert_eq!(
         queued(&pool, &duplicate).await,
         Some((Some(customer.clone()), true, false))
+    );
+    assert_eq!(
+        fake.received("POST /v1/credit_notes").len(),
+        2,
+        "the refused one and the one that went through"
     );
     assert!(
         fake.received("PROBLEM").is_empty(),
@@ -428,7 +447,17 @@ async fn a_duplicate_left_alone_is_kept() {
         "in_test_none",
         &other_customer,
     );
-    for (id, owner) in [(&only, &customer), (&unpaid, &other_customer)] {
+    // And one cancelled by someone else before any attempt found it live beside another: it
+    // was never confirmed a duplicate, so its payment is not the worker's to give back.
+    let (third_customer, elsewhere) = (customer_id(), subscription_id());
+    let elsewhere_invoice = format!("in_test_{}", unique());
+    fake.subscription(&elsewhere, "canceled", &elsewhere_invoice, &third_customer);
+    fake.invoice(&elsewhere_invoice, "paid", 900);
+    for (id, owner) in [
+        (&only, &customer),
+        (&unpaid, &other_customer),
+        (&elsewhere, &third_customer),
+    ] {
         queue_duplicate(&pool, id, owner).await;
     }
     cancel_due(&pool, &stripe, &settings).await.unwrap();
@@ -439,11 +468,40 @@ async fn a_duplicate_left_alone_is_kept() {
         assert!(asked.is_empty(), "{asked:?}");
     }
     assert!(fake.received("POST /v1/credit_notes").is_empty());
-    for id in [&only, &unpaid] {
-        assert_eq!(
-            queued(&pool, id).await.map(|row| (row.1, row.2)),
-            Some((true, false))
-        );
+    // Out of the queue: an event that finds two live again queues it anew.
+    for id in [&only, &unpaid, &elsewhere] {
+        assert_eq!(queued(&pool, id).await, None);
     }
-    forget_cancellations(&pool, &[&only, &unpaid]).await;
+    assert_eq!(fake.given_back(&elsewhere_invoice), 0);
+    forget_cancellations(&pool, &[&only, &unpaid, &elsewhere]).await;
+}
+
+/// A deleted user's cancellation queued for a subscription already queued as a duplicate, not
+/// settled, takes its row over: it is cancelled at once, though it is the customer's only live
+/// one (a deleted user's must not go on charging), and nothing is refunded.
+#[tokio::test]
+async fn a_deleted_users_cancellation_takes_over_a_pending_duplicate() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (fake, stripe) = fake_stripe().await;
+    let (customer, only) = (customer_id(), subscription_id());
+    let invoice = format!("in_test_{}", unique());
+    fake.subscription(&only, "active", &invoice, &customer);
+    fake.invoice(&invoice, "paid", 1500);
+    queue_duplicate(&pool, &only, &customer).await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(
+        gospelib_billing::store::queue_cancellation(&mut conn, &only)
+            .await
+            .unwrap()
+    );
+    drop(conn);
+    assert_eq!(queued(&pool, &only).await, Some((None, false, false)));
+    cancel_due(&pool, &stripe, &CancellationSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(fake.status_of(&only), "canceled");
+    assert_eq!(queued(&pool, &only).await, Some((None, true, false)));
+    assert_eq!(fake.given_back(&invoice), 0);
+    forget_cancellations(&pool, &[&only]).await;
 }

@@ -258,13 +258,15 @@ async fn apply_subscription(
     // The user's billing lock before the subscription's row (the order `user_for` and the
     // erasure take them in), so two of the user's subscriptions becoming live at once are
     // applied one after the other and the second sees the first (`queue_duplicates`).
-    if let Some(user_id) = store::user_of_stripe_subscription(&mut *conn, &snapshot.id).await? {
+    let mut locked = store::user_of_stripe_subscription(&mut *conn, &snapshot.id).await?;
+    if let Some(user_id) = locked {
         store::lock_user(&mut *conn, user_id).await?;
     }
     // Two rounds at most: when another delivery inserts the subscription between our look-up
     // and our insert, the insert waits for it and does nothing, and the look-up then finds it.
     for _ in 0..2 {
         if let Some(stored) = store::lock_stripe_subscription(&mut *conn, &snapshot.id).await? {
+            lock_user_late(conn, &mut locked, stored.user_id).await?;
             if stamp <= stored.stamp() {
                 tracing::info!(
                     subscription = %snapshot.id,
@@ -299,6 +301,7 @@ async fn apply_subscription(
             }
             return Ok(Applied::nothing(Outcome::Unattributed));
         };
+        locked = Some(user_id);
         let state = state_of(plans, snapshot, user_id, stamp);
         if store::insert_stripe_subscription(&mut *conn, &snapshot.id, &state)
             .await?
@@ -312,6 +315,22 @@ async fn apply_subscription(
         "the Stripe subscription {} was neither found nor inserted",
         snapshot.id
     )))
+}
+
+/// Takes `user_id`'s billing lock after its subscription's row when the look-up before it
+/// found no row to lock for (another delivery inserted it in between): the duplicates check
+/// needs it. Taken in that order, it may deadlock with an erasure of the same user at that
+/// moment; PostgreSQL then ends one of the two, and Stripe delivers the event again.
+async fn lock_user_late(
+    conn: &mut PgConnection,
+    locked: &mut Option<Uuid>,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    if *locked != Some(user_id) {
+        store::lock_user(&mut *conn, user_id).await?;
+        *locked = Some(user_id);
+    }
+    Ok(())
 }
 
 /// The statuses of a Stripe subscription Stripe still bills or serves: two of one user's at
@@ -395,14 +414,17 @@ async fn apply_invoice(
     let mut changed_users = Vec::new();
     let mut events = 0;
     // The user's billing lock first, as for a subscription's snapshot.
-    if let Some(stripe_id) = &invoice.subscription
-        && let Some(user) = store::user_of_stripe_subscription(&mut *conn, stripe_id).await?
-    {
-        store::lock_user(&mut *conn, user).await?;
+    let mut locked = None;
+    if let Some(stripe_id) = &invoice.subscription {
+        locked = store::user_of_stripe_subscription(&mut *conn, stripe_id).await?;
+        if let Some(user) = locked {
+            store::lock_user(&mut *conn, user).await?;
+        }
     }
     if let Some(stripe_id) = &invoice.subscription
         && let Some(stored) = store::lock_stripe_subscription(&mut *conn, stripe_id).await?
     {
+        lock_user_late(conn, &mut locked, stored.user_id).await?;
         user_id = Some(stored.user_id);
         if let Some(billing_event) =
             invoice_update(conn, &stored, stripe_id, event, invoice, succeeded).await?
