@@ -796,8 +796,10 @@ impl DeliveryWorker {
         });
         let delivery = match tokio::time::timeout(within, sending).await {
             Ok(delivery) => delivery,
-            // It may have gone out: tried again on the job's next attempt, whose idempotency
-            // key (email) or collapse id (push) keeps a second copy from showing.
+            // It may have gone out: tried again on the job's next attempt. Its idempotency key
+            // keeps a second email from going out; a push's collapse id only replaces a copy
+            // still shown (one the user dismissed meanwhile shows again: APNs and FCM take no
+            // idempotency key, and not trying again would lose the push when it did not go).
             Err(_) => Delivery::retryable(
                 format!("no final answer within the job's time ({within:?} were left)"),
                 None,

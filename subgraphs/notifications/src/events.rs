@@ -9,7 +9,7 @@
 //!
 //! | type | effect | dedupe key |
 //! |---|---|---|
-//! | `user.created` | a welcome notification (`account`), delivered; the user's address from `email` | `welcome:<user>` |
+//! | `user.created` | a welcome notification (`account`), delivered; the user's address from `email` (none when absent) | `welcome:<user>` |
 //! | `user.updated` | the user's address from `email` (`null` removes it) | (ordered by `occurred_at`) |
 //! | `user.deleted` | the user's notifications, deliveries and their queue, preferences, devices and address erased | (idempotent) |
 //! | `device.registered` | the device `device_id` recorded with `platform` (`IOS` → APNs, `ANDROID`/`WEB` → FCM) and `token` | (ordered by `occurred_at`) |
@@ -253,16 +253,16 @@ impl EventsHandler {
             "user.created" => {
                 let parsed = parse(entry)?;
                 // The address first: the welcome's email job, queued with the welcome, finds it.
-                if let Some(email) = parsed.email() {
-                    recipients::set_address(
-                        self.store.pool(),
-                        parsed.user_id,
-                        email,
-                        parsed.occurred_at(),
-                    )
-                    .await
-                    .map_err(database)?;
-                }
+                // A user created without one is recorded as having none (not as not heard of:
+                // their emails are skipped at once rather than waited for).
+                recipients::set_address(
+                    self.store.pool(),
+                    parsed.user_id,
+                    parsed.email().flatten(),
+                    parsed.occurred_at(),
+                )
+                .await
+                .map_err(database)?;
                 NewNotification {
                     user_id: parsed.user_id,
                     category: "account",

@@ -1532,20 +1532,24 @@ async fn an_email_waits_for_an_address_not_heard_of_yet() {
     let job = email_job(jobs(&pool, user).await);
     assert_eq!((job.done, job.outcome.as_deref()), (true, Some("sent")));
 
-    // Known to have none (removed): skipped at once. Never heard of: on the last attempt.
-    let (without, unknown) = (Uuid::new_v4(), Uuid::new_v4());
+    // Known to have none (removed, or created without one): skipped at once. Never heard of:
+    // on the last attempt.
+    let (without, created_without, unknown) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     for entry in [
         event("user.updated", without, json!({"email": null})),
         event("trial.started", without, trial.clone()),
+        event("user.created", created_without, json!({})),
         event("trial.started", unknown, trial.clone()),
     ] {
         handler.apply(&entry).await.unwrap();
     }
-    let later = settings(&[without, unknown], &test_stream());
+    let later = settings(&[without, created_without, unknown], &test_stream());
     let attempts = later.max_attempts;
     let second = worker(&pool, &providers, later);
     second.run_once().await.unwrap();
     let job = email_job(jobs(&pool, without).await);
+    assert_eq!((job.done, job.outcome.as_deref()), (true, Some("skipped")));
+    let job = email_job(jobs(&pool, created_without).await);
     assert_eq!((job.done, job.outcome.as_deref()), (true, Some("skipped")));
     for attempt in 1..attempts {
         let job = email_job(jobs(&pool, unknown).await);
@@ -1562,7 +1566,7 @@ async fn an_email_waits_for_an_address_not_heard_of_yet() {
         .map(|row| row.reason)
         .collect();
     assert_eq!(reasons, [Some("the user has no email address".to_owned())]);
-    clean_up(&pool, &[user, without, unknown]).await;
+    clean_up(&pool, &[user, without, created_without, unknown]).await;
 }
 
 /// Old rows are forgotten by age: a notification after a year (its jobs and deliveries with
