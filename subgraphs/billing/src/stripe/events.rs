@@ -191,7 +191,8 @@ pub struct InvoiceSnapshot {
     pub amount_due: i64,
     pub amount_paid: i64,
     pub currency: Option<String>,
-    /// The period the first line bills (for a renewal: the new period).
+    /// The period the subscription's own line bills (for a renewal: the new period), not a
+    /// proration's left from a change in the period before ([`billing_line`]).
     pub line_period_start: Option<i64>,
     pub line_period_end: Option<i64>,
 }
@@ -201,7 +202,7 @@ impl InvoiceSnapshot {
     pub fn from_object(object: &Value) -> Result<Self, PayloadError> {
         let id = text(&object["id"]).ok_or(PayloadError::Missing("data.object.id"))?;
         let details = &object["parent"]["subscription_details"];
-        let line = &object["lines"]["data"][0];
+        let line = billing_line(&object["lines"]["data"]);
         Ok(Self {
             id,
             customer: id_of(&object["customer"]),
@@ -216,6 +217,31 @@ impl InvoiceSnapshot {
             line_period_end: line["period"]["end"].as_i64(),
         })
     }
+}
+
+/// The line of an invoice that bills the subscription's period: the first line of the
+/// subscription that is no proration, else the first that is no proration, else the first. A
+/// renewal after a mid-period change lists the change's prorations (each billing the rest of
+/// the old period) beside the new period's line, often first. Read across API versions: the
+/// line's own `type` and `proration` before 2025-03-31, its `parent` since.
+fn billing_line(lines: &Value) -> &Value {
+    let lines = lines.as_array().map(Vec::as_slice).unwrap_or_default();
+    let proration = |line: &Value| {
+        line["proration"]
+            .as_bool()
+            .or_else(|| line["parent"]["subscription_item_details"]["proration"].as_bool())
+            .or_else(|| line["parent"]["invoice_item_details"]["proration"].as_bool())
+            .unwrap_or(false)
+    };
+    let of_subscription = |line: &Value| {
+        line["type"] == "subscription" || line["parent"]["type"] == "subscription_item_details"
+    };
+    lines
+        .iter()
+        .find(|line| of_subscription(line) && !proration(line))
+        .or_else(|| lines.iter().find(|line| !proration(line)))
+        .or_else(|| lines.first())
+        .unwrap_or(&Value::Null)
 }
 
 /// A `checkout.session.completed` event's session.
@@ -356,6 +382,47 @@ mod tests {
         .unwrap();
         assert_eq!(new.subscription.as_deref(), Some("sub_2"));
         assert_eq!(new.metadata_user_id.as_deref(), Some("u2"));
+
+        // A renewal whose lines begin with a plan change's prorations: the period is the
+        // subscription's own line's, in both API versions.
+        let old_renewal = InvoiceSnapshot::from_object(&json!({
+            "id": "in_3", "lines": {"data": [
+                {"type": "invoiceitem", "proration": true, "period": {"start": 15, "end": 20}},
+                {"type": "subscription", "proration": true, "period": {"start": 15, "end": 20}},
+                {"type": "subscription", "proration": false, "period": {"start": 20, "end": 30}}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(
+            (old_renewal.line_period_start, old_renewal.line_period_end),
+            (Some(20), Some(30))
+        );
+        let new_renewal = InvoiceSnapshot::from_object(&json!({
+            "id": "in_4", "lines": {"data": [
+                {"parent": {"type": "invoice_item_details",
+                            "invoice_item_details": {"proration": true}},
+                 "period": {"start": 15, "end": 20}},
+                {"parent": {"type": "subscription_item_details",
+                            "subscription_item_details": {"proration": true}},
+                 "period": {"start": 15, "end": 20}},
+                {"parent": {"type": "subscription_item_details",
+                            "subscription_item_details": {"proration": false}},
+                 "period": {"start": 20, "end": 30}}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(
+            (new_renewal.line_period_start, new_renewal.line_period_end),
+            (Some(20), Some(30))
+        );
+        // Only prorations (a mid-period change invoiced at once): the first.
+        let change = InvoiceSnapshot::from_object(&json!({
+            "id": "in_5", "lines": {"data": [
+                {"type": "subscription", "proration": true, "period": {"start": 15, "end": 20}}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(change.line_period_end, Some(20));
 
         let session = CheckoutCompleted::from_object(&json!({
             "id": "cs_1", "customer": "cus_1", "client_reference_id": "u", "subscription": "sub_1"
