@@ -19,7 +19,9 @@
 //! | `trial.ending` | "your trial ends soon" (`subscription`), with `plan`, `trial_end` | `event:<event_id>` |
 //!
 //! Other types are acknowledged without effect. A notification is made with
-//! [`crate::notify::notify`]: in the inbox and in the delivery queue, in one transaction. An
+//! [`crate::notify::notify_raised_at`]: in the inbox and in the delivery queue, in one
+//! transaction; an event older than [`crate::notify::MAX_DELIVERY_AGE`] (a day) is put in the
+//! inbox only, neither pushed nor mailed. An
 //! event applied twice finds its dedupe key taken and makes nothing; an event about a user
 //! already erased makes nothing either. Devices and addresses ([`crate::recipients`]) keep the
 //! `occurred_at` of the event that last changed them, so that a redelivered or late older event
@@ -39,7 +41,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::notify::notify;
+use crate::notify::notify_raised_at;
 use crate::recipients::{self, Applied, DeviceRegistration, Platform};
 use crate::store::{Erased, NewNotification, NotificationRow, Store};
 
@@ -249,7 +251,7 @@ impl EventsHandler {
         let Some(kind) = entry.field("type") else {
             return Err(reject("the entry has no type"));
         };
-        let notification = match kind {
+        let (notification, occurred_at) = match kind {
             "user.created" => {
                 let parsed = parse(entry)?;
                 // The address first: the welcome's email job, queued with the welcome, finds it.
@@ -263,13 +265,14 @@ impl EventsHandler {
                 )
                 .await
                 .map_err(database)?;
-                NewNotification {
+                let notification = NewNotification {
                     user_id: parsed.user_id,
                     category: "account",
                     title: WELCOME_TITLE.to_owned(),
                     body: WELCOME_BODY.to_owned(),
                     dedupe_key: format!("welcome:{}", parsed.user_id),
-                }
+                };
+                (notification, parsed.occurred_at().map(str::to_owned))
             }
             "user.updated" => {
                 let parsed = parse(entry)?;
@@ -329,7 +332,7 @@ impl EventsHandler {
             "trial.started" => {
                 let parsed = parse(entry)?;
                 let plan = plan_name(parsed.text("plan")?);
-                NewNotification {
+                let notification = NewNotification {
                     user_id: parsed.user_id,
                     category: "subscription",
                     title: format!("Your {plan} trial has started"),
@@ -339,12 +342,13 @@ impl EventsHandler {
                         parsed.date("trial_end")?
                     ),
                     dedupe_key: format!("event:{}", parsed.event_id()?),
-                }
+                };
+                (notification, parsed.occurred_at().map(str::to_owned))
             }
             "trial.ending" => {
                 let parsed = parse(entry)?;
                 let plan = plan_name(parsed.text("plan")?);
-                NewNotification {
+                let notification = NewNotification {
                     user_id: parsed.user_id,
                     category: "subscription",
                     title: format!("Your {plan} trial ends soon"),
@@ -353,11 +357,12 @@ impl EventsHandler {
                         parsed.date("trial_end")?
                     ),
                     dedupe_key: format!("event:{}", parsed.event_id()?),
-                }
+                };
+                (notification, parsed.occurred_at().map(str::to_owned))
             }
             "payment.failed" => {
                 let parsed = parse(entry)?;
-                NewNotification {
+                let notification = NewNotification {
                     user_id: parsed.user_id,
                     category: "subscription",
                     title: "Your payment failed".to_owned(),
@@ -367,12 +372,13 @@ impl EventsHandler {
                         amount(&parsed)?
                     ),
                     dedupe_key: format!("event:{}", parsed.event_id()?),
-                }
+                };
+                (notification, parsed.occurred_at().map(str::to_owned))
             }
             _ => return Ok(EventOutcome::Ignored),
         };
         // In the inbox and in the delivery queue, in one transaction.
-        match notify(self.store.pool(), &notification)
+        match notify_raised_at(self.store.pool(), &notification, occurred_at.as_deref())
             .await
             .map_err(database)?
         {

@@ -3,7 +3,8 @@
 //! stored without being delivered (the worker in [`crate::delivery`] sends them).
 //!
 //! - [`notify`]: the inbox row (deduplicated by `dedupe_key`, never for an erased user) and its
-//!   delivery jobs;
+//!   delivery jobs; [`notify_raised_at`] the same for an event's notification, delivered only
+//!   while the event is recent ([`MAX_DELIVERY_AGE`]);
 //! - [`enqueue_deliveries`]: the jobs alone, in the caller's transaction (the test notification
 //!   inserts its row under its own rate-limit lock, then calls this).
 //!
@@ -43,13 +44,44 @@ pub async fn notify(
     pool: &PgPool,
     new: &NewNotification,
 ) -> Result<Option<NotificationRow>, sqlx::Error> {
+    notify_raised_at(pool, new, None).await
+}
+
+/// How old the event that raises a notification may be for it to be delivered: pushed and
+/// mailed. An older one (a consumer stopped for days, an entry retried for a day, a group made
+/// again that reads its stream from the start) is put in the inbox only: a "your payment
+/// failed" pushed days after the payment went through, or a welcome mailed a week late, says
+/// what is no longer so.
+pub const MAX_DELIVERY_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// [`notify`] for a notification an event raised at `occurred_at` (RFC 3339; `None`: now): in
+/// the inbox whatever its age, its deliveries queued only when the event is younger than
+/// [`MAX_DELIVERY_AGE`]. A time PostgreSQL cannot read is its data exception (the entry's
+/// fault).
+pub async fn notify_raised_at(
+    pool: &PgPool,
+    new: &NewNotification,
+    occurred_at: Option<&str>,
+) -> Result<Option<NotificationRow>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     lock_user(&mut tx, new.user_id).await?;
     let Some(row) = insert_notification_in(&mut tx, new).await? else {
         tx.rollback().await?;
         return Ok(None);
     };
-    enqueue_deliveries(&mut tx, row.id, row.user_id).await?;
+    let fresh: bool = sqlx::query_scalar(
+        "SELECT coalesce($1::timestamptz, now()) > now() - make_interval(secs => $2)",
+    )
+    .bind(occurred_at)
+    .bind(MAX_DELIVERY_AGE.as_secs_f64())
+    .fetch_one(&mut *tx)
+    .await?;
+    if fresh {
+        enqueue_deliveries(&mut tx, row.id, row.user_id).await?;
+    } else {
+        tracing::info!(user_id = %row.user_id, ?occurred_at,
+            "a notification of an old event is in the inbox, not delivered");
+    }
     tx.commit().await?;
     Ok(Some(row))
 }

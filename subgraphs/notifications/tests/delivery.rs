@@ -358,8 +358,23 @@ fn event_at(kind: &str, user: Uuid, occurred_at: &str, fields: Value) -> StreamE
     }
 }
 
+/// `minutes` after the tests' base time, six hours before they began (an event of then is
+/// recent: its notification is delivered), as RFC 3339.
+fn minutes_after_base(minutes: i64) -> String {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        now - 6 * 3600
+    });
+    gospelib_kit::time::rfc3339(base + minutes * 60)
+}
+
+/// An entry raised at the tests' base time.
 fn event(kind: &str, user: Uuid, fields: Value) -> StreamEntry {
-    event_at(kind, user, "2026-12-03T10:00:00.000Z", fields)
+    event_at(kind, user, &minutes_after_base(0), fields)
 }
 
 fn registered(user: Uuid, device: Uuid, platform: &str, token: &str) -> StreamEntry {
@@ -970,7 +985,7 @@ async fn a_refused_token_retires_the_device_and_is_announced() {
     let again = event_at(
         "device.registered",
         user,
-        "2026-12-04T10:00:00.000Z",
+        &minutes_after_base(1440),
         json!({"device_id": ios_id, "platform": "IOS", "token": ios}),
     );
     handler.apply(&again).await.unwrap();
@@ -1569,6 +1584,58 @@ async fn an_email_waits_for_an_address_not_heard_of_yet() {
     clean_up(&pool, &[user, without, created_without, unknown]).await;
 }
 
+/// A notification of an event older than a day (a consumer stopped for days) is in the inbox
+/// and delivered nowhere; one of a recent event is queued for both channels.
+#[tokio::test]
+async fn an_old_events_notification_is_kept_in_the_inbox_not_delivered() {
+    let pool = pool().await;
+    let handler = EventsHandler::new(pool.clone());
+    let (old, recent) = (Uuid::new_v4(), Uuid::new_v4());
+    let failed = json!({"amount_cents": 799, "currency": "usd"});
+    // The base is six hours back: a day and an hour before it is old, an hour after it recent.
+    for entry in [
+        event_at(
+            "payment.failed",
+            old,
+            &minutes_after_base(-25 * 60),
+            failed.clone(),
+        ),
+        event_at(
+            "payment.failed",
+            recent,
+            &minutes_after_base(60),
+            failed.clone(),
+        ),
+    ] {
+        assert!(matches!(
+            handler.apply(&entry).await,
+            Ok(EventOutcome::Notified(_))
+        ));
+    }
+    let in_inbox = |user: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM notifications.notifications WHERE user_id = $1",
+            )
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!((in_inbox(old).await, in_inbox(recent).await), (1, 1));
+    assert!(jobs(&pool, old).await.is_empty());
+    let mut channels: Vec<String> = jobs(&pool, recent)
+        .await
+        .into_iter()
+        .map(|job| job.channel)
+        .collect();
+    channels.sort();
+    assert_eq!(channels, ["email", "push"]);
+    clean_up(&pool, &[old, recent]).await;
+}
+
 /// Old rows are forgotten by age: a notification after a year (its jobs and deliveries with
 /// it), delivery attempts and finished jobs after 100 days; nothing recent.
 #[tokio::test]
@@ -1672,7 +1739,7 @@ async fn device_and_address_events_apply_once_and_in_order() {
     let set = event_at(
         "user.updated",
         user,
-        "2026-12-03T11:00:00.000Z",
+        &minutes_after_base(60),
         json!({"email": first}),
     );
     assert_eq!(apply(set.clone()).await, Ok(EventOutcome::Recorded));
@@ -1680,19 +1747,19 @@ async fn device_and_address_events_apply_once_and_in_order() {
     let late = event_at(
         "user.updated",
         user,
-        "2026-12-03T09:00:00.000Z",
+        &minutes_after_base(-60),
         json!({"email": stale}),
     );
     assert_eq!(apply(late).await, Ok(EventOutcome::AlreadyApplied));
     assert_eq!(address_of().await.unwrap(), Some(first.clone()));
     // No `email` key: nothing to do.
-    let silent = event_at("user.updated", user, "2026-12-03T12:00:00.000Z", json!({}));
+    let silent = event_at("user.updated", user, &minutes_after_base(120), json!({}));
     assert_eq!(apply(silent).await, Ok(EventOutcome::Ignored));
     // A null email removes the address, once.
     let removed = event_at(
         "user.updated",
         user,
-        "2026-12-03T12:00:00.000Z",
+        &minutes_after_base(120),
         json!({"email": null}),
     );
     assert_eq!(apply(removed.clone()).await, Ok(EventOutcome::Recorded));
@@ -1703,7 +1770,7 @@ async fn device_and_address_events_apply_once_and_in_order() {
     let removal = event_at(
         "device.removed",
         user,
-        "2026-12-03T13:00:00.000Z",
+        &minutes_after_base(180),
         json!({"device_id": device}),
     );
     assert_eq!(apply(removal.clone()).await, Ok(EventOutcome::Recorded));
@@ -1712,7 +1779,7 @@ async fn device_and_address_events_apply_once_and_in_order() {
     let stale_registration = event_at(
         "device.registered",
         user,
-        "2026-12-03T12:30:00.000Z",
+        &minutes_after_base(150),
         json!({"device_id": device, "platform": "IOS", "token": token}),
     );
     assert_eq!(
@@ -1743,7 +1810,7 @@ async fn device_and_address_events_apply_once_and_in_order() {
     let set_again = event_at(
         "user.updated",
         user,
-        "2026-12-03T14:00:00.000Z",
+        &minutes_after_base(240),
         json!({"email": first}),
     );
     apply(set_again.clone()).await.unwrap();

@@ -19,8 +19,14 @@ use uuid::Uuid;
 /// An entry as the kit's outbox relay writes it: `event_id`, `type`, `payload` (with
 /// `event_id`, `type`, `user_id` and `fields`).
 fn event_fields(event_id: Uuid, kind: &str, user_id: Uuid, fields: Value) -> Vec<(String, String)> {
+    // An hour ago: recent, so its notification is delivered.
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 3600;
     let mut payload = json!({"event_id": event_id, "type": kind, "user_id": user_id,
-        "occurred_at": "2026-12-03T10:00:00.000Z"});
+        "occurred_at": gospelib_kit::time::rfc3339(an_hour_ago)});
     for (key, value) in fields.as_object().unwrap() {
         payload[key] = value.clone();
     }
