@@ -16,10 +16,15 @@
 //! `<namespace>:ai:vendor-questions`. The hash has no expiry, so the platform's Redis policy
 //! (`volatile-lru`: only keys with a lifetime are evicted) never evicts it and restarts the
 //! day's count under memory pressure; each count drops the fields of the days before
-//! yesterday instead. When Redis cannot count (down, slow, reconnecting), the question goes to
-//! the vendor uncounted, with a warning at most once a minute: the assistant stays whole
-//! through a short Redis outage, and the per-plan hourly quotas still bound each user.
+//! yesterday instead. When Redis cannot count (down, slow, reconnecting), the process counts
+//! itself (with a warning at most once a minute): the day's budget and each caller's share as
+//! if it were the only process, and at most [`MAX_UNCOUNTED_CALLERS`] callers a day. The
+//! assistant stays whole through a Redis outage, and an outage of a day (when the cache is
+//! gone too, so every question is a vendor call) spends at most the budget once per process,
+//! not without bound.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gospelib_kit::config::ConfigReader;
@@ -77,6 +82,19 @@ const CALLER_COUNTS_KEPT_SECS: u64 = 2 * 86_400;
 /// numbers behind, no more).
 const FORGOTTEN_DAYS: u64 = 8;
 
+/// The most callers a process counts itself in a day while Redis cannot count; past them a
+/// new caller gets the extractive answers (~10 MB of counts at most).
+pub const MAX_UNCOUNTED_CALLERS: usize = 100_000;
+
+/// What this process counted itself while Redis could not: the day, its questions, each
+/// caller's.
+#[derive(Debug, Default)]
+struct OwnCounts {
+    day: u64,
+    total: u64,
+    callers: HashMap<String, u64>,
+}
+
 /// The platform's daily vendor questions, counted in Redis.
 pub struct VendorBudget {
     link: RedisLink,
@@ -87,6 +105,8 @@ pub struct VendorBudget {
     warned_on: AtomicU64,
     /// The minute (since the epoch) this process last warned that it could not count.
     uncounted_warned_at: AtomicU64,
+    /// Its own counts of the questions Redis could not count.
+    own: Mutex<OwnCounts>,
 }
 
 impl VendorBudget {
@@ -99,6 +119,7 @@ impl VendorBudget {
             per_caller: DEFAULT_DAILY_VENDOR_QUESTIONS_PER_CALLER,
             warned_on: AtomicU64::new(u64::MAX),
             uncounted_warned_at: AtomicU64::new(u64::MAX),
+            own: Mutex::new(OwnCounts::default()),
         }
     }
 
@@ -133,9 +154,10 @@ impl VendorBudget {
             .arg(&callers)
             .arg(CALLER_COUNTS_KEPT_SECS)
             .ignore();
-        if let Some((taken,)) = self.link.run_pipeline::<(u64,)>(&share).await
-            && taken > self.per_caller
-        {
+        let Some((taken,)) = self.link.run_pipeline::<(u64,)>(&share).await else {
+            return self.take_own(now, caller);
+        };
+        if taken > self.per_caller {
             tracing::debug!(
                 per_caller = self.per_caller,
                 "a caller's share of the AI vendors' daily budget is spent"
@@ -154,13 +176,7 @@ impl VendorBudget {
             counting.cmd("HDEL").arg(&key).arg(forgotten).ignore();
         }
         let Some((count,)) = self.link.run_pipeline::<(u64,)>(&counting).await else {
-            let minute = now / 60;
-            if self.uncounted_warned_at.swap(minute, Ordering::Relaxed) != minute {
-                tracing::warn!(
-                    "the AI vendors' daily budget cannot be counted (Redis): questions go to the vendors uncounted"
-                );
-            }
-            return true;
+            return self.take_own(now, caller);
         };
         if count <= self.per_day {
             return true;
@@ -173,6 +189,45 @@ impl VendorBudget {
             );
         }
         false
+    }
+
+    /// [`Self::take`] counted by this process alone, Redis being unable to count (`now`: Unix
+    /// seconds).
+    fn take_own(&self, now: u64, caller: &str) -> bool {
+        let minute = now / 60;
+        if self.uncounted_warned_at.swap(minute, Ordering::Relaxed) != minute {
+            tracing::warn!(
+                "the AI vendors' daily budget cannot be counted in Redis: this process counts its own questions"
+            );
+        }
+        let day = now / 86_400;
+        let mut own = self
+            .own
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if own.day != day {
+            *own = OwnCounts {
+                day,
+                ..OwnCounts::default()
+            };
+        }
+        if own.total >= self.per_day {
+            return false;
+        }
+        let known = own.callers.len();
+        let taken = match own.callers.get_mut(caller) {
+            Some(taken) => taken,
+            None if known < MAX_UNCOUNTED_CALLERS => {
+                own.callers.entry(caller.to_owned()).or_default()
+            }
+            None => return false,
+        };
+        if *taken >= self.per_caller {
+            return false;
+        }
+        *taken += 1;
+        own.total += 1;
+        true
     }
 }
 
@@ -217,12 +272,19 @@ mod tests {
         }
     }
 
-    /// With Redis unreachable the questions cannot be counted: they go to the vendors.
+    /// With Redis unreachable the process counts itself: each caller's share and the day's
+    /// budget hold, as if it were the only process.
     #[tokio::test]
-    async fn an_uncounted_question_goes_to_the_vendors() {
-        let budget = VendorBudget::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "t", 1);
-        for _ in 0..3 {
-            assert!(budget.take("user:a").await);
-        }
+    async fn without_redis_the_process_counts_its_own_questions() {
+        let budget = VendorBudget::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "t", 5)
+            .per_caller(2);
+        assert!(budget.take("user:a").await);
+        assert!(budget.take("user:a").await);
+        assert!(!budget.take("user:a").await, "past the caller's share");
+        assert!(budget.take("user:b").await);
+        assert!(budget.take("user:b").await);
+        assert!(budget.take("user:c").await);
+        assert!(!budget.take("user:d").await, "past the day's budget");
+        assert!(!budget.take("user:c").await);
     }
 }
