@@ -388,10 +388,8 @@ impl Assistant {
         id: &str,
         focus: Option<&str>,
     ) -> Result<Explanation, AssistantError> {
-        // Its words once apart, as the prompt has them: "a  b" and "a b" are one question, one
-        // cache entry.
         let focus = focus
-            .map(|focus| focus.split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(normalized_focus)
             .filter(|focus| !focus.is_empty());
         let focus = focus.as_deref();
         if focus.is_some_and(|focus| focus.chars().count() > MAX_FOCUS_CHARS) {
@@ -506,5 +504,34 @@ impl Assistant {
                 (extractive::suggest_connections(&context), prompt.is_none())
             })
             .await)
+    }
+}
+
+/// A reader's focus as the prompt and the cache have it: its words once apart, in lower case,
+/// without the punctuation or symbols around it. "Grace", "grace." and " grace " are one
+/// question, one cache entry and one vendor call; a caller cannot make each variant a paid
+/// call of its own.
+pub fn normalized_focus(focus: &str) -> String {
+    focus
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod focus_tests {
+    #[test]
+    fn variants_of_one_focus_are_one_question() {
+        for variant in ["Grace", "grace.", "  GRACE?! ", "\"grace\"", "¿grace?"] {
+            assert_eq!(super::normalized_focus(variant), "grace", "{variant}");
+        }
+        assert_eq!(super::normalized_focus("God's   love!"), "god's love");
+        assert_eq!(super::normalized_focus(" ... "), "");
+        assert_ne!(
+            super::normalized_focus("faith"),
+            super::normalized_focus("grace")
+        );
     }
 }
