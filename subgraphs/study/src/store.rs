@@ -37,6 +37,21 @@ const HIGHLIGHT_COLUMNS: &str = concat!(
     " AS cursor_at"
 );
 
+/// The ids of the notes overlapping any of the spans given as the statement's parameters
+/// `$users` (uuid[]), `$firsts` and `$lasts` (bigint[]: each span's first and last verse
+/// order), each id once however many spans its note overlaps: a note covering a whole book is
+/// read (and counted against the read's budget) once, not once per span. Each span is looked up
+/// through the notes' `(user_id, start_order, end_order)` index.
+fn notes_overlapping_spans(users: u8, firsts: u8, lasts: u8) -> String {
+    format!(
+        "SELECT m.id
+         FROM unnest(${users}::uuid[], ${firsts}::bigint[], ${lasts}::bigint[])
+              AS k(user_id, first, last)
+         JOIN study.notes m
+           ON m.user_id = k.user_id AND m.start_order <= k.last AND m.end_order >= k.first"
+    )
+}
+
 const NOTE_COLUMNS: &str = concat!(
     "n.id, n.user_id, n.start_passage_id, n.end_passage_id, n.start_order, n.end_order, ",
     "n.body::text AS body, n.text, n.links, n.version, ",
@@ -449,6 +464,15 @@ const NOT_ERASED_1: &str = "NOT EXISTS (SELECT 1 FROM study.erased_users WHERE u
 /// The advisory lock key of `user`'s items: writes take it shared, erasure alone.
 fn user_lock(user: Uuid) -> String {
     format!("study.user:{user}")
+}
+
+/// What bookmarking a verse does to its label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelChange {
+    /// A verse bookmarked again keeps its label (a new bookmark has none).
+    Keep,
+    /// The label becomes this (`None`: none).
+    Set(Option<String>),
 }
 
 /// The study store: the pool and a counter of the statements run through it. Cheap to clone
@@ -877,10 +901,10 @@ impl Store {
             .unzip();
         let sql = format!(
             "SELECT {NOTE_COLUMNS}
-             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS k(user_id, first, last)
-             JOIN study.notes n
-               ON n.user_id = k.user_id AND n.start_order <= k.last AND n.end_order >= k.first
-             ORDER BY n.start_order, n.end_order, n.created_at, n.id"
+             FROM study.notes n
+             WHERE n.id IN ({spans})
+             ORDER BY n.start_order, n.end_order, n.created_at, n.id",
+            spans = notes_overlapping_spans(1, 2, 3),
         );
         let rows = sqlx::query_as::<_, NoteRow>(&sql)
             .bind(users)
@@ -935,10 +959,10 @@ impl Store {
                     n.start_passage_id, n.end_passage_id,
                     n.start_order, n.end_order, n.body::text, n.text, n.links, n.version,
                     {updated_at}
-             FROM unnest($3::uuid[], $4::bigint[], $5::bigint[]) AS k(user_id, first, last)
-             JOIN study.notes n
-               ON n.user_id = k.user_id AND n.start_order <= k.last AND n.end_order >= k.first
+             FROM study.notes n
+             WHERE n.id IN ({notes})
              ORDER BY part, start_order, end_order, sort_at, id",
+            notes = notes_overlapping_spans(3, 4, 5),
             note_times = concat!(rfc3339!("n.created_at"), ", ", exact!("n.created_at")),
             updated_at = rfc3339!("n.updated_at"),
         );
@@ -1094,20 +1118,26 @@ impl Store {
     }
 
     /// Bookmarks `passage` for `user` with `label`; a passage bookmarked again keeps its
-    /// bookmark (id and date) and takes the new label. `None` for an erased user.
+    /// bookmark (id and date) and takes the new label, or keeps its own
+    /// ([`LabelChange::Keep`]). `None` for an erased user.
     pub async fn upsert_bookmark(
         &self,
         user: Uuid,
         passage: &str,
-        label: Option<&str>,
+        label: &LabelChange,
     ) -> Result<Option<BookmarkRow>, WriteError> {
+        let (label, set) = match label {
+            LabelChange::Keep => (None, false),
+            LabelChange::Set(label) => (label.as_deref(), true),
+        };
         let mut tx = self.begin_write(user).await?;
         self.count();
         let sql = format!(
             "WITH b AS (
                  INSERT INTO study.bookmarks AS existing (id, user_id, passage_id, label, created_at)
                  SELECT $1, $2, $3, $4, now() WHERE {NOT_ERASED}
-                 ON CONFLICT (user_id, passage_id) DO UPDATE SET label = EXCLUDED.label
+                 ON CONFLICT (user_id, passage_id) DO UPDATE
+                 SET label = CASE WHEN $5 THEN EXCLUDED.label ELSE existing.label END
                  RETURNING existing.*)
              SELECT {BOOKMARK_COLUMNS} FROM b"
         );
@@ -1116,6 +1146,7 @@ impl Store {
             .bind(user)
             .bind(passage)
             .bind(label)
+            .bind(set)
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;

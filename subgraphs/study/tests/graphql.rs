@@ -882,7 +882,49 @@ async fn lists_page_with_opaque_cursors_newest_first() {
         again["data"]["createBookmark"]["id"]
     );
     assert_eq!(again["data"]["createBookmark"]["label"], "beginning");
-    assert_eq!(rows_of(&pool, "bookmarks", a).await, 1);
+    // Bookmarked again with the label left out (another device, a double tap): it stays.
+    let without_field = run_as(
+        &service,
+        Some(a),
+        "mutation($p: ID!) { createBookmark(input: {passageId: $p}) { id label } }",
+        json!({"p": "gen.1.1"}),
+    )
+    .await;
+    assert_eq!(
+        without_field["data"]["createBookmark"]["label"], "beginning",
+        "{without_field}"
+    );
+    // Null (or empty) clears it.
+    let cleared = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "gen.1.1", "l": null}),
+    )
+    .await;
+    assert_eq!(
+        cleared["data"]["createBookmark"]["label"],
+        Value::Null,
+        "{cleared}"
+    );
+    assert_eq!(
+        cleared["data"]["createBookmark"]["id"],
+        first["data"]["createBookmark"]["id"]
+    );
+    // A new bookmark left without one has none.
+    let fresh = run_as(
+        &service,
+        Some(a),
+        CREATE_BOOKMARK,
+        json!({"p": "john.3.16"}),
+    )
+    .await;
+    assert_eq!(
+        fresh["data"]["createBookmark"]["label"],
+        Value::Null,
+        "{fresh}"
+    );
+    assert_eq!(rows_of(&pool, "bookmarks", a).await, 2);
     clean_up(&pool, &[a]).await;
 }
 
@@ -1736,4 +1778,51 @@ async fn a_create_sent_again_with_its_id_makes_one_item() {
     let (kept, rows) = usage_and_rows(&pool, a).await;
     assert_eq!(kept, rows, "the retries were not counted");
     clean_up(&pool, &[a, b]).await;
+}
+
+/// A note over a wide range is read once however many spans of a batch it overlaps: a long
+/// note over Romans and a list of 100 of its verses apart from each other (100 spans) came to
+/// 100 copies of the note, over the read's budget, and the list's notes failed.
+#[tokio::test]
+async fn a_wide_note_is_read_once_for_many_spans() {
+    let pool = pool().await;
+    let user = Uuid::new_v4();
+    // Romans 1:1 to 16:27 in the canon's order; ~90 KB of body and ~19 KB of text, each within
+    // what a note may hold.
+    let (first, last) = (
+        gospelib_study::canon::passage_order("rom.1.1").unwrap(),
+        gospelib_study::canon::passage_order("rom.16.27").unwrap(),
+    );
+    let text = "grace ".repeat(3_200);
+    let body =
+        json!({"type": "doc", "content": [{"type": "text", "text": "grace ".repeat(15_000)}]});
+    let note = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO study.notes (id, user_id, start_passage_id, end_passage_id, start_order,
+                                  end_order, body, text)
+         VALUES ($1, $2, 'rom.1.1', 'rom.16.27', $3, $4, $5, $6)",
+    )
+    .bind(note)
+    .bind(user)
+    .bind(first)
+    .bind(last)
+    .bind(&body)
+    .bind(&text)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Every other order from the start: 100 spans of one order each, apart from each other.
+    let spans: Vec<(Uuid, i64, i64)> = (0..100)
+        .map(|i| (user, first + 2 * i, first + 2 * i))
+        .collect();
+    let store = gospelib_study::store::Store::new(pool.clone());
+    let found = store.notes_overlapping(&spans).await.unwrap();
+    assert_eq!(found.iter().map(|row| row.id).collect::<Vec<_>>(), [note]);
+    let highlights: Vec<(Uuid, String)> = Vec::new();
+    let (_, notes) = store
+        .highlights_and_notes_at(&highlights, &spans)
+        .await
+        .unwrap();
+    assert_eq!(notes.iter().map(|row| row.id).collect::<Vec<_>>(), [note]);
+    clean_up(&pool, &[user]).await;
 }

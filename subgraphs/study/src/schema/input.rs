@@ -5,13 +5,13 @@
 
 use std::collections::HashSet;
 
-use async_graphql::{ID, InputObject, Json, Result};
+use async_graphql::{ID, InputObject, Json, MaybeUndefined, Result};
 
 use super::errors::{catalog as catalog_down, passages_not_found, validation};
 use super::types::HighlightColor;
 use crate::canon::{ChapterRef, PassageRef};
 use crate::catalog::PassageCatalog;
-use crate::store::NoteContent;
+use crate::store::{LabelChange, NoteContent};
 
 /// The longest note text, in characters.
 pub const MAX_NOTE_TEXT_CHARS: usize = 20_000;
@@ -74,8 +74,10 @@ pub struct NoteInput {
 pub struct CreateBookmarkInput {
     /// The verse, `bookId.chapter.verse`.
     pub passage_id: ID,
-    /// At most 200 characters, trimmed; empty means none.
-    pub label: Option<String>,
+    /// At most 200 characters, trimmed; empty or null means none. Left out of the input when
+    /// bookmarking a verse again, the bookmark keeps its label (a variable given no value
+    /// counts as null).
+    pub label: MaybeUndefined<String>,
 }
 
 /// A reading to record.
@@ -183,9 +185,20 @@ fn has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// What a bookmark's label becomes: `Keep` when the input leaves it out (a verse bookmarked
+/// again keeps its label; a new bookmark has none), else the label given, trimmed (`None` when
+/// null or empty); an error when too long or holding control characters.
+pub fn label_change(value: &MaybeUndefined<String>) -> Result<LabelChange> {
+    match value {
+        MaybeUndefined::Undefined => Ok(LabelChange::Keep),
+        MaybeUndefined::Null => Ok(LabelChange::Set(None)),
+        MaybeUndefined::Value(value) => label(Some(value)).map(LabelChange::Set),
+    }
+}
+
 /// A bookmark label, trimmed: `None` when absent or empty, an error when too long or holding
 /// control characters.
-pub fn label(value: Option<&str>) -> Result<Option<String>> {
+fn label(value: Option<&str>) -> Result<Option<String>> {
     let Some(value) = value else {
         return Ok(None);
     };

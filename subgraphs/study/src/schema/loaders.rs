@@ -115,8 +115,8 @@ async fn load_notes(store: &Store, keys: &[PassageKey]) -> Loaded<Arc<NoteRow>> 
     notes_by_key(keys, &ordered, rows).map_err(Arc::new)
 }
 
-/// `rows` (notes found for `ordered`'s spans, in range order, a note perhaps twice when it
-/// overlaps two spans) under every key whose verse they cover, each note shared (held once
+/// `rows` (notes found for `ordered`'s spans, in range order, each once however many spans it
+/// overlaps; a repeat would be dropped) under every key whose verse they cover, each note shared (held once
 /// however many verses it covers); every key of `keys` has an entry. A note may be answered
 /// on every verse it covers: when that would come to more than [`ANSWER_BUDGET_BYTES`], the
 /// page is refused.

@@ -143,7 +143,8 @@ impl Mutation {
     }
 
     /// Bookmarks a verse. A verse has at most one bookmark: bookmarking it again keeps the
-    /// bookmark and sets its label. An account keeps at most 10,000 bookmarks: past that a
+    /// bookmark and sets its label when `label` is given (null or empty clears it; left out,
+    /// the label stays). An account keeps at most 10,000 bookmarks: past that a
     /// new one is not written (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`).
     #[graphql(directive = authenticated::apply())]
     async fn create_bookmark(
@@ -153,12 +154,12 @@ impl Mutation {
     ) -> Result<Bookmark> {
         let user = Caller::of(ctx).require_user()?;
         let passage = input::passage("passageId", &input.passage_id)?.to_string();
-        let label = input::label(input.label.as_deref())?;
+        let label = input::label_change(&input.label)?;
         let study = study(ctx)?;
         check_passages(study.catalog.as_ref(), std::slice::from_ref(&passage)).await?;
         let row = study
             .store
-            .upsert_bookmark(user, &passage, label.as_deref())
+            .upsert_bookmark(user, &passage, &label)
             .await
             .map_err(write)?;
         row.map(Bookmark).ok_or_else(erased)
