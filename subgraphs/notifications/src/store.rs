@@ -320,7 +320,9 @@ impl Store {
     /// earlier with what it read. `Ok(Err(_))` is `change`'s refusal: nothing is written. An
     /// erased user gets no row back (the defaults are answered, nothing is kept); the user's
     /// lock ([`crate::notify::lock_user`]), which the erasure holds too, keeps a change from
-    /// landing while the erasure runs.
+    /// landing while the erasure runs. A change of the quiet hours (or their time zone) brings
+    /// the deliveries waiting for the old ones' end forward to the new ones' (now, when
+    /// cleared).
     pub async fn change_preferences<E>(
         &self,
         user: Uuid,
@@ -346,7 +348,8 @@ impl Store {
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?;
-        let next = match change(current.unwrap_or_default()) {
+        let before = current.unwrap_or_default();
+        let next = match change(before.clone()) {
             Ok(next) => next,
             Err(refusal) => return Ok(Err(refusal)),
         };
@@ -369,6 +372,29 @@ impl Store {
             .bind(&next.time_zone)
             .fetch_optional(&mut *tx)
             .await?;
+        let quiet_changed = (before.quiet_start, before.quiet_end, &before.time_zone)
+            != (next.quiet_start, next.quiet_end, &next.time_zone);
+        if stored.is_some() && quiet_changed {
+            // Deliveries waiting for the end of the old quiet hours are due at the end of the
+            // new ones (now, when there are none): cleared quiet hours release them at once.
+            // Only brought forward (a job due later is checked again when due), and only jobs
+            // that never failed (a later `not_before` of one that did is its backoff).
+            self.count(1);
+            sqlx::query(
+                "UPDATE notifications.delivery_jobs
+                 SET not_before = LEAST(not_before, coalesce(
+                         notifications.quiet_hours_end($2, $3, $4, now()), now()))
+                 WHERE user_id = $1 AND done_at IS NULL AND not_before > now()
+                   AND last_error IS NULL
+                   AND (locked_until IS NULL OR locked_until <= now())",
+            )
+            .bind(user)
+            .bind(next.quiet_start)
+            .bind(next.quiet_end)
+            .bind(&next.time_zone)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Ok(stored.unwrap_or(next)))
     }
