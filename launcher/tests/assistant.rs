@@ -5,7 +5,7 @@
 //!   topics; anonymous callers, bad arguments and unknown passages refused with their codes; a repeated question
 //!   answered from the Redis cache; with a vendor (a local server speaking Anthropic's
 //!   Messages API): its answer served with the citations it invented dropped and counted, and a
-//!   malformed reply answered by the extractive provider instead, not cached; a long answer
+//!   malformed reply answered by the extractive provider instead, kept briefly; a long answer
 //!   deferred (`@defer`) while the rest of the page comes first;
 //! - content reached over HTTP (Phase 2: `gospelib serve --only content` in another process):
 //!   an unknown passage is none, a malformed id the client's error, a dead endpoint content
@@ -470,19 +470,41 @@ async fn a_vendors_answer_keeps_only_citations_the_graph_holds_and_a_malformed_o
     // The same question again: from the cache, the vendor is not asked.
     assert_eq!(setup.ask(&caller, &question).await, answer);
 
-    // Another question gets the malformed reply: the extractive provider answers, and that
-    // answer is not cached (the vendor is asked again next time).
+    // Another question gets the malformed reply (paid for, unusable): the extractive provider
+    // answers, and that answer is kept briefly (`UNUSABLE_TTL`), so the same question is not
+    // paid for again at once.
     let other = format!(r#"{{ explainPassage(id: "john.1.1") {{ provider {CITATIONS} }} }}"#);
     let fallback = setup.ask(&caller, &other).await;
     assert_eq!(fallback.get("errors"), None, "{fallback}");
     assert_eq!(fallback["data"]["explainPassage"]["provider"], "extractive");
     assert_resolved(&fallback["data"]["explainPassage"]["citations"], &fallback);
     let hits = setup.ai.assistant().cache_hits();
-    setup.ask(&caller, &other).await;
+    assert_eq!(setup.ask(&caller, &other).await, fallback);
+    assert_eq!(
+        setup.ai.assistant().cache_hits(),
+        hits + 1,
+        "the unusable reply's stand-in was not kept"
+    );
+}
+
+/// A vendor that does not answer (unreachable): the extractive provider answers and nothing
+/// is kept, so the vendor is asked again the next time.
+#[tokio::test]
+async fn a_vendor_that_does_not_answer_leaves_nothing_cached() {
+    let setup = setup_with(Some(anthropic("http://127.0.0.1:1".to_owned()))).await;
+    let caller = scholar();
+    let question = r#"{ explainPassage(id: "john.1.4") { provider } }"#;
+    let first = setup.ask(&caller, question).await;
+    assert_eq!(
+        first["data"]["explainPassage"]["provider"], "extractive",
+        "{first}"
+    );
+    let hits = setup.ai.assistant().cache_hits();
+    assert_eq!(setup.ask(&caller, question).await, first);
     assert_eq!(
         setup.ai.assistant().cache_hits(),
         hits,
-        "a fallback answer was cached"
+        "a stand-in was kept"
     );
 }
 

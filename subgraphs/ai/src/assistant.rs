@@ -65,6 +65,30 @@ impl AssistantError {
     }
 }
 
+/// What asking the vendors gave.
+enum Asked<T> {
+    /// Their answer, read.
+    Answered(T),
+    /// A reply that came (paid for) and could not be used.
+    Unusable,
+    /// No reply: no vendor, cooling down, no time or budget left, the same question on its
+    /// way, a failure, or past the deadline.
+    NotAnswered,
+}
+
+/// How long an answer made is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A vendor's answer, or the extractive provider's when no vendor is configured:
+    /// [`crate::cache::TTL`].
+    Answer,
+    /// The extractive answer in place of a vendor's unusable reply:
+    /// [`crate::cache::UNUSABLE_TTL`].
+    Briefly,
+    /// The extractive answer in place of a vendor that did not answer: not kept.
+    No,
+}
+
 /// The assistant with its sources.
 pub struct Assistant {
     content: Arc<dyn ContentSource>,
@@ -173,14 +197,15 @@ impl Assistant {
         }
     }
 
-    /// The answer to `question` cached under `key`, or `make`'s: kept when it says it may be
-    /// (a vendor's answer, or the extractive provider's when no vendor is configured), not
-    /// when it is the extractive provider's in place of a vendor that failed. While one is
+    /// The answer to `question` cached under `key`, or `make`'s: kept as long as it says
+    /// ([`Keep`]: a vendor's answer, or the extractive provider's when no vendor is configured,
+    /// for an hour; the extractive provider's in place of a vendor's unusable reply for ten
+    /// minutes; in place of a vendor that did not answer, not at all). While one is
     /// being made, the same question under the same key waits for it (`make` runs once).
     async fn cached<T, F>(&self, question: &str, key: Option<String>, make: F) -> T
     where
         T: serde::Serialize + serde::de::DeserializeOwned,
-        F: std::future::Future<Output = (T, bool)>,
+        F: std::future::Future<Output = (T, Keep)>,
     {
         let provider = if self.llm.is_some() {
             "llm"
@@ -222,16 +247,25 @@ impl Assistant {
     async fn made<T, F>(&self, question: &str, provider: &str, key: Option<&str>, make: F) -> T
     where
         T: serde::Serialize,
-        F: std::future::Future<Output = (T, bool)>,
+        F: std::future::Future<Output = (T, Keep)>,
     {
         let (answer, keep) = make.await;
-        if keep {
-            self.count(question, provider, "made");
-            if let (Some(cache), Some(key)) = (&self.cache, key) {
-                cache.put(key, &answer).await;
+        let kept_for = match keep {
+            Keep::Answer => {
+                self.count(question, provider, "made");
+                Some(crate::cache::TTL)
             }
-        } else {
-            self.count(question, extractive::PROVIDER, "fallback");
+            Keep::Briefly => {
+                self.count(question, extractive::PROVIDER, "fallback");
+                Some(crate::cache::UNUSABLE_TTL)
+            }
+            Keep::No => {
+                self.count(question, extractive::PROVIDER, "fallback");
+                None
+            }
+        };
+        if let (Some(cache), Some(key), Some(ttl)) = (&self.cache, key, kept_for) {
+            cache.put_for(key, &answer, ttl).await;
         }
         answer
     }
@@ -260,8 +294,8 @@ impl Assistant {
             .map(|cache| cache.key(&[json!(question), arguments, producer, json!(context)]))
     }
 
-    /// Asks the vendors `prompt` and reads their reply with `parse`; `None` (logged) when
-    /// they failed or the reply was unusable, for the extractive provider to answer instead.
+    /// Asks the vendors `prompt` and reads their reply with `parse`: the answer, or why there
+    /// is none (logged), for the extractive provider to answer instead.
     ///
     /// The call runs in a task of its own. Past the question's deadline the asker stops
     /// waiting (the extractive provider answers it), but the call goes on to its own timeout:
@@ -274,30 +308,32 @@ impl Assistant {
         asker: &str,
         key: Option<&str>,
         parse: impl Fn(&LlmReply) -> Result<(T, usize), LlmError> + Send + 'static,
-    ) -> Option<T>
+    ) -> Asked<T>
     where
         T: serde::Serialize + Send + Sync + 'static,
     {
-        let llm = self.llm.as_ref()?.clone();
+        let Some(llm) = self.llm.clone() else {
+            return Asked::NotAnswered;
+        };
         // Every vendor asked to be left alone for now: nothing is sent, nor counted.
         if llm.cooling_down() {
             tracing::debug!("the LLM vendors are rate limiting; the extractive provider answers");
-            return None;
+            return Asked::NotAnswered;
         }
         // No time left (gathering the context took it): a call now would be paid for and
         // answer nobody.
         if tokio::time::Instant::now() >= deadline {
-            return None;
+            return Asked::NotAnswered;
         }
         // This very question's call is still on its way, past an earlier asker's deadline: its
         // answer will be kept; asking again would pay twice.
         if key.is_some_and(|key| self.late_calls.is_pending(key)) {
-            return None;
+            return Asked::NotAnswered;
         }
         if let Some(budget) = &self.budget
             && !budget.take(asker).await
         {
-            return None;
+            return Asked::NotAnswered;
         }
         // One deadline for the vendors together (a fallback included), counted from the
         // question, inside the router's subgraph timeout, so that a slow vendor still leaves
@@ -335,7 +371,7 @@ impl Assistant {
             // The task ended without sending: it panicked.
             Ok(Err(_)) => {
                 watch.answered();
-                return None;
+                return Asked::NotAnswered;
             }
             Err(_) => {
                 // Marked late (or aborted past the cap) before the channel closes; no answer
@@ -353,7 +389,7 @@ impl Assistant {
                             kept_when_it_comes = left_to_go_on,
                             "the LLM did not answer before the question's deadline; the extractive provider answers"
                         );
-                        return None;
+                        return Asked::NotAnswered;
                     }
                 }
             }
@@ -367,7 +403,7 @@ impl Assistant {
                         metrics.count_ai_citations_dropped(invented as u64);
                     }
                 }
-                Some(answer)
+                Asked::Answered(answer)
             }
             Err(error) => {
                 tracing::warn!(
@@ -375,7 +411,13 @@ impl Assistant {
                     kind = error.kind(),
                     "the LLM gave no usable answer; the extractive provider answers"
                 );
-                None
+                // A reply came (paid for) and could not be used: asking again at once would
+                // most likely pay for the same again.
+                if matches!(error, LlmError::Malformed { .. }) {
+                    Asked::Unusable
+                } else {
+                    Asked::NotAnswered
+                }
             }
         }
     }
@@ -416,11 +458,14 @@ impl Assistant {
                             parse_explanation(reply, &read_from)
                         })
                         .await;
-                    if let Some(answer) = asked {
-                        return (answer, true);
-                    }
+                    let keep = match asked {
+                        Asked::Answered(answer) => return (answer, Keep::Answer),
+                        Asked::Unusable => Keep::Briefly,
+                        Asked::NotAnswered => Keep::No,
+                    };
+                    return (extractive::explain(&context, focus), keep);
                 }
-                (extractive::explain(&context, focus), prompt.is_none())
+                (extractive::explain(&context, focus), Keep::Answer)
             })
             .await)
     }
@@ -462,12 +507,17 @@ impl Assistant {
                             Ok((questions, invented))
                         })
                         .await;
-                    if let Some(questions) = asked {
-                        return (questions, true);
-                    }
+                    let keep = match asked {
+                        Asked::Answered(questions) => return (questions, Keep::Answer),
+                        Asked::Unusable => Keep::Briefly,
+                        Asked::NotAnswered => Keep::No,
+                    };
+                    return (extractive::study_questions(&context, count as usize), keep);
                 }
-                let questions = extractive::study_questions(&context, count as usize);
-                (questions, prompt.is_none())
+                (
+                    extractive::study_questions(&context, count as usize),
+                    Keep::Answer,
+                )
             })
             .await)
     }
@@ -497,11 +547,14 @@ impl Assistant {
                             Ok((connections, invented))
                         })
                         .await;
-                    if let Some(connections) = asked {
-                        return (connections, true);
-                    }
+                    let keep = match asked {
+                        Asked::Answered(connections) => return (connections, Keep::Answer),
+                        Asked::Unusable => Keep::Briefly,
+                        Asked::NotAnswered => Keep::No,
+                    };
+                    return (extractive::suggest_connections(&context), keep);
                 }
-                (extractive::suggest_connections(&context), prompt.is_none())
+                (extractive::suggest_connections(&context), Keep::Answer)
             })
             .await)
     }

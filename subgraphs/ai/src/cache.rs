@@ -17,6 +17,11 @@ use tokio::sync::OnceCell;
 /// How long an answer is kept.
 pub const TTL: Duration = Duration::from_secs(3600);
 
+/// How long the extractive answer is kept in place of a vendor's reply that came, was paid
+/// for, and could not be used (malformed, cut short, citing nothing it was given): the same
+/// question is not paid for again meanwhile, and the vendor is asked again after it.
+pub const UNUSABLE_TTL: Duration = Duration::from_secs(600);
+
 /// The longest a cache read or write may take before it counts as a miss.
 pub const TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -91,6 +96,11 @@ impl AnswerCache {
 
     /// Keeps `answer` under `key` for [`TTL`] (best effort).
     pub async fn put<T: Serialize>(&self, key: &str, answer: &T) {
+        self.put_for(key, answer, TTL).await;
+    }
+
+    /// Keeps `answer` under `key` for `ttl` (best effort).
+    pub async fn put_for<T: Serialize>(&self, key: &str, answer: &T, ttl: Duration) {
         let Some(mut connection) = self.connection().await else {
             return;
         };
@@ -103,7 +113,7 @@ impl AnswerCache {
                 .arg(key)
                 .arg(json)
                 .arg("EX")
-                .arg(TTL.as_secs())
+                .arg(ttl.as_secs().max(1))
                 .query_async::<()>(&mut connection),
         )
         .await;
