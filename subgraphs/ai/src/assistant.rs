@@ -430,9 +430,7 @@ impl Assistant {
         id: &str,
         focus: Option<&str>,
     ) -> Result<Explanation, AssistantError> {
-        let focus = focus
-            .map(normalized_focus)
-            .filter(|focus| !focus.is_empty());
+        let focus = focus.map(spoken_focus).filter(|focus| !focus.is_empty());
         let focus = focus.as_deref();
         if focus.is_some_and(|focus| focus.chars().count() > MAX_FOCUS_CHARS) {
             return Err(AssistantError::Invalid(format!(
@@ -444,7 +442,7 @@ impl Assistant {
         let prompt = self.llm.as_ref().map(|_| render_explain(&context, focus));
         let key = self.key(
             "explain",
-            json!({"focus": focus}),
+            json!({"focus": focus.map(focus_key)}),
             prompt.as_ref(),
             &context,
         );
@@ -560,31 +558,78 @@ impl Assistant {
     }
 }
 
-/// A reader's focus as the prompt and the cache have it: its words once apart, in lower case,
-/// without the punctuation or symbols around it. "Grace", "grace." and " grace " are one
-/// question, one cache entry and one vendor call; a caller cannot make each variant a paid
-/// call of its own.
-pub fn normalized_focus(focus: &str) -> String {
+/// A reader's focus as the prompt has it: its words once apart, without the punctuation
+/// around it ("  Grace?! " is "Grace"); letters, marks and digits are kept as written.
+pub fn spoken_focus(focus: &str) -> String {
     focus
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-        .trim_matches(|c: char| !c.is_alphanumeric())
-        .to_lowercase()
+        .trim_matches(is_surrounding_punctuation)
+        .trim()
+        .to_owned()
+}
+
+/// A reader's focus as the cache has it: [`spoken_focus`] in lower case. "Grace", "grace." and
+/// " grace " are one question, one cache entry and one vendor call; a caller cannot make each
+/// variant a paid call of its own.
+pub fn focus_key(focus: &str) -> String {
+    spoken_focus(focus).to_lowercase()
+}
+
+/// Punctuation a focus may be wrapped in or end with (ASCII, and the quotes, marks and dashes
+/// of other scripts); never a letter or a combining mark.
+fn is_surrounding_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation()
+        || matches!(
+            c,
+            '¿' | '¡'
+                | '«'
+                | '»'
+                | '‹'
+                | '›'
+                | '“'
+                | '”'
+                | '„'
+                | '‘'
+                | '’'
+                | '…'
+                | '–'
+                | '—'
+                | '·'
+                | '。'
+                | '、'
+                | '！'
+                | '？'
+                | '״'
+                | '׳'
+                | '؟'
+                | '،'
+        )
 }
 
 #[cfg(test)]
 mod focus_tests {
+    use super::{focus_key, spoken_focus};
+
     #[test]
     fn variants_of_one_focus_are_one_question() {
-        for variant in ["Grace", "grace.", "  GRACE?! ", "\"grace\"", "¿grace?"] {
-            assert_eq!(super::normalized_focus(variant), "grace", "{variant}");
+        for variant in [
+            "Grace",
+            "grace.",
+            "  GRACE?! ",
+            "\"grace\"",
+            "¿grace?",
+            "«grace»",
+        ] {
+            assert_eq!(focus_key(variant), "grace", "{variant}");
         }
-        assert_eq!(super::normalized_focus("God's   love!"), "god's love");
-        assert_eq!(super::normalized_focus(" ... "), "");
-        assert_ne!(
-            super::normalized_focus("faith"),
-            super::normalized_focus("grace")
-        );
+        assert_eq!(focus_key("God's   love!"), "god's love");
+        assert_eq!(focus_key(" ... "), "");
+        assert_ne!(focus_key("faith"), focus_key("grace"));
+        // As the prompt has it: the case kept, a combining mark at the end too.
+        assert_eq!(spoken_focus(" \"God's   Love\"! "), "God's Love");
+        assert_eq!(spoken_focus("cafe\u{301}."), "cafe\u{301}");
+        assert_eq!(spoken_focus("שָׁלוֹם"), "שָׁלוֹם");
     }
 }

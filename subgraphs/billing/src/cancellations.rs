@@ -201,28 +201,55 @@ async fn settle_duplicate(
     } else {
         return Ok(Ok(Settled::LeftAlone("not live: nothing charges")));
     };
+    Ok(refund_latest_invoice(stripe, id, latest_invoice)
+        .await
+        .map(Settled::Cancelled))
+}
+
+/// Refunds what the cancelled duplicate `id`'s latest invoice was paid and not already given
+/// back, with a credit note (reason `duplicate`, one idempotency key per subscription, and
+/// Stripe's own record of what credit notes gave back, so a retry never refunds twice). What
+/// was done, for the log.
+async fn refund_latest_invoice(
+    stripe: &dyn StripeApi,
+    id: &str,
+    latest_invoice: Option<String>,
+) -> Result<&'static str, StripeError> {
     let Some(invoice_id) = latest_invoice else {
-        return Ok(Ok(Settled::Cancelled("cancelled; no invoice to refund")));
+        return Ok("cancelled; no invoice to refund");
     };
-    let invoice = match stripe.invoice(&invoice_id).await {
-        Ok(invoice) => invoice,
-        Err(error) => return Ok(Err(error)),
-    };
+    let invoice = stripe.invoice(&invoice_id).await?;
     let owed = invoice.amount_paid - invoice.post_payment_credit_notes_amount;
     if invoice.status.as_deref() != Some("paid") || owed <= 0 {
-        return Ok(Ok(Settled::Cancelled(
-            "cancelled; nothing paid left to refund",
-        )));
+        return Ok("cancelled; nothing paid left to refund");
     }
     let refund = InvoiceRefund {
         invoice: invoice_id,
         amount: owed,
         idempotency_key: format!("gl-duplicate-refund-{id}"),
     };
-    Ok(match stripe.refund_invoice(&refund).await {
-        Ok(_) => Ok(Settled::Cancelled("cancelled and refunded")),
-        Err(error) => Err(error),
-    })
+    stripe.refund_invoice(&refund).await?;
+    Ok("cancelled and refunded")
+}
+
+/// Cancels the subscription `id` at once, a deleted user's that had been confirmed a duplicate
+/// before the erasure took its row over, and refunds its payment as the duplicate's would have
+/// been: cancelled unless it is over already, whatever else the customer holds.
+async fn cancel_confirmed_duplicate(
+    stripe: &dyn StripeApi,
+    id: &str,
+) -> Result<&'static str, StripeError> {
+    let this = stripe.subscription(id).await?;
+    let latest_invoice = if matches!(this.status.as_str(), "canceled" | "incomplete_expired") {
+        this.latest_invoice
+    } else {
+        stripe
+            .cancel_subscription(id)
+            .await?
+            .latest_invoice
+            .or(this.latest_invoice)
+    };
+    refund_latest_invoice(stripe, id, latest_invoice).await
 }
 
 /// Works the due cancellations once (a batch at a time until none is due).
@@ -267,6 +294,9 @@ pub async fn cancel_due(
                     }
                     Err(error) => result_of(Err(error), cancellation.attempts),
                 }
+            } else if cancellation.duplicate_confirmed {
+                let answer = cancel_confirmed_duplicate(stripe, id).await;
+                result_of(answer.map(str::to_owned), cancellation.attempts)
             } else {
                 let answer = stripe.cancel_subscription(id).await;
                 result_of(

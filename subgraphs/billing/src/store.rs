@@ -34,12 +34,13 @@ macro_rules! epoch {
 /// settled: the row becomes the plain cancellation, due now (a duplicate's worker may have left
 /// it alone as the customer's only live subscription, which a deleted user's must not be). Its
 /// attempt count stays; a worker still on it as a duplicate records nothing over it (its
-/// writes are fenced on the row being a duplicate).
+/// writes are fenced on the row being a duplicate). A duplicate already confirmed keeps that:
+/// its payment is still refunded once it is cancelled.
 macro_rules! duplicate_becomes_cancellation {
     () => {
         "ON CONFLICT (stripe_id) DO UPDATE
-         SET duplicate_customer = NULL, duplicate_confirmed_at = NULL, failed_at = NULL,
-             last_error = NULL, next_attempt_at = now()
+         SET duplicate_customer = NULL, failed_at = NULL, last_error = NULL,
+             next_attempt_at = now()
          WHERE billing.stripe_cancellations.duplicate_customer IS NOT NULL
            AND billing.stripe_cancellations.done_at IS NULL"
     };

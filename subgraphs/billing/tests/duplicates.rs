@@ -478,7 +478,8 @@ async fn a_duplicate_left_alone_is_kept() {
 
 /// A deleted user's cancellation queued for a subscription already queued as a duplicate, not
 /// settled, takes its row over: it is cancelled at once, though it is the customer's only live
-/// one (a deleted user's must not go on charging), and nothing is refunded.
+/// one (a deleted user's must not go on charging), and nothing is refunded, unless it had been
+/// confirmed a duplicate already.
 #[tokio::test]
 async fn a_deleted_users_cancellation_takes_over_a_pending_duplicate() {
     let _queue = QUEUE.lock().await;
@@ -504,4 +505,37 @@ async fn a_deleted_users_cancellation_takes_over_a_pending_duplicate() {
     assert_eq!(queued(&pool, &only).await, Some((None, true, false)));
     assert_eq!(fake.given_back(&invoice), 0);
     forget_cancellations(&pool, &[&only]).await;
+
+    // A duplicate already confirmed (cancelled, its refund refused by Stripe once) when the
+    // user is deleted: the erasure's cancellation still refunds it.
+    let (customer, kept, confirmed) = (customer_id(), subscription_id(), subscription_id());
+    let invoice = format!("in_test_{}", unique());
+    fake.subscription(&kept, "active", "in_test_kept", &customer);
+    fake.subscription(&confirmed, "active", &invoice, &customer);
+    fake.invoice(&invoice, "paid", 1500);
+    fake.0.lock().unwrap().refuse_credit_notes = 1;
+    queue_duplicate(&pool, &confirmed, &customer).await;
+    cancel_due(&pool, &stripe, &CancellationSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(fake.status_of(&confirmed), "canceled");
+    assert_eq!(fake.given_back(&invoice), 0);
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(
+        gospelib_billing::store::queue_cancellation(&mut conn, &confirmed)
+            .await
+            .unwrap()
+    );
+    drop(conn);
+    cancel_due(&pool, &stripe, &CancellationSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.given_back(&invoice),
+        1500,
+        "refunded after the takeover"
+    );
+    assert_eq!(queued(&pool, &confirmed).await, Some((None, true, false)));
+    assert_eq!(fake.status_of(&kept), "active");
+    forget_cancellations(&pool, &[&confirmed]).await;
 }

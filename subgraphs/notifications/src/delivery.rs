@@ -905,7 +905,7 @@ impl DeliveryWorker {
                 sqlx::query(&format!(
                     "UPDATE notifications.delivery_jobs
                      SET not_before = $4::timestamptz, attempts = attempts - 1,
-                         locked_until = NULL, locked_by = NULL {fence}"
+                         last_error = NULL, locked_until = NULL, locked_by = NULL {fence}"
                 ))
                 .bind(job.id)
                 .bind(job.attempts)

@@ -56,8 +56,7 @@ pub const MAX_DELIVERY_AGE: std::time::Duration = std::time::Duration::from_secs
 
 /// [`notify`] for a notification an event raised at `occurred_at` (RFC 3339; `None`: now): in
 /// the inbox whatever its age, its deliveries queued only when the event is younger than
-/// [`MAX_DELIVERY_AGE`]. A time PostgreSQL cannot read is its data exception (the entry's
-/// fault).
+/// [`MAX_DELIVERY_AGE`] (a time PostgreSQL cannot read counts as now).
 pub async fn notify_raised_at(
     pool: &PgPool,
     new: &NewNotification,
@@ -69,13 +68,10 @@ pub async fn notify_raised_at(
         tx.rollback().await?;
         return Ok(None);
     };
-    let fresh: bool = sqlx::query_scalar(
-        "SELECT coalesce($1::timestamptz, now()) > now() - make_interval(secs => $2)",
-    )
-    .bind(occurred_at)
-    .bind(MAX_DELIVERY_AGE.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
+    let fresh = match occurred_at {
+        None => true,
+        Some(occurred_at) => recent(&mut tx, occurred_at).await?,
+    };
     if fresh {
         enqueue_deliveries(&mut tx, row.id, row.user_id).await?;
     } else {
@@ -109,4 +105,38 @@ pub async fn enqueue_deliveries(
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Whether `occurred_at` (RFC 3339) is within [`MAX_DELIVERY_AGE`] of now, read by PostgreSQL in
+/// a savepoint of `tx`: a value it cannot read (the entry's fault, not the notification's)
+/// counts as now, logged, and leaves the transaction usable.
+async fn recent(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    occurred_at: &str,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Acquire;
+    let mut check = tx.begin().await?;
+    let read =
+        sqlx::query_scalar::<_, bool>("SELECT $1::timestamptz > now() - make_interval(secs => $2)")
+            .bind(occurred_at)
+            .bind(MAX_DELIVERY_AGE.as_secs_f64())
+            .fetch_one(&mut *check)
+            .await;
+    match read {
+        Ok(recent) => {
+            check.commit().await?;
+            Ok(recent)
+        }
+        Err(error)
+            if error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code.starts_with("22")) =>
+        {
+            check.rollback().await?;
+            tracing::warn!(%error, "an event's occurred_at is no time; its notification is delivered as new");
+            Ok(true)
+        }
+        Err(error) => Err(error),
+    }
 }

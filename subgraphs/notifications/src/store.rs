@@ -378,7 +378,8 @@ impl Store {
             // Deliveries waiting for the end of the old quiet hours are due at the end of the
             // new ones (now, when there are none): cleared quiet hours release them at once.
             // Only brought forward (a job due later is checked again when due), and only jobs
-            // that never failed (a later `not_before` of one that did is its backoff).
+            // not waiting for a retry (a job postponed for quiet hours has its `last_error`
+            // cleared; a later `not_before` of one that failed is its backoff).
             self.count(1);
             sqlx::query(
                 "UPDATE notifications.delivery_jobs

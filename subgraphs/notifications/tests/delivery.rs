@@ -1592,10 +1592,17 @@ async fn an_email_waits_for_an_address_not_heard_of_yet() {
 async fn an_old_events_notification_is_kept_in_the_inbox_not_delivered() {
     let pool = pool().await;
     let handler = EventsHandler::new(pool.clone());
-    let (old, recent) = (Uuid::new_v4(), Uuid::new_v4());
+    let (old, recent, unreadable) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let failed = json!({"amount_cents": 799, "currency": "usd"});
     // The base is six hours back: a day and an hour before it is old, an hour after it recent.
+    // A time PostgreSQL cannot read counts as now.
     for entry in [
+        event_at(
+            "payment.failed",
+            unreadable,
+            "yesterday-ish",
+            failed.clone(),
+        ),
         event_at(
             "payment.failed",
             old,
@@ -1628,14 +1635,16 @@ async fn an_old_events_notification_is_kept_in_the_inbox_not_delivered() {
     };
     assert_eq!((in_inbox(old).await, in_inbox(recent).await), (1, 1));
     assert!(jobs(&pool, old).await.is_empty());
-    let mut channels: Vec<String> = jobs(&pool, recent)
-        .await
-        .into_iter()
-        .map(|job| job.channel)
-        .collect();
-    channels.sort();
-    assert_eq!(channels, ["email", "push"]);
-    clean_up(&pool, &[old, recent]).await;
+    for user in [recent, unreadable] {
+        let mut channels: Vec<String> = jobs(&pool, user)
+            .await
+            .into_iter()
+            .map(|job| job.channel)
+            .collect();
+        channels.sort();
+        assert_eq!(channels, ["email", "push"]);
+    }
+    clean_up(&pool, &[old, recent, unreadable]).await;
 }
 
 /// Old rows are forgotten by age: a notification after a year (its jobs and deliveries with

@@ -319,8 +319,9 @@ async fn apply_subscription(
 
 /// Takes `user_id`'s billing lock after its subscription's row when the look-up before it
 /// found no row to lock for (another delivery inserted it in between): the duplicates check
-/// needs it. Taken in that order, it may deadlock with an erasure of the same user at that
-/// moment; PostgreSQL then ends one of the two, and Stripe delivers the event again.
+/// needs it. Taken in that order, it may deadlock with an erasure of the same user, or another
+/// delivery of the same subscription, at that moment; PostgreSQL then ends one of the two, and
+/// Stripe delivers its event again.
 async fn lock_user_late(
     conn: &mut PgConnection,
     locked: &mut Option<Uuid>,

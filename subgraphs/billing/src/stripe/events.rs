@@ -220,7 +220,9 @@ impl InvoiceSnapshot {
 }
 
 /// The line of an invoice that bills the subscription's period: the first line of the
-/// subscription that is no proration, else the first that is no proration, else the first. A
+/// subscription that is no proration, else the first of the subscription (a change's
+/// proration invoiced at once: not a one-off item's line beside it), else the first that is no
+/// proration, else the first. (A webhook's invoice lists its first 10 lines.) A
 /// renewal after a mid-period change lists the change's prorations (each billing the rest of
 /// the old period) beside the new period's line, often first. Read across API versions: the
 /// line's own `type` and `proration` before 2025-03-31, its `parent` since.
@@ -239,6 +241,7 @@ fn billing_line(lines: &Value) -> &Value {
     lines
         .iter()
         .find(|line| of_subscription(line) && !proration(line))
+        .or_else(|| lines.iter().find(|line| of_subscription(line)))
         .or_else(|| lines.iter().find(|line| !proration(line)))
         .or_else(|| lines.first())
         .unwrap_or(&Value::Null)
@@ -415,9 +418,11 @@ mod tests {
             (new_renewal.line_period_start, new_renewal.line_period_end),
             (Some(20), Some(30))
         );
-        // Only prorations (a mid-period change invoiced at once): the first.
+        // Only prorations of the subscription (a mid-period change invoiced at once), beside a
+        // one-off item: the subscription's.
         let change = InvoiceSnapshot::from_object(&json!({
             "id": "in_5", "lines": {"data": [
+                {"type": "invoiceitem", "proration": false, "period": {"start": 17, "end": 17}},
                 {"type": "subscription", "proration": true, "period": {"start": 15, "end": 20}}
             ]}
         }))
