@@ -444,10 +444,10 @@ impl Store {
     }
 
     /// Erases everything of `user` (deliveries and their queue, notifications, preferences,
-    /// devices, address) and remembers the user as erased, in one transaction, under the
+    /// devices, address, the outbox's events about them) and remembers the user as erased, in one transaction, under the
     /// user's lock ([`crate::notify::lock_user`]); idempotent.
     pub async fn erase_user(&self, user: Uuid) -> Result<Erased, sqlx::Error> {
-        self.count(8);
+        self.count(9);
         let mut tx = self.pool.begin().await?;
         crate::notify::lock_user(&mut tx, user).await?;
         let deliveries = sqlx::query("DELETE FROM notifications.deliveries WHERE user_id = $1")
@@ -482,6 +482,13 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The events kept about the user (`device.rejected`: a device and why its token was
+        // refused) go too: relayed already, or about a device accounts has removed with the
+        // user.
+        sqlx::query("DELETE FROM notifications.outbox WHERE payload->>'user_id' = $1::text")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO notifications.erased_users (user_id) VALUES ($1)
              ON CONFLICT (user_id) DO NOTHING",

@@ -1019,6 +1019,14 @@ async fn a_refused_token_retires_the_device_and_is_announced() {
         2
     );
 
+    // The user deleted: the events kept about their devices go with them.
+    Store::new(pool.clone()).erase_user(user).await.unwrap();
+    assert!(
+        outbox_rows(&pool, "notifications.outbox", &stream)
+            .await
+            .is_empty()
+    );
+
     clean_up(&pool, &[user]).await;
     delete_stream(&stream).await;
 }
