@@ -1826,3 +1826,57 @@ async fn a_wide_note_is_read_once_for_many_spans() {
     assert_eq!(notes.iter().map(|row| row.id).collect::<Vec<_>>(), [note]);
     clean_up(&pool, &[user]).await;
 }
+
+/// A verse whose notes come to more than the read's budget (8 MiB of rows) still shows its
+/// highlights: the reader page's one statement for both, over budget, reads the highlights
+/// alone, and only the notes fail.
+#[tokio::test]
+async fn notes_over_the_read_budget_leave_the_highlights_served() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    let made = create_highlight(&service, user, "john.3.16", "FAITH").await;
+    assert!(made.get("errors").is_none(), "{made}");
+    // 80 notes on the verse, each ~90 KB of body and ~19 KB of text: ~8.7 MB of rows.
+    let order = gospelib_study::canon::passage_order("john.3.16").unwrap();
+    let body =
+        json!({"type": "doc", "content": [{"type": "text", "text": "grace ".repeat(15_000)}]});
+    let text = "grace ".repeat(3_200);
+    for _ in 0..80 {
+        sqlx::query(
+            "INSERT INTO study.notes (id, user_id, start_passage_id, end_passage_id,
+                                      start_order, end_order, body, text)
+             VALUES ($1, $2, 'john.3.16', 'john.3.16', $3, $3, $4, $5)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(user)
+        .bind(order)
+        .bind(&body)
+        .bind(&text)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let answer = run_as(
+        &service,
+        Some(user),
+        PASSAGES_IN_FULL,
+        passage_reps(&["john.3.16"]),
+    )
+    .await;
+    let passage = &answer["data"]["_entities"][0];
+    assert_eq!(passage["myHighlights"][0]["color"], "FAITH", "{passage}");
+    let errors = answer["errors"].as_array().expect("the notes' error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0]["path"].as_array().unwrap().last(),
+        Some(&json!("myNotes")),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("8 MiB"),
+        "{errors:?}"
+    );
+    clean_up(&pool, &[user]).await;
+}

@@ -156,7 +156,9 @@ fn notes_by_key(
 }
 
 /// Both fields for `keys`, in ONE statement (a reader page's case): as [`load_highlights`]
-/// and [`load_notes`] give them, a failure failing both.
+/// and [`load_notes`] give them. A read over its budget (the user's notes on these verses are
+/// too many or too long) reads the highlights alone, so that only the notes fail; any other
+/// failure fails both.
 async fn load_highlights_and_notes(
     store: &Store,
     keys: &[PassageKey],
@@ -172,6 +174,10 @@ async fn load_highlights_and_notes(
         Ok((highlights, notes)) => (
             Ok(highlights_by_key(keys, highlights)),
             notes_by_key(keys, &ordered, notes).map_err(Arc::new),
+        ),
+        Err(ReadError::OverBudget) => (
+            load_highlights(store, keys).await,
+            Err(Arc::new(ReadError::OverBudget)),
         ),
         Err(error) => {
             let error = Arc::new(error);
