@@ -144,11 +144,19 @@ pub async fn customer_of_user<'e>(
 }
 
 /// Unlinks the Stripe customer `customer` (deleted at Stripe) from its user, under the user's
-/// billing lock; the user, if it was linked. A later checkout makes the user a new customer.
+/// billing lock, and remembers it as deleted (never linked again: [`link_customer`]); the
+/// user, if it was linked. A later checkout makes the user a new customer.
 pub async fn unlink_customer(
     conn: &mut PgConnection,
     customer: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO billing.deleted_customers (stripe_customer_id) VALUES ($1)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(customer)
+    .execute(&mut *conn)
+    .await?;
     let Some(user_id) = user_of_customer(&mut *conn, customer).await? else {
         return Ok(None);
     };
@@ -162,8 +170,8 @@ pub async fn unlink_customer(
     Ok((unlinked.rows_affected() == 1).then_some(user_id))
 }
 
-/// Links `user_id` to the Stripe customer `customer` unless either is linked already; whether
-/// it did.
+/// Links `user_id` to the Stripe customer `customer` unless either is linked already, or the
+/// customer was deleted at Stripe; whether it did.
 pub async fn link_customer<'e>(
     executor: impl PgExecutor<'e>,
     user_id: Uuid,
@@ -171,7 +179,9 @@ pub async fn link_customer<'e>(
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO billing.customers (user_id, stripe_customer_id, created_at)
-         VALUES ($1, $2, now())
+         SELECT $1, $2, now()
+         WHERE NOT EXISTS (
+             SELECT 1 FROM billing.deleted_customers WHERE stripe_customer_id = $2)
          ON CONFLICT DO NOTHING",
     )
     .bind(user_id)

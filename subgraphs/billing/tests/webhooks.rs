@@ -657,6 +657,20 @@ async fn a_completed_checkout_links_the_customer_its_subscription_is_found_by() 
         (200, json!({"status": "processed"}))
     );
     assert_eq!(customer_of(&pool, user).await, None);
+    // A checkout completed before the deletion, delivered after it, names the deleted
+    // customer: it is not linked again.
+    let late = event(
+        &event_id(),
+        "checkout.session.completed",
+        now,
+        json!({"id": "cs_test_late", "object": "checkout.session", "customer": customer,
+               "client_reference_id": user.to_string(), "subscription": null}),
+    );
+    assert_eq!(
+        post(&url, &late).await,
+        (200, json!({"status": "processed"}))
+    );
+    assert_eq!(customer_of(&pool, user).await, None);
 
     clean_up(&pool, &[user], &names).await;
 }

@@ -113,13 +113,12 @@ pub async fn apply_event(
         // to it could neither check out nor open the portal again.
         "customer.deleted" => {
             let customer = super::events::deleted_customer(&event.object)?;
-            Ok(match store::unlink_customer(conn, &customer).await? {
-                Some(user_id) => {
-                    tracing::info!(%user_id, %customer, "a Stripe customer was deleted; unlinked");
-                    Applied::nothing(Outcome::Processed)
-                }
-                None => Applied::nothing(Outcome::Unattributed),
-            })
+            // Remembered as deleted even when no user is linked to it now, so that a late
+            // event naming it cannot link it again.
+            if let Some(user_id) = store::unlink_customer(conn, &customer).await? {
+                tracing::info!(%user_id, %customer, "a Stripe customer was deleted; unlinked");
+            }
+            Ok(Applied::nothing(Outcome::Processed))
         }
         _ => Ok(Applied::nothing(Outcome::Ignored)),
     }
