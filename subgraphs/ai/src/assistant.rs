@@ -565,8 +565,7 @@ pub fn spoken_focus(focus: &str) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-        .trim_matches(is_surrounding_punctuation)
-        .trim()
+        .trim_matches(|c: char| is_surrounding_punctuation(c) || c.is_whitespace())
         .to_owned()
 }
 
@@ -626,6 +625,8 @@ mod focus_tests {
         }
         assert_eq!(focus_key("God's   love!"), "god's love");
         assert_eq!(focus_key(" ... "), "");
+        assert_eq!(focus_key(". . ."), "");
+        assert_eq!(spoken_focus(". . Grace . ."), "Grace");
         assert_ne!(focus_key("faith"), focus_key("grace"));
         // As the prompt has it: the case kept, a combining mark at the end too.
         assert_eq!(spoken_focus(" \"God's   Love\"! "), "God's Love");

@@ -143,13 +143,27 @@ pub async fn customer_of_user<'e>(
         .await
 }
 
-/// Unlinks the Stripe customer `customer` (deleted at Stripe) from its user, under the user's
-/// billing lock, and remembers it as deleted (never linked again: [`link_customer`]); the
-/// user, if it was linked. A later checkout makes the user a new customer.
+/// Takes the transaction-scoped lock of the Stripe customer `customer`: its deletion
+/// ([`unlink_customer`]) and a link to it from an event ([`link_customer`] in a webhook's
+/// transaction) are applied one after the other, so a link cannot slip past a deletion
+/// committed at the same moment.
+pub async fn lock_customer(conn: &mut PgConnection, customer: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 4343))")
+        .bind(customer)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Unlinks the Stripe customer `customer` (deleted at Stripe) from its user, under the
+/// customer's lock and the user's billing lock, and remembers it as deleted (never linked
+/// again: [`link_customer`]); the user, if it was linked. A later checkout makes the user a
+/// new customer.
 pub async fn unlink_customer(
     conn: &mut PgConnection,
     customer: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
+    lock_customer(&mut *conn, customer).await?;
     sqlx::query(
         "INSERT INTO billing.deleted_customers (stripe_customer_id) VALUES ($1)
          ON CONFLICT DO NOTHING",

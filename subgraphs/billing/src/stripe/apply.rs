@@ -144,13 +144,14 @@ async fn user_for(
     let Some(user_id) = unless_erased(conn, user_id).await? else {
         return Ok(None);
     };
-    if let Some(customer) = customer
-        && !store::link_customer(&mut *conn, user_id, customer).await?
-    {
-        tracing::warn!(
-            %user_id,
-            "a Stripe customer names a user already linked to another customer; keeping the first link"
-        );
+    if let Some(customer) = customer {
+        store::lock_customer(&mut *conn, customer).await?;
+        if !store::link_customer(&mut *conn, user_id, customer).await? {
+            tracing::warn!(
+                %user_id,
+                "a Stripe customer names a user already linked to another customer, or was deleted at Stripe; not linked"
+            );
+        }
     }
     Ok(Some(user_id))
 }
@@ -539,18 +540,20 @@ async fn apply_checkout(
     let Some(user_id) = unless_erased(conn, user_id).await? else {
         return Ok(Applied::nothing(Outcome::Unattributed));
     };
-    if let Some(customer) = &session.customer
-        && !store::link_customer(&mut *conn, user_id, customer).await?
-        && store::customer_of_user(&mut *conn, user_id)
-            .await?
-            .as_deref()
-            != Some(customer)
-    {
-        tracing::warn!(
-            %user_id,
-            session = %session.id,
-            "a completed checkout's customer differs from the user's linked one; keeping the linked one"
-        );
+    if let Some(customer) = &session.customer {
+        store::lock_customer(&mut *conn, customer).await?;
+        if !store::link_customer(&mut *conn, user_id, customer).await?
+            && store::customer_of_user(&mut *conn, user_id)
+                .await?
+                .as_deref()
+                != Some(customer)
+        {
+            tracing::warn!(
+                %user_id,
+                session = %session.id,
+                "a completed checkout's customer differs from the user's linked one, or was deleted at Stripe; not linked"
+            );
+        }
     }
     Ok(Applied {
         outcome: Outcome::Processed,

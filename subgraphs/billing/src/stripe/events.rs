@@ -220,7 +220,7 @@ impl InvoiceSnapshot {
 }
 
 /// The line of an invoice that bills the subscription's period: the first line of the
-/// subscription that is no proration, else the first of the subscription (a change's
+/// subscription that is no proration, else the first tied to the subscription (a change's
 /// proration invoiced at once: not a one-off item's line beside it), else the first that is no
 /// proration, else the first. (A webhook's invoice lists its first 10 lines.) A
 /// renewal after a mid-period change lists the change's prorations (each billing the rest of
@@ -235,13 +235,21 @@ fn billing_line(lines: &Value) -> &Value {
             .or_else(|| line["parent"]["invoice_item_details"]["proration"].as_bool())
             .unwrap_or(false)
     };
+    // The subscription's own item.
     let of_subscription = |line: &Value| {
         line["type"] == "subscription" || line["parent"]["type"] == "subscription_item_details"
+    };
+    // Tied to the subscription: its item, or an invoice item it made (a change's proration
+    // was an `invoiceitem` naming the subscription before 2025-03-31).
+    let tied = |line: &Value| {
+        of_subscription(line)
+            || line["subscription"].is_string()
+            || line["parent"]["invoice_item_details"]["subscription"].is_string()
     };
     lines
         .iter()
         .find(|line| of_subscription(line) && !proration(line))
-        .or_else(|| lines.iter().find(|line| of_subscription(line)))
+        .or_else(|| lines.iter().find(|line| tied(line)))
         .or_else(|| lines.iter().find(|line| !proration(line)))
         .or_else(|| lines.first())
         .unwrap_or(&Value::Null)
@@ -419,7 +427,7 @@ mod tests {
             (Some(20), Some(30))
         );
         // Only prorations of the subscription (a mid-period change invoiced at once), beside a
-        // one-off item: the subscription's.
+        // one-off item: the subscription's, whether its item's or an invoice item naming it.
         let change = InvoiceSnapshot::from_object(&json!({
             "id": "in_5", "lines": {"data": [
                 {"type": "invoiceitem", "proration": false, "period": {"start": 17, "end": 17}},
@@ -428,6 +436,27 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(change.line_period_end, Some(20));
+        let old_change = InvoiceSnapshot::from_object(&json!({
+            "id": "in_6", "lines": {"data": [
+                {"type": "invoiceitem", "proration": false, "period": {"start": 17, "end": 17}},
+                {"type": "invoiceitem", "proration": true, "subscription": "sub_1",
+                 "period": {"start": 15, "end": 20}}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(old_change.line_period_end, Some(20));
+        let new_change = InvoiceSnapshot::from_object(&json!({
+            "id": "in_7", "lines": {"data": [
+                {"parent": {"type": "invoice_item_details",
+                            "invoice_item_details": {"proration": false, "subscription": null}},
+                 "period": {"start": 17, "end": 17}},
+                {"parent": {"type": "invoice_item_details",
+                            "invoice_item_details": {"proration": true, "subscription": "sub_1"}},
+                 "period": {"start": 15, "end": 20}}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(new_change.line_period_end, Some(20));
 
         let session = CheckoutCompleted::from_object(&json!({
             "id": "cs_1", "customer": "cus_1", "client_reference_id": "u", "subscription": "sub_1"

@@ -157,8 +157,8 @@ fn notes_by_key(
 
 /// Both fields for `keys`, in ONE statement (a reader page's case): as [`load_highlights`]
 /// and [`load_notes`] give them. A read over its budget (the user's notes on these verses are
-/// too many or too long) reads the highlights alone, so that only the notes fail; any other
-/// failure fails both.
+/// too many or too long) reads each alone, so that only what is over fails; any other failure
+/// fails both.
 async fn load_highlights_and_notes(
     store: &Store,
     keys: &[PassageKey],
@@ -177,7 +177,7 @@ async fn load_highlights_and_notes(
         ),
         Err(ReadError::OverBudget) => (
             load_highlights(store, keys).await,
-            Err(Arc::new(ReadError::OverBudget)),
+            load_notes(store, keys).await,
         ),
         Err(error) => {
             let error = Arc::new(error);
