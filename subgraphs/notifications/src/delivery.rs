@@ -902,9 +902,18 @@ impl DeliveryWorker {
             }
             // Quiet hours are no failure: the attempt is given back.
             JobEnd::Postponed(until) => {
+                // The end read when the job was taken, or the end of the quiet hours as they
+                // are now if earlier (changed or cleared meanwhile, while this worker held the
+                // job and their change could not release it).
                 sqlx::query(&format!(
                     "UPDATE notifications.delivery_jobs
-                     SET not_before = $4::timestamptz, attempts = attempts - 1,
+                     SET not_before = LEAST($4::timestamptz, coalesce(
+                             (SELECT notifications.quiet_hours_end(
+                                         p.quiet_start, p.quiet_end, p.time_zone, now())
+                              FROM notifications.preferences p
+                              WHERE p.user_id = delivery_jobs.user_id),
+                             now())),
+                         attempts = attempts - 1,
                          last_error = NULL, locked_until = NULL, locked_by = NULL {fence}"
                 ))
                 .bind(job.id)
