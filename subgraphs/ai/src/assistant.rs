@@ -76,6 +76,19 @@ enum Asked<T> {
     NotAnswered,
 }
 
+impl<T> Asked<T> {
+    /// The answer to give and how long to keep it: the vendors' answer, else `stand_in`'s
+    /// (the extractive provider's), kept briefly in place of an unusable reply and not at all
+    /// in place of none.
+    fn or_stand_in(self, stand_in: impl FnOnce() -> T) -> (T, Keep) {
+        match self {
+            Asked::Answered(answer) => (answer, Keep::Answer),
+            Asked::Unusable => (stand_in(), Keep::Briefly),
+            Asked::NotAnswered => (stand_in(), Keep::No),
+        }
+    }
+}
+
 /// How long an answer made is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Keep {
@@ -456,12 +469,7 @@ impl Assistant {
                             parse_explanation(reply, &read_from)
                         })
                         .await;
-                    let keep = match asked {
-                        Asked::Answered(answer) => return (answer, Keep::Answer),
-                        Asked::Unusable => Keep::Briefly,
-                        Asked::NotAnswered => Keep::No,
-                    };
-                    return (extractive::explain(&context, focus), keep);
+                    return asked.or_stand_in(|| extractive::explain(&context, focus));
                 }
                 (extractive::explain(&context, focus), Keep::Answer)
             })
@@ -505,12 +513,8 @@ impl Assistant {
                             Ok((questions, invented))
                         })
                         .await;
-                    let keep = match asked {
-                        Asked::Answered(questions) => return (questions, Keep::Answer),
-                        Asked::Unusable => Keep::Briefly,
-                        Asked::NotAnswered => Keep::No,
-                    };
-                    return (extractive::study_questions(&context, count as usize), keep);
+                    return asked
+                        .or_stand_in(|| extractive::study_questions(&context, count as usize));
                 }
                 (
                     extractive::study_questions(&context, count as usize),
@@ -545,12 +549,7 @@ impl Assistant {
                             Ok((connections, invented))
                         })
                         .await;
-                    let keep = match asked {
-                        Asked::Answered(connections) => return (connections, Keep::Answer),
-                        Asked::Unusable => Keep::Briefly,
-                        Asked::NotAnswered => Keep::No,
-                    };
-                    return (extractive::suggest_connections(&context), keep);
+                    return asked.or_stand_in(|| extractive::suggest_connections(&context));
                 }
                 (extractive::suggest_connections(&context), Keep::Answer)
             })

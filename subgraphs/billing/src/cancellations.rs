@@ -164,46 +164,51 @@ async fn settle_duplicate(
     stripe: &dyn StripeApi,
     taken: &DueCancellation,
     customer: &str,
-) -> Result<Result<Settled, StripeError>, sqlx::Error> {
+) -> Result<Settled, SettleError> {
     let id = taken.stripe_id.as_str();
-    let this = match stripe.subscription(id).await {
-        Ok(this) => this,
-        Err(error) => return Ok(Err(error)),
-    };
+    let this = stripe.subscription(id).await?;
     let latest_invoice = if LIVE_STATUSES.contains(&this.status.as_str()) {
-        let others = match stripe.subscriptions_of_customer(customer).await {
-            Ok(others) => others,
-            Err(error) => return Ok(Err(error)),
-        };
+        let others = stripe.subscriptions_of_customer(customer).await?;
         let another_live = others
             .iter()
             .any(|other| other.id != id && LIVE_STATUSES.contains(&other.status.as_str()));
         if !another_live {
-            return Ok(Ok(Settled::LeftAlone(
+            return Ok(Settled::LeftAlone(
                 "kept: the customer's only live subscription now",
-            )));
+            ));
         }
         if !store::confirm_duplicate(pool, taken).await? {
-            return Ok(Ok(Settled::LeftAlone(
+            return Ok(Settled::LeftAlone(
                 "no longer this attempt's duplicate (another took it, or it became a deleted user's cancellation)",
-            )));
+            ));
         }
-        match stripe.cancel_subscription(id).await {
-            Ok(cancelled) => cancelled.latest_invoice.or(this.latest_invoice),
-            Err(error) => return Ok(Err(error)),
-        }
+        stripe
+            .cancel_subscription(id)
+            .await?
+            .latest_invoice
+            .or(this.latest_invoice)
     } else if this.status == "canceled" && taken.duplicate_confirmed {
         this.latest_invoice
     } else if this.status == "canceled" {
-        return Ok(Ok(Settled::LeftAlone(
+        return Ok(Settled::LeftAlone(
             "cancelled elsewhere before it was confirmed a duplicate: not refunded",
-        )));
+        ));
     } else {
-        return Ok(Ok(Settled::LeftAlone("not live: nothing charges")));
+        return Ok(Settled::LeftAlone("not live: nothing charges"));
     };
-    Ok(refund_latest_invoice(stripe, id, latest_invoice)
-        .await
-        .map(Settled::Cancelled))
+    Ok(Settled::Cancelled(
+        refund_latest_invoice(stripe, id, latest_invoice).await?,
+    ))
+}
+
+/// Why settling a duplicate stopped: Stripe's answer (read by [`result_of`]), or billing's own
+/// store.
+#[derive(Debug, thiserror::Error)]
+enum SettleError {
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
 }
 
 /// Refunds what the cancelled duplicate `id`'s latest invoice was paid and not already given
@@ -279,7 +284,7 @@ pub async fn cancel_due(
                 let answer = stripe.expire_checkout_session(id).await;
                 session_result_of(answer.map(|expired| expired.status), cancellation.attempts)
             } else if let Some(customer) = &cancellation.duplicate_customer {
-                match settle_duplicate(pool, stripe, &cancellation, customer).await? {
+                match settle_duplicate(pool, stripe, &cancellation, customer).await {
                     Ok(Settled::LeftAlone(why)) => {
                         tracing::info!(
                             stripe_id = id,
@@ -292,7 +297,8 @@ pub async fn cancel_due(
                     Ok(Settled::Cancelled(what)) => {
                         result_of(Ok(what.to_owned()), cancellation.attempts)
                     }
-                    Err(error) => result_of(Err(error), cancellation.attempts),
+                    Err(SettleError::Stripe(error)) => result_of(Err(error), cancellation.attempts),
+                    Err(SettleError::Store(error)) => return Err(error),
                 }
             } else if cancellation.duplicate_confirmed {
                 let answer = cancel_confirmed_duplicate(stripe, id).await;
