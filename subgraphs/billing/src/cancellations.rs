@@ -42,6 +42,7 @@ use gospelib_kit::stores::PgPool;
 use tokio::sync::{Notify, watch};
 
 use crate::store::{self, CancellationResult, DueCancellation};
+use crate::stripe::LIVE_STATUSES;
 use crate::stripe::api::{InvoiceRefund, StripeApi, StripeError};
 
 /// How many attempts Stripe could not take (unavailable, or refusing the API key) a
@@ -138,9 +139,6 @@ pub fn session_result_of(
         other => result_of(other, attempts),
     }
 }
-
-/// The statuses of a Stripe subscription Stripe still bills or serves.
-const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
 
 /// What became of a duplicate.
 enum Settled {

@@ -18,6 +18,7 @@ use super::errors::{self, store, stripe_not_configured, validation};
 use super::types::{BillingInterval, CheckoutSession, PortalSession};
 use crate::entitlements::in_force;
 use crate::store::{self as db, SOURCE_STRIPE};
+use crate::stripe::LIVE_STATUSES;
 use crate::stripe::api::{NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi};
 use crate::time::now_secs;
 
@@ -192,10 +193,6 @@ fn account_deleted() -> async_graphql::Error {
 /// for, in its trial, or owed (`past_due`, `unpaid`) or paused, all managed in the portal. An
 /// `incomplete` one (its first payment not made) expires by itself within a day.
 const PAYING_STATUSES: [&str; 5] = ["active", "trialing", "past_due", "unpaid", "paused"];
-
-/// Of [`PAYING_STATUSES`], those Stripe still bills or serves: Stripe's word on them beats a
-/// record of billing's that has not caught up.
-const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
 
 /// The user's Stripe customer, made when missing, and whether it was linked before this call.
 /// Two checkouts at once may each make one; the first linked is the user's, and both use it.

@@ -41,6 +41,7 @@ use super::events::{
 };
 use crate::events::{self, BillingEvent};
 use crate::store::{self, StoredStripe, StripeState};
+use crate::stripe::LIVE_STATUSES;
 use crate::time::rfc3339;
 
 /// What applying an event came to.
@@ -333,10 +334,6 @@ async fn lock_user_late(
     }
     Ok(())
 }
-
-/// The statuses of a Stripe subscription Stripe still bills or serves: two of one user's at
-/// once mean the user pays twice (see [`queue_duplicates`]).
-const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
 
 /// When the status just written (`status`, its user's billing lock held) leaves `user_id` with
 /// more than one live Stripe subscription, queues each but the first begun for cancellation
