@@ -41,7 +41,7 @@ use std::time::Duration;
 use gospelib_kit::stores::PgPool;
 use tokio::sync::{Notify, watch};
 
-use crate::store::{self, CancellationResult, DueCancellation};
+use crate::store::{self, CancellationResult, Confirmation, DueCancellation};
 use crate::stripe::LIVE_STATUSES;
 use crate::stripe::api::{InvoiceRefund, StripeApi, StripeError};
 
@@ -155,7 +155,8 @@ enum Settled {
 /// given back is refunded to the card with a credit note (reason `duplicate`, one idempotency
 /// key per subscription, and Stripe's own record of what credit notes gave back, so a retry
 /// never refunds twice). Left alone when it has become the customer's only live subscription
-/// (the other ended meanwhile), is not live (`incomplete`, `unpaid`, `paused`: nothing
+/// (the other ended meanwhile, or every other live one is being cancelled too: two duplicates
+/// settled at once by two workers, see [`store::confirm_duplicate`]), is not live (`incomplete`, `unpaid`, `paused`: nothing
 /// charges), or was cancelled by someone else before it was confirmed a duplicate.
 async fn settle_duplicate(
     pool: &PgPool,
@@ -167,18 +168,28 @@ async fn settle_duplicate(
     let this = stripe.subscription(id).await?;
     let latest_invoice = if LIVE_STATUSES.contains(&this.status.as_str()) {
         let others = stripe.subscriptions_of_customer(customer).await?;
-        let another_live = others
+        let others_live: Vec<&str> = others
             .iter()
-            .any(|other| other.id != id && LIVE_STATUSES.contains(&other.status.as_str()));
-        if !another_live {
+            .filter(|other| other.id != id && LIVE_STATUSES.contains(&other.status.as_str()))
+            .map(|other| other.id.as_str())
+            .collect();
+        if others_live.is_empty() {
             return Ok(Settled::LeftAlone(
                 "kept: the customer's only live subscription now",
             ));
         }
-        if !store::confirm_duplicate(pool, taken).await? {
-            return Ok(Settled::LeftAlone(
-                "no longer this attempt's duplicate (another took it, or it became a deleted user's cancellation)",
-            ));
+        match store::confirm_duplicate(pool, taken, customer, &others_live).await? {
+            Confirmation::Confirmed => {}
+            Confirmation::NotThisAttempts => {
+                return Ok(Settled::LeftAlone(
+                    "no longer this attempt's duplicate (another took it, or it became a deleted user's cancellation)",
+                ));
+            }
+            Confirmation::NoOtherKept => {
+                return Ok(Settled::LeftAlone(
+                    "kept: the customer's other live subscriptions are being cancelled",
+                ));
+            }
         }
         stripe
             .cancel_subscription(id)

@@ -6,6 +6,7 @@
 //! library is needed on this side. Functions taking a `&mut PgConnection` run inside the
 //! caller's transaction.
 
+use gospelib_kit::stores::PgPool;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -731,12 +732,46 @@ pub async fn take_due_cancellations<'e>(
     .await
 }
 
-/// Records that the attempt `taken` found its duplicate live beside another live
-/// subscription, just before cancelling it; whether the row is still this attempt's duplicate.
-pub async fn confirm_duplicate<'e>(
-    executor: impl PgExecutor<'e>,
+/// What [`confirm_duplicate`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Recorded: the attempt may cancel it.
+    Confirmed,
+    /// The row is no longer this attempt's duplicate (another attempt took it since its lease
+    /// ran out, or it became a deleted user's cancellation).
+    NotThisAttempts,
+    /// Every other live subscription it was checked against is itself being cancelled (a
+    /// duplicate confirmed by another worker, or a deleted user's): cancelling this one too
+    /// would leave the customer with none.
+    NoOtherKept,
+}
+
+/// Records that the attempt `taken` found its duplicate live beside `others_live` (the
+/// customer's other subscriptions live at Stripe), just before cancelling it, unless none of
+/// them will be kept. Under the customer's lock, so two workers settling two duplicates of
+/// one customer at once (a stale third subscription queued both) see each other's
+/// confirmation, and at most one of the pair is cancelled.
+pub async fn confirm_duplicate(
+    pool: &PgPool,
     taken: &DueCancellation,
-) -> Result<bool, sqlx::Error> {
+    customer: &str,
+    others_live: &[&str],
+) -> Result<Confirmation, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    lock_customer(&mut tx, customer).await?;
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM unnest($1::text[]) AS live(stripe_id)
+         WHERE NOT EXISTS (
+             SELECT 1 FROM billing.stripe_cancellations c
+             WHERE c.stripe_id = live.stripe_id AND c.failed_at IS NULL
+               AND (c.duplicate_confirmed_at IS NOT NULL OR c.duplicate_customer IS NULL))",
+    )
+    .bind(others_live)
+    .fetch_one(&mut *tx)
+    .await?;
+    if kept == 0 {
+        return Ok(Confirmation::NoOtherKept);
+    }
     let done = sqlx::query(
         "UPDATE billing.stripe_cancellations
          SET duplicate_confirmed_at = coalesce(duplicate_confirmed_at, now())
@@ -745,9 +780,14 @@ pub async fn confirm_duplicate<'e>(
     )
     .bind(&taken.stripe_id)
     .bind(taken.attempts)
-    .execute(executor)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    tx.commit().await?;
+    Ok(if done.rows_affected() == 1 {
+        Confirmation::Confirmed
+    } else {
+        Confirmation::NotThisAttempts
+    })
 }
 
 /// Takes a duplicate the attempt `taken` left alone (the customer's only live subscription

@@ -30,6 +30,10 @@ struct Ledger {
     subscriptions: HashMap<String, (String, String, String)>,
     invoices: HashMap<String, (String, i64, i64)>,
     refuse_credit_notes: usize,
+    /// The next this many lists of a customer's subscriptions wait at `list_barrier` (two
+    /// workers listing before either cancels).
+    lists_held: usize,
+    list_barrier: Option<Arc<tokio::sync::Barrier>>,
     /// Every request, `METHOD path`, with the form and idempotency key of a POST.
     received: Vec<String>,
 }
@@ -97,6 +101,20 @@ async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
         .await
         .unwrap();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if method == "GET" && path == "/v1/subscriptions" {
+        let barrier = {
+            let mut ledger = fake.0.lock().unwrap();
+            if ledger.lists_held > 0 {
+                ledger.lists_held -= 1;
+                ledger.list_barrier.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(barrier) = barrier {
+            barrier.wait().await;
+        }
+    }
     let mut ledger = fake.0.lock().unwrap();
     let line = if method == "POST" {
         let mut fields: Vec<_> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -538,4 +556,77 @@ async fn a_deleted_users_cancellation_takes_over_a_pending_duplicate() {
     assert_eq!(queued(&pool, &confirmed).await, Some((None, true, false)));
     assert_eq!(fake.status_of(&kept), "active");
     forget_cancellations(&pool, &[&confirmed]).await;
+}
+
+/// A stale third subscription (cancelled at Stripe, its webhook late) made two live ones both
+/// be queued as duplicates; two workers settle them at once, each listing the customer's
+/// subscriptions before either cancels: one is cancelled and refunded, the other is kept.
+#[tokio::test]
+async fn two_duplicates_settled_at_once_leave_the_customer_one() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (fake, stripe) = fake_stripe().await;
+    let customer = customer_id();
+    let (stale, first, second) = (subscription_id(), subscription_id(), subscription_id());
+    let (first_invoice, second_invoice) = (
+        format!("in_test_{}", unique()),
+        format!("in_test_{}", unique()),
+    );
+    fake.subscription(&stale, "canceled", "in_test_stale", &customer);
+    fake.subscription(&first, "active", &first_invoice, &customer);
+    fake.subscription(&second, "active", &second_invoice, &customer);
+    fake.invoice(&first_invoice, "paid", 1500);
+    fake.invoice(&second_invoice, "paid", 1500);
+    {
+        let mut ledger = fake.0.lock().unwrap();
+        ledger.lists_held = 2;
+        ledger.list_barrier = Some(Arc::new(tokio::sync::Barrier::new(2)));
+    }
+    queue_duplicate(&pool, &first, &customer).await;
+    queue_duplicate(&pool, &second, &customer).await;
+    // One row each: the second worker finds the first's row leased.
+    let settings = CancellationSettings {
+        batch: 1,
+        ..CancellationSettings::default()
+    };
+    let (one, other) = tokio::join!(
+        cancel_due(&pool, &stripe, &settings),
+        cancel_due(&pool, &stripe, &settings)
+    );
+    one.unwrap();
+    other.unwrap();
+    assert_eq!(
+        fake.0.lock().unwrap().lists_held,
+        0,
+        "both workers listed the customer's subscriptions before either went on"
+    );
+    let statuses = [fake.status_of(&first), fake.status_of(&second)];
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| *status == "canceled")
+            .count(),
+        1,
+        "exactly one cancelled: {statuses:?}"
+    );
+    assert_eq!(
+        fake.given_back(&first_invoice) + fake.given_back(&second_invoice),
+        1500,
+        "the cancelled one's payment refunded, the kept one's not"
+    );
+    // The kept one is out of the queue (a later event may queue it again); the other is done.
+    let rows = [queued(&pool, &first).await, queued(&pool, &second).await];
+    assert_eq!(
+        rows.iter().filter(|row| row.is_none()).count(),
+        1,
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|row| **row == Some((Some(customer.clone()), true, false)))
+            .count(),
+        1,
+        "{rows:?}"
+    );
+    forget_cancellations(&pool, &[&first, &second]).await;
 }
