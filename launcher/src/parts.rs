@@ -491,7 +491,13 @@ fn study(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         public_routes: None,
         background: vec![
             consumer,
-            forget_old_rows(inputs, &[("study.processed_events", "processed_at")]),
+            forget_old_rows(
+                inputs,
+                &[
+                    ("study.processed_events", "processed_at"),
+                    ("study.deleted_items", "deleted_at"),
+                ],
+            ),
         ],
     })
 }

@@ -89,6 +89,14 @@ pub enum WriteError {
     /// The id the client chose for a new item is another user's item's.
     #[error("the id is another item's")]
     IdTaken,
+    /// The id made one of the user's items with other content (a create sent again must ask
+    /// for the same).
+    #[error("the id made an item with other content")]
+    IdReused,
+    /// The id made one of the user's items, deleted since (a create sent again after the
+    /// delete does not bring it back).
+    #[error("the id's item was deleted")]
+    Deleted,
 }
 
 impl From<sqlx::Error> for WriteError {

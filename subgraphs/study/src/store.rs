@@ -246,6 +246,21 @@ pub struct NoteContent {
 type NoteQuery<'q, T> = sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>;
 
 impl NoteContent {
+    /// What a create of this note asks for ([`request_digest`]): its range, body, text and
+    /// links.
+    fn digest(&self) -> Vec<u8> {
+        let count = (self.links.len() as u64).to_le_bytes();
+        let mut parts: Vec<&[u8]> = vec![
+            self.start_passage_id.as_bytes(),
+            self.end_passage_id.as_bytes(),
+            self.body.as_bytes(),
+            self.text.as_bytes(),
+            &count,
+        ];
+        parts.extend(self.links.iter().map(|link| link.as_bytes()));
+        request_digest(&parts)
+    }
+
     /// `query` with this content bound to its next seven parameters, in the table's column
     /// order: start and end passage, start and end order, body (JSON text), text, links.
     fn bind_to<'q, T>(&'q self, query: NoteQuery<'q, T>) -> NoteQuery<'q, T> {
@@ -454,6 +469,33 @@ enum AlreadyMade<T> {
 /// deleted in between (each retry needs a delete landing between two statements of one
 /// transaction: more than a few means something else is wrong).
 const ATTEMPTS_AGAINST_A_DELETE: usize = 3;
+
+/// Whether the item id bound as `$1` is not one its owner deleted (a create's guard).
+const NOT_DELETED: &str = "NOT EXISTS (SELECT 1 FROM study.deleted_items WHERE id = $1)";
+
+/// What a create asked for: a SHA-256 digest of its parts, each length-prefixed (so no two
+/// lists of parts share one). Kept with the item; a create sent again with its id must match.
+fn request_digest(parts: &[&[u8]]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update((part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
+    digest.finalize().to_vec()
+}
+
+/// An item created with an id its client chose (see `Store::create_with_id`).
+struct NewItem<'a> {
+    /// Its table (a name in the code).
+    table: &'static str,
+    /// The insert: the row made; nothing for an erased user, an id in use or a deleted one.
+    insert: &'a str,
+    /// Reads the item by id (`$1`).
+    existing: &'a str,
+    /// What the create asked for ([`request_digest`]).
+    digest: &'a [u8],
+}
 
 /// Whether the user bound as `$2` was not erased (a write's guard).
 const NOT_ERASED: &str = "NOT EXISTS (SELECT 1 FROM study.erased_users WHERE user_id = $2)";
@@ -701,7 +743,8 @@ impl Store {
 
     /// Adds a highlight `id` of `passage` in `color` (its stored name) for `user`; `None` for
     /// an erased user. A highlight `id` of `user` already made is returned as it is (a retried
-    /// create); one of another user is [`WriteError::IdTaken`].
+    /// create); one of another user is [`WriteError::IdTaken`], one made with another passage
+    /// or colour [`WriteError::IdReused`], one `user` deleted [`WriteError::Deleted`].
     pub async fn insert_highlight(
         &self,
         user: Uuid,
@@ -711,35 +754,49 @@ impl Store {
     ) -> Result<Option<HighlightRow>, WriteError> {
         let insert = format!(
             "WITH h AS (
-                 INSERT INTO study.highlights (id, user_id, passage_id, color, created_at)
-                 SELECT $1, $2, $3, $4, now() WHERE {NOT_ERASED}
+                 INSERT INTO study.highlights
+                     (id, user_id, passage_id, color, created_at, created_with)
+                 SELECT $1, $2, $3, $4, now(), $5 WHERE {NOT_ERASED} AND {NOT_DELETED}
                  ON CONFLICT (id) DO NOTHING
                  RETURNING *)
              SELECT {HIGHLIGHT_COLUMNS} FROM h"
         );
         let existing =
             format!("SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h WHERE h.id = $1");
+        let digest = request_digest(&[passage.as_bytes(), color.as_bytes()]);
+        let item = NewItem {
+            table: "study.highlights",
+            insert: &insert,
+            existing: &existing,
+            digest: &digest,
+        };
         self.create_with_id(
             user,
             id,
-            &insert,
-            &existing,
+            &item,
             |row: &HighlightRow| row.user_id,
-            |query| query.bind(id).bind(user).bind(passage).bind(color),
+            |query| {
+                query
+                    .bind(id)
+                    .bind(user)
+                    .bind(passage)
+                    .bind(color)
+                    .bind(&digest)
+            },
         )
         .await
     }
 
-    /// Inserts `user`'s item `id` with `insert` (its parameters bound by `bind`; it writes
-    /// nothing for an erased user or an id in use) in a write transaction: the row made, or
-    /// the one `id` already was for `user` (read by `existing`), or `None` for an erased user;
-    /// an id of someone else's item is [`WriteError::IdTaken`].
+    /// Inserts `user`'s `item` `id` (the insert's parameters bound by `bind`) in a write
+    /// transaction: the row made, or the one `id` already was for `user` if it was made by the
+    /// same create, or `None` for an erased user. An id of someone else's item is
+    /// [`WriteError::IdTaken`]; of `user`'s made by another create [`WriteError::IdReused`];
+    /// of one `user` deleted [`WriteError::Deleted`].
     async fn create_with_id<'q, T>(
         &self,
         user: Uuid,
         id: Uuid,
-        insert: &'q str,
-        existing: &str,
+        item: &NewItem<'q>,
         owner: impl Fn(&T) -> Uuid,
         bind: impl Fn(
             sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
@@ -752,15 +809,12 @@ impl Store {
         let mut tx = self.begin_write(user).await?;
         for _ in 0..ATTEMPTS_AGAINST_A_DELETE {
             self.count();
-            let inserted = bind(sqlx::query_as(insert))
+            let inserted = bind(sqlx::query_as(item.insert))
                 .fetch_optional(&mut *tx)
                 .await?;
             let made = match inserted {
                 Some(row) => AlreadyMade::Mine(row),
-                None => {
-                    self.already_made(&mut tx, existing, id, user, &owner)
-                        .await?
-                }
+                None => self.already_made(&mut tx, item, id, user, &owner).await?,
             };
             match made {
                 AlreadyMade::Mine(row) => {
@@ -774,14 +828,15 @@ impl Store {
         Err(WriteError::IdTaken)
     }
 
-    /// Why an insert of item `id` wrote nothing (`sql` reads the item by id): `user` made it
-    /// already (a retried create), `user` is erased, the item is someone else's
-    /// ([`WriteError::IdTaken`]), or it was deleted since the insert met it
-    /// ([`AlreadyMade::Gone`]: insert again).
+    /// Why an insert of `item` `id` wrote nothing: `user` made it already with the same
+    /// create (a retried create), `user` is erased, the item is someone else's
+    /// ([`WriteError::IdTaken`]), `user`'s from another create ([`WriteError::IdReused`]) or
+    /// deleted by `user` ([`WriteError::Deleted`]), or it was deleted since the insert met it
+    /// by someone who left no record ([`AlreadyMade::Gone`]: insert again).
     async fn already_made<T>(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-        sql: &str,
+        item: &NewItem<'_>,
         id: Uuid,
         user: Uuid,
         owner: impl Fn(&T) -> Uuid,
@@ -790,13 +845,28 @@ impl Store {
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
         self.count();
-        let existing: Option<T> = sqlx::query_as(sql)
+        let existing: Option<T> = sqlx::query_as(item.existing)
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?;
         match existing {
             // (An erased user has no items: one found is theirs from before the erasure.)
-            Some(row) if owner(&row) == user => Ok(AlreadyMade::Mine(row)),
+            Some(row) if owner(&row) == user => {
+                self.count();
+                let same: bool = sqlx::query_scalar(&format!(
+                    "SELECT created_with IS NULL OR created_with = $2 FROM {} WHERE id = $1",
+                    item.table
+                ))
+                .bind(id)
+                .bind(item.digest)
+                .fetch_one(&mut **tx)
+                .await?;
+                if same {
+                    Ok(AlreadyMade::Mine(row))
+                } else {
+                    Err(WriteError::IdReused)
+                }
+            }
             other => {
                 self.count();
                 let erased: bool = sqlx::query_scalar(
@@ -808,7 +878,20 @@ impl Store {
                 match (erased, other) {
                     (true, _) => Ok(AlreadyMade::Erased),
                     (false, Some(_)) => Err(WriteError::IdTaken),
-                    (false, None) => Ok(AlreadyMade::Gone),
+                    (false, None) => {
+                        self.count();
+                        let deleted_by: Option<Uuid> = sqlx::query_scalar(
+                            "SELECT user_id FROM study.deleted_items WHERE id = $1",
+                        )
+                        .bind(id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        match deleted_by {
+                            Some(owner) if owner == user => Err(WriteError::Deleted),
+                            Some(_) => Err(WriteError::IdTaken),
+                            None => Ok(AlreadyMade::Gone),
+                        }
+                    }
                 }
             }
         }
@@ -851,15 +934,19 @@ impl Store {
     async fn delete_owned(&self, table: &str, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin_write(user).await?;
         self.count();
-        let done = sqlx::query(&format!(
-            "DELETE FROM {table} WHERE id = $1 AND user_id = $2"
+        // Its id is remembered: a create sent again with it does not bring it back.
+        let deleted: i64 = sqlx::query_scalar(&format!(
+            "WITH d AS (DELETE FROM {table} WHERE id = $1 AND user_id = $2 RETURNING id, user_id),
+                  kept AS (INSERT INTO study.deleted_items (id, user_id)
+                           SELECT id, user_id FROM d ON CONFLICT (id) DO NOTHING)
+             SELECT count(*) FROM d"
         ))
         .bind(id)
         .bind(user)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted > 0)
     }
 
     // ---- Notes ----
@@ -1023,8 +1110,9 @@ impl Store {
     }
 
     /// Adds a note `id` for `user`; `None` for an erased user. A note `id` of `user` already
-    /// made is returned as it is now (a retried create); one of another user is
-    /// [`WriteError::IdTaken`].
+    /// made by the same create is returned as it is now (a retried create); one of another
+    /// user is [`WriteError::IdTaken`], one made with other content [`WriteError::IdReused`],
+    /// one `user` deleted [`WriteError::Deleted`].
     pub async fn insert_note(
         &self,
         user: Uuid,
@@ -1035,21 +1123,27 @@ impl Store {
             "WITH n AS (
                  INSERT INTO study.notes
                      (id, user_id, start_passage_id, end_passage_id, start_order, end_order,
-                      body, text, links, version, created_at, updated_at)
-                 SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, 1, now(), now()
-                 WHERE {NOT_ERASED}
+                      body, text, links, version, created_at, updated_at, created_with)
+                 SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, 1, now(), now(), $10
+                 WHERE {NOT_ERASED} AND {NOT_DELETED}
                  ON CONFLICT (id) DO NOTHING
                  RETURNING *)
              SELECT {NOTE_COLUMNS} FROM n"
         );
         let existing = format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1");
+        let digest = note.digest();
+        let item = NewItem {
+            table: "study.notes",
+            insert: &insert,
+            existing: &existing,
+            digest: &digest,
+        };
         self.create_with_id(
             user,
             id,
-            &insert,
-            &existing,
+            &item,
             |row: &NoteRow| row.user_id,
-            |query| note.bind_to(query.bind(id).bind(user)),
+            |query| note.bind_to(query.bind(id).bind(user)).bind(&digest),
         )
         .await
     }
@@ -1313,6 +1407,12 @@ impl Store {
                 .await?;
             *count = done.rows_affected();
         }
+        // The ids of items the user deleted.
+        self.count();
+        sqlx::query("DELETE FROM study.deleted_items WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
         // (Its counts, now at zero: the triggers counted the deletions.)
         self.count();
         sqlx::query("DELETE FROM study.usage WHERE user_id = $1")

@@ -63,11 +63,26 @@ fn start_consumer(
     (stop, task)
 }
 
-/// Gives `user` one of everything, through the service.
+/// Gives `user` one of everything, through the service, and one highlight made and deleted.
 async fn study_data(service: &StudyService, user: Uuid) {
     for answer in study_writes(service, user).await {
         assert!(answer.get("errors").is_none(), "{answer}");
     }
+    let made = run_as(
+        service,
+        Some(user),
+        "mutation { createHighlight(input: {passageId: \"john.3.17\", color: CHRIST}) { id } }",
+        json!({}),
+    )
+    .await;
+    let deleted = run_as(
+        service,
+        Some(user),
+        "mutation($id: ID!) { deleteHighlight(id: $id) }",
+        json!({"id": made["data"]["createHighlight"]["id"]}),
+    )
+    .await;
+    assert_eq!(deleted["data"]["deleteHighlight"], true, "{deleted}");
 }
 
 /// Asks to give `user` one of everything, through the service; the answers.
@@ -138,7 +153,7 @@ async fn a_deleted_users_study_data_is_erased_once_however_often_the_event_comes
     let (gone, kept) = (Uuid::new_v4(), Uuid::new_v4());
     study_data(&service, gone).await;
     study_data(&service, kept).await;
-    assert_eq!(counts(&pool, gone).await, [1, 1, 1, 1, 1, 1]);
+    assert_eq!(counts(&pool, gone).await, [1, 1, 1, 1, 1, 1, 1]);
 
     let stream = format!("gl:test:users:{}", unique());
     let (stop, consumer) = start_consumer(&pool, &stream);
@@ -161,10 +176,10 @@ async fn a_deleted_users_study_data_is_erased_once_however_often_the_event_comes
         group_caught_up(&stream, "study")
     })
     .await;
-    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(
         counts(&pool, kept).await,
-        [1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 1, 1, 1],
         "another user's data stays"
     );
 
@@ -176,14 +191,14 @@ async fn a_deleted_users_study_data_is_erased_once_however_often_the_event_comes
             "{answer}"
         );
     }
-    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0, 0, 0]);
     // The same event again: it was applied already, so it has no second effect.
     xadd_user_event(&stream, event_id, "user.deleted", gone).await;
     eventually("the redelivery is handled", || {
         group_caught_up(&stream, "study")
     })
     .await;
-    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts(&pool, gone).await, [0, 0, 0, 0, 0, 0, 0]);
     let recorded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM study.processed_events WHERE event_id = $1")
             .bind(event_id)
@@ -219,7 +234,7 @@ async fn writes_racing_an_erasure_leave_nothing_behind() {
             let code = &answer["errors"][0]["extensions"]["code"];
             assert!(code.is_null() || code == "UNAUTHORIZED", "{answer}");
         }
-        assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0]);
+        assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0, 0]);
         clean_up(&pool, &[user]).await;
     }
 }
@@ -278,7 +293,7 @@ async fn deletes_racing_an_erasure_end_cleanly() {
             let answer = answer.unwrap();
             assert!(answer.get("errors").is_none(), "{answer}");
         }
-        assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0]);
+        assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0, 0]);
         clean_up(&pool, &[user]).await;
     }
 }
@@ -313,7 +328,7 @@ async fn two_deletions_of_one_user_at_once_both_succeed() {
         })
         .count();
     assert_eq!(applied, 1, "the same event applies once: {c:?} {d:?}");
-    assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0, 0]);
     clean_up(&pool, &[user]).await;
 }
 
@@ -346,6 +361,6 @@ async fn a_deletion_without_an_event_id_still_erases() {
         ),
         "{outcome:?}"
     );
-    assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts(&pool, user).await, [0, 0, 0, 0, 0, 0, 0]);
     clean_up(&pool, &[user]).await;
 }

@@ -61,6 +61,11 @@ const HIGHLIGHTS_IN_FULL: &str = "query($r: [_Any!]!) { _entities(representation
 const HIGHLIGHTS_ONLY: &str = "query($r: [_Any!]!) { _entities(representations: $r) {
     ... on Passage { id myHighlights { id } } } }";
 
+/// The first error's `extensions.reason`.
+fn reason(answer: &Value) -> Option<&str> {
+    answer["errors"][0]["extensions"]["reason"].as_str()
+}
+
 fn user_rep(user: Uuid) -> Value {
     json!({"r": [{"__typename": "User", "id": user.to_string()}]})
 }
@@ -1674,7 +1679,9 @@ const CREATE_NOTE_WITH_ID: &str = "mutation($id: ID, $t: String!) {
         id text version } }";
 
 /// A create sent again with the id the client made for it (a retry after a lost answer, or two
-/// at once) makes one item; an id of another user's item is refused and changes nothing.
+/// at once) makes one item; an id of another user's item is refused and changes nothing; the
+/// same id with other content is refused (`ID_REUSED`), and after the item's delete
+/// (`DELETED`): a retried create never brings a deleted item back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_create_sent_again_with_its_id_makes_one_item() {
     let pool = pool().await;
@@ -1769,12 +1776,76 @@ async fn a_create_sent_again_with_its_id_makes_one_item() {
     );
     assert_eq!(rows_of(&pool, "notes", a).await, 1);
 
+    // The same id with other content: refused, nothing changes.
+    let other_colour = run_as(
+        &service,
+        Some(a),
+        CREATE_HIGHLIGHT_WITH_ID,
+        json!({"id": id, "p": "ps.119.105", "c": "CHRIST"}),
+    )
+    .await;
+    assert_eq!(reason(&other_colour), Some("ID_REUSED"), "{other_colour}");
+    let other_text = run_as(
+        &service,
+        Some(a),
+        CREATE_NOTE_WITH_ID,
+        json!({"id": note_id, "t": "Beth"}),
+    )
+    .await;
+    assert_eq!(reason(&other_text), Some("ID_REUSED"), "{other_text}");
+    let stored: (String, i32) =
+        sqlx::query_as("SELECT text, version FROM study.notes WHERE id = $1")
+            .bind(Uuid::parse_str(&note_id).unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, ("Aleph, edited".to_owned(), 2));
+
+    // Deleted, then the create sent again (an offline client's queued retry): it stays deleted;
+    // another user sending that id is still refused.
+    for (mutation, create, variables) in [
+        (
+            "deleteHighlight",
+            CREATE_HIGHLIGHT_WITH_ID,
+            json!({"id": id, "p": "ps.119.105", "c": "FAITH"}),
+        ),
+        (
+            "deleteNote",
+            CREATE_NOTE_WITH_ID,
+            json!({"id": note_id, "t": "Aleph"}),
+        ),
+    ] {
+        let item = variables["id"].clone();
+        let deleted = run_as(
+            &service,
+            Some(a),
+            &format!("mutation($id: ID!) {{ {mutation}(id: $id) }}"),
+            json!({ "id": item }),
+        )
+        .await;
+        assert_eq!(deleted["data"][mutation], true, "{deleted}");
+        let replayed = run_as(&service, Some(a), create, variables.clone()).await;
+        assert_eq!(reason(&replayed), Some("DELETED"), "{replayed}");
+        let mut by_b = variables;
+        if by_b.get("c").is_some() {
+            by_b["c"] = json!("CHRIST");
+        }
+        let taken = run_as(&service, Some(b), create, by_b).await;
+        assert_eq!(codes(&taken), ["VALIDATION_ERROR"], "{taken}");
+        assert_eq!(reason(&taken), None, "{taken}");
+    }
+    assert_eq!(rows_of(&pool, "highlights", a).await, 0);
+    assert_eq!(rows_of(&pool, "notes", a).await, 0);
+    assert_eq!(rows_of(&pool, "highlights", b).await, 0);
+    assert_eq!(rows_of(&pool, "notes", b).await, 0);
+    assert_eq!(rows_of(&pool, "deleted_items", a).await, 2);
+
     // Without an id, each create is a new item.
     for _ in 0..2 {
         let answer = create_highlight(&service, a, "ps.119.106", "FAITH").await;
         assert!(answer.get("errors").is_none(), "{answer}");
     }
-    assert_eq!(rows_of(&pool, "highlights", a).await, 3);
+    assert_eq!(rows_of(&pool, "highlights", a).await, 2);
     let (kept, rows) = usage_and_rows(&pool, a).await;
     assert_eq!(kept, rows, "the retries were not counted");
     clean_up(&pool, &[a, b]).await;

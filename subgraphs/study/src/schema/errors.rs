@@ -8,7 +8,10 @@
 //!   `extensions.reason = "VERSION_CONFLICT"` and `extensions.currentVersion`;
 //! - a write past the user's quota is `VALIDATION_ERROR` with
 //!   `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit` (the most allowed) and
-//!   `extensions.counter` (`highlights`, `notes`, `noteBytes` or `bookmarks`).
+//!   `extensions.counter` (`highlights`, `notes`, `noteBytes` or `bookmarks`);
+//! - a create sent again with its item's id and other content is `VALIDATION_ERROR` with
+//!   `extensions.reason = "ID_REUSED"`, and one sent again after the caller deleted the item
+//!   is `VALIDATION_ERROR` with `extensions.reason = "DELETED"`: nothing is written.
 
 use async_graphql::{Error, ErrorExtensions};
 use gospelib_kit::ErrorCode;
@@ -25,6 +28,12 @@ pub const REASON_VERSION_CONFLICT: &str = "VERSION_CONFLICT";
 
 /// `extensions.reason` of a write past the user's quota.
 pub const REASON_QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
+
+/// `extensions.reason` of a create whose id made an item with other content.
+pub const REASON_ID_REUSED: &str = "ID_REUSED";
+
+/// `extensions.reason` of a create whose id is an item the caller deleted.
+pub const REASON_DELETED: &str = "DELETED";
 
 /// Bad input: nothing was written.
 pub fn validation(message: impl Into<String>) -> Error {
@@ -88,6 +97,16 @@ pub fn write(error: WriteError) -> Error {
             "this `id` is taken: make a new UUID for the new item (an id is the item's own; \
              sending one again returns the item it made)",
         ),
+        WriteError::IdReused => validation(
+            "this `id` made an item with other content: a create sent again must be the same \
+             create; make a new UUID for a new item",
+        )
+        .extend_with(|_, ext| ext.set("reason", REASON_ID_REUSED)),
+        WriteError::Deleted => validation(
+            "the item this `id` made was deleted since: sending its create again does not \
+             bring it back; make a new UUID for a new item",
+        )
+        .extend_with(|_, ext| ext.set("reason", REASON_DELETED)),
         WriteError::OverQuota { limit, most } => {
             let kept = match limit {
                 Limit::Highlights => format!("{most} highlights"),

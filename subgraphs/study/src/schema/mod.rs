@@ -31,7 +31,7 @@ use crate::quota::Quota;
 use crate::settings::StudySettings;
 use crate::store::Store;
 
-pub use errors::{REASON_NOT_FOUND, REASON_VERSION_CONFLICT};
+pub use errors::{REASON_DELETED, REASON_ID_REUSED, REASON_NOT_FOUND, REASON_VERSION_CONFLICT};
 pub use gospelib_kit::paging::{DEFAULT_PAGE, MAX_PAGE};
 pub use input::{
     CreateBookmarkInput, CreateHighlightInput, MAX_LABEL_CHARS, MAX_NOTE_BODY_BYTES,

@@ -41,7 +41,9 @@ fn item_id(what: &str, id: &ID) -> Result<Uuid> {
 impl Mutation {
     /// Highlights a verse in a colour (a verse may have several highlights). With `input.id`,
     /// sending it again returns the highlight it made (an id another account's item has is
-    /// `VALIDATION_ERROR`). An account keeps at most 50,000 highlights: past that nothing is
+    /// `VALIDATION_ERROR`; sent again with another verse or colour, `VALIDATION_ERROR` with
+    /// `extensions.reason = "ID_REUSED"`; after the highlight was deleted, `"DELETED"`: a
+    /// retried create never undoes a delete). An account keeps at most 50,000 highlights: past that nothing is
     /// written (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
     #[graphql(directive = authenticated::apply())]
     async fn create_highlight(
@@ -78,7 +80,9 @@ impl Mutation {
     /// Writes a note on a verse or a range of verses (at version 1). `id` is the new note's
     /// id, a UUID the client makes (optional): the same create sent again with it returns the
     /// note already made, as it is now (an id another account's item has is
-    /// `VALIDATION_ERROR`). An account keeps at most 10,000 notes, and 64 MiB of their text
+    /// `VALIDATION_ERROR`; sent again with other content, `VALIDATION_ERROR` with
+    /// `extensions.reason = "ID_REUSED"`; after the note was deleted, `"DELETED"`: a retried
+    /// create never undoes a delete). An account keeps at most 10,000 notes, and 64 MiB of their text
     /// and bodies: past either nothing is written (`VALIDATION_ERROR`,
     /// `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
     #[graphql(directive = authenticated::apply())]

@@ -138,14 +138,16 @@ pub async fn rows_of(pool: &PgPool, table: &str, user: Uuid) -> i64 {
     .unwrap()
 }
 
-/// Every study table with rows per user (`usage`: their counts, one row).
-pub const TABLES: [&str; 6] = [
+/// Every study table with rows per user (`usage`: their counts, one row; `deleted_items`:
+/// the ids of items they deleted).
+pub const TABLES: [&str; 7] = [
     "highlights",
     "notes",
     "bookmarks",
     "reading_progress",
     "reading_history",
     "usage",
+    "deleted_items",
 ];
 
 /// Removes every study row of `users`, and their mark as erased.
