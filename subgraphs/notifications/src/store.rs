@@ -400,14 +400,18 @@ impl Store {
         Ok(Ok(stored.unwrap_or(next)))
     }
 
-    /// Whether PostgreSQL knows `name` as a time zone name (its IANA database; no abbreviations
-    /// such as `EST`, which `pg_timezone_names` does not list).
-    pub async fn time_zone_exists(&self, name: &str) -> Result<bool, sqlx::Error> {
+    /// `name` as PostgreSQL spells it, if it knows it as a time zone name in any case (its
+    /// IANA database; no abbreviations such as `EST`, which `pg_timezone_names` does not
+    /// list): `america/new_york` is `America/New_York`.
+    pub async fn canonical_time_zone(&self, name: &str) -> Result<Option<String>, sqlx::Error> {
         self.count(1);
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_scalar(
+            "SELECT name FROM pg_timezone_names WHERE lower(name) = lower($1)
+             ORDER BY name = $1 DESC, name LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Records what one delivery came to. `sent` is only ever written for

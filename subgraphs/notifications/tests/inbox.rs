@@ -230,6 +230,18 @@ async fn preferences_are_validated_and_stored() {
         "{updated}"
     );
     assert_eq!(read(user).await, expected);
+    // A zone in another case is the zone, kept as the database spells it.
+    let recased = run_as(
+        &service,
+        Some(user),
+        UPDATE,
+        json!({"input": {"timeZone": "AMERICA/new_york"}}),
+    )
+    .await;
+    assert_eq!(
+        recased["data"]["updateNotificationPreferences"], expected,
+        "{recased}"
+    );
     // Another user's are untouched.
     assert_eq!(read(other).await, defaults);
 
@@ -238,6 +250,7 @@ async fn preferences_are_validated_and_stored() {
         json!({"timeZone": "Mars/Olympus_Mons"}),
         json!({"timeZone": "EST; DROP TABLE x"}),
         json!({"timeZone": "posix/Europe/Paris"}),
+        json!({"timeZone": "POSIX/Europe/Paris"}),
         json!({"timeZone": ""}),
         json!({"quietHours": {"startMinute": 0, "endMinute": 1440}}),
         json!({"quietHours": {"startMinute": -1, "endMinute": 10}}),

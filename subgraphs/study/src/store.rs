@@ -517,6 +517,38 @@ pub enum LabelChange {
     Set(Option<String>),
 }
 
+/// PostgreSQL's time zone names, found whatever their case.
+struct TimeZoneNames {
+    exact: std::collections::HashSet<String>,
+    /// Each name by its lower case (the first of names differing only in case).
+    by_lower_case: std::collections::HashMap<String, String>,
+}
+
+impl TimeZoneNames {
+    fn new(names: Vec<String>) -> Self {
+        let mut by_lower_case = std::collections::HashMap::with_capacity(names.len());
+        for name in &names {
+            by_lower_case
+                .entry(name.to_lowercase())
+                .or_insert_with(|| name.clone());
+        }
+        Self {
+            exact: names.into_iter().collect(),
+            by_lower_case,
+        }
+    }
+
+    /// The name `zone` is, as PostgreSQL spells it: itself when it is one exactly.
+    fn canonical<'a>(&'a self, zone: &'a str) -> Option<&'a str> {
+        if self.exact.contains(zone) {
+            return Some(zone);
+        }
+        self.by_lower_case
+            .get(&zone.to_lowercase())
+            .map(String::as_str)
+    }
+}
+
 /// The study store: the pool and a counter of the statements run through it. Cheap to clone
 /// (clones share the counter).
 #[derive(Clone)]
@@ -524,7 +556,7 @@ pub struct Store {
     pool: PgPool,
     queries: Arc<AtomicU64>,
     /// PostgreSQL's time zone names, read once.
-    time_zones: Arc<tokio::sync::OnceCell<std::collections::HashSet<String>>>,
+    time_zones: Arc<tokio::sync::OnceCell<TimeZoneNames>>,
     /// What one user may keep, set on each write's transaction.
     quota: Quota,
 }
@@ -546,10 +578,11 @@ impl Store {
         self
     }
 
-    /// Whether `zone` is a time zone PostgreSQL knows (an IANA name such as
-    /// `America/Los_Angeles`, or `UTC`): only those are bound to `AT TIME ZONE`, where an
-    /// unknown one fails the statement. The names are read once per process.
-    pub async fn known_time_zone(&self, zone: &str) -> Result<bool, sqlx::Error> {
+    /// `zone` as PostgreSQL names it, if it is a time zone it knows (an IANA name such as
+    /// `America/Los_Angeles`, or `UTC`, in any case: `america/los_angeles` is that zone):
+    /// only those are bound to `AT TIME ZONE`, where an unknown one fails the statement. The
+    /// names are read once per process.
+    pub async fn canonical_time_zone(&self, zone: &str) -> Result<Option<String>, sqlx::Error> {
         let zones = self
             .time_zones
             .get_or_try_init(|| async {
@@ -557,10 +590,10 @@ impl Store {
                 let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pg_timezone_names")
                     .fetch_all(&self.pool)
                     .await?;
-                Ok::<_, sqlx::Error>(names.into_iter().collect())
+                Ok::<_, sqlx::Error>(TimeZoneNames::new(names))
             })
             .await?;
-        Ok(zones.contains(zone))
+        Ok(zones.canonical(zone).map(str::to_owned))
     }
 
     /// The pool.
@@ -1340,7 +1373,7 @@ impl Store {
     }
 
     /// The days `user` read on (latest first) and today's, in the time zone `zone` (one
-    /// [`Store::known_time_zone`] accepts), in one statement.
+    /// [`Store::canonical_time_zone`] gives), in one statement.
     pub async fn reading_days(&self, user: Uuid, zone: &str) -> Result<ReadingDays, sqlx::Error> {
         self.count();
         let (days, today): (Vec<i32>, i32) = sqlx::query_as(&reading_days_sql(2))

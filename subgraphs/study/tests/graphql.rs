@@ -1275,6 +1275,13 @@ async fn streaks_count_days_in_the_readers_time_zone() {
             json!({"current": 0, "longest": 2, "lastReadOn": "2026-03-01"}),
             "{los_angeles}"
         );
+        // Any case: the zone is the one PostgreSQL spells so.
+        let lower_case = streak(Some("america/LOS_ANGELES"), with_lists).await;
+        assert_eq!(
+            lower_case["data"]["_entities"][0]["readingStreak"],
+            los_angeles["data"]["_entities"][0]["readingStreak"],
+            "{lower_case}"
+        );
         let tokyo = streak(Some("Asia/Tokyo"), with_lists).await;
         assert_eq!(
             tokyo["data"]["_entities"][0]["readingStreak"],

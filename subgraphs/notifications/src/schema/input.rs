@@ -84,8 +84,8 @@ pub fn apply(
 
 /// `zone` trimmed, if it is shaped like an IANA zone name (`Area/Location`, `UTC`,
 /// `Etc/GMT+5`): ASCII letters, digits, `/`, `_`, `-`, `+`, at most [`MAX_TIME_ZONE_CHARS`].
-/// PostgreSQL's copies of the database under `posix/` and `right/` are refused: they are not
-/// the names clients use.
+/// PostgreSQL's copies of the database under `posix/` and `right/` (in any case) are refused:
+/// they are not the names clients use.
 pub fn time_zone_shape(zone: &str) -> Result<&str> {
     let zone = zone.trim();
     let shaped = !zone.is_empty()
@@ -95,8 +95,10 @@ pub fn time_zone_shape(zone: &str) -> Result<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c))
         && !zone.contains("//")
-        && !zone.starts_with("posix/")
-        && !zone.starts_with("right/");
+        && !["posix/", "right/"].iter().any(|copy| {
+            zone.get(..copy.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(copy))
+        });
     if shaped {
         Ok(zone)
     } else {

@@ -66,11 +66,19 @@ impl Mutation {
     ) -> Result<NotificationPreferences> {
         let user = Caller::of(ctx).require_user()?;
         let service = notifications(ctx)?;
-        // A zone name is checked against the database before anything is locked.
+        // A zone name is checked against the database before anything is locked, and kept as
+        // the database spells it.
+        let mut input = input;
         if let Some(zone) = &input.time_zone {
-            let zone = input::time_zone_shape(zone)?;
-            if !service.store.time_zone_exists(zone).await.map_err(store)? {
-                return Err(unknown_time_zone(zone));
+            let shaped = input::time_zone_shape(zone)?;
+            match service
+                .store
+                .canonical_time_zone(shaped)
+                .await
+                .map_err(store)?
+            {
+                Some(canonical) => input.time_zone = Some(canonical),
+                None => return Err(unknown_time_zone(shaped)),
             }
         }
         let stored = service

@@ -369,12 +369,7 @@ impl Loaders {
                 _ => asked = Some(zone),
             }
         }
-        let zone = asked?;
-        self.store
-            .known_time_zone(&zone)
-            .await
-            .unwrap_or(false)
-            .then_some(zone)
+        self.store.canonical_time_zone(&asked?).await.ok().flatten()
     }
 
     /// The reading days the prefetch read for `user` in `zone`, if it read them.

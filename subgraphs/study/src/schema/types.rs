@@ -538,16 +538,22 @@ impl User {
         )]
         time_zone: Option<String>,
     ) -> Result<ReadingStreak> {
-        let zone = time_zone.unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned());
+        let asked = time_zone.unwrap_or_else(|| DEFAULT_TIME_ZONE.to_owned());
         let study_store = &study(ctx)?.store;
-        if zone.len() > MAX_TIME_ZONE_CHARS
-            || !study_store.known_time_zone(&zone).await.map_err(store)?
-        {
+        let known = if asked.len() > MAX_TIME_ZONE_CHARS {
+            None
+        } else {
+            study_store
+                .canonical_time_zone(&asked)
+                .await
+                .map_err(store)?
+        };
+        let Some(zone) = known else {
             return Err(validation(format!(
                 "`timeZone` must be an IANA time zone such as `America/Los_Angeles`; {:?} is not one",
-                zone.chars().take(MAX_TIME_ZONE_CHARS).collect::<String>()
+                asked.chars().take(MAX_TIME_ZONE_CHARS).collect::<String>()
             )));
-        }
+        };
         let days = match Loaders::of(ctx)?.user_reading_days(self.id, &zone) {
             Some(prefetched) => prefetched.map_err(store)?,
             None => study_store
