@@ -21,7 +21,7 @@ use gospelib_kit::metrics::Metrics;
 use gospelib_kit::single_flight::{Role, SingleFlight};
 
 use crate::answer::{Connection, Explanation, StudyQuestion};
-use crate::budget::VendorBudget;
+use crate::budget::{Taken, VendorBudget};
 use crate::cache::AnswerCache;
 use crate::content::{ContentSource, ContextError, gather};
 use crate::context::PassageContext;
@@ -74,6 +74,8 @@ enum Asked<T> {
     /// No reply: no vendor, cooling down, no time or budget left, the same question on its
     /// way, a failure, or past the deadline.
     NotAnswered,
+    /// Not asked: the asker's own share of the day is spent (another asker may have some).
+    ShareSpent,
 }
 
 impl<T> Asked<T> {
@@ -85,6 +87,7 @@ impl<T> Asked<T> {
             Asked::Answered(answer) => (answer, Keep::Answer),
             Asked::Unusable => (stand_in(), Keep::Briefly),
             Asked::NotAnswered => (stand_in(), Keep::No),
+            Asked::ShareSpent => (stand_in(), Keep::NorShared),
         }
     }
 }
@@ -100,7 +103,23 @@ enum Keep {
     Briefly,
     /// The extractive answer in place of a vendor that did not answer: not kept.
     No,
+    /// The extractive answer in place of a vendor the asker's spent share kept them from: not
+    /// kept, nor handed to those waiting for the same question (their shares may allow it).
+    NorShared,
 }
+
+/// An answer made for one question and handed to everyone who asked it meanwhile.
+#[derive(Clone)]
+struct SharedAnswer {
+    answer: serde_json::Value,
+    /// Whether those who waited for it take it ([`Keep::NorShared`]: they ask again).
+    for_others: bool,
+}
+
+/// How many times those waiting for a question ask again after its answer was not for them
+/// (each time one asks, its own share taken, and the rest wait for it): past that, they take
+/// the stand-in too.
+const ASKED_AGAIN_AT_MOST: usize = 3;
 
 /// The assistant with its sources.
 pub struct Assistant {
@@ -120,7 +139,7 @@ pub struct Assistant {
     /// Answers being made, by cache key: identical questions asked while one is being
     /// answered (a daily-reading push sends many readers to one passage at once) wait for it
     /// instead of each paying a vendor. The answer as JSON.
-    in_flight: SingleFlight<String, serde_json::Value>,
+    in_flight: SingleFlight<String, SharedAnswer>,
     /// The platform's daily budget of vendor questions; `None`: not counted (tests without
     /// Redis).
     budget: Option<VendorBudget>,
@@ -233,31 +252,56 @@ impl Assistant {
             return hit;
         }
         let Some(key) = key else {
-            return self.made(question, provider, None, make).await;
+            return self.made(question, provider, None, make).await.0;
         };
-        let (shared, role) = self
-            .in_flight
-            .run(key.clone(), || async {
-                // Made and kept by another just before this one began: asked once, not twice.
-                if let Some(cache) = &self.cache
-                    && let Some(hit) = cache.get::<T>(&key).await
-                {
-                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    self.count(question, provider, "cache");
-                    return serde_json::to_value(&hit).expect("an answer is JSON");
-                }
-                let answer = self.made(question, provider, Some(&key), make).await;
-                serde_json::to_value(&answer).expect("an answer is JSON")
-            })
-            .await;
-        if role == Role::Joined {
-            self.count(question, provider, "shared");
+        let mut make = Some(make);
+        let mut asked_again = 0;
+        loop {
+            let (shared, role) = self
+                .in_flight
+                .run(key.clone(), || async {
+                    // Made and kept by another just before this one began: asked once, not twice.
+                    if let Some(cache) = &self.cache
+                        && let Some(hit) = cache.get::<T>(&key).await
+                    {
+                        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        self.count(question, provider, "cache");
+                        return SharedAnswer {
+                            answer: serde_json::to_value(&hit).expect("an answer is JSON"),
+                            for_others: true,
+                        };
+                    }
+                    let make = make
+                        .take()
+                        .expect("a question is made at most once per asker");
+                    let (answer, keep) = self.made(question, provider, Some(&key), make).await;
+                    SharedAnswer {
+                        answer: serde_json::to_value(&answer).expect("an answer is JSON"),
+                        for_others: keep != Keep::NorShared,
+                    }
+                })
+                .await;
+            let for_this_one = role != Role::Joined || shared.for_others;
+            if !for_this_one && make.is_some() && asked_again < ASKED_AGAIN_AT_MOST {
+                asked_again += 1;
+                continue;
+            }
+            if role == Role::Joined {
+                self.count(question, provider, "shared");
+            }
+            return serde_json::from_value(shared.answer)
+                .expect("an answer reads back as it was written");
         }
-        serde_json::from_value(shared).expect("an answer reads back as it was written")
     }
 
-    /// `make`'s answer, counted, and kept under `key` when it says it may be.
-    async fn made<T, F>(&self, question: &str, provider: &str, key: Option<&str>, make: F) -> T
+    /// `make`'s answer, counted, and kept under `key` when it says it may be; with how.
+    async fn made<T, F>(
+        &self,
+        question: &str,
+        provider: &str,
+        key: Option<&str>,
+        make: F,
+    ) -> (T, Keep)
     where
         T: serde::Serialize,
         F: std::future::Future<Output = (T, Keep)>,
@@ -272,7 +316,7 @@ impl Assistant {
                 self.count(question, extractive::PROVIDER, "fallback");
                 Some(crate::cache::UNUSABLE_TTL)
             }
-            Keep::No => {
+            Keep::No | Keep::NorShared => {
                 self.count(question, extractive::PROVIDER, "fallback");
                 None
             }
@@ -280,7 +324,7 @@ impl Assistant {
         if let (Some(cache), Some(key), Some(ttl)) = (&self.cache, key, kept_for) {
             cache.put_for(key, &answer, ttl).await;
         }
-        answer
+        (answer, keep)
     }
 
     fn count(&self, question: &str, provider: &str, source: &str) {
@@ -343,10 +387,12 @@ impl Assistant {
         if key.is_some_and(|key| self.late_calls.is_pending(key)) {
             return Asked::NotAnswered;
         }
-        if let Some(budget) = &self.budget
-            && !budget.take(asker).await
-        {
-            return Asked::NotAnswered;
+        if let Some(budget) = &self.budget {
+            match budget.take(asker).await {
+                Taken::Yes => {}
+                Taken::ShareSpent => return Asked::ShareSpent,
+                Taken::BudgetSpent => return Asked::NotAnswered,
+            }
         }
         // One deadline for the vendors together (a fallback included), counted from the
         // question, inside the router's subgraph timeout, so that a slow vendor still leaves
@@ -631,5 +677,86 @@ mod focus_tests {
         assert_eq!(spoken_focus(" \"God's   Love\"! "), "God's Love");
         assert_eq!(spoken_focus("cafe\u{301}."), "cafe\u{301}");
         assert_eq!(spoken_focus("שָׁלוֹם"), "שָׁלוֹם");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use gospelib_kit::stores::BoxFuture;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// No content: these tests make their answers themselves.
+    struct NoContent;
+
+    impl ContentSource for NoContent {
+        fn run(&self, _: &'static str, _: Value) -> BoxFuture<'_, Result<Value, String>> {
+            Box::pin(async { Err("not asked in these tests".to_owned()) })
+        }
+    }
+
+    /// What a second asker of one question gets while the first's answer is being made, the
+    /// first's made as `leader_keeps`; whether the second's own answer was made.
+    async fn follower_of(leader_keeps: Keep) -> (String, String, bool) {
+        let assistant = Arc::new(Assistant::new(Arc::new(NoContent), None, None));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let leader = tokio::spawn({
+            let (assistant, release) = (assistant.clone(), release.clone());
+            async move {
+                let make = async move {
+                    release.notified().await;
+                    ("stand-in".to_owned(), leader_keeps)
+                };
+                assistant
+                    .cached("explain", Some("k".to_owned()), make)
+                    .await
+            }
+        });
+        while assistant.in_flight.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let made = Arc::new(AtomicBool::new(false));
+        let follower = tokio::spawn({
+            let (assistant, made) = (assistant.clone(), made.clone());
+            async move {
+                let make = async move {
+                    made.store(true, Ordering::SeqCst);
+                    ("the vendor's".to_owned(), Keep::Answer)
+                };
+                assistant
+                    .cached("explain", Some("k".to_owned()), make)
+                    .await
+            }
+        });
+        // Time for the second to join the first's question.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release.notify_one();
+        let (leader, follower) = (leader.await.unwrap(), follower.await.unwrap());
+        (leader, follower, made.load(Ordering::SeqCst))
+    }
+
+    /// The first asker's share was spent: the one waiting for the same question asks it
+    /// itself (its own share may allow it) instead of taking the first's stand-in.
+    #[tokio::test]
+    async fn an_answer_refused_by_its_askers_share_is_asked_again_by_those_waiting() {
+        let (leader, follower, made) = follower_of(Keep::NorShared).await;
+        assert_eq!(leader, "stand-in");
+        assert_eq!(follower, "the vendor's");
+        assert!(made);
+    }
+
+    /// The vendors did not answer the first asker: the one waiting takes the same stand-in,
+    /// and nothing is asked again.
+    #[tokio::test]
+    async fn an_answer_the_vendors_did_not_give_is_shared() {
+        let (leader, follower, made) = follower_of(Keep::No).await;
+        assert_eq!(
+            (leader.as_str(), follower.as_str()),
+            ("stand-in", "stand-in")
+        );
+        assert!(!made);
     }
 }

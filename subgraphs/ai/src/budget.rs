@@ -141,7 +141,7 @@ impl VendorBudget {
 
     /// Takes one question from `caller`'s share and today's budget: whether the vendors may be
     /// asked. A caller past their share takes nothing from the budget.
-    pub async fn take(&self, caller: &str) -> bool {
+    pub async fn take(&self, caller: &str) -> Taken {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
@@ -162,7 +162,7 @@ impl VendorBudget {
                 per_caller = self.per_caller,
                 "a caller's share of the AI vendors' daily budget is spent"
             );
-            return false;
+            return Taken::ShareSpent;
         }
         let key = self.key();
         // Today counted; the days before yesterday forgotten (an HDEL of no field would be an
@@ -179,7 +179,7 @@ impl VendorBudget {
             return self.take_own(now, caller);
         };
         if count <= self.per_day {
-            return true;
+            return Taken::Yes;
         }
         if self.warned_on.swap(day, Ordering::Relaxed) != day {
             tracing::warn!(
@@ -188,12 +188,12 @@ impl VendorBudget {
                  midnight UTC (GOSPELIB_AI_DAILY_VENDOR_QUESTIONS)"
             );
         }
-        false
+        Taken::BudgetSpent
     }
 
     /// [`Self::take`] counted by this process alone, Redis being unable to count (`now`: Unix
     /// seconds).
-    fn take_own(&self, now: u64, caller: &str) -> bool {
+    fn take_own(&self, now: u64, caller: &str) -> Taken {
         let minute = now / 60;
         if self.uncounted_warned_at.swap(minute, Ordering::Relaxed) != minute {
             tracing::warn!(
@@ -212,7 +212,7 @@ impl VendorBudget {
             };
         }
         if own.total >= self.per_day {
-            return false;
+            return Taken::BudgetSpent;
         }
         let known = own.callers.len();
         let taken = match own.callers.get_mut(caller) {
@@ -220,14 +220,33 @@ impl VendorBudget {
             None if known < MAX_UNCOUNTED_CALLERS => {
                 own.callers.entry(caller.to_owned()).or_default()
             }
-            None => return false,
+            None => return Taken::BudgetSpent,
         };
         if *taken >= self.per_caller {
-            return false;
+            return Taken::ShareSpent;
         }
         *taken += 1;
         own.total += 1;
-        true
+        Taken::Yes
+    }
+}
+
+/// What [`VendorBudget::take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// One question taken: the vendors may be asked.
+    Yes,
+    /// The caller's share of the day is spent (another caller may still ask).
+    ShareSpent,
+    /// The day's budget is spent (nobody may ask until midnight UTC), or this process, unable
+    /// to count in Redis, counts as many callers as it can.
+    BudgetSpent,
+}
+
+impl Taken {
+    /// Whether the vendors may be asked.
+    pub fn allowed(self) -> bool {
+        self == Taken::Yes
     }
 }
 
@@ -278,13 +297,21 @@ mod tests {
     async fn without_redis_the_process_counts_its_own_questions() {
         let budget = VendorBudget::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "t", 5)
             .per_caller(2);
-        assert!(budget.take("user:a").await);
-        assert!(budget.take("user:a").await);
-        assert!(!budget.take("user:a").await, "past the caller's share");
-        assert!(budget.take("user:b").await);
-        assert!(budget.take("user:b").await);
-        assert!(budget.take("user:c").await);
-        assert!(!budget.take("user:d").await, "past the day's budget");
-        assert!(!budget.take("user:c").await);
+        assert_eq!(budget.take("user:a").await, Taken::Yes);
+        assert_eq!(budget.take("user:a").await, Taken::Yes);
+        assert_eq!(
+            budget.take("user:a").await,
+            Taken::ShareSpent,
+            "past the caller's share"
+        );
+        assert_eq!(budget.take("user:b").await, Taken::Yes);
+        assert_eq!(budget.take("user:b").await, Taken::Yes);
+        assert_eq!(budget.take("user:c").await, Taken::Yes);
+        assert_eq!(
+            budget.take("user:d").await,
+            Taken::BudgetSpent,
+            "past the day's budget"
+        );
+        assert!(!budget.take("user:c").await.allowed());
     }
 }
