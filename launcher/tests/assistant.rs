@@ -487,25 +487,37 @@ async fn a_vendors_answer_keeps_only_citations_the_graph_holds_and_a_malformed_o
     );
 }
 
-/// A vendor that does not answer (unreachable): the extractive provider answers and nothing
-/// is kept, so the vendor is asked again the next time.
+/// A vendor that does not answer (unreachable, or a gateway in front of it answering 200 with
+/// its own HTML page): the extractive provider answers and nothing is kept, so the vendor is
+/// asked again the next time.
 #[tokio::test]
 async fn a_vendor_that_does_not_answer_leaves_nothing_cached() {
-    let setup = setup_with(Some(anthropic("http://127.0.0.1:1".to_owned()))).await;
-    let caller = scholar();
-    let question = r#"{ explainPassage(id: "john.1.4") { provider } }"#;
-    let first = setup.ask(&caller, question).await;
-    assert_eq!(
-        first["data"]["explainPassage"]["provider"], "extractive",
-        "{first}"
+    let gateway = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(|| async {
+            axum::response::Html("<html><body>502 Bad Gateway (cached by the proxy)</body></html>")
+        }),
     );
-    let hits = setup.ai.assistant().cache_hits();
-    assert_eq!(setup.ask(&caller, question).await, first);
-    assert_eq!(
-        setup.ai.assistant().cache_hits(),
-        hits,
-        "a stand-in was kept"
-    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, gateway).await.unwrap() });
+    for base in ["http://127.0.0.1:1".to_owned(), gateway_base] {
+        let setup = setup_with(Some(anthropic(base.clone()))).await;
+        let caller = scholar();
+        let question = r#"{ explainPassage(id: "john.1.4") { provider } }"#;
+        let first = setup.ask(&caller, question).await;
+        assert_eq!(
+            first["data"]["explainPassage"]["provider"], "extractive",
+            "{base}: {first}"
+        );
+        let hits = setup.ai.assistant().cache_hits();
+        assert_eq!(setup.ask(&caller, question).await, first);
+        assert_eq!(
+            setup.ai.assistant().cache_hits(),
+            hits,
+            "{base}: a stand-in was kept"
+        );
+    }
 }
 
 /// Many readers asking the same question at once (a daily-reading push) pay the vendor once:

@@ -618,9 +618,9 @@ async fn a_failing_primary_hands_over_to_the_fallback() {
         assert!(
             matches!(
                 error,
-                LlmError::Transport { .. } | LlmError::Malformed { .. }
+                LlmError::Transport { .. } | LlmError::Vendor { status: 200, .. }
             ),
-            "{error:?}"
+            "not a reply that came and could not be used: {error:?}"
         );
         let client = fallback(primary, openai(&base, Duration::from_secs(5)));
         assert_eq!(

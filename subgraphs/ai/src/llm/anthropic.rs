@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ClientError, LlmClient, LlmError, LlmReply, LlmRequest, Secret, check_key, check_model,
-    http_client, status_error,
+    http_client, not_json, status_error,
 };
 
 /// The name of the provider in replies, errors and logs.
@@ -133,6 +133,9 @@ impl Anthropic {
         let (status, wait, text) = super::send(PROVIDER, self.timeout, builder).await?;
         if !status.is_success() {
             return Err(status_error(PROVIDER, status, wait, &text, &self.secret));
+        }
+        if let Some(error) = not_json(PROVIDER, status, &text, &self.secret) {
+            return Err(error);
         }
         self.read(&text)
     }

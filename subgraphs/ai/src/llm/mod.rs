@@ -102,8 +102,9 @@ pub enum LlmError {
         provider: &'static str,
         retry_after: Option<Duration>,
     },
-    /// The vendor refused the request (any other non-2xx status); `body` is its error message,
-    /// shortened.
+    /// The vendor refused the request (any other non-2xx status), or a 2xx came whose body is
+    /// not JSON (a gateway's page, not the vendor's answer); `body` is its error message or the
+    /// page, shortened.
     #[error("{provider} answered {status}: {body}")]
     Vendor {
         provider: &'static str,
@@ -517,6 +518,25 @@ fn transport_error(provider: &'static str, timeout: Duration, error: reqwest::Er
         provider,
         reason: format!("{what}: {}", error.without_url()),
     }
+}
+
+/// A 2xx answer whose body is not JSON at all: no vendor's answer (a gateway's or a proxy's
+/// page, which no model made), so it is an error like a refusal ([`LlmError::Vendor`], with the
+/// page cut short and `key` masked) and not [`LlmError::Malformed`], a reply that came and
+/// could not be used (whose stand-in is kept a while, so as not to pay for it again).
+fn not_json(
+    provider: &'static str,
+    status: StatusCode,
+    body: &str,
+    key: &Secret,
+) -> Option<LlmError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(body)
+        .is_err()
+        .then(|| LlmError::Vendor {
+            provider,
+            status: status.as_u16(),
+            body: shorten(&mask(body, key)),
+        })
 }
 
 /// What a non-2xx answer means: 429 is a rate limit, anything else the vendor's refusal with its
