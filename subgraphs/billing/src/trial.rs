@@ -213,6 +213,11 @@ impl Handler for TrialHandler {
     async fn handle(&self, entry: &StreamEntry) -> Result<(), HandlerError> {
         self.apply(entry).await.map(drop)
     }
+
+    /// A user's deletion is retried until it is applied: nothing else erases their data.
+    fn never_given_up(&self, entry: &StreamEntry) -> bool {
+        gospelib_kit::streams::erases_a_user(entry)
+    }
 }
 
 /// Runs the trial consumer until `shutdown` fires (the launcher spawns it); see

@@ -1,8 +1,9 @@
 //! The kit's Redis Streams consumer runner (`gospelib_kit::streams`, used by billing's trial
 //! consumer) against the stack's Redis: a consumer killed mid-batch loses nothing (restarted
 //! under its name, or claimed by another), an idempotent handler applies nothing twice, a
-//! poison entry reaches the dead-letter stream after N attempts, and the runner stops on its
-//! signal even while Redis is unreachable.
+//! poison entry reaches the dead-letter stream after N attempts (a user's deletion never does:
+//! it is retried until applied), and the runner stops on its signal even while Redis is
+//! unreachable.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gospelib_kit::streams::{
-    ConsumerSettings, ConsumerStats, HandlerError, StreamEntry, handler_fn, run_consumer,
+    ConsumerSettings, ConsumerStats, Handler, HandlerError, StreamEntry, handler_fn, run_consumer,
 };
 use support::*;
 use tokio::sync::watch;
@@ -313,6 +314,87 @@ async fn a_poison_entry_reaches_the_dead_letter_stream_after_n_attempts() {
     assert_eq!(poison["dead_letter_stream"], stream);
     assert_eq!(poison["dead_letter_group"], "g");
     assert_eq!(poison["dead_letter_deliveries"], "4");
+    delete(&[&stream, &dead]).await;
+}
+
+/// Fails every entry until each has been handed to it `fail_first` times, then applies it;
+/// says a user's deletion must never be given up.
+struct FailingForAWhile {
+    fail_first: u32,
+    calls: Arc<Mutex<BTreeMap<String, u32>>>,
+}
+
+impl Handler for FailingForAWhile {
+    async fn handle(&self, entry: &StreamEntry) -> Result<(), HandlerError> {
+        let kind = entry.field("type").unwrap_or_default().to_owned();
+        let mut calls = self.calls.lock().unwrap();
+        let call = calls.entry(kind).or_default();
+        *call += 1;
+        if *call <= self.fail_first {
+            Err(HandlerError::Retry("the store is down".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn never_given_up(&self, entry: &StreamEntry) -> bool {
+        gospelib_kit::streams::erases_a_user(entry)
+    }
+}
+
+/// A user's deletion failing past `max_deliveries` and `retry_for` (a store down for a day) is
+/// retried until it is applied, never dead-lettered: nothing else would erase the user's data.
+/// Another event failing as long is dead-lettered as before.
+#[tokio::test]
+async fn a_users_deletion_is_retried_until_applied_never_dead_lettered() {
+    let stream = format!("gl:test:streams:{}", unique());
+    let dead = format!("{stream}:dead");
+    let mut connection = redis_connection().await;
+    for kind in ["user.deleted", "user.updated"] {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("type")
+            .arg(kind)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    let calls = Arc::new(Mutex::new(BTreeMap::new()));
+    let handler = FailingForAWhile {
+        fail_first: 6,
+        calls: calls.clone(),
+    };
+    let mut settings = settings(&stream, "a");
+    settings.max_deliveries = 2;
+    settings.retry_for = Duration::ZERO;
+    settings.claim_idle = Duration::from_millis(150);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
+
+    eventually("the group is caught up", || group_caught_up(&stream, "g")).await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!(
+        (stats.acknowledged, stats.dead_lettered),
+        (1, 1),
+        "{stats:?}"
+    );
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls["user.deleted"], 7, "six failures, then applied");
+    assert_eq!(
+        calls["user.updated"], 2,
+        "dead-lettered past max_deliveries"
+    );
+    let dead_types: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&dead)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(dead_types.len(), 1);
+    assert_eq!(dead_types[0].1[..2], ["type", "user.updated"]);
     delete(&[&stream, &dead]).await;
 }
 

@@ -34,7 +34,10 @@
 //!   PostgreSQL failover of a few minutes, during which every entry fails with
 //!   [`HandlerError::Retry`]) from dead-lettering the events it delays: they are retried every
 //!   `claim_idle` until the store is back. [`HandlerError::Reject`] (an entry that can never be
-//!   processed, e.g. malformed) dead-letters it at once.
+//!   processed, e.g. malformed) dead-letters it at once. An entry the handler says must never
+//!   be given up ([`Handler::never_given_up`]: a user's deletion) is retried instead, every
+//!   `claim_idle`, for as long as the stream holds it, each failure past the limits logged as
+//!   an error.
 //! - **At least once.** An entry may be handled more than once (a crash between the handler's
 //!   effect and the `XACK`, a claim racing a slow handler), so handlers must be idempotent
 //!   (events carry an `event_id` for that). Nothing acknowledged was unhandled, and nothing is
@@ -173,6 +176,22 @@ pub enum HandlerError {
 pub trait Handler: Send + Sync {
     /// Processes one entry; `Ok` acknowledges it.
     fn handle(&self, entry: &StreamEntry) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Whether `entry` is retried for as long as the stream holds it instead of being
+    /// dead-lettered after [`ConsumerSettings::max_deliveries`] failures and
+    /// [`ConsumerSettings::retry_for`]: an event whose effect nothing else would bring about,
+    /// such as a user's deletion ([`erases_a_user`]). [`HandlerError::Reject`] still
+    /// dead-letters it. None by default.
+    fn never_given_up(&self, entry: &StreamEntry) -> bool {
+        let _ = entry;
+        false
+    }
+}
+
+/// Whether `entry` is a user's deletion (`user.deleted`), which a consumer holding that user's
+/// data must apply however long its store fails: nothing else would erase the data.
+pub fn erases_a_user(entry: &StreamEntry) -> bool {
+    entry.field("type") == Some("user.deleted")
 }
 
 /// A [`Handler`] made of a closure that takes each entry by value (see [`handler_fn`]).
@@ -547,11 +566,20 @@ impl<H: Handler> Consumer<H> {
         if entry.deliveries > self.settings.max_deliveries
             && entry.age().is_none_or(|age| age >= self.settings.retry_for)
         {
-            let reason = format!(
-                "delivered {} times; the handler failed each of the first {}",
-                entry.deliveries, self.settings.max_deliveries
+            if !self.handler.never_given_up(&entry) {
+                let reason = format!(
+                    "delivered {} times; the handler failed each of the first {}",
+                    entry.deliveries, self.settings.max_deliveries
+                );
+                return self.dead_letter(&entry, &reason).await;
+            }
+            tracing::error!(
+                stream = %self.settings.stream,
+                id = %entry.id,
+                deliveries = entry.deliveries,
+                "an entry that must be applied still fails; it is retried for as long as the \
+                 stream holds it"
             );
-            return self.dead_letter(&entry, &reason).await;
         }
         let outcome =
             tokio::time::timeout(self.settings.handler_timeout, self.handler.handle(&entry)).await;

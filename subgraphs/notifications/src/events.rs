@@ -426,6 +426,11 @@ impl Handler for EventsHandler {
     async fn handle(&self, entry: &StreamEntry) -> Result<(), HandlerError> {
         self.apply(entry).await.map(drop)
     }
+
+    /// A user's deletion is retried until it is applied: nothing else erases their data.
+    fn never_given_up(&self, entry: &StreamEntry) -> bool {
+        gospelib_kit::streams::erases_a_user(entry)
+    }
 }
 
 /// Runs one events consumer (`EventsSettings::users` or `EventsSettings::billing`) until
