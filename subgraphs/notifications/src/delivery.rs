@@ -17,7 +17,7 @@
 //! - **Recipients.** Push: each of the user's devices that is neither removed nor retired, IOS
 //!   through APNs and ANDROID/WEB through FCM; email: the user's address. None: `skipped`. A
 //!   recipient that already has a final outcome for the notification (a retried job) is not sent
-//!   to again.
+//!   to again; a device removed or retired while the job's earlier sends went out is `skipped`.
 //! - **Outcomes** ([`Delivery`], through [`deliver_with_retries`] with
 //!   [`DeliverySettings::send_retries`]): `sent` only with the provider's acceptance (and its
 //!   message id when it gave one); `skipped` when the provider is unconfigured; `rejected` when
@@ -626,6 +626,21 @@ impl DeliveryWorker {
             if sent_one && left < longest_send {
                 out_of_time = true;
                 break;
+            }
+            // The user's devices were read before the first send: one removed (or retired, or
+            // the user erased) while the sends before its turn went out is not sent to.
+            if sent_one
+                && let Some(device) = &recipient.device
+                && !recipients::still_active(pool, job.user_id, device).await?
+            {
+                let skipped = Delivery::Skipped {
+                    reason: "the device was removed during the job".to_owned(),
+                };
+                let to = Some((self.push_provider(device).name(), recipient.to.as_str()));
+                record(pool, job, channel, to, &skipped, 1, false).await?;
+                stats.skipped += 1;
+                outcomes.push(outcome_of(&skipped).to_owned());
+                continue;
             }
             sent_one = true;
             let (provider, delivery, attempts) =

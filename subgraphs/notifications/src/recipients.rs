@@ -208,6 +208,21 @@ pub async fn active_devices(pool: &PgPool, user: Uuid) -> Result<Vec<Device>, sq
     .await
 }
 
+/// Whether `device`, read by [`active_devices`] for `user`, is still theirs to push to (with
+/// the same token, not removed, not retired).
+pub async fn still_active(pool: &PgPool, user: Uuid, device: &Device) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM notifications.devices
+         WHERE device_id = $1 AND user_id = $2 AND token = $3
+           AND removed_at IS NULL AND retired_at IS NULL)",
+    )
+    .bind(device.device_id)
+    .bind(user)
+    .bind(&device.token)
+    .fetch_one(pool)
+    .await
+}
+
 /// `user`'s email address, if they have one.
 pub async fn address(pool: &PgPool, user: Uuid) -> Result<Option<String>, sqlx::Error> {
     let found: Option<Option<String>> =

@@ -1429,6 +1429,53 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
     clean_up(&pool, &[user]).await;
 }
 
+/// A device removed while the job's sends before its turn went out is not sent to: its
+/// recipient is recorded as skipped, and the job is done.
+#[tokio::test]
+async fn a_device_removed_during_the_job_is_not_sent_to() {
+    let pool = pool().await;
+    let (fake, providers) = fake_providers(Duration::from_secs(5)).await;
+    let (user, first, second) = two_devices_welcomed(&pool).await;
+    // The first device's send takes a moment, during which the user removes the second.
+    fake.script(
+        &first,
+        [Reply::new(200, "").after(Duration::from_millis(800))],
+    );
+    let worker = worker(&pool, &providers, settings(&[user], &test_stream()));
+    let run = tokio::spawn(async move { worker.run_once().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let device: Uuid =
+        sqlx::query_scalar("SELECT device_id FROM notifications.devices WHERE token = $1")
+            .bind(&second)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    EventsHandler::new(pool.clone())
+        .apply(&event("device.removed", user, json!({"device_id": device})))
+        .await
+        .unwrap();
+    run.await.unwrap();
+    assert_eq!(fake.apns_to(&first).len(), 1);
+    assert!(fake.apns_to(&second).is_empty(), "sent to a removed device");
+    let pushes: Vec<(String, String)> = deliveries(&pool, user)
+        .await
+        .into_iter()
+        .filter(|r| r.channel == "push")
+        .map(|r| (r.recipient_digest.unwrap(), r.outcome))
+        .collect();
+    assert_eq!(
+        pushes,
+        [
+            (recipient_digest(&first), "sent".to_owned()),
+            (recipient_digest(&second), "skipped".to_owned()),
+        ]
+    );
+    let done = push_job(jobs(&pool, user).await);
+    assert!(done.done, "{done:?}");
+    fake.assert_no_problems();
+    clean_up(&pool, &[user]).await;
+}
+
 /// A job out of time after sends that all settled for good goes on at once, its attempt given
 /// back: a user's other devices do not wait for a backoff, nor use up the job's attempts.
 #[tokio::test]
