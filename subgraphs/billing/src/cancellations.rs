@@ -43,7 +43,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::store::{self, CancellationResult, Confirmation, DueCancellation};
 use crate::stripe::LIVE_STATUSES;
-use crate::stripe::api::{InvoiceRefund, StripeApi, StripeError};
+use crate::stripe::api::{InvoiceRefund, RefundReason, StripeApi, StripeError};
 
 /// How many attempts Stripe could not take (unavailable, or refusing the API key) a
 /// cancellation gets before each further postponement is logged as an error (~5 hours).
@@ -206,7 +206,7 @@ async fn settle_duplicate(
         return Ok(Settled::LeftAlone("not live: nothing charges"));
     };
     Ok(Settled::Cancelled(
-        refund_latest_invoice(stripe, id, latest_invoice).await?,
+        refund_latest_invoice(stripe, id, latest_invoice, RefundReason::Duplicate).await?,
     ))
 }
 
@@ -220,14 +220,15 @@ enum SettleError {
     Store(#[from] sqlx::Error),
 }
 
-/// Refunds what the cancelled duplicate `id`'s latest invoice was paid and not already given
-/// back, with a credit note (reason `duplicate`, one idempotency key per subscription, and
-/// Stripe's own record of what credit notes gave back, so a retry never refunds twice). What
-/// was done, for the log.
+/// Refunds what the cancelled subscription `id`'s latest invoice was paid and not already given
+/// back, with a credit note for `reason` (one idempotency key per subscription, and Stripe's
+/// own record of what credit notes gave back, so a retry never refunds twice; the key's name
+/// is the one the first refunds, of duplicates, were sent with). What was done, for the log.
 async fn refund_latest_invoice(
     stripe: &dyn StripeApi,
     id: &str,
     latest_invoice: Option<String>,
+    reason: RefundReason,
 ) -> Result<&'static str, StripeError> {
     let Some(invoice_id) = latest_invoice else {
         return Ok("cancelled; no invoice to refund");
@@ -241,17 +242,20 @@ async fn refund_latest_invoice(
         invoice: invoice_id,
         amount: owed,
         idempotency_key: format!("gl-duplicate-refund-{id}"),
+        reason,
     };
     stripe.refund_invoice(&refund).await?;
     Ok("cancelled and refunded")
 }
 
-/// Cancels the subscription `id` at once, a deleted user's that had been confirmed a duplicate
-/// before the erasure took its row over, and refunds its payment as the duplicate's would have
-/// been: cancelled unless it is over already, whatever else the customer holds.
-async fn cancel_confirmed_duplicate(
+/// Cancels the subscription `id` at once and refunds its payment for `reason`: a deleted
+/// user's that had been confirmed a duplicate before the erasure took its row over, or one
+/// their checkout made after the deletion. Cancelled unless it is over already, whatever else
+/// the customer holds.
+async fn cancel_and_refund(
     stripe: &dyn StripeApi,
     id: &str,
+    reason: RefundReason,
 ) -> Result<&'static str, StripeError> {
     let this = stripe.subscription(id).await?;
     let latest_invoice = if matches!(this.status.as_str(), "canceled" | "incomplete_expired") {
@@ -263,7 +267,7 @@ async fn cancel_confirmed_duplicate(
             .latest_invoice
             .or(this.latest_invoice)
     };
-    refund_latest_invoice(stripe, id, latest_invoice).await
+    refund_latest_invoice(stripe, id, latest_invoice, reason).await
 }
 
 /// Works the due cancellations once (a batch at a time until none is due).
@@ -309,8 +313,13 @@ pub async fn cancel_due(
                     Err(SettleError::Stripe(error)) => result_of(Err(error), cancellation.attempts),
                     Err(SettleError::Store(error)) => return Err(error),
                 }
-            } else if cancellation.duplicate_confirmed {
-                let answer = cancel_confirmed_duplicate(stripe, id).await;
+            } else if cancellation.duplicate_confirmed || cancellation.refund_paid {
+                let reason = if cancellation.duplicate_confirmed {
+                    RefundReason::Duplicate
+                } else {
+                    RefundReason::OrderChange
+                };
+                let answer = cancel_and_refund(stripe, id, reason).await;
                 result_of(answer.map(str::to_owned), cancellation.attempts)
             } else {
                 let answer = stripe.cancel_subscription(id).await;
@@ -323,6 +332,8 @@ pub async fn cancel_due(
                 "a Checkout Session (replaced, or a deleted user's)"
             } else if cancellation.duplicate_customer.is_some() {
                 "a user's second Stripe subscription (paid twice)"
+            } else if cancellation.refund_paid {
+                "a deleted user's Stripe subscription paid after the deletion (refunded)"
             } else {
                 "a deleted user's Stripe subscription"
             };

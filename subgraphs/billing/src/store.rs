@@ -635,6 +635,28 @@ pub async fn queue_cancellation(
     Ok(done.rows_affected() == 1)
 }
 
+/// Queues the cancellation of the Stripe subscription `stripe_id` of a deleted user, unknown
+/// to their erasure (its checkout paid after it), with its payment refunded once cancelled;
+/// whether it was not queued already (or was queued as a duplicate not settled, whose row it
+/// takes over). One queued already (by the erasure: a plain cancellation) stays as it was.
+pub async fn queue_refunded_cancellation(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO billing.stripe_cancellations (stripe_id, refund_paid) VALUES ($1, true)
+         ON CONFLICT (stripe_id) DO UPDATE
+         SET duplicate_customer = NULL, refund_paid = true, failed_at = NULL, last_error = NULL,
+             next_attempt_at = now()
+         WHERE billing.stripe_cancellations.duplicate_customer IS NOT NULL
+           AND billing.stripe_cancellations.done_at IS NULL",
+    )
+    .bind(stripe_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Queues the cancellation of the Stripe subscription `stripe_id` as a duplicate of another
 /// subscription of `customer` (see `cancellations`); whether it was not queued already.
 pub async fn queue_duplicate_cancellation(
@@ -704,6 +726,8 @@ pub struct DueCancellation {
     pub duplicate_customer: Option<String>,
     /// A duplicate an earlier attempt found live beside another live subscription.
     pub duplicate_confirmed: bool,
+    /// Its payment is refunded once cancelled (a deleted user's late checkout).
+    pub refund_paid: bool,
 }
 
 /// Takes at most `limit` cancellations that are due, each for `lease_secs` (another worker
@@ -724,7 +748,7 @@ pub async fn take_due_cancellations<'e>(
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
          RETURNING stripe_id, attempts, duplicate_customer,
-                   duplicate_confirmed_at IS NOT NULL AS duplicate_confirmed",
+                   duplicate_confirmed_at IS NOT NULL AS duplicate_confirmed, refund_paid",
     )
     .bind(limit)
     .bind(lease_secs as f64)

@@ -630,3 +630,89 @@ async fn two_duplicates_settled_at_once_leave_the_customer_one() {
     );
     forget_cancellations(&pool, &[&first, &second]).await;
 }
+
+/// A checkout opened before the user's deletion and paid after it: its subscription is
+/// cancelled and its payment refunded (nobody can use what it bought). A subscription the
+/// erasure itself queued stays a plain cancellation, whatever event comes later.
+#[tokio::test]
+async fn a_deleted_users_checkout_paid_after_the_deletion_is_refunded() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let names = names();
+    let url = endpoint(&pool, redis(), &names).await;
+    let (fake, stripe) = fake_stripe().await;
+    let user = Uuid::new_v4();
+    sqlx::query("INSERT INTO billing.erased_users (user_id) VALUES ($1)")
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let now = now_secs();
+    let (late, late_customer) = (subscription_id(), customer_id());
+    let (known, known_customer) = (subscription_id(), customer_id());
+    let (late_invoice, known_invoice) = (
+        format!("in_test_{}", unique()),
+        format!("in_test_{}", unique()),
+    );
+    fake.subscription(&late, "active", &late_invoice, &late_customer);
+    fake.invoice(&late_invoice, "paid", 1500);
+    fake.subscription(&known, "active", &known_invoice, &known_customer);
+    fake.invoice(&known_invoice, "paid", 1500);
+    // The erasure queued `known` (a plain cancellation: the account was deleted mid-period).
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(
+        gospelib_billing::store::queue_cancellation(&mut conn, &known)
+            .await
+            .unwrap()
+    );
+    drop(conn);
+    for (sub, customer) in [(&late, &late_customer), (&known, &known_customer)] {
+        let body = delivery("created", sub, customer, user, "active", now);
+        assert_eq!(post(&url, &body).await.0, 200);
+    }
+    let refund_paid = |id: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT refund_paid FROM billing.stripe_cancellations WHERE stripe_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(refund_paid(late.clone()).await);
+    assert!(
+        !refund_paid(known.clone()).await,
+        "the erasure's own stays plain"
+    );
+
+    cancel_due(&pool, &stripe, &CancellationSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(fake.status_of(&late), "canceled");
+    assert_eq!(fake.status_of(&known), "canceled");
+    assert_eq!(fake.given_back(&late_invoice), 1500, "refunded whole");
+    assert_eq!(fake.given_back(&known_invoice), 0);
+    assert_eq!(
+        fake.received(&format!(
+            "POST /v1/credit_notes amount=1500&invoice={late_invoice}"
+        )),
+        [format!(
+            "POST /v1/credit_notes amount=1500&invoice={late_invoice}&reason=order_change&refund_amount=1500 key=gl-duplicate-refund-{late}"
+        )]
+    );
+    assert_eq!(queued(&pool, &late).await, Some((None, true, false)));
+    assert!(
+        fake.received("PROBLEM").is_empty(),
+        "{:?}",
+        fake.received("PROBLEM")
+    );
+    sqlx::query("DELETE FROM billing.erased_users WHERE user_id = $1")
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    forget_cancellations(&pool, &[&late, &known]).await;
+}

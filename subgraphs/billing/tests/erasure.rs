@@ -74,7 +74,13 @@ async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
     if let Some((status, body)) = scripted {
         return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
     }
-    axum::Json(json!({"id": id, "object": "subscription", "status": "canceled"})).into_response()
+    // Read before a refunded cancellation: live, with no invoice to refund.
+    let status = if line.starts_with("GET ") {
+        "active"
+    } else {
+        "canceled"
+    };
+    axum::Json(json!({"id": id, "object": "subscription", "status": status})).into_response()
 }
 
 async fn fake_stripe() -> (FakeStripe, HttpStripe) {
@@ -246,7 +252,8 @@ async fn a_deleted_users_subscription_is_cancelled_at_stripe_and_their_billing_e
             .lock()
             .unwrap()
             .iter()
-            .all(|received| received.starts_with("DELETE /v1/subscriptions/")),
+            .all(|received| received.starts_with("DELETE /v1/subscriptions/")
+                || received.starts_with("GET /v1/subscriptions/")),
         "Stripe was not asked for a customer or a session"
     );
     assert_eq!(customer_of(&pool, user).await, None);

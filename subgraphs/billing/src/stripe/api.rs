@@ -150,8 +150,8 @@ pub trait StripeApi: Send + Sync {
     /// `GET /v1/invoices/{id}`.
     fn invoice<'a>(&'a self, invoice_id: &'a str) -> BoxFuture<'a, Result<Invoice, StripeError>>;
 
-    /// `POST /v1/credit_notes` refunding `refund.amount` of a paid invoice (reason
-    /// `duplicate`).
+    /// `POST /v1/credit_notes` refunding `refund.amount` of a paid invoice, for
+    /// `refund.reason`.
     fn refund_invoice<'a>(
         &'a self,
         refund: &'a InvoiceRefund,
@@ -215,6 +215,26 @@ pub struct InvoiceRefund {
     /// One key per refund for as long as it takes (not per attempt): a second credit note
     /// would refund twice.
     pub idempotency_key: String,
+    pub reason: RefundReason,
+}
+
+/// Why a payment is given back, as Stripe's credit notes name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundReason {
+    /// A second subscription the user paid for by mistake (`duplicate`).
+    Duplicate,
+    /// A purchase no longer wanted or usable: a deleted account's (`order_change`).
+    OrderChange,
+}
+
+impl RefundReason {
+    /// Stripe's name.
+    pub fn as_stripe(self) -> &'static str {
+        match self {
+            RefundReason::Duplicate => "duplicate",
+            RefundReason::OrderChange => "order_change",
+        }
+    }
 }
 
 /// A credit note as Stripe answered its creation.
@@ -570,7 +590,7 @@ impl StripeApi for HttpStripe {
                     ("invoice", invoice),
                     ("amount", &amount),
                     ("refund_amount", &amount),
-                    ("reason", "duplicate"),
+                    ("reason", refund.reason.as_stripe()),
                 ],
             )
             .await

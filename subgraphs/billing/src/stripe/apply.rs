@@ -29,7 +29,7 @@
 //! even the event id, so a resend after the link exists is applied). One whose user's account
 //! was deleted (their billing erased: [`crate::trial`]) writes nothing of theirs either
 //! ([`Outcome::DeletedUser`]), but a subscription it brings that is not over is queued for
-//! cancellation at Stripe.
+//! cancellation at Stripe, and its payment for refund.
 
 use gospelib_kit::outbox::Outbox;
 use gospelib_kit::plans::Plans;
@@ -158,8 +158,9 @@ async fn user_for(
 }
 
 /// Whether `snapshot` is a subscription of a user whose account was deleted; if it is not
-/// over, its cancellation is queued (its checkout was paid after the deletion, from a session
-/// opened before: nobody can sign in to cancel it, and it must not charge again).
+/// over, its cancellation is queued, its payment refunded (its checkout was paid after the
+/// deletion, from a session opened before: nobody can sign in to use or cancel it, and it must
+/// not charge again). One the erasure queued already stays a plain cancellation.
 async fn for_an_erased_user(
     conn: &mut PgConnection,
     snapshot: &SubscriptionSnapshot,
@@ -177,8 +178,8 @@ async fn for_an_erased_user(
     }
     let over =
         stamp.is_final || matches!(snapshot.status.as_str(), "canceled" | "incomplete_expired");
-    if !over && store::queue_cancellation(&mut *conn, &snapshot.id).await? {
-        tracing::warn!(%user_id, subscription = %snapshot.id, "a deleted user's new Stripe subscription is queued for cancellation");
+    if !over && store::queue_refunded_cancellation(&mut *conn, &snapshot.id).await? {
+        tracing::warn!(%user_id, subscription = %snapshot.id, "a deleted user's new Stripe subscription is queued for cancellation and refund");
     }
     Ok(true)
 }
