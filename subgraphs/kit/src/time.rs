@@ -1,6 +1,6 @@
 //! Unix seconds, and their RFC 3339 form (UTC, milliseconds, as every GospeLib timestamp is
-//! written: `2026-12-02T10:00:00.000Z`), without a date library; and the deadline a wall-clock
-//! instant (a token's expiry) sets on a timer.
+//! written: `2026-12-02T10:00:00.000Z`), written without a date library and read with chrono;
+//! and the deadline a wall-clock instant (a token's expiry) sets on a timer.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,13 @@ pub async fn until(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The instant an RFC 3339 timestamp (`2026-12-02T10:00:00Z`, `2026-12-02T05:00:00.250-05:00`)
+/// names, in Unix seconds (with their fraction); `None` when `text` is not one.
+pub fn parse_rfc3339(text: &str) -> Option<f64> {
+    let at = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    Some(at.timestamp() as f64 + f64::from(at.timestamp_subsec_millis()) / 1000.0)
 }
 
 /// `secs` (Unix seconds) as RFC 3339 in UTC with milliseconds.
@@ -56,6 +63,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_read_in_any_offset() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T17:13:20.250-05:00"),
+            Some(1_700_000_000.25)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2023-11-14",
+            "2023-11-14 22:13:20",
+            "2023-13-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn unix_seconds_format_as_rfc3339() {

@@ -470,6 +470,12 @@ enum AlreadyMade<T> {
 /// transaction: more than a few means something else is wrong).
 const ATTEMPTS_AGAINST_A_DELETE: usize = 3;
 
+/// When a reading reported with the time bound as `$N` (Unix seconds, or null: now) happened:
+/// at most 30 days back, and never after now (the transaction's start, the same in each of its
+/// statements). `$N` is replaced by the parameter's number.
+const READ_AT: &str = "LEAST(now(), GREATEST(now() - interval '30 days', \
+     coalesce(to_timestamp($N::double precision), now())))";
+
 /// Whether the item id bound as `$1` is not one its owner deleted (a create's guard).
 const NOT_DELETED: &str = "NOT EXISTS (SELECT 1 FROM study.deleted_items WHERE id = $1)";
 
@@ -1306,9 +1312,11 @@ impl Store {
             .await
     }
 
-    /// Records that `user` read `chapter` up to `last_verse` (and finished it if `completed`):
-    /// the progress is upserted (a chapter once completed stays completed) and the reading is
-    /// appended to the history, in one transaction. `None` for an erased user.
+    /// Records that `user` read `chapter` up to `last_verse` (and finished it if `completed`)
+    /// at `read_at` (Unix seconds; now when `None`; see [`READ_AT`]): the progress is upserted
+    /// (a chapter once completed stays completed, and a report older than the chapter's last
+    /// one leaves its last verse as it is) and the reading is appended to the history, in one
+    /// transaction. `None` for an erased user.
     ///
     /// The history keeps one reading per quarter hour (UTC): it is read only for the days
     /// readings fall on, and every time zone's offset is a whole number of quarter hours, so
@@ -1320,18 +1328,22 @@ impl Store {
         chapter: &str,
         last_verse: i32,
         completed: bool,
+        read_at: Option<f64>,
     ) -> Result<Option<ProgressRow>, sqlx::Error> {
         let mut tx = self.begin_write(user).await?;
         self.count();
+        let at = READ_AT.replace("$N", "$5");
         let sql = format!(
             "WITH p AS (
                  INSERT INTO study.reading_progress AS existing
                      (user_id, chapter_id, last_verse, completed, started_at, updated_at)
-                 SELECT $1, $2, $3, $4, now(), now() WHERE {NOT_ERASED_1}
+                 SELECT $1, $2, $3, $4, {at}, {at} WHERE {NOT_ERASED_1}
                  ON CONFLICT (user_id, chapter_id) DO UPDATE
-                 SET last_verse = EXCLUDED.last_verse,
+                 SET last_verse = CASE WHEN EXCLUDED.updated_at >= existing.updated_at
+                                       THEN EXCLUDED.last_verse ELSE existing.last_verse END,
                      completed = existing.completed OR EXCLUDED.completed,
-                     updated_at = now()
+                     started_at = LEAST(existing.started_at, EXCLUDED.started_at),
+                     updated_at = GREATEST(existing.updated_at, EXCLUDED.updated_at)
                  RETURNING existing.*)
              SELECT {PROGRESS_COLUMNS} FROM p"
         );
@@ -1340,6 +1352,7 @@ impl Store {
             .bind(chapter)
             .bind(last_verse)
             .bind(completed)
+            .bind(read_at)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(progress) = progress else {
@@ -1355,17 +1368,20 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         self.count();
-        sqlx::query(
-            "INSERT INTO study.reading_history (user_id, chapter_id, read_at)
-             SELECT $1, $2, now()
+        let at = READ_AT.replace("$N", "$3");
+        sqlx::query(&format!(
+            "WITH at AS (SELECT {at} AS t)
+             INSERT INTO study.reading_history (user_id, chapter_id, read_at)
+             SELECT $1, $2, at.t FROM at
              WHERE NOT EXISTS (
                  SELECT 1 FROM study.reading_history
                  WHERE user_id = $1
-                   AND read_at >= to_timestamp(floor(extract(epoch FROM now()) / 900) * 900)
-                   AND read_at < to_timestamp(floor(extract(epoch FROM now()) / 900) * 900 + 900))",
-        )
+                   AND read_at >= to_timestamp(floor(extract(epoch FROM at.t) / 900) * 900)
+                   AND read_at < to_timestamp(floor(extract(epoch FROM at.t) / 900) * 900 + 900))"
+        ))
         .bind(user)
         .bind(chapter)
+        .bind(read_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1200,6 +1200,76 @@ async fn reading_progress_and_streaks_come_from_the_history() {
     clean_up(&pool, &readers).await;
 }
 
+const RECORD_READING_AT: &str = "mutation($c: ID!, $v: Int!, $at: String) {
+    recordReading(input: {chapterId: $c, lastVerse: $v, readAt: $at}) {
+        chapterId lastVerse completed startedAt updatedAt } }";
+
+/// A reading reported late (an offline device's, with `readAt`) joins the history at its own
+/// time but does not move the chapter's progress back; `readAt` is kept within the last 30
+/// days and never later than now, and one that is not a time is refused.
+#[tokio::test]
+async fn a_reading_reported_late_does_not_move_progress_back() {
+    use gospelib_kit::time::{now_secs, rfc3339};
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    let read = |verse: i32, at: Option<String>| {
+        let service = &service;
+        async move {
+            let answer = run_as(
+                service,
+                Some(user),
+                RECORD_READING_AT,
+                json!({"c": "ps.119", "v": verse, "at": at}),
+            )
+            .await;
+            answer["data"]["recordReading"].clone()
+        }
+    };
+    let first = read(40, None).await;
+    assert_eq!(first["lastVerse"], 40, "{first}");
+
+    // An hour ago, verse 10: the progress stays at 40, its start moves back an hour.
+    let late = read(10, Some(rfc3339(now_secs() - 3600))).await;
+    assert_eq!(late["lastVerse"], 40, "{late}");
+    assert_eq!(late["updatedAt"], first["updatedAt"], "{late}");
+    assert!(
+        late["startedAt"].as_str() < first["startedAt"].as_str(),
+        "{late} {first}"
+    );
+    // A year ago counts as 30 days ago; next week counts as now.
+    read(5, Some(rfc3339(now_secs() - 365 * 86_400))).await;
+    let ahead = read(50, Some(rfc3339(now_secs() + 7 * 86_400))).await;
+    assert_eq!(ahead["lastVerse"], 50, "{ahead}");
+    let (oldest, newest, rows): (f64, f64, i64) = sqlx::query_as(
+        "SELECT extract(epoch FROM now() - min(read_at))::float8,
+                extract(epoch FROM max(read_at) - now())::float8, count(*)
+         FROM study.reading_history WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        (30.0 * 86_400.0 - 600.0..=30.0 * 86_400.0 + 600.0).contains(&oldest),
+        "{oldest}"
+    );
+    assert!(newest <= 1.0, "never after now: {newest}");
+    assert_eq!(rows, 3, "now, an hour ago, 30 days ago");
+
+    let refused = run_as(
+        &service,
+        Some(user),
+        RECORD_READING_AT,
+        json!({"c": "ps.119", "v": 1, "at": "this morning"}),
+    )
+    .await;
+    assert_eq!(codes(&refused), ["VALIDATION_ERROR"], "{refused}");
+    assert_eq!(rows_of(&pool, "reading_history", user).await, 3);
+    clean_up(&pool, &[user]).await;
+}
+
 /// The "My study" page's fields on the `User`, each with every stored field (`first` and
 /// each list's `after` are variables).
 const MY_STUDY_FIELDS: [(&str, &str); 5] = [

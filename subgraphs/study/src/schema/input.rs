@@ -90,6 +90,11 @@ pub struct RecordReadingInput {
     /// Whether the chapter was read to its end.
     #[graphql(default)]
     pub completed: bool,
+    /// When the reading happened (RFC 3339), for a report sent late (an offline device's): a
+    /// report older than the chapter's last one does not move its `lastVerse` back, and the
+    /// reading counts for its own day in the streaks. At most 30 days back (older counts as 30
+    /// days ago); a time still to come counts as now. Now when not given.
+    pub read_at: Option<String>,
 }
 
 /// A passage id, parsed; `field` names it in the error.
@@ -215,13 +220,19 @@ fn label(value: Option<&str>) -> Result<Option<String>> {
 }
 
 /// A reading, validated: the chapter and the last verse (1 to 999).
-pub fn reading(input: &RecordReadingInput) -> Result<(ChapterRef, u16)> {
+pub fn reading(input: &RecordReadingInput) -> Result<(ChapterRef, u16, Option<f64>)> {
     let chapter = chapter("chapterId", &input.chapter_id)?;
     let verse = u16::try_from(input.last_verse)
         .ok()
         .filter(|verse| (1..1000).contains(verse))
         .ok_or_else(|| validation("`lastVerse` must be a verse number from 1"))?;
-    Ok((chapter, verse))
+    let read_at = match &input.read_at {
+        None => None,
+        Some(text) => Some(gospelib_kit::time::parse_rfc3339(text).ok_or_else(|| {
+            validation("`readAt` must be an RFC 3339 time, such as `2026-12-02T10:00:00Z`")
+        })?),
+    };
+    Ok((chapter, verse, read_at))
 }
 
 /// Checks that every passage of `ids` exists, with one lookup: `PASSAGE_NOT_FOUND` naming the
@@ -328,9 +339,23 @@ mod tests {
             chapter_id: ID(chapter.to_owned()),
             last_verse: verse,
             completed: false,
+            read_at: None,
         };
-        let (chapter, verse) = reading(&input("ps.119", 176)).unwrap();
-        assert_eq!((chapter.to_string(), verse), ("ps.119".to_owned(), 176));
+        let (chapter, verse, at) = reading(&input("ps.119", 176)).unwrap();
+        assert_eq!(
+            (chapter.to_string(), verse, at),
+            ("ps.119".to_owned(), 176, None)
+        );
+        let late = RecordReadingInput {
+            read_at: Some("2026-12-02T10:00:00+02:00".to_owned()),
+            ..input("ps.119", 1)
+        };
+        assert_eq!(reading(&late).unwrap().2, Some(1_796_198_400.0));
+        let unreadable = RecordReadingInput {
+            read_at: Some("this morning".to_owned()),
+            ..input("ps.119", 1)
+        };
+        assert!(reading(&unreadable).is_err());
         assert!(reading(&input("ps.119", 0)).is_err());
         assert!(reading(&input("ps.119", -3)).is_err());
         assert!(reading(&input("ps.119", 1000)).is_err());

@@ -183,8 +183,9 @@ impl Mutation {
     }
 
     /// Records that the caller read a chapter up to `lastVerse`: the chapter's progress is
-    /// updated (a chapter once completed stays completed) and the reading joins the history
-    /// the streaks are computed from. The chapter (`CHAPTER_NOT_FOUND`) and its verse
+    /// updated (a chapter once completed stays completed; a report older than its last one,
+    /// by `readAt`, leaves `lastVerse` as it is) and the reading joins the history the streaks
+    /// are computed from. The chapter (`CHAPTER_NOT_FOUND`) and its verse
     /// (`VALIDATION_ERROR`) must exist.
     #[graphql(directive = authenticated::apply())]
     async fn record_reading(
@@ -193,7 +194,7 @@ impl Mutation {
         input: RecordReadingInput,
     ) -> Result<ReadingProgress> {
         let user = Caller::of(ctx).require_user()?;
-        let (chapter, verse) = input::reading(&input)?;
+        let (chapter, verse, read_at) = input::reading(&input)?;
         let study = study(ctx)?;
         // One lookup: the chapter's first verse (does the chapter exist?) and the last one read.
         let first = chapter.verse(1).to_string();
@@ -218,6 +219,7 @@ impl Mutation {
                 &chapter.to_string(),
                 i32::from(verse),
                 input.completed,
+                read_at,
             )
             .await
             .map_err(store)?;
