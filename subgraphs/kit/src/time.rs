@@ -25,6 +25,16 @@ pub async fn until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Whether the time zone name `zone` is one of PostgreSQL's copies of the IANA database under
+/// `posix/` or `right/` (in any case): not a name clients use, and `right/` zones count leap
+/// seconds.
+pub fn is_zone_database_copy(zone: &str) -> bool {
+    ["posix/", "right/"].iter().any(|copy| {
+        zone.get(..copy.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(copy))
+    })
+}
+
 /// The instant an RFC 3339 timestamp (`2026-12-02T10:00:00Z`, `2026-12-02T05:00:00.250-05:00`)
 /// names, in Unix seconds (with their fraction); `None` when `text` is not one.
 pub fn parse_rfc3339(text: &str) -> Option<f64> {

@@ -546,6 +546,9 @@ impl TimeZoneNames {
 
     /// The name `zone` is, as PostgreSQL spells it: itself when it is one exactly.
     fn canonical<'a>(&'a self, zone: &'a str) -> Option<&'a str> {
+        if gospelib_kit::time::is_zone_database_copy(zone) {
+            return None;
+        }
         if self.exact.contains(zone) {
             return Some(zone);
         }
@@ -585,7 +588,8 @@ impl Store {
     }
 
     /// `zone` as PostgreSQL names it, if it is a time zone it knows (an IANA name such as
-    /// `America/Los_Angeles`, or `UTC`, in any case: `america/los_angeles` is that zone):
+    /// `America/Los_Angeles`, or `UTC`, in any case: `america/los_angeles` is that zone; not
+    /// its `posix/` and `right/` copies):
     /// only those are bound to `AT TIME ZONE`, where an unknown one fails the statement. The
     /// names are read once per process.
     pub async fn canonical_time_zone(&self, zone: &str) -> Result<Option<String>, sqlx::Error> {
@@ -846,6 +850,7 @@ impl Store {
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
         let mut tx = self.begin_write(user).await?;
+        self.lock_item(&mut tx, id).await?;
         for _ in 0..ATTEMPTS_AGAINST_A_DELETE {
             self.count();
             let inserted = bind(sqlx::query_as(item.insert))
@@ -865,6 +870,23 @@ impl Store {
             }
         }
         Err(WriteError::IdTaken)
+    }
+
+    /// Takes the lock of item `id` for the rest of `tx`: its create and its delete are
+    /// applied one after the other. (A create replayed while its delete is committing would
+    /// otherwise check for the delete's record before it is visible, then find the row gone
+    /// and insert it again.)
+    async fn lock_item(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        id: Uuid,
+    ) -> Result<(), sqlx::Error> {
+        self.count();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("study.item:{id}"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Why an insert of `item` `id` wrote nothing: `user` made it already with the same
@@ -892,18 +914,19 @@ impl Store {
             // (An erased user has no items: one found is theirs from before the erasure.)
             Some(row) if owner(&row) == user => {
                 self.count();
-                let same: bool = sqlx::query_scalar(&format!(
+                let same: Option<bool> = sqlx::query_scalar(&format!(
                     "SELECT created_with IS NULL OR created_with = $2 FROM {} WHERE id = $1",
                     item.table
                 ))
                 .bind(id)
                 .bind(item.digest)
-                .fetch_one(&mut **tx)
+                .fetch_optional(&mut **tx)
                 .await?;
-                if same {
-                    Ok(AlreadyMade::Mine(row))
-                } else {
-                    Err(WriteError::IdReused)
+                match same {
+                    Some(true) => Ok(AlreadyMade::Mine(row)),
+                    Some(false) => Err(WriteError::IdReused),
+                    // Gone since (the item's lock makes it unlikely): look again.
+                    None => Ok(AlreadyMade::Gone),
                 }
             }
             other => {
@@ -972,6 +995,7 @@ impl Store {
     /// those counts while it waits for this row would otherwise deadlock with it.
     async fn delete_owned(&self, table: &str, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin_write(user).await?;
+        self.lock_item(&mut tx, id).await?;
         self.count();
         // Its id is remembered: a create sent again with it does not bring it back.
         let deleted: i64 = sqlx::query_scalar(&format!(

@@ -95,10 +95,7 @@ pub fn time_zone_shape(zone: &str) -> Result<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c))
         && !zone.contains("//")
-        && !["posix/", "right/"].iter().any(|copy| {
-            zone.get(..copy.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(copy))
-        });
+        && !gospelib_kit::time::is_zone_database_copy(zone);
     if shaped {
         Ok(zone)
     } else {
