@@ -317,20 +317,21 @@ async fn a_poison_entry_reaches_the_dead_letter_stream_after_n_attempts() {
     delete(&[&stream, &dead]).await;
 }
 
-/// Fails every entry until each has been handed to it `fail_first` times, then applies it;
-/// says a user's deletion must never be given up.
+/// Fails each entry until it has been handed to it as many times as `fail_first` says for its
+/// type, then applies it; says a user's deletion must never be given up.
 struct FailingForAWhile {
-    fail_first: u32,
+    fail_first: fn(&str) -> u32,
     calls: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 impl Handler for FailingForAWhile {
     async fn handle(&self, entry: &StreamEntry) -> Result<(), HandlerError> {
         let kind = entry.field("type").unwrap_or_default().to_owned();
+        let key = format!("{kind} {}", entry.field("n").unwrap_or_default());
         let mut calls = self.calls.lock().unwrap();
-        let call = calls.entry(kind).or_default();
+        let call = calls.entry(key).or_default();
         *call += 1;
-        if *call <= self.fail_first {
+        if *call <= (self.fail_first)(&kind) {
             Err(HandlerError::Retry("the store is down".into()))
         } else {
             Ok(())
@@ -342,27 +343,50 @@ impl Handler for FailingForAWhile {
     }
 }
 
+/// Adds an entry of `kind` numbered `n` to `stream`.
+async fn add_typed(stream: &str, kind: &str, n: u32) {
+    let mut connection = redis_connection().await;
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("type")
+        .arg(kind)
+        .arg("n")
+        .arg(n)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// The entries of the dead-letter stream `dead`: their `type`s.
+async fn dead_types(dead: &str) -> Vec<String> {
+    let mut connection = redis_connection().await;
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(dead)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields[1].clone())
+        .collect()
+}
+
 /// A user's deletion failing past `max_deliveries` and `retry_for` (a store down for a day) is
-/// retried until it is applied, never dead-lettered: nothing else would erase the user's data.
-/// Another event failing as long is dead-lettered as before.
+/// retried until it is applied, not dead-lettered: nothing else would erase the user's data.
+/// Another event failing as long is dead-lettered as before; and a deletion still failing at
+/// `keep_trying_for` is dead-lettered after all, before the stream's trim could drop it.
 #[tokio::test]
 async fn a_users_deletion_is_retried_until_applied_never_dead_lettered() {
     let stream = format!("gl:test:streams:{}", unique());
     let dead = format!("{stream}:dead");
-    let mut connection = redis_connection().await;
-    for kind in ["user.deleted", "user.updated"] {
-        let _: String = redis::cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg("type")
-            .arg(kind)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-    }
+    add_typed(&stream, "user.deleted", 0).await;
+    add_typed(&stream, "user.updated", 0).await;
     let calls = Arc::new(Mutex::new(BTreeMap::new()));
     let handler = FailingForAWhile {
-        fail_first: 6,
+        fail_first: |_| 6,
         calls: calls.clone(),
     };
     let mut settings = settings(&stream, "a");
@@ -370,7 +394,7 @@ async fn a_users_deletion_is_retried_until_applied_never_dead_lettered() {
     settings.retry_for = Duration::ZERO;
     settings.claim_idle = Duration::from_millis(150);
     let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
+    let task = tokio::spawn(run_consumer(redis(), settings.clone(), handler, shutdown));
 
     eventually("the group is caught up", || group_caught_up(&stream, "g")).await;
     stop.send(true).unwrap();
@@ -380,22 +404,76 @@ async fn a_users_deletion_is_retried_until_applied_never_dead_lettered() {
         (1, 1),
         "{stats:?}"
     );
-    let calls = calls.lock().unwrap().clone();
-    assert_eq!(calls["user.deleted"], 7, "six failures, then applied");
+    let seen = calls.lock().unwrap().clone();
+    assert_eq!(seen["user.deleted 0"], 7, "six failures, then applied");
     assert_eq!(
-        calls["user.updated"], 2,
+        seen["user.updated 0"], 2,
         "dead-lettered past max_deliveries"
     );
-    let dead_types: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(&dead)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(dead_types.len(), 1);
-    assert_eq!(dead_types[0].1[..2], ["type", "user.updated"]);
+    assert_eq!(dead_types(&dead).await, ["user.updated"]);
     delete(&[&stream, &dead]).await;
+
+    // Past `keep_trying_for`, a deletion still failing is dead-lettered too.
+    let stream = format!("gl:test:streams:{}", unique());
+    let dead = format!("{stream}:dead");
+    add_typed(&stream, "user.deleted", 0).await;
+    let handler = FailingForAWhile {
+        fail_first: |_| u32::MAX,
+        calls: Arc::default(),
+    };
+    let settings = ConsumerSettings {
+        keep_trying_for: Duration::ZERO,
+        ..settings_with_stream(&settings, &stream)
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
+    eventually("the group is caught up", || group_caught_up(&stream, "g")).await;
+    stop.send(true).unwrap();
+    assert_eq!(task.await.unwrap().dead_lettered, 1);
+    assert_eq!(dead_types(&dead).await, ["user.deleted"]);
+    delete(&[&stream, &dead]).await;
+}
+
+/// `settings` reading `stream` (and dead-lettering to its own dead-letter stream).
+fn settings_with_stream(settings: &ConsumerSettings, stream: &str) -> ConsumerSettings {
+    ConsumerSettings {
+        stream: stream.to_owned(),
+        dead_letter_stream: gospelib_kit::streams::dead_letter_stream(stream),
+        ..settings.clone()
+    }
+}
+
+/// Claim rounds go on where the last one stopped: deletions that keep failing at the front of
+/// the pending list (more than one round claims) do not keep an entry behind them from being
+/// claimed and applied.
+#[tokio::test]
+async fn failing_entries_at_the_front_do_not_starve_those_behind_them() {
+    let stream = format!("gl:test:streams:{}", unique());
+    for n in 0..20 {
+        add_typed(&stream, "user.deleted", n).await;
+    }
+    add_typed(&stream, "user.updated", 0).await;
+    let calls = Arc::new(Mutex::new(BTreeMap::new()));
+    let handler = FailingForAWhile {
+        fail_first: |kind| if kind == "user.deleted" { u32::MAX } else { 1 },
+        calls: calls.clone(),
+    };
+    let mut settings = settings(&stream, "a");
+    // A round claims at most 8 batches of 2: 16 entries, fewer than the failing ones.
+    settings.batch = 2;
+    settings.max_deliveries = 2;
+    settings.retry_for = Duration::ZERO;
+    settings.claim_idle = Duration::from_millis(150);
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run_consumer(redis(), settings, handler, shutdown));
+    eventually("the entry behind the failing ones is applied", || async {
+        calls.lock().unwrap().get("user.updated 0") == Some(&2)
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = task.await.unwrap();
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    delete(&[&stream, &gospelib_kit::streams::dead_letter_stream(&stream)]).await;
 }
 
 #[tokio::test]

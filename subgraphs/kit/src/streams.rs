@@ -36,8 +36,10 @@
 //!   `claim_idle` until the store is back. [`HandlerError::Reject`] (an entry that can never be
 //!   processed, e.g. malformed) dead-letters it at once. An entry the handler says must never
 //!   be given up ([`Handler::never_given_up`]: a user's deletion) is retried instead, every
-//!   `claim_idle`, for as long as the stream holds it, each failure past the limits logged as
-//!   an error.
+//!   `claim_idle`, each failure past the limits logged as an error, until it is
+//!   [`ConsumerSettings::keep_trying_for`] old (6 days): then it is dead-lettered after all,
+//!   before the stream's trim (a week) would drop it unseen. Claim rounds go on where the
+//!   last one stopped, so a long pending list is worked through to its end.
 //! - **At least once.** An entry may be handled more than once (a crash between the handler's
 //!   effect and the `XACK`, a claim racing a slow handler), so handlers must be idempotent
 //!   (events carry an `event_id` for that). Nothing acknowledged was unhandled, and nothing is
@@ -92,6 +94,12 @@ pub struct ConsumerSettings {
     /// How long after it was added an entry that keeps failing is still retried, whatever its
     /// deliveries (a store's outage must not dead-letter what it delays). Default 24 h.
     pub retry_for: Duration,
+    /// How long after it was added an entry the handler never gives up on
+    /// ([`Handler::never_given_up`]) is still retried past `max_deliveries` and `retry_for`:
+    /// then it is dead-lettered after all, kept a month there, before the stream's trim (its
+    /// entries are kept a week: [`crate::outbox::STREAM_RETENTION`]) would drop it unseen.
+    /// Default 6 days.
+    pub keep_trying_for: Duration,
     /// Where poison entries go. Default `<stream>:dead`.
     pub dead_letter_stream: String,
     /// The longest one Redis command (or connecting) may take. Default 2 s.
@@ -121,6 +129,7 @@ impl ConsumerSettings {
             claim_every: Duration::from_secs(5),
             max_deliveries: 5,
             retry_for: Duration::from_secs(24 * 3600),
+            keep_trying_for: Duration::from_secs(6 * 24 * 3600),
             call_timeout: Duration::from_secs(2),
             retry_pause: Duration::from_secs(1),
             handler_timeout: Duration::from_secs(30),
@@ -177,8 +186,8 @@ pub trait Handler: Send + Sync {
     /// Processes one entry; `Ok` acknowledges it.
     fn handle(&self, entry: &StreamEntry) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
-    /// Whether `entry` is retried for as long as the stream holds it instead of being
-    /// dead-lettered after [`ConsumerSettings::max_deliveries`] failures and
+    /// Whether `entry` is retried until [`ConsumerSettings::keep_trying_for`] instead of
+    /// being dead-lettered after [`ConsumerSettings::max_deliveries`] failures and
     /// [`ConsumerSettings::retry_for`]: an event whose effect nothing else would bring about,
     /// such as a user's deletion ([`erases_a_user`]). [`HandlerError::Reject`] still
     /// dead-letters it. None by default.
@@ -278,6 +287,7 @@ pub async fn run_consumer<H: Handler>(
         group_ready: false,
         own_pending_done: false,
         next_claim: Instant::now(),
+        claim_cursor: "0-0".to_owned(),
         stats: ConsumerStats::default(),
     };
     tracing::info!(
@@ -332,6 +342,10 @@ struct Consumer<H> {
     /// Whether this consumer's own pending entries were handled since it started.
     own_pending_done: bool,
     next_claim: Instant,
+    /// Where the next claim round goes on (`XAUTOCLAIM`'s cursor): each round takes a bounded
+    /// number of batches, and the next one goes on from there, so a long pending list is
+    /// worked through to its end before it starts over.
+    claim_cursor: String,
     stats: ConsumerStats,
 }
 
@@ -462,10 +476,9 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Claims entries idle for longer than `claim_idle` (a bounded number of batches per
-    /// round) and handles them.
+    /// round, going on where the last round stopped) and handles them.
     async fn claim_idle(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), CallError> {
         let idle = u64::try_from(self.settings.claim_idle.as_millis()).unwrap_or(u64::MAX);
-        let mut cursor = "0-0".to_owned();
         for _ in 0..8 {
             if stopping(shutdown) {
                 return Ok(());
@@ -475,7 +488,7 @@ impl<H: Handler> Consumer<H> {
                 .arg(&self.settings.group)
                 .arg(&self.settings.consumer)
                 .arg(idle)
-                .arg(&cursor)
+                .arg(&self.claim_cursor)
                 .arg("COUNT")
                 .arg(self.settings.batch.max(1))
                 .to_owned();
@@ -492,10 +505,11 @@ impl<H: Handler> Consumer<H> {
                 let entries = self.with_delivery_counts(raw).await?;
                 self.handle_all(entries, shutdown).await?;
             }
-            if next == "0-0" {
+            let at_the_end = next == "0-0";
+            self.claim_cursor = next;
+            if at_the_end {
                 return Ok(());
             }
-            cursor = next;
         }
         Ok(())
     }
@@ -566,7 +580,11 @@ impl<H: Handler> Consumer<H> {
         if entry.deliveries > self.settings.max_deliveries
             && entry.age().is_none_or(|age| age >= self.settings.retry_for)
         {
-            if !self.handler.never_given_up(&entry) {
+            let kept_trying = self.handler.never_given_up(&entry)
+                && entry
+                    .age()
+                    .is_some_and(|age| age < self.settings.keep_trying_for);
+            if !kept_trying {
                 let reason = format!(
                     "delivered {} times; the handler failed each of the first {}",
                     entry.deliveries, self.settings.max_deliveries
@@ -577,8 +595,9 @@ impl<H: Handler> Consumer<H> {
                 stream = %self.settings.stream,
                 id = %entry.id,
                 deliveries = entry.deliveries,
-                "an entry that must be applied still fails; it is retried for as long as the \
-                 stream holds it"
+                keep_trying_for = ?self.settings.keep_trying_for,
+                "an entry that must be applied still fails; it is retried until it is \
+                 keep_trying_for old, then dead-lettered"
             );
         }
         let outcome =
@@ -885,6 +904,10 @@ mod tests {
         assert_eq!(settings.dead_letter_stream, "gl:events:users:dead");
         assert_eq!(settings.max_deliveries, 5);
         assert_eq!(settings.retry_for, Duration::from_secs(24 * 3600));
+        assert!(
+            settings.keep_trying_for < crate::outbox::STREAM_RETENTION,
+            "dead-lettered before the trim drops it"
+        );
         assert!(settings.claim_idle > settings.handler_timeout);
         let entry = StreamEntry {
             id: "1-0".into(),
