@@ -17,7 +17,8 @@
 //! - **Recipients.** Push: each of the user's devices that is neither removed nor retired, IOS
 //!   through APNs and ANDROID/WEB through FCM; email: the user's address. None: `skipped`. A
 //!   recipient that already has a final outcome for the notification (a retried job) is not sent
-//!   to again; a device removed or retired while the job's earlier sends went out is `skipped`.
+//!   to again; a device removed or retired while the job's earlier sends went out is `skipped`
+//!   (checked just before its send), and one whose token changed meanwhile gets its new token.
 //! - **Outcomes** ([`Delivery`], through [`deliver_with_retries`] with
 //!   [`DeliverySettings::send_retries`]): `sent` only with the provider's acceptance (and its
 //!   message id when it gave one); `skipped` when the provider is unconfigured; `rejected` when
@@ -618,7 +619,7 @@ impl DeliveryWorker {
             .sort_by_key(|recipient| failed_before.contains(&recipient_digest(&recipient.to)));
         let longest_send = self.settings().longest_send();
         let (mut sent_one, mut out_of_time) = (false, false);
-        for recipient in recipients {
+        for mut recipient in recipients {
             // A send is never cut short by the job's own bound (what it did would go
             // unrecorded, and the job be tried again forever): once one send has gone out, the
             // rest wait for the next attempt unless the longest send still fits.
@@ -628,19 +629,25 @@ impl DeliveryWorker {
                 break;
             }
             // The user's devices were read before the first send: one removed (or retired, or
-            // the user erased) while the sends before its turn went out is not sent to.
-            if sent_one
-                && let Some(device) = &recipient.device
-                && !recipients::still_active(pool, job.user_id, device).await?
-            {
-                let skipped = Delivery::Skipped {
-                    reason: "the device was removed during the job".to_owned(),
-                };
-                let to = Some((self.push_provider(device).name(), recipient.to.as_str()));
-                record(pool, job, channel, to, &skipped, 1, false).await?;
-                stats.skipped += 1;
-                outcomes.push(outcome_of(&skipped).to_owned());
-                continue;
+            // the user erased) while the sends before its turn went out is not sent to, and one
+            // whose token its app refreshed meanwhile is sent to at its new token.
+            if sent_one && let Some(device) = &mut recipient.device {
+                match recipients::current_token(pool, job.user_id, device).await? {
+                    Some(token) => {
+                        device.token = token.clone();
+                        recipient.to = token;
+                    }
+                    None => {
+                        let skipped = Delivery::Skipped {
+                            reason: "the device was removed during the job".to_owned(),
+                        };
+                        let to = Some((self.push_provider(device).name(), recipient.to.as_str()));
+                        record(pool, job, channel, to, &skipped, 1, false).await?;
+                        stats.skipped += 1;
+                        outcomes.push(outcome_of(&skipped).to_owned());
+                        continue;
+                    }
+                }
             }
             sent_one = true;
             let (provider, delivery, attempts) =

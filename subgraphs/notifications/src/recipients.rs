@@ -208,18 +208,20 @@ pub async fn active_devices(pool: &PgPool, user: Uuid) -> Result<Vec<Device>, sq
     .await
 }
 
-/// Whether `device`, read by [`active_devices`] for `user`, is still theirs to push to (with
-/// the same token, not removed, not retired).
-pub async fn still_active(pool: &PgPool, user: Uuid, device: &Device) -> Result<bool, sqlx::Error> {
+/// The token `device` (read by [`active_devices`] for `user`) has now, if it is still theirs
+/// to push to (not removed, not retired): its app may have refreshed it meanwhile.
+pub async fn current_token(
+    pool: &PgPool,
+    user: Uuid,
+    device: &Device,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM notifications.devices
-         WHERE device_id = $1 AND user_id = $2 AND token = $3
-           AND removed_at IS NULL AND retired_at IS NULL)",
+        "SELECT token FROM notifications.devices
+         WHERE device_id = $1 AND user_id = $2 AND removed_at IS NULL AND retired_at IS NULL",
     )
     .bind(device.device_id)
     .bind(user)
-    .bind(&device.token)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
 }
 

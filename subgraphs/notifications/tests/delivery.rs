@@ -1430,7 +1430,8 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
 }
 
 /// A device removed while the job's sends before its turn went out is not sent to: its
-/// recipient is recorded as skipped, and the job is done.
+/// recipient is recorded as skipped, and the job is done. One whose token was refreshed
+/// meanwhile is sent to at its new token.
 #[tokio::test]
 async fn a_device_removed_during_the_job_is_not_sent_to() {
     let pool = pool().await;
@@ -1441,8 +1442,8 @@ async fn a_device_removed_during_the_job_is_not_sent_to() {
         &first,
         [Reply::new(200, "").after(Duration::from_millis(800))],
     );
-    let worker = worker(&pool, &providers, settings(&[user], &test_stream()));
-    let run = tokio::spawn(async move { worker.run_once().await.unwrap() });
+    let first_worker = worker(&pool, &providers, settings(&[user], &test_stream()));
+    let run = tokio::spawn(async move { first_worker.run_once().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let device: Uuid =
         sqlx::query_scalar("SELECT device_id FROM notifications.devices WHERE token = $1")
@@ -1472,8 +1473,32 @@ async fn a_device_removed_during_the_job_is_not_sent_to() {
     );
     let done = push_job(jobs(&pool, user).await);
     assert!(done.done, "{done:?}");
+
+    // The second device's app refreshes its token meanwhile: the push goes to the new one.
+    let (other, first, second) = two_devices_welcomed(&pool).await;
+    fake.script(
+        &first,
+        [Reply::new(200, "").after(Duration::from_millis(800))],
+    );
+    let second_worker = worker(&pool, &providers, settings(&[other], &test_stream()));
+    let run = tokio::spawn(async move { second_worker.run_once().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let device: Uuid =
+        sqlx::query_scalar("SELECT device_id FROM notifications.devices WHERE token = $1")
+            .bind(&second)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let refreshed = ios_token();
+    EventsHandler::new(pool.clone())
+        .apply(&registered(other, device, "IOS", &refreshed))
+        .await
+        .unwrap();
+    run.await.unwrap();
+    assert!(fake.apns_to(&second).is_empty(), "sent to the old token");
+    assert_eq!(fake.apns_to(&refreshed).len(), 1);
     fake.assert_no_problems();
-    clean_up(&pool, &[user]).await;
+    clean_up(&pool, &[user, other]).await;
 }
 
 /// A job out of time after sends that all settled for good goes on at once, its attempt given
