@@ -122,8 +122,15 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
             key: Some(key),
             cell: cell.clone(),
         };
-        cell.get_or_init(work).await;
-        drop(guard);
+        // The entry goes before the result is set (the guard is dropped at the end of the
+        // work, inside the cell's initialisation): a follower woken by the result and asking
+        // again at once starts new work instead of finding this finished one.
+        cell.get_or_init(|| async move {
+            let result = work().await;
+            drop(guard);
+            result
+        })
+        .await;
         (take_or_copy(cell), Role::Led)
     }
 
