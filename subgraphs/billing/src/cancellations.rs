@@ -142,8 +142,8 @@ pub fn session_result_of(
 
 /// What became of a duplicate.
 enum Settled {
-    /// Cancelled at Stripe, its payment refunded if there was one: the row is done.
-    Cancelled(&'static str),
+    /// Cancelled at Stripe, and what became of its payment's refund.
+    Cancelled(Refund),
     /// Left as it is (why): the row is forgotten, for a later event to queue it again.
     LeftAlone(&'static str),
 }
@@ -210,6 +210,44 @@ async fn settle_duplicate(
     ))
 }
 
+/// What refunding a cancelled subscription's latest payment came to.
+enum Refund {
+    /// Refunded, or nothing was paid to refund (what was done, for the log): the row is done.
+    Settled(&'static str),
+    /// Its latest invoice is still `open` (or `draft`): a payment on its way (a bank debit
+    /// settles in days) would be kept if the row were done now. Asked again later.
+    PaymentPending,
+}
+
+/// The `last_error` of a row waiting for its invoice's payment before refunding it.
+const PAYMENT_PENDING: &str =
+    "the latest invoice's payment is still on its way: the refund waits for it";
+
+/// How long apart a row waiting for its invoice's payment looks again.
+const PAYMENT_PENDING_RETRY: Duration = Duration::from_secs(3600);
+
+/// How many times a row looks for its invoice's payment before it is done with nothing
+/// refunded (hourly: a month, past any bank debit's settlement).
+const PAYMENT_PENDING_ATTEMPTS: i32 = 24 * 30;
+
+/// What a refund's outcome means for its row (`attempts`: this one included).
+fn refund_result(refund: Refund, attempts: i32) -> (CancellationResult, Option<String>) {
+    match refund {
+        Refund::Settled(what) => result_of(Ok(what.to_owned()), attempts),
+        Refund::PaymentPending if attempts < PAYMENT_PENDING_ATTEMPTS => (
+            CancellationResult::Later {
+                error: PAYMENT_PENDING.to_owned(),
+                retry_in_secs: PAYMENT_PENDING_RETRY.as_secs() as i64,
+            },
+            None,
+        ),
+        Refund::PaymentPending => (
+            CancellationResult::Done,
+            Some("cancelled; its invoice was never paid: nothing refunded".to_owned()),
+        ),
+    }
+}
+
 /// Why settling a duplicate stopped: Stripe's answer (read by [`result_of`]), or billing's own
 /// store.
 #[derive(Debug, thiserror::Error)]
@@ -229,14 +267,17 @@ async fn refund_latest_invoice(
     id: &str,
     latest_invoice: Option<String>,
     reason: RefundReason,
-) -> Result<&'static str, StripeError> {
+) -> Result<Refund, StripeError> {
     let Some(invoice_id) = latest_invoice else {
-        return Ok("cancelled; no invoice to refund");
+        return Ok(Refund::Settled("cancelled; no invoice to refund"));
     };
     let invoice = stripe.invoice(&invoice_id).await?;
+    if matches!(invoice.status.as_deref(), Some("open" | "draft")) {
+        return Ok(Refund::PaymentPending);
+    }
     let owed = invoice.amount_paid - invoice.post_payment_credit_notes_amount;
     if invoice.status.as_deref() != Some("paid") || owed <= 0 {
-        return Ok("cancelled; nothing paid left to refund");
+        return Ok(Refund::Settled("cancelled; nothing paid left to refund"));
     }
     let refund = InvoiceRefund {
         invoice: invoice_id,
@@ -245,7 +286,7 @@ async fn refund_latest_invoice(
         reason,
     };
     stripe.refund_invoice(&refund).await?;
-    Ok("cancelled and refunded")
+    Ok(Refund::Settled("cancelled and refunded"))
 }
 
 /// Cancels the subscription `id` at once and refunds its payment for `reason`: a deleted
@@ -256,7 +297,7 @@ async fn cancel_and_refund(
     stripe: &dyn StripeApi,
     id: &str,
     reason: RefundReason,
-) -> Result<&'static str, StripeError> {
+) -> Result<Refund, StripeError> {
     let this = stripe.subscription(id).await?;
     let latest_invoice = if matches!(this.status.as_str(), "canceled" | "incomplete_expired") {
         this.latest_invoice
@@ -307,9 +348,7 @@ pub async fn cancel_due(
                         store::forget_duplicate(pool, &cancellation).await?;
                         continue;
                     }
-                    Ok(Settled::Cancelled(what)) => {
-                        result_of(Ok(what.to_owned()), cancellation.attempts)
-                    }
+                    Ok(Settled::Cancelled(refund)) => refund_result(refund, cancellation.attempts),
                     Err(SettleError::Stripe(error)) => result_of(Err(error), cancellation.attempts),
                     Err(SettleError::Store(error)) => return Err(error),
                 }
@@ -319,8 +358,10 @@ pub async fn cancel_due(
                 } else {
                     RefundReason::OrderChange
                 };
-                let answer = cancel_and_refund(stripe, id, reason).await;
-                result_of(answer.map(str::to_owned), cancellation.attempts)
+                match cancel_and_refund(stripe, id, reason).await {
+                    Ok(refund) => refund_result(refund, cancellation.attempts),
+                    Err(error) => result_of(Err(error), cancellation.attempts),
+                }
             } else {
                 let answer = stripe.cancel_subscription(id).await;
                 result_of(
@@ -351,7 +392,9 @@ pub async fn cancel_due(
                     retry_in_secs,
                 } => {
                     stats.postponed += 1;
-                    if cancellation.attempts >= ALERT_AFTER_ATTEMPTS {
+                    if error == PAYMENT_PENDING {
+                        tracing::info!(stripe_id = id, retry_in_secs, "{what}: {error}");
+                    } else if cancellation.attempts >= ALERT_AFTER_ATTEMPTS {
                         let attempts = cancellation.attempts;
                         tracing::error!(stripe_id = id, %error, attempts, retry_in_secs, "{what}: Stripe still could not take it; trying again later (look at the API key and Stripe's status)");
                     } else {

@@ -632,8 +632,9 @@ async fn two_duplicates_settled_at_once_leave_the_customer_one() {
 }
 
 /// A checkout opened before the user's deletion and paid after it: its subscription is
-/// cancelled and its payment refunded (nobody can use what it bought). A subscription the
-/// erasure itself queued stays a plain cancellation, whatever event comes later.
+/// cancelled and its payment refunded (nobody can use what it bought), once the payment has
+/// gone through when it was still on its way. A subscription the erasure itself queued stays
+/// a plain cancellation, whatever event comes later.
 #[tokio::test]
 async fn a_deleted_users_checkout_paid_after_the_deletion_is_refunded() {
     let _queue = QUEUE.lock().await;
@@ -704,6 +705,37 @@ async fn a_deleted_users_checkout_paid_after_the_deletion_is_refunded() {
         )]
     );
     assert_eq!(queued(&pool, &late).await, Some((None, true, false)));
+
+    // One paid by a bank debit still on its way when the worker comes: cancelled, and the
+    // refund waits for the payment instead of finding nothing paid.
+    let (debit, debit_customer) = (subscription_id(), customer_id());
+    let debit_invoice = format!("in_test_{}", unique());
+    fake.subscription(&debit, "active", &debit_invoice, &debit_customer);
+    fake.invoice(&debit_invoice, "open", 0);
+    let body = delivery("created", &debit, &debit_customer, user, "active", now);
+    assert_eq!(post(&url, &body).await.0, 200);
+    cancel_due(&pool, &stripe, &CancellationSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(fake.status_of(&debit), "canceled");
+    assert_eq!(
+        queued(&pool, &debit).await,
+        Some((None, false, false)),
+        "waiting"
+    );
+    fake.invoice(&debit_invoice, "paid", 1500);
+    sqlx::query(
+        "UPDATE billing.stripe_cancellations SET next_attempt_at = now() WHERE stripe_id = $1",
+    )
+    .bind(&debit)
+    .execute(&pool)
+    .await
+    .unwrap();
+    cancel_due(&pool, &stripe, &CancellationSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(fake.given_back(&debit_invoice), 1500, "refunded once paid");
+    assert_eq!(queued(&pool, &debit).await, Some((None, true, false)));
     assert!(
         fake.received("PROBLEM").is_empty(),
         "{:?}",
@@ -714,5 +746,5 @@ async fn a_deleted_users_checkout_paid_after_the_deletion_is_refunded() {
         .execute(&pool)
         .await
         .unwrap();
-    forget_cancellations(&pool, &[&late, &known]).await;
+    forget_cancellations(&pool, &[&late, &known, &debit]).await;
 }
