@@ -569,7 +569,9 @@ pub async fn delete_clerk_user(
 /// Takes a deleted user's personal data out of the events the outbox keeps (for its retention,
 /// long after they are relayed): addresses become `null`, push tokens go. A device
 /// registration not relayed yet goes whole: the device is gone, and the deletion's own event
-/// comes after it.
+/// comes after it. The user's events relayed already are marked to be taken out of the
+/// stream too ([`gospelib_kit::outbox`]'s `forget_in_stream`), where they would otherwise
+/// keep the address for the stream's week.
 async fn scrub_outbox(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "DELETE FROM accounts.outbox
@@ -586,6 +588,13 @@ async fn scrub_outbox(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx
                             ELSE payload - 'token' END
          WHERE payload->>'user_id' = $1::text
            AND (payload->>'email' IS NOT NULL OR payload ? 'token')",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE accounts.outbox SET forget_in_stream = true
+         WHERE payload->>'user_id' = $1::text AND stream_entry_id IS NOT NULL",
     )
     .bind(user_id)
     .execute(conn)

@@ -4,7 +4,8 @@
 //!
 //! ```sql
 //! id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE, stream text NOT NULL,
-//! payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
+//! payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz,
+//! stream_entry_id text, forget_in_stream boolean NOT NULL DEFAULT false
 //! ```
 //!
 //! - [`Outbox::append`] writes an event in the caller's transaction: it exists if and only if
@@ -26,6 +27,11 @@
 //!   carry users' data (an email address in `user.updated`); a consumer group reads them
 //!   within hours (its pending entries are dead-lettered after a day), so a week is far more
 //!   than any consumer needs, and a consumer stopped longer than that misses what was trimmed.
+//! - Each relayed row keeps its entry's id (`stream_entry_id`). A row marked
+//!   `forget_in_stream` (a deleted user's events, marked by the deletion) has its entry taken
+//!   out of the stream (`XDEL`) by the relay loop's next pass
+//!   ([`Outbox::forget_marked_entries`]), so the user's data does not wait for the trim; a
+//!   consumer that had it pending acknowledges it as gone.
 //!
 //! **Delivery is at least once.** A row is marked published only after Redis accepted its
 //! `XADD`; if PostgreSQL then fails to record that (or the process dies in between), the row is
@@ -194,6 +200,13 @@ impl Outbox {
         relay(&self.pool, &self.redis, self.table, Some(&self.stream)).await
     }
 
+    /// Takes out of their streams the entries of rows marked `forget_in_stream` (a deleted
+    /// user's events, marked in the deletion's transaction), and clears the marks; how many.
+    /// [`Outbox::run_relay`] does it on every tick.
+    pub async fn forget_marked_entries(&self) -> Result<usize, RelayError> {
+        forget_marked_entries(&self.pool, &self.redis, self.table).await
+    }
+
     /// Relays this stream's pending rows now; failures are logged (the rows stay pending for
     /// [`Outbox::run_relay`]).
     pub async fn publish(&self) {
@@ -232,8 +245,8 @@ impl Outbox {
         });
     }
 
-    /// Runs [`Outbox::relay_pending`] every `every`, forever (the launcher spawns it and aborts
-    /// it on shutdown). Failures are logged (a warning when the relay starts failing, then
+    /// Runs [`Outbox::relay_pending`] and [`Outbox::forget_marked_entries`] every `every`,
+    /// forever (the launcher spawns it and aborts it on shutdown). Failures are logged (a warning when the relay starts failing, then
     /// quietly until it works again) and retried on the next tick.
     pub async fn run_relay(self, every: Duration) {
         let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
@@ -241,7 +254,19 @@ impl Outbox {
         let mut failing = false;
         loop {
             ticks.tick().await;
-            match self.relay_pending().await {
+            let pass = async {
+                let published = self.relay_pending().await?;
+                let forgotten = self.forget_marked_entries().await?;
+                if forgotten > 0 {
+                    tracing::info!(
+                        table = self.table,
+                        forgotten,
+                        "took events whose data had to go out of their streams"
+                    );
+                }
+                Ok::<_, RelayError>(published)
+            };
+            match pass.await {
                 Ok(published) => {
                     if failing {
                         tracing::info!(table = self.table, published, "outbox relay works again");
@@ -305,7 +330,11 @@ async fn relay(
          LIMIT $2
          FOR UPDATE SKIP LOCKED"
     );
-    let mark = format!("UPDATE {table} SET published_at = now() WHERE id = ANY($1)");
+    let mark = format!(
+        "UPDATE {table} SET published_at = now(), stream_entry_id = relayed.entry_id
+         FROM unnest($1::bigint[], $2::text[]) AS relayed(id, entry_id)
+         WHERE {table}.id = relayed.id"
+    );
     // Redis first, outside any transaction: a silent Redis costs this relay its connect
     // timeout, never a pooled connection and row locks held meanwhile.
     let pending = format!(
@@ -357,10 +386,14 @@ async fn relay_batch(
     }
     let taken = rows.len();
     let mut published = Vec::with_capacity(taken);
+    let mut entry_ids = Vec::with_capacity(taken);
     let mut failure = None;
     for row in rows {
         match xadd(connection, &row).await {
-            Ok(()) => published.push(row.id),
+            Ok(entry_id) => {
+                published.push(row.id);
+                entry_ids.push(entry_id);
+            }
             Err(error) => {
                 failure = Some(error);
                 break;
@@ -368,7 +401,11 @@ async fn relay_batch(
         }
     }
     if !published.is_empty() {
-        sqlx::query(mark).bind(&published).execute(&mut *tx).await?;
+        sqlx::query(mark)
+            .bind(&published)
+            .bind(&entry_ids)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     match failure {
@@ -392,7 +429,8 @@ async fn connect(redis: &redis::Client) -> Result<MultiplexedConnection, RelayEr
     .map_err(RelayError::from)
 }
 
-async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), RelayError> {
+/// Adds `row` to its stream; the entry's id.
+async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<String, RelayError> {
     let command = redis::cmd("XADD")
         .arg(&row.stream)
         .arg("MINID")
@@ -405,10 +443,60 @@ async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), 
         .arg("payload")
         .arg(&row.payload)
         .to_owned();
-    let _entry_id: String = tokio::time::timeout(REDIS_TIMEOUT, command.query_async(conn))
+    let entry_id: String = tokio::time::timeout(REDIS_TIMEOUT, command.query_async(conn))
         .await
         .map_err(|_| RelayError::Timeout)??;
-    Ok(())
+    Ok(entry_id)
+}
+
+/// Deletes from their streams (`XDEL`) the entries of the rows of `table` marked
+/// `forget_in_stream`, a batch at a time, and clears the mark and the entry's id; how many.
+/// Rows whose delete failed stay marked for the next pass.
+async fn forget_marked_entries(
+    pool: &PgPool,
+    redis: &redis::Client,
+    table: &'static str,
+) -> Result<usize, RelayError> {
+    let select = format!(
+        "SELECT id, stream, stream_entry_id FROM {table}
+         WHERE forget_in_stream ORDER BY id LIMIT $1"
+    );
+    let clear = format!(
+        "UPDATE {table} SET forget_in_stream = false, stream_entry_id = NULL WHERE id = ANY($1)"
+    );
+    let mut forgotten = 0;
+    let mut connection = None;
+    loop {
+        let marked: Vec<(i64, String, Option<String>)> =
+            bounded(async { Ok(sqlx::query_as(&select).bind(BATCH).fetch_all(pool).await?) })
+                .await?;
+        if marked.is_empty() {
+            return Ok(forgotten);
+        }
+        let connection = match &mut connection {
+            Some(connection) => connection,
+            None => connection.insert(connect(redis).await?),
+        };
+        let mut by_stream: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (_, stream, entry_id) in &marked {
+            if let Some(entry_id) = entry_id {
+                by_stream.entry(stream).or_default().push(entry_id);
+            }
+        }
+        for (stream, entry_ids) in by_stream {
+            let command = redis::cmd("XDEL").arg(stream).arg(entry_ids).to_owned();
+            let _deleted: i64 =
+                tokio::time::timeout(REDIS_TIMEOUT, command.query_async(connection))
+                    .await
+                    .map_err(|_| RelayError::Timeout)??;
+        }
+        let ids: Vec<i64> = marked.iter().map(|(id, _, _)| *id).collect();
+        bounded(async { Ok(sqlx::query(&clear).bind(&ids).execute(pool).await?) }).await?;
+        forgotten += ids.len();
+        if i64::try_from(marked.len()).unwrap_or(i64::MAX) < BATCH {
+            return Ok(forgotten);
+        }
+    }
 }
 
 /// The lowest entry id a stream keeping entries for `keep` holds at `now`: `<ms>-0`, `keep`
