@@ -160,9 +160,10 @@ impl DeviceEvent {
     }
 }
 
-/// The accounts outbox on `pool`, its events going to `stream` through `redis`.
+/// The accounts outbox on `pool`, its events going to `stream` through `redis`; its relay
+/// loop also takes a deleted user's events out of the stream (marked by the deletion).
 pub fn outbox(pool: PgPool, redis: redis::Client, stream: impl Into<String>) -> Outbox {
-    Outbox::new(pool, redis, TABLE, stream)
+    Outbox::new(pool, redis, TABLE, stream).forgetting_marked_entries()
 }
 
 /// Writes `event` to `outbox`, in the caller's transaction; returns its id.

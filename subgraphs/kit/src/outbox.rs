@@ -4,8 +4,7 @@
 //!
 //! ```sql
 //! id bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE, stream text NOT NULL,
-//! payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz,
-//! stream_entry_id text, forget_in_stream boolean NOT NULL DEFAULT false
+//! payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
 //! ```
 //!
 //! - [`Outbox::append`] writes an event in the caller's transaction: it exists if and only if
@@ -27,11 +26,11 @@
 //!   carry users' data (an email address in `user.updated`); a consumer group reads them
 //!   within hours (its pending entries are dead-lettered after a day), so a week is far more
 //!   than any consumer needs, and a consumer stopped longer than that misses what was trimmed.
-//! - Each relayed row keeps its entry's id (`stream_entry_id`). A row marked
-//!   `forget_in_stream` (a deleted user's events, marked by the deletion) has its entry taken
-//!   out of the stream (`XDEL`) by the relay loop's next pass
-//!   ([`Outbox::forget_marked_entries`]), so the user's data does not wait for the trim; a
-//!   consumer that had it pending acknowledges it as gone.
+//! - An outbox whose table also has `forget_in_stream boolean NOT NULL DEFAULT false`
+//!   (`accounts.outbox`: a deleted user's events, marked by the deletion) can have the copies of
+//!   the rows so marked taken out of their streams (`XDEL`) by its relay loop's next pass
+//!   ([`Outbox::forgetting_marked_entries`]), so the user's data does not wait for the trim;
+//!   a consumer that had one pending acknowledges it as gone.
 //!
 //! **Delivery is at least once.** A row is marked published only after Redis accepted its
 //! `XADD`; if PostgreSQL then fails to record that (or the process dies in between), the row is
@@ -86,6 +85,8 @@ pub struct Outbox {
     background: Arc<Semaphore>,
     /// A change was committed since the background relay began its last pass.
     wanted: Arc<AtomicBool>,
+    /// Whether the relay loop also takes marked rows' copies out of their streams.
+    forgets_marked_entries: bool,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -134,7 +135,15 @@ impl Outbox {
             stream: stream.into(),
             background: Arc::new(Semaphore::new(1)),
             wanted: Arc::new(AtomicBool::new(false)),
+            forgets_marked_entries: false,
         }
+    }
+
+    /// This outbox, its relay loop also taking the copies of rows marked `forget_in_stream`
+    /// out of their streams ([`Outbox::forget_marked_entries`]; the table needs that column).
+    pub fn forgetting_marked_entries(mut self) -> Self {
+        self.forgets_marked_entries = true;
+        self
     }
 
     /// The PostgreSQL pool the outbox (and the service's changes) live in.
@@ -200,9 +209,10 @@ impl Outbox {
         relay(&self.pool, &self.redis, self.table, Some(&self.stream)).await
     }
 
-    /// Takes out of their streams the entries of rows marked `forget_in_stream` (a deleted
-    /// user's events, marked in the deletion's transaction), and clears the marks; how many.
-    /// [`Outbox::run_relay`] does it on every tick.
+    /// Takes out of their streams the copies of rows marked `forget_in_stream` (a deleted
+    /// user's events, marked in the deletion's transaction), and clears the marks; how many
+    /// rows. [`Outbox::run_relay`] does it on every tick when
+    /// [`Outbox::forgetting_marked_entries`].
     pub async fn forget_marked_entries(&self) -> Result<usize, RelayError> {
         forget_marked_entries(&self.pool, &self.redis, self.table).await
     }
@@ -245,8 +255,9 @@ impl Outbox {
         });
     }
 
-    /// Runs [`Outbox::relay_pending`] and [`Outbox::forget_marked_entries`] every `every`,
-    /// forever (the launcher spawns it and aborts it on shutdown). Failures are logged (a warning when the relay starts failing, then
+    /// Runs [`Outbox::relay_pending`] every `every` (and [`Outbox::forget_marked_entries`],
+    /// when [`Outbox::forgetting_marked_entries`]), forever (the launcher spawns it and aborts
+    /// it on shutdown). Failures are logged (a warning when the relay starts failing, then
     /// quietly until it works again) and retried on the next tick.
     pub async fn run_relay(self, every: Duration) {
         let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
@@ -256,7 +267,11 @@ impl Outbox {
             ticks.tick().await;
             let pass = async {
                 let published = self.relay_pending().await?;
-                let forgotten = self.forget_marked_entries().await?;
+                let forgotten = if self.forgets_marked_entries {
+                    self.forget_marked_entries().await?
+                } else {
+                    0
+                };
                 if forgotten > 0 {
                     tracing::info!(
                         table = self.table,
@@ -330,11 +345,7 @@ async fn relay(
          LIMIT $2
          FOR UPDATE SKIP LOCKED"
     );
-    let mark = format!(
-        "UPDATE {table} SET published_at = now(), stream_entry_id = relayed.entry_id
-         FROM unnest($1::bigint[], $2::text[]) AS relayed(id, entry_id)
-         WHERE {table}.id = relayed.id"
-    );
+    let mark = format!("UPDATE {table} SET published_at = now() WHERE id = ANY($1)");
     // Redis first, outside any transaction: a silent Redis costs this relay its connect
     // timeout, never a pooled connection and row locks held meanwhile.
     let pending = format!(
@@ -386,14 +397,10 @@ async fn relay_batch(
     }
     let taken = rows.len();
     let mut published = Vec::with_capacity(taken);
-    let mut entry_ids = Vec::with_capacity(taken);
     let mut failure = None;
     for row in rows {
         match xadd(connection, &row).await {
-            Ok(entry_id) => {
-                published.push(row.id);
-                entry_ids.push(entry_id);
-            }
+            Ok(()) => published.push(row.id),
             Err(error) => {
                 failure = Some(error);
                 break;
@@ -401,11 +408,7 @@ async fn relay_batch(
         }
     }
     if !published.is_empty() {
-        sqlx::query(mark)
-            .bind(&published)
-            .bind(&entry_ids)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(mark).bind(&published).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     match failure {
@@ -429,8 +432,7 @@ async fn connect(redis: &redis::Client) -> Result<MultiplexedConnection, RelayEr
     .map_err(RelayError::from)
 }
 
-/// Adds `row` to its stream; the entry's id.
-async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<String, RelayError> {
+async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<(), RelayError> {
     let command = redis::cmd("XADD")
         .arg(&row.stream)
         .arg("MINID")
@@ -443,31 +445,56 @@ async fn xadd(conn: &mut MultiplexedConnection, row: &PendingRow) -> Result<Stri
         .arg("payload")
         .arg(&row.payload)
         .to_owned();
-    let entry_id: String = tokio::time::timeout(REDIS_TIMEOUT, command.query_async(conn))
+    let _entry_id: String = tokio::time::timeout(REDIS_TIMEOUT, command.query_async(conn))
         .await
         .map_err(|_| RelayError::Timeout)??;
-    Ok(entry_id)
+    Ok(())
 }
 
-/// Deletes from their streams (`XDEL`) the entries of the rows of `table` marked
-/// `forget_in_stream`, a batch at a time, and clears the mark and the entry's id; how many.
-/// Rows whose delete failed stay marked for the next pass.
+/// How far before a row's `created_at` (PostgreSQL's clock) its copies' entry ids (Redis's
+/// clock) are looked for: the two servers' clocks may differ.
+const CLOCK_SKEW_MS: i64 = 60_000;
+
+/// How far after a row's `published_at` (or now, unpublished) its copies are looked for: the
+/// clocks' skew, and a relay batch that added it and then failed to commit (within the
+/// worker's deadline) left a copy before the one that counted.
+const AFTER_PUBLISHED_MS: i64 = CLOCK_SKEW_MS + 60_000;
+
+/// How many entries one `XRANGE` of a row's window reads.
+const WINDOW_PAGE: usize = 500;
+
+/// A row marked `forget_in_stream`: where its copies may be.
+#[derive(sqlx::FromRow)]
+struct MarkedRow {
+    id: i64,
+    stream: String,
+    event_id: String,
+    created_ms: i64,
+    published_ms: i64,
+}
+
+/// Deletes from their streams (`XDEL`) every copy of the rows of `table` marked
+/// `forget_in_stream` (found by their `event_id` between the row's creation and its
+/// publication, give or take the clocks' skew: a relay that failed to record its batch may
+/// have added a row twice), a batch at a time, and clears the marks; how many rows. A row
+/// whose copies could not be deleted stays marked for the next pass.
 async fn forget_marked_entries(
     pool: &PgPool,
     redis: &redis::Client,
     table: &'static str,
 ) -> Result<usize, RelayError> {
     let select = format!(
-        "SELECT id, stream, stream_entry_id FROM {table}
-         WHERE forget_in_stream ORDER BY id LIMIT $1"
+        "SELECT id, stream, event_id::text AS event_id,
+                (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
+                (extract(epoch FROM coalesce(published_at, now())) * 1000)::bigint
+                    AS published_ms
+         FROM {table} WHERE forget_in_stream ORDER BY id LIMIT $1"
     );
-    let clear = format!(
-        "UPDATE {table} SET forget_in_stream = false, stream_entry_id = NULL WHERE id = ANY($1)"
-    );
+    let clear = format!("UPDATE {table} SET forget_in_stream = false WHERE id = ANY($1)");
     let mut forgotten = 0;
     let mut connection = None;
     loop {
-        let marked: Vec<(i64, String, Option<String>)> =
+        let marked: Vec<MarkedRow> =
             bounded(async { Ok(sqlx::query_as(&select).bind(BATCH).fetch_all(pool).await?) })
                 .await?;
         if marked.is_empty() {
@@ -477,24 +504,59 @@ async fn forget_marked_entries(
             Some(connection) => connection,
             None => connection.insert(connect(redis).await?),
         };
-        let mut by_stream: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-        for (_, stream, entry_id) in &marked {
-            if let Some(entry_id) = entry_id {
-                by_stream.entry(stream).or_default().push(entry_id);
+        for row in &marked {
+            let copies = copies_of(connection, row).await?;
+            if !copies.is_empty() {
+                let command = redis::cmd("XDEL").arg(&row.stream).arg(copies).to_owned();
+                let _deleted: i64 =
+                    tokio::time::timeout(REDIS_TIMEOUT, command.query_async(connection))
+                        .await
+                        .map_err(|_| RelayError::Timeout)??;
             }
         }
-        for (stream, entry_ids) in by_stream {
-            let command = redis::cmd("XDEL").arg(stream).arg(entry_ids).to_owned();
-            let _deleted: i64 =
-                tokio::time::timeout(REDIS_TIMEOUT, command.query_async(connection))
-                    .await
-                    .map_err(|_| RelayError::Timeout)??;
-        }
-        let ids: Vec<i64> = marked.iter().map(|(id, _, _)| *id).collect();
+        let ids: Vec<i64> = marked.iter().map(|row| row.id).collect();
         bounded(async { Ok(sqlx::query(&clear).bind(&ids).execute(pool).await?) }).await?;
         forgotten += ids.len();
         if i64::try_from(marked.len()).unwrap_or(i64::MAX) < BATCH {
             return Ok(forgotten);
+        }
+    }
+}
+
+/// The ids of `row`'s copies in its stream: the entries of its window carrying its
+/// `event_id`.
+async fn copies_of(
+    connection: &mut MultiplexedConnection,
+    row: &MarkedRow,
+) -> Result<Vec<String>, RelayError> {
+    let end = (row.published_ms + AFTER_PUBLISHED_MS).to_string();
+    let mut start = (row.created_ms - CLOCK_SKEW_MS).max(0).to_string();
+    let mut copies = Vec::new();
+    loop {
+        let command = redis::cmd("XRANGE")
+            .arg(&row.stream)
+            .arg(&start)
+            .arg(&end)
+            .arg("COUNT")
+            .arg(WINDOW_PAGE)
+            .to_owned();
+        let page: Vec<(String, Vec<String>)> =
+            tokio::time::timeout(REDIS_TIMEOUT, command.query_async(connection))
+                .await
+                .map_err(|_| RelayError::Timeout)??;
+        for (entry_id, fields) in &page {
+            let event_id = fields
+                .chunks(2)
+                .find(|pair| pair[0] == "event_id")
+                .and_then(|pair| pair.get(1));
+            if event_id == Some(&row.event_id) {
+                copies.push(entry_id.clone());
+            }
+        }
+        match page.last() {
+            // The next page starts after the last entry read (`(` excludes it).
+            Some((last, _)) if page.len() == WINDOW_PAGE => start = format!("({last}"),
+            _ => return Ok(copies),
         }
     }
 }
