@@ -470,11 +470,14 @@ enum AlreadyMade<T> {
 /// transaction: more than a few means something else is wrong).
 const ATTEMPTS_AGAINST_A_DELETE: usize = 3;
 
-/// When a reading reported with the time bound as `$N` (Unix seconds, or null: now) happened:
-/// at most 30 days back, and never after now (the transaction's start, the same in each of its
-/// statements). `$N` is replaced by the parameter's number.
-const READ_AT: &str = "LEAST(now(), GREATEST(now() - interval '30 days', \
-     coalesce(to_timestamp($N::double precision), now())))";
+/// When a reading reported with the time bound as `$N` (Unix seconds, or null: now) happened,
+/// never after now (the transaction's start, the same in each of its statements). `$N` is
+/// replaced by the parameter's number.
+const READ_AT: &str = "LEAST(now(), coalesce(to_timestamp($N::double precision), now()))";
+
+/// How far back a reading joins the history the streaks are counted from (an older one, sent
+/// by a device offline that long, still counts for its chapter's progress).
+const HISTORY_REACH: &str = "interval '30 days'";
 
 /// Whether the item id bound as `$1` is not one its owner deleted (a create's guard).
 const NOT_DELETED: &str = "NOT EXISTS (SELECT 1 FROM study.deleted_items WHERE id = $1)";
@@ -1337,10 +1340,11 @@ impl Store {
     }
 
     /// Records that `user` read `chapter` up to `last_verse` (and finished it if `completed`)
-    /// at `read_at` (Unix seconds; now when `None`; see [`READ_AT`]): the progress is upserted
-    /// (a chapter once completed stays completed, and a report older than the chapter's last
-    /// one leaves its last verse as it is) and the reading is appended to the history, in one
-    /// transaction. `None` for an erased user.
+    /// at `read_at` (Unix seconds; now when `None` or later; see [`READ_AT`]): the progress is
+    /// upserted (a chapter once completed stays completed, and a report older than the
+    /// chapter's last one leaves its last verse as it is) and the reading is appended to the
+    /// history if it is within [`HISTORY_REACH`], in one transaction. `None` for an erased
+    /// user.
     ///
     /// The history keeps one reading per quarter hour (UTC): it is read only for the days
     /// readings fall on, and every time zone's offset is a whole number of quarter hours, so
@@ -1397,7 +1401,7 @@ impl Store {
             "WITH at AS (SELECT {at} AS t)
              INSERT INTO study.reading_history (user_id, chapter_id, read_at)
              SELECT $1, $2, at.t FROM at
-             WHERE NOT EXISTS (
+             WHERE at.t >= now() - {HISTORY_REACH} AND NOT EXISTS (
                  SELECT 1 FROM study.reading_history
                  WHERE user_id = $1
                    AND read_at >= to_timestamp(floor(extract(epoch FROM at.t) / 900) * 900)

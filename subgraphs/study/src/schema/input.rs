@@ -92,8 +92,8 @@ pub struct RecordReadingInput {
     pub completed: bool,
     /// When the reading happened (RFC 3339), for a report sent late (an offline device's): a
     /// report older than the chapter's last one does not move its `lastVerse` back, and the
-    /// reading counts for its own day in the streaks. At most 30 days back (older counts as 30
-    /// days ago); a time still to come counts as now. Now when not given.
+    /// reading counts for its own day in the streaks if it is within the last 30 days (an
+    /// older one joins no streak). A time still to come counts as now. Now when not given.
     pub read_at: Option<String>,
 }
 
