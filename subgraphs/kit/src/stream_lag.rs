@@ -6,8 +6,9 @@
 //!
 //! A lag that grows says the consumers cannot keep up (or are down); pending entries that stay
 //! say a handler keeps failing (they are retried, then dead-lettered; see
-//! [`crate::streams`]). Redis leaves `lag` unknown in rare cases (entries deleted from the
-//! middle of the stream): the reporter then counts it as `XLEN - entries-read`. A stream or
+//! [`crate::streams`]). Redis leaves `lag` unknown while entries deleted from the middle of the
+//! stream (`XDEL`: a deleted user's events) lie past what the group has read: the reporter then
+//! counts the entries after the group's last delivered one, up to [`COUNTED_LAG_CAP`]. A stream or
 //! group that does not exist yet reports nothing; Redis failing is logged at debug and tried
 //! again at the next tick.
 
@@ -17,6 +18,10 @@ use redis::Value;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+
+/// The most entries counted when Redis does not know a group's lag (a lag that large reads
+/// as this: an alert on it fires all the same).
+pub const COUNTED_LAG_CAP: usize = 1_000;
 
 /// What one consumer group has left on its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +67,21 @@ pub async fn backlog(
     let lag = match number("lag") {
         Some(lag) => lag,
         None => {
-            let length: i64 = redis::cmd("XLEN")
+            // Counted: the entries after the last one delivered to the group, up to a cap.
+            let last_delivered = fields
+                .iter()
+                .find(|(key, _)| key == "last-delivered-id")
+                .and_then(|(_, value)| as_text(value))
+                .unwrap_or_else(|| "0-0".to_owned());
+            let after: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
                 .arg(stream)
+                .arg(format!("({last_delivered}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(COUNTED_LAG_CAP)
                 .query_async(connection)
                 .await?;
-            (length - number("entries-read").unwrap_or(0)).max(0)
+            i64::try_from(after.len()).unwrap_or(i64::MAX)
         }
     };
     Ok(Some(Backlog { lag, pending }))

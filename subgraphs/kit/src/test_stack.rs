@@ -144,9 +144,9 @@ pub async fn stream_length(stream: &str) -> i64 {
 }
 
 /// Whether the consumer group `group` of `stream` has read every entry and has none pending
-/// (`XINFO GROUPS`: `entries-read` equals `XLEN`, `pending` is 0).
+/// (`XINFO GROUPS`: `pending` is 0, and the stream holds nothing after the group's
+/// `last-delivered-id`).
 pub async fn group_caught_up(stream: &str, group: &str) -> bool {
-    let length = stream_length(stream).await;
     let mut connection = redis()
         .get_multiplexed_async_connection()
         .await
@@ -163,7 +163,7 @@ pub async fn group_caught_up(stream: &str, group: &str) -> bool {
         redis::Value::Int(number) => number.to_string(),
         _ => String::new(),
     };
-    groups.iter().any(|fields| {
+    let Some(last_delivered) = groups.iter().find_map(|fields| {
         let field = |name: &str| {
             fields
                 .chunks(2)
@@ -171,10 +171,21 @@ pub async fn group_caught_up(stream: &str, group: &str) -> bool {
                 .map(|pair| text(&pair[1]))
                 .unwrap_or_default()
         };
-        field("name") == group
-            && field("pending") == "0"
-            && field("entries-read") == length.to_string()
-    })
+        (field("name") == group && field("pending") == "0").then(|| field("last-delivered-id"))
+    }) else {
+        return false;
+    };
+    // Nothing after what was delivered (entries deleted from the stream need no reading).
+    let after: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(format!("({last_delivered}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    after.is_empty()
 }
 
 /// The entries of the event stream `stream`, oldest first: (`event_id`, `type`, `payload` as

@@ -79,6 +79,28 @@ async fn a_groups_backlog_is_what_it_has_not_read_and_not_acknowledged() {
     );
     let missing = format!("gl:test:lag:{}", uuid::Uuid::new_v4());
     assert_eq!(backlog(&mut connection, &missing, "g").await.unwrap(), None);
+
+    // Entries deleted from the stream (a deleted user's events), one the group read and one
+    // it has not: Redis no longer knows the lag, and the entries left after what was read are
+    // counted (the stream's length less what the group read since the stream began would say 1).
+    let ids: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&ids[0].0)
+        .arg(&ids[3].0)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        backlog(&mut connection, &stream, "g").await.unwrap(),
+        Some(Backlog { lag: 2, pending: 1 })
+    );
 }
 
 #[tokio::test]
