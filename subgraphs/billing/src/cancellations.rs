@@ -214,8 +214,9 @@ async fn settle_duplicate(
 enum Refund {
     /// Refunded, or nothing was paid to refund (what was done, for the log): the row is done.
     Settled(&'static str),
-    /// Its latest invoice is still `open` (or `draft`): a payment on its way (a bank debit
-    /// settles in days) would be kept if the row were done now. Asked again later.
+    /// Its latest invoice is still `open` (or `draft`), made less than
+    /// [`PAYMENT_PENDING_FOR`] ago: a payment on its way (a bank debit settles in days) would
+    /// be kept if the row were done now. Asked again hourly.
     PaymentPending,
 }
 
@@ -226,24 +227,20 @@ const PAYMENT_PENDING: &str =
 /// How long apart a row waiting for its invoice's payment looks again.
 const PAYMENT_PENDING_RETRY: Duration = Duration::from_secs(3600);
 
-/// How many times a row looks for its invoice's payment before it is done with nothing
-/// refunded (hourly: a month, past any bank debit's settlement).
-const PAYMENT_PENDING_ATTEMPTS: i32 = 24 * 30;
+/// How long after its invoice was made a payment is waited for before the row is done with
+/// nothing refunded: a month, past any bank debit's settlement.
+const PAYMENT_PENDING_FOR: Duration = Duration::from_secs(30 * 86_400);
 
 /// What a refund's outcome means for its row (`attempts`: this one included).
 fn refund_result(refund: Refund, attempts: i32) -> (CancellationResult, Option<String>) {
     match refund {
         Refund::Settled(what) => result_of(Ok(what.to_owned()), attempts),
-        Refund::PaymentPending if attempts < PAYMENT_PENDING_ATTEMPTS => (
+        Refund::PaymentPending => (
             CancellationResult::Later {
                 error: PAYMENT_PENDING.to_owned(),
                 retry_in_secs: PAYMENT_PENDING_RETRY.as_secs() as i64,
             },
             None,
-        ),
-        Refund::PaymentPending => (
-            CancellationResult::Done,
-            Some("cancelled; its invoice was never paid: nothing refunded".to_owned()),
         ),
     }
 }
@@ -273,7 +270,15 @@ async fn refund_latest_invoice(
     };
     let invoice = stripe.invoice(&invoice_id).await?;
     if matches!(invoice.status.as_deref(), Some("open" | "draft")) {
-        return Ok(Refund::PaymentPending);
+        let waited_enough = invoice.created.is_some_and(|created| {
+            gospelib_kit::time::now_secs().saturating_sub(created)
+                > PAYMENT_PENDING_FOR.as_secs() as i64
+        });
+        return Ok(if waited_enough {
+            Refund::Settled("cancelled; its invoice was not paid within a month: nothing refunded")
+        } else {
+            Refund::PaymentPending
+        });
     }
     let owed = invoice.amount_paid - invoice.post_payment_credit_notes_amount;
     if invoice.status.as_deref() != Some("paid") || owed <= 0 {

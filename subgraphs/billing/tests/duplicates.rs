@@ -165,9 +165,11 @@ async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
             }
         }
         ("GET", _) if path.starts_with("/v1/invoices/") => match ledger.invoices.get(&id) {
+            // Open ones "made" 40 days ago when their id says so (a payment never coming).
             Some((status, paid, credited)) => axum::Json(json!({
                 "id": id, "object": "invoice", "status": status, "amount_paid": paid,
-                "post_payment_credit_notes_amount": credited
+                "post_payment_credit_notes_amount": credited,
+                "created": if id.contains("_old_") { now_secs() - 40 * 86_400 } else { now_secs() }
             }))
             .into_response(),
             None => missing(),
@@ -736,6 +738,18 @@ async fn a_deleted_users_checkout_paid_after_the_deletion_is_refunded() {
         .unwrap();
     assert_eq!(fake.given_back(&debit_invoice), 1500, "refunded once paid");
     assert_eq!(queued(&pool, &debit).await, Some((None, true, false)));
+    // One whose invoice stayed open for over a month: done, nothing refunded.
+    let (never, never_customer) = (subscription_id(), customer_id());
+    let never_invoice = format!("in_test_old_{}", unique());
+    fake.subscription(&never, "active", &never_invoice, &never_customer);
+    fake.invoice(&never_invoice, "open", 0);
+    let body = delivery("created", &never, &never_customer, user, "active", now);
+    assert_eq!(post(&url, &body).await.0, 200);
+    cancel_due(&pool, &stripe, &CancellationSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(queued(&pool, &never).await, Some((None, true, false)));
+    assert_eq!(fake.given_back(&never_invoice), 0);
     assert!(
         fake.received("PROBLEM").is_empty(),
         "{:?}",
@@ -746,5 +760,5 @@ async fn a_deleted_users_checkout_paid_after_the_deletion_is_refunded() {
         .execute(&pool)
         .await
         .unwrap();
-    forget_cancellations(&pool, &[&late, &known, &debit]).await;
+    forget_cancellations(&pool, &[&late, &known, &debit, &never]).await;
 }

@@ -205,6 +205,9 @@ pub struct Invoice {
     /// What credit notes issued after its payment already gave back (refunds or credit).
     #[serde(default)]
     pub post_payment_credit_notes_amount: i64,
+    /// When it was made (Unix seconds).
+    #[serde(default)]
+    pub created: Option<i64>,
 }
 
 /// A credit note that refunds `amount` of a paid invoice to the customer's payment method.
