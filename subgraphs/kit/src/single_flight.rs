@@ -90,24 +90,35 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        let (cell, guard) = {
+        let (cell, leads) = {
             let mut in_flight = self.in_flight.lock().expect("single-flight lock");
             match in_flight.get(&key) {
-                Some(cell) => (cell.clone(), None),
+                Some(cell) => (cell.clone(), false),
                 None => {
                     let cell = Arc::new(tokio::sync::OnceCell::new());
                     in_flight.insert(key.clone(), cell.clone());
-                    (cell, Some(key))
+                    (cell, true)
                 }
             }
         };
-        let Some(key) = guard else {
+        // Whoever does the work removes the entry at its end, before the result is set (the
+        // guard is dropped inside the cell's initialisation): one woken by the result and
+        // asking again at once starts new work instead of finding this finished one. A leader
+        // dropped mid-way removes it too (its guard goes with its future).
+        let guarded_cell = cell.clone();
+        let guard = move || LeaderGuard {
+            flights: self,
+            key: Some(key),
+            cell: guarded_cell,
+        };
+        if !leads {
             joined();
-            // A follower whose leader was dropped mid-way initialises the cell itself.
+            // A follower whose leader was dropped mid-way (or which took the cell's
+            // initialisation before its leader did) does the work itself.
             let mut took_over = false;
             cell.get_or_init(|| {
                 took_over = true;
-                work()
+                then_leave(guard(), work())
             })
             .await;
             let role = if took_over {
@@ -116,21 +127,9 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
                 Role::Joined
             };
             return (take_or_copy(cell), role);
-        };
-        let guard = LeaderGuard {
-            flights: self,
-            key: Some(key),
-            cell: cell.clone(),
-        };
-        // The entry goes before the result is set (the guard is dropped at the end of the
-        // work, inside the cell's initialisation): a follower woken by the result and asking
-        // again at once starts new work instead of finding this finished one.
-        cell.get_or_init(|| async move {
-            let result = work().await;
-            drop(guard);
-            result
-        })
-        .await;
+        }
+        let leader = guard();
+        cell.get_or_init(|| then_leave(leader, work())).await;
         (take_or_copy(cell), Role::Led)
     }
 
@@ -138,6 +137,17 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
     pub fn in_flight(&self) -> usize {
         self.in_flight.lock().expect("single-flight lock").len()
     }
+}
+
+/// `work`'s result, `guard` (the entry of the work in flight) dropped just before it is
+/// returned.
+async fn then_leave<K: Hash + Eq, V>(
+    guard: LeaderGuard<'_, K, V>,
+    work: impl Future<Output = V>,
+) -> V {
+    let result = work.await;
+    drop(guard);
+    result
 }
 
 /// An initialised cell's result: taken by the last one to hold the cell (the leader when
