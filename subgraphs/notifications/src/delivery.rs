@@ -619,6 +619,8 @@ impl DeliveryWorker {
             .sort_by_key(|recipient| failed_before.contains(&recipient_digest(&recipient.to)));
         let longest_send = self.settings().longest_send();
         let (mut sent_one, mut out_of_time) = (false, false);
+        // The recipients this attempt sent to (or tried), by digest.
+        let mut tried: HashSet<String> = HashSet::new();
         for mut recipient in recipients {
             // A send is never cut short by the job's own bound (what it did would go
             // unrecorded, and the job be tried again forever): once one send has gone out, the
@@ -633,6 +635,15 @@ impl DeliveryWorker {
             // whose token its app refreshed meanwhile is sent to at its new token.
             if sent_one && let Some(device) = &mut recipient.device {
                 match recipients::current_token(pool, job.user_id, device).await? {
+                    // A new token already sent to in this job (another device row holds it
+                    // now): not twice.
+                    Some(token)
+                        if token != recipient.to
+                            && (settled.contains_key(&recipient_digest(&token))
+                                || tried.contains(&recipient_digest(&token))) =>
+                    {
+                        continue;
+                    }
                     Some(token) => {
                         device.token = token.clone();
                         recipient.to = token;
@@ -650,6 +661,7 @@ impl DeliveryWorker {
                 }
             }
             sent_one = true;
+            tried.insert(recipient_digest(&recipient.to));
             let (provider, delivery, attempts) =
                 self.send_to(job, &context, &recipient, left).await;
             let will_retry = delivery.is_retryable() && !last_attempt;
