@@ -1429,6 +1429,37 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
     clean_up(&pool, &[user]).await;
 }
 
+/// Two devices welcomed, a push job for them run while `change` (the event it makes, given
+/// the user and the second device's id) is applied during the first device's send: the user
+/// and both tokens, once the run has ended.
+async fn while_the_first_is_pushed(
+    pool: &PgPool,
+    fake: &Fake,
+    providers: &Providers,
+    change: impl FnOnce(Uuid, Uuid) -> StreamEntry,
+) -> (Uuid, String, String) {
+    let (user, first, second) = two_devices_welcomed(pool).await;
+    fake.script(
+        &first,
+        [Reply::new(200, "").after(Duration::from_millis(800))],
+    );
+    let job_worker = worker(pool, providers, settings(&[user], &test_stream()));
+    let run = tokio::spawn(async move { job_worker.run_once().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let device: Uuid =
+        sqlx::query_scalar("SELECT device_id FROM notifications.devices WHERE token = $1")
+            .bind(&second)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    EventsHandler::new(pool.clone())
+        .apply(&change(user, device))
+        .await
+        .unwrap();
+    run.await.unwrap();
+    (user, first, second)
+}
+
 /// A device removed while the job's sends before its turn went out is not sent to: its
 /// recipient is recorded as skipped, and the job is done. One whose token was refreshed
 /// meanwhile is sent to at its new token.
@@ -1436,26 +1467,11 @@ async fn a_job_leaves_what_it_has_no_time_for_to_its_next_attempt() {
 async fn a_device_removed_during_the_job_is_not_sent_to() {
     let pool = pool().await;
     let (fake, providers) = fake_providers(Duration::from_secs(5)).await;
-    let (user, first, second) = two_devices_welcomed(&pool).await;
-    // The first device's send takes a moment, during which the user removes the second.
-    fake.script(
-        &first,
-        [Reply::new(200, "").after(Duration::from_millis(800))],
-    );
-    let first_worker = worker(&pool, &providers, settings(&[user], &test_stream()));
-    let run = tokio::spawn(async move { first_worker.run_once().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let device: Uuid =
-        sqlx::query_scalar("SELECT device_id FROM notifications.devices WHERE token = $1")
-            .bind(&second)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    EventsHandler::new(pool.clone())
-        .apply(&event("device.removed", user, json!({"device_id": device})))
-        .await
-        .unwrap();
-    run.await.unwrap();
+    let (user, first, second) =
+        while_the_first_is_pushed(&pool, &fake, &providers, |user, device| {
+            event("device.removed", user, json!({"device_id": device}))
+        })
+        .await;
     assert_eq!(fake.apns_to(&first).len(), 1);
     assert!(fake.apns_to(&second).is_empty(), "sent to a removed device");
     let pushes: Vec<(String, String)> = deliveries(&pool, user)
@@ -1475,26 +1491,11 @@ async fn a_device_removed_during_the_job_is_not_sent_to() {
     assert!(done.done, "{done:?}");
 
     // The second device's app refreshes its token meanwhile: the push goes to the new one.
-    let (other, first, second) = two_devices_welcomed(&pool).await;
-    fake.script(
-        &first,
-        [Reply::new(200, "").after(Duration::from_millis(800))],
-    );
-    let second_worker = worker(&pool, &providers, settings(&[other], &test_stream()));
-    let run = tokio::spawn(async move { second_worker.run_once().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let device: Uuid =
-        sqlx::query_scalar("SELECT device_id FROM notifications.devices WHERE token = $1")
-            .bind(&second)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
     let refreshed = ios_token();
-    EventsHandler::new(pool.clone())
-        .apply(&registered(other, device, "IOS", &refreshed))
-        .await
-        .unwrap();
-    run.await.unwrap();
+    let (other, _, second) = while_the_first_is_pushed(&pool, &fake, &providers, |user, device| {
+        registered(user, device, "IOS", &refreshed)
+    })
+    .await;
     assert!(fake.apns_to(&second).is_empty(), "sent to the old token");
     assert_eq!(fake.apns_to(&refreshed).len(), 1);
     fake.assert_no_problems();
