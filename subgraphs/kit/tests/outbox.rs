@@ -29,16 +29,20 @@ async fn append(pool: &PgPool, outbox: &Outbox) {
     tx.commit().await.unwrap();
 }
 
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    test_stack::redis()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 async fn forget(pool: &PgPool, stream: &str) {
     sqlx::query("DELETE FROM billing.outbox WHERE stream = $1")
         .bind(stream)
         .execute(pool)
         .await
         .unwrap();
-    let mut redis = test_stack::redis()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection().await;
     let _: i64 = redis::cmd("DEL")
         .arg(stream)
         .query_async(&mut redis)
@@ -67,10 +71,7 @@ async fn silent_redis() -> (redis::Client, Arc<AtomicUsize>) {
 async fn each_event_added_trims_what_the_stream_kept_past_its_retention() {
     let pool = test_stack::migrated_pool(2).await;
     let stream = stream();
-    let mut redis = test_stack::redis()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection().await;
     // An entry from 1970 and one from now.
     for id in ["1000-0", "*"] {
         let _: String = redis::cmd("XADD")
@@ -207,10 +208,7 @@ async fn copies_of_rows_marked_to_be_forgotten_leave_their_stream() {
     .await
     .unwrap();
     // A stray copy of the first.
-    let mut redis = test_stack::redis()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection().await;
     let _: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")

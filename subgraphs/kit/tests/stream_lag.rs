@@ -7,6 +7,21 @@ use gospelib_kit::metrics::Metrics;
 use gospelib_kit::stream_lag::{Backlog, backlog, run_lag_reporter};
 use gospelib_kit::test_stack::{eventually, redis};
 
+/// The ids of `stream`'s entries, oldest first.
+async fn entry_ids(
+    connection: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> Vec<String> {
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(connection)
+        .await
+        .unwrap();
+    entries.into_iter().map(|(id, _)| id).collect()
+}
+
 /// A stream of its own with `entries` entries and the group `g`, which has read `read` of
 /// them and acknowledged `acked` of those.
 async fn stream_with(entries: usize, read: usize, acked: usize) -> String {
@@ -32,13 +47,7 @@ async fn stream_with(entries: usize, read: usize, acked: usize) -> String {
         .await
         .unwrap();
     // The group reads the oldest entries first: the first `acked` of them are acknowledged.
-    let ids: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(&stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let ids = entry_ids(&mut connection, &stream).await;
     if read > 0 {
         let _: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -52,7 +61,7 @@ async fn stream_with(entries: usize, read: usize, acked: usize) -> String {
             .query_async(&mut connection)
             .await
             .unwrap();
-        for (id, _) in ids.iter().take(acked) {
+        for id in ids.iter().take(acked) {
             let _: i64 = redis::cmd("XACK")
                 .arg(&stream)
                 .arg("g")
@@ -83,17 +92,11 @@ async fn a_groups_backlog_is_what_it_has_not_read_and_not_acknowledged() {
     // Entries deleted from the stream (a deleted user's events), one the group read and one
     // it has not: Redis no longer knows the lag, and the entries left after what was read are
     // counted (the stream's length less what the group read since the stream began would say 1).
-    let ids: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(&stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let ids = entry_ids(&mut connection, &stream).await;
     let _: i64 = redis::cmd("XDEL")
         .arg(&stream)
-        .arg(&ids[0].0)
-        .arg(&ids[3].0)
+        .arg(&ids[0])
+        .arg(&ids[3])
         .query_async(&mut connection)
         .await
         .unwrap();
