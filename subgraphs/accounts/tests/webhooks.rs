@@ -357,6 +357,18 @@ async fn a_deleted_user_is_erased_and_never_resurrected() {
         json!(clerk),
         "the rest of the event is kept"
     );
+    // The device registration not relayed yet is withdrawn: never relayed now.
+    assert_eq!(
+        relay_stream(&pool, &redis(), &devices_stream)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        gospelib_kit::test_stack::stream_entries(&devices_stream)
+            .await
+            .is_empty()
+    );
     // Its events relayed already are taken out of the stream by the relay loop's next pass:
     // the address does not wait for the stream's week. The deletion's own stays.
     gospelib_accounts::outbox::outbox(pool.clone(), redis(), &stream)

@@ -460,8 +460,16 @@ const CLOCK_SKEW_MS: i64 = 60_000;
 /// worker's deadline) left a copy before the one that counted.
 const AFTER_PUBLISHED_MS: i64 = CLOCK_SKEW_MS + 60_000;
 
-/// How many entries one `XRANGE` of a row's window reads.
+/// How many entries one `XRANGE` of a window reads.
 const WINDOW_PAGE: usize = 500;
+
+/// How many pages of one window are read at most: 20,000 entries. Past that (a row published
+/// long after it was made, Redis having been down), the rest of the window is left to the
+/// stream's trim, with a warning.
+const WINDOW_PAGES: usize = 40;
+
+/// How many marked rows one pass takes.
+const FORGET_BATCH: i64 = 100;
 
 /// A row marked `forget_in_stream`: where its copies may be.
 #[derive(sqlx::FromRow)]
@@ -473,11 +481,50 @@ struct MarkedRow {
     published_ms: i64,
 }
 
+/// Part of a stream where copies of some marked rows may be: their windows, merged where they
+/// overlap, so each part of the stream is read once.
+struct Window {
+    stream: String,
+    from_ms: i64,
+    to_ms: i64,
+    event_ids: std::collections::HashSet<String>,
+    rows: Vec<i64>,
+}
+
+/// The windows of `rows`: from each one's creation to its publication (or now), give or take
+/// the clocks' skew, merged per stream where they overlap.
+fn windows(mut rows: Vec<MarkedRow>) -> Vec<Window> {
+    rows.sort_by(|a, b| (&a.stream, a.created_ms).cmp(&(&b.stream, b.created_ms)));
+    let mut windows: Vec<Window> = Vec::new();
+    for row in rows {
+        let (from_ms, to_ms) = (
+            (row.created_ms - CLOCK_SKEW_MS).max(0),
+            row.published_ms + AFTER_PUBLISHED_MS,
+        );
+        match windows.last_mut() {
+            Some(last) if last.stream == row.stream && from_ms <= last.to_ms => {
+                last.to_ms = last.to_ms.max(to_ms);
+                last.event_ids.insert(row.event_id);
+                last.rows.push(row.id);
+            }
+            _ => windows.push(Window {
+                stream: row.stream,
+                from_ms,
+                to_ms,
+                event_ids: std::collections::HashSet::from([row.event_id]),
+                rows: vec![row.id],
+            }),
+        }
+    }
+    windows
+}
+
 /// Deletes from their streams (`XDEL`) every copy of the rows of `table` marked
 /// `forget_in_stream` (found by their `event_id` between the row's creation and its
 /// publication, give or take the clocks' skew: a relay that failed to record its batch may
-/// have added a row twice), a batch at a time, and clears the marks; how many rows. A row
-/// whose copies could not be deleted stays marked for the next pass.
+/// have added a row twice), [`FORGET_BATCH`] rows at a time, and clears the marks; how many
+/// rows. A window that fails is logged and its rows stay marked for the next pass; the pass
+/// goes on with the others, within the worker's deadline.
 async fn forget_marked_entries(
     pool: &PgPool,
     redis: &redis::Client,
@@ -491,50 +538,43 @@ async fn forget_marked_entries(
          FROM {table} WHERE forget_in_stream ORDER BY id LIMIT $1"
     );
     let clear = format!("UPDATE {table} SET forget_in_stream = false WHERE id = ANY($1)");
-    let mut forgotten = 0;
-    let mut connection = None;
-    loop {
-        let marked: Vec<MarkedRow> =
-            bounded(async { Ok(sqlx::query_as(&select).bind(BATCH).fetch_all(pool).await?) })
-                .await?;
+    bounded(async {
+        let marked: Vec<MarkedRow> = sqlx::query_as(&select)
+            .bind(FORGET_BATCH)
+            .fetch_all(pool)
+            .await?;
         if marked.is_empty() {
-            return Ok(forgotten);
+            return Ok(0);
         }
-        let connection = match &mut connection {
-            Some(connection) => connection,
-            None => connection.insert(connect(redis).await?),
-        };
-        for row in &marked {
-            let copies = copies_of(connection, row).await?;
-            if !copies.is_empty() {
-                let command = redis::cmd("XDEL").arg(&row.stream).arg(copies).to_owned();
-                let _deleted: i64 =
-                    tokio::time::timeout(REDIS_TIMEOUT, command.query_async(connection))
-                        .await
-                        .map_err(|_| RelayError::Timeout)??;
+        let mut connection = connect(redis).await?;
+        let mut forgotten = Vec::with_capacity(marked.len());
+        for window in windows(marked) {
+            match forget_in_window(&mut connection, &window).await {
+                Ok(()) => forgotten.extend(window.rows),
+                Err(error) => tracing::warn!(
+                    table,
+                    stream = %window.stream,
+                    %error,
+                    "could not take events out of their stream yet; tried again next pass"
+                ),
             }
         }
-        let ids: Vec<i64> = marked.iter().map(|row| row.id).collect();
-        bounded(async { Ok(sqlx::query(&clear).bind(&ids).execute(pool).await?) }).await?;
-        forgotten += ids.len();
-        if i64::try_from(marked.len()).unwrap_or(i64::MAX) < BATCH {
-            return Ok(forgotten);
-        }
-    }
+        sqlx::query(&clear).bind(&forgotten).execute(pool).await?;
+        Ok(forgotten.len())
+    })
+    .await
 }
 
-/// The ids of `row`'s copies in its stream: the entries of its window carrying its
-/// `event_id`.
-async fn copies_of(
+/// Deletes the entries of `window` that carry one of its `event_id`s.
+async fn forget_in_window(
     connection: &mut MultiplexedConnection,
-    row: &MarkedRow,
-) -> Result<Vec<String>, RelayError> {
-    let end = (row.published_ms + AFTER_PUBLISHED_MS).to_string();
-    let mut start = (row.created_ms - CLOCK_SKEW_MS).max(0).to_string();
-    let mut copies = Vec::new();
-    loop {
+    window: &Window,
+) -> Result<(), RelayError> {
+    let end = window.to_ms.to_string();
+    let mut start = window.from_ms.to_string();
+    for _ in 0..WINDOW_PAGES {
         let command = redis::cmd("XRANGE")
-            .arg(&row.stream)
+            .arg(&window.stream)
             .arg(&start)
             .arg(&end)
             .arg("COUNT")
@@ -544,21 +584,40 @@ async fn copies_of(
             tokio::time::timeout(REDIS_TIMEOUT, command.query_async(connection))
                 .await
                 .map_err(|_| RelayError::Timeout)??;
-        for (entry_id, fields) in &page {
-            let event_id = fields
-                .chunks(2)
-                .find(|pair| pair[0] == "event_id")
-                .and_then(|pair| pair.get(1));
-            if event_id == Some(&row.event_id) {
-                copies.push(entry_id.clone());
-            }
+        let copies: Vec<&String> = page
+            .iter()
+            .filter(|(_, fields)| {
+                fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == "event_id")
+                    .and_then(|pair| pair.get(1))
+                    .is_some_and(|event_id| window.event_ids.contains(event_id))
+            })
+            .map(|(entry_id, _)| entry_id)
+            .collect();
+        if !copies.is_empty() {
+            let command = redis::cmd("XDEL")
+                .arg(&window.stream)
+                .arg(copies)
+                .to_owned();
+            let _deleted: i64 =
+                tokio::time::timeout(REDIS_TIMEOUT, command.query_async(connection))
+                    .await
+                    .map_err(|_| RelayError::Timeout)??;
         }
         match page.last() {
             // The next page starts after the last entry read (`(` excludes it).
             Some((last, _)) if page.len() == WINDOW_PAGE => start = format!("({last}"),
-            _ => return Ok(copies),
+            _ => return Ok(()),
         }
     }
+    tracing::warn!(
+        stream = %window.stream,
+        entries = WINDOW_PAGE * WINDOW_PAGES,
+        "a deleted user's events were looked for in this many entries of their stream; the \
+         rest of the window is left to the stream's trim"
+    );
+    Ok(())
 }
 
 /// The lowest entry id a stream keeping entries for `keep` holds at `now`: `<ms>-0`, `keep`
@@ -575,6 +634,37 @@ pub(crate) fn trim_before(now: std::time::SystemTime, keep: Duration) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marked_rows_are_looked_for_in_windows_merged_where_they_overlap() {
+        let row = |id: i64, stream: &str, created_ms: i64, published_ms: i64| MarkedRow {
+            id,
+            stream: stream.to_owned(),
+            event_id: format!("e{id}"),
+            created_ms,
+            published_ms,
+        };
+        let minute = 60_000;
+        let merged = windows(vec![
+            row(3, "a", 10 * minute, 10 * minute),
+            row(1, "a", 100 * minute, 100 * minute),
+            row(2, "a", 11 * minute, 12 * minute),
+            row(4, "b", 11 * minute, 11 * minute),
+        ]);
+        let shape: Vec<(&str, i64, i64, Vec<i64>)> = merged
+            .iter()
+            .map(|w| (w.stream.as_str(), w.from_ms, w.to_ms, w.rows.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("a", 9 * minute, 14 * minute, vec![3, 2]),
+                ("a", 99 * minute, 102 * minute, vec![1]),
+                ("b", 10 * minute, 13 * minute, vec![4]),
+            ]
+        );
+        assert!(merged[0].event_ids.contains("e2") && merged[0].event_ids.contains("e3"));
+    }
 
     #[test]
     fn streams_keep_a_week() {
