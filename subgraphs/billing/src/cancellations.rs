@@ -270,7 +270,8 @@ async fn refund_latest_invoice(
     };
     let invoice = stripe.invoice(&invoice_id).await?;
     if matches!(invoice.status.as_deref(), Some("open" | "draft")) {
-        let waited_enough = invoice.created.is_some_and(|created| {
+        // (Stripe always says when it made an invoice; one that does not is not waited for.)
+        let waited_enough = invoice.created.is_none_or(|created| {
             gospelib_kit::time::now_secs().saturating_sub(created)
                 > PAYMENT_PENDING_FOR.as_secs() as i64
         });
