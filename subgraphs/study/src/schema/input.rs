@@ -93,7 +93,8 @@ pub struct RecordReadingInput {
     /// When the reading happened (RFC 3339), for a report sent late (an offline device's): a
     /// report older than the chapter's last one does not move its `lastVerse` back, and the
     /// reading counts for its own day in the streaks if it is within the last 30 days (an
-    /// older one joins no streak). A time still to come counts as now. Now when not given.
+    /// older one joins no streak). A time still to come counts as now; one before 2000 is
+    /// refused. Now when not given.
     pub read_at: Option<String>,
 }
 
@@ -219,7 +220,10 @@ fn label(value: Option<&str>) -> Result<Option<String>> {
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
 
-/// A reading, validated: the chapter and the last verse (1 to 999).
+/// The earliest `readAt` taken: 2000-01-01 (Unix seconds). Nobody read on GospeLib before.
+const EARLIEST_READ_AT: f64 = 946_684_800.0;
+
+/// A reading, validated: the chapter and the last verse (1 to 999), and when it was read.
 pub fn reading(input: &RecordReadingInput) -> Result<(ChapterRef, u16, Option<f64>)> {
     let chapter = chapter("chapterId", &input.chapter_id)?;
     let verse = u16::try_from(input.last_verse)
@@ -228,9 +232,16 @@ pub fn reading(input: &RecordReadingInput) -> Result<(ChapterRef, u16, Option<f6
         .ok_or_else(|| validation("`lastVerse` must be a verse number from 1"))?;
     let read_at = match &input.read_at {
         None => None,
-        Some(text) => Some(gospelib_kit::time::parse_rfc3339(text).ok_or_else(|| {
-            validation("`readAt` must be an RFC 3339 time, such as `2026-12-02T10:00:00Z`")
-        })?),
+        Some(text) => Some(
+            gospelib_kit::time::parse_rfc3339(text)
+                .filter(|secs| *secs >= EARLIEST_READ_AT)
+                .ok_or_else(|| {
+                    validation(
+                        "`readAt` must be an RFC 3339 time since 2000, such as \
+                         `2026-12-02T10:00:00Z`",
+                    )
+                })?,
+        ),
     };
     Ok((chapter, verse, read_at))
 }
@@ -351,11 +362,17 @@ mod tests {
             ..input("ps.119", 1)
         };
         assert_eq!(reading(&late).unwrap().2, Some(1_796_198_400.0));
-        let unreadable = RecordReadingInput {
-            read_at: Some("this morning".to_owned()),
-            ..input("ps.119", 1)
-        };
-        assert!(reading(&unreadable).is_err());
+        for unreadable in [
+            "this morning",
+            "0000-01-01T00:00:00Z",
+            "1999-12-31T23:59:59Z",
+        ] {
+            let unreadable = RecordReadingInput {
+                read_at: Some(unreadable.to_owned()),
+                ..input("ps.119", 1)
+            };
+            assert!(reading(&unreadable).is_err());
+        }
         assert!(reading(&input("ps.119", 0)).is_err());
         assert!(reading(&input("ps.119", -3)).is_err());
         assert!(reading(&input("ps.119", 1000)).is_err());
