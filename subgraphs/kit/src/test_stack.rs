@@ -184,7 +184,7 @@ pub async fn group_caught_up(stream: &str, group: &str) -> bool {
         .arg(1)
         .query_async(&mut connection)
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|_| vec![(String::new(), Vec::new())]);
     after.is_empty()
 }
 
