@@ -569,9 +569,9 @@ pub async fn delete_clerk_user(
 /// Takes a deleted user's personal data out of the events the outbox keeps (for its retention,
 /// long after they are relayed): addresses become `null`, push tokens go. A device
 /// registration not relayed yet is withdrawn (never relayed: the device is gone, and the
-/// deletion's own event comes after it). The user's events of the stream's week are marked to be taken out of the
-/// stream too ([`gospelib_kit::outbox`]'s `forget_in_stream`), where they would otherwise
-/// keep the address until the trim.
+/// deletion's own event comes after it). The user's events of the stream's week are marked
+/// to be taken out of the stream too ([`gospelib_kit::outbox`]'s `forget_in_stream`), where
+/// they would otherwise keep the address until the trim.
 async fn scrub_outbox(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
     // Withdrawn rather than deleted: marked as if relayed, so the relay never sends it, and
     // kept (its token dropped below) so that the copy a failed relay batch may have added is

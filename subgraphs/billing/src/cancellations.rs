@@ -156,8 +156,9 @@ enum Settled {
 /// key per subscription, and Stripe's own record of what credit notes gave back, so a retry
 /// never refunds twice). Left alone when it has become the customer's only live subscription
 /// (the other ended meanwhile, or every other live one is being cancelled too: two duplicates
-/// settled at once by two workers, see [`store::confirm_duplicate`]), is not live (`incomplete`, `unpaid`, `paused`: nothing
-/// charges), or was cancelled by someone else before it was confirmed a duplicate.
+/// settled at once by two workers, see [`store::confirm_duplicate`]), is not live
+/// (`incomplete`, `unpaid`, `paused`: nothing charges), or was cancelled by someone else
+/// before it was confirmed a duplicate.
 async fn settle_duplicate(
     pool: &PgPool,
     stripe: &dyn StripeApi,
