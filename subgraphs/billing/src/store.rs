@@ -40,8 +40,8 @@ macro_rules! epoch {
 macro_rules! duplicate_becomes_cancellation {
     () => {
         "ON CONFLICT (stripe_id) DO UPDATE
-         SET duplicate_customer = NULL, failed_at = NULL, last_error = NULL,
-             next_attempt_at = now()
+         SET duplicate_customer = NULL, refund_paid = EXCLUDED.refund_paid, failed_at = NULL,
+             last_error = NULL, next_attempt_at = now()
          WHERE billing.stripe_cancellations.duplicate_customer IS NOT NULL
            AND billing.stripe_cancellations.done_at IS NULL"
     };
@@ -625,14 +625,7 @@ pub async fn queue_cancellation(
     conn: &mut PgConnection,
     stripe_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(concat!(
-        "INSERT INTO billing.stripe_cancellations (stripe_id) VALUES ($1) ",
-        duplicate_becomes_cancellation!()
-    ))
-    .bind(stripe_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    queue_cancellation_refunding(conn, stripe_id, false).await
 }
 
 /// Queues the cancellation of the Stripe subscription `stripe_id` of a deleted user, unknown
@@ -643,15 +636,21 @@ pub async fn queue_refunded_cancellation(
     conn: &mut PgConnection,
     stripe_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO billing.stripe_cancellations (stripe_id, refund_paid) VALUES ($1, true)
-         ON CONFLICT (stripe_id) DO UPDATE
-         SET duplicate_customer = NULL, refund_paid = true, failed_at = NULL, last_error = NULL,
-             next_attempt_at = now()
-         WHERE billing.stripe_cancellations.duplicate_customer IS NOT NULL
-           AND billing.stripe_cancellations.done_at IS NULL",
-    )
+    queue_cancellation_refunding(conn, stripe_id, true).await
+}
+
+/// [`queue_cancellation`], its payment refunded once cancelled if `refund_paid`.
+async fn queue_cancellation_refunding(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+    refund_paid: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "INSERT INTO billing.stripe_cancellations (stripe_id, refund_paid) VALUES ($1, $2) ",
+        duplicate_becomes_cancellation!()
+    ))
     .bind(stripe_id)
+    .bind(refund_paid)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
