@@ -293,7 +293,10 @@ fn check_schema(
     recorded: Vec<KnownOperation>,
 ) -> SchemaCheck {
     // Client documents: each must validate against the new schema; their usage is read
-    // against the schema they were written for (the baseline's, when there is one).
+    // against the schema they were written for (the baseline's, when there is one). A
+    // document that begins using a field this very change adds is invalid against the
+    // baseline, so its usage is read against the new schema: it still protects every field
+    // it uses that the baseline already had.
     let mut invalid_documents = Vec::new();
     let mut known: Vec<KnownOperation> = Vec::new();
     for document in documents {
@@ -305,7 +308,7 @@ fn check_schema(
             });
         }
         let usage = match old_schema {
-            Some(old) => operation_usage(old, &document.text, &document.source),
+            Some(old) => operation_usage(old, &document.text, &document.source).or(against_new),
             None => against_new,
         };
         if let Ok(operations) = usage {

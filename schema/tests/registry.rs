@@ -244,6 +244,31 @@ fn a_removed_field_a_client_document_uses_fails_and_names_it() {
 }
 
 #[test]
+fn a_document_using_a_field_this_change_adds_still_protects_the_fields_it_used_before() {
+    // The document is edited in the same change that adds `subtitle`: it is invalid against
+    // the baseline, valid against the new schema, and the change of `isbn`'s type breaks it.
+    let report = check(
+        &books("isbn: [String] subtitle: String"),
+        Some(&baseline_with_isbn()),
+        &[document(
+            "web/Book.graphql",
+            "query Book { book(id: 1) { title isbn subtitle } }",
+        )],
+        Vec::new(),
+    )
+    .unwrap();
+    let text = report.to_text();
+    assert!(!report.passed, "{text}");
+    assert!(report.invalid_documents.is_empty(), "{text}");
+    let changed = report
+        .changes
+        .iter()
+        .find(|c| c.change.coordinate == "Book.isbn")
+        .expect("isbn's type change is listed");
+    assert_eq!(changed.breaks, vec!["Book (web/Book.graphql)"], "{text}");
+}
+
+#[test]
 fn an_operation_only_the_router_recorded_also_protects_a_field() {
     let recorded = KnownOperation {
         source: "router:0123456789ab".to_owned(),
