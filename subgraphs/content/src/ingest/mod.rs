@@ -261,9 +261,11 @@ async fn write(
             waited: targets.replica_wait,
         });
     }
-    set_version(targets, version).await?;
+    // Counted before the version is set: once it is, the run stands and must be announced,
+    // so nothing after it may fail.
     (report.nodes, report.edges) = graph_counts(&targets.graph).await?;
     report.search = search_sync::counts(&targets.typesense, &targets.namespace).await?;
+    set_version(targets, version).await?;
     Ok(())
 }
 

@@ -189,10 +189,21 @@ pub async fn search(
             facets: facets(&result),
         },
     );
+    // A hit the graph does not hold (between an ingest's two halves) has no edge, but keeps
+    // its place: each cursor is its hit's offset, so the next page neither repeats nor skips.
+    let offsets: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), start + i))
+        .collect();
     for (i, passage) in passages.into_iter().enumerate() {
+        let offset = offsets
+            .get(passage.0.id.as_str())
+            .copied()
+            .unwrap_or(start + i);
         let highlight = highlights.remove(passage.0.id.as_str());
         connection.edges.push(Edge::with_additional_fields(
-            OpaqueCursor(start + i),
+            OpaqueCursor(offset),
             passage,
             SearchHitInfo { highlight },
         ));

@@ -120,7 +120,16 @@ pub async fn passages_in_order(
             }
         }
     };
-    super::prefetch::passages(ctx, &selection, &present).await?;
+    // The prefetch only saves queries: when it fails, the list still stands and each nested
+    // field loads for itself, so a store failing fails those fields (nullable ones alone),
+    // never the passages themselves.
+    if let Err(error) = super::prefetch::passages(ctx, &selection, &present).await {
+        tracing::warn!(
+            error = %error.message,
+            passages = present.len(),
+            "prefetching the passages' fields failed; each field loads alone"
+        );
+    }
     Ok(in_order(ids, &found, Passage))
 }
 
