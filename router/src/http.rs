@@ -303,12 +303,12 @@ struct Registration(Option<(Arc<PersistedQueries>, String)>);
 
 impl Registration {
     /// Stores the query of `request` if `ran` (it was planned and its execution began) and
-    /// its caller may store one more now ([`Router::may_persist_query`]: a rate limit per
-    /// caller).
+    /// its caller may store one more of its size now ([`Router::may_persist_query`]: a rate
+    /// limit per caller, charged by the KiB).
     async fn complete(self, router: &Router, request: &GraphQlRequest, ran: bool) {
         if let (Some((store, hash)), true) = (self.0, ran)
             && router
-                .may_persist_query(&request.caller, request.client_address)
+                .may_persist_query(&request.caller, request.client_address, request.query.len())
                 .await
         {
             store.register(&hash, &request.query).await;

@@ -929,23 +929,30 @@ impl Router {
         }
     }
 
-    /// Whether `caller` may store one more persisted query now (see [`crate::apq`]): each
-    /// stored query is a write into the shared Redis, kept a week, so it takes a request of
-    /// the [`PERSISTED_QUERIES_BUCKET`] (the default plan's limit; plans are not looked up
-    /// for it). True when plans are not enforced or the catalogue has no such bucket.
+    /// Whether `caller` may store one more persisted query of `bytes` now (see
+    /// [`crate::apq`]): each stored query is kept a week in the shared Redis, so it takes
+    /// one request of the [`PERSISTED_QUERIES_BUCKET`] per started KiB of its text (the
+    /// default plan's limit; plans are not looked up for it). Charged by count alone, a
+    /// caller could store its limit of 64 KiB texts padded with comments every minute.
+    /// True when plans are not enforced or the catalogue has no such bucket.
     pub async fn may_persist_query(
         &self,
         caller: &Caller,
         client_address: Option<std::net::IpAddr>,
+        bytes: usize,
     ) -> bool {
         let Some(enforcement) = &self.enforcement else {
             return true;
         };
-        let allowances = RateLimiter::allowances(
+        let kibibytes = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let mut allowances = RateLimiter::allowances(
             &enforcement.plans,
             &enforcement.plans.default_plan,
             &[PERSISTED_QUERIES_BUCKET],
         );
+        for allowance in &mut allowances {
+            allowance.cost = kibibytes;
+        }
         if allowances.is_empty() {
             return true;
         }

@@ -323,3 +323,59 @@ async fn each_caller_stores_only_so_many_queries_a_minute() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_stored_query_is_charged_by_its_size() {
+    use gospelib_router::pipeline::PlanEnforcement;
+    use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
+    let prefix = prefix("by-size");
+    // The reader plan may store 4 KiB a minute.
+    let text = gospelib_kit::plans::BUILT_IN.replacen(
+        "persisted_queries = 60,",
+        "persisted_queries = 4,",
+        1,
+    );
+    assert_ne!(text, gospelib_kit::plans::BUILT_IN);
+    let plans = Arc::new(gospelib_kit::plans::Plans::parse(&text).unwrap());
+    let (mut enforcement, _) = PlanEnforcement::start(plans, None);
+    enforcement.limiter = Arc::new(RateLimiter::new(
+        Some(redis()),
+        RateLimitSettings {
+            key_prefix: format!("{prefix}:rl"),
+            call_timeout: Duration::from_secs(2),
+            ..RateLimitSettings::default()
+        },
+    ));
+    let router = router().with_plans(enforcement);
+    let service = RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(
+        PersistedQueries::new(redis(), &prefix, DEFAULT_TTL),
+    ));
+    // Padded with comments, which run as the query they pad: 3 KiB, then 2 KiB (one KiB is
+    // left), then a few bytes.
+    let padded = |first: u32, kibibytes: usize| {
+        let query = format!("{{ topProducts(first: {first}) {{ name }} }}\n#");
+        format!("{query}{}", "x".repeat(kibibytes * 1024 - query.len()))
+    };
+    let queries = [
+        padded(1, 3),
+        padded(2, 2),
+        "{ topProducts(first: 3) { name } }".to_owned(),
+    ];
+    assert_eq!(queries[0].len(), 3 * 1024);
+    for query in &queries {
+        let answer = call(&service, query, &hash_of(query)).await;
+        assert!(answer["data"]["topProducts"].is_array(), "{answer}");
+    }
+    for (query, kept) in queries.iter().zip([true, false, true]) {
+        let by_hash = call(&service, "", &hash_of(query)).await;
+        if kept {
+            assert!(by_hash["data"]["topProducts"].is_array(), "{by_hash}");
+        } else {
+            assert_first_error(
+                &by_hash,
+                "PersistedQueryNotFound",
+                "PERSISTED_QUERY_NOT_FOUND",
+            );
+        }
+    }
+}
