@@ -339,7 +339,24 @@ struct Measures {
     /// Root fields, when the set is the root's (fragments spread at the root count theirs).
     fields: u64,
     cost: u64,
+    /// `__schema` fields selected (each alias and each spread of a fragment holding one).
+    schemas: u64,
+    /// The deepest nesting of [`INTROSPECTION_LISTS`] inside introspection.
+    introspection_lists: usize,
 }
+
+/// Introspection's lists whose nesting multiplies its answer by the schema's size each level.
+const INTROSPECTION_LISTS: [&str; 4] = ["fields", "inputFields", "interfaces", "possibleTypes"];
+
+/// How deep [`INTROSPECTION_LISTS`] may nest (graphql-js's `MaxIntrospectionDepthRule`): the
+/// standard introspection query nests them once; three levels of `fields` of every type
+/// already answer tens of megabytes, which the cost does not see, as it does not multiply
+/// introspection's lists.
+pub const MAX_INTROSPECTION_LIST_DEPTH: usize = 2;
+
+/// How many times one operation may select `__schema`: each answers the whole schema, so
+/// aliases of it would multiply that answer (tools ask it once).
+pub const MAX_SCHEMA_FIELDS: u64 = 1;
 
 /// A fragment's measures, or the mark that it is being measured (a spread reaching it again
 /// is a cycle).
@@ -406,6 +423,17 @@ impl<'d> Measurer<'d> {
         }
         if measures.aliases > self.limits.max_aliases as u64 {
             return Err(self.refuse("aliases", measures.aliases, self.limits.max_aliases));
+        }
+        if measures.schemas > MAX_SCHEMA_FIELDS {
+            return Err(self.refuse("`__schema` fields", measures.schemas, MAX_SCHEMA_FIELDS));
+        }
+        if measures.introspection_lists > MAX_INTROSPECTION_LIST_DEPTH {
+            return Err(self.refuse(
+                "levels of introspection lists (`fields`, `inputFields`, `interfaces`, \
+                 `possibleTypes`) nested",
+                measures.introspection_lists,
+                MAX_INTROSPECTION_LIST_DEPTH,
+            ));
         }
         if measures.cost > self.limits.max_cost {
             let found = if measures.cost == u64::MAX {
@@ -527,6 +555,8 @@ impl<'d> Measurer<'d> {
             total.aliases = total.aliases.saturating_add(measures.aliases);
             total.fields = total.fields.saturating_add(measures.fields);
             total.cost = total.cost.saturating_add(measures.cost);
+            total.schemas = total.schemas.saturating_add(measures.schemas);
+            total.introspection_lists = total.introspection_lists.max(measures.introspection_lists);
             self.check(&total)?;
         }
         Ok(total)
@@ -545,7 +575,11 @@ impl<'d> Measurer<'d> {
             self.in_introspection = true;
             let measured = self.field_sized(field, parent, list_size);
             self.in_introspection = false;
-            return measured;
+            let mut measured = measured?;
+            if field.name == "__schema" {
+                measured.schemas = measured.schemas.saturating_add(1);
+            }
+            return Ok(measured);
         }
         let shape = self
             .shape
@@ -559,6 +593,7 @@ impl<'d> Measurer<'d> {
                 aliases: own_alias,
                 fields: 1,
                 cost: 1,
+                ..Measures::default()
             });
         }
         // An unknown field or type: validation reports it; measure its selections on their own.
@@ -573,6 +608,8 @@ impl<'d> Measurer<'d> {
                 .unwrap_or(DEFAULT_LIST_SIZE),
             _ => 1,
         };
+        let introspection_list =
+            self.in_introspection && INTROSPECTION_LISTS.contains(&field.name.as_str());
         Ok(Measures {
             depth: inner.depth.saturating_add(1),
             aliases: inner.aliases.saturating_add(own_alias),
@@ -581,6 +618,10 @@ impl<'d> Measurer<'d> {
                 .cost
                 .saturating_mul(multiplier.max(1))
                 .saturating_add(1),
+            schemas: inner.schemas,
+            introspection_lists: inner
+                .introspection_lists
+                .saturating_add(usize::from(introspection_list)),
         })
     }
 

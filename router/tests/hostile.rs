@@ -789,7 +789,7 @@ async fn introspection_fields_count_without_multiplying_their_lists() {
     let mut query = String::from("{ __schema { types { ...T0 } } }\n");
     for i in 0..12 {
         query.push_str(&format!(
-            "fragment T{i} on __Type {{ ofType {{ ...T{n} }} interfaces {{ ...T{n} }} possibleTypes {{ ...T{n} }} }}\n",
+            "fragment T{i} on __Type {{ ofType {{ ...T{n} }} ofType {{ ...T{n} }} ofType {{ ...T{n} }} }}\n",
             n = i + 1
         ));
     }
@@ -807,6 +807,56 @@ async fn introspection_fields_count_without_multiplying_their_lists() {
     )
     .await;
     assert!(small["data"]["__schema"]["types"].is_array(), "{small}");
+}
+
+/// What the cost does not see in introspection, its answer's size, is bounded otherwise:
+/// `__schema` once per operation, and its lists of every type's fields, interfaces and possible
+/// types nested at most twice (graphql-js's rule), through aliases and fragments alike.
+#[tokio::test]
+async fn introspection_answers_cannot_be_multiplied_by_aliases_or_nesting() {
+    let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
+    let refused = |response: &Value, what: &str| {
+        let message = response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.starts_with("the operation has ") && message.contains(what),
+            "{response}"
+        );
+        assert!(response.get("data").is_none(), "{response}");
+    };
+    for query in [
+        "{ a: __schema { queryType { name } } b: __schema { queryType { name } } }",
+        "{ ...S ...on Query { __schema { queryType { name } } } }\n\
+         fragment S on Query { __schema { queryType { name } } }",
+        "query($t: Boolean = true) { __schema { queryType { name } } \
+         ... @include(if: $t) { again: __schema { queryType { name } } } }",
+    ] {
+        let response = ask(&router, query, json!({})).await;
+        refused(&response, "2 `__schema` fields, more than the limit of 1");
+    }
+    for query in [
+        "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }",
+        "{ __type(name: \"Query\") { fields { type { interfaces { possibleTypes { name } } } } } }",
+        "{ __schema { types { ...F } } }\n\
+         fragment F on __Type { inputFields { type { ...G } } }\n\
+         fragment G on __Type { fields { type { possibleTypes { name } } } }",
+    ] {
+        let response = ask(&router, query, json!({})).await;
+        refused(&response, "3 levels of introspection lists");
+    }
+    // Twice is what the standard introspection query needs at most: answered.
+    let response = ask(
+        &router,
+        "{ __schema { types { name fields { name type { name fields { name } } } } } }",
+        json!({}),
+    )
+    .await;
+    assert!(
+        response["data"]["__schema"]["types"].is_array(),
+        "{response}"
+    );
+    assert!(response.get("errors").is_none(), "{response}");
 }
 
 /// New plans are made in one slot per core: with every slot busy, a new operation waits at
