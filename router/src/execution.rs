@@ -716,6 +716,23 @@ async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePat
     }
 }
 
+/// Whether every root selection of `fetch` is a fragment its `@skip`/`@include` leaves out
+/// with these `variables` (the planner keeps such a fragment in the fetch rather than making
+/// a condition of it): the fetch asks nothing, and is not sent, since async-graphql answers
+/// an empty selection with `data: null`, which is no GraphQL answer.
+fn asks_nothing(fetch: &FetchNode, variables: &serde_json::Map<String, serde_json::Value>) -> bool {
+    let flag = |name: &String| variables.get(name).and_then(serde_json::Value::as_bool);
+    let root = &fetch.operation.document.operation.selection_set;
+    !root.items.is_empty()
+        && root.items.iter().all(|item| match item {
+            SelectionItem::InlineFragment(fragment) => {
+                fragment.skip_if.as_ref().and_then(flag) == Some(true)
+                    || fragment.include_if.as_ref().and_then(flag) == Some(false)
+            }
+            _ => false,
+        })
+}
+
 /// The planner's merge of several entity fetches to one subgraph (in one `Parallel`) into one
 /// request: each alias (`_e0: _entities(representations: $__batch_reps_0)`) resolves the
 /// entities at its paths, exactly as a `Flatten(Fetch)` would.
@@ -744,6 +761,9 @@ async fn batch_fetch(state: &State<'_>, batch: &BatchFetchNode) {
 }
 
 async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
+    if asks_nothing(fetch, state.variables) {
+        return;
+    }
     state.fetched_data_kept_for(
         state
             .fetching

@@ -41,15 +41,23 @@ pub use subscriptions::{
     MAX_RESUBSCRIPTIONS, RESUBSCRIBE_DELAYS, RESUBSCRIPTION_WINDOW, ResponseStream,
 };
 
-/// Whether an operation asks for `__schema` or `__type`.
+/// Whether an operation asks for `__schema` or `__type`, at its root or in an inline
+/// fragment there (normalization keeps a fragment that carries `@skip` or `@include`).
 fn asks_introspection(
     operation: &hive_router_query_planner::ast::operation::OperationDefinition,
 ) -> bool {
     use hive_router_query_planner::ast::selection_item::SelectionItem;
-    operation.selection_set.items.iter().any(|item| {
-        matches!(item, SelectionItem::Field(field)
-            if crate::introspection::Introspection::is_introspection_field(&field.name))
-    })
+    use hive_router_query_planner::ast::selection_set::SelectionSet;
+    fn asks(set: &SelectionSet) -> bool {
+        set.items.iter().any(|item| match item {
+            SelectionItem::Field(field) => {
+                crate::introspection::Introspection::is_introspection_field(&field.name)
+            }
+            SelectionItem::InlineFragment(fragment) => asks(&fragment.selections),
+            SelectionItem::FragmentSpread(_) => false,
+        })
+    }
+    asks(&operation.selection_set)
 }
 
 /// The GraphQL errors of a request that could not be planned, with their locations.

@@ -17,7 +17,7 @@ use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::{FieldSelection, SelectionSet};
 use hive_router_query_planner::graph::PlannerOverrideContext;
-use hive_router_query_planner::planner::plan_nodes::QueryPlan;
+use hive_router_query_planner::planner::plan_nodes::{FetchNode, PlanNode, QueryPlan};
 use hive_router_query_planner::state::supergraph_state::OperationKind;
 use hive_router_query_planner::utils::cancellation::CancellationToken;
 use hive_router_query_planner::utils::parsing::safe_parse_operation_with_token_limit;
@@ -474,11 +474,10 @@ impl PlanCache {
             return Ok((found, true));
         }
         self.stats.lock().expect("stats lock").misses += 1;
-        // `__schema` and `__type` are answered by the router itself, not planned.
+        // `__schema` and `__type` are answered by the router itself, not planned (at the
+        // root, or in a root fragment the normalization kept for its `@skip`/`@include`).
         let mut to_plan = operation.clone();
-        to_plan.selection_set.items.retain(|item| {
-            !matches!(item, SelectionItem::Field(field) if Introspection::is_introspection_field(&field.name))
-        });
+        without_introspection(&mut to_plan.selection_set);
         if supergraph.hides_any_possible_type()
             && let Ok(root) = planner
                 .supergraph
@@ -487,7 +486,11 @@ impl PlanCache {
             let root = root.to_owned();
             ask_hidden_runtime_types(&mut to_plan.selection_set, &root, supergraph);
         }
-        let plan = if to_plan.selection_set.items.is_empty() {
+        let root_type = planner
+            .supergraph
+            .root_type_name(to_plan.operation_kind.as_ref())
+            .map(str::to_owned);
+        let mut plan = if to_plan.selection_set.items.is_empty() {
             QueryPlan {
                 kind: "QueryPlan",
                 node: None,
@@ -510,6 +513,9 @@ impl PlanCache {
                     }
                 })?
         };
+        if let (Some(node), Ok(root_type)) = (plan.node.as_mut(), &root_type) {
+            untype_root_fragments(node, root_type);
+        }
         let coordinates = crate::usage::coordinates(&operation, &planner.supergraph);
         let planned = Arc::new(Planned {
             hash: key.1.iter().map(|byte| format!("{byte:02x}")).collect(),
@@ -687,4 +693,87 @@ fn variable_definitions(
         Some(ParsedOperation::Subscription(s)) => s.variable_definitions.clone(),
         Some(ParsedOperation::SelectionSet(_)) | None => Vec::new(),
     }
+}
+
+/// Sends the root fragments of `node`'s fetches without their type condition. The planner
+/// writes a root fragment it keeps (for its `@skip`/`@include`) as `...on Query`, the
+/// supergraph's name, while a subgraph may name its root type as it likes (async-graphql's
+/// default is its struct's name) and would refuse the unknown type; a fragment without a type
+/// condition means the same on whatever type it is in.
+fn untype_root_fragments(node: &mut PlanNode, root_type: &str) {
+    let each = |nodes: &mut [PlanNode]| {
+        for node in nodes {
+            untype_root_fragments(node, root_type);
+        }
+    };
+    match node {
+        PlanNode::Fetch(fetch) => untype_fetch(fetch, root_type),
+        PlanNode::Subscription(subscription) => untype_fetch(&mut subscription.primary, root_type),
+        PlanNode::Sequence(sequence) => each(&mut sequence.nodes),
+        PlanNode::Parallel(parallel) => each(&mut parallel.nodes),
+        PlanNode::Condition(condition) => {
+            let clauses = [&mut condition.if_clause, &mut condition.else_clause];
+            for node in clauses.into_iter().flatten() {
+                untype_root_fragments(node, root_type);
+            }
+        }
+        PlanNode::Defer(defer) => {
+            let deferred = defer.deferred.iter_mut().filter_map(|d| d.node.as_mut());
+            for node in defer.primary.node.iter_mut().chain(deferred) {
+                untype_root_fragments(node, root_type);
+            }
+        }
+        // Entity fetches: their fragments are on entity types, never the root's.
+        PlanNode::Flatten(_) | PlanNode::BatchFetch(_) => {}
+    }
+}
+
+/// [`untype_root_fragments`] for one fetch: its text's root selection set is written again,
+/// each `...on <root>` there as `...`.
+fn untype_fetch(fetch: &mut FetchNode, root_type: &str) {
+    let operation = &mut fetch.operation;
+    let root = &operation.document.operation.selection_set;
+    let typed = |item: &SelectionItem| matches!(item, SelectionItem::InlineFragment(fragment) if fragment.type_condition == root_type);
+    if !root.items.iter().any(typed) {
+        return;
+    }
+    let printed = root.to_string();
+    let Some(at) = operation.document_str[operation.name_write_position..]
+        .find(&printed)
+        .map(|found| found + operation.name_write_position)
+    else {
+        return;
+    };
+    let items: Vec<String> = root
+        .items
+        .iter()
+        .map(|item| match item {
+            SelectionItem::InlineFragment(fragment) if typed(item) => {
+                let printed = item.to_string();
+                let typed_prefix = format!("...on {}", fragment.type_condition);
+                match printed.strip_prefix(&typed_prefix) {
+                    Some(rest) => format!("...{rest}"),
+                    None => printed,
+                }
+            }
+            _ => item.to_string(),
+        })
+        .collect();
+    let untyped = format!("{{{}}}", items.join(" "));
+    operation
+        .document_str
+        .replace_range(at..at + printed.len(), &untyped);
+}
+
+/// Removes the introspection fields from the root selection `set` and from its inline
+/// fragments (dropping those left empty).
+fn without_introspection(set: &mut hive_router_query_planner::ast::selection_set::SelectionSet) {
+    set.items.retain_mut(|item| match item {
+        SelectionItem::Field(field) => !Introspection::is_introspection_field(&field.name),
+        SelectionItem::InlineFragment(fragment) => {
+            without_introspection(&mut fragment.selections);
+            !fragment.selections.items.is_empty()
+        }
+        SelectionItem::FragmentSpread(_) => true,
+    });
 }

@@ -143,12 +143,43 @@ async fn type_lookups_and_introspection_beside_data() {
     );
 }
 
+/// A root fragment the normalization keeps (it carries `@include` with a variable) may hold
+/// introspection beside planned fields: both are answered, and the condition applies.
+#[tokio::test]
+async fn introspection_inside_a_conditional_root_fragment_is_answered() {
+    let router = router();
+    let query = "query($t: Boolean = true) { ... @include(if: $t) { \
+                 __type(name: \"Query\") { name } topProducts(first: 1) { name } } }";
+    let response = ask(&router, query).await;
+    assert!(response.get("errors").is_none(), "{response}");
+    assert_eq!(
+        response["data"]["__type"],
+        json!({ "name": "Query" }),
+        "{response}"
+    );
+    assert!(response["data"]["topProducts"].is_array(), "{response}");
+    let skipped = ask(&router, &query.replace("= true", "= false")).await;
+    assert_eq!(skipped["data"], json!({}), "{skipped}");
+    assert!(skipped.get("errors").is_none(), "{skipped}");
+}
+
 #[tokio::test]
 async fn introspection_can_be_switched_off() {
     let router = router().without_introspection();
     let response = ask(&router, "{ __schema { queryType { name } } }").await;
     assert_eq!(response["errors"][0]["extensions"]["code"], "FORBIDDEN");
     assert!(response.get("data").is_none());
+    // Inside a root fragment the planner keeps (it carries a directive): refused alike.
+    let response = ask(
+        &router,
+        "query($t: Boolean = true) { ... @include(if: $t) { __type(name: \"Query\") { name } } }",
+    )
+    .await;
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{response}"
+    );
+    assert!(response.get("data").is_none(), "{response}");
     // Ordinary queries, `__typename` included, still work.
     let response = ask(&router, "{ __typename topProducts(first: 1) { name } }").await;
     assert!(response.get("errors").is_none(), "{response}");
