@@ -183,6 +183,9 @@ pub fn start(
         None => None,
     };
     let partner_keys = postgres.map(|pool| Arc::new(PartnerKeys::new(pool)));
+    if let Some(keys) = &partner_keys {
+        background.push(tokio::spawn(keys.clone().keep_listing_live_keys()));
+    }
     if let (Some(keys), Some(redis)) = (&partner_keys, redis) {
         background.push(tokio::spawn(keys.clone().follow_revocations(redis)));
     }

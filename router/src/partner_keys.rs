@@ -11,11 +11,13 @@
 //! ([`PartnerKeys::follow_revocations`]) forgets the key at once, so a revoked key fails within
 //! moments on every pod, and within [`POSITIVE_TTL`] even when Redis is down. Lookups are
 //! bounded ([`MAX_CONCURRENT_LOOKUPS`], each within [`LOOKUP_TIMEOUT`]), so a flood of random
-//! keys cannot take every database connection; a key this router found before is looked up
-//! again in slots of its own ([`REFRESH_SLOTS`]), so such a flood cannot lock out the partners
-//! already served either.
+//! keys cannot take every database connection; a key this router found before, or saw in its
+//! last listing of the live keys' digests ([`PartnerKeys::keep_listing_live_keys`], every
+//! [`LISTING_PERIOD`]), is looked up in slots of its own ([`REFRESH_SLOTS`]), so such a flood
+//! cannot lock out real partners, even on a router that has served none of them yet. (A key
+//! made since the last listing is looked up as an unknown one until the next.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,10 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_CACHED: usize = 10_000;
 /// Unknown keys remembered, apart from the keys found (beyond it, they are forgotten).
 const MAX_CACHED_UNKNOWN: usize = 10_000;
+/// How often a router lists the digests of the live keys.
+pub const LISTING_PERIOD: Duration = Duration::from_secs(30);
+/// The most digests one listing keeps (32 bytes of hex each).
+const MAX_LISTED: i64 = 100_000;
 /// Every key starts with this, so a leaked one is recognisable (and scannable) as ours.
 pub const KEY_PREFIX: &str = "glpk_";
 
@@ -103,6 +109,9 @@ struct Cache {
     entries: HashMap<String, Cached>,
     /// Keys that do not exist (`owner` is `None`), apart: made-up keys fill only this.
     unknown: HashMap<String, Cached>,
+    /// The digests of the live keys as last listed: only which slots a lookup takes, never
+    /// whether a key is accepted (the database says that).
+    listed: HashSet<String>,
     /// Bumped whenever something is forgotten: a lookup that began before is not kept, since
     /// what it read may be what was just revoked.
     generation: u64,
@@ -214,7 +223,39 @@ impl PartnerKeys {
             .or_else(|| cache.unknown.get(digest))
             .filter(|cached| cached.until > Instant::now())
             .map(|cached| cached.owner.clone())
-            .ok_or((cache.generation, found.is_some()))
+            .ok_or((
+                cache.generation,
+                found.is_some() || cache.listed.contains(digest),
+            ))
+    }
+
+    /// Lists the digests of the live keys (at most [`MAX_LISTED`]), so a lookup of one of them
+    /// takes the slots made-up keys never take. Returns how many were listed.
+    pub async fn list_live_keys(&self) -> Result<usize, PartnerKeyError> {
+        let digests: Vec<String> = tokio::time::timeout(
+            LOOKUP_TIMEOUT,
+            sqlx::query_scalar(
+                "SELECT digest FROM accounts.partner_keys WHERE revoked_at IS NULL LIMIT $1",
+            )
+            .bind(MAX_LISTED)
+            .fetch_all(&self.pool),
+        )
+        .await
+        .map_err(|_| PartnerKeyError::Timeout(LOOKUP_TIMEOUT))??;
+        let listed = digests.len();
+        self.cache.lock().expect("partner key cache lock").listed = digests.into_iter().collect();
+        Ok(listed)
+    }
+
+    /// Lists the live keys every [`LISTING_PERIOD`] until the task is dropped; a listing that
+    /// fails keeps the last one.
+    pub async fn keep_listing_live_keys(self: std::sync::Arc<Self>) {
+        loop {
+            if let Err(error) = self.list_live_keys().await {
+                tracing::warn!(%error, "cannot list the live partner keys; keeping the last list");
+            }
+            tokio::time::sleep(LISTING_PERIOD).await;
+        }
     }
 
     /// Forgets the key with this digest (a revocation was announced).

@@ -278,6 +278,33 @@ async fn a_pod_subscribing_again_forgets_what_it_cached_while_it_could_miss_revo
     delete(&pool, &owner).await;
 }
 
+/// A router that has served no partner yet (just started, or scaled out) listed the live
+/// keys: a flood of made-up keys holding every lookup slot does not lock real partners out of
+/// it; a key made after the listing waits for those slots until the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_does_not_lock_out_live_keys_a_new_router_has_not_served() {
+    let pool = pool().await;
+    let (owner, key) = new_key(&pool, "listed").await;
+    let keys = PartnerKeys::new(pool.clone());
+    assert!(keys.list_live_keys().await.unwrap() >= 1);
+    let (later, later_key) = new_key(&pool, "listed-later").await;
+    let held = keys
+        .lookup_slots()
+        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
+        .await
+        .unwrap();
+    assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
+    assert!(matches!(
+        keys.find(&later_key).await,
+        Err(partner_keys::PartnerKeyError::Timeout(_))
+    ));
+    keys.list_live_keys().await.unwrap();
+    assert_eq!(keys.find(&later_key).await.unwrap(), Some(later.clone()));
+    drop(held);
+    delete(&pool, &owner).await;
+    delete(&pool, &later).await;
+}
+
 /// Made-up keys can take every lookup slot; a key this router found before is then looked up
 /// again, when its cached answer expires, in slots of its own, and really asked of the
 /// database (a key gone from it is refused), not answered from what was cached.
