@@ -581,22 +581,32 @@ pub struct Erased {
 /// queues the cancellation of every Stripe subscription of theirs that is not over and the
 /// expiry of their Checkout Session (it could still be paid), and removes their
 /// subscriptions, customer link and session. Erasing an erased user changes nothing.
-pub async fn erase_user(conn: &mut PgConnection, user_id: Uuid) -> Result<Erased, sqlx::Error> {
+///
+/// A subscription Stripe made after `deleted_at` (the deletion's time, Unix seconds, when the
+/// event says it) is a checkout paid after the deletion that billing heard of before the
+/// deletion itself: its payment is refunded once it is cancelled, as when it comes after.
+pub async fn erase_user(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    deleted_at: Option<f64>,
+) -> Result<Erased, sqlx::Error> {
     sqlx::query("INSERT INTO billing.erased_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
     let cancellations: Vec<String> = sqlx::query_scalar(concat!(
-        "INSERT INTO billing.stripe_cancellations (stripe_id)
-         SELECT stripe_subscription_id FROM billing.subscriptions
+        "INSERT INTO billing.stripe_cancellations (stripe_id, refund_paid)
+         SELECT stripe_subscription_id, COALESCE(started_at > to_timestamp($2), false)
+         FROM billing.subscriptions
          WHERE user_id = $1 AND source = 'stripe'
            AND status NOT IN ('canceled', 'incomplete_expired') AND NOT snapshot_final
          UNION
-         SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1 ",
+         SELECT session_id, false FROM billing.checkout_sessions WHERE user_id = $1 ",
         duplicate_becomes_cancellation!(),
         " RETURNING stripe_id"
     ))
     .bind(user_id)
+    .bind(deleted_at)
     .fetch_all(&mut *conn)
     .await?;
     let subscriptions = sqlx::query("DELETE FROM billing.subscriptions WHERE user_id = $1")

@@ -120,7 +120,14 @@ impl TrialHandler {
         if kind == "user.deleted" {
             // Without an event id it is still erased (erasing twice changes nothing), only not
             // recorded: a deleted user's billing must not outlive a malformed entry.
-            let Some(erased) = self.erase(user_id, event_id).await.map_err(retry)? else {
+            let deleted_at = payload["occurred_at"]
+                .as_str()
+                .and_then(gospelib_kit::time::parse_rfc3339);
+            let Some(erased) = self
+                .erase(user_id, event_id, deleted_at)
+                .await
+                .map_err(retry)?
+            else {
                 return Ok(TrialOutcome::AlreadyApplied);
             };
             self.entitlements.invalidate(&[user_id]).await;
@@ -175,12 +182,14 @@ impl TrialHandler {
 }
 
 impl TrialHandler {
-    /// Records `event_id` and erases `user_id`'s billing in one transaction; what it erased,
-    /// `None` when the event was applied before.
+    /// Records `event_id` and erases `user_id`'s billing (deleted at `deleted_at`, Unix
+    /// seconds, when known) in one transaction; what it erased, `None` when the event was
+    /// applied before.
     async fn erase(
         &self,
         user_id: Uuid,
         event_id: Option<Uuid>,
+        deleted_at: Option<f64>,
     ) -> Result<Option<store::Erased>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         store::lock_user(&mut tx, user_id).await?;
@@ -190,7 +199,7 @@ impl TrialHandler {
             tx.rollback().await?;
             return Ok(None);
         }
-        let erased = store::erase_user(&mut tx, user_id).await?;
+        let erased = store::erase_user(&mut tx, user_id, deleted_at).await?;
         tx.commit().await?;
         tracing::info!(
             %user_id,

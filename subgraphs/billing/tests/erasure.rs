@@ -262,6 +262,78 @@ async fn a_deleted_users_subscription_is_cancelled_at_stripe_and_their_billing_e
     clean_up(&pool, &[user, bystander], &names).await;
 }
 
+/// Billing heard of a checkout paid after the deletion before it heard of the deletion (its
+/// consumer behind): the erasure queues that subscription's payment to be refunded, as when
+/// the payment comes after; one made before the deletion is a plain cancellation.
+#[tokio::test]
+async fn a_late_erasure_refunds_a_subscription_paid_after_the_deletion() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let names = names();
+    let url = endpoint(&pool, redis(), &names).await;
+    let (late_user, earlier_user) = (Uuid::new_v4(), Uuid::new_v4());
+    let (late, late_customer) = (subscription_id(), customer_id());
+    let (earlier, earlier_customer) = (subscription_id(), customer_id());
+    // Stripe made `late` 100 s ago (`subscribe`), `earlier` an hour before.
+    subscribe(&url, late_user, &late, &late_customer).await;
+    let now = now_secs();
+    let body = event(
+        &event_id(),
+        "customer.subscription.created",
+        now,
+        subscription(
+            &earlier,
+            &earlier_customer,
+            Some(earlier_user),
+            "active",
+            "price_scholar_monthly",
+            (now - 3_600, now + 30 * 86_400),
+        ),
+    );
+    assert_eq!(post(&url, &body).await.0, 200);
+
+    // Both accounts were deleted 10 minutes ago.
+    let deleted_at = gospelib_kit::time::rfc3339(now - 600);
+    let users_stream = format!("gl:test:users:{}", unique());
+    let (stop, consumer) = start_consumer(&pool, &users_stream, &names);
+    for user in [late_user, earlier_user] {
+        xadd_user_event_at(
+            &users_stream,
+            Uuid::new_v4(),
+            "user.deleted",
+            user,
+            &deleted_at,
+        )
+        .await;
+    }
+    eventually("both are erased", || async {
+        stored_subscriptions(&pool, late_user).await.is_empty()
+            && stored_subscriptions(&pool, earlier_user).await.is_empty()
+    })
+    .await;
+    stop.send(true).unwrap();
+    consumer.await.unwrap();
+    let refund_paid = |id: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT refund_paid FROM billing.stripe_cancellations WHERE stripe_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(refund_paid(late.clone()).await, "paid after the deletion");
+    assert!(!refund_paid(earlier.clone()).await, "paid before it");
+    sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
+        .bind(vec![late, earlier])
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_user_deleted_before_the_creation_arrives_gets_no_trial() {
     let pool = pool().await;

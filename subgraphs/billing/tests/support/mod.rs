@@ -404,9 +404,21 @@ pub use gospelib_kit::test_stack::{eventually, group_caught_up};
 
 /// Appends a user event to `stream` as the accounts outbox relay does.
 pub async fn xadd_user_event(stream: &str, event_id: Uuid, kind: &str, user_id: Uuid) {
+    let now = gospelib_kit::time::rfc3339(gospelib_kit::time::now_secs());
+    xadd_user_event_at(stream, event_id, kind, user_id, &now).await;
+}
+
+/// [`xadd_user_event`] saying it occurred at `occurred_at` (RFC 3339).
+pub async fn xadd_user_event_at(
+    stream: &str,
+    event_id: Uuid,
+    kind: &str,
+    user_id: Uuid,
+    occurred_at: &str,
+) {
     let payload = json!({
         "event_id": event_id, "type": kind, "user_id": user_id,
-        "clerk_id": "user_test", "occurred_at": "2026-12-02T10:00:00.000Z", "email": "a@x.org"
+        "clerk_id": "user_test", "occurred_at": occurred_at, "email": "a@x.org"
     });
     xadd(
         stream,
