@@ -522,9 +522,9 @@ fn windows(mut rows: Vec<MarkedRow>) -> Vec<Window> {
 /// Deletes from their streams (`XDEL`) every copy of the rows of `table` marked
 /// `forget_in_stream` (found by their `event_id` between the row's creation and its
 /// publication, give or take the clocks' skew: a relay that failed to record its batch may
-/// have added a row twice), [`FORGET_BATCH`] rows at a time, and clears the marks; how many
-/// rows. A window that fails is logged and its rows stay marked for the next pass; the pass
-/// goes on with the others, within the worker's deadline.
+/// have added a row twice), [`FORGET_BATCH`] rows at a time, and clears the marks of each
+/// window once it is done; how many rows. A window that fails is logged and its rows stay
+/// marked for the next pass; the pass goes on with the others, within the worker's deadline.
 async fn forget_marked_entries(
     pool: &PgPool,
     redis: &redis::Client,
@@ -547,10 +547,14 @@ async fn forget_marked_entries(
             return Ok(0);
         }
         let mut connection = connect(redis).await?;
-        let mut forgotten = Vec::with_capacity(marked.len());
+        let mut forgotten = 0;
         for window in windows(marked) {
             match forget_in_window(&mut connection, &window).await {
-                Ok(()) => forgotten.extend(window.rows),
+                // Cleared at once: a pass cut short by the deadline keeps what it did.
+                Ok(()) => {
+                    sqlx::query(&clear).bind(&window.rows).execute(pool).await?;
+                    forgotten += window.rows.len();
+                }
                 Err(error) => tracing::warn!(
                     table,
                     stream = %window.stream,
@@ -559,8 +563,7 @@ async fn forget_marked_entries(
                 ),
             }
         }
-        sqlx::query(&clear).bind(&forgotten).execute(pool).await?;
-        Ok(forgotten.len())
+        Ok(forgotten)
     })
     .await
 }

@@ -660,6 +660,13 @@ impl DeliveryWorker {
                     }
                 }
             }
+            // The re-check above waited on the database: what is left is measured again, and
+            // the send waits for the next attempt unless it still fits whole.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if sent_one && left < longest_send {
+                out_of_time = true;
+                break;
+            }
             sent_one = true;
             tried.insert(recipient_digest(&recipient.to));
             let (provider, delivery, attempts) =
