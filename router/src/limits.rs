@@ -388,8 +388,10 @@ struct Measurer<'d> {
     list_sizes: &'d ListSizes,
     fragments: HashMap<&'d str, &'d FragmentDefinition<'static, String>>,
     /// Each fragment's measures, by the size of the connection it is spread in (its `edges`
-    /// and `nodes` take that size, as an inline fragment's do).
-    memo: HashMap<(&'d str, Option<u64>), Memo>,
+    /// and `nodes` take that size, as an inline fragment's do) and by whether it is spread
+    /// inside introspection (whose lists count apart): a fragment measured in one place is not
+    /// taken for measured in the other.
+    memo: HashMap<(&'d str, Option<u64>, bool), Memo>,
     variables: &'d serde_json::Map<String, serde_json::Value>,
     /// The defaults the operation being measured gives its variables (a variable the request
     /// leaves out takes its default).
@@ -721,7 +723,8 @@ impl<'d> Measurer<'d> {
 
     /// A fragment's measures, computed once however often it is spread.
     fn fragment(&mut self, name: &'d str, connection_size: Option<u64>) -> Result<Measures, Stop> {
-        match self.memo.get(&(name, connection_size)) {
+        let key = (name, connection_size, self.in_introspection);
+        match self.memo.get(&key) {
             Some(Memo::Done(measures)) => return Ok(*measures),
             Some(Memo::InProgress) => return Err(Stop::Cycle(name.to_owned())),
             None => {}
@@ -730,11 +733,10 @@ impl<'d> Measurer<'d> {
         let Some(fragment) = self.fragments.get(name).copied() else {
             return Ok(Measures::default());
         };
-        self.memo.insert((name, connection_size), Memo::InProgress);
+        self.memo.insert(key, Memo::InProgress);
         let TypeCondition::On(on) = &fragment.type_condition;
         let measures = self.sized_selection_set(&fragment.selection_set, on, connection_size)?;
-        self.memo
-            .insert((name, connection_size), Memo::Done(measures));
+        self.memo.insert(key, Memo::Done(measures));
         Ok(measures)
     }
 }
@@ -818,7 +820,7 @@ pub fn check_limits(
         }
     }
     let measured: std::collections::HashSet<&str> =
-        measurer.memo.keys().map(|(name, _)| *name).collect();
+        measurer.memo.keys().map(|(name, _, _)| *name).collect();
     let unmeasured: Vec<&str> = measurer
         .fragments
         .keys()

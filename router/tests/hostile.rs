@@ -841,6 +841,9 @@ async fn introspection_answers_cannot_be_multiplied_by_aliases_or_nesting() {
         "{ __schema { types { ...F } } }\n\
          fragment F on __Type { inputFields { type { ...G } } }\n\
          fragment G on __Type { fields { type { possibleTypes { name } } } }",
+        // Measured first where it is skipped, outside introspection: measured again inside.
+        "{ ...T @skip(if: true) __schema { types { ...T } } }\n\
+         fragment T on __Type { fields { type { fields { type { fields { name } } } } } }",
     ] {
         let response = ask(&router, query, json!({})).await;
         refused(&response, "3 levels of introspection lists");
