@@ -717,20 +717,23 @@ async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePat
 }
 
 /// Whether every root selection of `fetch` is a fragment its `@skip`/`@include` leaves out
-/// with these `variables` (the planner keeps such a fragment in the fetch rather than making
-/// a condition of it): the fetch asks nothing, and is not sent, since async-graphql answers
+/// with these `variables`, or one holding only such fragments (the planner keeps such a
+/// fragment in the fetch rather than making a condition of it): the fetch asks nothing, and is not sent, since async-graphql answers
 /// an empty selection with `data: null`, which is no GraphQL answer.
 fn asks_nothing(fetch: &FetchNode, variables: &serde_json::Map<String, serde_json::Value>) -> bool {
-    let flag = |name: &String| variables.get(name).and_then(serde_json::Value::as_bool);
-    let root = &fetch.operation.document.operation.selection_set;
-    !root.items.is_empty()
-        && root.items.iter().all(|item| match item {
-            SelectionItem::InlineFragment(fragment) => {
-                fragment.skip_if.as_ref().and_then(flag) == Some(true)
-                    || fragment.include_if.as_ref().and_then(flag) == Some(false)
-            }
-            _ => false,
-        })
+    fn nothing(set: &SelectionSet, variables: &serde_json::Map<String, serde_json::Value>) -> bool {
+        let flag = |name: &String| variables.get(name).and_then(serde_json::Value::as_bool);
+        !set.items.is_empty()
+            && set.items.iter().all(|item| match item {
+                SelectionItem::InlineFragment(fragment) => {
+                    fragment.skip_if.as_ref().and_then(flag) == Some(true)
+                        || fragment.include_if.as_ref().and_then(flag) == Some(false)
+                        || nothing(&fragment.selections, variables)
+                }
+                _ => false,
+            })
+    }
+    nothing(&fetch.operation.document.operation.selection_set, variables)
 }
 
 /// The planner's merge of several entity fetches to one subgraph (in one `Parallel`) into one

@@ -12,6 +12,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use graphql_tools::parser::query::{OperationDefinition as ParsedOperation, VariableDefinition};
+use hive_router_query_planner::ast::fragment::FragmentDefinition;
 use hive_router_query_planner::ast::normalization::normalize_operation;
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
@@ -728,41 +729,99 @@ fn untype_root_fragments(node: &mut PlanNode, root_type: &str) {
     }
 }
 
-/// [`untype_root_fragments`] for one fetch: its text's root selection set is written again,
-/// each `...on <root>` there as `...`.
+/// [`untype_root_fragments`] for one fetch: its text is written again from its document, the
+/// operation's root selection set with each fragment on the root type (inline, nested in
+/// another, or a named one the planner's minifier made, written inline) without its type
+/// condition.
 fn untype_fetch(fetch: &mut FetchNode, root_type: &str) {
-    let operation = &mut fetch.operation;
-    let root = &operation.document.operation.selection_set;
-    let typed = |item: &SelectionItem| matches!(item, SelectionItem::InlineFragment(fragment) if fragment.type_condition == root_type);
-    if !root.items.iter().any(typed) {
+    let document = &fetch.operation.document;
+    let root = &document.operation.selection_set;
+    let on_root = |definition: &&FragmentDefinition| definition.type_condition == root_type;
+    if !names_root_type(root, root_type) && !document.fragments.iter().any(|d| on_root(&d)) {
         return;
     }
-    let printed = root.to_string();
-    let Some(at) = operation.document_str[operation.name_write_position..]
-        .find(&printed)
-        .map(|found| found + operation.name_write_position)
-    else {
+    // The root selection set is what the operation's text ends with.
+    let operation = document.operation.to_string();
+    let Some(header) = operation.get(..operation.len() - root.to_string().len()) else {
         return;
     };
-    let items: Vec<String> = root
-        .items
+    let mut text = header.to_owned();
+    write_root_set(&mut text, root, root_type, &document.fragments);
+    // A fragment on the root type spread anywhere else (a field of the root type, which no
+    // subgraph here has) keeps its definition, and its name.
+    let kept: Vec<&FragmentDefinition> = document
+        .fragments
         .iter()
-        .map(|item| match item {
-            SelectionItem::InlineFragment(fragment) if typed(item) => {
-                let printed = item.to_string();
-                let typed_prefix = format!("...on {}", fragment.type_condition);
-                match printed.strip_prefix(&typed_prefix) {
-                    Some(rest) => format!("...{rest}"),
-                    None => printed,
-                }
-            }
-            _ => item.to_string(),
-        })
+        .filter(|definition| !on_root(definition) || spreads(&text, &definition.name))
         .collect();
-    let untyped = format!("{{{}}}", items.join(" "));
-    operation
-        .document_str
-        .replace_range(at..at + printed.len(), &untyped);
+    if !kept.is_empty() {
+        text.push_str("\n\n");
+        for definition in kept {
+            text.push_str(&definition.to_string());
+            text.push('\n');
+        }
+    }
+    fetch.operation.document_str = text;
+}
+
+/// Whether `set` (the root's) has an inline fragment on `root_type`, at any depth of fragments.
+fn names_root_type(set: &SelectionSet, root_type: &str) -> bool {
+    set.items.iter().any(|item| match item {
+        SelectionItem::InlineFragment(fragment) => {
+            fragment.type_condition == root_type || names_root_type(&fragment.selections, root_type)
+        }
+        _ => false,
+    })
+}
+
+/// Writes the root selection `set` as the planner prints it, but each fragment on `root_type`
+/// as `...` with its directives (a named one's selections inline).
+fn write_root_set(
+    out: &mut String,
+    set: &SelectionSet,
+    root_type: &str,
+    fragments: &[FragmentDefinition],
+) {
+    out.push('{');
+    for (i, item) in set.items.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match item {
+            SelectionItem::InlineFragment(fragment) if fragment.type_condition == root_type => {
+                out.push_str("...");
+                if let Some(variable) = &fragment.skip_if {
+                    out.push_str(&format!(" @skip(if: ${variable})"));
+                }
+                if let Some(variable) = &fragment.include_if {
+                    out.push_str(&format!(" @include(if: ${variable})"));
+                }
+                write_root_set(out, &fragment.selections, root_type, fragments);
+            }
+            SelectionItem::FragmentSpread(name) => match fragments.iter().find(|definition| {
+                &definition.name == name && definition.type_condition == root_type
+            }) {
+                Some(definition) => {
+                    out.push_str("...");
+                    write_root_set(out, &definition.selection_set, root_type, fragments);
+                }
+                None => out.push_str(&item.to_string()),
+            },
+            _ => out.push_str(&item.to_string()),
+        }
+    }
+    out.push('}');
+}
+
+/// Whether `text` spreads the fragment `name` (`...name`, not a longer name).
+fn spreads(text: &str, name: &str) -> bool {
+    let spread = format!("...{name}");
+    text.match_indices(&spread).any(|(at, _)| {
+        !text[at + spread.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
 }
 
 /// Removes the introspection fields from the root selection `set` and from its inline

@@ -120,6 +120,34 @@ async fn fields_with_one_response_key_are_merged_into_one() {
     );
 }
 
+/// Root fragments the planner keeps for their variable's `@skip`/`@include` (nested ones, and
+/// two with the same selections, which its minifier turns into a named fragment on the root
+/// type) reach a subgraph whose root type is not named `Query`, and one whose every fragment
+/// is left out is not asked at all (async-graphql would answer `data: null`).
+#[tokio::test]
+async fn conditional_root_fragments_reach_a_subgraph_with_its_own_root_name() {
+    let nested = r#"query($a: Boolean!, $b: Boolean!) {
+        ... @include(if: $a) { ... @include(if: $b) { topProducts(first: 1) { name } } }
+    }"#;
+    let twins = r#"query($a: Boolean!, $b: Boolean!) {
+        ... @include(if: $a) { topProducts(first: 1) { name } }
+        ... @skip(if: $b) { topProducts(first: 1) { name } }
+    }"#;
+    let table = json!({"data": {"topProducts": [{"name": "Table"}]}});
+    let nothing = json!({"data": {}});
+    for (query, a, b, expected) in [
+        (nested, true, true, &table),
+        (nested, true, false, &nothing),
+        (nested, false, true, &nothing),
+        (twins, true, true, &table),
+        (twins, false, false, &table),
+        (twins, false, true, &nothing),
+    ] {
+        let response = ask(&both(), query, json!({"a": a, "b": b})).await;
+        assert_eq!(&response, expected, "a={a} b={b}: {query}");
+    }
+}
+
 /// A subgraph that always gives the same answer.
 struct Canned(Value);
 
