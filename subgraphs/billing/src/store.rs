@@ -585,6 +585,7 @@ pub struct Erased {
 /// A subscription Stripe made after `deleted_at` (the deletion's time, Unix seconds, when the
 /// event says it) is a checkout paid after the deletion that billing heard of before the
 /// deletion itself: its payment is refunded once it is cancelled, as when it comes after.
+/// Stripe's `created` has whole seconds: one made in the deletion's second counts as after.
 pub async fn erase_user(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -596,7 +597,7 @@ pub async fn erase_user(
         .await?;
     let cancellations: Vec<String> = sqlx::query_scalar(concat!(
         "INSERT INTO billing.stripe_cancellations (stripe_id, refund_paid)
-         SELECT stripe_subscription_id, COALESCE(started_at > to_timestamp($2), false)
+         SELECT stripe_subscription_id, COALESCE(started_at >= date_trunc('second', to_timestamp($2)), false)
          FROM billing.subscriptions
          WHERE user_id = $1 AND source = 'stripe'
            AND status NOT IN ('canceled', 'incomplete_expired') AND NOT snapshot_final
