@@ -268,18 +268,15 @@ async fn a_redis_that_never_answers_costs_one_bounded_attempt() {
     held.abort();
 }
 
-/// Storing a query is a write into the shared Redis (kept a week): each caller may store only
-/// so many a minute (`persisted_queries` in the plans); past that the query still runs, and is
-/// not kept.
-#[tokio::test]
-async fn each_caller_stores_only_so_many_queries_a_minute() {
+/// A service whose reader plan (every anonymous caller's) may store `limit` of the
+/// `persisted_queries` bucket a minute.
+fn storing_at_most(name: &str, limit: u32) -> RouterService {
     use gospelib_router::pipeline::PlanEnforcement;
     use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
-    let prefix = prefix("limited");
-    // The reader plan (every anonymous caller's) may store two a minute.
+    let prefix = prefix(name);
     let text = gospelib_kit::plans::BUILT_IN.replacen(
         "persisted_queries = 60,",
-        "persisted_queries = 2,",
+        &format!("persisted_queries = {limit},"),
         1,
     );
     assert_ne!(
@@ -298,21 +295,23 @@ async fn each_caller_stores_only_so_many_queries_a_minute() {
         },
     ));
     let router = router().with_plans(enforcement);
-    let service = RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(
-        PersistedQueries::new(redis(), &prefix, DEFAULT_TTL),
-    ));
-    let queries = [
-        "{ topProducts(first: 1) { name } }",
-        "{ topProducts(first: 2) { name } }",
-        "{ topProducts(first: 3) { name } }",
-    ];
+    RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(PersistedQueries::new(
+        redis(),
+        &prefix,
+        DEFAULT_TTL,
+    )))
+}
+
+/// Sends each of `queries` with its hash (each runs), then each by its hash alone: found for
+/// those `kept`, `PERSISTED_QUERY_NOT_FOUND` for the others.
+async fn assert_kept(service: &RouterService, queries: &[String], kept: &[bool]) {
     for query in queries {
-        let answer = call(&service, query, &hash_of(query)).await;
+        let answer = call(service, query, &hash_of(query)).await;
         assert!(answer["data"]["topProducts"].is_array(), "{answer}");
     }
-    for (query, kept) in queries.iter().zip([true, true, false]) {
-        let by_hash = call(&service, "", &hash_of(query)).await;
-        if kept {
+    for (query, kept) in queries.iter().zip(kept) {
+        let by_hash = call(service, "", &hash_of(query)).await;
+        if *kept {
             assert!(by_hash["data"]["topProducts"].is_array(), "{by_hash}");
         } else {
             assert_first_error(
@@ -324,32 +323,20 @@ async fn each_caller_stores_only_so_many_queries_a_minute() {
     }
 }
 
+/// Storing a query is a write into the shared Redis (kept a week): each caller may store only
+/// so many a minute (`persisted_queries` in the plans); past that the query still runs, and is
+/// not kept.
+#[tokio::test]
+async fn each_caller_stores_only_so_many_queries_a_minute() {
+    let service = storing_at_most("limited", 2);
+    let queries = (1..=3).map(|n| format!("{{ topProducts(first: {n}) {{ name }} }}"));
+    assert_kept(&service, &queries.collect::<Vec<_>>(), &[true, true, false]).await;
+}
+
+/// The bucket is charged a request per started KiB of the text stored.
 #[tokio::test]
 async fn a_stored_query_is_charged_by_its_size() {
-    use gospelib_router::pipeline::PlanEnforcement;
-    use gospelib_router::rate_limit::{RateLimitSettings, RateLimiter};
-    let prefix = prefix("by-size");
-    // The reader plan may store 4 KiB a minute.
-    let text = gospelib_kit::plans::BUILT_IN.replacen(
-        "persisted_queries = 60,",
-        "persisted_queries = 4,",
-        1,
-    );
-    assert_ne!(text, gospelib_kit::plans::BUILT_IN);
-    let plans = Arc::new(gospelib_kit::plans::Plans::parse(&text).unwrap());
-    let (mut enforcement, _) = PlanEnforcement::start(plans, None);
-    enforcement.limiter = Arc::new(RateLimiter::new(
-        Some(redis()),
-        RateLimitSettings {
-            key_prefix: format!("{prefix}:rl"),
-            call_timeout: Duration::from_secs(2),
-            ..RateLimitSettings::default()
-        },
-    ));
-    let router = router().with_plans(enforcement);
-    let service = RouterService::new(Arc::new(router)).with_persisted_queries(Arc::new(
-        PersistedQueries::new(redis(), &prefix, DEFAULT_TTL),
-    ));
+    let service = storing_at_most("by-size", 4);
     // Padded with comments, which run as the query they pad: 3 KiB, then 2 KiB (one KiB is
     // left), then a few bytes.
     let padded = |first: u32, kibibytes: usize| {
@@ -362,20 +349,5 @@ async fn a_stored_query_is_charged_by_its_size() {
         "{ topProducts(first: 3) { name } }".to_owned(),
     ];
     assert_eq!(queries[0].len(), 3 * 1024);
-    for query in &queries {
-        let answer = call(&service, query, &hash_of(query)).await;
-        assert!(answer["data"]["topProducts"].is_array(), "{answer}");
-    }
-    for (query, kept) in queries.iter().zip([true, false, true]) {
-        let by_hash = call(&service, "", &hash_of(query)).await;
-        if kept {
-            assert!(by_hash["data"]["topProducts"].is_array(), "{by_hash}");
-        } else {
-            assert_first_error(
-                &by_hash,
-                "PersistedQueryNotFound",
-                "PERSISTED_QUERY_NOT_FOUND",
-            );
-        }
-    }
+    assert_kept(&service, &queries, &[true, false, true]).await;
 }

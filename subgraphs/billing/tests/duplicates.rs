@@ -673,21 +673,9 @@ async fn a_deleted_users_checkout_paid_after_the_deletion_is_refunded() {
         let body = delivery("created", sub, customer, user, "active", now);
         assert_eq!(post(&url, &body).await.0, 200);
     }
-    let refund_paid = |id: String| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT refund_paid FROM billing.stripe_cancellations WHERE stripe_id = $1",
-            )
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    assert!(refund_paid(late.clone()).await);
+    assert!(refund_paid(&pool, &late).await);
     assert!(
-        !refund_paid(known.clone()).await,
+        !refund_paid(&pool, &known).await,
         "the erasure's own stays plain"
     );
 

@@ -105,20 +105,25 @@ async fn cancellation_row(
     .unwrap()
 }
 
-/// The user's subscription as Stripe's webhook delivers it, active, for the user.
+/// The user's subscription as Stripe's webhook delivers it, active, for the user, its period
+/// begun now (Stripe made it 100 s before).
 async fn subscribe(url: &str, user: Uuid, sub: &str, customer: &str) {
-    let now = now_secs();
+    subscribe_from(url, user, sub, customer, now_secs()).await;
+}
+
+/// [`subscribe`], its period begun at `start` (Unix seconds).
+async fn subscribe_from(url: &str, user: Uuid, sub: &str, customer: &str, start: i64) {
     let body = event(
         &event_id(),
         "customer.subscription.created",
-        now,
+        now_secs(),
         subscription(
             sub,
             customer,
             Some(user),
             "active",
             "price_scholar_monthly",
-            (now, now + 30 * 86_400),
+            (start, start + 30 * 86_400),
         ),
     );
     assert_eq!(post(url, &body).await.0, 200);
@@ -277,20 +282,7 @@ async fn a_late_erasure_refunds_a_subscription_paid_after_the_deletion() {
     // Stripe made `late` 100 s ago (`subscribe`), `earlier` an hour before.
     subscribe(&url, late_user, &late, &late_customer).await;
     let now = now_secs();
-    let body = event(
-        &event_id(),
-        "customer.subscription.created",
-        now,
-        subscription(
-            &earlier,
-            &earlier_customer,
-            Some(earlier_user),
-            "active",
-            "price_scholar_monthly",
-            (now - 3_600, now + 30 * 86_400),
-        ),
-    );
-    assert_eq!(post(&url, &body).await.0, 200);
+    subscribe_from(&url, earlier_user, &earlier, &earlier_customer, now - 3_600).await;
 
     // Both accounts were deleted 10 minutes ago.
     let deleted_at = gospelib_kit::time::rfc3339(now - 600);
@@ -313,20 +305,8 @@ async fn a_late_erasure_refunds_a_subscription_paid_after_the_deletion() {
     .await;
     stop.send(true).unwrap();
     consumer.await.unwrap();
-    let refund_paid = |id: String| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT refund_paid FROM billing.stripe_cancellations WHERE stripe_id = $1",
-            )
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    assert!(refund_paid(late.clone()).await, "paid after the deletion");
-    assert!(!refund_paid(earlier.clone()).await, "paid before it");
+    assert!(refund_paid(&pool, &late).await, "paid after the deletion");
+    assert!(!refund_paid(&pool, &earlier).await, "paid before it");
     sqlx::query("DELETE FROM billing.stripe_cancellations WHERE stripe_id = ANY($1)")
         .bind(vec![late, earlier])
         .execute(&pool)

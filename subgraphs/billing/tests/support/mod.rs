@@ -403,6 +403,15 @@ pub use gospelib_kit::test_stack::{eventually, group_caught_up};
 // ---- User events (the accounts outbox's shape) and the consumer of them ----
 
 /// Appends a user event to `stream` as the accounts outbox relay does.
+/// Whether the cancellation queued for `stripe_id` refunds its payment once done.
+pub async fn refund_paid(pool: &PgPool, stripe_id: &str) -> bool {
+    sqlx::query_scalar("SELECT refund_paid FROM billing.stripe_cancellations WHERE stripe_id = $1")
+        .bind(stripe_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 pub async fn xadd_user_event(stream: &str, event_id: Uuid, kind: &str, user_id: Uuid) {
     let now = gospelib_kit::time::rfc3339(gospelib_kit::time::now_secs());
     xadd_user_event_at(stream, event_id, kind, user_id, &now).await;
