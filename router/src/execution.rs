@@ -718,8 +718,9 @@ async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePat
 
 /// Whether every root selection of `fetch` is a fragment its `@skip`/`@include` leaves out
 /// with these `variables`, or one holding only such fragments (the planner keeps such a
-/// fragment in the fetch rather than making a condition of it): the fetch asks nothing, and is not sent, since async-graphql answers
-/// an empty selection with `data: null`, which is no GraphQL answer.
+/// fragment in the fetch rather than making a condition of it): the fetch asks nothing, and
+/// is not sent, since async-graphql answers an empty selection with `data: null`, which is
+/// no GraphQL answer.
 fn asks_nothing(fetch: &FetchNode, variables: &serde_json::Map<String, serde_json::Value>) -> bool {
     fn nothing(set: &SelectionSet, variables: &serde_json::Map<String, serde_json::Value>) -> bool {
         let flag = |name: &String| variables.get(name).and_then(serde_json::Value::as_bool);

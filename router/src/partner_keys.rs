@@ -46,7 +46,7 @@ const MAX_CACHED: usize = 10_000;
 const MAX_CACHED_UNKNOWN: usize = 10_000;
 /// How often a router lists the digests of the live keys.
 pub const LISTING_PERIOD: Duration = Duration::from_secs(30);
-/// The most digests one listing keeps (32 bytes of hex each).
+/// The most digests one listing keeps (64 hex characters each).
 const MAX_LISTED: i64 = 100_000;
 /// Every key starts with this, so a leaked one is recognisable (and scannable) as ours.
 pub const KEY_PREFIX: &str = "glpk_";

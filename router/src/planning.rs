@@ -826,7 +826,7 @@ fn spreads(text: &str, name: &str) -> bool {
 
 /// Removes the introspection fields from the root selection `set` and from its inline
 /// fragments (dropping those left empty).
-fn without_introspection(set: &mut hive_router_query_planner::ast::selection_set::SelectionSet) {
+fn without_introspection(set: &mut SelectionSet) {
     set.items.retain_mut(|item| match item {
         SelectionItem::Field(field) => !Introspection::is_introspection_field(&field.name),
         SelectionItem::InlineFragment(fragment) => {

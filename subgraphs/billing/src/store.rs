@@ -597,7 +597,8 @@ pub async fn erase_user(
         .await?;
     let cancellations: Vec<String> = sqlx::query_scalar(concat!(
         "INSERT INTO billing.stripe_cancellations (stripe_id, refund_paid)
-         SELECT stripe_subscription_id, COALESCE(started_at >= date_trunc('second', to_timestamp($2)), false)
+         SELECT stripe_subscription_id,
+                COALESCE(started_at >= date_trunc('second', to_timestamp($2)), false)
          FROM billing.subscriptions
          WHERE user_id = $1 AND source = 'stripe'
            AND status NOT IN ('canceled', 'incomplete_expired') AND NOT snapshot_final
