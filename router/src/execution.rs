@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use hive_router_query_planner::ast::fragment::FragmentDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
 use hive_router_query_planner::planner::plan_nodes::{
@@ -722,19 +723,38 @@ async fn fetch_node(state: &State<'_>, fetch: &FetchNode, path: &[FlattenNodePat
 /// is not sent, since async-graphql answers an empty selection with `data: null`, which is
 /// no GraphQL answer.
 fn asks_nothing(fetch: &FetchNode, variables: &serde_json::Map<String, serde_json::Value>) -> bool {
-    fn nothing(set: &SelectionSet, variables: &serde_json::Map<String, serde_json::Value>) -> bool {
-        let flag = |name: &String| variables.get(name).and_then(serde_json::Value::as_bool);
-        !set.items.is_empty()
-            && set.items.iter().all(|item| match item {
-                SelectionItem::InlineFragment(fragment) => {
-                    fragment.skip_if.as_ref().and_then(flag) == Some(true)
-                        || fragment.include_if.as_ref().and_then(flag) == Some(false)
-                        || nothing(&fragment.selections, variables)
-                }
-                _ => false,
-            })
-    }
-    nothing(&fetch.operation.document.operation.selection_set, variables)
+    let document = &fetch.operation.document;
+    selects_nothing(
+        &document.operation.selection_set,
+        &document.fragments,
+        variables,
+    )
+}
+
+/// Whether `set` holds only fragments left out with these `variables`, or holding only such
+/// fragments; a named one (the planner's minifier makes one of a repeated selection set, and
+/// it never spreads itself) is looked into among `fragments`.
+fn selects_nothing(
+    set: &SelectionSet,
+    fragments: &[FragmentDefinition],
+    variables: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    let flag = |name: &String| variables.get(name).and_then(serde_json::Value::as_bool);
+    !set.items.is_empty()
+        && set.items.iter().all(|item| match item {
+            SelectionItem::InlineFragment(fragment) => {
+                fragment.skip_if.as_ref().and_then(flag) == Some(true)
+                    || fragment.include_if.as_ref().and_then(flag) == Some(false)
+                    || selects_nothing(&fragment.selections, fragments, variables)
+            }
+            SelectionItem::FragmentSpread(name) => fragments
+                .iter()
+                .find(|definition| &definition.name == name)
+                .is_some_and(|definition| {
+                    selects_nothing(&definition.selection_set, fragments, variables)
+                }),
+            SelectionItem::Field(_) => false,
+        })
 }
 
 /// The planner's merge of several entity fetches to one subgraph (in one `Parallel`) into one

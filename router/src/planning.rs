@@ -8,6 +8,7 @@
 //! The work of a plan that is not cached yet runs off the async workers
 //! ([`PlanCache::plan_off_workers`]), so a slow one delays only its own request.
 
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -747,12 +748,13 @@ fn untype_fetch(fetch: &mut FetchNode, root_type: &str) {
     };
     let mut text = header.to_owned();
     write_root_set(&mut text, root, root_type, &document.fragments);
-    // A fragment on the root type spread anywhere else (a field of the root type, which no
-    // subgraph here has) keeps its definition, and its name.
+    // A fragment on the root type still spread somewhere (in a field of the root type, which
+    // no subgraph here has) keeps its definition, and its name.
+    let spread = spread_as_written(root, root_type, &document.fragments);
     let kept: Vec<&FragmentDefinition> = document
         .fragments
         .iter()
-        .filter(|definition| !on_root(definition) || spreads(&text, &definition.name))
+        .filter(|definition| !on_root(definition) || spread.contains(definition.name.as_str()))
         .collect();
     if !kept.is_empty() {
         text.push_str("\n\n");
@@ -813,15 +815,68 @@ fn write_root_set(
     out.push('}');
 }
 
-/// Whether `text` spreads the fragment `name` (`...name`, not a longer name).
-fn spreads(text: &str, name: &str) -> bool {
-    let spread = format!("...{name}");
-    text.match_indices(&spread).any(|(at, _)| {
-        !text[at + spread.len()..]
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-    })
+/// The fragments the text [`write_root_set`] writes for the root `set` still spreads by
+/// name, directly or through the definitions of those it spreads.
+fn spread_as_written<'a>(
+    set: &'a SelectionSet,
+    root_type: &str,
+    fragments: &'a [FragmentDefinition],
+) -> BTreeSet<&'a str> {
+    /// Every fragment spread anywhere in `set`.
+    fn all_spreads<'a>(set: &'a SelectionSet, into: &mut BTreeSet<&'a str>) {
+        for item in &set.items {
+            match item {
+                SelectionItem::Field(field) => all_spreads(&field.selections, into),
+                SelectionItem::InlineFragment(fragment) => all_spreads(&fragment.selections, into),
+                SelectionItem::FragmentSpread(name) => {
+                    into.insert(name);
+                }
+            }
+        }
+    }
+    /// The spreads `write_root_set` leaves as they are in the root `set`.
+    fn left_as_spreads<'a>(
+        set: &'a SelectionSet,
+        root_type: &str,
+        fragments: &'a [FragmentDefinition],
+        into: &mut BTreeSet<&'a str>,
+    ) {
+        for item in &set.items {
+            match item {
+                SelectionItem::InlineFragment(fragment) if fragment.type_condition == root_type => {
+                    left_as_spreads(&fragment.selections, root_type, fragments, into);
+                }
+                SelectionItem::FragmentSpread(name) => match fragments.iter().find(|definition| {
+                    &definition.name == name && definition.type_condition == root_type
+                }) {
+                    Some(definition) => {
+                        left_as_spreads(&definition.selection_set, root_type, fragments, into);
+                    }
+                    None => {
+                        into.insert(name);
+                    }
+                },
+                SelectionItem::Field(field) => all_spreads(&field.selections, into),
+                SelectionItem::InlineFragment(fragment) => all_spreads(&fragment.selections, into),
+            }
+        }
+    }
+    let mut spread = BTreeSet::new();
+    left_as_spreads(set, root_type, fragments, &mut spread);
+    // And what the definitions of those spread spread in turn.
+    let mut unread: Vec<&str> = spread.iter().copied().collect();
+    while let Some(name) = unread.pop() {
+        let mut found = BTreeSet::new();
+        if let Some(definition) = fragments.iter().find(|d| d.name == name) {
+            all_spreads(&definition.selection_set, &mut found);
+        }
+        for name in found {
+            if spread.insert(name) {
+                unread.push(name);
+            }
+        }
+    }
+    spread
 }
 
 /// Removes the introspection fields from the root selection `set` and from its inline

@@ -133,6 +133,11 @@ async fn conditional_root_fragments_reach_a_subgraph_with_its_own_root_name() {
         ... @include(if: $a) { topProducts(first: 1) { name } }
         ... @skip(if: $b) { topProducts(first: 1) { name } }
     }"#;
+    // The same inner fragment twice: the minifier names it, and both outer ones spread it.
+    let shared = r#"query($a: Boolean!, $b: Boolean!) {
+        ... @include(if: $a) { ... @include(if: $b) { topProducts(first: 1) { name } } }
+        ... @skip(if: $a) { ... @include(if: $b) { topProducts(first: 1) { name } } }
+    }"#;
     let table = json!({"data": {"topProducts": [{"name": "Table"}]}});
     let nothing = json!({"data": {}});
     for (query, a, b, expected) in [
@@ -142,6 +147,10 @@ async fn conditional_root_fragments_reach_a_subgraph_with_its_own_root_name() {
         (twins, true, true, &table),
         (twins, false, false, &table),
         (twins, false, true, &nothing),
+        (shared, true, true, &table),
+        (shared, false, true, &table),
+        (shared, true, false, &nothing),
+        (shared, false, false, &nothing),
     ] {
         let response = ask(&both(), query, json!({"a": a, "b": b})).await;
         assert_eq!(&response, expected, "a={a} b={b}: {query}");
