@@ -39,6 +39,7 @@ pub mod subgraph;
 pub mod telemetry;
 pub mod test_stack;
 pub mod time;
+pub mod time_zones;
 pub mod usage;
 pub mod versioned_store;
 pub mod webhook_answer;

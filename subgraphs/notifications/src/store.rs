@@ -205,6 +205,8 @@ pub(crate) async fn insert_notification_in(
 pub struct Store {
     pool: PgPool,
     queries: Arc<AtomicU64>,
+    /// PostgreSQL's time zone names, read once.
+    time_zones: Arc<gospelib_kit::time_zones::TimeZones>,
 }
 
 impl Store {
@@ -212,6 +214,7 @@ impl Store {
         Self {
             pool,
             queries: Arc::new(AtomicU64::new(0)),
+            time_zones: Arc::default(),
         }
     }
 
@@ -400,18 +403,12 @@ impl Store {
         Ok(Ok(stored.unwrap_or(next)))
     }
 
-    /// `name` as PostgreSQL spells it, if it knows it as a time zone name in any case (its
-    /// IANA database; no abbreviations such as `EST`, which `pg_timezone_names` does not
-    /// list): `america/new_york` is `America/New_York`.
+    /// `name` as PostgreSQL spells it, if it knows it as a time zone name in any case (see
+    /// [`gospelib_kit::time_zones`]; no abbreviations such as `EST`, which
+    /// `pg_timezone_names` does not list): `america/new_york` is `America/New_York`. The
+    /// names are read once per process.
     pub async fn canonical_time_zone(&self, name: &str) -> Result<Option<String>, sqlx::Error> {
-        self.count(1);
-        sqlx::query_scalar(
-            "SELECT name FROM pg_timezone_names WHERE lower(name) = lower($1)
-             ORDER BY name = $1 DESC, name LIMIT 1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
+        self.time_zones.canonical(&self.pool, name).await
     }
 
     /// Records what one delivery came to. `sent` is only ever written for

@@ -526,41 +526,6 @@ pub enum LabelChange {
     Set(Option<String>),
 }
 
-/// PostgreSQL's time zone names, found whatever their case.
-struct TimeZoneNames {
-    exact: std::collections::HashSet<String>,
-    /// Each name by its lower case (the first of names differing only in case).
-    by_lower_case: std::collections::HashMap<String, String>,
-}
-
-impl TimeZoneNames {
-    fn new(names: Vec<String>) -> Self {
-        let mut by_lower_case = std::collections::HashMap::with_capacity(names.len());
-        for name in &names {
-            by_lower_case
-                .entry(name.to_lowercase())
-                .or_insert_with(|| name.clone());
-        }
-        Self {
-            exact: names.into_iter().collect(),
-            by_lower_case,
-        }
-    }
-
-    /// The name `zone` is, as PostgreSQL spells it: itself when it is one exactly.
-    fn canonical<'a>(&'a self, zone: &'a str) -> Option<&'a str> {
-        if gospelib_kit::time::is_zone_database_copy(zone) {
-            return None;
-        }
-        if self.exact.contains(zone) {
-            return Some(zone);
-        }
-        self.by_lower_case
-            .get(&zone.to_lowercase())
-            .map(String::as_str)
-    }
-}
-
 /// The study store: the pool and a counter of the statements run through it. Cheap to clone
 /// (clones share the counter).
 #[derive(Clone)]
@@ -568,7 +533,7 @@ pub struct Store {
     pool: PgPool,
     queries: Arc<AtomicU64>,
     /// PostgreSQL's time zone names, read once.
-    time_zones: Arc<tokio::sync::OnceCell<TimeZoneNames>>,
+    time_zones: Arc<gospelib_kit::time_zones::TimeZones>,
     /// What one user may keep, set on each write's transaction.
     quota: Quota,
 }
@@ -590,23 +555,11 @@ impl Store {
         self
     }
 
-    /// `zone` as PostgreSQL names it, if it is a time zone it knows (an IANA name such as
-    /// `America/Los_Angeles`, or `UTC`, in any case: `america/los_angeles` is that zone; not
-    /// its `posix/` and `right/` copies):
-    /// only those are bound to `AT TIME ZONE`, where an unknown one fails the statement. The
-    /// names are read once per process.
+    /// `zone` as PostgreSQL names it, if it is a time zone it knows, in any case (see
+    /// [`gospelib_kit::time_zones`]; the names are read once per process, not counted in
+    /// `queries_run`).
     pub async fn canonical_time_zone(&self, zone: &str) -> Result<Option<String>, sqlx::Error> {
-        let zones = self
-            .time_zones
-            .get_or_try_init(|| async {
-                // Once per process, not per request: not counted in `queries_run`.
-                let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pg_timezone_names")
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok::<_, sqlx::Error>(TimeZoneNames::new(names))
-            })
-            .await?;
-        Ok(zones.canonical(zone).map(str::to_owned))
+        self.time_zones.canonical(&self.pool, zone).await
     }
 
     /// The pool.
