@@ -414,7 +414,17 @@ impl GraphQlService for RouterService {
         request: async_graphql::Request,
     ) -> BoxFuture<'_, Result<ServiceStream, ServiceResponse>> {
         Box::pin(async move {
+            let resolved = gospelib_kit::streaming::ResolvedKind::of(&request);
             let (router, request, registration) = self.prepare(request).await?;
+            if let Some(resolved) = resolved {
+                let kind = gospelib_kit::streaming::operation_type_within(
+                    &request.query,
+                    request.operation_name.as_deref(),
+                    gospelib_kit::streaming::MAX_CLASSIFY_TOKENS,
+                );
+                resolved
+                    .tell(kind == Some(async_graphql::parser::types::OperationType::Subscription));
+            }
             let registered = GraphQlRequest {
                 query: request.query.clone(),
                 caller: request.caller.clone(),

@@ -48,7 +48,7 @@ use tokio::sync::mpsc::error::SendTimeoutError;
 
 use crate::errors::ErrorCode;
 use crate::graphql_http::{self, GraphQlEndpoint, ServiceResponse, ServiceStream, request_error};
-use crate::streaming::{count_errors, is_subscription, runs_as_stream};
+use crate::streaming::{ResolvedKind, count_errors, is_subscription, runs_as_stream};
 
 /// The media type of an event stream.
 pub const EVENT_STREAM: &str = "text/event-stream";
@@ -130,7 +130,7 @@ pub async fn post(
     if let Err(message) = graphql_http::check_query(&request) {
         return request_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message);
     }
-    let request = graphql_http::with_client_address(
+    let mut request = graphql_http::with_client_address(
         graphql_http::with_forwarded_headers(request, headers),
         peer,
     );
@@ -142,14 +142,22 @@ pub async fn post(
         };
         // Only a subscription is ended by a shutdown: a query or mutation (sent by its hash
         // alone, answered through `subscribe`) finishes within the grace, its answer sent.
-        let draining = draining.filter(|_| is_subscription(&request));
+        // What one sent by its hash is, the service tells once it found the text.
+        let subscription = is_subscription(&request);
+        let resolved = (!subscription).then(|| ResolvedKind::attach(&mut request));
         match endpoint.service.subscribe(request).await {
             Ok(stream) => event_stream(
                 endpoint.clone(),
                 Handover::start(stream, keep_alive * 2),
                 keep_alive,
                 Vec::new(),
-                draining,
+                draining.filter(|_| {
+                    subscription
+                        || resolved
+                            .as_ref()
+                            .and_then(ResolvedKind::is_subscription)
+                            .unwrap_or(false)
+                }),
                 Some(place),
             ),
             Err(refusal) => single(endpoint, refusal, keep_alive),

@@ -78,6 +78,44 @@ pub fn runs_as_stream(request: &async_graphql::Request) -> bool {
         || (request.query.trim().is_empty() && request.extensions.contains_key("persistedQuery"))
 }
 
+/// What a request sent by its hash alone turned out to be, told by the service that found its
+/// text: a transport attaches one to such a request ([`ResolvedKind::attach`]) before handing
+/// it to the service's `subscribe`, and the service, having found the text, tells it
+/// ([`ResolvedKind::tell`]). A WebSocket closing then waits for such a query or mutation to
+/// answer (it is no subscription, which ends with the socket), and a shutdown ends such a
+/// subscription over server-sent events as it ends any other.
+#[derive(Clone, Default)]
+pub struct ResolvedKind(Arc<std::sync::OnceLock<bool>>);
+
+impl ResolvedKind {
+    /// A fresh one, attached to `request`.
+    pub fn attach(request: &mut async_graphql::Request) -> Self {
+        let kind = ResolvedKind::default();
+        request.data.insert(kind.clone());
+        kind
+    }
+
+    /// The one a transport attached to `request`, if any.
+    pub fn of(request: &async_graphql::Request) -> Option<ResolvedKind> {
+        request
+            .data
+            .get(&std::any::TypeId::of::<ResolvedKind>())
+            .and_then(|value| value.downcast_ref::<ResolvedKind>())
+            .cloned()
+    }
+
+    /// Tells the transport whether the operation, its text found, is a subscription (only
+    /// the first telling counts).
+    pub fn tell(&self, is_subscription: bool) {
+        let _ = self.0.set(is_subscription);
+    }
+
+    /// Whether the operation is a subscription; `None` until the service told.
+    pub fn is_subscription(&self) -> Option<bool> {
+        self.0.get().copied()
+    }
+}
+
 impl ServiceResponse {
     /// An executor's response, serialised once, straight to bytes.
     pub fn from_graphql(response: &async_graphql::Response) -> Self {

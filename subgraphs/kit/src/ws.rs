@@ -78,7 +78,7 @@ use crate::errors::ErrorCode;
 #[cfg(doc)]
 use crate::graphql_http::GraphQlService;
 use crate::graphql_http::{self, ConnectionRefusal, GetParams, GraphQlEndpoint, request_error};
-use crate::streaming::{count_errors, runs_as_stream};
+use crate::streaming::{ResolvedKind, count_errors, is_subscription, runs_as_stream};
 
 /// The WebSocket subprotocol served.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -545,9 +545,23 @@ enum OutgoingKind {
 struct Operation {
     run: u64,
     task: AbortHandle,
-    /// A subscription (or an operation sent by its hash alone, which may be one), which may
-    /// run for ever; else a query or mutation, which ends.
-    stream: bool,
+    /// A subscription, which may run for ever; else a query or mutation, which ends.
+    subscription: bool,
+    /// Sent by its hash alone: what the service found it to be, once it did (until then it
+    /// counts as a query or mutation, which a closing socket waits for).
+    resolved: Option<ResolvedKind>,
+}
+
+impl Operation {
+    /// Whether this is known to be a subscription, which ends with the socket.
+    fn is_subscription(&self) -> bool {
+        self.subscription
+            || self
+                .resolved
+                .as_ref()
+                .and_then(ResolvedKind::is_subscription)
+                .unwrap_or(false)
+    }
 }
 
 /// Where the connection stands with `connection_init`.
@@ -921,8 +935,10 @@ impl Session {
         if !self.headers.is_empty() {
             request.data.insert(ForwardedHeaders(self.headers.clone()));
         }
-        let request = graphql_http::with_client_address(request, self.peer);
-        let stream = runs_as_stream(&request);
+        let mut request = graphql_http::with_client_address(request, self.peer);
+        let subscription = is_subscription(&request);
+        let resolved =
+            (!subscription && runs_as_stream(&request)).then(|| ResolvedKind::attach(&mut request));
         self.runs += 1;
         let run = self.runs;
         let task = self.tasks.spawn(
@@ -938,17 +954,32 @@ impl Session {
             .in_current_span(),
         );
         self.last_operation = Instant::now();
-        self.operations.insert(id, Operation { run, task, stream });
+        self.operations.insert(
+            id,
+            Operation {
+                run,
+                task,
+                subscription,
+                resolved,
+            },
+        );
         Step::Nothing
     }
 
     /// A result on its way: sent when its operation is still the one running under its id.
     fn on_outgoing(&mut self, outgoing: Outgoing) -> Step {
-        let current = self
+        let Some(operation) = self
             .operations
             .get(&*outgoing.id)
-            .is_some_and(|operation| operation.run == outgoing.run);
-        if !current {
+            .filter(|operation| operation.run == outgoing.run)
+        else {
+            return Step::Nothing;
+        };
+        // A closing socket carries only the answers of queries and mutations: a subscription
+        // ends with it, and its client subscribes again once reconnected. Its last words now
+        // (`complete`, or the service ending it as the credentials expire) would end it for
+        // good in the client.
+        if self.closing.is_some() && operation.is_subscription() {
             return Step::Nothing;
         }
         let id = outgoing.id.to_string();
@@ -994,7 +1025,10 @@ impl Session {
     /// with it: clients subscribe again after reconnecting).
     fn quiet_close(&self) -> Option<Step> {
         let (code, reason) = self.closing.as_ref()?;
-        let busy = self.operations.values().any(|operation| !operation.stream);
+        let busy = self
+            .operations
+            .values()
+            .any(|operation| !operation.is_subscription());
         (!busy).then(|| Step::Close(*code, reason.clone()))
     }
 

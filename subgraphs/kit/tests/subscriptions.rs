@@ -37,6 +37,9 @@ struct Query;
 
 /// Whether a `slow` query has begun (only the shutdown test sends one).
 static SLOW_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether a `slowByHash` query has begun (only the test sending it by hash does).
+static SLOW_BY_HASH_STARTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 #[Object]
 impl Query {
@@ -47,6 +50,13 @@ impl Query {
     /// Answers after `ms` milliseconds (a query still running when the server shuts down).
     async fn slow(&self, ms: u64) -> u64 {
         SLOW_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+
+    /// As `slow`, for the test that sends it by its hash.
+    async fn slow_by_hash(&self, ms: u64) -> u64 {
+        SLOW_BY_HASH_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
     }
@@ -194,6 +204,85 @@ async fn server_limited(
     );
     let app = app_limited(Arc::new(guarded), settings, max_body_bytes);
     (start_app(app).await, live)
+}
+
+/// A service that finds a request's text by its hash alone, as the router does for persisted
+/// queries and trusted documents, and tells the transport what the operation is.
+struct ByHash {
+    inner: Arc<dyn gospelib_kit::GraphQlExecutor>,
+    texts: std::collections::HashMap<&'static str, &'static str>,
+}
+
+impl ByHash {
+    fn resolve(&self, mut request: async_graphql::Request) -> async_graphql::Request {
+        let hash = request
+            .extensions
+            .remove("persistedQuery")
+            .and_then(|extension| extension.into_json().ok())
+            .and_then(|extension| extension["sha256Hash"].as_str().map(str::to_owned));
+        if let Some(text) = hash.and_then(|hash| self.texts.get(hash.as_str())) {
+            request.query = (*text).to_owned();
+            if let Some(kind) = gospelib_kit::streaming::ResolvedKind::of(&request) {
+                kind.tell(gospelib_kit::streaming::is_subscription(&request));
+            }
+        }
+        request
+    }
+}
+
+impl gospelib_kit::GraphQlExecutor for ByHash {
+    fn execute(
+        &self,
+        request: async_graphql::Request,
+    ) -> gospelib_kit::stores::BoxFuture<'_, async_graphql::Response> {
+        let request = self.resolve(request);
+        self.inner.execute(request)
+    }
+
+    fn federation_sdl(&self) -> String {
+        self.inner.federation_sdl()
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+        self.inner.execute_stream(self.resolve(request))
+    }
+}
+
+/// The hashes [`ByHash`] knows.
+const SLOW_HASH: &str = "slow-by-hash";
+const EVENTS_HASH: &str = "events";
+
+/// A [`server`] whose subgraph finds operations by their hash ([`ByHash`]).
+async fn server_by_hash() -> (TestServer, LiveEvents) {
+    let live = LiveEvents::new(redis());
+    let schema = Schema::build(Query, async_graphql::EmptyMutation, Live)
+        .data(live.clone())
+        .finish();
+    let by_hash = ByHash {
+        inner: Arc::new(schema),
+        texts: [
+            (SLOW_HASH, "{ slowByHash(ms: 3000) }"),
+            (EVENTS_HASH, EVENTS),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let app = app_of(Arc::new(by_hash), SubscriptionSettings::default());
+    (start_app(app).await, live)
+}
+
+fn by_hash(id: &str, hash: &str, variables: Value) -> Value {
+    json!({
+        "id": id,
+        "type": "subscribe",
+        "payload": {
+            "variables": variables,
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}
+        }
+    })
 }
 
 async fn server() -> (TestServer, LiveEvents) {
@@ -454,6 +543,68 @@ async fn a_server_shutting_down_lets_a_running_query_finish_first() {
         ),
         "closed once the query ended, the late one never started"
     );
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve returns once its WebSockets are closed")
+        .unwrap()
+        .unwrap();
+}
+
+/// An operation sent by its hash alone is, to a closing socket, what its text makes it: a
+/// query running is answered before the socket closes (as one sent with its text), and a
+/// subscription ends with the socket at once, its events no longer sent.
+#[tokio::test]
+async fn a_closing_socket_treats_an_operation_sent_by_hash_as_what_it_is() {
+    let (server, live) = server_by_hash().await;
+    let mut client = Client::ready(&server).await;
+    let first = channel("by-hash");
+    client
+        .send(by_hash("events", EVENTS_HASH, json!({"c": first})))
+        .await;
+    until_subscribed(&live, &first).await;
+    client.send(by_hash("slow", SLOW_HASH, json!(null))).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !SLOW_BY_HASH_STARTED.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the slow query began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The subscription is still open while the query runs, but the socket is closing.
+    publish(&other_pod(), &first, 1).await;
+    assert_eq!(
+        client.next().await,
+        json!({"id": "slow", "type": "next", "payload": {"data": {"slowByHash": 3000}}})
+    );
+    assert_eq!(
+        client.next().await,
+        json!({"id": "slow", "type": "complete"})
+    );
+    assert_eq!(
+        client.closed().await,
+        (
+            close_code::GOING_AWAY,
+            "the server is shutting down".to_owned()
+        ),
+        "closed once the query ended, no event sent meanwhile"
+    );
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve returns once its WebSockets are closed")
+        .unwrap()
+        .unwrap();
+
+    // A subscription alone sent by its hash: the socket closes at once, not at the end of
+    // the grace (two ping intervals) a query would have.
+    let (server, live) = server_by_hash().await;
+    let mut client = Client::ready(&server).await;
+    let channel = channel("by-hash-alone");
+    client
+        .send(by_hash("events", EVENTS_HASH, json!({"c": channel})))
+        .await;
+    until_subscribed(&live, &channel).await;
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(client.closed().await.0, close_code::GOING_AWAY);
     tokio::time::timeout(Duration::from_secs(5), stopping)
         .await
         .expect("serve returns once its WebSockets are closed")
@@ -953,6 +1104,26 @@ async fn a_server_shutting_down_ends_each_event_stream_with_a_restart() {
     assert!(restart.starts_with("event: next\ndata: {"), "{text}");
     assert!(restart.contains("SUBSCRIPTION_RESTART"), "{text}");
     // Its grace is 10 s: it returns as soon as the stream ended, not at the end of it.
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve returns once its event streams ended")
+        .unwrap()
+        .unwrap();
+}
+
+/// The same for a subscription sent by its hash alone: the service found it is one.
+#[tokio::test]
+async fn a_server_shutting_down_ends_an_event_stream_sent_by_hash_with_a_restart() {
+    let (server, live) = server_by_hash().await;
+    let channel = channel("sse-by-hash");
+    let body = by_hash("", EVENTS_HASH, json!({"c": channel}))["payload"].clone();
+    let response = sse(&server, body).await;
+    assert_eq!(response.status(), 200);
+    until_subscribed(&live, &channel).await;
+    let stopping = tokio::spawn(server.stop());
+    let text = read_all(response).await;
+    assert!(text.contains("SUBSCRIPTION_RESTART"), "{text}");
+    assert!(text.ends_with("event: complete\ndata:\n\n"), "{text:?}");
     tokio::time::timeout(Duration::from_secs(5), stopping)
         .await
         .expect("serve returns once its event streams ended")
