@@ -106,6 +106,9 @@ fn planning_errors(error: &PlanningError) -> Vec<Value> {
         PlanningError::Timeout(_) => {
             vec![error_value(&error.to_string(), &[], "SERVICE_UNAVAILABLE")]
         }
+        PlanningError::Internal => {
+            vec![error_value(&error.to_string(), &[], "INTERNAL_ERROR")]
+        }
     }
 }
 

@@ -49,6 +49,10 @@ pub enum PlanningError {
     /// Planning took longer than the deadline allows.
     #[error("the operation could not be planned within {0:?}")]
     Timeout(std::time::Duration),
+    /// The router itself failed while planning (a panic, logged with its message, which the
+    /// client is never shown).
+    #[error("the operation could not be planned: the router failed (an internal error)")]
+    Internal,
 }
 
 /// A plan, and the normalized operation it was made for.
@@ -373,9 +377,10 @@ impl PlanCache {
         let remaining = (self.planning_timeout * 2).saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, work).await {
             Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(PlanningError::Unplannable(format!(
-                "planning failed: {panic}"
-            ))),
+            Ok(Err(panic)) => {
+                tracing::error!(error = %panic, "planning panicked");
+                Err(PlanningError::Internal)
+            }
             Err(_) => Err(PlanningError::Timeout(self.planning_timeout)),
         }
     }
@@ -492,6 +497,9 @@ impl PlanCache {
             .supergraph
             .root_type_name(to_plan.operation_kind.as_ref())
             .map(str::to_owned);
+        if let Ok(root) = &root_type {
+            ask_typename_where_fields_may_all_go(&mut to_plan.selection_set, root, supergraph);
+        }
         let mut plan = if to_plan.selection_set.items.is_empty() {
             QueryPlan {
                 kind: "QueryPlan",
@@ -610,6 +618,60 @@ fn ask_hidden_runtime_types(
             SelectionItem::Field(_) | SelectionItem::FragmentSpread(_) => {}
         }
     }
+}
+
+/// Adds `__typename` to each object's selection set (below the root, in the operation to
+/// plan, not the one the response is shaped by) in which every field may be left out by a
+/// variable's `@skip`/`@include`. async-graphql answers an object none of whose fields it
+/// resolved with `null`, which would reach the client as `null` where the spec answers `{}`.
+/// (Literal conditions are settled by the normalization, which does the same.)
+fn ask_typename_where_fields_may_all_go(
+    selection_set: &mut SelectionSet,
+    type_name: &str,
+    supergraph: &Supergraph,
+) {
+    let definitions = &supergraph.planner().supergraph.definitions;
+    for item in &mut selection_set.items {
+        match item {
+            SelectionItem::Field(field) if !field.selections.is_empty() => {
+                let Some(field_type) = definitions
+                    .get(type_name)
+                    .and_then(|definition| definition.fields().get(&field.name))
+                    .map(|definition| definition.field_type.inner_type())
+                else {
+                    continue;
+                };
+                ask_typename_where_fields_may_all_go(&mut field.selections, field_type, supergraph);
+                if !has_a_field_for_sure(&field.selections, field_type) {
+                    field
+                        .selections
+                        .items
+                        .push(SelectionItem::Field(FieldSelection::new_typename()));
+                }
+            }
+            SelectionItem::InlineFragment(fragment) => {
+                let on = fragment.type_condition.clone();
+                ask_typename_where_fields_may_all_go(&mut fragment.selections, &on, supergraph);
+            }
+            SelectionItem::Field(_) | SelectionItem::FragmentSpread(_) => {}
+        }
+    }
+}
+
+/// Whether `set`, on `type_name`, has a field resolved whatever the variables and the
+/// runtime type: one without a condition, directly or in a fragment on the same type that has
+/// none either.
+fn has_a_field_for_sure(set: &SelectionSet, type_name: &str) -> bool {
+    set.items.iter().any(|item| match item {
+        SelectionItem::Field(field) => field.skip_if.is_none() && field.include_if.is_none(),
+        SelectionItem::InlineFragment(fragment) => {
+            fragment.skip_if.is_none()
+                && fragment.include_if.is_none()
+                && fragment.type_condition == type_name
+                && has_a_field_for_sure(&fragment.selections, type_name)
+        }
+        SelectionItem::FragmentSpread(_) => false,
+    })
 }
 
 /// The longest operation text the cache by text keeps (with its plan); a longer one is parsed
@@ -890,4 +952,22 @@ fn without_introspection(set: &mut SelectionSet) {
         }
         SelectionItem::FragmentSpread(_) => true,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic while planning is the router's fault: the client is told so, with a code that
+    /// makes it a 500, and never shown the panic's message.
+    #[tokio::test]
+    async fn a_panic_while_planning_is_an_internal_error_without_its_message() {
+        let cache = PlanCache::new(16);
+        let planned: Result<(), PlanningError> = cache
+            .off_workers(|| panic!("secret detail of the router"))
+            .await;
+        let error = planned.expect_err("a panic is an error");
+        assert_eq!(error, PlanningError::Internal);
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
 }

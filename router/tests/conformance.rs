@@ -940,6 +940,11 @@ impl LibraryQuery {
         ]
     }
 
+    /// An object, not an abstract type: the planner asks no `__typename` of it.
+    async fn first_book(&self) -> LibraryBook {
+        library_book("b1").unwrap()
+    }
+
     async fn featured(&self) -> Vec<Featured> {
         vec![
             Featured::Movie(movie("m1").unwrap()),
@@ -1200,6 +1205,61 @@ async fn a_selection_emptied_by_literal_conditions_is_an_empty_object() {
             {"id": "m1"},
             {"id": "b2", "similar": [{}]},
         ]})
+    );
+}
+
+/// Conditions on variables that leave a selection without a field: it is still an object,
+/// `{}`, as with literal conditions. (async-graphql answers an object none of whose fields
+/// it resolved with `null`, so the subgraphs are asked a `__typename` there.)
+#[tokio::test]
+async fn a_selection_emptied_by_variables_is_an_empty_object() {
+    let router = library_router();
+    let skipped = json!({"s": true});
+    for (query, expected) in [
+        (
+            "query($s: Boolean!) { firstBook { id @skip(if: $s) } }",
+            json!({"firstBook": {}}),
+        ),
+        (
+            "query($s: Boolean!) { firstBook { ... @skip(if: $s) { id title } } }",
+            json!({"firstBook": {}}),
+        ),
+        // Across both subgraphs: the book's own fields and its rating from the other.
+        (
+            "query($s: Boolean!) { firstBook { ... @skip(if: $s) { title rating } } }",
+            json!({"firstBook": {}}),
+        ),
+        // Only the entity fetch's fields are conditional.
+        (
+            "query($s: Boolean!) { firstBook { id similar @skip(if: $s) { id } } }",
+            json!({"firstBook": {"id": "b1"}}),
+        ),
+        (
+            "query($s: Boolean!) { shelf { id ... on Book { similar { ... on Movie { \
+             id @skip(if: $s) } } } } }",
+            json!({"shelf": [
+                {"id": "b1", "similar": [{}, {}]},
+                {"id": "m1"},
+                {"id": "b2", "similar": [{}]},
+            ]}),
+        ),
+        (
+            "query($s: Boolean!) { shelf { ... @skip(if: $s) { id title } } }",
+            json!({"shelf": [{}, {}, {}]}),
+        ),
+    ] {
+        let answer = ask(&router, query, skipped.clone()).await;
+        assert_eq!(answer, json!({ "data": expected }), "{query}");
+    }
+    // Included, the same documents answer the fields.
+    assert_eq!(
+        data_of(
+            &router,
+            "query($s: Boolean!) { firstBook { ... @skip(if: $s) { title rating } } }",
+            json!({"s": false})
+        )
+        .await,
+        json!({"firstBook": {"title": "Ruth", "rating": 5}})
     );
 }
 
