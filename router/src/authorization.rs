@@ -1,7 +1,8 @@
 //! Authorization declared in the schema, enforced before anything is fetched: Federation's
 //! `@authenticated` (a signed-in user or a partner) and `@requiresScopes(scopes: [[…]])` (any
 //! one of the inner lists, all of its scopes), on fields and on object types (a type's
-//! requirement holds for every field that returns it).
+//! requirement holds for every field that returns it, and for its own fields wherever they
+//! are selected: in a fragment on it under a union, or on an interface it implements).
 //!
 //! For each request the router works out which selected fields the caller may not have
 //! ([`Denials`]). Those fields are taken out of the operation that is planned, so no subgraph is
@@ -192,8 +193,10 @@ impl AccessRules {
         self.fields.is_empty() && self.types.is_empty()
     }
 
-    /// What selecting `field` on `parent` needs: the field's own rule, and the rule of the
-    /// type it returns.
+    /// What selecting `field` on `parent` needs: the field's own rule, the rule of the type it
+    /// returns, and the rule of `parent` itself. A field returning a protected type is denied
+    /// before its selections are looked at; `parent`'s rule is what protects a protected type
+    /// reached otherwise: through a fragment on it under a union or an interface.
     fn requirement(
         &self,
         supergraph: &SupergraphState,
@@ -204,11 +207,13 @@ impl AccessRules {
         let returned = supergraph
             .field_return_type_name(parent, field)
             .and_then(|name| self.types.get(name));
-        match (own, returned) {
-            (None, None) => None,
-            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
-            (Some(a), Some(b)) => Some(a.and(b)),
-        }
+        let of_parent = self.types.get(parent);
+        [own, returned, of_parent].into_iter().flatten().fold(
+            None,
+            |all: Option<Requirement>, one| {
+                Some(all.map_or_else(|| one.clone(), |all| all.and(one)))
+            },
+        )
     }
 
     /// Why `access` may not select `field` on `parent`, if it may not. On an interface the

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use async_graphql::{EmptyMutation, EmptySubscription, ID, Object, Schema, SimpleObject};
+use async_graphql::{EmptyMutation, EmptySubscription, ID, Object, Schema, SimpleObject, Union};
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::{
     CALLER_HEADER, Caller, CallerGuard, CallerRefused, ForwardedHeaders, InternalSecret,
@@ -52,6 +52,13 @@ struct Ledger {
     total: i32,
 }
 
+/// What the library holds: a protected type reached through a union.
+#[derive(Union)]
+enum Holding {
+    Book(Book),
+    Ledger(Ledger),
+}
+
 struct LibraryQuery;
 
 #[Object(name = "Query")]
@@ -86,6 +93,11 @@ impl LibraryQuery {
 
     async fn ledger(&self) -> Option<Ledger> {
         Some(Ledger { total: 42 })
+    }
+
+    async fn holdings(&self) -> Vec<Option<Holding>> {
+        let book = books().into_iter().next().map(Holding::Book);
+        vec![book, Some(Holding::Ledger(Ledger { total: 42 }))]
     }
 
     #[graphql(entity)]
@@ -450,6 +462,33 @@ async fn a_protected_type_protects_every_field_returning_it() {
     assert_eq!(response["errors"][0]["path"], json!(["ledger"]));
     let response = setup.ask(reader(), "{ ledger { total } }").await;
     assert_eq!(response, json!({"data": {"ledger": {"total": 42}}}));
+}
+
+/// A protected type reached through a union's fragment: its fields are denied where they land,
+/// and the subgraph is never asked for them.
+#[tokio::test]
+async fn a_protected_type_is_protected_behind_a_union() {
+    let setup = setup();
+    let query = "{ holdings { __typename ... on Book { title } ... on Ledger { total } } }";
+    let response = setup.ask(Caller::anonymous(), query).await;
+    assert_eq!(
+        response["data"],
+        json!({"holdings": [{"__typename": "Book", "title": "Book 1"}, null]})
+    );
+    assert_eq!(
+        response["errors"][0]["path"],
+        json!(["holdings", 1, "total"])
+    );
+    assert_eq!(response["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
+    assert!(!setup.sent().contains("total"), "{}", setup.sent());
+    let response = setup.ask(reader(), query).await;
+    assert_eq!(
+        response,
+        json!({"data": {"holdings": [
+            {"__typename": "Book", "title": "Book 1"},
+            {"__typename": "Ledger", "total": 42},
+        ]}})
+    );
 }
 
 #[tokio::test]
