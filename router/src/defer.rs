@@ -558,13 +558,23 @@ pub fn clean_primary(data: &mut Value) {
 }
 
 /// The deferred fragments' payloads: for each fragment, at each object of its path it
-/// applied to, its fields from the full answer, with the full answer's errors under them.
+/// applied to, its fields from the full answer, with the full answer's errors under them, at
+/// the object itself (its entity fetch failed) or above it (it was lost with a parent).
+/// An error of the full answer without a path (a root fetch that failed) cannot be placed: it
+/// goes with each payload whose data it may explain (one that has a null, or none), unless
+/// `primary_errors` gave it already.
 pub fn incremental_items(
     split: &Split,
     primary_data: &Value,
     full_data: &Value,
     full_errors: &[Value],
+    primary_errors: &[Value],
 ) -> Vec<Value> {
+    let unplaced: Vec<&Value> = full_errors
+        .iter()
+        .filter(|error| error.get("path").and_then(Value::as_array).is_none())
+        .filter(|error| !primary_errors.contains(error))
+        .collect();
     let mut items = Vec::new();
     for deferred in &split.deferred {
         let marker = &deferred.marker;
@@ -580,7 +590,7 @@ pub fn incremental_items(
             let at = value_at(full_data, &path);
             let mut errors: Vec<Value> = full_errors
                 .iter()
-                .filter(|error| error_under(error, &path, &keys))
+                .filter(|error| error_under(error, &path, &keys) || error_over(error, &path))
                 .cloned()
                 .collect();
             // The two halves ran apart: a list may have changed between them (a note added,
@@ -621,9 +631,12 @@ pub fn incremental_items(
                 // The fragment does not apply to this object.
                 Some(Value::Object(_)) => continue,
                 // An error in the fragment nulled this object (or more).
-                _ if !errors.is_empty() => Value::Null,
+                _ if !errors.is_empty() || !unplaced.is_empty() => Value::Null,
                 _ => continue,
             };
+            if has_null(&data) {
+                errors.extend(unplaced.iter().map(|error| (*error).clone()));
+            }
             let mut item = json!({ "data": data, "path": path });
             if let Some(label) = &deferred.label {
                 item["label"] = json!(label);
@@ -697,6 +710,25 @@ fn error_under(error: &Value, path: &[Value], keys: &BTreeSet<String>) -> bool {
         && error_path[path.len()]
             .as_str()
             .is_some_and(|key| keys.contains(key))
+}
+
+/// Whether `error` is at the object at `path` or above it: that object, or one it is in, was
+/// lost to it.
+fn error_over(error: &Value, path: &[Value]) -> bool {
+    let Some(error_path) = error.get("path").and_then(Value::as_array) else {
+        return false;
+    };
+    error_path.len() <= path.len() && path[..error_path.len()] == *error_path
+}
+
+/// Whether `value` is null or holds a null at any depth.
+fn has_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(has_null),
+        Value::Object(object) => object.values().any(has_null),
+        _ => false,
+    }
 }
 
 /// The response keys a fragment selects at its own level (through fragments not deferred).
@@ -891,7 +923,7 @@ mod tests {
         assert!(split.full.contains("... on A {"), "{}", split.full);
         let primary = json!({ "node": { "id": 1 } });
         let full = json!({ "node": { "id": 1, "b": 2, "_glDefer1": "B" } });
-        let items = incremental_items(&split, &primary, &full, &[]);
+        let items = incremental_items(&split, &primary, &full, &[], &[]);
         assert_eq!(
             Value::Array(items),
             json!([{ "data": { "b": 2 }, "path": ["node"], "label": "b" }])
@@ -911,6 +943,53 @@ mod tests {
         assert_eq!(data, json!({ "item": {} }));
     }
 
+    /// The full half's entity fetch for the object failed: its error is at the object, not
+    /// under one of the fragment's fields, and stays with the payload.
+    #[test]
+    fn an_error_at_the_deferred_object_goes_with_its_payload() {
+        let split = split_of("{ notes { passage { reference ... @defer { text } } } }");
+        let primary = json!({ "notes": [{ "passage": { "reference": "Gen 1:1" } }] });
+        let full = json!({ "notes": [{ "passage": {
+            "reference": "Gen 1:1", "text": null, "_glDefer0": "Passage"
+        } }] });
+        let error = json!({ "message": "content is down", "path": ["notes", 0, "passage"] });
+        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[]);
+        assert_eq!(
+            Value::Array(items),
+            json!([{ "data": { "text": null }, "path": ["notes", 0, "passage"],
+                     "errors": [error] }])
+        );
+        // Lost with its parent in the full half: a null payload, with the parent's error.
+        let full = json!({ "notes": [null] });
+        let error = json!({ "message": "gone", "path": ["notes", 0] });
+        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[]);
+        assert_eq!(
+            Value::Array(items),
+            json!([{ "data": null, "path": ["notes", 0, "passage"], "errors": [error] }])
+        );
+    }
+
+    /// A root fetch of the full half failed: its error has no path. It goes with the payloads
+    /// it may explain, unless the first part gave it already.
+    #[test]
+    fn an_error_without_a_path_is_not_lost() {
+        let split = split_of("{ chapter { id } ... @defer { me { name } } other { id } }");
+        let primary = json!({ "chapter": { "id": 1 }, "other": { "id": 2 } });
+        let full = json!({ "chapter": { "id": 1 }, "me": null, "other": { "id": 2 },
+                           "_glDefer0": "Query" });
+        let error = json!({ "message": "accounts is down" });
+        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[]);
+        assert_eq!(
+            Value::Array(items),
+            json!([{ "data": { "me": null }, "path": [], "errors": [error.clone()] }])
+        );
+        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[error]);
+        assert_eq!(
+            Value::Array(items),
+            json!([{ "data": { "me": null }, "path": [] }])
+        );
+    }
+
     #[test]
     fn payloads_follow_lists_and_keep_their_errors() {
         let split = split_of("{ items { id ... @defer(label: \"slow\") { slow } } }");
@@ -920,7 +999,7 @@ mod tests {
             { "id": 2, "slow": null, "_glDefer0": "Item" }
         ]});
         let errors = [json!({ "message": "boom", "path": ["items", 1, "slow"] })];
-        let items = incremental_items(&split, &primary, &full, &errors);
+        let items = incremental_items(&split, &primary, &full, &errors, &[]);
         assert_eq!(
             Value::Array(items),
             json!([

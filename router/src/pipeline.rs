@@ -587,6 +587,12 @@ impl Router {
         let caller = self.with_plan(&request.caller, &supergraph).await;
         let run = self.run_shared(&caller, &planned, request, &supergraph, deadline);
         let counted = !matches!(counting, Counting::Uncounted);
+        // Usage is of the whole operation: a field selected only in a deferred fragment is
+        // used all the same (the registry's check protects it).
+        let recorded = match &counting {
+            Counting::CountedAs(whole) => whole.clone(),
+            Counting::Counted | Counting::Uncounted => planned.clone(),
+        };
         let limits = match &counting {
             Counting::Counted => Some(&planned),
             Counting::CountedAs(whole) => Some(whole),
@@ -612,7 +618,7 @@ impl Router {
         let Some((limiter, subject, allowances)) = limits else {
             let response = run.await;
             if counted {
-                self.record_operation(&planned, request, &response, started);
+                self.record_operation(&recorded, request, &response, started);
             }
             return response.with_version(version);
         };
@@ -639,7 +645,7 @@ impl Router {
             Some(response) => response,
             None => run.await,
         };
-        self.record_operation(&planned, request, &response, started);
+        self.record_operation(&recorded, request, &response, started);
         let mut response = response.with_version(version);
         response.rate_limit = Some(decision);
         response

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use gospelib_kit::caller::Caller;
 use gospelib_kit::config::{Env, StoreUrls};
 use gospelib_kit::usage::{forget, read_all};
-use gospelib_router::pipeline::GraphQlRequest;
+use gospelib_router::pipeline::{GraphQlRequest, Incremental};
 use gospelib_router::usage::{MAX_PENDING_OPERATIONS, UsageRecorder};
 use serde_json::json;
 use support::demo_router;
@@ -116,6 +116,49 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     let recorded = read_all(&mut connection).await.unwrap();
     let ours = recorded.iter().find(|o| o.name == name).unwrap();
     assert!(ours.partner);
+    forget(&mut connection, &ours.hash).await.unwrap();
+}
+
+/// A deferred operation is recorded whole: a field selected only in a deferred fragment is
+/// used (the registry's check must protect it), and the operation is counted once.
+#[tokio::test]
+async fn a_deferred_operation_is_recorded_with_its_deferred_fields() {
+    let recorder = Arc::new(UsageRecorder::new(redis()));
+    let router = Arc::new(
+        demo_router()
+            .with_internal_secret(gospelib_kit::caller::InternalSecret::new(&[7; 32]).unwrap())
+            .with_usage_recorder(recorder.clone()),
+    );
+    let name = format!("Deferred{}", std::process::id());
+    let request = GraphQlRequest {
+        query: format!(
+            "query {name} {{ topProducts(first: 1) {{ name ... @defer {{ reviews {{ body }} }} }} }}"
+        ),
+        caller: Caller::user(uuid::Uuid::new_v4()),
+        ..Default::default()
+    };
+    match router.respond_incremental(&request).await {
+        Incremental::Parts { rest, .. } => {
+            let last = String::from_utf8(rest.await).unwrap();
+            assert!(last.contains("review of 1"), "{last}");
+        }
+        Incremental::Whole(_) => panic!("the operation was not split"),
+    }
+    recorder.flush().await.unwrap();
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    let recorded = read_all(&mut connection).await.unwrap();
+    let ours = recorded
+        .iter()
+        .find(|operation| operation.name == name)
+        .expect("the operation was recorded");
+    assert_eq!(ours.count, 1);
+    for coordinate in ["Product.name", "Product.reviews", "Review.body"] {
+        assert!(
+            ours.coordinates.contains(coordinate),
+            "{coordinate}: {:?}",
+            ours.coordinates
+        );
+    }
     forget(&mut connection, &ours.hash).await.unwrap();
 }
 

@@ -109,10 +109,11 @@ impl Router {
         );
         first.insert("hasNext".to_owned(), Value::Bool(true));
         let first = serde_json::to_vec(&first).expect("JSON values serialise");
+        let primary_errors = primary.errors.clone();
         let rest = Box::pin(async move {
             let mut full = full;
             let last = match (&mut full.0).await {
-                Ok(full) => last_payload(&split, &primary_data, &full),
+                Ok(full) => last_payload(&split, &primary_data, &primary_errors, &full),
                 Err(error) => {
                     tracing::error!(%error, "the deferred half of an operation failed");
                     json!({
@@ -135,12 +136,23 @@ impl Router {
 }
 
 /// The payload with every deferred fragment, from the full half's answer.
-fn last_payload(split: &defer::Split, primary_data: &Value, full: &Response) -> Value {
+fn last_payload(
+    split: &defer::Split,
+    primary_data: &Value,
+    primary_errors: &[Value],
+    full: &Response,
+) -> Value {
     let Some(data) = full.data.as_deref() else {
         // The full half was refused although the primary half ran: its errors say why.
         return json!({ "hasNext": false, "errors": full.errors });
     };
     let full_data: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
-    let items = defer::incremental_items(split, primary_data, &full_data, &full.errors);
+    let items = defer::incremental_items(
+        split,
+        primary_data,
+        &full_data,
+        &full.errors,
+        primary_errors,
+    );
     json!({ "incremental": items, "hasNext": false })
 }
