@@ -17,6 +17,8 @@ use support::{
 const BINARY: &str = env!("CARGO_BIN_EXE_gospelib-router");
 const TRUSTED: &str = "query Top { topProducts(first: 1) { name reviews { body } } }";
 const LATER: &str = "query Names { topProducts(first: 2) { name } }";
+const DEFERRED: &str =
+    "query Slow { topProducts(first: 1) { name ... @defer { reviews { body } } } }";
 
 fn manifest(documents: &[&str]) -> String {
     let manifest = Manifest::from_documents(documents.iter().map(|text| ("test", *text))).unwrap();
@@ -84,6 +86,34 @@ async fn assert_trusted_answers(base: &str) {
     assert_eq!((status, &body["data"]), (200, &expected), "{body}");
 }
 
+/// A deferring operation sent by its id alone is delivered in parts to a client that accepts
+/// them, as when sent by its text.
+async fn assert_deferred_by_id(base: &str) {
+    let hash = &document_id(DEFERRED).unwrap()["sha256:".len()..];
+    let response = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .header(
+            "accept",
+            "multipart/mixed;deferSpec=20220824, application/json",
+        )
+        .json(&json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.text().await.unwrap();
+    assert!(
+        content_type.starts_with("multipart/mixed"),
+        "{content_type}: {body}"
+    );
+    assert!(body.contains("\"hasNext\":true"), "{body}");
+    assert!(body.contains("review of 1"), "{body}");
+}
+
 /// Waits until `LATER` is accepted (or refused), within 10 s.
 async fn wait_for_later(base: &str, accepted: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -109,7 +139,7 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
     let supergraph = dir.join("supergraph.graphql");
     std::fs::write(&supergraph, SDL).unwrap();
     let file = dir.join("trusted-documents.json");
-    std::fs::write(&file, manifest(&[TRUSTED])).unwrap();
+    std::fs::write(&file, manifest(&[TRUSTED, DEFERRED])).unwrap();
     let log = dir.join("router.log");
     let (_router, base) = start_router(
         &["--supergraph", supergraph.to_str().unwrap()],
@@ -124,6 +154,7 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
     )
     .await;
     assert_trusted_answers(&base).await;
+    assert_deferred_by_id(&base).await;
     wait_for_later(&base, false).await;
     let (_, body) = post(&base, &json!({ "query": LATER })).await.unwrap();
     assert_eq!(
@@ -154,7 +185,7 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_trusted_answers(&base).await;
-    std::fs::write(&file, manifest(&[TRUSTED, LATER])).unwrap();
+    std::fs::write(&file, manifest(&[TRUSTED, DEFERRED, LATER])).unwrap();
     wait_for_later(&base, true).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

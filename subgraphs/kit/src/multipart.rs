@@ -38,9 +38,11 @@ pub fn wants_multipart(headers: &HeaderMap) -> bool {
     crate::sse::accepts(headers, "multipart/mixed")
 }
 
-/// Whether the request's operation may defer anything (its text mentions `@defer`).
+/// Whether the request's operation may defer anything: its text mentions `@defer`, or it has
+/// no text yet (sent by a persisted query's hash or a trusted document's id, whose text the
+/// service finds).
 pub fn may_defer(request: &async_graphql::Request) -> bool {
-    request.query.contains("@defer")
+    request.query.contains("@defer") || request.query.trim().is_empty()
 }
 
 /// One part: its header, its JSON, and the delimiter that ends it.
