@@ -505,15 +505,23 @@ impl Instances {
             .failed(admission, std::time::Instant::now())
     }
 
-    /// An instance to open a subscription on: the next in turn whose breaker is closed, else
-    /// the next in turn.
-    fn pick(&self) -> usize {
+    /// An instance to open a subscription on, and how its breaker admits it: the next in turn
+    /// whose breaker is closed, else the next in turn.
+    fn pick(&self) -> (usize, Admission) {
         let turn = self.turn();
-        turn.upcoming
+        let closed = turn
+            .upcoming
             .iter()
             .copied()
-            .find(|&index| self.breaker(index).is_closed())
-            .unwrap_or(turn.upcoming[0])
+            .find(|&index| self.breaker(index).is_closed());
+        match closed {
+            Some(index) => (index, Admission::Pass),
+            None => {
+                let index = turn.upcoming[0];
+                let admission = self.breaker(index).admit(std::time::Instant::now());
+                (index, admission)
+            }
+        }
     }
 }
 
@@ -640,28 +648,46 @@ impl Transport for Http {
     /// Subscribes over GraphQL over WebSocket (`graphql-transport-ws`) at the subgraph's URL,
     /// one connection per subscription; see [`crate::subscription_client`]. Of several
     /// instances, the one whose turn it is (and that did not refuse lately) is asked; a
-    /// subscription is not retried elsewhere.
+    /// subscription is not retried elsewhere, but an instance that could not open one is
+    /// passed over for a while, as one that refused a fetch is (so subscribing again goes to
+    /// another).
     fn subscribe<'a>(
         &'a self,
         subgraph: &'a str,
         url: &'a str,
         request: SubgraphRequest,
     ) -> BoxFuture<'a, Result<EventStream, TransportError>> {
-        let url = if url.contains(crate::settings::INSTANCE_SEPARATOR) {
+        let (url, picked) = if url.contains(crate::settings::INSTANCE_SEPARATOR) {
             let instances = self.instances_of(url);
-            instances.urls[instances.pick()].clone()
+            let (index, admission) = instances.pick();
+            (
+                instances.urls[index].clone(),
+                Some((instances, index, admission)),
+            )
         } else {
-            url.to_owned()
+            (url.to_owned(), None)
         };
         Box::pin(async move {
-            crate::subscription_client::subscribe(
+            let opened = crate::subscription_client::subscribe(
                 subgraph,
                 &url,
                 request,
                 self.timeout,
                 self.max_response_bytes,
             )
-            .await
+            .await;
+            if let Some((instances, index, admission)) = picked {
+                match &opened {
+                    Ok(_) => instances.answered(index, admission),
+                    Err(failure @ TransportError::Unavailable { .. }) => {
+                        if instances.failed(index, admission) {
+                            tracing::warn!(%subgraph, instance = %url, error = %failure, "a subgraph instance could not open a subscription; passing over it for a while");
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            opened
         })
     }
 

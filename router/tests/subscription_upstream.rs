@@ -27,23 +27,32 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 /// A subgraph that acknowledges one subscription, then only answers pings (`answers_pings`) or
 /// reads and sends nothing at all. Its URL.
 async fn quiet_subgraph(answers_pings: bool) -> String {
+    quiet_subgraph_for(1, answers_pings).await
+}
+
+/// A [`quiet_subgraph`] taking `connections` subscriptions, each on its own connection.
+async fn quiet_subgraph_for(connections: usize, answers_pings: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let (mut socket, _) = accept_subscription(tcp).await;
-        if answers_pings {
-            while let Some(Ok(Message::Text(text))) = socket.next().await {
-                let message: Value = serde_json::from_str(&text).unwrap();
-                if message["type"] == "ping" {
-                    let pong = json!({"type": "pong"}).to_string();
-                    socket.send(Message::text(pong)).await.unwrap();
+        for _ in 0..connections {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut socket, _) = accept_subscription(tcp).await;
+                if answers_pings {
+                    while let Some(Ok(Message::Text(text))) = socket.next().await {
+                        let message: Value = serde_json::from_str(&text).unwrap();
+                        if message["type"] == "ping" {
+                            let pong = json!({"type": "pong"}).to_string();
+                            socket.send(Message::text(pong)).await.unwrap();
+                        }
+                    }
+                } else {
+                    // Hung: holds the connection open, reads nothing, sends nothing.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(socket);
                 }
-            }
-        } else {
-            // Hung: holds the connection open, reads nothing, sends nothing.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            drop(socket);
+            });
         }
     });
     format!("http://{address}/graphql")
@@ -116,6 +125,36 @@ async fn a_quiet_subgraph_that_answers_pings_keeps_the_subscription() {
     // Ten timeouts without an event: still open.
     let waited = tokio::time::timeout(TIMEOUT * 10, events.next()).await;
     assert!(waited.is_err(), "ended: {waited:?}");
+}
+
+/// Of two instances, one that cannot open a subscription (its port refuses) is passed over
+/// for a while: subscribing again goes to the other, as fetches do.
+#[tokio::test]
+async fn an_instance_that_cannot_open_a_subscription_is_passed_over() {
+    let refusing = format!(
+        "http://{}/graphql",
+        gospelib_kit::test_stack::refusing_address()
+    );
+    let answering = quiet_subgraph_for(4, true).await;
+    let url = format!(
+        "{refusing}{}{answering}",
+        gospelib_router::settings::INSTANCE_SEPARATOR
+    );
+    let http = Http::new(TIMEOUT).unwrap();
+    let mut refused = 0;
+    let mut opened = Vec::new();
+    for _ in 0..4 {
+        match http.subscribe("ticks", &url, subscription()).await {
+            Ok(events) => opened.push(events),
+            Err(TransportError::Unavailable { .. }) => refused += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        refused <= 1,
+        "the refusing instance was asked {refused} times"
+    );
+    assert_eq!(opened.len() + refused, 4);
 }
 
 // ---- through the router: subscribing again ----
