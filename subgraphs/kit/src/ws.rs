@@ -185,6 +185,9 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
 /// (`503`) rather than the process running out of memory.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
+/// The most `GOSPELIB_WS_MAX_CONNECTIONS` (and `…_PER_CLIENT`) may be.
+pub const MAX_CONNECTIONS_BOUND: usize = 1_000_000;
+
 /// The default of `GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT`: the most live connections one
 /// client (an address, or an IPv6 /64) holds at once on the router's endpoint. Generous, for
 /// the many people behind one carrier's NAT; enough that one host cannot take every place.
@@ -219,7 +222,9 @@ pub struct SubscriptionSettings {
     /// which graphql-ws clients reconnect after when they have something to send):
     /// [`DEFAULT_IDLE_TIMEOUT`], checked at each ping.
     pub idle_timeout: Duration,
-    /// The most live connections one endpoint holds at once ([`DEFAULT_MAX_CONNECTIONS`]).
+    /// `GOSPELIB_WS_MAX_CONNECTIONS`: the most live connections one endpoint holds at once
+    /// ([`DEFAULT_MAX_CONNECTIONS`]). A router holds one to a subgraph per subscription, so a
+    /// subgraph serving many routers' subscriptions may need more.
     pub max_connections: usize,
     /// `GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT`: the most one client holds at once on an
     /// endpoint whose service says who its clients are ([`crate::GraphQlService::live_client`]:
@@ -251,8 +256,8 @@ impl SubscriptionSettings {
     }
 
     /// Reads `GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION`, `GOSPELIB_WS_INIT_TIMEOUT_MS`,
-    /// `GOSPELIB_WS_PING_INTERVAL_MS` and `GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT`; problems go
-    /// to `reader`.
+    /// `GOSPELIB_WS_PING_INTERVAL_MS`, `GOSPELIB_WS_MAX_CONNECTIONS` and
+    /// `GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT`; problems go to `reader`.
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
         let max_per_connection = reader.number(
             "GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
@@ -273,17 +278,25 @@ impl SubscriptionSettings {
             100,
             600_000,
         );
+        let max_connections = reader.number(
+            "GOSPELIB_WS_MAX_CONNECTIONS",
+            DEFAULT_MAX_CONNECTIONS as u64,
+            1,
+            MAX_CONNECTIONS_BOUND as u64,
+        );
         let per_client = reader.number(
             "GOSPELIB_WS_MAX_CONNECTIONS_PER_CLIENT",
             DEFAULT_MAX_CONNECTIONS_PER_CLIENT as u64,
             1,
-            DEFAULT_MAX_CONNECTIONS as u64,
+            MAX_CONNECTIONS_BOUND as u64,
         );
+        let bounded = |n: u64| usize::try_from(n).expect("at most MAX_CONNECTIONS_BOUND");
         Some(Self {
             max_per_connection: usize::try_from(max_per_connection?).expect("at most 10000"),
             init_timeout: Duration::from_millis(init_timeout?),
             ping_interval: Duration::from_millis(ping_interval?),
-            max_connections_per_client: usize::try_from(per_client?).expect("at most 20000"),
+            max_connections: bounded(max_connections?),
+            max_connections_per_client: bounded(per_client?),
             ..Self::default()
         })
     }
@@ -1220,17 +1233,21 @@ mod tests {
             ("GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", "5"),
             ("GOSPELIB_WS_INIT_TIMEOUT_MS", "2500"),
             ("GOSPELIB_WS_PING_INTERVAL_MS", "1000"),
+            ("GOSPELIB_WS_MAX_CONNECTIONS", "100000"),
         ])
         .unwrap();
+        assert_eq!(settings.max_connections, 100_000);
         assert_eq!(settings.max_per_connection, 5);
         assert_eq!(settings.init_timeout, Duration::from_millis(2500));
         assert_eq!(settings.ping_interval, Duration::from_secs(1));
         let error = read(&[
             ("GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", "0"),
             ("GOSPELIB_WS_PING_INTERVAL_MS", "soon"),
+            ("GOSPELIB_WS_MAX_CONNECTIONS", "0"),
         ])
         .unwrap_err()
         .to_string();
+        assert!(error.contains("GOSPELIB_WS_MAX_CONNECTIONS"), "{error}");
         assert!(
             error.contains("GOSPELIB_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION"),
             "{error}"
