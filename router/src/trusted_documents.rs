@@ -654,12 +654,6 @@ pub fn registry_url(supergraph_url: &str) -> Option<String> {
     })
 }
 
-/// Reads a manifest file (JSON, as the registry serves it).
-pub fn read_file(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|error| io_error(path, error))?;
-    Manifest::from_json(&text)
-}
-
 /// The registry's manifest at `url`: `Ok(None)` when it still has the ETag `etag` (304).
 pub async fn fetch(
     client: &reqwest::Client,
@@ -719,16 +713,27 @@ pub fn from_file(
     every: Duration,
 ) -> anyhow::Result<(Arc<TrustedDocuments>, tokio::task::JoinHandle<()>)> {
     use anyhow::Context;
-    let manifest = read_file(path).context("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")?;
+    // Read once: the watcher compares later readings with this very text, so a change made
+    // while starting is never taken for the text already loaded.
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| io_error(path, error))
+        .context("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")?;
+    let manifest = Manifest::from_json(&text).context("GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE")?;
     let documents = start(mode, Some(manifest), &path.display().to_string())?;
-    let watcher = tokio::spawn(watch_file(documents.clone(), path.to_owned(), every));
+    let watcher = tokio::spawn(watch_file(documents.clone(), path.to_owned(), text, every));
     Ok((documents, watcher))
 }
 
-/// Re-reads the manifest file every `every` until the task is dropped; a changed, valid one is
-/// swapped in, an invalid one refused (the current one stays).
-pub async fn watch_file(documents: Arc<TrustedDocuments>, path: PathBuf, every: Duration) {
-    let mut current = std::fs::read_to_string(&path).ok();
+/// Re-reads the manifest file every `every` until the task is dropped; a text other than
+/// `loaded` (the one in force) and valid is swapped in, an invalid one refused (the current
+/// one stays).
+pub async fn watch_file(
+    documents: Arc<TrustedDocuments>,
+    path: PathBuf,
+    loaded: String,
+    every: Duration,
+) {
+    let mut current = Some(loaded);
     loop {
         tokio::time::sleep(every).await;
         let text = match tokio::fs::read_to_string(&path).await {
