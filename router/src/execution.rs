@@ -1251,6 +1251,9 @@ async fn entity_fetch(
     // Groups whose answer has more or fewer entities than were asked: which entity is which is
     // unknown, so none is merged (nor kept by the entity cache); each location gets an error.
     let mut misaligned: Vec<usize> = Vec::new();
+    // Groups the answer has no list for (the subgraph nulled its `data`): every entity asked
+    // of them is lost.
+    let mut lost: Vec<bool> = Vec::with_capacity(groups.len());
     for (g, group) in groups.iter().enumerate() {
         let answered = match &shared {
             Some(body) => body
@@ -1258,6 +1261,7 @@ async fn entity_fetch(
                 .and_then(|data| data.get(group.response_key)),
             None => own.get(group.response_key),
         };
+        lost.push(!misses[g].is_empty() && !matches!(answered, Some(Value::Array(_))));
         if let Some(Value::Array(entities)) = answered
             && entities.len() != misses[g].len()
         {
@@ -1325,11 +1329,8 @@ async fn entity_fetch(
     {
         store_fetched(&groups, &misses, &answers, &errors, cached);
     }
-    // Which entities came back null, for the errors below (before they are moved).
-    let nulls: Vec<Vec<bool>> = answers
-        .iter()
-        .map(|entities| entities.iter().map(|e| e.value().is_null()).collect())
-        .collect();
+    // Where each error goes, decided before the entities are moved.
+    let targets = error_targets(&errors, &groups, &misses, &answers, &lost);
     // Each location's entity, moved out of the answer for its last location and cloned for
     // the others, in the order the locations were found (shared steps next to each other).
     let mut placed: Vec<(&[u32], Entity<'_>)> = Vec::new();
@@ -1371,50 +1372,23 @@ async fn entity_fetch(
         return;
     }
     // `_entities[i].rest` (or `_e0[i].rest`) becomes `<each location of representation i>.rest`.
-    // Some subgraphs (async-graphql 7) drop the index: such an error belongs to the entities
-    // that came back null. An error that names no group goes to the first entity.
     let mut repathed = Vec::new();
-    for error in errors {
-        let path = error
-            .get("path")
-            .and_then(serde_json::Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let group = match path.first() {
-            Some(serde_json::Value::String(root)) => {
-                groups.iter().position(|g| g.response_key == root)
-            }
-            _ => None,
-        };
-        let (group, indices, rest): (usize, Vec<usize>, Vec<serde_json::Value>) =
-            match (group, &path[..]) {
-                (Some(group), [_, serde_json::Value::Number(n), rest @ ..]) => (
-                    group,
-                    n.as_u64().map(|n| n as usize).into_iter().collect(),
-                    rest.to_vec(),
-                ),
-                (Some(group), [_, rest @ ..]) => {
-                    let nulls = &nulls[group];
-                    let failed = (0..nulls.len().max(1))
-                        .filter(|i| nulls.get(*i).is_none_or(|null| *null))
-                        .collect();
-                    (group, failed, rest.to_vec())
-                }
-                _ => (
-                    collected
-                        .iter()
-                        .position(|c| c.locations.len() > 0)
-                        .unwrap_or(0),
-                    Vec::new(),
-                    Vec::new(),
-                ),
-            };
-        let found = &collected[group];
-        let mut targets: Vec<&[u32]> = found.locations_of(&indices).collect();
-        if targets.is_empty() {
-            targets.extend(found.locations.get(0));
+    for (error, target_of) in errors.into_iter().zip(targets) {
+        let ErrorTarget {
+            entities,
+            rest,
+            fallback,
+        } = target_of;
+        let mut locations: Vec<&[u32]> = Vec::new();
+        for (g, i) in &entities {
+            locations.extend(collected[*g].locations_of(std::slice::from_ref(i)));
         }
-        for location in targets {
+        if locations.is_empty() {
+            let first = collected.get(fallback).and_then(|c| c.locations.get(0));
+            let any = || collected.iter().find_map(|c| c.locations.get(0));
+            locations.extend(first.or_else(any));
+        }
+        for location in locations {
             let mut error = error.clone();
             let mut full = response_path(&target, location);
             full.extend(rest.iter().cloned());
@@ -1424,6 +1398,107 @@ async fn entity_fetch(
     }
     drop(target);
     state.errors.lock().expect("errors lock").extend(repathed);
+}
+
+/// Where one error of an entity fetch's answer goes: the entities it is about (group and
+/// index in the group), the rest of its path under each, and the group whose first location
+/// takes it when no entity can be named.
+struct ErrorTarget {
+    entities: Vec<(usize, usize)>,
+    rest: Vec<serde_json::Value>,
+    fallback: usize,
+}
+
+/// The entities each of `errors` is about (see [`ErrorTarget`]):
+/// - an error naming an entity (`_entities.3.reviews`) is about that one;
+/// - one naming a group without an index (async-graphql 7 resolves every entity with the
+///   field's context, so `_entities.reviews` is all it says) is about the entities asked of
+///   that group with a null along the rest of its path;
+/// - one naming nothing is about every entity of a group the subgraph left without an answer
+///   ([`lost`]: its `data` nulled, by a refusal of the whole request), else the first entity.
+///
+/// The errors of one kind (same group and rest, or none) are dealt round the entities they
+/// are about: each entity gets at least one (its null is explained), each error goes at least
+/// once, and K errors about N entities make max(K, N) errors, not K × N.
+fn error_targets(
+    errors: &[serde_json::Value],
+    groups: &[EntityGroup<'_>],
+    misses: &[Vec<usize>],
+    answers: &[Vec<Entity<'_>>],
+    lost: &[bool],
+) -> Vec<ErrorTarget> {
+    let mut targets: Vec<ErrorTarget> = Vec::with_capacity(errors.len());
+    // The errors to deal round, by kind: the entities they are about, and which errors.
+    let mut kinds: Vec<(
+        Option<usize>,
+        Vec<serde_json::Value>,
+        Vec<(usize, usize)>,
+        Vec<usize>,
+    )> = Vec::new();
+    for (e, error) in errors.iter().enumerate() {
+        let path: &[serde_json::Value] = error
+            .get("path")
+            .and_then(serde_json::Value::as_array)
+            .map_or(&[], Vec::as_slice);
+        let group = match path.first() {
+            Some(serde_json::Value::String(root)) => {
+                groups.iter().position(|g| g.response_key == root)
+            }
+            _ => None,
+        };
+        let (kind_group, rest) = match (group, path) {
+            (Some(g), [_, serde_json::Value::Number(n), rest @ ..]) => {
+                let entities = n.as_u64().map(|i| (g, i as usize)).into_iter().collect();
+                targets.push(ErrorTarget {
+                    entities,
+                    rest: rest.to_vec(),
+                    fallback: g,
+                });
+                continue;
+            }
+            (Some(g), [_, rest @ ..]) => (Some(g), rest.to_vec()),
+            _ => (None, Vec::new()),
+        };
+        targets.push(ErrorTarget {
+            entities: Vec::new(),
+            rest: rest.clone(),
+            fallback: group.unwrap_or(0),
+        });
+        match kinds
+            .iter_mut()
+            .find(|(g, r, _, _)| *g == kind_group && *r == rest)
+        {
+            Some((_, _, _, members)) => members.push(e),
+            None => {
+                let about: Vec<(usize, usize)> = match kind_group {
+                    Some(g) => misses[g]
+                        .iter()
+                        .filter(|&&i| {
+                            answers[g]
+                                .get(i)
+                                .is_none_or(|entity| null_along(entity.value(), &rest))
+                        })
+                        .map(|&i| (g, i))
+                        .collect(),
+                    None => (0..groups.len())
+                        .filter(|&g| lost[g])
+                        .flat_map(|g| misses[g].iter().map(move |&i| (g, i)))
+                        .collect(),
+                };
+                kinds.push((kind_group, rest, about, vec![e]));
+            }
+        }
+    }
+    for (_, _, about, members) in kinds {
+        if about.is_empty() {
+            continue;
+        }
+        for turn in 0..about.len().max(members.len()) {
+            let error = members[turn % members.len()];
+            targets[error].entities.push(about[turn % about.len()]);
+        }
+    }
+    targets
 }
 
 /// What the entity cache held for one entity fetch: per group, per representation, its

@@ -993,6 +993,15 @@ impl RatedBook {
         if self.id == "b1" { 5 } else { 4 }
     }
 
+    /// A nullable field that fails for one book.
+    async fn blurb(&self) -> async_graphql::Result<Option<String>> {
+        if self.id == "b2" {
+            Err("no blurb for b2".into())
+        } else {
+            Ok(Some(format!("blurb of {}", self.id.as_str())))
+        }
+    }
+
     /// Media like this book: an abstract field resolved by an entity fetch.
     async fn similar(&self) -> Vec<RatedMedia> {
         if self.id == "b1" {
@@ -1024,10 +1033,71 @@ impl RatingsQuery {
     }
 }
 
+/// The library's supergraph, composed once.
+static LIBRARY: OnceLock<String> = OnceLock::new();
+
 fn library_router() -> Router {
-    static COMPOSED: OnceLock<String> = OnceLock::new();
     let parts = vec![part("library", LibraryQuery), part("ratings", RatingsQuery)];
-    router(&COMPOSED, parts)
+    router(&LIBRARY, parts)
+}
+
+/// A subgraph refusing every request as a whole: `data: null` and an error without a path (as
+/// the kit's caller guard refuses a context it cannot verify).
+struct Refusing;
+
+impl LocalSubgraph for Refusing {
+    fn execute(&self, _request: Value) -> BoxFuture<'_, Value> {
+        Box::pin(async { json!({"data": null, "errors": [{"message": "refused"}]}) })
+    }
+}
+
+/// [`library_router`] whose ratings subgraph refuses everything.
+fn library_router_ratings_refusing() -> Router {
+    let mut ratings = part("ratings", RatingsQuery);
+    ratings.subgraph = Arc::new(Refusing);
+    router(&LIBRARY, vec![part("library", LibraryQuery), ratings])
+}
+
+/// An error in a nullable field of an entity is at that entity's path, not another's.
+/// (async-graphql 7 resolves every entity with the `_entities` field's context, so the path
+/// it gives, `_entities.blurb`, does not say which entity.)
+#[tokio::test]
+async fn an_entity_fields_error_without_its_index_is_at_its_own_entity() {
+    let response = ask(
+        &library_router(),
+        "{ shelf { id ... on Book { rating blurb } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["data"],
+        json!({"shelf": [
+            {"id": "b1", "rating": 5, "blurb": "blurb of b1"},
+            {"id": "m1"},
+            {"id": "b2", "rating": 4, "blurb": null},
+        ]})
+    );
+    assert_eq!(error_paths(&response), vec![json!(["shelf", 2, "blurb"])]);
+}
+
+/// A subgraph refusing an entity fetch as a whole (`data: null`, an error without a path):
+/// every entity it was asked for lost its fields, and each has the error at its own path.
+#[tokio::test]
+async fn a_refused_entity_fetch_is_an_error_at_each_entity() {
+    let response = ask(
+        &library_router_ratings_refusing(),
+        "{ shelf { id ... on Book { blurb } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["data"],
+        json!({"shelf": [{"id": "b1", "blurb": null}, {"id": "m1"}, {"id": "b2", "blurb": null}]})
+    );
+    assert_eq!(
+        error_paths(&response),
+        vec![json!(["shelf", 0]), json!(["shelf", 2])]
+    );
 }
 
 const SHELF: &str = "query($books: Boolean!, $movies: Boolean! = true) { shelf { id \
