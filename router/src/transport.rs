@@ -335,6 +335,9 @@ impl Http {
         if refused && may_retry {
             return Attempt::Refused(unavailable(format!("HTTP {status}")));
         }
+        // A body cut off part-way (the instance died while answering) counts against the
+        // instance as a refusal would, not as an answer.
+        let mut cut_off = false;
         let answer =
             match gospelib_kit::capped_body::body_within(response, self.max_response_bytes).await {
                 Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
@@ -349,16 +352,22 @@ impl Http {
                     subgraph: subgraph.to_owned(),
                     limit: self.max_response_bytes,
                 }),
-                Err(error) => Err(unavailable(error.without_url().to_string())),
+                Err(error) => {
+                    cut_off = true;
+                    Err(unavailable(error.without_url().to_string()))
+                }
             };
-        Attempt::Answered { answer, refused }
+        Attempt::Answered {
+            answer,
+            refused: refused || cut_off,
+        }
     }
 }
 
 /// How one request to one instance ended.
 enum Attempt {
     /// A response (or a failure while reading it): final. `refused` when it was a 502 or 503
-    /// (read as the answer when no other instance may be asked).
+    /// (read as the answer when no other instance may be asked), or its body was cut off.
     Answered {
         answer: Result<Value, TransportError>,
         refused: bool,

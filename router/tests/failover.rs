@@ -124,6 +124,8 @@ enum Refusal {
     Reset,
     /// Answers with this status and no body.
     Status(u16),
+    /// Answers `200`, then closes the connection part-way through the body.
+    CutOff,
 }
 
 /// A URL that refuses every request the way `refusal` says (serving until the test ends).
@@ -137,7 +139,7 @@ async fn refusing(refusal: Refusal) -> String {
     let url = format!("http://{}/graphql", listener.local_addr().unwrap());
     match refusal {
         Refusal::Down => unreachable!("answered above"),
-        Refusal::Reset | Refusal::Status(_) => {
+        Refusal::Reset | Refusal::Status(_) | Refusal::CutOff => {
             tokio::spawn(async move {
                 while let Ok((mut socket, _)) = listener.accept().await {
                     tokio::spawn(async move {
@@ -147,6 +149,11 @@ async fn refusing(refusal: Refusal) -> String {
                                 "HTTP/1.1 {status} Refused\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                             );
                             let _ = socket.write_all(head.as_bytes()).await;
+                        }
+                        if let Refusal::CutOff = refusal {
+                            let part = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                        content-length: 1000\r\n\r\n{\"data\":{";
+                            let _ = socket.write_all(part.as_bytes()).await;
                         }
                         let _ = socket.shutdown().await;
                     });
@@ -533,6 +540,27 @@ async fn a_hanging_instance_costs_one_timeout_then_is_passed_over() {
     }
     assert_eq!(hits.count(), 6);
     assert_eq!(setup.http.retries(), 0);
+}
+
+/// An instance that dies while answering (its body cut off) fails that fetch, and is then
+/// passed over like one that refused.
+#[tokio::test]
+async fn an_instance_cutting_its_answer_off_is_passed_over() {
+    let (up, hits, server) = products_instance().await;
+    let cut = refusing(Refusal::CutOff).await;
+    let setup = router(
+        &format!("{cut}|{up}"),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        vec![server],
+    )
+    .await;
+    let first = run(&setup.router, QUERY).await;
+    assert_eq!(codes(&first), ["UPSTREAM_UNAVAILABLE"], "{first}");
+    for _ in 0..6 {
+        assert_eq!(run(&setup.router, QUERY).await["data"], expected());
+    }
+    assert_eq!(hits.count(), 6);
 }
 
 /// Once its ejection is over, one fetch at a time probes an instance while the others still
