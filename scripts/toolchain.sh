@@ -1,6 +1,19 @@
 # Sourced by the project's scripts: checks for the Rust toolchain and the C tools some crates
 # build with, installing the Debian packages that are missing.
 
+# Installs Debian packages ($2...) for what $1 says, as root (apt-get), or says which to install.
+install_debian_packages() {
+  local what="$1"
+  shift
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "$what needs these Debian packages, and installing them needs root: $*" >&2
+    exit 1
+  fi
+  echo "installing $what: $*" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
 require_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -15,9 +28,12 @@ require_rust() {
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing build tools: ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    install_debian_packages "the build tools" "${missing[@]}"
+  fi
+  # scripts/test checks the formatting; rustup's minimal profile leaves rustfmt out.
+  if ! cargo fmt --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 && rustup component add rustfmt >&2 ||
+      { echo "cargo fmt is missing: rustup component add rustfmt" >&2; exit 1; }
   fi
 }
 
@@ -29,9 +45,7 @@ require_import_tools() {
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing the corpus import tools: ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    install_debian_packages "the corpus import tools" "${missing[@]}"
   fi
 }
 
@@ -42,8 +56,6 @@ require_node() {
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing Node.js: ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    install_debian_packages "Node.js" "${missing[@]}"
   fi
 }

@@ -450,7 +450,12 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     }
     let public = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (GOSPELIB_ROUTER_PORT, or GOSPELIB_ROUTER_LISTEN)",
+                settings.listen
+            )
+        })?;
     let internal = tokio::net::TcpListener::bind(settings.internal_listen)
         .await
         .with_context(|| {

@@ -496,7 +496,12 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (GOSPELIB_ROUTER_LISTEN)",
+                settings.listen
+            )
+        })?;
     // The address bound: a port given as 0 is the one the system chose.
     let address = listener.local_addr().unwrap_or(settings.listen);
     tracing::info!(%address, supergraph = %version, "gospelib-router serving");
