@@ -953,7 +953,7 @@ mod tests {
             "reference": "Gen 1:1", "text": null, "_glDefer0": "Passage"
         } }] });
         let error = json!({ "message": "content is down", "path": ["notes", 0, "passage"] });
-        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[]);
+        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&error), &[]);
         assert_eq!(
             Value::Array(items),
             json!([{ "data": { "text": null }, "path": ["notes", 0, "passage"],
@@ -962,7 +962,7 @@ mod tests {
         // Lost with its parent in the full half: a null payload, with the parent's error.
         let full = json!({ "notes": [null] });
         let error = json!({ "message": "gone", "path": ["notes", 0] });
-        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[]);
+        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&error), &[]);
         assert_eq!(
             Value::Array(items),
             json!([{ "data": null, "path": ["notes", 0, "passage"], "errors": [error] }])
@@ -978,12 +978,18 @@ mod tests {
         let full = json!({ "chapter": { "id": 1 }, "me": null, "other": { "id": 2 },
                            "_glDefer0": "Query" });
         let error = json!({ "message": "accounts is down" });
-        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[]);
+        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&error), &[]);
         assert_eq!(
             Value::Array(items),
             json!([{ "data": { "me": null }, "path": [], "errors": [error.clone()] }])
         );
-        let items = incremental_items(&split, &primary, &full, &[error.clone()], &[error]);
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&error),
+            std::slice::from_ref(&error),
+        );
         assert_eq!(
             Value::Array(items),
             json!([{ "data": { "me": null }, "path": [] }])

@@ -1409,6 +1409,16 @@ struct ErrorTarget {
     fallback: usize,
 }
 
+/// Errors of an entity fetch's answer that name no entity, alike: the group they name (none
+/// for an error without a path), the rest of their path, the entities they are about, and
+/// which errors they are.
+struct ErrorKind {
+    group: Option<usize>,
+    rest: Vec<serde_json::Value>,
+    about: Vec<(usize, usize)>,
+    members: Vec<usize>,
+}
+
 /// The entities each of `errors` is about (see [`ErrorTarget`]):
 /// - an error naming an entity (`_entities.3.reviews`) is about that one;
 /// - one naming a group without an index (async-graphql 7 resolves every entity with the
@@ -1428,13 +1438,8 @@ fn error_targets(
     lost: &[bool],
 ) -> Vec<ErrorTarget> {
     let mut targets: Vec<ErrorTarget> = Vec::with_capacity(errors.len());
-    // The errors to deal round, by kind: the entities they are about, and which errors.
-    let mut kinds: Vec<(
-        Option<usize>,
-        Vec<serde_json::Value>,
-        Vec<(usize, usize)>,
-        Vec<usize>,
-    )> = Vec::new();
+    // The errors to deal round, by kind.
+    let mut kinds: Vec<ErrorKind> = Vec::new();
     for (e, error) in errors.iter().enumerate() {
         let path: &[serde_json::Value] = error
             .get("path")
@@ -1466,9 +1471,9 @@ fn error_targets(
         });
         match kinds
             .iter_mut()
-            .find(|(g, r, _, _)| *g == kind_group && *r == rest)
+            .find(|kind| kind.group == kind_group && kind.rest == rest)
         {
-            Some((_, _, _, members)) => members.push(e),
+            Some(kind) => kind.members.push(e),
             None => {
                 let about: Vec<(usize, usize)> = match kind_group {
                     Some(g) => misses[g]
@@ -1485,11 +1490,16 @@ fn error_targets(
                         .flat_map(|g| misses[g].iter().map(move |&i| (g, i)))
                         .collect(),
                 };
-                kinds.push((kind_group, rest, about, vec![e]));
+                kinds.push(ErrorKind {
+                    group: kind_group,
+                    rest,
+                    about,
+                    members: vec![e],
+                });
             }
         }
     }
-    for (_, _, about, members) in kinds {
+    for ErrorKind { about, members, .. } in kinds {
         if about.is_empty() {
             continue;
         }
