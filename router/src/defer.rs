@@ -588,9 +588,18 @@ pub fn incremental_items(
         let keys = top_keys(&deferred.selections, &split.fragments);
         for path in paths {
             let at = value_at(full_data, &path);
+            // This object's errors: those under its fragment's fields; those at it or above it
+            // (it was lost with them); and, when it is lost, any under it (a non-null field
+            // beside the fragment's, failing, nulls it). Those the first part gave already are
+            // not given again.
+            let lost = !matches!(at, Some(Value::Object(_)));
             let mut errors: Vec<Value> = full_errors
                 .iter()
-                .filter(|error| error_under(error, &path, &keys) || error_over(error, &path))
+                .filter(|error| {
+                    error_under(error, &path, &keys)
+                        || ((error_over(error, &path) || (lost && error_within(error, &path)))
+                            && !primary_errors.contains(error))
+                })
                 .cloned()
                 .collect();
             // The two halves ran apart: a list may have changed between them (a note added,
@@ -719,6 +728,14 @@ fn error_over(error: &Value, path: &[Value]) -> bool {
         return false;
     };
     error_path.len() <= path.len() && path[..error_path.len()] == *error_path
+}
+
+/// Whether `error` is at or under the object at `path`.
+fn error_within(error: &Value, path: &[Value]) -> bool {
+    let Some(error_path) = error.get("path").and_then(Value::as_array) else {
+        return false;
+    };
+    error_path.len() >= path.len() && error_path[..path.len()] == *path
 }
 
 /// Whether `value` is null or holds a null at any depth.
@@ -966,6 +983,31 @@ mod tests {
         assert_eq!(
             Value::Array(items),
             json!([{ "data": null, "path": ["notes", 0, "passage"], "errors": [error] }])
+        );
+    }
+
+    /// An error the first part gave already is not given again; an object the full half lost
+    /// through a field beside the fragment's still gets that field's error.
+    #[test]
+    fn errors_the_first_part_gave_are_not_repeated_and_a_lost_object_is_explained() {
+        let split = split_of("{ notes { passage { reference ... @defer { text } } } }");
+        let primary = json!({ "notes": [{ "passage": { "reference": "Gen 1:1" } }] });
+        let full = json!({ "notes": [{ "passage": null }] });
+        let at_object = json!({ "message": "content is down", "path": ["notes", 0, "passage"] });
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&at_object),
+            std::slice::from_ref(&at_object),
+        );
+        assert_eq!(Value::Array(items), json!([]));
+        let beside =
+            json!({ "message": "no reference", "path": ["notes", 0, "passage", "reference"] });
+        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&beside), &[]);
+        assert_eq!(
+            Value::Array(items),
+            json!([{ "data": null, "path": ["notes", 0, "passage"], "errors": [beside] }])
         );
     }
 
