@@ -1330,7 +1330,8 @@ async fn entity_fetch(
         store_fetched(&groups, &misses, &answers, &errors, cached);
     }
     // Where each error goes, decided before the entities are moved.
-    let targets = error_targets(&errors, &groups, &misses, &answers, &lost);
+    let keys: Vec<&str> = groups.iter().map(|group| group.response_key).collect();
+    let targets = error_targets(&errors, &keys, &misses, &answers, &lost);
     // Each location's entity, moved out of the answer for its last location and cloned for
     // the others, in the order the locations were found (shared steps next to each other).
     let mut placed: Vec<(&[u32], Entity<'_>)> = Vec::new();
@@ -1427,12 +1428,16 @@ struct ErrorKind {
 /// - one naming nothing is about every entity of a group the subgraph left without an answer
 ///   ([`lost`]: its `data` nulled, by a refusal of the whole request), else the first entity.
 ///
-/// The errors of one kind (same group and rest, or none) are dealt round the entities they
-/// are about: each entity gets at least one (its null is explained), each error goes at least
-/// once, and K errors about N entities make max(K, N) errors, not K × N.
+/// Which of the errors of one kind (same group and rest, or none) is about which of its
+/// entities is not said. Errors that all say the same are dealt round the entities: each
+/// entity gets one (its null is explained), and K errors about N entities make max(K, N), not
+/// K × N. Errors that say different things (each may name its entity in its words) go to each
+/// entity, all of them, as long as that makes at most [`MAX_UNPLACED_ERRORS`]; past it they
+/// are dealt round too (async-graphql records them in the order its entities finished, which
+/// is often, not always, the order they were asked in).
 fn error_targets(
     errors: &[serde_json::Value],
-    groups: &[EntityGroup<'_>],
+    response_keys: &[&str],
     misses: &[Vec<usize>],
     answers: &[Vec<Entity<'_>>],
     lost: &[bool],
@@ -1447,7 +1452,7 @@ fn error_targets(
             .map_or(&[], Vec::as_slice);
         let group = match path.first() {
             Some(serde_json::Value::String(root)) => {
-                groups.iter().position(|g| g.response_key == root)
+                response_keys.iter().position(|key| key == root)
             }
             _ => None,
         };
@@ -1485,7 +1490,7 @@ fn error_targets(
                         })
                         .map(|&i| (g, i))
                         .collect(),
-                    None => (0..groups.len())
+                    None => (0..response_keys.len())
                         .filter(|&g| lost[g])
                         .flat_map(|g| misses[g].iter().map(move |&i| (g, i)))
                         .collect(),
@@ -1503,6 +1508,14 @@ fn error_targets(
         if about.is_empty() {
             continue;
         }
+        let message = |e: usize| errors[e].get("message");
+        let alike = members.iter().all(|&e| message(e) == message(members[0]));
+        if !alike && about.len() * members.len() <= MAX_UNPLACED_ERRORS {
+            for &error in &members {
+                targets[error].entities.extend(about.iter().copied());
+            }
+            continue;
+        }
         for turn in 0..about.len().max(members.len()) {
             let error = members[turn % members.len()];
             targets[error].entities.push(about[turn % about.len()]);
@@ -1510,6 +1523,10 @@ fn error_targets(
     }
     targets
 }
+
+/// The most errors one kind of an entity fetch's errors that name no entity may make when each
+/// goes to every entity it may be about (see [`error_targets`]).
+const MAX_UNPLACED_ERRORS: usize = 1_000;
 
 /// What the entity cache held for one entity fetch: per group, per representation, its
 /// entry's key and lifetime (when its type may be cached) and the entity found.
@@ -1793,6 +1810,50 @@ fn rewrite_at(
 
 #[cfg(test)]
 mod tests {
+    use super::{Entity, error_targets};
+    use serde_json::json;
+
+    fn entities(values: &[crate::value::Value]) -> Vec<Entity<'static>> {
+        values.iter().cloned().map(Entity::Own).collect()
+    }
+
+    /// Errors without an entity's index: alike, they are dealt round the entities with a null
+    /// along their path; saying different things, each goes to each such entity.
+    #[test]
+    fn errors_naming_no_entity_go_to_the_entities_they_may_be_about() {
+        let ok = crate::value::Value::from(json!({"blurb": "fine"}));
+        let failed = crate::value::Value::from(json!({"rating": 4}));
+        let answers = vec![entities(&[ok.clone(), failed.clone(), ok, failed])];
+        let misses = vec![vec![0, 1, 2, 3]];
+        let error = |message: &str| json!({"message": message, "path": ["_entities", "blurb"]});
+        let alike = [error("unavailable"), error("unavailable")];
+        let targets = error_targets(&alike, &["_entities"], &misses, &answers, &[false]);
+        let placed: Vec<_> = targets.iter().map(|t| t.entities.clone()).collect();
+        assert_eq!(placed, vec![vec![(0, 1)], vec![(0, 3)]]);
+        let different = [error("no blurb for b2"), error("no blurb for b4")];
+        let targets = error_targets(&different, &["_entities"], &misses, &answers, &[false]);
+        let placed: Vec<_> = targets.iter().map(|t| t.entities.clone()).collect();
+        assert_eq!(placed, vec![vec![(0, 1), (0, 3)], vec![(0, 1), (0, 3)]]);
+        assert!(targets.iter().all(|t| t.rest == vec![json!("blurb")]));
+    }
+
+    /// An error without a path, when the subgraph answered no list for a group: about every
+    /// entity asked of that group; with every group answered, about none (the first location
+    /// takes it).
+    #[test]
+    fn an_error_without_a_path_is_about_every_entity_of_a_lost_group() {
+        let answers = vec![entities(&[
+            crate::value::Value::Null,
+            crate::value::Value::Null,
+        ])];
+        let misses = vec![vec![0, 1]];
+        let refused = [json!({"message": "refused"})];
+        let targets = error_targets(&refused, &["_entities"], &misses, &answers, &[true]);
+        assert_eq!(targets[0].entities, vec![(0, 0), (0, 1)]);
+        let targets = error_targets(&refused, &["_entities"], &misses, &answers, &[false]);
+        assert!(targets[0].entities.is_empty());
+    }
+
     use super::*;
 
     fn value(json: serde_json::Value) -> Value {
