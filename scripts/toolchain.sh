@@ -30,7 +30,11 @@ require_rust() {
   if [ ${#missing[@]} -gt 0 ]; then
     install_debian_packages "the build tools" "${missing[@]}"
   fi
-  # scripts/test checks the formatting; rustup's minimal profile leaves rustfmt out.
+}
+
+# `cargo fmt`, which scripts/test checks the formatting with (rustup's minimal profile leaves it
+# out).
+require_rustfmt() {
   if ! cargo fmt --version >/dev/null 2>&1; then
     command -v rustup >/dev/null 2>&1 && rustup component add rustfmt >&2 ||
       { echo "cargo fmt is missing: rustup component add rustfmt" >&2; exit 1; }
