@@ -595,15 +595,10 @@ fn ask_hidden_runtime_types(
             .items
             .push(SelectionItem::Field(FieldSelection::new_typename()));
     }
-    let definitions = &supergraph.planner().supergraph.definitions;
     for item in &mut selection_set.items {
         match item {
             SelectionItem::Field(field) if !field.selections.is_empty() => {
-                let Some(field_type) = definitions
-                    .get(type_name)
-                    .and_then(|definition| definition.fields().get(&field.name))
-                    .map(|definition| definition.field_type.inner_type())
-                else {
+                let Some(field_type) = field_type_name(supergraph, type_name, &field.name) else {
                     continue;
                 };
                 ask_hidden_runtime_types(&mut field.selections, field_type, supergraph);
@@ -620,6 +615,22 @@ fn ask_hidden_runtime_types(
     }
 }
 
+/// The name of the type field `field` of type `type_name` returns (lists and non-null
+/// unwrapped); `None` when the supergraph has no such field.
+fn field_type_name<'s>(
+    supergraph: &'s Supergraph,
+    type_name: &str,
+    field: &str,
+) -> Option<&'s str> {
+    supergraph
+        .planner()
+        .supergraph
+        .definitions
+        .get(type_name)
+        .and_then(|definition| definition.fields().get(field))
+        .map(|definition| definition.field_type.inner_type())
+}
+
 /// Adds `__typename` to each object's selection set (below the root, in the operation to
 /// plan, not the one the response is shaped by) in which every field may be left out by a
 /// variable's `@skip`/`@include`. async-graphql answers an object none of whose fields it
@@ -630,15 +641,10 @@ fn ask_typename_where_fields_may_all_go(
     type_name: &str,
     supergraph: &Supergraph,
 ) {
-    let definitions = &supergraph.planner().supergraph.definitions;
     for item in &mut selection_set.items {
         match item {
             SelectionItem::Field(field) if !field.selections.is_empty() => {
-                let Some(field_type) = definitions
-                    .get(type_name)
-                    .and_then(|definition| definition.fields().get(&field.name))
-                    .map(|definition| definition.field_type.inner_type())
-                else {
+                let Some(field_type) = field_type_name(supergraph, type_name, &field.name) else {
                     continue;
                 };
                 ask_typename_where_fields_may_all_go(&mut field.selections, field_type, supergraph);

@@ -26,12 +26,31 @@ fn silent_redis() -> std::net::SocketAddr {
     gospelib_kit::test_stack::silent_server()
 }
 
-#[tokio::test]
-async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
+/// The demo router, recording usage; and its recorder.
+fn recording_router() -> (gospelib_router::pipeline::Router, Arc<UsageRecorder>) {
     let recorder = Arc::new(UsageRecorder::new(redis()));
     let router = demo_router()
         .with_internal_secret(gospelib_kit::caller::InternalSecret::new(&[7; 32]).unwrap())
         .with_usage_recorder(recorder.clone());
+    (router, recorder)
+}
+
+/// The operation named `name`, as Redis holds it.
+async fn recorded_as(
+    connection: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+) -> gospelib_kit::usage::RecordedOperation {
+    read_all(connection)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|operation| operation.name == name)
+        .expect("the operation was recorded")
+}
+
+#[tokio::test]
+async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
+    let (router, recorder) = recording_router();
     // A name of this run's own, so parallel runs never mix their counts.
     let name = format!("TopWithReviews{}", std::process::id());
     let query =
@@ -70,11 +89,7 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     );
 
     let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
-    let recorded = read_all(&mut connection).await.unwrap();
-    let ours = recorded
-        .iter()
-        .find(|operation| operation.name == name)
-        .expect("the operation was recorded");
+    let ours = recorded_as(&mut connection, &name).await;
     assert_eq!(ours.count, 3);
     let expected: BTreeSet<String> = [
         "Int",
@@ -123,12 +138,8 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
 /// used (the registry's check must protect it), and the operation is counted once.
 #[tokio::test]
 async fn a_deferred_operation_is_recorded_with_its_deferred_fields() {
-    let recorder = Arc::new(UsageRecorder::new(redis()));
-    let router = Arc::new(
-        demo_router()
-            .with_internal_secret(gospelib_kit::caller::InternalSecret::new(&[7; 32]).unwrap())
-            .with_usage_recorder(recorder.clone()),
-    );
+    let (router, recorder) = recording_router();
+    let router = Arc::new(router);
     let name = format!("Deferred{}", std::process::id());
     let request = GraphQlRequest {
         query: format!(
@@ -146,11 +157,7 @@ async fn a_deferred_operation_is_recorded_with_its_deferred_fields() {
     }
     recorder.flush().await.unwrap();
     let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
-    let recorded = read_all(&mut connection).await.unwrap();
-    let ours = recorded
-        .iter()
-        .find(|operation| operation.name == name)
-        .expect("the operation was recorded");
+    let ours = recorded_as(&mut connection, &name).await;
     assert_eq!(ours.count, 1);
     for coordinate in ["Product.name", "Product.reviews", "Review.body"] {
         assert!(

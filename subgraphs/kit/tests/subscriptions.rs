@@ -510,6 +510,16 @@ async fn queries_and_mutations_are_one_next_then_complete_and_request_errors_are
     assert_eq!(client.next_within(Duration::from_millis(200)).await, None);
 }
 
+/// Waits for a server's `stop` (`stopping`) to return, within 5 s (its grace is 10 s): it
+/// returns once `what` (its sockets closed, its streams ended), not at the end of the grace.
+async fn stopped_within_5s(stopping: tokio::task::JoinHandle<std::io::Result<()>>, what: &str) {
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .unwrap_or_else(|_| panic!("serve returns once {what}"))
+        .unwrap()
+        .unwrap();
+}
+
 /// A query running when the server begins shutting down is answered before the socket
 /// closes `1001` (a mutation cut short might have been applied with no answer, and be sent
 /// again after the reconnection); one sent meanwhile is not started, so the client sends it
@@ -543,11 +553,7 @@ async fn a_server_shutting_down_lets_a_running_query_finish_first() {
         ),
         "closed once the query ended, the late one never started"
     );
-    tokio::time::timeout(Duration::from_secs(5), stopping)
-        .await
-        .expect("serve returns once its WebSockets are closed")
-        .unwrap()
-        .unwrap();
+    stopped_within_5s(stopping, "its WebSockets are closed").await;
 }
 
 /// An operation sent by its hash alone is, to a closing socket, what its text makes it: a
@@ -588,11 +594,7 @@ async fn a_closing_socket_treats_an_operation_sent_by_hash_as_what_it_is() {
         ),
         "closed once the query ended, no event sent meanwhile"
     );
-    tokio::time::timeout(Duration::from_secs(5), stopping)
-        .await
-        .expect("serve returns once its WebSockets are closed")
-        .unwrap()
-        .unwrap();
+    stopped_within_5s(stopping, "its WebSockets are closed").await;
 
     // A subscription alone sent by its hash: the socket closes at once, not at the end of
     // the grace (two ping intervals) a query would have.
@@ -605,11 +607,7 @@ async fn a_closing_socket_treats_an_operation_sent_by_hash_as_what_it_is() {
     until_subscribed(&live, &channel).await;
     let stopping = tokio::spawn(server.stop());
     assert_eq!(client.closed().await.0, close_code::GOING_AWAY);
-    tokio::time::timeout(Duration::from_secs(5), stopping)
-        .await
-        .expect("serve returns once its WebSockets are closed")
-        .unwrap()
-        .unwrap();
+    stopped_within_5s(stopping, "its WebSockets are closed").await;
 }
 
 #[tokio::test]
@@ -628,11 +626,7 @@ async fn a_server_shutting_down_closes_each_websocket_going_away() {
         )
     );
     // Its grace is 10 s: it returns as soon as the socket is closed, not at the end of it.
-    tokio::time::timeout(Duration::from_secs(5), stopping)
-        .await
-        .expect("serve returns once its WebSockets are closed")
-        .unwrap()
-        .unwrap();
+    stopped_within_5s(stopping, "its WebSockets are closed").await;
 }
 
 #[tokio::test]
@@ -1104,11 +1098,7 @@ async fn a_server_shutting_down_ends_each_event_stream_with_a_restart() {
     assert!(restart.starts_with("event: next\ndata: {"), "{text}");
     assert!(restart.contains("SUBSCRIPTION_RESTART"), "{text}");
     // Its grace is 10 s: it returns as soon as the stream ended, not at the end of it.
-    tokio::time::timeout(Duration::from_secs(5), stopping)
-        .await
-        .expect("serve returns once its event streams ended")
-        .unwrap()
-        .unwrap();
+    stopped_within_5s(stopping, "its event streams ended").await;
 }
 
 /// The same for a subscription sent by its hash alone: the service found it is one.
@@ -1124,11 +1114,7 @@ async fn a_server_shutting_down_ends_an_event_stream_sent_by_hash_with_a_restart
     let text = read_all(response).await;
     assert!(text.contains("SUBSCRIPTION_RESTART"), "{text}");
     assert!(text.ends_with("event: complete\ndata:\n\n"), "{text:?}");
-    tokio::time::timeout(Duration::from_secs(5), stopping)
-        .await
-        .expect("serve returns once its event streams ended")
-        .unwrap()
-        .unwrap();
+    stopped_within_5s(stopping, "its event streams ended").await;
 }
 
 #[tokio::test]
