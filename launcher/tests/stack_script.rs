@@ -61,6 +61,7 @@ impl IsolatedStack {
             .args(args)
             .env("GOSPELIB_STACK_DIR", &self.dir)
             .env_remove("GOSPELIB_TYPESENSE_API_KEY")
+            .env_remove("GOSPELIB_STACK_STARTED_FILE")
             .stdin(Stdio::null());
         for (variable, port) in self.ports {
             command.env(variable, port.to_string());
