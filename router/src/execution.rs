@@ -1810,10 +1810,13 @@ fn rewrite_at(
 
 #[cfg(test)]
 mod tests {
-    use super::{Entity, error_targets};
-    use serde_json::json;
+    use super::*;
 
-    fn entities(values: &[crate::value::Value]) -> Vec<Entity<'static>> {
+    fn value(json: serde_json::Value) -> Value {
+        json.into()
+    }
+
+    fn entities(values: &[Value]) -> Vec<Entity<'static>> {
         values.iter().cloned().map(Entity::Own).collect()
     }
 
@@ -1821,8 +1824,8 @@ mod tests {
     /// along their path; saying different things, each goes to each such entity.
     #[test]
     fn errors_naming_no_entity_go_to_the_entities_they_may_be_about() {
-        let ok = crate::value::Value::from(json!({"blurb": "fine"}));
-        let failed = crate::value::Value::from(json!({"rating": 4}));
+        let ok = value(json!({"blurb": "fine"}));
+        let failed = value(json!({"rating": 4}));
         let answers = vec![entities(&[ok.clone(), failed.clone(), ok, failed])];
         let misses = vec![vec![0, 1, 2, 3]];
         let error = |message: &str| json!({"message": message, "path": ["_entities", "blurb"]});
@@ -1842,22 +1845,13 @@ mod tests {
     /// takes it).
     #[test]
     fn an_error_without_a_path_is_about_every_entity_of_a_lost_group() {
-        let answers = vec![entities(&[
-            crate::value::Value::Null,
-            crate::value::Value::Null,
-        ])];
+        let answers = vec![entities(&[Value::Null, Value::Null])];
         let misses = vec![vec![0, 1]];
         let refused = [json!({"message": "refused"})];
         let targets = error_targets(&refused, &["_entities"], &misses, &answers, &[true]);
         assert_eq!(targets[0].entities, vec![(0, 0), (0, 1)]);
         let targets = error_targets(&refused, &["_entities"], &misses, &answers, &[false]);
         assert!(targets[0].entities.is_empty());
-    }
-
-    use super::*;
-
-    fn value(json: serde_json::Value) -> Value {
-        json.into()
     }
 
     #[test]

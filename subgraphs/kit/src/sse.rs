@@ -151,13 +151,8 @@ pub async fn post(
                 Handover::start(stream, keep_alive * 2),
                 keep_alive,
                 Vec::new(),
-                draining.filter(|_| {
-                    subscription
-                        || resolved
-                            .as_ref()
-                            .and_then(ResolvedKind::is_subscription)
-                            .unwrap_or(false)
-                }),
+                draining
+                    .filter(|_| ResolvedKind::known_subscription(subscription, resolved.as_ref())),
                 Some(place),
             ),
             Err(refusal) => single(endpoint, refusal, keep_alive),

@@ -114,6 +114,12 @@ impl ResolvedKind {
     pub fn is_subscription(&self) -> Option<bool> {
         self.0.get().copied()
     }
+
+    /// Whether an operation is known to be a subscription: by its text (`by_text`), or, sent
+    /// by its hash, as the service told (`resolved`).
+    pub fn known_subscription(by_text: bool, resolved: Option<&ResolvedKind>) -> bool {
+        by_text || resolved.and_then(ResolvedKind::is_subscription) == Some(true)
+    }
 }
 
 impl ServiceResponse {

@@ -568,12 +568,7 @@ struct Operation {
 impl Operation {
     /// Whether this is known to be a subscription, which ends with the socket.
     fn is_subscription(&self) -> bool {
-        self.subscription
-            || self
-                .resolved
-                .as_ref()
-                .and_then(ResolvedKind::is_subscription)
-                .unwrap_or(false)
+        ResolvedKind::known_subscription(self.subscription, self.resolved.as_ref())
     }
 }
 
