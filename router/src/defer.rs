@@ -92,6 +92,7 @@ pub fn split(
     operation_name: Option<&str>,
     variables: &Map<String, Value>,
     max_tokens: usize,
+    max_depth: usize,
 ) -> Option<Split> {
     if !query.contains("@defer") {
         return None;
@@ -165,11 +166,13 @@ pub fn split(
         found: Vec::new(),
         visiting: Vec::new(),
         budget: WALK_BUDGET,
+        max_depth,
     };
     finder.walk(selection_set(&operation), &mut Vec::new(), false);
     let deferred = finder.found;
-    // Past the budget (fragments that double at each level), the operation runs whole: the
-    // router's limits then judge it as they judge any other.
+    // Past the budget (fragments that double at each level) or the depth limit (a chain of
+    // deep fragments), the operation runs whole: the router's limits then judge it as they
+    // judge any other.
     if deferred.is_empty() || finder.budget == 0 {
         return None;
     }
@@ -247,6 +250,8 @@ struct Finder<'f> {
     visiting: Vec<String>,
     /// Selections still to be visited; 0: the walk gave up.
     budget: usize,
+    /// The router's depth limit: the walk (a recursion) gives up below it.
+    max_depth: usize,
 }
 
 /// The most selections the search for deferred fragments visits (named fragments are walked
@@ -262,6 +267,10 @@ impl Finder<'_> {
             self.budget -= 1;
             match item {
                 Selection::Field(field) => {
+                    if path.len() >= self.max_depth {
+                        self.budget = 0;
+                        return;
+                    }
                     path.push(response_key(field).to_owned());
                     self.walk(&field.selection_set, path, nested);
                     path.pop();
@@ -878,25 +887,44 @@ mod tests {
     use super::*;
 
     fn split_of(query: &str) -> Split {
-        split(query, None, &Map::new(), 10_000).expect("deferred")
+        split(query, None, &Map::new(), 10_000, 15).expect("deferred")
     }
 
     #[test]
     fn nothing_deferred_is_not_split() {
-        assert!(split("{ a }", None, &Map::new(), 100).is_none());
-        assert!(split("{ a ... @defer(if: false) { b } }", None, &Map::new(), 100).is_none());
+        assert!(split("{ a }", None, &Map::new(), 100, 15).is_none());
+        assert!(
+            split(
+                "{ a ... @defer(if: false) { b } }",
+                None,
+                &Map::new(),
+                100,
+                15
+            )
+            .is_none()
+        );
         let off: Map<String, Value> = [("on".to_owned(), json!(false))].into_iter().collect();
         assert!(
             split(
                 "query($on: Boolean!) { a ... @defer(if: $on) { b } }",
                 None,
                 &off,
-                100
+                100,
+                15
             )
             .is_none()
         );
         // Mutations run whole.
-        assert!(split("mutation { a ... @defer { b } }", None, &Map::new(), 100).is_none());
+        assert!(
+            split(
+                "mutation { a ... @defer { b } }",
+                None,
+                &Map::new(),
+                100,
+                15
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -930,7 +958,7 @@ mod tests {
         }
         query.push_str(" fragment F30 on T { x }");
         // 2^30 places: the split gives up at once, and the operation runs whole.
-        assert!(split(&query, None, &Map::new(), 100_000).is_none());
+        assert!(split(&query, None, &Map::new(), 100_000, 15).is_none());
     }
 
     #[test]

@@ -403,6 +403,11 @@ struct Measurer<'d> {
     /// Inside `__schema` or `__type`: the router answers them from memory, so their lists are
     /// not multiplied (each field still counts, which bounds what a document can expand to).
     in_introspection: bool,
+    /// How many fields with selections enclose the selection set being measured (through
+    /// fragments too): a document is refused as soon as it passes the depth limit, before the
+    /// walk (a recursion) goes deeper. A chain of fragments, each as deep as the parser allows
+    /// one definition, would otherwise be walked thousands of levels down.
+    nesting: usize,
 }
 
 impl<'d> Measurer<'d> {
@@ -603,7 +608,18 @@ impl<'d> Measurer<'d> {
         let size = self.size_argument(field, shape).or(list_size);
         // A sized field that is not a list is a connection: the size passes to its lists.
         let connection_size = size.filter(|_| shape.is_some_and(|s| !s.list));
-        let inner = self.sized_selection_set(&field.selection_set, child_type, connection_size)?;
+        // This field and a field inside it: its depth is already more than `nesting`.
+        if self.nesting >= self.limits.max_depth {
+            return Err(self.refuse(
+                "levels of depth",
+                format!("at least {}", self.nesting + 2),
+                self.limits.max_depth,
+            ));
+        }
+        self.nesting += 1;
+        let inner = self.sized_selection_set(&field.selection_set, child_type, connection_size);
+        self.nesting -= 1;
+        let inner = inner?;
         let multiplier = match shape {
             Some(shape) if shape.list && !self.in_introspection => size
                 .or_else(|| self.assumed_size(field, parent))
@@ -808,6 +824,7 @@ pub fn check_limits(
         position: (0, 0),
         variable_sized: false,
         in_introspection: false,
+        nesting: 0,
     };
     let measures = match selected {
         Some(operation) => measurer.operation(operation)?,

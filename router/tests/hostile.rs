@@ -54,9 +54,10 @@ async fn ask(router: &Router, query: &str, variables: Value) -> Value {
 #[tokio::test]
 async fn doubling_fragments_are_refused_by_cost_and_by_depth() {
     // The cost doubles with each fragment: measured once per fragment, it is refused as soon
-    // as it passes the limit, long before the walk reaches the deepest fragment.
+    // as it passes the limit, long before the walk reaches the deepest fragment (13: deeper,
+    // the depth limit would refuse it first).
     let router = Router::new(platform_supergraph(), Arc::new(InProcess::default()));
-    let response = ask(&router, &doubling_fragments(26), json!({})).await;
+    let response = ask(&router, &doubling_fragments(13), json!({})).await;
     assert_eq!(
         response,
         json!({"errors": [{
@@ -78,9 +79,60 @@ async fn doubling_fragments_are_refused_by_cost_and_by_depth() {
     let response = ask(&router, &doubling_fragments(40), json!({})).await;
     assert_eq!(
         response["errors"][0]["message"],
-        "the operation has 16 levels of depth, more than the limit of 15"
+        "the operation has at least 17 levels of depth, more than the limit of 15"
     );
     assert!(response.get("data").is_none());
+}
+
+/// A chain of fragments, each nested as deep as the parser lets one definition be, spreading
+/// the next at its bottom: about 4,500 levels in 14,000 tokens. The limits refuse it by its
+/// depth as soon as they pass the limit, without walking (recursing) to its end, which could
+/// overflow a thread's stack and abort the router; so does the search for deferred fragments.
+fn fragment_chain(deferred: bool) -> String {
+    let levels = 45;
+    let mut query = if deferred {
+        "{ ... @defer { ...F0 } }".to_owned()
+    } else {
+        "{ ...F0 }".to_owned()
+    };
+    for i in 0..100 {
+        query.push_str(&format!(" fragment F{i} on Query {{ "));
+        query.push_str(&"a { ".repeat(levels));
+        if i < 99 {
+            query.push_str(&format!("...F{} ", i + 1));
+        } else {
+            query.push_str("b ");
+        }
+        query.push_str(&"} ".repeat(levels));
+        query.push('}');
+    }
+    query
+}
+
+#[tokio::test]
+async fn a_chain_of_deep_fragments_is_refused_by_its_depth_without_walking_it_whole() {
+    let router = Arc::new(demo_router(&RouterSettings::default()));
+    let refused = json!({"errors": [{
+        "message": "the operation has at least 17 levels of depth, more than the limit of 15",
+        "locations": [{"line": 1, "column": 1}],
+        "extensions": {"code": "VALIDATION_ERROR"}
+    }]});
+    assert_eq!(
+        ask(&router, &fragment_chain(false), json!({})).await,
+        refused
+    );
+    let request = GraphQlRequest {
+        query: fragment_chain(true),
+        ..Default::default()
+    };
+    let gospelib_router::pipeline::Incremental::Whole(response) =
+        router.respond_incremental(&request).await
+    else {
+        panic!("a refused operation is answered whole");
+    };
+    let mut response = response.to_json();
+    response.as_object_mut().unwrap().remove("extensions");
+    assert_eq!(response, refused);
 }
 
 #[tokio::test]
@@ -755,7 +807,7 @@ async fn the_limits_hold_for_every_operation_and_fragment_in_the_document() {
     let response = router.execute(&named(deep, "A")).await;
     assert_eq!(
         response["errors"][0]["message"],
-        "the operation has 16 levels of depth, more than the limit of 15",
+        "the operation has at least 17 levels of depth, more than the limit of 15",
         "{response}"
     );
     // Within the limits, the named operation runs.

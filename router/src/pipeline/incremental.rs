@@ -52,6 +52,7 @@ impl Router {
             request.operation_name.as_deref(),
             &request.variables,
             self.plans.limits().max_tokens,
+            self.plans.limits().max_depth,
         );
         let Some(split) = split else {
             return Incremental::Whole(self.respond(request).await);
