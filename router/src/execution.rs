@@ -1254,6 +1254,9 @@ async fn entity_fetch(
     // Groups the answer has no list for (the subgraph nulled its `data`): every entity asked
     // of them is lost.
     let mut lost: Vec<bool> = Vec::with_capacity(groups.len());
+    // Entities answered as something other than an object or null, by group and index: each
+    // is taken as null, with an error at its locations.
+    let mut not_objects: Vec<(usize, usize)> = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         let answered = match &shared {
             Some(body) => body
@@ -1297,7 +1300,14 @@ async fn entity_fetch(
         let mut next_miss = misses[g].iter().peekable();
         for i in 0..total {
             if next_miss.next_if(|&&m| m == i).is_some() {
-                entities.push(fetched.next().unwrap_or(Entity::Own(Value::Null)));
+                let entity = fetched.next().unwrap_or(Entity::Own(Value::Null));
+                if matches!(entity.value(), Value::Object(_) | Value::Null) {
+                    entities.push(entity);
+                } else {
+                    // Not an entity at all: merged, it would replace what other fetches found.
+                    not_objects.push((g, i));
+                    entities.push(Entity::Own(Value::Null));
+                }
             } else {
                 let hit = cached.as_mut().and_then(|c| c.entities[g][i].take());
                 entities.push(Entity::Own(hit.unwrap_or(Value::Null)));
@@ -1305,22 +1315,29 @@ async fn entity_fetch(
         }
         answers.push(entities);
     }
-    if !misaligned.is_empty() {
+    if !misaligned.is_empty() || !not_objects.is_empty() {
         let data = state.data.lock().expect("data lock");
-        let located: Vec<_> = misaligned
+        let located_error = |location: &[u32], what: &str| {
+            json!({
+                "message": format!("subgraph {service_name:?} answered {what}"),
+                "path": response_path(&data, location),
+                "extensions": { "code": "UPSTREAM_UNAVAILABLE", "serviceName": service_name }
+            })
+        };
+        let mut located: Vec<_> = misaligned
             .iter()
             .flat_map(|&g| collected[g].locations_of(&misses[g]))
             .map(|location| {
-                json!({
-                    "message": format!(
-                        "subgraph {service_name:?} answered another number of entities than \
-                         it was asked for"
-                    ),
-                    "path": response_path(&data, location),
-                    "extensions": { "code": "UPSTREAM_UNAVAILABLE", "serviceName": service_name }
-                })
+                located_error(location, "another number of entities than it was asked for")
             })
             .collect();
+        for (g, i) in &not_objects {
+            located.extend(
+                collected[*g]
+                    .locations_of(std::slice::from_ref(i))
+                    .map(|location| located_error(location, "an entity that is not an object")),
+            );
+        }
         drop(data);
         state.errors.lock().expect("errors lock").extend(located);
     }

@@ -536,6 +536,36 @@ async fn a_list_answered_with_no_list_is_null_with_an_error() {
     );
 }
 
+/// An entity answered as something other than an object (or null) is no entity: the item
+/// keeps what other fetches found (its id), its fields from the fetch are null, and it gets an
+/// error; the entities beside it are merged as usual.
+#[tokio::test]
+async fn an_entity_answered_as_no_object_is_null_with_an_error() {
+    let stock = Canned(json!({"data": {"_entities": [
+        {"colour": "RED"}, 1, ["GREEN"]
+    ]}}));
+    let router = shelf_router(Arc::new(stock));
+    let response = ask(&router, "{ shelf { id colour } }", json!({})).await;
+    let error = |index: usize| {
+        json!({
+            "message": "subgraph \"stock\" answered an entity that is not an object",
+            "path": ["shelf", index],
+            "extensions": {"code": "UPSTREAM_UNAVAILABLE", "serviceName": "stock"}
+        })
+    };
+    assert_eq!(
+        response,
+        json!({
+            "data": {"shelf": [
+                {"id": "1", "colour": "RED"},
+                {"id": "2", "colour": null},
+                {"id": "3", "colour": null}
+            ]},
+            "errors": [error(1), error(2)]
+        })
+    );
+}
+
 /// A subgraph answering fewer (or more) entities than it was asked for: which is which is
 /// unknown, so none is merged (the second is never put on the third item), and each item
 /// the fetch was for gets an error.
