@@ -138,6 +138,9 @@ pub struct Fetching<'a> {
     pub caller: Option<SignedCaller<'a>>,
     /// Whether the operation is a mutation (its fetches are never shared).
     pub mutation: bool,
+    /// The caller's count of mutations when the operation began (see [`crate::writes`]): its
+    /// fetches that carry the caller share only with fetches keyed by the same count.
+    pub writes_seen: u64,
     /// How long one fetch may take.
     pub subgraph_timeout: std::time::Duration,
     /// When the whole request must be done: no fetch runs past it.
@@ -569,6 +572,8 @@ fn with_headers(
             shared_form = signed.caller.scopes_only();
             &shared_form
         } else {
+            // Told who the caller is, the subgraph may answer with what the caller changed.
+            request.writes_seen = fetching.writes_seen;
             signed.caller
         };
         if caller != &gospelib_kit::caller::Caller::anonymous() {

@@ -79,7 +79,8 @@ fn keyed_hasher() -> SipHasher13 {
 }
 
 /// A 128-bit fingerprint of a subgraph request (keyed SipHash-1-3-128, one pass over the
-/// subgraph name, the query, the variables and the headers): used as the identity of the
+/// subgraph name, the caller's count of mutations, the query, the variables and the headers):
+/// used as the identity of the
 /// request itself, where comparing whole requests would cost as much as sending them. Two
 /// different requests share a fingerprint with a probability of about 2^-128.
 pub fn request_fingerprint(
@@ -87,9 +88,11 @@ pub fn request_fingerprint(
     query: &str,
     variables: &Object,
     headers: &[(String, String)],
+    writes_seen: u64,
 ) -> u128 {
     let mut hasher = keyed_hasher();
     subgraph.hash(&mut hasher);
+    hasher.write_u64(writes_seen);
     query.hash(&mut hasher);
     hasher.write_usize(variables.len());
     for (name, value) in variables.iter() {
@@ -116,6 +119,8 @@ pub struct OperationIdentity<'a> {
     pub variables: &'a serde_json::Map<String, serde_json::Value>,
     /// The caller with its plan and scopes (its serialised form, the one subgraphs are told).
     pub caller: &'a gospelib_kit::caller::Caller,
+    /// The caller's count of mutations when the operation was sent (see [`crate::writes`]).
+    pub writes_seen: u64,
     /// Headers sent with every subgraph fetch.
     pub subgraph_headers: &'a [(String, String)],
 }
@@ -127,6 +132,7 @@ pub fn operation_fingerprint(operation: &OperationIdentity<'_>) -> u128 {
     operation.supergraph_version.hash(&mut hasher);
     operation.operation_hash.hash(&mut hasher);
     operation.operation_name.hash(&mut hasher);
+    hasher.write_u64(operation.writes_seen);
     // The variables and the caller are fed as their JSON text, written straight into the
     // hasher (no buffer): equal values in equal order give equal text.
     let mut writer = HashWriter(&mut hasher);
@@ -197,26 +203,27 @@ mod tests {
     }
 
     #[test]
-    fn a_request_fingerprint_covers_subgraph_query_variables_and_headers() {
+    fn a_request_fingerprint_covers_subgraph_writes_query_variables_and_headers() {
         let variables = object(serde_json::json!({"n": 1}));
         let none: &[(String, String)] = &[];
-        let base = request_fingerprint("a", "{ x }", &variables, none);
-        assert_eq!(base, request_fingerprint("a", "{ x }", &variables, none));
-        assert_ne!(base, request_fingerprint("b", "{ x }", &variables, none));
-        assert_ne!(base, request_fingerprint("a", "{ y }", &variables, none));
+        let base = request_fingerprint("a", "{ x }", &variables, none, 0);
+        assert_eq!(base, request_fingerprint("a", "{ x }", &variables, none, 0));
+        assert_ne!(base, request_fingerprint("b", "{ x }", &variables, none, 0));
+        assert_ne!(base, request_fingerprint("a", "{ y }", &variables, none, 0));
         let other = object(serde_json::json!({"n": 2}));
-        assert_ne!(base, request_fingerprint("a", "{ x }", &other, none));
+        assert_ne!(base, request_fingerprint("a", "{ x }", &other, none, 0));
+        assert_ne!(base, request_fingerprint("a", "{ x }", &variables, none, 1));
         let caller = |id: &str| vec![("x-caller".to_owned(), id.to_owned())];
-        let alice = request_fingerprint("a", "{ x }", &variables, &caller("alice"));
+        let alice = request_fingerprint("a", "{ x }", &variables, &caller("alice"), 0);
         assert_ne!(base, alice);
         assert_ne!(
             alice,
-            request_fingerprint("a", "{ x }", &variables, &caller("bob"))
+            request_fingerprint("a", "{ x }", &variables, &caller("bob"), 0)
         );
     }
 
     #[test]
-    fn an_operation_fingerprint_covers_variables_caller_and_version() {
+    fn an_operation_fingerprint_covers_variables_caller_writes_and_version() {
         let variables = |v: serde_json::Value| match v {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
@@ -231,6 +238,7 @@ mod tests {
             operation_name: None,
             variables,
             caller,
+            writes_seen: 0,
             subgraph_headers: &[],
         };
         let base = operation_fingerprint(&identity("1", &one, &ada));
@@ -238,6 +246,11 @@ mod tests {
         assert_ne!(base, operation_fingerprint(&identity("1", &two, &ada)));
         assert_ne!(base, operation_fingerprint(&identity("1", &one, &bob)));
         assert_ne!(base, operation_fingerprint(&identity("2", &one, &ada)));
+        let after_a_mutation = OperationIdentity {
+            writes_seen: 2,
+            ..identity("1", &one, &ada)
+        };
+        assert_ne!(base, operation_fingerprint(&after_a_mutation));
         let mut premium = ada.clone();
         premium.scopes.push("ai_features".to_owned());
         assert_ne!(base, operation_fingerprint(&identity("1", &one, &premium)));

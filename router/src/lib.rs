@@ -27,6 +27,8 @@
 //! Beside them, [`identity`] turns a request's credentials into its caller: [`jwt`] verifies
 //! Clerk session tokens against the issuer's JWKS, [`partner_keys`] checks partners' API keys,
 //! and [`rate_limit`] enforces each plan's rate limits, shared by every pod through Redis.
+//! [`writes`] keeps sharing from answering a caller's query with work begun before that
+//! caller's mutation.
 
 pub mod apq;
 pub mod authorization;
@@ -57,6 +59,7 @@ pub mod validation;
 pub mod value;
 pub mod variables;
 pub mod weighted_lru;
+pub mod writes;
 
 /// The message of an internal error (the detail goes to the log only).
 pub const INTERNAL_MESSAGE: &str = gospelib_kit::errors::INTERNAL_MESSAGE;

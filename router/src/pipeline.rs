@@ -274,6 +274,8 @@ pub struct Router {
     /// Identical client operations in flight, run once (`None`: each runs on its own).
     inbound: Option<SingleFlight<u128, Response>>,
     shared_operations: std::sync::atomic::AtomicU64,
+    /// Each caller's mutations begun and ended: what a query shares began after them.
+    writes: crate::writes::WriteCounts,
     /// Open subscriptions, per caller, and how a new supergraph ends them.
     subscriptions: subscriptions::Subscriptions,
     introspection: bool,
@@ -383,6 +385,7 @@ impl Router {
             transport: Deduplicated::new(transport).enabled(settings.dedupe),
             inbound: settings.inbound_dedupe.then(SingleFlight::new),
             shared_operations: std::sync::atomic::AtomicU64::new(0),
+            writes: crate::writes::WriteCounts::default(),
             subscriptions: subscriptions::Subscriptions::new(settings.max_subscriptions_per_caller),
             introspection: settings.introspection,
             metrics: None,
@@ -652,8 +655,8 @@ impl Router {
     }
 
     /// [`Router::run_for`], shared with identical operations in flight (same supergraph,
-    /// document, variables, caller and headers) unless inbound sharing is off or this is a
-    /// mutation. Each request still has its own rate-limit check; a leader whose request is
+    /// document, variables, caller and headers, sent since the caller's last mutation ended)
+    /// unless inbound sharing is off or this is a mutation. Each request still has its own rate-limit check; a leader whose request is
     /// dropped hands the run over to a follower (see [`gospelib_kit::single_flight`]).
     async fn run_shared(
         &self,
@@ -663,8 +666,15 @@ impl Router {
         supergraph: &Arc<Supergraph>,
         deadline: tokio::time::Instant,
     ) -> Response {
-        let run = || self.run_for(caller, planned, request, supergraph, deadline);
-        let Some(inbound) = self.inbound.as_ref().filter(|_| !planned.is_mutation()) else {
+        if planned.is_mutation() {
+            let _writing = self.writes.writing(caller);
+            return self
+                .run_for(caller, planned, request, supergraph, deadline, 0)
+                .await;
+        }
+        let writes_seen = self.writes.seen_by(caller);
+        let run = || self.run_for(caller, planned, request, supergraph, deadline, writes_seen);
+        let Some(inbound) = self.inbound.as_ref() else {
             return run().await;
         };
         // Written once, in the version every sharer answers with, then handed out uncopied.
@@ -676,6 +686,7 @@ impl Router {
             operation_name: request.operation_name.as_deref(),
             variables: &request.variables,
             caller,
+            writes_seen,
             subgraph_headers: &request.subgraph_headers,
         });
         let count_shared = || {
@@ -728,7 +739,8 @@ impl Router {
     }
 
     /// The rest of a request once the caller's plan is known: restrict what it may select,
-    /// coerce the variables, execute, project. The response's version is left empty.
+    /// coerce the variables, execute, project. The response's version is left empty. A query's
+    /// fetches share only with fetches keyed by the same `writes_seen` (see [`crate::writes`]).
     async fn run_for(
         &self,
         caller: &Caller,
@@ -736,6 +748,7 @@ impl Router {
         request: &GraphQlRequest,
         supergraph: &Arc<Supergraph>,
         deadline: tokio::time::Instant,
+        writes_seen: u64,
     ) -> Response {
         let version = String::new();
         // What this caller may select: the rest is answered null with an error, never fetched.
@@ -780,6 +793,7 @@ impl Router {
             headers: &request.subgraph_headers,
             caller: signed,
             mutation: planned.is_mutation(),
+            writes_seen,
             subgraph_timeout: self.subgraph_timeout,
             deadline,
             cache_policy: &self.cache_policy,

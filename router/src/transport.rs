@@ -31,6 +31,11 @@ pub struct SubgraphRequest {
     /// (one that began before the mutation's change would answer the state before it).
     #[serde(skip)]
     pub mutation: bool,
+    /// For a request that carries its caller: the caller's count of mutations when the
+    /// operation began (see [`crate::writes`]). Requests share an answer only when it is equal,
+    /// so a query sent after the caller's mutation never takes an answer read before it.
+    #[serde(skip)]
+    pub writes_seen: u64,
     /// Whether the request runs a mutation's own fields: it may have been applied wherever it
     /// arrived, so it is never sent twice. The reads after them (a mutation's entity fetches)
     /// are not: another instance may be asked when one refuses them.
@@ -46,6 +51,7 @@ impl SubgraphRequest {
             variables,
             headers: Vec::new(),
             mutation: false,
+            writes_seen: 0,
             changes: false,
         }
     }
@@ -994,6 +1000,7 @@ impl Transport for Deduplicated {
                 &request.query,
                 &request.variables,
                 &request.headers,
+                request.writes_seen,
             );
             // Counted when joining, so a follower cut off by its deadline counts too.
             let count_shared = || {

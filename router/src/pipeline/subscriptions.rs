@@ -315,6 +315,7 @@ impl Context {
             headers: &self.headers,
             caller,
             mutation: false,
+            writes_seen: self.router.writes.seen_by(&self.caller),
             subgraph_timeout: self.router.subgraph_timeout,
             deadline,
             cache_policy: &self.router.cache_policy,
