@@ -417,7 +417,10 @@ impl JwtVerifier {
         if let Some(key) = self.cached_key(kid) {
             return Ok(key);
         }
-        if self.holds_keys() {
+        // Unknown to a key set fetched just now (or within the refetch interval, with no
+        // failure since): the token's key is not the issuer's. After a failed fetch the key may
+        // be a new one the issuer rotated to: the keys are unavailable, not the token bad.
+        if self.holds_keys() && gate.last_error.is_none() {
             return Err(JwtError::UnknownKey(echoed(kid)));
         }
         let reason = gate.last_error.clone();

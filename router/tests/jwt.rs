@@ -604,7 +604,7 @@ async fn with_the_jwks_down_before_any_fetch_the_keys_are_unavailable() {
 }
 
 #[tokio::test]
-async fn cached_keys_outlive_a_failing_jwks() {
+async fn cached_keys_outlive_a_failing_jwks_and_a_new_kid_meanwhile_is_unavailable() {
     let (key1, key2) = (key1(), key2());
     let server = JwksServer::start(&[&key1]).await;
     let verifier = JwtVerifier::new(JwtSettings {
@@ -622,17 +622,35 @@ async fn cached_keys_outlive_a_failing_jwks() {
         .await
         .expect("the cached key");
 
-    // An unknown kid while the JWKS fails: the keys are held, so the token is at fault.
+    // An unknown kid while the JWKS fails may name the key the issuer rotated to: the keys are
+    // unavailable (503, which clients retry), not the token bad (401, which signs users out).
+    let key2_token = key2.sign(&claims());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_refused!(
-        verifier.verify(&key2.sign(&claims())).await,
-        JwtError::UnknownKey(_)
-    );
+    let result = verifier.verify(&key2_token).await;
+    assert_refused!(&result, JwtError::KeysUnavailable(why) if why.contains("500"));
+    assert!(!result.unwrap_err().is_client_error());
     assert_eq!((verifier.fetches(), server.hits()), (3, 3));
     verifier
         .verify(&key1.sign(&claims()))
         .await
         .expect("the cached key, still");
+
+    // Once the JWKS answers again, the rotated key is fetched; a kid it does not list is the
+    // token's fault.
+    server.answer_with(StatusCode::OK);
+    server.publish(&[&key1, &key2]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    verifier.verify(&key2_token).await.expect("key 2, fetched");
+    let made_up = hand_made(
+        &json!({"alg": "RS256", "kid": "made-up"}),
+        &claims(),
+        "c2ln",
+    );
+    assert_refused!(
+        verifier.verify(&made_up).await,
+        JwtError::UnknownKey(kid) if kid == "made-up"
+    );
+    assert_eq!(verifier.fetches(), 4);
 }
 
 #[tokio::test]
