@@ -100,8 +100,8 @@ fn planning_errors(error: &PlanningError) -> Vec<Value> {
             }
             errors
         }
-        PlanningError::Unplannable(message) => {
-            vec![error_value(message, &[], "VALIDATION_ERROR")]
+        PlanningError::Unplannable => {
+            vec![error_value(&error.to_string(), &[], "VALIDATION_ERROR")]
         }
         PlanningError::Timeout(_) => {
             vec![error_value(&error.to_string(), &[], "SERVICE_UNAVAILABLE")]

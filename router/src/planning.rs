@@ -43,9 +43,10 @@ pub enum PlanningError {
     /// The document breaks the spec's validation rules, or names no usable operation.
     #[error("{}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Problem>),
-    /// The planner could not find a way to resolve the operation.
-    #[error("the operation cannot be planned: {0}")]
-    Unplannable(String),
+    /// The planner could not find a way to resolve the operation (why is logged: the
+    /// planner's words name subgraphs and their joins).
+    #[error("the operation cannot be planned against this supergraph")]
+    Unplannable,
     /// Planning took longer than the deadline allows.
     #[error("the operation could not be planned within {0:?}")]
     Timeout(std::time::Duration),
@@ -519,7 +520,10 @@ impl PlanCache {
                     {
                         PlanningError::Timeout(self.planning_timeout)
                     } else {
-                        PlanningError::Unplannable(message)
+                        // The planner's words name subgraphs and their joins: logged, never
+                        // shown to the client.
+                        tracing::warn!(error = %message, "a valid operation could not be planned");
+                        PlanningError::Unplannable
                     }
                 })?
         };
