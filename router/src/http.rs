@@ -173,7 +173,8 @@ fn client_address(
 }
 
 /// The client's address from the connection's `peer` and the `x-forwarded-for` list (its
-/// lines joined), which counts only when trusted: its last address.
+/// lines joined), which counts only when trusted: its last address, which some proxies write
+/// with its port (`203.0.113.9:51234`, `[2001:db8::1]:443`).
 fn address_of(
     peer: Option<std::net::IpAddr>,
     forwarded_for: Option<&str>,
@@ -182,7 +183,12 @@ fn address_of(
     forwarded_for
         .filter(|_| trust_forwarded_for)
         .and_then(|list| list.rsplit(',').next())
-        .and_then(|last| last.trim().parse().ok())
+        .and_then(|last| {
+            let last = last.trim();
+            last.parse()
+                .ok()
+                .or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        })
         .or(peer)
 }
 
@@ -464,6 +470,15 @@ mod tests {
         assert_eq!(address_of(peer, forged_then_seen, false), peer);
         assert_eq!(address_of(peer, Some("garbage"), true), peer);
         assert_eq!(address_of(peer, None, true), peer);
+        // With the port the proxy saw it on.
+        assert_eq!(
+            address_of(peer, Some("6.6.6.6, 203.0.113.9:51234"), true),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            address_of(peer, Some("[2001:db8::1]:443"), true),
+            Some("2001:db8::1".parse().unwrap())
+        );
         assert_eq!(address_of(None, None, true), None);
     }
 
