@@ -107,9 +107,15 @@ impl FalkorCatalog {
                 .await;
             let result = match result {
                 Ok(result) => result,
-                // A graph nothing was ever written to does not exist: it has no passages.
+                // No graph by that name: the corpus is not loaded (a FalkorDB restarted
+                // without its data, or the wrong graph). Every passage would seem not to
+                // exist, and clients would drop their queued writes as refused for good: the
+                // catalog is unavailable instead.
                 Err(error) if error.to_string().contains("empty key") => {
-                    return Ok(HashSet::new());
+                    return Err(CatalogError::Query(format!(
+                        "the content graph {:?} does not exist (is the corpus loaded?)",
+                        self.graph
+                    )));
                 }
                 Err(error) => return Err(CatalogError::Query(error.to_string())),
             };

@@ -287,6 +287,31 @@ async fn each_item_is_its_owners_alone() {
     clean_up(&pool, &[a, b]).await;
 }
 
+/// A graph that does not exist (the corpus not loaded, a FalkorDB restarted without its data)
+/// makes the catalog unavailable, retryable: never "passage not found", which would make an
+/// app drop its queued writes as refused for good.
+#[tokio::test]
+async fn without_the_content_graph_a_write_is_unavailable_not_refused() {
+    let pool = pool().await;
+    let catalog = Arc::new(gospelib_study::FalkorCatalog::new(
+        &urls().falkordb,
+        &format!("gl_test_study_missing_{}", Uuid::new_v4().simple()),
+        std::time::Duration::from_secs(2),
+    ));
+    let service = gospelib_study::StudyService::new(pool.clone(), catalog);
+    let a = Uuid::new_v4();
+    let answer = run_as(
+        &service,
+        Some(a),
+        CREATE_HIGHLIGHT,
+        json!({"p": "john.3.16", "c": "FAITH"}),
+    )
+    .await;
+    assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
+    assert!(answer["data"]["createHighlight"].is_null(), "{answer}");
+    clean_up(&pool, &[a]).await;
+}
+
 #[tokio::test]
 async fn notes_are_anchored_to_passages_that_exist_in_order() {
     let pool = pool().await;
