@@ -5,7 +5,8 @@
 //! catalogue's default plan. In force ([`in_force`]): a trial that is `trialing` and not past
 //! its `trial_end`, or a Stripe subscription that is `active`, `trialing` or `past_due` and not
 //! past its current period's end by more than [`STRIPE_RENEWAL_GRACE_SECS`] (a day: the
-//! renewal's webhook may be late). The entitlements are that plan's.
+//! renewal's webhook may be late; none for one set to cancel at the period's end, whose
+//! deletion's webhook may be late too). The entitlements are that plan's.
 //!
 //! **The cache**: `<prefix><user id>` (`gl:entitlements:<user id>`) holds `{"plan",
 //! "entitlements"}` as JSON for [`CACHE_TTL`] (less when the subscription in force ends
@@ -67,10 +68,12 @@ pub fn in_force(row: &SubscriptionRow, now: i64) -> bool {
 }
 
 /// Until when (Unix seconds) `row`, in force, grants its plan, if it says: a trial until its
-/// end, a Stripe subscription until its period's end and the renewal grace.
+/// end, a Stripe subscription until its period's end and the renewal grace (none when it is
+/// set to cancel at the period's end: no renewal is coming).
 fn in_force_until(row: &SubscriptionRow) -> Option<i64> {
     match row.source.as_str() {
         SOURCE_TRIAL => row.trial_end,
+        _ if row.cancel_at_period_end => row.current_period_end,
         _ => row
             .current_period_end
             .map(|end| end.saturating_add(STRIPE_RENEWAL_GRACE_SECS)),
@@ -243,6 +246,16 @@ mod tests {
         );
         // Its period ended a moment ago, the renewal's webhook on its way: still in force.
         let renewing = row(SOURCE_STRIPE, "active", "scholar", Some(now - 60));
+        // The same, set to cancel at the period's end: no renewal is coming, so it lapsed
+        // (the deletion's webhook is late); before the end it holds.
+        let not_renewing = SubscriptionRow {
+            cancel_at_period_end: true,
+            ..renewing.clone()
+        };
+        let cancelling_later = SubscriptionRow {
+            current_period_end: Some(now + 60),
+            ..not_renewing.clone()
+        };
         let ended = row(SOURCE_STRIPE, "canceled", "scholar", Some(now - 60));
         let unknown_plan = row(SOURCE_STRIPE, "active", "gold", None);
 
@@ -258,6 +271,8 @@ mod tests {
         assert_eq!(plan(&[past_due]), "academic");
         assert_eq!(plan(&[lapsed]), "reader");
         assert_eq!(plan(&[renewing]), "scholar");
+        assert_eq!(plan(&[not_renewing]), "reader");
+        assert_eq!(plan(&[cancelling_later]), "scholar");
         assert_eq!(plan(&[ended]), "reader");
         assert_eq!(plan(&[unknown_plan]), "reader");
         let access = access_for(&plans, Some(&trial));

@@ -467,7 +467,9 @@ pub async fn announce_trials_ending(
                      AND paid.status IN ('active', 'trialing', 'past_due')
                      AND (paid.current_period_end IS NULL
                           OR paid.current_period_end
-                             + make_interval(secs => {grace}) > to_timestamp($1)))
+                             + make_interval(secs => CASE WHEN paid.cancel_at_period_end
+                                                          THEN 0 ELSE {grace} END)
+                             > to_timestamp($1)))
              ORDER BY trial.trial_end, trial.id
              LIMIT $3
              FOR UPDATE OF trial SKIP LOCKED
