@@ -214,18 +214,53 @@ fn plan_name(plan: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `amount_cents` in `currency` as people read it (`USD 7.99`); the amount alone when the
+/// `amount_cents` (Stripe's amount in the currency's smallest unit) in `currency` as people
+/// read it (`USD 7.99`, `JPY 1000`, `KWD 1.500`); the amount alone, in hundredths, when the
 /// currency is unknown.
 fn amount(parsed: &Parsed) -> Result<String, HandlerError> {
-    let cents = parsed.payload["amount_cents"]
+    let smallest_units = parsed.payload["amount_cents"]
         .as_i64()
-        .filter(|cents| *cents >= 0)
+        .filter(|units| *units >= 0)
         .ok_or_else(|| reject("the payload has no amount_cents"))?;
-    let value = format!("{}.{:02}", cents / 100, cents % 100);
-    Ok(match parsed.payload["currency"].as_str() {
-        Some(currency) if !currency.is_empty() => format!("{} {value}", currency.to_uppercase()),
-        _ => value,
+    let currency = parsed.payload["currency"]
+        .as_str()
+        .filter(|currency| !currency.is_empty())
+        .map(str::to_uppercase);
+    let digits = currency.as_deref().map_or(2, decimal_digits);
+    let value = match digits {
+        0 => smallest_units.to_string(),
+        digits => {
+            let per_unit = 10_i64.pow(digits);
+            format!(
+                "{}.{:0width$}",
+                smallest_units / per_unit,
+                smallest_units % per_unit,
+                width = digits as usize
+            )
+        }
+    };
+    Ok(match currency {
+        Some(currency) => format!("{currency} {value}"),
+        None => value,
     })
+}
+
+/// How many decimal digits an amount in `currency` (upper case) has, as Stripe counts its
+/// smallest unit: none for its zero-decimal currencies, three for its three-decimal ones,
+/// else two.
+fn decimal_digits(currency: &str) -> u32 {
+    const ZERO_DECIMAL: [&str; 16] = [
+        "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
+        "XAF", "XOF", "XPF",
+    ];
+    const THREE_DECIMAL: [&str; 5] = ["BHD", "JOD", "KWD", "OMR", "TND"];
+    if ZERO_DECIMAL.contains(&currency) {
+        0
+    } else if THREE_DECIMAL.contains(&currency) {
+        3
+    } else {
+        2
+    }
 }
 
 impl EventsHandler {
@@ -561,6 +596,12 @@ mod tests {
         assert_eq!(amount(&with).unwrap(), "USD 7.99");
         let without = parsed(serde_json::json!({"amount_cents": 14999, "currency": null}));
         assert_eq!(amount(&without).unwrap(), "149.99");
+        let yen = parsed(serde_json::json!({"amount_cents": 1000, "currency": "jpy"}));
+        assert_eq!(amount(&yen).unwrap(), "JPY 1000");
+        let dinar = parsed(serde_json::json!({"amount_cents": 1500, "currency": "kwd"}));
+        assert_eq!(amount(&dinar).unwrap(), "KWD 1.500");
+        let cents = parsed(serde_json::json!({"amount_cents": 5, "currency": "eur"}));
+        assert_eq!(amount(&cents).unwrap(), "EUR 0.05");
         assert_eq!(plan_name("scholar"), "Scholar");
         assert_eq!(plan_name(""), "");
     }
