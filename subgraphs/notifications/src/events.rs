@@ -184,25 +184,6 @@ impl Parsed {
             .filter(|text| !text.trim().is_empty())
             .ok_or_else(|| reject(format!("the payload has no {field}")))
     }
-
-    /// `field`, an RFC 3339 time, as its date (`2026-12-17`).
-    fn date(&self, field: &str) -> Result<&str, HandlerError> {
-        let text = self.text(field)?;
-        let date = text.get(..10).unwrap_or_default();
-        let shaped = date.len() == 10
-            && date.bytes().enumerate().all(|(i, b)| {
-                if i == 4 || i == 7 {
-                    b == b'-'
-                } else {
-                    b.is_ascii_digit()
-                }
-            });
-        if shaped {
-            Ok(date)
-        } else {
-            Err(reject(format!("{field} is not an RFC 3339 time")))
-        }
-    }
 }
 
 /// A plan id as people read it (`scholar` → `Scholar`).
@@ -264,6 +245,19 @@ fn decimal_digits(currency: &str) -> u32 {
 }
 
 impl EventsHandler {
+    /// The trial's end as its user reads it: in their own time zone, which billing (writing
+    /// UTC) does not know. In UTC, a trial ending at 03:00 on the 17th would be told to a
+    /// user in Los Angeles as ending on the 17th, when it ends on the 16th at 19:00.
+    async fn trial_end(&self, parsed: &Parsed) -> Result<String, HandlerError> {
+        let text = parsed.text("trial_end")?;
+        let at = gospelib_kit::time::parse_rfc3339(text)
+            .ok_or_else(|| reject("trial_end is not an RFC 3339 time"))?;
+        self.store
+            .local_time(parsed.user_id, at)
+            .await
+            .map_err(database)
+    }
+
     /// A handler writing to `pool`.
     /// A handler that announces nothing live (tests of the inbox alone).
     pub fn new(pool: PgPool) -> Self {
@@ -367,6 +361,8 @@ impl EventsHandler {
             "trial.started" => {
                 let parsed = parse(entry)?;
                 let plan = plan_name(parsed.text("plan")?);
+                // Checked before the trial's end is read from the database.
+                let dedupe_key = format!("event:{}", parsed.event_id()?);
                 let notification = NewNotification {
                     user_id: parsed.user_id,
                     category: "subscription",
@@ -374,24 +370,26 @@ impl EventsHandler {
                     body: format!(
                         "Every {plan} feature is yours until {}. Choose a plan before then to \
                          keep them.",
-                        parsed.date("trial_end")?
+                        self.trial_end(&parsed).await?
                     ),
-                    dedupe_key: format!("event:{}", parsed.event_id()?),
+                    dedupe_key,
                 };
                 (notification, parsed.occurred_at().map(str::to_owned))
             }
             "trial.ending" => {
                 let parsed = parse(entry)?;
                 let plan = plan_name(parsed.text("plan")?);
+                // Checked before the trial's end is read from the database.
+                let dedupe_key = format!("event:{}", parsed.event_id()?);
                 let notification = NewNotification {
                     user_id: parsed.user_id,
                     category: "subscription",
                     title: format!("Your {plan} trial ends soon"),
                     body: format!(
                         "Your {plan} trial ends on {}. Choose a plan to keep its features.",
-                        parsed.date("trial_end")?
+                        self.trial_end(&parsed).await?
                     ),
-                    dedupe_key: format!("event:{}", parsed.event_id()?),
+                    dedupe_key,
                 };
                 (notification, parsed.occurred_at().map(str::to_owned))
             }

@@ -304,6 +304,26 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// The time `at` (Unix seconds) as `user` reads it: its date and time in the time zone of
+    /// the user's preferences (UTC when they set none, or one this server does not know),
+    /// with the zone: `2026-12-16 19:00 (America/Los_Angeles)`.
+    pub async fn local_time(&self, user: Uuid, at: f64) -> Result<String, sqlx::Error> {
+        self.count(1);
+        sqlx::query_scalar(
+            "SELECT to_char(to_timestamp($1) AT TIME ZONE zone.name, 'YYYY-MM-DD HH24:MI')
+                    || ' (' || zone.name || ')'
+             FROM (SELECT COALESCE(
+                       (SELECT p.time_zone FROM notifications.preferences AS p
+                        WHERE p.user_id = $2
+                          AND p.time_zone IN (SELECT name FROM pg_timezone_names)),
+                       'UTC') AS name) AS zone",
+        )
+        .bind(at)
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// `user`'s preferences (the defaults when they never set any).
     pub async fn preferences(&self, user: Uuid) -> Result<Preferences, sqlx::Error> {
         self.count(1);

@@ -74,6 +74,54 @@ async fn a_user_created_twice_makes_one_welcome() {
     clean_up(&pool, &[user]).await;
 }
 
+/// A trial's end is told in the user's own time zone: billing writes it in UTC, where a trial
+/// ending at 03:00 on the 17th ends on the 16th at 19:00 in Los Angeles.
+#[tokio::test]
+async fn a_trials_end_is_told_in_the_users_time_zone() {
+    let pool = pool().await;
+    let handler = EventsHandler::new(pool.clone());
+    let (west, unset) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO notifications.preferences (user_id, time_zone)
+         VALUES ($1, 'America/Los_Angeles')",
+    )
+    .bind(west)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for user in [west, unset] {
+        let ending = event_fields(
+            Uuid::new_v4(),
+            "trial.ending",
+            user,
+            json!({"plan": "scholar", "trial_end": "2026-12-17T03:00:00Z"}),
+        );
+        handler.apply(&entry(ending)).await.unwrap();
+    }
+    let body = |user: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT body FROM notifications.notifications WHERE user_id = $1",
+            )
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        body(west).await,
+        "Your Scholar trial ends on 2026-12-16 19:00 (America/Los_Angeles). Choose a plan to \
+         keep its features."
+    );
+    assert_eq!(
+        body(unset).await,
+        "Your Scholar trial ends on 2026-12-17 03:00 (UTC). Choose a plan to keep its features."
+    );
+    clean_up(&pool, &[west, unset]).await;
+}
+
 #[tokio::test]
 async fn billing_events_make_subscription_notifications_once() {
     let pool = pool().await;
