@@ -76,6 +76,8 @@ pub fn contract_supergraph(
 
 /// What a contract keeps: types by name, fields as (type, field).
 struct Kept {
+    /// The namespaces of the linked features, whose types are left as they are.
+    linked: Vec<String>,
     roots: BTreeSet<Name>,
     types: HashSet<Name>,
     fields: HashSet<(Name, Name)>,
@@ -83,6 +85,7 @@ struct Kept {
 
 impl Kept {
     fn decide(schema: &Schema, tag: &str) -> Self {
+        let linked = linked_namespaces(schema);
         let roots: BTreeSet<Name> = [
             OperationType::Query,
             OperationType::Mutation,
@@ -93,7 +96,7 @@ impl Kept {
         .collect();
         let mut fields = HashSet::new();
         for (type_name, definition) in &schema.types {
-            if is_internal(type_name) {
+            if is_internal(type_name, &linked) {
                 continue;
             }
             let type_tagged = has_tag(definition.directives().iter().map(|d| &d.node), tag);
@@ -109,6 +112,7 @@ impl Kept {
             }
         }
         let mut kept = Kept {
+            linked,
             roots,
             types: HashSet::new(),
             fields,
@@ -238,7 +242,7 @@ fn field_is_keepable(schema: &Schema, owner: &Name, field: &Name, types: &HashSe
 fn mark_inaccessible(mut schema: Schema, kept: &Kept) -> String {
     let needs_definition = !schema.directive_definitions.contains_key("inaccessible");
     for (type_name, definition) in schema.types.iter_mut() {
-        if is_internal(type_name) || definition.is_built_in() {
+        if is_internal(type_name, &kept.linked) || definition.is_built_in() {
             continue;
         }
         let type_kept = kept.types.contains(type_name);
@@ -368,10 +372,43 @@ fn has_tag<'a>(mut directives: impl Iterator<Item = &'a Node<Directive>>, tag: &
 }
 
 /// Federation's own types (`join__*`, `link__*`) are not the API's: left as they are.
-/// Introspection types and the types of linked features (`join__Graph`, `link__Import`,
-/// `requiresScopes__Scope`, …: a feature's namespace, two underscores, a name).
-fn is_internal(name: &str) -> bool {
-    name.starts_with("__") || name.contains("__")
+/// Introspection types and the types of the features the supergraph links (`join__Graph`,
+/// `link__Import`, `requiresScopes__Scope`, …: a linked feature's namespace, two underscores,
+/// a name). A type of the API may have two underscores in its name (`Passage__Meta`): it is
+/// the contract's to keep or hide.
+fn is_internal(name: &str, linked: &[String]) -> bool {
+    name.starts_with("__")
+        || linked.iter().any(|namespace| {
+            name.strip_prefix(namespace.as_str())
+                .is_some_and(|rest| rest.starts_with("__"))
+        })
+}
+
+/// The namespaces of the features the supergraph links: the name a `@link(as:)` gives one,
+/// else its URL's name (`https://specs.apollo.dev/join/v0.3` → `join`).
+fn linked_namespaces(schema: &Schema) -> Vec<String> {
+    schema
+        .schema_definition
+        .directives
+        .get_all("link")
+        .filter_map(|link| {
+            if let Some(alias) = link
+                .specified_argument_by_name("as")
+                .and_then(|value| value.as_str())
+            {
+                return Some(alias.to_owned());
+            }
+            let url = link.specified_argument_by_name("url")?.as_str()?;
+            let mut segments = url.trim_end_matches('/').rsplit('/');
+            let last = segments.next()?;
+            let is_version = last.starts_with('v') && last[1..].contains('.');
+            if is_version {
+                segments.next().map(str::to_owned)
+            } else {
+                Some(last.to_owned())
+            }
+        })
+        .collect()
 }
 
 fn is_builtin_scalar(name: &str) -> bool {

@@ -135,7 +135,9 @@ fn the_partner_contract_keeps_tagged_fields_and_what_they_reach() {
              notes: [Note!]!
            }
            type Shelf { label: String! }
-           type Note { text: String! }"#,
+           type Note { text: String! }
+           type Note__Meta { author: String! }
+           extend type Query { meta: Note__Meta }"#,
     )])
     .unwrap();
     let contract = contract_supergraph(&supergraph, "partner", "partner").unwrap();
@@ -143,6 +145,8 @@ fn the_partner_contract_keeps_tagged_fields_and_what_they_reach() {
     assert!(api.contains("book(id: ID!): Book"), "{api}");
     assert!(!api.contains("secret"), "{api}");
     assert!(!api.contains("notes"), "{api}");
+    // Two underscores in a name do not make a type the federation's own.
+    assert!(!api.contains("Note__Meta"), "{api}");
     // Untagged plumbing reached by a kept field stays whole; unreachable types go.
     assert!(api.contains("type Shelf"), "{api}");
     assert!(!api.contains("type Note"), "{api}");
