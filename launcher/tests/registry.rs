@@ -806,3 +806,67 @@ fn baseline_accepts_the_codes_supergraph_and_logs_the_reason() {
     assert!(!empty_reason.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Two small subgraphs, the library's `Query.book` tagged for partners when `tagged`.
+fn small_subgraphs(tagged: bool) -> Vec<SubgraphSdl> {
+    let link = r#"extend schema @link(url: "https://specs.apollo.dev/federation/v2.5", import: ["@key", "@tag"])"#;
+    let tag = if tagged {
+        r#"@tag(name: "partner")"#
+    } else {
+        ""
+    };
+    vec![SubgraphSdl {
+        name: "library".to_owned(),
+        url: "http://library.test/graphql".to_owned(),
+        sdl: format!(
+            "{link}\ntype Query {{ book(id: ID!): Book {tag} }}\n\
+             type Book @key(fields: \"id\") {{ id: ID! {tag} title: String! }}"
+        ),
+    }]
+}
+
+/// What the check passes publishes: a supergraph no field of which is tagged for partners has
+/// no partner contract to check, and publishes without one (it was refused as an empty
+/// contract). The same supergraph with contracts built otherwise (by an older build's rules)
+/// is published again, not "unchanged": the routers serve the stored contracts.
+#[test]
+fn what_the_check_passes_publishes_and_new_contracts_are_a_change() {
+    let database = TempDatabase::migrated("registry_contracts");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = Store::new(postgres_pool(&database.url, 1).unwrap());
+        let untagged = check_publish(&store, small_subgraphs(false), &[], Vec::new())
+            .await
+            .unwrap();
+        assert!(untagged.report.passed, "{}", untagged.report.to_text());
+        let outcome = untagged.publish(&store, "untagged", None).await.unwrap();
+        let PublishOutcome::Published(version) = outcome else {
+            panic!("published: {outcome:?}");
+        };
+        assert!(version.contracts.is_empty(), "{:?}", version.contracts);
+
+        // The tagged supergraph, stored as an older build would have: without its contract.
+        let tagged_supergraph = compose(&small_subgraphs(true)).unwrap();
+        let older = publish_directly(&database, tagged_supergraph.clone(), "older build").await;
+        let again = check_publish(&store, small_subgraphs(true), &[], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(again.checked_number(), Some(older));
+        let outcome = again.publish(&store, "contracts", None).await.unwrap();
+        let PublishOutcome::Published(version) = outcome else {
+            panic!("published: {outcome:?}");
+        };
+        assert_eq!(version.supergraph, tagged_supergraph);
+        assert!(version.contracts["partner"].contains("@tag(name: \"partner\")"));
+
+        // Nothing changed since: unchanged.
+        let same = check_publish(&store, small_subgraphs(true), &[], Vec::new())
+            .await
+            .unwrap();
+        let outcome = same.publish(&store, "same", None).await.unwrap();
+        assert!(
+            matches!(outcome, PublishOutcome::Unchanged(n) if n == version.number),
+            "{outcome:?}"
+        );
+    });
+}

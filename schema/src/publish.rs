@@ -105,6 +105,23 @@ impl CheckedProposal {
         self.trusted_documents.as_ref()
     }
 
+    /// Each contract of `supergraph`, as the check judged them: a contract that keeps nothing
+    /// and that nobody had (the check left it out) is not stored, so what the check passed
+    /// publishes.
+    fn contracts(&self, supergraph: &str) -> Result<BTreeMap<String, String>, ContractError> {
+        let mut contracts = BTreeMap::new();
+        for (name, tag) in CONTRACTS {
+            match contract_supergraph(supergraph, name, tag) {
+                Ok(contract) => {
+                    contracts.insert((*name).to_owned(), contract);
+                }
+                Err(ContractError::Empty { .. }) if !self.report.contracts.contains_key(*name) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(contracts)
+    }
+
     /// Stores the proposal as the next version, if the version it was checked against is still
     /// the latest. A failing check is refused unless `forced_reason` says why to publish
     /// anyway; a supergraph the checked version already has, with the same trusted documents,
@@ -118,9 +135,13 @@ impl CheckedProposal {
         let Some(supergraph) = self.report.supergraph.clone() else {
             return Err(PublishError::NotComposed);
         };
+        let contracts = self.contracts(&supergraph)?;
+        // The same supergraph with contracts built by other rules (a fix in this code) is a
+        // change: the routers serve the stored contracts.
         if let Some(latest) = &self.checked_against
             && latest.supergraph == supergraph
             && latest.trusted_documents == self.trusted_documents
+            && latest.contracts == contracts
         {
             // Unchanged only if it is still the latest: another publish since the check means
             // the routers serve something else now, which this release must not report as its.
@@ -143,13 +164,6 @@ impl CheckedProposal {
             Some(api) => api.clone(),
             None => api_schema(&supergraph)?,
         };
-        let mut contracts = BTreeMap::new();
-        for (name, tag) in CONTRACTS {
-            contracts.insert(
-                (*name).to_owned(),
-                contract_supergraph(&supergraph, name, tag)?,
-            );
-        }
         let check_report = serde_json::to_value(&self.report).ok();
         let checked = self.checked_number();
         let version = store
