@@ -24,9 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use apollo_compiler::Schema;
+use apollo_compiler::schema::ExtendedType;
 use apollo_compiler::validation::Valid;
 use serde::Serialize;
 
+use crate::authorization::authorization_changes;
 use crate::compose::{CompositionIssue, SubgraphSdl, api_schema, compose};
 use crate::contracts::{CONTRACTS, ContractError, PARTNER_CONTRACT, contract_supergraph};
 use crate::diff::{Change, Criticality, diff};
@@ -229,7 +231,28 @@ pub fn check_supergraph(
         .filter(|operation| operation.partner)
         .cloned()
         .collect();
-    let whole = check_schema(&new_schema, old_schema.as_ref(), documents, recorded);
+    // What callers must be, which the API schemas do not carry: from the supergraphs.
+    let authorization = match baseline {
+        Some(baseline) => {
+            let parse = |sdl: &str| {
+                Schema::parse(sdl, "supergraph.graphql").map_err(|errors| errors.errors.to_string())
+            };
+            let old = parse(&baseline.supergraph).map_err(|message| CheckError::BadBaseline {
+                label: baseline.label.clone(),
+                message,
+            })?;
+            let new = parse(supergraph).map_err(CheckError::BadProposal)?;
+            authorization_changes(&old, &new)
+        }
+        None => Vec::new(),
+    };
+    let whole = check_schema(
+        &new_schema,
+        old_schema.as_ref(),
+        &authorization,
+        documents,
+        recorded,
+    );
 
     let mut contracts = BTreeMap::new();
     for (name, tag) in CONTRACTS {
@@ -248,8 +271,8 @@ pub fn check_supergraph(
         if let Some(contract) = check_contract(
             supergraph,
             baseline,
-            name,
-            tag,
+            (name, tag),
+            &authorization,
             &own_documents,
             own_recorded,
         )? {
@@ -284,11 +307,13 @@ impl SchemaCheck {
     }
 }
 
-/// Diffs `new_schema` against `old_schema`, validates the client `documents` against the new
-/// one, and finds which known operations each breaking change breaks.
+/// Diffs `new_schema` against `old_schema` (with the `authorization` changes of what both
+/// have), validates the client `documents` against the new one, and finds which known
+/// operations each breaking change breaks.
 fn check_schema(
     new_schema: &Valid<Schema>,
     old_schema: Option<&Valid<Schema>>,
+    authorization: &[Change],
     documents: &[ClientDocument],
     recorded: Vec<KnownOperation>,
 ) -> SchemaCheck {
@@ -317,20 +342,36 @@ fn check_schema(
     }
     known.extend(recorded);
 
-    let changes: Vec<CheckedChange> = match old_schema {
-        Some(old) => diff(old, new_schema)
-            .into_iter()
-            .map(|change| {
-                let (breaks, also_used_by) = operations_broken_by(&change, &known);
-                CheckedChange {
-                    change,
-                    breaks,
-                    also_used_by,
-                }
-            })
-            .collect(),
+    let changes: Vec<Change> = match old_schema {
+        Some(old) => {
+            let mut changes = diff(old, new_schema);
+            // Those of what this schema shows (a contract hides some).
+            changes.extend(
+                authorization
+                    .iter()
+                    .filter(|change| {
+                        shows(old, &change.coordinate) && shows(new_schema, &change.coordinate)
+                    })
+                    .cloned(),
+            );
+            changes.sort_by(|a, b| {
+                (&a.coordinate, a.kind, &a.message).cmp(&(&b.coordinate, b.kind, &b.message))
+            });
+            changes
+        }
         None => Vec::new(),
     };
+    let changes: Vec<CheckedChange> = changes
+        .into_iter()
+        .map(|change| {
+            let (breaks, also_used_by) = operations_broken_by(&change, &known);
+            CheckedChange {
+                change,
+                breaks,
+                also_used_by,
+            }
+        })
+        .collect();
     SchemaCheck {
         changes,
         invalid_documents,
@@ -344,8 +385,8 @@ fn check_schema(
 fn check_contract(
     supergraph: &str,
     baseline: Option<&Baseline>,
-    name: &str,
-    tag: &str,
+    (name, tag): (&str, &str),
+    authorization: &[Change],
     documents: &[ClientDocument],
     recorded: Vec<KnownOperation>,
 ) -> Result<Option<ContractCheck>, CheckError> {
@@ -376,7 +417,13 @@ fn check_contract(
             }));
         }
     };
-    let checked = check_schema(&new_schema, old_contract.as_ref(), documents, recorded);
+    let checked = check_schema(
+        &new_schema,
+        old_contract.as_ref(),
+        authorization,
+        documents,
+        recorded,
+    );
     Ok(Some(ContractCheck {
         passed: checked.passed(),
         against,
@@ -417,6 +464,23 @@ pub fn diff_api_schemas(old: &str, new: &str) -> Result<Vec<Change>, String> {
 
 fn parse_api(sdl: &str) -> Result<Valid<Schema>, String> {
     Schema::parse_and_validate(sdl, "api.graphql").map_err(|errors| errors.errors.to_string())
+}
+
+/// Whether `schema` has the type or field at `coordinate` (`Type` or `Type.field`).
+fn shows(schema: &Schema, coordinate: &str) -> bool {
+    match coordinate.split_once('.') {
+        Some((type_name, field)) => {
+            schema
+                .types
+                .get(type_name)
+                .is_some_and(|definition| match definition {
+                    ExtendedType::Object(object) => object.fields.contains_key(field),
+                    ExtendedType::Interface(interface) => interface.fields.contains_key(field),
+                    _ => false,
+                })
+        }
+        None => schema.types.contains_key(coordinate),
+    }
 }
 
 /// The known operations a breaking change breaks (those touching what it affects): those that

@@ -113,6 +113,12 @@ pub enum ChangeKind {
     DirectiveArgumentTypeChanged,
     DirectiveArgumentDefaultValueChanged,
     DirectiveArgumentDescriptionChanged,
+    /// Ours (see [`crate::authorization`]): a type's or field's `@authenticated` or
+    /// `@requiresScopes` refuses callers it let through, or lets through more.
+    TypeAuthorizationTightened,
+    TypeAuthorizationLoosened,
+    FieldAuthorizationTightened,
+    FieldAuthorizationLoosened,
 }
 
 /// One classified change between two schemas.

@@ -617,3 +617,87 @@ fn the_committed_supergraph_passes_against_the_baseline_with_every_client_operat
     assert!(partner.passed && partner.invalid_documents.is_empty());
     assert_eq!(partner.known_operations, partner_documents);
 }
+
+// ---- callers' requirements ----
+
+/// The reading subgraph with `text_directives` on `Passage.text` (tagged for partners), its
+/// link importing the authorization directives.
+fn guarded_reading(text_directives: &str) -> Vec<SubgraphSdl> {
+    let mut subgraphs = reading(&format!("{PARTNER_TAG} {text_directives}"));
+    subgraphs[0].sdl = subgraphs[0].sdl.replacen(
+        r#""@shareable"]"#,
+        r#""@shareable", "@authenticated", "@requiresScopes"]"#,
+        1,
+    );
+    subgraphs
+}
+
+/// The API schema carries neither `@authenticated` nor `@requiresScopes`: the check reads them
+/// from the supergraphs. A requirement that refuses callers it let through is breaking for the
+/// operations that select the field, in the whole API and in the contract; one that lets
+/// more callers through is safe.
+#[test]
+fn a_field_that_requires_more_of_its_callers_breaks_the_operations_that_select_it() {
+    let app_reading = document(
+        "apps/Reading.graphql",
+        "query AppReading { passage(id: \"john.3.16\") { text } }",
+    );
+    let baseline = Baseline::of_supergraph("version 1", compose(&guarded_reading("")).unwrap());
+    let scoped = r#"@requiresScopes(scopes: [["interlinear"]])"#;
+    let report = check(
+        &guarded_reading(scoped),
+        Some(&baseline),
+        &[app_reading.clone(), partner_reading()],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(!report.passed, "{}", report.to_text());
+    assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
+    let tightened = &report.changes[0];
+    assert_eq!(tightened.change.coordinate, "Passage.text");
+    assert_eq!(tightened.change.criticality, Criticality::Breaking);
+    assert_eq!(
+        tightened.change.message,
+        "Field 'Passage.text' requires the scopes of one of [interlinear] of its caller (it \
+         required nothing)"
+    );
+    assert_eq!(
+        tightened.breaks,
+        [
+            "AppReading (apps/Reading.graphql)",
+            "Reading (partner/Reading.graphql)"
+        ]
+    );
+    let partner = &report.contracts["partner"];
+    assert!(!partner.passed);
+    assert_eq!(
+        partner.changes[0].breaks,
+        vec!["Reading (partner/Reading.graphql)"]
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["changes"][0]["kind"], "FIELD_AUTHORIZATION_TIGHTENED");
+
+    // Asking for one of two scope sets where one was asked: safe.
+    let scoped_baseline =
+        Baseline::of_supergraph("version 2", compose(&guarded_reading(scoped)).unwrap());
+    let either = r#"@requiresScopes(scopes: [["interlinear"], ["reading"]])"#;
+    let report = check(
+        &guarded_reading(either),
+        Some(&scoped_baseline),
+        std::slice::from_ref(&app_reading),
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(report.passed, "{}", report.to_text());
+    assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
+    assert_eq!(report.changes[0].change.criticality, Criticality::Safe);
+    // Only signed-in callers where anyone was let through: breaking.
+    let report = check(
+        &guarded_reading("@authenticated"),
+        Some(&baseline),
+        &[app_reading],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(!report.passed, "{}", report.to_text());
+}
