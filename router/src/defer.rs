@@ -167,6 +167,7 @@ pub fn split(
         visiting: Vec::new(),
         budget: WALK_BUDGET,
         max_depth,
+        open_sets: 0,
     };
     finder.walk(selection_set(&operation), &mut Vec::new(), false);
     let deferred = finder.found;
@@ -250,8 +251,12 @@ struct Finder<'f> {
     visiting: Vec<String>,
     /// Selections still to be visited; 0: the walk gave up.
     budget: usize,
-    /// The router's depth limit: the walk (a recursion) gives up below it.
+    /// The router's depth limit: the walk (a recursion) gives up below it, and when selection
+    /// sets nest deeper than [`crate::limits::max_selection_nesting`] of it.
     max_depth: usize,
+    /// How many selection sets enclose the one being walked (inline fragments' and fragments
+    /// spread included).
+    open_sets: usize,
 }
 
 /// The most selections the search for deferred fragments visits (named fragments are walked
@@ -260,6 +265,17 @@ const WALK_BUDGET: usize = 20_000;
 
 impl Finder<'_> {
     fn walk(&mut self, set: &Set, path: &mut Vec<String>, nested: bool) {
+        if self.open_sets >= crate::limits::max_selection_nesting(self.max_depth) {
+            self.budget = 0;
+            return;
+        }
+        self.open_sets += 1;
+        self.walk_within(set, path, nested);
+        self.open_sets -= 1;
+    }
+
+    /// [`Finder::walk`], within the bound of nesting.
+    fn walk_within(&mut self, set: &Set, path: &mut Vec<String>, nested: bool) {
         for item in &set.items {
             if self.budget == 0 {
                 return;

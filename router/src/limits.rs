@@ -408,6 +408,17 @@ struct Measurer<'d> {
     /// walk (a recursion) goes deeper. A chain of fragments, each as deep as the parser allows
     /// one definition, would otherwise be walked thousands of levels down.
     nesting: usize,
+    /// How many selection sets enclose the one being measured, those of inline fragments and
+    /// fragments spread included (which the depth does not count): bounded by
+    /// [`max_selection_nesting`], for the same reason.
+    open_sets: usize,
+}
+
+/// The most selection sets (of fields, inline fragments and fragments spread) one operation
+/// may nest, for a depth limit of `max_depth`: room for several fragments around each field,
+/// and never so many that walking them (a recursion) could overflow a thread's stack.
+pub fn max_selection_nesting(max_depth: usize) -> usize {
+    max_depth.saturating_mul(4).saturating_add(16).min(512)
 }
 
 impl<'d> Measurer<'d> {
@@ -533,6 +544,29 @@ impl<'d> Measurer<'d> {
     /// The measures of `set` on type `parent`; when `parent` is a connection sized by its
     /// field's argument (`connection_size`), its `edges` and `nodes` lists have that size.
     fn sized_selection_set(
+        &mut self,
+        set: &'d Selections,
+        parent: &str,
+        connection_size: Option<u64>,
+    ) -> Result<Measures, Stop> {
+        let most = max_selection_nesting(self.limits.max_depth);
+        if self.open_sets >= most {
+            return Err(Stop::Limit(Problem {
+                message: format!(
+                    "the operation nests selection sets (fragments included) more than {most} \
+                     levels deep"
+                ),
+                locations: vec![self.position],
+            }));
+        }
+        self.open_sets += 1;
+        let measured = self.sized_selection_set_within(set, parent, connection_size);
+        self.open_sets -= 1;
+        measured
+    }
+
+    /// [`Measurer::sized_selection_set`], within the bound of nesting.
+    fn sized_selection_set_within(
         &mut self,
         set: &'d Selections,
         parent: &str,
@@ -825,6 +859,7 @@ pub fn check_limits(
         variable_sized: false,
         in_introspection: false,
         nesting: 0,
+        open_sets: 0,
     };
     let measures = match selected {
         Some(operation) => measurer.operation(operation)?,

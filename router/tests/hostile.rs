@@ -89,6 +89,12 @@ async fn doubling_fragments_are_refused_by_cost_and_by_depth() {
 /// depth as soon as they pass the limit, without walking (recursing) to its end, which could
 /// overflow a thread's stack and abort the router; so does the search for deferred fragments.
 fn fragment_chain(deferred: bool) -> String {
+    deep_chain(deferred, "a { ")
+}
+
+/// A chain of fragments as [`fragment_chain`], each nesting `opening` (a field, or an inline
+/// fragment) as deep as the parser lets one definition nest.
+fn deep_chain(deferred: bool, opening: &str) -> String {
     let levels = 45;
     let mut query = if deferred {
         "{ ... @defer { ...F0 } }".to_owned()
@@ -97,11 +103,11 @@ fn fragment_chain(deferred: bool) -> String {
     };
     for i in 0..100 {
         query.push_str(&format!(" fragment F{i} on Query {{ "));
-        query.push_str(&"a { ".repeat(levels));
+        query.push_str(&opening.repeat(levels));
         if i < 99 {
             query.push_str(&format!("...F{} ", i + 1));
         } else {
-            query.push_str("b ");
+            query.push_str("__typename ");
         }
         query.push_str(&"} ".repeat(levels));
         query.push('}');
@@ -123,6 +129,34 @@ async fn a_chain_of_deep_fragments_is_refused_by_its_depth_without_walking_it_wh
     );
     let request = GraphQlRequest {
         query: fragment_chain(true),
+        ..Default::default()
+    };
+    let gospelib_router::pipeline::Incremental::Whole(response) =
+        router.respond_incremental(&request).await
+    else {
+        panic!("a refused operation is answered whole");
+    };
+    let mut response = response.to_json();
+    response.as_object_mut().unwrap().remove("extensions");
+    assert_eq!(response, refused);
+}
+
+/// The same chain nesting inline fragments, which the depth does not count: refused by how
+/// deep its selection sets nest, before anything walks (recursing) to the end.
+#[tokio::test]
+async fn a_chain_of_deep_inline_fragments_is_refused_without_walking_it_whole() {
+    let router = Arc::new(demo_router(&RouterSettings::default()));
+    let refused = json!({"errors": [{
+        "message": "the operation nests selection sets (fragments included) more than 76 levels deep",
+        "locations": [{"line": 1, "column": 1}],
+        "extensions": {"code": "VALIDATION_ERROR"}
+    }]});
+    assert_eq!(
+        ask(&router, &deep_chain(false, "... { "), json!({})).await,
+        refused
+    );
+    let request = GraphQlRequest {
+        query: deep_chain(true, "... { "),
         ..Default::default()
     };
     let gospelib_router::pipeline::Incremental::Whole(response) =
