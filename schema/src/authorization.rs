@@ -4,24 +4,34 @@
 //! client without the scope lost the field (null with `FORBIDDEN`, its parent with it when the
 //! field is non-null).
 //!
-//! A change that refuses some caller the old supergraph let through is breaking for the
-//! operations that select what it protects (a type's requirement: each of its fields); one
-//! that only lets more callers through is safe.
+//! Each field is compared by what the router requires to select it (`router/src/
+//! authorization.rs`): the field's own rule, its parent type's and its return type's, and, for
+//! a field of an interface, every implementation's (the router refuses it when any
+//! implementation would). So a rule moved from a type onto its fields changes nothing, and a
+//! rule put on a type changes every field that returns it or belongs to it. A change that
+//! refuses some caller the old supergraph let through is breaking for the operations selecting
+//! the field (on its type, or on an interface that declares it); one that only lets more
+//! callers through is safe.
 
 use std::collections::BTreeSet;
 
 use apollo_compiler::Schema;
-use apollo_compiler::ast::{Directive, Value};
+use apollo_compiler::ast::{Directive, FieldDefinition, Value};
 use apollo_compiler::schema::ExtendedType;
 
 use crate::diff::{Change, ChangeKind, Criticality};
 
-/// What one type or field requires: a signed-in caller, and/or the scopes of one of the sets.
+/// The link URLs that define the two directives (their names when not renamed by `as:`).
+const AUTHENTICATED_SPEC: &str = "https://specs.apollo.dev/authenticated/";
+const REQUIRES_SCOPES_SPEC: &str = "https://specs.apollo.dev/requiresScopes/";
+
+/// What selecting something requires: a signed-in caller, and, when there are alternatives,
+/// all the scopes of one of them (as the router's `Requirement`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Requirement {
     authenticated: bool,
-    /// `@requiresScopes(scopes:)`: one of these sets, whole (`None`: no scopes needed).
-    scopes: Option<Vec<BTreeSet<String>>>,
+    /// Alternatives, each a set of scopes that must all be held; empty: no scope needed.
+    scopes: Vec<BTreeSet<String>>,
 }
 
 /// A caller as requirements see it.
@@ -31,218 +41,332 @@ struct Caller<'a> {
 }
 
 impl Requirement {
-    fn of<'a>(directives: impl IntoIterator<Item = &'a Directive>) -> Self {
-        let mut requirement = Self::default();
+    fn is_empty(&self) -> bool {
+        !self.authenticated && self.scopes.is_empty()
+    }
+
+    /// Both requirements at once (scopes: every alternative of one with every one of the
+    /// other), as the router combines them.
+    fn and(&self, other: &Requirement) -> Requirement {
+        let scopes = match (self.scopes.is_empty(), other.scopes.is_empty()) {
+            (true, _) => other.scopes.clone(),
+            (_, true) => self.scopes.clone(),
+            _ => self
+                .scopes
+                .iter()
+                .flat_map(|a| other.scopes.iter().map(move |b| a | b))
+                .collect(),
+        };
+        Requirement {
+            authenticated: self.authenticated || other.authenticated,
+            scopes,
+        }
+    }
+
+    /// As the router's `Access::refusal`, inverted.
+    fn lets_through(&self, caller: &Caller<'_>) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        caller.signed_in
+            && (self.scopes.is_empty()
+                || self.scopes.iter().any(|set| set.is_subset(caller.scopes)))
+    }
+
+    /// Whether some caller `self` lets through is refused by `new`. Letting a caller through
+    /// only gets easier with more scopes and being signed in, so the callers with the least
+    /// that `self` lets through are the ones to try.
+    fn refuses_more(&self, new: &Requirement) -> bool {
+        let none = BTreeSet::new();
+        let least: Vec<Caller<'_>> = if self.is_empty() {
+            vec![Caller {
+                signed_in: false,
+                scopes: &none,
+            }]
+        } else if self.scopes.is_empty() {
+            vec![Caller {
+                signed_in: true,
+                scopes: &none,
+            }]
+        } else {
+            self.scopes
+                .iter()
+                .map(|set| Caller {
+                    signed_in: true,
+                    scopes: set,
+                })
+                .collect()
+        };
+        least.iter().any(|caller| !new.lets_through(caller))
+    }
+
+    fn describe(&self) -> String {
+        if self.is_empty() {
+            return "nothing".to_owned();
+        }
+        let mut sets: Vec<String> = self
+            .scopes
+            .iter()
+            .map(|set| {
+                let scopes: Vec<&str> = set.iter().map(String::as_str).collect();
+                format!("[{}]", scopes.join(", "))
+            })
+            .collect();
+        sets.sort();
+        sets.dedup();
+        if sets.is_empty() {
+            "a signed-in caller".to_owned()
+        } else {
+            format!(
+                "a signed-in caller with all the scopes of one of {}",
+                sets.join(" or ")
+            )
+        }
+    }
+}
+
+/// A supergraph's names for the two directives, and what they require where.
+struct Rules<'s> {
+    schema: &'s Schema,
+    authenticated: Option<String>,
+    requires_scopes: Option<String>,
+}
+
+impl<'s> Rules<'s> {
+    fn of(schema: &'s Schema) -> Self {
+        let mut rules = Rules {
+            schema,
+            authenticated: None,
+            requires_scopes: None,
+        };
+        for link in schema.schema_definition.directives.get_all("link") {
+            let argument = |name: &str| {
+                link.specified_argument_by_name(name)
+                    .and_then(|value| value.as_str())
+                    .map(str::to_owned)
+            };
+            let Some(url) = argument("url") else { continue };
+            if url.starts_with(AUTHENTICATED_SPEC) {
+                rules.authenticated = Some(argument("as").unwrap_or("authenticated".into()));
+            } else if url.starts_with(REQUIRES_SCOPES_SPEC) {
+                rules.requires_scopes = Some(argument("as").unwrap_or("requiresScopes".into()));
+            }
+        }
+        rules
+    }
+
+    /// The requirement `directives` state, as the router reads them.
+    fn requirement<'a>(&self, directives: impl IntoIterator<Item = &'a Directive>) -> Requirement {
+        let mut requirement = Requirement::default();
         for directive in directives {
-            match directive.name.as_str() {
-                "authenticated" => requirement.authenticated = true,
-                "requiresScopes" => {
-                    let sets = match directive
-                        .specified_argument_by_name("scopes")
-                        .map(|value| value.as_ref())
-                    {
-                        Some(Value::List(sets)) => sets
-                            .iter()
-                            .map(|set| match set.as_ref() {
-                                Value::List(scopes) => scopes
-                                    .iter()
-                                    .filter_map(|scope| scope.as_str().map(str::to_owned))
-                                    .collect(),
-                                other => other.as_str().map(str::to_owned).into_iter().collect(),
-                            })
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    requirement.scopes = Some(sets);
-                }
-                _ => {}
+            let name = Some(directive.name.as_str());
+            if name == self.authenticated.as_deref() {
+                requirement.authenticated = true;
+            } else if name == self.requires_scopes.as_deref() {
+                let alternatives = directive
+                    .specified_argument_by_name("scopes")
+                    .map(|value| listed(value))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|inner| {
+                        listed(inner)
+                            .into_iter()
+                            .filter_map(|scope| scope.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .collect();
+                requirement = requirement.and(&Requirement {
+                    authenticated: true,
+                    scopes: alternatives,
+                });
             }
         }
         requirement
     }
 
-    fn lets_through(&self, caller: &Caller<'_>) -> bool {
-        (!self.authenticated || caller.signed_in)
-            && self.scopes.as_ref().is_none_or(|sets| {
-                sets.iter()
-                    .any(|set| (caller.signed_in || set.is_empty()) && set.is_subset(caller.scopes))
-            })
+    /// A type's own rule (none for a type the supergraph does not have).
+    fn of_type(&self, name: &str) -> Requirement {
+        self.schema
+            .types
+            .get(name)
+            .map(|definition| self.requirement(definition.directives().iter().map(|d| &***d)))
+            .unwrap_or_default()
     }
 
-    /// Whether some caller `self` lets through is refused by `new`. Letting a caller through
-    /// only gets easier with more scopes and being signed in, so the callers with the least
-    /// `self` lets through are the ones to try.
-    fn refuses_more(&self, new: &Requirement) -> bool {
-        let none = BTreeSet::new();
-        let mut least: Vec<Caller<'_>> = Vec::new();
-        match &self.scopes {
-            None => {
-                least.push(Caller {
-                    signed_in: true,
-                    scopes: &none,
-                });
-                if !self.authenticated {
-                    least.push(Caller {
-                        signed_in: false,
-                        scopes: &none,
-                    });
+    /// What selecting `field` of `owner` requires: its own rule, its owner's and its return
+    /// type's; on an interface, also every implementation's rule for the field and its type.
+    fn of_field(&self, owner: &str, field: &FieldDefinition) -> Requirement {
+        let mut requirement = self
+            .requirement(field.directives.iter().map(|d| &**d))
+            .and(&self.of_type(owner))
+            .and(&self.of_type(field.ty.inner_named_type()));
+        if matches!(
+            self.schema.types.get(owner),
+            Some(ExtendedType::Interface(_))
+        ) {
+            for (name, definition) in &self.schema.types {
+                let ExtendedType::Object(object) = definition else {
+                    continue;
+                };
+                if !object.implements_interfaces.iter().any(|i| i.name == owner) {
+                    continue;
+                }
+                if let Some(own) = object.fields.get(&field.name) {
+                    requirement = requirement
+                        .and(&self.requirement(own.directives.iter().map(|d| &**d)))
+                        .and(&self.of_type(name));
                 }
             }
-            Some(sets) => least.extend(sets.iter().map(|set| Caller {
-                signed_in: true,
-                scopes: set,
-            })),
         }
-        least
-            .iter()
-            .filter(|caller| self.lets_through(caller))
-            .any(|caller| !new.lets_through(caller))
-    }
-
-    fn describe(&self) -> String {
-        let scopes = self.scopes.as_ref().map(|sets| {
-            let sets: Vec<String> = sets
-                .iter()
-                .map(|set| {
-                    let scopes: Vec<&str> = set.iter().map(String::as_str).collect();
-                    format!("[{}]", scopes.join(", "))
-                })
-                .collect();
-            format!("the scopes of one of {}", sets.join(" or "))
-        });
-        match (self.authenticated, scopes) {
-            (false, None) => "nothing".to_owned(),
-            (true, None) => "a signed-in caller".to_owned(),
-            (false, Some(scopes)) => scopes,
-            (true, Some(scopes)) => format!("a signed-in caller with {scopes}"),
-        }
+        requirement
     }
 }
 
-/// The changes to callers' requirements from supergraph `old` to `new`, of the types and
+/// A directive argument as a list: a single value is a list of one (as GraphQL coerces it).
+fn listed(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::List(items) => items.iter().map(|item| item.as_ref()).collect(),
+        single => vec![single],
+    }
+}
+
+/// The fields of an object or interface type.
+fn fields_of(
+    definition: &ExtendedType,
+) -> Option<
+    &apollo_compiler::collections::IndexMap<
+        apollo_compiler::Name,
+        apollo_compiler::schema::Component<FieldDefinition>,
+    >,
+> {
+    match definition {
+        ExtendedType::Object(object) => Some(&object.fields),
+        ExtendedType::Interface(interface) => Some(&interface.fields),
+        _ => None,
+    }
+}
+
+/// The changes to what selecting each field requires, from supergraph `old` to `new`, of the
 /// fields both have, sorted by coordinate.
 pub fn authorization_changes(old: &Schema, new: &Schema) -> Vec<Change> {
+    let (old_rules, new_rules) = (Rules::of(old), Rules::of(new));
     let mut changes = Vec::new();
-    for (name, new_type) in &new.types {
-        let Some(old_type) = old.types.get(name) else {
+    for (owner, new_type) in &new.types {
+        let (Some(new_fields), Some(old_fields)) = (
+            fields_of(new_type),
+            old.types.get(owner).and_then(fields_of),
+        ) else {
             continue;
         };
-        let (old_fields, new_fields) = match (old_type, new_type) {
-            (ExtendedType::Object(old), ExtendedType::Object(new)) => (&old.fields, &new.fields),
-            (ExtendedType::Interface(old), ExtendedType::Interface(new)) => {
-                (&old.fields, &new.fields)
-            }
-            _ => continue,
-        };
-        let every_field: Vec<String> = new_fields
-            .keys()
-            .map(|field| format!("{name}.{field}"))
-            .collect();
-        let old_requirement = Requirement::of(old_type.directives().iter().map(|d| &***d));
-        let new_requirement = Requirement::of(new_type.directives().iter().map(|d| &***d));
-        changes.extend(change(
-            "Type",
-            name.as_str(),
-            &old_requirement,
-            &new_requirement,
-            every_field,
-        ));
-        for (field, new_field) in new_fields {
-            let Some(old_field) = old_fields.get(field) else {
+        for (name, new_field) in new_fields {
+            let Some(old_field) = old_fields.get(name) else {
                 continue;
             };
-            let coordinate = format!("{name}.{field}");
-            changes.extend(change(
-                "Field",
-                &coordinate,
-                &Requirement::of(old_field.directives.iter().map(|d| &**d)),
-                &Requirement::of(new_field.directives.iter().map(|d| &**d)),
-                vec![coordinate.clone()],
-            ));
+            let before = old_rules.of_field(owner, old_field);
+            let after = new_rules.of_field(owner, new_field);
+            let tightened = before.refuses_more(&after);
+            if !tightened && !after.refuses_more(&before) {
+                continue;
+            }
+            let coordinate = format!("{owner}.{name}");
+            let message = format!(
+                "Field '{coordinate}' requires {} of its caller (it required {})",
+                after.describe(),
+                before.describe()
+            );
+            changes.push(if tightened {
+                // Selected on an interface that declares it, it is refused too.
+                let mut affects = vec![coordinate.clone()];
+                if let ExtendedType::Object(object) = new_type {
+                    for interface in &object.implements_interfaces {
+                        let declares = new
+                            .types
+                            .get(&interface.name)
+                            .and_then(fields_of)
+                            .is_some_and(|fields| fields.contains_key(name));
+                        if declares {
+                            affects.push(format!("{}.{name}", interface.name));
+                        }
+                    }
+                }
+                Change {
+                    criticality: Criticality::Breaking,
+                    kind: ChangeKind::FieldAuthorizationTightened,
+                    coordinate,
+                    message,
+                    affects,
+                }
+            } else {
+                Change {
+                    criticality: Criticality::Safe,
+                    kind: ChangeKind::FieldAuthorizationLoosened,
+                    coordinate,
+                    message,
+                    affects: Vec::new(),
+                }
+            });
         }
     }
-    changes.sort_by(|a, b| (&a.coordinate, a.kind).cmp(&(&b.coordinate, b.kind)));
+    changes.sort_by(|a, b| a.coordinate.cmp(&b.coordinate));
     changes
-}
-
-/// The change of `what` (`Type` or `Field`) at `coordinate` from `old` to `new`, if any.
-fn change(
-    what: &str,
-    coordinate: &str,
-    old: &Requirement,
-    new: &Requirement,
-    affects: Vec<String>,
-) -> Option<Change> {
-    if old == new {
-        return None;
-    }
-    let message = format!(
-        "{what} '{coordinate}' requires {} of its caller (it required {})",
-        new.describe(),
-        old.describe()
-    );
-    let type_level = what == "Type";
-    Some(if old.refuses_more(new) {
-        Change {
-            criticality: Criticality::Breaking,
-            kind: if type_level {
-                ChangeKind::TypeAuthorizationTightened
-            } else {
-                ChangeKind::FieldAuthorizationTightened
-            },
-            coordinate: coordinate.to_owned(),
-            message,
-            affects,
-        }
-    } else {
-        Change {
-            criticality: Criticality::Safe,
-            kind: if type_level {
-                ChangeKind::TypeAuthorizationLoosened
-            } else {
-                ChangeKind::FieldAuthorizationLoosened
-            },
-            coordinate: coordinate.to_owned(),
-            message,
-            affects: Vec::new(),
-        }
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn requirement(authenticated: bool, scopes: Option<&[&[&str]]>) -> Requirement {
+    const OPEN: Requirement = Requirement {
+        authenticated: false,
+        scopes: Vec::new(),
+    };
+    const SIGNED_IN: Requirement = Requirement {
+        authenticated: true,
+        scopes: Vec::new(),
+    };
+
+    /// `@requiresScopes(scopes: sets)`: signed in, with one of the sets.
+    fn scoped(sets: &[&[&str]]) -> Requirement {
         Requirement {
-            authenticated,
-            scopes: scopes.map(|sets| {
-                sets.iter()
-                    .map(|set| set.iter().map(|s| (*s).to_owned()).collect())
-                    .collect()
-            }),
+            authenticated: true,
+            scopes: sets
+                .iter()
+                .map(|set| set.iter().map(|s| (*s).to_owned()).collect())
+                .collect(),
         }
+    }
+
+    fn same(a: &Requirement, b: &Requirement) -> bool {
+        !a.refuses_more(b) && !b.refuses_more(a)
     }
 
     #[test]
     fn a_requirement_refuses_more_when_some_caller_it_let_through_is_refused() {
-        let open = requirement(false, None);
-        let signed_in = requirement(true, None);
-        let ai = requirement(false, Some(&[&["ai"]]));
-        let ai_or_explorer = requirement(false, Some(&[&["ai"], &["explorer"]]));
-        let ai_and_explorer = requirement(false, Some(&[&["ai", "explorer"]]));
-        assert!(open.refuses_more(&signed_in));
-        assert!(open.refuses_more(&ai));
-        assert!(signed_in.refuses_more(&ai));
+        let ai = scoped(&[&["ai"]]);
+        let ai_or_explorer = scoped(&[&["ai"], &["explorer"]]);
+        let ai_and_explorer = scoped(&[&["ai", "explorer"]]);
+        assert!(OPEN.refuses_more(&SIGNED_IN));
+        assert!(OPEN.refuses_more(&ai));
+        assert!(SIGNED_IN.refuses_more(&ai));
         assert!(ai_or_explorer.refuses_more(&ai));
         assert!(ai.refuses_more(&ai_and_explorer));
+        // `[[]]`: any signed-in caller, whom an open field let through signed out too.
+        assert!(OPEN.refuses_more(&scoped(&[&[]])));
+        assert!(scoped(&[]).refuses_more(&ai));
         // Only more callers let through.
-        assert!(!signed_in.refuses_more(&open));
+        assert!(!SIGNED_IN.refuses_more(&OPEN));
         assert!(!ai.refuses_more(&ai_or_explorer));
         assert!(!ai_and_explorer.refuses_more(&ai));
-        assert!(!ai.refuses_more(&signed_in));
-        // Scopes are only ever a signed-in caller's: adding the requirement to sign in takes
-        // nothing from a field that needs scopes.
-        assert!(!ai.refuses_more(&requirement(true, Some(&[&["ai"]]))));
+        assert!(!ai.refuses_more(&SIGNED_IN));
+    }
+
+    #[test]
+    fn requirements_written_differently_that_let_the_same_callers_through_are_the_same() {
+        assert!(same(&SIGNED_IN, &scoped(&[])));
+        assert!(same(&SIGNED_IN, &scoped(&[&[]])));
+        assert!(same(&scoped(&[&["a"], &["b"]]), &scoped(&[&["b"], &["a"]])));
+        assert!(same(
+            &scoped(&[&["ai"]]),
+            &SIGNED_IN.and(&scoped(&[&["ai"]]))
+        ));
     }
 }

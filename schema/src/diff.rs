@@ -113,10 +113,9 @@ pub enum ChangeKind {
     DirectiveArgumentTypeChanged,
     DirectiveArgumentDefaultValueChanged,
     DirectiveArgumentDescriptionChanged,
-    /// Ours (see [`crate::authorization`]): a type's or field's `@authenticated` or
-    /// `@requiresScopes` refuses callers it let through, or lets through more.
-    TypeAuthorizationTightened,
-    TypeAuthorizationLoosened,
+    /// Ours (see [`crate::authorization`]): what selecting a field requires of its caller
+    /// (`@authenticated`, `@requiresScopes` on it, its type or its return type) refuses
+    /// callers it let through, or lets through more.
     FieldAuthorizationTightened,
     FieldAuthorizationLoosened,
 }

@@ -658,8 +658,8 @@ fn a_field_that_requires_more_of_its_callers_breaks_the_operations_that_select_i
     assert_eq!(tightened.change.criticality, Criticality::Breaking);
     assert_eq!(
         tightened.change.message,
-        "Field 'Passage.text' requires the scopes of one of [interlinear] of its caller (it \
-         required nothing)"
+        "Field 'Passage.text' requires a signed-in caller with all the scopes of one of \
+         [interlinear] of its caller (it required nothing)"
     );
     assert_eq!(
         tightened.breaks,
@@ -695,9 +695,92 @@ fn a_field_that_requires_more_of_its_callers_breaks_the_operations_that_select_i
     let report = check(
         &guarded_reading("@authenticated"),
         Some(&baseline),
-        &[app_reading],
+        std::slice::from_ref(&app_reading),
         Vec::new(),
     )
     .unwrap();
     assert!(!report.passed, "{}", report.to_text());
+    // The same scopes written in another order: no change.
+    let reordered = r#"@requiresScopes(scopes: [["reading"], ["interlinear"]])"#;
+    let either_baseline =
+        Baseline::of_supergraph("version 3", compose(&guarded_reading(either)).unwrap());
+    let report = check(
+        &guarded_reading(reordered),
+        Some(&either_baseline),
+        std::slice::from_ref(&app_reading),
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(
+        report.passed && report.changes.is_empty(),
+        "{}",
+        report.to_text()
+    );
+}
+
+/// A rule on a type holds for every field returning it and every field of it: put on
+/// `Passage`, it breaks the operations that select `Query.passage`; moved from the type onto
+/// each of its fields and the field returning it, it changes nothing anyone may select.
+#[test]
+fn a_rule_on_a_type_counts_for_the_fields_that_return_it_and_moving_it_changes_nothing() {
+    let with_passage = |passage_directives: &str, field_directives: &str| {
+        let mut subgraphs = guarded_reading(field_directives);
+        subgraphs[0].sdl = subgraphs[0]
+            .sdl
+            .replacen(
+                r#"type Passage @key(fields: "id")"#,
+                &format!(r#"type Passage @key(fields: "id") {passage_directives}"#),
+                1,
+            )
+            .replacen(
+                r#"passage(id: ID!): Passage @tag(name: "partner")"#,
+                &format!(r#"passage(id: ID!): Passage @tag(name: "partner") {field_directives}"#),
+                1,
+            )
+            .replace(
+                r#"id: ID! @tag(name: "partner")"#,
+                &format!(r#"id: ID! @tag(name: "partner") {field_directives}"#),
+            )
+            .replace(
+                r#"reference: String! @tag(name: "partner")"#,
+                &format!(r#"reference: String! @tag(name: "partner") {field_directives}"#),
+            )
+            .replace(
+                "words: [Entry!]!",
+                &format!("words: [Entry!]! {field_directives}"),
+            );
+        subgraphs
+    };
+    let app_reading = document(
+        "apps/Reading.graphql",
+        "query AppReading { passage(id: \"john.3.16\") { id } }",
+    );
+    let open = Baseline::of_supergraph("version 1", compose(&with_passage("", "")).unwrap());
+    let report = check(
+        &with_passage("@authenticated", ""),
+        Some(&open),
+        std::slice::from_ref(&app_reading),
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(!report.passed, "{}", report.to_text());
+    let coordinates: Vec<&str> = report
+        .changes
+        .iter()
+        .map(|c| c.change.coordinate.as_str())
+        .collect();
+    assert!(coordinates.contains(&"Query.passage"), "{coordinates:?}");
+    let on_type = Baseline::of_supergraph(
+        "version 2",
+        compose(&with_passage("@authenticated", "")).unwrap(),
+    );
+    let report = check(
+        &with_passage("", "@authenticated"),
+        Some(&on_type),
+        &[app_reading],
+        Vec::new(),
+    )
+    .unwrap();
+    assert!(report.passed, "{}", report.to_text());
+    assert!(report.changes.is_empty(), "{}", report.to_text());
 }
