@@ -656,8 +656,9 @@ impl Router {
 
     /// [`Router::run_for`], shared with identical operations in flight (same supergraph,
     /// document, variables, caller and headers, sent since the caller's last mutation ended)
-    /// unless inbound sharing is off or this is a mutation. Each request still has its own rate-limit check; a leader whose request is
-    /// dropped hands the run over to a follower (see [`gospelib_kit::single_flight`]).
+    /// unless inbound sharing is off or this is a mutation. Each request still has its own
+    /// rate-limit check; a leader whose request is dropped hands the run over to a follower
+    /// (see [`gospelib_kit::single_flight`]).
     async fn run_shared(
         &self,
         caller: &Caller,

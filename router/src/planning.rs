@@ -56,6 +56,24 @@ pub enum PlanningError {
     Internal,
 }
 
+/// When an unplannable operation was last logged at warn (Unix seconds).
+static UNPLANNABLE_WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether to log at warn now: not within ten seconds of the last time `last` said so.
+fn warn_now(last: &std::sync::atomic::AtomicU64) -> bool {
+    let now = u64::try_from(gospelib_kit::time::now_secs()).unwrap_or(0);
+    let before = last.load(std::sync::atomic::Ordering::Relaxed);
+    now.saturating_sub(before) >= 10
+        && last
+            .compare_exchange(
+                before,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+}
+
 /// A plan, and the normalized operation it was made for.
 #[derive(Debug)]
 pub struct Planned {
@@ -521,8 +539,13 @@ impl PlanCache {
                         PlanningError::Timeout(self.planning_timeout)
                     } else {
                         // The planner's words name subgraphs and their joins: logged, never
-                        // shown to the client.
-                        tracing::warn!(error = %message, "a valid operation could not be planned");
+                        // shown to the client (at warn at most every ten seconds: a client
+                        // may send such operations in a loop).
+                        if warn_now(&UNPLANNABLE_WARNED) {
+                            tracing::warn!(error = %message, "a valid operation could not be planned");
+                        } else {
+                            tracing::debug!(error = %message, "a valid operation could not be planned");
+                        }
                         PlanningError::Unplannable
                     }
                 })?
