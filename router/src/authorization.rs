@@ -25,37 +25,7 @@ use gospelib_kit::caller::Caller;
 const AUTHENTICATED_SPEC: &str = "https://specs.apollo.dev/authenticated/";
 const REQUIRES_SCOPES_SPEC: &str = "https://specs.apollo.dev/requiresScopes/";
 
-/// What one field or type requires of its caller.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Requirement {
-    pub authenticated: bool,
-    /// Alternatives, each a set of scopes that must all be held; empty means no scope needed.
-    pub scopes: Vec<BTreeSet<String>>,
-}
-
-impl Requirement {
-    fn is_empty(&self) -> bool {
-        !self.authenticated && self.scopes.is_empty()
-    }
-
-    /// Both requirements at once (scopes: every alternative of one combined with every
-    /// alternative of the other).
-    fn and(&self, other: &Requirement) -> Requirement {
-        let scopes = match (self.scopes.is_empty(), other.scopes.is_empty()) {
-            (true, _) => other.scopes.clone(),
-            (_, true) => self.scopes.clone(),
-            _ => self
-                .scopes
-                .iter()
-                .flat_map(|a| other.scopes.iter().map(move |b| a | b))
-                .collect(),
-        };
-        Requirement {
-            authenticated: self.authenticated || other.authenticated,
-            scopes,
-        }
-    }
-}
+pub use gospelib_kit::access::Requirement;
 
 /// What the caller has, as far as authorization goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

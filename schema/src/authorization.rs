@@ -13,11 +13,11 @@
 //! the field (on its type, or on an interface that declares it); one that only lets more
 //! callers through is safe.
 
-use std::collections::BTreeSet;
-
 use apollo_compiler::Schema;
 use apollo_compiler::ast::{Directive, FieldDefinition, Value};
 use apollo_compiler::schema::ExtendedType;
+
+use gospelib_kit::access::Requirement;
 
 use crate::diff::{Change, ChangeKind, Criticality};
 
@@ -25,103 +25,28 @@ use crate::diff::{Change, ChangeKind, Criticality};
 const AUTHENTICATED_SPEC: &str = "https://specs.apollo.dev/authenticated/";
 const REQUIRES_SCOPES_SPEC: &str = "https://specs.apollo.dev/requiresScopes/";
 
-/// What selecting something requires: a signed-in caller, and, when there are alternatives,
-/// all the scopes of one of them (as the router's `Requirement`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Requirement {
-    authenticated: bool,
-    /// Alternatives, each a set of scopes that must all be held; empty: no scope needed.
-    scopes: Vec<BTreeSet<String>>,
-}
-
-/// A caller as requirements see it.
-struct Caller<'a> {
-    signed_in: bool,
-    scopes: &'a BTreeSet<String>,
-}
-
-impl Requirement {
-    fn is_empty(&self) -> bool {
-        !self.authenticated && self.scopes.is_empty()
+/// A requirement as people read it.
+fn describe(requirement: &Requirement) -> String {
+    if requirement.is_empty() {
+        return "nothing".to_owned();
     }
-
-    /// Both requirements at once (scopes: every alternative of one with every one of the
-    /// other), as the router combines them.
-    fn and(&self, other: &Requirement) -> Requirement {
-        let scopes = match (self.scopes.is_empty(), other.scopes.is_empty()) {
-            (true, _) => other.scopes.clone(),
-            (_, true) => self.scopes.clone(),
-            _ => self
-                .scopes
-                .iter()
-                .flat_map(|a| other.scopes.iter().map(move |b| a | b))
-                .collect(),
-        };
-        Requirement {
-            authenticated: self.authenticated || other.authenticated,
-            scopes,
-        }
-    }
-
-    /// As the router's `Access::refusal`, inverted.
-    fn lets_through(&self, caller: &Caller<'_>) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        caller.signed_in
-            && (self.scopes.is_empty()
-                || self.scopes.iter().any(|set| set.is_subset(caller.scopes)))
-    }
-
-    /// Whether some caller `self` lets through is refused by `new`. Letting a caller through
-    /// only gets easier with more scopes and being signed in, so the callers with the least
-    /// that `self` lets through are the ones to try.
-    fn refuses_more(&self, new: &Requirement) -> bool {
-        let none = BTreeSet::new();
-        let least: Vec<Caller<'_>> = if self.is_empty() {
-            vec![Caller {
-                signed_in: false,
-                scopes: &none,
-            }]
-        } else if self.scopes.is_empty() {
-            vec![Caller {
-                signed_in: true,
-                scopes: &none,
-            }]
-        } else {
-            self.scopes
-                .iter()
-                .map(|set| Caller {
-                    signed_in: true,
-                    scopes: set,
-                })
-                .collect()
-        };
-        least.iter().any(|caller| !new.lets_through(caller))
-    }
-
-    fn describe(&self) -> String {
-        if self.is_empty() {
-            return "nothing".to_owned();
-        }
-        let mut sets: Vec<String> = self
-            .scopes
-            .iter()
-            .map(|set| {
-                let scopes: Vec<&str> = set.iter().map(String::as_str).collect();
-                format!("[{}]", scopes.join(", "))
-            })
-            .collect();
-        sets.sort();
-        sets.dedup();
-        if sets.is_empty() {
-            "a signed-in caller".to_owned()
-        } else {
-            format!(
-                "a signed-in caller with all the scopes of one of {}",
-                sets.join(" or ")
-            )
-        }
+    let mut sets: Vec<String> = requirement
+        .scopes
+        .iter()
+        .map(|set| {
+            let scopes: Vec<&str> = set.iter().map(String::as_str).collect();
+            format!("[{}]", scopes.join(", "))
+        })
+        .collect();
+    sets.sort();
+    sets.dedup();
+    if sets.is_empty() {
+        "a signed-in caller".to_owned()
+    } else {
+        format!(
+            "a signed-in caller with all the scopes of one of {}",
+            sets.join(" or ")
+        )
     }
 }
 
@@ -271,8 +196,8 @@ pub fn authorization_changes(old: &Schema, new: &Schema) -> Vec<Change> {
             let coordinate = format!("{owner}.{name}");
             let message = format!(
                 "Field '{coordinate}' requires {} of its caller (it required {})",
-                after.describe(),
-                before.describe()
+                describe(&after),
+                describe(&before)
             );
             changes.push(if tightened {
                 // Selected on an interface that declares it, it is refused too.
@@ -309,64 +234,4 @@ pub fn authorization_changes(old: &Schema, new: &Schema) -> Vec<Change> {
     }
     changes.sort_by(|a, b| a.coordinate.cmp(&b.coordinate));
     changes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OPEN: Requirement = Requirement {
-        authenticated: false,
-        scopes: Vec::new(),
-    };
-    const SIGNED_IN: Requirement = Requirement {
-        authenticated: true,
-        scopes: Vec::new(),
-    };
-
-    /// `@requiresScopes(scopes: sets)`: signed in, with one of the sets.
-    fn scoped(sets: &[&[&str]]) -> Requirement {
-        Requirement {
-            authenticated: true,
-            scopes: sets
-                .iter()
-                .map(|set| set.iter().map(|s| (*s).to_owned()).collect())
-                .collect(),
-        }
-    }
-
-    fn same(a: &Requirement, b: &Requirement) -> bool {
-        !a.refuses_more(b) && !b.refuses_more(a)
-    }
-
-    #[test]
-    fn a_requirement_refuses_more_when_some_caller_it_let_through_is_refused() {
-        let ai = scoped(&[&["ai"]]);
-        let ai_or_explorer = scoped(&[&["ai"], &["explorer"]]);
-        let ai_and_explorer = scoped(&[&["ai", "explorer"]]);
-        assert!(OPEN.refuses_more(&SIGNED_IN));
-        assert!(OPEN.refuses_more(&ai));
-        assert!(SIGNED_IN.refuses_more(&ai));
-        assert!(ai_or_explorer.refuses_more(&ai));
-        assert!(ai.refuses_more(&ai_and_explorer));
-        // `[[]]`: any signed-in caller, whom an open field let through signed out too.
-        assert!(OPEN.refuses_more(&scoped(&[&[]])));
-        assert!(scoped(&[]).refuses_more(&ai));
-        // Only more callers let through.
-        assert!(!SIGNED_IN.refuses_more(&OPEN));
-        assert!(!ai.refuses_more(&ai_or_explorer));
-        assert!(!ai_and_explorer.refuses_more(&ai));
-        assert!(!ai.refuses_more(&SIGNED_IN));
-    }
-
-    #[test]
-    fn requirements_written_differently_that_let_the_same_callers_through_are_the_same() {
-        assert!(same(&SIGNED_IN, &scoped(&[])));
-        assert!(same(&SIGNED_IN, &scoped(&[&[]])));
-        assert!(same(&scoped(&[&["a"], &["b"]]), &scoped(&[&["b"], &["a"]])));
-        assert!(same(
-            &scoped(&[&["ai"]]),
-            &SIGNED_IN.and(&scoped(&[&["ai"]]))
-        ));
-    }
 }

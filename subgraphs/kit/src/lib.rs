@@ -4,6 +4,7 @@
 //! identity, the error-code catalog, store connections with their readiness probes, and the
 //! PostgreSQL migrations.
 
+pub mod access;
 pub mod announcements;
 pub mod breaker;
 pub mod caller;
