@@ -16,7 +16,7 @@ use gospelib_kit::caller::Caller;
 use gospelib_router::pipeline::{GraphQlRequest, Router};
 use gospelib_router::settings::RouterSettings;
 use serde_json::{Map, Value, json};
-use support::counted_router;
+use support::{counted_router, until};
 
 /// A router over a slow, counted `products` and `reviews`, with inbound sharing as given.
 fn router(inbound_dedupe: bool, calls: &Arc<AtomicUsize>) -> Router {
@@ -38,15 +38,6 @@ fn request(first: i64, caller: Caller) -> GraphQlRequest {
         variables,
         caller,
         ..Default::default()
-    }
-}
-
-/// Waits (up to ten seconds) until `condition` holds.
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod support;
+
 use async_graphql::{EmptySubscription, Object, Schema};
 use gospelib_kit::caller::{Caller, InternalSecret};
 use gospelib_router::pipeline::{GraphQlRequest, Router};
@@ -15,6 +17,7 @@ use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use gospelib_schema::compose::{SubgraphSdl, compose};
 use serde_json::{Value, json};
+use support::until;
 
 /// The shelf's books, and how many times they were read.
 #[derive(Default)]
@@ -98,15 +101,6 @@ fn request(query: &str) -> GraphQlRequest {
         query: query.to_owned(),
         caller: ada(),
         ..Default::default()
-    }
-}
-
-/// Waits (up to ten seconds) until `condition` holds.
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -724,31 +724,23 @@ fn a_field_that_requires_more_of_its_callers_breaks_the_operations_that_select_i
 #[test]
 fn a_rule_on_a_type_counts_for_the_fields_that_return_it_and_moving_it_changes_nothing() {
     let with_passage = |passage_directives: &str, field_directives: &str| {
+        // `text` has them from `guarded_reading`; the other fields of `Passage`, and the
+        // field returning it, here.
         let mut subgraphs = guarded_reading(field_directives);
-        subgraphs[0].sdl = subgraphs[0]
-            .sdl
-            .replacen(
-                r#"type Passage @key(fields: "id")"#,
-                &format!(r#"type Passage @key(fields: "id") {passage_directives}"#),
-                1,
-            )
-            .replacen(
-                r#"passage(id: ID!): Passage @tag(name: "partner")"#,
-                &format!(r#"passage(id: ID!): Passage @tag(name: "partner") {field_directives}"#),
-                1,
-            )
-            .replace(
-                r#"id: ID! @tag(name: "partner")"#,
-                &format!(r#"id: ID! @tag(name: "partner") {field_directives}"#),
-            )
-            .replace(
-                r#"reference: String! @tag(name: "partner")"#,
-                &format!(r#"reference: String! @tag(name: "partner") {field_directives}"#),
-            )
-            .replace(
-                "words: [Entry!]!",
-                &format!("words: [Entry!]! {field_directives}"),
-            );
+        let passage = r#"type Passage @key(fields: "id")"#;
+        let mut sdl =
+            subgraphs[0]
+                .sdl
+                .replacen(passage, &format!("{passage} {passage_directives}"), 1);
+        for field in [
+            r#"passage(id: ID!): Passage @tag(name: "partner")"#,
+            r#"id: ID! @tag(name: "partner")"#,
+            r#"reference: String! @tag(name: "partner")"#,
+            "words: [Entry!]!",
+        ] {
+            sdl = sdl.replacen(field, &format!("{field} {field_directives}"), 1);
+        }
+        subgraphs[0].sdl = sdl;
         subgraphs
     };
     let app_reading = document(

@@ -225,6 +225,15 @@ pub fn subgraph_spec(name: &str, executor: Arc<dyn gospelib_kit::GraphQlExecutor
     }
 }
 
+/// Waits (up to ten seconds) until `condition` holds.
+pub async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Asserts that the response's first error says `message` with `extensions.code` `code`.
 #[track_caller]
 pub fn assert_first_error(response: &Value, message: &str, code: &str) {
