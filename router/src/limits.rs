@@ -27,7 +27,8 @@ use graphql_tools::parser::schema;
 pub struct Limits {
     /// Lexical tokens in the document (checked while parsing).
     pub max_tokens: usize,
-    /// Nesting of selection sets, fragments included.
+    /// Nesting of fields (those of fragments included). Selection sets, those of inline
+    /// fragments and fragments spread included, may nest [`max_selection_nesting`] of it.
     pub max_depth: usize,
     /// Aliased fields in the executed operation.
     pub max_aliases: usize,
@@ -335,6 +336,10 @@ fn root_of<'o>(operation: &'o OperationDefinition<'static, String>) -> (&'o Sele
 #[derive(Debug, Clone, Copy, Default)]
 struct Measures {
     depth: usize,
+    /// How deep selection sets nest, this one included (those of inline fragments and of
+    /// fragments spread too): a fragment measured once carries how deep it nests to every
+    /// place it is spread.
+    sets: usize,
     aliases: u64,
     /// Root fields, when the set is the root's (fragments spread at the root count theirs).
     fields: u64,
@@ -373,7 +378,7 @@ pub struct Measured {
     pub variable_sized: bool,
     /// The estimated cost (see the module's documentation).
     pub cost: u64,
-    /// The nesting of selection sets, fragments included.
+    /// The nesting of fields, those of fragments included.
     pub depth: usize,
 }
 
@@ -550,19 +555,30 @@ impl<'d> Measurer<'d> {
         connection_size: Option<u64>,
     ) -> Result<Measures, Stop> {
         let most = max_selection_nesting(self.limits.max_depth);
-        if self.open_sets >= most {
-            return Err(Stop::Limit(Problem {
+        let position = self.position;
+        let too_deep = move || {
+            Stop::Limit(Problem {
                 message: format!(
                     "the operation nests selection sets (fragments included) more than {most} \
                      levels deep"
                 ),
-                locations: vec![self.position],
-            }));
+                locations: vec![position],
+            })
+        };
+        // The walk itself goes no deeper than the bound; what a fragment measured before
+        // nests is counted by its measures.
+        if self.open_sets >= most {
+            return Err(too_deep());
         }
         self.open_sets += 1;
         let measured = self.sized_selection_set_within(set, parent, connection_size);
         self.open_sets -= 1;
-        measured
+        let mut measured = measured?;
+        measured.sets = measured.sets.saturating_add(1);
+        if measured.sets > most {
+            return Err(too_deep());
+        }
+        Ok(measured)
     }
 
     /// [`Measurer::sized_selection_set`], within the bound of nesting.
@@ -593,6 +609,7 @@ impl<'d> Measurer<'d> {
                 }
             };
             total.depth = total.depth.max(measures.depth);
+            total.sets = total.sets.max(measures.sets);
             total.aliases = total.aliases.saturating_add(measures.aliases);
             total.fields = total.fields.saturating_add(measures.fields);
             total.cost = total.cost.saturating_add(measures.cost);
@@ -664,6 +681,7 @@ impl<'d> Measurer<'d> {
             self.in_introspection && INTROSPECTION_LISTS.contains(&field.name.as_str());
         Ok(Measures {
             depth: inner.depth.saturating_add(1),
+            sets: inner.sets,
             aliases: inner.aliases.saturating_add(own_alias),
             fields: 1,
             cost: inner

@@ -157,6 +157,45 @@ async fn a_chain_of_deep_inline_fragments_is_refused_without_walking_it_whole() 
     .await;
 }
 
+/// The chain of nested inline fragments in reverse: three fragments spread it from its end,
+/// 32 fragments each, so each link is measured after the one it spreads and no walk goes
+/// deeper than one link. What a fragment measured once nests still counts wherever it is
+/// spread, so it is refused before normalizing inlines it (thousands of levels, recursing).
+#[tokio::test]
+async fn a_chain_of_fragments_measured_from_its_end_is_refused_all_the_same() {
+    let (levels, links) = (45, 95);
+    // Under a field: at the root, the fragments' selections would count as root fields.
+    let mut query = "{ topProducts { ...G1 ...G2 ...G3 } }".to_owned();
+    for i in 0..links {
+        query.push_str(&format!(" fragment F{i} on Product {{ "));
+        query.push_str(&"... { ".repeat(levels));
+        if i + 1 < links {
+            query.push_str(&format!("...F{} ", i + 1));
+        } else {
+            query.push_str("__typename ");
+        }
+        query.push_str(&"} ".repeat(levels));
+        query.push('}');
+    }
+    for (g, from, to) in [(1, 63, 94), (2, 31, 62), (3, 0, 30)] {
+        query.push_str(&format!(" fragment G{g} on Product {{ "));
+        for i in (from..=to).rev() {
+            query.push_str(&format!("...F{i} "));
+        }
+        query.push('}');
+    }
+    let router = demo_router(&RouterSettings::default());
+    assert_eq!(
+        ask(&router, &query, json!({})).await,
+        json!({"errors": [{
+            "message": "the operation nests selection sets (fragments included) more than 76 \
+                        levels deep",
+            "locations": [{"line": 1, "column": 1}],
+            "extensions": {"code": "VALIDATION_ERROR"}
+        }]})
+    );
+}
+
 #[tokio::test]
 async fn a_fragment_cycle_is_refused_before_anything_walks_it() {
     let router = demo_router(&RouterSettings::default());
