@@ -44,18 +44,13 @@ impl Access {
 
     /// Why this caller may not have something that needs `requirement`, if it may not.
     fn refusal(&self, requirement: &Requirement) -> Option<Refusal> {
-        if requirement.is_empty() {
-            return None;
+        if requirement.lets_through(self.authenticated, &self.scopes) {
+            None
+        } else if self.authenticated {
+            Some(Refusal::MissingScope)
+        } else {
+            Some(Refusal::Unauthenticated)
         }
-        if !self.authenticated {
-            return Some(Refusal::Unauthenticated);
-        }
-        let satisfied = requirement.scopes.is_empty()
-            || requirement
-                .scopes
-                .iter()
-                .any(|all| all.is_subset(&self.scopes));
-        (!satisfied).then_some(Refusal::MissingScope)
     }
 }
 

@@ -139,7 +139,8 @@ impl<'s> Rules<'s> {
                 if let Some(own) = object.fields.get(&field.name) {
                     requirement = requirement
                         .and(&self.requirement(own.directives.iter().map(|d| &**d)))
-                        .and(&self.of_type(name));
+                        .and(&self.of_type(name))
+                        .and(&self.of_type(own.ty.inner_named_type()));
                 }
             }
         }

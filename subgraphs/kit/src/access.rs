@@ -22,16 +22,17 @@ impl Requirement {
     }
 
     /// Both requirements at once (scopes: every alternative of one combined with every
-    /// alternative of the other).
+    /// alternative of the other, without the alternatives another makes needless).
     pub fn and(&self, other: &Requirement) -> Requirement {
         let scopes = match (self.scopes.is_empty(), other.scopes.is_empty()) {
             (true, _) => other.scopes.clone(),
             (_, true) => self.scopes.clone(),
-            _ => self
-                .scopes
-                .iter()
-                .flat_map(|a| other.scopes.iter().map(move |b| a | b))
-                .collect(),
+            _ => fewest(
+                self.scopes
+                    .iter()
+                    .flat_map(|a| other.scopes.iter().map(move |b| a | b))
+                    .collect(),
+            ),
         };
         Requirement {
             authenticated: self.authenticated || other.authenticated,
@@ -60,6 +61,28 @@ impl Requirement {
         }
         self.scopes.iter().any(|set| !new.lets_through(true, set))
     }
+}
+
+/// `alternatives` without repeats and without any that holds another whole (whoever holds the
+/// smaller one is let through already), in order: the same callers are let through, and
+/// requirements combined again and again (one per implementation of an interface) stay as
+/// small as what they mean.
+fn fewest(mut alternatives: Vec<BTreeSet<String>>) -> Vec<BTreeSet<String>> {
+    alternatives.sort();
+    alternatives.dedup();
+    let needed: Vec<bool> = alternatives
+        .iter()
+        .map(|set| {
+            !alternatives
+                .iter()
+                .any(|other| other != set && other.is_subset(set))
+        })
+        .collect();
+    alternatives
+        .into_iter()
+        .zip(needed)
+        .filter_map(|(set, needed)| needed.then_some(set))
+        .collect()
 }
 
 #[cfg(test)]
@@ -119,5 +142,19 @@ mod tests {
             &scoped(&[&["ai"]]),
             &SIGNED_IN.and(&scoped(&[&["ai"]]))
         ));
+    }
+
+    #[test]
+    fn requirements_combined_again_and_again_stay_as_small_as_what_they_mean() {
+        let either = scoped(&[&["a"], &["b"]]);
+        let mut combined = either.clone();
+        for _ in 0..20 {
+            combined = combined.and(&either);
+        }
+        assert_eq!(combined, either);
+        assert_eq!(
+            scoped(&[&["a"]]).and(&scoped(&[&["a"], &["b"]])),
+            scoped(&[&["a"]])
+        );
     }
 }
