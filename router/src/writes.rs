@@ -4,7 +4,7 @@
 //! Identical operations (and identical subgraph fetches) in flight are run once and answered to
 //! all who ask. Without this, an app that saves a note and then reloads the list of notes could
 //! join a reload of the same list begun just before the save, and show the list without the
-//! note. Each caller (a user, a partner, or the anonymous caller) has a count of mutations
+//! note. Each signed-in caller (a user or a partner) has a count of mutations
 //! begun and ended, and what a query shares is keyed by the count it saw: a mutation moves it
 //! on when it begins and again when it ends (or is dropped), so a query sent after the
 //! mutation's answer never shares with one sent before it.
@@ -41,34 +41,44 @@ impl WriteCounts {
     /// The count a query of `caller` is keyed by: what it shares began after the caller's
     /// last mutation ended, or while none was running.
     pub fn seen_by(&self, caller: &Caller) -> u64 {
-        self.slot(caller).load(Ordering::Acquire)
+        self.slot(caller)
+            .map_or(0, |slot| slot.load(Ordering::Acquire))
     }
 
     /// Counts a mutation of `caller` as begun, and as ended when the returned guard is dropped
     /// (when the mutation is answered, or its request goes away).
     pub fn writing(&self, caller: &Caller) -> Writing<'_> {
         let slot = self.slot(caller);
-        slot.fetch_add(1, Ordering::AcqRel);
+        if let Some(slot) = slot {
+            slot.fetch_add(1, Ordering::AcqRel);
+        }
         Writing(slot)
     }
 
-    /// The caller's slot: by user, else by partner, else the anonymous caller's. (A user's
-    /// plan and scopes are not part of it: they change with the user's own mutations.)
-    fn slot(&self, caller: &Caller) -> &AtomicU64 {
+    /// The caller's slot: by user, else by partner. (A user's plan and scopes are not part of
+    /// it: they change with the user's own mutations.) None for the anonymous caller: it has
+    /// nothing of its own to read back, and one slot shared by every anonymous reader would
+    /// let anyone sending mutations stop their identical operations from being shared.
+    fn slot(&self, caller: &Caller) -> Option<&AtomicU64> {
+        if caller.user_id.is_none() && caller.partner_id.is_none() {
+            return None;
+        }
         let mut hasher = self.hasher.build_hasher();
         caller.user_id.hash(&mut hasher);
         caller.partner_id.hash(&mut hasher);
         let index = (hasher.finish() % SLOTS as u64) as usize;
-        &self.slots[index]
+        Some(&self.slots[index])
     }
 }
 
 /// A mutation running: dropping it counts the mutation as ended.
-pub struct Writing<'a>(&'a AtomicU64);
+pub struct Writing<'a>(Option<&'a AtomicU64>);
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        if let Some(slot) = self.0 {
+            slot.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -91,6 +101,16 @@ mod tests {
         let after = counts.seen_by(&user(1));
         assert_ne!(after, during);
         assert_ne!(after, before);
+    }
+
+    #[test]
+    fn the_anonymous_callers_mutations_move_nothing() {
+        let counts = WriteCounts::default();
+        let before = counts.seen_by(&Caller::anonymous());
+        let writing = counts.writing(&Caller::anonymous());
+        assert_eq!(counts.seen_by(&Caller::anonymous()), before);
+        drop(writing);
+        assert_eq!(counts.seen_by(&Caller::anonymous()), before);
     }
 
     #[test]
