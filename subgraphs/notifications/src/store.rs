@@ -308,18 +308,19 @@ impl Store {
     /// the user's preferences (UTC when they set none, or one this server does not know),
     /// with the zone: `2026-12-16 19:00 (America/Los_Angeles)`.
     pub async fn local_time(&self, user: Uuid, at: f64) -> Result<String, sqlx::Error> {
+        let zone = self.preferences(user).await?.time_zone;
+        // Only a name PostgreSQL knows is bound to `AT TIME ZONE` (see `canonical_time_zone`).
+        let zone = self
+            .canonical_time_zone(&zone)
+            .await?
+            .unwrap_or_else(|| "UTC".to_owned());
         self.count(1);
         sqlx::query_scalar(
-            "SELECT to_char(to_timestamp($1) AT TIME ZONE zone.name, 'YYYY-MM-DD HH24:MI')
-                    || ' (' || zone.name || ')'
-             FROM (SELECT COALESCE(
-                       (SELECT p.time_zone FROM notifications.preferences AS p
-                        WHERE p.user_id = $2
-                          AND p.time_zone IN (SELECT name FROM pg_timezone_names)),
-                       'UTC') AS name) AS zone",
+            "SELECT to_char(to_timestamp($1) AT TIME ZONE $2::text, 'YYYY-MM-DD HH24:MI')
+                    || ' (' || $2::text || ')'",
         )
         .bind(at)
-        .bind(user)
+        .bind(zone)
         .fetch_one(&self.pool)
         .await
     }
