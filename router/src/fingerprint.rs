@@ -80,9 +80,9 @@ fn keyed_hasher() -> SipHasher13 {
 
 /// A 128-bit fingerprint of a subgraph request (keyed SipHash-1-3-128, one pass over the
 /// subgraph name, the caller's count of mutations, the query, the variables and the headers):
-/// used as the identity of the
-/// request itself, where comparing whole requests would cost as much as sending them. Two
-/// different requests share a fingerprint with a probability of about 2^-128.
+/// used as the identity of the request itself, where comparing whole requests would cost as
+/// much as sending them. Two different requests share a fingerprint with a probability of
+/// about 2^-128.
 pub fn request_fingerprint(
     subgraph: &str,
     query: &str,

@@ -64,17 +64,11 @@ impl<'s> Rules<'s> {
             authenticated: None,
             requires_scopes: None,
         };
-        for link in schema.schema_definition.directives.get_all("link") {
-            let argument = |name: &str| {
-                link.specified_argument_by_name(name)
-                    .and_then(|value| value.as_str())
-                    .map(str::to_owned)
-            };
-            let Some(url) = argument("url") else { continue };
+        for (url, alias) in crate::compose::links(schema) {
             if url.starts_with(AUTHENTICATED_SPEC) {
-                rules.authenticated = Some(argument("as").unwrap_or("authenticated".into()));
+                rules.authenticated = Some(alias.unwrap_or("authenticated".into()));
             } else if url.starts_with(REQUIRES_SCOPES_SPEC) {
-                rules.requires_scopes = Some(argument("as").unwrap_or("requiresScopes".into()));
+                rules.requires_scopes = Some(alias.unwrap_or("requiresScopes".into()));
             }
         }
         rules
@@ -157,7 +151,7 @@ fn listed(value: &Value) -> Vec<&Value> {
 }
 
 /// The fields of an object or interface type.
-fn fields_of(
+pub(crate) fn fields_of(
     definition: &ExtendedType,
 ) -> Option<
     &apollo_compiler::collections::IndexMap<

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use apollo_compiler::Schema;
-use apollo_compiler::schema::ExtendedType;
 use apollo_compiler::validation::Valid;
 use serde::Serialize;
 
@@ -466,21 +465,16 @@ fn parse_api(sdl: &str) -> Result<Valid<Schema>, String> {
     Schema::parse_and_validate(sdl, "api.graphql").map_err(|errors| errors.errors.to_string())
 }
 
-/// Whether `schema` has the type or field at `coordinate` (`Type` or `Type.field`).
+/// Whether `schema` has the field at `coordinate` (`Type.field`).
 fn shows(schema: &Schema, coordinate: &str) -> bool {
-    match coordinate.split_once('.') {
-        Some((type_name, field)) => {
-            schema
-                .types
-                .get(type_name)
-                .is_some_and(|definition| match definition {
-                    ExtendedType::Object(object) => object.fields.contains_key(field),
-                    ExtendedType::Interface(interface) => interface.fields.contains_key(field),
-                    _ => false,
-                })
-        }
-        None => schema.types.contains_key(coordinate),
-    }
+    let Some((type_name, field)) = coordinate.split_once('.') else {
+        return false;
+    };
+    schema
+        .types
+        .get(type_name)
+        .and_then(crate::authorization::fields_of)
+        .is_some_and(|fields| fields.contains_key(field))
 }
 
 /// The known operations a breaking change breaks (those touching what it affects): those that

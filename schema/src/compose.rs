@@ -255,3 +255,21 @@ pub fn api_schema(supergraph_sdl: &str) -> Result<String, InvalidSupergraph> {
         .map_err(|error| InvalidSupergraph(error.to_string()))?;
     Ok(api.schema().to_string())
 }
+
+/// The features a supergraph links: each `@link` on its schema as its URL and the name an
+/// `as:` gives it (`join`, `requiresScopes`, … are named by their URL otherwise).
+pub(crate) fn links(schema: &apollo_compiler::Schema) -> Vec<(String, Option<String>)> {
+    schema
+        .schema_definition
+        .directives
+        .get_all("link")
+        .filter_map(|link| {
+            let argument = |name: &str| {
+                link.specified_argument_by_name(name)
+                    .and_then(|value| value.as_str())
+                    .map(str::to_owned)
+            };
+            Some((argument("url")?, argument("as")))
+        })
+        .collect()
+}

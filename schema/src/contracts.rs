@@ -387,18 +387,12 @@ fn is_internal(name: &str, linked: &[String]) -> bool {
 /// The namespaces of the features the supergraph links: the name a `@link(as:)` gives one,
 /// else its URL's name (`https://specs.apollo.dev/join/v0.3` → `join`).
 fn linked_namespaces(schema: &Schema) -> Vec<String> {
-    schema
-        .schema_definition
-        .directives
-        .get_all("link")
-        .filter_map(|link| {
-            if let Some(alias) = link
-                .specified_argument_by_name("as")
-                .and_then(|value| value.as_str())
-            {
-                return Some(alias.to_owned());
+    crate::compose::links(schema)
+        .into_iter()
+        .filter_map(|(url, alias)| {
+            if alias.is_some() {
+                return alias;
             }
-            let url = link.specified_argument_by_name("url")?.as_str()?;
             let mut segments = url.trim_end_matches('/').rsplit('/');
             let last = segments.next()?;
             let is_version = last.starts_with('v') && last[1..].contains('.');
