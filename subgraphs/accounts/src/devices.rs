@@ -21,8 +21,10 @@ use crate::outbox::{self, DeviceEvent, Outbox};
 use crate::store::{self, NewDevice, Registration};
 
 /// Registers `device` for the live user `user_id` and writes `device.registered` when it is
-/// news ([`Registration::is_news`]); `None` when the user has no live account. Locking the
-/// user serialises one user's registrations, so the device limit holds.
+/// news ([`Registration::is_news`]); `None` when the user has no live account. News over the
+/// user's daily budget ([`store::MAX_CHANGES_PER_DAY`]) is [`Registration::TooOften`], with
+/// nothing written. Locking the user serialises one user's registrations, so the device limit
+/// and the budget hold.
 pub async fn register(
     outbox: &Outbox,
     user_id: Uuid,
@@ -36,6 +38,12 @@ pub async fn register(
     // After the user's lock, always in that order.
     store::lock_device_token(&mut tx, device.token).await?;
     let registration = store::register_device(&mut tx, user_id, device).await?;
+    if registration.is_news()
+        && store::changes_in_last_day(&mut tx, user_id).await? >= store::MAX_CHANGES_PER_DAY
+    {
+        tx.rollback().await?;
+        return Ok(Some(Registration::TooOften));
+    }
     if registration.device().is_some() {
         // A token is one phone's: whoever registered it before loses it.
         for (previous_owner, device_id, removed_at) in

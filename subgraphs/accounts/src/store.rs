@@ -47,6 +47,14 @@ macro_rules! from_millis {
 /// The most devices one user may register.
 pub const MAX_DEVICES_PER_USER: i64 = 20;
 
+/// The most profile and device changes (`user.updated` and `device.registered` events) one
+/// user may make in a day ([`changes_in_last_day`]). Each event stays a week in its Redis
+/// stream, which Redis never evicts, so without a bound one account alternating two names,
+/// or re-registering a long token, could fill Redis; a person changes their profile and
+/// devices a few times a day. Sign-ins, and devices removed, are not counted: the user's
+/// changes refused past the bound are `updateMe`'s and new devices.
+pub const MAX_CHANGES_PER_DAY: i64 = 100;
+
 const USER_COLUMNS: &str = concat!(
     "id, clerk_id, email, first_name, last_name, image_url, ",
     rfc3339!("created_at"),
@@ -199,6 +207,9 @@ pub enum Registration {
     Refreshed(DeviceRow),
     /// The user already has [`MAX_DEVICES_PER_USER`] devices.
     TooMany,
+    /// The registration would be news, but the user's changes have written
+    /// [`MAX_CHANGES_PER_DAY`] events in the last day; nothing was written.
+    TooOften,
 }
 
 impl Registration {
@@ -206,7 +217,7 @@ impl Registration {
     pub fn device(&self) -> Option<&DeviceRow> {
         match self {
             Self::Added(row) | Self::PlatformChanged(row) | Self::Refreshed(row) => Some(row),
-            Self::TooMany => None,
+            Self::TooMany | Self::TooOften => None,
         }
     }
 
@@ -215,6 +226,24 @@ impl Registration {
     pub fn is_news(&self) -> bool {
         matches!(self, Self::Added(_) | Self::PlatformChanged(_))
     }
+}
+
+/// How many `user.updated` and `device.registered` events about `user_id` the outbox holds
+/// from the last day (made by `updateMe`, `registerDevice` and Clerk's deliveries alike), for
+/// [`MAX_CHANGES_PER_DAY`]. The caller holds the user's lock, so two changes never both pass
+/// the last free place.
+pub async fn changes_in_last_day(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM accounts.outbox
+         WHERE payload->>'user_id' = $1::text AND created_at > now() - interval '1 day'
+           AND payload->>'type' IN ('user.updated', 'device.registered')",
+    )
+    .bind(user_id)
+    .fetch_one(conn)
+    .await
 }
 
 /// Registers `device` for the user `user_id`, whose row the caller has locked (so two

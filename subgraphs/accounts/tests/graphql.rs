@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use gospelib_accounts::schema::MAX_NAME_CHARS;
-use gospelib_accounts::store::MAX_DEVICES_PER_USER;
+use gospelib_accounts::store::{MAX_CHANGES_PER_DAY, MAX_DEVICES_PER_USER};
 use gospelib_accounts::{AccountsService, federation_sdl};
 use gospelib_kit::GraphQlExecutor;
 use gospelib_kit::caller::{
@@ -353,6 +353,8 @@ async fn invalid_input_is_refused_and_writes_nothing() {
         ("", None),
         ("   ", None),
         ("ok-token", Some(too_long.as_str())),
+        ("two words", None),
+        ("\u{1F600}", None),
     ] {
         let answer = register(&service, &a, token, name).await;
         assert_eq!(codes(&answer), vec!["VALIDATION_ERROR"], "{answer}");
@@ -469,6 +471,73 @@ async fn a_user_has_at_most_twenty_devices() {
     assert_eq!(device_count(&pool, a_id).await, MAX_DEVICES_PER_USER);
     let signed_out = register(&service, &clerk_id(), "t", None).await;
     assert_eq!(codes(&signed_out), vec!["FORBIDDEN"]);
+
+    clean_up(&pool, &[&a], &stream).await;
+}
+
+/// Each event stays a week in a Redis stream Redis never evicts: one account's changes may
+/// write at most a day's budget of them, however they are made, and past it nothing is written.
+#[tokio::test]
+async fn a_users_changes_write_at_most_a_days_budget_of_events() {
+    let pool = pool().await;
+    let (a, stream) = (clerk_id(), stream());
+    let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
+    let service = service(&pool, &stream);
+    let known = register(&service, &a, "known-token", None).await;
+    assert!(known.get("errors").is_none(), "{known}");
+
+    // Two names in turn, each a change with its event, until the budget is spent.
+    let mut written = outbox_rows(&pool, &stream).await.len() as i64;
+    let mut turn = 0;
+    while written < MAX_CHANGES_PER_DAY {
+        turn += 1;
+        let name = if turn % 2 == 0 { "Ada" } else { "Adah" };
+        let input = json!({"input": {"firstName": name}});
+        let answer = run_as(&service, as_user(&a), UPDATE_ME, input).await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+        written += 1;
+    }
+    assert_eq!(outbox_rows(&pool, &stream).await.len() as i64, written);
+    let before = stored_users(&pool, &a).await[0].first_name.clone();
+
+    let input = json!({"input": {"firstName": "Someone else"}});
+    let renamed = run_as(&service, as_user(&a), UPDATE_ME, input).await;
+    assert_eq!(codes(&renamed), vec!["RATE_LIMITED"], "{renamed}");
+    assert_eq!(stored_users(&pool, &a).await[0].first_name, before);
+    // A new token, or a known one on a new platform, is news: refused too.
+    let added = register(&service, &a, "new-token", None).await;
+    assert_eq!(codes(&added), vec!["RATE_LIMITED"], "{added}");
+    let flipped = run_as(
+        &service,
+        as_user(&a),
+        REGISTER,
+        json!({"input": {"platform": "ANDROID", "token": "known-token"}}),
+    )
+    .await;
+    assert_eq!(codes(&flipped), vec!["RATE_LIMITED"], "{flipped}");
+    assert_eq!(device_count(&pool, a_id).await, 1);
+    assert_eq!(outbox_rows(&pool, &stream).await.len() as i64, written);
+    // The app registering its known token at start-up writes nothing, so it is never refused;
+    // nor is a change that changes nothing.
+    let refreshed = register(&service, &a, "known-token", Some("renamed")).await;
+    assert_eq!(refreshed["data"]["registerDevice"]["name"], "renamed");
+    assert_eq!(refreshed["data"]["registerDevice"]["platform"], "IOS");
+    let input = json!({"input": {"firstName": before}});
+    let same = run_as(&service, as_user(&a), UPDATE_ME, input).await;
+    assert!(same.get("errors").is_none(), "{same}");
+
+    // A day later the budget is back.
+    sqlx::query(
+        "UPDATE accounts.outbox SET created_at = created_at - interval '25 hours'
+         WHERE stream = $1",
+    )
+    .bind(&stream)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let added = register(&service, &a, "new-token", None).await;
+    assert!(added.get("errors").is_none(), "{added}");
+    assert_eq!(device_count(&pool, a_id).await, 2);
 
     clean_up(&pool, &[&a], &stream).await;
 }

@@ -16,6 +16,15 @@ pub fn no_account() -> Error {
     ErrorCode::Forbidden.error("no account for the signed-in user (not created yet, or deleted)")
 }
 
+/// The caller's changes have written their day's events ([`crate::store::MAX_CHANGES_PER_DAY`]):
+/// nothing was written.
+pub fn too_often() -> Error {
+    ErrorCode::RateLimited.error(format!(
+        "at most {} profile and device changes a day: try again later",
+        crate::store::MAX_CHANGES_PER_DAY
+    ))
+}
+
 /// A PostgreSQL failure: logged with its detail, returned without it.
 pub fn store(error: impl std::fmt::Display) -> Error {
     internal(format_args!("PostgreSQL: {error}"))

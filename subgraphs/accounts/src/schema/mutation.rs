@@ -9,7 +9,7 @@ use async_graphql::{Context, ID, Object, Result};
 use gospelib_kit::caller::Caller;
 use uuid::Uuid;
 
-use super::errors::{no_account, store, validation};
+use super::errors::{no_account, store, too_often, validation};
 use super::input::{self, RegisterDeviceInput, UpdateMeInput};
 use super::types::{Device, User};
 use crate::devices;
@@ -54,6 +54,14 @@ impl Mutation {
         if (&first_name, &last_name) == (&current.first_name, &current.last_name) {
             tx.commit().await.map_err(store)?;
             return Ok(User(current));
+        }
+        if db::changes_in_last_day(&mut tx, user_id)
+            .await
+            .map_err(store)?
+            >= db::MAX_CHANGES_PER_DAY
+        {
+            tx.rollback().await.map_err(store)?;
+            return Err(too_often());
         }
         let (user, changed_at) = db::set_names(
             &mut tx,
@@ -115,6 +123,7 @@ impl Mutation {
             Registration::TooMany => Err(validation(format!(
                 "a user may register at most {MAX_DEVICES_PER_USER} devices: unregister one first"
             ))),
+            Registration::TooOften => Err(too_often()),
         }
     }
 
