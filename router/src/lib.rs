@@ -46,6 +46,7 @@ pub mod limits;
 pub mod partner_keys;
 pub mod pipeline;
 pub mod planning;
+pub mod planning_budget;
 pub mod projection;
 pub mod rate_limit;
 pub mod reload;

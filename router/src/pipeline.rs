@@ -1,5 +1,5 @@
-//! One request through the router, stage by stage: plan (cached; off the async workers and
-//! within a deadline when not) → the caller's plan (its entitlements, from billing through
+//! One request through the router, stage by stage: plan (cached; off the async workers,
+//! within a deadline and charged to the caller's planning budget when not) → the caller's plan (its entitlements, from billing through
 //! [`crate::entitlements`]) → its rate limit (see [`crate::rate_limit`]: a query whose caller
 //! very likely has room runs while the check is in flight) → shared with an identical
 //! operation in flight, or run: restrict to what the caller may select (see
@@ -106,6 +106,12 @@ fn planning_errors(error: &PlanningError) -> Vec<Value> {
         PlanningError::Timeout(_) => {
             vec![error_value(&error.to_string(), &[], "SERVICE_UNAVAILABLE")]
         }
+        PlanningError::OverBudget(_) => vec![error_value(
+            "this caller has used its planning time for now: operations this router has \
+             planned before still run, new ones may be sent after the time in Retry-After",
+            &[],
+            "RATE_LIMITED",
+        )],
         PlanningError::Internal => {
             vec![error_value(&error.to_string(), &[], "INTERNAL_ERROR")]
         }
@@ -296,6 +302,8 @@ pub struct Router {
     /// Plans, limits and entitlements; without them every caller is unlimited and holds only
     /// the scopes its credential gave.
     enforcement: Option<PlanEnforcement>,
+    /// Each caller's planning time, which the plan cache charges (`None`: unbounded).
+    planning_budget: Option<Arc<crate::planning_budget::PlanningBudget>>,
     /// What may be cached, by clients (`Cache-Control`) and in the entity cache.
     cache_policy: Arc<CachePolicy>,
     /// The entity cache in Redis (`None`: off).
@@ -379,9 +387,16 @@ impl Router {
         let mut plans = PlanCache::with_limits(DEFAULT_PLAN_CACHE_SIZE, settings.limits)
             .with_list_sizes(settings.list_sizes.clone());
         plans.planning_timeout = settings.planning_timeout;
+        let planning_budget = settings
+            .planning_budget
+            .map(|budget| Arc::new(crate::planning_budget::PlanningBudget::new(budget)));
+        if let Some(budget) = &planning_budget {
+            plans = plans.with_budget(budget.clone());
+        }
         let router = Self {
             supergraph: RwLock::new(Arc::new(supergraph)),
             plans: Arc::new(plans),
+            planning_budget,
             transport: Deduplicated::new(transport).enabled(settings.dedupe),
             inbound: settings.inbound_dedupe.then(SingleFlight::new),
             shared_operations: std::sync::atomic::AtomicU64::new(0),
@@ -493,6 +508,11 @@ impl Router {
         &self.plans
     }
 
+    /// Each caller's planning time (`None`: unbounded); tests spend it to see what follows.
+    pub fn planning_budget(&self) -> Option<&Arc<crate::planning_budget::PlanningBudget>> {
+        self.planning_budget.as_ref()
+    }
+
     /// The way to the subgraphs (for tests: how many fetches are in flight or were shared).
     pub fn transport(&self) -> &Deduplicated {
         &self.transport
@@ -520,13 +540,15 @@ impl Router {
         self.respond(request).await.to_json()
     }
 
-    /// The request's operation planned for `supergraph` (from the cache when it can be), or
-    /// the errors that say why it cannot run.
+    /// The request's operation planned for `supergraph` (from the cache when it can be,
+    /// otherwise charged to the caller's planning budget), or the answer that says why it
+    /// cannot run.
     async fn plan(
         &self,
         supergraph: &Arc<Supergraph>,
         request: &GraphQlRequest,
-    ) -> Result<Arc<Planned>, Vec<Value>> {
+    ) -> Result<Arc<Planned>, Response> {
+        let subject = subject_of(&request.caller, request.client_address);
         let (planned, hit) = self
             .plans
             .plan_off_workers(
@@ -534,9 +556,19 @@ impl Router {
                 &request.query,
                 request.operation_name.as_deref(),
                 &request.variables,
+                &subject,
             )
             .await
-            .map_err(|error| planning_errors(&error))?;
+            .map_err(|error| {
+                let refusal =
+                    Response::refusal(planning_errors(&error), supergraph.version.to_string());
+                match (error, &self.planning_budget) {
+                    (PlanningError::OverBudget(wait), Some(budget)) => {
+                        over_planning_budget(refusal, budget.budget(), wait)
+                    }
+                    _ => refusal,
+                }
+            })?;
         if let Some(metrics) = &self.metrics {
             metrics.count_plan_lookup(hit);
         }
@@ -554,7 +586,7 @@ impl Router {
         let started = std::time::Instant::now();
         let planned = match self.plan(&supergraph, request).await {
             Ok(planned) => planned,
-            Err(errors) => return Response::refusal(errors, supergraph.version.to_string()),
+            Err(refusal) => return refusal,
         };
         self.respond_planned(request, supergraph, planned, counting, started)
             .await
@@ -1091,6 +1123,25 @@ fn rate_limited(decision: Decision, version: String) -> Response {
     let mut refused = Response::refusal(vec![error], version);
     refused.rate_limit = Some(decision);
     refused
+}
+
+/// `refusal` (of a caller whose planning time is spent) as a 429 with `Retry-After`: the
+/// budget's figures in the `RateLimit-*` headers, in milliseconds of planning time.
+fn over_planning_budget(
+    mut refusal: Response,
+    budget: std::time::Duration,
+    wait: std::time::Duration,
+) -> Response {
+    refusal.rate_limit = Some(Decision {
+        allowed: false,
+        bucket: Some("planning".to_owned()),
+        limit: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
+        remaining: 0,
+        reset: wait + crate::planning_budget::BUDGET_PERIOD,
+        retry_after: Some(wait),
+        enforced_by: crate::rate_limit::Enforcer::Local,
+    });
+    refusal
 }
 
 /// The fields a selection set selects at its own level (through inline fragments): a field's

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::introspection::Introspection;
 use crate::limits::{Limits, ListSizes, Problem, check_limits};
+use crate::planning_budget::PlanningBudget;
 use crate::supergraph::Supergraph;
 use crate::validation::validate_operation;
 use crate::weighted_lru::WeightedLru;
@@ -50,6 +51,10 @@ pub enum PlanningError {
     /// Planning took longer than the deadline allows.
     #[error("the operation could not be planned within {0:?}")]
     Timeout(std::time::Duration),
+    /// The caller has spent its planning time ([`crate::planning_budget`]); it may plan again
+    /// after this long.
+    #[error("the caller's planning time is spent for now")]
+    OverBudget(std::time::Duration),
     /// The router itself failed while planning (a panic, logged with its message, which the
     /// client is never shown).
     #[error("the operation could not be planned: the router failed (an internal error)")]
@@ -181,6 +186,8 @@ pub struct PlanCache {
     limits: Limits,
     /// The sizes the cost gives lists no argument sizes.
     list_sizes: Arc<ListSizes>,
+    /// Each caller's planning time ([`PlanCache::plan_off_workers`]); `None`: unbounded.
+    budget: Option<Arc<PlanningBudget>>,
 }
 
 impl PlanCache {
@@ -205,7 +212,15 @@ impl PlanCache {
             stats: Mutex::new(CacheStats::default()),
             limits,
             list_sizes: Arc::new(ListSizes::built_in()),
+            budget: None,
         }
+    }
+
+    /// Gives each caller (by the subject [`PlanCache::plan_off_workers`] is told) `budget` of
+    /// planning time ([`crate::planning_budget`]).
+    pub fn with_budget(mut self, budget: Arc<PlanningBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Gives lists without a size argument these sizes in the cost (the built-in
@@ -328,26 +343,45 @@ impl PlanCache {
 
     /// [`PlanCache::plan_and_tell`] on the blocking thread pool, within the planning
     /// deadline: the async workers keep serving other requests meanwhile. A cached plan is
-    /// returned straight away.
+    /// returned straight away. A new plan is charged to `subject`'s planning budget, when the
+    /// cache has one: refused when it is spent, looked at on arrival and again once a planning
+    /// slot is free (see [`crate::planning_budget`]).
     pub async fn plan_off_workers(
         self: &Arc<Self>,
         supergraph: &Arc<Supergraph>,
         query: &str,
         operation_name: Option<&str>,
         variables: &serde_json::Map<String, serde_json::Value>,
+        subject: &str,
     ) -> Result<(Arc<Planned>, bool), PlanningError> {
         if let Some(found) = self.cached_for_text(supergraph, query, operation_name, variables) {
             return found.map(|planned| (planned, true));
         }
+        if let Some(budget) = &self.budget {
+            budget.admits(subject).map_err(PlanningError::OverBudget)?;
+        }
         let cache = self.clone();
         let supergraph = supergraph.clone();
-        let (query, operation_name, variables) = (
+        let (query, operation_name, variables, subject) = (
             query.to_owned(),
             operation_name.map(str::to_owned),
             variables.clone(),
+            subject.to_owned(),
         );
         self.off_workers(move || {
-            cache.plan_and_tell(&supergraph, &query, operation_name.as_deref(), &variables)
+            let operation_name = operation_name.as_deref();
+            // Planned by another request while this one waited for its slot: free.
+            if let Some(found) =
+                cache.cached_for_text(&supergraph, &query, operation_name, &variables)
+            {
+                return found.map(|planned| (planned, true));
+            }
+            let Some(budget) = &cache.budget else {
+                return cache.plan_and_tell(&supergraph, &query, operation_name, &variables);
+            };
+            budget.admits(&subject).map_err(PlanningError::OverBudget)?;
+            let _charging = budget.charging(&subject);
+            cache.plan_and_tell(&supergraph, &query, operation_name, &variables)
         })
         .await
     }

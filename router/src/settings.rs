@@ -34,6 +34,10 @@ pub struct RouterSettings {
     pub request_timeout: Duration,
     /// `GOSPELIB_ROUTER_PLANNING_TIMEOUT_MS`: planning one operation.
     pub planning_timeout: Duration,
+    /// `GOSPELIB_ROUTER_PLANNING_BUDGET_MS`: the planning time one caller (user, partner, or
+    /// anonymous address) may use per minute on one router; `0` (`None`): unbounded. See
+    /// [`crate::planning_budget`].
+    pub planning_budget: Option<Duration>,
     /// `GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES`: the largest subgraph answer read.
     pub max_subgraph_response_bytes: usize,
     /// `GOSPELIB_ROUTER_SUBGRAPH_URLS`: `name=url` pairs replacing the supergraph's URLs. A
@@ -72,6 +76,7 @@ impl Default for RouterSettings {
             subgraph_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             planning_timeout: crate::planning::DEFAULT_PLANNING_TIMEOUT,
+            planning_budget: Some(crate::planning_budget::DEFAULT_PLANNING_BUDGET),
             max_subgraph_response_bytes: crate::transport::DEFAULT_MAX_RESPONSE_BYTES,
             subgraph_urls: BTreeMap::new(),
             usage_flush_every: Duration::from_secs(10),
@@ -108,6 +113,12 @@ impl RouterSettings {
             millis(defaults.planning_timeout),
             1,
             600_000,
+        );
+        let planning_budget = reader.number(
+            "GOSPELIB_ROUTER_PLANNING_BUDGET_MS",
+            defaults.planning_budget.map_or(0, millis),
+            0,
+            3_600_000,
         );
         let max_response = reader.number(
             "GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES",
@@ -218,6 +229,9 @@ impl RouterSettings {
             subgraph_timeout: Duration::from_millis(subgraph_timeout?),
             request_timeout: Duration::from_millis(request_timeout?),
             planning_timeout: Duration::from_millis(planning_timeout?),
+            planning_budget: Some(planning_budget?)
+                .filter(|budget| *budget > 0)
+                .map(Duration::from_millis),
             max_subgraph_response_bytes: max_response? as usize,
             subgraph_urls: subgraph_urls?,
             usage_flush_every: Duration::from_millis(usage_flush?),
@@ -312,6 +326,7 @@ mod tests {
             ("GOSPELIB_ROUTER_MAX_COST", "77"),
             ("GOSPELIB_ROUTER_DEDUPE", "false"),
             ("GOSPELIB_ROUTER_PLANNING_TIMEOUT_MS", "5"),
+            ("GOSPELIB_ROUTER_PLANNING_BUDGET_MS", "0"),
             ("GOSPELIB_ROUTER_REQUEST_TIMEOUT_MS", "6"),
             ("GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS", "7"),
             ("GOSPELIB_ROUTER_MAX_SUBGRAPH_RESPONSE_BYTES", "2048"),
@@ -331,6 +346,7 @@ mod tests {
         assert!(!settings.dedupe);
         assert!(!settings.introspection);
         assert_eq!(settings.planning_timeout, Duration::from_millis(5));
+        assert_eq!(settings.planning_budget, None);
         assert_eq!(settings.request_timeout, Duration::from_millis(6));
         assert_eq!(settings.subgraph_timeout, Duration::from_millis(7));
         assert_eq!(settings.max_subgraph_response_bytes, 2048);

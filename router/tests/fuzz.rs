@@ -116,6 +116,12 @@ fn servers() -> &'static Servers {
             .enable_all()
             .build()
             .unwrap();
+        // Every case comes from one address: a planning budget would soon refuse them all
+        // before the planner, which is what the fuzzing is for.
+        let settings = RouterSettings {
+            planning_budget: None,
+            ..RouterSettings::default()
+        };
         let (demo, platform, platform_deep_allowed) = runtime.block_on(async {
             let demo = Router::from_settings(
                 Supergraph::parse(SDL, None).unwrap(),
@@ -124,19 +130,19 @@ fn servers() -> &'static Servers {
                         .with("products", products())
                         .with("reviews", reviews()),
                 ),
-                &RouterSettings::default(),
+                &settings,
             );
             let platform = Router::from_settings(
                 platform_supergraph(),
                 Arc::new(InProcess::default()),
-                &RouterSettings::default(),
+                &settings,
             );
             let deep_allowed = RouterSettings {
                 limits: Limits {
                     max_depth: Target::PlatformDeepAllowed.max_depth(),
                     ..Limits::default()
                 },
-                ..RouterSettings::default()
+                ..settings.clone()
             };
             let platform_deep_allowed = Router::from_settings(
                 platform_supergraph(),

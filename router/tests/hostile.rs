@@ -1043,3 +1043,117 @@ async fn a_burst_of_new_operations_waits_for_a_planning_slot_and_cached_ones_do_
     let response = ask(&router, "{ topProducts { upc } }", json!({})).await;
     assert!(response.get("errors").is_none(), "{response}");
 }
+
+/// A request for `query` from the anonymous caller at `address`.
+fn from_address(query: &str, address: &str) -> GraphQlRequest {
+    GraphQlRequest {
+        query: query.to_owned(),
+        client_address: Some(address.parse().unwrap()),
+        ..Default::default()
+    }
+}
+
+/// Each caller has a budget of planning time: a flood of distinct operations spends it, and
+/// then its new operations are 429 `RATE_LIMITED` with `Retry-After`, while the operations it
+/// sent before still run and other callers still get new plans.
+#[tokio::test]
+async fn a_caller_who_spent_its_planning_time_gets_no_new_plans_and_others_still_do() {
+    let settings = RouterSettings {
+        planning_budget: Some(Duration::from_millis(1)),
+        ..RouterSettings::default()
+    };
+    let router = demo_router(&settings);
+    let flooder = "192.0.2.7";
+    let first = router
+        .respond(&from_address("{ topProducts { name } }", flooder))
+        .await;
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    // A new alias each time: each is a new operation to plan, until the budget is spent.
+    let mut planned = 1;
+    let refused = loop {
+        let query = format!("{{ a{planned}: topProducts {{ name }} }}");
+        let response = router.respond(&from_address(&query, flooder)).await;
+        if !response.errors.is_empty() {
+            break response;
+        }
+        planned += 1;
+        assert!(planned < 1_000, "1 ms of planning was never spent");
+    };
+    assert_eq!(refused.errors.len(), 1, "{:?}", refused.errors);
+    assert_eq!(refused.errors[0]["extensions"]["code"], "RATE_LIMITED");
+    assert!(refused.data.is_none());
+    let decision = refused.rate_limit.clone().expect("a 429's decision");
+    assert!(!decision.allowed);
+    let retry_after = decision.retry_after.expect("a Retry-After");
+    // However long its last plan took, the caller waits at most a minute more.
+    assert!(
+        retry_after > Duration::ZERO && retry_after <= Duration::from_millis(60_001),
+        "{retry_after:?}"
+    );
+    assert!(
+        decision
+            .headers()
+            .iter()
+            .any(|(name, _)| *name == "retry-after")
+    );
+
+    // What it sent before is planned: it still runs.
+    let again = router
+        .respond(&from_address("{ topProducts { name } }", flooder))
+        .await;
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    // Another caller's new operation is planned.
+    let other = router
+        .respond(&from_address("{ topProducts { upc } }", "192.0.2.8"))
+        .await;
+    assert!(other.errors.is_empty(), "{:?}", other.errors);
+}
+
+/// A burst of new operations sent at once, queued behind busy planning slots, is looked at
+/// again as each gets its slot: once the first of them spent the caller's budget, the rest
+/// are refused without being planned.
+#[tokio::test]
+async fn a_burst_of_new_operations_stops_at_the_planning_slot_once_the_budget_is_spent() {
+    let budget = Duration::from_millis(1);
+    let settings = RouterSettings {
+        planning_budget: Some(budget),
+        ..RouterSettings::default()
+    };
+    let router = Arc::new(demo_router(&settings));
+    let slots = router.plan_cache().planning_slots().clone();
+    let all = slots.available_permits();
+    let busy = slots
+        .acquire_many(u32::try_from(all).unwrap())
+        .await
+        .unwrap();
+    let burst: Vec<_> = (0..3 * all + 3)
+        .map(|n| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let query = format!("{{ b{n}: topProducts {{ name }} }}");
+                router.respond(&from_address(&query, "192.0.2.9")).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // All of it passed the look on arrival. Now its budget is all but spent (5 µs of planning
+    // are left, which come back over 300 ms), and the slots are let go: a plan takes longer.
+    let almost = budget - Duration::from_micros(5);
+    let subject = "ip:192.0.2.9";
+    router.planning_budget().unwrap().charge(subject, almost);
+    assert_eq!(router.planning_budget().unwrap().admits(subject), Ok(()));
+    drop(busy);
+    let mut planned = 0;
+    for answer in burst {
+        let response = answer.await.unwrap();
+        match response.errors.first() {
+            None => planned += 1,
+            Some(error) => assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{error}"),
+        }
+    }
+    // At most one plan per slot began before the first was charged.
+    assert!(
+        planned >= 1 && planned <= all,
+        "{planned} planned, {all} slots"
+    );
+}

@@ -69,10 +69,7 @@ impl Router {
         // cache): the primary half counts against its root fields' limits.
         let whole = match self.plan(&supergraph, &full_request).await {
             Ok(whole) => whole,
-            Err(errors) => {
-                let version = supergraph.version.to_string();
-                return Incremental::Whole(Response::refusal(errors, version));
-            }
+            Err(refusal) => return Incremental::Whole(refusal),
         };
         // The full half (uncounted: the primary half counts for the whole) runs beside the
         // primary when the caller very likely has room, as a query runs beside its check;

@@ -139,7 +139,7 @@ impl Router {
         let supergraph = self.supergraph();
         let version = supergraph.version.to_string();
         let refusal = |errors: Vec<Value>| Response::refusal(errors, version.clone());
-        let planned = self.plan(&supergraph, &request).await.map_err(refusal)?;
+        let planned = self.plan(&supergraph, &request).await?;
         if !planned.is_subscription() {
             // A query or mutation over a streaming protocol: one result (planned once).
             let started = std::time::Instant::now();
