@@ -140,8 +140,13 @@ pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// The most bytes of notes one batched read may answer, a note counted on every verse it
 /// covers (the answer may repeat it there, body included): the router's cap on a subgraph's
 /// answer. The longest text (20,000 characters) with a small body on all 176 verses of Psalm
-/// 119 is within it; a note of ~95 KB or more on nearly all of them is not.
+/// 119 is within it; a note of ~95 KB or more on nearly all of them is not, and is refused
+/// when written (`schema::input::note`), so that no note alone makes its page unreadable.
 pub const ANSWER_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most verses of one chapter (Psalm 119's 176): how many times one page (a chapter) may
+/// answer a note that covers all of it.
+pub const LONGEST_CHAPTER_VERSES: usize = 176;
 
 impl NoteRow {
     /// What the note weighs in a read's budget, and in an answer's on each verse it is given
@@ -151,6 +156,29 @@ impl NoteRow {
             + self.body.len()
             + self.text.len()
             + self.links.iter().map(String::len).sum::<usize>()
+    }
+}
+
+impl NoteContent {
+    /// What the note will weigh on one verse once read back ([`NoteRow::weight`]).
+    pub fn weight(&self) -> usize {
+        ROW_OVERHEAD_BYTES
+            + self.body_read_bytes
+            + self.text.len()
+            + self.links.iter().map(String::len).sum::<usize>()
+    }
+
+    /// On how many verses of one chapter's page the note is answered: the verses of its range
+    /// when it is within one chapter, otherwise as many as the longest chapter has.
+    pub fn verses_on_one_page(&self) -> usize {
+        let chapter = |order: i64| order / 1_000;
+        if chapter(self.start_order) == chapter(self.end_order) {
+            usize::try_from(self.end_order - self.start_order + 1)
+                .unwrap_or(usize::MAX)
+                .min(LONGEST_CHAPTER_VERSES)
+        } else {
+            LONGEST_CHAPTER_VERSES
+        }
     }
 }
 
@@ -238,6 +266,9 @@ pub struct NoteContent {
     pub end_order: i64,
     /// The editor's JSON document, as JSON text.
     pub body: String,
+    /// How long `body` is as reads give it back (`jsonb`'s text, which adds spaces and writes
+    /// numbers out: `schema::input::body_read_bytes`).
+    pub body_read_bytes: usize,
     pub text: String,
     pub links: Vec<String>,
 }

@@ -11,7 +11,7 @@ use super::errors::{catalog as catalog_down, passages_not_found, validation};
 use super::types::HighlightColor;
 use crate::canon::{ChapterRef, PassageRef};
 use crate::catalog::PassageCatalog;
-use crate::store::{LabelChange, NoteContent};
+use crate::store::{ANSWER_BUDGET_BYTES, LabelChange, NoteContent};
 
 /// The longest note text, in characters.
 pub const MAX_NOTE_TEXT_CHARS: usize = 20_000;
@@ -126,6 +126,7 @@ pub fn note(input: &NoteInput) -> Result<(NoteContent, Vec<String>)> {
         return Err(validation("`text` must not contain NUL characters"));
     }
     let body = body(&input.body.0)?;
+    let body_read_bytes = body_read_bytes(&input.body.0, body.len());
     if input.links.len() > MAX_NOTE_LINKS {
         return Err(validation(format!(
             "a note may link to at most {MAX_NOTE_LINKS} passages"
@@ -152,9 +153,20 @@ pub fn note(input: &NoteInput) -> Result<(NoteContent, Vec<String>)> {
         start_order: start.order(),
         end_order: end.order(),
         body,
+        body_read_bytes,
         text: input.text.clone(),
         links,
     };
+    // A page answers the note on every verse it covers: alone, it must fit what one read may
+    // answer, or every read of the page (the user's own notes there) would be refused.
+    let verses = content.verses_on_one_page();
+    if content.weight().saturating_mul(verses) > ANSWER_BUDGET_BYTES {
+        return Err(validation(format!(
+            "a note on {verses} verses of a chapter may hold at most {} KB (its text, body and \
+             links together): a page answers it on every verse it covers",
+            ANSWER_BUDGET_BYTES / verses / 1024
+        )));
+    }
     Ok((content, ids))
 }
 
@@ -169,6 +181,12 @@ pub fn body(value: &serde_json::Value) -> Result<String> {
     if has_nul(value) {
         return Err(validation("`body` must not contain NUL characters"));
     }
+    if !numbers_are_plain(value) {
+        return Err(validation(
+            "`body`'s numbers must be integers, 0, or of magnitude 1e-6 to 1e15 (a number's \
+             exponent would be written out in full when read)",
+        ));
+    }
     let text = serde_json::to_string(value)
         .map_err(|error| validation(format!("`body` is not valid JSON: {error}")))?;
     if text.len() > MAX_NOTE_BODY_BYTES {
@@ -178,6 +196,49 @@ pub fn body(value: &serde_json::Value) -> Result<String> {
         )));
     }
     Ok(text)
+}
+
+/// The longest a number [`numbers_are_plain`] allows is as PostgreSQL's `jsonb` writes it out
+/// (`-0.0000012345678901234567`: no exponent, every digit given).
+const MAX_NUMBER_TEXT: usize = 25;
+
+/// Whether every number in `value` is an integer, 0, or of magnitude 1e-6 to 1e15, so that
+/// `jsonb` writes it in at most [`MAX_NUMBER_TEXT`] characters: it writes `1e300` out as 301.
+fn numbers_are_plain(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(number) => {
+            number.is_i64()
+                || number.is_u64()
+                || number
+                    .as_f64()
+                    .is_some_and(|float| float == 0.0 || (1e-6..1e15).contains(&float.abs()))
+        }
+        serde_json::Value::Array(items) => items.iter().all(numbers_are_plain),
+        serde_json::Value::Object(fields) => fields.values().all(numbers_are_plain),
+        _ => true,
+    }
+}
+
+/// What a body weighs as reads give it (`body::text`): its compact JSON text (`compact`
+/// bytes), plus the space `jsonb` puts after each `,` and `:`, plus, for each fractional
+/// number, what writing it out in full may add (see [`MAX_NUMBER_TEXT`]).
+pub fn body_read_bytes(value: &serde_json::Value, compact: usize) -> usize {
+    fn added(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::Number(number) if !(number.is_i64() || number.is_u64()) => {
+                MAX_NUMBER_TEXT.saturating_sub(number.to_string().len())
+            }
+            serde_json::Value::Array(items) => {
+                items.len().saturating_sub(1) + items.iter().map(added).sum::<usize>()
+            }
+            serde_json::Value::Object(fields) => {
+                2 * fields.len() - usize::from(!fields.is_empty())
+                    + fields.values().map(added).sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+    compact + added(value)
 }
 
 fn has_nul(value: &serde_json::Value) -> bool {
@@ -321,6 +382,33 @@ mod tests {
         assert!(note(&note_input("john.3.16", "john.3.16", &links)).is_err());
     }
 
+    /// A page answers a note on every verse it covers: a note that alone would make a page's
+    /// answer too big is refused when written, not when every read of the page fails.
+    #[test]
+    fn a_note_alone_fits_what_one_page_may_answer() {
+        let mut input = note_input("ps.119.1", "ps.119.176", &[]);
+        // The longest text (80 KB of four-byte characters) on all of Psalm 119: 14 MB.
+        input.text = "\u{1D11E}".repeat(MAX_NOTE_TEXT_CHARS);
+        let (content, _) = note(&input).unwrap();
+        assert_eq!(content.verses_on_one_page(), 176);
+        // With a 17 KB body, 97 KB on 176 verses: 17 MB, more than a page may answer.
+        input.body = Json(json!({ "t": "x".repeat(17 * 1024) }));
+        let refused = note(&input).unwrap_err();
+        assert!(
+            refused.message.contains("at most 93 KB"),
+            "{}",
+            refused.message
+        );
+        // The same note on fewer verses fits, and one across chapters counts as a whole
+        // chapter.
+        input.range.end = ID("ps.119.150".to_owned());
+        assert!(note(&input).is_ok());
+        input.range.start = ID("ps.118.29".to_owned());
+        assert!(note(&input).is_err());
+        input.range.end = ID("ps.118.29".to_owned());
+        assert!(note(&input).is_ok());
+    }
+
     #[test]
     fn bodies_are_objects_within_100_kb_without_nul() {
         assert!(body(&json!({"a": "b"})).is_ok());
@@ -332,6 +420,37 @@ mod tests {
         assert!(body(&json!({ "t": big })).is_err());
         let fits = "x".repeat(MAX_NOTE_BODY_BYTES - 10);
         assert!(body(&json!({ "t": fits })).is_ok());
+        // Numbers `jsonb` would write out at length are refused.
+        for number in [json!(1e300), json!(-1e15), json!(1e-7), json!(-2.5e-300)] {
+            assert!(body(&json!({ "n": number })).is_err(), "{number}");
+        }
+        for number in [
+            json!(0),
+            json!(-3),
+            json!(u64::MAX),
+            json!(0.5),
+            json!(-1.5e14),
+        ] {
+            assert!(body(&json!({ "n": number })).is_ok(), "{number}");
+        }
+    }
+
+    #[test]
+    fn a_body_weighs_what_reads_give_back() {
+        // `{"a": [1, 2], "b": {}}` as `jsonb` writes it: one space after each `,` and `:`.
+        let value = json!({"a": [1, 2], "b": {}});
+        let compact = body(&value).unwrap();
+        assert_eq!(compact, r#"{"a":[1,2],"b":{}}"#);
+        assert_eq!(
+            body_read_bytes(&value, compact.len()),
+            r#"{"a": [1, 2], "b": {}}"#.len()
+        );
+        // A fraction may be written out longer: `0.0000012345678901234567`.
+        let value = json!({ "n": 1.2345678901234567e-6 });
+        let compact = body(&value).unwrap();
+        assert!(
+            body_read_bytes(&value, compact.len()) >= r#"{"n": 0.0000012345678901234567}"#.len()
+        );
     }
 
     #[test]
