@@ -3,8 +3,9 @@
 //! context the graph gave, and the provider and model. A re-ingest that changes the graph
 //! changes the context, so a changed passage is a miss; a new template version or model too.
 //!
-//! The cache is an optimisation only: Redis failing or slow ([`TIMEOUT`]) is a miss (logged at
-//! debug), never an error for the reader; a value that no longer parses is a miss.
+//! The cache is an optimisation only: Redis failing or slow ([`TIMEOUT`] for a read,
+//! [`WRITE_TIMEOUT`] for a write) is a miss (logged at debug), never an error for the reader;
+//! a value that no longer parses is a miss.
 
 use std::time::Duration;
 
@@ -22,8 +23,13 @@ pub const TTL: Duration = Duration::from_secs(3600);
 /// question is not paid for again meanwhile, and the vendor is asked again after it.
 pub const UNUSABLE_TTL: Duration = Duration::from_secs(600);
 
-/// The longest a cache read or write may take before it counts as a miss.
+/// The longest a cache read may take before it counts as a miss (connecting included).
 pub const TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The longest a cache write may take before the answer goes unkept (connecting included).
+/// Longer than a read's: the answer was most likely paid for, and whoever waits for the write
+/// has waited for a vendor already (or is a late call's task, which nobody waits for).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The answer cache on one Redis.
 #[derive(Clone)]
@@ -56,9 +62,10 @@ impl AnswerCache {
         format!("{}:ai:answer:{hex}", self.namespace)
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
+    /// The connection, made within `timeout` if it is not made yet.
+    async fn connection(&self, timeout: Duration) -> Option<ConnectionManager> {
         let made = tokio::time::timeout(
-            TIMEOUT,
+            timeout,
             self.connection
                 .get_or_try_init(|| self.client.get_connection_manager()),
         )
@@ -75,7 +82,7 @@ impl AnswerCache {
 
     /// The answer kept under `key`, if any.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection(TIMEOUT).await?;
         let read = tokio::time::timeout(
             TIMEOUT,
             redis::cmd("GET")
@@ -101,14 +108,14 @@ impl AnswerCache {
 
     /// Keeps `answer` under `key` for `ttl` (best effort).
     pub async fn put_for<T: Serialize>(&self, key: &str, answer: &T, ttl: Duration) {
-        let Some(mut connection) = self.connection().await else {
+        let Some(mut connection) = self.connection(WRITE_TIMEOUT).await else {
             return;
         };
         let Ok(json) = serde_json::to_string(answer) else {
             return;
         };
         let write = tokio::time::timeout(
-            TIMEOUT,
+            WRITE_TIMEOUT,
             redis::cmd("SET")
                 .arg(key)
                 .arg(json)
