@@ -16,6 +16,9 @@ pub struct Quota {
     /// Notes' text and JSON bodies together, in bytes.
     pub note_bytes: i64,
     pub bookmarks: i64,
+    /// How many of the user's deleted items' ids are remembered (a create sent again with one
+    /// is refused rather than bringing it back): past it, the oldest are forgotten.
+    pub remembered_deletions: i64,
 }
 
 impl Quota {
@@ -25,6 +28,7 @@ impl Quota {
         notes: 10_000,
         note_bytes: 64 * 1024 * 1024,
         bookmarks: 10_000,
+        remembered_deletions: 10_000,
     };
 
     /// The transaction-local settings the triggers read, and their values.

@@ -984,15 +984,27 @@ impl Store {
         let mut tx = self.begin_write(user).await?;
         self.lock_item(&mut tx, id).await?;
         self.count();
-        // Its id is remembered: a create sent again with it does not bring it back.
+        // Its id is remembered: a create sent again with it does not bring it back. Past the
+        // ids the user may have remembered, the oldest are forgotten (in the same statement,
+        // which counts from its snapshot: the remembered before it, and this one).
         let deleted: i64 = sqlx::query_scalar(&format!(
             "WITH d AS (DELETE FROM {table} WHERE id = $1 AND user_id = $2 RETURNING id, user_id),
                   kept AS (INSERT INTO study.deleted_items (id, user_id)
-                           SELECT id, user_id FROM d ON CONFLICT (id) DO NOTHING)
+                           SELECT id, user_id FROM d ON CONFLICT (id) DO NOTHING RETURNING id),
+                  forgotten AS (
+                      DELETE FROM study.deleted_items WHERE id IN (
+                          SELECT id FROM study.deleted_items WHERE user_id = $2
+                          ORDER BY deleted_at, id
+                          LIMIT GREATEST(
+                              coalesce((SELECT deleted_items FROM study.usage
+                                        WHERE user_id = $2), 0)
+                              + (SELECT count(*) FROM kept) - $3,
+                              0)))
              SELECT count(*) FROM d"
         ))
         .bind(id)
         .bind(user)
+        .bind(self.quota.remembered_deletions)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

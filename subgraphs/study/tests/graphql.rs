@@ -1628,6 +1628,7 @@ async fn each_user_keeps_at_most_the_quota_even_when_writing_concurrently() {
         notes: 2,
         note_bytes: 600,
         bookmarks: 2,
+        remembered_deletions: 2,
     };
     let service = Arc::new(gospelib_study::StudyService::with_quota(
         pool.clone(),
@@ -1795,6 +1796,25 @@ async fn each_user_keeps_at_most_the_quota_even_when_writing_concurrently() {
     let (kept_counts, rows) = usage_and_rows(&pool, a).await;
     assert_eq!(kept_counts, rows);
     assert_eq!((rows.0, rows.1, rows.3), (3, 2, 2));
+
+    // Three deletions, two remembered: the oldest (the highlight's) is forgotten, so create
+    // and delete in a loop cannot grow what is remembered.
+    let remembered: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM study.deleted_items WHERE user_id = $1 ORDER BY id")
+            .bind(a)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut latest = [second_id, bookmark].map(|id| Uuid::parse_str(id.as_str().unwrap()).unwrap());
+    latest.sort();
+    assert_eq!(remembered, latest);
+    let counted: i32 =
+        sqlx::query_scalar("SELECT deleted_items FROM study.usage WHERE user_id = $1")
+            .bind(a)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(counted, 2);
     clean_up(&pool, &[a, b]).await;
 }
 
