@@ -9,7 +9,6 @@
 //! Configuration comes from `GOSPELIB_*` variables, checked before anything starts: a bad
 //! configuration prints every problem and exits with status 2.
 
-mod checkout;
 mod corpus;
 mod gateway;
 mod jobs;

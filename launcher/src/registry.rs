@@ -126,12 +126,9 @@ pub async fn run_publish(
     let (documents, recorded) = known_operations(&settings, operations).await?;
     let manifest = Manifest::from_operations_dir(operations)
         .with_context(|| format!("the apps' operations under {}", operations.display()))?;
-    let mut proposal = check_publish(&store, subgraph_sdls(committed_url), &documents, recorded)
+    let proposal = check_publish(&store, subgraph_sdls(committed_url), &documents, recorded)
         .await?
         .with_trusted_documents(manifest.to_json());
-    if let Some(lineage) = crate::checkout::lineage(proposal.latest_commit()) {
-        proposal = proposal.with_lineage(lineage);
-    }
     print_report(&proposal.report, format)?;
     publish_checked(
         &settings,
@@ -191,19 +188,6 @@ async fn publish_checked(
                  documents"
             ),
         },
-        PublishOutcome::Behind {
-            latest,
-            latest_commit,
-            commit,
-        } => {
-            eprintln!(
-                "refused: version {latest} was published from commit {latest_commit}, which \
-                 this checkout ({commit}) does not contain: publishing would replace newer code's \
-                 schema with older code's. Publish from a checkout that includes it (fetch and \
-                 merge), or {command} --force --reason \"…\" to {command} anyway"
-            );
-            return Err(CheckFailed.into());
-        }
         PublishOutcome::Refused => {
             eprintln!(
                 "refused: the check failed ({command} --force --reason \"…\" to {command} anyway)"

@@ -43,41 +43,19 @@ fn bare_version(supergraph: String, message: &str) -> NewVersion {
         check_report: None,
         rollback_of: None,
         trusted_documents: None,
-        source_commit: None,
     }
 }
 
 /// Publishes `supergraph` straight into the store (standing in for another branch's code),
 /// unchecked, after whatever is the latest version.
 async fn publish_directly(database: &TempDatabase, supergraph: String, message: &str) -> i32 {
-    publish_directly_from(database, supergraph, message, None).await
-}
-
-/// [`publish_directly`], saying it was published from `commit`.
-async fn publish_directly_from(
-    database: &TempDatabase,
-    supergraph: String,
-    message: &str,
-    commit: Option<&str>,
-) -> i32 {
     let store = Store::new(postgres_pool(&database.url, 1).unwrap());
     let latest = store.latest_number().await.unwrap();
-    let version = NewVersion {
-        source_commit: commit.map(str::to_owned),
-        ..bare_version(supergraph, message)
-    };
-    store.publish(version, latest).await.unwrap().number
-}
-
-/// The commit this checkout has out.
-fn head_commit() -> String {
-    let output = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
+    let version = store
+        .publish(bare_version(supergraph, message), latest)
+        .await
         .unwrap();
-    assert!(output.status.success(), "these tests run in a git checkout");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    version.number
 }
 
 /// The committed subgraph SDLs (what the code exports), at the committed URLs; `extra` is added
@@ -381,86 +359,6 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         assert_eq!(first.subgraphs[0].name, "content");
         assert!(first.contracts["partner"].contains("@inaccessible"));
     });
-}
-
-/// A CI run re-run on an older commit, after newer code was published: its checkout does not
-/// hold the latest version's commit, and its check would pass what only the newer code added
-/// as unused. So it is refused unless forced, and nothing is written. Each version says the
-/// commit it was published from.
-#[test]
-fn a_checkout_without_the_latest_versions_commit_may_not_publish_over_it() {
-    let database = TempDatabase::migrated("registry_lineage");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _in_runtime = runtime.enter();
-    let store = || Store::new(postgres_pool(&database.url, 1).unwrap());
-    let head = head_commit();
-
-    let first = schema_command(&database, &["publish", "--message", "first"]);
-    assert!(first.ok, "{}{}", first.stdout, first.stderr);
-    let version = runtime.block_on(store().require(1)).unwrap();
-    assert_eq!(version.source_commit.as_deref(), Some(head.as_str()));
-
-    // Newer code, from a commit this checkout does not have, added a root field.
-    let with_extra = code_supergraph().replace(
-        CONNECTIONS_FIELD,
-        &format!("{CONNECTIONS_FIELD}  extra: String @join__field(graph: CONTENT)\n"),
-    );
-    let newer = "f".repeat(40);
-    let second = runtime.block_on(publish_directly_from(
-        &database,
-        with_extra.clone(),
-        "newer code",
-        Some(&newer),
-    ));
-    assert_eq!(second, 2);
-
-    let stale = schema_command(&database, &["publish", "--message", "a re-run"]);
-    assert!(!stale.ok, "{}{}", stale.stdout, stale.stderr);
-    assert!(
-        stale.stderr.contains(&format!(
-            "version 2 was published from commit {newer}, which this checkout ({head}) does \
-             not contain"
-        )),
-        "{}",
-        stale.stderr
-    );
-    assert_eq!(runtime.block_on(store().latest_number()).unwrap(), Some(2));
-
-    let forced = schema_command(
-        &database,
-        &[
-            "publish",
-            "--message",
-            "older code, on purpose",
-            "--force",
-            "--reason",
-            "the newer release is withdrawn",
-        ],
-    );
-    assert!(forced.ok, "{}{}", forced.stdout, forced.stderr);
-    assert!(
-        forced.stdout.contains("published version 3"),
-        "{}",
-        forced.stdout
-    );
-    let version = runtime.block_on(store().require(3)).unwrap();
-    assert_eq!(version.source_commit.as_deref(), Some(head.as_str()));
-
-    // A latest version from a commit this checkout holds is no obstacle.
-    let fourth = runtime.block_on(publish_directly_from(
-        &database,
-        with_extra,
-        "from this very commit",
-        Some(&head),
-    ));
-    assert_eq!(fourth, 4);
-    let published = schema_command(&database, &["publish", "--message", "again"]);
-    assert!(published.ok, "{}{}", published.stdout, published.stderr);
-    assert!(
-        published.stdout.contains("published version 5"),
-        "{}",
-        published.stdout
-    );
 }
 
 #[test]

@@ -443,7 +443,6 @@ fn each_version_carries_its_manifest_the_registry_serves_it_and_serve_follows_it
                     check_report: None,
                     rollback_of: None,
                     trusted_documents: None,
-                    source_commit: None,
                 },
                 Some(2),
             )

@@ -8,13 +8,6 @@
 //! force it), or does nothing (the latest version already has this supergraph). When someone
 //! else published in between, nothing is written and [`PublishError::Conflict`] says to check
 //! again.
-//!
-//! A proposal may say which checkout its code comes from ([`Lineage`]: the launcher asks git).
-//! Each version stores its commit, and a publish whose checkout does not contain the latest
-//! version's commit is refused unless forced ([`PublishOutcome::Behind`]): a CI run re-run on
-//! an older commit would otherwise publish over a newer version, and its check would pass the
-//! fields only the newer one added as unused. A rollback stores the commit of the version it
-//! brings back.
 
 use std::collections::BTreeMap;
 
@@ -72,23 +65,6 @@ pub enum PublishOutcome {
     Unchanged(i32),
     /// The check failed and no reason to force it was given: nothing was written.
     Refused,
-    /// The proposal's checkout does not contain the commit the latest version was published
-    /// from, and no reason to force it was given: nothing was written.
-    Behind {
-        latest: i32,
-        latest_commit: String,
-        commit: String,
-    },
-}
-
-/// The checkout a proposal's code comes from, as its publisher found it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lineage {
-    /// The commit checked out.
-    pub commit: String,
-    /// Whether the checkout's history holds the commit the latest version was published from
-    /// (`None`: the latest version has none, or there is no version yet).
-    pub holds_latest: Option<bool>,
 }
 
 /// A proposal checked against the latest version, publishable while that is still the latest.
@@ -102,11 +78,6 @@ pub struct CheckedProposal {
     /// The apps' trusted documents to publish with it (a rollback: the old version's, unless
     /// the publisher gives today's, as `gospelib schema rollback` does).
     trusted_documents: Option<serde_json::Value>,
-    /// The commit the version will say it was published from: a publish's checkout, a
-    /// rollback's version's own.
-    source_commit: Option<String>,
-    /// Whether a publish's checkout holds the latest version's commit.
-    lineage: Option<Lineage>,
 }
 
 impl CheckedProposal {
@@ -127,22 +98,6 @@ impl CheckedProposal {
     pub fn with_trusted_documents(mut self, manifest: serde_json::Value) -> Self {
         self.trusted_documents = Some(manifest);
         self
-    }
-
-    /// Says which checkout a publish's code comes from: its commit is stored with the version,
-    /// and a checkout without the latest version's commit is refused unless forced. (A
-    /// rollback keeps the commit of the version it brings back, and is not refused so.)
-    pub fn with_lineage(mut self, lineage: Lineage) -> Self {
-        if self.rollback_of.is_none() {
-            self.source_commit = Some(lineage.commit.clone());
-            self.lineage = Some(lineage);
-        }
-        self
-    }
-
-    /// The commit the latest version was published from, if it says.
-    pub fn latest_commit(&self) -> Option<&str> {
-        self.checked_against.as_ref()?.source_commit.as_deref()
     }
 
     /// The trusted documents the proposal publishes, if any.
@@ -202,16 +157,6 @@ impl CheckedProposal {
         if forced_reason.is_some_and(|reason| reason.trim().is_empty()) {
             return Err(PublishError::EmptyReason);
         }
-        if let (Some(lineage), Some(latest), None) =
-            (&self.lineage, &self.checked_against, forced_reason)
-            && lineage.holds_latest == Some(false)
-        {
-            return Ok(PublishOutcome::Behind {
-                latest: latest.number,
-                latest_commit: latest.source_commit.clone().unwrap_or_default(),
-                commit: lineage.commit.clone(),
-            });
-        }
         if !self.report.passed && forced_reason.is_none() {
             return Ok(PublishOutcome::Refused);
         }
@@ -233,7 +178,6 @@ impl CheckedProposal {
                     check_report,
                     rollback_of: self.rollback_of,
                     trusted_documents: self.trusted_documents,
-                    source_commit: self.source_commit,
                 },
                 checked,
             )
@@ -259,8 +203,6 @@ pub async fn check_publish(
         subgraphs,
         rollback_of: None,
         trusted_documents: None,
-        source_commit: None,
-        lineage: None,
     })
 }
 
@@ -282,7 +224,5 @@ pub async fn check_rollback(
         subgraphs: target.subgraphs,
         rollback_of: Some(to),
         trusted_documents: target.trusted_documents,
-        source_commit: target.source_commit,
-        lineage: None,
     })
 }

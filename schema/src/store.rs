@@ -62,8 +62,6 @@ pub struct NewVersion {
     /// The manifest of the apps' trusted documents published with it
     /// (`{"format": "trusted-documents/1", "documents": {…}}`), if any.
     pub trusted_documents: Option<serde_json::Value>,
-    /// The commit of the code it was published from, when known.
-    pub source_commit: Option<String>,
 }
 
 /// A published version, whole.
@@ -85,9 +83,6 @@ pub struct Version {
     /// manifests were).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_documents: Option<serde_json::Value>,
-    /// The commit of the code it was published from (none when not known).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_commit: Option<String>,
 }
 
 /// One line of `history`.
@@ -115,7 +110,6 @@ type VersionRow = (
     Option<i32>,
     String,
     Option<Json<serde_json::Value>>,
-    Option<String>,
 );
 
 const PUBLISHED_AT: &str =
@@ -164,8 +158,8 @@ impl Store {
     ) -> Result<Option<Version>, StoreError> {
         let sql = format!(
             "SELECT number, subgraphs, supergraph, supergraph_hash, api_schema, api_schema_hash, \
-             contracts, message, forced_reason, rollback_of, {PUBLISHED_AT}, trusted_documents, \
-             source_commit FROM registry.versions {clause}"
+             contracts, message, forced_reason, rollback_of, {PUBLISHED_AT}, trusted_documents \
+             FROM registry.versions {clause}"
         );
         let mut query = sqlx::query_as::<_, VersionRow>(&sql);
         if let Some(number) = number {
@@ -228,8 +222,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO registry.versions (number, subgraphs, supergraph, supergraph_hash, \
              api_schema, api_schema_hash, contracts, message, forced_reason, check_report, \
-             rollback_of, trusted_documents, source_commit) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14 \
+             rollback_of, trusted_documents) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13 \
              WHERE (SELECT COALESCE(MAX(number), 0) FROM registry.versions) = $12",
         )
         .bind(number)
@@ -245,7 +239,6 @@ impl Store {
         .bind(version.rollback_of)
         .bind(checked.unwrap_or(0))
         .bind(version.trusted_documents.as_ref().map(Json))
-        .bind(&version.source_commit)
         .execute(&mut *transaction)
         .await?
         .rows_affected()
@@ -281,7 +274,6 @@ fn version_of_row(row: VersionRow) -> Version {
         rollback_of,
         published_at,
         trusted_documents,
-        source_commit,
     ) = row;
     Version {
         number,
@@ -296,6 +288,5 @@ fn version_of_row(row: VersionRow) -> Version {
         rollback_of,
         published_at,
         trusted_documents: trusted_documents.map(|Json(manifest)| manifest),
-        source_commit,
     }
 }
