@@ -148,13 +148,27 @@ pub const ANSWER_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 /// answer a note that covers all of it.
 pub const LONGEST_CHAPTER_VERSES: usize = 176;
 
+/// How long `text` is as a JSON string's contents: a quote or backslash takes two bytes, a
+/// control character two (`\n`) or six (`\u0001`).
+pub fn json_text_len(text: &str) -> usize {
+    text.len()
+        + text
+            .bytes()
+            .map(|byte| match byte {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+                0..=0x1f => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
 impl NoteRow {
     /// What the note weighs in a read's budget, and in an answer's on each verse it is given
-    /// to: its text, body and links.
+    /// to: its text (as the answer escapes it), body and links.
     pub fn weight(&self) -> usize {
         ROW_OVERHEAD_BYTES
             + self.body.len()
-            + self.text.len()
+            + json_text_len(&self.text)
             + self.links.iter().map(String::len).sum::<usize>()
     }
 }
@@ -164,7 +178,7 @@ impl NoteContent {
     pub fn weight(&self) -> usize {
         ROW_OVERHEAD_BYTES
             + self.body_read_bytes
-            + self.text.len()
+            + json_text_len(&self.text)
             + self.links.iter().map(String::len).sum::<usize>()
     }
 
@@ -986,7 +1000,8 @@ impl Store {
         self.count();
         // Its id is remembered: a create sent again with it does not bring it back. Past the
         // ids the user may have remembered, the oldest are forgotten (in the same statement,
-        // which counts from its snapshot: the remembered before it, and this one).
+        // which counts from its snapshot: the remembered before it, and this one), at most a
+        // hundred at a time, so a backlog drains over several deletes, each quick.
         let deleted: i64 = sqlx::query_scalar(&format!(
             "WITH d AS (DELETE FROM {table} WHERE id = $1 AND user_id = $2 RETURNING id, user_id),
                   kept AS (INSERT INTO study.deleted_items (id, user_id)
@@ -995,11 +1010,11 @@ impl Store {
                       DELETE FROM study.deleted_items WHERE id IN (
                           SELECT id FROM study.deleted_items WHERE user_id = $2
                           ORDER BY deleted_at, id
-                          LIMIT GREATEST(
+                          LIMIT LEAST(GREATEST(
                               coalesce((SELECT deleted_items FROM study.usage
                                         WHERE user_id = $2), 0)
                               + (SELECT count(*) FROM kept) - $3,
-                              0)))
+                              0), 100)))
              SELECT count(*) FROM d"
         ))
         .bind(id)
@@ -1465,6 +1480,13 @@ impl Store {
         .bind(user)
         .execute(&mut *conn)
         .await?;
+        // The ids of items the user deleted, first: its trigger, like the retention's
+        // deletes, then takes the usage row after the table's, never the other way round.
+        self.count();
+        sqlx::query("DELETE FROM study.deleted_items WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
         let mut deleted = Deleted::default();
         for (table, count) in [
             ("study.highlights", &mut deleted.highlights),
@@ -1480,12 +1502,6 @@ impl Store {
                 .await?;
             *count = done.rows_affected();
         }
-        // The ids of items the user deleted.
-        self.count();
-        sqlx::query("DELETE FROM study.deleted_items WHERE user_id = $1")
-            .bind(user)
-            .execute(&mut *conn)
-            .await?;
         // (Its counts, now at zero: the triggers counted the deletions.)
         self.count();
         sqlx::query("DELETE FROM study.usage WHERE user_id = $1")

@@ -2140,3 +2140,31 @@ async fn notes_over_the_read_budget_leave_the_highlights_served() {
     );
     clean_up(&pool, &[user]).await;
 }
+
+/// A note's body is weighed, when written, at no less than PostgreSQL's `jsonb` gives back for
+/// it on every read (`body::text`: a space after each `,` and `:`, numbers written out, its
+/// own escapes), so the budgets that weigh it when read are never passed by surprise.
+#[tokio::test]
+async fn a_note_body_weighs_at_least_what_reads_give_back() {
+    use gospelib_study::schema::{note_body, note_body_read_bytes};
+    let pool = pool().await;
+    for value in [
+        json!({"t": "a\"b\\c\n\t\u{1}é😀 /<>&"}),
+        json!({"n": 1.5e-6, "m": 1e-5, "k": 100000.0, "j": -1.5e14, "i": 0.1}),
+        json!({"type": "doc", "content": [{"type": "paragraph", "attrs": {"level": 2},
+               "content": [{"type": "text", "text": "In the beginning", "marks": []}]}]}),
+        json!({"a": [1, 2, {"b": [], "c": {}}], "": null, "z": [true, false]}),
+    ] {
+        let compact = note_body(&value).unwrap();
+        let estimate = note_body_read_bytes(&value, compact.len());
+        let read: i32 = sqlx::query_scalar("SELECT octet_length($1::jsonb::text)")
+            .bind(&compact)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(
+            estimate >= read as usize,
+            "{value}: weighed {estimate}, read back as {read} bytes"
+        );
+    }
+}

@@ -60,7 +60,10 @@ pub struct NoteRangeInput {
 #[derive(InputObject, Debug, Clone)]
 pub struct NoteInput {
     pub range: NoteRangeInput,
-    /// The editor's document: a JSON object of at most 100 KB.
+    /// The editor's document: a JSON object of at most 100 KB, its numbers integers or of
+    /// magnitude 1e-6 to 1e15. A note is answered on every verse it covers: its text, body and
+    /// links together may come to at most 16 MiB over the verses of one chapter it covers
+    /// (~93 KB on all 176 of Psalm 119).
     pub body: Json<serde_json::Value>,
     /// Its plain-text rendering (what `searchNotes` searches): at most 20,000 characters.
     pub text: String,
@@ -406,6 +409,14 @@ mod tests {
         input.range.start = ID("ps.118.29".to_owned());
         assert!(note(&input).is_err());
         input.range.end = ID("ps.118.29".to_owned());
+        assert!(note(&input).is_ok());
+        // Text is weighed as the answer escapes it: 20,000 quotes are 40 KB there, which with
+        // a 60 KB body is too much for all of Psalm 119 (as 20 KB, it would have fitted).
+        let mut input = note_input("ps.119.1", "ps.119.176", &[]);
+        input.text = "\"".repeat(MAX_NOTE_TEXT_CHARS);
+        input.body = Json(json!({ "t": "x".repeat(60 * 1024) }));
+        assert!(note(&input).is_err());
+        input.text = "x".repeat(MAX_NOTE_TEXT_CHARS);
         assert!(note(&input).is_ok());
     }
 

@@ -36,6 +36,7 @@ pub use gospelib_kit::paging::{DEFAULT_PAGE, MAX_PAGE};
 pub use input::{
     CreateBookmarkInput, CreateHighlightInput, MAX_LABEL_CHARS, MAX_NOTE_BODY_BYTES,
     MAX_NOTE_LINKS, MAX_NOTE_TEXT_CHARS, NoteInput, NoteRangeInput, RecordReadingInput,
+    body as note_body, body_read_bytes as note_body_read_bytes,
 };
 pub use loaders::Loaders;
 pub use mutation::Mutation;
