@@ -483,7 +483,12 @@ async fn a_users_changes_write_at_most_a_days_budget_of_events() {
     let (a, stream) = (clerk_id(), stream());
     let a_id = create_user(&pool, &a, "Ada", "ada@example.com").await;
     let service = service(&pool, &stream);
-    let known = register(&service, &a, "known-token", None).await;
+    // Tokens of this run's own: a token another user holds would write its `device.removed`.
+    let (known_token, new_token) = (
+        format!("known-{}", Uuid::new_v4().simple()),
+        format!("new-{}", Uuid::new_v4().simple()),
+    );
+    let known = register(&service, &a, &known_token, None).await;
     assert!(known.get("errors").is_none(), "{known}");
 
     // Two names in turn, each a change with its event, until the budget is spent.
@@ -505,13 +510,13 @@ async fn a_users_changes_write_at_most_a_days_budget_of_events() {
     assert_eq!(codes(&renamed), vec!["RATE_LIMITED"], "{renamed}");
     assert_eq!(stored_users(&pool, &a).await[0].first_name, before);
     // A new token, or a known one on a new platform, is news: refused too.
-    let added = register(&service, &a, "new-token", None).await;
+    let added = register(&service, &a, &new_token, None).await;
     assert_eq!(codes(&added), vec!["RATE_LIMITED"], "{added}");
     let flipped = run_as(
         &service,
         as_user(&a),
         REGISTER,
-        json!({"input": {"platform": "ANDROID", "token": "known-token"}}),
+        json!({"input": {"platform": "ANDROID", "token": known_token}}),
     )
     .await;
     assert_eq!(codes(&flipped), vec!["RATE_LIMITED"], "{flipped}");
@@ -519,7 +524,7 @@ async fn a_users_changes_write_at_most_a_days_budget_of_events() {
     assert_eq!(outbox_rows(&pool, &stream).await.len() as i64, written);
     // The app registering its known token at start-up writes nothing, so it is never refused;
     // nor is a change that changes nothing.
-    let refreshed = register(&service, &a, "known-token", Some("renamed")).await;
+    let refreshed = register(&service, &a, &known_token, Some("renamed")).await;
     assert_eq!(refreshed["data"]["registerDevice"]["name"], "renamed");
     assert_eq!(refreshed["data"]["registerDevice"]["platform"], "IOS");
     let input = json!({"input": {"firstName": before}});
@@ -535,7 +540,7 @@ async fn a_users_changes_write_at_most_a_days_budget_of_events() {
     .execute(&pool)
     .await
     .unwrap();
-    let added = register(&service, &a, "new-token", None).await;
+    let added = register(&service, &a, &new_token, None).await;
     assert!(added.get("errors").is_none(), "{added}");
     assert_eq!(device_count(&pool, a_id).await, 2);
 

@@ -28,7 +28,8 @@ fn outbox<'a>(ctx: &Context<'a>) -> Result<&'a Outbox> {
 
 #[Object]
 impl Mutation {
-    /// Changes the signed-in user's names (absent fields stay, empty ones are cleared).
+    /// Changes the signed-in user's names (absent fields stay, empty ones are cleared). A
+    /// user's profile and device changes are at most 100 a day: past it, `RATE_LIMITED`.
     #[graphql(directive = authenticated::apply())]
     async fn update_me(&self, ctx: &Context<'_>, input: UpdateMeInput) -> Result<User> {
         let user_id = Caller::of(ctx).require_user()?;
@@ -87,7 +88,9 @@ impl Mutation {
     }
 
     /// Registers a device for push notifications. The same token registered again is the same
-    /// device (its platform, name and `lastSeenAt` refreshed); a user has at most 20.
+    /// device (its platform, name and `lastSeenAt` refreshed); a user has at most 20. A new
+    /// device, or a known token on a new platform, counts among the user's 100 profile and
+    /// device changes a day: past it, `RATE_LIMITED`.
     #[graphql(directive = authenticated::apply())]
     async fn register_device(
         &self,
