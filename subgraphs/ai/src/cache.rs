@@ -27,8 +27,9 @@ pub const UNUSABLE_TTL: Duration = Duration::from_secs(600);
 pub const TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The longest a cache write may take before the answer goes unkept (connecting included).
-/// Longer than a read's: the answer was most likely paid for, and whoever waits for the write
-/// has waited for a vendor already (or is a late call's task, which nobody waits for).
+/// Longer than a read's: the answer was most likely paid for. The asker waits for it (a late
+/// call's task aside), after the vendor's answer: within the vendor's 8 s and this, still
+/// inside the router's 10 s for a subgraph.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The answer cache on one Redis.
@@ -106,25 +107,26 @@ impl AnswerCache {
         self.put_for(key, answer, TTL).await;
     }
 
-    /// Keeps `answer` under `key` for `ttl` (best effort).
+    /// Keeps `answer` under `key` for `ttl` (best effort), within [`WRITE_TIMEOUT`] in all.
     pub async fn put_for<T: Serialize>(&self, key: &str, answer: &T, ttl: Duration) {
-        let Some(mut connection) = self.connection(WRITE_TIMEOUT).await else {
-            return;
-        };
         let Ok(json) = serde_json::to_string(answer) else {
             return;
         };
-        let write = tokio::time::timeout(
-            WRITE_TIMEOUT,
+        let write = tokio::time::timeout(WRITE_TIMEOUT, async {
+            let Some(mut connection) = self.connection(WRITE_TIMEOUT).await else {
+                return false;
+            };
             redis::cmd("SET")
                 .arg(key)
                 .arg(json)
                 .arg("EX")
                 .arg(ttl.as_secs().max(1))
-                .query_async::<()>(&mut connection),
-        )
+                .query_async::<()>(&mut connection)
+                .await
+                .is_ok()
+        })
         .await;
-        if !matches!(write, Ok(Ok(()))) {
+        if !matches!(write, Ok(true)) {
             tracing::debug!("an answer was not cached");
         }
     }
