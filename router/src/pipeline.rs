@@ -107,8 +107,8 @@ fn planning_errors(error: &PlanningError) -> Vec<Value> {
             vec![error_value(&error.to_string(), &[], "SERVICE_UNAVAILABLE")]
         }
         PlanningError::OverBudget(_) => vec![error_value(
-            "this caller has used its planning time for now: operations this router has \
-             planned before still run, new ones may be sent after the time in Retry-After",
+            "this caller has used its planning time for now: texts this router has planned \
+             before (and keeps) still run, new ones may be sent after the time in Retry-After",
             &[],
             "RATE_LIMITED",
         )],
