@@ -548,7 +548,7 @@ impl Router {
         supergraph: &Arc<Supergraph>,
         request: &GraphQlRequest,
     ) -> Result<Arc<Planned>, Response> {
-        let subject = subject_of(&request.caller, request.client_address);
+        let subject = || subject_of(&request.caller, request.client_address);
         let (planned, hit) = self
             .plans
             .plan_off_workers(
@@ -556,7 +556,7 @@ impl Router {
                 &request.query,
                 request.operation_name.as_deref(),
                 &request.variables,
-                &subject,
+                subject,
             )
             .await
             .map_err(|error| {

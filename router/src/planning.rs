@@ -343,22 +343,24 @@ impl PlanCache {
 
     /// [`PlanCache::plan_and_tell`] on the blocking thread pool, within the planning
     /// deadline: the async workers keep serving other requests meanwhile. A cached plan is
-    /// returned straight away. A new plan is charged to `subject`'s planning budget, when the
-    /// cache has one: refused when it is spent, looked at on arrival and again once a planning
-    /// slot is free (see [`crate::planning_budget`]).
+    /// returned straight away. A new plan is charged to the planning budget of the subject
+    /// `subject` names, when the cache has one: refused when it is spent, looked at on arrival
+    /// and again once a planning slot is free (see [`crate::planning_budget`]).
     pub async fn plan_off_workers(
         self: &Arc<Self>,
         supergraph: &Arc<Supergraph>,
         query: &str,
         operation_name: Option<&str>,
         variables: &serde_json::Map<String, serde_json::Value>,
-        subject: &str,
+        subject: impl FnOnce() -> String,
     ) -> Result<(Arc<Planned>, bool), PlanningError> {
         if let Some(found) = self.cached_for_text(supergraph, query, operation_name, variables) {
             return found.map(|planned| (planned, true));
         }
+        // Named only for a new plan: a cached one costs nothing more.
+        let subject = subject();
         if let Some(budget) = &self.budget {
-            budget.admits(subject).map_err(PlanningError::OverBudget)?;
+            budget.admits(&subject).map_err(PlanningError::OverBudget)?;
         }
         let cache = self.clone();
         let supergraph = supergraph.clone();
@@ -366,7 +368,7 @@ impl PlanCache {
             query.to_owned(),
             operation_name.map(str::to_owned),
             variables.clone(),
-            subject.to_owned(),
+            subject,
         );
         self.off_workers(move || {
             let operation_name = operation_name.as_deref();
