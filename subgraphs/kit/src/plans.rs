@@ -241,6 +241,11 @@ mod tests {
         assert_eq!(plans.buckets["search"].charge, Charge::Field);
         assert_eq!(plans.buckets["lexicon"].charge, Charge::Field);
         assert_eq!(plans.buckets["passages"].charge, Charge::Operation);
+        // Each of the explorer's neighbourhoods is up to eleven graph queries: twenty aliased
+        // in one operation are twenty, not one of the passages bucket.
+        assert_eq!(plans.bucket_of("Query.connections"), Some("explorer"));
+        assert_eq!(plans.buckets["explorer"].charge, Charge::Field);
+        assert_eq!(limits("scholar")["explorer"], 120);
         assert_eq!(plans.plan_or_default(Some("nonesuch")).0, "reader");
     }
 
