@@ -163,6 +163,64 @@ async fn another_consumer_claims_what_a_killed_one_took() {
     assert!(stats.claimed > 0, "{stats:?}");
 }
 
+/// A batch's entries wait their turn behind a slow handler while their idle clocks run, so
+/// another consumer claims those not begun; the first leaves them to it. No entry is handled
+/// by two consumers (before, every claimed entry was handled twice, at once).
+#[tokio::test]
+async fn entries_of_a_slow_batch_that_another_consumer_claims_are_handled_once() {
+    let stream = format!("gl:test:streams:{}", unique());
+    add_entries(&stream, 0..8).await;
+    let effects = Shared::default();
+    let begun = Arc::new(Mutex::new(0u32));
+    // "a" takes 250 ms an entry (within its 300 ms timeout): its batch of 8 takes 2 s, far
+    // past `claim_idle` (400 ms).
+    let slow = {
+        let (effects, begun) = (effects.clone(), begun.clone());
+        handler_fn(move |entry: StreamEntry| {
+            let (effects, begun) = (effects.clone(), begun.clone());
+            async move {
+                *begun.lock().unwrap() += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let n = entry.field("n").unwrap_or_default().to_owned();
+                let mut effects = effects.lock().unwrap();
+                *effects.calls.entry(n.clone()).or_default() += 1;
+                effects.applied.push(n);
+                Ok(())
+            }
+        })
+    };
+    let (stop_a, shutdown) = watch::channel(false);
+    let a = tokio::spawn(run_consumer(
+        redis(),
+        settings(&stream, "a"),
+        slow,
+        shutdown,
+    ));
+    eventually("a has read its batch", || async {
+        *begun.lock().unwrap() > 0
+    })
+    .await;
+    let (stop_b, b) = start(&stream, "b", &effects, None);
+    eventually("the group is caught up", || group_caught_up(&stream, "g")).await;
+    // "a" has looked at every entry of its batch: it begins none past this point.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_a.send(true).unwrap();
+    stop_b.send(true).unwrap();
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+
+    let calls = effects.lock().unwrap().calls.clone();
+    assert_eq!(
+        calls,
+        (0..8)
+            .map(|n| (n.to_string(), 1))
+            .collect::<BTreeMap<_, _>>(),
+        "each entry handled once: {a:?} {b:?}"
+    );
+    assert!(b.claimed > 0 && a.left_to_others > 0, "{a:?} {b:?}");
+    assert_eq!(a.acknowledged + b.acknowledged, 8, "{a:?} {b:?}");
+    delete(&[&stream]).await;
+}
+
 /// A store down for longer than `max_deliveries` retries (a failover of some minutes) does not
 /// dead-letter what it delays: young entries are retried until the store is back, then applied.
 #[tokio::test]

@@ -24,6 +24,12 @@
 //!   what is still pending for its own consumer name (a restart under the same name resumes at
 //!   once). `claim_idle` must be longer than `handler_timeout`, or a slow handler's entries are
 //!   claimed while it is still running.
+//! - **One consumer at a time.** A batch's entries all start their idle clock when it is read,
+//!   and each waits for those before it; so before each entry is handed to the handler, the
+//!   runner checks, in one script, that the entry is still pending with it and resets its idle
+//!   clock (`XCLAIM … 0 <id> JUSTID`, which counts no delivery). An entry another consumer
+//!   claimed meanwhile (or handled: no longer pending) is left to it, so a slow batch is not
+//!   handled twice at once by two pods.
 //! - **Poison entries.** Each delivery counts (`XPENDING`'s delivery count). An entry delivered
 //!   more than [`ConsumerSettings::max_deliveries`] times *and* older than
 //!   [`ConsumerSettings::retry_for`] (its id's time) is not handed to the handler again: it is
@@ -41,9 +47,9 @@
 //!   before the stream's trim (a week) would drop it unseen. Claim rounds go on where the
 //!   last one stopped, so a long pending list is worked through to its end.
 //! - **At least once.** An entry may be handled more than once (a crash between the handler's
-//!   effect and the `XACK`, a claim racing a slow handler), so handlers must be idempotent
-//!   (events carry an `event_id` for that). Nothing acknowledged was unhandled, and nothing is
-//!   dropped without reaching the dead-letter stream.
+//!   effect and the `XACK`, a handler cut at its timeout after its effect), so handlers must be
+//!   idempotent (events carry an `event_id` for that). Nothing acknowledged was unhandled, and
+//!   nothing is dropped without reaching the dead-letter stream.
 //! - **Failures of Redis.** Every command is bounded ([`ConsumerSettings::call_timeout`]; the
 //!   blocking read by `block` plus that). After an error the runner drops its connection, waits
 //!   [`ConsumerSettings::retry_pause`] and connects again; it logs a warning when Redis starts
@@ -236,7 +242,22 @@ pub struct ConsumerStats {
     pub dead_lettered: u64,
     /// Entries taken over with `XAUTOCLAIM`.
     pub claimed: u64,
+    /// Entries of a batch that another consumer claimed (or acknowledged) before this one came
+    /// to them, left to it.
+    pub left_to_others: u64,
 }
+
+/// Whether the entry `ARGV[2]` of the stream `KEYS[1]` is still pending for the consumer
+/// `ARGV[3]` of the group `ARGV[1]`; if so, its idle clock is reset (without counting a
+/// delivery), so that no other consumer claims it while it is handled. 1 or 0.
+const STILL_OURS: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if pending[1] == nil or pending[1][2] ~= ARGV[3] then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+";
 
 /// A failed Redis call of the runner.
 #[derive(Debug, thiserror::Error)]
@@ -571,9 +592,32 @@ impl<H: Handler> Consumer<H> {
             if stopping(shutdown) {
                 return Ok(());
             }
+            if !self.still_ours(&entry.id).await? {
+                self.stats.left_to_others += 1;
+                tracing::info!(
+                    stream = %self.settings.stream,
+                    id = %entry.id,
+                    "an entry of this batch was claimed by another consumer meanwhile; it is left to it"
+                );
+                continue;
+            }
             self.handle_one(entry).await?;
         }
         Ok(())
+    }
+
+    /// Whether `id` is still pending with this consumer, its idle clock reset ([`STILL_OURS`]).
+    async fn still_ours(&mut self, id: &str) -> Result<bool, CallError> {
+        let command = redis::cmd("EVAL")
+            .arg(STILL_OURS)
+            .arg(1)
+            .arg(&self.settings.stream)
+            .arg(&self.settings.group)
+            .arg(id)
+            .arg(&self.settings.consumer)
+            .to_owned();
+        let ours: i64 = self.call(&command, Duration::ZERO).await?;
+        Ok(ours == 1)
     }
 
     async fn handle_one(&mut self, entry: StreamEntry) -> Result<(), CallError> {
