@@ -605,8 +605,9 @@ async fn past_the_daily_vendor_budget_the_extractive_provider_answers() {
 
 /// While the vendor rate-limits (its `Retry-After`), questions are answered by the extractive
 /// provider without asking it, and without taking from the daily budget: the one question
-/// that met the 429 took a unit, the ones during the wait none, so the vendor still answers
-/// the budget's second question once the wait has passed.
+/// that met the 429 took a unit and gave it back (a refusal is not charged), the ones during
+/// the wait took none, so the vendor answers the budget's two questions once the wait has
+/// passed.
 #[tokio::test]
 async fn while_the_vendor_rate_limits_questions_take_nothing_from_the_budget() {
     let reply = json!({"text": "In the beginning was the Word.", "citations": ["john.1.1"]});
@@ -670,11 +671,11 @@ async fn while_the_vendor_rate_limits_questions_take_nothing_from_the_budget() {
             json!("extractive"),
             json!("extractive"),
             json!("anthropic"),
-            json!("extractive")
+            json!("anthropic")
         ],
-        "the 429 took the first unit, the wait none, the fifth question the second"
+        "the 429 gave its unit back, the wait took none, the fifth and sixth questions took both"
     );
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
 /// The daily counts live in one hash without an expiry, which the platform's Redis
@@ -879,5 +880,39 @@ async fn a_vendor_slower_than_the_deadline_leaves_the_answer_to_the_extractive_p
         calls.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "one paid call"
+    );
+}
+
+/// While as many vendor calls as can be left to go on are on their way past their askers'
+/// deadlines, a new question is not sent to the vendor: at its own deadline it would be
+/// aborted, paid for and kept nowhere. The extractive provider answers it.
+#[tokio::test]
+async fn no_call_is_sent_while_as_many_as_can_go_on_late_are_on_their_way() {
+    use gospelib_ai::late_calls::MAX_LATE_CALLS;
+    let reply = json!({"text": "Slow.", "citations": ["john.3.16"]}).to_string();
+    let (base, calls) = fake_anthropic_counting(Duration::from_secs(60), vec![reply]).await;
+    let setup = setup_with_deadline(Some(anthropic(base)), Duration::from_secs(1), None).await;
+    let question = |n: usize| {
+        format!(r#"{{ explainPassage(id: "john.3.16", focus: "f{n}") {{ provider }} }}"#)
+    };
+    let caller = scholar();
+    let batch = 16;
+    for first in (0..MAX_LATE_CALLS + batch).step_by(batch) {
+        let answers = futures_util::future::join_all((first..first + batch).map(|n| {
+            let (setup, caller, question) = (&setup, &caller, question(n));
+            async move { setup.ask(caller, &question).await }
+        }))
+        .await;
+        for answer in answers {
+            assert_eq!(
+                answer["data"]["explainPassage"]["provider"], "extractive",
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        MAX_LATE_CALLS,
+        "the questions past the late calls' room were not sent"
     );
 }

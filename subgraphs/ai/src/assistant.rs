@@ -142,7 +142,7 @@ pub struct Assistant {
     in_flight: SingleFlight<String, SharedAnswer>,
     /// The platform's daily budget of vendor questions; `None`: not counted (tests without
     /// Redis).
-    budget: Option<VendorBudget>,
+    budget: Option<Arc<VendorBudget>>,
     /// Vendor calls going on past their asker's deadline, to be kept when they answer: the
     /// same question meanwhile is not asked again.
     late_calls: LateCalls,
@@ -170,7 +170,7 @@ impl Assistant {
 
     /// The assistant asking the vendors only within `budget`.
     pub fn with_vendor_budget(mut self, budget: VendorBudget) -> Self {
-        self.budget = Some(budget);
+        self.budget = Some(Arc::new(budget));
         self
     }
 
@@ -387,9 +387,20 @@ impl Assistant {
         if key.is_some_and(|key| self.late_calls.is_pending(key)) {
             return Asked::NotAnswered;
         }
+        // So many calls already go on past their askers' deadlines that this one, as slow,
+        // would be aborted at its own: paid for and kept nowhere.
+        if self.late_calls.is_full() {
+            tracing::debug!(
+                "the LLM vendors are too slow right now; the extractive provider answers"
+            );
+            return Asked::NotAnswered;
+        }
+        // The question taken from the day's budget, to give back should no vendor charge for it.
+        let mut taken = None;
         if let Some(budget) = &self.budget {
+            let day = crate::budget::today();
             match budget.take(asker).await {
-                Taken::Yes => {}
+                Taken::Yes => taken = Some((budget.clone(), asker.to_owned(), day)),
                 Taken::ShareSpent => return Asked::ShareSpent,
                 Taken::BudgetSpent => return Asked::NotAnswered,
             }
@@ -409,7 +420,13 @@ impl Assistant {
         let cache = self.cache.clone();
         let call = tokio::spawn(async move {
             let _end = end;
-            let answer = llm.complete(&request).await.and_then(|reply| parse(&reply));
+            let outcome = llm.complete(&request).await;
+            if let (Err(error), Some((budget, asker, day))) = (&outcome, taken)
+                && !error.may_be_paid_for()
+            {
+                budget.give_back(&asker, day).await;
+            }
+            let answer = outcome.and_then(|reply| parse(&reply));
             // Refused: the asker stopped waiting and left the call to go on. A usable answer is
             // kept for the next asker.
             if let Err(Ok((answer, _))) = sender.send(answer)

@@ -1,7 +1,9 @@
 //! The platform's daily budget of questions to the LLM vendors: however many users and plans
 //! there are (every sign-up starts a Scholar trial with the assistant), the vendors are asked at
 //! most `GOSPELIB_AI_DAILY_VENDOR_QUESTIONS` questions a UTC day, all processes together (a
-//! question the primary vendor fails and the fallback answers is one question, two calls).
+//! question the primary vendor fails and the fallback answers is one question, two calls; a
+//! question no vendor charged for, every call refused or never sent, is given back, so an
+//! outage does not spend the day).
 //! Past it, the extractive provider answers (not cached, so the vendors answer again the next
 //! day) and a warning is logged once a day per process.
 //!
@@ -142,9 +144,7 @@ impl VendorBudget {
     /// Takes one question from `caller`'s share and today's budget: whether the vendors may be
     /// asked. A caller past their share takes nothing from the budget.
     pub async fn take(&self, caller: &str) -> Taken {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
+        let now = unix_seconds();
         let day = now / 86_400;
         let mut share = redis::pipe();
         let callers = self.callers_key(day);
@@ -191,6 +191,41 @@ impl VendorBudget {
         Taken::BudgetSpent
     }
 
+    /// Gives back the question [`Self::take`] took for `caller` on `day` (days since the
+    /// epoch, [`today`]) when no vendor charged for it (every call refused, or never sent): a
+    /// vendor outage must not spend the day's budget and leave the extractive answers until
+    /// midnight once the vendor is back. A question taken on another day than today is not
+    /// given back. With Redis unable to count, this process's own counts give it back.
+    pub async fn give_back(&self, caller: &str, day: u64) {
+        if day != today() {
+            return;
+        }
+        let mut back = redis::pipe();
+        back.cmd("HINCRBY")
+            .arg(self.callers_key(day))
+            .arg(caller)
+            .arg(-1)
+            .ignore();
+        back.cmd("HINCRBY")
+            .arg(self.key())
+            .arg(day)
+            .arg(-1)
+            .ignore();
+        if self.link.run_pipeline::<()>(&back).await.is_some() {
+            return;
+        }
+        let mut own = self
+            .own
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if own.day == day {
+            own.total = own.total.saturating_sub(1);
+            if let Some(taken) = own.callers.get_mut(caller) {
+                *taken = taken.saturating_sub(1);
+            }
+        }
+    }
+
     /// [`Self::take`] counted by this process alone, Redis being unable to count (`now`: Unix
     /// seconds).
     fn take_own(&self, now: u64, caller: &str) -> Taken {
@@ -229,6 +264,17 @@ impl VendorBudget {
         own.total += 1;
         Taken::Yes
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// Today's number: UTC days since 1970-01-01, as the counts are kept.
+pub fn today() -> u64 {
+    unix_seconds() / 86_400
 }
 
 /// What [`VendorBudget::take`] found.
@@ -313,5 +359,18 @@ mod tests {
             "past the day's budget"
         );
         assert!(!budget.take("user:c").await.allowed());
+
+        // A question no vendor charged for is given back, to the day and to the caller.
+        budget.give_back("user:a", today()).await;
+        assert_eq!(budget.take("user:d").await, Taken::Yes);
+        budget.give_back("user:d", today()).await;
+        assert_eq!(
+            budget.take("user:a").await,
+            Taken::Yes,
+            "user:a's share too"
+        );
+        // One taken on another day is not.
+        budget.give_back("user:a", today() - 1).await;
+        assert_eq!(budget.take("user:e").await, Taken::BudgetSpent);
     }
 }

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::task::AbortHandle;
 
-/// The most calls that go on alone at once; past it a late call is aborted.
+/// The most calls that go on alone at once; past it a late call is aborted, and while it is
+/// reached no new call is sent ([`LateCalls::is_full`]).
 pub const MAX_LATE_CALLS: usize = 64;
 
 /// The late calls of one assistant; cheap to clone.
@@ -41,6 +42,12 @@ impl LateCalls {
     /// Whether a call for `key` is going on past its asker's deadline.
     pub fn is_pending(&self, key: &str) -> bool {
         self.lock().contains_key(key)
+    }
+
+    /// Whether no more calls can be left to go on: a call started now and still on its way at
+    /// its asker's deadline would be aborted, paid for and kept nowhere.
+    pub fn is_full(&self) -> bool {
+        self.lock().len() >= MAX_LATE_CALLS
     }
 
     /// How many calls are marked late now.
@@ -215,9 +222,11 @@ mod tests {
             assert!(watch.leave());
             ends.push(end);
         }
+        assert!(calls.is_full());
         let (_end, mut one_more) = calls.start(Some("over".to_owned()));
         assert!(!one_more.leave());
         drop(ends);
         assert_eq!(calls.pending(), 0);
+        assert!(!calls.is_full());
     }
 }

@@ -22,9 +22,9 @@ use gospelib_ai::llm::prompts::{self, connections, explain, questions, system};
 use gospelib_ai::llm::settings::*;
 use gospelib_ai::llm::{
     Anthropic, AnthropicConfig, Cooldown, DEFAULT_COOLDOWN, Fallback, LlmClient, LlmError,
-    LlmReply, LlmRequest, LlmSettings, MAX_COOLDOWN, OpenAiCompatible, OpenAiConfig, Secret,
-    parse_connections, parse_explanation, parse_questions, render_connections, render_explain,
-    render_questions,
+    LlmReply, LlmRequest, LlmSettings, MAX_COOLDOWN, MIN_FALLBACK_TIME, OpenAiCompatible,
+    OpenAiConfig, Secret, parse_connections, parse_explanation, parse_questions,
+    render_connections, render_explain, render_questions,
 };
 use gospelib_kit::config::Env;
 use serde_json::{Value, json};
@@ -583,6 +583,38 @@ async fn a_primary_hanging_past_the_deadline_is_given_up_in_time_for_the_fallbac
     fake.assert_no_problems();
 }
 
+/// A primary still working at its share's end (a long answer, not a hang) is not cut short:
+/// its call is paid for. The secondary is asked alongside, and the first answer is taken.
+#[tokio::test]
+async fn a_slow_primary_is_raced_by_the_fallback_not_cut_short() {
+    let (slow, slow_fake) =
+        fake_anthropic(anthropic_ok(r#"{"text":"late"}"#).after(Duration::from_millis(1500))).await;
+    let (base, fake) =
+        fake_openai(openai_ok(r#"{"text":"later"}"#).after(Duration::from_secs(30))).await;
+    let client = fallback(
+        anthropic(&slow, Duration::from_secs(20)),
+        openai(&base, Duration::from_secs(20)),
+    );
+    let started = tokio::time::Instant::now();
+    // The primary's share ends a second in; it answers half a second later.
+    let deadline = started + MIN_FALLBACK_TIME + Duration::from_secs(1);
+
+    let reply = client
+        .complete(&LlmRequest {
+            deadline: Some(deadline),
+            ..request()
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(reply.provider, "anthropic");
+    assert_eq!(reply.text, r#"{"text":"late"}"#);
+    assert!(tokio::time::Instant::now() < deadline);
+    assert_eq!((slow_fake.count(), fake.count()), (1, 1), "both were asked");
+    slow_fake.assert_no_problems();
+    fake.assert_no_problems();
+}
+
 #[tokio::test]
 async fn a_failing_primary_hands_over_to_the_fallback() {
     let (primary_base, primary_fake) = fake_anthropic(Reply::new(500, OVERLOADED)).await;
@@ -768,8 +800,12 @@ async fn a_rate_limited_vendor_is_left_alone_for_its_retry_after() {
         other => panic!("{other:?}"),
     }
 
-    // A day-long Retry-After is read as the cap; none at all as the default.
-    for (retry_after, window) in [(Some("86400"), MAX_COOLDOWN), (None, DEFAULT_COOLDOWN)] {
+    // A day-long Retry-After is read as the cap; none at all, or 0, as the default.
+    for (retry_after, window) in [
+        (Some("86400"), MAX_COOLDOWN),
+        (None, DEFAULT_COOLDOWN),
+        (Some("0"), DEFAULT_COOLDOWN),
+    ] {
         let (base, _) = fake_anthropic(limited(retry_after)).await;
         let cooled = Cooldown::new(Arc::new(anthropic(&base, Duration::from_secs(5))));
         cooled.complete(&request()).await.unwrap_err();

@@ -119,10 +119,13 @@ pub enum LlmError {
         reason: String,
     },
     /// No answer at all: unreachable, the connection dropped, the request could not be built.
+    /// `sent`: whether the request may have reached the vendor (not when no connection was
+    /// made or no request built).
     #[error("{provider}: {reason}")]
     Transport {
         provider: &'static str,
         reason: String,
+        sent: bool,
     },
 }
 
@@ -135,6 +138,17 @@ impl LlmError {
             | LlmError::Vendor { provider, .. }
             | LlmError::Malformed { provider, .. }
             | LlmError::Transport { provider, .. } => provider,
+        }
+    }
+
+    /// Whether the vendor may have charged for the call: it may have worked on it (a timeout, a
+    /// dropped connection) or it answered (an unusable reply). A refusal (an error status, a
+    /// rate limit) or a request that never left is not charged.
+    pub fn may_be_paid_for(&self) -> bool {
+        match self {
+            LlmError::Timeout { .. } | LlmError::Malformed { .. } => true,
+            LlmError::Transport { sent, .. } => *sent,
+            LlmError::RateLimited { .. } | LlmError::Vendor { .. } => false,
         }
     }
 
@@ -236,7 +250,12 @@ impl Cooldown {
             retry_after,
         }) = &outcome
         {
-            let wait = retry_after.unwrap_or(DEFAULT_COOLDOWN).min(MAX_COOLDOWN);
+            // `Retry-After: 0` with a 429 would be no window at all: every question would
+            // go on asking a vendor that refuses.
+            let wait = retry_after
+                .filter(|wait| !wait.is_zero())
+                .unwrap_or(DEFAULT_COOLDOWN)
+                .min(MAX_COOLDOWN);
             tracing::warn!(
                 client = %self.inner.describe(),
                 wait_ms = wait.as_millis() as u64,
@@ -287,8 +306,10 @@ impl LlmClient for Cooldown {
 /// limit, a timeout, an unreadable answer, no answer) while at least [`MIN_FALLBACK_TIME`] of
 /// the request's deadline is left (otherwise the primary's error: the secondary would be cut
 /// short, paid for nothing). A primary still working [`MIN_FALLBACK_TIME`] before the
-/// deadline is given up, so a hang leaves the secondary its time. When both fail, the secondary's error is returned (the primary's
-/// was logged).
+/// deadline is not given up (its call is paid for) but raced: the secondary is asked too, so a
+/// hang leaves the secondary its time, and the first answer is taken. When both fail, the
+/// secondary's error is returned (the primary's was logged), or the primary's when only its
+/// call may have been paid for.
 #[derive(Clone)]
 pub struct Fallback {
     pub primary: Arc<dyn LlmClient>,
@@ -301,7 +322,20 @@ impl Fallback {
     }
 
     async fn run(&self, request: &LlmRequest) -> Result<LlmReply, LlmError> {
-        let (outcome, given_up) = self.primary_within_its_share(request).await;
+        let started = tokio::time::Instant::now();
+        let share_end = request
+            .deadline
+            .and_then(|deadline| deadline.checked_sub(MIN_FALLBACK_TIME))
+            .filter(|share_end| *share_end > started);
+        let mut primary = self.primary.complete(request);
+        let outcome = match share_end {
+            // Less than the secondary's time left from the start: the primary has all of it.
+            None => primary.await,
+            Some(share_end) => match tokio::time::timeout_at(share_end, &mut primary).await {
+                Ok(outcome) => outcome,
+                Err(_) => return self.race(primary, request).await,
+            },
+        };
         let error = match outcome {
             Ok(reply) => return Ok(reply),
             Err(error) => error,
@@ -309,8 +343,7 @@ impl Fallback {
         let left = request
             .deadline
             .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
-        // A primary given up at its share's end left the secondary exactly its time.
-        if !given_up && left.is_some_and(|left| left < MIN_FALLBACK_TIME) {
+        if left.is_some_and(|left| left < MIN_FALLBACK_TIME) {
             tracing::warn!(
                 primary = %self.primary.describe(),
                 kind = error.kind(),
@@ -327,46 +360,69 @@ impl Fallback {
             %error,
             "the primary LLM failed; asking the fallback"
         );
-        let outcome = self.secondary.complete(request).await;
-        if let Err(error) = &outcome {
-            tracing::warn!(
-                secondary = %self.secondary.describe(),
-                kind = error.kind(),
-                %error,
-                "the fallback LLM failed too"
-            );
+        match self.secondary.complete(request).await {
+            Ok(reply) => Ok(reply),
+            Err(secondary) => Err(self.both_failed(error, secondary)),
         }
-        outcome
     }
-}
 
-impl Fallback {
-    /// The primary's outcome, given up [`MIN_FALLBACK_TIME`] before the request's deadline:
-    /// a primary that hangs (its own timeout may be longer than the whole deadline) must not
-    /// leave the secondary no time. With less than that left at the start, the primary has
-    /// all of it. Also whether it was given up.
-    async fn primary_within_its_share(
+    /// The first answer of `primary`, still working at its share's end, and the secondary,
+    /// asked now. The primary is not given up: cut short, a call is paid for and answers
+    /// nothing, and a slow primary (a long answer) is more often on its way than hanging. The
+    /// one that loses is dropped. When both fail, the secondary's error.
+    async fn race(
         &self,
+        mut primary: BoxFuture<'_, Result<LlmReply, LlmError>>,
         request: &LlmRequest,
-    ) -> (Result<LlmReply, LlmError>, bool) {
-        let started = tokio::time::Instant::now();
-        let give_up_at = request
-            .deadline
-            .and_then(|deadline| deadline.checked_sub(MIN_FALLBACK_TIME))
-            .filter(|give_up_at| *give_up_at > started);
-        let Some(give_up_at) = give_up_at else {
-            return (self.primary.complete(request).await, false);
-        };
-        match tokio::time::timeout_at(give_up_at, self.primary.complete(request)).await {
-            Ok(outcome) => (outcome, false),
-            Err(_) => {
-                let timeout = give_up_at - started;
-                let error = LlmError::Timeout {
-                    provider: "the primary LLM",
-                    timeout,
-                };
-                (Err(error), true)
+    ) -> Result<LlmReply, LlmError> {
+        tracing::warn!(
+            primary = %self.primary.describe(),
+            secondary = %self.secondary.describe(),
+            "the primary LLM is still working at its share's end; asking the fallback too, the \
+             first answer is taken"
+        );
+        let mut secondary = self.secondary.complete(request);
+        let mut primary_failed: Option<LlmError> = None;
+        let mut secondary_failed: Option<LlmError> = None;
+        loop {
+            tokio::select! {
+                outcome = &mut primary, if primary_failed.is_none() => match outcome {
+                    Ok(reply) => return Ok(reply),
+                    Err(error) => {
+                        tracing::warn!(
+                            primary = %self.primary.describe(),
+                            kind = error.kind(),
+                            %error,
+                            "the primary LLM failed while the fallback was asked"
+                        );
+                        primary_failed = Some(error);
+                    }
+                },
+                outcome = &mut secondary, if secondary_failed.is_none() => match outcome {
+                    Ok(reply) => return Ok(reply),
+                    Err(error) => secondary_failed = Some(error),
+                },
             }
+            if let (Some(primary), Some(secondary)) = (&primary_failed, &secondary_failed) {
+                return Err(self.both_failed(primary.clone(), secondary.clone()));
+            }
+        }
+    }
+
+    /// The error a question both failed with: the secondary's (the primary's was logged),
+    /// unless only the primary's call may have been paid for, so that the question is still
+    /// counted as asked ([`LlmError::may_be_paid_for`]).
+    fn both_failed(&self, primary: LlmError, secondary: LlmError) -> LlmError {
+        tracing::warn!(
+            secondary = %self.secondary.describe(),
+            kind = secondary.kind(),
+            error = %secondary,
+            "the fallback LLM failed too"
+        );
+        if primary.may_be_paid_for() && !secondary.may_be_paid_for() {
+            primary
+        } else {
+            secondary
         }
     }
 }
@@ -507,16 +563,17 @@ fn transport_error(provider: &'static str, timeout: Duration, error: reqwest::Er
     if error.is_timeout() {
         return LlmError::Timeout { provider, timeout };
     }
-    let what = if error.is_connect() {
-        "could not connect"
+    let (what, sent) = if error.is_connect() {
+        ("could not connect", false)
     } else if error.is_builder() {
-        "could not build the request"
+        ("could not build the request", false)
     } else {
-        "request failed"
+        ("request failed", true)
     };
     LlmError::Transport {
         provider,
         reason: format!("{what}: {}", error.without_url()),
+        sent,
     }
 }
 
@@ -619,11 +676,31 @@ async fn send(
     let body = gospelib_kit::capped_body::body_within(response, MAX_REPLY_BYTES)
         .await
         .map_err(|error| transport_error(provider, timeout, error))?
-        .ok_or_else(|| LlmError::Malformed {
+        .ok_or_else(|| too_long(provider, status, wait))?;
+    Ok((status, wait, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// What an answer over [`MAX_REPLY_BYTES`] means: a reply that came and cannot be used when
+/// its status is a success ([`LlmError::Malformed`]), otherwise what its status says (a rate
+/// limit, or a refusal: a gateway's error page, not a reply paid for).
+fn too_long(provider: &'static str, status: StatusCode, wait: Option<Duration>) -> LlmError {
+    if status.is_success() {
+        return LlmError::Malformed {
             provider,
             reason: format!("an answer over {MAX_REPLY_BYTES} bytes"),
-        })?;
-    Ok((status, wait, String::from_utf8_lossy(&body).into_owned()))
+        };
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return LlmError::RateLimited {
+            provider,
+            retry_after: wait,
+        };
+    }
+    LlmError::Vendor {
+        provider,
+        status: status.as_u16(),
+        body: format!("an error page over {MAX_REPLY_BYTES} bytes"),
+    }
 }
 
 #[cfg(test)]
@@ -684,6 +761,28 @@ mod tests {
             error.to_string(),
             "anthropic is rate limiting (retry after 3s)"
         );
+    }
+
+    /// Only a success over the size is a reply that came and cannot be used (whose stand-in
+    /// is kept, as if paid for); a long error page is what its status says.
+    #[test]
+    fn an_answer_over_the_size_is_read_by_its_status() {
+        let wait = Some(Duration::from_secs(2));
+        assert!(matches!(
+            too_long("openai", StatusCode::OK, wait),
+            LlmError::Malformed { .. }
+        ));
+        assert_eq!(
+            too_long("openai", StatusCode::TOO_MANY_REQUESTS, wait),
+            LlmError::RateLimited {
+                provider: "openai",
+                retry_after: wait
+            }
+        );
+        assert!(matches!(
+            too_long("openai", StatusCode::BAD_GATEWAY, wait),
+            LlmError::Vendor { status: 502, .. }
+        ));
     }
 
     #[test]
