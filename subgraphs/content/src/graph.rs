@@ -14,7 +14,10 @@
 //!   one deadline now and then, not one per request. FalkorDB is told to stop each read a
 //!   little before its deadline: a read it stops answers [`GraphError::Stopped`] (a heavy
 //!   read, not a hung server), which opens the breaker only when
-//!   [`SERVER_TIMEOUTS_TO_OPEN`] reads in a row end so (a server too busy to finish any).
+//!   [`SERVER_TIMEOUTS_TO_OPEN`] reads in a row end so (a server too busy to finish any);
+//! - a query without a read deadline (a write, a job's full-corpus read) fails at
+//!   [`JOB_QUERY_LIMIT`], so a server that stops answering mid-ingest ends the run, and its
+//!   lease, instead of holding both for good.
 //!
 //! With a read replica ([`Graph::with_read_replica`], `GOSPELIB_FALKORDB_READ_URL`), read-only
 //! queries go to the replica, a handle of its own with the same deadline, breaker and reconnect
@@ -72,6 +75,11 @@ impl GraphError {
     }
 }
 
+/// The longest a query without a read deadline may take (an ingest's write batch, a job's
+/// full-corpus read): far above what the full corpus needs, so only a server that stopped
+/// answering reaches it.
+pub const JOB_QUERY_LIMIT: Duration = Duration::from_secs(600);
+
 /// How long reads are skipped after one missed its deadline, and the longest after failed
 /// probes (each doubles the period).
 const FIRST_OPEN: Duration = Duration::from_secs(2);
@@ -116,6 +124,8 @@ pub struct Graph {
     read_deadline: Option<Duration>,
     /// Bounds connecting, always.
     connect_deadline: Duration,
+    /// Bounds every query without a read deadline (writes, and the jobs' reads).
+    query_limit: Duration,
     connection: Arc<Mutex<Connection>>,
     /// Opened by reads that miss their deadline (serving path only).
     breaker: Arc<Mutex<Breaker>>,
@@ -134,14 +144,16 @@ pub struct Graph {
 
 impl Graph {
     /// A handle on graph `name` at `url` (`falkor://` or `redis://`); nothing connects yet.
-    /// Connecting is bounded by [`DEFAULT_DEADLINE`]; queries are not (jobs such as ingest
-    /// write and count the whole corpus). The serving path adds [`Graph::with_deadline`].
+    /// Connecting is bounded by [`DEFAULT_DEADLINE`]; queries only by [`JOB_QUERY_LIMIT`] (jobs
+    /// such as ingest write and count the whole corpus). The serving path adds
+    /// [`Graph::with_deadline`] for its reads.
     pub fn new(url: &Url, name: &str) -> Self {
         Self {
             url: url.clone(),
             name: name.to_owned(),
             read_deadline: None,
             connect_deadline: DEFAULT_DEADLINE,
+            query_limit: JOB_QUERY_LIMIT,
             connection: Arc::new(Mutex::new(Connection::Idle {
                 retry_at: None,
                 last_error: None,
@@ -155,6 +167,13 @@ impl Graph {
             // Until the replica answers a read, the primary does.
             reading_primary: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    /// The same handle with every query that has no read deadline bounded by `limit` instead
+    /// of [`JOB_QUERY_LIMIT`].
+    pub fn with_query_limit(mut self, limit: Duration) -> Self {
+        self.query_limit = limit;
+        self
     }
 
     /// The same handle with every read, and connecting, bounded by `deadline` (the replica's
@@ -177,6 +196,7 @@ impl Graph {
         replica.is_replica = true;
         replica.read_deadline = self.read_deadline;
         replica.connect_deadline = self.connect_deadline;
+        replica.query_limit = self.query_limit;
         if let Some(deadline) = self.read_deadline {
             replica.breaker = Arc::new(Mutex::new(Breaker::new(breaker_settings(deadline))));
         }
@@ -493,7 +513,15 @@ impl Graph {
                     }
                 }
             }
-            _ => self.run_unbounded(cypher, params, read_only, None).await,
+            // A server that stops answering mid-job (a stuck fork, a partition without a
+            // reset) fails the query at the limit, and so the job, which then gives up its
+            // lease, instead of holding it for good.
+            _ => tokio::time::timeout(
+                self.query_limit,
+                self.run_unbounded(cypher, params, read_only, None),
+            )
+            .await
+            .unwrap_or(Err(GraphError::Deadline(self.query_limit))),
         }
     }
 

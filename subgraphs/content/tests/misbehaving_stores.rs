@@ -102,6 +102,84 @@ async fn forward(mut socket: TcpStream, target: SocketAddr) {
     }
 }
 
+/// A TCP relay to a real server that can be frozen: from then on what either side sends is
+/// held, never passed on (a store that stops answering in the middle of a connection, after a
+/// good start).
+struct FreezableRelay {
+    address: SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableRelay {
+    async fn start(target: &url::Url) -> Self {
+        let target: SocketAddr =
+            format!("{}:{}", target.host_str().unwrap(), target.port().unwrap())
+                .parse()
+                .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let frozen = frozen.clone();
+            async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    let Ok(upstream) = TcpStream::connect(target).await else {
+                        continue;
+                    };
+                    let (client_read, client_write) = socket.into_split();
+                    let (server_read, server_write) = upstream.into_split();
+                    tokio::spawn(pass(client_read, server_write, frozen.clone()));
+                    tokio::spawn(pass(server_read, client_write, frozen.clone()));
+                }
+            }
+        });
+        Self {
+            address,
+            frozen,
+            task,
+        }
+    }
+
+    fn url(&self, scheme: &str) -> url::Url {
+        format!("{scheme}://{}", self.address).parse().unwrap()
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Passes what `from` sends to `to` until the relay is frozen; then holds it.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buffer).await else {
+            return;
+        };
+        if read == 0 {
+            return;
+        }
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn ingested(name: &str) -> Namespace {
     let namespace = Namespace::isolated(name);
     ingest_dir(&namespace, &fixture()).await;
@@ -135,6 +213,49 @@ fn assert_falkordb_unavailable(response: &Value) {
 }
 
 const TWO_LOOKUPS: &str = r#"{ passage(id: "john.3.16") { id } book(id: "gen") { id } }"#;
+
+/// A FalkorDB that stops answering in the middle of a job (an ingest's write batches) fails
+/// the query at the job's limit, and so the job, which then gives up its lease, instead of
+/// waiting for good.
+#[tokio::test]
+async fn a_falkordb_that_stops_answering_mid_job_fails_the_query_at_its_limit() {
+    use gospelib_content::graph::{Graph, GraphError};
+    let relay = FreezableRelay::start(&urls().falkordb).await;
+    let name = format!("t_frozen_{}", uuid::Uuid::new_v4().simple());
+    let graph =
+        Graph::new(&relay.url("falkor"), &name).with_query_limit(Duration::from_millis(500));
+    graph
+        .write("CREATE (:Probe {n: 1})", Vec::new())
+        .await
+        .expect("a write before the server stops answering");
+
+    relay.freeze();
+    let error = unless_hung(
+        "a write to a server that stopped answering",
+        graph.write("CREATE (:Probe {n: 2})", Vec::new()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, GraphError::Deadline(limit) if limit == Duration::from_millis(500)),
+        "{error:?}"
+    );
+    let falkordb = urls().falkordb;
+    let address = format!(
+        "redis://{}:{}",
+        falkordb.host_str().unwrap(),
+        falkordb.port().unwrap()
+    );
+    let mut connection = redis::Client::open(address)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: redis::RedisResult<()> = redis::cmd("GRAPH.DELETE")
+        .arg(&name)
+        .query_async(&mut connection)
+        .await;
+}
 
 #[tokio::test]
 async fn a_falkordb_that_never_answers_fails_its_fields_with_upstream_unavailable() {
