@@ -68,6 +68,39 @@ async fn setup_with_deadline(
     vendor_deadline: Duration,
     daily_vendor_questions: Option<u64>,
 ) -> Setup {
+    setup_with_slow_first_read(llm, vendor_deadline, daily_vendor_questions, Duration::ZERO).await
+}
+
+/// A content source whose first read takes `delay` longer (a reader whose context read was
+/// slow); the reads after it do not.
+struct SlowFirstRead {
+    inner: InProcess,
+    delay: std::sync::Mutex<Option<Duration>>,
+}
+
+impl gospelib_ai::content::ContentSource for SlowFirstRead {
+    fn run(
+        &self,
+        query: &'static str,
+        variables: Value,
+    ) -> gospelib_kit::stores::BoxFuture<'_, Result<Value, String>> {
+        let delay = self.delay.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            self.inner.run(query, variables).await
+        })
+    }
+}
+
+/// [`setup_with_deadline`], the assistant's first content read taking `first_read_delay` longer.
+async fn setup_with_slow_first_read(
+    llm: Option<Arc<dyn gospelib_ai::llm::LlmClient>>,
+    vendor_deadline: Duration,
+    daily_vendor_questions: Option<u64>,
+    first_read_delay: Duration,
+) -> Setup {
     let urls = StoreUrls::from_env(&Env::from_process())
         .expect("these tests need the stack: run scripts/test, or source .stack/run/env");
     let clients = StoreClients::new(&urls).unwrap();
@@ -99,7 +132,10 @@ async fn setup_with_deadline(
     let run = format!("t{}", uuid::Uuid::new_v4().simple());
     let cache = AnswerCache::new(clients.redis.clone(), run.clone());
     let mut assistant = Assistant::new(
-        Arc::new(InProcess(content.executor.clone())),
+        Arc::new(SlowFirstRead {
+            inner: InProcess(content.executor.clone()),
+            delay: std::sync::Mutex::new(Some(first_read_delay)),
+        }),
         llm,
         Some(cache),
     );
@@ -881,6 +917,40 @@ async fn a_vendor_slower_than_the_deadline_leaves_the_answer_to_the_extractive_p
         1,
         "one paid call"
     );
+}
+
+/// A reader who joins another's identical question in flight waits no longer than its own
+/// deadline and a grace (the maker's cache write): one who began later has a later deadline,
+/// and waiting for it could pass the router's subgraph timeout. The first reader here (its
+/// context read slow, its deadline at 3 s) joins the second (began at 2 s, deadline at 5 s,
+/// the vendor answering at about 4.5 s) and gets the extractive answer at 4 s; the second
+/// gets the vendor's. Before, the first waited for the vendor's answer, past its own time.
+#[tokio::test]
+async fn a_reader_waiting_on_anothers_identical_question_stops_at_its_own_deadline() {
+    let reply = json!({"text": "Paid for.", "citations": ["john.3.16"]}).to_string();
+    let (base, calls) = fake_anthropic_counting(Duration::from_millis(2_500), vec![reply]).await;
+    let setup = setup_with_slow_first_read(
+        Some(anthropic(base)),
+        Duration::from_secs(3),
+        None,
+        Duration::from_millis(2_500),
+    )
+    .await;
+    let question = r#"{ explainPassage(id: "john.3.16") { provider } }"#;
+    let (first_reader, second_reader) = (scholar(), scholar());
+    let (first, second) = tokio::join!(setup.ask(&first_reader, question), async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        setup.ask(&second_reader, question).await
+    });
+    assert_eq!(
+        first["data"]["explainPassage"]["provider"], "extractive",
+        "{first}"
+    );
+    assert_eq!(
+        second["data"]["explainPassage"]["provider"], "anthropic",
+        "{second}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 /// While as many vendor calls as can be left to go on are on their way past their askers'

@@ -37,6 +37,10 @@ use crate::llm::{
 /// timeout (10 s by default), leaving time for the extractive answer.
 pub const DEFAULT_VENDOR_DEADLINE: Duration = Duration::from_secs(8);
 
+/// How long past its own deadline an asker waits for an identical question's answer made by
+/// another (the maker's cache write included, at most a second).
+pub const JOINED_GRACE: Duration = Duration::from_secs(1);
+
 /// Study questions asked for when `count` is absent.
 pub const DEFAULT_QUESTIONS: u32 = 5;
 
@@ -233,8 +237,18 @@ impl Assistant {
     /// ([`Keep`]: a vendor's answer, or the extractive provider's when no vendor is configured,
     /// for an hour; the extractive provider's in place of a vendor's unusable reply for ten
     /// minutes; in place of a vendor that did not answer, not at all). While one is
-    /// being made, the same question under the same key waits for it (`make` runs once).
-    async fn cached<T, F>(&self, question: &str, key: Option<String>, make: F) -> T
+    /// being made, the same question under the same key waits for it (`make` runs once), but
+    /// not past this asker's `deadline` and [`JOINED_GRACE`]: one who began later has a later
+    /// deadline, and waiting for it could pass the router's subgraph timeout. Such a waiter
+    /// gets `stand_in`'s answer (the extractive provider's), not kept.
+    async fn cached<T, F>(
+        &self,
+        question: &str,
+        key: Option<String>,
+        deadline: tokio::time::Instant,
+        stand_in: impl FnOnce() -> T,
+        make: F,
+    ) -> T
     where
         T: serde::Serialize + serde::de::DeserializeOwned,
         F: std::future::Future<Output = (T, Keep)>,
@@ -256,31 +270,56 @@ impl Assistant {
         };
         let mut make = Some(make);
         let mut asked_again = 0;
+        let give_up_at = deadline + JOINED_GRACE;
         loop {
-            let (shared, role) = self
-                .in_flight
-                .run(key.clone(), || async {
-                    // Made and kept by another just before this one began: asked once, not twice.
-                    if let Some(cache) = &self.cache
-                        && let Some(hit) = cache.get::<T>(&key).await
-                    {
-                        self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        self.count(question, provider, "cache");
-                        return SharedAnswer {
-                            answer: serde_json::to_value(&hit).expect("an answer is JSON"),
-                            for_others: true,
-                        };
+            let joined = std::sync::atomic::AtomicBool::new(false);
+            // In a block of its own: the work borrows `make` until it is dropped.
+            let (shared, role) = {
+                let run = self.in_flight.run_noting_joins(
+                    key.clone(),
+                    || async {
+                        // Made and kept by another just before this one began: asked once, not twice.
+                        if let Some(cache) = &self.cache
+                            && let Some(hit) = cache.get::<T>(&key).await
+                        {
+                            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                            self.count(question, provider, "cache");
+                            return SharedAnswer {
+                                answer: serde_json::to_value(&hit).expect("an answer is JSON"),
+                                for_others: true,
+                            };
+                        }
+                        let make = make
+                            .take()
+                            .expect("a question is made at most once per asker");
+                        let (answer, keep) = self.made(question, provider, Some(&key), make).await;
+                        SharedAnswer {
+                            answer: serde_json::to_value(&answer).expect("an answer is JSON"),
+                            for_others: keep != Keep::NorShared,
+                        }
+                    },
+                    || joined.store(true, Ordering::Relaxed),
+                );
+                tokio::pin!(run);
+                let outcome = tokio::select! {
+                    outcome = &mut run => Some(outcome),
+                    () = tokio::time::sleep_until(give_up_at) => None,
+                };
+                match outcome {
+                    Some(outcome) => outcome,
+                    // Waiting on another's answer past this asker's own time.
+                    None if joined.load(Ordering::Relaxed) => {
+                        tracing::info!(
+                            "an identical question in flight outlasts this one's deadline; the \
+                         extractive provider answers it"
+                        );
+                        self.count(question, extractive::PROVIDER, "fallback");
+                        return stand_in();
                     }
-                    let make = make
-                        .take()
-                        .expect("a question is made at most once per asker");
-                    let (answer, keep) = self.made(question, provider, Some(&key), make).await;
-                    SharedAnswer {
-                        answer: serde_json::to_value(&answer).expect("an answer is JSON"),
-                        for_others: keep != Keep::NorShared,
-                    }
-                })
-                .await;
+                    // Its own answer being made (kept when it comes): bounded by its deadline.
+                    None => run.await,
+                }
+            };
             let for_this_one = role != Role::Joined || shared.for_others;
             if !for_this_one && make.is_some() && asked_again < ASKED_AGAIN_AT_MOST {
                 asked_again += 1;
@@ -525,17 +564,23 @@ impl Assistant {
         let late_key = key.clone();
         let read_from = context.clone();
         Ok(self
-            .cached("explain", key, async {
-                if let Some(prompt) = &prompt {
-                    let asked = self
-                        .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
-                            parse_explanation(reply, &read_from)
-                        })
-                        .await;
-                    return asked.or_stand_in(|| extractive::explain(&context, focus));
-                }
-                (extractive::explain(&context, focus), Keep::Answer)
-            })
+            .cached(
+                "explain",
+                key,
+                deadline,
+                || extractive::explain(&context, focus),
+                async {
+                    if let Some(prompt) = &prompt {
+                        let asked = self
+                            .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
+                                parse_explanation(reply, &read_from)
+                            })
+                            .await;
+                        return asked.or_stand_in(|| extractive::explain(&context, focus));
+                    }
+                    (extractive::explain(&context, focus), Keep::Answer)
+                },
+            )
             .await)
     }
 
@@ -567,23 +612,29 @@ impl Assistant {
         let late_key = key.clone();
         let read_from = context.clone();
         Ok(self
-            .cached("questions", key, async {
-                if let Some(prompt) = &prompt {
-                    let asked = self
-                        .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
-                            let (mut questions, invented) = parse_questions(reply, &read_from)?;
-                            questions.truncate(count as usize);
-                            Ok((questions, invented))
-                        })
-                        .await;
-                    return asked
-                        .or_stand_in(|| extractive::study_questions(&context, count as usize));
-                }
-                (
-                    extractive::study_questions(&context, count as usize),
-                    Keep::Answer,
-                )
-            })
+            .cached(
+                "questions",
+                key,
+                deadline,
+                || extractive::study_questions(&context, count as usize),
+                async {
+                    if let Some(prompt) = &prompt {
+                        let asked = self
+                            .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
+                                let (mut questions, invented) = parse_questions(reply, &read_from)?;
+                                questions.truncate(count as usize);
+                                Ok((questions, invented))
+                            })
+                            .await;
+                        return asked
+                            .or_stand_in(|| extractive::study_questions(&context, count as usize));
+                    }
+                    (
+                        extractive::study_questions(&context, count as usize),
+                        Keep::Answer,
+                    )
+                },
+            )
             .await)
     }
 
@@ -603,19 +654,26 @@ impl Assistant {
         let late_key = key.clone();
         let read_from = context.clone();
         Ok(self
-            .cached("connections", key, async {
-                if let Some(prompt) = &prompt {
-                    let asked = self
-                        .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
-                            let (mut connections, invented) = parse_connections(reply, &read_from)?;
-                            connections.truncate(MAX_CONNECTIONS.min(5) as usize);
-                            Ok((connections, invented))
-                        })
-                        .await;
-                    return asked.or_stand_in(|| extractive::suggest_connections(&context));
-                }
-                (extractive::suggest_connections(&context), Keep::Answer)
-            })
+            .cached(
+                "connections",
+                key,
+                deadline,
+                || extractive::suggest_connections(&context),
+                async {
+                    if let Some(prompt) = &prompt {
+                        let asked = self
+                            .ask(prompt, deadline, asker, late_key.as_deref(), move |reply| {
+                                let (mut connections, invented) =
+                                    parse_connections(reply, &read_from)?;
+                                connections.truncate(MAX_CONNECTIONS.min(5) as usize);
+                                Ok((connections, invented))
+                            })
+                            .await;
+                        return asked.or_stand_in(|| extractive::suggest_connections(&context));
+                    }
+                    (extractive::suggest_connections(&context), Keep::Answer)
+                },
+            )
             .await)
     }
 }
@@ -727,8 +785,15 @@ mod tests {
                     release.notified().await;
                     ("stand-in".to_owned(), leader_keeps)
                 };
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
                 assistant
-                    .cached("explain", Some("k".to_owned()), make)
+                    .cached(
+                        "explain",
+                        Some("k".to_owned()),
+                        deadline,
+                        || "gave up waiting".to_owned(),
+                        make,
+                    )
                     .await
             }
         });
@@ -743,8 +808,15 @@ mod tests {
                     made.store(true, Ordering::SeqCst);
                     ("the vendor's".to_owned(), Keep::Answer)
                 };
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
                 assistant
-                    .cached("explain", Some("k".to_owned()), make)
+                    .cached(
+                        "explain",
+                        Some("k".to_owned()),
+                        deadline,
+                        || "gave up waiting".to_owned(),
+                        make,
+                    )
                     .await
             }
         });
