@@ -154,6 +154,8 @@ struct ManifestJson {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
     documents: HashMap<[u8; 32], Arc<str>>,
+    /// The most tokens one of its documents has.
+    most_tokens: usize,
 }
 
 impl Manifest {
@@ -167,11 +169,15 @@ impl Manifest {
                 origin: source.to_owned(),
                 reason,
             })?;
-            manifest
-                .documents
-                .insert(digest_of_normalized(&normalized), normalized.into());
+            manifest.insert(digest_of_normalized(&normalized), normalized);
         }
         Ok(manifest)
+    }
+
+    fn insert(&mut self, digest: [u8; 32], normalized: String) {
+        let tokens = graphql_tools::parser::spanned_tokens(&normalized).map_or(0, |t| t.len());
+        self.most_tokens = self.most_tokens.max(tokens);
+        self.documents.insert(digest, normalized.into());
     }
 
     /// The apps' operations under `operations` (`client-tests/operations`): every `*.graphql`
@@ -244,7 +250,7 @@ impl Manifest {
                     "`{id}` is not the id of its document"
                 )));
             }
-            manifest.documents.insert(digest, normalized.into());
+            manifest.insert(digest, normalized);
         }
         Ok(manifest)
     }
@@ -341,10 +347,17 @@ impl TrustedDocuments {
         }
     }
 
-    /// The digest of `text`'s normalized form; `None` when it does not parse.
-    fn text_digest(&self, text: &str) -> Option<[u8; 32]> {
+    /// The digest of `text`'s normalized form; `None` when it does not parse, or when it is
+    /// long and cannot be one of `manifest`'s documents.
+    fn text_digest(&self, text: &str, manifest: &Manifest) -> Option<[u8; 32]> {
         let digest_of = |text: &str| normalize(text).ok().map(|n| digest_of_normalized(&n));
         if text.len() > LONGEST_TEXT_KEPT {
+            // Read only as far as the manifest's longest document (twice, for how the parser
+            // counts): one with more tokens, or that does not parse, is none of them. Whole,
+            // its normalizing would cost what its sender chose (a 2 MiB body, a few KiB
+            // gzipped, is ~2M tokens, a vector of them), before any limit or credential.
+            let enough = manifest.most_tokens.saturating_mul(2) + 16;
+            graphql_tools::parser::parse_query_with_token_limit::<&str>(text, enough).ok()?;
             return digest_of(text);
         }
         if let Some(digest) = self.digests.lock().expect("digests lock").get(text) {
@@ -422,7 +435,9 @@ impl TrustedDocuments {
             };
         };
         let text_given = !query.trim().is_empty();
-        let text_digest = text_given.then(|| self.text_digest(query)).flatten();
+        let text_digest = text_given
+            .then(|| self.text_digest(query, manifest))
+            .flatten();
         if let Some(id) = id {
             let digest = parse_id(id);
             if let Some(text) = digest.and_then(|digest| manifest.documents.get(&digest)) {
@@ -928,6 +943,27 @@ mod tests {
             assert_eq!(documents.check(&long, None, None, false), Ok(None));
         }
         assert_eq!(documents.digests.lock().unwrap().len(), 4);
+    }
+
+    /// A long text is read only as far as the manifest's longest document: past it, it is
+    /// none of them, and it is not normalized whole (a body of punctuation is a token a byte).
+    /// A long trusted text (its spaces and comments) is still one.
+    #[test]
+    fn a_long_text_is_read_only_as_far_as_the_longest_trusted_document() {
+        let documents = documents(Mode::Enforce);
+        let manifest = documents.manifest().unwrap();
+        let flood = "{}".repeat(1024 * 1024);
+        assert!(normalize(&flood).is_ok(), "it tokenizes");
+        assert_eq!(documents.text_digest(&flood, &manifest), None);
+        let many = format!("{{ {} }}", "a ".repeat(LONGEST_TEXT_KEPT));
+        assert_eq!(documents.text_digest(&many, &manifest), None);
+        let commented = format!("# {}\n{READING}", "x".repeat(LONGEST_TEXT_KEPT));
+        assert_eq!(
+            documents.text_digest(&commented, &manifest),
+            Some(digest_of_normalized(&normalize(READING).unwrap()))
+        );
+        assert!(documents.check(&flood, None, None, false).is_err());
+        assert_eq!(documents.check(&commented, None, None, false), Ok(None));
     }
 
     #[test]
