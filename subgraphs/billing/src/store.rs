@@ -582,7 +582,8 @@ pub struct Erased {
 /// Erases `user_id`'s billing data (call with [`lock_user`] held): marks the user erased,
 /// queues the cancellation of every Stripe subscription of theirs that is not over and the
 /// expiry of their Checkout Session (it could still be paid), and removes their
-/// subscriptions, customer link and session. Erasing an erased user changes nothing.
+/// subscriptions, customer link, session and the outbox's events about them. Erasing an
+/// erased user changes nothing.
 ///
 /// A subscription Stripe made after `deleted_at` (the deletion's time, Unix seconds, when the
 /// event says it) is a checkout paid after the deletion that billing heard of before the
@@ -623,6 +624,13 @@ pub async fn erase_user(
         .execute(&mut *conn)
         .await?;
     sqlx::query("DELETE FROM billing.checkout_sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    // The events kept about them (a payment's invoice and amount, a plan and its Stripe
+    // subscription): relayed already, and kept the outbox's 100 days, or not yet, for
+    // notifications, which erases the user too.
+    sqlx::query("DELETE FROM billing.outbox WHERE payload->>'user_id' = $1::text")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;

@@ -91,6 +91,15 @@ async fn fake_stripe() -> (FakeStripe, HttpStripe) {
     (fake, stripe_client_of(app, KEY).await)
 }
 
+/// How many of billing's outbox events are about `user`.
+async fn events_about(pool: &sqlx::PgPool, user: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM billing.outbox WHERE payload->>'user_id' = $1::text")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 async fn cancellation_row(
     pool: &gospelib_kit::stores::PgPool,
     stripe_id: &str,
@@ -151,6 +160,10 @@ async fn a_deleted_users_subscription_is_cancelled_at_stripe_and_their_billing_e
         stored_subscriptions(&pool, user).await.len() == 2
     })
     .await;
+    assert!(
+        events_about(&pool, user).await > 0,
+        "billing's events about them"
+    );
     let deletion = Uuid::new_v4();
     xadd_user_event(&users_stream, deletion, "user.deleted", user).await;
     xadd_user_event(&users_stream, deletion, "user.deleted", user).await;
@@ -167,12 +180,18 @@ async fn a_deleted_users_subscription_is_cancelled_at_stripe_and_their_billing_e
     assert_eq!((stats.acknowledged, stats.dead_lettered), (3, 0));
     assert_eq!(customer_of(&pool, user).await, None);
     assert_eq!(
+        events_about(&pool, user).await,
+        0,
+        "the outbox's events about them (payments, plans) go too"
+    );
+    assert_eq!(
         cancellation_row(&pool, &sub).await,
         Some((0, false, false)),
         "queued, not yet tried"
     );
-    // Another user's subscription is untouched.
+    // Another user's subscription, and billing's events about them, are untouched.
     assert_eq!(stored_subscriptions(&pool, bystander).await.len(), 1);
+    assert!(events_about(&pool, bystander).await > 0);
     assert_eq!(cancellation_row(&pool, &other_sub).await, None);
 
     // The worker cancels it at Stripe, once.
