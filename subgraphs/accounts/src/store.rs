@@ -24,7 +24,7 @@ const NEXT_CHANGE_AT: &str = "GREATEST(clock_timestamp(), updated_at + interval 
 
 /// A `timestamptz` column as RFC 3339 text in UTC, milliseconds included.
 macro_rules! rfc3339 {
-    ($column:literal) => {
+    ($column:expr) => {
         concat!(
             "to_char(",
             $column,
@@ -32,6 +32,21 @@ macro_rules! rfc3339 {
         )
     };
 }
+
+/// The stamp of a change to a device row, taken after the locks: the clock now, and always
+/// at least a millisecond past the device's last stamp. Its `device.registered` and
+/// `device.removed` events carry it, and notifications applies a removal only when it is not
+/// older than what it knows of the device: a transaction that began before a registration
+/// it then removes (it waited for the token's lock) must stamp the removal after it.
+macro_rules! next_device_change_at {
+    () => {
+        "GREATEST(clock_timestamp(), last_seen_at + interval '1 millisecond')"
+    };
+}
+const NEXT_DEVICE_CHANGE_AT: &str = next_device_change_at!();
+
+/// [`NEXT_DEVICE_CHANGE_AT`] of a device removed, as its `device.removed` event's stamp.
+const DEVICE_REMOVED_AT: &str = rfc3339!(next_device_change_at!());
 
 /// A `bigint` parameter of milliseconds since the epoch as a `timestamptz`.
 macro_rules! from_millis {
@@ -265,7 +280,7 @@ pub async fn register_device(
     if let Some(known_platform) = known {
         let sql = format!(
             "UPDATE accounts.devices
-             SET platform = $3, name = COALESCE($4, name), last_seen_at = now()
+             SET platform = $3, name = COALESCE($4, name), last_seen_at = {NEXT_DEVICE_CHANGE_AT}
              WHERE user_id = $1 AND token_sha256 = $2
              RETURNING {DEVICE_COLUMNS}"
         );
@@ -292,7 +307,7 @@ pub async fn register_device(
     let sql = format!(
         "INSERT INTO accounts.devices
              (id, user_id, platform, token, token_sha256, name, created_at, last_seen_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+         VALUES ($1, $2, $3, $4, $5, $6, now(), clock_timestamp())
          RETURNING {DEVICE_COLUMNS}"
     );
     let inserted = sqlx::query_as(&sql)
@@ -318,7 +333,7 @@ pub async fn take_token_from_others(
     let sql = format!(
         "DELETE FROM accounts.devices WHERE token_sha256 = $1 AND user_id <> $2
          RETURNING user_id, id, {} AS removed_at",
-        rfc3339!("now()")
+        DEVICE_REMOVED_AT
     );
     sqlx::query_as(&sql)
         .bind(token_digest(token))
@@ -337,7 +352,7 @@ pub async fn remove_device(
 ) -> Result<Option<String>, sqlx::Error> {
     let sql = format!(
         "DELETE FROM accounts.devices WHERE id = $1 AND user_id = $2 RETURNING {} AS removed_at",
-        rfc3339!("now()")
+        DEVICE_REMOVED_AT
     );
     sqlx::query_scalar(&sql)
         .bind(id)

@@ -455,3 +455,42 @@ async fn a_token_registered_by_another_user_is_taken_from_the_previous_owner() {
         assert_eq!(kept.iter().filter(|kept| **kept).count(), 1, "{kept:?}");
     }
 }
+
+/// A removal is stamped after the registration it removes, even by a transaction that began
+/// before it (it waited for the token's lock): notifications applies a removal only when it
+/// is not older than what it knows of the device, so an earlier stamp would leave the
+/// previous owner's device there, and their notifications pushed to the phone's new owner.
+#[tokio::test]
+async fn a_removal_is_stamped_after_the_registration_it_removes() {
+    let pool = pool().await;
+    let (a, b, stream) = (clerk_id(), clerk_id(), stream());
+    create_user(&pool, &a, "Ada", "ada@example.com").await;
+    let b_id = create_user(&pool, &b, "Bob", "bob@example.com").await;
+    let service = service(&pool, &stream);
+    let token = format!("fcm-{}", Uuid::new_v4().simple());
+
+    // Bob's transaction begins first; Ada registers the token meanwhile; then Bob's takes it.
+    let mut bobs = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *bobs).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let adas = register(&service, &a, "ANDROID", &token, None).await;
+    let taken = gospelib_accounts::store::take_token_from_others(&mut bobs, b_id, &token)
+        .await
+        .unwrap();
+    bobs.commit().await.unwrap();
+
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].1.to_string(), adas);
+    let registered = events_of(&pool, &stream, "device.registered").await;
+    let registered_at = registered
+        .iter()
+        .find(|event| event["device_id"] == json!(adas))
+        .and_then(|event| event["occurred_at"].as_str())
+        .expect("Ada's device.registered")
+        .to_owned();
+    let removed_at = &taken[0].2;
+    assert!(
+        removed_at.as_str() > registered_at.as_str(),
+        "removed {removed_at}, registered {registered_at}"
+    );
+}
