@@ -98,6 +98,14 @@ fn assert_run(status: u16, body: &Value) {
     );
 }
 
+/// An id nobody vouched for, sent alone: answered as APQ answers a hash it does not know, so
+/// that a stock APQ client sends the text next.
+fn assert_asked_for_the_text(status: u16, body: &Value) {
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(codes(body), ["PERSISTED_QUERY_NOT_FOUND"], "{body}");
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+}
+
 fn assert_not_trusted(status: u16, body: &Value) {
     assert_eq!(status, 400, "{body}");
     assert_eq!(codes(body), ["OPERATION_NOT_TRUSTED"], "{body}");
@@ -188,7 +196,7 @@ fn under_enforce_apps_send_only_their_operations_and_partners_any_valid_one() {
         assert_answered(status, &response.json().await.unwrap());
 
         // Anything else an app caller sends is refused: another operation, a partner's
-        // operation, an unknown id.
+        // operation; an unknown id is asked for its text, as APQ asks.
         let (status, body) = client.query(&[], unknown, json!({})).await;
         assert_not_trusted(status, &body);
         let chapter_text = operation("partner/ChapterText.graphql");
@@ -199,7 +207,7 @@ fn under_enforce_apps_send_only_their_operations_and_partners_any_valid_one() {
         let (status, body) = client
             .post(&[], json!({ "extensions": by_id(&hash_of(unknown)) }))
             .await;
-        assert_not_trusted(status, &body);
+        assert_asked_for_the_text(status, &body);
         // Under the GraphQL-over-HTTP media type the same.
         let (status, body) = client
             .post(
@@ -222,7 +230,25 @@ fn under_enforce_apps_send_only_their_operations_and_partners_any_valid_one() {
         let (status, body) = client
             .post(&[], json!({ "extensions": by_id(&apq_hash) }))
             .await;
-        assert_not_trusted(status, &body);
+        assert_asked_for_the_text(status, &body);
+        // A stock APQ client of a trusted text (Apollo's link hashes the text as it prints
+        // it): its hash alone is asked for the text, the text with it runs, and from then on
+        // the hash alone runs.
+        let printed = format!("{reading}\n");
+        let printed_hash = format!("{:x}", Sha256::digest(printed.as_bytes()));
+        let by_hash = json!({ "extensions": by_id(&printed_hash), "variables": reading_variables });
+        let (status, body) = client.post(&[], by_hash.clone()).await;
+        assert_asked_for_the_text(status, &body);
+        let (status, body) = client
+            .post(
+                &[],
+                json!({ "query": printed, "extensions": by_id(&printed_hash),
+                        "variables": reading_variables }),
+            )
+            .await;
+        assert_answered(status, &body);
+        let (status, body) = client.post(&[], by_hash).await;
+        assert_answered(status, &body);
 
         // Partners may send any operation their contract validates, and use APQ as before.
         let partner = [("x-api-key", key.as_str())];

@@ -22,8 +22,11 @@
 //! (`version: 1`), with or without the `sha256:` prefix (the kit's request type keeps no
 //! top-level `documentId`). A known id runs the manifest's text and never reaches automatic
 //! persisted queries ([`crate::apq`]); for app callers under `enforce`, an unknown id is
-//! refused before APQ looks it up, and an APQ registration (a text with a hash) of a text
-//! outside the manifest is refused like any other text, so APQ is no way around the manifest.
+//! answered `PERSISTED_QUERY_NOT_FOUND` without APQ looking it up (so a stock APQ client sends
+//! the text next, which the manifest then judges), and an APQ registration (a text with a
+//! hash) of a text outside the manifest is refused like any other text, so APQ is no way
+//! around the manifest. The APQ hash of a trusted text sent with its text is remembered (in
+//! this process, the [`ALIASES_KEPT`] latest): sent alone later, it runs the manifest's text.
 //!
 //! [`TrustedService`] applies the check in front of the router's service (before credentials
 //! are verified and before APQ); the manifest is swapped in place when the registry publishes
@@ -311,6 +314,15 @@ impl Refusal {
             message: NOT_TRUSTED_MESSAGE.to_owned(),
         }
     }
+
+    /// An id nobody vouched for, sent without its text: as APQ answers a hash it does not
+    /// know, so that Apollo's link sends the text next.
+    fn persisted_query_not_found() -> Self {
+        Self {
+            code: "PERSISTED_QUERY_NOT_FOUND",
+            message: "PersistedQueryNotFound".to_owned(),
+        }
+    }
 }
 
 /// The router's trusted documents: its mode and the current manifest (none until one is
@@ -326,7 +338,13 @@ pub struct TrustedDocuments {
     /// was ~1% of the platform's CPU per request, every app request sending one of a few
     /// texts).
     digests: Mutex<lru::LruCache<Box<str>, Option<[u8; 32]>>>,
+    /// APQ hashes of trusted texts (the sha256 of the text as an app sent it) → the manifest
+    /// id of its document.
+    aliases: Mutex<lru::LruCache<[u8; 32], [u8; 32]>>,
 }
+
+/// How many APQ hashes of trusted texts [`TrustedDocuments`] remembers.
+pub const ALIASES_KEPT: usize = 1024;
 
 /// How many texts' digests [`TrustedDocuments`] keeps.
 const DIGESTS_KEPT: usize = 1024;
@@ -343,6 +361,9 @@ impl TrustedDocuments {
             logged: Mutex::new(HashSet::new()),
             digests: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(DIGESTS_KEPT).expect("not zero"),
+            )),
+            aliases: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(ALIASES_KEPT).expect("not zero"),
             )),
         }
     }
@@ -446,16 +467,41 @@ impl TrustedDocuments {
                     return Ok(Some(text.clone()));
                 }
             } else if !text_given {
-                // An id the manifest does not know, and no text: under `enforce`, refused
-                // before APQ could look it up.
-                return self.outcome(digest, operation_name, "unknown id");
+                // The APQ hash of a trusted text sent with it before: the manifest's text.
+                let aliased = digest
+                    .and_then(|digest| {
+                        self.aliases
+                            .lock()
+                            .expect("aliases lock")
+                            .get(&digest)
+                            .copied()
+                    })
+                    .and_then(|document| manifest.documents.get(&document));
+                if let Some(text) = aliased {
+                    return Ok(Some(text.clone()));
+                }
+                // An id nobody vouched for, and no text: under `enforce`, APQ does not look it
+                // up (what it holds may be any text); the client is asked for the text, which
+                // the manifest then judges.
+                return match self.mode {
+                    Mode::Enforce => Err(Refusal::persisted_query_not_found()),
+                    _ => self.outcome(digest, operation_name, "unknown id"),
+                };
             }
         }
         if !text_given {
             return Ok(None);
         }
         match text_digest {
-            Some(digest) if manifest.documents.contains_key(&digest) => Ok(None),
+            Some(digest) if manifest.documents.contains_key(&digest) => {
+                // Sent with its APQ hash: that hash runs this document when sent alone.
+                if let Some(hash) = id.and_then(parse_id)
+                    && hash == <[u8; 32]>::from(Sha256::digest(query.as_bytes()))
+                {
+                    self.aliases.lock().expect("aliases lock").put(hash, digest);
+                }
+                Ok(None)
+            }
             Some(digest) => self.outcome(Some(digest), operation_name, "unknown document"),
             // Not even tokens: refused under `enforce`, left to the parser's error otherwise.
             None if self.mode == Mode::Enforce => {
@@ -586,7 +632,10 @@ impl TrustedService {
             "errors": [{ "message": refusal.message, "extensions": { "code": refusal.code } }],
             "extensions": { "supergraphVersion": version },
         }));
-        response.status = Some(PublicStatusCode::BAD_REQUEST);
+        // A hash not found is answered as APQ answers it (its status by the kit's rule).
+        if refusal.code == NOT_TRUSTED {
+            response.status = Some(PublicStatusCode::BAD_REQUEST);
+        }
         if let Ok(value) = PublicHeaderValue::from_str(&version) {
             response.headers.push((
                 gospelib_kit::graphql_http::HeaderName::from_static(crate::http::VERSION_HEADER),
@@ -1006,13 +1055,14 @@ mod tests {
         );
         assert_eq!(documents.check(OTHER, Some(&id), None, false), refused);
         let unknown = document_id(OTHER).unwrap();
-        assert_eq!(documents.check("", Some(&unknown), None, false), refused);
+        let not_found = Err(Refusal::persisted_query_not_found());
+        assert_eq!(documents.check("", Some(&unknown), None, false), not_found);
         assert_eq!(
             documents.check("", Some("not a hash"), None, false),
-            refused
+            not_found
         );
         assert_eq!(documents.check("{ a; }", None, None, false), refused);
-        assert_eq!(documents.untrusted_count(), 5);
+        assert_eq!(documents.untrusted_count(), 3);
         let refusal = documents.check(OTHER, None, None, false).unwrap_err();
         assert_eq!(refusal.code, "OPERATION_NOT_TRUSTED");
         assert_eq!(
@@ -1030,15 +1080,36 @@ mod tests {
             documents.check(OTHER, Some(&apq(OTHER)), None, false),
             Err(Refusal::not_trusted())
         );
-        // Registering a trusted text is harmless: it goes on to APQ.
+        // A bare APQ hash nobody vouched for is not looked up: the client is asked for the
+        // text (as APQ asks), and never runs what APQ may hold under it.
+        let not_found = Err(Refusal::persisted_query_not_found());
+        assert_eq!(
+            documents.check("", Some(&apq(OTHER)), None, false),
+            not_found
+        );
+        assert_eq!(
+            documents.check("", Some(&apq(READING)), None, false),
+            not_found
+        );
+        // Registering a trusted text is harmless: it goes on to APQ, and its hash sent alone
+        // afterwards runs the manifest's text (Apollo's link sends the hash first each time).
         assert_eq!(
             documents.check(READING, Some(&apq(READING)), None, false),
             Ok(None)
         );
-        // A bare APQ hash (not a manifest id) is refused before APQ could resolve it.
+        let normal: Arc<str> = normalize(READING).unwrap().into();
         assert_eq!(
             documents.check("", Some(&apq(READING)), None, false),
-            Err(Refusal::not_trusted())
+            Ok(Some(normal))
+        );
+        // A trusted text under another text's hash teaches nothing.
+        assert_eq!(
+            documents.check(READING_AGAIN, Some(&apq(OTHER)), None, false),
+            Ok(None)
+        );
+        assert_eq!(
+            documents.check("", Some(&apq(OTHER)), None, false),
+            not_found
         );
         // Partners keep APQ as it is.
         assert_eq!(
