@@ -10,7 +10,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// Applies the migrations not yet applied; returns how many ran.
 ///
 /// On a connection of its own without the pool's server-side bounds
-/// ([`crate::stores::STATEMENT_TIMEOUT`]): a migration may build an index or backfill a large
+/// ([`crate::stores::STATEMENT_TIMEOUT`], [`crate::stores::LOCK_TIMEOUT`]): a migration may build an index or backfill a large
 /// table for longer, and waiting for another process's migrations (sqlx's advisory lock) is a
 /// statement too. The connection is closed afterwards rather than lent again unbounded.
 pub async fn migrate(pool: &PgPool) -> Result<usize, MigrateError> {
@@ -20,6 +20,10 @@ pub async fn migrate(pool: &PgPool) -> Result<usize, MigrateError> {
         .execute(&mut *connection)
         .await?;
     sqlx::query("SET idle_in_transaction_session_timeout = 0")
+        .execute(&mut *connection)
+        .await?;
+    // Waiting for another process's migrations (sqlx's advisory lock) may take their time.
+    sqlx::query("SET lock_timeout = 0")
         .execute(&mut *connection)
         .await?;
     let ran = MIGRATOR.run(&mut *connection).await;

@@ -197,13 +197,17 @@ pub async fn within_deadline<T>(
 /// load cost the platform ~5% of its CPU and the database as much again.
 ///
 /// Every connection is bounded on the server too: a statement runs at most
-/// [`STATEMENT_TIMEOUT`] (a lock waited for included), and a transaction left idle is ended
-/// after [`IDLE_IN_TRANSACTION_TIMEOUT`], so a stuck query or a task that stopped halfway
-/// through a transaction cannot hold a pooled connection, or the row locks others wait on,
-/// for good. (The client's own deadlines still bound each request's wait.)
+/// [`STATEMENT_TIMEOUT`], waits for a lock (a row's, a table's, an advisory one) at most
+/// [`LOCK_TIMEOUT`], and a transaction left idle is ended after
+/// [`IDLE_IN_TRANSACTION_TIMEOUT`], so a stuck query or a task that stopped halfway through a
+/// transaction cannot hold a pooled connection, or the row locks others wait on, for good;
+/// and statements queued behind a lock (a migration's, a dump's) give their connections
+/// back within seconds rather than each holding one, past the router's timeout, until
+/// the statement timeout. (The client's own deadlines still bound each request's wait.)
 pub fn postgres_pool(url: &Url, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url.as_str())?.options([
         ("statement_timeout", duration_setting(STATEMENT_TIMEOUT)),
+        ("lock_timeout", duration_setting(LOCK_TIMEOUT)),
         (
             "idle_in_transaction_session_timeout",
             duration_setting(IDLE_IN_TRANSACTION_TIMEOUT),
@@ -226,6 +230,10 @@ pub fn postgres_pool(url: &Url, max_connections: u32) -> Result<PgPool, sqlx::Er
 
 /// The longest a statement of a pooled connection runs on the server.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a statement of a pooled connection waits for a lock: the platform's locks are
+/// held for milliseconds, so a longer wait is a pile-up behind something else.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest a pooled connection's transaction may sit idle on the server.
 pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);

@@ -122,14 +122,43 @@ async fn a_connection_in_steady_use_is_lent_without_a_round_trip_first() {
 #[tokio::test]
 async fn pooled_connections_are_bounded_on_the_server() {
     let pool = postgres_pool(&support::stack_urls().postgres, 2).unwrap();
-    let (statement, idle): (String, String) = sqlx::query_as(
-        "SELECT current_setting('statement_timeout'), \
+    let (statement, lock, idle): (String, String, String) = sqlx::query_as(
+        "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), \
                 current_setting('idle_in_transaction_session_timeout')",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((statement.as_str(), idle.as_str()), ("30s", "1min"));
+    assert_eq!(
+        (statement.as_str(), lock.as_str(), idle.as_str()),
+        ("30s", "5s", "1min")
+    );
+    // A statement waiting for a lock past the bound gives up (here one set lower for the
+    // test), its connection free again.
+    let key = rand_key();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut waiter = pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '100ms'")
+        .execute(&mut *waiter)
+        .await
+        .unwrap();
+    let error = sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(&mut *waiter)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("55P03"),
+        "lock_not_available: {error}"
+    );
+    holder.rollback().await.unwrap();
+    drop(waiter);
     // A statement past the bound is cancelled by the server (here one set lower for the test).
     let mut connection = pool.acquire().await.unwrap();
     sqlx::query("SET statement_timeout = '100ms'")
@@ -175,4 +204,9 @@ async fn a_silent_connection_holds_a_worker_only_until_its_deadline() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// An advisory lock key of this run's own.
+fn rand_key() -> i64 {
+    i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap())
 }
