@@ -15,6 +15,11 @@
 //!   on the `User` (four lists and the streak) cost ONE statement together, not five
 //!   statements on five pooled connections at once.
 //!
+//! - **Statements at once** ([`Loaders::few_at_once`]): the fields a request reads on their
+//!   own (a list page the prefetch did not read, a note search, a streak) run at most
+//!   [`STATEMENTS_AT_ONCE`] statements at a time: async-graphql resolves an object's fields
+//!   together, so thirty aliased `searchNotes` would otherwise take thirty of the process's
+//!   pooled connections, which every subgraph and worker of it shares.
 //! - **The answer's size** ([`Loaders::charge_answer`]): the rows every `Passage.myHighlights`
 //!   and `Passage.myNotes` answers, counted wherever they appear, stay within
 //!   [`ANSWER_BUDGET_BYTES`] per request. A batch counts each verse once, but a document can
@@ -233,7 +238,13 @@ pub struct Loaders {
     user_pages: OnceCell<(Uuid, UserPagesAsk, Result<UserPages, Arc<sqlx::Error>>)>,
     /// The bytes of highlights and notes the request's `Passage` fields answered so far.
     answered: AtomicUsize,
+    /// Permits for the statements the request's fields run on their own.
+    statements: tokio::sync::Semaphore,
 }
+
+/// The most statements one request's fields run at once on their own (see the module's
+/// documentation).
+pub const STATEMENTS_AT_ONCE: usize = 2;
 
 impl Loaders {
     /// Fresh loaders for one request.
@@ -255,7 +266,19 @@ impl Loaders {
             entities: OnceCell::new(),
             user_pages: OnceCell::new(),
             answered: AtomicUsize::new(0),
+            statements: tokio::sync::Semaphore::new(STATEMENTS_AT_ONCE),
         }
+    }
+
+    /// `work` (a statement of a field's own), once fewer than [`STATEMENTS_AT_ONCE`] of the
+    /// request's run.
+    pub async fn few_at_once<T>(&self, work: impl Future<Output = T>) -> T {
+        let _permit = self
+            .statements
+            .acquire()
+            .await
+            .expect("the request's semaphore is never closed");
+        work.await
     }
 
     /// Counts `bytes` more of the request's answer (rows a `Passage` field gives, each time it
@@ -505,4 +528,39 @@ fn passage_representations(ctx: &Context<'_>) -> Vec<String> {
         })
         .filter(|id| seen.insert(id.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// However many fields of a request run their own statements together, at most
+    /// [`STATEMENTS_AT_ONCE`] run at a time, and every one runs.
+    #[tokio::test]
+    async fn a_requests_own_statements_run_a_few_at_a_time() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let loaders = Loaders::new(&Store::new(pool));
+        let (running, most, done) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let fields = (0..30).map(|_| {
+            let (running, most, done) = (running.clone(), most.clone(), done.clone());
+            loaders.few_at_once(async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        futures_util::future::join_all(fields).await;
+        assert_eq!(done.load(Ordering::SeqCst), 30);
+        assert_eq!(most.load(Ordering::SeqCst), STATEMENTS_AT_ONCE);
+    }
 }

@@ -369,7 +369,8 @@ async fn list_page<K: PartialEq, V: Clone>(
     charge_prefetched: impl Fn(&[V]) -> Result<(), ReadError>,
     alone: impl Future<Output = Result<Vec<V>, ReadError>>,
 ) -> Result<Vec<V>> {
-    match Loaders::of(ctx)?.user_page(user, asked, part, rows) {
+    let loaders = Loaders::of(ctx)?;
+    match loaders.user_page(user, asked, part, rows) {
         Some(prefetched) => {
             // Each field answers its own copy of the page read once (aliases asking the same
             // page share the read): each copy is charged, as the alone path charges its rows.
@@ -377,7 +378,10 @@ async fn list_page<K: PartialEq, V: Clone>(
             charge_prefetched(&rows).map_err(|error| list_read(&error))?;
             Ok(rows)
         }
-        None => alone.await.map_err(|error| list_read(&error)),
+        None => loaders
+            .few_at_once(alone)
+            .await
+            .map_err(|error| list_read(&error)),
     }
 }
 
@@ -554,10 +558,11 @@ impl User {
                 asked.chars().take(MAX_TIME_ZONE_CHARS).collect::<String>()
             )));
         };
-        let days = match Loaders::of(ctx)?.user_reading_days(self.id, &zone) {
+        let loaders = Loaders::of(ctx)?;
+        let days = match loaders.user_reading_days(self.id, &zone) {
             Some(prefetched) => prefetched.map_err(store)?,
-            None => study_store
-                .reading_days(self.id, &zone)
+            None => loaders
+                .few_at_once(study_store.reading_days(self.id, &zone))
                 .await
                 .map_err(store)?,
         };
@@ -590,9 +595,9 @@ impl User {
         }
         let loaders = Loaders::of(ctx)?;
         let charge = |bytes| loaders.charge_answer(bytes);
-        let rows = study(ctx)?
-            .store
-            .search_notes(self.id, query, limit, &charge)
+        let study_store = &study(ctx)?.store;
+        let rows = loaders
+            .few_at_once(study_store.search_notes(self.id, query, limit, &charge))
             .await
             .map_err(|error| list_read(&error))?;
         Ok(rows.into_iter().map(|row| Note(Arc::new(row))).collect())
