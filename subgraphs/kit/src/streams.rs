@@ -248,14 +248,19 @@ pub struct ConsumerStats {
 }
 
 /// Whether the entry `ARGV[2]` of the stream `KEYS[1]` is still pending for the consumer
-/// `ARGV[3]` of the group `ARGV[1]`; if so, its idle clock is reset (without counting a
-/// delivery), so that no other consumer claims it while it is handled. 1 or 0.
+/// `ARGV[3]` of the group `ARGV[1]`, and still in the stream; if so, its idle clock is reset
+/// (without counting a delivery), so that no other consumer claims it while it is handled.
+/// 1 or 0. (An entry deleted from the stream meanwhile, a deleted user's, is dropped from
+/// the pending list by `XCLAIM`, which then claims nothing: it is not handled.)
 const STILL_OURS: &str = r"
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if pending[1] == nil or pending[1][2] ~= ARGV[3] then
   return 0
 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+if #claimed == 0 then
+  return 0
+end
 return 1
 ";
 
