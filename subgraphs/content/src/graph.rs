@@ -242,9 +242,14 @@ impl Graph {
     /// Forgets a replica's connection that broke, so reads skip the replica at once for
     /// [`RECONNECT_DELAY`] and then connect again (a primary's keeps reconnecting by itself).
     fn connection_lost(&self, error: &GraphError) {
-        if !self.is_replica {
-            return;
+        if self.is_replica {
+            self.forget_connection(error);
         }
+    }
+
+    /// Forgets the connection: queries fail at once for [`RECONNECT_DELAY`], then the next one
+    /// connects again.
+    fn forget_connection(&self, error: &GraphError) {
         let mut connection = self.lock_connection();
         if matches!(&*connection, Connection::Connected(_)) {
             *connection = Connection::Idle {
@@ -516,12 +521,21 @@ impl Graph {
             // A server that stops answering mid-job (a stuck fork, a partition without a
             // reset) fails the query at the limit, and so the job, which then gives up its
             // lease, instead of holding it for good.
-            _ => tokio::time::timeout(
+            _ => match tokio::time::timeout(
                 self.query_limit,
                 self.run_unbounded(cypher, params, read_only, None),
             )
             .await
-            .unwrap_or(Err(GraphError::Deadline(self.query_limit))),
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    let error = GraphError::Deadline(self.query_limit);
+                    // That connection answers nothing any more: the next query connects again
+                    // rather than waiting on it another limit.
+                    self.forget_connection(&error);
+                    Err(error)
+                }
+            },
         }
     }
 

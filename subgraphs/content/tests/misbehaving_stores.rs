@@ -148,6 +148,10 @@ impl FreezableRelay {
     fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
     }
+
+    fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Drop for FreezableRelay {
@@ -216,7 +220,7 @@ const TWO_LOOKUPS: &str = r#"{ passage(id: "john.3.16") { id } book(id: "gen") {
 
 /// A FalkorDB that stops answering in the middle of a job (an ingest's write batches) fails
 /// the query at the job's limit, and so the job, which then gives up its lease, instead of
-/// waiting for good.
+/// waiting for good; the next query connects again rather than waiting on that connection.
 #[tokio::test]
 async fn a_falkordb_that_stops_answering_mid_job_fails_the_query_at_its_limit() {
     use gospelib_content::graph::{Graph, GraphError};
@@ -240,6 +244,13 @@ async fn a_falkordb_that_stops_answering_mid_job_fails_the_query_at_its_limit() 
         matches!(error, GraphError::Deadline(limit) if limit == Duration::from_millis(500)),
         "{error:?}"
     );
+    relay.thaw();
+    tokio::time::sleep(gospelib_content::graph::RECONNECT_DELAY + Duration::from_millis(100)).await;
+    graph
+        .write("CREATE (:Probe {n: 3})", Vec::new())
+        .await
+        .expect("a write once the server answers again");
+    assert_eq!(graph.connects_started(), 2, "connected again");
     let falkordb = urls().falkordb;
     let address = format!(
         "redis://{}:{}",
