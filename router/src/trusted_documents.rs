@@ -26,7 +26,9 @@
 //! the text next, which the manifest then judges), and an APQ registration (a text with a
 //! hash) of a text outside the manifest is refused like any other text, so APQ is no way
 //! around the manifest. The APQ hash of a trusted text sent with its text is remembered (in
-//! this process, the [`ALIASES_KEPT`] latest): sent alone later, it runs the manifest's text.
+//! this process, the [`ALIASES_PER_DOCUMENT`] latest of each document, so a client sending
+//! endless layouts of one document pushes out no other's): sent alone later, it runs the
+//! manifest's text.
 //!
 //! [`TrustedService`] applies the check in front of the router's service (before credentials
 //! are verified and before APQ); the manifest is swapped in place when the registry publishes
@@ -157,8 +159,8 @@ struct ManifestJson {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
     documents: HashMap<[u8; 32], Arc<str>>,
-    /// The most tokens one of its documents has.
-    most_tokens: usize,
+    /// The length of its longest document, normalized.
+    longest: usize,
 }
 
 impl Manifest {
@@ -178,9 +180,17 @@ impl Manifest {
     }
 
     fn insert(&mut self, digest: [u8; 32], normalized: String) {
-        let tokens = graphql_tools::parser::spanned_tokens(&normalized).map_or(0, |t| t.len());
-        self.most_tokens = self.most_tokens.max(tokens);
+        self.longest = self.longest.max(normalized.len());
         self.documents.insert(digest, normalized.into());
+    }
+
+    /// The longest text that may be one of its documents as sent: its longest document with
+    /// [`MOST_LAYOUT`] times its length in layout and comments, and never less than what
+    /// [`TrustedDocuments`] keeps the digests of.
+    fn longest_as_sent(&self) -> usize {
+        self.longest
+            .saturating_mul(MOST_LAYOUT)
+            .max(LONGEST_TEXT_KEPT)
     }
 
     /// The apps' operations under `operations` (`client-tests/operations`): every `*.graphql`
@@ -338,19 +348,52 @@ pub struct TrustedDocuments {
     /// was ~1% of the platform's CPU per request, every app request sending one of a few
     /// texts).
     digests: Mutex<lru::LruCache<Box<str>, Option<[u8; 32]>>>,
-    /// APQ hashes of trusted texts (the sha256 of the text as an app sent it) → the manifest
+    /// APQ hashes of trusted texts (the sha256 of the text as an app sent it) and the manifest
     /// id of its document.
-    aliases: Mutex<lru::LruCache<[u8; 32], [u8; 32]>>,
+    aliases: Mutex<Aliases>,
 }
 
-/// How many APQ hashes of trusted texts [`TrustedDocuments`] remembers.
-pub const ALIASES_KEPT: usize = 1024;
+/// How many APQ hashes of one trusted document [`TrustedDocuments`] remembers (the latest):
+/// an app sends a document in one or two layouts.
+pub const ALIASES_PER_DOCUMENT: usize = 4;
+
+/// APQ hashes of trusted texts, at most [`ALIASES_PER_DOCUMENT`] a document.
+#[derive(Default)]
+struct Aliases {
+    document_of: HashMap<[u8; 32], [u8; 32]>,
+    of_document: HashMap<[u8; 32], std::collections::VecDeque<[u8; 32]>>,
+}
+
+impl Aliases {
+    fn document_of(&self, hash: &[u8; 32]) -> Option<[u8; 32]> {
+        self.document_of.get(hash).copied()
+    }
+
+    /// Remembers `hash` as `document`'s, forgetting the document's oldest past the limit.
+    fn remember(&mut self, hash: [u8; 32], document: [u8; 32]) {
+        if self.document_of.contains_key(&hash) {
+            return;
+        }
+        let hashes = self.of_document.entry(document).or_default();
+        if hashes.len() >= ALIASES_PER_DOCUMENT
+            && let Some(oldest) = hashes.pop_front()
+        {
+            self.document_of.remove(&oldest);
+        }
+        hashes.push_back(hash);
+        self.document_of.insert(hash, document);
+    }
+}
 
 /// How many texts' digests [`TrustedDocuments`] keeps.
 const DIGESTS_KEPT: usize = 1024;
 
 /// The longest text whose digest is kept (a longer one is normalized every time).
 const LONGEST_TEXT_KEPT: usize = 16 * 1024;
+
+/// How many times its normalized length a trusted document may take as sent (indentation,
+/// line breaks, comments); a longer text is none of the documents.
+pub const MOST_LAYOUT: usize = 8;
 
 impl TrustedDocuments {
     pub fn new(mode: Mode, manifest: Option<Manifest>) -> Self {
@@ -362,23 +405,21 @@ impl TrustedDocuments {
             digests: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(DIGESTS_KEPT).expect("not zero"),
             )),
-            aliases: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(ALIASES_KEPT).expect("not zero"),
-            )),
+            aliases: Mutex::new(Aliases::default()),
         }
     }
 
     /// The digest of `text`'s normalized form; `None` when it does not parse, or when it is
-    /// long and cannot be one of `manifest`'s documents.
+    /// longer than any of `manifest`'s documents may be as sent.
     fn text_digest(&self, text: &str, manifest: &Manifest) -> Option<[u8; 32]> {
         let digest_of = |text: &str| normalize(text).ok().map(|n| digest_of_normalized(&n));
         if text.len() > LONGEST_TEXT_KEPT {
-            // Read only as far as the manifest's longest document (twice, for how the parser
-            // counts): one with more tokens, or that does not parse, is none of them. Whole,
-            // its normalizing would cost what its sender chose (a 2 MiB body, a few KiB
-            // gzipped, is ~2M tokens, a vector of them), before any limit or credential.
-            let enough = manifest.most_tokens.saturating_mul(2) + 16;
-            graphql_tools::parser::parse_query_with_token_limit::<&str>(text, enough).ok()?;
+            // Not normalized at all past what a document may be as sent: whole, normalizing
+            // would cost what its sender chose (a 2 MiB body, a few KiB gzipped, is a million
+            // tokens and a vector of them), before any limit or credential.
+            if text.len() > manifest.longest_as_sent() {
+                return None;
+            }
             return digest_of(text);
         }
         if let Some(digest) = self.digests.lock().expect("digests lock").get(text) {
@@ -435,8 +476,10 @@ impl TrustedDocuments {
     /// Checks one request: its `query` (possibly empty), the id it sent (`sha256Hash`), the
     /// operation name it gave (for the log), and whether the caller is a partner.
     ///
-    /// `Ok(None)`: go on as asked (APQ included). `Ok(Some(text))`: the id is the manifest's,
-    /// run `text` and leave APQ out. `Err`: refused (under `enforce` only).
+    /// `Ok(None)`: go on as asked (APQ included). `Ok(Some(text))`: the id is the manifest's
+    /// (or the APQ hash of one of its documents sent with its text before), run `text` and
+    /// leave APQ out. `Err`: refused (under `enforce` only), or, for an unknown id sent alone,
+    /// asked for its text.
     pub fn check(
         &self,
         query: &str,
@@ -473,8 +516,7 @@ impl TrustedDocuments {
                         self.aliases
                             .lock()
                             .expect("aliases lock")
-                            .get(&digest)
-                            .copied()
+                            .document_of(&digest)
                     })
                     .and_then(|document| manifest.documents.get(&document));
                 if let Some(text) = aliased {
@@ -498,7 +540,10 @@ impl TrustedDocuments {
                 if let Some(hash) = id.and_then(parse_id)
                     && hash == <[u8; 32]>::from(Sha256::digest(query.as_bytes()))
                 {
-                    self.aliases.lock().expect("aliases lock").put(hash, digest);
+                    self.aliases
+                        .lock()
+                        .expect("aliases lock")
+                        .remember(hash, digest);
                 }
                 Ok(None)
             }
@@ -563,8 +608,10 @@ impl TrustedDocuments {
 }
 
 /// The router's service with the trusted-documents check in front: a request the check refuses
-/// is answered `OPERATION_NOT_TRUSTED` (HTTP 400) before anything else runs; a manifest id is
-/// replaced by its text (and its `persistedQuery` extension dropped, so APQ never sees it).
+/// is answered `OPERATION_NOT_TRUSTED` (HTTP 400) before anything else runs, or, an unknown
+/// id sent alone, `PERSISTED_QUERY_NOT_FOUND` (as APQ answers it); a manifest id (or a trusted
+/// text's remembered APQ hash) is replaced by its text (and its `persistedQuery` extension
+/// dropped, so APQ never sees it).
 ///
 /// The check comes before credentials are verified, so it tells partners by the kind of
 /// credential they present: a request with an API key (or with credentials that do not parse)
@@ -979,7 +1026,8 @@ mod tests {
     }
 
     /// Texts checked again are answered from the kept digests, each as it was the first time;
-    /// a text too long to keep is normalized every time.
+    /// a text too long to keep is not kept (here, longer than the manifest's documents may be
+    /// as sent, it is none of them).
     #[test]
     fn texts_checked_again_are_answered_alike_from_the_kept_digests() {
         let documents = documents(Mode::Enforce);
@@ -989,30 +1037,46 @@ mod tests {
             assert_eq!(documents.check(READING_AGAIN, None, None, false), Ok(None));
             assert!(documents.check(OTHER, None, None, false).is_err());
             assert!(documents.check("{ a; }", None, None, false).is_err());
-            assert_eq!(documents.check(&long, None, None, false), Ok(None));
+            assert!(documents.check(&long, None, None, false).is_err());
         }
         assert_eq!(documents.digests.lock().unwrap().len(), 4);
     }
 
-    /// A long text is read only as far as the manifest's longest document: past it, it is
-    /// none of them, and it is not normalized whole (a body of punctuation is a token a byte).
-    /// A long trusted text (its spaces and comments) is still one.
+    /// A long text is normalized only when it may be one of the documents as sent (its
+    /// longest, with layout and comments): a 2 MiB body of punctuation or strings is not
+    /// normalized at all, and a long trusted document sent with layout still is.
     #[test]
-    fn a_long_text_is_read_only_as_far_as_the_longest_trusted_document() {
-        let documents = documents(Mode::Enforce);
-        let manifest = documents.manifest().unwrap();
-        let flood = "{}".repeat(1024 * 1024);
-        assert!(normalize(&flood).is_ok(), "it tokenizes");
-        assert_eq!(documents.text_digest(&flood, &manifest), None);
-        let many = format!("{{ {} }}", "a ".repeat(LONGEST_TEXT_KEPT));
-        assert_eq!(documents.text_digest(&many, &manifest), None);
-        let commented = format!("# {}\n{READING}", "x".repeat(LONGEST_TEXT_KEPT));
-        assert_eq!(
-            documents.text_digest(&commented, &manifest),
-            Some(digest_of_normalized(&normalize(READING).unwrap()))
+    fn a_long_text_is_normalized_only_if_it_may_be_a_trusted_document() {
+        let big = format!(
+            "query Big {{ {} }}",
+            (0..4_000)
+                .map(|n| format!("f{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
-        assert!(documents.check(&flood, None, None, false).is_err());
-        assert_eq!(documents.check(&commented, None, None, false), Ok(None));
+        let manifest = Manifest::from_documents([("big", big.as_str())]).unwrap();
+        let longest = manifest.longest_as_sent();
+        assert!(
+            longest > LONGEST_TEXT_KEPT && longest < 1024 * 1024,
+            "{longest}"
+        );
+        let documents = TrustedDocuments::new(Mode::Enforce, Some(manifest));
+        let manifest = documents.manifest().unwrap();
+        let laid_out = big.replace(' ', "\n    ");
+        assert!(laid_out.len() > LONGEST_TEXT_KEPT);
+        assert_eq!(
+            documents.text_digest(&laid_out, &manifest),
+            Some(digest_of_normalized(&normalize(&big).unwrap()))
+        );
+        assert_eq!(documents.check(&laid_out, None, None, false), Ok(None));
+        for flood in [
+            "{}".repeat(1024 * 1024),
+            format!("{{a(b:[{}])}}", "\"\" ".repeat(700_000)),
+        ] {
+            assert!(normalize(&flood).is_ok(), "it tokenizes");
+            assert_eq!(documents.text_digest(&flood, &manifest), None);
+            assert!(documents.check(&flood, None, None, false).is_err());
+        }
     }
 
     #[test]
@@ -1101,6 +1165,28 @@ mod tests {
         assert_eq!(
             documents.check("", Some(&apq(READING)), None, false),
             Ok(Some(normal))
+        );
+        // Endless layouts of one document push out only that document's older hashes.
+        let layouts: Vec<String> = (0..ALIASES_PER_DOCUMENT + 2)
+            .map(|n| format!("{READING}{}", " ".repeat(n + 1)))
+            .collect();
+        for layout in &layouts {
+            assert_eq!(
+                documents.check(layout, Some(&apq(layout)), None, false),
+                Ok(None)
+            );
+        }
+        let known = |text: &str| documents.check("", Some(&apq(text)), None, false).is_ok();
+        assert!(!known(&layouts[0]) && !known(&layouts[1]) && !known(READING));
+        assert!(layouts[2..].iter().all(|layout| known(layout)));
+        let again: Arc<str> = normalize(READING_AGAIN).unwrap().into();
+        assert_eq!(
+            documents.check(READING_AGAIN, Some(&apq(READING_AGAIN)), None, false),
+            Ok(None)
+        );
+        assert_eq!(
+            documents.check("", Some(&apq(READING_AGAIN)), None, false),
+            Ok(Some(again))
         );
         // A trusted text under another text's hash teaches nothing.
         assert_eq!(
