@@ -331,15 +331,12 @@ impl GraphQlService for RouterService {
         peer: Option<std::net::SocketAddr>,
         headers: &PublicHeaderMap,
     ) -> Option<String> {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(",");
+        // Read as the rate limits read it (a line with odd bytes kept, not dropped: the
+        // proxy's address is appended to the client's line).
+        let forwarded = gospelib_kit::graphql_http::forwarded_for(headers);
         let address = address_of(
             peer.map(|peer| peer.ip()),
-            Some(forwarded.as_str()).filter(|list| !list.is_empty()),
+            forwarded.as_deref().filter(|list| !list.is_empty()),
             self.trust_forwarded_for,
         );
         Some(match address {
@@ -508,6 +505,17 @@ mod tests {
                 .live_client(peer, &PublicHeaderMap::new())
                 .as_deref(),
             Some("ip:10.0.0.7")
+        );
+        // A client's line of odd bytes, the proxy's address appended to it: that address.
+        let mut headers = PublicHeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            gospelib_kit::graphql_http::PublicHeaderValue::from_bytes(b"\xff\xfe, 5.5.5.5")
+                .unwrap(),
+        );
+        assert_eq!(
+            service.live_client(peer, &headers).as_deref(),
+            Some("ip:5.5.5.5")
         );
     }
 }

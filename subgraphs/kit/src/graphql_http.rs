@@ -233,41 +233,64 @@ impl MediaType {
     }
 }
 
-/// Picks the response type from `Accept`; `None` when the client accepts neither.
+/// Picks the response type from `Accept` (every line of it): the one of highest quality the
+/// client accepts, `application/graphql-response+json` on a tie (as the GraphQL-over-HTTP
+/// spec asks); `None` when the client accepts neither. Media types are read without regard to
+/// case; `*/*` and `application/*` are `application/json`.
 fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
-    let Some(accept) = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-    else {
-        return Some(MediaType::Json);
-    };
-    // The media types the client accepts at all: one with `q=0` it refuses.
-    let types: Vec<&str> = accept
-        .split(',')
-        .filter(|part| !refused(part))
-        .map(|part| part.split(';').next().unwrap_or("").trim())
-        .collect();
-    if types.contains(&GRAPHQL_RESPONSE_JSON) {
-        Some(MediaType::GraphQlResponseJson)
-    } else if types
+    let lines: Vec<&str> = headers
+        .get_all(header::ACCEPT)
         .iter()
-        .any(|t| [JSON, "application/*", "*/*"].contains(t))
-    {
-        Some(MediaType::Json)
-    } else {
-        None
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        return Some(MediaType::Json);
     }
+    let mut best: Option<(f32, MediaType)> = None;
+    for entry in lines.iter().flat_map(|line| line.split(',')) {
+        let media_type = entry
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let media = match media_type.as_str() {
+            GRAPHQL_RESPONSE_JSON => MediaType::GraphQlResponseJson,
+            JSON | "application/*" | "*/*" => MediaType::Json,
+            _ => continue,
+        };
+        // A quality of zero: "not acceptable".
+        let quality = quality(entry);
+        if quality <= 0.0 {
+            continue;
+        }
+        let better = best.is_none_or(|(best_quality, best_media)| {
+            quality > best_quality
+                || (quality == best_quality
+                    && media == MediaType::GraphQlResponseJson
+                    && best_media != MediaType::GraphQlResponseJson)
+        });
+        if better {
+            best = Some((quality, media));
+        }
+    }
+    best.map(|(_, media)| media)
 }
 
-/// Whether one `accept` entry (`type/subtype;q=…`) has a quality of zero: "not acceptable".
-fn refused(entry: &str) -> bool {
-    entry.split(';').skip(1).any(|parameter| {
-        let Some((name, value)) = parameter.split_once('=') else {
-            return false;
-        };
-        name.trim().eq_ignore_ascii_case("q") && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-    })
+/// The quality (`q`) of one `accept` entry (`type/subtype;q=…`): 1 when it says none.
+fn quality(entry: &str) -> f32 {
+    entry
+        .split(';')
+        .skip(1)
+        .find_map(|parameter| {
+            let (name, value) = parameter.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("q")
+                .then(|| value.trim().parse::<f32>().ok())
+                .flatten()
+        })
+        .unwrap_or(1.0)
 }
 
 /// An HTTP-level refusal with a GraphQL error body.
@@ -576,25 +599,37 @@ pub(crate) fn with_forwarded_headers(
 /// appending to the client's): they are joined in order, as one list, so that the address the
 /// last proxy saw stays last and a client's forged line cannot stand in for it.
 pub(crate) fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    let text = |value: &HeaderValue| match value.to_str() {
-        Ok(text) => text.trim().to_owned(),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
-    };
     FORWARDED_HEADERS
         .iter()
         .filter_map(|name| {
             let value = if *name == "x-forwarded-for" {
-                let lines: Vec<String> = headers.get_all(*name).iter().map(text).collect();
-                if lines.is_empty() {
-                    return None;
-                }
-                lines.join(", ")
+                forwarded_for(headers)?
             } else {
-                text(headers.get(*name)?)
+                header_text(headers.get(*name)?)
             };
             Some(((*name).to_owned(), value))
         })
         .collect()
+}
+
+/// Every `x-forwarded-for` line of `headers`, in order, as one list (`None` without any): a
+/// line with bytes outside visible ASCII is kept with them replaced, since a proxy appends
+/// the address it saw to the client's own line, which a client may fill with such bytes.
+pub fn forwarded_for(headers: &HeaderMap) -> Option<String> {
+    let lines: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(header_text)
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(", "))
+}
+
+/// A header's value, trimmed, bytes outside visible ASCII replaced (U+FFFD).
+fn header_text(value: &HeaderValue) -> String {
+    match value.to_str() {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
+    }
 }
 
 /// Headers that prove a GET was not forged by another site (a browser only sends them after a
@@ -1008,6 +1043,20 @@ mod tests {
             negotiate(&accept("application/json; q=0.0, text/html")),
             None
         );
+        // Media types without regard to case; the quality decides; every line counts.
+        assert_eq!(
+            negotiate(&accept("Application/JSON")),
+            Some(MediaType::Json)
+        );
+        assert_eq!(
+            negotiate(&accept(
+                "application/json;q=1, application/graphql-response+json;q=0.1"
+            )),
+            Some(MediaType::Json)
+        );
+        let mut two_lines = accept("text/html");
+        two_lines.append(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert_eq!(negotiate(&two_lines), Some(MediaType::Json));
     }
 
     #[test]
