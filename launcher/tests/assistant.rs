@@ -961,12 +961,23 @@ async fn no_call_is_sent_while_as_many_as_can_go_on_late_are_on_their_way() {
     use gospelib_ai::late_calls::MAX_LATE_CALLS;
     let reply = json!({"text": "Slow.", "citations": ["john.3.16"]}).to_string();
     let (base, calls) = fake_anthropic_counting(Duration::from_secs(60), vec![reply]).await;
-    let setup = setup_with_deadline(Some(anthropic(base)), Duration::from_secs(1), None).await;
+    // A client that waits out the slow vendor: its calls stay on their way past their
+    // questions' deadlines for the whole test.
+    let patient: Arc<dyn gospelib_ai::llm::LlmClient> = Arc::new(
+        gospelib_ai::llm::Anthropic::new(gospelib_ai::llm::AnthropicConfig {
+            api_key: gospelib_ai::llm::Secret::new("sk-ant-test"),
+            model: "claude-test".to_owned(),
+            base_url: base,
+            timeout: Duration::from_secs(120),
+        })
+        .unwrap(),
+    );
+    let setup = setup_with_deadline(Some(patient), Duration::from_secs(2), None).await;
     let question = |n: usize| {
         format!(r#"{{ explainPassage(id: "john.3.16", focus: "f{n}") {{ provider }} }}"#)
     };
     let caller = scholar();
-    let batch = 16;
+    let batch = 32;
     for first in (0..MAX_LATE_CALLS + batch).step_by(batch) {
         let answers = futures_util::future::join_all((first..first + batch).map(|n| {
             let (setup, caller, question) = (&setup, &caller, question(n));

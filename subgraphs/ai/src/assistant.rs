@@ -273,11 +273,15 @@ impl Assistant {
         let give_up_at = deadline + JOINED_GRACE;
         loop {
             let joined = std::sync::atomic::AtomicBool::new(false);
+            // Set when this asker does the work itself (it leads, or took over from a leader
+            // that was dropped): its own work is bounded by its own deadline, never cut.
+            let working = std::sync::atomic::AtomicBool::new(false);
             // In a block of its own: the work borrows `make` until it is dropped.
             let (shared, role) = {
                 let run = self.in_flight.run_noting_joins(
                     key.clone(),
                     || async {
+                        working.store(true, Ordering::Relaxed);
                         // Made and kept by another just before this one began: asked once, not twice.
                         if let Some(cache) = &self.cache
                             && let Some(hit) = cache.get::<T>(&key).await
@@ -308,7 +312,7 @@ impl Assistant {
                 match outcome {
                     Some(outcome) => outcome,
                     // Waiting on another's answer past this asker's own time.
-                    None if joined.load(Ordering::Relaxed) => {
+                    None if joined.load(Ordering::Relaxed) && !working.load(Ordering::Relaxed) => {
                         tracing::info!(
                             "an identical question in flight outlasts this one's deadline; the \
                          extractive provider answers it"
@@ -437,11 +441,10 @@ impl Assistant {
         // The question taken from the day's budget, to give back should no vendor charge for it.
         let mut taken = None;
         if let Some(budget) = &self.budget {
-            let day = crate::budget::today();
-            match budget.take(asker).await {
-                Taken::Yes => taken = Some((budget.clone(), asker.to_owned(), day)),
-                Taken::ShareSpent => return Asked::ShareSpent,
-                Taken::BudgetSpent => return Asked::NotAnswered,
+            match budget.take_with_receipt(asker).await {
+                (Taken::Yes, receipt) => taken = receipt.map(|receipt| (budget.clone(), receipt)),
+                (Taken::ShareSpent, _) => return Asked::ShareSpent,
+                (Taken::BudgetSpent, _) => return Asked::NotAnswered,
             }
         }
         // One deadline for the vendors together (a fallback included), counted from the
@@ -460,11 +463,7 @@ impl Assistant {
         let call = tokio::spawn(async move {
             let _end = end;
             let outcome = llm.complete(&request).await;
-            if let (Err(error), Some((budget, asker, day))) = (&outcome, taken)
-                && !error.may_be_paid_for()
-            {
-                budget.give_back(&asker, day).await;
-            }
+            let unpaid = matches!(&outcome, Err(error) if !error.may_be_paid_for());
             let answer = outcome.and_then(|reply| parse(&reply));
             // Refused: the asker stopped waiting and left the call to go on. A usable answer is
             // kept for the next asker.
@@ -475,6 +474,10 @@ impl Assistant {
                 tracing::info!(
                     "kept a vendor answer that came after its question's deadline, for the next asker"
                 );
+            }
+            // After the answer is sent: the asker does not wait on Redis for it.
+            if let (true, Some((budget, receipt))) = (unpaid, taken) {
+                budget.give_back(&receipt).await;
             }
         });
         watch.watching(call.abort_handle());

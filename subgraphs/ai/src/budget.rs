@@ -144,7 +144,24 @@ impl VendorBudget {
     /// Takes one question from `caller`'s share and today's budget: whether the vendors may be
     /// asked. A caller past their share takes nothing from the budget.
     pub async fn take(&self, caller: &str) -> Taken {
+        self.take_with_receipt(caller).await.0
+    }
+
+    /// [`Self::take`], and when it took a question, where it counted it, for
+    /// [`Self::give_back`].
+    pub async fn take_with_receipt(&self, caller: &str) -> (Taken, Option<Receipt>) {
         let now = unix_seconds();
+        let (taken, in_redis) = self.counted(now, caller).await;
+        let receipt = (taken == Taken::Yes).then(|| Receipt {
+            caller: caller.to_owned(),
+            day: now / 86_400,
+            in_redis,
+        });
+        (taken, receipt)
+    }
+
+    /// [`Self::take`] at `now` (Unix seconds); whether Redis counted it.
+    async fn counted(&self, now: u64, caller: &str) -> (Taken, bool) {
         let day = now / 86_400;
         let mut share = redis::pipe();
         let callers = self.callers_key(day);
@@ -155,14 +172,14 @@ impl VendorBudget {
             .arg(CALLER_COUNTS_KEPT_SECS)
             .ignore();
         let Some((taken,)) = self.link.run_pipeline::<(u64,)>(&share).await else {
-            return self.take_own(now, caller);
+            return (self.take_own(now, caller), false);
         };
         if taken > self.per_caller {
             tracing::debug!(
                 per_caller = self.per_caller,
                 "a caller's share of the AI vendors' daily budget is spent"
             );
-            return Taken::ShareSpent;
+            return (Taken::ShareSpent, true);
         }
         let key = self.key();
         // Today counted; the days before yesterday forgotten (an HDEL of no field would be an
@@ -176,10 +193,10 @@ impl VendorBudget {
             counting.cmd("HDEL").arg(&key).arg(forgotten).ignore();
         }
         let Some((count,)) = self.link.run_pipeline::<(u64,)>(&counting).await else {
-            return self.take_own(now, caller);
+            return (self.take_own(now, caller), false);
         };
         if count <= self.per_day {
-            return Taken::Yes;
+            return (Taken::Yes, true);
         }
         if self.warned_on.swap(day, Ordering::Relaxed) != day {
             tracing::warn!(
@@ -188,39 +205,39 @@ impl VendorBudget {
                  midnight UTC (GOSPELIB_AI_DAILY_VENDOR_QUESTIONS)"
             );
         }
-        Taken::BudgetSpent
+        (Taken::BudgetSpent, true)
     }
 
-    /// Gives back the question [`Self::take`] took for `caller` on `day` (days since the
-    /// epoch, [`today`]) when no vendor charged for it (every call refused, or never sent): a
-    /// vendor outage must not spend the day's budget and leave the extractive answers until
-    /// midnight once the vendor is back. A question taken on another day than today is not
-    /// given back. With Redis unable to count, this process's own counts give it back.
-    pub async fn give_back(&self, caller: &str, day: u64) {
-        if day != today() {
+    /// Gives back the question of `receipt` when no vendor charged for it (every call
+    /// refused, or never sent): a vendor outage must not spend the day's budget and leave the
+    /// extractive answers until midnight once the vendor is back. Given back where it was
+    /// counted (Redis, or this process while Redis could not count), never below zero, and
+    /// only the day it was taken.
+    pub async fn give_back(&self, receipt: &Receipt) {
+        if receipt.day != today() {
             return;
         }
-        let mut back = redis::pipe();
-        back.cmd("HINCRBY")
-            .arg(self.callers_key(day))
-            .arg(caller)
-            .arg(-1)
-            .ignore();
-        back.cmd("HINCRBY")
-            .arg(self.key())
-            .arg(day)
-            .arg(-1)
-            .ignore();
-        if self.link.run_pipeline::<()>(&back).await.is_some() {
+        if receipt.in_redis {
+            let mut back = redis::pipe();
+            back.cmd("EVAL")
+                .arg(GIVE_BACK)
+                .arg(2)
+                .arg(self.callers_key(receipt.day))
+                .arg(self.key())
+                .arg(&receipt.caller)
+                .arg(receipt.day)
+                .ignore();
+            // Not given back when Redis fails now: the question stays counted.
+            let _ = self.link.run_pipeline::<()>(&back).await;
             return;
         }
         let mut own = self
             .own
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if own.day == day {
+        if own.day == receipt.day {
             own.total = own.total.saturating_sub(1);
-            if let Some(taken) = own.callers.get_mut(caller) {
+            if let Some(taken) = own.callers.get_mut(&receipt.caller) {
                 *taken = taken.saturating_sub(1);
             }
         }
@@ -264,6 +281,26 @@ impl VendorBudget {
         own.total += 1;
         Taken::Yes
     }
+}
+
+/// Takes one from the field `ARGV[1]` of the hash `KEYS[1]` (a caller's count) and from the
+/// field `ARGV[2]` of `KEYS[2]` (the day's), each only while above zero.
+const GIVE_BACK: &str = r"
+for i = 1, 2 do
+  local count = tonumber(redis.call('HGET', KEYS[i], ARGV[i]) or '0')
+  if count > 0 then
+    redis.call('HINCRBY', KEYS[i], ARGV[i], -1)
+  end
+end
+return 1
+";
+
+/// Where [`VendorBudget::take_with_receipt`] counted a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    caller: String,
+    day: u64,
+    in_redis: bool,
 }
 
 fn unix_seconds() -> u64 {
@@ -361,16 +398,27 @@ mod tests {
         assert!(!budget.take("user:c").await.allowed());
 
         // A question no vendor charged for is given back, to the day and to the caller.
-        budget.give_back("user:a", today()).await;
-        assert_eq!(budget.take("user:d").await, Taken::Yes);
-        budget.give_back("user:d", today()).await;
+        let budget = VendorBudget::new(redis::Client::open("redis://127.0.0.1:1").unwrap(), "t", 2)
+            .per_caller(1);
+        let (taken, receipt) = budget.take_with_receipt("user:a").await;
+        assert_eq!(taken, Taken::Yes);
+        let receipt = receipt.unwrap();
+        assert!(!receipt.in_redis, "counted by the process");
+        assert_eq!(budget.take("user:a").await, Taken::ShareSpent);
+        budget.give_back(&receipt).await;
         assert_eq!(
             budget.take("user:a").await,
             Taken::Yes,
             "user:a's share too"
         );
-        // One taken on another day is not.
-        budget.give_back("user:a", today() - 1).await;
-        assert_eq!(budget.take("user:e").await, Taken::BudgetSpent);
+        assert_eq!(budget.take("user:b").await, Taken::Yes);
+        assert_eq!(budget.take("user:c").await, Taken::BudgetSpent);
+        // One taken on another day is not given back.
+        let yesterday = Receipt {
+            day: today() - 1,
+            ..receipt
+        };
+        budget.give_back(&yesterday).await;
+        assert_eq!(budget.take("user:c").await, Taken::BudgetSpent);
     }
 }

@@ -21,8 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::task::AbortHandle;
 
 /// The most calls that go on alone at once; past it a late call is aborted, and while it is
-/// reached no new call is sent ([`LateCalls::is_full`]).
-pub const MAX_LATE_CALLS: usize = 64;
+/// reached no new call is sent ([`LateCalls::is_full`]). A long answer often takes longer
+/// than a question's 8 s, so many go on late in normal use: the bound is for a vendor that
+/// hardly answers at all, at a few KB of memory a call.
+pub const MAX_LATE_CALLS: usize = 256;
 
 /// The late calls of one assistant; cheap to clone.
 #[derive(Clone, Default)]

@@ -547,10 +547,11 @@ async fn the_fallback_is_not_asked_without_time_left_before_the_deadline() {
     assert_eq!((primary_fake.count(), fake.count()), (2, 1));
 }
 
-/// A primary that hangs longer than the asker's deadline (its own timeout is longer) is given
-/// up while the secondary still has its time: the secondary answers before the deadline.
+/// A primary that hangs longer than the asker's deadline (its own timeout is longer) is raced
+/// by the secondary while the secondary still has its time: the secondary answers before the
+/// deadline.
 #[tokio::test]
-async fn a_primary_hanging_past_the_deadline_is_given_up_in_time_for_the_fallback() {
+async fn a_primary_hanging_past_the_deadline_is_raced_in_time_by_the_fallback() {
     let (slow, slow_fake) = fake_anthropic(anthropic_ok("{}").after(Duration::from_secs(30))).await;
     let (base, fake) = fake_openai(openai_ok(r#"{"text":"ok"}"#)).await;
     let client = fallback(

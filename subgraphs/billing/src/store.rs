@@ -629,7 +629,8 @@ pub async fn erase_user(
         .await?;
     // The events kept about them (a payment's invoice and amount, a plan and its Stripe
     // subscription): relayed already, and kept the outbox's 100 days, or not yet, for
-    // notifications, which erases the user too.
+    // notifications, which erases the user too. (Copies relayed to the stream stay until its
+    // week trims them: billing does not look for them there, as accounts does.)
     sqlx::query("DELETE FROM billing.outbox WHERE payload->>'user_id' = $1::text")
         .bind(user_id)
         .execute(&mut *conn)

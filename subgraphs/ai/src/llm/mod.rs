@@ -369,7 +369,8 @@ impl Fallback {
     /// The first answer of `primary`, still working at its share's end, and the secondary,
     /// asked now. The primary is not given up: cut short, a call is paid for and answers
     /// nothing, and a slow primary (a long answer) is more often on its way than hanging. The
-    /// one that loses is dropped. When both fail, the secondary's error.
+    /// one that loses is dropped (a paid primary too, when the secondary answers first). When
+    /// both fail, the error [`Fallback::both_failed`] picks.
     async fn race(
         &self,
         mut primary: BoxFuture<'_, Result<LlmReply, LlmError>>,
