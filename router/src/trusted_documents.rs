@@ -353,34 +353,40 @@ pub struct TrustedDocuments {
     aliases: Mutex<Aliases>,
 }
 
-/// How many APQ hashes of one trusted document [`TrustedDocuments`] remembers (the latest):
-/// an app sends a document in one or two layouts.
-pub const ALIASES_PER_DOCUMENT: usize = 4;
+/// How many APQ hashes of one trusted document [`TrustedDocuments`] remembers (those used
+/// last): an app sends a document in a layout or two per build, and old builds linger.
+pub const ALIASES_PER_DOCUMENT: usize = 16;
 
-/// APQ hashes of trusted texts, at most [`ALIASES_PER_DOCUMENT`] a document.
+/// APQ hashes of trusted texts, at most [`ALIASES_PER_DOCUMENT`] a document, those used last
+/// kept: a client sending layouts of a document pushes out only that document's hashes, and
+/// not one an app keeps using.
 #[derive(Default)]
 struct Aliases {
     document_of: HashMap<[u8; 32], [u8; 32]>,
-    of_document: HashMap<[u8; 32], std::collections::VecDeque<[u8; 32]>>,
+    of_document: HashMap<[u8; 32], lru::LruCache<[u8; 32], ()>>,
 }
 
 impl Aliases {
-    fn document_of(&self, hash: &[u8; 32]) -> Option<[u8; 32]> {
-        self.document_of.get(hash).copied()
+    /// The document of `hash`, which counts as used now.
+    fn document_of(&mut self, hash: &[u8; 32]) -> Option<[u8; 32]> {
+        let document = *self.document_of.get(hash)?;
+        if let Some(hashes) = self.of_document.get_mut(&document) {
+            hashes.promote(hash);
+        }
+        Some(document)
     }
 
-    /// Remembers `hash` as `document`'s, forgetting the document's oldest past the limit.
+    /// Remembers `hash` as `document`'s (used now), forgetting the document's least recently
+    /// used past the limit.
     fn remember(&mut self, hash: [u8; 32], document: [u8; 32]) {
-        if self.document_of.contains_key(&hash) {
-            return;
-        }
-        let hashes = self.of_document.entry(document).or_default();
-        if hashes.len() >= ALIASES_PER_DOCUMENT
-            && let Some(oldest) = hashes.pop_front()
+        let hashes = self.of_document.entry(document).or_insert_with(|| {
+            lru::LruCache::new(std::num::NonZeroUsize::new(ALIASES_PER_DOCUMENT).expect("not zero"))
+        });
+        if let Some((pushed_out, ())) = hashes.push(hash, ())
+            && pushed_out != hash
         {
-            self.document_of.remove(&oldest);
+            self.document_of.remove(&pushed_out);
         }
-        hashes.push_back(hash);
         self.document_of.insert(hash, document);
     }
 }
@@ -1179,6 +1185,14 @@ mod tests {
         let known = |text: &str| documents.check("", Some(&apq(text)), None, false).is_ok();
         assert!(!known(&layouts[0]) && !known(&layouts[1]) && !known(READING));
         assert!(layouts[2..].iter().all(|layout| known(layout)));
+        // One in use is kept: the least recently used goes.
+        assert!(known(&layouts[2]));
+        let newer = format!("{READING}\n");
+        assert_eq!(
+            documents.check(&newer, Some(&apq(&newer)), None, false),
+            Ok(None)
+        );
+        assert!(known(&layouts[2]) && !known(&layouts[3]) && known(&newer));
         let again: Arc<str> = normalize(READING_AGAIN).unwrap().into();
         assert_eq!(
             documents.check(READING_AGAIN, Some(&apq(READING_AGAIN)), None, false),
