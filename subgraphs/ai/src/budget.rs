@@ -151,17 +151,22 @@ impl VendorBudget {
     /// [`Self::give_back`].
     pub async fn take_with_receipt(&self, caller: &str) -> (Taken, Option<Receipt>) {
         let now = unix_seconds();
-        let (taken, in_redis) = self.counted(now, caller).await;
+        let (taken, counted) = self.counted(now, caller).await;
         let receipt = (taken == Taken::Yes).then(|| Receipt {
             caller: caller.to_owned(),
             day: now / 86_400,
-            in_redis,
+            counted,
         });
         (taken, receipt)
     }
 
-    /// [`Self::take`] at `now` (Unix seconds); whether Redis counted it.
-    async fn counted(&self, now: u64, caller: &str) -> (Taken, bool) {
+    /// [`Self::take`] at `now` (Unix seconds); where it counted.
+    async fn counted(&self, now: u64, caller: &str) -> (Taken, Counted) {
+        let own = Counted {
+            share_in_redis: false,
+            day_in_redis: false,
+            own: true,
+        };
         let day = now / 86_400;
         let mut share = redis::pipe();
         let callers = self.callers_key(day);
@@ -172,14 +177,14 @@ impl VendorBudget {
             .arg(CALLER_COUNTS_KEPT_SECS)
             .ignore();
         let Some((taken,)) = self.link.run_pipeline::<(u64,)>(&share).await else {
-            return (self.take_own(now, caller), false);
+            return (self.take_own(now, caller), own);
         };
         if taken > self.per_caller {
             tracing::debug!(
                 per_caller = self.per_caller,
                 "a caller's share of the AI vendors' daily budget is spent"
             );
-            return (Taken::ShareSpent, true);
+            return (Taken::ShareSpent, own);
         }
         let key = self.key();
         // Today counted; the days before yesterday forgotten (an HDEL of no field would be an
@@ -193,10 +198,20 @@ impl VendorBudget {
             counting.cmd("HDEL").arg(&key).arg(forgotten).ignore();
         }
         let Some((count,)) = self.link.run_pipeline::<(u64,)>(&counting).await else {
-            return (self.take_own(now, caller), false);
+            // The share is counted in Redis already, the rest by this process.
+            let counted = Counted {
+                share_in_redis: true,
+                ..own
+            };
+            return (self.take_own(now, caller), counted);
+        };
+        let in_redis = Counted {
+            share_in_redis: true,
+            day_in_redis: true,
+            own: false,
         };
         if count <= self.per_day {
-            return (Taken::Yes, true);
+            return (Taken::Yes, in_redis);
         }
         if self.warned_on.swap(day, Ordering::Relaxed) != day {
             tracing::warn!(
@@ -205,7 +220,7 @@ impl VendorBudget {
                  midnight UTC (GOSPELIB_AI_DAILY_VENDOR_QUESTIONS)"
             );
         }
-        (Taken::BudgetSpent, true)
+        (Taken::BudgetSpent, in_redis)
     }
 
     /// Gives back the question of `receipt` when no vendor charged for it (every call
@@ -217,18 +232,28 @@ impl VendorBudget {
         if receipt.day != today() {
             return;
         }
-        if receipt.in_redis {
+        let counted = receipt.counted;
+        let mut fields: Vec<(String, String)> = Vec::new();
+        if counted.share_in_redis {
+            fields.push((self.callers_key(receipt.day), receipt.caller.clone()));
+        }
+        if counted.day_in_redis {
+            fields.push((self.key(), receipt.day.to_string()));
+        }
+        if !fields.is_empty() {
             let mut back = redis::pipe();
-            back.cmd("EVAL")
-                .arg(GIVE_BACK)
-                .arg(2)
-                .arg(self.callers_key(receipt.day))
-                .arg(self.key())
-                .arg(&receipt.caller)
-                .arg(receipt.day)
-                .ignore();
+            let command = back.cmd("EVAL").arg(GIVE_BACK).arg(fields.len());
+            for (key, _) in &fields {
+                command.arg(key);
+            }
+            for (_, field) in &fields {
+                command.arg(field);
+            }
+            command.ignore();
             // Not given back when Redis fails now: the question stays counted.
             let _ = self.link.run_pipeline::<()>(&back).await;
+        }
+        if !counted.own {
             return;
         }
         let mut own = self
@@ -283,10 +308,10 @@ impl VendorBudget {
     }
 }
 
-/// Takes one from the field `ARGV[1]` of the hash `KEYS[1]` (a caller's count) and from the
-/// field `ARGV[2]` of `KEYS[2]` (the day's), each only while above zero.
+/// Takes one from the field `ARGV[i]` of each hash `KEYS[i]` (a caller's count, the day's),
+/// each only while above zero.
 const GIVE_BACK: &str = r"
-for i = 1, 2 do
+for i = 1, #KEYS do
   local count = tonumber(redis.call('HGET', KEYS[i], ARGV[i]) or '0')
   if count > 0 then
     redis.call('HINCRBY', KEYS[i], ARGV[i], -1)
@@ -300,7 +325,23 @@ return 1
 pub struct Receipt {
     caller: String,
     day: u64,
-    in_redis: bool,
+    counted: Counted,
+}
+
+impl Receipt {
+    /// Whether Redis counted the question, the caller's share and the day's both.
+    pub fn counted_in_redis(&self) -> bool {
+        self.counted.share_in_redis && self.counted.day_in_redis
+    }
+}
+
+/// Which counts took a question: the caller's share in Redis, the day's in Redis, or this
+/// process's own (both, when Redis could not count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    share_in_redis: bool,
+    day_in_redis: bool,
+    own: bool,
 }
 
 fn unix_seconds() -> u64 {
@@ -403,7 +444,7 @@ mod tests {
         let (taken, receipt) = budget.take_with_receipt("user:a").await;
         assert_eq!(taken, Taken::Yes);
         let receipt = receipt.unwrap();
-        assert!(!receipt.in_redis, "counted by the process");
+        assert!(!receipt.counted_in_redis(), "counted by the process");
         assert_eq!(budget.take("user:a").await, Taken::ShareSpent);
         budget.give_back(&receipt).await;
         assert_eq!(
