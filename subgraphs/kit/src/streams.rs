@@ -247,11 +247,20 @@ pub struct ConsumerStats {
     pub left_to_others: u64,
 }
 
+/// What [`STILL_OURS`] found of an entry of a batch.
+enum Ownership {
+    Ours,
+    /// Claimed by another consumer, or handled already.
+    Others,
+    /// Deleted from the stream.
+    Deleted,
+}
+
 /// Whether the entry `ARGV[2]` of the stream `KEYS[1]` is still pending for the consumer
 /// `ARGV[3]` of the group `ARGV[1]`, and still in the stream; if so, its idle clock is reset
 /// (without counting a delivery), so that no other consumer claims it while it is handled.
-/// 1 or 0. (An entry deleted from the stream meanwhile, a deleted user's, is dropped from
-/// the pending list by `XCLAIM`, which then claims nothing: it is not handled.)
+/// 1: ours; 0: another's, or handled; 2: deleted from the stream meanwhile (a deleted user's
+/// event), which Redis 7's `XCLAIM` drops from the pending list and does not claim.
 const STILL_OURS: &str = r"
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if pending[1] == nil or pending[1][2] ~= ARGV[3] then
@@ -259,7 +268,7 @@ if pending[1] == nil or pending[1][2] ~= ARGV[3] then
 end
 local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 if #claimed == 0 then
-  return 0
+  return 2
 end
 return 1
 ";
@@ -597,14 +606,25 @@ impl<H: Handler> Consumer<H> {
             if stopping(shutdown) {
                 return Ok(());
             }
-            if !self.still_ours(&entry.id).await? {
-                self.stats.left_to_others += 1;
-                tracing::info!(
-                    stream = %self.settings.stream,
-                    id = %entry.id,
-                    "an entry of this batch was claimed by another consumer meanwhile; it is left to it"
-                );
-                continue;
+            match self.still_ours(&entry.id).await? {
+                Ownership::Ours => {}
+                Ownership::Others => {
+                    self.stats.left_to_others += 1;
+                    tracing::info!(
+                        stream = %self.settings.stream,
+                        id = %entry.id,
+                        "an entry of this batch was claimed by another consumer meanwhile; it is left to it"
+                    );
+                    continue;
+                }
+                Ownership::Deleted => {
+                    tracing::info!(
+                        stream = %self.settings.stream,
+                        id = %entry.id,
+                        "an entry of this batch was deleted from the stream meanwhile; not handled"
+                    );
+                    continue;
+                }
             }
             self.handle_one(entry).await?;
         }
@@ -612,7 +632,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Whether `id` is still pending with this consumer, its idle clock reset ([`STILL_OURS`]).
-    async fn still_ours(&mut self, id: &str) -> Result<bool, CallError> {
+    async fn still_ours(&mut self, id: &str) -> Result<Ownership, CallError> {
         let command = redis::cmd("EVAL")
             .arg(STILL_OURS)
             .arg(1)
@@ -622,7 +642,11 @@ impl<H: Handler> Consumer<H> {
             .arg(&self.settings.consumer)
             .to_owned();
         let ours: i64 = self.call(&command, Duration::ZERO).await?;
-        Ok(ours == 1)
+        Ok(match ours {
+            1 => Ownership::Ours,
+            2 => Ownership::Deleted,
+            _ => Ownership::Others,
+        })
     }
 
     async fn handle_one(&mut self, entry: StreamEntry) -> Result<(), CallError> {
