@@ -331,8 +331,8 @@ impl GraphQlService for RouterService {
         peer: Option<std::net::SocketAddr>,
         headers: &PublicHeaderMap,
     ) -> Option<String> {
-        // Read as the rate limits read it (a line with odd bytes kept, not dropped: the
-        // proxy's address is appended to the client's line).
+        // Read as the rate limits read it (a line that is not visible ASCII kept, not dropped:
+        // the proxy's address is appended to the client's line).
         let forwarded = gospelib_kit::graphql_http::forwarded_for(headers);
         let address = address_of(
             peer.map(|peer| peer.ip()),

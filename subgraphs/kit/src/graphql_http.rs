@@ -290,6 +290,8 @@ fn quality(entry: &str) -> f32 {
                 .then(|| value.trim().parse::<f32>().ok())
                 .flatten()
         })
+        // RFC 9110's qualities are 0 to 1; anything else (`NaN`, `inf`, `2`) reads as none.
+        .filter(|quality| (0.0..=1.0).contains(quality))
         .unwrap_or(1.0)
 }
 
@@ -613,8 +615,8 @@ pub(crate) fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// Every `x-forwarded-for` line of `headers`, in order, as one list (`None` without any): a
-/// line with bytes outside visible ASCII is kept with them replaced, since a proxy appends
-/// the address it saw to the client's own line, which a client may fill with such bytes.
+/// line that is not visible ASCII is kept (read as UTF-8, what is not replaced), since a
+/// proxy appends the address it saw to the client's own line, which a client may fill so.
 pub fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     let lines: Vec<String> = headers
         .get_all("x-forwarded-for")
@@ -624,7 +626,7 @@ pub fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join(", "))
 }
 
-/// A header's value, trimmed, bytes outside visible ASCII replaced (U+FFFD).
+/// A header's value, trimmed, as UTF-8 (bytes that are not replaced by U+FFFD).
 fn header_text(value: &HeaderValue) -> String {
     match value.to_str() {
         Ok(text) => text.trim().to_owned(),
@@ -1057,6 +1059,19 @@ mod tests {
         let mut two_lines = accept("text/html");
         two_lines.append(header::ACCEPT, HeaderValue::from_static("application/json"));
         assert_eq!(negotiate(&two_lines), Some(MediaType::Json));
+        // A quality out of range reads as none given.
+        assert_eq!(
+            negotiate(&accept(
+                "application/graphql-response+json;q=0.5, application/json;q=nan"
+            )),
+            Some(MediaType::Json)
+        );
+        assert_eq!(
+            negotiate(&accept(
+                "application/json;q=2, application/graphql-response+json"
+            )),
+            Some(MediaType::GraphQlResponseJson)
+        );
     }
 
     #[test]
