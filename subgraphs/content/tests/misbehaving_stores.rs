@@ -102,88 +102,6 @@ async fn forward(mut socket: TcpStream, target: SocketAddr) {
     }
 }
 
-/// A TCP relay to a real server that can be frozen: from then on what either side sends is
-/// held, never passed on (a store that stops answering in the middle of a connection, after a
-/// good start).
-struct FreezableRelay {
-    address: SocketAddr,
-    frozen: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FreezableRelay {
-    async fn start(target: &url::Url) -> Self {
-        let target: SocketAddr =
-            format!("{}:{}", target.host_str().unwrap(), target.port().unwrap())
-                .parse()
-                .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn({
-            let frozen = frozen.clone();
-            async move {
-                while let Ok((socket, _)) = listener.accept().await {
-                    let Ok(upstream) = TcpStream::connect(target).await else {
-                        continue;
-                    };
-                    let (client_read, client_write) = socket.into_split();
-                    let (server_read, server_write) = upstream.into_split();
-                    tokio::spawn(pass(client_read, server_write, frozen.clone()));
-                    tokio::spawn(pass(server_read, client_write, frozen.clone()));
-                }
-            }
-        });
-        Self {
-            address,
-            frozen,
-            task,
-        }
-    }
-
-    fn url(&self, scheme: &str) -> url::Url {
-        format!("{scheme}://{}", self.address).parse().unwrap()
-    }
-
-    fn freeze(&self) {
-        self.frozen.store(true, Ordering::SeqCst);
-    }
-
-    fn thaw(&self) {
-        self.frozen.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for FreezableRelay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Passes what `from` sends to `to` until the relay is frozen; then holds it.
-async fn pass(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<std::sync::atomic::AtomicBool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let Ok(read) = from.read(&mut buffer).await else {
-            return;
-        };
-        if read == 0 {
-            return;
-        }
-        while frozen.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if to.write_all(&buffer[..read]).await.is_err() {
-            return;
-        }
-    }
-}
-
 async fn ingested(name: &str) -> Namespace {
     let namespace = Namespace::isolated(name);
     ingest_dir(&namespace, &fixture()).await;
@@ -224,16 +142,19 @@ const TWO_LOOKUPS: &str = r#"{ passage(id: "john.3.16") { id } book(id: "gen") {
 #[tokio::test]
 async fn a_falkordb_that_stops_answering_mid_job_fails_the_query_at_its_limit() {
     use gospelib_content::graph::{Graph, GraphError};
-    let relay = FreezableRelay::start(&urls().falkordb).await;
+    let proxy = PausableProxy::start(&urls().falkordb).await;
     let name = format!("t_frozen_{}", uuid::Uuid::new_v4().simple());
-    let graph =
-        Graph::new(&relay.url("falkor"), &name).with_query_limit(Duration::from_millis(500));
+    let graph = Graph::new(
+        &format!("falkor://{}", proxy.address).parse().unwrap(),
+        &name,
+    )
+    .with_query_limit(Duration::from_millis(500));
     graph
         .write("CREATE (:Probe {n: 1})", Vec::new())
         .await
         .expect("a write before the server stops answering");
 
-    relay.freeze();
+    proxy.pause(true);
     let error = unless_hung(
         "a write to a server that stopped answering",
         graph.write("CREATE (:Probe {n: 2})", Vec::new()),
@@ -244,7 +165,7 @@ async fn a_falkordb_that_stops_answering_mid_job_fails_the_query_at_its_limit() 
         matches!(error, GraphError::Deadline(limit) if limit == Duration::from_millis(500)),
         "{error:?}"
     );
-    relay.thaw();
+    proxy.pause(false);
     tokio::time::sleep(gospelib_content::graph::RECONNECT_DELAY + Duration::from_millis(100)).await;
     graph
         .write("CREATE (:Probe {n: 3})", Vec::new())
