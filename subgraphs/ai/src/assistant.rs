@@ -776,6 +776,19 @@ mod tests {
         }
     }
 
+    /// The question "explain" under the key `k`, made by `make` unless it is in flight; a
+    /// minute to wait for it.
+    async fn explained(
+        assistant: &Assistant,
+        make: impl std::future::Future<Output = (String, Keep)>,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let gave_up = || "gave up waiting".to_owned();
+        assistant
+            .cached("explain", Some("k".to_owned()), deadline, gave_up, make)
+            .await
+    }
+
     /// What a second asker of one question gets while the first's answer is being made, the
     /// first's made as `leader_keeps`; whether the second's own answer was made.
     async fn follower_of(leader_keeps: Keep) -> (String, String, bool) {
@@ -788,16 +801,7 @@ mod tests {
                     release.notified().await;
                     ("stand-in".to_owned(), leader_keeps)
                 };
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                assistant
-                    .cached(
-                        "explain",
-                        Some("k".to_owned()),
-                        deadline,
-                        || "gave up waiting".to_owned(),
-                        make,
-                    )
-                    .await
+                explained(&assistant, make).await
             }
         });
         while assistant.in_flight.in_flight() == 0 {
@@ -811,16 +815,7 @@ mod tests {
                     made.store(true, Ordering::SeqCst);
                     ("the vendor's".to_owned(), Keep::Answer)
                 };
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                assistant
-                    .cached(
-                        "explain",
-                        Some("k".to_owned()),
-                        deadline,
-                        || "gave up waiting".to_owned(),
-                        make,
-                    )
-                    .await
+                explained(&assistant, make).await
             }
         });
         // Time for the second to join the first's question.

@@ -67,20 +67,15 @@ async fn a_question_given_back_takes_one_from_each_count_and_never_below_zero() 
         );
 
         // Counts at zero (a Redis that lost them, then counted again) stay at zero.
-        let _: () = redis::cmd("HSET")
-            .arg(&share)
-            .arg("user:a")
-            .arg(0)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("HSET")
-            .arg(&total)
-            .arg(day)
-            .arg(0)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
+        for (key, field) in [(&share, "user:a".to_owned()), (&total, day.to_string())] {
+            let _: () = redis::cmd("HSET")
+                .arg(key)
+                .arg(field)
+                .arg(0)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
         budget.give_back(&receipt).await;
         assert_eq!(
             both(&mut connection, &share, &total, day).await,
