@@ -238,27 +238,26 @@ impl MediaType {
 /// spec asks); `None` when the client accepts neither. Media types are read without regard to
 /// case; `*/*` and `application/*` are `application/json`.
 fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
-    let lines: Vec<&str> = headers
+    // On every request: no allocation.
+    let mut lines = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter(|v| !v.trim().is_empty())
-        .collect();
-    if lines.is_empty() {
+        .peekable();
+    if lines.peek().is_none() {
         return Some(MediaType::Json);
     }
     let mut best: Option<(f32, MediaType)> = None;
-    for entry in lines.iter().flat_map(|line| line.split(',')) {
-        let media_type = entry
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let media = match media_type.as_str() {
-            GRAPHQL_RESPONSE_JSON => MediaType::GraphQlResponseJson,
-            JSON | "application/*" | "*/*" => MediaType::Json,
-            _ => continue,
+    for entry in lines.flat_map(|line| line.split(',')) {
+        let media_type = entry.split(';').next().unwrap_or("").trim();
+        let is = |name: &str| media_type.eq_ignore_ascii_case(name);
+        let media = if is(GRAPHQL_RESPONSE_JSON) {
+            MediaType::GraphQlResponseJson
+        } else if is(JSON) || is("application/*") || is("*/*") {
+            MediaType::Json
+        } else {
+            continue;
         };
         // A quality of zero: "not acceptable".
         let quality = quality(entry);
