@@ -518,29 +518,33 @@ impl Graph {
                     }
                 }
             }
-            // A server that stops answering mid-job (a stuck fork, a partition without a
-            // reset) fails the query at the limit, and so the job, which then gives up its
-            // lease, instead of holding it for good.
-            _ => {
-                let connects_before = self.connects.load(Ordering::Relaxed);
-                match tokio::time::timeout(
-                    self.query_limit,
-                    self.run_unbounded(cypher, params, read_only, None),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => {
-                        let error = GraphError::Deadline(self.query_limit);
-                        // That connection answers nothing any more: the next query connects
-                        // again rather than waiting on it another limit (unless a connect
-                        // began since, whose connection this query never used).
-                        if self.connects.load(Ordering::Relaxed) == connects_before {
-                            self.forget_connection(&error);
-                        }
-                        Err(error)
-                    }
+            _ => self.run_within_job_limit(cypher, params, read_only).await,
+        }
+    }
+
+    /// A query without a read deadline, failed at [`Graph::with_query_limit`]'s limit: a
+    /// server that stops answering mid-job (a stuck fork, a partition without a reset) fails
+    /// the query, and so the job, which then gives up its lease, instead of holding it for
+    /// good.
+    async fn run_within_job_limit(
+        &self,
+        cypher: &str,
+        params: Params,
+        read_only: bool,
+    ) -> Result<Vec<Row>, GraphError> {
+        let connects_before = self.connects.load(Ordering::Relaxed);
+        let query = self.run_unbounded(cypher, params, read_only, None);
+        match tokio::time::timeout(self.query_limit, query).await {
+            Ok(result) => result,
+            Err(_) => {
+                let error = GraphError::Deadline(self.query_limit);
+                // That connection answers nothing any more: the next query connects again
+                // rather than waiting on it another limit (unless a connect began since,
+                // whose connection this query never used).
+                if self.connects.load(Ordering::Relaxed) == connects_before {
+                    self.forget_connection(&error);
                 }
+                Err(error)
             }
         }
     }

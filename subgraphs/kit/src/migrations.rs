@@ -10,9 +10,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// Applies the migrations not yet applied; returns how many ran.
 ///
 /// On a connection of its own without the pool's server-side bounds
-/// ([`crate::stores::STATEMENT_TIMEOUT`], [`crate::stores::LOCK_TIMEOUT`]): a migration may build an index or backfill a large
-/// table for longer, and waiting for another process's migrations (sqlx's advisory lock) is a
-/// statement too. The connection is closed afterwards rather than lent again unbounded.
+/// ([`crate::stores::STATEMENT_TIMEOUT`], [`crate::stores::LOCK_TIMEOUT`]): a migration may
+/// build an index or backfill a large table for longer, and waiting for another process's
+/// migrations (sqlx's advisory lock) is a statement, and a lock, too. The connection is closed afterwards rather than lent again unbounded.
 pub async fn migrate(pool: &PgPool) -> Result<usize, MigrateError> {
     let before = applied_count(pool).await?;
     let mut connection = pool.acquire().await?;
