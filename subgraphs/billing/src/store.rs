@@ -156,14 +156,24 @@ pub async fn lock_customer(conn: &mut PgConnection, customer: &str) -> Result<()
     Ok(())
 }
 
-/// Unlinks the Stripe customer `customer` (deleted at Stripe) from its user, under the
-/// customer's lock and the user's billing lock, and remembers it as deleted (never linked
-/// again: [`link_customer`]); the user, if it was linked. A later checkout makes the user a
-/// new customer.
+/// Unlinks the Stripe customer `customer` (deleted at Stripe) from its user, under the user's
+/// billing lock and the customer's lock, and remembers it as deleted (never linked again:
+/// [`link_customer`]); the user, if it was linked. A later checkout makes the user a new
+/// customer.
+///
+/// The locks are taken in the order every other writer takes them (the user's, then the
+/// customer's: a webhook's [`lock_user`] before its link), so a `customer.deleted` and a
+/// `checkout.session.completed` for one pair at once run one after the other instead of
+/// deadlocking. The user is read before its lock and read again after both; the second read
+/// finds the first's user or none (a customer is only ever linked to the user it was made for).
 pub async fn unlink_customer(
     conn: &mut PgConnection,
     customer: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
+    let seen = user_of_customer(&mut *conn, customer).await?;
+    if let Some(user_id) = seen {
+        lock_user(&mut *conn, user_id).await?;
+    }
     lock_customer(&mut *conn, customer).await?;
     sqlx::query(
         "INSERT INTO billing.deleted_customers (stripe_customer_id) VALUES ($1)
@@ -172,10 +182,15 @@ pub async fn unlink_customer(
     .bind(customer)
     .execute(&mut *conn)
     .await?;
+    // Linked between the two reads (before its linker took the customer's lock, which is now
+    // ours): that user's lock is taken in the other order, which PostgreSQL breaks if it
+    // deadlocks (the event is then retried).
     let Some(user_id) = user_of_customer(&mut *conn, customer).await? else {
         return Ok(None);
     };
-    lock_user(&mut *conn, user_id).await?;
+    if seen != Some(user_id) {
+        lock_user(&mut *conn, user_id).await?;
+    }
     let unlinked =
         sqlx::query("DELETE FROM billing.customers WHERE user_id = $1 AND stripe_customer_id = $2")
             .bind(user_id)
@@ -183,6 +198,38 @@ pub async fn unlink_customer(
             .execute(conn)
             .await?;
     Ok((unlinked.rows_affected() == 1).then_some(user_id))
+}
+
+/// What linking a customer made for a checkout found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewCustomerLinked {
+    /// The user's customer: the one linked now, or one a concurrent checkout linked first.
+    Linked(String),
+    /// The user's billing was erased meanwhile (the account was deleted): nothing linked.
+    UserErased,
+    /// The customer was deleted at Stripe before it could be linked, and the user has none.
+    NotLinked,
+}
+
+/// Links `customer`, made at Stripe for `user_id`'s checkout a moment ago, in a transaction of
+/// its own under the user's billing lock and the customer's (in that order, as every writer),
+/// unless the user's billing was erased since the checkout began: an erasure either comes
+/// before (and nothing is linked) or after (and removes the link).
+pub async fn link_new_customer(
+    pool: &PgPool,
+    user_id: Uuid,
+    customer: &str,
+) -> Result<NewCustomerLinked, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    lock_user(&mut tx, user_id).await?;
+    if is_erased(&mut *tx, user_id).await? {
+        return Ok(NewCustomerLinked::UserErased);
+    }
+    lock_customer(&mut tx, customer).await?;
+    link_customer(&mut *tx, user_id, customer).await?;
+    let linked = customer_of_user(&mut *tx, user_id).await?;
+    tx.commit().await?;
+    Ok(linked.map_or(NewCustomerLinked::NotLinked, NewCustomerLinked::Linked))
 }
 
 /// Links `user_id` to the Stripe customer `customer` unless either is linked already, or the

@@ -64,7 +64,16 @@ struct Fake {
     /// The subscriptions Stripe holds per customer (`GET /v1/subscriptions` lists them): only
     /// what a test put here, as if paid for in a session whose webhooks did not arrive.
     subscriptions: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    /// When set, the next request making a customer says so on the first and waits for the
+    /// second before it is answered.
+    customer_gate: Arc<Mutex<Option<Gate>>>,
 }
+
+/// A request held: told it arrived, then released.
+type Gate = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 impl Fake {
     fn set(&self, mode: Mode) {
@@ -129,6 +138,13 @@ async fn answer(
         form: form.clone(),
     });
     let key = header("idempotency-key");
+    if uri.path() == "/v1/customers" {
+        let gate = fake.customer_gate.lock().unwrap().take();
+        if let Some((arrived, release)) = gate {
+            arrived.send(()).unwrap();
+            release.await.unwrap();
+        }
+    }
     if uri.path() == "/v1/subscriptions" && *fake.mode.lock().unwrap() == Mode::Normal {
         let customer = form.get("customer").cloned().unwrap_or_default();
         let data = fake.subscriptions.lock().unwrap().get(&customer).cloned();
@@ -240,6 +256,7 @@ async fn fake_stripe() -> (Fake, String) {
         answered: Arc::new(Mutex::new(HashMap::new())),
         failing_once: Arc::new(Mutex::new(Vec::new())),
         subscriptions: Arc::new(Mutex::new(HashMap::new())),
+        customer_gate: Arc::new(Mutex::new(None)),
     };
     let app = axum::Router::new()
         .fallback(answer)
@@ -485,6 +502,47 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
         "only the replaced one"
     );
     forget_cancellations(&pool, &[other]).await;
+    clean_up(&pool, &[user], &names).await;
+}
+
+/// An account deleted while Stripe makes its first customer: the checkout is refused and
+/// nothing is linked to the erased user (the customer made stays unused at Stripe).
+#[tokio::test]
+async fn an_account_deleted_while_its_customer_is_made_gets_nothing_linked() {
+    let _queue = QUEUE.lock().await;
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let (fake, base_url) = fake_stripe().await;
+    let service = Arc::new(service(&pool, stripe_settings(&names, &base_url)));
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    *fake.customer_gate.lock().unwrap() = Some((arrived_tx, release_rx));
+
+    let checkout = tokio::spawn({
+        let service = Arc::clone(&service);
+        async move { check_out(&service, user, "scholar", "MONTHLY").await }
+    });
+    arrived.await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    gospelib_billing::store::lock_user(&mut tx, user)
+        .await
+        .unwrap();
+    gospelib_billing::store::erase_user(&mut tx, user, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    release.send(()).unwrap();
+
+    let answer = checkout.await.unwrap();
+    assert_eq!(codes(&answer), ["UNAUTHORIZED"], "{answer}");
+    assert_eq!(customer_of(&pool, user).await, None);
+    assert!(
+        !fake
+            .received()
+            .iter()
+            .any(|r| r.path == "/v1/checkout/sessions"),
+        "no session is made for an erased user"
+    );
     clean_up(&pool, &[user], &names).await;
 }
 

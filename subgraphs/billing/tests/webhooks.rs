@@ -675,6 +675,74 @@ async fn a_completed_checkout_links_the_customer_its_subscription_is_found_by() 
     clean_up(&pool, &[user], &names).await;
 }
 
+/// A customer's deletion takes the user's lock before the customer's, as every other writer
+/// does: while a webhook of the user's holds the user's lock (about to link), the deletion
+/// waits without holding the customer's, so the two cannot deadlock.
+#[tokio::test]
+async fn a_customers_deletion_takes_the_users_lock_first() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let url = endpoint(&pool, redis(), &names).await;
+    let customer = customer_id();
+    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
+        .bind(user)
+        .bind(&customer)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut holder = pool.begin().await.unwrap();
+    gospelib_billing::store::lock_user(&mut holder, user)
+        .await
+        .unwrap();
+    let deleted = event(
+        &event_id(),
+        "customer.deleted",
+        now_secs(),
+        json!({"id": customer, "object": "customer", "deleted": true}),
+    );
+    let delivery = tokio::spawn(async move { post(&url, &deleted).await });
+    // Until the deletion waits on the user's lock.
+    let waiting = "SELECT count(*) FROM pg_locks l, hashtextextended($1::text, 4242) AS h(key)
+         WHERE l.locktype = 'advisory' AND NOT l.granted
+           AND l.classid::bigint = (h.key >> 32) & 4294967295
+           AND l.objid::bigint = h.key & 4294967295";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let count: i64 = sqlx::query_scalar(waiting)
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if count > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let customer_free: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 4343))")
+            .bind(&customer)
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+    assert!(
+        customer_free,
+        "the deletion holds the customer's lock while it waits"
+    );
+    holder.commit().await.unwrap();
+
+    assert_eq!(
+        delivery.await.unwrap(),
+        (200, json!({"status": "processed"}))
+    );
+    assert_eq!(customer_of(&pool, user).await, None);
+    clean_up(&pool, &[user], &names).await;
+}
+
 #[tokio::test]
 async fn with_redis_down_the_change_commits_and_its_event_waits_for_the_relay() {
     let pool = pool().await;

@@ -221,18 +221,17 @@ async fn customer_of(
         })
         .await
         .map_err(errors::stripe)?;
-    db::link_customer(&billing.pool, user_id, &created.id)
-        .await
-        .map_err(store)?;
     // A concurrent checkout may have linked one first: the linked one is the user's. Either
-    // was made within this moment, with no subscription yet.
-    db::customer_of_user(&billing.pool, user_id)
+    // was made within this moment, with no subscription yet. The user's account may have been
+    // deleted while Stripe made this one: then nothing is linked (the erasure is not undone).
+    match db::link_new_customer(&billing.pool, user_id, &created.id)
         .await
         .map_err(store)?
-        .map(|customer| (customer, false))
-        .ok_or_else(|| {
-            store(format_args!(
-                "the customer of {user_id} vanished after linking"
-            ))
-        })
+    {
+        db::NewCustomerLinked::Linked(customer) => Ok((customer, false)),
+        db::NewCustomerLinked::UserErased => Err(account_deleted()),
+        db::NewCustomerLinked::NotLinked => Err(gospelib_kit::errors::internal(format_args!(
+            "the customer made for {user_id} was deleted at Stripe before it was linked"
+        ))),
+    }
 }
