@@ -6,7 +6,10 @@
 //!   `multipart/mixed`) are never compressed. Every listener.
 //! - Request decompression: a body sent with `content-encoding: gzip` is decompressed as it
 //!   is read, and the body limit (`GOSPELIB_MAX_BODY_BYTES`) counts the *decompressed* bytes,
-//!   so a compression bomb is refused with 413 after reading no more than the limit. Any other
+//!   so a compression bomb is refused with 413 after reading no more than the limit. The
+//!   compressed bytes on the wire are limited too ([`compressed_wire_limit`]): a stream of
+//!   empty gzip members decompresses to nothing, and without it would be read until the body's
+//!   deadline. Any other
 //!   encoding is refused with 415, brotli included: its decoder reserves the window a stream
 //!   declares (up to 16 MiB) before any data, so a few bytes sent slowly would hold 16 MiB a
 //!   connection for the body's whole deadline (gzip's window is 32 KiB). Every listener.
@@ -261,6 +264,28 @@ pub fn response_compression() -> CompressionLayer<impl Predicate> {
 /// counts decompressed bytes); refuses other encodings with 415 (brotli's too: see the module).
 pub fn request_decompression() -> RequestDecompressionLayer {
     RequestDecompressionLayer::new().gzip(true).br(false)
+}
+
+/// The most bytes a compressed request body may take on the wire, for a decompressed limit of
+/// `max_body_bytes`: the limit, what gzip adds to data it cannot compress (5 bytes a 64 KiB
+/// stored block, 18 a member), and room to spare. Over it the request is refused with 413
+/// whatever it decompresses to.
+pub fn compressed_wire_limit(max_body_bytes: usize) -> usize {
+    max_body_bytes
+        .saturating_add(max_body_bytes / 64)
+        .saturating_add(4096)
+}
+
+/// `request` with its body limited to `wire_limit` bytes as they arrive, if it declares a
+/// `content-encoding` (a plain body's limit is the route's own).
+pub fn limit_compressed_body(
+    request: axum::http::Request<axum::body::Body>,
+    wire_limit: usize,
+) -> axum::http::Request<axum::body::Body> {
+    if !request.headers().contains_key(header::CONTENT_ENCODING) {
+        return request;
+    }
+    request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, wire_limit)))
 }
 
 /// `routes` answering CORS preflights and marking answers as `settings` allows; unchanged when

@@ -62,9 +62,27 @@ impl BodyError {
             BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
                 Self::TooLarge
             }
+            // A compressed body's wire limit, under the decompression's error layers.
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::UnknownBodyError(error))
+                if over_a_length_limit(error) =>
+            {
+                Self::TooLarge
+            }
             other => Self::Unreadable(other.body_text()),
         }
     }
+}
+
+/// Whether `error` or one of its sources is a body's length limit.
+fn over_a_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// `request`'s whole body, if it is within the route's limit and all arrives within

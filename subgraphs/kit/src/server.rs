@@ -285,8 +285,11 @@ fn assemble(
         process_routes = process_routes.route("/metrics", get(render_metrics));
     }
     // Innermost first: decompression's 415 gets its GraphQL body from `graphql_error_body`;
-    // the body limit is read by the handlers, over the decompressed stream.
+    // the body limit is read by the handlers, over the decompressed stream, and a compressed
+    // body's wire bytes are limited before decompression (both refusals are 413).
+    let wire_limit = edge::compressed_wire_limit(spec.max_body_bytes);
     let decompression = tower::ServiceBuilder::new()
+        .map_request(move |request| edge::limit_compressed_body(request, wire_limit))
         .layer(edge::request_decompression())
         .map_request(|request: Request<_>| request.map(axum::body::Body::new));
     app.merge(process_routes.with_state(process))

@@ -334,6 +334,33 @@ async fn a_gzip_bomb_is_refused_with_413_after_reading_no_more_than_the_limit() 
     server.stop().await.unwrap();
 }
 
+/// A gzip stream may take any number of bytes to produce none (a member's file name has no
+/// length limit), so only its bytes on the wire can bound it: past the wire limit the request
+/// is 413 as it arrives, not read until the body's deadline.
+#[tokio::test]
+async fn a_gzip_stream_past_the_wire_limit_is_refused_with_413() {
+    let server = subgraph_server(EdgeSettings::default()).await;
+    let wire_limit = gospelib_kit::edge::compressed_wire_limit(LIMIT);
+    // A member's header (FNAME set), then a file name that never ends.
+    let mut endless = vec![0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 0xff];
+    endless.resize(3 * wire_limit, b'a');
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+        endless.len()
+    );
+    // Only a little more than the limit is sent: the answer comes without the rest.
+    let mut first_part = head.into_bytes();
+    first_part.extend_from_slice(&endless[..wire_limit + 1024]);
+    let (status, body) = exchange_partial(server.addr, &first_part).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(
+        error_code(&serde_json::from_str(&body).unwrap()),
+        "INVALID_REQUEST"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_is_refused_with_413() {
     let server = subgraph_server(EdgeSettings::default()).await;
