@@ -278,7 +278,7 @@ fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
 }
 
 /// The quality (`q`) of one `accept` entry (`type/subtype;q=…`): 1 when it says none.
-fn quality(entry: &str) -> f32 {
+pub(crate) fn quality(entry: &str) -> f32 {
     entry
         .split(';')
         .skip(1)
@@ -673,11 +673,10 @@ async fn get_answer(
     negotiated: Option<MediaType>,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let has_query = params
         .as_ref()
         .is_ok_and(|Query(p)| p.query.as_deref().is_some_and(|q| !q.trim().is_empty()));
-    if crate::graphiql::wants_ide(accept, has_query) {
+    if crate::graphiql::wants_ide(&headers, has_query) {
         return (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             crate::graphiql::PAGE,
