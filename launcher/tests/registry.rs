@@ -217,7 +217,7 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         let callers = callers.iter().map(|caller| caller.to_string()).collect();
         runtime.block_on(async {
             let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
-            gospelib_kit::usage::record(&mut connection, &recorded, &callers)
+            gospelib_kit::usage::record(&mut connection, &recorded, &callers, &Default::default())
                 .await
                 .unwrap();
         })

@@ -761,7 +761,7 @@ impl Router {
                 &planned.hash,
                 name.unwrap_or("<anonymous>"),
                 &planned.coordinates,
-                request.caller.partner_id.is_some(),
+                request.caller.partner_id.as_deref(),
                 // Identified (anonymous callers are not recorded): a user or a partner.
                 &subject_of(&request.caller, None),
             );

@@ -152,17 +152,27 @@ pub struct UsageRecorder {
 /// whether a few distinct callers sent an operation, not how many thousands did.
 pub const MAX_CALLERS_PER_FLUSH: usize = 64;
 
-/// One operation's counts since the last flush, and who sent it.
+/// One operation's counts since the last flush, who sent it, and which partners (their ids)
+/// sent it with their API keys.
 struct Pending {
     operation: RecordedOperation,
     seen_by: BTreeSet<String>,
+    partners: BTreeSet<String>,
 }
 
 impl Pending {
-    fn seen(&mut self, caller: &str) {
-        if self.seen_by.len() < MAX_CALLERS_PER_FLUSH && !self.seen_by.contains(caller) {
-            self.seen_by.insert(caller.to_owned());
+    fn seen(&mut self, caller: &str, partner: Option<&str>) {
+        remember(&mut self.seen_by, caller);
+        if let Some(partner) = partner {
+            remember(&mut self.partners, partner);
         }
+    }
+}
+
+/// Adds `name` to `names` unless it is there or [`MAX_CALLERS_PER_FLUSH`] are.
+fn remember(names: &mut BTreeSet<String>, name: &str) {
+    if names.len() < MAX_CALLERS_PER_FLUSH && !names.contains(name) {
+        names.insert(name.to_owned());
     }
 }
 
@@ -175,14 +185,14 @@ impl UsageRecorder {
     }
 
     /// Counts one execution of the operation `hash` by `caller` (its subject: a user's or a
-    /// partner's), sent by a partner (an API key) or not (not recorded if it is new and
-    /// [`MAX_PENDING_OPERATIONS`] are already pending).
+    /// partner's), sent with the API key of the partner `partner` (its id) or not (not
+    /// recorded if it is new and [`MAX_PENDING_OPERATIONS`] are already pending).
     pub fn record(
         &self,
         hash: &str,
         name: &str,
         coordinates: &BTreeSet<String>,
-        partner: bool,
+        partner: Option<&str>,
         caller: &str,
     ) {
         let mut pending = self.pending.lock().expect("usage lock");
@@ -190,8 +200,7 @@ impl UsageRecorder {
         match pending.get_mut(hash) {
             Some(counted) => {
                 counted.operation.count += 1;
-                counted.operation.partner |= partner;
-                counted.seen(caller);
+                counted.seen(caller, partner);
             }
             None if full => {}
             None => {
@@ -201,12 +210,13 @@ impl UsageRecorder {
                         name: name.to_owned(),
                         coordinates: coordinates.clone(),
                         count: 1,
-                        partner,
+                        partner: false,
                         callers: None,
                     },
                     seen_by: BTreeSet::new(),
+                    partners: BTreeSet::new(),
                 };
-                counted.seen(caller);
+                counted.seen(caller, partner);
                 pending.insert(hash.to_owned(), counted);
             }
         }
@@ -247,9 +257,11 @@ impl UsageRecorder {
                 match kept.get_mut(&counted.operation.hash) {
                     Some(existing) => {
                         existing.operation.count += counted.operation.count;
-                        existing.operation.partner |= counted.operation.partner;
                         for caller in &counted.seen_by {
-                            existing.seen(caller);
+                            remember(&mut existing.seen_by, caller);
+                        }
+                        for partner in &counted.partners {
+                            remember(&mut existing.partners, partner);
                         }
                     }
                     None if full => {}
@@ -269,7 +281,13 @@ impl UsageRecorder {
         let write = async {
             let mut connection = self.client.get_multiplexed_async_connection().await?;
             for counted in operations {
-                record(&mut connection, &counted.operation, &counted.seen_by).await?;
+                record(
+                    &mut connection,
+                    &counted.operation,
+                    &counted.seen_by,
+                    &counted.partners,
+                )
+                .await?;
                 *written += 1;
             }
             // Every count is written: a trim that fails is tried again at the next flush.

@@ -174,7 +174,7 @@ async fn counts_survive_redis_being_down_until_the_next_flush() {
     let unreachable = redis::Client::open("redis://127.0.0.1:1").unwrap();
     let recorder = UsageRecorder::new(unreachable);
     let kept = BTreeSet::from(["Query".to_owned()]);
-    let use_once = || recorder.record("abc", "Kept", &kept, false, "user:test");
+    let use_once = || recorder.record("abc", "Kept", &kept, None, "user:test");
     use_once();
     assert!(recorder.flush().await.is_err());
     use_once();
@@ -190,8 +190,8 @@ async fn a_flush_to_a_redis_that_never_answers_gives_up_and_keeps_the_counts() {
     let address = silent_redis();
     let recorder = UsageRecorder::new(redis::Client::open(format!("redis://{address}")).unwrap());
     let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
-    recorder.record("abc", "Top", &coordinates, false, "user:test");
-    recorder.record("abc", "Top", &coordinates, false, "user:test");
+    recorder.record("abc", "Top", &coordinates, None, "user:test");
+    recorder.record("abc", "Top", &coordinates, None, "user:test");
     let flushed = tokio::time::timeout(std::time::Duration::from_secs(30), recorder.flush())
         .await
         .expect("the flush is bounded");
@@ -217,8 +217,8 @@ async fn a_flush_that_fails_part_way_counts_each_use_once() {
         .unwrap();
     let recorder = UsageRecorder::new(redis());
     let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
-    recorder.record(&written, "Written", &coordinates, false, "user:test");
-    recorder.record(&refused, "Refused", &coordinates, false, "user:test");
+    recorder.record(&written, "Written", &coordinates, None, "user:test");
+    recorder.record(&refused, "Refused", &coordinates, None, "user:test");
     assert!(recorder.flush().await.is_err());
     assert_eq!(recorder.pending(), 1, "only the refused one waits");
 
@@ -247,10 +247,10 @@ fn the_operations_pending_are_bounded() {
     let recorder = UsageRecorder::new(redis::Client::open("redis://127.0.0.1:1").unwrap());
     let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
     for n in 0..MAX_PENDING_OPERATIONS + 50 {
-        recorder.record(&format!("op{n}"), "Many", &coordinates, false, "user:test");
+        recorder.record(&format!("op{n}"), "Many", &coordinates, None, "user:test");
     }
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);
-    recorder.record("op0", "Many", &coordinates, false, "user:test");
+    recorder.record("op0", "Many", &coordinates, None, "user:test");
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64 + 1);
 }
 
@@ -265,7 +265,7 @@ async fn a_failed_flush_keeps_the_bound() {
     ));
     let coordinates: BTreeSet<String> = ["Query".to_owned()].into();
     for n in 0..MAX_PENDING_OPERATIONS {
-        recorder.record(&format!("old{n}"), "Old", &coordinates, false, "user:test");
+        recorder.record(&format!("old{n}"), "Old", &coordinates, None, "user:test");
     }
     let flush = {
         let recorder = recorder.clone();
@@ -275,7 +275,7 @@ async fn a_failed_flush_keeps_the_bound() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     for n in 0..MAX_PENDING_OPERATIONS {
-        recorder.record(&format!("new{n}"), "New", &coordinates, false, "user:test");
+        recorder.record(&format!("new{n}"), "New", &coordinates, None, "user:test");
     }
     assert!(flush.await.unwrap().is_err());
     assert_eq!(recorder.pending(), MAX_PENDING_OPERATIONS as u64);

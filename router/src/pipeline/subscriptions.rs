@@ -221,7 +221,7 @@ impl Router {
                 &context.planned.hash,
                 name.as_deref().unwrap_or("<anonymous>"),
                 &context.planned.coordinates,
-                context.caller.partner_id.is_some(),
+                context.caller.partner_id.as_deref(),
                 &subject_of(&context.caller, None),
             );
         }

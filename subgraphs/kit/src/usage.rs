@@ -16,8 +16,12 @@
 //!   (their hash and callers with them; see [`TRIM_SCRIPT`]), so an account sending endless
 //!   distinct documents cannot grow it without end, nor push out what many users send; an
 //!   operation a partner sent is kept all the same;
-//! - `gl:usage:index:partner`: the operations partners sent, scored alike, never capped
-//!   (partners are few, and their operations are what the partner contract promises).
+//! - `gl:usage:index:partner`: the operations partners sent, scored alike, not trimmed
+//!   (partners are few, and their operations are what the partner contract promises);
+//! - `gl:usage:partner-ops:<partner id>`: the operations one partner marked as a partner's,
+//!   scored alike, at most [`MAX_OPERATIONS_PER_PARTNER`]: a partner sending endless distinct
+//!   documents marks that many, and the rest are recorded as anyone's (in the trimmed index),
+//!   so one partner's key cannot grow the untrimmed records without end.
 //!
 //! Entries expire after [`USAGE_TTL`] without traffic (a partner's mark, after as long without
 //! a partner sending it). The set `gl:usage:operations` of the layout before the index is read
@@ -44,6 +48,11 @@ pub const USAGE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// and ~170 MiB at the very worst.
 pub const MAX_RECORDED_OPERATIONS: usize = 10_000;
 
+/// The most operations one partner's traffic marks as a partner's at once (an integration
+/// uses tens). Past it, the partner's new operations are recorded as anyone's, until some of
+/// its marked ones go [`USAGE_TTL`] unsent.
+pub const MAX_OPERATIONS_PER_PARTNER: usize = 1_000;
+
 /// How many hashes one round trip of [`read_all`] reads.
 const READ_CHUNK: usize = 500;
 
@@ -53,6 +62,10 @@ fn operation_key(hash: &str) -> String {
 
 fn callers_key(hash: &str) -> String {
     format!("gl:usage:callers:{hash}")
+}
+
+fn partner_operations_key(partner: &str) -> String {
+    format!("gl:usage:partner-ops:{partner}")
 }
 
 /// One operation as the router recorded it.
@@ -76,12 +89,34 @@ fn unix_now() -> i64 {
         .map_or(0, |since| since.as_secs() as i64)
 }
 
-/// Adds `count` uses of an operation by the callers `seen_by` (their subjects) in one round
-/// trip. Call [`trim`] after a batch of them.
+/// Adds `count` uses of an operation by the callers `seen_by` (their subjects), of which the
+/// partners `partners` (their ids) sent it with their API keys, in two round trips; the
+/// operation is marked a partner's if one of them may still mark it
+/// ([`MAX_OPERATIONS_PER_PARTNER`]). `operation.partner` and `operation.callers` are read
+/// back, never written. Call [`trim`] after a batch of them.
 pub async fn record(
     connection: &mut redis::aio::MultiplexedConnection,
     operation: &RecordedOperation,
     seen_by: &BTreeSet<String>,
+    partners: &BTreeSet<String>,
+) -> redis::RedisResult<()> {
+    record_within(
+        connection,
+        operation,
+        seen_by,
+        partners,
+        MAX_OPERATIONS_PER_PARTNER,
+    )
+    .await
+}
+
+/// [`record`] with at most `most` operations marked per partner.
+async fn record_within(
+    connection: &mut redis::aio::MultiplexedConnection,
+    operation: &RecordedOperation,
+    seen_by: &BTreeSet<String>,
+    partners: &BTreeSet<String>,
+    most: usize,
 ) -> redis::RedisResult<()> {
     let key = operation_key(&operation.hash);
     let ttl = USAGE_TTL.as_secs() as i64;
@@ -94,18 +129,58 @@ pub async fn record(
         .hincr(&key, "count", operation.count)
         .expire(&key, ttl)
         .zadd(INDEX_KEY, &operation.hash, now);
-    if operation.partner {
-        // Never unset: once a partner sent it, the contract's check protects it.
-        pipe.hset(&key, "partner", "1")
-            .zadd(PARTNER_INDEX_KEY, &operation.hash, now);
-    }
     if !seen_by.is_empty() {
         let callers = callers_key(&operation.hash);
         pipe.pfadd(&callers, seen_by.iter().collect::<Vec<_>>())
             .expire(&callers, ttl);
     }
-    pipe.query_async::<()>(connection).await
+    pipe.query_async::<()>(connection).await?;
+    if partners.is_empty() {
+        return Ok(());
+    }
+    // EVAL with the text: once per partner's operation per flush.
+    let mut mark = redis::cmd("EVAL");
+    mark.arg(MARK_PARTNERS_SCRIPT)
+        .arg(2 + partners.len())
+        .arg(PARTNER_INDEX_KEY)
+        .arg(&key);
+    for partner in partners {
+        mark.arg(partner_operations_key(partner));
+    }
+    mark.arg(&operation.hash)
+        .arg(now)
+        .arg(now - ttl)
+        .arg(most)
+        .arg(ttl)
+        .query_async::<i64>(connection)
+        .await?;
+    Ok(())
 }
+
+/// Marks an operation a partner's (never unset: once a partner sent it, the contract's check
+/// protects it) if one of the partners that sent it already marked it or has marked fewer than
+/// the most; each such partner's own set notes it. Their marks older than the usage's TTL are
+/// forgotten first. Atomic, so routers flushing at once cannot pass the bound together.
+const MARK_PARTNERS_SCRIPT: &str = r"
+local index, record = KEYS[1], KEYS[2]
+local hash, now, expired = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local most, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local marked = 0
+for i = 3, #KEYS do
+  local mine = KEYS[i]
+  redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. expired)
+  if redis.call('ZSCORE', mine, hash) or redis.call('ZCARD', mine) < most then
+    redis.call('ZADD', mine, now, hash)
+    redis.call('EXPIRE', mine, ttl)
+    marked = 1
+  end
+end
+if marked == 1 then
+  redis.call('HSET', record, 'partner', '1')
+  redis.call('ZADD', index, now, hash)
+end
+return marked
+";
 
 /// Forgets what expired and, past [`MAX_RECORDED_OPERATIONS`], the operations the fewest
 /// callers sent ([`TRIM_SCRIPT`]; what a partner sent is kept). Returns how many it forgot
@@ -270,7 +345,8 @@ async fn fold_legacy_index(
     fold.query_async(connection).await
 }
 
-/// Forgets every recorded operation (tests, and resetting a staging environment).
+/// Forgets every recorded operation and partners' marks (tests, and resetting a staging
+/// environment).
 pub async fn clear(connection: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
     fold_legacy_index(connection).await?;
     let mut hashes: Vec<String> = connection.zrange(INDEX_KEY, 0, -1).await?;
@@ -278,6 +354,19 @@ pub async fn clear(connection: &mut redis::aio::MultiplexedConnection) -> redis:
     hashes.extend(partners);
     for hash in hashes {
         forget(connection, &hash).await?;
+    }
+    let partner_sets: Vec<String> = {
+        let mut found = connection
+            .scan_match::<_, String>(partner_operations_key("*"))
+            .await?;
+        let mut keys = Vec::new();
+        while let Some(key) = found.next_item().await {
+            keys.push(key?);
+        }
+        keys
+    };
+    if !partner_sets.is_empty() {
+        let _: () = connection.del(partner_sets).await?;
     }
     Ok(())
 }
@@ -309,8 +398,13 @@ mod tests {
     /// Database 11 of the stack's Redis, this test's alone: trimming is global to a database,
     /// and the other tests record into database 0.
     async fn own_database() -> redis::aio::MultiplexedConnection {
+        database(11).await
+    }
+
+    /// Database `number` of the stack's Redis, cleared.
+    async fn database(number: u8) -> redis::aio::MultiplexedConnection {
         let mut url = crate::test_stack::urls().redis;
-        url.set_path("/11");
+        url.set_path(&format!("/{number}"));
         let mut connection = redis::Client::open(url.as_str())
             .unwrap()
             .get_multiplexed_async_connection()
@@ -318,6 +412,24 @@ mod tests {
             .unwrap();
         clear(&mut connection).await.unwrap();
         connection
+    }
+
+    /// `partner` sends the operation `hash`, under a bound of two operations per partner.
+    async fn sent_by(
+        connection: &mut redis::aio::MultiplexedConnection,
+        hash: &str,
+        partner: &str,
+    ) {
+        let subject = format!("partner:{partner}");
+        record_within(
+            connection,
+            &operation(hash, 1, false),
+            &callers(&[subject.as_str()]),
+            &callers(&[partner]),
+            2,
+        )
+        .await
+        .unwrap();
     }
 
     fn operation(hash: &str, count: u64, partner: bool) -> RecordedOperation {
@@ -346,6 +458,64 @@ mod tests {
             .unwrap();
     }
 
+    /// The operations marked a partner's.
+    async fn partners_operations(
+        connection: &mut redis::aio::MultiplexedConnection,
+    ) -> Vec<String> {
+        let mut marked: Vec<String> = read_all(connection)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|operation| operation.partner)
+            .map(|operation| operation.hash)
+            .collect();
+        marked.sort();
+        marked
+    }
+
+    #[tokio::test]
+    async fn each_partner_marks_at_most_its_bound_of_operations() {
+        // Database 12: this test's alone (the other one clears 11).
+        let mut connection = database(12).await;
+        sent_by(&mut connection, "a", "acme").await;
+        sent_by(&mut connection, "b", "acme").await;
+        // Past its bound: recorded as anyone's; one it marked before still counts as marked.
+        sent_by(&mut connection, "c", "acme").await;
+        sent_by(&mut connection, "a", "acme").await;
+        assert_eq!(partners_operations(&mut connection).await, ["a", "b"]);
+        let recorded: Vec<String> = connection.zrange(INDEX_KEY, 0, -1).await.unwrap();
+        assert!(recorded.contains(&"c".to_owned()), "{recorded:?}");
+        // Another partner has a bound of its own.
+        sent_by(&mut connection, "c", "globex").await;
+        assert_eq!(partners_operations(&mut connection).await, ["a", "b", "c"]);
+        // Marks unsent for the usage's TTL are forgotten, and free their places.
+        let _: () = connection
+            .zadd(
+                partner_operations_key("acme"),
+                "b",
+                unix_now() - USAGE_TTL.as_secs() as i64 - 10,
+            )
+            .await
+            .unwrap();
+        sent_by(&mut connection, "d", "acme").await;
+        assert_eq!(
+            partners_operations(&mut connection).await,
+            ["a", "b", "c", "d"],
+            "b stays a partner's: a mark is never unset"
+        );
+        let acme: Vec<String> = connection
+            .zrange(partner_operations_key("acme"), 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(acme, ["a", "d"]);
+        clear(&mut connection).await.unwrap();
+        let left: bool = connection
+            .exists(partner_operations_key("acme"))
+            .await
+            .unwrap();
+        assert!(!left, "cleared with the records");
+    }
+
     #[tokio::test]
     async fn callers_are_counted_and_the_records_are_bounded() {
         let mut connection = own_database().await;
@@ -354,6 +524,7 @@ mod tests {
             &mut connection,
             &operation("a", 2, false),
             &callers(&["user:1", "user:2"]),
+            &BTreeSet::new(),
         )
         .await
         .unwrap();
@@ -361,6 +532,7 @@ mod tests {
             &mut connection,
             &operation("a", 1, false),
             &callers(&["user:2", "user:3"]),
+            &BTreeSet::new(),
         )
         .await
         .unwrap();
@@ -368,6 +540,7 @@ mod tests {
             &mut connection,
             &operation("p", 4, true),
             &callers(&["partner:acme"]),
+            &callers(&["acme"]),
         )
         .await
         .unwrap();
@@ -408,6 +581,7 @@ mod tests {
             &mut connection,
             &operation("flood", 1, false),
             &callers(&["user:9"]),
+            &BTreeSet::new(),
         )
         .await
         .unwrap();
