@@ -163,9 +163,12 @@ pub async fn lock_customer(conn: &mut PgConnection, customer: &str) -> Result<()
 ///
 /// The locks are taken in the order every other writer takes them (the user's, then the
 /// customer's: a webhook's [`lock_user`] before its link), so a `customer.deleted` and a
-/// `checkout.session.completed` for one pair at once run one after the other instead of
-/// deadlocking. The user is read before its lock and read again after both; the second read
-/// finds the first's user or none (a customer is only ever linked to the user it was made for).
+/// `checkout.session.completed` for one linked pair at once run one after the other instead
+/// of deadlocking. The user is read before its lock and read again after both; the second read
+/// finds the first's user or none (a customer is only ever linked to the user it was made for),
+/// except when the customer was linked between the two reads: that user's lock is then taken
+/// after the customer's, and a deadlock, if one comes, is broken by PostgreSQL (the event is
+/// answered 500 and Stripe sends it again).
 pub async fn unlink_customer(
     conn: &mut PgConnection,
     customer: &str,

@@ -505,8 +505,9 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
     clean_up(&pool, &[user], &names).await;
 }
 
-/// An account deleted while Stripe makes its first customer: the checkout is refused and
-/// nothing is linked to the erased user (the customer made stays unused at Stripe).
+/// An account deleted while Stripe makes its first customer: the checkout is refused before
+/// any session is made, and nothing is linked to the erased user (the customer made stays
+/// unused at Stripe).
 #[tokio::test]
 async fn an_account_deleted_while_its_customer_is_made_gets_nothing_linked() {
     let _queue = QUEUE.lock().await;

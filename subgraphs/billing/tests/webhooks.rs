@@ -707,7 +707,8 @@ async fn a_customers_deletion_takes_the_users_lock_first() {
          WHERE l.locktype = 'advisory' AND NOT l.granted
            AND l.classid::bigint = (h.key >> 32) & 4294967295
            AND l.objid::bigint = h.key & 4294967295";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Within the deletion's own lock timeout (5 s), past which it would give up waiting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
     loop {
         let count: i64 = sqlx::query_scalar(waiting)
             .bind(user)

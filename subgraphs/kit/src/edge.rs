@@ -277,12 +277,18 @@ pub fn compressed_wire_limit(max_body_bytes: usize) -> usize {
 }
 
 /// `request` with its body limited to `wire_limit` bytes as they arrive, if it declares a
-/// `content-encoding` (a plain body's limit is the route's own).
+/// `content-encoding` other than `identity` (a plain body's limit is the route's own). The
+/// limit is the server's (`GOSPELIB_MAX_BODY_BYTES`) for every route: a webhook route's own
+/// larger limit holds for plain bodies only (the providers send none compressed).
 pub fn limit_compressed_body(
     request: axum::http::Request<axum::body::Body>,
     wire_limit: usize,
 ) -> axum::http::Request<axum::body::Body> {
-    if !request.headers().contains_key(header::CONTENT_ENCODING) {
+    let compressed = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|encoding| !encoding.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if !compressed {
         return request;
     }
     request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, wire_limit)))

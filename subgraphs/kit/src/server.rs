@@ -284,7 +284,8 @@ fn assemble(
     if with_metrics {
         process_routes = process_routes.route("/metrics", get(render_metrics));
     }
-    // Innermost first: decompression's 415 gets its GraphQL body from `graphql_error_body`;
+    // `Router::layer` calls, innermost first (the `ServiceBuilder` below lists its own
+    // outermost first): decompression's 415 gets its GraphQL body from `graphql_error_body`;
     // the body limit is read by the handlers, over the decompressed stream, and a compressed
     // body's wire bytes are limited before decompression (both refusals are 413).
     let wire_limit = edge::compressed_wire_limit(spec.max_body_bytes);
