@@ -280,15 +280,24 @@ impl UsageRecorder {
     async fn write(&self, operations: &[Pending], written: &mut usize) -> redis::RedisResult<()> {
         let write = async {
             let mut connection = self.client.get_multiplexed_async_connection().await?;
+            let mut unmarked = 0;
             for counted in operations {
-                record(
+                let marked = record(
                     &mut connection,
                     &counted.operation,
                     &counted.seen_by,
                     &counted.partners,
                 )
                 .await?;
+                unmarked += usize::from(!marked);
                 *written += 1;
+            }
+            if unmarked > 0 {
+                tracing::warn!(
+                    operations = unmarked,
+                    "partners' operations recorded as anyone's: their partners marked their \
+                     bound of operations, so the partner contract's check does not protect them"
+                );
             }
             // Every count is written: a trim that fails is tried again at the next flush.
             if let Err(error) = trim(&mut connection).await {

@@ -113,8 +113,10 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     // Counts add up across flushes (and across router instances); once a partner's key sends
     // it, the operation is a partner's too (the partner contract's check protects it).
     router.execute(&request).await;
+    // A partner of this run's own: each partner marks a bounded number of operations.
+    let partner_id = format!("acme-{}", uuid::Uuid::new_v4().simple());
     let partner = GraphQlRequest {
-        caller: Caller::partner("acme", Vec::new()),
+        caller: Caller::partner(partner_id.clone(), Vec::new()),
         ..request.clone()
     };
     let answer = router.execute(&partner).await;
@@ -132,6 +134,11 @@ async fn operations_are_counted_with_their_coordinates_and_flushed_to_redis() {
     let ours = recorded.iter().find(|o| o.name == name).unwrap();
     assert!(ours.partner);
     forget(&mut connection, &ours.hash).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("gl:usage:partner-ops:{partner_id}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
 }
 
 /// A deferred operation is recorded whole: a field selected only in a deferred fragment is

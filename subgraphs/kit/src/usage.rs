@@ -23,8 +23,10 @@
 //!   documents marks that many, and the rest are recorded as anyone's (in the trimmed index),
 //!   so one partner's key cannot grow the untrimmed records without end.
 //!
-//! Entries expire after [`USAGE_TTL`] without traffic (a partner's mark, after as long without
-//! a partner sending it). The set `gl:usage:operations` of the layout before the index is read
+//! Entries expire after [`USAGE_TTL`] without traffic; an operation leaves the partners'
+//! index after as long without a partner sending it, though its record's mark is never unset.
+//! Under memory pressure Redis may evict a partner's set (it has a TTL), which only resets
+//! that partner's count. The set `gl:usage:operations` of the layout before the index is read
 //! and folded into it; an operation recorded then has no callers counted, and protects as it
 //! did until a new router records it again (its callers then count from there). While older
 //! routers still run, what they add to the old set after the fold waits for the next one.
@@ -90,16 +92,17 @@ fn unix_now() -> i64 {
 }
 
 /// Adds `count` uses of an operation by the callers `seen_by` (their subjects), of which the
-/// partners `partners` (their ids) sent it with their API keys, in two round trips; the
+/// partners `partners` (their ids) sent it with their API keys, in one atomic round trip; the
 /// operation is marked a partner's if one of them may still mark it
-/// ([`MAX_OPERATIONS_PER_PARTNER`]). `operation.partner` and `operation.callers` are read
-/// back, never written. Call [`trim`] after a batch of them.
+/// ([`MAX_OPERATIONS_PER_PARTNER`]). Whether it was marked: `false` when partners sent it and
+/// every one of them has marked its bound (always `true` without partners). `operation.partner`
+/// and `operation.callers` are read back, never written. Call [`trim`] after a batch of them.
 pub async fn record(
     connection: &mut redis::aio::MultiplexedConnection,
     operation: &RecordedOperation,
     seen_by: &BTreeSet<String>,
     partners: &BTreeSet<String>,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<bool> {
     record_within(
         connection,
         operation,
@@ -117,30 +120,41 @@ async fn record_within(
     seen_by: &BTreeSet<String>,
     partners: &BTreeSet<String>,
     most: usize,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<bool> {
     let key = operation_key(&operation.hash);
     let ttl = USAGE_TTL.as_secs() as i64;
     let now = unix_now();
     let coordinates =
         serde_json::to_string(&operation.coordinates).expect("a set of strings always serializes");
+    // One transaction: another router's trim cannot forget the record between its write and
+    // its mark, and a failure leaves neither (the flush then counts the uses again).
     let mut pipe = redis::pipe();
-    pipe.hset(&key, "name", &operation.name)
+    pipe.atomic()
+        .hset(&key, "name", &operation.name)
+        .ignore()
         .hset(&key, "coordinates", coordinates)
+        .ignore()
         .hincr(&key, "count", operation.count)
+        .ignore()
         .expire(&key, ttl)
-        .zadd(INDEX_KEY, &operation.hash, now);
+        .ignore()
+        .zadd(INDEX_KEY, &operation.hash, now)
+        .ignore();
     if !seen_by.is_empty() {
         let callers = callers_key(&operation.hash);
         pipe.pfadd(&callers, seen_by.iter().collect::<Vec<_>>())
-            .expire(&callers, ttl);
+            .ignore()
+            .expire(&callers, ttl)
+            .ignore();
     }
-    pipe.query_async::<()>(connection).await?;
     if partners.is_empty() {
-        return Ok(());
+        pipe.query_async::<()>(connection).await?;
+        return Ok(true);
     }
     // EVAL with the text: once per partner's operation per flush.
-    let mut mark = redis::cmd("EVAL");
-    mark.arg(MARK_PARTNERS_SCRIPT)
+    let mark = pipe
+        .cmd("EVAL")
+        .arg(MARK_PARTNERS_SCRIPT)
         .arg(2 + partners.len())
         .arg(PARTNER_INDEX_KEY)
         .arg(&key);
@@ -151,10 +165,9 @@ async fn record_within(
         .arg(now)
         .arg(now - ttl)
         .arg(most)
-        .arg(ttl)
-        .query_async::<i64>(connection)
-        .await?;
-    Ok(())
+        .arg(ttl);
+    let (marked,): (i64,) = pipe.query_async(connection).await?;
+    Ok(marked == 1)
 }
 
 /// Marks an operation a partner's (never unset: once a partner sent it, the contract's check
@@ -414,12 +427,13 @@ mod tests {
         connection
     }
 
-    /// `partner` sends the operation `hash`, under a bound of two operations per partner.
+    /// `partner` sends the operation `hash`, under a bound of two operations per partner;
+    /// whether it was marked.
     async fn sent_by(
         connection: &mut redis::aio::MultiplexedConnection,
         hash: &str,
         partner: &str,
-    ) {
+    ) -> bool {
         let subject = format!("partner:{partner}");
         record_within(
             connection,
@@ -429,7 +443,7 @@ mod tests {
             2,
         )
         .await
-        .unwrap();
+        .unwrap()
     }
 
     fn operation(hash: &str, count: u64, partner: bool) -> RecordedOperation {
@@ -477,16 +491,32 @@ mod tests {
     async fn each_partner_marks_at_most_its_bound_of_operations() {
         // Database 12: this test's alone (the other one clears 11).
         let mut connection = database(12).await;
-        sent_by(&mut connection, "a", "acme").await;
-        sent_by(&mut connection, "b", "acme").await;
-        // Past its bound: recorded as anyone's; one it marked before still counts as marked.
-        sent_by(&mut connection, "c", "acme").await;
-        sent_by(&mut connection, "a", "acme").await;
+        assert!(sent_by(&mut connection, "a", "acme").await);
+        assert!(sent_by(&mut connection, "b", "acme").await);
+        // Past its bound: recorded as anyone's; one it marked before is marked again (its mark
+        // refreshed, so it is not forgotten while the partner sends it).
+        assert!(!sent_by(&mut connection, "c", "acme").await);
+        let long_ago = unix_now() - 1_000;
+        let _: () = connection
+            .zadd(partner_operations_key("acme"), "a", long_ago)
+            .await
+            .unwrap();
+        assert!(sent_by(&mut connection, "a", "acme").await);
+        let refreshed: f64 = connection
+            .zscore(partner_operations_key("acme"), "a")
+            .await
+            .unwrap();
+        assert!(refreshed > long_ago as f64, "{refreshed}");
+        let ttl: i64 = connection
+            .ttl(partner_operations_key("acme"))
+            .await
+            .unwrap();
+        assert!(ttl > USAGE_TTL.as_secs() as i64 - 60, "{ttl}");
         assert_eq!(partners_operations(&mut connection).await, ["a", "b"]);
         let recorded: Vec<String> = connection.zrange(INDEX_KEY, 0, -1).await.unwrap();
         assert!(recorded.contains(&"c".to_owned()), "{recorded:?}");
         // Another partner has a bound of its own.
-        sent_by(&mut connection, "c", "globex").await;
+        assert!(sent_by(&mut connection, "c", "globex").await);
         assert_eq!(partners_operations(&mut connection).await, ["a", "b", "c"]);
         // Marks unsent for the usage's TTL are forgotten, and free their places.
         let _: () = connection
@@ -497,7 +527,7 @@ mod tests {
             )
             .await
             .unwrap();
-        sent_by(&mut connection, "d", "acme").await;
+        assert!(sent_by(&mut connection, "d", "acme").await);
         assert_eq!(
             partners_operations(&mut connection).await,
             ["a", "b", "c", "d"],
