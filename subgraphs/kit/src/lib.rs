@@ -39,6 +39,7 @@ pub mod streams;
 pub mod subgraph;
 pub mod telemetry;
 pub mod test_stack;
+pub mod text;
 pub mod time;
 pub mod time_zones;
 pub mod usage;

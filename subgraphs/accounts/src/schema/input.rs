@@ -2,6 +2,7 @@
 //! trimmed) before anything is written.
 
 use async_graphql::{InputObject, Result};
+use gospelib_kit::text::has_layout_controls;
 
 use super::errors::validation;
 use crate::store::Platform;
@@ -34,7 +35,7 @@ pub struct RegisterDeviceInput {
 }
 
 /// A name field, trimmed: `None` when it is empty, an error when it is too long or holds
-/// control characters.
+/// control characters or bidirectional overrides ([`has_layout_controls`]).
 pub fn name(field: &str, value: &str) -> Result<Option<String>> {
     let trimmed = value.trim();
     if trimmed.chars().count() > MAX_NAME_CHARS {
@@ -42,9 +43,9 @@ pub fn name(field: &str, value: &str) -> Result<Option<String>> {
             "`{field}` must be at most {MAX_NAME_CHARS} characters"
         )));
     }
-    if trimmed.chars().any(char::is_control) {
+    if has_layout_controls(trimmed) {
         return Err(validation(format!(
-            "`{field}` must not contain control characters"
+            "`{field}` must not contain control characters or bidirectional overrides"
         )));
     }
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
@@ -84,6 +85,11 @@ mod tests {
         assert!(name("firstName", &format!("{longest}x")).is_err());
         assert!(name("lastName", "a\0b").is_err());
         assert!(name("lastName", "a\nb").is_err());
+        assert!(name("name", "\u{202E}enohPi s'adA").is_err());
+        assert_eq!(
+            name("lastName", "כהן\u{200F}").unwrap(),
+            Some("כהן\u{200F}".into())
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use async_graphql::{ID, InputObject, Json, MaybeUndefined, Result};
+use gospelib_kit::text::has_layout_controls;
 
 use super::errors::{catalog as catalog_down, passages_not_found, validation};
 use super::types::HighlightColor;
@@ -257,7 +258,8 @@ fn has_nul(value: &serde_json::Value) -> bool {
 
 /// What a bookmark's label becomes: `Keep` when the input leaves it out (a verse bookmarked
 /// again keeps its label; a new bookmark has none), else the label given, trimmed (`None` when
-/// null or empty); an error when too long or holding control characters.
+/// null or empty); an error when too long or holding control characters or bidirectional
+/// overrides.
 pub fn label_change(value: &MaybeUndefined<String>) -> Result<LabelChange> {
     match value {
         MaybeUndefined::Undefined => Ok(LabelChange::Keep),
@@ -267,7 +269,7 @@ pub fn label_change(value: &MaybeUndefined<String>) -> Result<LabelChange> {
 }
 
 /// A bookmark label, trimmed: `None` when absent or empty, an error when too long or holding
-/// control characters.
+/// control characters or bidirectional overrides ([`has_layout_controls`]).
 fn label(value: Option<&str>) -> Result<Option<String>> {
     let Some(value) = value else {
         return Ok(None);
@@ -278,8 +280,10 @@ fn label(value: Option<&str>) -> Result<Option<String>> {
             "`label` must be at most {MAX_LABEL_CHARS} characters"
         )));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err(validation("`label` must not contain control characters"));
+    if has_layout_controls(trimmed) {
+        return Err(validation(
+            "`label` must not contain control characters or bidirectional overrides",
+        ));
     }
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
@@ -472,6 +476,7 @@ mod tests {
         assert!(label(Some(&"é".repeat(MAX_LABEL_CHARS))).is_ok());
         assert!(label(Some(&"é".repeat(MAX_LABEL_CHARS + 1))).is_err());
         assert!(label(Some("a\nb")).is_err());
+        assert!(label(Some("Morning \u{2066}x")).is_err());
     }
 
     #[test]
