@@ -516,7 +516,12 @@ impl DeliveryWorker {
         tracing::warn!(job = job.id, %error, "a delivery job was left unfinished");
         stats.errors += 1;
         let wait = self.backoff(&job);
-        if let Err(error) = self.put_back(&job, wait, &error).await {
+        // Bounded as the claim is: a connection gone silent would hold this slot for minutes.
+        let put_back = self.put_back(&job, wait, &error);
+        if let Err(error) =
+            gospelib_kit::stores::within_deadline(gospelib_kit::stores::WORKER_DEADLINE, put_back)
+                .await
+        {
             tracing::debug!(job = job.id, %error, "the job waits for its lease to expire");
         }
         stats

@@ -342,7 +342,7 @@ impl Store {
     /// user: the row (made with the defaults if the user has none) is locked from the read to
     /// the write, so two changes sent at once both apply instead of the later overwriting the
     /// earlier with what it read. `Ok(Err(_))` is `change`'s refusal: nothing is written. An
-    /// erased user gets no row back (the defaults are answered, nothing is kept); the user's
+    /// erased user's change is `Ok(Ok(None))`: nothing is kept; the user's
     /// lock ([`crate::notify::lock_user`]), which the erasure holds too, keeps a change from
     /// landing while the erasure runs. A change of the quiet hours (or their time zone) brings
     /// the deliveries waiting for the old ones' end forward to the new ones' (now, when
@@ -351,7 +351,7 @@ impl Store {
         &self,
         user: Uuid,
         change: impl FnOnce(Preferences) -> Result<Preferences, E>,
-    ) -> Result<Result<Preferences, E>, sqlx::Error> {
+    ) -> Result<Result<Option<Preferences>, E>, sqlx::Error> {
         self.count(4);
         let mut tx = self.pool.begin().await?;
         crate::notify::lock_user(&mut tx, user).await?;
@@ -421,7 +421,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(Ok(stored.unwrap_or(next)))
+        Ok(Ok(stored))
     }
 
     /// `name` as PostgreSQL spells it, if it knows it as a time zone name in any case (see

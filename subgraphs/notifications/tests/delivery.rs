@@ -522,7 +522,8 @@ async fn set_preferences(pool: &PgPool, user: Uuid, preferences: Preferences) {
         .change_preferences(user, |_| Ok::<_, ()>(preferences))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .expect("the user is not erased");
 }
 
 async fn delete_stream(stream: &str) {
@@ -1729,7 +1730,8 @@ async fn an_old_events_notification_is_kept_in_the_inbox_not_delivered() {
 }
 
 /// Old rows are forgotten by age: a notification after a year (its jobs and deliveries with
-/// it), delivery attempts and finished jobs after 100 days; nothing recent.
+/// it), delivery attempts and finished jobs after 100 days, a removed device after 30 days;
+/// nothing recent.
 #[tokio::test]
 async fn notifications_and_their_deliveries_are_forgotten_by_age() {
     let pool = pool().await;
@@ -1765,11 +1767,32 @@ async fn notifications_and_their_deliveries_are_forgotten_by_age() {
         delivered_long_ago,
     )
     .await;
+    // Devices removed 40 days ago (`old`'s) and yesterday (`recent`'s).
+    for (user, days) in [(old, 40), (recent, 1)] {
+        sqlx::query(
+            "INSERT INTO notifications.devices (device_id, user_id, changed_at, removed_at)
+             VALUES ($1, $2, now() - make_interval(days => $3), now() - make_interval(days => $3))",
+        )
+        .bind(Uuid::new_v4())
+        .bind(user)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     for retained in gospelib_notifications::retention::retained() {
         gospelib_kit::retention::forget_old_rows(&pool, &retained)
             .await
             .unwrap();
     }
+    assert_eq!(
+        (
+            rows_of(&pool, "devices", old).await,
+            rows_of(&pool, "devices", recent).await
+        ),
+        (0, 1),
+        "a device removed 40 days ago is forgotten, one removed yesterday kept"
+    );
     let kept = |user: Uuid| {
         let pool = pool.clone();
         async move {

@@ -327,7 +327,7 @@ async fn concurrent_preference_changes_all_apply() {
 }
 
 /// A session still valid for a minute after its account was deleted writes nothing that
-/// would outlive the erasure: no preferences row, no test notification.
+/// would outlive the erasure (no preferences row, no test notification), and is told so.
 #[tokio::test]
 async fn an_erased_user_keeps_no_preferences_or_test_notifications() {
     let pool = pool().await;
@@ -342,7 +342,7 @@ async fn an_erased_user_keeps_no_preferences_or_test_notifications() {
         json!({"input": {"push": false}}),
     )
     .await;
-    assert!(updated["errors"].is_null(), "{updated}");
+    assert_eq!(codes(&updated), ["UNAUTHORIZED"], "{updated}");
     let test = run_as(&service, Some(user), TEST, json!({})).await;
     assert_eq!(codes(&test), ["UNAUTHORIZED"], "{test}");
     assert_nothing_kept(&pool, user).await;

@@ -86,7 +86,9 @@ impl Mutation {
             .change_preferences(user, |current| input::apply(current, &input))
             .await
             .map_err(store)??;
-        Ok(NotificationPreferences(stored))
+        stored
+            .map(NotificationPreferences)
+            .ok_or_else(account_deleted)
     }
 
     /// Puts a test notification in the caller's inbox (the "send me a test" button). At most
@@ -117,8 +119,12 @@ impl Mutation {
                 ),
                 retry_after_secs,
             )),
-            TestOutcome::Erased => Err(gospelib_kit::ErrorCode::Unauthorized
-                .error("this account was deleted; sign in again")),
+            TestOutcome::Erased => Err(account_deleted()),
         }
     }
+}
+
+/// The refusal of a session still valid for a moment after its account was deleted.
+fn account_deleted() -> async_graphql::Error {
+    gospelib_kit::ErrorCode::Unauthorized.error("this account was deleted; sign in again")
 }
