@@ -1184,7 +1184,7 @@ async fn entity_fetch(
         );
     }
     // Entities the cache holds are not asked for again.
-    let cached = lookup_cached(
+    let mut cached = lookup_cached(
         state,
         service_name,
         operation,
@@ -1193,6 +1193,10 @@ async fn entity_fetch(
         &representations_of,
     )
     .await;
+    if let Some(found) = cached.as_mut() {
+        let variables: Vec<&str> = groups.iter().map(|group| group.variable).collect();
+        miss_together(&variables, &mut found.entities);
+    }
     let mut misses: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
     for (g, (group, representations)) in groups.iter().zip(&mut representations_of).enumerate() {
         let missing: Vec<usize> = (0..representations.len())
@@ -1560,6 +1564,39 @@ struct CachedEntities<'c> {
     entities: Vec<Vec<Option<Value>>>,
 }
 
+/// Makes the groups that share one representations variable (`variables[g]` is group `g`'s;
+/// the planner shares one between batch aliases whose entities and requirements are the same)
+/// miss together: they are sent one list, so an entity one of them lacks in the cache is asked
+/// for, and taken from the answer, by all of them. Otherwise the last group's list would be
+/// sent for every group, and the others would merge (and cache) other entities' answers.
+fn miss_together(variables: &[&str], entities: &mut [Vec<Option<Value>>]) {
+    for (g, variable) in variables.iter().enumerate() {
+        let sharing: Vec<usize> = (0..variables.len())
+            .filter(|&other| variables[other] == *variable)
+            .collect();
+        if sharing.len() < 2 {
+            continue;
+        }
+        let length = entities[g].len();
+        let aligned = sharing.iter().all(|&other| entities[other].len() == length);
+        for i in 0..length {
+            let missed = !aligned || sharing.iter().any(|&other| entities[other][i].is_none());
+            if missed {
+                for &other in &sharing {
+                    if let Some(entity) = entities[other].get_mut(i) {
+                        *entity = None;
+                    }
+                }
+            }
+        }
+        if !aligned {
+            for &other in &sharing {
+                entities[other].iter_mut().for_each(|entity| *entity = None);
+            }
+        }
+    }
+}
+
 /// Looks the fetch's cacheable entities up in the entity cache; `None` when there is no
 /// cache for them (off, a mutation, a subgraph or types the policy does not cover, Redis
 /// unavailable).
@@ -1833,6 +1870,29 @@ fn rewrite_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Batch aliases sharing one representations variable miss an entity together; a group
+    /// of its own keeps its cached entities.
+    #[test]
+    fn groups_sharing_a_variable_miss_together() {
+        let hit = |n: i64| Some(Value::Number(n.into()));
+        let mut entities = vec![
+            vec![hit(1), None, hit(3), hit(4)],
+            vec![hit(1), hit(2), None, hit(4)],
+            vec![None, hit(2), hit(3), hit(4)],
+        ];
+        miss_together(
+            &["__batch_reps_0", "__batch_reps_0", "other"],
+            &mut entities,
+        );
+        assert_eq!(entities[0], [hit(1), None, None, hit(4)]);
+        assert_eq!(entities[1], [hit(1), None, None, hit(4)]);
+        assert_eq!(entities[2], [None, hit(2), hit(3), hit(4)]);
+        // Lists of different lengths cannot be one list: nothing is taken from the cache.
+        let mut uneven = vec![vec![hit(1)], vec![hit(1), hit(2)]];
+        miss_together(&["v", "v"], &mut uneven);
+        assert_eq!(uneven, [vec![None], vec![None, None]]);
+    }
 
     fn value(json: serde_json::Value) -> Value {
         json.into()
