@@ -496,7 +496,136 @@ fn print(
                 .push(Definition::Fragment(fragment.clone()));
         }
     }
-    document.to_string()
+    print_faithfully(document)
+}
+
+/// `document` as text, its string literals as the client wrote them. graphql-tools' printer
+/// writes a character past U+FFFF as `\u` and its code in decimal (😀 becomes `\u128512`,
+/// read back as another text) and a string holding a line break as a block string, which
+/// drops a final line break and blank lines' spaces. So each literal is printed as a
+/// placeholder, then replaced by the literal written as JSON writes strings (quotes,
+/// backslashes and control characters escaped, the rest as is), which GraphQL reads alike.
+fn print_faithfully(mut document: Doc) -> String {
+    let mut literals = Vec::new();
+    for definition in &mut document.definitions {
+        match definition {
+            Definition::Operation(operation) => {
+                let (variables, directives, set) = match operation {
+                    OperationDefinition::Query(q) => (
+                        &mut q.variable_definitions,
+                        &mut q.directives,
+                        &mut q.selection_set,
+                    ),
+                    OperationDefinition::Mutation(m) => (
+                        &mut m.variable_definitions,
+                        &mut m.directives,
+                        &mut m.selection_set,
+                    ),
+                    OperationDefinition::Subscription(s) => (
+                        &mut s.variable_definitions,
+                        &mut s.directives,
+                        &mut s.selection_set,
+                    ),
+                    OperationDefinition::SelectionSet(set) => {
+                        set_literals(set, &mut literals);
+                        continue;
+                    }
+                };
+                for variable in variables {
+                    if let Some(default) = &mut variable.default_value {
+                        value_literals(default, &mut literals);
+                    }
+                }
+                directive_literals(directives, &mut literals);
+                set_literals(set, &mut literals);
+            }
+            Definition::Fragment(fragment) => {
+                directive_literals(&mut fragment.directives, &mut literals);
+                set_literals(&mut fragment.selection_set, &mut literals);
+            }
+        }
+    }
+    // One pass over the printed text: every quoted string in it is a placeholder (a literal
+    // put back is never read again, so one that looks like a placeholder stays as it is).
+    let printed = document.to_string();
+    let mut text = String::with_capacity(printed.len());
+    let mut rest = printed.as_str();
+    let opening = format!("\"{PLACEHOLDER}");
+    while let Some(start) = rest.find(&opening) {
+        text.push_str(&rest[..start]);
+        let after = &rest[start + opening.len()..];
+        let literal = after.find("__\"").and_then(|end| {
+            let index: usize = after[..end].parse().ok()?;
+            Some((literals.get(index)?, end))
+        });
+        let Some((literal, end)) = literal else {
+            text.push_str(&opening);
+            rest = after;
+            continue;
+        };
+        text.push_str(&serde_json::to_string(literal).expect("a string always serializes"));
+        rest = &after[end + 3..];
+    }
+    text.push_str(rest);
+    text
+}
+
+/// What stands for a string literal while the document is printed, before its number.
+const PLACEHOLDER: &str = "__gospelib_literal_";
+
+/// The text that stands for the `index`th string literal while the document is printed.
+fn placeholder(index: usize) -> String {
+    format!("{PLACEHOLDER}{index}__")
+}
+
+fn set_literals(set: &mut Set, literals: &mut Vec<String>) {
+    for item in &mut set.items {
+        match item {
+            Selection::Field(field) => {
+                for (_, value) in &mut field.arguments {
+                    value_literals(value, literals);
+                }
+                directive_literals(&mut field.directives, literals);
+                set_literals(&mut field.selection_set, literals);
+            }
+            Selection::FragmentSpread(spread) => {
+                directive_literals(&mut spread.directives, literals);
+            }
+            Selection::InlineFragment(fragment) => {
+                directive_literals(&mut fragment.directives, literals);
+                set_literals(&mut fragment.selection_set, literals);
+            }
+        }
+    }
+}
+
+fn directive_literals(directives: &mut Directives, literals: &mut Vec<String>) {
+    for directive in directives {
+        for (_, value) in &mut directive.arguments {
+            value_literals(value, literals);
+        }
+    }
+}
+
+/// Replaces each string in `value` by its placeholder, keeping the string in `literals`.
+fn value_literals(
+    value: &mut graphql_tools::parser::query::Value<'static, String>,
+    literals: &mut Vec<String>,
+) {
+    use graphql_tools::parser::query::Value as Literal;
+    match value {
+        Literal::String(text) => {
+            let stand_in = placeholder(literals.len());
+            literals.push(std::mem::replace(text, stand_in));
+        }
+        Literal::List(items) => items
+            .iter_mut()
+            .for_each(|item| value_literals(item, literals)),
+        Literal::Object(fields) => fields
+            .iter_mut()
+            .for_each(|(_, item)| value_literals(item, literals)),
+        _ => {}
+    }
 }
 
 fn collect_uses(
@@ -904,6 +1033,37 @@ mod tests {
 
     fn split_of(query: &str) -> Split {
         split(query, None, &Map::new(), 10_000, 15).expect("deferred")
+    }
+
+    /// Both halves carry every string literal as the client wrote it: characters past U+FFFF,
+    /// line breaks, control characters, quotes, and one that looks like a placeholder.
+    #[test]
+    fn string_literals_survive_the_split() {
+        let split = split_of(
+            r#"query($q: String = "default 😀") {
+                search(query: "😀 joy", note: "a\nb\n", odd: "__gospelib_literal_1__", q: $q,
+                       list: ["x\u0001", {k: "𝔊"}]) @skip(if: false) {
+                    id
+                    ... @defer(label: "more") { text(format: "\"q\"") }
+                }
+            }"#,
+        );
+        let written = [
+            r#""default 😀""#,
+            r#""😀 joy""#,
+            r#""a\nb\n""#,
+            r#""__gospelib_literal_1__""#,
+            r#""x\u0001""#,
+            r#""𝔊""#,
+        ];
+        for half in [&split.primary, &split.full] {
+            for literal in written {
+                assert!(half.contains(literal), "{literal} in {half}");
+            }
+            graphql_tools::parser::query::parse_query::<String>(half).expect("reads back");
+        }
+        assert!(split.full.contains(r#"format: "\"q\"""#), "{}", split.full);
+        assert!(!split.primary.contains("format"), "{}", split.primary);
     }
 
     #[test]
