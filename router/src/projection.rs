@@ -469,7 +469,14 @@ impl<'a> Writer<'a> {
                 }
                 Some(value) => match leaf_problem(name, leaf, value, selections) {
                     None => {
-                        write_json(&mut self.out, value);
+                        match (leaf, value) {
+                            // The spec serializes an ID as a string, whatever the subgraph
+                            // sent.
+                            (Leaf::Id, Value::Number(number)) => {
+                                write_json(&mut self.out, &Value::String(number.to_string().into()))
+                            }
+                            _ => write_json(&mut self.out, value),
+                        }
                         Ok(false)
                     }
                     Some(message) => {

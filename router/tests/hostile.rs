@@ -498,10 +498,11 @@ fn shelf_router(stock: Arc<dyn LocalSubgraph>) -> Router {
     };
     let sdl = compose(&[subgraph("shelf", SHELF_SDL), subgraph("stock", STOCK_SDL)])
         .unwrap_or_else(|e| panic!("{e}"));
+    // The third id as a number, as some subgraphs send IDs: the client gets it as a string.
     let shelf = Canned(json!({"data": {"shelf": [
         {"__typename": "Item", "id": "1"},
         {"__typename": "Item", "id": "2"},
-        {"__typename": "Item", "id": "3"}
+        {"__typename": "Item", "id": 3}
     ]}}));
     Router::new(
         Supergraph::parse(&sdl, None).unwrap(),
