@@ -836,6 +836,10 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
                 merge(&mut target, data);
                 state.note_merged(std::ptr::from_ref(fetch) as usize, answer_id);
             }
+            let mut errors = errors;
+            for error in &mut errors {
+                rename_in_error_path(error, fetch.output_rewrites.as_deref());
+            }
             state.errors.lock().expect("errors lock").extend(errors);
         }
         Err(error) => state
@@ -1246,6 +1250,9 @@ async fn entity_fetch(
     };
     // The subgraph numbered the entities it was asked for; the response's are all of them.
     for error in &mut errors {
+        for group in &groups {
+            rename_in_error_path(error, group.output_rewrites);
+        }
         renumber_entity_error(error, &groups, &misses);
     }
     // An answer of our own has its entities moved into the response, each cloned only for a
@@ -1831,6 +1838,45 @@ fn apply_rewrites(
         }
     }
 }
+
+/// Puts back, in a subgraph error's path, the keys the planner's rewrites rename in the data: an
+/// internal alias (`_internal_qp_alias_0`, which the planner gives a field whose type differs
+/// between two fragments) becomes the client's key, so the error is at the field the client
+/// sees. Internal aliases are unique within a fetch, so the types on the way need no check.
+fn rename_in_error_path(error: &mut serde_json::Value, rewrites: Option<&[FetchRewrite]>) {
+    let Some(rewrites) = rewrites else {
+        return;
+    };
+    let Some(path) = error
+        .get_mut("path")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return;
+    };
+    for segment in path {
+        let Some(key) = segment.as_str() else {
+            continue;
+        };
+        if !key.starts_with(INTERNAL_ALIAS_PREFIX) {
+            continue;
+        }
+        let renamed = rewrites.iter().find_map(|rewrite| match rewrite {
+            FetchRewrite::KeyRenamer(renamer) => match renamer.path.last() {
+                Some(FetchNodePathSegment::Key(from)) if from == key => {
+                    Some(renamer.rename_key_to.to_string())
+                }
+                _ => None,
+            },
+            FetchRewrite::ValueSetter(_) => None,
+        });
+        if let Some(renamed) = renamed {
+            *segment = serde_json::Value::String(renamed);
+        }
+    }
+}
+
+/// How the planner's internal aliases begin.
+const INTERNAL_ALIAS_PREFIX: &str = "_internal_qp_alias_";
 
 /// Calls `apply(parent, last_key)` at every place `path` reaches (lists are walked through).
 fn rewrite_at(

@@ -1158,3 +1158,77 @@ async fn a_burst_of_new_operations_stops_at_the_planning_slot_once_the_budget_is
         "{planned} planned, {all} slots"
     );
 }
+
+// ---- a field whose type differs between two fragments in one subgraph (the planner aliases
+// one): `TypeA.f` is `String!` in `a` and `String` in `b`, so `String` in the supergraph ----
+
+const MISMATCH_A_SDL: &str = r#"
+extend schema @link(url: "https://specs.apollo.dev/federation/v2.5", import: ["@key", "@shareable"])
+type Query { i: I }
+interface I { id: ID! }
+type TypeA implements I @key(fields: "id") { id: ID! f: String! @shareable }
+type TypeB implements I { id: ID! f: String }
+"#;
+
+const MISMATCH_B_SDL: &str = r#"
+extend schema @link(url: "https://specs.apollo.dev/federation/v2.5", import: ["@key", "@shareable"])
+type TypeA @key(fields: "id") { id: ID! f: String @shareable }
+"#;
+
+/// Answers the aliased field null with an error at its alias, as a subgraph would.
+struct AliasedFailure;
+
+impl LocalSubgraph for AliasedFailure {
+    fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
+        let query = request["query"].as_str().unwrap_or_default().to_owned();
+        let alias = query
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .find(|word| word.starts_with("_internal_qp_alias_"))
+            .unwrap_or_else(|| panic!("the planner aliases one of the two fields: {query}"))
+            .to_owned();
+        Box::pin(async move {
+            json!({
+                "data": {"i": {"__typename": "TypeB", "id": "1", alias.as_str(): null}},
+                "errors": [{"message": "f failed", "path": ["i", alias]}]
+            })
+        })
+    }
+}
+
+/// An error at a field the planner renamed is reported at the client's key, once.
+#[tokio::test]
+async fn an_error_under_an_internal_alias_is_at_the_clients_key() {
+    let subgraph = |name: &str, sdl: &str| SubgraphSdl {
+        name: name.to_owned(),
+        url: format!("http://{name}.invalid/graphql"),
+        sdl: sdl.to_owned(),
+    };
+    let sdl = compose(&[subgraph("a", MISMATCH_A_SDL), subgraph("b", MISMATCH_B_SDL)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let router = Router::new(
+        Supergraph::parse(&sdl, None).unwrap(),
+        Arc::new(
+            InProcess::default()
+                .with("a", Arc::new(AliasedFailure))
+                .with("b", Arc::new(Canned(json!({"data": {"_entities": []}})))),
+        ),
+    );
+    let response = ask(
+        &router,
+        "{ i { ... on TypeA { f } ... on TypeB { f } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(response["data"], json!({"i": {"f": null}}), "{response}");
+    let errors: Vec<(&Value, &Value)> = response["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|error| (&error["message"], &error["path"]))
+        .collect();
+    assert_eq!(
+        errors,
+        [(&json!("f failed"), &json!(["i", "f"]))],
+        "{response}"
+    );
+}
