@@ -503,8 +503,7 @@ fn print(
 /// writes a character past U+FFFF as `\u` and its code in decimal (😀 becomes `\u128512`,
 /// read back as another text) and a string holding a line break as a block string, which
 /// drops a final line break and blank lines' spaces. So each literal is printed as a
-/// placeholder, then replaced by the literal written as JSON writes strings (quotes,
-/// backslashes and control characters escaped, the rest as is), which GraphQL reads alike.
+/// placeholder, then replaced by the literal written out again ([`write_string_literal`]).
 fn print_faithfully(mut document: Doc) -> String {
     let mut literals = Vec::new();
     for definition in &mut document.definitions {
@@ -563,11 +562,33 @@ fn print_faithfully(mut document: Doc) -> String {
             rest = after;
             continue;
         };
-        text.push_str(&serde_json::to_string(literal).expect("a string always serializes"));
+        write_string_literal(&mut text, literal);
         rest = &after[end + 3..];
     }
     text.push_str(rest);
     text
+}
+
+/// Writes `literal` as a GraphQL string: quotes, backslashes and control characters escaped
+/// (a control character without a short form as `\u` and four hex digits: `\b`, which JSON
+/// writers use, is read by graphql-tools as another character), everything else as is.
+fn write_string_literal(out: &mut String, literal: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in literal.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                write!(out, "\\u{:04X}", u32::from(c)).expect("writing to a String");
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// What stands for a string literal while the document is printed, before its number.
@@ -1042,7 +1063,7 @@ mod tests {
         let split = split_of(
             r#"query($q: String = "default 😀") {
                 search(query: "😀 joy", note: "a\nb\n", odd: "__gospelib_literal_1__", q: $q,
-                       list: ["x\u0001", {k: "𝔊"}]) @skip(if: false) {
+                       list: ["x\u0001\u0008", {k: "𝔊"}]) @skip(if: false) {
                     id
                     ... @defer(label: "more") { text(format: "\"q\"") }
                 }
@@ -1053,7 +1074,7 @@ mod tests {
             r#""😀 joy""#,
             r#""a\nb\n""#,
             r#""__gospelib_literal_1__""#,
-            r#""x\u0001""#,
+            r#""x\u0001\u0008""#,
             r#""𝔊""#,
         ];
         for half in [&split.primary, &split.full] {

@@ -680,6 +680,10 @@ impl<'p> SubscriptionPlan<'p> {
                     // An event is its own answer, shared with nobody.
                     state.note_merged(0, None);
                 }
+                let mut errors = errors;
+                for error in &mut errors {
+                    rename_in_error_path(error, self.primary.output_rewrites.as_deref());
+                }
                 state.errors.lock().expect("errors lock").extend(errors);
                 for node in &self.rest {
                     run(&state, node).await;
@@ -1250,9 +1254,7 @@ async fn entity_fetch(
     };
     // The subgraph numbered the entities it was asked for; the response's are all of them.
     for error in &mut errors {
-        for group in &groups {
-            rename_in_error_path(error, group.output_rewrites);
-        }
+        rename_in_entity_error_path(error, &groups);
         renumber_entity_error(error, &groups, &misses);
     }
     // An answer of our own has its entities moved into the response, each cloned only for a
@@ -1839,44 +1841,82 @@ fn apply_rewrites(
     }
 }
 
-/// Puts back, in a subgraph error's path, the keys the planner's rewrites rename in the data: an
-/// internal alias (`_internal_qp_alias_0`, which the planner gives a field whose type differs
-/// between two fragments) becomes the client's key, so the error is at the field the client
-/// sees. Internal aliases are unique within a fetch, so the types on the way need no check.
+/// Puts back, in a root fetch's error, the keys the planner's rewrites rename in the data (see
+/// [`rename_in_path`]).
 fn rename_in_error_path(error: &mut serde_json::Value, rewrites: Option<&[FetchRewrite]>) {
-    let Some(rewrites) = rewrites else {
-        return;
-    };
+    if let Some(path) = error
+        .get_mut("path")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        rename_in_path(path, rewrites);
+    }
+}
+
+/// Puts back, in an entity fetch's error (`_entities.3.rest`, or a batch alias's), the keys
+/// the rewrites of the entity's group rename in its data: under the entity, where the group's
+/// rewrites start.
+fn rename_in_entity_error_path(error: &mut serde_json::Value, groups: &[EntityGroup<'_>]) {
     let Some(path) = error
         .get_mut("path")
         .and_then(serde_json::Value::as_array_mut)
     else {
         return;
     };
-    for segment in path {
-        let Some(key) = segment.as_str() else {
+    let group = path
+        .first()
+        .and_then(serde_json::Value::as_str)
+        .and_then(|key| groups.iter().find(|group| group.response_key == key));
+    if let Some(group) = group
+        && path.len() > 2
+        && path[1].is_number()
+    {
+        rename_in_path(&mut path[2..], group.output_rewrites);
+    }
+}
+
+/// Puts back, in `path` (an error's, from where `rewrites`' paths start), the keys the planner's
+/// rewrites rename in the data: an internal alias (`_internal_qp_alias_0`, which the planner
+/// gives a field whose type differs between two fragments in one subgraph) becomes the
+/// client's key, so the error is at the field the client sees. A rename applies where the
+/// path follows its rewrite's whole path (list indices walked through, type conditions
+/// passing), read either as the subgraph wrote it or as renamed so far.
+fn rename_in_path(path: &mut [serde_json::Value], rewrites: Option<&[FetchRewrite]>) {
+    let Some(rewrites) = rewrites else {
+        return;
+    };
+    let written = path.to_vec();
+    for rewrite in rewrites {
+        let FetchRewrite::KeyRenamer(renamer) = rewrite else {
             continue;
         };
-        if !key.starts_with(INTERNAL_ALIAS_PREFIX) {
-            continue;
-        }
-        let renamed = rewrites.iter().find_map(|rewrite| match rewrite {
-            FetchRewrite::KeyRenamer(renamer) => match renamer.path.last() {
-                Some(FetchNodePathSegment::Key(from)) if from == key => {
-                    Some(renamer.rename_key_to.to_string())
-                }
-                _ => None,
-            },
-            FetchRewrite::ValueSetter(_) => None,
-        });
-        if let Some(renamed) = renamed {
-            *segment = serde_json::Value::String(renamed);
+        let at = renamed_position(path, &renamer.path)
+            .or_else(|| renamed_position(&written, &renamer.path));
+        if let Some(at) = at {
+            path[at] = serde_json::Value::String(renamer.rename_key_to.to_string());
         }
     }
 }
 
-/// How the planner's internal aliases begin.
-const INTERNAL_ALIAS_PREFIX: &str = "_internal_qp_alias_";
+/// Where in `path` (keys and list indices) the last key of `steps` is, when `path` follows
+/// `steps` that far: indices are walked through, type conditions pass.
+fn renamed_position(path: &[serde_json::Value], steps: &[FetchNodePathSegment]) -> Option<usize> {
+    let mut at = 0;
+    let mut last = None;
+    for step in steps {
+        let FetchNodePathSegment::Key(key) = step else {
+            continue;
+        };
+        while path.get(at)?.is_number() {
+            at += 1;
+        }
+        if path[at].as_str()? != key.as_str() {
+            return None;
+        }
+        last = Some(at);
+        at += 1;
+    }
+    last
+}
 
 /// Calls `apply(parent, last_key)` at every place `path` reaches (lists are walked through).
 fn rewrite_at(
@@ -1916,6 +1956,62 @@ fn rewrite_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rename(steps: &[&str], to: &str) -> FetchRewrite {
+        FetchRewrite::KeyRenamer(hive_router_query_planner::planner::plan_nodes::KeyRenamer {
+            path: steps
+                .iter()
+                .map(|step| match step.strip_prefix("on ") {
+                    Some(types) => FetchNodePathSegment::TypenameEquals(
+                        types.split(',').map(str::to_owned).collect(),
+                    ),
+                    None => FetchNodePathSegment::Key((*step).to_owned()),
+                })
+                .collect(),
+            rename_key_to: to.to_owned(),
+        })
+    }
+
+    /// A rename applies where the error's path follows its rewrite's whole path: the planner
+    /// numbers internal aliases from 0 in each selection set it mends, so one name can stand
+    /// for two fields, and a client may name a field so too.
+    #[test]
+    fn an_error_path_is_renamed_only_where_it_follows_the_rewrite() {
+        let rewrites = [
+            rename(&["i", "on TypeB", "_internal_qp_alias_0"], "f"),
+            rename(&["j", "on TypeD", "_internal_qp_alias_0"], "g"),
+            rename(&["j", "on TypeD", "g", "_internal_qp_alias_1"], "h"),
+        ];
+        let renamed = |path: serde_json::Value| {
+            let mut path: Vec<serde_json::Value> = serde_json::from_value(path).unwrap();
+            rename_in_path(&mut path, Some(&rewrites));
+            serde_json::Value::Array(path)
+        };
+        assert_eq!(
+            renamed(json!(["i", "_internal_qp_alias_0"])),
+            json!(["i", "f"])
+        );
+        assert_eq!(
+            renamed(json!(["j", 2, "_internal_qp_alias_0"])),
+            json!(["j", 2, "g"])
+        );
+        // Nested: the inner rewrite's path names the outer field as renamed.
+        assert_eq!(
+            renamed(json!([
+                "j",
+                0,
+                "_internal_qp_alias_0",
+                "_internal_qp_alias_1"
+            ])),
+            json!(["j", 0, "g", "h"])
+        );
+        // Elsewhere, the same name is the client's own.
+        assert_eq!(
+            renamed(json!(["k", "_internal_qp_alias_0"])),
+            json!(["k", "_internal_qp_alias_0"])
+        );
+        assert_eq!(renamed(json!(["i"])), json!(["i"]));
+    }
 
     /// Batch aliases sharing one representations variable miss an entity together; a group
     /// of its own keeps its cached entities.
