@@ -1192,7 +1192,7 @@ async fn entity_fetch(
         );
     }
     // Entities the cache holds are not asked for again.
-    let mut cached = lookup_cached(
+    let cached = lookup_cached(
         state,
         service_name,
         operation,
@@ -1201,10 +1201,6 @@ async fn entity_fetch(
         &representations_of,
     )
     .await;
-    if let Some(found) = cached.as_mut() {
-        let variables: Vec<&str> = groups.iter().map(|group| group.variable).collect();
-        miss_together(&variables, &mut found.entities);
-    }
     let mut misses: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
     for (g, (group, representations)) in groups.iter().zip(&mut representations_of).enumerate() {
         let missing: Vec<usize> = (0..representations.len())
@@ -1649,24 +1645,31 @@ async fn lookup_cached<'c>(
     let found = cache.lookup(service_name, &all_keys).await?;
     let mut found_entities = found.entities.into_iter();
     let mut entities = Vec::with_capacity(groups.len());
-    for (group_keys, representations) in keys.iter().zip(representations_of) {
-        let mut group_entities = Vec::with_capacity(group_keys.len());
-        for (key, representation) in group_keys.iter().zip(representations) {
-            let entity = match key {
-                Some(_) => {
-                    let entity = found_entities.next().flatten();
-                    let typename = representation
-                        .get("__typename")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    cache.count(service_name, typename, entity.is_some());
-                    entity
-                }
-                None => None,
-            };
-            group_entities.push(entity);
-        }
+    for group_keys in &keys {
+        let group_entities: Vec<Option<Value>> = group_keys
+            .iter()
+            .map(|key| key.as_ref().and_then(|_| found_entities.next().flatten()))
+            .collect();
         entities.push(group_entities);
+    }
+    let variables: Vec<&str> = groups.iter().map(|group| group.variable).collect();
+    miss_together(&variables, &mut entities);
+    // Counted once the groups sharing a variable have missed together: a hit thrown away so
+    // is asked of the subgraph, and counts as a miss.
+    for ((group_keys, group_entities), representations) in
+        keys.iter().zip(&entities).zip(representations_of)
+    {
+        for ((key, entity), representation) in
+            group_keys.iter().zip(group_entities).zip(representations)
+        {
+            if key.is_some() {
+                let typename = representation
+                    .get("__typename")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                cache.count(service_name, typename, entity.is_some());
+            }
+        }
     }
     Some(CachedEntities {
         cache,
