@@ -142,9 +142,11 @@ impl BillingEvent {
     }
 }
 
-/// The billing outbox on `pool`, its events going to `stream` through `redis`.
+/// The billing outbox on `pool`, its events going to `stream` through `redis`; its relay
+/// takes a deleted user's events out of the stream, then deletes them
+/// ([`crate::store::erase_user`] marks them).
 pub fn outbox(pool: PgPool, redis: redis::Client, stream: impl Into<String>) -> Outbox {
-    Outbox::new(pool, redis, TABLE, stream)
+    Outbox::new(pool, redis, TABLE, stream).forgetting_marked_entries_and_rows()
 }
 
 /// Writes `event` to `outbox` in the caller's transaction; returns its id.

@@ -679,12 +679,9 @@ pub async fn erase_user(
         .await?;
     // The events kept about them (a payment's invoice and amount, a plan and its Stripe
     // subscription): relayed already, and kept the outbox's 100 days, or not yet, for
-    // notifications, which erases the user too. (Copies relayed to the stream stay until its
-    // week trims them: billing does not look for them there, as accounts does.)
-    sqlx::query("DELETE FROM billing.outbox WHERE payload->>'user_id' = $1::text")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+    // notifications, which erases the user too. Those the stream may still hold are taken out
+    // of it by the relay, then deleted; the others now.
+    gospelib_kit::outbox::forget_user_events(&mut *conn, crate::events::TABLE, user_id).await?;
     Ok(Erased {
         subscriptions,
         cancellations,

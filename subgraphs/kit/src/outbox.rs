@@ -30,7 +30,10 @@
 //!   (`accounts.outbox`: a deleted user's events, marked by the deletion) can have the copies of
 //!   the rows so marked taken out of their streams (`XDEL`) by its relay loop's next pass
 //!   ([`Outbox::forgetting_marked_entries`]), so the user's data does not wait for the trim;
-//!   a consumer that had one pending acknowledges it as gone.
+//!   a consumer that had one pending acknowledges it as gone. An outbox whose rows must not
+//!   outlive that either (`billing.outbox`, `notifications.outbox`: a deleted user's payments,
+//!   devices) deletes each marked row once its copies are gone
+//!   ([`Outbox::forgetting_marked_entries_and_rows`]).
 //!
 //! **Delivery is at least once.** A row is marked published only after Redis accepted its
 //! `XADD`; if PostgreSQL then fails to record that (or the process dies in between), the row is
@@ -85,8 +88,19 @@ pub struct Outbox {
     background: Arc<Semaphore>,
     /// A change was committed since the background relay began its last pass.
     wanted: Arc<AtomicBool>,
-    /// Whether the relay loop also takes marked rows' copies out of their streams.
-    forgets_marked_entries: bool,
+    /// What the relay loop does with rows marked `forget_in_stream`.
+    marked: MarkedRows,
+}
+
+/// What an outbox's relay loop does with rows marked `forget_in_stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MarkedRows {
+    /// Nothing: the table has no such column.
+    Left,
+    /// Their copies are taken out of their streams, and the marks cleared.
+    CopiesForgotten,
+    /// Their copies are taken out of their streams, then the rows deleted.
+    CopiesAndRowsForgotten,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -135,14 +149,21 @@ impl Outbox {
             stream: stream.into(),
             background: Arc::new(Semaphore::new(1)),
             wanted: Arc::new(AtomicBool::new(false)),
-            forgets_marked_entries: false,
+            marked: MarkedRows::Left,
         }
     }
 
     /// This outbox, its relay loop also taking the copies of rows marked `forget_in_stream`
     /// out of their streams ([`Outbox::forget_marked_entries`]; the table needs that column).
     pub fn forgetting_marked_entries(mut self) -> Self {
-        self.forgets_marked_entries = true;
+        self.marked = MarkedRows::CopiesForgotten;
+        self
+    }
+
+    /// This outbox, its relay loop taking the copies of rows marked `forget_in_stream` out of
+    /// their streams, then deleting the rows (the table needs that column).
+    pub fn forgetting_marked_entries_and_rows(mut self) -> Self {
+        self.marked = MarkedRows::CopiesAndRowsForgotten;
         self
     }
 
@@ -210,11 +231,12 @@ impl Outbox {
     }
 
     /// Takes out of their streams the copies of rows marked `forget_in_stream` (a deleted
-    /// user's events, marked in the deletion's transaction), and clears the marks; how many
-    /// rows. [`Outbox::run_relay`] does it on every tick when
-    /// [`Outbox::forgetting_marked_entries`].
+    /// user's events, marked in the deletion's transaction), and clears the marks (deletes the
+    /// rows, when [`Outbox::forgetting_marked_entries_and_rows`]); how many rows.
+    /// [`Outbox::run_relay`] does it on every tick when the outbox forgets marked entries.
     pub async fn forget_marked_entries(&self) -> Result<usize, RelayError> {
-        forget_marked_entries(&self.pool, &self.redis, self.table).await
+        let delete_rows = self.marked == MarkedRows::CopiesAndRowsForgotten;
+        forget_marked_entries(&self.pool, &self.redis, self.table, delete_rows).await
     }
 
     /// Relays this stream's pending rows now; failures are logged (the rows stay pending for
@@ -267,7 +289,7 @@ impl Outbox {
             ticks.tick().await;
             let pass = async {
                 let published = self.relay_pending().await?;
-                let forgotten = if self.forgets_marked_entries {
+                let forgotten = if self.marked != MarkedRows::Left {
                     self.forget_marked_entries().await?
                 } else {
                     0
@@ -468,6 +490,44 @@ const WINDOW_PAGE: usize = 500;
 /// stream's trim, with a warning.
 const WINDOW_PAGES: usize = 40;
 
+/// Forgets the events about the deleted user `user_id` (`payload->>'user_id'`) in the outbox
+/// `table`, in the caller's transaction (its erasure's): those the stream may still hold
+/// (relayed within [`STREAM_RETENTION`] and a day, or not yet: withdrawn, never relayed) are
+/// marked `forget_in_stream`, for the relay of an outbox built with
+/// [`Outbox::forgetting_marked_entries_and_rows`] to take their copies out of the stream and
+/// then delete them; the older ones are deleted at once.
+///
+/// # Panics
+/// When `table` is not a plain `schema.table` name (a constant of the calling crate).
+pub async fn forget_user_events(
+    conn: &mut PgConnection,
+    table: &'static str,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    assert!(
+        is_plain_table_name(table),
+        "the outbox table must be a plain `schema.table` name, not {table:?}"
+    );
+    let window = (STREAM_RETENTION.as_secs() + 86_400) as f64;
+    sqlx::query(&format!(
+        "UPDATE {table}
+         SET published_at = coalesce(published_at, now()), forget_in_stream = true
+         WHERE payload->>'user_id' = $1::text
+           AND coalesce(published_at, now()) > now() - make_interval(secs => $2)"
+    ))
+    .bind(user_id)
+    .bind(window)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "DELETE FROM {table} WHERE payload->>'user_id' = $1::text AND NOT forget_in_stream"
+    ))
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// How many marked rows one pass takes.
 const FORGET_BATCH: i64 = 100;
 
@@ -523,12 +583,13 @@ fn windows(mut rows: Vec<MarkedRow>) -> Vec<Window> {
 /// `forget_in_stream` (found by their `event_id` between the row's creation and its
 /// publication, give or take the clocks' skew: a relay that failed to record its batch may
 /// have added a row twice), [`FORGET_BATCH`] rows at a time, and clears the marks of each
-/// window once it is done; how many rows. A window that fails is logged and its rows stay
+/// window once it is done (or deletes its rows, with `delete_rows`); how many rows. A window that fails is logged and its rows stay
 /// marked for the next pass; the pass goes on with the others, within the worker's deadline.
 async fn forget_marked_entries(
     pool: &PgPool,
     redis: &redis::Client,
     table: &'static str,
+    delete_rows: bool,
 ) -> Result<usize, RelayError> {
     let select = format!(
         "SELECT id, stream, event_id::text AS event_id,
@@ -537,7 +598,11 @@ async fn forget_marked_entries(
                     AS published_ms
          FROM {table} WHERE forget_in_stream ORDER BY id LIMIT $1"
     );
-    let clear = format!("UPDATE {table} SET forget_in_stream = false WHERE id = ANY($1)");
+    let clear = if delete_rows {
+        format!("DELETE FROM {table} WHERE id = ANY($1)")
+    } else {
+        format!("UPDATE {table} SET forget_in_stream = false WHERE id = ANY($1)")
+    };
     bounded(async {
         let marked: Vec<MarkedRow> = sqlx::query_as(&select)
             .bind(FORGET_BATCH)

@@ -26,9 +26,11 @@ pub const TABLE: &str = "notifications.outbox";
 /// The type of the event a retired device makes.
 pub const DEVICE_REJECTED: &str = "device.rejected";
 
-/// The notifications outbox on `pool`, its events going to `stream` through `redis`.
+/// The notifications outbox on `pool`, its events going to `stream` through `redis`; its
+/// relay takes a deleted user's events out of the stream, then deletes them (the erasure marks
+/// them).
 pub fn outbox(pool: PgPool, redis: redis::Client, stream: impl Into<String>) -> Outbox {
-    Outbox::new(pool, redis, TABLE, stream)
+    Outbox::new(pool, redis, TABLE, stream).forgetting_marked_entries_and_rows()
 }
 
 /// Publishes every pending notifications outbox row, of every stream, in id order, every

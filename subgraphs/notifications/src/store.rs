@@ -506,11 +506,9 @@ impl Store {
             .rows_affected();
         // The events kept about the user (`device.rejected`: a device and why its token was
         // refused) go too: relayed already, or about a device accounts has removed with the
-        // user.
-        sqlx::query("DELETE FROM notifications.outbox WHERE payload->>'user_id' = $1::text")
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
+        // user. Those the stream may still hold are taken out of it by the relay, then
+        // deleted; the others now.
+        gospelib_kit::outbox::forget_user_events(&mut tx, crate::outbox::TABLE, user).await?;
         sqlx::query(
             "INSERT INTO notifications.erased_users (user_id) VALUES ($1)
              ON CONFLICT (user_id) DO NOTHING",

@@ -216,6 +216,34 @@ async fn user_deleted_erases_and_late_events_make_nothing() {
         .await
         .unwrap();
 
+    // A `device.rejected` of each user's, relayed to a stream of the test's own.
+    let stream = format!("gl:test:notifications:{}", Uuid::new_v4().simple());
+    let outbox = gospelib_notifications::outbox::outbox(pool.clone(), redis(), &stream);
+    for of in [user, other] {
+        let mut tx = pool.begin().await.unwrap();
+        outbox
+            .append(
+                &mut tx,
+                "device.rejected",
+                json!({"user_id": of, "device_id": Uuid::new_v4(), "reason": "Unregistered"}),
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(outbox.relay_stream().await.unwrap(), 2);
+    let in_stream = |of: Uuid| {
+        let stream = stream.clone();
+        async move {
+            gospelib_kit::test_stack::stream_entries(&stream)
+                .await
+                .into_iter()
+                .filter(|(_, _, payload)| payload["user_id"] == of.to_string())
+                .count()
+        }
+    };
+    assert_eq!((in_stream(user).await, in_stream(other).await), (1, 1));
+
     let deleted = event_fields(
         Uuid::new_v4(),
         "user.deleted",
@@ -233,6 +261,30 @@ async fn user_deleted_erases_and_late_events_make_nothing() {
     for table in ["notifications", "preferences", "deliveries"] {
         assert_eq!(rows_of(&pool, table, user).await, 0, "{table}");
     }
+    // The outbox's event about them leaves the stream on the relay's next pass, then the
+    // table; the other user's stays in both.
+    // (At least: the pass takes every marked row of the table, other tests' too.)
+    assert!(outbox.forget_marked_entries().await.unwrap() >= 1);
+    assert_eq!((in_stream(user).await, in_stream(other).await), (0, 1));
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'user_id' FROM notifications.outbox WHERE stream = $1",
+    )
+    .bind(&stream)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, [other.to_string()]);
+    sqlx::query("DELETE FROM notifications.outbox WHERE stream = $1")
+        .bind(&stream)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
     // Applied again: nothing more to erase, no failure.
     assert!(matches!(
         handler.apply(&entry(deleted)).await.unwrap(),
