@@ -509,20 +509,22 @@ pub async fn forget_user_events(
         "the outbox table must be a plain `schema.table` name, not {table:?}"
     );
     let window = (STREAM_RETENTION.as_secs() + 86_400) as f64;
+    // As text, as the payload holds it (the kit's sqlx has no uuid type).
+    let user_id = user_id.to_string();
     sqlx::query(&format!(
         "UPDATE {table}
          SET published_at = coalesce(published_at, now()), forget_in_stream = true
-         WHERE payload->>'user_id' = $1::text
+         WHERE payload->>'user_id' = $1
            AND coalesce(published_at, now()) > now() - make_interval(secs => $2)"
     ))
-    .bind(user_id)
+    .bind(&user_id)
     .bind(window)
     .execute(&mut *conn)
     .await?;
     sqlx::query(&format!(
-        "DELETE FROM {table} WHERE payload->>'user_id' = $1::text AND NOT forget_in_stream"
+        "DELETE FROM {table} WHERE payload->>'user_id' = $1 AND NOT forget_in_stream"
     ))
-    .bind(user_id)
+    .bind(&user_id)
     .execute(conn)
     .await?;
     Ok(())
