@@ -206,7 +206,27 @@ pub fn token_digest(token: &str) -> Vec<u8> {
 pub struct NewDevice<'a> {
     pub platform: Platform,
     pub token: &'a str,
-    pub name: Option<&'a str>,
+    pub name: DeviceName<'a>,
+}
+
+/// What a registration does to the device's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceName<'a> {
+    /// Left as it is (the app's start-up registration, which sends none); a new device has
+    /// none.
+    Kept,
+    /// Set, or cleared with `None` (an empty name given).
+    Set(Option<&'a str>),
+}
+
+impl<'a> DeviceName<'a> {
+    /// Whether the name is set (or cleared), and to what.
+    fn change(self) -> (bool, Option<&'a str>) {
+        match self {
+            Self::Kept => (false, None),
+            Self::Set(name) => (true, name),
+        }
+    }
 }
 
 /// What registering a device came to.
@@ -280,7 +300,8 @@ pub async fn register_device(
     if let Some(known_platform) = known {
         let sql = format!(
             "UPDATE accounts.devices
-             SET platform = $3, name = COALESCE($4, name), last_seen_at = {NEXT_DEVICE_CHANGE_AT}
+             SET platform = $3, name = CASE WHEN $5 THEN $4 ELSE name END,
+                 last_seen_at = {NEXT_DEVICE_CHANGE_AT}
              WHERE user_id = $1 AND token_sha256 = $2
              RETURNING {DEVICE_COLUMNS}"
         );
@@ -288,7 +309,8 @@ pub async fn register_device(
             .bind(user_id)
             .bind(&digest)
             .bind(device.platform.as_db())
-            .bind(device.name)
+            .bind(device.name.change().1)
+            .bind(device.name.change().0)
             .fetch_one(&mut *conn)
             .await?;
         return Ok(if known_platform == device.platform.as_db() {
@@ -316,7 +338,7 @@ pub async fn register_device(
         .bind(device.platform.as_db())
         .bind(device.token)
         .bind(&digest)
-        .bind(device.name)
+        .bind(device.name.change().1)
         .fetch_one(conn)
         .await?;
     Ok(Registration::Added(inserted))

@@ -465,9 +465,18 @@ async fn a_user_has_at_most_twenty_devices() {
             .unwrap()
             .contains("20")
     );
-    // Registering a known token again is still fine.
+    // Registering a known token again is still fine; without a name it keeps its own, and an
+    // empty one clears it.
     let answer = register(&service, &a, "token-3", Some("renamed")).await;
     assert_eq!(answer["data"]["registerDevice"]["name"], "renamed");
+    let answer = register(&service, &a, "token-3", None).await;
+    assert_eq!(answer["data"]["registerDevice"]["name"], "renamed");
+    let answer = register(&service, &a, "token-3", Some("  ")).await;
+    assert_eq!(
+        answer["data"]["registerDevice"]["name"],
+        Value::Null,
+        "{answer}"
+    );
     assert_eq!(device_count(&pool, a_id).await, MAX_DEVICES_PER_USER);
     let signed_out = register(&service, &clerk_id(), "t", None).await;
     assert_eq!(codes(&signed_out), vec!["FORBIDDEN"]);

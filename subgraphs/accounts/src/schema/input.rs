@@ -30,7 +30,9 @@ pub struct RegisterDeviceInput {
     /// The push token (APNs, FCM or Web Push): 1 to 4096 printable ASCII characters, no
     /// spaces. Never readable back.
     pub token: String,
-    /// A label the user recognises ("Ada's iPhone"): at most 100 characters, trimmed.
+    /// A label the user recognises ("Ada's iPhone"): at most 100 characters, trimmed. Left
+    /// out or null, a device registered again keeps its name (the app registers at start-up
+    /// without one); an empty name clears it.
     pub name: Option<String>,
 }
 

@@ -16,7 +16,7 @@ use crate::devices;
 use crate::outbox::{self, EventKind, Outbox, UserEvent};
 use gospelib_kit::subgraph::authenticated;
 
-use crate::store::{self as db, MAX_DEVICES_PER_USER, NewDevice, Registration};
+use crate::store::{self as db, DeviceName, MAX_DEVICES_PER_USER, NewDevice, Registration};
 
 /// `updateMe`, `registerDevice`, `unregisterDevice`: each `@authenticated` (the router refuses
 /// anonymous callers before fetching) and checked here again.
@@ -99,16 +99,19 @@ impl Mutation {
     ) -> Result<Device> {
         let user_id = Caller::of(ctx).require_user()?;
         let token = input::token(&input.token)?;
+        // `None`: kept; `Some(None)`: cleared (an empty name).
         let name = input
             .name
             .as_deref()
             .map(|value| input::name("name", value))
-            .transpose()?
-            .flatten();
+            .transpose()?;
         let device = NewDevice {
             platform: input.platform,
             token,
-            name: name.as_deref(),
+            name: match &name {
+                None => DeviceName::Kept,
+                Some(name) => DeviceName::Set(name.as_deref()),
+            },
         };
         let outbox = outbox(ctx)?;
 
