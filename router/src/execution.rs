@@ -669,20 +669,18 @@ impl<'p> SubscriptionPlan<'p> {
         match event.and_then(|response| parse_response(subgraph, Answer::Own(response))) {
             Ok((data, errors)) => {
                 let mut data = data.into_owned();
-                apply_rewrites(
-                    &mut data,
-                    self.primary.output_rewrites.as_deref(),
-                    fetching.supergraph,
-                );
+                let rewrites = self.primary.output_rewrites.as_deref();
+                // (Before the data's own renames: the errors' paths name its keys as answered.)
+                let mut errors = errors;
+                for error in &mut errors {
+                    rename_in_error_path(error, rewrites, Some(&data), fetching.supergraph);
+                }
+                apply_rewrites(&mut data, rewrites, fetching.supergraph);
                 {
                     let mut target = state.data.lock().expect("data lock");
                     merge(&mut target, data);
                     // An event is its own answer, shared with nobody.
                     state.note_merged(0, None);
-                }
-                let mut errors = errors;
-                for error in &mut errors {
-                    rename_in_error_path(error, self.primary.output_rewrites.as_deref());
                 }
                 state.errors.lock().expect("errors lock").extend(errors);
                 for node in &self.rest {
@@ -830,19 +828,18 @@ async fn root_fetch(state: &State<'_>, fetch: &FetchNode) {
     match answer {
         Ok((data, errors, answer_id)) => {
             let mut data = data.into_owned();
-            apply_rewrites(
-                &mut data,
-                fetch.output_rewrites.as_deref(),
-                state.fetching.supergraph,
-            );
+            let rewrites = fetch.output_rewrites.as_deref();
+            let supergraph = state.fetching.supergraph;
+            // (Before the data's own renames: the errors' paths name its keys as answered.)
+            let mut errors = errors;
+            for error in &mut errors {
+                rename_in_error_path(error, rewrites, Some(&data), supergraph);
+            }
+            apply_rewrites(&mut data, rewrites, supergraph);
             {
                 let mut target = state.data.lock().expect("data lock");
                 merge(&mut target, data);
                 state.note_merged(std::ptr::from_ref(fetch) as usize, answer_id);
-            }
-            let mut errors = errors;
-            for error in &mut errors {
-                rename_in_error_path(error, fetch.output_rewrites.as_deref());
             }
             state.errors.lock().expect("errors lock").extend(errors);
         }
@@ -1250,7 +1247,7 @@ async fn entity_fetch(
     };
     // The subgraph numbered the entities it was asked for; the response's are all of them.
     for error in &mut errors {
-        rename_in_entity_error_path(error, &groups);
+        rename_in_entity_error_path(error, &groups, state.fetching.supergraph);
         renumber_entity_error(error, &groups, &misses);
     }
     // An answer of our own has its entities moved into the response, each cloned only for a
@@ -1845,20 +1842,29 @@ fn apply_rewrites(
 }
 
 /// Puts back, in a root fetch's error, the keys the planner's rewrites rename in the data (see
-/// [`rename_in_path`]).
-fn rename_in_error_path(error: &mut serde_json::Value, rewrites: Option<&[FetchRewrite]>) {
+/// [`rename_in_path`]); `data` is the fetch's answer as the subgraph wrote it.
+fn rename_in_error_path(
+    error: &mut serde_json::Value,
+    rewrites: Option<&[FetchRewrite]>,
+    data: Option<&Value>,
+    supergraph: &SupergraphState,
+) {
     if let Some(path) = error
         .get_mut("path")
         .and_then(serde_json::Value::as_array_mut)
     {
-        rename_in_path(path, rewrites);
+        rename_in_path(path, rewrites, data, supergraph);
     }
 }
 
 /// Puts back, in an entity fetch's error (`_entities.3.rest`, or a batch alias's), the keys
 /// the rewrites of the entity's group rename in its data: under the entity, where the group's
-/// rewrites start.
-fn rename_in_entity_error_path(error: &mut serde_json::Value, groups: &[EntityGroup<'_>]) {
+/// rewrites start. (The entity's own type is not looked at: the representations say it.)
+fn rename_in_entity_error_path(
+    error: &mut serde_json::Value,
+    groups: &[EntityGroup<'_>],
+    supergraph: &SupergraphState,
+) {
     let Some(path) = error
         .get_mut("path")
         .and_then(serde_json::Value::as_array_mut)
@@ -1873,7 +1879,7 @@ fn rename_in_entity_error_path(error: &mut serde_json::Value, groups: &[EntityGr
         && path.len() > 2
         && path[1].is_number()
     {
-        rename_in_path(&mut path[2..], group.output_rewrites);
+        rename_in_path(&mut path[2..], group.output_rewrites, None, supergraph);
     }
 }
 
@@ -1881,42 +1887,77 @@ fn rename_in_entity_error_path(error: &mut serde_json::Value, groups: &[EntityGr
 /// rewrites rename in the data: an internal alias (`_internal_qp_alias_0`, which the planner
 /// gives a field whose type differs between two fragments in one subgraph) becomes the
 /// client's key, so the error is at the field the client sees. A rename applies where the
-/// path follows its rewrite's whole path (list indices walked through, type conditions
-/// passing), read either as the subgraph wrote it or as renamed so far.
-fn rename_in_path(path: &mut [serde_json::Value], rewrites: Option<&[FetchRewrite]>) {
+/// path, as the subgraph wrote it, follows its rewrite's whole path: list indices walked
+/// through, and a type condition met by the object the path reaches in `data` (when known:
+/// the planner numbers internal aliases from 0 in each type's fragment, so one name can stand
+/// for two fields of two types). No key is renamed twice.
+fn rename_in_path(
+    path: &mut [serde_json::Value],
+    rewrites: Option<&[FetchRewrite]>,
+    data: Option<&Value>,
+    supergraph: &SupergraphState,
+) {
     let Some(rewrites) = rewrites else {
         return;
     };
     let written = path.to_vec();
+    let mut renamed = vec![false; path.len()];
     for rewrite in rewrites {
         let FetchRewrite::KeyRenamer(renamer) = rewrite else {
             continue;
         };
-        let at = renamed_position(path, &renamer.path)
-            .or_else(|| renamed_position(&written, &renamer.path));
-        if let Some(at) = at {
+        if let Some(at) = renamed_position(&written, &renamer.path, data, supergraph)
+            && !renamed[at]
+        {
             path[at] = serde_json::Value::String(renamer.rename_key_to.to_string());
+            renamed[at] = true;
         }
     }
 }
 
 /// Where in `path` (keys and list indices) the last key of `steps` is, when `path` follows
-/// `steps` that far: indices are walked through, type conditions pass.
-fn renamed_position(path: &[serde_json::Value], steps: &[FetchNodePathSegment]) -> Option<usize> {
+/// `steps` that far: indices are walked through; a type condition passes unless `data` shows
+/// the object there to be of another type.
+fn renamed_position(
+    path: &[serde_json::Value],
+    steps: &[FetchNodePathSegment],
+    data: Option<&Value>,
+    supergraph: &SupergraphState,
+) -> Option<usize> {
     let mut at = 0;
     let mut last = None;
+    // Where the path has reached in the answer, when it is known.
+    let mut here = data;
     for step in steps {
-        let FetchNodePathSegment::Key(key) = step else {
-            continue;
-        };
-        while path.get(at)?.is_number() {
+        while let Some(index) = path.get(at).and_then(serde_json::Value::as_u64) {
+            here = match here {
+                Some(Value::Array(items)) => usize::try_from(index).ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
             at += 1;
         }
-        if path[at].as_str()? != key.as_str() {
-            return None;
+        match step {
+            FetchNodePathSegment::TypenameEquals(types) => {
+                let typename = here
+                    .and_then(|object| object.get("__typename"))
+                    .and_then(Value::as_str);
+                if let Some(typename) = typename
+                    && !types
+                        .iter()
+                        .any(|condition| fragment_applies(supergraph, condition, typename))
+                {
+                    return None;
+                }
+            }
+            FetchNodePathSegment::Key(key) => {
+                if path.get(at)?.as_str()? != key.as_str() {
+                    return None;
+                }
+                here = here.and_then(|object| object.get(key));
+                last = Some(at);
+                at += 1;
+            }
         }
-        last = Some(at);
-        at += 1;
     }
     last
 }
@@ -1975,45 +2016,55 @@ mod tests {
         })
     }
 
-    /// A rename applies where the error's path follows its rewrite's whole path: the planner
-    /// numbers internal aliases from 0 in each selection set it mends, so one name can stand
-    /// for two fields, and a client may name a field so too.
+    /// A rename applies where the error's path follows its rewrite's whole path, type
+    /// conditions included: the planner numbers internal aliases from 0 in each type's
+    /// fragment, so one name can stand for two fields, and a client may name a field so too.
     #[test]
     fn an_error_path_is_renamed_only_where_it_follows_the_rewrite() {
+        let supergraph = crate::supergraph::Supergraph::parse(
+            include_str!("../tests/fixtures/products-reviews.graphql"),
+            None,
+        )
+        .unwrap();
+        let state = &supergraph.planner().supergraph;
         let rewrites = [
-            rename(&["i", "on TypeB", "_internal_qp_alias_0"], "f"),
+            rename(&["i", "on Admin", "_internal_qp_alias_0"], "id"),
+            rename(&["i", "on Guest", "_internal_qp_alias_0"], "name"),
             rename(&["j", "on TypeD", "_internal_qp_alias_0"], "g"),
-            rename(&["j", "on TypeD", "g", "_internal_qp_alias_1"], "h"),
         ];
-        let renamed = |path: serde_json::Value| {
+        let renamed = |path: serde_json::Value, data: Option<serde_json::Value>| {
             let mut path: Vec<serde_json::Value> = serde_json::from_value(path).unwrap();
-            rename_in_path(&mut path, Some(&rewrites));
+            let data = data.map(Value::from);
+            rename_in_path(&mut path, Some(&rewrites), data.as_ref(), state);
             serde_json::Value::Array(path)
         };
+        let answered = |typename: &str| {
+            Some(json!({"i": [{"__typename": typename, "_internal_qp_alias_0": null}]}))
+        };
+        // The object's type says which field the alias stands for.
         assert_eq!(
-            renamed(json!(["i", "_internal_qp_alias_0"])),
-            json!(["i", "f"])
+            renamed(json!(["i", 0, "_internal_qp_alias_0"]), answered("Guest")),
+            json!(["i", 0, "name"])
         );
         assert_eq!(
-            renamed(json!(["j", 2, "_internal_qp_alias_0"])),
+            renamed(json!(["i", 0, "_internal_qp_alias_0"]), answered("Admin")),
+            json!(["i", 0, "id"])
+        );
+        // Without the answer, the first rewrite that fits, and only once.
+        assert_eq!(
+            renamed(json!(["i", 0, "_internal_qp_alias_0"]), None),
+            json!(["i", 0, "id"])
+        );
+        assert_eq!(
+            renamed(json!(["j", 2, "_internal_qp_alias_0"]), None),
             json!(["j", 2, "g"])
-        );
-        // Nested: the inner rewrite's path names the outer field as renamed.
-        assert_eq!(
-            renamed(json!([
-                "j",
-                0,
-                "_internal_qp_alias_0",
-                "_internal_qp_alias_1"
-            ])),
-            json!(["j", 0, "g", "h"])
         );
         // Elsewhere, the same name is the client's own.
         assert_eq!(
-            renamed(json!(["k", "_internal_qp_alias_0"])),
+            renamed(json!(["k", "_internal_qp_alias_0"]), None),
             json!(["k", "_internal_qp_alias_0"])
         );
-        assert_eq!(renamed(json!(["i"])), json!(["i"]));
+        assert_eq!(renamed(json!(["i"]), None), json!(["i"]));
     }
 
     /// Batch aliases sharing one representations variable miss an entity together; a group
