@@ -679,8 +679,8 @@ pub async fn erase_user(
         .await?;
     // The events kept about them (a payment's invoice and amount, a plan and its Stripe
     // subscription): relayed already, and kept the outbox's 100 days, or not yet, for
-    // notifications, which erases the user too. Those the stream may still hold are taken out
-    // of it by the relay, then deleted; the others now.
+    // notifications, which erases the user too. Their copies are taken out of the stream by
+    // the relay's next pass, then the rows deleted.
     gospelib_kit::outbox::forget_user_events(&mut *conn, crate::events::TABLE, user_id).await?;
     Ok(Erased {
         subscriptions,

@@ -367,7 +367,9 @@ async fn relay(
          LIMIT $2
          FOR UPDATE SKIP LOCKED"
     );
-    let mark = format!("UPDATE {table} SET published_at = now() WHERE id = ANY($1)");
+    // The clock's time, not the transaction's start: the copies were added just before, and a
+    // forget pass looks for them up to a little after this time.
+    let mark = format!("UPDATE {table} SET published_at = clock_timestamp() WHERE id = ANY($1)");
     // Redis first, outside any transaction: a silent Redis costs this relay its connect
     // timeout, never a pooled connection and row locks held meanwhile.
     let pending = format!(
@@ -491,11 +493,12 @@ const WINDOW_PAGE: usize = 500;
 const WINDOW_PAGES: usize = 40;
 
 /// Forgets the events about the deleted user `user_id` (`payload->>'user_id'`) in the outbox
-/// `table`, in the caller's transaction (its erasure's): those the stream may still hold
-/// (relayed within [`STREAM_RETENTION`] and a day, or not yet: withdrawn, never relayed) are
-/// marked `forget_in_stream`, for the relay of an outbox built with
-/// [`Outbox::forgetting_marked_entries_and_rows`] to take their copies out of the stream and
-/// then delete them; the older ones are deleted at once.
+/// `table`, in the caller's transaction (its erasure's): every one (those not relayed yet are
+/// withdrawn, never relayed) is marked `forget_in_stream`, for the relay of an outbox built
+/// with [`Outbox::forgetting_marked_entries_and_rows`] to take its copies out of the stream
+/// and then delete it. Old ones too: a stream is trimmed only when something is added to it,
+/// so a quiet one keeps entries past [`STREAM_RETENTION`], and looking where they were trimmed
+/// finds nothing, cheaply.
 ///
 /// # Panics
 /// When `table` is not a plain `schema.table` name (a constant of the calling crate).
@@ -508,21 +511,14 @@ pub async fn forget_user_events(
         is_plain_table_name(table),
         "the outbox table must be a plain `schema.table` name, not {table:?}"
     );
-    let window = (STREAM_RETENTION.as_secs() + 86_400) as f64;
-    // As text, as the payload holds it (the kit's sqlx has no uuid type).
+    // As text, as the payload holds it (the kit's sqlx has no uuid type). A withdrawn row is
+    // stamped with the clock's time (the transaction may have waited on locks), so a copy a
+    // failed relay batch added meanwhile is within the forget pass's window.
     let user_id = user_id.to_string();
     sqlx::query(&format!(
         "UPDATE {table}
-         SET published_at = coalesce(published_at, now()), forget_in_stream = true
-         WHERE payload->>'user_id' = $1
-           AND coalesce(published_at, now()) > now() - make_interval(secs => $2)"
-    ))
-    .bind(&user_id)
-    .bind(window)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(&format!(
-        "DELETE FROM {table} WHERE payload->>'user_id' = $1 AND NOT forget_in_stream"
+         SET published_at = coalesce(published_at, clock_timestamp()), forget_in_stream = true
+         WHERE payload->>'user_id' = $1"
     ))
     .bind(&user_id)
     .execute(conn)

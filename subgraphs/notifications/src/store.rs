@@ -506,8 +506,8 @@ impl Store {
             .rows_affected();
         // The events kept about the user (`device.rejected`: a device and why its token was
         // refused) go too: relayed already, or about a device accounts has removed with the
-        // user. Those the stream may still hold are taken out of it by the relay, then
-        // deleted; the others now.
+        // user. Their copies are taken out of the stream by the relay's next pass, then the
+        // rows deleted.
         gospelib_kit::outbox::forget_user_events(&mut tx, crate::outbox::TABLE, user).await?;
         sqlx::query(
             "INSERT INTO notifications.erased_users (user_id) VALUES ($1)
