@@ -168,8 +168,8 @@ fn profile(user: UserData) -> Result<UserProfile, PayloadError> {
     Ok(UserProfile {
         clerk_id: clerk_id(user.id, "data.id")?,
         email,
-        first_name: text(user.first_name),
-        last_name: text(user.last_name),
+        first_name: name(user.first_name),
+        last_name: name(user.last_name),
         image_url: text(user.image_url),
         created_at_millis: millis(user.created_at, "data.created_at")?,
         updated_at_millis: millis(user.updated_at, "data.updated_at")?,
@@ -194,6 +194,15 @@ fn millis(ms: i64, field: &'static str) -> Result<i64, PayloadError> {
     } else {
         Err(PayloadError::Timestamp { field })
     }
+}
+
+/// An optional name without the characters that would change how what surrounds it is shown
+/// (control characters, bidirectional overrides: [`gospelib_kit::text`]), which `updateMe`
+/// refuses; a delivery cannot be refused, so they are dropped. Empty means absent.
+fn name(value: Option<String>) -> Option<String> {
+    value
+        .map(|s| gospelib_kit::text::without_layout_controls(&s))
+        .filter(|s| !s.is_empty())
 }
 
 /// Optional text without NUL characters; empty means absent.
@@ -225,6 +234,23 @@ mod tests {
             }
         })
         .to_string()
+    }
+
+    /// A name typed at Clerk with a bidirectional override or a line break loses them; one
+    /// made of nothing else is absent.
+    #[test]
+    fn names_from_clerk_lose_their_layout_controls() {
+        let json = user_json("user.updated")
+            .replace(r#""first_name":"Ada""#, r#""first_name":"A\u202eda\n""#)
+            .replace(r#""last_name":"""#, r#""last_name":"\u2066""#);
+        let delivery = parse(json.as_bytes()).unwrap();
+        let ClerkEvent::UserChanged(profile) = delivery.event else {
+            panic!("{:?}", delivery.event);
+        };
+        assert_eq!(
+            (profile.first_name.as_deref(), profile.last_name),
+            (Some("Ada"), None)
+        );
     }
 
     #[test]

@@ -635,15 +635,15 @@ pub async fn delete_clerk_user(
 /// Takes a deleted user's personal data out of the events the outbox keeps (for its retention,
 /// long after they are relayed): addresses become `null`, push tokens go. A device
 /// registration not relayed yet is withdrawn (never relayed: the device is gone, and the
-/// deletion's own event comes after it). The user's events of the stream's week are marked
-/// to be taken out of the stream too ([`gospelib_kit::outbox`]'s `forget_in_stream`), where
+/// deletion's own event comes after it). The user's events are marked to be taken out of the
+/// stream too ([`gospelib_kit::outbox`]'s `forget_in_stream`), where
 /// they would otherwise keep the address until the trim.
 async fn scrub_outbox(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
     // Withdrawn rather than deleted: marked as if relayed, so the relay never sends it, and
     // kept (its token dropped below) so that the copy a failed relay batch may have added is
     // looked for in the stream like the others'.
     sqlx::query(
-        "UPDATE accounts.outbox SET published_at = now()
+        "UPDATE accounts.outbox SET published_at = clock_timestamp()
          WHERE payload->>'user_id' = $1::text AND payload->>'type' = 'device.registered'
            AND published_at IS NULL",
     )
@@ -661,15 +661,13 @@ async fn scrub_outbox(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx
     .bind(user_id)
     .execute(&mut *conn)
     .await?;
-    // Only those the stream may still hold (relayed within its week, or not yet: a failed
-    // relay batch may have added them), not the deletion's own (written after this).
+    // Every one (a stream is trimmed only when something is added to it, so copies may be
+    // older than its week; looking where they were trimmed finds nothing, cheaply), not the
+    // deletion's own (written after this).
     sqlx::query(
-        "UPDATE accounts.outbox SET forget_in_stream = true
-         WHERE payload->>'user_id' = $1::text
-           AND coalesce(published_at, now()) > now() - make_interval(secs => $2)",
+        "UPDATE accounts.outbox SET forget_in_stream = true WHERE payload->>'user_id' = $1::text",
     )
     .bind(user_id)
-    .bind((gospelib_kit::outbox::STREAM_RETENTION.as_secs() + 86_400) as f64)
     .execute(conn)
     .await?;
     Ok(())
