@@ -490,12 +490,16 @@ impl LocalSubgraph for Canned {
     }
 }
 
-fn shelf_router(stock: Arc<dyn LocalSubgraph>) -> Router {
-    let subgraph = |name: &str, sdl: &str| SubgraphSdl {
+/// The subgraph `name` with `sdl`, at an address nothing listens on (served in process).
+fn subgraph(name: &str, sdl: &str) -> SubgraphSdl {
+    SubgraphSdl {
         name: name.to_owned(),
         url: format!("http://{name}.invalid/graphql"),
         sdl: sdl.to_owned(),
-    };
+    }
+}
+
+fn shelf_router(stock: Arc<dyn LocalSubgraph>) -> Router {
     let sdl = compose(&[subgraph("shelf", SHELF_SDL), subgraph("stock", STOCK_SDL)])
         .unwrap_or_else(|e| panic!("{e}"));
     // The third id as a number, as some subgraphs send IDs: the client gets it as a string.
@@ -1198,11 +1202,6 @@ impl LocalSubgraph for AliasedFailure {
 /// An error at a field the planner renamed is reported at the client's key, once.
 #[tokio::test]
 async fn an_error_under_an_internal_alias_is_at_the_clients_key() {
-    let subgraph = |name: &str, sdl: &str| SubgraphSdl {
-        name: name.to_owned(),
-        url: format!("http://{name}.invalid/graphql"),
-        sdl: sdl.to_owned(),
-    };
     let sdl = compose(&[subgraph("a", MISMATCH_A_SDL), subgraph("b", MISMATCH_B_SDL)])
         .unwrap_or_else(|e| panic!("{e}"));
     let router = Router::new(
