@@ -8,9 +8,10 @@
 //!   days: long after any retry, and as long as the other parts keep their delivery history);
 //! - the outbox's events once published for as long;
 //! - a removed device's row after [`REMOVED_DEVICE_KEEP`]: it is kept, without its token, only
-//!   so that an event older than the removal, delivered late, cannot bring the device back,
-//!   and every event is delivered within the stream's week (a consumer gives up on an entry
-//!   long before). Register and unregister in a loop otherwise added a row a cycle for good.
+//!   so that an event older than the removal, delivered late, cannot bring the device back.
+//!   Events come within minutes; only a consumer stopped for a month (with the stream quiet
+//!   enough not to be trimmed) could still bring an older one, which would then make the
+//!   device again. Register and unregister in a loop otherwise added a row a cycle for good.
 //!
 //! A job not finished is never forgotten by its age (`done_at` is unset), and attempts end
 //! within hours ([`crate::DeliverySettings`]), far within either.
