@@ -319,6 +319,17 @@ fn request() -> LlmRequest {
     render_explain(&context(), Some("love")).request
 }
 
+/// `client`'s answer to [`request`], asked to come by `deadline`.
+async fn answer_by(client: &Fallback, deadline: tokio::time::Instant) -> LlmReply {
+    client
+        .complete(&LlmRequest {
+            deadline: Some(deadline),
+            ..request()
+        })
+        .await
+        .unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // A context: John 3:16 with a neighbour, two cross-references, words and topics.
 
@@ -561,13 +572,7 @@ async fn a_primary_hanging_past_the_deadline_is_raced_in_time_by_the_fallback() 
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_secs(4);
 
-    let reply = client
-        .complete(&LlmRequest {
-            deadline: Some(deadline),
-            ..request()
-        })
-        .await
-        .unwrap();
+    let reply = answer_by(&client, deadline).await;
 
     assert_eq!(reply.provider, "openai");
     let answered = tokio::time::Instant::now();
@@ -600,13 +605,7 @@ async fn a_slow_primary_is_raced_by_the_fallback_not_cut_short() {
     // The primary's share ends a second in; it answers half a second later.
     let deadline = started + MIN_FALLBACK_TIME + Duration::from_secs(1);
 
-    let reply = client
-        .complete(&LlmRequest {
-            deadline: Some(deadline),
-            ..request()
-        })
-        .await
-        .unwrap();
+    let reply = answer_by(&client, deadline).await;
 
     assert_eq!(reply.provider, "anthropic");
     assert_eq!(reply.text, r#"{"text":"late"}"#);
