@@ -13,6 +13,14 @@
 //! Client reads: `incremental` items with `data`, `path`, `label` and their own `errors`).
 //! A fragment's errors stay in its payload. `@defer(if: false)` (or a variable that is false)
 //! defers nothing.
+//!
+//! In the full operation each deferred fragment's own fields (those at its level, through
+//! fragments it does not defer, its named fragments written out in place) are aliased
+//! `_glDefer<i>_<key>`, and the full half is projected with *defer boundaries* (see
+//! [`crate::projection`]): a non-null field of one fragment that fails makes that fragment's
+//! payload `null`, as the spec says, instead of the object every other fragment at that place
+//! shares. An operation that itself uses the names this module reserves (`_glDefer`) runs
+//! whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,7 +36,8 @@ type Directives = Vec<graphql_tools::parser::query::Directive<'static, String>>;
 
 /// The alias of the `__typename` a selection set left empty by the split keeps.
 const EMPTY_MARKER: &str = "_glDeferEmpty";
-/// The prefix of every alias this module adds.
+/// The prefix of every alias this module adds: markers are `_glDefer<i>`, deferred fragments'
+/// own fields `_glDefer<i>_<key>`.
 const MARKER_PREFIX: &str = "_glDefer";
 
 /// One deferred fragment where it sits.
@@ -94,7 +103,9 @@ pub fn split(
     max_tokens: usize,
     max_depth: usize,
 ) -> Option<Split> {
-    if !query.contains("@defer") {
+    // An operation using the names this module adds could not be told apart from them (one
+    // with a marker's or an own field's name is refused: see `uses_reserved_names`).
+    if !query.contains("@defer") || uses_reserved_names(query) || query.contains(EMPTY_MARKER) {
         return None;
     }
     let document: Doc =
@@ -160,6 +171,31 @@ pub fn split(
     if counter == 0 {
         return None;
     }
+    // Each deferred fragment's own fields get their aliases: in the fragments first, so that
+    // a fragment written out in place is written with its own deferred fragments' aliases.
+    let sizes: BTreeMap<String, usize> = fragments
+        .iter()
+        .map(|(name, f)| (name.clone(), size_of(&f.selection_set)))
+        .collect();
+    let mut owning = Owning {
+        fragments: fragments.clone(),
+        sizes,
+        budget: WALK_BUDGET,
+        max_nesting: crate::limits::max_selection_nesting(max_depth),
+        open_sets: 0,
+    };
+    let names: Vec<String> = fragments.keys().cloned().collect();
+    for name in names {
+        let mut definition = owning.fragments[&name].clone();
+        owning.alias_within(&mut definition.selection_set);
+        owning.fragments.insert(name, definition);
+    }
+    owning.alias_within(selection_set_mut(&mut operation));
+    // Past the budget (fragments that double at each level), the operation runs whole.
+    if owning.budget == 0 {
+        return None;
+    }
+    let fragments = owning.fragments;
 
     let mut finder = Finder {
         fragments: &fragments,
@@ -321,6 +357,195 @@ impl Finder<'_> {
     }
 }
 
+/// Gives every deferred fragment's own fields their aliases (see the module's documentation).
+struct Owning {
+    /// The fragments, each aliased once it was passed to [`Owning::alias_within`].
+    fragments: BTreeMap<String, FragmentDefinition<'static, String>>,
+    /// How many selections each fragment holds, at every depth: what writing it out costs.
+    sizes: BTreeMap<String, usize>,
+    /// Selections still to be visited or written out; 0: gave up.
+    budget: usize,
+    /// How deep selection sets may nest (the bound the `Finder` keeps to as well); the
+    /// walk (a recursion) gives up below it.
+    max_nesting: usize,
+    /// How many selection sets enclose the one being walked.
+    open_sets: usize,
+}
+
+impl Owning {
+    /// Whether one more selection set may be entered (if not, the walk gives up).
+    fn enter(&mut self) -> bool {
+        if self.open_sets >= self.max_nesting {
+            self.budget = 0;
+            return false;
+        }
+        self.open_sets += 1;
+        true
+    }
+
+    /// Aliases the own fields of every deferred fragment within `set`.
+    fn alias_within(&mut self, set: &mut Set) {
+        if !self.enter() {
+            return;
+        }
+        self.alias_within_entered(set);
+        self.open_sets -= 1;
+    }
+
+    /// [`Owning::alias_within`], within the bound of nesting.
+    fn alias_within_entered(&mut self, set: &mut Set) {
+        for item in &mut set.items {
+            if self.budget == 0 {
+                return;
+            }
+            match item {
+                Selection::Field(field) => self.alias_within(&mut field.selection_set),
+                Selection::InlineFragment(fragment) => {
+                    if let Some(marker) = marker_of(&fragment.selection_set) {
+                        let prefix = format!("{marker}_");
+                        self.alias_own(&mut fragment.selection_set, &prefix, &mut Vec::new());
+                    }
+                    self.alias_within(&mut fragment.selection_set);
+                }
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+
+    /// Aliases the fields of `set` at its own level `prefix` and their key: through inline
+    /// fragments not deferred, and named fragments, written out in place as inline fragments
+    /// on their type (keeping the spread's directives). A deferred fragment inside has its own.
+    fn alias_own(&mut self, set: &mut Set, prefix: &str, visiting: &mut Vec<String>) {
+        if !self.enter() {
+            return;
+        }
+        self.alias_own_entered(set, prefix, visiting);
+        self.open_sets -= 1;
+    }
+
+    /// [`Owning::alias_own`], within the bound of nesting.
+    fn alias_own_entered(&mut self, set: &mut Set, prefix: &str, visiting: &mut Vec<String>) {
+        for item in &mut set.items {
+            if self.budget == 0 {
+                return;
+            }
+            self.budget -= 1;
+            match item {
+                Selection::Field(field) => {
+                    // The marker, or a field aliased already (a fragment written out twice).
+                    if field
+                        .alias
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with(MARKER_PREFIX))
+                    {
+                        continue;
+                    }
+                    let key = response_key(field).to_owned();
+                    field.alias = Some(format!("{prefix}{key}"));
+                }
+                Selection::InlineFragment(fragment) => {
+                    if marker_of(&fragment.selection_set).is_none() {
+                        self.alias_own(&mut fragment.selection_set, prefix, visiting);
+                    }
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.fragment_name.clone();
+                    // A cycle is invalid (validation says so when the operation runs).
+                    if visiting.contains(&name) {
+                        continue;
+                    }
+                    let Some(definition) = self.fragments.get(&name) else {
+                        continue;
+                    };
+                    let size = self.sizes.get(&name).copied().unwrap_or(0);
+                    if size >= self.budget {
+                        self.budget = 0;
+                        return;
+                    }
+                    self.budget -= size;
+                    let TypeCondition::On(on) = &definition.type_condition;
+                    let mut written_out = graphql_tools::parser::query::InlineFragment {
+                        position: Default::default(),
+                        type_condition: Some(TypeCondition::On(on.clone())),
+                        directives: std::mem::take(&mut spread.directives),
+                        selection_set: definition.selection_set.clone(),
+                    };
+                    visiting.push(name);
+                    self.alias_own(&mut written_out.selection_set, prefix, visiting);
+                    visiting.pop();
+                    *item = Selection::InlineFragment(written_out);
+                }
+            }
+        }
+    }
+}
+
+/// How many selections `set` holds, at every depth (named fragments counted as one).
+fn size_of(set: &Set) -> usize {
+    set.items
+        .iter()
+        .map(|item| match item {
+            Selection::Field(field) => 1 + size_of(&field.selection_set),
+            Selection::InlineFragment(fragment) => 1 + size_of(&fragment.selection_set),
+            Selection::FragmentSpread(_) => 1,
+        })
+        .sum()
+}
+
+/// Whether `key` is a deferred fragment's own field in the full operation (`_glDefer<i>_…`).
+pub(crate) fn is_deferred_field_key(key: &str) -> bool {
+    key.strip_prefix(MARKER_PREFIX).is_some_and(|rest| {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && rest.as_bytes().get(digits) == Some(&b'_')
+    })
+}
+
+/// Whether the alias `alias` of field `name` is one the split added: a marker, or a deferred
+/// fragment's own field under its key (the limits do not count them as the client's aliases).
+pub(crate) fn is_added_alias(alias: &str, name: &str) -> bool {
+    is_marker(alias) || (is_deferred_field_key(alias) && client_key(alias) == name)
+}
+
+/// Whether an operation's text holds a name the split reserves (`_glDefer` and a digit): a
+/// client may not send one, since the projection and the limits treat them as the split's. A
+/// string literal holding one counts too.
+pub fn uses_reserved_names(text: &str) -> bool {
+    text.match_indices(MARKER_PREFIX).any(|(at, _)| {
+        text.as_bytes()
+            .get(at + MARKER_PREFIX.len())
+            .is_some_and(u8::is_ascii_digit)
+    })
+}
+
+/// The key the client wrote for a response key of the full operation.
+fn client_key(key: &str) -> &str {
+    if !is_deferred_field_key(key) {
+        return key;
+    }
+    let rest = &key[MARKER_PREFIX.len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    &rest[digits + 1..]
+}
+
+/// A path of the full answer as the client knows it.
+fn client_path(path: &[Value]) -> Vec<Value> {
+    path.iter()
+        .map(|step| match step {
+            Value::String(key) => Value::String(client_key(key).to_owned()),
+            other => other.clone(),
+        })
+        .collect()
+}
+
+/// An error of the full answer as the client knows it (its path's keys).
+fn client_error(error: &Value) -> Value {
+    let mut error = error.clone();
+    if let Some(path) = error.get("path").and_then(Value::as_array) {
+        error["path"] = Value::Array(client_path(path));
+    }
+    error
+}
+
 /// The marker a deferred inline fragment holds (`None`: not deferred).
 fn marker_of(set: &Set) -> Option<String> {
     set.items.iter().find_map(|item| match item {
@@ -334,7 +559,9 @@ fn marker_of(set: &Set) -> Option<String> {
 }
 
 fn is_marker(alias: &str) -> bool {
-    alias.starts_with(MARKER_PREFIX) && alias != EMPTY_MARKER
+    alias
+        .strip_prefix(MARKER_PREFIX)
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn label_of(directives: &Directives) -> Option<String> {
@@ -737,15 +964,19 @@ pub fn clean_primary(data: &mut Value) {
 /// the object itself (its entity fetch failed) or above it (it was lost with a parent).
 /// An error of the full answer without a path (a root fetch that failed) cannot be placed: it
 /// goes with each payload whose data it may explain (one that has a null, or none), unless
-/// `primary_errors` gave it already.
+/// `primary_errors` gave it already. A fragment one of whose own fields a non-null violation
+/// stopped at (`boundary_nulls`, see [`crate::projection`]) has the payload `null`.
 pub fn incremental_items(
     split: &Split,
     primary_data: &Value,
     full_data: &Value,
     full_errors: &[Value],
     primary_errors: &[Value],
+    boundary_nulls: &[Vec<Value>],
 ) -> Vec<Value> {
-    let unplaced: Vec<&Value> = full_errors
+    // The errors as the client knows them (the fragments' own fields under their keys).
+    let client_errors: Vec<Value> = full_errors.iter().map(client_error).collect();
+    let unplaced: Vec<&Value> = client_errors
         .iter()
         .filter(|error| error.get("path").and_then(Value::as_array).is_none())
         .filter(|error| !primary_errors.contains(error))
@@ -770,13 +1001,15 @@ pub fn incremental_items(
             let lost = !matches!(at, Some(Value::Object(_)));
             let mut errors: Vec<Value> = full_errors
                 .iter()
-                .filter(|error| {
+                .zip(&client_errors)
+                .filter(|(error, client)| {
                     error_under(error, &path, &keys)
                         || ((error_over(error, &path) || (lost && error_within(error, &path)))
-                            && !primary_errors.contains(error))
+                            && !primary_errors.contains(client))
                 })
-                .cloned()
+                .map(|(_, client)| client.clone())
                 .collect();
+            let client_path = client_path(&path);
             // The two halves ran apart: a list may have changed between them (a note added,
             // an order moved), and the object at this path in the full answer be another one
             // than the primary answer showed. Its fields would then land on the wrong object.
@@ -790,17 +1023,29 @@ pub fn incremental_items(
                 errors.push(json!({
                     "message": "the data changed between the first part of the answer and \
                                 this deferred one; ask again",
-                    "path": path,
+                    "path": client_path,
                     "extensions": { "code": "INTERNAL_ERROR" }
                 }));
-                let mut item = json!({ "data": null, "path": path, "errors": errors });
+                let mut item = json!({ "data": null, "path": client_path, "errors": errors });
                 if let Some(label) = &deferred.label {
                     item["label"] = json!(label);
                 }
                 items.push(item);
                 continue;
             }
+            let own_field = format!("{marker}_");
+            let stopped_here = boundary_nulls.iter().any(|stopped| {
+                stopped.len() == path.len() + 1
+                    && stopped[..path.len()] == *path
+                    && stopped[path.len()]
+                        .as_str()
+                        .is_some_and(|key| key.starts_with(&own_field))
+            });
             let data = match at {
+                // A non-null field of the fragment failed: the fragment is null.
+                Some(Value::Object(object)) if object.contains_key(marker) && stopped_here => {
+                    Value::Null
+                }
                 Some(Value::Object(object)) if object.contains_key(marker) => {
                     let mut out = Map::new();
                     project_into(
@@ -821,7 +1066,7 @@ pub fn incremental_items(
             if has_null(&data) {
                 errors.extend(unplaced.iter().map(|error| (*error).clone()));
             }
-            let mut item = json!({ "data": data, "path": path });
+            let mut item = json!({ "data": data, "path": client_path });
             if let Some(label) = &deferred.label {
                 item["label"] = json!(label);
             }
@@ -980,6 +1225,7 @@ fn project_into(
                 } else {
                     project_value(value, &field.selection_set, fragments, visiting)
                 };
+                let key = client_key(key);
                 match out.get_mut(key) {
                     Some(existing) => deep_merge(existing, projected),
                     None => {
@@ -1164,8 +1410,8 @@ mod tests {
             split_of("{ node { id ... on A @defer { a } ... on B @defer(label: \"b\") { b } } }");
         assert!(split.full.contains("... on A {"), "{}", split.full);
         let primary = json!({ "node": { "id": 1 } });
-        let full = json!({ "node": { "id": 1, "b": 2, "_glDefer1": "B" } });
-        let items = incremental_items(&split, &primary, &full, &[], &[]);
+        let full = json!({ "node": { "id": 1, "_glDefer1_b": 2, "_glDefer1": "B" } });
+        let items = incremental_items(&split, &primary, &full, &[], &[], &[]);
         assert_eq!(
             Value::Array(items),
             json!([{ "data": { "b": 2 }, "path": ["node"], "label": "b" }])
@@ -1192,10 +1438,17 @@ mod tests {
         let split = split_of("{ notes { passage { reference ... @defer { text } } } }");
         let primary = json!({ "notes": [{ "passage": { "reference": "Gen 1:1" } }] });
         let full = json!({ "notes": [{ "passage": {
-            "reference": "Gen 1:1", "text": null, "_glDefer0": "Passage"
+            "reference": "Gen 1:1", "_glDefer0_text": null, "_glDefer0": "Passage"
         } }] });
         let error = json!({ "message": "content is down", "path": ["notes", 0, "passage"] });
-        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&error), &[]);
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&error),
+            &[],
+            &[],
+        );
         assert_eq!(
             Value::Array(items),
             json!([{ "data": { "text": null }, "path": ["notes", 0, "passage"],
@@ -1204,7 +1457,14 @@ mod tests {
         // Lost with its parent in the full half: a null payload, with the parent's error.
         let full = json!({ "notes": [null] });
         let error = json!({ "message": "gone", "path": ["notes", 0] });
-        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&error), &[]);
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&error),
+            &[],
+            &[],
+        );
         assert_eq!(
             Value::Array(items),
             json!([{ "data": null, "path": ["notes", 0, "passage"], "errors": [error] }])
@@ -1225,11 +1485,19 @@ mod tests {
             &full,
             std::slice::from_ref(&at_object),
             std::slice::from_ref(&at_object),
+            &[],
         );
         assert_eq!(Value::Array(items), json!([]));
         let beside =
             json!({ "message": "no reference", "path": ["notes", 0, "passage", "reference"] });
-        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&beside), &[]);
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&beside),
+            &[],
+            &[],
+        );
         assert_eq!(
             Value::Array(items),
             json!([{ "data": null, "path": ["notes", 0, "passage"], "errors": [beside] }])
@@ -1242,10 +1510,17 @@ mod tests {
     fn an_error_without_a_path_is_not_lost() {
         let split = split_of("{ chapter { id } ... @defer { me { name } } other { id } }");
         let primary = json!({ "chapter": { "id": 1 }, "other": { "id": 2 } });
-        let full = json!({ "chapter": { "id": 1 }, "me": null, "other": { "id": 2 },
+        let full = json!({ "chapter": { "id": 1 }, "_glDefer0_me": null, "other": { "id": 2 },
                            "_glDefer0": "Query" });
         let error = json!({ "message": "accounts is down" });
-        let items = incremental_items(&split, &primary, &full, std::slice::from_ref(&error), &[]);
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&error),
+            &[],
+            &[],
+        );
         assert_eq!(
             Value::Array(items),
             json!([{ "data": { "me": null }, "path": [], "errors": [error.clone()] }])
@@ -1256,6 +1531,7 @@ mod tests {
             &full,
             std::slice::from_ref(&error),
             std::slice::from_ref(&error),
+            &[],
         );
         assert_eq!(
             Value::Array(items),
@@ -1268,17 +1544,99 @@ mod tests {
         let split = split_of("{ items { id ... @defer(label: \"slow\") { slow } } }");
         let primary = json!({ "items": [{ "id": 1 }, { "id": 2 }] });
         let full = json!({ "items": [
-            { "id": 1, "slow": "a", "_glDefer0": "Item" },
-            { "id": 2, "slow": null, "_glDefer0": "Item" }
+            { "id": 1, "_glDefer0_slow": "a", "_glDefer0": "Item" },
+            { "id": 2, "_glDefer0_slow": null, "_glDefer0": "Item" }
         ]});
-        let errors = [json!({ "message": "boom", "path": ["items", 1, "slow"] })];
-        let items = incremental_items(&split, &primary, &full, &errors, &[]);
+        let errors = [json!({ "message": "boom", "path": ["items", 1, "_glDefer0_slow"] })];
+        let items = incremental_items(&split, &primary, &full, &errors, &[], &[]);
         assert_eq!(
             Value::Array(items),
             json!([
                 { "data": { "slow": "a" }, "path": ["items", 0], "label": "slow" },
                 { "data": { "slow": null }, "path": ["items", 1], "label": "slow",
                   "errors": [{ "message": "boom", "path": ["items", 1, "slow"] }] }
+            ])
+        );
+    }
+
+    /// Each deferred fragment's own fields are aliased in the full half, through fragments it
+    /// does not defer and named fragments written out in place; the primary half is as written.
+    #[test]
+    fn a_deferred_fragment_owns_its_fields_in_the_full_half() {
+        let split = split_of(
+            "{ item { id ... @defer(label: \"a\") { count ... on Item { name } ...Bits } \
+               ...Bits @defer(label: \"b\") } } \
+             fragment Bits on Item { size @include(if: true) ... @defer { late } }",
+        );
+        for aliased in [
+            "_glDefer0_count: count",
+            "_glDefer0_name: name",
+            "_glDefer0_size: size @include(if: true)",
+            "_glDefer1_size: size",
+            "_glDefer2_late: late",
+        ] {
+            assert!(split.full.contains(aliased), "{aliased} in {}", split.full);
+        }
+        assert!(!split.primary.contains("_glDefer0_"), "{}", split.primary);
+        assert!(
+            split.primary.contains("item {\n    id"),
+            "{}",
+            split.primary
+        );
+    }
+
+    /// A client's own alias in the reserved names: the operation runs whole.
+    #[test]
+    fn an_operation_using_the_reserved_names_runs_whole() {
+        assert!(
+            split(
+                "{ a { _glDefer0_b: b ... @defer { c } } }",
+                None,
+                &Map::new(),
+                100,
+                15
+            )
+            .is_none()
+        );
+        assert!(is_deferred_field_key("_glDefer12_text"));
+        assert!(!is_deferred_field_key("_glDefer12"));
+        assert!(!is_deferred_field_key("_glDeferEmpty"));
+        assert!(!is_deferred_field_key("_glDefer_x"));
+        assert_eq!(client_key("_glDefer12_text"), "text");
+        assert_eq!(client_key("_glDefer3__typename"), "_typename");
+        assert_eq!(client_key("text"), "text");
+        assert!(is_marker("_glDefer3") && !is_marker("_glDefer3_x") && !is_marker(EMPTY_MARKER));
+    }
+
+    /// A non-null field of one fragment failed and its violation stopped at the fragment: its
+    /// payload is null with the error, and the other fragment at that object is whole.
+    #[test]
+    fn a_failed_non_null_field_nulls_its_own_fragment_only() {
+        let split = split_of(
+            "{ item { id ... @defer(label: \"a\") { count } ... @defer(label: \"b\") { name } } }",
+        );
+        let primary = json!({ "item": { "id": 1 } });
+        let full = json!({ "item": { "id": 1, "_glDefer0_count": null, "_glDefer0": "Item",
+                                     "_glDefer1_name": "x", "_glDefer1": "Item" } });
+        let error = json!({ "message": "no count", "path": ["item", "_glDefer0_count"] });
+        let stopped = [json!(["item", "_glDefer0_count"])
+            .as_array()
+            .unwrap()
+            .clone()];
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&error),
+            &[],
+            &stopped,
+        );
+        assert_eq!(
+            Value::Array(items),
+            json!([
+                { "data": null, "path": ["item"], "label": "a",
+                  "errors": [{ "message": "no count", "path": ["item", "count"] }] },
+                { "data": { "name": "x" }, "path": ["item"], "label": "b" }
             ])
         );
     }

@@ -123,6 +123,9 @@ pub struct OperationIdentity<'a> {
     pub writes_seen: u64,
     /// Headers sent with every subgraph fetch.
     pub subgraph_headers: &'a [(String, String)],
+    /// Whether it is a deferred operation's full half, projected with defer boundaries: a
+    /// client sending the same text gets the spec's null propagation.
+    pub defer_boundaries: bool,
 }
 
 /// A 128-bit fingerprint of a client operation (keyed SipHash-1-3-128, as
@@ -133,6 +136,7 @@ pub fn operation_fingerprint(operation: &OperationIdentity<'_>) -> u128 {
     operation.operation_hash.hash(&mut hasher);
     operation.operation_name.hash(&mut hasher);
     hasher.write_u64(operation.writes_seen);
+    hasher.write_u8(u8::from(operation.defer_boundaries));
     // The variables and the caller are fed as their JSON text, written straight into the
     // hasher (no buffer): equal values in equal order give equal text.
     let mut writer = HashWriter(&mut hasher);
@@ -223,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn an_operation_fingerprint_covers_variables_caller_writes_and_version() {
+    fn an_operation_fingerprint_covers_variables_caller_writes_version_and_boundaries() {
         let variables = |v: serde_json::Value| match v {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
@@ -240,6 +244,7 @@ mod tests {
             caller,
             writes_seen: 0,
             subgraph_headers: &[],
+            defer_boundaries: false,
         };
         let base = operation_fingerprint(&identity("1", &one, &ada));
         assert_eq!(base, operation_fingerprint(&identity("1", &one, &ada)));
@@ -251,6 +256,11 @@ mod tests {
             ..identity("1", &one, &ada)
         };
         assert_ne!(base, operation_fingerprint(&after_a_mutation));
+        let full_half = OperationIdentity {
+            defer_boundaries: true,
+            ..identity("1", &one, &ada)
+        };
+        assert_ne!(base, operation_fingerprint(&full_half));
         let mut premium = ada.clone();
         premium.scopes.push("ai_features".to_owned());
         assert_ne!(base, operation_fingerprint(&identity("1", &one, &premium)));

@@ -644,7 +644,13 @@ impl<'d> Measurer<'d> {
             .types
             .get(parent)
             .and_then(|fields| fields.get(&field.name));
-        let own_alias = u64::from(field.alias.is_some());
+        // The aliases `@defer`'s split adds are not the client's (see `crate::defer`).
+        let own_alias = u64::from(
+            field
+                .alias
+                .as_deref()
+                .is_some_and(|alias| !crate::defer::is_added_alias(alias, &field.name)),
+        );
         if field.selection_set.items.is_empty() {
             return Ok(Measures {
                 depth: 1,

@@ -178,6 +178,9 @@ pub struct Response {
     /// The body, written once for everyone the response is handed to (see
     /// [`Response::sealed`]); `None`: written when asked.
     body: Option<Bytes>,
+    /// The full half of a deferred operation only: where a non-null violation stopped at a
+    /// deferred fragment's field (see [`crate::projection`]). Never part of the body.
+    pub boundary_nulls: Vec<Vec<Value>>,
 }
 
 impl Response {
@@ -190,6 +193,7 @@ impl Response {
             rate_limit: None,
             cache_control: CacheControl::NoStore,
             body: None,
+            boundary_nulls: Vec::new(),
         }
     }
 
@@ -207,6 +211,7 @@ impl Response {
             rate_limit: None,
             cache_control,
             body: None,
+            boundary_nulls: Vec::new(),
         }
     }
 
@@ -603,6 +608,9 @@ impl Router {
     ) -> Response {
         let version = supergraph.version.to_string();
         let deadline = tokio::time::Instant::now() + self.request_timeout;
+        if planned.reserved_names && !matches!(counting, Counting::Uncounted) {
+            return Response::refusal(vec![reserved_names_error()], version);
+        }
         if planned.is_subscription() {
             let error = json!({
                 "message": "subscriptions are served over WebSocket (graphql-transport-ws) or \
@@ -620,8 +628,10 @@ impl Router {
         }
         // The caller's plan: its scopes and its limits.
         let caller = self.with_plan(&request.caller, &supergraph).await;
-        let run = self.run_shared(&caller, &planned, request, &supergraph, deadline);
+        // The uncounted run is a deferred operation's full half: projected with defer
+        // boundaries (see `crate::projection`).
         let counted = !matches!(counting, Counting::Uncounted);
+        let run = self.run_shared(&caller, &planned, request, &supergraph, deadline, !counted);
         // Usage is of the whole operation: a field selected only in a deferred fragment is
         // used all the same (the registry's check protects it).
         let recorded = match &counting {
@@ -698,15 +708,26 @@ impl Router {
         request: &GraphQlRequest,
         supergraph: &Arc<Supergraph>,
         deadline: tokio::time::Instant,
+        defer_boundaries: bool,
     ) -> Response {
         if planned.is_mutation() {
             let _writing = self.writes.writing(caller);
+            let run = Run {
+                deadline,
+                writes_seen: 0,
+                defer_boundaries,
+            };
             return self
-                .run_for(caller, planned, request, supergraph, deadline, 0)
+                .run_for(caller, planned, request, supergraph, run)
                 .await;
         }
         let writes_seen = self.writes.seen_by(caller);
-        let run = || self.run_for(caller, planned, request, supergraph, deadline, writes_seen);
+        let run = Run {
+            deadline,
+            writes_seen,
+            defer_boundaries,
+        };
+        let run = || self.run_for(caller, planned, request, supergraph, run);
         let Some(inbound) = self.inbound.as_ref() else {
             return run().await;
         };
@@ -721,6 +742,7 @@ impl Router {
             caller,
             writes_seen,
             subgraph_headers: &request.subgraph_headers,
+            defer_boundaries,
         });
         let count_shared = || {
             self.shared_operations
@@ -780,9 +802,13 @@ impl Router {
         planned: &Arc<Planned>,
         request: &GraphQlRequest,
         supergraph: &Arc<Supergraph>,
-        deadline: tokio::time::Instant,
-        writes_seen: u64,
+        run: Run,
     ) -> Response {
+        let Run {
+            deadline,
+            writes_seen,
+            defer_boundaries,
+        } = run;
         let version = String::new();
         // What this caller may select: the rest is answered null with an error, never fetched.
         let access = Access::of(caller);
@@ -837,6 +863,7 @@ impl Router {
         let executed = execution::execute(&to_run.plan, &variables, &fetching).await;
         let max_age = executed.max_age;
         let mut errors = executed.errors;
+        let mut boundary_nulls = Vec::new();
         let data = projection::project(
             planned
                 .last_data_len
@@ -848,6 +875,7 @@ impl Router {
             &variables,
             denials,
             &mut errors,
+            defer_boundaries.then_some(&mut boundary_nulls),
         );
         planned
             .last_data_len
@@ -862,7 +890,9 @@ impl Router {
             }
             _ => CacheControl::NoStore,
         };
-        Response::new(Some(data.into()), errors, version, cache_control)
+        let mut response = Response::new(Some(data.into()), errors, version, cache_control);
+        response.boundary_nulls = boundary_nulls;
+        response
     }
 
     /// The restriction of `planned` for callers with `access`, made once per kind of caller
@@ -1087,6 +1117,25 @@ pub(crate) enum Counting {
     CountedAs(Arc<Planned>),
     /// Not at all: the full half of a deferred operation, whose primary half was counted.
     Uncounted,
+}
+
+/// The refusal of a client's operation that holds a name `@defer`'s split reserves.
+pub(crate) fn reserved_names_error() -> Value {
+    json!({
+        "message": "names starting with `_glDefer` and a digit are reserved by the router \
+                    (for `@defer`); rename the alias, or the text, that holds one",
+        "extensions": { "code": "VALIDATION_ERROR" }
+    })
+}
+
+/// How one run of an operation goes: by when, after which of the caller's writes (see
+/// [`crate::writes`]), and whether it is projected with defer boundaries (a deferred
+/// operation's full half).
+#[derive(Clone, Copy)]
+struct Run {
+    deadline: tokio::time::Instant,
+    writes_seen: u64,
+    defer_boundaries: bool,
 }
 
 /// Who a caller's limits are counted for: the user, the partner, or (anonymous) the address:

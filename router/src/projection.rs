@@ -17,6 +17,12 @@
 //!
 //! No response tree is built: the text is written as the data is walked, and when a non-null
 //! violation nulls a parent, what was written for that parent is cut back and `null` written.
+//!
+//! The full half of a deferred operation (see [`crate::defer`]) is projected with *defer
+//! boundaries*: a violation that reaches one of a deferred fragment's own fields (aliased
+//! `_glDefer<n>_<key>`) stops there, as the incremental delivery spec stops it at the
+//! fragment, instead of nulling the object the fragment's siblings share; the field is
+//! written `null` and its path recorded, so that the fragment's payload is `null`.
 
 use std::rc::Rc;
 
@@ -170,6 +176,9 @@ struct Writer<'a> {
     denials: &'a Denials,
     /// Errors already in the response (from subgraphs), and those this pass adds.
     errors: &'a mut Vec<serde_json::Value>,
+    /// With defer boundaries: the paths of deferred fragments' fields a non-null violation
+    /// stopped at (see the module's documentation).
+    boundary_nulls: Option<&'a mut Vec<Vec<serde_json::Value>>>,
     /// Shapes by selection set (its address) and runtime type: objects of one type at one
     /// place in the query (every review of every product) share one.
     shapes: foldhash::HashMap<usize, Vec<(Str, Shape<'a>)>>,
@@ -177,7 +186,9 @@ struct Writer<'a> {
 }
 
 /// Writes `data` as `operation` shapes it; may add errors to `errors`. Returns the JSON text of
-/// the response's `data`, in a buffer that starts with room for `expected_len` bytes.
+/// the response's `data`, in a buffer that starts with room for `expected_len` bytes. With
+/// `boundary_nulls`, a non-null violation stops at a deferred fragment's field (see the
+/// module's documentation) and its path is added there.
 #[allow(clippy::too_many_arguments)]
 pub fn project<'a>(
     expected_len: usize,
@@ -188,6 +199,7 @@ pub fn project<'a>(
     variables: &'a Map<String, serde_json::Value>,
     denials: &'a Denials,
     errors: &'a mut Vec<serde_json::Value>,
+    boundary_nulls: Option<&'a mut Vec<Vec<serde_json::Value>>>,
 ) -> Vec<u8> {
     let Ok(root) = supergraph.root_type_name(operation.operation_kind.as_ref()) else {
         return b"null".to_vec();
@@ -201,6 +213,7 @@ pub fn project<'a>(
         variables,
         denials,
         errors,
+        boundary_nulls,
         shapes: Default::default(),
         // Room for what is expected and a little more (the text varies between responses).
         out: Vec::with_capacity((expected_len + expected_len / 8).clamp(4096, 1 << 20)),
@@ -355,6 +368,7 @@ impl<'a> Writer<'a> {
         self.out.push(b'{');
         for Key { key, written, slot } in shape.iter() {
             self.out.extend_from_slice(written);
+            let value_start = self.out.len();
             match slot {
                 Slot::Introspection(field) => {
                     let value = self.introspection.resolve_root(field, self.variables);
@@ -374,8 +388,9 @@ impl<'a> Writer<'a> {
                     }));
                     // Null, and a non-null position nulls the parent (the error explains it).
                     let written = self.complete(ty, Leaf::Custom, &[], None, path);
+                    let outcome = self.stop_at_boundary(written, key, value_start, path);
                     path.pop();
-                    written?;
+                    outcome?;
                 }
                 Slot::Field {
                     ty,
@@ -390,8 +405,9 @@ impl<'a> Writer<'a> {
                     });
                     path.push(Step::Key(key));
                     let written = self.complete(ty, *leaf, selections, raw, path);
+                    let outcome = self.stop_at_boundary(written, key, value_start, path);
                     path.pop();
-                    written?;
+                    outcome?;
                 }
             }
         }
@@ -507,6 +523,29 @@ impl<'a> Writer<'a> {
             "\"{declared}\" cannot represent an object of a type that is not one of its possible \
              types in the schema"
         ))
+    }
+
+    /// A field's outcome, with defer boundaries applied: a violation that reached a deferred
+    /// fragment's own field (`key`, at `path`, its value written from `value_start`) stops
+    /// there, the field written `null` and its path recorded; any other goes on up.
+    fn stop_at_boundary(
+        &mut self,
+        written: Result<bool, NonNullViolation>,
+        key: &str,
+        value_start: usize,
+        path: &[Step<'_>],
+    ) -> Result<(), NonNullViolation> {
+        match (written, &mut self.boundary_nulls) {
+            (Ok(_), _) => Ok(()),
+            (Err(NonNullViolation), Some(boundary_nulls))
+                if crate::defer::is_deferred_field_key(key) =>
+            {
+                boundary_nulls.push(path_to_json(path));
+                self.cut_to_null(value_start);
+                Ok(())
+            }
+            (Err(violation), _) => Err(violation),
+        }
     }
 
     fn write_null(&mut self) -> bool {

@@ -1,8 +1,9 @@
 //! `@defer` through the router over HTTP, on really composed subgraphs (products; reviews,
 //! which resolves `Product.reviews` as entities): `multipart/mixed` parts byte for byte, the
 //! primary part sent before the deferred fields' subgraph has answered, errors kept in their
-//! deferred part, labels and paths through lists, named fragments, `if: false`, and the whole
-//! answer at once for clients that do not accept multipart.
+//! deferred part, labels and paths through lists, named fragments, `if: false`, a non-null
+//! field failing in one of two fragments at one object, and the whole answer at once for
+//! clients that do not accept multipart.
 
 mod support;
 
@@ -13,7 +14,7 @@ use gospelib_router::pipeline::Router;
 use gospelib_router::supergraph::Supergraph;
 use gospelib_router::transport::{BoxFuture, InProcess, LocalSubgraph};
 use serde_json::{Value, json};
-use support::{SDL, products, reviews, start_router};
+use support::{Local, SDL, products, reviews, start_router};
 use tokio::sync::Semaphore;
 
 const MULTIPART: &str = "multipart/mixed;deferSpec=20220824, application/json";
@@ -307,4 +308,219 @@ async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields()
         assert_eq!(item["data"], Value::Null, "{item:#}");
         assert_eq!(item["errors"][0]["extensions"]["code"], "INTERNAL_ERROR");
     }
+}
+
+// ---- a non-null field failing in one of two deferred fragments at one object ----
+
+/// The catalogue's products, with their names.
+struct CatalogQuery;
+
+#[derive(async_graphql::SimpleObject)]
+#[graphql(name = "Product")]
+struct CatalogProduct {
+    upc: String,
+    name: String,
+}
+
+#[async_graphql::Object(name = "Query")]
+impl CatalogQuery {
+    async fn top_products(&self) -> Vec<CatalogProduct> {
+        [("1", "Table"), ("2", "Couch"), ("3", "Chair")]
+            .into_iter()
+            .map(|(upc, name)| CatalogProduct {
+                upc: upc.into(),
+                name: name.into(),
+            })
+            .collect()
+    }
+
+    #[graphql(entity)]
+    async fn product_by_upc(&self, upc: String) -> CatalogProduct {
+        CatalogProduct {
+            name: format!("product {upc}"),
+            upc,
+        }
+    }
+}
+
+/// Ratings: `Product.rating` is non-null, and fails for product 3.
+struct RatingsQuery;
+
+struct RatedProduct {
+    upc: String,
+}
+
+#[async_graphql::Object(name = "Product")]
+impl RatedProduct {
+    async fn upc(&self) -> &str {
+        &self.upc
+    }
+
+    async fn rating(&self) -> async_graphql::Result<i32> {
+        match self.upc.as_str() {
+            "3" => Err("no rating for product 3".into()),
+            upc => Ok(upc.parse::<i32>()? + 3),
+        }
+    }
+}
+
+#[async_graphql::Object(name = "Query")]
+impl RatingsQuery {
+    #[graphql(entity)]
+    async fn product_by_upc(&self, upc: String) -> RatedProduct {
+        RatedProduct { upc }
+    }
+}
+
+fn federated<Q: async_graphql::ObjectType + 'static>(
+    query: Q,
+) -> async_graphql::Schema<Q, async_graphql::EmptyMutation, async_graphql::EmptySubscription> {
+    async_graphql::Schema::build(
+        query,
+        async_graphql::EmptyMutation,
+        async_graphql::EmptySubscription,
+    )
+    .enable_federation()
+    .finish()
+}
+
+/// The spec stops a non-null violation at the deferred fragment it is in: the fragment whose
+/// `rating` failed is null with its error, and the other fragment at that same product (its
+/// name) comes whole, without that error.
+#[tokio::test]
+async fn a_failing_non_null_field_nulls_only_its_own_fragment() {
+    let catalog = federated(CatalogQuery);
+    let ratings = federated(RatingsQuery);
+    let options = || async_graphql::SDLExportOptions::new().federation();
+    let subgraph = |name: &str, sdl: String| gospelib_schema::compose::SubgraphSdl {
+        name: name.to_owned(),
+        url: format!("http://{name}.invalid/graphql"),
+        sdl,
+    };
+    let sdl = gospelib_schema::compose::compose(&[
+        subgraph("catalog", catalog.sdl_with_options(options())),
+        subgraph("ratings", ratings.sdl_with_options(options())),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let transport = InProcess::default()
+        .with("catalog", Arc::new(Local(catalog)))
+        .with("ratings", Arc::new(Local(ratings)));
+    let router = Router::new(Supergraph::parse(&sdl, None).unwrap(), Arc::new(transport));
+    let (url, _stop) = start_router(router).await;
+    let query = r#"{ topProducts { upc ... @defer(label: "rating") { rating }
+                                       ... @defer(label: "name") { name } } }"#;
+    let response = post(
+        &format!("{url}/graphql"),
+        MULTIPART,
+        json!({ "query": query }),
+    )
+    .await;
+    let mut parts = parts(&response.text().await.unwrap());
+    assert_eq!(parts.len(), 2, "{parts:#?}");
+    assert_eq!(
+        parts[0],
+        json!({
+            "data": { "topProducts": [{ "upc": "1" }, { "upc": "2" }, { "upc": "3" }] },
+            "hasNext": true,
+            "extensions": parts[0]["extensions"],
+        })
+    );
+    // Errors compared by message and path (their locations are the subgraph's).
+    for item in parts[1]["incremental"].as_array_mut().unwrap() {
+        let errors = item.get_mut("errors").and_then(Value::as_array_mut);
+        for error in errors.into_iter().flatten() {
+            error
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| k == "message" || k == "path");
+        }
+    }
+    assert_eq!(
+        parts[1],
+        json!({
+            "incremental": [
+                { "data": { "rating": 4 }, "path": ["topProducts", 0], "label": "rating" },
+                { "data": { "rating": 5 }, "path": ["topProducts", 1], "label": "rating" },
+                { "data": null, "path": ["topProducts", 2], "label": "rating",
+                  "errors": [{
+                      "message": "no rating for product 3",
+                      "path": ["topProducts", 2, "rating"],
+                  }] },
+                { "data": { "name": "Table" }, "path": ["topProducts", 0], "label": "name" },
+                { "data": { "name": "Couch" }, "path": ["topProducts", 1], "label": "name" },
+                { "data": { "name": "Chair" }, "path": ["topProducts", 2], "label": "name" },
+            ],
+            "hasNext": false
+        }),
+        "{:#}",
+        parts[1]
+    );
+}
+
+/// The names the split adds are not counted against the alias limit (a deferred fragment's
+/// own fields, its marker), and a client may not use them: the projection and the limits treat
+/// them as the split's.
+#[tokio::test]
+async fn the_split_s_names_are_its_own() {
+    let transport = InProcess::default()
+        .with("products", products())
+        .with("reviews", reviews());
+    let limits = gospelib_router::validation::Limits {
+        max_aliases: 1,
+        ..Default::default()
+    };
+    let router = Router::with_limits(
+        Supergraph::parse(SDL, None).unwrap(),
+        Arc::new(transport),
+        limits,
+    );
+    let (url, _stop) = start_router(router).await;
+    let url = format!("{url}/graphql");
+    // One alias of the client's: within the limit, whatever the split adds.
+    let query = "{ topProducts(first: 1) { n: upc ... @defer { name reviews { body } } } }";
+    let response = post(&url, MULTIPART, json!({ "query": query })).await;
+    let parts = parts(&response.text().await.unwrap());
+    assert_eq!(parts[0]["data"], json!({ "topProducts": [{ "n": "1" }] }));
+    assert_eq!(
+        parts[1]["incremental"],
+        json!([{ "data": { "name": "Table", "reviews": [{ "body": "review of 1" }] },
+                 "path": ["topProducts", 0] }])
+    );
+    // Two are over it.
+    let query = "{ topProducts(first: 1) { n: upc ... @defer { m: name } } }";
+    let response = post(&url, MULTIPART, json!({ "query": query })).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["message"],
+        "the operation has 2 aliases, more than the limit of 1"
+    );
+    // A client's alias in the split's names is refused, deferred or not, over any transport.
+    for (accept, query) in [
+        (
+            "application/json",
+            "{ topProducts(first: 1) { _glDefer0_name: name } }",
+        ),
+        (
+            MULTIPART,
+            "{ topProducts(first: 1) { upc ... @defer { _glDefer3: __typename } } }",
+        ),
+        (
+            "text/event-stream",
+            "{ topProducts(first: 1) { _glDefer0_name: name } }",
+        ),
+    ] {
+        let response = post(&url, accept, json!({ "query": query })).await;
+        let text = response.text().await.unwrap();
+        assert!(text.contains("reserved by the router"), "{accept}: {text}");
+        assert!(text.contains("VALIDATION_ERROR"), "{accept}: {text}");
+    }
+    // Other names with the prefix are the client's (one alias: the limit).
+    let query = "{ topProducts(first: 1) { _glDeferEmpty: name } }";
+    let response = post(&url, "application/json", json!({ "query": query })).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "data": { "topProducts": [{ "_glDeferEmpty": "Table" }] },
+                "extensions": body["extensions"] })
+    );
 }

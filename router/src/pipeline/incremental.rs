@@ -151,6 +151,7 @@ fn last_payload(
         &full_data,
         &full.errors,
         primary_errors,
+        &full.boundary_nulls,
     );
     json!({ "incremental": items, "hasNext": false })
 }

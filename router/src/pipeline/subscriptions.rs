@@ -151,6 +151,9 @@ impl Router {
             }
             return Ok(Box::pin(futures_util::stream::once(async { response })));
         }
+        if planned.reserved_names {
+            return Err(refusal(vec![super::reserved_names_error()]));
+        }
         let caller = self.with_plan(&request.caller, &supergraph).await;
         if let Some((limiter, subject, allowances)) =
             self.limits_of(&caller, request.client_address, &planned, &supergraph)
@@ -394,6 +397,7 @@ impl Context {
             &self.variables,
             denials,
             &mut errors,
+            None,
         );
         Response::new(
             Some(data.into()),

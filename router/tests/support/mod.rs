@@ -99,7 +99,7 @@ impl ReviewsQuery {
 
 /// An async-graphql schema as a router-local subgraph.
 pub struct Local<Q: async_graphql::ObjectType + 'static>(
-    Schema<Q, EmptyMutation, EmptySubscription>,
+    pub Schema<Q, EmptyMutation, EmptySubscription>,
 );
 
 impl<Q: async_graphql::ObjectType + 'static> LocalSubgraph for Local<Q> {
