@@ -2,7 +2,8 @@
 //! corpus (its own namespace) and the study subgraph (passage ids checked against the same
 //! graph), both behind the caller guard, in process, on the committed supergraph. A chapter
 //! (John 1, the fixture's longest: 51 verses) with the caller's highlights costs one study query; another caller sees none of
-//! them; anonymous callers get empty lists and no study query at all.
+//! them; anonymous callers get empty lists and no study query at all. Notes too many to answer
+//! fail their field alone, never the chapter's text.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -181,5 +182,65 @@ async fn a_chapter_with_the_callers_highlights_costs_one_study_query() {
     assert_eq!(
         anonymous_write["errors"][0]["extensions"]["code"], "UNAUTHORIZED",
         "{anonymous_write}"
+    );
+}
+
+/// A reader whose notes on a chapter come to more than study answers on one page (five long
+/// notes on all of John 1: ~20 MB answered on every verse, over the 16 MiB budget) still reads
+/// the chapter: each verse's `myNotes` is null with study's error, its text and highlights
+/// stand. (The fields were non-null: the null went up through the verses to the chapter.)
+#[tokio::test]
+async fn notes_too_many_to_answer_fail_their_field_not_the_chapter() {
+    let setup = setup().await;
+    let reader = Caller::user(user_id_for_clerk(&format!(
+        "user_notes_{}",
+        uuid::Uuid::new_v4().simple()
+    )));
+    let created = setup
+        .ask(
+            &reader,
+            r#"mutation { createHighlight(input: { passageId: "john.1.1", color: FAITH }) { color } }"#,
+        )
+        .await;
+    assert!(created.get("errors").is_none(), "{created}");
+    let long = "\u{1D11E}".repeat(20_000);
+    for _ in 0..5 {
+        let created = setup
+            .router
+            .execute(&GraphQlRequest {
+                query: "mutation($t: String!) { createNote(input: { range: { start: \"john.1.1\", \
+                        end: \"john.1.51\" }, body: { type: \"doc\" }, text: $t }) { id } }"
+                    .to_owned(),
+                variables: json!({ "t": long }).as_object().unwrap().clone(),
+                caller: reader.clone(),
+                ..Default::default()
+            })
+            .await;
+        assert!(created.get("errors").is_none(), "{created}");
+    }
+    let page = setup
+        .ask(
+            &reader,
+            r#"{ chapter(bookId: "john", number: 1) { verses { id text myHighlights { color } myNotes { id } } } }"#,
+        )
+        .await;
+    let verses = page["data"]["chapter"]["verses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the chapter stands: {page}"));
+    assert_eq!(verses.len(), 51);
+    assert!(
+        verses
+            .iter()
+            .all(|verse| verse["text"].is_string() && verse["myNotes"].is_null()),
+        "{page}"
+    );
+    assert_eq!(verses[0]["myHighlights"], json!([{ "color": "FAITH" }]));
+    let errors = page["errors"].as_array().expect("the notes' errors");
+    assert!(
+        errors
+            .iter()
+            .all(|error| error["extensions"]["code"] == "VALIDATION_ERROR"
+                && error["path"][3] == "myNotes"),
+        "{errors:?}"
     );
 }

@@ -220,14 +220,15 @@ impl Passage {
         one_passage(ctx, self.0.next.as_ref()).await
     }
 
-    /// Passages this verse refers to (Treasury of Scripture Knowledge), in the source's order.
+    /// Passages this verse refers to (Treasury of Scripture Knowledge), in the source's order;
+    /// `null` with an error when they cannot be read (the verse itself still stands).
     #[graphql(tag = "partner")]
     async fn cross_references(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Page<Passage>> {
+    ) -> Result<Option<Page<Passage>>> {
         let first = page_size(first, 20)?;
         let start = start_after(after.as_deref())?;
         let all = loaders(ctx)
@@ -237,11 +238,11 @@ impl Passage {
             .map_err(graph_down)?
             .unwrap_or_default();
         let ids: Vec<String> = all.iter().skip(start).take(first).cloned().collect();
-        Ok(page(
+        Ok(Some(page(
             start,
             passages_in_order(ctx, &ids, Shape::Connection).await?,
             all.len(),
-        ))
+        )))
     }
 
     /// The verse's translated words with the Strong's entries they render (interlinear: a
@@ -258,15 +259,16 @@ impl Passage {
         Ok(Some(words.into_iter().map(WordAlignment).collect()))
     }
 
-    /// Topics that cite this verse.
-    async fn topics(&self, ctx: &Context<'_>) -> Result<Vec<Topic>> {
+    /// Topics that cite this verse; `null` with an error when they cannot be read (the verse
+    /// itself still stands).
+    async fn topics(&self, ctx: &Context<'_>) -> Result<Option<Vec<Topic>>> {
         let ids = loaders(ctx)
             .passage_topics
             .load_one(self.0.id.clone())
             .await
             .map_err(graph_down)?
             .unwrap_or_default();
-        topics_in_order(ctx, &ids).await
+        topics_in_order(ctx, &ids).await.map(Some)
     }
 }
 

@@ -135,8 +135,8 @@ pub fn read(error: &crate::store::ReadError) -> Error {
     match error {
         crate::store::ReadError::Store(error) => store(error),
         crate::store::ReadError::OverBudget => ErrorCode::ValidationError.error(format!(
-            "the highlights and notes on these passages come to {error} (a note counts on \
-             every verse it covers): ask for fewer verses, or page through `me {{ notes }}`"
+            "the highlights and notes on these passages come to {error}: ask for fewer \
+             verses, or page through `me {{ notes }}`"
         )),
     }
 }

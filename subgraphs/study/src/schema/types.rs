@@ -120,10 +120,11 @@ impl Passage {
         ID(self.id.clone())
     }
 
-    /// The caller's highlights of this verse, oldest first; empty for anonymous callers.
-    async fn my_highlights(&self, ctx: &Context<'_>) -> Result<Vec<Highlight>> {
+    /// The caller's highlights of this verse, oldest first; empty for anonymous callers;
+    /// `null` with an error when they cannot be read (the verse and its text still stand).
+    async fn my_highlights(&self, ctx: &Context<'_>) -> Result<Option<Vec<Highlight>>> {
         let Some(user) = Caller::of(ctx).user_id else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let loaders = Loaders::of(ctx)?;
         let rows = loaders
@@ -133,14 +134,16 @@ impl Passage {
         loaders
             .charge_answer(rows.iter().map(HighlightRow::weight).sum())
             .map_err(|error| read(&error))?;
-        Ok(rows.into_iter().map(Highlight).collect())
+        Ok(Some(rows.into_iter().map(Highlight).collect()))
     }
 
     /// The caller's notes whose range covers this verse (a note on `john.3.16–john.4.2` is
-    /// found from `john.3.36`), in range order; empty for anonymous callers.
-    async fn my_notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
+    /// found from `john.3.36`), in range order; empty for anonymous callers; `null` with an
+    /// error when they cannot be read or are too many to answer (the verse and its text still
+    /// stand).
+    async fn my_notes(&self, ctx: &Context<'_>) -> Result<Option<Vec<Note>>> {
         let Some(user) = Caller::of(ctx).user_id else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let loaders = Loaders::of(ctx)?;
         let rows = loaders
@@ -150,7 +153,7 @@ impl Passage {
         loaders
             .charge_answer(rows.iter().map(|note| note.weight()).sum())
             .map_err(|error| read(&error))?;
-        Ok(rows.into_iter().map(Note).collect())
+        Ok(Some(rows.into_iter().map(Note).collect()))
     }
 }
 
