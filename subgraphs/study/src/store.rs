@@ -117,6 +117,15 @@ pub struct NoteRow {
     pub cursor_at: String,
 }
 
+/// Who makes a kind of item's ids: a client may send its own (highlights, notes: a create
+/// sent again after a delete must not bring the item back, so deleted ids are remembered), or
+/// only the server does (bookmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdMadeBy {
+    Client,
+    Server,
+}
+
 /// Why a read with a budget ([`READ_BUDGET_BYTES`]) gave nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -329,6 +338,18 @@ pub enum NoteUpdate {
     Stale { current_version: i32 },
     /// The caller has no note with this id.
     NotFound,
+    /// The caller's account was deleted: nothing is written for it.
+    Erased,
+}
+
+/// What deleting one of a user's items did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// The user has no such item.
+    NotFound,
+    /// The user's account was deleted (its items with it).
+    Erased,
 }
 
 /// What deleting a user's study data removed.
@@ -931,13 +952,7 @@ impl Store {
                 }
             }
             other => {
-                self.count();
-                let erased: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM study.erased_users WHERE user_id = $1)",
-                )
-                .bind(user)
-                .fetch_one(&mut **tx)
-                .await?;
+                let erased = self.is_erased(tx, user).await?;
                 match (erased, other) {
                     (true, _) => Ok(AlreadyMade::Erased),
                     (false, Some(_)) => Err(WriteError::IdTaken),
@@ -961,8 +976,9 @@ impl Store {
     }
 
     /// Removes `user`'s highlight `id`; whether there was one.
-    pub async fn delete_highlight(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-        self.delete_owned("study.highlights", user, id).await
+    pub async fn delete_highlight(&self, user: Uuid, id: Uuid) -> Result<Deletion, sqlx::Error> {
+        self.delete_owned("study.highlights", user, id, IdMadeBy::Client)
+            .await
     }
 
     /// A page of `user`'s rows of `table` (aliased `alias` in `columns`), newest first: at
@@ -994,10 +1010,31 @@ impl Store {
     /// Deletes `user`'s row `id` of `table`, under the user's lock like every write: the
     /// deletion's trigger updates the user's counts (`study.usage`), and an erasure holding
     /// those counts while it waits for this row would otherwise deadlock with it.
-    async fn delete_owned(&self, table: &str, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+    async fn delete_owned(
+        &self,
+        table: &str,
+        user: Uuid,
+        id: Uuid,
+        made_by: IdMadeBy,
+    ) -> Result<Deletion, sqlx::Error> {
         let mut tx = self.begin_write(user).await?;
         self.lock_item(&mut tx, id).await?;
         self.count();
+        // An id the server made is never sent again by a create, so it is not remembered
+        // (remembering it would push a highlight's or a note's id out of the bounded memory).
+        if made_by == IdMadeBy::Server {
+            let deleted = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE id = $1 AND user_id = $2"
+            ))
+            .bind(id)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let deletion = self.deletion(&mut tx, user, deleted > 0).await?;
+            tx.commit().await?;
+            return Ok(deletion);
+        }
         // Its id is remembered: a create sent again with it does not bring it back. Past the
         // ids the user may have remembered, the oldest are forgotten (in the same statement,
         // which counts from its snapshot: the remembered before it, and this one), at most a
@@ -1022,8 +1059,40 @@ impl Store {
         .bind(self.quota.remembered_deletions)
         .fetch_one(&mut *tx)
         .await?;
+        let deletion = self.deletion(&mut tx, user, deleted > 0).await?;
         tx.commit().await?;
-        Ok(deleted > 0)
+        Ok(deletion)
+    }
+
+    /// What a delete did, `deleted` saying whether it removed a row: when it did not, whether
+    /// the user's account was deleted (its items with it) or the user never had the item.
+    async fn deletion(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        user: Uuid,
+        deleted: bool,
+    ) -> Result<Deletion, sqlx::Error> {
+        if deleted {
+            return Ok(Deletion::Deleted);
+        }
+        Ok(if self.is_erased(tx, user).await? {
+            Deletion::Erased
+        } else {
+            Deletion::NotFound
+        })
+    }
+
+    /// Whether `user`'s account was deleted (read under the user's lock: see `begin_write`).
+    async fn is_erased(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        user: Uuid,
+    ) -> Result<bool, sqlx::Error> {
+        self.count();
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM study.erased_users WHERE user_id = $1)")
+            .bind(user)
+            .fetch_one(&mut **tx)
+            .await
     }
 
     // ---- Notes ----
@@ -1263,16 +1332,19 @@ impl Store {
                 .bind(user)
                 .fetch_optional(&mut *tx)
                 .await?;
-        tx.commit().await?;
-        Ok(match current {
+        let update = match current {
             Some(current_version) => NoteUpdate::Stale { current_version },
+            None if self.is_erased(&mut tx, user).await? => NoteUpdate::Erased,
             None => NoteUpdate::NotFound,
-        })
+        };
+        tx.commit().await?;
+        Ok(update)
     }
 
     /// Removes `user`'s note `id`; whether there was one.
-    pub async fn delete_note(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-        self.delete_owned("study.notes", user, id).await
+    pub async fn delete_note(&self, user: Uuid, id: Uuid) -> Result<Deletion, sqlx::Error> {
+        self.delete_owned("study.notes", user, id, IdMadeBy::Client)
+            .await
     }
 
     // ---- Bookmarks ----
@@ -1325,8 +1397,9 @@ impl Store {
     }
 
     /// Removes `user`'s bookmark `id`; whether there was one.
-    pub async fn delete_bookmark(&self, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-        self.delete_owned("study.bookmarks", user, id).await
+    pub async fn delete_bookmark(&self, user: Uuid, id: Uuid) -> Result<Deletion, sqlx::Error> {
+        self.delete_owned("study.bookmarks", user, id, IdMadeBy::Server)
+            .await
     }
 
     // ---- Reading ----

@@ -22,7 +22,7 @@ use super::input::{
     missing_passages,
 };
 use super::types::{Bookmark, Highlight, Note, ReadingProgress};
-use crate::store::NoteUpdate;
+use crate::store::{Deletion, NoteUpdate};
 
 /// `createHighlight`, `deleteHighlight`, `createNote`, `updateNote`, `deleteNote`,
 /// `createBookmark`, `deleteBookmark`, `recordReading`.
@@ -66,16 +66,13 @@ impl Mutation {
     }
 
     /// Removes one of the caller's highlights: `true` if it was removed, `false` if the caller
-    /// has no highlight with this id.
+    /// has no highlight with this id (`UNAUTHORIZED` once the account was deleted).
     #[graphql(directive = authenticated::apply())]
     async fn delete_highlight(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let user = Caller::of(ctx).require_user()?;
         let id = item_id("highlight", &id)?;
-        study(ctx)?
-            .store
-            .delete_highlight(user, id)
-            .await
-            .map_err(store)
+        let deletion = study(ctx)?.store.delete_highlight(user, id).await;
+        deleted(deletion)
     }
 
     /// Writes a note on a verse or a range of verses (at version 1). `id` is the new note's
@@ -109,8 +106,9 @@ impl Mutation {
     /// Replaces one of the caller's notes, if it is still at `version` (the version it was
     /// read at); its version then goes up by one. From a stale version nothing changes and
     /// the error (`VALIDATION_ERROR`, `extensions.reason = "VERSION_CONFLICT"`) carries
-    /// `extensions.currentVersion`; a note the caller does not have is a not-found error; an
-    /// edit that grows the account's notes past 64 MiB changes nothing (`QUOTA_EXCEEDED`).
+    /// `extensions.currentVersion`; a note the caller does not have is a not-found error
+    /// (`UNAUTHORIZED` once the account was deleted); an edit that grows the account's notes
+    /// past 64 MiB changes nothing (`QUOTA_EXCEEDED`).
     #[graphql(directive = authenticated::apply())]
     async fn update_note(
         &self,
@@ -135,16 +133,17 @@ impl Mutation {
                 Err(version_conflict(&id, version, current_version))
             }
             NoteUpdate::NotFound => Err(not_found("note", &id)),
+            NoteUpdate::Erased => Err(erased()),
         }
     }
 
     /// Removes one of the caller's notes: `true` if it was removed, `false` if the caller has
-    /// no note with this id.
+    /// no note with this id (`UNAUTHORIZED` once the account was deleted).
     #[graphql(directive = authenticated::apply())]
     async fn delete_note(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let user = Caller::of(ctx).require_user()?;
         let id = item_id("note", &id)?;
-        study(ctx)?.store.delete_note(user, id).await.map_err(store)
+        deleted(study(ctx)?.store.delete_note(user, id).await)
     }
 
     /// Bookmarks a verse. A verse has at most one bookmark: bookmarking it again keeps the
@@ -171,16 +170,12 @@ impl Mutation {
     }
 
     /// Removes one of the caller's bookmarks: `true` if it was removed, `false` if the caller
-    /// has no bookmark with this id.
+    /// has no bookmark with this id (`UNAUTHORIZED` once the account was deleted).
     #[graphql(directive = authenticated::apply())]
     async fn delete_bookmark(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let user = Caller::of(ctx).require_user()?;
         let id = item_id("bookmark", &id)?;
-        study(ctx)?
-            .store
-            .delete_bookmark(user, id)
-            .await
-            .map_err(store)
+        deleted(study(ctx)?.store.delete_bookmark(user, id).await)
     }
 
     /// Records that the caller read a chapter up to `lastVerse`: the chapter's progress is
@@ -225,5 +220,15 @@ impl Mutation {
             .await
             .map_err(store)?;
         row.map(ReadingProgress).ok_or_else(erased)
+    }
+}
+
+/// A delete's answer: whether it removed the item; a deleted account is `UNAUTHORIZED`, as
+/// every other write of it is.
+fn deleted(deletion: Result<Deletion, sqlx::Error>) -> Result<bool> {
+    match deletion.map_err(store)? {
+        Deletion::Deleted => Ok(true),
+        Deletion::NotFound => Ok(false),
+        Deletion::Erased => Err(erased()),
     }
 }
