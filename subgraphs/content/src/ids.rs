@@ -200,6 +200,23 @@ impl fmt::Display for TopicId {
     }
 }
 
+/// What a topic id starting with `prefix` (a name's beginning, as a reader types it) starts
+/// with after `naves:`: its slug, accents folded (`Éli` finds `naves:eli`). `None` when no id
+/// can start so: nothing but punctuation (`?`, `—`), or letters outside ASCII that no accent
+/// folding turns into ASCII (ids are made of ASCII letters and digits).
+pub fn topic_prefix(prefix: &str) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+    let folded: String = prefix.nfd().filter(|c| !is_combining_mark(*c)).collect();
+    if folded
+        .chars()
+        .any(|c| c.is_alphanumeric() && !c.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    Some(slug(&folded)).filter(|slug| !slug.is_empty())
+}
+
 /// Lower-case ASCII letters and digits, other runs turned into single hyphens.
 pub fn slug(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -219,6 +236,17 @@ pub fn slug(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_prefixes_fold_accents_and_refuse_what_no_id_can_start_with() {
+        assert_eq!(topic_prefix("Lig").as_deref(), Some("lig"));
+        assert_eq!(topic_prefix("Abraham's").as_deref(), Some("abraham-s"));
+        assert_eq!(topic_prefix("Éli").as_deref(), Some("eli"));
+        assert_eq!(topic_prefix("  Aaron ").as_deref(), Some("aaron"));
+        for nothing in ["?", "*", "—", "日本", "Ωmega", "..."] {
+            assert_eq!(topic_prefix(nothing), None, "{nothing}");
+        }
+    }
 
     #[test]
     fn passage_ids_round_trip() {

@@ -179,6 +179,9 @@ async fn malformed_ids_and_arguments_are_validation_errors() {
         r#"{ connections(nodeId: "gen.1.1", depth: 3) { truncated } }"#,
         r#"{ connections(nodeId: "what?") { truncated } }"#,
         r#"{ search(query: "") { totalCount } }"#,
+        // Typesense would read these as "everything".
+        r#"{ search(query: "*") { totalCount } }"#,
+        r#"{ search(query: "?! —") { totalCount } }"#,
         r#"{ search(query: "light", filter: { bookIds: ["nope"] }) { totalCount } }"#,
     ] {
         let response = run(&service, query, json!({})).await;
@@ -280,6 +283,31 @@ async fn topics_page_by_prefix() {
                 .unwrap()
                 .starts_with("naves:lig"),
             "{prefixed}"
+        );
+    }
+    // Accents folded: the same topics.
+    let folded = run(
+        &service,
+        r#"{ topics(prefix: "Lìg") { edges { node { id name } } } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(folded, prefixed);
+    // A prefix no topic id can start with finds none (it was taken for no prefix at all, or
+    // for its ASCII letters alone).
+    for nothing in ["?", "日本", "—"] {
+        let none = run(
+            &service,
+            &format!(
+                r#"{{ topics(prefix: "{nothing}") {{ totalCount edges {{ node {{ id }} }} }} }}"#
+            ),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            none,
+            json!({ "data": { "topics": { "totalCount": 0, "edges": [] } } }),
+            "{nothing}"
         );
     }
 }

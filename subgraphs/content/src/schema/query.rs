@@ -15,7 +15,7 @@ use super::types::{
 use crate::cache;
 use crate::canon;
 use crate::graph::{get_text, text};
-use crate::ids::{ChapterId, PassageId, StrongsId, TopicId, slug};
+use crate::ids::{ChapterId, PassageId, StrongsId, TopicId, topic_prefix};
 
 /// The most ids `passages(ids)` takes.
 const MAX_IDS: usize = 100;
@@ -228,7 +228,9 @@ impl Query {
         topic_by_id(ctx, &id).await
     }
 
-    /// Topics in alphabetical order of id, optionally those whose name starts with `prefix`.
+    /// Topics in alphabetical order of id, optionally those whose name starts with `prefix`
+    /// (case and accents ignored; a prefix of punctuation alone, or of letters no topic's
+    /// name has, finds none).
     async fn topics(
         &self,
         ctx: &Context<'_>,
@@ -238,7 +240,13 @@ impl Query {
     ) -> Result<Page<Topic>> {
         let first = page_size(first, 20)?;
         let start = start_after(after.as_deref())?;
-        let prefix = format!("naves:{}", slug(prefix.as_deref().unwrap_or("")));
+        // No prefix (or an empty one) lists every topic; one no id can start with, none.
+        let wanted = prefix.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        let prefix = match wanted.map(topic_prefix) {
+            None => "naves:".to_owned(),
+            Some(Some(slug)) => format!("naves:{slug}"),
+            Some(None) => return Ok(page(start, Vec::new(), 0)),
+        };
         if prefix.len() > 100 {
             return Err(validation("`prefix` is too long"));
         }
@@ -269,7 +277,8 @@ impl Query {
         Ok(page(start, topics_in_order(ctx, &slice).await?, ids.len()))
     }
 
-    /// Full-text search of passages, typo-tolerant, with facet counts.
+    /// Full-text search of passages, typo-tolerant, with facet counts. `query` has 1 to 200
+    /// characters, at least one a letter or a digit (`VALIDATION_ERROR` otherwise).
     #[graphql(tag = "partner")]
     async fn search(
         &self,

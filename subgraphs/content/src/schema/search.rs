@@ -121,6 +121,13 @@ pub async fn search(
             "`query` must have 1 to {MAX_QUERY_CHARS} characters"
         )));
     }
+    // Typesense reads `*`, and a query with no word left once its punctuation is dropped, as
+    // "everything": a search must have a word to look for.
+    if !query.chars().any(char::is_alphanumeric) {
+        return Err(validation(
+            "`query` must have a letter or a digit: a search looks for words",
+        ));
+    }
     let first = page_size(first, 20)?;
     let start = start_after(after.as_deref())?;
     let filter = filter.unwrap_or_default();
