@@ -503,7 +503,63 @@ async fn a_subscription_ends_when_its_session_token_does() {
 /// past the caller's limit it is refused with `RATE_LIMITED` and nothing is subscribed.
 #[tokio::test]
 async fn starting_subscriptions_is_rate_limited() {
-    let harness = harness(10);
+    let Harness { router, books, .. } = harness(10);
+    let router = with_two_books_a_minute(router);
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let responses = router
+            .subscribe(request(SUBSCRIPTION, json!({})))
+            .await
+            .unwrap_or_else(|refused| panic!("{}", refused.to_json()));
+        open.push(responses);
+    }
+    let listening = books.receiver_count();
+    let refused = match router.subscribe(request(SUBSCRIPTION, json!({}))).await {
+        Ok(_) => panic!("a third subscription within the minute"),
+        Err(refused) => refused.to_json(),
+    };
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    assert_eq!(books.receiver_count(), listening, "nothing subscribed");
+}
+
+/// A subscription refused for another reason (the caller holds all it may) spends none of
+/// the caller's starts: once a place is free, the next start is allowed.
+#[tokio::test]
+async fn a_start_refused_for_want_of_a_place_spends_no_start() {
+    let router = with_two_books_a_minute(harness(1).router);
+    let first = router
+        .subscribe(request(SUBSCRIPTION, json!({})))
+        .await
+        .unwrap_or_else(|refused| panic!("{}", refused.to_json()));
+    for _ in 0..3 {
+        let refused = match router.subscribe(request(SUBSCRIPTION, json!({}))).await {
+            Ok(_) => panic!("a second subscription of a caller allowed one"),
+            Err(refused) => refused.to_json(),
+        };
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+            "{refused}"
+        );
+    }
+    drop(first);
+    wait_until(|| router.open_subscriptions() == 0).await;
+    let again = router.subscribe(request(SUBSCRIPTION, json!({}))).await;
+    assert!(
+        again.is_ok(),
+        "{}",
+        again
+            .err()
+            .map(|refused| refused.to_json())
+            .unwrap_or_default()
+    );
+}
+
+/// The harness's router with the `books` bucket (`Subscription.bookAdded`) allowing two starts
+/// a minute on every plan.
+fn with_two_books_a_minute(router: Arc<Router>) -> Arc<Router> {
     let text = gospelib_kit::plans::BUILT_IN
         .replace(
             "[buckets.lexicon]",
@@ -520,32 +576,10 @@ async fn starting_subscriptions_is_rate_limited() {
         );
     let plans = Arc::new(gospelib_kit::plans::Plans::parse(&text).unwrap());
     let (enforcement, _) = gospelib_router::pipeline::PlanEnforcement::start(plans, None);
-    let router = Arc::new(
-        Arc::try_unwrap(harness.router)
+    Arc::new(
+        Arc::try_unwrap(router)
             .ok()
             .expect("the harness's router, not shared yet")
             .with_plans(enforcement),
-    );
-    let mut open = Vec::new();
-    for _ in 0..2 {
-        let responses = router
-            .subscribe(request(SUBSCRIPTION, json!({})))
-            .await
-            .unwrap_or_else(|refused| panic!("{}", refused.to_json()));
-        open.push(responses);
-    }
-    let listening = harness.books.receiver_count();
-    let refused = match router.subscribe(request(SUBSCRIPTION, json!({}))).await {
-        Ok(_) => panic!("a third subscription within the minute"),
-        Err(refused) => refused.to_json(),
-    };
-    assert_eq!(
-        refused["errors"][0]["extensions"]["code"], "RATE_LIMITED",
-        "{refused}"
-    );
-    assert_eq!(
-        harness.books.receiver_count(),
-        listening,
-        "nothing subscribed"
-    );
+    )
 }

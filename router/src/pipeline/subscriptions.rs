@@ -155,14 +155,6 @@ impl Router {
             return Err(refusal(vec![super::reserved_names_error()]));
         }
         let caller = self.with_plan(&request.caller, &supergraph).await;
-        if let Some((limiter, subject, allowances)) =
-            self.limits_of(&caller, request.client_address, &planned, &supergraph)
-        {
-            let decision = limiter.check(&subject, &allowances).await;
-            if !decision.allowed {
-                return Err(rate_limited(decision, version));
-            }
-        }
         let slot = self
             .subscriptions
             .reserve(
@@ -192,6 +184,16 @@ impl Router {
                 "message": crate::INTERNAL_MESSAGE,
                 "extensions": { "code": "INTERNAL_ERROR" }
             })]));
+        }
+        // Counted last: a subscription refused for anything else (no slot left, a field the
+        // caller may not select, bad variables) spends none of the caller's starts.
+        if let Some((limiter, subject, allowances)) =
+            self.limits_of(&caller, request.client_address, &planned, &supergraph)
+        {
+            let decision = limiter.check(&subject, &allowances).await;
+            if !decision.allowed {
+                return Err(rate_limited(decision, version));
+            }
         }
         let name = request
             .operation_name

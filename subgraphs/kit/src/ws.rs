@@ -705,6 +705,10 @@ impl Session {
                             .unwrap_or((close_code::GOING_AWAY, "closing".to_owned()));
                         Step::Close(code, reason)
                     }
+                    () = &mut init_deadline, if self.init == Init::Waiting => Step::Close(
+                        close_code::INIT_TIMEOUT,
+                        "Connection initialisation timeout".to_owned(),
+                    ),
                     received = socket.recv() => {
                         last_heard = Instant::now();
                         match received {
@@ -714,10 +718,6 @@ impl Session {
                         }
                     }
                     Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
-                    () = &mut init_deadline, if self.init == Init::Waiting => Step::Close(
-                        close_code::INIT_TIMEOUT,
-                        "Connection initialisation timeout".to_owned(),
-                    ),
                     _ = pings.tick() => {
                         if last_heard.elapsed() >= settings.ping_interval * 2 {
                             Step::Close(
