@@ -2,7 +2,10 @@
 //! so that a subscriber connected to any pod hears what any other pod raised.
 //!
 //! - [`LiveEvents::publish`] sends one JSON event on a channel (`PUBLISH`, over a connection
-//!   manager made on first use).
+//!   manager made on first use). After a publish that failed (Redis down or silent), the
+//!   next ones fail at once for a while (a circuit breaker, [`crate::breaker`]: 1 s, doubling
+//!   up to 30 s while probes fail), so a caller announcing many events (the reminders job, a
+//!   mutation) does not wait out the deadline on each.
 //! - [`LiveEvents::subscribe`] is a stream of what is heard on the channel ([`Heard`]): its
 //!   events, and a [`Heard::Gap`] where events were lost. A process keeps **one**
 //!   pub/sub connection, made on the first listener, for every channel: Redis is told
@@ -98,6 +101,9 @@ pub enum PublishError {
     Redis(#[from] redis::RedisError),
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// A recent publish failed: this one was not tried (see the module's documentation).
+    #[error("Redis failed a recent publish; not tried")]
+    Skipped,
 }
 
 /// The process's live events; cheap to clone (clones share the one pub/sub connection).
@@ -119,6 +125,8 @@ struct Shared {
     settings: LiveSettings,
     state: Mutex<State>,
     publisher: OnceCell<ConnectionManager>,
+    /// Whether publishes are tried (see the module's documentation).
+    publishing: Mutex<crate::breaker::Breaker>,
 }
 
 #[derive(Default)]
@@ -154,6 +162,13 @@ impl LiveEvents {
                 },
                 state: Mutex::new(State::default()),
                 publisher: OnceCell::new(),
+                publishing: Mutex::new(crate::breaker::Breaker::new(
+                    crate::breaker::BreakerSettings {
+                        call_timeout: settings.timeout,
+                        first_open: Duration::from_secs(1),
+                        longest_open: Duration::from_secs(30),
+                    },
+                )),
             }),
         }
     }
@@ -161,6 +176,31 @@ impl LiveEvents {
     /// Publishes `event` on `channel` to every process listening; returns how many pub/sub
     /// connections received it (Redis's count: one per listening process, not per listener).
     pub async fn publish(&self, channel: &str, event: &Value) -> Result<usize, PublishError> {
+        use crate::breaker::Admission;
+        let breaker = || {
+            self.shared
+                .publishing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        let admission = breaker().admit(std::time::Instant::now());
+        if admission == Admission::Skip {
+            return Err(PublishError::Skipped);
+        }
+        let published = self.try_publish(channel, event).await;
+        match &published {
+            Ok(_) => {
+                breaker().succeeded(admission);
+            }
+            Err(_) => {
+                breaker().failed(admission, std::time::Instant::now());
+            }
+        }
+        published
+    }
+
+    /// One publish, within the deadline.
+    async fn try_publish(&self, channel: &str, event: &Value) -> Result<usize, PublishError> {
         let timeout = self.shared.settings.timeout;
         let publish = async {
             let manager = self

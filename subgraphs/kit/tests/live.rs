@@ -208,3 +208,30 @@ async fn a_killed_connection_is_made_again_and_every_channel_subscribed_again() 
     assert_eq!(next(&mut first).await, json!("one"));
     assert_eq!(next(&mut second).await, json!("two"));
 }
+
+/// Redis silent: one publish waits out the deadline; those right after it are not tried (a
+/// job announcing thousands of notifications does not wait the deadline on each).
+#[tokio::test]
+async fn after_a_failed_publish_the_next_ones_are_not_tried() {
+    use gospelib_kit::live::PublishError;
+    let silent = gospelib_kit::test_stack::silent_server();
+    let live = LiveEvents::with_settings(
+        redis::Client::open(format!("redis://{silent}")).unwrap(),
+        LiveSettings {
+            timeout: Duration::from_millis(200),
+            ..LiveSettings::default()
+        },
+    );
+    let first = live.publish("gl:test:silent", &json!(1)).await;
+    assert!(
+        matches!(
+            first,
+            Err(PublishError::Timeout(_) | PublishError::Redis(_))
+        ),
+        "{first:?}"
+    );
+    for n in 2..5 {
+        let next = live.publish("gl:test:silent", &json!(n)).await;
+        assert!(matches!(next, Err(PublishError::Skipped)), "{next:?}");
+    }
+}

@@ -55,12 +55,19 @@ pub fn parse(event: &Value, user: Uuid) -> Option<NotificationRow> {
 
 /// Announces `row` to its owner's open subscriptions in every process (after its commit).
 pub async fn announce(live: &LiveEvents, row: &NotificationRow) {
-    if let Err(error) = live.publish(&inbox_channel(row.user_id), &event(row)).await {
-        tracing::warn!(
+    match live.publish(&inbox_channel(row.user_id), &event(row)).await {
+        Ok(_) => {}
+        // Not tried after a recent failure, which was warned of: one line per failure, not
+        // one per notification of a job's run.
+        Err(gospelib_kit::live::PublishError::Skipped) => tracing::debug!(
+            notification = %row.id,
+            "a new notification was not announced live (Redis failed recently; it is in the inbox)"
+        ),
+        Err(error) => tracing::warn!(
             %error,
             notification = %row.id,
             "a new notification was not announced live (it is in the inbox)"
-        );
+        ),
     }
 }
 
