@@ -287,8 +287,11 @@ pub struct NoteContent {
     pub end_passage_id: String,
     pub start_order: i64,
     pub end_order: i64,
-    /// The editor's JSON document, as JSON text.
+    /// The editor's JSON document, as JSON text, its objects' keys in order.
     pub body: String,
+    /// The document as the client sent it, when its keys were not in order: creates made
+    /// before bodies were put in order were digested so ([`NoteContent::digests`]).
+    pub sent_body: Option<String>,
     /// How long `body` is as reads give it back (`jsonb`'s text, which adds spaces and writes
     /// numbers out: `schema::input::body_read_bytes`).
     pub body_read_bytes: usize,
@@ -300,19 +303,24 @@ pub struct NoteContent {
 type NoteQuery<'q, T> = sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>;
 
 impl NoteContent {
-    /// What a create of this note asks for ([`request_digest`]): its range, body, text and
-    /// links.
-    fn digest(&self) -> Vec<u8> {
-        let count = (self.links.len() as u64).to_le_bytes();
-        let mut parts: Vec<&[u8]> = vec![
-            self.start_passage_id.as_bytes(),
-            self.end_passage_id.as_bytes(),
-            self.body.as_bytes(),
-            self.text.as_bytes(),
-            &count,
-        ];
-        parts.extend(self.links.iter().map(|link| link.as_bytes()));
-        request_digest(&parts)
+    /// What a create of this note asks for ([`request_digest`]): its range, body (its keys in
+    /// order), text and links; and, when the client sent the body's keys in another order,
+    /// the digest of the body as sent, which creates made before bodies were put in order
+    /// recorded (a retry of one is still the same create).
+    fn digests(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let digest = |body: &str| {
+            let count = (self.links.len() as u64).to_le_bytes();
+            let mut parts: Vec<&[u8]> = vec![
+                self.start_passage_id.as_bytes(),
+                self.end_passage_id.as_bytes(),
+                body.as_bytes(),
+                self.text.as_bytes(),
+                &count,
+            ];
+            parts.extend(self.links.iter().map(|link| link.as_bytes()));
+            request_digest(&parts)
+        };
+        (digest(&self.body), self.sent_body.as_deref().map(digest))
     }
 
     /// `query` with this content bound to its next seven parameters, in the table's column
@@ -570,6 +578,9 @@ struct NewItem<'a> {
     existing: &'a str,
     /// What the create asked for ([`request_digest`]).
     digest: &'a [u8],
+    /// Another digest the same create may have been recorded with (see
+    /// [`NoteContent::digests`]).
+    also: Option<&'a [u8]>,
 }
 
 /// Whether the user bound as `$2` was not erased (a write's guard).
@@ -834,6 +845,7 @@ impl Store {
             insert: &insert,
             existing: &existing,
             digest: &digest,
+            also: None,
         };
         self.create_with_id(
             user,
@@ -937,11 +949,14 @@ impl Store {
             Some(row) if owner(&row) == user => {
                 self.count();
                 let same: Option<bool> = sqlx::query_scalar(&format!(
-                    "SELECT created_with IS NULL OR created_with = $2 FROM {} WHERE id = $1",
+                    "SELECT created_with IS NULL OR created_with = $2
+                            OR coalesce(created_with = $3, false)
+                     FROM {} WHERE id = $1",
                     item.table
                 ))
                 .bind(id)
                 .bind(item.digest)
+                .bind(item.also)
                 .fetch_optional(&mut **tx)
                 .await?;
                 match same {
@@ -1277,12 +1292,13 @@ impl Store {
              SELECT {NOTE_COLUMNS} FROM n"
         );
         let existing = format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1");
-        let digest = note.digest();
+        let (digest, also) = note.digests();
         let item = NewItem {
             table: "study.notes",
             insert: &insert,
             existing: &existing,
             digest: &digest,
+            also: also.as_deref(),
         };
         self.create_with_id(
             user,

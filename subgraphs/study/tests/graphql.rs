@@ -2179,3 +2179,40 @@ async fn a_note_body_weighs_at_least_what_reads_give_back() {
         );
     }
 }
+
+/// A create sent again whose body's keys come in another order (a client rebuilding the
+/// document from an unordered map) is the same create: it returns the note already made. Other
+/// content with the same id is still refused.
+#[tokio::test]
+async fn a_retried_create_is_the_same_whatever_order_its_bodys_keys_come_in() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    let id = Uuid::new_v4().to_string();
+    let create = |body: Value| {
+        let service = &service;
+        let id = id.clone();
+        async move {
+            run_as(
+                service,
+                Some(user),
+                "mutation($id: ID, $b: JSON!) { createNote(id: $id, input: {range: {start: \
+                 \"ps.119.1\", end: \"ps.119.8\"}, body: $b, text: \"Aleph\"}) { id version } }",
+                json!({ "id": id, "b": body }),
+            )
+            .await
+        }
+    };
+    let first = create(json!({"type": "doc", "attrs": {"b": 1, "a": [{"y": 2, "x": 1}]}})).await;
+    assert_eq!(first["data"]["createNote"]["id"], json!(id), "{first}");
+    let again = create(json!({"attrs": {"a": [{"x": 1, "y": 2}], "b": 1}, "type": "doc"})).await;
+    assert_eq!(again, first);
+    let other = create(json!({"type": "doc", "attrs": {"b": 2}})).await;
+    assert_eq!(
+        other["errors"][0]["extensions"]["reason"], "ID_REUSED",
+        "{other}"
+    );
+    assert_eq!(rows_of(&pool, "notes", user).await, 1);
+    clean_up(&pool, &[user]).await;
+}

@@ -129,8 +129,12 @@ pub fn note(input: &NoteInput) -> Result<(NoteContent, Vec<String>)> {
     if input.text.contains('\0') {
         return Err(validation("`text` must not contain NUL characters"));
     }
-    let body = body(&input.body.0)?;
-    let body_read_bytes = body_read_bytes(&input.body.0, body.len());
+    let sent_body = body(&input.body.0)?;
+    let body_read_bytes = body_read_bytes(&input.body.0, sent_body.len());
+    // Its keys in order: a create sent again from a client that rebuilds the document from an
+    // unordered map (Swift's `Dictionary`, Kotlin's `HashMap`) is the same create.
+    let body = canonical_json(&input.body.0);
+    let sent_body = (sent_body != body).then_some(sent_body);
     if input.links.len() > MAX_NOTE_LINKS {
         return Err(validation(format!(
             "a note may link to at most {MAX_NOTE_LINKS} passages"
@@ -157,6 +161,7 @@ pub fn note(input: &NoteInput) -> Result<(NoteContent, Vec<String>)> {
         start_order: start.order(),
         end_order: end.order(),
         body,
+        sent_body,
         body_read_bytes,
         text: input.text.clone(),
         links,
@@ -172,6 +177,29 @@ pub fn note(input: &NoteInput) -> Result<(NoteContent, Vec<String>)> {
         )));
     }
     Ok((content, ids))
+}
+
+/// `value` as compact JSON text with every object's keys in order (by their UTF-8 bytes).
+fn canonical_json(value: &serde_json::Value) -> String {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(object) => {
+                let mut entries: Vec<(&String, &serde_json::Value)> = object.iter().collect();
+                entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+                serde_json::Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(key, value)| (key.clone(), sorted(value)))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string(&sorted(value)).expect("a JSON value always serialises")
 }
 
 /// A note body: a JSON object of at most [`MAX_NOTE_BODY_BYTES`] (compact), with no NUL
