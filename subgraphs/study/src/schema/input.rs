@@ -185,7 +185,7 @@ fn canonical_json(value: &serde_json::Value) -> String {
         match value {
             serde_json::Value::Object(object) => {
                 let mut entries: Vec<(&String, &serde_json::Value)> = object.iter().collect();
-                entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+                entries.sort_by_key(|(key, _)| *key);
                 serde_json::Value::Object(
                     entries
                         .into_iter()
