@@ -35,17 +35,33 @@ pub fn start_after(after: Option<&str>) -> Result<usize, Error> {
     }
 }
 
-/// The page of `items` (already sliced from `start`), with `total` items in all.
-pub fn page<T: OutputType>(start: usize, items: Vec<T>, total: usize) -> Page<T> {
-    let has_next = start + items.len() < total;
+/// The page of the list's ids `slice` (those from offset `start`; `total` in the whole list):
+/// `items`, those of its ids that were found, in its order (`id_of` names each). An id not
+/// found (a record missing between an ingest's two halves) has no edge but keeps its place:
+/// each cursor is its item's offset in the list, so the next page neither repeats nor skips.
+pub fn page<T: OutputType>(
+    start: usize,
+    slice: &[String],
+    items: Vec<T>,
+    id_of: impl Fn(&T) -> &str,
+    total: usize,
+) -> Page<T> {
+    let has_next = start + slice.len() < total;
     let mut connection =
         Connection::with_additional_fields(start > 0, has_next, ListInfo { total_count: total });
-    connection.edges.extend(
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| Edge::new(OpaqueCursor(start + i), item)),
-    );
+    // Items come in the slice's order: each one's place is the next id of the slice that is
+    // its own (an id may be in a list twice).
+    let mut next = 0;
+    for item in items {
+        let offset = slice[next.min(slice.len())..]
+            .iter()
+            .position(|id| id == id_of(&item))
+            .map_or(next, |found| next + found);
+        next = offset + 1;
+        connection
+            .edges
+            .push(Edge::new(OpaqueCursor(start + offset), item));
+    }
     connection
 }
 
@@ -69,6 +85,21 @@ impl EdgeNameType for SearchEdgeName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An id of the slice not found keeps its place: the cursors are the items' offsets in
+    /// the list, so the next page starts after the last id asked, not after the last found.
+    #[test]
+    fn a_missing_item_keeps_its_place() {
+        let slice: Vec<String> = ["a", "gone", "b", "a"].map(String::from).to_vec();
+        let found: Vec<String> = ["a", "b", "a"].map(String::from).to_vec();
+        let page = page(10, &slice, found, |id| id.as_str(), 20);
+        let offsets: Vec<usize> = page.edges.iter().map(|edge| edge.cursor.0).collect();
+        assert_eq!(offsets, [10, 12, 13]);
+        assert!(page.has_next_page && page.has_previous_page);
+        // The last page: its ids reach the end of the list, whatever was found.
+        let last = super::page(17, &slice[..3], vec!["a".to_owned()], |id| id.as_str(), 20);
+        assert!(!last.has_next_page);
+    }
 
     #[test]
     fn forged_cursors_are_refused_not_wrapped_around() {

@@ -245,7 +245,7 @@ impl Query {
         let prefix = match wanted.map(topic_prefix) {
             None => "naves:".to_owned(),
             Some(Some(slug)) => format!("naves:{slug}"),
-            Some(None) => return Ok(page(start, Vec::new(), 0)),
+            Some(None) => return Ok(page(start, &[], Vec::new(), |topic| topic.0.id.as_str(), 0)),
         };
         if prefix.len() > 100 {
             return Err(validation("`prefix` is too long"));
@@ -274,7 +274,14 @@ impl Query {
             .await
             .map_err(graph_down)?;
         let slice: Vec<String> = ids.iter().skip(start).take(first).cloned().collect();
-        Ok(page(start, topics_in_order(ctx, &slice).await?, ids.len()))
+        let topics = topics_in_order(ctx, &slice).await?;
+        Ok(page(
+            start,
+            &slice,
+            topics,
+            |topic| topic.0.id.as_str(),
+            ids.len(),
+        ))
     }
 
     /// Full-text search of passages, typo-tolerant, with facet counts. `query` has 1 to 200

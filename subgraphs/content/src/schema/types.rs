@@ -238,9 +238,12 @@ impl Passage {
             .map_err(graph_down)?
             .unwrap_or_default();
         let ids: Vec<String> = all.iter().skip(start).take(first).cloned().collect();
+        let passages = passages_in_order(ctx, &ids, Shape::Connection).await?;
         Ok(Some(page(
             start,
-            passages_in_order(ctx, &ids, Shape::Connection).await?,
+            &ids,
+            passages,
+            |passage| passage.0.id.as_str(),
             all.len(),
         )))
     }
@@ -481,9 +484,12 @@ impl Topic {
             .take(first)
             .cloned()
             .collect();
+        let passages = passages_in_order(ctx, &ids, Shape::Connection).await?;
         Ok(page(
             start,
-            passages_in_order(ctx, &ids, Shape::Connection).await?,
+            &ids,
+            passages,
+            |passage| passage.0.id.as_str(),
             self.0.passages.len(),
         ))
     }
