@@ -7,7 +7,9 @@
 //! answer within [`NODE_TIMEOUT`] or answers 503 (Typesense's "not ready or lagging") is asked
 //! no more by that search, which goes to the next node (each at most once), and is passed over
 //! for [`NODE_EJECTION`]; then one search probes it (the kit's [`Breaker`] per node). When
-//! every node is passed over, a search still tries one of them, and only one.
+//! every node is passed over, a search still tries one of them, and only one. A search takes
+//! at most [`SEARCH_BUDGET`] over all the nodes it asks (the last one gets what is left), well
+//! within the router's deadline for the subgraph, however many nodes are slow.
 //! Writes (ingest) go to `GOSPELIB_TYPESENSE_URL`, which a cluster's followers forward to its
 //! leader.
 
@@ -248,6 +250,9 @@ fn search_request(
 /// How long one node of several may take to answer a search before the next is asked.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long one search may take over all the nodes it asks.
+pub const SEARCH_BUDGET: Duration = Duration::from_secs(5);
+
 /// How long a node that failed a search is passed over before one search probes it (each
 /// failed probe doubles the period, up to [`LONGEST_EJECTION`]).
 pub const NODE_EJECTION: Duration = Duration::from_secs(2);
@@ -322,7 +327,12 @@ impl SearchNodes {
         let mut passed_over = VecDeque::new();
         let mut last_error = None;
         let mut tried_one_passed_over = false;
+        let started = Instant::now();
         loop {
+            let left = SEARCH_BUDGET.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
             // The nodes the breakers let through first, in turn; then one of the others (never
             // none: a node may be well again before its breaker says so), but only one: when
             // every node is failing, a search costs one node's timeout, not each node's.
@@ -345,7 +355,8 @@ impl SearchNodes {
                 break;
             };
             let client = &nodes.clients[index];
-            let request = search_request(client, collection, params).timeout(NODE_TIMEOUT);
+            let request =
+                search_request(client, collection, params).timeout(NODE_TIMEOUT.min(left));
             match send(client, request).await {
                 Err(error) if node_failed(&error) => {
                     if nodes.breaker(index).failed(admission, Instant::now()) {

@@ -18,7 +18,7 @@ use gospelib_content::ingest::{self, IngestError};
 use gospelib_content::namespace::Namespace;
 use gospelib_content::schema::ContentService;
 use gospelib_content::settings::ContentSettings;
-use gospelib_content::typesense::{NODE_TIMEOUT, SearchNodes};
+use gospelib_content::typesense::{NODE_TIMEOUT, SEARCH_BUDGET, SearchNodes};
 use gospelib_kit::stores::StoreProbe;
 use serde_json::json;
 use support::{clients, cold_cache, fixture_namespace, run, urls};
@@ -584,6 +584,25 @@ async fn a_single_hung_node_fails_the_search_within_its_timeout() {
     )
     .await
     .expect("bounded by the node's timeout, not left hanging");
+    assert!(answer.is_err(), "{answer:?}");
+}
+
+/// Three hung nodes, none passed over yet: the search asks them in turn, but over them all it
+/// takes at most [`SEARCH_BUDGET`] (not three node timeouts, near the router's deadline).
+#[tokio::test]
+async fn hung_nodes_cost_a_search_at_most_its_budget() {
+    let namespace = fixture_namespace("replicas").await;
+    let clients = clients();
+    let nodes = SearchNodes::new(
+        &clients.typesense,
+        &[hung_node().await, hung_node().await, hung_node().await],
+    );
+    let answer = tokio::time::timeout(
+        SEARCH_BUDGET + Duration::from_secs(1),
+        nodes.search(&namespace.alias("passages"), &search_params()),
+    )
+    .await
+    .expect("bounded by the search's budget, not three node timeouts");
     assert!(answer.is_err(), "{answer:?}");
 }
 
