@@ -1449,7 +1449,12 @@ impl Store {
     /// The history keeps one reading per quarter hour (UTC): it is read only for the days
     /// readings fall on, and every time zone's offset is a whole number of quarter hours, so
     /// a quarter hour lies within one day in every zone and no day is lost. Without it, a
-    /// client reporting every page turn would add a row each time, without bound.
+    /// client reporting every page turn would add a row each time, without bound. Of a UTC
+    /// day's readings only the earliest and the latest are kept: a UTC day overlaps at most
+    /// two days of any time zone, and its earliest reading falls on the first of them that
+    /// any of its readings falls on, its latest on the last, so the days read on stay the
+    /// same in every zone, and a user's history grows by at most two rows a day (a client
+    /// reporting back 30 days of quarter hours adds 60, not 2,880).
     pub async fn record_reading(
         &self,
         user: Uuid,
@@ -1497,7 +1502,7 @@ impl Store {
             .await?;
         self.count();
         let at = READ_AT.replace("$N", "$3");
-        sqlx::query(&format!(
+        let added = sqlx::query(&format!(
             "WITH at AS (SELECT {at} AS t)
              INSERT INTO study.reading_history (user_id, chapter_id, read_at)
              SELECT $1, $2, at.t FROM at
@@ -1511,7 +1516,31 @@ impl Store {
         .bind(chapter)
         .bind(read_at)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if added > 0 {
+            self.count();
+            let at = READ_AT.replace("$N", "$2");
+            sqlx::query(&format!(
+                "WITH at AS (SELECT {at} AS t),
+                      day AS (SELECT ((t AT TIME ZONE 'UTC')::date::timestamp AT TIME ZONE 'UTC')
+                                     AS start FROM at),
+                      readings AS (
+                          SELECT h.id, h.read_at FROM study.reading_history h, day
+                          WHERE h.user_id = $1 AND h.read_at >= day.start
+                            AND h.read_at < day.start + interval '1 day'),
+                      kept AS (
+                          (SELECT id FROM readings ORDER BY read_at, id LIMIT 1)
+                          UNION
+                          (SELECT id FROM readings ORDER BY read_at DESC, id DESC LIMIT 1))
+                 DELETE FROM study.reading_history
+                 WHERE id IN (SELECT id FROM readings) AND id NOT IN (SELECT id FROM kept)"
+            ))
+            .bind(user)
+            .bind(read_at)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Some(progress))
     }

@@ -2216,3 +2216,72 @@ async fn a_retried_create_is_the_same_whatever_order_its_bodys_keys_come_in() {
     assert_eq!(rows_of(&pool, "notes", user).await, 1);
     clean_up(&pool, &[user]).await;
 }
+
+/// Of one UTC day's readings only the earliest and the latest stay in the history (a client
+/// reporting back every quarter hour of 30 days adds two rows a day), and the days read on are
+/// the same in every time zone as with all of them.
+#[tokio::test]
+async fn a_days_readings_keep_their_earliest_and_latest() {
+    use gospelib_kit::time::{now_secs, rfc3339};
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    let user = Uuid::new_v4();
+    let day = now_secs().div_euclid(86_400) * 86_400 - 3 * 86_400;
+    let times: Vec<i64> = [
+        3_600,
+        5 * 3_600,
+        9 * 3_600,
+        13 * 3_600,
+        17 * 3_600,
+        21 * 3_600 + 1_800,
+    ]
+    .iter()
+    .map(|offset| day + offset)
+    .collect();
+    for (verse, at) in times.iter().enumerate() {
+        let answer = run_as(
+            &service,
+            Some(user),
+            RECORD_READING_AT,
+            json!({"c": "ps.119", "v": verse + 1, "at": rfc3339(*at)}),
+        )
+        .await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+    }
+    let kept: Vec<i64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM read_at)::int8 FROM study.reading_history
+         WHERE user_id = $1 ORDER BY read_at",
+    )
+    .bind(user)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, [times[0], times[5]]);
+    // The days read on, in zones a UTC day straddles both ways, as with every reading.
+    for zone in [
+        "Pacific/Kiritimati",
+        "Pacific/Pago_Pago",
+        "Asia/Kolkata",
+        "UTC",
+    ] {
+        let days = |at: &[i64]| {
+            let pool = &pool;
+            let at = at.to_vec();
+            async move {
+                let days: Vec<i32> = sqlx::query_scalar(
+                    "SELECT DISTINCT ((to_timestamp(t) AT TIME ZONE $2)::date - date '1970-01-01')
+                     FROM unnest($1::int8[]) AS t ORDER BY 1",
+                )
+                .bind(at)
+                .bind(zone)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+                days
+            }
+        };
+        assert_eq!(days(&kept).await, days(&times).await, "{zone}");
+    }
+    clean_up(&pool, &[user]).await;
+}
