@@ -39,7 +39,11 @@ impl Subscription {
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = Result<Notification>> + use<>> {
         let user = Caller::of(ctx).require_user()?;
-        let live = ctx.data::<LiveEvents>()?;
+        // Without live events (a process built without Redis pub/sub) there is nothing to hear.
+        let live = ctx.data::<LiveEvents>().map_err(|_| {
+            gospelib_kit::errors::ErrorCode::ServiceUnavailable
+                .error("live notifications are unavailable here: read `notifications` instead")
+        })?;
         Ok(live
             .subscribe_with_buffer(&inbox_channel(user), INBOX_BUFFER)
             .filter_map(move |heard| async move {
