@@ -8,8 +8,10 @@
 //! as the subgraph sends them. A connection silent for a subgraph timeout is pinged
 //! (graphql-transport-ws `ping`, which the subgraph answers `pong`, besides its own pings); one
 //! silent for two ends the subscription with an error, so a subgraph whose node vanished (no
-//! FIN, no RST) or that hangs does not leave its client waiting for events forever. Dropping the
-//! stream closes the socket, which ends the subscription at the subgraph.
+//! FIN, no RST) or that hangs does not leave its client waiting for events forever. The socket
+//! is read by a task of its own, so a slow client never keeps the router from answering the
+//! subgraph's pings (see [`events`]). Dropping the stream closes the socket, which ends the
+//! subscription at the subgraph.
 
 use std::time::Duration;
 
@@ -174,83 +176,178 @@ fn parse(message: &Message) -> Result<Option<ProtocolMessage>, String> {
     }))
 }
 
+/// How many of a subscription's events wait for the router to take them; past it, the
+/// oldest waiting are dropped and a `LIVE_GAP` takes their place (see [`events`]).
+pub const EVENTS_BUFFER: usize = 64;
+
 /// The subscription's events: each `next` payload, an `error` as a response of errors, until
 /// `complete`; a broken connection, or one silent for two `idle` periods (the first ends with
 /// a ping), ends it with an error.
+///
+/// The socket is read by a task of its own, whatever the stream's reader does: a subscription
+/// whose client reads slowly (a slow network, a full queue) still answers the subgraph's pings
+/// and pongs, so the subgraph never takes it for dead. Up to [`EVENTS_BUFFER`] events wait for
+/// the reader; past that the newest are dropped and, once there is room, one response whose
+/// error has the code `LIVE_GAP` stands for them (as a subgraph's own listener that falls
+/// behind hears), so the client reads again what it shows. Dropping the stream ends the task,
+/// which closes the socket.
 fn events(subgraph: String, socket: Socket, idle: Duration) -> EventStream {
-    let broken = move |subgraph: &str, reason: String| TransportError::Unavailable {
-        subgraph: subgraph.to_owned(),
-        reason,
-    };
-    let stream = futures_util::stream::unfold(Some(socket), move |state| {
-        let subgraph = subgraph.clone();
-        async move {
-            let mut socket = state?;
-            let mut pinged = false;
-            loop {
-                let next = match tokio::time::timeout(idle, socket.next()).await {
-                    Ok(next) => next,
-                    Err(_) if !pinged => {
-                        pinged = true;
-                        // A peer that stopped reading could hold the write up too.
-                        let sent = tokio::time::timeout(idle, send(&mut socket, &ping())).await;
-                        if let Err(error) = sent.unwrap_or_else(|_| Err("ping not sent".into())) {
-                            return Some((Err(broken(&subgraph, error)), None));
-                        }
-                        continue;
-                    }
-                    Err(_) => {
-                        let reason = format!(
-                            "the subgraph sent nothing for {:?}, a ping included",
-                            idle * 2
-                        );
-                        return Some((Err(broken(&subgraph, reason)), None));
-                    }
-                };
-                pinged = false;
-                let Some(message) = next else {
-                    let reason = "the subgraph closed the subscription".to_owned();
-                    return Some((Err(broken(&subgraph, reason)), None));
-                };
-                let message = match message {
-                    Ok(message) => message,
-                    Err(error) => {
-                        return Some((Err(broken(&subgraph, format!("WebSocket: {error}"))), None));
-                    }
-                };
-                match parse(&message) {
-                    Ok(Some(ProtocolMessage::Next(payload))) => {
-                        return Some((Ok(Value::from(payload)), Some(socket)));
-                    }
-                    Ok(Some(ProtocolMessage::Error(errors))) => {
-                        let response = Value::from(json!({ "errors": errors }));
-                        return Some((Ok(response), None));
-                    }
-                    Ok(Some(ProtocolMessage::Complete)) => return None,
-                    Ok(Some(ProtocolMessage::Ping)) => {
-                        // Bounded as the ping is: a peer that stopped reading holds no write.
-                        let sent = tokio::time::timeout(idle, send(&mut socket, &pong())).await;
-                        if let Err(error) = sent.unwrap_or_else(|_| Err("pong not sent".into())) {
-                            return Some((Err(broken(&subgraph, error)), None));
-                        }
-                    }
-                    Ok(Some(ProtocolMessage::Closed(reason))) => {
-                        let reason = format!("the subgraph closed the subscription: {reason}");
-                        return Some((Err(broken(&subgraph, reason)), None));
-                    }
-                    Ok(Some(ProtocolMessage::Ack | ProtocolMessage::Pong) | None) => {}
-                    Err(reason) => {
-                        let error = TransportError::Garbage {
-                            subgraph: subgraph.clone(),
-                            reason,
-                        };
-                        return Some((Err(error), None));
-                    }
+    let (sender, receiver) = tokio::sync::mpsc::channel(EVENTS_BUFFER);
+    tokio::spawn(read_events(subgraph, socket, idle, sender));
+    Box::pin(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ))
+}
+
+type Event = Result<Value, TransportError>;
+
+/// The response standing for `missed` events dropped because the stream's reader was behind.
+fn missed_events(subgraph: &str, missed: usize) -> Value {
+    Value::from(json!({ "errors": [{
+        "message": format!(
+            "{missed} event(s) of this subscription were dropped: its results were not taken \
+             as fast as they came; read again what you show"
+        ),
+        "extensions": { "code": "LIVE_GAP", "serviceName": subgraph }
+    }] }))
+}
+
+/// Hands events to the stream's reader, dropping what it has no room for (see [`events`]).
+struct Delivery {
+    sender: tokio::sync::mpsc::Sender<Event>,
+    /// Events dropped since the last one handed over.
+    missed: usize,
+}
+
+impl Delivery {
+    /// Hands `event` over if there is room (after the gap for those dropped before it);
+    /// `false` once the reader is gone.
+    fn offer(&mut self, subgraph: &str, event: Event) -> bool {
+        use tokio::sync::mpsc::error::TrySendError;
+        if self.missed > 0 {
+            match self
+                .sender
+                .try_send(Ok(missed_events(subgraph, self.missed)))
+            {
+                Ok(()) => self.missed = 0,
+                Err(TrySendError::Full(_)) => {
+                    self.missed += 1;
+                    return true;
                 }
+                Err(TrySendError::Closed(_)) => return false,
             }
         }
-    });
-    Box::pin(stream)
+        match self.sender.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.missed += 1;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Hands the last `event` (if any) over, waiting for room: the socket is done with.
+    async fn finish(mut self, subgraph: &str, event: Option<Event>) {
+        if self.missed > 0 {
+            let missed = std::mem::take(&mut self.missed);
+            if self
+                .sender
+                .send(Ok(missed_events(subgraph, missed)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Some(event) = event {
+            let _ = self.sender.send(event).await;
+        }
+    }
+}
+
+/// Reads the subscription's socket until it ends or the stream is dropped (see [`events`]).
+async fn read_events(
+    subgraph: String,
+    mut socket: Socket,
+    idle: Duration,
+    sender: tokio::sync::mpsc::Sender<Event>,
+) {
+    let broken = |reason: String| {
+        Err(TransportError::Unavailable {
+            subgraph: subgraph.clone(),
+            reason,
+        })
+    };
+    let mut delivery = Delivery { sender, missed: 0 };
+    let mut pinged = false;
+    let last = loop {
+        let next = tokio::select! {
+            biased;
+            // The stream was dropped: dropping the socket ends the subscription at the subgraph.
+            () = delivery.sender.closed() => return,
+            next = tokio::time::timeout(idle, socket.next()) => next,
+        };
+        let next = match next {
+            Ok(next) => next,
+            Err(_) if !pinged => {
+                pinged = true;
+                // A peer that stopped reading could hold the write up too.
+                let sent = tokio::time::timeout(idle, send(&mut socket, &ping())).await;
+                if let Err(error) = sent.unwrap_or_else(|_| Err("ping not sent".into())) {
+                    break Some(broken(error));
+                }
+                continue;
+            }
+            Err(_) => {
+                break Some(broken(format!(
+                    "the subgraph sent nothing for {:?}, a ping included",
+                    idle * 2
+                )));
+            }
+        };
+        pinged = false;
+        let Some(message) = next else {
+            break Some(broken("the subgraph closed the subscription".to_owned()));
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => break Some(broken(format!("WebSocket: {error}"))),
+        };
+        match parse(&message) {
+            Ok(Some(ProtocolMessage::Next(payload))) => {
+                if !delivery.offer(&subgraph, Ok(Value::from(payload))) {
+                    return;
+                }
+            }
+            Ok(Some(ProtocolMessage::Error(errors))) => {
+                break Some(Ok(Value::from(json!({ "errors": errors }))));
+            }
+            Ok(Some(ProtocolMessage::Complete)) => break None,
+            Ok(Some(ProtocolMessage::Ping)) => {
+                // Bounded as the ping is: a peer that stopped reading holds no write.
+                let sent = tokio::time::timeout(idle, send(&mut socket, &pong())).await;
+                if let Err(error) = sent.unwrap_or_else(|_| Err("pong not sent".into())) {
+                    break Some(broken(error));
+                }
+            }
+            Ok(Some(ProtocolMessage::Closed(reason))) => {
+                break Some(broken(format!(
+                    "the subgraph closed the subscription: {reason}"
+                )));
+            }
+            Ok(Some(ProtocolMessage::Ack | ProtocolMessage::Pong) | None) => {}
+            Err(reason) => {
+                break Some(Err(TransportError::Garbage {
+                    subgraph: subgraph.clone(),
+                    reason,
+                }));
+            }
+        }
+    };
+    drop(socket);
+    delivery.finish(&subgraph, last).await;
 }
 
 #[cfg(test)]

@@ -127,6 +127,53 @@ async fn a_quiet_subgraph_that_answers_pings_keeps_the_subscription() {
     assert!(waited.is_err(), "ended: {waited:?}");
 }
 
+/// A client that does not take its results (a slow network, a full queue) does not keep the
+/// router from answering the subgraph's pings: the subgraph never takes the subscription for
+/// dead. What the router cannot hold for the client is dropped, and one `LIVE_GAP` stands for
+/// it, before the events that follow.
+#[tokio::test]
+async fn a_slow_reader_still_answers_the_subgraphs_pings() {
+    use gospelib_router::subscription_client::EVENTS_BUFFER;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let sent = EVENTS_BUFFER + 36;
+    let (ponged, heard_pong) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (mut socket, subscribe) = accept_subscription(tcp).await;
+        let id = subscribe["id"].clone();
+        for n in 0..sent {
+            let next = json!({"type": "next", "id": id, "payload": {"data": {"ticks": n}}});
+            socket.send(Message::text(next.to_string())).await.unwrap();
+        }
+        let ping = json!({"type": "ping"}).to_string();
+        socket.send(Message::text(ping)).await.unwrap();
+        let pong = tokio::time::timeout(Duration::from_secs(5), next_json(&mut socket)).await;
+        let _ = ponged.send(pong.is_ok_and(|pong| pong["type"] == "pong"));
+        let complete = json!({"type": "complete", "id": id}).to_string();
+        socket.send(Message::text(complete)).await.unwrap();
+        let _ = socket.next().await;
+    });
+    let http = Http::new(Duration::from_secs(5)).unwrap();
+    let mut events = http.subscribe("ticks", &url, subscription()).await.unwrap();
+    // Nothing read until the subgraph has had its answer, or gave up waiting for it.
+    assert!(heard_pong.await.unwrap(), "the router answered the ping");
+    for n in 0..EVENTS_BUFFER {
+        let event = events.next().await.unwrap().unwrap();
+        assert_eq!(Value::from(event), json!({"data": {"ticks": n}}));
+    }
+    let gap = Value::from(events.next().await.unwrap().unwrap());
+    assert_eq!(gap["errors"][0]["extensions"]["code"], "LIVE_GAP", "{gap}");
+    assert!(
+        gap["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("36 event(s)"),
+        "{gap}"
+    );
+    assert!(events.next().await.is_none(), "completed");
+}
+
 /// Of two instances, one that cannot open a subscription (its port refuses) is passed over
 /// for a while: subscribing again goes to the other, as fetches do.
 #[tokio::test]
