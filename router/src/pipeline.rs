@@ -406,7 +406,10 @@ impl Router {
             inbound: settings.inbound_dedupe.then(SingleFlight::new),
             shared_operations: std::sync::atomic::AtomicU64::new(0),
             writes: crate::writes::WriteCounts::default(),
-            subscriptions: subscriptions::Subscriptions::new(settings.max_subscriptions_per_caller),
+            subscriptions: subscriptions::Subscriptions::new(
+                settings.max_subscriptions_per_caller,
+                settings.max_subscriptions,
+            ),
             introspection: settings.introspection,
             metrics: None,
             usage: None,

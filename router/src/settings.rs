@@ -28,6 +28,9 @@ pub struct RouterSettings {
     /// `GOSPELIB_ROUTER_MAX_SUBSCRIPTIONS_PER_CALLER`: open subscriptions one caller (user,
     /// partner, or anonymous address) may hold on one router.
     pub max_subscriptions_per_caller: usize,
+    /// `GOSPELIB_ROUTER_MAX_SUBSCRIPTIONS`: open subscriptions one router holds, all callers
+    /// together (each holds a socket to its subgraph).
+    pub max_subscriptions: usize,
     /// `GOSPELIB_ROUTER_SUBGRAPH_TIMEOUT_MS`: one subgraph fetch, any transport.
     pub subgraph_timeout: Duration,
     /// `GOSPELIB_ROUTER_REQUEST_TIMEOUT_MS`: a whole request, every fetch included.
@@ -73,6 +76,7 @@ impl Default for RouterSettings {
             dedupe: true,
             inbound_dedupe: true,
             max_subscriptions_per_caller: 50,
+            max_subscriptions: 10_000,
             subgraph_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             planning_timeout: crate::planning::DEFAULT_PLANNING_TIMEOUT,
@@ -181,6 +185,12 @@ impl RouterSettings {
             1,
             100_000,
         );
+        let max_subscriptions_in_all = reader.number(
+            "GOSPELIB_ROUTER_MAX_SUBSCRIPTIONS",
+            defaults.max_subscriptions as u64,
+            1,
+            1_000_000,
+        );
         let trust_forwarded_for = reader.flag("GOSPELIB_ROUTER_TRUST_FORWARDED_FOR", false);
         let trusted_documents = reader.optional(
             "GOSPELIB_ROUTER_TRUSTED_DOCUMENTS",
@@ -223,6 +233,7 @@ impl RouterSettings {
             dedupe: dedupe?,
             inbound_dedupe: inbound_dedupe?,
             max_subscriptions_per_caller: max_subscriptions? as usize,
+            max_subscriptions: max_subscriptions_in_all? as usize,
             trust_forwarded_for: trust_forwarded_for?,
             trusted_documents: trusted_documents?,
             trusted_documents_file,

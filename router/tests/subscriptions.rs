@@ -195,6 +195,13 @@ fn composed(books: &BooksSchema, reviews: &ReviewsSchema) -> &'static str {
 }
 
 fn harness(max_subscriptions_per_caller: usize) -> Harness {
+    harness_with(RouterSettings {
+        max_subscriptions_per_caller,
+        ..RouterSettings::default()
+    })
+}
+
+fn harness_with(settings: RouterSettings) -> Harness {
     let (books, _) = broadcast::channel(16);
     let books_schema = Schema::build(BooksQuery, EmptyMutation, BooksSubscription)
         .data(books.clone())
@@ -212,10 +219,6 @@ fn harness(max_subscriptions_per_caller: usize) -> Harness {
     let transport = InProcess::default()
         .with("books", Arc::new(Local(books_schema)))
         .with("reviews", Arc::new(Local(reviews_schema)));
-    let settings = RouterSettings {
-        max_subscriptions_per_caller,
-        ..RouterSettings::default()
-    };
     let metrics = gospelib_kit::metrics::Metrics::new("test");
     let router = Router::from_settings(
         Supergraph::parse(supergraph, None).unwrap(),
@@ -523,6 +526,45 @@ async fn starting_subscriptions_is_rate_limited() {
         "{refused}"
     );
     assert_eq!(books.receiver_count(), listening, "nothing subscribed");
+}
+
+/// The router holds at most `GOSPELIB_ROUTER_MAX_SUBSCRIPTIONS` open, all callers together
+/// (each holds a socket to its subgraph): past it, another caller's is refused until one ends.
+#[tokio::test]
+async fn a_router_holds_at_most_its_subscriptions_in_all() {
+    let harness = harness_with(RouterSettings {
+        max_subscriptions_per_caller: 10,
+        max_subscriptions: 2,
+        ..RouterSettings::default()
+    });
+    // Anonymous callers at three addresses: three callers.
+    let from_address = |n: u8| GraphQlRequest {
+        client_address: Some(std::net::IpAddr::from([192, 0, 2, n])),
+        ..request(SUBSCRIPTION, json!({}))
+    };
+    let first = harness
+        .router
+        .subscribe(from_address(1))
+        .await
+        .ok()
+        .unwrap();
+    let _second = harness
+        .router
+        .subscribe(from_address(2))
+        .await
+        .ok()
+        .unwrap();
+    let refused = match harness.router.subscribe(from_address(3)).await {
+        Ok(_) => panic!("a third subscription on a router holding two at most"),
+        Err(refused) => refused.to_json(),
+    };
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{refused}"
+    );
+    drop(first);
+    wait_until(|| harness.router.open_subscriptions() == 1).await;
+    assert!(harness.router.subscribe(from_address(3)).await.is_ok());
 }
 
 /// A subscription refused for another reason (the caller holds all it may) spends none of

@@ -44,13 +44,23 @@ pub type ResponseStream = BoxStream<'static, Response>;
 /// all when the supergraph is replaced.
 pub(super) struct Subscriptions {
     max_per_caller: usize,
-    open: Arc<Mutex<HashMap<String, usize>>>,
+    /// The most open at once on this router, all callers together: each holds a socket to
+    /// its subgraph, and a subgraph takes a bounded number.
+    max_total: usize,
+    open: Arc<Mutex<Open>>,
     replaced: tokio::sync::watch::Sender<u64>,
+}
+
+/// How many subscriptions are open, by caller and in all.
+#[derive(Default)]
+struct Open {
+    by_subject: HashMap<String, usize>,
+    total: usize,
 }
 
 /// One open subscription's place in its caller's count, given back when it ends.
 struct Slot {
-    open: Arc<Mutex<HashMap<String, usize>>>,
+    open: Arc<Mutex<Open>>,
     subject: String,
     /// Where the number of open subscriptions is exported.
     metrics: Option<gospelib_kit::metrics::Metrics>,
@@ -62,19 +72,21 @@ impl Drop for Slot {
             metrics.count_open_subscriptions(-1);
         }
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.subject) {
+        open.total -= 1;
+        if let Some(count) = open.by_subject.get_mut(&self.subject) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.subject);
+                open.by_subject.remove(&self.subject);
             }
         }
     }
 }
 
 impl Subscriptions {
-    pub(super) fn new(max_per_caller: usize) -> Self {
+    pub(super) fn new(max_per_caller: usize, max_total: usize) -> Self {
         Self {
             max_per_caller,
+            max_total,
             open: Arc::default(),
             replaced: tokio::sync::watch::channel(0).0,
         }
@@ -85,22 +97,27 @@ impl Subscriptions {
         self.replaced.send_modify(|generation| *generation += 1);
     }
 
-    /// A slot for one more subscription of `subject`, unless it holds its maximum already.
+    /// A slot for one more subscription of `subject`, unless it holds its maximum already or
+    /// the router does.
     fn reserve(
         &self,
         subject: String,
         metrics: Option<&gospelib_kit::metrics::Metrics>,
-    ) -> Option<Slot> {
+    ) -> Result<Slot, Full> {
         let mut open = self.open.lock().expect("subscription count lock");
-        let count = open.entry(subject.clone()).or_default();
+        if open.total >= self.max_total {
+            return Err(Full::Router);
+        }
+        let count = open.by_subject.entry(subject.clone()).or_default();
         if *count >= self.max_per_caller {
-            return None;
+            return Err(Full::Caller);
         }
         *count += 1;
+        open.total += 1;
         if let Some(metrics) = metrics {
             metrics.count_open_subscriptions(1);
         }
-        Some(Slot {
+        Ok(Slot {
             open: self.open.clone(),
             subject,
             metrics: metrics.cloned(),
@@ -109,12 +126,16 @@ impl Subscriptions {
 
     /// How many subscriptions are open, all callers together.
     fn total(&self) -> usize {
-        self.open
-            .lock()
-            .expect("subscription count lock")
-            .values()
-            .sum()
+        self.open.lock().expect("subscription count lock").total
     }
+}
+
+/// Why no slot was given.
+enum Full {
+    /// The caller holds its most.
+    Caller,
+    /// The router holds its most, all callers together.
+    Router,
 }
 
 impl Router {
@@ -161,14 +182,21 @@ impl Router {
                 subject_of(&caller, request.client_address),
                 self.metrics.as_ref(),
             )
-            .ok_or_else(|| {
-                refusal(vec![json!({
-                    "message": format!(
-                        "this caller already holds {} open subscriptions on this router",
-                        self.subscriptions.max_per_caller
-                    ),
-                    "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" }
-                })])
+            .map_err(|full| {
+                refusal(vec![match full {
+                    Full::Caller => json!({
+                        "message": format!(
+                            "this caller already holds {} open subscriptions on this router",
+                            self.subscriptions.max_per_caller
+                        ),
+                        "extensions": { "code": "TOO_MANY_SUBSCRIPTIONS" }
+                    }),
+                    Full::Router => json!({
+                        "message": "this router holds as many open subscriptions as it may: \
+                                    try again later",
+                        "extensions": { "code": "SERVICE_UNAVAILABLE" }
+                    }),
+                }])
             })?;
         let restricted = self
             .restrict(&supergraph, &planned, Access::of(&caller))
