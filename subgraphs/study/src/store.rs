@@ -173,22 +173,31 @@ pub fn json_text_len(text: &str) -> usize {
 
 impl NoteRow {
     /// What the note weighs in a read's budget, and in an answer's on each verse it is given
-    /// to: its text (as the answer escapes it), body and links.
+    /// to: its text (as the answer escapes it), body and links (each as answered).
     pub fn weight(&self) -> usize {
-        ROW_OVERHEAD_BYTES
+        NOTE_OVERHEAD_BYTES
             + self.body.len()
             + json_text_len(&self.text)
-            + self.links.iter().map(String::len).sum::<usize>()
+            + links_weight(&self.links)
     }
+}
+
+/// What a note weighs besides its text, body and links: its id, range (with its passages),
+/// times and version, and their names, as answered.
+const NOTE_OVERHEAD_BYTES: usize = 400;
+
+/// What a note's links weigh as answered: each a passage (`{"__typename":"Passage","id":…}`).
+fn links_weight(links: &[String]) -> usize {
+    links.iter().map(|link| link.len() + 40).sum()
 }
 
 impl NoteContent {
     /// What the note will weigh on one verse once read back ([`NoteRow::weight`]).
     pub fn weight(&self) -> usize {
-        ROW_OVERHEAD_BYTES
+        NOTE_OVERHEAD_BYTES
             + self.body_read_bytes
             + json_text_len(&self.text)
-            + self.links.iter().map(String::len).sum::<usize>()
+            + links_weight(&self.links)
     }
 
     /// On how many verses of one chapter's page the note is answered: the verses of its range
@@ -1627,5 +1636,22 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A note's links weigh what the answer gives for them: a passage object each.
+    #[test]
+    fn links_weigh_as_answered() {
+        let links = vec!["ps.119.100".to_owned(), "1-sam.3.10".to_owned()];
+        let answered = serde_json::to_string(&serde_json::json!([
+            {"__typename": "Passage", "id": "ps.119.100"},
+            {"__typename": "Passage", "id": "1-sam.3.10"}
+        ]))
+        .unwrap();
+        assert!(links_weight(&links) >= answered.len(), "{answered}");
     }
 }
