@@ -216,12 +216,23 @@ struct RelatedVerse {
     reference: String,
     text: String,
     words: Option<Vec<Alignment>>,
+    #[serde(deserialize_with = "null_as_empty")]
     topics: Vec<Topic>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Related {
     nodes: Vec<RelatedVerse>,
+}
+
+/// A list content may answer `null` (it could not read it: the verse itself still stands), as
+/// empty: the context is made of what could be read.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 #[derive(Deserialize)]
@@ -230,7 +241,9 @@ struct Found {
     #[serde(flatten)]
     verse: Linked,
     words: Option<Vec<Alignment>>,
+    #[serde(deserialize_with = "null_as_empty")]
     topics: Vec<Topic>,
+    #[serde(deserialize_with = "null_as_empty")]
     cross_references: Related,
 }
 
@@ -423,6 +436,26 @@ mod tests {
         assert!(kept.chars().count() <= 21, "{kept}");
         assert!(kept.ends_with('…'));
         assert_eq!(cut("short", 20), "short");
+    }
+
+    /// Lists content could not read (`null`, the verse still standing) are empty in the
+    /// context, not a failure of the whole.
+    #[test]
+    fn lists_content_could_not_read_are_empty() {
+        let found: Found = serde_json::from_value(json!({
+            "id": "john.3.16", "reference": "John 3:16", "text": "For God so loved the world…",
+            "previous": null, "next": null, "words": null,
+            "topics": null,
+            "crossReferences": null
+        }))
+        .unwrap();
+        assert!(found.topics.is_empty() && found.cross_references.nodes.is_empty());
+        let related: RelatedVerse = serde_json::from_value(json!({
+            "id": "rom.5.8", "reference": "Romans 5:8", "text": "But God…",
+            "words": null, "topics": null
+        }))
+        .unwrap();
+        assert!(related.topics.is_empty());
     }
 
     #[test]

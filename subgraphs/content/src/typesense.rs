@@ -8,8 +8,9 @@
 //! no more by that search, which goes to the next node (each at most once), and is passed over
 //! for [`NODE_EJECTION`]; then one search probes it (the kit's [`Breaker`] per node). When
 //! every node is passed over, a search still tries one of them, and only one. A search takes
-//! at most [`SEARCH_BUDGET`] over all the nodes it asks (the last one gets what is left), well
-//! within the router's deadline for the subgraph, however many nodes are slow.
+//! at most [`SEARCH_BUDGET`] over all the nodes it asks (the last one gets what is left, and is
+//! not passed over for failing within less than its timeout), within the router's deadline
+//! for the subgraph however many nodes are slow.
 //! Writes (ingest) go to `GOSPELIB_TYPESENSE_URL`, which a cluster's followers forward to its
 //! leader.
 
@@ -250,8 +251,10 @@ fn search_request(
 /// How long one node of several may take to answer a search before the next is asked.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long one search may take over all the nodes it asks.
-pub const SEARCH_BUDGET: Duration = Duration::from_secs(5);
+/// How long one search may take over all the nodes it asks: two nodes' timeouts and a second
+/// for a third (a healthy node answers in milliseconds), within the router's 10 s for the
+/// subgraph.
+pub const SEARCH_BUDGET: Duration = Duration::from_secs(7);
 
 /// How long a node that failed a search is passed over before one search probes it (each
 /// failed probe doubles the period, up to [`LONGEST_EJECTION`]).
@@ -355,9 +358,14 @@ impl SearchNodes {
                 break;
             };
             let client = &nodes.clients[index];
-            let request =
-                search_request(client, collection, params).timeout(NODE_TIMEOUT.min(left));
+            let timeout = NODE_TIMEOUT.min(left);
+            let request = search_request(client, collection, params).timeout(timeout);
             match send(client, request).await {
+                // A node given less than its timeout (what was left of the budget) is not
+                // judged by it: it may be well.
+                Err(error) if node_failed(&error) && timeout < NODE_TIMEOUT => {
+                    last_error = Some(error);
+                }
                 Err(error) if node_failed(&error) => {
                     if nodes.breaker(index).failed(admission, Instant::now()) {
                         tracing::warn!(node = %client.base_url, %error, "a Typesense node failed a search; passing over it for a while");

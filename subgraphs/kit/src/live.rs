@@ -2,10 +2,12 @@
 //! so that a subscriber connected to any pod hears what any other pod raised.
 //!
 //! - [`LiveEvents::publish`] sends one JSON event on a channel (`PUBLISH`, over a connection
-//!   manager made on first use). After a publish that failed (Redis down or silent), the
-//!   next ones fail at once for a while (a circuit breaker, [`crate::breaker`]: 1 s, doubling
-//!   up to 30 s while probes fail), so a caller announcing many events (the reminders job, a
-//!   mutation) does not wait out the deadline on each.
+//!   manager made on first use). After two publishes in a row failed (Redis down or silent),
+//!   the next ones fail at once for a while (a circuit breaker, [`crate::breaker`]: 1 s,
+//!   doubling up to 30 s while probes fail), so a caller announcing many events (the reminders
+//!   job) does not wait out the deadline on each. An event not published is lost to its
+//!   listeners without a gap (one failure alone never stops the next): whatever must not be
+//!   missed has a durable copy elsewhere, as below.
 //! - [`LiveEvents::subscribe`] is a stream of what is heard on the channel ([`Heard`]): its
 //!   events, and a [`Heard::Gap`] where events were lost. A process keeps **one**
 //!   pub/sub connection, made on the first listener, for every channel: Redis is told
@@ -127,6 +129,8 @@ struct Shared {
     publisher: OnceCell<ConnectionManager>,
     /// Whether publishes are tried (see the module's documentation).
     publishing: Mutex<crate::breaker::Breaker>,
+    /// Publishes failed in a row.
+    failed_in_a_row: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -169,6 +173,7 @@ impl LiveEvents {
                         longest_open: Duration::from_secs(30),
                     },
                 )),
+                failed_in_a_row: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -187,13 +192,20 @@ impl LiveEvents {
         if admission == Admission::Skip {
             return Err(PublishError::Skipped);
         }
+        use std::sync::atomic::Ordering;
         let published = self.try_publish(channel, event).await;
+        let in_a_row = &self.shared.failed_in_a_row;
         match &published {
             Ok(_) => {
+                in_a_row.store(0, Ordering::Relaxed);
                 breaker().succeeded(admission);
             }
+            // One failure alone (a blip) does not stop the next publishes; a probe's does.
             Err(_) => {
-                breaker().failed(admission, std::time::Instant::now());
+                let failures = in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= 2 || admission == Admission::Probe {
+                    breaker().failed(admission, std::time::Instant::now());
+                }
             }
         }
         published

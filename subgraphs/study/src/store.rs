@@ -173,12 +173,14 @@ pub fn json_text_len(text: &str) -> usize {
 
 impl NoteRow {
     /// What the note weighs in a read's budget, and in an answer's on each verse it is given
-    /// to: its text (as the answer escapes it), body and links (each as answered).
+    /// to: its text (as the answer escapes it), body and links. (A little less than it is
+    /// answered as: a write is checked by the fuller [`NoteContent::weight`], so that a note
+    /// written before that check, at the old limit, stays readable.)
     pub fn weight(&self) -> usize {
-        NOTE_OVERHEAD_BYTES
+        ROW_OVERHEAD_BYTES
             + self.body.len()
             + json_text_len(&self.text)
-            + links_weight(&self.links)
+            + self.links.iter().map(String::len).sum::<usize>()
     }
 }
 
@@ -192,7 +194,9 @@ fn links_weight(links: &[String]) -> usize {
 }
 
 impl NoteContent {
-    /// What the note will weigh on one verse once read back ([`NoteRow::weight`]).
+    /// What the note will weigh on one verse as answered: more than reads count it
+    /// ([`NoteRow::weight`]), its links as passage objects and its range and times in full,
+    /// so that a note accepted alone is answered within its page's budget.
     pub fn weight(&self) -> usize {
         NOTE_OVERHEAD_BYTES
             + self.body_read_bytes
@@ -1537,7 +1541,7 @@ impl Store {
                       readings AS (
                           SELECT h.id, h.read_at FROM study.reading_history h, day
                           WHERE h.user_id = $1 AND h.read_at >= day.start
-                            AND h.read_at < day.start + interval '1 day'),
+                            AND h.read_at < day.start + interval '24 hours'),
                       kept AS (
                           (SELECT id FROM readings ORDER BY read_at, id LIMIT 1)
                           UNION
