@@ -19,8 +19,10 @@
 //! `_glDefer<i>_<key>`, and the full half is projected with *defer boundaries* (see
 //! [`crate::projection`]): a non-null field of one fragment that fails makes that fragment's
 //! payload `null`, as the spec says, instead of the object every other fragment at that place
-//! shares. An operation that itself uses the names this module reserves (`_glDefer`) runs
-//! whole.
+//! shares. A client's operation whose text holds the names this module adds (`_glDefer` and
+//! a digit) is refused before anything else ([`uses_reserved_names`]); one holding
+//! `_glDeferEmpty` runs whole. A deferred fragment written out in many places (past a budget of
+//! a few times the client's document) makes the operation run whole too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +50,9 @@ pub struct Deferred {
     pub path: Vec<String>,
     /// Inside another deferred fragment: its objects are found in the full answer only.
     pub nested: bool,
+    /// The deferred fragment it is inside, if any (its index among the split's): where that
+    /// one's payload is null, this one is not sent.
+    parent: Option<usize>,
     /// The alias of the `__typename` the fragment carries in the full operation: present in
     /// an object when the fragment applied to it.
     marker: String,
@@ -173,25 +178,33 @@ pub fn split(
     }
     // Each deferred fragment's own fields get their aliases: in the fragments first, so that
     // a fragment written out in place is written with its own deferred fragments' aliases.
-    let sizes: BTreeMap<String, usize> = fragments
+    let weights: BTreeMap<String, usize> = fragments
         .iter()
-        .map(|(name, f)| (name.clone(), size_of(&f.selection_set)))
+        .map(|(name, f)| (name.clone(), weight_of(&f.selection_set)))
         .collect();
     let mut owning = Owning {
         fragments: fragments.clone(),
-        sizes,
-        budget: WALK_BUDGET,
+        weights,
+        budget: query.len().saturating_mul(4) + OWNING_BUDGET_FLOOR,
         max_nesting: crate::limits::max_selection_nesting(max_depth),
         open_sets: 0,
     };
     let names: Vec<String> = fragments.keys().cloned().collect();
     for name in names {
+        if owning.budget == 0 {
+            return None;
+        }
         let mut definition = owning.fragments[&name].clone();
         owning.alias_within(&mut definition.selection_set);
+        // Written out further on as it is now (its own deferred fragments' spreads written
+        // out in it), so weighed so.
+        let weight = weight_of(&definition.selection_set);
+        owning.weights.insert(name.clone(), weight);
         owning.fragments.insert(name, definition);
     }
     owning.alias_within(selection_set_mut(&mut operation));
-    // Past the budget (fragments that double at each level), the operation runs whole.
+    // Past the budget (fragments written out many times, or large ones), the operation runs
+    // whole: its full half would be many times the client's document.
     if owning.budget == 0 {
         return None;
     }
@@ -205,7 +218,7 @@ pub fn split(
         max_depth,
         open_sets: 0,
     };
-    finder.walk(selection_set(&operation), &mut Vec::new(), false);
+    finder.walk(selection_set(&operation), &mut Vec::new(), None);
     let deferred = finder.found;
     // Past the budget (fragments that double at each level) or the depth limit (a chain of
     // deep fragments), the operation runs whole: the router's limits then judge it as they
@@ -300,18 +313,18 @@ struct Finder<'f> {
 const WALK_BUDGET: usize = 20_000;
 
 impl Finder<'_> {
-    fn walk(&mut self, set: &Set, path: &mut Vec<String>, nested: bool) {
+    fn walk(&mut self, set: &Set, path: &mut Vec<String>, parent: Option<usize>) {
         if self.open_sets >= crate::limits::max_selection_nesting(self.max_depth) {
             self.budget = 0;
             return;
         }
         self.open_sets += 1;
-        self.walk_within(set, path, nested);
+        self.walk_within(set, path, parent);
         self.open_sets -= 1;
     }
 
     /// [`Finder::walk`], within the bound of nesting.
-    fn walk_within(&mut self, set: &Set, path: &mut Vec<String>, nested: bool) {
+    fn walk_within(&mut self, set: &Set, path: &mut Vec<String>, parent: Option<usize>) {
         for item in &set.items {
             if self.budget == 0 {
                 return;
@@ -324,21 +337,23 @@ impl Finder<'_> {
                         return;
                     }
                     path.push(response_key(field).to_owned());
-                    self.walk(&field.selection_set, path, nested);
+                    self.walk(&field.selection_set, path, parent);
                     path.pop();
                 }
                 Selection::InlineFragment(fragment) => {
-                    let marker = marker_of(&fragment.selection_set);
-                    if let Some(marker) = &marker {
+                    let mut inside = parent;
+                    if let Some(marker) = marker_of(&fragment.selection_set) {
                         self.found.push(Deferred {
                             label: label_of(&fragment.directives),
                             path: path.clone(),
-                            nested,
-                            marker: marker.clone(),
+                            nested: parent.is_some(),
+                            parent,
+                            marker,
                             selections: fragment.selection_set.clone(),
                         });
+                        inside = Some(self.found.len() - 1);
                     }
-                    self.walk(&fragment.selection_set, path, nested || marker.is_some());
+                    self.walk(&fragment.selection_set, path, inside);
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = &spread.fragment_name;
@@ -349,7 +364,7 @@ impl Finder<'_> {
                         continue;
                     };
                     self.visiting.push(name.clone());
-                    self.walk(&definition.selection_set, path, nested);
+                    self.walk(&definition.selection_set, path, parent);
                     self.visiting.pop();
                 }
             }
@@ -361,9 +376,10 @@ impl Finder<'_> {
 struct Owning {
     /// The fragments, each aliased once it was passed to [`Owning::alias_within`].
     fragments: BTreeMap<String, FragmentDefinition<'static, String>>,
-    /// How many selections each fragment holds, at every depth: what writing it out costs.
-    sizes: BTreeMap<String, usize>,
-    /// Selections still to be visited or written out; 0: gave up.
+    /// What writing each fragment out costs ([`weight_of`]), as it is now.
+    weights: BTreeMap<String, usize>,
+    /// What may still be visited or written out, in [`weight_of`]'s units (about the bytes of
+    /// text written); 0: gave up.
     budget: usize,
     /// How deep selection sets may nest (the bound the `Finder` keeps to as well); the
     /// walk (a recursion) gives up below it.
@@ -426,17 +442,18 @@ impl Owning {
     /// [`Owning::alias_own`], within the bound of nesting.
     fn alias_own_entered(&mut self, set: &mut Set, prefix: &str, visiting: &mut Vec<String>) {
         for item in &mut set.items {
-            if self.budget == 0 {
+            if self.budget < SELECTION_WEIGHT {
+                self.budget = 0;
                 return;
             }
-            self.budget -= 1;
+            self.budget -= SELECTION_WEIGHT;
             match item {
                 Selection::Field(field) => {
                     // The marker, or a field aliased already (a fragment written out twice).
                     if field
                         .alias
                         .as_deref()
-                        .is_some_and(|a| a.starts_with(MARKER_PREFIX))
+                        .is_some_and(|a| is_marker(a) || is_deferred_field_key(a))
                     {
                         continue;
                     }
@@ -457,12 +474,12 @@ impl Owning {
                     let Some(definition) = self.fragments.get(&name) else {
                         continue;
                     };
-                    let size = self.sizes.get(&name).copied().unwrap_or(0);
-                    if size >= self.budget {
+                    let weight = self.weights.get(&name).copied().unwrap_or(0);
+                    if weight >= self.budget {
                         self.budget = 0;
                         return;
                     }
-                    self.budget -= size;
+                    self.budget -= weight;
                     let TypeCondition::On(on) = &definition.type_condition;
                     let mut written_out = graphql_tools::parser::query::InlineFragment {
                         position: Default::default(),
@@ -480,14 +497,56 @@ impl Owning {
     }
 }
 
-/// How many selections `set` holds, at every depth (named fragments counted as one).
-fn size_of(set: &Set) -> usize {
+/// What one selection weighs in [`weight_of`]: about the bytes of its text.
+const SELECTION_WEIGHT: usize = 24;
+
+/// What writing deferred fragments' named fragments out may add to an operation, besides
+/// four times the client's document.
+const OWNING_BUDGET_FLOOR: usize = 64 * 1024;
+
+/// About how many bytes `set` is written as, at every depth (a named fragment spread counted
+/// as its name): [`SELECTION_WEIGHT`] a selection, and its arguments' string literals' bytes.
+fn weight_of(set: &Set) -> usize {
+    fn literal_bytes(value: &graphql_tools::parser::query::Value<'static, String>) -> usize {
+        use graphql_tools::parser::query::Value as Literal;
+        match value {
+            Literal::String(text) => text.len(),
+            Literal::List(items) => items.iter().map(literal_bytes).sum(),
+            Literal::Object(fields) => fields
+                .iter()
+                .map(|(name, item)| name.len() + literal_bytes(item))
+                .sum(),
+            _ => 8,
+        }
+    }
+    let directives_bytes = |directives: &Directives| -> usize {
+        directives
+            .iter()
+            .flat_map(|d| &d.arguments)
+            .map(|(_, value)| literal_bytes(value))
+            .sum()
+    };
     set.items
         .iter()
         .map(|item| match item {
-            Selection::Field(field) => 1 + size_of(&field.selection_set),
-            Selection::InlineFragment(fragment) => 1 + size_of(&fragment.selection_set),
-            Selection::FragmentSpread(_) => 1,
+            Selection::Field(field) => {
+                SELECTION_WEIGHT
+                    + field
+                        .arguments
+                        .iter()
+                        .map(|(_, value)| literal_bytes(value))
+                        .sum::<usize>()
+                    + directives_bytes(&field.directives)
+                    + weight_of(&field.selection_set)
+            }
+            Selection::InlineFragment(fragment) => {
+                SELECTION_WEIGHT
+                    + directives_bytes(&fragment.directives)
+                    + weight_of(&fragment.selection_set)
+            }
+            Selection::FragmentSpread(spread) => {
+                SELECTION_WEIGHT + directives_bytes(&spread.directives)
+            }
         })
         .sum()
 }
@@ -981,8 +1040,21 @@ pub fn incremental_items(
         .filter(|error| error.get("path").and_then(Value::as_array).is_none())
         .filter(|error| !primary_errors.contains(error))
         .collect();
+    // Where a violation stopped at a deferred fragment's field, by the object's path.
+    let mut stopped_at: std::collections::HashMap<String, Vec<&str>> =
+        std::collections::HashMap::new();
+    for stopped in boundary_nulls {
+        if let Some((Value::String(key), object)) = stopped.split_last() {
+            stopped_at
+                .entry(Value::Array(object.to_vec()).to_string())
+                .or_default()
+                .push(key);
+        }
+    }
+    // Where each deferred fragment's payload is null: those inside it are not sent there.
+    let mut nulled: Vec<Vec<Vec<Value>>> = vec![Vec::new(); split.deferred.len()];
     let mut items = Vec::new();
-    for deferred in &split.deferred {
+    for (index, deferred) in split.deferred.iter().enumerate() {
         let marker = &deferred.marker;
         let base = if deferred.nested {
             full_data
@@ -993,6 +1065,12 @@ pub fn incremental_items(
         concrete_paths(base, &deferred.path, &mut Vec::new(), &mut paths);
         let keys = top_keys(&deferred.selections, &split.fragments);
         for path in paths {
+            if let Some(parent) = deferred.parent
+                && nulled[parent].iter().any(|null| path.starts_with(null))
+            {
+                nulled[index].push(path);
+                continue;
+            }
             let at = value_at(full_data, &path);
             // This object's errors: those under its fragment's fields; those at it or above it
             // (it was lost with them); and, when it is lost, any under it (a non-null field
@@ -1031,16 +1109,13 @@ pub fn incremental_items(
                     item["label"] = json!(label);
                 }
                 items.push(item);
+                nulled[index].push(path);
                 continue;
             }
             let own_field = format!("{marker}_");
-            let stopped_here = boundary_nulls.iter().any(|stopped| {
-                stopped.len() == path.len() + 1
-                    && stopped[..path.len()] == *path
-                    && stopped[path.len()]
-                        .as_str()
-                        .is_some_and(|key| key.starts_with(&own_field))
-            });
+            let stopped_here = stopped_at
+                .get(&Value::Array(path.clone()).to_string())
+                .is_some_and(|keys| keys.iter().any(|key| key.starts_with(&own_field)));
             let data = match at {
                 // A non-null field of the fragment failed: the fragment is null.
                 Some(Value::Object(object)) if object.contains_key(marker) && stopped_here => {
@@ -1065,6 +1140,9 @@ pub fn incremental_items(
             };
             if has_null(&data) {
                 errors.extend(unplaced.iter().map(|error| (*error).clone()));
+            }
+            if data.is_null() {
+                nulled[index].push(path.clone());
             }
             let mut item = json!({ "data": data, "path": client_path });
             if let Some(label) = &deferred.label {
@@ -1638,6 +1716,59 @@ mod tests {
                   "errors": [{ "message": "no count", "path": ["item", "count"] }] },
                 { "data": { "name": "x" }, "path": ["item"], "label": "b" }
             ])
+        );
+    }
+
+    /// A large fragment deferred in many places would be written out in each: past a budget of
+    /// a few times the client's document, the operation runs whole instead.
+    #[test]
+    fn a_large_fragment_deferred_in_many_places_runs_whole() {
+        let mut query = String::from("{ t {");
+        for _ in 0..2_000 {
+            query.push_str(" ... @defer { ...F }");
+        }
+        query.push_str(&format!(
+            " }} }} fragment F on T {{ a(s: \"{}\") }}",
+            "x".repeat(100_000)
+        ));
+        assert!(split(&query, None, &Map::new(), 100_000, 15).is_none());
+        // Deferred in two places, it is written out in both.
+        let query = format!(
+            "{{ t {{ ... @defer {{ ...F }} ... @defer {{ ...F }} }} }} fragment F on T {{ a(s: \"{}\") }}",
+            "x".repeat(100_000)
+        );
+        let split = split(&query, None, &Map::new(), 100_000, 15).expect("deferred");
+        assert!(
+            split.full.contains("_glDefer1_a: a"),
+            "{}",
+            &split.full[..200]
+        );
+    }
+
+    /// A fragment deferred inside one whose payload is null is not sent: the client never got
+    /// the object it would go on.
+    #[test]
+    fn a_fragment_inside_a_nulled_one_is_not_sent() {
+        let split = split_of(
+            "{ item { id ... @defer(label: \"o\") { a { ... @defer(label: \"i\") { b } } c } } }",
+        );
+        let primary = json!({ "item": { "id": 1 } });
+        let full = json!({ "item": { "id": 1, "_glDefer1": "Item", "_glDefer1_c": null,
+                                     "_glDefer1_a": { "_glDefer0": "A", "_glDefer0_b": 2 } } });
+        let error = json!({ "message": "no c", "path": ["item", "_glDefer1_c"] });
+        let stopped = [json!(["item", "_glDefer1_c"]).as_array().unwrap().clone()];
+        let items = incremental_items(
+            &split,
+            &primary,
+            &full,
+            std::slice::from_ref(&error),
+            &[],
+            &stopped,
+        );
+        assert_eq!(
+            Value::Array(items),
+            json!([{ "data": null, "path": ["item"], "label": "o",
+                     "errors": [{ "message": "no c", "path": ["item", "c"] }] }])
         );
     }
 }

@@ -123,8 +123,8 @@ pub struct OperationIdentity<'a> {
     pub writes_seen: u64,
     /// Headers sent with every subgraph fetch.
     pub subgraph_headers: &'a [(String, String)],
-    /// Whether it is a deferred operation's full half, projected with defer boundaries: a
-    /// client sending the same text gets the spec's null propagation.
+    /// Whether it is a deferred operation's full half, projected with defer boundaries (a
+    /// client may not send that text itself: its names are the router's).
     pub defer_boundaries: bool,
 }
 

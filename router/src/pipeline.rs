@@ -585,7 +585,22 @@ impl Router {
 
     /// Runs one request.
     pub async fn respond(&self, request: &GraphQlRequest) -> Response {
+        if let Some(refusal) = self.reserved_names_refusal(request) {
+            return refusal;
+        }
         self.respond_counting(request, Counting::Counted).await
+    }
+
+    /// The refusal of a client's operation whose text holds a name `@defer`'s split reserves
+    /// (see [`crate::defer::uses_reserved_names`]): the projection and the limits treat those
+    /// names as the split's own. Checked on the text as sent, before anything else.
+    pub(crate) fn reserved_names_refusal(&self, request: &GraphQlRequest) -> Option<Response> {
+        crate::defer::uses_reserved_names(&request.query).then(|| {
+            Response::refusal(
+                vec![reserved_names_error()],
+                self.supergraph().version.to_string(),
+            )
+        })
     }
 
     /// Runs one request, counted as `counting` says.
@@ -611,9 +626,6 @@ impl Router {
     ) -> Response {
         let version = supergraph.version.to_string();
         let deadline = tokio::time::Instant::now() + self.request_timeout;
-        if planned.reserved_names && !matches!(counting, Counting::Uncounted) {
-            return Response::refusal(vec![reserved_names_error()], version);
-        }
         if planned.is_subscription() {
             let error = json!({
                 "message": "subscriptions are served over WebSocket (graphql-transport-ws) or \

@@ -100,9 +100,6 @@ pub struct Planned {
     pub last_data_len: std::sync::atomic::AtomicUsize,
     /// Unique in the process (a plan's address may be reused once it is dropped).
     pub id: u64,
-    /// Whether the text holds a name `@defer`'s split reserves (see
-    /// [`crate::defer::uses_reserved_names`]): only the router's own operations may.
-    pub reserved_names: bool,
 }
 
 impl Planned {
@@ -595,7 +592,6 @@ impl PlanCache {
         let coordinates = crate::usage::coordinates(&operation, &planner.supergraph);
         let planned = Arc::new(Planned {
             hash: key.1.iter().map(|byte| format!("{byte:02x}")).collect(),
-            reserved_names: crate::defer::uses_reserved_names(&printed),
             normalized: printed,
             operation,
             plan,

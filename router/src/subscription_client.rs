@@ -176,9 +176,13 @@ fn parse(message: &Message) -> Result<Option<ProtocolMessage>, String> {
     }))
 }
 
-/// How many of a subscription's events wait for the router to take them; past it, the
-/// oldest waiting are dropped and a `LIVE_GAP` takes their place (see [`events`]).
+/// How many of a subscription's events wait for the router to take them; past it, those that
+/// come are dropped and one `LIVE_GAP` takes their place (see [`events`]).
 pub const EVENTS_BUFFER: usize = 64;
+
+/// How many bytes of a subscription's events (as the subgraph sent them) wait for the router
+/// to take them, whatever their number; past it, as past [`EVENTS_BUFFER`].
+pub const EVENTS_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// The subscription's events: each `next` payload, an `error` as a response of errors, until
 /// `complete`; a broken connection, or one silent for two `idle` periods (the first ends with
@@ -186,17 +190,33 @@ pub const EVENTS_BUFFER: usize = 64;
 ///
 /// The socket is read by a task of its own, whatever the stream's reader does: a subscription
 /// whose client reads slowly (a slow network, a full queue) still answers the subgraph's pings
-/// and pongs, so the subgraph never takes it for dead. Up to [`EVENTS_BUFFER`] events wait for
-/// the reader; past that the newest are dropped and, once there is room, one response whose
-/// error has the code `LIVE_GAP` stands for them (as a subgraph's own listener that falls
-/// behind hears), so the client reads again what it shows. Dropping the stream ends the task,
-/// which closes the socket.
+/// and pongs, so the subgraph never takes it for dead. Up to [`EVENTS_BUFFER`] events
+/// ([`EVENTS_BUFFER_BYTES`]) wait for the reader; past that those that come are dropped and,
+/// as soon as there is room, one response whose error has the code `LIVE_GAP` stands for them
+/// (as a subgraph's own listener that falls behind hears), so the client reads again what it
+/// shows. Dropping the stream ends the task, which closes the socket.
 fn events(subgraph: String, socket: Socket, idle: Duration) -> EventStream {
     let (sender, receiver) = tokio::sync::mpsc::channel(EVENTS_BUFFER);
-    tokio::spawn(read_events(subgraph, socket, idle, sender));
+    let waiting = std::sync::Arc::new(Waiting::default());
+    let delivery = Delivery {
+        sender,
+        missed: 0,
+        waiting: waiting.clone(),
+    };
+    tokio::spawn(read_events(subgraph, socket, idle, delivery));
     Box::pin(futures_util::stream::unfold(
         receiver,
-        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+        move |mut receiver| {
+            let waiting = waiting.clone();
+            async move {
+                let (bytes, event) = receiver.recv().await?;
+                waiting
+                    .bytes
+                    .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+                waiting.taken.notify_one();
+                Some((event, receiver))
+            }
+        },
     ))
 }
 
@@ -213,33 +233,73 @@ fn missed_events(subgraph: &str, missed: usize) -> Value {
     }] }))
 }
 
+/// What waits for the stream's reader: its bytes, and the signal that it took one.
+#[derive(Default)]
+struct Waiting {
+    bytes: std::sync::atomic::AtomicUsize,
+    taken: tokio::sync::Notify,
+}
+
 /// Hands events to the stream's reader, dropping what it has no room for (see [`events`]).
 struct Delivery {
-    sender: tokio::sync::mpsc::Sender<Event>,
+    /// Each event with the bytes it came as.
+    sender: tokio::sync::mpsc::Sender<(usize, Event)>,
     /// Events dropped since the last one handed over.
     missed: usize,
+    waiting: std::sync::Arc<Waiting>,
 }
 
 impl Delivery {
-    /// Hands `event` over if there is room (after the gap for those dropped before it);
-    /// `false` once the reader is gone.
-    fn offer(&mut self, subgraph: &str, event: Event) -> bool {
+    /// Whether the reader has caught up enough for the events to flow again after some were
+    /// dropped: room for one in number, and at most half the bytes waiting.
+    fn has_room(&self) -> bool {
+        self.sender.capacity() > 0
+            && self
+                .waiting
+                .bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= EVENTS_BUFFER_BYTES / 2
+    }
+
+    /// Once the reader has room again, hands the gap for the events dropped over; `false`
+    /// once the reader is gone.
+    fn catch_up(&mut self, subgraph: &str) -> bool {
         use tokio::sync::mpsc::error::TrySendError;
-        if self.missed > 0 {
-            match self
-                .sender
-                .try_send(Ok(missed_events(subgraph, self.missed)))
-            {
-                Ok(()) => self.missed = 0,
-                Err(TrySendError::Full(_)) => {
-                    self.missed += 1;
-                    return true;
-                }
-                Err(TrySendError::Closed(_)) => return false,
-            }
+        if self.missed == 0 || !self.has_room() {
+            return true;
         }
-        match self.sender.try_send(event) {
-            Ok(()) => true,
+        match self
+            .sender
+            .try_send((0, Ok(missed_events(subgraph, self.missed))))
+        {
+            Ok(()) => {
+                self.missed = 0;
+                true
+            }
+            Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Hands `event` (`bytes` long as sent) over if there is room, after the gap for those
+    /// dropped before it; `false` once the reader is gone.
+    fn offer(&mut self, subgraph: &str, bytes: usize, event: Event) -> bool {
+        use std::sync::atomic::Ordering;
+        use tokio::sync::mpsc::error::TrySendError;
+        if !self.catch_up(subgraph) {
+            return false;
+        }
+        if self.missed > 0
+            || self.waiting.bytes.load(Ordering::Relaxed) + bytes > EVENTS_BUFFER_BYTES
+        {
+            self.missed += 1;
+            return true;
+        }
+        match self.sender.try_send((bytes, event)) {
+            Ok(()) => {
+                self.waiting.bytes.fetch_add(bytes, Ordering::Relaxed);
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 self.missed += 1;
                 true
@@ -254,7 +314,7 @@ impl Delivery {
             let missed = std::mem::take(&mut self.missed);
             if self
                 .sender
-                .send(Ok(missed_events(subgraph, missed)))
+                .send((0, Ok(missed_events(subgraph, missed))))
                 .await
                 .is_err()
             {
@@ -262,31 +322,33 @@ impl Delivery {
             }
         }
         if let Some(event) = event {
-            let _ = self.sender.send(event).await;
+            let _ = self.sender.send((0, event)).await;
         }
     }
 }
 
 /// Reads the subscription's socket until it ends or the stream is dropped (see [`events`]).
-async fn read_events(
-    subgraph: String,
-    mut socket: Socket,
-    idle: Duration,
-    sender: tokio::sync::mpsc::Sender<Event>,
-) {
+async fn read_events(subgraph: String, mut socket: Socket, idle: Duration, mut delivery: Delivery) {
     let broken = |reason: String| {
         Err(TransportError::Unavailable {
             subgraph: subgraph.clone(),
             reason,
         })
     };
-    let mut delivery = Delivery { sender, missed: 0 };
     let mut pinged = false;
     let last = loop {
         let next = tokio::select! {
             biased;
             // The stream was dropped: dropping the socket ends the subscription at the subgraph.
             () = delivery.sender.closed() => return,
+            // Events were dropped and the reader took one: once it has room, the gap goes at
+            // once, not with the next event (which may be hours away).
+            () = delivery.waiting.taken.notified(), if delivery.missed > 0 => {
+                if !delivery.catch_up(&subgraph) {
+                    return;
+                }
+                continue;
+            }
             next = tokio::time::timeout(idle, socket.next()) => next,
         };
         let next = match next {
@@ -317,7 +379,8 @@ async fn read_events(
         };
         match parse(&message) {
             Ok(Some(ProtocolMessage::Next(payload))) => {
-                if !delivery.offer(&subgraph, Ok(Value::from(payload))) {
+                let bytes = message.len();
+                if !delivery.offer(&subgraph, bytes, Ok(Value::from(payload))) {
                     return;
                 }
             }

@@ -524,3 +524,73 @@ async fn the_split_s_names_are_its_own() {
                 "extensions": body["extensions"] })
     );
 }
+
+/// The client's operation is what is validated and limited: two fields of one response key
+/// that cannot merge are refused even when one is deferred (the split's aliases would hide
+/// them), and an operation within the limits whose full half is not (the split's aliases are
+/// more tokens) is answered whole.
+#[tokio::test]
+async fn the_clients_operation_is_judged_as_written() {
+    let (url, _version, _stop) = router(Arc::new(Semaphore::new(1000))).await;
+    let query = "{ topProducts(first: 1) { x: name ... @defer { x: upc } } }";
+    let response = post(&url, MULTIPART, json!({ "query": query })).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "VALIDATION_ERROR",
+        "{body}"
+    );
+    assert!(body.get("data").is_none(), "{body}");
+
+    let query = "{ topProducts(first: 1) { upc ... @defer { name reviews { body } } } }";
+    let with_tokens = |max_tokens: usize| {
+        let transport = InProcess::default()
+            .with("products", products())
+            .with("reviews", reviews());
+        let limits = gospelib_router::validation::Limits {
+            max_tokens,
+            ..Default::default()
+        };
+        Router::with_limits(
+            Supergraph::parse(SDL, None).unwrap(),
+            Arc::new(transport),
+            limits,
+        )
+    };
+    // The fewest tokens the client's operation passes (its full half has more).
+    let mut max_tokens = 10;
+    loop {
+        let request = gospelib_router::pipeline::GraphQlRequest {
+            query: query.to_owned(),
+            ..Default::default()
+        };
+        if with_tokens(max_tokens)
+            .execute(&request)
+            .await
+            .get("data")
+            .is_some()
+        {
+            break;
+        }
+        max_tokens += 1;
+        assert!(
+            max_tokens < 100,
+            "the operation is refused at any token limit"
+        );
+    }
+    let tight = with_tokens(max_tokens);
+    let (tight_url, _stop) = start_router(tight).await;
+    let response = post(
+        &format!("{tight_url}/graphql"),
+        MULTIPART,
+        json!({ "query": query }),
+    )
+    .await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["data"],
+        json!({ "topProducts": [{ "upc": "1", "name": "Table", "reviews": [{ "body": "review of 1" }] }] }),
+        "{body}"
+    );
+}

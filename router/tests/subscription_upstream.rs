@@ -138,6 +138,7 @@ async fn a_slow_reader_still_answers_the_subgraphs_pings() {
     let url = format!("http://{}/graphql", listener.local_addr().unwrap());
     let sent = EVENTS_BUFFER + 36;
     let (ponged, heard_pong) = tokio::sync::oneshot::channel();
+    let (read_all, all_read) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let (mut socket, subscribe) = accept_subscription(tcp).await;
@@ -150,6 +151,8 @@ async fn a_slow_reader_still_answers_the_subgraphs_pings() {
         socket.send(Message::text(ping)).await.unwrap();
         let pong = tokio::time::timeout(Duration::from_secs(5), next_json(&mut socket)).await;
         let _ = ponged.send(pong.is_ok_and(|pong| pong["type"] == "pong"));
+        // Quiet until the client has read what it was sent (the gap included).
+        let _ = all_read.await;
         let complete = json!({"type": "complete", "id": id}).to_string();
         socket.send(Message::text(complete)).await.unwrap();
         let _ = socket.next().await;
@@ -162,7 +165,11 @@ async fn a_slow_reader_still_answers_the_subgraphs_pings() {
         let event = events.next().await.unwrap().unwrap();
         assert_eq!(Value::from(event), json!({"data": {"ticks": n}}));
     }
-    let gap = Value::from(events.next().await.unwrap().unwrap());
+    // The gap comes as soon as there is room, not with the subgraph's next event.
+    let gap = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the gap, while the subgraph is quiet");
+    let gap = Value::from(gap.unwrap().unwrap());
     assert_eq!(gap["errors"][0]["extensions"]["code"], "LIVE_GAP", "{gap}");
     assert!(
         gap["errors"][0]["message"]
@@ -171,6 +178,57 @@ async fn a_slow_reader_still_answers_the_subgraphs_pings() {
             .starts_with("36 event(s)"),
         "{gap}"
     );
+    read_all.send(()).unwrap();
+    assert!(events.next().await.is_none(), "completed");
+}
+
+/// Large events are held for a slow client up to a number of bytes, not only of events: past
+/// it, those that come are dropped and one `LIVE_GAP` stands for them.
+#[tokio::test]
+async fn a_slow_readers_events_are_held_up_to_a_byte_bound() {
+    use gospelib_router::subscription_client::EVENTS_BUFFER_BYTES;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let padding = "x".repeat(100_000);
+    let (sent_all, all_sent) = tokio::sync::oneshot::channel();
+    let (read_all, all_read) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (mut socket, subscribe) = accept_subscription(tcp).await;
+        let id = subscribe["id"].clone();
+        for n in 0..20 {
+            let next = json!({"type": "next", "id": id,
+                              "payload": {"data": {"ticks": n, "padding": padding}}});
+            socket.send(Message::text(next.to_string())).await.unwrap();
+        }
+        // A ping answered: every event before it was read by the router.
+        let ping = json!({"type": "ping"}).to_string();
+        socket.send(Message::text(ping)).await.unwrap();
+        let _ = next_json(&mut socket).await;
+        let _ = sent_all.send(());
+        let _ = all_read.await;
+        let complete = json!({"type": "complete", "id": id}).to_string();
+        socket.send(Message::text(complete)).await.unwrap();
+        let _ = socket.next().await;
+    });
+    let http = Http::new(Duration::from_secs(5)).unwrap();
+    let mut events = http.subscribe("ticks", &url, subscription()).await.unwrap();
+    all_sent.await.unwrap();
+    let mut held = 0;
+    let gap = loop {
+        let event = Value::from(events.next().await.unwrap().unwrap());
+        if event.get("errors").is_some() {
+            break event;
+        }
+        assert_eq!(event["data"]["ticks"], held);
+        held += 1;
+    };
+    assert_eq!(gap["errors"][0]["extensions"]["code"], "LIVE_GAP", "{gap}");
+    assert!(
+        held > 0 && held * 100_000 <= EVENTS_BUFFER_BYTES,
+        "{held} held"
+    );
+    read_all.send(()).unwrap();
     assert!(events.next().await.is_none(), "completed");
 }
 

@@ -47,6 +47,21 @@ fn spawn_full(router: Arc<Router>, full_request: GraphQlRequest) -> AbortOnDrop<
 impl Router {
     /// Runs one request, delivering its deferred fragments after the rest.
     pub async fn respond_incremental(self: &Arc<Self>, request: &GraphQlRequest) -> Incremental {
+        if !request.query.contains("@defer") {
+            return Incremental::Whole(self.respond(request).await);
+        }
+        if let Some(refusal) = self.reserved_names_refusal(request) {
+            return Incremental::Whole(refusal);
+        }
+        let started = std::time::Instant::now();
+        let supergraph = self.supergraph();
+        // The client's operation as written, planned first: validated (the halves' aliases
+        // would hide two fields of one response key that cannot merge) and held to the limits
+        // as it was sent; the primary half counts against its root fields' limits.
+        let whole = match self.plan(&supergraph, request).await {
+            Ok(whole) => whole,
+            Err(refusal) => return Incremental::Whole(refusal),
+        };
         let split = defer::split(
             &request.query,
             request.operation_name.as_deref(),
@@ -55,22 +70,28 @@ impl Router {
             self.plans.limits().max_depth,
         );
         let Some(split) = split else {
-            return Incremental::Whole(self.respond(request).await);
+            let response = self
+                .respond_planned(request, supergraph, whole, Counting::Counted, started)
+                .await;
+            return Incremental::Whole(response);
         };
         // The caller's plan is asked once (of billing, for a user) and shared by both halves.
-        let supergraph = self.supergraph();
         let caller = self.with_plan(&request.caller, &supergraph).await;
         let full_request = GraphQlRequest {
             query: split.full.clone(),
             caller: caller.clone(),
             ..request.clone()
         };
-        // The whole operation, planned now (its half planned again below finds it in the
-        // cache): the primary half counts against its root fields' limits.
-        let whole = match self.plan(&supergraph, &full_request).await {
-            Ok(whole) => whole,
-            Err(refusal) => return Incremental::Whole(refusal),
-        };
+        // The full half, planned now (planned again below, it is found in the cache). Should the
+        // limits refuse it where they took the client's operation (the split's aliases are more
+        // tokens; a named fragment written out puts its fields beside the deferred fragment's),
+        // the operation is answered whole.
+        if self.plan(&supergraph, &full_request).await.is_err() {
+            let response = self
+                .respond_planned(request, supergraph, whole, Counting::Counted, started)
+                .await;
+            return Incremental::Whole(response);
+        }
         // The full half (uncounted: the primary half counts for the whole) runs beside the
         // primary when the caller very likely has room, as a query runs beside its check;
         // otherwise only once the primary half was allowed, so a caller over its limit costs

@@ -56,6 +56,15 @@ pub(super) struct Subscriptions {
 struct Open {
     by_subject: HashMap<String, usize>,
     total: usize,
+    /// Those of anonymous callers (by address), together.
+    anonymous: usize,
+}
+
+/// Whether `subject` (see `subject_of`) is an anonymous caller's: their addresses are many
+/// and cheap, so together they may hold only half of the router's subscriptions, and the other
+/// half stays for signed-in users and partners.
+fn is_anonymous(subject: &str) -> bool {
+    subject.starts_with("ip:")
 }
 
 /// One open subscription's place in its caller's count, given back when it ends.
@@ -73,6 +82,9 @@ impl Drop for Slot {
         }
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.total -= 1;
+        if is_anonymous(&self.subject) {
+            open.anonymous -= 1;
+        }
         if let Some(count) = open.by_subject.get_mut(&self.subject) {
             *count -= 1;
             if *count == 0 {
@@ -105,7 +117,10 @@ impl Subscriptions {
         metrics: Option<&gospelib_kit::metrics::Metrics>,
     ) -> Result<Slot, Full> {
         let mut open = self.open.lock().expect("subscription count lock");
-        if open.total >= self.max_total {
+        let anonymous = is_anonymous(&subject);
+        if open.total >= self.max_total
+            || (anonymous && open.anonymous >= self.max_total.div_ceil(2))
+        {
             return Err(Full::Router);
         }
         let count = open.by_subject.entry(subject.clone()).or_default();
@@ -114,6 +129,9 @@ impl Subscriptions {
         }
         *count += 1;
         open.total += 1;
+        if anonymous {
+            open.anonymous += 1;
+        }
         if let Some(metrics) = metrics {
             metrics.count_open_subscriptions(1);
         }
@@ -156,6 +174,9 @@ impl Router {
         // Listened to before the supergraph is read: a new one arriving while this subscription
         // opens (planning, billing, the subgraph's acknowledgement) restarts it, instead of
         // leaving it on the old plan unnoticed (a receiver takes the value at hand as seen).
+        if let Some(refusal) = self.reserved_names_refusal(&request) {
+            return Err(refusal);
+        }
         let replaced = self.subscriptions.replaced.subscribe();
         let supergraph = self.supergraph();
         let version = supergraph.version.to_string();
@@ -171,9 +192,6 @@ impl Router {
                 return Err(response);
             }
             return Ok(Box::pin(futures_util::stream::once(async { response })));
-        }
-        if planned.reserved_names {
-            return Err(refusal(vec![super::reserved_names_error()]));
         }
         let caller = self.with_plan(&request.caller, &supergraph).await;
         let slot = self
