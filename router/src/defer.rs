@@ -36,6 +36,9 @@ type Doc = Document<'static, String>;
 type Set = SelectionSet<'static, String>;
 type Directives = Vec<graphql_tools::parser::query::Directive<'static, String>>;
 
+/// The longest `@defer` label the split takes (longer ones run the operation whole).
+const MAX_LABEL_BYTES: usize = 256;
+
 /// The alias of the `__typename` a selection set left empty by the split keeps.
 const EMPTY_MARKER: &str = "_glDeferEmpty";
 /// The prefix of every alias this module adds: markers are `_glDefer<i>`, deferred fragments'
@@ -56,8 +59,8 @@ pub struct Deferred {
     /// The alias of the `__typename` the fragment carries in the full operation: present in
     /// an object when the fragment applied to it.
     marker: String,
-    /// The fragment's selections.
-    selections: Set,
+    /// The fragment's selections (one copy for every place of its marker).
+    selections: std::sync::Arc<Set>,
 }
 
 /// An operation with deferred fragments, split.
@@ -150,7 +153,18 @@ pub fn split(
             _ => None,
         })
         .collect();
-    let decide = |directives: &Directives| deferring(directives, variables, &defaults);
+    // A label is sent with every payload of its fragment: one of any length could make the
+    // answer many times the document. Past `MAX_LABEL_BYTES`, the operation runs whole.
+    let long_label = std::cell::Cell::new(false);
+    let decide = |directives: &Directives| {
+        let decision = deferring(directives, variables, &defaults);
+        if let Some(Some(label)) = &decision
+            && label.len() > MAX_LABEL_BYTES
+        {
+            long_label.set(true);
+        }
+        decision
+    };
 
     // Each deferred fragment gets its marker, once per place it is written: a deferred named
     // fragment becomes an inline fragment on its type holding the spread and the marker.
@@ -173,7 +187,7 @@ pub fn split(
     for fragment in fragments.values_mut() {
         mark(&mut fragment.selection_set, &types, &decide, &mut counter);
     }
-    if counter == 0 {
+    if counter == 0 || long_label.get() {
         return None;
     }
     // Each deferred fragment's own fields get their aliases: in the fragments first, so that
@@ -213,6 +227,7 @@ pub fn split(
     let mut finder = Finder {
         fragments: &fragments,
         found: Vec::new(),
+        selections: BTreeMap::new(),
         visiting: Vec::new(),
         budget: WALK_BUDGET,
         max_depth,
@@ -296,6 +311,8 @@ fn selection_set_mut<'o>(operation: &'o mut OperationDefinition<'static, String>
 struct Finder<'f> {
     fragments: &'f BTreeMap<String, FragmentDefinition<'static, String>>,
     found: Vec<Deferred>,
+    /// Each marker's fragment's selections, held once.
+    selections: BTreeMap<String, std::sync::Arc<Set>>,
     /// The named fragments being walked (a cycle is invalid: not walked twice).
     visiting: Vec<String>,
     /// Selections still to be visited; 0: the walk gave up.
@@ -343,13 +360,20 @@ impl Finder<'_> {
                 Selection::InlineFragment(fragment) => {
                     let mut inside = parent;
                     if let Some(marker) = marker_of(&fragment.selection_set) {
+                        // A fragment spread in many places is one: its selections are held
+                        // once, whatever their size.
+                        let selections = self
+                            .selections
+                            .entry(marker.clone())
+                            .or_insert_with(|| std::sync::Arc::new(fragment.selection_set.clone()))
+                            .clone();
                         self.found.push(Deferred {
                             label: label_of(&fragment.directives),
                             path: path.clone(),
                             nested: parent.is_some(),
                             parent,
                             marker,
-                            selections: fragment.selection_set.clone(),
+                            selections,
                         });
                         inside = Some(self.found.len() - 1);
                     }
@@ -505,25 +529,31 @@ const SELECTION_WEIGHT: usize = 24;
 const OWNING_BUDGET_FLOOR: usize = 64 * 1024;
 
 /// About how many bytes `set` is written as, at every depth (a named fragment spread counted
-/// as its name): [`SELECTION_WEIGHT`] a selection, and its arguments' string literals' bytes.
+/// as its name): [`SELECTION_WEIGHT`] a selection, and every name and literal in it.
 fn weight_of(set: &Set) -> usize {
-    fn literal_bytes(value: &graphql_tools::parser::query::Value<'static, String>) -> usize {
+    type Arguments = [(String, graphql_tools::parser::query::Value<'static, String>)];
+    fn value_bytes(value: &graphql_tools::parser::query::Value<'static, String>) -> usize {
         use graphql_tools::parser::query::Value as Literal;
         match value {
-            Literal::String(text) => text.len(),
-            Literal::List(items) => items.iter().map(literal_bytes).sum(),
+            Literal::String(text) | Literal::Variable(text) | Literal::Enum(text) => text.len(),
+            Literal::List(items) => items.iter().map(value_bytes).sum(),
             Literal::Object(fields) => fields
                 .iter()
-                .map(|(name, item)| name.len() + literal_bytes(item))
+                .map(|(name, item)| name.len() + value_bytes(item))
                 .sum(),
             _ => 8,
         }
     }
+    let arguments_bytes = |arguments: &Arguments| -> usize {
+        arguments
+            .iter()
+            .map(|(name, value)| name.len() + value_bytes(value))
+            .sum()
+    };
     let directives_bytes = |directives: &Directives| -> usize {
         directives
             .iter()
-            .flat_map(|d| &d.arguments)
-            .map(|(_, value)| literal_bytes(value))
+            .map(|d| d.name.len() + arguments_bytes(&d.arguments))
             .sum()
     };
     set.items
@@ -531,21 +561,24 @@ fn weight_of(set: &Set) -> usize {
         .map(|item| match item {
             Selection::Field(field) => {
                 SELECTION_WEIGHT
-                    + field
-                        .arguments
-                        .iter()
-                        .map(|(_, value)| literal_bytes(value))
-                        .sum::<usize>()
+                    + field.name.len()
+                    + field.alias.as_ref().map_or(0, String::len)
+                    + arguments_bytes(&field.arguments)
                     + directives_bytes(&field.directives)
                     + weight_of(&field.selection_set)
             }
             Selection::InlineFragment(fragment) => {
+                let on = match &fragment.type_condition {
+                    Some(TypeCondition::On(on)) => on.len(),
+                    None => 0,
+                };
                 SELECTION_WEIGHT
+                    + on
                     + directives_bytes(&fragment.directives)
                     + weight_of(&fragment.selection_set)
             }
             Selection::FragmentSpread(spread) => {
-                SELECTION_WEIGHT + directives_bytes(&spread.directives)
+                SELECTION_WEIGHT + spread.fragment_name.len() + directives_bytes(&spread.directives)
             }
         })
         .sum()
@@ -559,10 +592,13 @@ pub(crate) fn is_deferred_field_key(key: &str) -> bool {
     })
 }
 
-/// Whether the alias `alias` of field `name` is one the split added: a marker, or a deferred
-/// fragment's own field under its key (the limits do not count them as the client's aliases).
+/// Whether the alias `alias` of field `name` is one the split added: a marker, an emptied
+/// selection set's placeholder, or a deferred fragment's own field under its key (the limits
+/// do not count them as the client's aliases).
 pub(crate) fn is_added_alias(alias: &str, name: &str) -> bool {
-    is_marker(alias) || (is_deferred_field_key(alias) && client_key(alias) == name)
+    is_marker(alias)
+        || (alias == EMPTY_MARKER && name == "__typename")
+        || (is_deferred_field_key(alias) && client_key(alias) == name)
 }
 
 /// Whether an operation's text holds a name the split reserves (`_glDefer` and a digit): a
@@ -1051,8 +1087,15 @@ pub fn incremental_items(
                 .push(key);
         }
     }
-    // Where each deferred fragment's payload is null: those inside it are not sent there.
-    let mut nulled: Vec<Vec<Vec<Value>>> = vec![Vec::new(); split.deferred.len()];
+    // Where each deferred fragment's payload is null (paths as JSON text): those inside it are
+    // not sent there, nor below.
+    let mut nulled: Vec<std::collections::HashSet<String>> =
+        vec![std::collections::HashSet::new(); split.deferred.len()];
+    let under_nulled = |nulled: &std::collections::HashSet<String>, path: &[Value]| {
+        !nulled.is_empty()
+            && (0..=path.len())
+                .any(|end| nulled.contains(&Value::Array(path[..end].to_vec()).to_string()))
+    };
     let mut items = Vec::new();
     for (index, deferred) in split.deferred.iter().enumerate() {
         let marker = &deferred.marker;
@@ -1066,9 +1109,9 @@ pub fn incremental_items(
         let keys = top_keys(&deferred.selections, &split.fragments);
         for path in paths {
             if let Some(parent) = deferred.parent
-                && nulled[parent].iter().any(|null| path.starts_with(null))
+                && under_nulled(&nulled[parent], &path)
             {
-                nulled[index].push(path);
+                nulled[index].insert(Value::Array(path).to_string());
                 continue;
             }
             let at = value_at(full_data, &path);
@@ -1109,7 +1152,7 @@ pub fn incremental_items(
                     item["label"] = json!(label);
                 }
                 items.push(item);
-                nulled[index].push(path);
+                nulled[index].insert(Value::Array(path).to_string());
                 continue;
             }
             let own_field = format!("{marker}_");
@@ -1142,7 +1185,7 @@ pub fn incremental_items(
                 errors.extend(unplaced.iter().map(|error| (*error).clone()));
             }
             if data.is_null() {
-                nulled[index].push(path.clone());
+                nulled[index].insert(Value::Array(path.clone()).to_string());
             }
             let mut item = json!({ "data": data, "path": client_path });
             if let Some(label) = &deferred.label {
@@ -1770,5 +1813,32 @@ mod tests {
             json!([{ "data": null, "path": ["item"], "label": "o",
                      "errors": [{ "message": "no c", "path": ["item", "c"] }] }])
         );
+    }
+
+    /// What the split copies is bounded whatever the document holds: a label is sent with each
+    /// payload, so a long one runs the operation whole; a long variable name is weighed where
+    /// a written-out fragment uses it.
+    #[test]
+    fn long_labels_and_names_are_weighed() {
+        let label = "l".repeat(MAX_LABEL_BYTES + 1);
+        let query = format!("{{ a {{ ... @defer(label: \"{label}\") {{ b }} }} }}");
+        assert!(split(&query, None, &Map::new(), 100, 15).is_none());
+        let name = "v".repeat(100_000);
+        let mut query = format!("query(${name}: Boolean! = true) {{ t {{");
+        for _ in 0..200 {
+            query.push_str(" ... @defer { ...F }");
+        }
+        query.push_str(&format!(
+            " }} }} fragment F on T {{ x @include(if: ${name}) }}"
+        ));
+        assert!(split(&query, None, &Map::new(), 100_000, 15).is_none());
+    }
+
+    /// The placeholder of an emptied selection set is the split's, not one of the client's
+    /// aliases.
+    #[test]
+    fn the_emptied_sets_placeholder_is_the_splits() {
+        assert!(is_added_alias(EMPTY_MARKER, "__typename"));
+        assert!(!is_added_alias(EMPTY_MARKER, "name"));
     }
 }

@@ -289,9 +289,9 @@ impl Delivery {
         if !self.catch_up(subgraph) {
             return false;
         }
-        if self.missed > 0
-            || self.waiting.bytes.load(Ordering::Relaxed) + bytes > EVENTS_BUFFER_BYTES
-        {
+        // One event larger than the bound alone still goes when nothing waits.
+        let waiting = self.waiting.bytes.load(Ordering::Relaxed);
+        if self.missed > 0 || (waiting > 0 && waiting + bytes > EVENTS_BUFFER_BYTES) {
             self.missed += 1;
             return true;
         }

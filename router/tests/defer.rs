@@ -594,3 +594,23 @@ async fn the_clients_operation_is_judged_as_written() {
         "{body}"
     );
 }
+
+/// A primary half the limits refuse where the client's operation passed (seventeen emptied
+/// selection sets side by side keep seventeen placeholders) is answered whole.
+#[tokio::test]
+async fn a_primary_half_over_the_limits_is_answered_whole() {
+    let (url, _version, _stop) = router(Arc::new(Semaphore::new(1000))).await;
+    let fragments: String = (1..=17)
+        .map(|n| format!(" ... on Product {{ ... @defer {{ n{n}: name }} }}"))
+        .collect();
+    let query = format!("{{ topProducts(first: 1) {{ upc{fragments} }} }}");
+    let response = post(&url, MULTIPART, json!({ "query": query })).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    let product = &body["data"]["topProducts"][0];
+    assert_eq!(product["upc"], "1", "{body}");
+    assert!(
+        (1..=17).all(|n| product[format!("n{n}")] == "Table"),
+        "{body}"
+    );
+}

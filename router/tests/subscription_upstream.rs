@@ -232,6 +232,31 @@ async fn a_slow_readers_events_are_held_up_to_a_byte_bound() {
     assert!(events.next().await.is_none(), "completed");
 }
 
+/// An event larger than the byte bound alone goes all the same when nothing waits.
+#[tokio::test]
+async fn an_event_larger_than_the_byte_bound_still_goes() {
+    use gospelib_router::subscription_client::EVENTS_BUFFER_BYTES;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let padding = "x".repeat(EVENTS_BUFFER_BYTES * 2);
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (mut socket, subscribe) = accept_subscription(tcp).await;
+        let id = subscribe["id"].clone();
+        let next = json!({"type": "next", "id": id, "payload": {"data": {"padding": padding}}});
+        socket.send(Message::text(next.to_string())).await.unwrap();
+        let _ = socket.next().await;
+    });
+    let http = Http::new(Duration::from_secs(5)).unwrap();
+    let mut events = http.subscribe("ticks", &url, subscription()).await.unwrap();
+    let event = Value::from(events.next().await.unwrap().unwrap());
+    assert_eq!(
+        event["data"]["padding"].as_str().map(str::len),
+        Some(EVENTS_BUFFER_BYTES * 2),
+        "not a gap"
+    );
+}
+
 /// Of two instances, one that cannot open a subscription (its port refuses) is passed over
 /// for a while: subscribing again goes to the other, as fetches do.
 #[tokio::test]

@@ -62,13 +62,26 @@ impl Router {
             Ok(whole) => whole,
             Err(refusal) => return Incremental::Whole(refusal),
         };
-        let split = defer::split(
-            &request.query,
-            request.operation_name.as_deref(),
-            &request.variables,
-            self.plans.limits().max_tokens,
-            self.plans.limits().max_depth,
+        // Off the async workers: a large document's split (bounded, see `crate::defer`) may
+        // take milliseconds.
+        let (query, operation_name, variables) = (
+            request.query.clone(),
+            request.operation_name.clone(),
+            request.variables.clone(),
         );
+        let limits = *self.plans.limits();
+        let split = tokio::task::spawn_blocking(move || {
+            defer::split(
+                &query,
+                operation_name.as_deref(),
+                &variables,
+                limits.max_tokens,
+                limits.max_depth,
+            )
+        })
+        .await
+        .ok()
+        .flatten();
         let Some(split) = split else {
             let response = self
                 .respond_planned(request, supergraph, whole, Counting::Counted, started)
@@ -82,11 +95,19 @@ impl Router {
             caller: caller.clone(),
             ..request.clone()
         };
-        // The full half, planned now (planned again below, it is found in the cache). Should the
-        // limits refuse it where they took the client's operation (the split's aliases are more
-        // tokens; a named fragment written out puts its fields beside the deferred fragment's),
-        // the operation is answered whole.
-        if self.plan(&supergraph, &full_request).await.is_err() {
+        let primary_request = GraphQlRequest {
+            query: split.primary.clone(),
+            caller: caller.clone(),
+            ..request.clone()
+        };
+        // Both halves, planned now (planned again below, they are found in the cache). Should
+        // the limits refuse one where they took the client's operation (the split's aliases
+        // are more tokens; a named fragment written out puts its fields beside the deferred
+        // fragment's; emptied selection sets keep a placeholder each), the operation is
+        // answered whole.
+        if self.plan(&supergraph, &full_request).await.is_err()
+            || self.plan(&supergraph, &primary_request).await.is_err()
+        {
             let response = self
                 .respond_planned(request, supergraph, whole, Counting::Counted, started)
                 .await;
@@ -102,11 +123,6 @@ impl Router {
             None => true,
         };
         let early = optimistic.then(|| spawn_full(self.clone(), full_request.clone()));
-        let primary_request = GraphQlRequest {
-            query: split.primary.clone(),
-            caller,
-            ..request.clone()
-        };
         let primary = self
             .respond_counting(&primary_request, Counting::CountedAs(whole))
             .await;
