@@ -127,6 +127,13 @@ async fn a_quiet_subgraph_that_answers_pings_keeps_the_subscription() {
     assert!(waited.is_err(), "ended: {waited:?}");
 }
 
+/// A port for a subgraph the test scripts itself, and its URL.
+async fn scripted_subgraph() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    (listener, url)
+}
+
 /// A client that does not take its results (a slow network, a full queue) does not keep the
 /// router from answering the subgraph's pings: the subgraph never takes the subscription for
 /// dead. What the router cannot hold for the client is dropped, and one `LIVE_GAP` stands for
@@ -134,8 +141,7 @@ async fn a_quiet_subgraph_that_answers_pings_keeps_the_subscription() {
 #[tokio::test]
 async fn a_slow_reader_still_answers_the_subgraphs_pings() {
     use gospelib_router::subscription_client::EVENTS_BUFFER;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let (listener, url) = scripted_subgraph().await;
     let sent = EVENTS_BUFFER + 36;
     let (ponged, heard_pong) = tokio::sync::oneshot::channel();
     let (read_all, all_read) = tokio::sync::oneshot::channel::<()>();
@@ -187,8 +193,7 @@ async fn a_slow_reader_still_answers_the_subgraphs_pings() {
 #[tokio::test]
 async fn a_slow_readers_events_are_held_up_to_a_byte_bound() {
     use gospelib_router::subscription_client::EVENTS_BUFFER_BYTES;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let (listener, url) = scripted_subgraph().await;
     let padding = "x".repeat(100_000);
     let (sent_all, all_sent) = tokio::sync::oneshot::channel();
     let (read_all, all_read) = tokio::sync::oneshot::channel::<()>();
@@ -236,8 +241,7 @@ async fn a_slow_readers_events_are_held_up_to_a_byte_bound() {
 #[tokio::test]
 async fn an_event_larger_than_the_byte_bound_still_goes() {
     use gospelib_router::subscription_client::EVENTS_BUFFER_BYTES;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let (listener, url) = scripted_subgraph().await;
     let padding = "x".repeat(EVENTS_BUFFER_BYTES * 2);
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
