@@ -36,7 +36,8 @@ type Doc = Document<'static, String>;
 type Set = SelectionSet<'static, String>;
 type Directives = Vec<graphql_tools::parser::query::Directive<'static, String>>;
 
-/// The longest `@defer` label the split takes (longer ones run the operation whole).
+/// The longest `@defer` label, and response key on the way to a deferred fragment, the split
+/// takes (longer ones run the operation whole).
 const MAX_LABEL_BYTES: usize = 256;
 
 /// The alias of the `__typename` a selection set left empty by the split keeps.
@@ -227,6 +228,7 @@ pub fn split(
     let mut finder = Finder {
         fragments: &fragments,
         found: Vec::new(),
+        places: std::collections::HashSet::new(),
         selections: BTreeMap::new(),
         visiting: Vec::new(),
         budget: WALK_BUDGET,
@@ -311,6 +313,9 @@ fn selection_set_mut<'o>(operation: &'o mut OperationDefinition<'static, String>
 struct Finder<'f> {
     fragments: &'f BTreeMap<String, FragmentDefinition<'static, String>>,
     found: Vec<Deferred>,
+    /// The places found, by marker and path: a fragment spread twice at one object (`...F
+    /// ...F`) is one payload there, not two.
+    places: std::collections::HashSet<String>,
     /// Each marker's fragment's selections, held once.
     selections: BTreeMap<String, std::sync::Arc<Set>>,
     /// The named fragments being walked (a cycle is invalid: not walked twice).
@@ -349,17 +354,25 @@ impl Finder<'_> {
             self.budget -= 1;
             match item {
                 Selection::Field(field) => {
-                    if path.len() >= self.max_depth {
+                    // A path is copied for each deferred fragment under it, and sent with each
+                    // payload: a response key of any length could make the answer many times
+                    // the document. Past `MAX_LABEL_BYTES`, the operation runs whole.
+                    let key = response_key(field);
+                    if path.len() >= self.max_depth || key.len() > MAX_LABEL_BYTES {
                         self.budget = 0;
                         return;
                     }
-                    path.push(response_key(field).to_owned());
+                    path.push(key.to_owned());
                     self.walk(&field.selection_set, path, parent);
                     path.pop();
                 }
                 Selection::InlineFragment(fragment) => {
                     let mut inside = parent;
-                    if let Some(marker) = marker_of(&fragment.selection_set) {
+                    if let Some(marker) = marker_of(&fragment.selection_set)
+                        && self
+                            .places
+                            .insert(format!("{marker}\u{0}{}", path.join("\u{0}")))
+                    {
                         // A fragment spread in many places is one: its selections are held
                         // once, whatever their size.
                         let selections = self
@@ -1840,5 +1853,21 @@ mod tests {
     fn the_emptied_sets_placeholder_is_the_splits() {
         assert!(is_added_alias(EMPTY_MARKER, "__typename"));
         assert!(!is_added_alias(EMPTY_MARKER, "name"));
+    }
+
+    /// A fragment spread twice at one object is one payload there; a response key past the
+    /// bound on the way to a deferred fragment runs the operation whole, and one within it
+    /// (like a label within it) does not.
+    #[test]
+    fn places_are_found_once_and_their_paths_bounded() {
+        let once = split_of("{ item { ...F ...F } } fragment F on Item { ... @defer { name } }");
+        assert_eq!(once.deferred.len(), 1);
+        let long = "k".repeat(MAX_LABEL_BYTES + 1);
+        let query = format!("{{ {long}: item {{ ... @defer {{ name }} }} }}");
+        assert!(split(&query, None, &Map::new(), 100, 15).is_none());
+        let within = "k".repeat(MAX_LABEL_BYTES);
+        let query =
+            format!("{{ {within}: item {{ ... @defer(label: \"{within}\") {{ name }} }} }}");
+        assert!(split(&query, None, &Map::new(), 100, 15).is_some());
     }
 }

@@ -408,7 +408,7 @@ impl PlanCache {
 
     /// Runs `work` on the blocking thread pool once a planning slot is free, within the
     /// planning deadline.
-    async fn off_workers<T: Send + 'static>(
+    pub(crate) async fn off_workers<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, PlanningError> + Send + 'static,
     ) -> Result<T, PlanningError> {

@@ -62,26 +62,31 @@ impl Router {
             Ok(whole) => whole,
             Err(refusal) => return Incremental::Whole(refusal),
         };
-        // Off the async workers: a large document's split (bounded, see `crate::defer`) may
-        // take milliseconds.
+        // Off the async workers and in a planning slot, under its deadline: a large document's
+        // split (bounded, see `crate::defer`) may take milliseconds. Should it fail, the
+        // operation runs whole.
         let (query, operation_name, variables) = (
             request.query.clone(),
             request.operation_name.clone(),
             request.variables.clone(),
         );
         let limits = *self.plans.limits();
-        let split = tokio::task::spawn_blocking(move || {
-            defer::split(
-                &query,
-                operation_name.as_deref(),
-                &variables,
-                limits.max_tokens,
-                limits.max_depth,
-            )
-        })
-        .await
-        .ok()
-        .flatten();
+        let split = self
+            .plans
+            .off_workers(move || {
+                Ok(defer::split(
+                    &query,
+                    operation_name.as_deref(),
+                    &variables,
+                    limits.max_tokens,
+                    limits.max_depth,
+                ))
+            })
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "splitting a deferred operation failed; it runs whole");
+                None
+            });
         let Some(split) = split else {
             let response = self
                 .respond_planned(request, supergraph, whole, Counting::Counted, started)
