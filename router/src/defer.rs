@@ -52,10 +52,9 @@ pub struct Deferred {
     pub label: Option<String>,
     /// The response keys from the root to the object the fragment applies to.
     pub path: Vec<String>,
-    /// Inside another deferred fragment: its objects are found in the full answer only.
-    pub nested: bool,
-    /// The deferred fragment it is inside, if any (its index among the split's): where that
-    /// one's payload is null, this one is not sent.
+    /// The deferred fragment it is inside, if any (its index among the split's): its objects
+    /// are then found in the full answer only, and where that one's payload is null, this one
+    /// is not sent.
     parent: Option<usize>,
     /// The alias of the `__typename` the fragment carries in the full operation: present in
     /// an object when the fragment applied to it.
@@ -383,7 +382,6 @@ impl Finder<'_> {
                         self.found.push(Deferred {
                             label: label_of(&fragment.directives),
                             path: path.clone(),
-                            nested: parent.is_some(),
                             parent,
                             marker,
                             selections,
@@ -1112,7 +1110,7 @@ pub fn incremental_items(
     let mut items = Vec::new();
     for (index, deferred) in split.deferred.iter().enumerate() {
         let marker = &deferred.marker;
-        let base = if deferred.nested {
+        let base = if deferred.parent.is_some() {
             full_data
         } else {
             primary_data
@@ -1148,7 +1146,7 @@ pub fn incremental_items(
             // an order moved), and the object at this path in the full answer be another one
             // than the primary answer showed. Its fields would then land on the wrong object.
             // (Only through a list: a path of keys alone always leads to the same object.)
-            if !deferred.nested
+            if deferred.parent.is_none()
                 && path.iter().any(Value::is_number)
                 && let (Some(Value::Object(shown)), Some(Value::Object(full))) =
                     (value_at(primary_data, &path), at)

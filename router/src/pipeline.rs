@@ -596,10 +596,12 @@ impl Router {
     /// names as the split's own. Checked on the text as sent, before anything else.
     pub(crate) fn reserved_names_refusal(&self, request: &GraphQlRequest) -> Option<Response> {
         crate::defer::uses_reserved_names(&request.query).then(|| {
-            Response::refusal(
-                vec![reserved_names_error()],
-                self.supergraph().version.to_string(),
-            )
+            let error = json!({
+                "message": "names starting with `_glDefer` and a digit are reserved by the \
+                            router (for `@defer`); rename the alias, or the text, that holds one",
+                "extensions": { "code": "VALIDATION_ERROR" }
+            });
+            Response::refusal(vec![error], self.supergraph().version.to_string())
         })
     }
 
@@ -725,23 +727,23 @@ impl Router {
         deadline: tokio::time::Instant,
         defer_boundaries: bool,
     ) -> Response {
-        if planned.is_mutation() {
-            let _writing = self.writes.writing(caller);
-            let run = Run {
-                deadline,
-                writes_seen: 0,
-                defer_boundaries,
-            };
-            return self
-                .run_for(caller, planned, request, supergraph, run)
-                .await;
-        }
-        let writes_seen = self.writes.seen_by(caller);
+        let mutation = planned.is_mutation();
+        let _writing = mutation.then(|| self.writes.writing(caller));
+        let writes_seen = if mutation {
+            0
+        } else {
+            self.writes.seen_by(caller)
+        };
         let run = Run {
             deadline,
             writes_seen,
             defer_boundaries,
         };
+        if mutation {
+            return self
+                .run_for(caller, planned, request, supergraph, run)
+                .await;
+        }
         let run = || self.run_for(caller, planned, request, supergraph, run);
         let Some(inbound) = self.inbound.as_ref() else {
             return run().await;
@@ -1132,15 +1134,6 @@ pub(crate) enum Counting {
     CountedAs(Arc<Planned>),
     /// Not at all: the full half of a deferred operation, whose primary half was counted.
     Uncounted,
-}
-
-/// The refusal of a client's operation that holds a name `@defer`'s split reserves.
-pub(crate) fn reserved_names_error() -> Value {
-    json!({
-        "message": "names starting with `_glDefer` and a digit are reserved by the router \
-                    (for `@defer`); rename the alias, or the text, that holds one",
-        "extensions": { "code": "VALIDATION_ERROR" }
-    })
 }
 
 /// How one run of an operation goes: by when, after which of the caller's writes (see

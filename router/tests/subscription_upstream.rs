@@ -127,6 +127,21 @@ async fn a_quiet_subgraph_that_answers_pings_keeps_the_subscription() {
     assert!(waited.is_err(), "ended: {waited:?}");
 }
 
+/// The first connection to `listener`, its subscription accepted: the socket and the
+/// subscription's id.
+async fn first_subscription(listener: tokio::net::TcpListener) -> (Socket, Value) {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let (socket, subscribe) = accept_subscription(tcp).await;
+    (socket, subscribe["id"].clone())
+}
+
+async fn send_json(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .unwrap();
+}
+
 /// A port for a subgraph the test scripts itself, and its URL.
 async fn scripted_subgraph() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -146,21 +161,17 @@ async fn a_slow_reader_still_answers_the_subgraphs_pings() {
     let (ponged, heard_pong) = tokio::sync::oneshot::channel();
     let (read_all, all_read) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let (mut socket, subscribe) = accept_subscription(tcp).await;
-        let id = subscribe["id"].clone();
+        let (mut socket, id) = first_subscription(listener).await;
         for n in 0..sent {
             let next = json!({"type": "next", "id": id, "payload": {"data": {"ticks": n}}});
-            socket.send(Message::text(next.to_string())).await.unwrap();
+            send_json(&mut socket, next).await;
         }
-        let ping = json!({"type": "ping"}).to_string();
-        socket.send(Message::text(ping)).await.unwrap();
+        send_json(&mut socket, json!({"type": "ping"})).await;
         let pong = tokio::time::timeout(Duration::from_secs(5), next_json(&mut socket)).await;
         let _ = ponged.send(pong.is_ok_and(|pong| pong["type"] == "pong"));
         // Quiet until the client has read what it was sent (the gap included).
         let _ = all_read.await;
-        let complete = json!({"type": "complete", "id": id}).to_string();
-        socket.send(Message::text(complete)).await.unwrap();
+        send_json(&mut socket, json!({"type": "complete", "id": id})).await;
         let _ = socket.next().await;
     });
     let http = Http::new(Duration::from_secs(5)).unwrap();
@@ -198,22 +209,18 @@ async fn a_slow_readers_events_are_held_up_to_a_byte_bound() {
     let (sent_all, all_sent) = tokio::sync::oneshot::channel();
     let (read_all, all_read) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let (mut socket, subscribe) = accept_subscription(tcp).await;
-        let id = subscribe["id"].clone();
+        let (mut socket, id) = first_subscription(listener).await;
         for n in 0..20 {
             let next = json!({"type": "next", "id": id,
                               "payload": {"data": {"ticks": n, "padding": padding}}});
-            socket.send(Message::text(next.to_string())).await.unwrap();
+            send_json(&mut socket, next).await;
         }
         // A ping answered: every event before it was read by the router.
-        let ping = json!({"type": "ping"}).to_string();
-        socket.send(Message::text(ping)).await.unwrap();
+        send_json(&mut socket, json!({"type": "ping"})).await;
         let _ = next_json(&mut socket).await;
         let _ = sent_all.send(());
         let _ = all_read.await;
-        let complete = json!({"type": "complete", "id": id}).to_string();
-        socket.send(Message::text(complete)).await.unwrap();
+        send_json(&mut socket, json!({"type": "complete", "id": id})).await;
         let _ = socket.next().await;
     });
     let http = Http::new(Duration::from_secs(5)).unwrap();
@@ -244,11 +251,9 @@ async fn an_event_larger_than_the_byte_bound_still_goes() {
     let (listener, url) = scripted_subgraph().await;
     let padding = "x".repeat(EVENTS_BUFFER_BYTES * 2);
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let (mut socket, subscribe) = accept_subscription(tcp).await;
-        let id = subscribe["id"].clone();
+        let (mut socket, id) = first_subscription(listener).await;
         let next = json!({"type": "next", "id": id, "payload": {"data": {"padding": padding}}});
-        socket.send(Message::text(next.to_string())).await.unwrap();
+        send_json(&mut socket, next).await;
         let _ = socket.next().await;
     });
     let http = Http::new(Duration::from_secs(5)).unwrap();
