@@ -9,9 +9,13 @@
 //! - Each reminder is made like any notification ([`crate::notify`]): stored, its deliveries
 //!   queued by the user's preferences (quiet hours delay the push, never the inbox), and
 //!   announced live after the commit.
-//! - **At most one reminder in 20 hours** ([`MIN_SPACING`], by the reminders' `created_at`),
-//!   whatever the dates: a user who changes time zone would otherwise be reminded twice within
-//!   hours, for two local dates; a user who travels east waits up to that long for the next.
+//! - **Never a local date at or before one already reminded**, and **at most one reminder in
+//!   [`MAX_SPACING_HOURS`] hours** (by the reminders' `created_at`; fewer when the reminder
+//!   hour is earlier than that, see [`spacing_hours`]): a user whose zone moves west finds
+//!   their local date earlier than the one reminded, and one who moves east a new date within
+//!   the hour. The spacing is short enough that a reminder made late in the evening (the user
+//!   turned reminders on then) never holds the next morning's back: a longer one made each
+//!   day's reminder later than the last for days.
 //! - Users are read in pages ordered by id, so a large population is never held in memory; an
 //!   erased user has no preferences row and is never reminded; a zone PostgreSQL no longer
 //!   knows (after a tzdata change) skips that user rather than failing the run.
@@ -33,12 +37,17 @@ pub const DEFAULT_HOUR: u32 = 8;
 /// Users read per statement.
 const PAGE: i64 = 500;
 
-/// The least time between two reminders of one user, whatever their local dates: a user whose
-/// zone moves west (Kiritimati to Honolulu) finds their local date earlier than the one already
-/// reminded, and would otherwise get that date's reminder an hour after the last. Short of a
-/// day, so that a day's reminder made late (the job was down at the hour) does not hold the
-/// next one back for long.
-const MIN_SPACING: &str = "20 hours";
+/// The longest least time between two reminders of one user, whatever their local dates: a
+/// user whose zone moves east (Pago Pago to Kiritimati) finds a new local date an hour after
+/// the last reminder, and would otherwise get that date's reminder at once.
+pub const MAX_SPACING_HOURS: u32 = 8;
+
+/// The least time, in hours, between two reminders of one user when the day's reminder is made
+/// from local hour `hour`: [`MAX_SPACING_HOURS`], or `hour` if that is earlier. A reminder made
+/// at a day's last minute is then never held back past the next day's hour.
+pub fn spacing_hours(hour: u32) -> u32 {
+    hour.min(MAX_SPACING_HOURS)
+}
 
 pub const REMINDER_TITLE: &str = "Time for today's study";
 pub const REMINDER_BODY: &str =
@@ -79,12 +88,10 @@ pub async fn make_reminders(
              WHERE extract(hour FROM l.at) >= $3 \
                AND NOT EXISTS ( \
                    SELECT 1 FROM notifications.notifications n \
-                   WHERE n.dedupe_key = 'reminder:' || l.user_id || ':' \
-                                        || to_char(l.at::date, 'YYYY-MM-DD')) \
-               AND NOT EXISTS ( \
-                   SELECT 1 FROM notifications.notifications n \
                    WHERE n.user_id = l.user_id AND n.category = 'study_reminder' \
-                     AND n.created_at > $1::timestamptz - $5::interval) \
+                     AND (n.dedupe_key COLLATE \"C\" >= 'reminder:' || l.user_id || ':' \
+                                        || to_char(l.at::date, 'YYYY-MM-DD') \
+                          OR n.created_at > $1::timestamptz - make_interval(hours => $5))) \
              ORDER BY l.user_id \
              LIMIT $4",
         )
@@ -92,7 +99,7 @@ pub async fn make_reminders(
         .bind(after)
         .bind(hour as i32)
         .bind(PAGE)
-        .bind(MIN_SPACING)
+        .bind(spacing_hours(hour) as i32)
         .fetch_all(pool);
         let due = within_deadline(WORKER_DEADLINE, due).await?;
         let Some((last, _)) = due.last() else {

@@ -148,11 +148,19 @@ async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
     .execute(&pool)
     .await
     .unwrap();
-    make_reminders(&pool, None, &now, 0).await.unwrap();
+    // An hour later (from hour 0 the spacing is none: only the dates can hold it back).
+    let (hour_later,): (String,) = sqlx::query_as(
+        "SELECT to_char((now() + interval '1 hour') AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    make_reminders(&pool, None, &hour_later, 0).await.unwrap();
     assert_eq!(
         reminders_of(&pool, user).await.0,
         first,
-        "the earlier local date is not reminded an instant after the later one"
+        "the earlier local date is not reminded an hour after the later one"
     );
 
     // Two days on (49 hours by the job's clock: Pago Pago's date then is a day past the one
@@ -166,4 +174,93 @@ async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
     .unwrap();
     make_reminders(&pool, None, &later, 0).await.unwrap();
     assert_eq!(reminders_of(&pool, user).await.0.len(), 2);
+}
+
+#[tokio::test]
+async fn a_reminder_made_late_in_the_evening_does_not_hold_the_next_morning_back() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pool = pool().await;
+    // The spacing is read from `created_at`, the database's clock: the user's zone is chosen so
+    // that the database's now is 09:00–09:59 there.
+    let (now, zone): (String, String) = sqlx::query_as(
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                'Etc/GMT' || to_char(-(((9 - extract(hour FROM now() AT TIME ZONE 'UTC')::int \
+                                         + 36) % 24) - 12), 'SFM90')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let user = user_in(&pool, &zone, true).await;
+    let (local_hour,): (i32,) =
+        sqlx::query_as("SELECT extract(hour FROM now() AT TIME ZONE $1)::int")
+            .bind(&zone)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(local_hour, 9, "zone {zone}");
+    // Yesterday's reminder, made at 22:00 there (the user turned reminders on at 21:40): made
+    // by a run at that instant, then dated to it.
+    let (evening,): (String,) = sqlx::query_as(
+        "SELECT to_char((now() - interval '11 hours') AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    make_reminders(&pool, None, &evening, 8).await.unwrap();
+    sqlx::query(
+        "UPDATE notifications.notifications SET created_at = now() - interval '11 hours' \
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reminders_of(&pool, user).await.0.len(), 1);
+
+    // 09:00 the next morning: that day's reminder is made (11 hours after the last).
+    make_reminders(&pool, None, &now, 8).await.unwrap();
+    assert_eq!(reminders_of(&pool, user).await.0.len(), 2);
+}
+
+#[tokio::test]
+async fn a_user_who_moves_east_is_not_reminded_twice_within_hours() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pool = pool().await;
+    let (now,): (String,) = sqlx::query_as(
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Pago Pago is UTC−11 and Kiritimati UTC+14: the same instant is a day later there.
+    let user = user_in(&pool, "Pacific/Pago_Pago", true).await;
+    make_reminders(&pool, None, &now, 0).await.unwrap();
+    let (first, _) = reminders_of(&pool, user).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    sqlx::query(
+        "UPDATE notifications.preferences SET time_zone = 'Pacific/Kiritimati' WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // An hour later the new zone is at a new local date; the run's reminder hour is the local
+    // hour there (at most 8), so that only the spacing (that many hours) can hold it back.
+    let (later, kiritimati_hour): (String, i32) = sqlx::query_as(
+        "SELECT to_char((now() + interval '1 hour') AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                extract(hour FROM (now() + interval '1 hour') AT TIME ZONE 'Pacific/Kiritimati')::int",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // (At 00:xx there the spacing is none: a reminder hour of 0 would allow it.)
+    let hour = kiritimati_hour.clamp(1, 8) as u32;
+    let run = make_reminders(&pool, None, &later, hour).await.unwrap();
+    assert_eq!(
+        reminders_of(&pool, user).await.0,
+        first,
+        "a new local date is not reminded an hour after the last ({run:?})"
+    );
 }
