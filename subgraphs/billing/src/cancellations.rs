@@ -155,7 +155,8 @@ enum Settled {
 /// given back is refunded to the card with a credit note (reason `duplicate`, one idempotency
 /// key per subscription, and Stripe's own record of what credit notes gave back, so a retry
 /// never refunds twice). Left alone when it has become the customer's only live subscription
-/// (the other ended meanwhile, or every other live one is being cancelled too: two duplicates
+/// that renews (the other ended meanwhile or was set to end at its period's end, or every other
+/// live one is being cancelled too: two duplicates
 /// settled at once by two workers, see [`store::confirm_duplicate`]), is not live
 /// (`incomplete`, `unpaid`, `paused`: nothing charges), or was cancelled by someone else
 /// before it was confirmed a duplicate.
@@ -171,7 +172,12 @@ async fn settle_duplicate(
         let others = stripe.subscriptions_of_customer(customer).await?;
         let others_live: Vec<&str> = others
             .iter()
-            .filter(|other| other.id != id && LIVE_STATUSES.contains(&other.status.as_str()))
+            // One set to end at its period's end is being replaced, not duplicated.
+            .filter(|other| {
+                other.id != id
+                    && LIVE_STATUSES.contains(&other.status.as_str())
+                    && !other.cancel_at_period_end
+            })
             .map(|other| other.id.as_str())
             .collect();
         if others_live.is_empty() {

@@ -765,9 +765,11 @@ pub struct LiveStripe {
     pub customer: Option<String>,
 }
 
-/// `user_id`'s Stripe subscriptions whose stored status is one of `statuses` and whose last
-/// snapshot was not final, the first begun first (ties by Stripe's id).
-pub async fn stripe_subscriptions_in(
+/// `user_id`'s Stripe subscriptions that renew (not set to cancel at their period's end) whose
+/// stored status is one of `statuses` and whose last snapshot was not final, the first begun
+/// first (ties by Stripe's id). One set to end is on its way out: a subscription begun beside
+/// it replaces it (a plan changed in Stripe's dashboard), it does not duplicate it.
+pub async fn renewing_stripe_subscriptions_in(
     conn: &mut PgConnection,
     user_id: Uuid,
     statuses: &[&str],
@@ -776,7 +778,7 @@ pub async fn stripe_subscriptions_in(
         "SELECT stripe_subscription_id AS stripe_id, stripe_customer_id AS customer
          FROM billing.subscriptions
          WHERE user_id = $1 AND source = 'stripe' AND status = ANY($2) AND NOT snapshot_final
-           AND stripe_subscription_id IS NOT NULL
+           AND stripe_subscription_id IS NOT NULL AND NOT cancel_at_period_end
          ORDER BY started_at, stripe_subscription_id",
     )
     .bind(user_id)

@@ -28,6 +28,8 @@ static QUEUE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[derive(Default)]
 struct Ledger {
     subscriptions: HashMap<String, (String, String, String)>,
+    /// Subscriptions set to cancel at their period's end.
+    ending: std::collections::HashSet<String>,
     invoices: HashMap<String, (String, i64, i64)>,
     refuse_credit_notes: usize,
     /// The next this many lists of a customer's subscriptions wait at `list_barrier` (two
@@ -77,9 +79,13 @@ impl FakeStripe {
     }
 }
 
-fn subscription_json(id: &str, (status, invoice, customer): &(String, String, String)) -> Value {
+fn subscription_json(
+    id: &str,
+    (status, invoice, customer): &(String, String, String),
+    ending: bool,
+) -> Value {
     json!({"id": id, "object": "subscription", "status": status,
-           "latest_invoice": invoice, "customer": customer})
+           "latest_invoice": invoice, "customer": customer, "cancel_at_period_end": ending})
 }
 
 async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
@@ -145,13 +151,14 @@ async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
                 .subscriptions
                 .iter()
                 .filter(|(_, (status, _, owner))| owner == customer && status != "canceled")
-                .map(|(id, held)| subscription_json(id, held))
+                .map(|(id, held)| subscription_json(id, held, ledger.ending.contains(id)))
                 .collect();
             axum::Json(json!({"object": "list", "data": data})).into_response()
         }
         ("GET", _) if path.starts_with("/v1/subscriptions/") => {
             match ledger.subscriptions.get(&id) {
-                Some(held) => axum::Json(subscription_json(&id, held)).into_response(),
+                Some(held) => axum::Json(subscription_json(&id, held, ledger.ending.contains(&id)))
+                    .into_response(),
                 None => missing(),
             }
         }
@@ -159,7 +166,7 @@ async fn answer(State(fake): State<FakeStripe>, request: Request) -> Response {
             match ledger.subscriptions.get_mut(&id) {
                 Some(held) => {
                     held.0 = "canceled".to_owned();
-                    axum::Json(subscription_json(&id, held)).into_response()
+                    axum::Json(subscription_json(&id, held, false)).into_response()
                 }
                 None => missing(),
             }
@@ -347,6 +354,41 @@ async fn the_later_of_two_live_subscriptions_is_queued_whatever_order_they_arriv
     users.push(user);
     ids.extend([ended, current]);
 
+    // A plan changed in Stripe's dashboard: the monthly one set to end at its period's end,
+    // a yearly one begun beside it: a replacement, not a duplicate (either order).
+    for monthly_first in [true, false] {
+        let (user, customer) = (Uuid::new_v4(), customer_id());
+        let (monthly, yearly) = (subscription_id(), subscription_id());
+        let mut ending = subscription(
+            &monthly,
+            &customer,
+            Some(user),
+            "active",
+            "price_scholar_monthly",
+            (now - 600, now - 600 + 30 * 86_400),
+        );
+        ending["cancel_at_period_end"] = json!(true);
+        let ending = event(
+            &event_id(),
+            "customer.subscription.updated",
+            now_secs(),
+            ending,
+        );
+        let begun = delivery("created", &yearly, &customer, user, "active", now);
+        let bodies = if monthly_first {
+            [ending, begun]
+        } else {
+            [begun, ending]
+        };
+        for body in bodies {
+            assert_eq!(post(&url, &body).await.0, 200);
+        }
+        assert_eq!(queued(&pool, &yearly).await, None, "{monthly_first}");
+        assert_eq!(queued(&pool, &monthly).await, None, "{monthly_first}");
+        users.push(user);
+        ids.extend([monthly, yearly]);
+    }
+
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     forget_cancellations(&pool, &ids).await;
     clean_up(&pool, &users, &names).await;
@@ -473,27 +515,44 @@ async fn a_duplicate_left_alone_is_kept() {
     let elsewhere_invoice = format!("in_test_{}", unique());
     fake.subscription(&elsewhere, "canceled", &elsewhere_invoice, &third_customer);
     fake.invoice(&elsewhere_invoice, "paid", 900);
+    // And one whose customer's other live subscription is set to end at its period's end (a
+    // plan changed in Stripe's dashboard): it replaces that one.
+    let (fourth_customer, ending, replacement) =
+        (customer_id(), subscription_id(), subscription_id());
+    let replacement_invoice = format!("in_test_{}", unique());
+    fake.subscription(&ending, "active", "in_test_old", &fourth_customer);
+    fake.0.lock().unwrap().ending.insert(ending.clone());
+    fake.subscription(
+        &replacement,
+        "active",
+        &replacement_invoice,
+        &fourth_customer,
+    );
+    fake.invoice(&replacement_invoice, "paid", 9900);
     for (id, owner) in [
         (&only, &customer),
         (&unpaid, &other_customer),
         (&elsewhere, &third_customer),
+        (&replacement, &fourth_customer),
     ] {
         queue_duplicate(&pool, id, owner).await;
     }
     cancel_due(&pool, &stripe, &settings).await.unwrap();
     assert_eq!(fake.status_of(&only), "active");
     assert_eq!(fake.given_back(&invoice), 0);
-    for id in [&only, &unpaid, &cancelled] {
+    assert_eq!(fake.status_of(&replacement), "active");
+    assert_eq!(fake.given_back(&replacement_invoice), 0);
+    for id in [&only, &unpaid, &cancelled, &replacement, &ending] {
         let asked = fake.received(&format!("DELETE /v1/subscriptions/{id}"));
         assert!(asked.is_empty(), "{asked:?}");
     }
     assert!(fake.received("POST /v1/credit_notes").is_empty());
     // Out of the queue: an event that finds two live again queues it anew.
-    for id in [&only, &unpaid, &elsewhere] {
+    for id in [&only, &unpaid, &elsewhere, &replacement] {
         assert_eq!(queued(&pool, id).await, None);
     }
     assert_eq!(fake.given_back(&elsewhere_invoice), 0);
-    forget_cancellations(&pool, &[&only, &unpaid, &elsewhere]).await;
+    forget_cancellations(&pool, &[&only, &unpaid, &elsewhere, &replacement]).await;
 }
 
 /// A deleted user's cancellation queued for a subscription already queued as a duplicate, not

@@ -174,6 +174,9 @@ pub struct ListedSubscription {
     /// The id of its latest invoice (its first, for a subscription just paid).
     #[serde(default, deserialize_with = "object_id")]
     pub latest_invoice: Option<String>,
+    /// Set to end when its period does (it will not renew).
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
 }
 
 /// An object's id where Stripe gives either the id or, expanded, the object.

@@ -337,9 +337,10 @@ async fn lock_user_late(
 }
 
 /// When the status just written (`status`, its user's billing lock held) leaves `user_id` with
-/// more than one live Stripe subscription, queues each but the first begun for cancellation
-/// as a duplicate: the user paid two Checkout Sessions (two tabs, the first paid before it
-/// could be expired). Whichever of the two becomes live last finds the other, so the same one
+/// more than one live Stripe subscription that renews, queues each but the first begun for
+/// cancellation as a duplicate: the user paid two Checkout Sessions (two tabs, the first paid
+/// before it could be expired). One set to cancel at its period's end is not counted: a plan
+/// changed in Stripe's dashboard (the old one set to end, a new one begun) is no duplicate. Whichever of the two becomes live last finds the other, so the same one
 /// is queued whatever order the events arrive in. The worker cancels it only while another
 /// subscription of the customer is live at Stripe, then refunds its payment
 /// (`crate::cancellations`).
@@ -352,7 +353,7 @@ async fn queue_duplicates(
     if is_final || !LIVE_STATUSES.contains(&status) {
         return Ok(());
     }
-    let live = store::stripe_subscriptions_in(&mut *conn, user_id, &LIVE_STATUSES).await?;
+    let live = store::renewing_stripe_subscriptions_in(&mut *conn, user_id, &LIVE_STATUSES).await?;
     let Some((kept, duplicates)) = live.split_first() else {
         return Ok(());
     };
