@@ -576,8 +576,11 @@ async fn a_subscription_update_delivered_after_the_renewals_payment_still_applie
     clean_up(&pool, &[user], &names).await;
 }
 
+/// A completed checkout links nothing: billing's own checkout links the customer before it
+/// makes the session, and a session made another way (a Payment Link) carries a
+/// `client_reference_id` its buyer may have written.
 #[tokio::test]
-async fn a_completed_checkout_links_the_customer_its_subscription_is_found_by() {
+async fn a_subscription_is_found_by_its_linked_customer_and_a_checkout_links_none() {
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());
     let url = endpoint(&pool, redis(), &names).await;
@@ -602,6 +605,8 @@ async fn a_completed_checkout_links_the_customer_its_subscription_is_found_by() 
     );
     assert!(!event_recorded(&pool, &orphan_id).await);
 
+    // A buyer's Payment Link session naming the user as its `client_reference_id`: the buyer's
+    // customer is not tied to the user, and the subscription stays unattributed.
     let session = json!({
         "id": format!("cs_test_{}", unique()), "object": "checkout.session", "mode": "subscription",
         "customer": customer, "client_reference_id": user.to_string(), "subscription": sub
@@ -611,8 +616,21 @@ async fn a_completed_checkout_links_the_customer_its_subscription_is_found_by() 
         post(&url, &completed).await,
         (200, json!({"status": "processed"}))
     );
-    assert_eq!(customer_of(&pool, user).await, Some(customer.clone()));
+    assert_eq!(customer_of(&pool, user).await, None);
+    assert_eq!(
+        post(&url, &orphan_event).await,
+        (200, json!({"status": "unattributed"}))
+    );
 
+    // Linked as billing's checkout links it (before it makes the session): the resend is the
+    // user's.
+    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
+        .bind(user)
+        .bind(&customer)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(customer_of(&pool, user).await, Some(customer.clone()));
     assert_eq!(
         post(&url, &orphan_event).await,
         (200, json!({"status": "processed"}))

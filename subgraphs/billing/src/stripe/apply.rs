@@ -18,8 +18,11 @@
 //!   from the snapshot's: a snapshot older than it but newer than the stored snapshot (a plan
 //!   change or cancellation at renewal, delivered after the renewal's payment) still applies,
 //!   keeping the status and the period end the payment decided.
-//! - `checkout.session.completed`: links `client_reference_id` (the user) to the session's
-//!   `customer`, so the subscription it created is found through it.
+//! - `checkout.session.completed`: links nothing. Billing's own checkout links the user's
+//!   customer before it makes the session (and its subscription carries `metadata.user_id`);
+//!   a session made another way (a Payment Link, say) carries a `client_reference_id` its
+//!   buyer may have written, which would otherwise tie the buyer's customer to anyone's
+//!   account. One whose customer is not the user's linked one is logged.
 //! - `customer.deleted`: the customer is unlinked from its user (deleted in Stripe's
 //!   dashboard, say), so the user's next checkout makes a new one; its subscriptions end with
 //!   their own events.
@@ -539,20 +542,17 @@ async fn apply_checkout(
     let Some(user_id) = unless_erased(conn, user_id).await? else {
         return Ok(Applied::nothing(Outcome::Unattributed));
     };
-    if let Some(customer) = &session.customer {
-        store::lock_customer(&mut *conn, customer).await?;
-        if !store::link_customer(&mut *conn, user_id, customer).await?
-            && store::customer_of_user(&mut *conn, user_id)
-                .await?
-                .as_deref()
-                != Some(customer)
-        {
-            tracing::warn!(
-                %user_id,
-                session = %session.id,
-                "a completed checkout's customer differs from the user's linked one, or was deleted at Stripe; not linked"
-            );
-        }
+    if let Some(customer) = &session.customer
+        && store::customer_of_user(&mut *conn, user_id)
+            .await?
+            .as_deref()
+            != Some(customer)
+    {
+        tracing::warn!(
+            %user_id,
+            session = %session.id,
+            "a completed checkout's customer is not the user's linked one (a session billing did not make, or a customer deleted at Stripe); not linked"
+        );
     }
     Ok(Applied {
         outcome: Outcome::Processed,
