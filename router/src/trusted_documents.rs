@@ -695,6 +695,12 @@ impl TrustedService {
                 value,
             ));
         }
+        // Never kept by a cache (a GET's 200 under `application/json` would be): a hash refused
+        // now may be a trusted document's once the manifest is re-read.
+        response.headers.push((
+            gospelib_kit::graphql_http::HeaderName::from_static("cache-control"),
+            PublicHeaderValue::from_static("no-store"),
+        ));
         response
     }
 }

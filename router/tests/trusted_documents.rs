@@ -114,6 +114,40 @@ async fn assert_deferred_by_id(base: &str) {
     assert!(body.contains("review of 1"), "{body}");
 }
 
+/// A refusal is never kept by a cache: a GET of an unknown id answered 200 under
+/// `application/json`, and a POST of an untrusted text.
+async fn assert_refusals_are_not_stored(base: &str) {
+    let client = reqwest::Client::new();
+    let unknown = "0".repeat(64);
+    let extensions =
+        json!({ "persistedQuery": { "version": 1, "sha256Hash": unknown } }).to_string();
+    let by_get = client
+        .get(format!("{base}/graphql"))
+        .query(&[("extensions", extensions.as_str())])
+        .header("accept", "application/json")
+        .header("apollo-require-preflight", "1")
+        .send()
+        .await
+        .unwrap();
+    let by_post = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": LATER }))
+        .send()
+        .await
+        .unwrap();
+    for response in [by_get, by_post] {
+        let cache_control = response.headers().get("cache-control").cloned();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(body["errors"].is_array(), "{status} {body}");
+        assert_eq!(
+            cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "{status} {body}"
+        );
+    }
+}
+
 /// Waits until `LATER` is accepted (or refused), within 10 s.
 async fn wait_for_later(base: &str, accepted: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -156,6 +190,7 @@ async fn a_manifest_file_is_enforced_and_re_read_when_it_changes() {
     assert_trusted_answers(&base).await;
     assert_deferred_by_id(&base).await;
     wait_for_later(&base, false).await;
+    assert_refusals_are_not_stored(&base).await;
     let (_, body) = post(&base, &json!({ "query": LATER })).await.unwrap();
     assert_eq!(
         body["errors"][0]["message"],
