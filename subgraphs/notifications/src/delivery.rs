@@ -1017,9 +1017,15 @@ fn summary(outcomes: &[String]) -> &'static str {
         .unwrap_or("skipped")
 }
 
-/// `text` cut to `limit` characters.
+/// `text` cut to `limit` characters, as PostgreSQL can store it.
 fn shorten(text: &str, limit: usize) -> String {
-    text.chars().take(limit).collect()
+    // PostgreSQL's text holds no NUL, and a provider's answer may carry one (raw in an error
+    // body, or `\u0000` in JSON): kept, the row could not be written, on any attempt, and a
+    // send that went through would be sent again. Control characters read as spaces.
+    text.chars()
+        .take(limit)
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect()
 }
 
 /// Records what one delivery of `job` came to: through the provider to the recipient `to`

@@ -1948,3 +1948,70 @@ async fn device_and_address_events_apply_once_and_in_order() {
     }
     clean_up(&pool, &[user]).await;
 }
+
+/// A provider's answer carrying a NUL (raw in an error body, escaped in an accepted send's
+/// id), which PostgreSQL's text cannot hold, is recorded all the same: the failure with its
+/// reason, the send as sent (not sent again).
+#[tokio::test]
+async fn a_providers_answer_holding_a_nul_is_recorded() {
+    let pool = pool().await;
+    let (fake, providers) = fake_providers(Duration::from_secs(5)).await;
+    let handler = EventsHandler::new(pool.clone());
+    let (user, email) = (Uuid::new_v4(), address());
+    fake.script(
+        &email,
+        [
+            Reply::new(500, "{\"message\":\"bad\u{0}byte\"}"),
+            Reply::new(200, r#"{"id":"email-\u0000-1"}"#),
+        ],
+    );
+    handler
+        .apply(&event("user.created", user, json!({"email": email})))
+        .await
+        .unwrap();
+    let settings = settings(&[user], &test_stream());
+    let worker = worker(&pool, &providers, settings);
+    worker.run_once().await.unwrap();
+    let failed: Vec<_> = deliveries(&pool, user)
+        .await
+        .into_iter()
+        .filter(|delivery| delivery.channel == "email")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].outcome, "failed");
+    assert!(
+        failed[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("bad byte"),
+        "{failed:?}"
+    );
+    make_due(&pool, user).await;
+    worker.run_once().await.unwrap();
+    let email_jobs: Vec<_> = jobs(&pool, user)
+        .await
+        .into_iter()
+        .filter(|job| job.channel == "email")
+        .collect();
+    assert!(
+        email_jobs
+            .iter()
+            .all(|job| job.done && job.outcome.as_deref() == Some("sent")),
+        "{email_jobs:?}"
+    );
+    let sent: Vec<_> = deliveries(&pool, user)
+        .await
+        .into_iter()
+        .filter(|delivery| delivery.outcome == "sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].provider_message_id.as_deref(), Some("email- -1"));
+    assert_eq!(
+        fake.emails_to(&email).len(),
+        2,
+        "the failed send and the one that went"
+    );
+    fake.assert_no_problems();
+    clean_up(&pool, &[user]).await;
+}
