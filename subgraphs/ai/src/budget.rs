@@ -3,7 +3,8 @@
 //! most `GOSPELIB_AI_DAILY_VENDOR_QUESTIONS` questions a UTC day, all processes together (a
 //! question the primary vendor fails and the fallback answers is one question, two calls; a
 //! question no vendor charged for, every call refused or never sent, is given back, so an
-//! outage does not spend the day).
+//! outage does not spend the day; a question refused past the budget or a caller's share is
+//! not counted at all).
 //! Past it, the extractive provider answers (not cached, so the vendors answer again the next
 //! day) and a warning is logged once a day per process.
 //!
@@ -184,6 +185,8 @@ impl VendorBudget {
                 per_caller = self.per_caller,
                 "a caller's share of the AI vendors' daily budget is spent"
             );
+            // Not taken: not counted (a question given back later brings the share under).
+            self.uncount(&[(callers.as_str(), caller.to_owned())]).await;
             return (Taken::ShareSpent, own);
         }
         let key = self.key();
@@ -213,6 +216,14 @@ impl VendorBudget {
         if count <= self.per_day {
             return (Taken::Yes, in_redis);
         }
+        // Not taken: not counted, in the day nor in the share. Counted, every refusal past the
+        // budget raised the day's count further above it, and questions given back after a
+        // vendor's outage could no longer bring it under.
+        self.uncount(&[
+            (key.as_str(), day.to_string()),
+            (callers.as_str(), caller.to_owned()),
+        ])
+        .await;
         if self.warned_on.swap(day, Ordering::Relaxed) != day {
             tracing::warn!(
                 per_day = self.per_day,
@@ -221,6 +232,16 @@ impl VendorBudget {
             );
         }
         (Taken::BudgetSpent, in_redis)
+    }
+
+    /// Takes one from each (hash, field) of `counts` (a refused question's counts), in Redis.
+    /// Best effort: should Redis fail now, the count stays one higher until the day ends.
+    async fn uncount(&self, counts: &[(&str, String)]) {
+        let mut undo = redis::pipe();
+        for (hash, field) in counts {
+            undo.cmd("HINCRBY").arg(*hash).arg(field).arg(-1).ignore();
+        }
+        let _: Option<()> = self.link.run_pipeline(&undo).await;
     }
 
     /// Gives back the question of `receipt` when no vendor charged for it (every call

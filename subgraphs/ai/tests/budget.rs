@@ -100,3 +100,59 @@ async fn a_question_given_back_takes_one_from_each_count_and_never_below_zero() 
     }
     panic!("UTC midnight passed twice during the test");
 }
+
+/// A question refused (the day's budget or the caller's share spent) is not counted: after a
+/// vendor's outage gives questions back, the day is under its budget again.
+#[tokio::test]
+async fn a_refused_question_is_not_counted() {
+    let redis = gospelib_kit::test_stack::redis();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..2 {
+        let day = today();
+        let namespace = format!(
+            "budget-refused-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let budget = VendorBudget::new(redis.clone(), namespace, 2).per_caller(3);
+        let (share, total) = (budget.callers_key(day), budget.key());
+        let (_, receipt) = budget.take_with_receipt("user:a").await;
+        let receipt = receipt.expect("a receipt for a question taken");
+        assert_eq!(budget.take("user:b").await, Taken::Yes);
+        for _ in 0..3 {
+            assert_eq!(budget.take("user:a").await, Taken::BudgetSpent);
+        }
+        if today() != day {
+            continue;
+        }
+        assert_eq!(
+            both(&mut connection, &share, &total, day).await,
+            (Some(1), Some(2)),
+            "refusals not counted"
+        );
+        // The first question's vendor failed: given back, the day has room again.
+        budget.give_back(&receipt).await;
+        assert_eq!(budget.take("user:a").await, Taken::Yes);
+        // The caller's share: three taken, the fourth refused and not counted.
+        let budget = budget.per_caller(1);
+        assert_eq!(budget.take("user:a").await, Taken::ShareSpent);
+        if today() != day {
+            continue;
+        }
+        assert_eq!(
+            both(&mut connection, &share, &total, day).await,
+            (Some(1), Some(2))
+        );
+        let _: () = redis::cmd("DEL")
+            .arg(&share)
+            .arg(&total)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        return;
+    }
+    panic!("UTC midnight passed twice during the test");
+}
