@@ -552,20 +552,39 @@ pub async fn announce_trials_ending(
 pub enum SessionRecorded {
     /// Recorded; the session it replaces, if any, queued for expiry.
     Replacing(Option<String>),
+    /// Not recorded: the user's latest session is for the same price and was made within
+    /// [`SESSION_REUSED_WITHIN_SECS`] (a double click, a second tab), so that one (its id and
+    /// address) is the answer and the new one is queued for expiry instead.
+    Reusing { session_id: String, url: String },
     /// The user was erased meanwhile: the session is queued for expiry instead, and the
     /// customer link the checkout made removed.
     UserErased,
 }
 
-/// Records `session_id` as `user_id`'s latest Checkout Session and queues the one it replaces
+/// How long after a Checkout Session another for the same price is answered with it.
+pub const SESSION_REUSED_WITHIN_SECS: f64 = 60.0;
+
+/// A Checkout Session as billing made it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub url: &'a str,
+    /// The Stripe price it bills.
+    pub price: &'a str,
+}
+
+/// Records `session` as `user_id`'s latest Checkout Session and queues the one it replaces
 /// for expiry at Stripe ([`queue_cancellation`]: durable, so a request cut short cannot leave
 /// two sessions open), under the user's lock, so two checkouts at once are ordered, and an
-/// erasure comes before or after, never between.
+/// erasure comes before or after, never between. A latest session for the same price made
+/// within [`SESSION_REUSED_WITHIN_SECS`] is kept instead, and `session` queued for expiry
+/// ([`SessionRecorded::Reusing`]): the user may be paying on it.
 pub async fn replace_checkout_session(
     conn: &mut PgConnection,
     user_id: Uuid,
-    session_id: &str,
+    session: NewSession<'_>,
 ) -> Result<SessionRecorded, sqlx::Error> {
+    let session_id = session.id;
     lock_user(&mut *conn, user_id).await?;
     if is_erased(&mut *conn, user_id).await? {
         sqlx::query("DELETE FROM billing.customers WHERE user_id = $1")
@@ -575,17 +594,38 @@ pub async fn replace_checkout_session(
         queue_cancellation(&mut *conn, session_id).await?;
         return Ok(SessionRecorded::UserErased);
     }
-    let previous: Option<String> =
-        sqlx::query_scalar("SELECT session_id FROM billing.checkout_sessions WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let previous: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT session_id,
+                CASE WHEN price = $2 AND created_at > now() - make_interval(secs => $3)
+                     THEN url END
+         FROM billing.checkout_sessions WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(session.price)
+    .bind(SESSION_REUSED_WITHIN_SECS)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((previous, Some(url))) = &previous
+        && previous != session_id
+    {
+        queue_cancellation(&mut *conn, session_id).await?;
+        return Ok(SessionRecorded::Reusing {
+            session_id: previous.clone(),
+            url: url.clone(),
+        });
+    }
+    let previous = previous.map(|(previous, _)| previous);
     sqlx::query(
-        "INSERT INTO billing.checkout_sessions (user_id, session_id) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE SET session_id = EXCLUDED.session_id, created_at = now()",
+        "INSERT INTO billing.checkout_sessions (user_id, session_id, url, price)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id) DO UPDATE
+         SET session_id = EXCLUDED.session_id, url = EXCLUDED.url, price = EXCLUDED.price,
+             created_at = now()",
     )
     .bind(user_id)
     .bind(session_id)
+    .bind(session.url)
+    .bind(session.price)
     .execute(&mut *conn)
     .await?;
     let previous = previous.filter(|previous| previous != session_id);

@@ -99,6 +99,17 @@ impl Fake {
         self.received.lock().unwrap().clone()
     }
 
+    /// The ids of the Checkout Sessions made (answered to their keys), in no order.
+    fn sessions_made(&self) -> Vec<String> {
+        self.answered
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|(_, body)| body["object"] == "checkout.session" && body["status"].is_null())
+            .filter_map(|(_, body)| body["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Whether a request to `path` is to fail now (it then fails only once).
     fn take_failure(&self, path: &str) -> bool {
         let mut failing = self.failing_once.lock().unwrap();
@@ -451,8 +462,11 @@ async fn expire_queued(base_url: &str) {
 
 /// Two checkouts at once (two tabs) leave one session open: the other is queued and expired at
 /// Stripe.
+/// Two checkouts for one price at once (a double click): both are answered with the one
+/// session kept, and the other is expired at Stripe. (Expiring the one a client was given
+/// would fail the payment the user may be making on it.)
 #[tokio::test]
-async fn of_two_checkouts_at_once_one_session_stays_open() {
+async fn of_two_checkouts_at_once_one_session_stays_open_and_both_answer_it() {
     let _queue = QUEUE.lock().await;
     let pool = pool().await;
     let (user, names) = (Uuid::new_v4(), names());
@@ -475,7 +489,17 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert!(sessions.contains(&kept));
+    assert_eq!(sessions, [kept.clone(), kept.clone()]);
+    let urls: Vec<&str> = [&a, &b]
+        .iter()
+        .map(|answer| {
+            answer["data"]["createCheckoutSession"]["url"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    let url = format!("https://checkout.stripe.com/c/pay/{kept}");
+    assert_eq!(urls, [url.as_str(), url.as_str()]);
     // Each checkout may have made a customer (each asks Stripe with a key of its own): the
     // first linked is the user's, and both sessions are for it.
     let linked = customer_of(&pool, user).await.unwrap();
@@ -486,7 +510,10 @@ async fn of_two_checkouts_at_once_one_session_stays_open() {
         .map(|r| r.form["customer"].clone())
         .collect();
     assert_eq!(customers, [linked.clone(), linked]);
-    let other = sessions.iter().find(|s| **s != kept).unwrap();
+    let made = fake.sessions_made();
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert!(made.contains(&kept), "{made:?}");
+    let other = made.iter().find(|s| **s != kept).unwrap();
     assert_eq!(queued(&pool, other).await, Some(false));
     assert_eq!(queued(&pool, &kept).await, None);
     expire_queued(&base_url).await;
@@ -599,8 +626,18 @@ async fn a_replaced_session_is_expired_after_stripe_failed_the_first_attempt() {
         .as_str()
         .unwrap_or_else(|| panic!("{answer}"))
         .to_owned();
+    // A minute and more later (within it, the same price would be answered with this one).
+    sqlx::query(
+        "UPDATE billing.checkout_sessions SET created_at = now() - interval '61 seconds'
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
     let answer = checkout().await;
     assert!(answer.get("errors").is_none(), "{answer}");
+    assert_ne!(answer["data"]["createCheckoutSession"]["id"], replaced);
     assert_eq!(queued(&pool, &replaced).await, Some(false));
     let expire_path = format!("/v1/checkout/sessions/{replaced}/expire");
 

@@ -113,11 +113,16 @@ impl Mutation {
             })
             .await
             .map_err(errors::stripe)?;
-        expire_previous_session(billing, user_id, &session.id).await?;
-        Ok(CheckoutSession {
+        let made = db::NewSession {
+            id: &session.id,
+            url: &session.url,
+            price: &price,
+        };
+        let answered = expire_previous_session(billing, user_id, made).await?;
+        Ok(answered.unwrap_or(CheckoutSession {
             id: ID(session.id),
             url: session.url,
-        })
+        }))
     }
 
     /// Opens Stripe's billing portal for the signed-in user (change plan, payment method,
@@ -154,14 +159,16 @@ impl Mutation {
 /// expiry at Stripe (in the same transaction) and the cancellation worker rung: a user never
 /// has two open at once (two tabs, or one opened long before), so cannot pay for two
 /// subscriptions. A user erased while this checkout was being made gets none: the new session
-/// is queued for expiry instead.
+/// is queued for expiry instead. A checkout for the same price within a moment of the last (a
+/// double click, a second tab) is answered with the last session (returned here), the new one
+/// queued for expiry: expiring the last would fail the payment the user may be making on it.
 async fn expire_previous_session(
     billing: &BillingContext,
     user_id: Uuid,
-    session_id: &str,
-) -> Result<()> {
+    session: db::NewSession<'_>,
+) -> Result<Option<CheckoutSession>> {
     let mut tx = billing.pool.begin().await.map_err(store)?;
-    let recorded = db::replace_checkout_session(&mut tx, user_id, session_id)
+    let recorded = db::replace_checkout_session(&mut tx, user_id, session)
         .await
         .map_err(store)?;
     tx.commit().await.map_err(store)?;
@@ -171,11 +178,19 @@ async fn expire_previous_session(
         }
     };
     match recorded {
-        db::SessionRecorded::Replacing(None) => Ok(()),
+        db::SessionRecorded::Replacing(None) => Ok(None),
         db::SessionRecorded::Replacing(Some(previous)) => {
             tracing::info!(%user_id, session = %previous, "an earlier Checkout Session queued for expiry");
             ring();
-            Ok(())
+            Ok(None)
+        }
+        db::SessionRecorded::Reusing { session_id, url } => {
+            tracing::info!(%user_id, session = %session_id, "a checkout within a moment of the last, for its price: answered with its session");
+            ring();
+            Ok(Some(CheckoutSession {
+                id: ID(session_id),
+                url,
+            }))
         }
         db::SessionRecorded::UserErased => {
             ring();
