@@ -57,7 +57,15 @@ pub struct BillingSettings {
     /// Rung when a checkout queues a replaced session's expiry, if a cancellation worker runs
     /// in this process (else the worker's next look finds it).
     pub cancellations: Option<Arc<tokio::sync::Notify>>,
+    /// How long the Stripe calls of one checkout or portal request may take together
+    /// ([`DEFAULT_STRIPE_DEADLINE`]): within the router's time for a subgraph fetch, so that a
+    /// slow Stripe is a clean error of billing's, not a request the router gave up on while
+    /// billing went on making sessions.
+    pub stripe_deadline: std::time::Duration,
 }
+
+/// The default of [`BillingSettings::stripe_deadline`]: under the router's 10 s per fetch.
+pub const DEFAULT_STRIPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
 impl Default for BillingSettings {
     /// The built-in catalogue, no Stripe, the local app's URL, the standard Redis names.
@@ -70,6 +78,7 @@ impl Default for BillingSettings {
             return_url: DEFAULT_APP_URL.to_owned(),
             names: RedisNames::default(),
             cancellations: None,
+            stripe_deadline: DEFAULT_STRIPE_DEADLINE,
         }
     }
 }
@@ -83,6 +92,7 @@ impl std::fmt::Debug for BillingSettings {
             .field("cancel_url", &self.cancel_url)
             .field("return_url", &self.return_url)
             .field("names", &self.names)
+            .field("stripe_deadline", &self.stripe_deadline)
             .finish()
     }
 }

@@ -67,6 +67,8 @@ struct Fake {
     /// When set, the next request making a customer says so on the first and waits for the
     /// second before it is answered.
     customer_gate: Arc<Mutex<Option<Gate>>>,
+    /// How long each answer waits first (a slow Stripe).
+    delay: Arc<Mutex<Duration>>,
 }
 
 /// A request held: told it arrived, then released.
@@ -149,6 +151,8 @@ async fn answer(
         form: form.clone(),
     });
     let key = header("idempotency-key");
+    let delay = *fake.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     if uri.path() == "/v1/customers" {
         let gate = fake.customer_gate.lock().unwrap().take();
         if let Some((arrived, release)) = gate {
@@ -268,6 +272,7 @@ async fn fake_stripe() -> (Fake, String) {
         failing_once: Arc::new(Mutex::new(Vec::new())),
         subscriptions: Arc::new(Mutex::new(HashMap::new())),
         customer_gate: Arc::new(Mutex::new(None)),
+        delay: Arc::new(Mutex::new(Duration::ZERO)),
     };
     let app = axum::Router::new()
         .fallback(answer)
@@ -290,6 +295,21 @@ fn stripe_settings(names: &gospelib_billing::RedisNames, base_url: &str) -> Bill
         names: names.clone(),
         ..BillingSettings::default()
     }
+}
+
+/// The billing service with Stripe at `base_url` whose requests' Stripe calls take at most
+/// `deadline` together.
+fn service_with_deadline(
+    pool: &gospelib_kit::stores::PgPool,
+    names: &gospelib_billing::RedisNames,
+    base_url: &str,
+    deadline: Duration,
+) -> gospelib_billing::BillingService {
+    let settings = BillingSettings {
+        stripe_deadline: deadline,
+        ..stripe_settings(names, base_url)
+    };
+    service(pool, settings)
 }
 
 fn checkout_vars(plan: &str, interval: &str) -> Value {
@@ -901,6 +921,17 @@ async fn stripe_failures_are_clean_errors_that_never_show_the_key() {
         started.elapsed() < Duration::from_secs(5),
         "bounded by the client's timeout"
     );
+
+    // Each call within the client's timeout, the checkout's calls together past the request's
+    // deadline (a customer made, then a session): a clean error, no session made.
+    fake.set(Mode::Normal);
+    *fake.delay.lock().unwrap() = Duration::from_millis(450);
+    let slow = service_with_deadline(&pool, &names, &base_url, Duration::from_millis(600));
+    let late_user = Uuid::new_v4();
+    let answer = run_as(&slow, Some(Caller::user(late_user)), CHECKOUT, vars.clone()).await;
+    assert_eq!(codes(&answer), ["UPSTREAM_UNAVAILABLE"], "{answer}");
+    *fake.delay.lock().unwrap() = Duration::ZERO;
+    clean_up(&pool, &[late_user], &names).await;
 
     fake.set(Mode::Normal);
     let answer = run_as(&service, as_user.clone(), PORTAL, json!({})).await;

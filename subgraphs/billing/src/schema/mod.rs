@@ -55,6 +55,8 @@ pub(crate) struct BillingContext {
     pub return_url: String,
     /// The cancellation worker's bell (see [`crate::cancellations`]).
     pub cancellations: Option<Arc<tokio::sync::Notify>>,
+    /// How long one request's Stripe calls may take together.
+    pub stripe_deadline: std::time::Duration,
 }
 
 /// The subgraph's federation SDL (what `_service { sdl }` answers); needs no store.
@@ -86,6 +88,7 @@ impl BillingService {
             success_url: settings.success_url,
             cancel_url: settings.cancel_url,
             return_url: settings.return_url,
+            stripe_deadline: settings.stripe_deadline,
         };
         let schema = Schema::build(Query, Mutation, EmptySubscription)
             .enable_federation()

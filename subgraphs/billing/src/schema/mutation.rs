@@ -19,7 +19,9 @@ use super::types::{BillingInterval, CheckoutSession, PortalSession};
 use crate::entitlements::in_force;
 use crate::store::{self as db, SOURCE_STRIPE};
 use crate::stripe::LIVE_STATUSES;
-use crate::stripe::api::{NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi};
+use crate::stripe::api::{
+    NewCheckoutSession, NewCustomer, NewPortalSession, StripeApi, StripeError,
+};
 use crate::time::now_secs;
 
 /// `createCheckoutSession` and `createPortalSession`.
@@ -43,6 +45,7 @@ impl Mutation {
             .stripe
             .as_deref()
             .ok_or_else(stripe_not_configured)?;
+        let deadline = tokio::time::Instant::now() + billing.stripe_deadline;
         // A session still valid for a moment after the account's deletion buys nothing.
         if db::is_erased(&billing.pool, user_id).await.map_err(store)? {
             return Err(account_deleted());
@@ -69,15 +72,14 @@ impl Mutation {
                 "you already have a subscription: change it in the billing portal",
             ));
         }
-        let (customer, known) = customer_of(billing, stripe, user_id).await?;
+        let (customer, known) = customer_of(billing, stripe, user_id, deadline).await?;
         // A subscription Stripe holds and whose webhooks have not arrived yet (the user paid a
         // first session a moment ago, then opened another), or that billing's record is behind
         // on (still `incomplete` while Stripe has it `active`; past its period while the
         // renewal's webhook is on its way): asked of Stripe itself, or a second checkout would
         // make a second subscription. A customer made just now has none.
         if known {
-            let paying = stripe
-                .subscriptions_of_customer(&customer)
+            let paying = within(deadline, stripe.subscriptions_of_customer(&customer))
                 .await
                 .map_err(errors::stripe)?
                 .into_iter()
@@ -101,16 +103,16 @@ impl Mutation {
                 ));
             }
         }
-        let session = stripe
-            .create_checkout_session(&NewCheckoutSession {
-                customer,
-                user_id: user_id.to_string(),
-                plan: plan.to_string(),
-                price: price.clone(),
-                success_url: billing.success_url.clone(),
-                cancel_url: billing.cancel_url.clone(),
-                idempotency_key: format!("gl-checkout-{}", Uuid::new_v4()),
-            })
+        let new_session = NewCheckoutSession {
+            customer,
+            user_id: user_id.to_string(),
+            plan: plan.to_string(),
+            price: price.clone(),
+            success_url: billing.success_url.clone(),
+            cancel_url: billing.cancel_url.clone(),
+            idempotency_key: format!("gl-checkout-{}", Uuid::new_v4()),
+        };
+        let session = within(deadline, stripe.create_checkout_session(&new_session))
             .await
             .map_err(errors::stripe)?;
         let made = db::NewSession {
@@ -135,6 +137,7 @@ impl Mutation {
             .stripe
             .as_deref()
             .ok_or_else(stripe_not_configured)?;
+        let deadline = tokio::time::Instant::now() + billing.stripe_deadline;
         let Some(customer) = db::customer_of_user(&billing.pool, user_id)
             .await
             .map_err(store)?
@@ -143,12 +146,12 @@ impl Mutation {
                 "there is no billing account for you yet: subscribe to a plan first",
             ));
         };
-        let session = stripe
-            .create_portal_session(&NewPortalSession {
-                customer,
-                return_url: billing.return_url.clone(),
-                idempotency_key: format!("gl-portal-{}", Uuid::new_v4()),
-            })
+        let new_session = NewPortalSession {
+            customer,
+            return_url: billing.return_url.clone(),
+            idempotency_key: format!("gl-portal-{}", Uuid::new_v4()),
+        };
+        let session = within(deadline, stripe.create_portal_session(&new_session))
             .await
             .map_err(errors::stripe)?;
         Ok(PortalSession { url: session.url })
@@ -199,6 +202,21 @@ async fn expire_previous_session(
     }
 }
 
+/// A call to Stripe within what is left of its request's `deadline` (see
+/// [`BillingContext::stripe_deadline`]); past it, Stripe counts as unavailable.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    call: impl std::future::Future<Output = Result<T, StripeError>>,
+) -> Result<T, StripeError> {
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StripeError::Unavailable(
+                "Stripe did not answer within the request's time".to_owned(),
+            ))
+        })
+}
+
 /// The refusal of a session still valid for a moment after its account was deleted.
 fn account_deleted() -> async_graphql::Error {
     gospelib_kit::ErrorCode::Unauthorized.error("this account was deleted; sign in again")
@@ -215,6 +233,7 @@ async fn customer_of(
     billing: &BillingContext,
     stripe: &dyn StripeApi,
     user_id: Uuid,
+    deadline: tokio::time::Instant,
 ) -> Result<(String, bool)> {
     if let Some(customer) = db::customer_of_user(&billing.pool, user_id)
         .await
@@ -222,18 +241,18 @@ async fn customer_of(
     {
         return Ok((customer, true));
     }
-    let created = stripe
-        .create_customer(&NewCustomer {
-            user_id: user_id.to_string(),
-            // A key of this call's own, not the user's: Stripe replays the first answer to a
-            // key for 24 hours, a 500 included, so a key per user would block the user's
-            // checkout for a day after one failure (and a double click would get a 409 while
-            // the first request runs). Two calls racing may thus make two customers:
-            // `link_customer` keeps the first linked (`ON CONFLICT DO NOTHING` on the user id,
-            // the primary key), and both calls read that one back below. The other customer has
-            // no subscription and stays unused at Stripe.
-            idempotency_key: format!("gl-customer-{user_id}-{}", Uuid::new_v4()),
-        })
+    let new_customer = NewCustomer {
+        user_id: user_id.to_string(),
+        // A key of this call's own, not the user's: Stripe replays the first answer to a
+        // key for 24 hours, a 500 included, so a key per user would block the user's
+        // checkout for a day after one failure (and a double click would get a 409 while
+        // the first request runs). Two calls racing may thus make two customers:
+        // `link_customer` keeps the first linked (`ON CONFLICT DO NOTHING` on the user id,
+        // the primary key), and both calls read that one back below. The other customer has
+        // no subscription and stays unused at Stripe.
+        idempotency_key: format!("gl-customer-{user_id}-{}", Uuid::new_v4()),
+    };
+    let created = within(deadline, stripe.create_customer(&new_customer))
         .await
         .map_err(errors::stripe)?;
     // A concurrent checkout may have linked one first: the linked one is the user's. Either
