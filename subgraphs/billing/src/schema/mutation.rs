@@ -118,7 +118,7 @@ impl Mutation {
         let made = db::NewSession {
             id: &session.id,
             url: &session.url,
-            price: &price,
+            price,
         };
         let answered = expire_previous_session(billing, user_id, made).await?;
         Ok(answered.unwrap_or(CheckoutSession {
