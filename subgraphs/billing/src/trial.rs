@@ -123,29 +123,33 @@ impl TrialHandler {
             let deleted_at = payload["occurred_at"]
                 .as_str()
                 .and_then(gospelib_kit::time::parse_rfc3339);
-            let Some(erased) = self
+            let erased = self
                 .erase(user_id, event_id, deleted_at)
                 .await
-                .map_err(retry)?
-            else {
-                return Ok(TrialOutcome::AlreadyApplied);
-            };
+                .map_err(retry)?;
+            // Also when applied already: a delivery cut short after its commit (a crash, the
+            // handler's deadline) left these undone, and each is harmless twice.
             self.entitlements.invalidate(&[user_id]).await;
             if let Some(cancellations) = &self.cancellations {
                 cancellations.notify_one();
             }
-            return Ok(TrialOutcome::Erased(user_id, erased.cancellations));
+            return Ok(match erased {
+                Some(erased) => TrialOutcome::Erased(user_id, erased.cancellations),
+                None => TrialOutcome::AlreadyApplied,
+            });
         }
         // A trial starts once per event: without its id, repeats could not be told apart.
         let event_id =
             event_id.ok_or_else(|| HandlerError::Reject("the entry has no event_id".to_owned()))?;
         let trial = self.start_trial(user_id, event_id).await.map_err(retry)?;
-        if !trial {
-            return Ok(TrialOutcome::AlreadyApplied);
-        }
+        // Also when applied already (as above): the cached plan dropped, the outbox relayed.
         self.entitlements.invalidate(&[user_id]).await;
         self.outbox.publish().await;
-        Ok(TrialOutcome::Started(user_id))
+        Ok(if trial {
+            TrialOutcome::Started(user_id)
+        } else {
+            TrialOutcome::AlreadyApplied
+        })
     }
 
     /// Records `event_id` and starts `user_id`'s trial in one transaction; whether it began.

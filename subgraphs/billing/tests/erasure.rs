@@ -478,3 +478,52 @@ async fn cancellations_retry_while_stripe_is_unavailable_and_stop_when_it_refuse
     );
     forget_cancellations(&pool, &[&later, &gone, &refused]).await;
 }
+
+/// A user event delivered again (its first delivery cut short after its commit) still drops
+/// the user's cached plan: what followed the commit is done again.
+#[tokio::test]
+async fn a_user_event_delivered_again_still_drops_the_cached_plan() {
+    let pool = pool().await;
+    let (user, names) = (Uuid::new_v4(), names());
+    let users_stream = format!("gl:test:users:{}", unique());
+    let (stop, consumer) = start_consumer(&pool, &users_stream, &names);
+    let mut connection = redis_connection().await;
+    let cached = format!("{}{user}", names.entitlements_prefix);
+    for kind in ["user.created", "user.deleted"] {
+        let event_id = Uuid::new_v4();
+        xadd_user_event(&users_stream, event_id, kind, user).await;
+        eventually("the entry is acknowledged", || {
+            group_caught_up(&users_stream, "billing")
+        })
+        .await;
+        // Past the first delivery's second invalidation, a plan cached as before the event.
+        tokio::time::sleep(gospelib_billing::entitlements::SECOND_INVALIDATION_AFTER * 2).await;
+        let _: () = redis::cmd("SET")
+            .arg(&cached)
+            .arg(r#"{"plan":"scholar"}"#)
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        xadd_user_event(&users_stream, event_id, kind, user).await;
+        eventually("the entry is acknowledged", || {
+            group_caught_up(&users_stream, "billing")
+        })
+        .await;
+        let left: Option<String> = redis::cmd("GET")
+            .arg(&cached)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(left, None, "{kind}");
+    }
+    stop.send(true).unwrap();
+    consumer.await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&users_stream)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    clean_up(&pool, &[user], &names).await;
+}
