@@ -43,10 +43,11 @@ const PAGE: i64 = 500;
 pub const MAX_SPACING_HOURS: u32 = 8;
 
 /// The least time, in hours, between two reminders of one user when the day's reminder is made
-/// from local hour `hour`: [`MAX_SPACING_HOURS`], or `hour` if that is earlier. A reminder made
-/// at a day's last minute is then never held back past the next day's hour.
+/// from local hour `hour`: [`MAX_SPACING_HOURS`], or `hour` if that is earlier, and at least
+/// one. A reminder made at a day's last minute is then held back past the next day's hour by
+/// an hour at most (from hour 0), and never from hour 1 on.
 pub fn spacing_hours(hour: u32) -> u32 {
-    hour.min(MAX_SPACING_HOURS)
+    hour.clamp(1, MAX_SPACING_HOURS)
 }
 
 pub const REMINDER_TITLE: &str = "Time for today's study";

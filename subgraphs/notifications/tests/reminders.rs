@@ -148,9 +148,9 @@ async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
     .execute(&pool)
     .await
     .unwrap();
-    // An hour later (from hour 0 the spacing is none: only the dates can hold it back).
+    // Two hours later (from hour 0 the spacing is an hour: only the dates can hold it back).
     let (hour_later,): (String,) = sqlx::query_as(
-        "SELECT to_char((now() + interval '1 hour') AT TIME ZONE 'UTC', \
+        "SELECT to_char((now() + interval '2 hours') AT TIME ZONE 'UTC', \
                         'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
     )
     .fetch_one(&pool)
@@ -160,7 +160,7 @@ async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
     assert_eq!(
         reminders_of(&pool, user).await.0,
         first,
-        "the earlier local date is not reminded an hour after the later one"
+        "the earlier local date is not reminded two hours after the later one"
     );
 
     // Two days on (49 hours by the job's clock: Pago Pago's date then is a day past the one
@@ -181,32 +181,24 @@ async fn a_reminder_made_late_in_the_evening_does_not_hold_the_next_morning_back
     let _alone = ONE_AT_A_TIME.lock().await;
     let pool = pool().await;
     // The spacing is read from `created_at`, the database's clock: the user's zone is chosen so
-    // that the database's now is 09:00–09:59 there.
-    let (now, zone): (String, String) = sqlx::query_as(
-        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                'Etc/GMT' || to_char(-(((9 - extract(hour FROM now() AT TIME ZONE 'UTC')::int \
-                                         + 36) % 24) - 12), 'SFM90')",
+    // that the database's now is 09:00–09:59 there (each value read of one instant).
+    let (now, evening, zone, local_hour): (String, String, String, i32) = sqlx::query_as(
+        "WITH t AS (SELECT now() AS at), \
+              z AS (SELECT at, 'Etc/GMT' || to_char(-(((9 - extract(hour FROM at AT TIME ZONE \
+                        'UTC')::int + 36) % 24) - 12), 'SFM90') AS zone FROM t) \
+         SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                to_char((at - interval '11 hours') AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                zone, extract(hour FROM at AT TIME ZONE zone)::int \
+         FROM z",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    let user = user_in(&pool, &zone, true).await;
-    let (local_hour,): (i32,) =
-        sqlx::query_as("SELECT extract(hour FROM now() AT TIME ZONE $1)::int")
-            .bind(&zone)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
     assert_eq!(local_hour, 9, "zone {zone}");
+    let user = user_in(&pool, &zone, true).await;
     // Yesterday's reminder, made at 22:00 there (the user turned reminders on at 21:40): made
     // by a run at that instant, then dated to it.
-    let (evening,): (String,) = sqlx::query_as(
-        "SELECT to_char((now() - interval '11 hours') AT TIME ZONE 'UTC', \
-                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
     make_reminders(&pool, None, &evening, 8).await.unwrap();
     sqlx::query(
         "UPDATE notifications.notifications SET created_at = now() - interval '11 hours' \
@@ -255,7 +247,7 @@ async fn a_user_who_moves_east_is_not_reminded_twice_within_hours() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    // (At 00:xx there the spacing is none: a reminder hour of 0 would allow it.)
+    // (At 00:xx there no reminder hour but 0 makes it due, whose spacing is one hour: due.)
     let hour = kiritimati_hour.clamp(1, 8) as u32;
     let run = make_reminders(&pool, None, &later, hour).await.unwrap();
     assert_eq!(
