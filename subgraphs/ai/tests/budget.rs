@@ -136,7 +136,7 @@ async fn a_refused_question_is_not_counted() {
         // The first question's vendor failed: given back, the day has room again.
         budget.give_back(&receipt).await;
         assert_eq!(budget.take("user:a").await, Taken::Yes);
-        // The caller's share: three taken, the fourth refused and not counted.
+        // The caller's share down to one: the next refused, and not counted.
         let budget = budget.per_caller(1);
         assert_eq!(budget.take("user:a").await, Taken::ShareSpent);
         if today() != day {

@@ -22,10 +22,12 @@
 //!   logged as an error for someone to look at.
 //!
 //! A subscription queued as a **duplicate** (its user paid two Checkout Sessions and holds two
-//! live subscriptions: [`crate::stripe::apply`] queues the later one) is cancelled only while
-//! another subscription of its customer is live at Stripe, and its paid invoice is then refunded
-//! ([`settle_duplicate`]); the answers are read as above, except that one left alone (the
-//! customer's only live subscription by then, or not live) is taken out of the queue, for a
+//! live subscriptions that renew: [`crate::stripe::apply`] queues the later one, first due 15
+//! minutes later) is cancelled only while another subscription of its customer is live at
+//! Stripe and renews (not set to end at its period's end: one begun beside such is its
+//! replacement), and its paid invoice is then refunded ([`settle_duplicate`]); the answers are
+//! read as above, except that one left alone (the customer's only live subscription that
+//! renews by then, or not live) is taken out of the queue, for a
 //! later event that finds two live again to queue it anew. A deleted user's cancellation queued
 //! for a subscription already queued as a duplicate and not settled takes its row over.
 //!

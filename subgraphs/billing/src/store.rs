@@ -163,8 +163,8 @@ pub async fn lock_customer(conn: &mut PgConnection, customer: &str) -> Result<()
 ///
 /// The locks are taken in the order every other writer takes them (the user's, then the
 /// customer's: a webhook's [`lock_user`] before its link), so a `customer.deleted` and a
-/// `checkout.session.completed` for one linked pair at once run one after the other instead
-/// of deadlocking. The user is read before its lock and read again after both; the second read
+/// subscription's event linking the pair (by its `metadata.user_id`) at once run one after the
+/// other instead of deadlocking. The user is read before its lock and read again after both; the second read
 /// finds the first's user or none (a customer is only ever linked to the user it was made for),
 /// except when the customer was linked between the two reads: that user's lock is then taken
 /// after the customer's, and a deadlock, if one comes, is broken by PostgreSQL (the event is
@@ -597,6 +597,8 @@ pub async fn replace_checkout_session(
     let previous: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT session_id,
                 CASE WHEN price = $2 AND created_at > now() - make_interval(secs => $3)
+                          -- (A row an older release replaced keeps the previous session's.)
+                          AND strpos(url, session_id) > 0
                      THEN url END
          FROM billing.checkout_sessions WHERE user_id = $1",
     )
@@ -766,19 +768,27 @@ async fn queue_cancellation_refunding(
     Ok(done.rows_affected() == 1)
 }
 
+/// How long a duplicate waits before the worker first looks at it: a plan changed in Stripe's
+/// dashboard may begin the new subscription before the old one is set to end, and the worker,
+/// which asks Stripe, then finds it set to end and leaves the new one alone.
+pub const DUPLICATE_GRACE_SECS: f64 = 15.0 * 60.0;
+
 /// Queues the cancellation of the Stripe subscription `stripe_id` as a duplicate of another
-/// subscription of `customer` (see `cancellations`); whether it was not queued already.
+/// subscription of `customer` (see `cancellations`), first due after [`DUPLICATE_GRACE_SECS`];
+/// whether it was not queued already.
 pub async fn queue_duplicate_cancellation(
     conn: &mut PgConnection,
     stripe_id: &str,
     customer: &str,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer) VALUES ($1, $2)
+        "INSERT INTO billing.stripe_cancellations (stripe_id, duplicate_customer, next_attempt_at)
+         VALUES ($1, $2, now() + make_interval(secs => $3))
          ON CONFLICT DO NOTHING",
     )
     .bind(stripe_id)
     .bind(customer)
+    .bind(DUPLICATE_GRACE_SECS)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

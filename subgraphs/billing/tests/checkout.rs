@@ -480,8 +480,6 @@ async fn expire_queued(base_url: &str) {
         .unwrap();
 }
 
-/// Two checkouts at once (two tabs) leave one session open: the other is queued and expired at
-/// Stripe.
 /// Two checkouts for one price at once (a double click): both are answered with the one
 /// session kept, and the other is expired at Stripe. (Expiring the one a client was given
 /// would fail the payment the user may be making on it.)
@@ -548,7 +546,23 @@ async fn of_two_checkouts_at_once_one_session_stays_open_and_both_answer_it() {
         [format!("/v1/checkout/sessions/{other}/expire")],
         "only the replaced one"
     );
-    forget_cancellations(&pool, &[other]).await;
+    // A row an older release replaced (its address still the previous session's) is never
+    // answered with: the next checkout replaces it.
+    sqlx::query(
+        "UPDATE billing.checkout_sessions SET url = 'https://checkout.stripe.com/c/pay/cs_gone'
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let answer = checkout().await;
+    let next = answer["data"]["createCheckoutSession"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_ne!(next, kept);
+    assert_eq!(queued(&pool, &kept).await, Some(false));
+    forget_cancellations(&pool, &[other, &kept]).await;
     clean_up(&pool, &[user], &names).await;
 }
 
@@ -734,7 +748,16 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     }
 
     // One billing already knows, ended (unpaid past its period): billing's own record says
-    // the user may check out again, whatever Stripe lists for it.
+    // the user may check out again, whatever Stripe lists for it. (A minute after the first
+    // session: within it, the same price would be answered with that session.)
+    sqlx::query(
+        "UPDATE billing.checkout_sessions SET created_at = now() - interval '61 seconds'
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
     let known = subscription_id();
     store_stripe_row(&pool, user, "unpaid", &known, -1).await;
     let (fake, base_url) = fake_stripe().await;
@@ -923,7 +946,8 @@ async fn stripe_failures_are_clean_errors_that_never_show_the_key() {
     );
 
     // Each call within the client's timeout, the checkout's calls together past the request's
-    // deadline (a customer made, then a session): a clean error, no session made.
+    // deadline (a customer made, then a session): a clean error, before the router would give
+    // up (the session Stripe makes after the call was cut is never sent to anyone).
     fake.set(Mode::Normal);
     *fake.delay.lock().unwrap() = Duration::from_millis(450);
     let slow = service_with_deadline(&pool, &names, &base_url, Duration::from_millis(600));

@@ -285,6 +285,17 @@ async fn the_later_of_two_live_subscriptions_is_queued_whatever_order_they_arriv
         queued(&pool, &later).await,
         Some((Some(customer.clone()), false, false))
     );
+    // Not looked at for a while: a plan changed in Stripe's dashboard may set the old one to
+    // end only after the new one began.
+    let (waits,): (bool,) = sqlx::query_as(
+        "SELECT next_attempt_at > now() + interval '10 minutes'
+         FROM billing.stripe_cancellations WHERE stripe_id = $1",
+    )
+    .bind(&later)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(waits);
     assert_eq!(queued(&pool, &earlier).await, None);
     users.push(user);
     ids.extend([earlier, later]);
