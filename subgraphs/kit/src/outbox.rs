@@ -90,6 +90,8 @@ pub struct Outbox {
     wanted: Arc<AtomicBool>,
     /// What the relay loop does with rows marked `forget_in_stream`.
     marked: MarkedRows,
+    /// How long one relay transaction may take ([`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE)).
+    batch_deadline: Duration,
 }
 
 /// What an outbox's relay loop does with rows marked `forget_in_stream`.
@@ -150,7 +152,16 @@ impl Outbox {
             background: Arc::new(Semaphore::new(1)),
             wanted: Arc::new(AtomicBool::new(false)),
             marked: MarkedRows::Left,
+            batch_deadline: crate::stores::WORKER_DEADLINE,
         }
+    }
+
+    /// This outbox, each relay transaction within `deadline` (its `XADD`s begun within half of
+    /// it) instead of [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE): for tests of a slow
+    /// Redis.
+    pub fn with_batch_deadline(mut self, deadline: Duration) -> Self {
+        self.batch_deadline = deadline;
+        self
     }
 
     /// This outbox, its relay loop also taking the copies of rows marked `forget_in_stream`
@@ -221,13 +232,27 @@ impl Outbox {
     /// Publishes every pending row of the table, of every stream, in id order; returns how
     /// many it published. Rows another relay holds are left to it.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
-        relay(&self.pool, &self.redis, self.table, None).await
+        relay(
+            &self.pool,
+            &self.redis,
+            self.table,
+            None,
+            self.batch_deadline,
+        )
+        .await
     }
 
     /// Publishes the pending rows of this outbox's stream alone (what a change just wrote), as
     /// [`Outbox::relay_pending`] does.
     pub async fn relay_stream(&self) -> Result<usize, RelayError> {
-        relay(&self.pool, &self.redis, self.table, Some(&self.stream)).await
+        relay(
+            &self.pool,
+            &self.redis,
+            self.table,
+            Some(&self.stream),
+            self.batch_deadline,
+        )
+        .await
     }
 
     /// Takes out of their streams the copies of rows marked `forget_in_stream` (a deleted
@@ -342,13 +367,13 @@ struct PendingRow {
 }
 
 /// `step` (PostgreSQL calls, and Redis's, which have shorter bounds of their own) within
-/// [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE): a PostgreSQL connection gone silent
-/// ends the pass, its batch's rows still pending, instead of holding the outbox's one
-/// background relay for good.
+/// `deadline` (normally [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE)): a PostgreSQL
+/// connection gone silent ends the pass, its batch's rows still pending, instead of holding
+/// the outbox's one background relay for good.
 async fn bounded<T>(
+    deadline: Duration,
     step: impl std::future::Future<Output = Result<T, RelayError>>,
 ) -> Result<T, RelayError> {
-    let deadline = crate::stores::WORKER_DEADLINE;
     crate::stores::within_deadline(deadline, async { Ok(step.await) }).await?
 }
 
@@ -357,6 +382,7 @@ async fn relay(
     redis: &redis::Client,
     table: &'static str,
     stream: Option<&str>,
+    deadline: Duration,
 ) -> Result<usize, RelayError> {
     let select = format!(
         "SELECT id, event_id::text AS event_id, stream, payload->>'type' AS kind,
@@ -376,7 +402,7 @@ async fn relay(
         "SELECT EXISTS (SELECT 1 FROM {table}
                         WHERE published_at IS NULL AND ($1::text IS NULL OR stream = $1))"
     );
-    let any: bool = bounded(async {
+    let any: bool = bounded(deadline, async {
         Ok(sqlx::query_scalar(&pending)
             .bind(stream)
             .fetch_one(pool)
@@ -388,10 +414,15 @@ async fn relay(
     }
     let mut connection = connect(redis).await?;
     let mut published_total = 0;
-    // Each batch within the deadline: a long backlog takes as many as it needs.
+    // Each batch within the deadline: a long backlog takes as many as it needs. Its `XADD`s
+    // begin within half of it, so that a Redis slow on each (but within each one's timeout)
+    // still lets a batch commit what it sent: running past the deadline, it would be rolled
+    // back after adding its copies, and the next pass would add the same rows again, never
+    // getting past them.
     loop {
-        let (published, taken) =
-            bounded(relay_batch(pool, &mut connection, &select, &mark, stream)).await?;
+        let sends_until = tokio::time::Instant::now() + deadline / 2;
+        let batch = relay_batch(pool, &mut connection, &select, &mark, stream, sends_until);
+        let (published, taken) = bounded(deadline, batch).await?;
         published_total += published;
         if taken.is_none_or(|taken| i64::try_from(taken).unwrap_or(i64::MAX) < BATCH) {
             return Ok(published_total);
@@ -402,12 +433,14 @@ async fn relay(
 /// One batch: up to [`BATCH`] pending rows taken, added to their streams and marked published
 /// in one transaction. How many were published, and how many taken (`None`: none was pending).
 /// Rows after a failed `XADD` stay pending; the failure is returned once the others are marked.
+/// No `XADD` begins after `sends_until`: the rows left stay pending for the next batch.
 async fn relay_batch(
     pool: &PgPool,
     connection: &mut MultiplexedConnection,
     select: &str,
     mark: &str,
     stream: Option<&str>,
+    sends_until: tokio::time::Instant,
 ) -> Result<(usize, Option<usize>), RelayError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<PendingRow> = sqlx::query_as(select)
@@ -419,10 +452,16 @@ async fn relay_batch(
         tx.commit().await?;
         return Ok((0, None));
     }
-    let taken = rows.len();
+    let mut taken = rows.len();
     let mut published = Vec::with_capacity(taken);
     let mut failure = None;
     for row in rows {
+        // (At least one: each batch makes progress.) Those left count as a full batch, so
+        // that the relay goes on with another.
+        if tokio::time::Instant::now() >= sends_until && !published.is_empty() {
+            taken = usize::try_from(BATCH).unwrap_or(usize::MAX);
+            break;
+        }
         match xadd(connection, &row).await {
             Ok(()) => published.push(row.id),
             Err(error) => {
@@ -601,7 +640,7 @@ async fn forget_marked_entries(
     } else {
         format!("UPDATE {table} SET forget_in_stream = false WHERE id = ANY($1)")
     };
-    bounded(async {
+    bounded(crate::stores::WORKER_DEADLINE, async {
         let marked: Vec<MarkedRow> = sqlx::query_as(&select)
             .bind(FORGET_BATCH)
             .fetch_all(pool)

@@ -246,3 +246,74 @@ async fn copies_of_rows_marked_to_be_forgotten_leave_their_stream() {
         .unwrap();
     forget(&pool, &stream).await;
 }
+
+/// A proxy to the stack's Redis whose every answer comes `delay` late (a Redis slow on each
+/// command, within each one's timeout); a client of it.
+async fn slow_redis(delay: Duration) -> redis::Client {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = test_stack::urls().redis;
+    let target = format!(
+        "{}:{}",
+        target.host_str().unwrap(),
+        target.port_or_known_default().unwrap()
+    );
+    let mut proxied = test_stack::urls().redis;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(&target).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                while let Ok(read) = server_read.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(address.port())).unwrap();
+    redis::Client::open(proxied.as_str()).unwrap()
+}
+
+/// A Redis slow on every `XADD` (each within its timeout, a batch's together past the relay's
+/// deadline): each batch commits what it sent in time and the next goes on, so the backlog is
+/// published, each row once. (Before, every batch ran past the deadline, was rolled back after
+/// adding its copies, and the next pass added the same rows again, never getting past them.)
+#[tokio::test]
+async fn a_redis_slow_on_each_command_is_still_relayed_to_the_end_once() {
+    let pool = test_stack::migrated_pool(4).await;
+    let stream = stream();
+    let slow = slow_redis(Duration::from_millis(100)).await;
+    let outbox =
+        Outbox::new(pool.clone(), slow, TABLE, &stream).with_batch_deadline(Duration::from_secs(1));
+    for _ in 0..20 {
+        append(&pool, &outbox).await;
+    }
+    let relayed = tokio::time::timeout(Duration::from_secs(20), outbox.relay_stream())
+        .await
+        .expect("the relay ends");
+    assert!(matches!(relayed, Ok(20)), "{relayed:?}");
+    let rows = test_stack::outbox_rows(&pool, TABLE, &stream).await;
+    assert_eq!(rows.len(), 20);
+    assert!(rows.iter().all(|(_, published)| *published), "{rows:?}");
+    let mut redis = redis_connection().await;
+    let entries: i64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(entries, 20, "each row added once");
+    forget(&pool, &stream).await;
+}
