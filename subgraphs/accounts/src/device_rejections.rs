@@ -115,7 +115,7 @@ impl DeviceRejectionsHandler {
             return Ok(RejectionOutcome::NoSuchDevice);
         }
         tracing::info!(%user_id, %device_id, reason, "a device its push provider rejected was removed");
-        self.outbox.publish().await;
+        self.outbox.publish_in_background();
         Ok(RejectionOutcome::Removed { user_id, device_id })
     }
 }

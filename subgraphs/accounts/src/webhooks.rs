@@ -250,7 +250,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Outco
     tx.commit().await?;
     tracing::info!(message_id, event_type = %delivery.event_type, events, "Clerk webhook applied");
     if events > 0 {
-        inner.outbox.publish().await;
+        inner.outbox.publish_in_background();
     }
     Ok(if delivery.event == ClerkEvent::Ignored {
         Outcome::Ignored

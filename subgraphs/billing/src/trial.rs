@@ -144,7 +144,7 @@ impl TrialHandler {
         let trial = self.start_trial(user_id, event_id).await.map_err(retry)?;
         // Also when applied already (as above): the cached plan dropped, the outbox relayed.
         self.entitlements.invalidate(&[user_id]).await;
-        self.outbox.publish().await;
+        self.outbox.publish_in_background();
         Ok(if trial {
             TrialOutcome::Started(user_id)
         } else {

@@ -257,7 +257,7 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Answe
     );
     inner.entitlements.invalidate(&applied.changed_users).await;
     if applied.events > 0 {
-        inner.outbox.publish().await;
+        inner.outbox.publish_in_background();
     }
     Ok(Answer::Applied(applied.outcome))
 }

@@ -895,7 +895,7 @@ impl DeliveryWorker {
                 %reason,
                 "a device's token was refused for good; the device is retired"
             );
-            self.inner.outbox.publish().await;
+            self.inner.outbox.publish_in_background();
         }
         Ok(retired.is_some())
     }

@@ -960,8 +960,16 @@ async fn a_refused_token_retires_the_device_and_is_announced() {
     assert!(state(bad_id).1 && state(bad_id).2.unwrap().contains("INVALID_ARGUMENT"));
     assert!(!state(good_id).1 && state(good_id).2.is_none());
 
-    // `device.rejected`, in the outbox (published at once) and on the stream.
-    let rows = outbox_rows(&pool, "notifications.outbox", &stream).await;
+    // `device.rejected`, in the outbox (published in the background, at once) and on the
+    // stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = outbox_rows(&pool, "notifications.outbox", &stream).await;
+        if rows.iter().all(|(_, published)| *published) || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(rows.len(), 2, "{rows:?}");
     for (payload, published) in &rows {
         assert!(published, "{payload}");
