@@ -82,6 +82,8 @@ pub enum RelayError {
 pub struct Outbox {
     pool: PgPool,
     redis: redis::Client,
+    /// The relay's connection to `redis`, kept between passes.
+    connection: RelayConnection,
     table: &'static str,
     stream: String,
     /// Held by the one background relay running ([`Outbox::publish_in_background`]).
@@ -146,6 +148,7 @@ impl Outbox {
         );
         Self {
             pool,
+            connection: RelayConnection::new(redis.clone()),
             redis,
             table,
             stream: stream.into(),
@@ -234,7 +237,7 @@ impl Outbox {
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
         relay(
             &self.pool,
-            &self.redis,
+            &self.connection,
             self.table,
             None,
             self.batch_deadline,
@@ -247,7 +250,7 @@ impl Outbox {
     pub async fn relay_stream(&self) -> Result<usize, RelayError> {
         relay(
             &self.pool,
-            &self.redis,
+            &self.connection,
             self.table,
             Some(&self.stream),
             self.batch_deadline,
@@ -261,7 +264,7 @@ impl Outbox {
     /// [`Outbox::run_relay`] does it on every tick when the outbox forgets marked entries.
     pub async fn forget_marked_entries(&self) -> Result<usize, RelayError> {
         let delete_rows = self.marked == MarkedRows::CopiesAndRowsForgotten;
-        forget_marked_entries(&self.pool, &self.redis, self.table, delete_rows).await
+        forget_marked_entries(&self.pool, &self.connection, self.table, delete_rows).await
     }
 
     /// Relays this stream's pending rows now; failures are logged (the rows stay pending for
@@ -379,7 +382,7 @@ async fn bounded<T>(
 
 async fn relay(
     pool: &PgPool,
-    redis: &redis::Client,
+    link: &RelayConnection,
     table: &'static str,
     stream: Option<&str>,
     deadline: Duration,
@@ -412,7 +415,7 @@ async fn relay(
     if !any {
         return Ok(0);
     }
-    let mut connection = connect(redis).await?;
+    let mut connection = link.get().await?;
     let mut published_total = 0;
     // Each batch within the deadline: a long backlog takes as many as it needs. Its `XADD`s
     // begin within half of it, so that a Redis slow on each (but within each one's timeout)
@@ -422,7 +425,9 @@ async fn relay(
     loop {
         let sends_until = tokio::time::Instant::now() + deadline / 2;
         let batch = relay_batch(pool, &mut connection, &select, &mark, stream, sends_until);
-        let (published, taken) = bounded(deadline, batch).await?;
+        let (published, taken) = bounded(deadline, batch)
+            .await
+            .inspect_err(|_| link.forget())?;
         published_total += published;
         if taken.is_none_or(|taken| i64::try_from(taken).unwrap_or(i64::MAX) < BATCH) {
             return Ok(published_total);
@@ -477,6 +482,59 @@ async fn relay_batch(
     match failure {
         Some(error) => Err(error),
         None => Ok((published.len(), Some(taken))),
+    }
+}
+
+/// The relay's Redis connection, made on first use and kept between passes (clones of a
+/// multiplexed connection share it): a pass per committed change would otherwise connect
+/// anew each time. Dropped after a failure, so that the next pass connects again.
+#[derive(Clone)]
+struct RelayConnection {
+    redis: redis::Client,
+    kept: Arc<std::sync::Mutex<Option<MultiplexedConnection>>>,
+    /// Held while connecting: two passes at once make one connection.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl RelayConnection {
+    fn new(redis: redis::Client) -> Self {
+        Self {
+            redis,
+            kept: Arc::default(),
+            connecting: Arc::default(),
+        }
+    }
+
+    fn kept(&self) -> Option<MultiplexedConnection> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The kept connection, or a new one (kept).
+    async fn get(&self) -> Result<MultiplexedConnection, RelayError> {
+        if let Some(connection) = self.kept() {
+            return Ok(connection);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.kept() {
+            return Ok(connection);
+        }
+        let connection = connect(&self.redis).await?;
+        *self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Drops the kept connection (after a failure on it).
+    fn forget(&self) {
+        *self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }
 
@@ -624,7 +682,7 @@ fn windows(mut rows: Vec<MarkedRow>) -> Vec<Window> {
 /// marked for the next pass; the pass goes on with the others, within the worker's deadline.
 async fn forget_marked_entries(
     pool: &PgPool,
-    redis: &redis::Client,
+    link: &RelayConnection,
     table: &'static str,
     delete_rows: bool,
 ) -> Result<usize, RelayError> {
@@ -648,7 +706,7 @@ async fn forget_marked_entries(
         if marked.is_empty() {
             return Ok(0);
         }
-        let mut connection = connect(redis).await?;
+        let mut connection = link.get().await?;
         let mut forgotten = 0;
         for window in windows(marked) {
             match forget_in_window(&mut connection, &window).await {
@@ -657,12 +715,15 @@ async fn forget_marked_entries(
                     sqlx::query(&clear).bind(&window.rows).execute(pool).await?;
                     forgotten += window.rows.len();
                 }
-                Err(error) => tracing::warn!(
-                    table,
-                    stream = %window.stream,
-                    %error,
-                    "could not take events out of their stream yet; tried again next pass"
-                ),
+                Err(error) => {
+                    link.forget();
+                    tracing::warn!(
+                        table,
+                        stream = %window.stream,
+                        %error,
+                        "could not take events out of their stream yet; tried again next pass"
+                    )
+                }
             }
         }
         Ok(forgotten)

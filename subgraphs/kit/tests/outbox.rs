@@ -248,8 +248,8 @@ async fn copies_of_rows_marked_to_be_forgotten_leave_their_stream() {
 }
 
 /// A proxy to the stack's Redis whose every answer comes `delay` late (a Redis slow on each
-/// command, within each one's timeout); a client of it.
-async fn slow_redis(delay: Duration) -> redis::Client {
+/// command, within each one's timeout); a client of it, and how many connections it accepted.
+async fn proxied_redis(delay: Duration) -> (redis::Client, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = test_stack::urls().redis;
     let target = format!(
@@ -260,8 +260,11 @@ async fn slow_redis(delay: Duration) -> redis::Client {
     let mut proxied = test_stack::urls().redis;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             let server = TcpStream::connect(&target).await.unwrap();
             let (mut client_read, mut client_write) = client.into_split();
             let (mut server_read, mut server_write) = server.into_split();
@@ -284,7 +287,22 @@ async fn slow_redis(delay: Duration) -> redis::Client {
     });
     proxied.set_host(Some("127.0.0.1")).unwrap();
     proxied.set_port(Some(address.port())).unwrap();
-    redis::Client::open(proxied.as_str()).unwrap()
+    (redis::Client::open(proxied.as_str()).unwrap(), accepted)
+}
+
+/// The relay keeps its Redis connection: a pass per committed change does not connect anew.
+#[tokio::test]
+async fn relays_keep_one_connection_to_redis() {
+    let pool = test_stack::migrated_pool(4).await;
+    let stream = stream();
+    let (redis, accepted) = proxied_redis(Duration::ZERO).await;
+    let outbox = Outbox::new(pool.clone(), redis, TABLE, &stream);
+    for _ in 0..5 {
+        append(&pool, &outbox).await;
+        assert!(matches!(outbox.relay_stream().await, Ok(1)));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    forget(&pool, &stream).await;
 }
 
 /// A Redis slow on every `XADD` (each within its timeout, a batch's together past the relay's
@@ -295,7 +313,7 @@ async fn slow_redis(delay: Duration) -> redis::Client {
 async fn a_redis_slow_on_each_command_is_still_relayed_to_the_end_once() {
     let pool = test_stack::migrated_pool(4).await;
     let stream = stream();
-    let slow = slow_redis(Duration::from_millis(100)).await;
+    let (slow, _) = proxied_redis(Duration::from_millis(100)).await;
     let outbox =
         Outbox::new(pool.clone(), slow, TABLE, &stream).with_batch_deadline(Duration::from_secs(1));
     for _ in 0..20 {
