@@ -171,7 +171,15 @@ pub struct CacheCounts {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub stores: AtomicU64,
+    /// Stores not made because [`STORES_IN_FLIGHT`] were in flight already.
+    pub stores_dropped: AtomicU64,
 }
+
+/// How many stores may be in flight at once (each holds its entries, up to
+/// [`MAX_ROOT_ANSWER`] for a root fetch's, until Redis answers or its second is up): a Redis
+/// slow enough, though not failing, would otherwise gather one task per miss. Past it a store
+/// is dropped (the next miss stores it).
+pub const STORES_IN_FLIGHT: usize = 64;
 
 /// The entity cache in Redis.
 pub struct EntityCache {
@@ -185,6 +193,8 @@ pub struct EntityCache {
     prefix: String,
     counts: CacheCounts,
     metrics: Option<gospelib_kit::metrics::Metrics>,
+    /// A permit per store in flight ([`STORES_IN_FLIGHT`]).
+    store_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Everything an entry's answer depends on besides the representation.
@@ -236,6 +246,7 @@ impl EntityCache {
             prefix: prefix.to_owned(),
             counts: CacheCounts::default(),
             metrics: None,
+            store_slots: Arc::new(tokio::sync::Semaphore::new(STORES_IN_FLIGHT)),
         }
     }
 
@@ -367,8 +378,13 @@ impl EntityCache {
         let Some(command) = set_while_current(&version.key, &version.value, &entries) else {
             return;
         };
+        let Ok(slot) = self.store_slots.clone().try_acquire_owned() else {
+            self.counts.stores_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let cache = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let stored: Option<u64> = cache.stores.run(&command).await;
             if let Some(stored) = stored {
                 cache.counts.stores.fetch_add(stored, Ordering::Relaxed);

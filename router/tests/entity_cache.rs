@@ -675,3 +675,27 @@ async fn responses_say_how_long_they_may_be_kept() {
         .map(|(_, value)| value.to_str().unwrap().to_owned());
     assert_eq!(header.as_deref(), Some("public, max-age=30"));
 }
+
+/// Stores in flight are bounded (a Redis slow but not failing would otherwise gather a task,
+/// holding its entries, per miss): past the bound a store is dropped.
+#[tokio::test]
+async fn stores_in_flight_are_bounded() {
+    let cache = Arc::new(EntityCache::new(
+        redis(),
+        &format!("gl:test-stores-{}", std::process::id()),
+        Arc::new(CachePolicy::built_in()),
+    ));
+    let version = gospelib_router::entity_cache::Version {
+        key: format!("gl:test-stores-version-{}", std::process::id()),
+        value: "1".to_owned(),
+    };
+    let data: gospelib_router::value::Value =
+        serde_json::from_str(r#"{"topProducts": [{"upc": "1"}]}"#).unwrap();
+    let asked = 200;
+    for n in 0..asked {
+        cache.store_root(version.clone(), format!("key-{n}"), &data, 60);
+    }
+    let dropped = cache.counts().stores_dropped.load(Ordering::SeqCst);
+    let bound = gospelib_router::entity_cache::STORES_IN_FLIGHT as u64;
+    assert_eq!(dropped, asked - bound);
+}
