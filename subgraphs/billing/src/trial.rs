@@ -5,8 +5,8 @@
 //!
 //! An entry is `event_id <uuid> type <type> payload <json>` (the accounts outbox's shape; the
 //! payload has `event_id`, `type` and `user_id`). On `user.created`, in one transaction: the
-//! `event_id` is recorded in `billing.processed_user_events` (an entry seen before stops
-//! here), the trial is inserted (`plan` and `days` from the catalogue's `trial`, `trialing`,
+//! `event_id` is recorded in `billing.processed_user_events` (an entry seen before goes no
+//! further than the steps after the commit, done again), the trial is inserted (`plan` and `days` from the catalogue's `trial`, `trialing`,
 //! `trial_end = now + days`; at most one trial per user, ever, by a unique index) and
 //! `trial.started` is appended to the billing outbox. After the commit the user's cached
 //! entitlements are invalidated and the event is published. A user already erased gets no

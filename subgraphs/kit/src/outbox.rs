@@ -10,9 +10,14 @@
 //! - [`Outbox::append`] writes an event in the caller's transaction: it exists if and only if
 //!   the change does. Its payload is a JSON object that always carries `event_id` and `type`.
 //! - After the commit, the pending rows are relayed to their stream (`XADD <stream> * event_id
-//!   <id> type <type> payload <json>`) and marked `published_at`: right away by whoever made the
-//!   change ([`Outbox::publish`]), and by [`Outbox::run_relay`], a background loop that picks up
-//!   whatever could not be published then (Redis down, a crash between commit and publish).
+//!   <id> type <type> payload <json>`) and marked `published_at`: right away, in the background,
+//!   by whoever made the change ([`Outbox::publish_in_background`]; [`Outbox::publish`] waits
+//!   for it), and by [`Outbox::run_relay`], a background loop that picks up whatever could not
+//!   be published then (Redis down, a crash between commit and publish, a shutdown).
+//! - A relay keeps its Redis connection between passes; one that died since the last pass is
+//!   replaced and the pass tried once more on the new one. A batch begins no `XADD` later than
+//!   two `XADD` timeouts before its deadline (but its first), so a Redis slow on each still
+//!   lets it commit what it sent.
 //! - Rows are taken in id order with `SELECT … FOR UPDATE SKIP LOCKED`, so two relays never
 //!   publish the same row at once; each relay publishes its batch in id order (two relays
 //!   running at once may interleave their batches on a stream).
@@ -415,19 +420,31 @@ async fn relay(
     if !any {
         return Ok(0);
     }
-    let mut connection = link.get().await?;
+    let (mut connection, mut kept) = link.get().await?;
     let mut published_total = 0;
     // Each batch within the deadline: a long backlog takes as many as it needs. Its `XADD`s
-    // begin within half of it, so that a Redis slow on each (but within each one's timeout)
-    // still lets a batch commit what it sent: running past the deadline, it would be rolled
-    // back after adding its copies, and the next pass would add the same rows again, never
-    // getting past them.
+    // begin no later than two of their timeouts before it, so that a Redis slow on each (but
+    // within each one's timeout) still lets a batch commit what it sent: running past the
+    // deadline, it would be rolled back after adding its copies, and the next pass would add
+    // the same rows again, never getting past them.
     loop {
-        let sends_until = tokio::time::Instant::now() + deadline / 2;
+        let sends_until = tokio::time::Instant::now() + deadline.saturating_sub(REDIS_TIMEOUT * 2);
         let batch = relay_batch(pool, &mut connection, &select, &mark, stream, sends_until);
-        let (published, taken) = bounded(deadline, batch)
-            .await
-            .inspect_err(|_| link.forget())?;
+        let (published, taken) = match bounded(deadline, batch).await {
+            Ok(done) => done,
+            // The kept connection dead since the last pass (Redis restarted, a proxy closed it
+            // while idle): once more on a new one, so the change waits for no later pass.
+            Err(RelayError::Redis(_) | RelayError::Timeout) if kept => {
+                link.forget();
+                (connection, kept) = link.get().await?;
+                continue;
+            }
+            Err(error) => {
+                link.forget();
+                return Err(error);
+            }
+        };
+        kept = false;
         published_total += published;
         if taken.is_none_or(|taken| i64::try_from(taken).unwrap_or(i64::MAX) < BATCH) {
             return Ok(published_total);
@@ -436,9 +453,10 @@ async fn relay(
 }
 
 /// One batch: up to [`BATCH`] pending rows taken, added to their streams and marked published
-/// in one transaction. How many were published, and how many taken (`None`: none was pending).
-/// Rows after a failed `XADD` stay pending; the failure is returned once the others are marked.
-/// No `XADD` begins after `sends_until`: the rows left stay pending for the next batch.
+/// in one transaction. How many were published, and how many taken (`None`: none was pending;
+/// [`BATCH`] when some were left). Rows after a failed `XADD` stay pending; the failure is
+/// returned once the others are marked. No `XADD` begins after `sends_until` but the first:
+/// the rows left stay pending for the next batch.
 async fn relay_batch(
     pool: &PgPool,
     connection: &mut MultiplexedConnection,
@@ -512,21 +530,21 @@ impl RelayConnection {
             .clone()
     }
 
-    /// The kept connection, or a new one (kept).
-    async fn get(&self) -> Result<MultiplexedConnection, RelayError> {
+    /// The kept connection (`true`: it may have died since), or a new one, kept.
+    async fn get(&self) -> Result<(MultiplexedConnection, bool), RelayError> {
         if let Some(connection) = self.kept() {
-            return Ok(connection);
+            return Ok((connection, true));
         }
         let _connecting = self.connecting.lock().await;
         if let Some(connection) = self.kept() {
-            return Ok(connection);
+            return Ok((connection, true));
         }
         let connection = connect(&self.redis).await?;
         *self
             .kept
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(connection.clone());
-        Ok(connection)
+        Ok((connection, false))
     }
 
     /// Drops the kept connection (after a failure on it).
@@ -706,7 +724,7 @@ async fn forget_marked_entries(
         if marked.is_empty() {
             return Ok(0);
         }
-        let mut connection = link.get().await?;
+        let (mut connection, _) = link.get().await?;
         let mut forgotten = 0;
         for window in windows(marked) {
             match forget_in_window(&mut connection, &window).await {
@@ -715,6 +733,8 @@ async fn forget_marked_entries(
                     sqlx::query(&clear).bind(&window.rows).execute(pool).await?;
                     forgotten += window.rows.len();
                 }
+                // The others wait too: on a connection gone silent each would cost its
+                // timeout, holding the relay's ticks.
                 Err(error) => {
                     link.forget();
                     tracing::warn!(
@@ -722,7 +742,8 @@ async fn forget_marked_entries(
                         stream = %window.stream,
                         %error,
                         "could not take events out of their stream yet; tried again next pass"
-                    )
+                    );
+                    break;
                 }
             }
         }

@@ -248,46 +248,72 @@ async fn copies_of_rows_marked_to_be_forgotten_leave_their_stream() {
 }
 
 /// A proxy to the stack's Redis whose every answer comes `delay` late (a Redis slow on each
-/// command, within each one's timeout); a client of it, and how many connections it accepted.
-async fn proxied_redis(delay: Duration) -> (redis::Client, Arc<AtomicUsize>) {
+/// command, within each one's timeout).
+struct ProxiedRedis {
+    client: redis::Client,
+    /// Connections accepted.
+    accepted: Arc<AtomicUsize>,
+    /// Closes every connection open (as a Redis restart would).
+    cut: Arc<tokio::sync::Notify>,
+}
+
+async fn proxied_redis(delay: Duration) -> ProxiedRedis {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = test_stack::urls().redis;
+    let mut proxied = target.clone();
     let target = format!(
         "{}:{}",
         target.host_str().unwrap(),
         target.port_or_known_default().unwrap()
     );
-    let mut proxied = test_stack::urls().redis;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let server = TcpStream::connect(&target).await.unwrap();
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-            });
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 16 * 1024];
-                while let Ok(read) = server_read.read(&mut buffer).await {
-                    if read == 0 {
-                        break;
+    let cut = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn({
+        let (accepted, cut) = (accepted.clone(), cut.clone());
+        async move {
+            while let Ok((client, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let server = TcpStream::connect(&target).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let cut_up = cut.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                        _ = cut_up.notified() => {}
                     }
-                    tokio::time::sleep(delay).await;
-                    if client_write.write_all(&buffer[..read]).await.is_err() {
-                        break;
+                });
+                let cut_down = cut.clone();
+                tokio::spawn(async move {
+                    let pass = async {
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        while let Ok(read) = server_read.read(&mut buffer).await {
+                            if read == 0 {
+                                break;
+                            }
+                            tokio::time::sleep(delay).await;
+                            if client_write.write_all(&buffer[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = pass => {}
+                        _ = cut_down.notified() => {}
                     }
-                }
-            });
+                });
+            }
         }
     });
     proxied.set_host(Some("127.0.0.1")).unwrap();
     proxied.set_port(Some(address.port())).unwrap();
-    (redis::Client::open(proxied.as_str()).unwrap(), accepted)
+    ProxiedRedis {
+        client: redis::Client::open(proxied.as_str()).unwrap(),
+        accepted,
+        cut,
+    }
 }
 
 /// The relay keeps its Redis connection: a pass per committed change does not connect anew.
@@ -295,13 +321,21 @@ async fn proxied_redis(delay: Duration) -> (redis::Client, Arc<AtomicUsize>) {
 async fn relays_keep_one_connection_to_redis() {
     let pool = test_stack::migrated_pool(4).await;
     let stream = stream();
-    let (redis, accepted) = proxied_redis(Duration::ZERO).await;
-    let outbox = Outbox::new(pool.clone(), redis, TABLE, &stream);
+    let redis = proxied_redis(Duration::ZERO).await;
+    let outbox = Outbox::new(pool.clone(), redis.client.clone(), TABLE, &stream);
     for _ in 0..5 {
         append(&pool, &outbox).await;
         assert!(matches!(outbox.relay_stream().await, Ok(1)));
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(redis.accepted.load(Ordering::SeqCst), 1);
+    // The kept connection closed (a Redis restarted): the next pass publishes all the same,
+    // on a new one.
+    redis.cut.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    append(&pool, &outbox).await;
+    let relayed = outbox.relay_stream().await;
+    assert!(matches!(relayed, Ok(1)), "{relayed:?}");
+    assert_eq!(redis.accepted.load(Ordering::SeqCst), 2);
     forget(&pool, &stream).await;
 }
 
@@ -313,9 +347,10 @@ async fn relays_keep_one_connection_to_redis() {
 async fn a_redis_slow_on_each_command_is_still_relayed_to_the_end_once() {
     let pool = test_stack::migrated_pool(4).await;
     let stream = stream();
-    let (slow, _) = proxied_redis(Duration::from_millis(100)).await;
-    let outbox =
-        Outbox::new(pool.clone(), slow, TABLE, &stream).with_batch_deadline(Duration::from_secs(1));
+    // 20 answers of 200 ms: 4 s, past the 3 s deadline of a batch of them all.
+    let slow = proxied_redis(Duration::from_millis(200)).await;
+    let outbox = Outbox::new(pool.clone(), slow.client.clone(), TABLE, &stream)
+        .with_batch_deadline(Duration::from_secs(3));
     for _ in 0..20 {
         append(&pool, &outbox).await;
     }
