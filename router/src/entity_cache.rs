@@ -355,31 +355,49 @@ impl EntityCache {
     /// Stores entities fetched at `version` (key, entity, seconds), in the background: the
     /// answer does not wait for Redis.
     pub fn store(self: &Arc<Self>, version: Version, entries: Vec<(String, Value, u32)>) {
+        let Some(slot) = self.store_slot() else {
+            return;
+        };
         let encoded = entries
             .into_iter()
             .map(|(key, entity, seconds)| (key, encode(&version.value, &entity), seconds.into()))
             .collect();
-        self.store_encoded(version, encoded);
+        self.store_encoded(version, encoded, slot);
     }
 
     /// Stores a root fetch's `data` fetched at `version` under `key` for `seconds`, in the
     /// background; an answer larger than [`MAX_ROOT_ANSWER`] is not stored.
     pub fn store_root(self: &Arc<Self>, version: Version, key: String, data: &Value, seconds: u32) {
+        let Some(slot) = self.store_slot() else {
+            return;
+        };
         let value = encode(&version.value, data);
         if value.len() - version.value.len() - 1 > MAX_ROOT_ANSWER {
             return;
         }
-        self.store_encoded(version, vec![(key, value, seconds.into())]);
+        self.store_encoded(version, vec![(key, value, seconds.into())], slot);
+    }
+
+    /// A permit for one more store in flight, taken before anything is encoded; `None` (the
+    /// store dropped, and counted) when [`STORES_IN_FLIGHT`] are.
+    fn store_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.store_slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.counts.stores_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        slot
     }
 
     /// Sets each (key, entry, seconds) in one script, in the background, unless the
-    /// subgraph's version moved on since it was read ([`set_while_current`]).
-    fn store_encoded(self: &Arc<Self>, version: Version, entries: Vec<(String, Vec<u8>, u64)>) {
+    /// subgraph's version moved on since it was read ([`set_while_current`]); `slot` is held
+    /// until Redis answers.
+    fn store_encoded(
+        self: &Arc<Self>,
+        version: Version,
+        entries: Vec<(String, Vec<u8>, u64)>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let Some(command) = set_while_current(&version.key, &version.value, &entries) else {
-            return;
-        };
-        let Ok(slot) = self.store_slots.clone().try_acquire_owned() else {
-            self.counts.stores_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let cache = self.clone();

@@ -698,4 +698,13 @@ async fn stores_in_flight_are_bounded() {
     let dropped = cache.counts().stores_dropped.load(Ordering::SeqCst);
     let bound = gospelib_router::entity_cache::STORES_IN_FLIGHT as u64;
     assert_eq!(dropped, asked - bound);
+    // Each gives its place back once Redis answered (within its second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in 0..bound {
+        cache.store_root(version.clone(), format!("again-{n}"), &data, 60);
+    }
+    assert_eq!(
+        cache.counts().stores_dropped.load(Ordering::SeqCst),
+        asked - bound
+    );
 }

@@ -81,6 +81,18 @@ pub enum RelayError {
     Timeout,
 }
 
+impl RelayError {
+    /// Whether the connection to Redis is likely gone (closed, broken, or silent), rather than
+    /// Redis refusing a command or PostgreSQL failing.
+    fn lost_the_connection(&self) -> bool {
+        match self {
+            Self::Timeout => true,
+            Self::Redis(error) => error.is_io_error() || error.is_connection_dropped(),
+            Self::Postgres(_) => false,
+        }
+    }
+}
+
 /// One service's outbox: its table, the stream the events it appends go to, and the stores.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -164,9 +176,9 @@ impl Outbox {
         }
     }
 
-    /// This outbox, each relay transaction within `deadline` (its `XADD`s begun within half of
-    /// it) instead of [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE): for tests of a slow
-    /// Redis.
+    /// This outbox, each relay transaction within `deadline` (see [`send_budget`] for its
+    /// `XADD`s) instead of [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE): for tests of a
+    /// slow Redis.
     pub fn with_batch_deadline(mut self, deadline: Duration) -> Self {
         self.batch_deadline = deadline;
         self
@@ -423,24 +435,24 @@ async fn relay(
     let (mut connection, mut kept) = link.get().await?;
     let mut published_total = 0;
     // Each batch within the deadline: a long backlog takes as many as it needs. Its `XADD`s
-    // begin no later than two of their timeouts before it, so that a Redis slow on each (but
-    // within each one's timeout) still lets a batch commit what it sent: running past the
-    // deadline, it would be rolled back after adding its copies, and the next pass would add
-    // the same rows again, never getting past them.
+    // begin within its send budget, so that a Redis slow on each (but within each one's
+    // timeout) still lets a batch commit what it sent.
     loop {
-        let sends_until = tokio::time::Instant::now() + deadline.saturating_sub(REDIS_TIMEOUT * 2);
+        let sends_until = tokio::time::Instant::now() + send_budget(deadline);
         let batch = relay_batch(pool, &mut connection, &select, &mark, stream, sends_until);
         let (published, taken) = match bounded(deadline, batch).await {
             Ok(done) => done,
             // The kept connection dead since the last pass (Redis restarted, a proxy closed it
             // while idle): once more on a new one, so the change waits for no later pass.
-            Err(RelayError::Redis(_) | RelayError::Timeout) if kept => {
+            Err(error) if error.lost_the_connection() && kept => {
                 link.forget();
                 (connection, kept) = link.get().await?;
                 continue;
             }
             Err(error) => {
-                link.forget();
+                if error.lost_the_connection() {
+                    link.forget();
+                }
                 return Err(error);
             }
         };
@@ -450,6 +462,14 @@ async fn relay(
             return Ok(published_total);
         }
     }
+}
+
+/// How long into a batch whose deadline is `deadline` its `XADD`s may begin (but its first):
+/// half of it, and at least two `XADD` timeouts before it. Running past the deadline, a batch
+/// would be rolled back after adding its copies, and the next pass would add the same rows
+/// again, never getting past them; the rest is left for the commit.
+fn send_budget(deadline: Duration) -> Duration {
+    deadline.saturating_sub(REDIS_TIMEOUT * 2).min(deadline / 2)
 }
 
 /// One batch: up to [`BATCH`] pending rows taken, added to their streams and marked published
@@ -733,17 +753,20 @@ async fn forget_marked_entries(
                     sqlx::query(&clear).bind(&window.rows).execute(pool).await?;
                     forgotten += window.rows.len();
                 }
-                // The others wait too: on a connection gone silent each would cost its
-                // timeout, holding the relay's ticks.
+                // On a connection lost the others wait too (each would cost its timeout,
+                // holding the relay's ticks); a refusal of this window's alone (a key of
+                // another type) does not hold the others back.
                 Err(error) => {
-                    link.forget();
                     tracing::warn!(
                         table,
                         stream = %window.stream,
                         %error,
                         "could not take events out of their stream yet; tried again next pass"
                     );
-                    break;
+                    if error.lost_the_connection() {
+                        link.forget();
+                        break;
+                    }
                 }
             }
         }

@@ -347,10 +347,11 @@ async fn relays_keep_one_connection_to_redis() {
 async fn a_redis_slow_on_each_command_is_still_relayed_to_the_end_once() {
     let pool = test_stack::migrated_pool(4).await;
     let stream = stream();
-    // 20 answers of 200 ms: 4 s, past the 3 s deadline of a batch of them all.
-    let slow = proxied_redis(Duration::from_millis(200)).await;
+    // 20 answers of 400 ms: 8 s, past the 6 s deadline of a batch of them all; its sends
+    // begin within 2 s (about five a batch).
+    let slow = proxied_redis(Duration::from_millis(400)).await;
     let outbox = Outbox::new(pool.clone(), slow.client.clone(), TABLE, &stream)
-        .with_batch_deadline(Duration::from_secs(3));
+        .with_batch_deadline(Duration::from_secs(6));
     for _ in 0..20 {
         append(&pool, &outbox).await;
     }
