@@ -316,6 +316,19 @@ fn checkout_vars(plan: &str, interval: &str) -> Value {
     json!({"plan": plan, "interval": interval})
 }
 
+/// Makes `user`'s latest Checkout Session a minute and more old: a checkout for its price is
+/// no longer answered with it.
+async fn age_latest_session(pool: &gospelib_kit::stores::PgPool, user: Uuid) {
+    sqlx::query(
+        "UPDATE billing.checkout_sessions SET created_at = now() - interval '61 seconds'
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// `user` starts a checkout of `plan` billed every `interval`: the whole answer.
 async fn check_out(
     service: &gospelib_billing::BillingService,
@@ -661,14 +674,7 @@ async fn a_replaced_session_is_expired_after_stripe_failed_the_first_attempt() {
         .unwrap_or_else(|| panic!("{answer}"))
         .to_owned();
     // A minute and more later (within it, the same price would be answered with this one).
-    sqlx::query(
-        "UPDATE billing.checkout_sessions SET created_at = now() - interval '61 seconds'
-         WHERE user_id = $1",
-    )
-    .bind(user)
-    .execute(&pool)
-    .await
-    .unwrap();
+    age_latest_session(&pool, user).await;
     let answer = checkout().await;
     assert!(answer.get("errors").is_none(), "{answer}");
     assert_ne!(answer["data"]["createCheckoutSession"]["id"], replaced);
@@ -750,14 +756,7 @@ async fn a_checkout_is_refused_while_stripe_holds_a_subscription_not_yet_announc
     // One billing already knows, ended (unpaid past its period): billing's own record says
     // the user may check out again, whatever Stripe lists for it. (A minute after the first
     // session: within it, the same price would be answered with that session.)
-    sqlx::query(
-        "UPDATE billing.checkout_sessions SET created_at = now() - interval '61 seconds'
-         WHERE user_id = $1",
-    )
-    .bind(user)
-    .execute(&pool)
-    .await
-    .unwrap();
+    age_latest_session(&pool, user).await;
     let known = subscription_id();
     store_stripe_row(&pool, user, "unpaid", &known, -1).await;
     let (fake, base_url) = fake_stripe().await;

@@ -48,6 +48,20 @@ async fn reminders_of(pool: &PgPool, user: Uuid) -> (Vec<(String, String)>, i64)
     (rows, jobs)
 }
 
+/// The database's clock `offset` from now (a PostgreSQL interval), as the job reads an
+/// instant (RFC 3339, UTC): the spacing is read from reminders' `created_at`, its clock.
+async fn database_time(pool: &PgPool, offset: &str) -> String {
+    let (at,): (String,) = sqlx::query_as(
+        "SELECT to_char((now() + $1::interval) AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .bind(offset)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    at
+}
+
 #[tokio::test]
 async fn one_reminder_a_local_day_from_the_hour_for_those_who_asked() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -128,12 +142,7 @@ async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
     let pool = pool().await;
     // The job's clock is the database's, as in production: the spacing is read from the
     // reminders' `created_at`.
-    let (now,): (String,) = sqlx::query_as(
-        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let now = database_time(&pool, "0").await;
     // Kiritimati is UTC+14 and Pago Pago UTC−11: the same instant is a day apart in them.
     let user = user_in(&pool, "Pacific/Kiritimati", true).await;
     // From hour 0, so that every local time of the day is due.
@@ -149,13 +158,7 @@ async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
     .await
     .unwrap();
     // Two hours later (from hour 0 the spacing is an hour: only the dates can hold it back).
-    let (hour_later,): (String,) = sqlx::query_as(
-        "SELECT to_char((now() + interval '2 hours') AT TIME ZONE 'UTC', \
-                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let hour_later = database_time(&pool, "2 hours").await;
     make_reminders(&pool, None, &hour_later, 0).await.unwrap();
     assert_eq!(
         reminders_of(&pool, user).await.0,
@@ -165,13 +168,7 @@ async fn a_user_who_moves_west_is_not_reminded_twice_within_hours() {
 
     // Two days on (49 hours by the job's clock: Pago Pago's date then is a day past the one
     // reminded in Kiritimati), the new zone's day is reminded.
-    let (later,): (String,) = sqlx::query_as(
-        "SELECT to_char((now() + interval '49 hours') AT TIME ZONE 'UTC', \
-                        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let later = database_time(&pool, "49 hours").await;
     make_reminders(&pool, None, &later, 0).await.unwrap();
     assert_eq!(reminders_of(&pool, user).await.0.len(), 2);
 }
@@ -219,12 +216,7 @@ async fn a_reminder_made_late_in_the_evening_does_not_hold_the_next_morning_back
 async fn a_user_who_moves_east_is_not_reminded_twice_within_hours() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let pool = pool().await;
-    let (now,): (String,) = sqlx::query_as(
-        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let now = database_time(&pool, "0").await;
     // Pago Pago is UTC−11 and Kiritimati UTC+14: the same instant is a day later there.
     let user = user_in(&pool, "Pacific/Pago_Pago", true).await;
     make_reminders(&pool, None, &now, 0).await.unwrap();
