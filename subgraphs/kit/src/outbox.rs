@@ -15,9 +15,9 @@
 //!   for it), and by [`Outbox::run_relay`], a background loop that picks up whatever could not
 //!   be published then (Redis down, a crash between commit and publish, a shutdown).
 //! - A relay keeps its Redis connection between passes; one that died since the last pass is
-//!   replaced and the pass tried once more on the new one. A batch begins no `XADD` later than
-//!   two `XADD` timeouts before its deadline (but its first), so a Redis slow on each still
-//!   lets it commit what it sent.
+//!   replaced and the pass tried once more on the new one. A batch begins no `XADD` after half
+//!   its deadline, nor later than two `XADD` timeouts before it (but its first), so a Redis
+//!   slow on each still lets it commit what it sent.
 //! - Rows are taken in id order with `SELECT … FOR UPDATE SKIP LOCKED`, so two relays never
 //!   publish the same row at once; each relay publishes its batch in id order (two relays
 //!   running at once may interleave their batches on a stream).
@@ -87,7 +87,12 @@ impl RelayError {
     fn lost_the_connection(&self) -> bool {
         match self {
             Self::Timeout => true,
-            Self::Redis(error) => error.is_io_error() || error.is_connection_dropped(),
+            // (A reply out of step is unrecoverable: redis closes that connection.)
+            Self::Redis(error) => {
+                error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_unrecoverable_error()
+            }
             Self::Postgres(_) => false,
         }
     }
@@ -176,9 +181,9 @@ impl Outbox {
         }
     }
 
-    /// This outbox, each relay transaction within `deadline` (see [`send_budget`] for its
-    /// `XADD`s) instead of [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE): for tests of a
-    /// slow Redis.
+    /// This outbox, each relay transaction within `deadline` (its `XADD`s begun within half of
+    /// it, and two `XADD` timeouts before it) instead of
+    /// [`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE): for tests of a slow Redis.
     pub fn with_batch_deadline(mut self, deadline: Duration) -> Self {
         self.batch_deadline = deadline;
         self
@@ -525,7 +530,8 @@ async fn relay_batch(
 
 /// The relay's Redis connection, made on first use and kept between passes (clones of a
 /// multiplexed connection share it): a pass per committed change would otherwise connect
-/// anew each time. Dropped after a failure, so that the next pass connects again.
+/// anew each time. Dropped once it is lost (a timeout, a broken connection, a reply it could
+/// not read), so that the pass (or the next) connects again; a command Redis refuses keeps it.
 #[derive(Clone)]
 struct RelayConnection {
     redis: redis::Client,
@@ -567,7 +573,7 @@ impl RelayConnection {
         Ok((connection, false))
     }
 
-    /// Drops the kept connection (after a failure on it).
+    /// Drops the kept connection (lost: see [`RelayError::lost_the_connection`]).
     fn forget(&self) {
         *self
             .kept
