@@ -1434,6 +1434,25 @@ mod tests {
         split(query, None, &Map::new(), 10_000, 15).expect("deferred")
     }
 
+    /// The incremental items of `split` with one `error` (and non-null violations stopped
+    /// at `stopped`), as a JSON array.
+    fn items_with_error(
+        split: &Split,
+        primary: &Value,
+        full: &Value,
+        error: &Value,
+        stopped: &[Vec<Value>],
+    ) -> Value {
+        Value::Array(incremental_items(
+            split,
+            primary,
+            full,
+            std::slice::from_ref(error),
+            &[],
+            stopped,
+        ))
+    }
+
     /// Both halves carry every string literal as the client wrote it: characters past U+FFFF,
     /// line breaks, control characters, quotes, and one that looks like a placeholder.
     #[test]
@@ -1573,32 +1592,18 @@ mod tests {
             "reference": "Gen 1:1", "_glDefer0_text": null, "_glDefer0": "Passage"
         } }] });
         let error = json!({ "message": "content is down", "path": ["notes", 0, "passage"] });
-        let items = incremental_items(
-            &split,
-            &primary,
-            &full,
-            std::slice::from_ref(&error),
-            &[],
-            &[],
-        );
+        let items = items_with_error(&split, &primary, &full, &error, &[]);
         assert_eq!(
-            Value::Array(items),
+            items,
             json!([{ "data": { "text": null }, "path": ["notes", 0, "passage"],
                      "errors": [error] }])
         );
         // Lost with its parent in the full half: a null payload, with the parent's error.
         let full = json!({ "notes": [null] });
         let error = json!({ "message": "gone", "path": ["notes", 0] });
-        let items = incremental_items(
-            &split,
-            &primary,
-            &full,
-            std::slice::from_ref(&error),
-            &[],
-            &[],
-        );
+        let items = items_with_error(&split, &primary, &full, &error, &[]);
         assert_eq!(
-            Value::Array(items),
+            items,
             json!([{ "data": null, "path": ["notes", 0, "passage"], "errors": [error] }])
         );
     }
@@ -1645,16 +1650,9 @@ mod tests {
         let full = json!({ "chapter": { "id": 1 }, "_glDefer0_me": null, "other": { "id": 2 },
                            "_glDefer0": "Query" });
         let error = json!({ "message": "accounts is down" });
-        let items = incremental_items(
-            &split,
-            &primary,
-            &full,
-            std::slice::from_ref(&error),
-            &[],
-            &[],
-        );
+        let items = items_with_error(&split, &primary, &full, &error, &[]);
         assert_eq!(
-            Value::Array(items),
+            items,
             json!([{ "data": { "me": null }, "path": [], "errors": [error.clone()] }])
         );
         let items = incremental_items(
@@ -1755,16 +1753,9 @@ mod tests {
             .as_array()
             .unwrap()
             .clone()];
-        let items = incremental_items(
-            &split,
-            &primary,
-            &full,
-            std::slice::from_ref(&error),
-            &[],
-            &stopped,
-        );
+        let items = items_with_error(&split, &primary, &full, &error, &stopped);
         assert_eq!(
-            Value::Array(items),
+            items,
             json!([
                 { "data": null, "path": ["item"], "label": "a",
                   "errors": [{ "message": "no count", "path": ["item", "count"] }] },
@@ -1811,16 +1802,9 @@ mod tests {
                                      "_glDefer1_a": { "_glDefer0": "A", "_glDefer0_b": 2 } } });
         let error = json!({ "message": "no c", "path": ["item", "_glDefer1_c"] });
         let stopped = [json!(["item", "_glDefer1_c"]).as_array().unwrap().clone()];
-        let items = incremental_items(
-            &split,
-            &primary,
-            &full,
-            std::slice::from_ref(&error),
-            &[],
-            &stopped,
-        );
+        let items = items_with_error(&split, &primary, &full, &error, &stopped);
         assert_eq!(
-            Value::Array(items),
+            items,
             json!([{ "data": null, "path": ["item"], "label": "o",
                      "errors": [{ "message": "no c", "path": ["item", "c"] }] }])
         );

@@ -29,6 +29,18 @@ async fn both(
     )
 }
 
+/// A Redis namespace of this test's own (`prefix`, the process and the instant).
+fn fresh_namespace(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
 #[tokio::test]
 async fn a_question_given_back_takes_one_from_each_count_and_never_below_zero() {
     let redis = gospelib_kit::test_stack::redis();
@@ -36,14 +48,7 @@ async fn a_question_given_back_takes_one_from_each_count_and_never_below_zero() 
     // The counts are per UTC day: should midnight pass during an attempt, it runs again.
     for _ in 0..2 {
         let day = today();
-        let namespace = format!(
-            "budget-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
+        let namespace = fresh_namespace("budget");
         let budget = VendorBudget::new(redis.clone(), namespace, 5).per_caller(3);
         let (share, total) = (budget.callers_key(day), budget.key());
         let (taken, receipt) = budget.take_with_receipt("user:a").await;
@@ -109,14 +114,7 @@ async fn a_refused_question_is_not_counted() {
     let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
     for _ in 0..2 {
         let day = today();
-        let namespace = format!(
-            "budget-refused-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
+        let namespace = fresh_namespace("budget-refused");
         let budget = VendorBudget::new(redis.clone(), namespace, 2).per_caller(3);
         let (share, total) = (budget.callers_key(day), budget.key());
         let (_, receipt) = budget.take_with_receipt("user:a").await;

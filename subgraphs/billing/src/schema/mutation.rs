@@ -120,7 +120,7 @@ impl Mutation {
             url: &session.url,
             price,
         };
-        let answered = expire_previous_session(billing, user_id, made).await?;
+        let answered = record_checkout_session(billing, user_id, made).await?;
         Ok(answered.unwrap_or(CheckoutSession {
             id: ID(session.id),
             url: session.url,
@@ -165,7 +165,7 @@ impl Mutation {
 /// is queued for expiry instead. A checkout for the same price within a moment of the last (a
 /// double click, a second tab) is answered with the last session (returned here), the new one
 /// queued for expiry: expiring the last would fail the payment the user may be making on it.
-async fn expire_previous_session(
+async fn record_checkout_session(
     billing: &BillingContext,
     user_id: Uuid,
     session: db::NewSession<'_>,
