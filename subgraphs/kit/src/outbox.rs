@@ -51,7 +51,7 @@
 //! `schema.table` in lower-case letters, digits and underscores.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
@@ -114,6 +114,10 @@ pub struct Outbox {
     wanted: Arc<AtomicBool>,
     /// What the relay loop does with rows marked `forget_in_stream`.
     marked: MarkedRows,
+    /// The highest id the forget pass took last, while it has more marked rows after it to
+    /// take (0 once it reached the end): the next pass begins after it, so rows whose stream
+    /// keeps refusing do not hold later ones back.
+    forget_cursor: Arc<AtomicI64>,
     /// How long one relay transaction may take ([`WORKER_DEADLINE`](crate::stores::WORKER_DEADLINE)).
     batch_deadline: Duration,
 }
@@ -177,6 +181,7 @@ impl Outbox {
             background: Arc::new(Semaphore::new(1)),
             wanted: Arc::new(AtomicBool::new(false)),
             marked: MarkedRows::Left,
+            forget_cursor: Arc::new(AtomicI64::new(0)),
             batch_deadline: crate::stores::WORKER_DEADLINE,
         }
     }
@@ -286,7 +291,14 @@ impl Outbox {
     /// [`Outbox::run_relay`] does it on every tick when the outbox forgets marked entries.
     pub async fn forget_marked_entries(&self) -> Result<usize, RelayError> {
         let delete_rows = self.marked == MarkedRows::CopiesAndRowsForgotten;
-        forget_marked_entries(&self.pool, &self.connection, self.table, delete_rows).await
+        forget_marked_entries(
+            &self.pool,
+            &self.connection,
+            self.table,
+            delete_rows,
+            &self.forget_cursor,
+        )
+        .await
     }
 
     /// Relays this stream's pending rows now; failures are logged (the rows stay pending for
@@ -722,20 +734,24 @@ fn windows(mut rows: Vec<MarkedRow>) -> Vec<Window> {
 /// `forget_in_stream` (found by their `event_id` between the row's creation and its
 /// publication, give or take the clocks' skew: a relay that failed to record its batch may
 /// have added a row twice), [`FORGET_BATCH`] rows at a time, and clears the marks of each
-/// window once it is done (or deletes its rows, with `delete_rows`); how many rows. A window that fails is logged and its rows stay
-/// marked for the next pass; the pass goes on with the others, within the worker's deadline.
+/// window once it is done (or deletes its rows, with `delete_rows`); how many rows. A window
+/// that fails is logged and its rows stay marked; the pass goes on with the others, within the
+/// worker's deadline. Each pass takes the batch after the one `cursor` says the last pass took,
+/// going back to the first rows once it reaches the end, so a failed window is tried again
+/// only after the rows after it had their turn.
 async fn forget_marked_entries(
     pool: &PgPool,
     link: &RelayConnection,
     table: &'static str,
     delete_rows: bool,
+    cursor: &AtomicI64,
 ) -> Result<usize, RelayError> {
     let select = format!(
         "SELECT id, stream, event_id::text AS event_id,
                 (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
                 (extract(epoch FROM coalesce(published_at, now())) * 1000)::bigint
                     AS published_ms
-         FROM {table} WHERE forget_in_stream ORDER BY id LIMIT $1"
+         FROM {table} WHERE forget_in_stream AND id > $2 ORDER BY id LIMIT $1"
     );
     let clear = if delete_rows {
         format!("DELETE FROM {table} WHERE id = ANY($1)")
@@ -743,13 +759,32 @@ async fn forget_marked_entries(
         format!("UPDATE {table} SET forget_in_stream = false WHERE id = ANY($1)")
     };
     bounded(crate::stores::WORKER_DEADLINE, async {
-        let marked: Vec<MarkedRow> = sqlx::query_as(&select)
-            .bind(FORGET_BATCH)
-            .fetch_all(pool)
-            .await?;
+        let mut after = cursor.load(Ordering::Relaxed);
+        let marked: Vec<MarkedRow> = loop {
+            let marked: Vec<MarkedRow> = sqlx::query_as(&select)
+                .bind(FORGET_BATCH)
+                .bind(after)
+                .fetch_all(pool)
+                .await?;
+            if marked.is_empty() && after > 0 {
+                // Past the last marked row: back to the first.
+                after = 0;
+                continue;
+            }
+            break marked;
+        };
         if marked.is_empty() {
+            cursor.store(0, Ordering::Relaxed);
             return Ok(0);
         }
+        let last = marked.last().map_or(0, |row| row.id);
+        // A full batch may have more after it; a short one reached the end.
+        let next = if marked.len() as i64 == FORGET_BATCH {
+            last
+        } else {
+            0
+        };
+        cursor.store(next, Ordering::Relaxed);
         let (mut connection, _) = link.get().await?;
         let mut forgotten = 0;
         for window in windows(marked) {

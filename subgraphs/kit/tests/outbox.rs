@@ -191,9 +191,14 @@ async fn background_relays_publish_every_change_of_a_burst() {
 /// The copies of a row marked `forget_in_stream` (`accounts.outbox` has the column) leave
 /// their stream on the next pass, a stray second copy too (a relay that added it and failed
 /// to record its batch); the mark is cleared, and the other rows' entries stay.
+/// Held by the tests that mark rows of `accounts.outbox` to be forgotten: a forget pass takes
+/// any stream's marked rows, so one test's rows would take another's turn.
+static ACCOUNTS_MARKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn copies_of_rows_marked_to_be_forgotten_leave_their_stream() {
     const ACCOUNTS: &str = "accounts.outbox";
+    let _marks = ACCOUNTS_MARKS.lock().await;
     let pool = test_stack::migrated_pool(2).await;
     let stream = stream();
     let outbox = Outbox::new(pool.clone(), test_stack::redis(), ACCOUNTS, &stream);
@@ -370,4 +375,67 @@ async fn a_redis_slow_on_each_command_is_still_relayed_to_the_end_once() {
         .unwrap();
     assert_eq!(entries, 20, "each row added once");
     forget(&pool, &stream).await;
+}
+
+#[tokio::test]
+async fn rows_whose_stream_keeps_refusing_do_not_hold_later_ones_back() {
+    const ACCOUNTS: &str = "accounts.outbox";
+    let _marks = ACCOUNTS_MARKS.lock().await;
+    let pool = test_stack::migrated_pool(2).await;
+    // A full batch of marked rows in a "stream" Redis refuses to read (a key of another type)…
+    let refusing = stream();
+    let mut redis = redis_connection().await;
+    let _: () = redis::cmd("SET")
+        .arg(&refusing)
+        .arg("not a stream")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO accounts.outbox (event_id, stream, payload, created_at, published_at,
+                                      forget_in_stream)
+         SELECT gen_random_uuid(), $1, '{}'::jsonb, now(), now(), true
+         FROM generate_series(1, 100)",
+    )
+    .bind(&refusing)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // …then one whose copy is in its stream.
+    let stream = stream();
+    let outbox = Outbox::new(pool.clone(), test_stack::redis(), ACCOUNTS, &stream);
+    append(&pool, &outbox).await;
+    assert_eq!(outbox.relay_stream().await.unwrap(), 1);
+    sqlx::query("UPDATE accounts.outbox SET forget_in_stream = true WHERE stream = $1")
+        .bind(&stream)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut passes = 0;
+    while !test_stack::stream_entries(&stream).await.is_empty() && passes < 5 {
+        let _ = outbox.forget_marked_entries().await;
+        passes += 1;
+    }
+    let left = test_stack::stream_entries(&stream).await;
+    let refused_left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM accounts.outbox WHERE stream = $1 AND forget_in_stream",
+    )
+    .bind(&refusing)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for cleared in [&refusing, &stream] {
+        sqlx::query("DELETE FROM accounts.outbox WHERE stream = $1")
+            .bind(cleared)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    forget(&pool, &refusing).await;
+    forget(&pool, &stream).await;
+    assert!(left.is_empty(), "still in its stream after {passes} passes");
+    assert_eq!(
+        refused_left, 100,
+        "refused rows stay marked for a later pass"
+    );
 }
