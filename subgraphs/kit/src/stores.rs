@@ -1,7 +1,7 @@
 //! Connections to the shared stores and the probes `/ready` runs against them.
 //!
-//! Each probe asks its server a real question (`SELECT 1`, `PING`, `GRAPH.LIST`, Typesense
-//! `/health`) with a short timeout. A store is registered as [`Need::Required`] (down → not
+//! Each probe asks its server a real question (`SELECT 1` and this binary's last migration,
+//! `PING`, `GRAPH.LIST`, Typesense `/health`) with a short timeout. A store is registered as [`Need::Required`] (down → not
 //! ready) or [`Need::Optional`] (down → ready but degraded, e.g. a cache the service can do
 //! without).
 
@@ -265,9 +265,51 @@ pub fn redis_client(url: &Url) -> redis::RedisResult<redis::Client> {
     redis::Client::open(url.as_str())
 }
 
-/// `SELECT 1` on PostgreSQL.
+/// PostgreSQL answers, and holds this binary's migrations: a process started before
+/// `gospelib migrate` ran (or a new release rolled out before its migrations) is not ready,
+/// rather than answering with SQL errors. Once the last migration is seen, `SELECT 1`.
 pub struct PostgresProbe {
-    pub pool: PgPool,
+    pool: PgPool,
+    migrated: std::sync::atomic::AtomicBool,
+}
+
+impl PostgresProbe {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            migrated: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the database holds this binary's last migration (migrations are applied in
+    /// order, so the ones before it too).
+    async fn holds_the_migrations(&self) -> Result<(), String> {
+        let Some(last) = crate::migrations::MIGRATOR.iter().last() else {
+            return Ok(());
+        };
+        // The table's name is resolved before the query runs: asked apart.
+        let has_table: bool =
+            sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        let applied = has_table
+            && sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = $1 AND success)",
+            )
+            .bind(last.version)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        if applied {
+            Ok(())
+        } else {
+            Err(format!(
+                "the database lacks this release's migration {} ({}): run `gospelib migrate`",
+                last.version, last.description
+            ))
+        }
+    }
 }
 
 impl StoreProbe for PostgresProbe {
@@ -276,12 +318,18 @@ impl StoreProbe for PostgresProbe {
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        use std::sync::atomic::Ordering;
         Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            if self.migrated.load(Ordering::Relaxed) {
+                return sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string());
+            }
+            self.holds_the_migrations().await?;
+            self.migrated.store(true, Ordering::Relaxed);
+            Ok(())
         })
     }
 }
@@ -475,9 +523,7 @@ impl StoreClients {
     /// The others are required.
     pub fn all_dependencies(&self) -> Vec<Dependency> {
         vec![
-            Dependency::required(PostgresProbe {
-                pool: self.postgres.clone(),
-            }),
+            Dependency::required(PostgresProbe::new(self.postgres.clone())),
             Dependency::optional(RedisProbe {
                 name: "redis".to_owned(),
                 client: self.redis.clone(),

@@ -1,4 +1,5 @@
-//! The migrations on a fresh PostgreSQL database of the stack: applied once, then idempotent.
+//! The migrations on a fresh PostgreSQL database of the stack: applied once, then idempotent;
+//! `/ready`'s PostgreSQL probe refusing a database without them.
 
 mod support;
 
@@ -49,5 +50,21 @@ async fn migrations_apply_once_and_create_each_domain_schema() {
         schemas,
         ["accounts", "billing", "notifications", "registry", "study"]
     );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn postgres_is_ready_only_once_it_holds_this_releases_migrations() {
+    use gospelib_kit::stores::{PostgresProbe, StoreProbe};
+    let url = fresh_database("gl_test_unmigrated").await;
+    let pool = postgres_pool(&url, 1).unwrap();
+    let probe = PostgresProbe::new(pool.clone());
+    let refusal = probe.check().await.unwrap_err();
+    assert!(
+        refusal.contains("run `gospelib migrate`"),
+        "an empty database: {refusal}"
+    );
+    migrate(&pool).await.unwrap();
+    assert_eq!(probe.check().await, Ok(()));
     pool.close().await;
 }

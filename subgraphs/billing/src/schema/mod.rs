@@ -122,9 +122,7 @@ pub fn subgraph(clients: &StoreClients, settings: BillingSettings) -> Subgraph {
         name: NAME.to_owned(),
         executor: Arc::new(service),
         dependencies: vec![
-            Dependency::required(PostgresProbe {
-                pool: clients.postgres.clone(),
-            }),
+            Dependency::required(PostgresProbe::new(clients.postgres.clone())),
             Dependency::optional(RedisProbe {
                 name: "redis".to_owned(),
                 client: clients.redis.clone(),

@@ -145,8 +145,8 @@ pub fn subgraph(clients: &StoreClients) -> Subgraph {
     Subgraph {
         name: NAME.to_owned(),
         executor: Arc::new(service),
-        dependencies: vec![Dependency::required(PostgresProbe {
-            pool: clients.postgres.clone(),
-        })],
+        dependencies: vec![Dependency::required(PostgresProbe::new(
+            clients.postgres.clone(),
+        ))],
     }
 }

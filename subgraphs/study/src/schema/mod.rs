@@ -143,9 +143,7 @@ pub fn subgraph_and_service(
         name: NAME.to_owned(),
         executor: service.clone(),
         dependencies: vec![
-            Dependency::required(PostgresProbe {
-                pool: clients.postgres.clone(),
-            }),
+            Dependency::required(PostgresProbe::new(clients.postgres.clone())),
             Dependency::optional(FalkorDbProbe {
                 client: clients.falkordb.clone(),
             }),
