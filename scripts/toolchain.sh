@@ -27,6 +27,8 @@ require_rust() {
   # OpenSSL's headers, for the svix crate (Clerk webhook signatures) built with native TLS.
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  # jemalloc's build script (tikv-jemalloc-sys) runs make.
+  command -v make >/dev/null 2>&1 || missing+=(make)
   if [ ${#missing[@]} -gt 0 ]; then
     install_debian_packages "the build tools" "${missing[@]}"
   fi
