@@ -46,7 +46,8 @@ struct Cli {
 enum Command {
     /// Serve the platform over HTTP until SIGTERM/SIGINT.
     Serve {
-        /// Run only these parts (comma-separated); all of them when absent.
+        /// Run only these parts (comma-separated; `registry`: the schema registry's endpoints);
+        /// all of them when absent.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -351,6 +352,11 @@ fn main() -> ExitCode {
                 eprint!("gospelib: {config}");
                 return ExitCode::from(2);
             }
+            if let Some(selection) = error.downcast_ref::<parts::SelectError>() {
+                // A bad `--only` is a bad setting, as a bad variable is.
+                eprintln!("gospelib: {selection}");
+                return ExitCode::from(2);
+            }
             if error
                 .downcast_ref::<settings_check::CheckFailed>()
                 .is_some()
@@ -415,13 +421,8 @@ const STREAM_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(15)
 /// `gospelib caller-keys NAME…`: the keys of these subgraphs (each a part this binary
 /// serves), derived from the internal secret, on one line.
 fn print_caller_keys(env: &Env, subgraphs: &[String]) -> anyhow::Result<()> {
-    let chosen = parts::select(subgraphs).map_err(|unknown| {
-        anyhow::anyhow!(
-            "unknown subgraph {:?} for caller-keys; this build's subgraphs are: {}",
-            unknown.name,
-            unknown.known
-        )
-    })?;
+    let chosen =
+        parts::select(subgraphs).map_err(|error| anyhow::anyhow!("caller-keys: {error}"))?;
     let mut reader = gospelib_kit::config::ConfigReader::new(env);
     let secret = reader.internal_secret();
     reader.finish()?;
@@ -483,14 +484,21 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         metrics: &metrics,
     };
     let assembled = parts::assemble(&chosen, whole_platform, &inputs)?;
-    // The whole platform also serves the registry's published supergraphs to routers (on the
-    // internal listener only).
-    let registry =
-        whole_platform.then(|| gospelib_schema::store::Store::new(clients.postgres.clone()));
+    // The whole platform (or `--only registry`) also serves the registry's published
+    // supergraphs to routers (on the internal listener only).
+    let registry = parts::serves_registry(only)
+        .then(|| gospelib_schema::store::Store::new(clients.postgres.clone()));
     let registry_routes = registry.clone().map(gospelib_schema::http::routes);
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process.
     let mut background = assembled.background;
+    let mut dependencies = assembled.dependencies;
+    if registry.is_some() && !whole_platform {
+        // The registry alone (`--only registry`) reads PostgreSQL.
+        dependencies.push(gospelib_kit::stores::Dependency::required(
+            gospelib_kit::stores::PostgresProbe::new(clients.postgres.clone()),
+        ));
+    }
     // How far behind the chosen parts' stream consumers are, as metrics.
     let consumed: Vec<(String, String)> = chosen
         .iter()
@@ -527,7 +535,7 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
             service: "gospelib".to_owned(),
             gateway,
             subgraphs: assembled.subgraphs,
-            dependencies: assembled.dependencies,
+            dependencies,
             max_body_bytes: settings.max_body_bytes,
             extra_routes: registry_routes,
             public_routes: assembled.public_routes,
@@ -539,6 +547,7 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         public = %settings.listen,
         internal = %settings.internal_listen,
         parts = ?chosen.iter().map(|p| p.name).collect::<Vec<_>>(),
+        registry = registry.is_some(),
         "gospelib serving"
     );
     tokio::spawn(async move {

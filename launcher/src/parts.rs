@@ -233,35 +233,64 @@ fn check_accounts(env: &Env) -> Result<(), ConfigError> {
     }
 }
 
-/// A `--only` name that is not a part of this build.
+/// The `--only` name of the schema registry's endpoints alone (`/registry/…` on the internal
+/// listener, what Phase 2's routers poll): no subgraph, no background work, PostgreSQL only.
+/// The whole platform serves them too.
+pub const REGISTRY: &str = "registry";
+
+/// A `--only` list that names nothing this build can serve.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown part {name:?} in --only; this build's parts are: {known}")]
-pub struct UnknownPart {
-    pub name: String,
-    pub known: String,
+pub enum SelectError {
+    #[error("unknown part {name:?} in --only; this build's parts are: {known}")]
+    UnknownPart { name: String, known: String },
+    #[error("--only names no part; this build's parts are: {known}")]
+    NothingChosen { known: String },
 }
 
-/// The parts to run: all of them, or those named by `--only` (in the order given, once each).
-pub fn select(only: &[String]) -> Result<Vec<&'static Part>, UnknownPart> {
+/// The names `--only` takes: the parts, then the registry.
+fn known_names() -> String {
+    PARTS
+        .iter()
+        .map(|p| p.name)
+        .chain([REGISTRY])
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The names in a `--only` list, blanks left out.
+fn named(only: &[String]) -> impl Iterator<Item = &str> {
+    only.iter().map(|n| n.trim()).filter(|n| !n.is_empty())
+}
+
+/// Whether a process given `--only` (empty: the whole platform) serves the registry's
+/// endpoints.
+pub fn serves_registry(only: &[String]) -> bool {
+    only.is_empty() || named(only).any(|name| name == REGISTRY)
+}
+
+/// The parts to run: all of them, or those named by `--only` (in the order given, once each;
+/// [`REGISTRY`] is no part). A list naming nothing (`--only ""`) is refused: such a process
+/// would serve nothing and still say it is ready.
+pub fn select(only: &[String]) -> Result<Vec<&'static Part>, SelectError> {
     if only.is_empty() {
         return Ok(PARTS.iter().collect());
     }
     let mut chosen: Vec<&'static Part> = Vec::new();
-    for name in only.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+    for name in named(only).filter(|name| *name != REGISTRY) {
         let Some(part) = PARTS.iter().find(|p| p.name == name) else {
-            let known: Vec<&str> = PARTS.iter().map(|p| p.name).collect();
-            return Err(UnknownPart {
+            return Err(SelectError::UnknownPart {
                 name: name.to_owned(),
-                known: if known.is_empty() {
-                    "(none yet)".to_owned()
-                } else {
-                    known.join(", ")
-                },
+                known: known_names(),
             });
         };
         if !chosen.iter().any(|p| p.name == part.name) {
             chosen.push(part);
         }
+    }
+    if chosen.is_empty() && !serves_registry(only) {
+        return Err(SelectError::NothingChosen {
+            known: known_names(),
+        });
     }
     Ok(chosen)
 }
@@ -796,12 +825,40 @@ mod tests {
     #[test]
     fn an_unknown_part_is_refused_with_the_known_ones() {
         let error = select(&["nonesuch".to_owned()]).err().unwrap();
-        assert_eq!(error.name, "nonesuch");
+        assert!(matches!(&error, SelectError::UnknownPart { name, .. } if name == "nonesuch"));
         assert!(
             error
                 .to_string()
                 .contains("unknown part \"nonesuch\" in --only")
         );
+        assert!(error.to_string().ends_with(", ai, registry"), "{error}");
+    }
+
+    #[test]
+    fn an_only_list_naming_nothing_is_refused() {
+        for only in [vec![String::new()], vec![" ".to_owned(), ",".to_owned()]] {
+            let only: Vec<String> = only
+                .iter()
+                .flat_map(|n| n.split(','))
+                .map(str::to_owned)
+                .collect();
+            assert!(
+                matches!(select(&only), Err(SelectError::NothingChosen { .. })),
+                "{only:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_registry_alone_is_no_part() {
+        let only = ["registry".to_owned()];
+        assert!(select(&only).unwrap().is_empty());
+        assert!(serves_registry(&only));
+        let only = ["registry".to_owned(), "content".to_owned()];
+        assert_eq!(select(&only).unwrap().len(), 1);
+        assert!(serves_registry(&only));
+        assert!(!serves_registry(&["content".to_owned()]));
+        assert!(serves_registry(&[]));
     }
 
     #[test]

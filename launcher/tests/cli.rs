@@ -44,6 +44,48 @@ fn serve_refuses_an_unknown_part() {
 }
 
 #[test]
+fn serve_refuses_an_only_list_naming_nothing() {
+    for only in ["", ","] {
+        let output = gospelib(&["serve", "--only", only], &stack_vars())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "--only {only:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains("--only names no part"), "{stderr}");
+    }
+}
+
+#[test]
+fn serve_only_registry_serves_the_registry_alone() {
+    let (child, base, runtime) = serve(&["serve", "--only", "registry"]);
+    let internal = child.internal.clone();
+    let (versions, subgraph, ready) = runtime.block_on(async {
+        let versions = reqwest::get(format!("{internal}/registry/versions"))
+            .await
+            .unwrap();
+        let subgraph = reqwest::Client::new()
+            .post(format!("{internal}/graphql"))
+            .json(&serde_json::json!({"query": "{ __typename }"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (versions.status(), subgraph, ready)
+    });
+    assert_eq!(versions, 200);
+    assert_eq!(subgraph, 404, "no subgraph is served");
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let stores: Vec<&String> = ready["stores"].as_object().unwrap().keys().collect();
+    assert_eq!(stores, ["postgres"], "it needs PostgreSQL alone: {ready}");
+}
+
+#[test]
 fn serve_answers_health_and_ready_and_stops_cleanly_on_sigterm() {
     let (mut child, base, runtime) = serve(&["serve"]);
     let (health, ready) = runtime.block_on(async {
