@@ -196,7 +196,7 @@ fn trusted(
             documents.clone(),
             registry_client()?,
             registry_url.to_owned(),
-            None,
+            trusted_documents::Held::default(),
             every,
             nudges,
         )));

@@ -542,12 +542,18 @@ async fn trusted(
             "a supergraph file without GOSPELIB_ROUTER_TRUSTED_DOCUMENTS_FILE",
         );
     };
-    let (manifest, etag) = match trusted_documents::fetch(client, &url, None).await {
-        Ok(Some((manifest, etag))) => (Some(manifest), etag),
-        Ok(None) => (None, None),
+    let (manifest, held) = match trusted_documents::fetch(client, &url, None).await {
+        Ok(Some(fetched)) => (
+            Some(fetched.manifest),
+            trusted_documents::Held {
+                etag: fetched.etag,
+                number: fetched.number,
+            },
+        ),
+        Ok(None) => (None, trusted_documents::Held::default()),
         Err(error) => {
             tracing::warn!(%url, error = %format!("{error:#}"), "no trusted documents from the registry yet");
-            (None, None)
+            (None, trusted_documents::Held::default())
         }
     };
     let documents = trusted_documents::start(mode, manifest, &url)?;
@@ -555,7 +561,7 @@ async fn trusted(
         documents.clone(),
         client.clone(),
         url,
-        etag,
+        held,
         settings.router.registry_poll_every,
         nudges,
     )));

@@ -777,48 +777,77 @@ pub fn registry_url(supergraph_url: &str) -> Option<String> {
     })
 }
 
+/// A manifest read from the registry, with its ETag and version number (when given).
+pub struct FetchedManifest {
+    pub manifest: Manifest,
+    pub etag: Option<String>,
+    pub number: Option<u64>,
+}
+
 /// The registry's manifest at `url`: `Ok(None)` when it still has the ETag `etag` (304).
 pub async fn fetch(
     client: &reqwest::Client,
     url: &str,
     etag: Option<&str>,
-) -> anyhow::Result<Option<(Manifest, Option<String>)>> {
+) -> anyhow::Result<Option<FetchedManifest>> {
     let Some(published) = crate::reload::fetch_published(client, url, etag).await? else {
         return Ok(None);
     };
-    let manifest = Manifest::from_json(&published.sdl)?;
-    Ok(Some((manifest, published.etag)))
+    Ok(Some(FetchedManifest {
+        manifest: Manifest::from_json(&published.sdl)?,
+        etag: published.etag,
+        number: published.number,
+    }))
 }
 
 /// Polls the registry's manifest at `url` every `every` until the task is dropped: a new one
-/// is swapped in; errors are logged and the current one stays.
+/// is swapped in; errors are logged and the current one stays. `since` is the one held: its
+/// ETag and registry version, when known.
 pub async fn poll_registry(
     documents: Arc<TrustedDocuments>,
     client: reqwest::Client,
     url: String,
-    etag: Option<String>,
+    since: Held,
     every: Duration,
 ) {
-    poll_registry_nudged(documents, client, url, etag, every, None).await
+    poll_registry_nudged(documents, client, url, since, every, None).await
+}
+
+/// The manifest a router holds from the registry: its ETag and version number (`None` each
+/// when unknown: none fetched yet, or a registry that gives none).
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub etag: Option<String>,
+    pub number: Option<u64>,
 }
 
 /// [`poll_registry`], also polling at once when `nudges` change
-/// ([`crate::reload::follow_publications`]).
+/// ([`crate::reload::follow_publications`]). A manifest of an older version than the one held
+/// (a lagging replica's, a restored database's) is refused, as the supergraph's poller refuses
+/// an older supergraph: apps' operations published since would be refused in `enforce`.
 pub async fn poll_registry_nudged(
     documents: Arc<TrustedDocuments>,
     client: reqwest::Client,
     url: String,
-    mut etag: Option<String>,
+    mut held: Held,
     every: Duration,
     mut nudges: Option<crate::reload::Nudges>,
 ) {
     loop {
         crate::reload::next_poll(every, &mut nudges).await;
-        match fetch(&client, &url, etag.as_deref()).await {
-            Ok(Some((manifest, new_etag))) => {
-                tracing::info!(%url, documents = manifest.len(), "trusted documents reloaded");
-                documents.replace(manifest);
-                etag = new_etag;
+        match fetch(&client, &url, held.etag.as_deref()).await {
+            Ok(Some(fetched)) => {
+                if let (Some(new), Some(current)) = (fetched.number, held.number)
+                    && new < current
+                {
+                    tracing::error!(%url, new, current, "the registry served older trusted documents than the ones held; keeping them");
+                } else {
+                    tracing::info!(%url, documents = fetched.manifest.len(), "trusted documents reloaded");
+                    documents.replace(fetched.manifest);
+                    held.number = fetched.number.or(held.number);
+                }
+                // A refused manifest is not fetched again until the registry changes.
+                held.etag = fetched.etag;
             }
             Ok(None) => {}
             Err(error) => {

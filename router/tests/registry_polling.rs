@@ -1,7 +1,8 @@
 //! A router polling the registry's supergraph: it follows newer versions and refuses one
 //! older than the version it serves (a registry read from a lagging replica or a restored
 //! database), which a rollback never is (it is published as a new version); and it reads no
-//! answer past the size any published document has.
+//! answer past the size any published document has. Its trusted documents' poller refuses an
+//! older manifest too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -220,4 +221,70 @@ async fn a_poller_without_its_follower_keeps_its_interval() {
     )
     .await;
     assert!(waited.is_err());
+}
+
+/// The trusted documents' poller refuses a manifest older than the one it holds (a lagging
+/// replica's, a restored database's), as the supergraph's poller does, and follows a newer one.
+#[tokio::test]
+async fn a_polling_router_refuses_older_trusted_documents() {
+    use gospelib_router::trusted_documents::{
+        Held, Manifest, Mode, TrustedDocuments, poll_registry,
+    };
+    let manifest_of = |text: &str| Manifest::from_documents([("test", text)]).unwrap();
+    let json_of = |text: &str| manifest_of(text).to_json().to_string();
+    let served: Served = Arc::new(Mutex::new((7, json_of("{ seven }"))));
+    let answered: Answered = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/registry/trusted-documents",
+            axum::routing::get(supergraph),
+        )
+        .with_state((served.clone(), answered.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/registry/trusted-documents",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let documents = Arc::new(TrustedDocuments::new(
+        Mode::Enforce,
+        Some(manifest_of("{ seven }")),
+    ));
+    let holds = |text: &str| {
+        let id = manifest_of(text).ids().remove(0);
+        documents.manifest().unwrap().get(&id).is_some()
+    };
+    let poller = tokio::spawn(poll_registry(
+        documents.clone(),
+        reqwest::Client::new(),
+        url,
+        Held {
+            etag: Some("\"v7\"".to_owned()),
+            number: Some(7),
+        },
+        Duration::from_millis(50),
+    ));
+
+    // Version 5's manifest, without what 6 and 7 added: refused (three answers read it).
+    *served.lock().unwrap() = (5, json_of("{ five }"));
+    let before = answered.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.load(Ordering::SeqCst) < before + 3 {
+        assert!(Instant::now() < deadline, "the router stopped polling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(holds("{ seven }") && !holds("{ five }"));
+
+    // Version 8's: followed.
+    *served.lock().unwrap() = (8, json_of("{ eight }"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holds("{ eight }") {
+        assert!(
+            Instant::now() < deadline,
+            "the newer manifest was not followed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!holds("{ seven }"));
+    poller.abort();
 }
