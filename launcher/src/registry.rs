@@ -154,6 +154,12 @@ async fn publish_checked(
     format: Format,
 ) -> anyhow::Result<()> {
     let rollback_of = proposal.rollback_of();
+    // Composition is apollo-federation's; the routers load with the hive planner. What they
+    // could not load is never published (forced or not): running routers would keep the last
+    // version and every router starting would fail.
+    if let Some((name, reason)) = refused_by_routers(&proposal.supergraphs()?) {
+        bail!("refused: the routers cannot load the {name} ({reason}); nothing was published");
+    }
     let outcome = match proposal.publish(store, message, force_reason).await {
         Ok(outcome) => outcome,
         Err(conflict @ PublishError::Conflict { .. }) => {
@@ -196,6 +202,20 @@ async fn publish_checked(
         }
     }
     Ok(())
+}
+
+/// The first of `supergraphs` (name, SDL) the router refuses to load, with why.
+fn refused_by_routers(supergraphs: &[(String, String)]) -> Option<(String, String)> {
+    supergraphs.iter().find_map(|(name, sdl)| {
+        let what = if name == "supergraph" {
+            "supergraph".to_owned()
+        } else {
+            format!("`{name}` contract")
+        };
+        gospelib_router::supergraph::Supergraph::parse(sdl, None)
+            .err()
+            .map(|error| (what, error.to_string()))
+    })
 }
 
 /// Says what a publish did: on standard output as text, on standard error with
@@ -516,5 +536,20 @@ mod tests {
         // A partner's, whatever the count; one recorded before callers were counted.
         assert!(protects(&operation(true, Some(1)), 3));
         assert!(protects(&operation(false, None), 3));
+    }
+
+    #[test]
+    fn what_the_routers_cannot_load_is_named() {
+        let committed = include_str!("../../schema/supergraph.graphql").to_owned();
+        let loadable = vec![("supergraph".to_owned(), committed.clone())];
+        assert_eq!(refused_by_routers(&loadable), None);
+        // A schema that is no supergraph (no join directives): the planner refuses it.
+        let refused = vec![
+            ("supergraph".to_owned(), committed),
+            ("partner".to_owned(), "type Query { a: Int }".to_owned()),
+        ];
+        let (name, reason) = refused_by_routers(&refused).unwrap();
+        assert_eq!(name, "`partner` contract");
+        assert!(!reason.is_empty());
     }
 }

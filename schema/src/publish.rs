@@ -105,6 +105,17 @@ impl CheckedProposal {
         self.trusted_documents.as_ref()
     }
 
+    /// What routers would load from this proposal once published: its supergraph (named
+    /// `supergraph`) and each contract's, by name; empty when it did not compose.
+    pub fn supergraphs(&self) -> Result<Vec<(String, String)>, PublishError> {
+        let Some(supergraph) = &self.report.supergraph else {
+            return Ok(Vec::new());
+        };
+        let mut all = vec![("supergraph".to_owned(), supergraph.clone())];
+        all.extend(self.contracts(supergraph)?);
+        Ok(all)
+    }
+
     /// Each contract of `supergraph`, as the check judged them: a contract that keeps nothing
     /// and that nobody had (the check left it out) is not stored, so what the check passed
     /// publishes.
