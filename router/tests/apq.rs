@@ -130,6 +130,48 @@ async fn a_hash_that_does_not_match_its_query_is_refused() {
     );
 }
 
+/// An app sending the manifest's ids (`sha256:<hex>`, the digest of the normalized text) to a
+/// router whose manifest does not have them yet (trusted documents off or `log`): an id alone
+/// is asked for its text, as a hash is; with its text it runs, not stored (the id is not the
+/// text's hash); a prefixed hash of the text itself is registered as the hash is.
+#[tokio::test]
+async fn a_trusted_documents_id_is_asked_for_its_text_then_runs_with_it() {
+    use gospelib_router::trusted_documents::document_id;
+    let service = service(redis(), &prefix("document-id"));
+    let text = "query Top {\n  topProducts(first: 1) { name }\n}";
+    let id = document_id(text).unwrap();
+    assert_ne!(id["sha256:".len()..], hash_of(text));
+    let alone = call(&service, "", &id).await;
+    assert_first_error(
+        &alone,
+        "PersistedQueryNotFound",
+        "PERSISTED_QUERY_NOT_FOUND",
+    );
+    let with_text = call(&service, text, &id).await;
+    assert_eq!(
+        with_text["data"],
+        json!({"topProducts": [{"name": "Table"}]})
+    );
+    let again = call(&service, "", &id).await;
+    assert_first_error(
+        &again,
+        "PersistedQueryNotFound",
+        "PERSISTED_QUERY_NOT_FOUND",
+    );
+    // Another text under that id is refused.
+    let other = call(&service, QUERY, &id).await;
+    assert_first_error(
+        &other,
+        "provided sha does not match query",
+        "INVALID_REQUEST",
+    );
+
+    let prefixed_hash = format!("sha256:{}", hash_of(text));
+    call(&service, text, &prefixed_hash).await;
+    let by_hash = call(&service, "", &prefixed_hash).await;
+    assert_eq!(by_hash["data"], json!({"topProducts": [{"name": "Table"}]}));
+}
+
 /// A text stored under a hash it does not have (written to the shared Redis by anything but
 /// the router) never runs under that hash: the hash is unknown.
 #[tokio::test]
