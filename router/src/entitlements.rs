@@ -157,7 +157,9 @@ impl EntitlementCache {
                 &redis,
                 CHANGES_CHANNEL,
                 Default::default(),
-                || {},
+                // Subscribed: every change from now on arrives. Those announced before (while
+                // starting, or reconnecting) did not: answers cached until now are asked again.
+                || self.forget_everyone(),
                 |payload| {
                     if let Ok(user) = Uuid::parse_str(payload) {
                         self.forget(user);
@@ -290,5 +292,31 @@ mod tests {
         assert_eq!(cache.get(user), Some(access));
         cache.forget(user);
         assert_eq!(cache.get(user), None);
+    }
+
+    /// What was cached before the follower subscribed (at start, or while it reconnected)
+    /// may predate a change announced meanwhile: subscribing forgets it (well before the
+    /// answer's own time is up).
+    #[tokio::test]
+    async fn answers_cached_before_subscribing_are_forgotten_once_subscribed() {
+        let cache = std::sync::Arc::new(EntitlementCache::new());
+        let user = Uuid::new_v4();
+        let access = CallerAccess {
+            plan: "reader".into(),
+            entitlements: vec![],
+        };
+        cache.put(user, access.clone());
+        assert_eq!(cache.get(user), Some(access));
+        let follower = tokio::spawn(
+            cache
+                .clone()
+                .follow_changes(gospelib_kit::test_stack::redis()),
+        );
+        let deadline = Instant::now() + LOCAL_TTL / 2;
+        while cache.get(user).is_some() {
+            assert!(Instant::now() < deadline, "still cached after subscribing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        follower.abort();
     }
 }
