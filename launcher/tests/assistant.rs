@@ -10,8 +10,8 @@
 //! - content reached over HTTP (Phase 2: `gospelib serve --only content` in another process):
 //!   an unknown passage is none, a malformed id the client's error, a dead endpoint content
 //!   unavailable;
-//! - on `gospelib serve` with the real stack: a Reader (signed in, no trial) gets `FORBIDDEN`
-//!   and a Scholar (the trial a Clerk sign-up starts) is
+//! - on `gospelib serve` with the real stack: a Reader (signed in, no trial) gets `FORBIDDEN`,
+//!   uncharged, and once a Scholar (the trial a Clerk sign-up starts) is
 //!   counted against the plan's AI quota per hour: ten aliased questions in one operation
 //!   count ten, and the 51st question is `RATE_LIMITED`.
 
@@ -366,13 +366,19 @@ fn readers_are_forbidden_and_scholars_counted_against_their_hourly_quota() {
         let code = |body: &Value| body["errors"][0]["extensions"]["code"].clone();
         // (Anonymous callers: `UNAUTHORIZED`, asserted in process above the quota: here they
         // share one bucket per address, which other runs within the hour may have used up.)
-        let reader = format!("Bearer {}", session_token(&unique("ai_reader")));
-        let (_, body) = client.ask(&[("authorization", &reader)], question).await;
-        assert_eq!(code(&body), "FORBIDDEN", "{body}");
-        assert_eq!(body["data"]["explainPassage"], Value::Null, "{body}");
+        // A Reader's questions are refused, and not charged: past the Reader's 5 an hour they
+        // are still FORBIDDEN, not RATE_LIMITED.
+        let user = unique("ai_reader");
+        let reader = format!("Bearer {}", session_token(&user));
+        for n in 1..=7 {
+            let (_, body) = client.ask(&[("authorization", &reader)], question).await;
+            assert_eq!(code(&body), "FORBIDDEN", "question {n}: {body}");
+            assert_eq!(body["data"]["explainPassage"], Value::Null, "{body}");
+        }
 
-        // A sign-up's Scholar trial: 50 AI questions an hour, then RATE_LIMITED.
-        let scholar = unique("ai_scholar");
+        // The same user signs up for a Scholar trial: 50 AI questions an hour (none used up by
+        // the refused ones), then RATE_LIMITED.
+        let scholar = user;
         let status = client
             .deliver(
                 &format!("msg_{scholar}"),

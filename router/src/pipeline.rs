@@ -655,28 +655,48 @@ impl Router {
             Counting::CountedAs(whole) => whole.clone(),
             Counting::Counted | Counting::Uncounted => planned.clone(),
         };
-        let limits = match &counting {
-            Counting::Counted => Some(&planned),
-            Counting::CountedAs(whole) => Some(whole),
-            Counting::Uncounted => None,
-        }
-        .and_then(|limited| self.limits_of(&caller, request.client_address, limited, &supergraph))
-        .map(|(limiter, subject, mut allowances)| {
-            // A deferred operation runs its non-deferred root fields twice (in its primary half
-            // and in the full one beside it), its deferred ones once: the primary half's own
-            // root fields take their requests again.
-            if matches!(counting, Counting::CountedAs(_))
-                && let Some((_, _, primary)) =
-                    self.limits_of(&caller, request.client_address, &planned, &supergraph)
-            {
-                for allowance in &mut allowances {
-                    if let Some(again) = primary.iter().find(|p| p.bucket == allowance.bucket) {
-                        allowance.cost = allowance.cost.saturating_add(again.cost);
+        // Charged for the root fields the caller may select: one it may not is answered null
+        // with an error and never fetched (a Reader asking for the assistant does not use up
+        // the hour a Scholar plan would then have).
+        let (limited, primary) = match &counting {
+            Counting::Counted => (Some(&planned), None),
+            Counting::CountedAs(whole) => (Some(whole), Some(&planned)),
+            Counting::Uncounted => (None, None),
+        };
+        let (limited, primary) = if self.enforcement.is_some() {
+            (
+                match limited {
+                    Some(limited) => Some(self.charged(&caller, limited, &supergraph).await),
+                    None => None,
+                },
+                match primary {
+                    Some(primary) => Some(self.charged(&caller, primary, &supergraph).await),
+                    None => None,
+                },
+            )
+        } else {
+            (None, None)
+        };
+        let limits = limited
+            .and_then(|limited| {
+                self.limits_of(&caller, request.client_address, &limited, &supergraph)
+            })
+            .map(|(limiter, subject, mut allowances)| {
+                // A deferred operation runs its non-deferred root fields twice (in its primary half
+                // and in the full one beside it), its deferred ones once: the primary half's own
+                // root fields take their requests again.
+                if let Some(primary) = &primary
+                    && let Some((_, _, primary)) =
+                        self.limits_of(&caller, request.client_address, primary, &supergraph)
+                {
+                    for allowance in &mut allowances {
+                        if let Some(again) = primary.iter().find(|p| p.bucket == allowance.bucket) {
+                            allowance.cost = allowance.cost.saturating_add(again.cost);
+                        }
                     }
                 }
-            }
-            (limiter, subject, allowances)
-        });
+                (limiter, subject, allowances)
+            });
         let Some((limiter, subject, allowances)) = limits else {
             let response = run.await;
             if counted {
@@ -910,6 +930,21 @@ impl Router {
         let mut response = Response::new(Some(data.into()), errors, version, cache_control);
         response.boundary_nulls = boundary_nulls;
         response
+    }
+
+    /// The plan `caller` is charged for when it asks for `planned`: that of the fields it may
+    /// select (the restriction run_for uses, so made once); `planned` itself when it may select
+    /// everything, or when the restriction cannot be planned (the run reports that).
+    async fn charged(
+        &self,
+        caller: &Caller,
+        planned: &Arc<Planned>,
+        supergraph: &Arc<Supergraph>,
+    ) -> Arc<Planned> {
+        match self.restrict(supergraph, planned, Access::of(caller)).await {
+            Ok(Some(restricted)) => restricted.permitted.clone(),
+            Ok(None) | Err(_) => planned.clone(),
+        }
     }
 
     /// The restriction of `planned` for callers with `access`, made once per kind of caller
