@@ -491,7 +491,10 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let registry_routes = registry.clone().map(gospelib_schema::http::routes);
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process.
-    let mut background = assembled.background;
+    // The parts' work, which ends on the stop signal (waited for); the rest (the router's
+    // pollers and followers, the lag reporter) is aborted once the listeners are done.
+    let parts_work = assembled.background;
+    let mut background = Vec::new();
     let mut dependencies = assembled.dependencies;
     if registry.is_some() && !whole_platform {
         // The registry alone (`--only registry`) reads PostgreSQL.
@@ -550,9 +553,14 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         registry = registry.is_some(),
         "gospelib serving"
     );
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
+    let stop_asked = std::sync::Arc::new(std::sync::OnceLock::new());
+    tokio::spawn({
+        let stop_asked = stop_asked.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop_asked.set(tokio::time::Instant::now());
+            let _ = stop_tx.send(true);
+        }
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -568,10 +576,37 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     for task in background {
         task.abort();
     }
+    // The parts finish what they hold (a send a provider accepted is recorded, not sent
+    // again by the next pod) within what is left of the grace.
+    let left = stop_asked
+        .get()
+        .map_or(std::time::Duration::ZERO, |asked: &tokio::time::Instant| {
+            settings.shutdown_grace.saturating_sub(asked.elapsed())
+        });
+    finish_within(parts_work, left).await;
     public_result?;
     internal_result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for `tasks` to end, at most `grace` (they run meanwhile, so one after the other
+/// against one deadline); aborts those still running then.
+async fn finish_within(tasks: Vec<tokio::task::JoinHandle<()>>, grace: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut left = 0;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+            left += 1;
+        }
+    }
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "background work still running at the end of the shutdown grace; stopped"
+        );
+    }
 }
 
 async fn run_migrate(env: &Env) -> anyhow::Result<()> {
@@ -583,4 +618,31 @@ async fn run_migrate(env: &Env) -> anyhow::Result<()> {
     tracing::info!(applied, "migrations applied");
     println!("migrations: {applied} applied, database up to date");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    /// A part's work finishing what it holds is waited for; work still running at the end of
+    /// the grace is stopped.
+    #[tokio::test]
+    async fn background_work_is_waited_for_within_the_grace_then_stopped() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let quick = tokio::spawn({
+            let finished = finished.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                finished.store(true, Ordering::SeqCst);
+            }
+        });
+        let never = tokio::spawn(std::future::pending::<()>());
+        let never_stopped = never.abort_handle();
+        super::finish_within(vec![never, quick], Duration::from_millis(500)).await;
+        assert!(finished.load(Ordering::SeqCst));
+        tokio::task::yield_now().await;
+        assert!(never_stopped.is_finished());
+    }
 }

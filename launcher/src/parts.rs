@@ -29,6 +29,9 @@ pub struct PartInputs<'a> {
 pub struct BuiltPart {
     pub subgraph: Subgraph,
     pub public_routes: Option<axum::Router>,
+    /// Each ends once [`PartInputs::shutdown`] says so, after finishing what it holds (a
+    /// delivery it claimed, a relay's last pass): the launcher waits for them within its
+    /// shutdown grace, then aborts what is left.
     pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -179,6 +182,7 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.postgres.clone(),
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
+        inputs.shutdown.clone(),
     ));
     let rejections = tokio::spawn({
         let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
@@ -373,6 +377,7 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.postgres.clone(),
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
+        inputs.shutdown.clone(),
     ));
     let trial_ending = tokio::spawn(gospelib_billing::run_trial_ending_sweep(
         clients.postgres.clone(),
@@ -573,6 +578,7 @@ fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.postgres.clone(),
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
+        inputs.shutdown.clone(),
     ));
     Ok(BuiltPart {
         subgraph: gospelib_notifications::subgraph(clients),

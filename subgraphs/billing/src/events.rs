@@ -160,9 +160,14 @@ pub async fn append(
 
 /// Publishes every pending billing event every `every`, forever (the launcher spawns it and
 /// aborts it on shutdown); see [`Outbox::run_relay`].
-pub async fn relay_outbox(pool: PgPool, redis: redis::Client, every: Duration) {
+pub async fn relay_outbox(
+    pool: PgPool,
+    redis: redis::Client,
+    every: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     outbox(pool, redis, DEFAULT_EVENTS_STREAM)
-        .run_relay(every)
+        .run_relay(every, shutdown)
         .await
 }
 

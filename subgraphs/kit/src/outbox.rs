@@ -340,15 +340,27 @@ impl Outbox {
     }
 
     /// Runs [`Outbox::relay_pending`] every `every` (and [`Outbox::forget_marked_entries`],
-    /// when [`Outbox::forgetting_marked_entries`]), forever (the launcher spawns it and aborts
-    /// it on shutdown). Failures are logged (a warning when the relay starts failing, then
-    /// quietly until it works again) and retried on the next tick.
-    pub async fn run_relay(self, every: Duration) {
+    /// when [`Outbox::forgetting_marked_entries`]) until `shutdown` becomes `true` (or its
+    /// sender is dropped), then one last pass, so what changes committed while stopping is
+    /// published now rather than at the next start (the launcher gives it the rest of its
+    /// grace). Failures are logged (a warning when the relay starts failing, then quietly
+    /// until it works again) and retried on the next tick.
+    pub async fn run_relay(
+        self,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut stopping = false;
         loop {
-            ticks.tick().await;
+            if !stopping {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => stopping = true,
+                }
+            }
             let pass = async {
                 let published = self.relay_pending().await?;
                 let forgotten = if self.marked != MarkedRows::Left {
@@ -389,6 +401,9 @@ impl Outbox {
                     );
                     failing = true;
                 }
+            }
+            if stopping {
+                return;
             }
         }
     }

@@ -439,3 +439,34 @@ async fn rows_whose_stream_keeps_refusing_do_not_hold_later_ones_back() {
         "refused rows stay marked for a later pass"
     );
 }
+
+/// Asked to stop, the relay loop makes one last pass (a change committed while the process
+/// stops is published now, not at the next start) and ends.
+#[tokio::test]
+async fn the_relay_loop_publishes_once_more_when_asked_to_stop_then_ends() {
+    let pool = test_stack::migrated_pool(2).await;
+    let stream = stream();
+    let outbox = Outbox::new(pool.clone(), test_stack::redis(), TABLE, &stream);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    append(&pool, &outbox).await;
+    // Its first pass at once (publishing that one), the next in an hour.
+    let relay = tokio::spawn(
+        outbox
+            .clone()
+            .run_relay(Duration::from_secs(3600), shutdown),
+    );
+    assert_eq!(
+        test_stack::stream_entries_at_least(&stream, 1).await.len(),
+        1
+    );
+    append(&pool, &outbox).await;
+    stop.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), relay).await;
+    let published = test_stack::stream_entries(&stream).await.len();
+    forget(&pool, &stream).await;
+    assert!(ended.is_ok(), "the relay loop did not end");
+    assert_eq!(
+        published, 2,
+        "the change made before stopping was published"
+    );
+}

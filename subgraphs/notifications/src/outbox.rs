@@ -36,6 +36,13 @@ pub fn outbox(pool: PgPool, redis: redis::Client, stream: impl Into<String>) -> 
 /// Publishes every pending notifications outbox row, of every stream, in id order, every
 /// `every`, forever (the launcher spawns it and aborts it on shutdown); see
 /// [`Outbox::run_relay`].
-pub async fn relay_outbox(pool: PgPool, redis: redis::Client, every: Duration) {
-    outbox(pool, redis, EVENTS_STREAM).run_relay(every).await
+pub async fn relay_outbox(
+    pool: PgPool,
+    redis: redis::Client,
+    every: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    outbox(pool, redis, EVENTS_STREAM)
+        .run_relay(every, shutdown)
+        .await
 }
