@@ -10,7 +10,7 @@
 //! - its header names a `kid` that is in the key set, and that key verifies the signature;
 //! - `exp` is present and not past (within [`JwtSettings::leeway`]), `nbf`, when present, is not
 //!   ahead, `iss` is exactly [`JwtSettings::issuer`] and `sub` is present;
-//! - when [`JwtSettings::audience`] is set, `aud` (a string or an array) contains it or `azp`
+//! - when [`JwtSettings::audiences`] are set, `aud` (a string or an array) contains it or `azp`
 //!   equals it (Clerk puts the frontend's origin in `azp` and usually no `aud`).
 //!
 //! The key set is fetched on first use, refreshed in the background by
@@ -64,9 +64,14 @@ pub struct JwtSettings {
     pub jwks_url: String,
     /// `GOSPELIB_AUTH_ISSUER`: the exact `iss` a token must carry.
     pub issuer: String,
-    /// `GOSPELIB_AUTH_AUDIENCE`: when set, `aud` must contain it or `azp` must equal it (the
-    /// settings reader requires it whenever a JWKS URL is set; `None` checks no audience).
-    pub audience: Option<String>,
+    /// `GOSPELIB_AUTH_AUDIENCE` (comma-separated): when any, `aud` must contain one of them or
+    /// `azp` equal one (each frontend origin: the web app, its other domains; the settings
+    /// reader requires one whenever a JWKS URL is set; none checks no audience).
+    pub audiences: Vec<String>,
+    /// `GOSPELIB_AUTH_ACCEPT_NATIVE_TOKENS`: also accept a token with neither `aud` nor `azp`,
+    /// as Clerk issues to native apps (they send no `Origin`, which `azp` is made from).
+    /// Off by default: any application of the Clerk instance could then sign callers in.
+    pub accept_native_tokens: bool,
     /// Clock skew allowed on `exp` and `nbf` (whole seconds; at most [`MAX_LEEWAY`]).
     pub leeway: Duration,
     /// How often [`JwtVerifier::keep_fresh`] fetches the key set.
@@ -100,7 +105,7 @@ impl JwtSettings {
         Self {
             jwks_url: jwks_url.into(),
             issuer: issuer.into(),
-            audience,
+            audiences: audience.into_iter().collect(),
             ..Self::default()
         }
     }
@@ -114,7 +119,8 @@ impl Default for JwtSettings {
         Self {
             jwks_url: String::new(),
             issuer: String::new(),
-            audience: None,
+            audiences: Vec::new(),
+            accept_native_tokens: false,
             leeway: Duration::from_secs(5),
             refresh_every: Duration::from_secs(300),
             min_refetch_interval: Duration::from_secs(1),
@@ -460,17 +466,24 @@ impl JwtVerifier {
             .map_err(|error| from_library_error(error.kind()))
     }
 
-    /// The audience rule: `aud` contains the configured audience or `azp` equals it.
+    /// The audience rule: `aud` contains one of the configured audiences or `azp` equals one;
+    /// or, when native apps' tokens are accepted, the token has neither.
     fn check_audience(&self, claims: &RawClaims) -> Result<(), JwtError> {
-        let Some(expected) = &self.settings.audience else {
+        let expected = &self.settings.audiences;
+        if expected.is_empty() {
             return Ok(());
-        };
+        }
         let in_aud = claims
             .aud
             .as_ref()
-            .is_some_and(|aud| aud.contains(expected));
-        let is_azp = claims.azp.as_deref() == Some(expected.as_str());
-        if in_aud || is_azp {
+            .is_some_and(|aud| expected.iter().any(|one| aud.contains(one)));
+        let is_azp = claims
+            .azp
+            .as_deref()
+            .is_some_and(|azp| expected.iter().any(|one| one == azp));
+        let native =
+            self.settings.accept_native_tokens && claims.aud.is_none() && claims.azp.is_none();
+        if in_aud || is_azp || native {
             Ok(())
         } else {
             Err(JwtError::WrongAudience)
@@ -504,8 +517,8 @@ fn check_settings(settings: &JwtSettings) -> Result<(), JwtError> {
     if settings.issuer.is_empty() {
         return invalid("the issuer is empty");
     }
-    if settings.audience.as_deref() == Some("") {
-        return invalid("the audience is empty (leave it unset to check none)");
+    if settings.audiences.iter().any(String::is_empty) {
+        return invalid("an audience is empty (leave them unset to check none)");
     }
     if settings.leeway > MAX_LEEWAY {
         return invalid("the leeway is longer than 5 minutes");
@@ -847,7 +860,7 @@ mod tests {
                 ..good.clone()
             },
             JwtSettings {
-                audience: Some(String::new()),
+                audiences: vec![String::new()],
                 ..good.clone()
             },
             JwtSettings {

@@ -509,14 +509,27 @@ impl IdentitySettings {
             .then(|| {
                 reader.required(
                     "GOSPELIB_AUTH_AUDIENCE",
-                    "the audience session tokens must be issued to: the frontend's origin Clerk \
-                     puts in `azp` (or a value of `aud`), e.g. https://app.example.com; \
-                     required because GOSPELIB_AUTH_JWKS_URL is set",
+                    "the audiences session tokens must be issued to, comma-separated: each \
+                     frontend origin Clerk puts in `azp` (or a value of `aud`), e.g. \
+                     https://app.example.com; required because GOSPELIB_AUTH_JWKS_URL is set",
                     gospelib_kit::config::Visibility::Plain,
-                    |raw| Ok(raw.to_owned()),
+                    |raw| {
+                        let audiences: Vec<String> = raw
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|one| !one.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        if audiences.is_empty() {
+                            Err("names no audience".to_owned())
+                        } else {
+                            Ok(audiences)
+                        }
+                    },
                 )
             })
             .flatten();
+        let accept_native_tokens = reader.flag("GOSPELIB_AUTH_ACCEPT_NATIVE_TOKENS", false);
         let live_grace = reader.number(
             "GOSPELIB_AUTH_LIVE_GRACE_SECS",
             crate::jwt::DEFAULT_LIVE_GRACE.as_secs(),
@@ -524,9 +537,11 @@ impl IdentitySettings {
             7 * 86_400,
         );
         match (jwks_url, issuer) {
-            (Some(url), Some(issuer)) => audience.map(|audience| crate::jwt::JwtSettings {
+            (Some(url), Some(issuer)) => audience.map(|audiences| crate::jwt::JwtSettings {
                 live_grace: Duration::from_secs(live_grace.unwrap_or_default()),
-                ..crate::jwt::JwtSettings::new(url.to_string(), issuer, Some(audience))
+                audiences,
+                accept_native_tokens: accept_native_tokens.unwrap_or_default(),
+                ..crate::jwt::JwtSettings::new(url.to_string(), issuer, None)
             }),
             (None, None) => None,
             (Some(_), None) => {
@@ -582,10 +597,24 @@ mod identity_tests {
         ])
         .unwrap();
         let sessions = settings.sessions.expect("session tokens accepted");
+        assert_eq!(sessions.audiences, ["https://app.example.com"]);
+        assert!(!sessions.accept_native_tokens);
+        let settings = read(&[
+            ("GOSPELIB_AUTH_JWKS_URL", JWKS),
+            ("GOSPELIB_AUTH_ISSUER", ISSUER),
+            (
+                "GOSPELIB_AUTH_AUDIENCE",
+                "https://app.example.com, https://www.example.com,",
+            ),
+            ("GOSPELIB_AUTH_ACCEPT_NATIVE_TOKENS", "true"),
+        ])
+        .unwrap();
+        let sessions = settings.sessions.expect("session tokens accepted");
         assert_eq!(
-            sessions.audience.as_deref(),
-            Some("https://app.example.com")
+            sessions.audiences,
+            ["https://app.example.com", "https://www.example.com"]
         );
+        assert!(sessions.accept_native_tokens);
         for audience in [None, Some(""), Some("  ")] {
             let mut pairs = vec![
                 ("GOSPELIB_AUTH_JWKS_URL", JWKS),

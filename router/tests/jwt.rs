@@ -353,6 +353,53 @@ async fn a_token_from_another_issuer_is_refused() {
     assert_refused!(verifier.verify(&token).await, JwtError::Malformed);
 }
 
+/// Several frontend origins (the web app's domains): a token issued to any of them passes.
+#[tokio::test]
+async fn any_of_several_audiences_may_be_the_azp() {
+    let key = key1();
+    let server = JwksServer::start(&[&key]).await;
+    let second = "https://www.example.test";
+    let verifier = JwtVerifier::new(JwtSettings {
+        audiences: vec![AUDIENCE.to_owned(), second.to_owned()],
+        ..settings(&server.url, None)
+    })
+    .unwrap();
+    for azp in [AUDIENCE, second] {
+        let token = key.sign(&claims_with(json!({"aud": null, "azp": azp})));
+        verifier.verify(&token).await.expect("one of the audiences");
+    }
+    let token = key.sign(&claims_with(
+        json!({"aud": null, "azp": "https://elsewhere.test"}),
+    ));
+    assert_refused!(verifier.verify(&token).await, JwtError::WrongAudience);
+}
+
+/// A native app's token (no `Origin`, so Clerk sets no `azp`, and no `aud`) passes only where
+/// such tokens are accepted; one naming another audience never does.
+#[tokio::test]
+async fn a_native_apps_token_passes_only_where_accepted() {
+    let key = key1();
+    let server = JwksServer::start(&[&key]).await;
+    let native = key.sign(&claims_with(json!({"aud": null, "azp": null})));
+    let strict = verifier(&server.url, Some(AUDIENCE));
+    assert_refused!(strict.verify(&native).await, JwtError::WrongAudience);
+    let accepting = JwtVerifier::new(JwtSettings {
+        accept_native_tokens: true,
+        ..settings(&server.url, Some(AUDIENCE))
+    })
+    .unwrap();
+    accepting
+        .verify(&native)
+        .await
+        .expect("a native app's token");
+    let elsewhere = key.sign(&claims_with(
+        json!({"aud": null, "azp": "https://elsewhere.test"}),
+    ));
+    assert_refused!(accepting.verify(&elsewhere).await, JwtError::WrongAudience);
+    let other_aud = key.sign(&claims_with(json!({"aud": "someone-else", "azp": null})));
+    assert_refused!(accepting.verify(&other_aud).await, JwtError::WrongAudience);
+}
+
 #[tokio::test]
 async fn a_token_for_another_audience_is_refused() {
     let (_server, verifier, key) = key1_served(Some(AUDIENCE)).await;
