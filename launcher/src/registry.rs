@@ -475,6 +475,11 @@ async fn known_operations(
 /// The operations routers recorded in Redis, when `GOSPELIB_REDIS_URL` is set.
 async fn recorded_operations(settings: &RegistrySettings) -> anyhow::Result<Vec<KnownOperation>> {
     let Some(url) = &settings.redis else {
+        // Said, not silent: partners' operations are known from these records alone.
+        eprintln!(
+            "note: GOSPELIB_REDIS_URL is not set, so the operations routers recorded (partners' \
+             among them) were not read: only the committed client operations are protected"
+        );
         return Ok(Vec::new());
     };
     let mut connection = redis_connection(url)

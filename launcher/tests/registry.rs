@@ -123,6 +123,12 @@ fn publish_history_diff_check_and_rollback_round_trip() {
         "{}",
         first.stdout
     );
+    // Without Redis, the routers' recorded operations were not read, and it says so.
+    assert!(
+        first.stderr.contains("GOSPELIB_REDIS_URL is not set"),
+        "{}",
+        first.stderr
+    );
     let again = schema_command(&database, &["publish", "--message", "again"]);
     assert!(again.ok);
     assert!(
