@@ -1126,16 +1126,21 @@ fn changes_in_directive_argument(
         out,
     );
     if default_value_text(old) != default_value_text(new) {
+        let kind = ChangeKind::DirectiveArgumentDefaultValueChanged;
         let message = format!(
             "Default value for argument '{coordinate}' changed from '{}' to '{}'",
             value_text(old.default_value.as_ref()),
             value_text(new.default_value.as_ref())
         );
-        out.push(dangerous(
-            ChangeKind::DirectiveArgumentDefaultValueChanged,
-            coordinate,
-            message,
-        ));
+        // A default removed from a non-null argument (its type unchanged) makes it required:
+        // every use of the directive that leaves it out breaks, as for a field's argument.
+        out.push(
+            if is_required(new) && !is_required(old) && old.ty == new.ty {
+                breaking(kind, coordinate, message, directive)
+            } else {
+                dangerous(kind, coordinate, message)
+            },
+        );
     }
     if old.ty != new.ty {
         let kind = ChangeKind::DirectiveArgumentTypeChanged;

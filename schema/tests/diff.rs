@@ -903,10 +903,27 @@ fn directive_argument_removed_or_retyped_is_breaking() {
 }
 
 #[test]
-fn directive_argument_default_changed_is_dangerous() {
+fn directive_argument_default_changed_is_dangerous_unless_the_argument_becomes_required() {
     assert_only(
         &directive("directive @cached(ttl: Int = 60) on FIELD"),
         &directive("directive @cached(ttl: Int = 30) on FIELD"),
+        Dangerous,
+        DirectiveArgumentDefaultValueChanged,
+        "@cached(ttl:)",
+        &[],
+    ); // Removed from a non-null argument: each use that left it out now fails validation.
+    assert_only(
+        &directive("directive @cached(ttl: Int! = 60) on FIELD"),
+        &directive("directive @cached(ttl: Int!) on FIELD"),
+        Breaking,
+        DirectiveArgumentDefaultValueChanged,
+        "@cached(ttl:)",
+        &["@cached"],
+    );
+    // Removed from a nullable one: still optional.
+    assert_only(
+        &directive("directive @cached(ttl: Int = 60) on FIELD"),
+        &directive("directive @cached(ttl: Int) on FIELD"),
         Dangerous,
         DirectiveArgumentDefaultValueChanged,
         "@cached(ttl:)",
