@@ -37,7 +37,8 @@ pub enum Lookup {
     /// The query to run, found by its hash.
     Query(String),
     /// The query the request sent with its hash (which matches it): run it, then
-    /// [`PersistedQueries::register`] it if it ran.
+    /// [`PersistedQueries::register`] it if it ran, under `hash` (`doc:<hex>` for a trusted
+    /// document's id).
     Sent { query: String, hash: String },
     /// The hash is unknown: the client should send the query.
     NotFound,
@@ -82,7 +83,8 @@ impl PersistedQueries {
             return Lookup::Invalid("the persisted query has no sha256Hash".to_owned());
         };
         // A trusted document's id (`sha256:<hex>`, the digest of its normalized text), as apps
-        // send the manifest's ids: looked up as its hex, and with a text, that text's id.
+        // send the manifest's ids: kept apart (`doc:<hex>`), and a text is its own under it
+        // when it hashes to it or is the document it names.
         let (hash, document_id) = match hash.strip_prefix(crate::trusted_documents::ID_PREFIX) {
             Some(hex) => (hex, true),
             None => (hash, false),
@@ -91,13 +93,24 @@ impl PersistedQueries {
             return Lookup::Invalid("sha256Hash is not 64 hex digits".to_owned());
         }
         let hash = hash.to_ascii_lowercase();
-        let key = format!("{}:{hash}", self.prefix);
+        let names = |text: &str| {
+            hash_of(text) == hash
+                || (document_id
+                    && crate::trusted_documents::document_id(text)
+                        .is_ok_and(|id| id[crate::trusted_documents::ID_PREFIX.len()..] == hash))
+        };
+        let stored_as = if document_id {
+            format!("doc:{hash}")
+        } else {
+            hash.clone()
+        };
         if query.trim().is_empty() {
+            let key = format!("{}:{stored_as}", self.prefix);
             let found: Option<Option<String>> = self.run(redis::cmd("GET").arg(&key).clone()).await;
             return match found.flatten() {
                 // Checked against its hash: Redis is shared by every process of the platform,
                 // and what one of them wrote under a hash must not run as another operation.
-                Some(query) if hash_of(&query) == hash => Lookup::Query(query),
+                Some(query) if names(&query) => Lookup::Query(query),
                 Some(_) => {
                     tracing::warn!(%hash, "a persisted query's stored text does not hash to its key; treated as unknown");
                     Lookup::NotFound
@@ -105,22 +118,12 @@ impl PersistedQueries {
                 None => Lookup::NotFound,
             };
         }
-        if hash_of(query) != hash {
-            // A trusted document's id with its own text (an app ahead of the router's
-            // manifest): the text runs as sent, and is not stored under an id that is not its
-            // hash.
-            let its_id = || {
-                crate::trusted_documents::document_id(query)
-                    .is_ok_and(|id| id[crate::trusted_documents::ID_PREFIX.len()..] == hash)
-            };
-            if document_id && its_id() {
-                return Lookup::Query(query.to_owned());
-            }
+        if !names(query) {
             return Lookup::Invalid("provided sha does not match query".to_owned());
         }
         Lookup::Sent {
             query: query.to_owned(),
-            hash,
+            hash: stored_as,
         }
     }
 
