@@ -655,48 +655,36 @@ impl Router {
             Counting::CountedAs(whole) => whole.clone(),
             Counting::Counted | Counting::Uncounted => planned.clone(),
         };
-        // Charged for the root fields the caller may select: one it may not is answered null
-        // with an error and never fetched (a Reader asking for the assistant does not use up
-        // the hour a Scholar plan would then have).
         let (limited, primary) = match &counting {
             Counting::Counted => (Some(&planned), None),
             Counting::CountedAs(whole) => (Some(whole), Some(&planned)),
             Counting::Uncounted => (None, None),
         };
-        let (limited, primary) = if self.enforcement.is_some() {
-            (
-                match limited {
-                    Some(limited) => Some(self.charged(&caller, limited, &supergraph).await),
-                    None => None,
-                },
-                match primary {
-                    Some(primary) => Some(self.charged(&caller, primary, &supergraph).await),
-                    None => None,
-                },
+        let allowances = |limited: &Planned, primary: Option<&Planned>| {
+            self.allowances_of(
+                &caller,
+                request.client_address,
+                limited,
+                primary,
+                &supergraph,
             )
-        } else {
-            (None, None)
         };
-        let limits = limited
-            .and_then(|limited| {
-                self.limits_of(&caller, request.client_address, &limited, &supergraph)
-            })
-            .map(|(limiter, subject, mut allowances)| {
-                // A deferred operation runs its non-deferred root fields twice (in its primary half
-                // and in the full one beside it), its deferred ones once: the primary half's own
-                // root fields take their requests again.
-                if let Some(primary) = &primary
-                    && let Some((_, _, primary)) =
-                        self.limits_of(&caller, request.client_address, primary, &supergraph)
-                {
-                    for allowance in &mut allowances {
-                        if let Some(again) = primary.iter().find(|p| p.bucket == allowance.bucket) {
-                            allowance.cost = allowance.cost.saturating_add(again.cost);
-                        }
-                    }
-                }
-                (limiter, subject, allowances)
-            });
+        let mut limits = limited.and_then(|limited| allowances(limited, primary.map(|p| &**p)));
+        // Charged for the root fields the caller may select: one it may not is answered null
+        // with an error and never fetched (a Reader asking for the assistant does not use up
+        // the hour a Scholar plan would then have). Looked at again only for an operation that
+        // falls under a bucket, on a supergraph with access rules.
+        if let Some(limited) = limited
+            && limits.is_some()
+            && !supergraph.access_rules().is_empty()
+        {
+            let limited = self.charged(&caller, limited, &supergraph).await;
+            let primary = match primary {
+                Some(primary) => Some(self.charged(&caller, primary, &supergraph).await),
+                None => None,
+            };
+            limits = allowances(&limited, primary.as_deref());
+        }
         let Some((limiter, subject, allowances)) = limits else {
             let response = run.await;
             if counted {
@@ -1112,6 +1100,32 @@ impl Router {
     /// What the operation counts against: the limiter, the caller's subject, and one request
     /// of each bucket whose root fields it selects. `None` when no bucket applies (or plans are
     /// not enforced).
+    /// [`Router::limits_of`] `limited`, and for a deferred operation (`limited` its whole),
+    /// its `primary` half's root fields once more: they run in both halves, its deferred ones
+    /// once.
+    fn allowances_of(
+        &self,
+        caller: &Caller,
+        client_address: Option<std::net::IpAddr>,
+        limited: &Planned,
+        primary: Option<&Planned>,
+        supergraph: &Supergraph,
+    ) -> Option<(&RateLimiter, String, Vec<Allowance>)> {
+        let (limiter, subject, mut allowances) =
+            self.limits_of(caller, client_address, limited, supergraph)?;
+        if let Some(primary) = primary
+            && let Some((_, _, primary)) =
+                self.limits_of(caller, client_address, primary, supergraph)
+        {
+            for allowance in &mut allowances {
+                if let Some(again) = primary.iter().find(|p| p.bucket == allowance.bucket) {
+                    allowance.cost = allowance.cost.saturating_add(again.cost);
+                }
+            }
+        }
+        Some((limiter, subject, allowances))
+    }
+
     fn limits_of(
         &self,
         caller: &Caller,
