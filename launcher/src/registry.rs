@@ -106,6 +106,13 @@ pub async fn run_check(
     let baseline = baseline(&settings, against).await?;
     let report = check_code(&settings, baseline.as_ref(), operations).await?;
     print_report(&report, format)?;
+    // What publish would refuse, the check refuses too: the routers' planner cannot load it.
+    if let Some(supergraph) = &report.supergraph
+        && let Some((name, reason)) = refused_by_routers(&loaded_by_routers(supergraph))
+    {
+        eprintln!("check failed: the routers cannot load the {name} ({reason})");
+        return Err(CheckFailed.into());
+    }
     if report.passed {
         Ok(())
     } else {
@@ -202,6 +209,19 @@ async fn publish_checked(
         }
     }
     Ok(())
+}
+
+/// What routers load of `supergraph`: itself (named `supergraph`) and each contract's (a
+/// contract that would keep nothing is left out; publish does not store it).
+fn loaded_by_routers(supergraph: &str) -> Vec<(String, String)> {
+    let mut all = vec![("supergraph".to_owned(), supergraph.to_owned())];
+    for (name, tag) in gospelib_schema::contracts::CONTRACTS {
+        if let Ok(contract) = gospelib_schema::contracts::contract_supergraph(supergraph, name, tag)
+        {
+            all.push(((*name).to_owned(), contract));
+        }
+    }
+    all
 }
 
 /// The first of `supergraphs` (name, SDL) the router refuses to load, with why.
@@ -546,7 +566,8 @@ mod tests {
     #[test]
     fn what_the_routers_cannot_load_is_named() {
         let committed = include_str!("../../schema/supergraph.graphql").to_owned();
-        let loadable = vec![("supergraph".to_owned(), committed.clone())];
+        let loadable = loaded_by_routers(&committed);
+        assert_eq!(loadable.len(), 2, "the supergraph and the partner contract");
         assert_eq!(refused_by_routers(&loadable), None);
         // A schema that is no supergraph (no join directives): the planner refuses it.
         let refused = vec![
