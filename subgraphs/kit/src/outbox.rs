@@ -799,9 +799,11 @@ async fn forget_marked_entries(
         } else {
             0
         };
-        cursor.store(next, Ordering::Relaxed);
+        // Each batch is taken from where the last one left off (`after`: 0 once it wrapped).
+        cursor.store(after, Ordering::Relaxed);
         let (mut connection, _) = link.get().await?;
         let mut forgotten = 0;
+        let mut connection_lost = false;
         for window in windows(marked) {
             match forget_in_window(&mut connection, &window).await {
                 // Cleared at once: a pass cut short by the deadline keeps what it did.
@@ -821,10 +823,16 @@ async fn forget_marked_entries(
                     );
                     if error.lost_the_connection() {
                         link.forget();
+                        connection_lost = true;
                         break;
                     }
                 }
             }
+        }
+        // Past this batch once it was tried; a batch cut short by a lost connection (Redis
+        // down, not these rows) is taken again.
+        if !connection_lost {
+            cursor.store(next, Ordering::Relaxed);
         }
         Ok(forgotten)
     })
