@@ -421,8 +421,35 @@ const STREAM_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(15)
 /// `gospelib caller-keys NAME…`: the keys of these subgraphs (each a part this binary
 /// serves), derived from the internal secret, on one line.
 fn print_caller_keys(env: &Env, subgraphs: &[String]) -> anyhow::Result<()> {
-    let chosen =
-        parts::select(subgraphs).map_err(|error| anyhow::anyhow!("caller-keys: {error}"))?;
+    // Only subgraphs have keys: `registry` (an `--only` name) is none.
+    let known = || {
+        parts::PARTS
+            .iter()
+            .map(|part| part.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let named: Vec<&str> = subgraphs
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .collect();
+    if let Some(unknown) = named
+        .iter()
+        .find(|name| !parts::PARTS.iter().any(|part| part.name == **name))
+    {
+        anyhow::bail!(
+            "unknown subgraph {unknown:?} for caller-keys; this build's subgraphs are: {}",
+            known()
+        );
+    }
+    if named.is_empty() {
+        anyhow::bail!(
+            "caller-keys names no subgraph; this build's subgraphs are: {}",
+            known()
+        );
+    }
+    let chosen = parts::select(subgraphs)?;
     let mut reader = gospelib_kit::config::ConfigReader::new(env);
     let secret = reader.internal_secret();
     reader.finish()?;
@@ -436,12 +463,13 @@ fn print_caller_keys(env: &Env, subgraphs: &[String]) -> anyhow::Result<()> {
 }
 
 async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
-    let mut settings = ServeSettings::read(env)?;
+    let chosen = parts::select(only)?;
+    // The registry alone holds no key (no subgraph to guard, no router to sign).
+    let mut settings = ServeSettings::read_for(env, only.is_empty() || !chosen.is_empty())?;
     if only.is_empty() {
         // The whole platform runs the router, which needs the internal secret.
         settings.router_identity()?;
     }
-    let chosen = parts::select(only)?;
     let clients = StoreClients::new(&settings.stores).context("store clients")?;
     if settings.migrate_on_start {
         let applied = migrations::migrate(&clients.postgres)
@@ -477,10 +505,13 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let whole_platform = only.is_empty();
     // One signal stops both listeners and the parts' background work.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Then, once the listeners are done, the outbox relays' last pass.
+    let (requests_done_tx, requests_done) = tokio::sync::watch::channel(false);
     let inputs = parts::PartInputs {
         clients: &clients,
         settings: &settings,
         shutdown: stop_rx.clone(),
+        requests_done,
         metrics: &metrics,
     };
     let assembled = parts::assemble(&chosen, whole_platform, &inputs)?;
@@ -573,6 +604,7 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
         serve(public, apps.public, stopped(stop_rx.clone()), limits),
         serve(internal, apps.internal, stopped(stop_rx), limits),
     );
+    let _ = requests_done_tx.send(true);
     for task in background {
         task.abort();
     }

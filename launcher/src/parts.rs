@@ -20,6 +20,9 @@ pub struct PartInputs<'a> {
     pub clients: &'a StoreClients,
     pub settings: &'a ServeSettings,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Set once the listeners stopped (every request answered or cut at the grace): what the
+    /// outbox relays' last pass waits for, so the changes those requests committed go with it.
+    pub requests_done: tokio::sync::watch::Receiver<bool>,
     /// The process's metrics (`/metrics`), for parts that count what they do.
     pub metrics: &'a gospelib_kit::metrics::Metrics,
 }
@@ -182,7 +185,7 @@ fn accounts(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.postgres.clone(),
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
-        inputs.shutdown.clone(),
+        inputs.requests_done.clone(),
     ));
     let rejections = tokio::spawn({
         let (pool, redis) = (clients.postgres.clone(), clients.redis.clone());
@@ -377,7 +380,7 @@ fn billing(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.postgres.clone(),
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
-        inputs.shutdown.clone(),
+        inputs.requests_done.clone(),
     ));
     let trial_ending = tokio::spawn(gospelib_billing::run_trial_ending_sweep(
         clients.postgres.clone(),
@@ -578,7 +581,7 @@ fn notifications(inputs: &PartInputs<'_>) -> Result<BuiltPart, ConfigError> {
         clients.postgres.clone(),
         clients.redis.clone(),
         OUTBOX_RELAY_EVERY,
-        inputs.shutdown.clone(),
+        inputs.requests_done.clone(),
     ));
     Ok(BuiltPart {
         subgraph: gospelib_notifications::subgraph(clients),

@@ -67,7 +67,16 @@ impl ServeSettings {
         self.identity.as_ref().ok_or(NoRouterSecret)
     }
 
+    /// The settings of a `serve` that serves a subgraph or the router (the tests' usual case).
+    #[cfg(test)]
     pub fn read(env: &Env) -> Result<Self, ConfigError> {
+        Self::read_for(env, true)
+    }
+
+    /// The settings of a `serve` that `needs_keys` (it serves a subgraph or the router);
+    /// without (`--only registry`), neither the internal secret nor caller keys is required,
+    /// and a process given neither holds no key.
+    pub fn read_for(env: &Env, needs_keys: bool) -> Result<Self, ConfigError> {
         let mut reader = ConfigReader::new(env);
         let port = reader.port("GOSPELIB_ROUTER_PORT", 4000);
         let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.unwrap_or(4000));
@@ -103,7 +112,12 @@ impl ServeSettings {
         let migrate_on_start = reader.flag("GOSPELIB_MIGRATE_ON_START", false);
         // With the internal secret, the router's identity settings and every subgraph's key;
         // with caller keys alone (or with both, or neither: refused), no router.
-        let (identity, caller_keys) = if reader.raw("GOSPELIB_CALLER_KEYS").is_none()
+        let holds_no_key = reader.raw("GOSPELIB_CALLER_KEYS").is_none()
+            && reader.raw("GOSPELIB_INTERNAL_SECRET").is_none();
+        let (identity, caller_keys) = if !needs_keys && holds_no_key {
+            IdentitySettings::read_sessions(&mut reader);
+            (Some(None), Some(CallerKeys::Given(Default::default())))
+        } else if reader.raw("GOSPELIB_CALLER_KEYS").is_none()
             && reader.raw("GOSPELIB_INTERNAL_SECRET").is_some()
         {
             let identity = IdentitySettings::read(&mut reader);

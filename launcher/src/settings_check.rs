@@ -87,11 +87,13 @@ pub fn check(env: &Env, target: &Target) -> Report {
     collect(&mut problems, OtlpSettings::from_env(env, &service));
     match target {
         Target::Serve { only } => {
-            let settings = ServeSettings::read(env);
+            let chosen = parts::select(only);
+            // As `serve` reads them: the registry alone needs no key.
+            let needs_keys = only.is_empty() || chosen.as_ref().is_ok_and(|c| !c.is_empty());
+            let settings = ServeSettings::read_for(env, needs_keys);
             if let (Ok(settings), true) = (&settings, only.is_empty()) {
                 collect(&mut problems, settings.router_identity());
             }
-            let chosen = parts::select(only);
             if let (Ok(settings), Ok(chosen)) = (&settings, &chosen) {
                 for name in parts::needed_caller_keys(chosen, env) {
                     collect(&mut problems, parts::caller_key(settings, name));

@@ -57,7 +57,11 @@ fn serve_refuses_an_only_list_naming_nothing() {
 
 #[test]
 fn serve_only_registry_serves_the_registry_alone() {
-    let (child, base, runtime) = serve(&["serve", "--only", "registry"]);
+    // No internal secret, no caller keys: the registry alone signs and checks nothing.
+    let (child, base, runtime) = serve_with(
+        &["serve", "--only", "registry"],
+        &[("GOSPELIB_INTERNAL_SECRET", String::new())],
+    );
     let internal = child.internal.clone();
     let (versions, subgraph, ready) = runtime.block_on(async {
         let versions = reqwest::get(format!("{internal}/registry/versions"))

@@ -189,7 +189,22 @@ fn caller_keys_names_an_unknown_subgraph_as_such() {
     assert!(
         stderr.contains("unknown subgraph \"nonesuch\" for caller-keys")
             && stderr.contains("content, accounts")
-            && !stderr.contains("--only"),
+            && !stderr.contains("--only")
+            && !stderr.contains("registry"),
+        "{stderr}"
+    );
+    // `registry` is an `--only` name, not a subgraph: it has no key.
+    let output = Command::new(env!("CARGO_BIN_EXE_gospelib"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GOSPELIB_INTERNAL_SECRET", SECRET)
+        .args(["caller-keys", "registry"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown subgraph \"registry\" for caller-keys"),
         "{stderr}"
     );
 }

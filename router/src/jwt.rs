@@ -10,8 +10,9 @@
 //! - its header names a `kid` that is in the key set, and that key verifies the signature;
 //! - `exp` is present and not past (within [`JwtSettings::leeway`]), `nbf`, when present, is not
 //!   ahead, `iss` is exactly [`JwtSettings::issuer`] and `sub` is present;
-//! - when [`JwtSettings::audiences`] are set, `aud` (a string or an array) contains it or `azp`
-//!   equals it (Clerk puts the frontend's origin in `azp` and usually no `aud`).
+//! - when [`JwtSettings::audiences`] are set, `aud` (a string or an array) contains one of them
+//!   or `azp` equals one (Clerk puts the frontend's origin in `azp` and usually no `aud`); with
+//!   [`JwtSettings::accept_native_tokens`], a token with neither passes too (a native app's).
 //!
 //! The key set is fetched on first use, refreshed in the background by
 //! [`JwtVerifier::keep_fresh`], and fetched again when a token names an unknown `kid` (a key

@@ -911,7 +911,8 @@ fn directive_argument_default_changed_is_dangerous_unless_the_argument_becomes_r
         DirectiveArgumentDefaultValueChanged,
         "@cached(ttl:)",
         &[],
-    ); // Removed from a non-null argument: each use that left it out now fails validation.
+    );
+    // Removed from a non-null argument: each use that left it out now fails validation.
     assert_only(
         &directive("directive @cached(ttl: Int! = 60) on FIELD"),
         &directive("directive @cached(ttl: Int!) on FIELD"),

@@ -206,8 +206,8 @@ pub async fn relay_stream(
         .await
 }
 
-/// Runs [`relay_pending`] every `every`, forever (the launcher spawns it and aborts it on
-/// shutdown); see [`Outbox::run_relay`].
+/// Runs [`relay_pending`] every `every` until `shutdown`, then once more; see
+/// [`Outbox::run_relay`].
 pub async fn relay_outbox(
     pool: PgPool,
     redis: redis::Client,

@@ -158,8 +158,8 @@ pub async fn append(
     outbox.append(conn, event.kind(), event.fields()).await
 }
 
-/// Publishes every pending billing event every `every`, forever (the launcher spawns it and
-/// aborts it on shutdown); see [`Outbox::run_relay`].
+/// Publishes every pending billing event every `every` until `shutdown`, then once more; see
+/// [`Outbox::run_relay`].
 pub async fn relay_outbox(
     pool: PgPool,
     redis: redis::Client,

@@ -188,13 +188,13 @@ async fn background_relays_publish_every_change_of_a_burst() {
     forget(&pool, &stream).await;
 }
 
-/// The copies of a row marked `forget_in_stream` (`accounts.outbox` has the column) leave
-/// their stream on the next pass, a stray second copy too (a relay that added it and failed
-/// to record its batch); the mark is cleared, and the other rows' entries stay.
 /// Held by the tests that mark rows of `accounts.outbox` to be forgotten: a forget pass takes
 /// any stream's marked rows, so one test's rows would take another's turn.
 static ACCOUNTS_MARKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The copies of a row marked `forget_in_stream` (`accounts.outbox` has the column) leave
+/// their stream on the next pass, a stray second copy too (a relay that added it and failed
+/// to record its batch); the mark is cleared, and the other rows' entries stay.
 #[tokio::test]
 async fn copies_of_rows_marked_to_be_forgotten_leave_their_stream() {
     const ACCOUNTS: &str = "accounts.outbox";

@@ -34,8 +34,7 @@ pub fn outbox(pool: PgPool, redis: redis::Client, stream: impl Into<String>) -> 
 }
 
 /// Publishes every pending notifications outbox row, of every stream, in id order, every
-/// `every`, forever (the launcher spawns it and aborts it on shutdown); see
-/// [`Outbox::run_relay`].
+/// `every` until `shutdown`, then once more; see [`Outbox::run_relay`].
 pub async fn relay_outbox(
     pool: PgPool,
     redis: redis::Client,
