@@ -32,9 +32,10 @@ pub struct PartInputs<'a> {
 pub struct BuiltPart {
     pub subgraph: Subgraph,
     pub public_routes: Option<axum::Router>,
-    /// Each ends once [`PartInputs::shutdown`] says so, after finishing what it holds (a
-    /// delivery it claimed, a relay's last pass): the launcher waits for them within its
-    /// shutdown grace, then aborts what is left.
+    /// Each ends once [`PartInputs::shutdown`] says so (the outbox relays once
+    /// [`PartInputs::requests_done`] does), after finishing what it holds (a delivery it
+    /// claimed, a relay's last pass): the launcher waits for them within what is left of its
+    /// shutdown grace, then aborts what is left of them.
     pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 

@@ -104,15 +104,22 @@ pub async fn run_check(
 ) -> anyhow::Result<()> {
     let settings = RegistrySettings::read(env, against_needs_store(against))?;
     let baseline = baseline(&settings, against).await?;
-    let report = check_code(&settings, baseline.as_ref(), operations).await?;
-    print_report(&report, format)?;
-    // What publish would refuse, the check refuses too: the routers' planner cannot load it.
+    let mut report = check_code(&settings, baseline.as_ref(), operations).await?;
+    // What publish would refuse, the check refuses too (in its report, text or JSON): the
+    // routers' planner cannot load it.
     if let Some(supergraph) = &report.supergraph
         && let Some((name, reason)) = refused_by_routers(&loaded_by_routers(supergraph))
     {
-        eprintln!("check failed: the routers cannot load the {name} ({reason})");
-        return Err(CheckFailed.into());
+        report.passed = false;
+        report
+            .composition_errors
+            .push(gospelib_schema::compose::CompositionIssue {
+                code: "ROUTER_PLANNER_REFUSED".to_owned(),
+                message: format!("the routers cannot load the {name}: {reason}"),
+                locations: Vec::new(),
+            });
     }
+    print_report(&report, format)?;
     if report.passed {
         Ok(())
     } else {

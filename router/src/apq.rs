@@ -52,7 +52,8 @@ pub fn hash_of(query: &str) -> String {
 }
 
 impl PersistedQueries {
-    /// A store in Redis under keys `<prefix>:<sha256>`.
+    /// A store in Redis under keys `<prefix>:<sha256>` (`<prefix>:doc:<sha256>` for a trusted
+    /// document's id, `sha256:<hex>`).
     pub fn new(client: redis::Client, prefix: &str, ttl: Duration) -> Self {
         Self {
             redis: RedisLink::new(client, "persisted queries", BreakerSettings::default()),

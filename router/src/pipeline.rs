@@ -1097,9 +1097,6 @@ impl Router {
             .allowed
     }
 
-    /// What the operation counts against: the limiter, the caller's subject, and one request
-    /// of each bucket whose root fields it selects. `None` when no bucket applies (or plans are
-    /// not enforced).
     /// [`Router::limits_of`] `limited`, and for a deferred operation (`limited` its whole),
     /// its `primary` half's root fields once more: they run in both halves, its deferred ones
     /// once.
@@ -1126,6 +1123,9 @@ impl Router {
         Some((limiter, subject, allowances))
     }
 
+    /// What the operation counts against: the limiter, the caller's subject, and one request
+    /// of each bucket whose root fields it selects. `None` when no bucket applies (or plans are
+    /// not enforced).
     fn limits_of(
         &self,
         caller: &Caller,

@@ -823,7 +823,9 @@ async fn forget_marked_entries(
                     );
                     if error.lost_the_connection() {
                         link.forget();
-                        connection_lost = true;
+                        // A window slow enough to time out alone is passed over like a
+                        // refused one; a connection closed or broken holds the batch.
+                        connection_lost = !matches!(error, RelayError::Timeout);
                         break;
                     }
                 }
