@@ -149,9 +149,12 @@ impl EntitlementCache {
     }
 
     /// Forgets users as billing announces changes, until the task is dropped; after a lost
-    /// (or silent) connection it forgets everyone (changes may have been missed) and
-    /// reconnects.
+    /// (or silent) subscription it forgets everyone (changes may have been missed) and
+    /// reconnects. While Redis cannot be reached, answers are kept for their own lifetime
+    /// ([`LOCAL_TTL`]), not forgotten at every failed attempt (which would send every signed-in
+    /// request to billing).
     pub async fn follow_changes(self: std::sync::Arc<Self>, redis: redis::Client) {
+        let subscribed = std::sync::atomic::AtomicBool::new(false);
         loop {
             let interrupted = gospelib_kit::announcements::follow(
                 &redis,
@@ -159,7 +162,10 @@ impl EntitlementCache {
                 Default::default(),
                 // Subscribed: every change from now on arrives. Those announced before (while
                 // starting, or reconnecting) did not: answers cached until now are asked again.
-                || self.forget_everyone(),
+                || {
+                    subscribed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.forget_everyone();
+                },
                 |payload| {
                     if let Ok(user) = Uuid::parse_str(payload) {
                         self.forget(user);
@@ -168,7 +174,9 @@ impl EntitlementCache {
             )
             .await;
             tracing::warn!(error = %interrupted, "cannot follow entitlement changes; retrying");
-            self.forget_everyone();
+            if subscribed.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                self.forget_everyone();
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -318,5 +326,28 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         follower.abort();
+    }
+    /// With Redis out of reach, an answer is kept for its own lifetime: the failed attempts to
+    /// subscribe (one a second) do not each send every signed-in request to billing.
+    #[tokio::test]
+    async fn while_redis_is_out_of_reach_answers_are_kept_for_their_lifetime() {
+        let cache = std::sync::Arc::new(EntitlementCache::new());
+        let unreachable = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            drop(listener);
+            redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap()
+        };
+        let follower = tokio::spawn(cache.clone().follow_changes(unreachable));
+        let user = Uuid::new_v4();
+        let access = CallerAccess {
+            plan: "scholar".into(),
+            entitlements: vec![],
+        };
+        cache.put(user, access.clone());
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let kept = cache.get(user);
+        follower.abort();
+        assert_eq!(kept, Some(access), "forgotten during the outage");
     }
 }

@@ -282,8 +282,12 @@ impl PartnerKeys {
 
     /// Follows revocations on Redis until the task is dropped, reconnecting after a failure
     /// (or a connection gone silent). Each (re)subscription starts from an empty cache: a key
-    /// found while no revocation could arrive is looked up again.
+    /// found while no revocation could arrive is looked up again. While Redis cannot be
+    /// reached, what is found is kept for its own lifetime ([`POSITIVE_TTL`]), which bounds how
+    /// long a revocation announced meanwhile may go unseen: forgetting it at every failed
+    /// attempt would send every partner's key to the database each second of the outage.
     pub async fn follow_revocations(self: std::sync::Arc<Self>, redis: redis::Client) {
+        let subscribed = std::sync::atomic::AtomicBool::new(false);
         loop {
             let interrupted = gospelib_kit::announcements::follow(
                 &redis,
@@ -291,13 +295,19 @@ impl PartnerKeys {
                 Default::default(),
                 // Subscribed: every revocation from now on arrives. Those announced before
                 // (while starting, or reconnecting) did not: trust nothing cached until now.
-                || self.forget_all(),
+                || {
+                    subscribed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.forget_all();
+                },
                 |digest| self.forget(digest),
             )
             .await;
             tracing::warn!(error = %interrupted, "cannot follow partner-key revocations; retrying");
-            // A revocation may have been lost with the connection.
-            self.forget_all();
+            // A revocation may have been lost with the subscription (once: not at every
+            // attempt that fails to make another).
+            if subscribed.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                self.forget_all();
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }

@@ -278,6 +278,34 @@ async fn a_pod_subscribing_again_forgets_what_it_cached_while_it_could_miss_revo
     delete(&pool, &owner).await;
 }
 
+/// With Redis out of reach, a key found is kept for its own lifetime: the failed attempts
+/// to subscribe (one a second) do not each send every partner's key to the database again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_out_of_reach_found_keys_are_kept_for_their_lifetime() {
+    let pool = pool().await;
+    let keys = Arc::new(PartnerKeys::new(pool.clone()));
+    // Nothing listens there.
+    let unreachable = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap()
+    };
+    let follower = tokio::spawn(Arc::clone(&keys).follow_revocations(unreachable));
+    let (owner, key) = new_key(&pool, "outage").await;
+    assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
+    // The row goes (unannounced): only a lookup in the database would notice.
+    delete(&pool, &owner).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let found = keys.find(&key).await.unwrap();
+    follower.abort();
+    assert_eq!(
+        found,
+        Some(owner),
+        "asked of the database again during the outage"
+    );
+}
+
 /// A router that has served no partner yet (just started, or scaled out) listed the live
 /// keys: a flood of made-up keys holding every lookup slot does not lock real partners out of
 /// it; a key made after the listing waits for those slots until the next one.
