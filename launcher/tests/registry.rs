@@ -701,6 +701,23 @@ fn the_registry_serves_versions_and_a_polling_router_follows_them() {
             .await
             .unwrap();
         assert_eq!(unknown.status(), 404);
+        // A version's own contract, for a router pinned to that version.
+        let pinned = |path: &str| {
+            client
+                .get(format!("{}/registry/contracts/{path}", child.internal))
+                .send()
+        };
+        let first_contract = pinned("partner/supergraph/1").await.unwrap();
+        assert_eq!(first_contract.status(), 200);
+        assert_eq!(first_contract.headers()["x-registry-version"], "1");
+        assert_eq!(first_contract.text().await.unwrap(), contract_sdl);
+        for (path, status) in [
+            ("partner/supergraph/9", 404),
+            ("nope/supergraph/1", 404),
+            ("partner/supergraph/x", 400),
+        ] {
+            assert_eq!(pinned(path).await.unwrap().status(), status, "{path}");
+        }
 
         // A router started from the registry, polling it.
         let first = fetch_published(&client, &url, None).await.unwrap().unwrap();

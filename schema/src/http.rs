@@ -1,7 +1,8 @@
 //! The registry over HTTP, for routers and tools:
 //! - `GET /registry/supergraph`: the latest published supergraph;
 //! - `GET /registry/supergraph/{n}`: version `n`;
-//! - `GET /registry/contracts/{name}/supergraph`: the latest version's contract supergraph;
+//! - `GET /registry/contracts/{name}/supergraph` (and `/{n}`): the latest version's contract
+//!   supergraph (or version `n`'s, for a router pinned to it);
 //! - `GET /registry/versions`: the history, newest first (JSON);
 //! - `GET /registry/trusted-documents` (and `/{n}`): the apps' trusted documents published with
 //!   the latest version (or version `n`), JSON (`trusted-documents/1`); 404 for a version
@@ -26,6 +27,10 @@ pub fn routes(store: Store) -> axum::Router {
         .route("/registry/supergraph", get(latest))
         .route("/registry/supergraph/{number}", get(by_number))
         .route("/registry/contracts/{name}/supergraph", get(contract))
+        .route(
+            "/registry/contracts/{name}/supergraph/{number}",
+            get(contract_by_number),
+        )
         .route("/registry/versions", get(history))
         .route("/registry/trusted-documents", get(latest_trusted_documents))
         .route(
@@ -71,6 +76,29 @@ async fn contract(
             supergraph_response(&version, Some(&name), &headers)
         }
         Ok(_) => not_found(&format!("no contract named `{name}` has been published")),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// A contract of version `number`: what a router pinned to `…/supergraph/<number>` serves
+/// partners (the latest contract would be planned against subgraphs deployed for another).
+async fn contract_by_number(
+    State(store): State<Store>,
+    Path((name, number)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(number) = number.parse::<i32>() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "a version is a positive whole number",
+        );
+    };
+    match store.get(number).await {
+        Ok(Some(version)) if version.contracts.contains_key(&name) => {
+            supergraph_response(&version, Some(&name), &headers)
+        }
+        Ok(Some(_)) => not_found(&format!("version {number} has no contract named `{name}`")),
+        Ok(None) => not_found(&format!("version {number} does not exist")),
         Err(error) => unavailable(error),
     }
 }
