@@ -96,6 +96,15 @@ impl RelayError {
             Self::Postgres(_) => false,
         }
     }
+
+    /// Whether Redis did not answer in time (our deadline or the connection's own).
+    fn timed_out(&self) -> bool {
+        match self {
+            Self::Timeout => true,
+            Self::Redis(error) => error.is_timeout(),
+            Self::Postgres(_) => false,
+        }
+    }
 }
 
 /// One service's outbox: its table, the stream the events it appends go to, and the stores.
@@ -804,12 +813,14 @@ async fn forget_marked_entries(
         let (mut connection, _) = link.get().await?;
         let mut forgotten = 0;
         let mut connection_lost = false;
+        let mut timed_out_last = false;
         for window in windows(marked) {
             match forget_in_window(&mut connection, &window).await {
                 // Cleared at once: a pass cut short by the deadline keeps what it did.
                 Ok(()) => {
                     sqlx::query(&clear).bind(&window.rows).execute(pool).await?;
                     forgotten += window.rows.len();
+                    timed_out_last = false;
                 }
                 // On a connection lost the others wait too (each would cost its timeout,
                 // holding the relay's ticks); a refusal of this window's alone (a key of
@@ -824,8 +835,15 @@ async fn forget_marked_entries(
                     if error.lost_the_connection() {
                         link.forget();
                         // A window slow enough to time out alone is passed over like a
-                        // refused one; a connection closed or broken holds the batch.
-                        connection_lost = !matches!(error, RelayError::Timeout);
+                        // refused one, on a new connection (the old one may still bring its
+                        // reply); a second in a row, or a connection closed or broken, is
+                        // Redis itself: the batch waits for the next pass.
+                        if error.timed_out() && !timed_out_last {
+                            timed_out_last = true;
+                            connection = link.get().await?.0;
+                            continue;
+                        }
+                        connection_lost = true;
                         break;
                     }
                 }
