@@ -110,14 +110,7 @@ pub async fn run_check(
     if let Some(supergraph) = &report.supergraph
         && let Some((name, reason)) = refused_by_routers(&loaded_by_routers(supergraph))
     {
-        report.passed = false;
-        report
-            .composition_errors
-            .push(gospelib_schema::compose::CompositionIssue {
-                code: "ROUTER_PLANNER_REFUSED".to_owned(),
-                message: format!("the routers cannot load the {name}: {reason}"),
-                locations: Vec::new(),
-            });
+        report.refused_by_routers(&name, &reason);
     }
     print_report(&report, format)?;
     if report.passed {
@@ -140,9 +133,10 @@ pub async fn run_publish(
     let (documents, recorded) = known_operations(&settings, operations).await?;
     let manifest = Manifest::from_operations_dir(operations)
         .with_context(|| format!("the apps' operations under {}", operations.display()))?;
-    let proposal = check_publish(&store, subgraph_sdls(committed_url), &documents, recorded)
+    let mut proposal = check_publish(&store, subgraph_sdls(committed_url), &documents, recorded)
         .await?
         .with_trusted_documents(manifest.to_json());
+    judge_loadable(&mut proposal)?;
     print_report(&proposal.report, format)?;
     publish_checked(
         &settings,
@@ -214,6 +208,15 @@ async fn publish_checked(
             );
             return Err(CheckFailed.into());
         }
+    }
+    Ok(())
+}
+
+/// Records in `proposal`'s report what the routers would refuse of it (before the report is
+/// shown, so its text and JSON say why the publish is refused).
+fn judge_loadable(proposal: &mut CheckedProposal) -> anyhow::Result<()> {
+    if let Some((name, reason)) = refused_by_routers(&proposal.supergraphs()?) {
+        proposal.report.refused_by_routers(&name, &reason);
     }
     Ok(())
 }
@@ -381,9 +384,10 @@ pub async fn run_rollback(
     // would refuse today's operations by (or, from before manifests, not have at all).
     let manifest = Manifest::from_operations_dir(operations)
         .with_context(|| format!("the apps' operations under {}", operations.display()))?;
-    let proposal = check_rollback(&store, to, &documents, recorded)
+    let mut proposal = check_rollback(&store, to, &documents, recorded)
         .await?
         .with_trusted_documents(manifest.to_json());
+    judge_loadable(&mut proposal)?;
     print_report(&proposal.report, format)?;
     let message = message
         .map(str::to_owned)

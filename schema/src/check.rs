@@ -158,6 +158,10 @@ pub struct CheckReport {
     pub passed: bool,
     pub against: Option<String>,
     pub composition_errors: Vec<CompositionIssue>,
+    /// What the routers' planner refuses of what composed (the supergraph or a contract), by
+    /// [`CheckReport::refused_by_routers`]: such a version could not be served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub router_refusals: Vec<String>,
     /// The changes to the whole API schema.
     pub changes: Vec<CheckedChange>,
     pub invalid_documents: Vec<InvalidDocument>,
@@ -194,6 +198,7 @@ pub fn check(
             passed: false,
             against: baseline.map(|b| b.label.clone()),
             composition_errors: failure.issues,
+            router_refusals: Vec::new(),
             changes: Vec::new(),
             invalid_documents: Vec::new(),
             known_operations: 0,
@@ -284,6 +289,7 @@ pub fn check_supergraph(
         passed,
         against: baseline.map(|b| b.label.clone()),
         composition_errors: Vec::new(),
+        router_refusals: Vec::new(),
         changes: whole.changes,
         invalid_documents: whole.invalid_documents,
         known_operations: whole.known_operations,
@@ -519,6 +525,14 @@ fn describe_operation(operation: &KnownOperation) -> String {
 }
 
 impl CheckReport {
+    /// Records that the routers' planner refuses `what` (e.g. "the `partner` contract") for
+    /// `reason`: the check fails.
+    pub fn refused_by_routers(&mut self, what: &str, reason: &str) {
+        self.passed = false;
+        self.router_refusals
+            .push(format!("the routers cannot load the {what}: {reason}"));
+    }
+
     /// The report for people: one line per change, the broken operations under it; then each
     /// contract's own section.
     pub fn to_text(&self) -> String {
@@ -534,6 +548,9 @@ impl CheckReport {
             for issue in &self.composition_errors {
                 let _ = writeln!(out, "  - {issue}");
             }
+        }
+        for refusal in &self.router_refusals {
+            let _ = writeln!(out, "✗ {refusal}");
         }
         write_changes(&mut out, &self.changes, "");
         for document in &self.invalid_documents {
