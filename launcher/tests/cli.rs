@@ -30,6 +30,16 @@ fn serve_refuses_a_bad_configuration_and_names_every_variable() {
     );
 }
 
+/// What `/ready` at `base` answers.
+async fn ready_of(base: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn serve_refuses_an_unknown_part() {
     let output = gospelib(&["serve", "--only", "nonesuch"], &stack_vars())
@@ -74,12 +84,7 @@ fn serve_only_registry_serves_the_registry_alone() {
             .await
             .unwrap()
             .status();
-        let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = ready_of(&base).await;
         (versions.status(), subgraph, ready)
     });
     assert_eq!(versions, 200);
@@ -98,12 +103,7 @@ fn serve_answers_health_and_ready_and_stops_cleanly_on_sigterm() {
             .unwrap()
             .status()
             .as_u16();
-        let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = ready_of(&base).await;
         (health, ready)
     });
     assert_eq!(health, 200);
@@ -273,12 +273,7 @@ fn serve_only_content_answers_graphql_alone_on_the_internal_listener() {
             .await
             .unwrap()
             .status();
-        let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = ready_of(&base).await;
         (alone, mounted, public, ready)
     });
     child.kill().unwrap();

@@ -161,28 +161,27 @@ fn a_line_that_is_not_a_setting_is_refused() {
     );
 }
 
-/// `gospelib caller-keys NAMES` with `SECRET` as the internal secret: its one line.
-fn caller_keys(names: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_gospelib"))
+/// What `gospelib caller-keys NAMES` with `SECRET` as the internal secret gives.
+fn caller_keys_output(names: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gospelib"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("GOSPELIB_INTERNAL_SECRET", SECRET)
         .args(["caller-keys", names])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `gospelib caller-keys NAMES` with `SECRET` as the internal secret: its one line.
+fn caller_keys(names: &str) -> String {
+    let output = caller_keys_output(names);
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 #[test]
 fn caller_keys_names_an_unknown_subgraph_as_such() {
-    let output = Command::new(env!("CARGO_BIN_EXE_gospelib"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GOSPELIB_INTERNAL_SECRET", SECRET)
-        .args(["caller-keys", "content,nonesuch"])
-        .output()
-        .unwrap();
+    let output = caller_keys_output("content,nonesuch");
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "no key printed: {output:?}");
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -194,13 +193,7 @@ fn caller_keys_names_an_unknown_subgraph_as_such() {
         "{stderr}"
     );
     // `registry` is an `--only` name, not a subgraph: it has no key.
-    let output = Command::new(env!("CARGO_BIN_EXE_gospelib"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GOSPELIB_INTERNAL_SECRET", SECRET)
-        .args(["caller-keys", "registry"])
-        .output()
-        .unwrap();
+    let output = caller_keys_output("registry");
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(

@@ -48,16 +48,21 @@ async fn latest(State(store): State<Store>, headers: HeaderMap) -> Response {
     }
 }
 
+/// The 400 that refuses a path's version that is no number.
+fn not_a_version() -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "a version is a positive whole number",
+    )
+}
+
 async fn by_number(
     State(store): State<Store>,
     Path(number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let Ok(number) = number.parse::<i32>() else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "a version is a positive whole number",
-        );
+        return not_a_version();
     };
     match store.get(number).await {
         Ok(Some(version)) => supergraph_response(&version, None, &headers),
@@ -88,10 +93,7 @@ async fn contract_by_number(
     headers: HeaderMap,
 ) -> Response {
     let Ok(number) = number.parse::<i32>() else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "a version is a positive whole number",
-        );
+        return not_a_version();
     };
     match store.get(number).await {
         Ok(Some(version)) if version.contracts.contains_key(&name) => {
@@ -124,10 +126,7 @@ async fn trusted_documents_by_number(
     headers: HeaderMap,
 ) -> Response {
     let Ok(number) = number.parse::<i32>() else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "a version is a positive whole number",
-        );
+        return not_a_version();
     };
     match store.get(number).await {
         Ok(Some(version)) => trusted_documents_response(&version, &headers),
