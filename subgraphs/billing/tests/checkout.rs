@@ -461,12 +461,7 @@ async fn checkout_creates_the_customer_once_and_a_subscription_session() {
 /// A Stripe customer of `user`'s, linked as a first checkout would have.
 async fn linked_customer(pool: &gospelib_kit::stores::PgPool, user: Uuid) -> String {
     let customer = customer_id();
-    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
-        .bind(user)
-        .bind(&customer)
-        .execute(pool)
-        .await
-        .unwrap();
+    link_customer(pool, user, &customer).await;
     customer
 }
 

@@ -624,12 +624,7 @@ async fn a_subscription_is_found_by_its_linked_customer_and_a_checkout_links_non
 
     // Linked as billing's checkout links it (before it makes the session): the resend is the
     // user's.
-    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
-        .bind(user)
-        .bind(&customer)
-        .execute(&pool)
-        .await
-        .unwrap();
+    link_customer(&pool, user, &customer).await;
     assert_eq!(customer_of(&pool, user).await, Some(customer.clone()));
     assert_eq!(
         post(&url, &orphan_event).await,
@@ -702,12 +697,7 @@ async fn a_customers_deletion_takes_the_users_lock_first() {
     let (user, names) = (Uuid::new_v4(), names());
     let url = endpoint(&pool, redis(), &names).await;
     let customer = customer_id();
-    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
-        .bind(user)
-        .bind(&customer)
-        .execute(&pool)
-        .await
-        .unwrap();
+    link_customer(&pool, user, &customer).await;
 
     let mut holder = pool.begin().await.unwrap();
     gospelib_billing::store::lock_user(&mut holder, user)

@@ -276,6 +276,16 @@ pub async fn event_recorded(pool: &PgPool, event_id: &str) -> bool {
         .unwrap()
 }
 
+/// Links `customer` (Stripe's) to `user`, as billing's checkout does before it makes a session.
+pub async fn link_customer(pool: &PgPool, user: Uuid, customer: &str) {
+    sqlx::query("INSERT INTO billing.customers (user_id, stripe_customer_id) VALUES ($1, $2)")
+        .bind(user)
+        .bind(customer)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 pub async fn customer_of(pool: &PgPool, user_id: Uuid) -> Option<String> {
     sqlx::query_scalar("SELECT stripe_customer_id FROM billing.customers WHERE user_id = $1")
         .bind(user_id)
