@@ -545,6 +545,27 @@ fn json_row<T: serde::de::DeserializeOwned>(row: &PartRow) -> Result<T, sqlx::Er
     serde_json::from_str(&row.row).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
+/// What an earlier create of an item with the id a client chose left (see
+/// `Store::highlight_made_before`).
+pub enum EarlierCreate<T> {
+    /// The same create made it: the item as it is now.
+    Made(T),
+    /// No create made it (nor was it deleted since).
+    NotMade,
+    /// The user was erased.
+    Erased,
+}
+
+/// Reads a highlight by id (`$1`).
+fn highlight_by_id() -> String {
+    format!("SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h WHERE h.id = $1")
+}
+
+/// Reads a note by id (`$1`).
+fn note_by_id() -> String {
+    format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1")
+}
+
 /// What an insert that wrote nothing met (see `Store::already_made`).
 enum AlreadyMade<T> {
     Mine(T),
@@ -850,8 +871,7 @@ impl Store {
                  RETURNING *)
              SELECT {HIGHLIGHT_COLUMNS} FROM h"
         );
-        let existing =
-            format!("SELECT {HIGHLIGHT_COLUMNS} FROM study.highlights h WHERE h.id = $1");
+        let existing = highlight_by_id();
         let digest = request_digest(&[passage.as_bytes(), color.as_bytes()]);
         let item = NewItem {
             table: "study.highlights",
@@ -875,6 +895,51 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// What an earlier `insert_highlight` of `user` with `id`, `passage` and `color` left,
+    /// without writing: a retried create is answered from it when the passage catalog cannot
+    /// be asked (the passage was checked when the highlight was made). An id of someone
+    /// else's item, one made by another create or deleted are the errors the insert gives.
+    pub async fn highlight_made_before(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        passage: &str,
+        color: &str,
+    ) -> Result<EarlierCreate<HighlightRow>, WriteError> {
+        let existing = highlight_by_id();
+        let digest = request_digest(&[passage.as_bytes(), color.as_bytes()]);
+        let item = NewItem {
+            table: "study.highlights",
+            insert: "",
+            existing: &existing,
+            digest: &digest,
+            also: None,
+        };
+        self.made_before(user, id, &item, |row: &HighlightRow| row.user_id)
+            .await
+    }
+
+    /// What an earlier create of `user`'s `item` `id` left (its insert is not run).
+    async fn made_before<T>(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        item: &NewItem<'_>,
+        owner: impl Fn(&T) -> Uuid,
+    ) -> Result<EarlierCreate<T>, WriteError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut tx = self.pool.begin().await?;
+        let earlier = match self.already_made(&mut tx, item, id, user, &owner).await? {
+            AlreadyMade::Mine(row) => EarlierCreate::Made(row),
+            AlreadyMade::Erased => EarlierCreate::Erased,
+            AlreadyMade::Gone => EarlierCreate::NotMade,
+        };
+        tx.rollback().await?;
+        Ok(earlier)
     }
 
     /// Inserts `user`'s `item` `id` (the insert's parameters bound by `bind`) in a write
@@ -1304,7 +1369,7 @@ impl Store {
                  RETURNING *)
              SELECT {NOTE_COLUMNS} FROM n"
         );
-        let existing = format!("SELECT {NOTE_COLUMNS} FROM study.notes n WHERE n.id = $1");
+        let existing = note_by_id();
         let (digest, also) = note.digests();
         let item = NewItem {
             table: "study.notes",
@@ -1321,6 +1386,27 @@ impl Store {
             |query| note.bind_to(query.bind(id).bind(user)).bind(&digest),
         )
         .await
+    }
+
+    /// What an earlier `insert_note` of `user` with `id` and `note` left, without writing (see
+    /// [`Store::highlight_made_before`]).
+    pub async fn note_made_before(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        note: &NoteContent,
+    ) -> Result<EarlierCreate<NoteRow>, WriteError> {
+        let existing = note_by_id();
+        let (digest, also) = note.digests();
+        let item = NewItem {
+            table: "study.notes",
+            insert: "",
+            existing: &existing,
+            digest: &digest,
+            also: also.as_deref(),
+        };
+        self.made_before(user, id, &item, |row: &NoteRow| row.user_id)
+            .await
     }
 
     /// Replaces `user`'s note `id` with `note` if it is still at `version` (its version then

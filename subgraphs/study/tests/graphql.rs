@@ -312,6 +312,72 @@ async fn without_the_content_graph_a_write_is_unavailable_not_refused() {
     clean_up(&pool, &[a]).await;
 }
 
+/// A create the client sends again with its id while FalkorDB is down (a retry of one whose
+/// answer was lost) is answered with the item it made: its passages were checked when it was
+/// made. A new create, or another create under the id, is still refused as before.
+#[tokio::test]
+async fn a_retried_create_is_answered_while_the_graph_is_down() {
+    let pool = pool().await;
+    let graph = TestGraph::new().await;
+    let (service, _) = service(&pool, &graph);
+    // The same database, with a FalkorDB that refuses every connection.
+    let down = gospelib_study::StudyService::new(
+        pool.clone(),
+        Arc::new(gospelib_study::FalkorCatalog::new(
+            &url::Url::parse("redis://127.0.0.1:1").unwrap(),
+            "gl_unreachable",
+            std::time::Duration::from_secs(2),
+        )),
+    );
+    let a = Uuid::new_v4();
+    let (highlight, note) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let highlight_vars = json!({"id": highlight, "p": "john.3.16", "c": "FAITH"});
+    let made = run_as(
+        &service,
+        Some(a),
+        CREATE_HIGHLIGHT_WITH_ID,
+        highlight_vars.clone(),
+    )
+    .await;
+    assert_eq!(made["data"]["createHighlight"]["id"], highlight, "{made}");
+    let note_vars = json!({"id": note, "t": "blessed"});
+    let written = run_as(&service, Some(a), CREATE_NOTE_WITH_ID, note_vars.clone()).await;
+    assert_eq!(written["data"]["createNote"]["id"], note, "{written}");
+
+    let again = run_as(&down, Some(a), CREATE_HIGHLIGHT_WITH_ID, highlight_vars).await;
+    assert_eq!(again["data"], made["data"], "{again}");
+    let again = run_as(&down, Some(a), CREATE_NOTE_WITH_ID, note_vars).await;
+    assert_eq!(again["data"], written["data"], "{again}");
+
+    // Another colour under the id is the write's own refusal; another user's retry is not
+    // answered with a's highlight; a new item waits for the graph.
+    let other = json!({"id": highlight, "p": "john.3.16", "c": "REPENTANCE"});
+    let other = run_as(&down, Some(a), CREATE_HIGHLIGHT_WITH_ID, other).await;
+    assert_eq!(
+        other["errors"][0]["extensions"]["reason"], "ID_REUSED",
+        "{other}"
+    );
+    let b = Uuid::new_v4();
+    let stolen = json!({"id": highlight, "p": "john.3.16", "c": "FAITH"});
+    let stolen = run_as(&down, Some(b), CREATE_HIGHLIGHT_WITH_ID, stolen).await;
+    assert_eq!(codes(&stolen), ["VALIDATION_ERROR"], "{stolen}");
+    assert!(stolen["data"]["createHighlight"].is_null(), "{stolen}");
+    let new = json!({"id": Uuid::new_v4().to_string(), "p": "john.3.16", "c": "FAITH"});
+    let new = run_as(&down, Some(a), CREATE_HIGHLIGHT_WITH_ID, new).await;
+    assert_eq!(codes(&new), ["UPSTREAM_UNAVAILABLE"], "{new}");
+    let unnamed = run_as(
+        &down,
+        Some(a),
+        CREATE_HIGHLIGHT,
+        json!({"p": "john.3.16", "c": "FAITH"}),
+    )
+    .await;
+    assert_eq!(codes(&unnamed), ["UPSTREAM_UNAVAILABLE"], "{unnamed}");
+    assert_eq!(rows_of(&pool, "highlights", a).await, 1);
+    assert_eq!(rows_of(&pool, "highlights", b).await, 0);
+    clean_up(&pool, &[a, b]).await;
+}
+
 #[tokio::test]
 async fn notes_are_anchored_to_passages_that_exist_in_order() {
     let pool = pool().await;

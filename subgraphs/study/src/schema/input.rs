@@ -356,11 +356,15 @@ pub async fn check_passages(catalog: &dyn PassageCatalog, ids: &[String]) -> Res
 /// The passages of `ids` the catalog does not have (one lookup), in the order given.
 pub async fn missing_passages(catalog: &dyn PassageCatalog, ids: &[String]) -> Result<Vec<String>> {
     let found = catalog.existing(ids).await.map_err(catalog_down)?;
-    Ok(ids
-        .iter()
+    Ok(missing_of(ids, &found))
+}
+
+/// The passages of `ids` not among `found`, in the order given.
+pub fn missing_of(ids: &[String], found: &HashSet<String>) -> Vec<String> {
+    ids.iter()
         .filter(|id| !found.contains(*id))
         .cloned()
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

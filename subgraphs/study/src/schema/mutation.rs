@@ -15,14 +15,16 @@ use uuid::Uuid;
 
 use super::StudyContext;
 use super::errors::{
-    chapter_not_found, erased, not_found, store, validation, version_conflict, write,
+    catalog as catalog_down, chapter_not_found, erased, not_found, passages_not_found, store,
+    validation, version_conflict, write,
 };
 use super::input::{
     self, CreateBookmarkInput, CreateHighlightInput, NoteInput, RecordReadingInput, check_passages,
-    missing_passages,
+    missing_of, missing_passages,
 };
 use super::types::{Bookmark, Highlight, Note, ReadingProgress};
-use crate::store::{Deletion, NoteUpdate};
+use crate::quota::WriteError;
+use crate::store::{Deletion, EarlierCreate, NoteUpdate};
 
 /// `createHighlight`, `deleteHighlight`, `createNote`, `updateNote`, `deleteNote`,
 /// `createBookmark`, `deleteBookmark`, `recordReading`.
@@ -43,7 +45,8 @@ impl Mutation {
     /// sending it again returns the highlight it made (an id another account's item has is
     /// `VALIDATION_ERROR`; sent again with another verse or colour, `VALIDATION_ERROR` with
     /// `extensions.reason = "ID_REUSED"`; after the highlight was deleted, `"DELETED"`: a
-    /// retried create never undoes a delete). An account keeps at most 50,000 highlights: past
+    /// retried create never undoes a delete; sent again while the scripture graph cannot be
+    /// asked, it is still answered). An account keeps at most 50,000 highlights: past
     /// that nothing is written (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`,
     /// `extensions.limit`).
     #[graphql(directive = authenticated::apply())]
@@ -56,7 +59,14 @@ impl Mutation {
         let id = input::new_item_id(input.id.as_ref())?;
         let passage = input::passage("passageId", &input.passage_id)?.to_string();
         let study = study(ctx)?;
-        check_passages(study.catalog.as_ref(), std::slice::from_ref(&passage)).await?;
+        let earlier = study
+            .store
+            .highlight_made_before(user, id, &passage, input.color.as_db());
+        let passages = std::slice::from_ref(&passage);
+        if let Some(row) = passages_or_earlier(study, passages, input.id.is_some(), earlier).await?
+        {
+            return Ok(Highlight(row));
+        }
         let row = study
             .store
             .insert_highlight(user, id, &passage, input.color.as_db())
@@ -80,7 +90,8 @@ impl Mutation {
     /// note already made, as it is now (an id another account's item has is
     /// `VALIDATION_ERROR`; sent again with other content, `VALIDATION_ERROR` with
     /// `extensions.reason = "ID_REUSED"`; after the note was deleted, `"DELETED"`: a retried
-    /// create never undoes a delete). An account keeps at most 10,000 notes, and 64 MiB of
+    /// create never undoes a delete; sent again while the scripture graph cannot be asked, it
+    /// is still answered). An account keeps at most 10,000 notes, and 64 MiB of
     /// their text and bodies: past either nothing is written (`VALIDATION_ERROR`,
     /// `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).
     #[graphql(directive = authenticated::apply())]
@@ -91,10 +102,14 @@ impl Mutation {
         id: Option<ID>,
     ) -> Result<Note> {
         let user = Caller::of(ctx).require_user()?;
+        let named = id.is_some();
         let id = input::new_item_id(id.as_ref())?;
         let (content, ids) = input::note(&input)?;
         let study = study(ctx)?;
-        check_passages(study.catalog.as_ref(), &ids).await?;
+        let earlier = study.store.note_made_before(user, id, &content);
+        if let Some(row) = passages_or_earlier(study, &ids, named, earlier).await? {
+            return Ok(Note(Arc::new(row)));
+        }
         let row = study
             .store
             .insert_note(user, id, &content)
@@ -221,6 +236,39 @@ impl Mutation {
             .map_err(store)?;
         row.map(ReadingProgress).ok_or_else(erased)
     }
+}
+
+/// Checks that the passages of `ids` a create writes exist (`Ok(None)`: write). When the
+/// catalog cannot be asked and the client `named` the item, a create it made already (a
+/// retry of one whose answer was lost, sent while FalkorDB is down) is answered as `earlier`
+/// finds it: its passages were checked when it was made. An id the create may not use is
+/// refused as the write would; anything else is the catalog's error, retryable.
+async fn passages_or_earlier<T>(
+    study: &StudyContext,
+    ids: &[String],
+    named: bool,
+    earlier: impl std::future::Future<Output = Result<EarlierCreate<T>, WriteError>>,
+) -> Result<Option<T>> {
+    let down = match study.catalog.existing(ids).await {
+        Ok(found) => {
+            let missing = missing_of(ids, &found);
+            return match missing.is_empty() {
+                true => Ok(None),
+                false => Err(passages_not_found(&missing)),
+            };
+        }
+        Err(down) => down,
+    };
+    if named {
+        match earlier.await {
+            Ok(EarlierCreate::Made(row)) => return Ok(Some(row)),
+            Ok(EarlierCreate::Erased) => return Err(erased()),
+            // Not made, or PostgreSQL cannot say either: the catalog's error stands.
+            Ok(EarlierCreate::NotMade) | Err(WriteError::Store(_)) => {}
+            Err(refusal) => return Err(write(refusal)),
+        }
+    }
+    Err(catalog_down(down))
 }
 
 /// A delete's answer: whether it removed the item; a deleted account is `UNAUTHORIZED`, as
