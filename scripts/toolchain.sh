@@ -55,13 +55,25 @@ require_import_tools() {
   fi
 }
 
-# Node.js and npm, for the partner integration (client-tests/partner-ts, run by a test of the
-# launcher). Installs Debian's packages when either is missing.
+# Node.js 20 or newer and npm, for the partner integration (client-tests/partner-ts, run by a
+# test of the launcher). Installs Debian's packages when either is missing. Where the machine's
+# Node.js is older than 20 (Debian 12's is 18), installs Node.js 20 from the npm registry (the
+# `node` package, with Debian's npm) under .stack/tools and puts it first on PATH, for this
+# script and what it runs.
 require_node() {
   local missing=()
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ ${#missing[@]} -gt 0 ]; then
     install_debian_packages "Node.js" "${missing[@]}"
+  fi
+  if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+    local tools
+    tools="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.stack/tools/node20"
+    if [ ! -x "$tools/node_modules/node/bin/node" ]; then
+      echo "Node.js $(node --version) is older than 20: installing Node.js 20 (npm package node@20) under $tools" >&2
+      npm install --prefix "$tools" --no-audit --no-fund --loglevel=error node@20 >&2
+    fi
+    export PATH="$tools/node_modules/node/bin:$PATH"
   fi
 }

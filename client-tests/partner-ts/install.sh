@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the partner integration runs on: Node.js and npm (Debian's packages, when
-# missing; see scripts/toolchain.sh), then the exact tool versions of package-lock.json with
+# Installs what the partner integration runs on: Node.js 20 or newer and npm (Debian's packages
+# when missing, Node.js 20 from the npm registry when the machine's is older; see
+# scripts/toolchain.sh), then the exact tool versions of package-lock.json with
 # `npm ci`, unless node_modules already holds them (a stamp of the lock file's sha256).
 # Idempotent: a second run changes nothing.
 set -euo pipefail
