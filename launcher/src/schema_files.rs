@@ -9,9 +9,10 @@ use gospelib_schema::compose::{CompositionFailed, SubgraphSdl, compose};
 
 use crate::parts::PARTS;
 
-/// Where the committed supergraph says each subgraph is: its path on the one-process server.
+/// Where the committed supergraph says each subgraph is: its path on the one-process server's
+/// internal listener (the public one serves no subgraph), at `scripts/run`'s default address.
 pub fn committed_url(name: &str) -> String {
-    format!("http://127.0.0.1:4000/subgraphs/{name}/graphql")
+    format!("http://127.0.0.1:4001/subgraphs/{name}/graphql")
 }
 
 /// Every part's SDL with the URL `url` gives it.

@@ -69,7 +69,7 @@ fn committed_subgraphs_with_query_field(extra: &str) -> Vec<SubgraphSdl> {
         .map(|path| {
             let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
             SubgraphSdl {
-                url: format!("http://127.0.0.1:4000/subgraphs/{name}/graphql"),
+                url: format!("http://127.0.0.1:4001/subgraphs/{name}/graphql"),
                 sdl: std::fs::read_to_string(&path).unwrap(),
                 name,
             }

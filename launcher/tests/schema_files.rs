@@ -52,7 +52,7 @@ fn the_committed_subgraph_sdls_and_supergraph_match_the_code() {
         "schema/supergraph.graphql differs: run gospelib schema compose"
     );
     assert!(kept.contains(
-        "@join__graph(name: \"content\", url: \"http://127.0.0.1:4000/subgraphs/content/graphql\")"
+        "@join__graph(name: \"content\", url: \"http://127.0.0.1:4001/subgraphs/content/graphql\")"
     ));
     std::fs::remove_dir_all(&scratch).unwrap();
 }

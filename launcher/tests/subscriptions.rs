@@ -296,7 +296,7 @@ fn the_router_subscribes_to_a_subgraph_in_another_process_and_survives_its_death
     )
     .unwrap()
     .replace(
-        "http://127.0.0.1:4000/subgraphs/content/graphql",
+        "http://127.0.0.1:4001/subgraphs/content/graphql",
         &content_url,
     );
     runtime.block_on(async {

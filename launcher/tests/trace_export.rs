@@ -65,7 +65,7 @@ fn the_routers_and_the_subgraphs_request_spans_share_the_callers_trace() {
     )
     .unwrap()
     .replace(
-        "http://127.0.0.1:4000/subgraphs/content/graphql",
+        "http://127.0.0.1:4001/subgraphs/content/graphql",
         &content_url,
     );
     let answer: Value = runtime.block_on(async {

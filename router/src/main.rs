@@ -56,7 +56,8 @@ struct Cli {
     /// Settings as `GOSPELIB_*=value` lines (the variables below); the environment wins.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The registry's supergraph, e.g. `http://127.0.0.1:4000/registry/supergraph`.
+    /// The registry's supergraph, e.g. `http://127.0.0.1:4001/registry/supergraph` (a
+    /// `gospelib serve`'s internal listener).
     #[arg(long, env = SUPERGRAPH_URL)]
     supergraph_url: Option<String>,
     /// The partner contract's supergraph, served to partner API keys
@@ -64,7 +65,7 @@ struct Cli {
     #[arg(long, conflicts_with = "partner_supergraph_url")]
     partner_supergraph: Option<PathBuf>,
     /// The registry's partner contract, e.g.
-    /// `http://127.0.0.1:4000/registry/contracts/partner/supergraph`.
+    /// `http://127.0.0.1:4001/registry/contracts/partner/supergraph`.
     #[arg(long, env = PARTNER_SUPERGRAPH_URL)]
     partner_supergraph_url: Option<String>,
     /// Check the settings (the environment over the `--config` file) and the supergraph
