@@ -32,13 +32,27 @@ pub fn run_import(data: &Path, fixture: Option<&Path>) -> anyhow::Result<()> {
 /// `gospelib ingest`: validates the corpus, writes the graph and search, prints the report as
 /// JSON.
 pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Result<()> {
-    let stores = read_ingest_settings(env)?;
+    let settings = read_ingest_settings(env)?;
+    let stores = &settings.stores;
     let namespace = Namespace::production();
+    let mut typesense =
+        TypesenseClient::new(stores.typesense.clone(), stores.typesense_api_key.clone())
+            .context("HTTP client")?;
+    if !settings.typesense_nodes.is_empty() && !dry_run {
+        // Through the leader: the ingest reads back what it wrote, which a follower may not
+        // hold yet.
+        typesense = gospelib_content::typesense::leader(&typesense, &settings.typesense_nodes)
+            .await
+            .context(
+                "no node of GOSPELIB_TYPESENSE_URLS leads the Typesense cluster \
+                 (an election under way, or the nodes down): try again",
+            )?;
+        tracing::info!(node = %typesense.base_url, "ingesting through the Typesense cluster's leader");
+    }
     let targets = Targets {
         graph: Graph::new(&stores.falkordb, &namespace.graph),
         namespace,
-        typesense: TypesenseClient::new(stores.typesense.clone(), stores.typesense_api_key.clone())
-            .context("HTTP client")?,
+        typesense,
         redis: redis_client(&stores.redis).context("GOSPELIB_REDIS_URL")?,
         replica_wait: ingest::REPLICA_WAIT,
     };

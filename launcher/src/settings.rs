@@ -279,12 +279,27 @@ impl MigrateSettings {
     }
 }
 
-/// Settings of `gospelib ingest`: the graph, the cache and search.
-pub fn read_ingest_settings(env: &Env) -> Result<ContentStoreUrls, ConfigError> {
+/// Settings of `gospelib ingest`.
+pub struct IngestSettings {
+    /// The graph, the cache and search (`GOSPELIB_TYPESENSE_URL`).
+    pub stores: ContentStoreUrls,
+    /// `GOSPELIB_TYPESENSE_URLS`: the nodes of a Typesense cluster, when it writes to one (it
+    /// then writes through the node leading it, not `GOSPELIB_TYPESENSE_URL`); empty: one
+    /// node.
+    pub typesense_nodes: Vec<url::Url>,
+}
+
+/// Reads the settings of `gospelib ingest`.
+pub fn read_ingest_settings(env: &Env) -> Result<IngestSettings, ConfigError> {
     let mut reader = ConfigReader::new(env);
     let stores = ContentStoreUrls::read(&mut reader);
+    let typesense_nodes = gospelib_content::settings::read_typesense_urls(&mut reader);
     reader.finish()?;
-    Ok(stores.expect("present once finish() succeeded"))
+    let missing = "present once finish() succeeded";
+    Ok(IngestSettings {
+        stores: stores.expect(missing),
+        typesense_nodes: typesense_nodes.expect(missing),
+    })
 }
 
 #[cfg(test)]

@@ -23,6 +23,18 @@ pub struct ContentSettings {
     pub typesense_urls: Vec<Url>,
 }
 
+/// Reads `GOSPELIB_TYPESENSE_URLS` alone (empty when not set): the nodes content searches, and
+/// those `gospelib ingest` finds the cluster's leader among. Problems go to `reader`.
+pub fn read_typesense_urls(reader: &mut ConfigReader<'_>) -> Option<Vec<Url>> {
+    reader.optional(
+        TYPESENSE_URLS,
+        "comma-separated URLs of the Typesense nodes, e.g. \
+         http://typesense-0:8108,http://typesense-1:8108,http://typesense-2:8108",
+        Vec::new(),
+        parse_typesense_urls,
+    )
+}
+
 impl ContentSettings {
     /// Reads the settings; problems go to `reader`.
     pub fn read(reader: &mut ConfigReader<'_>) -> Option<Self> {
@@ -38,13 +50,7 @@ impl ContentSettings {
         } else {
             Some(None)
         };
-        let typesense_urls = reader.optional(
-            TYPESENSE_URLS,
-            "comma-separated URLs of the Typesense nodes, e.g. \
-             http://typesense-0:8108,http://typesense-1:8108,http://typesense-2:8108",
-            Vec::new(),
-            parse_typesense_urls,
-        );
+        let typesense_urls = read_typesense_urls(reader);
         Some(Self {
             falkordb_read_url: falkordb_read_url?,
             typesense_urls: typesense_urls?,

@@ -96,6 +96,36 @@ fn url(client: &TypesenseClient, path: &str) -> String {
     )
 }
 
+/// The node of `nodes` (the URLs of one cluster's nodes, reached with `client`'s key and HTTP
+/// client) that leads the cluster now, as a client of its own: the one whose `/debug` says
+/// Raft state 1. `None` when none says so (an election under way, or every node down). A
+/// follower forwards writes to the leader but answers reads from its own copy, which may not
+/// hold them yet: a writer that reads its writes back (the ingest) goes through the leader.
+pub async fn leader(client: &TypesenseClient, nodes: &[Url]) -> Option<TypesenseClient> {
+    for node in nodes {
+        let candidate = TypesenseClient {
+            base_url: node.clone(),
+            api_key: client.api_key.clone(),
+            http: client.http.clone(),
+        };
+        let request = candidate
+            .http
+            .get(url(&candidate, "debug"))
+            .timeout(NODE_TIMEOUT);
+        match send(&candidate, request).await {
+            Ok(debug) if debug["state"].as_u64() == Some(LEADER_STATE) => return Some(candidate),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(node = %node, %error, "a Typesense node did not say whether it leads")
+            }
+        }
+    }
+    None
+}
+
+/// The Raft state `/debug` reports on the cluster's leader.
+const LEADER_STATE: u64 = 1;
+
 /// Creates a collection from its schema (replacing one of the same name).
 pub async fn recreate_collection(
     client: &TypesenseClient,

@@ -651,6 +651,50 @@ async fn an_import_to_a_hung_node_fails_at_the_clients_timeout() {
     assert!(imported.is_err(), "{imported:?}");
 }
 
+/// A node answering 200 with `body`, a JSON document.
+fn json_answer(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The ingest finds the node leading a cluster by each node's `/debug`: a node down, one not
+/// ready, a follower (Raft state 4) and one hung are passed over; the stack's node (alone, so
+/// its own leader, and asked with the key) is the one. With no leader among them, none.
+#[tokio::test]
+async fn the_leader_is_the_node_whose_debug_says_it_leads() {
+    let clients = clients();
+    let follower = answering_node(json_answer(r#"{"state": 4, "version": "27.1"}"#)).await;
+    let keyless = gospelib_kit::stores::TypesenseClient::with_timeout(
+        clients.typesense.base_url.clone(),
+        "not the key".to_owned(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let leader = clients.typesense.base_url.clone();
+    let nodes = [
+        down_node().await,
+        not_ready_node().await,
+        follower.clone(),
+        hung_node().await,
+        leader.clone(),
+    ];
+    let found = gospelib_content::typesense::leader(&clients.typesense, &nodes)
+        .await
+        .expect("the stack's node leads");
+    assert_eq!(found.base_url, leader);
+    assert_eq!(found.api_key, clients.typesense.api_key);
+    let without = gospelib_content::typesense::leader(&clients.typesense, &nodes[..3]).await;
+    assert!(without.is_none());
+    // A node asked with a wrong key does not say (Typesense refuses `/debug` without it).
+    assert!(
+        gospelib_content::typesense::leader(&keyless, &[leader])
+            .await
+            .is_none()
+    );
+}
+
 /// The search field of the service goes through the nodes `GOSPELIB_TYPESENSE_URLS` lists.
 #[tokio::test]
 async fn the_search_field_uses_every_node() {
