@@ -82,14 +82,22 @@ impl ServeSettings {
         let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.unwrap_or(4000));
         let listen = reader.socket_addr("GOSPELIB_ROUTER_LISTEN", default_listen);
         // The public port + 1; any port when the public one is any (0).
+        let public = listen.map_or(4000, |l| l.port());
         let default_internal = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
-            match listen.map_or(4000, |l| l.port()) {
+            match public {
                 0 => 0,
-                public => public.checked_add(1).unwrap_or(4001),
+                public => public.checked_add(1).unwrap_or(0),
             },
         );
         let internal_listen = reader.socket_addr("GOSPELIB_INTERNAL_LISTEN", default_internal);
+        if public == u16::MAX && reader.raw("GOSPELIB_INTERNAL_LISTEN").is_none() {
+            reader.require(
+                "GOSPELIB_INTERNAL_LISTEN",
+                "an IP address and port (the public port is 65535, which has no port above \
+                 it for the internal listener)",
+            );
+        }
         let router = RouterSettings::read(&mut reader);
         let supergraph_source = reader.optional(
             "GOSPELIB_SUPERGRAPH_SOURCE",
@@ -346,6 +354,20 @@ mod tests {
         pairs.push(("GOSPELIB_ROUTER_LISTEN", "127.0.0.1:0"));
         let settings = ServeSettings::read(&Env::from_pairs(pairs)).unwrap();
         assert_eq!(settings.internal_listen, "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn the_last_port_needs_the_internal_listener_named() {
+        let mut pairs = stores();
+        pairs.push(("GOSPELIB_ROUTER_PORT", "65535"));
+        let error = ServeSettings::read(&Env::from_pairs(pairs.clone())).unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{error}");
+        let line = error.problems[0].to_string();
+        assert!(line.starts_with("GOSPELIB_INTERNAL_LISTEN"), "{line}");
+        assert!(line.contains("65535"), "{line}");
+        pairs.push(("GOSPELIB_INTERNAL_LISTEN", "127.0.0.1:4001"));
+        let settings = ServeSettings::read(&Env::from_pairs(pairs)).unwrap();
+        assert_eq!(settings.internal_listen.port(), 4001);
     }
 
     #[test]

@@ -398,6 +398,12 @@ impl<'a> ConfigReader<'a> {
         })
     }
 
+    /// Records that `name`, optional otherwise, must be set: the caller's own cross-field
+    /// checks found its default unusable (`expected` says why).
+    pub fn require(&mut self, name: &str, expected: &str) {
+        self.record(name, expected, Problem::Missing);
+    }
+
     /// Records a problem found by the caller's own cross-field checks.
     pub fn reject(&mut self, name: &str, expected: &str, reason: &str) {
         self.record(
