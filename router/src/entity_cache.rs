@@ -384,6 +384,9 @@ impl EntityCache {
         let slot = self.store_slots.clone().try_acquire_owned().ok();
         if slot.is_none() {
             self.counts.stores_dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(metrics) = &self.metrics {
+                metrics.count_entity_cache_store_dropped();
+            }
         }
         slot
     }

@@ -680,11 +680,15 @@ async fn responses_say_how_long_they_may_be_kept() {
 /// holding its entries, per miss): past the bound a store is dropped.
 #[tokio::test]
 async fn stores_in_flight_are_bounded() {
-    let cache = Arc::new(EntityCache::new(
-        redis(),
-        &format!("gl:test-stores-{}", std::process::id()),
-        Arc::new(CachePolicy::built_in()),
-    ));
+    let metrics = gospelib_kit::metrics::Metrics::new("test");
+    let cache = Arc::new(
+        EntityCache::new(
+            redis(),
+            &format!("gl:test-stores-{}", std::process::id()),
+            Arc::new(CachePolicy::built_in()),
+        )
+        .with_metrics(metrics.clone()),
+    );
     let version = gospelib_router::entity_cache::Version {
         key: format!("gl:test-stores-version-{}", std::process::id()),
         value: "1".to_owned(),
@@ -698,6 +702,12 @@ async fn stores_in_flight_are_bounded() {
     let dropped = cache.counts().stores_dropped.load(Ordering::SeqCst);
     let bound = gospelib_router::entity_cache::STORES_IN_FLIGHT as u64;
     assert_eq!(dropped, asked - bound);
+    // Exported, for the operator who sees the cache's hit rate fall.
+    let line = format!(
+        r#"gospelib_entity_cache_stores_dropped_total{{service="test"}} {}"#,
+        asked - bound
+    );
+    assert!(metrics.render().contains(&line), "{line}");
     // Each gives its place back once Redis answered (within its second).
     tokio::time::sleep(Duration::from_secs(3)).await;
     for n in 0..bound {

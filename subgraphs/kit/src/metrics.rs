@@ -43,6 +43,7 @@ pub struct MetricsInner {
     /// [`MAX_OPERATION_LABELS`]).
     operation_labels: std::sync::RwLock<std::collections::HashSet<String>>,
     entity_cache: IntCounterVec,
+    entity_cache_stores_dropped: IntCounter,
     subscriptions_open: IntGauge,
     stream_lag: IntGaugeVec,
     stream_pending: IntGaugeVec,
@@ -154,6 +155,11 @@ impl Metrics {
             &["subgraph", "type", "result"],
         )
         .expect("valid metric");
+        let entity_cache_stores_dropped = IntCounter::new(
+            "entity_cache_stores_dropped_total",
+            "Router entity cache stores not made because too many were in flight (a slow Redis)",
+        )
+        .expect("valid metric");
         let subscriptions_open = IntGauge::new(
             "router_subscriptions_open",
             "Subscriptions open through the router (all callers, all protocols)",
@@ -230,6 +236,7 @@ impl Metrics {
             Box::new(shared_operations.clone()),
             Box::new(operations.clone()),
             Box::new(entity_cache.clone()),
+            Box::new(entity_cache_stores_dropped.clone()),
             Box::new(subscriptions_open.clone()),
             Box::new(stream_lag.clone()),
             Box::new(stream_pending.clone()),
@@ -254,6 +261,7 @@ impl Metrics {
             operations,
             operation_labels: std::sync::RwLock::default(),
             entity_cache,
+            entity_cache_stores_dropped,
             subscriptions_open,
             stream_lag,
             stream_pending,
@@ -348,6 +356,11 @@ impl Metrics {
         self.entity_cache
             .with_label_values(&[subgraph, typename, if hit { "hit" } else { "miss" }])
             .inc();
+    }
+
+    /// Counts one router entity cache store dropped (too many in flight).
+    pub fn count_entity_cache_store_dropped(&self) {
+        self.entity_cache_stores_dropped.inc();
     }
 
     /// Records one router fetch from a subgraph.
