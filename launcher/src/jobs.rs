@@ -47,19 +47,68 @@ pub(crate) fn reminder_settings(env: &Env) -> anyhow::Result<ReminderSettings> {
 }
 
 pub async fn run_reminders(env: &Env) -> anyhow::Result<()> {
-    let settings = reminder_settings(env)?;
-    let pool = postgres_pool(&settings.postgres, 2).context("PostgreSQL URL")?;
-    let live = settings
-        .redis
-        .as_ref()
-        .map(redis_client)
-        .transpose()
-        .context("Redis URL")?
-        .map(LiveEvents::new);
-    let report = make_reminders(&pool, live.as_ref(), &rfc3339(now_secs()), settings.hour)
+    let job = ReminderJob::new(env)?;
+    job.run().await
+}
+
+/// `gospelib jobs reminders --every MINUTES`: a run now, then one every `period` until SIGTERM
+/// or SIGINT. A failed run is logged and the next one tried (the runs are idempotent per user
+/// and local day, so a missed one is made up by the next).
+pub async fn run_reminders_every(env: &Env, period: std::time::Duration) -> anyhow::Result<()> {
+    let job = ReminderJob::new(env)?;
+    let stop = gospelib_kit::server::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        if let Err(error) = job.run().await {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "study reminders not made: tried again at the next run"
+            );
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// What a run of the reminders job makes them with.
+struct ReminderJob {
+    pool: sqlx::PgPool,
+    live: Option<LiveEvents>,
+    hour: u32,
+}
+
+impl ReminderJob {
+    fn new(env: &Env) -> anyhow::Result<Self> {
+        let settings = reminder_settings(env)?;
+        let pool = postgres_pool(&settings.postgres, 2).context("PostgreSQL URL")?;
+        let live = settings
+            .redis
+            .as_ref()
+            .map(redis_client)
+            .transpose()
+            .context("Redis URL")?
+            .map(LiveEvents::new);
+        Ok(Self {
+            pool,
+            live,
+            hour: settings.hour,
+        })
+    }
+
+    /// Makes today's reminders, printing the report as JSON.
+    async fn run(&self) -> anyhow::Result<()> {
+        let report = make_reminders(
+            &self.pool,
+            self.live.as_ref(),
+            &rfc3339(now_secs()),
+            self.hour,
+        )
         .await
         .context("making study reminders")?;
-    tracing::info!(?report, "study reminders made");
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+        tracing::info!(?report, "study reminders made");
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    }
 }

@@ -113,7 +113,13 @@ enum JobsCommand {
     /// Today's study reminders for users who asked for them, once their local time reached
     /// the hour (`GOSPELIB_REMINDER_HOUR`, default 8); run it hourly. Idempotent per user and
     /// local day. Prints what it did as JSON.
-    Reminders,
+    Reminders {
+        /// Keep running: make them again every MINUTES (1 to 1440) until SIGTERM or SIGINT, a
+        /// failed run logged and the next one tried (where no scheduler runs it hourly, as
+        /// Docker Compose).
+        #[arg(long, value_name = "MINUTES", value_parser = clap::value_parser!(u64).range(1..=1440))]
+        every: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,7 +341,14 @@ fn main() -> ExitCode {
             Command::PartnerKey(PartnerKeyCommand::Revoke { id }) => {
                 partner_keys::run_revoke(&env, &id).await
             }
-            Command::Jobs(JobsCommand::Reminders) => jobs::run_reminders(&env).await,
+            Command::Jobs(JobsCommand::Reminders { every: None }) => {
+                jobs::run_reminders(&env).await
+            }
+            Command::Jobs(JobsCommand::Reminders {
+                every: Some(minutes),
+            }) => {
+                jobs::run_reminders_every(&env, std::time::Duration::from_secs(minutes * 60)).await
+            }
             Command::CallerKeys { subgraphs } => print_caller_keys(&env, &subgraphs),
             Command::Settings(SettingsCommand::Check {
                 env_file,
@@ -391,7 +404,7 @@ fn checked_command(
         Command::Migrate => Target::Migrate,
         Command::Ingest { .. } => Target::Ingest,
         Command::Corpus(CorpusCommand::Import { .. }) => Target::CorpusImport,
-        Command::Jobs(JobsCommand::Reminders) => Target::Reminders,
+        Command::Jobs(JobsCommand::Reminders { .. }) => Target::Reminders,
         Command::Schema(SchemaCommand::Publish { .. }) => Target::Schema("publish"),
         Command::Schema(SchemaCommand::Rollback { .. }) => Target::Schema("rollback"),
         Command::Schema(SchemaCommand::History { .. }) => Target::Schema("history"),

@@ -177,6 +177,48 @@ fn jobs_reminders_reports_what_it_did_and_refuses_a_bad_hour() {
     assert!(stderr.contains("GOSPELIB_REMINDER_HOUR"), "{stderr}");
 }
 
+/// `gospelib jobs reminders --every MINUTES` (Compose, where no scheduler runs it): a run at
+/// once, reported, then waiting for the next until SIGTERM, which ends it cleanly.
+#[test]
+fn jobs_reminders_every_runs_at_once_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let mut child = gospelib(&["jobs", "reminders", "--every", "60"], &stack_vars())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert!(report["made"].is_u64(), "{report}");
+    // Still running: waiting for the next run.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none());
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "jobs reminders --every did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let refused = gospelib(&["jobs", "reminders", "--every", "0"], &stack_vars())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+}
+
 /// As in Phase 2: content alone, holding its caller key and not the internal secret, in the
 /// middle of a rotation (the key derived from the previous secret still believed).
 #[test]
