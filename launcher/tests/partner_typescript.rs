@@ -27,9 +27,24 @@ fn partner_ts() -> PathBuf {
     platform::repository().join("client-tests/partner-ts")
 }
 
+/// The PATH the steps run with: first the Node.js 20 `scripts/toolchain.sh` installs when the
+/// machine's is older (Debian 12's is 18), once `install.sh` made it; else this process's.
+fn steps_path() -> Option<String> {
+    let installed = platform::repository().join(".stack/tools/node20/node_modules/node/bin");
+    installed.is_dir().then(|| {
+        let inherited = std::env::var("PATH").unwrap_or_default();
+        format!("{}:{inherited}", installed.display())
+    })
+}
+
 /// Runs `program args` in `client-tests/partner-ts` with `env`; its output when it succeeds.
 fn step(what: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let path = steps_path();
+    // (A program named without a path is looked for on the PATH given here.)
     let mut command = Command::new(program);
+    if let Some(path) = &path {
+        command.env("PATH", path);
+    }
     command.args(args).current_dir(partner_ts());
     for (name, value) in env {
         command.env(name, value);
