@@ -41,12 +41,7 @@ pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Resu
     if !settings.typesense_nodes.is_empty() && !dry_run {
         // Through the leader: the ingest reads back what it wrote, which a follower may not
         // hold yet.
-        typesense = gospelib_content::typesense::leader(&typesense, &settings.typesense_nodes)
-            .await
-            .context(
-                "no node of GOSPELIB_TYPESENSE_URLS leads the Typesense cluster \
-                 (an election under way, or the nodes down): try again",
-            )?;
+        typesense = leader_of(&typesense, &settings.typesense_nodes).await?;
         tracing::info!(node = %typesense.base_url, "ingesting through the Typesense cluster's leader");
     }
     let targets = Targets {
@@ -62,6 +57,33 @@ pub async fn run_ingest(env: &Env, corpus: &Path, dry_run: bool) -> anyhow::Resu
     eprintln!("{}", summary(&report));
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// How long the ingest waits for a Typesense cluster to have a leader (an election takes
+/// seconds) before it fails.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The node of `nodes` leading their cluster, asked every 2 s for up to [`LEADER_WAIT`] while
+/// none does (at once refused when a node refuses the key: waiting will not mend that).
+async fn leader_of(
+    client: &TypesenseClient,
+    nodes: &[url::Url],
+) -> anyhow::Result<TypesenseClient> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match gospelib_content::typesense::leader(client, nodes).await {
+            Ok(leader) => return Ok(leader),
+            Err(none) if !none.key_refused && tokio::time::Instant::now() < deadline => {
+                tracing::info!(%none, "waiting for the Typesense cluster to have a leader");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(none) => {
+                return Err(anyhow::Error::new(none).context(
+                    "GOSPELIB_TYPESENSE_URLS: the ingest writes through the cluster's leader",
+                ));
+            }
+        }
+    }
 }
 
 /// The report for people: one line per stage, then the graph's and search's counts.

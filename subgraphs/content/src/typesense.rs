@@ -11,8 +11,8 @@
 //! at most [`SEARCH_BUDGET`] over all the nodes it asks (the last one gets what is left, and is
 //! not passed over for failing within less than its timeout), within the router's deadline
 //! for the subgraph however many nodes are slow.
-//! Writes (ingest) go to `GOSPELIB_TYPESENSE_URL`, which a cluster's followers forward to its
-//! leader.
+//! Writes (ingest) go to `GOSPELIB_TYPESENSE_URL`, or, given a cluster's nodes, to the one
+//! leading it ([`leader`]): a follower forwards writes, but answers reads from its own copy.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,10 +98,12 @@ fn url(client: &TypesenseClient, path: &str) -> String {
 
 /// The node of `nodes` (the URLs of one cluster's nodes, reached with `client`'s key and HTTP
 /// client) that leads the cluster now, as a client of its own: the one whose `/debug` says
-/// Raft state 1. `None` when none says so (an election under way, or every node down). A
-/// follower forwards writes to the leader but answers reads from its own copy, which may not
-/// hold them yet: a writer that reads its writes back (the ingest) goes through the leader.
-pub async fn leader(client: &TypesenseClient, nodes: &[Url]) -> Option<TypesenseClient> {
+/// Raft state 1. A follower forwards writes to the leader but answers reads from its own
+/// copy, which may not hold them yet: a writer that reads its writes back (the ingest) goes
+/// through the leader. Without one, what each node answered ([`NoLeader`]).
+pub async fn leader(client: &TypesenseClient, nodes: &[Url]) -> Result<TypesenseClient, NoLeader> {
+    let mut answers = Vec::new();
+    let mut key_refused = false;
     for node in nodes {
         let candidate = TypesenseClient {
             base_url: node.clone(),
@@ -113,14 +115,29 @@ pub async fn leader(client: &TypesenseClient, nodes: &[Url]) -> Option<Typesense
             .get(url(&candidate, "debug"))
             .timeout(NODE_TIMEOUT);
         match send(&candidate, request).await {
-            Ok(debug) if debug["state"].as_u64() == Some(LEADER_STATE) => return Some(candidate),
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(node = %node, %error, "a Typesense node did not say whether it leads")
+            Ok(debug) if debug["state"].as_u64() == Some(LEADER_STATE) => return Ok(candidate),
+            Ok(debug) => answers.push(format!("{node}: not leading (state {})", debug["state"])),
+            Err(SearchError::Refused { status, .. }) if matches!(status, 401 | 403) => {
+                key_refused = true;
+                answers.push(format!("{node}: refused the API key ({status})"));
             }
+            Err(error) => answers.push(format!("{node}: {error}")),
         }
     }
-    None
+    Err(NoLeader {
+        answers,
+        key_refused,
+    })
+}
+
+/// No node of a Typesense cluster said it leads it.
+#[derive(Debug, thiserror::Error)]
+#[error("no node leads the Typesense cluster: {}", .answers.join("; "))]
+pub struct NoLeader {
+    /// What each node answered.
+    pub answers: Vec<String>,
+    /// Whether a node refused the API key: asking again will not help.
+    pub key_refused: bool,
 }
 
 /// The Raft state `/debug` reports on the cluster's leader.

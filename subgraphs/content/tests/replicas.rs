@@ -661,7 +661,8 @@ fn json_answer(body: &str) -> String {
 
 /// The ingest finds the node leading a cluster by each node's `/debug`: a node down, one not
 /// ready, a follower (Raft state 4) and one hung are passed over; the stack's node (alone, so
-/// its own leader, and asked with the key) is the one. With no leader among them, none.
+/// its own leader, and asked with the key) is the one. With no leader among them, what each
+/// answered.
 #[tokio::test]
 async fn the_leader_is_the_node_whose_debug_says_it_leads() {
     let clients = clients();
@@ -685,13 +686,26 @@ async fn the_leader_is_the_node_whose_debug_says_it_leads() {
         .expect("the stack's node leads");
     assert_eq!(found.base_url, leader);
     assert_eq!(found.api_key, clients.typesense.api_key);
-    let without = gospelib_content::typesense::leader(&clients.typesense, &nodes[..3]).await;
-    assert!(without.is_none());
-    // A node asked with a wrong key does not say (Typesense refuses `/debug` without it).
+    let without = gospelib_content::typesense::leader(&clients.typesense, &nodes[..3])
+        .await
+        .err()
+        .expect("no node of these leads");
+    assert_eq!(without.answers.len(), 3, "{without}");
     assert!(
-        gospelib_content::typesense::leader(&keyless, &[leader])
-            .await
-            .is_none()
+        without.answers[2].contains("not leading (state 4)"),
+        "{without}"
+    );
+    assert!(!without.key_refused, "{without}");
+    // A node asked with a wrong key does not say (Typesense refuses `/debug` without it), and
+    // the refusal is told apart: waiting for an election will not mend it.
+    let refused = gospelib_content::typesense::leader(&keyless, &[leader])
+        .await
+        .err()
+        .expect("a node refusing the key is no leader");
+    assert!(refused.key_refused, "{refused}");
+    assert!(
+        refused.to_string().contains("refused the API key"),
+        "{refused}"
     );
 }
 
