@@ -46,6 +46,18 @@ pub struct GatewayInputs<'a> {
     pub postgres: &'a sqlx::PgPool,
     pub registry: Option<&'a gospelib_schema::store::Store>,
     pub metrics: Metrics,
+    /// Says when the listeners are done: operation usage is then flushed a last time.
+    pub requests_done: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The in-process router as the process's `/graphql` service, and its tasks.
+pub struct Gateway {
+    pub service: Arc<dyn GraphQlService>,
+    /// What keeps it current (pollers, followers): stopped once the listeners are done.
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+    /// What ends by itself once the listeners are done (operation usage's last flush):
+    /// waited for within the shutdown grace.
+    pub finishing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The router over `subgraphs`, as the `/graphql` service of the process, with its persisted
@@ -53,7 +65,7 @@ pub struct GatewayInputs<'a> {
 pub async fn in_process(
     subgraphs: &[Subgraph],
     inputs: GatewayInputs<'_>,
-) -> anyhow::Result<(Arc<dyn GraphQlService>, Vec<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<Gateway> {
     let settings = inputs.settings;
     let start = match settings.supergraph_source {
         SupergraphSource::Code => from_code(settings)?,
@@ -76,11 +88,11 @@ pub async fn in_process(
     tracing::info!(supergraph = %start.supergraph.version, source = ?settings.supergraph_source, "router ready in process");
     // Operation usage feeds the registry's check; counts reach Redis every few seconds.
     let recorder = Arc::new(UsageRecorder::new(inputs.redis.clone()));
-    let mut background = vec![tokio::spawn(
-        recorder
-            .clone()
-            .flush_every(settings.router.usage_flush_every),
-    )];
+    let finishing = vec![tokio::spawn(recorder.clone().flush_every(
+        settings.router.usage_flush_every,
+        inputs.requests_done.clone(),
+    ))];
+    let mut background = Vec::new();
     // Following the registry, every poller also polls as soon as a publish is announced
     // (`gospelib schema publish` and `rollback`, in the same Redis), not only on its interval.
     let nudges = (settings.supergraph_source == SupergraphSource::Registry).then(|| {
@@ -163,10 +175,11 @@ pub async fn in_process(
         &mut background,
         nudges,
     )?;
-    Ok((
-        Arc::new(TrustedService::new(service, documents)),
+    Ok(Gateway {
+        service: Arc::new(TrustedService::new(service, documents)),
         background,
-    ))
+        finishing,
+    })
 }
 
 /// The trusted documents the router holds app callers to

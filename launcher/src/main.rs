@@ -535,9 +535,10 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
     let registry_routes = registry.clone().map(gospelib_schema::http::routes);
     // The whole platform in one process: the router at /graphql reaches the subgraphs in
     // process.
-    // The parts' work, which ends on the stop signal (waited for); the rest (the router's
-    // pollers and followers, the lag reporter) is aborted once the listeners are done.
-    let parts_work = assembled.background;
+    // The parts' work, which ends on the stop signal, and the router's last usage flush once
+    // the listeners are done (waited for); the rest (the router's pollers and followers, the
+    // lag reporter) is aborted once the listeners are done.
+    let mut parts_work = assembled.background;
     let mut background = Vec::new();
     let mut dependencies = assembled.dependencies;
     if registry.is_some() && !whole_platform {
@@ -568,12 +569,14 @@ async fn run_serve(env: &Env, only: &[String]) -> anyhow::Result<()> {
             postgres: &clients.postgres,
             registry: registry.as_ref(),
             metrics: metrics.clone(),
+            requests_done: inputs.requests_done.clone(),
         };
-        let (service, tasks) = gateway::in_process(&assembled.subgraphs, inputs)
+        let gateway = gateway::in_process(&assembled.subgraphs, inputs)
             .await
             .context("the supergraph")?;
-        background.extend(tasks);
-        Some(service)
+        background.extend(gateway.background);
+        parts_work.extend(gateway.finishing);
+        Some(gateway.service)
     } else {
         None
     };

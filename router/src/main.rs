@@ -386,16 +386,20 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     let mut background = Vec::new();
     let mut persisted = None;
     let mut usage = None;
+    // Once the listener is done: the usage flusher's last flush (waited for, within
+    // USAGE_LAST_FLUSH).
+    let (requests_done_tx, requests_done) = tokio::sync::watch::channel(false);
+    let mut usage_flusher = None;
     let mut redis_client = None;
     let mut entity_cache = None;
     if let Some(redis) = &settings.redis {
         let client = gospelib_kit::stores::redis_client(redis).context("GOSPELIB_REDIS_URL")?;
         redis_client = Some(client.clone());
         let recorder = Arc::new(UsageRecorder::new(client.clone()));
-        background.push(tokio::spawn(
+        usage_flusher = Some(tokio::spawn(
             recorder
                 .clone()
-                .flush_every(settings.router.usage_flush_every),
+                .flush_every(settings.router.usage_flush_every, requests_done),
         ));
         router = router.with_usage_recorder(recorder.clone());
         usage = Some(recorder);
@@ -510,12 +514,25 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
         settings.shutdown_grace,
         settings.edge.subscriptions.ping_interval,
     );
-    serve(listener, app, shutdown_signal(), limits).await?;
+    let served = serve(listener, app, shutdown_signal(), limits).await;
     for task in background {
         task.abort();
     }
+    // What the last seconds counted is written (the registry's check reads it).
+    let _ = requests_done_tx.send(true);
+    if let Some(mut flusher) = usage_flusher
+        && tokio::time::timeout(USAGE_LAST_FLUSH, &mut flusher)
+            .await
+            .is_err()
+    {
+        flusher.abort();
+    }
+    served?;
     Ok(())
 }
+
+/// How long the router waits, once its listener is done, for the operation usage's last flush.
+const USAGE_LAST_FLUSH: Duration = Duration::from_secs(6);
 
 /// The trusted documents app callers are held to (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`), and the
 /// task that keeps them current: the file given re-read every `GOSPELIB_ROUTER_RELOAD_MS`, or

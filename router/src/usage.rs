@@ -232,10 +232,10 @@ impl UsageRecorder {
     }
 
     /// Writes the pending counts to Redis, then trims the records to their bound
-    /// ([`gospelib_kit::usage::trim`]); returns how many operations were written. On failure
-    /// the counts not confirmed written are kept for the next flush, within
-    /// [`MAX_PENDING_OPERATIONS`] (a write Redis applied but did not confirm before the
-    /// timeout is counted again).
+    /// ([`gospelib_kit::usage::trim`]); returns how many operations were written. On failure,
+    /// or when the flush is dropped part-way (its task aborted at shutdown), the counts not
+    /// confirmed written are kept for the next flush, within [`MAX_PENDING_OPERATIONS`] (a
+    /// write Redis applied but did not confirm before the timeout is counted again).
     pub async fn flush(&self) -> redis::RedisResult<usize> {
         let mut pending: Vec<Pending> = {
             let mut pending = self.pending.lock().expect("usage lock");
@@ -246,32 +246,42 @@ impl UsageRecorder {
         if pending.is_empty() {
             return Ok(0);
         }
-        let mut written = 0;
-        let outcome = self.write(&pending, &mut written).await;
-        if outcome.is_err() {
-            // Put back what was not written, within the bound: operations counted since the
-            // flush began take their places first.
-            let mut kept = self.pending.lock().expect("usage lock");
-            for counted in pending.into_iter().skip(written) {
-                let full = kept.len() >= MAX_PENDING_OPERATIONS;
-                match kept.get_mut(&counted.operation.hash) {
-                    Some(existing) => {
-                        existing.operation.count += counted.operation.count;
-                        for caller in &counted.seen_by {
-                            remember(&mut existing.seen_by, caller);
-                        }
-                        for partner in &counted.partners {
-                            remember(&mut existing.partners, partner);
-                        }
+        // Whatever is not written when this ends, however it ends, goes back.
+        let mut batch = Batch {
+            recorder: self,
+            pending,
+            written: 0,
+        };
+        let outcome = self.write(&batch.pending, &mut batch.written).await;
+        let written = batch.written;
+        outcome.map(|()| written)
+    }
+
+    /// Puts counts a flush did not write back, within the bound: operations counted since
+    /// the flush began take their places first.
+    fn put_back(&self, unwritten: impl Iterator<Item = Pending>) {
+        let mut kept = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for counted in unwritten {
+            let full = kept.len() >= MAX_PENDING_OPERATIONS;
+            match kept.get_mut(&counted.operation.hash) {
+                Some(existing) => {
+                    existing.operation.count += counted.operation.count;
+                    for caller in &counted.seen_by {
+                        remember(&mut existing.seen_by, caller);
                     }
-                    None if full => {}
-                    None => {
-                        kept.insert(counted.operation.hash.clone(), counted);
+                    for partner in &counted.partners {
+                        remember(&mut existing.partners, partner);
                     }
+                }
+                None if full => {}
+                None => {
+                    kept.insert(counted.operation.hash.clone(), counted);
                 }
             }
         }
-        outcome.map(|()| written)
     }
 
     /// Writes `operations` in order, all within [`WRITE_TIMEOUT`] (a Redis that never answers
@@ -315,13 +325,42 @@ impl UsageRecorder {
         }
     }
 
-    /// Flushes every `every` until the task is dropped.
-    pub async fn flush_every(self: Arc<Self>, every: Duration) {
+    /// Flushes every `every`, and a last time once `requests_done` says the process serves
+    /// no more requests (then ends; its write is bounded by [`WRITE_TIMEOUT`]). Dropped
+    /// instead, it loses nothing in memory, but what the last seconds counted is not written.
+    pub async fn flush_every(
+        self: Arc<Self>,
+        every: Duration,
+        mut requests_done: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = requests_done.wait_for(|done| *done) => break,
+            }
             if let Err(error) = self.flush().await {
                 tracing::warn!(%error, "operation usage not written to Redis; kept for later");
             }
+        }
+        if let Err(error) = self.flush().await {
+            tracing::warn!(%error, "operation usage not written to Redis at shutdown: lost");
+        }
+    }
+}
+
+/// The counts one flush took out of memory: on drop, those not written (`pending[written..]`)
+/// go back ([`UsageRecorder::put_back`]), whether the flush failed or was dropped part-way.
+struct Batch<'a> {
+    recorder: &'a UsageRecorder,
+    pending: Vec<Pending>,
+    written: usize,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.written < self.pending.len() {
+            let unwritten = self.pending.drain(self.written..);
+            self.recorder.put_back(unwritten);
         }
     }
 }

@@ -206,6 +206,46 @@ async fn a_flush_to_a_redis_that_never_answers_gives_up_and_keeps_the_counts() {
     assert_eq!(recorder.pending(), 2, "the counts wait for the next flush");
 }
 
+/// A flush dropped part-way (its task aborted at shutdown while Redis had not answered) puts
+/// back what it took: nothing counted is lost from memory.
+#[tokio::test]
+async fn a_flush_dropped_part_way_keeps_the_counts() {
+    let address = silent_redis();
+    let recorder = UsageRecorder::new(redis::Client::open(format!("redis://{address}")).unwrap());
+    let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
+    recorder.record("abc", "Top", &coordinates, None, "user:test");
+    recorder.record("def", "Other", &coordinates, None, "user:test");
+    let dropped =
+        tokio::time::timeout(std::time::Duration::from_millis(300), recorder.flush()).await;
+    assert!(dropped.is_err(), "the silent Redis never answers");
+    assert_eq!(recorder.pending(), 2);
+}
+
+/// The flusher writes a last time once the process serves no more requests, then ends: what
+/// the last seconds counted reaches Redis though the period has not come round.
+#[tokio::test]
+async fn the_flusher_writes_what_is_left_once_requests_are_done() {
+    let recorder = Arc::new(UsageRecorder::new(redis()));
+    let name = format!("LastFlush{}", uuid::Uuid::new_v4().simple());
+    let coordinates: BTreeSet<String> = ["Query.topProducts".to_owned()].into();
+    let (done, requests_done) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(
+        recorder
+            .clone()
+            .flush_every(std::time::Duration::from_secs(3600), requests_done),
+    );
+    recorder.record(&name, &name, &coordinates, None, "user:test");
+    done.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), flusher)
+        .await
+        .expect("the flusher ends after its last flush")
+        .unwrap();
+    assert_eq!(recorder.pending(), 0);
+    let mut connection = redis().get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(recorded_as(&mut connection, &name).await.count, 1);
+    forget(&mut connection, &name).await.unwrap();
+}
+
 /// A flush that fails part-way keeps only what it did not write: an operation Redis took is
 /// not counted again by the next flush.
 #[tokio::test]
