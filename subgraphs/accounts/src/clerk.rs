@@ -20,13 +20,12 @@ const MAX_MILLIS: i64 = 253_402_300_799_999;
 /// Why a verified payload could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
+    /// Why, without quoting the payload's values (they are personal data; the reason is
+    /// logged and answered).
     #[error("the payload is not a Clerk event: {0}")]
-    Envelope(serde_json::Error),
-    #[error("the `{event}` event's data is malformed: {source}")]
-    Data {
-        event: String,
-        source: serde_json::Error,
-    },
+    Envelope(String),
+    #[error("the `{event}` event's data is malformed: {reason}")]
+    Data { event: String, reason: String },
     #[error("the event type is empty or longer than {MAX_EVENT_TYPE_CHARS} characters")]
     EventType,
     #[error("`{field}` is not a usable Clerk id")]
@@ -119,14 +118,16 @@ struct SessionData {
 
 /// Reads a verified webhook body (UTF-8 JSON).
 pub fn parse(body: &[u8]) -> Result<Delivery, PayloadError> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(PayloadError::Envelope)?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|error| {
+        PayloadError::Envelope(gospelib_kit::json_reasons::without_values(&error))
+    })?;
     let event_type = envelope.event_type.replace('\0', "");
     if event_type.is_empty() || event_type.chars().count() > MAX_EVENT_TYPE_CHARS {
         return Err(PayloadError::EventType);
     }
-    let data = |source| PayloadError::Data {
+    let data = |error: serde_json::Error| PayloadError::Data {
         event: event_type.clone(),
-        source,
+        reason: gospelib_kit::json_reasons::without_values(&error),
     };
     let event = match event_type.as_str() {
         "user.created" | "user.updated" => {
@@ -306,5 +307,21 @@ mod tests {
         ] {
             assert!(parse(body).is_err(), "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    /// A payload Clerk changed the shape of is refused without its values in the reason (it
+    /// is logged and answered; the values are personal data).
+    #[test]
+    fn a_malformed_payload_is_refused_without_its_values() {
+        let emails = user_json("user.created").replace(
+            r#""email_addresses":["#,
+            r#""email_addresses":"ada.secret@example.com","was":["#,
+        );
+        let refusal = parse(emails.as_bytes()).unwrap_err().to_string();
+        assert!(refusal.contains("user.created"), "{refusal}");
+        assert!(!refusal.contains("ada.secret"), "{refusal}");
+        let envelope = br#"{"type": 7, "data": "ada.secret@example.com"}"#;
+        let refusal = parse(envelope).unwrap_err().to_string();
+        assert!(!refusal.contains("ada.secret"), "{refusal}");
     }
 }

@@ -14,6 +14,7 @@ pub mod edge;
 pub mod errors;
 pub mod graphiql;
 pub mod graphql_http;
+pub mod json_reasons;
 pub mod json_size;
 pub mod live;
 pub mod metrics;

@@ -87,26 +87,7 @@ impl ServiceAccount {
     /// position, never a value (the file holds the private key).
     pub fn from_json(text: &str) -> Result<Self, ProviderError> {
         let file: CredentialsFile = serde_json::from_str(text).map_err(|error| {
-            let reason = match error.classify() {
-                serde_json::error::Category::Data => {
-                    // serde's data errors name the missing or mistyped field, but a mistyped
-                    // one quotes its value: keep only the field name part.
-                    let message = error.to_string();
-                    match message.find("missing field") {
-                        Some(start) => message[start..].to_owned(),
-                        None => format!(
-                            "a field has the wrong type (line {}, column {})",
-                            error.line(),
-                            error.column()
-                        ),
-                    }
-                }
-                _ => format!(
-                    "not JSON (line {}, column {})",
-                    error.line(),
-                    error.column()
-                ),
-            };
+            let reason = gospelib_kit::json_reasons::without_values(&error);
             ProviderError::Credentials {
                 provider: "FCM",
                 reason,
