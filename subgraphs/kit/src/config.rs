@@ -19,10 +19,19 @@ use url::Url;
 /// It remembers every name a reader asked for (set or not), so `gospelib settings check` can
 /// name the variables a deployment sets that nothing reads ([`Env::unconsulted`]). Clones share
 /// that record.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
     consulted: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl std::fmt::Debug for Env {
+    /// The names set, never their values (secrets among them).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("set", &self.vars.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Env {
@@ -544,6 +553,19 @@ impl std::fmt::Debug for StoreUrls {
     }
 }
 
+impl std::fmt::Debug for ContentStoreUrls {
+    /// Without the stores' passwords or the Typesense key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentStoreUrls")
+            .field("redis", &redacted(&self.redis))
+            .field("falkordb", &redacted(&self.falkordb))
+            .field("falkordb_timeout", &self.falkordb_timeout)
+            .field("typesense", &self.typesense.as_str())
+            .field("typesense_api_key", &"<hidden>")
+            .finish()
+    }
+}
+
 /// `url` without its password, for display.
 fn redacted(url: &Url) -> String {
     let mut url = url.clone();
@@ -595,7 +617,7 @@ pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 10;
 pub const DEFAULT_FALKORDB_TIMEOUT_MS: u64 = 2000;
 
 /// The stores of the content domain alone (the ingest job needs no PostgreSQL).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ContentStoreUrls {
     pub redis: Url,
     pub falkordb: Url,
@@ -734,6 +756,20 @@ mod tests {
             format!("{:?}", super::SecretString::new("whsec_s3cret")),
             "<hidden>"
         );
+        let content = super::ContentStoreUrls {
+            redis: urls.redis.clone(),
+            falkordb: "redis://:graph-s3cret@graph.internal:6379".parse().unwrap(),
+            falkordb_timeout: urls.falkordb_timeout,
+            typesense: urls.typesense.clone(),
+            typesense_api_key: urls.typesense_api_key.clone(),
+        };
+        let shown = format!("{content:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("graph.internal"), "{shown}");
+        let env = super::Env::from_pairs([("GOSPELIB_INTERNAL_SECRET", "s3cret")]);
+        let shown = format!("{env:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("GOSPELIB_INTERNAL_SECRET"), "{shown}");
     }
 
     #[test]
