@@ -235,6 +235,8 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Answe
     if !store::record_stripe_event(&mut tx, &event.id, &event.kind).await? {
         tx.rollback().await?;
         tracing::info!(event_id = %event.id, event_type = %event.kind, "Stripe event redelivered; already applied");
+        // Harmless twice: what a delivery stopped after its commit (a crash) left queued.
+        inner.outbox.publish_in_background();
         return Ok(Answer::Duplicate);
     }
     let applied = apply::apply_event(&mut tx, &inner.plans, &inner.outbox, &event).await?;
@@ -255,7 +257,12 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Answe
         events = applied.events,
         "Stripe event applied"
     );
-    inner.entitlements.invalidate(&applied.changed_users).await;
+    // In a task of its own, waited for: a delivery dropped now (Stripe's timeout, its
+    // connection cut) must not leave the changed users' cached plans standing, and its
+    // redelivery, answered as a duplicate, no longer knows who they were.
+    let entitlements = inner.entitlements.clone();
+    let changed = applied.changed_users;
+    let _ = tokio::spawn(async move { entitlements.invalidate(&changed).await }).await;
     if applied.events > 0 {
         inner.outbox.publish_in_background();
     }
