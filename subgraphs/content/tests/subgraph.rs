@@ -210,6 +210,27 @@ async fn passages_by_ids_keep_order_and_null_the_missing_one() {
     assert_eq!(response["errors"][0]["path"], json!(["passages", 1]));
 }
 
+/// An id that is not a verse's among several is its own item's error: the others are
+/// answered (before, the whole field failed, and with it the whole `data`).
+#[tokio::test]
+async fn a_malformed_id_among_passages_nulls_only_its_item() {
+    let service = service().await;
+    let response = run(
+        &service,
+        r#"{ passages(ids: ["ps.23.1", "john.3", "gen.1.1", "foo.1.1"]) { id } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        response["data"]["passages"],
+        json!([{"id": "ps.23.1"}, null, {"id": "gen.1.1"}, null]),
+        "{response}"
+    );
+    assert_eq!(codes(&response), ["VALIDATION_ERROR", "VALIDATION_ERROR"]);
+    assert_eq!(response["errors"][0]["path"], json!(["passages", 1]));
+    assert_eq!(response["errors"][1]["path"], json!(["passages", 3]));
+}
+
 #[tokio::test]
 async fn books_topics_and_lexicon() {
     let service = service().await;

@@ -1,6 +1,6 @@
 //! The root `Query` of the content subgraph and its federation entity resolvers.
 
-use async_graphql::{Context, ID, Object, PathSegment, Result};
+use async_graphql::{Context, Error, ID, Object, PathSegment, Result};
 use gospelib_kit::ErrorCode;
 use gospelib_kit::caller::Caller;
 
@@ -138,8 +138,9 @@ impl Query {
         passage_by_id(ctx, &id).await
     }
 
-    /// Several verses by id (at most 100), in the order asked; a missing one is null with a
-    /// `PASSAGE_NOT_FOUND` error at its index.
+    /// Several verses by id (at most 100: more is a `VALIDATION_ERROR` for the whole field), in
+    /// the order asked; a missing one is null with a `PASSAGE_NOT_FOUND` error at its index,
+    /// one that is not a verse id (`john.3`, `foo.1.1`) null with a `VALIDATION_ERROR` there.
     #[graphql(tag = "partner")]
     async fn passages(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Passage>>> {
         if ids.len() > MAX_IDS {
@@ -148,30 +149,36 @@ impl Query {
                 ids.len()
             )));
         }
-        let mut parsed = Vec::with_capacity(ids.len());
-        for id in &ids {
-            parsed.push(PassageId::parse(id).map_err(bad_id)?.to_string());
-        }
+        let parsed: Vec<Result<String, Error>> = ids
+            .iter()
+            .map(|id| {
+                PassageId::parse(id)
+                    .map(|id| id.to_string())
+                    .map_err(bad_id)
+            })
+            .collect();
         let found = loaders(ctx)
             .passages
-            .load_many(parsed.iter().cloned())
+            .load_many(parsed.iter().filter_map(|key| key.as_ref().ok()).cloned())
             .await
             .map_err(graph_down)?;
         let mut passages = Vec::with_capacity(ids.len());
-        for (index, (key, id)) in parsed.iter().zip(&ids).enumerate() {
-            match found.get(key) {
-                Some(record) => passages.push(Some(Passage(record.clone()))),
-                None => {
-                    // The error belongs to the missing item, at `[…, "passages", index]`.
-                    let mut error = ctx.set_error_path(
-                        not_found(ErrorCode::PassageNotFound, "passage", id)
-                            .into_server_error(ctx.item.pos),
-                    );
-                    error.path.push(PathSegment::Index(index));
-                    ctx.add_error(error);
-                    passages.push(None);
-                }
-            }
+        for (index, (key, id)) in parsed.into_iter().zip(&ids).enumerate() {
+            let refusal = match key {
+                Ok(key) => match found.get(&key) {
+                    Some(record) => {
+                        passages.push(Some(Passage(record.clone())));
+                        continue;
+                    }
+                    None => not_found(ErrorCode::PassageNotFound, "passage", id),
+                },
+                Err(malformed) => malformed,
+            };
+            // The error belongs to its item, at `[…, "passages", index]`.
+            let mut error = ctx.set_error_path(refusal.into_server_error(ctx.item.pos));
+            error.path.push(PathSegment::Index(index));
+            ctx.add_error(error);
+            passages.push(None);
         }
         Ok(passages)
     }
@@ -234,7 +241,7 @@ impl Query {
     async fn topics(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: Option<i32>,
+        #[graphql(default = 20, desc = "How many items (1 to 100).")] first: Option<i32>,
         after: Option<String>,
         prefix: Option<String>,
     ) -> Result<Page<Topic>> {
@@ -292,7 +299,7 @@ impl Query {
         ctx: &Context<'_>,
         query: String,
         filter: Option<SearchFilter>,
-        #[graphql(default = 20)] first: Option<i32>,
+        #[graphql(default = 20, desc = "How many items (1 to 100).")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<SearchResults> {
         search::search(ctx, query, filter, first, after).await
@@ -306,7 +313,11 @@ impl Query {
         ctx: &Context<'_>,
         node_id: ID,
         #[graphql(default = 1)] depth: Option<i32>,
-        #[graphql(default = 50)] first: Option<i32>,
+        #[graphql(
+            default = 50,
+            desc = "How many nodes, the start node included (1 to 100)."
+        )]
+        first: Option<i32>,
     ) -> Result<Option<GraphNeighborhood>> {
         Caller::of(ctx).require_scope(GRAPH_EXPLORER)?;
         let id = node_id.to_string();
