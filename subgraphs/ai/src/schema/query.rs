@@ -62,8 +62,8 @@ impl Query {
         Ok(Some(Explanation::from(&explanation)))
     }
 
-    /// `count` (1 to 10, default 5) questions to study passage `id` with, each citing what it
-    /// asks about.
+    /// Up to `count` (1 to 10, default 5) questions to study passage `id` with, each citing
+    /// what it asks about (fewer when the passage's context holds less to ask about).
     #[graphql(requires_scopes = "ai_features")]
     async fn study_questions(
         &self,

@@ -109,7 +109,9 @@ pub enum LimitWindow {
 /// One rate limit of a plan.
 #[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
 pub struct PlanLimit {
-    /// The bucket (`passages`, `search`, `lexicon`, `ai`).
+    /// The bucket, one of the plans' configured buckets (today `passages`, `search`,
+    /// `lexicon`, `ai`, `account`, `writes`, `explorer`, `subscriptions`,
+    /// `persisted_queries`; more may come: show what you do not know by its name).
     pub bucket: String,
     /// Requests allowed per window.
     pub requests: i32,
@@ -256,8 +258,9 @@ impl User {
         ID(self.id.to_string())
     }
 
-    /// The plan in force: that of the newest trial or subscription in force, else the free
-    /// plan.
+    /// The plan in force: that of the newest paid subscription in force, else of the newest
+    /// trial in force, else the free plan (a trial begun while paying does not replace the
+    /// paid plan).
     async fn plan(&self, ctx: &Context<'_>) -> Result<Plan> {
         let billing = ctx.data::<BillingContext>()?;
         let access = self.access(ctx).await?;
@@ -269,8 +272,8 @@ impl User {
         Ok(self.access(ctx).await?.entitlements.clone())
     }
 
-    /// The subscription in force, else the latest one (ended, canceled, an expired trial);
-    /// `null` for a user who never had one.
+    /// The subscription in force (a paid one before a trial, as `plan`), else the latest one
+    /// (ended, canceled, an expired trial); `null` for a user who never had one.
     async fn subscription(&self, ctx: &Context<'_>) -> Result<Option<BillingSubscription>> {
         let billing = ctx.data::<BillingContext>()?;
         let rows = self

@@ -226,7 +226,7 @@ impl Passage {
     async fn cross_references(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: Option<i32>,
+        #[graphql(default = 20, desc = "How many items (1 to 100).")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Option<Page<Passage>>> {
         let first = page_size(first, 20)?;
@@ -249,7 +249,8 @@ impl Passage {
     }
 
     /// The verse's translated words with the Strong's entries they render (interlinear: a
-    /// Scholar and Academic feature; `null` with `FORBIDDEN` for other plans).
+    /// Scholar and Academic feature; `null` with `FORBIDDEN` for other plans, and with
+    /// `UNAUTHORIZED` for a caller not signed in).
     #[graphql(requires_scopes = "interlinear")] // = INTERLINEAR
     async fn words(&self, ctx: &Context<'_>) -> Result<Option<Vec<WordAlignment>>> {
         Caller::of(ctx).require_scope(INTERLINEAR)?;
@@ -471,7 +472,7 @@ impl Topic {
     async fn passages(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: Option<i32>,
+        #[graphql(default = 20, desc = "How many items (1 to 100).")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Passage>> {
         let first = page_size(first, 20)?;

@@ -32,8 +32,9 @@ fn notifications<'a>(ctx: &Context<'a>) -> Result<&'a NotificationsContext> {
 
 #[Object]
 impl Mutation {
-    /// Marks the caller's notifications `ids` read; answers how many were unread and are read
-    /// now. Ids that are not the caller's (or not notifications) change nothing.
+    /// Marks the caller's notifications `ids` read (at most 500); answers how many were unread
+    /// and are read now. Ids that are not the caller's (or not notifications) change nothing;
+    /// one that is not an id at all (a UUID) is `VALIDATION_ERROR`, and nothing is marked.
     #[graphql(directive = authenticated::apply())]
     async fn mark_notifications_read(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<i32> {
         let user = Caller::of(ctx).require_user()?;

@@ -31,7 +31,7 @@ const INBOX_BUFFER: usize = 16;
 #[SubscriptionRoot]
 impl Subscription {
     /// Each notification put in the caller's inbox from now on, as it arrives (the inbox keeps
-    /// them all: after a lost connection, or a result whose error is `LIVE_GAP`, which stands
+    /// them all, for a year: after a lost connection, or a result whose error is `LIVE_GAP`, which stands
     /// for notifications missed, read `notifications` again, after a short random pause).
     #[graphql(directive = authenticated::apply())]
     async fn notification_received(

@@ -102,7 +102,8 @@ impl NotificationPreferences {
         self.0.email
     }
 
-    /// Account notifications by push and email (the inbox keeps every notification).
+    /// Account notifications by push and email (the inbox keeps every notification, for a
+    /// year).
     async fn account(&self) -> bool {
         self.0.account
     }
@@ -155,11 +156,12 @@ impl User {
         ID(self.id.to_string())
     }
 
-    /// The user's inbox, newest first; only the unread ones when `unreadOnly`.
+    /// The user's inbox, newest first; only the unread ones when `unreadOnly`. A notification
+    /// is kept a year.
     async fn notifications(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        #[graphql(desc = "How many items (0 to 100; 20 when not given).")] first: Option<i32>,
         after: Option<String>,
         unread_only: Option<bool>,
     ) -> Result<Page<Notification>> {

@@ -64,11 +64,12 @@ pub struct NoteInput {
     /// The editor's document: a JSON object of at most 100 KB, its numbers integers or of
     /// magnitude 1e-6 to 1e15. A note is answered on every verse it covers: its text, body and
     /// links together may come to at most 16 MiB over the verses of one chapter it covers
-    /// (~93 KB on all 176 of Psalm 119).
+    /// (~93 KB on all 176 of Psalm 119); a note across chapters counts as covering 176 verses
+    /// (~93 KB).
     pub body: Json<serde_json::Value>,
     /// Its plain-text rendering (what `searchNotes` searches): at most 20,000 characters.
     pub text: String,
-    /// Other passages the note links to: at most 50 (repeats are dropped).
+    /// Other passages the note links to: at most 50 entries (repeats are dropped).
     #[graphql(default)]
     pub links: Vec<ID>,
 }

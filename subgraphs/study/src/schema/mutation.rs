@@ -121,8 +121,9 @@ impl Mutation {
     /// Replaces one of the caller's notes, if it is still at `version` (the version it was
     /// read at); its version then goes up by one. From a stale version nothing changes and
     /// the error (`VALIDATION_ERROR`, `extensions.reason = "VERSION_CONFLICT"`) carries
-    /// `extensions.currentVersion`; a note the caller does not have is a not-found error
-    /// (`UNAUTHORIZED` once the account was deleted); an edit that grows the account's notes
+    /// `extensions.currentVersion`; a note the caller does not have is `VALIDATION_ERROR`
+    /// with `extensions.reason = "NOT_FOUND"` (`UNAUTHORIZED` once the account was deleted);
+    /// an edit that grows the account's notes
     /// past 64 MiB changes nothing (`QUOTA_EXCEEDED`).
     #[graphql(directive = authenticated::apply())]
     async fn update_note(

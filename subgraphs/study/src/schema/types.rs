@@ -336,7 +336,8 @@ const MAX_TIME_ZONE_CHARS: usize = 64;
 /// reading history.
 #[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
 pub struct ReadingStreak {
-    /// Days in the streak that ends today or yesterday; 0 when the reader missed yesterday.
+    /// Days in the streak that ends today or yesterday (UTC days); 0 when the reader read
+    /// neither today nor yesterday.
     pub current: i32,
     /// The longest streak ever.
     pub longest: i32,
@@ -406,7 +407,7 @@ impl User {
     async fn highlights(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        #[graphql(desc = "How many items (0 to 100; 20 when not given).")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Highlight>> {
         let (limit, asked) = page_ask(first, after.as_deref())?;
@@ -437,7 +438,7 @@ impl User {
     async fn notes(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        #[graphql(desc = "How many items (0 to 100; 20 when not given).")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Note>> {
         let (limit, asked) = page_ask(first, after.as_deref())?;
@@ -471,7 +472,7 @@ impl User {
     async fn bookmarks(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        #[graphql(desc = "How many items (0 to 100; 20 when not given).")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Bookmark>> {
         let (limit, asked) = page_ask(first, after.as_deref())?;
@@ -505,7 +506,7 @@ impl User {
     async fn reading_progress(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        #[graphql(desc = "How many items (0 to 100; 20 when not given).")] first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<ReadingProgress>> {
         let (limit, asked) = page_ask(first, after.as_deref())?;
@@ -579,12 +580,13 @@ impl User {
     }
 
     /// The user's notes whose text matches `query` (web-search syntax: words, `"a phrase"`,
-    /// `or`, `-word`; English stemming), best match first.
+    /// `or`, `-word`; English stemming), best match first. `query` is trimmed, and must then
+    /// be 1 to 200 characters (`VALIDATION_ERROR` otherwise).
     async fn search_notes(
         &self,
         ctx: &Context<'_>,
         query: String,
-        first: Option<i32>,
+        #[graphql(desc = "How many items (0 to 100; 20 when not given).")] first: Option<i32>,
     ) -> Result<Vec<Note>> {
         let limit = page_size(first)?;
         let query = query.trim();
