@@ -20,7 +20,7 @@ use gospelib_schema::store::{NewVersion, Store, StoreError, Version};
 use support::{TempDatabase, gospelib, serve_with};
 
 /// The explorer's root field in the committed supergraph, with its description.
-const CONNECTIONS_FIELD: &str = "  \"\"\"\n  The neighbourhood of a node for the graph explorer (`depth` 1 or 2): a Scholar and\n  Academic feature.\n  \"\"\"\n  connections(nodeId: ID!, depth: Int = 1, first: Int = 50): GraphNeighborhood @join__field(graph: CONTENT) @requiresScopes(scopes: [[\"graph_explorer\"]])\n";
+const CONNECTIONS_FIELD: &str = "  \"\"\"\n  The neighbourhood of a node for the graph explorer (`depth` 1 or 2): a Scholar and\n  Academic feature.\n  \"\"\"\n  connections(\n    nodeId: ID!,\n    depth: Int = 1,\n    \"\"\"How many nodes, the start node included (1 to 100).\"\"\"\n    first: Int = 50,\n  ): GraphNeighborhood @join__field(graph: CONTENT) @requiresScopes(scopes: [[\"graph_explorer\"]])\n";
 
 /// The committed supergraph, as the code composes it.
 fn code_supergraph() -> String {
@@ -77,7 +77,8 @@ fn committed_subgraphs_with_query_field(extra: &str) -> Vec<SubgraphSdl> {
         .collect();
     subgraphs.sort_by(|a, b| a.name.cmp(&b.name));
     let content = subgraphs.iter_mut().find(|s| s.name == "content").unwrap();
-    let explorer = "\tconnections(nodeId: ID!, depth: Int = 1, first: Int = 50): GraphNeighborhood @requiresScopes(scopes: [[\"graph_explorer\"]])\n";
+    // The end of the explorer's root field (`connections`), the last of `Query`.
+    let explorer = "\t): GraphNeighborhood @requiresScopes(scopes: [[\"graph_explorer\"]])\n";
     assert!(content.sdl.contains(explorer));
     content.sdl = content
         .sdl
