@@ -88,9 +88,9 @@ impl Mutation {
     }
 
     /// Registers a device for push notifications. The same token registered again is the same
-    /// device (its platform, name and `lastSeenAt` refreshed), taken from another user who
-    /// had it (a phone signed in to another account); a user has at most 20 (a 21st is
-    /// `VALIDATION_ERROR`). A new
+    /// device (its platform, name and `lastSeenAt` refreshed); a token another user had (a
+    /// phone signed in to another account) is moved to the caller as a new device. A user has
+    /// at most 20 (a 21st is `VALIDATION_ERROR`). A new
     /// device, or a known token on a new platform, counts among the user's 100 profile and
     /// device changes a day: past it, `RATE_LIMITED`.
     #[graphql(directive = authenticated::apply())]

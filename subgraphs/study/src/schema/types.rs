@@ -336,8 +336,8 @@ const MAX_TIME_ZONE_CHARS: usize = 64;
 /// reading history.
 #[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
 pub struct ReadingStreak {
-    /// Days in the streak that ends today or yesterday (UTC days); 0 when the reader read
-    /// neither today nor yesterday.
+    /// Days in the streak that ends today or yesterday (days in the time zone asked); 0 when
+    /// the reader read neither today nor yesterday.
     pub current: i32,
     /// The longest streak ever.
     pub longest: i32,
