@@ -13,14 +13,15 @@ pub fn without_values(error: &serde_json::Error) -> String {
     };
     match error.classify() {
         serde_json::error::Category::Data => {
+            // serde's own message for a missing field begins the message; any other data
+            // error may quote a value (which may itself hold these words).
             let message = error.to_string();
-            match message.find("missing field") {
-                Some(start) => {
-                    // (Its own position, if any, is written again below.)
-                    let field = message[start..].split(" at line ").next().unwrap_or("");
-                    format!("{field}{position}")
-                }
-                None => format!("a field has the wrong type or value{position}"),
+            if message.starts_with("missing field `") {
+                // (Its own position, if any, is written again below.)
+                let field = message.split(" at line ").next().unwrap_or("");
+                format!("{field}{position}")
+            } else {
+                format!("a field has the wrong type or value{position}")
             }
         }
         _ => format!("not JSON{position}"),
@@ -56,6 +57,8 @@ mod tests {
         );
         let unknown = reason(r#"{"id": 1, "kind": "alice@example.com"}"#);
         assert!(!unknown.contains("alice"), "{unknown}");
+        let posing = reason(r#"{"id": "missing field alice@example.com", "kind": "A"}"#);
+        assert!(!posing.contains("alice"), "{posing}");
         assert_eq!(
             reason(r#"{"kind": "A"}"#),
             "missing field `id` (line 1, column 13)"
