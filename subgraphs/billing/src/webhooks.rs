@@ -249,7 +249,24 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Answe
         );
         return Ok(Answer::Applied(Outcome::Unattributed));
     }
-    tx.commit().await?;
+    // The commit and the invalidation after it in a task of their own, waited for: a
+    // delivery dropped meanwhile (Stripe's timeout, its connection cut) must not leave the
+    // changed users' cached plans standing, and its redelivery, answered as a duplicate, no
+    // longer knows who they were.
+    let entitlements = inner.entitlements.clone();
+    let changed = applied.changed_users;
+    let committed = tokio::spawn(async move {
+        tx.commit().await?;
+        entitlements.invalidate(&changed).await;
+        Ok::<(), sqlx::Error>(())
+    })
+    .await;
+    match committed.map_err(tokio::task::JoinError::try_into_panic) {
+        Ok(result) => result?,
+        Err(Ok(panic)) => std::panic::resume_unwind(panic),
+        // Cancelled: the runtime is shutting down.
+        Err(Err(_)) => return Err(sqlx::Error::PoolClosed.into()),
+    }
     tracing::info!(
         event_id = %event.id,
         event_type = %event.kind,
@@ -257,12 +274,6 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Answe
         events = applied.events,
         "Stripe event applied"
     );
-    // In a task of its own, waited for: a delivery dropped now (Stripe's timeout, its
-    // connection cut) must not leave the changed users' cached plans standing, and its
-    // redelivery, answered as a duplicate, no longer knows who they were.
-    let entitlements = inner.entitlements.clone();
-    let changed = applied.changed_users;
-    let _ = tokio::spawn(async move { entitlements.invalidate(&changed).await }).await;
     if applied.events > 0 {
         inner.outbox.publish_in_background();
     }
