@@ -514,16 +514,29 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
         settings.shutdown_grace,
         settings.edge.subscriptions.ping_interval,
     );
-    let served = serve(listener, app, shutdown_signal(), limits).await;
+    // When the stop was asked: the usage's last flush gets what is left of the grace.
+    let stop_asked = Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let stop_asked = stop_asked.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop_asked.set(tokio::time::Instant::now());
+        }
+    };
+    let served = serve(listener, app, signal, limits).await;
     for task in background {
         task.abort();
     }
     // What the last seconds counted is written (the registry's check reads it).
     let _ = requests_done_tx.send(true);
+    let left = stop_asked
+        .get()
+        .map_or(USAGE_LAST_FLUSH, |asked: &tokio::time::Instant| {
+            settings.shutdown_grace.saturating_sub(asked.elapsed())
+        })
+        .min(USAGE_LAST_FLUSH);
     if let Some(mut flusher) = usage_flusher
-        && tokio::time::timeout(USAGE_LAST_FLUSH, &mut flusher)
-            .await
-            .is_err()
+        && tokio::time::timeout(left, &mut flusher).await.is_err()
     {
         flusher.abort();
     }
@@ -531,7 +544,8 @@ async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the router waits, once its listener is done, for the operation usage's last flush.
+/// How long the router waits at most, once its listener is done, for the operation usage's
+/// last flush (less when less is left of `GOSPELIB_SHUTDOWN_GRACE_SECS` since the stop signal).
 const USAGE_LAST_FLUSH: Duration = Duration::from_secs(6);
 
 /// The trusted documents app callers are held to (`GOSPELIB_ROUTER_TRUSTED_DOCUMENTS`), and the
