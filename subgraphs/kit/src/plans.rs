@@ -265,8 +265,27 @@ mod tests {
                 .nth(1)
                 .and_then(|rest| rest.split("\n}").next())
                 .unwrap_or_else(|| panic!("the supergraph has a {root} type"));
+            // Fields only: not their descriptions, nor the arguments of a field written one
+            // a line.
+            let mut in_description = false;
+            let mut depth = 0usize;
             for line in body.lines() {
                 let line = line.trim();
+                if let Some(rest) = line.strip_prefix("\"\"\"") {
+                    if !rest.ends_with("\"\"\"") {
+                        in_description = !in_description;
+                    }
+                    continue;
+                }
+                if in_description {
+                    continue;
+                }
+                let at = depth;
+                depth =
+                    (depth + line.matches('(').count()).saturating_sub(line.matches(')').count());
+                if at > 0 {
+                    continue;
+                }
                 let name: String = line
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')

@@ -67,7 +67,10 @@ fn notifications_composes_with_the_other_subgraphs() {
     for field in [
         "email",
         "highlights(",
-        "notifications(first: Int, after: String, unreadOnly: Boolean): NotificationConnection!",
+        // (Its arguments one a line: `first` is described.)
+        "notifications(",
+        "unreadOnly: Boolean",
+        "): NotificationConnection!",
         "unreadCount: Int!",
         "notificationPreferences: NotificationPreferences!",
     ] {

@@ -49,7 +49,10 @@ fn study_composes_with_content_accounts_and_billing() {
         "readingProgress(",
         "readingStreak(",
         "timeZone: String,",
-        "searchNotes(query: String!, first: Int): [Note!]!",
+        // (Its arguments one a line: `first` is described.)
+        "searchNotes(",
+        "query: String!",
+        "): [Note!]!",
     ] {
         assert!(user.contains(field), "{field} missing from User:\n{user}");
     }
