@@ -297,9 +297,19 @@ mod tests {
                     fields.push(format!("{root}.{name}"));
                 }
             }
+            // Out of step (a parenthesis in a string, a description closed on a text line),
+            // it would have skipped the fields after that point unseen.
+            assert!(
+                depth == 0 && !in_description,
+                "{root}: the field reader lost its place in the SDL"
+            );
         }
         assert!(fields.len() > 12, "{fields:?}");
         assert!(fields.contains(&"Subscription.ingestCompleted".to_owned()));
+        assert!(
+            fields.contains(&"Query.connections".to_owned()),
+            "{fields:?}"
+        );
         for field in fields {
             if !NOT_LIMITED.contains(&field.as_str()) {
                 assert!(plans.bucket_of(&field).is_some(), "{field} is in no bucket");
