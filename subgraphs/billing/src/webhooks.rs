@@ -256,9 +256,11 @@ async fn handle(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Result<Answe
     let entitlements = inner.entitlements.clone();
     let changed = applied.changed_users;
     let committed = tokio::spawn(async move {
-        tx.commit().await?;
+        // Also when the commit's answer is lost (it may have gone through, and its
+        // redelivery will be a duplicate): forgetting a cached plan is harmless.
+        let committed = tx.commit().await;
         entitlements.invalidate(&changed).await;
-        Ok::<(), sqlx::Error>(())
+        committed
     })
     .await;
     match committed.map_err(tokio::task::JoinError::try_into_panic) {
