@@ -55,12 +55,10 @@ pub async fn run_reminders(env: &Env) -> anyhow::Result<()> {
 /// or SIGINT. A failed run is logged and the next one tried (the runs are idempotent per user
 /// and local day, so a missed one is made up by the next).
 pub async fn run_reminders_every(env: &Env, period: std::time::Duration) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
     let job = ReminderJob::new(env)?;
-    // Listened for from the start: a signal during a run ends the job once the run is done
-    // (as PID 1 in a container, a signal nothing listens for is ignored).
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    // Listened for from the start: a signal during a run ends the job once the run is done.
+    let stop = gospelib_kit::server::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         if let Err(error) = job.run().await {
             tracing::error!(
@@ -69,12 +67,10 @@ pub async fn run_reminders_every(env: &Env, period: std::time::Duration) -> anyh
             );
         }
         tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            () = &mut stop => break,
             () = tokio::time::sleep(period) => {}
         }
     }
-    tracing::info!("stopped by a signal");
     Ok(())
 }
 
