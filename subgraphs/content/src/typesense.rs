@@ -105,11 +105,7 @@ pub async fn leader(client: &TypesenseClient, nodes: &[Url]) -> Result<Typesense
     let mut answers = Vec::new();
     let mut key_refused = false;
     for node in nodes {
-        let candidate = TypesenseClient {
-            base_url: node.clone(),
-            api_key: client.api_key.clone(),
-            http: client.http.clone(),
-        };
+        let candidate = client.at(node);
         let request = candidate
             .http
             .get(url(&candidate, "debug"))
@@ -332,13 +328,7 @@ impl SearchNodes {
         let clients: Vec<TypesenseClient> = if urls.is_empty() {
             vec![client.clone()]
         } else {
-            urls.iter()
-                .map(|url| TypesenseClient {
-                    base_url: url.clone(),
-                    api_key: client.api_key.clone(),
-                    http: client.http.clone(),
-                })
-                .collect()
+            urls.iter().map(|url| client.at(url)).collect()
         };
         let settings = BreakerSettings {
             call_timeout: NODE_TIMEOUT,

@@ -537,12 +537,8 @@ pub struct StoreUrls {
 impl std::fmt::Debug for StoreUrls {
     /// Without the PostgreSQL password or the Typesense key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut postgres = self.postgres.clone();
-        if postgres.password().is_some() {
-            let _ = postgres.set_password(Some("<hidden>"));
-        }
         f.debug_struct("StoreUrls")
-            .field("postgres", &postgres.as_str())
+            .field("postgres", &redacted(&self.postgres))
             .field("postgres_max_connections", &self.postgres_max_connections)
             .field("redis", &redacted(&self.redis))
             .field("falkordb", &redacted(&self.falkordb))

@@ -478,6 +478,15 @@ impl TypesenseClient {
                 .build()?,
         })
     }
+
+    /// This client (its key, its pooled HTTP client) at another node of the same cluster.
+    pub fn at(&self, base_url: &Url) -> Self {
+        Self {
+            base_url: base_url.clone(),
+            api_key: self.api_key.clone(),
+            http: self.http.clone(),
+        }
+    }
 }
 
 /// Clients for every shared store, made once per process and shared by all its parts.
