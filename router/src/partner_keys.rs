@@ -15,14 +15,18 @@
 //! last listing of the live keys' digests ([`PartnerKeys::keep_listing_live_keys`], every
 //! [`LISTING_PERIOD`]), is looked up in slots of its own ([`REFRESH_SLOTS`]), so such a flood
 //! cannot lock out real partners, even on a router that has served none of them yet. (A key
-//! made since the last listing is looked up as an unknown one until the next.)
+//! made since the last listing is looked up as an unknown one until the next.) Requests with
+//! one key not cached ask the database once between them ([`PartnerKeys::lookups_asked`]):
+//! a partner's burst when its cached answer expires takes one slot, not a queue of them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use gospelib_kit::single_flight::SingleFlight;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
@@ -69,10 +73,10 @@ pub struct PartnerKey {
     pub revoked_at: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PartnerKeyError {
     #[error("the partner-key store did not answer: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[source] Arc<sqlx::Error>),
     #[error("the partner-key store did not answer within {0:?}")]
     Timeout(Duration),
     #[error("a partner name is 1 to 100 letters, digits, '-', '_' or '.'; got {0:?}")]
@@ -81,6 +85,14 @@ pub enum PartnerKeyError {
     BadScope(String),
     #[error("the system's random number generator failed: {0}")]
     Random(String),
+}
+
+// By hand rather than `#[from]`: the error is kept behind an `Arc`, so that one lookup's
+// failure can be handed to every request that waited for it.
+impl From<sqlx::Error> for PartnerKeyError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(Arc::new(error))
+    }
 }
 
 /// The hex sha256 of a key: what is stored and published.
@@ -126,6 +138,12 @@ pub struct PartnerKeys {
     /// Slots for lookups of keys found before.
     refreshes: tokio::sync::Semaphore,
     positive_ttl: Duration,
+    /// Lookups in flight, by digest and the cache's generation when they began: a request
+    /// joins one only if nothing was forgotten since (a revocation announced meanwhile is
+    /// asked of the database afresh).
+    in_flight: SingleFlight<(String, u64), Result<Option<KeyOwner>, PartnerKeyError>>,
+    /// Database lookups asked so far.
+    asked: AtomicU64,
 }
 
 impl PartnerKeys {
@@ -136,7 +154,14 @@ impl PartnerKeys {
             lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
             refreshes: tokio::sync::Semaphore::new(REFRESH_SLOTS),
             positive_ttl: POSITIVE_TTL,
+            in_flight: SingleFlight::new(),
+            asked: AtomicU64::new(0),
         }
+    }
+
+    /// How many times this router has asked the database for a key's owner.
+    pub fn lookups_asked(&self) -> u64 {
+        self.asked.load(Ordering::Relaxed)
     }
 
     /// Trusts a key found for `ttl` instead of [`POSITIVE_TTL`] (tests shorten it).
@@ -160,6 +185,22 @@ impl PartnerKeys {
             Ok(cached) => return Ok(cached),
             Err(missed) => missed,
         };
+        let lookup = || self.look_up(digest.clone(), generation, found_before);
+        self.in_flight
+            .run((digest.clone(), generation), lookup)
+            .await
+            .0
+    }
+
+    /// Asks the database for the owner of the key whose digest is `digest`, in the slots of
+    /// keys `found_before` or of the others, and keeps the answer unless something was
+    /// forgotten since the cache was at `generation`.
+    async fn look_up(
+        &self,
+        digest: String,
+        generation: u64,
+        found_before: bool,
+    ) -> Result<Option<KeyOwner>, PartnerKeyError> {
         let slots = if found_before {
             &self.refreshes
         } else {
@@ -167,6 +208,7 @@ impl PartnerKeys {
         };
         let owner = tokio::time::timeout(LOOKUP_TIMEOUT, async {
             let _turn = slots.acquire().await.expect("never closed");
+            self.asked.fetch_add(1, Ordering::Relaxed);
             sqlx::query_as::<_, (String, String, Vec<String>)>(
                 "SELECT id, partner, scopes FROM accounts.partner_keys \
                  WHERE digest = $1 AND revoked_at IS NULL",

@@ -387,6 +387,64 @@ async fn a_flood_holding_every_lookup_slot_does_not_lock_out_keys_found_before()
     drop(held);
 }
 
+/// Requests with one key not cached, in flight at once, ask the database once between them
+/// and all get its answer: here 50 wait while a flood holds every slot, then one lookup runs.
+/// Once something is forgotten (a revocation announced), a request does not join a lookup
+/// begun before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_ask_the_database_once() {
+    let pool = pool().await;
+    let keys = Arc::new(PartnerKeys::new(pool.clone()));
+    let (owner, key) = new_key(&pool, "merged").await;
+    let held = keys
+        .lookup_slots()
+        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
+        .await
+        .unwrap();
+    let waiting: Vec<_> = (0..50)
+        .map(|_| {
+            let (keys, key) = (Arc::clone(&keys), key.clone());
+            tokio::spawn(async move { keys.find(&key).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(keys.lookups_asked(), 0, "every slot is held");
+    drop(held);
+    for found in waiting {
+        assert_eq!(found.await.unwrap().unwrap(), Some(owner.clone()));
+    }
+    assert_eq!(keys.lookups_asked(), 1);
+
+    // A lookup waiting for a slot when the key is revoked and forgotten is not joined by a
+    // request that comes after: that one asks again and finds the key gone.
+    keys.forget(&partner_keys::digest(&key));
+    let held = keys
+        .lookup_slots()
+        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
+        .await
+        .unwrap();
+    let before = {
+        let (keys, key) = (Arc::clone(&keys), key.clone());
+        tokio::spawn(async move { keys.find(&key).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    delete(&pool, &owner).await;
+    keys.forget(&partner_keys::digest(&key));
+    let after = {
+        let (keys, key) = (Arc::clone(&keys), key.clone());
+        tokio::spawn(async move { keys.find(&key).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    assert_eq!(after.await.unwrap().unwrap(), None);
+    before.await.unwrap().unwrap();
+    assert_eq!(
+        keys.lookups_asked(),
+        3,
+        "the request after the revocation asked again"
+    );
+}
+
 /// A key never expires, but a live connection opened with it does, so that a revoked key's
 /// connections end too (they reconnect, and the key is checked again).
 #[tokio::test]
