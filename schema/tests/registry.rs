@@ -118,6 +118,50 @@ fn an_unsatisfiable_requires_is_refused() {
     );
 }
 
+/// The router checks `@authenticated` and `@requiresScopes` on the object types and fields a
+/// plan selects; on an interface (or its fields) they would not be applied to a concrete
+/// type selected through a fragment. Composition refuses them there, so no supergraph the
+/// router loads carries them.
+#[test]
+fn access_requirements_on_an_interface_are_refused() {
+    let link = LINK.replacen(
+        r#""@shareable"]"#,
+        r#""@shareable", "@authenticated", "@requiresScopes"]"#,
+        1,
+    );
+    for (directive, on_type, on_field) in [
+        ("@authenticated", "@authenticated", ""),
+        ("@authenticated", "", "@authenticated"),
+        (
+            "@requiresScopes",
+            r#"@requiresScopes(scopes: [["study:read"]])"#,
+            "",
+        ),
+        (
+            "@requiresScopes",
+            "",
+            r#"@requiresScopes(scopes: [["study:read"]])"#,
+        ),
+    ] {
+        let sdl = format!(
+            "{link}\ntype Query {{ items: [Item!]! }}\n\
+             interface Item {on_type} {{ id: ID! secret: String {on_field} }}\n\
+             type Note implements Item {{ id: ID! secret: String }}"
+        );
+        let failure = compose(&[SubgraphSdl {
+            name: "study".to_owned(),
+            url: "http://study.test/graphql".to_owned(),
+            sdl,
+        }])
+        .expect_err(directive);
+        let text = failure.to_string();
+        assert!(
+            text.contains("AUTH_REQUIREMENTS_APPLIED_ON_INTERFACE"),
+            "{directive}: {text}"
+        );
+    }
+}
+
 // ---- the partner contract ----
 
 #[test]
