@@ -94,9 +94,13 @@ impl PersistedQueries {
             return Lookup::Invalid("sha256Hash is not 64 hex digits".to_owned());
         }
         let hash = hash.to_ascii_lowercase();
+        // A text is normalized to compare with a document id only up to what the store keeps:
+        // normalizing costs what its sender chose (a 2 MiB body, a few KiB gzipped, is a
+        // million tokens), before any limit. A longer one is compared as sent.
         let names = |text: &str| {
             hash_of(text) == hash
                 || (document_id
+                    && text.len() <= MAX_STORED_BYTES
                     && crate::trusted_documents::document_id(text)
                         .is_ok_and(|id| id[crate::trusted_documents::ID_PREFIX.len()..] == hash))
         };
@@ -120,6 +124,13 @@ impl PersistedQueries {
             };
         }
         if !names(query) {
+            if document_id && query.len() > MAX_STORED_BYTES {
+                return Lookup::Invalid(format!(
+                    "a query longer than {} KiB is not normalized to compare with a document \
+                     id (`sha256:`): send the sha256 of its text as sent instead",
+                    MAX_STORED_BYTES / 1024
+                ));
+            }
             return Lookup::Invalid("provided sha does not match query".to_owned());
         }
         Lookup::Sent {

@@ -170,6 +170,31 @@ async fn a_trusted_documents_id_is_asked_for_its_text_then_runs_alone() {
     assert_eq!(by_hash["data"], json!({"topProducts": [{"name": "Table"}]}));
 }
 
+/// A text sent under a document id is normalized to compare with it only up to what the
+/// store keeps (64 KiB): a longer one (here the same document padded with comments) is
+/// refused with a message saying so, without being tokenized; its own sha256 still works.
+#[tokio::test]
+async fn a_text_past_what_is_stored_is_not_normalized_to_compare_with_a_document_id() {
+    use gospelib_router::trusted_documents::document_id;
+    let service = service(redis(), &prefix("document-id-long"));
+    let padding = "# a comment the normalized text leaves out\n".repeat(MAX_STORED_BYTES / 40);
+    let text = format!("{padding}query Top {{ topProducts(first: 1) {{ name }} }}");
+    assert!(text.len() > MAX_STORED_BYTES);
+    let id = document_id(&text).unwrap();
+    let refused = call(&service, &text, &id).await;
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not normalized to compare with a document id"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"],
+        "INVALID_REQUEST"
+    );
+    let by_hash = call(&service, &text, &hash_of(&text)).await;
+    assert_eq!(by_hash["data"], json!({"topProducts": [{"name": "Table"}]}));
+}
+
 /// A text stored under a hash it does not have (written to the shared Redis by anything but
 /// the router) never runs under that hash: the hash is unknown.
 #[tokio::test]
