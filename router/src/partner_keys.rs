@@ -16,8 +16,10 @@
 //! [`LISTING_PERIOD`]), is looked up in slots of its own ([`REFRESH_SLOTS`]), so such a flood
 //! cannot lock out real partners, even on a router that has served none of them yet. (A key
 //! made since the last listing is looked up as an unknown one until the next.) Requests with
-//! one key not cached ask the database once between them ([`PartnerKeys::lookups_asked`]):
-//! a partner's burst when its cached answer expires takes one slot, not a queue of them.
+//! one key not cached join the lookup in flight for it, if there is one
+//! ([`PartnerKeys::lookups_asked`]): a partner's burst when its cached answer expires takes one
+//! slot, not a queue of them. Each request waits at most [`LOOKUP_TIMEOUT`] from its own
+//! start, joined or not; one that leads a lookup and is dropped hands it to one still waiting.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,10 +140,10 @@ pub struct PartnerKeys {
     /// Slots for lookups of keys found before.
     refreshes: tokio::sync::Semaphore,
     positive_ttl: Duration,
-    /// Lookups in flight, by digest and the cache's generation when they began: a request
-    /// joins one only if nothing was forgotten since (a revocation announced meanwhile is
-    /// asked of the database afresh).
-    in_flight: SingleFlight<(String, u64), Result<Option<KeyOwner>, PartnerKeyError>>,
+    /// Lookups in flight, by digest, the cache's generation when they began and the slots
+    /// they take: a request joins one only if nothing was forgotten since (a revocation
+    /// announced meanwhile is asked of the database afresh).
+    in_flight: SingleFlight<(String, u64, bool), Result<Option<KeyOwner>, PartnerKeyError>>,
     /// Database lookups asked so far.
     asked: AtomicU64,
 }
@@ -185,10 +187,13 @@ impl PartnerKeys {
             Ok(cached) => return Ok(cached),
             Err(missed) => missed,
         };
-        let lookup = || self.look_up(digest.clone(), generation, found_before);
-        self.in_flight
-            .run((digest.clone(), generation), lookup)
+        // Joined only from the same slots: a key listed since another request began its
+        // lookup in the slots a flood may hold waits in its own.
+        let key = (digest.clone(), generation, found_before);
+        let lookup = || self.look_up(digest, generation, found_before);
+        tokio::time::timeout(LOOKUP_TIMEOUT, self.in_flight.run(key, lookup))
             .await
+            .map_err(|_| PartnerKeyError::Timeout(LOOKUP_TIMEOUT))?
             .0
     }
 
@@ -206,20 +211,17 @@ impl PartnerKeys {
         } else {
             &self.lookups
         };
-        let owner = tokio::time::timeout(LOOKUP_TIMEOUT, async {
-            let _turn = slots.acquire().await.expect("never closed");
-            self.asked.fetch_add(1, Ordering::Relaxed);
-            sqlx::query_as::<_, (String, String, Vec<String>)>(
-                "SELECT id, partner, scopes FROM accounts.partner_keys \
-                 WHERE digest = $1 AND revoked_at IS NULL",
-            )
-            .bind(&digest)
-            .fetch_optional(&self.pool)
-            .await
-        })
-        .await
-        .map_err(|_| PartnerKeyError::Timeout(LOOKUP_TIMEOUT))??
-        .map(|(key_id, partner, scopes)| KeyOwner {
+        let turn = slots.acquire().await.expect("never closed");
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        let owner = sqlx::query_as::<_, (String, String, Vec<String>)>(
+            "SELECT id, partner, scopes FROM accounts.partner_keys \
+             WHERE digest = $1 AND revoked_at IS NULL",
+        )
+        .bind(&digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        drop(turn);
+        let owner = owner.map(|(key_id, partner, scopes)| KeyOwner {
             key_id,
             partner,
             scopes,

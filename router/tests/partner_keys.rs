@@ -445,6 +445,32 @@ async fn concurrent_requests_with_one_key_ask_the_database_once() {
     );
 }
 
+/// A request for a key listed since another request began to look it up in the slots a
+/// flood holds does not join that lookup: it asks in the slots of keys found before, and is
+/// answered while the first still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_listed_meanwhile_is_not_held_behind_a_lookup_waiting_in_the_floods_slots() {
+    let pool = pool().await;
+    let keys = Arc::new(PartnerKeys::new(pool.clone()));
+    let (owner, key) = new_key(&pool, "listed-meanwhile").await;
+    let held = keys
+        .lookup_slots()
+        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
+        .await
+        .unwrap();
+    let waiting = {
+        let (keys, key) = (Arc::clone(&keys), key.clone());
+        tokio::spawn(async move { keys.find(&key).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    keys.list_live_keys().await.unwrap();
+    assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
+    assert!(!waiting.is_finished(), "the first still waits for a slot");
+    drop(held);
+    assert_eq!(waiting.await.unwrap().unwrap(), Some(owner.clone()));
+    delete(&pool, &owner).await;
+}
+
 /// A key never expires, but a live connection opened with it does, so that a revoked key's
 /// connections end too (they reconnect, and the key is checked again).
 #[tokio::test]
