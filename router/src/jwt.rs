@@ -231,7 +231,15 @@ impl From<reqwest::Error> for FetchError {
 }
 
 /// The usable keys of one fetched key set, by `kid`.
-type KeyMap = HashMap<String, Arc<DecodingKey>>;
+type KeyMap = HashMap<String, Arc<SigningKey>>;
+
+/// One of the issuer's keys: its RSA components as published (to tell a key replaced under
+/// the same `kid`) and the key made of them (public, so printable).
+#[derive(Debug)]
+struct SigningKey {
+    components: (String, String),
+    key: DecodingKey,
+}
 
 /// When the key set was last fetched, and why that fetch failed, if it did.
 #[derive(Debug, Default)]
@@ -263,9 +271,9 @@ pub struct JwtVerifier {
     /// Tokens already verified, by their sha256, until they expire: a session token is sent
     /// with every request of its minute, and checking its RSA signature each time would cost
     /// more than the rest of the router's work.
-    /// Each with the `kid` of the key that verified it: a key dropped from the key set stops
-    /// vouching for its tokens at once.
-    verified: std::sync::Mutex<LruCache<[u8; 32], (SessionClaims, String)>>,
+    /// Each with the `kid` of the key that verified it and that key: a key dropped from the
+    /// key set, or replaced under its `kid`, stops vouching for its tokens at once.
+    verified: std::sync::Mutex<LruCache<[u8; 32], (SessionClaims, String, Arc<SigningKey>)>>,
     /// How many signatures were checked (tokens not remembered).
     signature_checks: AtomicU64,
 }
@@ -314,7 +322,7 @@ impl JwtVerifier {
         let kid = parse_header(token)?;
         let key = self.key(&kid).await?;
         self.signature_checks.fetch_add(1, Ordering::Relaxed);
-        let claims = self.decode(token, &key)?;
+        let claims = self.decode(token, &key.key)?;
         self.check_audience(&claims)?;
         let claims = claims.into_session()?;
         let latest_exp = jsonwebtoken::get_current_timestamp()
@@ -324,21 +332,25 @@ impl JwtVerifier {
             return Err(JwtError::LivesTooLong);
         }
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        verified.put(digest, (claims.clone(), kid));
+        verified.put(digest, (claims.clone(), kid, key));
         Ok(claims)
     }
 
-    /// The claims of a token verified before, while it has not expired and its key is still
-    /// in the key set (else it is forgotten, and checked in full).
+    /// The claims of a token verified before, while it has not expired and the key that
+    /// verified it is still in the key set under its `kid` (else it is forgotten, and checked
+    /// in full).
     fn remembered(&self, digest: &[u8; 32]) -> Option<SessionClaims> {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        let (claims, kid) = verified.get(digest)?;
+        let (claims, kid, key) = verified.get(digest)?;
         let now = jsonwebtoken::get_current_timestamp();
         let expired = now
             > claims
                 .expires_at
                 .saturating_add(self.settings.leeway.as_secs());
-        if !expired && self.cached_key(kid).is_some() {
+        let still_held = self
+            .cached_key(kid)
+            .is_some_and(|held| Arc::ptr_eq(&held, key));
+        if !expired && still_held {
             return Some(claims.clone());
         }
         verified.pop(digest);
@@ -384,7 +396,7 @@ impl JwtVerifier {
     }
 
     /// The key named `kid`: from the key set held, or else from the key set fetched again.
-    async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, JwtError> {
+    async fn key(&self, kid: &str) -> Result<Arc<SigningKey>, JwtError> {
         match self.cached_key(kid) {
             Some(key) => Ok(key),
             None => self.refetch_for(kid).await,
@@ -392,7 +404,7 @@ impl JwtVerifier {
     }
 
     /// The key named `kid` in the key set held, if any.
-    fn cached_key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+    fn cached_key(&self, kid: &str) -> Option<Arc<SigningKey>> {
         let keys = self
             .keys
             .read()
@@ -411,7 +423,7 @@ impl JwtVerifier {
 
     /// Fetches the key set again for an unknown `kid`, unless a fetch happened less than
     /// `min_refetch_interval` ago (a request that waited for another's fetch uses its result).
-    async fn refetch_for(&self, kid: &str) -> Result<Arc<DecodingKey>, JwtError> {
+    async fn refetch_for(&self, kid: &str) -> Result<Arc<SigningKey>, JwtError> {
         let mut gate = self.gate.lock().await;
         if let Some(key) = self.cached_key(kid) {
             return Ok(key);
@@ -444,13 +456,24 @@ impl JwtVerifier {
         let outcome = fetch_key_set(&self.client, &self.settings.jwks_url).await;
         gate.last_attempt = Some(Instant::now());
         match outcome {
-            Ok(keys) => {
+            Ok(mut keys) => {
                 gate.last_error = None;
                 let count = keys.len();
-                *self
+                let mut held = self
                     .keys
                     .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(keys));
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                // A key published again unchanged is the same key: the tokens it verified
+                // are still remembered.
+                if let Some(held) = held.as_ref() {
+                    for (kid, key) in keys.iter_mut() {
+                        if let Some(same) = held.get(kid).filter(|h| h.components == key.components)
+                        {
+                            *key = Arc::clone(same);
+                        }
+                    }
+                }
+                *held = Some(Arc::new(keys));
                 Ok(count)
             }
             Err(error) => {
@@ -717,7 +740,7 @@ fn parse_key_set(body: &[u8]) -> Result<KeyMap, FetchError> {
 }
 
 /// A JWKS entry as a key, when it is an RSA signing key with a `kid`, for RS256 if it says.
-fn usable_key(entry: serde_json::Value) -> Option<(String, DecodingKey)> {
+fn usable_key(entry: serde_json::Value) -> Option<(String, SigningKey)> {
     let jwk: RawJwk = serde_json::from_value(entry).ok()?;
     let signs = jwk.usage.as_deref().is_none_or(|usage| usage == "sig");
     let rs256 = jwk.alg.as_deref().is_none_or(|alg| alg == ACCEPTED_ALG);
@@ -725,8 +748,15 @@ fn usable_key(entry: serde_json::Value) -> Option<(String, DecodingKey)> {
         return None;
     }
     let kid = jwk.kid.filter(|kid| !kid.is_empty())?;
-    let key = DecodingKey::from_rsa_components(&jwk.n?, &jwk.e?).ok()?;
-    Some((kid, key))
+    let (n, e) = (jwk.n?, jwk.e?);
+    let key = DecodingKey::from_rsa_components(&n, &e).ok()?;
+    Some((
+        kid,
+        SigningKey {
+            components: (n, e),
+            key,
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -774,6 +774,31 @@ async fn keep_fresh_replaces_the_key_set() {
     );
 }
 
+/// A remembered token is vouched for by the key that verified it, not by its `kid`: when the
+/// issuer replaces the key under the same `kid` (a compromised key), tokens the old one
+/// verified are checked again, and refused. A key set published again unchanged keeps them.
+#[tokio::test]
+async fn a_key_replaced_under_its_kid_stops_vouching_for_the_tokens_it_verified() {
+    let (server, verifier, key) = key1_served(None).await;
+    let token = key.sign(&claims());
+    verifier.verify(&token).await.expect("valid");
+    verifier.refresh().await.expect("the same key set again");
+    verifier.verify(&token).await.expect("remembered");
+    assert_eq!(
+        verifier.signature_checks(),
+        1,
+        "remembered across the refresh"
+    );
+
+    // Key 2's material published under key 1's kid.
+    let mut replaced = key2().jwk;
+    replaced["kid"] = json!(key.kid);
+    server.publish_raw(json!({ "keys": [replaced] }));
+    verifier.refresh().await.expect("the replaced key set");
+    assert_refused!(verifier.verify(&token).await, JwtError::BadSignature);
+    assert_eq!(verifier.signature_checks(), 2);
+}
+
 #[tokio::test]
 async fn a_remembered_token_still_expires() {
     let key = key1();
