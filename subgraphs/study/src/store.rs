@@ -2,9 +2,11 @@
 //! history, and the user events already applied.
 //!
 //! A [`Store`] counts the statements it runs ([`Store::queries_run`]), so tests can prove that
-//! a request costs a constant number of them. Every statement about a user's items names the
-//! user (`WHERE … AND user_id = $n`): an item of someone else is never read nor changed, it is
-//! simply not found.
+//! a request costs a constant number of them. Every statement that lists, changes or deletes a
+//! user's items names the user (`WHERE … AND user_id = $n`): an item of someone else is never
+//! changed, it is simply not found. The lookups by id alone (an item made before under a
+//! create's id, a deleted id) tell a retried create from an id taken; their rows are checked
+//! against the caller before anything of them is answered.
 //!
 //! A user whose account was deleted is erased ([`Store::delete_user_data`]) and remembered in
 //! `study.erased_users`; every write of a user's item then writes nothing (`None`), so a
@@ -150,7 +152,8 @@ pub const READ_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 /// covers (the answer may repeat it there, body included): the router's cap on a subgraph's
 /// answer. The longest text (20,000 characters) with a small body on all 176 verses of Psalm
 /// 119 is within it; a note of ~95 KB or more on nearly all of them is not, and is refused
-/// when written (`schema::input::note`), so that no note alone makes its page unreadable.
+/// when written (`schema::input::note`), so that no note alone makes its page unreadable
+/// (many long notes covering one chapter still can, together: nothing bounds their sum).
 pub const ANSWER_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most verses of one chapter (Psalm 119's 176): how many times one page (a chapter) may
@@ -466,7 +469,6 @@ fn numbered(p: PageParams, order: &str) -> String {
     }
 }
 
-/// The UTC days user `$1` read on (latest first, as days since 1970-01-01) and today's.
 /// The days (in the time zone bound as `$zone`) `$1` read on, latest first, and today's
 /// there, as days since 1970-01-01.
 fn reading_days_sql(zone: usize) -> String {

@@ -1,12 +1,13 @@
 //! Reading streaks, computed from the reading history (never stored): a streak is a run of
-//! consecutive UTC days with at least one reading.
+//! consecutive days with at least one reading, the days those of the time zone asked for
+//! (UTC when none is).
 //!
 //! - `longest`: the longest run ever;
 //! - `current`: the run that ends today, or yesterday (a reader who has not read yet today has
 //!   not broken the streak; one who missed yesterday has), else 0;
 //! - `last_read_on`: the latest day with a reading.
 
-/// A user's streaks. Days are counted since 1970-01-01 (UTC).
+/// A user's streaks. Days are counted since 1970-01-01, in the time zone asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Streak {
     pub current: u32,

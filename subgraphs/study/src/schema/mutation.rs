@@ -45,7 +45,8 @@ impl Mutation {
     /// sending it again returns the highlight it made (an id another account's item has is
     /// `VALIDATION_ERROR`; sent again with another verse or colour, `VALIDATION_ERROR` with
     /// `extensions.reason = "ID_REUSED"`; after the highlight was deleted, `"DELETED"`: a
-    /// retried create never undoes a delete; sent again while the scripture graph cannot be
+    /// retried create does not undo a delete of the last 100 days, among the account's latest
+    /// 10,000 deletions; sent again while the scripture graph cannot be
     /// asked, it is still answered). An account keeps at most 50,000 highlights: past
     /// that nothing is written (`VALIDATION_ERROR`, `extensions.reason = "QUOTA_EXCEEDED"`,
     /// `extensions.limit`).
@@ -90,7 +91,8 @@ impl Mutation {
     /// note already made, as it is now (an id another account's item has is
     /// `VALIDATION_ERROR`; sent again with other content, `VALIDATION_ERROR` with
     /// `extensions.reason = "ID_REUSED"`; after the note was deleted, `"DELETED"`: a retried
-    /// create never undoes a delete; sent again while the scripture graph cannot be asked, it
+    /// create does not undo a delete of the last 100 days, among the account's latest 10,000
+    /// deletions; sent again while the scripture graph cannot be asked, it
     /// is still answered). An account keeps at most 10,000 notes, and 64 MiB of
     /// their text and bodies: past either nothing is written (`VALIDATION_ERROR`,
     /// `extensions.reason = "QUOTA_EXCEEDED"`, `extensions.limit`).

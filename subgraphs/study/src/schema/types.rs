@@ -308,7 +308,8 @@ impl ReadingProgress {
         ID(self.0.chapter_id.clone())
     }
 
-    /// The last verse read, as last reported.
+    /// The last verse read: the one reported with the latest `readAt` (a report arriving
+    /// late, with an earlier `readAt`, does not replace it).
     async fn last_verse(&self) -> i32 {
         self.0.last_verse
     }
