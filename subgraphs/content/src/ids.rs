@@ -19,7 +19,8 @@ fn parse_number(text: &str, what: &str, whole: &str) -> Result<u16, IdError> {
     match text.parse::<u16>() {
         Ok(n) if digits && n >= 1 && !text.starts_with('0') => Ok(n),
         _ => Err(IdError(format!(
-            "malformed id {whole:?}: the {what} must be a number from 1"
+            "malformed id {whole:?}: the {what} must be a number from 1 to {}",
+            u16::MAX
         ))),
     }
 }
@@ -275,6 +276,8 @@ mod tests {
             // `u16::from_str` would take these: one verse, a second id.
             ("john.+3.16", "chapter must be a number"),
             ("john.3.+16", "verse must be a number"),
+            // Past what a part can be: said so, not "from 1".
+            ("john.3.70000", "verse must be a number from 1 to 65535"),
         ] {
             let error = PassageId::parse(text).unwrap_err().to_string();
             assert!(error.contains(says), "{text}: {error}");

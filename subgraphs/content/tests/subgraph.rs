@@ -182,6 +182,9 @@ async fn malformed_ids_and_arguments_are_validation_errors() {
         // Typesense would read these as "everything".
         r#"{ search(query: "*") { totalCount } }"#,
         r#"{ search(query: "?! —") { totalCount } }"#,
+        // Only words to leave out: every passage without them.
+        r#"{ search(query: "-the") { totalCount } }"#,
+        r#"{ search(query: "-light  -darkness") { totalCount } }"#,
         r#"{ search(query: "light", filter: { bookIds: ["nope"] }) { totalCount } }"#,
     ] {
         let response = run(&service, query, json!({})).await;

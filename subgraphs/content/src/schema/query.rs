@@ -192,9 +192,10 @@ impl Query {
         number: i32,
     ) -> Result<Option<Chapter>> {
         check_book_id(&book_id)?;
-        if number < 1 {
+        if !(1..=i32::from(u16::MAX)).contains(&number) {
             return Err(validation(format!(
-                "`number` must be 1 or more, got {number}"
+                "`number` must be from 1 to {}, got {number}",
+                u16::MAX
             )));
         }
         if canon::book(&book_id).is_none() {
@@ -292,7 +293,8 @@ impl Query {
     }
 
     /// Full-text search of passages, typo-tolerant, with facet counts. `query` has 1 to 200
-    /// characters, at least one a letter or a digit (`VALIDATION_ERROR` otherwise).
+    /// characters and a word to look for, with a letter or a digit (a word after `-` is left
+    /// out, and cannot be the only one): `VALIDATION_ERROR` otherwise.
     #[graphql(tag = "partner")]
     async fn search(
         &self,

@@ -122,10 +122,15 @@ pub async fn search(
         )));
     }
     // Typesense reads `*`, and a query with no word left once its punctuation is dropped, as
-    // "everything": a search must have a word to look for.
-    if !query.chars().any(char::is_alphanumeric) {
+    // "everything", and a word after `-` as one to leave out (`-the`: every passage without
+    // it): a search must have a word to look for.
+    let looks_for_a_word = query
+        .split_whitespace()
+        .any(|word| !word.starts_with('-') && word.chars().any(char::is_alphanumeric));
+    if !looks_for_a_word {
         return Err(validation(
-            "`query` must have a letter or a digit: a search looks for words",
+            "`query` must have a word to look for (with a letter or a digit, not only words \
+             left out with `-`)",
         ));
     }
     let first = page_size(first, 20)?;
