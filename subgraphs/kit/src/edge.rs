@@ -10,7 +10,8 @@
 //!   compressed bytes on the wire are limited too ([`compressed_wire_limit`]): a stream of
 //!   empty gzip members decompresses to nothing, and without it would be read until the body's
 //!   deadline. Any other
-//!   encoding is refused with 415, brotli included: its decoder reserves the window a stream
+//!   encoding is refused with 415 (`gzip` is matched as written, lower case: `GZIP` is
+//!   refused too), brotli included: its decoder reserves the window a stream
 //!   declares (up to 16 MiB) before any data, so a few bytes sent slowly would hold 16 MiB a
 //!   connection for the body's whole deadline (gzip's window is 32 KiB). Every listener.
 //! - CORS (`GOSPELIB_CORS_ORIGINS`, `GOSPELIB_CORS_ALLOW_CREDENTIALS`): on the router's

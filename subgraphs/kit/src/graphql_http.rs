@@ -2,8 +2,9 @@
 //! body, `GET` with query parameters (queries only: a mutation over `GET` is refused with 405).
 //!
 //! The response is `application/graphql-response+json` when the client accepts it (then a
-//! request that could not be executed at all gets 400) and `application/json` otherwise (always
-//! 200 once the request was understood). Requests that are not GraphQL at all get an HTTP error
+//! request that could not be executed at all gets 400) and `application/json` otherwise (200
+//! once the request was understood, unless the service answers with a status of its own: 401
+//! for a refused credential, 429 past a rate limit, 405 for a mutation over `GET`). Requests that are not GraphQL at all get an HTTP error
 //! with a GraphQL error body whose code is `INVALID_REQUEST`.
 //!
 //! A `POST` body that is a JSON array is a batch (up to [`GraphQlEndpoint::max_batch`]
@@ -170,6 +171,9 @@ pub struct ExecutorService(pub Arc<dyn GraphQlExecutor>);
 impl GraphQlService for ExecutorService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
         Box::pin(async move {
+            if arrived_by_get(&request) && selects_a_mutation(&request) {
+                return mutation_over_get();
+            }
             let response = self.0.execute(request).await;
             // Serialised once, straight to bytes (no intermediate JSON tree).
             ServiceResponse::from_graphql(&response)
@@ -851,6 +855,25 @@ pub fn mutation_over_get() -> ServiceResponse {
 /// reports them as GraphQL errors).
 pub fn is_mutation(request: &async_graphql::Request) -> bool {
     crate::streaming::operation_type(request) == Some(OperationType::Mutation)
+}
+
+/// Whether `request`'s document, read by the executor's own parser, selects a mutation: the
+/// check again of a `GET` the edge could not classify (a document past what [`is_mutation`]
+/// reads), before anything runs. A `GET`'s document is at most what a URI holds (64 KiB).
+fn selects_a_mutation(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::DocumentOperations;
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let selected = match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(operation), None) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        _ => None,
+    };
+    selected.is_some_and(|operation| operation.node.ty == OperationType::Mutation)
 }
 
 /// Why a request cannot be served at all: no document, and no persisted query's hash either.

@@ -62,6 +62,21 @@ async fn a_mutation_over_get_is_refused_with_405() {
     assert_eq!(response.headers()["allow"], "POST");
     let body = json_of(response).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_REQUEST");
+
+    // Longer than the edge reads to tell its type (15,000 tokens), within a URI: the
+    // executor's service reads it again before running anything.
+    let long = format!("mutation {{ touch {}}}", "a:touch ".repeat(5_001));
+    let response = reqwest::Client::new()
+        .get(server.url("/graphql"))
+        .header("graphql-preflight", "1")
+        .query(&[("query", long.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body = json_of(response).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_REQUEST");
+    assert_eq!(body.get("data"), None, "nothing ran: {body}");
     server.stop().await.unwrap();
 }
 
