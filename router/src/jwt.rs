@@ -273,9 +273,17 @@ pub struct JwtVerifier {
     /// more than the rest of the router's work.
     /// Each with the `kid` of the key that verified it and that key: a key dropped from the
     /// key set, or replaced under its `kid`, stops vouching for its tokens at once.
-    verified: std::sync::Mutex<LruCache<[u8; 32], (SessionClaims, String, Arc<SigningKey>)>>,
+    verified: std::sync::Mutex<LruCache<[u8; 32], Remembered>>,
     /// How many signatures were checked (tokens not remembered).
     signature_checks: AtomicU64,
+}
+
+/// A token remembered as verified: its claims, and the key (and its `kid`) that verified it.
+#[derive(Debug)]
+struct Remembered {
+    claims: SessionClaims,
+    kid: String,
+    key: Arc<SigningKey>,
 }
 
 /// Tokens remembered as verified by default: each costs ~300 bytes. Beyond it the least
@@ -332,7 +340,14 @@ impl JwtVerifier {
             return Err(JwtError::LivesTooLong);
         }
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        verified.put(digest, (claims.clone(), kid, key));
+        verified.put(
+            digest,
+            Remembered {
+                claims: claims.clone(),
+                kid,
+                key,
+            },
+        );
         Ok(claims)
     }
 
@@ -341,7 +356,7 @@ impl JwtVerifier {
     /// in full).
     fn remembered(&self, digest: &[u8; 32]) -> Option<SessionClaims> {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        let (claims, kid, key) = verified.get(digest)?;
+        let Remembered { claims, kid, key } = verified.get(digest)?;
         let now = jsonwebtoken::get_current_timestamp();
         let expired = now
             > claims
