@@ -167,6 +167,23 @@ async fn delete(pool: &PgPool, owner: &KeyOwner) {
         .unwrap();
 }
 
+/// Takes every slot of the lookups of keys not found before, as a flood of made-up keys would.
+async fn hold_every_lookup_slot(keys: &PartnerKeys) -> tokio::sync::SemaphorePermit<'_> {
+    keys.lookup_slots()
+        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
+        .await
+        .unwrap()
+}
+
+/// `keys.find(key)` on a task of its own.
+fn find_in_background(
+    keys: &Arc<PartnerKeys>,
+    key: &str,
+) -> tokio::task::JoinHandle<Result<Option<KeyOwner>, partner_keys::PartnerKeyError>> {
+    let (keys, key) = (Arc::clone(keys), key.to_owned());
+    tokio::spawn(async move { keys.find(&key).await })
+}
+
 /// How long until `keys` says there is no such key (polled every 10 ms, for at most `limit`).
 async fn until_refused(keys: &PartnerKeys, key: &str, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -316,11 +333,7 @@ async fn a_flood_does_not_lock_out_live_keys_a_new_router_has_not_served() {
     let keys = PartnerKeys::new(pool.clone());
     assert!(keys.list_live_keys().await.unwrap() >= 1);
     let (later, later_key) = new_key(&pool, "listed-later").await;
-    let held = keys
-        .lookup_slots()
-        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
-        .await
-        .unwrap();
+    let held = hold_every_lookup_slot(&keys).await;
     assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
     assert!(matches!(
         keys.find(&later_key).await,
@@ -347,11 +360,7 @@ async fn a_flood_holding_every_lookup_slot_does_not_lock_out_keys_found_before()
     assert_eq!(keys.find(&gone_key).await.unwrap(), Some(gone.clone()));
 
     // The flood: every slot for keys not found before is taken.
-    let held = keys
-        .lookup_slots()
-        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
-        .await
-        .unwrap();
+    let held = hold_every_lookup_slot(&keys).await;
     delete(&pool, &gone).await;
     tokio::time::sleep(ttl * 2).await;
     let started = Instant::now();
@@ -373,11 +382,7 @@ async fn a_flood_holding_every_lookup_slot_does_not_lock_out_keys_found_before()
     // but a key found before is still asked in its own slots while a flood holds the others.
     assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
     keys.forget_all();
-    let held = keys
-        .lookup_slots()
-        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
-        .await
-        .unwrap();
+    let held = hold_every_lookup_slot(&keys).await;
     delete(&pool, &owner).await;
     assert_eq!(
         keys.find(&key).await.unwrap(),
@@ -396,17 +401,8 @@ async fn concurrent_requests_with_one_key_ask_the_database_once() {
     let pool = pool().await;
     let keys = Arc::new(PartnerKeys::new(pool.clone()));
     let (owner, key) = new_key(&pool, "merged").await;
-    let held = keys
-        .lookup_slots()
-        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
-        .await
-        .unwrap();
-    let waiting: Vec<_> = (0..50)
-        .map(|_| {
-            let (keys, key) = (Arc::clone(&keys), key.clone());
-            tokio::spawn(async move { keys.find(&key).await })
-        })
-        .collect();
+    let held = hold_every_lookup_slot(&keys).await;
+    let waiting: Vec<_> = (0..50).map(|_| find_in_background(&keys, &key)).collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(keys.lookups_asked(), 0, "every slot is held");
     drop(held);
@@ -418,22 +414,12 @@ async fn concurrent_requests_with_one_key_ask_the_database_once() {
     // A lookup waiting for a slot when the key is revoked and forgotten is not joined by a
     // request that comes after: that one asks again and finds the key gone.
     keys.forget(&partner_keys::digest(&key));
-    let held = keys
-        .lookup_slots()
-        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
-        .await
-        .unwrap();
-    let before = {
-        let (keys, key) = (Arc::clone(&keys), key.clone());
-        tokio::spawn(async move { keys.find(&key).await })
-    };
+    let held = hold_every_lookup_slot(&keys).await;
+    let before = find_in_background(&keys, &key);
     tokio::time::sleep(Duration::from_millis(100)).await;
     delete(&pool, &owner).await;
     keys.forget(&partner_keys::digest(&key));
-    let after = {
-        let (keys, key) = (Arc::clone(&keys), key.clone());
-        tokio::spawn(async move { keys.find(&key).await })
-    };
+    let after = find_in_background(&keys, &key);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(held);
     assert_eq!(after.await.unwrap().unwrap(), None);
@@ -453,15 +439,8 @@ async fn a_key_listed_meanwhile_is_not_held_behind_a_lookup_waiting_in_the_flood
     let pool = pool().await;
     let keys = Arc::new(PartnerKeys::new(pool.clone()));
     let (owner, key) = new_key(&pool, "listed-meanwhile").await;
-    let held = keys
-        .lookup_slots()
-        .acquire_many(partner_keys::MAX_CONCURRENT_LOOKUPS as u32)
-        .await
-        .unwrap();
-    let waiting = {
-        let (keys, key) = (Arc::clone(&keys), key.clone());
-        tokio::spawn(async move { keys.find(&key).await })
-    };
+    let held = hold_every_lookup_slot(&keys).await;
+    let waiting = find_in_background(&keys, &key);
     tokio::time::sleep(Duration::from_millis(100)).await;
     keys.list_live_keys().await.unwrap();
     assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
