@@ -16,9 +16,9 @@
 //! [`LISTING_PERIOD`]), is looked up in slots of its own ([`REFRESH_SLOTS`]), so such a flood
 //! cannot lock out real partners, even on a router that has served none of them yet. (A key
 //! made since the last listing is looked up as an unknown one until the next.) Requests with
-//! one key not cached join the lookup in flight for it, if there is one
-//! ([`PartnerKeys::lookups_asked`]): a partner's burst when its cached answer expires takes one
-//! slot, not a queue of them. Each request waits at most [`LOOKUP_TIMEOUT`] from its own
+//! one key not cached join the lookup in flight for it, if there is one: a partner's burst when
+//! its cached answer expires takes one slot, not a queue of them ([`PartnerKeys::lookups_asked`]
+//! and [`PartnerKeys::lookups_joined`] count both). Each request waits at most [`LOOKUP_TIMEOUT`] from its own
 //! start, joined or not; one that leads a lookup and is dropped hands it to one still waiting.
 
 use std::collections::{HashMap, HashSet};
@@ -43,7 +43,8 @@ pub const MAX_CONCURRENT_LOOKUPS: usize = 8;
 /// Lookups in flight at once, per router, of keys it found before (their cached answer has
 /// expired): apart from the others, which made-up keys can fill.
 pub const REFRESH_SLOTS: usize = 2;
-/// How long one lookup (waiting for its turn included) may take.
+/// How long a request may wait for a key's lookup (its turn for a slot included), whether it
+/// leads the lookup or joins one.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys found kept in a router's cache (beyond it, they are all forgotten and found again).
 /// Only real keys land there, so a flood of made-up ones cannot push them out.
@@ -146,6 +147,8 @@ pub struct PartnerKeys {
     in_flight: SingleFlight<(String, u64, bool), Result<Option<KeyOwner>, PartnerKeyError>>,
     /// Database lookups asked so far.
     asked: AtomicU64,
+    /// Requests that joined a lookup in flight so far.
+    joined: AtomicU64,
 }
 
 impl PartnerKeys {
@@ -158,12 +161,23 @@ impl PartnerKeys {
             positive_ttl: POSITIVE_TTL,
             in_flight: SingleFlight::new(),
             asked: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
         }
     }
 
     /// How many times this router has asked the database for a key's owner.
     pub fn lookups_asked(&self) -> u64 {
         self.asked.load(Ordering::Relaxed)
+    }
+
+    /// How many requests have joined a lookup another request was making.
+    pub fn lookups_joined(&self) -> u64 {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    /// How many lookups are in flight (each led by one request).
+    pub fn lookups_in_flight(&self) -> usize {
+        self.in_flight.in_flight()
     }
 
     /// Trusts a key found for `ttl` instead of [`POSITIVE_TTL`] (tests shorten it).
@@ -188,10 +202,14 @@ impl PartnerKeys {
             Err(missed) => missed,
         };
         // Joined only from the same slots: a key listed since another request began its
-        // lookup in the slots a flood may hold waits in its own.
+        // lookup in the slots a flood may hold is looked up in the slots of keys found before.
         let key = (digest.clone(), generation, found_before);
         let lookup = || self.look_up(digest, generation, found_before);
-        tokio::time::timeout(LOOKUP_TIMEOUT, self.in_flight.run(key, lookup))
+        let joined = || {
+            self.joined.fetch_add(1, Ordering::Relaxed);
+        };
+        let shared = self.in_flight.run_noting_joins(key, lookup, joined);
+        tokio::time::timeout(LOOKUP_TIMEOUT, shared)
             .await
             .map_err(|_| PartnerKeyError::Timeout(LOOKUP_TIMEOUT))?
             .0

@@ -175,6 +175,16 @@ async fn hold_every_lookup_slot(keys: &PartnerKeys) -> tokio::sync::SemaphorePer
         .unwrap()
 }
 
+/// Waits (polling every 5 ms, for at most 1 s: each request gives up after 2 s) until
+/// `condition` holds.
+async fn until(condition: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < Duration::from_secs(1), "not within 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// `keys.find(key)` on a task of its own.
 fn find_in_background(
     keys: &Arc<PartnerKeys>,
@@ -403,7 +413,8 @@ async fn concurrent_requests_with_one_key_ask_the_database_once() {
     let (owner, key) = new_key(&pool, "merged").await;
     let held = hold_every_lookup_slot(&keys).await;
     let waiting: Vec<_> = (0..50).map(|_| find_in_background(&keys, &key)).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until(|| keys.lookups_joined() == 49).await;
+    assert_eq!(keys.lookups_in_flight(), 1);
     assert_eq!(keys.lookups_asked(), 0, "every slot is held");
     drop(held);
     for found in waiting {
@@ -412,15 +423,17 @@ async fn concurrent_requests_with_one_key_ask_the_database_once() {
     assert_eq!(keys.lookups_asked(), 1);
 
     // A lookup waiting for a slot when the key is revoked and forgotten is not joined by a
-    // request that comes after: that one asks again and finds the key gone.
+    // request that comes after: that one makes a lookup of its own (two in flight, three
+    // asked in all). (Both find the key gone here: the first one's turn comes after the
+    // delete too.)
     keys.forget(&partner_keys::digest(&key));
     let held = hold_every_lookup_slot(&keys).await;
     let before = find_in_background(&keys, &key);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until(|| keys.lookups_in_flight() == 1).await;
     delete(&pool, &owner).await;
     keys.forget(&partner_keys::digest(&key));
     let after = find_in_background(&keys, &key);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until(|| keys.lookups_in_flight() == 2).await;
     drop(held);
     assert_eq!(after.await.unwrap().unwrap(), None);
     before.await.unwrap().unwrap();
@@ -441,7 +454,7 @@ async fn a_key_listed_meanwhile_is_not_held_behind_a_lookup_waiting_in_the_flood
     let (owner, key) = new_key(&pool, "listed-meanwhile").await;
     let held = hold_every_lookup_slot(&keys).await;
     let waiting = find_in_background(&keys, &key);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until(|| keys.lookups_in_flight() == 1).await;
     keys.list_live_keys().await.unwrap();
     assert_eq!(keys.find(&key).await.unwrap(), Some(owner.clone()));
     assert!(!waiting.is_finished(), "the first still waits for a slot");
