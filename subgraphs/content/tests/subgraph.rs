@@ -185,6 +185,7 @@ async fn malformed_ids_and_arguments_are_validation_errors() {
         // Only words to leave out: every passage without them.
         r#"{ search(query: "-the") { totalCount } }"#,
         r#"{ search(query: "-light  -darkness") { totalCount } }"#,
+        r#"{ search(query: "-\"in the\"") { totalCount } }"#,
         r#"{ search(query: "light", filter: { bookIds: ["nope"] }) { totalCount } }"#,
     ] {
         let response = run(&service, query, json!({})).await;

@@ -293,8 +293,8 @@ impl Query {
     }
 
     /// Full-text search of passages, typo-tolerant, with facet counts. `query` has 1 to 200
-    /// characters and a word to look for, with a letter or a digit (a word after `-` is left
-    /// out, and cannot be the only one): `VALIDATION_ERROR` otherwise.
+    /// characters and a word to look for, with a letter or a digit (words after `-`, or in a
+    /// `-"phrase"`, are left out, and cannot be the only ones): `VALIDATION_ERROR` otherwise.
     #[graphql(tag = "partner")]
     async fn search(
         &self,

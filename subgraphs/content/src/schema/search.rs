@@ -108,6 +108,23 @@ fn facets(result: &Value) -> Vec<SearchFacet> {
         .collect()
 }
 
+/// Whether `query` has a word to look for: one with a letter or a digit that is not left out
+/// (`-word`, or a word of `-"a phrase"`). Words are split at ASCII spaces only, so one joined
+/// by another space is one word, as a leading `-` then leaves it all out.
+fn looks_for_a_word(query: &str) -> bool {
+    let mut in_left_out_phrase = false;
+    for word in query.split(|c: char| c.is_ascii_whitespace()) {
+        if in_left_out_phrase {
+            in_left_out_phrase = !word.ends_with('"');
+        } else if let Some(phrase) = word.strip_prefix("-\"") {
+            in_left_out_phrase = !phrase.ends_with('"');
+        } else if !word.starts_with('-') && word.chars().any(char::is_alphanumeric) {
+            return true;
+        }
+    }
+    false
+}
+
 pub async fn search(
     ctx: &Context<'_>,
     query: String,
@@ -124,10 +141,7 @@ pub async fn search(
     // Typesense reads `*`, and a query with no word left once its punctuation is dropped, as
     // "everything", and a word after `-` as one to leave out (`-the`: every passage without
     // it): a search must have a word to look for.
-    let looks_for_a_word = query
-        .split_whitespace()
-        .any(|word| !word.starts_with('-') && word.chars().any(char::is_alphanumeric));
-    if !looks_for_a_word {
+    if !looks_for_a_word(&query) {
         return Err(validation(
             "`query` must have a word to look for (with a letter or a digit, not only words \
              left out with `-`)",
@@ -221,4 +235,29 @@ pub async fn search(
         ));
     }
     Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_for_a_word;
+
+    #[test]
+    fn a_search_needs_a_word_not_left_out() {
+        for (query, wanted) in [
+            ("light", true),
+            ("light -darkness", true),
+            ("\"in the beginning\"", true),
+            ("light -\"in the\"", true),
+            ("-\"in the\" light", true),
+            ("-the", false),
+            ("-light  -darkness", false),
+            ("-\"in the\"", false),
+            ("-\"in the beginning\" -\"was\"", false),
+            // One word to Typesense, left out whole.
+            ("-the\u{a0}light", false),
+            ("?! —", false),
+        ] {
+            assert_eq!(looks_for_a_word(query), wanted, "{query}");
+        }
+    }
 }
