@@ -171,7 +171,12 @@ pub struct ExecutorService(pub Arc<dyn GraphQlExecutor>);
 impl GraphQlService for ExecutorService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
         Box::pin(async move {
-            if arrived_by_get(&request) && selects_a_mutation(&request) {
+            if request
+                .data
+                .get(&std::any::TypeId::of::<UnclassifiedGet>())
+                .is_some()
+                && selects_a_mutation(&request)
+            {
                 return mutation_over_get();
             }
             let response = self.0.execute(request).await;
@@ -715,16 +720,21 @@ async fn get_answer(
             return request_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, &message);
         }
     };
-    if is_mutation(&request) {
+    let classified = crate::streaming::operation_type(&request);
+    if classified == Some(OperationType::Mutation) {
         return request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidRequest,
             "mutations are only accepted over POST",
         );
     }
-    // A persisted query's document is only known to the service: it checks it again.
+    // A persisted query's document is only known to the service, and one longer than the edge
+    // reads is classified as nothing: the service checks it again.
     let mut request = request;
     request.data.insert(ArrivedByGet);
+    if classified.is_none() {
+        request.data.insert(UnclassifiedGet);
+    }
     execute(
         &endpoint,
         with_client_address(
@@ -827,6 +837,9 @@ fn request_from_params(params: GetParams) -> Result<async_graphql::Request, Stri
 /// persisted query's hash) must refuse a mutation it finds (see [`is_mutation`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ArrivedByGet;
+
+/// Marks a `GET` whose operation's type the edge could not tell (see [`selects_a_mutation`]).
+struct UnclassifiedGet;
 
 /// Whether `request` arrived as a `GET`.
 pub fn arrived_by_get(request: &async_graphql::Request) -> bool {
