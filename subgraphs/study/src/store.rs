@@ -386,7 +386,8 @@ pub struct Deleted {
     pub history: u64,
 }
 
-/// The days a user read on, as days since 1970-01-01 (UTC), latest first, and today.
+/// The days a user read on, as days since 1970-01-01 in the time zone asked for, latest
+/// first, and today there.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ReadingDays {
     pub days: Vec<i32>,

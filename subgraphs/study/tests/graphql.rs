@@ -1095,7 +1095,7 @@ async fn utc_today(pool: &PgPool) -> String {
 }
 
 /// `reader` reads Psalm 119 to its end, then again from the start to verse 10: two readings
-/// today, one chapter's progress (completed, last verse as last reported).
+/// today, one chapter's progress (completed, last verse that of the latest reading).
 async fn read_psalm_119_twice(service: &gospelib_study::StudyService, reader: Uuid) {
     let done = run_as(
         service,
