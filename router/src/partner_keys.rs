@@ -15,11 +15,13 @@
 //! last listing of the live keys' digests ([`PartnerKeys::keep_listing_live_keys`], every
 //! [`LISTING_PERIOD`]), is looked up in slots of its own ([`REFRESH_SLOTS`]), so such a flood
 //! cannot lock out real partners, even on a router that has served none of them yet. (A key
-//! made since the last listing is looked up as an unknown one until the next.) Requests with
-//! one key not cached join the lookup in flight for it, if there is one: a partner's burst when
-//! its cached answer expires takes one slot, not a queue of them ([`PartnerKeys::lookups_asked`]
-//! and [`PartnerKeys::lookups_joined`] count both). Each request waits at most [`LOOKUP_TIMEOUT`] from its own
-//! start, joined or not; one that leads a lookup and is dropped hands it to one still waiting.
+//! made since the last listing is looked up as an unknown one until the next.)
+//!
+//! Requests with one key not cached join the lookup in flight for it, if there is one: a
+//! partner's burst when its cached answer expires takes one slot, not a queue of them
+//! ([`PartnerKeys::lookups_asked`] and [`PartnerKeys::lookups_joined`] count both). Each
+//! request waits at most [`LOOKUP_TIMEOUT`] from its own start, joined or not; one that leads
+//! a lookup and is dropped hands it to one still waiting.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
