@@ -4,8 +4,9 @@
 //! The response is `application/graphql-response+json` when the client accepts it (then a
 //! request that could not be executed at all gets 400) and `application/json` otherwise (200
 //! once the request was understood, unless the service answers with a status of its own: 401
-//! for a refused credential, 429 past a rate limit, 405 for a mutation over `GET`). Requests that are not GraphQL at all get an HTTP error
-//! with a GraphQL error body whose code is `INVALID_REQUEST`.
+//! for a refused credential, 429 past a rate limit, 405 for a mutation over `GET`). Requests
+//! that are not GraphQL at all get an HTTP error with a GraphQL error body whose code is
+//! `INVALID_REQUEST`.
 //!
 //! A `POST` body that is a JSON array is a batch (up to [`GraphQlEndpoint::max_batch`]
 //! operations; none when 0): each element is served on its own, concurrently, and the answer
