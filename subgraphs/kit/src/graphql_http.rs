@@ -172,12 +172,7 @@ pub struct ExecutorService(pub Arc<dyn GraphQlExecutor>);
 impl GraphQlService for ExecutorService {
     fn call(&self, request: async_graphql::Request) -> BoxFuture<'_, ServiceResponse> {
         Box::pin(async move {
-            if request
-                .data
-                .get(&std::any::TypeId::of::<UnclassifiedGet>())
-                .is_some()
-                && selects_a_mutation(&request)
-            {
+            if marked::<UnclassifiedGet>(&request) && selects_a_mutation(&request) {
                 return mutation_over_get();
             }
             let response = self.0.execute(request).await;
@@ -844,10 +839,12 @@ struct UnclassifiedGet;
 
 /// Whether `request` arrived as a `GET`.
 pub fn arrived_by_get(request: &async_graphql::Request) -> bool {
-    request
-        .data
-        .get(&std::any::TypeId::of::<ArrivedByGet>())
-        .is_some()
+    marked::<ArrivedByGet>(request)
+}
+
+/// Whether the edge put a `T` marker in `request`'s data.
+fn marked<T: 'static>(request: &async_graphql::Request) -> bool {
+    request.data.get(&std::any::TypeId::of::<T>()).is_some()
 }
 
 /// The answer to a mutation that arrived as a `GET` (only `POST` may change anything): 405
@@ -864,16 +861,9 @@ pub fn mutation_over_get() -> ServiceResponse {
     response
 }
 
-/// Whether the operation the request selects is a mutation (documents that do not parse, or
-/// not within [`crate::streaming::MAX_CLASSIFY_TOKENS`], are left to the executor, which
-/// reports them as GraphQL errors).
-pub fn is_mutation(request: &async_graphql::Request) -> bool {
-    crate::streaming::operation_type(request) == Some(OperationType::Mutation)
-}
-
 /// Whether `request`'s document, read by the executor's own parser, selects a mutation: the
-/// check again of a `GET` the edge could not classify (a document past what [`is_mutation`]
-/// reads), before anything runs. A `GET`'s document is at most what a URI holds (64 KiB).
+/// check again of a `GET` the edge could not classify (a document past what
+/// [`crate::streaming::operation_type`] reads), before anything runs. A `GET`'s document is at most what a URI holds (64 KiB).
 fn selects_a_mutation(request: &async_graphql::Request) -> bool {
     use async_graphql::parser::types::DocumentOperations;
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
@@ -1143,6 +1133,11 @@ mod tests {
             HeaderValue::from_bytes(b"text/plain;charset=\xe9").unwrap(),
         );
         assert!(!is_preflighted(&headers));
+    }
+
+    /// Whether the edge takes `request` for a mutation.
+    fn is_mutation(request: &async_graphql::Request) -> bool {
+        crate::streaming::operation_type(request) == Some(OperationType::Mutation)
     }
 
     #[test]
