@@ -4,16 +4,17 @@
 //! - Response compression: gzip or brotli, chosen by the request's `accept-encoding`; bodies
 //!   under [`MIN_COMPRESSED_BYTES`] and streamed responses (`text/event-stream`,
 //!   `multipart/mixed`) are never compressed. Every listener.
-//! - Request decompression: a body sent with `content-encoding: gzip` is decompressed as it
-//!   is read, and the body limit (`GOSPELIB_MAX_BODY_BYTES`) counts the *decompressed* bytes,
-//!   so a compression bomb is refused with 413 after reading no more than the limit. The
-//!   compressed bytes on the wire are limited too ([`compressed_wire_limit`]): a stream of
-//!   empty gzip members decompresses to nothing, and without it would be read until the body's
-//!   deadline. Any other
-//!   encoding is refused with 415 (`gzip` is matched as written, lower case: `GZIP` is
-//!   refused too), brotli included: its decoder reserves the window a stream
-//!   declares (up to 16 MiB) before any data, so a few bytes sent slowly would hold 16 MiB a
-//!   connection for the body's whole deadline (gzip's window is 32 KiB). Every listener.
+//! - Request decompression: a body sent with `content-encoding: gzip` is marked
+//!   [`Gzipped`] by [`body_encoding`] and decompressed by [`crate::request_body`], which
+//!   holds it compressed until it is whole; the body limit (`GOSPELIB_MAX_BODY_BYTES`) counts
+//!   the *decompressed* bytes as they arrive, so a compression bomb is refused with 413 after
+//!   reading no more than the limit. The compressed bytes on the wire are limited too
+//!   ([`compressed_wire_limit`]): a stream of empty gzip members decompresses to nothing, and
+//!   without it would be read until the body's deadline. Any other encoding is refused with
+//!   415 (`gzip` and `identity` are matched as written, lower case: `GZIP` is refused too),
+//!   brotli included: its decoder reserves the window a stream declares (up to 16 MiB)
+//!   before any data, so a few bytes sent slowly would hold 16 MiB a connection for the
+//!   body's whole deadline (gzip's window is 32 KiB). Every listener.
 //! - CORS (`GOSPELIB_CORS_ORIGINS`, `GOSPELIB_CORS_ALLOW_CREDENTIALS`): on the router's
 //!   `/graphql` only. Unset, no CORS header is ever sent (browsers then allow same-origin
 //!   calls only). A request from an origin not listed gets no `access-control-*` header.
@@ -40,9 +41,9 @@ use axum::routing::MethodRouter;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::config::{ConfigError, ConfigReader, Env};
+use crate::request_body::Gzipped;
 
 /// The default of `GOSPELIB_ROUTER_MAX_BATCH`: the most operations one batched request holds.
 pub const DEFAULT_MAX_BATCH: usize = 16;
@@ -261,12 +262,6 @@ pub fn response_compression() -> CompressionLayer<impl Predicate> {
         .compress_when(predicate)
 }
 
-/// Decompresses `content-encoding: gzip` request bodies as they are read (the body limit then
-/// counts decompressed bytes); refuses other encodings with 415 (brotli's too: see the module).
-pub fn request_decompression() -> RequestDecompressionLayer {
-    RequestDecompressionLayer::new().gzip(true).br(false)
-}
-
 /// The most bytes a compressed request body may take on the wire, for a decompressed limit of
 /// `max_body_bytes`: the limit, what gzip adds to data it cannot compress (5 bytes a 64 KiB
 /// stored block, 18 a member), and room to spare. Over it the request is refused with 413
@@ -277,22 +272,33 @@ pub fn compressed_wire_limit(max_body_bytes: usize) -> usize {
         .saturating_add(4096)
 }
 
-/// `request` with its body limited to `wire_limit` bytes as they arrive, if it declares a
-/// `content-encoding` other than `identity` (a plain body's limit is the route's own). The
-/// limit is the server's (`GOSPELIB_MAX_BODY_BYTES`) for every route: a webhook route's own
-/// larger limit holds for plain bodies only (the providers send none compressed).
-pub fn limit_compressed_body(
-    request: axum::http::Request<axum::body::Body>,
-    wire_limit: usize,
-) -> axum::http::Request<axum::body::Body> {
-    let compressed = request
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|encoding| !encoding.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if !compressed {
-        return request;
+/// Reads a request's `content-encoding`: a gzip body is marked [`Gzipped`] with `limits`
+/// (and the header taken off with `content-length`, which no longer describe the body the
+/// handlers read), a plain or `identity` one passes as it is, any other is refused with 415
+/// and `accept-encoding: gzip` (the server gives the 415 its GraphQL body).
+pub async fn body_encoding(
+    State(limits): State<Gzipped>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match request.headers().get(header::CONTENT_ENCODING) {
+        None => {}
+        Some(encoding) if encoding.as_bytes() == b"identity" => {}
+        Some(encoding) if encoding.as_bytes() == b"gzip" => {
+            request.headers_mut().remove(header::CONTENT_ENCODING);
+            request.headers_mut().remove(header::CONTENT_LENGTH);
+            request.extensions_mut().insert(limits);
+        }
+        Some(_) => {
+            let mut refusal = Response::new(axum::body::Body::empty());
+            *refusal.status_mut() = axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            refusal
+                .headers_mut()
+                .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            return refusal;
+        }
     }
-    request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, wire_limit)))
+    next.run(request).await
 }
 
 /// `routes` answering CORS preflights and marking answers as `settings` allows; unchanged when

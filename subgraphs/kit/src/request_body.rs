@@ -5,14 +5,28 @@
 //! POSTs, the third-party webhooks) reads it through [`read_within`] and answers its refusal
 //! in its own format ([`BodyError::answer`]); a late body's answer closes the connection,
 //! since the rest is never read.
-
+//!
+//! A body is held as the bytes that arrived, in one buffer (not a chunk each: a body sent a
+//! byte at a time would otherwise cost a chunk's bookkeeping per byte). A gzip body (marked
+//! [`Gzipped`] by the edge, see [`crate::edge`]) is held *compressed* until all of it is
+//! there, and only then decompressed: a body inflating to the limit but never finished
+//! holds what its sender sent, not the limit. While it arrives it is decompressed once
+//! without keeping the output, only to count it, so a compression bomb is still refused
+//! (413) as soon as it passes the limit, not when its last byte comes.
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::FromRequest;
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use async_compression::tokio::bufread::GzipDecoder;
+use axum::RequestExt;
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use tokio::io::AsyncReadExt;
+use tokio_util::io::StreamReader;
 
 /// How long a body may take to arrive once its headers have. A 2 MiB body needs 35 KB/s.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -55,22 +69,6 @@ impl BodyError {
         }
         answer
     }
-
-    /// The error of a body extractor's rejection.
-    pub fn from_rejection(rejection: &BytesRejection) -> Self {
-        match rejection {
-            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                Self::TooLarge
-            }
-            // A compressed body's wire limit, under the decompression's error layers.
-            BytesRejection::FailedToBufferBody(FailedToBufferBody::UnknownBodyError(error))
-                if over_a_length_limit(error) =>
-            {
-                Self::TooLarge
-            }
-            other => Self::Unreadable(other.body_text()),
-        }
-    }
 }
 
 /// Whether `error` or one of its sources is a body's length limit.
@@ -85,15 +83,161 @@ fn over_a_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// `request`'s whole body, if it is within the route's limit and all arrives within
-/// `deadline`.
+/// What the edge found of a gzip body (`content-encoding: gzip`): the most bytes it may take
+/// on the wire ([`crate::edge::compressed_wire_limit`]) and decompressed (the server's
+/// `GOSPELIB_MAX_BODY_BYTES`, on every route). A request extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gzipped {
+    pub wire_limit: usize,
+    pub limit: usize,
+}
+
+/// `request`'s whole body, if it is within the route's limit (decompressed, for a gzip
+/// body: see [`Gzipped`]) and all arrives within `deadline`.
 pub async fn read_within(
     request: axum::extract::Request,
     deadline: Duration,
 ) -> Result<Bytes, BodyError> {
-    match tokio::time::timeout(deadline, Bytes::from_request(request, &())).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(rejection)) => Err(BodyError::from_rejection(&rejection)),
+    let read = async move {
+        match request.extensions().get::<Gzipped>().copied() {
+            Some(gzipped) => read_gzipped(request.into_body(), gzipped).await,
+            None => read_plain(request.into_limited_body()).await,
+        }
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(body) => body,
         Err(_) => Err(BodyError::Late(deadline)),
+    }
+}
+
+/// A plain body, whole; the route's limit is `body`'s own (`into_limited_body`).
+async fn read_plain(mut body: Body) -> Result<Bytes, BodyError> {
+    let mut whole = Whole::default();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if over_a_length_limit(&error) {
+                BodyError::TooLarge
+            } else {
+                unreadable(&error)
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            whole.push(data);
+        }
+    }
+    Ok(whole.into_bytes())
+}
+
+/// A gzip body, decompressed once all of it has arrived (see the module).
+async fn read_gzipped(body: Body, gzipped: Gzipped) -> Result<Bytes, BodyError> {
+    let mut counting = gzip_decoder(StreamReader::new(KeptWire {
+        body: body.into_data_stream(),
+        kept: Vec::new(),
+        limit: gzipped.wire_limit,
+    }));
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut inflated = 0usize;
+    loop {
+        let read = counting
+            .read(&mut scratch)
+            .await
+            .map_err(|error| gzip_error(&error))?;
+        if read == 0 {
+            break;
+        }
+        inflated += read;
+        if inflated > gzipped.limit {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    drop(scratch);
+    let wire = counting.into_inner().into_inner().kept;
+    let mut whole = Vec::with_capacity(inflated);
+    gzip_decoder(&wire[..])
+        .take(inflated as u64)
+        .read_to_end(&mut whole)
+        .await
+        .map_err(|error| gzip_error(&error))?;
+    Ok(Bytes::from(whole))
+}
+
+/// A decoder of every gzip member in `compressed` (a body may hold several, as gzip allows).
+fn gzip_decoder<R: tokio::io::AsyncBufRead>(compressed: R) -> GzipDecoder<R> {
+    let mut decoder = GzipDecoder::new(compressed);
+    decoder.multiple_members(true);
+    decoder
+}
+
+/// The error of reading a gzip body: its wire limit passed, or a broken stream or connection.
+fn gzip_error(error: &io::Error) -> BodyError {
+    match error.get_ref() {
+        Some(inner) if inner.is::<OverWireLimit>() => BodyError::TooLarge,
+        Some(inner) => unreadable(inner),
+        None => unreadable(error),
+    }
+}
+
+fn unreadable(error: &dyn std::error::Error) -> BodyError {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    BodyError::Unreadable(message)
+}
+
+/// A body's chunks in one buffer; a body that came in one chunk is kept as it came.
+#[derive(Default)]
+struct Whole {
+    first: Option<Bytes>,
+    rest: Vec<u8>,
+}
+
+impl Whole {
+    fn push(&mut self, chunk: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&chunk);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| Bytes::from(self.rest))
+    }
+}
+
+/// Past a gzip body's wire limit.
+#[derive(Debug, thiserror::Error)]
+#[error("{TOO_LARGE}")]
+struct OverWireLimit;
+
+/// A gzip body's chunks as they arrive, each also copied into `kept` (the body as it will
+/// be decompressed at the end), refused past `limit` bytes.
+struct KeptWire {
+    body: BodyDataStream,
+    kept: Vec<u8>,
+    limit: usize,
+}
+
+impl Stream for KeptWire {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let chunk = match ready!(Pin::new(&mut this.body).poll_next(cx)) {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(error)) => return Poll::Ready(Some(Err(io::Error::other(error)))),
+            None => return Poll::Ready(None),
+        };
+        if this.kept.len() + chunk.len() > this.limit {
+            return Poll::Ready(Some(Err(io::Error::other(OverWireLimit))));
+        }
+        this.kept.extend_from_slice(&chunk);
+        Poll::Ready(Some(Ok(chunk)))
     }
 }

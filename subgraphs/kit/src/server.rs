@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -40,6 +40,7 @@ use crate::errors::ErrorCode;
 use crate::graphql_http::{self, ExecutorService, GraphQlEndpoint, GraphQlService, request_error};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
+use crate::request_body::Gzipped;
 use crate::stores::{Dependency, Need, Readiness, check_readiness};
 use crate::subgraph::Subgraph;
 
@@ -284,18 +285,19 @@ fn assemble(
     if with_metrics {
         process_routes = process_routes.route("/metrics", get(render_metrics));
     }
-    // `Router::layer` calls, innermost first (the `ServiceBuilder` below lists its own
-    // outermost first): decompression's 415 gets its GraphQL body from `graphql_error_body`;
-    // the body limit is read by the handlers, over the decompressed stream, and a compressed
-    // body's wire bytes are limited before decompression (both refusals are 413).
-    let wire_limit = edge::compressed_wire_limit(spec.max_body_bytes);
-    let decompression = tower::ServiceBuilder::new()
-        .map_request(move |request| edge::limit_compressed_body(request, wire_limit))
-        .layer(edge::request_decompression())
-        .map_request(|request: Request<_>| request.map(axum::body::Body::new));
+    // `Router::layer` calls, innermost first: an unsupported encoding's 415 gets its GraphQL
+    // body from `graphql_error_body`; the body limits (the route's, and a gzip body's on the
+    // wire and decompressed) are applied by the handlers as they read (`request_body`).
+    let gzipped = Gzipped {
+        wire_limit: edge::compressed_wire_limit(spec.max_body_bytes),
+        limit: spec.max_body_bytes,
+    };
     app.merge(process_routes.with_state(process))
         .fallback(not_found)
-        .layer(decompression)
+        .layer(axum::middleware::from_fn_with_state(
+            gzipped,
+            edge::body_encoding,
+        ))
         .layer(tower::util::MapResponseLayer::new(graphql_error_body))
         .layer(DefaultBodyLimit::max(spec.max_body_bytes))
         .layer(edge::response_compression())

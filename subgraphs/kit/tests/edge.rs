@@ -210,25 +210,51 @@ async fn compressed_request_bodies_are_decompressed() {
             "{encoding}"
         );
     }
-    // A body that claims gzip and is not: 400 with a GraphQL error, not a plain-text one.
+    // Two gzip members (as gzip allows): the body is both, in order.
+    let (first, second) = body.split_at(body.len() / 2);
+    let two_members = [gzip(first), gzip(second)].concat();
     let response = http
         .post(server.url("/graphql"))
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
-        .body(body.clone())
+        .body(two_members)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(error_code(&answer), "INVALID_REQUEST", "{answer}");
-    assert!(
-        answer["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("the request body could not be read"),
-        "{answer}"
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"data": {"hello": "hello Boaz"}})
     );
+    // A body that claims gzip and is not, one cut short (its trailer missing), one with bytes
+    // after its member: 400 with a GraphQL error, not a plain-text one.
+    let compressed = gzip(&body);
+    let cut_short = compressed[..compressed.len() - 4].to_vec();
+    let trailing = [compressed.as_slice(), b"garbage"].concat();
+    for (case, sent) in [
+        ("not gzip", body.clone()),
+        ("cut short", cut_short),
+        ("trailing", trailing),
+    ] {
+        let response = http
+            .post(server.url("/graphql"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(sent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{case}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(error_code(&answer), "INVALID_REQUEST", "{case}: {answer}");
+        assert!(
+            answer["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the request body could not be read"),
+            "{case}: {answer}"
+        );
+    }
     server.stop().await.unwrap();
 }
 
