@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_compression::tokio::bufread::GzipDecoder;
 use axum::RequestExt;
-use axum::body::{Body, BodyDataStream, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes, HttpBody};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures_util::Stream;
@@ -84,8 +84,9 @@ fn over_a_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// What the edge found of a gzip body (`content-encoding: gzip`): the most bytes it may take
-/// on the wire ([`crate::edge::compressed_wire_limit`]) and decompressed (the server's
-/// `GOSPELIB_MAX_BODY_BYTES`, on every route). A request extension.
+/// on the wire ([`crate::edge::compressed_wire_limit`]), and decompressed on a route whose
+/// own limit is turned off (the server's `GOSPELIB_MAX_BODY_BYTES`). Decompressed, it is held
+/// to the route's limit, as a plain body is. A request extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gzipped {
     pub wire_limit: usize,
@@ -100,7 +101,10 @@ pub async fn read_within(
 ) -> Result<Bytes, BodyError> {
     let read = async move {
         match request.extensions().get::<Gzipped>().copied() {
-            Some(gzipped) => read_gzipped(request.into_body(), gzipped).await,
+            Some(gzipped) => {
+                let limit = route_limit(&request).unwrap_or(gzipped.limit);
+                read_gzipped(request.into_body(), gzipped.wire_limit, limit).await
+            }
             None => read_plain(request.into_limited_body()).await,
         }
     };
@@ -108,6 +112,17 @@ pub async fn read_within(
         Ok(body) => body,
         Err(_) => Err(BodyError::Late(deadline)),
     }
+}
+
+/// The route's body limit (its `DefaultBodyLimit`, or axum's default), `None` where the route
+/// turns it off. axum keeps the number to itself; it shows as the most a body of unknown
+/// length may hold once axum has limited it (`Limited`'s size hint).
+fn route_limit(request: &axum::extract::Request) -> Option<usize> {
+    let unknown_length = Body::from_stream(futures_util::stream::empty::<io::Result<Bytes>>());
+    let mut probe = axum::extract::Request::new(unknown_length);
+    *probe.extensions_mut() = request.extensions().clone();
+    let upper = probe.into_limited_body().size_hint().upper()?;
+    usize::try_from(upper).ok()
 }
 
 /// A plain body, whole; the route's limit is `body`'s own (`into_limited_body`).
@@ -129,11 +144,12 @@ async fn read_plain(mut body: Body) -> Result<Bytes, BodyError> {
 }
 
 /// A gzip body, decompressed once all of it has arrived (see the module).
-async fn read_gzipped(body: Body, gzipped: Gzipped) -> Result<Bytes, BodyError> {
+/// The body is decompressed twice (once to count, once to keep), both within `limit`.
+async fn read_gzipped(body: Body, wire_limit: usize, limit: usize) -> Result<Bytes, BodyError> {
     let mut counting = gzip_decoder(StreamReader::new(KeptWire {
         body: body.into_data_stream(),
         kept: Vec::new(),
-        limit: gzipped.wire_limit,
+        limit: wire_limit,
     }));
     let mut scratch = vec![0u8; 16 * 1024];
     let mut inflated = 0usize;
@@ -146,7 +162,7 @@ async fn read_gzipped(body: Body, gzipped: Gzipped) -> Result<Bytes, BodyError> 
             break;
         }
         inflated += read;
-        if inflated > gzipped.limit {
+        if inflated > limit {
             return Err(BodyError::TooLarge);
         }
     }
@@ -177,11 +193,18 @@ fn gzip_error(error: &io::Error) -> BodyError {
     }
 }
 
+/// The error with its causes, each said once (a wrapper that prints its cause's message, as
+/// `axum::Error` does, adds nothing).
 fn unreadable(error: &dyn std::error::Error) -> BodyError {
-    let mut message = error.to_string();
+    let mut said = error.to_string();
+    let mut message = said.clone();
     let mut source = error.source();
     while let Some(cause) = source {
-        message = format!("{message}: {cause}");
+        let text = cause.to_string();
+        if text != said {
+            message = format!("{message}: {text}");
+        }
+        said = text;
         source = cause.source();
     }
     BodyError::Unreadable(message)
@@ -206,8 +229,14 @@ impl Whole {
         self.rest.extend_from_slice(&chunk);
     }
 
+    /// The body, in a buffer of its size (the doubling's spare room given back: the body is
+    /// held while the request runs).
     fn into_bytes(self) -> Bytes {
-        self.first.unwrap_or_else(|| Bytes::from(self.rest))
+        self.first.unwrap_or_else(|| {
+            let mut rest = self.rest;
+            rest.shrink_to_fit();
+            Bytes::from(rest)
+        })
     }
 }
 

@@ -678,7 +678,7 @@ impl Session {
                     // In this order: the deadlines first (a client sending without pause must not
                     // hold its socket past them), then the socket, before an overdue ping tick (a
                     // pong already read is heard before the tick judges the client silent, after a
-                    // slow send, say).
+                    // slow send, say), then ended operations, then results to send.
                     biased;
                     () = crate::time::until(self.credentials_expire) => {
                         self.credentials_expire = None;
@@ -717,7 +717,6 @@ impl Session {
                             None => Step::Gone,
                         }
                     }
-                    Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
                     _ = pings.tick() => {
                         if last_heard.elapsed() >= settings.ping_interval * 2 {
                             Step::Close(
@@ -740,6 +739,10 @@ impl Session {
                     Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                         self.on_joined(joined)
                     }
+                    // Last: an operation whose results are always ready (faster than the
+                    // socket takes them) must not hold back the pings, the idle check, or a
+                    // panicked operation's error.
+                    Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
                 }
             };
             match step {
@@ -1006,7 +1009,10 @@ impl Session {
             }
             OutgoingKind::CredentialsRefused(reason) => {
                 self.end_operation(&id);
-                self.closing = Some((close_code::FORBIDDEN, format!("Forbidden: {reason}")));
+                // Closed once no query or mutation runs, within the grace a stalled client
+                // is given (a long query does not hold the socket open).
+                let grace = self.endpoint.subscriptions.ping_interval * 2;
+                self.close_when_quiet(close_code::FORBIDDEN, &reason, grace);
                 Step::Nothing
             }
         }

@@ -50,7 +50,11 @@ async fn settled() -> isize {
     let mut last = HELD.load(Ordering::Relaxed);
     let mut unchanged = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while unchanged < 10 && Instant::now() < deadline {
+    while unchanged < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the memory held never settled (last {last} bytes)"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = HELD.load(Ordering::Relaxed);
         unchanged = if now == last { unchanged + 1 } else { 0 };
@@ -160,12 +164,27 @@ async fn unfinished_bodies_hold_what_was_sent() {
     server.stop().await.unwrap();
 }
 
-/// The first answer on `stream` (small enough for one read).
+/// The first answer on `stream`, read until its `content-length` is all there.
 async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
-    let mut answer = vec![0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&answer[..read]).into_owned()
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buffer))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+            head.lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, length)| length.trim().parse::<usize>().ok())
+                .is_some_and(|length| body.len() >= length)
+        });
+        if complete || read == 0 {
+            return text;
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue};
+use axum::response::IntoResponse;
 use gospelib_kit::edge::{CorsOrigins, CorsSettings, EdgeSettings};
 use gospelib_kit::graphql_http::{ExecutorService, GraphQlService, ServiceResponse};
 use gospelib_kit::metrics::Metrics;
@@ -384,6 +385,74 @@ async fn a_gzip_stream_past_the_wire_limit_is_refused_with_413() {
         error_code(&serde_json::from_str(&body).unwrap()),
         "INVALID_REQUEST"
     );
+    server.stop().await.unwrap();
+}
+
+/// A body that breaks off is 400 with what broke, each cause said once.
+#[tokio::test]
+async fn a_broken_body_is_400_saying_why_once() {
+    let server = subgraph_server(EdgeSettings::default()).await;
+    let request = b"POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                    transfer-encoding: chunked\r\n\r\nzz\r\n";
+    let (status, body) = exchange(server.addr, request).await;
+    assert_eq!(status, 400, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error_code(&answer), "INVALID_REQUEST", "{answer}");
+    let message = answer["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the request body could not be read: "),
+        "{message}"
+    );
+    let causes: Vec<&str> = message.split(": ").collect();
+    for pair in causes.windows(2) {
+        assert_ne!(pair[0], pair[1], "{message}");
+    }
+    server.stop().await.unwrap();
+}
+
+/// A route with a limit of its own (as the webhooks have) holds a gzip body to it once
+/// decompressed, as it does a plain one.
+#[tokio::test]
+async fn a_routes_own_limit_holds_for_gzip_bodies_too() {
+    const ROUTE_LIMIT: usize = 1024;
+    let small = axum::Router::new()
+        .route(
+            "/small",
+            axum::routing::post(|request: axum::extract::Request| async move {
+                match gospelib_kit::webhook_answer::read_delivery(
+                    "test",
+                    request,
+                    Duration::from_secs(5),
+                )
+                .await
+                {
+                    Ok((_, body)) => body.len().to_string().into_response(),
+                    Err(refusal) => refusal,
+                }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(ROUTE_LIMIT));
+    let server = subgraph_server_with(EdgeSettings::default(), Some(small)).await;
+    let http = reqwest::Client::new();
+    for (size, status) in [
+        (ROUTE_LIMIT, StatusCode::OK),
+        (ROUTE_LIMIT + 1, StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let body = vec![b'a'; size];
+        for (encoding, sent) in [("identity", body.clone()), ("gzip", gzip(&body))] {
+            let response = http
+                .post(server.url("/small"))
+                .header("content-encoding", encoding)
+                .body(sent)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{size} bytes, {encoding}");
+            if status == StatusCode::OK {
+                assert_eq!(response.text().await.unwrap(), size.to_string());
+            }
+        }
+    }
     server.stop().await.unwrap();
 }
 
