@@ -7,8 +7,9 @@
 //! - a type that carries the tag on itself or on a field decides by its tags: a field is kept
 //!   when it or its type carries the tag; arguments follow their field;
 //! - a type that carries the tag nowhere (plumbing such as generated connection and edge
-//!   types, or `Book` under a tagged `Passage.book`) is kept whole when a kept field reaches
-//!   it (Apollo would drop it: tagging generated types is not possible in async-graphql);
+//!   types, or `Book` under a tagged `Passage.book`) is kept whole when a kept field's type
+//!   is it (Apollo would drop it: tagging generated types is not possible in async-graphql),
+//!   but not as an implementation of a kept interface or a member of a kept union;
 //! - enums, scalars, input objects and unions are kept when something kept reaches them
 //!   (unions keep only their kept members);
 //! - a field whose type is not kept, or that needs an argument whose type is not kept, goes;
@@ -81,6 +82,10 @@ struct Kept {
     roots: BTreeSet<Name>,
     types: HashSet<Name>,
     fields: HashSet<(Name, Name)>,
+    /// The types that carry the tag nowhere: kept whole only where a kept field's type is
+    /// theirs, never as an implementation of a kept interface or a member of a kept union
+    /// (a tagged `node(id:)` returning `Node` must not show every untagged `Node`).
+    untagged: HashSet<Name>,
 }
 
 impl Kept {
@@ -95,6 +100,7 @@ impl Kept {
         .filter_map(|operation| schema.root_operation(operation).cloned())
         .collect();
         let mut fields = HashSet::new();
+        let mut untagged_types = HashSet::new();
         for (type_name, definition) in &schema.types {
             if is_internal(type_name, &linked) {
                 continue;
@@ -105,6 +111,9 @@ impl Kept {
                 && !type_tagged
                 && output_fields(definition)
                     .all(|(_, field)| !has_tag(field.directives.iter(), tag));
+            if untagged {
+                untagged_types.insert(type_name.clone());
+            }
             for (field_name, field) in output_fields(definition) {
                 if type_tagged || untagged || has_tag(field.directives.iter(), tag) {
                     fields.insert((type_name.clone(), field_name.clone()));
@@ -116,6 +125,7 @@ impl Kept {
             roots,
             types: HashSet::new(),
             fields,
+            untagged: untagged_types,
         };
         // Each pass can only remove fields, so this ends.
         loop {
@@ -158,6 +168,9 @@ impl Kept {
     /// The types reachable from the roots through kept fields and their arguments.
     fn reachable(&self, schema: &Schema) -> HashSet<Name> {
         let kept_object = |name: &Name| self.fields.iter().any(|(owner, _)| owner == name);
+        // Reached as a possible type of a kept interface or union: only a type that decides
+        // by its tags (see [`Kept::untagged`]).
+        let kept_member = |name: &Name| kept_object(name) && !self.untagged.contains(name);
         let implementers: HashMap<Name, Vec<Name>> = schema
             .implementers_map()
             .into_iter()
@@ -188,14 +201,14 @@ impl Kept {
                         }
                     }
                     for implementer in implementers.get(&name).into_iter().flatten() {
-                        if kept_object(implementer) {
+                        if kept_member(implementer) {
                             to_visit.push(implementer.clone());
                         }
                     }
                 }
                 ExtendedType::Union(union) => {
                     for member in &union.members {
-                        if kept_object(&member.name) {
+                        if kept_member(&member.name) {
                             to_visit.push(member.name.clone());
                         }
                     }
@@ -209,10 +222,12 @@ impl Kept {
             }
         }
         // A union or interface with no kept member cannot stay.
+        let reached = seen.clone();
         seen.retain(|name| match schema.types.get(name) {
-            Some(ExtendedType::Union(union)) => {
-                union.members.iter().any(|member| kept_object(&member.name))
-            }
+            Some(ExtendedType::Union(union)) => union
+                .members
+                .iter()
+                .any(|member| reached.contains(&member.name) && kept_object(&member.name)),
             Some(ExtendedType::Object(_)) => kept_object(name),
             Some(ExtendedType::Interface(_)) => kept_object(name),
             _ => true,

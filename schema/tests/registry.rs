@@ -199,6 +199,36 @@ fn the_partner_contract_keeps_tagged_fields_and_what_they_reach() {
     assert!(whole.contains("secret: Note") && whole.contains("notes: [Note!]!"));
 }
 
+/// An untagged type is kept for a kept field whose type it is, not as one of the possible
+/// types of a kept interface or union: those that carry the tag stay, the others go.
+#[test]
+fn untagged_implementations_and_members_stay_out_of_the_contract() {
+    let supergraph = compose(&[subgraph(
+        "library",
+        r#"type Query {
+             node(id: ID!): Node @tag(name: "partner")
+             cited(id: ID!): Citation @tag(name: "partner")
+             audit: [AuditEntry!]!
+           }
+           interface Node { id: ID! @tag(name: "partner") }
+           type Book implements Node @key(fields: "id") {
+             id: ID! @tag(name: "partner")
+             title: String! @tag(name: "partner")
+           }
+           type AuditEntry implements Node { id: ID! actorEmail: String }
+           union Citation = Book | Memo
+           type Memo { body: String! }"#,
+    )])
+    .unwrap();
+    let contract = contract_supergraph(&supergraph, "partner", "partner").unwrap();
+    let api = api_schema(&contract).unwrap();
+    assert!(api.contains("type Book implements Node"), "{api}");
+    assert!(api.contains("union Citation = Book\n"), "{api}");
+    assert!(!api.contains("AuditEntry"), "{api}");
+    assert!(!api.contains("actorEmail"), "{api}");
+    assert!(!api.contains("Memo"), "{api}");
+}
+
 #[test]
 fn a_contract_without_tagged_root_fields_is_refused() {
     let supergraph = compose(&books("")).unwrap();
