@@ -74,6 +74,21 @@ pub struct Split {
     fragments: BTreeMap<String, FragmentDefinition<'static, String>>,
 }
 
+impl Split {
+    /// Whether deferred fragment `inner` is inside `outer` (at any depth); indices among
+    /// [`Split::deferred`].
+    fn is_inside(&self, inner: usize, outer: usize) -> bool {
+        let mut parent = self.deferred.get(inner).and_then(|d| d.parent);
+        while let Some(at) = parent {
+            if at == outer {
+                return true;
+            }
+            parent = self.deferred.get(at).and_then(|d| d.parent);
+        }
+        false
+    }
+}
+
 /// Whether `directives` defer, and its label: `@defer` whose `if` is not false.
 fn deferring(
     directives: &Directives,
@@ -1107,7 +1122,8 @@ pub fn incremental_items(
             && (0..=path.len())
                 .any(|end| nulled.contains(&Value::Array(path[..end].to_vec()).to_string()))
     };
-    let mut items = Vec::new();
+    // Each item with the index of its fragment.
+    let mut items: Vec<(usize, Value)> = Vec::new();
     for (index, deferred) in split.deferred.iter().enumerate() {
         let marker = &deferred.marker;
         let base = if deferred.parent.is_some() {
@@ -1143,15 +1159,21 @@ pub fn incremental_items(
                 .collect();
             let client_path = client_path(&path);
             // The two halves ran apart: a list may have changed between them (a note added,
-            // an order moved), and the object at this path in the full answer be another one
-            // than the primary answer showed. Its fields would then land on the wrong object.
-            // (Only through a list: a path of keys alone always leads to the same object.)
-            if deferred.parent.is_none()
+            // an order moved, an item gone), and the object at this path in the full answer
+            // be another one than the primary answer showed, or none. Its fields would then
+            // land on the wrong object, or never come. (Only through a list: a path of keys
+            // alone always leads to the same object.)
+            let changed = deferred.parent.is_none()
                 && path.iter().any(Value::is_number)
-                && let (Some(Value::Object(shown)), Some(Value::Object(full))) =
-                    (value_at(primary_data, &path), at)
-                && !same_object(shown, full)
-            {
+                && match (value_at(primary_data, &path), at) {
+                    (Some(Value::Object(shown)), Some(Value::Object(full))) => {
+                        !same_object(shown, full)
+                    }
+                    // Gone, with no error to say why: the list is shorter now.
+                    (Some(Value::Object(_)), None) => errors.is_empty() && unplaced.is_empty(),
+                    _ => false,
+                };
+            if changed {
                 errors.push(json!({
                     "message": "the data changed between the first part of the answer and \
                                 this deferred one; ask again",
@@ -1162,7 +1184,7 @@ pub fn incremental_items(
                 if let Some(label) = &deferred.label {
                     item["label"] = json!(label);
                 }
-                items.push(item);
+                items.push((index, item));
                 nulled[index].insert(Value::Array(path).to_string());
                 continue;
             }
@@ -1205,8 +1227,72 @@ pub fn incremental_items(
             if !errors.is_empty() {
                 item["errors"] = Value::Array(errors);
             }
+            items.push((index, item));
+        }
+    }
+    said_once(split, &mut items);
+    items.into_iter().map(|(_, item)| item).collect()
+}
+
+/// Each error said by the innermost item that carries it: a fragment deferred inside another
+/// is an item of its own, and an error in its fields is also under the outer fragment's
+/// field that holds it (`a` of `... @defer { a { ... @defer { b } } }`), so both took it.
+fn said_once(split: &Split, items: &mut [(usize, Value)]) {
+    let with_errors: Vec<usize> = (0..items.len())
+        .filter(|&at| items[at].1.get("errors").is_some())
+        .collect();
+    for &outer in &with_errors {
+        let mut said_inside: Vec<Value> = Vec::new();
+        for &inner in &with_errors {
+            let (outer_fragment, inner_fragment) = (items[outer].0, items[inner].0);
+            let (Some(outer_path), Some(inner_path)) = (
+                items[outer].1["path"].as_array(),
+                items[inner].1["path"].as_array(),
+            ) else {
+                continue;
+            };
+            if split.is_inside(inner_fragment, outer_fragment)
+                && inner_path.len() > outer_path.len()
+                && inner_path[..outer_path.len()] == *outer_path
+                && let Some(errors) = items[inner].1["errors"].as_array()
+            {
+                said_inside.extend(errors.iter().cloned());
+            }
+        }
+        if said_inside.is_empty() {
+            continue;
+        }
+        let item = &mut items[outer].1;
+        if let Some(errors) = item.get_mut("errors").and_then(Value::as_array_mut) {
+            errors.retain(|error| !said_inside.contains(error));
+            if errors.is_empty()
+                && let Some(item) = item.as_object_mut()
+            {
+                item.remove("errors");
+            }
+        }
+    }
+}
+
+/// The items of a last payload whose full half gave no data (refused, or failed): `null` at
+/// each place the first part showed a fragment deferred from, `errors` with the first (the
+/// errors stay with the deferred parts, where clients read them). None when the first part
+/// showed no such place.
+pub fn failed_items(split: &Split, primary_data: &Value, errors: Vec<Value>) -> Vec<Value> {
+    let mut items = Vec::new();
+    for deferred in split.deferred.iter().filter(|d| d.parent.is_none()) {
+        let mut paths = Vec::new();
+        concrete_paths(primary_data, &deferred.path, &mut Vec::new(), &mut paths);
+        for path in paths {
+            let mut item = json!({ "data": null, "path": client_path(&path) });
+            if let Some(label) = &deferred.label {
+                item["label"] = json!(label);
+            }
             items.push(item);
         }
+    }
+    if let Some(first) = items.first_mut() {
+        first["errors"] = Value::Array(errors);
     }
     items
 }
@@ -1808,6 +1894,49 @@ mod tests {
             json!([{ "data": null, "path": ["item"], "label": "o",
                      "errors": [{ "message": "no c", "path": ["item", "c"] }] }])
         );
+    }
+
+    /// An error in a fragment deferred inside another comes with the inner fragment's item
+    /// only, not also with the outer's (whose path leads to it too).
+    #[test]
+    fn an_error_in_a_nested_fragment_is_said_once() {
+        let split = split_of(
+            "{ item { id ... @defer(label: \"o\") { a { ... @defer(label: \"i\") { b } } } } }",
+        );
+        let primary = json!({ "item": { "id": 1 } });
+        let full = json!({ "item": { "id": 1, "_glDefer1": "Item",
+                                     "_glDefer1_a": { "_glDefer0": "A", "_glDefer0_b": null } } });
+        let error = json!({ "message": "no b", "path": ["item", "_glDefer1_a", "_glDefer0_b"] });
+        let items = items_with_error(&split, &primary, &full, &error, &[]);
+        assert_eq!(
+            items,
+            json!([
+                { "data": { "a": {} }, "path": ["item"], "label": "o" },
+                { "data": { "b": null }, "path": ["item", "a"], "label": "i",
+                  "errors": [{ "message": "no b", "path": ["item", "a", "b"] }] }
+            ])
+        );
+    }
+
+    /// A full half that gave no data leaves `null` at each place a fragment was deferred from,
+    /// its errors with the first; with no such place, no item.
+    #[test]
+    fn a_failed_full_half_nulls_every_deferred_place() {
+        let split = split_of(
+            "{ items { id ... @defer(label: \"d\") { name } } more: items { ... @defer { b } } }",
+        );
+        let primary = json!({ "items": [{ "id": 1 }, { "id": 2 }], "more": [{}] });
+        let error = json!({ "message": "failed", "extensions": { "code": "INTERNAL_ERROR" } });
+        assert_eq!(
+            Value::Array(failed_items(&split, &primary, vec![error.clone()])),
+            json!([
+                { "data": null, "path": ["items", 0], "label": "d", "errors": [error] },
+                { "data": null, "path": ["items", 1], "label": "d" },
+                { "data": null, "path": ["more", 0] }
+            ])
+        );
+        let empty = json!({ "items": [], "more": [] });
+        assert!(failed_items(&split, &empty, vec![error]).is_empty());
     }
 
     /// What the split copies is bounded whatever the document holds: a label is sent with each

@@ -157,6 +157,14 @@ fn service_response(response: Response) -> ServiceResponse {
     }
 }
 
+/// The headers of a multipart (`@defer`) answer, from its primary half: never kept by a
+/// cache (the kit sends it `no-store`), so the caller's own rate-limit headers go with it
+/// even where the primary half alone could have been kept by anyone.
+fn first_part_response(mut primary: Response) -> ServiceResponse {
+    primary.cache_control = CacheControl::NoStore;
+    service_response(primary)
+}
+
 /// The client's address: the connection's peer, or, behind a proxy this router trusts, the
 /// address the proxy names last in `x-forwarded-for` (the one it saw; earlier ones are the
 /// client's own word).
@@ -381,7 +389,7 @@ impl GraphQlService for RouterService {
                     rest,
                 } => {
                     registration.complete(router, &request, true).await;
-                    let mut first_response = service_response(primary);
+                    let mut first_response = first_part_response(primary);
                     first_response.body = first.into();
                     Ok(gospelib_kit::multipart::IncrementalResponse {
                         first: first_response,
@@ -452,6 +460,47 @@ fn axum_header(name: &'static str) -> gospelib_kit::graphql_http::HeaderName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deferred answer's first part carries the caller's rate-limit headers, even when its
+    /// primary half alone could be kept by anyone (an anonymous caller reading content).
+    #[test]
+    fn a_deferred_answer_carries_its_rate_limit_headers() {
+        let mut primary = Response::new(
+            Some(gospelib_kit::graphql_http::Bytes::from_static(b"{}")),
+            Vec::new(),
+            "1".to_owned(),
+            CacheControl::MaxAge {
+                seconds: 60,
+                public: true,
+            },
+        );
+        primary.rate_limit = Some(crate::rate_limit::Decision {
+            allowed: true,
+            bucket: Some("anonymous".to_owned()),
+            limit: 100,
+            remaining: 99,
+            reset: std::time::Duration::from_secs(30),
+            retry_after: None,
+            enforced_by: crate::rate_limit::Enforcer::Redis,
+        });
+        let names = |answer: &ServiceResponse| -> Vec<String> {
+            answer
+                .headers
+                .iter()
+                .map(|(name, _)| name.as_str().to_owned())
+                .collect()
+        };
+        // Alone, a public answer goes without them (a shared cache would hand them out).
+        assert!(
+            !names(&service_response(primary.clone())).contains(&"ratelimit-remaining".to_owned())
+        );
+        let first = names(&first_part_response(primary));
+        assert!(
+            first.contains(&"ratelimit-remaining".to_owned()),
+            "{first:?}"
+        );
+        assert!(!first.contains(&"vary".to_owned()), "{first:?}");
+    }
 
     /// Behind a trusted proxy the client is the last address of `x-forwarded-for` (the one the
     /// proxy saw: earlier ones are the client's own word); otherwise, or when the list names

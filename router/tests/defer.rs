@@ -239,49 +239,61 @@ async fn introspection_shows_defer() {
     );
 }
 
-/// Products answering its list in another order the second time it is asked (the list
-/// changed between the primary half's fetch and the full half's).
-struct Reordering {
+/// Products answering its list changed (`change`) the second time it is asked, or, with
+/// `full_half_only`, whenever the full half asks (its fetch carries the split's markers): the
+/// list changed between the primary half's fetch and the full half's.
+struct Changing {
     inner: Arc<dyn LocalSubgraph>,
     lists: std::sync::atomic::AtomicUsize,
+    change: fn(&mut Vec<Value>),
+    full_half_only: bool,
 }
 
-impl LocalSubgraph for Reordering {
+impl LocalSubgraph for Changing {
     fn execute(&self, request: Value) -> BoxFuture<'_, Value> {
         Box::pin(async move {
-            let lists = request["query"]
-                .as_str()
-                .is_some_and(|query| query.contains("topProducts"));
+            let query = request["query"].as_str().unwrap_or_default().to_owned();
+            let lists = query.contains("topProducts");
             let mut answer = self.inner.execute(request).await;
             let nth = if lists {
                 self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             } else {
                 0
             };
-            if nth == 1
-                && let Some(Value::Array(items)) = answer["data"].get_mut("topProducts")
-            {
-                items.reverse();
+            let changed = if self.full_half_only {
+                lists && query.contains("_glDefer")
+            } else {
+                nth == 1
+            };
+            if changed && let Some(Value::Array(items)) = answer["data"].get_mut("topProducts") {
+                (self.change)(items);
             }
             answer
         })
     }
 }
 
+/// A router whose products subgraph changes its list as [`Changing`] does.
+fn changing_router(change: fn(&mut Vec<Value>), full_half_only: bool) -> Router {
+    let transport = InProcess::default()
+        .with(
+            "products",
+            Arc::new(Changing {
+                inner: products(),
+                lists: Default::default(),
+                change,
+                full_half_only,
+            }),
+        )
+        .with("reviews", reviews());
+    Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))
+}
+
 /// The deferred fields of an object the list no longer has at that place are never put on
 /// the object the first part showed there: that item is `null` with an error.
 #[tokio::test]
 async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields() {
-    let transport = InProcess::default()
-        .with(
-            "products",
-            Arc::new(Reordering {
-                inner: products(),
-                lists: Default::default(),
-            }),
-        )
-        .with("reviews", reviews());
-    let router = Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport));
+    let router = changing_router(|items| items.reverse(), false);
     let (url, _stop) = start_router(router).await;
     let query = r#"{ topProducts(first: 2) { name ... @defer { reviews { body } } } }"#;
     let response = post(
@@ -308,6 +320,38 @@ async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields()
         assert_eq!(item["data"], Value::Null, "{item:#}");
         assert_eq!(item["errors"][0]["extensions"]["code"], "INTERNAL_ERROR");
     }
+}
+
+/// An object the list no longer has by the time the full half asks is `null` with an error
+/// in its deferred part, not left out (the client would wait for it, or take the answer as
+/// whole without it).
+#[tokio::test]
+async fn an_item_gone_between_the_parts_is_null_with_an_error() {
+    let router = changing_router(|items| items.truncate(1), true);
+    let (url, _stop) = start_router(router).await;
+    let query = r#"{ topProducts(first: 2) { name ... @defer { reviews { body } } } }"#;
+    let response = post(
+        &format!("{url}/graphql"),
+        MULTIPART,
+        json!({ "query": query }),
+    )
+    .await;
+    let parts = parts(&response.text().await.unwrap());
+    assert_eq!(
+        parts[0]["data"]["topProducts"],
+        json!([{ "name": "Table" }, { "name": "Couch" }])
+    );
+    let items = parts[1]["incremental"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{items:#?}");
+    assert_eq!(items[0]["path"], json!(["topProducts", 0]));
+    assert!(items[0]["data"]["reviews"].is_array(), "{:#}", items[0]);
+    assert_eq!(items[1]["path"], json!(["topProducts", 1]));
+    assert_eq!(items[1]["data"], Value::Null, "{:#}", items[1]);
+    assert_eq!(
+        items[1]["errors"][0]["extensions"]["code"],
+        "INTERNAL_ERROR"
+    );
+    assert_eq!(parts[1]["hasNext"], json!(false));
 }
 
 // ---- a non-null field failing in one of two deferred fragments at one object ----

@@ -156,13 +156,11 @@ impl Router {
                 Ok(full) => last_payload(&split, &primary_data, &primary_errors, &full),
                 Err(error) => {
                     tracing::error!(%error, "the deferred half of an operation failed");
-                    json!({
-                        "hasNext": false,
-                        "errors": [{
-                            "message": crate::INTERNAL_MESSAGE,
-                            "extensions": { "code": "INTERNAL_ERROR" }
-                        }]
-                    })
+                    let error = json!({
+                        "message": crate::INTERNAL_MESSAGE,
+                        "extensions": { "code": "INTERNAL_ERROR" }
+                    });
+                    failed_payload(&split, &primary_data, vec![error])
                 }
             };
             serde_json::to_vec(&last).expect("JSON values serialise")
@@ -184,7 +182,7 @@ fn last_payload(
 ) -> Value {
     let Some(data) = full.data.as_deref() else {
         // The full half was refused although the primary half ran: its errors say why.
-        return json!({ "hasNext": false, "errors": full.errors });
+        return failed_payload(split, primary_data, full.errors.clone());
     };
     let full_data: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
     let items = defer::incremental_items(
@@ -195,5 +193,15 @@ fn last_payload(
         primary_errors,
         &full.boundary_nulls,
     );
+    json!({ "incremental": items, "hasNext": false })
+}
+
+/// The last payload when the full half gave no data: `errors` with the deferred parts (see
+/// [`defer::failed_items`]), or, when the first part showed none of their places, alone.
+fn failed_payload(split: &defer::Split, primary_data: &Value, errors: Vec<Value>) -> Value {
+    let items = defer::failed_items(split, primary_data, errors.clone());
+    if items.is_empty() {
+        return json!({ "hasNext": false, "errors": errors });
+    }
     json!({ "incremental": items, "hasNext": false })
 }
