@@ -5,9 +5,10 @@
 //!   manager made on first use). After two publishes in a row failed (Redis down or silent),
 //!   the next ones fail at once for a while (a circuit breaker, [`crate::breaker`]: 1 s,
 //!   doubling up to 30 s while probes fail), so a caller announcing many events (the reminders
-//!   job) does not wait out the deadline on each. An event not published is lost to its
-//!   listeners without a gap (one failure alone never stops the next): whatever must not be
-//!   missed has a durable copy elsewhere, as below.
+//!   job) does not wait out the deadline on each. An event not published is a gap of one to
+//!   this process's listeners of its channel, and lost to other processes' without one (one
+//!   failure alone never stops the next): whatever must not be missed has a durable copy
+//!   elsewhere, as below.
 //! - [`LiveEvents::subscribe`] is a stream of what is heard on the channel ([`Heard`]): its
 //!   events, and a [`Heard::Gap`] where events were lost. A process keeps **one**
 //!   pub/sub connection, made on the first listener, for every channel: Redis is told
@@ -190,6 +191,7 @@ impl LiveEvents {
         };
         let admission = breaker().admit(std::time::Instant::now());
         if admission == Admission::Skip {
+            self.missed_here(channel);
             return Err(PublishError::Skipped);
         }
         use std::sync::atomic::Ordering;
@@ -206,9 +208,20 @@ impl LiveEvents {
                 if failures >= 2 || admission == Admission::Probe {
                     breaker().failed(admission, std::time::Instant::now());
                 }
+                self.missed_here(channel);
             }
         }
         published
+    }
+
+    /// Tells this process's listeners of `channel` that an event was not published (a gap of
+    /// one: they read its durable copy again). Listeners in other processes hear nothing of
+    /// it; nothing reaches them while Redis cannot publish.
+    fn missed_here(&self, channel: &str) {
+        let state = self.shared.lock();
+        if let Some(channel) = state.channels.get(channel) {
+            let _ = channel.sender.send(Arc::new(Heard::Gap { lost: Some(1) }));
+        }
     }
 
     /// One publish, within the deadline.

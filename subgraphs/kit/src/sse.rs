@@ -237,7 +237,11 @@ impl Handover {
         let (sender, receiver) = mpsc::channel(1);
         let abandoned = Arc::new(AtomicBool::new(false));
         let marked = abandoned.clone();
-        tokio::spawn(async move {
+        // Watches the task below: an operation that panicked ends with an `INTERNAL_ERROR`
+        // result, not as one that ended well (a client would not subscribe again). Holding a
+        // sender, it keeps the channel open until it has had its say.
+        let on_panic = sender.clone();
+        let taking = tokio::spawn(async move {
             loop {
                 let result = tokio::select! {
                     result = results.next() => result,
@@ -256,6 +260,18 @@ impl Handover {
                     }
                     Err(SendTimeoutError::Closed(_)) => return,
                 }
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(error) = taking.await
+                && error.is_panic()
+            {
+                tracing::error!("an event-stream operation panicked");
+                let failed = ServiceResponse::from_json(&serde_json::json!({"errors": [{
+                    "message": crate::errors::INTERNAL_MESSAGE,
+                    "extensions": {"code": crate::errors::ErrorCode::InternalError.as_str()}
+                }]}));
+                let _ = on_panic.send_timeout(failed, stalled).await;
             }
         });
         Self {

@@ -678,7 +678,7 @@ impl Session {
                     // In this order: the deadlines first (a client sending without pause must not
                     // hold its socket past them), then the socket, before an overdue ping tick (a
                     // pong already read is heard before the tick judges the client silent, after a
-                    // slow send, say), then ended operations, then results to send.
+                    // slow send, say), then results to send, then ended operations.
                     biased;
                     () = crate::time::until(self.credentials_expire) => {
                         self.credentials_expire = None;
@@ -736,13 +736,14 @@ impl Session {
                             Step::Send(Frame::Ping(Default::default()))
                         }
                     }
+                    // After the pings: an operation whose results are always ready (faster
+                    // than the socket takes them) must not hold back the keep-alive and idle
+                    // checks. Before ended operations: a panicked one's results already
+                    // queued go before its error.
+                    Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
                     Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                         self.on_joined(joined)
                     }
-                    // Last: an operation whose results are always ready (faster than the
-                    // socket takes them) must not hold back the pings, the idle check, or a
-                    // panicked operation's error.
-                    Some(outgoing) = self.receiver.recv() => self.on_outgoing(outgoing),
                 }
             };
             match step {

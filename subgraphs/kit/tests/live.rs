@@ -237,3 +237,33 @@ async fn after_a_failed_publish_the_next_ones_are_not_tried() {
         assert!(matches!(next, Err(PublishError::Skipped)), "{next:?}");
     }
 }
+
+/// An event this process could not publish is a gap of one to this process's own listeners
+/// of its channel (they read its durable copy again), not missed without a word; skipped
+/// publishes (the breaker open) too.
+#[tokio::test]
+async fn an_event_not_published_is_a_gap_to_this_process_listeners() {
+    let silent = gospelib_kit::test_stack::silent_server();
+    let live = LiveEvents::with_settings(
+        redis::Client::open(format!("redis://{silent}")).unwrap(),
+        LiveSettings {
+            timeout: Duration::from_millis(200),
+            ..LiveSettings::default()
+        },
+    );
+    let channel = "gl:test:unpublished";
+    let mut listener = Box::pin(live.subscribe(channel));
+    for n in 0..3 {
+        assert!(live.publish(channel, &json!(n)).await.is_err());
+        assert_eq!(
+            heard(&mut listener).await,
+            Heard::Gap { lost: Some(1) },
+            "{n}"
+        );
+    }
+    // Another channel's listeners are not told.
+    let mut other = Box::pin(live.subscribe("gl:test:unpublished-other"));
+    assert!(live.publish(channel, &json!(3)).await.is_err());
+    assert_eq!(heard(&mut listener).await, Heard::Gap { lost: Some(1) });
+    nothing_more(&mut other).await;
+}

@@ -96,6 +96,14 @@ impl Live {
         })
     }
 
+    /// One event, then a panic (a bug in a resolver's stream).
+    async fn panics(&self) -> impl Stream<Item = i32> + use<> {
+        futures_util::stream::iter([1, 2]).map(|n| {
+            assert!(n < 2, "a resolver's stream panicked");
+            n
+        })
+    }
+
     /// The caller's user id, once, then the end.
     async fn whoami(&self, ctx: &Context<'_>) -> impl Stream<Item = String> + use<> {
         let caller = Caller::of(ctx);
@@ -1115,6 +1123,35 @@ async fn a_server_shutting_down_ends_an_event_stream_sent_by_hash_with_a_restart
     assert!(text.contains("SUBSCRIPTION_RESTART"), "{text}");
     assert!(text.ends_with("event: complete\ndata:\n\n"), "{text:?}");
     stopped_within_5s(stopping, "its event streams ended").await;
+}
+
+/// An operation that panics ends with an `INTERNAL_ERROR`, not as one that ended well (a
+/// client would take it as over and not subscribe again): over SSE a last `next` with the
+/// error, then `complete`; over WebSocket an `error`.
+#[tokio::test]
+async fn an_operation_that_panics_ends_with_an_internal_error() {
+    let (server, _) = server().await;
+    let response = sse(&server, json!({"query": "subscription { panics }"})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        read_all(response).await,
+        ":\n\n\
+         event: next\ndata: {\"data\":{\"panics\":1}}\n\n\
+         event: next\ndata: {\"errors\":[{\"message\":\"internal error\",\
+         \"extensions\":{\"code\":\"INTERNAL_ERROR\"}}]}\n\n\
+         event: complete\ndata:\n\n"
+    );
+
+    let mut client = Client::ready(&server).await;
+    client
+        .send(json!({"id": "p", "type": "subscribe",
+                     "payload": {"query": "subscription { panics }"}}))
+        .await;
+    assert_eq!(client.next().await["payload"]["data"]["panics"], 1);
+    let ended = client.next().await;
+    assert_eq!(ended["type"], "error", "{ended}");
+    assert_eq!(ended["id"], "p", "{ended}");
+    assert_eq!(ended["payload"][0]["extensions"]["code"], "INTERNAL_ERROR");
 }
 
 #[tokio::test]
