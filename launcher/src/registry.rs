@@ -7,8 +7,8 @@
 //! (`GOSPELIB_PG_URL`); `publish` and `rollback` store a version only if the one they checked
 //! against is still the latest, and otherwise write nothing and say to check again.
 //! `publish` stores with the version the manifest of the apps' trusted documents (the
-//! operations under `web/` and `mobile/` of the operations folder); `rollback` brings back the
-//! old version's.
+//! operations under `web/` and `mobile/` of the operations folder); so does `rollback`, with
+//! the old version's supergraph: the apps in use now are the ones its check protected.
 
 use std::path::Path;
 
@@ -347,8 +347,17 @@ pub async fn run_diff(env: &Env, from: i32, to: i32, format: Format) -> anyhow::
     let store = RegistrySettings::read(env, true)?.store()?;
     let old = store.require(from).await?;
     let new = store.require(to).await?;
-    let changes = diff_api_schemas(&old.api_schema, &new.api_schema)
+    let mut changes = diff_api_schemas(&old.api_schema, &new.api_schema)
         .map_err(|error| anyhow::anyhow!("versions {from} and {to}: {error}"))?;
+    // Access rules (`@authenticated`, `@requiresScopes`) are the supergraph's, not the API
+    // schema's: as the check does, they are compared there.
+    changes.extend(
+        gospelib_schema::authorization::authorization_changes_of_sdl(
+            &old.supergraph,
+            &new.supergraph,
+        )
+        .map_err(|error| anyhow::anyhow!("versions {from} and {to}: {error}"))?,
+    );
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&changes)?),
         Format::Text => {

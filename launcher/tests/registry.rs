@@ -716,6 +716,9 @@ fn the_registry_serves_versions_and_a_polling_router_follows_them() {
             ("partner/supergraph/9", 404),
             ("nope/supergraph/1", 404),
             ("partner/supergraph/x", 400),
+            // Versions count from 1: none is a version that merely does not exist.
+            ("partner/supergraph/0", 400),
+            ("partner/supergraph/-3", 400),
         ] {
             assert_eq!(pinned(path).await.unwrap().status(), status, "{path}");
         }
@@ -893,4 +896,31 @@ fn what_the_check_passes_publishes_and_new_contracts_are_a_change() {
             "{outcome:?}"
         );
     });
+}
+
+/// `schema diff` shows a change to what a field requires (`@authenticated`,
+/// `@requiresScopes`), which the API schemas alone do not carry, as the check does.
+#[test]
+fn diff_shows_access_rule_changes() {
+    let database = TempDatabase::migrated("registry_diff_access");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let with_extra = |rules: &str| {
+        code_supergraph().replace(
+            CONNECTIONS_FIELD,
+            &format!("{CONNECTIONS_FIELD}  extra: String @join__field(graph: CONTENT){rules}\n"),
+        )
+    };
+    let open = runtime.block_on(publish_directly(&database, with_extra(""), "open"));
+    let closed = runtime.block_on(publish_directly(
+        &database,
+        with_extra(" @authenticated"),
+        "signed-in callers only",
+    ));
+    let diff = schema_command(&database, &["diff", &open.to_string(), &closed.to_string()]);
+    assert!(diff.ok, "{}", diff.stderr);
+    assert!(
+        diff.stdout.contains("1 change(s)") && diff.stdout.contains("[Query.extra]"),
+        "{}",
+        diff.stdout
+    );
 }

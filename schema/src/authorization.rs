@@ -166,6 +166,18 @@ pub(crate) fn fields_of(
     }
 }
 
+/// [`authorization_changes`] of two supergraphs' SDL; the error says which does not parse.
+pub fn authorization_changes_of_sdl(old: &str, new: &str) -> Result<Vec<Change>, String> {
+    let parse = |which: &str, sdl: &str| {
+        Schema::parse(sdl, "supergraph.graphql")
+            .map_err(|errors| format!("the {which} supergraph: {}", errors.errors))
+    };
+    Ok(authorization_changes(
+        &parse("old", old)?,
+        &parse("new", new)?,
+    ))
+}
+
 /// The changes to what selecting each field requires, from supergraph `old` to `new`, of the
 /// fields both have, sorted by coordinate.
 pub fn authorization_changes(old: &Schema, new: &Schema) -> Vec<Change> {

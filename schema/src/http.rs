@@ -56,12 +56,17 @@ fn not_a_version() -> Response {
     )
 }
 
+/// A path's version number: a positive whole number (versions count from 1).
+fn version_number(text: &str) -> Option<i32> {
+    text.parse::<i32>().ok().filter(|number| *number > 0)
+}
+
 async fn by_number(
     State(store): State<Store>,
     Path(number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(number) = number.parse::<i32>() else {
+    let Some(number) = version_number(&number) else {
         return not_a_version();
     };
     match store.get(number).await {
@@ -92,7 +97,7 @@ async fn contract_by_number(
     Path((name, number)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(number) = number.parse::<i32>() else {
+    let Some(number) = version_number(&number) else {
         return not_a_version();
     };
     match store.get(number).await {
@@ -125,7 +130,7 @@ async fn trusted_documents_by_number(
     Path(number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(number) = number.parse::<i32>() else {
+    let Some(number) = version_number(&number) else {
         return not_a_version();
     };
     match store.get(number).await {
