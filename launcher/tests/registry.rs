@@ -919,7 +919,7 @@ fn diff_shows_access_rule_changes() {
     let diff = schema_command(&database, &["diff", &open.to_string(), &closed.to_string()]);
     assert!(diff.ok, "{}", diff.stderr);
     assert!(
-        diff.stdout.contains("1 change(s)") && diff.stdout.contains("[Query.extra]"),
+        diff.stdout.contains(": 1 change(s)") && diff.stdout.contains("[Query.extra]"),
         "{}",
         diff.stdout
     );

@@ -59,6 +59,10 @@ pub struct Deferred {
     /// The alias of the `__typename` the fragment carries in the full operation: present in
     /// an object when the fragment applied to it.
     marker: String,
+    /// Whether a type condition stands between the fragment and its object (its own, or an
+    /// enclosing fragment's at that object): it may then apply to some objects at its path
+    /// and not others, which only its marker in the full answer tells.
+    conditional: bool,
     /// The fragment's selections (one copy for every place of its marker).
     selections: std::sync::Arc<Set>,
 }
@@ -248,6 +252,7 @@ pub fn split(
         budget: WALK_BUDGET,
         max_depth,
         open_sets: 0,
+        conditional: false,
     };
     finder.walk(selection_set(&operation), &mut Vec::new(), None);
     let deferred = finder.found;
@@ -342,6 +347,9 @@ struct Finder<'f> {
     /// How many selection sets enclose the one being walked (inline fragments' and fragments
     /// spread included).
     open_sets: usize,
+    /// Whether a type condition (an inline fragment's, or a named fragment's) stands between
+    /// the object being walked and the selections being walked.
+    conditional: bool,
 }
 
 /// The most selections the search for deferred fragments visits (named fragments are walked
@@ -377,10 +385,14 @@ impl Finder<'_> {
                         return;
                     }
                     path.push(key.to_owned());
+                    let conditional = std::mem::replace(&mut self.conditional, false);
                     self.walk(&field.selection_set, path, parent);
+                    self.conditional = conditional;
                     path.pop();
                 }
                 Selection::InlineFragment(fragment) => {
+                    let conditional = self.conditional;
+                    self.conditional |= fragment.type_condition.is_some();
                     let mut inside = parent;
                     if let Some(marker) = marker_of(&fragment.selection_set)
                         && self
@@ -399,11 +411,13 @@ impl Finder<'_> {
                             path: path.clone(),
                             parent,
                             marker,
+                            conditional: self.conditional,
                             selections,
                         });
                         inside = Some(self.found.len() - 1);
                     }
                     self.walk(&fragment.selection_set, path, inside);
+                    self.conditional = conditional;
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = &spread.fragment_name;
@@ -414,7 +428,9 @@ impl Finder<'_> {
                         continue;
                     };
                     self.visiting.push(name.clone());
+                    let conditional = std::mem::replace(&mut self.conditional, true);
                     self.walk(&definition.selection_set, path, parent);
+                    self.conditional = conditional;
                     self.visiting.pop();
                 }
             }
@@ -1169,8 +1185,15 @@ pub fn incremental_items(
                     (Some(Value::Object(shown)), Some(Value::Object(full))) => {
                         !same_object(shown, full)
                     }
-                    // Gone, with no error to say why: the list is shorter now.
-                    (Some(Value::Object(_)), None) => errors.is_empty() && unplaced.is_empty(),
+                    // Gone (or null), with no error of the full half to say why (the first
+                    // part may have given it already): the list is shorter now, or holds a
+                    // null there.
+                    (Some(Value::Object(_)), None | Some(Value::Null)) => {
+                        unplaced.is_empty()
+                            && !full_errors
+                                .iter()
+                                .any(|error| error_over(error, &path) || error_within(error, &path))
+                    }
                     _ => false,
                 };
             if changed {
@@ -1236,35 +1259,52 @@ pub fn incremental_items(
 
 /// Each error said by the innermost item that carries it: a fragment deferred inside another
 /// is an item of its own, and an error in its fields is also under the outer fragment's
-/// field that holds it (`a` of `... @defer { a { ... @defer { b } } }`), so both took it.
+/// field that holds it (`a` of `... @defer { a { ... @defer { b } } }`), so both took it; one
+/// deferred directly inside another, at the same object, may take the same errors too.
+/// Items are matched by path (each item against those at its path and above), so the cost
+/// is the items with errors times their depth.
 fn said_once(split: &Split, items: &mut [(usize, Value)]) {
+    if !split
+        .deferred
+        .iter()
+        .any(|deferred| deferred.parent.is_some())
+    {
+        return;
+    }
+    let path_of = |item: &Value| item["path"].as_array().cloned().unwrap_or_default();
     let with_errors: Vec<usize> = (0..items.len())
         .filter(|&at| items[at].1.get("errors").is_some())
         .collect();
-    for &outer in &with_errors {
-        let mut said_inside: Vec<Value> = Vec::new();
-        for &inner in &with_errors {
-            let (outer_fragment, inner_fragment) = (items[outer].0, items[inner].0);
-            let (Some(outer_path), Some(inner_path)) = (
-                items[outer].1["path"].as_array(),
-                items[inner].1["path"].as_array(),
-            ) else {
+    let mut at_path: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
+    for &at in &with_errors {
+        let path = Value::Array(path_of(&items[at].1)).to_string();
+        at_path.entry(path).or_default().push(at);
+    }
+    // The errors each outer item should leave to items inside it.
+    let mut said_inside: std::collections::HashMap<usize, Vec<Value>> =
+        std::collections::HashMap::new();
+    for &inner in &with_errors {
+        let path = path_of(&items[inner].1);
+        for end in 0..=path.len() {
+            let Some(outers) = at_path.get(&Value::Array(path[..end].to_vec()).to_string()) else {
                 continue;
             };
-            if split.is_inside(inner_fragment, outer_fragment)
-                && inner_path.len() > outer_path.len()
-                && inner_path[..outer_path.len()] == *outer_path
-                && let Some(errors) = items[inner].1["errors"].as_array()
-            {
-                said_inside.extend(errors.iter().cloned());
+            for &outer in outers {
+                if outer != inner && split.is_inside(items[inner].0, items[outer].0) {
+                    let errors = items[inner].1["errors"].as_array().cloned();
+                    said_inside
+                        .entry(outer)
+                        .or_default()
+                        .extend(errors.unwrap_or_default());
+                }
             }
         }
-        if said_inside.is_empty() {
-            continue;
-        }
+    }
+    for (outer, said) in said_inside {
         let item = &mut items[outer].1;
         if let Some(errors) = item.get_mut("errors").and_then(Value::as_array_mut) {
-            errors.retain(|error| !said_inside.contains(error));
+            errors.retain(|error| !said.contains(error));
             if errors.is_empty()
                 && let Some(item) = item.as_object_mut()
             {
@@ -1277,10 +1317,20 @@ fn said_once(split: &Split, items: &mut [(usize, Value)]) {
 /// The items of a last payload whose full half gave no data (refused, or failed): `null` at
 /// each place the first part showed a fragment deferred from, `errors` with the first (the
 /// errors stay with the deferred parts, where clients read them). None when the first part
-/// showed no such place.
+/// showed no such place, or when a fragment is conditional (see `Deferred`): without the full
+/// answer nothing tells which objects it applies to, and a `null` put at an object it does not
+/// apply to would take that object from the client.
 pub fn failed_items(split: &Split, primary_data: &Value, errors: Vec<Value>) -> Vec<Value> {
+    let roots = split.deferred.iter().filter(|d| d.parent.is_none());
+    if split
+        .deferred
+        .iter()
+        .any(|d| d.parent.is_none() && d.conditional)
+    {
+        return Vec::new();
+    }
     let mut items = Vec::new();
-    for deferred in split.deferred.iter().filter(|d| d.parent.is_none()) {
+    for deferred in roots {
         let mut paths = Vec::new();
         concrete_paths(primary_data, &deferred.path, &mut Vec::new(), &mut paths);
         for path in paths {
@@ -1918,6 +1968,27 @@ mod tests {
         );
     }
 
+    /// A list item that is null in the full half, with no error to say why (the list changed
+    /// between the halves), is `null` with an error in its deferred part, not left out.
+    #[test]
+    fn an_item_null_in_the_full_half_is_said() {
+        let split = split_of("{ items { id ... @defer { name } } }");
+        let primary = json!({ "items": [{ "id": 1 }, { "id": 2 }] });
+        let full = json!({ "items": [{ "id": 1, "_glDefer0": "Item", "_glDefer0_name": "a" },
+                                     null] });
+        let items = Value::Array(incremental_items(&split, &primary, &full, &[], &[], &[]));
+        assert_eq!(
+            items[0],
+            json!({ "data": { "name": "a" }, "path": ["items", 0] })
+        );
+        assert_eq!(items[1]["data"], Value::Null, "{items:#}");
+        assert_eq!(items[1]["path"], json!(["items", 1]), "{items:#}");
+        assert_eq!(
+            items[1]["errors"][0]["extensions"]["code"],
+            "INTERNAL_ERROR"
+        );
+    }
+
     /// A full half that gave no data leaves `null` at each place a fragment was deferred from,
     /// its errors with the first; with no such place, no item.
     #[test]
@@ -1936,7 +2007,20 @@ mod tests {
             ])
         );
         let empty = json!({ "items": [], "more": [] });
-        assert!(failed_items(&split, &empty, vec![error]).is_empty());
+        assert!(failed_items(&split, &empty, vec![error.clone()]).is_empty());
+        // A fragment with a type condition, or inside a named fragment, may apply to some
+        // objects at its path only: no item is guessed.
+        for query in [
+            "{ items { id ... on Note @defer { body } } }",
+            "{ items { id ...F } } fragment F on Note { ... @defer { body } }",
+        ] {
+            let split = split_of(query);
+            let primary = json!({ "items": [{ "id": 1 }] });
+            assert!(
+                failed_items(&split, &primary, vec![error.clone()]).is_empty(),
+                "{query}"
+            );
+        }
     }
 
     /// What the split copies is bounded whatever the document holds: a label is sent with each

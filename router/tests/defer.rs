@@ -289,11 +289,8 @@ fn changing_router(change: fn(&mut Vec<Value>), full_half_only: bool) -> Router 
     Router::new(Supergraph::parse(SDL, None).unwrap(), Arc::new(transport))
 }
 
-/// The deferred fields of an object the list no longer has at that place are never put on
-/// the object the first part showed there: that item is `null` with an error.
-#[tokio::test]
-async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields() {
-    let router = changing_router(|items| items.reverse(), false);
+/// The parts `router` answers to two products' names, their reviews deferred.
+async fn two_products_deferring_reviews(router: Router) -> Vec<Value> {
     let (url, _stop) = start_router(router).await;
     let query = r#"{ topProducts(first: 2) { name ... @defer { reviews { body } } } }"#;
     let response = post(
@@ -302,7 +299,15 @@ async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields()
         json!({ "query": query }),
     )
     .await;
-    let parts = parts(&response.text().await.unwrap());
+    parts(&response.text().await.unwrap())
+}
+
+/// The deferred fields of an object the list no longer has at that place are never put on
+/// the object the first part showed there: that item is `null` with an error.
+#[tokio::test]
+async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields() {
+    let parts =
+        two_products_deferring_reviews(changing_router(|items| items.reverse(), false)).await;
     // Whichever half asked second got the other order.
     let shown = &parts[0]["data"]["topProducts"];
     assert!(
@@ -327,16 +332,8 @@ async fn a_list_that_changed_between_the_parts_never_misplaces_deferred_fields()
 /// whole without it).
 #[tokio::test]
 async fn an_item_gone_between_the_parts_is_null_with_an_error() {
-    let router = changing_router(|items| items.truncate(1), true);
-    let (url, _stop) = start_router(router).await;
-    let query = r#"{ topProducts(first: 2) { name ... @defer { reviews { body } } } }"#;
-    let response = post(
-        &format!("{url}/graphql"),
-        MULTIPART,
-        json!({ "query": query }),
-    )
-    .await;
-    let parts = parts(&response.text().await.unwrap());
+    let parts =
+        two_products_deferring_reviews(changing_router(|items| items.truncate(1), true)).await;
     assert_eq!(
         parts[0]["data"]["topProducts"],
         json!([{ "name": "Table" }, { "name": "Couch" }])

@@ -83,13 +83,12 @@ fn over_a_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// What the edge found of a gzip body (`content-encoding: gzip`): the most bytes it may take
-/// on the wire ([`crate::edge::compressed_wire_limit`]), and decompressed on a route whose
-/// own limit is turned off (the server's `GOSPELIB_MAX_BODY_BYTES`). Decompressed, it is held
-/// to the route's limit, as a plain body is. A request extension.
+/// What the edge found of a gzip body (`content-encoding: gzip`), a request extension. The
+/// body is held to the route's limit decompressed, as a plain body is, and on the wire to what
+/// [`crate::edge::compressed_wire_limit`] gives for it; `limit` stands in for the route's
+/// where the route turns its own off (the server's `GOSPELIB_MAX_BODY_BYTES`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gzipped {
-    pub wire_limit: usize,
     pub limit: usize,
 }
 
@@ -103,7 +102,8 @@ pub async fn read_within(
         match request.extensions().get::<Gzipped>().copied() {
             Some(gzipped) => {
                 let limit = route_limit(&request).unwrap_or(gzipped.limit);
-                read_gzipped(request.into_body(), gzipped.wire_limit, limit).await
+                let wire_limit = crate::edge::compressed_wire_limit(limit);
+                read_gzipped(request.into_body(), wire_limit, limit).await
             }
             None => read_plain(request.into_limited_body()).await,
         }
@@ -193,8 +193,8 @@ fn gzip_error(error: &io::Error) -> BodyError {
     }
 }
 
-/// The error with its causes, each said once (a wrapper that prints its cause's message, as
-/// `axum::Error` does, adds nothing).
+/// The error with its causes, leaving out a cause whose message is the one just said (a
+/// wrapper that prints its cause's message, as `axum::Error` does, adds nothing).
 fn unreadable(error: &dyn std::error::Error) -> BodyError {
     let mut said = error.to_string();
     let mut message = said.clone();

@@ -289,7 +289,6 @@ fn assemble(
     // body from `graphql_error_body`; the body limits (the route's, and a gzip body's on the
     // wire and decompressed) are applied by the handlers as they read (`request_body`).
     let gzipped = Gzipped {
-        wire_limit: edge::compressed_wire_limit(spec.max_body_bytes),
         limit: spec.max_body_bytes,
     };
     app.merge(process_routes.with_state(process))

@@ -664,9 +664,7 @@ impl Session {
         pings.reset();
         let mut last_heard = Instant::now();
         let mut shut_down = false;
-        // Closing waits for queries and mutations, not for ever: as long as a stalled client
-        // is given.
-        let closing_grace = settings.ping_interval * 2;
+        let closing_grace = self.closing_grace();
         loop {
             // Closing: closed as soon as no query or mutation runs (one that just completed,
             // its last message sent, included).
@@ -1012,8 +1010,7 @@ impl Session {
                 self.end_operation(&id);
                 // Closed once no query or mutation runs, within the grace a stalled client
                 // is given (a long query does not hold the socket open).
-                let grace = self.endpoint.subscriptions.ping_interval * 2;
-                self.close_when_quiet(close_code::FORBIDDEN, &reason, grace);
+                self.close_when_quiet(close_code::FORBIDDEN, &reason, self.closing_grace());
                 Step::Nothing
             }
         }
@@ -1047,14 +1044,24 @@ impl Session {
         (!busy).then(|| Step::Close(*code, reason.clone()))
     }
 
+    /// How long closing waits for queries and mutations: as long as a stalled client is given.
+    fn closing_grace(&self) -> std::time::Duration {
+        self.endpoint.subscriptions.ping_interval * 2
+    }
+
     /// Closes the connection with `code` once no query or mutation runs ([`Self::quiet_close`]),
-    /// within `grace` at most; a reason already given stands.
+    /// within `grace` at most; a reason already given stands, but for a refused credential's
+    /// `4403`, which replaces any other (a client told `1001` would come back with the same
+    /// credential).
     fn close_when_quiet(&mut self, code: u16, reason: &str, grace: std::time::Duration) {
         let reason = match code {
             close_code::FORBIDDEN => format!("Forbidden: {reason}"),
             _ => reason.to_owned(),
         };
-        self.closing.get_or_insert((code, reason));
+        let forbidden_already = matches!(&self.closing, Some((close_code::FORBIDDEN, _)));
+        if self.closing.is_none() || (code == close_code::FORBIDDEN && !forbidden_already) {
+            self.closing = Some((code, reason));
+        }
         let deadline = tokio::time::Instant::now() + grace;
         self.closing_deadline = Some(
             self.closing_deadline

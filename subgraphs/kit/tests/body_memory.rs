@@ -44,9 +44,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// What is held once it has not changed for a second (the server has read all that was
-/// sent: a frame a few microseconds, the first phase's in one go).
+/// What is held once it has stayed within 4 KiB for a second (the server has read all that
+/// was sent: a frame a few microseconds, the first phase's in one go; a timer or a log line
+/// elsewhere in the process may still come and go).
 async fn settled() -> isize {
+    const STEADY: isize = 4 * 1024;
     let mut last = HELD.load(Ordering::Relaxed);
     let mut unchanged = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -57,8 +59,12 @@ async fn settled() -> isize {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = HELD.load(Ordering::Relaxed);
-        unchanged = if now == last { unchanged + 1 } else { 0 };
-        last = now;
+        if (now - last).abs() <= STEADY {
+            unchanged += 1;
+        } else {
+            unchanged = 0;
+            last = now;
+        }
     }
     last
 }

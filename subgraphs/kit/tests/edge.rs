@@ -411,43 +411,73 @@ async fn a_broken_body_is_400_saying_why_once() {
 }
 
 /// A route with a limit of its own (as the webhooks have) holds a gzip body to it once
-/// decompressed, as it does a plain one.
+/// decompressed, as it does a plain one, and on the wire to what that limit allows: larger
+/// or smaller than the server's.
 #[tokio::test]
 async fn a_routes_own_limit_holds_for_gzip_bodies_too() {
-    const ROUTE_LIMIT: usize = 1024;
-    let small = axum::Router::new()
-        .route(
-            "/small",
-            axum::routing::post(|request: axum::extract::Request| async move {
-                match gospelib_kit::webhook_answer::read_delivery(
-                    "test",
-                    request,
-                    Duration::from_secs(5),
-                )
-                .await
-                {
-                    Ok((_, body)) => body.len().to_string().into_response(),
-                    Err(refusal) => refusal,
-                }
-            }),
-        )
-        .layer(axum::extract::DefaultBodyLimit::max(ROUTE_LIMIT));
-    let server = subgraph_server_with(EdgeSettings::default(), Some(small)).await;
+    const SMALL: usize = 1024;
+    const LARGE: usize = 4 * LIMIT;
+    let delivery = || {
+        axum::routing::post(|request: axum::extract::Request| async move {
+            match gospelib_kit::webhook_answer::read_delivery(
+                "test",
+                request,
+                Duration::from_secs(5),
+            )
+            .await
+            {
+                Ok((_, body)) => body.len().to_string().into_response(),
+                Err(refusal) => refusal,
+            }
+        })
+    };
+    let routes = axum::Router::new()
+        .route("/small", delivery())
+        .layer(axum::extract::DefaultBodyLimit::max(SMALL))
+        .merge(
+            axum::Router::new()
+                .route("/large", delivery())
+                .layer(axum::extract::DefaultBodyLimit::max(LARGE)),
+        );
+    let server = subgraph_server_with(EdgeSettings::default(), Some(routes)).await;
     let http = reqwest::Client::new();
-    for (size, status) in [
-        (ROUTE_LIMIT, StatusCode::OK),
-        (ROUTE_LIMIT + 1, StatusCode::PAYLOAD_TOO_LARGE),
+    // Bytes gzip cannot shrink: on the wire a little more than they are.
+    let noise = |size: usize| -> Vec<u8> {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    for (route, body, status) in [
+        ("/small", vec![b'a'; SMALL], StatusCode::OK),
+        (
+            "/small",
+            vec![b'a'; SMALL + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        // Past the server's limit, within the route's, on the wire and decompressed.
+        ("/large", noise(2 * LIMIT), StatusCode::OK),
+        ("/large", noise(LARGE + 1), StatusCode::PAYLOAD_TOO_LARGE),
     ] {
-        let body = vec![b'a'; size];
+        let size = body.len();
         for (encoding, sent) in [("identity", body.clone()), ("gzip", gzip(&body))] {
             let response = http
-                .post(server.url("/small"))
+                .post(server.url(route))
                 .header("content-encoding", encoding)
                 .body(sent)
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(response.status(), status, "{size} bytes, {encoding}");
+            assert_eq!(
+                response.status(),
+                status,
+                "{route}: {size} bytes, {encoding}"
+            );
             if status == StatusCode::OK {
                 assert_eq!(response.text().await.unwrap(), size.to_string());
             }

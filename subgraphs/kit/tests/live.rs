@@ -209,19 +209,24 @@ async fn a_killed_connection_is_made_again_and_every_channel_subscribed_again() 
     assert_eq!(next(&mut second).await, json!("two"));
 }
 
-/// Redis silent: two publishes in a row wait out the deadline; those right after them are not
-/// tried (a job announcing thousands of notifications does not wait the deadline on each).
-#[tokio::test]
-async fn after_a_failed_publish_the_next_ones_are_not_tried() {
-    use gospelib_kit::live::PublishError;
+/// Live events on a Redis that never answers, with a deadline of 200 ms.
+fn on_a_silent_redis() -> LiveEvents {
     let silent = gospelib_kit::test_stack::silent_server();
-    let live = LiveEvents::with_settings(
+    LiveEvents::with_settings(
         redis::Client::open(format!("redis://{silent}")).unwrap(),
         LiveSettings {
             timeout: Duration::from_millis(200),
             ..LiveSettings::default()
         },
-    );
+    )
+}
+
+/// Redis silent: two publishes in a row wait out the deadline; those right after them are not
+/// tried (a job announcing thousands of notifications does not wait the deadline on each).
+#[tokio::test]
+async fn after_a_failed_publish_the_next_ones_are_not_tried() {
+    use gospelib_kit::live::PublishError;
+    let live = on_a_silent_redis();
     for n in 0..2 {
         let tried = live.publish("gl:test:silent", &json!(n)).await;
         assert!(
@@ -243,14 +248,7 @@ async fn after_a_failed_publish_the_next_ones_are_not_tried() {
 /// publishes (the breaker open) too.
 #[tokio::test]
 async fn an_event_not_published_is_a_gap_to_this_process_listeners() {
-    let silent = gospelib_kit::test_stack::silent_server();
-    let live = LiveEvents::with_settings(
-        redis::Client::open(format!("redis://{silent}")).unwrap(),
-        LiveSettings {
-            timeout: Duration::from_millis(200),
-            ..LiveSettings::default()
-        },
-    );
+    let live = on_a_silent_redis();
     let channel = "gl:test:unpublished";
     let mut listener = Box::pin(live.subscribe(channel));
     for n in 0..3 {
